@@ -1,0 +1,79 @@
+//! Feature artifacts: an `[N, D]` f32 matrix per split. Raw pixels count as features, so every
+//! consumer of features also accepts an images artifact (see [`Features::load_any`]).
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{tensors, Images, Split};
+use crate::ops::OpError;
+
+/// What the columns are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeaturesMeta {
+    /// Columns.
+    pub dim: usize,
+    /// Where they come from, for people (`res5 of pretrain[p=50]`, `pixels of mnist`).
+    pub source: String,
+}
+
+/// Features of both splits, row-major.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Description.
+    pub meta: FeaturesMeta,
+    /// Training rows.
+    pub train: Vec<f32>,
+    /// Test rows.
+    pub test: Vec<f32>,
+}
+
+impl Features {
+    /// Rows of a split.
+    pub fn split(&self, split: Split) -> &[f32] {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
+    /// Rows in a split.
+    pub fn count(&self, split: Split) -> usize {
+        self.split(split).len() / self.meta.dim.max(1)
+    }
+
+    /// Writes `features.safetensors` and `meta.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
+        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+        let d = self.meta.dim;
+        let train = Tensor::from_slice(&self.train, (self.count(Split::Train), d), &Device::Cpu)?;
+        let test = Tensor::from_slice(&self.test, (self.count(Split::Test), d), &Device::Cpu)?;
+        tensors::save(&dir.join("features.safetensors"), vec![("train", train), ("test", test)])?;
+        tensors::save_json(&dir.join("meta.json"), &self.meta)
+    }
+
+    /// Reads what [`Features::save`] wrote.
+    pub fn load(dir: &Path) -> Result<Features, OpError> {
+        let meta: FeaturesMeta = tensors::load_json(&dir.join("meta.json"))?;
+        let path = dir.join("features.safetensors");
+        let mut map = tensors::load(&path)?;
+        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<f32>()?;
+        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Features { meta, train, test })
+    }
+
+    /// Loads features, or pixels scaled to [0, 1] when `dir` holds images.
+    pub fn load_any(dir: &Path) -> Result<Features, OpError> {
+        if dir.join("images.safetensors").exists() {
+            let images = Images::load(dir)?;
+            let meta = FeaturesMeta { dim: images.image_len(), source: format!("pixels of {}", images.meta.dataset) };
+            return Ok(Features {
+                meta,
+                train: images.as_features(Split::Train),
+                test: images.as_features(Split::Test),
+            });
+        }
+        Features::load(dir)
+    }
+}

@@ -1,0 +1,85 @@
+//! Image artifacts: u8 pixels of both splits plus the data set's description.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{tensors, Split};
+use crate::ops::OpError;
+
+/// What the pixels are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagesMeta {
+    /// Data set name, e.g. `fashion-mnist`.
+    pub dataset: String,
+    /// Channels per image.
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Number of classes of the data set's own labels.
+    pub num_classes: usize,
+    /// Class names, in id order.
+    pub class_names: Vec<String>,
+    /// Whether a horizontal flip keeps an image's meaning (false for digits).
+    pub hflip_ok: bool,
+}
+
+/// Pixels of both splits, NCHW u8.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// Description.
+    pub meta: ImagesMeta,
+    /// Training pixels.
+    pub train: Vec<u8>,
+    /// Test pixels.
+    pub test: Vec<u8>,
+}
+
+impl Images {
+    /// Values per image.
+    pub fn image_len(&self) -> usize {
+        self.meta.channels * self.meta.height * self.meta.width
+    }
+
+    /// Images in a split.
+    pub fn count(&self, split: Split) -> usize {
+        self.split(split).len() / self.image_len().max(1)
+    }
+
+    /// Pixels of a split.
+    pub fn split(&self, split: Split) -> &[u8] {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
+    /// Writes `images.safetensors` and `meta.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
+        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+        let m = &self.meta;
+        let shape = |n: usize| (n, m.channels, m.height, m.width);
+        let train = Tensor::from_slice(&self.train, shape(self.count(Split::Train)), &Device::Cpu)?;
+        let test = Tensor::from_slice(&self.test, shape(self.count(Split::Test)), &Device::Cpu)?;
+        tensors::save(&dir.join("images.safetensors"), vec![("train", train), ("test", test)])?;
+        tensors::save_json(&dir.join("meta.json"), &self.meta)
+    }
+
+    /// Reads what [`Images::save`] wrote.
+    pub fn load(dir: &Path) -> Result<Images, OpError> {
+        let meta: ImagesMeta = tensors::load_json(&dir.join("meta.json"))?;
+        let path = dir.join("images.safetensors");
+        let mut map = tensors::load(&path)?;
+        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<u8>()?;
+        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<u8>()?;
+        Ok(Images { meta, train, test })
+    }
+
+    /// A split as features: pixels scaled to [0, 1], one row per image.
+    pub fn as_features(&self, split: Split) -> Vec<f32> {
+        self.split(split).iter().map(|&p| f32::from(p) / 255.0).collect()
+    }
+}

@@ -1,0 +1,32 @@
+//! Metric artifacts: named numbers plus free-form details, as `metrics.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::tensors;
+use crate::ops::OpError;
+
+/// Scalar results of a stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Name to value, e.g. `top1`.
+    pub values: BTreeMap<String, f64>,
+    /// Anything else worth keeping (per-class accuracy, curves).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+impl Metrics {
+    /// Writes `metrics.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
+        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+        tensors::save_json(&dir.join("metrics.json"), self)
+    }
+
+    /// Reads what [`Metrics::save`] wrote.
+    pub fn load(dir: &Path) -> Result<Metrics, OpError> {
+        tensors::load_json(&dir.join("metrics.json"))
+    }
+}

@@ -1,0 +1,44 @@
+//! On-disk formats of stage outputs. Every output is a folder holding a safetensors file and a
+//! small JSON of metadata; tensors are split-keyed (`train`, `test`).
+//!
+//! | kind | file | tensors | meta |
+//! |---|---|---|---|
+//! | images | `images.safetensors` | `train`, `test`: u8 `[N, C, H, W]` | [`ImagesMeta`] |
+//! | labels | `labels.safetensors` | `train`, `test`: u32 `[N]` | [`LabelsMeta`] |
+//! | features | `features.safetensors` | `train`, `test`: f32 `[N, D]` | [`FeaturesMeta`] |
+//! | metrics | `metrics.json` | | flat name -> number map plus details |
+
+pub mod features;
+pub mod images;
+pub mod labels;
+pub mod metrics;
+pub mod tensors;
+pub use tensors as tensors_io;
+
+pub use features::{Features, FeaturesMeta};
+pub use images::{Images, ImagesMeta};
+pub use labels::{Labels, LabelsMeta};
+pub use metrics::Metrics;
+
+/// The two splits every artifact carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// The split models and probes are fitted on.
+    Train,
+    /// The held-out split probes are scored on.
+    Test,
+}
+
+impl Split {
+    /// Both splits.
+    pub const ALL: [Split; 2] = [Split::Train, Split::Test];
+
+    /// Tensor name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Recipe keys: what decides whether a stage instance must run.
+//!
+//! # What goes into a key
+//! | input | why |
+//! |---|---|
+//! | [`RECIPE_FORMAT`] | changing the encoding below must not alias old keys |
+//! | op name | two ops with equal parameters compute different things |
+//! | op version ([`crate::ops::Op::version`]) | bumped when an op's results change for the same inputs |
+//! | every parameter after defaults are filled in and `${axis}` placeholders substituted | the recipe itself; defaults are filled so that writing a default explicitly changes nothing |
+//! | the seed (a parameter, defaulting to `experiment.seed`) | random draws are part of the recipe |
+//! | for each input slot, the *output digest* of each upstream output it reads | upstream content, not upstream recipes: a re-run that produces identical bytes changes no downstream key (early cutoff) |
+//! | for gathering inputs (tables), also the upstream stage name and axis values | they label the rows and columns |
+//!
+//! # What is deliberately left out
+//! | left out | why |
+//! |---|---|
+//! | the stage's name and the experiment's name | renaming a stage does not change what it computes |
+//! | comments, key order, whitespace, the TOML file's path | cosmetic |
+//! | the device (cpu/cuda) | results differ only in the last bits; the device is recorded in provenance instead (see README "Devices") |
+//! | wall time, host, cfrun's own version | provenance, not recipe |
+//! | upstream recipe keys | superseded by their output digests |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::canonical;
+use super::ids::{Digest, RecipeKey};
+
+/// Version of the recipe encoding; part of every key.
+pub const RECIPE_FORMAT: u32 = 1;
+
+/// One upstream output an input slot reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDigest {
+    /// The upstream output's digest.
+    pub digest: Digest,
+    /// For gathering inputs: the upstream stage's name (tables label rows with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// For gathering inputs: the upstream instance's axis values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub axes: Option<BTreeMap<String, Json>>,
+}
+
+/// Everything a key is computed from, stored next to each published key so that a later run can
+/// explain, field by field, why a stage is stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// [`RECIPE_FORMAT`].
+    pub format: u32,
+    /// The op name.
+    pub op: String,
+    /// The op's implementation version.
+    pub version: u32,
+    /// Canonical parameters.
+    pub params: Json,
+    /// Input slot to the outputs it reads.
+    pub inputs: BTreeMap<String, Vec<InputDigest>>,
+}
+
+impl Recipe {
+    /// The recipe key: blake3 over a domain tag and the canonical encoding.
+    pub fn key(&self) -> RecipeKey {
+        let json = serde_json::to_value(self).expect("recipes are plain data");
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"cfrun recipe\0");
+        hasher.update(&canonical::encode(&json));
+        RecipeKey(*hasher.finalize().as_bytes())
+    }
+}
+
+/// Why a stage instance is stale, as data (rendered by `cfrun status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DirtyReason {
+    /// Never run under this name.
+    New,
+    /// A parameter changed.
+    Param {
+        /// Dotted path.
+        field: String,
+        /// Previous value (`null` if absent).
+        old: Json,
+        /// New value (`null` if absent).
+        new: Json,
+    },
+    /// An input now reads different bytes.
+    Input {
+        /// The input slot.
+        slot: String,
+    },
+    /// An upstream instance must run first, so the new input bytes are not known yet.
+    UpstreamPending {
+        /// The input slot.
+        slot: String,
+        /// The upstream instance's name.
+        upstream: String,
+    },
+    /// The op's implementation changed.
+    OpVersion {
+        /// Previous version.
+        old: u32,
+        /// New version.
+        new: u32,
+    },
+    /// The stage now uses another op.
+    Op {
+        /// Previous op.
+        old: String,
+        /// New op.
+        new: String,
+    },
+    /// Same recipe as last time, but its result is not in this cache (removed, gc'd or corrupt).
+    Missing,
+}
+
+impl std::fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Json| if v.is_null() { "(unset)".to_string() } else { v.to_string() };
+        match self {
+            DirtyReason::New => write!(f, "never run"),
+            DirtyReason::Param { field, old, new } => write!(f, "{field} {} -> {}", show(old), show(new)),
+            DirtyReason::Input { slot } => write!(f, "input `{slot}` changed"),
+            DirtyReason::UpstreamPending { slot, upstream } => write!(f, "input `{slot}` waits on {upstream}"),
+            DirtyReason::OpVersion { old, new } => write!(f, "op version {old} -> {new}"),
+            DirtyReason::Op { old, new } => write!(f, "op {old} -> {new}"),
+            DirtyReason::Missing => write!(f, "result missing from the cache"),
+        }
+    }
+}
+
+/// Field-level differences between the recipe last recorded for a stage name and the current one.
+pub fn diff(old: &Recipe, new: &Recipe) -> Vec<DirtyReason> {
+    let mut out = Vec::new();
+    if old.op != new.op {
+        out.push(DirtyReason::Op { old: old.op.clone(), new: new.op.clone() });
+        return out;
+    }
+    if old.version != new.version {
+        out.push(DirtyReason::OpVersion { old: old.version, new: new.version });
+    }
+    diff_json("", &old.params, &new.params, &mut out);
+    let slots: std::collections::BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
+    for slot in slots {
+        if old.inputs.get(slot) != new.inputs.get(slot) {
+            out.push(DirtyReason::Input { slot: slot.clone() });
+        }
+    }
+    if out.is_empty() {
+        out.push(DirtyReason::Missing);
+    }
+    out
+}
+
+fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<DirtyReason>) {
+    match (old, new) {
+        (Json::Object(a), Json::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff_json(&p, a.get(k).unwrap_or(&Json::Null), b.get(k).unwrap_or(&Json::Null), out);
+            }
+        }
+        (a, b) if a != b => out.push(DirtyReason::Param { field: path.to_string(), old: a.clone(), new: b.clone() }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn recipe() -> Recipe {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("features".to_string(), vec![InputDigest { digest: Digest([7; 32]), stage: None, axes: None }]);
+        Recipe { format: RECIPE_FORMAT, op: "kmeans".into(), version: 1, params: json!({"k": 50, "seed": 0}), inputs }
+    }
+
+    /// Pins the encoding: if this changes, bump RECIPE_FORMAT (old caches must not alias).
+    #[test]
+    fn pinned_key() {
+        assert_eq!(
+            recipe().key().to_string(),
+            "blake3:8ce1d4ad6cb5fdde7b0a5f0a2de0ae6b3e94e49e17c80fd32ee8bf8b4e7bd1fb"
+        );
+    }
+
+    #[test]
+    fn each_input_changes_the_key() {
+        let base = recipe().key();
+        let mut r = recipe();
+        r.op = "other".into();
+        assert_ne!(r.key(), base, "op name");
+        let mut r = recipe();
+        r.version = 2;
+        assert_ne!(r.key(), base, "op version");
+        let mut r = recipe();
+        r.params = json!({"k": 51, "seed": 0});
+        assert_ne!(r.key(), base, "parameter");
+        let mut r = recipe();
+        r.params = json!({"k": 50, "seed": 1});
+        assert_ne!(r.key(), base, "seed");
+        let mut r = recipe();
+        r.inputs.get_mut("features").unwrap()[0].digest = Digest([8; 32]);
+        assert_ne!(r.key(), base, "input digest");
+        let mut r = recipe();
+        r.inputs.get_mut("features").unwrap()[0].stage = Some("feats".into());
+        assert_ne!(r.key(), base, "gathered stage name");
+        let mut r = recipe();
+        r.format = RECIPE_FORMAT + 1;
+        assert_ne!(r.key(), base, "format");
+    }
+
+    #[test]
+    fn param_key_order_does_not_change_the_key() {
+        let mut r = recipe();
+        r.params = serde_json::from_str(r#"{"seed": 0, "k": 50}"#).unwrap();
+        assert_eq!(r.key(), recipe().key());
+    }
+
+    #[test]
+    fn diff_names_the_field() {
+        let mut new = recipe();
+        new.params = json!({"k": 40, "seed": 0});
+        let reasons = diff(&recipe(), &new);
+        assert_eq!(reasons.len(), 1);
+        assert_eq!(reasons[0].to_string(), "k 50 -> 40");
+        assert_eq!(diff(&recipe(), &recipe()), vec![DirtyReason::Missing]);
+    }
+}

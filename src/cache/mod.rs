@@ -1,0 +1,36 @@
+//! The content-addressed cache: typed ids, recipe keys, the on-disk store, locks and run records.
+
+pub mod canonical;
+pub mod fsutil;
+pub mod ids;
+pub mod key;
+pub mod lock;
+pub mod records;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+
+pub use ids::{Digest, RecipeKey};
+pub use key::{DirtyReason, InputDigest, Recipe};
+pub use store::{KeyRecord, Store};
+
+/// A cache operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A file-system operation failed.
+    #[error("cache: {}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl CacheError {
+    /// Adapter for `map_err` that records the path.
+    pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> CacheError {
+        let path = path.as_ref().to_path_buf();
+        move |source| CacheError::Io { path, source }
+    }
+}

@@ -1,0 +1,48 @@
+//! Logs go to stderr through tracing; when stderr is a terminal, progress bars are drawn and log
+//! lines are printed above them.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::MultiProgress;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the subscriber; returns the bar container when stderr is a terminal.
+pub fn init(quiet: bool) -> Option<MultiProgress> {
+    let terminal = std::io::stderr().is_terminal();
+    let bars = terminal.then(MultiProgress::new);
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_env("CFRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(terminal)
+        .with_writer(BarWriter(bars.clone()))
+        .try_init();
+    bars
+}
+
+/// Writes log lines to stderr, suspending the bars while it does.
+#[derive(Clone)]
+struct BarWriter(Option<MultiProgress>);
+
+impl Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(bars) => bars.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for BarWriter {
+    type Writer = BarWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -1,0 +1,135 @@
+//! The command line: argument parsing, logging set-up and exit codes.
+//!
+//! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
+//! 2 the experiment file or the command line is invalid (nothing ran).
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Override;
+use crate::exec::device::DeviceChoice;
+use crate::graph::render::DagFormat;
+
+/// cfrun: reproducible ClusterFit experiments as TOML DAGs of cached stages.
+#[derive(Debug, Parser)]
+#[command(name = "cfrun", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The cache directory.
+    #[arg(long, global = true, env = "CFRUN_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Override a field: stages.NAME.PARAM=VALUE (hashed exactly like the same edit in the file).
+    #[arg(long = "set", global = true, value_name = "PATH=VALUE")]
+    pub set: Vec<Override>,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an experiment (what is cached is reused). `cfrun FILE` is short for `cfrun run FILE`.
+    Run {
+        /// The experiment file.
+        file: PathBuf,
+        /// Instances run side by side at most.
+        #[arg(long, short = 'j', default_value_t = 1)]
+        jobs: usize,
+        /// Where tensors live.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// What would run, and why (the field or input that changed).
+    Status {
+        /// The experiment file.
+        file: PathBuf,
+    },
+    /// The expanded DAG of instances.
+    Dag {
+        /// The experiment file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+    /// An instance's artifact: metrics, provenance, files.
+    Show {
+        /// The experiment file.
+        file: PathBuf,
+        /// A stage name (all its instances) or an instance name like `kmeans[k=50]`.
+        stage: String,
+    },
+    /// Remove cached objects that none of the given experiments uses.
+    Gc {
+        /// Experiments whose artifacts are kept.
+        files: Vec<PathBuf>,
+        /// List what would be removed, with sizes, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Data sets: list them, or fetch and verify one.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+    /// The stage kinds, their inputs, outputs and parameters.
+    Ops,
+}
+
+#[derive(Debug, Subcommand)]
+enum DataAction {
+    /// Every data set cfrun knows and whether it is present.
+    List,
+    /// Fetch and verify a data set into the cache.
+    Fetch {
+        /// e.g. fashion-mnist.
+        name: String,
+    },
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "gc", "data", "ops", "help"];
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `cfrun FILE` means `cfrun run FILE`: insert `run` before the first positional argument
+    // when it is not a subcommand.
+    if let Some(pos) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) {
+        let first = args[pos + 1].to_string_lossy().to_string();
+        if !SUBCOMMANDS.contains(&first.as_str()) && previous_is_not_option_value(&args, pos + 1) {
+            args.insert(pos + 1, "run".into());
+        }
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let bars = logging::init(cli.global.quiet);
+    commands::dispatch(cli.command, &cli.global, bars)
+}
+
+/// `--cache DIR` takes a value; do not mistake DIR for the experiment file.
+fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
+    let prev = args[i - 1].to_string_lossy();
+    !matches!(prev.as_ref(), "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format")
+}

@@ -1,0 +1,141 @@
+//! Lloyd iterations: assign, recompute means in f64, split the largest cluster
+//! into any that went empty.
+
+use rayon::prelude::*;
+
+use super::assign::assign_points;
+use super::data::Points;
+
+/// Relative perturbation applied when splitting a cluster; faiss uses the same 1/1024.
+const SPLIT_EPS: f32 = 1.0 / 1024.0;
+
+/// What the iterations produced.
+pub(super) struct LloydOutput {
+    pub centroids: Vec<f32>,
+    pub inertia_per_iter: Vec<f64>,
+    pub splits: usize,
+}
+
+/// Runs up to `iterations` Lloyd steps from `centroids`.
+///
+/// Entry `i` of the inertia trace is the cost of the assignment made at the
+/// start of iteration `i` (faiss's convention). When an assignment repeats the
+/// previous one exactly and no split happened, the centroids are at a fixed
+/// point and further iterations would reproduce them bit for bit, so the loop
+/// stops early.
+pub(super) fn run(
+    points: &Points<'_>,
+    mut centroids: Vec<f32>,
+    k: usize,
+    iterations: usize,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> LloydOutput {
+    let n = points.len();
+    let mut labels = vec![0u32; n];
+    let mut prev = vec![u32::MAX; n];
+    let mut trace = Vec::with_capacity(iterations);
+    let mut splits = 0;
+    let mut last_split = false;
+    for it in 0..iterations {
+        let inertia = assign_points(points, &centroids, k, &mut labels);
+        trace.push(inertia);
+        tracing::debug!(iteration = it, inertia, "k-means iteration");
+        on_iter(it, inertia);
+        if !last_split && labels == prev {
+            tracing::debug!(iteration = it, "k-means converged: assignments unchanged");
+            break;
+        }
+        let counts = update_centroids(points, &labels, k, &mut centroids);
+        let s = split_empty(&mut centroids, counts, points.dim());
+        if s > 0 {
+            tracing::debug!(iteration = it, empty = s, "re-seeded empty clusters by splitting");
+        }
+        splits += s;
+        last_split = s > 0;
+        std::mem::swap(&mut labels, &mut prev);
+    }
+    LloydOutput { centroids, inertia_per_iter: trace, splits }
+}
+
+/// Replaces each non-empty centroid by the mean of its rows; empty clusters
+/// keep their old centroid for `split_empty` to overwrite. Returns the counts.
+///
+/// Rows are grouped by cluster with a stable counting sort, then each cluster
+/// sums its rows in ascending row order in f64. Parallelism is over clusters,
+/// so every sum has one fixed order whatever the thread count.
+pub(super) fn update_centroids(points: &Points<'_>, labels: &[u32], k: usize, centroids: &mut [f32]) -> Vec<usize> {
+    let d = points.dim();
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let mut offsets = Vec::with_capacity(k + 1);
+    offsets.push(0usize);
+    for &c in &counts {
+        offsets.push(offsets[offsets.len() - 1] + c);
+    }
+    let mut cursor = offsets[..k].to_vec();
+    let mut order = vec![0u32; labels.len()];
+    for (i, &l) in labels.iter().enumerate() {
+        let slot = &mut cursor[l as usize];
+        order[*slot] = i as u32;
+        *slot += 1;
+    }
+    centroids.par_chunks_mut(d).enumerate().for_each_init(
+        || vec![0f64; d],
+        |acc, (c, out)| {
+            let members = &order[offsets[c]..offsets[c + 1]];
+            if members.is_empty() {
+                return;
+            }
+            acc.fill(0.0);
+            for &i in members {
+                let (row, s) = points.row(i as usize);
+                let s = f64::from(s);
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += f64::from(v) * s;
+                }
+            }
+            let inv = 1.0 / members.len() as f64;
+            for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                *o = (a * inv) as f32;
+            }
+        },
+    );
+    counts
+}
+
+/// Re-seeds every empty cluster (in index order) by splitting the currently
+/// largest one (ties to the lowest index): both get its centroid, nudged in
+/// opposite directions by a relative `SPLIT_EPS`, and its count is halved
+/// between them so the next empty cluster picks a different donor if needed.
+/// Returns how many clusters were re-seeded.
+pub(super) fn split_empty(centroids: &mut [f32], mut counts: Vec<usize>, d: usize) -> usize {
+    let mut splits = 0;
+    for empty in 0..counts.len() {
+        if counts[empty] != 0 {
+            continue;
+        }
+        let mut donor = 0;
+        for (c, &cnt) in counts.iter().enumerate() {
+            if cnt > counts[donor] {
+                donor = c;
+            }
+        }
+        if counts[donor] < 2 {
+            // Nothing left to split; only possible if k exceeds the number of rows.
+            break;
+        }
+        for j in 0..d {
+            let v = centroids[donor * d + j];
+            let (up, down) = (v * (1.0 + SPLIT_EPS), v * (1.0 - SPLIT_EPS));
+            let (e, dn) = if j % 2 == 0 { (up, down) } else { (down, up) };
+            centroids[empty * d + j] = e;
+            centroids[donor * d + j] = dn;
+        }
+        counts[empty] = counts[donor] / 2;
+        counts[donor] -= counts[empty];
+        splits += 1;
+    }
+    splits
+}

@@ -1,0 +1,191 @@
+//! Deterministic, memory-bounded Lloyd k-means on f32 feature matrices.
+//!
+//! Distances use the expansion ||x||^2 - 2 x.c + ||c||^2 with the cross term
+//! from a GEMM over fixed-size row blocks, each fused with its argmin, so no
+//! n x k matrix is ever built. Work runs on the current rayon pool; results
+//! are bit-identical for any pool size because block boundaries and the order
+//! of every floating-point reduction are fixed.
+//!
+//! Memory: `x` is never copied. Normalisation is applied on the fly through a
+//! per-row scale factor, so peak extra memory is O(n + k d) plus one dot
+//! tile (about 1 MiB) per thread.
+
+mod assign;
+mod data;
+mod error;
+mod init;
+pub(crate) mod linalg;
+mod lloyd;
+#[cfg(test)]
+mod tests;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use error::ClusterError;
+
+use data::Points;
+
+/// How the first centroids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Init {
+    /// k-means++ D^2 sampling; one data pass per centroid.
+    KMeansPlusPlus,
+    /// k distinct points drawn uniformly, as faiss does.
+    Random,
+}
+
+/// Settings for one k-means fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KMeansConfig {
+    /// Number of clusters (at least 2).
+    pub k: usize,
+    /// Maximum number of Lloyd iterations (stops earlier at an exact fixed point).
+    pub iterations: usize,
+    /// Centroid seeding strategy.
+    pub init: Init,
+    /// Seed for sampling and seeding; equal seeds give bit-identical models.
+    pub seed: u64,
+    /// L2-normalise every row before clustering (VISSL's ClusterFit does).
+    pub normalize: bool,
+    /// faiss-style cap: fit on a seeded sample of at most `k * m` rows.
+    pub max_points_per_centroid: Option<usize>,
+}
+
+impl KMeansConfig {
+    /// faiss-like defaults for `k` clusters: 20 iterations, random init, seed 0, no normalisation, no sampling.
+    pub fn new(k: usize) -> Self {
+        Self { k, iterations: 20, init: Init::Random, seed: 0, normalize: false, max_points_per_centroid: None }
+    }
+}
+
+/// A fitted k-means model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KMeansModel {
+    /// Number of clusters.
+    pub k: usize,
+    /// Feature dimension.
+    pub dim: usize,
+    /// Row-major `k x dim` centroids (in normalised space when `normalize`).
+    pub centroids: Vec<f32>,
+    /// Inertia of the assignment made at the start of each iteration, on the fitting rows.
+    pub inertia_per_iter: Vec<f64>,
+    /// How many times an empty cluster was re-seeded by splitting the largest one.
+    pub empty_cluster_splits: usize,
+    /// Whether rows are L2-normalised before use; `assign` repeats it.
+    pub normalize: bool,
+    /// Number of rows the model was fitted on (smaller than n when sampled).
+    pub train_points: usize,
+}
+
+/// Fits k-means on the row-major `n x d` matrix `x`, seeding centroids per `cfg.init`.
+///
+/// `on_iter(i, inertia)` is called after each assignment step.
+pub fn fit(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    cfg: &KMeansConfig,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> Result<KMeansModel, ClusterError> {
+    let points = prepare(x, n, d, cfg)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(2);
+    let centroids = match cfg.init {
+        Init::Random => init::random(&points, cfg.k, &mut rng),
+        Init::KMeansPlusPlus => init::kmeans_pp(&points, cfg.k, &mut rng),
+    };
+    Ok(finish(&points, centroids, cfg, on_iter))
+}
+
+/// Like [`fit`] but starts from the given row-major `k x d` centroids (used as-is, not normalised).
+pub fn fit_from(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    initial_centroids: &[f32],
+    cfg: &KMeansConfig,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> Result<KMeansModel, ClusterError> {
+    check_centroids(initial_centroids, cfg.k, d)?;
+    let points = prepare(x, n, d, cfg)?;
+    Ok(finish(&points, initial_centroids.to_vec(), cfg, on_iter))
+}
+
+/// Nearest-centroid labels for all `n` rows of `x`, plus their inertia (sum of squared distances).
+///
+/// Rows are normalised first when the model was fitted with `normalize`.
+pub fn assign(model: &KMeansModel, x: &[f32], n: usize) -> Result<(Vec<u32>, f64), ClusterError> {
+    let d = model.dim;
+    if model.k == 0 || model.k.checked_mul(d) != Some(model.centroids.len()) {
+        return Err(ClusterError::BadModel { k: model.k, dim: d, len: model.centroids.len() });
+    }
+    data::check_shape(x, n, d)?;
+    data::check_finite(x, d)?;
+    let points = Points::new(x, d, model.normalize, None);
+    let mut labels = vec![0u32; n];
+    let inertia = assign::assign_points(&points, &model.centroids, model.k, &mut labels);
+    Ok((labels, inertia))
+}
+
+/// Validates input and config, then builds the (possibly sampled) row view.
+fn prepare<'a>(x: &'a [f32], n: usize, d: usize, cfg: &KMeansConfig) -> Result<Points<'a>, ClusterError> {
+    if cfg.k < 2 {
+        return Err(ClusterError::TooFewClusters { k: cfg.k });
+    }
+    data::check_shape(x, n, d)?;
+    if cfg.k > n {
+        return Err(ClusterError::TooManyClusters { k: cfg.k, n });
+    }
+    data::check_finite(x, d)?;
+    let subset = match cfg.max_points_per_centroid {
+        Some(0) => return Err(ClusterError::ZeroSampleSize),
+        Some(m) if cfg.k.saturating_mul(m) < n => {
+            let keep = cfg.k * m;
+            tracing::info!(n, keep, "k-means: fitting on a seeded sample of rows");
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+            rng.set_stream(1);
+            let mut idx: Vec<u32> = rand::seq::index::sample(&mut rng, n, keep).into_iter().map(|i| i as u32).collect();
+            // Ascending order makes the per-block gathers stream through memory.
+            idx.sort_unstable();
+            Some(idx)
+        }
+        _ => None,
+    };
+    Ok(Points::new(x, d, cfg.normalize, subset))
+}
+
+/// Checks a caller-supplied centroid buffer.
+fn check_centroids(c: &[f32], k: usize, d: usize) -> Result<(), ClusterError> {
+    if d == 0 {
+        return Err(ClusterError::ZeroDimension);
+    }
+    let expected = k.checked_mul(d).unwrap_or(usize::MAX);
+    if c.len() != expected {
+        return Err(ClusterError::BadInitialCentroids { len: c.len(), k, d, expected });
+    }
+    match c.chunks_exact(d).position(|row| row.iter().any(|v| !v.is_finite())) {
+        Some(centroid) => Err(ClusterError::NonFiniteCentroid { centroid }),
+        None => Ok(()),
+    }
+}
+
+/// Runs Lloyd from `centroids` and packages the model.
+fn finish(
+    points: &Points<'_>,
+    centroids: Vec<f32>,
+    cfg: &KMeansConfig,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> KMeansModel {
+    let out = lloyd::run(points, centroids, cfg.k, cfg.iterations, on_iter);
+    KMeansModel {
+        k: cfg.k,
+        dim: points.dim(),
+        centroids: out.centroids,
+        inertia_per_iter: out.inertia_per_iter,
+        empty_cluster_splits: out.splits,
+        normalize: cfg.normalize,
+        train_points: points.len(),
+    }
+}

@@ -1,0 +1,304 @@
+//! The experiment model after the first pass: metadata, sweep axes and stage declarations, each
+//! with the spans needed to report later errors. Stage fields stay untyped here; each op types
+//! its own parameters (see [`super::params`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::error::ConfigError;
+use super::overrides::{apply_overrides, Override};
+use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
+use super::suggest::did_you_mean;
+
+/// One sweep axis: a name and the values a stage using it is expanded over.
+#[derive(Debug, Clone)]
+pub struct Axis {
+    /// The axis name, used as `${name}` in stage fields.
+    pub name: String,
+    /// Its values, in the order written.
+    pub values: Vec<Json>,
+    /// Where the axis was declared.
+    pub origin: Origin,
+}
+
+/// A `[stages.NAME]` table before typing.
+#[derive(Debug, Clone)]
+pub struct StageDecl {
+    /// The stage name.
+    pub name: String,
+    /// Where the stage's table begins (its name in the header).
+    pub origin: Origin,
+    /// The `op` value.
+    pub op: String,
+    /// Where `op` was written.
+    pub op_origin: Origin,
+    /// Every field but `op`: inputs and parameters.
+    pub fields: BTreeMap<String, Entry>,
+}
+
+/// A parsed, structurally valid experiment file.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The file, kept for error rendering.
+    pub file: SourceFile,
+    /// `experiment.name`: names the run records of this experiment in the cache.
+    pub name: String,
+    /// `experiment.description`.
+    pub description: String,
+    /// `experiment.seed`: the default seed of every stage that draws random numbers.
+    pub seed: u64,
+    /// Sweep axes, sorted by name.
+    pub axes: Vec<Axis>,
+    /// Stages, sorted by name.
+    pub stages: Vec<StageDecl>,
+}
+
+const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages"];
+const EXPERIMENT_FIELDS: &[&str] = &["name", "description", "seed"];
+
+impl Experiment {
+    /// Reads, parses and structurally checks an experiment file, applying `--set` overrides.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let file = SourceFile::read(path)?;
+        Self::parse(file, overrides)
+    }
+
+    /// Like [`Experiment::load`] on text already in memory.
+    pub fn parse(file: SourceFile, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let mut doc = parse_document(&file)?;
+        apply_overrides(&file, &mut doc, overrides)?;
+        let mut errors = Vec::new();
+        for (key, entry) in &doc {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                errors.push(unknown_key(&file, entry, key, "top-level table", TOP_LEVEL));
+            }
+        }
+        let (name, description, seed) = parse_meta(&file, doc.get("experiment"), &mut errors);
+        let axes = parse_sweep(&file, doc.get("sweep"), &mut errors);
+        let stages = parse_stages(&file, doc.get("stages"), &mut errors);
+        ConfigError::collect(errors)?;
+        Ok(Experiment { file, name, description, seed, axes, stages })
+    }
+
+    /// The stage declaration called `name`.
+    pub fn stage(&self, name: &str) -> Option<&StageDecl> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The axis called `name`.
+    pub fn axis(&self, name: &str) -> Option<&Axis> {
+        self.axes.iter().find(|a| a.name == name)
+    }
+
+    /// Shorthand for an error at `origin` in this file.
+    pub fn error(&self, origin: &Origin, message: String, help: Option<String>) -> ConfigError {
+        ConfigError::at(&self.file, origin.clone(), message, help)
+    }
+}
+
+/// "unknown field" with the valid choices and the closest one.
+pub fn unknown_key(file: &SourceFile, entry: &Entry, key: &str, what: &str, valid: &[&str]) -> ConfigError {
+    let mut help = format!("valid: {}", valid.join(", "));
+    if let Some(best) = did_you_mean(key, valid) {
+        help = format!("did you mean `{best}`? {help}");
+    }
+    ConfigError::at(file, entry.key_origin.clone(), format!("unknown {what} `{key}`"), Some(help))
+}
+
+fn expect_table<'a>(
+    file: &SourceFile,
+    node: &'a Node,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'a BTreeMap<String, Entry>> {
+    let table = node.as_table();
+    if table.is_none() {
+        errors.push(ConfigError::at(
+            file,
+            node.origin.clone(),
+            format!("`{what}` must be a table, found {}", node.value.type_name()),
+            Some(format!("write it as [{what}] followed by key = value lines")),
+        ));
+    }
+    table
+}
+
+fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> (String, String, u64) {
+    let Some(entry) = entry else {
+        errors.push(ConfigError::at(
+            file,
+            Origin::File(0..0),
+            "missing [experiment] table".into(),
+            Some("start the file with [experiment] and name = \"...\", seed = 0".into()),
+        ));
+        return Default::default();
+    };
+    let Some(table) = expect_table(file, &entry.node, "experiment", errors) else {
+        return Default::default();
+    };
+    for (key, e) in table {
+        if !EXPERIMENT_FIELDS.contains(&key.as_str()) {
+            errors.push(unknown_key(file, e, key, "field in [experiment]", EXPERIMENT_FIELDS));
+        }
+    }
+    let name = match table.get("name").map(|e| &e.node) {
+        Some(Node { value: NodeValue::Str(s), origin }) => {
+            if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                errors.push(ConfigError::at(
+                    file,
+                    origin.clone(),
+                    format!("experiment.name `{s}` is not a valid name"),
+                    Some("use letters, digits, `_` and `-` only (it names a folder in the cache)".into()),
+                ));
+            }
+            s.clone()
+        }
+        Some(other) => {
+            errors.push(type_error(file, other, "experiment.name", "a string"));
+            String::new()
+        }
+        None => {
+            errors.push(ConfigError::at(
+                file,
+                entry.key_origin.clone(),
+                "missing required field `name` in [experiment]".into(),
+                Some("add name = \"my_study\"".into()),
+            ));
+            String::new()
+        }
+    };
+    let description = match table.get("description").map(|e| &e.node) {
+        Some(Node { value: NodeValue::Str(s), .. }) => s.clone(),
+        Some(other) => {
+            errors.push(type_error(file, other, "experiment.description", "a string"));
+            String::new()
+        }
+        None => String::new(),
+    };
+    let seed = match table.get("seed").map(|e| &e.node) {
+        Some(Node { value: NodeValue::Int(i), .. }) if *i >= 0 => *i as u64,
+        Some(other) => {
+            errors.push(type_error(file, other, "experiment.seed", "a non-negative integer"));
+            0
+        }
+        None => 0,
+    };
+    (name, description, seed)
+}
+
+/// "`field` must be X, found Y" at the value.
+pub fn type_error(file: &SourceFile, node: &Node, field: &str, expected: &str) -> ConfigError {
+    let found = match &node.value {
+        NodeValue::Int(i) => format!("{i}"),
+        NodeValue::Float(f) => format!("{f}"),
+        NodeValue::Str(s) => format!("\"{s}\""),
+        other => other.type_name().to_string(),
+    };
+    ConfigError::at(file, node.origin.clone(), format!("`{field}` must be {expected}, found {found}"), None)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> Vec<Axis> {
+    let Some(entry) = entry else { return Vec::new() };
+    let Some(table) = expect_table(file, &entry.node, "sweep", errors) else { return Vec::new() };
+    let mut axes = Vec::new();
+    for (name, e) in table {
+        if !is_identifier(name) {
+            errors.push(ConfigError::at(
+                file,
+                e.key_origin.clone(),
+                format!("sweep axis name `{name}` is not an identifier"),
+                Some("use letters, digits and `_`, starting with a letter".into()),
+            ));
+            continue;
+        }
+        let NodeValue::Array(items) = &e.node.value else {
+            errors.push(type_error(file, &e.node, &format!("sweep.{name}"), "an array of values, e.g. [10, 50]"));
+            continue;
+        };
+        if items.is_empty() {
+            errors.push(ConfigError::at(
+                file,
+                e.node.origin.clone(),
+                format!("sweep axis `{name}` has no values"),
+                Some("give at least one value, e.g. [10, 50]".into()),
+            ));
+            continue;
+        }
+        let mut values: Vec<Json> = Vec::new();
+        for item in items {
+            match &item.value {
+                NodeValue::Str(_) | NodeValue::Int(_) | NodeValue::Float(_) | NodeValue::Bool(_) => {
+                    let v = item.to_json();
+                    if values.contains(&v) {
+                        errors.push(ConfigError::at(
+                            file,
+                            item.origin.clone(),
+                            format!("duplicate value {v} in sweep axis `{name}`"),
+                            Some("each value of an axis names one instance; list it once".into()),
+                        ));
+                    }
+                    values.push(v);
+                }
+                _ => errors.push(type_error(file, item, &format!("sweep.{name}"), "a string, number or boolean")),
+            }
+        }
+        axes.push(Axis { name: name.clone(), values, origin: e.key_origin.clone() });
+    }
+    axes
+}
+
+fn parse_stages(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> Vec<StageDecl> {
+    let Some(entry) = entry else {
+        errors.push(ConfigError::at(
+            file,
+            Origin::File(0..0),
+            "the experiment has no stages".into(),
+            Some("add at least one [stages.NAME] table with an `op`".into()),
+        ));
+        return Vec::new();
+    };
+    let Some(table) = expect_table(file, &entry.node, "stages", errors) else { return Vec::new() };
+    let mut stages = Vec::new();
+    for (name, e) in table {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            errors.push(ConfigError::at(
+                file,
+                e.key_origin.clone(),
+                format!("stage name `{name}` is not valid"),
+                Some("use letters, digits, `_` and `-` (a dot would be read as `stage.output`)".into()),
+            ));
+            continue;
+        }
+        let Some(fields) = expect_table(file, &e.node, &format!("stages.{name}"), errors) else { continue };
+        let mut fields = fields.clone();
+        let Some(op_entry) = fields.remove("op") else {
+            errors.push(ConfigError::at(
+                file,
+                e.key_origin.clone(),
+                format!("stage `{name}` has no `op`"),
+                Some(format!("add op = \"...\" to [stages.{name}]; `cfrun ops` lists the kinds")),
+            ));
+            continue;
+        };
+        let Some(op) = op_entry.node.as_str() else {
+            errors.push(type_error(file, &op_entry.node, &format!("stages.{name}.op"), "a string"));
+            continue;
+        };
+        stages.push(StageDecl {
+            name: name.clone(),
+            origin: e.key_origin.clone(),
+            op: op.to_string(),
+            op_origin: op_entry.node.origin.clone(),
+            fields,
+        });
+    }
+    stages
+}

@@ -1,0 +1,15 @@
+//! Experiment files: TOML parsing with spans, structural checks, `--set` overrides, and the
+//! machinery each op uses to type and validate its own parameters.
+
+pub mod error;
+pub mod experiment;
+pub mod overrides;
+pub mod params;
+pub mod source;
+pub mod suggest;
+
+pub use error::ConfigError;
+pub use experiment::{Axis, Experiment, StageDecl};
+pub use overrides::Override;
+pub use params::{ParamError, Params};
+pub use source::{Node, NodeValue, Origin, SourceFile};

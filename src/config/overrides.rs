@@ -1,0 +1,92 @@
+//! `--set PATH=VALUE` overrides, applied to the parsed document before any checking, so that an
+//! override is validated and hashed exactly like the same edit made in the file.
+
+use std::collections::BTreeMap;
+
+use super::error::ConfigError;
+use super::source::{parse_override_value, Entry, NodeValue, Origin, SourceFile};
+use super::suggest::did_you_mean;
+
+/// One `--set` argument, split into its dotted path and its raw value text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// e.g. `["stages", "clusters", "k"]`.
+    pub path: Vec<String>,
+    /// The text after `=`, parsed as a TOML value (bare words become strings).
+    pub value: String,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, value) =
+            s.split_once('=').ok_or_else(|| format!("`{s}` is not PATH=VALUE (e.g. stages.clusters.k=50)"))?;
+        let path: Vec<String> = path.trim().split('.').map(|p| p.trim().to_string()).collect();
+        if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "`{s}`: the path must name a table and a field, e.g. stages.clusters.k=50 or experiment.seed=1"
+            ));
+        }
+        Ok(Override { path, value: value.trim().to_string() })
+    }
+}
+
+/// Writes every override into `doc`; the parent tables must exist (a typo in a stage name is an
+/// error, not a new stage), the last key may be new.
+pub fn apply_overrides(
+    file: &SourceFile,
+    doc: &mut BTreeMap<String, Entry>,
+    overrides: &[Override],
+) -> Result<(), ConfigError> {
+    for (index, ov) in overrides.iter().enumerate() {
+        let origin = Origin::Override(index);
+        let node = parse_override_value(&ov.value, index);
+        let (last, parents) = ov.path.split_last().expect("FromStr guarantees two segments");
+        let mut table = &mut *doc;
+        let mut walked = Vec::new();
+        for seg in parents {
+            let keys: Vec<String> = table.keys().cloned().collect();
+            let Some(entry) = table.get_mut(seg) else {
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let mut help = format!("existing keys here: {}", refs.join(", "));
+                if let Some(best) = did_you_mean(seg, &refs) {
+                    help = format!("did you mean `{best}`? {help}");
+                }
+                walked.push(seg.as_str());
+                return Err(ConfigError::at(
+                    file,
+                    origin,
+                    format!("--set {}: there is no `{}` in the experiment file", ov.path.join("."), walked.join(".")),
+                    Some(help),
+                ));
+            };
+            walked.push(seg.as_str());
+            let NodeValue::Table(inner) = &mut entry.node.value else {
+                return Err(ConfigError::at(
+                    file,
+                    origin,
+                    format!("--set {}: `{}` is not a table", ov.path.join("."), walked.join(".")),
+                    None,
+                ));
+            };
+            table = inner;
+        }
+        table.insert(last.clone(), Entry { key_origin: origin.clone(), node });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_path_and_value() {
+        let o: Override = "stages.clusters.k=50".parse().unwrap();
+        assert_eq!(o.path, vec!["stages", "clusters", "k"]);
+        assert_eq!(o.value, "50");
+        assert!("k=50".parse::<Override>().is_err());
+        assert!("stages.k".parse::<Override>().is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Typed op parameters: each op declares a serde struct; this module turns the untyped stage
+//! fields into that struct (defaults filled in), checks ranges, and re-serialises it as the
+//! canonical JSON that goes into the recipe key. Unknown fields are found by comparing against the
+//! struct's field list, which serde hands to `deserialize_struct` (captured by [`field_names`]).
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::suggest::did_you_mean;
+
+/// A parameter problem, located by its field path inside the stage (`k`, `schedule.gamma`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParamError {
+    /// Dotted path of the field inside the stage table; empty for the table itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What would be valid.
+    pub help: Option<String>,
+}
+
+impl ParamError {
+    /// An error about one field.
+    pub fn field(path: &str, message: impl Into<String>, help: impl Into<Option<String>>) -> Self {
+        ParamError { path: path.to_string(), message: message.into(), help: help.into() }
+    }
+
+    /// A range check: `field` must satisfy `valid` (e.g. "at least 2").
+    pub fn range(path: &str, got: impl std::fmt::Display, valid: &str) -> Self {
+        ParamError::field(path, format!("`{path}` is {got}, but must be {valid}"), None)
+    }
+}
+
+/// Parameters of one op.
+pub trait Params: DeserializeOwned + Serialize {
+    /// Range and consistency checks beyond what the types say.
+    fn validate(&self) -> Result<(), ParamError> {
+        Ok(())
+    }
+}
+
+/// Types and validates `raw` (a JSON object of the stage's parameters) as `P`, returning the
+/// canonical JSON with every default filled in.
+pub fn normalize<P: Params>(raw: &Json) -> Result<Json, ParamError> {
+    let typed: P = parse::<P>(raw)?;
+    typed.validate()?;
+    serde_json::to_value(&typed).map_err(|e| ParamError::field("", format!("cannot encode parameters: {e}"), None))
+}
+
+/// Types `raw` as `P` (unknown fields rejected with a suggestion).
+pub fn parse<P: DeserializeOwned>(raw: &Json) -> Result<P, ParamError> {
+    let fields = field_names::<P>();
+    if let Json::Object(map) = raw {
+        for key in map.keys() {
+            if !fields.contains(&key.as_str()) {
+                let mut help = format!("valid parameters: {}", fields.join(", "));
+                if let Some(best) = did_you_mean(key, fields) {
+                    help = format!("did you mean `{best}`? {help}");
+                }
+                return Err(ParamError::field(key, format!("unknown field `{key}`"), Some(help)));
+            }
+        }
+    }
+    serde_path_to_error::deserialize::<_, P>(raw.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = e.into_inner().to_string();
+        if let Some(missing) = inner.strip_prefix("missing field ") {
+            let name = missing.trim_matches('`');
+            let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+            return ParamError::field(
+                &path,
+                format!("missing required field `{full}`"),
+                Some(format!("add {full} = ... to this stage")),
+            );
+        }
+        ParamError::field(&path, format!("`{path}`: {inner}"), None)
+    })
+}
+
+/// The field names of a struct deserialised by serde derive (empty for non-structs).
+pub fn field_names<P: DeserializeOwned>() -> &'static [&'static str] {
+    let mut capture = FieldCapture(None);
+    let _ = P::deserialize(&mut capture);
+    capture.0.unwrap_or(&[])
+}
+
+struct FieldCapture(Option<&'static [&'static str]>);
+
+#[derive(Debug)]
+struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("field capture")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl de::Error for Stop {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut FieldCapture {
+    type Error = Stop;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Stop> {
+        self.0 = Some(fields);
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        k: usize,
+        #[serde(default = "ten")]
+        iterations: usize,
+    }
+
+    fn ten() -> usize {
+        10
+    }
+
+    impl Params for Demo {
+        fn validate(&self) -> Result<(), ParamError> {
+            if self.k < 2 {
+                return Err(ParamError::range("k", self.k, "at least 2"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn fills_defaults_and_checks() {
+        let out = normalize::<Demo>(&serde_json::json!({"k": 5})).unwrap();
+        assert_eq!(out, serde_json::json!({"k": 5, "iterations": 10}));
+        assert_eq!(field_names::<Demo>(), &["k", "iterations"]);
+        let e = normalize::<Demo>(&serde_json::json!({"k": 1})).unwrap_err();
+        assert_eq!(e.path, "k");
+        let e = normalize::<Demo>(&serde_json::json!({"k": 5, "iteratons": 3})).unwrap_err();
+        assert!(e.help.unwrap().contains("did you mean `iterations`"));
+        let e = normalize::<Demo>(&serde_json::json!({})).unwrap_err();
+        assert!(e.message.contains("missing required field `k`"), "{}", e.message);
+        let e = normalize::<Demo>(&serde_json::json!({"k": "many"})).unwrap_err();
+        assert_eq!(e.path, "k");
+    }
+}

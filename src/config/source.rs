@@ -1,0 +1,215 @@
+//! The experiment file as text plus a spanned value tree.
+//!
+//! The TOML is parsed once into [`Node`]s that keep the byte span of every key and value, so that
+//! errors found in later passes (typed parameters, references, cycles) still point at a line and
+//! column of the file the user wrote.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+use toml::de::{DeTable, DeValue};
+
+use super::error::ConfigError;
+
+/// A loaded experiment file: its path (as the user named it) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as given on the command line.
+    pub path: PathBuf,
+    /// The whole file.
+    pub text: Arc<str>,
+}
+
+impl SourceFile {
+    /// Reads a file; an unreadable file is a configuration error naming the path.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(Self::from_text(path, text))
+    }
+
+    /// Wraps text that did not come from disk (tests, `--set` snippets).
+    pub fn from_text(path: &Path, text: String) -> Self {
+        Self { path: path.to_path_buf(), text: text.into() }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        (line, col)
+    }
+}
+
+/// Where a value came from: a span of the experiment file, or a `--set` override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Byte range in the experiment file.
+    File(Range<usize>),
+    /// The n-th `--set` argument.
+    Override(usize),
+}
+
+/// A TOML value with the span of its text.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The value.
+    pub value: NodeValue,
+    /// Where the value was written.
+    pub origin: Origin,
+}
+
+/// A table entry: the key's own origin (for "unknown field" errors) and its value.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Where the key was written.
+    pub key_origin: Origin,
+    /// The value.
+    pub node: Node,
+}
+
+/// The TOML data model, minus datetimes (no op takes one).
+#[derive(Debug, Clone)]
+pub enum NodeValue {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// An array.
+    Array(Vec<Node>),
+    /// A table; keys sorted so that key order in the file never matters.
+    Table(BTreeMap<String, Entry>),
+}
+
+impl NodeValue {
+    /// The TOML type name, for "expected X, found Y" messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NodeValue::Str(_) => "string",
+            NodeValue::Int(_) => "integer",
+            NodeValue::Float(_) => "float",
+            NodeValue::Bool(_) => "boolean",
+            NodeValue::Array(_) => "array",
+            NodeValue::Table(_) => "table",
+        }
+    }
+}
+
+impl Node {
+    /// The value as JSON (the form typed parameters are deserialised from and hashed in).
+    pub fn to_json(&self) -> Json {
+        match &self.value {
+            NodeValue::Str(s) => Json::String(s.clone()),
+            NodeValue::Int(i) => Json::from(*i),
+            NodeValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+            NodeValue::Bool(b) => Json::Bool(*b),
+            NodeValue::Array(items) => Json::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Table(t) => Json::Object(t.iter().map(|(k, e)| (k.clone(), e.node.to_json())).collect()),
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The table, if this is one.
+    pub fn as_table(&self) -> Option<&BTreeMap<String, Entry>> {
+        match &self.value {
+            NodeValue::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Parses TOML text into a spanned table.
+pub fn parse_document(file: &SourceFile) -> Result<BTreeMap<String, Entry>, ConfigError> {
+    let doc = DeTable::parse(&file.text).map_err(|e| {
+        ConfigError::at(
+            file,
+            Origin::File(e.span().unwrap_or(0..0)),
+            format!("invalid TOML: {}", e.message()),
+            Some("see https://toml.io for the syntax; strings need quotes, tables look like [stages.NAME]".into()),
+        )
+    })?;
+    convert_table(file, doc.get_ref())
+}
+
+/// Parses one TOML value written on the command line (`--set stages.k.k=50`).
+/// Bare words that are not valid TOML are taken as strings, as a shell user expects.
+pub fn parse_override_value(text: &str, index: usize) -> Node {
+    let origin = Origin::Override(index);
+    let file = SourceFile::from_text(Path::new("--set"), text.to_string());
+    match DeValue::parse(text) {
+        Ok(v) => match convert_value(&file, &v) {
+            Ok(mut node) => {
+                relabel(&mut node, &origin);
+                node
+            }
+            Err(_) => Node { value: NodeValue::Str(text.to_string()), origin },
+        },
+        Err(_) => Node { value: NodeValue::Str(text.to_string()), origin },
+    }
+}
+
+fn relabel(node: &mut Node, origin: &Origin) {
+    node.origin = origin.clone();
+    match &mut node.value {
+        NodeValue::Array(items) => items.iter_mut().for_each(|n| relabel(n, origin)),
+        NodeValue::Table(t) => t.values_mut().for_each(|e| {
+            e.key_origin = origin.clone();
+            relabel(&mut e.node, origin)
+        }),
+        _ => {}
+    }
+}
+
+fn convert_table(file: &SourceFile, table: &DeTable<'_>) -> Result<BTreeMap<String, Entry>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (key, value) in table.iter() {
+        let node = convert_value(file, value)?;
+        out.insert(key.get_ref().to_string(), Entry { key_origin: Origin::File(key.span()), node });
+    }
+    Ok(out)
+}
+
+fn convert_value(file: &SourceFile, v: &toml::Spanned<DeValue<'_>>) -> Result<Node, ConfigError> {
+    let origin = Origin::File(v.span());
+    let number_error = |what: &str| ConfigError::at(file, origin.clone(), format!("{what} out of range"), None);
+    let value = match v.get_ref() {
+        DeValue::String(s) => NodeValue::Str(s.to_string()),
+        DeValue::Integer(_) => NodeValue::Int(
+            i64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("integer"))?,
+        ),
+        DeValue::Float(_) => NodeValue::Float(
+            f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?,
+        ),
+        DeValue::Boolean(b) => NodeValue::Bool(b.to_owned()),
+        DeValue::Datetime(_) => {
+            return Err(ConfigError::at(
+                file,
+                origin,
+                "dates and times are not used by any cfrun field".into(),
+                Some("write the value as a string or number".into()),
+            ))
+        }
+        DeValue::Array(items) => {
+            NodeValue::Array(items.iter().map(|item| convert_value(file, item)).collect::<Result<_, _>>()?)
+        }
+        DeValue::Table(t) => NodeValue::Table(convert_table(file, &t.clone())?),
+    };
+    Ok(Node { value, origin })
+}

@@ -1,0 +1,259 @@
+//! Third pass: order the stages (rejecting cycles), work out which sweep axes each stage uses, and
+//! expand every stage into its instances with typed, validated parameters.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value as Json;
+
+use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
+use super::placeholder::{axes_used, substitute};
+use super::resolve::ResolvedStage;
+use crate::config::{ConfigError, Experiment, Origin, ParamError};
+
+/// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
+/// prints the cycle.
+pub fn order_stages(exp: &Experiment, stages: &[ResolvedStage<'_>]) -> Result<Vec<usize>, ConfigError> {
+    let mut graph = DiGraph::<usize, ()>::new();
+    let nodes: Vec<NodeIndex> = (0..stages.len()).map(|i| graph.add_node(i)).collect();
+    let by_name: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.decl.name.as_str(), i)).collect();
+    for (i, s) in stages.iter().enumerate() {
+        for (stage, _, _) in s.inputs.values().flatten() {
+            if let Some(&j) = by_name.get(stage.as_str()) {
+                graph.update_edge(nodes[j], nodes[i], ());
+            }
+        }
+    }
+    match toposort(&graph, None) {
+        Ok(order) => Ok(order.into_iter().map(|n| graph[n]).collect()),
+        Err(_) => {
+            let mut errors = Vec::new();
+            for scc in tarjan_scc(&graph) {
+                let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+                if scc.len() < 2 && !self_loop {
+                    continue;
+                }
+                let members: BTreeSet<usize> = scc.iter().map(|n| graph[*n]).collect();
+                let cycle = trace_cycle(stages, &by_name, &members);
+                let first = &stages[cycle[0]];
+                errors.push(
+                    exp.error(
+                        &first.decl.origin,
+                        format!(
+                            "stages form a cycle: {}",
+                            cycle
+                                .iter()
+                                .chain(std::iter::once(&cycle[0]))
+                                .map(|&i| stages[i].decl.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" -> ")
+                        ),
+                        Some("a stage cannot depend on its own output; remove one of these references".into()),
+                    ),
+                );
+            }
+            ConfigError::collect(errors)?;
+            unreachable!("toposort failed, so some strongly connected component has a cycle")
+        }
+    }
+}
+
+/// Walks input edges inside one strongly connected component to list the stages of one cycle in
+/// data-flow order.
+fn trace_cycle(stages: &[ResolvedStage<'_>], by_name: &HashMap<&str, usize>, members: &BTreeSet<usize>) -> Vec<usize> {
+    let start = *members.iter().next().expect("non-empty component");
+    let mut path = vec![start];
+    let mut seen = BTreeSet::from([start]);
+    let mut cur = start;
+    loop {
+        // Follow an upstream edge that stays in the component; reading the path backwards gives data flow.
+        let next = stages[cur]
+            .inputs
+            .values()
+            .flatten()
+            .filter_map(|(s, _, _)| by_name.get(s.as_str()).copied())
+            .find(|j| members.contains(j));
+        match next {
+            Some(j) if seen.contains(&j) => {
+                let pos = path.iter().position(|&p| p == j).expect("seen implies on path");
+                let mut cycle: Vec<usize> = path[pos..].to_vec();
+                cycle.reverse();
+                return cycle;
+            }
+            Some(j) => {
+                seen.insert(j);
+                path.push(j);
+                cur = j;
+            }
+            None => return path,
+        }
+    }
+}
+
+/// Expands stages (given in topological order) into instances.
+pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -> Result<Vec<Instance>, ConfigError> {
+    let mut errors = Vec::new();
+    let mut stage_axes: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut stage_instances: HashMap<&str, Vec<InstanceIdx>> = HashMap::new();
+    let mut instances: Vec<Instance> = Vec::new();
+    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+
+    for &si in order {
+        let stage = &stages[si];
+        let name = stage.decl.name.as_str();
+        let mut direct = BTreeSet::new();
+        axes_used(&Json::Object(stage.params.clone()), &mut direct);
+        let mut axes: BTreeSet<String> = BTreeSet::new();
+        for axis in &direct {
+            if exp.axis(axis).is_some() {
+                axes.insert(axis.clone());
+            } else {
+                let field = stage
+                    .params
+                    .iter()
+                    .find(|(_, v)| {
+                        let mut s = BTreeSet::new();
+                        axes_used(v, &mut s);
+                        s.contains(axis)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default();
+                let valid: Vec<&str> = exp.axes.iter().map(|a| a.name.as_str()).collect();
+                errors.push(exp.error(
+                    &field_origin(stage, &field),
+                    format!("`stages.{name}.{field}` uses `${{{axis}}}`, but there is no sweep axis `{axis}`"),
+                    Some(if valid.is_empty() {
+                        "declare it under [sweep], e.g. k = [10, 50]".to_string()
+                    } else {
+                        format!("axes declared in [sweep]: {}", valid.join(", "))
+                    }),
+                ));
+            }
+        }
+        if !stage.op.aggregates() {
+            for (upstream, _, _) in stage.inputs.values().flatten() {
+                if let Some(up) = stage_axes.get(upstream.as_str()) {
+                    axes.extend(up.iter().cloned());
+                }
+            }
+        }
+        let axes: Vec<String> = axes.into_iter().collect();
+        let mut mine = Vec::new();
+        for assignment in cartesian(exp, &axes) {
+            let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
+            let raw = inject_seed(stage, raw, exp.seed);
+            let params = match stage.op.normalize(&raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    if reported.insert((name.to_string(), e.message.clone())) {
+                        errors.push(param_error(exp, stage, &e, &assignment));
+                    }
+                    continue;
+                }
+            };
+            let mut inputs = BTreeMap::new();
+            for (slot, refs) in &stage.inputs {
+                let mut list = Vec::new();
+                for (upstream, output, _) in refs {
+                    let Some(candidates) = stage_instances.get(upstream.as_str()) else { continue };
+                    for &idx in candidates {
+                        let up = &instances[idx.0];
+                        let matches =
+                            stage.op.aggregates() || up.axes.iter().all(|(k, v)| assignment.get(k) == Some(v));
+                        if matches {
+                            list.push(InputRef { instance: idx, output: output.clone() });
+                        }
+                    }
+                }
+                inputs.insert(slot.clone(), list);
+            }
+            let idx = InstanceIdx(instances.len());
+            instances.push(Instance {
+                name: instance_name(name, &assignment),
+                stage: name.to_string(),
+                op: stage.op.name().to_string(),
+                axes: assignment,
+                params,
+                inputs,
+            });
+            mine.push(idx);
+        }
+        stage_axes.insert(name, axes);
+        stage_instances.insert(name, mine);
+    }
+    ConfigError::collect(errors)?;
+    Ok(instances)
+}
+
+/// Every combination of the given axes' values, as maps from axis name to value.
+fn cartesian(exp: &Experiment, axes: &[String]) -> Vec<BTreeMap<String, Json>> {
+    let mut out = vec![BTreeMap::new()];
+    for name in axes {
+        let axis = exp.axis(name).expect("axes were checked against [sweep]");
+        out = out
+            .into_iter()
+            .flat_map(|partial| {
+                axis.values.iter().map(move |v| {
+                    let mut next = partial.clone();
+                    next.insert(name.clone(), v.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Stages whose op draws random numbers get the experiment seed unless they set their own.
+fn inject_seed(stage: &ResolvedStage<'_>, raw: Json, seed: u64) -> Json {
+    let mut raw = raw;
+    if stage.op.param_fields().contains(&"seed") {
+        if let Json::Object(map) = &mut raw {
+            map.entry("seed").or_insert(Json::from(seed));
+        }
+    }
+    raw
+}
+
+fn field_origin(stage: &ResolvedStage<'_>, path: &str) -> Origin {
+    let mut segments = path.split('.').filter(|s| !s.is_empty());
+    let Some(first) = segments.next() else { return stage.decl.origin.clone() };
+    let Some(mut entry) = stage.decl.fields.get(first.split('[').next().unwrap_or(first)) else {
+        return stage.decl.origin.clone();
+    };
+    for seg in segments {
+        match entry.node.as_table().and_then(|t| t.get(seg)) {
+            Some(e) => entry = e,
+            None => break,
+        }
+    }
+    entry.node.origin.clone()
+}
+
+fn param_error(
+    exp: &Experiment,
+    stage: &ResolvedStage<'_>,
+    e: &ParamError,
+    assignment: &BTreeMap<String, Json>,
+) -> ConfigError {
+    let origin = if e.message.starts_with("unknown field") {
+        stage.decl.fields.get(&e.path).map_or(stage.decl.origin.clone(), |en| en.key_origin.clone())
+    } else {
+        field_origin(stage, &e.path)
+    };
+    let mut message = format!("stage `{}` (op {}): {}", stage.decl.name, stage.op.name(), e.message);
+    let used: Vec<String> = stage
+        .params
+        .get(e.path.split('.').next().unwrap_or_default())
+        .map(|v| {
+            let mut s = BTreeSet::new();
+            axes_used(v, &mut s);
+            s.into_iter().filter_map(|a| assignment.get(&a).map(|val| format!("{a} = {val}"))).collect()
+        })
+        .unwrap_or_default();
+    if !used.is_empty() {
+        message.push_str(&format!(" (with sweep value {})", used.join(", ")));
+    }
+    exp.error(&origin, message, e.help.clone())
+}

@@ -1,0 +1,69 @@
+//! `${axis}` placeholders in stage fields: finding the axes a stage uses, and substituting values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value as Json;
+
+use super::instance::axis_value_text;
+
+/// Axis names referenced anywhere inside `v`.
+pub fn axes_used(v: &Json, out: &mut BTreeSet<String>) {
+    match v {
+        Json::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else { break };
+                out.insert(after[..end].trim().to_string());
+                rest = &after[end + 1..];
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|i| axes_used(i, out)),
+        Json::Object(map) => map.values().for_each(|i| axes_used(i, out)),
+        _ => {}
+    }
+}
+
+/// Replaces placeholders: a string that is exactly `${x}` becomes the axis value with its type
+/// (so `k = "${k}"` is an integer); placeholders inside longer strings are interpolated as text.
+pub fn substitute(v: &Json, values: &BTreeMap<String, Json>) -> Json {
+    match v {
+        Json::String(s) => {
+            let trimmed = s.trim();
+            if let Some(name) = trimmed.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                if !name.contains("${") {
+                    if let Some(value) = values.get(name.trim()) {
+                        return value.clone();
+                    }
+                }
+            }
+            let mut out = s.clone();
+            for (name, value) in values {
+                out = out.replace(&format!("${{{name}}}"), &axis_value_text(value));
+            }
+            Json::String(out)
+        }
+        Json::Array(items) => Json::Array(items.iter().map(|i| substitute(i, values)).collect()),
+        Json::Object(map) => Json::Object(map.iter().map(|(k, i)| (k.clone(), substitute(i, values))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn whole_placeholders_keep_their_type() {
+        let mut vals = BTreeMap::new();
+        vals.insert("k".to_string(), json!(50));
+        vals.insert("t".to_string(), json!("mnist"));
+        assert_eq!(substitute(&json!("${k}"), &vals), json!(50));
+        assert_eq!(substitute(&json!("run-${k}-${t}"), &vals), json!("run-50-mnist"));
+        assert_eq!(substitute(&json!({"a": ["${t}"]}), &vals), json!({"a": ["mnist"]}));
+        let mut used = BTreeSet::new();
+        axes_used(&json!({"a": "${k}", "b": ["x${t}y"]}), &mut used);
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["k", "t"]);
+    }
+}

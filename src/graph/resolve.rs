@@ -1,0 +1,156 @@
+//! Second pass over the stage declarations: find each stage's op, split its fields into inputs and
+//! parameters, and check every reference (dangling stage, unknown output, wrong kind).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::config::experiment::type_error;
+use crate::config::suggest::did_you_mean;
+use crate::config::{ConfigError, Experiment, NodeValue, Origin, StageDecl};
+use crate::ops::{self, Op};
+
+/// A stage with its op found and its references checked.
+pub struct ResolvedStage<'e> {
+    /// The declaration.
+    pub decl: &'e StageDecl,
+    /// Its op.
+    pub op: &'static dyn Op,
+    /// Input slot to the `(stage, output)` pairs it reads, with where each was written.
+    pub inputs: BTreeMap<String, Vec<(String, String, Origin)>>,
+    /// Everything that is not an input: the raw parameters.
+    pub params: serde_json::Map<String, Json>,
+}
+
+/// Resolves every stage; all problems are reported together.
+pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for decl in &exp.stages {
+        let Some(op) = ops::find(&decl.op) else {
+            let names = ops::names();
+            let mut help = format!("valid ops: {}", names.join(", "));
+            if let Some(best) = did_you_mean(&decl.op, &names) {
+                help = format!("did you mean `{best}`? {help}");
+            }
+            errors.push(exp.error(
+                &decl.op_origin,
+                format!("stage `{}`: unknown op `{}`", decl.name, decl.op),
+                Some(help),
+            ));
+            continue;
+        };
+        let mut inputs = BTreeMap::new();
+        let mut params = serde_json::Map::new();
+        for (field, entry) in &decl.fields {
+            let Some(spec) = op.inputs().iter().find(|i| i.name == field) else {
+                params.insert(field.clone(), entry.node.to_json());
+                continue;
+            };
+            let refs: Vec<&crate::config::Node> = match (&entry.node.value, spec.gather) {
+                (NodeValue::Str(_), _) => vec![&entry.node],
+                (NodeValue::Array(items), true) => items.iter().collect(),
+                _ => {
+                    let expected = if spec.gather {
+                        "a reference \"stage.output\" or a list of them"
+                    } else {
+                        "a reference \"stage.output\""
+                    };
+                    errors.push(type_error(&exp.file, &entry.node, &format!("stages.{}.{field}", decl.name), expected));
+                    continue;
+                }
+            };
+            let mut list = Vec::new();
+            for node in refs {
+                match check_reference(exp, decl, field, spec, node) {
+                    Ok((stage, output)) => list.push((stage, output, node.origin.clone())),
+                    Err(e) => errors.push(e),
+                }
+            }
+            inputs.insert(field.clone(), list);
+        }
+        for spec in op.inputs().iter().filter(|s| s.required) {
+            if !decl.fields.contains_key(spec.name) {
+                let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
+                errors.push(exp.error(
+                    &decl.origin,
+                    format!("stage `{}` (op {}): missing required input `{}`", decl.name, op.name(), spec.name),
+                    Some(format!(
+                        "add {} = \"STAGE.OUTPUT\" naming an output of kind {}",
+                        spec.name,
+                        kinds.join(" or ")
+                    )),
+                ));
+            }
+        }
+        out.push(ResolvedStage { decl, op, inputs, params });
+    }
+    ConfigError::collect(errors)?;
+    Ok(out)
+}
+
+fn check_reference(
+    exp: &Experiment,
+    decl: &StageDecl,
+    field: &str,
+    spec: &ops::InputSpec,
+    node: &crate::config::Node,
+) -> Result<(String, String), ConfigError> {
+    let text = node.as_str().unwrap_or_default();
+    let field_path = format!("stages.{}.{field}", decl.name);
+    let Some((stage, output)) = text.split_once('.') else {
+        return Err(exp.error(
+            &node.origin,
+            format!("`{field_path}` = \"{text}\" is not a reference"),
+            Some("write \"STAGE.OUTPUT\", e.g. \"fashion.labels\"".into()),
+        ));
+    };
+    let Some(target) = exp.stage(stage) else {
+        let names: Vec<&str> = exp.stages.iter().map(|s| s.name.as_str()).collect();
+        let mut help = format!("stages in this file: {}", names.join(", "));
+        if let Some(best) = did_you_mean(stage, &names) {
+            help = format!("did you mean `{best}`? {help}");
+        }
+        return Err(exp.error(
+            &node.origin,
+            format!("`{field_path}` refers to stage `{stage}`, which does not exist"),
+            Some(help),
+        ));
+    };
+    // An unknown op upstream is reported at its own stage; nothing more to check here.
+    let Some(target_op) = ops::find(&target.op) else { return Ok((stage.into(), output.into())) };
+    let Some(out_spec) = target_op.output(output) else {
+        let outs: Vec<&str> = target_op.outputs().iter().map(|o| o.name).collect();
+        return Err(exp.error(
+            &node.origin,
+            format!("`{field_path}`: stage `{stage}` (op {}) has no output `{output}`", target_op.name()),
+            Some(format!("it produces: {}", outs.join(", "))),
+        ));
+    };
+    if !spec.kinds.contains(&out_spec.kind) {
+        let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
+        let candidates: Vec<String> = exp
+            .stages
+            .iter()
+            .filter_map(|s| ops::find(&s.op).map(|op| (s, op)))
+            .flat_map(|(s, op)| {
+                op.outputs()
+                    .iter()
+                    .filter(|o| spec.kinds.contains(&o.kind))
+                    .map(move |o| format!("{}.{}", s.name, o.name))
+            })
+            .filter(|r| !r.starts_with(&format!("{}.", decl.name)))
+            .collect();
+        let help = if candidates.is_empty() {
+            format!("`{field}` takes {}", kinds.join(" or "))
+        } else {
+            format!("`{field}` takes {}; outputs of that kind here: {}", kinds.join(" or "), candidates.join(", "))
+        };
+        return Err(exp.error(
+            &node.origin,
+            format!("`{field_path}`: `{text}` is {}, but `{field}` expects {}", out_spec.kind, kinds.join(" or ")),
+            Some(help),
+        ));
+    }
+    Ok((stage.to_string(), output.to_string()))
+}

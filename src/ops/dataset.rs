@@ -1,0 +1,159 @@
+//! `dataset`: a named data set's train and test splits, fetched and verified on first use, with
+//! optional seeded, stratified subsets so that experiments can be sized to the machine.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
+use crate::config::params::{self, ParamError, Params};
+use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
+
+/// Parameters of `dataset`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetParams {
+    /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`.
+    pub name: String,
+    /// A folder holding the raw files, tried before every other source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Keep this many training images (seeded, stratified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_size: Option<usize>,
+    /// Keep this many test images (seeded, stratified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_size: Option<usize>,
+    /// Synthetic only: number of classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Synthetic only: image side in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// Seed of the subsets (and of the synthetic generator).
+    pub seed: u64,
+}
+
+impl Params for DatasetParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        let name: DatasetName = self.name.parse().map_err(|_| {
+            ParamError::field(
+                "name",
+                format!("unknown data set `{}`", self.name),
+                Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
+            )
+        })?;
+        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
+            if v == Some(0) {
+                return Err(ParamError::range(field, 0, "at least 1"));
+            }
+        }
+        if name != DatasetName::Synthetic {
+            for (field, v) in [("classes", self.classes), ("size", self.size)] {
+                if v.is_some() {
+                    return Err(ParamError::field(
+                        field,
+                        format!("`{field}` only applies to the synthetic data set"),
+                        Some(format!("remove it, or use name = \"synthetic\"")),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = self.classes {
+            if !(2..=20).contains(&c) {
+                return Err(ParamError::range("classes", c, "between 2 and 20"));
+            }
+        }
+        if let Some(s) = self.size {
+            if !(8..=64).contains(&s) {
+                return Err(ParamError::range("size", s, "between 8 and 64"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DatasetParams {
+    /// Loader options for these parameters.
+    pub fn load_options(&self, data_dir: PathBuf) -> LoadOptions {
+        let mut synthetic = SyntheticOptions { seed: self.seed, ..SyntheticOptions::default() };
+        if let Some(c) = self.classes {
+            synthetic.classes = c;
+        }
+        if let Some(s) = self.size {
+            synthetic.size = s;
+        }
+        if let Some(n) = self.train_size {
+            synthetic.n_train = n;
+        }
+        if let Some(n) = self.test_size {
+            synthetic.n_test = n;
+        }
+        LoadOptions {
+            path: self.path.clone(),
+            data_dir,
+            train_size: self.train_size,
+            test_size: self.test_size,
+            subset_seed: self.seed,
+            synthetic,
+        }
+    }
+}
+
+/// The `dataset` op.
+pub struct Dataset;
+
+impl Op for Dataset {
+    fn name(&self) -> &'static str {
+        "dataset"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "a named data set (mnist, fashion-mnist, animal-mnist, synthetic), verified, optionally subset"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec { name: "images", kind: Kind::Images, doc: "u8 pixels of both splits" },
+            OutputSpec { name: "labels", kind: Kind::Labels, doc: "the data set's class labels" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<DatasetParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<DatasetParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: DatasetParams = ctx.params()?;
+        let name: DatasetName = p.name.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.name)))?;
+        let ds = data::load(name, &p.load_options(ctx.data_dir.clone()))?;
+        tracing::info!("{}: {} train / {} test images", ctx.instance.name, ds.train.labels.len(), ds.test.labels.len());
+        let meta = ImagesMeta {
+            dataset: ds.name.clone(),
+            channels: ds.channels,
+            height: ds.height,
+            width: ds.width,
+            num_classes: ds.num_classes,
+            class_names: ds.class_names.clone(),
+            hflip_ok: ds.hflip_ok,
+        };
+        let labels = Labels {
+            meta: LabelsMeta {
+                num_classes: ds.num_classes,
+                class_names: ds.class_names.clone(),
+                source: ds.name.clone(),
+            },
+            train: ds.train.labels,
+            test: ds.test.labels,
+        };
+        labels.save(&ctx.output_dir("labels"))?;
+        Images { meta, train: ds.train.pixels, test: ds.test.pixels }.save(&ctx.output_dir("images"))
+    }
+}

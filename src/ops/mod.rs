@@ -1,0 +1,178 @@
+//! Stage kinds. Each op lives in its own file behind the [`Op`] trait; [`registry`] lists them
+//! all, and the CLI's `cfrun ops` and the README's reference are generated from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::config::ParamError;
+use crate::exec::progress::Progress;
+
+mod context;
+pub mod dataset;
+pub mod kmeans;
+pub mod label_noise;
+pub mod linear_probe;
+pub mod table;
+
+pub use context::{InputArtifact, StageCtx};
+
+/// What an output holds; an input accepts one or more kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
+    Images,
+    /// One class id per image of each split.
+    Labels,
+    /// An `[N, D]` f32 matrix per split.
+    Features,
+    /// Trained network weights and architecture.
+    Model,
+    /// Scalar results (accuracy, NMI, ...).
+    Metrics,
+    /// Tables and figures for people.
+    Report,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Kind::Images => "images",
+            Kind::Labels => "labels",
+            Kind::Features => "features",
+            Kind::Model => "model",
+            Kind::Metrics => "metrics",
+            Kind::Report => "report",
+        };
+        f.write_str(s)
+    }
+}
+
+/// An input slot of an op.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    /// The field name in the stage table.
+    pub name: &'static str,
+    /// Kinds of output this input accepts.
+    pub kinds: &'static [Kind],
+    /// Whether the stage must set it.
+    pub required: bool,
+    /// Aggregating input: takes a list of stage outputs and gathers every instance of each.
+    pub gather: bool,
+    /// One line for `cfrun ops`.
+    pub doc: &'static str,
+}
+
+/// An output of an op.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec {
+    /// The name other stages reference as `stage.NAME`.
+    pub name: &'static str,
+    /// What it holds.
+    pub kind: Kind,
+    /// One line for `cfrun ops`.
+    pub doc: &'static str,
+}
+
+/// A failure while running a stage; it fails that stage only.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The stage's inputs or parameters cannot work together (e.g. K above the number of points).
+    #[error("{0}")]
+    Invalid(String),
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A tensor operation failed.
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// Loading a data set failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// k-means failed.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// A probe or metric failed.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    /// Making a table or figure failed.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    /// The run was interrupted (Ctrl-C); nothing was published.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl OpError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpError {
+        let context = context.into();
+        move |source| OpError::Io { context, source }
+    }
+}
+
+/// A stage kind.
+pub trait Op: Send + Sync {
+    /// The name used as `op = "..."`.
+    fn name(&self) -> &'static str;
+    /// Bumped whenever the op's results change for the same parameters; part of every recipe key.
+    fn version(&self) -> u32;
+    /// One line for `cfrun ops`.
+    fn summary(&self) -> &'static str;
+    /// Input slots.
+    fn inputs(&self) -> &'static [InputSpec];
+    /// Outputs.
+    fn outputs(&self) -> &'static [OutputSpec];
+    /// Names of the parameters (for help texts and seed injection).
+    fn param_fields(&self) -> &'static [&'static str];
+    /// Types, defaults and validates the parameters, returning the canonical form.
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError>;
+    /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
+
+    /// Whether any input gathers all instances of its stages (tables, plots).
+    fn aggregates(&self) -> bool {
+        self.inputs().iter().any(|i| i.gather)
+    }
+
+    /// The output called `name`.
+    fn output(&self, name: &str) -> Option<&'static OutputSpec> {
+        self.outputs().iter().find(|o| o.name == name)
+    }
+}
+
+/// Every op cfrun knows, in the order `cfrun ops` lists them.
+pub fn registry() -> &'static [&'static dyn Op] {
+    static OPS: &[&dyn Op] =
+        &[&dataset::Dataset, &label_noise::LabelNoise, &kmeans::KMeans, &linear_probe::LinearProbe, &table::Table];
+    OPS
+}
+
+/// The op called `name`.
+pub fn find(name: &str) -> Option<&'static dyn Op> {
+    registry().iter().copied().find(|op| op.name() == name)
+}
+
+/// Names of all ops, for "valid ops: ..." messages.
+pub fn names() -> Vec<&'static str> {
+    registry().iter().map(|op| op.name()).collect()
+}
+
+/// Per-instance axis values, as the graph assigns them.
+pub type AxisValues = BTreeMap<String, Json>;
+
+/// Helper for ops: the path of an output folder is `<object>/<output name>`.
+pub fn output_path(root: &std::path::Path, output: &str) -> PathBuf {
+    root.join(output)
+}
+
+/// Shared progress type re-exported for op files.
+pub type ProgressHandle = Progress;
