@@ -1,0 +1,262 @@
+//! Integration tests that drive the real `cfrun` binary on the seconds-long smoke experiment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn cfrun(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(args)
+        .arg("--cache")
+        .arg(cache)
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .expect("cfrun starts")
+}
+
+fn smoke() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Runs an experiment with `--json` and returns instance name -> outcome.
+fn run_json(cache: &Path, file: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut args = vec![file.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = cfrun(cache, &args);
+    assert!(out.status.success(), "run failed: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap().to_string(), i["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn ran(outcomes: &BTreeMap<String, String>) -> BTreeSet<String> {
+    outcomes.iter().filter(|(_, o)| *o == "ran").map(|(n, _)| n.clone()).collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Object digests of every published key, by instance name (from provenance).
+fn objects(cache: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(cache.join("keys"))
+        .unwrap()
+        .map(|e| {
+            let v: Value = serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            (v["provenance"]["instance"].as_str().unwrap().to_string(), v["object"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn rerun_is_fully_cached_and_prints_the_table() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = run_json(cache.path(), &smoke(), &[]);
+    assert!(first.values().all(|o| o == "ran"), "{first:?}");
+    let second = run_json(cache.path(), &smoke(), &[]);
+    assert!(second.values().all(|o| o == "cached"), "{second:?}");
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Pixel probes on synthetic shapes"), "{stdout}");
+    assert!(stderr(&out).contains("0 ran"), "{}", stderr(&out));
+}
+
+#[test]
+fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let status = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.clusters.iterations=11"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("clusters[k=4]  iterations 10 -> 11"), "{text}");
+    let after = run_json(cache.path(), &smoke(), &["--set", "stages.clusters.iterations=11"]);
+    assert_eq!(ran(&after), set(&["clusters[k=4]", "clusters[k=16]", "clustering"]));
+}
+
+#[test]
+fn cosmetic_edits_change_no_key() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    // Comments stripped, whitespace changed, stages reordered, keys reordered, a default written out.
+    let text = std::fs::read_to_string(smoke()).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.split(" #").next().unwrap().replace(" = ", "   =   "))
+        .collect();
+    lines.push("\n[stages.extra_comment_free]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = 0".into());
+    let edited = cache.path().join("edited.toml");
+    std::fs::write(&edited, lines.join("\n").replace("iterations   =   10", "iterations   =   10\ninit = \"kmeans++\"")).unwrap();
+    let after = run_json(cache.path(), &edited, &[]);
+    assert_eq!(ran(&after), set(&["extra_comment_free"]), "{after:?}");
+}
+
+#[test]
+fn early_cutoff_keeps_dependants_of_identical_outputs() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    // A new seed re-draws the noise: at p=0 nothing changes, so the p=0 probe keeps its key.
+    let after = run_json(cache.path(), &smoke(), &["--set", "stages.noisy.seed=99"]);
+    assert_eq!(ran(&after), set(&["noisy[p=0]", "noisy[p=50]", "probe_noisy[p=50]", "results"]), "{after:?}");
+}
+
+#[test]
+fn same_config_from_empty_caches_gives_identical_outputs() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    run_json(a.path(), &smoke(), &[]);
+    run_json(b.path(), &smoke(), &[]);
+    assert_eq!(objects(a.path()), objects(b.path()));
+}
+
+#[test]
+fn corrupted_object_is_detected_and_rebuilt() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let objs = objects(cache.path());
+    let obj = &objs["clusters[k=16]"];
+    let file = cache.path().join("objects").join(obj.trim_start_matches("blake3:")).join("labels/labels.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=16]").unwrap()["outcome"].clone();
+    assert_eq!(outcome, "ran");
+    assert_eq!(objects(cache.path())["clusters[k=16]"], *obj, "rebuilt bytes equal the original");
+}
+
+#[test]
+fn kill_mid_stage_leaves_the_cache_intact() {
+    let cache = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    let slow = ["--set", "stages.clusters.iterations=400", "--set", "stages.shapes.train_size=4000"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([smoke().to_str().unwrap()])
+        .args(slow)
+        .arg("--cache")
+        .arg(cache.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a k-means instance is running, then kill -9.
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(n > 0, "cfrun ended before k-means started");
+        if line.contains("running clusters") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run_json(cache.path(), &smoke(), &slow);
+    assert!(resumed.values().all(|o| o == "ran" || o == "cached"));
+    run_json(reference.path(), &smoke(), &slow);
+    assert_eq!(objects(cache.path()), objects(reference.path()));
+}
+
+#[test]
+fn concurrent_runs_execute_each_instance_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .args([smoke().to_str().unwrap(), "--json"])
+            .arg("--cache")
+            .arg(cache.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let mut ran_count: BTreeMap<String, usize> = BTreeMap::new();
+    for out in &outs {
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for i in v["instances"].as_array().unwrap() {
+            if i["outcome"] == "ran" {
+                *ran_count.entry(i["name"].as_str().unwrap().to_string()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(ran_count.len(), 9, "{ran_count:?}");
+    assert!(ran_count.values().all(|&c| c == 1), "{ran_count:?}");
+}
+
+#[test]
+fn bad_experiment_files_exit_2_with_location_and_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
+    let cache = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 20);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expect = text.lines().next().unwrap().strip_prefix("# expect: ").unwrap().trim_end_matches("#<").trim();
+        let line = text.lines().position(|l| l.contains("#<")).unwrap() + 1;
+        let out = cfrun(cache.path(), &["status", file.to_str().unwrap()]);
+        let err = stderr(&out);
+        let name = file.file_name().unwrap().to_string_lossy();
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: expected `{expect}` in\n{err}");
+        assert!(err.contains(&format!("{name}:{line}:")), "{name}: expected line {line} in\n{err}");
+    }
+}
+
+#[test]
+fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
+    let cache = tempfile::tempdir().unwrap();
+    // 800 training points cannot make 1000 clusters: only the k-means instances and their table fail.
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json", "--set", "sweep.k=[4, 1000]"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("k = 1000 is larger than the number of points"), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
+    assert_eq!(outcome("clusters[k=1000]"), "failed");
+    assert_eq!(outcome("clusters[k=4]"), "ran");
+    assert_eq!(outcome("clustering"), "skipped");
+    assert_eq!(outcome("results"), "ran");
+}
+
+#[test]
+fn dag_show_and_gc() {
+    let cache = tempfile::tempdir().unwrap();
+    let dot = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--format", "dot"]);
+    assert!(String::from_utf8_lossy(&dot.stdout).contains("clusters[k=16]"));
+    run_json(cache.path(), &smoke(), &[]);
+    let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(v[0]["metrics"]["metrics"]["purity"].as_f64().unwrap() > 0.0);
+    assert_eq!(v[0]["provenance"]["device"], "cpu");
+    // After changing k, the old k=16 objects are garbage for the edited experiment.
+    let edited = cache.path().join("edited.toml");
+    std::fs::write(&edited, std::fs::read_to_string(smoke()).unwrap().replace("k = [4, 16]", "k = [4]")).unwrap();
+    let dry = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json"]);
+    let v: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert!(v["objects"].as_array().unwrap().len() >= 2, "{v}");
+    let before = objects(cache.path()).len();
+    cfrun(cache.path(), &["gc", edited.to_str().unwrap()]);
+    assert!(objects(cache.path()).len() < before);
+    let again = run_json(cache.path(), &edited, &[]);
+    assert!(again.values().all(|o| o == "cached"), "{again:?}");
+}
