@@ -184,7 +184,7 @@ mod tests {
     fn pinned_key() {
         assert_eq!(
             recipe().key().to_string(),
-            "blake3:8ce1d4ad6cb5fdde7b0a5f0a2de0ae6b3e94e49e17c80fd32ee8bf8b4e7bd1fb"
+            "blake3:30da1a4bfe58cda51a1f137314465da04812f0884c131399ba3ba4be44fb2d81"
         );
     }
 

@@ -168,6 +168,7 @@ impl Op for Table {
                 .iter()
                 .map(|c| PaperRef { row: c.row.clone(), column: c.column.clone(), value: c.value })
                 .collect(),
+            filter: Default::default(),
         };
         let rendered = report::render_table(&records, &spec)?;
         let dir = ctx.output_dir("report");

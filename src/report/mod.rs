@@ -1,36 +1,105 @@
-//! TEMPORARY shim.
-use std::collections::BTreeMap;
+//! Paper-style reporting: tables (markdown + CSV) and line-chart figures (SVG + PNG)
+//! rendered from flat measurement records.
+//!
+//! The module is data-driven: callers hand over [`Record`]s (one measured value set
+//! with the sweep coordinates it was measured at) plus a [`TableSpec`] or
+//! [`PlotSpec`] naming which dimensions become rows/columns or panels/series/x.
+//! A *dimension* is an axis name from [`Record::axes`] or the special name
+//! [`SOURCE_DIM`], which stands for the record's display label.
+//!
+//! Nothing here touches the file system except [`render_plot`], which writes the
+//! two output paths it is given (each atomically: temp file + rename in the same
+//! directory, so a reader never sees half a figure).
+
+mod data;
+mod font;
+mod layout;
+mod plot;
+#[cfg(test)]
+mod plot_tests;
+mod raster;
+mod scene;
+mod table;
+mod ticks;
+
+use std::path::{Path, PathBuf};
+
+pub use data::{AxisValue, Filter, Record, SOURCE_DIM};
+pub use plot::{render_figure, render_plot, PlotSpec, RenderedFigure, PNG_SCALE};
+pub use table::{render_table, PaperRef, RenderedTable, TableSpec};
+
+/// Everything that can go wrong while building a table or figure.
 #[derive(Debug, thiserror::Error)]
-#[error("report")]
-pub struct ReportError;
-pub enum AxisValue {
-    Int(i64),
-    Float(f64),
-    Str(String),
+pub enum ReportError {
+    /// Two records map to the same table cell or plot point, so the spec is ambiguous.
+    #[error("{title}: records {first} and {second} both land in {cell}; add a dimension or a filter to tell them apart")]
+    Duplicate {
+        /// Title of the table or figure being rendered.
+        title: String,
+        /// The contested cell or point, e.g. `row "N_cf k=250", column "p=50"`.
+        cell: String,
+        /// Description of the first record.
+        first: String,
+        /// Description of the second record.
+        second: String,
+    },
+    /// No record carries the requested metric (after filtering).
+    #[error("{title}: no record has metric {metric:?} (after applying the filter)")]
+    NoData {
+        /// Title of the table or figure being rendered.
+        title: String,
+        /// The metric that was asked for.
+        metric: String,
+    },
+    /// The spec cannot be rendered as given.
+    #[error("{title}: {reason}")]
+    InvalidSpec {
+        /// Title of the table or figure being rendered.
+        title: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Rasterising or encoding the PNG failed.
+    #[error("rendering {title}: {reason}")]
+    Render {
+        /// Title of the figure being rendered.
+        title: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Writing an output file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
-pub struct Record {
-    pub source: String,
-    pub label: String,
-    pub axes: BTreeMap<String, AxisValue>,
-    pub metrics: BTreeMap<String, f64>,
-}
-pub struct PaperRef {
-    pub row: String,
-    pub column: String,
-    pub value: f64,
-}
-pub struct TableSpec {
-    pub title: String,
-    pub rows: Vec<String>,
-    pub columns: Vec<String>,
-    pub metric: String,
-    pub precision: usize,
-    pub paper: Vec<PaperRef>,
-}
-pub struct RenderedTable {
-    pub markdown: String,
-    pub csv: String,
-}
-pub fn render_table(_: &[Record], _: &TableSpec) -> Result<RenderedTable, ReportError> {
-    todo!()
+
+/// Writes `bytes` to `path` via a sibling temp file and a rename, so a crash or a
+/// concurrent reader never observes a truncated file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let io_err = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "output path has no file name",
+        ))
+    })?;
+    // Same directory as the target so the rename stays on one file system.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes).map_err(io_err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        // Best effort: do not leave the temp file behind on failure.
+        let _ = std::fs::remove_file(&tmp);
+        io_err(e)
+    })
 }

@@ -1,0 +1,245 @@
+//! Paper-style line figures: one panel per value of a dimension, one line per series,
+//! a shared legend below. Records become `FigureData` here; layout.rs turns that into a
+//! scene, written both as SVG and as PNG.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::data::{key_label, key_of, AxisValue, Filter, Key, KeyOrder, Record};
+use super::layout::layout;
+use super::raster::render_png;
+use super::{write_atomic, ReportError};
+
+/// What to plot: panels, x axis, series and the metric on y.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlotSpec {
+    /// Figure title above all panels (empty for none).
+    pub title: String,
+    /// Dimension giving one panel per value, e.g. `target`; `None` for a single panel.
+    #[serde(default)]
+    pub panel: Option<String>,
+    /// Axis on the horizontal axis, e.g. `p`; numeric values are placed numerically, strings as categories.
+    pub x: String,
+    /// Dimensions naming a line, e.g. `["source", "k"]` -> `N_cf k=250`.
+    #[serde(default)]
+    pub series: Vec<String>,
+    /// Metric on the vertical axis, e.g. `top1`.
+    pub metric: String,
+    /// Horizontal axis title.
+    pub x_label: String,
+    /// Vertical axis title (shown once, left of the first panel).
+    pub y_label: String,
+    /// Log-scale x axis (numeric, positive x only), e.g. for sweeps over K.
+    #[serde(default)]
+    pub x_log: bool,
+    /// Only records whose dimensions equal these values are plotted.
+    #[serde(default)]
+    pub filter: Filter,
+}
+
+/// A rendered figure in both output formats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFigure {
+    /// Standalone SVG document.
+    pub svg: String,
+    /// PNG image at [`PNG_SCALE`] pixels per SVG unit.
+    pub png: Vec<u8>,
+}
+
+/// PNG pixels per SVG unit: 2x keeps thin lines and small text sharp on screens and slides.
+pub const PNG_SCALE: f32 = 2.0;
+
+/// Renders `records` per `spec` into an SVG document and PNG bytes, without touching disk.
+pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigure, ReportError> {
+    let data = FigureData::build(records, spec)?;
+    let scene = layout(&data, spec);
+    let png = render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render {
+        title: spec.title.clone(),
+        reason,
+    })?;
+    Ok(RenderedFigure {
+        svg: scene.to_svg(&spec.title),
+        png,
+    })
+}
+
+/// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
+pub fn render_plot(
+    records: &[Record],
+    spec: &PlotSpec,
+    svg_path: &Path,
+    png_path: &Path,
+) -> Result<(), ReportError> {
+    let fig = render_figure(records, spec)?;
+    write_atomic(svg_path, fig.svg.as_bytes())?;
+    write_atomic(png_path, &fig.png)
+}
+
+/// How x values map onto the horizontal axis domain.
+pub(crate) enum XScale {
+    Linear,
+    Log,
+    /// Categories in display order; a value's position is its index.
+    Categorical(Vec<AxisValue>),
+}
+
+impl XScale {
+    fn pos(&self, v: &AxisValue) -> f64 {
+        match self {
+            XScale::Linear => v.as_f64().unwrap_or(f64::NAN),
+            XScale::Log => v.as_f64().map_or(f64::NAN, f64::log10),
+            XScale::Categorical(cats) => cats.iter().position(|c| c == v).unwrap_or(0) as f64,
+        }
+    }
+}
+
+/// One series as seen across the whole figure (for colours and the legend).
+pub(crate) struct Series {
+    pub label: String,
+    pub has_points: bool,
+    pub has_baseline: bool,
+}
+
+/// One panel's data: per series index, its (x position, y) points and an optional
+/// baseline value from records that lack the x axis (drawn as a dashed reference line).
+#[derive(Default)]
+pub(crate) struct Panel {
+    pub title: String,
+    pub lines: BTreeMap<usize, Vec<(f64, f64)>>,
+    pub baselines: BTreeMap<usize, f64>,
+}
+
+pub(crate) struct FigureData {
+    pub panels: Vec<Panel>,
+    pub series: Vec<Series>,
+    pub x_scale: XScale,
+    /// Distinct x positions with their labels, in order.
+    pub x_values: Vec<(f64, String)>,
+}
+
+impl FigureData {
+    fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
+        let invalid = |reason: String| ReportError::InvalidSpec {
+            title: spec.title.clone(),
+            reason,
+        };
+        let recs: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric))
+            .collect();
+        if recs.is_empty() {
+            return Err(ReportError::NoData {
+                title: spec.title.clone(),
+                metric: spec.metric.clone(),
+            });
+        }
+
+        let panel_dims: Vec<String> = spec.panel.iter().cloned().collect();
+        let sorted_keys = |dims: &[String]| {
+            let mut keys: Vec<Key> = recs.iter().map(|r| key_of(r, dims)).collect();
+            KeyOrder::new(dims, recs.iter().copied()).sort(&mut keys);
+            keys
+        };
+        let panel_keys = sorted_keys(&panel_dims);
+        let series_keys = sorted_keys(&spec.series);
+        let x_dim = [spec.x.clone()];
+        let x_keys: Vec<AxisValue> = sorted_keys(&x_dim)
+            .into_iter()
+            .filter_map(|k| k.into_iter().next().flatten())
+            .collect();
+        if x_keys.is_empty() {
+            return Err(invalid(format!("no record has the x axis {:?}", spec.x)));
+        }
+
+        let numeric = x_keys.iter().all(|v| v.as_f64().is_some());
+        let x_scale = match (numeric, spec.x_log) {
+            (true, true) => {
+                if let Some(bad) = x_keys.iter().find(|v| v.as_f64().is_some_and(|f| f <= 0.0)) {
+                    return Err(invalid(format!(
+                        "log x axis needs positive values, got {bad}"
+                    )));
+                }
+                XScale::Log
+            }
+            (true, false) => XScale::Linear,
+            (false, true) => return Err(invalid("log x axis needs numeric x values".into())),
+            (false, false) => XScale::Categorical(x_keys.clone()),
+        };
+        let x_values = x_keys
+            .iter()
+            .map(|v| (x_scale.pos(v), v.to_string()))
+            .collect();
+
+        let mut panels: Vec<Panel> = panel_keys
+            .iter()
+            .map(|k| Panel {
+                title: key_label(&panel_dims, k),
+                ..Panel::default()
+            })
+            .collect();
+        let mut series: Vec<Series> = series_keys
+            .iter()
+            .map(|k| Series {
+                label: key_label(&spec.series, k),
+                has_points: false,
+                has_baseline: false,
+            })
+            .collect();
+
+        let mut seen: BTreeMap<(usize, usize, Option<AxisValue>), &Record> = BTreeMap::new();
+        for r in &recs {
+            let pi = panel_keys.iter().position(|k| *k == key_of(r, &panel_dims));
+            let si = series_keys
+                .iter()
+                .position(|k| *k == key_of(r, &spec.series));
+            let (Some(pi), Some(si)) = (pi, si) else {
+                continue; // unreachable: the keys were collected from these records
+            };
+            let x = r.dim(&spec.x);
+            if let Some(prev) = seen.insert((pi, si, x.clone()), r) {
+                let at = x.map_or("no x value".to_string(), |v| format!("{}={v}", spec.x));
+                return Err(ReportError::Duplicate {
+                    title: spec.title.clone(),
+                    cell: format!(
+                        "panel {:?}, series {:?}, {at}",
+                        panels[pi].title, series[si].label
+                    ),
+                    first: prev.describe(),
+                    second: r.describe(),
+                });
+            }
+            let y = r.metrics[&spec.metric];
+            if !y.is_finite() {
+                // A diverged run (NaN/inf) has no place on the axis; the table still shows it.
+                continue;
+            }
+            match x {
+                Some(x) => {
+                    panels[pi]
+                        .lines
+                        .entry(si)
+                        .or_default()
+                        .push((x_scale.pos(&x), y));
+                    series[si].has_points = true;
+                }
+                None => {
+                    panels[pi].baselines.insert(si, y);
+                    series[si].has_baseline = true;
+                }
+            }
+        }
+        for p in &mut panels {
+            for pts in p.lines.values_mut() {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+        Ok(FigureData {
+            panels,
+            series,
+            x_scale,
+            x_values,
+        })
+    }
+}
