@@ -78,7 +78,8 @@ fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field()
     run_json(cache.path(), &smoke(), &[]);
     let status = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.clusters.iterations=11"]);
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("clusters[k=4]  iterations 10 -> 11"), "{text}");
+    let line = text.lines().find(|l| l.contains("clusters[k=4]")).unwrap();
+    assert!(line.starts_with("stale") && line.ends_with("iterations 10 -> 11"), "{text}");
     let after = run_json(cache.path(), &smoke(), &["--set", "stages.clusters.iterations=11"]);
     assert_eq!(ran(&after), set(&["clusters[k=4]", "clusters[k=16]", "clustering"]));
 }
@@ -94,9 +95,13 @@ fn cosmetic_edits_change_no_key() {
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| l.split(" #").next().unwrap().replace(" = ", "   =   "))
         .collect();
-    lines.push("\n[stages.extra_comment_free]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = 0".into());
+    lines.push("\n[stages.extra_comment_free]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = 10".into());
     let edited = cache.path().join("edited.toml");
-    std::fs::write(&edited, lines.join("\n").replace("iterations   =   10", "iterations   =   10\ninit = \"kmeans++\"")).unwrap();
+    std::fs::write(
+        &edited,
+        lines.join("\n").replace("iterations   =   10", "iterations   =   10\ninit = \"kmeans++\""),
+    )
+    .unwrap();
     let after = run_json(cache.path(), &edited, &[]);
     assert_eq!(ran(&after), set(&["extra_comment_free"]), "{after:?}");
 }
@@ -134,7 +139,8 @@ fn corrupted_object_is_detected_and_rebuilt() {
     assert!(out.status.success());
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let outcome = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=16]").unwrap()["outcome"].clone();
+    let outcome =
+        v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=16]").unwrap()["outcome"].clone();
     assert_eq!(outcome, "ran");
     assert_eq!(objects(cache.path())["clusters[k=16]"], *obj, "rebuilt bytes equal the original");
 }
@@ -231,7 +237,8 @@ fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("k = 1000 is larger than the number of points"), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let outcome = |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
+    let outcome =
+        |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
     assert_eq!(outcome("clusters[k=1000]"), "failed");
     assert_eq!(outcome("clusters[k=4]"), "ran");
     assert_eq!(outcome("clustering"), "skipped");
@@ -254,6 +261,7 @@ fn dag_show_and_gc() {
     let dry = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json"]);
     let v: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert!(v["objects"].as_array().unwrap().len() >= 2, "{v}");
+    run_json(cache.path(), &edited, &[]);
     let before = objects(cache.path()).len();
     cfrun(cache.path(), &["gc", edited.to_str().unwrap()]);
     assert!(objects(cache.path()).len() < before);

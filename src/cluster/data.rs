@@ -18,7 +18,7 @@ pub(super) fn check_shape(x: &[f32], n: usize, d: usize) -> Result<(), ClusterEr
     if d == 0 {
         return Err(ClusterError::ZeroDimension);
     }
-    let expected = n.checked_mul(d).unwrap_or(usize::MAX);
+    let expected = n.saturating_mul(d);
     if expected != x.len() {
         return Err(ClusterError::ShapeMismatch { len: x.len(), n, d, expected });
     }
@@ -29,17 +29,22 @@ pub(super) fn check_shape(x: &[f32], n: usize, d: usize) -> Result<(), ClusterEr
     Ok(())
 }
 
-/// Finds the first row holding a NaN or infinity, scanning in parallel.
-pub(super) fn check_finite(x: &[f32], d: usize) -> Result<(), ClusterError> {
-    let first_bad = x
-        .par_chunks(SCAN_ROWS * d)
+/// Position of the first NaN or infinity in `x`, scanning fixed chunks in parallel.
+pub(crate) fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    x.par_chunks(CHUNK)
         .enumerate()
-        .filter_map(|(chunk, block)| {
-            let pos = block.iter().position(|v| !v.is_finite())?;
-            Some(chunk * SCAN_ROWS * d + pos)
+        .filter_map(|(c, chunk)| {
+            // A branch-free OR over the chunk vectorises; only a dirty chunk is searched.
+            let dirty = chunk.iter().fold(false, |acc, v| acc | !v.is_finite());
+            dirty.then(|| c * CHUNK + chunk.iter().position(|v| !v.is_finite()).unwrap_or(0))
         })
-        .min();
-    match first_bad {
+        .min()
+}
+
+/// Fails with the first row (and column) holding a NaN or infinity.
+pub(super) fn check_finite(x: &[f32], d: usize) -> Result<(), ClusterError> {
+    match first_non_finite(x) {
         Some(pos) => Err(ClusterError::NonFinite { row: pos / d, col: pos % d }),
         None => Ok(()),
     }
@@ -102,6 +107,7 @@ impl<'a> Points<'a> {
     }
 
     /// Stored row `i` and the factor that maps it to the visible row.
+    #[inline]
     pub(super) fn row(&self, i: usize) -> (&'a [f32], f32) {
         let r = self.subset.as_ref().map_or(i, |s| s[i] as usize);
         let s = self.scale.as_ref().map_or(1.0, |s| s[i]);

@@ -5,6 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::data::Points;
+use super::kernels;
 
 /// Rows per parallel task in the k-means++ distance pass; fixed for
 /// reproducibility across thread counts.
@@ -51,7 +52,7 @@ fn update_min_dist(points: &Points<'_>, c: &[f32], mind: &mut [f32]) -> Vec<f64>
             let mut sum = 0f64;
             for (j, m) in chunk.iter_mut().enumerate() {
                 let (row, s) = points.row(b * PP_BLOCK + j);
-                let dist = sq_dist_scaled(row, s, c);
+                let dist = kernels::sq_dist_scaled(row, s, c);
                 if dist < *m {
                     *m = dist;
                 }
@@ -60,25 +61,6 @@ fn update_min_dist(points: &Points<'_>, c: &[f32], mind: &mut [f32]) -> Vec<f64>
             sum
         })
         .collect()
-}
-
-/// `||s * a - c||^2`, accumulated in eight lanes so it vectorises.
-fn sq_dist_scaled(a: &[f32], s: f32, c: &[f32]) -> f32 {
-    const L: usize = 8;
-    let mut acc = [0f32; L];
-    let body = a.len() / L * L;
-    for (ac, cc) in a[..body].chunks_exact(L).zip(c[..body].chunks_exact(L)) {
-        for l in 0..L {
-            let t = s * ac[l] - cc[l];
-            acc[l] += t * t;
-        }
-    }
-    let mut total: f32 = acc.iter().sum();
-    for j in body..a.len() {
-        let t = s * a[j] - c[j];
-        total += t * t;
-    }
-    total
 }
 
 /// Draws a row index with probability proportional to `weights`; `None` when

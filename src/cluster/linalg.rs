@@ -18,6 +18,11 @@ impl<'a> MatRef<'a> {
         Self { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
+    /// A general strided view: element (i, j) is `data[i * row_stride + j * col_stride]`.
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+        Self { data, rows, cols, row_stride, col_stride }
+    }
+
     /// The transpose, as a view over the same memory (no copy).
     pub(crate) fn t(self) -> Self {
         Self {

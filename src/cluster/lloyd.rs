@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::assign::assign_points;
 use super::data::Points;
+use super::kernels;
 
 /// Relative perturbation applied when splitting a cluster; faiss uses the same 1/1024.
 const SPLIT_EPS: f32 = 1.0 / 1024.0;
@@ -60,48 +61,34 @@ pub(super) fn run(
 /// Replaces each non-empty centroid by the mean of its rows; empty clusters
 /// keep their old centroid for `split_empty` to overwrite. Returns the counts.
 ///
-/// Rows are grouped by cluster with a stable counting sort, then each cluster
-/// sums its rows in ascending row order in f64. Parallelism is over clusters,
-/// so every sum has one fixed order whatever the thread count.
+/// Parallelism is over column strips, one per thread: each task streams all
+/// rows in ascending order and adds its strip into per-cluster f64 sums. Each
+/// sum is thus accumulated in row order however the columns are split, so the
+/// result is bit-identical for any thread count, and `x` is read sequentially.
 pub(super) fn update_centroids(points: &Points<'_>, labels: &[u32], k: usize, centroids: &mut [f32]) -> Vec<usize> {
     let d = points.dim();
     let mut counts = vec![0usize; k];
     for &l in labels {
         counts[l as usize] += 1;
     }
-    let mut offsets = Vec::with_capacity(k + 1);
-    offsets.push(0usize);
-    for &c in &counts {
-        offsets.push(offsets[offsets.len() - 1] + c);
-    }
-    let mut cursor = offsets[..k].to_vec();
-    let mut order = vec![0u32; labels.len()];
-    for (i, &l) in labels.iter().enumerate() {
-        let slot = &mut cursor[l as usize];
-        order[*slot] = i as u32;
-        *slot += 1;
-    }
-    centroids.par_chunks_mut(d).enumerate().for_each_init(
-        || vec![0f64; d],
-        |acc, (c, out)| {
-            let members = &order[offsets[c]..offsets[c + 1]];
-            if members.is_empty() {
-                return;
-            }
-            acc.fill(0.0);
-            for &i in members {
-                let (row, s) = points.row(i as usize);
-                let s = f64::from(s);
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += f64::from(v) * s;
-                }
-            }
-            let inv = 1.0 / members.len() as f64;
-            for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                *o = (a * inv) as f32;
-            }
-        },
-    );
+    // Strips are whole cache lines of input (16 f32) so tasks never share a line.
+    let width = d.div_ceil(rayon::current_num_threads()).next_multiple_of(16).min(d);
+    let strip = k * width;
+    let mut sums = vec![0f64; d.div_ceil(width) * strip];
+    sums.par_chunks_mut(strip).enumerate().for_each(|(ch, s)| {
+        let c0 = ch * width;
+        kernels::accumulate_columns(points, labels, c0, width.min(d - c0), width, s);
+    });
+    centroids.par_chunks_mut(d).zip(counts.par_iter()).enumerate().for_each(|(c, (out, &cnt))| {
+        if cnt == 0 {
+            return;
+        }
+        let inv = 1.0 / cnt as f64;
+        for (j, o) in out.iter_mut().enumerate() {
+            let (ch, col) = (j / width, j % width);
+            *o = (sums[ch * strip + c * width + col] * inv) as f32;
+        }
+    });
     counts
 }
 

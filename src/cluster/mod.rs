@@ -11,9 +11,10 @@
 //! tile (about 1 MiB) per thread.
 
 mod assign;
-mod data;
+pub(crate) mod data;
 mod error;
 mod init;
+mod kernels;
 pub(crate) mod linalg;
 mod lloyd;
 #[cfg(test)]
@@ -161,7 +162,7 @@ fn check_centroids(c: &[f32], k: usize, d: usize) -> Result<(), ClusterError> {
     if d == 0 {
         return Err(ClusterError::ZeroDimension);
     }
-    let expected = k.checked_mul(d).unwrap_or(usize::MAX);
+    let expected = k.saturating_mul(d);
     if c.len() != expected {
         return Err(ClusterError::BadInitialCentroids { len: c.len(), k, d, expected });
     }

@@ -1,1 +1,233 @@
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::kernels::argmin_row;
 use super::*;
+
+/// `n` uniform rows in [-1, 1)^d.
+fn uniform(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// `per` points around each of `k` far-apart centres; returns (x, true labels).
+fn blobs(k: usize, per: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..per * k {
+        let c = (i % k) as u32;
+        for j in 0..d {
+            let centre = if j == c as usize % d { 20.0 * (1 + c as usize / d) as f32 } else { 0.0 };
+            x.push(centre + rng.random_range(-0.5..0.5));
+        }
+        y.push(c);
+    }
+    (x, y)
+}
+
+fn cfg(k: usize, iterations: usize) -> KMeansConfig {
+    KMeansConfig { iterations, ..KMeansConfig::new(k) }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+fn noop() -> impl FnMut(usize, f64) {
+    |_, _| {}
+}
+
+#[test]
+fn recovers_separated_blobs_exactly() {
+    let (x, y) = blobs(4, 50, 8, 1);
+    let c = KMeansConfig { init: Init::KMeansPlusPlus, ..cfg(4, 20) };
+    let model = fit(&x, 200, 8, &c, &mut noop()).unwrap();
+    let (labels, _) = assign(&model, &x, 200).unwrap();
+    // Purity 1 with k = #classes means the labelling is a bijection of the truth.
+    let mut map = [u32::MAX; 4];
+    for (&l, &t) in labels.iter().zip(&y) {
+        assert!(map[l as usize] == u32::MAX || map[l as usize] == t, "cluster {l} mixes classes");
+        map[l as usize] = t;
+    }
+}
+
+#[test]
+fn inertia_never_increases() {
+    let x = uniform(600, 5, 2);
+    let mut seen = Vec::new();
+    let model = fit(&x, 600, 5, &cfg(8, 15), &mut |i, v| seen.push((i, v))).unwrap();
+    assert_eq!(model.empty_cluster_splits, 0);
+    assert_eq!(seen.len(), model.inertia_per_iter.len());
+    for w in model.inertia_per_iter.windows(2) {
+        assert!(w[1] <= w[0] * (1.0 + 1e-9), "inertia rose: {w:?}");
+    }
+}
+
+#[test]
+fn same_seed_is_bit_identical_and_seed_matters() {
+    let x = uniform(1200, 12, 3);
+    let c = KMeansConfig { init: Init::KMeansPlusPlus, ..cfg(9, 10) };
+    let a = fit(&x, 1200, 12, &c, &mut noop()).unwrap();
+    let b = fit(&x, 1200, 12, &c, &mut noop()).unwrap();
+    assert_eq!(bits(&a.centroids), bits(&b.centroids));
+    assert_eq!(a.inertia_per_iter, b.inertia_per_iter);
+    let other = fit(&x, 1200, 12, &KMeansConfig { seed: 7, ..c }, &mut noop()).unwrap();
+    assert_ne!(bits(&a.centroids), bits(&other.centroids));
+}
+
+#[test]
+fn thread_count_does_not_change_results() {
+    // Several assignment blocks (512 rows), uneven last block, d not a multiple of 16.
+    let (n, d) = (2100, 21);
+    let x = uniform(n, d, 4);
+    let run = |threads: usize, c: &KMeansConfig| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let m = fit(&x, n, d, c, &mut noop()).unwrap();
+            let a = assign(&m, &x, n).unwrap();
+            (m, a)
+        })
+    };
+    for c in [
+        KMeansConfig { init: Init::KMeansPlusPlus, ..cfg(11, 8) },
+        KMeansConfig { normalize: true, max_points_per_centroid: Some(150), ..cfg(11, 8) },
+    ] {
+        let (m1, a1) = run(1, &c);
+        let (m3, a3) = run(3, &c);
+        assert_eq!(bits(&m1.centroids), bits(&m3.centroids));
+        assert_eq!(m1.inertia_per_iter, m3.inertia_per_iter);
+        assert_eq!(a1.0, a3.0);
+        assert_eq!(a1.1.to_bits(), a3.1.to_bits());
+    }
+}
+
+#[test]
+fn empty_cluster_is_split_from_largest() {
+    let (x, _) = blobs(2, 40, 3, 5);
+    // Third centroid is far from everything, so it is empty after the first assignment.
+    let init = [20.0, 0.0, 0.0, 0.0, 20.0, 0.0, 1e4, 1e4, 1e4];
+    let model = fit_from(&x, 80, 3, &init, &cfg(3, 10), &mut noop()).unwrap();
+    assert!(model.empty_cluster_splits >= 1);
+    let (labels, _) = assign(&model, &x, 80).unwrap();
+    for c in 0..3 {
+        assert!(labels.contains(&c), "cluster {c} still empty after splitting");
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_with_specifics() {
+    let x = uniform(3, 2, 6);
+    let e = |c: &KMeansConfig, x: &[f32], n, d| fit(x, n, d, c, &mut noop()).unwrap_err();
+    assert_eq!(e(&cfg(5, 3), &x, 3, 2), ClusterError::TooManyClusters { k: 5, n: 3 });
+    assert_eq!(e(&cfg(1, 3), &x, 3, 2), ClusterError::TooFewClusters { k: 1 });
+    assert_eq!(e(&cfg(2, 3), &[], 0, 0), ClusterError::ZeroDimension);
+    assert!(matches!(e(&cfg(2, 3), &x, 4, 2), ClusterError::ShapeMismatch { len: 6, .. }));
+    let mut bad = x.clone();
+    bad[5] = f32::NAN;
+    assert_eq!(e(&cfg(2, 3), &bad, 3, 2), ClusterError::NonFinite { row: 2, col: 1 });
+    let zero = KMeansConfig { max_points_per_centroid: Some(0), ..cfg(2, 3) };
+    assert_eq!(e(&zero, &x, 3, 2), ClusterError::ZeroSampleSize);
+    let short = fit_from(&x, 3, 2, &[0.0; 3], &cfg(2, 3), &mut noop()).unwrap_err();
+    assert!(matches!(short, ClusterError::BadInitialCentroids { len: 3, expected: 4, .. }));
+    assert!(e(&cfg(5, 3), &x, 3, 2).to_string().contains("only 3 points"));
+    let model = fit(&x, 3, 2, &cfg(2, 3), &mut noop()).unwrap();
+    assert!(matches!(assign(&model, &x[..4], 3), Err(ClusterError::ShapeMismatch { .. })));
+}
+
+#[test]
+fn normalize_clusters_unit_rows() {
+    let (n, d) = (400, 6);
+    let mut x = uniform(n, d, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut unit = Vec::with_capacity(x.len());
+    for row in x.chunks_exact_mut(d) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        unit.extend(row.iter().map(|v| v / norm));
+        // Wildly different row scales must not matter once normalised.
+        let s: f32 = rng.random_range(0.01..100.0);
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+    let init: Vec<f32> = unit[..5 * d].to_vec();
+    let c = KMeansConfig { normalize: true, ..cfg(5, 10) };
+    let scaled = fit_from(&x, n, d, &init, &c, &mut noop()).unwrap();
+    let plain = fit_from(&unit, n, d, &init, &cfg(5, 10), &mut noop()).unwrap();
+    for (a, b) in scaled.centroids.iter().zip(&plain.centroids) {
+        assert!((a - b).abs() < 1e-4);
+    }
+    for cen in scaled.centroids.chunks_exact(d) {
+        // Means of unit vectors lie inside the unit ball.
+        assert!(cen.iter().map(|v| v * v).sum::<f32>() <= 1.0 + 1e-5);
+    }
+    let (l1, i1) = assign(&scaled, &x, n).unwrap();
+    let (l2, i2) = assign(&plain, &unit, n).unwrap();
+    assert_eq!(l1, l2);
+    assert!((i1 - i2).abs() <= 1e-4 * i2);
+}
+
+#[test]
+fn blocked_assignment_matches_naive() {
+    // Spans two 512-row blocks; d and k exercise the non-multiple-of-8 tails.
+    let (n, d, k) = (1100, 13, 37);
+    let x = uniform(n, d, 10);
+    let centroids = uniform(k, d, 11);
+    let model = KMeansModel {
+        k,
+        dim: d,
+        centroids: centroids.clone(),
+        inertia_per_iter: vec![],
+        empty_cluster_splits: 0,
+        normalize: false,
+        train_points: n,
+    };
+    let (labels, inertia) = assign(&model, &x, n).unwrap();
+    let mut naive_inertia = 0f64;
+    for (i, row) in x.chunks_exact(d).enumerate() {
+        let mut dist: Vec<(f64, usize)> = centroids
+            .chunks_exact(d)
+            .enumerate()
+            .map(|(j, c)| (row.iter().zip(c).map(|(a, b)| f64::from(a - b).powi(2)).sum(), j))
+            .collect();
+        dist.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        naive_inertia += dist[0].0;
+        let gap = dist[1].0 - dist[0].0;
+        assert!(labels[i] as usize == dist[0].1 || gap < 1e-5, "row {i}");
+    }
+    assert!((inertia - naive_inertia).abs() < 1e-5 * naive_inertia);
+}
+
+#[test]
+fn sampling_caps_training_rows() {
+    let (n, d) = (1000, 4);
+    let x = uniform(n, d, 12);
+    let sampled = KMeansConfig { max_points_per_centroid: Some(10), ..cfg(4, 5) };
+    let m = fit(&x, n, d, &sampled, &mut noop()).unwrap();
+    assert_eq!(m.train_points, 40);
+    assert_eq!(fit(&x, n, d, &cfg(4, 5), &mut noop()).unwrap().train_points, n);
+    let roomy = KMeansConfig { max_points_per_centroid: Some(1000), ..cfg(4, 5) };
+    assert_eq!(fit(&x, n, d, &roomy, &mut noop()).unwrap().train_points, n);
+    assert_eq!(assign(&m, &x, n).unwrap().0.len(), n);
+}
+
+#[test]
+fn identical_points_do_not_panic() {
+    let x = vec![1.5f32; 30];
+    for init in [Init::Random, Init::KMeansPlusPlus] {
+        let c = KMeansConfig { init, ..cfg(3, 5) };
+        let m = fit(&x, 10, 3, &c, &mut noop()).unwrap();
+        assert!(m.centroids.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn argmin_prefers_lowest_index_and_skips_nan() {
+    let cn = vec![0.0; 19];
+    let mut dots = vec![5.0; 19];
+    dots[3] = f32::NAN;
+    dots[11] = 1.0;
+    dots[17] = 1.0;
+    dots[9] = 1.0;
+    assert_eq!(argmin_row(&dots, &cn, 1.0), (9, 1.0));
+    dots[18] = -1.0;
+    assert_eq!(argmin_row(&dots, &cn, 1.0), (18, -1.0));
+}

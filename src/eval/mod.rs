@@ -1,43 +1,77 @@
-//! TEMPORARY shim.
-#[derive(Debug, thiserror::Error)]
-#[error("eval")]
-pub struct EvalError;
+//! Evaluation: a deterministic linear probe (softmax regression) and
+//! clustering-versus-labels metrics (purity, NMI).
+//!
+//! The probe standardises features with the train split's mean and std,
+//! trains multinomial logistic regression with mini-batch momentum SGD and a
+//! cosine learning-rate decay, and scores the test split. All GEMMs are cut
+//! into fixed pieces and all reductions run in a fixed order, so a given
+//! seed gives bit-identical results across runs and thread counts.
+
+mod error;
+mod metrics;
+mod probe;
+mod softmax;
+mod standardize;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::EvalError;
+pub use metrics::{accuracy, nmi, purity};
+
+/// Linear-probe training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeConfig {
+    /// Passes over the train split.
     pub epochs: usize,
+    /// Rows per SGD step, capped at ceil(n_train / 32) so small splits still take 32 steps per epoch.
     pub batch_size: usize,
+    /// Peak learning rate, decayed to zero by a cosine schedule over all steps.
     pub lr: f32,
+    /// L2 penalty on the weights (not the bias), added to the gradient.
     pub weight_decay: f32,
+    /// Heavy-ball momentum in [0, 1).
     pub momentum: f32,
+    /// Seed for the per-epoch shuffles.
     pub seed: u64,
 }
+
 impl Default for ProbeConfig {
+    /// Settings measured to land within 0.5 points of scikit-learn's LogisticRegression (see bench/probe_vs_sklearn.py).
     fn default() -> Self {
-        todo!()
+        Self { epochs: 10, batch_size: 1024, lr: 0.1, weight_decay: 1e-4, momentum: 0.9, seed: 0 }
     }
 }
+
+/// What a linear probe measured. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeResult {
+    /// Top-1 accuracy on the train split.
     pub train_top1: f64,
+    /// Top-1 accuracy on the test split.
     pub test_top1: f64,
+    /// Top-5 accuracy on the test split; `None` with 5 classes or fewer.
     pub test_top5: Option<f64>,
+    /// Top-1 accuracy per class on the test split; NaN for classes absent from it.
     pub per_class_test_acc: Vec<f64>,
+    /// Mean training cross-entropy of each epoch (measured during the epoch).
     pub loss_per_epoch: Vec<f64>,
 }
+
+/// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
+///
+/// `on_epoch(epoch, mean_loss)` is called after every epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_probe(
-    _: &[f32],
-    _: &[u32],
-    _: &[f32],
-    _: &[u32],
-    _: usize,
-    _: usize,
-    _: &ProbeConfig,
-    _: &mut dyn FnMut(usize, f64),
+    train_x: &[f32],
+    train_y: &[u32],
+    test_x: &[f32],
+    test_y: &[u32],
+    d: usize,
+    num_classes: usize,
+    cfg: &ProbeConfig,
+    on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    todo!()
-}
-pub fn purity(_: &[u32], _: &[u32]) -> f64 {
-    todo!()
-}
-pub fn nmi(_: &[u32], _: &[u32]) -> f64 {
-    todo!()
+    probe::run(train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch)
 }

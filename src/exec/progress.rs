@@ -87,11 +87,13 @@ impl Progress {
     }
 
     /// A one-line note about the current step (loss, inertia).
+    /// Without a terminal it is logged at most every 10 s, like the counts.
     pub fn message(&self, text: &str) {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = &s.bar {
             bar.set_message(format!("{} {text}", s.label));
-        } else if !self.instance.is_empty() {
+        } else if !self.instance.is_empty() && s.last_log.elapsed() >= Duration::from_secs(10) {
+            s.last_log = Instant::now();
             tracing::info!("{} {}: {text}", self.instance, s.label);
         }
     }

@@ -37,10 +37,9 @@ pub fn order_stages(exp: &Experiment, stages: &[ResolvedStage<'_>]) -> Result<Ve
                 let members: BTreeSet<usize> = scc.iter().map(|n| graph[*n]).collect();
                 let cycle = trace_cycle(stages, &by_name, &members);
                 let first = &stages[cycle[0]];
-                errors.push(
-                    exp.error(
-                        &first.decl.origin,
-                        format!(
+                errors.push(exp.error(
+                    &first.decl.origin,
+                    format!(
                             "stages form a cycle: {}",
                             cycle
                                 .iter()
@@ -49,12 +48,11 @@ pub fn order_stages(exp: &Experiment, stages: &[ResolvedStage<'_>]) -> Result<Ve
                                 .collect::<Vec<_>>()
                                 .join(" -> ")
                         ),
-                        Some("a stage cannot depend on its own output; remove one of these references".into()),
-                    ),
-                );
+                    Some("a stage cannot depend on its own output; remove one of these references".into()),
+                ));
             }
             ConfigError::collect(errors)?;
-            unreachable!("toposort failed, so some strongly connected component has a cycle")
+            Err(exp.error(&exp.stages[0].origin, "stages form a cycle".into(), None))
         }
     }
 }
@@ -79,6 +77,10 @@ fn trace_cycle(stages: &[ResolvedStage<'_>], by_name: &HashMap<&str, usize>, mem
                 let pos = path.iter().position(|&p| p == j).expect("seen implies on path");
                 let mut cycle: Vec<usize> = path[pos..].to_vec();
                 cycle.reverse();
+                // Start the printed cycle at the stage reported (the first in the file's order).
+                if let Some(at) = cycle.iter().position(|&c| c == start) {
+                    cycle.rotate_left(at);
+                }
                 return cycle;
             }
             Some(j) => {

@@ -154,10 +154,10 @@ impl Op for KMeans {
                     test.len()
                 )));
             }
-            metrics.values.insert("purity".into(), eval::purity(&train, &truth.train));
-            metrics.values.insert("nmi".into(), eval::nmi(&train, &truth.train));
-            metrics.values.insert("test_purity".into(), eval::purity(&test, &truth.test));
-            metrics.values.insert("test_nmi".into(), eval::nmi(&test, &truth.test));
+            metrics.values.insert("purity".into(), eval::purity(&train, &truth.train)?);
+            metrics.values.insert("nmi".into(), eval::nmi(&train, &truth.train)?);
+            metrics.values.insert("test_purity".into(), eval::purity(&test, &truth.test)?);
+            metrics.values.insert("test_nmi".into(), eval::nmi(&test, &truth.test)?);
         }
         metrics.details = serde_json::json!({"inertia_per_iter": model.inertia_per_iter, "cluster_sizes": sizes});
         let out = ctx.output_dir("labels");

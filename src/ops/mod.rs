@@ -12,9 +12,11 @@ use crate::exec::progress::Progress;
 
 mod context;
 pub mod dataset;
+
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
+pub mod plot;
 pub mod table;
 
 pub use context::{InputArtifact, StageCtx};
@@ -151,8 +153,14 @@ pub trait Op: Send + Sync {
 
 /// Every op cfrun knows, in the order `cfrun ops` lists them.
 pub fn registry() -> &'static [&'static dyn Op] {
-    static OPS: &[&dyn Op] =
-        &[&dataset::Dataset, &label_noise::LabelNoise, &kmeans::KMeans, &linear_probe::LinearProbe, &table::Table];
+    static OPS: &[&dyn Op] = &[
+        &dataset::Dataset,
+        &label_noise::LabelNoise,
+        &kmeans::KMeans,
+        &linear_probe::LinearProbe,
+        &table::Table,
+        &plot::Plot,
+    ];
     OPS
 }
 

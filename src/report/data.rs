@@ -128,9 +128,7 @@ impl Record {
 
     /// Whether every filter entry matches this record's dimension value.
     pub fn matches(&self, filter: &Filter) -> bool {
-        filter
-            .iter()
-            .all(|(dim, want)| self.dim(dim).as_ref() == Some(want))
+        filter.iter().all(|(dim, want)| self.dim(dim).as_ref() == Some(want))
     }
 }
 
@@ -173,10 +171,7 @@ pub(crate) struct KeyOrder {
 
 impl KeyOrder {
     /// Collects and orders the values of each dimension over `records`.
-    pub(crate) fn new<'a>(
-        dims: &[String],
-        records: impl Iterator<Item = &'a Record> + Clone,
-    ) -> Self {
+    pub(crate) fn new<'a>(dims: &[String], records: impl Iterator<Item = &'a Record> + Clone) -> Self {
         let ranks = dims
             .iter()
             .map(|dim| {
@@ -237,10 +232,7 @@ mod tests {
         Record {
             source: "s".into(),
             label: label.into(),
-            axes: axes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             metrics: BTreeMap::new(),
         }
     }
@@ -285,9 +277,6 @@ mod tests {
         let mut keys: Vec<Key> = recs.iter().map(|r| key_of(r, &dims)).collect();
         order.sort(&mut keys);
         let labels: Vec<String> = keys.iter().map(|k| key_label(&dims, k)).collect();
-        assert_eq!(
-            labels,
-            ["N_cf", "N_cf k=10", "N_cf k=50", "N_cf k=250", "N_pre"]
-        );
+        assert_eq!(labels, ["N_cf", "N_cf k=10", "N_cf k=50", "N_cf k=250", "N_pre"]);
     }
 }

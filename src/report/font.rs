@@ -12,14 +12,12 @@ use ttf_parser::{Face, GlyphId, OutlineBuilder};
 
 /// Family list written into SVG text; viewers without DejaVu get a close substitute
 /// (the layout was measured with DejaVu, whose metrics Verdana resembles).
-pub(crate) const SVG_FONT_FAMILY: &str =
-    "'DejaVu Sans', 'Bitstream Vera Sans', Verdana, sans-serif";
+pub(crate) const SVG_FONT_FAMILY: &str = "'DejaVu Sans', 'Bitstream Vera Sans', Verdana, sans-serif";
 
 /// The parsed embedded face, or `None` if it failed to parse (never expected).
 fn face() -> Option<&'static Face<'static>> {
     static FACE: OnceLock<Option<Face<'static>>> = OnceLock::new();
-    FACE.get_or_init(|| Face::parse(dejavu::sans::regular(), 0).ok())
-        .as_ref()
+    FACE.get_or_init(|| Face::parse(dejavu::sans::regular(), 0).ok()).as_ref()
 }
 
 /// Fallback advance (in em) when no font is available: DejaVu's average is ~0.6 em.
@@ -41,9 +39,7 @@ fn layout(text: &str) -> (Vec<(Option<GlyphId>, f32)>, f32) {
             pen += kerning(face, a, b) / upem;
         }
         out.push((gid, pen));
-        let adv = gid
-            .and_then(|g| face.glyph_hor_advance(g))
-            .map_or(FALLBACK_ADVANCE_EM, |a| f32::from(a) / upem);
+        let adv = gid.and_then(|g| face.glyph_hor_advance(g)).map_or(FALLBACK_ADVANCE_EM, |a| f32::from(a) / upem);
         pen += adv;
         prev = gid;
     }
@@ -128,11 +124,7 @@ pub(crate) fn outline_text<S: PathSink>(text: &str, size: f32, sink: &mut S) -> 
     let (glyphs, _) = layout(text);
     for (gid, pen) in glyphs {
         if let Some(gid) = gid {
-            let mut adapter = Adapter {
-                sink: &mut *sink,
-                scale,
-                dx: pen * size,
-            };
+            let mut adapter = Adapter { sink: &mut *sink, scale, dx: pen * size };
             // Spaces and other blank glyphs have no outline; that is not an error.
             let _ = face.outline_glyph(gid, &mut adapter);
         }

@@ -87,38 +87,17 @@ fn x_ticks(data: &FigureData, lo: f64, hi: f64) -> Ticks {
 }
 
 fn text(x: f32, y: f32, s: &str, size: f32, anchor: Anchor, color: Rgb) -> Item {
-    Item::Text {
-        x,
-        y,
-        text: s.to_string(),
-        size,
-        anchor,
-        vertical: false,
-        color,
-    }
+    Item::Text { x, y, text: s.to_string(), size, anchor, vertical: false, color }
 }
 
 fn segment(from: (f32, f32), to: (f32, f32), color: Rgb, width: f32) -> Item {
-    Item::Segment {
-        from,
-        to,
-        color,
-        width,
-    }
+    Item::Segment { from, to, color, width }
 }
 
 /// Per-panel y axis: padded data range and its ticks.
 fn y_axis(p: &Panel) -> (f64, f64, Ticks) {
-    let ys = p
-        .lines
-        .values()
-        .flatten()
-        .map(|pt| pt.1)
-        .chain(p.baselines.values().copied())
-        .filter(|y| y.is_finite());
-    let (min, max) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-        (a.min(y), b.max(y))
-    });
+    let ys = p.lines.values().flatten().map(|pt| pt.1).chain(p.baselines.values().copied()).filter(|y| y.is_finite());
+    let (min, max) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let (lo, hi) = if min.is_finite() {
         padded_range(min, max, 0.08)
     } else {
@@ -172,34 +151,21 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
 
     // Horizontal: [y label] then per panel [tick-label gutter | plot area], gaps between.
     // One gutter for all panels keeps the plot areas evenly spaced.
-    let gutter = y_axes
-        .iter()
-        .flat_map(|(_, _, t)| t.labels.iter())
-        .map(|l| text_width(l, TICK_FONT))
-        .fold(0.0, f32::max)
-        + TICK_LEN
-        + 4.0;
-    let ylabel_w = if spec.y_label.is_empty() {
-        0.0
-    } else {
-        LABEL_FONT + 6.0
-    };
+    let gutter =
+        y_axes.iter().flat_map(|(_, _, t)| t.labels.iter()).map(|l| text_width(l, TICK_FONT)).fold(0.0, f32::max)
+            + TICK_LEN
+            + 4.0;
+    let ylabel_w = if spec.y_label.is_empty() { 0.0 } else { LABEL_FONT + 6.0 };
     let n = data.panels.len() as f32;
-    let overhang = x_ticks
-        .labels
-        .last()
-        .map_or(0.0, |l| text_width(l, TICK_FONT) / 2.0);
+    let overhang = x_ticks.labels.last().map_or(0.0, |l| text_width(l, TICK_FONT) / 2.0);
     let panels_w = ylabel_w + n * (gutter + PLOT_W) + (n - 1.0) * PANEL_GAP + overhang;
 
     // The legend is one shared block below all panels: colours are consistent across
     // panels, so repeating it per panel would only cost plot area. A single unnamed
     // series needs none.
     let legend = (!spec.series.is_empty() && !data.series.is_empty()).then(|| {
-        let entry_w: Vec<f32> = data
-            .series
-            .iter()
-            .map(|s| LEGEND_SAMPLE + 6.0 + text_width(&s.label, LEGEND_FONT))
-            .collect();
+        let entry_w: Vec<f32> =
+            data.series.iter().map(|s| LEGEND_SAMPLE + 6.0 + text_width(&s.label, LEGEND_FONT)).collect();
         legend_columns(&entry_w, panels_w - 16.0)
     });
     let legend_w = legend.as_ref().map_or(0.0, |(_, w)| w + 16.0);
@@ -212,14 +178,7 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     let mut y = MARGIN;
     if !spec.title.is_empty() {
         y = title_baseline + DESCENT * TITLE_FONT + 8.0;
-        items.push(text(
-            width / 2.0,
-            title_baseline,
-            &spec.title,
-            TITLE_FONT,
-            Anchor::Middle,
-            BLACK,
-        ));
+        items.push(text(width / 2.0, title_baseline, &spec.title, TITLE_FONT, Anchor::Middle, BLACK));
     }
     if spec.panel.is_some() {
         y += PANEL_FONT * (CAP + DESCENT) + 6.0;
@@ -256,14 +215,9 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     }
     if let Some((col_w, block_w)) = legend {
         let legend_top = height - MARGIN + 8.0;
-        height =
-            legend_top + draw_legend(&mut items, data, &col_w, block_w, legend_top, width) + MARGIN;
+        height = legend_top + draw_legend(&mut items, data, &col_w, block_w, legend_top, width) + MARGIN;
     }
-    Scene {
-        width: width.ceil(),
-        height: height.ceil(),
-        items,
-    }
+    Scene { width: width.ceil(), height: height.ceil(), items }
 }
 
 /// Draws one panel: title, grid, data, frame, ticks and x label.
@@ -281,14 +235,7 @@ fn draw_panel(
 
     if spec.panel.is_some() {
         let baseline = f.top - 6.0 - DESCENT * PANEL_FONT;
-        items.push(text(
-            centre,
-            baseline,
-            &panel.title,
-            PANEL_FONT,
-            Anchor::Middle,
-            BLACK,
-        ));
+        items.push(text(centre, baseline, &panel.title, PANEL_FONT, Anchor::Middle, BLACK));
     }
     // Grid first so data and frame draw over it.
     for &v in &yt.pos {
@@ -310,81 +257,29 @@ fn draw_panel(
         let color = PALETTE[si % PALETTE.len()];
         let points: Vec<(f32, f32)> = pts.iter().map(|&(x, y)| (px(x), py(y))).collect();
         // Line under its markers, each series kept together in the SVG.
-        items.push(Item::Polyline {
-            points: points.clone(),
-            color,
-            width: LINE_W,
-            dash: None,
-            class: "series",
-        });
+        items.push(Item::Polyline { points: points.clone(), color, width: LINE_W, dash: None, class: "series" });
         for (x, y) in points {
-            items.push(Item::Marker {
-                x,
-                y,
-                r: MARKER_R,
-                shape: Marker::ALL[si % Marker::ALL.len()],
-                color,
-            });
+            items.push(Item::Marker { x, y, r: MARKER_R, shape: Marker::ALL[si % Marker::ALL.len()], color });
         }
     }
-    items.push(Item::Rect {
-        x: left,
-        y: f.top,
-        w: PLOT_W,
-        h: PLOT_H,
-        fill: None,
-        stroke: Some((BLACK, 1.0)),
-    });
+    items.push(Item::Rect { x: left, y: f.top, w: PLOT_W, h: PLOT_H, fill: None, stroke: Some((BLACK, 1.0)) });
     for (&v, l) in yt.pos.iter().zip(&yt.labels) {
         items.push(segment((left - TICK_LEN, py(v)), (left, py(v)), BLACK, 1.0));
         // Centre the digits' cap height on the tick.
         let baseline = py(v) + CAP * TICK_FONT / 2.0;
-        items.push(text(
-            left - TICK_LEN - 3.0,
-            baseline,
-            l,
-            TICK_FONT,
-            Anchor::End,
-            DARK,
-        ));
+        items.push(text(left - TICK_LEN - 3.0, baseline, l, TICK_FONT, Anchor::End, DARK));
     }
     for (&v, l) in f.x_ticks.pos.iter().zip(&f.x_ticks.labels) {
-        items.push(segment(
-            (px(v), f.bottom),
-            (px(v), f.bottom + TICK_LEN),
-            BLACK,
-            1.0,
-        ));
-        items.push(text(
-            px(v),
-            f.tick_baseline,
-            l,
-            TICK_FONT,
-            Anchor::Middle,
-            DARK,
-        ));
+        items.push(segment((px(v), f.bottom), (px(v), f.bottom + TICK_LEN), BLACK, 1.0));
+        items.push(text(px(v), f.tick_baseline, l, TICK_FONT, Anchor::Middle, DARK));
     }
     if !spec.x_label.is_empty() {
-        items.push(text(
-            centre,
-            f.xlabel_baseline,
-            &spec.x_label,
-            LABEL_FONT,
-            Anchor::Middle,
-            BLACK,
-        ));
+        items.push(text(centre, f.xlabel_baseline, &spec.x_label, LABEL_FONT, Anchor::Middle, BLACK));
     }
 }
 
 /// Draws the framed legend grid centred at `top`; returns its height.
-fn draw_legend(
-    items: &mut Vec<Item>,
-    data: &FigureData,
-    col_w: &[f32],
-    block_w: f32,
-    top: f32,
-    width: f32,
-) -> f32 {
+fn draw_legend(items: &mut Vec<Item>, data: &FigureData, col_w: &[f32], block_w: f32, top: f32, width: f32) -> f32 {
     let ncol = col_w.len();
     let nrow = data.series.len().div_ceil(ncol);
     let x0 = ((width - block_w) / 2.0).round();
@@ -421,14 +316,7 @@ fn draw_legend(
             });
         }
         let baseline = cy + CAP * LEGEND_FONT / 2.0;
-        items.push(text(
-            ex + LEGEND_SAMPLE + 6.0,
-            baseline,
-            &s.label,
-            LEGEND_FONT,
-            Anchor::Start,
-            BLACK,
-        ));
+        items.push(text(ex + LEGEND_SAMPLE + 6.0, baseline, &s.label, LEGEND_FONT, Anchor::Start, BLACK));
     }
     frame_h
 }

@@ -32,7 +32,9 @@ pub use table::{render_table, PaperRef, RenderedTable, TableSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Two records map to the same table cell or plot point, so the spec is ambiguous.
-    #[error("{title}: records {first} and {second} both land in {cell}; add a dimension or a filter to tell them apart")]
+    #[error(
+        "{title}: records {first} and {second} both land in {cell}; add a dimension or a filter to tell them apart"
+    )]
     Duplicate {
         /// Title of the table or figure being rendered.
         title: String,
@@ -81,16 +83,10 @@ pub enum ReportError {
 /// Writes `bytes` to `path` via a sibling temp file and a rename, so a crash or a
 /// concurrent reader never observes a truncated file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io_err = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path.file_name().ok_or_else(|| {
-        io_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "output path has no file name",
-        ))
-    })?;
+    let io_err = |source| ReportError::Io { path: path.to_path_buf(), source };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "output path has no file name")))?;
     // Same directory as the target so the rename stays on one file system.
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);

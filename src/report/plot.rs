@@ -55,23 +55,13 @@ pub const PNG_SCALE: f32 = 2.0;
 pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigure, ReportError> {
     let data = FigureData::build(records, spec)?;
     let scene = layout(&data, spec);
-    let png = render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render {
-        title: spec.title.clone(),
-        reason,
-    })?;
-    Ok(RenderedFigure {
-        svg: scene.to_svg(&spec.title),
-        png,
-    })
+    let png =
+        render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render { title: spec.title.clone(), reason })?;
+    Ok(RenderedFigure { svg: scene.to_svg(&spec.title), png })
 }
 
 /// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
-pub fn render_plot(
-    records: &[Record],
-    spec: &PlotSpec,
-    svg_path: &Path,
-    png_path: &Path,
-) -> Result<(), ReportError> {
+pub fn render_plot(records: &[Record], spec: &PlotSpec, svg_path: &Path, png_path: &Path) -> Result<(), ReportError> {
     let fig = render_figure(records, spec)?;
     write_atomic(svg_path, fig.svg.as_bytes())?;
     write_atomic(png_path, &fig.png)
@@ -121,19 +111,11 @@ pub(crate) struct FigureData {
 
 impl FigureData {
     fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
-        let invalid = |reason: String| ReportError::InvalidSpec {
-            title: spec.title.clone(),
-            reason,
-        };
-        let recs: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric))
-            .collect();
+        let invalid = |reason: String| ReportError::InvalidSpec { title: spec.title.clone(), reason };
+        let recs: Vec<&Record> =
+            records.iter().filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric)).collect();
         if recs.is_empty() {
-            return Err(ReportError::NoData {
-                title: spec.title.clone(),
-                metric: spec.metric.clone(),
-            });
+            return Err(ReportError::NoData { title: spec.title.clone(), metric: spec.metric.clone() });
         }
 
         let panel_dims: Vec<String> = spec.panel.iter().cloned().collect();
@@ -145,10 +127,8 @@ impl FigureData {
         let panel_keys = sorted_keys(&panel_dims);
         let series_keys = sorted_keys(&spec.series);
         let x_dim = [spec.x.clone()];
-        let x_keys: Vec<AxisValue> = sorted_keys(&x_dim)
-            .into_iter()
-            .filter_map(|k| k.into_iter().next().flatten())
-            .collect();
+        let x_keys: Vec<AxisValue> =
+            sorted_keys(&x_dim).into_iter().filter_map(|k| k.into_iter().next().flatten()).collect();
         if x_keys.is_empty() {
             return Err(invalid(format!("no record has the x axis {:?}", spec.x)));
         }
@@ -157,9 +137,7 @@ impl FigureData {
         let x_scale = match (numeric, spec.x_log) {
             (true, true) => {
                 if let Some(bad) = x_keys.iter().find(|v| v.as_f64().is_some_and(|f| f <= 0.0)) {
-                    return Err(invalid(format!(
-                        "log x axis needs positive values, got {bad}"
-                    )));
+                    return Err(invalid(format!("log x axis needs positive values, got {bad}")));
                 }
                 XScale::Log
             }
@@ -167,33 +145,19 @@ impl FigureData {
             (false, true) => return Err(invalid("log x axis needs numeric x values".into())),
             (false, false) => XScale::Categorical(x_keys.clone()),
         };
-        let x_values = x_keys
-            .iter()
-            .map(|v| (x_scale.pos(v), v.to_string()))
-            .collect();
+        let x_values = x_keys.iter().map(|v| (x_scale.pos(v), v.to_string())).collect();
 
-        let mut panels: Vec<Panel> = panel_keys
-            .iter()
-            .map(|k| Panel {
-                title: key_label(&panel_dims, k),
-                ..Panel::default()
-            })
-            .collect();
+        let mut panels: Vec<Panel> =
+            panel_keys.iter().map(|k| Panel { title: key_label(&panel_dims, k), ..Panel::default() }).collect();
         let mut series: Vec<Series> = series_keys
             .iter()
-            .map(|k| Series {
-                label: key_label(&spec.series, k),
-                has_points: false,
-                has_baseline: false,
-            })
+            .map(|k| Series { label: key_label(&spec.series, k), has_points: false, has_baseline: false })
             .collect();
 
         let mut seen: BTreeMap<(usize, usize, Option<AxisValue>), &Record> = BTreeMap::new();
         for r in &recs {
             let pi = panel_keys.iter().position(|k| *k == key_of(r, &panel_dims));
-            let si = series_keys
-                .iter()
-                .position(|k| *k == key_of(r, &spec.series));
+            let si = series_keys.iter().position(|k| *k == key_of(r, &spec.series));
             let (Some(pi), Some(si)) = (pi, si) else {
                 continue; // unreachable: the keys were collected from these records
             };
@@ -202,10 +166,7 @@ impl FigureData {
                 let at = x.map_or("no x value".to_string(), |v| format!("{}={v}", spec.x));
                 return Err(ReportError::Duplicate {
                     title: spec.title.clone(),
-                    cell: format!(
-                        "panel {:?}, series {:?}, {at}",
-                        panels[pi].title, series[si].label
-                    ),
+                    cell: format!("panel {:?}, series {:?}, {at}", panels[pi].title, series[si].label),
                     first: prev.describe(),
                     second: r.describe(),
                 });
@@ -217,11 +178,7 @@ impl FigureData {
             }
             match x {
                 Some(x) => {
-                    panels[pi]
-                        .lines
-                        .entry(si)
-                        .or_default()
-                        .push((x_scale.pos(&x), y));
+                    panels[pi].lines.entry(si).or_default().push((x_scale.pos(&x), y));
                     series[si].has_points = true;
                 }
                 None => {
@@ -235,11 +192,6 @@ impl FigureData {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             }
         }
-        Ok(FigureData {
-            panels,
-            series,
-            x_scale,
-            x_values,
-        })
+        Ok(FigureData { panels, series, x_scale, x_values })
     }
 }

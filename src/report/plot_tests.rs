@@ -9,11 +9,7 @@ use super::*;
 /// N_cf degrades least, larger K helps; three target data sets.
 fn fig3_records() -> Vec<Record> {
     let mut out = Vec::new();
-    let targets = [
-        ("animal-mnist", 0.0),
-        ("fashion-mnist", -8.0),
-        ("kmnist", -15.0),
-    ];
+    let targets = [("animal-mnist", 0.0), ("fashion-mnist", -8.0), ("kmnist", -15.0)];
     let ps = [0i64, 10, 30, 50, 75];
     let methods: [(&str, &str, Option<i64>, f64, f64); 5] = [
         ("probe_pre", "N_pre", None, 78.0, 0.42),
@@ -95,9 +91,7 @@ fn fig3_svg_has_panels_series_legend() {
         .map(|t| {
             let line = svg
                 .lines()
-                .find(|l| {
-                    l.contains("text-anchor=\"middle\"") && l.ends_with(&format!(">{t}</text>"))
-                })
+                .find(|l| l.contains("text-anchor=\"middle\"") && l.ends_with(&format!(">{t}</text>")))
                 .unwrap_or_else(|| panic!("x tick {t}"));
             svg_attr(line, "x")
         })
@@ -115,22 +109,11 @@ fn fig3_png_matches_svg_size_and_is_not_blank() {
     assert!(w >= 3 * 600, "about 2x 300 px of plot per panel, got {w}");
     let pm = tiny_skia::Pixmap::decode_png(&fig.png).unwrap();
     let px = pm.pixels();
-    let inked = px
-        .iter()
-        .filter(|p| p.red() < 200 || p.blue() < 200)
-        .count();
-    assert!(
-        inked * 100 > px.len(),
-        "only {inked} of {} pixels inked",
-        px.len()
-    );
+    let inked = px.iter().filter(|p| p.red() < 200 || p.blue() < 200).count();
+    assert!(inked * 100 > px.len(), "only {inked} of {} pixels inked", px.len());
     // Every series colour shows up.
     for c in &PALETTE[..5] {
-        assert!(
-            px.iter()
-                .any(|p| (p.red(), p.green(), p.blue()) == (c.0, c.1, c.2)),
-            "{c:?} missing"
-        );
+        assert!(px.iter().any(|p| (p.red(), p.green(), p.blue()) == (c.0, c.1, c.2)), "{c:?} missing");
     }
 }
 
@@ -158,9 +141,7 @@ fn categorical_x_baseline_and_duplicates() {
     recs.push(Record {
         source: "sup".into(),
         label: "supervised".into(),
-        axes: [("target".to_string(), AxisValue::from("kmnist"))]
-            .into_iter()
-            .collect(),
+        axes: [("target".to_string(), AxisValue::from("kmnist"))].into_iter().collect(),
         metrics: [("top1".to_string(), 90.0)].into_iter().collect(),
     });
     let fig = render_figure(&recs, &fig3_spec()).unwrap();
@@ -186,15 +167,9 @@ fn log_x_and_bad_specs() {
     spec.filter.clear();
     spec.filter.insert("p".into(), AxisValue::Int(0));
     spec.x = "target".into();
-    assert!(matches!(
-        render_figure(&fig3_records(), &spec),
-        Err(ReportError::InvalidSpec { .. })
-    ));
+    assert!(matches!(render_figure(&fig3_records(), &spec), Err(ReportError::InvalidSpec { .. })));
     spec.metric = "nope".into();
-    assert!(matches!(
-        render_figure(&fig3_records(), &spec),
-        Err(ReportError::NoData { .. })
-    ));
+    assert!(matches!(render_figure(&fig3_records(), &spec), Err(ReportError::NoData { .. })));
 }
 
 /// Writes the example figure for eyeballing: `cargo test -- --ignored write_example`.
@@ -203,13 +178,7 @@ fn log_x_and_bad_specs() {
 fn write_example() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("example");
     std::fs::create_dir_all(&dir).unwrap();
-    render_plot(
-        &fig3_records(),
-        &fig3_spec(),
-        &dir.join("fig3.svg"),
-        &dir.join("fig3.png"),
-    )
-    .unwrap();
+    render_plot(&fig3_records(), &fig3_spec(), &dir.join("fig3.svg"), &dir.join("fig3.png")).unwrap();
     // Stress case: one panel, log x, many series (legend wraps), a dashed baseline.
     let mut recs: Vec<Record> = Vec::new();
     for (i, k) in [10i64, 30, 100, 300, 1000, 3000].iter().enumerate() {
@@ -217,12 +186,8 @@ fn write_example() {
             recs.push(Record {
                 source: "probe_cf".into(),
                 label: format!("N_cf seed {s}"),
-                axes: [("k".to_string(), AxisValue::Int(*k))]
-                    .into_iter()
-                    .collect(),
-                metrics: [("top1".to_string(), 60.0 + 2.0 * i as f64 - 0.4 * s as f64)]
-                    .into_iter()
-                    .collect(),
+                axes: [("k".to_string(), AxisValue::Int(*k))].into_iter().collect(),
+                metrics: [("top1".to_string(), 60.0 + 2.0 * i as f64 - 0.4 * s as f64)].into_iter().collect(),
             });
         }
     }

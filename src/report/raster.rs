@@ -1,9 +1,7 @@
 //! Rasterises a [`Scene`] with tiny-skia (anti-aliased, pure Rust) and encodes it as PNG.
 //! Text is drawn from the embedded font's glyph outlines, so no system font is needed.
 
-use tiny_skia::{
-    FillRule, LineCap, LineJoin, Paint, PathBuilder, Pixmap, Rect, Stroke, StrokeDash, Transform,
-};
+use tiny_skia::{FillRule, LineCap, LineJoin, Paint, PathBuilder, Pixmap, Rect, Stroke, StrokeDash, Transform};
 
 use super::font::{outline_text, text_width, PathSink};
 use super::scene::{Anchor, Item, Rgb, Scene};
@@ -67,14 +65,7 @@ pub(crate) fn render_png(scene: &Scene, scale: f32) -> Result<Vec<u8>, String> {
 
     for item in &scene.items {
         match item {
-            Item::Rect {
-                x,
-                y,
-                w,
-                h,
-                fill,
-                stroke,
-            } => {
+            Item::Rect { x, y, w, h, fill, stroke } => {
                 let Some(rect) = Rect::from_xywh(*x, *y, *w, *h) else {
                     continue;
                 };
@@ -83,34 +74,17 @@ pub(crate) fn render_png(scene: &Scene, scale: f32) -> Result<Vec<u8>, String> {
                     pm.fill_path(&path, &paint(*c), FillRule::Winding, base, None);
                 }
                 if let Some((c, width)) = stroke {
-                    let st = Stroke {
-                        width: *width,
-                        ..Stroke::default()
-                    };
+                    let st = Stroke { width: *width, ..Stroke::default() };
                     pm.stroke_path(&path, &paint(*c), &st, base, None);
                 }
             }
-            Item::Segment {
-                from,
-                to,
-                color,
-                width,
-            } => {
+            Item::Segment { from, to, color, width } => {
                 if let Some(path) = polyline(&[*from, *to]) {
-                    let st = Stroke {
-                        width: *width,
-                        ..Stroke::default()
-                    };
+                    let st = Stroke { width: *width, ..Stroke::default() };
                     pm.stroke_path(&path, &paint(*color), &st, base, None);
                 }
             }
-            Item::Polyline {
-                points,
-                color,
-                width,
-                dash,
-                ..
-            } => {
+            Item::Polyline { points, color, width, dash, .. } => {
                 if let Some(path) = polyline(points) {
                     let st = Stroke {
                         width: *width,
@@ -122,13 +96,7 @@ pub(crate) fn render_png(scene: &Scene, scale: f32) -> Result<Vec<u8>, String> {
                     pm.stroke_path(&path, &paint(*color), &st, base, None);
                 }
             }
-            Item::Marker {
-                x,
-                y,
-                r,
-                shape,
-                color,
-            } => {
+            Item::Marker { x, y, r, shape, color } => {
                 let path = match shape.polygon(*x, *y, *r) {
                     None => PathBuilder::from_circle(*x, *y, *r),
                     Some(poly) => polygon(&poly),
@@ -137,15 +105,7 @@ pub(crate) fn render_png(scene: &Scene, scale: f32) -> Result<Vec<u8>, String> {
                     pm.fill_path(&path, &paint(*color), FillRule::Winding, base, None);
                 }
             }
-            Item::Text {
-                x,
-                y,
-                text,
-                size,
-                anchor,
-                vertical,
-                color,
-            } => {
+            Item::Text { x, y, text, size, anchor, vertical, color } => {
                 let mut b = Builder(PathBuilder::new());
                 if !outline_text(text, *size, &mut b) {
                     continue;

@@ -75,47 +75,15 @@ impl Marker {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Item {
     /// Axis-aligned rectangle.
-    Rect {
-        x: f32,
-        y: f32,
-        w: f32,
-        h: f32,
-        fill: Option<Rgb>,
-        stroke: Option<(Rgb, f32)>,
-    },
+    Rect { x: f32, y: f32, w: f32, h: f32, fill: Option<Rgb>, stroke: Option<(Rgb, f32)> },
     /// Straight segment (frames, ticks, grid).
-    Segment {
-        from: (f32, f32),
-        to: (f32, f32),
-        color: Rgb,
-        width: f32,
-    },
+    Segment { from: (f32, f32), to: (f32, f32), color: Rgb, width: f32 },
     /// A data series line; `class` tags it in the SVG so tools and tests can find it.
-    Polyline {
-        points: Vec<(f32, f32)>,
-        color: Rgb,
-        width: f32,
-        dash: Option<(f32, f32)>,
-        class: &'static str,
-    },
+    Polyline { points: Vec<(f32, f32)>, color: Rgb, width: f32, dash: Option<(f32, f32)>, class: &'static str },
     /// A filled marker centred on (x, y).
-    Marker {
-        x: f32,
-        y: f32,
-        r: f32,
-        shape: Marker,
-        color: Rgb,
-    },
+    Marker { x: f32, y: f32, r: f32, shape: Marker, color: Rgb },
     /// Text whose baseline starts/centres/ends at (x, y); `vertical` rotates it -90 degrees about that point.
-    Text {
-        x: f32,
-        y: f32,
-        text: String,
-        size: f32,
-        anchor: Anchor,
-        vertical: bool,
-        color: Rgb,
-    },
+    Text { x: f32, y: f32, text: String, size: f32, anchor: Anchor, vertical: bool, color: Rgb },
 }
 
 /// A complete figure.
@@ -167,18 +135,10 @@ impl Scene {
         let _ = writeln!(s, "<title>{}</title>", xml_escape(title));
         for item in &self.items {
             match item {
-                Item::Rect {
-                    x,
-                    y,
-                    w,
-                    h,
-                    fill,
-                    stroke,
-                } => {
+                Item::Rect { x, y, w, h, fill, stroke } => {
                     let fill = fill.map_or("none".to_string(), Rgb::hex);
-                    let stroke = stroke.map_or(String::new(), |(c, sw)| {
-                        format!(r#" stroke="{}" stroke-width="{}""#, c.hex(), n(sw))
-                    });
+                    let stroke = stroke
+                        .map_or(String::new(), |(c, sw)| format!(r#" stroke="{}" stroke-width="{}""#, c.hex(), n(sw)));
                     let _ = writeln!(
                         s,
                         r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{fill}"{stroke}/>"#,
@@ -188,12 +148,7 @@ impl Scene {
                         n(*h)
                     );
                 }
-                Item::Segment {
-                    from,
-                    to,
-                    color,
-                    width,
-                } => {
+                Item::Segment { from, to, color, width } => {
                     let _ = writeln!(
                         s,
                         r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="{}"/>"#,
@@ -205,20 +160,9 @@ impl Scene {
                         n(*width)
                     );
                 }
-                Item::Polyline {
-                    points,
-                    color,
-                    width,
-                    dash,
-                    class,
-                } => {
-                    let pts: Vec<String> = points
-                        .iter()
-                        .map(|(x, y)| format!("{},{}", n(*x), n(*y)))
-                        .collect();
-                    let dash = dash.map_or(String::new(), |(a, b)| {
-                        format!(r#" stroke-dasharray="{},{}""#, n(a), n(b))
-                    });
+                Item::Polyline { points, color, width, dash, class } => {
+                    let pts: Vec<String> = points.iter().map(|(x, y)| format!("{},{}", n(*x), n(*y))).collect();
+                    let dash = dash.map_or(String::new(), |(a, b)| format!(r#" stroke-dasharray="{},{}""#, n(a), n(b)));
                     let _ = writeln!(
                         s,
                         r#"<polyline class="{class}" points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round" stroke-linecap="round"{dash}/>"#,
@@ -227,13 +171,7 @@ impl Scene {
                         n(*width)
                     );
                 }
-                Item::Marker {
-                    x,
-                    y,
-                    r,
-                    shape,
-                    color,
-                } => match shape.polygon(*x, *y, *r) {
+                Item::Marker { x, y, r, shape, color } => match shape.polygon(*x, *y, *r) {
                     None => {
                         let _ = writeln!(
                             s,
@@ -245,27 +183,11 @@ impl Scene {
                         );
                     }
                     Some(poly) => {
-                        let pts: Vec<String> = poly
-                            .iter()
-                            .map(|(x, y)| format!("{},{}", n(*x), n(*y)))
-                            .collect();
-                        let _ = writeln!(
-                            s,
-                            r#"<polygon points="{}" fill="{}"/>"#,
-                            pts.join(" "),
-                            color.hex()
-                        );
+                        let pts: Vec<String> = poly.iter().map(|(x, y)| format!("{},{}", n(*x), n(*y))).collect();
+                        let _ = writeln!(s, r#"<polygon points="{}" fill="{}"/>"#, pts.join(" "), color.hex());
                     }
                 },
-                Item::Text {
-                    x,
-                    y,
-                    text,
-                    size,
-                    anchor,
-                    vertical,
-                    color,
-                } => {
+                Item::Text { x, y, text, size, anchor, vertical, color } => {
                     let anchor = match anchor {
                         Anchor::Start => "start",
                         Anchor::Middle => "middle",

