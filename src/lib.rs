@@ -14,5 +14,6 @@ pub mod data;
 pub mod eval;
 pub mod exec;
 pub mod graph;
+pub mod nn;
 pub mod ops;
 pub mod report;

@@ -12,12 +12,14 @@ use crate::exec::progress::Progress;
 
 mod context;
 pub mod dataset;
+pub mod extract;
 
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
 pub mod plot;
 pub mod table;
+pub mod train;
 
 pub use context::{InputArtifact, StageCtx};
 
@@ -105,6 +107,9 @@ pub enum OpError {
     /// A probe or metric failed.
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
+    /// Training or running a network failed.
+    #[error(transparent)]
+    Nn(#[from] crate::nn::NnError),
     /// Making a table or figure failed.
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
@@ -156,6 +161,8 @@ pub fn registry() -> &'static [&'static dyn Op] {
     static OPS: &[&dyn Op] = &[
         &dataset::Dataset,
         &label_noise::LabelNoise,
+        &train::Train,
+        &extract::Extract,
         &kmeans::KMeans,
         &linear_probe::LinearProbe,
         &table::Table,

@@ -1,0 +1,220 @@
+//! Files: training checkpoints ([`TrainState`]) and finished models ([`save_model`] /
+//! [`load_model`]), each a safetensors file plus a JSON side file at the same path with the
+//! extension `.json`.
+//!
+//! | file | safetensors keys | JSON |
+//! |---|---|---|
+//! | model | var names (`conv1.weight`, `res3.0.bn1.running_var`, ..) | `ModelMeta`: format, version, arch, normalisation |
+//! | train state | `weights.<var>`, `momentum.<var>` | format, version, epochs done, normalisation, history, config |
+//!
+//! Files are written in place; a runner that needs crash safety writes them into a temporary
+//! directory and renames it. f32 values round-trip exactly, which is what makes a resumed run
+//! bit-identical to an uninterrupted one.
+
+use super::data::Normalization;
+use super::resnet::{ResNet, ResNetConfig};
+use super::train::{EpochStats, TrainConfig};
+use super::NnError;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+const MODEL_FORMAT: &str = "cfrun-nn-model";
+const STATE_FORMAT: &str = "cfrun-nn-train-state";
+const VERSION: u32 = 1;
+
+/// The JSON side file of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Always `cfrun-nn-model`.
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// The architecture to rebuild.
+    pub arch: ResNetConfig,
+    /// The input normalisation.
+    pub norm: Normalization,
+}
+
+/// Everything needed to continue training bit-exactly after `epoch` finished epochs.
+#[derive(Clone)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// All vars, BN running statistics included.
+    pub weights: VarMap,
+    /// SGD momentum buffers by var name.
+    pub momentum: BTreeMap<String, Tensor>,
+    /// Input normalisation (computed once, at the start).
+    pub norm: Normalization,
+    /// Stats of the completed epochs.
+    pub history: Vec<EpochStats>,
+    /// The run's configuration.
+    pub config: TrainConfig,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    format: String,
+    version: u32,
+    epoch: usize,
+    norm: Normalization,
+    history: Vec<EpochStats>,
+    config: TrainConfig,
+}
+
+/// The side file of `path`: same name, extension `.json`.
+pub fn json_path(path: &Path) -> PathBuf {
+    path.with_extension("json")
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NnError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| NnError::Json { path: path.into(), source: e })?;
+    std::fs::write(path, text).map_err(|e| NnError::Io { path: path.into(), source: e })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, NnError> {
+    let text = std::fs::read_to_string(path).map_err(|e| NnError::Io { path: path.into(), source: e })?;
+    serde_json::from_str(&text).map_err(|e| NnError::Json { path: path.into(), source: e })
+}
+
+fn check_format(path: &Path, format: &str, version: u32, want: &str) -> Result<(), NnError> {
+    if format != want || version != VERSION {
+        return Err(NnError::Mismatch(format!(
+            "{}: expected {want} version {VERSION}, found {format} version {version}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Snapshot of a VarMap's tensors by name.
+fn var_tensors(varmap: &VarMap) -> BTreeMap<String, Tensor> {
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+}
+
+/// Builds a [`ResNet`] over `varmap`. With `fresh` the vars are created (then initialised by
+/// the caller); otherwise `varmap` must hold exactly the architecture's vars, with the right
+/// shapes, or this fails instead of silently adding random ones.
+pub fn build_model(arch: &ResNetConfig, varmap: &VarMap, device: &Device, fresh: bool) -> Result<ResNet, NnError> {
+    arch.validate()?;
+    if !fresh {
+        let reference = VarMap::new();
+        ResNet::new(arch, VarBuilder::from_varmap(&reference, DType::F32, device))?;
+        let want: BTreeMap<String, Vec<usize>> =
+            var_tensors(&reference).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+        let have: BTreeMap<String, Vec<usize>> =
+            var_tensors(varmap).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+        if want != have {
+            let missing: Vec<_> = want.keys().filter(|k| !have.contains_key(*k)).take(3).collect();
+            let extra: Vec<_> = have.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
+            return Err(NnError::Mismatch(format!(
+                "weights do not fit the architecture (missing {missing:?}, unexpected {extra:?}, or shapes differ)"
+            )));
+        }
+    }
+    Ok(ResNet::new(arch, VarBuilder::from_varmap(varmap, DType::F32, device))?)
+}
+
+/// A VarMap holding `tensors` (moved to `device`) as vars.
+fn varmap_from(tensors: impl IntoIterator<Item = (String, Tensor)>, device: &Device) -> Result<VarMap, NnError> {
+    let vm = VarMap::new();
+    {
+        let mut data = vm.data().lock().expect("VarMap lock poisoned");
+        for (k, t) in tensors {
+            data.insert(k, Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
+        }
+    }
+    Ok(vm)
+}
+
+/// Writes a model: `path` (safetensors, var names as keys) and its `.json` side file.
+pub fn save_model(path: &Path, weights: &VarMap, arch: &ResNetConfig, norm: &Normalization) -> Result<(), NnError> {
+    weights.save(path)?;
+    let meta = ModelMeta { format: MODEL_FORMAT.into(), version: VERSION, arch: arch.clone(), norm: norm.clone() };
+    write_json(&json_path(path), &meta)
+}
+
+/// Reads a model written by [`save_model`] onto `device`, checking it fits its architecture.
+pub fn load_model(path: &Path, device: &Device) -> Result<(VarMap, ModelMeta), NnError> {
+    let meta: ModelMeta = read_json(&json_path(path))?;
+    check_format(path, &meta.format, meta.version, MODEL_FORMAT)?;
+    let tensors = candle_core::safetensors::load(path, device)?;
+    let vm = varmap_from(tensors, device)?;
+    build_model(&meta.arch, &vm, device, false)?;
+    Ok((vm, meta))
+}
+
+impl TrainState {
+    /// Writes `path` (weights and momentum, safetensors) and its `.json` side file.
+    pub fn save(&self, path: &Path) -> Result<(), NnError> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (k, t) in var_tensors(&self.weights) {
+            tensors.insert(format!("weights.{k}"), t);
+        }
+        for (k, t) in &self.momentum {
+            tensors.insert(format!("momentum.{k}"), t.clone());
+        }
+        candle_core::safetensors::save(&tensors, path)?;
+        let meta = StateMeta {
+            format: STATE_FORMAT.into(),
+            version: VERSION,
+            epoch: self.epoch,
+            norm: self.norm.clone(),
+            history: self.history.clone(),
+            config: self.config.clone(),
+        };
+        write_json(&json_path(path), &meta)
+    }
+
+    /// Reads a state written by [`TrainState::save`] onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, NnError> {
+        let meta: StateMeta = read_json(&json_path(path))?;
+        check_format(path, &meta.format, meta.version, STATE_FORMAT)?;
+        let mut weights = Vec::new();
+        let mut momentum = BTreeMap::new();
+        for (k, t) in candle_core::safetensors::load(path, device)? {
+            if let Some(name) = k.strip_prefix("weights.") {
+                weights.push((name.to_string(), t));
+            } else if let Some(name) = k.strip_prefix("momentum.") {
+                momentum.insert(name.to_string(), t);
+            } else {
+                return Err(NnError::Mismatch(format!("{}: unexpected tensor `{k}`", path.display())));
+            }
+        }
+        let weights = varmap_from(weights, device)?;
+        build_model(&meta.config.arch, &weights, device, false)?;
+        Ok(TrainState {
+            epoch: meta.epoch,
+            weights,
+            momentum,
+            norm: meta.norm,
+            history: meta.history,
+            config: meta.config,
+        })
+    }
+
+    /// Resuming under `cfg` must reproduce the same run: everything but `epochs` must match.
+    pub fn check_resumable(&self, cfg: &TrainConfig) -> Result<(), NnError> {
+        let mut saved = self.config.clone();
+        saved.epochs = cfg.epochs;
+        if &saved != cfg {
+            return Err(NnError::Mismatch(format!(
+                "cannot resume: the checkpoint was made with {:?}, this run uses {cfg:?}",
+                self.config
+            )));
+        }
+        if self.epoch > cfg.epochs || self.history.len() != self.epoch {
+            return Err(NnError::Mismatch(format!(
+                "cannot resume: checkpoint at epoch {} ({} history entries), run has {} epochs",
+                self.epoch,
+                self.history.len(),
+                cfg.epochs
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Image batches: the borrowed u8 data set, per-channel normalisation, and the seeded
+//! augmentation (random crop with zero padding, horizontal flip) applied while assembling a
+//! batch.
+//!
+//! Shapes: `ImageData::pixels` is `(n, c, h, w)` u8, row-major (NCHW); a batch is
+//! `(b, c, h, w)` f32 with `x = (pixel / 255 - mean[c]) / std[c]`.
+
+use super::NnError;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A borrowed NCHW u8 image set.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageData<'a> {
+    /// `n * c * h * w` pixels, image after image, channel planes within an image.
+    pub pixels: &'a [u8],
+    /// Number of images.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+impl ImageData<'_> {
+    /// Pixels per image.
+    pub fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    /// Checks that the buffer length matches the shape.
+    pub fn validate(&self) -> Result<(), NnError> {
+        if self.c == 0 || self.h == 0 || self.w == 0 || self.pixels.len() != self.n * self.image_len() {
+            return Err(NnError::invalid(format!(
+                "image data has {} bytes, shape n={} c={} h={} w={}",
+                self.pixels.len(),
+                self.n,
+                self.c,
+                self.h,
+                self.w
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Per-channel mean and standard deviation of `pixel / 255`, stored with a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Channel means.
+    pub mean: Vec<f32>,
+    /// Channel standard deviations (population).
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Exact statistics of a data set, from per-channel histograms (so order-independent).
+    pub fn from_data(data: &ImageData) -> Result<Self, NnError> {
+        data.validate()?;
+        let plane = data.h * data.w;
+        let mut hist = vec![[0u64; 256]; data.c];
+        for (i, chunk) in data.pixels.chunks_exact(plane).enumerate() {
+            let h = &mut hist[i % data.c];
+            for &p in chunk {
+                h[p as usize] += 1;
+            }
+        }
+        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        for h in &hist {
+            let count: u64 = h.iter().sum();
+            let count = count.max(1) as f64;
+            let m = h.iter().enumerate().map(|(v, &k)| v as f64 / 255.0 * k as f64).sum::<f64>() / count;
+            let var =
+                h.iter().enumerate().map(|(v, &k)| (v as f64 / 255.0 - m).powi(2) * k as f64).sum::<f64>() / count;
+            mean.push(m as f32);
+            // A constant channel would divide by zero; leave it unscaled instead.
+            std.push(if var > 1e-12 { var.sqrt() as f32 } else { 1.0 });
+        }
+        Ok(Normalization { mean, std })
+    }
+
+    /// Checks that the channel count matches.
+    pub fn check_channels(&self, c: usize) -> Result<(), NnError> {
+        if self.mean.len() != c || self.std.len() != c {
+            return Err(NnError::Mismatch(format!("normalisation has {} channels, data has {c}", self.mean.len())));
+        }
+        Ok(())
+    }
+
+    /// One 256-entry lookup table per channel: pixel value -> normalised f32.
+    pub(crate) fn lut(&self) -> Vec<[f32; 256]> {
+        self.mean.iter().zip(&self.std).map(|(&m, &s)| std::array::from_fn(|v| ((v as f32 / 255.0) - m) / s)).collect()
+    }
+}
+
+/// Training-time augmentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Augment {
+    /// Random crop of the original size from the image zero-padded by this many pixels (0: off).
+    pub crop_padding: usize,
+    /// Flip left-right with probability 1/2.
+    pub hflip: bool,
+}
+
+/// Writes images `idx` of `data`, normalised with `lut` and, when `rng` is given, augmented,
+/// into `out` (`idx.len() * c * h * w`). Per image the draws are: crop offsets y then x (if
+/// padding), then the flip (if enabled), so a given stream always gives the same batch.
+pub(crate) fn fill_batch(
+    data: &ImageData,
+    idx: &[usize],
+    lut: &[[f32; 256]],
+    aug: &Augment,
+    mut rng: Option<&mut impl Rng>,
+    out: &mut [f32],
+) {
+    let (c, h, w) = (data.c, data.h, data.w);
+    let len = data.image_len();
+    let p = aug.crop_padding;
+    for (b, &i) in idx.iter().enumerate() {
+        let src = &data.pixels[i * len..(i + 1) * len];
+        let dst = &mut out[b * len..(b + 1) * len];
+        let (mut dy, mut dx, mut flip) = (p, p, false);
+        if let Some(rng) = rng.as_deref_mut() {
+            if p > 0 {
+                dy = rng.random_range(0..=2 * p);
+                dx = rng.random_range(0..=2 * p);
+            }
+            if aug.hflip {
+                flip = rng.random_bool(0.5);
+            }
+        }
+        if dy == p && dx == p && !flip {
+            for (ch, (d, s)) in dst.chunks_exact_mut(h * w).zip(src.chunks_exact(h * w)).enumerate() {
+                d.iter_mut().zip(s).for_each(|(d, &s)| *d = lut[ch][s as usize]);
+            }
+            continue;
+        }
+        for ch in 0..c {
+            let table = &lut[ch];
+            let zero = table[0];
+            for y in 0..h {
+                let sy = (y + dy).wrapping_sub(p);
+                let row = &mut dst[(ch * h + y) * w..(ch * h + y + 1) * w];
+                if sy >= h {
+                    row.fill(zero);
+                    continue;
+                }
+                let srow = &src[(ch * h + sy) * w..(ch * h + sy + 1) * w];
+                for (x, d) in row.iter_mut().enumerate() {
+                    let xx = if flip { w - 1 - x } else { x };
+                    let sx = (xx + dx).wrapping_sub(p);
+                    *d = if sx < w { table[srow[sx] as usize] } else { zero };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn normalisation_statistics_and_lut() {
+        // Channel 0: 0 and 255 -> mean 0.5, std 0.5; channel 1 constant 51 -> std 1.
+        let pixels = [0u8, 255, 51, 51, 255, 0, 51, 51];
+        let data = ImageData { pixels: &pixels, n: 2, c: 2, h: 1, w: 2 };
+        let norm = Normalization::from_data(&data).unwrap();
+        assert_eq!(norm.mean, vec![0.5, 0.2]);
+        assert_eq!(norm.std, vec![0.5, 1.0]);
+        let mut out = vec![0f32; 8];
+        let none: Option<&mut rand_chacha::ChaCha8Rng> = None;
+        fill_batch(&data, &[1, 0], &norm.lut(), &Augment::default(), none, &mut out);
+        assert_eq!(out, vec![1.0, -1.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn crop_and_flip_move_pixels() {
+        // A 1x3x3 image 1..9; padding 1 with every offset and flip seen over many draws.
+        let pixels: Vec<u8> = (1..=9).collect();
+        let data = ImageData { pixels: &pixels, n: 1, c: 1, h: 3, w: 3 };
+        let lut: Vec<[f32; 256]> = vec![std::array::from_fn(|v| v as f32)];
+        let aug = Augment { crop_padding: 1, hflip: true };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let mut out = vec![0f32; 9];
+            fill_batch(&data, &[0], &lut, &aug, Some(&mut rng), &mut out);
+            // Every output is the image shifted by at most one pixel, possibly mirrored.
+            let ok = (0..3usize).any(|dy| {
+                (0..3usize).any(|dx| {
+                    [false, true].iter().any(|&f| {
+                        (0..9).all(|k| {
+                            let (y, x) = (k / 3, if f { 2 - k % 3 } else { k % 3 });
+                            let (sy, sx) = ((y + dy).wrapping_sub(1), (x + dx).wrapping_sub(1));
+                            let want = if sy < 3 && sx < 3 { (sy * 3 + sx + 1) as f32 } else { 0.0 };
+                            out[k] == want
+                        })
+                    })
+                })
+            });
+            assert!(ok, "{out:?}");
+            seen.insert(out.iter().map(|v| *v as u8).collect::<Vec<_>>());
+        }
+        assert_eq!(seen.len(), 18, "9 offsets x 2 flips");
+    }
+}

@@ -1,0 +1,197 @@
+//! Feature extraction and teacher logits, eval mode (BN with running statistics).
+//!
+//! Output: a row-major `n x dim` f32 matrix in input order, where for a tap with feature map
+//! `(C, h, w)`:
+//!
+//! | pool | dim | row layout |
+//! |---|---|---|
+//! | `Avg` | `C` | per-channel mean |
+//! | `Adaptive(s)` | `C*s*s` | PyTorch `adaptive_avg_pool2d(s)` then flatten `(C, s, s)` |
+//! | `Flatten` | `C*h*w` | the map flattened as `(C, h, w)` |
+
+use super::checkpoint::build_model;
+use super::data::{fill_batch, Augment, ImageData, Normalization};
+use super::resnet::{ResNetConfig, Tap};
+use super::NnError;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How a feature map becomes a vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// Global average pooling.
+    Avg,
+    /// Adaptive average pooling to `s x s`, then flatten.
+    Adaptive(usize),
+    /// No pooling.
+    Flatten,
+}
+
+impl Pool {
+    /// Feature dimension for a `(c, h, w)` map.
+    pub fn dim(self, c: usize, h: usize, w: usize) -> usize {
+        match self {
+            Pool::Avg => c,
+            Pool::Adaptive(s) => c * s * s,
+            Pool::Flatten => c * h * w,
+        }
+    }
+
+    /// Appends the pooled features of one `(c, h, w)` map to `out`.
+    fn apply(self, map: &[f32], c: usize, h: usize, w: usize, out: &mut Vec<f32>) {
+        let plane = h * w;
+        match self {
+            Pool::Flatten => out.extend_from_slice(map),
+            Pool::Avg => out.extend(map.chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32)),
+            Pool::Adaptive(s) => {
+                for ch in 0..c {
+                    let p = &map[ch * plane..(ch + 1) * plane];
+                    for oy in 0..s {
+                        let (y0, y1) = (oy * h / s, ((oy + 1) * h).div_ceil(s));
+                        for ox in 0..s {
+                            let (x0, x1) = (ox * w / s, ((ox + 1) * w).div_ceil(s));
+                            let total: f32 = (y0..y1).map(|y| p[y * w + x0..y * w + x1].iter().sum::<f32>()).sum();
+                            out.push(total / ((y1 - y0) * (x1 - x0)) as f32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pool::Avg => f.write_str("avg"),
+            Pool::Adaptive(s) => write!(f, "adaptive{s}"),
+            Pool::Flatten => f.write_str("flatten"),
+        }
+    }
+}
+
+impl FromStr for Pool {
+    type Err = NnError;
+    /// `avg`, `flatten`, or `adaptiveS` / `adaptive:S` with `S >= 1`.
+    fn from_str(s: &str) -> Result<Self, NnError> {
+        match s {
+            "avg" => return Ok(Pool::Avg),
+            "flatten" => return Ok(Pool::Flatten),
+            _ => {}
+        }
+        let size = s.strip_prefix("adaptive").map(|r| r.trim_start_matches(':'));
+        match size.and_then(|r| r.parse::<usize>().ok()) {
+            Some(n) if n > 0 => Ok(Pool::Adaptive(n)),
+            _ => Err(NnError::invalid(format!(
+                "unknown pooling `{s}` (expected avg, flatten or adaptiveN, e.g. adaptive2)"
+            ))),
+        }
+    }
+}
+
+/// Runs the network in eval mode over `data` in batches, calling `f` with each output.
+fn for_batches(
+    weights: &VarMap,
+    arch: &ResNetConfig,
+    norm: &Normalization,
+    data: &ImageData,
+    batch_size: usize,
+    device: &Device,
+    mut f: impl FnMut(&Tensor, &super::resnet::ResNet) -> Result<(), NnError>,
+) -> Result<(), NnError> {
+    data.validate()?;
+    norm.check_channels(data.c)?;
+    if data.c != arch.in_channels || batch_size == 0 {
+        return Err(NnError::invalid(format!(
+            "data has {} channels, the network {}; batch size {batch_size}",
+            data.c, arch.in_channels
+        )));
+    }
+    let model = build_model(arch, weights, device, false)?;
+    let lut = norm.lut();
+    let len = data.image_len();
+    let mut buf = vec![0f32; batch_size.min(data.n) * len];
+    let idx: Vec<usize> = (0..data.n).collect();
+    for chunk in idx.chunks(batch_size) {
+        let xb = &mut buf[..chunk.len() * len];
+        fill_batch(data, chunk, &lut, &Augment::default(), None::<&mut rand_chacha::ChaCha8Rng>, xb);
+        let x = Tensor::from_slice(xb, (chunk.len(), data.c, data.h, data.w), device)?;
+        f(&x, &model)?;
+    }
+    Ok(())
+}
+
+/// Features at `tap`, pooled by `pool`: `(n * dim values, dim)`.
+#[allow(clippy::too_many_arguments)]
+pub fn extract(
+    weights: &VarMap,
+    arch: &ResNetConfig,
+    norm: &Normalization,
+    data: &ImageData,
+    tap: Tap,
+    pool: Pool,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, usize), NnError> {
+    let mut out = Vec::new();
+    let mut dim = 0;
+    for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
+        let fm = model.forward_to(x, tap, false)?;
+        let (b, c, h, w) = fm.dims4()?;
+        dim = pool.dim(c, h, w);
+        let values = fm.flatten_all()?.to_vec1::<f32>()?;
+        out.reserve(data.n * dim);
+        for map in values.chunks_exact(c * h * w).take(b) {
+            pool.apply(map, c, h, w, &mut out);
+        }
+        Ok(())
+    })?;
+    if data.n == 0 {
+        // No batch ran; the dimension still follows from the shapes.
+        let probe = ImageData { pixels: &vec![0u8; data.image_len()], n: 1, ..*data };
+        dim = extract(weights, arch, norm, &probe, tap, pool, 1, device)?.1;
+    }
+    Ok((out, dim))
+}
+
+/// Logits in eval mode: `(n * num_classes values, num_classes)`.
+pub fn logits(
+    weights: &VarMap,
+    arch: &ResNetConfig,
+    norm: &Normalization,
+    data: &ImageData,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, usize), NnError> {
+    let mut out = Vec::with_capacity(data.n * arch.num_classes);
+    for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
+        out.extend(model.forward_t(x, false)?.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
+    })?;
+    Ok((out, arch.num_classes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_parsing_and_adaptive_bins() {
+        assert_eq!("adaptive2".parse::<Pool>().unwrap(), Pool::Adaptive(2));
+        assert_eq!("adaptive:3".parse::<Pool>().unwrap(), Pool::Adaptive(3));
+        assert!("adaptive0".parse::<Pool>().is_err());
+        assert_eq!(Pool::Adaptive(2).to_string().parse::<Pool>().unwrap(), Pool::Adaptive(2));
+        // 1 channel 3x3 map 0..9 pooled to 2x2: overlapping bins rows/cols {0,1} and {1,2}.
+        let map: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut out = Vec::new();
+        Pool::Adaptive(2).apply(&map, 1, 3, 3, &mut out);
+        assert_eq!(out, vec![2.0, 3.0, 5.0, 6.0]);
+        out.clear();
+        Pool::Avg.apply(&map, 1, 3, 3, &mut out);
+        assert_eq!(out, vec![4.0]);
+    }
+}

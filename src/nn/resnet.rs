@@ -1,0 +1,264 @@
+//! A ResNet for small images (CIFAR-style: 3x3 stem, no max-pool) with BasicBlocks.
+//!
+//! Shapes for input `(N, in_channels, H, W)` (28x28 or 32x32; any size >= 8 works):
+//!
+//! | tap / var prefix | layers | output |
+//! |---|---|---|
+//! | `conv1` (+ `bn1`) | 3x3 conv stride 1, BN, ReLU | `(N, stem_width, H, W)` |
+//! | `res2` | `blocks[0]` BasicBlocks, stride 1 | `(N, widths[0], H, W)` |
+//! | `res3` | `blocks[1]` BasicBlocks, first stride 2 | `(N, widths[1], ceil(H/2), ceil(W/2))` |
+//! | `res4` | same, stride 2 | `(N, widths[2], ceil(H/4), ..)` |
+//! | `res5` | same, stride 2 | `(N, widths[3], ceil(H/8), ..)` |
+//! | `fc` | global average pool of `res5`, linear | `(N, num_classes)` |
+//!
+//! A BasicBlock is `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, the shortcut being
+//! the identity or, when the stride or width changes, `shortcut.conv` (1x1, strided) +
+//! `shortcut.bn`. Var names follow the prefixes, e.g. `res3.0.conv1.weight`,
+//! `res3.0.shortcut.bn.running_var`, `fc.bias`; they are the safetensors keys.
+
+use super::batchnorm::BatchNorm;
+use super::conv::conv2d;
+use super::NnError;
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Architecture of a [`ResNet`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResNetConfig {
+    /// Channels of the input images (1 for grey).
+    pub in_channels: usize,
+    /// Output channels of the stem conv.
+    pub stem_width: usize,
+    /// Channels of res2..res5.
+    pub widths: [usize; 4],
+    /// BasicBlocks in res2..res5 (each >= 1).
+    pub blocks: [usize; 4],
+    /// Outputs of the linear head.
+    pub num_classes: usize,
+}
+
+impl ResNetConfig {
+    /// For tests: 4/8/8/8 channels, one block per stage; trains in milliseconds per batch.
+    pub fn resnet_tiny(in_channels: usize, num_classes: usize) -> Self {
+        ResNetConfig { in_channels, stem_width: 4, widths: [4, 8, 8, 8], blocks: [1; 4], num_classes }
+    }
+    /// The main CPU preset: 16/32/64/128 channels, one block per stage.
+    pub fn resnet_cpu(in_channels: usize, num_classes: usize) -> Self {
+        ResNetConfig { in_channels, stem_width: 16, widths: [16, 32, 64, 128], blocks: [1; 4], num_classes }
+    }
+    /// A GPU-sized preset: 64/128/256/512 channels, two blocks per stage (ResNet-18 widths).
+    pub fn resnet_gpu(in_channels: usize, num_classes: usize) -> Self {
+        ResNetConfig { in_channels, stem_width: 64, widths: [64, 128, 256, 512], blocks: [2; 4], num_classes }
+    }
+    /// The preset called `name` (`resnet_tiny`, `resnet_cpu`, `resnet_gpu`).
+    pub fn preset(name: &str, in_channels: usize, num_classes: usize) -> Option<Self> {
+        match name {
+            "resnet_tiny" => Some(Self::resnet_tiny(in_channels, num_classes)),
+            "resnet_cpu" => Some(Self::resnet_cpu(in_channels, num_classes)),
+            "resnet_gpu" => Some(Self::resnet_gpu(in_channels, num_classes)),
+            _ => None,
+        }
+    }
+    /// Channels of the feature map at `tap`.
+    pub fn channels(&self, tap: Tap) -> usize {
+        match tap {
+            Tap::Conv1 => self.stem_width,
+            t => self.widths[t.stage().unwrap_or(0)],
+        }
+    }
+    /// Rejects zero sizes.
+    pub fn validate(&self) -> std::result::Result<(), NnError> {
+        let zero = self.in_channels == 0
+            || self.stem_width == 0
+            || self.num_classes == 0
+            || self.widths.contains(&0)
+            || self.blocks.contains(&0);
+        if zero {
+            return Err(NnError::invalid(format!("architecture has a zero size: {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// A named point in the network whose activations can be extracted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tap {
+    /// After the stem conv + BN + ReLU.
+    Conv1,
+    /// After stage res2.
+    Res2,
+    /// After stage res3.
+    Res3,
+    /// After stage res4.
+    Res4,
+    /// After stage res5 (pooled: the penultimate feature).
+    Res5,
+}
+
+impl Tap {
+    /// All taps, shallow to deep.
+    pub const ALL: [Tap; 5] = [Tap::Conv1, Tap::Res2, Tap::Res3, Tap::Res4, Tap::Res5];
+
+    /// Index 0..4 of the residual stage, `None` for the stem.
+    fn stage(self) -> Option<usize> {
+        match self {
+            Tap::Conv1 => None,
+            Tap::Res2 => Some(0),
+            Tap::Res3 => Some(1),
+            Tap::Res4 => Some(2),
+            Tap::Res5 => Some(3),
+        }
+    }
+
+    /// The name used in configs and var prefixes.
+    pub fn name(self) -> &'static str {
+        ["conv1", "res2", "res3", "res4", "res5"][self as usize]
+    }
+}
+
+impl fmt::Display for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Tap {
+    type Err = NnError;
+    fn from_str(s: &str) -> std::result::Result<Self, NnError> {
+        Tap::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| NnError::invalid(format!("unknown tap `{s}` (expected conv1, res2, res3, res4 or res5)")))
+    }
+}
+
+/// A bias-free conv layer (the fast CPU op on CPU).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    /// `k x k` conv, `cin -> cout`, padding `k / 2`; Kaiming-normal (fan-out) init hint.
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let std = (2.0 / (cout * k * k) as f64).sqrt();
+        let weight = vb.get_with_hints((cout, cin, k, k), "weight", Init::Randn { mean: 0.0, stdev: std })?;
+        Ok(Conv { weight, stride, padding: k / 2 })
+    }
+    /// `(N, cin, H, W) -> (N, cout, Ho, Wo)`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        conv2d(xs, &self.weight, self.stride, self.padding)
+    }
+}
+
+/// The two-conv residual block of ResNet-18/34.
+#[derive(Clone, Debug)]
+pub struct BasicBlock {
+    conv1: Conv,
+    bn1: BatchNorm,
+    conv2: Conv,
+    bn2: BatchNorm,
+    shortcut: Option<(Conv, BatchNorm)>,
+}
+
+impl BasicBlock {
+    /// A block `cin -> cout` whose first conv has `stride`.
+    pub fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let shortcut = if stride != 1 || cin != cout {
+            let sc = vb.pp("shortcut");
+            Some((Conv::new(cin, cout, 1, stride, sc.pp("conv"))?, BatchNorm::new(cout, sc.pp("bn"))?))
+        } else {
+            None
+        };
+        Ok(BasicBlock {
+            conv1: Conv::new(cin, cout, 3, stride, vb.pp("conv1"))?,
+            bn1: BatchNorm::new(cout, vb.pp("bn1"))?,
+            conv2: Conv::new(cout, cout, 3, 1, vb.pp("conv2"))?,
+            bn2: BatchNorm::new(cout, vb.pp("bn2"))?,
+            shortcut,
+        })
+    }
+
+    /// `(N, cin, H, W) -> (N, cout, H / stride, W / stride)`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let h = self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?;
+        let h = self.conv2.forward(&h)?;
+        let skip = match &self.shortcut {
+            Some((conv, bn)) => bn.forward_act(&conv.forward(xs)?, None, false, train)?,
+            None => xs.clone(),
+        };
+        self.bn2.forward_act(&h, Some(&skip), true, train)
+    }
+}
+
+/// The network: stem, four residual stages, global average pooling, linear head.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    conv1: Conv,
+    bn1: BatchNorm,
+    stages: Vec<Vec<BasicBlock>>,
+    fc: Linear,
+}
+
+impl ResNet {
+    /// Builds the network, creating missing vars in `vb` (see [`super::init_weights`] for the
+    /// deterministic initialisation used in training).
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        let mut stages = Vec::with_capacity(4);
+        let mut cin = cfg.stem_width;
+        for (s, (&width, &blocks)) in cfg.widths.iter().zip(&cfg.blocks).enumerate() {
+            let svb = vb.pp(Tap::ALL[s + 1].name());
+            let stage = (0..blocks)
+                .map(|b| {
+                    let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                    let block = BasicBlock::new(cin, width, stride, svb.pp(b));
+                    cin = width;
+                    block
+                })
+                .collect::<Result<Vec<_>>>()?;
+            stages.push(stage);
+        }
+        let fc_vb = vb.pp("fc");
+        let bound = 1.0 / (cin as f64).sqrt();
+        let init = Init::Uniform { lo: -bound, up: bound };
+        let fc_w = fc_vb.get_with_hints((cfg.num_classes, cin), "weight", init)?;
+        let fc_b = fc_vb.get_with_hints(cfg.num_classes, "bias", init)?;
+        Ok(ResNet {
+            conv1: Conv::new(cfg.in_channels, cfg.stem_width, 3, 1, vb.pp("conv1"))?,
+            bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
+            stages,
+            fc: Linear::new(fc_w, Some(fc_b)),
+        })
+    }
+
+    /// The feature map at `tap`, `(N, C, h, w)`; stops computing there.
+    pub fn forward_to(&self, xs: &Tensor, tap: Tap, train: bool) -> Result<Tensor> {
+        let mut h = self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?;
+        let last = match tap.stage() {
+            None => return Ok(h),
+            Some(s) => s,
+        };
+        for stage in &self.stages[..=last] {
+            for block in stage {
+                h = block.forward_t(&h, train)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Global-average-pooled res5 features `(N, widths[3])` (the penultimate layer).
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_to(xs, Tap::Res5, train)?.mean((2, 3))
+    }
+
+    /// Logits `(N, num_classes)`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.fc.forward(&self.embed(xs, train)?)
+    }
+}

@@ -1,0 +1,250 @@
+//! End-to-end tests of training, determinism, resume, distillation, extraction and model files
+//! on a small learnable problem: the class of a 1x16x16 image is which quadrant is bright.
+
+use super::*;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+const SIDE: usize = 16;
+
+/// `n` noisy images with one bright quadrant each, and their labels (the quadrant).
+fn quadrants(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut pixels = vec![0u8; n * SIDE * SIDE];
+    let mut labels = Vec::with_capacity(n);
+    for (i, img) in pixels.chunks_exact_mut(SIDE * SIDE).enumerate() {
+        let q = (i % 4) as u32;
+        for (k, p) in img.iter_mut().enumerate() {
+            let (y, x) = (k / SIDE, k % SIDE);
+            let inside = (y >= SIDE / 2) as u32 * 2 + (x >= SIDE / 2) as u32 == q;
+            *p = if inside { rng.random_range(120..=255) } else { rng.random_range(0..100) };
+        }
+        labels.push(q);
+    }
+    (pixels, labels)
+}
+
+/// Crop augmentation only: a flip would swap left and right quadrants and so the labels.
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        arch: ResNetConfig::resnet_tiny(1, 4),
+        epochs,
+        batch_size: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        warmup_epochs: 1,
+        schedule: Schedule::Cosine,
+        augment: Augment { crop_padding: 2, hflip: false },
+        seed: 7,
+    }
+}
+
+fn data(pixels: &[u8]) -> ImageData<'_> {
+    ImageData { pixels, n: pixels.len() / (SIDE * SIDE), c: 1, h: SIDE, w: SIDE }
+}
+
+/// Every var's values by name (the bytes that would be saved).
+fn snapshot(vm: &VarMap) -> BTreeMap<String, Vec<f32>> {
+    let data = vm.data().lock().unwrap();
+    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())).collect()
+}
+
+fn bits(map: &BTreeMap<String, Vec<f32>>) -> BTreeMap<String, Vec<u32>> {
+    map.iter().map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect())).collect()
+}
+
+fn run(pixels: &[u8], targets: &Targets, cfg: &TrainConfig) -> Trained {
+    train(&data(pixels), targets, cfg, &Device::Cpu, None, &mut NoObserver).unwrap()
+}
+
+/// Saves the state after `at` epochs into `path`.
+struct SaveAt {
+    at: usize,
+    path: std::path::PathBuf,
+    batches: usize,
+}
+
+impl TrainObserver for SaveAt {
+    fn on_batch(&mut self, _: usize, _: usize, _: usize) {
+        self.batches += 1;
+    }
+    fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), NnError> {
+        if stats.epoch + 1 == self.at {
+            state.save(&self.path)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn training_learns_the_quadrant_problem() {
+    let (pixels, labels) = quadrants(256, 1);
+    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    let trained = run(&pixels, &targets, &config(4));
+    let h = &trained.history;
+    assert_eq!(h.len(), 4);
+    assert!(h[3].loss < 0.5 * h[0].loss, "{h:?}");
+    // Eval-mode accuracy on fresh images.
+    let (test_pixels, test_labels) = quadrants(64, 2);
+    let (out, k) =
+        logits(&trained.weights, &trained.arch, &trained.norm, &data(&test_pixels), 50, &Device::Cpu).unwrap();
+    let correct = out
+        .chunks_exact(k)
+        .zip(&test_labels)
+        .filter(|(row, &l)| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 == l as usize)
+        .count();
+    assert!(correct >= 56, "eval accuracy {correct}/64");
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    let (pixels, labels) = quadrants(96, 3);
+    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    // Flips on too, so every augmentation draw is exercised.
+    let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true }, ..config(2) };
+    let a = run(&pixels, &targets, &cfg);
+    let b = run(&pixels, &targets, &cfg);
+    assert_eq!(bits(&snapshot(&a.weights)), bits(&snapshot(&b.weights)));
+    let mut other = cfg.clone();
+    other.seed = 8;
+    let c = run(&pixels, &targets, &other);
+    assert_ne!(bits(&snapshot(&a.weights)), bits(&snapshot(&c.weights)));
+}
+
+#[test]
+fn resume_at_epoch_2_of_4_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    let (pixels, labels) = quadrants(80, 4);
+    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    let cfg = config(4);
+    let mut obs = SaveAt { at: 2, path: path.clone(), batches: 0 };
+    let full = train(&data(&pixels), &targets, &cfg, &Device::Cpu, None, &mut obs).unwrap();
+    assert_eq!(obs.batches, 4 * 3);
+    let state = TrainState::load(&path, &Device::Cpu).unwrap();
+    assert_eq!((state.epoch, state.history.len()), (2, 2));
+    let mut obs2 = SaveAt { at: 0, path: path.clone(), batches: 0 };
+    let resumed = train(&data(&pixels), &targets, &cfg, &Device::Cpu, Some(state), &mut obs2).unwrap();
+    assert_eq!(obs2.batches, 2 * 3, "only the remaining epochs run");
+    assert_eq!(bits(&snapshot(&full.weights)), bits(&snapshot(&resumed.weights)));
+    // The resumed epochs' losses are bit-identical; the first two came back through JSON
+    // (serde_json without `float_roundtrip` may be off by an ulp).
+    let losses = |t: &Trained| t.history.iter().map(|s| s.loss).collect::<Vec<_>>();
+    let (a, b) = (losses(&full), losses(&resumed));
+    assert_eq!(a[2..], b[2..]);
+    assert!(a[..2].iter().zip(&b[..2]).all(|(x, y)| (x - y).abs() <= 1e-12 * x.abs()));
+    // A different config is refused.
+    let mut other = cfg.clone();
+    other.lr = 0.2;
+    let state = TrainState::load(&path, &Device::Cpu).unwrap();
+    assert!(train(&data(&pixels), &targets, &other, &Device::Cpu, Some(state), &mut NoObserver).is_err());
+}
+
+#[test]
+fn distillation_with_zero_soft_weight_equals_hard_training() {
+    let (pixels, labels) = quadrants(64, 5);
+    let teacher: Vec<f32> = (0..64 * 4).map(|i| (i % 7) as f32 - 3.0).collect();
+    let hard = Targets::Hard { labels: &labels, num_classes: 4 };
+    let soft0 = Targets::Distill {
+        labels: &labels,
+        num_classes: 4,
+        teacher_logits: &teacher,
+        temperature: 4.0,
+        soft_weight: 0.0,
+    };
+    let a = run(&pixels, &hard, &config(2));
+    let b = run(&pixels, &soft0, &config(2));
+    assert_eq!(bits(&snapshot(&a.weights)), bits(&snapshot(&b.weights)));
+    let soft = Targets::Distill {
+        labels: &labels,
+        num_classes: 4,
+        teacher_logits: &teacher,
+        temperature: 4.0,
+        soft_weight: 0.5,
+    };
+    let c = run(&pixels, &soft, &config(2));
+    assert_ne!(bits(&snapshot(&a.weights)), bits(&snapshot(&c.weights)));
+}
+
+#[test]
+fn distillation_alone_learns_from_a_confident_teacher() {
+    let (pixels, labels) = quadrants(256, 6);
+    let teacher: Vec<f32> = labels.iter().flat_map(|&l| (0..4).map(move |k| if k == l { 6.0 } else { 0.0 })).collect();
+    let targets = Targets::Distill {
+        labels: &labels,
+        num_classes: 4,
+        teacher_logits: &teacher,
+        temperature: 2.0,
+        soft_weight: 1.0,
+    };
+    let h = run(&pixels, &targets, &config(4)).history;
+    assert!(h[3].loss < 0.5 * h[0].loss && h[3].accuracy > 0.9, "{h:?}");
+}
+
+#[test]
+fn feature_shapes_for_every_tap_and_pool() {
+    let (pixels, labels) = quadrants(10, 7);
+    let cfg = TrainConfig { epochs: 1, ..config(1) };
+    let trained = run(&pixels, &Targets::Hard { labels: &labels, num_classes: 4 }, &cfg);
+    let d = data(&pixels);
+    // resnet_tiny: stem 4, widths 4/8/8/8; 16x16 -> 16, 16, 8, 4, 2.
+    let maps = [(Tap::Conv1, 4, 16), (Tap::Res2, 4, 16), (Tap::Res3, 8, 8), (Tap::Res4, 8, 4), (Tap::Res5, 8, 2)];
+    for (tap, c, s) in maps {
+        for (pool, dim) in [(Pool::Avg, c), (Pool::Adaptive(2), c * 4), (Pool::Flatten, c * s * s)] {
+            let (f, got) =
+                extract(&trained.weights, &trained.arch, &trained.norm, &d, tap, pool, 4, &Device::Cpu).unwrap();
+            assert_eq!((got, f.len()), (dim, 10 * dim), "{tap} {pool}");
+            assert!(f.iter().all(|v| v.is_finite()));
+        }
+        assert_eq!(tap.to_string().parse::<Tap>().unwrap(), tap);
+    }
+    // The pooled res5 feature is what the head sees: logits = fc(res5 avg).
+    let (emb, _) =
+        extract(&trained.weights, &trained.arch, &trained.norm, &d, Tap::Res5, Pool::Avg, 3, &Device::Cpu).unwrap();
+    let (lg, _) = logits(&trained.weights, &trained.arch, &trained.norm, &d, 7, &Device::Cpu).unwrap();
+    let vars = trained.weights.data().lock().unwrap();
+    let w = vars["fc.weight"].as_tensor();
+    let b = vars["fc.bias"].as_tensor();
+    let emb = Tensor::from_vec(emb, (10, 8), &Device::Cpu).unwrap();
+    let want = emb.matmul(&w.t().unwrap()).unwrap().broadcast_add(b).unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(want.iter().zip(&lg).all(|(a, b)| (a - b).abs() < 1e-4));
+}
+
+#[test]
+fn model_file_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let (pixels, labels) = quadrants(12, 8);
+    let trained = run(&pixels, &Targets::Hard { labels: &labels, num_classes: 4 }, &config(1));
+    trained.save(&path).unwrap();
+    let (vm, meta) = load_model(&path, &Device::Cpu).unwrap();
+    assert_eq!((&meta.arch, &meta.norm), (&trained.arch, &trained.norm));
+    assert_eq!(bits(&snapshot(&vm)), bits(&snapshot(&trained.weights)));
+    let d = data(&pixels);
+    let a = extract(&vm, &meta.arch, &meta.norm, &d, Tap::Res4, Pool::Adaptive(2), 5, &Device::Cpu).unwrap();
+    let b = extract(&trained.weights, &trained.arch, &trained.norm, &d, Tap::Res4, Pool::Adaptive(2), 5, &Device::Cpu)
+        .unwrap();
+    assert_eq!(a, b);
+    // Weights of another architecture are refused rather than padded with random vars.
+    let other = ResNetConfig::resnet_cpu(1, 4);
+    assert!(extract(&vm, &other, &meta.norm, &d, Tap::Res5, Pool::Avg, 5, &Device::Cpu).is_err());
+}
+
+#[test]
+fn invalid_inputs_are_rejected() {
+    let (pixels, labels) = quadrants(8, 9);
+    let bad_labels = vec![9u32; 8];
+    let cfg = config(1);
+    let dev = Device::Cpu;
+    let t = Targets::Hard { labels: &bad_labels, num_classes: 4 };
+    assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
+    let t = Targets::Hard { labels: &labels[..4], num_classes: 4 };
+    assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
+    let short = ImageData { pixels: &pixels[..100], n: 8, c: 1, h: SIDE, w: SIDE };
+    let t = Targets::Hard { labels: &labels, num_classes: 4 };
+    assert!(train(&short, &t, &cfg, &dev, None, &mut NoObserver).is_err());
+}

@@ -1,0 +1,289 @@
+//! The training loop: pure (no files), seeded, resumable bit-exactly.
+//!
+//! Input: `ImageData` `(n, c, h, w)` u8 and per-image targets (`labels[n]`, and for
+//! distillation `teacher_logits[n * num_classes]`, row-major). Each epoch `e` draws its shuffle
+//! and its augmentations from one ChaCha8 stream seeded by `(seed, e)`, so resuming at epoch `e`
+//! needs only the weights, BN running statistics and momentum buffers of a [`TrainState`].
+//! The last batch of an epoch may be smaller than `batch_size` (no sample is dropped).
+//!
+//! Loss: hard targets use cross-entropy; distillation uses
+//! `soft_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - soft_weight) * CE`
+//! averaged over the batch (a term whose weight is 0 is not computed at all).
+
+use super::checkpoint::build_model;
+use super::checkpoint::TrainState;
+use super::data::{fill_batch, Augment, ImageData, Normalization};
+use super::init::{init_weights, rng_for};
+use super::resnet::ResNetConfig;
+use super::schedule::{lr_at, Schedule};
+use super::sgd::Sgd;
+use super::NnError;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What the network is trained to predict.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// Class labels, cross-entropy loss.
+    Hard {
+        /// One label per image, `< num_classes`.
+        labels: &'a [u32],
+        /// Number of classes (must equal the architecture's).
+        num_classes: usize,
+    },
+    /// Knowledge distillation from a teacher's logits, mixed with cross-entropy on `labels`.
+    Distill {
+        /// One label per image (used for the hard term and for the reported accuracy).
+        labels: &'a [u32],
+        /// Number of classes (must equal the architecture's).
+        num_classes: usize,
+        /// `n * num_classes` teacher logits, image after image.
+        teacher_logits: &'a [f32],
+        /// Softening temperature `T > 0`.
+        temperature: f32,
+        /// Weight of the soft term, in `[0, 1]`.
+        soft_weight: f32,
+    },
+}
+
+impl Targets<'_> {
+    fn labels(&self) -> &[u32] {
+        match self {
+            Targets::Hard { labels, .. } | Targets::Distill { labels, .. } => labels,
+        }
+    }
+
+    fn validate(&self, n: usize, arch_classes: usize) -> Result<(), NnError> {
+        let (labels, k) = match *self {
+            Targets::Hard { labels, num_classes } => (labels, num_classes),
+            Targets::Distill { labels, num_classes, teacher_logits, temperature, soft_weight } => {
+                if teacher_logits.len() != n * num_classes {
+                    return Err(NnError::invalid(format!(
+                        "teacher logits: {} values for {n} images x {num_classes} classes",
+                        teacher_logits.len()
+                    )));
+                }
+                if !(temperature > 0.0) || !(0.0..=1.0).contains(&soft_weight) {
+                    return Err(NnError::invalid(format!(
+                        "distillation needs temperature > 0 and soft_weight in [0, 1], got {temperature} and {soft_weight}"
+                    )));
+                }
+                (labels, num_classes)
+            }
+        };
+        if k != arch_classes {
+            return Err(NnError::invalid(format!("targets have {k} classes, the network {arch_classes}")));
+        }
+        if labels.len() != n {
+            return Err(NnError::invalid(format!("{} labels for {n} images", labels.len())));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(NnError::invalid(format!("label {bad} out of range for {k} classes")));
+        }
+        Ok(())
+    }
+}
+
+/// Everything that defines a training run (and, with the data, its result).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The network.
+    pub arch: ResNetConfig,
+    /// Total epochs.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay on conv and linear weights.
+    pub weight_decay: f64,
+    /// Epochs of linear warm-up.
+    pub warmup_epochs: usize,
+    /// Decay after warm-up.
+    pub schedule: Schedule,
+    /// Training augmentation.
+    pub augment: Augment,
+    /// Seed of the initial weights, shuffles and augmentations.
+    pub seed: u64,
+}
+
+/// Summary of one finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 0-based epoch index.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's images.
+    pub loss: f64,
+    /// Training accuracy (train-mode forward, augmented images) against the labels.
+    pub accuracy: f64,
+    /// Learning rate of the epoch's first step.
+    pub lr: f64,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+    /// Training throughput.
+    pub images_per_sec: f64,
+}
+
+/// Progress callbacks; `on_epoch` is where a runner saves a checkpoint.
+pub trait TrainObserver {
+    /// After each optimiser step.
+    fn on_batch(&mut self, epoch: usize, batch: usize, batches: usize);
+    /// After each epoch; `state` shares the live weights, so save it now rather than keep it.
+    /// An error stops training and is returned by [`train`].
+    fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), NnError>;
+}
+
+/// An observer that does nothing.
+pub struct NoObserver;
+
+impl TrainObserver for NoObserver {
+    fn on_batch(&mut self, _: usize, _: usize, _: usize) {}
+    fn on_epoch(&mut self, _: &EpochStats, _: &TrainState) -> Result<(), NnError> {
+        Ok(())
+    }
+}
+
+/// A trained network: weights, what is needed to rebuild and feed it, and its history.
+pub struct Trained {
+    /// All vars, BN running statistics included.
+    pub weights: VarMap,
+    /// The architecture.
+    pub arch: ResNetConfig,
+    /// The input normalisation used in training.
+    pub norm: Normalization,
+    /// One entry per epoch (including epochs run before a resume).
+    pub history: Vec<EpochStats>,
+}
+
+/// Trains `cfg.arch` on `data` from scratch or from `resume`, reporting to `obs`.
+pub fn train(
+    data: &ImageData,
+    targets: &Targets,
+    cfg: &TrainConfig,
+    device: &Device,
+    resume: Option<TrainState>,
+    obs: &mut dyn TrainObserver,
+) -> Result<Trained, NnError> {
+    data.validate()?;
+    cfg.arch.validate()?;
+    targets.validate(data.n, cfg.arch.num_classes)?;
+    if data.n == 0 || cfg.batch_size == 0 || data.c != cfg.arch.in_channels {
+        return Err(NnError::invalid(format!(
+            "need images, batch_size > 0 and {} input channels; got n={} batch_size={} c={}",
+            cfg.arch.in_channels, data.n, cfg.batch_size, data.c
+        )));
+    }
+    let (varmap, start, norm, mut history, buffers) = match resume {
+        Some(state) => {
+            state.check_resumable(cfg)?;
+            (state.weights, state.epoch, state.norm, state.history, state.momentum)
+        }
+        None => (VarMap::new(), 0, Normalization::from_data(data)?, Vec::new(), BTreeMap::new()),
+    };
+    norm.check_channels(data.c)?;
+    let fresh = start == 0 && history.is_empty() && varmap.all_vars().is_empty();
+    let model = build_model(&cfg.arch, &varmap, device, fresh)?;
+    if fresh {
+        init_weights(&varmap, cfg.seed)?;
+    }
+    let mut sgd = Sgd::new(&varmap, cfg.momentum, cfg.weight_decay, buffers)?;
+    let lut = norm.lut();
+    let (n, bs, len) = (data.n, cfg.batch_size, data.image_len());
+    let batches = n.div_ceil(bs);
+    let mut xbuf = vec![0f32; bs.min(n) * len];
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let mut rng = rng_for(cfg.seed, "epoch", epoch as u64);
+        let order = permutation(n, &mut rng);
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
+        for b in 0..batches {
+            let idx = &order[b * bs..((b + 1) * bs).min(n)];
+            let xb = &mut xbuf[..idx.len() * len];
+            fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
+            let x = Tensor::from_slice(xb, (idx.len(), data.c, data.h, data.w), device)?;
+            let labels: Vec<u32> = idx.iter().map(|&i| targets.labels()[i]).collect();
+            let y = Tensor::from_slice(&labels, idx.len(), device)?;
+            let step = epoch * batches + b;
+            let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
+            let logits = model.forward_t(&x, true)?;
+            let loss = batch_loss(&logits, targets, idx, &y)?;
+            let grads = loss.backward()?;
+            sgd.step(&grads, lr)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            obs.on_batch(epoch, b, batches);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch,
+            loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
+            lr: first_lr,
+            seconds,
+            images_per_sec: n as f64 / seconds.max(1e-9),
+        };
+        tracing::debug!(epoch, loss = stats.loss, accuracy = stats.accuracy, seconds, "epoch done");
+        history.push(stats.clone());
+        let state = TrainState {
+            epoch: epoch + 1,
+            weights: varmap.clone(),
+            momentum: sgd.buffers().clone(),
+            norm: norm.clone(),
+            history: history.clone(),
+            config: cfg.clone(),
+        };
+        obs.on_epoch(&stats, &state)?;
+    }
+    Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
+}
+
+/// A uniformly random permutation of `0..n` (Fisher-Yates; spelled out so the order cannot
+/// change with a `rand` release).
+fn permutation(n: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    order
+}
+
+/// The mean loss of one batch (see the module docs).
+fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize], y: &Tensor) -> Result<Tensor, NnError> {
+    let Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } = *targets else {
+        return Ok(candle_nn::loss::cross_entropy(logits, y)?);
+    };
+    let hard = if sw < 1.0 { Some(candle_nn::loss::cross_entropy(logits, y)?) } else { None };
+    if sw == 0.0 {
+        return Ok(hard.expect("soft_weight 0 keeps the hard term"));
+    }
+    let b = idx.len();
+    // Teacher log-probabilities at temperature T, in f64, as constants.
+    let mut logp = Vec::with_capacity(b * k);
+    for &i in idx {
+        let row = &teacher_logits[i * k..(i + 1) * k];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64 / t as f64;
+        let lse = row.iter().map(|&v| (v as f64 / t as f64 - max).exp()).sum::<f64>().ln() + max;
+        logp.extend(row.iter().map(|&v| v as f64 / t as f64 - lse));
+    }
+    let p: Vec<f32> = logp.iter().map(|v| v.exp() as f32).collect();
+    let logp: Vec<f32> = logp.into_iter().map(|v| v as f32).collect();
+    let dev = logits.device();
+    let p = Tensor::from_vec(p, (b, k), dev)?;
+    let logp = Tensor::from_vec(logp, (b, k), dev)?;
+    let student = candle_nn::ops::log_softmax(&(logits / t as f64)?, 1)?;
+    let kl = (p * (logp - student)?)?.sum_all()?;
+    let soft = (kl * ((t as f64) * (t as f64) / b as f64))?;
+    Ok(match hard {
+        Some(ce) => ((soft * sw as f64)? + (ce * (1.0 - sw as f64))?)?,
+        None => soft,
+    })
+}

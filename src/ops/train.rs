@@ -1,0 +1,379 @@
+//! `train`: a ResNet trained from scratch on the labels of any stage that produces labels (a data
+//! set, `label_noise`, `kmeans` pseudo-labels), or distilled from a teacher model (soft targets at
+//! temperature T mixed with the labels). A checkpoint is written after every epoch under the
+//! recipe key, so a killed run resumes where it stopped and ends with the same weights.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Images, Labels, Metrics, Split};
+use crate::cache::fsutil::write_atomic;
+use crate::config::params::{self, ParamError, Params};
+use crate::nn::{self, Augment, EpochStats, ImageData, ResNetConfig, Schedule, TrainConfig, TrainObserver, TrainState};
+
+/// Parameters of `train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Network preset: `resnet_tiny`, `resnet_cpu` or `resnet_gpu`.
+    #[serde(default = "defaults::arch")]
+    pub arch: String,
+    /// Channels of res2..res5, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widths: Option<[usize; 4]>,
+    /// Basic blocks in res2..res5, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<[usize; 4]>,
+    /// Channels of conv1, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem_width: Option<usize>,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Images per step.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Base learning rate.
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    /// SGD momentum.
+    #[serde(default = "defaults::momentum")]
+    pub momentum: f64,
+    /// L2 weight decay.
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    /// Epochs of linear warm-up.
+    #[serde(default = "defaults::warmup")]
+    pub warmup_epochs: usize,
+    /// `cosine`, `step` or `constant` decay after warm-up.
+    #[serde(default = "defaults::schedule")]
+    pub schedule: String,
+    /// For `step`: epochs at which the rate is multiplied by `gamma`.
+    #[serde(default)]
+    pub milestones: Vec<usize>,
+    /// For `step`: the factor.
+    #[serde(default = "defaults::gamma")]
+    pub gamma: f64,
+    /// Random-crop padding in pixels (0: no crops).
+    #[serde(default = "defaults::crop_padding")]
+    pub crop_padding: usize,
+    /// Horizontal flips; defaults to whether the data set allows them (not for digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hflip: Option<bool>,
+    /// Distillation: temperature of the teacher's soft targets.
+    #[serde(default = "defaults::temperature")]
+    pub temperature: f32,
+    /// Distillation: weight of the soft term (the labels get 1 - this).
+    #[serde(default = "defaults::soft_weight")]
+    pub soft_weight: f32,
+    /// Seed of the initial weights, shuffles and augmentation.
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn arch() -> String {
+        "resnet_cpu".into()
+    }
+    pub fn batch_size() -> usize {
+        128
+    }
+    pub fn lr() -> f64 {
+        0.1
+    }
+    pub fn momentum() -> f64 {
+        0.9
+    }
+    pub fn weight_decay() -> f64 {
+        5e-4
+    }
+    pub fn warmup() -> usize {
+        1
+    }
+    pub fn schedule() -> String {
+        "cosine".into()
+    }
+    pub fn gamma() -> f64 {
+        0.1
+    }
+    pub fn crop_padding() -> usize {
+        2
+    }
+    pub fn temperature() -> f32 {
+        4.0
+    }
+    pub fn soft_weight() -> f32 {
+        0.5
+    }
+}
+
+const PRESETS: &[&str] = &["resnet_tiny", "resnet_cpu", "resnet_gpu"];
+const SCHEDULES: &[&str] = &["cosine", "step", "constant"];
+
+impl Params for TrainParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        if !PRESETS.contains(&self.arch.as_str()) {
+            return Err(ParamError::field(
+                "arch",
+                format!("unknown network preset `{}`", self.arch),
+                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", PRESETS.join(", "))),
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(ParamError::range("epochs", self.epochs, "at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(ParamError::range("batch_size", self.batch_size, "at least 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(ParamError::range("lr", self.lr, "a positive number"));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ParamError::range("momentum", self.momentum, "in [0, 1)"));
+        }
+        if !(self.weight_decay >= 0.0) {
+            return Err(ParamError::range("weight_decay", self.weight_decay, "non-negative"));
+        }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            return Err(ParamError::range("warmup_epochs", self.warmup_epochs, "fewer than `epochs`"));
+        }
+        if !SCHEDULES.contains(&self.schedule.as_str()) {
+            return Err(ParamError::field(
+                "schedule",
+                format!("unknown schedule `{}`", self.schedule),
+                Some(format!("valid: {}", SCHEDULES.join(", "))),
+            ));
+        }
+        if self.widths.is_some_and(|w| w.contains(&0)) {
+            return Err(ParamError::range("widths", "a zero width", "positive channel counts"));
+        }
+        if self.blocks.is_some_and(|b| b.contains(&0)) {
+            return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
+        }
+        if !(self.temperature > 0.0) {
+            return Err(ParamError::range("temperature", self.temperature, "positive"));
+        }
+        if !(0.0..=1.0).contains(&self.soft_weight) {
+            return Err(ParamError::range("soft_weight", self.soft_weight, "in [0, 1]"));
+        }
+        if self.crop_padding > 8 {
+            return Err(ParamError::range("crop_padding", self.crop_padding, "at most 8"));
+        }
+        Ok(())
+    }
+}
+
+impl TrainParams {
+    /// The architecture for `channels` input channels and `classes` outputs.
+    pub fn arch(&self, channels: usize, classes: usize) -> Result<ResNetConfig, OpError> {
+        let mut arch = ResNetConfig::preset(&self.arch, channels, classes)
+            .ok_or_else(|| OpError::Invalid(format!("unknown preset {}", self.arch)))?;
+        if let Some(w) = self.widths {
+            arch.widths = w;
+        }
+        if let Some(b) = self.blocks {
+            arch.blocks = b;
+        }
+        if let Some(s) = self.stem_width {
+            arch.stem_width = s;
+        }
+        Ok(arch)
+    }
+
+    fn schedule(&self) -> Schedule {
+        match self.schedule.as_str() {
+            "step" => Schedule::Step { milestones: self.milestones.clone(), gamma: self.gamma },
+            "constant" => Schedule::Constant,
+            _ => Schedule::Cosine,
+        }
+    }
+}
+
+/// Saves a checkpoint after every epoch: each epoch in its own folder, then a `latest` pointer
+/// written atomically, so a kill at any moment leaves a loadable checkpoint or none.
+struct Checkpointer<'a> {
+    dir: &'a Path,
+    progress: &'a crate::exec::progress::Progress,
+    epochs: usize,
+}
+
+impl TrainObserver for Checkpointer<'_> {
+    fn on_batch(&mut self, epoch: usize, batch: usize, batches: usize) {
+        if batch == 0 {
+            self.progress.begin(&format!("epoch {}/{}", epoch + 1, self.epochs), batches as u64);
+        }
+        self.progress.inc(1);
+    }
+
+    fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
+        self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
+        tracing::info!(
+            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s",
+            stats.epoch + 1,
+            self.epochs,
+            stats.loss,
+            stats.accuracy * 100.0,
+            stats.images_per_sec
+        );
+        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint: {e}"));
+        let name = format!("epoch-{:04}", stats.epoch + 1);
+        let target = self.dir.join(&name);
+        std::fs::create_dir_all(&target).map_err(io)?;
+        state.save(&target.join("state.safetensors"))?;
+        write_atomic(&self.dir.join("latest"), name.as_bytes()).map_err(io)?;
+        // Older epochs are no longer needed once `latest` points past them.
+        if let Ok(rd) = std::fs::read_dir(self.dir) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with("epoch-") && n != name {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last complete checkpoint in `dir`, if any and if it belongs to this configuration.
+fn resume_state(dir: &Path, cfg: &TrainConfig, device: &candle_core::Device) -> Option<TrainState> {
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let state = TrainState::load(&dir.join(name.trim()).join("state.safetensors"), device).ok()?;
+    state.check_resumable(cfg).ok()?;
+    Some(state)
+}
+
+/// The `train` op.
+pub struct Train;
+
+impl Op for Train {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "trains a ResNet from scratch on labels (or distils a teacher); resumable per epoch"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[
+            InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "training images" },
+            InputSpec {
+                name: "labels",
+                kinds: &[Kind::Labels],
+                required: true,
+                gather: false,
+                doc: "targets: data set labels, noisy labels or cluster ids",
+            },
+            InputSpec {
+                name: "teacher",
+                kinds: &[Kind::Model],
+                required: false,
+                gather: false,
+                doc: "distil from this model's soft targets (temperature, soft_weight)",
+            },
+        ]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec { name: "model", kind: Kind::Model, doc: "weights (safetensors), architecture, normalisation" },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "training curve: loss and accuracy per epoch" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<TrainParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<TrainParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: TrainParams = ctx.params()?;
+        let images = Images::load(&ctx.input("images")?.dir)?;
+        let labels = Labels::load(&ctx.input("labels")?.dir)?;
+        let n = images.count(Split::Train);
+        if labels.train.len() != n {
+            return Err(OpError::Invalid(format!(
+                "{n} training images but {} labels; images and labels must describe the same data set",
+                labels.train.len()
+            )));
+        }
+        let hflip = match p.hflip {
+            Some(true) if !images.meta.hflip_ok => {
+                return Err(OpError::Invalid(format!(
+                    "hflip = true, but {} does not allow horizontal flips (mirrored images change meaning)",
+                    images.meta.dataset
+                )))
+            }
+            Some(v) => v,
+            None => images.meta.hflip_ok,
+        };
+        let m = &images.meta;
+        let cfg = TrainConfig {
+            arch: p.arch(m.channels, labels.meta.num_classes)?,
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            lr: p.lr,
+            momentum: p.momentum,
+            weight_decay: p.weight_decay,
+            warmup_epochs: p.warmup_epochs,
+            schedule: p.schedule(),
+            augment: Augment { crop_padding: p.crop_padding, hflip },
+            seed: p.seed,
+        };
+        let data = ImageData { pixels: &images.train, n, c: m.channels, h: m.height, w: m.width };
+        let teacher_logits = match ctx.optional_input("teacher") {
+            Some(t) => {
+                let (weights, meta) = nn::load_model(&t.dir.join("model.safetensors"), ctx.device)?;
+                if meta.arch.num_classes != labels.meta.num_classes {
+                    return Err(OpError::Invalid(format!(
+                        "the teacher predicts {} classes but the labels have {}",
+                        meta.arch.num_classes, labels.meta.num_classes
+                    )));
+                }
+                Some(nn::logits(&weights, &meta.arch, &meta.norm, &data, 256, ctx.device)?.0)
+            }
+            None => None,
+        };
+        let targets = match &teacher_logits {
+            Some(t) => nn::Targets::Distill {
+                labels: &labels.train,
+                num_classes: labels.meta.num_classes,
+                teacher_logits: t,
+                temperature: p.temperature,
+                soft_weight: p.soft_weight,
+            },
+            None => nn::Targets::Hard { labels: &labels.train, num_classes: labels.meta.num_classes },
+        };
+        std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
+        let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device);
+        if let Some(s) = &resume {
+            tracing::info!("{}: resuming after epoch {} of {}", ctx.instance.name, s.epoch, cfg.epochs);
+        }
+        let mut obs = Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs };
+        let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
+        let out = ctx.output_dir("model");
+        std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
+        trained.save(&out.join("model.safetensors"))?;
+        let mut metrics = Metrics::default();
+        if let Some(last) = trained.history.last() {
+            metrics.values.insert("train_loss".into(), last.loss);
+            metrics.values.insert("train_top1".into(), last.accuracy * 100.0);
+            let secs: f64 = trained.history.iter().map(|e| e.seconds).sum();
+            tracing::info!(
+                "{}: {:.0} images/s",
+                ctx.instance.name,
+                (n * trained.history.len()) as f64 / secs.max(1e-9)
+            );
+        }
+        // Wall times differ between runs, so they stay out of the content-hashed artifact
+        // (they are in the log and the provenance); the curve keeps loss, accuracy and rate.
+        let curve: Vec<Json> = trained
+            .history
+            .iter()
+            .map(|e| serde_json::json!({"epoch": e.epoch + 1, "loss": e.loss, "accuracy": e.accuracy, "lr": e.lr}))
+            .collect();
+        metrics.details = serde_json::json!({ "curve": curve, "arch": cfg.arch, "labels": labels.meta.source });
+        metrics.save(&ctx.output_dir("metrics"))
+    }
+}
