@@ -268,3 +268,67 @@ fn dag_show_and_gc() {
     let again = run_json(cache.path(), &edited, &[]);
     assert!(again.values().all(|o| o == "cached"), "{again:?}");
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
+fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("clusterfit_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
+    assert_eq!(first.len(), 35);
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<String> = v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .collect();
+    for ext in ["table.md", "table.csv", "figure.svg", "figure.png"] {
+        let f = files.iter().find(|f| f.ends_with(ext)).unwrap_or_else(|| panic!("no {ext} in {files:?}"));
+        assert!(std::fs::metadata(f).unwrap().len() > 100, "{f}");
+    }
+    // Changing one K re-runs only that K's chain and the reports; N_pre is never trained again.
+    let edited = run_json(cache.path(), &file, &["--set", "sweep.k=[4, 10]"]);
+    let expect: BTreeSet<String> = ["clusters", "clusterfit", "feat_cf", "probe_cf"]
+        .iter()
+        .flat_map(|s| ["0", "50"].map(|p| format!("{s}[k=10,p={p}]")))
+        .chain(["results".to_string(), "figure".to_string()])
+        .collect();
+    assert_eq!(ran(&edited), expect);
+
+    // Kill a training run mid-way; the rerun resumes from its checkpoint and ends bit-identical.
+    let killed = tempfile::tempdir().unwrap();
+    let longer = ["--set", "stages.pretrain.epochs=6"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([file.to_str().unwrap()])
+        .args(longer)
+        .arg("--cache")
+        .arg(killed.path())
+        .env("CFRUN_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "ended before epoch 3");
+        if line.contains("epoch 3/6") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = cfrun(killed.path(), &[file.to_str().unwrap(), longer[0], longer[1]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &longer);
+    assert_eq!(objects(killed.path()), objects(reference.path()));
+}

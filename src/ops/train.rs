@@ -208,14 +208,6 @@ impl TrainObserver for Checkpointer<'_> {
 
     fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
         self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
-        tracing::info!(
-            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s",
-            stats.epoch + 1,
-            self.epochs,
-            stats.loss,
-            stats.accuracy * 100.0,
-            stats.images_per_sec
-        );
         let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint: {e}"));
         let name = format!("epoch-{:04}", stats.epoch + 1);
         let target = self.dir.join(&name);
@@ -231,6 +223,14 @@ impl TrainObserver for Checkpointer<'_> {
                 }
             }
         }
+        tracing::info!(
+            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
+            stats.epoch + 1,
+            self.epochs,
+            stats.loss,
+            stats.accuracy * 100.0,
+            stats.images_per_sec
+        );
         Ok(())
     }
 }
