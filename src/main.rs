@@ -4,5 +4,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // candle's CPU elementwise ops run on their own spinning thread pool, which competes with
+    // rayon's workers (our kernels) on small machines; inline them unless the user chose.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     cfrun::cli::main()
 }

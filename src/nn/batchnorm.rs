@@ -13,16 +13,16 @@
 //! version is ~10 single-threaded passes over the activation plus a strided copy); elsewhere it
 //! falls back to generic candle ops, which the tests also use as the reference.
 
-use super::cpu::{dot_sum, f32_slice, sum, with_f32};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
+use super::bn_kernels::{self, Dims};
+use super::cpu::{f32_slice, with_f32};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// PyTorch's default running-statistics momentum.
 const MOMENTUM: f64 = 0.1;
 /// PyTorch's default epsilon.
-const EPS: f64 = 1e-5;
+pub(crate) const EPS: f64 = 1e-5;
 
 /// A batch-norm layer with true train (batch statistics) and eval (running statistics) modes.
 #[derive(Clone, Debug)]
@@ -54,22 +54,13 @@ impl BatchNorm {
 
     fn forward_cpu(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let (n, c, h, w) = x.dims4()?;
+        let d = Dims::of(x.dims());
         let (mean, invstd) = if train {
-            let (mean, var) = with_f32(&x, |xs| channel_stats(xs, n, c, h * w))?;
-            let m = (n * h * w) as f64;
-            let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
-            let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-            self.update_running(
-                &Tensor::from_vec(mean32.clone(), c, x.device())?,
-                &Tensor::from_vec(unbiased, c, x.device())?,
-            )?;
-            let invstd = var.iter().map(|v| (1.0 / (v + EPS).sqrt()) as f32).collect();
-            (mean32, invstd)
+            let (mean, var) = with_f32(&x, |xs| bn_kernels::channel_stats(xs, d))?;
+            self.update_running_from(&mean, &var, d.m())?;
+            bn_kernels::invstd(&mean, &var, EPS)
         } else {
-            let mean = self.running_mean.as_tensor().to_vec1::<f32>()?;
-            let var = self.running_var.as_tensor().to_vec1::<f32>()?;
-            (mean, var.iter().map(|&v| (1.0 / (v as f64 + EPS).sqrt()) as f32).collect())
+            self.running_invstd()?
         };
         let op = BnActOp { mean: Arc::new(mean), invstd: Arc::new(invstd), batch_stats: train, relu };
         let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
@@ -77,6 +68,28 @@ impl BatchNorm {
             None => x.apply_op2(&gb, op),
             Some(r) => x.apply_op3(&gb, &r.contiguous()?, op),
         }
+    }
+
+    /// `(mean, invstd)` from the running statistics (eval mode).
+    pub(crate) fn running_invstd(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mean = self.running_mean.as_tensor().to_vec1::<f32>()?;
+        let var = self.running_var.as_tensor().to_vec1::<f32>()?;
+        Ok((mean, var.iter().map(|&v| (1.0 / (v as f64 + EPS).sqrt()) as f32).collect()))
+    }
+
+    /// Updates the running statistics from a batch's mean and biased variance over `m` values.
+    pub(crate) fn update_running_from(&self, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
+        let c = mean.len();
+        let m = m as f64;
+        let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
+        let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        let dev = self.running_mean.device();
+        self.update_running(&Tensor::from_vec(mean, c, dev)?, &Tensor::from_vec(unbiased, c, dev)?)
+    }
+
+    /// Gamma and beta (trainable vars).
+    pub(crate) fn affine(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
     }
 
     /// Reference implementation with generic candle ops (used on non-CPU devices and in tests).
@@ -125,27 +138,6 @@ impl BatchNorm {
     }
 }
 
-/// Per-channel mean and biased variance (two passes, f64 totals) of `x[N, C, HW]`.
-fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
-    let m = (n * hw) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let rows = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
-            let mean = rows.clone().map(sum).sum::<f64>() / m;
-            let mut centred = vec![0f32; hw];
-            let mut ss = 0.0;
-            for row in rows {
-                for (d, &v) in centred.iter_mut().zip(row) {
-                    *d = v - mean as f32;
-                }
-                ss += dot_sum(&centred, &centred);
-            }
-            (mean, ss / m)
-        })
-        .unzip()
-}
-
 /// The fused CPU op: `CustomOp2(x, [gamma; beta])` or `CustomOp3(x, [gamma; beta], residual)`.
 /// It carries the statistics it normalised with, so the backward pass needs no extra state.
 #[derive(Clone, Debug)]
@@ -159,115 +151,44 @@ struct BnActOp {
 
 impl BnActOp {
     fn forward(&self, x: &[f32], gb: &[f32], r: Option<&[f32]>, dims: &[usize]) -> Vec<f32> {
-        let (c, hw) = (dims[1], dims[2] * dims[3]);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * hw).enumerate().for_each(|(i, yi)| {
-            for ch in 0..c {
-                let scale = gb[ch] * self.invstd[ch];
-                let shift = gb[c + ch] - self.mean[ch] * scale;
-                let o = (i * c + ch) * hw;
-                let (xr, yr) = (&x[o..o + hw], &mut yi[ch * hw..(ch + 1) * hw]);
-                match r {
-                    Some(r) => {
-                        for ((y, &x), &r) in yr.iter_mut().zip(xr).zip(&r[o..o + hw]) {
-                            *y = x * scale + shift + r;
-                        }
-                    }
-                    None => {
-                        for (y, &x) in yr.iter_mut().zip(xr) {
-                            *y = x * scale + shift;
-                        }
-                    }
-                }
-                if self.relu {
-                    yr.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-            }
-        });
-        y
+        let d = Dims::of(dims);
+        let (gamma, beta) = gb.split_at(d.c);
+        bn_kernels::forward(x, d, gamma, beta, &self.mean, &self.invstd, r, self.relu)
     }
 
-    /// Returns `(dx, d[gamma; beta], d_residual)` given the output `y` and its gradient `dy`.
-    fn backward(&self, x: &[f32], gb: &[f32], y: &[f32], dy: &[f32], dims: &[usize]) -> Grads {
-        let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
-        let relu = self.relu;
-        // dz = dy masked by the ReLU (the gradient at the pre-activation sum).
-        let dz_row = |o: usize, buf: &mut [f32]| {
-            let len = buf.len();
-            for ((d, &g), &out) in buf.iter_mut().zip(&dy[o..o + len]).zip(&y[o..]) {
-                *d = if relu && out <= 0.0 { 0.0 } else { g };
-            }
-        };
-        // Pass 1, per channel: sum(dz) and sum(dz * (x - mean)).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mut dz, mut xc) = (vec![0f32; hw], vec![0f32; hw]);
-                let (mut s1, mut s2) = (0.0, 0.0);
-                for i in 0..n {
-                    let o = (i * c + ch) * hw;
-                    dz_row(o, &mut dz);
-                    for (d, &v) in xc.iter_mut().zip(&x[o..o + hw]) {
-                        *d = v - self.mean[ch];
-                    }
-                    s1 += sum(&dz);
-                    s2 += dot_sum(&dz, &xc);
-                }
-                (s1, s2)
-            })
-            .collect();
-        let m = (n * hw) as f64;
-        let mut dgb = vec![0f32; 2 * c];
-        // dx = a * dz + b * (x - mean) + c0 per channel.
-        let mut coef = Vec::with_capacity(c);
-        for (ch, &(s1, s2)) in sums.iter().enumerate() {
-            let inv = self.invstd[ch] as f64;
-            let scale = gb[ch] as f64 * inv;
-            dgb[ch] = (s2 * inv) as f32;
-            dgb[c + ch] = s1 as f32;
-            coef.push(if self.batch_stats {
-                (scale as f32, (-scale * inv * inv * s2 / m) as f32, (-scale * s1 / m) as f32)
-            } else {
-                (scale as f32, 0.0, 0.0)
-            });
-        }
-        // Pass 2, per image: dx and (the same as dz) the residual gradient.
-        let mut dx = vec![0f32; x.len()];
-        let mut dr = vec![0f32; x.len()];
-        dx.par_chunks_mut(c * hw).zip(dr.par_chunks_mut(c * hw)).enumerate().for_each(|(i, (dxi, dri))| {
-            for (ch, &(a, b, c0)) in coef.iter().enumerate() {
-                let o = (i * c + ch) * hw;
-                let dz = &mut dri[ch * hw..(ch + 1) * hw];
-                dz_row(o, dz);
-                let mean = self.mean[ch];
-                for ((d, &g), &v) in dxi[ch * hw..(ch + 1) * hw].iter_mut().zip(&*dz).zip(&x[o..]) {
-                    *d = a * g + b * (v - mean) + c0;
-                }
-            }
-        });
-        Grads { dx, dgb, dr }
-    }
-
+    /// `(dx, d[gamma; beta], d_residual)` given the output `y` and its gradient `dy`.
     fn bwd_tensors(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let dy = dy.contiguous()?;
-        let dims = x.dims().to_vec();
+        let d = Dims::of(x.dims());
         let g = with_f32(x, |xs| {
-            with_f32(gb, |gbs| with_f32(y, |ys| with_f32(&dy, |dys| self.backward(xs, gbs, ys, dys, &dims))))
+            with_f32(gb, |gbs| {
+                with_f32(y, |ys| {
+                    with_f32(&dy, |dys| {
+                        let gamma = &gbs[..d.c];
+                        bn_kernels::backward(
+                            xs,
+                            Some(ys),
+                            dys,
+                            d,
+                            gamma,
+                            &self.mean,
+                            &self.invstd,
+                            self.batch_stats,
+                            self.relu,
+                        )
+                    })
+                })
+            })
         })????;
         let dev = x.device();
+        let mut dgb = g.dgamma;
+        dgb.extend(g.dbeta);
         Ok((
             Tensor::from_vec(g.dx, x.shape(), dev)?,
-            Tensor::from_vec(g.dgb, gb.shape(), dev)?,
-            Tensor::from_vec(g.dr, x.shape(), dev)?,
+            Tensor::from_vec(dgb, gb.shape(), dev)?,
+            Tensor::from_vec(g.dz, x.shape(), dev)?,
         ))
     }
-}
-
-/// Gradients produced by [`BnActOp::backward`].
-struct Grads {
-    dx: Vec<f32>,
-    dgb: Vec<f32>,
-    dr: Vec<f32>,
 }
 
 impl CustomOp2 for BnActOp {
@@ -317,7 +238,7 @@ impl CustomOp3 for BnActOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
     use rand::{Rng, SeedableRng};
 

@@ -15,7 +15,7 @@
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
 //! number of threads or on scheduling.
 
-use super::cpu::{f32_slice, sgemm, with_f32, Mat};
+use super::cpu::{f32_slice, give, sgemm, take, take_zeroed, with_f32, Mat};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -44,21 +44,22 @@ pub struct Conv2dOp {
 
 /// Sizes of one convolution problem.
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    k: usize,
-    s: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+pub(crate) struct Geom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub s: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], s: usize, pad: usize) -> Result<Self> {
+    /// From the input and weight shapes, stride and padding.
+    pub fn new(x: &[usize], w: &[usize], s: usize, pad: usize) -> Result<Self> {
         let (&[n, cin, h, wd], &[cout, wcin, k, k2]) = (x, w) else {
             bail!("conv2d: expected 4-d input and weight, got {x:?} and {w:?}")
         };
@@ -70,17 +71,17 @@ impl Geom {
         Ok(Geom { n, cin, h, w: wd, cout, k, s, pad, ho, wo })
     }
     /// Rows of the column matrix: `Cin * K * K`.
-    fn kdim(&self) -> usize {
+    pub fn kdim(&self) -> usize {
         self.cin * self.k * self.k
     }
     /// Output pixels per image.
-    fn p(&self) -> usize {
+    pub fn p(&self) -> usize {
         self.ho * self.wo
     }
-    fn in_img(&self) -> usize {
+    pub fn in_img(&self) -> usize {
         self.cin * self.h * self.w
     }
-    fn out_img(&self) -> usize {
+    pub fn out_img(&self) -> usize {
         self.cout * self.p()
     }
     /// Images per GEMM: a power of two dividing [`CHUNK`], enough to reach [`MIN_COLS`].
@@ -98,10 +99,32 @@ impl Geom {
         let hi = if len + self.pad > kk { ((len - 1 + self.pad - kk) / self.s + 1).min(out) } else { 0 };
         (lo.min(hi), hi)
     }
+
+    /// Stride 1 with "same" padding: every row of the column matrix is the input plane shifted
+    /// by a constant offset, so it can be copied as one block (then the wrapped-around border
+    /// columns are zeroed) instead of row by row.
+    fn shifted(&self) -> bool {
+        self.s == 1 && self.ho == self.h && self.wo == self.w
+    }
+
+    /// For [`Geom::shifted`] geometries: the flat offset from output to input index of kernel
+    /// tap `(ky, kx)`, and the block `[lo, hi)` of output indices whose rows are valid and whose
+    /// input index is inside the plane.
+    fn shift_block(&self, ky: usize, kx: usize) -> (isize, usize, usize) {
+        let (oy0, oy1) = self.valid(ky, self.h, self.ho);
+        let shift = (ky as isize - self.pad as isize) * self.w as isize + kx as isize - self.pad as isize;
+        let plane = (self.h * self.w) as isize;
+        let lo = (oy0 * self.w).max((-shift).max(0) as usize);
+        let hi = (oy1 * self.w).min((plane - shift).max(0) as usize);
+        (shift, lo, hi.max(lo))
+    }
 }
 
 /// Writes image `x` (`Cin x H x W`) into columns `[off, off + Ho*Wo)` of `col` (row length `ld`).
 fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
+    if g.shifted() {
+        return im2col_shifted(g, x, col, ld, off);
+    }
     let (k, p) = (g.k, g.p());
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -117,18 +140,89 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
                     let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
                     let iy = oy * g.s + ky - g.pad;
                     let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    d[..ox0].fill(0.0);
-                    d[ox1..].fill(0.0);
+                    zero_small(&mut d[..ox0]);
+                    zero_small(&mut d[ox1..]);
                     if ox0 == ox1 {
                         continue;
                     }
                     let ix0 = ox0 * g.s + kx - g.pad;
+                    let srow = &src[ix0..ix0 + (ox1 - ox0 - 1) * g.s + 1];
                     if g.s == 1 {
-                        d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
+                        d[ox0..ox1].copy_from_slice(srow);
                     } else {
-                        for (j, v) in d[ox0..ox1].iter_mut().enumerate() {
-                            *v = src[ix0 + j * g.s];
-                        }
+                        gather_strided(&mut d[ox0..ox1], srow, g.s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes a slice that is usually one or two elements long (padding columns): calling memset
+/// for those cost more than the copies around them.
+#[inline(always)]
+fn zero_small(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => {
+            *a = 0.0;
+            *b = 0.0;
+        }
+        _ => s.fill(0.0),
+    }
+}
+
+/// `dst[i] = src[i * s]`. Kept out of line: inlined into the 5-deep loop nest it was compiled
+/// with its counters spilled to the stack, and it dominated the strided convolutions.
+#[inline(never)]
+fn gather_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    if s == 2 {
+        for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
+            *d = pair[0];
+        }
+    } else {
+        for (d, x) in dst.iter_mut().zip(src.iter().step_by(s)) {
+            *d = *x;
+        }
+    }
+}
+
+/// `dst[i * s] += src[i]`, the adjoint of [`gather_strided`].
+#[inline(never)]
+fn scatter_add_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    if s == 2 {
+        for (pair, v) in dst.chunks_mut(2).zip(src) {
+            pair[0] += v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+            *d += v;
+        }
+    }
+}
+
+/// [`im2col`] for [`Geom::shifted`] geometries: one block copy per column-matrix row.
+fn im2col_shifted(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
+    let (k, p, w) = (g.k, g.p(), g.w);
+    for ci in 0..g.cin {
+        let plane = &x[ci * p..(ci + 1) * p];
+        for ky in 0..k {
+            for kx in 0..k {
+                let (shift, lo, hi) = g.shift_block(ky, kx);
+                let (ox0, ox1) = g.valid(kx, g.w, g.wo);
+                let (oy0, oy1) = g.valid(ky, g.h, g.ho);
+                let row = (ci * k + ky) * k + kx;
+                let dst = &mut col[row * ld + off..row * ld + off + p];
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                let s0 = (lo as isize + shift) as usize;
+                dst[lo..hi].copy_from_slice(&plane[s0..s0 + (hi - lo)]);
+                // Columns that wrapped around to the neighbouring row are padding.
+                if ox0 > 0 || ox1 < w {
+                    for oy in oy0..oy1 {
+                        zero_small(&mut dst[oy * w..oy * w + ox0]);
+                        zero_small(&mut dst[oy * w + ox1..(oy + 1) * w]);
                     }
                 }
             }
@@ -137,8 +231,12 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
 }
 
 /// Adds columns `[off, off + Ho*Wo)` of `dcol` back into the image gradient `dx`: the adjoint
-/// of [`im2col`], accumulated in a fixed order.
-fn col2im(g: &Geom, dcol: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
+/// of [`im2col`], accumulated in a fixed order (kernel taps in order for every pixel). `dcol`
+/// is scratch: the shifted fast path zeroes its padding columns first.
+fn col2im(g: &Geom, dcol: &mut [f32], ld: usize, off: usize, dx: &mut [f32]) {
+    if g.shifted() {
+        return col2im_shifted(g, dcol, ld, off, dx);
+    }
     let (k, p) = (g.k, g.p());
     for ci in 0..g.cin {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -156,9 +254,36 @@ fn col2im(g: &Geom, dcol: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
                         continue;
                     }
                     let ix0 = ox0 * g.s + kx - g.pad;
-                    for (j, v) in s[ox0..ox1].iter().enumerate() {
-                        d[ix0 + j * g.s] += v;
+                    let drow = &mut d[ix0..ix0 + (ox1 - ox0 - 1) * g.s + 1];
+                    scatter_add_strided(drow, &s[ox0..ox1], g.s);
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] for [`Geom::shifted`] geometries: one block add per column-matrix row, after
+/// zeroing the entries of padding columns (which the block maps onto neighbouring pixels).
+fn col2im_shifted(g: &Geom, dcol: &mut [f32], ld: usize, off: usize, dx: &mut [f32]) {
+    let (k, p, w) = (g.k, g.p(), g.w);
+    for ci in 0..g.cin {
+        let plane = &mut dx[ci * p..(ci + 1) * p];
+        for ky in 0..k {
+            for kx in 0..k {
+                let (shift, lo, hi) = g.shift_block(ky, kx);
+                let (ox0, ox1) = g.valid(kx, g.w, g.wo);
+                let (oy0, oy1) = g.valid(ky, g.h, g.ho);
+                let row = (ci * k + ky) * k + kx;
+                let src = &mut dcol[row * ld + off..row * ld + off + p];
+                if ox0 > 0 || ox1 < w {
+                    for oy in oy0..oy1 {
+                        zero_small(&mut src[oy * w..oy * w + ox0]);
+                        zero_small(&mut src[oy * w + ox1..(oy + 1) * w]);
                     }
+                }
+                let d0 = (lo as isize + shift) as usize;
+                for (d, v) in plane[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                    *d += v;
                 }
             }
         }
@@ -166,43 +291,43 @@ fn col2im(g: &Geom, dcol: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
 }
 
 /// Forward pass: `y[N, Cout, Ho*Wo]`.
-fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
-    let mut y = vec![0f32; g.n * g.out_img()];
-    y.par_chunks_mut(gs * g.out_img()).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(col, tmp): &mut (Vec<f32>, Vec<f32>), (chunk, ys)| {
-            let n0 = chunk * gs;
-            let gn = ys.len() / g.out_img();
-            let ld = gn * p;
-            col.resize(kdim * ld, 0.0);
+    // Every element is written by a GEMM or the copy below.
+    let mut y = take(g.n * g.out_img());
+    y.par_chunks_mut(gs * g.out_img()).enumerate().for_each(|(chunk, ys)| {
+        let n0 = chunk * gs;
+        let gn = ys.len() / g.out_img();
+        let ld = gn * p;
+        let mut col = take(kdim * ld);
+        for j in 0..gn {
+            let xi = &x[(n0 + j) * g.in_img()..(n0 + j + 1) * g.in_img()];
+            im2col(g, xi, &mut col, ld, j * p);
+        }
+        let wm = Mat::rows(w, kdim);
+        if gn == 1 {
+            sgemm(g.cout, p, kdim, ys, p, false, wm, Mat::rows(&col, ld));
+        } else {
+            let mut tmp = take(g.cout * ld);
+            sgemm(g.cout, ld, kdim, &mut tmp, ld, false, wm, Mat::rows(&col, ld));
             for j in 0..gn {
-                let xi = &x[(n0 + j) * g.in_img()..(n0 + j + 1) * g.in_img()];
-                im2col(g, xi, col, ld, j * p);
-            }
-            let wm = Mat::rows(w, kdim);
-            if gn == 1 {
-                sgemm(g.cout, p, kdim, ys, p, false, wm, Mat::rows(col, ld));
-            } else {
-                tmp.resize(g.cout * ld, 0.0);
-                sgemm(g.cout, ld, kdim, tmp, ld, false, wm, Mat::rows(col, ld));
-                for j in 0..gn {
-                    for co in 0..g.cout {
-                        let dst = &mut ys[j * g.out_img() + co * p..][..p];
-                        dst.copy_from_slice(&tmp[co * ld + j * p..][..p]);
-                    }
+                for co in 0..g.cout {
+                    let dst = &mut ys[j * g.out_img() + co * p..][..p];
+                    dst.copy_from_slice(&tmp[co * ld + j * p..][..p]);
                 }
             }
-        },
-    );
+            give(tmp);
+        }
+        give(col);
+    });
     y
 }
 
-/// Backward pass: input gradient (when `need_dx`) and weight gradient.
-fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+/// Backward pass: input gradient (when `need_dx`, else empty) and weight gradient.
+pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
     let nchunks = g.n.div_ceil(CHUNK);
-    let mut dx = if need_dx { vec![0f32; g.n * g.in_img()] } else { Vec::new() };
+    let mut dx = if need_dx { take_zeroed(g.n * g.in_img()) } else { Vec::new() };
     let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
         dx.chunks_mut(CHUNK * g.in_img()).map(Some).collect()
     } else {
@@ -212,22 +337,23 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f
         .into_par_iter()
         .enumerate()
         .map(|(chunk, mut dxc)| {
-            let mut dw = vec![0f32; g.cout * kdim];
-            let (mut col, mut dcol, mut dyg) = (Vec::new(), Vec::new(), Vec::new());
+            // Fully written by the first GEMM (which does not accumulate).
+            let mut dw = take(g.cout * kdim);
             let (i0, i1) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(g.n));
             for (gi, g0) in (i0..i1).step_by(gs).enumerate() {
                 let gn = gs.min(i1 - g0);
                 let ld = gn * p;
-                col.resize(kdim * ld, 0.0);
+                let mut col = take(kdim * ld);
                 for j in 0..gn {
                     let xi = &x[(g0 + j) * g.in_img()..(g0 + j + 1) * g.in_img()];
                     im2col(g, xi, &mut col, ld, j * p);
                 }
                 // The output gradient of the group as a `[Cout, G*P]` matrix.
+                let mut dyg = Vec::new();
                 let dys: &[f32] = if gn == 1 {
                     &dy[g0 * g.out_img()..(g0 + 1) * g.out_img()]
                 } else {
-                    dyg.resize(g.cout * ld, 0.0);
+                    dyg = take(g.cout * ld);
                     for j in 0..gn {
                         for co in 0..g.cout {
                             let src = &dy[(g0 + j) * g.out_img() + co * p..][..p];
@@ -239,14 +365,15 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f
                 // dW[Cout, Kdim] += dY[Cout, G*P] * col^T[G*P, Kdim]
                 sgemm(g.cout, kdim, ld, &mut dw, kdim, gi > 0, Mat::rows(dys, ld), Mat::cols(&col, ld));
                 if let Some(dxc) = dxc.as_deref_mut() {
-                    // dcol[Kdim, G*P] = W^T[Kdim, Cout] * dY[Cout, G*P]
-                    dcol.resize(kdim * ld, 0.0);
-                    sgemm(kdim, ld, g.cout, &mut dcol, ld, false, Mat::cols(w, kdim), Mat::rows(dys, ld));
+                    // dcol[Kdim, G*P] = W^T[Kdim, Cout] * dY[Cout, G*P], reusing col's buffer.
+                    sgemm(kdim, ld, g.cout, &mut col, ld, false, Mat::cols(w, kdim), Mat::rows(dys, ld));
                     for j in 0..gn {
                         let o = (g0 - i0 + j) * g.in_img();
-                        col2im(g, &dcol, ld, j * p, &mut dxc[o..o + g.in_img()]);
+                        col2im(g, &mut col, ld, j * p, &mut dxc[o..o + g.in_img()]);
                     }
                 }
+                give(col);
+                give(dyg);
             }
             dw
         })
@@ -257,6 +384,7 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f
         for (a, b) in dw.iter_mut().zip(&part) {
             *a += b;
         }
+        give(part);
     }
     (dx, dw)
 }
@@ -314,6 +442,8 @@ mod tests {
             (9, 2, 7, 7, 3, 1, 1, 0),
             (17, 3, 3, 3, 2, 3, 2, 1),
             (2, 2, 6, 5, 3, 3, 2, 0),
+            (3, 2, 5, 8, 4, 3, 1, 1),
+            (2, 3, 9, 9, 2, 5, 1, 2),
         ];
         for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&rand_tensor(&[n, cin, h, w], i as u64)).unwrap();

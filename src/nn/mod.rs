@@ -13,12 +13,14 @@
 //! kernels has a fixed order.
 
 pub mod batchnorm;
+mod bn_kernels;
 pub mod checkpoint;
 pub mod conv;
 mod cpu;
 pub mod data;
 mod error;
 pub mod extract;
+mod fused;
 pub mod init;
 pub mod resnet;
 pub mod schedule;
@@ -37,18 +39,38 @@ pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use schedule::Schedule;
 pub use train::{train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained};
 
-/// Whether the CPU custom ops ([`conv`], [`batchnorm`]) are used; on by default. Turning it off
-/// runs candle's own conv2d and generic BN ops instead: a switch for benchmarks and debugging.
-static FAST_CPU_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Which CPU implementation the layers use; a process-wide switch for benchmarks and debugging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernels {
+    /// candle's own conv2d and generic BN ops (the baseline).
+    Candle = 0,
+    /// The custom conv and BN ops, one candle op per layer.
+    Layers = 1,
+    /// As `Layers`, plus whole BasicBlocks and the stem fused into one op in train mode
+    /// (the default).
+    Fused = 2,
+}
 
-/// Enables or disables the fast CPU kernels process-wide (see `FAST_CPU_KERNELS`).
-pub fn set_fast_cpu_kernels(enabled: bool) {
-    FAST_CPU_KERNELS.store(enabled, std::sync::atomic::Ordering::Relaxed);
+static CPU_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(CpuKernels::Fused as u8);
+
+/// Selects the CPU kernels process-wide (default [`CpuKernels::Fused`]); results agree to
+/// float rounding, not bit for bit.
+pub fn set_cpu_kernels(kernels: CpuKernels) {
+    CPU_KERNELS.store(kernels as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn cpu_kernels() -> u8 {
+    CPU_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// True when a tensor on `device` with `dtype` should use the custom CPU kernels.
 pub(crate) fn use_fast_kernels(device: &candle_core::Device, dtype: candle_core::DType) -> bool {
-    device.is_cpu() && dtype == candle_core::DType::F32 && FAST_CPU_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+    device.is_cpu() && dtype == candle_core::DType::F32 && cpu_kernels() >= CpuKernels::Layers as u8
+}
+
+/// True when training-mode blocks should run as fused ops.
+pub(crate) fn use_fused_kernels(device: &candle_core::Device, dtype: candle_core::DType) -> bool {
+    use_fast_kernels(device, dtype) && cpu_kernels() >= CpuKernels::Fused as u8
 }
 
 impl Trained {

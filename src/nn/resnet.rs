@@ -18,7 +18,8 @@
 
 use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
-use super::NnError;
+use super::fused::{train_forward, ConvParts};
+use super::{use_fused_kernels, NnError};
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -155,6 +156,20 @@ impl Conv {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         conv2d(xs, &self.weight, self.stride, self.padding)
     }
+
+    fn parts(&self) -> ConvParts<'_> {
+        ConvParts { weight: &self.weight, stride: self.stride, padding: self.padding }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn parts_for_tests(&self) -> ConvParts<'_> {
+        self.parts()
+    }
+}
+
+/// Whether to run the fused training ops (CPU, f32, fast kernels enabled, train mode).
+fn fused(xs: &Tensor, train: bool) -> bool {
+    train && use_fused_kernels(xs.device(), xs.dtype())
 }
 
 /// The two-conv residual block of ResNet-18/34.
@@ -187,6 +202,18 @@ impl BasicBlock {
 
     /// `(N, cin, H, W) -> (N, cout, H / stride, W / stride)`.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if fused(xs, train) {
+            let mut units = vec![(self.conv1.parts(), &self.bn1), (self.conv2.parts(), &self.bn2)];
+            if let Some((conv, bn)) = &self.shortcut {
+                units.push((conv.parts(), bn));
+            }
+            return train_forward(xs, &units, true);
+        }
+        self.forward_layers(xs, train)
+    }
+
+    /// The same as [`BasicBlock::forward_t`] with one candle op per layer.
+    pub(crate) fn forward_layers(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?;
         let h = self.conv2.forward(&h)?;
         let skip = match &self.shortcut {
@@ -239,7 +266,11 @@ impl ResNet {
 
     /// The feature map at `tap`, `(N, C, h, w)`; stops computing there.
     pub fn forward_to(&self, xs: &Tensor, tap: Tap, train: bool) -> Result<Tensor> {
-        let mut h = self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?;
+        let mut h = if fused(xs, train) {
+            train_forward(xs, &[(self.conv1.parts(), &self.bn1)], false)?
+        } else {
+            self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?
+        };
         let last = match tap.stage() {
             None => return Ok(h),
             Some(s) => s,

@@ -67,7 +67,7 @@ impl Targets<'_> {
                         teacher_logits.len()
                     )));
                 }
-                if !(temperature > 0.0) || !(0.0..=1.0).contains(&soft_weight) {
+                if temperature.is_nan() || temperature <= 0.0 || !(0.0..=1.0).contains(&soft_weight) {
                     return Err(NnError::invalid(format!(
                         "distillation needs temperature > 0 and soft_weight in [0, 1], got {temperature} and {soft_weight}"
                     )));

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `cfrun status` on an experiment that expands to 1,000 instances, all cached.
+# Usage: benches/status_1000.sh [cfrun binary]   (default target/release/cfrun)
+set -euo pipefail
+bin=${1:-target/release/cfrun}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+seeds=$(seq -s, 1 999)
+cat > "$dir/wide.toml" <<TOML
+[experiment]
+name = "wide"
+seed = 0
+
+[sweep]
+s = [$seeds]
+
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 4
+size = 8
+train_size = 40
+test_size = 8
+
+[stages.noisy]
+op = "label_noise"
+labels = "shapes.labels"
+percent = 10
+seed = "\${s}"
+TOML
+"$bin" "$dir/wide.toml" --cache "$dir/cache" -q
+for i in 1 2 3 4 5; do
+  /usr/bin/time -f "status, 1000 cached instances: %e s wall, %M KB max RSS" "$bin" status "$dir/wide.toml" --cache "$dir/cache" > /dev/null
+done
