@@ -66,7 +66,7 @@ pub struct RunOptions<'a> {
 enum Slot {
     Waiting,
     Running,
-    Done(KeyRecord),
+    Done(Box<KeyRecord>),
     Broken,
 }
 
@@ -116,7 +116,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions<'_>) -> Vec<InstanceRep
                 let upstream: Vec<Option<KeyRecord>> = slots
                     .iter()
                     .map(|s| match s {
-                        Slot::Done(r) => Some(r.clone()),
+                        Slot::Done(r) => Some((**r).clone()),
                         _ => None,
                     })
                     .collect();
@@ -134,7 +134,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions<'_>) -> Vec<InstanceRep
             let Ok((i, report)) = rx.recv() else { break };
             running -= 1;
             slots[i] = match &report.record {
-                Some(r) => Slot::Done(r.clone()),
+                Some(r) => Slot::Done(Box::new(r.clone())),
                 None => Slot::Broken,
             };
             reports[i] = Some(report);

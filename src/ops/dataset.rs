@@ -56,7 +56,7 @@ impl Params for DatasetParams {
                     return Err(ParamError::field(
                         field,
                         format!("`{field}` only applies to the synthetic data set"),
-                        Some(format!("remove it, or use name = \"synthetic\"")),
+                        Some("remove it, or use name = \"synthetic\"".to_string()),
                     ));
                 }
             }

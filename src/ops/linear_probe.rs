@@ -64,7 +64,7 @@ impl Params for ProbeParams {
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ParamError::range("momentum", self.momentum, "in [0, 1)"));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(ParamError::range("weight_decay", self.weight_decay, "non-negative"));
         }
         Ok(())

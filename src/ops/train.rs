@@ -132,7 +132,7 @@ impl Params for TrainParams {
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ParamError::range("momentum", self.momentum, "in [0, 1)"));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(ParamError::range("weight_decay", self.weight_decay, "non-negative"));
         }
         if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
@@ -151,7 +151,7 @@ impl Params for TrainParams {
         if self.blocks.is_some_and(|b| b.contains(&0)) {
             return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(ParamError::range("temperature", self.temperature, "positive"));
         }
         if !(0.0..=1.0).contains(&self.soft_weight) {
