@@ -73,7 +73,8 @@ pub fn reasons(
 ) -> Vec<DirtyReason> {
     let previous = store.name_record(experiment, &inst.name);
     match (recipe, previous) {
-        (Err(pending), _) => vec![pending.clone()],
+        (Err(pending), None) => vec![DirtyReason::New, pending.clone()],
+        (Err(pending), Some(_)) => vec![pending.clone()],
         (Ok(_), None) => vec![DirtyReason::New],
         (Ok(now), Some(prev)) => crate::cache::key::diff(&prev.recipe, now),
     }
