@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{self, ParamError, Params};
 use crate::eval::{self, ProbeConfig};
@@ -52,21 +52,13 @@ mod defaults {
 
 impl Params for ProbeParams {
     fn validate(&self) -> Result<(), ParamError> {
-        if self.epochs == 0 {
-            return Err(ParamError::range("epochs", self.epochs, "at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(ParamError::range("batch_size", self.batch_size, "at least 1"));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(ParamError::range("lr", self.lr, "a positive number"));
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(ParamError::range("momentum", self.momentum, "in [0, 1)"));
-        }
-        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
-            return Err(ParamError::range("weight_decay", self.weight_decay, "non-negative"));
-        }
+        check_sgd(&SgdSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: f64::from(self.lr),
+            momentum: f64::from(self.momentum),
+            weight_decay: f64::from(self.weight_decay),
+        })?;
         Ok(())
     }
 }

@@ -2,13 +2,11 @@
 //! all, and the CLI's `cfrun ops` and the README's reference are generated from it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::config::ParamError;
-use crate::exec::progress::Progress;
 
 mod context;
 pub mod dataset;
@@ -156,6 +154,49 @@ pub trait Op: Send + Sync {
     }
 }
 
+/// The optimiser settings shared by `train` and `linear_probe`, for one range check.
+pub struct SgdSettings {
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 penalty.
+    pub weight_decay: f64,
+}
+
+/// Range checks of [`SgdSettings`], naming the field at fault.
+pub fn check_sgd(s: &SgdSettings) -> Result<(), ParamError> {
+    if s.epochs == 0 {
+        return Err(ParamError::range("epochs", s.epochs, "at least 1"));
+    }
+    if s.batch_size == 0 {
+        return Err(ParamError::range("batch_size", s.batch_size, "at least 1"));
+    }
+    if !(s.lr > 0.0 && s.lr.is_finite()) {
+        return Err(ParamError::range("lr", s.lr, "a positive number"));
+    }
+    if !(0.0..1.0).contains(&s.momentum) {
+        return Err(ParamError::range("momentum", s.momentum, "in [0, 1)"));
+    }
+    if s.weight_decay.is_nan() || s.weight_decay < 0.0 {
+        return Err(ParamError::range("weight_decay", s.weight_decay, "non-negative"));
+    }
+    Ok(())
+}
+
+/// The input slot of aggregating ops (`table`, `plot`): metrics of every instance of the named stages.
+pub const GATHER_METRICS: InputSpec = InputSpec {
+    name: "inputs",
+    kinds: &[Kind::Metrics],
+    required: true,
+    gather: true,
+    doc: "metrics outputs; every instance of each named stage is gathered",
+};
+
 /// Every op cfrun knows, in the order `cfrun ops` lists them.
 pub fn registry() -> &'static [&'static dyn Op] {
     static OPS: &[&dyn Op] = &[
@@ -183,11 +224,3 @@ pub fn names() -> Vec<&'static str> {
 
 /// Per-instance axis values, as the graph assigns them.
 pub type AxisValues = BTreeMap<String, Json>;
-
-/// Helper for ops: the path of an output folder is `<object>/<output name>`.
-pub fn output_path(root: &std::path::Path, output: &str) -> PathBuf {
-    root.join(output)
-}
-
-/// Shared progress type re-exported for op files.
-pub type ProgressHandle = Progress;

@@ -68,13 +68,7 @@ impl Op for Plot {
         "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)"
     }
     fn inputs(&self) -> &'static [InputSpec] {
-        &[InputSpec {
-            name: "inputs",
-            kinds: &[Kind::Metrics],
-            required: true,
-            gather: true,
-            doc: "metrics outputs; every instance of each named stage is gathered",
-        }]
+        &[super::GATHER_METRICS]
     }
     fn outputs(&self) -> &'static [OutputSpec] {
         &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }]

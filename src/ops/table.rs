@@ -137,13 +137,7 @@ impl Op for Table {
         "gathers metrics over sweep instances into a markdown + CSV table"
     }
     fn inputs(&self) -> &'static [InputSpec] {
-        &[InputSpec {
-            name: "inputs",
-            kinds: &[Kind::Metrics],
-            required: true,
-            gather: true,
-            doc: "metrics outputs; every instance of each named stage is gathered",
-        }]
+        &[super::GATHER_METRICS]
     }
     fn outputs(&self) -> &'static [OutputSpec] {
         &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }]

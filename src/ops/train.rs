@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::fsutil::write_atomic;
 use crate::config::params::{self, ParamError, Params};
@@ -120,21 +120,13 @@ impl Params for TrainParams {
                 Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", PRESETS.join(", "))),
             ));
         }
-        if self.epochs == 0 {
-            return Err(ParamError::range("epochs", self.epochs, "at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(ParamError::range("batch_size", self.batch_size, "at least 1"));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(ParamError::range("lr", self.lr, "a positive number"));
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(ParamError::range("momentum", self.momentum, "in [0, 1)"));
-        }
-        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
-            return Err(ParamError::range("weight_decay", self.weight_decay, "non-negative"));
-        }
+        check_sgd(&SgdSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        })?;
         if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
             return Err(ParamError::range("warmup_epochs", self.warmup_epochs, "fewer than `epochs`"));
         }
