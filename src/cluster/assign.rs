@@ -24,6 +24,7 @@ pub(super) fn centroid_sqnorms(centroids: &[f32], d: usize) -> Vec<f32> {
 /// Per-task scratch space, reused across the blocks one rayon job handles.
 struct Scratch {
     dots: Vec<f32>,
+    best: Vec<f32>,
     gather: Vec<f32>,
 }
 
@@ -37,22 +38,25 @@ pub(super) fn assign_points(points: &Points<'_>, centroids: &[f32], k: usize, la
     debug_assert_eq!(labels.len(), points.len());
     let cn = centroid_sqnorms(centroids, d);
     let bs = block_rows(k);
-    let c_t = MatRef::row_major(centroids, k, d).t();
+    let c = MatRef::row_major(centroids, k, d);
     let xn = points.sqnorms();
     let partial: Vec<f64> = labels
         .par_chunks_mut(bs)
         .enumerate()
         .map_init(
-            || Scratch { dots: vec![0.0; bs * k], gather: Vec::new() },
+            || Scratch { dots: vec![0.0; bs * k], best: vec![0.0; bs], gather: Vec::new() },
             |scr, (b, lab)| {
                 let start = b * bs;
                 let m = lab.len();
                 let (rows, scale) = points.block(start, start + m, &mut scr.gather);
                 let dots = &mut scr.dots[..m * k];
-                // dots = -2 x.c ; the per-row ||x||^2 does not change the argmin,
-                // so it is only added back for the inertia.
-                matmul(dots, MatRef::row_major(rows, m, d), c_t, -2.0, false, Parallelism::None);
-                kernels::argmin_block(dots, k, &cn, scale, &xn[start..start + m], lab)
+                // dots (k x m) = -2 c.x ; the per-row ||x||^2 does not change the
+                // argmin, so it is only added back for the inertia. Centroid-major
+                // tiles ran ~5% faster through gemm than row-major ones, and let
+                // the argmin vectorise across rows.
+                matmul(dots, c, MatRef::row_major(rows, m, d).t(), -2.0, false, Parallelism::None);
+                let xn = &xn[start..start + m];
+                kernels::argmin_block(dots, &cn, scale, xn, lab, &mut scr.best[..m])
             },
         )
         .collect();

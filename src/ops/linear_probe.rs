@@ -71,7 +71,8 @@ impl Op for LinearProbe {
         "linear_probe"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: blocked k-means without a normalised copy / probe with a capped batch size.
+        2
     }
     fn summary(&self) -> &'static str {
         "softmax regression on frozen, standardised features: train split -> test split top-1"

@@ -1,0 +1,101 @@
+"""PyTorch twin of nn::resnet (same layers, names and shapes) for side-by-side throughput.
+
+Usage: python3 benches/python/torch_resnet.py [--steps N] [--presets tiny,cpu,gpu]
+Prints train (forward + backward + SGD step) and inference images/s at batch 128, 1x28x28,
+with torch.set_num_threads(2). Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    "tiny": dict(stem=4, widths=(4, 8, 8, 8), blocks=(1, 1, 1, 1)),
+    "cpu": dict(stem=16, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1)),
+    "gpu": dict(stem=64, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential()
+            self.shortcut.add_module("conv", nn.Conv2d(cin, cout, 1, stride, 0, bias=False))
+            self.shortcut.add_module("bn", nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(h + skip)
+
+
+class ResNet(nn.Module):
+    def __init__(self, in_channels, stem, widths, blocks, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        cin = stem
+        for s, (w, b) in enumerate(zip(widths, blocks)):
+            stage = []
+            for i in range(b):
+                stage.append(Block(cin, w, 2 if s > 0 and i == 0 else 1))
+                cin = w
+            setattr(self, f"res{s + 2}", nn.Sequential(*stage))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        for s in range(2, 6):
+            h = getattr(self, f"res{s}")(h)
+        return self.fc(h.mean((2, 3)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--presets", default="tiny,cpu,gpu")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    batch = 128
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.arange(batch) % 10
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}, 1x28x28")
+    for name in args.presets.split(","):
+        p = PRESETS[name]
+        model = ResNet(1, p["stem"], p["widths"], p["blocks"], 10)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        n = max(2, -(-args.steps // 5)) if name == "gpu" else args.steps
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        model.train()
+        step()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        train = n * batch / (time.perf_counter() - t0)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                model(x)
+            infer = n * batch / (time.perf_counter() - t0)
+        print(f"resnet_{name:5} train {train:8.1f} img/s   inference {infer:8.1f} img/s   ({n} steps)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+//! Training and inference throughput of the ResNet presets at batch 128 on 1x28x28 inputs.
+//!
+//! `cargo run --release --example bench_train -- [--steps N] [--presets tiny,cpu,gpu]
+//! [--kernels candle|layers|fused] [--epoch]`: `candle` uses candle's own conv2d and BN ops,
+//! `layers` the custom ops one per layer, `fused` (default) also fuses blocks; `--epoch` also times one full `train()` epoch over 20k random images
+//! (resnet_cpu, with augmentation). Threads: RAYON_NUM_THREADS (default 2).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use cfrun::nn::{self, ResNet, ResNetConfig};
+use mimalloc::MiMalloc;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat: on a shared
+/// machine wall time is noisy, CPU time much less so.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let steps: usize = arg_value(&args, "--steps").map(|v| v.parse()).transpose()?.unwrap_or(10);
+    let presets = arg_value(&args, "--presets").unwrap_or_else(|| "tiny,cpu,gpu".into());
+    let kernels = match arg_value(&args, "--kernels").as_deref() {
+        Some("candle") => nn::CpuKernels::Candle,
+        Some("layers") => nn::CpuKernels::Layers,
+        _ => nn::CpuKernels::Fused,
+    };
+    nn::set_cpu_kernels(kernels);
+    let dev = Device::Cpu;
+    let batch = 128;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let xv: Vec<f32> = (0..batch * 28 * 28).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::from_vec(xv, (batch, 1, 28, 28), &dev)?;
+    let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
+    println!("kernels: {kernels:?}, threads: {threads}, batch {batch}, 1x28x28");
+    for name in presets.split(',') {
+        let arch = ResNetConfig::preset(&format!("resnet_{name}"), 1, 10).ok_or("unknown preset")?;
+        let vm = VarMap::new();
+        let model = ResNet::new(&arch, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        nn::init_weights(&vm, 0)?;
+        let mut sgd = nn::sgd::Sgd::new(&vm, 0.9, 5e-4, BTreeMap::new())?;
+        let mut step = || -> Result<(), Box<dyn std::error::Error>> {
+            let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
+            sgd.step(&loss.backward()?, 0.01)?;
+            Ok(())
+        };
+        let n = if name == "gpu" { steps.div_ceil(5).max(2) } else { steps };
+        step()?;
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        for _ in 0..n {
+            step()?;
+        }
+        let imgs = (n * batch) as f64;
+        let train = imgs / t0.elapsed().as_secs_f64();
+        let train_cpu = imgs * threads as f64 / (cpu_seconds() - c0);
+        model.forward_t(&x, false)?;
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        for _ in 0..n {
+            model.forward_t(&x, false)?.to_vec2::<f32>()?;
+        }
+        let infer = imgs / t0.elapsed().as_secs_f64();
+        let infer_cpu = imgs * threads as f64 / (cpu_seconds() - c0);
+        println!(
+            "resnet_{name:5} train {train:8.1} img/s ({train_cpu:7.1} per {threads} CPU-s)   \
+             inference {infer:8.1} img/s ({infer_cpu:7.1})   ({n} steps)"
+        );
+    }
+    if args.iter().any(|a| a == "--epoch") {
+        let n = 20_000;
+        let pixels: Vec<u8> = (0..n * 784).map(|_| rng.random()).collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+        let data = nn::ImageData { pixels: &pixels, n, c: 1, h: 28, w: 28 };
+        let cfg = nn::TrainConfig {
+            arch: ResNetConfig::resnet_cpu(1, 10),
+            epochs: 1,
+            batch_size: batch,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0,
+            schedule: nn::Schedule::Cosine,
+            augment: nn::Augment { crop_padding: 2, hflip: false },
+            seed: 0,
+        };
+        let targets = nn::Targets::Hard { labels: &labels, num_classes: 10 };
+        let c0 = cpu_seconds();
+        let t = nn::train(&data, &targets, &cfg, &dev, None, &mut nn::NoObserver)?;
+        let s = &t.history[0];
+        let cpu = cpu_seconds() - c0;
+        println!(
+            "train() epoch, 20k images, resnet_cpu: {:.1} s ({:.1} img/s; {cpu:.1} CPU-s = {:.1} img per {threads} CPU-s)",
+            s.seconds,
+            s.images_per_sec,
+            n as f64 * threads as f64 / cpu
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Times `eval::linear_probe` on `.npy` splits; prints one JSON line.
+//!
+//! Usage: probe_bench TRAIN_X.npy TRAIN_Y.npy TEST_X.npy TEST_Y.npy
+//!        [--epochs E] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]
+//! Defaults are `ProbeConfig::default()`. Thread count comes from RAYON_NUM_THREADS.
+
+#[path = "common/npy.rs"]
+mod npy;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+use cfrun::eval::{self, ProbeConfig};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("probe_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Value following `--name`, parsed, or `default`.
+fn opt<T: FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => {
+            args.get(i + 1).ok_or(format!("{name} needs a value"))?.parse().map_err(|_| format!("bad value for {name}"))
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        return Err("usage: probe_bench TRAIN_X TRAIN_Y TEST_X TEST_Y [--epochs E] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]".into());
+    }
+    let trx = npy::read_f32(Path::new(&args[1]))?;
+    let try_ = npy::read_labels(Path::new(&args[2]))?;
+    let tex = npy::read_f32(Path::new(&args[3]))?;
+    let tey = npy::read_labels(Path::new(&args[4]))?;
+    let d = trx.shape[1];
+    let classes = try_.data.iter().chain(&tey.data).max().map_or(0, |&m| m as usize + 1);
+    let def = ProbeConfig::default();
+    let cfg = ProbeConfig {
+        epochs: opt(&args, "--epochs", def.epochs)?,
+        batch_size: opt(&args, "--batch", def.batch_size)?,
+        lr: opt(&args, "--lr", def.lr)?,
+        weight_decay: opt(&args, "--wd", def.weight_decay)?,
+        momentum: opt(&args, "--momentum", def.momentum)?,
+        seed: opt(&args, "--seed", def.seed)?,
+    };
+    let t0 = Instant::now();
+    let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
+        .map_err(|e| e.to_string())?;
+    let secs = t0.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "n_train": try_.data.len(), "n_test": tey.data.len(), "d": d, "classes": classes,
+        "threads": rayon::current_num_threads(),
+        "config": cfg,
+        "seconds": secs,
+        "train_top1": r.train_top1, "test_top1": r.test_top1, "test_top5": r.test_top5,
+        "loss_per_epoch": r.loss_per_epoch,
+    });
+    println!("{out}");
+    Ok(())
+}
