@@ -17,6 +17,34 @@ fn cfrun(cache: &Path, args: &[&str]) -> Output {
         .expect("cfrun starts")
 }
 
+/// Starts `cfrun FILE EXTRA`, waits for a log line containing `marker`, waits `delay_ms`, then
+/// kills it with SIGKILL (what `Child::kill` sends on Unix).
+fn kill_when_logged(cache: &Path, file: &Path, extra: &[&str], marker: &str, delay_ms: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(file)
+        .args(extra)
+        .arg("--cache")
+        .arg(cache)
+        .env("CFRUN_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(n > 0, "cfrun ended before logging `{marker}`");
+        if line.contains(marker) {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn smoke() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml")
 }
@@ -150,29 +178,8 @@ fn kill_mid_stage_leaves_the_cache_intact() {
     let cache = tempfile::tempdir().unwrap();
     let reference = tempfile::tempdir().unwrap();
     let slow = ["--set", "stages.clusters.iterations=400", "--set", "stages.shapes.train_size=4000"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args([smoke().to_str().unwrap()])
-        .args(slow)
-        .arg("--cache")
-        .arg(cache.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
     // Wait until a k-means instance is running, then kill -9.
-    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        assert!(n > 0, "cfrun ended before k-means started");
-        if line.contains("running clusters") {
-            break;
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_logged(cache.path(), &smoke(), &slow, "running clusters", 150);
     let resumed = run_json(cache.path(), &smoke(), &slow);
     assert!(resumed.values().all(|o| o == "ran" || o == "cached"));
     run_json(reference.path(), &smoke(), &slow);
@@ -304,27 +311,7 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     // Kill a training run mid-way; the rerun resumes from its checkpoint and ends bit-identical.
     let killed = tempfile::tempdir().unwrap();
     let longer = ["--set", "stages.pretrain.epochs=6"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args([file.to_str().unwrap()])
-        .args(longer)
-        .arg("--cache")
-        .arg(killed.path())
-        .env("CFRUN_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "ended before epoch 3");
-        if line.contains("epoch 3/6") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_logged(killed.path(), &file, &longer, "epoch 3/6", 0);
     let out = cfrun(killed.path(), &[file.to_str().unwrap(), longer[0], longer[1]]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
