@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
+pub use probe::linear_probe;
 
 /// Linear-probe training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,21 +58,4 @@ pub struct ProbeResult {
     pub per_class_test_acc: Vec<f64>,
     /// Mean training cross-entropy of each epoch (measured during the epoch).
     pub loss_per_epoch: Vec<f64>,
-}
-
-/// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
-///
-/// `on_epoch(epoch, mean_loss)` is called after every epoch.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_probe(
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    num_classes: usize,
-    cfg: &ProbeConfig,
-    on_epoch: &mut dyn FnMut(usize, f64),
-) -> Result<ProbeResult, EvalError> {
-    probe::run(train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch)
 }

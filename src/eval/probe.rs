@@ -61,9 +61,11 @@ fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// See [`super::linear_probe`].
+/// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
+///
+/// `on_epoch(epoch, mean_loss)` is called after every epoch.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn run(
+pub fn linear_probe(
     train_x: &[f32],
     train_y: &[u32],
     test_x: &[f32],
