@@ -18,6 +18,7 @@ pub mod linear_probe;
 pub mod plot;
 pub mod table;
 pub mod train;
+pub mod video;
 
 pub use context::{InputArtifact, StageCtx};
 
@@ -27,6 +28,8 @@ pub use context::{InputArtifact, StageCtx};
 pub enum Kind {
     /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
     Images,
+    /// Video clips of a train and a test split (u8, NCTHW); stored like images with `frames > 1`.
+    Clips,
     /// One class id per image of each split.
     Labels,
     /// An `[N, D]` f32 matrix per split.
@@ -43,6 +46,7 @@ impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
             Kind::Images => "images",
+            Kind::Clips => "clips",
             Kind::Labels => "labels",
             Kind::Features => "features",
             Kind::Model => "model",
@@ -201,6 +205,7 @@ pub const GATHER_METRICS: InputSpec = InputSpec {
 pub fn registry() -> &'static [&'static dyn Op] {
     static OPS: &[&dyn Op] = &[
         &dataset::Dataset,
+        &video::Video,
         &label_noise::LabelNoise,
         &train::Train,
         &extract::Extract,
