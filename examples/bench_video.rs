@@ -30,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let num = |name: &str, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
         Ok(arg_value(&args, name).map(|v| v.parse()).transpose()?.unwrap_or(default))
     };
-    let (steps, batch, frames, size) = (num("--steps", 5)?, num("--batch", 64)?, num("--frames", 8)?, num("--size", 24)?);
+    let (steps, batch, frames, size) =
+        (num("--steps", 5)?, num("--batch", 64)?, num("--frames", 8)?, num("--size", 24)?);
     let presets = arg_value(&args, "--presets").unwrap_or_else(|| "small,large".into());
     let dev = Device::Cpu;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

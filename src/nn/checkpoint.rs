@@ -11,8 +11,8 @@
 //! directory and renames it. f32 values round-trip exactly, which is what makes a resumed run
 //! bit-identical to an uninterrupted one.
 
-use super::data::Normalization;
 use super::arch::{Arch, Net};
+use super::data::Normalization;
 use super::train::{EpochStats, TrainConfig};
 use super::NnError;
 use candle_core::{DType, Device, Tensor, Var};

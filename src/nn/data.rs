@@ -181,7 +181,13 @@ pub(crate) fn fill_batch(
 
 /// One `h x w` plane through `table`, shifted by `(dy - p, dx - p)` (zero outside), optionally
 /// mirrored.
-fn fill_plane(src: &[u8], table: &[f32; 256], (h, w): (usize, usize), (dy, dx, p, flip): (usize, usize, usize, bool), dst: &mut [f32]) {
+fn fill_plane(
+    src: &[u8],
+    table: &[f32; 256],
+    (h, w): (usize, usize),
+    (dy, dx, p, flip): (usize, usize, usize, bool),
+    dst: &mut [f32],
+) {
     if dy == p && dx == p && !flip {
         dst.iter_mut().zip(src).for_each(|(d, &s)| *d = table[s as usize]);
         return;

@@ -9,9 +9,9 @@
 //! | `Adaptive(s)` | `C*s*s` | PyTorch `adaptive_avg_pool2d(s)` then flatten `(C, s, s)` |
 //! | `Flatten` | `C*h*w` | the map flattened as `(C, h, w)` |
 
+use super::arch::{Arch, Net};
 use super::checkpoint::build_model;
 use super::data::{fill_batch, Augment, ImageData, Normalization};
-use super::arch::{Arch, Net};
 use super::resnet::Tap;
 use super::NnError;
 use candle_core::{Device, Tensor};

@@ -35,12 +35,12 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
+pub use arch::{Arch, Net, PRESETS};
 pub use checkpoint::{build_model, load_model, save_model, ModelMeta, TrainState};
 pub use data::{Augment, ImageData, Normalization};
 pub use error::NnError;
 pub use extract::{extract, logits, Pool};
 pub use init::init_weights;
-pub use arch::{Arch, Net, PRESETS};
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use schedule::Schedule;

@@ -175,7 +175,15 @@ struct Conv2Plus1D {
 
 impl Conv2Plus1D {
     #[allow(clippy::too_many_arguments)]
-    fn new(cin: usize, cout: usize, k: usize, kt: usize, stride: usize, t_stride: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        kt: usize,
+        stride: usize,
+        t_stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let mid = mid_width(cin, cout, k, kt);
         Ok(Conv2Plus1D {
             spatial: Conv::new(cin, mid, k, stride, vb.pp("spatial"))?,
@@ -254,7 +262,8 @@ impl R2Plus1D {
             let svb = vb.pp(Tap::ALL[s + 1].name());
             let mut stage = Vec::with_capacity(cfg.blocks[s]);
             for b in 0..cfg.blocks[s] {
-                let (stride, t_stride) = if b == 0 { (if s > 0 { 2 } else { 1 }, cfg.temporal_strides[s]) } else { (1, 1) };
+                let (stride, t_stride) =
+                    if b == 0 { (if s > 0 { 2 } else { 1 }, cfg.temporal_strides[s]) } else { (1, 1) };
                 stage.push(Block::new(cin, cfg.widths[s], stride, t_stride, kt, svb.pp(b))?);
                 cin = cfg.widths[s];
             }
@@ -268,7 +277,12 @@ impl R2Plus1D {
         // The stem's middle width follows the same rule with a 7x7-like budget, as in the paper's
         // 45-channel stem; with a 3x3 spatial kernel here.
         let conv1 = Conv2Plus1D::new(cfg.in_channels, cfg.stem_width, 3, kt, cfg.stem_stride, 1, vb.pp("conv1"))?;
-        Ok(R2Plus1D { conv1, bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?, stages, fc: Linear::new(fc_w, Some(fc_b)) })
+        Ok(R2Plus1D {
+            conv1,
+            bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
+            stages,
+            fc: Linear::new(fc_w, Some(fc_b)),
+        })
     }
 
     /// `(N, C, T, H, W)` (or `(N, C, H, W)`, one frame) as frames `(N*T, C, H, W)`.
@@ -277,7 +291,11 @@ impl R2Plus1D {
             return Ok(Frames { x: xs.clone(), t: 1 });
         }
         let (n, c, t, h, w) = xs.dims5()?;
-        let x = if c == 1 { xs.reshape((n * t, 1, h, w))? } else { xs.permute((0, 2, 1, 3, 4))?.contiguous()?.reshape((n * t, c, h, w))? };
+        let x = if c == 1 {
+            xs.reshape((n * t, 1, h, w))?
+        } else {
+            xs.permute((0, 2, 1, 3, 4))?.contiguous()?.reshape((n * t, c, h, w))?
+        };
         Ok(Frames { x, t })
     }
 
@@ -319,3 +337,7 @@ impl R2Plus1D {
         self.fc.forward(&self.embed(xs, train)?)
     }
 }
+
+#[cfg(test)]
+#[path = "r2plus1d_tests.rs"]
+mod tests;

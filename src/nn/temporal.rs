@@ -50,7 +50,9 @@ impl CustomOp1 for ShiftStack {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let &[b, t, c, p] = l.dims() else { candle_core::bail!("shift_stack: expected (B, T, C, P), got {:?}", l.dims()) };
+        let &[b, t, c, p] = l.dims() else {
+            candle_core::bail!("shift_stack: expected (B, T, C, P), got {:?}", l.dims())
+        };
         let x = f32_slice(s, l)?;
         let (frame, kt) = (c * p, self.kt);
         let mut y = vec![0f32; b * t * kt * frame];
@@ -78,7 +80,9 @@ impl CustomOp1 for ShiftSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let &[b, t, kc, p] = l.dims() else { candle_core::bail!("shift_sum: expected (B, T, kt*C, P), got {:?}", l.dims()) };
+        let &[b, t, kc, p] = l.dims() else {
+            candle_core::bail!("shift_sum: expected (B, T, kt*C, P), got {:?}", l.dims())
+        };
         let g = f32_slice(s, l)?;
         let (kt, c) = (self.kt, kc / self.kt);
         let frame = c * p;
@@ -115,8 +119,12 @@ mod tests {
         let n = 2 * 5 * 3 * 4;
         let x = Var::from_vec((0..n).map(|v| (v as f32 * 0.37).sin()).collect::<Vec<_>>(), (2, 5, 3, 4), &Device::Cpu)
             .unwrap();
-        let up = Tensor::from_vec((0..n * 3).map(|v| (v as f32 * 0.11).cos()).collect::<Vec<_>>(), (2, 5, 9, 4), &Device::Cpu)
-            .unwrap();
+        let up = Tensor::from_vec(
+            (0..n * 3).map(|v| (v as f32 * 0.11).cos()).collect::<Vec<_>>(),
+            (2, 5, 9, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
         let fast = x.contiguous().unwrap().apply_op1(ShiftStack { kt: 3 }).unwrap();
         let slow = shift_stack_candle(&x, 3).unwrap();
         let diff = (&fast - &slow).unwrap().abs().unwrap();

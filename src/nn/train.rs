@@ -10,11 +10,11 @@
 //! `soft_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - soft_weight) * CE`
 //! averaged over the batch (a term whose weight is 0 is not computed at all).
 
+use super::arch::Arch;
 use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
 use super::data::{fill_batch, Augment, ImageData, Normalization};
 use super::init::{init_weights, rng_for};
-use super::arch::Arch;
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
 use super::NnError;

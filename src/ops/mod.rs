@@ -15,6 +15,7 @@ pub mod extract;
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
+pub mod per_label_kmeans;
 pub mod plot;
 pub mod table;
 pub mod train;
@@ -210,6 +211,7 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &train::Train,
         &extract::Extract,
         &kmeans::KMeans,
+        &per_label_kmeans::PerLabelKMeans,
         &linear_probe::LinearProbe,
         &table::Table,
         &plot::Plot,

@@ -326,7 +326,10 @@ impl Op for Train {
             )));
         }
         if p.clip_frames.is_some_and(|f| f > m.frames) {
-            return Err(OpError::Invalid(format!("clip_frames = {:?} but the clips have {} frames", p.clip_frames, m.frames)));
+            return Err(OpError::Invalid(format!(
+                "clip_frames = {:?} but the clips have {} frames",
+                p.clip_frames, m.frames
+            )));
         }
         let cfg = TrainConfig {
             arch,

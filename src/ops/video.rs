@@ -145,7 +145,8 @@ impl Op for Video {
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let p: VideoParams = ctx.params()?;
-        let name: DatasetName = p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
+        let name: DatasetName =
+            p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
         let space: LabelSpace = p.label_space.parse().map_err(OpError::Invalid)?;
         let opts = LoadOptions {
             path: p.path.clone(),

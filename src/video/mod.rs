@@ -97,7 +97,8 @@ pub fn draw_motion(verb: Verb, fast: bool, style: &ClipStyle, side: usize, rng: 
     if verb.family() == F::Zoom {
         // Keep the whole zoom inside the allowed sizes.
         let grow = (rate * last).exp();
-        let (lo, hi) = if verb == Verb::ZoomIn { (ZOOM_FRAC.0, ZOOM_FRAC.1 / grow) } else { (ZOOM_FRAC.0 * grow, ZOOM_FRAC.1) };
+        let (lo, hi) =
+            if verb == Verb::ZoomIn { (ZOOM_FRAC.0, ZOOM_FRAC.1 / grow) } else { (ZOOM_FRAC.0 * grow, ZOOM_FRAC.1) };
         frac = if hi > lo { rng.random_range(lo..hi) } else { (lo + hi) / 2.0 };
     }
     let angle = if verb.family() == F::Spin {
