@@ -319,3 +319,26 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(killed.path()), objects(reference.path()));
 }
+
+#[test]
+fn video_pipeline_end_to_end_is_cached_and_deterministic() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("video_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
+    assert_eq!(first.len(), 24);
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "cached"), "{v}");
+    let files: Vec<String> = v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(files.iter().filter(|f| f.ends_with("clips.png")).count(), 2, "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("table.md")));
+    let other = tempfile::tempdir().unwrap();
+    run_json(other.path(), &file, &[]);
+    assert_eq!(objects(cache.path()), objects(other.path()));
+}

@@ -154,7 +154,8 @@ impl Op for Video {
             train_size: None,
             test_size: None,
             subset_seed: p.seed,
-            synthetic: SyntheticOptions { seed: p.seed, ..SyntheticOptions::default() },
+            // Source images only: a few hundred shapes are plenty of distinct objects.
+            synthetic: SyntheticOptions { seed: p.seed, n_train: 500, n_test: 200, ..SyntheticOptions::default() },
         };
         let ds = data::load(name, &opts)?;
         if ds.channels != 1 || ds.height != ds.width {
