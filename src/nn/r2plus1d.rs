@@ -91,7 +91,7 @@ impl R2Plus1DConfig {
             || self.widths.contains(&0)
             || self.blocks.contains(&0);
         let strides_ok = [self.stem_stride].iter().chain(&self.temporal_strides).all(|&s| s == 1 || s == 2);
-        if zero || !strides_ok || self.temporal_kernel % 2 == 0 {
+        if zero || !strides_ok || self.temporal_kernel.is_multiple_of(2) {
             return Err(NnError::invalid(format!(
                 "R(2+1)D architecture needs positive sizes, strides 1 or 2 and an odd temporal kernel: {self:?}"
             )));
@@ -114,7 +114,7 @@ struct Frames {
 
 /// The temporal stride that applies to `t` frames.
 fn effective_stride(stride: usize, t: usize) -> usize {
-    if stride == 2 && t >= 2 && t % 2 == 0 {
+    if stride == 2 && t >= 2 && t.is_multiple_of(2) {
         2
     } else {
         1

@@ -180,6 +180,9 @@ fn crop_offsets(frames: usize, len: usize, count: usize) -> Vec<usize> {
     (0..count).map(|j| (j * room + (count - 1) / 2) / (count - 1)).collect()
 }
 
+const MODEL: InputSpec =
+    InputSpec { name: "model", kinds: &[Kind::Model], required: true, gather: false, doc: "a trained network" };
+
 #[cfg(test)]
 mod tests {
     use super::crop_offsets;
@@ -192,6 +195,3 @@ mod tests {
         assert_eq!(crop_offsets(10, 4, 2), vec![0, 6]);
     }
 }
-
-const MODEL: InputSpec =
-    InputSpec { name: "model", kinds: &[Kind::Model], required: true, gather: false, doc: "a trained network" };

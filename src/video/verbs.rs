@@ -229,7 +229,7 @@ impl Motion {
                     let span = (frames.max(2) - 1) as f32;
                     p.y -= self.amplitude * (std::f32::consts::PI * tf / span).sin();
                 }
-                _ => p.x += if t % 2 == 0 { self.amplitude } else { -self.amplitude },
+                _ => p.x += if t.is_multiple_of(2) { self.amplitude } else { -self.amplitude },
             },
         }
         p
