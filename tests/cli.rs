@@ -319,3 +319,35 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(killed.path()), objects(reference.path()));
 }
+
+#[test]
+fn weak_supervision_pipeline_shares_its_prefix_and_reports_every_baseline() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("weak_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let table = v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .find(|f| f.ends_with("table.md"))
+        .expect("a table");
+    let table = std::fs::read_to_string(table).unwrap();
+    for column in ["N_pre", "N_pre2x", "Distill.", "Prototype", "CF k=6", "CF k=24"] {
+        assert!(table.contains(column), "no {column} column in\n{table}");
+    }
+    // The tags carry what weak_tags promises: a vocabulary of 6 x 2 synonyms + 1 polysemous + 2
+    // non-visual tags, every image with at least one tag.
+    let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "tags", "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let text = shown.to_string();
+    assert!(text.contains("\"vocabulary\":15.0") || text.contains("\"vocabulary\":15"), "{text}");
+    // N_pre2x differs from N_pre only in epochs: changing it re-runs its own chain and the table,
+    // never the data, the tags or N_pre.
+    let edited = run_json(cache.path(), &file, &["--set", "stages.pretrain2x.epochs=5"]);
+    assert_eq!(ran(&edited), set(&["pretrain2x", "feat_pre2x", "probe_pre2x", "results"]));
+}

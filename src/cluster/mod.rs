@@ -19,6 +19,7 @@ mod init;
 mod kernels;
 pub(crate) mod linalg;
 mod lloyd;
+mod prototypes;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use error::ClusterError;
+pub use prototypes::class_means;
 
 use data::Points;
 

@@ -10,6 +10,7 @@ mod describe;
 mod download;
 mod error;
 mod external;
+pub mod hashtags;
 mod idx;
 mod name;
 mod pickle;

@@ -37,7 +37,7 @@ pub use extract::{extract, logits, Pool};
 pub use init::init_weights;
 pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use schedule::Schedule;
-pub use train::{train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained};
+pub use train::{train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained, Truth};
 
 /// Which CPU implementation the layers use; a process-wide switch for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

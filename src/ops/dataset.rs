@@ -149,9 +149,11 @@ impl Op for Dataset {
                 num_classes: ds.num_classes,
                 class_names: ds.class_names.clone(),
                 source: ds.name.clone(),
+                tag_classes: Vec::new(),
             },
             train: ds.train.labels,
             test: ds.test.labels,
+            tags: None,
         };
         labels.save(&ctx.output_dir("labels"))?;
         Images { meta, train: ds.train.pixels, test: ds.test.pixels }.save(&ctx.output_dir("images"))

@@ -166,8 +166,9 @@ impl Op for KMeans {
             num_classes: p.k,
             class_names: Vec::new(),
             source: format!("kmeans k={} on {}", p.k, feats.meta.source),
+            tag_classes: Vec::new(),
         };
-        Labels { meta, train, test }.save(&out)?;
+        Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, p.k, d)?;
         metrics.save(&ctx.output_dir("metrics"))
     }

@@ -16,8 +16,10 @@ pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
 pub mod plot;
+pub mod prototype;
 pub mod table;
 pub mod train;
+pub mod weak_tags;
 
 pub use context::{InputArtifact, StageCtx};
 
@@ -202,9 +204,11 @@ pub fn registry() -> &'static [&'static dyn Op] {
     static OPS: &[&dyn Op] = &[
         &dataset::Dataset,
         &label_noise::LabelNoise,
+        &weak_tags::WeakTags,
         &train::Train,
         &extract::Extract,
         &kmeans::KMeans,
+        &prototype::Prototype,
         &linear_probe::LinearProbe,
         &table::Table,
         &plot::Plot,
