@@ -351,3 +351,36 @@ fn weak_supervision_pipeline_shares_its_prefix_and_reports_every_baseline() {
     let edited = run_json(cache.path(), &file, &["--set", "stages.pretrain2x.epochs=5"]);
     assert_eq!(ran(&edited), set(&["pretrain2x", "feat_pre2x", "probe_pre2x", "results"]));
 }
+
+/// The device is provenance, not identity (README, "Devices"): a cache entry made on a GPU serves
+/// a CPU run and the reverse, and asking for a GPU this binary cannot open fails before any work.
+#[test]
+fn device_is_recorded_but_not_part_of_the_recipe_key() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = run_json(cache.path(), &smoke(), &["--device", "cpu"]);
+    assert!(first.values().all(|o| o == "ran"), "{first:?}");
+    // Pretend a GPU made every artifact: rewrite the device in each key record's provenance.
+    for e in std::fs::read_dir(cache.path().join("keys")).unwrap() {
+        let path = e.unwrap().path();
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["provenance"]["device"], "cpu");
+        v["provenance"]["device"] = Value::from("cuda:0");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    for device in ["cpu", "auto"] {
+        let again = run_json(cache.path(), &smoke(), &["--device", device]);
+        assert!(again.values().all(|o| o == "cached"), "--device {device}: {again:?}");
+    }
+    let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v[0]["provenance"]["device"], "cuda:0", "show tells which device made an artifact");
+
+    if cfg!(not(feature = "cuda")) {
+        let empty = tempfile::tempdir().unwrap();
+        let out = cfrun(empty.path(), &[smoke().to_str().unwrap(), "--device", "cuda"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("built without CUDA support"), "{}", stderr(&out));
+        let keys = empty.path().join("keys");
+        assert!(!keys.exists() || std::fs::read_dir(keys).unwrap().next().is_none(), "nothing ran");
+    }
+}
