@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             augment: nn::Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
             seed: 0,
         };
-        let targets = nn::Targets::Hard { labels: &labels, num_classes: 10 };
+        let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 10 };
         let c0 = cpu_seconds();
         let t = nn::train(&data, &targets, &cfg, &dev, None, &mut nn::NoObserver)?;
         let s = &t.history[0];

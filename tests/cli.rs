@@ -321,6 +321,71 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
 }
 
 #[test]
+fn weak_supervision_pipeline_shares_its_prefix_and_reports_every_baseline() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("weak_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let table = v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .find(|f| f.ends_with("table.md"))
+        .expect("a table");
+    let table = std::fs::read_to_string(table).unwrap();
+    for column in ["N_pre", "N_pre2x", "Distill.", "Prototype", "CF k=6", "CF k=24"] {
+        assert!(table.contains(column), "no {column} column in\n{table}");
+    }
+    // The tags carry what weak_tags promises: a vocabulary of 6 x 2 synonyms + 1 polysemous + 2
+    // non-visual tags, every image with at least one tag.
+    let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "tags", "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let text = shown.to_string();
+    assert!(text.contains("\"vocabulary\":15.0") || text.contains("\"vocabulary\":15"), "{text}");
+    // N_pre2x differs from N_pre only in epochs: changing it re-runs its own chain and the table,
+    // never the data, the tags or N_pre.
+    let edited = run_json(cache.path(), &file, &["--set", "stages.pretrain2x.epochs=5"]);
+    assert_eq!(ran(&edited), set(&["pretrain2x", "feat_pre2x", "probe_pre2x", "results"]));
+}
+
+/// The device is provenance, not identity (README, "Devices"): a cache entry made on a GPU serves
+/// a CPU run and the reverse, and asking for a GPU this binary cannot open fails before any work.
+#[test]
+fn device_is_recorded_but_not_part_of_the_recipe_key() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = run_json(cache.path(), &smoke(), &["--device", "cpu"]);
+    assert!(first.values().all(|o| o == "ran"), "{first:?}");
+    // Pretend a GPU made every artifact: rewrite the device in each key record's provenance.
+    for e in std::fs::read_dir(cache.path().join("keys")).unwrap() {
+        let path = e.unwrap().path();
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["provenance"]["device"], "cpu");
+        v["provenance"]["device"] = Value::from("cuda:0");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    for device in ["cpu", "auto"] {
+        let again = run_json(cache.path(), &smoke(), &["--device", device]);
+        assert!(again.values().all(|o| o == "cached"), "--device {device}: {again:?}");
+    }
+    let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v[0]["provenance"]["device"], "cuda:0", "show tells which device made an artifact");
+
+    if cfg!(not(feature = "cuda")) {
+        let empty = tempfile::tempdir().unwrap();
+        let out = cfrun(empty.path(), &[smoke().to_str().unwrap(), "--device", "cuda"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("built without CUDA support"), "{}", stderr(&out));
+        let keys = empty.path().join("keys");
+        assert!(!keys.exists() || std::fs::read_dir(keys).unwrap().next().is_none(), "nothing ran");
+    }
+}
+
+#[test]
 fn video_pipeline_end_to_end_is_cached_and_deterministic() {
     let cache = tempfile::tempdir().unwrap();
     let file = fixture("video_tiny.toml");

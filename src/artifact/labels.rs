@@ -1,4 +1,5 @@
-//! Label artifacts: one class id per image of each split.
+//! Label artifacts: one class id per image of each split, and for weakly labelled data (hashtags)
+//! the whole set of ids each image carries.
 
 use std::path::Path;
 
@@ -18,6 +19,68 @@ pub struct LabelsMeta {
     pub class_names: Vec<String>,
     /// Where the labels come from, for people (`fashion-mnist`, `kmeans k=50`).
     pub source: String,
+    /// For tag vocabularies: the data set classes each tag denotes (none for non-visual tags,
+    /// two or more for polysemous ones). Empty for ordinary labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_classes: Vec<Vec<u32>>,
+}
+
+/// Several ids per image, stored flat: image `i` carries `ids[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TagSets {
+    /// `n + 1` offsets into `ids`, starting at 0.
+    pub offsets: Vec<u32>,
+    /// The ids, image after image, ascending within an image.
+    pub ids: Vec<u32>,
+}
+
+impl TagSets {
+    /// Packs per-image sets (each is sorted and deduplicated).
+    pub fn from_sets(sets: &[Vec<u32>]) -> TagSets {
+        let mut out = TagSets { offsets: Vec::with_capacity(sets.len() + 1), ids: Vec::new() };
+        out.offsets.push(0);
+        for set in sets {
+            let mut s = set.clone();
+            s.sort_unstable();
+            s.dedup();
+            out.ids.extend(s);
+            out.offsets.push(out.ids.len() as u32);
+        }
+        out
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids image `i` carries.
+    pub fn get(&self, i: usize) -> &[u32] {
+        &self.ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Every image's ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Offsets that start at 0, never decrease and end at `ids.len()`, and ids below `num_classes`.
+    fn check(&self, num_classes: usize, what: &str) -> Result<(), OpError> {
+        let ok = self.offsets.first() == Some(&0)
+            && self.offsets.windows(2).all(|w| w[0] <= w[1])
+            && *self.offsets.last().unwrap_or(&0) as usize == self.ids.len()
+            && self.ids.iter().all(|&t| (t as usize) < num_classes);
+        if ok {
+            Ok(())
+        } else {
+            Err(OpError::Invalid(format!("{what}: malformed tag sets (offsets or ids out of range)")))
+        }
+    }
 }
 
 /// Labels of both splits.
@@ -29,6 +92,9 @@ pub struct Labels {
     pub train: Vec<u32>,
     /// Test labels.
     pub test: Vec<u32>,
+    /// Every id each image carries (train, test), for multi-label sources such as `weak_tags`;
+    /// `train`/`test` then hold one representative id per image.
+    pub tags: Option<(TagSets, TagSets)>,
 }
 
 impl Labels {
@@ -45,7 +111,18 @@ impl Labels {
         std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
         let train = Tensor::from_slice(&self.train, self.train.len(), &Device::Cpu)?;
         let test = Tensor::from_slice(&self.test, self.test.len(), &Device::Cpu)?;
-        tensors::save(&dir.join("labels.safetensors"), vec![("train", train), ("test", test)])?;
+        let mut named = vec![("train", train), ("test", test)];
+        if let Some((tr, te)) = &self.tags {
+            for (name, v) in [
+                ("train_tag_offsets", &tr.offsets),
+                ("train_tag_ids", &tr.ids),
+                ("test_tag_offsets", &te.offsets),
+                ("test_tag_ids", &te.ids),
+            ] {
+                named.push((name, Tensor::from_slice(v, v.len(), &Device::Cpu)?));
+            }
+        }
+        tensors::save(&dir.join("labels.safetensors"), named)?;
         tensors::save_json(&dir.join("meta.json"), &self.meta)
     }
 
@@ -56,6 +133,23 @@ impl Labels {
         let mut map = tensors::load(&path)?;
         let train = tensors::take(&mut map, "train", &path)?.to_vec1::<u32>()?;
         let test = tensors::take(&mut map, "test", &path)?.to_vec1::<u32>()?;
-        Ok(Labels { meta, train, test })
+        let tags = if map.contains_key("train_tag_offsets") {
+            let mut sets = |split: &str| -> Result<TagSets, OpError> {
+                let offsets = tensors::take(&mut map, &format!("{split}_tag_offsets"), &path)?.to_vec1::<u32>()?;
+                let ids = tensors::take(&mut map, &format!("{split}_tag_ids"), &path)?.to_vec1::<u32>()?;
+                Ok(TagSets { offsets, ids })
+            };
+            let (tr, te) = (sets("train")?, sets("test")?);
+            let what = path.display().to_string();
+            tr.check(meta.num_classes, &what)?;
+            te.check(meta.num_classes, &what)?;
+            if tr.len() != train.len() || te.len() != test.len() {
+                return Err(OpError::Invalid(format!("{what}: tag sets and labels disagree on the image count")));
+            }
+            Some((tr, te))
+        } else {
+            None
+        };
+        Ok(Labels { meta, train, test, tags })
     }
 }

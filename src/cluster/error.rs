@@ -81,4 +81,7 @@ pub enum ClusterError {
         /// Actual number of stored centroid values.
         len: usize,
     },
+    /// A tensor operation on the device failed.
+    #[error("k-means on the device failed: {0}")]
+    Device(String),
 }

@@ -14,11 +14,13 @@
 
 mod assign;
 pub(crate) mod data;
+mod device;
 mod error;
 mod init;
 mod kernels;
 pub(crate) mod linalg;
 mod lloyd;
+mod prototypes;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use error::ClusterError;
+pub use prototypes::class_means;
 
 use data::Points;
 
@@ -100,6 +103,50 @@ pub fn fit(
         Init::KMeansPlusPlus => init::kmeans_pp(&points, cfg.k, &mut rng),
     };
     Ok(finish(&points, centroids, cfg, on_iter))
+}
+
+/// [`fit`] with the Lloyd iterations on `device`: the CPU path itself on the CPU, candle tensor
+/// operations elsewhere (the GPU). Seeding, sampling and empty-cluster splits are the same.
+pub fn fit_on(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    cfg: &KMeansConfig,
+    device: &candle_core::Device,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> Result<KMeansModel, ClusterError> {
+    if device.is_cpu() {
+        return fit(x, n, d, cfg, on_iter);
+    }
+    fit_with_tensors(x, n, d, cfg, device, on_iter)
+}
+
+/// The tensor path of [`fit_on`], on any device (tests run it on the CPU).
+fn fit_with_tensors(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    cfg: &KMeansConfig,
+    device: &candle_core::Device,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> Result<KMeansModel, ClusterError> {
+    let points = prepare(x, n, d, cfg)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(2);
+    let centroids = match cfg.init {
+        Init::Random => init::random(&points, cfg.k, &mut rng),
+        Init::KMeansPlusPlus => init::kmeans_pp(&points, cfg.k, &mut rng),
+    };
+    let out = device::run(&points, centroids, cfg.k, cfg.iterations, device, on_iter)?;
+    Ok(KMeansModel {
+        k: cfg.k,
+        dim: points.dim(),
+        centroids: out.centroids,
+        inertia_per_iter: out.inertia_per_iter,
+        empty_cluster_splits: out.splits,
+        normalize: cfg.normalize,
+        train_points: points.len(),
+    })
 }
 
 /// Like [`fit`] but starts from the given row-major `k x d` centroids (used as-is, not normalised).

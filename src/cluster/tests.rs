@@ -239,3 +239,44 @@ fn argmin_prefers_lowest_index_and_skips_nan() {
     assert_eq!(best, vec![1.0, -1.0]);
     assert_eq!(total, 2.0);
 }
+
+#[test]
+fn tensor_path_agrees_with_the_cpu_kernels_from_the_same_seeds() {
+    // The GPU path runs the same Lloyd through candle ops; on the CPU device it must find the
+    // same clustering up to float rounding (f32 sums there, f64 here).
+    for (normalize, max_points) in [(false, None), (true, None), (false, Some(40))] {
+        let x = uniform(3000, 24, 11);
+        let c = KMeansConfig { normalize, max_points_per_centroid: max_points, seed: 4, ..cfg(30, 8) };
+        let cpu = fit(&x, 3000, 24, &c, &mut |_, _| {}).unwrap();
+        let dev = fit_with_tensors(&x, 3000, 24, &c, &candle_core::Device::Cpu, &mut |_, _| {}).unwrap();
+        assert_eq!(cpu.inertia_per_iter.len(), dev.inertia_per_iter.len());
+        for (a, b) in cpu.inertia_per_iter.iter().zip(&dev.inertia_per_iter) {
+            assert!((a - b).abs() <= 1e-4 * a, "inertia {a} vs {b} ({normalize}, {max_points:?})");
+        }
+        let (la, _) = assign(&cpu, &x, 3000).unwrap();
+        let (lb, _) = assign(&dev, &x, 3000).unwrap();
+        let same = la.iter().zip(&lb).filter(|(a, b)| a == b).count();
+        assert!(same >= 2990, "{same} of 3000 labels agree");
+    }
+    // fit_on on the CPU is the CPU path itself, bit for bit.
+    let x = uniform(500, 8, 2);
+    let a = fit(&x, 500, 8, &cfg(5, 5), &mut |_, _| {}).unwrap();
+    let b = fit_on(&x, 500, 8, &cfg(5, 5), &candle_core::Device::Cpu, &mut |_, _| {}).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn tensor_path_splits_empty_clusters_like_the_cpu() {
+    // 20 distinct rows, each 10 times: random init picks equal rows as different centroids, and
+    // the later of two equal centroids ends up empty.
+    let base = uniform(20, 4, 1);
+    let dup: Vec<f32> = (0..200).flat_map(|i| base[(i % 20) * 4..(i % 20 + 1) * 4].to_vec()).collect();
+    let n = 200;
+    let c = KMeansConfig { init: Init::Random, seed: 9, ..cfg(15, 6) };
+    let cpu = fit(&dup, n, 4, &c, &mut |_, _| {}).unwrap();
+    let dev = fit_with_tensors(&dup, n, 4, &c, &candle_core::Device::Cpu, &mut |_, _| {}).unwrap();
+    assert_eq!(cpu.empty_cluster_splits, dev.empty_cluster_splits);
+    assert!(cpu.empty_cluster_splits > 0, "the fixture must produce empty clusters");
+    let (a, b) = (cpu.inertia_per_iter.last().unwrap(), dev.inertia_per_iter.last().unwrap());
+    assert!((a - b).abs() <= 1e-3 * a.max(1.0), "{a} vs {b}");
+}

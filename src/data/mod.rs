@@ -1,4 +1,5 @@
-//! Data sets for cfrun: MNIST, Fashion-MNIST, Animal-MNIST and a synthetic shape set.
+//! Data sets for cfrun: MNIST, Fashion-MNIST, Animal-MNIST and a synthetic shape set, alone or
+//! pooled (`fashion-mnist+animal-mnist`).
 //!
 //! Real files are found through a resolution chain (cache, explicit path,
 //! `$CFRUN_DATA`, system install, canonical URL, package client), verified
@@ -10,9 +11,11 @@ mod describe;
 mod download;
 mod error;
 mod external;
+pub mod hashtags;
 mod idx;
 mod name;
 mod pickle;
+mod pool;
 mod real;
 mod resolve;
 mod store;
@@ -28,6 +31,7 @@ use std::time::Instant;
 pub use describe::{describe_source, describe_sources, SourceInfo};
 pub use error::DataError;
 pub use name::DatasetName;
+pub use pool::{load_pool, members as pool_members};
 pub use real::ANIMAL_SPLIT_SEED;
 pub use resolve::ENV_VAR;
 pub use store::CacheState;

@@ -65,4 +65,7 @@ pub enum EvalError {
     /// A hyper-parameter is out of its valid range.
     #[error("invalid probe setting: {0}")]
     BadConfig(String),
+    /// A tensor operation on the device failed.
+    #[error("linear probe on the device failed: {0}")]
+    Device(String),
 }

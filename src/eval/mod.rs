@@ -10,6 +10,7 @@
 mod error;
 mod metrics;
 mod probe;
+mod probe_device;
 mod softmax;
 mod standardize;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
 pub use probe::linear_probe;
+pub use probe_device::linear_probe_on;
 
 /// Linear-probe training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,13 +14,19 @@ use super::{EvalError, ProbeConfig, ProbeResult};
 /// Small train splits get smaller batches so that an epoch still has this
 /// many steps: with 1k rows and 1024-row batches, 10 epochs would be only 10
 /// steps and land ~10 points below scikit-learn; at 32 steps per epoch it matches.
-const MIN_STEPS_PER_EPOCH: usize = 32;
+pub(super) const MIN_STEPS_PER_EPOCH: usize = 32;
 
 /// Rows per scoring task; scoring is per row, so any size gives the same numbers.
 const EVAL_ROWS: usize = 512;
 
 /// Checks one split and returns its row count.
-fn check_split(x: &[f32], y: &[u32], d: usize, num_classes: usize, what: &'static str) -> Result<usize, EvalError> {
+pub(super) fn check_split(
+    x: &[f32],
+    y: &[u32],
+    d: usize,
+    num_classes: usize,
+    what: &'static str,
+) -> Result<usize, EvalError> {
     if !x.len().is_multiple_of(d) {
         return Err(EvalError::RaggedFeatures { what, len: x.len(), d });
     }
@@ -41,7 +47,7 @@ fn check_split(x: &[f32], y: &[u32], d: usize, num_classes: usize, what: &'stati
 }
 
 /// Rejects hyper-parameters that cannot train.
-fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
+pub(super) fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
     let bad = |m: &str| Err(EvalError::BadConfig(m.to_string()));
     if cfg.epochs == 0 {
         return bad("epochs must be at least 1");
@@ -119,24 +125,36 @@ pub fn linear_probe(
     }
     let train = score(&model, &st, train_x, train_y);
     let test = score(&model, &st, test_x, test_y);
+    Ok(result(&train, &test, n, test_y.len(), c, loss_per_epoch))
+}
+
+/// The probe's numbers from the hit counts of both splits.
+pub(super) fn result(
+    train: &Score,
+    test: &Score,
+    n: usize,
+    m: usize,
+    c: usize,
+    loss_per_epoch: Vec<f64>,
+) -> ProbeResult {
     let per_class_test_acc = test
         .per_class_hits
         .iter()
         .zip(&test.per_class_count)
         .map(|(&h, &cnt)| if cnt == 0 { f64::NAN } else { h as f64 / cnt as f64 })
         .collect();
-    let m = test_y.len() as f64;
-    Ok(ProbeResult {
+    let m = m as f64;
+    ProbeResult {
         train_top1: train.top1 as f64 / n as f64,
         test_top1: test.top1 as f64 / m,
         test_top5: (c > 5).then(|| test.top5 as f64 / m),
         per_class_test_acc,
         loss_per_epoch,
-    })
+    }
 }
 
 /// Hit counts of one split.
-struct Score {
+pub(super) struct Score {
     top1: usize,
     top5: usize,
     per_class_hits: Vec<usize>,
@@ -161,37 +179,47 @@ fn score(model: &Linear, st: &Standardizer, x: &[f32], y: &[u32]) -> Score {
                 st.gather(x, idx, xb);
                 logits.resize((r1 - r0) * c, 0.0);
                 model.logits(xb, logits);
-                let mut s = Score { top1: 0, top5: 0, per_class_hits: vec![0; c], per_class_count: vec![0; c] };
-                for (row, &label) in logits.chunks_exact(c).zip(&y[r0..r1]) {
-                    let label = label as usize;
-                    let true_score = row[label];
-                    let above = row.iter().filter(|&&v| v > true_score).count();
-                    let ties_before = row[..label].iter().filter(|&&v| v == true_score).count();
-                    s.per_class_count[label] += 1;
-                    if above == 0 && ties_before == 0 {
-                        s.top1 += 1;
-                        s.per_class_hits[label] += 1;
-                    }
-                    if above < 5 {
-                        s.top5 += 1;
-                    }
-                }
-                s
+                score_logits(logits, &y[r0..r1], c)
             },
         )
         .collect();
-    blocks.into_iter().fold(
-        Score { top1: 0, top5: 0, per_class_hits: vec![0; c], per_class_count: vec![0; c] },
-        |mut acc, s| {
-            acc.top1 += s.top1;
-            acc.top5 += s.top5;
-            for (a, b) in acc.per_class_hits.iter_mut().zip(s.per_class_hits) {
-                *a += b;
-            }
-            for (a, b) in acc.per_class_count.iter_mut().zip(s.per_class_count) {
-                *a += b;
-            }
-            acc
-        },
-    )
+    blocks.into_iter().fold(Score::empty(c), Score::add)
+}
+
+impl Score {
+    fn empty(c: usize) -> Score {
+        Score { top1: 0, top5: 0, per_class_hits: vec![0; c], per_class_count: vec![0; c] }
+    }
+
+    fn add(mut self, s: Score) -> Score {
+        self.top1 += s.top1;
+        self.top5 += s.top5;
+        for (a, b) in self.per_class_hits.iter_mut().zip(s.per_class_hits) {
+            *a += b;
+        }
+        for (a, b) in self.per_class_count.iter_mut().zip(s.per_class_count) {
+            *a += b;
+        }
+        self
+    }
+}
+
+/// Hit counts of row-major `logits` (`c` per row) against `y`.
+pub(super) fn score_logits(logits: &[f32], y: &[u32], c: usize) -> Score {
+    let mut s = Score::empty(c);
+    for (row, &label) in logits.chunks_exact(c).zip(y) {
+        let label = label as usize;
+        let true_score = row[label];
+        let above = row.iter().filter(|&&v| v > true_score).count();
+        let ties_before = row[..label].iter().filter(|&&v| v == true_score).count();
+        s.per_class_count[label] += 1;
+        if above == 0 && ties_before == 0 {
+            s.top1 += 1;
+            s.per_class_hits[label] += 1;
+        }
+        if above < 5 {
+            s.top5 += 1;
+        }
+    }
+    s
 }

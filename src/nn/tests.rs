@@ -82,7 +82,7 @@ impl TrainObserver for SaveAt {
 #[test]
 fn training_learns_the_quadrant_problem() {
     let (pixels, labels) = quadrants(256, 1);
-    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     let trained = run(&pixels, &targets, &config(4));
     let h = &trained.history;
     assert_eq!(h.len(), 4);
@@ -102,7 +102,7 @@ fn training_learns_the_quadrant_problem() {
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     let (pixels, labels) = quadrants(96, 3);
-    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     // Flips on too, so every augmentation draw is exercised.
     let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true, clip_frames: 0 }, ..config(2) };
     let a = run(&pixels, &targets, &cfg);
@@ -119,7 +119,7 @@ fn resume_at_epoch_2_of_4_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.safetensors");
     let (pixels, labels) = quadrants(80, 4);
-    let targets = Targets::Hard { labels: &labels, num_classes: 4 };
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     let cfg = config(4);
     let mut obs = SaveAt { at: 2, path: path.clone(), batches: 0 };
     let full = train(&data(&pixels), &targets, &cfg, &Device::Cpu, None, &mut obs).unwrap();
@@ -147,9 +147,9 @@ fn resume_at_epoch_2_of_4_is_bit_identical() {
 fn distillation_with_zero_soft_weight_equals_hard_training() {
     let (pixels, labels) = quadrants(64, 5);
     let teacher: Vec<f32> = (0..64 * 4).map(|i| (i % 7) as f32 - 3.0).collect();
-    let hard = Targets::Hard { labels: &labels, num_classes: 4 };
+    let hard = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     let soft0 = Targets::Distill {
-        labels: &labels,
+        truth: Truth::Labels(&labels),
         num_classes: 4,
         teacher_logits: &teacher,
         temperature: 4.0,
@@ -159,7 +159,7 @@ fn distillation_with_zero_soft_weight_equals_hard_training() {
     let b = run(&pixels, &soft0, &config(2));
     assert_eq!(bits(&snapshot(&a.weights)), bits(&snapshot(&b.weights)));
     let soft = Targets::Distill {
-        labels: &labels,
+        truth: Truth::Labels(&labels),
         num_classes: 4,
         teacher_logits: &teacher,
         temperature: 4.0,
@@ -174,7 +174,7 @@ fn distillation_alone_learns_from_a_confident_teacher() {
     let (pixels, labels) = quadrants(256, 6);
     let teacher: Vec<f32> = labels.iter().flat_map(|&l| (0..4).map(move |k| if k == l { 6.0 } else { 0.0 })).collect();
     let targets = Targets::Distill {
-        labels: &labels,
+        truth: Truth::Labels(&labels),
         num_classes: 4,
         teacher_logits: &teacher,
         temperature: 2.0,
@@ -188,7 +188,7 @@ fn distillation_alone_learns_from_a_confident_teacher() {
 fn feature_shapes_for_every_tap_and_pool() {
     let (pixels, labels) = quadrants(10, 7);
     let cfg = TrainConfig { epochs: 1, ..config(1) };
-    let trained = run(&pixels, &Targets::Hard { labels: &labels, num_classes: 4 }, &cfg);
+    let trained = run(&pixels, &Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 }, &cfg);
     let d = data(&pixels);
     // resnet_tiny: stem 4, widths 4/8/8/8; 16x16 -> 16, 16, 8, 4, 2.
     let maps = [(Tap::Conv1, 4, 16), (Tap::Res2, 4, 16), (Tap::Res3, 8, 8), (Tap::Res4, 8, 4), (Tap::Res5, 8, 2)];
@@ -219,7 +219,7 @@ fn model_file_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let (pixels, labels) = quadrants(12, 8);
-    let trained = run(&pixels, &Targets::Hard { labels: &labels, num_classes: 4 }, &config(1));
+    let trained = run(&pixels, &Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 }, &config(1));
     trained.save(&path).unwrap();
     let (vm, meta) = load_model(&path, &Device::Cpu).unwrap();
     assert_eq!((&meta.arch, &meta.norm), (&trained.arch, &trained.norm));
@@ -240,11 +240,48 @@ fn invalid_inputs_are_rejected() {
     let bad_labels = vec![9u32; 8];
     let cfg = config(1);
     let dev = Device::Cpu;
-    let t = Targets::Hard { labels: &bad_labels, num_classes: 4 };
+    let t = Targets::Hard { truth: Truth::Labels(&bad_labels), num_classes: 4 };
     assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
-    let t = Targets::Hard { labels: &labels[..4], num_classes: 4 };
+    let t = Targets::Hard { truth: Truth::Labels(&labels[..4]), num_classes: 4 };
     assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
     let short = ImageData { pixels: &pixels[..100], n: 8, c: 1, t: 1, h: SIDE, w: SIDE };
-    let t = Targets::Hard { labels: &labels, num_classes: 4 };
+    let t = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     assert!(train(&short, &t, &cfg, &dev, None, &mut NoObserver).is_err());
+}
+
+#[test]
+fn single_tag_sets_train_like_labels() {
+    let (pixels, labels) = quadrants(64, 5);
+    let offsets: Vec<u32> = (0..=labels.len() as u32).collect();
+    let tags = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &labels }, num_classes: 4 };
+    let hard = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
+    let a = run(&pixels, &hard, &config(2)).history;
+    let b = run(&pixels, &tags, &config(2)).history;
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() < 1e-4 * x.loss.max(1.0), "{a:?} vs {b:?}");
+        assert!((x.accuracy - y.accuracy).abs() < 0.05, "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn tag_sets_spread_the_target_over_every_tag() {
+    // Every image carries its quadrant's tag and one of two tags that say nothing about the image;
+    // the best prediction is the quadrant tag, and a prediction counts as right when it is in the set.
+    let (pixels, labels) = quadrants(256, 6);
+    let mut offsets = vec![0u32];
+    let mut ids = Vec::new();
+    for (i, &l) in labels.iter().enumerate() {
+        ids.extend([l, 4 + (i % 2) as u32]);
+        offsets.push(ids.len() as u32);
+    }
+    let targets = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &ids }, num_classes: 6 };
+    let mut cfg = config(4);
+    cfg.arch.num_classes = 6;
+    let h = run(&pixels, &targets, &cfg).history;
+    // The uniform two-tag target has entropy ln 2: the loss cannot fall below it.
+    assert!(h[3].loss > std::f64::consts::LN_2 - 1e-3 && h[3].loss < h[0].loss, "{h:?}");
+    assert!(h[3].accuracy > 0.9, "{h:?}");
+    let bad_ids: Vec<u32> = ids.iter().map(|&t| t + 6).collect();
+    let bad = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &bad_ids }, num_classes: 6 };
+    assert!(train(&data(&pixels), &bad, &cfg, &Device::Cpu, None, &mut NoObserver).is_err());
 }

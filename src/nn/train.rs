@@ -6,7 +6,8 @@
 //! needs only the weights, BN running statistics and momentum buffers of a [`TrainState`].
 //! The last batch of an epoch may be smaller than `batch_size` (no sample is dropped).
 //!
-//! Loss: hard targets use cross-entropy; distillation uses
+//! Loss: hard targets use cross-entropy (for tag sets, against the even spread over an image's
+//! tags); distillation uses
 //! `soft_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - soft_weight) * CE`
 //! averaged over the batch (a term whose weight is 0 is not computed at all).
 
@@ -25,20 +26,73 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// The classes each training image belongs to.
+#[derive(Clone, Copy, Debug)]
+pub enum Truth<'a> {
+    /// One class per image: cross-entropy.
+    Labels(&'a [u32]),
+    /// A set of classes per image (hashtags): image `i` carries `ids[offsets[i]..offsets[i + 1]]`,
+    /// and its target spreads evenly over them, as hashtag-prediction training does.
+    Tags {
+        /// `n + 1` offsets into `ids`.
+        offsets: &'a [u32],
+        /// The classes, image after image.
+        ids: &'a [u32],
+    },
+}
+
+impl Truth<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Truth::Labels(l) => l.len(),
+            Truth::Tags { offsets, .. } => offsets.len().saturating_sub(1),
+        }
+    }
+
+    fn classes_of(&self, i: usize) -> &[u32] {
+        match self {
+            Truth::Labels(l) => std::slice::from_ref(&l[i]),
+            Truth::Tags { offsets, ids } => &ids[offsets[i] as usize..offsets[i + 1] as usize],
+        }
+    }
+
+    fn validate(&self, n: usize, k: usize) -> Result<(), NnError> {
+        if self.len() != n {
+            return Err(NnError::invalid(format!("{} labels for {n} images", self.len())));
+        }
+        if let Truth::Tags { offsets, ids } = self {
+            let ok = offsets.first() == Some(&0)
+                && offsets.windows(2).all(|w| w[0] <= w[1])
+                && offsets.last().map(|&o| o as usize) == Some(ids.len());
+            if !ok {
+                return Err(NnError::invalid("tag sets: offsets must start at 0, grow, and end at the id count"));
+            }
+        }
+        let all: &[u32] = match self {
+            Truth::Labels(l) => l,
+            Truth::Tags { ids, .. } => ids,
+        };
+        if let Some(bad) = all.iter().find(|&&l| l as usize >= k) {
+            return Err(NnError::invalid(format!("label {bad} out of range for {k} classes")));
+        }
+        Ok(())
+    }
+}
+
 /// What the network is trained to predict.
 #[derive(Clone, Copy, Debug)]
 pub enum Targets<'a> {
-    /// Class labels, cross-entropy loss.
+    /// The classes of [`Truth`]: cross-entropy against one label or an even spread over tags.
     Hard {
-        /// One label per image, `< num_classes`.
-        labels: &'a [u32],
+        /// Labels or tag sets.
+        truth: Truth<'a>,
         /// Number of classes (must equal the architecture's).
         num_classes: usize,
     },
-    /// Knowledge distillation from a teacher's logits, mixed with cross-entropy on `labels`.
+    /// Knowledge distillation from a teacher's logits, mixed with the hard loss on `truth`.
     Distill {
-        /// One label per image (used for the hard term and for the reported accuracy).
-        labels: &'a [u32],
+        /// Labels or tag sets (used for the hard term and for the reported accuracy).
+        truth: Truth<'a>,
         /// Number of classes (must equal the architecture's).
         num_classes: usize,
         /// `n * num_classes` teacher logits, image after image.
@@ -51,16 +105,16 @@ pub enum Targets<'a> {
 }
 
 impl Targets<'_> {
-    fn labels(&self) -> &[u32] {
+    fn truth(&self) -> &Truth<'_> {
         match self {
-            Targets::Hard { labels, .. } | Targets::Distill { labels, .. } => labels,
+            Targets::Hard { truth, .. } | Targets::Distill { truth, .. } => truth,
         }
     }
 
     fn validate(&self, n: usize, arch_classes: usize) -> Result<(), NnError> {
-        let (labels, k) = match *self {
-            Targets::Hard { labels, num_classes } => (labels, num_classes),
-            Targets::Distill { labels, num_classes, teacher_logits, temperature, soft_weight } => {
+        let (truth, k) = match *self {
+            Targets::Hard { truth, num_classes } => (truth, num_classes),
+            Targets::Distill { truth, num_classes, teacher_logits, temperature, soft_weight } => {
                 if teacher_logits.len() != n * num_classes {
                     return Err(NnError::invalid(format!(
                         "teacher logits: {} values for {n} images x {num_classes} classes",
@@ -72,19 +126,13 @@ impl Targets<'_> {
                         "distillation needs temperature > 0 and soft_weight in [0, 1], got {temperature} and {soft_weight}"
                     )));
                 }
-                (labels, num_classes)
+                (truth, num_classes)
             }
         };
         if k != arch_classes {
             return Err(NnError::invalid(format!("targets have {k} classes, the network {arch_classes}")));
         }
-        if labels.len() != n {
-            return Err(NnError::invalid(format!("{} labels for {n} images", labels.len())));
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
-            return Err(NnError::invalid(format!("label {bad} out of range for {k} classes")));
-        }
-        Ok(())
+        truth.validate(n, k)
     }
 }
 
@@ -215,17 +263,16 @@ pub fn train(
             let xb = &mut xbuf[..idx.len() * len];
             fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
             let x = Tensor::from_slice(xb, cfg.arch.input_shape(idx.len(), data.c, frames, data.h, data.w), device)?;
-            let labels: Vec<u32> = idx.iter().map(|&i| targets.labels()[i]).collect();
-            let y = Tensor::from_slice(&labels, idx.len(), device)?;
+            let truth = targets.truth();
             let step = epoch * batches + b;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
             let logits = model.forward_t(&x, true)?;
-            let loss = batch_loss(&logits, targets, idx, &y)?;
+            let loss = batch_loss(&logits, targets, idx)?;
             let grads = loss.backward()?;
             sgd.step(&grads, lr)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
             let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
             obs.on_batch(epoch, b, batches);
         }
         let seconds = t0.elapsed().as_secs_f64();
@@ -263,12 +310,38 @@ fn permutation(n: usize, rng: &mut impl Rng) -> Vec<usize> {
     order
 }
 
+/// The mean hard loss of one batch: cross-entropy against labels, or against an even spread over
+/// each image's tags (an image without tags contributes nothing).
+fn hard_loss(logits: &Tensor, truth: &Truth, idx: &[usize]) -> Result<Tensor, NnError> {
+    let dev = logits.device();
+    match truth {
+        Truth::Labels(l) => {
+            let y: Vec<u32> = idx.iter().map(|&i| l[i]).collect();
+            let y = Tensor::from_vec(y, idx.len(), dev)?;
+            Ok(candle_nn::loss::cross_entropy(logits, &y)?)
+        }
+        Truth::Tags { .. } => {
+            let (b, k) = logits.dims2()?;
+            let mut q = vec![0f32; b * k];
+            for (r, &i) in idx.iter().enumerate() {
+                let set = truth.classes_of(i);
+                for &t in set {
+                    q[r * k + t as usize] = 1.0 / set.len() as f32;
+                }
+            }
+            let q = Tensor::from_vec(q, (b, k), dev)?;
+            let logp = candle_nn::ops::log_softmax(logits, 1)?;
+            Ok(((q * logp)?.sum_all()? * (-1.0 / b as f64))?)
+        }
+    }
+}
+
 /// The mean loss of one batch (see the module docs).
-fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize], y: &Tensor) -> Result<Tensor, NnError> {
+fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tensor, NnError> {
     let Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } = *targets else {
-        return Ok(candle_nn::loss::cross_entropy(logits, y)?);
+        return hard_loss(logits, targets.truth(), idx);
     };
-    let hard = if sw < 1.0 { Some(candle_nn::loss::cross_entropy(logits, y)?) } else { None };
+    let hard = if sw < 1.0 { Some(hard_loss(logits, targets.truth(), idx)?) } else { None };
     if sw == 0.0 {
         return Ok(hard.expect("soft_weight 0 keeps the hard term"));
     }

@@ -15,7 +15,7 @@ use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetParams {
-    /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`.
+    /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`; real ones may be pooled with `+`.
     pub name: String,
     /// A folder holding the raw files, tried before every other source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +38,28 @@ pub struct DatasetParams {
 
 impl Params for DatasetParams {
     fn validate(&self) -> Result<(), ParamError> {
+        if let Some(members) = data::pool_members(&self.name) {
+            members.map_err(|bad| {
+                ParamError::field(
+                    "name",
+                    format!("cannot pool `{bad}` in `{}`", self.name),
+                    Some(format!(
+                        "pool distinct real data sets with `+`, e.g. \"fashion-mnist+animal-mnist\"; valid: {}",
+                        DatasetName::valid_names().join(", ")
+                    )),
+                )
+            })?;
+            for (field, v) in [("classes", self.classes), ("size", self.size)] {
+                if v.is_some() {
+                    return Err(ParamError::field(
+                        field,
+                        format!("`{field}` only applies to the synthetic data set"),
+                        Some("remove it".to_string()),
+                    ));
+                }
+            }
+            return self.check_sizes();
+        }
         let name: DatasetName = self.name.parse().map_err(|_| {
             ParamError::field(
                 "name",
@@ -45,11 +67,7 @@ impl Params for DatasetParams {
                 Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
             )
         })?;
-        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
-            if v == Some(0) {
-                return Err(ParamError::range(field, 0, "at least 1"));
-            }
-        }
+        self.check_sizes()?;
         if name != DatasetName::Synthetic {
             for (field, v) in [("classes", self.classes), ("size", self.size)] {
                 if v.is_some() {
@@ -76,6 +94,15 @@ impl Params for DatasetParams {
 }
 
 impl DatasetParams {
+    fn check_sizes(&self) -> Result<(), ParamError> {
+        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
+            if v == Some(0) {
+                return Err(ParamError::range(field, 0, "at least 1"));
+            }
+        }
+        Ok(())
+    }
+
     /// Loader options for these parameters.
     pub fn load_options(&self, data_dir: PathBuf) -> LoadOptions {
         let mut synthetic = SyntheticOptions { seed: self.seed, ..SyntheticOptions::default() };
@@ -132,8 +159,15 @@ impl Op for Dataset {
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let p: DatasetParams = ctx.params()?;
-        let name: DatasetName = p.name.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.name)))?;
-        let ds = data::load(name, &p.load_options(ctx.data_dir.clone()))?;
+        let opts = p.load_options(ctx.data_dir.clone());
+        let ds = match data::pool_members(&p.name) {
+            Some(members) => data::load_pool(&members.map_err(OpError::Invalid)?, &opts)?,
+            None => {
+                let name: DatasetName =
+                    p.name.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.name)))?;
+                data::load(name, &opts)?
+            }
+        };
         tracing::info!("{}: {} train / {} test images", ctx.instance.name, ds.train.labels.len(), ds.test.labels.len());
         let meta = ImagesMeta {
             dataset: ds.name.clone(),
@@ -150,9 +184,11 @@ impl Op for Dataset {
                 num_classes: ds.num_classes,
                 class_names: ds.class_names.clone(),
                 source: ds.name.clone(),
+                tag_classes: Vec::new(),
             },
             train: ds.train.labels,
             test: ds.test.labels,
+            tags: None,
         };
         labels.save(&ctx.output_dir("labels"))?;
         Images { meta, train: ds.train.pixels, test: ds.test.pixels }.save(&ctx.output_dir("images"))

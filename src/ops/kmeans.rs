@@ -129,7 +129,8 @@ impl Op for KMeans {
         };
         ctx.progress.begin("iterations", p.iterations as u64);
         let progress = ctx.progress;
-        let model = cluster::fit(&feats.train, n, d, &cfg, &mut |_, inertia| {
+        // On a GPU the Lloyd iterations run there; on the CPU this is the CPU kernels' own path.
+        let model = cluster::fit_on(&feats.train, n, d, &cfg, ctx.device, &mut |_, inertia| {
             progress.inc(1);
             progress.message(&format!("inertia {inertia:.4e}"));
         })?;
@@ -166,8 +167,9 @@ impl Op for KMeans {
             num_classes: p.k,
             class_names: Vec::new(),
             source: format!("kmeans k={} on {}", p.k, feats.meta.source),
+            tag_classes: Vec::new(),
         };
-        Labels { meta, train, test }.save(&out)?;
+        Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, p.k, d)?;
         metrics.save(&ctx.output_dir("metrics"))
     }

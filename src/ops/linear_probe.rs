@@ -122,7 +122,8 @@ impl Op for LinearProbe {
         };
         ctx.progress.begin("epochs", p.epochs as u64);
         let progress = ctx.progress;
-        let result = eval::linear_probe(
+        let result = eval::linear_probe_on(
+            ctx.device,
             &feats.train,
             &labels.train,
             &feats.test,

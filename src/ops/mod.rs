@@ -17,9 +17,11 @@ pub mod label_noise;
 pub mod linear_probe;
 pub mod per_label_kmeans;
 pub mod plot;
+pub mod prototype;
 pub mod table;
 pub mod train;
 pub mod video;
+pub mod weak_tags;
 
 pub use context::{InputArtifact, StageCtx};
 
@@ -208,10 +210,12 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &dataset::Dataset,
         &video::Video,
         &label_noise::LabelNoise,
+        &weak_tags::WeakTags,
         &train::Train,
         &extract::Extract,
         &kmeans::KMeans,
         &per_label_kmeans::PerLabelKMeans,
+        &prototype::Prototype,
         &linear_probe::LinearProbe,
         &table::Table,
         &plot::Plot,

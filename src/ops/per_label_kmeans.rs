@@ -215,8 +215,9 @@ impl Op for PerLabelKMeans {
             num_classes: offset as usize,
             class_names: Vec::new(),
             source: format!("per-label kmeans k={} on {}", p.k, feats.meta.source),
+            tag_classes: Vec::new(),
         };
-        Labels { meta, train, test }.save(&ctx.output_dir("labels"))?;
+        Labels { meta, train, test, tags: None }.save(&ctx.output_dir("labels"))?;
         metrics.save(&ctx.output_dir("metrics"))
     }
 }

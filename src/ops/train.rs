@@ -1,6 +1,7 @@
 //! `train`: a ResNet (images) or an R(2+1)D (clips) trained from scratch on the labels of any
-//! stage that produces labels (a data set, `label_noise`, `kmeans` pseudo-labels), or distilled
-//! from a teacher model (soft targets at temperature T mixed with the labels). A checkpoint is written after every epoch under the
+//! stage that produces labels (a data set, `label_noise`, `kmeans` pseudo-labels, `weak_tags`
+//! hashtag sets), or distilled from a teacher model (soft targets at temperature T mixed with the
+//! labels). A checkpoint is written after every epoch under the
 //! recipe key, so a killed run resumes where it stopped and ends with the same weights.
 
 use std::path::Path;
@@ -269,7 +270,8 @@ impl Op for Train {
                 kinds: &[Kind::Labels],
                 required: true,
                 gather: false,
-                doc: "targets: data set labels, noisy labels or cluster ids",
+                doc:
+                    "targets: data set labels, noisy labels, cluster ids or tag sets (even spread over an image's tags)",
             },
             InputSpec {
                 name: "teacher",
@@ -358,15 +360,20 @@ impl Op for Train {
             }
             None => None,
         };
+        // Tag sets (weak hashtags) are trained against as sets; everything else as one label.
+        let truth = match &labels.tags {
+            Some((train_tags, _)) => nn::Truth::Tags { offsets: &train_tags.offsets, ids: &train_tags.ids },
+            None => nn::Truth::Labels(&labels.train),
+        };
         let targets = match &teacher_logits {
             Some(t) => nn::Targets::Distill {
-                labels: &labels.train,
+                truth,
                 num_classes: labels.meta.num_classes,
                 teacher_logits: t,
                 temperature: p.temperature,
                 soft_weight: p.soft_weight,
             },
-            None => nn::Targets::Hard { labels: &labels.train, num_classes: labels.meta.num_classes },
+            None => nn::Targets::Hard { truth, num_classes: labels.meta.num_classes },
         };
         std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
         let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device);

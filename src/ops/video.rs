@@ -198,9 +198,11 @@ impl Op for Video {
                 num_classes: vocab.num_classes(),
                 class_names: vocab.class_names(),
                 source: format!("{} clips of {} ({})", p.label_space, ds.name, vocab.verbs.len()),
+                tag_classes: Vec::new(),
             },
             train: train.facts.iter().map(|f| vocab.label(f)).collect(),
             test: test.facts.iter().map(|f| vocab.label(f)).collect(),
+            tags: None,
         };
         labels.save(&ctx.output_dir("labels"))?;
         let meta = ImagesMeta {

@@ -1,0 +1,217 @@
+//! `weak_tags`: turns clean class labels into weak "hashtags" (see [`crate::data::hashtags`] for
+//! the model): a vocabulary of synonyms, polysemous and non-visual tags, with label noise and
+//! missing tags. Both splits are tagged, each from its own stream; every image keeps at least one
+//! tag. `train` sees the whole tag set of each image (the target spreads evenly over it).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
+use crate::config::params::{self, ParamError, Params};
+use crate::data::hashtags::{TagModel, TagStats};
+use crate::nn::init::derive_seed;
+
+/// Parameters of `weak_tags`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeakTagsParams {
+    /// Tags naming each class (linguistic ambiguity).
+    #[serde(default = "defaults::synonyms")]
+    pub synonyms: usize,
+    /// Tags shared by two classes (polysemy); at most half the classes.
+    #[serde(default = "defaults::polysemous")]
+    pub polysemous: usize,
+    /// Tags naming nothing visual (`#love`).
+    #[serde(default = "defaults::nonvisual")]
+    pub nonvisual: usize,
+    /// Probability that the tagged class is a wrong one (label noise).
+    #[serde(default = "defaults::noise")]
+    pub noise: f64,
+    /// Probability that a class with a polysemous tag is tagged with it.
+    #[serde(default = "defaults::polysemy")]
+    pub polysemy: f64,
+    /// Probability of a second synonym of the same class.
+    #[serde(default = "defaults::extra")]
+    pub extra: f64,
+    /// Probability that each visual tag is missing.
+    #[serde(default = "defaults::drop")]
+    pub drop: f64,
+    /// Probability of a non-visual tag.
+    #[serde(default = "defaults::nonvisual_rate")]
+    pub nonvisual_rate: f64,
+    /// Seed of the polysemous pairing and of the draws.
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn synonyms() -> usize {
+        3
+    }
+    pub fn polysemous() -> usize {
+        2
+    }
+    pub fn nonvisual() -> usize {
+        5
+    }
+    pub fn noise() -> f64 {
+        0.1
+    }
+    pub fn polysemy() -> f64 {
+        0.3
+    }
+    pub fn extra() -> f64 {
+        0.2
+    }
+    pub fn drop() -> f64 {
+        0.1
+    }
+    pub fn nonvisual_rate() -> f64 {
+        0.3
+    }
+}
+
+impl WeakTagsParams {
+    fn model(&self) -> TagModel {
+        TagModel {
+            synonyms: self.synonyms,
+            polysemous: self.polysemous,
+            nonvisual: self.nonvisual,
+            noise: self.noise,
+            polysemy: self.polysemy,
+            extra: self.extra,
+            drop: self.drop,
+            nonvisual_rate: self.nonvisual_rate,
+        }
+    }
+}
+
+impl Params for WeakTagsParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        // The class count is only known at run time; here, everything but the polysemous bound.
+        self.model().check(usize::MAX).map_err(|(field, valid)| {
+            let got = match field {
+                "synonyms" => self.synonyms.to_string(),
+                "nonvisual" => self.nonvisual.to_string(),
+                "noise" => self.noise.to_string(),
+                "polysemy" => self.polysemy.to_string(),
+                "extra" => self.extra.to_string(),
+                "drop" => self.drop.to_string(),
+                "nonvisual_rate" => self.nonvisual_rate.to_string(),
+                _ => String::new(),
+            };
+            ParamError::range(field, got, &valid)
+        })
+    }
+}
+
+fn stats_metrics(prefix: &str, s: &TagStats, m: &mut Metrics) {
+    let n = s.images.max(1) as f64;
+    for (name, v) in [
+        ("noisy_rate", s.noisy as f64 / n),
+        ("polysemous_rate", s.polysemous as f64 / n),
+        ("extra_rate", s.extra as f64 / n),
+        ("drop_rate", s.dropped as f64 / s.visual_drawn.max(1) as f64),
+        ("nonvisual_rate", s.nonvisual as f64 / n),
+        ("refilled_rate", s.refilled as f64 / n),
+        ("tags_per_image", s.tags as f64 / n),
+    ] {
+        m.values.insert(format!("{prefix}{name}"), v);
+    }
+}
+
+/// The `weak_tags` op.
+pub struct WeakTags;
+
+impl Op for WeakTags {
+    fn name(&self) -> &'static str {
+        "weak_tags"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "weak hashtags from clean labels: synonyms, polysemy, non-visual tags, noise, missing tags"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "clean labels" }]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec {
+                name: "labels",
+                kind: Kind::Labels,
+                doc: "tag sets per image (ids = tags; one representative tag as the single label)",
+            },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "the rates drawn, tags per image, vocabulary" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<WeakTagsParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<WeakTagsParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: WeakTagsParams = ctx.params()?;
+        let clean = Labels::load(&ctx.input("labels")?.dir)?;
+        let classes = clean.meta.num_classes;
+        let model = p.model();
+        model.check(classes).map_err(|(field, valid)| {
+            OpError::Invalid(format!("`{field}` must be {valid} for {} with {classes} classes", clean.meta.source))
+        })?;
+        let class_names: Vec<String> = if clean.meta.class_names.len() == classes {
+            clean.meta.class_names.clone()
+        } else {
+            (0..classes).map(|c| format!("class{c}")).collect()
+        };
+        let vocab = model.vocabulary(&class_names, p.seed);
+        let (train, train_stats) = model.tag(&vocab, &clean.train, derive_seed(p.seed, "weak_tags/train", 0));
+        let (test, test_stats) = model.tag(&vocab, &clean.test, derive_seed(p.seed, "weak_tags/test", 0));
+        tracing::info!(
+            "{}: {} tags; {:.2} tags per training image, {:.1}% noisy, {:.1}% of visual tags missing",
+            ctx.instance.name,
+            vocab.len(),
+            train_stats.tags as f64 / train_stats.images.max(1) as f64,
+            100.0 * train_stats.noisy as f64 / train_stats.images.max(1) as f64,
+            100.0 * train_stats.dropped as f64 / train_stats.visual_drawn.max(1) as f64,
+        );
+        let first = |sets: &[Vec<u32>]| sets.iter().map(|s| s[0]).collect::<Vec<u32>>();
+        let labels = Labels {
+            meta: LabelsMeta {
+                num_classes: vocab.len(),
+                class_names: vocab.names.clone(),
+                source: format!("weak tags of {}", clean.meta.source),
+                tag_classes: vocab.tag_classes(),
+            },
+            train: first(&train),
+            test: first(&test),
+            tags: Some((TagSets::from_sets(&train), TagSets::from_sets(&test))),
+        };
+        labels.save(&ctx.output_dir("labels"))?;
+        let mut metrics = Metrics::default();
+        metrics.values.insert("vocabulary".into(), vocab.len() as f64);
+        stats_metrics("", &train_stats, &mut metrics);
+        stats_metrics("test_", &test_stats, &mut metrics);
+        let mut per_tag = vec![0usize; vocab.len()];
+        train.iter().flatten().for_each(|&t| per_tag[t as usize] += 1);
+        metrics.details = serde_json::json!({
+            "tags": vocab.names.iter().zip(&per_tag).map(|(n, c)| serde_json::json!({"tag": n, "images": c})).collect::<Vec<_>>(),
+        });
+        metrics.save(&ctx.output_dir("metrics"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_outside_zero_to_one_name_their_field() {
+        let e = params::normalize::<WeakTagsParams>(&serde_json::json!({"drop": 2.0, "seed": 0})).unwrap_err();
+        assert_eq!(e.path, "drop");
+        let e = params::normalize::<WeakTagsParams>(&serde_json::json!({"synonyms": 0, "seed": 0})).unwrap_err();
+        assert_eq!(e.path, "synonyms");
+        assert!(params::normalize::<WeakTagsParams>(&serde_json::json!({"seed": 0})).is_ok());
+    }
+}
