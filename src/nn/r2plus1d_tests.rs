@@ -103,7 +103,7 @@ fn learns_a_direction_that_no_single_frame_shows_and_is_deterministic() {
         augment: nn::Augment::default(),
         seed: 1,
     };
-    let targets = Targets::Hard { labels: &labels, num_classes: 2 };
+    let targets = Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 2 };
     let a = nn::train(&data, &targets, &cfg, &Device::Cpu, None, &mut nn::NoObserver).unwrap();
     let last = a.history.last().unwrap();
     assert!(last.accuracy > 0.9, "train accuracy {:?}", a.history.iter().map(|h| h.accuracy).collect::<Vec<_>>());

@@ -276,7 +276,7 @@ fn tag_sets_spread_the_target_over_every_tag() {
     }
     let targets = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &ids }, num_classes: 6 };
     let mut cfg = config(4);
-    cfg.arch.num_classes = 6;
+    cfg.arch = ResNetConfig::resnet_tiny(1, 6).into();
     let h = run(&pixels, &targets, &cfg).history;
     // The uniform two-tag target has entropy ln 2: the loss cannot fall below it.
     assert!(h[3].loss > std::f64::consts::LN_2 - 1e-3 && h[3].loss < h[0].loss, "{h:?}");
