@@ -258,4 +258,28 @@ mod tests {
         }
         assert_eq!(seen.len(), 18, "9 offsets x 2 flips");
     }
+
+    #[test]
+    fn temporal_crops_are_centred_in_eval_and_random_in_training() {
+        // Two clips of 4 one-pixel frames, 2 channels: channel planes stay frame-major per channel.
+        let pixels: Vec<u8> = vec![10, 20, 30, 40, 50, 60, 70, 80, 11, 21, 31, 41, 51, 61, 71, 81];
+        let data = ImageData { pixels: &pixels, n: 2, c: 2, t: 4, h: 1, w: 1 };
+        let lut: Vec<[f32; 256]> = vec![std::array::from_fn(|v| v as f32); 2];
+        let aug = Augment { clip_frames: 2, ..Augment::default() };
+        let mut out = vec![0f32; 2 * 2 * 2];
+        let none: Option<&mut rand_chacha::ChaCha8Rng> = None;
+        fill_batch(&data, &[1, 0], &lut, &aug, none, &mut out);
+        assert_eq!(out, vec![21.0, 31.0, 61.0, 71.0, 20.0, 30.0, 60.0, 70.0]);
+        assert_eq!(data.temporal_crop(1, 2), vec![20, 30, 60, 70, 21, 31, 61, 71]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut starts = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let mut one = vec![0f32; 4];
+            fill_batch(&data, &[0], &lut, &aug, Some(&mut rng), &mut one);
+            assert_eq!(one[1] - one[0], 10.0, "consecutive frames: {one:?}");
+            assert_eq!(one[2] - one[0], 40.0, "the same frames of the second channel: {one:?}");
+            starts.insert(one[0] as u32);
+        }
+        assert_eq!(starts.into_iter().collect::<Vec<_>>(), vec![10, 20, 30]);
+    }
 }
