@@ -75,7 +75,11 @@ def gen(only=None):
         # different local optima and makes inertias incomparable.
         from sklearn.cluster import kmeans_plusplus
         sub = x if n <= 200_000 else x[np.random.default_rng(7).choice(n, 100_000, replace=False)]
-        init, _ = kmeans_plusplus(sub, k, random_state=1234)
+        # float64: on float32 input scikit-learn computes distances in small up-cast chunks, which
+        # is many times slower (minutes on a loaded 2-core machine). The seeds are rows of x either way.
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=2):
+            init, _ = kmeans_plusplus(sub.astype(np.float64), k, random_state=1234)
         np.save(os.path.join(DATA, f"{name}_x.npy"), np.ascontiguousarray(x, dtype=np.float32))
         np.save(os.path.join(DATA, f"{name}_c.npy"), np.ascontiguousarray(init, dtype=np.float32))
         print("wrote", name, x.shape, init.shape)
