@@ -142,7 +142,7 @@ def run(reps, only, json_out=None):
             r = next(r for r in rows if r[0] == name and r[1] == tool)
             print(f"{'':16s} {tool} vs faiss: time x{r[2] / rows[-2][2]:.2f}, inertia rel diff {(r[3] - base) / base:+.2e}")
         for tool, rs in res.items():
-            summary.append({"case": name, "n": n, "d": d, "k": k, "iters": ITERS, "tool": tool,
+            summary.append({"case": name, "n": n, "d": d, "k": k, "iters": ITERS, "tool": tool, "iters_run": rs[-1][2],
                             "s_per_iter": statistics.median(r[0] for r in rs),
                             "cpu_s_per_iter": statistics.median(r[3] for r in rs),
                             "final_inertia": rs[-1][1], "runs": [r[0] for r in rs]})
@@ -158,6 +158,7 @@ if __name__ == "__main__":
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--json", help="write the medians to this file")
+    ap.add_argument("--iters", type=int, default=ITERS, help=f"Lloyd iterations, the same for all three (default {ITERS})")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
     a = ap.parse_args()
     if a.cmd == "gen":
@@ -166,4 +167,5 @@ if __name__ == "__main__":
         if "OPENBLAS_CORETYPE" in os.environ or "OPENBLAS_L2_SIZE" in os.environ:
             print("warning: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set; unset them for fair numpy/sklearn timings",
                   file=sys.stderr)
+        ITERS = a.iters
         run(a.reps, a.only, a.json)
