@@ -58,12 +58,14 @@ def load_avg():
 
 
 def machine():
-    cpu = "?"
+    info = {}
     with open("/proc/cpuinfo") as f:
         for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if ":" in line:
+                k, v = (x.strip() for x in line.split(":", 1))
+                info.setdefault(k, v)
+    cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}"
+    cpu += ", virtual machine)" if "hypervisor" in info.get("flags", "").split() else ")"
     with open("/proc/meminfo") as f:
         mem_kb = int(next(l for l in f if l.startswith("MemTotal")).split()[1])
     flags = open("/proc/cpuinfo").read()
@@ -94,20 +96,22 @@ def versions():
 
 # ---------------------------------------------------------------- comparisons
 
-NET_RE = re.compile(r"resnet_(\w+)\s+train\s+([\d.]+) img/s.*?inference\s+([\d.]+) img/s")
+NET_RE = re.compile(r"resnet_(\w+)\s+train\s+([\d.]+) img/s \(\s*([\d.]+) per 2 CPU-s\)\s+"
+                    r"inference\s+([\d.]+) img/s \(\s*([\d.]+)\)")
 
 
 def nets(reps, steps):
-    res = {p: {"ours": {"train": [], "infer": []}, "torch": {"train": [], "infer": []}} for p in PRESETS}
+    res = {p: {t: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for t in ("ours", "torch")}
+           for p in PRESETS}
     for _ in range(reps):
         for tool, cmd, env in (
                 ("ours", [os.path.join(EX, "bench_train"), "--steps", str(steps), "--presets", ",".join(PRESETS)],
                  RUST_ENV),
                 ("torch", [sys.executable, os.path.join(HERE, "torch_resnet.py"), "--steps", str(steps),
-                           "--presets", ",".join(PRESETS)], PY_ENV)):
+                           "--presets", ",".join(PRESETS), "--passive"], PY_ENV)):
             for m in NET_RE.finditer(sh(cmd, env, "nets.log")):
-                res[m[1]][tool]["train"].append(float(m[2]))
-                res[m[1]][tool]["infer"].append(float(m[3]))
+                for i, key in enumerate(("train", "train_cpu", "infer", "infer_cpu")):
+                    res[m[1]][tool][key].append(float(m[i + 2]))
     return res
 
 
@@ -156,13 +160,16 @@ def yes(ok):
     return "**met**" if ok else "**not met**"
 
 
-def report(meta, sections, args):
+def report(meta, sections, run_args):
     L = []
     w = L.append
     m = meta["machine"]
     w("# Benchmark results")
     w("")
-    w(f"Written by `benches/run_all.sh` ({' '.join(meta['argv'])}) on {meta['date']}; total {meta['minutes']:.0f} min.")
+    dates = sorted(v.get("date", meta["date"]) for v in sections.values())
+    w(f"Written by `benches/run_all.sh` ({' '.join(meta['argv'])}) on {meta['date']}; this invocation took "
+      f"{meta['minutes']:.0f} min" + (f"; sections measured between {dates[0]} and {dates[-1]}" if dates and dates[0] != dates[-1]
+                                      else "") + ". Each section's heading gives its time and load average.")
     w("")
     w(f"- Machine: {m['cpu']}, {m['cores']} logical cores ({m['simd']}), {m['mem_gib']:.1f} GiB memory, "
       f"Linux {m['kernel']}. Every tool ran on 2 threads.")
@@ -180,10 +187,15 @@ def report(meta, sections, args):
     w("")
     goals = []
 
+    def cfg(name):
+        """The settings a section was measured with (saved with it), else this invocation's."""
+        return argparse.Namespace(**{**vars(run_args), **sections[name].get("args", {})})
+
     if "nets" in sections:
         r = sections["nets"]["res"]
+        args = cfg("nets")
         w(f"## ResNet presets vs PyTorch CPU (batch 128, 1x28x28, {args.net_steps} steps, {args.net_reps} "
-          f"alternating runs each; load {sections['nets']['load']})")
+          f"alternating runs each; {sections['nets'].get('date', '')}, load {sections['nets']['load']})")
         w("")
         w("Train = forward + backward + SGD step (momentum 0.9, weight decay 5e-4); inference = eval-mode forward. "
           "Images per second, median of runs (higher is better); resnet_gpu runs a fifth of the steps.")
@@ -202,6 +214,22 @@ def report(meta, sections, args):
                           f"train {ot / tt:.2f}x, inference {oi / ti:.2f}x", ok))
             w(f"| resnet_{p} | {ot:.1f} | {tt:.1f} | {ot / tt:.2f}x | {oi:.1f} | {ti:.1f} | {oi / ti:.2f}x | {yes(ok)} |")
         w("")
+        w("The same runs in images per 2 CPU-seconds of the process (user + system, all threads; PyTorch runs with "
+          "OMP_WAIT_POLICY=PASSIVE so idle threads sleep): less sensitive than wall time to other load, since a "
+          "process waiting for a core uses no CPU time.")
+        w("")
+        w("| preset | cfrun train | PyTorch train | ratio | cfrun inference | PyTorch inference | ratio |")
+        w("|---|---|---|---|---|---|---|")
+        if not any(r[p]["torch"].get("train_cpu") for p in PRESETS):
+            L[-4:] = []  # no CPU times recorded for PyTorch in these runs
+        for p in PRESETS:
+            o, t = r[p]["ours"], r[p]["torch"]
+            if not o.get("train_cpu") or not t.get("train_cpu"):
+                continue
+            ot, tt = statistics.median(o["train_cpu"]), statistics.median(t["train_cpu"])
+            oi, ti = statistics.median(o["infer_cpu"]), statistics.median(t["infer_cpu"])
+            w(f"| resnet_{p} | {ot:.1f} | {tt:.1f} | {ot / tt:.2f}x | {oi:.1f} | {ti:.1f} | {oi / ti:.2f}x |")
+        w("")
         w("Runs (img/s, train / inference): " + "; ".join(
             f"resnet_{p} cfrun {[round(x) for x in r[p]['ours']['train']]} / {[round(x) for x in r[p]['ours']['infer']]}, "
             f"PyTorch {[round(x) for x in r[p]['torch']['train']]} / {[round(x) for x in r[p]['torch']['infer']]}"
@@ -210,8 +238,9 @@ def report(meta, sections, args):
 
     if "kmeans" in sections:
         rows = sections["kmeans"]["res"]
-        w(f"## k-means vs faiss-cpu and scikit-learn ({args.kmeans_reps} alternating runs; load "
-          f"{sections['kmeans']['load']})")
+        args = cfg("kmeans")
+        w(f"## k-means vs faiss-cpu and scikit-learn ({args.kmeans_reps} alternating runs; "
+          f"{sections['kmeans'].get('date', '')}, load {sections['kmeans']['load']})")
         w("")
         w(f"f32, 2 threads, {args.kmeans_iters} Lloyd iterations from the same k-means++ initial centroids, all points used (faiss "
           "`max_points_per_centroid` = n). Seconds per iteration (median; lower is better); final inertia = sum of "
@@ -243,7 +272,7 @@ def report(meta, sections, args):
         k = sections["kmem"]["res"]
         ok = k["ratio"] < 1.5
         goals.append((f"k-means peak memory on {k['n']:,} x {k['d']} f32 < 1.5x the features", f"{k['ratio']:.2f}x", ok))
-        w(f"## k-means peak memory (load {sections['kmem']['load']})")
+        w(f"## k-means peak memory ({sections['kmem'].get('date', '')}, load {sections['kmem']['load']})")
         w("")
         w(f"`kmeans_bench --synthetic {k['n']} {k['d']} {k['k']} {k['iters']}` (features generated inside the process, "
           f"random init, K={k['k']}, {k['iters']} iterations, {k['s_per_iter']:.1f} s/iter): peak RSS "
@@ -253,8 +282,9 @@ def report(meta, sections, args):
 
     if "probe" in sections:
         rows = sections["probe"]["res"]
-        w(f"## Linear probe vs scikit-learn LogisticRegression ({args.probe_reps} alternating runs; load "
-          f"{sections['probe']['load']})")
+        args = cfg("probe")
+        w(f"## Linear probe vs scikit-learn LogisticRegression ({args.probe_reps} alternating runs; "
+          f"{sections['probe'].get('date', '')}, load {sections['probe']['load']})")
         w("")
         w(f"Same features and splits. cfrun: `eval::linear_probe` with its defaults (mini-batch SGD; standardises "
           f"features internally). scikit-learn: StandardScaler + LogisticRegression(lbfgs, C=1, "
@@ -282,8 +312,8 @@ def report(meta, sections, args):
         ok = c < 0.1 and d / c >= 10
         goals.append(("`cfrun status` on 1,000 cached instances < 100 ms and >= 10x faster than `dvc status`",
                       f"{1000 * c:.0f} ms, {d / c:.0f}x", ok))
-        w(f"## `cfrun status` vs `dvc status`, 1,000 cached instances ({s['reps']} alternating runs; load "
-          f"{sections['status']['load']})")
+        w(f"## `cfrun status` vs `dvc status`, 1,000 cached instances ({s['reps']} alternating runs; "
+          f"{sections['status'].get('date', '')}, load {sections['status']['load']})")
         w("")
         w("`benches/dvc_status_1000.sh`: cfrun's experiment is a `dataset` stage plus a 999-seed sweep of "
           "`label_noise` (1,000 instances); the DVC pipeline is a `shapes` stage plus a 999-item `foreach` of stages "
@@ -329,6 +359,8 @@ def main():
     ap.add_argument("--sk-iters", type=int, default=100, help="LogisticRegression max_iter (its default is 100)")
     ap.add_argument("--status-reps", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "RESULTS.md"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the other sections' results from the previous run ($CFRUN_BENCH_TMP/sections.json)")
     args = ap.parse_args()
     if args.quick:
         args.net_reps, args.net_steps, args.kmeans_reps, args.kmeans_iters, args.probe_reps, args.status_reps = \
@@ -340,8 +372,13 @@ def main():
             "busy": busy_others(), "versions": versions()}
     loads = [float(meta["load_before"].split()[0])]
     sections = {}
+    saved = os.path.join(TMP, "sections.json")
+    if args.reuse and os.path.exists(saved):
+        sections = {k: v for k, v in json.load(open(saved)).items() if k not in args.only}
+        print("reusing earlier sections:", ", ".join(f"{k} ({v.get('date', '?')})" for k, v in sections.items()))
     for name in args.only:
         before = load_avg()
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         print(f"\n=== {name} (load {before}) ===", flush=True)
         if name == "nets":
             res = nets(args.net_reps, args.net_steps)
@@ -357,9 +394,12 @@ def main():
             raise SystemExit(f"unknown section {name}")
         after = load_avg()
         loads += [float(after.split()[0])]
-        sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after"}
-        with open(os.path.join(TMP, "sections.json"), "w") as f:
+        sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after", "date": when,
+                          "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse")}}
+        with open(saved, "w") as f:
             json.dump(sections, f, indent=1)
+    order = ["nets", "kmeans", "kmem", "probe", "status"]
+    sections = dict(sorted(sections.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     meta["load_after"] = load_avg()
     meta["minutes"] = (time.time() - t0) / 60
     # Our own runs use 2 threads: load beyond that (or any before we start) is someone else's.
