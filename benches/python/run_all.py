@@ -166,8 +166,8 @@ def report(meta, sections, run_args):
     m = meta["machine"]
     w("# Benchmark results")
     w("")
-    dates = sorted(v.get("date", meta["date"]) for v in sections.values())
-    w(f"Written by `benches/run_all.sh` ({' '.join(meta['argv'])}) on {meta['date']}; this invocation took "
+    dates = sorted((v.get("date", meta["date"]) for v in sections.values()), key=lambda d: d.replace("~", ""))
+    w(f"Written by `benches/run_all.sh` ({' '.join(meta['argv'])}) on {meta['date']}; measuring took "
       f"{meta['minutes']:.0f} min" + (f"; sections measured between {dates[0]} and {dates[-1]}" if dates and dates[0] != dates[-1]
                                       else "") + ". Each section's heading gives its time and load average.")
     w("")
@@ -351,6 +351,10 @@ def report(meta, sections, run_args):
       "stopped changing (none did here: see iters in the logs), so time is compared per iteration.")
     w("- resnet_gpu is the GPU preset (ResNet-18 widths) run on the CPU here, 2 steps per run, so its figures are "
       "the noisiest; on a GPU cfrun uses candle's CUDA kernels instead (see docs/).")
+    w("- PyTorch runs with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP threads sleep). With its default policy they "
+      "spin, which on a shared machine made it 2-4x slower in wall time (see benches/README.md) and would flatter "
+      "cfrun; on an idle machine the policy matters little. faiss and scikit-learn get the same setting in the "
+      "k-means comparison.")
     w("- Wall-time ratios on a loaded machine favour whichever tool happened to run in a quieter moment; the "
       "CPU-time columns are the cross-check.")
     w("")
