@@ -84,9 +84,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n = 20_000;
         let pixels: Vec<u8> = (0..n * 784).map(|_| rng.random()).collect();
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-        let data = nn::ImageData { pixels: &pixels, n, c: 1, h: 28, w: 28 };
+        let data = nn::ImageData { pixels: &pixels, n, c: 1, t: 1, h: 28, w: 28 };
         let cfg = nn::TrainConfig {
-            arch: ResNetConfig::resnet_cpu(1, 10),
+            arch: ResNetConfig::resnet_cpu(1, 10).into(),
             epochs: 1,
             batch_size: batch,
             lr: 0.1,
@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             weight_decay: 5e-4,
             warmup_epochs: 0,
             schedule: nn::Schedule::Cosine,
-            augment: nn::Augment { crop_padding: 2, hflip: false },
+            augment: nn::Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
             seed: 0,
         };
         let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 10 };

@@ -3,7 +3,7 @@
 //! The folders follow the architecture: [`config`] (the TOML schema and its validation), [`graph`]
 //! (the expanded DAG), [`cache`] (the content-addressed store), [`exec`] (scheduling and running),
 //! [`ops`] (one file per stage kind), [`artifact`] (on-disk formats), and the ML parts: [`data`],
-//! [`nn`], [`cluster`], [`eval`], [`report`].
+//! [`nn`], [`cluster`], [`eval`], [`report`], and [`video`] (generated action clips).
 
 pub mod artifact;
 pub mod cache;
@@ -17,3 +17,4 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod report;
+pub mod video;

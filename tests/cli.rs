@@ -402,3 +402,26 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("unknown preset `resnet_huge`"), "{}", stderr(&bad));
 }
+
+#[test]
+fn video_pipeline_end_to_end_is_cached_and_deterministic() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("video_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
+    assert_eq!(first.len(), 24);
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "cached"), "{v}");
+    let files: Vec<String> = v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(files.iter().filter(|f| f.ends_with("clips.png")).count(), 2, "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("table.md")));
+    let other = tempfile::tempdir().unwrap();
+    run_json(other.path(), &file, &[]);
+    assert_eq!(objects(cache.path()), objects(other.path()));
+}

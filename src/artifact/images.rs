@@ -1,4 +1,6 @@
-//! Image artifacts: u8 pixels of both splits plus the data set's description.
+//! Image artifacts: u8 pixels of both splits plus the data set's description. Clips use the same
+//! format with `frames > 1`: each example is `[C, T, H, W]`, channel-major like PyTorch's video
+//! tensors.
 
 use std::path::Path;
 
@@ -25,6 +27,18 @@ pub struct ImagesMeta {
     pub class_names: Vec<String>,
     /// Whether a horizontal flip keeps an image's meaning (false for digits).
     pub hflip_ok: bool,
+    /// Frames per example: 1 for images, T for clips (`[N, C, T, H, W]`). Left out of the JSON
+    /// when 1, so image artifacts keep the bytes (and digests) they had before clips existed.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub frames: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 /// Pixels of both splits, NCHW u8.
@@ -39,9 +53,9 @@ pub struct Images {
 }
 
 impl Images {
-    /// Values per image.
+    /// Values per image (per clip: all its frames).
     pub fn image_len(&self) -> usize {
-        self.meta.channels * self.meta.height * self.meta.width
+        self.meta.channels * self.meta.frames * self.meta.height * self.meta.width
     }
 
     /// Images in a split.
@@ -61,7 +75,13 @@ impl Images {
     pub fn save(&self, dir: &Path) -> Result<(), OpError> {
         std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
         let m = &self.meta;
-        let shape = |n: usize| (n, m.channels, m.height, m.width);
+        let shape = |n: usize| -> Vec<usize> {
+            if m.frames == 1 {
+                vec![n, m.channels, m.height, m.width]
+            } else {
+                vec![n, m.channels, m.frames, m.height, m.width]
+            }
+        };
         let train = Tensor::from_slice(&self.train, shape(self.count(Split::Train)), &Device::Cpu)?;
         let test = Tensor::from_slice(&self.test, shape(self.count(Split::Test)), &Device::Cpu)?;
         tensors::save(&dir.join("images.safetensors"), vec![("train", train), ("test", test)])?;

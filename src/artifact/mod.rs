@@ -4,6 +4,7 @@
 //! | kind | file | tensors | meta |
 //! |---|---|---|---|
 //! | images | `images.safetensors` | `train`, `test`: u8 `[N, C, H, W]` | [`ImagesMeta`] |
+//! | clips | `images.safetensors` | `train`, `test`: u8 `[N, C, T, H, W]` | [`ImagesMeta`] with `frames = T` |
 //! | labels | `labels.safetensors` | `train`, `test`: u32 `[N]`; tag sets add `{split}_tag_offsets` u32 `[N+1]` and `{split}_tag_ids` | [`LabelsMeta`] (+ `tag_classes`) |
 //! | features | `features.safetensors` | `train`, `test`: f32 `[N, D]` | [`FeaturesMeta`] |
 //! | metrics | `metrics.json` | | flat name -> number map plus details |

@@ -97,7 +97,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
         /// Network presets to check.
-        #[arg(long, value_delimiter = ',', default_value = "resnet_tiny,resnet_cpu,resnet_gpu")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet_tiny,resnet_cpu,resnet_gpu,r2plus1d_tiny,r2plus1d_small,r2plus1d_large,r2plus1d_gpu"
+        )]
         presets: Vec<String>,
     },
 }

@@ -11,8 +11,8 @@
 //! directory and renames it. f32 values round-trip exactly, which is what makes a resumed run
 //! bit-identical to an uninterrupted one.
 
+use super::arch::{Arch, Net};
 use super::data::Normalization;
-use super::resnet::{ResNet, ResNetConfig};
 use super::train::{EpochStats, TrainConfig};
 use super::NnError;
 use candle_core::{DType, Device, Tensor, Var};
@@ -33,7 +33,7 @@ pub struct ModelMeta {
     /// Format version (1).
     pub version: u32,
     /// The architecture to rebuild.
-    pub arch: ResNetConfig,
+    pub arch: Arch,
     /// The input normalisation.
     pub norm: Normalization,
 }
@@ -96,14 +96,14 @@ fn var_tensors(varmap: &VarMap) -> BTreeMap<String, Tensor> {
     data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
 }
 
-/// Builds a [`ResNet`] over `varmap`. With `fresh` the vars are created (then initialised by
+/// Builds the network over `varmap`. With `fresh` the vars are created (then initialised by
 /// the caller); otherwise `varmap` must hold exactly the architecture's vars, with the right
 /// shapes, or this fails instead of silently adding random ones.
-pub fn build_model(arch: &ResNetConfig, varmap: &VarMap, device: &Device, fresh: bool) -> Result<ResNet, NnError> {
+pub fn build_model(arch: &Arch, varmap: &VarMap, device: &Device, fresh: bool) -> Result<Net, NnError> {
     arch.validate()?;
     if !fresh {
         let reference = VarMap::new();
-        ResNet::new(arch, VarBuilder::from_varmap(&reference, DType::F32, device))?;
+        arch.build(VarBuilder::from_varmap(&reference, DType::F32, device))?;
         let want: BTreeMap<String, Vec<usize>> =
             var_tensors(&reference).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
         let have: BTreeMap<String, Vec<usize>> =
@@ -116,7 +116,7 @@ pub fn build_model(arch: &ResNetConfig, varmap: &VarMap, device: &Device, fresh:
             )));
         }
     }
-    Ok(ResNet::new(arch, VarBuilder::from_varmap(varmap, DType::F32, device))?)
+    Ok(arch.build(VarBuilder::from_varmap(varmap, DType::F32, device))?)
 }
 
 /// A VarMap holding `tensors` (moved to `device`) as vars.
@@ -132,7 +132,7 @@ fn varmap_from(tensors: impl IntoIterator<Item = (String, Tensor)>, device: &Dev
 }
 
 /// Writes a model: `path` (safetensors, var names as keys) and its `.json` side file.
-pub fn save_model(path: &Path, weights: &VarMap, arch: &ResNetConfig, norm: &Normalization) -> Result<(), NnError> {
+pub fn save_model(path: &Path, weights: &VarMap, arch: &Arch, norm: &Normalization) -> Result<(), NnError> {
     weights.save(path)?;
     let meta = ModelMeta { format: MODEL_FORMAT.into(), version: VERSION, arch: arch.clone(), norm: norm.clone() };
     write_json(&json_path(path), &meta)

@@ -114,8 +114,10 @@ impl Geom {
         let (oy0, oy1) = self.valid(ky, self.h, self.ho);
         let shift = (ky as isize - self.pad as isize) * self.w as isize + kx as isize - self.pad as isize;
         let plane = (self.h * self.w) as isize;
-        let lo = (oy0 * self.w).max((-shift).max(0) as usize);
-        let hi = (oy1 * self.w).min((plane - shift).max(0) as usize);
+        // Clamped to the plane: on maps smaller than the kernel reach (a 1x1 map under a 3x3
+        // kernel) a tap can read nothing at all, and the block must then be empty, not past the end.
+        let lo = (oy0 * self.w).max((-shift).max(0) as usize).min(plane as usize);
+        let hi = (oy1 * self.w).min((plane - shift).max(0) as usize).min(plane as usize);
         (shift, lo, hi.max(lo))
     }
 }
@@ -216,8 +218,10 @@ fn im2col_shifted(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
                 let dst = &mut col[row * ld + off..row * ld + off + p];
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
-                let s0 = (lo as isize + shift) as usize;
-                dst[lo..hi].copy_from_slice(&plane[s0..s0 + (hi - lo)]);
+                if hi > lo {
+                    let s0 = (lo as isize + shift) as usize;
+                    dst[lo..hi].copy_from_slice(&plane[s0..s0 + (hi - lo)]);
+                }
                 // Columns that wrapped around to the neighbouring row are padding.
                 if ox0 > 0 || ox1 < w {
                     for oy in oy0..oy1 {
@@ -281,9 +285,11 @@ fn col2im_shifted(g: &Geom, dcol: &mut [f32], ld: usize, off: usize, dx: &mut [f
                         zero_small(&mut src[oy * w + ox1..(oy + 1) * w]);
                     }
                 }
-                let d0 = (lo as isize + shift) as usize;
-                for (d, v) in plane[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                    *d += v;
+                if hi > lo {
+                    let d0 = (lo as isize + shift) as usize;
+                    for (d, v) in plane[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                        *d += v;
+                    }
                 }
             }
         }
@@ -444,6 +450,8 @@ mod tests {
             (2, 2, 6, 5, 3, 3, 2, 0),
             (3, 2, 5, 8, 4, 3, 1, 1),
             (2, 3, 9, 9, 2, 5, 1, 2),
+            // A 1x1 map under a 3x3 kernel (R(2+1)D's res5 on small clips): most taps read nothing.
+            (3, 2, 1, 1, 2, 3, 1, 1),
         ];
         for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&rand_tensor(&[n, cin, h, w], i as u64)).unwrap();

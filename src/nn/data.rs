@@ -2,8 +2,9 @@
 //! augmentation (random crop with zero padding, horizontal flip) applied while assembling a
 //! batch.
 //!
-//! Shapes: `ImageData::pixels` is `(n, c, h, w)` u8, row-major (NCHW); a batch is
-//! `(b, c, h, w)` f32 with `x = (pixel / 255 - mean[c]) / std[c]`.
+//! Shapes: `ImageData::pixels` is `(n, c, t, h, w)` u8, row-major (`t = 1` for images: NCHW);
+//! a batch is `(b, c, L, h, w)` f32 with `x = (pixel / 255 - mean[c]) / std[c]`, where `L` is
+//! `Augment::clip_frames` (a temporal crop: random in training, centred otherwise) or `t`.
 
 use super::NnError;
 use rand::Rng;
@@ -18,6 +19,8 @@ pub struct ImageData<'a> {
     pub n: usize,
     /// Channels.
     pub c: usize,
+    /// Frames per example (1 for images).
+    pub t: usize,
     /// Height.
     pub h: usize,
     /// Width.
@@ -25,18 +28,40 @@ pub struct ImageData<'a> {
 }
 
 impl ImageData<'_> {
-    /// Pixels per image.
+    /// Pixels per image (per clip: all frames).
     pub fn image_len(&self) -> usize {
-        self.c * self.h * self.w
+        self.c * self.t * self.h * self.w
+    }
+
+    /// Frames per example after a temporal crop of `clip_frames` (0: no crop).
+    pub fn frames_out(&self, clip_frames: usize) -> usize {
+        if clip_frames == 0 {
+            self.t
+        } else {
+            clip_frames.min(self.t)
+        }
+    }
+
+    /// A copy of frames `offset..offset + len` of every clip (`(n, c, len, h, w)`).
+    pub fn temporal_crop(&self, offset: usize, len: usize) -> Vec<u8> {
+        let plane = self.h * self.w;
+        let mut out = Vec::with_capacity(self.n * self.c * len * plane);
+        for clip in self.pixels.chunks_exact(self.image_len().max(1)) {
+            for ch in clip.chunks_exact(self.t * plane) {
+                out.extend_from_slice(&ch[offset * plane..(offset + len) * plane]);
+            }
+        }
+        out
     }
     /// Checks that the buffer length matches the shape.
     pub fn validate(&self) -> Result<(), NnError> {
-        if self.c == 0 || self.h == 0 || self.w == 0 || self.pixels.len() != self.n * self.image_len() {
+        if self.c == 0 || self.t == 0 || self.h == 0 || self.w == 0 || self.pixels.len() != self.n * self.image_len() {
             return Err(NnError::invalid(format!(
-                "image data has {} bytes, shape n={} c={} h={} w={}",
+                "image data has {} bytes, shape n={} c={} t={} h={} w={}",
                 self.pixels.len(),
                 self.n,
                 self.c,
+                self.t,
                 self.h,
                 self.w
             )));
@@ -61,7 +86,7 @@ impl Normalization {
         let plane = data.h * data.w;
         let mut hist = vec![[0u64; 256]; data.c];
         for (i, chunk) in data.pixels.chunks_exact(plane).enumerate() {
-            let h = &mut hist[i % data.c];
+            let h = &mut hist[(i / data.t) % data.c];
             for &p in chunk {
                 h[p as usize] += 1;
             }
@@ -101,11 +126,22 @@ pub struct Augment {
     pub crop_padding: usize,
     /// Flip left-right with probability 1/2.
     pub hflip: bool,
+    /// Clips only: a temporal crop of this many frames (0: all frames). Left out of the JSON
+    /// when 0, so image training states keep their old form.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clip_frames: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// Writes images `idx` of `data`, normalised with `lut` and, when `rng` is given, augmented,
-/// into `out` (`idx.len() * c * h * w`). Per image the draws are: crop offsets y then x (if
-/// padding), then the flip (if enabled), so a given stream always gives the same batch.
+/// into `out` (`idx.len() * c * L * h * w`, `L = data.frames_out(aug.clip_frames)`). Per image
+/// the draws are: crop offsets y then x (if padding), then the flip (if enabled), then the
+/// temporal offset (if the clip is cropped in time), so a given stream always gives the same
+/// batch, and image batches are what they were before clips existed. Every frame of a clip gets
+/// the same crop and flip.
 pub(crate) fn fill_batch(
     data: &ImageData,
     idx: &[usize],
@@ -114,13 +150,15 @@ pub(crate) fn fill_batch(
     mut rng: Option<&mut impl Rng>,
     out: &mut [f32],
 ) {
-    let (c, h, w) = (data.c, data.h, data.w);
-    let len = data.image_len();
+    let (c, h, w, t) = (data.c, data.h, data.w, data.t);
+    let frames = data.frames_out(aug.clip_frames);
+    let (len, out_len) = (data.image_len(), c * frames * h * w);
     let p = aug.crop_padding;
     for (b, &i) in idx.iter().enumerate() {
         let src = &data.pixels[i * len..(i + 1) * len];
-        let dst = &mut out[b * len..(b + 1) * len];
+        let dst = &mut out[b * out_len..(b + 1) * out_len];
         let (mut dy, mut dx, mut flip) = (p, p, false);
+        let mut t0 = (t - frames) / 2;
         if let Some(rng) = rng.as_deref_mut() {
             if p > 0 {
                 dy = rng.random_range(0..=2 * p);
@@ -129,30 +167,44 @@ pub(crate) fn fill_batch(
             if aug.hflip {
                 flip = rng.random_bool(0.5);
             }
-        }
-        if dy == p && dx == p && !flip {
-            for (ch, (d, s)) in dst.chunks_exact_mut(h * w).zip(src.chunks_exact(h * w)).enumerate() {
-                d.iter_mut().zip(s).for_each(|(d, &s)| *d = lut[ch][s as usize]);
+            if frames < t {
+                t0 = rng.random_range(0..=t - frames);
             }
+        }
+        for (plane, d) in dst.chunks_exact_mut(h * w).enumerate() {
+            let (ch, f) = (plane / frames, plane % frames);
+            let s = &src[(ch * t + t0 + f) * h * w..(ch * t + t0 + f + 1) * h * w];
+            fill_plane(s, &lut[ch], (h, w), (dy, dx, p, flip), d);
+        }
+    }
+}
+
+/// One `h x w` plane through `table`, shifted by `(dy - p, dx - p)` (zero outside), optionally
+/// mirrored.
+fn fill_plane(
+    src: &[u8],
+    table: &[f32; 256],
+    (h, w): (usize, usize),
+    (dy, dx, p, flip): (usize, usize, usize, bool),
+    dst: &mut [f32],
+) {
+    if dy == p && dx == p && !flip {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = table[s as usize]);
+        return;
+    }
+    let zero = table[0];
+    for y in 0..h {
+        let sy = (y + dy).wrapping_sub(p);
+        let row = &mut dst[y * w..(y + 1) * w];
+        if sy >= h {
+            row.fill(zero);
             continue;
         }
-        for ch in 0..c {
-            let table = &lut[ch];
-            let zero = table[0];
-            for y in 0..h {
-                let sy = (y + dy).wrapping_sub(p);
-                let row = &mut dst[(ch * h + y) * w..(ch * h + y + 1) * w];
-                if sy >= h {
-                    row.fill(zero);
-                    continue;
-                }
-                let srow = &src[(ch * h + sy) * w..(ch * h + sy + 1) * w];
-                for (x, d) in row.iter_mut().enumerate() {
-                    let xx = if flip { w - 1 - x } else { x };
-                    let sx = (xx + dx).wrapping_sub(p);
-                    *d = if sx < w { table[srow[sx] as usize] } else { zero };
-                }
-            }
+        let srow = &src[sy * w..(sy + 1) * w];
+        for (x, d) in row.iter_mut().enumerate() {
+            let xx = if flip { w - 1 - x } else { x };
+            let sx = (xx + dx).wrapping_sub(p);
+            *d = if sx < w { table[srow[sx] as usize] } else { zero };
         }
     }
 }
@@ -166,7 +218,7 @@ mod tests {
     fn normalisation_statistics_and_lut() {
         // Channel 0: 0 and 255 -> mean 0.5, std 0.5; channel 1 constant 51 -> std 1.
         let pixels = [0u8, 255, 51, 51, 255, 0, 51, 51];
-        let data = ImageData { pixels: &pixels, n: 2, c: 2, h: 1, w: 2 };
+        let data = ImageData { pixels: &pixels, n: 2, c: 2, t: 1, h: 1, w: 2 };
         let norm = Normalization::from_data(&data).unwrap();
         assert_eq!(norm.mean, vec![0.5, 0.2]);
         assert_eq!(norm.std, vec![0.5, 1.0]);
@@ -180,9 +232,9 @@ mod tests {
     fn crop_and_flip_move_pixels() {
         // A 1x3x3 image 1..9; padding 1 with every offset and flip seen over many draws.
         let pixels: Vec<u8> = (1..=9).collect();
-        let data = ImageData { pixels: &pixels, n: 1, c: 1, h: 3, w: 3 };
+        let data = ImageData { pixels: &pixels, n: 1, c: 1, t: 1, h: 3, w: 3 };
         let lut: Vec<[f32; 256]> = vec![std::array::from_fn(|v| v as f32)];
-        let aug = Augment { crop_padding: 1, hflip: true };
+        let aug = Augment { crop_padding: 1, hflip: true, clip_frames: 0 };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..400 {
@@ -205,5 +257,29 @@ mod tests {
             seen.insert(out.iter().map(|v| *v as u8).collect::<Vec<_>>());
         }
         assert_eq!(seen.len(), 18, "9 offsets x 2 flips");
+    }
+
+    #[test]
+    fn temporal_crops_are_centred_in_eval_and_random_in_training() {
+        // Two clips of 4 one-pixel frames, 2 channels: channel planes stay frame-major per channel.
+        let pixels: Vec<u8> = vec![10, 20, 30, 40, 50, 60, 70, 80, 11, 21, 31, 41, 51, 61, 71, 81];
+        let data = ImageData { pixels: &pixels, n: 2, c: 2, t: 4, h: 1, w: 1 };
+        let lut: Vec<[f32; 256]> = vec![std::array::from_fn(|v| v as f32); 2];
+        let aug = Augment { clip_frames: 2, ..Augment::default() };
+        let mut out = vec![0f32; 2 * 2 * 2];
+        let none: Option<&mut rand_chacha::ChaCha8Rng> = None;
+        fill_batch(&data, &[1, 0], &lut, &aug, none, &mut out);
+        assert_eq!(out, vec![21.0, 31.0, 61.0, 71.0, 20.0, 30.0, 60.0, 70.0]);
+        assert_eq!(data.temporal_crop(1, 2), vec![20, 30, 60, 70, 21, 31, 61, 71]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut starts = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let mut one = vec![0f32; 4];
+            fill_batch(&data, &[0], &lut, &aug, Some(&mut rng), &mut one);
+            assert_eq!(one[1] - one[0], 10.0, "consecutive frames: {one:?}");
+            assert_eq!(one[2] - one[0], 40.0, "the same frames of the second channel: {one:?}");
+            starts.insert(one[0] as u32);
+        }
+        assert_eq!(starts.into_iter().collect::<Vec<_>>(), vec![10, 20, 30]);
     }
 }

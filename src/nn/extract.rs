@@ -9,9 +9,10 @@
 //! | `Adaptive(s)` | `C*s*s` | PyTorch `adaptive_avg_pool2d(s)` then flatten `(C, s, s)` |
 //! | `Flatten` | `C*h*w` | the map flattened as `(C, h, w)` |
 
+use super::arch::{Arch, Net};
 use super::checkpoint::build_model;
 use super::data::{fill_batch, Augment, ImageData, Normalization};
-use super::resnet::{ResNetConfig, Tap};
+use super::resnet::Tap;
 use super::NnError;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -96,19 +97,22 @@ impl FromStr for Pool {
 /// Runs the network in eval mode over `data` in batches, calling `f` with each output.
 fn for_batches(
     weights: &VarMap,
-    arch: &ResNetConfig,
+    arch: &Arch,
     norm: &Normalization,
     data: &ImageData,
     batch_size: usize,
     device: &Device,
-    mut f: impl FnMut(&Tensor, &super::resnet::ResNet) -> Result<(), NnError>,
+    mut f: impl FnMut(&Tensor, &Net) -> Result<(), NnError>,
 ) -> Result<(), NnError> {
     data.validate()?;
     norm.check_channels(data.c)?;
-    if data.c != arch.in_channels || batch_size == 0 {
+    if data.c != arch.in_channels() || batch_size == 0 || (data.t > 1 && !arch.is_video()) {
         return Err(NnError::invalid(format!(
-            "data has {} channels, the network {}; batch size {batch_size}",
-            data.c, arch.in_channels
+            "data has {} channels and {} frames, the network takes {} channels ({}); batch size {batch_size}",
+            data.c,
+            data.t,
+            arch.in_channels(),
+            if arch.is_video() { "clips" } else { "images" }
         )));
     }
     let model = build_model(arch, weights, device, false)?;
@@ -119,7 +123,7 @@ fn for_batches(
     for chunk in idx.chunks(batch_size) {
         let xb = &mut buf[..chunk.len() * len];
         fill_batch(data, chunk, &lut, &Augment::default(), None::<&mut rand_chacha::ChaCha8Rng>, xb);
-        let x = Tensor::from_slice(xb, (chunk.len(), data.c, data.h, data.w), device)?;
+        let x = Tensor::from_slice(xb, arch.input_shape(chunk.len(), data.c, data.t, data.h, data.w), device)?;
         f(&x, &model)?;
     }
     Ok(())
@@ -129,7 +133,7 @@ fn for_batches(
 #[allow(clippy::too_many_arguments)]
 pub fn extract(
     weights: &VarMap,
-    arch: &ResNetConfig,
+    arch: &Arch,
     norm: &Normalization,
     data: &ImageData,
     tap: Tap,
@@ -141,6 +145,16 @@ pub fn extract(
     let mut dim = 0;
     for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
         let fm = model.forward_to(x, tap, false)?;
+        // Clip maps (N, C, T, h, w): average pooling runs over time too; adaptive pooling and
+        // flattening keep time for `flatten` only (time is averaged before adaptive bins).
+        let fm = match (fm.rank(), pool) {
+            (5, Pool::Adaptive(_)) => fm.mean(2)?,
+            (5, _) => {
+                let (b, c, t, h, w) = fm.dims5()?;
+                fm.reshape((b, c, t * h, w))?
+            }
+            _ => fm,
+        };
         let (b, c, h, w) = fm.dims4()?;
         dim = pool.dim(c, h, w);
         let values = fm.flatten_all()?.to_vec1::<f32>()?;
@@ -161,18 +175,18 @@ pub fn extract(
 /// Logits in eval mode: `(n * num_classes values, num_classes)`.
 pub fn logits(
     weights: &VarMap,
-    arch: &ResNetConfig,
+    arch: &Arch,
     norm: &Normalization,
     data: &ImageData,
     batch_size: usize,
     device: &Device,
 ) -> Result<(Vec<f32>, usize), NnError> {
-    let mut out = Vec::with_capacity(data.n * arch.num_classes);
+    let mut out = Vec::with_capacity(data.n * arch.num_classes());
     for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
         out.extend(model.forward_t(x, false)?.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     })?;
-    Ok((out, arch.num_classes))
+    Ok((out, arch.num_classes()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Networks, training, feature extraction and distillation on candle.
 //!
 //! - [`resnet`]: the ResNet for small NCHW images, its presets and its taps;
+//! - [`r2plus1d`]: R(2+1)D for clips (NCTHW), with the same taps; [`arch`] puts both behind one
+//!   type for training, checkpoints and extraction;
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices;
 //! - [`train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
@@ -12,6 +14,7 @@
 //! comes from a ChaCha8 stream derived from the seed, and every reduction in the custom
 //! kernels has a fixed order.
 
+pub mod arch;
 pub mod batchnorm;
 mod bn_kernels;
 pub mod checkpoint;
@@ -22,19 +25,23 @@ mod error;
 pub mod extract;
 mod fused;
 pub mod init;
+pub mod r2plus1d;
 pub mod resnet;
 pub mod schedule;
 pub mod sgd;
+pub mod temporal;
 pub mod train;
 
 #[cfg(test)]
 mod tests;
 
+pub use arch::{Arch, Net, PRESETS};
 pub use checkpoint::{build_model, load_model, save_model, ModelMeta, TrainState};
 pub use data::{Augment, ImageData, Normalization};
 pub use error::NnError;
 pub use extract::{extract, logits, Pool};
 pub use init::init_weights;
+pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use schedule::Schedule;
 pub use train::{train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained, Truth};

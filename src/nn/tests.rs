@@ -29,7 +29,7 @@ fn quadrants(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
 /// Crop augmentation only: a flip would swap left and right quadrants and so the labels.
 fn config(epochs: usize) -> TrainConfig {
     TrainConfig {
-        arch: ResNetConfig::resnet_tiny(1, 4),
+        arch: ResNetConfig::resnet_tiny(1, 4).into(),
         epochs,
         batch_size: 32,
         lr: 0.1,
@@ -37,13 +37,13 @@ fn config(epochs: usize) -> TrainConfig {
         weight_decay: 5e-4,
         warmup_epochs: 1,
         schedule: Schedule::Cosine,
-        augment: Augment { crop_padding: 2, hflip: false },
+        augment: Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
         seed: 7,
     }
 }
 
 fn data(pixels: &[u8]) -> ImageData<'_> {
-    ImageData { pixels, n: pixels.len() / (SIDE * SIDE), c: 1, h: SIDE, w: SIDE }
+    ImageData { pixels, n: pixels.len() / (SIDE * SIDE), c: 1, t: 1, h: SIDE, w: SIDE }
 }
 
 /// Every var's values by name (the bytes that would be saved).
@@ -104,7 +104,7 @@ fn same_seed_gives_bit_identical_weights() {
     let (pixels, labels) = quadrants(96, 3);
     let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     // Flips on too, so every augmentation draw is exercised.
-    let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true }, ..config(2) };
+    let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true, clip_frames: 0 }, ..config(2) };
     let a = run(&pixels, &targets, &cfg);
     let b = run(&pixels, &targets, &cfg);
     assert_eq!(bits(&snapshot(&a.weights)), bits(&snapshot(&b.weights)));
@@ -230,7 +230,7 @@ fn model_file_round_trip() {
         .unwrap();
     assert_eq!(a, b);
     // Weights of another architecture are refused rather than padded with random vars.
-    let other = ResNetConfig::resnet_cpu(1, 4);
+    let other = ResNetConfig::resnet_cpu(1, 4).into();
     assert!(extract(&vm, &other, &meta.norm, &d, Tap::Res5, Pool::Avg, 5, &Device::Cpu).is_err());
 }
 
@@ -244,7 +244,7 @@ fn invalid_inputs_are_rejected() {
     assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
     let t = Targets::Hard { truth: Truth::Labels(&labels[..4]), num_classes: 4 };
     assert!(train(&data(&pixels), &t, &cfg, &dev, None, &mut NoObserver).is_err());
-    let short = ImageData { pixels: &pixels[..100], n: 8, c: 1, h: SIDE, w: SIDE };
+    let short = ImageData { pixels: &pixels[..100], n: 8, c: 1, t: 1, h: SIDE, w: SIDE };
     let t = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
     assert!(train(&short, &t, &cfg, &dev, None, &mut NoObserver).is_err());
 }
@@ -276,7 +276,7 @@ fn tag_sets_spread_the_target_over_every_tag() {
     }
     let targets = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &ids }, num_classes: 6 };
     let mut cfg = config(4);
-    cfg.arch.num_classes = 6;
+    cfg.arch = ResNetConfig::resnet_tiny(1, 6).into();
     let h = run(&pixels, &targets, &cfg).history;
     // The uniform two-tag target has entropy ln 2: the loss cannot fall below it.
     assert!(h[3].loss > std::f64::consts::LN_2 - 1e-3 && h[3].loss < h[0].loss, "{h:?}");

@@ -11,11 +11,11 @@
 //! `soft_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - soft_weight) * CE`
 //! averaged over the batch (a term whose weight is 0 is not computed at all).
 
+use super::arch::Arch;
 use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
 use super::data::{fill_batch, Augment, ImageData, Normalization};
 use super::init::{init_weights, rng_for};
-use super::resnet::ResNetConfig;
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
 use super::NnError;
@@ -140,7 +140,7 @@ impl Targets<'_> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// The network.
-    pub arch: ResNetConfig,
+    pub arch: Arch,
     /// Total epochs.
     pub epochs: usize,
     /// Images per step.
@@ -202,7 +202,7 @@ pub struct Trained {
     /// All vars, BN running statistics included.
     pub weights: VarMap,
     /// The architecture.
-    pub arch: ResNetConfig,
+    pub arch: Arch,
     /// The input normalisation used in training.
     pub norm: Normalization,
     /// One entry per epoch (including epochs run before a resume).
@@ -220,12 +220,18 @@ pub fn train(
 ) -> Result<Trained, NnError> {
     data.validate()?;
     cfg.arch.validate()?;
-    targets.validate(data.n, cfg.arch.num_classes)?;
-    if data.n == 0 || cfg.batch_size == 0 || data.c != cfg.arch.in_channels {
+    targets.validate(data.n, cfg.arch.num_classes())?;
+    if data.n == 0 || cfg.batch_size == 0 || data.c != cfg.arch.in_channels() {
         return Err(NnError::invalid(format!(
             "need images, batch_size > 0 and {} input channels; got n={} batch_size={} c={}",
-            cfg.arch.in_channels, data.n, cfg.batch_size, data.c
+            cfg.arch.in_channels(),
+            data.n,
+            cfg.batch_size,
+            data.c
         )));
+    }
+    if data.t > 1 && !cfg.arch.is_video() {
+        return Err(NnError::invalid(format!("{}-frame clips need a video network (an r2plus1d preset)", data.t)));
     }
     let (varmap, start, norm, mut history, buffers) = match resume {
         Some(state) => {
@@ -242,7 +248,8 @@ pub fn train(
     }
     let mut sgd = Sgd::new(&varmap, cfg.momentum, cfg.weight_decay, buffers)?;
     let lut = norm.lut();
-    let (n, bs, len) = (data.n, cfg.batch_size, data.image_len());
+    let frames = data.frames_out(cfg.augment.clip_frames);
+    let (n, bs, len) = (data.n, cfg.batch_size, data.c * frames * data.h * data.w);
     let batches = n.div_ceil(bs);
     let mut xbuf = vec![0f32; bs.min(n) * len];
     for epoch in start..cfg.epochs {
@@ -255,7 +262,7 @@ pub fn train(
             let idx = &order[b * bs..((b + 1) * bs).min(n)];
             let xb = &mut xbuf[..idx.len() * len];
             fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
-            let x = Tensor::from_slice(xb, (idx.len(), data.c, data.h, data.w), device)?;
+            let x = Tensor::from_slice(xb, cfg.arch.input_shape(idx.len(), data.c, frames, data.h, data.w), device)?;
             let truth = targets.truth();
             let step = epoch * batches + b;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);

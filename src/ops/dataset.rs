@@ -177,6 +177,7 @@ impl Op for Dataset {
             num_classes: ds.num_classes,
             class_names: ds.class_names.clone(),
             hflip_ok: ds.hflip_ok,
+            frames: 1,
         };
         let labels = Labels {
             meta: LabelsMeta {

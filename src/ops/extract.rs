@@ -1,5 +1,7 @@
 //! `extract`: frozen features of a trained network at a named tap (`conv1`, `res2`..`res5`; `res5`
-//! pooled is the penultimate feature), for both splits of any image set, in eval mode.
+//! pooled is the penultimate feature), for both splits of any image set, in eval mode. For clips,
+//! as in the paper's clustering step (§4.1.2: 6 clips per video, features averaged), it can embed
+//! `clips_per_video` uniformly spaced temporal crops of `clip_frames` frames and average them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -22,6 +24,16 @@ pub struct ExtractParams {
     /// Images per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Clips only: frames per temporal crop (default: the whole clip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_frames: Option<usize>,
+    /// Clips only: temporal crops per clip whose features are averaged.
+    #[serde(default = "default_clips")]
+    pub clips_per_video: usize,
+}
+
+fn default_clips() -> usize {
+    1
 }
 
 fn default_tap() -> String {
@@ -55,6 +67,12 @@ impl Params for ExtractParams {
         if self.batch_size == 0 {
             return Err(ParamError::range("batch_size", 0, "at least 1"));
         }
+        if self.clip_frames == Some(0) {
+            return Err(ParamError::range("clip_frames", 0, "at least 1"));
+        }
+        if !(1..=32).contains(&self.clips_per_video) {
+            return Err(ParamError::range("clips_per_video", self.clips_per_video, "between 1 and 32"));
+        }
         Ok(())
     }
 }
@@ -75,7 +93,13 @@ impl Op for Extract {
     fn inputs(&self) -> &'static [InputSpec] {
         &[
             MODEL,
-            InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "images to embed" },
+            InputSpec {
+                name: "images",
+                kinds: &[Kind::Images, Kind::Clips],
+                required: true,
+                gather: false,
+                doc: "images or clips to embed",
+            },
         ]
     }
     fn outputs(&self) -> &'static [OutputSpec] {
@@ -95,12 +119,19 @@ impl Op for Extract {
         let (weights, meta) = nn::load_model(&model.dir.join("model.safetensors"), ctx.device)?;
         let images = Images::load(&ctx.input("images")?.dir)?;
         let m = &images.meta;
-        if m.channels != meta.arch.in_channels {
+        if m.channels != meta.arch.in_channels() {
             return Err(OpError::Invalid(format!(
                 "the model takes {} input channels but {} has {}",
-                meta.arch.in_channels, m.dataset, m.channels
+                meta.arch.in_channels(),
+                m.dataset,
+                m.channels
             )));
         }
+        let len = p.clip_frames.unwrap_or(m.frames);
+        if len > m.frames {
+            return Err(OpError::Invalid(format!("clip_frames = {len} but the clips have {} frames", m.frames)));
+        }
+        let offsets = crop_offsets(m.frames, len, p.clips_per_video);
         let mut out = [Vec::new(), Vec::new()];
         let mut dim = 0;
         for (i, split) in Split::ALL.into_iter().enumerate() {
@@ -108,13 +139,31 @@ impl Op for Extract {
                 pixels: images.split(split),
                 n: images.count(split),
                 c: m.channels,
+                t: m.frames,
                 h: m.height,
                 w: m.width,
             };
-            let (values, d) =
-                nn::extract(&weights, &meta.arch, &meta.norm, &data, tap, pool, p.batch_size, ctx.device)?;
-            out[i] = values;
-            dim = d;
+            let mut sum: Vec<f32> = Vec::new();
+            for &off in &offsets {
+                let crop = (len < m.frames).then(|| data.temporal_crop(off, len));
+                let view = match &crop {
+                    Some(px) => ImageData { pixels: px, t: len, ..data },
+                    None => data,
+                };
+                let (values, d) =
+                    nn::extract(&weights, &meta.arch, &meta.norm, &view, tap, pool, p.batch_size, ctx.device)?;
+                dim = d;
+                if sum.is_empty() {
+                    sum = values;
+                } else {
+                    sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+                }
+            }
+            if offsets.len() > 1 {
+                let k = offsets.len() as f32;
+                sum.iter_mut().for_each(|s| *s /= k);
+            }
+            out[i] = sum;
         }
         let [train, test] = out;
         let meta = FeaturesMeta { dim, source: format!("{} {} of {}", p.tap, p.pool, model.instance) };
@@ -122,5 +171,27 @@ impl Op for Extract {
     }
 }
 
+/// First frames of `count` crops of `len` frames spread uniformly over `frames` frames.
+fn crop_offsets(frames: usize, len: usize, count: usize) -> Vec<usize> {
+    let room = frames - len;
+    if count == 1 || room == 0 {
+        return vec![room / 2; if room == 0 { 1 } else { count }];
+    }
+    (0..count).map(|j| (j * room + (count - 1) / 2) / (count - 1)).collect()
+}
+
 const MODEL: InputSpec =
     InputSpec { name: "model", kinds: &[Kind::Model], required: true, gather: false, doc: "a trained network" };
+
+#[cfg(test)]
+mod tests {
+    use super::crop_offsets;
+
+    #[test]
+    fn crops_cover_the_clip_uniformly() {
+        assert_eq!(crop_offsets(12, 8, 3), vec![0, 2, 4]);
+        assert_eq!(crop_offsets(12, 8, 1), vec![2]);
+        assert_eq!(crop_offsets(8, 8, 4), vec![0]);
+        assert_eq!(crop_offsets(10, 4, 2), vec![0, 6]);
+    }
+}

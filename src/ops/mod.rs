@@ -15,10 +15,12 @@ pub mod extract;
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
+pub mod per_label_kmeans;
 pub mod plot;
 pub mod prototype;
 pub mod table;
 pub mod train;
+pub mod video;
 pub mod weak_tags;
 
 pub use context::{InputArtifact, StageCtx};
@@ -29,6 +31,8 @@ pub use context::{InputArtifact, StageCtx};
 pub enum Kind {
     /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
     Images,
+    /// Video clips of a train and a test split (u8, NCTHW); stored like images with `frames > 1`.
+    Clips,
     /// One class id per image of each split.
     Labels,
     /// An `[N, D]` f32 matrix per split.
@@ -45,6 +49,7 @@ impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
             Kind::Images => "images",
+            Kind::Clips => "clips",
             Kind::Labels => "labels",
             Kind::Features => "features",
             Kind::Model => "model",
@@ -203,11 +208,13 @@ pub const GATHER_METRICS: InputSpec = InputSpec {
 pub fn registry() -> &'static [&'static dyn Op] {
     static OPS: &[&dyn Op] = &[
         &dataset::Dataset,
+        &video::Video,
         &label_noise::LabelNoise,
         &weak_tags::WeakTags,
         &train::Train,
         &extract::Extract,
         &kmeans::KMeans,
+        &per_label_kmeans::PerLabelKMeans,
         &prototype::Prototype,
         &linear_probe::LinearProbe,
         &table::Table,

@@ -1,6 +1,7 @@
-//! `train`: a ResNet trained from scratch on the labels of any stage that produces labels (a data
-//! set, `label_noise`, `kmeans` pseudo-labels, `weak_tags` hashtag sets), or distilled from a teacher model (soft targets at
-//! temperature T mixed with the labels). A checkpoint is written after every epoch under the
+//! `train`: a ResNet (images) or an R(2+1)D (clips) trained from scratch on the labels of any
+//! stage that produces labels (a data set, `label_noise`, `kmeans` pseudo-labels, `weak_tags`
+//! hashtag sets), or distilled from a teacher model (soft targets at temperature T mixed with the
+//! labels). A checkpoint is written after every epoch under the
 //! recipe key, so a killed run resumes where it stopped and ends with the same weights.
 
 use std::path::Path;
@@ -12,13 +13,14 @@ use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, St
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::fsutil::write_atomic;
 use crate::config::params::{self, ParamError, Params};
-use crate::nn::{self, Augment, EpochStats, ImageData, ResNetConfig, Schedule, TrainConfig, TrainObserver, TrainState};
+use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfig, TrainObserver, TrainState};
 
 /// Parameters of `train`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
-    /// Network preset: `resnet_tiny`, `resnet_cpu` or `resnet_gpu`.
+    /// Network preset: `resnet_tiny`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
+    /// `r2plus1d_small`, `r2plus1d_large`, `r2plus1d_gpu` (clips).
     #[serde(default = "defaults::arch")]
     pub arch: String,
     /// Channels of res2..res5, overriding the preset.
@@ -59,6 +61,9 @@ pub struct TrainParams {
     /// Random-crop padding in pixels (0: no crops).
     #[serde(default = "defaults::crop_padding")]
     pub crop_padding: usize,
+    /// Clips only: train on random temporal crops of this many frames (temporal jittering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_frames: Option<usize>,
     /// Horizontal flips; defaults to whether the data set allows them (not for digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hflip: Option<bool>,
@@ -108,17 +113,19 @@ mod defaults {
     }
 }
 
-const PRESETS: &[&str] = &["resnet_tiny", "resnet_cpu", "resnet_gpu"];
 const SCHEDULES: &[&str] = &["cosine", "step", "constant"];
 
 impl Params for TrainParams {
     fn validate(&self) -> Result<(), ParamError> {
-        if !PRESETS.contains(&self.arch.as_str()) {
+        if !nn::PRESETS.contains(&self.arch.as_str()) {
             return Err(ParamError::field(
                 "arch",
                 format!("unknown network preset `{}`", self.arch),
-                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", PRESETS.join(", "))),
+                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", nn::PRESETS.join(", "))),
             ));
+        }
+        if self.clip_frames == Some(0) {
+            return Err(ParamError::range("clip_frames", 0, "at least 1"));
         }
         check_sgd(&SgdSettings {
             epochs: self.epochs,
@@ -158,17 +165,18 @@ impl Params for TrainParams {
 
 impl TrainParams {
     /// The architecture for `channels` input channels and `classes` outputs.
-    pub fn arch(&self, channels: usize, classes: usize) -> Result<ResNetConfig, OpError> {
-        let mut arch = ResNetConfig::preset(&self.arch, channels, classes)
+    pub fn arch(&self, channels: usize, classes: usize) -> Result<Arch, OpError> {
+        let mut arch = Arch::preset(&self.arch, channels, classes)
             .ok_or_else(|| OpError::Invalid(format!("unknown preset {}", self.arch)))?;
+        let (stem, widths, blocks) = arch.sizes_mut();
         if let Some(w) = self.widths {
-            arch.widths = w;
+            *widths = w;
         }
         if let Some(b) = self.blocks {
-            arch.blocks = b;
+            *blocks = b;
         }
         if let Some(s) = self.stem_width {
-            arch.stem_width = s;
+            *stem = s;
         }
         Ok(arch)
     }
@@ -246,11 +254,17 @@ impl Op for Train {
         1
     }
     fn summary(&self) -> &'static str {
-        "trains a ResNet from scratch on labels (or distils a teacher); resumable per epoch"
+        "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch"
     }
     fn inputs(&self) -> &'static [InputSpec] {
         &[
-            InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "training images" },
+            InputSpec {
+                name: "images",
+                kinds: &[Kind::Images, Kind::Clips],
+                required: true,
+                gather: false,
+                doc: "training images or clips",
+            },
             InputSpec {
                 name: "labels",
                 kinds: &[Kind::Labels],
@@ -302,8 +316,25 @@ impl Op for Train {
             None => images.meta.hflip_ok,
         };
         let m = &images.meta;
+        let arch = p.arch(m.channels, labels.meta.num_classes)?;
+        if (m.frames > 1) != arch.is_video() {
+            return Err(OpError::Invalid(format!(
+                "arch = \"{}\" takes {}, but {} holds {}; use {}",
+                p.arch,
+                if arch.is_video() { "clips" } else { "images" },
+                m.dataset,
+                if m.frames > 1 { "clips" } else { "images" },
+                if m.frames > 1 { "an r2plus1d preset" } else { "a resnet preset" }
+            )));
+        }
+        if p.clip_frames.is_some_and(|f| f > m.frames) {
+            return Err(OpError::Invalid(format!(
+                "clip_frames = {:?} but the clips have {} frames",
+                p.clip_frames, m.frames
+            )));
+        }
         let cfg = TrainConfig {
-            arch: p.arch(m.channels, labels.meta.num_classes)?,
+            arch,
             epochs: p.epochs,
             batch_size: p.batch_size,
             lr: p.lr,
@@ -311,17 +342,18 @@ impl Op for Train {
             weight_decay: p.weight_decay,
             warmup_epochs: p.warmup_epochs,
             schedule: p.schedule(),
-            augment: Augment { crop_padding: p.crop_padding, hflip },
+            augment: Augment { crop_padding: p.crop_padding, hflip, clip_frames: p.clip_frames.unwrap_or(0) },
             seed: p.seed,
         };
-        let data = ImageData { pixels: &images.train, n, c: m.channels, h: m.height, w: m.width };
+        let data = ImageData { pixels: &images.train, n, c: m.channels, t: m.frames, h: m.height, w: m.width };
         let teacher_logits = match ctx.optional_input("teacher") {
             Some(t) => {
                 let (weights, meta) = nn::load_model(&t.dir.join("model.safetensors"), ctx.device)?;
-                if meta.arch.num_classes != labels.meta.num_classes {
+                if meta.arch.num_classes() != labels.meta.num_classes {
                     return Err(OpError::Invalid(format!(
                         "the teacher predicts {} classes but the labels have {}",
-                        meta.arch.num_classes, labels.meta.num_classes
+                        meta.arch.num_classes(),
+                        labels.meta.num_classes
                     )));
                 }
                 Some(nn::logits(&weights, &meta.arch, &meta.norm, &data, 256, ctx.device)?.0)

@@ -1,0 +1,69 @@
+//! Training and inference throughput of the R(2+1)D presets on 1x8x24x24 clips (by default).
+//!
+//! `cargo run --release --example bench_video -- [--steps N] [--batch B] [--presets small,large]
+//! [--frames T] [--size S]`. Threads: RAYON_NUM_THREADS (default 2). The PyTorch side of the same
+//! networks is `benches/python/torch_r2plus1d.py`.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use cfrun::nn::{self, R2Plus1D, R2Plus1DConfig};
+use mimalloc::MiMalloc;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    // As the cfrun binary does: candle's elementwise ops inline, our kernels on rayon.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let num = |name: &str, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(arg_value(&args, name).map(|v| v.parse()).transpose()?.unwrap_or(default))
+    };
+    let (steps, batch, frames, size) =
+        (num("--steps", 5)?, num("--batch", 64)?, num("--frames", 8)?, num("--size", 24)?);
+    let presets = arg_value(&args, "--presets").unwrap_or_else(|| "small,large".into());
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let xv: Vec<f32> = (0..batch * frames * size * size).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::from_vec(xv, (batch, 1, frames, size, size), &dev)?;
+    let y = Tensor::from_vec((0..batch as u32).map(|i| i % 16).collect::<Vec<_>>(), batch, &dev)?;
+    println!("threads: {threads}, batch {batch}, clips 1x{frames}x{size}x{size}");
+    for name in presets.split(',') {
+        let arch = R2Plus1DConfig::preset(&format!("r2plus1d_{name}"), 1, 16).ok_or("unknown preset")?;
+        let vm = VarMap::new();
+        let model = R2Plus1D::new(&arch, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        nn::init_weights(&vm, 0)?;
+        let params: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
+        let mut sgd = nn::sgd::Sgd::new(&vm, 0.9, 5e-4, BTreeMap::new())?;
+        let mut step = || -> Result<(), Box<dyn std::error::Error>> {
+            let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
+            sgd.step(&loss.backward()?, 0.01)?;
+            Ok(())
+        };
+        step()?;
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            step()?;
+        }
+        let train = (steps * batch) as f64 / t0.elapsed().as_secs_f64();
+        model.forward_t(&x, false)?;
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            model.forward_t(&x, false)?.to_vec2::<f32>()?;
+        }
+        let infer = (steps * batch) as f64 / t0.elapsed().as_secs_f64();
+        println!("r2plus1d_{name:6} {params:8} params  train {train:7.1} clips/s  inference {infer:8.1} clips/s  ({steps} steps)");
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! `per_label_kmeans`: the paper's per-label clustering baseline (§5.2). The points of each label
+//! `l` are clustered on their own into `k_l` clusters, `k_l` proportional to `sqrt(n_l)` (the
+//! paper's footnote 3 found `k_l ~ n_l` worse), the `k_l` summing to exactly `K`; cluster ids
+//! are made globally unique by offsetting each label's ids by the clusters of the labels before
+//! it. Test points are assigned among the centroids of their own label.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::kmeans::KMeansParams;
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
+use crate::cluster::{self, Init, KMeansConfig};
+use crate::config::params::{self, ParamError, Params};
+use crate::nn::init::derive_seed;
+
+/// Parameters of `per_label_kmeans` (those of `kmeans`, with `k` the total).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PerLabelParams(pub KMeansParams);
+
+impl Params for PerLabelParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        self.0.validate()
+    }
+}
+
+/// Clusters per label: `k_l` proportional to `sqrt(n_l)`, `1 <= k_l <= n_l` for every label
+/// with points (0 for labels without), summing to `k`. Water-filling: labels whose share falls
+/// outside the bounds are fixed at the bound and the rest re-shared; then the shares are floored
+/// and the leftover units go to the largest fractional parts (ties: lower label first).
+pub fn allocate(counts: &[usize], k: usize) -> Result<Vec<usize>, String> {
+    let present: Vec<usize> = (0..counts.len()).filter(|&l| counts[l] > 0).collect();
+    let total: usize = counts.iter().sum();
+    if k < present.len() || k > total {
+        return Err(format!(
+            "k = {k} cannot give each of the {} labels with points at least 1 cluster and at most one per point \
+             ({total} points); use {} <= k <= {total}",
+            present.len(),
+            present.len()
+        ));
+    }
+    let mut fixed: Vec<Option<usize>> = vec![None; counts.len()];
+    let mut share = vec![0f64; counts.len()];
+    loop {
+        let budget = (k - fixed.iter().flatten().sum::<usize>()) as f64;
+        let free: Vec<usize> = present.iter().copied().filter(|&l| fixed[l].is_none()).collect();
+        let weight: f64 = free.iter().map(|&l| (counts[l] as f64).sqrt()).sum();
+        for &l in &free {
+            share[l] = budget * (counts[l] as f64).sqrt() / weight;
+        }
+        let low: Vec<usize> = free.iter().copied().filter(|&l| share[l] < 1.0).collect();
+        let high: Vec<usize> = free.iter().copied().filter(|&l| share[l] > counts[l] as f64).collect();
+        // Fix one side at a time: fixing the low side frees budget that may cure the high side.
+        let (fix, value): (Vec<usize>, fn(usize) -> usize) = if !low.is_empty() {
+            (low, |_| 1)
+        } else if !high.is_empty() {
+            (high, |n| n)
+        } else {
+            break;
+        };
+        for l in fix {
+            fixed[l] = Some(value(counts[l]));
+        }
+        if present.iter().all(|&l| fixed[l].is_some()) {
+            break;
+        }
+    }
+    let mut out: Vec<usize> = (0..counts.len())
+        .map(|l| match fixed[l] {
+            Some(v) => v,
+            None if counts[l] == 0 => 0,
+            None => (share[l].floor() as usize).clamp(1, counts[l]),
+        })
+        .collect();
+    // Leftover units go to free labels by fractional part, then to any label below its cap.
+    let mut order: Vec<usize> = present.iter().copied().filter(|&l| fixed[l].is_none()).collect();
+    order.sort_by(|&a, &b| {
+        let (fa, fb) = (share[a] - share[a].floor(), share[b] - share[b].floor());
+        fb.partial_cmp(&fa).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+    });
+    order.extend(present.iter().copied().filter(|&l| fixed[l].is_some()));
+    let mut left = k as isize - out.iter().sum::<usize>() as isize;
+    while left != 0 {
+        let before = left;
+        for &l in &order {
+            if left > 0 && out[l] < counts[l] {
+                out[l] += 1;
+                left -= 1;
+            } else if left < 0 && out[l] > 1 {
+                out[l] -= 1;
+                left += 1;
+            }
+        }
+        if left == before {
+            return Err(format!("could not share k = {k} over {counts:?}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Rows `idx` of a row-major `[_, d]` matrix.
+fn rows(x: &[f32], d: usize, idx: &[usize]) -> Vec<f32> {
+    idx.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect()
+}
+
+/// The `per_label_kmeans` op.
+pub struct PerLabelKMeans;
+
+impl Op for PerLabelKMeans {
+    fn name(&self) -> &'static str {
+        "per_label_kmeans"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[
+            InputSpec {
+                name: "features",
+                kinds: &[Kind::Features, Kind::Images],
+                required: true,
+                gather: false,
+                doc: "what to cluster",
+            },
+            InputSpec {
+                name: "labels",
+                kinds: &[Kind::Labels],
+                required: true,
+                gather: false,
+                doc: "the labels whose points are clustered separately",
+            },
+        ]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec { name: "labels", kind: Kind::Labels, doc: "globally unique cluster ids of every split" },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<KMeansParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<PerLabelParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let PerLabelParams(p) = ctx.params()?;
+        let feats = Features::load_any(&ctx.input("features")?.dir)?;
+        let labels = Labels::load(&ctx.input("labels")?.dir)?;
+        let d = feats.meta.dim;
+        let mut out = [Vec::new(), Vec::new()];
+        let mut members: [Vec<Vec<usize>>; 2] = Default::default();
+        for (s, split) in Split::ALL.into_iter().enumerate() {
+            let n = feats.count(split);
+            if labels.split(split).len() != n {
+                return Err(OpError::Invalid(format!(
+                    "{} {} labels for {n} feature rows",
+                    labels.split(split).len(),
+                    split.as_str()
+                )));
+            }
+            members[s] = vec![Vec::new(); labels.meta.num_classes];
+            for (i, &l) in labels.split(split).iter().enumerate() {
+                members[s]
+                    .get_mut(l as usize)
+                    .ok_or_else(|| OpError::Invalid(format!("label {l} out of range")))?
+                    .push(i);
+            }
+            out[s] = vec![0u32; n];
+        }
+        let counts: Vec<usize> = members[0].iter().map(Vec::len).collect();
+        let ks = allocate(&counts, p.k).map_err(OpError::Invalid)?;
+        let mut offset = 0u32;
+        let mut inertia = 0.0;
+        ctx.progress.begin("labels", counts.len() as u64);
+        for (l, &kl) in ks.iter().enumerate() {
+            if kl >= 2 {
+                let cfg = KMeansConfig {
+                    k: kl,
+                    iterations: p.iterations,
+                    init: if p.init == "random" { Init::Random } else { Init::KMeansPlusPlus },
+                    seed: derive_seed(p.seed, "label", l as u64),
+                    normalize: p.normalize,
+                    max_points_per_centroid: p.max_points_per_centroid,
+                };
+                let train_rows = rows(&feats.train, d, &members[0][l]);
+                let model = cluster::fit(&train_rows, members[0][l].len(), d, &cfg, &mut |_, _| {})?;
+                for (s, x) in [&feats.train, &feats.test].into_iter().enumerate() {
+                    let idx = &members[s][l];
+                    let (ids, e) = cluster::assign(&model, &rows(x, d, idx), idx.len())?;
+                    if s == 0 {
+                        inertia += e * idx.len() as f64;
+                    }
+                    idx.iter().zip(ids).for_each(|(&i, c)| out[s][i] = offset + c);
+                }
+            } else {
+                // One cluster (or a label without training points): every point gets it.
+                for s in 0..2 {
+                    members[s][l].iter().for_each(|&i| out[s][i] = offset);
+                }
+            }
+            offset += kl.max(1) as u32;
+            ctx.progress.inc(1);
+        }
+        let [train, test] = out;
+        let mut metrics = Metrics::default();
+        metrics.values.insert("clusters".into(), offset as f64);
+        metrics.values.insert("inertia".into(), inertia / train.len().max(1) as f64);
+        metrics.details = serde_json::json!({"k_per_label": ks, "points_per_label": counts});
+        let meta = LabelsMeta {
+            num_classes: offset as usize,
+            class_names: Vec::new(),
+            source: format!("per-label kmeans k={} on {}", p.k, feats.meta.source),
+            tag_classes: Vec::new(),
+        };
+        Labels { meta, train, test, tags: None }.save(&ctx.output_dir("labels"))?;
+        metrics.save(&ctx.output_dir("metrics"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_l_follows_sqrt_n_l_and_sums_to_k() {
+        // sqrt: 10, 20, 30, 40 -> 2, 4, 6, 8 of 20.
+        assert_eq!(allocate(&[100, 400, 900, 1600], 20).unwrap(), vec![2, 4, 6, 8]);
+        for k in [6, 7, 13, 50, 99, 300] {
+            let counts = [100, 400, 900, 1600, 3, 0, 57];
+            let ks = allocate(&counts, k).unwrap();
+            assert_eq!(ks.iter().sum::<usize>(), k, "k = {k}: {ks:?}");
+            for (l, (&kl, &n)) in ks.iter().zip(&counts).enumerate() {
+                if n == 0 {
+                    assert_eq!(kl, 0);
+                } else {
+                    assert!((1..=n).contains(&kl), "label {l}: {kl} of {n}");
+                }
+            }
+            // Ordering by sqrt(n): more points never get fewer clusters.
+            assert!(ks[0] <= ks[1] && ks[1] <= ks[2] && ks[2] <= ks[3], "{ks:?}");
+        }
+        // Against the ideal share for uncapped labels: within one cluster.
+        let counts = [100usize, 400, 900, 1600];
+        let ks = allocate(&counts, 55).unwrap();
+        for (kl, n) in ks.iter().zip(counts) {
+            let ideal = 55.0 * (n as f64).sqrt() / 100.0;
+            assert!((*kl as f64 - ideal).abs() < 1.0, "{ks:?}");
+        }
+    }
+
+    #[test]
+    fn caps_are_respected_and_infeasible_k_is_refused() {
+        assert_eq!(allocate(&[1, 10_000], 5).unwrap(), vec![1, 4]);
+        assert_eq!(allocate(&[2, 2, 100], 6).unwrap().iter().sum::<usize>(), 6);
+        assert_eq!(allocate(&[2, 3], 5).unwrap(), vec![2, 3]);
+        assert!(allocate(&[5, 5, 5], 2).unwrap_err().contains("use 3 <= k <= 15"));
+        assert!(allocate(&[5, 5], 11).is_err());
+    }
+}

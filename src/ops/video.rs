@@ -1,0 +1,221 @@
+//! `video`: labelled action clips generated from a real image data set (see [`crate::video`]):
+//! train clips from train images, test clips from test images, labels in one of the label spaces
+//! (`verb`, `kinetics`, `sports`, `temporal`), and a PNG contact sheet of the first clips.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
+use crate::config::params::{self, ParamError, Params};
+use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
+use crate::video::{self, strip, ClipStyle, LabelSpace, ObjectGroups, SourceSplit, Verb, Vocabulary};
+
+/// Parameters of `video`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoParams {
+    /// Data set whose images are the moving objects (grey, square).
+    #[serde(default = "defaults::source")]
+    pub source: String,
+    /// A folder holding the source's raw files, tried first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Clips made from training images.
+    pub train_size: usize,
+    /// Clips made from test images.
+    pub test_size: usize,
+    /// Canvas side in pixels.
+    #[serde(default = "defaults::size")]
+    pub size: usize,
+    /// Frames per clip.
+    #[serde(default = "defaults::frames")]
+    pub frames: usize,
+    /// Up to this many dim static distractor objects per clip.
+    #[serde(default = "defaults::distractors")]
+    pub distractors: usize,
+    /// Background clutter and frame noise, 0..=1.
+    #[serde(default = "defaults::clutter")]
+    pub clutter: f32,
+    /// `verb`, `kinetics`, `sports` or `temporal`.
+    #[serde(default = "defaults::label_space")]
+    pub label_space: String,
+    /// Use only the top-m verbs of the ranking (all 16 by default).
+    #[serde(default = "defaults::num_verbs")]
+    pub num_verbs: usize,
+    /// Seed of every draw.
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn source() -> String {
+        "fashion-mnist".into()
+    }
+    pub fn size() -> usize {
+        32
+    }
+    pub fn frames() -> usize {
+        8
+    }
+    pub fn distractors() -> usize {
+        2
+    }
+    pub fn clutter() -> f32 {
+        0.3
+    }
+    pub fn label_space() -> String {
+        "verb".into()
+    }
+    pub fn num_verbs() -> usize {
+        super::Verb::RANKED.len()
+    }
+}
+
+impl Params for VideoParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        self.source.parse::<DatasetName>().map_err(|_| {
+            ParamError::field(
+                "source",
+                format!("unknown data set `{}`", self.source),
+                Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
+            )
+        })?;
+        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
+            if v == 0 {
+                return Err(ParamError::range(field, 0, "at least 1"));
+            }
+        }
+        if !(12..=96).contains(&self.size) {
+            return Err(ParamError::range("size", self.size, "between 12 and 96"));
+        }
+        if !(2..=32).contains(&self.frames) {
+            return Err(ParamError::range("frames", self.frames, "between 2 and 32"));
+        }
+        if self.distractors > 6 {
+            return Err(ParamError::range("distractors", self.distractors, "at most 6"));
+        }
+        if !(0.0..=1.0).contains(&self.clutter) {
+            return Err(ParamError::range("clutter", self.clutter, "between 0 and 1"));
+        }
+        let space: LabelSpace = self.label_space.parse().map_err(|e: String| {
+            ParamError::field("label_space", e, Some(format!("valid: {}", LabelSpace::NAMES.join(", "))))
+        })?;
+        let lo = if space == LabelSpace::Temporal { 2 } else { 1 };
+        if !(lo..=Verb::RANKED.len()).contains(&self.num_verbs) {
+            return Err(ParamError::range(
+                "num_verbs",
+                self.num_verbs,
+                &format!("between {lo} and {} for label_space `{}`", Verb::RANKED.len(), self.label_space),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `video` op.
+pub struct Video;
+
+impl Op for Video {
+    fn name(&self) -> &'static str {
+        "video"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "action clips generated from a real image set: verbs, distractors, clutter; four label spaces"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec { name: "clips", kind: Kind::Clips, doc: "u8 clips [N, 1, T, H, W] of both splits" },
+            OutputSpec { name: "labels", kind: Kind::Labels, doc: "one class per clip in the chosen label space" },
+            OutputSpec { name: "preview", kind: Kind::Report, doc: "clips.png: the first train clips, frame by frame" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<VideoParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<VideoParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: VideoParams = ctx.params()?;
+        let name: DatasetName =
+            p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
+        let space: LabelSpace = p.label_space.parse().map_err(OpError::Invalid)?;
+        let opts = LoadOptions {
+            path: p.path.clone(),
+            data_dir: ctx.data_dir.clone(),
+            train_size: None,
+            test_size: None,
+            subset_seed: p.seed,
+            // Source images only: a few hundred shapes are plenty of distinct objects.
+            synthetic: SyntheticOptions { seed: p.seed, n_train: 500, n_test: 200, ..SyntheticOptions::default() },
+        };
+        let ds = data::load(name, &opts)?;
+        if ds.channels != 1 || ds.height != ds.width {
+            return Err(OpError::Invalid(format!(
+                "{} has {}x{}x{} images; clips need grey square source images",
+                ds.name, ds.channels, ds.height, ds.width
+            )));
+        }
+        let style = ClipStyle { size: p.size, frames: p.frames, distractors: p.distractors, clutter: p.clutter };
+        let vocab = Vocabulary {
+            space,
+            verbs: video::verb_list(space, p.num_verbs),
+            groups: ObjectGroups::for_source(&ds.name, &ds.class_names),
+        };
+        let mut out = Vec::new();
+        for (split, n, stream) in [(&ds.train, p.train_size, "video-train"), (&ds.test, p.test_size, "video-test")] {
+            let src = SourceSplit { pixels: &split.pixels, labels: &split.labels, side: ds.width };
+            out.push(video::generate(&src, &vocab.verbs, n, &style, p.seed, stream));
+        }
+        let [train, test] = <[_; 2]>::try_from(out).map_err(|_| OpError::Invalid("two splits".into()))?;
+        tracing::info!(
+            "{}: {} train / {} test clips of {} frames {}x{}, {} classes ({})",
+            ctx.instance.name,
+            p.train_size,
+            p.test_size,
+            p.frames,
+            p.size,
+            p.size,
+            vocab.num_classes(),
+            p.label_space
+        );
+        let preview = ctx.output_dir("preview");
+        std::fs::create_dir_all(&preview).map_err(OpError::io("creating the preview folder"))?;
+        let rows: Vec<usize> = (0..p.train_size.min(vocab.verbs.len()).min(16)).collect();
+        let layout = strip::StripLayout { frames: p.frames, size: p.size, zoom: 3 };
+        let png = strip::png_strip(&train.pixels, &rows, layout).map_err(OpError::Invalid)?;
+        std::fs::write(preview.join("clips.png"), png).map_err(OpError::io("writing clips.png"))?;
+        let labels = Labels {
+            meta: LabelsMeta {
+                num_classes: vocab.num_classes(),
+                class_names: vocab.class_names(),
+                source: format!("{} clips of {} ({})", p.label_space, ds.name, vocab.verbs.len()),
+                tag_classes: Vec::new(),
+            },
+            train: train.facts.iter().map(|f| vocab.label(f)).collect(),
+            test: test.facts.iter().map(|f| vocab.label(f)).collect(),
+            tags: None,
+        };
+        labels.save(&ctx.output_dir("labels"))?;
+        let meta = ImagesMeta {
+            dataset: format!("{}-clips", ds.name),
+            channels: 1,
+            height: p.size,
+            width: p.size,
+            num_classes: labels.meta.num_classes,
+            class_names: labels.meta.class_names.clone(),
+            // A mirrored clip swaps left and right motions: never flip.
+            hflip_ok: false,
+            frames: p.frames,
+        };
+        Images { meta, train: train.pixels, test: test.pixels }.save(&ctx.output_dir("clips"))
+    }
+}
