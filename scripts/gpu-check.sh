@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot check of a CUDA cfrun build (scripts/build-cuda.sh) on a GPU machine:
-# runs tests/fixtures/clusterfit_tiny.toml on cuda and on cpu, timing both.
+# `cfrun check-device --device cuda` (the GPU test subset), then tests/fixtures/clusterfit_tiny.toml
+# on cuda and on cpu, timing both.
 # Usage: scripts/gpu-check.sh BINARY OUTDIR
 # The CUDA runtime libraries are not bundled: they are looked up on the machine (PyTorch's
 # nvidia-* cu13 wheels provide libcudart/libcublas/libcublasLt/libnvrtc/libcurand).
@@ -23,6 +24,10 @@ done
 export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 { echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; echo "--- ldd:"; ldd "$BIN"; } >>"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+
+# The GPU test subset: every preset forward + backward, k-means and the probe against the CPU.
+"$BIN" check-device --device cuda 2>"$OUT/check-device.stderr" | tee -a "$OUT/summary.txt"
+echo "=== check-device: rc=${PIPESTATUS[0]}" | tee -a "$OUT/summary.txt"
 
 TIME=(/usr/bin/time -v); [[ -x /usr/bin/time ]] || TIME=()
 for dev in cuda cpu; do

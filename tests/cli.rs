@@ -385,6 +385,24 @@ fn device_is_recorded_but_not_part_of_the_recipe_key() {
     }
 }
 
+/// `check-device` compares the device path (on the CPU: candle's generic ops, which the GPU runs)
+/// against cfrun's CPU kernels; here on the CPU, where everything must agree.
+#[test]
+fn check_device_passes_on_the_cpu_and_names_each_comparison() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = cfrun(cache.path(), &["check-device", "--device", "cpu", "--presets", "resnet_tiny", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["what"].as_str().unwrap()).collect();
+    for part in ["resnet_tiny: forward + backward", "resnet_tiny: weights", "k-means", "linear probe"] {
+        assert!(names.iter().any(|n| n.starts_with(part)), "no `{part}` check in {names:?}");
+    }
+    let bad = cfrun(cache.path(), &["check-device", "--device", "cpu", "--presets", "resnet_huge"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("unknown preset `resnet_huge`"), "{}", stderr(&bad));
+}
+
 #[test]
 fn video_pipeline_end_to_end_is_cached_and_deterministic() {
     let cache = tempfile::tempdir().unwrap();

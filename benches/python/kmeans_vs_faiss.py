@@ -6,8 +6,12 @@ by scikit-learn and saved) and run 20 Lloyd iterations on 2 threads; runs are in
 (ours, faiss, sklearn, ours, ...) and medians reported, because the machine is
 shared and timings are noisy.
 
-    python3 benches/python/kmeans_vs_faiss.py gen          # writes benches/python/data/*.npy
+    python3 benches/python/kmeans_vs_faiss.py gen          # writes $CFRUN_BENCH_DATA/*.npy (default /tmp/cfrun-bench/data)
     python3 benches/python/kmeans_vs_faiss.py run --reps 3 # needs: cargo build --release --example kmeans_bench
+    python3 benches/python/kmeans_vs_faiss.py run --only 1m_128_k1000 --json out.json
+
+Sizes: 60k x 784 K=200, 60k x 512 K=1000, 50k x 128 K=100 and 1M x 128 K=1000 (512 MB of
+features; its k-means++ seeds are drawn from a 100k-row subsample, which keeps `gen` short).
 
 Notes on semantics:
 - "final inertia" is the sum of squared distances of every row to its nearest
@@ -37,10 +41,11 @@ if "--passive" in sys.argv:
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "data")
+DATA = os.environ.get("CFRUN_BENCH_DATA", "/tmp/cfrun-bench/data")
 BIN = os.path.join(HERE, "..", "..", "target", "release", "examples", "kmeans_bench")
 # (name, n, d, k)
-CASES = [("60k_784_k200", 60_000, 784, 200), ("60k_512_k1000", 60_000, 512, 1000), ("50k_128_k100", 50_000, 128, 100)]
+CASES = [("60k_784_k200", 60_000, 784, 200), ("60k_512_k1000", 60_000, 512, 1000), ("50k_128_k100", 50_000, 128, 100),
+         ("1m_128_k1000", 1_000_000, 128, 1000)]
 ITERS = 20
 
 
@@ -55,16 +60,26 @@ def mixture(n, d, comps, seed):
     return np.maximum(x, 0, dtype=np.float32), comp
 
 
-def gen():
+def gen(only=None):
     os.makedirs(DATA, exist_ok=True)
     for name, n, d, k in CASES:
+        if only and name not in only:
+            continue
+        if all(os.path.exists(os.path.join(DATA, f"{name}_{p}.npy")) for p in ("x", "c")):
+            print("exists", name)
+            continue
         x, _ = mixture(n, d, comps=max(50, k // 2), seed=n + d + k)
         # k-means++ seeds (rows of x): with uniform seeds some clusters empty out,
         # and faiss (random donor), sklearn (farthest point) and we (largest
         # cluster) re-seed them differently, which sends the runs to
         # different local optima and makes inertias incomparable.
         from sklearn.cluster import kmeans_plusplus
-        init, _ = kmeans_plusplus(x, k, random_state=1234)
+        sub = x if n <= 200_000 else x[np.random.default_rng(7).choice(n, 100_000, replace=False)]
+        # float64: on float32 input scikit-learn computes distances in small up-cast chunks, which
+        # is many times slower (minutes on a loaded 2-core machine). The seeds are rows of x either way.
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=2):
+            init, _ = kmeans_plusplus(sub.astype(np.float64), k, random_state=1234)
         np.save(os.path.join(DATA, f"{name}_x.npy"), np.ascontiguousarray(x, dtype=np.float32))
         np.save(os.path.join(DATA, f"{name}_c.npy"), np.ascontiguousarray(init, dtype=np.float32))
         print("wrote", name, x.shape, init.shape)
@@ -103,8 +118,9 @@ def run_sklearn(x, c):
     return dt / km.n_iter_, float(km.inertia_), int(km.n_iter_), dcpu / km.n_iter_
 
 
-def run(reps, only):
+def run(reps, only, json_out=None):
     rows = []
+    summary = []
     for name, n, d, k in CASES:
         if only and name not in only:
             continue
@@ -125,6 +141,14 @@ def run(reps, only):
         for tool in ("ours", "sklearn"):
             r = next(r for r in rows if r[0] == name and r[1] == tool)
             print(f"{'':16s} {tool} vs faiss: time x{r[2] / rows[-2][2]:.2f}, inertia rel diff {(r[3] - base) / base:+.2e}")
+        for tool, rs in res.items():
+            summary.append({"case": name, "n": n, "d": d, "k": k, "iters": ITERS, "tool": tool, "iters_run": rs[-1][2],
+                            "s_per_iter": statistics.median(r[0] for r in rs),
+                            "cpu_s_per_iter": statistics.median(r[3] for r in rs),
+                            "final_inertia": rs[-1][1], "runs": [r[0] for r in rs]})
+        if json_out:
+            with open(json_out, "w") as f:
+                json.dump(summary, f, indent=1)
     return rows
 
 
@@ -133,12 +157,15 @@ if __name__ == "__main__":
     ap.add_argument("cmd", choices=["gen", "run"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--json", help="write the medians to this file")
+    ap.add_argument("--iters", type=int, default=ITERS, help=f"Lloyd iterations, the same for all three (default {ITERS})")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
     a = ap.parse_args()
     if a.cmd == "gen":
-        gen()
+        gen(a.only)
     else:
         if "OPENBLAS_CORETYPE" in os.environ or "OPENBLAS_L2_SIZE" in os.environ:
             print("warning: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set; unset them for fair numpy/sklearn timings",
                   file=sys.stderr)
-        run(a.reps, a.only)
+        ITERS = a.iters
+        run(a.reps, a.only, a.json)

@@ -5,7 +5,7 @@ Both see identical features: sklearn gets them standardised with StandardScaler
 fitted on the train split (what the probe does internally) and uses lbfgs with
 its defaults (C=1.0, max_iter=100). Runs are interleaved and medians reported.
 
-    python3 benches/python/probe_vs_sklearn.py gen
+    python3 benches/python/probe_vs_sklearn.py gen      # writes $CFRUN_BENCH_DATA (default /tmp/cfrun-bench/data)
     python3 benches/python/probe_vs_sklearn.py run --reps 3    # needs: cargo build --release --example probe_bench
     python3 benches/python/probe_vs_sklearn.py run --only feat512 --extra="--epochs 20"   # try other probe settings
 
@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "data")
+DATA = os.environ.get("CFRUN_BENCH_DATA", "/tmp/cfrun-bench/data")
 BIN = os.path.join(HERE, "..", "..", "target", "release", "examples", "probe_bench")
 SETS = ["digits64", "feat512", "pix784"]
 
@@ -43,6 +43,9 @@ def save(name, xtr, ytr, xte, yte):
 
 
 def gen():
+    if all(os.path.exists(os.path.join(DATA, f"probe_{n}_tey.npy")) for n in SETS):
+        print("exists", *SETS)
+        return
     from sklearn.datasets import load_digits
     digits = load_digits()
     rng = np.random.default_rng(0)
@@ -105,7 +108,8 @@ def run_ours(name, extra):
     return r["seconds"], r["test_top1"], r["config"]["epochs"]
 
 
-def run(reps, only, extra, sk_iters):
+def run(reps, only, extra, sk_iters, json_out=None):
+    summary = []
     for name in SETS:
         if only and name not in only:
             continue
@@ -119,6 +123,13 @@ def run(reps, only, extra, sk_iters):
             med = statistics.median(r[0] for r in rs)
             print(f"{name:9s} {tool:14s} time={med:7.3f}s test_top1={100 * rs[-1][1]:6.2f}% iters/epochs={rs[-1][2]}"
                   f" runs={[round(r[0], 3) for r in rs]}", flush=True)
+            summary.append({"set": name, "n_train": len(ytr), "n_test": len(yte), "d": xtr.shape[1],
+                            "classes": int(ytr.max()) + 1, "tool": tool,
+                            "seconds": statistics.median(r[0] for r in rs), "test_top1": rs[-1][1],
+                            "iters_or_epochs": rs[-1][2], "runs": [r[0] for r in rs]})
+        if json_out:
+            with open(json_out, "w") as f:
+                json.dump(summary, f, indent=1)
 
 
 if __name__ == "__main__":
@@ -128,5 +139,6 @@ if __name__ == "__main__":
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--extra", default="", help="extra flags for probe_bench, e.g. '--epochs 20 --lr 0.05'")
     ap.add_argument("--sk-iters", type=int, nargs="*", default=[100])
+    ap.add_argument("--json", help="write the medians to this file")
     a = ap.parse_args()
-    gen() if a.cmd == "gen" else run(a.reps, a.only, a.extra, a.sk_iters)
+    gen() if a.cmd == "gen" else run(a.reps, a.only, a.extra, a.sk_iters, a.json)

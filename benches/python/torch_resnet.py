@@ -1,11 +1,19 @@
 """PyTorch twin of nn::resnet (same layers, names and shapes) for side-by-side throughput.
 
-Usage: python3 benches/python/torch_resnet.py [--steps N] [--presets tiny,cpu,gpu]
+Usage: python3 benches/python/torch_resnet.py [--steps N] [--presets tiny,cpu,gpu] [--passive]
 Prints train (forward + backward + SGD step) and inference images/s at batch 128, 1x28x28,
-with torch.set_num_threads(2). Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset.
+with torch.set_num_threads(2), and in parentheses images per 2 CPU-seconds of the process, as
+examples/bench_train does (with --passive, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads
+sleep instead of spinning and CPU time counts work). Run it with OPENBLAS_CORETYPE /
+OPENBLAS_L2_SIZE unset.
 """
 import argparse
+import os
+import sys
 import time
+
+if "--passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch loads OpenMP
 
 import torch
 import torch.nn as nn
@@ -63,6 +71,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--presets", default="tiny,cpu,gpu")
+    ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -83,18 +92,21 @@ def main():
 
         model.train()
         step()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             step()
         train = n * batch / (time.perf_counter() - t0)
+        train_cpu = n * batch * 2 / (time.process_time() - c0)
         model.eval()
         with torch.no_grad():
             model(x)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
                 model(x)
             infer = n * batch / (time.perf_counter() - t0)
-        print(f"resnet_{name:5} train {train:8.1f} img/s   inference {infer:8.1f} img/s   ({n} steps)")
+            infer_cpu = n * batch * 2 / (time.process_time() - c0)
+        print(f"resnet_{name:5} train {train:8.1f} img/s ({train_cpu:7.1f} per 2 CPU-s)   "
+              f"inference {infer:8.1f} img/s ({infer_cpu:7.1f})   ({n} steps)", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             print_ops();
             Ok(ExitCode::SUCCESS)
         }
+        Command::CheckDevice { device, presets } => check_device(device, &presets, g),
     };
     result.unwrap_or_else(|e| {
         match e {
@@ -333,4 +334,28 @@ fn print_ops() {
         }
         println!("  params {}", op.param_fields().join(", "));
     }
+}
+
+fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {
+    let (device, name) = device::open(choice).map_err(Failure::Other)?;
+    let checks = crate::exec::device_check::run_checks(&device, presets).map_err(Failure::Other)?;
+    let ok = checks.iter().all(|c| c.ok);
+    if g.json {
+        println!("{}", json!({"device": name, "ok": ok, "checks": checks}));
+    } else {
+        println!("device check: {name} against cfrun's CPU kernels");
+        for c in &checks {
+            println!(
+                "  {}  {:<62} {:>10.3e} (tolerance {:.0e})  {:.2} s / {:.2} s",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.what,
+                c.difference,
+                c.tolerance,
+                c.seconds.0,
+                c.seconds.1
+            );
+        }
+        println!("{}", if ok { "all checks passed" } else { "some checks FAILED" });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -90,6 +90,20 @@ enum Command {
     },
     /// The stage kinds, their inputs, outputs and parameters.
     Ops,
+    /// Compare a device against the CPU: every network preset (forward and backward), k-means
+    /// and the linear probe, within float-rounding tolerances. Exit 1 if any differs.
+    CheckDevice {
+        /// The device to check (on `cpu`, candle's generic ops are checked against cfrun's kernels).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Network presets to check.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet_tiny,resnet_cpu,resnet_gpu,r2plus1d_tiny,r2plus1d_small,r2plus1d_large,r2plus1d_gpu"
+        )]
+        presets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +117,7 @@ enum DataAction {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "gc", "data", "ops", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "gc", "data", "ops", "check-device", "help"];
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -131,5 +145,5 @@ pub fn main() -> ExitCode {
 /// `--cache DIR` takes a value; do not mistake DIR for the experiment file.
 fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
     let prev = args[i - 1].to_string_lossy();
-    !matches!(prev.as_ref(), "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format")
+    !matches!(prev.as_ref(), "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets")
 }

@@ -121,8 +121,8 @@ pub fn fit_on(
     fit_with_tensors(x, n, d, cfg, device, on_iter)
 }
 
-/// The tensor path of [`fit_on`], on any device (tests run it on the CPU).
-fn fit_with_tensors(
+/// The tensor path of [`fit_on`], on any device (tests and `cfrun check-device` run it on the CPU).
+pub fn fit_with_tensors(
     x: &[f32],
     n: usize,
     d: usize,

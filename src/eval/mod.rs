@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
 pub use probe::linear_probe;
-pub use probe_device::linear_probe_on;
+pub use probe_device::{linear_probe_on, probe_with_tensors};
 
 /// Linear-probe training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -43,9 +43,10 @@ fn upload(st: &Standardizer, x: &[f32], d: usize, device: &Device) -> Result<Ten
     Tensor::from_vec(buf, (n, d), device).map_err(dev)
 }
 
-/// The tensor path of [`linear_probe_on`], on any device (tests run it on the CPU).
+/// The tensor path of [`linear_probe_on`], on any device (tests and `cfrun check-device` run it on
+/// the CPU).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn probe_with_tensors(
+pub fn probe_with_tensors(
     device: &Device,
     train_x: &[f32],
     train_y: &[u32],
