@@ -17,3 +17,4 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod report;
+pub mod selfsup;

@@ -8,14 +8,18 @@ use serde_json::Value as Json;
 
 use crate::config::ParamError;
 
+mod canvas;
+mod concat;
 mod context;
 pub mod dataset;
 pub mod extract;
-
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
+mod map_probe;
+mod permutations;
 pub mod plot;
+mod pretext;
 pub mod table;
 pub mod train;
 
@@ -37,6 +41,10 @@ pub enum Kind {
     Metrics,
     /// Tables and figures for people.
     Report,
+    /// Jigsaw's permutation set.
+    Permutations,
+    /// A set of classes per image of each split (multi-hot).
+    MultiLabels,
 }
 
 impl std::fmt::Display for Kind {
@@ -48,6 +56,8 @@ impl std::fmt::Display for Kind {
             Kind::Model => "model",
             Kind::Metrics => "metrics",
             Kind::Report => "report",
+            Kind::Permutations => "permutations",
+            Kind::MultiLabels => "multilabels",
         };
         f.write_str(s)
     }
@@ -105,6 +115,9 @@ pub enum OpError {
     /// A probe or metric failed.
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
+    /// A pretext transform (rotation, puzzle, canvas) refused its input.
+    #[error(transparent)]
+    Selfsup(#[from] crate::selfsup::SelfsupError),
     /// Training or running a network failed.
     #[error(transparent)]
     Nn(#[from] crate::nn::NnError),
@@ -203,9 +216,14 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &dataset::Dataset,
         &label_noise::LabelNoise,
         &train::Train,
+        &permutations::PermutationSet,
+        &pretext::Pretext,
         &extract::Extract,
+        &concat::Concat,
         &kmeans::KMeans,
         &linear_probe::LinearProbe,
+        &canvas::Canvas,
+        &map_probe::MapProbe,
         &table::Table,
         &plot::Plot,
     ];
