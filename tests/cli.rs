@@ -333,7 +333,7 @@ fn selfsup_pipeline_end_to_end_with_jigsaw_resume_after_kill() {
     }
     let table = find_report(cache.path(), &file, "table.md");
     let text = std::fs::read_to_string(&table).unwrap();
-    for row in ["jigsaw N_pre", "rotnet N_cf k=8", "multi-task N_cf k=8", "best layer = res"] {
+    for row in ["| jigsaw | N_pre  ", "| rotnet | N_cf  ", "| multi-task N_cf | 8", "best layer = res"] {
         assert!(text.contains(row), "`{row}` not in\n{text}");
     }
     assert!(std::fs::metadata(find_report(cache.path(), &file, "figure.png")).unwrap().len() > 100);
