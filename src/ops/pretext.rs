@@ -152,7 +152,7 @@ impl Params for PretextParams {
             return Err(ParamError::field("schedule", "`step` is not offered for pretext training", None));
         }
         self.as_train().validate()?;
-        if self.grid == 0 || self.grid % 3 != 0 || self.grid > 256 {
+        if self.grid == 0 || !self.grid.is_multiple_of(3) || self.grid > 256 {
             return Err(ParamError::range("grid", self.grid, "a multiple of 3 up to 255"));
         }
         if self.tile < 8 || self.tile > self.grid / 3 {

@@ -31,7 +31,7 @@ impl TileSpec {
 
     /// Rejects a grid that is not a multiple of 3 or tiles larger than a cell.
     pub fn validate(&self) -> Result<(), SelfsupError> {
-        if self.grid == 0 || self.grid % 3 != 0 || self.tile == 0 || self.tile > self.grid / 3 {
+        if self.grid == 0 || !self.grid.is_multiple_of(3) || self.tile == 0 || self.tile > self.grid / 3 {
             return Err(SelfsupError::invalid(format!(
                 "a puzzle needs grid a positive multiple of 3 and 0 < tile <= grid / 3; got grid {} and tile {}",
                 self.grid, self.tile
@@ -146,8 +146,7 @@ mod tests {
         // Slot 0 shows cell 8 (bottom right, origin (8, 8)) at offset (0, 0).
         assert_eq!(puzzle[0], img[8 * 12 + 8]);
         let back = reassemble(&puzzle, 1, &spec, &perm, &offsets);
-        for cell_id in 0..TILES {
-            let (dy, dx) = offsets[cell_id];
+        for (cell_id, &(dy, dx)) in offsets.iter().enumerate() {
             let (y, x) = ((cell_id / 3) * 4 + dy, (cell_id % 3) * 4 + dx);
             for k in 0..3 {
                 assert_eq!(back[(y + k) * 12 + x + k], img[(y + k) * 12 + x + k], "cell {cell_id}");
