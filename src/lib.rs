@@ -17,4 +17,5 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod report;
+pub mod selfsup;
 pub mod video;

@@ -425,3 +425,47 @@ fn video_pipeline_end_to_end_is_cached_and_deterministic() {
     run_json(other.path(), &file, &[]);
     assert_eq!(objects(cache.path()), objects(other.path()));
 }
+
+#[test]
+fn selfsup_pipeline_end_to_end_with_jigsaw_resume_after_kill() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("selfsup_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    assert!(first.values().all(|o| o == "ran"), "{first:?}");
+    for name in
+        ["pretext[method=jigsaw]", "pretext[method=rotnet]", "multi_cf[k=8]", "map_cf[k=8,layer=res5,method=rotnet]"]
+    {
+        assert!(first.contains_key(name), "{name} missing from {first:?}");
+    }
+    let table = find_report(cache.path(), &file, "table.md");
+    let text = std::fs::read_to_string(&table).unwrap();
+    for row in ["| jigsaw | N_pre  ", "| rotnet | N_cf  ", "| multi-task N_cf | 8", "best layer = res"] {
+        assert!(text.contains(row), "`{row}` not in\n{text}");
+    }
+    assert!(std::fs::metadata(find_report(cache.path(), &file, "figure.png")).unwrap().len() > 100);
+
+    // Kill Jigsaw pre-training mid-way; the rerun resumes from its checkpoint and ends bit-identical.
+    let killed = tempfile::tempdir().unwrap();
+    let longer = ["--set", "stages.pretext.epochs=5", "--set", "sweep.method=[\"jigsaw\"]"];
+    kill_when_logged(killed.path(), &file, &longer, "epoch 2/5", 0);
+    let out = cfrun(killed.path(), &[file.to_str().unwrap(), longer[0], longer[1], longer[2], longer[3]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &longer);
+    assert_eq!(objects(killed.path()), objects(reference.path()));
+}
+
+/// The first report file ending in `suffix` that a run of `file` lists.
+fn find_report(cache: &Path, file: &Path, suffix: &str) -> PathBuf {
+    let out = cfrun(cache, &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
+        .find(|f| f.ends_with(suffix))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no {suffix}"))
+}

@@ -6,6 +6,8 @@ with torch.set_num_threads(2), and in parentheses images per 2 CPU-seconds of th
 examples/bench_train does (with --passive, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads
 sleep instead of spinning and CPU time counts work). Run it with OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE unset.
+With --jigsaw: cfrun's Jigsaw pretext network instead (128 puzzles of 9 tiles of 1x13x13 through
+the shared trunk, a 100-way head over the 9 concatenated features); rates are puzzles/s.
 """
 import argparse
 import os
@@ -67,21 +69,40 @@ class ResNet(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class Jigsaw(nn.Module):
+    """The trunk on every tile, features concatenated per puzzle, a linear head (nn::jigsaw)."""
+
+    def __init__(self, trunk, dim, perms):
+        super().__init__()
+        self.trunk = trunk
+        self.jigsaw = nn.Linear(9 * dim, perms)
+
+    def forward(self, tiles):
+        h = F.relu(self.trunk.bn1(self.trunk.conv1(tiles)))
+        for s in range(2, 6):
+            h = getattr(self.trunk, f"res{s}")(h)
+        return self.jigsaw(h.mean((2, 3)).reshape(-1, 9 * h.shape[1]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--presets", default="tiny,cpu,gpu")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
+    ap.add_argument("--jigsaw", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     batch = 128
-    x = torch.randn(batch, 1, 28, 28)
+    x = torch.randn(batch * 9, 1, 13, 13) if args.jigsaw else torch.randn(batch, 1, 28, 28)
     y = torch.arange(batch) % 10
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}, 1x28x28")
+    shape = "puzzles of 9 x 1x13x13" if args.jigsaw else "1x28x28"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}, {shape}")
     for name in args.presets.split(","):
         p = PRESETS[name]
         model = ResNet(1, p["stem"], p["widths"], p["blocks"], 10)
+        if args.jigsaw:
+            model = Jigsaw(model, p["widths"][-1], 100)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         n = max(2, -(-args.steps // 5)) if name == "gpu" else args.steps
 

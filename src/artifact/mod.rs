@@ -8,11 +8,15 @@
 //! | labels | `labels.safetensors` | `train`, `test`: u32 `[N]`; tag sets add `{split}_tag_offsets` u32 `[N+1]` and `{split}_tag_ids` | [`LabelsMeta`] (+ `tag_classes`) |
 //! | features | `features.safetensors` | `train`, `test`: f32 `[N, D]` | [`FeaturesMeta`] |
 //! | metrics | `metrics.json` | | flat name -> number map plus details |
+//! | multilabels | `multilabels.safetensors` | `train`, `test`: u8 `[N, K]` multi-hot | [`MultiLabelsMeta`] |
+//! | permutations | `permutations.safetensors` | `perms`: u8 `[P, 9]` | [`PermutationsMeta`] |
 
 pub mod features;
 pub mod images;
 pub mod labels;
 pub mod metrics;
+pub mod multilabel;
+pub mod permutations;
 pub mod tensors;
 pub use tensors as tensors_io;
 
@@ -20,6 +24,8 @@ pub use features::{Features, FeaturesMeta};
 pub use images::{Images, ImagesMeta};
 pub use labels::{Labels, LabelsMeta};
 pub use metrics::Metrics;
+pub use multilabel::{MultiLabels, MultiLabelsMeta};
+pub use permutations::{Permutations, PermutationsMeta};
 
 /// The two splits every artifact carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

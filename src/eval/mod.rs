@@ -1,4 +1,5 @@
-//! Evaluation: a deterministic linear probe (softmax regression) and
+//! Evaluation: a deterministic linear probe (softmax regression), the one-vs-rest SVM
+//! protocol scored by mean average precision (multi-label targets, [`ovr_map`]) and
 //! clustering-versus-labels metrics (purity, NMI).
 //!
 //! The probe standardises features with the train split's mean and std,
@@ -7,8 +8,10 @@
 //! into fixed pieces and all reductions run in a fixed order, so a given
 //! seed gives bit-identical results across runs and thread counts.
 
+mod ap;
 mod error;
 mod metrics;
+mod ovr;
 mod probe;
 mod probe_device;
 mod softmax;
@@ -18,8 +21,10 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use ap::{average_precision, mean_ap};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
+pub use ovr::{ovr_map, OvrConfig, OvrResult};
 pub use probe::linear_probe;
 pub use probe_device::{linear_probe_on, probe_with_tensors};
 

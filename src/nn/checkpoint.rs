@@ -172,6 +172,12 @@ impl TrainState {
 
     /// Reads a state written by [`TrainState::save`] onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self, NnError> {
+        Self::load_with_head(path, device, None)
+    }
+
+    /// As [`TrainState::load`], for a network that is the ResNet plus extra vars named
+    /// `head_prefix...` (a pretext head): only the other vars are checked against the architecture.
+    pub fn load_with_head(path: &Path, device: &Device, head_prefix: Option<&str>) -> Result<Self, NnError> {
         let meta: StateMeta = read_json(&json_path(path))?;
         check_format(path, &meta.format, meta.version, STATE_FORMAT)?;
         let mut weights = Vec::new();
@@ -185,8 +191,10 @@ impl TrainState {
                 return Err(NnError::Mismatch(format!("{}: unexpected tensor `{k}`", path.display())));
             }
         }
+        let is_head = |k: &str| head_prefix.is_some_and(|p| k.starts_with(p));
+        let trunk: Vec<(String, Tensor)> = weights.iter().filter(|(k, _)| !is_head(k)).cloned().collect();
+        build_model(&meta.config.arch, &varmap_from(trunk, device)?, device, false)?;
         let weights = varmap_from(weights, device)?;
-        build_model(&meta.config.arch, &weights, device, false)?;
         Ok(TrainState {
             epoch: meta.epoch,
             weights,

@@ -114,11 +114,15 @@ impl Geom {
         let (oy0, oy1) = self.valid(ky, self.h, self.ho);
         let shift = (ky as isize - self.pad as isize) * self.w as isize + kx as isize - self.pad as isize;
         let plane = (self.h * self.w) as isize;
-        // Clamped to the plane: on maps smaller than the kernel reach (a 1x1 map under a 3x3
-        // kernel) a tap can read nothing at all, and the block must then be empty, not past the end.
+        // Clamped to the plane: on maps smaller than the kernel's reach (a 1x1 map under a
+        // padded 3x3 kernel) a tap can have no valid output at all.
         let lo = (oy0 * self.w).max((-shift).max(0) as usize).min(plane as usize);
-        let hi = (oy1 * self.w).min((plane - shift).max(0) as usize).min(plane as usize);
-        (shift, lo, hi.max(lo))
+        let hi = (oy1 * self.w).min((plane - shift).max(0) as usize);
+        if hi <= lo {
+            // An empty block; the shift is then chosen so that `lo + shift` is a valid index.
+            return (-(lo as isize), lo, lo);
+        }
+        (shift, lo, hi)
     }
 }
 
@@ -452,6 +456,10 @@ mod tests {
             (2, 3, 9, 9, 2, 5, 1, 2),
             // A 1x1 map under a 3x3 kernel (R(2+1)D's res5 on small clips): most taps read nothing.
             (3, 2, 1, 1, 2, 3, 1, 1),
+            // Maps no larger than the kernel's reach (res5 of a small Jigsaw tile).
+            (2, 3, 1, 1, 4, 3, 1, 1),
+            (3, 2, 2, 2, 3, 3, 1, 1),
+            (2, 2, 1, 3, 2, 3, 1, 1),
         ];
         for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&rand_tensor(&[n, cin, h, w], i as u64)).unwrap();

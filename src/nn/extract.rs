@@ -8,6 +8,11 @@
 //! | `Avg` | `C` | per-channel mean |
 //! | `Adaptive(s)` | `C*s*s` | PyTorch `adaptive_avg_pool2d(s)` then flatten `(C, s, s)` |
 //! | `Flatten` | `C*h*w` | the map flattened as `(C, h, w)` |
+//! | `Dim(n)` | `C*s*s <= n` | `Adaptive(s)` with the largest `s <= min(h, w)` that fits `n` (at least 1) |
+//!
+//! `Dim(n)` is the layer-wise protocol's pooling (Goyal et al. 2019 pool every ResNet stage to
+//! about 9k values so layers are compared at similar sizes; `dim1200` gives 1,024-1,152 values
+//! for every tap of `resnet_cpu`).
 
 use super::arch::{Arch, Net};
 use super::checkpoint::build_model;
@@ -30,6 +35,8 @@ pub enum Pool {
     Adaptive(usize),
     /// No pooling.
     Flatten,
+    /// Adaptive average pooling to the largest `s x s` grid whose `C*s*s` fits the budget.
+    Dim(usize),
 }
 
 impl Pool {
@@ -39,7 +46,13 @@ impl Pool {
             Pool::Avg => c,
             Pool::Adaptive(s) => c * s * s,
             Pool::Flatten => c * h * w,
+            Pool::Dim(n) => c * Self::budget_side(n, c, h, w).pow(2),
         }
+    }
+
+    /// The grid side `Dim(n)` uses for a `(c, h, w)` map.
+    fn budget_side(n: usize, c: usize, h: usize, w: usize) -> usize {
+        (1..=h.min(w)).take_while(|s| c * s * s <= n).last().unwrap_or(1)
     }
 
     /// Appends the pooled features of one `(c, h, w)` map to `out`.
@@ -48,6 +61,7 @@ impl Pool {
         match self {
             Pool::Flatten => out.extend_from_slice(map),
             Pool::Avg => out.extend(map.chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32)),
+            Pool::Dim(n) => Pool::Adaptive(Self::budget_side(n, c, h, w)).apply(map, c, h, w, out),
             Pool::Adaptive(s) => {
                 for ch in 0..c {
                     let p = &map[ch * plane..(ch + 1) * plane];
@@ -71,24 +85,30 @@ impl fmt::Display for Pool {
             Pool::Avg => f.write_str("avg"),
             Pool::Adaptive(s) => write!(f, "adaptive{s}"),
             Pool::Flatten => f.write_str("flatten"),
+            Pool::Dim(n) => write!(f, "dim{n}"),
         }
     }
 }
 
 impl FromStr for Pool {
     type Err = NnError;
-    /// `avg`, `flatten`, or `adaptiveS` / `adaptive:S` with `S >= 1`.
+    /// `avg`, `flatten`, `adaptiveS` / `adaptive:S` with `S >= 1`, or `dimN` with `N >= 1`.
     fn from_str(s: &str) -> Result<Self, NnError> {
         match s {
             "avg" => return Ok(Pool::Avg),
             "flatten" => return Ok(Pool::Flatten),
             _ => {}
         }
+        if let Some(n) = s.strip_prefix("dim").and_then(|r| r.parse::<usize>().ok()) {
+            if n > 0 {
+                return Ok(Pool::Dim(n));
+            }
+        }
         let size = s.strip_prefix("adaptive").map(|r| r.trim_start_matches(':'));
         match size.and_then(|r| r.parse::<usize>().ok()) {
             Some(n) if n > 0 => Ok(Pool::Adaptive(n)),
             _ => Err(NnError::invalid(format!(
-                "unknown pooling `{s}` (expected avg, flatten or adaptiveN, e.g. adaptive2)"
+                "unknown pooling `{s}` (expected avg, flatten, adaptiveN or dimN, e.g. adaptive2 or dim1200)"
             ))),
         }
     }
@@ -207,5 +227,25 @@ mod tests {
         out.clear();
         Pool::Avg.apply(&map, 1, 3, 3, &mut out);
         assert_eq!(out, vec![4.0]);
+    }
+
+    #[test]
+    fn dimension_budget_picks_the_largest_grid_that_fits() {
+        assert_eq!("dim1200".parse::<Pool>().unwrap(), Pool::Dim(1200));
+        assert!("dim0".parse::<Pool>().is_err());
+        assert_eq!(Pool::Dim(1200).to_string(), "dim1200");
+        // resnet_cpu on 28x28: conv1 16@28, res2 16@28, res3 32@14, res4 64@7, res5 128@4.
+        let dims: Vec<usize> = [(16, 28), (16, 28), (32, 14), (64, 7), (128, 4)]
+            .iter()
+            .map(|&(c, s)| Pool::Dim(1200).dim(c, s, s))
+            .collect();
+        assert_eq!(dims, vec![1024, 1024, 1152, 1024, 1152]);
+        // Never below one value per channel, never above the map itself.
+        assert_eq!(Pool::Dim(10).dim(64, 7, 7), 64);
+        assert_eq!(Pool::Dim(100_000).dim(2, 3, 3), 18);
+        let map: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut out = Vec::new();
+        Pool::Dim(4).apply(&map, 1, 3, 3, &mut out);
+        assert_eq!(out, vec![2.0, 3.0, 5.0, 6.0], "the same bins as adaptive2");
     }
 }

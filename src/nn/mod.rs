@@ -6,6 +6,7 @@
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices;
 //! - [`train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
+//! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;
 //! - [`extract`]: eval-mode features and logits;
 //! - [`checkpoint`]: model files and training states (safetensors + JSON).
 //!
@@ -25,6 +26,7 @@ mod error;
 pub mod extract;
 mod fused;
 pub mod init;
+pub mod jigsaw;
 pub mod r2plus1d;
 pub mod resnet;
 pub mod schedule;

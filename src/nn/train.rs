@@ -301,7 +301,7 @@ pub fn train(
 
 /// A uniformly random permutation of `0..n` (Fisher-Yates; spelled out so the order cannot
 /// change with a `rand` release).
-fn permutation(n: usize, rng: &mut impl Rng) -> Vec<usize> {
+pub(crate) fn permutation(n: usize, rng: &mut impl Rng) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = rng.random_range(0..=i);

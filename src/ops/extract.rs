@@ -18,7 +18,8 @@ pub struct ExtractParams {
     /// `conv1`, `res2`, `res3`, `res4` or `res5`.
     #[serde(default = "default_tap")]
     pub tap: String,
-    /// `avg` (global average pooling), `adaptiveN` (N x N average pooling, flattened) or `flatten`.
+    /// `avg` (global average pooling), `adaptiveN` (N x N average pooling, flattened),
+    /// `dimN` (the largest adaptive grid with at most N values) or `flatten`.
     #[serde(default = "default_pool")]
     pub pool: String,
     /// Images per forward pass.
@@ -61,7 +62,7 @@ impl Params for ExtractParams {
             ParamError::field(
                 "pool",
                 format!("unknown pooling `{}`", self.pool),
-                Some("valid: avg, flatten, adaptiveN (e.g. adaptive2)".into()),
+                Some("valid: avg, flatten, adaptiveN (e.g. adaptive2), dimN (e.g. dim1200)".into()),
             )
         })?;
         if self.batch_size == 0 {

@@ -8,15 +8,19 @@ use serde_json::Value as Json;
 
 use crate::config::ParamError;
 
+mod canvas;
+mod concat;
 mod context;
 pub mod dataset;
 pub mod extract;
-
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
+mod map_probe;
 pub mod per_label_kmeans;
+mod permutations;
 pub mod plot;
+mod pretext;
 pub mod prototype;
 pub mod table;
 pub mod train;
@@ -43,6 +47,10 @@ pub enum Kind {
     Metrics,
     /// Tables and figures for people.
     Report,
+    /// Jigsaw's permutation set.
+    Permutations,
+    /// A set of classes per image of each split (multi-hot).
+    MultiLabels,
 }
 
 impl std::fmt::Display for Kind {
@@ -55,6 +63,8 @@ impl std::fmt::Display for Kind {
             Kind::Model => "model",
             Kind::Metrics => "metrics",
             Kind::Report => "report",
+            Kind::Permutations => "permutations",
+            Kind::MultiLabels => "multilabels",
         };
         f.write_str(s)
     }
@@ -112,6 +122,9 @@ pub enum OpError {
     /// A probe or metric failed.
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
+    /// A pretext transform (rotation, puzzle, canvas) refused its input.
+    #[error(transparent)]
+    Selfsup(#[from] crate::selfsup::SelfsupError),
     /// Training or running a network failed.
     #[error(transparent)]
     Nn(#[from] crate::nn::NnError),
@@ -212,11 +225,16 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &label_noise::LabelNoise,
         &weak_tags::WeakTags,
         &train::Train,
+        &permutations::PermutationSet,
+        &pretext::Pretext,
         &extract::Extract,
+        &concat::Concat,
         &kmeans::KMeans,
         &per_label_kmeans::PerLabelKMeans,
         &prototype::Prototype,
         &linear_probe::LinearProbe,
+        &canvas::Canvas,
+        &map_probe::MapProbe,
         &table::Table,
         &plot::Plot,
     ];

@@ -47,6 +47,10 @@ pub struct TableParams {
     /// The paper's numbers, for orientation.
     #[serde(default)]
     pub paper: Vec<PaperCell>,
+    /// A sweep axis to take the best over: each cell shows the highest value among records that
+    /// differ only in this axis (the paper's "best performing layer"), and the winners are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_over: Option<String>,
 }
 
 fn one() -> usize {
@@ -72,11 +76,45 @@ impl Params for TableParams {
                 Some("dimensions are sweep axis names, \"source\" or \"metric\"".into()),
             ));
         }
+        if let Some(dim) = &self.best_over {
+            if self.rows.contains(dim) || self.columns.contains(dim) || SPECIAL_DIMENSIONS.contains(&dim.as_str()) {
+                return Err(ParamError::field(
+                    "best_over",
+                    format!("`best_over` = \"{dim}\" must be a sweep axis that is neither a row nor a column"),
+                    None,
+                ));
+            }
+        }
         if self.precision > 6 {
             return Err(ParamError::range("precision", self.precision, "at most 6"));
         }
         Ok(())
     }
+}
+
+/// Keeps, among records equal in everything but `dim`, the one with the highest value; returns
+/// them and one line per kept record naming the winning value of `dim`.
+pub fn best_over(records: Vec<Record>, dim: &str) -> (Vec<Record>, Vec<String>) {
+    let mut best: BTreeMap<String, Record> = BTreeMap::new();
+    for r in records {
+        let mut key_axes = r.axes.clone();
+        key_axes.remove(dim);
+        let key = format!("{}|{:?}", r.label, key_axes);
+        let better = best.get(&key).is_none_or(|b| r.metrics["value"] > b.metrics["value"]);
+        if better {
+            best.insert(key, r);
+        }
+    }
+    let notes = best
+        .values()
+        .map(|r| {
+            let at: Vec<String> =
+                r.axes.iter().filter(|(k, _)| k.as_str() != dim).map(|(k, v)| format!("{k}={v}")).collect();
+            let won = r.axes.get(dim).map_or("-".to_string(), |v| v.to_string());
+            format!("- {} {}: best {dim} = {won}", r.label, at.join(" "))
+        })
+        .collect();
+    (best.into_values().collect(), notes)
 }
 
 /// Turns gathered metric artifacts into report records, one per (instance, metric).
@@ -150,7 +188,11 @@ impl Op for Table {
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let p: TableParams = ctx.params()?;
-        let records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
+        let mut records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
+        let mut notes = Vec::new();
+        if let Some(dim) = &p.best_over {
+            (records, notes) = best_over(records, dim);
+        }
         let spec = TableSpec {
             title: p.title.clone(),
             rows: p.rows.clone(),
@@ -164,11 +206,61 @@ impl Op for Table {
                 .collect(),
             filter: Default::default(),
         };
-        let rendered = report::render_table(&records, &spec)?;
+        let mut rendered = report::render_table(&records, &spec)?;
+        if !notes.is_empty() {
+            let by = p.best_over.as_deref().unwrap_or_default();
+            rendered.markdown.push_str(&format!("\nEach cell is the best over `{by}`:\n{}\n", notes.join("\n")));
+        }
         let dir = ctx.output_dir("report");
         std::fs::create_dir_all(&dir).map_err(OpError::io("creating the report folder"))?;
         std::fs::write(dir.join("table.md"), &rendered.markdown).map_err(OpError::io("writing table.md"))?;
         std::fs::write(dir.join("table.csv"), &rendered.csv).map_err(OpError::io("writing table.csv"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(label: &str, layer: &str, target: &str, value: f64) -> Record {
+        Record {
+            source: label.into(),
+            label: label.into(),
+            axes: [("layer".to_string(), AxisValue::from(layer)), ("target".to_string(), AxisValue::from(target))]
+                .into(),
+            metrics: [("value".to_string(), value)].into(),
+        }
+    }
+
+    #[test]
+    fn best_over_keeps_the_highest_value_per_cell_and_names_the_winner() {
+        let records = vec![
+            rec("N_pre", "res4", "mnist", 80.0),
+            rec("N_pre", "res5", "mnist", 70.0),
+            rec("N_cf", "res4", "mnist", 75.0),
+            rec("N_cf", "res5", "mnist", 78.0),
+            rec("N_pre", "res5", "fashion", 60.0),
+        ];
+        let (best, notes) = best_over(records, "layer");
+        let mut got: Vec<(String, String, f64)> =
+            best.iter().map(|r| (r.label.clone(), r.axes["layer"].to_string(), r.metrics["value"])).collect();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(
+            got,
+            vec![
+                ("N_cf".into(), "res5".into(), 78.0),
+                ("N_pre".into(), "res4".into(), 80.0),
+                ("N_pre".into(), "res5".into(), 60.0)
+            ]
+        );
+        assert!(notes.contains(&"- N_pre target=mnist: best layer = res4".to_string()), "{notes:?}");
+    }
+
+    #[test]
+    fn best_over_a_row_dimension_is_rejected() {
+        let raw =
+            serde_json::json!({"rows": ["layer"], "columns": ["source"], "metrics": ["top1"], "best_over": "layer"});
+        assert_eq!(params::normalize::<TableParams>(&raw).unwrap_err().path, "best_over");
     }
 }

@@ -181,7 +181,8 @@ impl TrainParams {
         Ok(arch)
     }
 
-    fn schedule(&self) -> Schedule {
+    /// The learning-rate decay after warm-up.
+    pub(crate) fn schedule(&self) -> Schedule {
         match self.schedule.as_str() {
             "step" => Schedule::Step { milestones: self.milestones.clone(), gamma: self.gamma },
             "constant" => Schedule::Constant,
@@ -192,10 +193,13 @@ impl TrainParams {
 
 /// Saves a checkpoint after every epoch: each epoch in its own folder, then a `latest` pointer
 /// written atomically, so a kill at any moment leaves a loadable checkpoint or none.
-struct Checkpointer<'a> {
-    dir: &'a Path,
-    progress: &'a crate::exec::progress::Progress,
-    epochs: usize,
+pub(crate) struct Checkpointer<'a> {
+    /// The checkpoint folder (tied to the recipe key).
+    pub(crate) dir: &'a Path,
+    /// Progress reporting.
+    pub(crate) progress: &'a crate::exec::progress::Progress,
+    /// Total epochs, for messages.
+    pub(crate) epochs: usize,
 }
 
 impl TrainObserver for Checkpointer<'_> {
@@ -235,10 +239,17 @@ impl TrainObserver for Checkpointer<'_> {
     }
 }
 
-/// The last complete checkpoint in `dir`, if any and if it belongs to this configuration.
-fn resume_state(dir: &Path, cfg: &TrainConfig, device: &candle_core::Device) -> Option<TrainState> {
+/// The last complete checkpoint in `dir`, if any and if it belongs to this configuration; a
+/// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
+pub(crate) fn resume_state(
+    dir: &Path,
+    cfg: &TrainConfig,
+    device: &candle_core::Device,
+    head_prefix: Option<&str>,
+) -> Option<TrainState> {
     let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let state = TrainState::load(&dir.join(name.trim()).join("state.safetensors"), device).ok()?;
+    let state =
+        TrainState::load_with_head(&dir.join(name.trim()).join("state.safetensors"), device, head_prefix).ok()?;
     state.check_resumable(cfg).ok()?;
     Some(state)
 }
@@ -376,7 +387,7 @@ impl Op for Train {
             None => nn::Targets::Hard { truth, num_classes: labels.meta.num_classes },
         };
         std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
-        let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device);
+        let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
         if let Some(s) = &resume {
             tracing::info!("{}: resuming after epoch {} of {}", ctx.instance.name, s.epoch, cfg.epochs);
         }

@@ -1,0 +1,85 @@
+//! Multi-label artifacts: the *set* of classes present in each image of each split, stored as a
+//! multi-hot u8 matrix `[N, num_classes]` (1 = present). Kept apart from [`super::Labels`], whose
+//! single class per image is what `train`, `kmeans` and `linear_probe` read.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{tensors, Split};
+use crate::ops::OpError;
+
+/// What the columns mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelsMeta {
+    /// Columns of the multi-hot matrix.
+    pub num_classes: usize,
+    /// Names of the classes, in column order.
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// Where the sets come from, for people.
+    pub source: String,
+}
+
+/// Multi-hot label sets of both splits, row-major `[N, num_classes]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiLabels {
+    /// Description.
+    pub meta: MultiLabelsMeta,
+    /// Training rows.
+    pub train: Vec<u8>,
+    /// Test rows.
+    pub test: Vec<u8>,
+}
+
+impl MultiLabels {
+    /// Rows of a split.
+    pub fn split(&self, split: Split) -> &[u8] {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
+    /// Images in a split.
+    pub fn count(&self, split: Split) -> usize {
+        self.split(split).len() / self.meta.num_classes.max(1)
+    }
+
+    /// Writes `multilabels.safetensors` and `meta.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
+        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+        let k = self.meta.num_classes;
+        let train = Tensor::from_slice(&self.train, (self.count(Split::Train), k), &Device::Cpu)?;
+        let test = Tensor::from_slice(&self.test, (self.count(Split::Test), k), &Device::Cpu)?;
+        tensors::save(&dir.join("multilabels.safetensors"), vec![("train", train), ("test", test)])?;
+        tensors::save_json(&dir.join("meta.json"), &self.meta)
+    }
+
+    /// Reads what [`MultiLabels::save`] wrote.
+    pub fn load(dir: &Path) -> Result<MultiLabels, OpError> {
+        let meta: MultiLabelsMeta = tensors::load_json(&dir.join("meta.json"))?;
+        let path = dir.join("multilabels.safetensors");
+        let mut map = tensors::load(&path)?;
+        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<u8>()?;
+        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<u8>()?;
+        Ok(MultiLabels { meta, train, test })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MultiLabelsMeta { num_classes: 3, class_names: vec![], source: "t".into() };
+        let m = MultiLabels { meta, train: vec![1, 0, 1, 0, 1, 0], test: vec![0, 0, 1] };
+        m.save(dir.path()).unwrap();
+        let back = MultiLabels::load(dir.path()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.count(Split::Train), 2);
+    }
+}

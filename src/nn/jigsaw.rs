@@ -1,0 +1,267 @@
+//! Jigsaw (Noroozi & Favaro 2016) on the shared ResNet trunk: each of a puzzle's 9 tiles goes
+//! through the same trunk (the ResNet up to its pooled res5, no `fc`), the 9 features are
+//! concatenated in slot order, and a linear head over `9 * D` predicts which of the P
+//! permutations shuffled the tiles.
+//!
+//! Shapes: tiles `(B * 9, C, t, t)` -> trunk `(B * 9, D)` -> `(B, 9 * D)` -> head `(B, P)`.
+//!
+//! Vars: the trunk's are the standard ResNet names (built with a 1-output `fc` that training never
+//! touches), the head's are `jigsaw.weight` `(P, 9 D)` and `jigsaw.bias`. [`save`] writes the
+//! trunk as an ordinary model file (its `fc` zeroed: a Jigsaw network has no whole-image
+//! classifier) that `extract` reads like any other, and the head beside it.
+//!
+//! Training mirrors [`super::train`]: epoch `e` draws its shuffle and, per image in batch order,
+//! the permutation index and the 9 crop offsets `(dy, dx)` from one ChaCha8 stream seeded by
+//! `(seed, e)`, so a run resumed from a [`TrainState`] is bit-identical to an uninterrupted one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Linear, Module, VarBuilder, VarMap};
+use rand::Rng;
+
+use super::arch::Arch;
+use super::data::{ImageData, Normalization};
+use super::init::{init_weights, rng_for};
+use super::resnet::{ResNet, ResNetConfig};
+use super::schedule::lr_at;
+use super::sgd::Sgd;
+use super::train::{permutation, EpochStats, TrainConfig, TrainObserver, Trained};
+use super::{NnError, TrainState};
+use crate::selfsup::permutations::{Perm, TILES};
+use crate::selfsup::tiles::{cut_puzzle, TileSpec};
+
+/// Var-name prefix of the Jigsaw head.
+pub const HEAD_PREFIX: &str = "jigsaw.";
+
+/// The trunk and the permutation classifier.
+pub struct JigsawNet {
+    trunk: ResNet,
+    head: Linear,
+}
+
+impl JigsawNet {
+    /// Builds (or, for vars already in `vb`'s map, reuses) the trunk of `arch` and a head for
+    /// `classes` permutations.
+    pub fn new(arch: &ResNetConfig, classes: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let trunk = ResNet::new(arch, vb.clone())?;
+        let head = candle_nn::linear(TILES * arch.widths[3], classes, vb.pp("jigsaw"))?;
+        Ok(JigsawNet { trunk, head })
+    }
+
+    /// `(B * 9, C, t, t)` tiles, slot after slot per puzzle -> `(B, P)` logits.
+    pub fn forward_t(&self, tiles: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let f = self.trunk.embed(tiles, train)?;
+        let (n, d) = f.dims2()?;
+        self.head.forward(&f.reshape((n / TILES, TILES * d))?)
+    }
+}
+
+/// The trunk architecture a Jigsaw network uses for `arch`: the same with a 1-output `fc`.
+pub fn trunk_arch(arch: &ResNetConfig) -> ResNetConfig {
+    ResNetConfig { num_classes: 1, ..arch.clone() }
+}
+
+/// Trains a Jigsaw network on `data` (images already `spec.grid` pixels square) with the
+/// permutation set `perms`; `cfg.arch` must be a [`trunk_arch`]. Reports to `obs` like
+/// [`super::train`] and returns every var, head included.
+pub fn train_jigsaw(
+    data: &ImageData,
+    perms: &[Perm],
+    spec: &TileSpec,
+    cfg: &TrainConfig,
+    device: &Device,
+    resume: Option<TrainState>,
+    obs: &mut dyn TrainObserver,
+) -> Result<Trained, NnError> {
+    data.validate()?;
+    cfg.arch.validate()?;
+    spec.validate().map_err(|e| NnError::invalid(e.to_string()))?;
+    let Arch::ResNet(arch) = &cfg.arch else {
+        return Err(NnError::invalid("jigsaw trains an image ResNet trunk, not a video network"));
+    };
+    if data.h != spec.grid || data.w != spec.grid || data.c != arch.in_channels || arch.num_classes != 1 {
+        return Err(NnError::invalid(format!(
+            "jigsaw needs {0}x{0} images with {1} channels and a trunk arch; got {2}x{3}x{4}, {5} outputs",
+            spec.grid, arch.in_channels, data.c, data.h, data.w, arch.num_classes
+        )));
+    }
+    if perms.len() < 2 || data.n == 0 || cfg.batch_size == 0 {
+        return Err(NnError::invalid(format!(
+            "jigsaw needs at least 2 permutations, images and batch_size > 0; got {}, {}, {}",
+            perms.len(),
+            data.n,
+            cfg.batch_size
+        )));
+    }
+    let (varmap, start, norm, mut history, buffers) = match resume {
+        Some(state) => {
+            state.check_resumable(cfg)?;
+            (state.weights, state.epoch, state.norm, state.history, state.momentum)
+        }
+        None => (VarMap::new(), 0, Normalization::from_data(data)?, Vec::new(), BTreeMap::new()),
+    };
+    let fresh = varmap.all_vars().is_empty();
+    let model = JigsawNet::new(arch, perms.len(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    if fresh {
+        init_weights(&varmap, cfg.seed)?;
+    }
+    let mut sgd = Sgd::new(&varmap, cfg.momentum, cfg.weight_decay, buffers)?;
+    let lut = norm.lut();
+    let (n, bs, c, t) = (data.n, cfg.batch_size, data.c, spec.tile);
+    let (len, puzzle_len) = (data.image_len(), TILES * c * t * t);
+    let batches = n.div_ceil(bs);
+    let mut puzzle = vec![0u8; puzzle_len];
+    let mut xbuf = vec![0f32; bs.min(n) * puzzle_len];
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let mut rng = rng_for(cfg.seed, "epoch", epoch as u64);
+        let order = permutation(n, &mut rng);
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
+        for b in 0..batches {
+            let idx = &order[b * bs..((b + 1) * bs).min(n)];
+            let mut labels = Vec::with_capacity(idx.len());
+            for (slot, &i) in idx.iter().enumerate() {
+                let class = rng.random_range(0..perms.len());
+                let offsets: [(usize, usize); TILES] =
+                    std::array::from_fn(|_| (rng.random_range(0..=spec.jitter()), rng.random_range(0..=spec.jitter())));
+                cut_puzzle(&data.pixels[i * len..(i + 1) * len], c, spec, &perms[class], &offsets, &mut puzzle);
+                let dst = &mut xbuf[slot * puzzle_len..(slot + 1) * puzzle_len];
+                for (k, (d, &p)) in dst.iter_mut().zip(&puzzle).enumerate() {
+                    *d = lut[(k / (t * t)) % c][p as usize];
+                }
+                labels.push(class as u32);
+            }
+            let x = Tensor::from_slice(&xbuf[..idx.len() * puzzle_len], (idx.len() * TILES, c, t, t), device)?;
+            let y = Tensor::from_slice(&labels, idx.len(), device)?;
+            let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
+            let logits = model.forward_t(&x, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let grads = loss.backward()?;
+            sgd.step(&grads, lr)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            obs.on_batch(epoch, b, batches);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch,
+            loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
+            lr: first_lr,
+            seconds,
+            images_per_sec: n as f64 / seconds.max(1e-9),
+        };
+        history.push(stats.clone());
+        let state = TrainState {
+            epoch: epoch + 1,
+            weights: varmap.clone(),
+            momentum: sgd.buffers().clone(),
+            norm: norm.clone(),
+            history: history.clone(),
+            config: cfg.clone(),
+        };
+        obs.on_epoch(&stats, &state)?;
+    }
+    Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
+}
+
+/// Writes `dir/model.safetensors` (the trunk as a standard model, `fc` zeroed) and
+/// `dir/jigsaw_head.safetensors` (the head's vars).
+pub fn save(trained: &Trained, dir: &Path) -> Result<(), NnError> {
+    let data = trained.weights.data().lock().expect("VarMap lock poisoned").clone();
+    let trunk = VarMap::new();
+    let mut head = std::collections::HashMap::new();
+    {
+        let mut out = trunk.data().lock().expect("VarMap lock poisoned");
+        for (name, var) in data {
+            if name.starts_with(HEAD_PREFIX) {
+                head.insert(name, var.as_tensor().clone());
+            } else if name.starts_with("fc.") {
+                out.insert(name, candle_core::Var::from_tensor(&var.as_tensor().zeros_like()?)?);
+            } else {
+                out.insert(name, var);
+            }
+        }
+    }
+    super::save_model(&dir.join("model.safetensors"), &trunk, &trained.arch, &trained.norm)?;
+    candle_core::safetensors::save(&head, dir.join("jigsaw_head.safetensors"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Augment, NoObserver, Schedule};
+    use crate::selfsup::permutations::max_hamming_set;
+
+    #[test]
+    fn trains_saves_a_loadable_trunk_and_resumes_bit_exactly() {
+        let spec = TileSpec { grid: 24, tile: 7 };
+        let n = 12;
+        let pixels: Vec<u8> = (0..n * 24 * 24).map(|v| ((v * 31 + v / 24 * 7) % 256) as u8).collect();
+        let data = ImageData { pixels: &pixels, n, c: 1, t: 1, h: 24, w: 24 };
+        let (perms, _) = max_hamming_set(4, 0);
+        let cfg = TrainConfig {
+            arch: trunk_arch(&ResNetConfig::resnet_tiny(1, 10)).into(),
+            epochs: 2,
+            batch_size: 5,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0,
+            schedule: Schedule::Cosine,
+            augment: Augment::default(),
+            seed: 1,
+        };
+        let dev = Device::Cpu;
+        let full = train_jigsaw(&data, &perms, &spec, &cfg, &dev, None, &mut NoObserver).unwrap();
+        assert_eq!(full.history.len(), 2);
+        assert!(full.history.iter().all(|e| e.loss.is_finite()));
+
+        // Save after epoch 1 and stop there (as a kill would), then resume from the file.
+        struct StopAfterOne(std::path::PathBuf);
+        impl TrainObserver for StopAfterOne {
+            fn on_batch(&mut self, _: usize, _: usize, _: usize) {}
+            fn on_epoch(&mut self, _: &EpochStats, s: &TrainState) -> Result<(), NnError> {
+                s.save(&self.0)?;
+                Err(NnError::invalid("stopped"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("state.safetensors");
+        let stopped = train_jigsaw(&data, &perms, &spec, &cfg, &dev, None, &mut StopAfterOne(state_path.clone()));
+        assert!(stopped.is_err());
+        assert!(TrainState::load(&state_path, &dev).is_err(), "the head is not part of the ResNet");
+        let state = TrainState::load_with_head(&state_path, &dev, Some(HEAD_PREFIX)).unwrap();
+        let resumed = train_jigsaw(&data, &perms, &spec, &cfg, &dev, Some(state), &mut NoObserver).unwrap();
+        let get = |t: &Trained, k: &str| {
+            t.weights.data().lock().unwrap()[k].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        for k in ["jigsaw.weight", "res5.0.conv2.weight", "bn1.running_mean"] {
+            assert_eq!(get(&full, k), get(&resumed, k), "{k}");
+        }
+
+        save(&full, dir.path()).unwrap();
+        let (weights, meta) = crate::nn::load_model(&dir.path().join("model.safetensors"), &dev).unwrap();
+        assert_eq!(meta.arch.num_classes(), 1);
+        let whole = ImageData { pixels: &pixels[..2 * 576], n: 2, c: 1, t: 1, h: 24, w: 24 };
+        let (feats, d) = crate::nn::extract(
+            &weights,
+            &meta.arch,
+            &meta.norm,
+            &whole,
+            crate::nn::Tap::Res4,
+            crate::nn::Pool::Avg,
+            2,
+            &dev,
+        )
+        .unwrap();
+        assert_eq!((feats.len(), d), (16, 8));
+        assert!(dir.path().join("jigsaw_head.safetensors").exists());
+    }
+}

@@ -1,0 +1,144 @@
+//! `canvas`: the multi-label target, a VOC07 analog. Canvases of 2-3 objects taken from a labelled
+//! data set (train canvases from its train split, test canvases from its test split), each
+//! labelled with the set of its objects' classes (see [`crate::selfsup::canvas`]).
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Images, ImagesMeta, Labels, MultiLabels, MultiLabelsMeta, Split};
+use crate::config::params::{self, ParamError, Params};
+use crate::nn::init::derive_seed;
+use crate::selfsup::canvas::{compose, CanvasSpec, Objects};
+
+/// Parameters of `canvas`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanvasParams {
+    /// Side of a canvas in pixels (at least twice the objects' side).
+    #[serde(default = "defaults::size")]
+    pub size: usize,
+    /// Fewest objects per canvas.
+    #[serde(default = "defaults::min_objects")]
+    pub min_objects: usize,
+    /// Most objects per canvas (at most 4).
+    #[serde(default = "defaults::max_objects")]
+    pub max_objects: usize,
+    /// Training canvases.
+    pub train_size: usize,
+    /// Test canvases.
+    pub test_size: usize,
+    /// Seed of the composition.
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn size() -> usize {
+        56
+    }
+    pub fn min_objects() -> usize {
+        2
+    }
+    pub fn max_objects() -> usize {
+        3
+    }
+}
+
+impl Params for CanvasParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        if !(1..=4).contains(&self.max_objects) {
+            return Err(ParamError::range(
+                "max_objects",
+                self.max_objects,
+                "between 1 and 4 (one object per quadrant)",
+            ));
+        }
+        if self.min_objects == 0 || self.min_objects > self.max_objects {
+            return Err(ParamError::range("min_objects", self.min_objects, "between 1 and `max_objects`"));
+        }
+        if self.size < 2 || self.size > 512 {
+            return Err(ParamError::range("size", self.size, "between 2 and 512"));
+        }
+        if self.train_size < 2 || self.test_size == 0 {
+            let (field, v) = if self.train_size < 2 { ("train_size", self.train_size) } else { ("test_size", 0) };
+            return Err(ParamError::range(field, v, if field == "train_size" { "at least 2" } else { "at least 1" }));
+        }
+        Ok(())
+    }
+}
+
+/// The `canvas` op.
+pub struct Canvas;
+
+impl Op for Canvas {
+    fn name(&self) -> &'static str {
+        "canvas"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "multi-object canvases (2-3 objects of a labelled set) with their label sets: the VOC07-like target"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[
+            InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "object images" },
+            InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "their classes" },
+        ]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[
+            OutputSpec { name: "images", kind: Kind::Images, doc: "canvases of both splits" },
+            OutputSpec { name: "multilabels", kind: Kind::MultiLabels, doc: "the classes on each canvas (multi-hot)" },
+        ]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<CanvasParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<CanvasParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: CanvasParams = ctx.params()?;
+        let images = Images::load(&ctx.input("images")?.dir)?;
+        let labels = Labels::load(&ctx.input("labels")?.dir)?;
+        let m = &images.meta;
+        let spec = CanvasSpec { size: p.size, min_objects: p.min_objects, max_objects: p.max_objects };
+        let k = labels.meta.num_classes;
+        let mut out = Vec::new();
+        for (split, count) in [(Split::Train, p.train_size), (Split::Test, p.test_size)] {
+            let objects = Objects {
+                pixels: images.split(split),
+                labels: labels.split(split),
+                c: m.channels,
+                h: m.height,
+                w: m.width,
+                num_classes: k,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(p.seed, split.as_str(), 0));
+            out.push(compose(&objects, &spec, count, &mut rng)?);
+        }
+        let [(train_px, train_hot), (test_px, test_hot)]: [(Vec<u8>, Vec<u8>); 2] = out.try_into().expect("two splits");
+        let source = format!("canvases of {} ({}-{} objects)", m.dataset, p.min_objects, p.max_objects);
+        let meta = ImagesMeta { dataset: source.clone(), height: p.size, width: p.size, ..m.clone() };
+        Images { meta, train: train_px, test: test_px }.save(&ctx.output_dir("images"))?;
+        let meta = MultiLabelsMeta { num_classes: k, class_names: labels.meta.class_names.clone(), source };
+        MultiLabels { meta, train: train_hot, test: test_hot }.save(&ctx.output_dir("multilabels"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_object_counts_name_their_field() {
+        let e = |v| params::normalize::<CanvasParams>(&v).unwrap_err().path;
+        let base = |a: usize, b: usize| serde_json::json!({"min_objects": a, "max_objects": b, "train_size": 10, "test_size": 5, "seed": 0});
+        assert_eq!(e(base(2, 5)), "max_objects");
+        assert_eq!(e(base(3, 2)), "min_objects");
+        assert_eq!(e(serde_json::json!({"train_size": 1, "test_size": 5, "seed": 0})), "train_size");
+    }
+}

@@ -1,0 +1,130 @@
+//! `concat`: features of several stages side by side, the multi-task input of ClusterFit (the
+//! paper's supplement clusters Jigsaw and RotNet features together). It gathers every instance
+//! of the named stages (so `inputs = ["pre_feats.features"]` over a `method` axis joins all
+//! methods), in instance-name order; each block is L2-normalised per row first, so a method
+//! with larger activations does not dominate the distances k-means sees.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Features, FeaturesMeta, Split};
+use crate::config::params::{self, ParamError, Params};
+
+/// Parameters of `concat`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcatParams {
+    /// L2-normalise each block's rows before joining them.
+    #[serde(default = "yes")]
+    pub normalize_blocks: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Params for ConcatParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        Ok(())
+    }
+}
+
+/// Joins row-major blocks `(values, dim)` with the same row count into one matrix.
+pub fn join(blocks: &[(&[f32], usize)], rows: usize, normalize: bool) -> Vec<f32> {
+    let total: usize = blocks.iter().map(|b| b.1).sum();
+    let mut out = Vec::with_capacity(rows * total);
+    for r in 0..rows {
+        for &(values, d) in blocks {
+            let row = &values[r * d..(r + 1) * d];
+            let scale = if normalize {
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    1.0 / norm
+                } else {
+                    1.0
+                }
+            } else {
+                1.0
+            };
+            out.extend(row.iter().map(|v| v * scale));
+        }
+    }
+    out
+}
+
+/// The `concat` op.
+pub struct Concat;
+
+impl Op for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "joins the features of every gathered instance column-wise (multi-task clustering)"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[InputSpec {
+            name: "inputs",
+            kinds: &[Kind::Features],
+            required: true,
+            gather: true,
+            doc: "features outputs; every instance of each named stage is joined, in instance-name order",
+        }]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<ConcatParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<ConcatParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: ConcatParams = ctx.params()?;
+        let mut inputs: Vec<_> = ctx.gathered("inputs").to_vec();
+        inputs.sort_by(|a, b| a.instance.cmp(&b.instance));
+        let feats = inputs.iter().map(|i| Features::load(&i.dir)).collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = feats.first() else {
+            return Err(OpError::Invalid(format!("{}: nothing to join", ctx.instance.name)));
+        };
+        let mut out = [Vec::new(), Vec::new()];
+        for (s, split) in Split::ALL.into_iter().enumerate() {
+            let rows = first.count(split);
+            if let Some((i, f)) = inputs.iter().zip(&feats).find(|(_, f)| f.count(split) != rows) {
+                return Err(OpError::Invalid(format!(
+                    "{} split: {} has {} rows, {} has {rows}; joined features must describe the same images",
+                    split.as_str(),
+                    i.instance,
+                    f.count(split),
+                    inputs[0].instance
+                )));
+            }
+            let blocks: Vec<(&[f32], usize)> = feats.iter().map(|f| (f.split(split), f.meta.dim)).collect();
+            out[s] = join(&blocks, rows, p.normalize_blocks);
+        }
+        let dim = feats.iter().map(|f| f.meta.dim).sum();
+        let names: Vec<&str> = inputs.iter().map(|i| i.instance.as_str()).collect();
+        let [train, test] = out;
+        let meta = FeaturesMeta { dim, source: format!("concat of {}", names.join(" + ")) };
+        tracing::info!("{}: {} blocks, {dim} columns", ctx.instance.name, names.len());
+        Features { meta, train, test }.save(&ctx.output_dir("features"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_rows_block_by_block_with_unit_norm_blocks() {
+        let a = [3.0, 4.0, 0.0, 2.0];
+        let b = [1.0, 5.0];
+        assert_eq!(join(&[(&a, 2), (&b, 1)], 2, false), vec![3.0, 4.0, 1.0, 0.0, 2.0, 5.0]);
+        assert_eq!(join(&[(&a, 2), (&b, 1)], 2, true), vec![0.6, 0.8, 1.0, 0.0, 1.0, 1.0]);
+    }
+}

@@ -1,0 +1,157 @@
+//! `map_probe`: the VOC07 evaluation on a multi-label target. Per class a one-vs-rest linear SVM
+//! on frozen, standardised features, its cost chosen by cross-validation on the train split,
+//! scored on the test split by average precision; the metric `map` is their mean, in percent
+//! (see [`crate::eval::ovr_map`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::{Features, Metrics, MultiLabels, Split};
+use crate::config::params::{self, ParamError, Params};
+use crate::eval::{self, OvrConfig};
+
+/// Parameters of `map_probe`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapProbeParams {
+    /// Candidate SVM costs C, chosen per class by cross-validation.
+    #[serde(default = "defaults::costs")]
+    pub costs: Vec<f64>,
+    /// Cross-validation folds.
+    #[serde(default = "defaults::folds")]
+    pub folds: usize,
+    /// Most passes of the SVM solver.
+    #[serde(default = "defaults::max_iter")]
+    pub max_iter: usize,
+    /// Solver tolerance on the projected gradient.
+    #[serde(default = "defaults::tol")]
+    pub tol: f64,
+    /// Seed of the folds and the solver's visiting orders.
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn costs() -> Vec<f64> {
+        vec![0.0001, 0.001, 0.01]
+    }
+    pub fn folds() -> usize {
+        3
+    }
+    pub fn max_iter() -> usize {
+        30
+    }
+    pub fn tol() -> f64 {
+        0.1
+    }
+}
+
+impl Params for MapProbeParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        if self.costs.is_empty() || self.costs.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
+            return Err(ParamError::field(
+                "costs",
+                format!("`costs` must be a non-empty list of positive numbers, got {:?}", self.costs),
+                Some("e.g. costs = [0.0001, 0.001, 0.01]".into()),
+            ));
+        }
+        if !(2..=20).contains(&self.folds) {
+            return Err(ParamError::range("folds", self.folds, "between 2 and 20"));
+        }
+        if self.max_iter == 0 {
+            return Err(ParamError::range("max_iter", 0, "at least 1"));
+        }
+        if !(self.tol > 0.0 && self.tol.is_finite()) {
+            return Err(ParamError::range("tol", self.tol, "a positive number"));
+        }
+        Ok(())
+    }
+}
+
+/// The `map_probe` op.
+pub struct MapProbe;
+
+impl Op for MapProbe {
+    fn name(&self) -> &'static str {
+        "map_probe"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[
+            InputSpec {
+                name: "features",
+                kinds: &[Kind::Features, Kind::Images],
+                required: true,
+                gather: false,
+                doc: "frozen features (images count as pixel features)",
+            },
+            InputSpec {
+                name: "labels",
+                kinds: &[Kind::MultiLabels],
+                required: true,
+                gather: false,
+                doc: "the classes present in each image",
+            },
+        ]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "map (test, %), train_map, per-class AP and cost" }]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params::field_names::<MapProbeParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::normalize::<MapProbeParams>(raw)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: MapProbeParams = ctx.params()?;
+        let feats = Features::load_any(&ctx.input("features")?.dir)?;
+        let labels = MultiLabels::load(&ctx.input("labels")?.dir)?;
+        for split in Split::ALL {
+            if feats.count(split) != labels.count(split) {
+                return Err(OpError::Invalid(format!(
+                    "{} split: {} feature rows but {} label sets; features and labels must describe the same images",
+                    split.as_str(),
+                    feats.count(split),
+                    labels.count(split)
+                )));
+            }
+        }
+        let cfg = OvrConfig { costs: p.costs, folds: p.folds, max_iter: p.max_iter, tol: p.tol, seed: p.seed };
+        let k = labels.meta.num_classes;
+        let r = eval::ovr_map(&feats.train, &labels.train, &feats.test, &labels.test, feats.meta.dim, k, &cfg)?;
+        let mut m = Metrics::default();
+        m.values.insert("map".into(), r.map * 100.0);
+        if let Some((train_map, _)) = eval::mean_ap(&r.train_ap) {
+            m.values.insert("train_map".into(), train_map * 100.0);
+        }
+        m.details = serde_json::json!({
+            "test_ap": r.test_ap,
+            "train_ap": r.train_ap,
+            "cost": r.cost,
+            "classes": labels.meta.class_names,
+            "features": feats.meta.source,
+            "labels": labels.meta.source,
+        });
+        tracing::info!("{}: mAP {:.2}%", ctx.instance.name, r.map * 100.0);
+        m.save(&ctx.output_dir("metrics"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_costs_and_folds_name_their_field() {
+        let e = |v| params::normalize::<MapProbeParams>(&v).unwrap_err().path;
+        assert_eq!(e(serde_json::json!({"costs": [], "seed": 0})), "costs");
+        assert_eq!(e(serde_json::json!({"costs": [-1.0], "seed": 0})), "costs");
+        assert_eq!(e(serde_json::json!({"folds": 1, "seed": 0})), "folds");
+    }
+}
