@@ -469,3 +469,26 @@ fn find_report(cache: &Path, file: &Path, suffix: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no {suffix}"))
 }
+
+/// A panic inside a stage (a bug) fails that stage and its dependants only; cfrun must finish,
+/// exit non-zero, keep what completed, and not hang waiting for the stage that died.
+#[test]
+fn a_panicking_stage_fails_alone_and_the_run_ends() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+    cmd.arg(smoke()).arg("--json").arg("--cache").arg(cache.path());
+    cmd.env("CFRUN_FAILPOINT_PANIC", "clusters[k=4]").env_remove("CFRUN_CACHE");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(cmd.output().unwrap()));
+    let out = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("cfrun hung after a panic in a stage");
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome =
+        |name: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap()["outcome"].clone();
+    assert_eq!(outcome("clusters[k=4]"), "failed", "{v}");
+    assert_eq!(outcome("clusters[k=16]"), "ran", "{v}");
+    assert_eq!(outcome("clustering"), "skipped", "{v}");
+    let again = run_json(cache.path(), &smoke(), &[]);
+    assert_eq!(again["clusters[k=4]"], "ran");
+    assert_eq!(again["clusters[k=16]"], "cached");
+}

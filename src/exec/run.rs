@@ -124,7 +124,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions<'_>) -> Vec<InstanceRep
                 running += 1;
                 let tx = tx.clone();
                 scope.spawn(move || {
-                    let report = run_one(plan, store, opts, InstanceIdx(i), &upstream);
+                    let report = run_guarded(plan, store, opts, InstanceIdx(i), &upstream);
                     let _ = tx.send((i, report));
                 });
             }
@@ -154,6 +154,37 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions<'_>) -> Vec<InstanceRep
             })
         })
         .collect()
+}
+
+/// [`run_one`], with a panic inside the stage turned into that stage's failure: the scheduler
+/// must hear back from every instance it started, or it would wait for it forever. Staging
+/// folders and locks are released by their destructors while the panic unwinds.
+fn run_guarded(
+    plan: &Plan,
+    store: &Store,
+    opts: &RunOptions<'_>,
+    idx: InstanceIdx,
+    upstream: &[Option<KeyRecord>],
+) -> InstanceReport {
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(|| {
+        // A fault-injection point for the tests: the instance named here panics.
+        if std::env::var("CFRUN_FAILPOINT_PANIC").is_ok_and(|v| v == plan.instances[idx.0].name) {
+            panic!("failpoint CFRUN_FAILPOINT_PANIC");
+        }
+        run_one(plan, store, opts, idx, upstream)
+    });
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let inst = &plan.instances[idx.0];
+        let why = format!("internal error (a bug in cfrun; please report it): panicked: {msg}");
+        tracing::error!("{} failed: {why}", inst.name);
+        finish(store, plan, inst, None, Outcome::Failed, started.elapsed().as_secs_f64(), Some(why))
+    })
 }
 
 fn run_one(

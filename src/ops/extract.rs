@@ -28,13 +28,19 @@ pub struct ExtractParams {
     /// Clips only: frames per temporal crop (default: the whole clip).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_frames: Option<usize>,
-    /// Clips only: temporal crops per clip whose features are averaged.
-    #[serde(default = "default_clips")]
+    /// Clips only: temporal crops per clip whose features are averaged. Left out of the
+    /// canonical parameters at its default, so image stages keep the recipe keys they had before
+    /// clips existed.
+    #[serde(default = "default_clips", skip_serializing_if = "is_default_clips")]
     pub clips_per_video: usize,
 }
 
 fn default_clips() -> usize {
     1
+}
+
+fn is_default_clips(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_tap() -> String {
