@@ -96,13 +96,18 @@ pub fn fit(
     on_iter: &mut dyn FnMut(usize, f64),
 ) -> Result<KMeansModel, ClusterError> {
     let points = prepare(x, n, d, cfg)?;
+    let centroids = seed(&points, cfg);
+    Ok(finish(&points, centroids, cfg, on_iter))
+}
+
+/// The initial centroids `cfg.init` picks, from the seed's own stream.
+fn seed(points: &Points<'_>, cfg: &KMeansConfig) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     rng.set_stream(2);
-    let centroids = match cfg.init {
-        Init::Random => init::random(&points, cfg.k, &mut rng),
-        Init::KMeansPlusPlus => init::kmeans_pp(&points, cfg.k, &mut rng),
-    };
-    Ok(finish(&points, centroids, cfg, on_iter))
+    match cfg.init {
+        Init::Random => init::random(points, cfg.k, &mut rng),
+        Init::KMeansPlusPlus => init::kmeans_pp(points, cfg.k, &mut rng),
+    }
 }
 
 /// [`fit`] with the Lloyd iterations on `device`: the CPU path itself on the CPU, candle tensor
@@ -131,12 +136,7 @@ pub fn fit_with_tensors(
     on_iter: &mut dyn FnMut(usize, f64),
 ) -> Result<KMeansModel, ClusterError> {
     let points = prepare(x, n, d, cfg)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    rng.set_stream(2);
-    let centroids = match cfg.init {
-        Init::Random => init::random(&points, cfg.k, &mut rng),
-        Init::KMeansPlusPlus => init::kmeans_pp(&points, cfg.k, &mut rng),
-    };
+    let centroids = seed(&points, cfg);
     let out = device::run(&points, centroids, cfg.k, cfg.iterations, device, on_iter)?;
     Ok(KMeansModel {
         k: cfg.k,

@@ -46,8 +46,30 @@ pub(super) fn check_split(
     Ok(n)
 }
 
+/// Checks both splits and the settings; returns the train and test row counts.
+pub(super) fn check_inputs(
+    train_x: &[f32],
+    train_y: &[u32],
+    test_x: &[f32],
+    test_y: &[u32],
+    d: usize,
+    num_classes: usize,
+    cfg: &ProbeConfig,
+) -> Result<(usize, usize), EvalError> {
+    if d == 0 {
+        return Err(EvalError::ZeroDimension);
+    }
+    if num_classes < 2 {
+        return Err(EvalError::TooFewClasses { num_classes });
+    }
+    check_config(cfg)?;
+    let n = check_split(train_x, train_y, d, num_classes, "train split")?;
+    let m = check_split(test_x, test_y, d, num_classes, "test split")?;
+    Ok((n, m))
+}
+
 /// Rejects hyper-parameters that cannot train.
-pub(super) fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
+fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
     let bad = |m: &str| Err(EvalError::BadConfig(m.to_string()));
     if cfg.epochs == 0 {
         return bad("epochs must be at least 1");
@@ -81,15 +103,7 @@ pub fn linear_probe(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    if d == 0 {
-        return Err(EvalError::ZeroDimension);
-    }
-    if num_classes < 2 {
-        return Err(EvalError::TooFewClasses { num_classes });
-    }
-    check_config(cfg)?;
-    let n = check_split(train_x, train_y, d, num_classes, "train split")?;
-    check_split(test_x, test_y, d, num_classes, "test split")?;
+    let (n, _) = check_inputs(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
 
     let st = Standardizer::fit(train_x, d);
     let c = num_classes;

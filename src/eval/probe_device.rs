@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::probe::{check_config, check_split, linear_probe, result, score_logits, MIN_STEPS_PER_EPOCH};
+use super::probe::{check_inputs, linear_probe, result, score_logits, MIN_STEPS_PER_EPOCH};
 use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeResult};
 
@@ -57,15 +57,7 @@ pub fn probe_with_tensors(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    if d == 0 {
-        return Err(EvalError::ZeroDimension);
-    }
-    if c < 2 {
-        return Err(EvalError::TooFewClasses { num_classes: c });
-    }
-    check_config(cfg)?;
-    let n = check_split(train_x, train_y, d, c, "train split")?;
-    let m = check_split(test_x, test_y, d, c, "test split")?;
+    let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, c, cfg)?;
     let st = Standardizer::fit(train_x, d);
     let x = upload(&st, train_x, d, device)?;
     let y = Tensor::from_slice(train_y, n, device).map_err(dev)?;
