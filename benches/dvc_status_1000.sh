@@ -41,29 +41,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR % 2) 
 c=$root/cfrun
 if [ ! -f "$c/.done" ]; then
   rm -rf "$c"; mkdir -p "$c"
-  seeds=$(seq -s, 1 999)
-  cat > "$c/wide.toml" <<TOML
-[experiment]
-name = "wide"
-seed = 0
-
-[sweep]
-s = [$seeds]
-
-[stages.shapes]
-op = "dataset"
-name = "synthetic"
-classes = 4
-size = 8
-train_size = 40
-test_size = 8
-
-[stages.noisy]
-op = "label_noise"
-labels = "shapes.labels"
-percent = 10
-seed = "\${s}"
-TOML
+  "$(dirname "$0")/wide_1000.sh" "$c/wide.toml"
   t=$(now)
   "$bin" run "$c/wide.toml" --cache "$c/cache" -q
   echo "setup: cfrun run, 1,000 instances: $(since "$t") s"

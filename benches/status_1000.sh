@@ -5,29 +5,7 @@ set -euo pipefail
 bin=${1:-target/release/cfrun}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-seeds=$(seq -s, 1 999)
-cat > "$dir/wide.toml" <<TOML
-[experiment]
-name = "wide"
-seed = 0
-
-[sweep]
-s = [$seeds]
-
-[stages.shapes]
-op = "dataset"
-name = "synthetic"
-classes = 4
-size = 8
-train_size = 40
-test_size = 8
-
-[stages.noisy]
-op = "label_noise"
-labels = "shapes.labels"
-percent = 10
-seed = "\${s}"
-TOML
+"$(dirname "$0")/wide_1000.sh" "$dir/wide.toml"
 "$bin" "$dir/wide.toml" --cache "$dir/cache" -q
 for i in 1 2 3 4 5; do
   /usr/bin/time -f "status, 1000 cached instances: %e s wall, %M KB max RSS" "$bin" status "$dir/wide.toml" --cache "$dir/cache" > /dev/null
