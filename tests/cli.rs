@@ -289,12 +289,7 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     assert_eq!(first.len(), 35);
     let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let files: Vec<String> = v["reports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
-        .collect();
+    let files = report_files(&v);
     for ext in ["table.md", "table.csv", "figure.svg", "figure.png"] {
         let f = files.iter().find(|f| f.ends_with(ext)).unwrap_or_else(|| panic!("no {ext} in {files:?}"));
         assert!(std::fs::metadata(f).unwrap().len() > 100, "{f}");
@@ -328,13 +323,7 @@ fn weak_supervision_pipeline_shares_its_prefix_and_reports_every_baseline() {
     assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
     let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let table = v["reports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
-        .find(|f| f.ends_with("table.md"))
-        .expect("a table");
+    let table = report_files(&v).into_iter().find(|f| f.ends_with("table.md")).expect("a table");
     let table = std::fs::read_to_string(table).unwrap();
     for column in ["N_pre", "N_pre2x", "Distill.", "Prototype", "CF k=6", "CF k=24"] {
         assert!(table.contains(column), "no {column} column in\n{table}");
@@ -413,12 +402,7 @@ fn video_pipeline_end_to_end_is_cached_and_deterministic() {
     let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "cached"), "{v}");
-    let files: Vec<String> = v["reports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
-        .collect();
+    let files = report_files(&v);
     assert_eq!(files.iter().filter(|f| f.ends_with("clips.png")).count(), 2, "{files:?}");
     assert!(files.iter().any(|f| f.ends_with("table.md")));
     let other = tempfile::tempdir().unwrap();
@@ -460,14 +444,21 @@ fn selfsup_pipeline_end_to_end_with_jigsaw_resume_after_kill() {
 fn find_report(cache: &Path, file: &Path, suffix: &str) -> PathBuf {
     let out = cfrun(cache, &[file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report_files(&v)
+        .into_iter()
+        .find(|f| f.ends_with(suffix))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no {suffix}"))
+}
+
+/// Every report file listed in a `--json` run summary.
+fn report_files(v: &Value) -> Vec<String> {
     v["reports"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|r| r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()))
-        .find(|f| f.ends_with(suffix))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no {suffix}"))
+        .collect()
 }
 
 /// A panic inside a stage (a bug) fails that stage and its dependants only; cfrun must finish,
