@@ -65,6 +65,47 @@ impl Params for KMeansParams {
     }
 }
 
+/// The optional `truth` input of the ops that make pseudo-labels (`kmeans`, `prototype`).
+pub(super) const TRUTH_INPUT: InputSpec = InputSpec {
+    name: "truth",
+    kinds: &[Kind::Labels],
+    required: false,
+    gather: false,
+    doc: "true labels to score purity and NMI against",
+};
+
+/// Cluster sizes (returned, and their extremes recorded) and, with the `truth` input, purity and
+/// NMI of both splits' assignments: what every pseudo-labelling op reports.
+pub(super) fn assignment_metrics(
+    ctx: &StageCtx<'_>,
+    train: &[u32],
+    test: &[u32],
+    k: usize,
+    metrics: &mut Metrics,
+) -> Result<Vec<usize>, OpError> {
+    let mut sizes = vec![0usize; k];
+    train.iter().for_each(|&a| sizes[a as usize] += 1);
+    metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
+    metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
+    if let Some(truth) = ctx.optional_input("truth") {
+        let truth = Labels::load(&truth.dir)?;
+        if truth.train.len() != train.len() || truth.test.len() != test.len() {
+            return Err(OpError::Invalid(format!(
+                "`truth` has {}/{} labels but the features have {}/{} rows (train/test)",
+                truth.train.len(),
+                truth.test.len(),
+                train.len(),
+                test.len()
+            )));
+        }
+        metrics.values.insert("purity".into(), eval::purity(train, &truth.train)?);
+        metrics.values.insert("nmi".into(), eval::nmi(train, &truth.train)?);
+        metrics.values.insert("test_purity".into(), eval::purity(test, &truth.test)?);
+        metrics.values.insert("test_nmi".into(), eval::nmi(test, &truth.test)?);
+    }
+    Ok(sizes)
+}
+
 /// The `kmeans` op.
 pub struct KMeans;
 
@@ -88,13 +129,7 @@ impl Op for KMeans {
                 gather: false,
                 doc: "what to cluster (images count as pixel features)",
             },
-            InputSpec {
-                name: "truth",
-                kinds: &[Kind::Labels],
-                required: false,
-                gather: false,
-                doc: "true labels to score purity and NMI against",
-            },
+            TRUTH_INPUT,
         ]
     }
     fn outputs(&self) -> &'static [OutputSpec] {
@@ -137,30 +172,11 @@ impl Op for KMeans {
         progress.finish();
         let (train, train_inertia) = cluster::assign(&model, &feats.train, n)?;
         let (test, test_inertia) = cluster::assign(&model, &feats.test, feats.count(Split::Test))?;
-        let mut sizes = vec![0usize; p.k];
-        train.iter().for_each(|&a| sizes[a as usize] += 1);
         let mut metrics = Metrics::default();
         metrics.values.insert("inertia".into(), train_inertia);
         metrics.values.insert("test_inertia".into(), test_inertia);
         metrics.values.insert("empty_cluster_splits".into(), model.empty_cluster_splits as f64);
-        metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
-        metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
-        if let Some(truth) = ctx.optional_input("truth") {
-            let truth = Labels::load(&truth.dir)?;
-            if truth.train.len() != train.len() || truth.test.len() != test.len() {
-                return Err(OpError::Invalid(format!(
-                    "`truth` has {}/{} labels but the features have {}/{} rows (train/test)",
-                    truth.train.len(),
-                    truth.test.len(),
-                    train.len(),
-                    test.len()
-                )));
-            }
-            metrics.values.insert("purity".into(), eval::purity(&train, &truth.train)?);
-            metrics.values.insert("nmi".into(), eval::nmi(&train, &truth.train)?);
-            metrics.values.insert("test_purity".into(), eval::purity(&test, &truth.test)?);
-            metrics.values.insert("test_nmi".into(), eval::nmi(&test, &truth.test)?);
-        }
+        let sizes = assignment_metrics(ctx, &train, &test, p.k, &mut metrics)?;
         metrics.details = serde_json::json!({"inertia_per_iter": model.inertia_per_iter, "cluster_sizes": sizes});
         let out = ctx.output_dir("labels");
         let meta = LabelsMeta {

@@ -8,11 +8,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::kmeans::{assignment_metrics, TRUTH_INPUT};
 use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster;
 use crate::config::params::{self, ParamError, Params};
-use crate::eval;
 
 /// Parameters of `prototype`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +100,8 @@ impl Op for Prototype {
         "prototype"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: metrics gain test_purity (shared reporting with `kmeans`).
+        2
     }
     fn summary(&self) -> &'static str {
         "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels"
@@ -121,13 +122,7 @@ impl Op for Prototype {
                 gather: false,
                 doc: "D_cf's labels or tag sets, whose class means become the prototypes",
             },
-            InputSpec {
-                name: "truth",
-                kinds: &[Kind::Labels],
-                required: false,
-                gather: false,
-                doc: "true labels to score purity and NMI against",
-            },
+            TRUTH_INPUT,
         ]
     }
     fn outputs(&self) -> &'static [OutputSpec] {
@@ -168,22 +163,10 @@ impl Op for Prototype {
         let (train, inertia) = cluster::assign(&model, &feats.train, n)?;
         let (test, _) = cluster::assign(&model, &feats.test, feats.count(Split::Test))?;
         tracing::info!("{}: {} prototypes from {classes} labels", ctx.instance.name, model.k);
-        let mut sizes = vec![0usize; model.k];
-        train.iter().for_each(|&a| sizes[a as usize] += 1);
         let mut metrics = Metrics::default();
         metrics.values.insert("k".into(), model.k as f64);
         metrics.values.insert("inertia".into(), inertia);
-        metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
-        metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
-        if let Some(truth) = ctx.optional_input("truth") {
-            let truth = Labels::load(&truth.dir)?;
-            if truth.train.len() != n || truth.test.len() != test.len() {
-                return Err(OpError::Invalid("`truth` and the features disagree on the image count".into()));
-            }
-            metrics.values.insert("purity".into(), eval::purity(&train, &truth.train)?);
-            metrics.values.insert("nmi".into(), eval::nmi(&train, &truth.train)?);
-            metrics.values.insert("test_nmi".into(), eval::nmi(&test, &truth.test)?);
-        }
+        let sizes = assignment_metrics(ctx, &train, &test, model.k, &mut metrics)?;
         let class_names: Vec<String> = kept.iter().map(|&c| names[c as usize].clone()).collect();
         metrics.details = serde_json::json!({"prototypes": class_names, "sizes": sizes});
         let out = ctx.output_dir("labels");
