@@ -28,7 +28,7 @@ use super::init::{init_weights, rng_for};
 use super::resnet::{ResNet, ResNetConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
-use super::train::{permutation, EpochStats, TrainConfig, TrainObserver, Trained};
+use super::train::{finish_epoch, permutation, EpochTally, TrainConfig, TrainObserver, Trained};
 use super::{NnError, TrainState};
 use crate::selfsup::permutations::{Perm, TILES};
 use crate::selfsup::tiles::{cut_puzzle, TileSpec};
@@ -147,25 +147,8 @@ pub fn train_jigsaw(
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
             obs.on_batch(epoch, b, batches);
         }
-        let seconds = t0.elapsed().as_secs_f64();
-        let stats = EpochStats {
-            epoch,
-            loss: loss_sum / n as f64,
-            accuracy: correct as f64 / n as f64,
-            lr: first_lr,
-            seconds,
-            images_per_sec: n as f64 / seconds.max(1e-9),
-        };
-        history.push(stats.clone());
-        let state = TrainState {
-            epoch: epoch + 1,
-            weights: varmap.clone(),
-            momentum: sgd.buffers().clone(),
-            norm: norm.clone(),
-            history: history.clone(),
-            config: cfg.clone(),
-        };
-        obs.on_epoch(&stats, &state)?;
+        let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
+        finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
     Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
 }
@@ -227,7 +210,7 @@ mod tests {
         struct StopAfterOne(std::path::PathBuf);
         impl TrainObserver for StopAfterOne {
             fn on_batch(&mut self, _: usize, _: usize, _: usize) {}
-            fn on_epoch(&mut self, _: &EpochStats, s: &TrainState) -> Result<(), NnError> {
+            fn on_epoch(&mut self, _: &crate::nn::EpochStats, s: &TrainState) -> Result<(), NnError> {
                 s.save(&self.0)?;
                 Err(NnError::invalid("stopped"))
             }

@@ -275,28 +275,59 @@ pub fn train(
             correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
             obs.on_batch(epoch, b, batches);
         }
-        let seconds = t0.elapsed().as_secs_f64();
-        let stats = EpochStats {
-            epoch,
-            loss: loss_sum / n as f64,
-            accuracy: correct as f64 / n as f64,
-            lr: first_lr,
-            seconds,
-            images_per_sec: n as f64 / seconds.max(1e-9),
-        };
-        tracing::debug!(epoch, loss = stats.loss, accuracy = stats.accuracy, seconds, "epoch done");
-        history.push(stats.clone());
-        let state = TrainState {
-            epoch: epoch + 1,
-            weights: varmap.clone(),
-            momentum: sgd.buffers().clone(),
-            norm: norm.clone(),
-            history: history.clone(),
-            config: cfg.clone(),
-        };
-        obs.on_epoch(&stats, &state)?;
+        let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
+        finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
     Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
+}
+
+/// What one epoch of a training loop counted.
+pub(crate) struct EpochTally {
+    /// 0-based epoch index.
+    pub epoch: usize,
+    /// Loss summed over the epoch's examples.
+    pub loss_sum: f64,
+    /// Examples predicted right.
+    pub correct: usize,
+    /// Examples in the epoch.
+    pub n: usize,
+    /// Learning rate of the epoch's first step.
+    pub first_lr: f64,
+    /// When the epoch began.
+    pub started: Instant,
+}
+
+/// Ends an epoch of any training loop (images, clips, Jigsaw puzzles): records its statistics in
+/// `history` and hands the observer a resumable state (where the runner writes its checkpoint).
+pub(crate) fn finish_epoch(
+    t: EpochTally,
+    history: &mut Vec<EpochStats>,
+    varmap: &VarMap,
+    sgd: &Sgd,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    obs: &mut dyn TrainObserver,
+) -> Result<(), NnError> {
+    let seconds = t.started.elapsed().as_secs_f64();
+    let stats = EpochStats {
+        epoch: t.epoch,
+        loss: t.loss_sum / t.n as f64,
+        accuracy: t.correct as f64 / t.n as f64,
+        lr: t.first_lr,
+        seconds,
+        images_per_sec: t.n as f64 / seconds.max(1e-9),
+    };
+    tracing::debug!(epoch = t.epoch, loss = stats.loss, accuracy = stats.accuracy, seconds, "epoch done");
+    history.push(stats.clone());
+    let state = TrainState {
+        epoch: t.epoch + 1,
+        weights: varmap.clone(),
+        momentum: sgd.buffers().clone(),
+        norm: norm.clone(),
+        history: history.clone(),
+        config: cfg.clone(),
+    };
+    obs.on_epoch(&stats, &state)
 }
 
 /// A uniformly random permutation of `0..n` (Fisher-Yates; spelled out so the order cannot
