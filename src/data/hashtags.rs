@@ -104,16 +104,18 @@ fn hashtag(name: &str) -> String {
 }
 
 impl TagModel {
-    /// Checks the counts and rates against `classes`, naming the field at fault.
-    pub fn check(&self, classes: usize) -> Result<(), (&'static str, String)> {
+    /// Checks the counts and rates against `classes`; on failure, the field at fault, its value and
+    /// what would be valid.
+    pub fn check(&self, classes: usize) -> Result<(), (&'static str, String, String)> {
         if self.synonyms == 0 {
-            return Err(("synonyms", "at least 1".into()));
+            return Err(("synonyms", "0".into(), "at least 1".into()));
         }
         if self.polysemous > classes / 2 {
-            return Err(("polysemous", format!("at most half the classes ({})", classes / 2)));
+            let valid = format!("at most half the classes ({})", classes / 2);
+            return Err(("polysemous", self.polysemous.to_string(), valid));
         }
         if self.nonvisual == 0 && (self.nonvisual_rate > 0.0 || self.drop > 0.0) {
-            return Err(("nonvisual", "at least 1 when nonvisual_rate or drop is above 0".into()));
+            return Err(("nonvisual", "0".into(), "at least 1 when nonvisual_rate or drop is above 0".into()));
         }
         for (field, v) in [
             ("noise", self.noise),
@@ -123,11 +125,12 @@ impl TagModel {
             ("nonvisual_rate", self.nonvisual_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err((field, "a probability in [0, 1]".into()));
+                return Err((field, v.to_string(), "a probability in [0, 1]".into()));
             }
         }
         if self.extra > 0.0 && self.synonyms < 2 {
-            return Err(("extra", "0 unless synonyms >= 2 (a second synonym must differ)".into()));
+            let valid = "0 unless synonyms >= 2 (a second synonym must differ)".into();
+            return Err(("extra", self.extra.to_string(), valid));
         }
         Ok(())
     }

@@ -35,18 +35,15 @@ fn check(what: String, difference: f64, tolerance: f64, seconds: (f64, f64)) -> 
     Check { what, ok: difference <= tolerance, difference, tolerance, seconds }
 }
 
-/// Runs `f` on the device side: with candle's generic ops when the device is the CPU.
+/// Runs `f` on the device side, timed: with candle's generic ops when the device is the CPU.
 fn on_device<T>(device: &Device, f: impl FnOnce() -> T) -> (T, f64) {
-    let t = Instant::now();
-    if device.is_cpu() {
-        nn::set_cpu_kernels(CpuKernels::Candle);
-        let out = f();
-        nn::set_cpu_kernels(CpuKernels::Fused);
-        (out, t.elapsed().as_secs_f64())
-    } else {
-        let out = f();
-        (out, t.elapsed().as_secs_f64())
+    if !device.is_cpu() {
+        return timed(f);
     }
+    nn::set_cpu_kernels(CpuKernels::Candle);
+    let out = timed(f);
+    nn::set_cpu_kernels(CpuKernels::Fused);
+    out
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {

@@ -89,19 +89,7 @@ impl WeakTagsParams {
 impl Params for WeakTagsParams {
     fn validate(&self) -> Result<(), ParamError> {
         // The class count is only known at run time; here, everything but the polysemous bound.
-        self.model().check(usize::MAX).map_err(|(field, valid)| {
-            let got = match field {
-                "synonyms" => self.synonyms.to_string(),
-                "nonvisual" => self.nonvisual.to_string(),
-                "noise" => self.noise.to_string(),
-                "polysemy" => self.polysemy.to_string(),
-                "extra" => self.extra.to_string(),
-                "drop" => self.drop.to_string(),
-                "nonvisual_rate" => self.nonvisual_rate.to_string(),
-                _ => String::new(),
-            };
-            ParamError::range(field, got, &valid)
-        })
+        self.model().check(usize::MAX).map_err(|(field, got, valid)| ParamError::range(field, got, &valid))
     }
 }
 
@@ -157,7 +145,7 @@ impl Op for WeakTags {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;
         let classes = clean.meta.num_classes;
         let model = p.model();
-        model.check(classes).map_err(|(field, valid)| {
+        model.check(classes).map_err(|(field, _, valid)| {
             OpError::Invalid(format!("`{field}` must be {valid} for {} with {classes} classes", clean.meta.source))
         })?;
         let class_names: Vec<String> = if clean.meta.class_names.len() == classes {
