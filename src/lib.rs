@@ -18,4 +18,5 @@ pub mod nn;
 pub mod ops;
 pub mod report;
 pub mod selfsup;
+pub mod stats;
 pub mod video;

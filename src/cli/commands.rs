@@ -101,6 +101,8 @@ fn run(
             report_files.push((inst.name.clone(), files));
         }
     }
+    // Verdicts come last, after the tables they summarise.
+    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op == "claims"));
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
         println!(

@@ -49,6 +49,10 @@ pub struct Experiment {
     pub description: String,
     /// `experiment.seed`: the default seed of every stage that draws random numbers.
     pub seed: u64,
+    /// `experiment.replicates`: how many times every stage that draws random numbers runs, each
+    /// time with its own seed (see [`crate::graph::expand`]). With more than one, the axes include
+    /// [`REPLICATE_AXIS`].
+    pub replicates: u32,
     /// Sweep axes, sorted by name.
     pub axes: Vec<Axis>,
     /// Stages, sorted by name.
@@ -56,7 +60,17 @@ pub struct Experiment {
 }
 
 const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages"];
-const EXPERIMENT_FIELDS: &[&str] = &["name", "description", "seed"];
+const EXPERIMENT_FIELDS: &[&str] = &["name", "description", "seed", "replicates"];
+
+/// The axis that numbers replicates; reserved, so no `[sweep]` axis may take its name.
+pub const REPLICATE_AXIS: &str = "replicate";
+
+/// Names no sweep axis may take: tables and plots use `source` and `metric` as dimensions, and
+/// the replicate axis is cfrun's own.
+pub const RESERVED_AXES: &[&str] = &["source", "metric", REPLICATE_AXIS];
+
+/// The most replicates an experiment may ask for (each one multiplies every stochastic stage).
+pub const MAX_REPLICATES: i64 = 1000;
 
 impl Experiment {
     /// Reads, parses and structurally checks an experiment file, applying `--set` overrides.
@@ -75,11 +89,20 @@ impl Experiment {
                 errors.push(unknown_key(&file, entry, key, "top-level table", TOP_LEVEL));
             }
         }
-        let (name, description, seed) = parse_meta(&file, doc.get("experiment"), &mut errors);
-        let axes = parse_sweep(&file, doc.get("sweep"), &mut errors);
+        let meta = parse_meta(&file, doc.get("experiment"), &mut errors);
+        let mut axes = parse_sweep(&file, doc.get("sweep"), &mut errors);
         let stages = parse_stages(&file, doc.get("stages"), &mut errors);
         ConfigError::collect(errors)?;
-        Ok(Experiment { file, name, description, seed, axes, stages })
+        if meta.replicates > 1 {
+            axes.push(Axis {
+                name: REPLICATE_AXIS.to_string(),
+                values: (0..meta.replicates).map(Json::from).collect(),
+                origin: meta.replicates_origin.clone(),
+            });
+            axes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let Meta { name, description, seed, replicates, .. } = meta;
+        Ok(Experiment { file, name, description, seed, replicates, axes, stages })
     }
 
     /// The stage declaration called `name`.
@@ -125,7 +148,28 @@ fn expect_table<'a>(
     table
 }
 
-fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> (String, String, u64) {
+/// The `[experiment]` table's values.
+struct Meta {
+    name: String,
+    description: String,
+    seed: u64,
+    replicates: u32,
+    replicates_origin: Origin,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            name: String::new(),
+            description: String::new(),
+            seed: 0,
+            replicates: 1,
+            replicates_origin: Origin::File(0..0),
+        }
+    }
+}
+
+fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> Meta {
     let Some(entry) = entry else {
         errors.push(ConfigError::at(
             file,
@@ -185,18 +229,35 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
         }
         None => 0,
     };
-    (name, description, seed)
+    let (replicates, replicates_origin) = match table.get("replicates").map(|e| &e.node) {
+        Some(Node { value: NodeValue::Int(i), origin }) if (1..=MAX_REPLICATES).contains(i) => (*i as u32, origin.clone()),
+        Some(other) => {
+            errors.push(ConfigError::at(
+                file,
+                other.origin.clone(),
+                format!("`experiment.replicates` must be an integer from 1 to {MAX_REPLICATES}, found {}", node_text(other)),
+                Some("replicates = 3 runs every stage that draws random numbers three times, each with its own seed".into()),
+            ));
+            (1, other.origin.clone())
+        }
+        None => (1, entry.key_origin.clone()),
+    };
+    Meta { name, description, seed, replicates, replicates_origin }
 }
 
 /// "`field` must be X, found Y" at the value.
 pub fn type_error(file: &SourceFile, node: &Node, field: &str, expected: &str) -> ConfigError {
-    let found = match &node.value {
+    ConfigError::at(file, node.origin.clone(), format!("`{field}` must be {expected}, found {}", node_text(node)), None)
+}
+
+/// A value as error messages quote it: numbers bare, strings quoted, anything else by its type.
+fn node_text(node: &Node) -> String {
+    match &node.value {
         NodeValue::Int(i) => format!("{i}"),
         NodeValue::Float(f) => format!("{f}"),
         NodeValue::Str(s) => format!("\"{s}\""),
         other => other.type_name().to_string(),
-    };
-    ConfigError::at(file, node.origin.clone(), format!("`{field}` must be {expected}, found {found}"), None)
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -216,6 +277,18 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
                 e.key_origin.clone(),
                 format!("sweep axis name `{name}` is not an identifier"),
                 Some("use letters, digits and `_`, starting with a letter".into()),
+            ));
+            continue;
+        }
+        if RESERVED_AXES.contains(&name.as_str()) {
+            errors.push(ConfigError::at(
+                file,
+                e.key_origin.clone(),
+                format!("sweep axis name `{name}` is reserved"),
+                Some(format!(
+                    "{} are dimensions of tables, plots and claims (declare replicates with [experiment] replicates = N); rename the axis",
+                    RESERVED_AXES.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                )),
             ));
             continue;
         }

@@ -10,7 +10,10 @@ use serde_json::Value as Json;
 use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
+use crate::config::experiment::REPLICATE_AXIS;
 use crate::config::{ConfigError, Experiment, Origin, ParamError};
+use crate::nn::init::derive_seed;
+use crate::ops::{self, Gathered};
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
 /// prints the cycle.
@@ -133,6 +136,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 ));
             }
         }
+        if stage.op.replicated() && exp.axis(REPLICATE_AXIS).is_some() {
+            axes.insert(REPLICATE_AXIS.to_string());
+        }
         if !stage.op.aggregates() {
             for (upstream, _, _) in stage.inputs.values().flatten() {
                 if let Some(up) = stage_axes.get(upstream.as_str()) {
@@ -144,7 +150,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         let mut mine = Vec::new();
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
-            let raw = inject_seed(stage, raw, exp.seed);
+            let raw = inject_seed(stage, raw, exp.seed, assignment.get(REPLICATE_AXIS));
             let params = match stage.op.normalize(&raw) {
                 Ok(p) => p,
                 Err(e) => {
@@ -169,6 +175,14 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     }
                 }
                 inputs.insert(slot.clone(), list);
+            }
+            if stage.op.aggregates() {
+                if let Err(e) = check_gathered(stage, &params, &inputs, &instances) {
+                    if reported.insert((name.to_string(), e.message.clone())) {
+                        errors.push(param_error(exp, stage, &e, &assignment));
+                    }
+                    continue;
+                }
             }
             let idx = InstanceIdx(instances.len());
             instances.push(Instance {
@@ -207,15 +221,45 @@ fn cartesian(exp: &Experiment, axes: &[String]) -> Vec<BTreeMap<String, Json>> {
     out
 }
 
-/// Stages whose op draws random numbers get the experiment seed unless they set their own.
-fn inject_seed(stage: &ResolvedStage<'_>, raw: Json, seed: u64) -> Json {
+/// Stages whose op draws random numbers get the experiment seed unless they set their own. In
+/// replicate r > 0 a replicated op's seed becomes a fresh stream derived from that seed and r;
+/// replicate 0 keeps it unchanged, so declaring replicates keeps every key that already ran.
+fn inject_seed(stage: &ResolvedStage<'_>, raw: Json, seed: u64, replicate: Option<&Json>) -> Json {
     let mut raw = raw;
     if stage.op.param_fields().contains(&"seed") {
         if let Json::Object(map) = &mut raw {
-            map.entry("seed").or_insert(Json::from(seed));
+            let entry = map.entry("seed").or_insert(Json::from(seed));
+            let r = replicate.and_then(Json::as_u64).unwrap_or(0);
+            if let (true, Some(base)) = (stage.op.replicated() && r > 0, entry.as_u64()) {
+                *entry = Json::from(replicate_seed(base, r));
+            }
         }
     }
     raw
+}
+
+/// The seed of replicate `r` (> 0) of a stage whose replicate-0 seed is `base`; kept below 2^63
+/// so that it reads back as a TOML integer.
+pub fn replicate_seed(base: u64, r: u64) -> u64 {
+    derive_seed(base, "replicate", r) & (i64::MAX as u64)
+}
+
+/// Lets an aggregating op check its parameters against what it gathers.
+fn check_gathered(
+    stage: &ResolvedStage<'_>,
+    params: &Json,
+    inputs: &BTreeMap<String, Vec<InputRef>>,
+    instances: &[Instance],
+) -> Result<(), ParamError> {
+    let gathered: Vec<Gathered<'_>> = inputs
+        .values()
+        .flatten()
+        .filter_map(|r| {
+            let up = &instances[r.instance.0];
+            ops::find(&up.op).map(|op| Gathered { stage: &up.stage, op, axes: &up.axes })
+        })
+        .collect();
+    stage.op.check_gathered(params, &gathered)
 }
 
 fn field_origin(stage: &ResolvedStage<'_>, path: &str) -> Origin {

@@ -94,6 +94,10 @@ impl Op for Canvas {
             OutputSpec { name: "multilabels", kind: Kind::MultiLabels, doc: "the classes on each canvas (multi-hot)" },
         ]
     }
+    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+    fn replicated(&self) -> bool {
+        false
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<CanvasParams>()
     }

@@ -151,6 +151,10 @@ impl Op for Dataset {
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "the data set's class labels" },
         ]
     }
+    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+    fn replicated(&self) -> bool {
+        false
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<DatasetParams>()
     }

@@ -138,6 +138,19 @@ impl Op for KMeans {
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "inertia per iteration, sizes, purity/NMI" },
         ]
     }
+    fn metric_names(&self) -> &'static [&'static str] {
+        &[
+            "smallest_cluster",
+            "largest_cluster",
+            "purity",
+            "nmi",
+            "test_purity",
+            "test_nmi",
+            "inertia",
+            "test_inertia",
+            "empty_cluster_splits",
+        ]
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<KMeansParams>()
     }

@@ -92,6 +92,9 @@ impl Op for LinearProbe {
     fn outputs(&self) -> &'static [OutputSpec] {
         &[OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "top1 (test), train_top1, per-class accuracy" }]
     }
+    fn metric_names(&self) -> &'static [&'static str] {
+        &["top1", "train_top1", "top5"]
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<ProbeParams>()
     }

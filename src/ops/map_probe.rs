@@ -102,6 +102,9 @@ impl Op for MapProbe {
     fn outputs(&self) -> &'static [OutputSpec] {
         &[OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "map (test, %), train_map, per-class AP and cost" }]
     }
+    fn metric_names(&self) -> &'static [&'static str] {
+        &["map", "train_map"]
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<MapProbeParams>()
     }

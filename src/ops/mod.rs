@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use crate::config::ParamError;
 
 mod canvas;
+pub mod claims;
 mod concat;
 mod context;
 pub mod dataset;
@@ -163,6 +164,25 @@ pub trait Op: Send + Sync {
     /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
 
+    /// Whether the op draws random numbers that should differ between replicates: such a stage
+    /// runs once per replicate, each with its own seed. Ops whose seed fixes a design choice (a
+    /// data subset, generated data, a permutation set) say no and are shared by all replicates.
+    fn replicated(&self) -> bool {
+        self.param_fields().contains(&"seed")
+    }
+
+    /// The metric names a `metrics` output of this op can hold, where the op knows them; claims
+    /// and tables naming another metric are rejected before anything runs. Empty: not declared.
+    fn metric_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Checks the parameters of an aggregating stage against the instances it gathers (their
+    /// stages and axes), before anything runs.
+    fn check_gathered(&self, _params: &Json, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        Ok(())
+    }
+
     /// Whether any input gathers all instances of its stages (tables, plots).
     fn aggregates(&self) -> bool {
         self.inputs().iter().any(|i| i.gather)
@@ -172,6 +192,17 @@ pub trait Op: Send + Sync {
     fn output(&self, name: &str) -> Option<&'static OutputSpec> {
         self.outputs().iter().find(|o| o.name == name)
     }
+}
+
+/// One upstream instance an aggregating stage gathers, as seen before anything runs.
+#[derive(Clone, Copy)]
+pub struct Gathered<'a> {
+    /// The upstream stage's name.
+    pub stage: &'a str,
+    /// Its op.
+    pub op: &'static dyn Op,
+    /// Its axis values.
+    pub axes: &'a BTreeMap<String, Json>,
 }
 
 /// The optimiser settings shared by `train` and `linear_probe`, for one range check.
@@ -237,6 +268,7 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &map_probe::MapProbe,
         &table::Table,
         &plot::Plot,
+        &claims::Claims,
     ];
     OPS
 }

@@ -52,6 +52,10 @@ impl Op for PermutationSet {
     fn outputs(&self) -> &'static [OutputSpec] {
         &[OutputSpec { name: "permutations", kind: Kind::Permutations, doc: "[P, 9] tile orders" }]
     }
+    /// The permutation set is part of the pretext task's definition, shared by all replicates.
+    fn replicated(&self) -> bool {
+        false
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<PermutationsParams>()
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::table::gather_records;
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::table::{check_dimensions, gather_records};
+use super::{Gathered, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
 use crate::config::params::{self, ParamError, Params};
 use crate::report::{self, PlotSpec};
 
@@ -79,9 +79,16 @@ impl Op for Plot {
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
         params::normalize::<PlotParams>(raw)
     }
+    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        let p: PlotParams = params::parse(raw)?;
+        let (x, panel) = (std::slice::from_ref(&p.x), p.panel.as_slice());
+        check_dimensions(&[("x", x), ("panel", panel), ("series", &p.series)], gathered)
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let p: PlotParams = ctx.params()?;
         let records = gather_records(ctx.gathered("inputs"), std::slice::from_ref(&p.metric), &p.labels)?;
+        let dims: Vec<String> = p.panel.iter().chain([&p.x]).chain(&p.series).cloned().collect();
+        let records = report::aggregate_replicates(records, "value", &dims);
         let spec = PlotSpec {
             title: p.title.clone(),
             panel: p.panel.clone(),

@@ -204,6 +204,9 @@ impl Op for Pretext {
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "pretext loss and accuracy per epoch" },
         ]
     }
+    fn metric_names(&self) -> &'static [&'static str] {
+        &["pretext_loss", "pretext_top1"]
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<PretextParams>()
     }

@@ -3,12 +3,13 @@
 //! and the metric name. Also shared by `plot`: [`gather_records`] turns gathered metrics into
 //! report records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputArtifact, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Gathered, InputArtifact, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::config::suggest::did_you_mean;
 use crate::artifact::Metrics;
 use crate::config::params::{self, ParamError, Params};
 use crate::report::{self, AxisValue, PaperRef, Record, TableSpec};
@@ -138,6 +139,7 @@ pub fn gather_records(
                 label: labels.get(&input.stage).cloned().unwrap_or_else(|| input.stage.clone()),
                 axes,
                 metrics: values,
+                replicates: None,
             });
         }
     }
@@ -150,6 +152,30 @@ pub fn gather_records(
         )));
     }
     Ok(out)
+}
+
+/// Checks that every dimension a table or plot names is `source`, `metric` or an axis of a
+/// gathered instance, so that a typo fails before anything runs instead of printing an empty label.
+pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    let axes: BTreeSet<&str> = gathered.iter().flat_map(|g| g.axes.keys().map(String::as_str)).collect();
+    for (field, dims) in fields {
+        for dim in dims.iter() {
+            if SPECIAL_DIMENSIONS.contains(&dim.as_str()) || axes.contains(dim.as_str()) {
+                continue;
+            }
+            let valid: Vec<&str> = SPECIAL_DIMENSIONS.iter().copied().chain(axes.iter().copied()).collect();
+            let mut help = format!("dimensions here: {}", valid.join(", "));
+            if let Some(best) = did_you_mean(dim, &valid) {
+                help = format!("did you mean `{best}`? {help}");
+            }
+            return Err(ParamError::field(
+                field,
+                format!("`{field}` names `{dim}`, which is not an axis of any gathered instance"),
+                Some(help),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn axis_value(v: &Json) -> AxisValue {
@@ -186,9 +212,16 @@ impl Op for Table {
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
         params::normalize::<TableParams>(raw)
     }
+    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        let p: TableParams = params::parse(raw)?;
+        check_dimensions(&[("rows", &p.rows), ("columns", &p.columns)], gathered)?;
+        check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let p: TableParams = ctx.params()?;
-        let mut records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
+        let records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
+        let dims: Vec<String> = p.rows.iter().chain(&p.columns).cloned().collect();
+        let mut records = report::aggregate_replicates(records, "value", &dims);
         let mut notes = Vec::new();
         if let Some(dim) = &p.best_over {
             (records, notes) = best_over(records, dim);
@@ -229,6 +262,7 @@ mod tests {
             label: label.into(),
             axes: [("layer".to_string(), AxisValue::from(layer)), ("target".to_string(), AxisValue::from(target))]
                 .into(),
+            replicates: None,
             metrics: [("value".to_string(), value)].into(),
         }
     }

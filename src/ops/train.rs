@@ -299,6 +299,9 @@ impl Op for Train {
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "training curve: loss and accuracy per epoch" },
         ]
     }
+    fn metric_names(&self) -> &'static [&'static str] {
+        &["train_loss", "train_top1"]
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<TrainParams>()
     }

@@ -137,6 +137,10 @@ impl Op for Video {
             OutputSpec { name: "preview", kind: Kind::Report, doc: "clips.png: the first train clips, frame by frame" },
         ]
     }
+    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+    fn replicated(&self) -> bool {
+        false
+    }
     fn param_fields(&self) -> &'static [&'static str] {
         params::field_names::<VideoParams>()
     }

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::Summary;
+
 /// Dimension name that refers to [`Record::label`] instead of an axis.
 pub const SOURCE_DIM: &str = "source";
 
@@ -26,6 +28,48 @@ pub struct Record {
     /// Measured values, e.g. `top1`.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// For a record that stands for several replicates: their summary (the metric holds the mean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates: Option<Summary>,
+}
+
+/// The dimension that numbers replicates.
+pub const REPLICATE_DIM: &str = crate::stats::REPLICATE;
+
+/// Merges records that differ only in their replicate into one record per cell: `metric` becomes
+/// the replicates' mean and [`Record::replicates`] their summary. Records without a replicate
+/// axis, and every record when `keep` names the replicate dimension (a table by replicate), pass
+/// through unchanged.
+pub fn aggregate_replicates(records: Vec<Record>, metric: &str, keep: &[String]) -> Vec<Record> {
+    if keep.iter().any(|d| d == REPLICATE_DIM) || !records.iter().any(|r| r.axes.contains_key(REPLICATE_DIM)) {
+        return records;
+    }
+    // Group in first-appearance order so that string dimensions keep the caller's order.
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, (Record, Vec<(AxisValue, f64)>)> = BTreeMap::new();
+    for r in records {
+        let mut axes = r.axes.clone();
+        let rep = axes.remove(REPLICATE_DIM);
+        let Some(&value) = r.metrics.get(metric) else { continue };
+        let key = format!("{}\u{0}{}\u{0}{axes:?}", r.source, r.label);
+        let entry = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            (Record { axes, metrics: BTreeMap::new(), replicates: None, ..r.clone() }, Vec::new())
+        });
+        entry.1.push((rep.unwrap_or(AxisValue::Int(0)), value));
+    }
+    order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k))
+        .map(|(mut rec, mut values)| {
+            values.sort_by(|a, b| a.0.cmp(&b.0));
+            let vals: Vec<f64> = values.into_iter().map(|(_, v)| v).collect();
+            let summary = Summary::of(&vals);
+            rec.metrics.insert(metric.to_string(), summary.mean);
+            rec.replicates = Some(summary);
+            rec
+        })
+        .collect()
 }
 
 /// A sweep coordinate: numbers compare numerically, strings lexically, numbers before strings.
@@ -234,6 +278,7 @@ mod tests {
             label: label.into(),
             axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             metrics: BTreeMap::new(),
+            replicates: None,
         }
     }
 
@@ -261,6 +306,28 @@ mod tests {
         assert_eq!(r.axes["k"], AxisValue::Int(250));
         assert!(matches!(r.axes["p"], AxisValue::Float(_)));
         assert_eq!(r.axes["target"].to_string(), "fashion");
+    }
+
+    #[test]
+    fn replicates_merge_into_one_record_per_cell() {
+        let mut recs = Vec::new();
+        for (r, v) in [(0, 80.0), (1, 82.0), (2, 81.0)] {
+            let mut rec = rec("N_cf", &[("k", AxisValue::Int(10)), ("replicate", AxisValue::Int(r))]);
+            rec.metrics.insert("value".into(), v);
+            recs.push(rec);
+        }
+        let mut pre = rec("N_pre", &[("replicate", AxisValue::Int(0))]);
+        pre.metrics.insert("value".into(), 70.0);
+        recs.push(pre);
+        let out = aggregate_replicates(recs.clone(), "value", &[]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].label, "N_cf");
+        assert!(!out[0].axes.contains_key("replicate"));
+        let s = out[0].replicates.as_ref().unwrap();
+        assert_eq!((s.n, s.mean, s.values.clone()), (3, 81.0, vec![80.0, 82.0, 81.0]));
+        assert_eq!(out[1].replicates.as_ref().unwrap().n, 1);
+        // A table by replicate keeps every record.
+        assert_eq!(aggregate_replicates(recs, "value", &["replicate".into()]).len(), 4);
     }
 
     #[test]

@@ -40,6 +40,8 @@ const LEGEND_SAMPLE: f32 = 26.0;
 const LEGEND_SPACING: f32 = 20.0;
 const LINE_W: f32 = 1.8;
 const MARKER_R: f32 = 3.3;
+/// Half-width of the caps on replicate error bars.
+const ERROR_CAP: f32 = 3.0;
 /// DejaVu's cap height and descent (em): used to place text by its visible extent.
 const CAP: f32 = 0.73;
 const DESCENT: f32 = 0.24;
@@ -96,7 +98,17 @@ fn segment(from: (f32, f32), to: (f32, f32), color: Rgb, width: f32) -> Item {
 
 /// Per-panel y axis: padded data range and its ticks.
 fn y_axis(p: &Panel) -> (f64, f64, Ticks) {
-    let ys = p.lines.values().flatten().map(|pt| pt.1).chain(p.baselines.values().copied()).filter(|y| y.is_finite());
+    let bars = p.error_bars.values().flatten().flat_map(|&(_, y, h)| [y - h, y + h]);
+    let bands = p.baseline_errors.iter().filter_map(|(si, h)| p.baselines.get(si).map(|y| [y - h, y + h])).flatten();
+    let ys = p
+        .lines
+        .values()
+        .flatten()
+        .map(|pt| pt.1)
+        .chain(p.baselines.values().copied())
+        .chain(bars)
+        .chain(bands)
+        .filter(|y| y.is_finite());
     let (min, max) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let (lo, hi) = if min.is_finite() {
         padded_range(min, max, 0.08)
@@ -252,6 +264,28 @@ fn draw_panel(
             dash: Some(DASH),
             class: "series",
         });
+    }
+    // Replicate intervals: a bar with caps at each point, thin dashed bounds around a baseline.
+    for (&si, &h) in &panel.baseline_errors {
+        let Some(&v) = panel.baselines.get(&si) else { continue };
+        for y in [v - h, v + h] {
+            items.push(Item::Polyline {
+                points: vec![(left, py(y)), (right, py(y))],
+                color: PALETTE[si % PALETTE.len()],
+                width: 0.6,
+                dash: Some((2.0, 3.0)),
+                class: "interval",
+            });
+        }
+    }
+    for (&si, bars) in &panel.error_bars {
+        let color = PALETTE[si % PALETTE.len()];
+        for &(x, y, h) in bars {
+            let (x, lo, hi) = (px(x), py(y - h), py(y + h));
+            items.push(segment((x, lo), (x, hi), color, 1.0));
+            items.push(segment((x - ERROR_CAP, lo), (x + ERROR_CAP, lo), color, 1.0));
+            items.push(segment((x - ERROR_CAP, hi), (x + ERROR_CAP, hi), color, 1.0));
+        }
     }
     for (&si, pts) in &panel.lines {
         let color = PALETTE[si % PALETTE.len()];

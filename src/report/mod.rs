@@ -24,9 +24,9 @@ mod ticks;
 
 use std::path::{Path, PathBuf};
 
-pub use data::{AxisValue, Filter, Record, SOURCE_DIM};
+pub use data::{aggregate_replicates, AxisValue, Filter, Record, REPLICATE_DIM, SOURCE_DIM};
 pub use plot::{render_figure, render_plot, PlotSpec, RenderedFigure, PNG_SCALE};
-pub use table::{render_table, PaperRef, RenderedTable, TableSpec};
+pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
 
 /// Everything that can go wrong while building a table or figure.
 #[derive(Debug, thiserror::Error)]

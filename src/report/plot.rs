@@ -99,6 +99,10 @@ pub(crate) struct Panel {
     pub title: String,
     pub lines: BTreeMap<usize, Vec<(f64, f64)>>,
     pub baselines: BTreeMap<usize, f64>,
+    /// Per series, (x position, y, CI half-width) of points that summarise replicates.
+    pub error_bars: BTreeMap<usize, Vec<(f64, f64, f64)>>,
+    /// Per series, the CI half-width of its baseline.
+    pub baseline_errors: BTreeMap<usize, f64>,
 }
 
 pub(crate) struct FigureData {
@@ -176,13 +180,20 @@ impl FigureData {
                 // A diverged run (NaN/inf) has no place on the axis; the table still shows it.
                 continue;
             }
+            let half_width = r.replicates.as_ref().and_then(|s| s.half_width).filter(|h| h.is_finite());
             match x {
                 Some(x) => {
                     panels[pi].lines.entry(si).or_default().push((x_scale.pos(&x), y));
+                    if let Some(h) = half_width {
+                        panels[pi].error_bars.entry(si).or_default().push((x_scale.pos(&x), y, h));
+                    }
                     series[si].has_points = true;
                 }
                 None => {
                     panels[pi].baselines.insert(si, y);
+                    if let Some(h) = half_width {
+                        panels[pi].baseline_errors.insert(si, h);
+                    }
                     series[si].has_baseline = true;
                 }
             }

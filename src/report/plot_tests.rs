@@ -34,6 +34,7 @@ fn fig3_records() -> Vec<Record> {
                     label: label.into(),
                     axes,
                     metrics: [("top1".to_string(), top1)].into_iter().collect(),
+                replicates: None,
                 });
             }
         }
@@ -143,6 +144,7 @@ fn categorical_x_baseline_and_duplicates() {
         label: "supervised".into(),
         axes: [("target".to_string(), AxisValue::from("kmnist"))].into_iter().collect(),
         metrics: [("top1".to_string(), 90.0)].into_iter().collect(),
+                replicates: None,
     });
     let fig = render_figure(&recs, &fig3_spec()).unwrap();
     assert!(fig.svg.contains(">p75</text>"));
@@ -188,6 +190,7 @@ fn write_example() {
                 label: format!("N_cf seed {s}"),
                 axes: [("k".to_string(), AxisValue::Int(*k))].into_iter().collect(),
                 metrics: [("top1".to_string(), 60.0 + 2.0 * i as f64 - 0.4 * s as f64)].into_iter().collect(),
+                replicates: None,
             });
         }
     }
@@ -196,6 +199,7 @@ fn write_example() {
         label: "supervised".into(),
         axes: BTreeMap::new(),
         metrics: [("top1".to_string(), 72.0)].into_iter().collect(),
+                replicates: None,
     });
     let spec = PlotSpec {
         title: String::new(),

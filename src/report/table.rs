@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, Filter, Key, KeyOrder, Record};
+use crate::stats::{IntervalMethod, Summary};
 use super::ReportError;
 
 /// What to tabulate: which dimensions make rows and columns, which metric fills the cells.
@@ -63,12 +64,20 @@ pub fn render_table(records: &[Record], spec: &TableSpec) -> Result<RenderedTabl
     Ok(RenderedTable { markdown: grid.markdown(spec), csv: grid.csv(spec) })
 }
 
+/// One table cell.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    ours: Option<f64>,
+    spread: Option<Summary>,
+    paper: Option<f64>,
+}
+
 /// The pivoted data, independent of output format.
 struct Grid {
     row_keys: Vec<Key>,
     col_labels: Vec<String>,
-    /// `cells[row][col]`: our value and the paper's, either may be absent.
-    cells: Vec<Vec<(Option<f64>, Option<f64>)>>,
+    /// `cells[row][col]`: our value, its spread over replicates, and the paper's; any may be absent.
+    cells: Vec<Vec<Cell>>,
     /// Whether any paper value sits in a column (CSV then gets a companion column).
     col_has_paper: Vec<bool>,
     unmatched_paper: Vec<PaperRef>,
@@ -113,10 +122,13 @@ impl Grid {
         };
         let row_labels: Vec<String> = row_keys.iter().map(|k| key_label(&spec.rows, k)).collect();
 
-        let mut cells = vec![vec![(None, None); col_keys.len()]; row_keys.len()];
+        let mut cells = vec![vec![Cell::default(); col_keys.len()]; row_keys.len()];
         for (ri, rk) in row_keys.iter().enumerate() {
             for (ci, ck) in col_keys.iter().enumerate() {
-                cells[ri][ci].0 = by_cell.get(&(rk.clone(), ck.clone())).map(|r| r.metrics[&spec.metric]);
+                if let Some(r) = by_cell.get(&(rk.clone(), ck.clone())) {
+                    cells[ri][ci].ours = Some(r.metrics[&spec.metric]);
+                    cells[ri][ci].spread = r.replicates.clone();
+                }
             }
         }
 
@@ -127,13 +139,13 @@ impl Grid {
             let ci = col_labels.iter().position(|l| *l == p.column);
             match (ri, ci) {
                 (Some(ri), Some(ci)) => {
-                    if cells[ri][ci].1.is_some() {
+                    if cells[ri][ci].paper.is_some() {
                         return Err(ReportError::InvalidSpec {
                             title: spec.title.clone(),
                             reason: format!("two paper values for row {:?}, column {:?}", p.row, p.column),
                         });
                     }
-                    cells[ri][ci].1 = Some(p.value);
+                    cells[ri][ci].paper = Some(p.value);
                     col_has_paper[ci] = true;
                 }
                 // Kept and listed under the table rather than failing: a stage that has
@@ -168,11 +180,20 @@ impl Grid {
         let mut header = Self::row_headers(spec);
         header.extend(self.col_labels.iter().cloned());
         let mut body: Vec<Vec<String>> = Vec::new();
+        let typical_n = self.typical_n();
         for ri in 0..self.row_keys.len() {
             let mut line = self.row_cells(spec, ri);
-            for &(ours, paper) in &self.cells[ri] {
-                let ours = ours.map_or("-".to_string(), |v| format!("{v:.prec$}"));
-                line.push(match paper {
+            for cell in &self.cells[ri] {
+                let mut ours = cell.ours.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+                if let Some(s) = &cell.spread {
+                    if let Some(h) = s.half_width {
+                        ours.push_str(&format!(" ± {h:.prec$}"));
+                    }
+                    if Some(s.n) != typical_n {
+                        ours.push_str(&format!(" (n={})", s.n));
+                    }
+                }
+                line.push(match cell.paper {
                     Some(p) => format!("{ours} (paper {p:.prec$})"),
                     None => ours,
                 });
@@ -214,6 +235,9 @@ impl Grid {
         for l in &body {
             out.push_str(&line(l));
         }
+        if let Some(n) = typical_n {
+            out.push_str(&format!("\n{}\n", caption(n)));
+        }
         if !self.unmatched_paper.is_empty() {
             let items: Vec<String> =
                 self.unmatched_paper.iter().map(|p| format!("{} / {}: {:.prec$}", p.row, p.column, p.value)).collect();
@@ -222,10 +246,27 @@ impl Grid {
         out
     }
 
+    /// The replicate count most cells have (`None` when no cell summarises replicates); cells
+    /// with another count are marked.
+    fn typical_n(&self) -> Option<usize> {
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for s in self.cells.iter().flatten().filter_map(|c| c.spread.as_ref()) {
+            *counts.entry(s.n).or_default() += 1;
+        }
+        counts.into_iter().max_by_key(|&(n, count)| (count, n)).map(|(n, _)| n)
+    }
+
     fn csv(&self, spec: &TableSpec) -> String {
+        let with_spread = self.typical_n().is_some();
         let mut header = Self::row_headers(spec);
         for (ci, label) in self.col_labels.iter().enumerate() {
             header.push(label.clone());
+            if with_spread {
+                // Every replicate's value stays in the CSV, beside the summary.
+                for part in ["ci95 half-width", "sd", "n", "replicates"] {
+                    header.push(format!("{label} ({part})"));
+                }
+            }
             if self.col_has_paper[ci] {
                 header.push(format!("{label} (paper)"));
             }
@@ -233,17 +274,37 @@ impl Grid {
         let mut out = csv_line(&header);
         for ri in 0..self.row_keys.len() {
             let mut line = self.row_cells(spec, ri);
-            for (ci, &(ours, paper)) in self.cells[ri].iter().enumerate() {
+            for (ci, cell) in self.cells[ri].iter().enumerate() {
                 // Full precision: the CSV is for machines, rounding is the markdown's job.
-                line.push(ours.map(|v| v.to_string()).unwrap_or_default());
+                line.push(cell.ours.map(|v| v.to_string()).unwrap_or_default());
+                if with_spread {
+                    let s = cell.spread.as_ref();
+                    line.push(s.and_then(|s| s.half_width).map(|h| h.to_string()).unwrap_or_default());
+                    line.push(s.map(|s| s.sd.to_string()).unwrap_or_default());
+                    line.push(s.map(|s| s.n.to_string()).unwrap_or_default());
+                    let values = s.map(|s| s.values.iter().map(f64::to_string).collect::<Vec<_>>().join(" "));
+                    line.push(values.unwrap_or_default());
+                }
                 if self.col_has_paper[ci] {
-                    line.push(paper.map(|v| v.to_string()).unwrap_or_default());
+                    line.push(cell.paper.map(|v| v.to_string()).unwrap_or_default());
                 }
             }
             out.push_str(&csv_line(&line));
         }
         out
     }
+}
+
+/// The sentence under a table of replicate means.
+pub fn caption(n: usize) -> String {
+    if n < 2 {
+        return "Cells: one replicate each; no interval is shown.".to_string();
+    }
+    format!(
+        "Cells: mean ± half-width of the 95 % confidence interval over n = {n} replicates ({}); \
+         cells marked (n=..) had another count.",
+        IntervalMethod::for_n(n).describe()
+    )
 }
 
 /// Escapes the one character that would break a markdown table cell.
@@ -271,6 +332,7 @@ mod tests {
             label: label.to_string(),
             axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             metrics: [("top1".to_string(), top1)].into_iter().collect(),
+            replicates: None,
         }
     }
 
@@ -330,6 +392,27 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
                    N_cf,250,66,55.55,57.25,\r\n\
                    \"N_cf, \"\"x\"\"\",,,,,1\r\n";
         assert_eq!(t.csv, csv, "\n{}", t.csv);
+    }
+
+    #[test]
+    fn replicate_means_print_with_their_interval() {
+        let mut recs = Vec::new();
+        for (r, v) in [(0, 80.0), (1, 81.0), (2, 82.0)] {
+            recs.push(rec("N_cf", &[("p", AxisValue::Int(50)), ("replicate", AxisValue::Int(r))], v));
+        }
+        for (r, v) in [(0, 70.0), (1, 71.0)] {
+            recs.push(rec("N_pre", &[("p", AxisValue::Int(50)), ("replicate", AxisValue::Int(r))], v));
+        }
+        let recs = crate::report::data::aggregate_replicates(recs, "top1", &[]);
+        let mut s = spec();
+        s.rows = vec!["source".into()];
+        let t = render_table(&recs, &s).unwrap();
+        // 81 ± 4.303 * 1 / sqrt(3) = 81 ± 2.484; 70.5 ± 12.706 * 0.7071 / sqrt(2) = 70.5 ± 6.353.
+        assert!(t.markdown.contains("| N_cf   |    81.0 ± 2.5 |"), "{}", t.markdown);
+        assert!(t.markdown.contains("70.5 ± 6.4 (n=2)"), "{}", t.markdown);
+        assert!(t.markdown.contains("over n = 3 replicates (Student t"), "{}", t.markdown);
+        assert!(t.csv.starts_with("source,p=50,p=50 (ci95 half-width),p=50 (sd),p=50 (n),p=50 (replicates)\r\n"), "{}", t.csv);
+        assert!(t.csv.contains(",1,3,80 81 82\r\n"), "{}", t.csv);
     }
 
     #[test]

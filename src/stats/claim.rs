@@ -1,0 +1,441 @@
+//! Claims: a directional statement of the paper turned into a computed check.
+//!
+//! A claim compares two series of observations (`a` against `b`) **paired within a replicate**:
+//! two observations pair when they agree on every axis that neither series fixes (the replicate
+//! included), so each difference shares its replicate's data subset and upstream networks. Per
+//! replicate the claim reduces its paired differences to one number (its *quantity*); the
+//! quantities' mean and 95 % interval decide the verdict:
+//!
+//! | verdict | when |
+//! |---|---|
+//! | holds | the whole interval lies on the expected side (of 0, or inside ±margin for `within`) |
+//! | reversed | the whole interval lies on the other side |
+//! | inconclusive | otherwise, and always with one replicate (no honest interval exists) |
+//!
+//! Quantities by shape: `compare` the mean difference a - b over the cells in scope; `trend` the
+//! least-squares slope of a - b against a numeric axis; `contrast` the mean difference inside one
+//! slice minus inside another; `order` checks each adjacent pair of a list like `compare`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::select::{self, dim_value, matches, Observation, Selector, REPLICATE, SOURCE};
+use super::summary::Summary;
+
+/// What the paper expects of the quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// Positive: a above b (for `order`: each series above the next).
+    Greater,
+    /// Negative: a below b.
+    Less,
+    /// Within ±margin of zero: a and b equal up to the margin.
+    Within,
+    /// For `trend`: a - b grows along the axis.
+    Increasing,
+    /// For `trend`: a - b shrinks along the axis.
+    Decreasing,
+}
+
+/// How a claim turns paired differences into one number per replicate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// Mean of a - b over the cells in scope.
+    Compare {
+        /// The series expected to be compared (e.g. N_cf at K = 250).
+        a: Selector,
+        /// Its rival (e.g. N_pre).
+        b: Selector,
+    },
+    /// Slope of a - b along a numeric axis.
+    Trend {
+        /// First series.
+        a: Selector,
+        /// Second series.
+        b: Selector,
+        /// The numeric axis, e.g. `p`.
+        along: String,
+    },
+    /// Mean a - b inside one slice minus inside another.
+    Contrast {
+        /// First series.
+        a: Selector,
+        /// Second series.
+        b: Selector,
+        /// The slice where the gap is expected larger (e.g. the fine-grained target).
+        inside: Selector,
+        /// The slice it is compared with.
+        than: Selector,
+    },
+    /// Each adjacent pair of the list compared like `Compare`.
+    Order {
+        /// The series, in the expected order.
+        series: Vec<Selector>,
+    },
+}
+
+/// A claim ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// How the quantity is computed.
+    pub shape: Shape,
+    /// Conditions every observation must meet (where the series are compared).
+    pub scope: Selector,
+    /// The expected direction.
+    pub expect: Expect,
+    /// For `within`: the half-width of the band counted as equal.
+    pub margin: f64,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The interval lies entirely on the expected side.
+    Holds,
+    /// The interval lies entirely on the other side.
+    Reversed,
+    /// The interval straddles the boundary.
+    Inconclusive,
+    /// Only one replicate: no interval, no verdict.
+    OneReplicate,
+}
+
+impl Verdict {
+    /// As the verdict tables print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::Reversed => "reversed",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::OneReplicate => "inconclusive (one replicate)",
+        }
+    }
+}
+
+/// One comparison's numbers: the per-replicate quantities and their summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// What was computed, e.g. `mean of a - b over 6 cells`.
+    pub what: String,
+    /// Replicate value (`null` without replicates) to its quantity.
+    pub per_replicate: Vec<(Json, f64)>,
+    /// Their summary.
+    pub summary: Summary,
+    /// The verdict on this comparison alone.
+    pub verdict: Verdict,
+}
+
+/// A claim's result: one comparison, or one per adjacent pair for `order`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// The comparisons it rests on.
+    pub parts: Vec<Measured>,
+}
+
+/// Why a claim cannot be evaluated on the observations at hand.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClaimError {
+    /// A series selects nothing inside the scope.
+    #[error("series {series} ({selector}) matches no instance{scope}")]
+    NoMatch {
+        /// `a`, `b`, or `series[i]`.
+        series: String,
+        /// The selector, described.
+        selector: String,
+        /// ` where ...`, or empty.
+        scope: String,
+    },
+    /// The two series have no cell in common.
+    #[error("series {a} and {b} share no cell to compare (no pair agrees on {dims})")]
+    NoPairs {
+        /// First series name.
+        a: String,
+        /// Second series name.
+        b: String,
+        /// The dimensions pairs must agree on.
+        dims: String,
+    },
+    /// A series has several observations for one cell.
+    #[error("series {series} has {count} instances for one cell ({cell}); they differ in {differ}: fix it in the series")]
+    Ambiguous {
+        /// The series.
+        series: String,
+        /// How many.
+        count: usize,
+        /// The cell.
+        cell: String,
+        /// The dimensions in which they differ.
+        differ: String,
+    },
+    /// A trend needs two distinct numeric values along its axis.
+    #[error("a trend along `{along}` needs at least two numeric values of it in scope, found {found}")]
+    FlatTrend {
+        /// The axis.
+        along: String,
+        /// What was found.
+        found: String,
+    },
+    /// A contrast slice holds no pair.
+    #[error("the `{slice}` slice ({selector}) holds no compared cell")]
+    EmptySlice {
+        /// `in` or `than`.
+        slice: String,
+        /// The slice, described.
+        selector: String,
+    },
+}
+
+/// Differences a - b of one pairing, with the shared axes of each pair.
+struct Pairs {
+    /// (shared axes incl. replicate, a - b).
+    gaps: Vec<(BTreeMap<String, Json>, f64)>,
+}
+
+/// Evaluates `claim` on `obs`.
+pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimError> {
+    let in_scope: Vec<&Observation> = obs.iter().filter(|o| matches(o, &claim.scope)).collect();
+    let parts = match &claim.shape {
+        Shape::Compare { a, b } => {
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let n = p.gaps.len();
+            vec![measure(format!("mean of a - b over {} cells", cells(n, &p)), per_replicate_mean(&p.gaps), claim)]
+        }
+        Shape::Trend { a, b, along } => {
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let xs: BTreeSet<String> =
+                p.gaps.iter().filter_map(|(ax, _)| ax.get(along).and_then(Json::as_f64)).map(|x| x.to_string()).collect();
+            if xs.len() < 2 {
+                return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}") });
+            }
+            let per = group_by_replicate(&p.gaps)
+                .into_iter()
+                .map(|(r, gaps)| (r, slope(&gaps, along)))
+                .collect();
+            vec![measure(format!("slope of a - b per unit of {along} over {} cells", cells(p.gaps.len(), &p)), per, claim)]
+        }
+        Shape::Contrast { a, b, inside, than } => {
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let split = |sel: &Selector, slice: &str| -> Result<Vec<(BTreeMap<String, Json>, f64)>, ClaimError> {
+                let part: Vec<_> = p
+                    .gaps
+                    .iter()
+                    .filter(|(ax, _)| {
+                        let probe = Observation { source: String::new(), axes: ax.clone(), value: 0.0 };
+                        matches(&probe, sel)
+                    })
+                    .cloned()
+                    .collect();
+                if part.is_empty() {
+                    return Err(ClaimError::EmptySlice { slice: slice.into(), selector: select::describe(sel) });
+                }
+                Ok(part)
+            };
+            let inner = per_replicate_mean(&split(inside, "in")?);
+            let outer: BTreeMap<String, f64> =
+                per_replicate_mean(&split(than, "than")?).into_iter().map(|(r, v)| (r.to_string(), v)).collect();
+            let per = inner
+                .into_iter()
+                .filter_map(|(r, v)| outer.get(&r.to_string()).map(|o| (r, v - o)))
+                .collect();
+            vec![measure(
+                format!("(a - b in {}) - (a - b in {})", select::describe(inside), select::describe(than)),
+                per,
+                claim,
+            )]
+        }
+        Shape::Order { series } => {
+            let mut parts = Vec::new();
+            for (i, w) in series.windows(2).enumerate() {
+                let (na, nb) = (format!("series[{i}]"), format!("series[{}]", i + 1));
+                let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope)?;
+                parts.push(measure(
+                    format!("{} - {} over {} cells", select::describe(&w[0]), select::describe(&w[1]), cells(p.gaps.len(), &p)),
+                    per_replicate_mean(&p.gaps),
+                    claim,
+                ));
+            }
+            parts
+        }
+    };
+    let verdict = overall(&parts);
+    Ok(Outcome { verdict, parts })
+}
+
+/// Cells per replicate: the number of pairs divided by the replicates they span.
+fn cells(pairs: usize, p: &Pairs) -> usize {
+    let reps: BTreeSet<String> =
+        p.gaps.iter().map(|(ax, _)| ax.get(REPLICATE).map_or("-".into(), |v| v.to_string())).collect();
+    pairs / reps.len().max(1)
+}
+
+/// `order` holds when every pair holds, is reversed when any pair is reversed.
+fn overall(parts: &[Measured]) -> Verdict {
+    if parts.iter().any(|p| p.verdict == Verdict::OneReplicate) {
+        Verdict::OneReplicate
+    } else if parts.iter().any(|p| p.verdict == Verdict::Reversed) {
+        Verdict::Reversed
+    } else if parts.iter().all(|p| p.verdict == Verdict::Holds) {
+        Verdict::Holds
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim) -> Measured {
+    let values: Vec<f64> = per_replicate.iter().map(|(_, v)| *v).collect();
+    let summary = Summary::of(&values);
+    let verdict = decide(&summary, claim.expect, claim.margin);
+    Measured { what, per_replicate, summary, verdict }
+}
+
+/// The verdict of a summary against an expectation.
+pub fn decide(s: &Summary, expect: Expect, margin: f64) -> Verdict {
+    let Some((lo, hi)) = s.interval() else { return Verdict::OneReplicate };
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Verdict::Inconclusive;
+    }
+    match expect {
+        Expect::Greater | Expect::Increasing if lo > 0.0 => Verdict::Holds,
+        Expect::Greater | Expect::Increasing if hi < 0.0 => Verdict::Reversed,
+        Expect::Less | Expect::Decreasing if hi < 0.0 => Verdict::Holds,
+        Expect::Less | Expect::Decreasing if lo > 0.0 => Verdict::Reversed,
+        Expect::Within if lo > -margin && hi < margin => Verdict::Holds,
+        Expect::Within if lo > margin || hi < -margin => Verdict::Reversed,
+        _ => Verdict::Inconclusive,
+    }
+}
+
+/// Pairs the observations of two series inside the scope.
+fn pair(a: (&str, &Selector), b: (&str, &Selector), obs: &[&Observation], scope: &Selector) -> Result<Pairs, ClaimError> {
+    let scope_text = if scope.is_empty() { String::new() } else { format!(" where {}", select::describe(scope)) };
+    let side = |(name, sel): (&str, &Selector)| -> Result<Vec<&Observation>, ClaimError> {
+        let found: Vec<&Observation> = obs.iter().copied().filter(|o| matches(o, sel)).collect();
+        if found.is_empty() {
+            return Err(ClaimError::NoMatch {
+                series: name.into(),
+                selector: select::describe(sel),
+                scope: scope_text.clone(),
+            });
+        }
+        Ok(found)
+    };
+    let (oa, ob) = (side(a)?, side(b)?);
+    // Pairs agree on every dimension both series carry and neither fixes.
+    let fixed: BTreeSet<&str> = a.1.keys().chain(b.1.keys()).map(String::as_str).chain([SOURCE]).collect();
+    let carried = |list: &[&Observation]| -> BTreeSet<String> {
+        let mut dims: Option<BTreeSet<String>> = None;
+        for o in list {
+            let mine: BTreeSet<String> = o.axes.keys().cloned().collect();
+            dims = Some(match dims {
+                None => mine,
+                Some(d) => d.intersection(&mine).cloned().collect(),
+            });
+        }
+        dims.unwrap_or_default()
+    };
+    let dims: Vec<String> = carried(&oa)
+        .intersection(&carried(&ob))
+        .filter(|d| !fixed.contains(d.as_str()))
+        .cloned()
+        .collect();
+    let index = |name: &str, list: &[&Observation]| -> Result<BTreeMap<String, (BTreeMap<String, Json>, f64)>, ClaimError> {
+        let mut by_cell: BTreeMap<String, Vec<&Observation>> = BTreeMap::new();
+        for o in list {
+            by_cell.entry(cell_key(o, &dims)).or_default().push(o);
+        }
+        let mut out = BTreeMap::new();
+        for (cell, group) in by_cell {
+            if group.len() > 1 {
+                return Err(ClaimError::Ambiguous {
+                    series: name.into(),
+                    count: group.len(),
+                    cell: if cell.is_empty() { "the only cell".into() } else { cell },
+                    differ: differing_dims(&group),
+                });
+            }
+            let o = group[0];
+            let shared: BTreeMap<String, Json> =
+                dims.iter().filter_map(|d| o.axes.get(d).map(|v| (d.clone(), v.clone()))).collect();
+            out.insert(cell, (shared, o.value));
+        }
+        Ok(out)
+    };
+    let (ia, ib) = (index(a.0, &oa)?, index(b.0, &ob)?);
+    let gaps: Vec<(BTreeMap<String, Json>, f64)> =
+        ia.iter().filter_map(|(cell, (axes, va))| ib.get(cell).map(|(_, vb)| (axes.clone(), va - vb))).collect();
+    if gaps.is_empty() {
+        return Err(ClaimError::NoPairs {
+            a: a.0.into(),
+            b: b.0.into(),
+            dims: if dims.is_empty() { "(nothing)".into() } else { dims.join(", ") },
+        });
+    }
+    Ok(Pairs { gaps })
+}
+
+fn cell_key(o: &Observation, dims: &[String]) -> String {
+    dims.iter()
+        .map(|d| format!("{d}={}", dim_value(o, d).map_or("-".to_string(), |v| select::text(&v))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn differing_dims(group: &[&Observation]) -> String {
+    let mut dims: BTreeSet<String> = group.iter().flat_map(|o| o.axes.keys().cloned()).collect();
+    dims.insert(SOURCE.into());
+    let differ: Vec<String> = dims
+        .into_iter()
+        .filter(|d| {
+            let vals: BTreeSet<String> =
+                group.iter().map(|o| dim_value(o, d).map_or("-".into(), |v| v.to_string())).collect();
+            vals.len() > 1
+        })
+        .collect();
+    differ.join(", ")
+}
+
+fn group_by_replicate(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, Vec<(BTreeMap<String, Json>, f64)>)> {
+    let mut groups: BTreeMap<String, (Json, Vec<(BTreeMap<String, Json>, f64)>)> = BTreeMap::new();
+    for (axes, g) in gaps {
+        let r = axes.get(REPLICATE).cloned().unwrap_or(Json::Null);
+        // Sort numerically: replicate 10 after replicate 9.
+        let key = format!("{:>20}", select::text(&r));
+        groups.entry(key).or_insert_with(|| (r, Vec::new())).1.push((axes.clone(), *g));
+    }
+    groups.into_values().collect()
+}
+
+fn per_replicate_mean(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, f64)> {
+    group_by_replicate(gaps)
+        .into_iter()
+        .map(|(r, list)| (r, list.iter().map(|(_, g)| g).sum::<f64>() / list.len() as f64))
+        .collect()
+}
+
+/// Least-squares slope of the gap against `along`, after averaging the gaps at each value.
+fn slope(gaps: &[(BTreeMap<String, Json>, f64)], along: &str) -> f64 {
+    let mut at: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+    for (axes, g) in gaps {
+        let Some(x) = axes.get(along).and_then(Json::as_f64) else { continue };
+        let e = at.entry(x.to_string()).or_insert((x, 0.0, 0));
+        e.1 += g;
+        e.2 += 1;
+    }
+    let pts: Vec<(f64, f64)> = at.values().map(|(x, s, n)| (*x, s / *n as f64)).collect();
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = pts.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        f64::NAN
+    } else {
+        sxy / sxx
+    }
+}

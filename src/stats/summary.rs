@@ -1,0 +1,108 @@
+//! The summary of one cell over replicates: mean, sample standard deviation, n, and a 95 %
+//! confidence interval for the mean (Student t below [`NORMAL_FROM`] replicates, normal above).
+
+use serde::{Deserialize, Serialize};
+
+use super::student_t::{self, NORMAL_FROM, Z_975};
+
+/// Mean and 95 % confidence interval of a few replicate values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of replicates.
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1 in the denominator); 0 for one value.
+    pub sd: f64,
+    /// Half-width of the 95 % interval; `None` for one value (no interval can be honest then).
+    pub half_width: Option<f64>,
+    /// The replicate values, in replicate order.
+    pub values: Vec<f64>,
+}
+
+/// How an interval was computed, for captions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalMethod {
+    /// Student t with n - 1 degrees of freedom.
+    StudentT,
+    /// Normal approximation (n >= [`NORMAL_FROM`]).
+    Normal,
+}
+
+impl IntervalMethod {
+    /// The method used for `n` replicates.
+    pub fn for_n(n: usize) -> Self {
+        if n >= NORMAL_FROM {
+            IntervalMethod::Normal
+        } else {
+            IntervalMethod::StudentT
+        }
+    }
+
+    /// Words for a caption.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IntervalMethod::StudentT => "Student t, n - 1 degrees of freedom",
+            IntervalMethod::Normal => "normal approximation (n >= 30)",
+        }
+    }
+}
+
+/// The two-sided 95 % critical value for a mean of `n` values; `None` below two.
+pub fn critical_value(n: usize) -> Option<f64> {
+    match (n, IntervalMethod::for_n(n)) {
+        (0 | 1, _) => None,
+        (_, IntervalMethod::Normal) => Some(Z_975),
+        (n, IntervalMethod::StudentT) => student_t::quantile(0.975, (n - 1) as f64),
+    }
+}
+
+impl Summary {
+    /// Summarises `values` (non-finite values are kept: they make the mean non-finite, which the
+    /// tables show rather than hide).
+    pub fn of(values: &[f64]) -> Summary {
+        let n = values.len();
+        let mean = if n == 0 { f64::NAN } else { values.iter().sum::<f64>() / n as f64 };
+        let sd = if n < 2 {
+            0.0
+        } else {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        };
+        let half_width = critical_value(n).map(|t| t * sd / (n as f64).sqrt());
+        Summary { n, mean, sd, half_width, values: values.to_vec() }
+    }
+
+    /// The interval's bounds, if it has one.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        self.half_width.map(|h| (self.mean - h, self.mean + h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample worked by hand: mean 81, deviations -1, 0, 1 so s = 1, and the interval
+    /// 81 ± 4.302653 / sqrt(3) = 81 ± 2.484138.
+    #[test]
+    fn three_values_by_hand() {
+        let s = Summary::of(&[80.0, 81.0, 82.0]);
+        assert_eq!((s.n, s.mean, s.sd), (3, 81.0, 1.0));
+        assert!((s.half_width.unwrap() - 2.484_138).abs() < 1e-6, "{s:?}");
+        let (lo, hi) = s.interval().unwrap();
+        assert!((lo - 78.515_862).abs() < 1e-6 && (hi - 83.484_138).abs() < 1e-6);
+    }
+
+    #[test]
+    fn one_value_has_no_interval() {
+        let s = Summary::of(&[75.0]);
+        assert_eq!((s.n, s.mean, s.sd, s.half_width), (1, 75.0, 0.0, None));
+    }
+
+    #[test]
+    fn large_samples_switch_to_the_normal_quantile() {
+        assert_eq!(IntervalMethod::for_n(29), IntervalMethod::StudentT);
+        assert_eq!(critical_value(30), Some(Z_975));
+        assert!((critical_value(2).unwrap() - 12.706_204_736).abs() < 1e-7);
+    }
+}

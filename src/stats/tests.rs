@@ -1,0 +1,205 @@
+//! Claims on hand-made observations whose verdicts are known.
+
+
+use serde_json::{json, Value as Json};
+
+use super::*;
+
+fn obs(source: &str, axes: &[(&str, Json)], value: f64) -> Observation {
+    Observation {
+        source: source.into(),
+        axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        value,
+    }
+}
+
+fn sel(pairs: &[(&str, Json)]) -> Selector {
+    pairs.iter().map(|(k, v)| (k.to_string(), Condition::parse(v).unwrap())).collect()
+}
+
+/// N_pre and N_cf (K = 10, 250) at p = 0, 50, 75 on two targets, three replicates. N_cf at
+/// K = 250 is N_pre + p/25 + a replicate offset; K = 10 equals N_pre minus 1.
+fn sweep() -> Vec<Observation> {
+    let mut out = Vec::new();
+    for r in 0..3 {
+        for p in [0, 50, 75] {
+            for target in ["fashion", "animal"] {
+                let base = 70.0 + r as f64 - p as f64 / 10.0;
+                let ax = |k: Option<i64>| {
+                    let mut v = vec![("p", json!(p)), ("target", json!(target)), ("replicate", json!(r))];
+                    if let Some(k) = k {
+                        v.push(("k", json!(k)));
+                    }
+                    v
+                };
+                out.push(obs("probe_pre", &ax(None), base));
+                let fine = if target == "animal" { 2.0 } else { 0.0 };
+                out.push(obs("probe_cf", &ax(Some(250)), base + p as f64 / 25.0 + fine + 0.1 * r as f64));
+                out.push(obs("probe_cf", &ax(Some(10)), base - 1.0));
+            }
+        }
+    }
+    out
+}
+
+fn compare(a: Selector, b: Selector, scope: Selector, expect: Expect) -> Claim {
+    Claim { shape: Shape::Compare { a, b }, scope, expect, margin: 0.0 }
+}
+
+#[test]
+fn compare_holds_and_reports_the_paired_mean() {
+    let c = compare(
+        sel(&[("source", json!("probe_cf")), ("k", json!(250))]),
+        sel(&[("source", json!("probe_pre"))]),
+        sel(&[("p", json!({"min": 50})), ("target", json!("fashion"))]),
+        Expect::Greater,
+    );
+    let out = evaluate(&c, &sweep()).unwrap();
+    assert_eq!(out.verdict, Verdict::Holds);
+    let m = &out.parts[0];
+    // Gaps: p/25 + 0.1 r at p = 50, 75 -> mean 2.5 + 0.1 r.
+    let got: Vec<f64> = m.per_replicate.iter().map(|(_, v)| *v).collect();
+    for (g, want) in got.iter().zip([2.5, 2.6, 2.7]) {
+        assert!((g - want).abs() < 1e-9, "{got:?}");
+    }
+    assert_eq!(m.summary.n, 3);
+    assert!(m.what.contains("2 cells"), "{}", m.what);
+}
+
+#[test]
+fn the_same_comparison_the_other_way_is_reversed() {
+    let c = compare(
+        sel(&[("source", json!("probe_cf")), ("k", json!(10))]),
+        sel(&[("source", json!("probe_pre"))]),
+        Selector::new(),
+        Expect::Greater,
+    );
+    assert_eq!(evaluate(&c, &sweep()).unwrap().verdict, Verdict::Reversed);
+}
+
+#[test]
+fn a_difference_within_noise_is_inconclusive() {
+    // Gaps +1, -1, +0.5 across replicates: the interval straddles zero.
+    let mut o = Vec::new();
+    for (r, gap) in [1.0, -1.0, 0.5].into_iter().enumerate() {
+        o.push(obs("a", &[("replicate", json!(r))], 50.0 + gap));
+        o.push(obs("b", &[("replicate", json!(r))], 50.0));
+    }
+    let c = compare(sel(&[("source", json!("a"))]), sel(&[("source", json!("b"))]), Selector::new(), Expect::Greater);
+    assert_eq!(evaluate(&c, &o).unwrap().verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn one_replicate_gives_no_verdict() {
+    let o = vec![obs("a", &[], 60.0), obs("b", &[], 50.0)];
+    let c = compare(sel(&[("source", json!("a"))]), sel(&[("source", json!("b"))]), Selector::new(), Expect::Greater);
+    let out = evaluate(&c, &o).unwrap();
+    assert_eq!(out.verdict, Verdict::OneReplicate);
+    assert_eq!(out.verdict.label(), "inconclusive (one replicate)");
+}
+
+#[test]
+fn trend_measures_the_slope_of_the_gap() {
+    let c = Claim {
+        shape: Shape::Trend {
+            a: sel(&[("source", json!("probe_cf")), ("k", json!(250))]),
+            b: sel(&[("source", json!("probe_pre"))]),
+            along: "p".into(),
+        },
+        scope: sel(&[("target", json!("fashion"))]),
+        expect: Expect::Increasing,
+        margin: 0.0,
+    };
+    let out = evaluate(&c, &sweep()).unwrap();
+    assert_eq!(out.verdict, Verdict::Holds);
+    // The gap is p/25 (+ a constant per replicate): slope 0.04 per point of p.
+    assert!((out.parts[0].summary.mean - 0.04).abs() < 1e-9, "{:?}", out.parts[0]);
+}
+
+#[test]
+fn contrast_compares_the_gap_between_slices() {
+    let c = Claim {
+        shape: Shape::Contrast {
+            a: sel(&[("source", json!("probe_cf")), ("k", json!(250))]),
+            b: sel(&[("source", json!("probe_cf")), ("k", json!(10))]),
+            inside: sel(&[("target", json!("animal"))]),
+            than: sel(&[("target", json!("fashion"))]),
+        },
+        scope: Selector::new(),
+        expect: Expect::Greater,
+        margin: 0.0,
+    };
+    let out = evaluate(&c, &sweep()).unwrap();
+    // Gap K=250 - K=10 is 2 larger on the fine target, but exactly 2 in every replicate:
+    // a zero-width interval above zero.
+    assert!((out.parts[0].summary.mean - 2.0).abs() < 1e-9);
+    assert_eq!(out.verdict, Verdict::Holds);
+}
+
+#[test]
+fn order_holds_only_when_every_step_holds() {
+    let series = vec![
+        sel(&[("source", json!("probe_cf")), ("k", json!(250))]),
+        sel(&[("source", json!("probe_pre"))]),
+        sel(&[("source", json!("probe_cf")), ("k", json!(10))]),
+    ];
+    let c = Claim { shape: Shape::Order { series: series.clone() }, scope: Selector::new(), expect: Expect::Greater, margin: 0.0 };
+    let out = evaluate(&c, &sweep()).unwrap();
+    assert_eq!((out.verdict, out.parts.len()), (Verdict::Holds, 2));
+    let swapped = vec![series[2].clone(), series[1].clone(), series[0].clone()];
+    let c = Claim { shape: Shape::Order { series: swapped }, ..c };
+    assert_eq!(evaluate(&c, &sweep()).unwrap().verdict, Verdict::Reversed);
+}
+
+#[test]
+fn within_a_margin() {
+    let mut o = Vec::new();
+    for (r, gap) in [0.1, -0.2, 0.05].into_iter().enumerate() {
+        o.push(obs("a", &[("replicate", json!(r))], 50.0 + gap));
+        o.push(obs("b", &[("replicate", json!(r))], 50.0));
+    }
+    let c = Claim {
+        shape: Shape::Compare { a: sel(&[("source", json!("a"))]), b: sel(&[("source", json!("b"))]) },
+        scope: Selector::new(),
+        expect: Expect::Within,
+        margin: 1.0,
+    };
+    assert_eq!(evaluate(&c, &o).unwrap().verdict, Verdict::Holds);
+    let far = Claim { margin: 0.01, ..c.clone() };
+    assert_eq!(evaluate(&far, &o).unwrap().verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn a_series_with_a_free_axis_is_ambiguous() {
+    // `probe_cf` without k has two instances per cell (k = 10 and 250).
+    let c = compare(sel(&[("source", json!("probe_cf"))]), sel(&[("source", json!("probe_pre"))]), Selector::new(), Expect::Greater);
+    let err = evaluate(&c, &sweep()).unwrap_err();
+    assert!(matches!(&err, ClaimError::Ambiguous { differ, .. } if differ == "k"), "{err}");
+}
+
+#[test]
+fn no_match_and_no_pairs_are_errors() {
+    let c = compare(sel(&[("source", json!("probe_cf")), ("k", json!(99))]), sel(&[("source", json!("probe_pre"))]), Selector::new(), Expect::Greater);
+    assert!(matches!(evaluate(&c, &sweep()), Err(ClaimError::NoMatch { .. })));
+    let c = compare(
+        sel(&[("source", json!("probe_cf")), ("k", json!(250)), ("target", json!("fashion"))]),
+        sel(&[("source", json!("probe_pre")), ("target", json!("animal"))]),
+        sel(&[("p", json!(0))]),
+        Expect::Greater,
+    );
+    // Fixing target differently on each side pairs across targets: allowed (cells agree on p, replicate).
+    assert!(evaluate(&c, &sweep()).is_ok());
+    let lonely = vec![obs("a", &[("replicate", json!(0))], 1.0), obs("b", &[("replicate", json!(1))], 1.0)];
+    let c = compare(sel(&[("source", json!("a"))]), sel(&[("source", json!("b"))]), Selector::new(), Expect::Greater);
+    assert!(matches!(evaluate(&c, &lonely), Err(ClaimError::NoPairs { .. })));
+}
+
+#[test]
+fn verdicts_from_hand_summaries() {
+    use super::claim::decide;
+    let s = Summary::of(&[1.0, 2.0, 3.0]); // 2 ± 2.484: straddles 0
+    assert_eq!(decide(&s, Expect::Greater, 0.0), Verdict::Inconclusive);
+    let s = Summary::of(&[3.0, 4.0, 5.0]); // 4 ± 2.484: above 0
+    assert_eq!(decide(&s, Expect::Greater, 0.0), Verdict::Holds);
+    assert_eq!(decide(&s, Expect::Less, 0.0), Verdict::Reversed);
+}
