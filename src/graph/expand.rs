@@ -11,7 +11,7 @@ use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
 use crate::config::experiment::REPLICATE_AXIS;
-use crate::config::{ConfigError, Experiment, Origin, ParamError};
+use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
 use crate::nn::init::derive_seed;
 use crate::ops::{self, Gathered};
 
@@ -263,18 +263,27 @@ fn check_gathered(
 }
 
 fn field_origin(stage: &ResolvedStage<'_>, path: &str) -> Origin {
-    let mut segments = path.split('.').filter(|s| !s.is_empty());
-    let Some(first) = segments.next() else { return stage.decl.origin.clone() };
-    let Some(mut entry) = stage.decl.fields.get(first.split('[').next().unwrap_or(first)) else {
-        return stage.decl.origin.clone();
-    };
-    for seg in segments {
-        match entry.node.as_table().and_then(|t| t.get(seg)) {
-            Some(e) => entry = e,
-            None => break,
+    // Paths look like `schedule.gamma` or `claims[2].a`: table keys, each optionally indexed.
+    let mut node: Option<&crate::config::Node> = None;
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, indices) = match seg.find('[') {
+            Some(at) => (&seg[..at], &seg[at..]),
+            None => (seg, ""),
+        };
+        let next = match node {
+            None => stage.decl.fields.get(key).map(|e| &e.node),
+            Some(n) => n.as_table().and_then(|t| t.get(key)).map(|e| &e.node),
+        };
+        let Some(mut cur) = next else { break };
+        for idx in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            match (&cur.value, idx.parse::<usize>()) {
+                (NodeValue::Array(items), Ok(i)) if i < items.len() => cur = &items[i],
+                _ => break,
+            }
         }
+        node = Some(cur);
     }
-    entry.node.origin.clone()
+    node.map_or_else(|| stage.decl.origin.clone(), |n| n.origin.clone())
 }
 
 fn param_error(

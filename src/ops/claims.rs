@@ -328,7 +328,7 @@ fn cases(claim: &Claim, each: &[String], obs: &[Observation]) -> Vec<(String, Se
         return vec![(String::new(), claim.scope.clone())];
     }
     let mut seen: Vec<Vec<Json>> = Vec::new();
-    for o in obs.iter().filter(|o| stats::select::matches(o, &claim.scope)) {
+    for o in obs.iter().filter(|o| stats::select::within(o, &claim.scope)) {
         let tuple: Option<Vec<Json>> = each.iter().map(|d| stats::select::dim_value(o, d)).collect();
         if let Some(t) = tuple {
             if !seen.contains(&t) {

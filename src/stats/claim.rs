@@ -82,7 +82,7 @@ pub enum Shape {
 pub struct Claim {
     /// How the quantity is computed.
     pub shape: Shape,
-    /// Conditions every observation must meet (where the series are compared).
+    /// Where the series are compared: observations must meet every condition on the axes they carry.
     pub scope: Selector,
     /// The expected direction.
     pub expect: Expect,
@@ -199,7 +199,7 @@ struct Pairs {
 
 /// Evaluates `claim` on `obs`.
 pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimError> {
-    let in_scope: Vec<&Observation> = obs.iter().filter(|o| matches(o, &claim.scope)).collect();
+    let in_scope: Vec<&Observation> = obs.iter().filter(|o| select::within(o, &claim.scope)).collect();
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
