@@ -483,3 +483,60 @@ fn a_panicking_stage_fails_alone_and_the_run_ends() {
     assert_eq!(again["clusters[k=4]"], "ran");
     assert_eq!(again["clusters[k=16]"], "cached");
 }
+
+/// Replicates expand every stage that draws random numbers (with a distinct, recorded seed) and
+/// share the rest; adding one reruns only it and the aggregators; claims reach each verdict.
+#[test]
+fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("claims_tiny.toml");
+    let first = run_json(cache.path(), &file, &[]);
+    // The data set is shared; probes and label noise run once per replicate.
+    assert!(first.contains_key("shapes") && !first.keys().any(|n| n.starts_with("shapes[")), "{first:?}");
+    for r in 0..3 {
+        assert!(first.contains_key(&format!("noisy_labels[replicate={r}]")), "{first:?}");
+    }
+    // Seeds: replicate 0 keeps the experiment seed (1), the others differ from it and each other.
+    let show = cfrun(cache.path(), &["show", file.to_str().unwrap(), "noisy_labels", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let seeds: BTreeMap<String, u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["instance"].as_str().unwrap().to_string(), i["provenance"]["seed"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seeds["noisy_labels[replicate=0]"], 1, "{seeds:?}");
+    assert_eq!(seeds.values().collect::<BTreeSet<_>>().len(), 3, "{seeds:?}");
+
+    let verdicts = std::fs::read_to_string(find_report(cache.path(), &file, "claims.md")).unwrap();
+    let row = |name: &str| verdicts.lines().find(|l| l.starts_with(&format!("| {name}:"))).unwrap().to_string();
+    assert!(row("clean_beats_noisy").ends_with("| **holds** |"), "{verdicts}");
+    assert!(row("noisy_beats_clean").ends_with("| **reversed** |"), "{verdicts}");
+    assert!(row("clean_beats_itself").ends_with("| **inconclusive** |"), "{verdicts}");
+    let table = std::fs::read_to_string(find_report(cache.path(), &file, "table.md")).unwrap();
+    assert!(table.contains(" ± ") && table.contains("n = 3 replicates (Student t"), "{table}");
+    let csv = std::fs::read_to_string(find_report(cache.path(), &file, "table.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("top1 (replicates)"), "{csv}");
+
+    // Nothing changed: nothing runs. A fourth replicate: only it and the aggregators.
+    assert!(ran(&run_json(cache.path(), &file, &[])).is_empty());
+    let more = run_json(cache.path(), &file, &["--set", "experiment.replicates=4"]);
+    let fresh = ran(&more);
+    assert!(fresh.iter().all(|n| n.contains("replicate=3") || n == "results" || n == "verdicts"), "{fresh:?}");
+    assert!(fresh.contains("noisy_labels[replicate=3]") && fresh.contains("verdicts"), "{fresh:?}");
+
+    // One replicate: the same keys as replicate 0, and no verdict without an interval.
+    let one = cfrun(cache.path(), &[file.to_str().unwrap(), "--json", "--set", "experiment.replicates=1"]);
+    let v: Value = serde_json::from_slice(&one.stdout).unwrap();
+    let ran_now: BTreeSet<String> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["outcome"] == "ran")
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ran_now, set(&["results", "verdicts"]));
+    let md = report_files(&v).into_iter().find(|f| f.ends_with("claims.md")).unwrap();
+    let verdicts = std::fs::read_to_string(md).unwrap();
+    assert_eq!(verdicts.matches("**inconclusive (one replicate)**").count(), 3, "{verdicts}");
+}

@@ -230,13 +230,21 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
         None => 0,
     };
     let (replicates, replicates_origin) = match table.get("replicates").map(|e| &e.node) {
-        Some(Node { value: NodeValue::Int(i), origin }) if (1..=MAX_REPLICATES).contains(i) => (*i as u32, origin.clone()),
+        Some(Node { value: NodeValue::Int(i), origin }) if (1..=MAX_REPLICATES).contains(i) => {
+            (*i as u32, origin.clone())
+        }
         Some(other) => {
             errors.push(ConfigError::at(
                 file,
                 other.origin.clone(),
-                format!("`experiment.replicates` must be an integer from 1 to {MAX_REPLICATES}, found {}", node_text(other)),
-                Some("replicates = 3 runs every stage that draws random numbers three times, each with its own seed".into()),
+                format!(
+                    "`experiment.replicates` must be an integer from 1 to {MAX_REPLICATES}, found {}",
+                    node_text(other)
+                ),
+                Some(
+                    "replicates = 3 runs every stage that draws random numbers three times, each with its own seed"
+                        .into(),
+                ),
             ));
             (1, other.origin.clone())
         }

@@ -108,7 +108,8 @@ impl ClaimDecl {
     fn to_claim(&self, i: usize) -> Result<Claim, ParamError> {
         let at = |f: &str| format!("claims[{i}].{f}");
         let sel = |f: &str, d: &SelectorDecl| -> Result<Selector, ParamError> {
-            let s = parse_selector(d).map_err(|(dim, e)| ParamError::field(&at(f), format!("`{}.{dim}`: {e}", at(f)), None))?;
+            let s = parse_selector(d)
+                .map_err(|(dim, e)| ParamError::field(&at(f), format!("`{}.{dim}`: {e}", at(f)), None))?;
             if let Some(c) = s.get(SOURCE) {
                 if c.literals().iter().any(|v| !v.is_string()) || matches!(c, Condition::Range { .. }) {
                     return Err(ParamError::field(&at(f), format!("`{}.source` must name stages", at(f)), None));
@@ -121,7 +122,7 @@ impl ClaimDecl {
                 Some(d) => sel(f, d),
                 None => Err(ParamError::field(
                     &at(f),
-                    format!("claim `{}` ({:?}) needs `{f}`", self.name, self.kind),
+                    format!("claim `{}` ({}) needs `{f}`", self.name, name_of(&self.kind)),
                     Some(format!("e.g. {f} = {{ source = \"probe_cf\", k = 250 }}")),
                 )),
             }
@@ -131,7 +132,11 @@ impl ClaimDecl {
             ClaimKind::Compare => Shape::Compare { a: need("a", &self.a)?, b: need("b", &self.b)? },
             ClaimKind::Trend => {
                 let along = self.along.clone().ok_or_else(|| {
-                    ParamError::field(&at("along"), format!("claim `{}` (trend) needs `along`", self.name), Some("e.g. along = \"p\"".into()))
+                    ParamError::field(
+                        &at("along"),
+                        format!("claim `{}` (trend) needs `along`", self.name),
+                        Some("e.g. along = \"p\"".into()),
+                    )
                 })?;
                 Shape::Trend { a: need("a", &self.a)?, b: need("b", &self.b)?, along }
             }
@@ -143,19 +148,47 @@ impl ClaimDecl {
             },
             ClaimKind::Order => {
                 if self.series.len() < 2 {
-                    return Err(ParamError::field(&at("series"), format!("claim `{}` (order) needs at least two series", self.name), None));
+                    return Err(ParamError::field(
+                        &at("series"),
+                        format!("claim `{}` (order) needs at least two series", self.name),
+                        None,
+                    ));
                 }
-                let series = self.series.iter().enumerate().map(|(j, d)| sel(&format!("series[{j}]"), d)).collect::<Result<_, _>>()?;
+                let series = self
+                    .series
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| sel(&format!("series[{j}]"), d))
+                    .collect::<Result<_, _>>()?;
                 Shape::Order { series }
             }
         };
         let trend = self.kind == ClaimKind::Trend;
         if trend == directional || (self.kind == ClaimKind::Order && self.expect == Expect::Within) {
-            let valid = if trend { "increasing or decreasing" } else if self.kind == ClaimKind::Order { "greater or less" } else { "greater, less or within" };
-            return Err(ParamError::field(&at("expect"), format!("claim `{}`: expect = {:?} does not fit kind {:?}", self.name, self.expect, self.kind), Some(format!("valid here: {valid}"))));
+            let valid = if trend {
+                "increasing or decreasing"
+            } else if self.kind == ClaimKind::Order {
+                "greater or less"
+            } else {
+                "greater, less or within"
+            };
+            return Err(ParamError::field(
+                &at("expect"),
+                format!(
+                    "claim `{}`: expect = \"{}\" does not fit kind = \"{}\"",
+                    self.name,
+                    name_of(&self.expect),
+                    name_of(&self.kind)
+                ),
+                Some(format!("valid here: {valid}")),
+            ));
         }
         if !(self.margin.is_finite() && self.margin >= 0.0) || (self.expect == Expect::Within && self.margin == 0.0) {
-            return Err(ParamError::range(&at("margin"), self.margin, if self.expect == Expect::Within { "a positive number for `within`" } else { "a non-negative number" }));
+            return Err(ParamError::range(
+                &at("margin"),
+                self.margin,
+                if self.expect == Expect::Within { "a positive number for `within`" } else { "a non-negative number" },
+            ));
         }
         let scope = sel("where", &self.scope)?;
         Ok(Claim { shape, scope, expect: self.expect, margin: self.margin })
@@ -178,12 +211,20 @@ impl ClaimDecl {
 impl Params for ClaimsParams {
     fn validate(&self) -> Result<(), ParamError> {
         if self.claims.is_empty() {
-            return Err(ParamError::field("claims", "`claims` lists no claim", Some("add [[stages.NAME.claims]] tables".into())));
+            return Err(ParamError::field(
+                "claims",
+                "`claims` lists no claim",
+                Some("add [[stages.NAME.claims]] tables".into()),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, c) in self.claims.iter().enumerate() {
             if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
-                return Err(ParamError::field(&format!("claims[{i}].name"), format!("claim name `{}` is empty or used twice", c.name), None));
+                return Err(ParamError::field(
+                    &format!("claims[{i}].name"),
+                    format!("claim name `{}` is empty or used twice", c.name),
+                    None,
+                ));
             }
             c.to_claim(i)?;
         }
@@ -227,7 +268,9 @@ impl Op for Claims {
         }
         for (i, c) in p.claims.iter().enumerate() {
             let metric = c.metric.as_deref().unwrap_or(&p.metric);
-            check_metric(metric, gathered).map_err(|e| ParamError::field(&format!("claims[{i}]"), format!("claim `{}`: {e}", c.name), None))?;
+            let metric_field = if c.metric.is_some() { format!("claims[{i}].metric") } else { "metric".to_string() };
+            check_metric(metric, gathered)
+                .map_err(|e| ParamError::field(&metric_field, format!("claim `{}`: {e}", c.name), None))?;
             for (field, sel) in c.selectors() {
                 let at = format!("claims[{i}].{field}");
                 for (dim, cond) in sel {
@@ -285,14 +328,19 @@ impl Op for Claims {
                 loaded
                     .iter()
                     .filter_map(|(input, m)| {
-                        m.values.get(&metric).map(|&value| Observation { source: input.stage.clone(), axes: input.axes.clone(), value })
+                        m.values.get(&metric).map(|&value| Observation {
+                            source: input.stage.clone(),
+                            axes: input.axes.clone(),
+                            value,
+                        })
                     })
                     .collect()
             });
             let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
             for (case, scope) in cases(&claim, &c.each, obs) {
                 let trial = Claim { scope, ..claim.clone() };
-                let outcome = stats::evaluate(&trial, obs).map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
+                let outcome =
+                    stats::evaluate(&trial, obs).map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
                 rows.push(Row { decl: c, metric: metric.clone(), case, outcome });
             }
         }
@@ -302,6 +350,11 @@ impl Op for Claims {
         write_atomic(&dir.join("claims.csv"), render_csv(&p, &rows).as_bytes())?;
         Ok(())
     }
+}
+
+/// A unit enum variant as written in TOML (its serde name).
+fn name_of<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> ParamError {
@@ -316,7 +369,12 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
     for g in gathered {
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
-            return Err(format!("metric `{metric}` is not one that stage `{}` (op {}) writes: {}", g.stage, g.op.name(), names.join(", ")));
+            return Err(format!(
+                "metric `{metric}` is not one that stage `{}` (op {}) writes: {}",
+                g.stage,
+                g.op.name(),
+                names.join(", ")
+            ));
         }
     }
     Ok(())
@@ -410,7 +468,7 @@ fn scope_text(d: &ClaimDecl, case: &str) -> String {
     let mut parts: Vec<String> = d
         .scope
         .iter()
-        .map(|(k, v)| format!("{k} {}", Condition::parse(v).map(|c| match c { Condition::Range { .. } => c.describe(), _ => format!("= {}", c.describe()) }).unwrap_or_default()))
+        .map(|(k, v)| Condition::parse(v).map(|c| stats::select::condition_text(k, &c)).unwrap_or_default())
         .collect();
     if !case.is_empty() {
         parts.push(case.to_string());
@@ -462,7 +520,13 @@ fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
         for m in &r.outcome.parts {
-            out.push_str(&format!("- {}{}: {} ({})\n", r.decl.name, case_suffix(&r.case), per_replicate(m, precision(r.decl)), m.what));
+            out.push_str(&format!(
+                "- {}{}: {} ({})\n",
+                r.decl.name,
+                case_suffix(&r.case),
+                per_replicate(m, precision(r.decl)),
+                m.what
+            ));
         }
     }
     out
@@ -485,10 +549,13 @@ fn per_replicate(m: &Measured, prec: usize) -> String {
 }
 
 fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
-    let mut out = String::from("claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,paper,verdict\r\n");
+    let mut out = String::from(
+        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,paper,verdict\r\n",
+    );
     for r in rows {
         for (j, m) in r.outcome.parts.iter().enumerate() {
-            let (lo, hi) = m.summary.interval().map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
+            let (lo, hi) =
+                m.summary.interval().map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
             let fields = [
                 r.decl.name.clone(),
                 r.decl.section.clone(),
@@ -507,7 +574,13 @@ fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             ];
             let quoted: Vec<String> = fields
                 .iter()
-                .map(|f| if f.contains([',', '"', '\r', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
+                .map(|f| {
+                    if f.contains([',', '"', '\r', '\n']) {
+                        format!("\"{}\"", f.replace('"', "\"\""))
+                    } else {
+                        f.clone()
+                    }
+                })
                 .collect();
             out.push_str(&format!("{}\r\n", quoted.join(",")));
         }

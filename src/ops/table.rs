@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{Gathered, InputArtifact, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
-use crate::config::suggest::did_you_mean;
 use crate::artifact::Metrics;
 use crate::config::params::{self, ParamError, Params};
+use crate::config::suggest::did_you_mean;
 use crate::report::{self, AxisValue, PaperRef, Record, TableSpec};
 
 /// The paper's own number for one cell, shown beside ours.

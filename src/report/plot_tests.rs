@@ -34,7 +34,7 @@ fn fig3_records() -> Vec<Record> {
                     label: label.into(),
                     axes,
                     metrics: [("top1".to_string(), top1)].into_iter().collect(),
-                replicates: None,
+                    replicates: None,
                 });
             }
         }
@@ -144,7 +144,7 @@ fn categorical_x_baseline_and_duplicates() {
         label: "supervised".into(),
         axes: [("target".to_string(), AxisValue::from("kmnist"))].into_iter().collect(),
         metrics: [("top1".to_string(), 90.0)].into_iter().collect(),
-                replicates: None,
+        replicates: None,
     });
     let fig = render_figure(&recs, &fig3_spec()).unwrap();
     assert!(fig.svg.contains(">p75</text>"));
@@ -199,7 +199,7 @@ fn write_example() {
         label: "supervised".into(),
         axes: BTreeMap::new(),
         metrics: [("top1".to_string(), 72.0)].into_iter().collect(),
-                replicates: None,
+        replicates: None,
     });
     let spec = PlotSpec {
         title: String::new(),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, Filter, Key, KeyOrder, Record};
-use crate::stats::{IntervalMethod, Summary};
 use super::ReportError;
+use crate::stats::{IntervalMethod, Summary};
 
 /// What to tabulate: which dimensions make rows and columns, which metric fills the cells.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -411,7 +411,11 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         assert!(t.markdown.contains("| N_cf   |    81.0 ± 2.5 |"), "{}", t.markdown);
         assert!(t.markdown.contains("70.5 ± 6.4 (n=2)"), "{}", t.markdown);
         assert!(t.markdown.contains("over n = 3 replicates (Student t"), "{}", t.markdown);
-        assert!(t.csv.starts_with("source,p=50,p=50 (ci95 half-width),p=50 (sd),p=50 (n),p=50 (replicates)\r\n"), "{}", t.csv);
+        assert!(
+            t.csv.starts_with("source,p=50,p=50 (ci95 half-width),p=50 (sd),p=50 (n),p=50 (replicates)\r\n"),
+            "{}",
+            t.csv
+        );
         assert!(t.csv.contains(",1,3,80 81 82\r\n"), "{}", t.csv);
     }
 

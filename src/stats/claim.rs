@@ -162,7 +162,9 @@ pub enum ClaimError {
         dims: String,
     },
     /// A series has several observations for one cell.
-    #[error("series {series} has {count} instances for one cell ({cell}); they differ in {differ}: fix it in the series")]
+    #[error(
+        "series {series} has {count} instances for one cell ({cell}); they differ in {differ}: fix it in the series"
+    )]
     Ambiguous {
         /// The series.
         series: String,
@@ -191,10 +193,15 @@ pub enum ClaimError {
     },
 }
 
-/// Differences a - b of one pairing, with the shared axes of each pair.
+/// Axis values a pair agrees on (the replicate included).
+type Axes = BTreeMap<String, Json>;
+
+/// One paired difference a - b with the axes its two observations share.
+type Gap = (Axes, f64);
+
+/// Differences a - b of one pairing.
 struct Pairs {
-    /// (shared axes incl. replicate, a - b).
-    gaps: Vec<(BTreeMap<String, Json>, f64)>,
+    gaps: Vec<Gap>,
 }
 
 /// Evaluates `claim` on `obs`.
@@ -208,20 +215,25 @@ pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimErro
         }
         Shape::Trend { a, b, along } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
-            let xs: BTreeSet<String> =
-                p.gaps.iter().filter_map(|(ax, _)| ax.get(along).and_then(Json::as_f64)).map(|x| x.to_string()).collect();
+            let xs: BTreeSet<String> = p
+                .gaps
+                .iter()
+                .filter_map(|(ax, _)| ax.get(along).and_then(Json::as_f64))
+                .map(|x| x.to_string())
+                .collect();
             if xs.len() < 2 {
                 return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}") });
             }
-            let per = group_by_replicate(&p.gaps)
-                .into_iter()
-                .map(|(r, gaps)| (r, slope(&gaps, along)))
-                .collect();
-            vec![measure(format!("slope of a - b per unit of {along} over {} cells", cells(p.gaps.len(), &p)), per, claim)]
+            let per = group_by_replicate(&p.gaps).into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
+            vec![measure(
+                format!("slope of a - b per unit of {along} over {} cells", cells(p.gaps.len(), &p)),
+                per,
+                claim,
+            )]
         }
         Shape::Contrast { a, b, inside, than } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
-            let split = |sel: &Selector, slice: &str| -> Result<Vec<(BTreeMap<String, Json>, f64)>, ClaimError> {
+            let split = |sel: &Selector, slice: &str| -> Result<Vec<Gap>, ClaimError> {
                 let part: Vec<_> = p
                     .gaps
                     .iter()
@@ -239,10 +251,7 @@ pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimErro
             let inner = per_replicate_mean(&split(inside, "in")?);
             let outer: BTreeMap<String, f64> =
                 per_replicate_mean(&split(than, "than")?).into_iter().map(|(r, v)| (r.to_string(), v)).collect();
-            let per = inner
-                .into_iter()
-                .filter_map(|(r, v)| outer.get(&r.to_string()).map(|o| (r, v - o)))
-                .collect();
+            let per = inner.into_iter().filter_map(|(r, v)| outer.get(&r.to_string()).map(|o| (r, v - o))).collect();
             vec![measure(
                 format!("(a - b in {}) - (a - b in {})", select::describe(inside), select::describe(than)),
                 per,
@@ -255,7 +264,12 @@ pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimErro
                 let (na, nb) = (format!("series[{i}]"), format!("series[{}]", i + 1));
                 let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope)?;
                 parts.push(measure(
-                    format!("{} - {} over {} cells", select::describe(&w[0]), select::describe(&w[1]), cells(p.gaps.len(), &p)),
+                    format!(
+                        "{} - {} over {} cells",
+                        select::describe(&w[0]),
+                        select::describe(&w[1]),
+                        cells(p.gaps.len(), &p)
+                    ),
                     per_replicate_mean(&p.gaps),
                     claim,
                 ));
@@ -312,7 +326,12 @@ pub fn decide(s: &Summary, expect: Expect, margin: f64) -> Verdict {
 }
 
 /// Pairs the observations of two series inside the scope.
-fn pair(a: (&str, &Selector), b: (&str, &Selector), obs: &[&Observation], scope: &Selector) -> Result<Pairs, ClaimError> {
+fn pair(
+    a: (&str, &Selector),
+    b: (&str, &Selector),
+    obs: &[&Observation],
+    scope: &Selector,
+) -> Result<Pairs, ClaimError> {
     let scope_text = if scope.is_empty() { String::new() } else { format!(" where {}", select::describe(scope)) };
     let side = |(name, sel): (&str, &Selector)| -> Result<Vec<&Observation>, ClaimError> {
         let found: Vec<&Observation> = obs.iter().copied().filter(|o| matches(o, sel)).collect();
@@ -339,12 +358,9 @@ fn pair(a: (&str, &Selector), b: (&str, &Selector), obs: &[&Observation], scope:
         }
         dims.unwrap_or_default()
     };
-    let dims: Vec<String> = carried(&oa)
-        .intersection(&carried(&ob))
-        .filter(|d| !fixed.contains(d.as_str()))
-        .cloned()
-        .collect();
-    let index = |name: &str, list: &[&Observation]| -> Result<BTreeMap<String, (BTreeMap<String, Json>, f64)>, ClaimError> {
+    let dims: Vec<String> =
+        carried(&oa).intersection(&carried(&ob)).filter(|d| !fixed.contains(d.as_str())).cloned().collect();
+    let index = |name: &str, list: &[&Observation]| -> Result<BTreeMap<String, Gap>, ClaimError> {
         let mut by_cell: BTreeMap<String, Vec<&Observation>> = BTreeMap::new();
         for o in list {
             by_cell.entry(cell_key(o, &dims)).or_default().push(o);
@@ -367,7 +383,7 @@ fn pair(a: (&str, &Selector), b: (&str, &Selector), obs: &[&Observation], scope:
         Ok(out)
     };
     let (ia, ib) = (index(a.0, &oa)?, index(b.0, &ob)?);
-    let gaps: Vec<(BTreeMap<String, Json>, f64)> =
+    let gaps: Vec<Gap> =
         ia.iter().filter_map(|(cell, (axes, va))| ib.get(cell).map(|(_, vb)| (axes.clone(), va - vb))).collect();
     if gaps.is_empty() {
         return Err(ClaimError::NoPairs {
@@ -400,8 +416,8 @@ fn differing_dims(group: &[&Observation]) -> String {
     differ.join(", ")
 }
 
-fn group_by_replicate(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, Vec<(BTreeMap<String, Json>, f64)>)> {
-    let mut groups: BTreeMap<String, (Json, Vec<(BTreeMap<String, Json>, f64)>)> = BTreeMap::new();
+fn group_by_replicate(gaps: &[Gap]) -> Vec<(Json, Vec<Gap>)> {
+    let mut groups: BTreeMap<String, (Json, Vec<Gap>)> = BTreeMap::new();
     for (axes, g) in gaps {
         let r = axes.get(REPLICATE).cloned().unwrap_or(Json::Null);
         // Sort numerically: replicate 10 after replicate 9.
@@ -411,7 +427,7 @@ fn group_by_replicate(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, Vec<
     groups.into_values().collect()
 }
 
-fn per_replicate_mean(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, f64)> {
+fn per_replicate_mean(gaps: &[Gap]) -> Vec<(Json, f64)> {
     group_by_replicate(gaps)
         .into_iter()
         .map(|(r, list)| (r, list.iter().map(|(_, g)| g).sum::<f64>() / list.len() as f64))
@@ -419,7 +435,7 @@ fn per_replicate_mean(gaps: &[(BTreeMap<String, Json>, f64)]) -> Vec<(Json, f64)
 }
 
 /// Least-squares slope of the gap against `along`, after averaging the gaps at each value.
-fn slope(gaps: &[(BTreeMap<String, Json>, f64)], along: &str) -> f64 {
+fn slope(gaps: &[Gap], along: &str) -> f64 {
     let mut at: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     for (axes, g) in gaps {
         let Some(x) = axes.get(along).and_then(Json::as_f64) else { continue };

@@ -78,9 +78,9 @@ impl Condition {
         match self {
             Condition::Equals(want) => same_value(want, value),
             Condition::OneOf(list) => list.iter().any(|w| same_value(w, value)),
-            Condition::Range { min, max } => value
-                .as_f64()
-                .is_some_and(|x| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m)),
+            Condition::Range { min, max } => {
+                value.as_f64().is_some_and(|x| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m))
+            }
         }
     }
 
@@ -108,10 +108,7 @@ impl Condition {
 
 /// Parses a selector table, naming the dimension at fault.
 pub fn parse_selector(table: &BTreeMap<String, Json>) -> Result<Selector, (String, String)> {
-    table
-        .iter()
-        .map(|(dim, v)| Condition::parse(v).map(|c| (dim.clone(), c)).map_err(|e| (dim.clone(), e)))
-        .collect()
+    table.iter().map(|(dim, v)| Condition::parse(v).map(|c| (dim.clone(), c)).map_err(|e| (dim.clone(), e))).collect()
 }
 
 /// The value of `dim` for `obs`: its stage for [`SOURCE`], else its axis value.
@@ -136,7 +133,15 @@ pub fn within(obs: &Observation, sel: &Selector) -> bool {
 
 /// `k = 250, source = probe_cf` for reports.
 pub fn describe(sel: &Selector) -> String {
-    sel.iter().map(|(d, c)| format!("{d} = {}", c.describe())).collect::<Vec<_>>().join(", ")
+    sel.iter().map(|(d, c)| condition_text(d, c)).collect::<Vec<_>>().join(", ")
+}
+
+/// `k = 250`, `target = mnist or fashion-mnist`, `p >= 50`.
+pub fn condition_text(dim: &str, c: &Condition) -> String {
+    match c {
+        Condition::Range { .. } => format!("{dim} {}", c.describe()),
+        _ => format!("{dim} = {}", c.describe()),
+    }
 }
 
 fn is_scalar(v: &Json) -> bool {

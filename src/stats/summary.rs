@@ -63,11 +63,8 @@ impl Summary {
     pub fn of(values: &[f64]) -> Summary {
         let n = values.len();
         let mean = if n == 0 { f64::NAN } else { values.iter().sum::<f64>() / n as f64 };
-        let sd = if n < 2 {
-            0.0
-        } else {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        };
+        let sd =
+            if n < 2 { 0.0 } else { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
         let half_width = critical_value(n).map(|t| t * sd / (n as f64).sqrt());
         Summary { n, mean, sd, half_width, values: values.to_vec() }
     }

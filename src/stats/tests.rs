@@ -1,16 +1,11 @@
 //! Claims on hand-made observations whose verdicts are known.
 
-
 use serde_json::{json, Value as Json};
 
 use super::*;
 
 fn obs(source: &str, axes: &[(&str, Json)], value: f64) -> Observation {
-    Observation {
-        source: source.into(),
-        axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-        value,
-    }
+    Observation { source: source.into(), axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), value }
 }
 
 fn sel(pairs: &[(&str, Json)]) -> Selector {
@@ -143,7 +138,12 @@ fn order_holds_only_when_every_step_holds() {
         sel(&[("source", json!("probe_pre"))]),
         sel(&[("source", json!("probe_cf")), ("k", json!(10))]),
     ];
-    let c = Claim { shape: Shape::Order { series: series.clone() }, scope: Selector::new(), expect: Expect::Greater, margin: 0.0 };
+    let c = Claim {
+        shape: Shape::Order { series: series.clone() },
+        scope: Selector::new(),
+        expect: Expect::Greater,
+        margin: 0.0,
+    };
     let out = evaluate(&c, &sweep()).unwrap();
     assert_eq!((out.verdict, out.parts.len()), (Verdict::Holds, 2));
     let swapped = vec![series[2].clone(), series[1].clone(), series[0].clone()];
@@ -172,14 +172,24 @@ fn within_a_margin() {
 #[test]
 fn a_series_with_a_free_axis_is_ambiguous() {
     // `probe_cf` without k has two instances per cell (k = 10 and 250).
-    let c = compare(sel(&[("source", json!("probe_cf"))]), sel(&[("source", json!("probe_pre"))]), Selector::new(), Expect::Greater);
+    let c = compare(
+        sel(&[("source", json!("probe_cf"))]),
+        sel(&[("source", json!("probe_pre"))]),
+        Selector::new(),
+        Expect::Greater,
+    );
     let err = evaluate(&c, &sweep()).unwrap_err();
     assert!(matches!(&err, ClaimError::Ambiguous { differ, .. } if differ == "k"), "{err}");
 }
 
 #[test]
 fn no_match_and_no_pairs_are_errors() {
-    let c = compare(sel(&[("source", json!("probe_cf")), ("k", json!(99))]), sel(&[("source", json!("probe_pre"))]), Selector::new(), Expect::Greater);
+    let c = compare(
+        sel(&[("source", json!("probe_cf")), ("k", json!(99))]),
+        sel(&[("source", json!("probe_pre"))]),
+        Selector::new(),
+        Expect::Greater,
+    );
     assert!(matches!(evaluate(&c, &sweep()), Err(ClaimError::NoMatch { .. })));
     let c = compare(
         sel(&[("source", json!("probe_cf")), ("k", json!(250)), ("target", json!("fashion"))]),
