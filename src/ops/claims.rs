@@ -11,7 +11,7 @@ use super::{Gathered, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
 use crate::artifact::Metrics;
 use crate::config::params::{self, ParamError, Params};
 use crate::config::suggest::did_you_mean;
-use crate::report::write_atomic;
+use crate::report::{csv_line, write_atomic};
 use crate::stats::claim::{Measured, Outcome};
 use crate::stats::select::{parse_selector, text};
 use crate::stats::{self, Claim, Condition, Expect, Observation, Selector, Shape, Summary, Verdict, SOURCE};
@@ -572,17 +572,7 @@ fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 r.decl.paper.clone(),
                 m.verdict.label().to_string(),
             ];
-            let quoted: Vec<String> = fields
-                .iter()
-                .map(|f| {
-                    if f.contains([',', '"', '\r', '\n']) {
-                        format!("\"{}\"", f.replace('"', "\"\""))
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect();
-            out.push_str(&format!("{}\r\n", quoted.join(",")));
+            out.push_str(&csv_line(&fields));
         }
     }
     out

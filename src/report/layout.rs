@@ -282,9 +282,13 @@ fn draw_panel(
         let color = PALETTE[si % PALETTE.len()];
         for &(x, y, h) in bars {
             let (x, lo, hi) = (px(x), py(y - h), py(y + h));
-            items.push(segment((x, lo), (x, hi), color, 1.0));
-            items.push(segment((x - ERROR_CAP, lo), (x + ERROR_CAP, lo), color, 1.0));
-            items.push(segment((x - ERROR_CAP, hi), (x + ERROR_CAP, hi), color, 1.0));
+            for points in [
+                vec![(x, lo), (x, hi)],
+                vec![(x - ERROR_CAP, lo), (x + ERROR_CAP, lo)],
+                vec![(x - ERROR_CAP, hi), (x + ERROR_CAP, hi)],
+            ] {
+                items.push(Item::Polyline { points, color, width: 1.0, dash: None, class: "error-bar" });
+            }
         }
     }
     for (&si, pts) in &panel.lines {

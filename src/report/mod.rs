@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use data::{aggregate_replicates, AxisValue, Filter, Record, REPLICATE_DIM, SOURCE_DIM};
 pub use plot::{render_figure, render_plot, PlotSpec, RenderedFigure, PNG_SCALE};
+pub(crate) use table::csv_line;
 pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
 
 /// Everything that can go wrong while building a table or figure.

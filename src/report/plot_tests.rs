@@ -214,3 +214,36 @@ fn write_example() {
     };
     render_plot(&recs, &spec, &dir.join("misc.svg"), &dir.join("misc.png")).unwrap();
 }
+
+#[test]
+fn replicate_means_get_error_bars_and_baselines_get_bounds() {
+    let mut recs = Vec::new();
+    for r in 0..3 {
+        for p in [0i64, 75] {
+            let axes: BTreeMap<String, AxisValue> =
+                [("p".to_string(), AxisValue::Int(p)), ("replicate".to_string(), AxisValue::Int(r))].into();
+            recs.push(Record {
+                source: "probe_cf".into(),
+                label: "N_cf".into(),
+                axes,
+                metrics: [("top1".to_string(), 70.0 + r as f64 - p as f64 / 25.0)].into_iter().collect(),
+                replicates: None,
+            });
+        }
+        recs.push(Record {
+            source: "pixels".into(),
+            label: "pixels".into(),
+            axes: [("replicate".to_string(), AxisValue::Int(r))].into(),
+            metrics: [("top1".to_string(), 60.0 + r as f64)].into_iter().collect(),
+            replicates: None,
+        });
+    }
+    let recs = aggregate_replicates(recs, "top1", &["p".into()]);
+    let mut spec = fig3_spec();
+    spec.panel = None;
+    spec.series = vec!["source".into()];
+    let svg = render_figure(&recs, &spec).unwrap().svg;
+    // Two points, each a bar and two caps; the baseline's interval as two dashed bounds.
+    assert_eq!(svg.matches("class=\"error-bar\"").count(), 6, "{svg}");
+    assert_eq!(svg.matches("class=\"interval\"").count(), 2, "{svg}");
+}

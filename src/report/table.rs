@@ -313,7 +313,7 @@ fn md_escape(s: &str) -> String {
 }
 
 /// One CSV record, quoted per RFC 4180 where needed, terminated by CRLF.
-fn csv_line(fields: &[String]) -> String {
+pub(crate) fn csv_line(fields: &[String]) -> String {
     let quoted: Vec<String> = fields
         .iter()
         .map(|f| if f.contains([',', '"', '\r', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
@@ -408,7 +408,7 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         s.rows = vec!["source".into()];
         let t = render_table(&recs, &s).unwrap();
         // 81 ± 4.303 * 1 / sqrt(3) = 81 ± 2.484; 70.5 ± 12.706 * 0.7071 / sqrt(2) = 70.5 ± 6.353.
-        assert!(t.markdown.contains("| N_cf   |    81.0 ± 2.5 |"), "{}", t.markdown);
+        assert!(t.markdown.contains("| N_cf   |       81.0 ± 2.5 |"), "{}", t.markdown);
         assert!(t.markdown.contains("70.5 ± 6.4 (n=2)"), "{}", t.markdown);
         assert!(t.markdown.contains("over n = 3 replicates (Student t"), "{}", t.markdown);
         assert!(
