@@ -540,3 +540,59 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     let verdicts = std::fs::read_to_string(md).unwrap();
     assert_eq!(verdicts.matches("**inconclusive (one replicate)**").count(), 3, "{verdicts}");
 }
+
+/// A network that fails to fit its labels (an absurd learning rate) stops the study at that stage
+/// with a clear message instead of feeding chance-level features to what depends on it.
+#[test]
+fn a_network_below_its_training_floor_fails_and_its_dependants_are_skipped() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = cache.path().join("diverges.toml");
+    std::fs::write(
+        &file,
+        r#"
+[experiment]
+name = "diverges"
+seed = 0
+
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 4
+size = 16
+train_size = 128
+test_size = 32
+
+[stages.pretrain]
+op = "train"
+images = "shapes.images"
+labels = "shapes.labels"
+arch = "resnet_tiny"
+epochs = 2
+batch_size = 64
+lr = 100000.0
+warmup_epochs = 0
+min_train_top1 = 60
+
+[stages.feats]
+op = "extract"
+model = "pretrain.model"
+images = "shapes.images"
+
+[stages.probe]
+op = "linear_probe"
+features = "feats.features"
+labels = "shapes.labels"
+"#,
+    )
+    .unwrap();
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("training did not fit its labels") && err.contains("min_train_top1 = 60"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome =
+        |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
+    assert_eq!(outcome("pretrain"), "failed");
+    assert_eq!(outcome("feats"), "skipped");
+    assert_eq!(outcome("probe"), "skipped");
+}

@@ -131,6 +131,7 @@ impl PretextParams {
             clip_frames: None,
             temperature: 1.0,
             soft_weight: 0.0,
+            min_train_top1: None,
             seed: self.seed,
         }
     }

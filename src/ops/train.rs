@@ -73,6 +73,11 @@ pub struct TrainParams {
     /// Distillation: weight of the soft term (the labels get 1 - this).
     #[serde(default = "defaults::soft_weight")]
     pub soft_weight: f32,
+    /// Fails the stage when the last epoch's training top-1 (%, on the labels it was trained on)
+    /// is below this: a network that did not fit its labels gives chance-level features, and a
+    /// study must not silently build on them. Unset: no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_train_top1: Option<f64>,
     /// Seed of the initial weights, shuffles and augmentation.
     pub seed: u64,
 }
@@ -158,6 +163,11 @@ impl Params for TrainParams {
         }
         if self.crop_padding > 8 {
             return Err(ParamError::range("crop_padding", self.crop_padding, "at most 8"));
+        }
+        if let Some(floor) = self.min_train_top1 {
+            if !(0.0..=100.0).contains(&floor) {
+                return Err(ParamError::range("min_train_top1", floor, "a percentage in [0, 100]"));
+            }
         }
         Ok(())
     }
@@ -396,6 +406,20 @@ impl Op for Train {
         }
         let mut obs = Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs };
         let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
+        if let (Some(floor), Some(last)) = (p.min_train_top1, trained.history.last()) {
+            let got = last.accuracy * 100.0;
+            if got.is_nan() || got < floor {
+                return Err(OpError::Invalid(format!(
+                    "training did not fit its labels: train top-1 {got:.1} % after {} epochs is below \
+                     min_train_top1 = {floor} % (chance is {:.1} % for {} classes; loss {:.3}); what depends on \
+                     this network is skipped. Check lr, epochs and the labels",
+                    trained.history.len(),
+                    100.0 / labels.meta.num_classes.max(1) as f64,
+                    labels.meta.num_classes,
+                    last.loss
+                )));
+            }
+        }
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
         trained.save(&out.join("model.safetensors"))?;
