@@ -1,0 +1,198 @@
+//! `claims`: the paper's statements as checks computed from the gathered metrics. Each claim
+//! compares two series paired within a replicate (see [`crate::stats::claim`]) and gets a verdict:
+//! holds, reversed or inconclusive. Writes `claims.md` and `claims.csv`. The declaration and its
+//! checks live in `params.rs`, the report in `render.rs`.
+
+mod params;
+mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use params::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
+use render::{render_csv, render_markdown, Row};
+
+use super::{Gathered, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::Metrics;
+use crate::config::params::{self as params_mod, ParamError};
+use crate::config::suggest::did_you_mean;
+use crate::report::write_atomic;
+use crate::stats::select::text;
+use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
+
+/// The `claims` op.
+pub struct Claims;
+
+impl Op for Claims {
+    fn name(&self) -> &'static str {
+        "claims"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[super::GATHER_METRICS]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[OutputSpec { name: "report", kind: Kind::Report, doc: "claims.md and claims.csv: one verdict per claim" }]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        params_mod::field_names::<ClaimsParams>()
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params_mod::normalize::<ClaimsParams>(raw)
+    }
+    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        let p: ClaimsParams = params_mod::parse(raw)?;
+        let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
+        let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for g in gathered {
+            for (k, v) in g.axes {
+                values.entry(k).or_default().insert(text(v));
+            }
+        }
+        for (i, c) in p.claims.iter().enumerate() {
+            let metric = c.metric.as_deref().unwrap_or(&p.metric);
+            let metric_field = if c.metric.is_some() { format!("claims[{i}].metric") } else { "metric".to_string() };
+            check_metric(metric, gathered)
+                .map_err(|e| ParamError::field(&metric_field, format!("claim `{}`: {e}", c.name), None))?;
+            for (field, sel) in c.selectors() {
+                let at = format!("claims[{i}].{field}");
+                for (dim, cond) in sel {
+                    let known: Vec<String> = if dim == SOURCE {
+                        stages.iter().map(|s| s.to_string()).collect()
+                    } else if let Some(v) = values.get(dim.as_str()) {
+                        v.iter().cloned().collect()
+                    } else {
+                        let dims: Vec<&str> = values.keys().copied().chain([SOURCE]).collect();
+                        return Err(unknown(&at, &c.name, "dimension", dim, &dims));
+                    };
+                    let cond = Condition::parse(cond).map_err(|e| ParamError::field(&at, e, None))?;
+                    for lit in cond.literals() {
+                        if !known.contains(&text(lit)) {
+                            let what = if dim == SOURCE { "stage".to_string() } else { format!("value of `{dim}`") };
+                            let valid: Vec<&str> = known.iter().map(String::as_str).collect();
+                            return Err(unknown(&at, &c.name, &what, &text(lit), &valid));
+                        }
+                    }
+                }
+            }
+            for dim in c.each.iter().chain(&c.along) {
+                if dim != SOURCE && !values.contains_key(dim.as_str()) {
+                    let dims: Vec<&str> = values.keys().copied().collect();
+                    return Err(unknown(&format!("claims[{i}]"), &c.name, "axis", dim, &dims));
+                }
+            }
+            // Dry run on the gathered instances' coordinates: every comparison must find its pairs.
+            let obs: Vec<Observation> = gathered
+                .iter()
+                .map(|g| Observation { source: g.stage.to_string(), axes: g.axes.clone(), value: f64::NAN })
+                .collect();
+            let claim = c.to_claim(i)?;
+            for (case, scope) in cases(&claim, &c.each, &obs) {
+                let trial = Claim { scope, ..claim.clone() };
+                stats::evaluate(&trial, &obs).map_err(|e| {
+                    let case = if case.is_empty() { String::new() } else { format!(" ({case})") };
+                    ParamError::field(&format!("claims[{i}]"), format!("claim `{}`{case}: {e}", c.name), None)
+                })?;
+            }
+        }
+        Ok(())
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: ClaimsParams = ctx.params()?;
+        let mut metrics: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
+        let mut loaded = Vec::new();
+        for input in ctx.gathered("inputs") {
+            loaded.push((input, Metrics::load(&input.dir)?));
+        }
+        let mut rows = Vec::new();
+        for (i, c) in p.claims.iter().enumerate() {
+            let metric = c.metric.clone().unwrap_or_else(|| p.metric.clone());
+            let obs = metrics.entry(metric.clone()).or_insert_with(|| {
+                loaded
+                    .iter()
+                    .filter_map(|(input, m)| {
+                        m.values.get(&metric).map(|&value| Observation {
+                            source: input.stage.clone(),
+                            axes: input.axes.clone(),
+                            value,
+                        })
+                    })
+                    .collect()
+            });
+            let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
+            for (case, scope) in cases(&claim, &c.each, obs) {
+                let trial = Claim { scope, ..claim.clone() };
+                let outcome =
+                    stats::evaluate(&trial, obs).map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
+                rows.push(Row { decl: c, metric: metric.clone(), case, outcome });
+            }
+        }
+        let dir = ctx.output_dir("report");
+        std::fs::create_dir_all(&dir).map_err(OpError::io("creating the report folder"))?;
+        write_atomic(&dir.join("claims.md"), render_markdown(&p, &rows).as_bytes())?;
+        write_atomic(&dir.join("claims.csv"), render_csv(&p, &rows).as_bytes())?;
+        Ok(())
+    }
+}
+
+/// A unit enum variant as written in TOML (its serde name).
+pub(super) fn name_of<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> ParamError {
+    let mut help = format!("valid: {}", valid.join(", "));
+    if let Some(best) = did_you_mean(got, valid) {
+        help = format!("did you mean `{best}`? {help}");
+    }
+    ParamError::field(at, format!("claim `{claim}` names unknown {what} `{got}` in `{at}`"), Some(help))
+}
+
+fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
+    for g in gathered {
+        let names = g.op.metric_names();
+        if !names.is_empty() && !names.contains(&metric) {
+            return Err(format!(
+                "metric `{metric}` is not one that stage `{}` (op {}) writes: {}",
+                g.stage,
+                g.op.name(),
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The claim's cases: one per combination of the `each` dimensions' values in scope (or one).
+fn cases(claim: &Claim, each: &[String], obs: &[Observation]) -> Vec<(String, Selector)> {
+    if each.is_empty() {
+        return vec![(String::new(), claim.scope.clone())];
+    }
+    let mut seen: Vec<Vec<Json>> = Vec::new();
+    for o in obs.iter().filter(|o| stats::select::within(o, &claim.scope)) {
+        let tuple: Option<Vec<Json>> = each.iter().map(|d| stats::select::dim_value(o, d)).collect();
+        if let Some(t) = tuple {
+            if !seen.contains(&t) {
+                seen.push(t);
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|t| {
+            let mut scope = claim.scope.clone();
+            let mut label = Vec::new();
+            for (d, v) in each.iter().zip(t) {
+                label.push(format!("{d} = {}", text(&v)));
+                scope.insert(d.clone(), Condition::Equals(v));
+            }
+            (label.join(", "), scope)
+        })
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! The `claims` stage's parameters: each claim as declared in TOML, checked and turned into the
+//! statistics module's [`Claim`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::name_of;
+use crate::config::params::{ParamError, Params};
+use crate::stats::select::parse_selector;
+use crate::stats::{Claim, Condition, Expect, Selector, Shape, SOURCE};
+
+/// How a claim reduces its paired differences (see [`Shape`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimKind {
+    /// Mean of a - b over the cells in scope.
+    #[default]
+    Compare,
+    /// Slope of a - b along `along`.
+    Trend,
+    /// Gap a - b inside `in` minus inside `than`.
+    Contrast,
+    /// `series[0] > series[1] > ...` (or `<` with `expect = "less"`).
+    Order,
+}
+
+/// A selector as written: dimension (an axis, or `source` for the stage) to a value, a list of
+/// values, or `{ min = .., max = .. }`.
+pub type SelectorDecl = BTreeMap<String, Json>;
+
+/// One claim as declared under `[[stages.NAME.claims]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimDecl {
+    /// A short identifier, unique within the stage.
+    pub name: String,
+    /// Where the paper makes the claim, e.g. "§3.2, Fig. 3".
+    #[serde(default)]
+    pub section: String,
+    /// The claim in words.
+    pub statement: String,
+    /// How the check is computed.
+    #[serde(default)]
+    pub kind: ClaimKind,
+    /// First series (compare, trend, contrast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<SelectorDecl>,
+    /// Second series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b: Option<SelectorDecl>,
+    /// The series of an `order` claim, in the expected order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SelectorDecl>,
+    /// Where the series are compared.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub scope: SelectorDecl,
+    /// For `trend`: the numeric axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub along: Option<String>,
+    /// For `contrast`: the slice where the gap is expected to be larger.
+    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    pub inside: Option<SelectorDecl>,
+    /// For `contrast`: the slice it is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub than: Option<SelectorDecl>,
+    /// The expected direction: greater, less, within (compare, order, contrast); increasing,
+    /// decreasing (trend).
+    pub expect: Expect,
+    /// For `within`: the band around zero counted as equal.
+    #[serde(default)]
+    pub margin: f64,
+    /// Dimensions to split the claim by: one verdict per value (e.g. one per target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub each: Vec<String>,
+    /// The paper's own numbers for this claim, in words.
+    #[serde(default)]
+    pub paper: String,
+    /// The metric compared, when not the stage's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+}
+
+/// Parameters of `claims`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsParams {
+    /// Title line of the report.
+    #[serde(default)]
+    pub title: String,
+    /// The metric compared (e.g. `top1`).
+    pub metric: String,
+    /// Display names of source stages (e.g. `probe_cf = "N_cf"`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The claims.
+    pub claims: Vec<ClaimDecl>,
+}
+
+impl ClaimDecl {
+    /// The claim in the statistics module's terms; errors name the field (`claims[i].a`).
+    pub(super) fn to_claim(&self, i: usize) -> Result<Claim, ParamError> {
+        let at = |f: &str| format!("claims[{i}].{f}");
+        let sel = |f: &str, d: &SelectorDecl| -> Result<Selector, ParamError> {
+            let s = parse_selector(d)
+                .map_err(|(dim, e)| ParamError::field(&at(f), format!("`{}.{dim}`: {e}", at(f)), None))?;
+            if let Some(c) = s.get(SOURCE) {
+                if c.literals().iter().any(|v| !v.is_string()) || matches!(c, Condition::Range { .. }) {
+                    return Err(ParamError::field(&at(f), format!("`{}.source` must name stages", at(f)), None));
+                }
+            }
+            Ok(s)
+        };
+        let need = |f: &str, d: &Option<SelectorDecl>| -> Result<Selector, ParamError> {
+            match d {
+                Some(d) => sel(f, d),
+                None => Err(ParamError::field(
+                    &at(f),
+                    format!("claim `{}` ({}) needs `{f}`", self.name, name_of(&self.kind)),
+                    Some(format!("e.g. {f} = {{ source = \"probe_cf\", k = 250 }}")),
+                )),
+            }
+        };
+        let directional = matches!(self.expect, Expect::Greater | Expect::Less | Expect::Within);
+        let shape = match self.kind {
+            ClaimKind::Compare => Shape::Compare { a: need("a", &self.a)?, b: need("b", &self.b)? },
+            ClaimKind::Trend => {
+                let along = self.along.clone().ok_or_else(|| {
+                    ParamError::field(
+                        &at("along"),
+                        format!("claim `{}` (trend) needs `along`", self.name),
+                        Some("e.g. along = \"p\"".into()),
+                    )
+                })?;
+                Shape::Trend { a: need("a", &self.a)?, b: need("b", &self.b)?, along }
+            }
+            ClaimKind::Contrast => Shape::Contrast {
+                a: need("a", &self.a)?,
+                b: need("b", &self.b)?,
+                inside: need("in", &self.inside)?,
+                than: need("than", &self.than)?,
+            },
+            ClaimKind::Order => {
+                if self.series.len() < 2 {
+                    return Err(ParamError::field(
+                        &at("series"),
+                        format!("claim `{}` (order) needs at least two series", self.name),
+                        None,
+                    ));
+                }
+                let series = self
+                    .series
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| sel(&format!("series[{j}]"), d))
+                    .collect::<Result<_, _>>()?;
+                Shape::Order { series }
+            }
+        };
+        let trend = self.kind == ClaimKind::Trend;
+        if trend == directional || (self.kind == ClaimKind::Order && self.expect == Expect::Within) {
+            let valid = if trend {
+                "increasing or decreasing"
+            } else if self.kind == ClaimKind::Order {
+                "greater or less"
+            } else {
+                "greater, less or within"
+            };
+            return Err(ParamError::field(
+                &at("expect"),
+                format!(
+                    "claim `{}`: expect = \"{}\" does not fit kind = \"{}\"",
+                    self.name,
+                    name_of(&self.expect),
+                    name_of(&self.kind)
+                ),
+                Some(format!("valid here: {valid}")),
+            ));
+        }
+        if !(self.margin.is_finite() && self.margin >= 0.0) || (self.expect == Expect::Within && self.margin == 0.0) {
+            return Err(ParamError::range(
+                &at("margin"),
+                self.margin,
+                if self.expect == Expect::Within { "a positive number for `within`" } else { "a non-negative number" },
+            ));
+        }
+        let scope = sel("where", &self.scope)?;
+        Ok(Claim { shape, scope, expect: self.expect, margin: self.margin })
+    }
+
+    /// Every selector the claim names, with its field, for checks against what exists.
+    pub(super) fn selectors(&self) -> Vec<(String, &SelectorDecl)> {
+        let mut out: Vec<(String, &SelectorDecl)> = Vec::new();
+        for (f, d) in [("a", &self.a), ("b", &self.b), ("in", &self.inside), ("than", &self.than)] {
+            if let Some(d) = d {
+                out.push((f.to_string(), d));
+            }
+        }
+        out.extend(self.series.iter().enumerate().map(|(j, d)| (format!("series[{j}]"), d)));
+        out.push(("where".into(), &self.scope));
+        out
+    }
+}
+
+impl Params for ClaimsParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        if self.claims.is_empty() {
+            return Err(ParamError::field(
+                "claims",
+                "`claims` lists no claim",
+                Some("add [[stages.NAME.claims]] tables".into()),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in self.claims.iter().enumerate() {
+            if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
+                return Err(ParamError::field(
+                    &format!("claims[{i}].name"),
+                    format!("claim name `{}` is empty or used twice", c.name),
+                    None,
+                ));
+            }
+            c.to_claim(i)?;
+        }
+        Ok(())
+    }
+}

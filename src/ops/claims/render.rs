@@ -1,0 +1,186 @@
+//! The verdict report of a `claims` stage: a markdown table (printed at the end of a run) and a CSV.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use super::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
+use crate::report::csv_line;
+use crate::stats::claim::{Measured, Outcome};
+use crate::stats::select::text;
+use crate::stats::{self, Condition, Expect, Summary, Verdict, SOURCE};
+
+/// One evaluated case of one claim.
+pub(super) struct Row<'a> {
+    pub decl: &'a ClaimDecl,
+    pub metric: String,
+    pub case: String,
+    pub outcome: Outcome,
+}
+
+/// `N_cf (k = 250)` for a selector, with stage names replaced by their labels.
+fn series_text(sel: &SelectorDecl, labels: &BTreeMap<String, String>) -> String {
+    let source = sel.get(SOURCE).map(|v| match v {
+        Json::String(s) => labels.get(s).cloned().unwrap_or_else(|| s.clone()),
+        other => other.to_string(),
+    });
+    let rest: Vec<String> = sel
+        .iter()
+        .filter(|(k, _)| k.as_str() != SOURCE)
+        .map(|(k, v)| format!("{k} = {}", Condition::parse(v).map(|c| c.describe()).unwrap_or_default()))
+        .collect();
+    match (source, rest.is_empty()) {
+        (Some(s), true) => s,
+        (Some(s), false) => format!("{s} ({})", rest.join(", ")),
+        (None, _) => rest.join(", "),
+    }
+}
+
+/// What the quantity is, in words.
+fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
+    let side = |s: &Option<SelectorDecl>| s.as_ref().map(|s| series_text(s, labels)).unwrap_or_default();
+    let gap = format!("{} − {}", side(&d.a), side(&d.b));
+    match d.kind {
+        ClaimKind::Compare => gap,
+        ClaimKind::Trend => format!("slope of ({gap}) per unit of {}", d.along.as_deref().unwrap_or("?")),
+        ClaimKind::Contrast => format!("({gap}) in {} minus in {}", side(&d.inside), side(&d.than)),
+        ClaimKind::Order => {
+            let sep = if d.expect == Expect::Less { " < " } else { " > " };
+            d.series.iter().map(|s| series_text(s, labels)).collect::<Vec<_>>().join(sep)
+        }
+    }
+}
+
+fn interval_text(s: &Summary, prec: usize) -> String {
+    match s.interval() {
+        Some((lo, hi)) => format!("{:+.prec$} [{lo:+.prec$}, {hi:+.prec$}]", s.mean),
+        None => format!("{:+.prec$} (no CI)", s.mean),
+    }
+}
+
+/// Decimals: slopes per unit of a percentage axis are small numbers.
+fn precision(d: &ClaimDecl) -> usize {
+    if d.kind == ClaimKind::Trend {
+        3
+    } else {
+        2
+    }
+}
+
+fn scope_text(d: &ClaimDecl, case: &str) -> String {
+    let mut parts: Vec<String> = d
+        .scope
+        .iter()
+        .map(|(k, v)| Condition::parse(v).map(|c| stats::select::condition_text(k, &c)).unwrap_or_default())
+        .collect();
+    if !case.is_empty() {
+        parts.push(case.to_string());
+    }
+    if parts.is_empty() {
+        "all cells".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
+    let title = if p.title.is_empty() { "Claims of the paper, checked on this run" } else { &p.title };
+    let mut out = format!(
+        "### {title}\n\n| claim | paper | where | quantity | ours: mean [95 % CI] | n | paper's numbers | verdict |\n\
+         | :-- | :-- | :-- | :-- | --: | --: | :-- | :-- |\n"
+    );
+    for r in rows {
+        let d = r.decl;
+        let prec = precision(d);
+        let ours = r.outcome.parts.iter().map(|m| interval_text(&m.summary, prec)).collect::<Vec<_>>().join("; ");
+        let n = r.outcome.parts.first().map_or(0, |m| m.summary.n);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
+            md(&format!("{}: {}", d.name, d.statement)),
+            md(&d.section),
+            md(&scope_text(d, &r.case)),
+            md(&format!("{} ({})", quantity_text(d, &p.labels), r.metric)),
+            ours,
+            n,
+            md(&d.paper),
+            r.outcome.verdict.label()
+        ));
+    }
+    let count = |v: Verdict| rows.iter().filter(|r| r.outcome.verdict == v).count();
+    out.push_str(&format!(
+        "\n{} checks: {} hold, {} reversed, {} inconclusive{}.\n",
+        rows.len(),
+        count(Verdict::Holds),
+        count(Verdict::Reversed),
+        count(Verdict::Inconclusive) + count(Verdict::OneReplicate),
+        if count(Verdict::OneReplicate) > 0 { " (one replicate: no interval)" } else { "" }
+    ));
+    out.push_str(
+        "\nEach difference is paired within a replicate (same data subset, same upstream networks); the interval is \
+         the 95 % CI of the mean over replicates (Student t, n - 1 degrees of freedom). A claim holds when the whole \
+         interval lies on the expected side, is reversed when it lies on the other side, and is inconclusive otherwise.\n",
+    );
+    out.push_str("\nPer replicate:\n\n");
+    for r in rows {
+        for m in &r.outcome.parts {
+            out.push_str(&format!(
+                "- {}{}: {} ({})\n",
+                r.decl.name,
+                case_suffix(&r.case),
+                per_replicate(m, precision(r.decl)),
+                m.what
+            ));
+        }
+    }
+    out
+}
+
+fn case_suffix(case: &str) -> String {
+    if case.is_empty() {
+        String::new()
+    } else {
+        format!(" [{case}]")
+    }
+}
+
+fn per_replicate(m: &Measured, prec: usize) -> String {
+    m.per_replicate
+        .iter()
+        .map(|(r, v)| if r.is_null() { format!("{v:+.prec$}") } else { format!("r{}: {v:+.prec$}", text(r)) })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
+    let mut out = String::from(
+        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,paper,verdict\r\n",
+    );
+    for r in rows {
+        for (j, m) in r.outcome.parts.iter().enumerate() {
+            let (lo, hi) =
+                m.summary.interval().map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
+            let fields = [
+                r.decl.name.clone(),
+                r.decl.section.clone(),
+                r.decl.statement.clone(),
+                r.case.clone(),
+                j.to_string(),
+                format!("{} | {}", quantity_text(r.decl, &p.labels), m.what),
+                r.metric.clone(),
+                m.summary.mean.to_string(),
+                lo,
+                hi,
+                m.summary.n.to_string(),
+                m.per_replicate.iter().map(|(_, v)| v.to_string()).collect::<Vec<_>>().join(" "),
+                r.decl.paper.clone(),
+                m.verdict.label().to_string(),
+            ];
+            out.push_str(&csv_line(&fields));
+        }
+    }
+    out
+}
+
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
