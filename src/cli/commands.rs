@@ -92,8 +92,9 @@ fn run(
     for (inst, rep) in plan.instances.iter().zip(&reports) {
         let Some(record) = &rep.record else { continue };
         let op = ops::find(&inst.op).expect("known op");
-        for out in op.outputs().iter().filter(|o| o.kind == ops::Kind::Report) {
-            let dir = store.output_dir(&record.object, out.name);
+        let reports = op.output_names(&inst.params);
+        for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
+            let dir = store.output_dir(&record.object, out);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
                 .unwrap_or_default();
