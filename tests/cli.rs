@@ -483,3 +483,112 @@ fn a_panicking_stage_fails_alone_and_the_run_ends() {
     assert_eq!(again["clusters[k=4]"], "ran");
     assert_eq!(again["clusters[k=16]"], "cached");
 }
+
+/// A safetensors file of one-dimensional or two-dimensional tensors, written by hand so the tests
+/// can make files no well-behaved writer would.
+fn safetensors(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let begin = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(data);
+    out
+}
+
+/// Runs `file` from `dir` (where a command stage's code files are) with `--json`.
+fn run_in(dir: &Path, file: &str, cache: &Path, extra: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(dir)
+        .arg(file)
+        .arg("--json")
+        .args(extra)
+        .arg("--cache")
+        .arg(cache)
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, v)
+}
+
+fn outcome_of(v: &Value, name: &str) -> (String, String) {
+    let i = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap();
+    (i["outcome"].as_str().unwrap().to_string(), i["error"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn command_stage_failures_are_clear_and_publish_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let meta = r#"{"num_classes": 4, "class_names": [], "source": "test"}"#;
+    std::fs::write(d.join("meta.json"), meta).unwrap();
+    std::fs::write(d.join("f32.safetensors"), safetensors(&[
+        ("train", "F32", vec![2], vec![0; 8]),
+        ("test", "F32", vec![1], vec![0; 4]),
+    ])).unwrap();
+    std::fs::write(d.join("train_only.safetensors"), safetensors(&[("train", "U32", vec![2], u32s(&[0, 1]))])).unwrap();
+    std::fs::write(d.join("short.safetensors"), safetensors(&[
+        ("train", "U32", vec![2], u32s(&[0, 1])),
+        ("test", "U32", vec![1], u32s(&[2])),
+    ])).unwrap();
+    let copy = |f: &str| format!("cp {f} out/l/labels.safetensors && cp meta.json out/l/meta.json");
+    let metric = r#"echo '{{"values": {{"top1": 1}}}}' > out/m/metrics.json"#;
+    let stage = |name: &str, argv: &str, outputs: &str, extra: &str| {
+        format!("[stages.{name}]\nop = \"command\"\nargv = {argv}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {outputs}\n{extra}\n")
+    };
+    let sh = |script: &str| serde_json::to_string(&["sh", "-c", script]).unwrap();
+    let code = r#"code = ["meta.json", "f32.safetensors", "train_only.safetensors", "short.safetensors"]"#;
+    let mut toml = String::from(
+        "[experiment]\nname = \"cmd_bad\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n",
+    );
+    let m = "{ m = \"metrics\" }";
+    let l = "{ l = \"labels\" }";
+    toml += &stage("not_found", r#"["cfrun-no-such-program", "x"]"#, m, "");
+    toml += &stage("exits", &sh("echo the probe broke >&2; exit 3"), m, "");
+    toml += &stage("slow", &sh("sleep 30; sleep 30"), m, "timeout = 0.5");
+    toml += &stage("silent", r#"["true"]"#, m, "");
+    toml += &stage("undeclared", &sh(&format!("mkdir out/extra && {metric}")), m, "");
+    toml += &stage("dtype", &sh(&copy("f32.safetensors")), l, code);
+    toml += &stage("split", &sh(&copy("train_only.safetensors")), l, code);
+    toml += &stage("rows", &sh(&copy("short.safetensors")), l, code);
+    toml += &stage("good", &sh(metric), m, "");
+    toml += "[stages.after]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"dtype.l\"\nepochs = 1\n";
+    std::fs::write(d.join("bad.toml"), toml).unwrap();
+    let cache = d.join("cache");
+    let started = std::time::Instant::now();
+    let (out, v) = run_in(d, "bad.toml", &cache, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed().as_secs() < 20, "the timeout must kill the whole process group");
+    let expect = [
+        ("not_found", "command `cfrun-no-such-program` was not found on PATH"),
+        ("exits", "exited with status 3; last lines of stderr:\n    the probe broke"),
+        ("slow", "timed out after 0.5 s (its `timeout`) and was killed"),
+        ("silent", "wrote nothing into its output `out/m`"),
+        ("undeclared", "wrote an undeclared output `out/extra` (declared: m)"),
+        ("dtype", "output `l` (labels) is malformed: out/l/labels.safetensors: tensor `train` is F32, but must be U32"),
+        ("split", "out/l/labels.safetensors: has no tensor `test` (it has: train)"),
+        ("rows", "has 2 train and 1 test rows, but the stage's inputs have 12 and 8"),
+    ];
+    for (name, msg) in expect {
+        let (outcome, error) = outcome_of(&v, name);
+        assert_eq!(outcome, "failed", "{name}: {error}");
+        assert!(error.contains(msg), "{name}: expected `{msg}` in `{error}`");
+        assert!(stderr(&out).contains(&format!("{name} failed: ")), "{}", stderr(&out));
+    }
+    assert_eq!(outcome_of(&v, "after").0, "skipped");
+    assert_eq!(outcome_of(&v, "good").0, "ran");
+    // Only `shapes` and `good` were published; no scratch folder or staged output is left behind.
+    assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}

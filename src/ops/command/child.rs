@@ -139,7 +139,10 @@ pub fn run(spec: &Spec<'_>) -> Result<(), String> {
     let _ = out_thread.join();
     let lines = err_thread.join().unwrap_or_default();
     match status {
-        None => Err(with_tail(format!("timed out after {:.0} s (`timeout` = {})", spec.timeout.as_secs_f64(), spec.timeout.as_secs_f64()), &lines)),
+        None => {
+            let msg = format!("timed out after {} s (its `timeout`) and was killed", spec.timeout.as_secs_f64());
+            Err(with_tail(msg, &lines))
+        }
         Some(s) if s.success() => Ok(()),
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
