@@ -24,6 +24,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             ExitCode::SUCCESS
         }),
         Command::Show { file, stage } => show(&file, g, &stage),
+        Command::Report { file, out } => report(&file, g, &out),
         Command::Gc { files, dry_run } => gc(&files, g, dry_run),
         Command::Data { action } => data(action, g),
         Command::Ops => {
@@ -215,6 +216,18 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
         for item in &items {
             println!("{}", serde_json::to_string_pretty(item).unwrap_or_default());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
+    let plan = load(file, g)?;
+    let store = open_store(g)?;
+    let path = crate::html::write(&plan, &store, file, out).map_err(|e| Failure::Other(e.to_string()))?;
+    if g.json {
+        println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
+    } else {
+        println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
