@@ -592,3 +592,81 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
 }
+
+/// Debian's Chromium, installed with apt-get when missing and possible; `None` (with the reason
+/// printed) when it cannot be had.
+fn chromium() -> Option<PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            std::env::var_os("PATH")
+                .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+        })
+    };
+    if let Some(path) = find() {
+        return Some(path);
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium";
+        let _ = Command::new("sh").args(["-c", install]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    let found = find();
+    if found.is_none() {
+        eprintln!("SKIPPED: Chromium is not installed and `apt-get install chromium` was not possible here");
+    }
+    found
+}
+
+fn headless(browser: &Path, profile: &Path, args: &[&str], page: &Path) -> Output {
+    Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--enable-logging=stderr", "--v=0"])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium starts")
+}
+
+#[test]
+fn the_report_opens_in_chromium_with_every_table_and_no_console_message() {
+    let Some(browser) = chromium() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("clusterfit_tiny.toml");
+    run_json(cache.path(), &file, &[]);
+    let out_dir = cache.path().join("pages");
+    let out = cfrun(cache.path(), &["report", file.to_str().unwrap(), "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = out_dir.join("clusterfit_tiny.html");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), page.to_str().unwrap());
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&browser, profile.path(), &["--dump-dom"], &page);
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let log = stderr(&dom);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    for expected in [
+        "<h1>clusterfit_tiny</h1>",
+        "<th class=\"right\">p=50</th>",
+        "<td class=\"left\">Distillation</td>",
+        "<img src=\"data:image/png;base64,",
+        "training accuracy (%)",
+        "clusterfit[k=12,p=50]",
+        "id=\"stage-probe_cf\"",
+        "<section id=\"history\">",
+    ] {
+        assert!(html.contains(expected), "the rendered page lacks `{expected}`");
+    }
+    assert_eq!(html.matches("<span class=\"badge cached\">").count(), 0, "every instance ran in the one run");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-clusterfit_tiny.png");
+    let profile = tempfile::tempdir().unwrap();
+    let arg = format!("--screenshot={}", shot.display());
+    let taken = headless(&browser, profile.path(), &[&arg, "--window-size=1280,2000"], &page);
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot {} is {} bytes", shot.display(), png.len());
+    eprintln!("screenshot: {}", shot.display());
+}
