@@ -670,3 +670,57 @@ fn the_report_opens_in_chromium_with_every_table_and_no_console_message() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot {} is {} bytes", shot.display(), png.len());
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
+    let ok = Command::new("python3").args(["-c", "import numpy, safetensors, sklearn"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 with numpy, safetensors and scikit-learn is not on PATH (.ci/run installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    std::fs::create_dir_all(d.join("examples/python")).unwrap();
+    for f in ["sk_probe.py", "cfrun_io.py", "env.py"] {
+        std::fs::copy(examples.join(f), d.join("examples/python").join(f)).unwrap();
+    }
+    std::fs::copy(fixture("python_tiny.toml"), d.join("study.toml")).unwrap();
+    let cache = d.join("cache");
+    let outcomes = |v: &Value| -> BTreeMap<String, String> {
+        v["instances"].as_array().unwrap().iter().map(|i| (i["name"].as_str().unwrap().into(), i["outcome"].as_str().unwrap().into())).collect()
+    };
+    let (out, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(outcomes(&v).values().all(|o| o == "ran"), "{v}");
+    let table = report_files(&v).into_iter().find(|f| f.ends_with("table.md")).unwrap();
+    let table = std::fs::read_to_string(table).unwrap();
+    assert!(table.contains("scikit-learn") && table.contains("cfrun"), "{table}");
+
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+
+    // A comment in the script: its stage reruns, writes the same bytes, and the table stays cached.
+    let script = d.join("examples/python/sk_probe.py");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, format!("{text}\n# a comment\n")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["status", "study.toml", "--cache", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("code.examples/python/sk_probe.py \"blake3:"), "{status}");
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert_eq!(ran(&outcomes(&v)), set(&["sk_probe[p=0]", "sk_probe[p=50]"]));
+
+    // A change to what it writes: the stage and its dependant rerun, nothing else.
+    std::fs::write(&script, text.replace("(lbfgs)", "(L-BFGS)")).unwrap();
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert_eq!(ran(&outcomes(&v)), set(&["sk_probe[p=0]", "sk_probe[p=50]", "results"]));
+
+    // Files that are not code do not matter.
+    std::fs::write(d.join("examples/python/notes.txt"), "not code").unwrap();
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+}
