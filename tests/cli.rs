@@ -533,15 +533,17 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let meta = r#"{"num_classes": 4, "class_names": [], "source": "test"}"#;
     std::fs::write(d.join("meta.json"), meta).unwrap();
-    std::fs::write(d.join("f32.safetensors"), safetensors(&[
-        ("train", "F32", vec![2], vec![0; 8]),
-        ("test", "F32", vec![1], vec![0; 4]),
-    ])).unwrap();
+    std::fs::write(
+        d.join("f32.safetensors"),
+        safetensors(&[("train", "F32", vec![2], vec![0; 8]), ("test", "F32", vec![1], vec![0; 4])]),
+    )
+    .unwrap();
     std::fs::write(d.join("train_only.safetensors"), safetensors(&[("train", "U32", vec![2], u32s(&[0, 1]))])).unwrap();
-    std::fs::write(d.join("short.safetensors"), safetensors(&[
-        ("train", "U32", vec![2], u32s(&[0, 1])),
-        ("test", "U32", vec![1], u32s(&[2])),
-    ])).unwrap();
+    std::fs::write(
+        d.join("short.safetensors"),
+        safetensors(&[("train", "U32", vec![2], u32s(&[0, 1])), ("test", "U32", vec![1], u32s(&[2]))]),
+    )
+    .unwrap();
     let copy = |f: &str| format!("cp {f} out/l/labels.safetensors && cp meta.json out/l/meta.json");
     let metric = r#"echo '{{"values": {{"top1": 1}}}}' > out/m/metrics.json"#;
     let stage = |name: &str, argv: &str, outputs: &str, extra: &str| {
@@ -673,7 +675,8 @@ fn the_report_opens_in_chromium_with_every_table_and_no_console_message() {
 
 #[test]
 fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
-    let ok = Command::new("python3").args(["-c", "import numpy, safetensors, sklearn"]).status().is_ok_and(|s| s.success());
+    let ok =
+        Command::new("python3").args(["-c", "import numpy, safetensors, sklearn"]).status().is_ok_and(|s| s.success());
     if !ok {
         eprintln!("SKIPPED: python3 with numpy, safetensors and scikit-learn is not on PATH (.ci/run installs them)");
         return;
@@ -688,7 +691,12 @@ fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
     std::fs::copy(fixture("python_tiny.toml"), d.join("study.toml")).unwrap();
     let cache = d.join("cache");
     let outcomes = |v: &Value| -> BTreeMap<String, String> {
-        v["instances"].as_array().unwrap().iter().map(|i| (i["name"].as_str().unwrap().into(), i["outcome"].as_str().unwrap().into())).collect()
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["name"].as_str().unwrap().into(), i["outcome"].as_str().unwrap().into()))
+            .collect()
     };
     let (out, v) = run_in(d, "study.toml", &cache, &[]);
     assert!(out.status.success(), "{}", stderr(&out));

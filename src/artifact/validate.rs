@@ -71,7 +71,8 @@ pub fn validate(dir: &Path, kind: Kind, rows: Option<Rows>) -> Result<(), Format
         Kind::Model => {
             let path = dir.join("model.safetensors");
             header::read(&path).map_err(|e| err("model.safetensors", e))?;
-            crate::nn::load_model(&path, &candle_core::Device::Cpu).map_err(|e| err("model.safetensors", e.to_string()))?;
+            crate::nn::load_model(&path, &candle_core::Device::Cpu)
+                .map_err(|e| err("model.safetensors", e.to_string()))?;
         }
         Kind::Report => {}
     }
@@ -175,11 +176,8 @@ fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     let rank = if clips { 5 } else { 4 };
     let file = "images.safetensors";
     let info = tensors(dir, file, &[("train", "U8", rank), ("test", "U8", rank)])?;
-    let item: Vec<usize> = if clips {
-        vec![m.channels, m.frames, m.height, m.width]
-    } else {
-        vec![m.channels, m.height, m.width]
-    };
+    let item: Vec<usize> =
+        if clips { vec![m.channels, m.frames, m.height, m.width] } else { vec![m.channels, m.height, m.width] };
     for split in ["train", "test"] {
         if info[split].shape[1..] != item[..] {
             return Err(err(
@@ -212,7 +210,10 @@ fn features(dir: &Path) -> Result<(), FormatError> {
     let info = tensors(dir, file, &[("train", "F32", 2), ("test", "F32", 2)])?;
     for split in ["train", "test"] {
         if info[split].shape[1] != m.dim {
-            return Err(err(file, format!("`{split}` has {} columns, but meta.json has dim = {}", info[split].shape[1], m.dim)));
+            return Err(err(
+                file,
+                format!("`{split}` has {} columns, but meta.json has dim = {}", info[split].shape[1], m.dim),
+            ));
         }
     }
     let f = Features::load(dir).map_err(|e| err(file, e.to_string()))?;

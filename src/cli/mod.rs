@@ -154,5 +154,8 @@ pub fn main() -> ExitCode {
 /// `--cache DIR` takes a value; do not mistake DIR for the experiment file.
 fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
     let prev = args[i - 1].to_string_lossy();
-    !matches!(prev.as_ref(), "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets" | "--out" | "-o")
+    !matches!(
+        prev.as_ref(),
+        "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets" | "--out" | "-o"
+    )
 }

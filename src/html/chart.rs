@@ -33,7 +33,11 @@ fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 fn label(v: f64) -> String {
     let s = format!("{v:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.to_string() }
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// An SVG chart of `series` titled `title`, with `x` and `y` axis names.
@@ -98,7 +102,8 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
             .filter(|(a, b)| a.is_finite() && b.is_finite())
             .map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b)))
             .collect();
-        let _ = write!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\">", path.join(" "));
+        let _ =
+            write!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\">", path.join(" "));
         let _ = write!(s, "<title>{}</title></polyline>", escape(&ser.label));
         for p in &path {
             let (a, b) = p.split_once(',').expect("x,y");
@@ -114,9 +119,7 @@ pub fn legend(labels: &[String]) -> String {
     let items: Vec<String> = labels
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            format!("<span><i style=\"background:{}\"></i>{}</span>", COLORS[i % COLORS.len()], escape(l))
-        })
+        .map(|(i, l)| format!("<span><i style=\"background:{}\"></i>{}</span>", COLORS[i % COLORS.len()], escape(l)))
         .collect();
     format!("<div class=\"legend\">{}</div>", items.join(""))
 }
@@ -129,7 +132,12 @@ mod tests {
     fn ticks_follow_one_two_five_steps() {
         assert_eq!(ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
         assert_eq!(label(0.6000000000000001), "0.6");
-        let svg = line_chart("loss", "epoch", "loss", &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)] }]);
+        let svg = line_chart(
+            "loss",
+            "epoch",
+            "loss",
+            &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)] }],
+        );
         assert!(svg.contains("<polyline") && svg.contains("a&lt;b"));
     }
 }

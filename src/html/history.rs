@@ -86,9 +86,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("runs.jsonl");
         let line = |t: f64, inst: &str, outcome: &str| {
-            format!(r#"{{"time":{t},"experiment":"e","instance":"{inst}","key":null,"outcome":"{outcome}","seconds":1.5}}"#)
+            format!(
+                r#"{{"time":{t},"experiment":"e","instance":"{inst}","key":null,"outcome":"{outcome}","seconds":1.5}}"#
+            )
         };
-        let text = [line(1.0, "a", "ran"), line(2.0, "b", "ran"), line(3.0, "a", "cached"), line(4.0, "b", "ran")].join("\n");
+        let text =
+            [line(1.0, "a", "ran"), line(2.0, "b", "ran"), line(3.0, "a", "cached"), line(4.0, "b", "ran")].join("\n");
         std::fs::write(&log, text + "\n{broken\n").unwrap();
         let (runs, last) = read(&log, "e");
         assert_eq!(runs.len(), 2);

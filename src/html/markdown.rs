@@ -30,7 +30,9 @@ pub fn render(text: &str) -> String {
             i += 1;
         } else if trimmed.starts_with("- ") || trimmed.starts_with("* ") {
             out.push_str("<ul>\n");
-            while i < lines.len() && (lines[i].trim_start().starts_with("- ") || lines[i].trim_start().starts_with("* ")) {
+            while i < lines.len()
+                && (lines[i].trim_start().starts_with("- ") || lines[i].trim_start().starts_with("* "))
+            {
                 out.push_str(&format!("<li>{}</li>\n", inline(lines[i].trim_start()[2..].trim())));
                 i += 1;
             }

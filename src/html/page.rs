@@ -78,9 +78,17 @@ fn reports(views: &[InstanceView]) -> String {
     for v in views {
         for (name, _, dir) in v.outputs.iter().filter(|(_, k, _)| *k == Kind::Report) {
             any = true;
-            let _ = write!(s, "<article class=\"report\"><h3>{} <small>{}.{}</small></h3>", escape(&v.name), escape(&v.stage), escape(name));
+            let _ = write!(
+                s,
+                "<article class=\"report\"><h3>{} <small>{}.{}</small></h3>",
+                escape(&v.name),
+                escape(&v.stage),
+                escape(name)
+            );
             let all = files(dir);
-            let has = |stem: &str, ext: &str| all.iter().any(|f| f.file_stem().is_some_and(|s| s == stem) && f.extension().is_some_and(|e| e == ext));
+            let has = |stem: &str, ext: &str| {
+                all.iter().any(|f| f.file_stem().is_some_and(|s| s == stem) && f.extension().is_some_and(|e| e == ext))
+            };
             let mut downloads = Vec::new();
             for f in &all {
                 let file = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -91,10 +99,20 @@ fn reports(views: &[InstanceView]) -> String {
                 match ext.as_str() {
                     "md" => s.push_str(&markdown::render(&String::from_utf8_lossy(&bytes))),
                     "png" => {
-                        let _ = write!(s, "<figure><img src=\"{}\" alt=\"{}\"></figure>", data_uri("image/png", &bytes), escape(&file));
+                        let _ = write!(
+                            s,
+                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
+                            data_uri("image/png", &bytes),
+                            escape(&file)
+                        );
                     }
                     "svg" if !has(&stem, "png") => {
-                        let _ = write!(s, "<figure><img src=\"{}\" alt=\"{}\"></figure>", data_uri("image/svg+xml", &bytes), escape(&file));
+                        let _ = write!(
+                            s,
+                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
+                            data_uri("image/svg+xml", &bytes),
+                            escape(&file)
+                        );
                     }
                     "csv" if !has(&stem, "md") => s.push_str(&csv_table(&String::from_utf8_lossy(&bytes))),
                     "txt" | "json" => {
@@ -109,7 +127,12 @@ fn reports(views: &[InstanceView]) -> String {
                     "md" => "text/markdown",
                     _ => "text/plain",
                 };
-                downloads.push(format!("<a download=\"{}\" href=\"{}\">{}</a>", escape(&download), data_uri(mime, &bytes), escape(&file)));
+                downloads.push(format!(
+                    "<a download=\"{}\" href=\"{}\">{}</a>",
+                    escape(&download),
+                    data_uri(mime, &bytes),
+                    escape(&file)
+                ));
             }
             let _ = write!(s, "<p class=\"files\">Files: {}</p></article>", downloads.join(" "));
         }
@@ -274,7 +297,9 @@ fn provenance(v: &InstanceView) -> String {
             rows.push(("inputs", inputs.join("<br>")));
         }
         let text = |k: &str| p.get(k).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
-        for (label, key) in [("device", "device"), ("threads", "threads"), ("cfrun", "cfrun_version"), ("op version", "op_version")] {
+        for (label, key) in
+            [("device", "device"), ("threads", "threads"), ("cfrun", "cfrun_version"), ("op version", "op_version")]
+        {
             if let Some(t) = text(key) {
                 rows.push((label, escape(&t)));
             }
@@ -299,7 +324,9 @@ fn provenance(v: &InstanceView) -> String {
 fn history(runs: &[Run]) -> String {
     let mut s = String::from("<section id=\"history\"><h2>Run history</h2>");
     if runs.is_empty() {
-        s.push_str("<p class=\"note\">This cache's <code>runs.jsonl</code> has no run of this experiment.</p></section>");
+        s.push_str(
+            "<p class=\"note\">This cache's <code>runs.jsonl</code> has no run of this experiment.</p></section>",
+        );
         return s;
     }
     s.push_str(

@@ -250,7 +250,11 @@ fn placeholders(arg: &str) -> Result<Vec<String>, String> {
 /// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
 fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     if p.argv.is_empty() || p.argv[0].is_empty() {
-        return Err(ParamError::field("argv", "`argv` is empty", Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
+        return Err(ParamError::field(
+            "argv",
+            "`argv` is empty",
+            Some("e.g. argv = [\"python3\", \"probe.py\"]".into()),
+        ));
     }
     if !(p.timeout > 0.0 && p.timeout <= 7.0 * 86400.0) {
         return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
@@ -258,16 +262,28 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     let mut outputs = BTreeMap::new();
     for (name, kind) in &p.outputs {
         if !valid_name(name) {
-            return Err(ParamError::field("outputs", format!("output name `{name}` is not valid"), Some("use letters, digits, `_` and `-`".into())));
+            return Err(ParamError::field(
+                "outputs",
+                format!("output name `{name}` is not valid"),
+                Some("use letters, digits, `_` and `-`".into()),
+            ));
         }
         let kind = parse_kind(kind).ok_or_else(|| {
             let kinds: Vec<String> = KINDS.iter().map(|k| k.to_string()).collect();
-            ParamError::field(&format!("outputs.{name}"), format!("`outputs.{name}` = \"{kind}\" is not a kind"), Some(format!("valid kinds: {}", kinds.join(", "))))
+            ParamError::field(
+                &format!("outputs.{name}"),
+                format!("`outputs.{name}` = \"{kind}\" is not a kind"),
+                Some(format!("valid kinds: {}", kinds.join(", "))),
+            )
         })?;
         outputs.insert(name.clone(), kind.to_string());
     }
     if outputs.is_empty() {
-        return Err(ParamError::field("outputs", "the command declares no outputs", Some("e.g. outputs = { metrics = \"metrics\" }".into())));
+        return Err(ParamError::field(
+            "outputs",
+            "the command declares no outputs",
+            Some("e.g. outputs = { metrics = \"metrics\" }".into()),
+        ));
     }
     for (i, arg) in p.argv.iter().enumerate() {
         for ph in placeholders(arg).map_err(|e| ParamError::field("argv", e, None))? {
@@ -294,7 +310,10 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     }
     let mut code = BTreeMap::new();
     for (i, path) in p.code.iter().enumerate() {
-        code.insert(path.clone(), hash_code(path).map_err(|e| ParamError::field("code", format!("`code[{i}]` = \"{path}\": {e}"), None))?);
+        code.insert(
+            path.clone(),
+            hash_code(path).map_err(|e| ParamError::field("code", format!("`code[{i}]` = \"{path}\": {e}"), None))?,
+        );
     }
     let env = if p.env_probe.is_empty() {
         None
@@ -337,7 +356,8 @@ fn hash_code(path: &str) -> Result<String, String> {
 
 /// Runs the environment probe once per process per command line.
 fn probe_env(argv: &[String]) -> Result<String, String> {
-    static SEEN: OnceLock<Mutex<BTreeMap<Vec<String>, Result<String, String>>>> = OnceLock::new();
+    type Probes = BTreeMap<Vec<String>, Result<String, String>>;
+    static SEEN: OnceLock<Mutex<Probes>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     seen.entry(argv.to_vec()).or_insert_with(|| child::probe(argv)).clone()
 }
@@ -358,7 +378,8 @@ fn expand(p: &CommandParams) -> Result<Vec<String>, OpError> {
                     rest = &after[1..];
                     continue;
                 }
-                let end = after.find('}').ok_or_else(|| OpError::Invalid(format!("unclosed placeholder in `{arg}`")))?;
+                let end =
+                    after.find('}').ok_or_else(|| OpError::Invalid(format!("unclosed placeholder in `{arg}`")))?;
                 let ph = &after[..end];
                 match ph.split_once('.') {
                     Some(("in", slot)) => out.push_str(&format!("in/{slot}")),

@@ -53,6 +53,15 @@ fn command(argv: &[String], cwd: &Path) -> Command {
         }
     }
     cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONHASHSEED", "0");
+    // Its own process group keeps the terminal's Ctrl-C from reaching it directly, so it must
+    // die with the thread that started it when cfrun itself is interrupted or killed.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     cmd
 }
 

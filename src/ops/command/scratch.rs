@@ -51,9 +51,8 @@ impl Scratch {
     pub fn copy_code(&self, code: &std::collections::BTreeMap<String, String>) -> Result<(), OpError> {
         for (rel, digest) in code {
             let target = self.path().join(rel);
-            copy_checked(Path::new(rel), &target, digest).map_err(|why| {
-                OpError::Invalid(format!("code file `{rel}` {why}"))
-            })?;
+            copy_checked(Path::new(rel), &target, digest)
+                .map_err(|why| OpError::Invalid(format!("code file `{rel}` {why}")))?;
         }
         Ok(())
     }
