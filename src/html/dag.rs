@@ -37,11 +37,24 @@ pub fn render(plan: &Plan, views: &[InstanceView]) -> String {
         }
     }
     let columns = depth.iter().max().map_or(0, |d| d + 1);
+    // Column by column, order stages by the mean row of the stages they read, which keeps most
+    // edges short and uncrossed.
     let mut row = vec![0usize; stages.len()];
     let mut per_column = vec![0usize; columns];
-    for (i, &d) in depth.iter().enumerate() {
-        row[i] = per_column[d];
-        per_column[d] += 1;
+    for d in 0..columns {
+        let mut members: Vec<(f64, usize)> = (0..stages.len())
+            .filter(|&i| depth[i] == d)
+            .map(|i| {
+                let ups: Vec<f64> = edges.keys().filter(|e| e.1 == i).map(|e| row[e.0] as f64).collect();
+                let mean = if ups.is_empty() { i as f64 } else { ups.iter().sum::<f64>() / ups.len() as f64 };
+                (mean, i)
+            })
+            .collect();
+        members.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, i) in members {
+            row[i] = per_column[d];
+            per_column[d] += 1;
+        }
     }
     let rows = per_column.iter().copied().max().unwrap_or(1);
     let (width, height) = (columns as f64 * (W + GAP_X) - GAP_X + 8.0, rows as f64 * (H + GAP_Y) + 8.0);

@@ -318,7 +318,9 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     let env = if p.env_probe.is_empty() {
         None
     } else {
-        Some(probe_env(&p.env_probe).map_err(|e| ParamError::field("env_probe", format!("`env_probe` {e}"), None))?)
+        let help =
+            "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?";
+        Some(probe_env(&p.env_probe).map_err(|e| ParamError::field("env_probe", e, Some(help.into())))?)
     };
     Ok(CommandParams {
         argv: p.argv,

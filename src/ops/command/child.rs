@@ -175,8 +175,8 @@ pub fn probe(argv: &[String]) -> Result<String, String> {
         .map_err(|e| format!("`{}` {}", argv[0], spawn_error(argv, e)))?;
     if !output.status.success() {
         let err = String::from_utf8_lossy(&output.stderr);
-        let last: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(format!("`{}` failed ({}): {}", argv.join(" "), output.status, last.join(" | ")));
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no stderr)").trim();
+        return Err(format!("`{}` failed ({}): {last}", argv.join(" "), output.status));
     }
     let mut text = String::from_utf8_lossy(&output.stdout).trim_end().to_string();
     if text.len() > 64 * 1024 {
