@@ -346,6 +346,10 @@ fn print_ops() {
         for o in op.outputs() {
             println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
         }
+        if let Some(table) = op.input_table() {
+            println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
+            println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
+        }
         println!("  params {}", op.param_fields().join(", "));
     }
 }

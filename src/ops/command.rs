@@ -406,6 +406,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// One assertion per input of the key, and the exclusions (see the module doc).
+    #[test]
+    fn each_input_of_the_key_changes_the_canonical_parameters() {
+        // Code paths are relative to the working directory: the package root under cargo test.
+        let dir = format!("target/command-key-test-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        let code = format!("{dir}/probe.py");
+        std::fs::write(&code, "print(1)\n").unwrap();
+        let base = json!({"argv": ["python3", "{param.c}"], "code": [code], "env_key": "py3.11",
+                          "env_probe": ["echo", "numpy 2.0"], "outputs": {"m": "metrics"}, "params": {"c": 1}, "seed": 0});
+        let canon = |raw: &Json| Command.normalize(raw).unwrap();
+        let before = canon(&base);
+        assert_eq!(before["env"], "numpy 2.0\n");
+        for (field, value) in [
+            ("argv", json!(["python3", "-O", "{param.c}"])),
+            ("params", json!({"c": 2})),
+            ("seed", json!(1)),
+            ("env_key", json!("py3.12")),
+            ("env_probe", json!(["echo", "numpy 2.1"])),
+            ("outputs", json!({"m": "report"})),
+            ("timeout", json!(60.0)),
+        ] {
+            let mut raw = base.clone();
+            raw[field] = value;
+            assert_ne!(canon(&raw), before, "{field}");
+        }
+        std::fs::write(&code, "print(2)\n").unwrap();
+        assert_ne!(canon(&base), before, "the bytes of a code file");
+        std::fs::write(&code, "print(1)\n").unwrap();
+        std::fs::write(format!("{dir}/notes.txt"), "not code").unwrap();
+        assert_eq!(canon(&base), before, "a file that is not in `code`");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn placeholders_are_found_and_braces_escape() {
         assert_eq!(placeholders("--x={in.a}/{out.b}").unwrap(), vec!["in.a", "out.b"]);
