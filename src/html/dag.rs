@@ -41,7 +41,7 @@ pub fn render(plan: &Plan, views: &[InstanceView]) -> String {
     // edges short and uncrossed.
     let mut row = vec![0usize; stages.len()];
     let mut per_column = vec![0usize; columns];
-    for d in 0..columns {
+    for (d, next_row) in per_column.iter_mut().enumerate() {
         let mut members: Vec<(f64, usize)> = (0..stages.len())
             .filter(|&i| depth[i] == d)
             .map(|i| {
@@ -52,8 +52,8 @@ pub fn render(plan: &Plan, views: &[InstanceView]) -> String {
             .collect();
         members.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for (_, i) in members {
-            row[i] = per_column[d];
-            per_column[d] += 1;
+            row[i] = *next_row;
+            *next_row += 1;
         }
     }
     let rows = per_column.iter().copied().max().unwrap_or(1);
