@@ -117,71 +117,123 @@ fn with_tail(msg: String, lines: &VecDeque<String>) -> String {
     format!("{msg}; last lines of stderr:\n    {}", body.join("\n    "))
 }
 
-/// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
-pub fn run(spec: &Spec<'_>) -> Result<(), String> {
-    let mut cmd = command(spec.argv, spec.cwd);
-    cmd.env("TMPDIR", spec.cwd.join("tmp")).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
+/// How a supervised process ended.
+struct Finished {
+    /// `None` when it was killed at its timeout.
+    status: Option<std::process::ExitStatus>,
+    /// The start of its stdout (when kept).
+    stdout: Vec<u8>,
+    /// The last lines of its stderr.
+    stderr: VecDeque<String>,
+}
+
+/// Keeps the first `limit` bytes of a stream and drains the rest (so the writer never blocks).
+fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
     }
-    let _ = std::fs::create_dir_all(spec.cwd.join("tmp"));
-    let mut child = cmd.spawn().map_err(|e| spawn_error(spec.argv, e))?;
+    kept
+}
+
+/// Spawns `cmd`, drains its output on threads, and kills its whole process group when it ends
+/// or at `timeout`, whichever comes first.
+fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_error(argv, e))?;
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
-    let out_thread = std::thread::spawn(move || tail(out));
+    let out_thread = std::thread::spawn(move || {
+        if keep_stdout > 0 {
+            head(out, keep_stdout)
+        } else {
+            tail(out);
+            Vec::new()
+        }
+    });
     let err_thread = std::thread::spawn(move || tail(err));
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() >= spec.timeout => break None,
+            Ok(None) if started.elapsed() >= timeout => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("could not be waited for: {e}")),
+            Err(e) => {
+                kill_group(&child);
+                let _ = child.wait();
+                return Err(format!("could not be waited for: {e}"));
+            }
         }
     };
     // Whatever the command left running in its group goes too (it would hold the pipes open).
+    kill_group(&child);
+    let _ = child.wait();
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(Finished { status, stdout, stderr })
+}
+
+fn kill_group(child: &std::process::Child) {
     // SAFETY: killpg only sends a signal; the group id is the child's pid (process_group(0)).
     unsafe {
         libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
     }
-    let _ = child.wait();
-    let _ = out_thread.join();
-    let lines = err_thread.join().unwrap_or_default();
-    match status {
-        None => {
-            let msg = format!("timed out after {} s (its `timeout`) and was killed", spec.timeout.as_secs_f64());
-            Err(with_tail(msg, &lines))
-        }
-        Some(s) if s.success() => Ok(()),
-        Some(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            let how = match (s.code(), s.signal()) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(sig)) => format!("was killed by signal {sig}"),
-                _ => "failed".to_string(),
-            };
-            Err(with_tail(how, &lines))
-        }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".to_string(),
     }
 }
 
-/// Runs an environment probe in the current directory and returns its stdout (at most 64 KiB).
+/// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
+pub fn run(spec: &Spec<'_>) -> Result<(), String> {
+    let mut cmd = command(spec.argv, spec.cwd);
+    cmd.env("TMPDIR", spec.cwd.join("tmp"));
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let _ = std::fs::create_dir_all(spec.cwd.join("tmp"));
+    let done = supervise(cmd, spec.argv, spec.timeout, 0)?;
+    match done.status {
+        None => {
+            let msg = format!("timed out after {} s (its `timeout`) and was killed", spec.timeout.as_secs_f64());
+            Err(with_tail(msg, &done.stderr))
+        }
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(with_tail(describe(s), &done.stderr)),
+    }
+}
+
+/// Longest an environment probe may take: it should only print versions.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most a probe may print.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Runs an environment probe in the current directory and returns its stdout.
 pub fn probe(argv: &[String]) -> Result<String, String> {
-    let tmp = std::env::current_dir().map_err(|e| e.to_string())?;
-    let output = command(argv, &tmp)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("`{}` {}", argv[0], spawn_error(argv, e)))?;
-    if !output.status.success() {
-        let err = String::from_utf8_lossy(&output.stderr);
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no stderr)").trim();
-        return Err(format!("`{}` failed ({}): {last}", argv.join(" "), output.status));
+    let here = std::env::current_dir().map_err(|e| e.to_string())?;
+    let shown = argv.join(" ");
+    let done =
+        supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1).map_err(|e| format!("`{shown}` {e}"))?;
+    let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
+    match done.status {
+        None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
+        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
+        Some(_) if done.stdout.len() > PROBE_BYTES => {
+            Err(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024))
+        }
+        Some(_) => {
+            let mut text = String::from_utf8_lossy(&done.stdout).trim_end().to_string();
+            text.push('\n');
+            Ok(text)
+        }
     }
-    let mut text = String::from_utf8_lossy(&output.stdout).trim_end().to_string();
-    if text.len() > 64 * 1024 {
-        return Err(format!("`{}` printed more than 64 KiB; print versions only", argv.join(" ")));
-    }
-    text.push('\n');
-    Ok(text)
 }
