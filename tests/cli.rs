@@ -593,6 +593,18 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     // Only `shapes` and `good` were published; no scratch folder or staged output is left behind.
     assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+
+    // The report shows each failure with its error, and what was skipped because of it.
+    let page = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["report", "bad.toml", "-o", "pages", "--cache", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(page.status.success(), "{}", stderr(&page));
+    let html = std::fs::read_to_string(d.join("pages/cmd_bad.html")).unwrap();
+    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 8);
+    assert!(html.contains("<span class=\"badge skipped\">skipped</span>"));
+    assert!(html.contains("exited with status 3; last lines of stderr:\n    the probe broke"));
 }
 
 /// Debian's Chromium, installed with apt-get when missing and possible; `None` (with the reason
