@@ -14,6 +14,7 @@ pub mod data;
 pub mod eval;
 pub mod exec;
 pub mod graph;
+pub mod html;
 pub mod nn;
 pub mod ops;
 pub mod report;

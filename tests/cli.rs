@@ -596,3 +596,264 @@ labels = "shapes.labels"
     assert_eq!(outcome("feats"), "skipped");
     assert_eq!(outcome("probe"), "skipped");
 }
+
+/// A safetensors file of one-dimensional or two-dimensional tensors, written by hand so the tests
+/// can make files no well-behaved writer would.
+fn safetensors(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let begin = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(data);
+    out
+}
+
+/// Runs `file` from `dir` (where a command stage's code files are) with `--json`.
+fn run_in(dir: &Path, file: &str, cache: &Path, extra: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(dir)
+        .arg(file)
+        .arg("--json")
+        .args(extra)
+        .arg("--cache")
+        .arg(cache)
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, v)
+}
+
+fn outcome_of(v: &Value, name: &str) -> (String, String) {
+    let i = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap();
+    (i["outcome"].as_str().unwrap().to_string(), i["error"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn command_stage_failures_are_clear_and_publish_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let meta = r#"{"num_classes": 4, "class_names": [], "source": "test"}"#;
+    std::fs::write(d.join("meta.json"), meta).unwrap();
+    std::fs::write(
+        d.join("f32.safetensors"),
+        safetensors(&[("train", "F32", vec![2], vec![0; 8]), ("test", "F32", vec![1], vec![0; 4])]),
+    )
+    .unwrap();
+    std::fs::write(d.join("train_only.safetensors"), safetensors(&[("train", "U32", vec![2], u32s(&[0, 1]))])).unwrap();
+    std::fs::write(
+        d.join("short.safetensors"),
+        safetensors(&[("train", "U32", vec![2], u32s(&[0, 1])), ("test", "U32", vec![1], u32s(&[2]))]),
+    )
+    .unwrap();
+    let copy = |f: &str| format!("cp {f} out/l/labels.safetensors && cp meta.json out/l/meta.json");
+    let metric = r#"echo '{{"values": {{"top1": 1}}}}' > out/m/metrics.json"#;
+    let stage = |name: &str, argv: &str, outputs: &str, extra: &str| {
+        format!("[stages.{name}]\nop = \"command\"\nargv = {argv}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {outputs}\n{extra}\n")
+    };
+    let sh = |script: &str| serde_json::to_string(&["sh", "-c", script]).unwrap();
+    let code = r#"code = ["meta.json", "f32.safetensors", "train_only.safetensors", "short.safetensors"]"#;
+    let mut toml = String::from(
+        "[experiment]\nname = \"cmd_bad\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n",
+    );
+    let m = "{ m = \"metrics\" }";
+    let l = "{ l = \"labels\" }";
+    toml += &stage("not_found", r#"["cfrun-no-such-program", "x"]"#, m, "");
+    toml += &stage("exits", &sh("echo the probe broke >&2; exit 3"), m, "");
+    toml += &stage("slow", &sh("sleep 30; sleep 30"), m, "timeout = 0.5");
+    toml += &stage("silent", r#"["true"]"#, m, "");
+    toml += &stage("undeclared", &sh(&format!("mkdir out/extra && {metric}")), m, "");
+    toml += &stage("dtype", &sh(&copy("f32.safetensors")), l, code);
+    toml += &stage("split", &sh(&copy("train_only.safetensors")), l, code);
+    toml += &stage("rows", &sh(&copy("short.safetensors")), l, code);
+    toml += &stage("good", &sh(metric), m, "");
+    toml += "[stages.after]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"dtype.l\"\nepochs = 1\n";
+    std::fs::write(d.join("bad.toml"), toml).unwrap();
+    let cache = d.join("cache");
+    let started = std::time::Instant::now();
+    let (out, v) = run_in(d, "bad.toml", &cache, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed().as_secs() < 20, "the timeout must kill the whole process group");
+    let expect = [
+        ("not_found", "command `cfrun-no-such-program` was not found on PATH"),
+        ("exits", "exited with status 3; last lines of stderr:\n    the probe broke"),
+        ("slow", "timed out after 0.5 s (its `timeout`) and was killed"),
+        ("silent", "wrote nothing into its output `out/m`"),
+        ("undeclared", "wrote an undeclared output `out/extra` (declared: m)"),
+        ("dtype", "output `l` (labels) is malformed: out/l/labels.safetensors: tensor `train` is F32, but must be U32"),
+        ("split", "out/l/labels.safetensors: has no tensor `test` (it has: train)"),
+        ("rows", "has 2 train and 1 test rows, but the stage's inputs have 12 and 8"),
+    ];
+    for (name, msg) in expect {
+        let (outcome, error) = outcome_of(&v, name);
+        assert_eq!(outcome, "failed", "{name}: {error}");
+        assert!(error.contains(msg), "{name}: expected `{msg}` in `{error}`");
+        assert!(stderr(&out).contains(&format!("{name} failed: ")), "{}", stderr(&out));
+    }
+    assert_eq!(outcome_of(&v, "after").0, "skipped");
+    assert_eq!(outcome_of(&v, "good").0, "ran");
+    // Only `shapes` and `good` were published; no scratch folder or staged output is left behind.
+    assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+
+    // The report shows each failure with its error, and what was skipped because of it.
+    let page = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["report", "bad.toml", "-o", "pages", "--cache", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(page.status.success(), "{}", stderr(&page));
+    let html = std::fs::read_to_string(d.join("pages/cmd_bad.html")).unwrap();
+    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 8);
+    assert!(html.contains("<span class=\"badge skipped\">skipped</span>"));
+    assert!(html.contains("exited with status 3; last lines of stderr:\n    the probe broke"));
+}
+
+/// Debian's Chromium, installed with apt-get when missing and possible; `None` (with the reason
+/// printed) when it cannot be had.
+fn chromium() -> Option<PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            std::env::var_os("PATH")
+                .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+        })
+    };
+    if let Some(path) = find() {
+        return Some(path);
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium";
+        let _ = Command::new("sh").args(["-c", install]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    let found = find();
+    if found.is_none() {
+        eprintln!("SKIPPED: Chromium is not installed and `apt-get install chromium` was not possible here");
+    }
+    found
+}
+
+fn headless(browser: &Path, profile: &Path, args: &[&str], page: &Path) -> Output {
+    Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--enable-logging=stderr", "--v=0"])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium starts")
+}
+
+#[test]
+fn the_report_opens_in_chromium_with_every_table_and_no_console_message() {
+    let Some(browser) = chromium() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("clusterfit_tiny.toml");
+    run_json(cache.path(), &file, &[]);
+    let out_dir = cache.path().join("pages");
+    let out = cfrun(cache.path(), &["report", file.to_str().unwrap(), "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = out_dir.join("clusterfit_tiny.html");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), page.to_str().unwrap());
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&browser, profile.path(), &["--dump-dom"], &page);
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let log = stderr(&dom);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    for expected in [
+        "<h1>clusterfit_tiny</h1>",
+        "<th class=\"right\">p=50</th>",
+        "<td class=\"left\">Distillation</td>",
+        "<img src=\"data:image/png;base64,",
+        "training accuracy (%)",
+        "clusterfit[k=12,p=50]",
+        "id=\"stage-probe_cf\"",
+        "<section id=\"history\">",
+    ] {
+        assert!(html.contains(expected), "the rendered page lacks `{expected}`");
+    }
+    assert_eq!(html.matches("<span class=\"badge cached\">").count(), 0, "every instance ran in the one run");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-clusterfit_tiny.png");
+    let profile = tempfile::tempdir().unwrap();
+    let arg = format!("--screenshot={}", shot.display());
+    let taken = headless(&browser, profile.path(), &[&arg, "--window-size=1280,2000"], &page);
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot {} is {} bytes", shot.display(), png.len());
+    eprintln!("screenshot: {}", shot.display());
+}
+
+#[test]
+fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
+    let ok =
+        Command::new("python3").args(["-c", "import numpy, safetensors, sklearn"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 with numpy, safetensors and scikit-learn is not on PATH (.ci/run installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    std::fs::create_dir_all(d.join("examples/python")).unwrap();
+    for f in ["sk_probe.py", "cfrun_io.py", "env.py"] {
+        std::fs::copy(examples.join(f), d.join("examples/python").join(f)).unwrap();
+    }
+    std::fs::copy(fixture("python_tiny.toml"), d.join("study.toml")).unwrap();
+    let cache = d.join("cache");
+    let outcomes = |v: &Value| -> BTreeMap<String, String> {
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["name"].as_str().unwrap().into(), i["outcome"].as_str().unwrap().into()))
+            .collect()
+    };
+    let (out, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(outcomes(&v).values().all(|o| o == "ran"), "{v}");
+    let table = report_files(&v).into_iter().find(|f| f.ends_with("table.md")).unwrap();
+    let table = std::fs::read_to_string(table).unwrap();
+    assert!(table.contains("scikit-learn") && table.contains("cfrun"), "{table}");
+
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+
+    // A comment in the script: its stage reruns, writes the same bytes, and the table stays cached.
+    let script = d.join("examples/python/sk_probe.py");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, format!("{text}\n# a comment\n")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["status", "study.toml", "--cache", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("code.examples/python/sk_probe.py \"blake3:"), "{status}");
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert_eq!(ran(&outcomes(&v)), set(&["sk_probe[p=0]", "sk_probe[p=50]"]));
+
+    // A change to what it writes: the stage and its dependant rerun, nothing else.
+    std::fs::write(&script, text.replace("(lbfgs)", "(L-BFGS)")).unwrap();
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert_eq!(ran(&outcomes(&v)), set(&["sk_probe[p=0]", "sk_probe[p=50]", "results"]));
+
+    // Files that are not code do not matter.
+    std::fs::write(d.join("examples/python/notes.txt"), "not code").unwrap();
+    let (_, v) = run_in(d, "study.toml", &cache, &[]);
+    assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+}

@@ -12,12 +12,14 @@
 //! | permutations | `permutations.safetensors` | `perms`: u8 `[P, 9]` | [`PermutationsMeta`] |
 
 pub mod features;
+pub mod header;
 pub mod images;
 pub mod labels;
 pub mod metrics;
 pub mod multilabel;
 pub mod permutations;
 pub mod tensors;
+pub mod validate;
 pub use tensors as tensors_io;
 
 pub use features::{Features, FeaturesMeta};

@@ -24,6 +24,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             ExitCode::SUCCESS
         }),
         Command::Show { file, stage } => show(&file, g, &stage),
+        Command::Report { file, out } => report(&file, g, &out),
         Command::Gc { files, dry_run } => gc(&files, g, dry_run),
         Command::Data { action } => data(action, g),
         Command::Ops => {
@@ -92,8 +93,9 @@ fn run(
     for (inst, rep) in plan.instances.iter().zip(&reports) {
         let Some(record) = &rep.record else { continue };
         let op = ops::find(&inst.op).expect("known op");
-        for out in op.outputs().iter().filter(|o| o.kind == ops::Kind::Report) {
-            let dir = store.output_dir(&record.object, out.name);
+        let reports = op.output_names(&inst.params);
+        for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
+            let dir = store.output_dir(&record.object, out);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
                 .unwrap_or_default();
@@ -220,6 +222,18 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
+    let plan = load(file, g)?;
+    let store = open_store(g)?;
+    let path = crate::html::write(&plan, &store, file, out).map_err(|e| Failure::Other(e.to_string()))?;
+    if g.json {
+        println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let store = open_store(g)?;
     let mut live_keys = BTreeSet::new();
@@ -333,6 +347,10 @@ fn print_ops() {
         }
         for o in op.outputs() {
             println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
+        }
+        if let Some(table) = op.input_table() {
+            println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
+            println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
         }
         println!("  params {}", op.param_fields().join(", "));
     }

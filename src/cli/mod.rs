@@ -75,6 +75,15 @@ enum Command {
         /// A stage name (all its instances) or an instance name like `kmeans[k=50]`.
         stage: String,
     },
+    /// Write one self-contained HTML page of an experiment (DAG and states, tables, figures,
+    /// training curves, provenance, run history) from what is cached; nothing runs.
+    Report {
+        /// The experiment file.
+        file: PathBuf,
+        /// Folder the page is written to, as `<experiment name>.html`.
+        #[arg(long, short = 'o', default_value = "reports")]
+        out: PathBuf,
+    },
     /// Remove cached objects that none of the given experiments uses.
     Gc {
         /// Experiments whose artifacts are kept.
@@ -117,7 +126,7 @@ enum DataAction {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "gc", "data", "ops", "check-device", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "report", "gc", "data", "ops", "check-device", "help"];
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -145,5 +154,8 @@ pub fn main() -> ExitCode {
 /// `--cache DIR` takes a value; do not mistake DIR for the experiment file.
 fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
     let prev = args[i - 1].to_string_lossy();
-    !matches!(prev.as_ref(), "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets")
+    !matches!(
+        prev.as_ref(),
+        "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets" | "--out" | "-o"
+    )
 }

@@ -255,7 +255,7 @@ fn execute(
                 let up = &plan.instances[r.instance.0];
                 let rec = upstream[r.instance.0].as_ref().expect("inputs are done before dispatch");
                 let kind =
-                    ops::find(&up.op).and_then(|o| o.output(&r.output)).map(|o| o.kind).expect("checked by graph");
+                    ops::find(&up.op).and_then(|o| o.output_kind(&up.params, &r.output)).expect("checked by graph");
                 InputArtifact {
                     dir: store.output_dir(&rec.object, &r.output),
                     kind,
@@ -281,9 +281,9 @@ fn execute(
     };
     op.run(&mut ctx)?;
     progress.finish();
-    for out in op.outputs() {
-        if !staging.path().join(out.name).is_dir() {
-            return Err(OpError::Invalid(format!("op {} did not write its output `{}`", op.name(), out.name)));
+    for out in op.output_names(&inst.params) {
+        if !staging.path().join(&out).is_dir() {
+            return Err(OpError::Invalid(format!("op {} did not write its output `{out}`", op.name())));
         }
     }
     let provenance = serde_json::json!({

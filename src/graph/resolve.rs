@@ -43,6 +43,10 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
         let mut inputs = BTreeMap::new();
         let mut params = serde_json::Map::new();
         for (field, entry) in &decl.fields {
+            if op.input_table() == Some(field.as_str()) {
+                declared_inputs(exp, decl, field, entry, &mut inputs, &mut errors);
+                continue;
+            }
             let Some(spec) = op.inputs().iter().find(|i| i.name == field) else {
                 params.insert(field.clone(), entry.node.to_json());
                 continue;
@@ -83,10 +87,54 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
                 ));
             }
         }
+        let slots: Vec<&str> = inputs.keys().map(String::as_str).collect();
+        if let Err(e) = op.check_inputs(&Json::Object(params.clone()), &slots) {
+            let origin = decl.fields.get(&e.path).map_or(decl.origin.clone(), |en| en.node.origin.clone());
+            errors.push(exp.error(&origin, format!("stage `{}` (op {}): {}", decl.name, op.name(), e.message), e.help));
+        }
         out.push(ResolvedStage { decl, op, inputs, params });
     }
     ConfigError::collect(errors)?;
     Ok(out)
+}
+
+/// The entries of an op's input table (`command`'s `inputs = { NAME = "STAGE.OUTPUT" }`), each
+/// an input slot of its own.
+fn declared_inputs(
+    exp: &Experiment,
+    decl: &StageDecl,
+    field: &str,
+    entry: &crate::config::source::Entry,
+    inputs: &mut BTreeMap<String, Vec<(String, String, Origin)>>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(table) = entry.node.as_table() else {
+        let expected = "a table of input names to references, e.g. { features = \"feats.features\" }";
+        errors.push(type_error(&exp.file, &entry.node, &format!("stages.{}.{field}", decl.name), expected));
+        return;
+    };
+    for (slot, e) in table {
+        if slot.is_empty() || !slot.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            errors.push(exp.error(
+                &e.key_origin,
+                format!("input name `{slot}` in `stages.{}.{field}` is not valid", decl.name),
+                Some("use letters, digits, `_` and `-` (it names a folder the command reads)".into()),
+            ));
+            continue;
+        }
+        let path = format!("{field}.{slot}");
+        match check_reference(exp, decl, &path, &ops::command::ANY_INPUT, &e.node) {
+            Ok((stage, output)) => {
+                inputs.insert(slot.clone(), vec![(stage, output, e.node.origin.clone())]);
+            }
+            Err(err) => errors.push(err),
+        }
+    }
+}
+
+/// A stage's fields as the raw JSON its op's output lookups read.
+fn raw_fields(decl: &StageDecl) -> Json {
+    Json::Object(decl.fields.iter().map(|(k, e)| (k.clone(), e.node.to_json())).collect())
 }
 
 fn check_reference(
@@ -119,25 +167,27 @@ fn check_reference(
     };
     // An unknown op upstream is reported at its own stage; nothing more to check here.
     let Some(target_op) = ops::find(&target.op) else { return Ok((stage.into(), output.into())) };
-    let Some(out_spec) = target_op.output(output) else {
-        let outs: Vec<&str> = target_op.outputs().iter().map(|o| o.name).collect();
+    let Some(out_kind) = target_op.output_kind(&raw_fields(target), output) else {
+        let outs = target_op.output_names(&raw_fields(target));
         return Err(exp.error(
             &node.origin,
             format!("`{field_path}`: stage `{stage}` (op {}) has no output `{output}`", target_op.name()),
             Some(format!("it produces: {}", outs.join(", "))),
         ));
     };
-    if !spec.kinds.contains(&out_spec.kind) {
+    if !spec.kinds.contains(&out_kind) {
         let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
         let candidates: Vec<String> = exp
             .stages
             .iter()
             .filter_map(|s| ops::find(&s.op).map(|op| (s, op)))
             .flat_map(|(s, op)| {
-                op.outputs()
-                    .iter()
-                    .filter(|o| spec.kinds.contains(&o.kind))
-                    .map(move |o| format!("{}.{}", s.name, o.name))
+                let raw = raw_fields(s);
+                op.output_names(&raw)
+                    .into_iter()
+                    .filter(|o| op.output_kind(&raw, o).is_some_and(|k| spec.kinds.contains(&k)))
+                    .map(|o| format!("{}.{o}", s.name))
+                    .collect::<Vec<_>>()
             })
             .filter(|r| !r.starts_with(&format!("{}.", decl.name)))
             .collect();
@@ -148,7 +198,7 @@ fn check_reference(
         };
         return Err(exp.error(
             &node.origin,
-            format!("`{field_path}`: `{text}` is {}, but `{field}` expects {}", out_spec.kind, kinds.join(" or ")),
+            format!("`{field_path}`: `{text}` is {out_kind}, but `{field}` expects {}", kinds.join(" or ")),
             Some(help),
         ));
     }

@@ -10,6 +10,7 @@ use crate::config::ParamError;
 
 mod canvas;
 pub mod claims;
+pub mod command;
 mod concat;
 mod context;
 pub mod dataset;
@@ -192,6 +193,29 @@ pub trait Op: Send + Sync {
     fn output(&self, name: &str) -> Option<&'static OutputSpec> {
         self.outputs().iter().find(|o| o.name == name)
     }
+
+    /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
+    /// fixed signature look in [`Op::outputs`]; `command` reads the outputs its stage declares.
+    fn output_kind(&self, _params: &Json, name: &str) -> Option<Kind> {
+        self.output(name).map(|o| o.kind)
+    }
+
+    /// The names of the outputs a stage with these parameters writes.
+    fn output_names(&self, _params: &Json) -> Vec<String> {
+        self.outputs().iter().map(|o| o.name.to_string()).collect()
+    }
+
+    /// A field whose table declares the stage's inputs (`command`'s `inputs`): each entry is an
+    /// input slot of any kind reading one `"STAGE.OUTPUT"`. `None` for ops with fixed slots.
+    fn input_table(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Checks the raw parameters against the input slots the stage declares (placeholders that
+    /// name an input), before anything runs.
+    fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
+        Ok(())
+    }
 }
 
 /// One upstream instance an aggregating stage gathers, as seen before anything runs.
@@ -269,6 +293,7 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &table::Table,
         &plot::Plot,
         &claims::Claims,
+        &command::Command,
     ];
     OPS
 }

@@ -1,0 +1,102 @@
+//! Reads the header of a safetensors file without loading its data: the name, dtype, shape and
+//! byte range of every tensor. Used to check files cfrun did not write itself (a `command`
+//! stage's outputs) before anything trusts them.
+//!
+//! Layout: an 8-byte little-endian header length `n`, `n` bytes of JSON mapping each tensor
+//! name to `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to the end of the
+//! header), an optional `__metadata__` entry, then the data.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// Largest header accepted; a real one is a few kilobytes, so a larger length means a corrupt or
+/// foreign file (and reading it would cost unbounded memory).
+const MAX_HEADER: u64 = 16 << 20;
+
+/// One tensor as the header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// `U8`, `U32`, `F32`, ... as written in the file.
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+}
+
+/// Bytes per element of a safetensors dtype name, `None` for names the format does not define.
+fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Every tensor of the safetensors file at `path`, checked for consistency: known dtypes, byte
+/// ranges inside the file that match dtype and shape. `Err` says what is wrong, for people.
+pub fn read(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| "not a safetensors file (shorter than 8 bytes)".to_string())?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER || 8 + n > size {
+        return Err(format!("not a safetensors file (header length {n} does not fit a {size}-byte file)"));
+    }
+    let mut text = vec![0u8; n as usize];
+    f.read_exact(&mut text).map_err(|e| e.to_string())?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("not a safetensors file (header is not JSON: {e})"))?;
+    let serde_json::Value::Object(map) = json else {
+        return Err("not a safetensors file (header is not a JSON object)".into());
+    };
+    let data_len = size - 8 - n;
+    let mut out = BTreeMap::new();
+    for (name, entry) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = entry["dtype"].as_str().ok_or_else(|| format!("tensor `{name}` has no dtype"))?.to_string();
+        let elem = dtype_size(&dtype).ok_or_else(|| format!("tensor `{name}` has unknown dtype {dtype}"))?;
+        let shape: Vec<usize> = entry["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| format!("tensor `{name}` has no valid shape"))?;
+        let offsets: Vec<u64> = entry["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
+            .filter(|v: &Vec<u64>| v.len() == 2)
+            .ok_or_else(|| format!("tensor `{name}` has no valid data_offsets"))?;
+        let count = shape.iter().try_fold(elem as u64, |acc, &d| acc.checked_mul(d as u64));
+        if offsets[0] > offsets[1] || offsets[1] > data_len || count != Some(offsets[1] - offsets[0]) {
+            return Err(format!(
+                "tensor `{name}` ({dtype} {shape:?}) does not match its bytes {}..{} of {data_len}",
+                offsets[0], offsets[1]
+            ));
+        }
+        out.insert(name, TensorInfo { dtype, shape });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_candle_writes_and_rejects_truncated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let t = candle_core::Tensor::zeros((3, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        crate::artifact::tensors_io::save(&path, vec![("train", t)]).unwrap();
+        let info = read(&path).unwrap();
+        assert_eq!(info["train"], TensorInfo { dtype: "F32".into(), shape: vec![3, 2] });
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(read(&path).unwrap_err().contains("does not match its bytes"));
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(read(&path).unwrap_err().contains("shorter than 8 bytes"));
+    }
+}

@@ -1,0 +1,243 @@
+//! Checks a folder against the on-disk format of its kind (see the table in [`super`] and
+//! `docs/FORMATS.md`), for artifacts cfrun did not write itself: the outputs of a `command`
+//! stage. Headers are checked before any tensor is loaded, so a wrong dtype or a truncated file
+//! is reported as such rather than as a candle error, and memory stays bounded by the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::header::{self, TensorInfo};
+use super::{Features, FeaturesMeta, ImagesMeta, Labels, LabelsMeta, Metrics, MultiLabels, Permutations};
+use crate::ops::Kind;
+
+/// Rows per split (`train`, `test`) of an artifact that holds one row per example.
+pub type Rows = (usize, usize);
+
+/// What is wrong with an artifact folder; `file` is relative to the folder.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {why}")]
+pub struct FormatError {
+    /// The offending file (or `.` for the folder itself).
+    pub file: String,
+    /// What is wrong and what was expected.
+    pub why: String,
+}
+
+fn err(file: &str, why: impl Into<String>) -> FormatError {
+    FormatError { file: file.to_string(), why: why.into() }
+}
+
+/// The kinds whose artifacts hold one row per example of each split.
+pub fn has_rows(kind: Kind) -> bool {
+    matches!(kind, Kind::Images | Kind::Clips | Kind::Labels | Kind::Features | Kind::MultiLabels)
+}
+
+/// The tensor file of a kind that has one.
+fn tensor_file(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Images | Kind::Clips => Some("images.safetensors"),
+        Kind::Labels => Some("labels.safetensors"),
+        Kind::Features => Some("features.safetensors"),
+        Kind::MultiLabels => Some("multilabels.safetensors"),
+        Kind::Permutations => Some("permutations.safetensors"),
+        Kind::Model => Some("model.safetensors"),
+        Kind::Metrics | Kind::Report => None,
+    }
+}
+
+/// The rows of each split of a (trusted or already validated) artifact, read from its header.
+pub fn rows(dir: &Path, kind: Kind) -> Option<Rows> {
+    if !has_rows(kind) {
+        return None;
+    }
+    let file = tensor_file(kind)?;
+    let info = header::read(&dir.join(file)).ok()?;
+    Some((*info.get("train")?.shape.first()?, *info.get("test")?.shape.first()?))
+}
+
+/// Checks `dir` as an artifact of `kind`. With `rows`, per-example kinds must have exactly that
+/// many rows in each split (the rows of the stage's inputs).
+pub fn validate(dir: &Path, kind: Kind, rows: Option<Rows>) -> Result<(), FormatError> {
+    check_files(dir, kind)?;
+    match kind {
+        Kind::Images | Kind::Clips => images(dir, kind)?,
+        Kind::Labels => labels(dir)?,
+        Kind::Features => features(dir)?,
+        Kind::MultiLabels => multilabels(dir)?,
+        Kind::Permutations => {
+            Permutations::load(dir).map_err(|e| err("permutations.safetensors", e.to_string()))?;
+        }
+        Kind::Metrics => metrics(dir)?,
+        Kind::Model => {
+            let path = dir.join("model.safetensors");
+            header::read(&path).map_err(|e| err("model.safetensors", e))?;
+            crate::nn::load_model(&path, &candle_core::Device::Cpu)
+                .map_err(|e| err("model.safetensors", e.to_string()))?;
+        }
+        Kind::Report => {}
+    }
+    if let (Some(want), Some(file)) = (rows.filter(|_| has_rows(kind)), tensor_file(kind)) {
+        let got = self::rows(dir, kind).expect("checked above");
+        if got != want {
+            return Err(err(
+                file,
+                format!(
+                    "has {} train and {} test rows, but the stage's inputs have {} and {} (one row per example)",
+                    got.0, got.1, want.0, want.1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Only the files of the format, all regular files (a symlink could point anywhere).
+fn check_files(dir: &Path, kind: Kind) -> Result<(), FormatError> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| err(".", format!("cannot list the folder: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(".", e.to_string()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let ty = entry.file_type().map_err(|e| err(&name, e.to_string()))?;
+        if !ty.is_file() {
+            return Err(err(&name, "is not a regular file (folders and symlinks are not part of any artifact format)"));
+        }
+        names.push(name);
+    }
+    let expected: Vec<&str> = match kind {
+        Kind::Metrics => vec!["metrics.json"],
+        Kind::Model => vec!["model.safetensors", "model.json"],
+        Kind::Report => {
+            if names.is_empty() {
+                return Err(err(".", "the report folder is empty (write .md, .csv, .png or .svg files)"));
+            }
+            return names.iter().try_for_each(|n| report_file(dir, n));
+        }
+        other => vec![tensor_file(other).expect("tensor kinds have a file"), "meta.json"],
+    };
+    for want in &expected {
+        if !names.iter().any(|n| n == want) {
+            return Err(err(want, format!("is missing (a {kind} artifact holds {})", expected.join(" and "))));
+        }
+    }
+    if let Some(extra) = names.iter().find(|n| !expected.contains(&n.as_str())) {
+        return Err(err(extra, format!("is not part of a {kind} artifact (it holds {} only)", expected.join(" and "))));
+    }
+    Ok(())
+}
+
+fn report_file(dir: &Path, name: &str) -> Result<(), FormatError> {
+    let ext = Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    let bytes = || std::fs::read(dir.join(name)).map_err(|e| err(name, e.to_string()));
+    match ext {
+        "md" | "csv" | "txt" | "json" | "svg" => {
+            std::str::from_utf8(&bytes()?).map_err(|_| err(name, "is not UTF-8 text"))?;
+        }
+        "png" => {
+            if !bytes()?.starts_with(b"\x89PNG\r\n\x1a\n") {
+                return Err(err(name, "is not a PNG image (bad signature)"));
+            }
+        }
+        _ => return Err(err(name, "has an extension a report does not hold (valid: md, csv, txt, json, svg, png)")),
+    }
+    Ok(())
+}
+
+/// The header of a tensor file, with each named tensor of the given dtype and rank.
+fn tensors(dir: &Path, file: &str, want: &[(&str, &str, usize)]) -> Result<BTreeMap<String, TensorInfo>, FormatError> {
+    let info = header::read(&dir.join(file)).map_err(|e| err(file, e))?;
+    for &(name, dtype, rank) in want {
+        let Some(t) = info.get(name) else {
+            let have: Vec<&str> = info.keys().map(String::as_str).collect();
+            return Err(err(file, format!("has no tensor `{name}` (it has: {})", have.join(", "))));
+        };
+        if t.dtype != dtype {
+            return Err(err(file, format!("tensor `{name}` is {}, but must be {dtype}", t.dtype)));
+        }
+        if t.shape.len() != rank {
+            return Err(err(file, format!("tensor `{name}` has shape {:?}, but must have {rank} dimensions", t.shape)));
+        }
+    }
+    Ok(info)
+}
+
+fn meta<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, FormatError> {
+    let text = std::fs::read(dir.join("meta.json")).map_err(|e| err("meta.json", e.to_string()))?;
+    serde_json::from_slice(&text).map_err(|e| err("meta.json", e.to_string()))
+}
+
+fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
+    let m: ImagesMeta = meta(dir)?;
+    let clips = kind == Kind::Clips;
+    if clips != (m.frames > 1) {
+        let why = if clips { "clips need `frames` above 1" } else { "images have `frames` = 1 (or omit it)" };
+        return Err(err("meta.json", format!("`frames` is {}, but {why}", m.frames)));
+    }
+    let rank = if clips { 5 } else { 4 };
+    let file = "images.safetensors";
+    let info = tensors(dir, file, &[("train", "U8", rank), ("test", "U8", rank)])?;
+    let item: Vec<usize> =
+        if clips { vec![m.channels, m.frames, m.height, m.width] } else { vec![m.channels, m.height, m.width] };
+    for split in ["train", "test"] {
+        if info[split].shape[1..] != item[..] {
+            return Err(err(
+                file,
+                format!("tensor `{split}` has shape {:?}, but meta.json says [N, {item:?}]", info[split].shape),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn labels(dir: &Path) -> Result<(), FormatError> {
+    let _: LabelsMeta = meta(dir)?;
+    tensors(dir, "labels.safetensors", &[("train", "U32", 1), ("test", "U32", 1)])?;
+    let l = Labels::load(dir).map_err(|e| err("labels.safetensors", e.to_string()))?;
+    for (split, ids) in [("train", &l.train), ("test", &l.test)] {
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= l.meta.num_classes) {
+            return Err(err(
+                "labels.safetensors",
+                format!("`{split}` holds id {bad}, but meta.json has num_classes = {}", l.meta.num_classes),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn features(dir: &Path) -> Result<(), FormatError> {
+    let m: FeaturesMeta = meta(dir)?;
+    let file = "features.safetensors";
+    let info = tensors(dir, file, &[("train", "F32", 2), ("test", "F32", 2)])?;
+    for split in ["train", "test"] {
+        if info[split].shape[1] != m.dim {
+            return Err(err(
+                file,
+                format!("`{split}` has {} columns, but meta.json has dim = {}", info[split].shape[1], m.dim),
+            ));
+        }
+    }
+    let f = Features::load(dir).map_err(|e| err(file, e.to_string()))?;
+    if f.train.iter().chain(&f.test).any(|v| !v.is_finite()) {
+        return Err(err(file, "holds NaN or infinite values"));
+    }
+    Ok(())
+}
+
+fn multilabels(dir: &Path) -> Result<(), FormatError> {
+    let _: super::MultiLabelsMeta = meta(dir)?;
+    let file = "multilabels.safetensors";
+    tensors(dir, file, &[("train", "U8", 2), ("test", "U8", 2)])?;
+    let m = MultiLabels::load(dir).map_err(|e| err(file, e.to_string()))?;
+    if m.train.iter().chain(&m.test).any(|&v| v > 1) {
+        return Err(err(file, "holds values other than 0 and 1 (multi-hot rows)"));
+    }
+    Ok(())
+}
+
+fn metrics(dir: &Path) -> Result<(), FormatError> {
+    let m = Metrics::load(dir).map_err(|e| err("metrics.json", e.to_string()))?;
+    if let Some((name, v)) = m.values.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(err("metrics.json", format!("value `{name}` is {v}, not a finite number")));
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Small inline SVG line charts (training curves): one line per series, 1-2-5 ticks, a legend.
+
+use std::fmt::Write as _;
+
+use super::encode::escape;
+
+/// Colours of successive series (colour-blind friendly, after Okabe and Ito).
+const COLORS: &[&str] = &["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
+
+/// One line: a label and its points.
+pub struct Series {
+    /// Legend text.
+    pub label: String,
+    /// `(x, y)` points in x order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Ticks on a 1-2-5 step over `[lo, hi]`, about `target` of them.
+fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    let span = (hi - lo).max(f64::EPSILON);
+    let raw = span / target as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let mut out = Vec::new();
+    for k in first.. {
+        let t = k as f64 * step;
+        if t > hi + step * 1e-9 || out.len() >= 50 {
+            break;
+        }
+        out.push(t);
+    }
+    out
+}
+
+fn label(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// An SVG chart of `series` titled `title`, with `x` and `y` axis names.
+pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
+    let (w, h) = (420.0, 260.0);
+    let (left, right, top, bottom) = (52.0, 12.0, 28.0, 40.0);
+    let pts = series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| a.is_finite() && b.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(a, b) in pts {
+        x0 = x0.min(a);
+        x1 = x1.max(a);
+        y0 = y0.min(b);
+        y1 = y1.max(b);
+    }
+    if x0 > x1 {
+        return String::new();
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    y0 -= pad;
+    y1 += pad;
+    let px = |v: f64| left + (v - x0) / (x1 - x0) * (w - left - right);
+    let py = |v: f64| top + (1.0 - (v - y0) / (y1 - y0)) * (h - top - bottom);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        escape(title)
+    );
+    let _ = write!(s, "<text x=\"{}\" y=\"16\" class=\"ct\">{}</text>", w / 2.0, escape(title));
+    for t in ticks(y0, y1, 5) {
+        let yy = py(t);
+        let _ = write!(s, "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" class=\"grid\"/>", w - right);
+        let _ = write!(s, "<text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>", left - 4.0, yy + 4.0, label(t));
+    }
+    // Epochs are whole numbers: no tick between two of them.
+    let whole = series.iter().flat_map(|s| s.points.iter()).all(|(a, _)| a.fract() == 0.0);
+    for t in ticks(x0, x1, 6).into_iter().filter(|t| !whole || (t - t.round()).abs() < 1e-9) {
+        let xx = px(t);
+        let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t));
+    }
+    let _ = write!(
+        s,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" class=\"frame\"/>",
+        w - left - right,
+        h - top - bottom
+    );
+    let _ = write!(s, "<text x=\"{}\" y=\"{}\" class=\"xn\">{}</text>", (left + w - right) / 2.0, h - 6.0, escape(x));
+    let _ = write!(
+        s,
+        "<text transform=\"translate(12 {}) rotate(-90)\" class=\"xn\">{}</text>",
+        (top + h - bottom) / 2.0,
+        escape(y)
+    );
+    for (i, ser) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = ser
+            .points
+            .iter()
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b)))
+            .collect();
+        let _ =
+            write!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\">", path.join(" "));
+        let _ = write!(s, "<title>{}</title></polyline>", escape(&ser.label));
+        for p in &path {
+            let (a, b) = p.split_once(',').expect("x,y");
+            let _ = write!(s, "<circle cx=\"{a}\" cy=\"{b}\" r=\"2\" fill=\"{color}\"/>");
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// The legend shared by the charts of one stage, as HTML (it wraps, unlike SVG text).
+pub fn legend(labels: &[String]) -> String {
+    let items: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("<span><i style=\"background:{}\"></i>{}</span>", COLORS[i % COLORS.len()], escape(l)))
+        .collect();
+    format!("<div class=\"legend\">{}</div>", items.join(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_follow_one_two_five_steps() {
+        assert_eq!(ticks(0.0, 1.0, 5).len(), 6);
+        assert_eq!(ticks(1.0, 2.0, 6).last().map(|t| t.round()), Some(2.0));
+        assert_eq!(label(0.6000000000000001), "0.6");
+        let svg = line_chart(
+            "loss",
+            "epoch",
+            "loss",
+            &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)] }],
+        );
+        assert!(svg.contains("<polyline") && svg.contains("a&lt;b"));
+    }
+}

@@ -1,0 +1,104 @@
+//! The run history of one experiment from the cache's `runs.jsonl`. The log has one line per
+//! instance per run and no run id, so a run is taken to end where an instance name repeats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::Path;
+
+use crate::cache::records::RunLogLine;
+
+/// Runs kept for the page, newest last.
+const MAX_RUNS: usize = 30;
+
+/// One run of the experiment.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Unix seconds of its first and last log line.
+    pub start: f64,
+    /// Unix seconds of its last log line.
+    pub end: f64,
+    /// Outcome (`ran`, `cached`, ...) to count.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Seconds spent computing (the instances that ran).
+    pub compute_seconds: f64,
+    /// Failed or skipped instances with their errors.
+    pub problems: Vec<(String, String, String)>,
+}
+
+/// The runs of `experiment` in `log` (oldest first, at most the last [`MAX_RUNS`]); also the last
+/// log line of each instance.
+pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogLine>) {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut last = BTreeMap::new();
+    let Ok(file) = std::fs::File::open(log) else { return (runs, last) };
+    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        let Ok(entry) = serde_json::from_str::<RunLogLine>(&line) else { continue };
+        if entry.experiment != experiment {
+            continue;
+        }
+        if runs.is_empty() || !seen.insert(entry.instance.clone()) {
+            if runs.len() == MAX_RUNS {
+                runs.remove(0);
+            }
+            runs.push(Run { start: entry.time, ..Run::default() });
+            seen.clear();
+            seen.insert(entry.instance.clone());
+        }
+        let run = runs.last_mut().expect("pushed above");
+        run.end = run.end.max(entry.time);
+        run.start = run.start.min(entry.time);
+        *run.outcomes.entry(entry.outcome.clone()).or_default() += 1;
+        if entry.outcome == "ran" {
+            run.compute_seconds += entry.seconds;
+        }
+        if let Some(err) = &entry.error {
+            run.problems.push((entry.instance.clone(), entry.outcome.clone(), err.clone()));
+        }
+        last.insert(entry.instance.clone(), entry);
+    }
+    (runs, last)
+}
+
+/// `2026-11-29 21:04:05 UTC` from Unix seconds (civil calendar, no time-zone database needed).
+pub fn utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_where_an_instance_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.jsonl");
+        let line = |t: f64, inst: &str, outcome: &str| {
+            format!(
+                r#"{{"time":{t},"experiment":"e","instance":"{inst}","key":null,"outcome":"{outcome}","seconds":1.5}}"#
+            )
+        };
+        let text =
+            [line(1.0, "a", "ran"), line(2.0, "b", "ran"), line(3.0, "a", "cached"), line(4.0, "b", "ran")].join("\n");
+        std::fs::write(&log, text + "\n{broken\n").unwrap();
+        let (runs, last) = read(&log, "e");
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].outcomes["ran"], 2);
+        assert_eq!(runs[1].outcomes["cached"], 1);
+        assert_eq!(runs[0].compute_seconds, 3.0);
+        assert_eq!(last["a"].outcome, "cached");
+        assert_eq!(utc(1_764_450_245.0), "2025-11-29 21:04:05 UTC");
+    }
+}

@@ -1,0 +1,170 @@
+//! The markdown cfrun's `table` op (and a `command` stage's report) writes, as HTML: headings,
+//! pipe tables with their column alignment, lists and paragraphs, with `**bold**` and `` `code` ``
+//! inline. Anything else is shown as text; nothing in the input becomes markup unescaped.
+
+use super::encode::escape;
+
+/// Renders markdown `text` as an HTML fragment.
+pub fn render(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_end();
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            i += 1;
+        } else if trimmed.starts_with('|') {
+            let start = i;
+            while i < lines.len() && lines[i].trim_start().starts_with('|') {
+                i += 1;
+            }
+            out.push_str(&table(&lines[start..i]));
+        } else if let Some(level) = heading_level(trimmed) {
+            let title = trimmed[level..].trim();
+            if !title.is_empty() {
+                // The page itself uses h1 and h2; a table's headings sit below them.
+                let h = (level + 2).min(6);
+                out.push_str(&format!("<h{h}>{}</h{h}>\n", inline(title)));
+            }
+            i += 1;
+        } else if trimmed.starts_with("- ") || trimmed.starts_with("* ") {
+            out.push_str("<ul>\n");
+            while i < lines.len()
+                && (lines[i].trim_start().starts_with("- ") || lines[i].trim_start().starts_with("* "))
+            {
+                out.push_str(&format!("<li>{}</li>\n", inline(lines[i].trim_start()[2..].trim())));
+                i += 1;
+            }
+            out.push_str("</ul>\n");
+        } else {
+            let mut para = Vec::new();
+            while i < lines.len() {
+                let t = lines[i].trim();
+                if t.is_empty() || t.starts_with('|') || t.starts_with('#') || t.starts_with("- ") {
+                    break;
+                }
+                para.push(inline(t));
+                i += 1;
+            }
+            out.push_str(&format!("<p>{}</p>\n", para.join(" ")));
+        }
+    }
+    out
+}
+
+fn heading_level(line: &str) -> Option<usize> {
+    let n = line.chars().take_while(|&c| c == '#').count();
+    (1..=6).contains(&n).then_some(n).filter(|&n| line[n..].is_empty() || line[n..].starts_with(' '))
+}
+
+/// Splits a table row into cells, honouring `\|` escapes.
+fn cells(row: &str) -> Vec<String> {
+    let row = row.trim();
+    let row = row.strip_prefix('|').unwrap_or(row);
+    let row = row.strip_suffix('|').unwrap_or(row);
+    let mut out = vec![String::new()];
+    let mut chars = row.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                out.last_mut().expect("one cell").push('|');
+                chars.next();
+            }
+            '|' => out.push(String::new()),
+            c => out.last_mut().expect("one cell").push(c),
+        }
+    }
+    out.into_iter().map(|c| c.trim().to_string()).collect()
+}
+
+fn is_separator(row: &[String]) -> bool {
+    !row.is_empty() && row.iter().all(|c| !c.is_empty() && c.chars().all(|ch| matches!(ch, '-' | ':' | ' ')))
+}
+
+fn table(rows: &[&str]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| cells(r)).collect();
+    let has_header = rows.len() >= 2 && is_separator(&rows[1]);
+    let align: Vec<&str> = if has_header {
+        rows[1]
+            .iter()
+            .map(|c| match (c.starts_with(':'), c.ends_with(':')) {
+                (_, true) => "right",
+                (true, false) => "left",
+                _ => "",
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let attr = |j: usize| match align.get(j) {
+        Some(a) if !a.is_empty() => format!(" class=\"{a}\""),
+        _ => String::new(),
+    };
+    let mut out = String::from("<div class=\"scroll\"><table>\n");
+    if has_header {
+        out.push_str("<thead><tr>");
+        for (j, c) in rows[0].iter().enumerate() {
+            out.push_str(&format!("<th{}>{}</th>", attr(j), inline(c)));
+        }
+        out.push_str("</tr></thead>\n");
+    }
+    out.push_str("<tbody>\n");
+    for row in rows.iter().skip(if has_header { 2 } else { 0 }) {
+        out.push_str("<tr>");
+        for (j, c) in row.iter().enumerate() {
+            out.push_str(&format!("<td{}>{}</td>", attr(j), inline(c)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table></div>\n");
+    out
+}
+
+/// Escapes text and renders `**bold**` and `` `code` `` spans.
+fn inline(text: &str) -> String {
+    let escaped = escape(text);
+    let mut out = String::new();
+    let mut bold = false;
+    let mut code = false;
+    let mut rest = escaped.as_str();
+    while let Some(i) = rest.find(['*', '`']) {
+        out.push_str(&rest[..i]);
+        if rest[i..].starts_with("**") && !code {
+            out.push_str(if bold { "</strong>" } else { "<strong>" });
+            bold = !bold;
+            rest = &rest[i + 2..];
+        } else if rest[i..].starts_with('`') {
+            out.push_str(if code { "</code>" } else { "<code>" });
+            code = !code;
+            rest = &rest[i + 1..];
+        } else {
+            out.push('*');
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    if code {
+        out.push_str("</code>");
+    }
+    if bold {
+        out.push_str("</strong>");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_keep_alignment_and_escape_cells() {
+        let md = "### Top-1\n\n| source | p=0 |\n| :--- | ---: |\n| N_cf <b> | **81.2** ± 0.4 |\n\nnote `x`\n";
+        let html = render(md);
+        assert!(html.contains("<h5>Top-1</h5>"), "{html}");
+        assert!(html.contains("<th class=\"right\">p=0</th>"), "{html}");
+        assert!(html.contains("<td class=\"left\">N_cf &lt;b&gt;</td>"), "{html}");
+        assert!(html.contains("<strong>81.2</strong> ± 0.4"), "{html}");
+        assert!(html.contains("<p>note <code>x</code></p>"), "{html}");
+    }
+}

@@ -1,0 +1,365 @@
+//! Assembles the page: header, stage graph, tables and figures, training curves, instances with
+//! their provenance, run history.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::chart::{self, Series};
+use super::encode::{data_uri, escape};
+use super::history::{utc, Run};
+use super::{dag, markdown, InstanceView};
+use crate::graph::Plan;
+use crate::ops::Kind;
+
+const CSS: &str = include_str!("page.css");
+
+/// The whole page.
+pub fn page(plan: &Plan, views: &[InstanceView], runs: &[Run], source: &Path) -> String {
+    let exp = &plan.experiment;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in views {
+        *counts.entry(v.state).or_default() += 1;
+    }
+    let summary: Vec<String> =
+        counts.iter().map(|(s, n)| format!("<span class=\"badge {s}\">{n} {s}</span>")).collect();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<header><h1>{}</h1><p class=\"desc\">{}</p><p class=\"meta\">{} · {} instances {} · page made {}</p></header>",
+        escape(&exp.name),
+        escape(&exp.description),
+        escape(&source.display().to_string()),
+        views.len(),
+        summary.join(" "),
+        utc(now())
+    );
+    body.push_str(
+        "<nav><a href=\"#reports\">Tables and figures</a><a href=\"#curves\">Training curves</a>\
+         <a href=\"#dag\">Stage graph</a><a href=\"#instances\">Instances</a><a href=\"#history\">Run history</a></nav>",
+    );
+    body.push_str(&reports(views));
+    body.push_str(&curves(views));
+    let _ = write!(
+        body,
+        "<section id=\"dag\"><h2>Stage graph</h2><p class=\"note\">Data flows left to right; a box is coloured \
+         by the least finished of its instances and links to them.</p><div class=\"scroll\">{}</div></section>",
+        dag::render(plan, views)
+    );
+    body.push_str(&instances(views));
+    body.push_str(&history(runs));
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · cfrun report</title><style>{CSS}</style></head>\n<body>{body}</body></html>\n",
+        escape(&exp.name)
+    )
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Every report output, in plan order: markdown as HTML, figures inline, CSV to download.
+fn reports(views: &[InstanceView]) -> String {
+    let mut s = String::from("<section id=\"reports\"><h2>Tables and figures</h2>");
+    let mut any = false;
+    for v in views {
+        for (name, _, dir) in v.outputs.iter().filter(|(_, k, _)| *k == Kind::Report) {
+            any = true;
+            let _ = write!(
+                s,
+                "<article class=\"report\"><h3>{} <small>{}.{}</small></h3>",
+                escape(&v.name),
+                escape(&v.stage),
+                escape(name)
+            );
+            let all = files(dir);
+            let has = |stem: &str, ext: &str| {
+                all.iter().any(|f| f.file_stem().is_some_and(|s| s == stem) && f.extension().is_some_and(|e| e == ext))
+            };
+            let mut downloads = Vec::new();
+            for f in &all {
+                let file = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let stem = f.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let ext = f.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_default();
+                let Ok(bytes) = std::fs::read(f) else { continue };
+                let download = format!("{}-{file}", v.name.replace(['[', ']', '=', ',', '/'], "_"));
+                match ext.as_str() {
+                    "md" => s.push_str(&markdown::render(&String::from_utf8_lossy(&bytes))),
+                    "png" => {
+                        let _ = write!(
+                            s,
+                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
+                            data_uri("image/png", &bytes),
+                            escape(&file)
+                        );
+                    }
+                    "svg" if !has(&stem, "png") => {
+                        let _ = write!(
+                            s,
+                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
+                            data_uri("image/svg+xml", &bytes),
+                            escape(&file)
+                        );
+                    }
+                    "csv" if !has(&stem, "md") => s.push_str(&csv_table(&String::from_utf8_lossy(&bytes))),
+                    "txt" | "json" => {
+                        let _ = write!(s, "<pre>{}</pre>", escape(&String::from_utf8_lossy(&bytes)));
+                    }
+                    _ => {}
+                }
+                let mime = match ext.as_str() {
+                    "csv" => "text/csv",
+                    "svg" => "image/svg+xml",
+                    "png" => "image/png",
+                    "md" => "text/markdown",
+                    _ => "text/plain",
+                };
+                downloads.push(format!(
+                    "<a download=\"{}\" href=\"{}\">{}</a>",
+                    escape(&download),
+                    data_uri(mime, &bytes),
+                    escape(&file)
+                ));
+            }
+            let _ = write!(s, "<p class=\"files\">Files: {}</p></article>", downloads.join(" "));
+        }
+    }
+    if !any {
+        s.push_str("<p class=\"note\">No table or figure is in the cache yet: run the experiment first.</p>");
+    }
+    s.push_str("</section>");
+    s
+}
+
+/// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole).
+fn csv_table(text: &str) -> String {
+    let split = |line: &str| -> Vec<String> {
+        let mut cells = vec![String::new()];
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => cells.push(String::new()),
+                c => cells.last_mut().expect("one cell").push(c),
+            }
+        }
+        cells
+    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
+    for h in lines.next().map(split).unwrap_or_default() {
+        let _ = write!(s, "<th>{}</th>", escape(&h));
+    }
+    s.push_str("</tr></thead><tbody>");
+    for line in lines {
+        s.push_str("<tr>");
+        for c in split(line) {
+            let _ = write!(s, "<td>{}</td>", escape(&c));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table></div>");
+    s
+}
+
+/// Loss and accuracy per epoch of every network (`details.curve` of a metrics output), one
+/// pair of charts per stage with a line per instance.
+fn curves(views: &[InstanceView]) -> String {
+    let mut by_stage: BTreeMap<&str, Vec<(String, Vec<Json>)>> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for v in views {
+        for (_, _, dir) in v.outputs.iter().filter(|(_, k, _)| *k == Kind::Metrics) {
+            let Ok(m) = crate::artifact::Metrics::load(dir) else { continue };
+            let Some(curve) = m.details.get("curve").and_then(Json::as_array) else { continue };
+            if !by_stage.contains_key(v.stage.as_str()) {
+                order.push(&v.stage);
+            }
+            by_stage.entry(&v.stage).or_default().push((v.name.clone(), curve.clone()));
+        }
+    }
+    let mut s = String::from("<section id=\"curves\"><h2>Training curves</h2>");
+    if order.is_empty() {
+        s.push_str("<p class=\"note\">No trained network is in the cache.</p>");
+    }
+    for stage in order {
+        let nets = &by_stage[stage];
+        let series = |field: &str, scale: f64| -> Vec<Series> {
+            nets.iter()
+                .map(|(name, curve)| Series {
+                    label: name.clone(),
+                    points: curve
+                        .iter()
+                        .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get(field)?.as_f64()? * scale)))
+                        .collect(),
+                })
+                .collect()
+        };
+        let labels: Vec<String> = nets.iter().map(|(n, _)| n.clone()).collect();
+        let _ = write!(
+            s,
+            "<article class=\"curves\"><h3>{}</h3><div class=\"charts\">{}{}</div>{}</article>",
+            escape(stage),
+            chart::line_chart("training loss", "epoch", "loss", &series("loss", 1.0)),
+            chart::line_chart("training accuracy (%)", "epoch", "accuracy %", &series("accuracy", 100.0)),
+            chart::legend(&labels)
+        );
+    }
+    s.push_str("</section>");
+    s
+}
+
+fn seconds(v: f64) -> String {
+    if v >= 90.0 {
+        format!("{:.1} min", v / 60.0)
+    } else {
+        format!("{v:.1} s")
+    }
+}
+
+/// Every instance, grouped by stage, its state and, on demand, its provenance.
+fn instances(views: &[InstanceView]) -> String {
+    let mut s = String::from(
+        "<section id=\"instances\"><h2>Instances</h2><div class=\"scroll\"><table class=\"inst\">\
+         <thead><tr><th>instance</th><th>state</th><th class=\"right\">wall time</th><th>device</th><th>provenance</th></tr></thead><tbody>",
+    );
+    let mut stage = "";
+    for v in views {
+        if v.stage != stage {
+            stage = &v.stage;
+            let _ = write!(
+                s,
+                "<tr class=\"stage\" id=\"stage-{}\"><th colspan=\"5\">{} <small>{}</small></th></tr>",
+                escape(stage),
+                escape(stage),
+                escape(&v.op)
+            );
+        }
+        let prov = v.record.as_ref().map(|r| &r.provenance);
+        let get = |k: &str| prov.and_then(|p| p.get(k)).cloned().unwrap_or(Json::Null);
+        let wall = get("wall_seconds").as_f64().map(seconds).unwrap_or_default();
+        let device = get("device").as_str().unwrap_or("").to_string();
+        let _ = write!(
+            s,
+            "<tr><td><code>{}</code></td><td><span class=\"badge {}\">{}</span></td><td class=\"right\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&v.name),
+            v.state,
+            v.state,
+            wall,
+            escape(&device),
+            provenance(v)
+        );
+    }
+    s.push_str("</tbody></table></div></section>");
+    s
+}
+
+fn provenance(v: &InstanceView) -> String {
+    let mut rows = Vec::new();
+    if let Some(err) = &v.error {
+        rows.push(("error", format!("<pre class=\"err\">{}</pre>", escape(err))));
+    }
+    if let Some(rec) = &v.record {
+        let p = &rec.provenance;
+        let params = serde_json::to_string_pretty(&rec.recipe.params).unwrap_or_default();
+        rows.push(("params", format!("<pre>{}</pre>", escape(&params))));
+        if let Some(seed) = p.get("seed").filter(|s| !s.is_null()) {
+            rows.push(("seed", escape(&seed.to_string())));
+        }
+        let mut inputs = Vec::new();
+        if let Some(map) = p.get("inputs").and_then(Json::as_object) {
+            for (slot, list) in map {
+                for i in list.as_array().into_iter().flatten() {
+                    let digest = i["digest"].as_str().unwrap_or("");
+                    inputs.push(format!(
+                        "{} ← <code>{}.{}</code> <span class=\"digest\">{}</span>",
+                        escape(slot),
+                        escape(i["instance"].as_str().unwrap_or("")),
+                        escape(i["output"].as_str().unwrap_or("")),
+                        escape(digest.get(..19).unwrap_or(digest))
+                    ));
+                }
+            }
+        }
+        if !inputs.is_empty() {
+            rows.push(("inputs", inputs.join("<br>")));
+        }
+        let text = |k: &str| p.get(k).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+        for (label, key) in
+            [("device", "device"), ("threads", "threads"), ("cfrun", "cfrun_version"), ("op version", "op_version")]
+        {
+            if let Some(t) = text(key) {
+                rows.push((label, escape(&t)));
+            }
+        }
+        if let Some(w) = p.get("wall_seconds").and_then(Json::as_f64) {
+            rows.push(("wall time", seconds(w)));
+        }
+        if let Some(t) = p.get("started_unix").and_then(Json::as_f64) {
+            rows.push(("started", utc(t)));
+        }
+        rows.push(("key", format!("<span class=\"digest\">{}</span>", rec.key)));
+        rows.push(("object", format!("<span class=\"digest\">{}</span>", rec.object)));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let body: Vec<String> = rows.into_iter().map(|(k, v)| format!("<dt>{k}</dt><dd>{v}</dd>")).collect();
+    format!("<details><summary>show</summary><dl>{}</dl></details>", body.join(""))
+}
+
+/// One row per run, newest first; failures on demand.
+fn history(runs: &[Run]) -> String {
+    let mut s = String::from("<section id=\"history\"><h2>Run history</h2>");
+    if runs.is_empty() {
+        s.push_str(
+            "<p class=\"note\">This cache's <code>runs.jsonl</code> has no run of this experiment.</p></section>",
+        );
+        return s;
+    }
+    s.push_str(
+        "<p class=\"note\">From the cache's <code>runs.jsonl</code>, newest first (a run ends where an instance repeats).</p>\
+         <div class=\"scroll\"><table><thead><tr><th>started</th><th class=\"right\">took</th><th class=\"right\">ran</th>\
+         <th class=\"right\">cached</th><th class=\"right\">failed</th><th class=\"right\">skipped</th>\
+         <th class=\"right\">compute</th><th>problems</th></tr></thead><tbody>",
+    );
+    for run in runs.iter().rev() {
+        let n = |k: &str| run.outcomes.get(k).copied().unwrap_or(0);
+        let problems = if run.problems.is_empty() {
+            String::new()
+        } else {
+            let items: Vec<String> = run
+                .problems
+                .iter()
+                .map(|(i, o, e)| format!("<li><code>{}</code> {}: {}</li>", escape(i), escape(o), escape(e)))
+                .collect();
+            format!("<details><summary>{}</summary><ul>{}</ul></details>", run.problems.len(), items.join(""))
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td>\
+             <td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td>{problems}</td></tr>",
+            utc(run.start),
+            seconds(run.end - run.start),
+            n("ran"),
+            n("cached"),
+            n("failed"),
+            n("skipped"),
+            seconds(run.compute_seconds)
+        );
+    }
+    s.push_str("</tbody></table></div></section>");
+    s
+}

@@ -1,0 +1,467 @@
+//! `command`: any program as a stage. The stage declares its inputs (a table of slot name to
+//! `"STAGE.OUTPUT"`), its outputs with their kinds, the command line, the files that are its code
+//! and, optionally, its environment; cfrun keys, runs, checks and publishes it like a built-in op.
+//!
+//! ```toml
+//! [stages.sk_probe]
+//! op = "command"
+//! argv = ["python3", "examples/python/sk_probe.py", "{in.features}", "{in.labels}", "{out.metrics}", "--c={param.c}", "--seed={seed}"]
+//! code = ["examples/python/sk_probe.py", "examples/python/cfrun_io.py"]
+//! env_probe = ["python3", "examples/python/env.py"]
+//! inputs = { features = "feats.features", labels = "fashion.labels" }
+//! outputs = { metrics = "metrics" }
+//! params = { c = 1.0 }
+//! ```
+//!
+//! # What is in the recipe key
+//! | in the key | how |
+//! |---|---|
+//! | `argv`, with its placeholders as written | a changed flag reruns |
+//! | `params` and `seed` | as any op's parameters (`${axis}` substituted) |
+//! | the output digest of every input | as any op's inputs (early cutoff applies) |
+//! | the bytes of every file in `code` | hashed when the plan is made: an edit reruns the stage, an edit elsewhere does not |
+//! | `env_key` | a literal you bump by hand |
+//! | the stdout of `env_probe` | run once per plan, e.g. the Python version and package versions |
+//! | `outputs`, `timeout`, `match_rows` | every field is part of the key |
+//!
+//! # What is not
+//! Files the command reads that are not listed in `code` (they are not even visible to it: the
+//! scratch folder holds only `code`, `in/` and `out/`), programs found on `PATH` and installed
+//! libraries (unless `env_probe` reports them), environment variables, the stage's name, the
+//! device and the machine. A stage without `env_probe` or `env_key` is not rerun when, say,
+//! scikit-learn is upgraded.
+
+mod child;
+mod scratch;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use crate::artifact::validate;
+use crate::config::params::{self, ParamError};
+
+/// The stage fields as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParams {
+    argv: Vec<String>,
+    #[serde(default)]
+    code: Vec<String>,
+    #[serde(default)]
+    env_key: Option<String>,
+    #[serde(default)]
+    env_probe: Vec<String>,
+    outputs: BTreeMap<String, String>,
+    #[serde(default)]
+    params: serde_json::Map<String, Json>,
+    #[serde(default = "default_timeout")]
+    timeout: f64,
+    #[serde(default = "yes")]
+    match_rows: bool,
+    seed: u64,
+}
+
+fn default_timeout() -> f64 {
+    3600.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The canonical parameters: what goes into the recipe key and what [`Command::run`] reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandParams {
+    /// The command line, placeholders unexpanded.
+    pub argv: Vec<String>,
+    /// Each code file (relative path) to the blake3 of its bytes when the plan was made.
+    pub code: BTreeMap<String, String>,
+    /// A declared environment label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_key: Option<String>,
+    /// The environment probe's command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_probe: Vec<String>,
+    /// What the probe printed (kept whole, so `status` shows what changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Output name to its kind, as written (`metrics`, `features`, ...).
+    pub outputs: BTreeMap<String, String>,
+    /// Values for `{param.NAME}`.
+    pub params: serde_json::Map<String, Json>,
+    /// Seconds before the command is killed.
+    pub timeout: f64,
+    /// Whether per-example outputs must have as many rows as the per-example inputs.
+    pub match_rows: bool,
+    /// For `{seed}`.
+    pub seed: u64,
+}
+
+/// The `command` op.
+pub struct Command;
+
+const KINDS: &[Kind] = &[
+    Kind::Images,
+    Kind::Clips,
+    Kind::Labels,
+    Kind::Features,
+    Kind::Model,
+    Kind::Metrics,
+    Kind::Report,
+    Kind::Permutations,
+    Kind::MultiLabels,
+];
+
+/// The slot every entry of a command's `inputs` table is checked against: any kind, one artifact.
+pub const ANY_INPUT: InputSpec =
+    InputSpec { name: "inputs", kinds: KINDS, required: false, gather: false, doc: "a declared input" };
+
+fn parse_kind(s: &str) -> Option<Kind> {
+    KINDS.iter().copied().find(|k| k.to_string() == s)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Op for Command {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "runs any program on declared inputs in a scratch folder; its declared outputs are checked against their kinds' formats, then published"
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[]
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[]
+    }
+    fn param_fields(&self) -> &'static [&'static str] {
+        &["argv", "code", "env_key", "env_probe", "outputs", "params", "timeout", "match_rows", "seed"]
+    }
+    fn input_table(&self) -> Option<&'static str> {
+        Some("inputs")
+    }
+    fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
+        params.get("outputs")?.get(name)?.as_str().and_then(parse_kind)
+    }
+    fn output_names(&self, params: &Json) -> Vec<String> {
+        params.get("outputs").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+    fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
+        let Some(argv) = raw.get("argv").and_then(Json::as_array) else { return Ok(()) };
+        for (i, arg) in argv.iter().enumerate() {
+            for ph in placeholders(arg.as_str().unwrap_or_default()).map_err(|e| ParamError::field("argv", e, None))? {
+                if let Some(slot) = ph.strip_prefix("in.") {
+                    if !slots.contains(&slot) {
+                        return Err(ParamError::field(
+                            "argv",
+                            format!("`argv[{i}]` uses {{{ph}}}, but the stage has no input `{slot}`"),
+                            Some(format!("declared inputs: {}; add it to `inputs`", list(slots))),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        let p: RawParams = params::parse(raw)?;
+        let canonical = canonical(p)?;
+        serde_json::to_value(&canonical).map_err(|e| ParamError::field("", e.to_string(), None))
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let p: CommandParams = ctx.params()?;
+        let stage = ctx.instance.name.clone();
+        let dir = scratch::Scratch::create(ctx.staging)?;
+        dir.copy_code(&p.code)?;
+        let mut rows = BTreeMap::new();
+        for (slot, artifacts) in &ctx.inputs {
+            let Some(artifact) = artifacts.first() else { continue };
+            dir.copy_input(slot, &artifact.dir)?;
+            if let Some(r) = validate::rows(&artifact.dir, artifact.kind) {
+                rows.insert(r, slot.clone());
+            }
+        }
+        dir.make_outputs(p.outputs.keys())?;
+        let argv = expand(&p)?;
+        let run = child::Spec {
+            argv: &argv,
+            cwd: dir.path(),
+            timeout: std::time::Duration::from_secs_f64(p.timeout),
+            env: vec![("CFRUN_SEED".into(), p.seed.to_string()), ("CFRUN_INSTANCE".into(), stage.clone())],
+        };
+        child::run(&run).map_err(|e| OpError::Invalid(format!("command `{}` {e}", argv[0])))?;
+        dir.seal_outputs()?;
+        dir.check_undeclared(p.outputs.keys())?;
+        // Per-example inputs that agree on their rows fix the rows of per-example outputs.
+        let want = (p.match_rows && rows.len() == 1).then(|| *rows.keys().next().expect("one"));
+        for (name, kind) in &p.outputs {
+            let out = dir.output(name);
+            let kind = parse_kind(kind).ok_or_else(|| OpError::Invalid(format!("unknown kind `{kind}`")))?;
+            validate::validate(&out, kind, want)
+                .map_err(|e| OpError::Invalid(format!("output `{name}` ({kind}) is malformed: out/{name}/{e}")))?;
+        }
+        for name in p.outputs.keys() {
+            let target = ctx.output_dir(name);
+            std::fs::rename(dir.output(name), &target).map_err(OpError::io(format!("publishing output `{name}`")))?;
+        }
+        Ok(())
+    }
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The `{...}` placeholders of one argument; `{{` and `}}` are literal braces.
+fn placeholders(arg: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find(['{', '}']) {
+        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.starts_with(c as char) {
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            return Err(format!("`{arg}` has an unmatched `}}` (write `}}}}` for a literal brace)"));
+        }
+        let end = after.find('}').ok_or_else(|| format!("`{arg}` has an unclosed `{{`"))?;
+        out.push(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
+fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
+    if p.argv.is_empty() || p.argv[0].is_empty() {
+        return Err(ParamError::field(
+            "argv",
+            "`argv` is empty",
+            Some("e.g. argv = [\"python3\", \"probe.py\"]".into()),
+        ));
+    }
+    if !(p.timeout > 0.0 && p.timeout <= 7.0 * 86400.0) {
+        return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
+    }
+    let mut outputs = BTreeMap::new();
+    for (name, kind) in &p.outputs {
+        if !valid_name(name) {
+            return Err(ParamError::field(
+                "outputs",
+                format!("output name `{name}` is not valid"),
+                Some("use letters, digits, `_` and `-`".into()),
+            ));
+        }
+        let kind = parse_kind(kind).ok_or_else(|| {
+            let kinds: Vec<String> = KINDS.iter().map(|k| k.to_string()).collect();
+            ParamError::field(
+                &format!("outputs.{name}"),
+                format!("`outputs.{name}` = \"{kind}\" is not a kind"),
+                Some(format!("valid kinds: {}", kinds.join(", "))),
+            )
+        })?;
+        outputs.insert(name.clone(), kind.to_string());
+    }
+    if outputs.is_empty() {
+        return Err(ParamError::field(
+            "outputs",
+            "the command declares no outputs",
+            Some("e.g. outputs = { metrics = \"metrics\" }".into()),
+        ));
+    }
+    for (i, arg) in p.argv.iter().enumerate() {
+        for ph in placeholders(arg).map_err(|e| ParamError::field("argv", e, None))? {
+            let ok = match ph.split_once('.') {
+                Some(("in", _)) => true, // checked against the input slots by `check_inputs`
+                Some(("out", name)) => outputs.contains_key(name),
+                Some(("param", name)) => p.params.contains_key(name),
+                _ => ph == "seed",
+            };
+            if !ok {
+                let outs: Vec<&str> = outputs.keys().map(String::as_str).collect();
+                let pars: Vec<&str> = p.params.keys().map(String::as_str).collect();
+                return Err(ParamError::field(
+                    "argv",
+                    format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
+                    Some(format!(
+                        "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
+                        list(&outs),
+                        list(&pars)
+                    )),
+                ));
+            }
+        }
+    }
+    let mut code = BTreeMap::new();
+    for (i, path) in p.code.iter().enumerate() {
+        code.insert(
+            path.clone(),
+            hash_code(path).map_err(|e| ParamError::field("code", format!("`code[{i}]` = \"{path}\": {e}"), None))?,
+        );
+    }
+    let env = if p.env_probe.is_empty() {
+        None
+    } else {
+        let help =
+            "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?";
+        Some(probe_env(&p.env_probe).map_err(|e| ParamError::field("env_probe", e, Some(help.into())))?)
+    };
+    Ok(CommandParams {
+        argv: p.argv,
+        code,
+        env_key: p.env_key,
+        env_probe: p.env_probe,
+        env,
+        outputs,
+        params: p.params,
+        timeout: p.timeout,
+        match_rows: p.match_rows,
+        seed: p.seed,
+    })
+}
+
+/// A relative path that stays below the directory cfrun runs in, so it can be copied into the
+/// scratch folder at the same place.
+fn check_relative(path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err("must be a relative path without `..` (relative to the directory cfrun runs in)".into());
+    }
+    Ok(())
+}
+
+fn hash_code(path: &str) -> Result<String, String> {
+    check_relative(path)?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a file (list each file of the code)".into());
+    }
+    let (_, digest) = crate::cache::fsutil::hash_file(Path::new(path)).map_err(|e| e.to_string())?;
+    Ok(digest.to_string())
+}
+
+/// Runs the environment probe once per process per command line.
+fn probe_env(argv: &[String]) -> Result<String, String> {
+    type Probes = BTreeMap<Vec<String>, Result<String, String>>;
+    static SEEN: OnceLock<Mutex<Probes>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    seen.entry(argv.to_vec()).or_insert_with(|| child::probe(argv)).clone()
+}
+
+/// The command line with its placeholders replaced by paths relative to the scratch folder and
+/// by parameter values.
+fn expand(p: &CommandParams) -> Result<Vec<String>, OpError> {
+    p.argv
+        .iter()
+        .map(|arg| {
+            let mut out = String::new();
+            let mut rest = arg.as_str();
+            while let Some(i) = rest.find(['{', '}']) {
+                out.push_str(&rest[..i]);
+                let (c, after) = (rest.as_bytes()[i] as char, &rest[i + 1..]);
+                if after.starts_with(c) {
+                    out.push(c);
+                    rest = &after[1..];
+                    continue;
+                }
+                let end =
+                    after.find('}').ok_or_else(|| OpError::Invalid(format!("unclosed placeholder in `{arg}`")))?;
+                let ph = &after[..end];
+                match ph.split_once('.') {
+                    Some(("in", slot)) => out.push_str(&format!("in/{slot}")),
+                    Some(("out", name)) => out.push_str(&format!("out/{name}")),
+                    Some(("param", name)) => match p.params.get(name) {
+                        Some(Json::String(s)) => out.push_str(s),
+                        Some(v) => out.push_str(&v.to_string()),
+                        None => return Err(OpError::Invalid(format!("no parameter `{name}`"))),
+                    },
+                    _ => out.push_str(&p.seed.to_string()),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            Ok(out)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// One assertion per input of the key, and the exclusions (see the module doc).
+    #[test]
+    fn each_input_of_the_key_changes_the_canonical_parameters() {
+        // Code paths are relative to the working directory: the package root under cargo test.
+        let dir = format!("target/command-key-test-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        let code = format!("{dir}/probe.py");
+        std::fs::write(&code, "print(1)\n").unwrap();
+        let base = json!({"argv": ["python3", "{param.c}"], "code": [code], "env_key": "py3.11",
+                          "env_probe": ["echo", "numpy 2.0"], "outputs": {"m": "metrics"}, "params": {"c": 1}, "seed": 0});
+        let canon = |raw: &Json| Command.normalize(raw).unwrap();
+        let before = canon(&base);
+        assert_eq!(before["env"], "numpy 2.0\n");
+        for (field, value) in [
+            ("argv", json!(["python3", "-O", "{param.c}"])),
+            ("params", json!({"c": 2})),
+            ("seed", json!(1)),
+            ("env_key", json!("py3.12")),
+            ("env_probe", json!(["echo", "numpy 2.1"])),
+            ("outputs", json!({"m": "report"})),
+            ("timeout", json!(60.0)),
+        ] {
+            let mut raw = base.clone();
+            raw[field] = value;
+            assert_ne!(canon(&raw), before, "{field}");
+        }
+        std::fs::write(&code, "print(2)\n").unwrap();
+        assert_ne!(canon(&base), before, "the bytes of a code file");
+        std::fs::write(&code, "print(1)\n").unwrap();
+        std::fs::write(format!("{dir}/notes.txt"), "not code").unwrap();
+        assert_eq!(canon(&base), before, "a file that is not in `code`");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn placeholders_are_found_and_braces_escape() {
+        assert_eq!(placeholders("--x={in.a}/{out.b}").unwrap(), vec!["in.a", "out.b"]);
+        assert_eq!(placeholders("{{literal}}").unwrap(), Vec::<String>::new());
+        assert!(placeholders("{open").is_err());
+        assert!(placeholders("close}").is_err());
+    }
+
+    #[test]
+    fn normalize_hashes_code_and_rejects_unknown_placeholders() {
+        let raw = json!({"argv": ["true", "{out.m}", "{param.c}", "{seed}"], "outputs": {"m": "metrics"},
+                         "params": {"c": 2}, "code": ["Cargo.toml"], "seed": 1});
+        let canon = Command.normalize(&raw).unwrap();
+        assert!(canon["code"]["Cargo.toml"].as_str().unwrap().starts_with("blake3:"));
+        assert_eq!(canon["outputs"]["m"], "metrics");
+        let p: CommandParams = serde_json::from_value(canon).unwrap();
+        assert_eq!(expand(&p).unwrap(), vec!["true", "out/m", "2", "1"]);
+        let bad = json!({"argv": ["true", "{out.nope}"], "outputs": {"m": "metrics"}, "seed": 1});
+        assert!(Command.normalize(&bad).unwrap_err().message.contains("unknown placeholder {out.nope}"));
+        let bad = json!({"argv": ["true"], "outputs": {"m": "tables"}, "seed": 1});
+        assert!(Command.normalize(&bad).unwrap_err().message.contains("is not a kind"));
+        let bad = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": ["../x.py"], "seed": 1});
+        assert!(Command.normalize(&bad).unwrap_err().message.contains("without `..`"));
+    }
+}

@@ -1,0 +1,239 @@
+//! Running the child process: a cleared environment, its own process group (so a timeout kills
+//! whatever it started, too), stdout and stderr drained on threads, only the last lines of stderr
+//! kept (bounded memory) for the error message.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Lines of stderr kept for the error message.
+const TAIL_LINES: usize = 20;
+/// Longest stderr line kept, in bytes.
+const LINE_BYTES: usize = 400;
+
+/// Variables passed through from cfrun's environment; everything else is cleared so the child
+/// depends on as little as possible that the recipe key does not see.
+const PASSED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PYTHONPATH",
+    "LD_LIBRARY_PATH",
+    "RAYON_NUM_THREADS",
+    "OMP_NUM_THREADS",
+];
+
+/// One invocation.
+pub struct Spec<'a> {
+    /// Program and arguments, placeholders expanded.
+    pub argv: &'a [String],
+    /// The scratch folder it runs in.
+    pub cwd: &'a Path,
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// Extra variables (`CFRUN_SEED`, ...).
+    pub env: Vec<(String, String)>,
+}
+
+fn command(argv: &[String], cwd: &Path) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).current_dir(cwd).env_clear().stdin(Stdio::null()).process_group(0);
+    for name in PASSED {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONHASHSEED", "0");
+    // Its own process group keeps the terminal's Ctrl-C from reaching it directly, so it must
+    // die with the thread that started it when cfrun itself is interrupted or killed.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn spawn_error(argv: &[String], e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        let path = std::env::var("PATH").unwrap_or_default();
+        if argv[0].contains('/') {
+            format!("was not found (`{}` is not in the stage's scratch folder; list it in `code`)", argv[0])
+        } else {
+            format!("was not found on PATH ({path})")
+        }
+    } else {
+        format!("could not be started: {e}")
+    }
+}
+
+/// Keeps the last [`TAIL_LINES`] lines of a stream, each cut to [`LINE_BYTES`].
+fn tail(stream: impl Read) -> VecDeque<String> {
+    let mut lines = VecDeque::new();
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Read at most a bounded chunk per line so a newline-free flood cannot grow memory.
+        match (&mut reader).take(64 * 1024).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                if line.len() > LINE_BYTES {
+                    let mut cut = LINE_BYTES;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                    line.push_str(" ...");
+                }
+                tracing::debug!(target: "cfrun::command", "{line}");
+                if lines.len() == TAIL_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        }
+    }
+    lines
+}
+
+fn with_tail(msg: String, lines: &VecDeque<String>) -> String {
+    if lines.is_empty() {
+        return format!("{msg} (stderr was empty)");
+    }
+    let body: Vec<&str> = lines.iter().map(String::as_str).collect();
+    format!("{msg}; last lines of stderr:\n    {}", body.join("\n    "))
+}
+
+/// How a supervised process ended.
+struct Finished {
+    /// `None` when it was killed at its timeout.
+    status: Option<std::process::ExitStatus>,
+    /// The start of its stdout (when kept).
+    stdout: Vec<u8>,
+    /// The last lines of its stderr.
+    stderr: VecDeque<String>,
+}
+
+/// Keeps the first `limit` bytes of a stream and drains the rest (so the writer never blocks).
+fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+/// Spawns `cmd`, drains its output on threads, and kills its whole process group when it ends
+/// or at `timeout`, whichever comes first.
+fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_error(argv, e))?;
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        if keep_stdout > 0 {
+            head(out, keep_stdout)
+        } else {
+            tail(out);
+            Vec::new()
+        }
+    });
+    let err_thread = std::thread::spawn(move || tail(err));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() >= timeout => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                kill_group(&child);
+                let _ = child.wait();
+                return Err(format!("could not be waited for: {e}"));
+            }
+        }
+    };
+    // Whatever the command left running in its group goes too (it would hold the pipes open).
+    kill_group(&child);
+    let _ = child.wait();
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(Finished { status, stdout, stderr })
+}
+
+fn kill_group(child: &std::process::Child) {
+    // SAFETY: killpg only sends a signal; the group id is the child's pid (process_group(0)).
+    unsafe {
+        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".to_string(),
+    }
+}
+
+/// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
+pub fn run(spec: &Spec<'_>) -> Result<(), String> {
+    let mut cmd = command(spec.argv, spec.cwd);
+    cmd.env("TMPDIR", spec.cwd.join("tmp"));
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let _ = std::fs::create_dir_all(spec.cwd.join("tmp"));
+    let done = supervise(cmd, spec.argv, spec.timeout, 0)?;
+    match done.status {
+        None => {
+            let msg = format!("timed out after {} s (its `timeout`) and was killed", spec.timeout.as_secs_f64());
+            Err(with_tail(msg, &done.stderr))
+        }
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(with_tail(describe(s), &done.stderr)),
+    }
+}
+
+/// Longest an environment probe may take: it should only print versions.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most a probe may print.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Runs an environment probe in the current directory and returns its stdout.
+pub fn probe(argv: &[String]) -> Result<String, String> {
+    let here = std::env::current_dir().map_err(|e| e.to_string())?;
+    let shown = argv.join(" ");
+    let done =
+        supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1).map_err(|e| format!("`{shown}` {e}"))?;
+    let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
+    match done.status {
+        None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
+        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
+        Some(_) if done.stdout.len() > PROBE_BYTES => {
+            Err(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024))
+        }
+        Some(_) => {
+            let mut text = String::from_utf8_lossy(&done.stdout).trim_end().to_string();
+            text.push('\n');
+            Ok(text)
+        }
+    }
+}

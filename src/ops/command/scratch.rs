@@ -1,0 +1,163 @@
+//! The folder a command runs in, on the cache's file system next to the stage's staging folder:
+//!
+//! ```text
+//! <code files at their relative paths>   copies, checked against the digests the plan hashed
+//! in/<slot>/...                          copies of the inputs, checked against their manifests, read-only
+//! out/<output>/                          one empty folder per declared output
+//! tmp/                                   TMPDIR
+//! ```
+//! Copies rather than links keep the cache unharmed whatever the command does to them. The
+//! folder is removed when the stage ends, whatever happened.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cache::fsutil::hash_file;
+use crate::cache::store::Manifest;
+use crate::ops::OpError;
+
+/// A scratch folder, removed on drop.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpError {
+    OpError::io(what)
+}
+
+impl Scratch {
+    /// A fresh folder beside `staging` (same file system, so outputs can be renamed into it).
+    pub fn create(staging: &Path) -> Result<Scratch, OpError> {
+        let parent = staging.parent().unwrap_or(staging);
+        let dir = tempfile::Builder::new()
+            .prefix("command-")
+            .tempdir_in(parent)
+            .map_err(io(format!("creating a scratch folder in {}", parent.display())))?;
+        Ok(Scratch { dir })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where output `name` is written.
+    pub fn output(&self, name: &str) -> PathBuf {
+        self.path().join("out").join(name)
+    }
+
+    /// Copies each code file, checking its bytes against the digest taken when the plan was made.
+    pub fn copy_code(&self, code: &std::collections::BTreeMap<String, String>) -> Result<(), OpError> {
+        for (rel, digest) in code {
+            let target = self.path().join(rel);
+            copy_checked(Path::new(rel), &target, digest)
+                .map_err(|why| OpError::Invalid(format!("code file `{rel}` {why}")))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the output folder `src` (inside a cache object) to `in/<slot>`, every file checked
+    /// against the object's manifest, and makes the copy read-only.
+    pub fn copy_input(&self, slot: &str, src: &Path) -> Result<(), OpError> {
+        let object = src.parent().ok_or_else(|| OpError::Invalid(format!("input `{slot}` has no object")))?;
+        let output = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let manifest_path = object.join("manifest.json");
+        let manifest: Manifest = fs::read(&manifest_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| OpError::Invalid(format!("input `{slot}`: {} is unreadable", manifest_path.display())))?;
+        let root = self.path().join("in").join(slot);
+        fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+        let prefix = format!("{output}/");
+        for entry in manifest.files.iter().filter(|f| f.path.starts_with(&prefix)) {
+            let rel = &entry.path[prefix.len()..];
+            copy_checked(&object.join(&entry.path), &root.join(rel), &entry.hash.to_string())
+                .map_err(|why| OpError::Invalid(format!("input `{slot}`: {} {why}", entry.path)))?;
+        }
+        set_modes(&root, 0o444, 0o555).map_err(io(format!("making {} read-only", root.display())))
+    }
+
+    /// One empty folder per declared output.
+    pub fn make_outputs<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<(), OpError> {
+        for name in names {
+            fs::create_dir_all(self.output(name)).map_err(io(format!("creating out/{name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Gives everything under `out/` ordinary permissions (the cache must be able to remove it
+    /// later) and refuses what is not a file or a folder.
+    pub fn seal_outputs(&self) -> Result<(), OpError> {
+        let out = self.path().join("out");
+        if !out.is_dir() {
+            return Err(OpError::Invalid("the command removed its `out` folder".into()));
+        }
+        set_modes(&out, 0o644, 0o755).map_err(io("fixing the permissions of out/"))
+    }
+
+    /// Fails on anything in `out/` that is not a declared output.
+    pub fn check_undeclared<'a>(&self, declared: impl Iterator<Item = &'a String> + Clone) -> Result<(), OpError> {
+        let out = self.path().join("out");
+        let mut names: Vec<String> = fs::read_dir(&out)
+            .map_err(io("listing out/"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        for name in names {
+            if !declared.clone().any(|d| *d == name) {
+                let valid: Vec<&str> = declared.clone().map(String::as_str).collect();
+                return Err(OpError::Invalid(format!(
+                    "wrote an undeclared output `out/{name}` (declared: {}); add it to `outputs` with its kind, or write it elsewhere",
+                    valid.join(", ")
+                )));
+            }
+        }
+        for name in declared {
+            let empty = fs::read_dir(self.output(name)).map(|mut d| d.next().is_none()).unwrap_or(true);
+            if empty {
+                return Err(OpError::Invalid(format!("wrote nothing into its output `out/{name}`")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Read-only folders (the inputs, or whatever the command made) would stop the removal.
+        let _ = set_modes(self.dir.path(), 0o644, 0o755);
+    }
+}
+
+/// Copies `src` to `dst`, hashing the bytes copied; `Err` when they do not match `digest`.
+fn copy_checked(src: &Path, dst: &Path, digest: &str) -> Result<(), String> {
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    fs::copy(src, dst).map_err(|e| format!("cannot be copied: {e}"))?;
+    let (_, got) = hash_file(dst).map_err(|e| e.to_string())?;
+    if got.to_string() != digest {
+        return Err(format!("changed since it was hashed (expected {digest}, found {got}); run again"));
+    }
+    Ok(())
+}
+
+/// Sets the mode of every file and folder under `dir` (symlinks are left alone, not followed).
+fn set_modes(dir: &Path, file: u32, folder: u32) -> std::io::Result<()> {
+    // Open the folder up first so its entries can be listed and changed.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            set_modes(&entry.path(), file, folder)?;
+        } else if ty.is_file() {
+            let mode = entry.metadata()?.permissions().mode();
+            let exec = if mode & 0o100 != 0 { 0o111 } else { 0 };
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(file | exec))?;
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(folder))
+}
