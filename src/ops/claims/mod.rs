@@ -30,7 +30,7 @@ impl Op for Claims {
         "claims"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict"

@@ -68,9 +68,11 @@ fn precision(d: &ClaimDecl) -> usize {
 }
 
 fn scope_text(d: &ClaimDecl, case: &str) -> String {
+    // A dimension the claim is split by shows its case value only.
     let mut parts: Vec<String> = d
         .scope
         .iter()
+        .filter(|(k, _)| case.is_empty() || !d.each.contains(k))
         .map(|(k, v)| Condition::parse(v).map(|c| stats::select::condition_text(k, &c)).unwrap_or_default())
         .collect();
     if !case.is_empty() {
@@ -122,13 +124,19 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     );
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
-        for m in &r.outcome.parts {
+        for (j, m) in r.outcome.parts.iter().enumerate() {
+            // An order's steps are named by their two series; other claims by what was computed.
+            let what = match (r.decl.kind, r.decl.series.get(j), r.decl.series.get(j + 1)) {
+                (ClaimKind::Order, Some(a), Some(b)) => {
+                    format!("{} − {}", series_text(a, &p.labels), series_text(b, &p.labels))
+                }
+                _ => m.what.clone(),
+            };
             out.push_str(&format!(
-                "- {}{}: {} ({})\n",
+                "- {}{}: {} ({what})\n",
                 r.decl.name,
                 case_suffix(&r.case),
                 per_replicate(m, precision(r.decl)),
-                m.what
             ));
         }
     }
