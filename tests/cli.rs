@@ -857,3 +857,53 @@ fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
     let (_, v) = run_in(d, "study.toml", &cache, &[]);
     assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
 }
+
+/// The random-features floor: an untrained network is a model like any other (extract and probe
+/// read it), its weights depend only on the seed, and another seed gives other weights.
+#[test]
+fn random_net_is_a_seeded_untrained_model_that_probes_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("floor.toml");
+    std::fs::write(
+        &file,
+        r#"
+[experiment]
+name = "floor"
+seed = 5
+replicates = 2
+
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 4
+size = 16
+train_size = 96
+test_size = 32
+
+[stages.random]
+op = "random_net"
+images = "shapes.images"
+labels = "shapes.labels"
+arch = "resnet_tiny"
+
+[stages.feats]
+op = "extract"
+model = "random.model"
+images = "shapes.images"
+
+[stages.probe]
+op = "linear_probe"
+features = "feats.features"
+labels = "shapes.labels"
+epochs = 2
+"#,
+    )
+    .unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ran = run_json(a.path(), &file, &[]);
+    assert!(ran.values().all(|o| o == "ran"), "{ran:?}");
+    run_json(b.path(), &file, &[]);
+    let (oa, ob) = (objects(a.path()), objects(b.path()));
+    assert_eq!(oa, ob);
+    assert_ne!(oa["random[replicate=0]"], oa["random[replicate=1]"]);
+}

@@ -46,7 +46,7 @@ pub use init::init_weights;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use schedule::Schedule;
-pub use train::{train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained, Truth};
+pub use train::{random_network, train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained, Truth};
 
 /// Which CPU implementation the layers use; a process-wide switch for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -281,6 +281,20 @@ pub fn train(
     Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
 }
 
+/// The network `train` would start from (weights drawn from `seed`, batch-norm statistics at
+/// their initial values, inputs normalised with `data`'s statistics), never trained: the
+/// random-features floor a learned representation must beat.
+pub fn random_network(arch: &Arch, data: &ImageData, seed: u64, device: &Device) -> Result<Trained, NnError> {
+    data.validate()?;
+    arch.validate()?;
+    let norm = Normalization::from_data(data)?;
+    norm.check_channels(data.c)?;
+    let varmap = VarMap::new();
+    build_model(arch, &varmap, device, true)?;
+    init_weights(&varmap, seed)?;
+    Ok(Trained { weights: varmap, arch: arch.clone(), norm, history: Vec::new() })
+}
+
 /// What one epoch of a training loop counted.
 pub(crate) struct EpochTally {
     /// 0-based epoch index.

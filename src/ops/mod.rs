@@ -24,6 +24,7 @@ mod permutations;
 pub mod plot;
 mod pretext;
 pub mod prototype;
+mod random_net;
 pub mod table;
 pub mod train;
 pub mod video;
@@ -280,6 +281,7 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &label_noise::LabelNoise,
         &weak_tags::WeakTags,
         &train::Train,
+        &random_net::RandomNet,
         &permutations::PermutationSet,
         &pretext::Pretext,
         &extract::Extract,
