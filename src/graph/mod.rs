@@ -7,8 +7,6 @@ pub mod placeholder;
 pub mod render;
 pub mod resolve;
 
-use petgraph::graph::DiGraph;
-
 pub use instance::{InputRef, Instance, InstanceIdx};
 
 use crate::config::{ConfigError, Experiment};
@@ -30,28 +28,6 @@ impl Plan {
         let instances = expand::expand(&experiment, &stages, &order)?;
         drop(stages);
         Ok(Plan { experiment, instances })
-    }
-
-    /// Instances that read `idx`'s outputs.
-    pub fn dependants(&self, idx: InstanceIdx) -> Vec<InstanceIdx> {
-        (0..self.instances.len())
-            .map(InstanceIdx)
-            .filter(|&j| self.instances[j.0].inputs.values().flatten().any(|r| r.instance == idx))
-            .collect()
-    }
-
-    /// The instance graph (edges from producer to consumer), for renderers and schedulers.
-    pub fn graph(&self) -> DiGraph<InstanceIdx, String> {
-        let mut g = DiGraph::new();
-        let nodes: Vec<_> = (0..self.instances.len()).map(|i| g.add_node(InstanceIdx(i))).collect();
-        for (i, inst) in self.instances.iter().enumerate() {
-            for (slot, refs) in &inst.inputs {
-                for r in refs {
-                    g.add_edge(nodes[r.instance.0], nodes[i], format!("{}->{slot}", r.output));
-                }
-            }
-        }
-        g
     }
 
     /// Instances of stage `name`, or the instance named exactly `name`.

@@ -309,6 +309,3 @@ pub fn find(name: &str) -> Option<&'static dyn Op> {
 pub fn names() -> Vec<&'static str> {
     registry().iter().map(|op| op.name()).collect()
 }
-
-/// Per-instance axis values, as the graph assigns them.
-pub type AxisValues = BTreeMap<String, Json>;
