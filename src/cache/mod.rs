@@ -1,7 +1,9 @@
 //! The content-addressed cache: typed ids, recipe keys, the on-disk store, locks and run records.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod fsutil;
+pub mod gc;
 pub mod ids;
 pub mod key;
 pub mod lock;
@@ -24,6 +26,14 @@ pub enum CacheError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An object about to be read no longer hashes to its digest.
+    #[error("input {instance} is damaged in the cache ({detail}); it was removed, run again to rebuild it")]
+    Damaged {
+        /// The instance that produced the object (from its provenance).
+        instance: String,
+        /// What the check found.
+        detail: String,
     },
 }
 

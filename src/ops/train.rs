@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
 use crate::artifact::{Images, Labels, Metrics, Split};
-use crate::cache::fsutil::write_atomic;
+use crate::cache::checkpoint;
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfig, TrainObserver, TrainState};
 
@@ -191,8 +191,9 @@ impl TrainParams {
     }
 }
 
-/// Saves a checkpoint after every epoch: each epoch in its own folder, then a `latest` pointer
-/// written atomically, so a kill at any moment leaves a loadable checkpoint or none.
+/// Saves a checkpoint after every epoch: each epoch written into a fresh folder, renamed, then
+/// sealed with its digest (see [`crate::cache::checkpoint`]), so a kill at any moment leaves a
+/// loadable checkpoint or none, and an edited one is never resumed from.
 pub(crate) struct Checkpointer<'a> {
     /// The checkpoint folder (tied to the recipe key).
     pub(crate) dir: &'a Path,
@@ -212,21 +213,10 @@ impl TrainObserver for Checkpointer<'_> {
 
     fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
         self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
-        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint: {e}"));
-        let name = format!("epoch-{:04}", stats.epoch + 1);
-        let target = self.dir.join(&name);
-        std::fs::create_dir_all(&target).map_err(io)?;
-        state.save(&target.join("state.safetensors"))?;
-        write_atomic(&self.dir.join("latest"), name.as_bytes()).map_err(io)?;
-        // Older epochs are no longer needed once `latest` points past them.
-        if let Ok(rd) = std::fs::read_dir(self.dir) {
-            for e in rd.filter_map(|e| e.ok()) {
-                let n = e.file_name().to_string_lossy().to_string();
-                if n.starts_with("epoch-") && n != name {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
+        let scratch = checkpoint::scratch(self.dir).map_err(io)?;
+        state.save(&scratch.path().join("state.safetensors"))?;
+        checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
         tracing::info!(
             "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
             stats.epoch + 1,
@@ -239,17 +229,23 @@ impl TrainObserver for Checkpointer<'_> {
     }
 }
 
-/// The last complete checkpoint in `dir`, if any and if it belongs to this configuration; a
+/// The last sealed checkpoint in `dir`, if any and if it belongs to this configuration; a
 /// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
+/// A checkpoint that fails its seal is reported and ignored: the stage trains from the start.
 pub(crate) fn resume_state(
     dir: &Path,
     cfg: &TrainConfig,
     device: &candle_core::Device,
     head_prefix: Option<&str>,
 ) -> Option<TrainState> {
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let state =
-        TrainState::load_with_head(&dir.join(name.trim()).join("state.safetensors"), device, head_prefix).ok()?;
+    let folder = match checkpoint::latest(dir) {
+        Ok(found) => found?,
+        Err(why) => {
+            tracing::warn!("not resuming from the checkpoint in {}: {why}; training from the start", dir.display());
+            return None;
+        }
+    };
+    let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
     state.check_resumable(cfg).ok()?;
     Some(state)
 }
@@ -386,7 +382,7 @@ impl Op for Train {
             },
             None => nn::Targets::Hard { truth, num_classes: labels.meta.num_classes },
         };
-        std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
+        checkpoint::prepare(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
         let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
         if let Some(s) = &resume {
             tracing::info!("{}: resuming after epoch {} of {}", ctx.instance.name, s.epoch, cfg.epochs);
