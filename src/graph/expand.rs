@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
+use crate::config::limits::MAX_INSTANCES;
 use crate::config::{ConfigError, Experiment, Origin, ParamError};
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
@@ -98,6 +99,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut errors = Vec::new();
     let mut stage_axes: HashMap<&str, Vec<String>> = HashMap::new();
     let mut stage_instances: HashMap<&str, Vec<InstanceIdx>> = HashMap::new();
+    // A stage's instances by their axis values, so matching inputs is a lookup, not a scan.
+    let mut stage_index: HashMap<&str, HashMap<String, Vec<InstanceIdx>>> = HashMap::new();
+    let mut total = 0usize;
     let mut instances: Vec<Instance> = Vec::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
 
@@ -141,6 +145,21 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
         }
         let axes: Vec<String> = axes.into_iter().collect();
+        // Counted before expanding: a generated sweep must not be materialised to be refused.
+        let count = axes.iter().map(|a| exp.axis(a).map_or(1, |x| x.values.len())).fold(1usize, usize::saturating_mul);
+        total = total.saturating_add(count);
+        if total > MAX_INSTANCES {
+            errors.push(exp.error(
+                &stage.decl.origin,
+                format!(
+                    "stage `{name}` expands to {count} instances (axes {}), which takes the experiment past the \
+                     limit of {MAX_INSTANCES} instances",
+                    axes.join(" x ")
+                ),
+                Some("sweep fewer values, or split the study into several experiment files".into()),
+            ));
+            return Err(ConfigError::collect(errors).expect_err("one error was just added"));
+        }
         let mut mine = Vec::new();
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
@@ -159,13 +178,16 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 let mut list = Vec::new();
                 for (upstream, output, _) in refs {
                     let Some(candidates) = stage_instances.get(upstream.as_str()) else { continue };
-                    for &idx in candidates {
-                        let up = &instances[idx.0];
-                        let matches =
-                            stage.op.aggregates() || up.axes.iter().all(|(k, v)| assignment.get(k) == Some(v));
-                        if matches {
-                            list.push(InputRef { instance: idx, output: output.clone() });
-                        }
+                    let matching: &[InstanceIdx] = if stage.op.aggregates() {
+                        candidates
+                    } else {
+                        // Upstream axes are a subset of this stage's: project and look up.
+                        let up_axes = stage_axes.get(upstream.as_str()).map_or(&[][..], |a| a.as_slice());
+                        let key = axes_key(up_axes.iter().filter_map(|a| assignment.get_key_value(a)));
+                        stage_index.get(upstream.as_str()).and_then(|ix| ix.get(&key)).map_or(&[][..], |v| v)
+                    };
+                    for &idx in matching {
+                        list.push(InputRef { instance: idx, output: output.clone() });
                     }
                 }
                 inputs.insert(slot.clone(), list);
@@ -181,11 +203,28 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             });
             mine.push(idx);
         }
+        let mut index: HashMap<String, Vec<InstanceIdx>> = HashMap::new();
+        for &idx in &mine {
+            index.entry(axes_key(instances[idx.0].axes.iter())).or_default().push(idx);
+        }
+        stage_index.insert(name, index);
         stage_axes.insert(name, axes);
         stage_instances.insert(name, mine);
     }
     ConfigError::collect(errors)?;
     Ok(instances)
+}
+
+/// A lookup key for a set of axis values (given in name order).
+fn axes_key<'a>(values: impl Iterator<Item = (&'a String, &'a Json)>) -> String {
+    let mut key = String::new();
+    for (name, value) in values {
+        key.push_str(name);
+        key.push('=');
+        key.push_str(&value.to_string());
+        key.push('\0');
+    }
+    key
 }
 
 /// Every combination of the given axes' values, as maps from axis name to value.

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
+use crate::config::limits;
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfig, TrainObserver, TrainState};
 
@@ -114,6 +115,10 @@ mod defaults {
 }
 
 const SCHEDULES: &[&str] = &["cosine", "step", "constant"];
+/// Most channels of any layer.
+const MAX_WIDTH: usize = 8192;
+/// Most basic blocks in one stage.
+const MAX_BLOCKS: usize = 64;
 
 impl Params for TrainParams {
     fn validate(&self) -> Result<(), ParamError> {
@@ -147,8 +152,41 @@ impl Params for TrainParams {
         if self.widths.is_some_and(|w| w.contains(&0)) {
             return Err(ParamError::range("widths", "a zero width", "positive channel counts"));
         }
+        if self.stem_width == Some(0) {
+            return Err(ParamError::range("stem_width", 0, "a positive channel count"));
+        }
         if self.blocks.is_some_and(|b| b.contains(&0)) {
             return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
+        }
+        // Sizes that allocate per unit: far past anything trainable, short of an allocation abort.
+        for w in self.widths.iter().flatten() {
+            limits::at_most("widths", *w, MAX_WIDTH)?;
+        }
+        if let Some(s) = self.stem_width {
+            limits::at_most("stem_width", s, MAX_WIDTH)?;
+        }
+        for b in self.blocks.iter().flatten() {
+            limits::at_most("blocks", *b, MAX_BLOCKS)?;
+        }
+        if self.clip_frames.is_some_and(|f| f > 64) {
+            return Err(ParamError::range("clip_frames", self.clip_frames.unwrap_or(0), "at most 64"));
+        }
+        if self.schedule == "step" {
+            if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+                return Err(ParamError::range("gamma", self.gamma, "in (0, 1] (the rate is multiplied by it)"));
+            }
+            if let Some(m) = self.milestones.iter().find(|m| **m == 0 || **m >= self.epochs) {
+                return Err(ParamError::range("milestones", m, &format!("epochs between 1 and {}", self.epochs - 1)));
+            }
+            if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(ParamError::range("milestones", format!("{:?}", self.milestones), "strictly increasing"));
+            }
+        } else if !self.milestones.is_empty() {
+            return Err(ParamError::field(
+                "milestones",
+                "`milestones` only apply to schedule = \"step\"",
+                Some("remove them, or set schedule = \"step\"".to_string()),
+            ));
         }
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(ParamError::range("temperature", self.temperature, "positive"));
