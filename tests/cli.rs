@@ -676,3 +676,57 @@ fn links_planted_in_the_cache_are_refused_not_followed() {
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
     assert!(!created.exists(), "nothing is created outside the cache");
 }
+
+// ---- Front end: no input hangs or crashes it (README "Guarantees") ----
+
+/// Generated inputs of every size class end in a located exit-2 error within seconds, with a
+/// short stderr that echoes no raw control character.
+#[test]
+fn generated_inputs_end_in_exit_2_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[experiment]\nname = \"g\"\n";
+    let values = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let dataset = "[stages.d]\nop = \"dataset\"\nname = \"synthetic\"\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "million-instance sweep with a dependant",
+            format!(
+                "{head}[sweep]\na = [{v}]\nb = [{v}]\n{dataset}[stages.n]\nop = \"label_noise\"\nlabels = \"d.labels\"\n\
+                 percent = \"${{a}}\"\nseed = \"${{b}}\"\n[stages.m]\nop = \"label_noise\"\nlabels = \"n.labels\"\npercent = 1\n",
+                v = values(1000)
+            ),
+            "limit of 20000 instances",
+        ),
+        ("a hundred thousand errors", format!("{head}{}", (0..100_000).map(|i| format!("x{i}=1\n")).collect::<String>()), "more problems"),
+        ("a megabyte-long name", format!("{head}{dataset}{} = 1\n", "a".repeat(900_000)), "unknown field"),
+        ("an axis with 20k values", format!("{head}[sweep]\na = [{}]\n{dataset}", values(20_000)), "more than the 10000 allowed"),
+        ("a file over the size limit", format!("{head}# {}\n", "x".repeat(2_000_000)), "bytes an experiment file may have"),
+        ("nesting a hundred thousand deep", format!("{head}x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)), "invalid TOML"),
+        ("raw control characters", format!("{head}[stages.d]\nop = \"da\\u001b]0;t\\u0007ta\"\n\x1b[2J = 1\n"), "error"),
+        ("a sweep over 64 axes", {
+            let axes: String = (0..64).map(|i| format!("a{i} = [1, 2]\n")).collect();
+            let uses: String = (0..64).map(|i| format!("${{a{i}}}")).collect();
+            format!("{head}[sweep]\n{axes}{dataset}[stages.n]\nop = \"label_noise\"\nlabels = \"d.labels\"\npercent = \"{uses}\"\n")
+        }, "instances"),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, PathBuf, &str)> = Vec::new();
+    for (i, (what, text, expect)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("gen{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        files.push((what.to_string(), path, expect));
+    }
+    files.push(("/dev/zero".into(), PathBuf::from("/dev/zero"), "not a regular file"));
+    for (what, path, expect) in files {
+        let started = std::time::Instant::now();
+        let out = cfrun(cache.path(), &["dag", path.to_str().unwrap()]);
+        let secs = started.elapsed().as_secs_f64();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", &err[..err.len().min(2000)]);
+        assert!(secs < 10.0, "{what} took {secs:.1}s");
+        assert!(err.len() < 64_000, "{what}: {} bytes of errors", err.len());
+        assert!(err.contains(expect), "{what}: expected `{expect}` in {}", &err[..err.len().min(2000)]);
+        assert!(!out.stderr.iter().any(|&b| b == 0x1b || b == 0x07), "{what}: raw control characters echoed");
+        assert!(err.contains(":") && err.contains("error"), "{what}: {err}");
+    }
+}

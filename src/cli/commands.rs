@@ -46,7 +46,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 }
                 eprint!("{}", c.render());
             }
-            Failure::Other(msg) => eprintln!("error: {msg}"),
+            Failure::Other(msg) => eprintln!("error: {}", crate::config::error::printable(&msg)),
         }
         ExitCode::from(2)
     })

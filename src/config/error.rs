@@ -103,7 +103,7 @@ impl ConfigError {
             match e {
                 ConfigError::At(loc) => out.push_str(&loc.render()),
                 other => {
-                    let _ = writeln!(out, "error: {other}");
+                    let _ = writeln!(out, "error: {}", printable(&other.to_string()));
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! expanded, parameters typed. Everything here happens before anything runs.
 
 pub mod expand;
+#[cfg(test)]
+mod front_end_fuzz;
 pub mod instance;
 pub mod placeholder;
 pub mod render;
