@@ -730,3 +730,35 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
         assert!(err.contains(":") && err.contains("error"), "{what}: {err}");
     }
 }
+
+/// A checkpoint edited between a kill and the rerun is not resumed from: the stage trains from
+/// the start and ends bit-identical to an uninterrupted run.
+#[test]
+fn an_edited_checkpoint_is_refused_and_training_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ck.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"ck\"\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 16\n\
+         train_size = 3000\ntest_size = 40\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+         labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 6\nbatch_size = 64\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    kill_when_logged(&cache, &file, &[], "epoch 2/6", 0);
+    let states: Vec<PathBuf> = std::fs::read_dir(cache.join("checkpoints"))
+        .unwrap()
+        .flat_map(|k| std::fs::read_dir(k.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path().join("state.safetensors"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(states.len(), 1, "one sealed checkpoint: {states:?}");
+    flip_last_byte(&states[0]);
+    let out = cfrun(&cache, &[file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not resuming from the checkpoint"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &[]);
+    assert_eq!(objects(&cache), objects(reference.path()));
+}

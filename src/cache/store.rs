@@ -510,3 +510,62 @@ fn sync_tree(dir: &Path) -> Result<(), CacheError> {
     }
     fsync_dir(dir).map_err(CacheError::io(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::RECIPE_FORMAT;
+
+    fn publish(store: &Store, text: &[u8], seed: u64) -> KeyRecord {
+        let staged = store.staging_dir().unwrap();
+        fs::create_dir(staged.path().join("out")).unwrap();
+        fs::write(staged.path().join("out/data.bin"), text).unwrap();
+        let recipe = Recipe {
+            format: RECIPE_FORMAT,
+            op: "demo".into(),
+            version: 1,
+            params: serde_json::json!({ "seed": seed }),
+            inputs: BTreeMap::new(),
+        };
+        store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_input_is_refused_and_evicted() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"good bytes", 0);
+        store.verify_inputs([&rec]).unwrap();
+        fs::write(store.output_dir(&rec.object, "out").join("data.bin"), b"evil bytes").unwrap();
+        assert_eq!(store.check(&rec, Check::Quick), Ok(()), "same size: only a full check sees it");
+        let err = store.verify_inputs([&rec]).unwrap_err().to_string();
+        assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
+        assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
+    }
+
+    #[test]
+    fn publishing_over_a_damaged_copy_replaces_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let first = publish(&store, b"same bytes", 0);
+        let file = store.output_dir(&first.object, "out").join("data.bin");
+        fs::write(&file, b"SAME bytes").unwrap();
+        let second = publish(&store, b"same bytes", 1);
+        assert_eq!(second.object, first.object);
+        assert_eq!(fs::read(&file).unwrap(), b"same bytes");
+        store.verify(&first).unwrap();
+    }
+
+    #[test]
+    fn a_link_inside_an_object_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"bytes", 0);
+        let file = store.output_dir(&rec.object, "out").join("data.bin");
+        let elsewhere = root.path().join("elsewhere.bin");
+        fs::write(&elsewhere, b"bytes").unwrap();
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert!(store.verify(&rec).unwrap_err().contains("symbolic link"));
+    }
+}
