@@ -48,7 +48,10 @@ mod defaults {
 
 impl Params for MapProbeParams {
     fn validate(&self) -> Result<(), ParamError> {
-        limits_costs(&self.costs)?;
+        // Each cost is a full cross-validated fit: a long list is a typo or generated input.
+        crate::config::limits::at_most("costs", self.costs.len(), 100).map_err(|_| {
+            ParamError::field("costs", format!("`costs` lists {} values, at most 100", self.costs.len()), None)
+        })?;
         if self.costs.is_empty() || self.costs.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
             return Err(ParamError::field(
                 "costs",
@@ -155,10 +158,4 @@ mod tests {
         assert_eq!(e(serde_json::json!({"costs": [-1.0], "seed": 0})), "costs");
         assert_eq!(e(serde_json::json!({"folds": 1, "seed": 0})), "folds");
     }
-}
-
-/// Each cost is a full cross-validated fit: a long list is a typo or generated input.
-fn limits_costs(costs: &[f64]) -> Result<(), ParamError> {
-    crate::config::limits::at_most("costs", costs.len(), 100)
-        .map_err(|_| ParamError::field("costs", format!("`costs` lists {} values, more than 100", costs.len()), None))
 }
