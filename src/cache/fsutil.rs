@@ -6,7 +6,7 @@
 //! directory, so a planted link makes cfrun refuse with an error instead of writing through it.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -72,14 +72,17 @@ pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
 
 /// Opens (creating if needed) a lock file, without following a link (a dangling link would
 /// otherwise make cfrun create its target, wherever that is).
+/// A lock file that exists but cannot be written (a read-only cache, another user's file) is
+/// opened for reading: `flock` works on either.
 pub fn open_lock_file(path: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(explain_link)
+    let writable =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    match writable {
+        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
+            open_read(path).map_err(|_| e)
+        }
+        other => other.map_err(explain_link),
+    }
 }
 
 /// Creates `dir` if missing (its parent must exist) and checks that it is a real directory,

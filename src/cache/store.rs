@@ -85,7 +85,7 @@ pub enum Check {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-    _cache_lock: Arc<KeyLock>,
+    _cache_lock: Option<Arc<KeyLock>>,
 }
 
 impl Store {
@@ -103,7 +103,17 @@ impl Store {
     fn open_mode(root: &Path, mode: Mode) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io(root))?;
         let lock_path = root.join("cache.lock");
-        let held = match lock::try_lock_mode(&lock_path, mode)? {
+        let attempt = match lock::try_lock_mode(&lock_path, mode) {
+            // A cache on a read-only file system without a lock file: nothing can change it,
+            // `gc` included, so reading it needs no lock.
+            Err(CacheError::Io { source, .. })
+                if mode == Mode::Shared && source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+            {
+                return Ok(Store { root: root.to_path_buf(), _cache_lock: None });
+            }
+            other => other?,
+        };
+        let held = match attempt {
             TryLock::Acquired(l) => l,
             TryLock::Busy => {
                 match mode {
@@ -124,7 +134,7 @@ impl Store {
             let text = "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
             write_atomic(&tag, text.as_bytes()).map_err(CacheError::io(&tag))?;
         }
-        Ok(Store { root: root.to_path_buf(), _cache_lock: Arc::new(held) })
+        Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)) })
     }
 
     /// The cache root.

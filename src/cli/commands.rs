@@ -206,7 +206,10 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
                 item["state"] = json!("damaged");
                 item["because"] = json!([format!("cached result is damaged ({why})")]);
             }
-            None => item["because"] = json!(st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+            None => {
+                damaged += usize::from(st.label() == "damaged");
+                item["because"] = json!(st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+            }
         }
         items.push(item);
     }
