@@ -697,6 +697,22 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
             ),
             "limit of 20000 instances",
         ),
+        (
+            "fifteen thousand stages with dangling references",
+            format!("{head}{}", (0..15_000).map(|i| format!("[stages.t{i}]\nop=\"label_noise\"\nlabels=\"q{i}.labels\"\n")).collect::<String>()),
+            "more than the 1000 allowed",
+        ),
+        (
+            "a table gathering one sweep fifty thousand times",
+            format!(
+                "{head}[sweep]\na = [{v}]\n{dataset}[stages.n]\nop = \"kmeans\"\nfeatures = \"d.images\"\nk = 2\n\
+                 seed = \"${{a}}\"\n[stages.t]\nop = \"table\"\ninputs = [{refs}]\nrows = [\"a\"]\ncolumns = [\"source\"]\n\
+                 metrics = [\"top1\"]\n",
+                v = values(1000),
+                refs = vec!["\"n.metrics\""; 50_000].join(",")
+            ),
+            "reads more than 1000000 upstream instances",
+        ),
         ("a hundred thousand errors", format!("{head}{}", (0..100_000).map(|i| format!("x{i}=1\n")).collect::<String>()), "more problems"),
         ("a megabyte-long name", format!("{head}{dataset}{} = 1\n", "a".repeat(900_000)), "unknown field"),
         ("an axis with 20k values", format!("{head}[sweep]\na = [{}]\n{dataset}", values(20_000)), "more than the 10000 allowed"),

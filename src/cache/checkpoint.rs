@@ -84,6 +84,9 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, String> {
         return Err(format!("its seal names a bad folder `{}`", seal.folder));
     }
     let folder = dir.join(&seal.folder);
+    if std::fs::symlink_metadata(&folder).map_or(true, |m| !m.is_dir()) {
+        return Err(format!("{} is not a plain folder", seal.folder));
+    }
     let found = build_manifest(&folder).map_err(|e| e.to_string())?.files;
     if found != seal.files {
         let changed = found

@@ -175,7 +175,8 @@ impl Store {
     pub fn lookup(&self, key: &RecipeKey) -> Option<KeyRecord> {
         let bytes = read_limited(&self.key_path(key), MAX_RECORD_BYTES).ok()?;
         let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
-        (record.key == *key).then_some(record)
+        // The stored recipe must still hash to the key it is filed under.
+        (record.key == *key && record.recipe.key() == *key).then_some(record)
     }
 
     /// A fresh staging directory on the cache's file system.

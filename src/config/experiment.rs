@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::error::ConfigError;
-use super::limits::{MAX_AXIS_VALUES, MAX_NAME_CHARS};
+use super::limits::{MAX_AXIS_VALUES, MAX_NAME_CHARS, MAX_STAGES};
 use super::overrides::{apply_overrides, Override};
 use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
 use super::suggest::did_you_mean;
@@ -318,6 +318,15 @@ fn parse_stages(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Confi
         return Vec::new();
     };
     let Some(table) = expect_table(file, &entry.node, "stages", errors) else { return Vec::new() };
+    if table.len() > MAX_STAGES {
+        errors.push(ConfigError::at(
+            file,
+            entry.key_origin.clone(),
+            format!("the experiment declares {} stages, more than the {MAX_STAGES} allowed", table.len()),
+            Some("sweep axes expand one stage into many instances; use them instead of copies".into()),
+        ));
+        return Vec::new();
+    }
     let mut stages = Vec::new();
     for (name, e) in table {
         if name.chars().count() > MAX_NAME_CHARS {

@@ -8,6 +8,10 @@ use super::params::ParamError;
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Most stage instances one experiment may expand to, checked before expanding.
 pub const MAX_INSTANCES: usize = 20_000;
+/// Most stages in one file (checks that relate stages to each other grow with its square).
+pub const MAX_STAGES: usize = 1_000;
+/// Most input edges between instances (a table gathering a sweep counts one per instance).
+pub const MAX_INPUT_EDGES: usize = 1_000_000;
 /// Most values one sweep axis may list.
 pub const MAX_AXIS_VALUES: usize = 10_000;
 /// Longest name (stage, axis, experiment, field) and longest string axis value.

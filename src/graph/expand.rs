@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
-use crate::config::limits::MAX_INSTANCES;
+use crate::config::limits::{MAX_INPUT_EDGES, MAX_INSTANCES};
 use crate::config::{ConfigError, Experiment, Origin, ParamError};
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
@@ -101,7 +101,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut stage_instances: HashMap<&str, Vec<InstanceIdx>> = HashMap::new();
     // A stage's instances by their axis values, so matching inputs is a lookup, not a scan.
     let mut stage_index: HashMap<&str, HashMap<String, Vec<InstanceIdx>>> = HashMap::new();
-    let mut total = 0usize;
+    let (mut total, mut edges) = (0usize, 0usize);
     let mut instances: Vec<Instance> = Vec::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
 
@@ -186,6 +186,15 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                         let key = axes_key(up_axes.iter().filter_map(|a| assignment.get_key_value(a)));
                         stage_index.get(upstream.as_str()).and_then(|ix| ix.get(&key)).map_or(&[][..], |v| v)
                     };
+                    edges += matching.len();
+                    if edges > MAX_INPUT_EDGES {
+                        errors.push(exp.error(
+                            &stage.decl.origin,
+                            format!("stage `{name}` reads more than {MAX_INPUT_EDGES} upstream instances in total"),
+                            Some("list each stage once in a gathering input; sweep fewer values".into()),
+                        ));
+                        return Err(ConfigError::collect(errors).expect_err("one error was just added"));
+                    }
                     for &idx in matching {
                         list.push(InputRef { instance: idx, output: output.clone() });
                     }

@@ -140,6 +140,7 @@ fn check_reference(
                     .map(move |o| format!("{}.{}", s.name, o.name))
             })
             .filter(|r| !r.starts_with(&format!("{}.", decl.name)))
+            .take(12)
             .collect();
         let help = if candidates.is_empty() {
             format!("`{field}` takes {}", kinds.join(" or "))
