@@ -713,6 +713,15 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
             ),
             "reads more than 1000000 upstream instances",
         ),
+        (
+            "placeholders that grow into gigabytes once substituted",
+            format!(
+                "{head}[sweep]\na = [{}]\n{dataset}path = \"{}\"\n",
+                (0..3000).map(|i| format!("\"{i:05}{}\"", "x".repeat(120))).collect::<Vec<_>>().join(", "),
+                "${a}".repeat(100_000)
+            ),
+            "more than the 64 MB allowed",
+        ),
         ("a hundred thousand errors", format!("{head}{}", (0..100_000).map(|i| format!("x{i}=1\n")).collect::<String>()), "more problems"),
         ("a megabyte-long name", format!("{head}{dataset}{} = 1\n", "a".repeat(900_000)), "unknown field"),
         ("an axis with 20k values", format!("{head}[sweep]\na = [{}]\n{dataset}", values(20_000)), "more than the 10000 allowed"),

@@ -12,6 +12,9 @@ pub const MAX_INSTANCES: usize = 20_000;
 pub const MAX_STAGES: usize = 1_000;
 /// Most input edges between instances (a table gathering a sweep counts one per instance).
 pub const MAX_INPUT_EDGES: usize = 1_000_000;
+/// Most bytes of parameters all instances together may hold once placeholders are substituted
+/// (bounded from the raw text and the longest axis value before expanding).
+pub const MAX_PARAM_BYTES: usize = 64 << 20;
 /// Most values one sweep axis may list.
 pub const MAX_AXIS_VALUES: usize = 10_000;
 /// Longest name (stage, axis, experiment, field) and longest string axis value.

@@ -7,10 +7,10 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
 
+use super::budget::Budget;
 use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
-use crate::config::limits::{MAX_INPUT_EDGES, MAX_INSTANCES};
 use crate::config::{ConfigError, Experiment, Origin, ParamError};
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
@@ -101,7 +101,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut stage_instances: HashMap<&str, Vec<InstanceIdx>> = HashMap::new();
     // A stage's instances by their axis values, so matching inputs is a lookup, not a scan.
     let mut stage_index: HashMap<&str, HashMap<String, Vec<InstanceIdx>>> = HashMap::new();
-    let (mut total, mut edges) = (0usize, 0usize);
+    let mut budget = Budget::default();
     let mut instances: Vec<Instance> = Vec::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
 
@@ -146,18 +146,8 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         }
         let axes: Vec<String> = axes.into_iter().collect();
         // Counted before expanding: a generated sweep must not be materialised to be refused.
-        let count = axes.iter().map(|a| exp.axis(a).map_or(1, |x| x.values.len())).fold(1usize, usize::saturating_mul);
-        total = total.saturating_add(count);
-        if total > MAX_INSTANCES {
-            errors.push(exp.error(
-                &stage.decl.origin,
-                format!(
-                    "stage `{name}` expands to {count} instances (axes {}), which takes the experiment past the \
-                     limit of {MAX_INSTANCES} instances",
-                    axes.join(" x ")
-                ),
-                Some("sweep fewer values, or split the study into several experiment files".into()),
-            ));
+        if let Err(e) = budget.admit_stage(exp, stage, &axes) {
+            errors.push(e);
             return Err(ConfigError::collect(errors).expect_err("one error was just added"));
         }
         let mut mine = Vec::new();
@@ -186,13 +176,8 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                         let key = axes_key(up_axes.iter().filter_map(|a| assignment.get_key_value(a)));
                         stage_index.get(upstream.as_str()).and_then(|ix| ix.get(&key)).map_or(&[][..], |v| v)
                     };
-                    edges += matching.len();
-                    if edges > MAX_INPUT_EDGES {
-                        errors.push(exp.error(
-                            &stage.decl.origin,
-                            format!("stage `{name}` reads more than {MAX_INPUT_EDGES} upstream instances in total"),
-                            Some("list each stage once in a gathering input; sweep fewer values".into()),
-                        ));
+                    if let Err(e) = budget.admit_edges(exp, stage, matching.len()) {
+                        errors.push(e);
                         return Err(ConfigError::collect(errors).expect_err("one error was just added"));
                     }
                     for &idx in matching {
