@@ -48,10 +48,22 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
     Ok((size, Digest(*hasher.finalize().as_bytes())))
 }
 
-/// Opens a file for reading without following a link at its last component.
+/// Flags of every open in the cache: never follow a link, and never block in `open` (a FIFO
+/// planted in place of a file would otherwise hang cfrun until someone opened its other end).
+const SAFE_OPEN: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// Opens a regular file for reading without following a link at its last component.
 pub fn open_read(path: &Path) -> std::io::Result<fs::File> {
-    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(explain_link)?;
-    Ok(f)
+    regular(fs::OpenOptions::new().read(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
+}
+
+/// Refuses what is not a regular file (a FIFO, a device, a folder) once opened.
+fn regular(f: fs::File) -> std::io::Result<fs::File> {
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(std::io::Error::other("not a regular file; cfrun only reads and writes plain files in its cache"))
+    }
 }
 
 /// Reads a whole file without following a link, refusing files larger than `limit` bytes.
@@ -67,7 +79,7 @@ pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 
 /// Opens (creating if needed) a file for appending, without following a link.
 pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(explain_link)
+    regular(fs::OpenOptions::new().create(true).append(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
 }
 
 /// Opens (creating if needed) a lock file, without following a link (a dangling link would
@@ -75,13 +87,12 @@ pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
 /// A lock file that exists but cannot be written (a read-only cache, another user's file) is
 /// opened for reading: `flock` works on either.
 pub fn open_lock_file(path: &Path) -> std::io::Result<fs::File> {
-    let writable =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let writable = fs::OpenOptions::new().create(true).truncate(false).write(true).custom_flags(SAFE_OPEN).open(path);
     match writable {
         Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
             open_read(path).map_err(|_| e)
         }
-        other => other.map_err(explain_link),
+        other => regular(other.map_err(explain_link)?),
     }
 }
 
@@ -108,6 +119,15 @@ pub fn ensure_real_dir(dir: &Path) -> std::io::Result<()> {
 pub fn refuse_link(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(link_error(path)),
+        _ => Ok(()),
+    }
+}
+
+/// An error if `path` exists and is not a regular file (a link, a FIFO, a folder).
+pub fn plain_file_or_absent(path: &Path) -> std::io::Result<()> {
+    refuse_link(path)?;
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => Err(std::io::Error::other(format!("{} is not a regular file", path.display()))),
         _ => Ok(()),
     }
 }
@@ -151,6 +171,12 @@ mod tests {
         assert!(ensure_real_dir(&dlink).is_err());
         assert!(write_atomic(&dlink.join("f"), b"y").is_err());
         assert!(!real.join("f").exists());
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_append(&fifo).is_err(), "a FIFO is refused without blocking");
+        assert!(open_lock_file(&fifo).is_err());
+        assert!(read_limited(&fifo, 10).is_err());
         ensure_real_dir(&dir.path().join("fresh")).unwrap();
         ensure_real_dir(&dir.path().join("fresh")).unwrap();
     }

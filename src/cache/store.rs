@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{ensure_real_dir, fsync_dir, hash_file, read_limited, refuse_link, write_atomic};
+use super::fsutil::{ensure_real_dir, fsync_dir, hash_file, plain_file_or_absent, read_limited, write_atomic};
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
 use super::lock::{self, KeyLock, Mode, TryLock};
@@ -128,7 +128,7 @@ impl Store {
         for sub in ["objects", "keys", "records", "locks", "checkpoints", "tmp", "data"] {
             ensure_real_dir(&root.join(sub)).map_err(CacheError::io(root.join(sub)))?;
         }
-        refuse_link(&root.join("runs.jsonl")).map_err(CacheError::io(root.join("runs.jsonl")))?;
+        plain_file_or_absent(&root.join("runs.jsonl")).map_err(CacheError::io(root.join("runs.jsonl")))?;
         let tag = root.join("CACHEDIR.TAG");
         if fs::symlink_metadata(&tag).is_err() {
             let text = "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
