@@ -302,7 +302,11 @@ fn generated_experiment_files_never_panic_and_every_error_is_located() {
             }
         };
         let overrides: Vec<Override> = if gen.chance(0.1) {
-            let path = format!("stages.{}.{}", gen.stage_name(), gen.ident());
+            let path = match gen.rng.random_range(0..4) {
+                0 => format!("sweep.{}", gen.axis_name()),
+                1 => "experiment.seed".to_string(),
+                _ => format!("stages.{}.{}", gen.stage_name(), gen.ident()),
+            };
             let value = gen.value(0);
             format!("{path}={value}").parse().into_iter().collect()
         } else {
