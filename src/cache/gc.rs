@@ -101,3 +101,55 @@ fn clear_dir(store: &Store, sub: &str, failures: &mut Vec<String>) -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::{Recipe, RECIPE_FORMAT};
+    use std::collections::BTreeMap;
+
+    fn publish(store: &Store, seed: u64) -> crate::cache::KeyRecord {
+        let staged = store.staging_dir().unwrap();
+        std::fs::create_dir(staged.path().join("out")).unwrap();
+        std::fs::write(staged.path().join("out/x"), seed.to_le_bytes()).unwrap();
+        let recipe = Recipe {
+            format: RECIPE_FORMAT,
+            op: "demo".into(),
+            version: 1,
+            params: serde_json::json!({ "seed": seed }),
+            inputs: BTreeMap::new(),
+        };
+        store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap()
+    }
+
+    #[test]
+    fn keeps_what_is_live_and_removes_the_rest_with_its_locks() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let (live, dead) = (publish(&store, 1), publish(&store, 2));
+        std::fs::write(store.lock_path(&dead.key), b"").unwrap();
+        let garbage = find(&store, &BTreeSet::from([live.key]));
+        assert_eq!(garbage.keys, vec![dead.key]);
+        assert_eq!(garbage.objects.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![dead.object]);
+        let swept = sweep(&store, &garbage);
+        assert!(swept.failures.is_empty(), "{:?}", swept.failures);
+        assert_eq!((swept.keys_removed, swept.objects_removed.len(), swept.locks_removed), (1, 1, 1));
+        assert!(store.lookup(&dead.key).is_none() && !store.object_dir(&dead.object).exists());
+        store.verify(&live).unwrap();
+    }
+
+    /// What could not be removed is reported as a failure, never counted as freed.
+    #[test]
+    fn an_object_that_cannot_be_removed_is_not_reported_as_freed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let dead = publish(&store, 3);
+        // Removal goes through tmp/; with tmp/ unusable, removing the object fails.
+        std::fs::remove_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::write(root.path().join("tmp"), b"not a folder").unwrap();
+        let swept = sweep(&store, &find(&store, &BTreeSet::new()));
+        assert!(swept.objects_removed.is_empty() && swept.bytes_freed == 0);
+        assert!(swept.failures.iter().any(|f| f.contains(&dead.object.to_string())), "{:?}", swept.failures);
+        assert!(store.object_dir(&dead.object).exists());
+    }
+}
