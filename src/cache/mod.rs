@@ -7,8 +7,10 @@ pub mod gc;
 pub mod ids;
 pub mod key;
 pub mod lock;
+pub mod manifest;
 pub mod records;
 pub mod store;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

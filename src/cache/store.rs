@@ -18,7 +18,7 @@
 //! kept on publish, its files are re-hashed and its output digests recomputed from the bytes (the
 //! stored manifest is not trusted); a mismatch is reported and the object rebuilt.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,34 +26,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{ensure_real_dir, fsync_dir, hash_file, plain_file_or_absent, read_limited, write_atomic};
+use super::fsutil::{ensure_real_dir, fsync_dir, plain_file_or_absent, read_limited, write_atomic};
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
 use super::lock::{self, KeyLock, Mode, TryLock};
+use super::manifest::{read_manifest, MAX_RECORD_BYTES};
 use super::CacheError;
 
-/// Manifests and key records are small; anything larger is damage, not data.
-const MAX_RECORD_BYTES: u64 = 64 << 20;
-
-/// One file of an object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Path relative to the object root, `/`-separated.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// blake3 of the contents.
-    pub hash: Digest,
-}
-
-/// The manifest stored in every object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Every file, sorted by path.
-    pub files: Vec<FileEntry>,
-    /// Output name to the digest of that output's files.
-    pub outputs: BTreeMap<String, Digest>,
-}
+pub use super::manifest::{build_manifest, object_digest, FileEntry, Manifest};
+pub use super::verify::Check;
 
 /// What `keys/<key>.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,17 +49,6 @@ pub struct KeyRecord {
     pub recipe: Recipe,
     /// How, where and when it was computed.
     pub provenance: serde_json::Value,
-}
-
-/// How thoroughly an object is checked before it is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    /// The manifest matches the key and every listed file is present with its size, and no
-    /// other file is: a few `stat`s per file, what `status` does by default.
-    Quick,
-    /// Every file re-hashed and the output digests recomputed from the bytes: what happens
-    /// before anything is reused, read as an input, printed by `show`, or kept on publish.
-    Full,
 }
 
 /// A cache directory. Holds the cache lock (shared, or exclusive for `gc`) while it lives.
@@ -255,55 +225,6 @@ impl Store {
         })
     }
 
-    /// Re-hashes an object's files and recomputes its digests. `Err` names the first mismatch.
-    pub fn verify(&self, record: &KeyRecord) -> Result<(), String> {
-        self.check(record, Check::Full)
-    }
-
-    /// Checks a published record's object at the given depth. `Err` names the first mismatch.
-    pub fn check(&self, record: &KeyRecord, depth: Check) -> Result<(), String> {
-        self.check_object(&record.object, &record.outputs, depth)
-    }
-
-    fn check_object(&self, object: &Digest, outputs: &BTreeMap<String, Digest>, depth: Check) -> Result<(), String> {
-        let dir = self.object_dir(object);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("object {} is not a plain folder", object.short())),
-            Err(_) => return Err(format!("object {} is missing", object.short())),
-        }
-        let stored = read_manifest(&dir);
-        let on_disk = match depth {
-            Check::Full => build_manifest(&dir).map_err(|e| e.to_string())?,
-            Check::Quick => {
-                let stored =
-                    stored.as_ref().ok_or_else(|| format!("object {} has no readable manifest", object.short()))?;
-                quick_listing(&dir, stored)?
-            }
-        };
-        if object_digest(&on_disk) == *object && on_disk.outputs == *outputs {
-            return Ok(());
-        }
-        Err(describe_difference(object, stored.as_ref(), &on_disk))
-    }
-
-    /// Fully checks the objects a computation is about to read; the first damaged one is
-    /// evicted (so the next run rebuilds it) and reported.
-    pub fn verify_inputs<'a>(&self, records: impl IntoIterator<Item = &'a KeyRecord>) -> Result<(), CacheError> {
-        let mut seen = BTreeSet::new();
-        for record in records {
-            if !seen.insert(record.object) {
-                continue;
-            }
-            if let Err(detail) = self.verify(record) {
-                self.evict(record);
-                let instance = record.provenance["instance"].as_str().unwrap_or("an upstream instance").to_string();
-                return Err(CacheError::Damaged { instance, detail });
-            }
-        }
-        Ok(())
-    }
-
     /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt.
     pub fn evict(&self, record: &KeyRecord) {
         let _ = fs::remove_file(self.key_path(&record.key));
@@ -366,65 +287,6 @@ impl Store {
     }
 }
 
-fn read_manifest(dir: &Path) -> Option<Manifest> {
-    let bytes = read_limited(&dir.join("manifest.json"), MAX_RECORD_BYTES).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// The manifest as the folder's listing and sizes suggest it: the stored hashes for files whose
-/// path and size match, a marker hash for anything else (so the digests then differ).
-fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, String> {
-    let mut paths = Vec::new();
-    collect_files(dir, &mut paths).map_err(|e| e.to_string())?;
-    let by_path: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut files = Vec::new();
-    for path in paths {
-        let rel = relative(dir, &path);
-        if rel == "manifest.json" {
-            continue;
-        }
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).map_err(|e| format!("{rel}: {e}"))?;
-        let hash = match by_path.get(rel.as_str()) {
-            Some(f) if f.size == size => f.hash,
-            _ => Digest([0; 32]),
-        };
-        files.push(FileEntry { path: rel, size, hash });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let outputs = outputs_of(&files);
-    Ok(Manifest { files, outputs })
-}
-
-/// A sentence naming the first file that differs between the stored manifest and the disk.
-fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Manifest) -> String {
-    let short = object.short();
-    let Some(stored) = stored else { return format!("object {short} has no readable manifest") };
-    let want: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let have: BTreeMap<&str, &FileEntry> = on_disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let names: BTreeSet<&str> = want.keys().chain(have.keys()).copied().collect();
-    for name in names {
-        match (want.get(name), have.get(name)) {
-            (Some(_), None) => return format!("{name} is missing from object {short}"),
-            (None, Some(_)) => return format!("object {short} holds an unexpected file {name}"),
-            (Some(w), Some(h)) if w.size != h.size || w.hash != h.hash => {
-                return format!(
-                    "{name} in object {short} has changed (expected {} bytes, blake3 {}; found {} bytes, {})",
-                    w.size,
-                    w.hash.short(),
-                    h.size,
-                    if h.hash == Digest([0; 32]) {
-                        "not hashed".to_string()
-                    } else {
-                        format!("blake3 {}", h.hash.short())
-                    }
-                )
-            }
-            _ => {}
-        }
-    }
-    format!("the files of object {short} do not hash to its digest (its manifest was altered)")
-}
-
 fn list_dir(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
@@ -442,73 +304,6 @@ pub fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Every file under `dir`. Only plain files and folders belong in an object: a link (which
-/// could point anywhere) or any other kind of entry is an error.
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CacheError> {
-    for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
-        let entry = entry.map_err(CacheError::io(dir))?;
-        let path = entry.path();
-        let kind = entry.file_type().map_err(CacheError::io(&path))?;
-        if kind.is_dir() {
-            collect_files(&path, out)?;
-        } else if kind.is_file() {
-            out.push(path);
-        } else {
-            let what = if kind.is_symlink() { "a symbolic link" } else { "not a plain file" };
-            return Err(CacheError::Io { path, source: std::io::Error::other(format!("{what} inside an object")) });
-        }
-    }
-    Ok(())
-}
-
-fn relative(dir: &Path, path: &Path) -> String {
-    path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/")
-}
-
-/// Hashes every file under `dir` (except the manifest itself) into a manifest.
-pub fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
-    let mut paths = Vec::new();
-    collect_files(dir, &mut paths)?;
-    let mut files = Vec::new();
-    for path in paths {
-        let rel = relative(dir, &path);
-        if rel == "manifest.json" {
-            continue;
-        }
-        let (size, hash) = hash_file(&path).map_err(CacheError::io(&path))?;
-        files.push(FileEntry { path: rel, size, hash });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let outputs = outputs_of(&files);
-    Ok(Manifest { files, outputs })
-}
-
-/// The per-output digests of a sorted file list.
-fn outputs_of(files: &[FileEntry]) -> BTreeMap<String, Digest> {
-    let mut per_output: BTreeMap<String, blake3::Hasher> = BTreeMap::new();
-    for f in files {
-        let (output, rest) = f.path.split_once('/').unwrap_or(("", f.path.as_str()));
-        let h = per_output.entry(output.to_string()).or_default();
-        h.update(rest.as_bytes());
-        h.update(&[0]);
-        h.update(&f.size.to_le_bytes());
-        h.update(&f.hash.0);
-    }
-    per_output.into_iter().map(|(k, h)| (k, Digest(*h.finalize().as_bytes()))).collect()
-}
-
-/// The object digest: blake3 over the output names and digests.
-pub fn object_digest(manifest: &Manifest) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"cfrun object\0");
-    for (name, d) in &manifest.outputs {
-        h.update(name.as_bytes());
-        h.update(&[0]);
-        h.update(&d.0);
-    }
-    Digest(*h.finalize().as_bytes())
-}
-
 fn sync_tree(dir: &Path) -> Result<(), CacheError> {
     for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
         let entry = entry.map_err(CacheError::io(dir))?;
@@ -523,11 +318,12 @@ fn sync_tree(dir: &Path) -> Result<(), CacheError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cache::key::RECIPE_FORMAT;
 
-    fn publish(store: &Store, text: &[u8], seed: u64) -> KeyRecord {
+    /// Publishes one output `out/data.bin` holding `text` under a recipe seeded `seed`.
+    pub(crate) fn publish(store: &Store, text: &[u8], seed: u64) -> KeyRecord {
         let staged = store.staging_dir().unwrap();
         fs::create_dir(staged.path().join("out")).unwrap();
         fs::write(staged.path().join("out/data.bin"), text).unwrap();
@@ -542,19 +338,6 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_input_is_refused_and_evicted() {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
-        let rec = publish(&store, b"good bytes", 0);
-        store.verify_inputs([&rec]).unwrap();
-        fs::write(store.output_dir(&rec.object, "out").join("data.bin"), b"evil bytes").unwrap();
-        assert_eq!(store.check(&rec, Check::Quick), Ok(()), "same size: only a full check sees it");
-        let err = store.verify_inputs([&rec]).unwrap_err().to_string();
-        assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
-        assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
-    }
-
-    #[test]
     fn publishing_over_a_damaged_copy_replaces_it() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
@@ -565,18 +348,5 @@ mod tests {
         assert_eq!(second.object, first.object);
         assert_eq!(fs::read(&file).unwrap(), b"same bytes");
         store.verify(&first).unwrap();
-    }
-
-    #[test]
-    fn a_link_inside_an_object_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
-        let rec = publish(&store, b"bytes", 0);
-        let file = store.output_dir(&rec.object, "out").join("data.bin");
-        let elsewhere = root.path().join("elsewhere.bin");
-        fs::write(&elsewhere, b"bytes").unwrap();
-        fs::remove_file(&file).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
-        assert!(store.verify(&rec).unwrap_err().contains("symbolic link"));
     }
 }
