@@ -907,3 +907,307 @@ epochs = 2
     assert_eq!(oa, ob);
     assert_ne!(oa["random[replicate=0]"], oa["random[replicate=1]"]);
 }
+
+// ---- Cache guarantees (README "Guarantees"): damage, tampering, gc against live runs, links ----
+
+/// The object folder of an instance's published result.
+fn object_dir(cache: &Path, instance: &str) -> PathBuf {
+    cache.join("objects").join(objects(cache)[instance].trim_start_matches("blake3:"))
+}
+
+/// The key file of an instance's published result.
+fn key_file(cache: &Path, instance: &str) -> PathBuf {
+    std::fs::read_dir(cache.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            v["provenance"]["instance"] == instance
+        })
+        .unwrap_or_else(|| panic!("no key for {instance}"))
+}
+
+fn flip_last_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(file, bytes).unwrap();
+}
+
+/// A damaged object is never kept when the same bytes are published again: rebuilding the
+/// producer repairs it, and its consumer is computed from the repaired bytes.
+#[test]
+fn republishing_over_a_damaged_object_repairs_it_and_consumers_read_good_bytes() {
+    let cache = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    run_json(reference.path(), &smoke(), &[]);
+    flip_last_byte(&object_dir(cache.path(), "shapes").join("labels/labels.safetensors"));
+    std::fs::remove_file(key_file(cache.path(), "shapes")).unwrap();
+    std::fs::remove_file(key_file(cache.path(), "noisy[p=0]")).unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "the repair is reported: {}", stderr(&out));
+    assert_eq!(objects(cache.path()), objects(reference.path()));
+    let again = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--verify"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("9 of 9 instances cached"));
+}
+
+/// Output digests are recomputed from the files, not read from the manifest: a file and its
+/// manifest entry copied from a sibling object are caught, and so is a file planted in a report.
+#[test]
+fn a_file_copied_with_its_manifest_entry_or_a_planted_file_is_caught() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let before = objects(cache.path());
+    let (target, sibling) = (object_dir(cache.path(), "clusters[k=4]"), object_dir(cache.path(), "clusters[k=16]"));
+    let rel = "labels/labels.safetensors";
+    std::fs::copy(sibling.join(rel), target.join(rel)).unwrap();
+    let entry = |dir: &Path| -> Value {
+        let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        m["files"].as_array().unwrap().iter().find(|f| f["path"] == rel).unwrap().clone()
+    };
+    let sibling_entry = entry(&sibling);
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(target.join("manifest.json")).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["path"] == rel {
+            *f = sibling_entry.clone();
+        }
+    }
+    std::fs::write(target.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::write(object_dir(cache.path(), "results").join("report/planted.md"), "| fake | 99.9 |\n").unwrap();
+
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome =
+        |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
+    assert_eq!(outcome("clusters[k=4]"), "ran", "{}", stderr(&out));
+    assert_eq!(outcome("results"), "ran", "{}", stderr(&out));
+    assert!(report_files(&v).iter().all(|f| !f.contains("planted")), "{v}");
+    assert_eq!(objects(cache.path()), before, "rebuilt bytes equal the originals");
+    let plain = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("fake"));
+}
+
+/// `status` checks sizes and the file list by default and re-hashes with `--verify`; `show`
+/// re-hashes what it would print and refuses to print a damaged result.
+#[test]
+fn status_and_show_report_damage_instead_of_calling_it_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let file = smoke();
+    let file = file.to_str().unwrap();
+    let line = |out: &Output, inst: &str| {
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.contains(inst)).unwrap().to_string()
+    };
+    // Same size, one bit changed: only a full check can see it.
+    flip_last_byte(&object_dir(cache.path(), "probe_noisy[p=0]").join("metrics/metrics.json"));
+    assert!(line(&cfrun(cache.path(), &["status", file]), "probe_noisy[p=0]").starts_with("cached"));
+    let verified = cfrun(cache.path(), &["status", file, "--verify"]);
+    assert!(line(&verified, "probe_noisy[p=0]").starts_with("damaged"), "{}", line(&verified, "probe_noisy[p=0]"));
+    let show = cfrun(cache.path(), &["show", file, "probe_noisy[p=0]", "--json"]);
+    assert_eq!(show.status.code(), Some(1));
+    assert!(stderr(&show).contains("damaged"), "{}", stderr(&show));
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v[0]["state"], "damaged");
+    assert!(v[0].get("metrics").is_none(), "damaged metrics are not printed: {v}");
+    // A truncated file changes its size: the quick check sees it.
+    let labels = object_dir(cache.path(), "noisy[p=50]").join("labels/labels.safetensors");
+    let len = std::fs::metadata(&labels).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&labels).unwrap().set_len(len - 1).unwrap();
+    assert!(line(&cfrun(cache.path(), &["status", file]), "noisy[p=50]").starts_with("damaged"));
+}
+
+/// `gc` waits for a running process on the same cache instead of deleting its staging folders
+/// and inputs; the run ends normally, and gc then removes stale lock files and reports exactly
+/// what it removed.
+#[test]
+fn gc_waits_for_a_running_process_and_then_cleans_up() {
+    let cache = tempfile::tempdir().unwrap();
+    let slow = ["--set", "stages.probe_noisy.epochs=400", "--set", "stages.shapes.train_size=3000"];
+    let mut run = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(smoke())
+        .args(slow)
+        .arg("--cache")
+        .arg(cache.path())
+        .env("CFRUN_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("running probe_noisy") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "run ended early");
+    }
+    // An unrelated experiment: without the lock, gc would delete everything the run made.
+    let other = cache.path().join("other.toml");
+    std::fs::write(&other, "[experiment]\nname = \"other\"\n[stages.d]\nop = \"dataset\"\nname = \"synthetic\"\n")
+        .unwrap();
+    let gc = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["gc", other.to_str().unwrap(), "--json", "--cache"])
+        .arg(cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let status = run.wait().unwrap();
+    assert!(status.success(), "the run survived gc");
+    let gc = gc.wait_with_output().unwrap();
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(stderr(&gc).contains("waiting for the cfrun processes"), "{}", stderr(&gc));
+    let v: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    let listed: BTreeSet<String> =
+        v["objects"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect();
+    assert_eq!(listed.len(), 9, "every object of the finished run is garbage for `other`: {v}");
+    assert!(v["locks"].as_u64().unwrap() >= 9, "stale per-key lock files are removed: {v}");
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("objects")).unwrap().collect();
+    assert!(left.is_empty(), "what gc reports removed is gone");
+    assert_eq!(std::fs::read_dir(cache.path().join("locks")).unwrap().count(), 0);
+}
+
+/// A link planted in place of the run log or of a lock file makes cfrun refuse, never write
+/// through it to a file outside the cache.
+#[test]
+fn links_planted_in_the_cache_are_refused_not_followed() {
+    let cache = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let log = cache.path().join("runs.jsonl");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    std::fs::remove_file(&log).unwrap();
+
+    // A dangling link as the lock file of an instance that must run again.
+    let key = key_file(cache.path(), "noisy[p=50]");
+    let hex = key.file_stem().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_file(&key).unwrap();
+    let lock = cache.path().join("locks").join(format!("{hex}.lock"));
+    let _ = std::fs::remove_file(&lock);
+    let created = outside.path().join("created-by-cfrun");
+    std::os::unix::fs::symlink(&created, &lock).unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(!created.exists(), "nothing is created outside the cache");
+}
+
+// ---- Front end: no input hangs or crashes it (README "Guarantees") ----
+
+/// Generated inputs of every size class end in a located exit-2 error within seconds, with a
+/// short stderr that echoes no raw control character.
+#[test]
+fn generated_inputs_end_in_exit_2_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[experiment]\nname = \"g\"\n";
+    let values = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let dataset = "[stages.d]\nop = \"dataset\"\nname = \"synthetic\"\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "million-instance sweep with a dependant",
+            format!(
+                "{head}[sweep]\na = [{v}]\nb = [{v}]\n{dataset}[stages.n]\nop = \"label_noise\"\nlabels = \"d.labels\"\n\
+                 percent = \"${{a}}\"\nseed = \"${{b}}\"\n[stages.m]\nop = \"label_noise\"\nlabels = \"n.labels\"\npercent = 1\n",
+                v = values(1000)
+            ),
+            "limit of 20000 instances",
+        ),
+        (
+            "fifteen thousand stages with dangling references",
+            format!("{head}{}", (0..15_000).map(|i| format!("[stages.t{i}]\nop=\"label_noise\"\nlabels=\"q{i}.labels\"\n")).collect::<String>()),
+            "more than the 1000 allowed",
+        ),
+        (
+            "a table gathering one sweep fifty thousand times",
+            format!(
+                "{head}[sweep]\na = [{v}]\n{dataset}[stages.n]\nop = \"kmeans\"\nfeatures = \"d.images\"\nk = 2\n\
+                 seed = \"${{a}}\"\n[stages.t]\nop = \"table\"\ninputs = [{refs}]\nrows = [\"a\"]\ncolumns = [\"source\"]\n\
+                 metrics = [\"top1\"]\n",
+                v = values(1000),
+                refs = vec!["\"n.metrics\""; 50_000].join(",")
+            ),
+            "reads more than 1000000 upstream instances",
+        ),
+        (
+            "placeholders that grow into gigabytes once substituted",
+            format!(
+                "{head}[sweep]\na = [{}]\n{dataset}path = \"{}\"\n",
+                (0..3000).map(|i| format!("\"{i:05}{}\"", "x".repeat(120))).collect::<Vec<_>>().join(", "),
+                "${a}".repeat(100_000)
+            ),
+            "more than the 64 MB allowed",
+        ),
+        ("a hundred thousand errors", format!("{head}{}", (0..100_000).map(|i| format!("x{i}=1\n")).collect::<String>()), "more problems"),
+        ("a megabyte-long name", format!("{head}{dataset}{} = 1\n", "a".repeat(900_000)), "unknown field"),
+        ("an axis with 20k values", format!("{head}[sweep]\na = [{}]\n{dataset}", values(20_000)), "more than the 10000 allowed"),
+        ("a file over the size limit", format!("{head}# {}\n", "x".repeat(2_000_000)), "bytes an experiment file may have"),
+        ("nesting a hundred thousand deep", format!("{head}x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)), "invalid TOML"),
+        ("raw control characters", format!("{head}[stages.d]\nop = \"da\\u001b]0;t\\u0007ta\"\n\x1b[2J = 1\n"), "error"),
+        ("a sweep over 64 axes", {
+            let axes: String = (0..64).map(|i| format!("a{i} = [1, 2]\n")).collect();
+            let uses: String = (0..64).map(|i| format!("${{a{i}}}")).collect();
+            format!("{head}[sweep]\n{axes}{dataset}[stages.n]\nop = \"label_noise\"\nlabels = \"d.labels\"\npercent = \"{uses}\"\n")
+        }, "instances"),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, PathBuf, &str)> = Vec::new();
+    for (i, (what, text, expect)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("gen{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        files.push((what.to_string(), path, expect));
+    }
+    files.push(("/dev/zero".into(), PathBuf::from("/dev/zero"), "not a regular file"));
+    for (what, path, expect) in files {
+        let started = std::time::Instant::now();
+        let out = cfrun(cache.path(), &["dag", path.to_str().unwrap()]);
+        let secs = started.elapsed().as_secs_f64();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", &err[..err.len().min(2000)]);
+        assert!(secs < 10.0, "{what} took {secs:.1}s");
+        assert!(err.len() < 64_000, "{what}: {} bytes of errors", err.len());
+        assert!(err.contains(expect), "{what}: expected `{expect}` in {}", &err[..err.len().min(2000)]);
+        assert!(!out.stderr.iter().any(|&b| b == 0x1b || b == 0x07), "{what}: raw control characters echoed");
+        assert!(err.contains(":") && err.contains("error"), "{what}: {err}");
+    }
+}
+
+/// A checkpoint edited between a kill and the rerun is not resumed from: the stage trains from
+/// the start and ends bit-identical to an uninterrupted run.
+#[test]
+fn an_edited_checkpoint_is_refused_and_training_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ck.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"ck\"\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 16\n\
+         train_size = 3000\ntest_size = 40\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+         labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 6\nbatch_size = 64\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    kill_when_logged(&cache, &file, &[], "epoch 2/6", 0);
+    let states: Vec<PathBuf> = std::fs::read_dir(cache.join("checkpoints"))
+        .unwrap()
+        .flat_map(|k| std::fs::read_dir(k.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path().join("state.safetensors"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(states.len(), 1, "one sealed checkpoint: {states:?}");
+    flip_last_byte(&states[0]);
+    let out = cfrun(&cache, &[file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not resuming from the checkpoint"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &[]);
+    assert_eq!(objects(&cache), objects(reference.path()));
+}

@@ -1,16 +1,24 @@
-//! Small file-system helpers for crash-safe writes.
+//! Small file-system helpers for crash-safe writes and for never leaving the cache.
+//!
+//! A cache may be shared between users, so any path inside it may have been replaced by a
+//! symbolic link to somewhere else. Everything here that opens or creates a file in the cache
+//! does so with `O_NOFOLLOW`, and every directory cfrun writes into is checked to be a real
+//! directory, so a planted link makes cfrun refuse with an error instead of writing through it.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::ids::Digest;
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
-/// of the directory. Readers see the old file or the new one, never a partial one.
+/// of the directory. Readers see the old file or the new one, never a partial one. The rename
+/// replaces a link at `path` rather than writing through it; the directory itself must be real.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
+    refuse_link(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -23,9 +31,9 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Size and blake3 of a file, streaming.
+/// Size and blake3 of a regular file, streaming; a link is refused, not followed.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
-    let mut f = fs::File::open(path)?;
+    let mut f = open_read(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -38,4 +46,147 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
         hasher.update(&buf[..n]);
     }
     Ok((size, Digest(*hasher.finalize().as_bytes())))
+}
+
+/// Flags of every open in the cache: never follow a link, and never block in `open` (a FIFO
+/// planted in place of a file would otherwise hang cfrun until someone opened its other end).
+const SAFE_OPEN: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// Opens a regular file for reading without following a link at its last component.
+pub fn open_read(path: &Path) -> std::io::Result<fs::File> {
+    regular(fs::OpenOptions::new().read(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
+}
+
+/// Refuses what is not a regular file (a FIFO, a device, a folder) once opened.
+fn regular(f: fs::File) -> std::io::Result<fs::File> {
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(std::io::Error::other("not a regular file; cfrun only reads and writes plain files in its cache"))
+    }
+}
+
+/// Reads a whole file without following a link, refusing files larger than `limit` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let f = open_read(path)?;
+    let mut out = Vec::new();
+    f.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("{} is larger than {limit} bytes", path.display())));
+    }
+    Ok(out)
+}
+
+/// Opens (creating if needed) a file for appending, without following a link.
+pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
+    regular(fs::OpenOptions::new().create(true).append(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
+}
+
+/// Opens (creating if needed) a lock file, without following a link (a dangling link would
+/// otherwise make cfrun create its target, wherever that is).
+/// A lock file that exists but cannot be written (a read-only cache, another user's file) is
+/// opened for reading: `flock` works on either.
+pub fn open_lock_file(path: &Path) -> std::io::Result<fs::File> {
+    let writable = fs::OpenOptions::new().create(true).truncate(false).write(true).custom_flags(SAFE_OPEN).open(path);
+    match writable {
+        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
+            open_read(path).map_err(|_| e)
+        }
+        other => regular(other.map_err(explain_link)?),
+    }
+}
+
+/// Creates `dir` if missing (its parent must exist) and checks that it is a real directory,
+/// not a link to one elsewhere.
+pub fn ensure_real_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(dir)?;
+            if meta.file_type().is_symlink() {
+                Err(link_error(dir))
+            } else if !meta.is_dir() {
+                Err(std::io::Error::other(format!("{} exists and is not a directory", dir.display())))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// An error if `path` exists and is a symbolic link.
+pub fn refuse_link(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(link_error(path)),
+        _ => Ok(()),
+    }
+}
+
+/// An error if `path` exists and is not a regular file (a link, a FIFO, a folder).
+pub fn plain_file_or_absent(path: &Path) -> std::io::Result<()> {
+    refuse_link(path)?;
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => Err(std::io::Error::other(format!("{} is not a regular file", path.display()))),
+        _ => Ok(()),
+    }
+}
+
+fn link_error(path: &Path) -> std::io::Error {
+    std::io::Error::other(format!(
+        "{} is a symbolic link; cfrun never follows links inside its cache (remove the link)",
+        path.display()
+    ))
+}
+
+/// `O_NOFOLLOW` on a link fails with ELOOP, whose OS text ("too many levels of symbolic links")
+/// does not say what happened.
+fn explain_link(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        std::io::Error::other("the path is a symbolic link; cfrun never follows links inside its cache (remove it)")
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        let link = dir.path().join("log");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert!(open_append(&link).is_err());
+        assert!(open_lock_file(&link).is_err());
+        assert!(!outside.exists(), "a dangling link's target must not be created");
+        std::fs::write(&outside, b"x").unwrap();
+        assert!(hash_file(&link).is_err());
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let dlink = dir.path().join("dlink");
+        std::os::unix::fs::symlink(&real, &dlink).unwrap();
+        assert!(ensure_real_dir(&dlink).is_err());
+        assert!(write_atomic(&dlink.join("f"), b"y").is_err());
+        assert!(!real.join("f").exists());
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_append(&fifo).is_err(), "a FIFO is refused without blocking");
+        assert!(open_lock_file(&fifo).is_err());
+        assert!(read_limited(&fifo, 10).is_err());
+        ensure_real_dir(&dir.path().join("fresh")).unwrap();
+        ensure_real_dir(&dir.path().join("fresh")).unwrap();
+    }
+
+    #[test]
+    fn read_limited_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, vec![0u8; 100]).unwrap();
+        assert_eq!(read_limited(&f, 100).unwrap().len(), 100);
+        assert!(read_limited(&f, 99).is_err());
+    }
 }

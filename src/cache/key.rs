@@ -114,6 +114,11 @@ pub enum DirtyReason {
     },
     /// Same recipe as last time, but its result is not in this cache (removed, gc'd or corrupt).
     Missing,
+    /// The result is published, but its object failed a check: it will be rebuilt.
+    Damaged {
+        /// What the check found.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for DirtyReason {
@@ -127,6 +132,7 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::OpVersion { old, new } => write!(f, "op version {old} -> {new}"),
             DirtyReason::Op { old, new } => write!(f, "op {old} -> {new}"),
             DirtyReason::Missing => write!(f, "result missing from the cache"),
+            DirtyReason::Damaged { detail } => write!(f, "cached result is damaged ({detail}); it will be rebuilt"),
         }
     }
 }

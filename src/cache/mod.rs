@@ -1,12 +1,16 @@
 //! The content-addressed cache: typed ids, recipe keys, the on-disk store, locks and run records.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod fsutil;
+pub mod gc;
 pub mod ids;
 pub mod key;
 pub mod lock;
+pub mod manifest;
 pub mod records;
 pub mod store;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +28,14 @@ pub enum CacheError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An object about to be read no longer hashes to its digest.
+    #[error("input {instance} is damaged in the cache ({detail}); it was removed, run again to rebuild it")]
+    Damaged {
+        /// The instance that produced the object (from its provenance).
+        instance: String,
+        /// What the check found.
+        detail: String,
     },
 }
 

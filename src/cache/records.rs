@@ -4,13 +4,12 @@
 //! `status` can explain a new key as a field-level diff (`kmeans[k=50]: k 40 -> 50`).
 //! `runs.jsonl` gets one line per instance per run: key, outcome, wall time.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::write_atomic;
+use super::fsutil::{open_append, read_limited, write_atomic};
 use super::ids::RecipeKey;
 use super::key::Recipe;
 use super::store::Store;
@@ -55,13 +54,16 @@ impl Store {
 
     /// The recipe last completed under `instance` in `experiment`.
     pub fn name_record(&self, experiment: &str, instance: &str) -> Option<NameRecord> {
-        let bytes = std::fs::read(self.record_path(experiment, instance)).ok()?;
+        let bytes = read_limited(&self.record_path(experiment, instance), 64 << 20).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Remembers the recipe completed under `instance`.
     pub fn set_name_record(&self, experiment: &str, instance: &str, record: &NameRecord) -> std::io::Result<()> {
         let path = self.record_path(experiment, instance);
+        if let Some(dir) = path.parent() {
+            super::fsutil::ensure_real_dir(dir)?;
+        }
         if self.name_record(experiment, instance).is_some_and(|r| r.key == record.key) {
             return Ok(());
         }
@@ -69,11 +71,11 @@ impl Store {
     }
 
     /// Appends one line to the run log. A single `write` of a short line under O_APPEND keeps
-    /// concurrent writers from interleaving.
+    /// concurrent writers from interleaving; a link in place of the log is refused, not followed.
     pub fn log_run(&self, line: &RunLogLine) -> std::io::Result<()> {
         let mut text = serde_json::to_string(line).expect("plain data");
         text.push('\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(self.root().join("runs.jsonl"))?;
+        let mut f = open_append(&self.root().join("runs.jsonl"))?;
         f.write_all(text.as_bytes())
     }
 }

@@ -6,6 +6,7 @@
 //!   objects/<digest>/manifest.json  name, size and blake3 of every file; the output digests
 //!   keys/<recipe key>.json          recipe, object digest, output digests, provenance
 //!   records/<experiment>/<inst>.json  the recipe last used under an instance name (for `status`)
+//!   cache.lock                      shared by every process using the cache, exclusive for `gc`
 //!   locks/<recipe key>.lock         held while an instance runs
 //!   checkpoints/<recipe key>/       resumable state of a running stage (e.g. training epochs)
 //!   tmp/                            staging area on the same file system, for atomic renames
@@ -13,40 +14,27 @@
 //!   runs.jsonl                      one line per instance per run
 //! ```
 //! A key is written only after its object is complete and synced, so a crash at any moment leaves
-//! either no key or a key whose object is whole. Objects are verified against their manifest
-//! before use; a mismatch is reported and the object rebuilt.
+//! either no key or a key whose object is whole. Before an object is reused, read as an input or
+//! kept on publish, its files are re-hashed and its output digests recomputed from the bytes (the
+//! stored manifest is not trusted); a mismatch is reported and the object rebuilt.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{fsync_dir, hash_file, write_atomic};
+use super::fsutil::{ensure_real_dir, fsync_dir, plain_file_or_absent, read_limited, write_atomic};
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
+use super::lock::{self, KeyLock, Mode, TryLock};
+use super::manifest::{read_manifest, MAX_RECORD_BYTES};
 use super::CacheError;
 
-/// One file of an object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Path relative to the object root, `/`-separated.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// blake3 of the contents.
-    pub hash: Digest,
-}
-
-/// The manifest stored in every object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Every file, sorted by path.
-    pub files: Vec<FileEntry>,
-    /// Output name to the digest of that output's files.
-    pub outputs: BTreeMap<String, Digest>,
-}
+pub use super::manifest::{build_manifest, object_digest, FileEntry, Manifest};
+pub use super::verify::Check;
 
 /// What `keys/<key>.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,24 +51,60 @@ pub struct KeyRecord {
     pub provenance: serde_json::Value,
 }
 
-/// A cache directory.
+/// A cache directory. Holds the cache lock (shared, or exclusive for `gc`) while it lives.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    _cache_lock: Option<Arc<KeyLock>>,
 }
 
 impl Store {
-    /// Opens (creating if needed) a cache at `root`.
+    /// Opens (creating if needed) a cache at `root`, holding the cache lock in shared mode for
+    /// as long as the store lives; waits while `gc` holds it.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
+        Self::open_mode(root, Mode::Shared)
+    }
+
+    /// Opens a cache for `gc`: waits until no other process uses it, then keeps them out.
+    pub fn open_exclusive(root: &Path) -> Result<Store, CacheError> {
+        Self::open_mode(root, Mode::Exclusive)
+    }
+
+    fn open_mode(root: &Path, mode: Mode) -> Result<Store, CacheError> {
+        fs::create_dir_all(root).map_err(CacheError::io(root))?;
+        let lock_path = root.join("cache.lock");
+        let attempt = match lock::try_lock_mode(&lock_path, mode) {
+            // A cache on a read-only file system without a lock file: nothing can change it,
+            // `gc` included, so reading it needs no lock.
+            Err(CacheError::Io { source, .. })
+                if mode == Mode::Shared && source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+            {
+                return Ok(Store { root: root.to_path_buf(), _cache_lock: None });
+            }
+            other => other?,
+        };
+        let held = match attempt {
+            TryLock::Acquired(l) => l,
+            TryLock::Busy => {
+                match mode {
+                    Mode::Shared => tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display()),
+                    Mode::Exclusive => {
+                        tracing::warn!("waiting for the cfrun processes using {} to finish", root.display())
+                    }
+                }
+                lock::lock_mode(&lock_path, mode)?
+            }
+        };
         for sub in ["objects", "keys", "records", "locks", "checkpoints", "tmp", "data"] {
-            fs::create_dir_all(root.join(sub)).map_err(CacheError::io(root.join(sub)))?;
+            ensure_real_dir(&root.join(sub)).map_err(CacheError::io(root.join(sub)))?;
         }
+        plain_file_or_absent(&root.join("runs.jsonl")).map_err(CacheError::io(root.join("runs.jsonl")))?;
         let tag = root.join("CACHEDIR.TAG");
-        if !tag.exists() {
+        if fs::symlink_metadata(&tag).is_err() {
             let text = "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
             write_atomic(&tag, text.as_bytes()).map_err(CacheError::io(&tag))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)) })
     }
 
     /// The cache root.
@@ -119,9 +143,10 @@ impl Store {
 
     /// The record of a key, if published. A record that cannot be parsed counts as absent.
     pub fn lookup(&self, key: &RecipeKey) -> Option<KeyRecord> {
-        let bytes = fs::read(self.key_path(key)).ok()?;
+        let bytes = read_limited(&self.key_path(key), MAX_RECORD_BYTES).ok()?;
         let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
-        (record.key == *key).then_some(record)
+        // The stored recipe must still hash to the key it is filed under.
+        (record.key == *key && record.recipe.key() == *key).then_some(record)
     }
 
     /// A fresh staging directory on the cache's file system.
@@ -133,7 +158,9 @@ impl Store {
     }
 
     /// Hashes and syncs a staged object, moves it into `objects/`, then publishes the key.
-    /// `staged` holds one folder per output.
+    /// `staged` holds one folder per output. An object already stored under the same digest is
+    /// kept only if its bytes still hash to that digest; a damaged one is replaced by the
+    /// bytes just computed, so a rebuild repairs the cache instead of publishing the damage.
     pub fn publish(
         &self,
         staged: tempfile::TempDir,
@@ -152,16 +179,9 @@ impl Store {
         let object = object_digest(&manifest);
         let target = self.object_dir(&object);
         let staged_path = staged.keep();
-        if target.exists() {
-            // Same bytes already stored (e.g. by another recipe): keep the existing copy.
-            let _ = fs::remove_dir_all(&staged_path);
-        } else if let Err(e) = fs::rename(&staged_path, &target) {
-            if !target.exists() {
-                let _ = fs::remove_dir_all(&staged_path);
-                return Err(CacheError::Io { path: target, source: e });
-            }
-            let _ = fs::remove_dir_all(&staged_path);
-        }
+        let placed = self.place(&staged_path, &target, &object, &manifest.outputs);
+        let _ = fs::remove_dir_all(&staged_path);
+        placed?;
         fsync_dir(&self.root.join("objects")).map_err(CacheError::io(self.root.join("objects")))?;
         let record = KeyRecord { key, object, outputs: manifest.outputs.clone(), recipe: recipe.clone(), provenance };
         let path = self.key_path(&key);
@@ -169,40 +189,78 @@ impl Store {
         Ok(record)
     }
 
-    /// Re-hashes an object's files against its manifest. `Err` names the first mismatch.
-    pub fn verify(&self, record: &KeyRecord) -> Result<(), String> {
-        let dir = self.object_dir(&record.object);
-        let manifest: Manifest = fs::read(dir.join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| format!("object {} has no readable manifest", record.object.short()))?;
-        if object_digest(&manifest) != record.object || manifest.outputs != record.outputs {
-            return Err(format!("manifest of object {} does not match its digest", record.object.short()));
-        }
-        for f in &manifest.files {
-            let path = dir.join(&f.path);
-            let (size, hash) = hash_file(&path).map_err(|e| format!("{}: {e}", f.path))?;
-            if size != f.size || hash != f.hash {
-                return Err(format!(
-                    "{} in object {} has changed (expected {}, found {})",
-                    f.path,
-                    record.object.short(),
-                    f.hash.short(),
-                    hash.short()
-                ));
+    /// Moves a staged object to `target`, or keeps an intact copy already there. Another
+    /// process may be placing the same object at the same time; a few rounds settle it.
+    fn place(
+        &self,
+        staged: &Path,
+        target: &Path,
+        object: &Digest,
+        outputs: &BTreeMap<String, Digest>,
+    ) -> Result<(), CacheError> {
+        let mut last = String::new();
+        for _ in 0..5 {
+            if fs::symlink_metadata(target).is_ok() {
+                match self.check_object(object, outputs, Check::Full) {
+                    Ok(()) => return Ok(()),
+                    Err(why) => {
+                        tracing::warn!("stored object {} is damaged ({why}); replacing it", object.short());
+                        self.discard_dir(target);
+                        last = why;
+                        continue;
+                    }
+                }
             }
+            if let Err(e) = fs::rename(staged, target) {
+                if fs::symlink_metadata(target).is_err() {
+                    return Err(CacheError::Io { path: target.to_path_buf(), source: e });
+                }
+                continue;
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(CacheError::Io {
+            path: target.to_path_buf(),
+            source: std::io::Error::other(format!("could not replace a damaged object ({last})")),
+        })
     }
 
     /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt.
     pub fn evict(&self, record: &KeyRecord) {
         let _ = fs::remove_file(self.key_path(&record.key));
+        self.discard_dir(&self.object_dir(&record.object));
+    }
+
+    /// Removes a folder of the cache by first renaming it into `tmp/`, so that nobody ever sees
+    /// it half-deleted under its real name. Returns whether it is gone.
+    pub fn discard_dir(&self, dir: &Path) -> bool {
+        let Ok(holder) = tempfile::Builder::new().prefix("discard-").tempdir_in(self.root.join("tmp")) else {
+            return fs::remove_dir_all(dir).is_ok();
+        };
+        let aside = holder.path().join("x");
+        if fs::rename(dir, &aside).is_err() {
+            return fs::symlink_metadata(dir).is_err();
+        }
+        let _ = fs::remove_dir_all(&aside);
+        true
+    }
+
+    /// Removes an object (for `gc`): renamed into `tmp/` first, then deleted.
+    pub fn discard(&self, object: &Digest) -> std::io::Result<()> {
+        let dir = self.object_dir(object);
+        let holder = tempfile::Builder::new().prefix("discard-").tempdir_in(self.root.join("tmp"))?;
+        let aside = holder.path().join("x");
+        fs::rename(&dir, &aside)?;
+        fs::remove_dir_all(&aside)
+    }
+
+    /// The files of one output of a published object, as its manifest lists them (sorted);
+    /// a file planted beside them is not listed.
+    pub fn output_files(&self, record: &KeyRecord, output: &str) -> Vec<PathBuf> {
         let dir = self.object_dir(&record.object);
-        let aside = self.root.join("tmp").join(format!("corrupt-{}", record.object.hex()));
-        let _ = fs::remove_dir_all(&aside);
-        let _ = fs::rename(&dir, &aside);
-        let _ = fs::remove_dir_all(&aside);
+        let Some(manifest) = read_manifest(&dir) else { return Vec::new() };
+        let prefix = format!("{output}/");
+        manifest.files.iter().filter(|f| f.path.starts_with(&prefix)).map(|f| dir.join(&f.path)).collect()
     }
 
     /// Every published key.
@@ -246,59 +304,6 @@ pub fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CacheError> {
-    for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
-        let entry = entry.map_err(CacheError::io(dir))?;
-        let path = entry.path();
-        if entry.file_type().map_err(CacheError::io(&path))?.is_dir() {
-            collect_files(root, &path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    let _ = root;
-    Ok(())
-}
-
-/// Hashes every file under `dir` (except the manifest itself) into a manifest.
-pub fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
-    let mut paths = Vec::new();
-    collect_files(dir, dir, &mut paths)?;
-    let mut files = Vec::new();
-    for path in paths {
-        let rel = path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
-        if rel == "manifest.json" {
-            continue;
-        }
-        let (size, hash) = hash_file(&path).map_err(CacheError::io(&path))?;
-        files.push(FileEntry { path: rel, size, hash });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut per_output: BTreeMap<String, blake3::Hasher> = BTreeMap::new();
-    for f in &files {
-        let (output, rest) = f.path.split_once('/').unwrap_or(("", f.path.as_str()));
-        let h = per_output.entry(output.to_string()).or_default();
-        h.update(rest.as_bytes());
-        h.update(&[0]);
-        h.update(&f.size.to_le_bytes());
-        h.update(&f.hash.0);
-    }
-    let outputs = per_output.into_iter().map(|(k, h)| (k, Digest(*h.finalize().as_bytes()))).collect();
-    Ok(Manifest { files, outputs })
-}
-
-/// The object digest: blake3 over the output names and digests.
-pub fn object_digest(manifest: &Manifest) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"cfrun object\0");
-    for (name, d) in &manifest.outputs {
-        h.update(name.as_bytes());
-        h.update(&[0]);
-        h.update(&d.0);
-    }
-    Digest(*h.finalize().as_bytes())
-}
-
 fn sync_tree(dir: &Path) -> Result<(), CacheError> {
     for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
         let entry = entry.map_err(CacheError::io(dir))?;
@@ -310,4 +315,38 @@ fn sync_tree(dir: &Path) -> Result<(), CacheError> {
         }
     }
     fsync_dir(dir).map_err(CacheError::io(dir))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cache::key::RECIPE_FORMAT;
+
+    /// Publishes one output `out/data.bin` holding `text` under a recipe seeded `seed`.
+    pub(crate) fn publish(store: &Store, text: &[u8], seed: u64) -> KeyRecord {
+        let staged = store.staging_dir().unwrap();
+        fs::create_dir(staged.path().join("out")).unwrap();
+        fs::write(staged.path().join("out/data.bin"), text).unwrap();
+        let recipe = Recipe {
+            format: RECIPE_FORMAT,
+            op: "demo".into(),
+            version: 1,
+            params: serde_json::json!({ "seed": seed }),
+            inputs: BTreeMap::new(),
+        };
+        store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+    }
+
+    #[test]
+    fn publishing_over_a_damaged_copy_replaces_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let first = publish(&store, b"same bytes", 0);
+        let file = store.output_dir(&first.object, "out").join("data.bin");
+        fs::write(&file, b"SAME bytes").unwrap();
+        let second = publish(&store, b"same bytes", 1);
+        assert_eq!(second.object, first.object);
+        assert_eq!(fs::read(&file).unwrap(), b"same bytes");
+        store.verify(&first).unwrap();
+    }
 }

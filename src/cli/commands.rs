@@ -9,7 +9,8 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use super::{Command, DataAction, Global};
-use crate::cache::Store;
+use crate::cache::store::Check;
+use crate::cache::{gc as cache_gc, Store};
 use crate::config::{ConfigError, Experiment};
 use crate::exec::{self, device, evaluate, Outcome, RunOptions};
 use crate::graph::{render, Plan};
@@ -18,7 +19,7 @@ use crate::ops;
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
     let result = match cmd {
         Command::Run { file, jobs, device } => run(&file, g, jobs, device, bars),
-        Command::Status { file } => status(&file, g),
+        Command::Status { file, verify } => status(&file, g, verify),
         Command::Dag { file, format } => load(&file, g).map(|plan| {
             print!("{}", render::render(&plan, format));
             ExitCode::SUCCESS
@@ -46,7 +47,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 }
                 eprint!("{}", c.render());
             }
-            Failure::Other(msg) => eprintln!("error: {msg}"),
+            Failure::Other(msg) => eprintln!("error: {}", crate::config::error::printable(&msg)),
         }
         ExitCode::from(2)
     })
@@ -95,12 +96,9 @@ fn run(
         let op = ops::find(&inst.op).expect("known op");
         let reports = op.output_names(&inst.params);
         for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
-            let dir = store.output_dir(&record.object, out);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-                .unwrap_or_default();
-            files.sort();
-            report_files.push((inst.name.clone(), files));
+            // The files the object's manifest lists (verified when the record was), never
+            // whatever else sits in the folder.
+            report_files.push((inst.name.clone(), store.output_files(record, out)));
         }
     }
     // Verdicts come last, after the tables they summarise.
@@ -141,10 +139,10 @@ fn run(
     Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn status(file: &Path, g: &Global) -> Result<ExitCode, Failure> {
+fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store(g)?;
-    let states = evaluate::evaluate(&plan, &store);
+    let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     if g.json {
         let items: Vec<_> = plan
             .instances
@@ -183,32 +181,39 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     }
     let states = evaluate::evaluate(&plan, &store);
     let mut items = Vec::new();
+    let mut damaged = 0;
     for idx in selected {
         let inst = &plan.instances[idx.0];
         let st = &states[idx.0];
         let mut item = json!({"instance": inst.name, "state": st.label(), "key": st.key, "params": inst.params});
-        if let Some(rec) = &st.record {
-            let dir = store.object_dir(&rec.object);
-            let mut files = Vec::new();
-            let mut metrics = serde_json::Map::new();
-            for out in rec.outputs.keys() {
-                let odir = dir.join(out);
-                if let Ok(rd) = std::fs::read_dir(&odir) {
-                    let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-                    names.sort();
-                    files.extend(names);
+        // What is printed is re-hashed first: a damaged result is reported, never shown.
+        let verified = st.record.as_ref().map(|rec| (rec, store.verify(rec)));
+        match verified {
+            Some((rec, Ok(()))) => {
+                let mut files = Vec::new();
+                let mut metrics = serde_json::Map::new();
+                for out in rec.outputs.keys() {
+                    files.extend(store.output_files(rec, out));
+                    if let Ok(m) = crate::artifact::Metrics::load(&store.output_dir(&rec.object, out)) {
+                        metrics.insert(out.clone(), json!(m.values));
+                    }
                 }
-                if let Ok(m) = crate::artifact::Metrics::load(&odir) {
-                    metrics.insert(out.clone(), json!(m.values));
-                }
+                item["object"] = json!(store.object_dir(&rec.object));
+                item["outputs"] = json!(rec.outputs);
+                item["files"] = json!(files);
+                item["metrics"] = json!(metrics);
+                item["provenance"] = rec.provenance.clone();
             }
-            item["object"] = json!(dir);
-            item["outputs"] = json!(rec.outputs);
-            item["files"] = json!(files);
-            item["metrics"] = json!(metrics);
-            item["provenance"] = rec.provenance.clone();
-        } else {
-            item["because"] = json!(st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+            Some((_, Err(why))) => {
+                damaged += 1;
+                eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
+                item["state"] = json!("damaged");
+                item["because"] = json!([format!("cached result is damaged ({why})")]);
+            }
+            None => {
+                damaged += usize::from(st.label() == "damaged");
+                item["because"] = json!(st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+            }
         }
         items.push(item);
     }
@@ -219,7 +224,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
             println!("{}", serde_json::to_string_pretty(item).unwrap_or_default());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
@@ -235,57 +240,56 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 }
 
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
-    let store = open_store(g)?;
+    let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
+    // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
+    let store = Store::open_exclusive(&g.cache).map_err(|e| Failure::Other(e.to_string()))?;
     let mut live_keys = BTreeSet::new();
-    for file in files {
-        let plan = load(file, g)?;
-        for st in evaluate::evaluate(&plan, &store) {
+    for plan in &plans {
+        for st in evaluate::evaluate(plan, &store) {
             if let Some(rec) = st.record {
                 live_keys.insert(rec.key);
             }
         }
     }
-    let mut live_objects = BTreeSet::new();
-    let mut dead_keys = Vec::new();
-    for key in store.all_keys() {
-        match store.lookup(&key) {
-            Some(rec) if live_keys.contains(&key) => {
-                live_objects.insert(rec.object);
+    let garbage = cache_gc::find(&store, &live_keys);
+    let total: u64 = garbage.objects.iter().map(|(_, s)| s).sum();
+    if dry_run {
+        if g.json {
+            let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
+            println!("{}", json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "bytes": total}));
+        } else {
+            for (obj, size) in &garbage.objects {
+                println!("would remove {obj} ({})", human(*size));
             }
-            _ => dead_keys.push(key),
+            println!("would free {} objects and {} keys, {}", garbage.objects.len(), garbage.keys.len(), human(total));
         }
+        return Ok(ExitCode::SUCCESS);
     }
-    let dead_objects: Vec<_> = store.all_objects().into_iter().filter(|o| !live_objects.contains(o)).collect();
-    let mut freed = 0u64;
-    for obj in &dead_objects {
-        let size = store.object_size(obj);
-        freed += size;
-        if !g.json {
-            println!("{} {} ({})", if dry_run { "would remove" } else { "removing" }, obj, human(size));
-        }
-        if !dry_run {
-            let _ = std::fs::remove_dir_all(store.object_dir(obj));
-        }
-    }
-    if !dry_run {
-        for key in &dead_keys {
-            let _ = store.remove_key(key);
-        }
-        let _ = std::fs::remove_dir_all(store.root().join("tmp"));
-        let _ = std::fs::create_dir_all(store.root().join("tmp"));
-    }
+    let swept = cache_gc::sweep(&store, &garbage);
     if g.json {
-        println!("{}", json!({"dry_run": dry_run, "objects": dead_objects, "keys": dead_keys.len(), "bytes": freed}));
-    } else {
+        let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         println!(
-            "{} {} objects and {} keys, {}",
-            if dry_run { "would free" } else { "freed" },
-            dead_objects.len(),
-            dead_keys.len(),
-            human(freed)
+            "{}",
+            json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
+                   "locks": swept.locks_removed, "staging": swept.staging_removed, "failures": swept.failures})
+        );
+    } else {
+        for (obj, size) in &swept.objects_removed {
+            println!("removed {obj} ({})", human(*size));
+        }
+        for f in &swept.failures {
+            eprintln!("could not remove {f}");
+        }
+        println!(
+            "freed {} objects and {} keys, {} ({} stale lock files, {} leftover staging folders)",
+            swept.objects_removed.len(),
+            swept.keys_removed,
+            human(swept.bytes_freed),
+            swept.locks_removed,
+            swept.staging_removed
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn human(bytes: u64) -> String {

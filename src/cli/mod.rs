@@ -55,10 +55,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
-    /// What would run, and why (the field or input that changed).
+    /// What would run, and why (the field or input that changed). Cached results get a quick
+    /// check (manifest, file list and sizes); `--verify` re-hashes every file.
     Status {
         /// The experiment file.
         file: PathBuf,
+        /// Re-hash every file of every cached result instead of the quick check.
+        #[arg(long)]
+        verify: bool,
     },
     /// The expanded DAG of instances.
     Dag {

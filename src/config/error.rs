@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 
+use super::limits::MAX_ERRORS;
 use super::source::{Origin, SourceFile};
 
 /// Everything that can be wrong with an experiment before it runs.
@@ -24,6 +25,9 @@ pub enum ConfigError {
     /// Several problems, reported together so one run shows them all.
     #[error("{} problems in the experiment file", .0.len())]
     Many(Vec<ConfigError>),
+    /// Stands for the problems beyond [`MAX_ERRORS`], which are counted, not listed.
+    #[error("... and {0} more problems (fix the ones above first)")]
+    More(usize),
 }
 
 /// A message anchored at a span.
@@ -40,13 +44,33 @@ pub struct Located {
 }
 
 impl ConfigError {
-    /// An error at `origin` in `file`.
+    /// An error at `origin` in `file`. Text from the input is made safe to print here: control
+    /// characters escaped, and very long messages (a megabyte-long name) cut short.
     pub fn at(file: &SourceFile, origin: Origin, message: String, help: Option<String>) -> Self {
+        let (message, help) = (printable(&message), help.map(|h| printable(&h)));
         ConfigError::At(Box::new(Located { file: file.clone(), origin, message, help }))
     }
 
-    /// Collapses a list of errors: none is `Ok`, one is itself, more are `Many`.
+    /// Collapses a list of errors: none is `Ok`, one is itself, more are `Many` (at most
+    /// [`MAX_ERRORS`] of them listed, the rest counted).
     pub fn collect(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        let listed: usize = errors.iter().map(|e| e.flatten().len()).sum();
+        if listed > MAX_ERRORS {
+            let mut kept = Vec::new();
+            let mut dropped = 0;
+            for e in errors.drain(..).flat_map(|e| match e {
+                ConfigError::Many(list) => list,
+                other => vec![other],
+            }) {
+                match e {
+                    ConfigError::More(n) => dropped += n,
+                    e if kept.len() < MAX_ERRORS => kept.push(e),
+                    _ => dropped += 1,
+                }
+            }
+            kept.push(ConfigError::More(dropped));
+            errors = kept;
+        }
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -68,6 +92,7 @@ impl ConfigError {
             ConfigError::At(loc) => Some(loc.location()),
             ConfigError::Many(list) => list.first().and_then(|e| e.location()),
             ConfigError::Io { path, .. } => Some(path.display().to_string()),
+            ConfigError::More(_) => None,
         }
     }
 
@@ -78,7 +103,7 @@ impl ConfigError {
             match e {
                 ConfigError::At(loc) => out.push_str(&loc.render()),
                 other => {
-                    let _ = writeln!(out, "error: {other}");
+                    let _ = writeln!(out, "error: {}", printable(&other.to_string()));
                 }
             }
         }
@@ -101,17 +126,19 @@ impl Located {
     fn render(&self) -> String {
         let mut out = format!("error: {}\n  --> {}\n", self.message, self.location());
         if let Origin::File(span) = &self.origin {
-            let diag = Snippet { located: self, span: span.clone(), source: self.file.text.to_string() };
-            let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
-                .with_context_lines(1)
-                .without_cause_chain();
-            let mut rendered = String::new();
-            if handler.render_report(&mut rendered, &diag).is_ok() {
-                // miette repeats the message on its first line; ours is already printed above.
-                let body: Vec<&str> = rendered.lines().skip(1).collect();
-                out.push_str(&body.join("\n"));
-                out.push('\n');
-                return out;
+            if let Some((source, span)) = snippet_source(&self.file.text, span) {
+                let diag = Snippet { located: self, span, source };
+                let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+                    .with_context_lines(1)
+                    .without_cause_chain();
+                let mut rendered = String::new();
+                if handler.render_report(&mut rendered, &diag).is_ok() {
+                    // miette repeats the message on its first line; ours is already printed above.
+                    let body: Vec<&str> = rendered.lines().skip(1).collect();
+                    out.push_str(&body.join("\n"));
+                    out.push('\n');
+                    return out;
+                }
             }
         }
         if let Some(help) = &self.help {
@@ -119,6 +146,67 @@ impl Located {
         }
         out
     }
+}
+
+/// Longest message or help text printed; the rest is cut (it can quote input of any length).
+const MAX_MESSAGE_CHARS: usize = 600;
+/// Longest source line quoted under an error.
+const MAX_SNIPPET_LINE: usize = 300;
+
+/// `text` with control and direction-changing characters escaped (`\u{1b}`), so input can never
+/// move the cursor, recolour or reorder the terminal, and cut to [`MAX_MESSAGE_CHARS`].
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push_str("… (cut)");
+            break;
+        }
+        if unsafe_to_print(c) && c != '\n' {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unsafe_to_print(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The lines around `span` (one before, the span's, one after) with the span moved to match,
+/// unsafe characters replaced by ones of the same byte length, or `None` when a line is too
+/// long to quote (a generated file).
+fn snippet_source(text: &str, span: &std::ops::Range<usize>) -> Option<(String, std::ops::Range<usize>)> {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let from = text[..line_start.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    let to = text[(line_end + 1).min(text.len())..].find('\n').map_or(text.len(), |i| line_end + 1 + i);
+    let window = &text[from..to.max(from)];
+    if window.lines().any(|l| l.len() > MAX_SNIPPET_LINE) || end - start > 4 * MAX_SNIPPET_LINE {
+        return None;
+    }
+    let safe: String = window
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            c if unsafe_to_print(c) => match c.len_utf8() {
+                1 => '?',
+                2 => '¿',
+                _ => '\u{fffd}',
+            },
+            c => c,
+        })
+        .collect();
+    // The miette line numbers must match the file's: pad with the lines above.
+    let above = text[..from].matches('\n').count();
+    let pad = "\n".repeat(above);
+    let shift = pad.len() as isize - from as isize;
+    let moved = ((start as isize + shift) as usize)..((end as isize + shift) as usize);
+    Some((pad + &safe, moved))
 }
 
 /// Adapter giving miette the source, label and help of one [`Located`].

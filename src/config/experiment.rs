@@ -2,12 +2,13 @@
 //! with the spans needed to report later errors. Stage fields stay untyped here; each op types
 //! its own parameters (see [`super::params`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::Value as Json;
 
 use super::error::ConfigError;
+use super::limits::{MAX_AXIS_VALUES, MAX_NAME_CHARS, MAX_STAGES};
 use super::overrides::{apply_overrides, Override};
 use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
 use super::suggest::did_you_mean;
@@ -189,7 +190,14 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
     }
     let name = match table.get("name").map(|e| &e.node) {
         Some(Node { value: NodeValue::Str(s), origin }) => {
-            if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if s.chars().count() > MAX_NAME_CHARS {
+                errors.push(ConfigError::at(
+                    file,
+                    origin.clone(),
+                    format!("experiment.name is longer than {MAX_NAME_CHARS} characters"),
+                    Some("it names a folder in the cache; use a short name".into()),
+                ));
+            } else if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 errors.push(ConfigError::at(
                     file,
                     origin.clone(),
@@ -268,6 +276,16 @@ fn node_text(node: &Node) -> String {
     }
 }
 
+/// A name longer than [`MAX_NAME_CHARS`] (the key is not quoted: it may be megabytes long).
+fn too_long(file: &SourceFile, entry: &Entry, what: &str) -> ConfigError {
+    ConfigError::at(
+        file,
+        entry.key_origin.clone(),
+        format!("{what} is longer than {MAX_NAME_CHARS} characters"),
+        Some("names become parts of instance names and file names; use a short one".into()),
+    )
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -279,6 +297,10 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
     let Some(table) = expect_table(file, &entry.node, "sweep", errors) else { return Vec::new() };
     let mut axes = Vec::new();
     for (name, e) in table {
+        if name.chars().count() > MAX_NAME_CHARS {
+            errors.push(too_long(file, e, "sweep axis name"));
+            continue;
+        }
         if !is_identifier(name) {
             errors.push(ConfigError::at(
                 file,
@@ -313,18 +335,55 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
             ));
             continue;
         }
+        if items.len() > MAX_AXIS_VALUES {
+            errors.push(ConfigError::at(
+                file,
+                e.node.origin.clone(),
+                format!("sweep axis `{name}` has {} values, more than the {MAX_AXIS_VALUES} allowed", items.len()),
+                Some("sweep fewer values; every value multiplies the instances of each stage using it".into()),
+            ));
+            continue;
+        }
         let mut values: Vec<Json> = Vec::new();
+        // Values are told apart by the text they put in instance names: `1` and `"1"` would
+        // both name `k=1`, so they are duplicates too.
+        let mut names: HashMap<String, Json> = HashMap::new();
         for item in items {
             match &item.value {
                 NodeValue::Str(_) | NodeValue::Int(_) | NodeValue::Float(_) | NodeValue::Bool(_) => {
                     let v = item.to_json();
-                    if values.contains(&v) {
+                    let text = match &v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    if text.chars().any(char::is_control) {
                         errors.push(ConfigError::at(
                             file,
                             item.origin.clone(),
-                            format!("duplicate value {v} in sweep axis `{name}`"),
+                            format!("a value of sweep axis `{name}` contains a control character"),
+                            Some("axis values become part of instance names, printed in logs and tables".into()),
+                        ));
+                    } else if text.chars().count() > MAX_NAME_CHARS {
+                        errors.push(ConfigError::at(
+                            file,
+                            item.origin.clone(),
+                            format!("a value of sweep axis `{name}` is longer than {MAX_NAME_CHARS} characters"),
+                            Some("axis values become part of instance names; use a short one".into()),
+                        ));
+                    } else if let Some(first) = names.get(&text) {
+                        let message = if *first == v {
+                            format!("duplicate value {v} in sweep axis `{name}`")
+                        } else {
+                            format!("values {first} and {v} of sweep axis `{name}` would both name instances `{name}={text}`")
+                        };
+                        errors.push(ConfigError::at(
+                            file,
+                            item.origin.clone(),
+                            message,
                             Some("each value of an axis names one instance; list it once".into()),
                         ));
+                    } else {
+                        names.insert(text, v.clone());
                     }
                     values.push(v);
                 }
@@ -347,8 +406,21 @@ fn parse_stages(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Confi
         return Vec::new();
     };
     let Some(table) = expect_table(file, &entry.node, "stages", errors) else { return Vec::new() };
+    if table.len() > MAX_STAGES {
+        errors.push(ConfigError::at(
+            file,
+            entry.key_origin.clone(),
+            format!("the experiment declares {} stages, more than the {MAX_STAGES} allowed", table.len()),
+            Some("sweep axes expand one stage into many instances; use them instead of copies".into()),
+        ));
+        return Vec::new();
+    }
     let mut stages = Vec::new();
     for (name, e) in table {
+        if name.chars().count() > MAX_NAME_CHARS {
+            errors.push(too_long(file, e, "stage name"));
+            continue;
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             errors.push(ConfigError::at(
                 file,

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod experiment;
+pub mod limits;
 pub mod overrides;
 pub mod params;
 pub mod source;

@@ -46,7 +46,29 @@ pub trait Params: DeserializeOwned + Serialize {
 pub fn normalize<P: Params>(raw: &Json) -> Result<Json, ParamError> {
     let typed: P = parse::<P>(raw)?;
     typed.validate()?;
-    serde_json::to_value(&typed).map_err(|e| ParamError::field("", format!("cannot encode parameters: {e}"), None))
+    let canonical = serde_json::to_value(&typed)
+        .map_err(|e| ParamError::field("", format!("cannot encode parameters: {e}"), None))?;
+    if let Some(path) = control_character(&canonical, "") {
+        return Err(ParamError::field(
+            &path,
+            format!("`{path}` contains a control character"),
+            Some("parameter text ends up in names, logs, tables and figures; remove it".into()),
+        ));
+    }
+    Ok(canonical)
+}
+
+/// The path of the first string holding a control character (newlines and tabs are text).
+fn control_character(v: &Json, path: &str) -> Option<String> {
+    match v {
+        Json::String(s) => s.chars().any(|c| c.is_control() && c != '\n' && c != '\t').then(|| path.to_string()),
+        Json::Array(items) => items.iter().find_map(|i| control_character(i, path)),
+        Json::Object(map) => map.iter().find_map(|(k, i)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            control_character(i, &p)
+        }),
+        _ => None,
+    }
 }
 
 /// Types `raw` as `P` (unknown fields rejected with a suggestion).

@@ -5,6 +5,7 @@
 //! column of the file the user wrote.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde_json::Value as Json;
 use toml::de::{DeTable, DeValue};
 
 use super::error::ConfigError;
+use super::limits::MAX_FILE_BYTES;
 
 /// A loaded experiment file: its path (as the user named it) and text.
 #[derive(Debug, Clone)]
@@ -25,10 +27,32 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Reads a file; an unreadable file is a configuration error naming the path.
+    /// Reads a file; an unreadable file is a configuration error naming the path. Only a
+    /// regular file of at most [`MAX_FILE_BYTES`] is read: a device (`/dev/zero`) or a pipe
+    /// would fill memory or block, and a larger file is not an experiment.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Io { path: path.to_path_buf(), message: e.to_string() })?;
+        let fail = |message: String| ConfigError::Io { path: path.to_path_buf(), message };
+        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file (experiment files are plain TOML files)".into()));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(fail(format!(
+                "{} bytes is more than the {MAX_FILE_BYTES} bytes an experiment file may have",
+                meta.len()
+            )));
+        }
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        // The file may grow between the check and the read.
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(format!("more than the {MAX_FILE_BYTES} bytes an experiment file may have")));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            fail(format!("not UTF-8 text (invalid byte at offset {at}); TOML files are UTF-8"))
+        })?;
         Ok(Self::from_text(path, text))
     }
 

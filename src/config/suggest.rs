@@ -1,7 +1,11 @@
 //! "Did you mean" suggestions for misspelt names.
 
-/// The closest candidate within a small edit distance, if any.
+/// The closest candidate within a small edit distance, if any. A word much longer than any
+/// name (generated input) gets no suggestion: the distance costs its length times each name's.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    if word.len() > super::limits::MAX_NAME_CHARS {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (levenshtein(word, c), *c))

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cache::store::Check;
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{Instance, InstanceIdx, Plan};
 use crate::ops;
@@ -21,10 +22,13 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
-    /// `cached`, `stale` (ran before under this name with another recipe) or `missing`.
+    /// `cached`, `damaged` (published, but its object failed the check), `stale` (ran before
+    /// under this name with another recipe) or `missing`.
     pub fn label(&self) -> &'static str {
         if self.record.is_some() {
             "cached"
+        } else if self.reasons.iter().any(|r| matches!(r, DirtyReason::Damaged { .. })) {
+            "damaged"
         } else if self.reasons.iter().any(|r| matches!(r, DirtyReason::New)) {
             "missing"
         } else {
@@ -80,16 +84,32 @@ pub fn reasons(
     }
 }
 
-/// Evaluates every instance of the plan against the cache.
+/// Evaluates every instance of the plan against the cache, with the quick object check.
 pub fn evaluate(plan: &Plan, store: &Store) -> Vec<InstanceState> {
+    evaluate_with(plan, store, Check::Quick)
+}
+
+/// Evaluates every instance of the plan against the cache; a published object that fails the
+/// `depth` check counts as not cached, with a [`DirtyReason::Damaged`] saying why.
+pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceState> {
     let mut records: Vec<Option<KeyRecord>> = vec![None; plan.instances.len()];
     let mut states = Vec::with_capacity(plan.instances.len());
     for (i, inst) in plan.instances.iter().enumerate() {
         let recipe = recipe_for(plan, inst, &records);
         let key = recipe.as_ref().ok().map(Recipe::key);
-        let record = key.and_then(|k| store.lookup(&k)).filter(|r| store.object_dir(&r.object).is_dir());
-        let reasons =
-            if record.is_some() { Vec::new() } else { reasons(store, &plan.experiment.name, inst, recipe.as_ref()) };
+        let mut damage = None;
+        let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.check(r, depth) {
+            Ok(()) => true,
+            Err(detail) => {
+                damage = Some(DirtyReason::Damaged { detail });
+                false
+            }
+        });
+        let reasons = match (&record, damage) {
+            (Some(_), _) => Vec::new(),
+            (None, Some(d)) => vec![d],
+            (None, None) => reasons(store, &plan.experiment.name, inst, recipe.as_ref()),
+        };
         records[i] = record.clone();
         states.push(InstanceState { recipe: recipe.ok(), key, record, reasons });
     }

@@ -267,6 +267,10 @@ fn execute(
             .collect();
         inputs.insert(slot.clone(), list);
     }
+    // No byte enters a computation unless it still hashes to the digest its key promises.
+    store
+        .verify_inputs(inst.inputs.values().flatten().filter_map(|r| upstream[r.instance.0].as_ref()))
+        .map_err(cache_err)?;
     tracing::info!("running {} ({})", inst.name, key.short());
     let progress = Progress::new(&inst.name, opts.bars.clone());
     let started = Instant::now();

@@ -7,6 +7,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
 
+use super::budget::Budget;
 use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
@@ -101,6 +102,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut errors = Vec::new();
     let mut stage_axes: HashMap<&str, Vec<String>> = HashMap::new();
     let mut stage_instances: HashMap<&str, Vec<InstanceIdx>> = HashMap::new();
+    // A stage's instances by their axis values, so matching inputs is a lookup, not a scan.
+    let mut stage_index: HashMap<&str, HashMap<String, Vec<InstanceIdx>>> = HashMap::new();
+    let mut budget = Budget::default();
     let mut instances: Vec<Instance> = Vec::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
 
@@ -147,6 +151,11 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
         }
         let axes: Vec<String> = axes.into_iter().collect();
+        // Counted before expanding: a generated sweep must not be materialised to be refused.
+        if let Err(e) = budget.admit_stage(exp, stage, &axes) {
+            errors.push(e);
+            return Err(ConfigError::collect(errors).expect_err("one error was just added"));
+        }
         let mut mine = Vec::new();
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
@@ -165,13 +174,20 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 let mut list = Vec::new();
                 for (upstream, output, _) in refs {
                     let Some(candidates) = stage_instances.get(upstream.as_str()) else { continue };
-                    for &idx in candidates {
-                        let up = &instances[idx.0];
-                        let matches =
-                            stage.op.aggregates() || up.axes.iter().all(|(k, v)| assignment.get(k) == Some(v));
-                        if matches {
-                            list.push(InputRef { instance: idx, output: output.clone() });
-                        }
+                    let matching: &[InstanceIdx] = if stage.op.aggregates() {
+                        candidates
+                    } else {
+                        // Upstream axes are a subset of this stage's: project and look up.
+                        let up_axes = stage_axes.get(upstream.as_str()).map_or(&[][..], |a| a.as_slice());
+                        let key = axes_key(up_axes.iter().filter_map(|a| assignment.get_key_value(a)));
+                        stage_index.get(upstream.as_str()).and_then(|ix| ix.get(&key)).map_or(&[][..], |v| v)
+                    };
+                    if let Err(e) = budget.admit_edges(exp, stage, matching.len()) {
+                        errors.push(e);
+                        return Err(ConfigError::collect(errors).expect_err("one error was just added"));
+                    }
+                    for &idx in matching {
+                        list.push(InputRef { instance: idx, output: output.clone() });
                     }
                 }
                 inputs.insert(slot.clone(), list);
@@ -195,11 +211,28 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             });
             mine.push(idx);
         }
+        let mut index: HashMap<String, Vec<InstanceIdx>> = HashMap::new();
+        for &idx in &mine {
+            index.entry(axes_key(instances[idx.0].axes.iter())).or_default().push(idx);
+        }
+        stage_index.insert(name, index);
         stage_axes.insert(name, axes);
         stage_instances.insert(name, mine);
     }
     ConfigError::collect(errors)?;
     Ok(instances)
+}
+
+/// A lookup key for a set of axis values (given in name order).
+fn axes_key<'a>(values: impl Iterator<Item = (&'a String, &'a Json)>) -> String {
+    let mut key = String::new();
+    for (name, value) in values {
+        key.push_str(name);
+        key.push('=');
+        key.push_str(&value.to_string());
+        key.push('\0');
+    }
+    key
 }
 
 /// Every combination of the given axes' values, as maps from axis name to value.

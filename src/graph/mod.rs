@@ -1,7 +1,10 @@
 //! The experiment as a DAG of stage instances: references resolved, cycles rejected, sweeps
 //! expanded, parameters typed. Everything here happens before anything runs.
 
+pub mod budget;
 pub mod expand;
+#[cfg(test)]
+mod front_end_fuzz;
 pub mod instance;
 pub mod placeholder;
 pub mod render;

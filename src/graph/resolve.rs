@@ -190,6 +190,7 @@ fn check_reference(
                     .collect::<Vec<_>>()
             })
             .filter(|r| !r.starts_with(&format!("{}.", decl.name)))
+            .take(12)
             .collect();
         let help = if candidates.is_empty() {
             format!("`{field}` takes {}", kinds.join(" or "))

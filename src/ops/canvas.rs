@@ -61,6 +61,10 @@ impl Params for CanvasParams {
         if self.size < 2 || self.size > 512 {
             return Err(ParamError::range("size", self.size, "between 2 and 512"));
         }
+        for (field, n) in [("train_size", self.train_size), ("test_size", self.test_size)] {
+            let side = self.size.min(512) as u64;
+            crate::config::limits::fits_in_memory(field, n as u64, side * side * 5, "canvases")?;
+        }
         if self.train_size < 2 || self.test_size == 0 {
             let (field, v) = if self.train_size < 2 { ("train_size", self.train_size) } else { ("test_size", 0) };
             return Err(ParamError::range(field, v, if field == "train_size" { "at least 2" } else { "at least 1" }));

@@ -95,9 +95,14 @@ impl Params for DatasetParams {
 
 impl DatasetParams {
     fn check_sizes(&self) -> Result<(), ParamError> {
+        // Images are held as bytes and, while training, as f32: 3 channels at most.
+        let side = self.size.unwrap_or(64) as u64;
         for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
             if v == Some(0) {
                 return Err(ParamError::range(field, 0, "at least 1"));
+            }
+            if let Some(n) = v {
+                crate::config::limits::fits_in_memory(field, n as u64, side * side * 3 * 5, "images")?;
             }
         }
         Ok(())

@@ -64,15 +64,25 @@ impl Params for ExtractParams {
                 Some("valid: conv1, res2, res3, res4, res5".into()),
             )
         })?;
-        self.pool.parse::<Pool>().map_err(|_| {
+        let pool = self.pool.parse::<Pool>().map_err(|_| {
             ParamError::field(
                 "pool",
                 format!("unknown pooling `{}`", self.pool),
                 Some("valid: avg, flatten, adaptiveN (e.g. adaptive2), dimN (e.g. dim1200)".into()),
             )
         })?;
-        if self.batch_size == 0 {
-            return Err(ParamError::range("batch_size", 0, "at least 1"));
+        match pool {
+            // No feature map is larger than 96 x 96: a finer grid only repeats values.
+            Pool::Adaptive(s) if s > 96 => {
+                return Err(ParamError::range("pool", &self.pool, "an adaptive grid of at most 96 (adaptive96)"))
+            }
+            Pool::Dim(n) if n > 1 << 20 => {
+                return Err(ParamError::range("pool", &self.pool, "at most dim1048576 values per example"))
+            }
+            _ => {}
+        }
+        if !(1..=65_536).contains(&self.batch_size) {
+            return Err(ParamError::range("batch_size", self.batch_size, "between 1 and 65536"));
         }
         if self.clip_frames == Some(0) {
             return Err(ParamError::range("clip_frames", 0, "at least 1"));

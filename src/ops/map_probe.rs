@@ -48,6 +48,10 @@ mod defaults {
 
 impl Params for MapProbeParams {
     fn validate(&self) -> Result<(), ParamError> {
+        // Each cost is a full cross-validated fit: a long list is a typo or generated input.
+        crate::config::limits::at_most("costs", self.costs.len(), 100).map_err(|_| {
+            ParamError::field("costs", format!("`costs` lists {} values, at most 100", self.costs.len()), None)
+        })?;
         if self.costs.is_empty() || self.costs.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
             return Err(ParamError::field(
                 "costs",

@@ -252,6 +252,9 @@ pub fn check_sgd(s: &SgdSettings) -> Result<(), ParamError> {
     if s.batch_size == 0 {
         return Err(ParamError::range("batch_size", s.batch_size, "at least 1"));
     }
+    // Far beyond any study, short of a run that never ends or an allocation abort.
+    crate::config::limits::at_most("epochs", s.epochs, 100_000)?;
+    crate::config::limits::at_most("batch_size", s.batch_size, 65_536)?;
     if !(s.lr > 0.0 && s.lr.is_finite()) {
         return Err(ParamError::range("lr", s.lr, "a positive number"));
     }

@@ -220,7 +220,8 @@ impl Op for Pretext {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let m = &images.meta;
         let n = images.count(Split::Train);
-        std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
+        crate::cache::checkpoint::prepare(&ctx.checkpoint_dir)
+            .map_err(OpError::io("creating the checkpoint folder"))?;
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
         let (trained, examples, unit) = if p.task == "rotnet" {

@@ -11,7 +11,8 @@ use serde_json::Value as Json;
 
 use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
 use crate::artifact::{Images, Labels, Metrics, Split};
-use crate::cache::fsutil::write_atomic;
+use crate::cache::checkpoint;
+use crate::config::limits;
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfig, TrainObserver, TrainState};
 
@@ -119,6 +120,10 @@ mod defaults {
 }
 
 const SCHEDULES: &[&str] = &["cosine", "step", "constant"];
+/// Most channels of any layer.
+const MAX_WIDTH: usize = 8192;
+/// Most basic blocks in one stage.
+const MAX_BLOCKS: usize = 64;
 
 impl Params for TrainParams {
     fn validate(&self) -> Result<(), ParamError> {
@@ -152,8 +157,41 @@ impl Params for TrainParams {
         if self.widths.is_some_and(|w| w.contains(&0)) {
             return Err(ParamError::range("widths", "a zero width", "positive channel counts"));
         }
+        if self.stem_width == Some(0) {
+            return Err(ParamError::range("stem_width", 0, "a positive channel count"));
+        }
         if self.blocks.is_some_and(|b| b.contains(&0)) {
             return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
+        }
+        // Sizes that allocate per unit: far past anything trainable, short of an allocation abort.
+        for w in self.widths.iter().flatten() {
+            limits::at_most("widths", *w, MAX_WIDTH)?;
+        }
+        if let Some(s) = self.stem_width {
+            limits::at_most("stem_width", s, MAX_WIDTH)?;
+        }
+        for b in self.blocks.iter().flatten() {
+            limits::at_most("blocks", *b, MAX_BLOCKS)?;
+        }
+        if self.clip_frames.is_some_and(|f| f > 64) {
+            return Err(ParamError::range("clip_frames", self.clip_frames.unwrap_or(0), "at most 64"));
+        }
+        if self.schedule == "step" {
+            if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+                return Err(ParamError::range("gamma", self.gamma, "in (0, 1] (the rate is multiplied by it)"));
+            }
+            if let Some(m) = self.milestones.iter().find(|m| **m == 0 || **m >= self.epochs) {
+                return Err(ParamError::range("milestones", m, &format!("epochs between 1 and {}", self.epochs - 1)));
+            }
+            if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(ParamError::range("milestones", format!("{:?}", self.milestones), "strictly increasing"));
+            }
+        } else if !self.milestones.is_empty() {
+            return Err(ParamError::field(
+                "milestones",
+                "`milestones` only apply to schedule = \"step\"",
+                Some("remove them, or set schedule = \"step\"".to_string()),
+            ));
         }
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(ParamError::range("temperature", self.temperature, "positive"));
@@ -201,8 +239,9 @@ impl TrainParams {
     }
 }
 
-/// Saves a checkpoint after every epoch: each epoch in its own folder, then a `latest` pointer
-/// written atomically, so a kill at any moment leaves a loadable checkpoint or none.
+/// Saves a checkpoint after every epoch: each epoch written into a fresh folder, renamed, then
+/// sealed with its digest (see [`crate::cache::checkpoint`]), so a kill at any moment leaves a
+/// loadable checkpoint or none, and an edited one is never resumed from.
 pub(crate) struct Checkpointer<'a> {
     /// The checkpoint folder (tied to the recipe key).
     pub(crate) dir: &'a Path,
@@ -222,21 +261,10 @@ impl TrainObserver for Checkpointer<'_> {
 
     fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
         self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
-        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint: {e}"));
-        let name = format!("epoch-{:04}", stats.epoch + 1);
-        let target = self.dir.join(&name);
-        std::fs::create_dir_all(&target).map_err(io)?;
-        state.save(&target.join("state.safetensors"))?;
-        write_atomic(&self.dir.join("latest"), name.as_bytes()).map_err(io)?;
-        // Older epochs are no longer needed once `latest` points past them.
-        if let Ok(rd) = std::fs::read_dir(self.dir) {
-            for e in rd.filter_map(|e| e.ok()) {
-                let n = e.file_name().to_string_lossy().to_string();
-                if n.starts_with("epoch-") && n != name {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
+        let scratch = checkpoint::scratch(self.dir).map_err(io)?;
+        state.save(&scratch.path().join("state.safetensors"))?;
+        checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
         tracing::info!(
             "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
             stats.epoch + 1,
@@ -249,17 +277,23 @@ impl TrainObserver for Checkpointer<'_> {
     }
 }
 
-/// The last complete checkpoint in `dir`, if any and if it belongs to this configuration; a
+/// The last sealed checkpoint in `dir`, if any and if it belongs to this configuration; a
 /// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
+/// A checkpoint that fails its seal is reported and ignored: the stage trains from the start.
 pub(crate) fn resume_state(
     dir: &Path,
     cfg: &TrainConfig,
     device: &candle_core::Device,
     head_prefix: Option<&str>,
 ) -> Option<TrainState> {
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let state =
-        TrainState::load_with_head(&dir.join(name.trim()).join("state.safetensors"), device, head_prefix).ok()?;
+    let folder = match checkpoint::latest(dir) {
+        Ok(found) => found?,
+        Err(why) => {
+            tracing::warn!("not resuming from the checkpoint in {}: {why}; training from the start", dir.display());
+            return None;
+        }
+    };
+    let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
     state.check_resumable(cfg).ok()?;
     Some(state)
 }
@@ -399,7 +433,7 @@ impl Op for Train {
             },
             None => nn::Targets::Hard { truth, num_classes: labels.meta.num_classes },
         };
-        std::fs::create_dir_all(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
+        checkpoint::prepare(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
         let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
         if let Some(s) = &resume {
             tracing::info!("{}: resuming after epoch {} of {}", ctx.instance.name, s.epoch, cfg.epochs);

@@ -86,6 +86,9 @@ impl Params for VideoParams {
             if v == 0 {
                 return Err(ParamError::range(field, 0, "at least 1"));
             }
+            // Clips are held as bytes and, while training, as f32.
+            let each = (self.frames.min(32) * self.size.min(96) * self.size.min(96) * 5) as u64;
+            crate::config::limits::fits_in_memory(field, v as u64, each, "clips")?;
         }
         if !(12..=96).contains(&self.size) {
             return Err(ParamError::range("size", self.size, "between 12 and 96"));

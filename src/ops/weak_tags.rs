@@ -89,7 +89,11 @@ impl WeakTagsParams {
 impl Params for WeakTagsParams {
     fn validate(&self) -> Result<(), ParamError> {
         // The class count is only known at run time; here, everything but the polysemous bound.
-        self.model().check(usize::MAX).map_err(|(field, got, valid)| ParamError::range(field, got, &valid))
+        self.model().check(usize::MAX).map_err(|(field, got, valid)| ParamError::range(field, got, &valid))?;
+        // Every tag is a named vocabulary entry: bound the vocabulary long before memory is.
+        crate::config::limits::at_most("synonyms", self.synonyms, 1_000)?;
+        crate::config::limits::at_most("nonvisual", self.nonvisual, 100_000)?;
+        crate::config::limits::at_most("polysemous", self.polysemous, 100_000)
     }
 }
 

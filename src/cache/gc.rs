@@ -1,0 +1,155 @@
+//! Garbage collection: remove the keys and objects that no given experiment uses.
+//!
+//! `gc` runs on a store opened with [`Store::open_exclusive`]: every process using the cache
+//! holds the cache lock in shared mode, so while `gc` holds it no run is staging, reading or
+//! publishing anything, and everything in `tmp/` and every per-key lock file is stale. Keys are
+//! removed before their objects (a key never points at a removed object), objects are renamed
+//! into `tmp/` before being deleted (never half-deleted under their name), and the report lists
+//! exactly what was removed and what could not be.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::ids::{Digest, RecipeKey};
+use super::store::Store;
+
+/// What `gc` would remove.
+#[derive(Debug, Default, Serialize)]
+pub struct Garbage {
+    /// Keys no experiment uses (or whose record is unreadable).
+    pub keys: Vec<RecipeKey>,
+    /// Objects no kept key points at, with their sizes in bytes.
+    pub objects: Vec<(Digest, u64)>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Default, Serialize)]
+pub struct Sweep {
+    /// Keys removed.
+    pub keys_removed: usize,
+    /// Objects removed, with their sizes.
+    pub objects_removed: Vec<(Digest, u64)>,
+    /// Bytes freed by the removed objects.
+    pub bytes_freed: u64,
+    /// Stale lock files removed.
+    pub locks_removed: usize,
+    /// Leftover staging folders removed.
+    pub staging_removed: usize,
+    /// What could not be removed, with the reason.
+    pub failures: Vec<String>,
+}
+
+/// Everything in the cache that none of `live` (keys of the experiments to keep) reaches.
+pub fn find(store: &Store, live: &BTreeSet<RecipeKey>) -> Garbage {
+    let mut kept_objects = BTreeSet::new();
+    let mut keys = Vec::new();
+    for key in store.all_keys() {
+        match store.lookup(&key) {
+            Some(rec) if live.contains(&key) => {
+                kept_objects.insert(rec.object);
+            }
+            _ => keys.push(key),
+        }
+    }
+    let objects = store
+        .all_objects()
+        .into_iter()
+        .filter(|o| !kept_objects.contains(o))
+        .map(|o| (o, store.object_size(&o)))
+        .collect();
+    Garbage { keys, objects }
+}
+
+/// Removes `garbage`, then the stale lock files and staging folders. `store` must have been
+/// opened with [`Store::open_exclusive`].
+pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
+    let mut out = Sweep::default();
+    for key in &garbage.keys {
+        match store.remove_key(key) {
+            Ok(()) => out.keys_removed += 1,
+            Err(e) => out.failures.push(format!("key {key}: {e}")),
+        }
+    }
+    for (object, size) in &garbage.objects {
+        match store.discard(object) {
+            Ok(()) => {
+                out.objects_removed.push((*object, *size));
+                out.bytes_freed += size;
+            }
+            Err(e) => out.failures.push(format!("object {object}: {e}")),
+        }
+    }
+    out.locks_removed = clear_dir(store, "locks", &mut out.failures);
+    out.staging_removed = clear_dir(store, "tmp", &mut out.failures);
+    out
+}
+
+/// Removes every entry of a cache folder whose contents are stale once no process runs.
+fn clear_dir(store: &Store, sub: &str, failures: &mut Vec<String>) -> usize {
+    let dir = store.root().join(sub);
+    let Ok(rd) = std::fs::read_dir(&dir) else { return 0 };
+    let mut removed = 0;
+    for entry in rd.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let result = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::{Recipe, RECIPE_FORMAT};
+    use std::collections::BTreeMap;
+
+    fn publish(store: &Store, seed: u64) -> crate::cache::KeyRecord {
+        let staged = store.staging_dir().unwrap();
+        std::fs::create_dir(staged.path().join("out")).unwrap();
+        std::fs::write(staged.path().join("out/x"), seed.to_le_bytes()).unwrap();
+        let recipe = Recipe {
+            format: RECIPE_FORMAT,
+            op: "demo".into(),
+            version: 1,
+            params: serde_json::json!({ "seed": seed }),
+            inputs: BTreeMap::new(),
+        };
+        store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap()
+    }
+
+    #[test]
+    fn keeps_what_is_live_and_removes_the_rest_with_its_locks() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let (live, dead) = (publish(&store, 1), publish(&store, 2));
+        std::fs::write(store.lock_path(&dead.key), b"").unwrap();
+        let garbage = find(&store, &BTreeSet::from([live.key]));
+        assert_eq!(garbage.keys, vec![dead.key]);
+        assert_eq!(garbage.objects.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![dead.object]);
+        let swept = sweep(&store, &garbage);
+        assert!(swept.failures.is_empty(), "{:?}", swept.failures);
+        assert_eq!((swept.keys_removed, swept.objects_removed.len(), swept.locks_removed), (1, 1, 1));
+        assert!(store.lookup(&dead.key).is_none() && !store.object_dir(&dead.object).exists());
+        store.verify(&live).unwrap();
+    }
+
+    /// What could not be removed is reported as a failure, never counted as freed.
+    #[test]
+    fn an_object_that_cannot_be_removed_is_not_reported_as_freed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let dead = publish(&store, 3);
+        // Removal goes through tmp/; with tmp/ unusable, removing the object fails.
+        std::fs::remove_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::write(root.path().join("tmp"), b"not a folder").unwrap();
+        let swept = sweep(&store, &find(&store, &BTreeSet::new()));
+        assert!(swept.objects_removed.is_empty() && swept.bytes_freed == 0);
+        assert!(swept.failures.iter().any(|f| f.contains(&dead.object.to_string())), "{:?}", swept.failures);
+        assert!(store.object_dir(&dead.object).exists());
+    }
+}

@@ -1,0 +1,108 @@
+//! Object manifests: the name, size and blake3 of every file of an object, the per-output digests
+//! computed from them, and the object digest computed from those.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{hash_file, read_limited};
+use super::ids::Digest;
+use super::CacheError;
+
+/// Manifests and key records are small; anything larger is damage, not data.
+pub(super) const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// One file of an object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the object root, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the contents.
+    pub hash: Digest,
+}
+
+/// The manifest stored in every object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Every file, sorted by path.
+    pub files: Vec<FileEntry>,
+    /// Output name to the digest of that output's files.
+    pub outputs: BTreeMap<String, Digest>,
+}
+
+/// The manifest stored in `dir`, if readable.
+pub(super) fn read_manifest(dir: &Path) -> Option<Manifest> {
+    let bytes = read_limited(&dir.join("manifest.json"), MAX_RECORD_BYTES).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Every file under `dir`. Only plain files and folders belong in an object: a link (which
+/// could point anywhere) or any other kind of entry is an error.
+pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CacheError> {
+    for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
+        let entry = entry.map_err(CacheError::io(dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(CacheError::io(&path))?;
+        if kind.is_dir() {
+            collect_files(&path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        } else {
+            let what = if kind.is_symlink() { "a symbolic link" } else { "not a plain file" };
+            return Err(CacheError::Io { path, source: std::io::Error::other(format!("{what} inside an object")) });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/")
+}
+
+/// Hashes every file under `dir` (except the manifest itself) into a manifest.
+pub fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
+    let mut paths = Vec::new();
+    collect_files(dir, &mut paths)?;
+    let mut files = Vec::new();
+    for path in paths {
+        let rel = relative(dir, &path);
+        if rel == "manifest.json" {
+            continue;
+        }
+        let (size, hash) = hash_file(&path).map_err(CacheError::io(&path))?;
+        files.push(FileEntry { path: rel, size, hash });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let outputs = outputs_of(&files);
+    Ok(Manifest { files, outputs })
+}
+
+/// The per-output digests of a sorted file list.
+pub(super) fn outputs_of(files: &[FileEntry]) -> BTreeMap<String, Digest> {
+    let mut per_output: BTreeMap<String, blake3::Hasher> = BTreeMap::new();
+    for f in files {
+        let (output, rest) = f.path.split_once('/').unwrap_or(("", f.path.as_str()));
+        let h = per_output.entry(output.to_string()).or_default();
+        h.update(rest.as_bytes());
+        h.update(&[0]);
+        h.update(&f.size.to_le_bytes());
+        h.update(&f.hash.0);
+    }
+    per_output.into_iter().map(|(k, h)| (k, Digest(*h.finalize().as_bytes()))).collect()
+}
+
+/// The object digest: blake3 over the output names and digests.
+pub fn object_digest(manifest: &Manifest) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cfrun object\0");
+    for (name, d) in &manifest.outputs {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(&d.0);
+    }
+    Digest(*h.finalize().as_bytes())
+}

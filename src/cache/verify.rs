@@ -1,0 +1,167 @@
+//! Checking published objects against what their key promises: a quick check (manifest, file
+//! list, sizes) for `status`, a full one (every file re-hashed, digests recomputed) before
+//! anything is reused, read, kept or shown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+use super::ids::Digest;
+use super::manifest::{build_manifest, collect_files, object_digest, outputs_of, read_manifest, relative};
+use super::manifest::{FileEntry, Manifest};
+use super::store::{KeyRecord, Store};
+use super::CacheError;
+
+/// How thoroughly an object is checked before it is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The manifest matches the key and every listed file is present with its size, and no
+    /// other file is: a few `stat`s per file, what `status` does by default.
+    Quick,
+    /// Every file re-hashed and the output digests recomputed from the bytes: what happens
+    /// before anything is reused, read as an input, printed by `show`, or kept on publish.
+    Full,
+}
+
+impl Store {
+    /// Re-hashes an object's files and recomputes its digests. `Err` names the first mismatch.
+    pub fn verify(&self, record: &KeyRecord) -> Result<(), String> {
+        self.check(record, Check::Full)
+    }
+
+    /// Checks a published record's object at the given depth. `Err` names the first mismatch.
+    pub fn check(&self, record: &KeyRecord, depth: Check) -> Result<(), String> {
+        self.check_object(&record.object, &record.outputs, depth)
+    }
+
+    /// Checks the object `object` against the output digests a key promises for it.
+    pub(super) fn check_object(
+        &self,
+        object: &Digest,
+        outputs: &BTreeMap<String, Digest>,
+        depth: Check,
+    ) -> Result<(), String> {
+        let dir = self.object_dir(object);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("object {} is not a plain folder", object.short())),
+            Err(_) => return Err(format!("object {} is missing", object.short())),
+        }
+        let stored = read_manifest(&dir);
+        let on_disk = match depth {
+            Check::Full => build_manifest(&dir).map_err(|e| e.to_string())?,
+            Check::Quick => {
+                let stored =
+                    stored.as_ref().ok_or_else(|| format!("object {} has no readable manifest", object.short()))?;
+                quick_listing(&dir, stored)?
+            }
+        };
+        if object_digest(&on_disk) == *object && on_disk.outputs == *outputs {
+            return Ok(());
+        }
+        Err(describe_difference(object, stored.as_ref(), &on_disk))
+    }
+
+    /// Fully checks the objects a computation is about to read; the first damaged one is
+    /// evicted (so the next run rebuilds it) and reported.
+    pub fn verify_inputs<'a>(&self, records: impl IntoIterator<Item = &'a KeyRecord>) -> Result<(), CacheError> {
+        let mut seen = BTreeSet::new();
+        for record in records {
+            if !seen.insert(record.object) {
+                continue;
+            }
+            if let Err(detail) = self.verify(record) {
+                self.evict(record);
+                let instance = record.provenance["instance"].as_str().unwrap_or("an upstream instance").to_string();
+                return Err(CacheError::Damaged { instance, detail });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The manifest as the folder's listing and sizes suggest it: the stored hashes for files whose
+/// path and size match, a marker hash for anything else (so the digests then differ).
+fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, String> {
+    let mut paths = Vec::new();
+    collect_files(dir, &mut paths).map_err(|e| e.to_string())?;
+    let by_path: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut files = Vec::new();
+    for path in paths {
+        let rel = relative(dir, &path);
+        if rel == "manifest.json" {
+            continue;
+        }
+        let size = fs::symlink_metadata(&path).map(|m| m.len()).map_err(|e| format!("{rel}: {e}"))?;
+        let hash = match by_path.get(rel.as_str()) {
+            Some(f) if f.size == size => f.hash,
+            _ => Digest([0; 32]),
+        };
+        files.push(FileEntry { path: rel, size, hash });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let outputs = outputs_of(&files);
+    Ok(Manifest { files, outputs })
+}
+
+/// A sentence naming the first file that differs between the stored manifest and the disk.
+fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Manifest) -> String {
+    let short = object.short();
+    let Some(stored) = stored else { return format!("object {short} has no readable manifest") };
+    let want: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let have: BTreeMap<&str, &FileEntry> = on_disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let names: BTreeSet<&str> = want.keys().chain(have.keys()).copied().collect();
+    for name in names {
+        match (want.get(name), have.get(name)) {
+            (Some(_), None) => return format!("{name} is missing from object {short}"),
+            (None, Some(_)) => return format!("object {short} holds an unexpected file {name}"),
+            (Some(w), Some(h)) if w.size != h.size || w.hash != h.hash => {
+                return format!(
+                    "{name} in object {short} has changed (expected {} bytes, blake3 {}; found {} bytes, {})",
+                    w.size,
+                    w.hash.short(),
+                    h.size,
+                    if h.hash == Digest([0; 32]) {
+                        "not hashed".to_string()
+                    } else {
+                        format!("blake3 {}", h.hash.short())
+                    }
+                )
+            }
+            _ => {}
+        }
+    }
+    format!("the files of object {short} do not hash to its digest (its manifest was altered)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::tests::publish;
+
+    #[test]
+    fn a_damaged_input_is_refused_and_evicted() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"good bytes", 0);
+        store.verify_inputs([&rec]).unwrap();
+        fs::write(store.output_dir(&rec.object, "out").join("data.bin"), b"evil bytes").unwrap();
+        assert_eq!(store.check(&rec, Check::Quick), Ok(()), "same size: only a full check sees it");
+        let err = store.verify_inputs([&rec]).unwrap_err().to_string();
+        assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
+        assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
+    }
+
+    #[test]
+    fn a_link_inside_an_object_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"bytes", 0);
+        let file = store.output_dir(&rec.object, "out").join("data.bin");
+        let elsewhere = root.path().join("elsewhere.bin");
+        fs::write(&elsewhere, b"bytes").unwrap();
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert!(store.verify(&rec).unwrap_err().contains("symbolic link"));
+    }
+}
