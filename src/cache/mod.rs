@@ -1,6 +1,7 @@
 //! The content-addressed cache: typed ids, recipe keys, the on-disk store, locks and run records.
 
 pub mod canonical;
+pub mod fs_check;
 pub mod fsutil;
 pub mod ids;
 pub mod key;

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::error::ConfigError;
+use super::executor::{parse_executor, ExecutorSettings, EXECUTOR_TABLE};
 use super::overrides::{apply_overrides, Override};
 use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
 use super::suggest::did_you_mean;
@@ -53,9 +54,11 @@ pub struct Experiment {
     pub axes: Vec<Axis>,
     /// Stages, sorted by name.
     pub stages: Vec<StageDecl>,
+    /// The `[executor]` table (where instances run; not part of any key).
+    pub executor: ExecutorSettings,
 }
 
-const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages"];
+const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages", EXECUTOR_TABLE];
 const EXPERIMENT_FIELDS: &[&str] = &["name", "description", "seed"];
 
 impl Experiment {
@@ -78,8 +81,9 @@ impl Experiment {
         let (name, description, seed) = parse_meta(&file, doc.get("experiment"), &mut errors);
         let axes = parse_sweep(&file, doc.get("sweep"), &mut errors);
         let stages = parse_stages(&file, doc.get("stages"), &mut errors);
+        let executor = parse_executor(&file, doc.get(EXECUTOR_TABLE), &mut errors);
         ConfigError::collect(errors)?;
-        Ok(Experiment { file, name, description, seed, axes, stages })
+        Ok(Experiment { file, name, description, seed, axes, stages, executor })
     }
 
     /// The stage declaration called `name`.
