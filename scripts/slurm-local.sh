@@ -4,7 +4,9 @@
 # Installs slurmctld, slurmd, slurm-client and munge from the distribution when missing, writes a
 # slurm.conf for this host (settings in docs/CLUSTER.md), starts munged, slurmctld and slurmd, and
 # waits until `sinfo` shows the node idle. Idempotent: when the cluster already answers, it only
-# checks the node is usable. Needs root (apt-get, daemons). Exit 0 when the cluster is up.
+# checks the node is usable. Needs root (apt-get, daemons). Exit 0 when the cluster is up, 3 when
+# Slurm cannot be installed here (not root, no apt-get, packages unavailable), 1 when it is
+# installed but does not come up.
 #
 #   scripts/slurm-local.sh          start (or check) the cluster
 #   scripts/slurm-local.sh stop     stop the daemons this script started
@@ -32,15 +34,22 @@ fi
 
 if [[ $(id -u) -ne 0 ]]; then
     log "needs root (it installs packages and starts daemons)"
-    exit 1
+    exit 3
 fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
     || ! command -v munged >/dev/null; then
+    if ! command -v apt-get >/dev/null; then
+        log "Slurm is not installed and there is no apt-get to install it"
+        exit 3
+    fi
     log "installing slurmctld slurmd slurm-client munge"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+    if ! apt-get update -qq || ! apt-get install -y -qq --no-install-recommends \
+        slurmctld slurmd slurm-client munge >/dev/null; then
+        log "apt-get could not install slurmctld slurmd slurm-client munge"
+        exit 3
+    fi
 fi
 
 node_state() { sinfo -h -n "$node" -o %T 2>/dev/null | head -n1 | tr -d '*~#' || true; }

@@ -62,13 +62,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let right: Vec<&str> = right.split(' ').collect();
             let point = unescape(left.get(4)?);
             let fstype = right.first()?.to_string();
-            let options = left
-                .get(5)
-                .into_iter()
-                .chain(right.get(2))
-                .flat_map(|o| o.split(','))
-                .map(String::from)
-                .collect();
+            let options =
+                left.get(5).into_iter().chain(right.get(2)).flat_map(|o| o.split(',')).map(String::from).collect();
             Some(Mount { point: PathBuf::from(point), fstype, options })
         })
         .collect()

@@ -58,9 +58,10 @@ pub struct ExecutorArgs {
 impl ExecutorArgs {
     /// The file's `[executor]` with these flags over it.
     pub fn settings(&self, file: &ExecutorSettings) -> Result<ExecutorSettings, Failure> {
-        let in_driver = self.in_driver.as_ref().map(|ops| {
-            ops.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>()
-        });
+        let in_driver = self
+            .in_driver
+            .as_ref()
+            .map(|ops| ops.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
         let known = crate::ops::names();
         if let Some(bad) = in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
             return Err(Failure::Other(format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", "))));

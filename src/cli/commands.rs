@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{Command, DataAction, Global};
 use crate::cache::Store;
-use crate::config::{ConfigError, Experiment};
 use crate::config::ExecutorKind;
+use crate::config::{ConfigError, Experiment};
 use crate::exec::compute::ComputeEnv;
 use crate::exec::{self, device, evaluate, Outcome, RunOptions};
 use crate::graph::{render, Plan};

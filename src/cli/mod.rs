@@ -131,8 +131,7 @@ enum DataAction {
     },
 }
 
-const SUBCOMMANDS: &[&str] =
-    &["run", "exec", "status", "dag", "show", "gc", "data", "ops", "check-device", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "exec", "status", "dag", "show", "gc", "data", "ops", "check-device", "help"];
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {

@@ -46,7 +46,7 @@ pub fn op_defaults(op: &str) -> Resources {
 pub fn for_instance(plan: &Plan, inst: &Instance, settings: &ExecutorSettings) -> Resources {
     let mut r = op_defaults(&inst.op);
     r.in_driver = match &settings.in_driver {
-        Some(list) => list.iter().any(|op| *op == inst.op),
+        Some(list) => list.contains(&inst.op),
         None => IN_DRIVER_OPS.contains(&inst.op.as_str()),
     };
     if let Some(o) = plan.resources.get(&inst.stage) {

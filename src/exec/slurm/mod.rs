@@ -255,7 +255,11 @@ impl SlurmExecutor {
                 }
                 Verdict::Retry(why) | Verdict::Fail(why) => {
                     let why = format!("job {} {why}; log {}{}", t.job_id, t.log.display(), log_tail(&t.log, 12));
-                    out.push(Finished { index: t.job.index, result: Err(why), seconds: t.since.elapsed().as_secs_f64() });
+                    out.push(Finished {
+                        index: t.job.index,
+                        result: Err(why),
+                        seconds: t.since.elapsed().as_secs_f64(),
+                    });
                 }
             }
         }

@@ -80,10 +80,8 @@ impl Submitter {
 
     /// Submits an array whose task `i` computes line `i + 1` of `list`; returns the array's id.
     pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, String> {
-        let prelude = format!(
-            "key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n",
-            shell_quote(&list.to_string_lossy())
-        );
+        let prelude =
+            format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", shell_quote(&list.to_string_lossy()));
         let script = self.script(&prelude, "\"$key\"");
         sbatch(&self.args(name, r, Some(n)), &script)
     }
