@@ -681,3 +681,30 @@ fn slurm_refuses_a_cache_whose_locks_would_not_hold_across_nodes() {
     assert!(stderr(&out).contains("local_lock") && stderr(&out).contains("nfs4"), "{}", stderr(&out));
     assert!(!cache.path().join("keys").read_dir().unwrap().any(|_| true));
 }
+
+/// `cfrun exec` (what a cluster job runs) computes one instance whose inputs are cached, by
+/// instance name or by the key of a job spec, and refuses what it cannot check.
+#[test]
+fn exec_computes_one_instance_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let f = file.to_str().unwrap();
+    let early = cfrun(cache.path(), &["exec", f, "clusters[k=4]"]);
+    assert_eq!(early.status.code(), Some(2), "{}", stderr(&early));
+    assert!(stderr(&early).contains("inputs are not all cached"), "{}", stderr(&early));
+    let shapes = cfrun(cache.path(), &["exec", f, "shapes"]);
+    assert!(shapes.status.success(), "{}", stderr(&shapes));
+    assert!(String::from_utf8_lossy(&shapes.stdout).starts_with("ran shapes blake3:"));
+    let k4 = cfrun(cache.path(), &["exec", f, "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&k4.stdout).unwrap();
+    assert_eq!(v["outcome"], "ran", "{v}");
+    let again = cfrun(cache.path(), &["exec", f, "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["outcome"], "cached", "{v}");
+    let rest = run_json(cache.path(), &file, &[]);
+    assert_eq!(rest["clusters[k=4]"], "cached");
+    assert_eq!(rest["clusters[k=16]"], "ran");
+    let unknown = cfrun(cache.path(), &["exec", &"ab".repeat(32)]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("was it submitted by a cfrun driver"), "{}", stderr(&unknown));
+}

@@ -11,7 +11,7 @@ use super::commands::{load, open_store, Failure};
 use super::Global;
 use crate::cache::fs_check;
 use crate::cache::records::NameRecord;
-use crate::cache::Store;
+use crate::cache::{KeyRecord, Store};
 use crate::config::{ExecutorKind, ExecutorSettings};
 use crate::exec::compute::{compute_guarded, ComputeEnv};
 use crate::exec::device::{self, DeviceChoice};
@@ -130,12 +130,21 @@ fn job_from_file(plan: &Plan, store: &Store, name: &str) -> Result<Job, Failure>
             plan.experiment.file.path.display()
         )));
     };
-    let states = evaluate::evaluate(plan, store);
-    let Some(recipe) = states[i].recipe.clone() else {
-        let why: Vec<String> = states[i].reasons.iter().map(|r| r.to_string()).collect();
-        return Err(Failure::Other(format!("{name}: its inputs are not all cached ({})", why.join("; "))));
-    };
-    let records: Vec<_> = states.into_iter().map(|s| s.record).collect();
+    // Only the instance's ancestors matter: walk them in plan (topological) order.
+    let mut needed = vec![false; plan.instances.len()];
+    let mut stack = vec![i];
+    while let Some(j) = stack.pop() {
+        if !std::mem::replace(&mut needed[j], true) {
+            stack.extend(plan.instances[j].inputs.values().flatten().map(|r| r.instance.0));
+        }
+    }
+    let mut records: Vec<Option<KeyRecord>> = vec![None; plan.instances.len()];
+    for j in (0..i).filter(|&j| needed[j]) {
+        let key = evaluate::recipe_for(plan, &plan.instances[j], &records).ok().map(|r| r.key());
+        records[j] = key.and_then(|k| store.lookup(&k));
+    }
+    let recipe = evaluate::recipe_for(plan, &plan.instances[i], &records)
+        .map_err(|why| Failure::Other(format!("{name}: its inputs are not all cached ({why})")))?;
     let resources = for_instance(plan, &plan.instances[i], &plan.experiment.executor);
     Ok(Job::from_plan(plan, i, recipe, resources, &records))
 }
