@@ -56,7 +56,7 @@ pub struct ExecutorArgs {
 }
 
 impl ExecutorArgs {
-    /// The file's `[executor]` with these flags over it.
+    /// The user configuration's `[executor]`, the experiment file's over it, these flags over both.
     pub fn settings(&self, file: &ExecutorSettings) -> Result<ExecutorSettings, Failure> {
         let in_driver = self
             .in_driver
@@ -84,7 +84,8 @@ impl ExecutorArgs {
             arrays: None,
             poll_max: self.poll_max,
         };
-        Ok(crate::config::executor::merge(file, &flags))
+        let user = crate::config::executor::user_defaults()?;
+        Ok(crate::config::executor::merge(&crate::config::executor::merge(&user, file), &flags))
     }
 }
 

@@ -141,3 +141,71 @@ pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettin
         poll_max: over.poll_max.or(base.poll_max),
     }
 }
+
+/// The user's defaults: the `[executor]` table of `$CFRUN_CONFIG`, else of
+/// `$XDG_CONFIG_HOME/cfrun/config.toml` (`~/.config/cfrun/config.toml`). A missing file is no
+/// defaults; a broken one is an error, like a broken experiment file.
+pub fn user_defaults() -> Result<ExecutorSettings, ConfigError> {
+    let path = match std::env::var_os("CFRUN_CONFIG") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")));
+            match base {
+                Some(b) => b.join("cfrun").join("config.toml"),
+                None => return Ok(ExecutorSettings::default()),
+            }
+        }
+    };
+    if !path.exists() {
+        return Ok(ExecutorSettings::default());
+    }
+    let file = SourceFile::read(&path)?;
+    let doc = super::source::parse_document(&file)?;
+    let mut errors = Vec::new();
+    for (key, entry) in &doc {
+        if key != EXECUTOR_TABLE {
+            errors.push(unknown_key(&file, entry, key, "table in the user configuration", &[EXECUTOR_TABLE]));
+        }
+    }
+    let settings = parse_executor(&file, doc.get(EXECUTOR_TABLE), &mut errors);
+    ConfigError::collect(errors)?;
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Experiment;
+
+    const TEXT: &str = "[experiment]\nname = \"e\"\n[executor]\nkind = \"slurm\"\nmax_jobs = 10\n\
+                        sbatch_args = [\"--constraint=a100\"]\n[stages.s]\nop = \"dataset\"\nname = \"synthetic\"\n";
+
+    fn load(text: &str, sets: &[&str]) -> Result<Experiment, ConfigError> {
+        let file = SourceFile::from_text(std::path::Path::new("e.toml"), text.to_string());
+        Experiment::parse(file, &sets.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_table_and_set_and_flags_merge_in_order() {
+        let e = load(TEXT, &["executor.retries=5"]).unwrap();
+        assert_eq!(e.executor.kind, Some(ExecutorKind::Slurm));
+        assert_eq!((e.executor.max_jobs, e.executor.retries), (Some(10), Some(5)));
+        let flags =
+            ExecutorSettings { max_jobs: Some(3), sbatch_args: vec!["--exclusive".into()], ..Default::default() };
+        let m = merge(&e.executor, &flags);
+        assert_eq!(m.max_jobs, Some(3));
+        assert_eq!(m.sbatch_args, ["--constraint=a100", "--exclusive"]);
+        assert_eq!(m.kind, Some(ExecutorKind::Slurm));
+    }
+
+    #[test]
+    fn set_may_create_the_executor_table_but_not_a_stage() {
+        let bare = TEXT.split("[executor]").next().unwrap().to_string() + "[stages.s]\nop = \"dataset\"\n";
+        let e = load(&bare, &["executor.kind=slurm", "stages.s.resources.cpus=4"]).unwrap();
+        assert_eq!(e.executor.kind, Some(ExecutorKind::Slurm));
+        assert!(load(&bare, &["stages.typo.resources.cpus=4"]).is_err());
+        assert!(load(&bare, &["executor.kind=pbs"]).is_err());
+    }
+}
