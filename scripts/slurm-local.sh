@@ -61,6 +61,11 @@ idle | mixed | allocated | completing)
     ;;
 esac
 
+# slurmctld and slurmd find each other by this host's name.
+if ! getent hosts "$node" >/dev/null; then
+    echo "127.0.0.1 $node" >>/etc/hosts
+fi
+
 mkdir -p "$state"/{ctld,spool,log} "$conf_dir"
 cpus=$(nproc)
 mem_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
