@@ -24,14 +24,17 @@ wall = float(sys.argv[3]) - float(sys.argv[2])
 n = v["ran"] + v["cached"]
 print(f"{n} instances ({v['ran']} ran, {v['failed']} failed), {v['submitted']} sbatch calls, "
       f"{wall:.1f} s wall, {n / wall:.1f} instances/s")
-stamps = [datetime.datetime.fromisoformat(l.split()[0].rstrip("Z")).timestamp()
-          for l in open(sys.argv[4]) if " submitted " in l]
-first_end = [datetime.datetime.fromisoformat(l.split()[0].rstrip("Z")).timestamp()
-             for l in open(sys.argv[4]) if " ran noisy" in l]
-if stamps:
-    jobs = n - 1
-    span = max(stamps[-1] - stamps[0], 1e-3)
-    print(f"submission: {jobs} jobs in {len(stamps)} sbatch calls over {span:.2f} s after the first "
-          f"({jobs / span:.0f} jobs/s); first completion seen {first_end[0] - stamps[0]:.1f} s after it")
+def when(line):
+    return datetime.datetime.fromisoformat(line.split()[0].rstrip("Z")).timestamp()
+log = open(sys.argv[4]).read().splitlines()
+subs = [l for l in log if " submitted " in l]
+done = [when(l) for l in log if " ran noisy" in l]
+for l in subs[:3]:
+    print("  " + l.split("INFO ", 1)[-1])
+if len(subs) > 3:
+    print(f"  ... {len(subs)} submissions in all")
+if done:
+    print(f"first label-noise completion seen {done[0] - float(sys.argv[2]):.1f} s after the start, "
+          f"last {done[-1] - float(sys.argv[2]):.1f} s")
 PY
 ls "$dir/cache/jobs/logs" | wc -l | xargs echo "job logs:"
