@@ -598,6 +598,31 @@ fn slurm_runs_match_local_digests_two_drivers_compute_once_and_a_rerun_submits_n
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v[0]["provenance"]["slurm"]["job_id"].as_str().is_some_and(|j| !j.is_empty()), "{v}");
     assert!(v[0]["provenance"]["slurm"]["node"].as_str().is_some_and(|n| !n.is_empty()), "{v}");
+    // A job spec is checked before anything runs: it must hash to its key, and its inputs' bytes
+    // to the digests its recipe holds.
+    let key = v[0]["key"].as_str().unwrap().trim_start_matches("blake3:").to_string();
+    let spec_path = cache.path().join("jobs").join(format!("{key}.json"));
+    let spec = std::fs::read_to_string(&spec_path).unwrap();
+    std::fs::write(&spec_path, spec.replace("\"iterations\": 10", "\"iterations\": 11")).unwrap();
+    let tampered = cfrun(cache.path(), &["exec", &key]);
+    assert_eq!(tampered.status.code(), Some(2), "{}", stderr(&tampered));
+    assert!(stderr(&tampered).contains("not to its name"), "{}", stderr(&tampered));
+    std::fs::write(&spec_path, &spec).unwrap();
+    let input = v[0]["provenance"]["inputs"]["features"][0]["digest"].as_str().unwrap().to_string();
+    let shapes = objects(cache.path())["shapes"].clone();
+    let images = cache.path().join("objects").join(shapes.trim_start_matches("blake3:")).join("images");
+    let file = std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::remove_file(cache.path().join("keys").join(format!("{key}.json"))).unwrap();
+    let damaged = cfrun(cache.path(), &["exec", &key]);
+    assert_eq!(damaged.status.code(), Some(2), "{}", stderr(&damaged));
+    assert!(
+        stderr(&damaged).contains("input `features` (shapes)") && stderr(&damaged).contains("has changed"),
+        "{input}: {}",
+        stderr(&damaged)
+    );
 }
 
 #[test]
