@@ -631,7 +631,7 @@ fn slurm_job_killed_mid_training_is_retried_and_resumes_bit_identical() {
         return;
     }
     let file = fixture("train_tiny.toml");
-    let longer = ["--set", "stages.model.epochs=40"];
+    let longer = ["--set", "stages.model.epochs=100"];
     let cache = tempfile::tempdir().unwrap();
     let driver = spawn_slurm_driver(cache.path(), &file, &longer);
     // Once the training job has written a checkpoint, kill -9 its process on the node.
