@@ -733,3 +733,25 @@ fn exec_computes_one_instance_from_the_cache() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("was it submitted by a cfrun driver"), "{}", stderr(&unknown));
 }
+
+/// A stage that fails inside its job is reported with the job id, its log's path and last lines;
+/// only its dependants are skipped.
+#[test]
+fn slurm_failed_job_is_reported_with_its_log() {
+    if !slurm_up("slurm_failed_job_is_reported_with_its_log") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let args = [file.to_str().unwrap(), "--json", "--executor", "slurm", "--poll-max", "0.5"];
+    let out = cfrun(cache.path(), &[&args[..], &["--set", "sweep.k=[1000]", "--set", "sweep.p=[0]"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=1000]").unwrap();
+    assert_eq!(failed["outcome"], "failed", "{v}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("exit code 1") && error.contains("/jobs/logs/"), "{error}");
+    assert!(error.contains("last lines") && error.contains("k = 1000 is larger than the number of points"), "{error}");
+    assert_eq!(outcomes(&v)["clustering"], "skipped");
+    assert_eq!(outcomes(&v)["results"], "ran");
+}
