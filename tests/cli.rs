@@ -1211,3 +1211,275 @@ fn an_edited_checkpoint_is_refused_and_training_starts_over() {
     run_json(reference.path(), &file, &[]);
     assert_eq!(objects(&cache), objects(reference.path()));
 }
+
+// ---- Slurm: a real one-node cluster started by scripts/slurm-local.sh --------------------------
+
+/// Whether a real Slurm cluster answers on this machine, starting one with
+/// `scripts/slurm-local.sh` if needed. The tests skip (saying why) only when `CFRUN_SKIP_SLURM`
+/// holds the reason Slurm cannot be installed here; otherwise a cluster that does not come up
+/// fails them.
+fn slurm_up(test: &str) -> bool {
+    static UP: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    if let Ok(why) = std::env::var("CFRUN_SKIP_SLURM") {
+        eprintln!("SKIPPED {test}: Slurm cannot be installed here ({why})");
+        return false;
+    }
+    let mut up = UP.lock().unwrap_or_else(|e| e.into_inner());
+    if !*up {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local.sh");
+        let out = Command::new(&script).output().expect("scripts/slurm-local.sh runs");
+        assert!(
+            out.status.success(),
+            "scripts/slurm-local.sh failed (set CFRUN_SKIP_SLURM=REASON where Slurm cannot be installed):\n{}",
+            stderr(&out)
+        );
+        *up = true;
+    }
+    true
+}
+
+/// `cfrun ARGS --executor slurm` with a short poll, returning the `--json` summary.
+fn slurm_json(cache: &Path, file: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![file.to_str().unwrap(), "--json", "--executor", "slurm", "--poll-max", "0.5"];
+    args.extend_from_slice(extra);
+    let out = cfrun(cache, &args);
+    assert!(out.status.success(), "slurm run failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("json on stdout")
+}
+
+fn outcomes(v: &Value) -> BTreeMap<String, String> {
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap().to_string(), i["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Job ids of the claims (jobs submitted and not yet finished) in a cache.
+fn claimed_jobs(cache: &Path) -> Vec<(String, String)> {
+    let Ok(rd) = std::fs::read_dir(cache.join("jobs")) else { return Vec::new() };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "claim"))
+        .filter_map(|e| {
+            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((v["instance"].as_str()?.to_string(), v["job_id"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// Polls `f` every 100 ms for up to `secs` seconds.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn spawn_slurm_driver(cache: &Path, file: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(file)
+        .args(["--json", "--executor", "slurm", "--poll-max", "0.5"])
+        .args(extra)
+        .arg("--cache")
+        .arg(cache)
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn slurm_runs_match_local_digests_two_drivers_compute_once_and_a_rerun_submits_nothing() {
+    if !slurm_up("slurm_runs_match_local_digests") {
+        return;
+    }
+    let local = tempfile::tempdir().unwrap();
+    run_json(local.path(), &smoke(), &[]);
+    // Two drivers on one cache, started together: every instance is computed once in all.
+    let cache = tempfile::tempdir().unwrap();
+    let drivers = [spawn_slurm_driver(cache.path(), &smoke(), &[]), spawn_slurm_driver(cache.path(), &smoke(), &[])];
+    let mut ran: BTreeMap<String, usize> = BTreeMap::new();
+    for d in drivers {
+        let out = d.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (name, outcome) in outcomes(&v) {
+            *ran.entry(name).or_default() += usize::from(outcome == "ran");
+        }
+    }
+    assert_eq!(ran.len(), 9);
+    assert!(ran.values().all(|&n| n == 1), "{ran:?}");
+    assert_eq!(objects(cache.path()), objects(local.path()));
+    // A second run finds everything published and submits nothing.
+    let again = slurm_json(cache.path(), &smoke(), &[]);
+    assert_eq!(again["submitted"], 0, "{again}");
+    assert!(outcomes(&again).values().all(|o| o == "cached"), "{again}");
+    // Provenance names the job and the node of a stage that ran as a job.
+    let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(v[0]["provenance"]["slurm"]["job_id"].as_str().is_some_and(|j| !j.is_empty()), "{v}");
+    assert!(v[0]["provenance"]["slurm"]["node"].as_str().is_some_and(|n| !n.is_empty()), "{v}");
+    // A job spec is checked before anything runs: it must hash to its key, and its inputs' bytes
+    // to the digests its recipe holds.
+    let key = v[0]["key"].as_str().unwrap().trim_start_matches("blake3:").to_string();
+    let spec_path = cache.path().join("jobs").join(format!("{key}.json"));
+    let spec = std::fs::read_to_string(&spec_path).unwrap();
+    std::fs::write(&spec_path, spec.replace("\"iterations\": 10", "\"iterations\": 11")).unwrap();
+    let tampered = cfrun(cache.path(), &["exec", &key]);
+    assert_eq!(tampered.status.code(), Some(2), "{}", stderr(&tampered));
+    assert!(stderr(&tampered).contains("not to its name"), "{}", stderr(&tampered));
+    std::fs::write(&spec_path, &spec).unwrap();
+    let input = v[0]["provenance"]["inputs"]["features"][0]["digest"].as_str().unwrap().to_string();
+    let shapes = objects(cache.path())["shapes"].clone();
+    let images = cache.path().join("objects").join(shapes.trim_start_matches("blake3:")).join("images");
+    let file = std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::remove_file(cache.path().join("keys").join(format!("{key}.json"))).unwrap();
+    let damaged = cfrun(cache.path(), &["exec", &key]);
+    assert_eq!(damaged.status.code(), Some(2), "{}", stderr(&damaged));
+    assert!(
+        stderr(&damaged).contains("input `features` (shapes)") && stderr(&damaged).contains("has changed"),
+        "{input}: {}",
+        stderr(&damaged)
+    );
+}
+
+#[test]
+fn slurm_job_killed_mid_training_is_retried_and_resumes_bit_identical() {
+    if !slurm_up("slurm_job_killed_mid_training") {
+        return;
+    }
+    let file = fixture("train_tiny.toml");
+    let longer = ["--set", "stages.model.epochs=100"];
+    let cache = tempfile::tempdir().unwrap();
+    let driver = spawn_slurm_driver(cache.path(), &file, &longer);
+    // Once the training job has written a checkpoint, kill -9 its process on the node.
+    let job = wait_for(120, "a training checkpoint", || {
+        let job = claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model")?.1;
+        let ckpt = std::fs::read_dir(cache.path().join("checkpoints")).ok()?.filter_map(|e| e.ok()).next()?;
+        ckpt.path().join("latest").exists().then_some(job)
+    });
+    let pids = Command::new("scontrol").args(["listpids", &job]).output().unwrap();
+    let text = String::from_utf8_lossy(&pids.stdout).to_string();
+    let pid = text.lines().skip(1).find_map(|l| l.split_whitespace().next()).expect("the job has a process");
+    assert!(Command::new("kill").args(["-9", pid]).status().unwrap().success());
+    let out = driver.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("job {job} killed by signal 9")) && err.contains("submitting it again"), "{err}");
+    let logs: String = std::fs::read_dir(cache.path().join("jobs/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("model: resuming after epoch"), "{logs}");
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &longer);
+    assert_eq!(objects(cache.path()), objects(reference.path()));
+}
+
+#[test]
+fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
+    if !slurm_up("slurm_ctrl_c") {
+        return;
+    }
+    let file = fixture("train_tiny.toml");
+    let long = ["--set", "stages.model.epochs=100000"];
+    let cache = tempfile::tempdir().unwrap();
+    let driver = spawn_slurm_driver(cache.path(), &file, &long);
+    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
+    let status = wait_for(60, "status to show the job", || {
+        let out = cfrun(cache.path(), &["status", file.to_str().unwrap(), long[0], long[1], "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let model = v["instances"].as_array()?.iter().find(|i| i["instance"] == "model")?.clone();
+        (model["state"] == "running").then_some(model)
+    });
+    assert_eq!(status["job"]["id"], job.1.as_str(), "{status}");
+    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let queue = Command::new("squeue")
+        .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &job.1])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&queue.stdout).trim().to_string();
+    assert!(listed.is_empty(), "job still queued after Ctrl-C: {listed}");
+    assert!(claimed_jobs(cache.path()).is_empty());
+}
+
+/// A cache on a mount whose locks stay on each client (NFS with local_lock=all here) is refused
+/// before anything is submitted, naming the mount option.
+#[test]
+fn slurm_refuses_a_cache_whose_locks_would_not_hold_across_nodes() {
+    let cache = tempfile::tempdir().unwrap();
+    let real = std::fs::canonicalize(cache.path()).unwrap();
+    let table = cache.path().join("mountinfo");
+    let line = format!("40 1 0:50 / {} rw - nfs4 srv:/export rw,vers=4.2,local_lock=all\n", real.display());
+    std::fs::write(&table, format!("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n{line}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([smoke().to_str().unwrap(), "--executor", "slurm", "--cache"])
+        .arg(cache.path())
+        .env("CFRUN_MOUNTINFO", &table)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("local_lock") && stderr(&out).contains("nfs4"), "{}", stderr(&out));
+    assert!(!cache.path().join("keys").read_dir().unwrap().any(|_| true));
+}
+
+/// `cfrun exec` (what a cluster job runs) computes one instance whose inputs are cached, by
+/// instance name or by the key of a job spec, and refuses what it cannot check.
+#[test]
+fn exec_computes_one_instance_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let f = file.to_str().unwrap();
+    let early = cfrun(cache.path(), &["exec", f, "clusters[k=4]"]);
+    assert_eq!(early.status.code(), Some(2), "{}", stderr(&early));
+    assert!(stderr(&early).contains("inputs are not all cached"), "{}", stderr(&early));
+    let shapes = cfrun(cache.path(), &["exec", f, "shapes"]);
+    assert!(shapes.status.success(), "{}", stderr(&shapes));
+    assert!(String::from_utf8_lossy(&shapes.stdout).starts_with("ran shapes blake3:"));
+    let k4 = cfrun(cache.path(), &["exec", f, "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&k4.stdout).unwrap();
+    assert_eq!(v["outcome"], "ran", "{v}");
+    let again = cfrun(cache.path(), &["exec", f, "clusters[k=4]", "--json"]);
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["outcome"], "cached", "{v}");
+    let rest = run_json(cache.path(), &file, &[]);
+    assert_eq!(rest["clusters[k=4]"], "cached");
+    assert_eq!(rest["clusters[k=16]"], "ran");
+    let unknown = cfrun(cache.path(), &["exec", &"ab".repeat(32)]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("was it submitted by a cfrun driver"), "{}", stderr(&unknown));
+}
+
+/// A stage that fails inside its job is reported with the job id, its log's path and last lines;
+/// only its dependants are skipped.
+#[test]
+fn slurm_failed_job_is_reported_with_its_log() {
+    if !slurm_up("slurm_failed_job_is_reported_with_its_log") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let args = [file.to_str().unwrap(), "--json", "--executor", "slurm", "--poll-max", "0.5"];
+    let out = cfrun(cache.path(), &[&args[..], &["--set", "sweep.k=[1000]", "--set", "sweep.p=[0]"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=1000]").unwrap();
+    assert_eq!(failed["outcome"], "failed", "{v}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("exit code 1") && error.contains("/jobs/logs/"), "{error}");
+    assert!(error.contains("last lines") && error.contains("k = 1000 is larger than the number of points"), "{error}");
+    assert_eq!(outcomes(&v)["clustering"], "skipped");
+    assert_eq!(outcomes(&v)["results"], "ran");
+}

@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod fs_check;
 pub mod fsutil;
 pub mod gc;
 pub mod ids;

@@ -11,14 +11,17 @@ use serde_json::json;
 use super::{Command, DataAction, Global};
 use crate::cache::store::Check;
 use crate::cache::{gc as cache_gc, Store};
+use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
+use crate::exec::compute::ComputeEnv;
 use crate::exec::{self, device, evaluate, Outcome, RunOptions};
 use crate::graph::{render, Plan};
 use crate::ops;
 
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
     let result = match cmd {
-        Command::Run { file, jobs, device } => run(&file, g, jobs, device, bars),
+        Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
+        Command::Exec { target, instance, device } => super::cluster::exec(&target, instance.as_deref(), device, g),
         Command::Status { file, verify } => status(&file, g, verify),
         Command::Dag { file, format } => load(&file, g).map(|plan| {
             print!("{}", render::render(&plan, format));
@@ -53,7 +56,8 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
     })
 }
 
-enum Failure {
+/// Why a command did not run (exit 2).
+pub(super) enum Failure {
     Config(ConfigError),
     Other(String),
 }
@@ -64,12 +68,12 @@ impl From<ConfigError> for Failure {
     }
 }
 
-fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
+pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
     let exp = Experiment::load(file, &g.set)?;
     Ok(Plan::build(exp)?)
 }
 
-fn open_store(g: &Global) -> Result<Store, Failure> {
+pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     Store::open(&g.cache).map_err(|e| Failure::Other(e.to_string()))
 }
 
@@ -78,20 +82,25 @@ fn run(
     g: &Global,
     jobs: usize,
     choice: device::DeviceChoice,
+    executor: &super::cluster::ExecutorArgs,
     bars: Option<MultiProgress>,
 ) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
+    let settings = executor.settings(&plan.experiment.executor)?;
     let store = open_store(g)?;
     let (dev, device_name) = device::open(choice).map_err(Failure::Other)?;
     let started = Instant::now();
-    let opts = RunOptions { jobs, device: &dev, device_name, bars };
-    let reports = exec::run(&plan, &store, &opts);
+    let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
+    let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    let opts = RunOptions { jobs, env, device_flag, executor: settings };
+    let summary = exec::run(&plan, &store, &opts).map_err(Failure::Other)?;
+    let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
     let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
     let (ran, cached, failed, skipped) =
         (count(Outcome::Ran), count(Outcome::Cached), count(Outcome::Failed), count(Outcome::Skipped));
     let mut report_files = Vec::new();
-    for (inst, rep) in plan.instances.iter().zip(&reports) {
+    for (inst, rep) in plan.instances.iter().zip(reports) {
         let Some(record) = &rep.record else { continue };
         let op = ops::find(&inst.op).expect("known op");
         let reports = op.output_names(&inst.params);
@@ -109,6 +118,7 @@ fn run(
             "{}",
             json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
                    "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
+                   "submitted": summary.submitted, "interrupted": summary.interrupted,
                    "instances": reports, "reports": reports_json})
         );
     } else {
@@ -130,11 +140,20 @@ fn run(
                 r.error.as_deref().unwrap_or("")
             );
         }
+        let jobs = if opts.executor.kind == Some(ExecutorKind::Slurm) {
+            format!(", {} Slurm submissions", summary.submitted)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s",
+            "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
             plan.experiment.name,
             reports.len()
         );
+    }
+    if summary.interrupted {
+        eprintln!("interrupted: every finished instance is cached; run again to continue");
+        return Ok(ExitCode::from(130));
     }
     Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -143,23 +162,30 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store(g)?;
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
+    let live = super::cluster::live_jobs(&store, &states);
+    let label = |i: usize, st: &evaluate::InstanceState| live.get(&i).map_or(st.label(), |j| j.label());
     if g.json {
         let items: Vec<_> = plan
             .instances
             .iter()
             .zip(&states)
-            .map(|(inst, st)| {
-                json!({"instance": inst.name, "state": st.label(), "key": st.key,
+            .enumerate()
+            .map(|(i, (inst, st))| {
+                let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
+                json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
                        "reasons": st.reasons, "because": st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()})
             })
             .collect();
         println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
-        for (inst, st) in plan.instances.iter().zip(&states) {
-            let why: Vec<String> = st.reasons.iter().map(|r| r.to_string()).collect();
+        for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
+            let mut why: Vec<String> = st.reasons.iter().map(|r| r.to_string()).collect();
+            if let Some(job) = live.get(&i) {
+                why.insert(0, job.describe());
+            }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
-            println!("{:<7} {:<width$}{why}", st.label(), inst.name);
+            println!("{:<7} {:<width$}{why}", label(i, st), inst.name);
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
         println!("{} of {} instances cached", cached, states.len());

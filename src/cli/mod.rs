@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
 //! 2 the experiment file or the command line is invalid (nothing ran).
 
+mod cluster;
 mod commands;
 mod logging;
 
@@ -51,6 +52,19 @@ enum Command {
         /// Instances run side by side at most.
         #[arg(long, short = 'j', default_value_t = 1)]
         jobs: usize,
+        /// Where tensors live.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+        #[command(flatten)]
+        executor: cluster::ExecutorArgs,
+    },
+    /// Compute one instance from the cache, as a cluster job does: KEY names the job a driver
+    /// wrote into CACHE/jobs; or FILE INSTANCE, whose inputs must be cached.
+    Exec {
+        /// A recipe key, or an experiment file when INSTANCE follows.
+        target: String,
+        /// An instance of the experiment file.
+        instance: Option<String>,
         /// Where tensors live.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
@@ -130,7 +144,8 @@ enum DataAction {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "status", "dag", "show", "report", "gc", "data", "ops", "check-device", "help"];
+const SUBCOMMANDS: &[&str] =
+    &["run", "exec", "status", "dag", "show", "report", "gc", "data", "ops", "check-device", "help"];
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -160,6 +175,23 @@ fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
     let prev = args[i - 1].to_string_lossy();
     !matches!(
         prev.as_ref(),
-        "--cache" | "--set" | "--jobs" | "-j" | "--device" | "--format" | "--presets" | "--out" | "-o"
+        "--cache"
+            | "--set"
+            | "--jobs"
+            | "-j"
+            | "--device"
+            | "--format"
+            | "--presets"
+            | "--out"
+            | "-o"
+            | "--executor"
+            | "--max-jobs"
+            | "--partition"
+            | "--account"
+            | "--qos"
+            | "--sbatch-arg"
+            | "--retries"
+            | "--in-driver"
+            | "--poll-max"
     )
 }

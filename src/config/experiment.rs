@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::error::ConfigError;
+use super::executor::{parse_executor, ExecutorSettings, EXECUTOR_TABLE};
 use super::limits::{MAX_AXIS_VALUES, MAX_NAME_CHARS, MAX_STAGES};
 use super::overrides::{apply_overrides, Override};
 use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
@@ -58,9 +59,11 @@ pub struct Experiment {
     pub axes: Vec<Axis>,
     /// Stages, sorted by name.
     pub stages: Vec<StageDecl>,
+    /// The `[executor]` table (where instances run; not part of any key).
+    pub executor: ExecutorSettings,
 }
 
-const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages"];
+const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages", EXECUTOR_TABLE];
 const EXPERIMENT_FIELDS: &[&str] = &["name", "description", "seed", "replicates"];
 
 /// The axis that numbers replicates; reserved, so no `[sweep]` axis may take its name.
@@ -93,6 +96,7 @@ impl Experiment {
         let meta = parse_meta(&file, doc.get("experiment"), &mut errors);
         let mut axes = parse_sweep(&file, doc.get("sweep"), &mut errors);
         let stages = parse_stages(&file, doc.get("stages"), &mut errors);
+        let executor = parse_executor(&file, doc.get(EXECUTOR_TABLE), &mut errors);
         ConfigError::collect(errors)?;
         if meta.replicates > 1 {
             axes.push(Axis {
@@ -103,7 +107,7 @@ impl Experiment {
             axes.sort_by(|a, b| a.name.cmp(&b.name));
         }
         let Meta { name, description, seed, replicates, .. } = meta;
-        Ok(Experiment { file, name, description, seed, replicates, axes, stages })
+        Ok(Experiment { file, name, description, seed, replicates, axes, stages, executor })
     }
 
     /// The stage declaration called `name`.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ConfigError;
-use super::source::{parse_override_value, Entry, NodeValue, Origin, SourceFile};
+use super::source::{parse_override_value, Entry, Node, NodeValue, Origin, SourceFile};
 use super::suggest::did_you_mean;
 
 /// One `--set` argument, split into its dotted path and its raw value text.
@@ -46,6 +46,10 @@ pub fn apply_overrides(
         let mut table = &mut *doc;
         let mut walked = Vec::new();
         for seg in parents {
+            if creatable(&walked, seg) && !table.contains_key(seg) {
+                let empty = Node { value: NodeValue::Table(BTreeMap::new()), origin: origin.clone() };
+                table.insert(seg.clone(), Entry { key_origin: origin.clone(), node: empty });
+            }
             let keys: Vec<String> = table.keys().cloned().collect();
             let Some(entry) = table.get_mut(seg) else {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -75,6 +79,12 @@ pub fn apply_overrides(
         table.insert(last.clone(), Entry { key_origin: origin.clone(), node });
     }
     Ok(())
+}
+
+/// Tables that `--set` may create because they are optional settings, not names a typo could
+/// invent: `[executor]` and a stage's `resources`.
+fn creatable(walked: &[&str], seg: &str) -> bool {
+    matches!((walked, seg), ([], "executor") | (["stages", _], "resources"))
 }
 
 #[cfg(test)]

@@ -1,9 +1,17 @@
-//! Scheduling and running stage instances, progress reporting, device selection.
+//! Scheduling stage instances (what is ready), executors (where it runs: this process or a
+//! Slurm cluster), computing one instance, progress reporting, device selection.
 
+pub mod compute;
 pub mod device;
 pub mod device_check;
 pub mod evaluate;
+pub mod executor;
+pub mod interrupt;
+pub mod job;
+pub mod local;
 pub mod progress;
+pub mod resources;
 pub mod run;
+pub mod slurm;
 
-pub use run::{run, InstanceReport, Outcome, RunOptions};
+pub use run::{run, InstanceReport, Outcome, RunOptions, RunSummary};

@@ -10,9 +10,11 @@ pub mod placeholder;
 pub mod render;
 pub mod resolve;
 
+use std::collections::BTreeMap;
+
 pub use instance::{InputRef, Instance, InstanceIdx};
 
-use crate::config::{ConfigError, Experiment};
+use crate::config::{ConfigError, Experiment, ResourceOverrides};
 
 /// A validated, expanded experiment: instances in topological order.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Plan {
     pub experiment: Experiment,
     /// Instances; every instance comes after the instances it reads.
     pub instances: Vec<Instance>,
+    /// Stage name to its `[stages.NAME.resources]` overrides (stages without any are absent).
+    pub resources: BTreeMap<String, ResourceOverrides>,
 }
 
 impl Plan {
@@ -29,8 +33,13 @@ impl Plan {
         let stages = resolve::resolve(&experiment)?;
         let order = expand::order_stages(&experiment, &stages)?;
         let instances = expand::expand(&experiment, &stages, &order)?;
+        let resources = stages
+            .iter()
+            .filter(|s| s.resources != ResourceOverrides::default())
+            .map(|s| (s.decl.name.clone(), s.resources.clone()))
+            .collect();
         drop(stages);
-        Ok(Plan { experiment, instances })
+        Ok(Plan { experiment, instances, resources })
     }
 
     /// Instances of stage `name`, or the instance named exactly `name`.

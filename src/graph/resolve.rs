@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 use crate::config::experiment::type_error;
+use crate::config::resources::{parse_resources, RESOURCES_FIELD};
 use crate::config::suggest::did_you_mean;
-use crate::config::{ConfigError, Experiment, NodeValue, Origin, StageDecl};
+use crate::config::{ConfigError, Experiment, NodeValue, Origin, ResourceOverrides, StageDecl};
 use crate::ops::{self, Op};
 
 /// A stage with its op found and its references checked.
@@ -20,6 +21,8 @@ pub struct ResolvedStage<'e> {
     pub inputs: BTreeMap<String, Vec<(String, String, Origin)>>,
     /// Everything that is not an input: the raw parameters.
     pub params: serde_json::Map<String, Json>,
+    /// `[stages.NAME.resources]`, apart from the params.
+    pub resources: ResourceOverrides,
 }
 
 /// Resolves every stage; all problems are reported together.
@@ -42,7 +45,14 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
         };
         let mut inputs = BTreeMap::new();
         let mut params = serde_json::Map::new();
+        let mut resources = ResourceOverrides::default();
         for (field, entry) in &decl.fields {
+            // Resources say where the stage runs, not what it computes: kept out of the params
+            // (and so out of the recipe key) before the op ever normalizes them.
+            if field == RESOURCES_FIELD {
+                resources = parse_resources(&exp.file, &decl.name, entry, &mut errors);
+                continue;
+            }
             if op.input_table() == Some(field.as_str()) {
                 declared_inputs(exp, decl, field, entry, &mut inputs, &mut errors);
                 continue;
@@ -92,7 +102,7 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
             let origin = decl.fields.get(&e.path).map_or(decl.origin.clone(), |en| en.node.origin.clone());
             errors.push(exp.error(&origin, format!("stage `{}` (op {}): {}", decl.name, op.name(), e.message), e.help));
         }
-        out.push(ResolvedStage { decl, op, inputs, params });
+        out.push(ResolvedStage { decl, op, inputs, params, resources });
     }
     ConfigError::collect(errors)?;
     Ok(out)

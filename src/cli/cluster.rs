@@ -1,0 +1,219 @@
+//! The cluster side of the CLI: `run`'s executor flags, `cfrun exec` (what a job runs), and the
+//! queued/running column of `status`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::commands::{load, open_store, Failure};
+use super::Global;
+use crate::cache::fs_check;
+use crate::cache::records::NameRecord;
+use crate::cache::{KeyRecord, Store};
+use crate::config::{ExecutorKind, ExecutorSettings};
+use crate::exec::compute::{compute_guarded, ComputeEnv};
+use crate::exec::device::{self, DeviceChoice};
+use crate::exec::evaluate::{self, InstanceState};
+use crate::exec::job::{load_job, Job};
+use crate::exec::resources::for_instance;
+use crate::exec::slurm::{claims, queue};
+use crate::graph::Plan;
+
+/// Where `cfrun run` runs instances; each flag overrides the file's `[executor]` field.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecutorArgs {
+    /// Where instances run: `local` (this process) or `slurm` (sbatch jobs; the cache must be
+    /// shared with the nodes). Default: `[executor] kind`, else local.
+    #[arg(long, value_enum)]
+    executor: Option<ExecutorKind>,
+    /// Cluster jobs submitted and not yet finished, at most (default 500).
+    #[arg(long)]
+    max_jobs: Option<u32>,
+    /// Slurm partition of every job.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm account of every job.
+    #[arg(long)]
+    account: Option<String>,
+    /// Slurm QOS of every job.
+    #[arg(long)]
+    qos: Option<String>,
+    /// One more sbatch argument, repeatable (e.g. --sbatch-arg=--constraint=a100).
+    #[arg(long = "sbatch-arg", allow_hyphen_values = true, value_name = "ARG")]
+    sbatch_args: Vec<String>,
+    /// Resubmissions of a job killed, preempted, timed out or lost with its node (default 2).
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Ops run in the driver instead of as jobs, comma-separated ("" for none). Default:
+    /// label_noise,weak_tags,permutations,concat,table,plot.
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    in_driver: Option<Vec<String>>,
+    /// The longest wait, in seconds, between two looks at the cache and the queue (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    poll_max: Option<f64>,
+}
+
+impl ExecutorArgs {
+    /// The user configuration's `[executor]`, the experiment file's over it, these flags over both.
+    pub fn settings(&self, file: &ExecutorSettings) -> Result<ExecutorSettings, Failure> {
+        let in_driver = self
+            .in_driver
+            .as_ref()
+            .map(|ops| ops.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
+        let known = crate::ops::names();
+        if let Some(bad) = in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
+            return Err(Failure::Other(format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", "))));
+        }
+        if self.poll_max.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
+            return Err(Failure::Other("--poll-max must be a positive number of seconds".into()));
+        }
+        if self.max_jobs == Some(0) {
+            return Err(Failure::Other("--max-jobs must be at least 1".into()));
+        }
+        let flags = ExecutorSettings {
+            kind: self.executor,
+            max_jobs: self.max_jobs,
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            sbatch_args: self.sbatch_args.clone(),
+            retries: self.retries,
+            in_driver,
+            arrays: None,
+            poll_max: self.poll_max,
+        };
+        let user = crate::config::executor::user_defaults()?;
+        Ok(crate::config::executor::merge(&crate::config::executor::merge(&user, file), &flags))
+    }
+}
+
+/// `cfrun exec`: computes one job in this process and publishes it; exit 0 when its key is
+/// published, 1 when the stage failed, 2 when the job cannot be read.
+pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Global) -> Result<ExitCode, Failure> {
+    let store = open_store(g)?;
+    fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    let (job, plan) = match instance {
+        Some(name) => {
+            let plan = load(Path::new(target), g)?;
+            (job_from_file(&plan, &store, name)?, Some(plan))
+        }
+        None => (load_job(&store, target).map_err(|e| Failure::Other(e.to_string()))?, None),
+    };
+    let (device, device_name) = device::open(choice).map_err(Failure::Other)?;
+    let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
+    match compute_guarded(&env, &job) {
+        Ok((record, outcome)) => {
+            if let Some(plan) = plan {
+                let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
+                let _ = store.set_name_record(&plan.experiment.name, &job.instance.name, &name_record);
+            }
+            let outcome = serde_json::to_value(&outcome).unwrap_or_default();
+            if g.json {
+                println!("{}", json!({"instance": job.instance.name, "key": record.key, "outcome": outcome}));
+            } else {
+                println!("{} {} {}", outcome.as_str().unwrap_or_default(), job.instance.name, record.key);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("error: {} failed: {why}", job.instance.name);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn job_from_file(plan: &Plan, store: &Store, name: &str) -> Result<Job, Failure> {
+    let Some(i) = plan.instances.iter().position(|inst| inst.name == name) else {
+        return Err(Failure::Other(format!(
+            "no instance `{name}` in {}; `cfrun dag FILE` lists them",
+            plan.experiment.file.path.display()
+        )));
+    };
+    // Only the instance's ancestors matter: walk them in plan (topological) order.
+    let mut needed = vec![false; plan.instances.len()];
+    let mut stack = vec![i];
+    while let Some(j) = stack.pop() {
+        if !std::mem::replace(&mut needed[j], true) {
+            stack.extend(plan.instances[j].inputs.values().flatten().map(|r| r.instance.0));
+        }
+    }
+    let mut records: Vec<Option<KeyRecord>> = vec![None; plan.instances.len()];
+    for j in (0..i).filter(|&j| needed[j]) {
+        let key = evaluate::recipe_for(plan, &plan.instances[j], &records).ok().map(|r| r.key());
+        records[j] = key.and_then(|k| store.lookup(&k));
+    }
+    let recipe = evaluate::recipe_for(plan, &plan.instances[i], &records)
+        .map_err(|why| Failure::Other(format!("{name}: its inputs are not all cached ({why})")))?;
+    let resources = for_instance(plan, &plan.instances[i], &plan.experiment.executor);
+    Ok(Job::from_plan(plan, i, recipe, resources, &records))
+}
+
+/// Where this job runs, for provenance: the Slurm job id and node when under Slurm.
+fn job_provenance() -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok();
+    map.insert("host".into(), json!(host));
+    if let Some(job) = var("SLURM_JOB_ID") {
+        let job_id = match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+            (Some(array), Some(task)) => format!("{array}_{task}"),
+            _ => job,
+        };
+        map.insert("slurm".into(), json!({"job_id": job_id, "node": var("SLURMD_NODENAME").or(host)}));
+    }
+    map
+}
+
+/// A Slurm job computing an instance right now.
+pub struct LiveJob {
+    /// Its id.
+    pub id: String,
+    /// `PENDING`, `RUNNING`, ...
+    pub state: String,
+    /// Where it runs.
+    pub node: String,
+}
+
+impl LiveJob {
+    /// `queued` or `running`, for the status column.
+    pub fn label(&self) -> &'static str {
+        if self.state == "PENDING" {
+            "queued"
+        } else {
+            "running"
+        }
+    }
+
+    /// `job 12 on node1`.
+    pub fn describe(&self) -> String {
+        if self.node.is_empty() {
+            format!("job {} ({})", self.id, self.state.to_lowercase())
+        } else {
+            format!("job {} on {}", self.id, self.node)
+        }
+    }
+}
+
+/// The live Slurm job of every missing instance that a driver submitted (one `squeue` call).
+pub fn live_jobs(store: &Store, states: &[InstanceState]) -> HashMap<usize, LiveJob> {
+    let claimed: Vec<(usize, String)> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.record.is_none())
+        .filter_map(|(i, s)| s.key.and_then(|k| claims::read(store, &k)).map(|c| (i, c.job_id)))
+        .collect();
+    if claimed.is_empty() {
+        return HashMap::new();
+    }
+    let ids: Vec<&str> = claimed.iter().map(|(_, id)| id.as_str()).collect();
+    let queue = queue::states(&ids).unwrap_or_default();
+    claimed
+        .into_iter()
+        .filter_map(|(i, id)| {
+            let q = queue.get(&id).filter(|q| q.active())?;
+            Some((i, LiveJob { id, state: q.state.clone(), node: q.node.clone() }))
+        })
+        .collect()
+}

@@ -1,0 +1,211 @@
+//! `[executor]`: where an experiment's instances run by default (`local` or `slurm`) and the
+//! cluster-wide knobs. Command-line flags of `cfrun run` override each field. Like resources,
+//! none of this is part of any recipe key.
+
+use super::error::ConfigError;
+use super::experiment::{type_error, unknown_key};
+use super::resources::{count, positive};
+use super::source::{Entry, Node, NodeValue, SourceFile};
+
+/// The top-level table name.
+pub const EXECUTOR_TABLE: &str = "executor";
+
+const FIELDS: &[&str] =
+    &["kind", "max_jobs", "partition", "account", "qos", "sbatch_args", "retries", "in_driver", "arrays", "poll_max"];
+
+/// Where instances run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// In this process, `--jobs` at a time (the default).
+    #[default]
+    Local,
+    /// As Slurm jobs submitted with `sbatch`; the cache must be shared with the nodes.
+    Slurm,
+}
+
+/// The `[executor]` table; `None` and empty fields keep the built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutorSettings {
+    /// `local` or `slurm`.
+    pub kind: Option<ExecutorKind>,
+    /// Jobs submitted and not yet finished, at most.
+    pub max_jobs: Option<u32>,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// Further `sbatch` arguments, passed as written.
+    pub sbatch_args: Vec<String>,
+    /// Resubmissions of a job that died of NODE_FAIL, PREEMPTED, TIMEOUT or a kill signal.
+    pub retries: Option<u32>,
+    /// Ops that run in the driver instead of as jobs (replaces the default list).
+    pub in_driver: Option<Vec<String>>,
+    /// Whether several ready instances of one stage go out as one job array.
+    pub arrays: Option<bool>,
+    /// The longest wait between two looks at the queue, in seconds.
+    pub poll_max: Option<f64>,
+}
+
+/// Parses the `[executor]` table; every problem is pushed to `errors`.
+pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigError>) -> ExecutorSettings {
+    let mut out = ExecutorSettings::default();
+    let Some(entry) = entry else { return out };
+    let Some(table) = entry.node.as_table() else {
+        errors.push(type_error(file, &entry.node, EXECUTOR_TABLE, "a table"));
+        return out;
+    };
+    for (key, e) in table {
+        let field = format!("executor.{key}");
+        let node = &e.node;
+        match key.as_str() {
+            "kind" => match node.as_str() {
+                Some("local") => out.kind = Some(ExecutorKind::Local),
+                Some("slurm") => out.kind = Some(ExecutorKind::Slurm),
+                _ => errors.push(type_error(file, node, &field, "\"local\" or \"slurm\"")),
+            },
+            "max_jobs" => out.max_jobs = positive(file, node, &field, errors),
+            "retries" => out.retries = count(file, node, &field, errors),
+            "partition" => out.partition = string(file, node, &field, errors),
+            "account" => out.account = string(file, node, &field, errors),
+            "qos" => out.qos = string(file, node, &field, errors),
+            "sbatch_args" => out.sbatch_args = strings(file, node, &field, errors).unwrap_or_default(),
+            "in_driver" => {
+                out.in_driver = strings(file, node, &field, errors).map(|ops| check_ops(file, node, ops, errors))
+            }
+            "arrays" => match node.value {
+                NodeValue::Bool(b) => out.arrays = Some(b),
+                _ => errors.push(type_error(file, node, &field, "true or false")),
+            },
+            "poll_max" => match node.value {
+                NodeValue::Int(i) if i > 0 => out.poll_max = Some(i as f64),
+                NodeValue::Float(f) if f > 0.0 && f.is_finite() => out.poll_max = Some(f),
+                _ => errors.push(type_error(file, node, &field, "a positive number of seconds")),
+            },
+            _ => errors.push(unknown_key(file, e, key, "field in [executor]", FIELDS)),
+        }
+    }
+    out
+}
+
+fn string(file: &SourceFile, node: &Node, field: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match node.as_str() {
+        Some(s) if !s.trim().is_empty() => Some(s.to_string()),
+        _ => {
+            errors.push(type_error(file, node, field, "a non-empty string"));
+            None
+        }
+    }
+}
+
+fn strings(file: &SourceFile, node: &Node, field: &str, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
+    let list = match &node.value {
+        NodeValue::Array(items) => items.iter().map(|n| n.as_str().map(String::from)).collect::<Option<Vec<_>>>(),
+        _ => None,
+    };
+    if list.is_none() {
+        errors.push(type_error(file, node, field, "an array of strings"));
+    }
+    list
+}
+
+fn check_ops(file: &SourceFile, node: &Node, ops: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    let known = crate::ops::names();
+    let items = match &node.value {
+        NodeValue::Array(items) => items.iter().collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    for (op, item) in ops.iter().zip(items) {
+        if !known.contains(&op.as_str()) {
+            let entry = Entry { key_origin: item.origin.clone(), node: item.clone() };
+            errors.push(unknown_key(file, &entry, op, "op in executor.in_driver", &known));
+        }
+    }
+    ops
+}
+
+/// Merges command-line values over the file's: every `Some` / non-empty field of `over` wins.
+pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettings {
+    let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
+    ExecutorSettings {
+        kind: over.kind.or(base.kind),
+        max_jobs: over.max_jobs.or(base.max_jobs),
+        partition: pick(&base.partition, &over.partition),
+        account: pick(&base.account, &over.account),
+        qos: pick(&base.qos, &over.qos),
+        sbatch_args: base.sbatch_args.iter().chain(&over.sbatch_args).cloned().collect(),
+        retries: over.retries.or(base.retries),
+        in_driver: over.in_driver.clone().or_else(|| base.in_driver.clone()),
+        arrays: over.arrays.or(base.arrays),
+        poll_max: over.poll_max.or(base.poll_max),
+    }
+}
+
+/// The user's defaults: the `[executor]` table of `$CFRUN_CONFIG`, else of
+/// `$XDG_CONFIG_HOME/cfrun/config.toml` (`~/.config/cfrun/config.toml`). A missing file is no
+/// defaults; a broken one is an error, like a broken experiment file.
+pub fn user_defaults() -> Result<ExecutorSettings, ConfigError> {
+    let path = match std::env::var_os("CFRUN_CONFIG") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")));
+            match base {
+                Some(b) => b.join("cfrun").join("config.toml"),
+                None => return Ok(ExecutorSettings::default()),
+            }
+        }
+    };
+    if !path.exists() {
+        return Ok(ExecutorSettings::default());
+    }
+    let file = SourceFile::read(&path)?;
+    let doc = super::source::parse_document(&file)?;
+    let mut errors = Vec::new();
+    for (key, entry) in &doc {
+        if key != EXECUTOR_TABLE {
+            errors.push(unknown_key(&file, entry, key, "table in the user configuration", &[EXECUTOR_TABLE]));
+        }
+    }
+    let settings = parse_executor(&file, doc.get(EXECUTOR_TABLE), &mut errors);
+    ConfigError::collect(errors)?;
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Experiment;
+
+    const TEXT: &str = "[experiment]\nname = \"e\"\n[executor]\nkind = \"slurm\"\nmax_jobs = 10\n\
+                        sbatch_args = [\"--constraint=a100\"]\n[stages.s]\nop = \"dataset\"\nname = \"synthetic\"\n";
+
+    fn load(text: &str, sets: &[&str]) -> Result<Experiment, ConfigError> {
+        let file = SourceFile::from_text(std::path::Path::new("e.toml"), text.to_string());
+        Experiment::parse(file, &sets.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_table_and_set_and_flags_merge_in_order() {
+        let e = load(TEXT, &["executor.retries=5"]).unwrap();
+        assert_eq!(e.executor.kind, Some(ExecutorKind::Slurm));
+        assert_eq!((e.executor.max_jobs, e.executor.retries), (Some(10), Some(5)));
+        let flags =
+            ExecutorSettings { max_jobs: Some(3), sbatch_args: vec!["--exclusive".into()], ..Default::default() };
+        let m = merge(&e.executor, &flags);
+        assert_eq!(m.max_jobs, Some(3));
+        assert_eq!(m.sbatch_args, ["--constraint=a100", "--exclusive"]);
+        assert_eq!(m.kind, Some(ExecutorKind::Slurm));
+    }
+
+    #[test]
+    fn set_may_create_the_executor_table_but_not_a_stage() {
+        let bare = TEXT.split("[executor]").next().unwrap().to_string() + "[stages.s]\nop = \"dataset\"\n";
+        let e = load(&bare, &["executor.kind=slurm", "stages.s.resources.cpus=4"]).unwrap();
+        assert_eq!(e.executor.kind, Some(ExecutorKind::Slurm));
+        assert!(load(&bare, &["stages.typo.resources.cpus=4"]).is_err());
+        assert!(load(&bare, &["executor.kind=pbs"]).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Computing one job: reuse its key if published (after verifying the bytes), else take the key's
+//! lock, run the op into a staging folder and publish atomically. The local executor's threads and
+//! `cfrun exec` on a cluster node both come here, so a job runs the same code wherever it runs.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use candle_core::Device;
+use indicatif::MultiProgress;
+
+use super::job::Job;
+use super::progress::Progress;
+use super::run::Outcome;
+use crate::cache::lock::{self, TryLock};
+use crate::cache::{KeyRecord, RecipeKey, Store};
+use crate::ops::{self, InputArtifact, OpError, StageCtx};
+
+/// Where a job computes.
+#[derive(Clone)]
+pub struct ComputeEnv {
+    /// The cache.
+    pub store: Store,
+    /// Where tensors live.
+    pub device: Device,
+    /// The device's name for provenance (`cpu`, `cuda:0`).
+    pub device_name: String,
+    /// Progress bars (when stderr is a terminal).
+    pub bars: Option<MultiProgress>,
+    /// Added to the provenance (e.g. the Slurm job id and node).
+    pub provenance: serde_json::Map<String, serde_json::Value>,
+}
+
+/// [`compute`], with a panic inside the stage turned into that stage's failure: the scheduler
+/// must hear back from every job it started, or it would wait for it forever. Staging folders and
+/// locks are released by their destructors while the panic unwinds.
+pub fn compute_guarded(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), String> {
+    let run = std::panic::AssertUnwindSafe(|| {
+        // A fault-injection point for the tests: the instance named here panics.
+        if std::env::var("CFRUN_FAILPOINT_PANIC").is_ok_and(|v| v == job.instance.name) {
+            panic!("failpoint CFRUN_FAILPOINT_PANIC");
+        }
+        compute(env, job)
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("internal error (a bug in cfrun; please report it): panicked: {msg}"))
+        }
+    }
+}
+
+/// Reuses or computes one job, holding its key's lock while computing.
+pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpError> {
+    let store = &env.store;
+    let (inst, key) = (&job.instance, job.key);
+    if let Some(record) = cached(store, &inst.name, &key) {
+        return Ok((record, Outcome::Cached));
+    }
+    let lock_path = store.lock_path(&key);
+    let _guard = match lock::try_lock(&lock_path).map_err(cache_err)? {
+        TryLock::Acquired(g) => g,
+        TryLock::Busy => {
+            tracing::info!("waiting for lock on {} (another cfrun is computing it)", inst.name);
+            lock::lock(&lock_path).map_err(cache_err)?
+        }
+    };
+    // Another process may have published it while we waited.
+    if let Some(record) = cached(store, &inst.name, &key) {
+        return Ok((record, Outcome::Cached));
+    }
+    let op = ops::find(&inst.op).expect("jobs only hold known ops");
+    let staging = store.staging_dir().map_err(cache_err)?;
+    let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+    for (slot, list) in &job.inputs {
+        let artifacts = list
+            .iter()
+            .map(|i| {
+                let kind = ops::find(&i.record.recipe.op)
+                    .and_then(|o| o.output_kind(&i.record.recipe.params, &i.output))
+                    .ok_or_else(|| OpError::Invalid(format!("input {} has no output `{}`", i.instance, i.output)))?;
+                Ok(InputArtifact {
+                    dir: store.output_dir(&i.record.object, &i.output),
+                    kind,
+                    instance: i.instance.clone(),
+                    stage: i.stage.clone(),
+                    axes: i.axes.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, OpError>>()?;
+        inputs.insert(slot.clone(), artifacts);
+    }
+    // No byte enters a computation unless it still hashes to the digest its key promises.
+    store.verify_inputs(job.inputs.values().flatten().map(|i| &i.record)).map_err(cache_err)?;
+    tracing::info!("running {} ({})", inst.name, key.short());
+    let progress = Progress::new(&inst.name, env.bars.clone());
+    let started = Instant::now();
+    let mut ctx = StageCtx {
+        instance: inst,
+        inputs,
+        staging: staging.path(),
+        checkpoint_dir: store.checkpoint_dir(&key),
+        data_dir: store.data_dir(),
+        device: &env.device,
+        progress: &progress,
+    };
+    op.run(&mut ctx)?;
+    progress.finish();
+    for out in op.output_names(&inst.params) {
+        if !staging.path().join(&out).is_dir() {
+            return Err(OpError::Invalid(format!("op {} did not write its output `{out}`", op.name())));
+        }
+    }
+    let mut provenance = serde_json::json!({
+        "instance": inst.name,
+        "experiment": job.experiment,
+        "op": inst.op,
+        "op_version": op.version(),
+        "params": inst.params,
+        "inputs": job.inputs.iter().map(|(slot, list)| (slot.clone(), list.iter().map(|i| {
+            serde_json::json!({"instance": i.instance, "output": i.output,
+                "digest": i.record.outputs.get(&i.output).map(|d| d.to_string())})
+        }).collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
+        "seed": inst.params.get("seed"),
+        "device": env.device_name,
+        "threads": rayon::current_num_threads(),
+        "cfrun_version": env!("CARGO_PKG_VERSION"),
+        "started_unix": now_unix() - started.elapsed().as_secs_f64(),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+    });
+    if let Some(map) = provenance.as_object_mut() {
+        map.extend(env.provenance.clone());
+    }
+    let record = store.publish(staging, key, &job.recipe, provenance).map_err(cache_err)?;
+    let _ = std::fs::remove_dir_all(store.checkpoint_dir(&key));
+    Ok((record, Outcome::Ran))
+}
+
+/// The verified record of `key`; a damaged object is reported, evicted and treated as missing.
+pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
+    let record = store.lookup(key)?;
+    match store.verify(&record) {
+        Ok(()) => Some(record),
+        Err(why) => {
+            tracing::warn!("{name}: cached result is corrupt ({why}); rebuilding it");
+            store.evict(&record);
+            None
+        }
+    }
+}
+
+fn cache_err(e: crate::cache::CacheError) -> OpError {
+    OpError::Invalid(e.to_string())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

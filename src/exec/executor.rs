@@ -1,0 +1,33 @@
+//! The seam between the scheduler and where jobs run. The scheduler decides *what* is ready and
+//! hands it over; an executor decides *where* it runs (threads of this process, Slurm jobs) and
+//! reports each job back exactly once.
+
+use super::job::Job;
+use super::run::Outcome;
+use crate::cache::KeyRecord;
+
+/// A job that ended, one way or the other.
+#[derive(Debug)]
+pub struct Finished {
+    /// The job's plan index.
+    pub index: usize,
+    /// Its published record and whether it was computed now or found, or why it failed.
+    pub result: Result<(KeyRecord, Outcome), String>,
+    /// Seconds from hand-over to the end.
+    pub seconds: f64,
+}
+
+/// Runs jobs somewhere.
+pub trait Executor {
+    /// Takes a job; it may wait in the executor's own queue until a slot is free.
+    fn submit(&mut self, job: Job);
+    /// Blocks until at least one job has ended and returns every ended job; empty when nothing
+    /// is in flight or the run was interrupted.
+    fn wait(&mut self) -> Vec<Finished>;
+    /// Stops everything in flight (on interrupt); jobs not reported are abandoned.
+    fn cancel(&mut self) {}
+    /// Jobs sent to a cluster so far (0 for local runs).
+    fn submitted(&self) -> usize {
+        0
+    }
+}

@@ -1,0 +1,30 @@
+//! Ctrl-C for drivers that own cluster jobs: the first SIGINT or SIGTERM only raises a flag, so
+//! the driver can cancel its jobs before it exits (a second one ends the process at once).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: restoring the default disposition and re-raising are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Routes SIGINT and SIGTERM to [`interrupted`].
+pub fn install() {
+    // SAFETY: the handler only touches an atomic (and, the second time, async-signal-safe calls).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Whether Ctrl-C (or SIGTERM) arrived since [`install`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}

@@ -1,0 +1,244 @@
+//! One instance, ready to compute: its recipe, its key and the published records of its inputs.
+//! A [`Job`] owns everything it needs, so it runs the same on a thread of the driver or, written
+//! to the cache as a [`JobSpec`], in `cfrun exec` on any node that shares the cache.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::resources::Resources;
+use crate::cache::fsutil::write_atomic;
+use crate::cache::{KeyRecord, Recipe, RecipeKey, Store};
+use crate::graph::{Instance, Plan};
+
+/// One input artifact of a job: the upstream's published record and which output it reads.
+#[derive(Debug, Clone)]
+pub struct JobInput {
+    /// The upstream's record (its object holds the output's files).
+    pub record: KeyRecord,
+    /// The output read.
+    pub output: String,
+    /// The upstream instance's name.
+    pub instance: String,
+    /// The upstream stage's name.
+    pub stage: String,
+    /// The upstream instance's axis values.
+    pub axes: BTreeMap<String, Json>,
+}
+
+/// An instance with its inputs resolved to published records.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Index of the instance in the plan (meaningless in `cfrun exec`).
+    pub index: usize,
+    /// The experiment's name, for provenance.
+    pub experiment: String,
+    /// The instance (its `inputs` are not used once the job exists).
+    pub instance: Instance,
+    /// What is computed.
+    pub recipe: Recipe,
+    /// `recipe.key()`.
+    pub key: RecipeKey,
+    /// Input slot to the artifacts it reads, in the recipe's order.
+    pub inputs: BTreeMap<String, Vec<JobInput>>,
+    /// What it asks of a cluster.
+    pub resources: Resources,
+}
+
+impl Job {
+    /// The job of plan instance `index`, whose inputs are all in `records`.
+    pub fn from_plan(
+        plan: &Plan,
+        index: usize,
+        recipe: Recipe,
+        resources: Resources,
+        records: &[Option<KeyRecord>],
+    ) -> Job {
+        let inst = &plan.instances[index];
+        let inputs = inst
+            .inputs
+            .iter()
+            .map(|(slot, refs)| {
+                let list = refs
+                    .iter()
+                    .map(|r| {
+                        let up = &plan.instances[r.instance.0];
+                        JobInput {
+                            record: records[r.instance.0].clone().expect("inputs are done before dispatch"),
+                            output: r.output.clone(),
+                            instance: up.name.clone(),
+                            stage: up.stage.clone(),
+                            axes: up.axes.clone(),
+                        }
+                    })
+                    .collect();
+                (slot.clone(), list)
+            })
+            .collect();
+        let key = recipe.key();
+        Job { index, experiment: plan.experiment.name.clone(), instance: inst.clone(), recipe, key, inputs, resources }
+    }
+
+    /// The serialisable description `cfrun exec` runs from.
+    pub fn spec(&self) -> JobSpec {
+        JobSpec {
+            experiment: self.experiment.clone(),
+            name: self.instance.name.clone(),
+            stage: self.instance.stage.clone(),
+            axes: self.instance.axes.clone(),
+            recipe: self.recipe.clone(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(slot, list)| {
+                    let refs = list
+                        .iter()
+                        .map(|i| SpecInput {
+                            key: i.record.key,
+                            output: i.output.clone(),
+                            instance: i.instance.clone(),
+                            stage: i.stage.clone(),
+                            axes: i.axes.clone(),
+                        })
+                        .collect();
+                    (slot.clone(), refs)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An input as a job spec names it: the upstream's recipe key, looked up in the cache on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecInput {
+    /// The upstream's recipe key.
+    pub key: RecipeKey,
+    /// The output read.
+    pub output: String,
+    /// The upstream instance's name.
+    pub instance: String,
+    /// The upstream stage's name.
+    pub stage: String,
+    /// The upstream instance's axis values.
+    pub axes: BTreeMap<String, Json>,
+}
+
+/// `CACHE/jobs/<key>.json`: what `cfrun exec KEY` computes. Its key is checked against the
+/// recipe, and each input's bytes against the digest the recipe holds, before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The instance's name.
+    pub name: String,
+    /// Its stage.
+    pub stage: String,
+    /// Its axis values.
+    pub axes: BTreeMap<String, Json>,
+    /// The recipe (op, version, params, input digests).
+    pub recipe: Recipe,
+    /// Input slot to upstream keys.
+    pub inputs: BTreeMap<String, Vec<SpecInput>>,
+}
+
+/// Why a job spec cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// No spec under that key.
+    #[error("no job {key} in {dir}: was it submitted by a cfrun driver on this cache?", dir = .dir.display())]
+    Missing {
+        /// The key asked for.
+        key: String,
+        /// Where specs live.
+        dir: PathBuf,
+    },
+    /// The spec is unreadable or does not hash to its key.
+    #[error("job spec {}: {why}", .path.display())]
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An input is not published, or its bytes differ from what the recipe hashed.
+    #[error("input `{slot}` ({instance}): {why}")]
+    Input {
+        /// The slot.
+        slot: String,
+        /// The upstream instance.
+        instance: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Where job specs, scripts and logs of the cluster executors live.
+pub fn jobs_dir(store: &Store) -> PathBuf {
+    store.root().join("jobs")
+}
+
+fn spec_path(store: &Store, key: &RecipeKey) -> PathBuf {
+    jobs_dir(store).join(format!("{}.json", key.hex()))
+}
+
+/// Writes the spec of `job` (atomically; an identical spec may already be there).
+pub fn write_spec(store: &Store, job: &Job) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(&job.spec()).expect("plain data");
+    write_atomic(&spec_path(store, &job.key), &bytes)
+}
+
+/// Reads the spec of `key` and rebuilds its job from the cache, checking every digest.
+pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
+    let key = RecipeKey::parse(key_text.trim_start_matches("blake3:"))
+        .ok_or_else(|| SpecError::Missing { key: key_text.to_string(), dir: jobs_dir(store) })?;
+    let path = spec_path(store, &key);
+    let bytes =
+        std::fs::read(&path).map_err(|_| SpecError::Missing { key: key_text.to_string(), dir: jobs_dir(store) })?;
+    let invalid = |why: String| SpecError::Invalid { path: path.clone(), why };
+    let spec: JobSpec = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if spec.recipe.key() != key {
+        return Err(invalid(format!("its recipe hashes to {}, not to its name", spec.recipe.key())));
+    }
+    if crate::ops::find(&spec.recipe.op).is_none_or(|op| op.version() != spec.recipe.version) {
+        return Err(invalid(format!("op {} v{} is not what this cfrun runs", spec.recipe.op, spec.recipe.version)));
+    }
+    let mut inputs = BTreeMap::new();
+    for (slot, refs) in &spec.inputs {
+        let hashed = spec.recipe.inputs.get(slot).map(Vec::as_slice).unwrap_or_default();
+        if hashed.len() != refs.len() {
+            return Err(invalid(format!("input `{slot}` lists {} artifacts, its recipe {}", refs.len(), hashed.len())));
+        }
+        let mut list = Vec::new();
+        for (r, want) in refs.iter().zip(hashed) {
+            let bad = |why: String| SpecError::Input { slot: slot.clone(), instance: r.instance.clone(), why };
+            let record = store.lookup(&r.key).ok_or_else(|| bad(format!("{} is not in the cache", r.key)))?;
+            if record.outputs.get(&r.output) != Some(&want.digest) {
+                return Err(bad(format!("output `{}` is not the bytes the recipe hashed", r.output)));
+            }
+            store.verify(&record).map_err(bad)?;
+            list.push(JobInput {
+                record,
+                output: r.output.clone(),
+                instance: r.instance.clone(),
+                stage: r.stage.clone(),
+                axes: r.axes.clone(),
+            });
+        }
+        inputs.insert(slot.clone(), list);
+    }
+    if spec.recipe.inputs.keys().any(|slot| !spec.inputs.contains_key(slot)) {
+        return Err(invalid("an input of the recipe is missing from the spec".into()));
+    }
+    let instance = Instance {
+        name: spec.name,
+        stage: spec.stage,
+        op: spec.recipe.op.clone(),
+        axes: spec.axes,
+        params: spec.recipe.params.clone(),
+        inputs: BTreeMap::new(),
+    };
+    let resources = super::resources::op_defaults(&instance.op);
+    Ok(Job { index: 0, experiment: spec.experiment, instance, recipe: spec.recipe, key, inputs, resources })
+}

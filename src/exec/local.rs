@@ -1,0 +1,79 @@
+//! The local executor: jobs run on threads of this process, `jobs` at a time.
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::compute::{compute_guarded, ComputeEnv};
+use super::executor::{Executor, Finished};
+use super::job::Job;
+
+/// Threads of this process.
+pub struct LocalExecutor {
+    env: ComputeEnv,
+    jobs: usize,
+    backlog: VecDeque<Job>,
+    running: usize,
+    tx: mpsc::Sender<Finished>,
+    rx: mpsc::Receiver<Finished>,
+}
+
+impl LocalExecutor {
+    /// Runs at most `jobs` jobs side by side in `env`.
+    pub fn new(env: ComputeEnv, jobs: usize) -> LocalExecutor {
+        let (tx, rx) = mpsc::channel();
+        LocalExecutor { env, jobs: jobs.max(1), backlog: VecDeque::new(), running: 0, tx, rx }
+    }
+
+    /// Jobs taken and not yet reported.
+    pub fn in_flight(&self) -> usize {
+        self.running + self.backlog.len()
+    }
+
+    fn fill(&mut self) {
+        while self.running < self.jobs {
+            let Some(job) = self.backlog.pop_front() else { break };
+            self.running += 1;
+            let (env, tx) = (self.env.clone(), self.tx.clone());
+            let started = Instant::now();
+            std::thread::spawn(move || {
+                let result = compute_guarded(&env, &job);
+                let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
+            });
+        }
+    }
+
+    /// Like [`Executor::wait`], but gives up after `timeout` (returning nothing).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Vec<Finished> {
+        if self.running == 0 {
+            return Vec::new();
+        }
+        let Ok(first) = self.rx.recv_timeout(timeout) else { return Vec::new() };
+        self.collect(first)
+    }
+
+    fn collect(&mut self, first: Finished) -> Vec<Finished> {
+        let mut out = vec![first];
+        out.extend(self.rx.try_iter());
+        self.running -= out.len();
+        self.fill();
+        out
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn submit(&mut self, job: Job) {
+        self.backlog.push_back(job);
+        self.fill();
+    }
+
+    fn wait(&mut self) -> Vec<Finished> {
+        if self.running == 0 {
+            return Vec::new();
+        }
+        match self.rx.recv() {
+            Ok(first) => self.collect(first),
+            Err(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What each op asks of a cluster by default, and the stage's resources after its overrides.
+//!
+//! The defaults fit one node of a small GPU cluster. Training and feature extraction want a GPU
+//! (asked for only when the run's device is not the CPU). The tiny bookkeeping ops run in the
+//! driver: a job costs seconds of scheduling for milliseconds of work.
+
+use crate::config::{ExecutorSettings, ResourceOverrides};
+use crate::graph::{Instance, Plan};
+
+/// Ops that run in the driver unless `[executor] in_driver` says otherwise: each takes
+/// milliseconds and reads small artifacts (labels, metrics).
+pub const IN_DRIVER_OPS: &[&str] = &["label_noise", "weak_tags", "permutations", "concat", "table", "plot"];
+
+/// What one instance asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resources {
+    /// CPUs per task.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub mem_mb: u64,
+    /// GPUs, when the run's device is a GPU.
+    pub gpus: u32,
+    /// Time limit in minutes.
+    pub time_min: u32,
+    /// Runs in the driver, not as a job.
+    pub in_driver: bool,
+}
+
+const fn res(cpus: u32, mem_gb: u64, gpus: u32, time_min: u32) -> Resources {
+    Resources { cpus, mem_mb: mem_gb * 1024, gpus, time_min, in_driver: false }
+}
+
+/// The op's defaults (before the executor's `in_driver` list and the stage's overrides).
+pub fn op_defaults(op: &str) -> Resources {
+    match op {
+        "train" | "pretext" => res(2, 8, 1, 12 * 60),
+        "extract" => res(2, 8, 1, 2 * 60),
+        "kmeans" | "per_label_kmeans" | "prototype" => res(2, 8, 0, 4 * 60),
+        "linear_probe" | "map_probe" => res(2, 4, 1, 2 * 60),
+        "dataset" | "video" | "canvas" => res(1, 4, 0, 60),
+        _ => res(1, 1, 0, 10),
+    }
+}
+
+/// The resources of `inst`: op defaults, then the executor's driver list, then the stage's table.
+pub fn for_instance(plan: &Plan, inst: &Instance, settings: &ExecutorSettings) -> Resources {
+    let mut r = op_defaults(&inst.op);
+    r.in_driver = match &settings.in_driver {
+        Some(list) => list.contains(&inst.op),
+        None => IN_DRIVER_OPS.contains(&inst.op.as_str()),
+    };
+    if let Some(o) = plan.resources.get(&inst.stage) {
+        apply(&mut r, o);
+    }
+    r
+}
+
+fn apply(r: &mut Resources, o: &ResourceOverrides) {
+    r.cpus = o.cpus.unwrap_or(r.cpus);
+    r.mem_mb = o.mem_mb.unwrap_or(r.mem_mb);
+    r.gpus = o.gpus.unwrap_or(r.gpus);
+    r.time_min = o.time_min.unwrap_or(r.time_min);
+    r.in_driver = o.in_driver.unwrap_or(r.in_driver);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Experiment, SourceFile};
+
+    fn plan(text: &str, sets: &[&str]) -> Plan {
+        let file = SourceFile::from_text(std::path::Path::new("t.toml"), text.to_string());
+        let sets: Vec<_> = sets.iter().map(|s| s.parse().unwrap()).collect();
+        Plan::build(Experiment::parse(file, &sets).unwrap()).unwrap()
+    }
+
+    const TEXT: &str = r#"
+[experiment]
+name = "r"
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+[stages.noisy]
+op = "label_noise"
+labels = "shapes.labels"
+percent = 10
+[stages.noisy.resources]
+mem = "2G"
+"#;
+
+    #[test]
+    fn stage_overrides_win_and_never_reach_the_key() {
+        let p = plan(TEXT, &[]);
+        let bare = plan(&TEXT.replace("[stages.noisy.resources]\nmem = \"2G\"\n", ""), &[]);
+        let set = plan(TEXT, &["stages.noisy.resources.cpus=3", "stages.shapes.resources.in_driver=true"]);
+        let s = ExecutorSettings::default();
+        let noisy = |p: &Plan| p.instances.iter().find(|i| i.stage == "noisy").unwrap().clone();
+        let r = for_instance(&p, &noisy(&p), &s);
+        assert_eq!((r.mem_mb, r.cpus, r.in_driver), (2048, 1, true));
+        let r = for_instance(&set, &noisy(&set), &s);
+        assert_eq!((r.mem_mb, r.cpus), (2048, 3));
+        assert!(for_instance(&set, &set.instances[0], &s).in_driver);
+        // The params, and so the recipe keys, are those of the file without resources.
+        assert_eq!(noisy(&p).params, noisy(&bare).params);
+        assert_eq!(noisy(&set).params, noisy(&bare).params);
+        let none = ExecutorSettings { in_driver: Some(vec![]), ..Default::default() };
+        assert!(!for_instance(&bare, &noisy(&bare), &none).in_driver);
+    }
+}

@@ -1,0 +1,381 @@
+//! The Slurm executor: each ready instance becomes a job (`sbatch`; a job array when several
+//! instances of one stage are ready with the same resources), at most `max_jobs` in flight.
+//!
+//! The cache is the truth of what finished: a published key means done. The queue is asked only
+//! about jobs whose key is not published yet, with one `squeue` call for all of them, and less
+//! often the longer nothing changes. A job that ended without publishing is classified: killed,
+//! preempted, timed out or lost jobs are submitted again (the stage resumes from its checkpoint in
+//! the cache), up to `retries` times; any other failure is reported with its log's last lines.
+//! Tiny ops run in the driver (see [`crate::exec::resources::IN_DRIVER_OPS`]).
+
+pub mod claims;
+pub mod queue;
+pub mod sbatch;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use self::claims::Claim;
+use self::queue::Verdict;
+use self::sbatch::Submitter;
+use super::compute::cached;
+use super::executor::{Executor, Finished};
+use super::interrupt::interrupted;
+use super::job::{jobs_dir, write_spec, Job};
+use super::local::LocalExecutor;
+use super::resources::Resources;
+use super::run::{Outcome, RunOptions};
+use crate::cache::fs_check;
+use crate::cache::Store;
+
+/// Built-in defaults of the `[executor]` fields that matter here.
+const DEFAULT_MAX_JOBS: usize = 500;
+const DEFAULT_RETRIES: u32 = 2;
+const DEFAULT_POLL_MAX: f64 = 10.0;
+/// The queue is asked at most this often, however busy the run.
+const MIN_QUEUE_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Tracked {
+    job: Job,
+    job_id: String,
+    log: PathBuf,
+    attempts: u32,
+    since: Instant,
+}
+
+/// Runs jobs on a Slurm cluster that shares the cache.
+pub struct SlurmExecutor {
+    store: Store,
+    submitter: Submitter,
+    local: LocalExecutor,
+    max_jobs: usize,
+    retries: u32,
+    arrays: bool,
+    backlog: VecDeque<(Job, u32)>,
+    tracked: Vec<Tracked>,
+    done: Vec<Finished>,
+    submitted: usize,
+    delay: Duration,
+    poll_max: Duration,
+    last_queue: Option<Instant>,
+}
+
+impl SlurmExecutor {
+    /// Checks that Slurm answers and that the cache's locks hold across nodes.
+    pub fn new(opts: &RunOptions) -> Result<SlurmExecutor, String> {
+        let store = opts.env.store.clone();
+        fs_check::require_shared_locks(store.root()).map_err(|e| e.to_string())?;
+        let probe = std::process::Command::new("sbatch").arg("--version").output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            return Err("--executor slurm: `sbatch` is not on PATH (is this a Slurm login node? \
+                        scripts/slurm-local.sh starts a one-node cluster)"
+                .into());
+        }
+        let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
+        let logs = jobs_dir(&store).join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        std::fs::create_dir_all(jobs_dir(&store).join("arrays")).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?;
+        let s = &opts.executor;
+        let submitter = Submitter {
+            exe,
+            cache,
+            logs,
+            device: opts.device_flag.clone(),
+            wants_gpu: opts.device_flag != "cpu",
+            partition: s.partition.clone(),
+            account: s.account.clone(),
+            qos: s.qos.clone(),
+            extra: s.sbatch_args.clone(),
+        };
+        let poll_max = Duration::from_secs_f64(s.poll_max.unwrap_or(DEFAULT_POLL_MAX));
+        Ok(SlurmExecutor {
+            store,
+            submitter,
+            local: LocalExecutor::new(opts.env.clone(), opts.jobs),
+            max_jobs: s.max_jobs.map_or(DEFAULT_MAX_JOBS, |m| m as usize),
+            retries: s.retries.unwrap_or(DEFAULT_RETRIES),
+            arrays: s.arrays.unwrap_or(true),
+            backlog: VecDeque::new(),
+            tracked: Vec::new(),
+            done: Vec::new(),
+            submitted: 0,
+            delay: Duration::from_millis(200).min(poll_max),
+            poll_max,
+            last_queue: None,
+        })
+    }
+
+    /// Submits from the backlog while there is room, grouping same-stage, same-resources jobs
+    /// into arrays.
+    fn flush(&mut self) {
+        let room = self.max_jobs.saturating_sub(self.tracked.len());
+        if room == 0 || self.backlog.is_empty() {
+            return;
+        }
+        let take: Vec<(Job, u32)> = self.backlog.drain(..room.min(self.backlog.len())).collect();
+        let take = self.adopt_claimed(take);
+        let mut groups: BTreeMap<(String, Resources, u32), Vec<Job>> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (job, attempts) in take {
+            let group = (job.instance.stage.clone(), job.resources.clone(), attempts);
+            if !groups.contains_key(&group) {
+                order.push(group.clone());
+            }
+            groups.entry(group).or_default().push(job);
+        }
+        for group in order {
+            let jobs = groups.remove(&group).unwrap_or_default();
+            self.submit_group(&group.0, &group.1, group.2, jobs);
+        }
+    }
+
+    /// Follows the live jobs another driver already submitted for some of these keys.
+    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> Vec<(Job, u32)> {
+        let claimed: Vec<Option<Claim>> = take.iter().map(|(j, _)| claims::read(&self.store, &j.key)).collect();
+        let ids: Vec<&str> = claimed.iter().flatten().map(|c| c.job_id.as_str()).collect();
+        if ids.is_empty() {
+            return take;
+        }
+        let live = queue::states(&ids).unwrap_or_default();
+        let mut rest = Vec::new();
+        for ((job, attempts), claim) in take.into_iter().zip(claimed) {
+            match claim.filter(|c| live.get(&c.job_id).is_some_and(|q| q.active())) {
+                Some(c) => {
+                    tracing::info!("{}: following job {} (submitted by another cfrun)", job.instance.name, c.job_id);
+                    self.tracked.push(Tracked { job, job_id: c.job_id, log: c.log, attempts, since: Instant::now() });
+                }
+                None => rest.push((job, attempts)),
+            }
+        }
+        rest
+    }
+
+    fn submit_group(&mut self, stage: &str, r: &Resources, attempts: u32, jobs: Vec<Job>) {
+        for job in &jobs {
+            if let Err(e) = write_spec(&self.store, job) {
+                let why = format!("cannot write the job spec into the cache: {e}");
+                return self.fail_all(jobs, &why);
+            }
+        }
+        let logs = self.submitter.logs.clone();
+        if self.arrays && jobs.len() > 1 {
+            let list: String = jobs.iter().map(|j| format!("{}\n", j.key.hex())).collect();
+            let name = blake3::hash(list.as_bytes()).to_hex()[..16].to_string();
+            let path = jobs_dir(&self.store).join("arrays").join(format!("{name}.txt"));
+            if let Err(e) = crate::cache::fsutil::write_atomic(&path, list.as_bytes()) {
+                return self.fail_all(jobs, &format!("cannot write the array's key list: {e}"));
+            }
+            match self.submitter.submit_array(stage, r, &path, jobs.len()) {
+                Ok(id) => {
+                    tracing::info!("submitted {} instances of {stage} as job array {id}", jobs.len());
+                    self.submitted += 1;
+                    for (i, job) in jobs.into_iter().enumerate() {
+                        let job_id = format!("{id}_{i}");
+                        self.track(job, job_id.clone(), logs.join(format!("{job_id}.log")), attempts);
+                    }
+                }
+                Err(e) => self.fail_all(jobs, &e),
+            }
+            return;
+        }
+        for job in jobs {
+            match self.submitter.submit_one(stage, r, &job.key.hex()) {
+                Ok(id) => {
+                    tracing::info!("submitted {} as job {id}", job.instance.name);
+                    self.submitted += 1;
+                    let log = logs.join(format!("{id}.log"));
+                    self.track(job, id, log, attempts);
+                }
+                Err(e) => self.fail_all(vec![job], &e),
+            }
+        }
+    }
+
+    fn track(&mut self, job: Job, job_id: String, log: PathBuf, attempts: u32) {
+        let claim = Claim { job_id: job_id.clone(), log: log.clone(), instance: job.instance.name.clone() };
+        claims::write(&self.store, &job.key, &claim);
+        self.tracked.push(Tracked { job, job_id, log, attempts, since: Instant::now() });
+    }
+
+    fn fail_all(&mut self, jobs: Vec<Job>, why: &str) {
+        for job in jobs {
+            self.done.push(Finished { index: job.index, result: Err(why.to_string()), seconds: 0.0 });
+        }
+    }
+
+    /// Looks at the cache for every tracked job, and at the queue for those not published.
+    fn poll(&mut self, ask_queue: bool) -> Vec<Finished> {
+        let mut out = Vec::new();
+        let mut waiting = Vec::new();
+        for t in std::mem::take(&mut self.tracked) {
+            match self.published(&t) {
+                Some(f) => out.push(f),
+                None => waiting.push(t),
+            }
+        }
+        if !ask_queue || waiting.is_empty() {
+            self.tracked = waiting;
+            return out;
+        }
+        self.last_queue = Some(Instant::now());
+        let ids: Vec<&str> = waiting.iter().map(|t| t.job_id.as_str()).collect();
+        let states = match queue::states(&ids) {
+            Ok(s) => s,
+            Err(e) => {
+                // A busy or restarting controller: keep every job and ask again later.
+                tracing::warn!("{e}; asking again later");
+                self.tracked = waiting;
+                return out;
+            }
+        };
+        for t in waiting {
+            if states.get(&t.job_id).is_some_and(|q| q.active()) {
+                self.tracked.push(t);
+                continue;
+            }
+            // Ended: it may have published between the two looks.
+            if let Some(f) = self.published(&t) {
+                out.push(f);
+                continue;
+            }
+            let ending = queue::ending(&t.job_id);
+            claims::release(&self.store, &t.job.key, &t.job_id);
+            match queue::verdict(ending.as_ref()) {
+                Verdict::Retry(why) if t.attempts <= self.retries => {
+                    tracing::warn!(
+                        "{}: job {} {why}; submitting it again (attempt {} of {}), it resumes from its checkpoint",
+                        t.job.instance.name,
+                        t.job_id,
+                        t.attempts + 1,
+                        self.retries + 1
+                    );
+                    self.backlog.push_back((t.job, t.attempts + 1));
+                }
+                Verdict::Retry(why) | Verdict::Fail(why) => {
+                    let why = format!("job {} {why}; log {}{}", t.job_id, t.log.display(), log_tail(&t.log, 12));
+                    out.push(Finished {
+                        index: t.job.index,
+                        result: Err(why),
+                        seconds: t.since.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Driver-side jobs that end within `d` (returning early when one does or on Ctrl-C).
+    fn wait_local(&mut self, d: Duration) -> Vec<Finished> {
+        let end = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            if now >= end || interrupted() {
+                return Vec::new();
+            }
+            let slice = (end - now).min(Duration::from_millis(50));
+            if self.local.in_flight() == 0 {
+                std::thread::sleep(slice);
+                continue;
+            }
+            let out = self.local.wait_timeout(slice);
+            if !out.is_empty() {
+                return out;
+            }
+        }
+    }
+
+    /// The job's record if its key is published (verified: downstream reads these bytes).
+    fn published(&self, t: &Tracked) -> Option<Finished> {
+        self.store.lookup(&t.job.key)?;
+        let record = cached(&self.store, &t.job.instance.name, &t.job.key)?;
+        claims::release(&self.store, &t.job.key, &t.job_id);
+        let ours = record.provenance.pointer("/slurm/job_id").and_then(|v| v.as_str()) == Some(t.job_id.as_str());
+        let outcome = if ours { Outcome::Ran } else { Outcome::Cached };
+        Some(Finished { index: t.job.index, result: Ok((record, outcome)), seconds: t.since.elapsed().as_secs_f64() })
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn submit(&mut self, job: Job) {
+        if job.resources.in_driver {
+            return self.local.submit(job);
+        }
+        if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+            self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
+            return;
+        }
+        self.backlog.push_back((job, 1));
+    }
+
+    fn wait(&mut self) -> Vec<Finished> {
+        loop {
+            self.flush();
+            if !self.done.is_empty() {
+                return std::mem::take(&mut self.done);
+            }
+            if self.tracked.is_empty() && self.backlog.is_empty() && self.local.in_flight() == 0 {
+                return Vec::new();
+            }
+            let mut out = self.wait_local(self.delay);
+            if interrupted() {
+                return Vec::new();
+            }
+            let ask_queue = self.last_queue.is_none_or(|t| t.elapsed() >= self.delay.max(MIN_QUEUE_INTERVAL));
+            out.extend(self.poll(ask_queue));
+            out.append(&mut self.done);
+            if out.is_empty() {
+                self.delay = (self.delay.mul_f64(1.5)).min(self.poll_max);
+            } else {
+                self.delay = Duration::from_millis(200).min(self.poll_max);
+                return out;
+            }
+        }
+    }
+
+    fn cancel(&mut self) {
+        let ids: Vec<String> = self.tracked.iter().map(|t| t.job_id.clone()).collect();
+        if ids.is_empty() {
+            return;
+        }
+        eprintln!("interrupted: cancelling {} Slurm job(s)", ids.len());
+        let status = std::process::Command::new("scancel").args(&ids).status();
+        if !status.is_ok_and(|s| s.success()) {
+            tracing::warn!("scancel failed; cancel these jobs by hand: {}", ids.join(" "));
+        }
+        // Wait (a little) until the queue agrees, so that the caller can trust it is empty.
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match queue::states(&refs) {
+                Ok(s) if s.values().all(|q| !q.active()) => break,
+                _ => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+        for t in std::mem::take(&mut self.tracked) {
+            claims::release(&self.store, &t.job.key, &t.job_id);
+        }
+    }
+
+    fn submitted(&self) -> usize {
+        self.submitted
+    }
+}
+
+/// The last `n` lines of a log, indented, or a note that it cannot be read.
+fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(n)..];
+            if tail.is_empty() {
+                " (empty)".into()
+            } else {
+                format!("; last lines:\n    {}", tail.join("\n    "))
+            }
+        }
+        Err(e) => format!(" (unreadable: {e})"),
+    }
+}

@@ -1,0 +1,175 @@
+//! Asking Slurm about jobs: one `squeue` call for every job in flight (array tasks expanded), and
+//! `scontrol show job` only for a job that ended without publishing, to learn why.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+/// A job as `squeue` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// `PENDING`, `RUNNING`, `COMPLETED`, `NODE_FAIL`, ...
+    pub state: String,
+    /// The node it runs on (empty while pending).
+    pub node: String,
+}
+
+impl QueueEntry {
+    /// Whether the job may still publish (queued, running, or on its way back to the queue).
+    pub fn active(&self) -> bool {
+        is_active(&self.state)
+    }
+}
+
+/// Whether a Slurm job state means the job has not ended.
+pub fn is_active(state: &str) -> bool {
+    matches!(
+        state,
+        "PENDING"
+            | "CONFIGURING"
+            | "RUNNING"
+            | "COMPLETING"
+            | "SUSPENDED"
+            | "REQUEUED"
+            | "REQUEUE_FED"
+            | "REQUEUE_HOLD"
+            | "RESIZING"
+            | "SIGNALING"
+            | "STAGE_OUT"
+            | "RESV_DEL_HOLD"
+    )
+}
+
+/// The state of every listed job (ids like `123` or `123_4`) that Slurm still remembers; a job
+/// missing from the map ended long enough ago to be forgotten. One `squeue` call.
+pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
+    let mut bases: Vec<&str> = ids.iter().map(|id| id.split('_').next().unwrap_or(id)).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    if bases.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = Command::new("squeue")
+        .args(["--noheader", "--array", "--states=all", "--format=%i|%T|%N", "--jobs"])
+        .arg(bases.join(","))
+        .output()
+        .map_err(|e| format!("cannot run squeue: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // Every listed job is gone (squeue refuses a list of only unknown ids).
+        if stderr.contains("Invalid job id") {
+            return Ok(HashMap::new());
+        }
+        return Err(format!("squeue failed: {}", stderr.trim()));
+    }
+    Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `%i|%T|%N` lines.
+pub fn parse_squeue(text: &str) -> HashMap<String, QueueEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().split('|');
+            let id = parts.next()?.trim();
+            let state = parts.next()?.trim();
+            let node = parts.next().unwrap_or("").trim();
+            (!id.is_empty()).then(|| (id.to_string(), QueueEntry { state: state.into(), node: node.into() }))
+        })
+        .collect()
+}
+
+/// How a job ended, from `scontrol show job` (when Slurm still remembers it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// `JobState`.
+    pub state: String,
+    /// The exit status of the batch script.
+    pub exit_code: i32,
+    /// The signal that killed it (0 when none).
+    pub signal: i32,
+    /// `Reason`.
+    pub reason: String,
+}
+
+/// `scontrol show job ID`, or `None` when Slurm has forgotten the job.
+pub fn ending(id: &str) -> Option<Ending> {
+    let out = Command::new("scontrol").args(["show", "job", id]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(parse_ending(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses the `JobState=`, `ExitCode=A:B` and `Reason=` fields of `scontrol show job`.
+pub fn parse_ending(text: &str) -> Ending {
+    let mut e = Ending::default();
+    for word in text.split_whitespace() {
+        if let Some(v) = word.strip_prefix("JobState=") {
+            e.state = v.to_string();
+        } else if let Some(v) = word.strip_prefix("ExitCode=") {
+            let (code, sig) = v.split_once(':').unwrap_or((v, "0"));
+            e.exit_code = code.parse().unwrap_or(0);
+            e.signal = sig.parse().unwrap_or(0);
+        } else if let Some(v) = word.strip_prefix("Reason=") {
+            e.reason = v.to_string();
+        }
+    }
+    e
+}
+
+/// What to do about a job that ended without publishing its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The node or the scheduler took the job away (or it was killed): run it again.
+    Retry(String),
+    /// The stage itself failed, or a person cancelled it: report it.
+    Fail(String),
+}
+
+/// Classifies an ended job. `None` means Slurm no longer remembers it.
+pub fn verdict(ending: Option<&Ending>) -> Verdict {
+    let Some(e) = ending else {
+        return Verdict::Retry("the job vanished from the queue without publishing".into());
+    };
+    let state = e.state.as_str();
+    match state {
+        "NODE_FAIL" | "PREEMPTED" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE" => Verdict::Retry(format!("ended {state}")),
+        _ if e.signal != 0 => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
+        _ if matches!(e.exit_code, 137 | 143) => {
+            Verdict::Retry(format!("killed (exit {} = signal {}, {state})", e.exit_code, e.exit_code - 128))
+        }
+        "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
+        "CANCELLED" => Verdict::Fail(format!("cancelled ({})", e.reason)),
+        "COMPLETED" => Verdict::Fail(
+            "the job completed but its result is not in the cache: do the nodes share this cache directory?".into(),
+        ),
+        _ => Verdict::Fail(format!("ended {state} with exit code {}", e.exit_code)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squeue_lines_and_array_tasks() {
+        let m = parse_squeue("12_0|COMPLETED|vm\n12_1|RUNNING|vm\n13|PENDING|\n");
+        assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into() });
+        assert!(m["13"].active() && !m["12_0"].active());
+    }
+
+    #[test]
+    fn endings_are_classified() {
+        let killed = parse_ending("JobId=7 JobName=x\n   JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n   Requeue=1 ExitCode=0:9\n");
+        assert_eq!((killed.state.as_str(), killed.exit_code, killed.signal), ("FAILED", 0, 9));
+        assert!(matches!(verdict(Some(&killed)), Verdict::Retry(_)));
+        let failed = Ending { state: "FAILED".into(), exit_code: 1, ..Default::default() };
+        assert!(matches!(verdict(Some(&failed)), Verdict::Fail(_)));
+        for s in ["NODE_FAIL", "PREEMPTED", "TIMEOUT"] {
+            let e = Ending { state: s.into(), ..Default::default() };
+            assert!(matches!(verdict(Some(&e)), Verdict::Retry(_)), "{s}");
+        }
+        assert!(matches!(verdict(None), Verdict::Retry(_)));
+        let cancelled = Ending { state: "CANCELLED".into(), ..Default::default() };
+        assert!(matches!(verdict(Some(&cancelled)), Verdict::Fail(_)));
+    }
+}

@@ -1,0 +1,146 @@
+//! `sbatch` command lines: one job per instance, or one job array for several instances of one
+//! stage with the same resources (a task reads its key from a list file by its array index).
+//! Every job runs `cfrun exec --cache CACHE KEY`, the same code a local run uses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::exec::resources::Resources;
+
+/// What every submission shares.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    /// The `cfrun` binary the jobs run (absolute).
+    pub exe: PathBuf,
+    /// The cache (absolute).
+    pub cache: PathBuf,
+    /// Where job logs go.
+    pub logs: PathBuf,
+    /// The `--device` of every job.
+    pub device: String,
+    /// Whether that device is a GPU (GPUs are only asked for then).
+    pub wants_gpu: bool,
+    /// `--partition`, `--account`, `--qos`.
+    pub partition: Option<String>,
+    /// See `partition`.
+    pub account: Option<String>,
+    /// See `partition`.
+    pub qos: Option<String>,
+    /// Extra arguments, as written.
+    pub extra: Vec<String>,
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Submitter {
+    /// The arguments of a submission, without `--wrap` (tested on its own).
+    pub fn args(&self, name: &str, r: &Resources, array: Option<usize>) -> Vec<String> {
+        let log = if array.is_some() { "%A_%a.log" } else { "%j.log" };
+        let mut a = vec![
+            "--parsable".to_string(),
+            format!("--job-name=cfrun:{name}"),
+            format!("--output={}", self.logs.join(log).display()),
+            format!("--cpus-per-task={}", r.cpus),
+            format!("--mem={}M", r.mem_mb),
+            format!("--time={}", r.time_min),
+        ];
+        if self.wants_gpu && r.gpus > 0 {
+            a.push(format!("--gres=gpu:{}", r.gpus));
+        }
+        for (flag, v) in [("partition", &self.partition), ("account", &self.account), ("qos", &self.qos)] {
+            if let Some(v) = v {
+                a.push(format!("--{flag}={v}"));
+            }
+        }
+        if let Some(n) = array {
+            a.push(format!("--array=0-{}", n - 1));
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// The batch script: `key` is a shell word (a quoted key, or an expansion reading the list).
+    fn script(&self, prelude: &str, key: &str) -> String {
+        format!(
+            "{prelude}export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} exec --cache {} --device {} {key}",
+            shell_quote(&self.exe.to_string_lossy()),
+            shell_quote(&self.cache.to_string_lossy()),
+            self.device
+        )
+    }
+
+    /// Submits one job; returns its id.
+    pub fn submit_one(&self, name: &str, r: &Resources, key: &str) -> Result<String, String> {
+        let script = self.script("", &shell_quote(key));
+        sbatch(&self.args(name, r, None), &script)
+    }
+
+    /// Submits an array whose task `i` computes line `i + 1` of `list`; returns the array's id.
+    pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, String> {
+        let prelude =
+            format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", shell_quote(&list.to_string_lossy()));
+        let script = self.script(&prelude, "\"$key\"");
+        sbatch(&self.args(name, r, Some(n)), &script)
+    }
+}
+
+fn sbatch(args: &[String], script: &str) -> Result<String, String> {
+    let out = Command::new("sbatch")
+        .args(args)
+        .arg(format!("--wrap={script}"))
+        .output()
+        .map_err(|e| format!("cannot run sbatch: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sbatch refused the job: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `--parsable` prints `ID` or `ID;CLUSTER`.
+    let id = text.trim().split(';').next().unwrap_or("").to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("sbatch printed no job id: {}", text.trim()));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_map_to_sbatch_flags() {
+        let s = Submitter {
+            exe: "/bin/cfrun".into(),
+            cache: "/shared/cache".into(),
+            logs: "/shared/cache/jobs/logs".into(),
+            device: "cuda".into(),
+            wants_gpu: true,
+            partition: Some("gpu".into()),
+            account: None,
+            qos: Some("long".into()),
+            extra: vec!["--constraint=a100".into()],
+        };
+        let r = Resources { cpus: 4, mem_mb: 16384, gpus: 1, time_min: 720, in_driver: false };
+        let a = s.args("train", &r, Some(8)).join(" ");
+        for want in [
+            "--cpus-per-task=4",
+            "--mem=16384M",
+            "--time=720",
+            "--gres=gpu:1",
+            "--partition=gpu",
+            "--qos=long",
+            "--array=0-7",
+            "--constraint=a100",
+            "%A_%a.log",
+        ] {
+            assert!(a.contains(want), "{want} in {a}");
+        }
+        assert!(!a.contains("--account"));
+        let cpu = Submitter { wants_gpu: false, ..s.clone() };
+        assert!(!cpu.args("train", &r, None).join(" ").contains("--gres"));
+        assert!(s.script("", "'k'").contains("exec '/bin/cfrun' exec --cache '/shared/cache' --device cuda 'k'"));
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}
