@@ -1483,3 +1483,23 @@ fn slurm_failed_job_is_reported_with_its_log() {
     assert_eq!(outcomes(&v)["clustering"], "skipped");
     assert_eq!(outcomes(&v)["results"], "ran");
 }
+
+/// `cfrun [OPTIONS] FILE` is `cfrun run [OPTIONS] FILE`, also when an option with a value comes
+/// before the file (the value is not taken for the file).
+#[test]
+fn the_run_shorthand_accepts_options_before_the_file() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("claims_tiny.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["--set", "experiment.replicates=2", "--cache"])
+        .arg(cache.path())
+        .arg(&file)
+        .arg("--json")
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"noisy[replicate=1]") && !names.contains(&"noisy[replicate=2]"), "{names:?}");
+}

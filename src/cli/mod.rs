@@ -152,10 +152,13 @@ pub fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `cfrun FILE` means `cfrun run FILE`: insert `run` before the first positional argument
     // when it is not a subcommand.
-    if let Some(pos) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) {
-        let first = args[pos + 1].to_string_lossy().to_string();
-        if !SUBCOMMANDS.contains(&first.as_str()) && previous_is_not_option_value(&args, pos + 1) {
-            args.insert(pos + 1, "run".into());
+    // Values of options (`--set X`, `--cache DIR`) are not positional: skip past them. `run` goes
+    // first, so that options written before the file are read as `run`'s.
+    let first_positional = (1..args.len())
+        .find(|&i| !args[i].to_string_lossy().starts_with('-') && previous_is_not_option_value(&args, i));
+    if let Some(i) = first_positional {
+        if !SUBCOMMANDS.contains(&args[i].to_string_lossy().as_ref()) {
+            args.insert(1, "run".into());
         }
     }
     let cli = match Cli::try_parse_from(args) {
