@@ -105,21 +105,10 @@ fn clear_dir(store: &Store, sub: &str, failures: &mut Vec<String>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::{Recipe, RECIPE_FORMAT};
-    use std::collections::BTreeMap;
 
+    /// One published object per seed (the store's own test helper).
     fn publish(store: &Store, seed: u64) -> crate::cache::KeyRecord {
-        let staged = store.staging_dir().unwrap();
-        std::fs::create_dir(staged.path().join("out")).unwrap();
-        std::fs::write(staged.path().join("out/x"), seed.to_le_bytes()).unwrap();
-        let recipe = Recipe {
-            format: RECIPE_FORMAT,
-            op: "demo".into(),
-            version: 1,
-            params: serde_json::json!({ "seed": seed }),
-            inputs: BTreeMap::new(),
-        };
-        store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap()
+        crate::cache::store::tests::publish(store, &seed.to_le_bytes(), seed)
     }
 
     #[test]
