@@ -119,7 +119,7 @@ pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Glob
         }
         Err(why) => {
             eprintln!("error: {} failed: {why}", job.instance.name);
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(super::exit::FAILED))
         }
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             }
             Failure::Other(msg) => eprintln!("error: {}", crate::config::error::printable(&msg)),
         }
-        ExitCode::from(2)
+        ExitCode::from(super::exit::INVALID)
     })
 }
 
@@ -153,9 +153,9 @@ fn run(
     }
     if summary.interrupted {
         eprintln!("interrupted: every finished instance is cached; run again to continue");
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(super::exit::INTERRUPTED));
     }
-    Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }
 
 fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
@@ -250,7 +250,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
             println!("{}", serde_json::to_string_pretty(item).unwrap_or_default());
         }
     }
-    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }
 
 fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
@@ -315,7 +315,7 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
             swept.staging_removed
         );
     }
-    Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }
 
 fn human(bytes: u64) -> String {
@@ -407,5 +407,5 @@ fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) ->
         }
         println!("{}", if ok { "all checks passed" } else { "some checks FAILED" });
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod commands;
+mod exit;
 mod logging;
 
 use std::path::PathBuf;
@@ -164,7 +165,7 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let code = if e.use_stderr() { exit::INVALID } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -1,0 +1,8 @@
+//! cfrun's exit codes, one name each.
+
+/// A stage failed or was skipped, or a check found damage: the results are incomplete.
+pub const FAILED: u8 = 1;
+/// The experiment file, the command line or a precondition is invalid: nothing ran.
+pub const INVALID: u8 = 2;
+/// Interrupted (Ctrl-C): running jobs were cancelled, nothing half-written was published.
+pub const INTERRUPTED: u8 = 130;
