@@ -47,13 +47,7 @@ impl Op for RandomNet {
     }
     fn inputs(&self) -> &'static [InputSpec] {
         &[
-            InputSpec {
-                name: "images",
-                kinds: &[Kind::Images, Kind::Clips],
-                required: true,
-                gather: false,
-                doc: "the training images: input normalisation and channels, as `train` takes them",
-            },
+            super::train::TRAINING_IMAGES,
             InputSpec {
                 name: "labels",
                 kinds: &[Kind::Labels],

@@ -298,6 +298,16 @@ pub(crate) fn resume_state(
     Some(state)
 }
 
+/// The images or clips a network is built for (input normalisation, channels, frames); shared by
+/// `train` and `random_net`.
+pub(super) const TRAINING_IMAGES: InputSpec = InputSpec {
+    name: "images",
+    kinds: &[Kind::Images, Kind::Clips],
+    required: true,
+    gather: false,
+    doc: "training images or clips",
+};
+
 /// The `train` op.
 pub struct Train;
 
@@ -313,13 +323,7 @@ impl Op for Train {
     }
     fn inputs(&self) -> &'static [InputSpec] {
         &[
-            InputSpec {
-                name: "images",
-                kinds: &[Kind::Images, Kind::Clips],
-                required: true,
-                gather: false,
-                doc: "training images or clips",
-            },
+            TRAINING_IMAGES,
             InputSpec {
                 name: "labels",
                 kinds: &[Kind::Labels],
