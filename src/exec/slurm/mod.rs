@@ -42,6 +42,8 @@ struct Tracked {
     log: PathBuf,
     attempts: u32,
     since: Instant,
+    /// Submitted by another driver and only followed here: its result is that driver's run.
+    adopted: bool,
 }
 
 /// Runs jobs on a Slurm cluster that shares the cache.
@@ -144,7 +146,14 @@ impl SlurmExecutor {
             match claim.filter(|c| live.get(&c.job_id).is_some_and(|q| q.active())) {
                 Some(c) => {
                     tracing::info!("{}: following job {} (submitted by another cfrun)", job.instance.name, c.job_id);
-                    self.tracked.push(Tracked { job, job_id: c.job_id, log: c.log, attempts, since: Instant::now() });
+                    self.tracked.push(Tracked {
+                        job,
+                        job_id: c.job_id,
+                        log: c.log,
+                        attempts,
+                        since: Instant::now(),
+                        adopted: true,
+                    });
                 }
                 None => rest.push((job, attempts)),
             }
@@ -196,7 +205,7 @@ impl SlurmExecutor {
     fn track(&mut self, job: Job, job_id: String, log: PathBuf, attempts: u32) {
         let claim = Claim { job_id: job_id.clone(), log: log.clone(), instance: job.instance.name.clone() };
         claims::write(&self.store, &job.key, &claim);
-        self.tracked.push(Tracked { job, job_id, log, attempts, since: Instant::now() });
+        self.tracked.push(Tracked { job, job_id, log, attempts, since: Instant::now(), adopted: false });
     }
 
     fn fail_all(&mut self, jobs: Vec<Job>, why: &str) {
@@ -291,7 +300,9 @@ impl SlurmExecutor {
         self.store.lookup(&t.job.key)?;
         let record = cached(&self.store, &t.job.instance.name, &t.job.key)?;
         claims::release(&self.store, &t.job.key, &t.job_id);
-        let ours = record.provenance.pointer("/slurm/job_id").and_then(|v| v.as_str()) == Some(t.job_id.as_str());
+        // A followed job computed for the driver that submitted it: here it counts as cached.
+        let ours = !t.adopted
+            && record.provenance.pointer("/slurm/job_id").and_then(|v| v.as_str()) == Some(t.job_id.as_str());
         let outcome = if ours { Outcome::Ran } else { Outcome::Cached };
         Some(Finished { index: t.job.index, result: Ok((record, outcome)), seconds: t.since.elapsed().as_secs_f64() })
     }
