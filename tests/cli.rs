@@ -1503,3 +1503,20 @@ fn the_run_shorthand_accepts_options_before_the_file() {
     let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"noisy[replicate=1]") && !names.contains(&"noisy[replicate=2]"), "{names:?}");
 }
+
+/// Global options may come before a subcommand: `cfrun --cache DIR status FILE`.
+#[test]
+fn global_options_may_precede_the_subcommand() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg("--cache")
+        .arg(cache.path())
+        .args(["--json", "status"])
+        .arg(fixture("claims_tiny.toml"))
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.is_object() || v.is_array(), "{v}");
+}

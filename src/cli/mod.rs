@@ -157,9 +157,14 @@ pub fn main() -> ExitCode {
     // first, so that options written before the file are read as `run`'s.
     let first_positional = (1..args.len())
         .find(|&i| !args[i].to_string_lossy().starts_with('-') && previous_is_not_option_value(&args, i));
+    // A subcommand written after global options (`cfrun --cache DIR run FILE`) moves first too:
+    // the top-level parser refuses options beside a subcommand.
     if let Some(i) = first_positional {
         if !SUBCOMMANDS.contains(&args[i].to_string_lossy().as_ref()) {
             args.insert(1, "run".into());
+        } else if i > 1 {
+            let command = args.remove(i);
+            args.insert(1, command);
         }
     }
     let cli = match Cli::try_parse_from(args) {
