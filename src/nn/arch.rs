@@ -25,8 +25,16 @@ pub enum Arch {
 }
 
 /// Every preset name, images first.
-pub const PRESETS: &[&str] =
-    &["resnet_tiny", "resnet_cpu", "resnet_gpu", "r2plus1d_tiny", "r2plus1d_small", "r2plus1d_large", "r2plus1d_gpu"];
+pub const PRESETS: &[&str] = &[
+    "resnet_tiny",
+    "resnet_small",
+    "resnet_cpu",
+    "resnet_gpu",
+    "r2plus1d_tiny",
+    "r2plus1d_small",
+    "r2plus1d_large",
+    "r2plus1d_gpu",
+];
 
 impl From<ResNetConfig> for Arch {
     fn from(c: ResNetConfig) -> Self {

@@ -46,6 +46,11 @@ impl ResNetConfig {
     pub fn resnet_tiny(in_channels: usize, num_classes: usize) -> Self {
         ResNetConfig { in_channels, stem_width: 4, widths: [4, 8, 8, 8], blocks: [1; 4], num_classes }
     }
+    /// Half the CPU preset's widths (8/16/32/64 channels, one block per stage): about 1.5x its
+    /// training speed on 2 cores, so replicated studies can train networks until they fit.
+    pub fn resnet_small(in_channels: usize, num_classes: usize) -> Self {
+        ResNetConfig { in_channels, stem_width: 8, widths: [8, 16, 32, 64], blocks: [1; 4], num_classes }
+    }
     /// The main CPU preset: 16/32/64/128 channels, one block per stage.
     pub fn resnet_cpu(in_channels: usize, num_classes: usize) -> Self {
         ResNetConfig { in_channels, stem_width: 16, widths: [16, 32, 64, 128], blocks: [1; 4], num_classes }
@@ -54,10 +59,11 @@ impl ResNetConfig {
     pub fn resnet_gpu(in_channels: usize, num_classes: usize) -> Self {
         ResNetConfig { in_channels, stem_width: 64, widths: [64, 128, 256, 512], blocks: [2; 4], num_classes }
     }
-    /// The preset called `name` (`resnet_tiny`, `resnet_cpu`, `resnet_gpu`).
+    /// The preset called `name` (`resnet_tiny`, `resnet_small`, `resnet_cpu`, `resnet_gpu`).
     pub fn preset(name: &str, in_channels: usize, num_classes: usize) -> Option<Self> {
         match name {
             "resnet_tiny" => Some(Self::resnet_tiny(in_channels, num_classes)),
+            "resnet_small" => Some(Self::resnet_small(in_channels, num_classes)),
             "resnet_cpu" => Some(Self::resnet_cpu(in_channels, num_classes)),
             "resnet_gpu" => Some(Self::resnet_gpu(in_channels, num_classes)),
             _ => None,

@@ -29,7 +29,7 @@ use crate::selfsup::tiles::{upsample, TileSpec};
 pub struct PretextParams {
     /// `rotnet` or `jigsaw`.
     pub task: String,
-    /// Network preset: `resnet_tiny`, `resnet_cpu` or `resnet_gpu`.
+    /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu` or `resnet_gpu`.
     #[serde(default = "defaults::arch")]
     pub arch: String,
     /// Channels of res2..res5, overriding the preset.

@@ -20,7 +20,7 @@ use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfi
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
-    /// Network preset: `resnet_tiny`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
+    /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
     /// `r2plus1d_small`, `r2plus1d_large`, `r2plus1d_gpu` (clips).
     #[serde(default = "defaults::arch")]
     pub arch: String,
