@@ -77,10 +77,19 @@ pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     Store::open(&g.cache).map_err(|e| Failure::Other(e.to_string()))
 }
 
+/// Instances side by side when `--jobs` is not given: one per usable core on the CPU, else one
+/// (a GPU's kernels already fill it).
+fn default_jobs(choice: device::DeviceChoice) -> usize {
+    match choice {
+        device::DeviceChoice::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        _ => 1,
+    }
+}
+
 fn run(
     file: &Path,
     g: &Global,
-    jobs: usize,
+    jobs: Option<usize>,
     choice: device::DeviceChoice,
     executor: &super::cluster::ExecutorArgs,
     bars: Option<MultiProgress>,
@@ -92,6 +101,7 @@ fn run(
     let started = Instant::now();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
     let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    let jobs = jobs.unwrap_or_else(|| default_jobs(choice));
     let opts = RunOptions { jobs, env, device_flag, executor: settings };
     let summary = exec::run(&plan, &store, &opts).map_err(Failure::Other)?;
     let reports = &summary.reports;

@@ -50,9 +50,10 @@ enum Command {
     Run {
         /// The experiment file.
         file: PathBuf,
-        /// Instances run side by side at most.
-        #[arg(long, short = 'j', default_value_t = 1)]
-        jobs: usize,
+        /// Instances run side by side at most. Default: the CPU cores this process may use for
+        /// `--device cpu` (a lone training leaves cores idle between its parallel kernels), else 1.
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
         /// Where tensors live.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
