@@ -1,0 +1,29 @@
+#!/bin/sh
+# Regenerates docs/REPRODUCTION.md: its fixed text (docs/reproduction/head.md), a summary line per
+# study, and the per-claim tables of every study whose docs hold a claims report.
+# Usage: scripts/reproduction.sh
+set -eu
+out=docs/REPRODUCTION.md
+{
+  cat docs/reproduction/head.md
+  echo
+  echo "| study | paper | checks | hold | reversed | inconclusive |"
+  echo "| :-- | :-- | --: | --: | --: | --: |"
+  for d in noise_sweep weak_images selfsup video/weak_videos video/per_label video/capacity video/label_count; do
+    for f in docs/$d/*.claims.md; do
+      [ -e "$f" ] || continue
+      section=$(sed -n 's/^### \(.*\)/\1/p' "$f" | head -1)
+      sed -n 's/^\([0-9]*\) checks: \([0-9]*\) hold, \([0-9]*\) reversed, \([0-9]*\) inconclusive.*/\1 \2 \3 \4/p' "$f" |
+        while read -r n h r i; do echo "| $d (\`$(basename "$f" .claims.md)\`) | $section | $n | $h | $r | $i |"; done
+    done
+  done
+  echo
+  cat docs/reproduction/not-run.md
+  echo
+  dirs=""
+  for d in noise_sweep weak_images selfsup video/weak_videos video/per_label video/capacity video/label_count; do
+    ls docs/$d/*.claims.csv > /dev/null 2>&1 && dirs="$dirs docs/$d"
+  done
+  python3 scripts/reproduction-table.py $dirs
+} > $out
+echo "wrote $out"
