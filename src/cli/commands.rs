@@ -102,7 +102,7 @@ fn run(
     let mut report_files = Vec::new();
     for (inst, rep) in plan.instances.iter().zip(reports) {
         let Some(record) = &rep.record else { continue };
-        let op = ops::find(&inst.op).expect("known op");
+        let op = inst.op;
         let reports = op.output_names(&inst.params);
         for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
             // The files the object's manifest lists (verified when the record was), never
@@ -111,7 +111,7 @@ fn run(
         }
     }
     // Verdicts come last, after the tables they summarise.
-    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op == "claims"));
+    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
         println!(

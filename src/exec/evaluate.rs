@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use crate::cache::store::Check;
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{Instance, InstanceIdx, Plan};
-use crate::ops;
 
 /// Where one instance stands.
 #[derive(Debug, Clone)]
@@ -40,7 +39,7 @@ impl InstanceState {
 /// The recipe of `inst` given the published records of its inputs, or the first input that is
 /// not available yet.
 pub fn recipe_for(plan: &Plan, inst: &Instance, records: &[Option<KeyRecord>]) -> Result<Recipe, DirtyReason> {
-    let op = ops::find(&inst.op).expect("plans only hold known ops");
+    let op = inst.op;
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &inst.inputs {
         let gather = op.inputs().iter().any(|s| s.name == slot && s.gather);
@@ -61,7 +60,7 @@ pub fn recipe_for(plan: &Plan, inst: &Instance, records: &[Option<KeyRecord>]) -
     }
     Ok(Recipe {
         format: crate::cache::key::RECIPE_FORMAT,
-        op: inst.op.clone(),
+        op: op.name().to_string(),
         version: op.version(),
         params: inst.params.clone(),
         inputs,

@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 
 /// Parameters of `dataset`.
@@ -137,37 +136,25 @@ impl DatasetParams {
 /// The `dataset` op.
 pub struct Dataset;
 
-impl Op for Dataset {
-    fn name(&self) -> &'static str {
-        "dataset"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "a named data set (mnist, fashion-mnist, animal-mnist, synthetic), verified, optionally subset"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for Dataset {
+    type Params = DatasetParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "dataset",
+        version: 1,
+        summary: "a named data set (mnist, fashion-mnist, animal-mnist, synthetic), verified, optionally subset",
+        inputs: &[],
+        outputs: &[
             OutputSpec { name: "images", kind: Kind::Images, doc: "u8 pixels of both splits" },
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "the data set's class labels" },
-        ]
-    }
-    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+        ],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<DatasetParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<DatasetParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: DatasetParams = ctx.params()?;
+
+    fn run(&self, p: DatasetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let opts = p.load_options(ctx.data_dir.clone());
         let ds = match data::pool_members(&p.name) {
             Some(members) => data::load_pool(&members.map_err(OpError::Invalid)?, &opts)?,
@@ -177,7 +164,7 @@ impl Op for Dataset {
                 data::load(name, &opts)?
             }
         };
-        tracing::info!("{}: {} train / {} test images", ctx.instance.name, ds.train.labels.len(), ds.test.labels.len());
+        tracing::info!("{}: {} train / {} test images", ctx.name, ds.train.labels.len(), ds.test.labels.len());
         let meta = ImagesMeta {
             dataset: ds.name.clone(),
             channels: ds.channels,

@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::table::{check_dimensions, gather_records};
-use super::{Gathered, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
-use crate::config::params::{self, ParamError, Params};
+use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use crate::config::params::{ParamError, Params};
 use crate::report::{self, PlotSpec};
 
 /// Parameters of `plot`.
@@ -57,35 +56,23 @@ impl Params for PlotParams {
 /// The `plot` op.
 pub struct Plot;
 
-impl Op for Plot {
-    fn name(&self) -> &'static str {
-        "plot"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[super::GATHER_METRICS]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<PlotParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<PlotParams>(raw)
-    }
-    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-        let p: PlotParams = params::parse(raw)?;
+impl StageKind for Plot {
+    type Params = PlotParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "plot",
+        version: 1,
+        summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
+        inputs: &[super::GATHER_METRICS],
+        outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],
+        metric_names: &[],
+    };
+
+    fn check_gathered(&self, p: &PlotParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         let (x, panel) = (std::slice::from_ref(&p.x), p.panel.as_slice());
         check_dimensions(&[("x", x), ("panel", panel), ("series", &p.series)], gathered)
     }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: PlotParams = ctx.params()?;
+
+    fn run(&self, p: PlotParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let records = gather_records(ctx.gathered("inputs"), std::slice::from_ref(&p.metric), &p.labels)?;
         let dims: Vec<String> = p.panel.iter().chain([&p.x]).chain(&p.series).cloned().collect();
         let records = report::aggregate_replicates(records, "value", &dims);

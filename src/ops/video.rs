@@ -5,11 +5,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 use crate::video::{self, strip, ClipStyle, LabelSpace, ObjectGroups, SourceSplit, Verb, Vocabulary};
 
@@ -120,38 +119,26 @@ impl Params for VideoParams {
 /// The `video` op.
 pub struct Video;
 
-impl Op for Video {
-    fn name(&self) -> &'static str {
-        "video"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "action clips generated from a real image set: verbs, distractors, clutter; four label spaces"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for Video {
+    type Params = VideoParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "video",
+        version: 1,
+        summary: "action clips generated from a real image set: verbs, distractors, clutter; four label spaces",
+        inputs: &[],
+        outputs: &[
             OutputSpec { name: "clips", kind: Kind::Clips, doc: "u8 clips [N, 1, T, H, W] of both splits" },
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "one class per clip in the chosen label space" },
             OutputSpec { name: "preview", kind: Kind::Report, doc: "clips.png: the first train clips, frame by frame" },
-        ]
-    }
-    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+        ],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<VideoParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<VideoParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: VideoParams = ctx.params()?;
+
+    fn run(&self, p: VideoParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let name: DatasetName =
             p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
         let space: LabelSpace = p.label_space.parse().map_err(OpError::Invalid)?;
@@ -185,7 +172,7 @@ impl Op for Video {
         let [train, test] = <[_; 2]>::try_from(out).map_err(|_| OpError::Invalid("two splits".into()))?;
         tracing::info!(
             "{}: {} train / {} test clips of {} frames {}x{}, {} classes ({})",
-            ctx.instance.name,
+            ctx.name,
             p.train_size,
             p.test_size,
             p.frames,
