@@ -1503,3 +1503,81 @@ fn the_run_shorthand_accepts_options_before_the_file() {
     let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"noisy[replicate=1]") && !names.contains(&"noisy[replicate=2]"), "{names:?}");
 }
+
+/// The folders under `src/` whose files name `crate::OTHER` (outside comments and the trailing
+/// `#[cfg(test)]` module): folder -> the folders it imports.
+fn folder_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let folders: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for folder in &folders {
+        let mut stack = vec![src.join(folder)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+                for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    for (i, _) in line.match_indices("crate::") {
+                        let name: String =
+                            line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                        if &name != folder && folders.contains(&name) {
+                            edges.entry(folder.clone()).or_default().insert(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The layering of docs/ARCHITECTURE.md: no folder imports, through any chain, a folder that
+/// imports it back.
+#[test]
+fn no_import_cycle_between_source_folders() {
+    let edges = folder_imports();
+    assert!(edges.get("ops").is_some_and(|to| to.contains("artifact")), "the scan sees imports: {edges:?}");
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|p| p == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for folder in edges.keys() {
+        if let Some(cycle) = visit(folder, &edges, &mut Vec::new(), &mut done) {
+            panic!("import cycle between folders: {}", cycle.join(" -> "));
+        }
+    }
+}

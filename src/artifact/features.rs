@@ -6,8 +6,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Images, Split};
-use crate::ops::OpError;
 
 /// What the columns are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,8 +44,8 @@ impl Features {
     }
 
     /// Writes `features.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         let d = self.meta.dim;
         let train = Tensor::from_slice(&self.train, (self.count(Split::Train), d), &Device::Cpu)?;
         let test = Tensor::from_slice(&self.test, (self.count(Split::Test), d), &Device::Cpu)?;
@@ -54,7 +54,7 @@ impl Features {
     }
 
     /// Reads what [`Features::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Features, OpError> {
+    pub fn load(dir: &Path) -> Result<Features, ArtifactError> {
         let meta: FeaturesMeta = tensors::load_json(&dir.join("meta.json"))?;
         let path = dir.join("features.safetensors");
         let mut map = tensors::load(&path)?;
@@ -64,7 +64,7 @@ impl Features {
     }
 
     /// Loads features, or pixels scaled to [0, 1] when `dir` holds images.
-    pub fn load_any(dir: &Path) -> Result<Features, OpError> {
+    pub fn load_any(dir: &Path) -> Result<Features, ArtifactError> {
         if dir.join("images.safetensors").exists() {
             let images = Images::load(dir)?;
             let meta = FeaturesMeta { dim: images.image_len(), source: format!("pixels of {}", images.meta.dataset) };

@@ -7,8 +7,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Split};
-use crate::ops::OpError;
 
 /// What the pixels are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,8 +72,8 @@ impl Images {
     }
 
     /// Writes `images.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         let m = &self.meta;
         let shape = |n: usize| -> Vec<usize> {
             if m.frames == 1 {
@@ -89,7 +89,7 @@ impl Images {
     }
 
     /// Reads what [`Images::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Images, OpError> {
+    pub fn load(dir: &Path) -> Result<Images, ArtifactError> {
         let meta: ImagesMeta = tensors::load_json(&dir.join("meta.json"))?;
         let path = dir.join("images.safetensors");
         let mut map = tensors::load(&path)?;

@@ -7,8 +7,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Split};
-use crate::ops::OpError;
 
 /// What the columns mean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,8 +48,8 @@ impl MultiLabels {
     }
 
     /// Writes `multilabels.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         let k = self.meta.num_classes;
         let train = Tensor::from_slice(&self.train, (self.count(Split::Train), k), &Device::Cpu)?;
         let test = Tensor::from_slice(&self.test, (self.count(Split::Test), k), &Device::Cpu)?;
@@ -58,7 +58,7 @@ impl MultiLabels {
     }
 
     /// Reads what [`MultiLabels::save`] wrote.
-    pub fn load(dir: &Path) -> Result<MultiLabels, OpError> {
+    pub fn load(dir: &Path) -> Result<MultiLabels, ArtifactError> {
         let meta: MultiLabelsMeta = tensors::load_json(&dir.join("meta.json"))?;
         let path = dir.join("multilabels.safetensors");
         let mut map = tensors::load(&path)?;

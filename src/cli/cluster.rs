@@ -81,10 +81,17 @@ impl ExecutorArgs {
             sbatch_args: self.sbatch_args.clone(),
             retries: self.retries,
             in_driver,
+            in_driver_origins: Vec::new(),
             arrays: None,
             poll_max: self.poll_max,
         };
         let user = crate::config::executor::user_defaults()?;
+        if let Some(bad) = user.in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
+            return Err(Failure::Other(format!(
+                "the user configuration's executor.in_driver: unknown op `{bad}`; valid: {}",
+                known.join(", ")
+            )));
+        }
         Ok(crate::config::executor::merge(&crate::config::executor::merge(&user, file), &flags))
     }
 }

@@ -388,7 +388,7 @@ fn print_ops() {
 
 fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {
     let (device, name) = device::open(choice).map_err(Failure::Other)?;
-    let checks = crate::exec::device_check::run_checks(&device, presets).map_err(Failure::Other)?;
+    let checks = crate::eval::device_check::run_checks(&device, presets).map_err(Failure::Other)?;
     let ok = checks.iter().all(|c| c.ok);
     if g.json {
         println!("{}", json!({"device": name, "ok": ok, "checks": checks}));

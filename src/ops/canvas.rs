@@ -120,7 +120,9 @@ impl StageKind for Canvas {
         let meta = ImagesMeta { dataset: source.clone(), height: p.size, width: p.size, ..m.clone() };
         Images { meta, train: train_px, test: test_px }.save(&ctx.output_dir("images"))?;
         let meta = MultiLabelsMeta { num_classes: k, class_names: labels.meta.class_names.clone(), source };
-        MultiLabels { meta, train: train_hot, test: test_hot }.save(&ctx.output_dir("multilabels"))
+        MultiLabels { meta, train: train_hot, test: test_hot }
+            .save(&ctx.output_dir("multilabels"))
+            .map_err(OpError::from)
     }
 }
 

@@ -99,7 +99,7 @@ impl StageKind for Concat {
         let [train, test] = out;
         let meta = FeaturesMeta { dim, source: format!("concat of {}", names.join(" + ")) };
         tracing::info!("{}: {} blocks, {dim} columns", ctx.name, names.len());
-        Features { meta, train, test }.save(&ctx.output_dir("features"))
+        Features { meta, train, test }.save(&ctx.output_dir("features")).map_err(OpError::from)
     }
 }
 

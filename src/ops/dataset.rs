@@ -187,6 +187,8 @@ impl StageKind for Dataset {
             tags: None,
         };
         labels.save(&ctx.output_dir("labels"))?;
-        Images { meta, train: ds.train.pixels, test: ds.test.pixels }.save(&ctx.output_dir("images"))
+        Images { meta, train: ds.train.pixels, test: ds.test.pixels }
+            .save(&ctx.output_dir("images"))
+            .map_err(OpError::from)
     }
 }

@@ -171,7 +171,7 @@ impl StageKind for Extract {
         }
         let [train, test] = out;
         let meta = FeaturesMeta { dim, source: format!("{} {} of {}", p.tap, p.pool, model.instance) };
-        Features { meta, train, test }.save(&ctx.output_dir("features"))
+        Features { meta, train, test }.save(&ctx.output_dir("features")).map_err(OpError::from)
     }
 }
 

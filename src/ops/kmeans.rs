@@ -186,6 +186,6 @@ impl StageKind for KMeans {
         };
         Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, p.k, d)?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }

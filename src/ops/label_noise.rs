@@ -72,7 +72,7 @@ impl StageKind for LabelNoise {
         let changed = train.iter().zip(&clean.train).filter(|(a, b)| a != b).count();
         tracing::info!("{}: {changed} of {} training labels replaced", ctx.name, train.len());
         let meta = LabelsMeta { source: format!("{} with {}% noise", clean.meta.source, p.percent), ..clean.meta };
-        Labels { meta, train, test: clean.test, tags: None }.save(&ctx.output_dir("labels"))
+        Labels { meta, train, test: clean.test, tags: None }.save(&ctx.output_dir("labels")).map_err(OpError::from)
     }
 }
 

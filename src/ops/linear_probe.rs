@@ -135,6 +135,6 @@ impl StageKind for LinearProbe {
             "labels": labels.meta.source,
         });
         tracing::info!("{}: top-1 {:.2}%", ctx.name, result.test_top1 * 100.0);
-        m.save(&ctx.output_dir("metrics"))
+        m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }

@@ -128,7 +128,7 @@ impl StageKind for MapProbe {
             "labels": labels.meta.source,
         });
         tracing::info!("{}: mAP {:.2}%", ctx.name, r.map * 100.0);
-        m.save(&ctx.output_dir("metrics"))
+        m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::config::params::{self, ParamError, Params};
@@ -31,48 +30,8 @@ pub mod training;
 pub mod video;
 pub mod weak_tags;
 
+pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
-
-/// What an output holds; an input accepts one or more kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
-    Images,
-    /// Video clips of a train and a test split (u8, NCTHW); stored like images with `frames > 1`.
-    Clips,
-    /// One class id per image of each split.
-    Labels,
-    /// An `[N, D]` f32 matrix per split.
-    Features,
-    /// Trained network weights and architecture.
-    Model,
-    /// Scalar results (accuracy, NMI, ...).
-    Metrics,
-    /// Tables and figures for people.
-    Report,
-    /// Jigsaw's permutation set.
-    Permutations,
-    /// A set of classes per image of each split (multi-hot).
-    MultiLabels,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Kind::Images => "images",
-            Kind::Clips => "clips",
-            Kind::Labels => "labels",
-            Kind::Features => "features",
-            Kind::Model => "model",
-            Kind::Metrics => "metrics",
-            Kind::Report => "report",
-            Kind::Permutations => "permutations",
-            Kind::MultiLabels => "multilabels",
-        };
-        f.write_str(s)
-    }
-}
 
 /// An input slot of an op.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +84,9 @@ pub enum OpError {
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// An artifact could not be read or written.
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
     /// Loading a data set failed.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),

@@ -199,7 +199,7 @@ impl StageKind for PerLabelKMeans {
             tag_classes: Vec::new(),
         };
         Labels { meta, train, test, tags: None }.save(&ctx.output_dir("labels"))?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

@@ -58,7 +58,7 @@ impl StageKind for PermutationSet {
             min_hamming,
             source: format!("greedy maximal Hamming distance, seed {}", p.seed),
         };
-        Permutations { meta, perms }.save(&ctx.output_dir("permutations"))
+        Permutations { meta, perms }.save(&ctx.output_dir("permutations")).map_err(OpError::from)
     }
 }
 

@@ -209,7 +209,7 @@ impl StageKind for Pretext {
             .collect();
         metrics.details =
             serde_json::json!({ "task": p.task, "curve": curve, "arch": trained.arch, "examples": examples });
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

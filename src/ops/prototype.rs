@@ -159,7 +159,7 @@ impl StageKind for Prototype {
         };
         Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, model.k, d)?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

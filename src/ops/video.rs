@@ -210,6 +210,6 @@ impl StageKind for Video {
             hflip_ok: false,
             frames: p.frames,
         };
-        Images { meta, train: train.pixels, test: test.pixels }.save(&ctx.output_dir("clips"))
+        Images { meta, train: train.pixels, test: test.pixels }.save(&ctx.output_dir("clips")).map_err(OpError::from)
     }
 }

@@ -183,7 +183,7 @@ impl StageKind for WeakTags {
         metrics.details = serde_json::json!({
             "tags": vocab.names.iter().zip(&per_tag).map(|(n, c)| serde_json::json!({"tag": n, "images": c})).collect::<Vec<_>>(),
         });
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

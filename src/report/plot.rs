@@ -3,14 +3,11 @@
 //! scene, written both as SVG and as PNG.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, AxisValue, Filter, Key, KeyOrder, Record};
-use super::layout::layout;
-use super::raster::render_png;
-use super::{write_atomic, ReportError};
+use super::ReportError;
 
 /// What to plot: panels, x axis, series and the metric on y.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,34 +34,6 @@ pub struct PlotSpec {
     /// Only records whose dimensions equal these values are plotted.
     #[serde(default)]
     pub filter: Filter,
-}
-
-/// A rendered figure in both output formats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFigure {
-    /// Standalone SVG document.
-    pub svg: String,
-    /// PNG image at [`PNG_SCALE`] pixels per SVG unit.
-    pub png: Vec<u8>,
-}
-
-/// PNG pixels per SVG unit: 2x keeps thin lines and small text sharp on screens and slides.
-pub const PNG_SCALE: f32 = 2.0;
-
-/// Renders `records` per `spec` into an SVG document and PNG bytes, without touching disk.
-pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigure, ReportError> {
-    let data = FigureData::build(records, spec)?;
-    let scene = layout(&data, spec);
-    let png =
-        render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render { title: spec.title.clone(), reason })?;
-    Ok(RenderedFigure { svg: scene.to_svg(&spec.title), png })
-}
-
-/// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
-pub fn render_plot(records: &[Record], spec: &PlotSpec, svg_path: &Path, png_path: &Path) -> Result<(), ReportError> {
-    let fig = render_figure(records, spec)?;
-    write_atomic(svg_path, fig.svg.as_bytes())?;
-    write_atomic(png_path, &fig.png)
 }
 
 /// How x values map onto the horizontal axis domain.
@@ -114,7 +83,7 @@ pub(crate) struct FigureData {
 }
 
 impl FigureData {
-    fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
+    pub(crate) fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
         let invalid = |reason: String| ReportError::InvalidSpec { title: spec.title.clone(), reason };
         let recs: Vec<&Record> =
             records.iter().filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric)).collect();
