@@ -108,7 +108,7 @@ pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Glob
         }
         None => (load_job(&store, target).map_err(|e| Failure::Other(e.to_string()))?, None),
     };
-    let (device, device_name) = device::open(choice).map_err(Failure::Other)?;
+    let (device, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
     match compute_guarded(&env, &job) {
         Ok((record, outcome)) => {

@@ -156,7 +156,7 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
 }
 
 fn cache_err(e: crate::cache::CacheError) -> OpError {
-    OpError::Invalid(e.to_string())
+    OpError::Cache(e)
 }
 
 /// Seconds since the Unix epoch.

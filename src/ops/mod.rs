@@ -84,6 +84,9 @@ pub enum OpError {
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// The cache could not be read or written (a lock, the staging folder, publishing).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// An artifact could not be read or written.
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
