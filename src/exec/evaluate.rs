@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::store::Check;
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
-use crate::graph::{Instance, InstanceIdx, Plan};
+use crate::graph::{Instance, Plan};
 
 /// Where one instance stands.
 #[derive(Debug, Clone)]
@@ -113,9 +113,4 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
         states.push(InstanceState { recipe: recipe.ok(), key, record, reasons });
     }
     states
-}
-
-/// Index helper used by the CLI.
-pub fn state_of(states: &[InstanceState], idx: InstanceIdx) -> &InstanceState {
-    &states[idx.0]
 }

@@ -7,7 +7,7 @@
 //!
 //! Why a custom op: candle 0.11's CPU backward computes the input gradient with a direct
 //! `conv_transpose2d` loop and the weight gradient of strided convs with a dilated conv, both
-//! far from GEMM speed (see shared/CANDLE.md). Here all three products are GEMMs over a column
+//! far from GEMM speed. Here all three products are GEMMs over a column
 //! matrix `col[Cin*K*K, G*Ho*Wo]` built for a group of `G` images at a time (grouping small
 //! feature maps keeps the GEMMs wide enough to be efficient).
 //!

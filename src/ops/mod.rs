@@ -1,5 +1,7 @@
-//! Stage kinds. Each op lives in its own file behind the [`Op`] trait; [`registry`] lists them
-//! all, and the CLI's `cfrun ops` and the README's reference are generated from it.
+//! Stage kinds. Each op lives in its own file as a [`StageKind`] (its typed parameters, its
+//! [`OpSpec`] and its `run`); one generic implementation turns that into the [`Op`] the rest of
+//! cfrun sees. [`registry`] lists them all; `cfrun ops` prints from it (the README's stage
+//! table is written by hand).
 
 use std::collections::BTreeMap;
 
