@@ -13,8 +13,8 @@ use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
 use crate::config::experiment::REPLICATE_AXIS;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
-use crate::nn::init::derive_seed;
 use crate::ops::Gathered;
+use crate::rng::derive_seed;
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
 /// prints the cycle.

@@ -15,11 +15,12 @@ use super::arch::Arch;
 use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
 use super::data::{fill_batch, ImageData, Normalization};
-use super::init::{init_weights, rng_for};
+use super::init::init_weights;
 use super::run_config::{EpochStats, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::NnError;
+use crate::rng;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
@@ -212,7 +213,7 @@ pub fn train(
     let mut xbuf = vec![0f32; bs.min(n) * len];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
-        let mut rng = rng_for(cfg.seed, "epoch", epoch as u64);
+        let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);

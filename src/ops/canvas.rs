@@ -2,14 +2,11 @@
 //! data set (train canvases from its train split, test canvases from its test split), each
 //! labelled with the set of its objects' classes (see [`crate::selfsup::canvas`]).
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, MultiLabels, MultiLabelsMeta, Split};
 use crate::config::params::{ParamError, Params};
-use crate::nn::init::derive_seed;
 use crate::selfsup::canvas::{compose, CanvasSpec, Objects};
 
 /// Parameters of `canvas`.
@@ -112,7 +109,7 @@ impl StageKind for Canvas {
                 w: m.width,
                 num_classes: k,
             };
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(p.seed, split.as_str(), 0));
+            let mut rng = crate::rng::stream(p.seed, split.as_str(), 0);
             out.push(compose(&objects, &spec, count, &mut rng)?);
         }
         let [(train_px, train_hot), (test_px, test_hot)]: [(Vec<u8>, Vec<u8>); 2] = out.try_into().expect("two splits");

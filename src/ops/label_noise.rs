@@ -2,8 +2,7 @@
 //! labels are replaced by a label drawn uniformly from the *other* classes. Test labels are kept.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
@@ -36,7 +35,7 @@ pub fn corrupt(labels: &[u32], num_classes: usize, percent: f64, seed: u64) -> V
         return out;
     }
     let count = ((percent / 100.0) * labels.len() as f64).round() as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.shuffle(&mut rng);
     for &i in &order[..count.min(labels.len())] {

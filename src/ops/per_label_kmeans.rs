@@ -11,7 +11,7 @@ use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, KMeansConfig};
 use crate::config::params::{ParamError, Params};
-use crate::nn::init::derive_seed;
+use crate::rng::derive_seed;
 
 /// Parameters of `per_label_kmeans` (those of `kmeans`, with `k` the total).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
 use crate::config::params::{ParamError, Params};
 use crate::data::hashtags::{TagModel, TagStats};
-use crate::nn::init::derive_seed;
+use crate::rng::derive_seed;
 
 /// Parameters of `weak_tags`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
