@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
-use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
+use crate::artifact::{Images, Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 
@@ -165,21 +165,12 @@ impl StageKind for Dataset {
             }
         };
         tracing::info!("{}: {} train / {} test images", ctx.name, ds.train.labels.len(), ds.test.labels.len());
-        let meta = ImagesMeta {
-            dataset: ds.name.clone(),
-            channels: ds.channels,
-            height: ds.height,
-            width: ds.width,
-            num_classes: ds.num_classes,
-            class_names: ds.class_names.clone(),
-            hflip_ok: ds.hflip_ok,
-            frames: 1,
-        };
+        let meta = ds.meta;
         let labels = Labels {
             meta: LabelsMeta {
-                num_classes: ds.num_classes,
-                class_names: ds.class_names.clone(),
-                source: ds.name.clone(),
+                num_classes: meta.num_classes,
+                class_names: meta.class_names.clone(),
+                source: meta.dataset.clone(),
                 tag_classes: Vec::new(),
             },
             train: ds.train.labels,

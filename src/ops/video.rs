@@ -152,21 +152,21 @@ impl StageKind for Video {
             synthetic: SyntheticOptions { seed: p.seed, n_train: 500, n_test: 200, ..SyntheticOptions::default() },
         };
         let ds = data::load(name, &opts)?;
-        if ds.channels != 1 || ds.height != ds.width {
+        if ds.meta.channels != 1 || ds.meta.height != ds.meta.width {
             return Err(OpError::Invalid(format!(
                 "{} has {}x{}x{} images; clips need grey square source images",
-                ds.name, ds.channels, ds.height, ds.width
+                ds.meta.dataset, ds.meta.channels, ds.meta.height, ds.meta.width
             )));
         }
         let style = ClipStyle { size: p.size, frames: p.frames, distractors: p.distractors, clutter: p.clutter };
         let vocab = Vocabulary {
             space,
             verbs: video::verb_list(space, p.num_verbs),
-            groups: ObjectGroups::for_source(&ds.name, &ds.class_names),
+            groups: ObjectGroups::for_source(&ds.meta.dataset, &ds.meta.class_names),
         };
         let mut out = Vec::new();
         for (split, n, stream) in [(&ds.train, p.train_size, "video-train"), (&ds.test, p.test_size, "video-test")] {
-            let src = SourceSplit { pixels: &split.pixels, labels: &split.labels, side: ds.width };
+            let src = SourceSplit { pixels: &split.pixels, labels: &split.labels, side: ds.meta.width };
             out.push(video::generate(&src, &vocab.verbs, n, &style, p.seed, stream));
         }
         let [train, test] = <[_; 2]>::try_from(out).map_err(|_| OpError::Invalid("two splits".into()))?;
@@ -191,7 +191,7 @@ impl StageKind for Video {
             meta: LabelsMeta {
                 num_classes: vocab.num_classes(),
                 class_names: vocab.class_names(),
-                source: format!("{} clips of {} ({})", p.label_space, ds.name, vocab.verbs.len()),
+                source: format!("{} clips of {} ({})", p.label_space, ds.meta.dataset, vocab.verbs.len()),
                 tag_classes: Vec::new(),
             },
             train: train.facts.iter().map(|f| vocab.label(f)).collect(),
@@ -200,7 +200,7 @@ impl StageKind for Video {
         };
         labels.save(&ctx.output_dir("labels"))?;
         let meta = ImagesMeta {
-            dataset: format!("{}-clips", ds.name),
+            dataset: format!("{}-clips", ds.meta.dataset),
             channels: 1,
             height: p.size,
             width: p.size,

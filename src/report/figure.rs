@@ -25,9 +25,9 @@ pub const PNG_SCALE: f32 = 2.0;
 pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigure, ReportError> {
     let data = FigureData::build(records, spec)?;
     let scene = layout(&data, spec);
-    let png =
-        render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render { title: spec.title.clone(), reason })?;
-    Ok(RenderedFigure { svg: scene.to_svg(&spec.title), png })
+    let png = render_png(&scene, PNG_SCALE)
+        .map_err(|reason| ReportError::Render { title: spec.axes.title.clone(), reason })?;
+    Ok(RenderedFigure { svg: scene.to_svg(&spec.axes.title), png })
 }
 
 /// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
