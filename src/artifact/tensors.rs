@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, WithDType};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::ArtifactError;
@@ -37,6 +37,39 @@ pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ArtifactErr
 pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, ArtifactError> {
     let bytes = std::fs::read(path).map_err(ArtifactError::io(format!("reading {}", path.display())))?;
     serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Malformed(format!("{}: {e}", path.display())))
+}
+
+/// Writes the `train` and `test` splits of a per-example artifact into `dir/file` (each
+/// `[N, ...row]`, N from its length) and `meta` into `dir/meta.json`: the layout of images,
+/// features and multi-labels.
+pub fn save_splits<T: WithDType, M: Serialize>(
+    dir: &Path,
+    file: &str,
+    (train, test): (&[T], &[T]),
+    row: &[usize],
+    meta: &M,
+) -> Result<(), ArtifactError> {
+    std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
+    let row_len = row.iter().product::<usize>().max(1);
+    let shape =
+        |data: &[T]| -> Vec<usize> { std::iter::once(data.len() / row_len).chain(row.iter().copied()).collect() };
+    let train = Tensor::from_slice(train, shape(train), &Device::Cpu)?;
+    let test = Tensor::from_slice(test, shape(test), &Device::Cpu)?;
+    save(&dir.join(file), vec![("train", train), ("test", test)])?;
+    save_json(&dir.join("meta.json"), meta)
+}
+
+/// Reads what [`save_splits`] wrote: the metadata and both splits, flattened.
+pub fn load_splits<T: WithDType, M: DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+) -> Result<(M, Vec<T>, Vec<T>), ArtifactError> {
+    let meta: M = load_json(&dir.join("meta.json"))?;
+    let path = dir.join(file);
+    let mut map = load(&path)?;
+    let train = take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<T>()?;
+    let test = take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<T>()?;
+    Ok((meta, train, test))
 }
 
 /// Writes one row-major `[rows, cols]` f32 matrix under `name`.
