@@ -80,7 +80,7 @@ impl StageKind for Canvas {
         summary: "multi-object canvases (2-3 objects of a labelled set) with their label sets: the VOC07-like target",
         inputs: &[
             InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "object images" },
-            InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "their classes" },
+            super::labels_input("their classes"),
         ],
         outputs: &[
             OutputSpec { name: "images", kind: Kind::Images, doc: "canvases of both splits" },

@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 
@@ -54,13 +54,7 @@ impl StageKind for LabelNoise {
         name: "label_noise",
         version: 1,
         summary: "replaces exactly round(p% of N) training labels by a uniformly drawn other class",
-        inputs: &[InputSpec {
-            name: "labels",
-            kinds: &[Kind::Labels],
-            required: true,
-            gather: false,
-            doc: "clean labels",
-        }],
+        inputs: &[super::labels_input("clean labels")],
         outputs: &[OutputSpec { name: "labels", kind: Kind::Labels, doc: "noisy training labels, clean test labels" }],
         metric_names: &[],
     };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_sgd, InputSpec, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
+use super::{check_sgd, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ProbeConfig};
@@ -72,10 +72,7 @@ impl StageKind for LinearProbe {
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
         version: 2,
         summary: "softmax regression on frozen, standardised features: train split -> test split top-1",
-        inputs: &[
-            super::FEATURES_INPUT,
-            InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "target labels" },
-        ],
+        inputs: &[super::FEATURES_INPUT, super::labels_input("target labels")],
         outputs: &[OutputSpec {
             name: "metrics",
             kind: Kind::Metrics,

@@ -351,13 +351,18 @@ pub const GATHER_METRICS: InputSpec = InputSpec {
     doc: "metrics outputs; every instance of each named stage is gathered",
 };
 
+/// A required `labels` input (one class id or tag set per image), described by `doc`.
+pub const fn labels_input(doc: &'static str) -> InputSpec {
+    InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc }
+}
+
 /// The `features` input of ops that read feature matrices (images count as pixel features).
 pub const FEATURES_INPUT: InputSpec = InputSpec {
     name: "features",
     kinds: &[Kind::Features, Kind::Images],
     required: true,
     gather: false,
-    doc: "frozen features (images count as pixel features)",
+    doc: "feature rows of both splits (images count as pixel features)",
 };
 
 /// Every op cfrun knows, in the order `cfrun ops` lists them.

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kmeans::KMeansParams;
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, KMeansConfig};
 use crate::config::params::{ParamError, Params};
@@ -112,16 +112,7 @@ impl StageKind for PerLabelKMeans {
         name: "per_label_kmeans",
         version: 1,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
-        inputs: &[
-            super::FEATURES_INPUT,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "the labels whose points are clustered separately",
-            },
-        ],
+        inputs: &[super::FEATURES_INPUT, super::labels_input("the labels whose points are clustered separately")],
         outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "globally unique cluster ids of every split" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia" },

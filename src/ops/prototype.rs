@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kmeans::{assignment_metrics, TRUTH_INPUT};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster;
 use crate::config::params::{ParamError, Params};
@@ -103,13 +103,7 @@ impl StageKind for Prototype {
         summary: "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels",
         inputs: &[
             super::FEATURES_INPUT,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "D_cf's labels or tag sets, whose class means become the prototypes",
-            },
+            super::labels_input("D_cf's labels or tag sets, whose class means become the prototypes"),
             TRUTH_INPUT,
         ],
         outputs: &[

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::training::{NetParams, TRAINING_IMAGES};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Split};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, ImageData};
@@ -45,13 +45,7 @@ impl StageKind for RandomNet {
         summary: "an untrained network of a preset (seeded initial weights): the random-features floor",
         inputs: &[
             TRAINING_IMAGES,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "the labels the network would be trained on (the size of its head)",
-            },
+            super::labels_input("the labels the network would be trained on (the size of its head)"),
         ],
         outputs: &[OutputSpec { name: "model", kind: Kind::Model, doc: "the untrained network" }],
         metric_names: &[],

@@ -143,14 +143,9 @@ impl StageKind for Train {
         summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
         inputs: &[
             TRAINING_IMAGES,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc:
-                    "targets: data set labels, noisy labels, cluster ids or tag sets (even spread over an image's tags)",
-            },
+            super::labels_input(
+                "targets: data set labels, noisy labels, cluster ids or tag sets (even spread over an image's tags)",
+            ),
             InputSpec {
                 name: "teacher",
                 kinds: &[Kind::Model],

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
 use crate::config::params::{ParamError, Params};
 use crate::data::hashtags::{TagModel, TagStats};
@@ -120,13 +120,7 @@ impl StageKind for WeakTags {
         name: "weak_tags",
         version: 1,
         summary: "weak hashtags from clean labels: synonyms, polysemy, non-visual tags, noise, missing tags",
-        inputs: &[InputSpec {
-            name: "labels",
-            kinds: &[Kind::Labels],
-            required: true,
-            gather: false,
-            doc: "clean labels",
-        }],
+        inputs: &[super::labels_input("clean labels")],
         outputs: &[
             OutputSpec {
                 name: "labels",
