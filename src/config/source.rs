@@ -152,9 +152,21 @@ fn convert_value(file: &SourceFile, v: &toml::Spanned<DeValue<'_>>) -> Result<No
         DeValue::Integer(_) => NodeValue::Int(
             i64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("integer"))?,
         ),
-        DeValue::Float(_) => NodeValue::Float(
-            f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?,
-        ),
+        DeValue::Float(_) => {
+            let f =
+                f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?;
+            // JSON, and so a recipe, has no NaN or infinity: serde_json would turn them into
+            // null, which an optional field reads as "unset". Refused here, where the span is.
+            if !f.is_finite() {
+                return Err(ConfigError::at(
+                    file,
+                    origin,
+                    format!("`{f}` is not a number any cfrun field takes"),
+                    Some("write a finite number".into()),
+                ));
+            }
+            NodeValue::Float(f)
+        }
         DeValue::Boolean(b) => NodeValue::Bool(b.to_owned()),
         DeValue::Datetime(_) => {
             return Err(ConfigError::at(

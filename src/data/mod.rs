@@ -6,7 +6,7 @@
 //! against pinned SHA-256 hashes, and cached decompressed under
 //! `<data_dir>/<dataset>/`.
 
-mod catalog;
+pub mod catalog;
 mod describe;
 mod download;
 mod error;

@@ -183,3 +183,28 @@ impl StageKind for Dataset {
             .map_err(OpError::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::catalog;
+
+    /// A data set's key does not read its files' checksums: new files (a new version of the data)
+    /// are only accepted once the catalog pins them, and the `dataset` op's version must move with
+    /// the catalog so that every key built on the old files changes. This pins both together.
+    #[test]
+    fn a_new_data_set_version_moves_the_op_version() {
+        let mut hasher = blake3::Hasher::new();
+        for name in [DatasetName::Mnist, DatasetName::FashionMnist, DatasetName::AnimalMnist] {
+            for file in catalog::spec(name).expect("a real data set").files {
+                hasher.update(format!("{name} {} {} {}\n", file.name, file.sha256, file.size).as_bytes());
+            }
+        }
+        let pinned = (Dataset::SPEC.version, hasher.finalize().to_hex().to_string());
+        assert_eq!(
+            pinned,
+            (1, "92793cfb96e54da106b7a18e562e78201ba8e74c442444b52e755d1f1bb27724".to_string()),
+            "the catalog's files changed: bump the `dataset` op's version (it is in every key) and pin both here"
+        );
+    }
+}
