@@ -287,9 +287,9 @@ fn check_gathered(
     let gathered: Vec<Gathered<'_>> = inputs
         .values()
         .flatten()
-        .filter_map(|r| {
+        .map(|r| {
             let up = &instances[r.instance.0];
-            Some(Gathered { stage: &up.stage, op: up.op, axes: &up.axes })
+            Gathered { stage: &up.stage, op: up.op, axes: &up.axes }
         })
         .collect();
     stage.op.check_gathered(params, &gathered)
