@@ -124,6 +124,11 @@ fn run(
     let plan = load(file, g)?;
     let settings = executor.settings(&plan.experiment.executor)?;
     let store = open_store(g)?;
+    if settings.kind == Some(ExecutorKind::Slurm) {
+        // A precondition, not a failure: a cache whose locks do not hold across nodes is refused
+        // before any job is submitted (the executor checks again for library callers).
+        crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    }
     let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let started = Instant::now();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
