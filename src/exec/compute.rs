@@ -114,7 +114,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     progress.finish();
     for out in op.output_names(&inst.params) {
         if !staging.path().join(&out).is_dir() {
-            return Err(OpError::Invalid(format!("op {} did not write its output `{out}`", op.name())));
+            return Err(OpError::MissingOutput { op: op.name(), output: out });
         }
     }
     let mut provenance = serde_json::json!({

@@ -196,7 +196,7 @@ impl StageKind for Command {
             timeout: std::time::Duration::from_secs_f64(p.timeout),
             env: vec![("CFRUN_SEED".into(), p.seed.to_string()), ("CFRUN_INSTANCE".into(), stage.clone())],
         };
-        child::run(&run).map_err(|e| OpError::Invalid(format!("command `{}` {e}", argv[0])))?;
+        child::run(&run).map_err(|why| OpError::Program { program: argv[0].clone(), why })?;
         dir.seal_outputs()?;
         dir.check_undeclared(p.outputs.keys())?;
         // Per-example inputs that agree on their rows fix the rows of per-example outputs.
@@ -204,8 +204,11 @@ impl StageKind for Command {
         for (name, kind) in &p.outputs {
             let out = dir.output(name);
             let kind = parse_kind(kind).ok_or_else(|| OpError::Invalid(format!("unknown kind `{kind}`")))?;
-            validate::validate(&out, kind, want)
-                .map_err(|e| OpError::Invalid(format!("output `{name}` ({kind}) is malformed: out/{name}/{e}")))?;
+            validate::validate(&out, kind, want).map_err(|source| OpError::MalformedOutput {
+                output: name.clone(),
+                kind,
+                source,
+            })?;
         }
         for name in p.outputs.keys() {
             let target = ctx.output_dir(name);

@@ -86,6 +86,32 @@ pub enum OpError {
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A `command` stage's program did not run to a clean exit (spawn, exit status, timeout).
+    #[error("command `{program}` {why}")]
+    Program {
+        /// `argv[0]`.
+        program: String,
+        /// What happened, with the program's last output.
+        why: String,
+    },
+    /// An output a stage wrote does not hold what its kind promises.
+    #[error("output `{output}` ({kind}) is malformed: out/{output}/{source}")]
+    MalformedOutput {
+        /// The output's name.
+        output: String,
+        /// Its declared kind.
+        kind: Kind,
+        /// What is wrong, and in which file.
+        source: crate::artifact::validate::FormatError,
+    },
+    /// A stage finished without writing a declared output.
+    #[error("op {op} did not write its output `{output}`")]
+    MissingOutput {
+        /// The op.
+        op: &'static str,
+        /// The output.
+        output: String,
+    },
     /// The cache could not be read or written (a lock, the staging folder, publishing).
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
