@@ -215,25 +215,49 @@ fn concurrent_runs_execute_each_instance_once() {
     assert!(ran_count.values().all(|&c| c == 1), "{ran_count:?}");
 }
 
+/// Every `tests/bad/*.toml` case exits 2 with its file, line and message, and its whole stderr
+/// equals the snapshot next to it (`NN-name.stderr`), so a change in any message shows in
+/// review. `CFRUN_BLESS=1 cargo test --release --test cli bad_experiment` rewrites the snapshots.
 #[test]
 fn bad_experiment_files_exit_2_with_location_and_message() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/bad");
     let cache = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let bless = std::env::var_os("CFRUN_BLESS").is_some_and(|v| v == "1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     files.sort();
     assert!(files.len() >= 20);
+    let mut stale = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expect = text.lines().next().unwrap().strip_prefix("# expect: ").unwrap().trim_end_matches("#<").trim();
         let line = text.lines().position(|l| l.contains("#<")).unwrap() + 1;
-        let out = cfrun(cache.path(), &["status", file.to_str().unwrap()]);
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        // A path relative to the package root (the tests' working directory) keeps the
+        // snapshots the same on any clone.
+        let out = cfrun(cache.path(), &["status", &format!("tests/bad/{name}")]);
         let err = stderr(&out);
-        let name = file.file_name().unwrap().to_string_lossy();
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
         assert!(err.contains(expect), "{name}: expected `{expect}` in\n{err}");
         assert!(err.contains(&format!("{name}:{line}:")), "{name}: expected line {line} in\n{err}");
+        let rendered = err.replace(root.to_str().unwrap(), "<repo>").replace(cache.path().to_str().unwrap(), "<cache>");
+        let snapshot = file.with_extension("stderr");
+        if bless {
+            std::fs::write(&snapshot, &rendered).unwrap();
+        } else if std::fs::read_to_string(&snapshot).ok().as_deref() != Some(rendered.as_str()) {
+            stale.push(format!("--- {}\n{rendered}", snapshot.display()));
+        }
     }
+    assert!(
+        stale.is_empty(),
+        "stderr differs from the snapshot (rerun with CFRUN_BLESS=1 if the change is meant):\n{}",
+        stale.join("\n")
+    );
 }
 
 #[test]
@@ -1082,7 +1106,12 @@ fn links_planted_in_the_cache_are_refused_not_followed() {
     std::fs::remove_file(&log).unwrap();
     std::os::unix::fs::symlink(&victim, &log).unwrap();
     let out = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cache that cannot be written is a failure, not invalid input: {}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     std::fs::remove_file(&log).unwrap();
@@ -1519,4 +1548,82 @@ fn global_options_may_precede_the_subcommand() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.is_object() || v.is_array(), "{v}");
+}
+
+/// The folders under `src/` whose files name `crate::OTHER` (outside comments and the trailing
+/// `#[cfg(test)]` module): folder -> the folders it imports.
+fn folder_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let folders: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for folder in &folders {
+        let mut stack = vec![src.join(folder)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+                for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    for (i, _) in line.match_indices("crate::") {
+                        let name: String =
+                            line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                        if &name != folder && folders.contains(&name) {
+                            edges.entry(folder.clone()).or_default().insert(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The layering of docs/ARCHITECTURE.md: no folder imports, through any chain, a folder that
+/// imports it back.
+#[test]
+fn no_import_cycle_between_source_folders() {
+    let edges = folder_imports();
+    assert!(edges.get("ops").is_some_and(|to| to.contains("artifact")), "the scan sees imports: {edges:?}");
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|p| p == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for folder in edges.keys() {
+        if let Some(cycle) = visit(folder, &edges, &mut Vec::new(), &mut done) {
+            panic!("import cycle between folders: {}", cycle.join(" -> "));
+        }
+    }
 }

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Images, Split};
-use crate::ops::OpError;
 
 /// What the columns are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,27 +43,19 @@ impl Features {
     }
 
     /// Writes `features.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
-        let d = self.meta.dim;
-        let train = Tensor::from_slice(&self.train, (self.count(Split::Train), d), &Device::Cpu)?;
-        let test = Tensor::from_slice(&self.test, (self.count(Split::Test), d), &Device::Cpu)?;
-        tensors::save(&dir.join("features.safetensors"), vec![("train", train), ("test", test)])?;
-        tensors::save_json(&dir.join("meta.json"), &self.meta)
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let splits = (self.train.as_slice(), self.test.as_slice());
+        tensors::save_splits(dir, "features.safetensors", splits, &[self.meta.dim], &self.meta)
     }
 
     /// Reads what [`Features::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Features, OpError> {
-        let meta: FeaturesMeta = tensors::load_json(&dir.join("meta.json"))?;
-        let path = dir.join("features.safetensors");
-        let mut map = tensors::load(&path)?;
-        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<f32>()?;
-        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<f32>()?;
+    pub fn load(dir: &Path) -> Result<Features, ArtifactError> {
+        let (meta, train, test) = tensors::load_splits(dir, "features.safetensors")?;
         Ok(Features { meta, train, test })
     }
 
     /// Loads features, or pixels scaled to [0, 1] when `dir` holds images.
-    pub fn load_any(dir: &Path) -> Result<Features, OpError> {
+    pub fn load_any(dir: &Path) -> Result<Features, ArtifactError> {
         if dir.join("images.safetensors").exists() {
             let images = Images::load(dir)?;
             let meta = FeaturesMeta { dim: images.image_len(), source: format!("pixels of {}", images.meta.dataset) };

@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Split};
-use crate::ops::OpError;
 
 /// What the pixels are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,29 +71,19 @@ impl Images {
     }
 
     /// Writes `images.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
         let m = &self.meta;
-        let shape = |n: usize| -> Vec<usize> {
-            if m.frames == 1 {
-                vec![n, m.channels, m.height, m.width]
-            } else {
-                vec![n, m.channels, m.frames, m.height, m.width]
-            }
+        let row = if m.frames == 1 {
+            vec![m.channels, m.height, m.width]
+        } else {
+            vec![m.channels, m.frames, m.height, m.width]
         };
-        let train = Tensor::from_slice(&self.train, shape(self.count(Split::Train)), &Device::Cpu)?;
-        let test = Tensor::from_slice(&self.test, shape(self.count(Split::Test)), &Device::Cpu)?;
-        tensors::save(&dir.join("images.safetensors"), vec![("train", train), ("test", test)])?;
-        tensors::save_json(&dir.join("meta.json"), &self.meta)
+        tensors::save_splits(dir, "images.safetensors", (&self.train, &self.test), &row, m)
     }
 
     /// Reads what [`Images::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Images, OpError> {
-        let meta: ImagesMeta = tensors::load_json(&dir.join("meta.json"))?;
-        let path = dir.join("images.safetensors");
-        let mut map = tensors::load(&path)?;
-        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<u8>()?;
-        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<u8>()?;
+    pub fn load(dir: &Path) -> Result<Images, ArtifactError> {
+        let (meta, train, test) = tensors::load_splits(dir, "images.safetensors")?;
         Ok(Images { meta, train, test })
     }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Split};
-use crate::ops::OpError;
 
 /// What the ids mean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl TagSets {
     }
 
     /// Offsets that start at 0, never decrease and end at `ids.len()`, and ids below `num_classes`.
-    fn check(&self, num_classes: usize, what: &str) -> Result<(), OpError> {
+    fn check(&self, num_classes: usize, what: &str) -> Result<(), ArtifactError> {
         let ok = self.offsets.first() == Some(&0)
             && self.offsets.windows(2).all(|w| w[0] <= w[1])
             && *self.offsets.last().unwrap_or(&0) as usize == self.ids.len()
@@ -78,7 +78,7 @@ impl TagSets {
         if ok {
             Ok(())
         } else {
-            Err(OpError::Invalid(format!("{what}: malformed tag sets (offsets or ids out of range)")))
+            Err(ArtifactError::Malformed(format!("{what}: malformed tag sets (offsets or ids out of range)")))
         }
     }
 }
@@ -107,8 +107,8 @@ impl Labels {
     }
 
     /// Writes `labels.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         let train = Tensor::from_slice(&self.train, self.train.len(), &Device::Cpu)?;
         let test = Tensor::from_slice(&self.test, self.test.len(), &Device::Cpu)?;
         let mut named = vec![("train", train), ("test", test)];
@@ -127,14 +127,14 @@ impl Labels {
     }
 
     /// Reads what [`Labels::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Labels, OpError> {
+    pub fn load(dir: &Path) -> Result<Labels, ArtifactError> {
         let meta: LabelsMeta = tensors::load_json(&dir.join("meta.json"))?;
         let path = dir.join("labels.safetensors");
         let mut map = tensors::load(&path)?;
         let train = tensors::take(&mut map, "train", &path)?.to_vec1::<u32>()?;
         let test = tensors::take(&mut map, "test", &path)?.to_vec1::<u32>()?;
         let tags = if map.contains_key("train_tag_offsets") {
-            let mut sets = |split: &str| -> Result<TagSets, OpError> {
+            let mut sets = |split: &str| -> Result<TagSets, ArtifactError> {
                 let offsets = tensors::take(&mut map, &format!("{split}_tag_offsets"), &path)?.to_vec1::<u32>()?;
                 let ids = tensors::take(&mut map, &format!("{split}_tag_ids"), &path)?.to_vec1::<u32>()?;
                 Ok(TagSets { offsets, ids })
@@ -144,7 +144,9 @@ impl Labels {
             tr.check(meta.num_classes, &what)?;
             te.check(meta.num_classes, &what)?;
             if tr.len() != train.len() || te.len() != test.len() {
-                return Err(OpError::Invalid(format!("{what}: tag sets and labels disagree on the image count")));
+                return Err(ArtifactError::Malformed(format!(
+                    "{what}: tag sets and labels disagree on the image count"
+                )));
             }
             Some((tr, te))
         } else {

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::tensors;
-use crate::ops::OpError;
+use super::ArtifactError;
 
 /// Scalar results of a stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,13 +20,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Writes `metrics.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         tensors::save_json(&dir.join("metrics.json"), self)
     }
 
     /// Reads what [`Metrics::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Metrics, OpError> {
+    pub fn load(dir: &Path) -> Result<Metrics, ArtifactError> {
         tensors::load_json(&dir.join("metrics.json"))
     }
 }

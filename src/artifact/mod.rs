@@ -29,6 +29,74 @@ pub use metrics::Metrics;
 pub use multilabel::{MultiLabels, MultiLabelsMeta};
 pub use permutations::{Permutations, PermutationsMeta};
 
+/// What an output holds; an input accepts one or more kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
+    Images,
+    /// Video clips of a train and a test split (u8, NCTHW); stored like images with `frames > 1`.
+    Clips,
+    /// One class id per image of each split.
+    Labels,
+    /// An `[N, D]` f32 matrix per split.
+    Features,
+    /// Trained network weights and architecture.
+    Model,
+    /// Scalar results (accuracy, NMI, ...).
+    Metrics,
+    /// Tables and figures for people.
+    Report,
+    /// Jigsaw's permutation set.
+    Permutations,
+    /// A set of classes per image of each split (multi-hot).
+    MultiLabels,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Kind::Images => "images",
+            Kind::Clips => "clips",
+            Kind::Labels => "labels",
+            Kind::Features => "features",
+            Kind::Model => "model",
+            Kind::Metrics => "metrics",
+            Kind::Report => "report",
+            Kind::Permutations => "permutations",
+            Kind::MultiLabels => "multilabels",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A stage output that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A safetensors file could not be read or written.
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The bytes do not hold what the format promises.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl ArtifactError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ArtifactError {
+        let context = context.into();
+        move |source| ArtifactError::Io { context, source }
+    }
+}
+
 /// The two splits every artifact carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

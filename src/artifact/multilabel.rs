@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ArtifactError;
 use super::{tensors, Split};
-use crate::ops::OpError;
 
 /// What the columns mean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,22 +47,14 @@ impl MultiLabels {
     }
 
     /// Writes `multilabels.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
-        let k = self.meta.num_classes;
-        let train = Tensor::from_slice(&self.train, (self.count(Split::Train), k), &Device::Cpu)?;
-        let test = Tensor::from_slice(&self.test, (self.count(Split::Test), k), &Device::Cpu)?;
-        tensors::save(&dir.join("multilabels.safetensors"), vec![("train", train), ("test", test)])?;
-        tensors::save_json(&dir.join("meta.json"), &self.meta)
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let splits = (self.train.as_slice(), self.test.as_slice());
+        tensors::save_splits(dir, "multilabels.safetensors", splits, &[self.meta.num_classes], &self.meta)
     }
 
     /// Reads what [`MultiLabels::save`] wrote.
-    pub fn load(dir: &Path) -> Result<MultiLabels, OpError> {
-        let meta: MultiLabelsMeta = tensors::load_json(&dir.join("meta.json"))?;
-        let path = dir.join("multilabels.safetensors");
-        let mut map = tensors::load(&path)?;
-        let train = tensors::take(&mut map, "train", &path)?.flatten_all()?.to_vec1::<u8>()?;
-        let test = tensors::take(&mut map, "test", &path)?.flatten_all()?.to_vec1::<u8>()?;
+    pub fn load(dir: &Path) -> Result<MultiLabels, ArtifactError> {
+        let (meta, train, test) = tensors::load_splits(dir, "multilabels.safetensors")?;
         Ok(MultiLabels { meta, train, test })
     }
 }

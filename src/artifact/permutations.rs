@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::tensors;
-use crate::ops::OpError;
+use super::ArtifactError;
 use crate::selfsup::permutations::{Perm, TILES};
 
 /// How the set was made.
@@ -32,8 +32,8 @@ pub struct Permutations {
 
 impl Permutations {
     /// Writes `permutations.safetensors` and `meta.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), OpError> {
-        std::fs::create_dir_all(dir).map_err(OpError::io(format!("creating {}", dir.display())))?;
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         let flat: Vec<u8> = self.perms.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat, (self.perms.len(), TILES), &Device::Cpu)?;
         tensors::save(&dir.join("permutations.safetensors"), vec![("perms", t)])?;
@@ -41,7 +41,7 @@ impl Permutations {
     }
 
     /// Reads what [`Permutations::save`] wrote, checking every row is a permutation of 0..9.
-    pub fn load(dir: &Path) -> Result<Permutations, OpError> {
+    pub fn load(dir: &Path) -> Result<Permutations, ArtifactError> {
         let meta: PermutationsMeta = tensors::load_json(&dir.join("meta.json"))?;
         let path = dir.join("permutations.safetensors");
         let mut map = tensors::load(&path)?;
@@ -52,7 +52,10 @@ impl Permutations {
             let mut sorted = p;
             sorted.sort_unstable();
             if sorted != std::array::from_fn(|i| i as u8) {
-                return Err(OpError::Invalid(format!("{}: {p:?} is not a permutation of 0..9", path.display())));
+                return Err(ArtifactError::Malformed(format!(
+                    "{}: {p:?} is not a permutation of 0..9",
+                    path.display()
+                )));
             }
             perms.push(p);
         }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::header::{self, TensorInfo};
+use super::Kind;
 use super::{Features, FeaturesMeta, ImagesMeta, Labels, LabelsMeta, Metrics, MultiLabels, Permutations};
-use crate::ops::Kind;
 
 /// Rows per split (`train`, `test`) of an artifact that holds one row per example.
 pub type Rows = (usize, usize);

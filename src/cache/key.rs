@@ -11,6 +11,32 @@
 //! | for each input slot, the *output digest* of each upstream output it reads | upstream content, not upstream recipes: a re-run that produces identical bytes changes no downstream key (early cutoff) |
 //! | for gathering inputs (tables), also the upstream stage name and axis values | they label the rows and columns |
 //!
+//!
+//! The tests: `each_input_changes_the_key` below (one assertion per row above), and
+//! `exec::evaluate::key_tests` (one per row below, from experiment files as a user writes them).
+//!
+//! # How values enter
+//! Parameters are typed by their op before they are hashed, so a value is hashed as the op reads
+//! it: `1` and `1.0` for a float field are one value, a default written out is the default.
+//! Floats are written in Rust's shortest round-trip form; `-0.0` is hashed as written, apart from
+//! `0.0` (an op may tell them apart, and no study writes it). NaN and infinities never reach a
+//! key: JSON cannot hold them (serde_json would make them `null`, which an optional field reads
+//! as unset), so the parser refuses them with the file and line (`tests/bad/65-*`).
+//!
+//! # A new version of a data set
+//! The `dataset` stage's key holds its name, subset sizes, seed and optional `path`, not the
+//! bytes of its files: those are checked against the SHA-256 checksums the catalog pins
+//! (`data/catalog.rs`), so different files are refused rather than silently used. A new version
+//! of a data set therefore means new pins in the catalog, and with them a new `dataset` op
+//! version, which changes the key of every dataset stage and, through their output digests,
+//! everything downstream. `ops::dataset::tests::a_new_data_set_version_moves_the_op_version`
+//! pins the catalog's checksums to the op version, so neither moves alone.
+//!
+//! The optional `path` (a folder to look in first) is a parameter and so part of the key,
+//! although the files it points at are verified by checksum: moving the data reruns the
+//! stage. Taking it out would mean carrying it beside the parameters (as `resources` are);
+//! it stays, as the stricter choice, until a study needs to move its data.
+//!
 //! # What is deliberately left out
 //! | left out | why |
 //! |---|---|
@@ -215,6 +241,9 @@ mod tests {
         let mut r = recipe();
         r.inputs.get_mut("features").unwrap()[0].stage = Some("feats".into());
         assert_ne!(r.key(), base, "gathered stage name");
+        let mut r = recipe();
+        r.inputs.get_mut("features").unwrap()[0].axes = Some(BTreeMap::from([("k".to_string(), json!(4))]));
+        assert_ne!(r.key(), base, "gathered axis values");
         let mut r = recipe();
         r.format = RECIPE_FORMAT + 1;
         assert_ne!(r.key(), base, "format");

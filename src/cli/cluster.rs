@@ -81,10 +81,17 @@ impl ExecutorArgs {
             sbatch_args: self.sbatch_args.clone(),
             retries: self.retries,
             in_driver,
+            in_driver_origins: Vec::new(),
             arrays: None,
             poll_max: self.poll_max,
         };
         let user = crate::config::executor::user_defaults()?;
+        if let Some(bad) = user.in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
+            return Err(Failure::Other(format!(
+                "the user configuration's executor.in_driver: unknown op `{bad}`; valid: {}",
+                known.join(", ")
+            )));
+        }
         Ok(crate::config::executor::merge(&crate::config::executor::merge(&user, file), &flags))
     }
 }
@@ -101,7 +108,7 @@ pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Glob
         }
         None => (load_job(&store, target).map_err(|e| Failure::Other(e.to_string()))?, None),
     };
-    let (device, device_name) = device::open(choice).map_err(Failure::Other)?;
+    let (device, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
     match compute_guarded(&env, &job) {
         Ok((record, outcome)) => {

@@ -38,6 +38,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         Command::CheckDevice { device, presets } => check_device(device, &presets, g),
     };
     result.unwrap_or_else(|e| {
+        let code = e.exit_code();
         match e {
             Failure::Config(c) => {
                 if g.json {
@@ -51,15 +52,50 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 eprint!("{}", c.render());
             }
             Failure::Other(msg) => eprintln!("error: {}", crate::config::error::printable(&msg)),
+            Failure::Runtime(e) => eprintln!("error: {}", crate::config::error::printable(&error_chain(e.as_ref()))),
         }
-        ExitCode::from(super::exit::INVALID)
+        ExitCode::from(code)
     })
 }
 
-/// Why a command did not run (exit 2).
+/// An error and its sources, one after the other.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Why a command stopped: invalid input (exit 2, nothing ran) or a failure while working (exit 1).
 pub(super) enum Failure {
+    /// The experiment file is invalid.
     Config(ConfigError),
+    /// The command line or a precondition is invalid.
     Other(String),
+    /// Something failed while working: the cache, the device, a download, a write. Kept typed
+    /// (its sources are printed) and never reported as invalid input.
+    Runtime(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Failure {
+    /// Wraps a runtime error.
+    pub(super) fn runtime(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure::Runtime(e.into())
+    }
+
+    /// The exit code it ends the command with.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) | Failure::Other(_) => super::exit::INVALID,
+            Failure::Runtime(_) => super::exit::FAILED,
+        }
+    }
 }
 
 impl From<ConfigError> for Failure {
@@ -74,7 +110,7 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 }
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
-    Store::open(&g.cache).map_err(|e| Failure::Other(e.to_string()))
+    Store::open(&g.cache).map_err(Failure::runtime)
 }
 
 /// Instances side by side when `--jobs` is not given: one per usable core on the CPU, else one
@@ -97,13 +133,18 @@ fn run(
     let plan = load(file, g)?;
     let settings = executor.settings(&plan.experiment.executor)?;
     let store = open_store(g)?;
-    let (dev, device_name) = device::open(choice).map_err(Failure::Other)?;
+    if settings.kind == Some(ExecutorKind::Slurm) {
+        // A precondition, not a failure: a cache whose locks do not hold across nodes is refused
+        // before any job is submitted (the executor checks again for library callers).
+        crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let started = Instant::now();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
     let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
     let jobs = jobs.unwrap_or_else(|| default_jobs(choice));
     let opts = RunOptions { jobs, env, device_flag, executor: settings };
-    let summary = exec::run(&plan, &store, &opts).map_err(Failure::Other)?;
+    let summary = exec::run(&plan, &store, &opts).map_err(Failure::runtime)?;
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
     let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
@@ -112,7 +153,7 @@ fn run(
     let mut report_files = Vec::new();
     for (inst, rep) in plan.instances.iter().zip(reports) {
         let Some(record) = &rep.record else { continue };
-        let op = ops::find(&inst.op).expect("known op");
+        let op = inst.op;
         let reports = op.output_names(&inst.params);
         for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
             // The files the object's manifest lists (verified when the record was), never
@@ -121,7 +162,7 @@ fn run(
         }
     }
     // Verdicts come last, after the tables they summarise.
-    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op == "claims"));
+    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
         println!(
@@ -266,7 +307,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
 fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store(g)?;
-    let path = crate::html::write(&plan, &store, file, out).map_err(|e| Failure::Other(e.to_string()))?;
+    let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
     if g.json {
         println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
     } else {
@@ -278,7 +319,7 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
-    let store = Store::open_exclusive(&g.cache).map_err(|e| Failure::Other(e.to_string()))?;
+    let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
     let mut live_keys = BTreeSet::new();
     for plan in &plans {
         for st in evaluate::evaluate(plan, &store) {
@@ -367,7 +408,7 @@ fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
                 seed: 0,
             }
             .load_options(store.data_dir());
-            let files = crate::data::fetch(parsed, &opts).map_err(|e| Failure::Other(e.to_string()))?;
+            let files = crate::data::fetch(parsed, &opts).map_err(Failure::runtime)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -397,8 +438,12 @@ fn print_ops() {
 }
 
 fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {
-    let (device, name) = device::open(choice).map_err(Failure::Other)?;
-    let checks = crate::exec::device_check::run_checks(&device, presets).map_err(Failure::Other)?;
+    // A preset name is input: an unknown one is a usage error, before any device is opened.
+    if let Some(bad) = presets.iter().find(|p| !crate::nn::PRESETS.contains(&p.as_str())) {
+        return Err(Failure::Other(format!("unknown preset `{bad}`; valid: {}", crate::nn::PRESETS.join(", "))));
+    }
+    let (device, name) = device::open(choice).map_err(Failure::runtime)?;
+    let checks = crate::eval::device_check::run_checks(&device, presets).map_err(Failure::runtime)?;
     let ok = checks.iter().all(|c| c.ok);
     if g.json {
         println!("{}", json!({"device": name, "ok": ok, "checks": checks}));

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::data::Points;
 use super::kernels;
-use super::linalg::{matmul, MatRef};
+use crate::linalg::{matmul, MatRef};
 
 /// Rows per assignment block. It depends only on k, never on the thread
 /// count, so block boundaries (and hence every float sum) are reproducible.

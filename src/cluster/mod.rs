@@ -18,14 +18,12 @@ mod device;
 mod error;
 mod init;
 mod kernels;
-pub(crate) mod linalg;
+
 mod lloyd;
 mod prototypes;
 #[cfg(test)]
 mod tests;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use error::ClusterError;
@@ -102,7 +100,7 @@ pub fn fit(
 
 /// The initial centroids `cfg.init` picks, from the seed's own stream.
 fn seed(points: &Points<'_>, cfg: &KMeansConfig) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     rng.set_stream(2);
     match cfg.init {
         Init::Random => init::random(points, cfg.k, &mut rng),
@@ -194,7 +192,7 @@ fn prepare<'a>(x: &'a [f32], n: usize, d: usize, cfg: &KMeansConfig) -> Result<P
         Some(m) if cfg.k.saturating_mul(m) < n => {
             let keep = cfg.k * m;
             tracing::info!(n, keep, "k-means: fitting on a seeded sample of rows");
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+            let mut rng = crate::rng::seeded(cfg.seed);
             rng.set_stream(1);
             let mut idx: Vec<u32> = rand::seq::index::sample(&mut rng, n, keep).into_iter().map(|i| i as u32).collect();
             // Ascending order makes the per-block gathers stream through memory.

@@ -1,24 +1,18 @@
 //! Configuration errors that point at the file, line and column, rendered with miette.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 
+use super::file::{Origin, ReadError, SourceFile};
 use super::limits::MAX_ERRORS;
-use super::source::{Origin, SourceFile};
 
 /// Everything that can be wrong with an experiment before it runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read experiment file {path}: {message}")]
-    Io {
-        /// The path given.
-        path: PathBuf,
-        /// The OS error.
-        message: String,
-    },
+    #[error(transparent)]
+    Io(#[from] ReadError),
     /// A problem at a place in the file (or in a `--set` argument).
     #[error("{}", .0.message)]
     At(Box<Located>),
@@ -91,7 +85,7 @@ impl ConfigError {
         match self {
             ConfigError::At(loc) => Some(loc.location()),
             ConfigError::Many(list) => list.first().and_then(|e| e.location()),
-            ConfigError::Io { path, .. } => Some(path.display().to_string()),
+            ConfigError::Io(e) => Some(e.path.display().to_string()),
             ConfigError::More(_) => None,
         }
     }

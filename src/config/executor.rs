@@ -3,9 +3,9 @@
 //! none of this is part of any recipe key.
 
 use super::error::ConfigError;
-use super::experiment::{type_error, unknown_key};
+use super::messages::{type_error, unknown_key};
 use super::resources::{count, positive};
-use super::source::{Entry, Node, NodeValue, SourceFile};
+use super::source::{Entry, Node, NodeValue, Origin, SourceFile};
 
 /// The top-level table name.
 pub const EXECUTOR_TABLE: &str = "executor";
@@ -40,8 +40,11 @@ pub struct ExecutorSettings {
     pub sbatch_args: Vec<String>,
     /// Resubmissions of a job that died of NODE_FAIL, PREEMPTED, TIMEOUT or a kill signal.
     pub retries: Option<u32>,
-    /// Ops that run in the driver instead of as jobs (replaces the default list).
+    /// Ops that run in the driver instead of as jobs (replaces the default list). The names are
+    /// checked against the ops when the plan is built (`graph::resolve`), which knows them.
     pub in_driver: Option<Vec<String>>,
+    /// Where each name of `in_driver` was written, for that check's message.
+    pub in_driver_origins: Vec<Origin>,
     /// Whether several ready instances of one stage go out as one job array.
     pub arrays: Option<bool>,
     /// The longest wait between two looks at the queue, in seconds.
@@ -72,7 +75,10 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
             "qos" => out.qos = string(file, node, &field, errors),
             "sbatch_args" => out.sbatch_args = strings(file, node, &field, errors).unwrap_or_default(),
             "in_driver" => {
-                out.in_driver = strings(file, node, &field, errors).map(|ops| check_ops(file, node, ops, errors))
+                out.in_driver = strings(file, node, &field, errors);
+                if let NodeValue::Array(items) = &node.value {
+                    out.in_driver_origins = items.iter().map(|i| i.origin.clone()).collect();
+                }
             }
             "arrays" => match node.value {
                 NodeValue::Bool(b) => out.arrays = Some(b),
@@ -110,21 +116,6 @@ fn strings(file: &SourceFile, node: &Node, field: &str, errors: &mut Vec<ConfigE
     list
 }
 
-fn check_ops(file: &SourceFile, node: &Node, ops: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<String> {
-    let known = crate::ops::names();
-    let items = match &node.value {
-        NodeValue::Array(items) => items.iter().collect::<Vec<_>>(),
-        _ => Vec::new(),
-    };
-    for (op, item) in ops.iter().zip(items) {
-        if !known.contains(&op.as_str()) {
-            let entry = Entry { key_origin: item.origin.clone(), node: item.clone() };
-            errors.push(unknown_key(file, &entry, op, "op in executor.in_driver", &known));
-        }
-    }
-    ops
-}
-
 /// Merges command-line values over the file's: every `Some` / non-empty field of `over` wins.
 pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettings {
     let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
@@ -137,6 +128,8 @@ pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettin
         sbatch_args: base.sbatch_args.iter().chain(&over.sbatch_args).cloned().collect(),
         retries: over.retries.or(base.retries),
         in_driver: over.in_driver.clone().or_else(|| base.in_driver.clone()),
+        in_driver_origins: if over.in_driver.is_some() { &over.in_driver_origins } else { &base.in_driver_origins }
+            .clone(),
         arrays: over.arrays.or(base.arrays),
         poll_max: over.poll_max.or(base.poll_max),
     }

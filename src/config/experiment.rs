@@ -10,9 +10,9 @@ use serde_json::Value as Json;
 use super::error::ConfigError;
 use super::executor::{parse_executor, ExecutorSettings, EXECUTOR_TABLE};
 use super::limits::{MAX_AXIS_VALUES, MAX_NAME_CHARS, MAX_STAGES};
+use super::messages::{node_text, type_error, unknown_key};
 use super::overrides::{apply_overrides, Override};
 use super::source::{parse_document, Entry, Node, NodeValue, Origin, SourceFile};
-use super::suggest::did_you_mean;
 
 /// One sweep axis: a name and the values a stage using it is expanded over.
 #[derive(Debug, Clone)]
@@ -124,15 +124,6 @@ impl Experiment {
     pub fn error(&self, origin: &Origin, message: String, help: Option<String>) -> ConfigError {
         ConfigError::at(&self.file, origin.clone(), message, help)
     }
-}
-
-/// "unknown field" with the valid choices and the closest one.
-pub fn unknown_key(file: &SourceFile, entry: &Entry, key: &str, what: &str, valid: &[&str]) -> ConfigError {
-    let mut help = format!("valid: {}", valid.join(", "));
-    if let Some(best) = did_you_mean(key, valid) {
-        help = format!("did you mean `{best}`? {help}");
-    }
-    ConfigError::at(file, entry.key_origin.clone(), format!("unknown {what} `{key}`"), Some(help))
 }
 
 fn expect_table<'a>(
@@ -263,21 +254,6 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
         None => (1, entry.key_origin.clone()),
     };
     Meta { name, description, seed, replicates, replicates_origin }
-}
-
-/// "`field` must be X, found Y" at the value.
-pub fn type_error(file: &SourceFile, node: &Node, field: &str, expected: &str) -> ConfigError {
-    ConfigError::at(file, node.origin.clone(), format!("`{field}` must be {expected}, found {}", node_text(node)), None)
-}
-
-/// A value as error messages quote it: numbers bare, strings quoted, anything else by its type.
-fn node_text(node: &Node) -> String {
-    match &node.value {
-        NodeValue::Int(i) => format!("{i}"),
-        NodeValue::Float(f) => format!("{f}"),
-        NodeValue::Str(s) => format!("\"{s}\""),
-        other => other.type_name().to_string(),
-    }
 }
 
 /// A name longer than [`MAX_NAME_CHARS`] (the key is not quoted: it may be megabytes long).

@@ -4,7 +4,9 @@
 pub mod error;
 pub mod executor;
 pub mod experiment;
+pub mod file;
 pub mod limits;
+pub mod messages;
 pub mod overrides;
 pub mod params;
 pub mod resources;

@@ -1,7 +1,9 @@
 //! Typed op parameters: each op declares a serde struct; this module turns the untyped stage
 //! fields into that struct (defaults filled in), checks ranges, and re-serialises it as the
-//! canonical JSON that goes into the recipe key. Unknown fields are found by comparing against the
-//! struct's field list, which serde hands to `deserialize_struct` (captured by [`field_names`]).
+//! canonical JSON that goes into the recipe key. Unknown fields are found by comparing against
+//! [`Params::fields`]: by default the struct's field list, which serde hands to
+//! `deserialize_struct` (captured by [`field_names`]); a struct that flattens shared parameter
+//! groups (`#[serde(flatten)]`, which serde deserialises as a map) lists its fields itself.
 
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Serialize;
@@ -35,18 +37,51 @@ impl ParamError {
 
 /// Parameters of one op.
 pub trait Params: DeserializeOwned + Serialize {
+    /// Every parameter name, in the order help texts list them. The default reads the struct's
+    /// fields; a struct that flattens shared groups names its own and theirs ([`with_groups`]).
+    fn fields() -> Vec<&'static str> {
+        field_names::<Self>().to_vec()
+    }
+
+    /// Types each flattened group on its own first: serde loses the field path inside a
+    /// flattened struct, and this way a type error still names its field.
+    fn check_groups(_raw: &Json) -> Result<(), ParamError> {
+        Ok(())
+    }
+
     /// Range and consistency checks beyond what the types say.
     fn validate(&self) -> Result<(), ParamError> {
         Ok(())
     }
 }
 
+/// The fields of a struct that flattens `groups` beside its `own` fields.
+pub fn with_groups(groups: &[&[&'static str]], own: &[&'static str]) -> Vec<&'static str> {
+    groups.iter().flat_map(|g| g.iter()).chain(own).copied().collect()
+}
+
+/// Types a shared group of parameters from the whole stage table (other fields are the
+/// including struct's business), so its type errors keep their field path.
+pub fn check_group<G: DeserializeOwned>(raw: &Json) -> Result<(), ParamError> {
+    deserialize::<G>(raw).map(drop)
+}
+
 /// Types and validates `raw` (a JSON object of the stage's parameters) as `P`, returning the
 /// canonical JSON with every default filled in.
 pub fn normalize<P: Params>(raw: &Json) -> Result<Json, ParamError> {
+    canonical(&typed::<P>(raw)?)
+}
+
+/// Types `raw` as `P` and runs its range checks.
+pub fn typed<P: Params>(raw: &Json) -> Result<P, ParamError> {
     let typed: P = parse::<P>(raw)?;
     typed.validate()?;
-    let canonical = serde_json::to_value(&typed)
+    Ok(typed)
+}
+
+/// The canonical JSON of typed parameters: what the recipe key hashes.
+pub fn canonical<P: Serialize>(typed: &P) -> Result<Json, ParamError> {
+    let canonical = serde_json::to_value(typed)
         .map_err(|e| ParamError::field("", format!("cannot encode parameters: {e}"), None))?;
     if let Some(path) = control_character(&canonical, "") {
         return Err(ParamError::field(
@@ -72,23 +107,37 @@ fn control_character(v: &Json, path: &str) -> Option<String> {
 }
 
 /// Types `raw` as `P` (unknown fields rejected with a suggestion).
-pub fn parse<P: DeserializeOwned>(raw: &Json) -> Result<P, ParamError> {
-    let fields = field_names::<P>();
+pub fn parse<P: Params>(raw: &Json) -> Result<P, ParamError> {
+    let fields = P::fields();
     if let Json::Object(map) = raw {
         for key in map.keys() {
             if !fields.contains(&key.as_str()) {
                 let mut help = format!("valid parameters: {}", fields.join(", "));
-                if let Some(best) = did_you_mean(key, fields) {
+                if let Some(best) = did_you_mean(key, &fields) {
                     help = format!("did you mean `{best}`? {help}");
                 }
                 return Err(ParamError::field(key, format!("unknown field `{key}`"), Some(help)));
             }
         }
     }
-    serde_path_to_error::deserialize::<_, P>(raw.clone()).map_err(|e| {
+    P::check_groups(raw)?;
+    deserialize::<P>(raw)
+}
+
+/// Deserialises `raw` as `T`, turning serde's message into one that names the field.
+fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
+    serde_path_to_error::deserialize::<_, T>(raw.clone()).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = e.into_inner().to_string();
+        if let Some((got, valid)) = unknown_variant(&inner) {
+            let field = path.rsplit('.').next().unwrap_or(&path);
+            let mut help = format!("valid: {}", valid.join(", "));
+            if let Some(best) = did_you_mean(&got, &valid) {
+                help = format!("did you mean `{best}`? {help}");
+            }
+            return ParamError::field(&path, format!("unknown {field} `{got}`"), Some(help));
+        }
         if let Some(missing) = inner.strip_prefix("missing field ") {
             let name = missing.trim_matches('`');
             let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
@@ -100,6 +149,15 @@ pub fn parse<P: DeserializeOwned>(raw: &Json) -> Result<P, ParamError> {
         }
         ParamError::field(&path, format!("`{path}`: {inner}"), None)
     })
+}
+
+/// The value and the valid names of serde's "unknown variant `x`, expected ..." message (a
+/// closed choice such as a schedule, written as a serde enum).
+fn unknown_variant(message: &str) -> Option<(String, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (got, expected) = rest.split_once("`, expected ")?;
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    Some((got.to_string(), valid))
 }
 
 /// The field names of a struct deserialised by serde derive (empty for non-structs).

@@ -4,7 +4,7 @@
 //! recipe key: the stage's params never see them (see `graph::resolve`).
 
 use super::error::ConfigError;
-use super::experiment::{type_error, unknown_key};
+use super::messages::{type_error, unknown_key};
 use super::source::{Entry, Node, NodeValue, SourceFile};
 
 /// The stage field that holds resources.

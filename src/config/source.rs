@@ -5,80 +5,14 @@
 //! column of the file the user wrote.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
 use toml::de::{DeTable, DeValue};
 
 use super::error::ConfigError;
-use super::limits::MAX_FILE_BYTES;
-
-/// A loaded experiment file: its path (as the user named it) and text.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    /// The path as given on the command line.
-    pub path: PathBuf,
-    /// The whole file.
-    pub text: Arc<str>,
-}
-
-impl SourceFile {
-    /// Reads a file; an unreadable file is a configuration error naming the path. Only a
-    /// regular file of at most [`MAX_FILE_BYTES`] is read: a device (`/dev/zero`) or a pipe
-    /// would fill memory or block, and a larger file is not an experiment.
-    pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let fail = |message: String| ConfigError::Io { path: path.to_path_buf(), message };
-        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(fail("not a regular file (experiment files are plain TOML files)".into()));
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(fail(format!(
-                "{} bytes is more than the {MAX_FILE_BYTES} bytes an experiment file may have",
-                meta.len()
-            )));
-        }
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let mut bytes = Vec::new();
-        // The file may grow between the check and the read.
-        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(fail(format!("more than the {MAX_FILE_BYTES} bytes an experiment file may have")));
-        }
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            fail(format!("not UTF-8 text (invalid byte at offset {at}); TOML files are UTF-8"))
-        })?;
-        Ok(Self::from_text(path, text))
-    }
-
-    /// Wraps text that did not come from disk (tests, `--set` snippets).
-    pub fn from_text(path: &Path, text: String) -> Self {
-        Self { path: path.to_path_buf(), text: text.into() }
-    }
-
-    /// 1-based line and column of a byte offset.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-        (line, col)
-    }
-}
-
-/// Where a value came from: a span of the experiment file, or a `--set` override.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// Byte range in the experiment file.
-    File(Range<usize>),
-    /// The n-th `--set` argument.
-    Override(usize),
-}
+pub use super::file::{Origin, SourceFile};
 
 /// A TOML value with the span of its text.
 #[derive(Debug, Clone)]
@@ -218,9 +152,21 @@ fn convert_value(file: &SourceFile, v: &toml::Spanned<DeValue<'_>>) -> Result<No
         DeValue::Integer(_) => NodeValue::Int(
             i64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("integer"))?,
         ),
-        DeValue::Float(_) => NodeValue::Float(
-            f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?,
-        ),
+        DeValue::Float(_) => {
+            let f =
+                f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?;
+            // JSON, and so a recipe, has no NaN or infinity: serde_json would turn them into
+            // null, which an optional field reads as "unset". Refused here, where the span is.
+            if !f.is_finite() {
+                return Err(ConfigError::at(
+                    file,
+                    origin,
+                    format!("`{f}` is not a number any cfrun field takes"),
+                    Some("write a finite number".into()),
+                ));
+            }
+            NodeValue::Float(f)
+        }
         DeValue::Boolean(b) => NodeValue::Bool(b.to_owned()),
         DeValue::Datetime(_) => {
             return Err(ConfigError::at(

@@ -20,8 +20,7 @@
 //!    all missing is either absent or carries only tags like these.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How the tags go wrong; every rate is a probability in `[0, 1]`.
@@ -154,7 +153,7 @@ impl TagModel {
             }
         }
         let mut order: Vec<u32> = (0..classes as u32).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x706f_6c79));
+        order.shuffle(&mut crate::rng::seeded(seed ^ 0x706f_6c79));
         for pair in order.chunks_exact(2).take(self.polysemous) {
             let (a, b) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
             let id = v.names.len() as u32;
@@ -179,7 +178,7 @@ impl TagModel {
     /// Tags every image of `labels` (classes `0..vocab classes`) with one seeded stream.
     pub fn tag(&self, vocab: &Vocabulary, labels: &[u32], seed: u64) -> (Vec<Vec<u32>>, TagStats) {
         let classes = vocab.synonyms_of.len() as u32;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = crate::rng::seeded(seed);
         let mut stats = TagStats { images: labels.len(), ..TagStats::default() };
         let mut out = Vec::with_capacity(labels.len());
         for &label in labels {

@@ -6,7 +6,7 @@
 //! against pinned SHA-256 hashes, and cached decompressed under
 //! `<data_dir>/<dataset>/`.
 
-mod catalog;
+pub mod catalog;
 mod describe;
 mod download;
 mod error;
@@ -27,6 +27,8 @@ mod resolve_tests;
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+use crate::artifact::ImagesMeta;
 
 pub use describe::{describe_source, describe_sources, SourceInfo};
 pub use error::DataError;
@@ -60,22 +62,11 @@ impl Split {
 }
 
 /// A loaded data set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// Canonical name, e.g. `fashion-mnist`.
-    pub name: String,
-    /// Channels per image.
-    pub channels: usize,
-    /// Image height.
-    pub height: usize,
-    /// Image width.
-    pub width: usize,
-    /// Number of classes.
-    pub num_classes: usize,
-    /// Class names in label order.
-    pub class_names: Vec<String>,
-    /// Whether a horizontal flip keeps labels valid (augmentation may use it).
-    pub hflip_ok: bool,
+    /// What the pixels are, as the `images` artifact records it (`dataset`: the canonical name,
+    /// e.g. `fashion-mnist`; one frame).
+    pub meta: ImagesMeta,
     /// Training split.
     pub train: Split,
     /// Test split.
@@ -85,7 +76,7 @@ pub struct Dataset {
 impl Dataset {
     /// Bytes per image (C*H*W).
     pub fn image_len(&self) -> usize {
-        self.channels * self.height * self.width
+        self.meta.channels * self.meta.height * self.meta.width
     }
 }
 
@@ -140,25 +131,26 @@ pub fn load(name: DatasetName, opts: &LoadOptions) -> Result<Dataset, DataError>
                 DatasetName::AnimalMnist => real::animal_splits(&resolved.files, num_classes)?,
                 _ => real::idx_splits(&resolved.files, (h, w), num_classes)?,
             };
-            let ds = Dataset {
-                name: name.to_string(),
+            let meta = ImagesMeta {
+                dataset: name.to_string(),
                 channels: c,
                 height: h,
                 width: w,
                 num_classes,
                 class_names: info.class_names.iter().map(|s| s.to_string()).collect(),
                 hflip_ok: info.hflip_ok,
-                train,
-                test,
+                frames: 1,
             };
+            let ds = Dataset { meta, train, test };
             (ds, resolved.source)
         }
         _ => (synthetic_dataset(&opts.synthetic)?, "generated".to_string()),
     };
     let item = ds.image_len();
     let seed = opts.subset_seed;
-    ds.train = subset::subset(ds.train, opts.train_size, ds.num_classes, item, seed, subset::STREAM_TRAIN, "train")?;
-    ds.test = subset::subset(ds.test, opts.test_size, ds.num_classes, item, seed, subset::STREAM_TEST, "test")?;
+    let k = ds.meta.num_classes;
+    ds.train = subset::subset(ds.train, opts.train_size, k, item, seed, subset::STREAM_TRAIN, "train")?;
+    ds.test = subset::subset(ds.test, opts.test_size, k, item, seed, subset::STREAM_TEST, "test")?;
     tracing::info!(
         dataset = %name, %source, train = ds.train.len(), test = ds.test.len(),
         ms = start.elapsed().as_millis() as u64, "loaded data set"
@@ -168,17 +160,17 @@ pub fn load(name: DatasetName, opts: &LoadOptions) -> Result<Dataset, DataError>
 
 fn synthetic_dataset(opts: &SyntheticOptions) -> Result<Dataset, DataError> {
     let (train, test) = synthetic::generate(opts)?;
-    Ok(Dataset {
-        name: DatasetName::Synthetic.to_string(),
+    let meta = ImagesMeta {
+        dataset: DatasetName::Synthetic.to_string(),
         channels: 1,
         height: opts.size,
         width: opts.size,
         num_classes: opts.classes,
         class_names: synthetic::SHAPES[..opts.classes].iter().map(|s| s.to_string()).collect(),
         hflip_ok: synthetic::hflip_ok(opts.classes),
-        train,
-        test,
-    })
+        frames: 1,
+    };
+    Ok(Dataset { meta, train, test })
 }
 
 fn resolver(opts: &LoadOptions) -> resolve::Resolver {
@@ -217,8 +209,8 @@ mod tests {
         let ds = load(DatasetName::Synthetic, &opts).expect("synthetic loads");
         assert_eq!((ds.train.len(), ds.test.len()), (55, 100));
         assert_eq!(ds.train.pixels.len(), 55 * 16 * 16);
-        assert_eq!(ds.class_names[0], "circle");
-        assert!(ds.hflip_ok);
+        assert_eq!(ds.meta.class_names[0], "circle");
+        assert!(ds.meta.hflip_ok);
         opts.test_size = Some(101);
         let msg = load(DatasetName::Synthetic, &opts).expect_err("too big").to_string();
         assert!(msg.contains("only 100"), "{msg}");

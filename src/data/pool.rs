@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{load, subset, DataError, Dataset, DatasetName, LoadOptions};
+use crate::artifact::ImagesMeta;
 
 /// The members of a `+`-joined name, or `None` for a plain name.
 pub fn members(name: &str) -> Option<Result<Vec<DatasetName>, String>> {
@@ -36,30 +37,37 @@ pub fn load_pool(names: &[DatasetName], opts: &LoadOptions) -> Result<Dataset, D
     for &name in names {
         let ds = load(name, &whole)?;
         pooled = Some(match pooled {
-            None => Dataset {
-                class_names: ds.class_names.iter().map(|c| format!("{name}/{c}")).collect(),
-                name: name.to_string(),
-                ..ds
-            },
+            None => {
+                let class_names = ds.meta.class_names.iter().map(|c| format!("{name}/{c}")).collect();
+                Dataset { meta: ImagesMeta { class_names, dataset: name.to_string(), ..ds.meta }, ..ds }
+            }
             Some(mut acc) => {
-                if (acc.channels, acc.height, acc.width) != (ds.channels, ds.height, ds.width) {
+                if (acc.meta.channels, acc.meta.height, acc.meta.width)
+                    != (ds.meta.channels, ds.meta.height, ds.meta.width)
+                {
                     return Err(DataError::InvalidOption {
                         option: "name".into(),
                         reason: format!(
                             "{} has {}x{}x{} images but {name} has {}x{}x{}; pooled data sets must share one shape",
-                            acc.name, acc.channels, acc.height, acc.width, ds.channels, ds.height, ds.width
+                            acc.meta.dataset,
+                            acc.meta.channels,
+                            acc.meta.height,
+                            acc.meta.width,
+                            ds.meta.channels,
+                            ds.meta.height,
+                            ds.meta.width
                         ),
                     });
                 }
-                let offset = acc.num_classes as u32;
+                let offset = acc.meta.num_classes as u32;
                 for (into, from) in [(&mut acc.train, ds.train), (&mut acc.test, ds.test)] {
                     into.pixels.extend(from.pixels);
                     into.labels.extend(from.labels.iter().map(|&l| l + offset));
                 }
-                acc.class_names.extend(ds.class_names.iter().map(|c| format!("{name}/{c}")));
-                acc.num_classes += ds.num_classes;
-                acc.hflip_ok &= ds.hflip_ok;
-                acc.name = format!("{}+{name}", acc.name);
+                acc.meta.class_names.extend(ds.meta.class_names.iter().map(|c| format!("{name}/{c}")));
+                acc.meta.num_classes += ds.meta.num_classes;
+                acc.meta.hflip_ok &= ds.meta.hflip_ok;
+                acc.meta.dataset = format!("{}+{name}", acc.meta.dataset);
                 acc
             }
         });
@@ -68,10 +76,10 @@ pub fn load_pool(names: &[DatasetName], opts: &LoadOptions) -> Result<Dataset, D
         option: "name".into(),
         reason: "a pooled data set needs at least one member".into(),
     })?;
-    let (item, seed, k) = (ds.image_len(), opts.subset_seed, ds.num_classes);
+    let (item, seed, k) = (ds.image_len(), opts.subset_seed, ds.meta.num_classes);
     ds.train = subset::subset(ds.train, opts.train_size, k, item, seed, subset::STREAM_TRAIN, "train")?;
     ds.test = subset::subset(ds.test, opts.test_size, k, item, seed, subset::STREAM_TEST, "test")?;
-    tracing::info!(dataset = %ds.name, train = ds.train.len(), test = ds.test.len(),
+    tracing::info!(dataset = %ds.meta.dataset, train = ds.train.len(), test = ds.test.len(),
         ms = start.elapsed().as_millis() as u64, "pooled data set");
     Ok(ds)
 }

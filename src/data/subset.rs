@@ -1,7 +1,6 @@
 //! Seeded stratified subsets and splits.
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::error::DataError;
@@ -13,13 +12,6 @@ pub const STREAM_TRAIN: u64 = 1;
 pub const STREAM_TEST: u64 = 2;
 /// ChaCha stream for splits made by cfrun (Animal-MNIST).
 pub const STREAM_SPLIT: u64 = 3;
-
-/// A ChaCha8 generator for `seed` on a given stream.
-pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    r.set_stream(stream);
-    r
-}
 
 /// Indices of each class, in data order.
 fn by_class(labels: &[u32], num_classes: usize) -> Result<Vec<Vec<usize>>, DataError> {
@@ -77,7 +69,7 @@ pub fn stratified_indices(
         return Err(DataError::SubsetTooLarge { split: split.to_string(), requested: count, available: labels.len() });
     }
     let mut groups = by_class(labels, num_classes)?;
-    let mut r = rng(seed, stream);
+    let mut r = crate::rng::chacha_stream(seed, stream);
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
     let take = quotas(&sizes, count, &mut r);
     let mut picked = Vec::with_capacity(count);
@@ -133,7 +125,7 @@ pub fn stratified_split(
     seed: u64,
 ) -> Result<(Split, Split), DataError> {
     let mut groups = by_class(&all.labels, num_classes)?;
-    let mut r = rng(seed, STREAM_SPLIT);
+    let mut r = crate::rng::chacha_stream(seed, STREAM_SPLIT);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for g in groups.iter_mut() {
         g.shuffle(&mut r);

@@ -2,14 +2,15 @@
 //! position, scale, small rotation and intensity, with Gaussian pixel noise.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::DataError;
-use super::subset::{rng, STREAM_TEST, STREAM_TRAIN};
+use super::subset::{STREAM_TEST, STREAM_TRAIN};
 use super::Split;
+use crate::rng::chacha_stream as rng;
 
 /// Parameters of the synthetic data set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,14 +145,6 @@ fn inside(class: usize, u: f32, v: f32) -> bool {
     }
 }
 
-/// Mixes seed, split and index into one well-spread 64-bit seed (splitmix64 finaliser).
-fn mix(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Standard normal samples by Box–Muller (rand 0.9 has no normal distribution of
 /// its own); both values of each pair are used since the logarithm and sine
 /// dominate the cost of a synthetic image.
@@ -210,7 +203,7 @@ fn make_split(n: usize, opts: &SyntheticOptions, stream: u64) -> Split {
     let item = opts.size * opts.size;
     let mut pixels = vec![0u8; n * item];
     pixels.par_chunks_mut(item.max(1)).zip(labels.par_iter()).enumerate().for_each(|(i, (out, &label))| {
-        let mut r = ChaCha8Rng::seed_from_u64(mix(opts.seed, stream, i as u64));
+        let mut r = crate::rng::seeded(crate::rng::mix(opts.seed, stream, i as u64));
         render(label as usize, opts.size, opts.noise, &mut r, out);
     });
     Split { pixels, labels }

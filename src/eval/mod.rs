@@ -9,6 +9,7 @@
 //! seed gives bit-identical results across runs and thread counts.
 
 mod ap;
+pub mod device_check;
 mod error;
 mod metrics;
 mod ovr;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::ap::{average_precision, mean_ap};
 use super::standardize::Standardizer;
 use super::EvalError;
-use crate::nn::init::rng_for;
+use crate::rng::stream as rng_for;
 
 /// Settings of the one-vs-rest probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! The linear probe: validation, momentum-SGD training loop, and scoring.
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -89,6 +88,62 @@ fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
     Ok(())
 }
 
+/// What the CPU and device probes share, so both see the same batches and rates: the checked
+/// inputs, the standardiser fitted on the train split, the batch size, each epoch's shuffle and
+/// the cosine schedule.
+pub(super) struct ProbeCore {
+    /// Training rows.
+    pub n: usize,
+    /// Test rows.
+    pub m: usize,
+    /// Fitted on the training rows.
+    pub st: Standardizer,
+    /// Rows per step (capped so an epoch has at least [`MIN_STEPS_PER_EPOCH`] steps).
+    pub bs: usize,
+    /// This epoch's row order (see [`ProbeCore::shuffle`]).
+    pub order: Vec<usize>,
+    total_steps: f64,
+    rng: ChaCha8Rng,
+}
+
+impl ProbeCore {
+    /// Checks the inputs and settings, and fits the standardiser.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        train_x: &[f32],
+        train_y: &[u32],
+        test_x: &[f32],
+        test_y: &[u32],
+        d: usize,
+        num_classes: usize,
+        cfg: &ProbeConfig,
+    ) -> Result<ProbeCore, EvalError> {
+        let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
+        let bs = cfg.batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH));
+        Ok(ProbeCore {
+            n,
+            m,
+            st: Standardizer::fit(train_x, d),
+            bs,
+            order: (0..n).collect(),
+            total_steps: (cfg.epochs * n.div_ceil(bs)) as f64,
+            rng: crate::rng::seeded(cfg.seed),
+        })
+    }
+
+    /// Shuffles [`ProbeCore::order`] for the next epoch.
+    pub(super) fn shuffle(&mut self) {
+        self.order.shuffle(&mut self.rng);
+    }
+
+    /// Twice the factor of the base rate at step `t`: cosine decay to zero over all steps (no
+    /// schedule knobs to tune, and the small final steps settle the weights). Each path halves
+    /// it in the order it always has, so its rates keep their last bits.
+    pub(super) fn cosine2(&self, t: usize) -> f64 {
+        1.0 + (std::f64::consts::PI * t as f64 / self.total_steps).cos()
+    }
+}
+
 /// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
 ///
 /// `on_epoch(epoch, mean_loss)` is called after every epoch.
@@ -103,31 +158,22 @@ pub fn linear_probe(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    let (n, _) = check_inputs(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
-
-    let st = Standardizer::fit(train_x, d);
-    let c = num_classes;
+    let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
+    let (n, bs, c) = (core.n, core.bs, num_classes);
     let mut model = Linear::zeros(d, c);
     let (mut vel_w, mut vel_b) = (vec![0f32; d * c], vec![0f32; c]);
-    let bs = cfg.batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH));
-    let steps_per_epoch = n.div_ceil(bs);
-    let total_steps = (cfg.epochs * steps_per_epoch) as f64;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let (mut xb, mut g, mut yb) = (Vec::with_capacity(bs * d), vec![0f32; bs * c], Vec::with_capacity(bs));
     let mut loss_per_epoch = Vec::with_capacity(cfg.epochs);
     let mut t = 0usize;
     for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng);
+        core.shuffle();
         let mut loss = 0f64;
-        for batch in order.chunks(bs) {
-            st.gather(train_x, batch, &mut xb);
+        for batch in core.order.chunks(bs) {
+            core.st.gather(train_x, batch, &mut xb);
             yb.clear();
             yb.extend(batch.iter().map(|&i| train_y[i]));
             loss += model.forward_xent(&xb, &yb, &mut g, 1.0 / batch.len() as f32);
-            // Cosine decay to zero over all steps: no schedule knobs to tune,
-            // and the small final steps settle the weights.
-            let lr = cfg.lr * (0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total_steps).cos())) as f32;
+            let lr = cfg.lr * (0.5 * core.cosine2(t)) as f32;
             let step = Step { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay };
             backward_update(&mut model, &mut vel_w, &mut vel_b, &xb, &g[..batch.len() * c], &step);
             t += 1;
@@ -137,8 +183,8 @@ pub fn linear_probe(
         loss_per_epoch.push(mean);
         on_epoch(epoch, mean);
     }
-    let train = score(&model, &st, train_x, train_y);
-    let test = score(&model, &st, test_x, test_y);
+    let train = score(&model, &core.st, train_x, train_y);
+    let test = score(&model, &core.st, test_x, test_y);
     Ok(result(&train, &test, n, test_y.len(), c, loss_per_epoch))
 }
 

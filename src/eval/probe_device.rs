@@ -4,11 +4,8 @@
 //! f32 rounding differs from the CPU kernels, so results agree to rounding, not bit for bit.
 
 use candle_core::{DType, Device, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
-use super::probe::{check_inputs, linear_probe, result, score_logits, MIN_STEPS_PER_EPOCH};
+use super::probe::{linear_probe, result, score_logits, ProbeCore};
 use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeResult};
 
@@ -57,25 +54,21 @@ pub fn probe_with_tensors(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, c, cfg)?;
-    let st = Standardizer::fit(train_x, d);
-    let x = upload(&st, train_x, d, device)?;
+    let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, c, cfg)?;
+    let (n, m, bs) = (core.n, core.m, core.bs);
+    let x = upload(&core.st, train_x, d, device)?;
     let y = Tensor::from_slice(train_y, n, device).map_err(dev)?;
     let onehot_all = candle_nn::encoding::one_hot(y, c, 1f32, 0f32).map_err(dev)?;
     let (mut w, mut b) =
         (Tensor::zeros((d, c), DType::F32, device).map_err(dev)?, Tensor::zeros(c, DType::F32, device).map_err(dev)?);
     let (mut vw, mut vb) = (w.zeros_like().map_err(dev)?, b.zeros_like().map_err(dev)?);
-    let bs = cfg.batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH));
-    let total_steps = (cfg.epochs * n.div_ceil(bs)) as f64;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut loss_per_epoch = Vec::with_capacity(cfg.epochs);
     let (mom, wd) = (f64::from(cfg.momentum), f64::from(cfg.weight_decay));
     let mut t = 0usize;
     for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng);
+        core.shuffle();
         let mut loss = Tensor::zeros((), DType::F32, device).map_err(dev)?;
-        for batch in order.chunks(bs) {
+        for batch in core.order.chunks(bs) {
             let step = || -> candle_core::Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
                 let ids: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
                 let ids = Tensor::from_vec(ids, batch.len(), device)?;
@@ -85,7 +78,7 @@ pub fn probe_with_tensors(
                 let logp = candle_nn::ops::log_softmax(&logits, 1)?;
                 let batch_loss = (logp.mul(&target)?.sum_all()? * -1.0)?;
                 let g = ((logp.exp()? - target)? / batch.len() as f64)?;
-                let lr = f64::from(cfg.lr) * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total_steps).cos());
+                let lr = f64::from(cfg.lr) * 0.5 * core.cosine2(t);
                 let gw = xb.t()?.matmul(&g)?;
                 let vw2 = ((&vw * mom)? + gw)?.add(&(&w * wd)?)?;
                 let vb2 = ((&vb * mom)? + g.sum(0)?)?;
@@ -104,7 +97,7 @@ pub fn probe_with_tensors(
         x.matmul(&w).and_then(|l| l.broadcast_add(&b)).and_then(|l| l.flatten_all()?.to_vec1::<f32>()).map_err(dev)
     };
     let train = score_logits(&logits(&x)?, train_y, c);
-    let test = score_logits(&logits(&upload(&st, test_x, d, device)?)?, test_y, c);
+    let test = score_logits(&logits(&upload(&core.st, test_x, d, device)?)?, test_y, c);
     Ok(result(&train, &test, n, m, c, loss_per_epoch))
 }
 
@@ -116,7 +109,7 @@ mod tests {
     #[test]
     fn tensor_path_matches_the_cpu_probe() {
         // Four noisy Gaussian classes in 16 dims; the two paths must land on the same accuracy.
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut rng = crate::rng::seeded(3);
         let mut make = |n: usize| {
             let mut x = Vec::with_capacity(n * 16);
             let y: Vec<u32> = (0..n).map(|i| (i % 4) as u32).collect();

@@ -7,7 +7,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cluster::linalg::{matmul, MatRef};
+use crate::linalg::{matmul, MatRef};
 
 /// Rows of the batch per forward task.
 const FWD_ROWS: usize = 64;

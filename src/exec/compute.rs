@@ -13,6 +13,7 @@ use super::progress::Progress;
 use super::run::Outcome;
 use crate::cache::lock::{self, TryLock};
 use crate::cache::{KeyRecord, RecipeKey, Store};
+use crate::ops::StageProgress;
 use crate::ops::{self, InputArtifact, OpError, StageCtx};
 
 /// Where a job computes.
@@ -73,7 +74,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     if let Some(record) = cached(store, &inst.name, &key) {
         return Ok((record, Outcome::Cached));
     }
-    let op = ops::find(&inst.op).expect("jobs only hold known ops");
+    let op = inst.op;
     let staging = store.staging_dir().map_err(cache_err)?;
     let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
     for (slot, list) in &job.inputs {
@@ -100,7 +101,8 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     let progress = Progress::new(&inst.name, env.bars.clone());
     let started = Instant::now();
     let mut ctx = StageCtx {
-        instance: inst,
+        name: &inst.name,
+        params: &inst.params,
         inputs,
         staging: staging.path(),
         checkpoint_dir: store.checkpoint_dir(&key),
@@ -112,13 +114,13 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     progress.finish();
     for out in op.output_names(&inst.params) {
         if !staging.path().join(&out).is_dir() {
-            return Err(OpError::Invalid(format!("op {} did not write its output `{out}`", op.name())));
+            return Err(OpError::MissingOutput { op: op.name(), output: out });
         }
     }
     let mut provenance = serde_json::json!({
         "instance": inst.name,
         "experiment": job.experiment,
-        "op": inst.op,
+        "op": op.name(),
         "op_version": op.version(),
         "params": inst.params,
         "inputs": job.inputs.iter().map(|(slot, list)| (slot.clone(), list.iter().map(|i| {
@@ -154,7 +156,7 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
 }
 
 fn cache_err(e: crate::cache::CacheError) -> OpError {
-    OpError::Invalid(e.to_string())
+    OpError::Cache(e)
 }
 
 /// Seconds since the Unix epoch.

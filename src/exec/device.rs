@@ -35,5 +35,5 @@ fn open_cuda() -> Result<(Device, String), String> {
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda() -> Result<(Device, String), String> {
-    Err("this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Running on a GPU)".into())
+    Err("this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)".into())
 }

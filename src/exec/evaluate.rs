@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::store::Check;
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
-use crate::graph::{Instance, InstanceIdx, Plan};
-use crate::ops;
+use crate::graph::{Instance, Plan};
 
 /// Where one instance stands.
 #[derive(Debug, Clone)]
@@ -40,7 +39,7 @@ impl InstanceState {
 /// The recipe of `inst` given the published records of its inputs, or the first input that is
 /// not available yet.
 pub fn recipe_for(plan: &Plan, inst: &Instance, records: &[Option<KeyRecord>]) -> Result<Recipe, DirtyReason> {
-    let op = ops::find(&inst.op).expect("plans only hold known ops");
+    let op = inst.op;
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &inst.inputs {
         let gather = op.inputs().iter().any(|s| s.name == slot && s.gather);
@@ -61,7 +60,7 @@ pub fn recipe_for(plan: &Plan, inst: &Instance, records: &[Option<KeyRecord>]) -
     }
     Ok(Recipe {
         format: crate::cache::key::RECIPE_FORMAT,
-        op: inst.op.clone(),
+        op: op.name().to_string(),
         version: op.version(),
         params: inst.params.clone(),
         inputs,
@@ -116,7 +115,96 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
     states
 }
 
-/// Index helper used by the CLI.
-pub fn state_of(states: &[InstanceState], idx: InstanceIdx) -> &InstanceState {
-    &states[idx.0]
+#[cfg(test)]
+mod key_tests {
+    //! One test per deliberately left-out item of the recipe key (`cache::key`'s table), at the
+    //! level where a user meets it: two experiment files that differ only in that item give
+    //! root instances the same key.
+
+    use std::path::Path;
+
+    use crate::cache::key::Recipe;
+    use crate::config::{Experiment, SourceFile};
+    use crate::graph::Plan;
+
+    const BASE: &str = "[experiment]\nname = \"a\"\nseed = 3\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\ntrain_size = 40\ntest_size = 20\n";
+
+    /// The recipe of the first instance of an experiment written as `text` at `path`.
+    fn root_recipe(path: &str, text: &str) -> Recipe {
+        let exp = Experiment::parse(SourceFile::from_text(Path::new(path), text.to_string()), &[]).unwrap();
+        let plan = Plan::build(exp).unwrap();
+        super::recipe_for(&plan, &plan.instances[0], &[None]).unwrap()
+    }
+
+    fn key(path: &str, text: &str) -> String {
+        root_recipe(path, text).key().to_string()
+    }
+
+    #[test]
+    fn stage_and_experiment_names_are_left_out() {
+        let base = key("a.toml", BASE);
+        assert_eq!(key("a.toml", &BASE.replace("name = \"a\"", "name = \"b\"")), base, "experiment name");
+        assert_eq!(key("a.toml", &BASE.replace("[stages.shapes]", "[stages.pictures]")), base, "stage name");
+    }
+
+    #[test]
+    fn comments_order_whitespace_and_the_file_path_are_left_out() {
+        let base = key("a.toml", BASE);
+        assert_eq!(key("elsewhere/b.toml", BASE), base, "file path");
+        let commented = BASE.replace("train_size = 40", "# the subset\ntrain_size   =   40   # rows");
+        assert_eq!(key("a.toml", &commented), base, "comments and whitespace");
+        let reordered = BASE.replace("train_size = 40\ntest_size = 20\n", "test_size = 20\ntrain_size = 40\n");
+        assert_eq!(key("a.toml", &reordered), base, "key order");
+    }
+
+    #[test]
+    fn defaults_written_out_change_nothing_but_a_value_does() {
+        let base = key("a.toml", BASE);
+        // The seed defaults to experiment.seed: writing it out is the same recipe.
+        assert_eq!(key("a.toml", &format!("{BASE}seed = 3\n")), base, "an explicit default");
+        assert_ne!(key("a.toml", &format!("{BASE}seed = 4\n")), base, "a parameter value");
+        assert_ne!(key("a.toml", &BASE.replace("seed = 3", "seed = 4")), base, "the experiment seed it defaults to");
+    }
+
+    /// Device, wall time, host and cfrun's version are provenance: the recipe has no field for
+    /// them (nor for upstream recipe keys, superseded by output digests), so nothing about the
+    /// machine can enter a key.
+    #[test]
+    fn the_recipe_holds_exactly_the_key_inputs() {
+        let r = serde_json::to_value(root_recipe("a.toml", BASE)).unwrap();
+        let fields: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields, ["format", "inputs", "op", "params", "version"]);
+        let input = serde_json::to_value(crate::cache::key::InputDigest {
+            digest: crate::cache::Digest([0; 32]),
+            stage: Some("s".into()),
+            axes: Some(Default::default()),
+        })
+        .unwrap();
+        let fields: Vec<&str> = input.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields, ["axes", "digest", "stage"]);
+    }
+
+    /// Floats: `1` and `1.0` for a float field are one value (typed before hashing); `-0.0` stays
+    /// distinct from `0.0`; NaN and infinities are refused before anything is hashed.
+    #[test]
+    fn float_edge_cases() {
+        let noise = |v: &str| {
+            format!("{BASE}\n[stages.noisy]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = {v}\n")
+        };
+        let params = |v: &str| {
+            let exp = Experiment::parse(SourceFile::from_text(Path::new("a.toml"), noise(v)), &[]).unwrap();
+            Plan::build(exp).unwrap().instances[1].params.clone()
+        };
+        assert_eq!(params("10"), params("10.0"), "an integer written for a float field");
+        let (zero, negative_zero) = (params("0.0"), params("-0.0"));
+        assert_ne!(
+            crate::cache::canonical::encode(&zero),
+            crate::cache::canonical::encode(&negative_zero),
+            "-0.0 is hashed as written"
+        );
+        for bad in ["nan", "inf", "-inf"] {
+            let err = Experiment::parse(SourceFile::from_text(Path::new("a.toml"), noise(bad)), &[]).unwrap_err();
+            assert!(err.to_string().contains("is not a number any cfrun field takes"), "{bad}: {err}");
+        }
+    }
 }

@@ -201,9 +201,9 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     if spec.recipe.key() != key {
         return Err(invalid(format!("its recipe hashes to {}, not to its name", spec.recipe.key())));
     }
-    if crate::ops::find(&spec.recipe.op).is_none_or(|op| op.version() != spec.recipe.version) {
-        return Err(invalid(format!("op {} v{} is not what this cfrun runs", spec.recipe.op, spec.recipe.version)));
-    }
+    let op = crate::ops::find(&spec.recipe.op).filter(|op| op.version() == spec.recipe.version).ok_or_else(|| {
+        invalid(format!("op {} v{} is not what this cfrun runs", spec.recipe.op, spec.recipe.version))
+    })?;
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &spec.inputs {
         let hashed = spec.recipe.inputs.get(slot).map(Vec::as_slice).unwrap_or_default();
@@ -234,11 +234,11 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     let instance = Instance {
         name: spec.name,
         stage: spec.stage,
-        op: spec.recipe.op.clone(),
+        op,
         axes: spec.axes,
         params: spec.recipe.params.clone(),
         inputs: BTreeMap::new(),
     };
-    let resources = super::resources::op_defaults(&instance.op);
+    let resources = super::resources::op_defaults(instance.op.name());
     Ok(Job { index: 0, experiment: spec.experiment, instance, recipe: spec.recipe, key, inputs, resources })
 }

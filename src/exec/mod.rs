@@ -3,7 +3,6 @@
 
 pub mod compute;
 pub mod device;
-pub mod device_check;
 pub mod evaluate;
 pub mod executor;
 pub mod interrupt;

@@ -1,10 +1,12 @@
 //! Progress of long steps: a bar with rate and ETA on a terminal, periodic tracing lines
-//! otherwise. Ops only call [`Progress::begin`], [`Progress::inc`] and [`Progress::message`].
+//! otherwise: the [`StageProgress`] an op reports to.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::ops::StageProgress;
 
 /// Progress of one stage instance.
 pub struct Progress {
@@ -39,16 +41,11 @@ impl Progress {
             }),
         }
     }
+}
 
-    /// A progress handle that reports nothing (tests, library use).
-    pub fn silent() -> Progress {
-        let mut p = Progress::new("", None);
-        p.instance.clear();
-        p
-    }
-
+impl StageProgress for Progress {
     /// Starts a step of `total` units (`label`: "epoch 3/10", "iterations").
-    pub fn begin(&self, label: &str, total: u64) {
+    fn begin(&self, label: &str, total: u64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = s.bar.take() {
             bar.finish_and_clear();
@@ -72,7 +69,7 @@ impl Progress {
     }
 
     /// Advances the current step.
-    pub fn inc(&self, n: u64) {
+    fn inc(&self, n: u64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.done += n;
         if let Some(bar) = &s.bar {
@@ -88,7 +85,7 @@ impl Progress {
 
     /// A one-line note about the current step (loss, inertia).
     /// Without a terminal it is logged at most every 10 s, like the counts.
-    pub fn message(&self, text: &str) {
+    fn message(&self, text: &str) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = &s.bar {
             bar.set_message(format!("{} {text}", s.label));
@@ -99,7 +96,7 @@ impl Progress {
     }
 
     /// Clears the bar.
-    pub fn finish(&self) {
+    fn finish(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = s.bar.take() {
             bar.finish_and_clear();

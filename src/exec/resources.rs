@@ -44,10 +44,10 @@ pub fn op_defaults(op: &str) -> Resources {
 
 /// The resources of `inst`: op defaults, then the executor's driver list, then the stage's table.
 pub fn for_instance(plan: &Plan, inst: &Instance, settings: &ExecutorSettings) -> Resources {
-    let mut r = op_defaults(&inst.op);
+    let mut r = op_defaults(inst.op.name());
     r.in_driver = match &settings.in_driver {
-        Some(list) => list.contains(&inst.op),
-        None => IN_DRIVER_OPS.contains(&inst.op.as_str()),
+        Some(list) => list.iter().any(|o| o == inst.op.name()),
+        None => IN_DRIVER_OPS.contains(&inst.op.name()),
     };
     if let Some(o) = plan.resources.get(&inst.stage) {
         apply(&mut r, o);

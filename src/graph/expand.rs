@@ -13,8 +13,8 @@ use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
 use crate::config::experiment::REPLICATE_AXIS;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
-use crate::nn::init::derive_seed;
-use crate::ops::{self, Gathered};
+use crate::ops::Gathered;
+use crate::rng::derive_seed;
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
 /// prints the cycle.
@@ -204,7 +204,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             instances.push(Instance {
                 name: instance_name(name, &assignment),
                 stage: name.to_string(),
-                op: stage.op.name().to_string(),
+                op: stage.op,
                 axes: assignment,
                 params,
                 inputs,
@@ -287,9 +287,9 @@ fn check_gathered(
     let gathered: Vec<Gathered<'_>> = inputs
         .values()
         .flatten()
-        .filter_map(|r| {
+        .map(|r| {
             let up = &instances[r.instance.0];
-            ops::find(&up.op).map(|op| Gathered { stage: &up.stage, op, axes: &up.axes })
+            Gathered { stage: &up.stage, op: up.op, axes: &up.axes }
         })
         .collect();
     stage.op.check_gathered(params, &gathered)

@@ -112,7 +112,7 @@ impl Generator {
     }
 
     fn ident(&mut self) -> String {
-        let fields: Vec<&str> = ops::registry().iter().flat_map(|op| op.param_fields().iter().copied()).collect();
+        let fields: Vec<&str> = ops::registry().iter().flat_map(|op| op.param_fields()).collect();
         match self.rng.random_range(0..6) {
             0..=2 => fields[self.rng.random_range(0..fields.len())].to_string(),
             3 => self

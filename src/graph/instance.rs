@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use crate::ops::Op;
+
 /// Index of an instance in [`super::Plan::instances`] (topological order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceIdx(pub usize);
@@ -24,8 +26,8 @@ pub struct Instance {
     pub name: String,
     /// The stage it comes from.
     pub stage: String,
-    /// The op name.
-    pub op: String,
+    /// Its op.
+    pub op: &'static dyn Op,
     /// The axis values this instance was expanded with (only the axes the stage uses).
     pub axes: BTreeMap<String, Json>,
     /// Canonical parameters (defaults filled, placeholders substituted).

@@ -21,7 +21,7 @@ pub fn render(plan: &Plan, format: DagFormat) -> String {
     match format {
         DagFormat::Text => {
             for inst in &plan.instances {
-                let _ = writeln!(out, "{} ({})", inst.name, inst.op);
+                let _ = writeln!(out, "{} ({})", inst.name, inst.op.name());
                 for (slot, refs) in &inst.inputs {
                     for r in refs {
                         let _ = writeln!(out, "  {slot} <- {}.{}", plan.instances[r.instance.0].name, r.output);
@@ -32,7 +32,7 @@ pub fn render(plan: &Plan, format: DagFormat) -> String {
         DagFormat::Dot => {
             let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];", plan.experiment.name);
             for (i, inst) in plan.instances.iter().enumerate() {
-                let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"];", inst.name.replace('"', "'"), inst.op);
+                let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"];", inst.name.replace('"', "'"), inst.op.name());
             }
             for (i, inst) in plan.instances.iter().enumerate() {
                 for (slot, refs) in &inst.inputs {
@@ -46,7 +46,7 @@ pub fn render(plan: &Plan, format: DagFormat) -> String {
         DagFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for (i, inst) in plan.instances.iter().enumerate() {
-                let _ = writeln!(out, "  n{i}[\"{}<br/>{}\"]", inst.name.replace('"', "'"), inst.op);
+                let _ = writeln!(out, "  n{i}[\"{}<br/>{}\"]", inst.name.replace('"', "'"), inst.op.name());
             }
             for (i, inst) in plan.instances.iter().enumerate() {
                 for (slot, refs) in &inst.inputs {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::config::experiment::type_error;
+use crate::config::messages::type_error;
 use crate::config::resources::{parse_resources, RESOURCES_FIELD};
 use crate::config::suggest::did_you_mean;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ResourceOverrides, StageDecl};
@@ -29,6 +29,15 @@ pub struct ResolvedStage<'e> {
 pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> {
     let mut errors = Vec::new();
     let mut out = Vec::new();
+    let names = ops::names();
+    let in_driver = exp.executor.in_driver.iter().flatten().zip(&exp.executor.in_driver_origins);
+    for (op, origin) in in_driver.filter(|(op, _)| !names.contains(&op.as_str())) {
+        let mut help = format!("valid: {}", names.join(", "));
+        if let Some(best) = did_you_mean(op, &names) {
+            help = format!("did you mean `{best}`? {help}");
+        }
+        errors.push(exp.error(origin, format!("unknown op in executor.in_driver `{op}`"), Some(help)));
+    }
     for decl in &exp.stages {
         let Some(op) = ops::find(&decl.op) else {
             let names = ops::names();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::{KeyRecord, Store};
 use crate::exec::evaluate;
 use crate::graph::Plan;
-use crate::ops::{self, Kind};
+use crate::ops::Kind;
 
 /// What the page shows of one instance.
 pub struct InstanceView {
@@ -79,7 +79,7 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
                 (None, _) => st.label(),
             };
             let error = if st.record.is_none() { latest.and_then(|l| l.error.clone()) } else { None };
-            let op = ops::find(&inst.op).expect("plans only hold known ops");
+            let op = inst.op;
             let outputs = st
                 .record
                 .as_ref()
@@ -97,7 +97,7 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
             InstanceView {
                 name: inst.name.clone(),
                 stage: inst.stage.clone(),
-                op: inst.op.clone(),
+                op: op.name().to_string(),
                 state,
                 record: st.record,
                 error,

@@ -13,7 +13,7 @@
 
 use super::arch::{Arch, Net};
 use super::data::Normalization;
-use super::train::{EpochStats, TrainConfig};
+use super::run_config::{EpochStats, TrainConfig};
 use super::NnError;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};

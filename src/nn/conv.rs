@@ -7,7 +7,7 @@
 //!
 //! Why a custom op: candle 0.11's CPU backward computes the input gradient with a direct
 //! `conv_transpose2d` loop and the weight gradient of strided convs with a dilated conv, both
-//! far from GEMM speed (see shared/CANDLE.md). Here all three products are GEMMs over a column
+//! far from GEMM speed. Here all three products are GEMMs over a column
 //! matrix `col[Cin*K*K, G*Ho*Wo]` built for a group of `G` images at a time (grouping small
 //! feature maps keeps the GEMMs wide enough to be efficient).
 //!
@@ -15,8 +15,10 @@
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
 //! number of threads or on scheduling.
 
-use super::cpu::{f32_slice, give, sgemm, take, take_zeroed, with_f32, Mat};
+use super::cpu::{f32_slice, give, take, take_zeroed, with_f32};
+use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Images per backward work item; also the number of weight-gradient partial sums per 8 images.
@@ -314,12 +316,13 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
             let xi = &x[(n0 + j) * g.in_img()..(n0 + j + 1) * g.in_img()];
             im2col(g, xi, &mut col, ld, j * p);
         }
-        let wm = Mat::rows(w, kdim);
+        // Single-threaded products: the chunks run in parallel, so the sum order is fixed.
+        let wm = MatRef::row_major(w, g.cout, kdim);
         if gn == 1 {
-            sgemm(g.cout, p, kdim, ys, p, false, wm, Mat::rows(&col, ld));
+            matmul(ys, wm, MatRef::row_major(&col, kdim, p), 1.0, false, Parallelism::None);
         } else {
             let mut tmp = take(g.cout * ld);
-            sgemm(g.cout, ld, kdim, &mut tmp, ld, false, wm, Mat::rows(&col, ld));
+            matmul(&mut tmp, wm, MatRef::row_major(&col, kdim, ld), 1.0, false, Parallelism::None);
             for j in 0..gn {
                 for co in 0..g.cout {
                     let dst = &mut ys[j * g.out_img() + co * p..][..p];
@@ -373,10 +376,12 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
                     &dyg
                 };
                 // dW[Cout, Kdim] += dY[Cout, G*P] * col^T[G*P, Kdim]
-                sgemm(g.cout, kdim, ld, &mut dw, kdim, gi > 0, Mat::rows(dys, ld), Mat::cols(&col, ld));
+                let (dym, colm) = (MatRef::row_major(dys, g.cout, ld), MatRef::row_major(&col, kdim, ld));
+                matmul(&mut dw, dym, colm.t(), 1.0, gi > 0, Parallelism::None);
                 if let Some(dxc) = dxc.as_deref_mut() {
                     // dcol[Kdim, G*P] = W^T[Kdim, Cout] * dY[Cout, G*P], reusing col's buffer.
-                    sgemm(kdim, ld, g.cout, &mut col, ld, false, Mat::cols(w, kdim), Mat::rows(dys, ld));
+                    let wt = MatRef::row_major(w, g.cout, kdim).t();
+                    matmul(&mut col, wt, dym, 1.0, false, Parallelism::None);
                     for j in 0..gn {
                         let o = (g0 - i0 + j) * g.in_img();
                         col2im(g, &mut col, ld, j * p, &mut dxc[o..o + g.in_img()]);

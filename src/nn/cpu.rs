@@ -1,5 +1,5 @@
-//! Small helpers shared by the CPU kernels: borrowing f32 data out of candle storage, a safe
-//! wrapper around single-threaded `gemm`, and fixed-order reductions.
+//! Small helpers shared by the CPU kernels: borrowing f32 data out of candle storage and
+//! fixed-order reductions (matrix products go through [`crate::linalg`]).
 //!
 //! Every kernel in this module family reduces in an order that depends only on the tensor
 //! shapes, never on how rayon schedules the work, so results are bit-for-bit reproducible.
@@ -21,77 +21,6 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     match &*storage {
         Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout)?)),
         _ => bail!("cpu kernel: tensor is not on the CPU"),
-    }
-}
-
-/// A dense f32 matrix operand: base slice plus row and column strides (in elements).
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major matrix with leading dimension `ld`.
-    pub fn rows(data: &'a [f32], ld: usize) -> Self {
-        Mat { data, rs: ld, cs: 1 }
-    }
-    /// The transpose of a row-major matrix with leading dimension `ld`.
-    pub fn cols(data: &'a [f32], ld: usize) -> Self {
-        Mat { data, rs: 1, cs: ld }
-    }
-    /// Panics unless an `r x c` matrix with these strides fits in the slice.
-    fn check(&self, r: usize, c: usize) {
-        if r > 0 && c > 0 {
-            let last = (r - 1) * self.rs + (c - 1) * self.cs;
-            assert!(last < self.data.len(), "gemm operand out of bounds");
-        }
-    }
-}
-
-/// `dst[m x n] (row-major, leading dim ld) = (acc ? dst : 0) + a[m x k] * b[k x n]`, single
-/// threaded: callers parallelise over independent problems so the sum order is fixed.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], ld: usize, acc: bool, a: Mat, b: Mat) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            for r in 0..m {
-                dst[r * ld..r * ld + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    a.check(m, k);
-    b.check(k, n);
-    assert!((m - 1) * ld + n <= dst.len(), "gemm destination out of bounds");
-    // SAFETY: the bounds of all three operands were checked above for the given strides; the
-    // destination is borrowed mutably and cannot alias the shared inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ld as isize,
-            acc,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! Deterministic, order-independent initialisation and seeded random streams.
+//! Deterministic, order-independent initialisation.
 //!
 //! Every var draws from its own ChaCha8 stream seeded by `(seed, var name)`, so the values do
 //! not depend on `HashMap` iteration order or on which other vars exist. candle's own `Init`
@@ -11,27 +11,9 @@
 use super::NnError;
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
-/// A 64-bit seed derived from `seed`, a tag and an index (FNV-1a, then a SplitMix64 finaliser).
-pub fn derive_seed(seed: u64, tag: &str, index: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = seed.to_le_bytes().into_iter().chain(tag.bytes()).chain(index.to_le_bytes());
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The ChaCha8 stream for `(seed, tag, index)`.
-pub fn rng_for(seed: u64, tag: &str, index: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(derive_seed(seed, tag, index))
-}
+use crate::rng::stream;
 
 /// A standard normal sample (Box-Muller; one of the pair is discarded for simplicity).
 fn normal(rng: &mut impl Rng) -> f64 {
@@ -46,7 +28,7 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<(), NnError> {
     for (name, var) in &vars {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
-        let mut rng = rng_for(seed, name, 0);
+        let mut rng = stream(seed, name, 0);
         let values: Vec<f32> = if dims.len() == 4 {
             let std = (2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt();
             (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()

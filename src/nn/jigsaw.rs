@@ -24,12 +24,14 @@ use rand::Rng;
 
 use super::arch::Arch;
 use super::data::{ImageData, Normalization};
-use super::init::{init_weights, rng_for};
+use super::init::init_weights;
 use super::resnet::{ResNet, ResNetConfig};
+use super::run_config::TrainConfig;
 use super::schedule::lr_at;
 use super::sgd::Sgd;
-use super::train::{finish_epoch, permutation, EpochTally, TrainConfig, TrainObserver, Trained};
+use super::train::{finish_epoch, permutation, EpochTally, TrainObserver, Trained};
 use super::{NnError, TrainState};
+use crate::rng;
 use crate::selfsup::permutations::{Perm, TILES};
 use crate::selfsup::tiles::{cut_puzzle, TileSpec};
 
@@ -117,7 +119,7 @@ pub fn train_jigsaw(
     let mut xbuf = vec![0f32; bs.min(n) * puzzle_len];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
-        let mut rng = rng_for(cfg.seed, "epoch", epoch as u64);
+        let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);

@@ -29,6 +29,7 @@ pub mod init;
 pub mod jigsaw;
 pub mod r2plus1d;
 pub mod resnet;
+pub mod run_config;
 pub mod schedule;
 pub mod sgd;
 pub mod temporal;
@@ -45,8 +46,9 @@ pub use extract::{extract, logits, Pool};
 pub use init::init_weights;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};
+pub use run_config::{EpochStats, TrainConfig};
 pub use schedule::Schedule;
-pub use train::{random_network, train, EpochStats, NoObserver, Targets, TrainConfig, TrainObserver, Trained, Truth};
+pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Which CPU implementation the layers use; a process-wide switch for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

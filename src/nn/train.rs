@@ -14,15 +14,16 @@
 use super::arch::Arch;
 use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
-use super::data::{fill_batch, Augment, ImageData, Normalization};
-use super::init::{init_weights, rng_for};
-use super::schedule::{lr_at, Schedule};
+use super::data::{fill_batch, ImageData, Normalization};
+use super::init::init_weights;
+use super::run_config::{EpochStats, TrainConfig};
+use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::NnError;
+use crate::rng;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -136,48 +137,6 @@ impl Targets<'_> {
     }
 }
 
-/// Everything that defines a training run (and, with the data, its result).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The network.
-    pub arch: Arch,
-    /// Total epochs.
-    pub epochs: usize,
-    /// Images per step.
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// L2 weight decay on conv and linear weights.
-    pub weight_decay: f64,
-    /// Epochs of linear warm-up.
-    pub warmup_epochs: usize,
-    /// Decay after warm-up.
-    pub schedule: Schedule,
-    /// Training augmentation.
-    pub augment: Augment,
-    /// Seed of the initial weights, shuffles and augmentations.
-    pub seed: u64,
-}
-
-/// Summary of one finished epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    /// 0-based epoch index.
-    pub epoch: usize,
-    /// Mean training loss over the epoch's images.
-    pub loss: f64,
-    /// Training accuracy (train-mode forward, augmented images) against the labels.
-    pub accuracy: f64,
-    /// Learning rate of the epoch's first step.
-    pub lr: f64,
-    /// Wall time of the epoch.
-    pub seconds: f64,
-    /// Training throughput.
-    pub images_per_sec: f64,
-}
-
 /// Progress callbacks; `on_epoch` is where a runner saves a checkpoint.
 pub trait TrainObserver {
     /// After each optimiser step.
@@ -254,7 +213,7 @@ pub fn train(
     let mut xbuf = vec![0f32; bs.min(n) * len];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
-        let mut rng = rng_for(cfg.seed, "epoch", epoch as u64);
+        let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);

@@ -2,15 +2,11 @@
 //! data set (train canvases from its train split, test canvases from its test split), each
 //! labelled with the set of its objects' classes (see [`crate::selfsup::canvas`]).
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, MultiLabels, MultiLabelsMeta, Split};
-use crate::config::params::{self, ParamError, Params};
-use crate::nn::init::derive_seed;
+use crate::config::params::{ParamError, Params};
 use crate::selfsup::canvas::{compose, CanvasSpec, Objects};
 
 /// Parameters of `canvas`.
@@ -76,40 +72,28 @@ impl Params for CanvasParams {
 /// The `canvas` op.
 pub struct Canvas;
 
-impl Op for Canvas {
-    fn name(&self) -> &'static str {
-        "canvas"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "multi-object canvases (2-3 objects of a labelled set) with their label sets: the VOC07-like target"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
+impl StageKind for Canvas {
+    type Params = CanvasParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "canvas",
+        version: 1,
+        summary: "multi-object canvases (2-3 objects of a labelled set) with their label sets: the VOC07-like target",
+        inputs: &[
             InputSpec { name: "images", kinds: &[Kind::Images], required: true, gather: false, doc: "object images" },
-            InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "their classes" },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+            super::labels_input("their classes"),
+        ],
+        outputs: &[
             OutputSpec { name: "images", kind: Kind::Images, doc: "canvases of both splits" },
             OutputSpec { name: "multilabels", kind: Kind::MultiLabels, doc: "the classes on each canvas (multi-hot)" },
-        ]
-    }
-    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+        ],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<CanvasParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<CanvasParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: CanvasParams = ctx.params()?;
+
+    fn run(&self, p: CanvasParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let m = &images.meta;
@@ -125,7 +109,7 @@ impl Op for Canvas {
                 w: m.width,
                 num_classes: k,
             };
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(p.seed, split.as_str(), 0));
+            let mut rng = crate::rng::stream(p.seed, split.as_str(), 0);
             out.push(compose(&objects, &spec, count, &mut rng)?);
         }
         let [(train_px, train_hot), (test_px, test_hot)]: [(Vec<u8>, Vec<u8>); 2] = out.try_into().expect("two splits");
@@ -133,7 +117,9 @@ impl Op for Canvas {
         let meta = ImagesMeta { dataset: source.clone(), height: p.size, width: p.size, ..m.clone() };
         Images { meta, train: train_px, test: test_px }.save(&ctx.output_dir("images"))?;
         let meta = MultiLabelsMeta { num_classes: k, class_names: labels.meta.class_names.clone(), source };
-        MultiLabels { meta, train: train_hot, test: test_hot }.save(&ctx.output_dir("multilabels"))
+        MultiLabels { meta, train: train_hot, test: test_hot }
+            .save(&ctx.output_dir("multilabels"))
+            .map_err(OpError::from)
     }
 }
 
@@ -143,7 +129,7 @@ mod tests {
 
     #[test]
     fn bad_object_counts_name_their_field() {
-        let e = |v| params::normalize::<CanvasParams>(&v).unwrap_err().path;
+        let e = |v| crate::config::params::normalize::<CanvasParams>(&v).unwrap_err().path;
         let base = |a: usize, b: usize| serde_json::json!({"min_objects": a, "max_objects": b, "train_size": 10, "test_size": 5, "seed": 0});
         assert_eq!(e(base(2, 5)), "max_objects");
         assert_eq!(e(base(3, 2)), "min_objects");

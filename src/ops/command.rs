@@ -41,12 +41,16 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, StageCtx, StageKind};
 use crate::artifact::validate;
-use crate::config::params::{self, ParamError};
+use crate::config::params::{self, ParamError, Params};
+
+impl Params for RawParams {}
+
+impl Params for CommandParams {}
 
 /// The stage fields as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawParams {
     argv: Vec<String>,
@@ -129,24 +133,19 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-impl Op for Command {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "runs any program on declared inputs in a scratch folder; its declared outputs are checked against their kinds' formats, then published"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        &["argv", "code", "env_key", "env_probe", "outputs", "params", "timeout", "match_rows", "seed"]
+impl StageKind for Command {
+    type Params = CommandParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "command",
+        version: 1,
+        summary: "runs any program on declared inputs in a scratch folder; its declared outputs are checked against their kinds' formats, then published",
+        inputs: &[],
+        outputs: &[],
+        metric_names: &[],
+    };
+
+    fn param_fields(&self) -> Vec<&'static str> {
+        RawParams::fields()
     }
     fn input_table(&self) -> Option<&'static str> {
         Some("inputs")
@@ -174,14 +173,11 @@ impl Op for Command {
         }
         Ok(())
     }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        let p: RawParams = params::parse(raw)?;
-        let canonical = canonical(p)?;
-        serde_json::to_value(&canonical).map_err(|e| ParamError::field("", e.to_string(), None))
+    fn normalize(&self, raw: &Json) -> Result<CommandParams, ParamError> {
+        canonical(params::parse::<RawParams>(raw)?)
     }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: CommandParams = ctx.params()?;
-        let stage = ctx.instance.name.clone();
+    fn run(&self, p: CommandParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        let stage = ctx.name.to_string();
         let dir = scratch::Scratch::create(ctx.staging)?;
         dir.copy_code(&p.code)?;
         let mut rows = BTreeMap::new();
@@ -200,7 +196,7 @@ impl Op for Command {
             timeout: std::time::Duration::from_secs_f64(p.timeout),
             env: vec![("CFRUN_SEED".into(), p.seed.to_string()), ("CFRUN_INSTANCE".into(), stage.clone())],
         };
-        child::run(&run).map_err(|e| OpError::Invalid(format!("command `{}` {e}", argv[0])))?;
+        child::run(&run).map_err(|why| OpError::Program { program: argv[0].clone(), why })?;
         dir.seal_outputs()?;
         dir.check_undeclared(p.outputs.keys())?;
         // Per-example inputs that agree on their rows fix the rows of per-example outputs.
@@ -208,8 +204,11 @@ impl Op for Command {
         for (name, kind) in &p.outputs {
             let out = dir.output(name);
             let kind = parse_kind(kind).ok_or_else(|| OpError::Invalid(format!("unknown kind `{kind}`")))?;
-            validate::validate(&out, kind, want)
-                .map_err(|e| OpError::Invalid(format!("output `{name}` ({kind}) is malformed: out/{name}/{e}")))?;
+            validate::validate(&out, kind, want).map_err(|source| OpError::MalformedOutput {
+                output: name.clone(),
+                kind,
+                source,
+            })?;
         }
         for name in p.outputs.keys() {
             let target = ctx.output_dir(name);
@@ -416,7 +415,7 @@ mod tests {
         std::fs::write(&code, "print(1)\n").unwrap();
         let base = json!({"argv": ["python3", "{param.c}"], "code": [code], "env_key": "py3.11",
                           "env_probe": ["echo", "numpy 2.0"], "outputs": {"m": "metrics"}, "params": {"c": 1}, "seed": 0});
-        let canon = |raw: &Json| Command.normalize(raw).unwrap();
+        let canon = |raw: &Json| crate::ops::Op::normalize(&Command, raw).unwrap();
         let before = canon(&base);
         assert_eq!(before["env"], "numpy 2.0\n");
         for (field, value) in [
@@ -452,16 +451,19 @@ mod tests {
     fn normalize_hashes_code_and_rejects_unknown_placeholders() {
         let raw = json!({"argv": ["true", "{out.m}", "{param.c}", "{seed}"], "outputs": {"m": "metrics"},
                          "params": {"c": 2}, "code": ["Cargo.toml"], "seed": 1});
-        let canon = Command.normalize(&raw).unwrap();
+        let canon = crate::ops::Op::normalize(&Command, &raw).unwrap();
         assert!(canon["code"]["Cargo.toml"].as_str().unwrap().starts_with("blake3:"));
         assert_eq!(canon["outputs"]["m"], "metrics");
         let p: CommandParams = serde_json::from_value(canon).unwrap();
         assert_eq!(expand(&p).unwrap(), vec!["true", "out/m", "2", "1"]);
         let bad = json!({"argv": ["true", "{out.nope}"], "outputs": {"m": "metrics"}, "seed": 1});
-        assert!(Command.normalize(&bad).unwrap_err().message.contains("unknown placeholder {out.nope}"));
+        assert!(crate::ops::Op::normalize(&Command, &bad)
+            .unwrap_err()
+            .message
+            .contains("unknown placeholder {out.nope}"));
         let bad = json!({"argv": ["true"], "outputs": {"m": "tables"}, "seed": 1});
-        assert!(Command.normalize(&bad).unwrap_err().message.contains("is not a kind"));
+        assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("is not a kind"));
         let bad = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": ["../x.py"], "seed": 1});
-        assert!(Command.normalize(&bad).unwrap_err().message.contains("without `..`"));
+        assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("without `..`"));
     }
 }

@@ -5,11 +5,10 @@
 //! with larger activations does not dominate the distances k-means sees.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, FeaturesMeta, Split};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 
 /// Parameters of `concat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,41 +55,29 @@ pub fn join(blocks: &[(&[f32], usize)], rows: usize, normalize: bool) -> Vec<f32
 /// The `concat` op.
 pub struct Concat;
 
-impl Op for Concat {
-    fn name(&self) -> &'static str {
-        "concat"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "joins the features of every gathered instance column-wise (multi-task clustering)"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[InputSpec {
+impl StageKind for Concat {
+    type Params = ConcatParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "concat",
+        version: 1,
+        summary: "joins the features of every gathered instance column-wise (multi-task clustering)",
+        inputs: &[InputSpec {
             name: "inputs",
             kinds: &[Kind::Features],
             required: true,
             gather: true,
             doc: "features outputs; every instance of each named stage is joined, in instance-name order",
-        }]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<ConcatParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<ConcatParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: ConcatParams = ctx.params()?;
+        }],
+        outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: ConcatParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let mut inputs: Vec<_> = ctx.gathered("inputs").to_vec();
         inputs.sort_by(|a, b| a.instance.cmp(&b.instance));
         let feats = inputs.iter().map(|i| Features::load(&i.dir)).collect::<Result<Vec<_>, _>>()?;
         let Some(first) = feats.first() else {
-            return Err(OpError::Invalid(format!("{}: nothing to join", ctx.instance.name)));
+            return Err(OpError::Invalid(format!("{}: nothing to join", ctx.name)));
         };
         let mut out = [Vec::new(), Vec::new()];
         for (s, split) in Split::ALL.into_iter().enumerate() {
@@ -111,8 +98,8 @@ impl Op for Concat {
         let names: Vec<&str> = inputs.iter().map(|i| i.instance.as_str()).collect();
         let [train, test] = out;
         let meta = FeaturesMeta { dim, source: format!("concat of {}", names.join(" + ")) };
-        tracing::info!("{}: {} blocks, {dim} columns", ctx.instance.name, names.len());
-        Features { meta, train, test }.save(&ctx.output_dir("features"))
+        tracing::info!("{}: {} blocks, {dim} columns", ctx.name, names.len());
+        Features { meta, train, test }.save(&ctx.output_dir("features")).map_err(OpError::from)
     }
 }
 

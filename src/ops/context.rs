@@ -5,12 +5,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
 use super::{Kind, OpError};
-use crate::exec::progress::Progress;
-use crate::graph::Instance;
+
+/// How a running op reports the progress of its long steps; the executor decides how it shows
+/// (a terminal bar, periodic log lines).
+pub trait StageProgress: Sync {
+    /// Starts a step of `total` units (`label`: "epoch 3/10", "iterations").
+    fn begin(&self, label: &str, total: u64);
+    /// Advances the current step.
+    fn inc(&self, n: u64);
+    /// A short status beside the step (the current loss).
+    fn message(&self, text: &str);
+    /// Ends the current step.
+    fn finish(&self);
+}
 
 /// One upstream output as seen by a running op.
 #[derive(Debug, Clone)]
@@ -29,8 +39,10 @@ pub struct InputArtifact {
 
 /// The environment of one running stage instance.
 pub struct StageCtx<'a> {
-    /// The instance being run.
-    pub instance: &'a Instance,
+    /// The instance's name, for messages.
+    pub name: &'a str,
+    /// Its canonical parameters (typed by the op before `run`).
+    pub params: &'a Json,
     /// Input slot to the upstream outputs it reads.
     pub inputs: BTreeMap<String, Vec<InputArtifact>>,
     /// Where outputs are staged (one subfolder per output); published atomically afterwards.
@@ -42,22 +54,16 @@ pub struct StageCtx<'a> {
     /// Where tensors live.
     pub device: &'a Device,
     /// Progress reporting.
-    pub progress: &'a Progress,
+    pub progress: &'a dyn StageProgress,
 }
 
 impl StageCtx<'_> {
-    /// The instance's parameters as the op's typed struct.
-    pub fn params<P: DeserializeOwned>(&self) -> Result<P, OpError> {
-        serde_json::from_value(self.instance.params.clone())
-            .map_err(|e| OpError::Invalid(format!("parameters of {}: {e}", self.instance.name)))
-    }
-
     /// The single artifact bound to `slot`.
     pub fn input(&self, slot: &str) -> Result<&InputArtifact, OpError> {
         self.inputs
             .get(slot)
             .and_then(|v| v.first())
-            .ok_or_else(|| OpError::Invalid(format!("{}: input `{slot}` is not set", self.instance.name)))
+            .ok_or_else(|| OpError::Invalid(format!("{}: input `{slot}` is not set", self.name)))
     }
 
     /// The artifact bound to `slot`, if the stage set it.

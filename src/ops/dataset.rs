@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
-use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
-use crate::config::params::{self, ParamError, Params};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use crate::artifact::{Images, Labels, LabelsMeta};
+use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 
 /// Parameters of `dataset`.
@@ -137,37 +136,25 @@ impl DatasetParams {
 /// The `dataset` op.
 pub struct Dataset;
 
-impl Op for Dataset {
-    fn name(&self) -> &'static str {
-        "dataset"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "a named data set (mnist, fashion-mnist, animal-mnist, synthetic), verified, optionally subset"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for Dataset {
+    type Params = DatasetParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "dataset",
+        version: 1,
+        summary: "a named data set (mnist, fashion-mnist, animal-mnist, synthetic), verified, optionally subset",
+        inputs: &[],
+        outputs: &[
             OutputSpec { name: "images", kind: Kind::Images, doc: "u8 pixels of both splits" },
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "the data set's class labels" },
-        ]
-    }
-    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+        ],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<DatasetParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<DatasetParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: DatasetParams = ctx.params()?;
+
+    fn run(&self, p: DatasetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let opts = p.load_options(ctx.data_dir.clone());
         let ds = match data::pool_members(&p.name) {
             Some(members) => data::load_pool(&members.map_err(OpError::Invalid)?, &opts)?,
@@ -177,22 +164,13 @@ impl Op for Dataset {
                 data::load(name, &opts)?
             }
         };
-        tracing::info!("{}: {} train / {} test images", ctx.instance.name, ds.train.labels.len(), ds.test.labels.len());
-        let meta = ImagesMeta {
-            dataset: ds.name.clone(),
-            channels: ds.channels,
-            height: ds.height,
-            width: ds.width,
-            num_classes: ds.num_classes,
-            class_names: ds.class_names.clone(),
-            hflip_ok: ds.hflip_ok,
-            frames: 1,
-        };
+        tracing::info!("{}: {} train / {} test images", ctx.name, ds.train.labels.len(), ds.test.labels.len());
+        let meta = ds.meta;
         let labels = Labels {
             meta: LabelsMeta {
-                num_classes: ds.num_classes,
-                class_names: ds.class_names.clone(),
-                source: ds.name.clone(),
+                num_classes: meta.num_classes,
+                class_names: meta.class_names.clone(),
+                source: meta.dataset.clone(),
                 tag_classes: Vec::new(),
             },
             train: ds.train.labels,
@@ -200,6 +178,33 @@ impl Op for Dataset {
             tags: None,
         };
         labels.save(&ctx.output_dir("labels"))?;
-        Images { meta, train: ds.train.pixels, test: ds.test.pixels }.save(&ctx.output_dir("images"))
+        Images { meta, train: ds.train.pixels, test: ds.test.pixels }
+            .save(&ctx.output_dir("images"))
+            .map_err(OpError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::catalog;
+
+    /// A data set's key does not read its files' checksums: new files (a new version of the data)
+    /// are only accepted once the catalog pins them, and the `dataset` op's version must move with
+    /// the catalog so that every key built on the old files changes. This pins both together.
+    #[test]
+    fn a_new_data_set_version_moves_the_op_version() {
+        let mut hasher = blake3::Hasher::new();
+        for name in [DatasetName::Mnist, DatasetName::FashionMnist, DatasetName::AnimalMnist] {
+            for file in catalog::spec(name).expect("a real data set").files {
+                hasher.update(format!("{name} {} {} {}\n", file.name, file.sha256, file.size).as_bytes());
+            }
+        }
+        let pinned = (Dataset::SPEC.version, hasher.finalize().to_hex().to_string());
+        assert_eq!(
+            pinned,
+            (1, "92793cfb96e54da106b7a18e562e78201ba8e74c442444b52e755d1f1bb27724".to_string()),
+            "the catalog's files changed: bump the `dataset` op's version (it is in every key) and pin both here"
+        );
     }
 }

@@ -4,11 +4,10 @@
 //! `clips_per_video` uniformly spaced temporal crops of `clip_frames` frames and average them.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, FeaturesMeta, Images, Split};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::nn::{self, ImageData, Pool, Tap};
 
 /// Parameters of `extract`.
@@ -97,18 +96,13 @@ impl Params for ExtractParams {
 /// The `extract` op.
 pub struct Extract;
 
-impl Op for Extract {
-    fn name(&self) -> &'static str {
-        "extract"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
+impl StageKind for Extract {
+    type Params = ExtractParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "extract",
+        version: 1,
+        summary: "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits",
+        inputs: &[
             MODEL,
             InputSpec {
                 name: "images",
@@ -117,19 +111,12 @@ impl Op for Extract {
                 gather: false,
                 doc: "images or clips to embed",
             },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, D] f32 per split" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<ExtractParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<ExtractParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: ExtractParams = ctx.params()?;
+        ],
+        outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, D] f32 per split" }],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: ExtractParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let tap: Tap = p.tap.parse().map_err(|_| OpError::Invalid(format!("unknown tap {}", p.tap)))?;
         let pool: Pool = p.pool.parse().map_err(|_| OpError::Invalid(format!("unknown pooling {}", p.pool)))?;
         let model = ctx.input("model")?;
@@ -184,7 +171,7 @@ impl Op for Extract {
         }
         let [train, test] = out;
         let meta = FeaturesMeta { dim, source: format!("{} {} of {}", p.tap, p.pool, model.instance) };
-        Features { meta, train, test }.save(&ctx.output_dir("features"))
+        Features { meta, train, test }.save(&ctx.output_dir("features")).map_err(OpError::from)
     }
 }
 

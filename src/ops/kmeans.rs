@@ -3,12 +3,11 @@
 //! clustering (purity, NMI) against true labels.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, Init, KMeansConfig};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::eval;
 
 /// Parameters of `kmeans`.
@@ -22,7 +21,7 @@ pub struct KMeansParams {
     pub iterations: usize,
     /// `kmeans++` or `random` (K distinct points).
     #[serde(default = "default_init")]
-    pub init: String,
+    pub init: InitName,
     /// L2-normalise features first (VISSL's ClusterFit does).
     #[serde(default)]
     pub normalize: bool,
@@ -37,11 +36,29 @@ fn default_iterations() -> usize {
     20
 }
 
-fn default_init() -> String {
-    "kmeans++".into()
+/// How the first centroids are chosen, as the file writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitName {
+    /// k-means++ D^2 sampling.
+    #[serde(rename = "kmeans++")]
+    KMeansPlusPlus,
+    /// K distinct points drawn uniformly.
+    #[serde(rename = "random")]
+    Random,
 }
 
-const INITS: &[&str] = &["kmeans++", "random"];
+impl From<InitName> for Init {
+    fn from(name: InitName) -> Init {
+        match name {
+            InitName::KMeansPlusPlus => Init::KMeansPlusPlus,
+            InitName::Random => Init::Random,
+        }
+    }
+}
+
+fn default_init() -> InitName {
+    InitName::KMeansPlusPlus
+}
 
 impl Params for KMeansParams {
     fn validate(&self) -> Result<(), ParamError> {
@@ -50,13 +67,6 @@ impl Params for KMeansParams {
         }
         if self.iterations == 0 {
             return Err(ParamError::range("iterations", self.iterations, "at least 1"));
-        }
-        if !INITS.contains(&self.init.as_str()) {
-            return Err(ParamError::field(
-                "init",
-                format!("unknown init `{}`", self.init),
-                Some(format!("valid: {}", INITS.join(", "))),
-            ));
         }
         if self.max_points_per_centroid == Some(0) {
             return Err(ParamError::range("max_points_per_centroid", 0, "at least 1"));
@@ -109,37 +119,19 @@ pub(super) fn assignment_metrics(
 /// The `kmeans` op.
 pub struct KMeans;
 
-impl Op for KMeans {
-    fn name(&self) -> &'static str {
-        "kmeans"
-    }
-    fn version(&self) -> u32 {
+impl StageKind for KMeans {
+    type Params = KMeansParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "kmeans",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            InputSpec {
-                name: "features",
-                kinds: &[Kind::Features, Kind::Images],
-                required: true,
-                gather: false,
-                doc: "what to cluster (images count as pixel features)",
-            },
-            TRUTH_INPUT,
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+        version: 2,
+        summary: "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels",
+        inputs: &[super::FEATURES_INPUT, TRUTH_INPUT],
+        outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "cluster ids of every split (+ centroids)" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "inertia per iteration, sizes, purity/NMI" },
-        ]
-    }
-    fn metric_names(&self) -> &'static [&'static str] {
-        &[
+        ],
+        metric_names: &[
             "smallest_cluster",
             "largest_cluster",
             "purity",
@@ -149,16 +141,10 @@ impl Op for KMeans {
             "inertia",
             "test_inertia",
             "empty_cluster_splits",
-        ]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<KMeansParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<KMeansParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: KMeansParams = ctx.params()?;
+        ],
+    };
+
+    fn run(&self, p: KMeansParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let (d, n) = (feats.meta.dim, feats.count(Split::Train));
         if p.k > n {
@@ -170,7 +156,7 @@ impl Op for KMeans {
         let cfg = KMeansConfig {
             k: p.k,
             iterations: p.iterations,
-            init: if p.init == "random" { Init::Random } else { Init::KMeansPlusPlus },
+            init: p.init.into(),
             seed: p.seed,
             normalize: p.normalize,
             max_points_per_centroid: p.max_points_per_centroid,
@@ -200,6 +186,6 @@ impl Op for KMeans {
         };
         Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, p.k, d)?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }

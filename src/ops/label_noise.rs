@@ -2,14 +2,12 @@
 //! labels are replaced by a label drawn uniformly from the *other* classes. Test labels are kept.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Labels, LabelsMeta};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 
 /// Parameters of `label_noise`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +35,7 @@ pub fn corrupt(labels: &[u32], num_classes: usize, percent: f64, seed: u64) -> V
         return out;
     }
     let count = ((percent / 100.0) * labels.len() as f64).round() as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.shuffle(&mut rng);
     for &i in &order[..count.min(labels.len())] {
@@ -50,36 +48,24 @@ pub fn corrupt(labels: &[u32], num_classes: usize, percent: f64, seed: u64) -> V
 /// The `label_noise` op.
 pub struct LabelNoise;
 
-impl Op for LabelNoise {
-    fn name(&self) -> &'static str {
-        "label_noise"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "replaces exactly round(p% of N) training labels by a uniformly drawn other class"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "clean labels" }]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "labels", kind: Kind::Labels, doc: "noisy training labels, clean test labels" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<LabelNoiseParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<LabelNoiseParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: LabelNoiseParams = ctx.params()?;
+impl StageKind for LabelNoise {
+    type Params = LabelNoiseParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "label_noise",
+        version: 1,
+        summary: "replaces exactly round(p% of N) training labels by a uniformly drawn other class",
+        inputs: &[super::labels_input("clean labels")],
+        outputs: &[OutputSpec { name: "labels", kind: Kind::Labels, doc: "noisy training labels, clean test labels" }],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: LabelNoiseParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;
         let train = corrupt(&clean.train, clean.meta.num_classes, p.percent, p.seed);
         let changed = train.iter().zip(&clean.train).filter(|(a, b)| a != b).count();
-        tracing::info!("{}: {changed} of {} training labels replaced", ctx.instance.name, train.len());
+        tracing::info!("{}: {changed} of {} training labels replaced", ctx.name, train.len());
         let meta = LabelsMeta { source: format!("{} with {}% noise", clean.meta.source, p.percent), ..clean.meta };
-        Labels { meta, train, test: clean.test, tags: None }.save(&ctx.output_dir("labels"))
+        Labels { meta, train, test: clean.test, tags: None }.save(&ctx.output_dir("labels")).map_err(OpError::from)
     }
 }
 
@@ -114,7 +100,8 @@ mod tests {
 
     #[test]
     fn percent_out_of_range_is_rejected() {
-        let e = params::normalize::<LabelNoiseParams>(&serde_json::json!({"percent": 150, "seed": 0})).unwrap_err();
+        let e = crate::config::params::normalize::<LabelNoiseParams>(&serde_json::json!({"percent": 150, "seed": 0}))
+            .unwrap_err();
         assert_eq!(e.path, "percent");
     }
 }

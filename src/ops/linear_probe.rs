@@ -2,11 +2,10 @@
 //! with the train split's statistics), fitted on the train split and scored on the test split.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
+use super::{check_sgd, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ProbeConfig};
 
 /// Parameters of `linear_probe`.
@@ -66,43 +65,23 @@ impl Params for ProbeParams {
 /// The `linear_probe` op.
 pub struct LinearProbe;
 
-impl Op for LinearProbe {
-    fn name(&self) -> &'static str {
-        "linear_probe"
-    }
-    fn version(&self) -> u32 {
+impl StageKind for LinearProbe {
+    type Params = ProbeParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "linear_probe",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "softmax regression on frozen, standardised features: train split -> test split top-1"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            InputSpec {
-                name: "features",
-                kinds: &[Kind::Features, Kind::Images],
-                required: true,
-                gather: false,
-                doc: "frozen features (images count as pixel features)",
-            },
-            InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "target labels" },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "top1 (test), train_top1, per-class accuracy" }]
-    }
-    fn metric_names(&self) -> &'static [&'static str] {
-        &["top1", "train_top1", "top5"]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<ProbeParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<ProbeParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: ProbeParams = ctx.params()?;
+        version: 2,
+        summary: "softmax regression on frozen, standardised features: train split -> test split top-1",
+        inputs: &[super::FEATURES_INPUT, super::labels_input("target labels")],
+        outputs: &[OutputSpec {
+            name: "metrics",
+            kind: Kind::Metrics,
+            doc: "top1 (test), train_top1, per-class accuracy",
+        }],
+        metric_names: &["top1", "train_top1", "top5"],
+    };
+
+    fn run(&self, p: ProbeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         for split in Split::ALL {
@@ -152,7 +131,7 @@ impl Op for LinearProbe {
             "features": feats.meta.source,
             "labels": labels.meta.source,
         });
-        tracing::info!("{}: top-1 {:.2}%", ctx.instance.name, result.test_top1 * 100.0);
-        m.save(&ctx.output_dir("metrics"))
+        tracing::info!("{}: top-1 {:.2}%", ctx.name, result.test_top1 * 100.0);
+        m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }

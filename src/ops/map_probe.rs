@@ -4,11 +4,10 @@
 //! (see [`crate::eval::ovr_map`]).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Metrics, MultiLabels, Split};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::eval::{self, OvrConfig};
 
 /// Parameters of `map_probe`.
@@ -75,25 +74,14 @@ impl Params for MapProbeParams {
 /// The `map_probe` op.
 pub struct MapProbe;
 
-impl Op for MapProbe {
-    fn name(&self) -> &'static str {
-        "map_probe"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            InputSpec {
-                name: "features",
-                kinds: &[Kind::Features, Kind::Images],
-                required: true,
-                gather: false,
-                doc: "frozen features (images count as pixel features)",
-            },
+impl StageKind for MapProbe {
+    type Params = MapProbeParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "map_probe",
+        version: 1,
+        summary: "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP",
+        inputs: &[
+            super::FEATURES_INPUT,
             InputSpec {
                 name: "labels",
                 kinds: &[Kind::MultiLabels],
@@ -101,22 +89,16 @@ impl Op for MapProbe {
                 gather: false,
                 doc: "the classes present in each image",
             },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "map (test, %), train_map, per-class AP and cost" }]
-    }
-    fn metric_names(&self) -> &'static [&'static str] {
-        &["map", "train_map"]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<MapProbeParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<MapProbeParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: MapProbeParams = ctx.params()?;
+        ],
+        outputs: &[OutputSpec {
+            name: "metrics",
+            kind: Kind::Metrics,
+            doc: "map (test, %), train_map, per-class AP and cost",
+        }],
+        metric_names: &["map", "train_map"],
+    };
+
+    fn run(&self, p: MapProbeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = MultiLabels::load(&ctx.input("labels")?.dir)?;
         for split in Split::ALL {
@@ -145,8 +127,8 @@ impl Op for MapProbe {
             "features": feats.meta.source,
             "labels": labels.meta.source,
         });
-        tracing::info!("{}: mAP {:.2}%", ctx.instance.name, r.map * 100.0);
-        m.save(&ctx.output_dir("metrics"))
+        tracing::info!("{}: mAP {:.2}%", ctx.name, r.map * 100.0);
+        m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 
@@ -156,7 +138,7 @@ mod tests {
 
     #[test]
     fn bad_costs_and_folds_name_their_field() {
-        let e = |v| params::normalize::<MapProbeParams>(&v).unwrap_err().path;
+        let e = |v| crate::config::params::normalize::<MapProbeParams>(&v).unwrap_err().path;
         assert_eq!(e(serde_json::json!({"costs": [], "seed": 0})), "costs");
         assert_eq!(e(serde_json::json!({"costs": [-1.0], "seed": 0})), "costs");
         assert_eq!(e(serde_json::json!({"folds": 1, "seed": 0})), "folds");

@@ -1,12 +1,13 @@
-//! Stage kinds. Each op lives in its own file behind the [`Op`] trait; [`registry`] lists them
-//! all, and the CLI's `cfrun ops` and the README's reference are generated from it.
+//! Stage kinds. Each op lives in its own file as a [`StageKind`] (its typed parameters, its
+//! [`OpSpec`] and its `run`); one generic implementation turns that into the [`Op`] the rest of
+//! cfrun sees. [`registry`] lists them all; `cfrun ops` prints from it (the README's stage
+//! table is written by hand).
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::config::ParamError;
+use crate::config::params::{self, ParamError, Params};
 
 mod canvas;
 pub mod claims;
@@ -27,51 +28,12 @@ pub mod prototype;
 mod random_net;
 pub mod table;
 pub mod train;
+pub mod training;
 pub mod video;
 pub mod weak_tags;
 
-pub use context::{InputArtifact, StageCtx};
-
-/// What an output holds; an input accepts one or more kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// Images of a train and a test split (u8, NCHW), with the data set's metadata.
-    Images,
-    /// Video clips of a train and a test split (u8, NCTHW); stored like images with `frames > 1`.
-    Clips,
-    /// One class id per image of each split.
-    Labels,
-    /// An `[N, D]` f32 matrix per split.
-    Features,
-    /// Trained network weights and architecture.
-    Model,
-    /// Scalar results (accuracy, NMI, ...).
-    Metrics,
-    /// Tables and figures for people.
-    Report,
-    /// Jigsaw's permutation set.
-    Permutations,
-    /// A set of classes per image of each split (multi-hot).
-    MultiLabels,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Kind::Images => "images",
-            Kind::Clips => "clips",
-            Kind::Labels => "labels",
-            Kind::Features => "features",
-            Kind::Model => "model",
-            Kind::Metrics => "metrics",
-            Kind::Report => "report",
-            Kind::Permutations => "permutations",
-            Kind::MultiLabels => "multilabels",
-        };
-        f.write_str(s)
-    }
-}
+pub use crate::artifact::Kind;
+pub use context::{InputArtifact, StageCtx, StageProgress};
 
 /// An input slot of an op.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +67,14 @@ pub enum OpError {
     /// The stage's inputs or parameters cannot work together (e.g. K above the number of points).
     #[error("{0}")]
     Invalid(String),
+    /// The recipe's parameters do not type as this op's (a job file from another cfrun).
+    #[error("parameters of {instance}: {source}")]
+    Params {
+        /// The instance.
+        instance: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
     /// A file could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -116,6 +86,38 @@ pub enum OpError {
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A `command` stage's program did not run to a clean exit (spawn, exit status, timeout).
+    #[error("command `{program}` {why}")]
+    Program {
+        /// `argv[0]`.
+        program: String,
+        /// What happened, with the program's last output.
+        why: String,
+    },
+    /// An output a stage wrote does not hold what its kind promises.
+    #[error("output `{output}` ({kind}) is malformed: out/{output}/{source}")]
+    MalformedOutput {
+        /// The output's name.
+        output: String,
+        /// Its declared kind.
+        kind: Kind,
+        /// What is wrong, and in which file.
+        source: crate::artifact::validate::FormatError,
+    },
+    /// A stage finished without writing a declared output.
+    #[error("op {op} did not write its output `{output}`")]
+    MissingOutput {
+        /// The op.
+        op: &'static str,
+        /// The output.
+        output: String,
+    },
+    /// The cache could not be read or written (a lock, the staging folder, publishing).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// An artifact could not be read or written.
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
     /// Loading a data set failed.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
@@ -147,75 +149,174 @@ impl OpError {
     }
 }
 
-/// A stage kind.
-pub trait Op: Send + Sync {
+/// The fixed description of a stage kind: what `cfrun ops` lists and what every key names.
+#[derive(Debug)]
+pub struct OpSpec {
     /// The name used as `op = "..."`.
-    fn name(&self) -> &'static str;
+    pub name: &'static str,
     /// Bumped whenever the op's results change for the same parameters; part of every recipe key.
-    fn version(&self) -> u32;
+    pub version: u32,
     /// One line for `cfrun ops`.
-    fn summary(&self) -> &'static str;
+    pub summary: &'static str,
     /// Input slots.
-    fn inputs(&self) -> &'static [InputSpec];
+    pub inputs: &'static [InputSpec],
     /// Outputs.
-    fn outputs(&self) -> &'static [OutputSpec];
-    /// Names of the parameters (for help texts and seed injection).
-    fn param_fields(&self) -> &'static [&'static str];
-    /// Types, defaults and validates the parameters, returning the canonical form.
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError>;
-    /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
+    pub outputs: &'static [OutputSpec],
+    /// The metric names a `metrics` output can hold, where the op knows them; claims and tables
+    /// naming another metric are rejected before anything runs. Empty: not declared.
+    pub metric_names: &'static [&'static str],
+}
 
-    /// Whether the op draws random numbers that should differ between replicates: such a stage
-    /// runs once per replicate, each with its own seed. Ops whose seed fixes a design choice (a
-    /// data subset, generated data, a permutation set) say no and are shared by all replicates.
+/// What one op file implements: its spec, its typed parameters and its `run`. Everything else
+/// cfrun needs ([`Op`]) follows from these through one generic implementation.
+pub trait StageKind: Send + Sync + 'static {
+    /// The typed parameters; their canonical JSON goes into the recipe key.
+    type Params: Params;
+    /// Name, version, summary, inputs, outputs, metric names.
+    const SPEC: &'static OpSpec;
+
+    /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
+    fn run(&self, params: Self::Params, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
+
+    /// Names of the parameters (for help texts and seed injection).
+    fn param_fields(&self) -> Vec<&'static str> {
+        Self::Params::fields()
+    }
+    /// Types, defaults and validates raw stage fields (unknown fields rejected with a suggestion).
+    fn normalize(&self, raw: &Json) -> Result<Self::Params, ParamError> {
+        params::typed::<Self::Params>(raw)
+    }
+    /// See [`Op::replicated`].
     fn replicated(&self) -> bool {
         self.param_fields().contains(&"seed")
     }
-
-    /// The metric names a `metrics` output of this op can hold, where the op knows them; claims
-    /// and tables naming another metric are rejected before anything runs. Empty: not declared.
-    fn metric_names(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// Checks the parameters of an aggregating stage against the instances it gathers (their
-    /// stages and axes), before anything runs.
-    fn check_gathered(&self, _params: &Json, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    /// See [`Op::check_gathered`].
+    fn check_gathered(&self, _params: &Self::Params, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::output_kind`].
+    fn output_kind(&self, _params: &Json, name: &str) -> Option<Kind> {
+        Self::SPEC.outputs.iter().find(|o| o.name == name).map(|o| o.kind)
+    }
+    /// See [`Op::output_names`].
+    fn output_names(&self, _params: &Json) -> Vec<String> {
+        Self::SPEC.outputs.iter().map(|o| o.name.to_string()).collect()
+    }
+    /// See [`Op::input_table`].
+    fn input_table(&self) -> Option<&'static str> {
+        None
+    }
+    /// See [`Op::check_inputs`].
+    fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
+        Ok(())
+    }
+}
 
+/// A stage kind as the rest of cfrun sees it: parameters as canonical JSON. Implemented for
+/// every [`StageKind`]; op files implement that instead.
+pub trait Op: Send + Sync {
+    /// Name, version, summary, inputs, outputs, metric names.
+    fn spec(&self) -> &'static OpSpec;
+    /// Names of the parameters (for help texts and seed injection).
+    fn param_fields(&self) -> Vec<&'static str>;
+    /// Types, defaults and validates the parameters, returning the canonical form.
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError>;
+    /// Types the canonical parameters and runs the stage, writing every output under
+    /// `ctx.output_dir(NAME)`.
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
+    /// Whether the op draws random numbers that should differ between replicates: such a stage
+    /// runs once per replicate, each with its own seed. Ops whose seed fixes a design choice (a
+    /// data subset, generated data, a permutation set) say no and are shared by all replicates.
+    fn replicated(&self) -> bool;
+    /// Checks the parameters of an aggregating stage against the instances it gathers (their
+    /// stages and axes), before anything runs.
+    fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError>;
+    /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
+    /// fixed signature look in their spec; `command` reads the outputs its stage declares.
+    fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
+    /// The names of the outputs a stage with these parameters writes.
+    fn output_names(&self, params: &Json) -> Vec<String>;
+    /// A field whose table declares the stage's inputs (`command`'s `inputs`): each entry is an
+    /// input slot of any kind reading one `"STAGE.OUTPUT"`. `None` for ops with fixed slots.
+    fn input_table(&self) -> Option<&'static str>;
+    /// Checks the raw parameters against the input slots the stage declares (placeholders that
+    /// name an input), before anything runs.
+    fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError>;
+
+    /// The name used as `op = "..."`.
+    fn name(&self) -> &'static str {
+        self.spec().name
+    }
+    /// Part of every recipe key.
+    fn version(&self) -> u32 {
+        self.spec().version
+    }
+    /// One line for `cfrun ops`.
+    fn summary(&self) -> &'static str {
+        self.spec().summary
+    }
+    /// Input slots.
+    fn inputs(&self) -> &'static [InputSpec] {
+        self.spec().inputs
+    }
+    /// Outputs.
+    fn outputs(&self) -> &'static [OutputSpec] {
+        self.spec().outputs
+    }
+    /// See [`OpSpec::metric_names`].
+    fn metric_names(&self) -> &'static [&'static str] {
+        self.spec().metric_names
+    }
     /// Whether any input gathers all instances of its stages (tables, plots).
     fn aggregates(&self) -> bool {
         self.inputs().iter().any(|i| i.gather)
     }
-
     /// The output called `name`.
     fn output(&self, name: &str) -> Option<&'static OutputSpec> {
         self.outputs().iter().find(|o| o.name == name)
     }
+}
 
-    /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
-    /// fixed signature look in [`Op::outputs`]; `command` reads the outputs its stage declares.
-    fn output_kind(&self, _params: &Json, name: &str) -> Option<Kind> {
-        self.output(name).map(|o| o.kind)
+impl<T: StageKind> Op for T {
+    fn spec(&self) -> &'static OpSpec {
+        T::SPEC
     }
-
-    /// The names of the outputs a stage with these parameters writes.
-    fn output_names(&self, _params: &Json) -> Vec<String> {
-        self.outputs().iter().map(|o| o.name.to_string()).collect()
+    fn param_fields(&self) -> Vec<&'static str> {
+        StageKind::param_fields(self)
     }
-
-    /// A field whose table declares the stage's inputs (`command`'s `inputs`): each entry is an
-    /// input slot of any kind reading one `"STAGE.OUTPUT"`. `None` for ops with fixed slots.
+    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
+        params::canonical(&StageKind::normalize(self, raw)?)
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        // Canonical parameters were typed and checked when the plan was built; failing here
+        // means the recipe came from elsewhere (a job file) and does not fit this op.
+        let params = serde_json::from_value(ctx.params.clone())
+            .map_err(|source| OpError::Params { instance: ctx.name.to_string(), source })?;
+        StageKind::run(self, params, ctx)
+    }
+    fn replicated(&self) -> bool {
+        StageKind::replicated(self)
+    }
+    fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        StageKind::check_gathered(self, &params::parse(params)?, gathered)
+    }
+    fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
+        StageKind::output_kind(self, params, name)
+    }
+    fn output_names(&self, params: &Json) -> Vec<String> {
+        StageKind::output_names(self, params)
+    }
     fn input_table(&self) -> Option<&'static str> {
-        None
+        StageKind::input_table(self)
     }
+    fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
+        StageKind::check_inputs(self, raw, slots)
+    }
+}
 
-    /// Checks the raw parameters against the input slots the stage declares (placeholders that
-    /// name an input), before anything runs.
-    fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
-        Ok(())
+impl std::fmt::Debug for dyn Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name())
     }
 }
 
@@ -274,6 +375,20 @@ pub const GATHER_METRICS: InputSpec = InputSpec {
     required: true,
     gather: true,
     doc: "metrics outputs; every instance of each named stage is gathered",
+};
+
+/// A required `labels` input (one class id or tag set per image), described by `doc`.
+pub const fn labels_input(doc: &'static str) -> InputSpec {
+    InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc }
+}
+
+/// The `features` input of ops that read feature matrices (images count as pixel features).
+pub const FEATURES_INPUT: InputSpec = InputSpec {
+    name: "features",
+    kinds: &[Kind::Features, Kind::Images],
+    required: true,
+    gather: false,
+    doc: "feature rows of both splits (images count as pixel features)",
 };
 
 /// Every op cfrun knows, in the order `cfrun ops` lists them.

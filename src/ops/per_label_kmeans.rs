@@ -5,14 +5,13 @@
 //! it. Test points are assigned among the centroids of their own label.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::kmeans::KMeansParams;
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
-use crate::cluster::{self, Init, KMeansConfig};
-use crate::config::params::{self, ParamError, Params};
-use crate::nn::init::derive_seed;
+use crate::cluster::{self, KMeansConfig};
+use crate::config::params::{ParamError, Params};
+use crate::rng::derive_seed;
 
 /// Parameters of `per_label_kmeans` (those of `kmeans`, with `k` the total).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,48 +106,21 @@ fn rows(x: &[f32], d: usize, idx: &[usize]) -> Vec<f32> {
 /// The `per_label_kmeans` op.
 pub struct PerLabelKMeans;
 
-impl Op for PerLabelKMeans {
-    fn name(&self) -> &'static str {
-        "per_label_kmeans"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            InputSpec {
-                name: "features",
-                kinds: &[Kind::Features, Kind::Images],
-                required: true,
-                gather: false,
-                doc: "what to cluster",
-            },
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "the labels whose points are clustered separately",
-            },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for PerLabelKMeans {
+    type Params = PerLabelParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "per_label_kmeans",
+        version: 1,
+        summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
+        inputs: &[super::FEATURES_INPUT, super::labels_input("the labels whose points are clustered separately")],
+        outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "globally unique cluster ids of every split" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia" },
-        ]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<KMeansParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<PerLabelParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let PerLabelParams(p) = ctx.params()?;
+        ],
+        metric_names: &[],
+    };
+
+    fn run(&self, PerLabelParams(p): PerLabelParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let d = feats.meta.dim;
@@ -182,7 +154,7 @@ impl Op for PerLabelKMeans {
                 let cfg = KMeansConfig {
                     k: kl,
                     iterations: p.iterations,
-                    init: if p.init == "random" { Init::Random } else { Init::KMeansPlusPlus },
+                    init: p.init.into(),
                     seed: derive_seed(p.seed, "label", l as u64),
                     normalize: p.normalize,
                     max_points_per_centroid: p.max_points_per_centroid,
@@ -218,7 +190,7 @@ impl Op for PerLabelKMeans {
             tag_classes: Vec::new(),
         };
         Labels { meta, train, test, tags: None }.save(&ctx.output_dir("labels"))?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

@@ -7,11 +7,10 @@
 //! most of the transfer and the greedy set keeps a minimum Hamming distance of at least 5.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Permutations, PermutationsMeta};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::selfsup::permutations::max_hamming_set;
 
 /// Parameters of `permutations`.
@@ -36,42 +35,30 @@ impl Params for PermutationsParams {
 /// The `permutations` op.
 pub struct PermutationSet;
 
-impl Op for PermutationSet {
-    fn name(&self) -> &'static str {
-        "permutations"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "Jigsaw's P tile orders by the greedy maximal-Hamming-distance procedure (Noroozi & Favaro)"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "permutations", kind: Kind::Permutations, doc: "[P, 9] tile orders" }]
-    }
-    /// The permutation set is part of the pretext task's definition, shared by all replicates.
+impl StageKind for PermutationSet {
+    type Params = PermutationsParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "permutations",
+        version: 1,
+        summary: "Jigsaw's P tile orders by the greedy maximal-Hamming-distance procedure (Noroozi & Favaro)",
+        inputs: &[],
+        outputs: &[OutputSpec { name: "permutations", kind: Kind::Permutations, doc: "[P, 9] tile orders" }],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<PermutationsParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<PermutationsParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: PermutationsParams = ctx.params()?;
+
+    fn run(&self, p: PermutationsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let (perms, min_hamming) = max_hamming_set(p.count, p.seed);
-        tracing::info!("{}: {} permutations, minimum Hamming distance {min_hamming}", ctx.instance.name, perms.len());
+        tracing::info!("{}: {} permutations, minimum Hamming distance {min_hamming}", ctx.name, perms.len());
         let meta = PermutationsMeta {
             count: perms.len(),
             min_hamming,
             source: format!("greedy maximal Hamming distance, seed {}", p.seed),
         };
-        Permutations { meta, perms }.save(&ctx.output_dir("permutations"))
+        Permutations { meta, perms }.save(&ctx.output_dir("permutations")).map_err(OpError::from)
     }
 }
 
@@ -81,7 +68,8 @@ mod tests {
 
     #[test]
     fn count_out_of_range_names_the_field() {
-        let e = params::normalize::<PermutationsParams>(&serde_json::json!({"count": 1, "seed": 0})).unwrap_err();
+        let e = crate::config::params::normalize::<PermutationsParams>(&serde_json::json!({"count": 1, "seed": 0}))
+            .unwrap_err();
         assert_eq!(e.path, "count");
     }
 }

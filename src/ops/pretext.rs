@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::train::{resume_state, Checkpointer, TrainParams};
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Metrics, Permutations, Split};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, jigsaw, Augment, ImageData, TrainConfig};
@@ -25,135 +25,79 @@ use crate::selfsup::tiles::{upsample, TileSpec};
 
 /// Parameters of `pretext`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PretextParams {
     /// `rotnet` or `jigsaw`.
-    pub task: String,
-    /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu` or `resnet_gpu`.
-    #[serde(default = "defaults::arch")]
-    pub arch: String,
-    /// Channels of res2..res5, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub widths: Option<[usize; 4]>,
-    /// Basic blocks in res2..res5, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks: Option<[usize; 4]>,
-    /// Channels of conv1, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stem_width: Option<usize>,
-    /// Passes over the (derived) training set.
-    pub epochs: usize,
-    /// Examples per step (puzzles for Jigsaw, rotated images for RotNet).
-    #[serde(default = "defaults::batch_size")]
-    pub batch_size: usize,
-    /// Base learning rate.
-    #[serde(default = "defaults::lr")]
-    pub lr: f64,
-    /// SGD momentum.
-    #[serde(default = "defaults::momentum")]
-    pub momentum: f64,
-    /// L2 weight decay.
-    #[serde(default = "defaults::weight_decay")]
-    pub weight_decay: f64,
-    /// Epochs of linear warm-up.
-    #[serde(default = "defaults::warmup")]
-    pub warmup_epochs: usize,
-    /// `cosine` or `constant` decay after warm-up.
-    #[serde(default = "defaults::schedule")]
-    pub schedule: String,
+    pub task: Task,
+    /// The network: a ResNet preset (`resnet_tiny`, `resnet_small`, `resnet_cpu` or `resnet_gpu`).
+    #[serde(flatten)]
+    pub net: NetParams,
+    /// The optimiser (`cosine` or `constant` decay; an epoch is the derived training set).
+    #[serde(flatten)]
+    pub optim: OptimParams,
     /// RotNet: random-crop padding in pixels (0: no crops).
-    #[serde(default = "defaults::crop_padding")]
+    #[serde(default = "default_crop_padding")]
     pub crop_padding: usize,
     /// Jigsaw: side the images are upsampled to (a multiple of 3).
-    #[serde(default = "defaults::grid")]
+    #[serde(default = "default_grid")]
     pub grid: usize,
     /// Jigsaw: side of a tile, at most `grid / 3` (the rest of a cell is jitter).
-    #[serde(default = "defaults::tile")]
+    #[serde(default = "default_tile")]
     pub tile: usize,
     /// Seed of the initial weights, shuffles, permutation draws and jitter.
     pub seed: u64,
 }
 
-mod defaults {
-    pub fn arch() -> String {
-        "resnet_cpu".into()
-    }
-    pub fn batch_size() -> usize {
-        128
-    }
-    pub fn lr() -> f64 {
-        0.1
-    }
-    pub fn momentum() -> f64 {
-        0.9
-    }
-    pub fn weight_decay() -> f64 {
-        5e-4
-    }
-    pub fn warmup() -> usize {
-        1
-    }
-    pub fn schedule() -> String {
-        "cosine".into()
-    }
-    pub fn crop_padding() -> usize {
-        2
-    }
-    pub fn grid() -> usize {
-        48
-    }
-    pub fn tile() -> usize {
-        13
-    }
+/// The pretext task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Predict which of four quarter turns an image was given.
+    Rotnet,
+    /// Predict which permutation shuffled nine tiles.
+    Jigsaw,
 }
 
-const TASKS: &[&str] = &["rotnet", "jigsaw"];
+fn default_crop_padding() -> usize {
+    2
+}
+fn default_grid() -> usize {
+    48
+}
+fn default_tile() -> usize {
+    13
+}
 
 impl PretextParams {
-    /// The same network and optimiser as `train` parameters (for their checks and presets).
-    fn as_train(&self) -> TrainParams {
-        TrainParams {
-            arch: self.arch.clone(),
-            widths: self.widths,
-            blocks: self.blocks,
-            stem_width: self.stem_width,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            warmup_epochs: self.warmup_epochs,
-            schedule: self.schedule.clone(),
-            milestones: Vec::new(),
-            gamma: 0.1,
-            crop_padding: self.crop_padding,
-            hflip: Some(false),
-            clip_frames: None,
-            temperature: 1.0,
-            soft_weight: 0.0,
-            min_train_top1: None,
-            seed: self.seed,
-        }
-    }
-
     fn tiles(&self) -> TileSpec {
         TileSpec { grid: self.grid, tile: self.tile }
+    }
+
+    /// The training loop's settings (pretext has no step decay).
+    fn train_config(&self, arch: nn::Arch, augment: Augment) -> TrainConfig {
+        self.optim.train_config(arch, augment, self.seed, (&[], 0.1))
     }
 }
 
 impl Params for PretextParams {
+    fn fields() -> Vec<&'static str> {
+        params::with_groups(
+            &[&["task"], NetParams::fields(), OptimParams::fields()],
+            &["crop_padding", "grid", "tile", "seed"],
+        )
+    }
+
+    fn check_groups(raw: &Json) -> Result<(), ParamError> {
+        params::check_group::<NetParams>(raw)?;
+        params::check_group::<OptimParams>(raw)
+    }
+
     fn validate(&self) -> Result<(), ParamError> {
-        if !TASKS.contains(&self.task.as_str()) {
-            return Err(ParamError::field(
-                "task",
-                format!("unknown pretext task `{}`", self.task),
-                Some(format!("valid: {}", TASKS.join(", "))),
-            ));
-        }
-        if self.schedule == "step" {
+        if self.optim.schedule == Decay::Step {
             return Err(ParamError::field("schedule", "`step` is not offered for pretext training", None));
         }
-        self.as_train().validate()?;
+        self.net.validate()?;
+        self.optim.validate()?;
+        check_crop_padding(self.crop_padding)?;
         if self.grid == 0 || !self.grid.is_multiple_of(3) || self.grid > 256 {
             return Err(ParamError::range("grid", self.grid, "a multiple of 3 up to 255"));
         }
@@ -167,18 +111,14 @@ impl Params for PretextParams {
 /// The `pretext` op.
 pub struct Pretext;
 
-impl Op for Pretext {
-    fn name(&self) -> &'static str {
-        "pretext"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
+impl StageKind for Pretext {
+    type Params = PretextParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "pretext",
+        version: 1,
+        summary:
+            "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
+        inputs: &[
             InputSpec {
                 name: "images",
                 kinds: &[Kind::Images],
@@ -193,30 +133,19 @@ impl Op for Pretext {
                 gather: false,
                 doc: "Jigsaw's permutation set (required for task = \"jigsaw\", unused by rotnet)",
             },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+        ],
+        outputs: &[
             OutputSpec {
                 name: "model",
                 kind: Kind::Model,
                 doc: "the trunk as a standard model file (extract reads it)",
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "pretext loss and accuracy per epoch" },
-        ]
-    }
-    fn metric_names(&self) -> &'static [&'static str] {
-        &["pretext_loss", "pretext_top1"]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<PretextParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<PretextParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: PretextParams = ctx.params()?;
-        let tp = p.as_train();
+        ],
+        metric_names: &["pretext_loss", "pretext_top1"],
+    };
+
+    fn run(&self, p: PretextParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let m = &images.meta;
         let n = images.count(Split::Train);
@@ -224,21 +153,11 @@ impl Op for Pretext {
             .map_err(OpError::io("creating the checkpoint folder"))?;
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
-        let (trained, examples, unit) = if p.task == "rotnet" {
+        let (trained, examples, unit) = if p.task == Task::Rotnet {
             let (pixels, labels) = rotation_set(&images.train, n, m.channels, m.height, m.width)?;
             let data = ImageData { pixels: &pixels, n: 4 * n, c: m.channels, t: 1, h: m.height, w: m.width };
-            let cfg = TrainConfig {
-                arch: tp.arch(m.channels, 4)?,
-                epochs: p.epochs,
-                batch_size: p.batch_size,
-                lr: p.lr,
-                momentum: p.momentum,
-                weight_decay: p.weight_decay,
-                warmup_epochs: p.warmup_epochs,
-                schedule: tp.schedule(),
-                augment: Augment { crop_padding: p.crop_padding, hflip: false, clip_frames: 0 },
-                seed: p.seed,
-            };
+            let augment = Augment { crop_padding: p.crop_padding, hflip: false, clip_frames: 0 };
+            let cfg = p.train_config(p.net.arch(m.channels, 4)?, augment);
             let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
             log_resume(ctx, resume.as_ref().map(|s| s.epoch), cfg.epochs);
             let mut obs = Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs };
@@ -250,30 +169,20 @@ impl Op for Pretext {
             let perms_in = ctx.optional_input("permutations").ok_or_else(|| {
                 OpError::Invalid(format!(
                     "{}: task = \"jigsaw\" needs the `permutations` input (a `permutations` stage's output)",
-                    ctx.instance.name
+                    ctx.name
                 ))
             })?;
             let perms = Permutations::load(&perms_in.dir)?;
             let spec = p.tiles();
             let pixels = upsample(&images.train, n, m.channels, m.height, m.width, spec.grid);
             let data = ImageData { pixels: &pixels, n, c: m.channels, t: 1, h: spec.grid, w: spec.grid };
-            let cfg = TrainConfig {
-                arch: match tp.arch(m.channels, 1)? {
-                    nn::Arch::ResNet(r) => jigsaw::trunk_arch(&r).into(),
-                    _ => {
-                        return Err(OpError::Invalid(format!("jigsaw needs an image ResNet preset, not `{}`", p.arch)))
-                    }
-                },
-                epochs: p.epochs,
-                batch_size: p.batch_size,
-                lr: p.lr,
-                momentum: p.momentum,
-                weight_decay: p.weight_decay,
-                warmup_epochs: p.warmup_epochs,
-                schedule: tp.schedule(),
-                augment: Augment::default(),
-                seed: p.seed,
+            let arch = match p.net.arch(m.channels, 1)? {
+                nn::Arch::ResNet(r) => jigsaw::trunk_arch(&r).into(),
+                _ => {
+                    return Err(OpError::Invalid(format!("jigsaw needs an image ResNet preset, not `{}`", p.net.arch)))
+                }
             };
+            let cfg = p.train_config(arch, Augment::default());
             let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, Some(jigsaw::HEAD_PREFIX));
             log_resume(ctx, resume.as_ref().map(|s| s.epoch), cfg.epochs);
             let mut obs = Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs };
@@ -288,8 +197,8 @@ impl Op for Pretext {
             let secs: f64 = trained.history.iter().map(|e| e.seconds).sum();
             tracing::info!(
                 "{}: {} pre-training throughput {:.0} {unit}/s",
-                ctx.instance.name,
-                p.task,
+                ctx.name,
+                if p.task == Task::Rotnet { "rotnet" } else { "jigsaw" },
                 (examples * trained.history.len()) as f64 / secs.max(1e-9)
             );
         }
@@ -300,13 +209,13 @@ impl Op for Pretext {
             .collect();
         metrics.details =
             serde_json::json!({ "task": p.task, "curve": curve, "arch": trained.arch, "examples": examples });
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 
 fn log_resume(ctx: &StageCtx<'_>, epoch: Option<usize>, epochs: usize) {
     if let Some(e) = epoch {
-        tracing::info!("{}: resuming after epoch {e} of {epochs}", ctx.instance.name);
+        tracing::info!("{}: resuming after epoch {e} of {epochs}", ctx.name);
     }
 }
 
@@ -322,11 +231,11 @@ mod tests {
 
     #[test]
     fn bad_parameters_name_their_field() {
-        let e = |extra| params::normalize::<PretextParams>(&raw(extra)).unwrap_err().path;
+        let e = |extra| crate::config::params::normalize::<PretextParams>(&raw(extra)).unwrap_err().path;
         assert_eq!(e(serde_json::json!({"task": "colorize"})), "task");
         assert_eq!(e(serde_json::json!({"grid": 50})), "grid");
         assert_eq!(e(serde_json::json!({"tile": 17})), "tile");
         assert_eq!(e(serde_json::json!({"epochs": 0})), "epochs");
-        assert!(params::normalize::<PretextParams>(&raw(serde_json::json!({}))).is_ok());
+        assert!(crate::config::params::normalize::<PretextParams>(&raw(serde_json::json!({}))).is_ok());
     }
 }

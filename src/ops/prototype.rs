@@ -6,13 +6,12 @@
 //! a polysemous tag counting for both of its classes).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::kmeans::{assignment_metrics, TRUTH_INPUT};
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster;
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 
 /// Parameters of `prototype`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,54 +94,30 @@ fn memberships(labels: &Labels, by_class: bool) -> Result<Groups, OpError> {
 /// The `prototype` op.
 pub struct Prototype;
 
-impl Op for Prototype {
-    fn name(&self) -> &'static str {
-        "prototype"
-    }
-    fn version(&self) -> u32 {
+impl StageKind for Prototype {
+    type Params = PrototypeParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "prototype",
         // 2: metrics gain test_purity (shared reporting with `kmeans`).
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            InputSpec {
-                name: "features",
-                kinds: &[Kind::Features, Kind::Images],
-                required: true,
-                gather: false,
-                doc: "embeddings of D_cf (images count as pixel features)",
-            },
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "D_cf's labels or tag sets, whose class means become the prototypes",
-            },
+        version: 2,
+        summary: "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels",
+        inputs: &[
+            super::FEATURES_INPUT,
+            super::labels_input("D_cf's labels or tag sets, whose class means become the prototypes"),
             TRUTH_INPUT,
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+        ],
+        outputs: &[
             OutputSpec {
                 name: "labels",
                 kind: Kind::Labels,
                 doc: "nearest-prototype ids of every split (+ prototypes)",
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "number of prototypes, sizes, purity/NMI" },
-        ]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<PrototypeParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<PrototypeParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: PrototypeParams = ctx.params()?;
+        ],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: PrototypeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let (d, n) = (feats.meta.dim, feats.count(Split::Train));
@@ -162,7 +137,7 @@ impl Op for Prototype {
         }
         let (train, inertia) = cluster::assign(&model, &feats.train, n)?;
         let (test, _) = cluster::assign(&model, &feats.test, feats.count(Split::Test))?;
-        tracing::info!("{}: {} prototypes from {classes} labels", ctx.instance.name, model.k);
+        tracing::info!("{}: {} prototypes from {classes} labels", ctx.name, model.k);
         let mut metrics = Metrics::default();
         metrics.values.insert("k".into(), model.k as f64);
         metrics.values.insert("inertia".into(), inertia);
@@ -178,7 +153,7 @@ impl Op for Prototype {
         };
         Labels { meta, train, test, tags: None }.save(&out)?;
         tensors_io::save_matrix(&out.join("centroids.safetensors"), "centroids", &model.centroids, model.k, d)?;
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 

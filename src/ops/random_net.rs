@@ -4,79 +4,62 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::training::{NetParams, TRAINING_IMAGES};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Split};
 use crate::config::params::{self, ParamError, Params};
-use crate::nn::{self, Arch, ImageData};
+use crate::nn::{self, ImageData};
 
 /// Parameters of `random_net`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RandomNetParams {
-    /// Network preset, as for `train` (the same preset as the networks it is a floor for).
-    pub arch: String,
+    /// The network, as for `train` (the same as the networks it is a floor for).
+    #[serde(flatten)]
+    pub net: NetParams,
     /// Seed of the initial weights.
     pub seed: u64,
 }
 
 impl Params for RandomNetParams {
+    fn fields() -> Vec<&'static str> {
+        params::with_groups(&[NetParams::fields()], &["seed"])
+    }
+
+    fn check_groups(raw: &Json) -> Result<(), ParamError> {
+        params::check_group::<NetParams>(raw)
+    }
+
     fn validate(&self) -> Result<(), ParamError> {
-        if !nn::PRESETS.contains(&self.arch.as_str()) {
-            return Err(ParamError::field(
-                "arch",
-                format!("unknown network preset `{}`", self.arch),
-                Some(format!("valid: {}", nn::PRESETS.join(", "))),
-            ));
-        }
-        Ok(())
+        self.net.validate()
     }
 }
 
 /// The `random_net` op.
 pub struct RandomNet;
 
-impl Op for RandomNet {
-    fn name(&self) -> &'static str {
-        "random_net"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "an untrained network of a preset (seeded initial weights): the random-features floor"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
-            super::train::TRAINING_IMAGES,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc: "the labels the network would be trained on (the size of its head)",
-            },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "model", kind: Kind::Model, doc: "the untrained network" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<RandomNetParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<RandomNetParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: RandomNetParams = ctx.params()?;
+impl StageKind for RandomNet {
+    type Params = RandomNetParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "random_net",
+        version: 1,
+        summary: "an untrained network of a preset (seeded initial weights): the random-features floor",
+        inputs: &[
+            TRAINING_IMAGES,
+            super::labels_input("the labels the network would be trained on (the size of its head)"),
+        ],
+        outputs: &[OutputSpec { name: "model", kind: Kind::Model, doc: "the untrained network" }],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: RandomNetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let m = &images.meta;
-        let arch = Arch::preset(&p.arch, m.channels, labels.meta.num_classes)
-            .ok_or_else(|| OpError::Invalid(format!("unknown preset {}", p.arch)))?;
+        let arch = p.net.arch(m.channels, labels.meta.num_classes)?;
         if (m.frames > 1) != arch.is_video() {
             return Err(OpError::Invalid(format!(
                 "arch = \"{}\" does not take the {} of {}",
-                p.arch,
+                p.net.arch,
                 if m.frames > 1 { "clips" } else { "images" },
                 m.dataset
             )));

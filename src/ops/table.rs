@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{Gathered, InputArtifact, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::Metrics;
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::config::suggest::did_you_mean;
 use crate::report::{self, AxisValue, PaperRef, Record, TableSpec};
 
@@ -190,35 +190,23 @@ fn axis_value(v: &Json) -> AxisValue {
 /// The `table` op.
 pub struct Table;
 
-impl Op for Table {
-    fn name(&self) -> &'static str {
-        "table"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "gathers metrics over sweep instances into a markdown + CSV table"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[super::GATHER_METRICS]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<TableParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<TableParams>(raw)
-    }
-    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-        let p: TableParams = params::parse(raw)?;
+impl StageKind for Table {
+    type Params = TableParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "table",
+        version: 1,
+        summary: "gathers metrics over sweep instances into a markdown + CSV table",
+        inputs: &[super::GATHER_METRICS],
+        outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
+        metric_names: &[],
+    };
+
+    fn check_gathered(&self, p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         check_dimensions(&[("rows", &p.rows), ("columns", &p.columns)], gathered)?;
         check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)
     }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: TableParams = ctx.params()?;
+
+    fn run(&self, p: TableParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
         let dims: Vec<String> = p.rows.iter().chain(&p.columns).cloned().collect();
         let mut records = report::aggregate_replicates(records, "value", &dims);
@@ -295,6 +283,6 @@ mod tests {
     fn best_over_a_row_dimension_is_rejected() {
         let raw =
             serde_json::json!({"rows": ["layer"], "columns": ["source"], "metrics": ["top1"], "best_over": "layer"});
-        assert_eq!(params::normalize::<TableParams>(&raw).unwrap_err().path, "best_over");
+        assert_eq!(crate::config::params::normalize::<TableParams>(&raw).unwrap_err().path, "best_over");
     }
 }

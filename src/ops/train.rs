@@ -4,63 +4,33 @@
 //! labels). A checkpoint is written after every epoch under the
 //! recipe key, so a killed run resumes where it stopped and ends with the same weights.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{check_sgd, InputSpec, Kind, Op, OpError, OutputSpec, SgdSettings, StageCtx};
+use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, TRAINING_IMAGES};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
-use crate::config::limits;
 use crate::config::params::{self, ParamError, Params};
-use crate::nn::{self, Arch, Augment, EpochStats, ImageData, Schedule, TrainConfig, TrainObserver, TrainState};
+use crate::nn::{self, Augment, ImageData};
 
 /// Parameters of `train`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainParams {
-    /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
-    /// `r2plus1d_small`, `r2plus1d_large`, `r2plus1d_gpu` (clips).
-    #[serde(default = "defaults::arch")]
-    pub arch: String,
-    /// Channels of res2..res5, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub widths: Option<[usize; 4]>,
-    /// Basic blocks in res2..res5, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks: Option<[usize; 4]>,
-    /// Channels of conv1, overriding the preset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stem_width: Option<usize>,
-    /// Passes over the training split.
-    pub epochs: usize,
-    /// Images per step.
-    #[serde(default = "defaults::batch_size")]
-    pub batch_size: usize,
-    /// Base learning rate.
-    #[serde(default = "defaults::lr")]
-    pub lr: f64,
-    /// SGD momentum.
-    #[serde(default = "defaults::momentum")]
-    pub momentum: f64,
-    /// L2 weight decay.
-    #[serde(default = "defaults::weight_decay")]
-    pub weight_decay: f64,
-    /// Epochs of linear warm-up.
-    #[serde(default = "defaults::warmup")]
-    pub warmup_epochs: usize,
-    /// `cosine`, `step` or `constant` decay after warm-up.
-    #[serde(default = "defaults::schedule")]
-    pub schedule: String,
+    /// The network.
+    #[serde(flatten)]
+    pub net: NetParams,
+    /// The optimiser.
+    #[serde(flatten)]
+    pub optim: OptimParams,
     /// For `step`: epochs at which the rate is multiplied by `gamma`.
     #[serde(default)]
     pub milestones: Vec<usize>,
     /// For `step`: the factor.
-    #[serde(default = "defaults::gamma")]
+    #[serde(default = "default_gamma")]
     pub gamma: f64,
     /// Random-crop padding in pixels (0: no crops).
-    #[serde(default = "defaults::crop_padding")]
+    #[serde(default = "default_crop_padding")]
     pub crop_padding: usize,
     /// Clips only: train on random temporal crops of this many frames (temporal jittering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,10 +39,10 @@ pub struct TrainParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hflip: Option<bool>,
     /// Distillation: temperature of the teacher's soft targets.
-    #[serde(default = "defaults::temperature")]
+    #[serde(default = "default_temperature")]
     pub temperature: f32,
     /// Distillation: weight of the soft term (the labels get 1 - this).
-    #[serde(default = "defaults::soft_weight")]
+    #[serde(default = "default_soft_weight")]
     pub soft_weight: f32,
     /// Fails the stage when the last epoch's training top-1 (%, on the labels it was trained on)
     /// is below this: a network that did not fit its labels gives chance-level features, and a
@@ -83,105 +53,58 @@ pub struct TrainParams {
     pub seed: u64,
 }
 
-mod defaults {
-    pub fn arch() -> String {
-        "resnet_cpu".into()
-    }
-    pub fn batch_size() -> usize {
-        128
-    }
-    pub fn lr() -> f64 {
-        0.1
-    }
-    pub fn momentum() -> f64 {
-        0.9
-    }
-    pub fn weight_decay() -> f64 {
-        5e-4
-    }
-    pub fn warmup() -> usize {
-        1
-    }
-    pub fn schedule() -> String {
-        "cosine".into()
-    }
-    pub fn gamma() -> f64 {
-        0.1
-    }
-    pub fn crop_padding() -> usize {
-        2
-    }
-    pub fn temperature() -> f32 {
-        4.0
-    }
-    pub fn soft_weight() -> f32 {
-        0.5
-    }
+fn default_gamma() -> f64 {
+    0.1
+}
+fn default_crop_padding() -> usize {
+    2
+}
+fn default_temperature() -> f32 {
+    4.0
+}
+fn default_soft_weight() -> f32 {
+    0.5
 }
 
-const SCHEDULES: &[&str] = &["cosine", "step", "constant"];
-/// Most channels of any layer.
-const MAX_WIDTH: usize = 8192;
-/// Most basic blocks in one stage.
-const MAX_BLOCKS: usize = 64;
-
 impl Params for TrainParams {
+    fn fields() -> Vec<&'static str> {
+        params::with_groups(
+            &[NetParams::fields(), OptimParams::fields()],
+            &[
+                "milestones",
+                "gamma",
+                "crop_padding",
+                "clip_frames",
+                "hflip",
+                "temperature",
+                "soft_weight",
+                "min_train_top1",
+                "seed",
+            ],
+        )
+    }
+
+    fn check_groups(raw: &Json) -> Result<(), ParamError> {
+        params::check_group::<NetParams>(raw)?;
+        params::check_group::<OptimParams>(raw)
+    }
+
     fn validate(&self) -> Result<(), ParamError> {
-        if !nn::PRESETS.contains(&self.arch.as_str()) {
-            return Err(ParamError::field(
-                "arch",
-                format!("unknown network preset `{}`", self.arch),
-                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", nn::PRESETS.join(", "))),
-            ));
-        }
+        self.net.validate()?;
         if self.clip_frames == Some(0) {
             return Err(ParamError::range("clip_frames", 0, "at least 1"));
         }
-        check_sgd(&SgdSettings {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-        })?;
-        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
-            return Err(ParamError::range("warmup_epochs", self.warmup_epochs, "fewer than `epochs`"));
-        }
-        if !SCHEDULES.contains(&self.schedule.as_str()) {
-            return Err(ParamError::field(
-                "schedule",
-                format!("unknown schedule `{}`", self.schedule),
-                Some(format!("valid: {}", SCHEDULES.join(", "))),
-            ));
-        }
-        if self.widths.is_some_and(|w| w.contains(&0)) {
-            return Err(ParamError::range("widths", "a zero width", "positive channel counts"));
-        }
-        if self.stem_width == Some(0) {
-            return Err(ParamError::range("stem_width", 0, "a positive channel count"));
-        }
-        if self.blocks.is_some_and(|b| b.contains(&0)) {
-            return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
-        }
-        // Sizes that allocate per unit: far past anything trainable, short of an allocation abort.
-        for w in self.widths.iter().flatten() {
-            limits::at_most("widths", *w, MAX_WIDTH)?;
-        }
-        if let Some(s) = self.stem_width {
-            limits::at_most("stem_width", s, MAX_WIDTH)?;
-        }
-        for b in self.blocks.iter().flatten() {
-            limits::at_most("blocks", *b, MAX_BLOCKS)?;
-        }
+        self.optim.validate()?;
         if self.clip_frames.is_some_and(|f| f > 64) {
             return Err(ParamError::range("clip_frames", self.clip_frames.unwrap_or(0), "at most 64"));
         }
-        if self.schedule == "step" {
+        if self.optim.schedule == Decay::Step {
             if !(self.gamma > 0.0 && self.gamma <= 1.0) {
                 return Err(ParamError::range("gamma", self.gamma, "in (0, 1] (the rate is multiplied by it)"));
             }
-            if let Some(m) = self.milestones.iter().find(|m| **m == 0 || **m >= self.epochs) {
-                return Err(ParamError::range("milestones", m, &format!("epochs between 1 and {}", self.epochs - 1)));
+            let epochs = self.optim.epochs;
+            if let Some(m) = self.milestones.iter().find(|m| **m == 0 || **m >= epochs) {
+                return Err(ParamError::range("milestones", m, &format!("epochs between 1 and {}", epochs - 1)));
             }
             if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(ParamError::range("milestones", format!("{:?}", self.milestones), "strictly increasing"));
@@ -199,9 +122,7 @@ impl Params for TrainParams {
         if !(0.0..=1.0).contains(&self.soft_weight) {
             return Err(ParamError::range("soft_weight", self.soft_weight, "in [0, 1]"));
         }
-        if self.crop_padding > 8 {
-            return Err(ParamError::range("crop_padding", self.crop_padding, "at most 8"));
-        }
+        check_crop_padding(self.crop_padding)?;
         if let Some(floor) = self.min_train_top1 {
             if !(0.0..=100.0).contains(&floor) {
                 return Err(ParamError::range("min_train_top1", floor, "a percentage in [0, 100]"));
@@ -211,127 +132,20 @@ impl Params for TrainParams {
     }
 }
 
-impl TrainParams {
-    /// The architecture for `channels` input channels and `classes` outputs.
-    pub fn arch(&self, channels: usize, classes: usize) -> Result<Arch, OpError> {
-        let mut arch = Arch::preset(&self.arch, channels, classes)
-            .ok_or_else(|| OpError::Invalid(format!("unknown preset {}", self.arch)))?;
-        let (stem, widths, blocks) = arch.sizes_mut();
-        if let Some(w) = self.widths {
-            *widths = w;
-        }
-        if let Some(b) = self.blocks {
-            *blocks = b;
-        }
-        if let Some(s) = self.stem_width {
-            *stem = s;
-        }
-        Ok(arch)
-    }
-
-    /// The learning-rate decay after warm-up.
-    pub(crate) fn schedule(&self) -> Schedule {
-        match self.schedule.as_str() {
-            "step" => Schedule::Step { milestones: self.milestones.clone(), gamma: self.gamma },
-            "constant" => Schedule::Constant,
-            _ => Schedule::Cosine,
-        }
-    }
-}
-
-/// Saves a checkpoint after every epoch: each epoch written into a fresh folder, renamed, then
-/// sealed with its digest (see [`crate::cache::checkpoint`]), so a kill at any moment leaves a
-/// loadable checkpoint or none, and an edited one is never resumed from.
-pub(crate) struct Checkpointer<'a> {
-    /// The checkpoint folder (tied to the recipe key).
-    pub(crate) dir: &'a Path,
-    /// Progress reporting.
-    pub(crate) progress: &'a crate::exec::progress::Progress,
-    /// Total epochs, for messages.
-    pub(crate) epochs: usize,
-}
-
-impl TrainObserver for Checkpointer<'_> {
-    fn on_batch(&mut self, epoch: usize, batch: usize, batches: usize) {
-        if batch == 0 {
-            self.progress.begin(&format!("epoch {}/{}", epoch + 1, self.epochs), batches as u64);
-        }
-        self.progress.inc(1);
-    }
-
-    fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
-        self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
-        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
-        let scratch = checkpoint::scratch(self.dir).map_err(io)?;
-        state.save(&scratch.path().join("state.safetensors"))?;
-        checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
-        tracing::info!(
-            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
-            stats.epoch + 1,
-            self.epochs,
-            stats.loss,
-            stats.accuracy * 100.0,
-            stats.images_per_sec
-        );
-        Ok(())
-    }
-}
-
-/// The last sealed checkpoint in `dir`, if any and if it belongs to this configuration; a
-/// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
-/// A checkpoint that fails its seal is reported and ignored: the stage trains from the start.
-pub(crate) fn resume_state(
-    dir: &Path,
-    cfg: &TrainConfig,
-    device: &candle_core::Device,
-    head_prefix: Option<&str>,
-) -> Option<TrainState> {
-    let folder = match checkpoint::latest(dir) {
-        Ok(found) => found?,
-        Err(why) => {
-            tracing::warn!("not resuming from the checkpoint in {}: {why}; training from the start", dir.display());
-            return None;
-        }
-    };
-    let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
-    state.check_resumable(cfg).ok()?;
-    Some(state)
-}
-
-/// The images or clips a network is built for (input normalisation, channels, frames); shared by
-/// `train` and `random_net`.
-pub(super) const TRAINING_IMAGES: InputSpec = InputSpec {
-    name: "images",
-    kinds: &[Kind::Images, Kind::Clips],
-    required: true,
-    gather: false,
-    doc: "training images or clips",
-};
-
 /// The `train` op.
 pub struct Train;
 
-impl Op for Train {
-    fn name(&self) -> &'static str {
-        "train"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[
+impl StageKind for Train {
+    type Params = TrainParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "train",
+        version: 1,
+        summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
+        inputs: &[
             TRAINING_IMAGES,
-            InputSpec {
-                name: "labels",
-                kinds: &[Kind::Labels],
-                required: true,
-                gather: false,
-                doc:
-                    "targets: data set labels, noisy labels, cluster ids or tag sets (even spread over an image's tags)",
-            },
+            super::labels_input(
+                "targets: data set labels, noisy labels, cluster ids or tag sets (even spread over an image's tags)",
+            ),
             InputSpec {
                 name: "teacher",
                 kinds: &[Kind::Model],
@@ -339,25 +153,15 @@ impl Op for Train {
                 gather: false,
                 doc: "distil from this model's soft targets (temperature, soft_weight)",
             },
-        ]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+        ],
+        outputs: &[
             OutputSpec { name: "model", kind: Kind::Model, doc: "weights (safetensors), architecture, normalisation" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "training curve: loss and accuracy per epoch" },
-        ]
-    }
-    fn metric_names(&self) -> &'static [&'static str] {
-        &["train_loss", "train_top1"]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<TrainParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<TrainParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: TrainParams = ctx.params()?;
+        ],
+        metric_names: &["train_loss", "train_top1"],
+    };
+
+    fn run(&self, p: TrainParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let n = images.count(Split::Train);
@@ -378,11 +182,11 @@ impl Op for Train {
             None => images.meta.hflip_ok,
         };
         let m = &images.meta;
-        let arch = p.arch(m.channels, labels.meta.num_classes)?;
+        let arch = p.net.arch(m.channels, labels.meta.num_classes)?;
         if (m.frames > 1) != arch.is_video() {
             return Err(OpError::Invalid(format!(
                 "arch = \"{}\" takes {}, but {} holds {}; use {}",
-                p.arch,
+                p.net.arch,
                 if arch.is_video() { "clips" } else { "images" },
                 m.dataset,
                 if m.frames > 1 { "clips" } else { "images" },
@@ -395,18 +199,8 @@ impl Op for Train {
                 p.clip_frames, m.frames
             )));
         }
-        let cfg = TrainConfig {
-            arch,
-            epochs: p.epochs,
-            batch_size: p.batch_size,
-            lr: p.lr,
-            momentum: p.momentum,
-            weight_decay: p.weight_decay,
-            warmup_epochs: p.warmup_epochs,
-            schedule: p.schedule(),
-            augment: Augment { crop_padding: p.crop_padding, hflip, clip_frames: p.clip_frames.unwrap_or(0) },
-            seed: p.seed,
-        };
+        let augment = Augment { crop_padding: p.crop_padding, hflip, clip_frames: p.clip_frames.unwrap_or(0) };
+        let cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
         let data = ImageData { pixels: &images.train, n, c: m.channels, t: m.frames, h: m.height, w: m.width };
         let teacher_logits = match ctx.optional_input("teacher") {
             Some(t) => {
@@ -440,7 +234,7 @@ impl Op for Train {
         checkpoint::prepare(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
         let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
         if let Some(s) = &resume {
-            tracing::info!("{}: resuming after epoch {} of {}", ctx.instance.name, s.epoch, cfg.epochs);
+            tracing::info!("{}: resuming after epoch {} of {}", ctx.name, s.epoch, cfg.epochs);
         }
         let mut obs = Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs };
         let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
@@ -466,11 +260,7 @@ impl Op for Train {
             metrics.values.insert("train_loss".into(), last.loss);
             metrics.values.insert("train_top1".into(), last.accuracy * 100.0);
             let secs: f64 = trained.history.iter().map(|e| e.seconds).sum();
-            tracing::info!(
-                "{}: {:.0} images/s",
-                ctx.instance.name,
-                (n * trained.history.len()) as f64 / secs.max(1e-9)
-            );
+            tracing::info!("{}: {:.0} images/s", ctx.name, (n * trained.history.len()) as f64 / secs.max(1e-9));
         }
         // Wall times differ between runs, so they stay out of the content-hashed artifact
         // (they are in the log and the provenance); the curve keeps loss, accuracy and rate.
@@ -480,6 +270,6 @@ impl Op for Train {
             .map(|e| serde_json::json!({"epoch": e.epoch + 1, "loss": e.loss, "accuracy": e.accuracy, "lr": e.lr}))
             .collect();
         metrics.details = serde_json::json!({ "curve": curve, "arch": cfg.arch, "labels": labels.meta.source });
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }

@@ -5,11 +5,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 use crate::video::{self, strip, ClipStyle, LabelSpace, ObjectGroups, SourceSplit, Verb, Vocabulary};
 
@@ -120,38 +119,26 @@ impl Params for VideoParams {
 /// The `video` op.
 pub struct Video;
 
-impl Op for Video {
-    fn name(&self) -> &'static str {
-        "video"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "action clips generated from a real image set: verbs, distractors, clutter; four label spaces"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for Video {
+    type Params = VideoParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "video",
+        version: 1,
+        summary: "action clips generated from a real image set: verbs, distractors, clutter; four label spaces",
+        inputs: &[],
+        outputs: &[
             OutputSpec { name: "clips", kind: Kind::Clips, doc: "u8 clips [N, 1, T, H, W] of both splits" },
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "one class per clip in the chosen label space" },
             OutputSpec { name: "preview", kind: Kind::Report, doc: "clips.png: the first train clips, frame by frame" },
-        ]
-    }
-    /// Its seed picks a data subset or generated data: a design choice every replicate shares.
+        ],
+        metric_names: &[],
+    };
+
     fn replicated(&self) -> bool {
         false
     }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<VideoParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<VideoParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: VideoParams = ctx.params()?;
+
+    fn run(&self, p: VideoParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let name: DatasetName =
             p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
         let space: LabelSpace = p.label_space.parse().map_err(OpError::Invalid)?;
@@ -165,27 +152,27 @@ impl Op for Video {
             synthetic: SyntheticOptions { seed: p.seed, n_train: 500, n_test: 200, ..SyntheticOptions::default() },
         };
         let ds = data::load(name, &opts)?;
-        if ds.channels != 1 || ds.height != ds.width {
+        if ds.meta.channels != 1 || ds.meta.height != ds.meta.width {
             return Err(OpError::Invalid(format!(
                 "{} has {}x{}x{} images; clips need grey square source images",
-                ds.name, ds.channels, ds.height, ds.width
+                ds.meta.dataset, ds.meta.channels, ds.meta.height, ds.meta.width
             )));
         }
         let style = ClipStyle { size: p.size, frames: p.frames, distractors: p.distractors, clutter: p.clutter };
         let vocab = Vocabulary {
             space,
             verbs: video::verb_list(space, p.num_verbs),
-            groups: ObjectGroups::for_source(&ds.name, &ds.class_names),
+            groups: ObjectGroups::for_source(&ds.meta.dataset, &ds.meta.class_names),
         };
         let mut out = Vec::new();
         for (split, n, stream) in [(&ds.train, p.train_size, "video-train"), (&ds.test, p.test_size, "video-test")] {
-            let src = SourceSplit { pixels: &split.pixels, labels: &split.labels, side: ds.width };
+            let src = SourceSplit { pixels: &split.pixels, labels: &split.labels, side: ds.meta.width };
             out.push(video::generate(&src, &vocab.verbs, n, &style, p.seed, stream));
         }
         let [train, test] = <[_; 2]>::try_from(out).map_err(|_| OpError::Invalid("two splits".into()))?;
         tracing::info!(
             "{}: {} train / {} test clips of {} frames {}x{}, {} classes ({})",
-            ctx.instance.name,
+            ctx.name,
             p.train_size,
             p.test_size,
             p.frames,
@@ -204,7 +191,7 @@ impl Op for Video {
             meta: LabelsMeta {
                 num_classes: vocab.num_classes(),
                 class_names: vocab.class_names(),
-                source: format!("{} clips of {} ({})", p.label_space, ds.name, vocab.verbs.len()),
+                source: format!("{} clips of {} ({})", p.label_space, ds.meta.dataset, vocab.verbs.len()),
                 tag_classes: Vec::new(),
             },
             train: train.facts.iter().map(|f| vocab.label(f)).collect(),
@@ -213,7 +200,7 @@ impl Op for Video {
         };
         labels.save(&ctx.output_dir("labels"))?;
         let meta = ImagesMeta {
-            dataset: format!("{}-clips", ds.name),
+            dataset: format!("{}-clips", ds.meta.dataset),
             channels: 1,
             height: p.size,
             width: p.size,
@@ -223,6 +210,6 @@ impl Op for Video {
             hflip_ok: false,
             frames: p.frames,
         };
-        Images { meta, train: train.pixels, test: test.pixels }.save(&ctx.output_dir("clips"))
+        Images { meta, train: train.pixels, test: test.pixels }.save(&ctx.output_dir("clips")).map_err(OpError::from)
     }
 }

@@ -4,13 +4,12 @@
 //! tag. `train` sees the whole tag set of each image (the target spreads evenly over it).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
-use crate::config::params::{self, ParamError, Params};
+use crate::config::params::{ParamError, Params};
 use crate::data::hashtags::{TagModel, TagStats};
-use crate::nn::init::derive_seed;
+use crate::rng::derive_seed;
 
 /// Parameters of `weak_tags`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,37 +114,25 @@ fn stats_metrics(prefix: &str, s: &TagStats, m: &mut Metrics) {
 /// The `weak_tags` op.
 pub struct WeakTags;
 
-impl Op for WeakTags {
-    fn name(&self) -> &'static str {
-        "weak_tags"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "weak hashtags from clean labels: synonyms, polysemy, non-visual tags, noise, missing tags"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[InputSpec { name: "labels", kinds: &[Kind::Labels], required: true, gather: false, doc: "clean labels" }]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[
+impl StageKind for WeakTags {
+    type Params = WeakTagsParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "weak_tags",
+        version: 1,
+        summary: "weak hashtags from clean labels: synonyms, polysemy, non-visual tags, noise, missing tags",
+        inputs: &[super::labels_input("clean labels")],
+        outputs: &[
             OutputSpec {
                 name: "labels",
                 kind: Kind::Labels,
                 doc: "tag sets per image (ids = tags; one representative tag as the single label)",
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "the rates drawn, tags per image, vocabulary" },
-        ]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params::field_names::<WeakTagsParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::normalize::<WeakTagsParams>(raw)
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: WeakTagsParams = ctx.params()?;
+        ],
+        metric_names: &[],
+    };
+
+    fn run(&self, p: WeakTagsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;
         let classes = clean.meta.num_classes;
         let model = p.model();
@@ -162,7 +149,7 @@ impl Op for WeakTags {
         let (test, test_stats) = model.tag(&vocab, &clean.test, derive_seed(p.seed, "weak_tags/test", 0));
         tracing::info!(
             "{}: {} tags; {:.2} tags per training image, {:.1}% noisy, {:.1}% of visual tags missing",
-            ctx.instance.name,
+            ctx.name,
             vocab.len(),
             train_stats.tags as f64 / train_stats.images.max(1) as f64,
             100.0 * train_stats.noisy as f64 / train_stats.images.max(1) as f64,
@@ -190,7 +177,7 @@ impl Op for WeakTags {
         metrics.details = serde_json::json!({
             "tags": vocab.names.iter().zip(&per_tag).map(|(n, c)| serde_json::json!({"tag": n, "images": c})).collect::<Vec<_>>(),
         });
-        metrics.save(&ctx.output_dir("metrics"))
+        metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
     }
 }
 
@@ -200,10 +187,12 @@ mod tests {
 
     #[test]
     fn rates_outside_zero_to_one_name_their_field() {
-        let e = params::normalize::<WeakTagsParams>(&serde_json::json!({"drop": 2.0, "seed": 0})).unwrap_err();
+        let e = crate::config::params::normalize::<WeakTagsParams>(&serde_json::json!({"drop": 2.0, "seed": 0}))
+            .unwrap_err();
         assert_eq!(e.path, "drop");
-        let e = params::normalize::<WeakTagsParams>(&serde_json::json!({"synonyms": 0, "seed": 0})).unwrap_err();
+        let e = crate::config::params::normalize::<WeakTagsParams>(&serde_json::json!({"synonyms": 0, "seed": 0}))
+            .unwrap_err();
         assert_eq!(e.path, "synonyms");
-        assert!(params::normalize::<WeakTagsParams>(&serde_json::json!({"seed": 0})).is_ok());
+        assert!(crate::config::params::normalize::<WeakTagsParams>(&serde_json::json!({"seed": 0})).is_ok());
     }
 }

@@ -167,7 +167,7 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
         y_axes.iter().flat_map(|(_, _, t)| t.labels.iter()).map(|l| text_width(l, TICK_FONT)).fold(0.0, f32::max)
             + TICK_LEN
             + 4.0;
-    let ylabel_w = if spec.y_label.is_empty() { 0.0 } else { LABEL_FONT + 6.0 };
+    let ylabel_w = if spec.axes.y_label.is_empty() { 0.0 } else { LABEL_FONT + 6.0 };
     let n = data.panels.len() as f32;
     let overhang = x_ticks.labels.last().map_or(0.0, |l| text_width(l, TICK_FONT) / 2.0);
     let panels_w = ylabel_w + n * (gutter + PLOT_W) + (n - 1.0) * PANEL_GAP + overhang;
@@ -175,7 +175,7 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     // The legend is one shared block below all panels: colours are consistent across
     // panels, so repeating it per panel would only cost plot area. A single unnamed
     // series needs none.
-    let legend = (!spec.series.is_empty() && !data.series.is_empty()).then(|| {
+    let legend = (!spec.axes.series.is_empty() && !data.series.is_empty()).then(|| {
         let entry_w: Vec<f32> =
             data.series.iter().map(|s| LEGEND_SAMPLE + 6.0 + text_width(&s.label, LEGEND_FONT)).collect();
         legend_columns(&entry_w, panels_w - 16.0)
@@ -188,11 +188,11 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     // Vertical: title, panel titles, plot areas, tick labels, x label, legend.
     let title_baseline = MARGIN + CAP * TITLE_FONT;
     let mut y = MARGIN;
-    if !spec.title.is_empty() {
+    if !spec.axes.title.is_empty() {
         y = title_baseline + DESCENT * TITLE_FONT + 8.0;
-        items.push(text(width / 2.0, title_baseline, &spec.title, TITLE_FONT, Anchor::Middle, BLACK));
+        items.push(text(width / 2.0, title_baseline, &spec.axes.title, TITLE_FONT, Anchor::Middle, BLACK));
     }
-    if spec.panel.is_some() {
+    if spec.axes.panel.is_some() {
         y += PANEL_FONT * (CAP + DESCENT) + 6.0;
     }
     let top = y.round();
@@ -209,11 +209,11 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     };
     let mut height = frame.xlabel_baseline + DESCENT * LABEL_FONT + MARGIN;
 
-    if !spec.y_label.is_empty() {
+    if !spec.axes.y_label.is_empty() {
         items.push(Item::Text {
             x: x0 + CAP * LABEL_FONT,
             y: top + PLOT_H / 2.0,
-            text: spec.y_label.clone(),
+            text: spec.axes.y_label.clone(),
             size: LABEL_FONT,
             anchor: Anchor::Middle,
             vertical: true,
@@ -245,7 +245,7 @@ fn draw_panel(
     let py = |v: f64| f.bottom - ((v - y_lo) / (y_hi - y_lo)) as f32 * PLOT_H;
     let (right, centre) = (left + PLOT_W, left + PLOT_W / 2.0);
 
-    if spec.panel.is_some() {
+    if spec.axes.panel.is_some() {
         let baseline = f.top - 6.0 - DESCENT * PANEL_FONT;
         items.push(text(centre, baseline, &panel.title, PANEL_FONT, Anchor::Middle, BLACK));
     }
@@ -311,8 +311,8 @@ fn draw_panel(
         items.push(segment((px(v), f.bottom), (px(v), f.bottom + TICK_LEN), BLACK, 1.0));
         items.push(text(px(v), f.tick_baseline, l, TICK_FONT, Anchor::Middle, DARK));
     }
-    if !spec.x_label.is_empty() {
-        items.push(text(centre, f.xlabel_baseline, &spec.x_label, LABEL_FONT, Anchor::Middle, BLACK));
+    if !spec.axes.x_label.is_empty() {
+        items.push(text(centre, f.xlabel_baseline, &spec.axes.x_label, LABEL_FONT, Anchor::Middle, BLACK));
     }
 }
 

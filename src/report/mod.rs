@@ -12,6 +12,7 @@
 //! directory, so a reader never sees half a figure).
 
 mod data;
+mod figure;
 mod font;
 mod layout;
 mod plot;
@@ -25,7 +26,8 @@ mod ticks;
 use std::path::{Path, PathBuf};
 
 pub use data::{aggregate_replicates, AxisValue, Filter, Record, REPLICATE_DIM, SOURCE_DIM};
-pub use plot::{render_figure, render_plot, PlotSpec, RenderedFigure, PNG_SCALE};
+pub use figure::{render_figure, render_plot, RenderedFigure, PNG_SCALE};
+pub use plot::{FigureAxes, PlotSpec};
 pub(crate) use table::csv_line;
 pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
 

@@ -3,19 +3,18 @@
 //! scene, written both as SVG and as PNG.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, AxisValue, Filter, Key, KeyOrder, Record};
-use super::layout::layout;
-use super::raster::render_png;
-use super::{write_atomic, ReportError};
+use super::ReportError;
 
-/// What to plot: panels, x axis, series and the metric on y.
+/// What a figure shows and how its axes are titled: shared by [`PlotSpec`] and the `plot` op's
+/// parameters, which flatten it (a stage writes these fields directly).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlotSpec {
+pub struct FigureAxes {
     /// Figure title above all panels (empty for none).
+    #[serde(default)]
     pub title: String,
     /// Dimension giving one panel per value, e.g. `target`; `None` for a single panel.
     #[serde(default)]
@@ -25,46 +24,28 @@ pub struct PlotSpec {
     /// Dimensions naming a line, e.g. `["source", "k"]` -> `N_cf k=250`.
     #[serde(default)]
     pub series: Vec<String>,
-    /// Metric on the vertical axis, e.g. `top1`.
-    pub metric: String,
     /// Horizontal axis title.
+    #[serde(default)]
     pub x_label: String,
     /// Vertical axis title (shown once, left of the first panel).
+    #[serde(default)]
     pub y_label: String,
     /// Log-scale x axis (numeric, positive x only), e.g. for sweeps over K.
     #[serde(default)]
     pub x_log: bool,
+}
+
+/// What to plot: panels, x axis, series and the metric on y.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlotSpec {
+    /// Panels, x axis, series and titles.
+    #[serde(flatten)]
+    pub axes: FigureAxes,
+    /// Metric on the vertical axis, e.g. `top1`.
+    pub metric: String,
     /// Only records whose dimensions equal these values are plotted.
     #[serde(default)]
     pub filter: Filter,
-}
-
-/// A rendered figure in both output formats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFigure {
-    /// Standalone SVG document.
-    pub svg: String,
-    /// PNG image at [`PNG_SCALE`] pixels per SVG unit.
-    pub png: Vec<u8>,
-}
-
-/// PNG pixels per SVG unit: 2x keeps thin lines and small text sharp on screens and slides.
-pub const PNG_SCALE: f32 = 2.0;
-
-/// Renders `records` per `spec` into an SVG document and PNG bytes, without touching disk.
-pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigure, ReportError> {
-    let data = FigureData::build(records, spec)?;
-    let scene = layout(&data, spec);
-    let png =
-        render_png(&scene, PNG_SCALE).map_err(|reason| ReportError::Render { title: spec.title.clone(), reason })?;
-    Ok(RenderedFigure { svg: scene.to_svg(&spec.title), png })
-}
-
-/// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
-pub fn render_plot(records: &[Record], spec: &PlotSpec, svg_path: &Path, png_path: &Path) -> Result<(), ReportError> {
-    let fig = render_figure(records, spec)?;
-    write_atomic(svg_path, fig.svg.as_bytes())?;
-    write_atomic(png_path, &fig.png)
 }
 
 /// How x values map onto the horizontal axis domain.
@@ -114,31 +95,31 @@ pub(crate) struct FigureData {
 }
 
 impl FigureData {
-    fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
-        let invalid = |reason: String| ReportError::InvalidSpec { title: spec.title.clone(), reason };
+    pub(crate) fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
+        let invalid = |reason: String| ReportError::InvalidSpec { title: spec.axes.title.clone(), reason };
         let recs: Vec<&Record> =
             records.iter().filter(|r| r.matches(&spec.filter) && r.metrics.contains_key(&spec.metric)).collect();
         if recs.is_empty() {
-            return Err(ReportError::NoData { title: spec.title.clone(), metric: spec.metric.clone() });
+            return Err(ReportError::NoData { title: spec.axes.title.clone(), metric: spec.metric.clone() });
         }
 
-        let panel_dims: Vec<String> = spec.panel.iter().cloned().collect();
+        let panel_dims: Vec<String> = spec.axes.panel.iter().cloned().collect();
         let sorted_keys = |dims: &[String]| {
             let mut keys: Vec<Key> = recs.iter().map(|r| key_of(r, dims)).collect();
             KeyOrder::new(dims, recs.iter().copied()).sort(&mut keys);
             keys
         };
         let panel_keys = sorted_keys(&panel_dims);
-        let series_keys = sorted_keys(&spec.series);
-        let x_dim = [spec.x.clone()];
+        let series_keys = sorted_keys(&spec.axes.series);
+        let x_dim = [spec.axes.x.clone()];
         let x_keys: Vec<AxisValue> =
             sorted_keys(&x_dim).into_iter().filter_map(|k| k.into_iter().next().flatten()).collect();
         if x_keys.is_empty() {
-            return Err(invalid(format!("no record has the x axis {:?}", spec.x)));
+            return Err(invalid(format!("no record has the x axis {:?}", spec.axes.x)));
         }
 
         let numeric = x_keys.iter().all(|v| v.as_f64().is_some());
-        let x_scale = match (numeric, spec.x_log) {
+        let x_scale = match (numeric, spec.axes.x_log) {
             (true, true) => {
                 if let Some(bad) = x_keys.iter().find(|v| v.as_f64().is_some_and(|f| f <= 0.0)) {
                     return Err(invalid(format!("log x axis needs positive values, got {bad}")));
@@ -155,21 +136,21 @@ impl FigureData {
             panel_keys.iter().map(|k| Panel { title: key_label(&panel_dims, k), ..Panel::default() }).collect();
         let mut series: Vec<Series> = series_keys
             .iter()
-            .map(|k| Series { label: key_label(&spec.series, k), has_points: false, has_baseline: false })
+            .map(|k| Series { label: key_label(&spec.axes.series, k), has_points: false, has_baseline: false })
             .collect();
 
         let mut seen: BTreeMap<(usize, usize, Option<AxisValue>), &Record> = BTreeMap::new();
         for r in &recs {
             let pi = panel_keys.iter().position(|k| *k == key_of(r, &panel_dims));
-            let si = series_keys.iter().position(|k| *k == key_of(r, &spec.series));
+            let si = series_keys.iter().position(|k| *k == key_of(r, &spec.axes.series));
             let (Some(pi), Some(si)) = (pi, si) else {
                 continue; // unreachable: the keys were collected from these records
             };
-            let x = r.dim(&spec.x);
+            let x = r.dim(&spec.axes.x);
             if let Some(prev) = seen.insert((pi, si, x.clone()), r) {
-                let at = x.map_or("no x value".to_string(), |v| format!("{}={v}", spec.x));
+                let at = x.map_or("no x value".to_string(), |v| format!("{}={v}", spec.axes.x));
                 return Err(ReportError::Duplicate {
-                    title: spec.title.clone(),
+                    title: spec.axes.title.clone(),
                     cell: format!("panel {:?}, series {:?}, {at}", panels[pi].title, series[si].label),
                     first: prev.describe(),
                     second: r.describe(),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::layout::PALETTE;
+use super::plot::FigureAxes;
 use super::*;
 
 /// Made-up numbers shaped like ClusterFit Fig. 3: accuracy falls with label noise,
@@ -44,14 +45,16 @@ fn fig3_records() -> Vec<Record> {
 
 fn fig3_spec() -> PlotSpec {
     PlotSpec {
-        title: "Linear-probe accuracy under label noise (cf. ClusterFit Fig. 3)".into(),
-        panel: Some("target".into()),
-        x: "p".into(),
-        series: vec!["source".into(), "k".into()],
+        axes: FigureAxes {
+            title: "Linear-probe accuracy under label noise (cf. ClusterFit Fig. 3)".into(),
+            panel: Some("target".into()),
+            x: "p".into(),
+            series: vec!["source".into(), "k".into()],
+            x_label: "label noise p (%)".into(),
+            y_label: "top-1 accuracy (%)".into(),
+            x_log: false,
+        },
         metric: "top1".into(),
-        x_label: "label noise p (%)".into(),
-        y_label: "top-1 accuracy (%)".into(),
-        x_log: false,
         filter: Filter::new(),
     }
 }
@@ -160,15 +163,15 @@ fn categorical_x_baseline_and_duplicates() {
 #[test]
 fn log_x_and_bad_specs() {
     let mut spec = fig3_spec();
-    spec.x = "k".into();
-    spec.x_log = true;
-    spec.series = vec!["p".into()];
+    spec.axes.x = "k".into();
+    spec.axes.x_log = true;
+    spec.axes.series = vec!["p".into()];
     spec.filter.insert("source".into(), AxisValue::from("N_cf"));
     let fig = render_figure(&fig3_records(), &spec).unwrap();
     assert!(fig.svg.contains(">1000</text>"));
     spec.filter.clear();
     spec.filter.insert("p".into(), AxisValue::Int(0));
-    spec.x = "target".into();
+    spec.axes.x = "target".into();
     assert!(matches!(render_figure(&fig3_records(), &spec), Err(ReportError::InvalidSpec { .. })));
     spec.metric = "nope".into();
     assert!(matches!(render_figure(&fig3_records(), &spec), Err(ReportError::NoData { .. })));
@@ -202,14 +205,16 @@ fn write_example() {
         replicates: None,
     });
     let spec = PlotSpec {
-        title: String::new(),
-        panel: None,
-        x: "k".into(),
-        series: vec!["source".into()],
+        axes: FigureAxes {
+            title: String::new(),
+            panel: None,
+            x: "k".into(),
+            series: vec!["source".into()],
+            x_label: "number of clusters K".into(),
+            y_label: "top-1 (%)".into(),
+            x_log: true,
+        },
         metric: "top1".into(),
-        x_label: "number of clusters K".into(),
-        y_label: "top-1 (%)".into(),
-        x_log: true,
         filter: Filter::new(),
     };
     render_plot(&recs, &spec, &dir.join("misc.svg"), &dir.join("misc.png")).unwrap();
@@ -240,8 +245,8 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
     }
     let recs = aggregate_replicates(recs, "top1", &["p".into()]);
     let mut spec = fig3_spec();
-    spec.panel = None;
-    spec.series = vec!["source".into()];
+    spec.axes.panel = None;
+    spec.axes.series = vec!["source".into()];
     let svg = render_figure(&recs, &spec).unwrap().svg;
     // Two points, each a bar and two caps; the baseline's interval as two dashed bounds.
     assert_eq!(svg.matches("class=\"error-bar\"").count(), 6, "{svg}");

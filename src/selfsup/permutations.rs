@@ -10,8 +10,6 @@
 //! (a Gilbert-Varshamov count, [`greedy_distance_bound`]); for P = 100 that is 5.
 
 use rand::Rng;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 /// Tiles in a 3x3 grid.
 pub const TILES: usize = 9;
@@ -44,7 +42,7 @@ fn all_permutations() -> Vec<Perm> {
 pub fn max_hamming_set(count: usize, seed: u64) -> (Vec<Perm>, u32) {
     let all = all_permutations();
     let count = count.clamp(1, all.len());
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let first = rng.random_range(0..all.len());
     let mut chosen = vec![all[first]];
     let mut min_dist: Vec<u32> = all.iter().map(|p| hamming(p, &all[first])).collect();

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 pub use labels::{verb_list, ClipFacts, LabelSpace, ObjectGroups, Vocabulary};
 pub use verbs::{Family, Motion, Pose, Verb};
 
-use crate::nn::init::rng_for;
+use crate::rng::stream as rng_for;
 use render::{background, Canvas, Sprite};
 use verbs::Family as F;
 

@@ -14,9 +14,9 @@ use serde_json::Value as Json;
 pub use params::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
 use render::{render_csv, render_markdown, Row};
 
-use super::{Gathered, InputSpec, Kind, Op, OpError, OutputSpec, StageCtx};
+use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::Metrics;
-use crate::config::params::{self as params_mod, ParamError};
+use crate::config::params::ParamError;
 use crate::config::suggest::did_you_mean;
 use crate::report::write_atomic;
 use crate::stats::select::text;
@@ -25,30 +25,22 @@ use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
 /// The `claims` op.
 pub struct Claims;
 
-impl Op for Claims {
-    fn name(&self) -> &'static str {
-        "claims"
-    }
-    fn version(&self) -> u32 {
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict"
-    }
-    fn inputs(&self) -> &'static [InputSpec] {
-        &[super::GATHER_METRICS]
-    }
-    fn outputs(&self) -> &'static [OutputSpec] {
-        &[OutputSpec { name: "report", kind: Kind::Report, doc: "claims.md and claims.csv: one verdict per claim" }]
-    }
-    fn param_fields(&self) -> &'static [&'static str] {
-        params_mod::field_names::<ClaimsParams>()
-    }
-    fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params_mod::normalize::<ClaimsParams>(raw)
-    }
-    fn check_gathered(&self, raw: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-        let p: ClaimsParams = params_mod::parse(raw)?;
+impl StageKind for Claims {
+    type Params = ClaimsParams;
+    const SPEC: &'static OpSpec = &OpSpec {
+        name: "claims",
+        version: 2,
+        summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
+        inputs: &[super::GATHER_METRICS],
+        outputs: &[OutputSpec {
+            name: "report",
+            kind: Kind::Report,
+            doc: "claims.md and claims.csv: one verdict per claim",
+        }],
+        metric_names: &[],
+    };
+
+    fn check_gathered(&self, p: &ClaimsParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
         let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for g in gathered {
@@ -104,8 +96,8 @@ impl Op for Claims {
         }
         Ok(())
     }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
-        let p: ClaimsParams = ctx.params()?;
+
+    fn run(&self, p: ClaimsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let mut metrics: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
         let mut loaded = Vec::new();
         for input in ctx.gathered("inputs") {

@@ -1,4 +1,5 @@
-//! A bounds-checked, safe front for `gemm::gemm`, shared by k-means and the linear probe.
+//! The one bounds-checked, safe front for `gemm::gemm` (checked stride arithmetic), shared by the
+//! convolution kernels, k-means and the linear probe.
 
 use gemm::Parallelism;
 

@@ -1,0 +1,91 @@
+//! The experiment file as text, and where in it (or in which `--set`) a value was written.
+
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::limits::MAX_FILE_BYTES;
+
+/// An experiment file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read experiment file {}: {source}", path.display())]
+pub struct ReadError {
+    /// The path given.
+    pub path: PathBuf,
+    /// Why.
+    pub source: ReadFailure,
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    /// The OS refused.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// A folder, device or pipe.
+    #[error("not a regular file (experiment files are plain TOML files)")]
+    NotAFile,
+    /// Larger than an experiment file may be (its size, when known before reading).
+    #[error("{} more than the {MAX_FILE_BYTES} bytes an experiment file may have", match .0 { Some(n) => format!("{n} bytes is"), None => "it has".to_string() })]
+    TooLarge(Option<u64>),
+    /// Not UTF-8 (the offset of the first bad byte).
+    #[error("not UTF-8 text (invalid byte at offset {0}); TOML files are UTF-8")]
+    NotUtf8(usize),
+}
+
+/// A loaded experiment file: its path (as the user named it) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as given on the command line.
+    pub path: PathBuf,
+    /// The whole file.
+    pub text: Arc<str>,
+}
+
+impl SourceFile {
+    /// Reads a file. Only a regular file of at most [`MAX_FILE_BYTES`] is read: a device
+    /// (`/dev/zero`) or a pipe would fill memory or block, and a larger file is not an experiment.
+    pub fn read(path: &Path) -> Result<Self, ReadError> {
+        let fail = |source: ReadFailure| ReadError { path: path.to_path_buf(), source };
+        let meta = std::fs::metadata(path).map_err(|e| fail(ReadFailure::Io(e)))?;
+        if !meta.is_file() {
+            return Err(fail(ReadFailure::NotAFile));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(fail(ReadFailure::TooLarge(Some(meta.len()))));
+        }
+        let file = std::fs::File::open(path).map_err(|e| fail(ReadFailure::Io(e)))?;
+        let mut bytes = Vec::new();
+        // The file may grow between the check and the read.
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(ReadFailure::Io(e)))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(ReadFailure::TooLarge(None)));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| fail(ReadFailure::NotUtf8(e.utf8_error().valid_up_to())))?;
+        Ok(Self::from_text(path, text))
+    }
+
+    /// Wraps text that did not come from disk (tests, `--set` snippets).
+    pub fn from_text(path: &Path, text: String) -> Self {
+        Self { path: path.to_path_buf(), text: text.into() }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        (line, col)
+    }
+}
+
+/// Where a value came from: a span of the experiment file, or a `--set` override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Byte range in the experiment file.
+    File(Range<usize>),
+    /// The n-th `--set` argument.
+    Override(usize),
+}

@@ -1,0 +1,344 @@
+//! What the ops that build a network share (`train`, `pretext`, `random_net`): the network and
+//! optimiser parameter groups (flattened into each op's parameters, so the stage table stays
+//! flat and the canonical JSON is unchanged), the training-images input, and per-epoch
+//! checkpoints.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, StageProgress};
+use crate::cache::checkpoint;
+use crate::config::limits;
+use crate::config::params::{field_names, ParamError};
+use crate::nn::{self, Arch, Augment, EpochStats, Schedule, TrainConfig, TrainObserver, TrainState};
+
+/// The network: a preset, optionally refined.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetParams {
+    /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
+    /// `r2plus1d_small`, `r2plus1d_large`, `r2plus1d_gpu` (clips).
+    #[serde(default = "defaults::arch")]
+    pub arch: String,
+    /// Channels of res2..res5, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widths: Option<[usize; 4]>,
+    /// Basic blocks in res2..res5, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<[usize; 4]>,
+    /// Channels of conv1, overriding the preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem_width: Option<usize>,
+}
+
+/// Most channels of any layer.
+const MAX_WIDTH: usize = 8192;
+/// Most basic blocks in one stage.
+const MAX_BLOCKS: usize = 64;
+
+impl NetParams {
+    /// The group's field names, for the including struct's [`crate::config::Params::fields`].
+    pub fn fields() -> &'static [&'static str] {
+        field_names::<NetParams>()
+    }
+
+    /// The preset exists; refinements are positive and far below what would exhaust memory.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if !nn::PRESETS.contains(&self.arch.as_str()) {
+            return Err(ParamError::field(
+                "arch",
+                format!("unknown network preset `{}`", self.arch),
+                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", nn::PRESETS.join(", "))),
+            ));
+        }
+        if self.widths.is_some_and(|w| w.contains(&0)) {
+            return Err(ParamError::range("widths", "a zero width", "positive channel counts"));
+        }
+        if self.stem_width == Some(0) {
+            return Err(ParamError::range("stem_width", 0, "a positive channel count"));
+        }
+        if self.blocks.is_some_and(|b| b.contains(&0)) {
+            return Err(ParamError::range("blocks", "a zero block count", "at least 1 block per stage"));
+        }
+        // Sizes that allocate per unit: far past anything trainable, short of an allocation abort.
+        for w in self.widths.iter().flatten() {
+            limits::at_most("widths", *w, MAX_WIDTH)?;
+        }
+        if let Some(s) = self.stem_width {
+            limits::at_most("stem_width", s, MAX_WIDTH)?;
+        }
+        for b in self.blocks.iter().flatten() {
+            limits::at_most("blocks", *b, MAX_BLOCKS)?;
+        }
+        Ok(())
+    }
+
+    /// The architecture for `channels` input channels and `classes` outputs.
+    pub fn arch(&self, channels: usize, classes: usize) -> Result<Arch, OpError> {
+        let mut arch = Arch::preset(&self.arch, channels, classes)
+            .ok_or_else(|| OpError::Invalid(format!("unknown preset {}", self.arch)))?;
+        let (stem, widths, blocks) = arch.sizes_mut();
+        if let Some(w) = self.widths {
+            *widths = w;
+        }
+        if let Some(b) = self.blocks {
+            *blocks = b;
+        }
+        if let Some(s) = self.stem_width {
+            *stem = s;
+        }
+        Ok(arch)
+    }
+}
+
+/// The learning-rate decay after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decay {
+    /// Half a cosine down to zero.
+    Cosine,
+    /// Multiplied by `gamma` at each of `milestones` (`train` only).
+    Step,
+    /// No decay.
+    Constant,
+}
+
+/// The optimiser: SGD with momentum, warm-up and a decay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OptimParams {
+    /// Passes over the (derived) training set.
+    pub epochs: usize,
+    /// Examples per step.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Base learning rate.
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    /// SGD momentum.
+    #[serde(default = "defaults::momentum")]
+    pub momentum: f64,
+    /// L2 weight decay.
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    /// Epochs of linear warm-up.
+    #[serde(default = "defaults::warmup")]
+    pub warmup_epochs: usize,
+    /// `cosine`, `step` or `constant` decay after warm-up.
+    #[serde(default = "defaults::schedule")]
+    pub schedule: Decay,
+}
+
+impl OptimParams {
+    /// The group's field names, for the including struct's [`crate::config::Params::fields`].
+    pub fn fields() -> &'static [&'static str] {
+        field_names::<OptimParams>()
+    }
+
+    /// SGD ranges, and a warm-up shorter than the run.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_sgd(&SgdSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        })?;
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            return Err(ParamError::range("warmup_epochs", self.warmup_epochs, "fewer than `epochs`"));
+        }
+        Ok(())
+    }
+
+    /// The training loop's settings for `arch`; `step` is what the decay is at its milestones
+    /// (only `train` has milestones).
+    pub fn train_config(&self, arch: Arch, augment: Augment, seed: u64, step: (&[usize], f64)) -> TrainConfig {
+        let schedule = match self.schedule {
+            Decay::Cosine => Schedule::Cosine,
+            Decay::Step => Schedule::Step { milestones: step.0.to_vec(), gamma: step.1 },
+            Decay::Constant => Schedule::Constant,
+        };
+        TrainConfig {
+            arch,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            warmup_epochs: self.warmup_epochs,
+            schedule,
+            augment,
+            seed,
+        }
+    }
+}
+
+mod defaults {
+    pub fn arch() -> String {
+        "resnet_cpu".into()
+    }
+    pub fn batch_size() -> usize {
+        128
+    }
+    pub fn lr() -> f64 {
+        0.1
+    }
+    pub fn momentum() -> f64 {
+        0.9
+    }
+    pub fn weight_decay() -> f64 {
+        5e-4
+    }
+    pub fn warmup() -> usize {
+        1
+    }
+    pub fn schedule() -> super::Decay {
+        super::Decay::Cosine
+    }
+}
+
+/// Random-crop padding is a few pixels; more would crop away the object.
+pub fn check_crop_padding(crop_padding: usize) -> Result<(), ParamError> {
+    if crop_padding > 8 {
+        return Err(ParamError::range("crop_padding", crop_padding, "at most 8"));
+    }
+    Ok(())
+}
+
+/// The images or clips a network is built for (input normalisation, channels, frames); shared by
+/// `train` and `random_net`.
+pub const TRAINING_IMAGES: InputSpec = InputSpec {
+    name: "images",
+    kinds: &[Kind::Images, Kind::Clips],
+    required: true,
+    gather: false,
+    doc: "training images or clips",
+};
+
+/// Saves a checkpoint after every epoch: each epoch written into a fresh folder, renamed, then
+/// sealed with its digest (see [`crate::cache::checkpoint`]), so a kill at any moment leaves a
+/// loadable checkpoint or none, and an edited one is never resumed from.
+pub struct Checkpointer<'a> {
+    /// The checkpoint folder (tied to the recipe key).
+    pub dir: &'a Path,
+    /// Progress reporting.
+    pub progress: &'a dyn StageProgress,
+    /// Total epochs, for messages.
+    pub epochs: usize,
+}
+
+impl TrainObserver for Checkpointer<'_> {
+    fn on_batch(&mut self, epoch: usize, batch: usize, batches: usize) {
+        if batch == 0 {
+            self.progress.begin(&format!("epoch {}/{}", epoch + 1, self.epochs), batches as u64);
+        }
+        self.progress.inc(1);
+    }
+
+    fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
+        self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
+        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
+        let scratch = checkpoint::scratch(self.dir).map_err(io)?;
+        state.save(&scratch.path().join("state.safetensors"))?;
+        checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
+        tracing::info!(
+            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
+            stats.epoch + 1,
+            self.epochs,
+            stats.loss,
+            stats.accuracy * 100.0,
+            stats.images_per_sec
+        );
+        Ok(())
+    }
+}
+
+/// The last sealed checkpoint in `dir`, if any and if it belongs to this configuration; a
+/// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
+/// A checkpoint that fails its seal is reported and ignored: the stage trains from the start.
+pub fn resume_state(
+    dir: &Path,
+    cfg: &TrainConfig,
+    device: &candle_core::Device,
+    head_prefix: Option<&str>,
+) -> Option<TrainState> {
+    let folder = match checkpoint::latest(dir) {
+        Ok(found) => found?,
+        Err(why) => {
+            tracing::warn!("not resuming from the checkpoint in {}: {why}; training from the start", dir.display());
+            return None;
+        }
+    };
+    let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
+    state.check_resumable(cfg).ok()?;
+    Some(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value as Json};
+
+    use crate::config::params::{normalize, ParamError, Params};
+    use crate::ops::pretext::PretextParams;
+    use crate::ops::random_net::RandomNetParams;
+    use crate::ops::train::TrainParams;
+
+    /// Every field a struct lists is one it writes, and the other way round: the hand-written
+    /// lists of the structs that flatten groups cannot drift from the structs.
+    fn fields_match<P: Params>(full: Json) {
+        let canonical = normalize::<P>(&full).unwrap();
+        let mut written: Vec<&str> = canonical.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed = P::fields();
+        written.sort();
+        listed.sort();
+        assert_eq!(written, listed);
+    }
+
+    #[test]
+    fn flattened_structs_list_exactly_their_fields() {
+        let net = json!({"arch": "resnet_tiny", "widths": [4, 4, 4, 4], "blocks": [1, 1, 1, 1], "stem_width": 4});
+        let optim = json!({"epochs": 3, "batch_size": 8, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
+                           "warmup_epochs": 1, "schedule": "step"});
+        let with = |a: &Json, b: &Json, own: Json| {
+            let mut m = a.as_object().unwrap().clone();
+            m.extend(b.as_object().unwrap().clone());
+            m.extend(own.as_object().unwrap().clone());
+            Json::Object(m)
+        };
+        fields_match::<TrainParams>(with(
+            &net,
+            &optim,
+            json!({"milestones": [2], "gamma": 0.5, "crop_padding": 2, "clip_frames": 4, "hflip": false,
+                   "temperature": 2.0, "soft_weight": 0.5, "min_train_top1": 10.0, "seed": 1}),
+        ));
+        let mut optim_pretext = optim.clone();
+        optim_pretext["schedule"] = json!("cosine");
+        fields_match::<PretextParams>(with(
+            &net,
+            &optim_pretext,
+            json!({"task": "rotnet", "crop_padding": 2, "grid": 48, "tile": 13, "seed": 1}),
+        ));
+        fields_match::<RandomNetParams>(with(&net, &json!({}), json!({"seed": 1})));
+    }
+
+    #[test]
+    fn errors_inside_a_group_name_their_field() {
+        let err = |raw: Json| -> ParamError { normalize::<TrainParams>(&raw).unwrap_err() };
+        let e = err(json!({"epochs": 2, "seed": 0, "lr": "fast"}));
+        assert_eq!(e.path, "lr");
+        assert!(e.message.contains("lr"), "{}", e.message);
+        let e = err(json!({"epochs": 2, "seed": 0, "schedule": "cosin"}));
+        assert_eq!((e.path.as_str(), e.message.as_str()), ("schedule", "unknown schedule `cosin`"));
+        assert!(e.help.unwrap().starts_with("did you mean `cosine`?"));
+        let e = err(json!({"epochs": 2, "seed": 0, "widths": [1, 2]}));
+        assert_eq!(e.path, "widths");
+        let e = err(json!({"seed": 0}));
+        assert!(e.message.contains("missing required field `epochs`"), "{}", e.message);
+        let e = err(json!({"epochs": 2, "seed": 0, "learning_rate": 0.1}));
+        assert_eq!(e.path, "learning_rate");
+        assert!(e.help.unwrap().contains("valid parameters: arch, widths"));
+        let e = normalize::<PretextParams>(&json!({"task": "rotnet", "epochs": 2, "seed": 0, "schedule": "step"}));
+        assert_eq!(e.unwrap_err().path, "schedule");
+        let e = normalize::<PretextParams>(&json!({"task": "rotnet", "epochs": 2, "seed": 0, "milestones": [1]}));
+        assert_eq!(e.unwrap_err().path, "milestones", "train's own fields are not pretext's");
+    }
+}
