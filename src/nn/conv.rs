@@ -16,13 +16,14 @@
 //! number of threads or on scheduling.
 
 use super::cpu::{f32_slice, give, take, take_zeroed, with_f32};
+use super::winograd;
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Images per backward work item; also the number of weight-gradient partial sums per 8 images.
-const CHUNK: usize = 8;
+pub(crate) const CHUNK: usize = 8;
 /// Target minimum GEMM width (columns) when grouping images with small feature maps.
 const MIN_COLS: usize = 192;
 
@@ -302,8 +303,27 @@ fn col2im_shifted(g: &Geom, dcol: &mut [f32], ld: usize, off: usize, dx: &mut [f
     }
 }
 
-/// Forward pass: `y[N, Cout, Ho*Wo]`.
+/// Forward pass: `y[N, Cout, Ho*Wo]`, by Winograd where it applies, else im2col.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        winograd::forward(g, x, w)
+    } else {
+        im2col_forward(g, x, w)
+    }
+}
+
+/// Backward pass: input gradient (when `need_dx`, else empty) and weight gradient, by
+/// Winograd where it applies, else im2col.
+pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+    if winograd::applies(g) {
+        winograd::backward(g, x, w, dy, need_dx)
+    } else {
+        im2col_backward(g, x, w, dy, need_dx)
+    }
+}
+
+/// [`forward`] through a column matrix and one GEMM per group of images.
+pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
     // Every element is written by a GEMM or the copy below.
     let mut y = take(g.n * g.out_img());
@@ -336,8 +356,8 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
-/// Backward pass: input gradient (when `need_dx`, else empty) and weight gradient.
-pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+/// [`backward`] through column matrices: GEMMs for both gradients, col2im for the input's.
+pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
     let nchunks = g.n.div_ceil(CHUNK);
     let mut dx = if need_dx { take_zeroed(g.n * g.in_img()) } else { Vec::new() };

@@ -34,6 +34,7 @@ pub mod schedule;
 pub mod sgd;
 pub mod temporal;
 pub mod train;
+mod winograd;
 
 #[cfg(test)]
 mod tests;

@@ -100,7 +100,8 @@ impl StageKind for Extract {
     type Params = ExtractParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "extract",
-        version: 1,
+        // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
+        version: 2,
         summary: "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits",
         inputs: &[
             MODEL,
