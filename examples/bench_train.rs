@@ -31,6 +31,8 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    // As the cfrun binary does: candle's elementwise ops inline, freed memory kept.
+    cfrun::process_setup::apply();
     let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let steps: usize = arg_value(&args, "--steps").map(|v| v.parse()).transpose()?.unwrap_or(10);

@@ -21,10 +21,8 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    // As the cfrun binary does: candle's elementwise ops inline, our kernels on rayon.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // As the cfrun binary does: candle's elementwise ops inline, freed memory kept.
+    cfrun::process_setup::apply();
     let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let num = |name: &str, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
