@@ -142,6 +142,9 @@ def sk_fit(data, C, max_iter, tol, callback=None):
         sc = StandardScaler().fit(xtr)
         clf = LogisticRegression(C=C, tol=tol, max_iter=max_iter)
         if callback is not None:
+            if not hasattr(clf, "set_callbacks"):
+                import sklearn
+                raise SystemExit(f"tracing lbfgs needs scikit-learn >= 1.9 (sklearn.callback); found {sklearn.__version__}")
             clf.set_callbacks(callback)
         clf.fit(sc.transform(xtr), ytr)
         test_hits, train_hits = clf.predict(sc.transform(xte)) == yte, clf.predict(sc.transform(xtr)) == ytr

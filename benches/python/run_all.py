@@ -530,6 +530,8 @@ def main():
         args.probe_max_epochs = 40
     if args.history is None and not args.quick:
         args.history = os.path.join(ROOT, "benches", "history.csv")
+    elif args.history is None and args.only:
+        print("--quick: not appending to benches/history.csv (pass --history FILE to keep these figures)")
     os.makedirs(LOGS, exist_ok=True)
     t0 = time.time()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -567,7 +569,9 @@ def main():
             json.dump(sections, f, indent=1)
         if args.history:  # right away, so a later section's failure does not lose this one's rows
             stamp = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-            append_history(args.history, history_rows(name, res, stamp, commit, before.split()[0]))
+            rows = history_rows(name, res, stamp, commit, before.split()[0])
+            append_history(args.history, rows)
+            print(f"appended {len(rows)} rows to {args.history}", flush=True)
     order = ["nets", "kmeans", "kmem", "probe", "status"]
     sections = dict(sorted(sections.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     meta["load_after"] = load_avg()
