@@ -1,9 +1,16 @@
-//! Times `eval::linear_probe` on `.npy` splits; prints one JSON line.
+//! Times `eval::linear_probe` on `.npy` splits; prints one JSON line per epoch budget.
 //!
 //! Usage: probe_bench TRAIN_X.npy TRAIN_Y.npy TEST_X.npy TEST_Y.npy
-//!        [--epochs E] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]
-//! Defaults are `ProbeConfig::default()`. Thread count comes from RAYON_NUM_THREADS.
+//!        [--epochs E[,E2,...]] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]
+//!
+//! Defaults are `ProbeConfig::default()`. `--epochs 1,2,4` trains three separate probes (the
+//! cosine schedule spans each run's own epochs, so a short run is not a prefix of a long one),
+//! loading the splits once. Each line has the wall and process CPU seconds of that probe alone
+//! (standardising, training, scoring both splits), not of loading the files. Thread count comes
+//! from RAYON_NUM_THREADS.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/npy.rs"]
 mod npy;
 
@@ -12,6 +19,9 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use cfrun::eval::{self, ProbeConfig};
+
+const USAGE: &str = "usage: probe_bench TRAIN_X TRAIN_Y TEST_X TEST_Y [--epochs E[,E2,...]] [--batch B] [--lr LR] \
+                     [--wd WD] [--momentum M] [--seed S]";
 
 fn main() {
     if let Err(e) = run() {
@@ -30,10 +40,18 @@ fn opt<T: FromStr>(args: &[String], name: &str, default: T) -> Result<T, String>
     }
 }
 
+/// The epoch budgets of `--epochs` (a comma-separated list), or `default` alone.
+fn epoch_budgets(args: &[String], default: usize) -> Result<Vec<usize>, String> {
+    let list: String = opt(args, "--epochs", default.to_string())?;
+    list.split(',')
+        .map(|e| e.trim().parse::<usize>().map_err(|_| format!("bad value for --epochs: {e:?} (e.g. --epochs 1,2,4)")))
+        .collect()
+}
+
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        return Err("usage: probe_bench TRAIN_X TRAIN_Y TEST_X TEST_Y [--epochs E] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]".into());
+        return Err(USAGE.into());
     }
     let trx = npy::read_f32(Path::new(&args[1]))?;
     let try_ = npy::read_labels(Path::new(&args[2]))?;
@@ -42,26 +60,32 @@ fn run() -> Result<(), String> {
     let d = trx.shape[1];
     let classes = try_.data.iter().chain(&tey.data).max().map_or(0, |&m| m as usize + 1);
     let def = ProbeConfig::default();
-    let cfg = ProbeConfig {
-        epochs: opt(&args, "--epochs", def.epochs)?,
+    let base = ProbeConfig {
+        epochs: def.epochs,
         batch_size: opt(&args, "--batch", def.batch_size)?,
         lr: opt(&args, "--lr", def.lr)?,
         weight_decay: opt(&args, "--wd", def.weight_decay)?,
         momentum: opt(&args, "--momentum", def.momentum)?,
         seed: opt(&args, "--seed", def.seed)?,
     };
-    let t0 = Instant::now();
-    let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
-        .map_err(|e| e.to_string())?;
-    let secs = t0.elapsed().as_secs_f64();
-    let out = serde_json::json!({
-        "n_train": try_.data.len(), "n_test": tey.data.len(), "d": d, "classes": classes,
-        "threads": rayon::current_num_threads(),
-        "config": cfg,
-        "seconds": secs,
-        "train_top1": r.train_top1, "test_top1": r.test_top1, "test_top5": r.test_top5,
-        "loss_per_epoch": r.loss_per_epoch,
-    });
-    println!("{out}");
+    // Start rayon's pool now, so the first timed probe does not pay for spawning its threads
+    // (the peer's thread pools are warm by the time it is timed, too).
+    rayon::broadcast(|_| ());
+    for epochs in epoch_budgets(&args, def.epochs)? {
+        let cfg = ProbeConfig { epochs, ..base.clone() };
+        let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
+        let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
+            .map_err(|e| e.to_string())?;
+        let (secs, cpu_secs) = (t0.elapsed().as_secs_f64(), cpu::process_cpu_seconds() - c0);
+        let out = serde_json::json!({
+            "n_train": try_.data.len(), "n_test": tey.data.len(), "d": d, "classes": classes,
+            "threads": rayon::current_num_threads(),
+            "config": cfg,
+            "seconds": secs, "cpu_seconds": cpu_secs,
+            "train_top1": r.train_top1, "test_top1": r.test_top1, "test_top5": r.test_top5,
+            "loss_per_epoch": r.loss_per_epoch,
+        });
+        println!("{out}");
+    }
     Ok(())
 }
