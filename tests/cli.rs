@@ -1627,3 +1627,20 @@ fn no_import_cycle_between_source_folders() {
         }
     }
 }
+
+/// A local run reports how busy the cores were: CPU seconds in `--json`, "CPU x of n cores" in
+/// the summary line.
+#[test]
+fn run_reports_cpu_use() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cpu, wall) = (v["cpu_seconds"].as_f64().unwrap(), v["wall_seconds"].as_f64().unwrap());
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(cpu > 0.0 && cpu <= wall * cores + 0.5, "cpu {cpu} s, wall {wall} s, {cores} cores");
+    let again = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
+    let line = stderr(&again);
+    let line = line.lines().last().unwrap();
+    assert!(line.contains(" cached, ") && line.contains(" CPU ") && line.ends_with(" cores"), "{line}");
+}

@@ -122,6 +122,18 @@ fn default_jobs(choice: device::DeviceChoice) -> usize {
     }
 }
 
+/// User plus system CPU seconds this process (all its threads) has used so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn run(
     file: &Path,
     g: &Global,
@@ -140,6 +152,7 @@ fn run(
     }
     let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
     let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
     let jobs = jobs.unwrap_or_else(|| default_jobs(choice));
@@ -147,6 +160,7 @@ fn run(
     let summary = exec::run(&plan, &store, &opts).map_err(Failure::runtime)?;
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
     let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
     let (ran, cached, failed, skipped) =
         (count(Outcome::Ran), count(Outcome::Cached), count(Outcome::Failed), count(Outcome::Skipped));
@@ -168,6 +182,7 @@ fn run(
         println!(
             "{}",
             json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
+                   "cpu_seconds": cpu,
                    "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
                    "submitted": summary.submitted, "interrupted": summary.interrupted,
                    "instances": reports, "reports": reports_json})
@@ -194,7 +209,9 @@ fn run(
         let jobs = if opts.executor.kind == Some(ExecutorKind::Slurm) {
             format!(", {} Slurm submissions", summary.submitted)
         } else {
-            String::new()
+            // How busy the machine's cores were: the "never idle" figure of a local run.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            format!(", CPU {:.2} of {cores} cores", cpu / wall.max(1e-9))
         };
         eprintln!(
             "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
