@@ -18,8 +18,8 @@ mod device;
 mod error;
 mod init;
 mod kernels;
-
 mod lloyd;
+mod nearest;
 mod prototypes;
 #[cfg(test)]
 mod tests;
