@@ -23,6 +23,7 @@ struct Buffers {
     xn: Vec<f32>,
     labels: Vec<u32>,
     found: Vec<f64>,
+    own: Vec<f32>,
 }
 
 /// Writes each visible row's nearest centroid into `labels` and returns the
@@ -113,15 +114,10 @@ struct Block<'a> {
 fn prune_block(blk: &Block<'_>, lab: &mut [u32], low: &mut [f64], buf: &mut Buffers, err: &dyn Fn(usize) -> f64) {
     let (d, xn) = (blk.d, blk.xn);
     buf.todo.clear();
-    for r in 0..lab.len() {
-        let a = lab[r] as usize;
-        let f = nearest::minus_two_scale(blk.scale, r);
-        let v = nearest::value_dispatch(
-            &blk.x[r * d..(r + 1) * d],
-            f,
-            &blk.centroids[a * d..(a + 1) * d],
-            blk.packed.norm(a),
-        );
+    buf.own.clear();
+    buf.own.resize(lab.len(), 0.0);
+    nearest::own_values(&Rows { x: blk.x, scale: blk.scale, xn }, blk.packed, blk.centroids, lab, &mut buf.own);
+    for (r, &v) in buf.own.iter().enumerate() {
         let upper = f64::from(xn[r]) + f64::from(v) + 2.0 * err(r);
         // A bound loosened below zero says nothing (its square would).
         if low[r] > 0.0 && upper < low[r] * low[r] {

@@ -45,11 +45,6 @@ impl PackedCentroids {
         Self { data, cn, d, panels }
     }
 
-    /// Squared norm of centroid `j`, as the kernel adds it.
-    pub(super) fn norm(&self, j: usize) -> f32 {
-        self.cn[j]
-    }
-
     /// The largest centroid squared norm (padding excluded).
     pub(super) fn max_norm(&self) -> f32 {
         self.cn.iter().copied().filter(|v| v.is_finite()).fold(0.0, f32::max)
@@ -115,29 +110,57 @@ pub(super) fn nearest_block(rows: &Rows<'_>, c: &PackedCentroids, out: Found<'_>
     finish(rows.xn, out, scr)
 }
 
-/// The value the kernel compares for row `x` (scale `s`) and centroid `j`,
-/// bit for bit: `fma(dot, -2 s, ||c_j||^2)`, `dot` a fused chain in column order.
+/// The value the kernel compares for row `x` (`f = -2 s`) and centroid `c`,
+/// bit for bit: `fma(dot, f, ||c||^2)`, `dot` a fused chain in column order.
 #[inline(always)]
-pub(super) fn value(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
+fn value(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
     let dot = x.iter().zip(c).fold(0f32, |acc, (&a, &b)| a.mul_add(b, acc));
     dot.mul_add(f, cn)
 }
 
-/// [`value`] with fused multiply-adds in hardware where the CPU has them
-/// (`mul_add` is a slow library call otherwise).
-pub(super) fn value_dispatch(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
+/// [`value`] of each row of `rows` against its own centroid `labels[r]`,
+/// into `out`. Eight rows' chains are interleaved so they run at the FMA
+/// units' throughput rather than their latency; each chain is unchanged, so
+/// every value is bit-identical to the kernel's.
+pub(super) fn own_values(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA.
-        return unsafe { value_fma(x, f, c, cn) };
+        return unsafe { own_values_fma(rows, c, centroids, labels, out) };
     }
-    value(x, f, c, cn)
+    own_values_impl(rows, c, centroids, labels, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-fn value_fma(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
-    value(x, f, c, cn)
+fn own_values_fma(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+    own_values_impl(rows, c, centroids, labels, out)
+}
+
+#[inline(always)]
+fn own_values_impl(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+    const W: usize = 8;
+    let d = c.d;
+    let m = labels.len();
+    let whole = m / W * W;
+    for r0 in (0..whole).step_by(W) {
+        let xs: [&[f32]; W] = std::array::from_fn(|i| &rows.x[(r0 + i) * d..][..d]);
+        let cs: [&[f32]; W] = std::array::from_fn(|i| &centroids[labels[r0 + i] as usize * d..][..d]);
+        let mut acc = [0f32; W];
+        for q in 0..d {
+            for i in 0..W {
+                acc[i] = xs[i][q].mul_add(cs[i][q], acc[i]);
+            }
+        }
+        for i in 0..W {
+            let (r, j) = (r0 + i, labels[r0 + i] as usize);
+            out[r] = acc[i].mul_add(minus_two_scale(rows.scale, r), c.cn[j]);
+        }
+    }
+    for r in whole..m {
+        let j = labels[r] as usize;
+        out[r] = value(&rows.x[r * d..][..d], minus_two_scale(rows.scale, r), &centroids[j * d..][..d], c.cn[j]);
+    }
 }
 
 /// `-2 s`, exact (a power-of-two multiple).
