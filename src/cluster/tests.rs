@@ -78,7 +78,7 @@ fn same_seed_is_bit_identical_and_seed_matters() {
 
 #[test]
 fn thread_count_does_not_change_results() {
-    // Several assignment blocks (512 rows), uneven last block, d not a multiple of 16.
+    // Several assignment blocks (240 rows), uneven last block, d not a multiple of 16.
     let (n, d) = (2100, 21);
     let x = uniform(n, d, 4);
     let run = |threads: usize, c: &KMeansConfig| {
