@@ -1,31 +1,29 @@
-//! Nearest-centroid assignment: blockwise GEMM with the argmin fused per block.
+//! Nearest-centroid assignment: fixed row blocks through the fused kernel, in
+//! parallel, optionally skipping rows whose label provably cannot change.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::data::Points;
-use super::kernels;
-use crate::linalg::{matmul, MatRef};
+use super::nearest::{self, nearest_block, Found, PackedCentroids, Rows, Scratch};
 
-/// Rows per assignment block. It depends only on k, never on the thread
-/// count, so block boundaries (and hence every float sum) are reproducible.
-/// 512 rows measured best or within noise of best for k = 100..1000 and
-/// d = 128..784; very large k shrinks the block to keep the dot tile
-/// (rows x k floats) near 2 MiB.
-pub(super) fn block_rows(k: usize) -> usize {
-    ((1usize << 19) / k.max(1)).clamp(64, 512) / 16 * 16
-}
+/// Rows per assignment block: a multiple of the kernel's 6-row tile. It
+/// never depends on the thread count, so block boundaries (and hence every
+/// float sum) are reproducible.
+const BLOCK_ROWS: usize = 240;
 
-/// Squared L2 norm of each centroid, summed in f64 for accuracy.
-pub(super) fn centroid_sqnorms(centroids: &[f32], d: usize) -> Vec<f32> {
-    centroids.chunks_exact(d).map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32).collect()
-}
-
-/// Per-task scratch space, reused across the blocks one rayon job handles.
-struct Scratch {
-    dots: Vec<f32>,
-    best: Vec<f32>,
-    gather: Vec<f32>,
+/// Per-task buffers, reused across the blocks one rayon job handles.
+#[derive(Default)]
+struct Buffers {
+    scr: Scratch,
+    dist: Vec<f64>,
+    second: Vec<f32>,
+    todo: Vec<usize>,
+    rows: Vec<f32>,
+    scale: Vec<f32>,
+    xn: Vec<f32>,
+    labels: Vec<u32>,
+    found: Vec<f64>,
+    own: Vec<f32>,
 }
 
 /// Writes each visible row's nearest centroid into `labels` and returns the
@@ -34,31 +32,124 @@ struct Scratch {
 /// Per-block inertias are collected in block order and summed sequentially,
 /// so the result is bit-identical for any number of threads.
 pub(super) fn assign_points(points: &Points<'_>, centroids: &[f32], k: usize, labels: &mut [u32]) -> f64 {
+    let mut lower = vec![0f64; labels.len()];
+    assign_bounded(points, centroids, k, labels, &mut lower, false)
+}
+
+/// [`assign_points`] that also maintains, per row, `lower`: a lower bound on
+/// the distance (not squared) from the row to every centroid but its own.
+///
+/// With `prune`, `labels` and `lower` must hold the previous
+/// assignment and bounds already reduced by the centroids' movement. A row
+/// keeps its label without a full search when the error-padded squared
+/// distance to its own centroid stays below the bound squared; the padding
+/// exceeds the kernel's worst-case rounding, so such a row would have got the
+/// same label from the full search, and its distance is computed bit for bit
+/// as the kernel would. Results are thus identical with or without pruning.
+/// `cap` is unused beyond enabling it (kept for symmetry with the callers).
+pub(super) fn assign_bounded(
+    points: &Points<'_>,
+    centroids: &[f32],
+    k: usize,
+    labels: &mut [u32],
+    lower: &mut [f64],
+    prune: bool,
+) -> f64 {
     let d = points.dim();
     debug_assert_eq!(labels.len(), points.len());
-    let cn = centroid_sqnorms(centroids, d);
-    let bs = block_rows(k);
-    let c = MatRef::row_major(centroids, k, d);
+    let packed = PackedCentroids::new(centroids, k, d);
     let xn = points.sqnorms();
+    // Worst-case absolute error of a computed squared distance, per unit of
+    // ||x||^2 + max ||c||^2: d + 4 roundings of 2^-24, doubled for safety.
+    let rel_err = (d as f64 + 4.0) * f64::from(f32::EPSILON);
+    let cmax = f64::from(packed.max_norm());
     let partial: Vec<f64> = labels
-        .par_chunks_mut(bs)
+        .par_chunks_mut(BLOCK_ROWS)
+        .zip(lower.par_chunks_mut(BLOCK_ROWS))
         .enumerate()
-        .map_init(
-            || Scratch { dots: vec![0.0; bs * k], best: vec![0.0; bs], gather: Vec::new() },
-            |scr, (b, lab)| {
-                let start = b * bs;
-                let m = lab.len();
-                let (rows, scale) = points.block(start, start + m, &mut scr.gather);
-                let dots = &mut scr.dots[..m * k];
-                // dots (k x m) = -2 c.x ; the per-row ||x||^2 does not change the
-                // argmin, so it is only added back for the inertia. Centroid-major
-                // tiles ran ~5% faster through gemm than row-major ones, and let
-                // the argmin vectorise across rows.
-                matmul(dots, c, MatRef::row_major(rows, m, d).t(), -2.0, false, Parallelism::None);
-                let xn = &xn[start..start + m];
-                kernels::argmin_block(dots, &cn, scale, xn, lab, &mut scr.best[..m])
-            },
-        )
+        .map_init(<(Vec<f32>, Buffers)>::default, |(gather, buf), (b, (lab, low))| {
+            let start = b * BLOCK_ROWS;
+            let m = lab.len();
+            let xn = &xn[start..start + m];
+            let (x, scale) = points.block(start, start + m, gather);
+            buf.dist.clear();
+            buf.dist.resize(m, 0.0);
+            let err = |r: usize| rel_err * (f64::from(xn[r]) + cmax);
+            if !prune {
+                buf.second.clear();
+                buf.second.resize(m, 0.0);
+                let rows = Rows { x, scale, xn };
+                let out = Found { labels: lab, dist: &mut buf.dist, second: &mut buf.second };
+                nearest_block(&rows, &packed, out, &mut buf.scr);
+                for (r, l) in low.iter_mut().enumerate() {
+                    *l = lower_bound(xn[r], buf.second[r], err(r));
+                }
+            } else {
+                let block = Block { x, scale, xn, d, centroids, packed: &packed };
+                prune_block(&block, lab, low, buf, &err);
+            }
+            buf.dist.iter().sum::<f64>()
+        })
         .collect();
     partial.iter().sum()
+}
+
+/// The distance lower bound implied by a computed runner-up value.
+fn lower_bound(xn: f32, second: f32, err: f64) -> f64 {
+    (f64::from(xn) + f64::from(second) - err).max(0.0).sqrt()
+}
+
+/// One block's rows and the centroids, for the pruned step.
+struct Block<'a> {
+    x: &'a [f32],
+    scale: Option<&'a [f32]>,
+    xn: &'a [f32],
+    d: usize,
+    centroids: &'a [f32],
+    packed: &'a PackedCentroids,
+}
+
+/// The pruned step for one block: rows that may change are gathered and
+/// searched in full; the others get their own centroid's distance.
+fn prune_block(blk: &Block<'_>, lab: &mut [u32], low: &mut [f64], buf: &mut Buffers, err: &dyn Fn(usize) -> f64) {
+    let (d, xn) = (blk.d, blk.xn);
+    buf.todo.clear();
+    buf.own.clear();
+    buf.own.resize(lab.len(), 0.0);
+    nearest::own_values(&Rows { x: blk.x, scale: blk.scale, xn }, blk.packed, blk.centroids, lab, &mut buf.own);
+    for (r, &v) in buf.own.iter().enumerate() {
+        let upper = f64::from(xn[r]) + f64::from(v) + 2.0 * err(r);
+        // A bound loosened below zero says nothing (its square would).
+        if low[r] > 0.0 && upper < low[r] * low[r] {
+            buf.dist[r] = (f64::from(xn[r]) + f64::from(v)).max(0.0);
+        } else {
+            buf.todo.push(r);
+        }
+    }
+    if buf.todo.is_empty() {
+        return;
+    }
+    let t = buf.todo.len();
+    buf.rows.clear();
+    buf.scale.clear();
+    buf.xn.clear();
+    for &r in &buf.todo {
+        buf.rows.extend_from_slice(&blk.x[r * d..(r + 1) * d]);
+        buf.scale.push(blk.scale.map_or(1.0, |s| s[r]));
+        buf.xn.push(xn[r]);
+    }
+    buf.labels.clear();
+    buf.labels.resize(t, 0);
+    buf.second.clear();
+    buf.second.resize(t, 0.0);
+    buf.found.clear();
+    buf.found.resize(t, 0.0);
+    let rows = Rows { x: &buf.rows, scale: blk.scale.map(|_| &buf.scale[..]), xn: &buf.xn };
+    let out = Found { labels: &mut buf.labels, dist: &mut buf.found, second: &mut buf.second };
+    nearest_block(&rows, blk.packed, out, &mut buf.scr);
+    for (i, &r) in buf.todo.iter().enumerate() {
+        lab[r] = buf.labels[i];
+        buf.dist[r] = buf.found[i];
+        low[r] = lower_bound(xn[r], buf.second[i], err(r));
+    }
 }

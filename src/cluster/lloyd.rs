@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::assign::assign_points;
+use super::assign::assign_bounded;
 use super::data::Points;
 use super::kernels;
 
@@ -26,9 +26,22 @@ pub(super) struct LloydOutput {
 /// stops early.
 pub(super) fn run(
     points: &Points<'_>,
+    centroids: Vec<f32>,
+    k: usize,
+    iterations: usize,
+    on_iter: &mut dyn FnMut(usize, f64),
+) -> LloydOutput {
+    run_pruned(points, centroids, k, iterations, true, on_iter)
+}
+
+/// [`run`], with the bound-based skipping of full searches switched by
+/// `prune` (tests check that it changes nothing).
+pub(super) fn run_pruned(
+    points: &Points<'_>,
     mut centroids: Vec<f32>,
     k: usize,
     iterations: usize,
+    prune: bool,
     on_iter: &mut dyn FnMut(usize, f64),
 ) -> LloydOutput {
     let n = points.len();
@@ -37,8 +50,10 @@ pub(super) fn run(
     let mut trace = Vec::with_capacity(iterations);
     let mut splits = 0;
     let mut last_split = false;
+    // Per row, a lower bound on its distance to every other centroid (see `assign_bounded`).
+    let mut lower = vec![0f64; n];
     for it in 0..iterations {
-        let inertia = assign_points(points, &centroids, k, &mut labels);
+        let inertia = assign_bounded(points, &centroids, k, &mut labels, &mut lower, prune && it > 0);
         trace.push(inertia);
         tracing::debug!(iteration = it, inertia, "k-means iteration");
         on_iter(it, inertia);
@@ -46,16 +61,45 @@ pub(super) fn run(
             tracing::debug!(iteration = it, "k-means converged: assignments unchanged");
             break;
         }
+        let old = centroids.clone();
         let counts = update_centroids(points, &labels, k, &mut centroids);
         let s = split_empty(&mut centroids, counts, points.dim());
+        loosen_bounds(&old, &centroids, points.dim(), &labels, &mut lower);
         if s > 0 {
             tracing::debug!(iteration = it, empty = s, "re-seeded empty clusters by splitting");
         }
         splits += s;
         last_split = s > 0;
-        std::mem::swap(&mut labels, &mut prev);
+        // The next assignment starts from these labels, so they are copied, not swapped out.
+        prev.copy_from_slice(&labels);
     }
     LloydOutput { centroids, inertia_per_iter: trace, splits }
+}
+
+/// Lowers each row's bound on the distance to the centroids other than its
+/// own by the most any of them moved (triangle inequality), so the bound
+/// stays valid for the new centroids.
+fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], lower: &mut [f64]) {
+    let drift: Vec<f64> = old
+        .chunks_exact(d)
+        .zip(new.chunks_exact(d))
+        .map(|(a, b)| {
+            let sq: f64 = a.iter().zip(b).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+            // Padded so the f64 rounding of the sum can only make the bound looser.
+            sq.sqrt() * (1.0 + 1e-9)
+        })
+        .collect();
+    // The largest movement, and the largest among the others, for rows whose own centroid moved most.
+    let mut top = 0;
+    for (j, &v) in drift.iter().enumerate() {
+        if v > drift[top] {
+            top = j;
+        }
+    }
+    let runner = drift.iter().enumerate().filter(|&(j, _)| j != top).map(|(_, &v)| v).fold(0.0, f64::max);
+    lower.par_iter_mut().zip(labels.par_iter()).for_each(|(l, &a)| {
+        *l -= if a as usize == top { runner } else { drift[top] };
+    });
 }
 
 /// Replaces each non-empty centroid by the mean of its rows; empty clusters

@@ -1,14 +1,19 @@
 //! Deterministic, memory-bounded Lloyd k-means on f32 feature matrices.
 //!
-//! Distances use the expansion ||x||^2 - 2 x.c + ||c||^2 with the cross term
-//! from a GEMM over fixed-size row blocks, each fused with its argmin, so no
-//! n x k matrix is ever built. Work runs on the current rayon pool; results
-//! are bit-identical for any pool size because block boundaries and the order
-//! of every floating-point reduction are fixed.
+//! Distances use the expansion ||x||^2 - 2 x.c + ||c||^2; a fused kernel
+//! (`nearest`) computes the cross term for fixed-size row blocks against
+//! centroids packed once per iteration and keeps each row's best and
+//! runner-up in registers, so no n x k (or block x k) matrix is ever built.
+//! After the first iteration, a row whose distance to its own centroid stays
+//! below a lower bound on its distance to every other one (Hamerly's bound,
+//! padded by the worst-case rounding) keeps its label without a full search;
+//! that changes no result, only the work. Work runs on the current rayon pool;
+//! results are bit-identical for any pool size because block boundaries and
+//! the order of every floating-point reduction are fixed.
 //!
 //! Memory: `x` is never copied. Normalisation is applied on the fly through a
-//! per-row scale factor, so peak extra memory is O(n + k d) plus one
-//! k x 512 dot tile (at most ~2 MiB) per thread. Measured peak RSS for
+//! per-row scale factor, so peak extra memory is O(n + k d) (labels, norms and
+//! one f64 bound per row) plus small per-thread scratch. Measured peak RSS for
 //! 1M x 512 f32 features, k = 100: 1.01x the feature buffer, with or
 //! without `normalize`.
 
@@ -18,8 +23,8 @@ mod device;
 mod error;
 mod init;
 mod kernels;
-
 mod lloyd;
+mod nearest;
 mod prototypes;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::kernels::argmin_block;
+use super::nearest::{nearest_block, nearest_block_portable, Found, PackedCentroids, Rows, Scratch};
 use super::*;
 
 /// `n` uniform rows in [-1, 1)^d.
@@ -78,7 +78,7 @@ fn same_seed_is_bit_identical_and_seed_matters() {
 
 #[test]
 fn thread_count_does_not_change_results() {
-    // Several assignment blocks (512 rows), uneven last block, d not a multiple of 16.
+    // Several assignment blocks (240 rows), uneven last block, d not a multiple of 16.
     let (n, d) = (2100, 21);
     let x = uniform(n, d, 4);
     let run = |threads: usize, c: &KMeansConfig| {
@@ -219,25 +219,101 @@ fn identical_points_do_not_panic() {
     }
 }
 
+/// Runs the dispatched and the portable kernel on one block; checks they agree bit for bit.
+fn kernel_both(x: &[f32], scale: Option<&[f32]>, c: &[f32], k: usize, d: usize) -> (Vec<u32>, Vec<f64>, Vec<f32>) {
+    let m = x.len() / d;
+    let xn: Vec<f32> = x
+        .chunks_exact(d)
+        .enumerate()
+        .map(|(r, row)| {
+            let s = f64::from(scale.map_or(1.0, |s| s[r]));
+            row.iter().map(|&v| (f64::from(v) * s).powi(2)).sum::<f64>() as f32
+        })
+        .collect();
+    let packed = PackedCentroids::new(c, k, d);
+    let rows = Rows { x, scale, xn: &xn };
+    let run = |portable: bool| {
+        let (mut labels, mut dist, mut second) = (vec![0u32; m], vec![0f64; m], vec![0f32; m]);
+        let out = Found { labels: &mut labels, dist: &mut dist, second: &mut second };
+        if portable {
+            nearest_block_portable(&rows, &packed, out);
+        } else {
+            nearest_block(&rows, &packed, out, &mut Scratch::default());
+        }
+        (labels, dist, second)
+    };
+    let (fast, slow) = (run(false), run(true));
+    assert_eq!(fast.0, slow.0);
+    assert_eq!(
+        fast.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        slow.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(bits(&fast.2), bits(&slow.2));
+    fast
+}
+
 #[test]
-fn argmin_prefers_lowest_index_and_skips_nan() {
-    // Centroid-major tile: 19 centroids x 2 rows; row 1 mirrors row 0 but
-    // has a unique minimum at the last centroid.
-    let (k, m) = (19, 2);
-    let cn = vec![0.0; k];
-    let mut dots = vec![5.0; k * m];
-    for j in [9, 11, 17] {
-        dots[j * m] = 1.0;
-        dots[j * m + 1] = 1.0;
+fn kernel_matches_a_naive_search() {
+    // k not a multiple of the 16-centroid panel, d odd, rows not a multiple of the 6-row tile.
+    for (m, k, d, scaled) in [(23, 37, 13, false), (13, 5, 1, true), (7, 100, 31, true), (1, 2, 3, false)] {
+        let x = uniform(m, d, 40 + k as u64);
+        let c = uniform(k, d, 41 + d as u64);
+        let s: Vec<f32> = (0..m).map(|r| 0.5 + r as f32 / m as f32).collect();
+        let scale = scaled.then_some(&s[..]);
+        let (labels, dist, second) = kernel_both(&x, scale, &c, k, d);
+        for r in 0..m {
+            let sr = f64::from(scale.map_or(1.0, |s| s[r]));
+            let mut exact: Vec<(f64, usize)> = c
+                .chunks_exact(d)
+                .enumerate()
+                .map(|(j, cj)| {
+                    let sq =
+                        x[r * d..(r + 1) * d].iter().zip(cj).map(|(&a, &b)| (f64::from(a) * sr - f64::from(b)).powi(2));
+                    (sq.sum::<f64>(), j)
+                })
+                .collect();
+            exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let tol = 1e-4 * (1.0 + exact[0].0);
+            assert!(exact.iter().find(|e| e.1 == labels[r] as usize).unwrap().0 <= exact[0].0 + tol, "row {r}");
+            assert!((dist[r] - exact[0].0).abs() <= tol, "row {r}: {} vs {}", dist[r], exact[0].0);
+            let xn: f64 = x[r * d..(r + 1) * d].iter().map(|&v| (f64::from(v) * sr).powi(2)).sum();
+            assert!((xn + f64::from(second[r]) - exact[1].0).abs() <= tol, "row {r}: runner-up");
+        }
     }
-    dots[3 * m] = f32::NAN;
-    dots[18 * m + 1] = -1.0;
-    let mut labels = vec![7; m];
-    let mut best = vec![0.0; m];
-    let total = argmin_block(&dots, &cn, None, &[0.0, 2.0], &mut labels, &mut best);
-    assert_eq!(labels, vec![9, 18]);
-    assert_eq!(best, vec![1.0, -1.0]);
-    assert_eq!(total, 2.0);
+}
+
+#[test]
+fn kernel_prefers_the_lowest_index_among_equal_centroids() {
+    // Centroids 9, 11, 25 (same lane as 9, later panel) and 40 are the same point, the nearest.
+    let (k, d) = (41, 3);
+    let mut c = vec![5.0f32; k * d];
+    for j in [25, 11, 40, 9] {
+        c[j * d..(j + 1) * d].copy_from_slice(&[1.0, 2.0, 3.0]);
+    }
+    let x = [1.0, 2.0, 3.5, 1.0, 2.0, 2.5];
+    let (labels, dist, second) = kernel_both(&x, None, &c, k, d);
+    assert_eq!(labels, vec![9, 9]);
+    assert!((dist[0] - 0.25).abs() < 1e-5);
+    // The runner-up is an equal centroid, so it ties with the best.
+    assert!((f64::from(second[1]) + 1.0 + 4.0 + 6.25 - 0.25).abs() < 1e-4);
+}
+
+#[test]
+fn pruned_lloyd_is_bit_identical_to_full_search() {
+    // Blobs with many clusters per blob make near ties; normalisation and sampling exercise the
+    // scaled and gathered paths; k = 37 leaves a partial panel.
+    let (n, d) = (3000, 9);
+    let (x, _) = blobs(6, n / 6, d, 12);
+    for (k, normalize, sample) in [(37, false, None), (20, true, None), (37, true, Some(50))] {
+        let c = KMeansConfig { normalize, max_points_per_centroid: sample, ..cfg(k, 25) };
+        let points = prepare(&x, n, d, &c).unwrap();
+        let init = seed(&points, &c);
+        let full = lloyd::run_pruned(&points, init.clone(), k, 25, false, &mut noop());
+        let pruned = lloyd::run_pruned(&points, init, k, 25, true, &mut noop());
+        assert_eq!(bits(&full.centroids), bits(&pruned.centroids), "k={k} normalize={normalize}");
+        assert_eq!(full.inertia_per_iter, pruned.inertia_per_iter);
+        assert_eq!(full.splits, pruned.splits);
+    }
 }
 
 #[test]

@@ -124,7 +124,8 @@ impl StageKind for KMeans {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "kmeans",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
-        version: 2,
+        // 3: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
+        version: 3,
         summary: "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels",
         inputs: &[super::FEATURES_INPUT, TRUTH_INPUT],
         outputs: &[

@@ -110,7 +110,8 @@ impl StageKind for PerLabelKMeans {
     type Params = PerLabelParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "per_label_kmeans",
-        version: 1,
+        // 2: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
+        version: 2,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
         inputs: &[super::FEATURES_INPUT, super::labels_input("the labels whose points are clustered separately")],
         outputs: &[

@@ -99,7 +99,8 @@ impl StageKind for Prototype {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "prototype",
         // 2: metrics gain test_purity (shared reporting with `kmeans`).
-        version: 2,
+        // 3: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
+        version: 3,
         summary: "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels",
         inputs: &[
             super::FEATURES_INPUT,
