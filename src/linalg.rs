@@ -1,5 +1,5 @@
 //! The one bounds-checked, safe front for `gemm::gemm` (checked stride arithmetic), shared by the
-//! convolution kernels, k-means and the linear probe.
+//! convolution kernels and the linear probe (k-means has its own fused nearest-centroid kernel).
 
 use gemm::Parallelism;
 
