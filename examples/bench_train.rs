@@ -5,6 +5,8 @@
 //! `layers` the custom ops one per layer, `fused` (default) also fuses blocks; `--epoch` also times one full `train()` epoch over 20k random images
 //! (resnet_cpu, with augmentation). Threads: RAYON_NUM_THREADS (default 2).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use cfrun::nn::{self, ResNet, ResNetConfig};
@@ -17,13 +19,6 @@ use std::time::Instant;
 static GLOBAL: MiMalloc = MiMalloc;
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat: on a shared
-/// machine wall time is noisy, CPU time much less so.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0
-}
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -63,20 +58,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let n = if name == "gpu" { steps.div_ceil(5).max(2) } else { steps };
         step()?;
-        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         for _ in 0..n {
             step()?;
         }
         let imgs = (n * batch) as f64;
         let train = imgs / t0.elapsed().as_secs_f64();
-        let train_cpu = imgs * threads as f64 / (cpu_seconds() - c0);
+        let train_cpu = imgs * threads as f64 / (cpu::process_cpu_seconds() - c0);
         model.forward_t(&x, false)?;
-        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         for _ in 0..n {
             model.forward_t(&x, false)?.to_vec2::<f32>()?;
         }
         let infer = imgs / t0.elapsed().as_secs_f64();
-        let infer_cpu = imgs * threads as f64 / (cpu_seconds() - c0);
+        let infer_cpu = imgs * threads as f64 / (cpu::process_cpu_seconds() - c0);
         println!(
             "resnet_{name:5} train {train:8.1} img/s ({train_cpu:7.1} per {threads} CPU-s)   \
              inference {infer:8.1} img/s ({infer_cpu:7.1})   ({n} steps)"
@@ -100,10 +95,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: 0,
         };
         let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 10 };
-        let c0 = cpu_seconds();
+        let c0 = cpu::process_cpu_seconds();
         let t = nn::train(&data, &targets, &cfg, &dev, None, &mut nn::NoObserver)?;
         let s = &t.history[0];
-        let cpu = cpu_seconds() - c0;
+        let cpu = cpu::process_cpu_seconds() - c0;
         println!(
             "train() epoch, 20k images, resnet_cpu: {:.1} s ({:.1} img/s; {cpu:.1} CPU-s = {:.1} img per {threads} CPU-s)",
             s.seconds,

@@ -4,6 +4,8 @@
 //! [--frames T] [--size S]`. Threads: RAYON_NUM_THREADS (default 2). The PyTorch side of the same
 //! networks is `benches/python/torch_r2plus1d.py`.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use cfrun::nn::{self, R2Plus1D, R2Plus1DConfig};
@@ -50,18 +52,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         };
         step()?;
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         for _ in 0..steps {
             step()?;
         }
         let train = (steps * batch) as f64 / t0.elapsed().as_secs_f64();
+        let train_cpu = (steps * batch * threads) as f64 / (cpu::process_cpu_seconds() - c0);
         model.forward_t(&x, false)?;
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         for _ in 0..steps {
             model.forward_t(&x, false)?.to_vec2::<f32>()?;
         }
         let infer = (steps * batch) as f64 / t0.elapsed().as_secs_f64();
-        println!("r2plus1d_{name:6} {params:8} params  train {train:7.1} clips/s  inference {infer:8.1} clips/s  ({steps} steps)");
+        let infer_cpu = (steps * batch * threads) as f64 / (cpu::process_cpu_seconds() - c0);
+        println!(
+            "r2plus1d_{name:6} {params:8} params  train {train:7.1} clips/s ({train_cpu:7.1} per {threads} CPU-s)  \
+             inference {infer:8.1} clips/s ({infer_cpu:8.1})  ({steps} steps)"
+        );
     }
     Ok(())
 }

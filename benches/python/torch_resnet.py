@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 PRESETS = {
     "tiny": dict(stem=4, widths=(4, 8, 8, 8), blocks=(1, 1, 1, 1)),
+    "small": dict(stem=8, widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1)),
     "cpu": dict(stem=16, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1)),
     "gpu": dict(stem=64, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)),
 }
