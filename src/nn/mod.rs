@@ -28,6 +28,7 @@ mod fused;
 pub mod init;
 pub mod jigsaw;
 pub mod r2plus1d;
+mod resident;
 pub mod resnet;
 pub mod run_config;
 pub mod schedule;
