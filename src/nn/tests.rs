@@ -39,6 +39,7 @@ fn config(epochs: usize) -> TrainConfig {
         schedule: Schedule::Cosine,
         augment: Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
         seed: 7,
+        precision: Default::default(),
     }
 }
 
@@ -326,4 +327,23 @@ fn resident_pipeline_equals_host_pipeline() {
             |t: &Trained| t.history.iter().map(|s| (s.loss.to_bits(), s.accuracy.to_bits())).collect::<Vec<_>>();
         assert_eq!(curve(&host), curve(&resident), "case {case}");
     }
+}
+
+/// Mixed precision (f16 activations and convolutions, f32 weights and batch norm; bf16 takes
+/// the same path but candle's CPU backend cannot multiply bf16) on a short run: it learns like
+/// f32 and its weights and BN statistics stay f32.
+#[test]
+fn mixed_precision_tracks_f32_on_a_short_run() {
+    let (pixels, labels) = quadrants(256, 12);
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
+    let f32_run = run(&pixels, &targets, &config(4));
+    let cfg = TrainConfig { precision: Precision::F16, ..config(4) };
+    let half_run = run(&pixels, &targets, &cfg);
+    let (a, b) = (&f32_run.history, &half_run.history);
+    for (x, y) in a.iter().zip(b) {
+        assert!((x.loss - y.loss).abs() <= 0.1 * x.loss.max(0.05), "epoch {}: f32 {} f16 {}", x.epoch, x.loss, y.loss);
+    }
+    assert!(b[3].loss < 0.5 * b[0].loss && b[3].accuracy > 0.9, "{b:?}");
+    let vm = half_run.weights.data().lock().unwrap();
+    assert!(vm.values().all(|v| v.dtype() == candle_core::DType::F32), "master weights and BN statistics stay f32");
 }

@@ -17,7 +17,7 @@ use super::checkpoint::TrainState;
 use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
 use super::resident::{EpochSums, ResidentImages};
-use super::run_config::{EpochStats, TrainConfig};
+use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::NnError;
@@ -218,6 +218,14 @@ pub(crate) fn train_with(
     if data.t > 1 && !cfg.arch.is_video() {
         return Err(NnError::invalid(format!("{}-frame clips need a video network (an r2plus1d preset)", data.t)));
     }
+    if !cfg.precision.is_f32() && cfg.arch.is_video() {
+        return Err(NnError::invalid("mixed precision is offered for the resnet presets, not for clip networks"));
+    }
+    if cfg.precision == Precision::Bf16 && device.is_cpu() {
+        return Err(NnError::invalid(
+            "precision bf16 needs a GPU (candle's CPU backend has no bf16 matmul); use f16 or f32",
+        ));
+    }
     let (varmap, start, norm, mut history, buffers) = match resume {
         Some(state) => {
             state.check_resumable(cfg)?;
@@ -244,6 +252,8 @@ pub(crate) fn train_with(
         tracing::info!("data set too large to index on the device in u32: batches are built on the host");
     }
     let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
+    // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
+    let dtype = cfg.precision.dtype();
     let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * len }];
     for epoch in start..cfg.epochs {
         if let Some(res) = &resident {
@@ -255,7 +265,7 @@ pub(crate) fn train_with(
             for b in 0..batches {
                 let idx = &order[b * bs..((b + 1) * bs).min(n)];
                 let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
-                let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?;
+                let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
                 let step = epoch * batches + b;
                 let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
                 let logits = model.forward_t(&x, true)?;
@@ -280,7 +290,7 @@ pub(crate) fn train_with(
             let idx = &order[b * bs..((b + 1) * bs).min(n)];
             let xb = &mut xbuf[..idx.len() * len];
             fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
-            let x = Tensor::from_slice(xb, cfg.arch.input_shape(idx.len(), data.c, frames, data.h, data.w), device)?;
+            let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
             let truth = targets.truth();
             let step = epoch * batches + b;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
