@@ -38,6 +38,23 @@ fn open_cuda() -> Result<(Device, String), String> {
     Err("this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)".into())
 }
 
+/// The device one of several jobs running side by side computes on. On a GPU: a new stream
+/// with its own cuBLAS handle on the same GPU, so the jobs' kernels interleave on the card
+/// instead of queueing behind one another on one stream (and never share a cuBLAS workspace);
+/// if that fails, the shared device (logged). The CPU is shared as is.
+pub fn for_parallel_job(device: &Device) -> Device {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot open a stream of its own for a job on cuda:{gpu_id} ({e}); sharing one");
+                device.clone()
+            }
+        },
+        _ => device.clone(),
+    }
+}
+
 /// Why `precision = "bf16"` is refused on the CPU.
 pub const BF16_ON_CPU: &str = "precision = \"bf16\" needs a GPU: candle's CPU backend has no bf16 matrix multiply";
 
