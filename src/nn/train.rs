@@ -256,53 +256,50 @@ pub(crate) fn train_with(
     let dtype = cfg.precision.dtype();
     let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * len }];
     for epoch in start..cfg.epochs {
-        if let Some(res) = &resident {
-            let t0 = Instant::now();
-            let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
-            let order = permutation(n, &mut rng);
-            let mut sums = EpochSums::new(device)?;
-            let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
-            for b in 0..batches {
-                let idx = &order[b * bs..((b + 1) * bs).min(n)];
-                let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
-                let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
-                let step = epoch * batches + b;
-                let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
-                let logits = model.forward_t(&x, true)?;
-                let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
-                let loss = res.loss(&logits, targets, &target, &ids)?;
-                let grads = loss.backward()?;
-                sgd.step(&grads, lr)?;
-                sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
-                obs.on_batch(epoch, b, batches);
-            }
-            let (loss_sum, correct) = sums.read()?;
-            let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
-            finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
-            continue;
-        }
         let t0 = Instant::now();
         let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
-        for b in 0..batches {
-            let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            let xb = &mut xbuf[..idx.len() * len];
-            fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
-            let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
-            let truth = targets.truth();
-            let step = epoch * batches + b;
-            let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
-            let logits = model.forward_t(&x, true)?;
-            let loss = batch_loss(&logits, targets, idx)?;
-            let grads = loss.backward()?;
-            sgd.step(&grads, lr)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
-            obs.on_batch(epoch, b, batches);
-        }
+        let batch_of = |b: usize| &order[b * bs..((b + 1) * bs).min(n)];
+        let lr_of =
+            |b: usize| lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
+        let (loss_sum, correct) = match &resident {
+            Some(res) => {
+                let mut sums = EpochSums::new(device)?;
+                for b in 0..batches {
+                    let idx = batch_of(b);
+                    let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
+                    let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
+                    let logits = model.forward_t(&x, true)?;
+                    let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
+                    let loss = res.loss(&logits, targets, &target, &ids)?;
+                    let grads = loss.backward()?;
+                    sgd.step(&grads, lr_of(b))?;
+                    sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
+                    obs.on_batch(epoch, b, batches);
+                }
+                sums.read()?
+            }
+            None => {
+                let (mut loss_sum, mut correct) = (0.0, 0usize);
+                for b in 0..batches {
+                    let idx = batch_of(b);
+                    let xb = &mut xbuf[..idx.len() * len];
+                    fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
+                    let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
+                    let truth = targets.truth();
+                    let logits = model.forward_t(&x, true)?;
+                    let loss = batch_loss(&logits, targets, idx)?;
+                    let grads = loss.backward()?;
+                    sgd.step(&grads, lr_of(b))?;
+                    loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+                    let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+                    correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
+                    obs.on_batch(epoch, b, batches);
+                }
+                (loss_sum, correct)
+            }
+        };
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
