@@ -55,9 +55,6 @@ pub fn for_parallel_job(device: &Device) -> Device {
     }
 }
 
-/// Why `precision = "bf16"` is refused on the CPU.
-pub const BF16_ON_CPU: &str = "precision = \"bf16\" needs a GPU: candle's CPU backend has no bf16 matrix multiply";
-
 /// Refuses, before anything runs, what the opened device cannot do: a `train` stage with
 /// `precision = "bf16"` on the CPU. The error points at the stage's `precision` field (at the
 /// stage itself when the value came from `--set` or a sweep).
@@ -78,7 +75,7 @@ pub fn check_plan(plan: &crate::graph::Plan, device: &Device) -> Result<(), crat
         errors.push(crate::config::ConfigError::at(
             &exp.file,
             origin,
-            format!("stage `{}`: {BF16_ON_CPU}", inst.stage),
+            format!("stage `{}`: {}", inst.stage, crate::nn::run_config::BF16_ON_CPU),
             Some("on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda".into()),
         ));
     }

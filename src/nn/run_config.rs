@@ -36,6 +36,9 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+/// Why `precision = "bf16"` is refused on the CPU.
+pub const BF16_ON_CPU: &str = "precision = \"bf16\" needs a GPU: candle's CPU backend has no bf16 matrix multiply";
+
 /// Arithmetic of a training run's activations and convolutions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

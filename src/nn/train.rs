@@ -222,9 +222,7 @@ pub(crate) fn train_with(
         return Err(NnError::invalid("mixed precision is offered for the resnet presets, not for clip networks"));
     }
     if cfg.precision == Precision::Bf16 && device.is_cpu() {
-        return Err(NnError::invalid(
-            "precision bf16 needs a GPU (candle's CPU backend has no bf16 matmul); use f16 or f32",
-        ));
+        return Err(NnError::invalid(format!("{}; use f16 or f32", super::run_config::BF16_ON_CPU)));
     }
     let (varmap, start, norm, mut history, buffers) = match resume {
         Some(state) => {

@@ -214,7 +214,7 @@ impl StageKind for Train {
             )));
         }
         if p.precision == Precision::Bf16 && ctx.device.is_cpu() {
-            return Err(OpError::Invalid(format!("{}; run with --device cuda", crate::exec::device::BF16_ON_CPU)));
+            return Err(OpError::Invalid(format!("{}; run with --device cuda", nn::run_config::BF16_ON_CPU)));
         }
         let mut cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
         cfg.precision = p.precision;
