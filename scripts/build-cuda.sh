@@ -12,8 +12,9 @@
 #        BUNDLE            where the GPU machine's files go          (default <repo>/target/gpu)
 #
 # Output: $BUNDLE/cfrun-<variant> (stripped) and, compressed for the device machine's 64 MiB
-# carry limit, $BUNDLE/cfrun-<variant>.xz plus $BUNDLE/libcurand.so.10.xz (PyTorch's cu13
-# wheels lack libcurand, which candle's CudaDevice needs). scripts/gpu-bench.sh unpacks them.
+# carry limit, $BUNDLE/cfrun-<variant>.xz (~8 MB each); scripts/gpu-bench.sh unpacks them.
+# The GPU machines seen so far have libcurand.so.10 (system CUDA 13.0 and PyTorch's venv); where
+# one lacks it, carry the nvidia-curand wheel's copy too (`xz -9`: ~41 MB).
 #
 # Run time (on the GPU machine): the real libcuda.so.1 comes from the driver; LD_LIBRARY_PATH must
 # reach libcudart.so.13, libcublas(Lt).so.13, libnvrtc.so.13, libcurand.so.10 and, for the cudnn
@@ -116,8 +117,4 @@ for variant in $VARIANTS; do
   echo ">> $out ($(du -h "$out" | cut -f1); packed $(du -h "$out.xz" | cut -f1))"
   echo ">> needs at run time:"; readelf -d "$out" | grep NEEDED || true
 done
-curand="$(readlink -f "$LINK/libcurand.so")"
-if [[ ! -f "$BUNDLE/libcurand.so.10.xz" ]]; then
-  xz -T1 -9 -c "$curand" >"$BUNDLE/libcurand.so.10.xz"
-fi
 echo ">> bundle for the GPU machine ($(du -ch "$BUNDLE"/*.xz | tail -n1 | cut -f1) packed):"; ls -l "$BUNDLE"
