@@ -91,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             schedule: nn::Schedule::Cosine,
             augment: nn::Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
             seed: 0,
+            precision: Default::default(),
         };
         let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 10 };
         let c0 = cpu::process_cpu_seconds();

@@ -2,17 +2,31 @@
 # Build cfrun with candle's CUDA backend on a machine that has no GPU, no driver
 # and no system CUDA toolkit (see shared/CANDLE.md, "Building with CUDA ...").
 #
-# Usage: scripts/build-cuda.sh            (from anywhere; builds the crate this script lives in)
+# Usage: scripts/build-cuda.sh [--fetch-only]   (from anywhere; builds the crate this script lives in)
+#        --fetch-only: install the wheels and make the link directory, build nothing.
 # Env:   CUDA_DEPS         cache for the pip-installed CUDA wheels   (default ~/.cache/cfrun-cuda)
 #        CARGO_TARGET_DIR  cargo target dir                          (default /work/cuda-target)
 #        CUDA_COMPUTE_CAP  GPU arch for candle-kernels' nvcc         (default 90 = H100/H200)
+#        VARIANTS          what to build: "cuda" (candle's kernels), "cudnn" (cuDNN convolutions)
+#                          or both                                   (default "cuda cudnn")
+#        BUNDLE            where the GPU machine's files go          (default <repo>/target/gpu)
+#
+# Output: $BUNDLE/cfrun-<variant> (stripped) and, compressed for the device machine's 64 MiB
+# carry limit, $BUNDLE/cfrun-<variant>.xz (~8 MB each); scripts/gpu-bench.sh unpacks them.
+# The GPU machines seen so far have libcurand.so.10 (system CUDA 13.0 and PyTorch's venv); where
+# one lacks it, carry the nvidia-curand wheel's copy too (`xz -9`: ~41 MB).
 #
 # Run time (on the GPU machine): the real libcuda.so.1 comes from the driver; LD_LIBRARY_PATH must
-# reach libcudart.so.13, libcublas(Lt).so.13, libnvrtc.so.13 and libcurand.so.10 (PyTorch's
-# nvidia-* cu13 wheels serve).
+# reach libcudart.so.13, libcublas(Lt).so.13, libnvrtc.so.13, libcurand.so.10 and, for the cudnn
+# variant, libcudnn.so.9 (PyTorch's nvidia-* cu13 wheels serve, apart from libcurand). Without
+# libcudnn.so.9 the cudnn binary does not start: use the cuda one (gpu-bench.sh falls back).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+FETCH_ONLY=0
+[[ "${1:-}" == "--fetch-only" ]] && FETCH_ONLY=1
+VARIANTS="${VARIANTS:-cuda cudnn}"
+BUNDLE="${BUNDLE:-$REPO/target/gpu}"
 DEPS="${CUDA_DEPS:-$HOME/.cache/cfrun-cuda}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/cuda-target}"
 PY="${PYTHON:-python3}"
@@ -31,6 +45,9 @@ WHEELS=(
   'nvidia-cuda-nvrtc==13.0.*'    # libnvrtc.so.13 (cudarc links it)
   'nvidia-curand==10.4.0.35'     # libcurand.so.10 (CUDA 13.0 release)
   'nvidia-cublas==13.0.2.14'     # libcublas/libcublasLt.so.13 (CUDA 13.0 U2)
+  # cuDNN 9 for CUDA 13 (cudarc binds the 9.21 API; 9.x keeps the ABI). The version PyTorch's cu13
+  # wheels pin, so the GPU machine's libcudnn.so.9 is the one linked against. ~900 MB.
+  'nvidia-cudnn-cu13==9.26.0.51'
 )
 STAMP="$DEPS/.installed"
 WANT="$(printf '%s\n' "${WHEELS[@]}")"
@@ -54,7 +71,7 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"   # no GPU here, so nvidia-smi
 # The wheels ship only versioned names (libcudart.so.13, ...); `-lcudart` needs libcudart.so.
 LINK="$DEPS/link"
 rm -rf "$LINK"; mkdir -p "$LINK"
-for lib in cudart cublas cublasLt curand nvrtc; do
+for lib in cudart cublas cublasLt curand nvrtc cudnn; do
   so="$(find "$DEPS/py" -name "lib$lib.so.*" -type f | sort | head -n1)"
   [[ -n "$so" ]] || { echo "lib$lib.so.* not found under $DEPS/py" >&2; exit 1; }
   ln -s "$so" "$LINK/lib$lib.so"
@@ -73,19 +90,31 @@ printf 'int %s(void) { return 999; }\n' $SYMS >"$LINK/cuda_stub.c"   # 999 = CUD
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LINK/libcuda.so" "$LINK/cuda_stub.c"
 echo ">> libcuda stub: $(echo "$SYMS" | wc -l) symbols"
 
+if ((FETCH_ONLY)); then
+  echo ">> wheels in $DEPS/py, link directory $LINK (--fetch-only: nothing built)"
+  exit 0
+fi
+
 # --- 3. build --------------------------------------------------------------------------------------
 # -L native=$LINK: where the linker finds the stub and the symlinks. No rpath: the GPU machine's
-# library paths differ; LD_LIBRARY_PATH is set there.
-export RUSTFLAGS="${RUSTFLAGS:-} -L native=$LINK"
+# library paths differ; LD_LIBRARY_PATH is set there. -rpath-link lets the linker resolve the
+# NEEDED entries of the linked libraries (libcudnn.so.9's siblings) without recording a path.
+export RUSTFLAGS="${RUSTFLAGS:-} -L native=$LINK -C link-arg=-Wl,-rpath-link,$LINK"
 export CUDA_HOME="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT"   # for cudarc's/bindgen_cuda's include lookup
-start=$SECONDS
-(cd "$REPO" && cargo build --release --locked --features cuda --bin cfrun)
-echo ">> cargo build took $((SECONDS - start)) s"
-
-# --- 4. strip --------------------------------------------------------------------------------------
-# The device machine's copy limit is 64 MiB; unstripped the binary is far larger (PTX + symbols).
+mkdir -p "$BUNDLE"
 BIN="$CARGO_TARGET_DIR/release/cfrun"
-OUTBIN="$CARGO_TARGET_DIR/release/cfrun-cuda-stripped"
-strip -o "$OUTBIN" "$BIN"
-echo ">> binary: $OUTBIN ($(du -h "$OUTBIN" | cut -f1), $(stat -c %s "$OUTBIN") bytes)"
-echo ">> needs at run time:"; readelf -d "$OUTBIN" | grep NEEDED || true
+for variant in $VARIANTS; do
+  case "$variant" in cuda|cudnn) ;; *) echo "unknown variant '$variant' (cuda, cudnn)" >&2; exit 2 ;; esac
+  start=$SECONDS
+  # Changing features rebuilds candle-core and what depends on it (not candle-kernels' PTX).
+  (cd "$REPO" && cargo build --release --locked --features "$variant" --bin cfrun)
+  echo ">> cargo build --features $variant took $((SECONDS - start)) s"
+  # --- 4. strip and pack ---------------------------------------------------------------------------
+  # The device machine's copy limit is 64 MiB; unstripped the binary is far larger (PTX + symbols).
+  out="$BUNDLE/cfrun-$variant"
+  strip -o "$out" "$BIN"
+  xz -T1 -6 -c "$out" >"$out.xz"
+  echo ">> $out ($(du -h "$out" | cut -f1); packed $(du -h "$out.xz" | cut -f1))"
+  echo ">> needs at run time:"; readelf -d "$out" | grep NEEDED || true
+done
+echo ">> bundle for the GPU machine ($(du -ch "$BUNDLE"/*.xz | tail -n1 | cut -f1) packed):"; ls -l "$BUNDLE"

@@ -1644,3 +1644,23 @@ fn run_reports_cpu_use() {
     let line = line.lines().last().unwrap();
     assert!(line.contains(" cached, ") && line.contains(" CPU ") && line.ends_with(" cores"), "{line}");
 }
+
+/// `precision = "bf16"` is refused on the CPU before anything runs: exit 2 at the field, with
+/// the valid choices, and nothing computed.
+#[test]
+fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bf16.toml");
+    let text = "[experiment]\nname = \"bf16\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+                train_size = 16\ntest_size = 8\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+                labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\nprecision = \"bf16\"\n";
+    std::fs::write(&file, text).unwrap();
+    let cache = dir.path().join("cache");
+    let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--device", "cpu"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs a GPU") && err.contains("bf16.toml:17:"), "{err}");
+    assert!(err.contains("\"f16\"") && err.contains("--device cuda"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
+}

@@ -1,6 +1,7 @@
 """PyTorch twin of nn::resnet (same layers, names and shapes) for side-by-side throughput.
 
 Usage: python3 benches/python/torch_resnet.py [--steps N] [--presets tiny,cpu,gpu] [--passive]
+       [--device cpu|cuda] [--amp] [--compile]
 Prints train (forward + backward + SGD step) and inference images/s at batch 128, 1x28x28,
 with torch.set_num_threads(2), and in parentheses images per 2 CPU-seconds of the process, as
 examples/bench_train does (with --passive, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads
@@ -8,6 +9,12 @@ sleep instead of spinning and CPU time counts work). Run it with OPENBLAS_CORETY
 OPENBLAS_L2_SIZE unset.
 With --jigsaw: cfrun's Jigsaw pretext network instead (128 puzzles of 9 tiles of 1x13x13 through
 the shared trunk, a 100-way head over the 9 concatenated features); rates are puzzles/s.
+With --device cuda: the same on the first GPU (timed between torch.cuda.synchronize() calls,
+--steps as given for every preset; the CPU-time column is left out); --amp trains under
+torch.autocast(bfloat16) (bf16 convolutions, f32 weights and batch norm, like cfrun's
+precision = "bf16"); --compile wraps the model in torch.compile first (its compile time is
+spent in warm-up steps, not timed). The input batch stays on the device, as in cfrun's
+device-resident pipeline.
 """
 import argparse
 import os
@@ -91,44 +98,69 @@ def main():
     ap.add_argument("--presets", default="tiny,cpu,gpu")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
     ap.add_argument("--jigsaw", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = ap.parse_args()
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA GPU")
+    dev = torch.device(args.device)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     batch = 128
     x = torch.randn(batch * 9, 1, 13, 13) if args.jigsaw else torch.randn(batch, 1, 28, 28)
     y = torch.arange(batch) % 10
+    x, y = x.to(dev), y.to(dev)
     shape = "puzzles of 9 x 1x13x13" if args.jigsaw else "1x28x28"
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}, {shape}")
+    where = torch.cuda.get_device_name(0) if cuda else f"threads {torch.get_num_threads()}"
+    mode = ("amp-bf16" if args.amp else "fp32") + (", compiled" if args.compile else ", eager")
+    print(f"torch {torch.__version__}, {where}, batch {batch}, {shape}, {mode}")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    autocast = lambda: torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.amp)  # noqa: E731
     for name in args.presets.split(","):
         p = PRESETS[name]
         model = ResNet(1, p["stem"], p["widths"], p["blocks"], 10)
         if args.jigsaw:
             model = Jigsaw(model, p["widths"][-1], 100)
+        model = model.to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        n = max(2, -(-args.steps // 5)) if name == "gpu" else args.steps
+        run = torch.compile(model) if args.compile else model
+        n = max(2, -(-args.steps // 5)) if name == "gpu" and not cuda else args.steps
 
         def step():
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            with autocast():
+                loss = F.cross_entropy(run(x), y)
+            loss.backward()
             opt.step()
 
         model.train()
-        step()
+        for _ in range(3 if args.compile or cuda else 1):
+            step()
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             step()
+        sync()
         train = n * batch / (time.perf_counter() - t0)
         train_cpu = n * batch * 2 / (time.process_time() - c0)
         model.eval()
-        with torch.no_grad():
-            model(x)
+        with torch.no_grad(), autocast():
+            for _ in range(3 if args.compile or cuda else 1):
+                run(x)
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
-                model(x)
+                run(x)
+            sync()
             infer = n * batch / (time.perf_counter() - t0)
             infer_cpu = n * batch * 2 / (time.process_time() - c0)
-        print(f"resnet_{name:5} train {train:8.1f} img/s ({train_cpu:7.1f} per 2 CPU-s)   "
-              f"inference {infer:8.1f} img/s ({infer_cpu:7.1f})   ({n} steps)", flush=True)
+        if cuda:
+            print(f"resnet_{name:5} train {train:8.1f} img/s   inference {infer:8.1f} img/s   ({n} steps)", flush=True)
+        else:
+            print(f"resnet_{name:5} train {train:8.1f} img/s ({train_cpu:7.1f} per 2 CPU-s)   "
+                  f"inference {infer:8.1f} img/s ({infer_cpu:7.1f})   ({n} steps)", flush=True)
 
 
 if __name__ == "__main__":

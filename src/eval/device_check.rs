@@ -96,6 +96,7 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
             schedule: Schedule::Constant,
             augment: Augment { crop_padding: 0, hflip: false, clip_frames: 0 },
             seed: 3,
+            precision: Default::default(),
         };
         let train = |dev: &Device| nn::train(&data, &targets, &cfg, dev, None, &mut nn::NoObserver);
         let (reference, t0) = timed(|| train(&Device::Cpu));

@@ -37,3 +37,47 @@ fn open_cuda() -> Result<(Device, String), String> {
 fn open_cuda() -> Result<(Device, String), String> {
     Err("this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)".into())
 }
+
+/// The device one of several jobs running side by side computes on. On a GPU: a new stream
+/// with its own cuBLAS handle on the same GPU, so the jobs' kernels interleave on the card
+/// instead of queueing behind one another on one stream (and never share a cuBLAS workspace);
+/// if that fails, the shared device (logged). The CPU is shared as is.
+pub fn for_parallel_job(device: &Device) -> Device {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot open a stream of its own for a job on cuda:{gpu_id} ({e}); sharing one");
+                device.clone()
+            }
+        },
+        _ => device.clone(),
+    }
+}
+
+/// Refuses, before anything runs, what the opened device cannot do: a `train` stage with
+/// `precision = "bf16"` on the CPU. The error points at the stage's `precision` field (at the
+/// stage itself when the value came from `--set` or a sweep).
+pub fn check_plan(plan: &crate::graph::Plan, device: &Device) -> Result<(), crate::config::ConfigError> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let exp = &plan.experiment;
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for inst in &plan.instances {
+        let bf16 = inst.op.name() == "train" && inst.params.get("precision").and_then(|v| v.as_str()) == Some("bf16");
+        if !bf16 || !seen.insert(inst.stage.as_str()) {
+            continue;
+        }
+        let Some(decl) = exp.stages.iter().find(|s| s.name == inst.stage) else { continue };
+        let origin = decl.fields.get("precision").map_or_else(|| decl.origin.clone(), |e| e.node.origin.clone());
+        errors.push(crate::config::ConfigError::at(
+            &exp.file,
+            origin,
+            format!("stage `{}`: {}", inst.stage, crate::nn::run_config::BF16_ON_CPU),
+            Some("on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda".into()),
+        ));
+    }
+    crate::config::ConfigError::collect(errors)
+}

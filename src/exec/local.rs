@@ -1,4 +1,5 @@
-//! The local executor: jobs run on threads of this process, `jobs` at a time.
+//! The local executor: jobs run on threads of this process, `jobs` at a time (on a GPU, each
+//! on a stream of its own when there are several: see [`super::device::for_parallel_job`]).
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -34,7 +35,10 @@ impl LocalExecutor {
         while self.running < self.jobs {
             let Some(job) = self.backlog.pop_front() else { break };
             self.running += 1;
-            let (env, tx) = (self.env.clone(), self.tx.clone());
+            let (mut env, tx) = (self.env.clone(), self.tx.clone());
+            if self.jobs > 1 {
+                env.device = super::device::for_parallel_job(&env.device);
+            }
             let started = Instant::now();
             std::thread::spawn(move || {
                 let result = compute_guarded(&env, &job);

@@ -136,6 +136,41 @@ fn is_zero(v: &usize) -> bool {
     *v == 0
 }
 
+/// Where one example of a batch comes from: crop offsets `(dy, dx)` into the image padded by
+/// `crop_padding` (`(p, p)` is uncropped), a left-right flip, and the first frame `t0` of a
+/// temporal crop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub dy: usize,
+    pub dx: usize,
+    pub flip: bool,
+    pub t0: usize,
+}
+
+impl Placement {
+    /// One example's placement for clips of `t` frames: drawn from `rng` in training (crop y,
+    /// crop x, flip, temporal offset, each only when enabled), centred without it. Both batch
+    /// builders (host and device) draw through here, so they place every example alike.
+    pub(crate) fn draw(aug: &Augment, t: usize, rng: Option<&mut impl Rng>) -> Placement {
+        let p = aug.crop_padding;
+        let frames = if aug.clip_frames == 0 { t } else { aug.clip_frames.min(t) };
+        let mut out = Placement { dy: p, dx: p, flip: false, t0: (t - frames) / 2 };
+        if let Some(rng) = rng {
+            if p > 0 {
+                out.dy = rng.random_range(0..=2 * p);
+                out.dx = rng.random_range(0..=2 * p);
+            }
+            if aug.hflip {
+                out.flip = rng.random_bool(0.5);
+            }
+            if frames < t {
+                out.t0 = rng.random_range(0..=t - frames);
+            }
+        }
+        out
+    }
+}
+
 /// Writes images `idx` of `data`, normalised with `lut` and, when `rng` is given, augmented,
 /// into `out` (`idx.len() * c * L * h * w`, `L = data.frames_out(aug.clip_frames)`). Per image
 /// the draws are: crop offsets y then x (if padding), then the flip (if enabled), then the
@@ -157,20 +192,7 @@ pub(crate) fn fill_batch(
     for (b, &i) in idx.iter().enumerate() {
         let src = &data.pixels[i * len..(i + 1) * len];
         let dst = &mut out[b * out_len..(b + 1) * out_len];
-        let (mut dy, mut dx, mut flip) = (p, p, false);
-        let mut t0 = (t - frames) / 2;
-        if let Some(rng) = rng.as_deref_mut() {
-            if p > 0 {
-                dy = rng.random_range(0..=2 * p);
-                dx = rng.random_range(0..=2 * p);
-            }
-            if aug.hflip {
-                flip = rng.random_bool(0.5);
-            }
-            if frames < t {
-                t0 = rng.random_range(0..=t - frames);
-            }
-        }
+        let Placement { dy, dx, flip, t0 } = Placement::draw(aug, t, rng.as_deref_mut());
         for (plane, d) in dst.chunks_exact_mut(h * w).enumerate() {
             let (ch, f) = (plane / frames, plane % frames);
             let s = &src[(ch * t + t0 + f) * h * w..(ch * t + t0 + f + 1) * h * w];

@@ -202,6 +202,7 @@ mod tests {
             schedule: Schedule::Cosine,
             augment: Augment::default(),
             seed: 1,
+            precision: Default::default(),
         };
         let dev = Device::Cpu;
         let full = train_jigsaw(&data, &perms, &spec, &cfg, &dev, None, &mut NoObserver).unwrap();

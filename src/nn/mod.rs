@@ -28,6 +28,7 @@ mod fused;
 pub mod init;
 pub mod jigsaw;
 pub mod r2plus1d;
+mod resident;
 pub mod resnet;
 pub mod run_config;
 pub mod schedule;
@@ -47,7 +48,7 @@ pub use extract::{extract, logits, Pool};
 pub use init::init_weights;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};
-pub use run_config::{EpochStats, TrainConfig};
+pub use run_config::{EpochStats, Precision, TrainConfig};
 pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 

@@ -102,6 +102,7 @@ fn learns_a_direction_that_no_single_frame_shows_and_is_deterministic() {
         schedule: nn::Schedule::Constant,
         augment: nn::Augment::default(),
         seed: 1,
+        precision: Default::default(),
     };
     let targets = Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 2 };
     let a = nn::train(&data, &targets, &cfg, &Device::Cpu, None, &mut nn::NoObserver).unwrap();

@@ -20,7 +20,7 @@ use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
 use super::fused::{train_forward, ConvParts};
 use super::{use_fused_kernels, NnError};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -160,7 +160,7 @@ impl Conv {
     }
     /// `(N, cin, H, W) -> (N, cout, Ho, Wo)`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        conv2d(xs, &self.weight, self.stride, self.padding)
+        conv2d(xs, &self.weight.to_dtype(xs.dtype())?, self.stride, self.padding)
     }
 
     fn parts(&self) -> ConvParts<'_> {
@@ -176,6 +176,17 @@ impl Conv {
 /// Whether to run the fused training ops (CPU, f32, fast kernels enabled, train mode).
 fn fused(xs: &Tensor, train: bool) -> bool {
     train && use_fused_kernels(xs.device(), xs.dtype())
+}
+
+/// `bn.forward_act`, run in f32 for reduced-precision (bf16) activations, so that mixed
+/// precision keeps batch-norm statistics in f32; the result comes back in `x`'s dtype. For f32
+/// activations it is `bn.forward_act` itself (a same-dtype `to_dtype` is a no-op).
+fn bn_act(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return bn.forward_act(x, residual, relu, train);
+    }
+    let residual = residual.map(|r| r.to_dtype(DType::F32)).transpose()?;
+    bn.forward_act(&x.to_dtype(DType::F32)?, residual.as_ref(), relu, train)?.to_dtype(x.dtype())
 }
 
 /// The two-conv residual block of ResNet-18/34.
@@ -220,13 +231,13 @@ impl BasicBlock {
 
     /// The same as [`BasicBlock::forward_t`] with one candle op per layer.
     pub(crate) fn forward_layers(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?;
+        let h = bn_act(&self.bn1, &self.conv1.forward(xs)?, None, true, train)?;
         let h = self.conv2.forward(&h)?;
         let skip = match &self.shortcut {
-            Some((conv, bn)) => bn.forward_act(&conv.forward(xs)?, None, false, train)?,
+            Some((conv, bn)) => bn_act(bn, &conv.forward(xs)?, None, false, train)?,
             None => xs.clone(),
         };
-        self.bn2.forward_act(&h, Some(&skip), true, train)
+        bn_act(&self.bn2, &h, Some(&skip), true, train)
     }
 }
 
@@ -275,7 +286,7 @@ impl ResNet {
         let mut h = if fused(xs, train) {
             train_forward(xs, &[(self.conv1.parts(), &self.bn1)], false)?
         } else {
-            self.bn1.forward_act(&self.conv1.forward(xs)?, None, true, train)?
+            bn_act(&self.bn1, &self.conv1.forward(xs)?, None, true, train)?
         };
         let last = match tap.stage() {
             None => return Ok(h),
@@ -291,7 +302,7 @@ impl ResNet {
 
     /// Global-average-pooled res5 features `(N, widths[3])` (the penultimate layer).
     pub fn embed(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_to(xs, Tap::Res5, train)?.mean((2, 3))
+        self.forward_to(xs, Tap::Res5, train)?.to_dtype(DType::F32)?.mean((2, 3))
     }
 
     /// Logits `(N, num_classes)`.

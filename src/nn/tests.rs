@@ -39,6 +39,7 @@ fn config(epochs: usize) -> TrainConfig {
         schedule: Schedule::Cosine,
         augment: Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
         seed: 7,
+        precision: Default::default(),
     }
 }
 
@@ -284,4 +285,65 @@ fn tag_sets_spread_the_target_over_every_tag() {
     let bad_ids: Vec<u32> = ids.iter().map(|&t| t + 6).collect();
     let bad = Targets::Hard { truth: Truth::Tags { offsets: &offsets, ids: &bad_ids }, num_classes: 6 };
     assert!(train(&data(&pixels), &bad, &cfg, &Device::Cpu, None, &mut NoObserver).is_err());
+}
+
+/// The device-resident pipeline, run on the CPU device, trains bit-identically to the host one:
+/// the same batches, targets, losses and sums, for labels, tag sets and distillation (batch 32
+/// over 70 images, so the last batch is short).
+#[test]
+fn resident_pipeline_equals_host_pipeline() {
+    use super::train::{train_with, Pipeline};
+    let (pixels, labels) = quadrants(70, 11);
+    let teacher: Vec<f32> = (0..70 * 4).map(|i| (i % 7) as f32 - 3.0).collect();
+    // Tag sets: the true quadrant, and for every third image also the next one.
+    let (mut offsets, mut ids) = (vec![0u32], Vec::new());
+    for (i, &l) in labels.iter().enumerate() {
+        ids.push(l);
+        if i % 3 == 0 {
+            ids.push((l + 1) % 4);
+        }
+        offsets.push(ids.len() as u32);
+    }
+    let tags = Truth::Tags { offsets: &offsets, ids: &ids };
+    let distill = |truth, soft_weight| Targets::Distill {
+        truth,
+        num_classes: 4,
+        teacher_logits: &teacher,
+        temperature: 3.0,
+        soft_weight,
+    };
+    let cases = [
+        Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 },
+        Targets::Hard { truth: tags, num_classes: 4 },
+        distill(Truth::Labels(&labels), 0.5),
+        distill(tags, 1.0),
+    ];
+    let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true, clip_frames: 0 }, ..config(2) };
+    for (case, targets) in cases.iter().enumerate() {
+        let go = |p| train_with(&data(&pixels), targets, &cfg, &Device::Cpu, None, &mut NoObserver, p).unwrap();
+        let (host, resident) = (go(Pipeline::Host), go(Pipeline::Resident));
+        assert_eq!(bits(&snapshot(&host.weights)), bits(&snapshot(&resident.weights)), "case {case}");
+        let curve =
+            |t: &Trained| t.history.iter().map(|s| (s.loss.to_bits(), s.accuracy.to_bits())).collect::<Vec<_>>();
+        assert_eq!(curve(&host), curve(&resident), "case {case}");
+    }
+}
+
+/// Mixed precision (f16 activations and convolutions, f32 weights and batch norm; bf16 takes
+/// the same path but candle's CPU backend cannot multiply bf16) on a short run: it learns like
+/// f32 and its weights and BN statistics stay f32.
+#[test]
+fn mixed_precision_tracks_f32_on_a_short_run() {
+    let (pixels, labels) = quadrants(256, 12);
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
+    let f32_run = run(&pixels, &targets, &config(4));
+    let cfg = TrainConfig { precision: Precision::F16, ..config(4) };
+    let half_run = run(&pixels, &targets, &cfg);
+    let (a, b) = (&f32_run.history, &half_run.history);
+    for (x, y) in a.iter().zip(b) {
+        assert!((x.loss - y.loss).abs() <= 0.1 * x.loss.max(0.05), "epoch {}: f32 {} f16 {}", x.epoch, x.loss, y.loss);
+    }
+    assert!(b[3].loss < 0.5 * b[0].loss && b[3].accuracy > 0.9, "{b:?}");
+    let vm = half_run.weights.data().lock().unwrap();
+    assert!(vm.values().all(|v| v.dtype() == candle_core::DType::F32), "master weights and BN statistics stay f32");
 }

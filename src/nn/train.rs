@@ -16,12 +16,13 @@ use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
 use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
-use super::run_config::{EpochStats, TrainConfig};
+use super::resident::{EpochSums, ResidentImages};
+use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::NnError;
 use crate::rng;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -168,7 +169,18 @@ pub struct Trained {
     pub history: Vec<EpochStats>,
 }
 
-/// Trains `cfg.arch` on `data` from scratch or from `resume`, reporting to `obs`.
+/// How batches reach the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pipeline {
+    /// Built on the host and copied per batch; loss and accuracy read per batch (the CPU's way).
+    Host,
+    /// Data and targets uploaded once, batches gathered on the device, sums read per epoch
+    /// ([`super::resident`]); falls back to `Host` for a data set too large to index in u32.
+    Resident,
+}
+
+/// Trains `cfg.arch` on `data` from scratch or from `resume`, reporting to `obs`. On a device
+/// other than the CPU the data set stays on the device ([`Pipeline::Resident`]).
 pub fn train(
     data: &ImageData,
     targets: &Targets,
@@ -176,6 +188,20 @@ pub fn train(
     device: &Device,
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
+) -> Result<Trained, NnError> {
+    let pipeline = if device.is_cpu() { Pipeline::Host } else { Pipeline::Resident };
+    train_with(data, targets, cfg, device, resume, obs, pipeline)
+}
+
+/// [`train`] with the batch pipeline chosen by the caller (the tests run both on the CPU).
+pub(crate) fn train_with(
+    data: &ImageData,
+    targets: &Targets,
+    cfg: &TrainConfig,
+    device: &Device,
+    resume: Option<TrainState>,
+    obs: &mut dyn TrainObserver,
+    pipeline: Pipeline,
 ) -> Result<Trained, NnError> {
     data.validate()?;
     cfg.arch.validate()?;
@@ -191,6 +217,12 @@ pub fn train(
     }
     if data.t > 1 && !cfg.arch.is_video() {
         return Err(NnError::invalid(format!("{}-frame clips need a video network (an r2plus1d preset)", data.t)));
+    }
+    if !cfg.precision.is_f32() && cfg.arch.is_video() {
+        return Err(NnError::invalid("mixed precision is offered for the resnet presets, not for clip networks"));
+    }
+    if cfg.precision == Precision::Bf16 && device.is_cpu() {
+        return Err(NnError::invalid(format!("{}; use f16 or f32", super::run_config::BF16_ON_CPU)));
     }
     let (varmap, start, norm, mut history, buffers) = match resume {
         Some(state) => {
@@ -210,30 +242,62 @@ pub fn train(
     let frames = data.frames_out(cfg.augment.clip_frames);
     let (n, bs, len) = (data.n, cfg.batch_size, data.c * frames * data.h * data.w);
     let batches = n.div_ceil(bs);
-    let mut xbuf = vec![0f32; bs.min(n) * len];
+    let resident = match pipeline {
+        Pipeline::Resident => Resident::upload(data, targets, &lut, cfg, device)?,
+        Pipeline::Host => None,
+    };
+    if pipeline == Pipeline::Resident && resident.is_none() {
+        tracing::info!("data set too large to index on the device in u32: batches are built on the host");
+    }
+    let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
+    // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
+    let dtype = cfg.precision.dtype();
+    let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * len }];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
         let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
-        for b in 0..batches {
-            let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            let xb = &mut xbuf[..idx.len() * len];
-            fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
-            let x = Tensor::from_slice(xb, cfg.arch.input_shape(idx.len(), data.c, frames, data.h, data.w), device)?;
-            let truth = targets.truth();
-            let step = epoch * batches + b;
-            let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, step);
-            let logits = model.forward_t(&x, true)?;
-            let loss = batch_loss(&logits, targets, idx)?;
-            let grads = loss.backward()?;
-            sgd.step(&grads, lr)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
-            obs.on_batch(epoch, b, batches);
-        }
+        let batch_of = |b: usize| &order[b * bs..((b + 1) * bs).min(n)];
+        let lr_of =
+            |b: usize| lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
+        let (loss_sum, correct) = match &resident {
+            Some(res) => {
+                let mut sums = EpochSums::new(device)?;
+                for b in 0..batches {
+                    let idx = batch_of(b);
+                    let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
+                    let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
+                    let logits = model.forward_t(&x, true)?;
+                    let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
+                    let loss = res.loss(&logits, targets, &target, &ids)?;
+                    let grads = loss.backward()?;
+                    sgd.step(&grads, lr_of(b))?;
+                    sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
+                    obs.on_batch(epoch, b, batches);
+                }
+                sums.read()?
+            }
+            None => {
+                let (mut loss_sum, mut correct) = (0.0, 0usize);
+                for b in 0..batches {
+                    let idx = batch_of(b);
+                    let xb = &mut xbuf[..idx.len() * len];
+                    fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
+                    let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
+                    let truth = targets.truth();
+                    let logits = model.forward_t(&x, true)?;
+                    let loss = batch_loss(&logits, targets, idx)?;
+                    let grads = loss.backward()?;
+                    sgd.step(&grads, lr_of(b))?;
+                    loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+                    let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+                    correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
+                    obs.on_batch(epoch, b, batches);
+                }
+                (loss_sum, correct)
+            }
+        };
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
@@ -314,55 +378,84 @@ pub(crate) fn permutation(n: usize, rng: &mut impl Rng) -> Vec<usize> {
     order
 }
 
-/// The mean hard loss of one batch: cross-entropy against labels, or against an even spread over
-/// each image's tags (an image without tags contributes nothing).
-fn hard_loss(logits: &Tensor, truth: &Truth, idx: &[usize]) -> Result<Tensor, NnError> {
-    let dev = logits.device();
-    match truth {
-        Truth::Labels(l) => {
-            let y: Vec<u32> = idx.iter().map(|&i| l[i]).collect();
-            let y = Tensor::from_vec(y, idx.len(), dev)?;
-            Ok(candle_nn::loss::cross_entropy(logits, &y)?)
-        }
-        Truth::Tags { .. } => {
-            let (b, k) = logits.dims2()?;
-            let mut q = vec![0f32; b * k];
-            for (r, &i) in idx.iter().enumerate() {
-                let set = truth.classes_of(i);
-                for &t in set {
-                    q[r * k + t as usize] = 1.0 / set.len() as f32;
-                }
+/// The hard target of one batch: its labels, or each image's even spread over its tags.
+pub(crate) enum HardTarget {
+    /// `(b,)` u32 labels.
+    Labels(Tensor),
+    /// `(b, k)` f32: `1 / |tags|` at each tag of an image, 0 elsewhere.
+    Spread(Tensor),
+}
+
+impl HardTarget {
+    /// Built on the host from `truth` for images `idx`.
+    fn from_host(truth: &Truth, idx: &[usize], k: usize, dev: &Device) -> Result<Self, NnError> {
+        Ok(match truth {
+            Truth::Labels(l) => {
+                let y: Vec<u32> = idx.iter().map(|&i| l[i]).collect();
+                HardTarget::Labels(Tensor::from_vec(y, idx.len(), dev)?)
             }
-            let q = Tensor::from_vec(q, (b, k), dev)?;
-            let logp = candle_nn::ops::log_softmax(logits, 1)?;
-            Ok(((q * logp)?.sum_all()? * (-1.0 / b as f64))?)
+            Truth::Tags { .. } => {
+                let b = idx.len();
+                let mut q = vec![0f32; b * k];
+                for (r, &i) in idx.iter().enumerate() {
+                    let set = truth.classes_of(i);
+                    for &t in set {
+                        q[r * k + t as usize] = 1.0 / set.len() as f32;
+                    }
+                }
+                HardTarget::Spread(Tensor::from_vec(q, (b, k), dev)?)
+            }
+        })
+    }
+
+    /// The mean loss: cross-entropy against the labels or the spread (an image without tags
+    /// contributes nothing).
+    fn loss(&self, logits: &Tensor) -> Result<Tensor, NnError> {
+        match self {
+            HardTarget::Labels(y) => Ok(candle_nn::loss::cross_entropy(logits, y)?),
+            HardTarget::Spread(q) => {
+                let b = logits.dim(0)?;
+                let logp = candle_nn::ops::log_softmax(logits, 1)?;
+                Ok(((q * logp)?.sum_all()? * (-1.0 / b as f64))?)
+            }
         }
+    }
+
+    /// How many arg-max predictions are right (one of the image's classes), as a device scalar.
+    pub(crate) fn correct(&self, logits: &Tensor) -> Result<Tensor, NnError> {
+        let pred = logits.argmax(1)?;
+        let hits = match self {
+            HardTarget::Labels(y) => pred.eq(y)?,
+            HardTarget::Spread(q) => q.gather(&pred.unsqueeze(1)?, 1)?.gt(0.0)?,
+        };
+        Ok(hits.to_dtype(DType::F64)?.sum_all()?)
     }
 }
 
-/// The mean loss of one batch (see the module docs).
-fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tensor, NnError> {
-    let Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } = *targets else {
-        return hard_loss(logits, targets.truth(), idx);
-    };
-    let hard = if sw < 1.0 { Some(hard_loss(logits, targets.truth(), idx)?) } else { None };
-    if sw == 0.0 {
-        return Ok(hard.expect("soft_weight 0 keeps the hard term"));
-    }
-    let b = idx.len();
-    // Teacher log-probabilities at temperature T, in f64, as constants.
-    let mut logp = Vec::with_capacity(b * k);
-    for &i in idx {
+/// Teacher probabilities and log-probabilities at temperature `t` for images `idx`, computed
+/// in f64 and rounded to f32 (`(idx.len() * k,)` each).
+fn teacher_rows(teacher_logits: &[f32], k: usize, t: f32, idx: impl Iterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
+    let mut logp = Vec::new();
+    for i in idx {
         let row = &teacher_logits[i * k..(i + 1) * k];
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64 / t as f64;
         let lse = row.iter().map(|&v| (v as f64 / t as f64 - max).exp()).sum::<f64>().ln() + max;
         logp.extend(row.iter().map(|&v| v as f64 / t as f64 - lse));
     }
     let p: Vec<f32> = logp.iter().map(|v| v.exp() as f32).collect();
-    let logp: Vec<f32> = logp.into_iter().map(|v| v as f32).collect();
-    let dev = logits.device();
-    let p = Tensor::from_vec(p, (b, k), dev)?;
-    let logp = Tensor::from_vec(logp, (b, k), dev)?;
+    (p, logp.into_iter().map(|v| v as f32).collect())
+}
+
+/// `soft_weight * T^2 * KL(p || softmax(logits / T)) + (1 - soft_weight) * hard`, batch mean,
+/// from the teacher's `(b, k)` probabilities `p` and log-probabilities `logp`.
+fn distill_loss(
+    logits: &Tensor,
+    hard: Option<Tensor>,
+    (p, logp): (Tensor, Tensor),
+    t: f32,
+    sw: f32,
+) -> Result<Tensor, NnError> {
+    let b = logits.dim(0)?;
     let student = candle_nn::ops::log_softmax(&(logits / t as f64)?, 1)?;
     let kl = (p * (logp - student)?)?.sum_all()?;
     let soft = (kl * ((t as f64) * (t as f64) / b as f64))?;
@@ -370,4 +463,77 @@ fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tenso
         Some(ce) => ((soft * sw as f64)? + (ce * (1.0 - sw as f64))?)?,
         None => soft,
     })
+}
+
+/// The mean loss of one batch built on the host (see the module docs).
+fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tensor, NnError> {
+    let dev = logits.device();
+    let k = logits.dim(1)?;
+    let Targets::Distill { teacher_logits, temperature: t, soft_weight: sw, .. } = *targets else {
+        return HardTarget::from_host(targets.truth(), idx, k, dev)?.loss(logits);
+    };
+    let hard = if sw < 1.0 { Some(HardTarget::from_host(targets.truth(), idx, k, dev)?.loss(logits)?) } else { None };
+    if sw == 0.0 {
+        return Ok(hard.expect("soft_weight 0 keeps the hard term"));
+    }
+    let b = idx.len();
+    let (p, logp) = teacher_rows(teacher_logits, k, t, idx.iter().copied());
+    let teacher = (Tensor::from_vec(p, (b, k), dev)?, Tensor::from_vec(logp, (b, k), dev)?);
+    distill_loss(logits, hard, teacher, t, sw)
+}
+
+/// The data set and targets resident on the device ([`Pipeline::Resident`]).
+struct Resident {
+    images: ResidentImages,
+    /// `(n,)` u32 labels (not for tag sets, whose spreads are built per batch).
+    labels: Option<Tensor>,
+    /// Distillation: the teacher's `(n, k)` probabilities and log-probabilities at temperature T.
+    teacher: Option<(Tensor, Tensor)>,
+}
+
+impl Resident {
+    /// Uploads everything training reads; `None` when the data set is too large (see
+    /// [`ResidentImages::upload`]).
+    fn upload(
+        data: &ImageData,
+        targets: &Targets,
+        lut: &[[f32; 256]],
+        cfg: &TrainConfig,
+        dev: &Device,
+    ) -> Result<Option<Self>, NnError> {
+        let Some(images) = ResidentImages::upload(data, lut, &cfg.augment, dev)? else { return Ok(None) };
+        let labels = match targets.truth() {
+            Truth::Labels(l) => Some(Tensor::from_slice(l, l.len(), dev)?),
+            Truth::Tags { .. } => None,
+        };
+        let teacher = match *targets {
+            Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } if sw > 0.0 => {
+                let (p, logp) = teacher_rows(teacher_logits, k, t, 0..data.n);
+                Some((Tensor::from_vec(p, (data.n, k), dev)?, Tensor::from_vec(logp, (data.n, k), dev)?))
+            }
+            _ => None,
+        };
+        Ok(Some(Resident { images, labels, teacher }))
+    }
+
+    /// The hard target of images `idx` (`ids` on the device) over `k` classes: gathered labels,
+    /// or tag spreads built on the host.
+    fn hard_target(&self, truth: &Truth, idx: &[usize], ids: &Tensor, k: usize) -> Result<HardTarget, NnError> {
+        match &self.labels {
+            Some(labels) => Ok(HardTarget::Labels(labels.index_select(ids, 0)?)),
+            None => HardTarget::from_host(truth, idx, k, ids.device()),
+        }
+    }
+
+    /// The batch loss, computed as [`batch_loss`] computes it from the same values.
+    fn loss(&self, logits: &Tensor, targets: &Targets, hard: &HardTarget, ids: &Tensor) -> Result<Tensor, NnError> {
+        let Targets::Distill { temperature: t, soft_weight: sw, .. } = *targets else {
+            return hard.loss(logits);
+        };
+        let ce = if sw < 1.0 { Some(hard.loss(logits)?) } else { None };
+        match &self.teacher {
+            Some((p, logp)) => distill_loss(logits, ce, (p.index_select(ids, 0)?, logp.index_select(ids, 0)?), t, sw),
+            None => Ok(ce.expect("soft_weight 0 keeps the hard term")),
+        }
+    }
 }

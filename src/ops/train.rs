@@ -12,7 +12,7 @@ use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
 use crate::config::params::{self, ParamError, Params};
-use crate::nn::{self, Augment, ImageData};
+use crate::nn::{self, Augment, ImageData, Precision};
 
 /// Parameters of `train`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +49,11 @@ pub struct TrainParams {
     /// study must not silently build on them. Unset: no check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_train_top1: Option<f64>,
+    /// Arithmetic of activations and convolutions: `f32` (default), or mixed precision `bf16`
+    /// (GPU only) or `f16`, with f32 master weights and batch norm. Left out of the recipe when
+    /// f32, so keys of studies written before it existed are unchanged.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Seed of the initial weights, shuffles and augmentation.
     pub seed: u64,
 }
@@ -79,6 +84,7 @@ impl Params for TrainParams {
                 "temperature",
                 "soft_weight",
                 "min_train_top1",
+                "precision",
                 "seed",
             ],
         )
@@ -201,7 +207,18 @@ impl StageKind for Train {
             )));
         }
         let augment = Augment { crop_padding: p.crop_padding, hflip, clip_frames: p.clip_frames.unwrap_or(0) };
-        let cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
+        if !p.precision.is_f32() && arch.is_video() {
+            return Err(OpError::Invalid(format!(
+                "precision = \"{}\" is offered for the resnet presets, not for {}; use precision = \"f32\"",
+                p.precision.name(),
+                p.net.arch
+            )));
+        }
+        if p.precision == Precision::Bf16 && ctx.device.is_cpu() {
+            return Err(OpError::Invalid(format!("{}; run with --device cuda", nn::run_config::BF16_ON_CPU)));
+        }
+        let mut cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
+        cfg.precision = p.precision;
         let data = ImageData { pixels: &images.train, n, c: m.channels, t: m.frames, h: m.height, w: m.width };
         let teacher_logits = match ctx.optional_input("teacher") {
             Some(t) => {
@@ -272,5 +289,30 @@ impl StageKind for Train {
             .collect();
         metrics.details = serde_json::json!({ "curve": curve, "arch": cfg.arch, "labels": labels.meta.source });
         metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `precision` enters the canonical parameters (and so the recipe key) only when it is not
+    /// the default: keys of existing studies stay as they were, and writing "f32" out is the
+    /// same recipe as leaving it out.
+    #[test]
+    fn precision_enters_the_key_only_when_not_f32() {
+        let with = |extra: Json| {
+            let mut raw = json!({"epochs": 2, "seed": 0});
+            raw.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            params::normalize::<TrainParams>(&raw).unwrap()
+        };
+        let base = with(json!({}));
+        assert!(base.get("precision").is_none());
+        assert_eq!(with(json!({"precision": "f32"})), base);
+        assert_eq!(with(json!({"precision": "bf16"}))["precision"], "bf16");
+        assert_ne!(with(json!({"precision": "f16"})), base);
+        let bad = params::normalize::<TrainParams>(&json!({"epochs": 2, "seed": 0, "precision": "fp8"})).unwrap_err();
+        assert_eq!(bad.path, "precision");
     }
 }

@@ -168,6 +168,7 @@ impl OptimParams {
             schedule,
             augment,
             seed,
+            precision: Default::default(),
         }
     }
 }
@@ -308,7 +309,7 @@ mod tests {
             &net,
             &optim,
             json!({"milestones": [2], "gamma": 0.5, "crop_padding": 2, "clip_frames": 4, "hflip": false,
-                   "temperature": 2.0, "soft_weight": 0.5, "min_train_top1": 10.0, "seed": 1}),
+                   "temperature": 2.0, "soft_weight": 0.5, "min_train_top1": 10.0, "precision": "f16", "seed": 1}),
         ));
         let mut optim_pretext = optim.clone();
         optim_pretext["schedule"] = json!("cosine");

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# One prepared GPU session for issue 18, within ~8 minutes, everything written under $OUT:
+#   1. env.txt: GPU, driver, the runtime libraries found, which binary runs (cuDNN or not), nsys;
+#   2. check-device.json: `cfrun check-device --device cuda` (also absorbs the PTX JIT of a fresh machine);
+#   3. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
+#      instances (`--jobs N`), f32, plus bf16 (1 job and the best N) and, for the cuDNN gain, the
+#      binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/;
+#   4. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
+#      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
+#   5. profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
+#   6. projection.md: noise_sweep_full's time projected from the measured throughput (every train
+#      instance of its plan), then the largest part of it that fits the time left, run for real:
+#      sweep/ (its stdout/stderr and `cfrun status --json` afterwards).
+#
+# Usage (GPU machine, repo root, through the device tool):
+#   OUT=$OUT scripts/gpu-bench.sh                 (expects the bundle of scripts/build-cuda.sh in
+#                                                  target/gpu: cfrun-cudnn.xz and/or cfrun-cuda.xz,
+#                                                  and data.tar.xz for the sweep; see docs/gpu-prep.md)
+#   OUT=/tmp/dry scripts/gpu-bench.sh --cpu-dry-run   (CPU machine: the CPU build target/release/cfrun,
+#                                                  resnet_tiny, tiny sizes, f16 for bf16, torch on
+#                                                  the CPU; checks every step end to end in ~1-2 min)
+# Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu).
+set -uo pipefail   # no -e: a failed step is recorded and the next one still runs
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+DRY=0
+[[ "${1:-}" == "--cpu-dry-run" ]] && DRY=1
+OUT="${OUT:?set OUT to the folder that comes back}"
+mkdir -p "$OUT"
+BUDGET="${BUDGET:-$((DRY ? 240 : 470))}"
+BUNDLE="${BUNDLE:-$REPO/target/gpu}"
+WORK="$(mktemp -d /tmp/gpu-bench.XXXXXX)"
+T0=$SECONDS
+left() { echo $((BUDGET - (SECONDS - T0))); }
+say() { echo "[$(date -u +%T) +$((SECONDS - T0))s] $*" | tee -a "$OUT/summary.txt"; }
+PY="$(command -v python3 || true)"
+
+# --- 0. binaries, libraries, environment ----------------------------------------------------------
+if ((DRY)); then
+  DEVICE=cpu; PRESET=resnet_tiny; HALF=f16; SIDE=28
+  BIN="$REPO/target/release/cfrun"; BIN_PLAIN="$BIN"
+  [[ -x "$BIN" ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+  TORCH_PY="$PY"; TORCH_DEV=cpu; TORCH_PRESET=tiny
+else
+  DEVICE=cuda; PRESET=resnet_gpu; HALF=bf16; SIDE=28
+  mkdir -p "$WORK/bin"
+  for v in cudnn cuda; do
+    [[ -f "$BUNDLE/cfrun-$v.xz" ]] && xz -dc "$BUNDLE/cfrun-$v.xz" >"$WORK/bin/cfrun-$v" && chmod +x "$WORK/bin/cfrun-$v"
+  done
+  # Runtime libraries: PyTorch's cu13 wheels (libcudnn included) or a system CUDA; first hit each.
+  dirs=""
+  for n in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13 libcurand.so.10 libcudnn.so.9; do
+    f="$(find /opt /usr/local /usr/lib /root /home -name "$n" 2>/dev/null | head -n1)"
+    echo "$n -> ${f:-MISSING}" >>"$OUT/env.txt"
+    [[ -n "$f" ]] && dirs="$dirs:$(dirname "$f")"
+  done
+  export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  BIN_PLAIN="$WORK/bin/cfrun-cuda"
+  # The cuDNN build when its libraries resolve here; else the plain CUDA build (the fallback).
+  if [[ -x "$WORK/bin/cfrun-cudnn" ]] && ! ldd "$WORK/bin/cfrun-cudnn" | grep -q "not found"; then
+    BIN="$WORK/bin/cfrun-cudnn"
+  else
+    BIN="$BIN_PLAIN"
+  fi
+  [[ -x "$BIN" ]] || { echo "no runnable cfrun in $BUNDLE (see docs/gpu-prep.md)" | tee -a "$OUT/summary.txt"; exit 1; }
+  TORCH_PY=""
+  for p in /opt/torch/.venv/bin/python3 "$PY"; do
+    [[ -x "$p" ]] && "$p" -c "import torch" 2>/dev/null && { TORCH_PY="$p"; break; }
+  done
+  TORCH_DEV=cuda; TORCH_PRESET=gpu
+fi
+# The helpers below need Python 3.11+ (tomllib); the torch venv's Python serves if python3 is older.
+if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}"; fi
+{
+  date -u; uname -m; nproc
+  nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; echo "binary: $BIN"; ldd "$BIN" 2>&1
+  echo "nsys: $(command -v nsys || echo absent)"; echo "torch python: ${TORCH_PY:-none}"
+} >>"$OUT/env.txt" 2>&1
+say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}s"
+
+# --- 1. check-device --------------------------------------------------------------------------------
+if ((DRY)); then
+  timeout 120 "$BIN" check-device --device cpu --presets resnet_tiny --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+else
+  timeout 150 "$BIN" check-device --device cuda --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+fi
+say "check-device: rc=$?"
+
+# --- 2. cfrun throughput --------------------------------------------------------------------------
+# One experiment per run: a shared synthetic 1xSIDExSIDE data set (made once, cached) and JOBS
+# independent train stages (distinct seeds) of `epochs` epochs each. The rate of a run is taken
+# from every stage's last epoch (its "epoch done" line: steady state, after JIT and warm-up),
+# summed over the stages that ran side by side; the wall rate (all images / wall time of the
+# `cfrun run`, start-up included) is the other column.
+mkdir -p "$OUT/cfrun"
+CACHE="$WORK/cache"
+echo -e "label\tbinary\tjobs\tprecision\timages_per_stage\tepochs\twall_s\twall_img_s\tsteady_img_s\trc" >"$OUT/cfrun.tsv"
+write_exp() {   # write_exp FILE JOBS N EPOCHS PRECISION SEED0
+  local f=$1 jobs=$2 n=$3 epochs=$4 prec=$5 seed0=$6
+  {
+    printf '[experiment]\nname = "bench"\nseed = 0\n\n[stages.data]\nop = "dataset"\nname = "synthetic"\n'
+    printf 'classes = 10\nsize = %d\ntrain_size = %d\ntest_size = 64\n' "$SIDE" "$n"
+    for ((j = 0; j < jobs; j++)); do
+      printf '\n[stages.net%d]\nop = "train"\nimages = "data.images"\nlabels = "data.labels"\n' "$j"
+      printf 'arch = "%s"\nepochs = %d\nwarmup_epochs = 0\nseed = %d\n' "$PRESET" "$epochs" $((seed0 + j))
+      [[ "$prec" != f32 ]] && printf 'precision = "%s"\n' "$prec"
+    done
+  } >"$f"
+}
+RUN_ID=0
+cf_bench() {   # cf_bench LABEL BINARY JOBS PRECISION N EPOCHS -> appends to cfrun.tsv, echoes steady img/s
+  local label=$1 bin=$2 jobs=$3 prec=$4 n=$5 epochs=$6
+  RUN_ID=$((RUN_ID + 1))
+  local f="$OUT/cfrun/$label.toml"
+  # The data set alone first (same stage, same key), so the timed run only trains.
+  write_exp "$f" 0 "$n" "$epochs" "$prec" 0
+  "$bin" run "$f" --device "$DEVICE" --cache "$CACHE" -q >/dev/null 2>&1
+  write_exp "$f" "$jobs" "$n" "$epochs" "$prec" $((RUN_ID * 100))
+  local start=$EPOCHREALTIME
+  CFRUN_LOG="cfrun=debug" timeout $(($(left) > 30 ? $(left) - 20 : 10)) \
+    "$bin" run "$f" --device "$DEVICE" --cache "$CACHE" --jobs "$jobs" >"$OUT/cfrun/$label.stdout" 2>"$OUT/cfrun/$label.stderr"
+  local rc=$?
+  local wall
+  wall="$("$PY" -c "print(round($EPOCHREALTIME - $start, 1))")"
+  local steady
+  steady="$("$PY" - "$OUT/cfrun/$label.stderr" "$epochs" <<'EOF'
+import re, sys
+text = open(sys.argv[1], errors="replace").read()
+last = int(sys.argv[2]) - 1
+rate = 0.0
+# tracing's debug line: "... epoch done epoch=E loss=.. accuracy=.. seconds=S" (one per stage and epoch)
+for line in text.splitlines():
+    if "epoch done" in line and re.search(rf"\bepoch={last}\b", line):
+        m = re.search(r"seconds=([0-9.e+-]+)", line)
+        if m:
+            rate += 1.0 / float(m.group(1))
+print(rate)
+EOF
+)"
+  steady="$("$PY" -c "print(round(float('${steady:-0}') * $n))")"
+  local wall_rate
+  wall_rate="$("$PY" -c "print(round($jobs * $n * $epochs / max($wall, 0.1)))")"
+  echo -e "$label\t$(basename "$bin")\t$jobs\t$prec\t$n\t$epochs\t$wall\t$wall_rate\t$steady\t$rc" >>"$OUT/cfrun.tsv"
+  say "cfrun $label: jobs=$jobs $prec n=$n x $epochs epochs: wall ${wall}s, ${wall_rate} img/s wall, ${steady} img/s steady (rc=$rc)"
+  echo "$steady"
+}
+# Sizes: the first run measures one job; later runs get about 10 s of work at that rate (split
+# over their jobs), so a card that does not scale costs ~20 s per run, not minutes.
+if ((DRY)); then N1=512; else N1=20480; fi
+RATE1="$(cf_bench f32-j1 "$BIN" 1 f32 "$N1" 2 | tail -n1)"
+RATE1="${RATE1:-0}"
+per_job() { "$PY" -c "r=max(float('$RATE1'),1.0); print(max(256 if $DRY else 2048, min(60000, int(r*(3 if $DRY else 10)/$1)//128*128)))"; }
+BEST_J=1; BEST_RATE="$RATE1"
+for j in 2 4 8; do
+  (($(left) < 200)) && { say "skipping jobs=$j and up: $(left)s left"; break; }
+  r="$(cf_bench "f32-j$j" "$BIN" "$j" f32 "$(per_job "$j")" 2 | tail -n1)"
+  if "$PY" -c "import sys; sys.exit(0 if float('${r:-0}') > float('$BEST_RATE') else 1)"; then BEST_J=$j; BEST_RATE=$r; fi
+done
+say "best f32: jobs=$BEST_J at $BEST_RATE img/s (1 job: $RATE1)"
+# Half precision gets the f32 sizes on the GPU; on the CPU (f16 through candle's generic ops,
+# ~20x slower than cfrun's f32 kernels) the dry run keeps it tiny.
+half_n() { if ((DRY)); then echo 256; else per_job "$1"; fi; }
+if (($(left) > 170)); then cf_bench "$HALF-j1" "$BIN" 1 "$HALF" "$(half_n 1)" 2 >/dev/null; fi
+if ((BEST_J > 1)) && (($(left) > 160)); then cf_bench "$HALF-j$BEST_J" "$BIN" "$BEST_J" "$HALF" "$(half_n "$BEST_J")" 2 >/dev/null; fi
+if ((!DRY)) && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]] && (($(left) > 150)); then
+  cf_bench f32-j1-nocudnn "$BIN_PLAIN" 1 f32 "$(per_job 1)" 2 >/dev/null
+fi
+
+# --- 3. PyTorch, same network, same card ---------------------------------------------------------
+if [[ -n "$TORCH_PY" ]]; then
+  steps=$((DRY ? 2 : 60))
+  modes=("" "--amp")
+  ((DRY)) || modes+=("--compile" "--compile --amp")
+  for m in "${modes[@]}"; do
+    (($(left) < 110)) && { say "torch: skipping '$m' and after ($(left)s left)"; break; }
+    # shellcheck disable=SC2086
+    timeout 100 "$TORCH_PY" benches/python/torch_resnet.py --device "$TORCH_DEV" --presets "$TORCH_PRESET" \
+      --steps "$steps" $m >>"$OUT/torch.txt" 2>>"$OUT/torch.stderr"
+    say "torch ${m:-eager fp32}: rc=$? $(grep "resnet_$TORCH_PRESET" "$OUT/torch.txt" | tail -n1)"
+  done
+else
+  say "torch: no python with torch found"
+fi
+
+# --- 4. profile of one epoch (nsys) ----------------------------------------------------------------
+if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
+  write_exp "$WORK/prof.toml" 1 "$(per_job 1)" 1 f32 9000
+  timeout 90 nsys profile --stats=false -o "$WORK/prof" "$BIN" run "$WORK/prof.toml" --device cuda \
+    --cache "$CACHE" >"$WORK/prof.log" 2>&1
+  nsys stats --report cuda_api_sum,cuda_gpu_kern_sum,cuda_gpu_mem_time_sum --format csv "$WORK/prof.nsys-rep" \
+    >"$OUT/profile.txt" 2>&1
+  say "nsys profile: $(wc -l <"$OUT/profile.txt") lines in profile.txt"
+fi
+
+# --- 5. noise_sweep_full: projection, then the largest part that fits -------------------------------
+SWEEP=experiments/noise_sweep_full.toml
+# Candidate parts, largest first (each a list of --set arguments); the projection picks the first
+# that fits the time left.
+# The claims need two values of p and K = 10 and 1000 in scope, so the smallest parts keep those
+# and cut epochs instead (by 5, then by 7.5).
+SMALL="--set experiment.replicates=1 --set sweep.p=[0,75] --set sweep.k=[10,1000]"
+PARTS=(
+  ""
+  "--set experiment.replicates=1"
+  "--set experiment.replicates=1 --set sweep.p=[0,75]"
+  "$SMALL"
+  "$SMALL --set stages.pretrain.epochs=3 --set stages.pretrain2x.epochs=6 --set stages.clusterfit.epochs=3 --set stages.distill.epochs=3"
+  "$SMALL --set stages.pretrain.epochs=2 --set stages.pretrain2x.epochs=4 --set stages.clusterfit.epochs=2 --set stages.distill.epochs=2"
+)
+for i in "${!PARTS[@]}"; do
+  # shellcheck disable=SC2086
+  "$BIN" dag "$SWEEP" ${PARTS[$i]} --cache "$CACHE" >"$WORK/dag-$i.txt" 2>&1
+done
+for i in "${!PARTS[@]}"; do grep -q "(train)" "$WORK/dag-$i.txt" || cp "$WORK/dag-$i.txt" "$OUT/dag-$i.txt"; done
+RESERVE=$((DRY ? 5 : 25))
+CHOICE="$("$PY" - "$SWEEP" "$WORK" "${#PARTS[@]}" "$RATE1" "$BEST_RATE" "$BEST_J" "$(left)" "$RESERVE" "$OUT/projection.md" "${PARTS[@]}" <<'EOF'
+import re, sys, tomllib
+sweep, work, count, rate1, best, jobs, left, reserve, out = sys.argv[1:10]
+parts = sys.argv[10:]
+count, jobs, left, reserve = int(count), int(jobs), int(left), int(reserve)
+rate1, best = max(float(rate1), 1.0), max(float(best), 1.0)
+exp = tomllib.load(open(sweep, "rb"))
+stages = exp["stages"]
+def images(name):  # training images per epoch: the data set the stage trains on (full splits)
+    return 60000
+lines = ["# noise_sweep_full.toml: projected GPU time", "",
+         f"Measured: {rate1:.0f} img/s for one job, {best:.0f} img/s aggregate with {jobs} jobs (steady state).",
+         "Projection: every train instance of the part's plan, epochs x 60,000 images; time = max(all images /",
+         "aggregate rate, the longest chain pretrain -> clusterfit/distill at the one-job rate) + 10 % for",
+         "extraction, k-means and probes. pretrain2x runs beside that chain.", "",
+         "| part (--set) | train instances | images (M) | projected | fits in the time left |", "|---|---:|---:|---:|---|"]
+choice = -1
+for i in range(count):
+    sets = parts[i]
+    over = dict(re.findall(r"stages\.(\w+)\.epochs=(\d+)", sets))
+    epochs = lambda s: int(over.get(s, stages[s].get("epochs", 0)))
+    total, n = 0, 0
+    for line in open(f"{work}/dag-{i}.txt"):
+        m = re.match(r"^(\w+)\[.*\] \(train\)$", line.strip()) or re.match(r"^(\w+) \(train\)$", line.strip())
+        if m:
+            n += 1
+            total += epochs(m.group(1)) * images(m.group(1))
+    chain = (epochs("pretrain") + max(epochs("clusterfit"), epochs("distill"))) * 60000
+    t = max(total / best, chain / rate1) * 1.1
+    fits = n > 0 and t < left - reserve
+    if n == 0:
+        lines.append(f"| `{sets or '(the whole study)'}` | plan error: see dag-{i}.txt | | | no |")
+        continue
+    if fits and choice < 0:
+        choice = i
+    lines.append(f"| `{sets or '(the whole study)'}` | {n} | {total / 1e6:.1f} | {t / 60:.1f} min | {'yes' if fits else 'no'} ({left} s left) |")
+lines.append("")
+lines.append(f"Chosen: part {choice}" if choice >= 0 else "Chosen: none fits; nothing run")
+open(out, "w").write("\n".join(lines) + "\n")
+print(choice)
+EOF
+)"
+say "projection: $(grep -c '^| `' "$OUT/projection.md" 2>/dev/null) parts in projection.md; chosen part: ${CHOICE:-?}"
+if ((DRY)); then
+  say "dry run: the sweep itself needs the real data sets; running tests/fixtures/clusterfit_tiny.toml instead"
+  mkdir -p "$OUT/sweep"
+  timeout "$(left)" "$BIN" run tests/fixtures/clusterfit_tiny.toml --device cpu --cache "$CACHE" --jobs 2 \
+    >"$OUT/sweep/stdout" 2>"$OUT/sweep/stderr"
+  say "fixture: rc=$?"
+elif [[ "${CHOICE:-}" =~ ^[0-9]+$ ]] && ((CHOICE >= 0)); then
+  if [[ -f "$BUNDLE/data.tar.xz" ]]; then
+    tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz"
+    mkdir -p "$OUT/sweep"
+    start=$SECONDS
+    # shellcheck disable=SC2086
+    timeout $(($(left) - 10)) "$BIN" run "$SWEEP" ${PARTS[$CHOICE]} --device cuda --cache "$CACHE" --jobs "$BEST_J" \
+      >"$OUT/sweep/stdout" 2>"$OUT/sweep/stderr"
+    rc=$?
+    say "sweep part $CHOICE (${PARTS[$CHOICE]:-whole}): rc=$rc in $((SECONDS - start))s"
+    # shellcheck disable=SC2086
+    "$BIN" status "$SWEEP" ${PARTS[$CHOICE]} --cache "$CACHE" --json >"$OUT/sweep/status.json" 2>/dev/null
+  else
+    say "sweep: no $BUNDLE/data.tar.xz (Fashion-MNIST, Animal-MNIST, MNIST); projection only"
+  fi
+fi
+say "done: $((SECONDS - T0))s of ${BUDGET}s"
+rm -rf "$WORK"
