@@ -2,7 +2,7 @@
 # Every side-by-side comparison, one after another, each alternating cfrun and its peer on identical
 # inputs; writes benches/RESULTS.md (medians, ratios, goals met or not, date, machine, load).
 #
-#   benches/run_all.sh            # full suite, about 30 min on 2 cores
+#   benches/run_all.sh            # full suite, about an hour on 2 cores (the converged probes are most of it)
 #   benches/run_all.sh --quick    # one short pass, a smoke test (a few minutes)
 #   benches/run_all.sh --only kmeans probe    # some sections: nets kmeans kmem probe status
 #
