@@ -346,11 +346,17 @@ def report(meta, sections, run_args):
       f"Linux {m['kernel']}. Every tool ran on 2 threads.")
     w(f"- Load average (1/5/15 min) before: {meta['load_before']}; after: {meta['load_after']}. "
       f"Busiest processes at the start: {', '.join(meta['busy']) or 'none'}.")
-    if meta["loaded"]:
+    # A lagging 1-minute load average (from whatever ended just before) is not load; another busy
+    # process at the start, or more than our 2 threads' worth of load, is.
+    loads_seen = [float(x) for x in f"{meta['load_before']} {meta['load_after']}".split()]
+    if meta["busy"] or max(loads_seen) > 2.5:
         w("- **The machine was loaded**: other builds and experiments ran at the same time (load average above "
           "the 2 cores at times), so absolute timings are noisy and somewhat pessimistic for whichever tool was "
           "unlucky. Runs alternate between cfrun and the peer, and the tables give medians; ratios are the "
           "meaningful figures.")
+    else:
+        w("- **Idle machine**: no other process was busy when measuring started and the load average stayed "
+          "within the 2 threads the tools themselves use.")
     v = meta["versions"]
     w(f"- Versions: cfrun {v['cfrun']} ({v['rustc']}); numpy {v['numpy']}, scikit-learn {v['sklearn']}, "
       f"faiss-cpu {v['faiss']}, torch {v['torch']}" + (f", dvc {sections['status']['res']['dvc_version']}"
@@ -593,7 +599,7 @@ def main():
     meta["load_after"] = load_avg()
     meta["minutes"] = (time.time() - t0) / 60
     # Our own runs use 2 threads: load beyond that (or any before we start) is someone else's.
-    meta["loaded"] = loads[0] > 0.5 or max(loads) > 2.5
+    meta["loaded"] = bool(meta["busy"]) or max(loads) > 2.5
     meta_file = os.path.join(TMP, "meta.json")
     if args.report_only and os.path.exists(meta_file):
         meta = json.load(open(meta_file))
