@@ -350,10 +350,11 @@ def report(meta, sections, run_args):
     # process at the start, or more than our 2 threads' worth of load, is.
     loads_seen = [float(x) for x in f"{meta['load_before']} {meta['load_after']}".split()]
     if meta["busy"] or max(loads_seen) > 2.5:
-        w("- **The machine was loaded**: other builds and experiments ran at the same time (load average above "
-          "the 2 cores at times), so absolute timings are noisy and somewhat pessimistic for whichever tool was "
+        what = (f"other processes were busy at the start ({', '.join(meta['busy'])})" if meta["busy"] else
+                f"the load average reached {max(loads_seen):.2f}, above the 2 threads the tools use")
+        w(f"- **Not an idle machine**: {what}, so absolute timings may be pessimistic for whichever tool was "
           "unlucky. Runs alternate between cfrun and the peer, and the tables give medians; ratios are the "
-          "meaningful figures.")
+          "meaningful figures, the CPU-time ones most of all.")
     else:
         w("- **Idle machine**: no other process was busy when measuring started and the load average stayed "
           "within the 2 threads the tools themselves use.")
