@@ -1664,3 +1664,24 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
 }
+
+/// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`); the
+/// artifacts are the bits one job at a time gives.
+#[test]
+fn parallel_jobs_give_the_artifacts_of_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.toml");
+    let text = "[experiment]\nname = \"jobs\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\n\
+                name = \"synthetic\"\ntrain_size = 64\ntest_size = 16\n\n[stages.net]\nop = \"train\"\n\
+                images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
+                [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
+    std::fs::write(&file, text).unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let a = cfrun(&one, &["run", file.to_str().unwrap(), "--jobs", "1"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = cfrun(&two, &["run", file.to_str().unwrap(), "--jobs", "2"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let (oa, ob) = (objects(&one), objects(&two));
+    assert_eq!(oa.len(), 5, "{oa:?}");
+    assert_eq!(oa, ob);
+}

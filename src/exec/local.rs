@@ -40,8 +40,12 @@ impl LocalExecutor {
                 env.device = super::device::for_parallel_job(&env.device);
             }
             let started = Instant::now();
+            let pool = job_pool(&env, self.jobs);
             std::thread::spawn(move || {
-                let result = compute_guarded(&env, &job);
+                let result = match &pool {
+                    Some(pool) => pool.install(|| compute_guarded(&env, &job)),
+                    None => compute_guarded(&env, &job),
+                };
                 let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
             });
         }
@@ -80,4 +84,19 @@ impl Executor for LocalExecutor {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// A thread pool of its own for one of `jobs` CPU jobs, with the cores split between them, or
+/// `None` (the shared pool) for one job or a GPU.
+///
+/// Why: with one pool shared by all jobs, every kernel of every job splits its work across all
+/// cores and waits for the slowest piece, so side-by-side jobs keep interrupting each other;
+/// with a pool each, a job's kernels run without waiting on another job's. The kernels' results
+/// do not depend on the thread count, so artifacts are unchanged.
+fn job_pool(env: &ComputeEnv, jobs: usize) -> Option<rayon::ThreadPool> {
+    if jobs < 2 || !env.device.is_cpu() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    rayon::ThreadPoolBuilder::new().num_threads((cores / jobs).max(1)).build().ok()
 }
