@@ -118,6 +118,33 @@ impl Geom {
         let s = self.s as isize;
         (t.rem_euclid(s) as usize, t.div_euclid(s))
     }
+
+    /// For a stride-1 convolution with "same" padding and a kernel wider than 1: the input
+    /// gradient is itself such a convolution, of `dY` with the flipped, transposed kernel
+    /// ([`flipped_kernel`]). That is a column matrix and a GEMM with `Cout * K * K` terms per
+    /// output, where the adjoint of im2col multiplies over only `Cout` terms (a thin GEMM that
+    /// is bound by its stores) and then adds `K * K` shifted blocks into `dx`.
+    fn adjoint(&self) -> Option<Geom> {
+        let same = self.s == 1 && self.k > 1 && self.k % 2 == 1 && self.pad == self.k / 2;
+        same.then_some(Geom { cin: self.cout, cout: self.cin, h: self.ho, w: self.wo, ho: self.h, wo: self.w, ..*self })
+    }
+}
+
+/// `w[co, ci, ky, kx]` rearranged as `w'[ci, co, K-1-ky, K-1-kx]`: the kernel of
+/// [`Geom::adjoint`].
+fn flipped_kernel(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut out = vec![0f32; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &w[(co * g.cin + ci) * kk..][..kk];
+            let dst = &mut out[(ci * g.cout + co) * kk..][..kk];
+            for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    out
 }
 
 /// Where one kernel tap of a [`Geom::blocked`] convolution reads its `Ho x Wo` plane (the
@@ -443,41 +470,47 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
 
 /// [`forward`] through a column matrix and one GEMM per group of images.
 pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
+    let gs = g.group();
     // Every element is written by a GEMM or the copy below.
     let mut y = take(g.n * g.out_img());
     y.par_chunks_mut(gs * g.out_img()).enumerate().for_each(|(chunk, ys)| {
-        let n0 = chunk * gs;
         let gn = ys.len() / g.out_img();
-        let ld = padded_cols(gn * p);
-        let mut col = take(kdim * ld);
-        for j in 0..gn {
-            let xi = &x[(n0 + j) * g.in_img()..(n0 + j + 1) * g.in_img()];
-            im2col(g, xi, &mut col, ld, j * p);
-        }
-        if ld > gn * p {
-            for row in col.chunks_exact_mut(ld) {
-                row[gn * p..].fill(0.0);
-            }
-        }
-        // Single-threaded products: the chunks run in parallel, so the sum order is fixed.
-        let wm = MatRef::row_major(w, g.cout, kdim);
-        if ld == p {
-            matmul(ys, wm, MatRef::row_major(&col, kdim, p), 1.0, false, Parallelism::None);
-        } else {
-            let mut tmp = take(g.cout * ld);
-            matmul(&mut tmp, wm, MatRef::row_major(&col, kdim, ld), 1.0, false, Parallelism::None);
-            for j in 0..gn {
-                for co in 0..g.cout {
-                    let dst = &mut ys[j * g.out_img() + co * p..][..p];
-                    dst.copy_from_slice(&tmp[co * ld + j * p..][..p]);
-                }
-            }
-            give(tmp);
-        }
-        give(col);
+        let n0 = chunk * gs;
+        convolve_group(g, &x[n0 * g.in_img()..(n0 + gn) * g.in_img()], w, ys);
     });
     y
+}
+
+/// `out` (`gn` output images) = the convolution of `x` (`gn` input images) with `w`, by one
+/// column matrix and one single-threaded GEMM (callers run groups in parallel, so the sum
+/// order is fixed).
+fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (p, kdim) = (g.p(), g.kdim());
+    let gn = out.len() / g.out_img();
+    let ld = padded_cols(gn * p);
+    let mut col = take(kdim * ld);
+    for j in 0..gn {
+        im2col(g, &x[j * g.in_img()..(j + 1) * g.in_img()], &mut col, ld, j * p);
+    }
+    if ld > gn * p {
+        for row in col.chunks_exact_mut(ld) {
+            row[gn * p..].fill(0.0);
+        }
+    }
+    let wm = MatRef::row_major(w, g.cout, kdim);
+    if ld == p {
+        matmul(out, wm, MatRef::row_major(&col, kdim, p), 1.0, false, Parallelism::None);
+    } else {
+        let mut tmp = take(g.cout * ld);
+        matmul(&mut tmp, wm, MatRef::row_major(&col, kdim, ld), 1.0, false, Parallelism::None);
+        for j in 0..gn {
+            for co in 0..g.cout {
+                out[j * g.out_img() + co * p..][..p].copy_from_slice(&tmp[co * ld + j * p..][..p]);
+            }
+        }
+        give(tmp);
+    }
+    give(col);
 }
 
 /// Columns of a column matrix holding `cols` pixels, rounded up to a multiple of 8: `gemm`
@@ -499,7 +532,13 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
     let (p, kdim, gs) = (g.p(), g.kdim(), g.group());
     let transposed = transposed_dw(g);
     let nchunks = g.n.div_ceil(CHUNK);
-    let mut dx = if need_dx { take_zeroed(g.n * g.in_img()) } else { Vec::new() };
+    let adjoint = g.adjoint().map(|a| (a, flipped_kernel(g, w)));
+    // The adjoint convolution writes every element; col2im adds into zeros.
+    let mut dx = match (need_dx, &adjoint) {
+        (false, _) => Vec::new(),
+        (true, Some(_)) => take(g.n * g.in_img()),
+        (true, None) => take_zeroed(g.n * g.in_img()),
+    };
     let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
         dx.chunks_mut(CHUNK * g.in_img()).map(Some).collect()
     } else {
@@ -543,7 +582,11 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
                     // dW[Cout, Kdim] += dY[Cout, G*P] * col^T[G*P, Kdim]
                     matmul(&mut dw, dym, colm.t(), 1.0, gi > 0, Parallelism::None);
                 }
-                if let Some(dxc) = dxc.as_deref_mut() {
+                if let (Some(dxc), Some((ag, wf))) = (dxc.as_deref_mut(), &adjoint) {
+                    let o = (g0 - i0) * g.in_img();
+                    let dyi = &dy[g0 * g.out_img()..(g0 + gn) * g.out_img()];
+                    convolve_group(ag, dyi, wf, &mut dxc[o..o + gn * g.in_img()]);
+                } else if let Some(dxc) = dxc.as_deref_mut() {
                     // dcol[Kdim, G*P] = W^T[Kdim, Cout] * dY[Cout, G*P], reusing col's buffer.
                     let wt = MatRef::row_major(w, g.cout, kdim).t();
                     matmul(&mut col, wt, dym, 1.0, false, Parallelism::None);

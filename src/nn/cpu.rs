@@ -24,20 +24,34 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     }
 }
 
-/// Sum and sum of products of two slices, accumulated in 8 f32 lanes (so the compiler can
-/// vectorise) and then in f64; the order depends only on the length.
+/// f32 lanes of the partial sums in [`dot_sum`] and [`sum`]: four 8-lane vectors, so the adds
+/// of consecutive chunks do not wait on each other (one vector of 8 lanes was latency-bound:
+/// one add every 3-4 cycles). What is left after the 32-lane chunks goes through the first
+/// 8 lanes, then the last few elements are added in f64.
+const LANES: usize = 32;
+
+/// Sum and sum of products of two slices, accumulated in [`LANES`] f32 lanes (so the compiler
+/// can vectorise) and then in f64; the order depends only on the length.
 #[inline]
 pub(crate) fn dot_sum(a: &[f32], b: &[f32]) -> f64 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
+    let mut lanes = [0f32; LANES];
+    let (wide, narrow) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (wide.remainder(), narrow.remainder());
+    for (ca, cb) in wide.zip(narrow) {
+        for l in 0..LANES {
+            lanes[l] += ca[l] * cb[l];
+        }
+    }
+    let (ca8, cb8) = (ra.chunks_exact(8), rb.chunks_exact(8));
+    let (ta, tb) = (ca8.remainder(), cb8.remainder());
+    for (ca, cb) in ca8.zip(cb8) {
         for l in 0..8 {
-            lanes[l] += a[i * 8 + l] * b[i * 8 + l];
+            lanes[l] += ca[l] * cb[l];
         }
     }
     let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-    for i in chunks * 8..a.len() {
-        total += (a[i] * b[i]) as f64;
+    for (x, y) in ta.iter().zip(tb) {
+        total += (x * y) as f64;
     }
     total
 }
@@ -45,15 +59,23 @@ pub(crate) fn dot_sum(a: &[f32], b: &[f32]) -> f64 {
 /// Sum of a slice with the same fixed-order lane scheme as [`dot_sum`].
 #[inline]
 pub(crate) fn sum(a: &[f32]) -> f64 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
+    let mut lanes = [0f32; LANES];
+    let wide = a.chunks_exact(LANES);
+    let rest = wide.remainder();
+    for c in wide {
+        for l in 0..LANES {
+            lanes[l] += c[l];
+        }
+    }
+    let narrow = rest.chunks_exact(8);
+    let tail = narrow.remainder();
+    for c in narrow {
         for l in 0..8 {
-            lanes[l] += a[i * 8 + l];
+            lanes[l] += c[l];
         }
     }
     let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-    for &v in &a[chunks * 8..] {
+    for &v in tail {
         total += v as f64;
     }
     total
