@@ -202,33 +202,54 @@ impl TapBlock {
 /// Splits an `H x W` plane into its `s x s` phase planes of `Ho x Wo` each (phase `(ry, rx)`
 /// holds `x[i * s + ry, j * s + rx]`, zero beyond the input).
 fn split_phases(g: &Geom, plane: &[f32], phases: &mut [f32]) {
+    if g.s == 2 {
+        return split_phases2(g, plane, phases);
+    }
     let (s, wo) = (g.s, g.wo);
+    let counts: Vec<usize> = (0..s).map(|rx| (g.w - rx).div_ceil(s)).collect();
     for ry in 0..s {
         for i in 0..g.ho {
             let iy = i * s + ry;
-            for rx in 0..s {
+            for (rx, &n) in counts.iter().enumerate() {
                 let dst = &mut phases[(ry * s + rx) * g.p() + i * wo..][..wo];
                 if iy >= g.h {
                     dst.fill(0.0);
                     continue;
                 }
                 let row = &plane[iy * g.w..(iy + 1) * g.w];
-                let n = (g.w - rx).div_ceil(s);
-                if s == 2 {
-                    // Pairs: the compiler turns this into vector shuffles, unlike `step_by`.
-                    for (d, pair) in dst.iter_mut().zip(row[rx..].chunks_exact(2)) {
-                        *d = pair[0];
-                    }
-                    if (g.w - rx) % 2 == 1 {
-                        dst[n - 1] = row[g.w - 1];
-                    }
-                } else {
-                    for (d, v) in dst.iter_mut().zip(row[rx..].iter().step_by(s)) {
-                        *d = *v;
-                    }
+                for (d, v) in dst.iter_mut().zip(row[rx..].iter().step_by(s)) {
+                    *d = *v;
                 }
                 dst[n..].fill(0.0);
             }
+        }
+    }
+}
+
+/// [`split_phases`] at stride 2: each input row is read once, as pairs, into its two phase rows
+/// (the general loop's per-row divisions and strided remainders were a quarter of im2col).
+fn split_phases2(g: &Geom, plane: &[f32], phases: &mut [f32]) {
+    let (wo, p, pairs) = (g.wo, g.p(), g.w / 2);
+    for ry in 0..2 {
+        let (evens, odds) = phases.split_at_mut((2 * ry + 1) * p);
+        let (evens, odds) = (&mut evens[2 * ry * p..], &mut odds[..p]);
+        for i in 0..g.ho {
+            let (e, o) = (&mut evens[i * wo..(i + 1) * wo], &mut odds[i * wo..(i + 1) * wo]);
+            let iy = 2 * i + ry;
+            if iy >= g.h {
+                e.fill(0.0);
+                o.fill(0.0);
+                continue;
+            }
+            let row = &plane[iy * g.w..(iy + 1) * g.w];
+            for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(row.chunks_exact(2)) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if g.w % 2 == 1 {
+                e[pairs] = row[g.w - 1];
+            }
+            o[pairs..].fill(0.0);
         }
     }
 }
