@@ -11,7 +11,7 @@
 //! Per-channel sums run over channels in parallel, each in a fixed order; elementwise passes
 //! run over images in parallel: results do not depend on the thread count.
 
-use super::cpu::{dot_sum, sum, take};
+use super::cpu::{centred_dot, centred_squares, sum, take};
 use rayon::prelude::*;
 
 /// Sizes of an NCHW tensor as BN sees it.
@@ -44,14 +44,7 @@ pub(crate) fn channel_stats(x: &[f32], d: Dims) -> (Vec<f64>, Vec<f64>) {
         .into_par_iter()
         .map(|ch| {
             let mean = (0..d.n).map(|i| sum(&x[d.row(i, ch)])).sum::<f64>() / m;
-            let mut centred = vec![0f32; d.hw];
-            let mut ss = 0.0;
-            for i in 0..d.n {
-                for (c, &v) in centred.iter_mut().zip(&x[d.row(i, ch)]) {
-                    *c = v - mean as f32;
-                }
-                ss += dot_sum(&centred, &centred);
-            }
+            let ss: f64 = (0..d.n).map(|i| centred_squares(&x[d.row(i, ch)], mean as f32)).sum();
             (mean, ss / m)
         })
         .unzip()
@@ -147,15 +140,11 @@ pub(crate) fn backward(
     let sums: Vec<(f64, f64)> = (0..d.c)
         .into_par_iter()
         .map(|ch| {
-            let mut xc = vec![0f32; d.hw];
             let (mut s1, mut s2) = (0.0, 0.0);
             for i in 0..d.n {
                 let rows = d.row(i, ch);
-                for (c, &v) in xc.iter_mut().zip(&x[rows.clone()]) {
-                    *c = v - mean[ch];
-                }
                 s1 += sum(&dz[rows.clone()]);
-                s2 += dot_sum(&dz[rows], &xc);
+                s2 += centred_dot(&dz[rows.clone()], &x[rows], mean[ch]);
             }
             (s1, s2)
         })

@@ -24,61 +24,54 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     }
 }
 
-/// f32 lanes of the partial sums in [`dot_sum`] and [`sum`]: four 8-lane vectors, so the adds
+/// f32 lanes of the partial sums in [`lane_sum`]: four 8-lane vectors, so the adds
 /// of consecutive chunks do not wait on each other (one vector of 8 lanes was latency-bound:
 /// one add every 3-4 cycles). What is left after the 32-lane chunks goes through the first
 /// 8 lanes, then the last few elements are added in f64.
 const LANES: usize = 32;
 
-/// Sum and sum of products of two slices, accumulated in [`LANES`] f32 lanes (so the compiler
-/// can vectorise) and then in f64; the order depends only on the length.
-#[inline]
-pub(crate) fn dot_sum(a: &[f32], b: &[f32]) -> f64 {
+/// `sum f(a[i], b[i])` over two slices of equal length, accumulated in [`LANES`] f32 lanes (so
+/// the compiler can vectorise) and then in f64; the order depends only on the length.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let mut lanes = [0f32; LANES];
-    let (wide, narrow) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (wide.remainder(), narrow.remainder());
-    for (ca, cb) in wide.zip(narrow) {
+    let (wide_a, wide_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (wide_a.remainder(), wide_b.remainder());
+    for (ca, cb) in wide_a.zip(wide_b) {
         for l in 0..LANES {
-            lanes[l] += ca[l] * cb[l];
+            lanes[l] += f(ca[l], cb[l]);
         }
     }
-    let (ca8, cb8) = (ra.chunks_exact(8), rb.chunks_exact(8));
-    let (ta, tb) = (ca8.remainder(), cb8.remainder());
-    for (ca, cb) in ca8.zip(cb8) {
+    let (narrow_a, narrow_b) = (ra.chunks_exact(8), rb.chunks_exact(8));
+    let (ta, tb) = (narrow_a.remainder(), narrow_b.remainder());
+    for (ca, cb) in narrow_a.zip(narrow_b) {
         for l in 0..8 {
-            lanes[l] += ca[l] * cb[l];
+            lanes[l] += f(ca[l], cb[l]);
         }
     }
     let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-    for (x, y) in ta.iter().zip(tb) {
-        total += (x * y) as f64;
+    for (&x, &y) in ta.iter().zip(tb) {
+        total += f(x, y) as f64;
     }
     total
 }
 
-/// Sum of a slice with the same fixed-order lane scheme as [`dot_sum`].
+/// Sum of a slice (see [`lane_sum`] for the order).
 #[inline]
 pub(crate) fn sum(a: &[f32]) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let wide = a.chunks_exact(LANES);
-    let rest = wide.remainder();
-    for c in wide {
-        for l in 0..LANES {
-            lanes[l] += c[l];
-        }
-    }
-    let narrow = rest.chunks_exact(8);
-    let tail = narrow.remainder();
-    for c in narrow {
-        for l in 0..8 {
-            lanes[l] += c[l];
-        }
-    }
-    let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-    for &v in tail {
-        total += v as f64;
-    }
-    total
+    lane_sum(a, a, |x, _| x)
+}
+
+/// `sum a[i] * (x[i] - mean)`, the centred values computed on the fly rather than written out.
+#[inline]
+pub(crate) fn centred_dot(a: &[f32], x: &[f32], mean: f32) -> f64 {
+    lane_sum(a, x, |u, v| u * (v - mean))
+}
+
+/// `sum (x[i] - mean)^2`, in the same way.
+#[inline]
+pub(crate) fn centred_squares(x: &[f32], mean: f32) -> f64 {
+    lane_sum(x, x, |u, _| (u - mean) * (u - mean))
 }
 
 /// Recycled f32 buffers, matched by exact length. Training repeats the same shapes every
@@ -119,5 +112,26 @@ pub(crate) fn give(v: Vec<f32>) {
     let mut total: usize = pool.iter().map(|b| b.len() * 4).sum();
     while total > POOL_MAX_BYTES && !pool.is_empty() {
         total -= pool.remove(0).len() * 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused centred sums give the bits of the sums over an explicitly centred copy (what
+    /// batch norm computed before), at lengths that exercise every part of the lane scheme.
+    #[test]
+    fn centred_sums_match_sums_of_a_centred_copy() {
+        for n in [0, 1, 7, 8, 16, 31, 32, 49, 77, 196, 784] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+            let a: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.021).collect();
+            let mean = 0.137f32;
+            let c: Vec<f32> = x.iter().map(|v| v - mean).collect();
+            let products = lane_sum(&c, &c, |u, v| u * v);
+            assert_eq!(centred_squares(&x, mean).to_bits(), products.to_bits(), "squares, n = {n}");
+            let cross = lane_sum(&a, &c, |u, v| u * v);
+            assert_eq!(centred_dot(&a, &x, mean).to_bits(), cross.to_bits(), "dot, n = {n}");
+        }
     }
 }
