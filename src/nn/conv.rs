@@ -1,5 +1,5 @@
-//! 2-D convolution without bias: a fast CPU custom op (im2col + GEMM, col2im backward) and
-//! candle's own `conv2d` on other devices.
+//! 2-D convolution without bias: a fast CPU custom op (im2col + GEMM; Winograd for wide 3x3
+//! stride-1 convolutions, see [`super::winograd`]) and candle's own `conv2d` on other devices.
 //!
 //! Shapes: input `(N, Cin, H, W)`, weight `(Cout, Cin, K, K)` (PyTorch layout), output
 //! `(N, Cout, Ho, Wo)` with `Ho = (H + 2p - K) / s + 1`. Square kernels, one stride and one
@@ -9,7 +9,11 @@
 //! `conv_transpose2d` loop and the weight gradient of strided convs with a dilated conv, both
 //! far from GEMM speed. Here all three products are GEMMs over a column
 //! matrix `col[Cin*K*K, G*Ho*Wo]` built for a group of `G` images at a time (grouping small
-//! feature maps keeps the GEMMs wide enough to be efficient).
+//! feature maps keeps the GEMMs wide enough to be efficient). With "same"-style padding every
+//! row of that matrix is one block copy, from the input (stride 1) or one of its phase planes
+//! (stride 2); the input gradient of a same-padded stride-1 convolution is itself such a
+//! convolution, of `dY` ([`Geom::adjoint`]), and otherwise `W^T dY` added back by col2im.
+//! `benches/profiles/nets.md` has the measurements behind each choice.
 //!
 //! Determinism: work is split into fixed chunks of images; each chunk's weight gradient is a
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
