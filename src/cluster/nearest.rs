@@ -60,12 +60,63 @@ impl PackedCentroids {
     }
 }
 
-/// Per-thread scratch: the running best value and index of every lane of every row of a block.
+/// Per-thread scratch: the running best value and index of every lane of every row of a block
+/// (rows padded to a multiple of [`ROW_PAD`]), and the AVX-512 kernel's zero-padded last row tile.
 #[derive(Default)]
 pub(super) struct Scratch {
     best: Vec<f32>,
     second: Vec<f32>,
     index: Vec<u32>,
+    tile: Vec<f32>,
+}
+
+/// Rows the lane scratch is padded to: the AVX-512 kernel runs its last tile on whole groups of
+/// four rows, padding with zero rows whose results [`finish`] never reads.
+const ROW_PAD: usize = 4;
+
+/// The implementations of the sweep; all give bit-identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    /// One (row, centroid) pair at a time; runs anywhere.
+    Portable,
+    /// 6 rows x 16 centroids in AVX2 registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// 12 rows x 16 centroids in AVX-512 registers, rows read in place.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(super) fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// Every kernel this CPU runs, the portable one first (for tests).
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<Self> {
+        let mut all = vec![Self::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                all.push(Self::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Self::Avx512);
+            }
+        }
+        all
+    }
 }
 
 /// A dense block of rows as the kernel reads them.
@@ -92,21 +143,34 @@ pub(super) struct Found<'a> {
 /// `||c||^2 - 2 s x.c`, ties to the lowest index, NaNs never chosen), its
 /// squared distance `xn + min` clamped at zero, and the runner-up value.
 pub(super) fn nearest_block(rows: &Rows<'_>, c: &PackedCentroids, out: Found<'_>, scr: &mut Scratch) {
+    nearest_block_with(Kernel::best(), rows, c, out, scr)
+}
+
+/// [`nearest_block`] with a given kernel, which the CPU must support.
+pub(super) fn nearest_block_with(
+    kernel: Kernel,
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    out: Found<'_>,
+    scr: &mut Scratch,
+) {
     let m = out.labels.len();
     debug_assert_eq!(rows.x.len(), m * c.d);
+    let slots = m.next_multiple_of(ROW_PAD) * LANES;
     for v in [&mut scr.best, &mut scr.second] {
         v.clear();
-        v.resize(m * LANES, f32::INFINITY);
+        v.resize(slots, f32::INFINITY);
     }
     scr.index.clear();
-    scr.index.resize(m * LANES, 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the kernel was compiled for.
-        unsafe { avx2::sweep(rows.x, rows.scale, c, scr) };
-        return finish(rows.xn, out, scr);
+    scr.index.resize(slots, 0);
+    match kernel {
+        Kernel::Portable => portable_sweep(rows.x, rows.scale, c, scr),
+        // SAFETY (both arms): `Kernel::best` and the tests pick only kernels the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { avx2::sweep(rows.x, rows.scale, c, scr) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { avx512::sweep(rows.x, rows.scale, c, scr) },
     }
-    portable_sweep(rows.x, rows.scale, c, scr);
     finish(rows.xn, out, scr)
 }
 
@@ -219,10 +283,24 @@ fn portable_sweep(rows: &[f32], scale: Option<&[f32]>, c: &PackedCentroids, scr:
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{minus_two_scale, PackedCentroids, Scratch, LANES, TILE_ROWS};
+
+    /// `v`, hidden from the optimiser. A blend of a loaded vector stored back to the same address
+    /// is otherwise turned into `vmaskmovps`, which AMD CPUs run as slow microcode (it took a
+    /// quarter of the sweep's time on Zen 4).
+    #[target_feature(enable = "avx")]
+    #[inline]
+    fn opaque(mut v: __m256) -> __m256 {
+        // SAFETY: an empty instruction sequence; it only pins `v` to a register.
+        unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) v, options(pure, nomem, nostack, preserves_flags)) };
+        v
+    }
 
     /// One row tile's running per-lane best, runner-up and best index.
     struct Run<'a> {
@@ -315,28 +393,18 @@ mod avx2 {
                         let b = _mm256_loadu_ps(bp.add(8 * h));
                         // Ordered less-than: false for NaN, and strict, so the first minimum stays.
                         let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(v, b);
-                        _mm256_storeu_ps(bp.add(8 * h), _mm256_blendv_ps(b, v, lt));
+                        // min(v, b) is `v < b ? v : b` with that same comparison, so it equals the
+                        // blend without one.
+                        _mm256_storeu_ps(bp.add(8 * h), _mm256_min_ps(v, b));
                         // A new best demotes the old one; otherwise the runner-up is min(v, second)
                         // (min_ps returns its second operand, the old runner-up, when v is NaN).
                         let s = _mm256_min_ps(v, _mm256_loadu_ps(sp.add(8 * h)));
                         _mm256_storeu_ps(sp.add(8 * h), _mm256_blendv_ps(s, b, lt));
-                        let i = _mm256_loadu_ps(ip.add(8 * h));
+                        let i = opaque(_mm256_loadu_ps(ip.add(8 * h)));
                         _mm256_storeu_ps(ip.add(8 * h), _mm256_blendv_ps(i, idh, lt));
                     }
                 }
             }
         }
     }
-}
-
-/// The portable path on its own, for tests that compare it with the dispatched one.
-#[cfg(test)]
-pub(super) fn nearest_block_portable(rows: &Rows<'_>, c: &PackedCentroids, out: Found<'_>) {
-    let mut scr = Scratch::default();
-    let m = out.labels.len();
-    scr.best.resize(m * LANES, f32::INFINITY);
-    scr.second.resize(m * LANES, f32::INFINITY);
-    scr.index.resize(m * LANES, 0);
-    portable_sweep(rows.x, rows.scale, c, &mut scr);
-    finish(rows.xn, out, &scr)
 }
