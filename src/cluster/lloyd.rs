@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::assign::assign_bounded;
+use super::assign::{assign_bounded, Bounds};
 use super::data::Points;
 use super::kernels;
 
@@ -50,10 +50,9 @@ pub(super) fn run_pruned(
     let mut trace = Vec::with_capacity(iterations);
     let mut splits = 0;
     let mut last_split = false;
-    // Per row, a lower bound on its distance to every other centroid (see `assign_bounded`).
-    let mut lower = vec![0f64; n];
+    let mut bounds = Bounds::new(n);
     for it in 0..iterations {
-        let inertia = assign_bounded(points, &centroids, k, &mut labels, &mut lower, prune && it > 0);
+        let inertia = assign_bounded(points, &centroids, k, &mut labels, &mut bounds, prune && it > 0);
         trace.push(inertia);
         tracing::debug!(iteration = it, inertia, "k-means iteration");
         on_iter(it, inertia);
@@ -64,7 +63,7 @@ pub(super) fn run_pruned(
         let old = centroids.clone();
         let counts = update_centroids(points, &labels, k, &mut centroids);
         let s = split_empty(&mut centroids, counts, points.dim());
-        loosen_bounds(&old, &centroids, points.dim(), &labels, &mut lower);
+        loosen_bounds(&old, &centroids, points.dim(), &labels, &mut bounds);
         if s > 0 {
             tracing::debug!(iteration = it, empty = s, "re-seeded empty clusters by splitting");
         }
@@ -78,8 +77,9 @@ pub(super) fn run_pruned(
 
 /// Lowers each row's bound on the distance to the centroids other than its
 /// own by the most any of them moved (triangle inequality), so the bound
-/// stays valid for the new centroids.
-fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], lower: &mut [f64]) {
+/// stays valid for the new centroids, and turns its squared distance to its
+/// own centroid into a lower bound on the distance to where that moved.
+fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], bounds: &mut Bounds) {
     let drift: Vec<f64> = old
         .chunks_exact(d)
         .zip(new.chunks_exact(d))
@@ -97,8 +97,9 @@ fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], lower: &mut
         }
     }
     let runner = drift.iter().enumerate().filter(|&(j, _)| j != top).map(|(_, &v)| v).fold(0.0, f64::max);
-    lower.par_iter_mut().zip(labels.par_iter()).for_each(|(l, &a)| {
+    bounds.lower.par_iter_mut().zip(bounds.own.par_iter_mut()).zip(labels.par_iter()).for_each(|((l, o), &a)| {
         *l -= if a as usize == top { runner } else { drift[top] };
+        *o = o.sqrt() - drift[a as usize];
     });
 }
 

@@ -165,11 +165,14 @@ pub(super) fn nearest_block_with(
     scr.index.resize(slots, 0);
     match kernel {
         Kernel::Portable => portable_sweep(rows.x, rows.scale, c, scr),
-        // SAFETY (both arms): `Kernel::best` and the tests pick only kernels the CPU supports.
+        // SAFETY (all arms): `Kernel::best` and the tests pick only kernels the CPU supports.
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => unsafe { avx2::sweep(rows.x, rows.scale, c, scr) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { avx512::sweep(rows.x, rows.scale, c, scr) },
+        Kernel::Avx512 => unsafe {
+            avx512::sweep(rows.x, rows.scale, c, scr);
+            return avx512::finish(rows.xn, out, scr);
+        },
     }
     finish(rows.xn, out, scr)
 }
@@ -182,34 +185,55 @@ fn value(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
     dot.mul_add(f, cn)
 }
 
-/// [`value`] of each row of `rows` against its own centroid `labels[r]`,
-/// into `out`. Eight rows' chains are interleaved so they run at the FMA
-/// units' throughput rather than their latency; each chain is unchanged, so
-/// every value is bit-identical to the kernel's.
-pub(super) fn own_values(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+/// [`value`] of rows `which` of `rows` against their own centroids `labels[r]`,
+/// into `out` (one value per listed row). Eight rows' chains are interleaved so
+/// they run at the FMA units' throughput rather than their latency; each chain
+/// is unchanged, so every value is bit-identical to the kernel's.
+pub(super) fn own_values(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA.
-        return unsafe { own_values_fma(rows, c, centroids, labels, out) };
+        return unsafe { own_values_fma(rows, c, centroids, labels, which, out) };
     }
-    own_values_impl(rows, c, centroids, labels, out)
+    own_values_impl(rows, c, centroids, labels, which, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-fn own_values_fma(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
-    own_values_impl(rows, c, centroids, labels, out)
+fn own_values_fma(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
+    own_values_impl(rows, c, centroids, labels, which, out)
 }
 
 #[inline(always)]
-fn own_values_impl(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+fn own_values_impl(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
     const W: usize = 8;
     let d = c.d;
-    let m = labels.len();
-    let whole = m / W * W;
-    for r0 in (0..whole).step_by(W) {
-        let xs: [&[f32]; W] = std::array::from_fn(|i| &rows.x[(r0 + i) * d..][..d]);
-        let cs: [&[f32]; W] = std::array::from_fn(|i| &centroids[labels[r0 + i] as usize * d..][..d]);
+    let mut groups = which.chunks_exact(W);
+    let mut outs = out.chunks_exact_mut(W);
+    for (rs, os) in (&mut groups).zip(&mut outs) {
+        let xs: [&[f32]; W] = std::array::from_fn(|i| &rows.x[rs[i] * d..][..d]);
+        let cs: [&[f32]; W] = std::array::from_fn(|i| &centroids[labels[rs[i]] as usize * d..][..d]);
         let mut acc = [0f32; W];
         for q in 0..d {
             for i in 0..W {
@@ -217,13 +241,13 @@ fn own_values_impl(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labe
             }
         }
         for i in 0..W {
-            let (r, j) = (r0 + i, labels[r0 + i] as usize);
-            out[r] = acc[i].mul_add(minus_two_scale(rows.scale, r), c.cn[j]);
+            let (r, j) = (rs[i], labels[rs[i]] as usize);
+            os[i] = acc[i].mul_add(minus_two_scale(rows.scale, r), c.cn[j]);
         }
     }
-    for r in whole..m {
+    for (&r, o) in groups.remainder().iter().zip(outs.into_remainder()) {
         let j = labels[r] as usize;
-        out[r] = value(&rows.x[r * d..][..d], minus_two_scale(rows.scale, r), &centroids[j * d..][..d], c.cn[j]);
+        *o = value(&rows.x[r * d..][..d], minus_two_scale(rows.scale, r), &centroids[j * d..][..d], c.cn[j]);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{minus_two_scale, PackedCentroids, Scratch, LANES, ROW_PAD};
+use super::{minus_two_scale, Found, PackedCentroids, Scratch, LANES, ROW_PAD};
 
 /// Rows per full register tile: 12 accumulators leave room for the centroid vector and the
 /// epilogue's temporaries among the 32 zmm registers.
@@ -112,5 +112,40 @@ unsafe fn tile<const R: usize>(
                 _mm512_mask_storeu_epi32(ip.cast(), lt, ids);
             }
         }
+    }
+}
+
+/// [`super::finish`] on whole rows of lanes: the same label, distance and runner-up, bit for bit.
+///
+/// Minima are exact whatever the order they are taken in, and no lane holds a NaN (the sweep
+/// never keeps one) nor -0 (a value `fma(dot, f, ||c||^2)` with `||c||^2 >= +0` rounds an exact
+/// zero to +0), so the reductions cannot differ from the lane-by-lane loop.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn finish(xn: &[f32], out: Found<'_>, scr: &Scratch) {
+    let m = out.labels.len();
+    assert!(xn.len() == m && out.dist.len() == m && out.second.len() == m);
+    assert!(scr.best.len() >= m * LANES && scr.second.len() >= m * LANES && scr.index.len() >= m * LANES);
+    for r in 0..m {
+        // SAFETY: row r's 16 lanes lie within the scratch (checked above).
+        let (b, s, i) = unsafe {
+            (
+                _mm512_loadu_ps(scr.best.as_ptr().add(r * LANES)),
+                _mm512_loadu_ps(scr.second.as_ptr().add(r * LANES)),
+                _mm512_loadu_si512(scr.index.as_ptr().add(r * LANES).cast()),
+            )
+        };
+        let low = _mm512_reduce_min_ps(b);
+        // The lowest index among the lanes at the minimum; lanes hold distinct indices, so one wins.
+        let at_min = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(b, _mm512_set1_ps(low));
+        let label = _mm512_mask_reduce_min_epu32(at_min, i);
+        let winner = at_min & _mm512_cmpeq_epi32_mask(i, _mm512_set1_epi32(label as i32));
+        // The runner-up is the winning lane's second or another lane's best.
+        out.second[r] = _mm512_reduce_min_ps(_mm512_mask_blend_ps(winner, b, s));
+        out.labels[r] = label;
+        // Rounding can push a tiny true distance below zero.
+        out.dist[r] = (f64::from(xn[r]) + f64::from(low)).max(0.0);
     }
 }
