@@ -366,3 +366,32 @@ fn tensor_path_splits_empty_clusters_like_the_cpu() {
     let (a, b) = (cpu.inertia_per_iter.last().unwrap(), dev.inertia_per_iter.last().unwrap());
     assert!((a - b).abs() <= 1e-3 * a.max(1.0), "{a} vs {b}");
 }
+
+#[test]
+fn moved_rows_update_the_sums_like_a_fresh_summation() {
+    // d = 37 over 3 threads: strips of 16, 16 and 5 columns; labels change for about half the rows.
+    let (n, d, k) = (500, 37, 9);
+    let x = uniform(n, d, 21);
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let before: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+    let after: Vec<u32> =
+        before.iter().map(|&l| if rng.random_bool(0.5) { rng.random_range(0..k as u32) } else { l }).collect();
+    for normalize in [false, true] {
+        let points = data::Points::new(&x, d, normalize, None);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let (moved, fresh) = pool.install(|| {
+            let mut moved = lloyd::ClusterSums::new(k, d);
+            moved.add_all(&points, &before);
+            let counts = moved.apply_moves(&points, &before, &after);
+            let mut fresh = lloyd::ClusterSums::new(k, d);
+            assert_eq!(fresh.add_all(&points, &after), counts);
+            let (mut a, mut b) = (vec![0f32; k * d], vec![0f32; k * d]);
+            moved.means(&counts, &mut a);
+            fresh.means(&counts, &mut b);
+            (a, b)
+        });
+        for (a, b) in moved.iter().zip(&fresh) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}
