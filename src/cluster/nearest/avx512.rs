@@ -128,7 +128,7 @@ pub(super) unsafe fn finish(xn: &[f32], out: Found<'_>, scr: &Scratch) {
     let m = out.labels.len();
     assert!(xn.len() == m && out.dist.len() == m && out.second.len() == m);
     assert!(scr.best.len() >= m * LANES && scr.second.len() >= m * LANES && scr.index.len() >= m * LANES);
-    for r in 0..m {
+    for (r, &xn) in xn.iter().enumerate() {
         // SAFETY: row r's 16 lanes lie within the scratch (checked above).
         let (b, s, i) = unsafe {
             (
@@ -146,6 +146,6 @@ pub(super) unsafe fn finish(xn: &[f32], out: Found<'_>, scr: &Scratch) {
         out.second[r] = _mm512_reduce_min_ps(_mm512_mask_blend_ps(winner, b, s));
         out.labels[r] = label;
         // Rounding can push a tiny true distance below zero.
-        out.dist[r] = (f64::from(xn[r]) + f64::from(low)).max(0.0);
+        out.dist[r] = (f64::from(xn) + f64::from(low)).max(0.0);
     }
 }
