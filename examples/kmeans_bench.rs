@@ -1,7 +1,7 @@
 //! Times `cluster::fit_from` on a `.npy` matrix and initial centroids; prints one JSON line.
 //!
-//! Usage: kmeans_bench DATA.npy CENTROIDS.npy ITERS [--normalize] [--sample M] [--kmeanspp]
-//!        kmeans_bench --synthetic N D K ITERS [--normalize] [--sample M] [--kmeanspp]
+//! Usage: kmeans_bench DATA.npy CENTROIDS.npy ITERS [--normalize] [--sample M] [--kmeanspp] [--assign-reps N]
+//!        kmeans_bench --synthetic N D K ITERS [--normalize] [--sample M] [--kmeanspp] [--assign-reps N]
 //! The synthetic mode generates an N x D mixture in memory (for peak-memory
 //! checks with /usr/bin/time -v) and seeds with `fit`. Thread count comes
 //! from RAYON_NUM_THREADS.
@@ -73,9 +73,22 @@ fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let fit_s = t0.elapsed().as_secs_f64();
     let fit_cpu_s = process_cpu_seconds() - cpu0;
-    let t1 = Instant::now();
+    let (t1, cpu1) = (Instant::now(), process_cpu_seconds());
     let (_, final_inertia) = cluster::assign(&model, &x.data, n).map_err(|e| e.to_string())?;
     let assign_s = t1.elapsed().as_secs_f64();
+    let assign_cpu_s = process_cpu_seconds() - cpu1;
+    // --assign-reps N: the fastest of N more full assignments, a load-robust figure for the kernel.
+    let reps = args
+        .iter()
+        .position(|a| a == "--assign-reps")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(0), |s| s.parse::<usize>());
+    let mut assign_min_s = assign_s;
+    for _ in 0..reps.map_err(|e| e.to_string())? {
+        let t = Instant::now();
+        cluster::assign(&model, &x.data, n).map_err(|e| e.to_string())?;
+        assign_min_s = assign_min_s.min(t.elapsed().as_secs_f64());
+    }
     let iters_run = model.inertia_per_iter.len();
     let out = serde_json::json!({
         "n": n, "d": d, "k": k,
@@ -89,6 +102,8 @@ fn run() -> Result<(), String> {
         "inertia_per_iter": model.inertia_per_iter,
         "final_inertia": final_inertia,
         "assign_s": assign_s,
+        "assign_cpu_s": assign_cpu_s,
+        "assign_min_s": assign_min_s,
         "splits": model.empty_cluster_splits,
     });
     println!("{out}");
@@ -113,16 +128,15 @@ fn mixture(n: usize, d: usize) -> Vec<f32> {
     x
 }
 
-/// User + system CPU seconds of the whole process (all threads), from
-/// /proc/self/stat; 0 where that is unavailable. Less sensitive than wall time
-/// to other jobs on a shared machine.
+/// User + system CPU seconds of the whole process (all threads), to the
+/// microsecond; 0 where unavailable. Less sensitive than wall time to other
+/// jobs on a shared machine.
 fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return 0.0;
-    };
-    // Fields after the ")" that closes the command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // CLK_TCK is 100 on Linux x86-64.
-    (ticks(11) + ticks(12)) / 100.0
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
 }

@@ -24,6 +24,25 @@ struct Buffers {
     labels: Vec<u32>,
     found: Vec<f64>,
     own: Vec<f32>,
+    candidates: Vec<usize>,
+}
+
+/// Per-row state one Lloyd assignment leaves for the next.
+pub(super) struct Bounds {
+    /// A lower bound on the distance (not squared) from each row to every centroid but its own.
+    pub lower: Vec<f64>,
+    /// After an assignment, each row's squared distance to its centroid; once the centroids
+    /// have moved, the caller turns it into a lower bound on the distance (not squared) to the
+    /// row's moved centroid. It only sends rows that cannot pass the pruning test straight to
+    /// the full search, whose result is the same either way, so it needs no rounding margin.
+    pub own: Vec<f64>,
+}
+
+impl Bounds {
+    /// Bounds for `n` rows that prune nothing.
+    pub(super) fn new(n: usize) -> Self {
+        Self { lower: vec![0.0; n], own: vec![0.0; n] }
+    }
 }
 
 /// Writes each visible row's nearest centroid into `labels` and returns the
@@ -32,14 +51,12 @@ struct Buffers {
 /// Per-block inertias are collected in block order and summed sequentially,
 /// so the result is bit-identical for any number of threads.
 pub(super) fn assign_points(points: &Points<'_>, centroids: &[f32], k: usize, labels: &mut [u32]) -> f64 {
-    let mut lower = vec![0f64; labels.len()];
-    assign_bounded(points, centroids, k, labels, &mut lower, false)
+    assign_bounded(points, centroids, k, labels, &mut Bounds::new(labels.len()), false)
 }
 
-/// [`assign_points`] that also maintains, per row, `lower`: a lower bound on
-/// the distance (not squared) from the row to every centroid but its own.
+/// [`assign_points`] that also maintains the per-row [`Bounds`].
 ///
-/// With `prune`, `labels` and `lower` must hold the previous
+/// With `prune`, `labels` and `bounds` must hold the previous
 /// assignment and bounds already reduced by the centroids' movement. A row
 /// keeps its label without a full search when the error-padded squared
 /// distance to its own centroid stays below the bound squared; the padding
@@ -52,7 +69,7 @@ pub(super) fn assign_bounded(
     centroids: &[f32],
     k: usize,
     labels: &mut [u32],
-    lower: &mut [f64],
+    bounds: &mut Bounds,
     prune: bool,
 ) -> f64 {
     let d = points.dim();
@@ -65,9 +82,10 @@ pub(super) fn assign_bounded(
     let cmax = f64::from(packed.max_norm());
     let partial: Vec<f64> = labels
         .par_chunks_mut(BLOCK_ROWS)
-        .zip(lower.par_chunks_mut(BLOCK_ROWS))
+        .zip(bounds.lower.par_chunks_mut(BLOCK_ROWS))
+        .zip(bounds.own.par_chunks_mut(BLOCK_ROWS))
         .enumerate()
-        .map_init(<(Vec<f32>, Buffers)>::default, |(gather, buf), (b, (lab, low))| {
+        .map_init(<(Vec<f32>, Buffers)>::default, |(gather, buf), (b, ((lab, low), own))| {
             let start = b * BLOCK_ROWS;
             let m = lab.len();
             let xn = &xn[start..start + m];
@@ -86,8 +104,9 @@ pub(super) fn assign_bounded(
                 }
             } else {
                 let block = Block { x, scale, xn, d, centroids, packed: &packed };
-                prune_block(&block, lab, low, buf, &err);
+                prune_block(&block, lab, low, own, buf, &err);
             }
+            own.copy_from_slice(&buf.dist);
             buf.dist.iter().sum::<f64>()
         })
         .collect();
@@ -110,21 +129,36 @@ struct Block<'a> {
 }
 
 /// The pruned step for one block: rows that may change are gathered and
-/// searched in full; the others get their own centroid's distance.
-fn prune_block(blk: &Block<'_>, lab: &mut [u32], low: &mut [f64], buf: &mut Buffers, err: &dyn Fn(usize) -> f64) {
+/// searched in full; the others get their own centroid's distance. `own`
+/// (see [`Bounds::own`]) spares the own-centroid distance of rows that cannot
+/// pass the test.
+fn prune_block(
+    blk: &Block<'_>,
+    lab: &mut [u32],
+    low: &mut [f64],
+    own: &[f64],
+    buf: &mut Buffers,
+    err: &dyn Fn(usize) -> f64,
+) {
     let (d, xn) = (blk.d, blk.xn);
     buf.todo.clear();
+    buf.candidates.clear();
+    // A bound loosened below zero says nothing (its square would).
+    buf.candidates.extend((0..lab.len()).filter(|&r| low[r] > 0.0 && own[r] < low[r]));
     buf.own.clear();
-    buf.own.resize(lab.len(), 0.0);
-    nearest::own_values(&Rows { x: blk.x, scale: blk.scale, xn }, blk.packed, blk.centroids, lab, &mut buf.own);
-    for (r, &v) in buf.own.iter().enumerate() {
-        let upper = f64::from(xn[r]) + f64::from(v) + 2.0 * err(r);
-        // A bound loosened below zero says nothing (its square would).
-        if low[r] > 0.0 && upper < low[r] * low[r] {
-            buf.dist[r] = (f64::from(xn[r]) + f64::from(v)).max(0.0);
-        } else {
-            buf.todo.push(r);
+    buf.own.resize(buf.candidates.len(), 0.0);
+    let rows = Rows { x: blk.x, scale: blk.scale, xn };
+    nearest::own_values(&rows, blk.packed, blk.centroids, lab, &buf.candidates, &mut buf.own);
+    let mut next = buf.candidates.iter().zip(&buf.own).peekable();
+    for r in 0..lab.len() {
+        if let Some((_, &v)) = next.next_if(|&(&c, _)| c == r) {
+            let upper = f64::from(xn[r]) + f64::from(v) + 2.0 * err(r);
+            if upper < low[r] * low[r] {
+                buf.dist[r] = (f64::from(xn[r]) + f64::from(v)).max(0.0);
+                continue;
+            }
         }
+        buf.todo.push(r);
     }
     if buf.todo.is_empty() {
         return;

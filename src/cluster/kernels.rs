@@ -44,6 +44,59 @@ fn accumulate_columns_impl(points: &Points<'_>, labels: &[u32], c0: usize, w: us
     }
 }
 
+/// For each row `i` of `moved` (ascending), moves columns `c0..c0 + w` of
+/// visible row `i` (scaled) from `sums[from[i] * stride + j]` to
+/// `sums[to[i] * stride + j]`: subtracted, then added.
+pub(super) fn move_columns(
+    points: &Points<'_>,
+    moved: &[u32],
+    (from, to): (&[u32], &[u32]),
+    (c0, w, stride): (usize, usize, usize),
+    sums: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { move_columns_avx2(points, moved, (from, to), (c0, w, stride), sums) };
+    }
+    move_columns_impl(points, moved, (from, to), (c0, w, stride), sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn move_columns_avx2(
+    points: &Points<'_>,
+    moved: &[u32],
+    labels: (&[u32], &[u32]),
+    cols: (usize, usize, usize),
+    sums: &mut [f64],
+) {
+    move_columns_impl(points, moved, labels, cols, sums)
+}
+
+#[inline(always)]
+fn move_columns_impl(
+    points: &Points<'_>,
+    moved: &[u32],
+    (from, to): (&[u32], &[u32]),
+    (c0, w, stride): (usize, usize, usize),
+    sums: &mut [f64],
+) {
+    for &i in moved {
+        let i = i as usize;
+        let (row, s) = points.row(i);
+        let s = f64::from(s);
+        let src = &mut sums[from[i] as usize * stride..][..w];
+        for (a, &v) in src.iter_mut().zip(&row[c0..c0 + w]) {
+            *a -= f64::from(v) * s;
+        }
+        let dst = &mut sums[to[i] as usize * stride..][..w];
+        for (a, &v) in dst.iter_mut().zip(&row[c0..c0 + w]) {
+            *a += f64::from(v) * s;
+        }
+    }
+}
+
 /// `||s * a - c||^2`, accumulated in eight lanes so it vectorises.
 pub(super) fn sq_dist_scaled(a: &[f32], s: f32, c: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::assign::assign_bounded;
+use super::assign::{assign_bounded, Bounds};
 use super::data::Points;
 use super::kernels;
 
@@ -50,10 +50,10 @@ pub(super) fn run_pruned(
     let mut trace = Vec::with_capacity(iterations);
     let mut splits = 0;
     let mut last_split = false;
-    // Per row, a lower bound on its distance to every other centroid (see `assign_bounded`).
-    let mut lower = vec![0f64; n];
+    let mut bounds = Bounds::new(n);
+    let mut sums = ClusterSums::new(k, points.dim());
     for it in 0..iterations {
-        let inertia = assign_bounded(points, &centroids, k, &mut labels, &mut lower, prune && it > 0);
+        let inertia = assign_bounded(points, &centroids, k, &mut labels, &mut bounds, prune && it > 0);
         trace.push(inertia);
         tracing::debug!(iteration = it, inertia, "k-means iteration");
         on_iter(it, inertia);
@@ -62,9 +62,10 @@ pub(super) fn run_pruned(
             break;
         }
         let old = centroids.clone();
-        let counts = update_centroids(points, &labels, k, &mut centroids);
+        let counts = if it == 0 { sums.add_all(points, &labels) } else { sums.apply_moves(points, &prev, &labels) };
+        sums.means(&counts, &mut centroids);
         let s = split_empty(&mut centroids, counts, points.dim());
-        loosen_bounds(&old, &centroids, points.dim(), &labels, &mut lower);
+        loosen_bounds(&old, &centroids, points.dim(), &labels, &mut bounds);
         if s > 0 {
             tracing::debug!(iteration = it, empty = s, "re-seeded empty clusters by splitting");
         }
@@ -78,8 +79,9 @@ pub(super) fn run_pruned(
 
 /// Lowers each row's bound on the distance to the centroids other than its
 /// own by the most any of them moved (triangle inequality), so the bound
-/// stays valid for the new centroids.
-fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], lower: &mut [f64]) {
+/// stays valid for the new centroids, and turns its squared distance to its
+/// own centroid into a lower bound on the distance to where that moved.
+fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], bounds: &mut Bounds) {
     let drift: Vec<f64> = old
         .chunks_exact(d)
         .zip(new.chunks_exact(d))
@@ -97,43 +99,82 @@ fn loosen_bounds(old: &[f32], new: &[f32], d: usize, labels: &[u32], lower: &mut
         }
     }
     let runner = drift.iter().enumerate().filter(|&(j, _)| j != top).map(|(_, &v)| v).fold(0.0, f64::max);
-    lower.par_iter_mut().zip(labels.par_iter()).for_each(|(l, &a)| {
+    bounds.lower.par_iter_mut().zip(bounds.own.par_iter_mut()).zip(labels.par_iter()).for_each(|((l, o), &a)| {
         *l -= if a as usize == top { runner } else { drift[top] };
+        *o = o.sqrt() - drift[a as usize];
     });
 }
 
-/// Replaces each non-empty centroid by the mean of its rows; empty clusters
-/// keep their old centroid for `split_empty` to overwrite. Returns the counts.
+/// Per-cluster f64 sums of the rows, kept from one iteration to the next so
+/// that only the rows whose label changed need reading again.
 ///
-/// Parallelism is over column strips, one per thread: each task streams all
-/// rows in ascending order and adds its strip into per-cluster f64 sums. Each
-/// sum is thus accumulated in row order however the columns are split, so the
-/// result is bit-identical for any thread count, and `x` is read sequentially.
-pub(super) fn update_centroids(points: &Points<'_>, labels: &[u32], k: usize, centroids: &mut [f32]) -> Vec<usize> {
-    let d = points.dim();
-    let mut counts = vec![0usize; k];
-    for &l in labels {
-        counts[l as usize] += 1;
+/// Parallelism is over column strips, one per thread: each task walks the rows
+/// in ascending order and updates its strip of every cluster's sums. Each sum
+/// thus sees the same operations in the same order however the columns are
+/// split, so the result is bit-identical for any thread count. Every term is
+/// exact in f64 (a product of two f32), so the sums drift from a fresh
+/// summation only by their own rounding, far below an f32 centroid's.
+pub(super) struct ClusterSums {
+    sums: Vec<f64>,
+    k: usize,
+    d: usize,
+    /// Columns per strip: whole cache lines of input (16 f32) so tasks never share a line.
+    width: usize,
+}
+
+impl ClusterSums {
+    /// Zero sums for `k` clusters of `d` columns.
+    pub(super) fn new(k: usize, d: usize) -> Self {
+        let width = d.div_ceil(rayon::current_num_threads()).next_multiple_of(16).min(d);
+        Self { sums: vec![0.0; d.div_ceil(width) * k * width], k, d, width }
     }
-    // Strips are whole cache lines of input (16 f32) so tasks never share a line.
-    let width = d.div_ceil(rayon::current_num_threads()).next_multiple_of(16).min(d);
-    let strip = k * width;
-    let mut sums = vec![0f64; d.div_ceil(width) * strip];
-    sums.par_chunks_mut(strip).enumerate().for_each(|(ch, s)| {
-        let c0 = ch * width;
-        kernels::accumulate_columns(points, labels, c0, width.min(d - c0), width, s);
-    });
-    centroids.par_chunks_mut(d).zip(counts.par_iter()).enumerate().for_each(|(c, (out, &cnt))| {
-        if cnt == 0 {
-            return;
+
+    /// Adds every row to its cluster's sums; returns the counts.
+    pub(super) fn add_all(&mut self, points: &Points<'_>, labels: &[u32]) -> Vec<usize> {
+        let (d, width) = (self.d, self.width);
+        self.sums.par_chunks_mut(self.k * width).enumerate().for_each(|(ch, s)| {
+            let c0 = ch * width;
+            kernels::accumulate_columns(points, labels, c0, width.min(d - c0), width, s);
+        });
+        self.counts(labels)
+    }
+
+    /// Moves each row whose label changed from `prev` to `labels` between the
+    /// two clusters' sums; returns the new counts.
+    pub(super) fn apply_moves(&mut self, points: &Points<'_>, prev: &[u32], labels: &[u32]) -> Vec<usize> {
+        let moved: Vec<u32> =
+            (0..labels.len() as u32).into_par_iter().filter(|&i| prev[i as usize] != labels[i as usize]).collect();
+        let (d, width) = (self.d, self.width);
+        self.sums.par_chunks_mut(self.k * width).enumerate().for_each(|(ch, s)| {
+            let c0 = ch * width;
+            kernels::move_columns(points, &moved, (prev, labels), (c0, width.min(d - c0), width), s);
+        });
+        self.counts(labels)
+    }
+
+    fn counts(&self, labels: &[u32]) -> Vec<usize> {
+        let mut counts = vec![0usize; self.k];
+        for &l in labels {
+            counts[l as usize] += 1;
         }
-        let inv = 1.0 / cnt as f64;
-        for (j, o) in out.iter_mut().enumerate() {
-            let (ch, col) = (j / width, j % width);
-            *o = (sums[ch * strip + c * width + col] * inv) as f32;
-        }
-    });
-    counts
+        counts
+    }
+
+    /// Replaces each non-empty centroid by the mean of its rows; empty clusters
+    /// keep their old centroid for `split_empty` to overwrite.
+    pub(super) fn means(&self, counts: &[usize], centroids: &mut [f32]) {
+        let (d, width, strip) = (self.d, self.width, self.k * self.width);
+        centroids.par_chunks_mut(d).zip(counts.par_iter()).enumerate().for_each(|(c, (out, &cnt))| {
+            if cnt == 0 {
+                return;
+            }
+            let inv = 1.0 / cnt as f64;
+            for (j, o) in out.iter_mut().enumerate() {
+                let (ch, col) = (j / width, j % width);
+                *o = (self.sums[ch * strip + c * width + col] * inv) as f32;
+            }
+        });
+    }
 }
 
 /// Re-seeds every empty cluster (in index order) by splitting the currently

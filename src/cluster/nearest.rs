@@ -60,12 +60,63 @@ impl PackedCentroids {
     }
 }
 
-/// Per-thread scratch: the running best value and index of every lane of every row of a block.
+/// Per-thread scratch: the running best value and index of every lane of every row of a block
+/// (rows padded to a multiple of [`ROW_PAD`]), and the AVX-512 kernel's zero-padded last row tile.
 #[derive(Default)]
 pub(super) struct Scratch {
     best: Vec<f32>,
     second: Vec<f32>,
     index: Vec<u32>,
+    tile: Vec<f32>,
+}
+
+/// Rows the lane scratch is padded to: the AVX-512 kernel runs its last tile on whole groups of
+/// four rows, padding with zero rows whose results [`finish`] never reads.
+const ROW_PAD: usize = 4;
+
+/// The implementations of the sweep; all give bit-identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    /// One (row, centroid) pair at a time; runs anywhere.
+    Portable,
+    /// 6 rows x 16 centroids in AVX2 registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// 12 rows x 16 centroids in AVX-512 registers, rows read in place.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(super) fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// Every kernel this CPU runs, the portable one first (for tests).
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<Self> {
+        let mut all = vec![Self::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                all.push(Self::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Self::Avx512);
+            }
+        }
+        all
+    }
 }
 
 /// A dense block of rows as the kernel reads them.
@@ -92,21 +143,37 @@ pub(super) struct Found<'a> {
 /// `||c||^2 - 2 s x.c`, ties to the lowest index, NaNs never chosen), its
 /// squared distance `xn + min` clamped at zero, and the runner-up value.
 pub(super) fn nearest_block(rows: &Rows<'_>, c: &PackedCentroids, out: Found<'_>, scr: &mut Scratch) {
+    nearest_block_with(Kernel::best(), rows, c, out, scr)
+}
+
+/// [`nearest_block`] with a given kernel, which the CPU must support.
+pub(super) fn nearest_block_with(
+    kernel: Kernel,
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    out: Found<'_>,
+    scr: &mut Scratch,
+) {
     let m = out.labels.len();
     debug_assert_eq!(rows.x.len(), m * c.d);
+    let slots = m.next_multiple_of(ROW_PAD) * LANES;
     for v in [&mut scr.best, &mut scr.second] {
         v.clear();
-        v.resize(m * LANES, f32::INFINITY);
+        v.resize(slots, f32::INFINITY);
     }
     scr.index.clear();
-    scr.index.resize(m * LANES, 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the kernel was compiled for.
-        unsafe { avx2::sweep(rows.x, rows.scale, c, scr) };
-        return finish(rows.xn, out, scr);
+    scr.index.resize(slots, 0);
+    match kernel {
+        Kernel::Portable => portable_sweep(rows.x, rows.scale, c, scr),
+        // SAFETY (all arms): `Kernel::best` and the tests pick only kernels the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { avx2::sweep(rows.x, rows.scale, c, scr) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe {
+            avx512::sweep(rows.x, rows.scale, c, scr);
+            return avx512::finish(rows.xn, out, scr);
+        },
     }
-    portable_sweep(rows.x, rows.scale, c, scr);
     finish(rows.xn, out, scr)
 }
 
@@ -118,34 +185,55 @@ fn value(x: &[f32], f: f32, c: &[f32], cn: f32) -> f32 {
     dot.mul_add(f, cn)
 }
 
-/// [`value`] of each row of `rows` against its own centroid `labels[r]`,
-/// into `out`. Eight rows' chains are interleaved so they run at the FMA
-/// units' throughput rather than their latency; each chain is unchanged, so
-/// every value is bit-identical to the kernel's.
-pub(super) fn own_values(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+/// [`value`] of rows `which` of `rows` against their own centroids `labels[r]`,
+/// into `out` (one value per listed row). Eight rows' chains are interleaved so
+/// they run at the FMA units' throughput rather than their latency; each chain
+/// is unchanged, so every value is bit-identical to the kernel's.
+pub(super) fn own_values(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA.
-        return unsafe { own_values_fma(rows, c, centroids, labels, out) };
+        return unsafe { own_values_fma(rows, c, centroids, labels, which, out) };
     }
-    own_values_impl(rows, c, centroids, labels, out)
+    own_values_impl(rows, c, centroids, labels, which, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-fn own_values_fma(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
-    own_values_impl(rows, c, centroids, labels, out)
+fn own_values_fma(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
+    own_values_impl(rows, c, centroids, labels, which, out)
 }
 
 #[inline(always)]
-fn own_values_impl(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labels: &[u32], out: &mut [f32]) {
+fn own_values_impl(
+    rows: &Rows<'_>,
+    c: &PackedCentroids,
+    centroids: &[f32],
+    labels: &[u32],
+    which: &[usize],
+    out: &mut [f32],
+) {
     const W: usize = 8;
     let d = c.d;
-    let m = labels.len();
-    let whole = m / W * W;
-    for r0 in (0..whole).step_by(W) {
-        let xs: [&[f32]; W] = std::array::from_fn(|i| &rows.x[(r0 + i) * d..][..d]);
-        let cs: [&[f32]; W] = std::array::from_fn(|i| &centroids[labels[r0 + i] as usize * d..][..d]);
+    let mut groups = which.chunks_exact(W);
+    let mut outs = out.chunks_exact_mut(W);
+    for (rs, os) in (&mut groups).zip(&mut outs) {
+        let xs: [&[f32]; W] = std::array::from_fn(|i| &rows.x[rs[i] * d..][..d]);
+        let cs: [&[f32]; W] = std::array::from_fn(|i| &centroids[labels[rs[i]] as usize * d..][..d]);
         let mut acc = [0f32; W];
         for q in 0..d {
             for i in 0..W {
@@ -153,13 +241,13 @@ fn own_values_impl(rows: &Rows<'_>, c: &PackedCentroids, centroids: &[f32], labe
             }
         }
         for i in 0..W {
-            let (r, j) = (r0 + i, labels[r0 + i] as usize);
-            out[r] = acc[i].mul_add(minus_two_scale(rows.scale, r), c.cn[j]);
+            let (r, j) = (rs[i], labels[rs[i]] as usize);
+            os[i] = acc[i].mul_add(minus_two_scale(rows.scale, r), c.cn[j]);
         }
     }
-    for r in whole..m {
+    for (&r, o) in groups.remainder().iter().zip(outs.into_remainder()) {
         let j = labels[r] as usize;
-        out[r] = value(&rows.x[r * d..][..d], minus_two_scale(rows.scale, r), &centroids[j * d..][..d], c.cn[j]);
+        *o = value(&rows.x[r * d..][..d], minus_two_scale(rows.scale, r), &centroids[j * d..][..d], c.cn[j]);
     }
 }
 
@@ -219,10 +307,24 @@ fn portable_sweep(rows: &[f32], scale: Option<&[f32]>, c: &PackedCentroids, scr:
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{minus_two_scale, PackedCentroids, Scratch, LANES, TILE_ROWS};
+
+    /// `v`, hidden from the optimiser. A blend of a loaded vector stored back to the same address
+    /// is otherwise turned into `vmaskmovps`, which AMD CPUs run as slow microcode (it took a
+    /// quarter of the sweep's time on Zen 4).
+    #[target_feature(enable = "avx")]
+    #[inline]
+    fn opaque(mut v: __m256) -> __m256 {
+        // SAFETY: an empty instruction sequence; it only pins `v` to a register.
+        unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) v, options(pure, nomem, nostack, preserves_flags)) };
+        v
+    }
 
     /// One row tile's running per-lane best, runner-up and best index.
     struct Run<'a> {
@@ -315,28 +417,18 @@ mod avx2 {
                         let b = _mm256_loadu_ps(bp.add(8 * h));
                         // Ordered less-than: false for NaN, and strict, so the first minimum stays.
                         let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(v, b);
-                        _mm256_storeu_ps(bp.add(8 * h), _mm256_blendv_ps(b, v, lt));
+                        // min(v, b) is `v < b ? v : b` with that same comparison, so it equals the
+                        // blend without one.
+                        _mm256_storeu_ps(bp.add(8 * h), _mm256_min_ps(v, b));
                         // A new best demotes the old one; otherwise the runner-up is min(v, second)
                         // (min_ps returns its second operand, the old runner-up, when v is NaN).
                         let s = _mm256_min_ps(v, _mm256_loadu_ps(sp.add(8 * h)));
                         _mm256_storeu_ps(sp.add(8 * h), _mm256_blendv_ps(s, b, lt));
-                        let i = _mm256_loadu_ps(ip.add(8 * h));
+                        let i = opaque(_mm256_loadu_ps(ip.add(8 * h)));
                         _mm256_storeu_ps(ip.add(8 * h), _mm256_blendv_ps(i, idh, lt));
                     }
                 }
             }
         }
     }
-}
-
-/// The portable path on its own, for tests that compare it with the dispatched one.
-#[cfg(test)]
-pub(super) fn nearest_block_portable(rows: &Rows<'_>, c: &PackedCentroids, out: Found<'_>) {
-    let mut scr = Scratch::default();
-    let m = out.labels.len();
-    scr.best.resize(m * LANES, f32::INFINITY);
-    scr.second.resize(m * LANES, f32::INFINITY);
-    scr.index.resize(m * LANES, 0);
-    portable_sweep(rows.x, rows.scale, c, &mut scr);
-    finish(rows.xn, out, &scr)
 }

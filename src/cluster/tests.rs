@@ -1,7 +1,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::nearest::{nearest_block, nearest_block_portable, Found, PackedCentroids, Rows, Scratch};
+use super::nearest::{nearest_block_with, Found, Kernel, PackedCentroids, Rows, Scratch};
 use super::*;
 
 /// `n` uniform rows in [-1, 1)^d.
@@ -219,7 +219,7 @@ fn identical_points_do_not_panic() {
     }
 }
 
-/// Runs the dispatched and the portable kernel on one block; checks they agree bit for bit.
+/// Runs every kernel this CPU has on one block; checks they agree with the portable one bit for bit.
 fn kernel_both(x: &[f32], scale: Option<&[f32]>, c: &[f32], k: usize, d: usize) -> (Vec<u32>, Vec<f64>, Vec<f32>) {
     let m = x.len() / d;
     let xn: Vec<f32> = x
@@ -232,30 +232,40 @@ fn kernel_both(x: &[f32], scale: Option<&[f32]>, c: &[f32], k: usize, d: usize) 
         .collect();
     let packed = PackedCentroids::new(c, k, d);
     let rows = Rows { x, scale, xn: &xn };
-    let run = |portable: bool| {
+    let run = |kernel: Kernel| {
         let (mut labels, mut dist, mut second) = (vec![0u32; m], vec![0f64; m], vec![0f32; m]);
         let out = Found { labels: &mut labels, dist: &mut dist, second: &mut second };
-        if portable {
-            nearest_block_portable(&rows, &packed, out);
-        } else {
-            nearest_block(&rows, &packed, out, &mut Scratch::default());
-        }
+        nearest_block_with(kernel, &rows, &packed, out, &mut Scratch::default());
         (labels, dist, second)
     };
-    let (fast, slow) = (run(false), run(true));
-    assert_eq!(fast.0, slow.0);
-    assert_eq!(
-        fast.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        slow.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    );
-    assert_eq!(bits(&fast.2), bits(&slow.2));
-    fast
+    let slow = run(Kernel::Portable);
+    for kernel in Kernel::available() {
+        let fast = run(kernel);
+        assert_eq!(fast.0, slow.0, "{kernel:?}");
+        assert_eq!(
+            fast.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            slow.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{kernel:?}"
+        );
+        assert_eq!(bits(&fast.2), bits(&slow.2), "{kernel:?}");
+    }
+    slow
 }
 
 #[test]
 fn kernel_matches_a_naive_search() {
-    // k not a multiple of the 16-centroid panel, d odd, rows not a multiple of the 6-row tile.
-    for (m, k, d, scaled) in [(23, 37, 13, false), (13, 5, 1, true), (7, 100, 31, true), (1, 2, 3, false)] {
+    // k not a multiple of the 16-centroid panel, d odd, rows not a multiple of the 6- or 12-row
+    // tiles (nor of 4, the AVX-512 kernel's padding: tails of 1, 5 and 11 rows); at d = 600 a
+    // panel is 38 KB, so k = 100 spans two cache chunks of panels.
+    let cases = [
+        (23, 37, 13, false),
+        (13, 5, 1, true),
+        (7, 100, 31, true),
+        (1, 2, 3, false),
+        (25, 100, 600, true),
+        (17, 33, 257, false),
+    ];
+    for (m, k, d, scaled) in cases {
         let x = uniform(m, d, 40 + k as u64);
         let c = uniform(k, d, 41 + d as u64);
         let s: Vec<f32> = (0..m).map(|r| 0.5 + r as f32 / m as f32).collect();
@@ -355,4 +365,33 @@ fn tensor_path_splits_empty_clusters_like_the_cpu() {
     assert!(cpu.empty_cluster_splits > 0, "the fixture must produce empty clusters");
     let (a, b) = (cpu.inertia_per_iter.last().unwrap(), dev.inertia_per_iter.last().unwrap());
     assert!((a - b).abs() <= 1e-3 * a.max(1.0), "{a} vs {b}");
+}
+
+#[test]
+fn moved_rows_update_the_sums_like_a_fresh_summation() {
+    // d = 37 over 3 threads: strips of 16, 16 and 5 columns; labels change for about half the rows.
+    let (n, d, k) = (500, 37, 9);
+    let x = uniform(n, d, 21);
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let before: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+    let after: Vec<u32> =
+        before.iter().map(|&l| if rng.random_bool(0.5) { rng.random_range(0..k as u32) } else { l }).collect();
+    for normalize in [false, true] {
+        let points = data::Points::new(&x, d, normalize, None);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let (moved, fresh) = pool.install(|| {
+            let mut moved = lloyd::ClusterSums::new(k, d);
+            moved.add_all(&points, &before);
+            let counts = moved.apply_moves(&points, &before, &after);
+            let mut fresh = lloyd::ClusterSums::new(k, d);
+            assert_eq!(fresh.add_all(&points, &after), counts);
+            let (mut a, mut b) = (vec![0f32; k * d], vec![0f32; k * d]);
+            moved.means(&counts, &mut a);
+            fresh.means(&counts, &mut b);
+            (a, b)
+        });
+        for (a, b) in moved.iter().zip(&fresh) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
 }

@@ -125,7 +125,9 @@ impl StageKind for KMeans {
         name: "kmeans",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
         // 3: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
-        version: 3,
+        // 4: centroid sums updated by the rows that changed cluster instead of summed afresh
+        //    (f64 rounding may differ in the last bits).
+        version: 4,
         summary: "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels",
         inputs: &[super::FEATURES_INPUT, TRUTH_INPUT],
         outputs: &[

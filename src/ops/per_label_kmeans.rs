@@ -111,7 +111,9 @@ impl StageKind for PerLabelKMeans {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "per_label_kmeans",
         // 2: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
-        version: 2,
+        // 3: centroid sums updated by the rows that changed cluster instead of summed afresh
+        //    (f64 rounding may differ in the last bits).
+        version: 3,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
         inputs: &[super::FEATURES_INPUT, super::labels_input("the labels whose points are clustered separately")],
         outputs: &[
