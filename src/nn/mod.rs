@@ -25,6 +25,7 @@ pub mod data;
 mod error;
 pub mod extract;
 mod fused;
+mod fused_video;
 pub mod init;
 pub mod jigsaw;
 pub mod r2plus1d;
@@ -34,6 +35,7 @@ pub mod run_config;
 pub mod schedule;
 pub mod sgd;
 pub mod temporal;
+mod temporal_conv;
 pub mod train;
 mod winograd;
 
