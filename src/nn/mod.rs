@@ -61,8 +61,8 @@ pub enum CpuKernels {
     Candle = 0,
     /// The custom conv and BN ops, one candle op per layer.
     Layers = 1,
-    /// As `Layers`, plus whole BasicBlocks and the stem fused into one op in train mode
-    /// (the default).
+    /// As `Layers`, plus whole BasicBlocks and the stem fused into one op in train mode, and
+    /// R(2+1)D's stem and blocks fused in train and eval mode (the default).
     Fused = 2,
 }
 
