@@ -133,6 +133,9 @@ struct Saved {
     invstd: Vec<f32>,
 }
 
+/// The shortcut's saved state and its (subsampled, if strided) input.
+type SavedShortcut = (Saved, Vec<f32>);
+
 /// Batch statistics of each unit's BN (chain, then shortcut): `(mean, biased var, count)`.
 type Stats = Vec<Option<(Vec<f64>, Vec<f64>, usize)>>;
 
@@ -151,7 +154,7 @@ struct VideoOp {
     /// train mode.
     running: Vec<(Vec<f32>, Vec<f32>)>,
     /// Train mode: the chain's and the shortcut's saved state, with the subsampled input.
-    saved: Mutex<Option<(Vec<Saved>, Option<(Saved, Vec<f32>)>)>>,
+    saved: Mutex<Option<(Vec<Saved>, Option<SavedShortcut>)>>,
     stats: Arc<Mutex<Stats>>,
 }
 
@@ -293,7 +296,7 @@ impl VideoOp {
     fn backward(
         &self,
         saved: &[Saved],
-        short: Option<&(Saved, Vec<f32>)>,
+        short: Option<&SavedShortcut>,
         x: &[f32],
         xa: Act,
         p: &[f32],
