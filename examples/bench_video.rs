@@ -1,7 +1,7 @@
 //! Training and inference throughput of the R(2+1)D presets on 1x8x24x24 clips (by default).
 //!
 //! `cargo run --release --example bench_video -- [--steps N] [--batch B] [--presets small,large]
-//! [--frames T] [--size S]`. Threads: RAYON_NUM_THREADS (default 2). The PyTorch side of the same
+//! [--frames T] [--size S] [--mode both|train|infer]` (`--mode` for profiling one half). Threads: RAYON_NUM_THREADS (default 2). The PyTorch side of the same
 //! networks is `benches/python/torch_r2plus1d.py`.
 
 #[path = "common/cpu.rs"]
@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (steps, batch, frames, size) =
         (num("--steps", 5)?, num("--batch", 64)?, num("--frames", 8)?, num("--size", 24)?);
     let presets = arg_value(&args, "--presets").unwrap_or_else(|| "small,large".into());
+    let mode = arg_value(&args, "--mode").unwrap_or_else(|| "both".into());
+    let (do_train, do_infer) = (mode != "infer", mode != "train");
     let dev = Device::Cpu;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let xv: Vec<f32> = (0..batch * frames * size * size).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -53,14 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         step()?;
         let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
-        for _ in 0..steps {
+        for _ in 0..if do_train { steps } else { 0 } {
             step()?;
         }
         let train = (steps * batch) as f64 / t0.elapsed().as_secs_f64();
         let train_cpu = (steps * batch * threads) as f64 / (cpu::process_cpu_seconds() - c0);
         model.forward_t(&x, false)?;
         let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
-        for _ in 0..steps {
+        for _ in 0..if do_infer { steps } else { 0 } {
             model.forward_t(&x, false)?.to_vec2::<f32>()?;
         }
         let infer = (steps * batch) as f64 / t0.elapsed().as_secs_f64();

@@ -25,6 +25,7 @@ pub mod data;
 mod error;
 pub mod extract;
 mod fused;
+mod fused_video;
 pub mod init;
 pub mod jigsaw;
 pub mod r2plus1d;
@@ -34,6 +35,7 @@ pub mod run_config;
 pub mod schedule;
 pub mod sgd;
 pub mod temporal;
+mod temporal_conv;
 pub mod train;
 mod winograd;
 
@@ -59,8 +61,8 @@ pub enum CpuKernels {
     Candle = 0,
     /// The custom conv and BN ops, one candle op per layer.
     Layers = 1,
-    /// As `Layers`, plus whole BasicBlocks and the stem fused into one op in train mode
-    /// (the default).
+    /// As `Layers`, plus whole BasicBlocks and the stem fused into one op in train mode, and
+    /// R(2+1)D's stem and blocks fused in train and eval mode (the default).
     Fused = 2,
 }
 

@@ -8,6 +8,9 @@
 //! [`super::batchnorm`] unchanged. A temporal convolution is the frames shifted by `-kt/2..kt/2`
 //! (zero padded), stacked along channels and mixed by a 1x1 convolution (again the fast op):
 //! `y[t] = sum_dt W_dt x[t + dt - kt/2]`. A temporal stride of 2 keeps the even frames.
+//! On CPU (f32) the stem and every block run as one fused op each instead
+//! ([`super::fused_video`], in train and eval mode; eval-mode outputs carry no gradient); the
+//! per-layer ops above are the reference and the path on other devices.
 //!
 //! Shapes for input `(N, C, T, H, W)` (a 4-D input is one frame per clip):
 //!
@@ -28,9 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
+use super::fused_video::{self, Chain, UnitConv};
 use super::resnet::{Conv, Tap};
 use super::temporal::shift_stack;
-use super::NnError;
+use super::{use_fused_kernels, NnError};
 
 /// Architecture of an [`R2Plus1D`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -197,6 +201,15 @@ impl Conv2Plus1D {
         let x = self.mid_bn.forward_act(&self.spatial.forward(&f.x)?, None, true, train)?;
         self.temporal.forward(&Frames { x, t: f.t }, self.t_stride)
     }
+
+    /// This conv on `t` frames per clip followed by `bn`, as two fused-op units.
+    fn units<'a>(&'a self, bn: &'a BatchNorm, t: usize) -> [(UnitConv<'a>, &'a BatchNorm); 2] {
+        let stride = effective_stride(self.t_stride, t);
+        [
+            (UnitConv::Spatial(self.spatial.parts()), &self.mid_bn),
+            (UnitConv::Temporal { weight: &self.temporal.weight, stride }, bn),
+        ]
+    }
 }
 
 /// The residual block of R(2+1)D-18/34: two (2+1)D convs.
@@ -228,7 +241,20 @@ impl Block {
         })
     }
 
-    fn forward(&self, f: &Frames, train: bool) -> Result<Frames> {
+    /// The block as one fused op (`fused`) or one op per layer.
+    fn forward(&self, f: &Frames, train: bool, fused: bool) -> Result<Frames> {
+        if !fused {
+            return self.forward_layers(f, train);
+        }
+        let sub = effective_stride(self.t_stride, f.t);
+        let mut units = Vec::from(self.conv1.units(&self.bn1, f.t));
+        units.extend(self.conv2.units(&self.bn2, f.t / sub));
+        let shortcut = self.shortcut.as_ref().map(|(conv, bn)| (conv.parts(), bn));
+        let (x, t) = fused_video::forward(&f.x, f.t, &Chain { units, residual: true, shortcut, sub }, train)?;
+        Ok(Frames { x, t })
+    }
+
+    fn forward_layers(&self, f: &Frames, train: bool) -> Result<Frames> {
         let h = self.conv1.forward(f, train)?;
         let h = Frames { x: self.bn1.forward_act(&h.x, None, true, train)?, t: h.t };
         let h = self.conv2.forward(&h, train)?;
@@ -300,9 +326,22 @@ impl R2Plus1D {
     }
 
     fn frames_to(&self, xs: &Tensor, tap: Tap, train: bool) -> Result<Frames> {
+        self.frames_to_with(xs, tap, train, use_fused_kernels(xs.device(), xs.dtype()))
+    }
+
+    /// [`R2Plus1D::frames_to`] with the stem and every block as one fused op each (`fused`, CPU
+    /// f32 only) or with one op per layer.
+    fn frames_to_with(&self, xs: &Tensor, tap: Tap, train: bool, fused: bool) -> Result<Frames> {
         let f = Self::to_frames(xs)?;
-        let h = self.conv1.forward(&f, train)?;
-        let mut h = Frames { x: self.bn1.forward_act(&h.x, None, true, train)?, t: h.t };
+        let mut h = if fused {
+            let chain =
+                Chain { units: Vec::from(self.conv1.units(&self.bn1, f.t)), residual: false, shortcut: None, sub: 1 };
+            let (x, t) = fused_video::forward(&f.x, f.t, &chain, train)?;
+            Frames { x, t }
+        } else {
+            let h = self.conv1.forward(&f, train)?;
+            Frames { x: self.bn1.forward_act(&h.x, None, true, train)?, t: h.t }
+        };
         let last = match tap {
             Tap::Conv1 => return Ok(h),
             Tap::Res2 => 0,
@@ -312,7 +351,7 @@ impl R2Plus1D {
         };
         for stage in &self.stages[..=last] {
             for block in stage {
-                h = block.forward(&h, train)?;
+                h = block.forward(&h, train, fused)?;
             }
         }
         Ok(h)

@@ -117,3 +117,104 @@ fn learns_a_direction_that_no_single_frame_shows_and_is_deterministic() {
     let image_cfg = TrainConfig { arch: ResNetConfig::resnet_tiny(1, 2).into(), ..cfg };
     assert!(nn::train(&data, &targets, &image_cfg, &Device::Cpu, None, &mut nn::NoObserver).is_err());
 }
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+    d.max(0).unwrap().to_scalar().unwrap()
+}
+
+/// A tiny-preset network with 3x8x8 clips' worth of weights, and random gamma/beta so BN's
+/// affine part is exercised; equal seeds give equal networks.
+fn randomised(cfg: &R2Plus1DConfig) -> (VarMap, R2Plus1D) {
+    use rand::{Rng, SeedableRng};
+    let vm = VarMap::new();
+    let model = R2Plus1D::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    nn::init_weights(&vm, 3).unwrap();
+    for (name, v) in vm.data().lock().unwrap().iter() {
+        if v.rank() == 1 && !name.contains("running") && !name.starts_with("fc") {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name.bytes().map(u64::from).sum());
+            let vals: Vec<f32> = (0..v.elem_count()).map(|_| rng.random_range(0.5..1.5)).collect();
+            v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap()).unwrap();
+        }
+    }
+    (vm, model)
+}
+
+fn clips(n: usize, t: usize, side: usize, seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * t * side * side).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, (n, 1, t, side, side), &Device::Cpu).unwrap()
+}
+
+/// The fused ops (stem and blocks, with and without projection shortcuts, temporal strides
+/// 1 and 2) against one op per layer: outputs in train and eval mode, every var's gradient
+/// and the running statistics.
+#[test]
+fn fused_ops_match_per_layer_ops() {
+    // Frames 8 (every temporal stride applies), 3 (none does) and 1 (images).
+    for (i, &(t, side, stem_stride)) in [(8, 12, 2), (3, 8, 1), (1, 8, 1)].iter().enumerate() {
+        let mut cfg = R2Plus1DConfig::preset("r2plus1d_tiny", 1, 3).unwrap();
+        cfg.stem_stride = stem_stride;
+        cfg.widths = [4, 6, 6, 8];
+        cfg.blocks = [2, 1, 1, 1];
+        let ((vma, a), (vmb, b)) = (randomised(&cfg), randomised(&cfg));
+        let x = clips(9, t, side, i as u64);
+        for (name, tap) in [("conv1", Tap::Conv1), ("res5", Tap::Res5)] {
+            let ya = a.frames_to_with(&x, tap, false, true).unwrap().x;
+            let yb = b.frames_to_with(&x, tap, false, false).unwrap().x;
+            assert!(max_diff(&ya, &yb) < 1e-4, "eval {name} case {i}: {}", max_diff(&ya, &yb));
+        }
+        let ya = a.frames_to_with(&x, Tap::Res5, true, true).unwrap();
+        let yb = b.frames_to_with(&x, Tap::Res5, true, false).unwrap();
+        assert_eq!((ya.x.dims(), ya.t), (yb.x.dims(), yb.t));
+        assert!(max_diff(&ya.x, &yb.x) < 1e-4, "train case {i}: {}", max_diff(&ya.x, &yb.x));
+        let up = clips(ya.x.elem_count(), 1, 1, 99).reshape(ya.x.shape()).unwrap();
+        let ga = (ya.x * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (yb.x * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let (da, db) = (vma.data().lock().unwrap(), vmb.data().lock().unwrap());
+        let mut checked = 0;
+        for (name, va) in da.iter() {
+            let vb = &db[name];
+            if name.contains("running") {
+                assert!(max_diff(va.as_tensor(), vb.as_tensor()) < 1e-4, "{name} case {i}");
+            } else if !name.starts_with("fc") {
+                let (p, q) = (ga.get(va.as_tensor()).unwrap(), gb.get(vb.as_tensor()).unwrap());
+                let scale = 1.0 + q.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(max_diff(p, q) < 1e-3 * scale, "grad {name} case {i}: {} (scale {scale})", max_diff(p, q));
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked} gradients compared");
+    }
+}
+
+/// A training step's loss and gradients are bit-identical with 1 and 3 threads.
+#[test]
+fn fused_training_step_is_independent_of_the_thread_count() {
+    let cfg = R2Plus1DConfig::preset("r2plus1d_tiny", 1, 3).unwrap();
+    let x = clips(20, 4, 12, 7);
+    let y = Tensor::from_vec((0..20u32).map(|i| i % 3).collect::<Vec<_>>(), 20, &Device::Cpu).unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (vm, model) = randomised(&cfg);
+            let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true).unwrap(), &y).unwrap();
+            let grads = loss.backward().unwrap();
+            let mut out = vec![loss.to_scalar::<f32>().unwrap()];
+            let data = vm.data().lock().unwrap();
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            for v in names.into_iter().map(|n| &data[n]) {
+                let t = grads.get(v.as_tensor()).cloned().unwrap_or_else(|| v.as_tensor().clone());
+                out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+            out
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(
+        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        three.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}

@@ -163,7 +163,8 @@ impl Conv {
         conv2d(xs, &self.weight.to_dtype(xs.dtype())?, self.stride, self.padding)
     }
 
-    fn parts(&self) -> ConvParts<'_> {
+    /// The weight, stride and padding, as the fused ops take them.
+    pub(crate) fn parts(&self) -> ConvParts<'_> {
         ConvParts { weight: &self.weight, stride: self.stride, padding: self.padding }
     }
 

@@ -42,7 +42,8 @@ impl StageKind for RandomNet {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "random_net",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
-        version: 2,
+        // 3: R(2+1)D as fused ops (different rounding).
+        version: 3,
         summary: "an untrained network of a preset (seeded initial weights): the random-features floor",
         inputs: &[
             TRAINING_IMAGES,

@@ -146,7 +146,7 @@ impl StageKind for Train {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "train",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
-        // 3: batch-norm statistics summed in 32 lanes (different rounding).
+        // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
         version: 3,
         summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
         inputs: &[
