@@ -19,7 +19,7 @@
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
 //! number of threads or on scheduling.
 
-use super::cpu::{f32_slice, give, take, take_zeroed, with_f32};
+use super::cpu::{f32_slice, give, sum_partials, take, take_zeroed, with_f32};
 use super::winograd;
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -626,14 +626,7 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
             dw
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.cout * kdim]);
-    for part in parts {
-        for (a, b) in dw.iter_mut().zip(&part) {
-            *a += b;
-        }
-        give(part);
-    }
+    let mut dw = sum_partials(partials, g.cout * kdim);
     if transposed {
         let mut out = vec![0f32; g.cout * kdim];
         for (r, row) in dw.chunks_exact(g.cout).enumerate() {

@@ -74,6 +74,20 @@ pub(crate) fn centred_squares(x: &[f32], mean: f32) -> f64 {
     lane_sum(x, x, |u, _| (u - mean) * (u - mean))
 }
 
+/// Adds per-chunk partial sums in chunk order, so the total does not depend on how the
+/// chunks were scheduled, and recycles them; `len` zeros when there are none.
+pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in parts {
+        for (a, b) in total.iter_mut().zip(&part) {
+            *a += b;
+        }
+        give(part);
+    }
+    total
+}
+
 /// Recycled f32 buffers, matched by exact length. Training repeats the same shapes every
 /// step, so scratch space and saved activations can be reused instead of being allocated,
 /// zeroed and page-faulted in again (that was ~15% of a step).

@@ -17,7 +17,7 @@
 //! a clip is accumulated inside its chunk in a fixed order. Results do not depend on the
 //! number of threads.
 
-use super::cpu::{give, take, take_zeroed};
+use super::cpu::{give, sum_partials, take, take_zeroed};
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, Result};
 use gemm::Parallelism;
@@ -204,13 +204,7 @@ pub(crate) fn backward(g: &TGeom, x: &[f32], w: &[f32], dy: &[f32], need_dx: boo
             dw
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.cout * kdim]);
-    for part in parts {
-        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-        give(part);
-    }
-    (dx, dw)
+    (dx, sum_partials(partials, g.cout * kdim))
 }
 
 #[cfg(test)]

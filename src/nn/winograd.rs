@@ -20,7 +20,7 @@
 //! not depend on the number of threads.
 
 use super::conv::{Geom, CHUNK};
-use super::cpu::{give, take};
+use super::cpu::{give, sum_partials, take};
 use crate::linalg::{matmul, MatRef};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -372,14 +372,7 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
             dwt
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut dwt = parts.next().unwrap_or_else(|| vec![0f32; XI * xi_len]);
-    for part in parts {
-        for (a, b) in dwt.iter_mut().zip(&part) {
-            *a += b;
-        }
-        give(part);
-    }
+    let dwt = sum_partials(partials, XI * xi_len);
     let mut dw = vec![0f32; xi_len * 9];
     for (pair, out) in dw.chunks_exact_mut(9).enumerate() {
         let d: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|k| dwt[(r * 4 + k) * xi_len + pair]));
