@@ -1,19 +1,26 @@
-//! 3x3 stride-1 "same" convolutions by Winograd's minimal filtering F(2x2, 3x3): the forward
-//! pass, the input gradient and the weight gradient, all on CPU f32.
+//! 3x3 stride-1 "same" convolutions by Winograd's minimal filtering F(m x m, 3x3) with
+//! m = 2 or 4: the forward pass, the input gradient and the weight gradient, all on CPU f32.
 //!
-//! Why: these convolutions carry about three quarters of a ResNet's multiply-adds, and the
-//! im2col path spends 36 multiplies per output pixel and input channel where F(2x2, 3x3)
-//! spends 16 per 2x2 output tile, 2.25x fewer. The column matrix (9 floats per input pixel)
-//! also becomes a transformed tile array (4 per input pixel), so less memory moves.
+//! Why: these convolutions carry about three quarters of a ResNet's multiply-adds. im2col
+//! spends 9 multiplies per output pixel and input channel; F(2x2, 3x3) spends 16 per 2x2
+//! output tile (4 per pixel) and F(4x4, 3x3) 36 per 4x4 tile (2.25 per pixel). The
+//! transformed tiles also hold fewer floats per input pixel than a column matrix's 9: 4 for
+//! F(2x2) and 2.25 for F(4x4), so less memory moves.
 //!
-//! With `B`, `G`, `A` the F(2, 3) matrices, one 2x2 output tile of one (output, input) channel
-//! pair is `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for the 3x3 filter `g` and the 4x4 input patch `d`.
-//! Summing over input channels turns the 16 elementwise products into 16 GEMMs
-//! `M[ξ] = U[ξ] · V[ξ]` (`U[ξ]`: Cout x Cin, `V[ξ]`: Cin x tiles). By linearity:
+//! Which one: the one needing fewer products for the plane ([`prefers_f4`]): F(4x4) on
+//! every plane the presets have (28, 14, 7 and 4 wide), F(2x2) on 1x1 and 2x2 planes. Its transforms have larger coefficients (up to 8
+//! and down to 1/24), so it rounds a little worse than F(2x2): within 1e-4 of im2col,
+//! relative to the largest output, in the tests below.
+//!
+//! With `B`, `G`, `A` the F(m, 3) matrices, one `m x m` output tile of one (output, input)
+//! channel pair is `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for the 3x3 filter `g` and the
+//! `(m+2) x (m+2)` input patch `d`. Summing over input channels turns the `(m+2)²`
+//! elementwise products into as many GEMMs `M[ξ] = U[ξ] · V[ξ]` (`U[ξ]`: Cout x Cin,
+//! `V[ξ]`: Cin x tiles). By linearity:
 //! - the input gradient is the same convolution of the output gradient with the filters
 //!   rotated by 180° and their channel axes swapped;
-//! - the weight gradient is `Gᵀ[Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)]G`, again 16 GEMMs (Cout x tiles
-//!   times tiles x Cin) followed by one small transform per filter.
+//! - the weight gradient is `Gᵀ[Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)]G`, again `(m+2)²` GEMMs
+//!   (Cout x tiles times tiles x Cin) followed by one small transform per filter.
 //!
 //! Determinism: as in [`super::conv`], images are processed in fixed chunks, weight-gradient
 //! partial sums are added in chunk order, and every GEMM runs on one thread, so results do
@@ -24,22 +31,108 @@ use super::cpu::{give, sum_partials, take};
 use crate::linalg::{matmul, MatRef};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::array::from_fn;
 
-/// Transformed points per tile (a 4x4 tile).
-const XI: usize = 16;
 /// Fewest tiles a group of images should give one GEMM.
 const MIN_TILES: usize = 96;
-/// Fewest channels on both sides for the Winograd path to beat im2col: with fewer, the 16
+/// Fewest channels on both sides for the Winograd path to beat im2col: with fewer, the
 /// GEMMs are too thin to run efficiently (measured on resnet_small and resnet_cpu: 8 was
 /// 20% slower than 16, and 32 a few percent faster than 16).
 const MIN_CHANNELS: usize = 32;
+/// Channels one transform step handles at once: a block of them makes every step of a
+/// transform a vector operation, whatever the size of the plane. The transforms are our
+/// loops (`gemm` dispatches its own kernels), so each has an AVX2 build chosen at run time:
+/// the baseline x86-64 target would give them 4-lane SSE.
+const LANES: usize = 16;
 
 /// True when `g` is a convolution this module computes.
 pub(crate) fn applies(g: &Geom) -> bool {
     g.k == 3 && g.s == 1 && g.pad == 1 && g.cin >= MIN_CHANNELS && g.cout >= MIN_CHANNELS
 }
 
-/// Tiling of one image plane: `th x tw` tiles of 2x2 outputs.
+/// The one-dimensional transforms of F(M, 3), on `A = M + 2` points; the two-dimensional
+/// ones apply them to the rows and then to the columns of a tile.
+trait Variant<const M: usize, const A: usize> {
+    /// `Bᵀ d`: `A` input taps to `A` transformed points.
+    fn input(d: [f32; A]) -> [f32; A];
+    /// `A dy`: `M` output-gradient taps to `A` transformed points.
+    fn grad(dy: [f32; M]) -> [f32; A];
+    /// `Aᵀ m`: `A` transformed points to `M` outputs.
+    fn output(m: [f32; A]) -> [f32; M];
+    /// `G g`: three filter taps to `A` transformed points.
+    fn filter(g: [f32; 3]) -> [f32; A];
+    /// `Gᵀ x`: `A` transformed points to three filter-gradient taps.
+    fn filter_grad(x: [f32; A]) -> [f32; 3];
+}
+
+/// F(2, 3) on the points 0, 1, -1 and ∞.
+struct F2;
+
+impl Variant<2, 4> for F2 {
+    #[inline(always)]
+    fn input(d: [f32; 4]) -> [f32; 4] {
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    }
+    #[inline(always)]
+    fn grad(d: [f32; 2]) -> [f32; 4] {
+        [d[0], d[0] + d[1], d[0] - d[1], -d[1]]
+    }
+    #[inline(always)]
+    fn output(m: [f32; 4]) -> [f32; 2] {
+        [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+    }
+    #[inline(always)]
+    fn filter(g: [f32; 3]) -> [f32; 4] {
+        [g[0], 0.5 * (g[0] + g[1] + g[2]), 0.5 * (g[0] - g[1] + g[2]), g[2]]
+    }
+    #[inline(always)]
+    fn filter_grad(x: [f32; 4]) -> [f32; 3] {
+        [x[0] + 0.5 * (x[1] + x[2]), 0.5 * (x[1] - x[2]), 0.5 * (x[1] + x[2]) + x[3]]
+    }
+}
+
+/// F(4, 3) on the points 0, ±1, ±2 and ∞ (the matrices of Lavin and Gray, 2016).
+struct F4;
+
+impl Variant<4, 6> for F4 {
+    #[inline(always)]
+    fn input(d: [f32; 6]) -> [f32; 6] {
+        let (a, b) = (d[4] - 4.0 * d[2], d[3] - 4.0 * d[1]);
+        let (c, e) = (d[4] - d[2], 2.0 * (d[3] - d[1]));
+        [4.0 * d[0] - 5.0 * d[2] + d[4], a + b, a - b, c + e, c - e, 4.0 * d[1] - 5.0 * d[3] + d[5]]
+    }
+    #[inline(always)]
+    fn grad(d: [f32; 4]) -> [f32; 6] {
+        let (even, odd) = (d[0] + d[2], d[1] + d[3]);
+        let (even2, odd2) = (d[0] + 4.0 * d[2], 2.0 * d[1] + 8.0 * d[3]);
+        [d[0], even + odd, even - odd, even2 + odd2, even2 - odd2, d[3]]
+    }
+    #[inline(always)]
+    fn output(m: [f32; 6]) -> [f32; 4] {
+        let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+        [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+    }
+    #[inline(always)]
+    fn filter(g: [f32; 3]) -> [f32; 6] {
+        let (s, d) = (g[0] + g[2], g[1]);
+        let (s4, d2) = (g[0] / 24.0 + g[2] / 6.0, g[1] / 12.0);
+        [g[0] / 4.0, -(s + d) / 6.0, -(s - d) / 6.0, s4 + d2, s4 - d2, g[2]]
+    }
+    #[inline(always)]
+    fn filter_grad(x: [f32; 6]) -> [f32; 3] {
+        let (s12, d12, s34, d34) = (x[1] + x[2], x[2] - x[1], x[3] + x[4], x[3] - x[4]);
+        [x[0] / 4.0 - s12 / 6.0 + s34 / 24.0, d12 / 6.0 + d34 / 12.0, -s12 / 6.0 + s34 / 6.0 + x[5]]
+    }
+}
+
+/// Whether F(4x4, 3x3) needs fewer products than F(2x2, 3x3) for the plane of `g`: it
+/// does unless the plane is tiny, even where its 4x4 tiles overhang (14x14 takes 16 of them).
+fn prefers_f4(g: &Geom) -> bool {
+    let products = |m: usize| g.h.div_ceil(m) * g.w.div_ceil(m) * (m + 2) * (m + 2);
+    products(4) < products(2)
+}
+
+/// Tiling of one image plane: `th x tw` tiles of `m x m` outputs.
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     h: usize,
@@ -49,38 +142,34 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(g: &Geom) -> Self {
-        Tiles { h: g.h, w: g.w, th: g.h.div_ceil(2), tw: g.w.div_ceil(2) }
+    fn new(g: &Geom, m: usize) -> Self {
+        Tiles { h: g.h, w: g.w, th: g.h.div_ceil(m), tw: g.w.div_ceil(m) }
     }
     /// Tiles per image.
     fn per_image(&self) -> usize {
         self.th * self.tw
     }
-    /// Images per GEMM: a power of two dividing [`CHUNK`], enough to reach [`MIN_TILES`].
-    fn group(&self) -> usize {
+    /// Images per group of the forward pass (and of the weight gradient by points): the
+    /// fewest, a power of two, that give [`MIN_TILES`] tiles, or the whole batch of `n`.
+    /// Small planes make large groups: the GEMMs of a few tiles were dominated by packing
+    /// the filters, once per group.
+    fn group(&self, n: usize) -> usize {
         let mut g = 1;
-        while g < CHUNK && g * self.per_image() < MIN_TILES {
+        while g < n && g * self.per_image() < MIN_TILES {
             g *= 2;
         }
         g
     }
-}
-
-/// `G g Gᵀ` along one axis: four transformed values of three filter taps.
-#[inline(always)]
-fn g3(g: [f32; 3]) -> [f32; 4] {
-    [g[0], 0.5 * (g[0] + g[1] + g[2]), 0.5 * (g[0] - g[1] + g[2]), g[2]]
-}
-
-/// `Gᵀ x G` along one axis: three filter-gradient taps of four transformed values.
-#[inline(always)]
-fn gt4(x: [f32; 4]) -> [f32; 3] {
-    [x[0] + 0.5 * (x[1] + x[2]), 0.5 * (x[1] - x[2]), 0.5 * (x[1] + x[2]) + x[3]]
+    /// Images per group of the weight gradient by chunks: as [`Tiles::group`], but
+    /// dividing [`CHUNK`].
+    fn chunk_group(&self) -> usize {
+        self.group(CHUNK)
+    }
 }
 
 /// Applies a 1-D transform to the rows and then the columns of a square block.
 macro_rules! two_d {
-    ($f:ident, $d:expr, $n:expr, $m:expr) => {{
+    ($f:expr, $d:expr, $n:expr, $m:expr) => {{
         let d = $d;
         let mut rows = [[0f32; $m]; $n];
         for r in 0..$n {
@@ -88,7 +177,7 @@ macro_rules! two_d {
         }
         let mut out = [[0f32; $m]; $m];
         for c in 0..$m {
-            let col = $f(std::array::from_fn(|r| rows[r][c]));
+            let col = $f(from_fn(|r| rows[r][c]));
             for r in 0..$m {
                 out[r][c] = col[r];
             }
@@ -97,20 +186,62 @@ macro_rules! two_d {
     }};
 }
 
-/// Transformed filters `U[ξ][a][b]` (`a x b` row-major per ξ) of `w`, where `filter(a, b)`
-/// returns the 3x3 filter of output channel `a` and input channel `b`.
-fn transform_filters(a_n: usize, b_n: usize, filter: impl Fn(usize, usize) -> [[f32; 3]; 3]) -> Vec<f32> {
-    let mut u = take(XI * a_n * b_n);
-    for a in 0..a_n {
-        for b in 0..b_n {
-            let f = filter(a, b);
-            let t = two_d!(g3, f, 3, 4);
-            for (xi, v) in t.iter().flatten().enumerate() {
-                u[(xi * a_n + a) * b_n + b] = *v;
+/// Applies `f` channel by channel to `c` channels: input `k` starts at `src[src_at[k]]` and
+/// output `i` at `dst[dst_at[i]]`, each `c` contiguous floats.
+#[inline(always)]
+fn per_channel<const I: usize, const O: usize>(
+    c: usize,
+    f: impl Fn([f32; I]) -> [f32; O],
+    src: &[f32],
+    src_at: [usize; I],
+    dst: &mut [f32],
+    dst_at: [usize; O],
+) {
+    let mut ch = 0;
+    while ch + LANES <= c {
+        let d: [&[f32]; I] = from_fn(|k| &src[src_at[k] + ch..][..LANES]);
+        let mut o = [[0f32; LANES]; O];
+        for l in 0..LANES {
+            let r = f(from_fn(|k| d[k][l]));
+            for i in 0..O {
+                o[i][l] = r[i];
             }
         }
+        for i in 0..O {
+            dst[dst_at[i] + ch..][..LANES].copy_from_slice(&o[i]);
+        }
+        ch += LANES;
     }
+    for ch in ch..c {
+        let r = f(from_fn(|k| src[src_at[k] + ch]));
+        for i in 0..O {
+            dst[dst_at[i] + ch] = r[i];
+        }
+    }
+}
+
+/// Transformed filters `U[a][ξ][b]` of `w`, where `filter(a, b)` returns the 3x3 filter of
+/// output channel `a` and input channel `b`; [`point_filters`] views one `U[ξ]`.
+fn transform_filters<V: Variant<M, A>, const M: usize, const A: usize>(
+    a_n: usize,
+    b_n: usize,
+    filter: impl Fn(usize, usize) -> [[f32; 3]; 3] + Sync,
+) -> Vec<f32> {
+    let mut u = take(a_n * A * A * b_n);
+    u.par_chunks_mut(A * A * b_n).enumerate().for_each(|(a, ua)| {
+        for b in 0..b_n {
+            let t = two_d!(V::filter, filter(a, b), 3, A);
+            for (xi, v) in t.iter().flatten().enumerate() {
+                ua[xi * b_n + b] = *v;
+            }
+        }
+    });
     u
+}
+
+/// `U[ξ]` (`a_n x b_n`) of filters transformed by [`transform_filters`] into `a2` points.
+fn point_filters(u: &[f32], xi: usize, a2: usize, a_n: usize, b_n: usize) -> MatRef<'_> {
+    MatRef::strided(&u[xi * b_n..], a_n, b_n, a2 * b_n, 1)
 }
 
 /// The 3x3 filter of `(co, ci)` in a `(Cout, Cin, 3, 3)` weight.
@@ -121,6 +252,7 @@ fn filter(w: &[f32], cin: usize, co: usize, ci: usize) -> [[f32; 3]; 3] {
 
 /// Copies `gn` images of `c` channels (`NCHW`) into a zero-bordered channel-last buffer
 /// `[gn][ph][pw][c]`, the image at row `top` and column `left`.
+#[inline(always)]
 fn to_channel_last(
     t: &Tiles,
     c: usize,
@@ -131,15 +263,28 @@ fn to_channel_last(
 ) -> Vec<f32> {
     let plane = t.h * t.w;
     let mut out = take(gn * ph * pw * c);
-    out.fill(0.0);
     for j in 0..gn {
         let img = &mut out[j * ph * pw * c..][..ph * pw * c];
-        for ci in 0..c {
-            let src = &x[(j * c + ci) * plane..][..plane];
-            for (y, row) in src.chunks_exact(t.w).enumerate() {
-                let base = ((y + top) * pw + left) * c + ci;
-                for (xx, &val) in row.iter().enumerate() {
-                    img[base + xx * c] = val;
+        // Only the border needs zeros; the image overwrites the rest.
+        for (r, row) in img.chunks_exact_mut(pw * c).enumerate() {
+            if r < top || r >= top + t.h {
+                row.fill(0.0);
+            } else {
+                row[..left * c].fill(0.0);
+                row[(left + t.w) * c..].fill(0.0);
+            }
+        }
+        let src = &x[j * c * plane..][..c * plane];
+        // Blocks of channels, so that each pixel's write is one contiguous run.
+        for c0 in (0..c).step_by(LANES) {
+            let cb = LANES.min(c - c0);
+            for y in 0..t.h {
+                let dst = ((y + top) * pw + left) * c + c0;
+                for xx in 0..t.w {
+                    let d = &mut img[dst + xx * c..][..cb];
+                    for (l, v) in d.iter_mut().enumerate() {
+                        *v = src[(c0 + l) * plane + y * t.w + xx];
+                    }
                 }
             }
         }
@@ -147,132 +292,199 @@ fn to_channel_last(
     out
 }
 
-/// `dst = a + b`, elementwise.
-#[inline(always)]
-fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-        *d = x + y;
-    }
-}
-
-/// `dst = a - b`, elementwise.
-#[inline(always)]
-fn sub(dst: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-        *d = x - y;
-    }
-}
-
 /// Writes `Bᵀ d B` of every tile of `gn` images of `c` channels starting at `x` into
 /// `v[ξ][t][ci]` (`ld` tiles per ξ; tiles numbered image by image, row by row).
 ///
 /// Channel-last, so every arithmetic step is a vector op over the channels (at least
 /// [`MIN_CHANNELS`]), whatever the size of the plane.
-fn transform_input(t: &Tiles, c: usize, x: &[f32], gn: usize, v: &mut [f32], ld: usize) {
-    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
-    let p = to_channel_last(t, c, x, gn, (ph, pw), (1, 1));
-    // Column-transformed rows of one tile: `ct[r][k][ci]`.
-    let mut ct = vec![0f32; 16 * c];
-    for j in 0..gn {
-        for ty in 0..t.th {
-            for tx in 0..t.tw {
-                for r in 0..4 {
-                    let px = |k: usize| &p[((j * ph + 2 * ty + r) * pw + 2 * tx + k) * c..][..c];
-                    let row = &mut ct[r * 4 * c..(r + 1) * 4 * c];
-                    let (c0, rest) = row.split_at_mut(c);
-                    let (c1, rest) = rest.split_at_mut(c);
-                    let (c2, c3) = rest.split_at_mut(c);
-                    sub(c0, px(0), px(2));
-                    add(c1, px(1), px(2));
-                    sub(c2, px(2), px(1));
-                    sub(c3, px(1), px(3));
-                }
-                let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..4 {
-                    let r = |r: usize| &ct[(r * 4 + k) * c..][..c];
-                    let at = |row: usize| ((row * 4 + k) * ld + tile) * c;
-                    sub(&mut v[at(0)..][..c], r(0), r(2));
-                    add(&mut v[at(1)..][..c], r(1), r(2));
-                    sub(&mut v[at(2)..][..c], r(2), r(1));
-                    sub(&mut v[at(3)..][..c], r(1), r(3));
-                }
-            }
-        }
+fn transform_input<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    x: &[f32],
+    gn: usize,
+    v: &mut [f32],
+    ld: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { transform_input_avx2::<V, M, A>(t, c, x, gn, v, ld) };
     }
-    give(p);
+    transform_input_impl::<V, M, A>(t, c, x, gn, v, ld)
 }
 
-/// Writes `A dY Aᵀ` of every 2x2 output-gradient tile (zero beyond the plane) of `gn` images
-/// of `c` channels into `e[ξ][t][co]`, channel-last like [`transform_input`].
-fn transform_grad(t: &Tiles, c: usize, dy: &[f32], gn: usize, e: &mut [f32], ld: usize) {
-    let (ph, pw) = (2 * t.th, 2 * t.tw);
-    let p = to_channel_last(t, c, dy, gn, (ph, pw), (0, 0));
-    let mut ct = vec![0f32; 8 * c];
-    for j in 0..gn {
-        for ty in 0..t.th {
-            for tx in 0..t.tw {
-                for r in 0..2 {
-                    let px = |k: usize| &p[((j * ph + 2 * ty + r) * pw + 2 * tx + k) * c..][..c];
-                    let row = &mut ct[r * 4 * c..(r + 1) * 4 * c];
-                    row[..c].copy_from_slice(px(0));
-                    add(&mut row[c..2 * c], px(0), px(1));
-                    sub(&mut row[2 * c..3 * c], px(0), px(1));
-                    neg(&mut row[3 * c..], px(1));
-                }
-                let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..4 {
-                    let (r0, r1) = (&ct[k * c..][..c], &ct[(4 + k) * c..][..c]);
-                    let at = |row: usize| ((row * 4 + k) * ld + tile) * c;
-                    e[at(0)..][..c].copy_from_slice(r0);
-                    add(&mut e[at(1)..][..c], r0, r1);
-                    sub(&mut e[at(2)..][..c], r0, r1);
-                    neg(&mut e[at(3)..][..c], r1);
-                }
-            }
-        }
-    }
-    give(p);
+/// [`transform_input`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_input_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    x: &[f32],
+    gn: usize,
+    v: &mut [f32],
+    ld: usize,
+) {
+    transform_input_impl::<V, M, A>(t, c, x, gn, v, ld)
 }
 
-/// `dst = -a`, elementwise.
 #[inline(always)]
-fn neg(dst: &mut [f32], a: &[f32]) {
-    for (d, x) in dst.iter_mut().zip(a) {
-        *d = -x;
+fn transform_input_impl<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    x: &[f32],
+    gn: usize,
+    v: &mut [f32],
+    ld: usize,
+) {
+    let (ph, pw) = (M * t.th + 2, M * t.tw + 2);
+    let p = to_channel_last(t, c, x, gn, (ph, pw), (1, 1));
+    // Row-transformed rows of one tile: `ct[r][i][ci]`.
+    let mut ct = vec![0f32; A * A * c];
+    for j in 0..gn {
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                for r in 0..A {
+                    let at = ((j * ph + M * ty + r) * pw + M * tx) * c;
+                    per_channel(c, V::input, &p, from_fn(|k| at + k * c), &mut ct, from_fn(|i| (r * A + i) * c));
+                }
+                let tile = j * t.per_image() + ty * t.tw + tx;
+                for k in 0..A {
+                    let (src, dst) = (from_fn(|r| (r * A + k) * c), from_fn(|i| ((i * A + k) * ld + tile) * c));
+                    per_channel(c, V::input, &ct, src, v, dst);
+                }
+            }
+        }
     }
+    give(p);
+}
+
+/// Writes `A dY Aᵀ` of every `M x M` output-gradient tile (zero beyond the plane) of `gn`
+/// images of `c` channels into `e[ξ][t][co]`, channel-last like [`transform_input`].
+fn transform_grad<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    dy: &[f32],
+    gn: usize,
+    e: &mut [f32],
+    ld: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { transform_grad_avx2::<V, M, A>(t, c, dy, gn, e, ld) };
+    }
+    transform_grad_impl::<V, M, A>(t, c, dy, gn, e, ld)
+}
+
+/// [`transform_grad`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_grad_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    dy: &[f32],
+    gn: usize,
+    e: &mut [f32],
+    ld: usize,
+) {
+    transform_grad_impl::<V, M, A>(t, c, dy, gn, e, ld)
+}
+
+#[inline(always)]
+fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    dy: &[f32],
+    gn: usize,
+    e: &mut [f32],
+    ld: usize,
+) {
+    let (ph, pw) = (M * t.th, M * t.tw);
+    let p = to_channel_last(t, c, dy, gn, (ph, pw), (0, 0));
+    let mut ct = vec![0f32; M * A * c];
+    for j in 0..gn {
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                for r in 0..M {
+                    let at = ((j * ph + M * ty + r) * pw + M * tx) * c;
+                    per_channel(c, V::grad, &p, from_fn(|k| at + k * c), &mut ct, from_fn(|i| (r * A + i) * c));
+                }
+                let tile = j * t.per_image() + ty * t.tw + tx;
+                for k in 0..A {
+                    let (src, dst) = (from_fn(|r| (r * A + k) * c), from_fn(|i| ((i * A + k) * ld + tile) * c));
+                    per_channel(c, V::grad, &ct, src, e, dst);
+                }
+            }
+        }
+    }
+    give(p);
 }
 
 /// Writes `Aᵀ M A` of every tile of `m[ξ][t][co]` (`c` channels) into the `gn` output images
 /// (`NCHW`) at `y`, dropping outputs beyond the plane.
-fn transform_output(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [f32]) {
+fn transform_output<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    m: &[f32],
+    ld: usize,
+    gn: usize,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { transform_output_avx2::<V, M, A>(t, c, m, ld, gn, y) };
+    }
+    transform_output_impl::<V, M, A>(t, c, m, ld, gn, y)
+}
+
+/// [`transform_output`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_output_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    m: &[f32],
+    ld: usize,
+    gn: usize,
+    y: &mut [f32],
+) {
+    transform_output_impl::<V, M, A>(t, c, m, ld, gn, y)
+}
+
+#[inline(always)]
+fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    c: usize,
+    m: &[f32],
+    ld: usize,
+    gn: usize,
+    y: &mut [f32],
+) {
     let plane = t.h * t.w;
-    // `rows[i][k][co]`: a tile reduced to 2 rows; `out[i][jj][co]`: its 2x2 outputs.
-    let mut rows = vec![0f32; 8 * c];
-    let mut out = vec![0f32; 4 * c];
+    // `rows[i][k][co]`: a tile reduced to `M` rows; `out[i][jj][co]`: its `M x M` outputs.
+    let mut rows = vec![0f32; M * A * c];
+    let mut out = vec![0f32; M * M * c];
     for j in 0..gn {
         for ty in 0..t.th {
             for tx in 0..t.tw {
                 let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..4 {
-                    let mr = |r: usize| &m[((r * 4 + k) * ld + tile) * c..][..c];
-                    let (r0, r1) = rows.split_at_mut(4 * c);
-                    sum3(&mut r0[k * c..][..c], mr(0), mr(1), mr(2), 1.0);
-                    sum3(&mut r1[k * c..][..c], mr(1), mr(2), mr(3), -1.0);
+                for k in 0..A {
+                    let (src, dst) = (from_fn(|r| ((r * A + k) * ld + tile) * c), from_fn(|i| (i * A + k) * c));
+                    per_channel(c, V::output, m, src, &mut rows, dst);
                 }
-                for i in 0..2 {
-                    let q = |k: usize| &rows[(i * 4 + k) * c..][..c];
-                    let (o0, o1) = out[i * 2 * c..(i + 1) * 2 * c].split_at_mut(c);
-                    sum3(o0, q(0), q(1), q(2), 1.0);
-                    sum3(o1, q(1), q(2), q(3), -1.0);
+                for i in 0..M {
+                    let (src, dst) = (from_fn(|k| (i * A + k) * c), from_fn(|jj| (i * M + jj) * c));
+                    per_channel(c, V::output, &rows, src, &mut out, dst);
                 }
-                for i in 0..2 {
-                    for jj in 0..2 {
-                        let (yy, xx) = (2 * ty + i, 2 * tx + jj);
+                for i in 0..M {
+                    for jj in 0..M {
+                        let (yy, xx) = (M * ty + i, M * tx + jj);
                         if yy >= t.h || xx >= t.w {
                             continue;
                         }
                         let base = j * c * plane + yy * t.w + xx;
-                        for (co, &val) in out[(i * 2 + jj) * c..][..c].iter().enumerate() {
+                        for (co, &val) in out[(i * M + jj) * c..][..c].iter().enumerate() {
                             y[base + co * plane] = val;
                         }
                     }
@@ -282,40 +494,34 @@ fn transform_output(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mu
     }
 }
 
-/// `dst = a + b + c` (`sign` 1) or `dst = a - b - c` (`sign` -1): the two rows of `Aᵀ`.
-#[inline(always)]
-fn sum3(dst: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sign: f32) {
-    if sign > 0.0 {
-        for (((d, x), y), z) in dst.iter_mut().zip(a).zip(b).zip(c) {
-            *d = x + y + z;
-        }
-    } else {
-        for (((d, x), y), z) in dst.iter_mut().zip(a).zip(b).zip(c) {
-            *d = x - y - z;
-        }
-    }
-}
-
 /// `out[n, co] = Σ_ci conv(x[n, ci], filters)` for `n` images of `cin` channels, with the
-/// filters already transformed into `u[ξ][co][ci]`.
-fn convolve(t: &Tiles, n: usize, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
+/// filters already transformed by [`transform_filters`].
+fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
+    t: &Tiles,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    x: &[f32],
+    u: &[f32],
+) -> Vec<f32> {
     let plane = t.h * t.w;
-    let gs = t.group();
+    let gs = t.group(n);
     let mut y = take(n * cout * plane);
     y.par_chunks_mut(gs * cout * plane).enumerate().for_each(|(chunk, ys)| {
         let gn = ys.len() / (cout * plane);
         let n0 = chunk * gs;
         let ld = gn * t.per_image();
-        let mut v = take(XI * ld * cin);
-        transform_input(t, cin, &x[n0 * cin * plane..(n0 + gn) * cin * plane], gn, &mut v, ld);
-        let mut m = take(XI * ld * cout);
-        for xi in 0..XI {
+        let mut v = take(A * A * ld * cin);
+        transform_input::<V, M, A>(t, cin, &x[n0 * cin * plane..(n0 + gn) * cin * plane], gn, &mut v, ld);
+        let mut m = take(A * A * ld * cout);
+        // One GEMM per point, in parallel: a small plane makes one group of the whole batch.
+        m.par_chunks_mut(ld * cout).enumerate().for_each(|(xi, mx)| {
             // Mᵀ[ξ] (T x Cout) = Vᵀ[ξ] (T x Cin) · Uᵀ[ξ] (Cin x Cout)
             let vm = MatRef::row_major(&v[xi * ld * cin..][..ld * cin], ld, cin);
-            let um = MatRef::row_major(&u[xi * cout * cin..][..cout * cin], cout, cin).t();
-            matmul(&mut m[xi * ld * cout..][..ld * cout], vm, um, 1.0, false, Parallelism::None);
-        }
-        transform_output(t, cout, &m, ld, gn, ys);
+            let um = point_filters(u, xi, A * A, cout, cin).t();
+            matmul(mx, vm, um, 1.0, false, Parallelism::None);
+        });
+        transform_output::<V, M, A>(t, cout, &m, ld, gn, ys);
         give(v);
         give(m);
     });
@@ -324,47 +530,100 @@ fn convolve(t: &Tiles, n: usize, cin: usize, cout: usize, x: &[f32], u: &[f32]) 
 
 /// Forward pass: `y[N, Cout, H, W]`.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let t = Tiles::new(g);
-    let u = transform_filters(g.cout, g.cin, |co, ci| filter(w, g.cin, co, ci));
-    let y = convolve(&t, g.n, g.cin, g.cout, x, &u);
-    give(u);
-    y
+    if prefers_f4(g) {
+        forward_with::<F4, 4, 6>(g, x, w)
+    } else {
+        forward_with::<F2, 2, 4>(g, x, w)
+    }
 }
 
 /// Backward pass: input gradient (when `need_dx`, else empty) and weight gradient.
 pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
-    let t = Tiles::new(g);
+    if prefers_f4(g) {
+        backward_with::<F4, 4, 6>(g, x, w, dy, need_dx)
+    } else {
+        backward_with::<F2, 2, 4>(g, x, w, dy, need_dx)
+    }
+}
+
+/// [`forward`] by the variant `V`.
+fn forward_with<V: Variant<M, A>, const M: usize, const A: usize>(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let t = Tiles::new(g, M);
+    let u = transform_filters::<V, M, A>(g.cout, g.cin, |co, ci| filter(w, g.cin, co, ci));
+    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &u);
+    give(u);
+    y
+}
+
+/// [`backward`] by the variant `V`.
+fn backward_with<V: Variant<M, A>, const M: usize, const A: usize>(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let t = Tiles::new(g, M);
     let dx = if need_dx {
         // The input gradient is the convolution of dY with the rotated, channel-swapped filters.
-        let u = transform_filters(g.cin, g.cout, |ci, co| {
+        let u = transform_filters::<V, M, A>(g.cin, g.cout, |ci, co| {
             let f = filter(w, g.cin, co, ci);
-            std::array::from_fn(|r| std::array::from_fn(|k| f[2 - r][2 - k]))
+            from_fn(|r| from_fn(|k| f[2 - r][2 - k]))
         });
-        let dx = convolve(&t, g.n, g.cout, g.cin, dy, &u);
+        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &u);
         give(u);
         dx
     } else {
         Vec::new()
     };
-    let (plane, gs) = (t.h * t.w, t.group());
+    let dwt = if by_points(g, &t) {
+        weight_grad_by_points::<V, M, A>(g, &t, x, dy)
+    } else {
+        weight_grad_by_chunks::<V, M, A>(g, &t, x, dy)
+    };
+    let xi_len = g.cout * g.cin;
+    let mut dw = vec![0f32; xi_len * 9];
+    dw.par_chunks_mut(9 * 256).enumerate().for_each(|(block, out)| {
+        for (i, f9) in out.chunks_exact_mut(9).enumerate() {
+            let pair = block * 256 + i;
+            let d: [[f32; A]; A] = from_fn(|r| from_fn(|k| dwt[(r * A + k) * xi_len + pair]));
+            let f = two_d!(V::filter_grad, d, A, 3);
+            for (o, v) in f9.iter_mut().zip(f.iter().flatten()) {
+                *o = *v;
+            }
+        }
+    });
+    give(dwt);
+    (dx, dw)
+}
+
+/// Whether the weight gradient is summed point by point over the whole batch rather than
+/// chunk by chunk: when a chunk's partial sums (`Cout x Cin` per point) would outweigh its
+/// transformed tiles (`tiles x (Cin + Cout)` per point), as on small planes of many channels,
+/// where the partials made the weight gradient memory-bound.
+fn by_points(g: &Geom, t: &Tiles) -> bool {
+    g.cout * g.cin > CHUNK * t.per_image() * (g.cin + g.cout)
+}
+
+/// The transformed weight gradient `dŴ[ξ][co][ci]`, summed over fixed chunks of
+/// [`CHUNK`] images whose partial sums are added in chunk order.
+fn weight_grad_by_chunks<V: Variant<M, A>, const M: usize, const A: usize>(
+    g: &Geom,
+    t: &Tiles,
+    x: &[f32],
+    dy: &[f32],
+) -> Vec<f32> {
+    let gs = t.chunk_group();
     let (xi_len, nchunks) = (g.cout * g.cin, g.n.div_ceil(CHUNK));
     let partials: Vec<Vec<f32>> = (0..nchunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut dwt = take(XI * xi_len);
+            let mut dwt = take(A * A * xi_len);
             let (i0, i1) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(g.n));
             for (gi, g0) in (i0..i1).step_by(gs).enumerate() {
-                let gn = gs.min(i1 - g0);
-                let ld = gn * t.per_image();
-                let mut v = take(XI * ld * g.cin);
-                transform_input(&t, g.cin, &x[g0 * g.cin * plane..(g0 + gn) * g.cin * plane], gn, &mut v, ld);
-                let mut e = take(XI * ld * g.cout);
-                transform_grad(&t, g.cout, &dy[g0 * g.cout * plane..(g0 + gn) * g.cout * plane], gn, &mut e, ld);
-                for xi in 0..XI {
-                    // dŴ[ξ] (Cout x Cin) += Eᵀ[ξ] (Cout x T) · V[ξ] (T x Cin)
-                    let em = MatRef::row_major(&e[xi * ld * g.cout..][..ld * g.cout], ld, g.cout).t();
-                    let vm = MatRef::row_major(&v[xi * ld * g.cin..][..ld * g.cin], ld, g.cin);
-                    matmul(&mut dwt[xi * xi_len..][..xi_len], em, vm, 1.0, gi > 0, Parallelism::None);
+                let (v, e, ld) = transform_pair::<V, M, A>(g, t, x, dy, g0, gs.min(i1 - g0));
+                for xi in 0..A * A {
+                    accumulate_point(&mut dwt[xi * xi_len..][..xi_len], g, (&v, &e, ld), xi, gi > 0);
                 }
                 give(v);
                 give(e);
@@ -372,17 +631,59 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
             dwt
         })
         .collect();
-    let dwt = sum_partials(partials, XI * xi_len);
-    let mut dw = vec![0f32; xi_len * 9];
-    for (pair, out) in dw.chunks_exact_mut(9).enumerate() {
-        let d: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|k| dwt[(r * 4 + k) * xi_len + pair]));
-        let f = two_d!(gt4, d, 4, 3);
-        for (o, v) in out.iter_mut().zip(f.iter().flatten()) {
-            *o = *v;
+    sum_partials(partials, A * A * xi_len)
+}
+
+/// The transformed weight gradient `dŴ[ξ][co][ci]`, one point per task, each summing the
+/// groups of images in order: no partial sums, and the result depends on no thread count.
+fn weight_grad_by_points<V: Variant<M, A>, const M: usize, const A: usize>(
+    g: &Geom,
+    t: &Tiles,
+    x: &[f32],
+    dy: &[f32],
+) -> Vec<f32> {
+    let gs = t.group(g.n);
+    let starts: Vec<usize> = (0..g.n).step_by(gs).collect();
+    let groups: Vec<(Vec<f32>, Vec<f32>, usize)> =
+        starts.par_iter().map(|&g0| transform_pair::<V, M, A>(g, t, x, dy, g0, gs.min(g.n - g0))).collect();
+    let xi_len = g.cout * g.cin;
+    let mut dwt = take(A * A * xi_len);
+    dwt.par_chunks_mut(xi_len).enumerate().for_each(|(xi, d)| {
+        for (gi, (v, e, ld)) in groups.iter().enumerate() {
+            accumulate_point(d, g, (v, e, *ld), xi, gi > 0);
         }
+    });
+    for (v, e, _) in groups {
+        give(v);
+        give(e);
     }
-    give(dwt);
-    (dx, dw)
+    dwt
+}
+
+/// The transformed input `V` and output gradient `E` of the `gn` images from `g0`, and
+/// their tile count.
+fn transform_pair<V: Variant<M, A>, const M: usize, const A: usize>(
+    g: &Geom,
+    t: &Tiles,
+    x: &[f32],
+    dy: &[f32],
+    g0: usize,
+    gn: usize,
+) -> (Vec<f32>, Vec<f32>, usize) {
+    let plane = t.h * t.w;
+    let ld = gn * t.per_image();
+    let mut v = take(A * A * ld * g.cin);
+    transform_input::<V, M, A>(t, g.cin, &x[g0 * g.cin * plane..(g0 + gn) * g.cin * plane], gn, &mut v, ld);
+    let mut e = take(A * A * ld * g.cout);
+    transform_grad::<V, M, A>(t, g.cout, &dy[g0 * g.cout * plane..(g0 + gn) * g.cout * plane], gn, &mut e, ld);
+    (v, e, ld)
+}
+
+/// `dŴ[ξ] (Cout x Cin) (+)= Eᵀ[ξ] (Cout x T) · V[ξ] (T x Cin)` for one group's transforms.
+fn accumulate_point(d: &mut [f32], g: &Geom, (v, e, ld): (&[f32], &[f32], usize), xi: usize, add: bool) {
+    let em = MatRef::row_major(&e[xi * ld * g.cout..][..ld * g.cout], ld, g.cout).t();
+    let vm = MatRef::row_major(&v[xi * ld * g.cin..][..ld * g.cin], ld, g.cin);
+    matmul(d, em, vm, 1.0, add, Parallelism::None);
 }
 
 #[cfg(test)]
@@ -403,10 +704,10 @@ mod tests {
         }
     }
 
-    /// Forward, input and weight gradients agree with the im2col path on odd, even, tiny and
-    /// non-square planes, partial image groups and both sides of the channel threshold.
-    #[test]
-    fn matches_im2col() {
+    /// Forward, input and weight gradients of the variant `V` agree with the im2col path on
+    /// odd, even, tiny and non-square planes, partial image groups and channel counts that
+    /// are not a multiple of [`LANES`].
+    fn matches_im2col<V: Variant<M, A>, const M: usize, const A: usize>(tol: f32) {
         // n, cin, h, w, cout
         for (case, &(n, cin, h, w, cout)) in [
             (3, 16, 7, 7, 16),
@@ -415,37 +716,68 @@ mod tests {
             (5, 24, 6, 5, 16),
             (11, 16, 2, 3, 18),
             (2, 32, 14, 14, 16),
+            (2, 40, 9, 11, 33),
+            (3, 48, 2, 2, 40),
         ]
         .iter()
         .enumerate()
         {
-            // Thinner than the dispatch threshold, so that the test stays fast; the kernel
-            // itself has no lower limit.
+            // Thinner than the dispatch threshold, so that the test stays fast; the kernels
+            // themselves have no lower limit.
             let g = Geom::new(&[n, cin, h, w], &[cout, cin, 3, 3], 1, 1).unwrap();
             let x = random(n * cin * h * w, case as u64);
             let wt = random(cout * cin * 9, 100 + case as u64);
             let dy = random(n * cout * h * w, 200 + case as u64);
-            close(&forward(&g, &x, &wt), &super::super::conv::im2col_forward(&g, &x, &wt), 1e-5, "forward");
-            let (dx, dw) = backward(&g, &x, &wt, &dy, true);
+            let what = |part: &str| format!("F({M}, 3) case {case} {part}");
+            let y = forward_with::<V, M, A>(&g, &x, &wt);
+            close(&y, &super::super::conv::im2col_forward(&g, &x, &wt), tol, &what("forward"));
+            let (dx, dw) = backward_with::<V, M, A>(&g, &x, &wt, &dy, true);
             let (rdx, rdw) = super::super::conv::im2col_backward(&g, &x, &wt, &dy, true);
-            close(&dx, &rdx, 1e-5, "dx");
-            close(&dw, &rdw, 1e-5, "dw");
-            let (none, dw2) = backward(&g, &x, &wt, &dy, false);
+            close(&dx, &rdx, tol, &what("dx"));
+            close(&dw, &rdw, tol, &what("dw"));
+            let (none, dw2) = backward_with::<V, M, A>(&g, &x, &wt, &dy, false);
             assert!(none.is_empty());
             assert_eq!(dw, dw2);
         }
     }
 
-    /// The result does not depend on the number of threads.
+    #[test]
+    fn f2_matches_im2col() {
+        matches_im2col::<F2, 2, 4>(1e-5);
+    }
+
+    #[test]
+    fn f4_matches_im2col() {
+        matches_im2col::<F4, 4, 6>(1e-4);
+    }
+
+    /// The result does not depend on the number of threads, for either variant and either
+    /// way of summing the weight gradient.
     #[test]
     fn same_bits_for_any_thread_count() {
-        let g = Geom::new(&[19, 16, 7, 7], &[24, 16, 3, 3], 1, 1).unwrap();
-        let (x, wt, dy) = (random(19 * 16 * 49, 1), random(24 * 16 * 9, 2), random(19 * 24 * 49, 3));
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| (forward(&g, &x, &wt), backward(&g, &x, &wt, &dy, true)))
-        };
-        assert_eq!(run(1), run(3));
+        for (h, f4, points) in [(7, true, false), (2, false, true)] {
+            let g = Geom::new(&[19, 16, h, h], &[24, 16, 3, 3], 1, 1).unwrap();
+            assert_eq!(prefers_f4(&g), f4);
+            assert_eq!(by_points(&g, &Tiles::new(&g, if f4 { 4 } else { 2 })), points);
+            let (x, wt) = (random(19 * 16 * h * h, 1), random(24 * 16 * 9, 2));
+            let dy = random(19 * 24 * h * h, 3);
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| (forward(&g, &x, &wt), backward(&g, &x, &wt, &dy, true)))
+            };
+            assert_eq!(run(1), run(3));
+        }
+    }
+
+    /// F(4x4) wherever it needs fewer products: every plane of the presets (28, 14, 7, 4),
+    /// but not 1x1 and 2x2 planes, nor 5x5, where the two tie.
+    #[test]
+    fn picks_the_variant_with_fewer_products() {
+        let f4 = |h: usize, w: usize| prefers_f4(&Geom::new(&[1, 32, h, w], &[32, 32, 3, 3], 1, 1).unwrap());
+        for h in [3, 4, 7, 8, 14, 28, 56] {
+            assert!(f4(h, h), "{h}x{h}");
+        }
+        assert!(!f4(1, 1) && !f4(2, 2) && !f4(2, 1) && !f4(5, 5));
     }
 
     /// Thin convolutions and other geometries keep the im2col path.

@@ -117,7 +117,7 @@ impl StageKind for Pretext {
         name: "pretext",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
-        version: 3,
+        version: 4,
         summary:
             "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
         inputs: &[

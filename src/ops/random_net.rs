@@ -43,7 +43,7 @@ impl StageKind for RandomNet {
         name: "random_net",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: R(2+1)D as fused ops (different rounding).
-        version: 3,
+        version: 4,
         summary: "an untrained network of a preset (seeded initial weights): the random-features floor",
         inputs: &[
             TRAINING_IMAGES,

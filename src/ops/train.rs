@@ -147,7 +147,7 @@ impl StageKind for Train {
         name: "train",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
-        version: 3,
+        version: 4,
         summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
         inputs: &[
             TRAINING_IMAGES,
