@@ -186,6 +186,28 @@ macro_rules! two_d {
     }};
 }
 
+/// Defines `$name`, which runs `$imp` compiled for AVX2 where the CPU has it (as `$avx`)
+/// and as built elsewhere; all three take the variant's type parameters.
+macro_rules! with_avx2 {
+    ($(#[$attr:meta])* fn $name:ident / $avx:ident => $imp:ident ($($arg:ident: $ty:ty),*)) => {
+        $(#[$attr])*
+        fn $name<V: Variant<M, A>, const M: usize, const A: usize>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { $avx::<V, M, A>($($arg),*) };
+            }
+            $imp::<V, M, A>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx<V: Variant<M, A>, const M: usize, const A: usize>($($arg: $ty),*) {
+            $imp::<V, M, A>($($arg),*)
+        }
+    };
+}
+
 /// Applies `f` channel by channel to `c` channels: input `k` starts at `src[src_at[k]]` and
 /// output `i` at `dst[dst_at[i]]`, each `c` contiguous floats.
 #[inline(always)]
@@ -292,40 +314,13 @@ fn to_channel_last(
     out
 }
 
-/// Writes `Bᵀ d B` of every tile of `gn` images of `c` channels starting at `x` into
-/// `v[ξ][t][ci]` (`ld` tiles per ξ; tiles numbered image by image, row by row).
-///
-/// Channel-last, so every arithmetic step is a vector op over the channels (at least
-/// [`MIN_CHANNELS`]), whatever the size of the plane.
-fn transform_input<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    x: &[f32],
-    gn: usize,
-    v: &mut [f32],
-    ld: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { transform_input_avx2::<V, M, A>(t, c, x, gn, v, ld) };
-    }
-    transform_input_impl::<V, M, A>(t, c, x, gn, v, ld)
-}
-
-/// [`transform_input`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transform_input_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    x: &[f32],
-    gn: usize,
-    v: &mut [f32],
-    ld: usize,
-) {
-    transform_input_impl::<V, M, A>(t, c, x, gn, v, ld)
-}
+with_avx2!(
+    /// Writes `Bᵀ d B` of every tile of `gn` images of `c` channels starting at `x` into
+    /// `v[ξ][t][ci]` (`ld` tiles per ξ; tiles numbered image by image, row by row).
+    ///
+    /// Channel-last, so every arithmetic step is a vector op over the channels (at least
+    /// [`MIN_CHANNELS`]), whatever the size of the plane.
+    fn transform_input / transform_input_avx2 => transform_input_impl(t: &Tiles, c: usize, x: &[f32], gn: usize, v: &mut [f32], ld: usize));
 
 #[inline(always)]
 fn transform_input_impl<V: Variant<M, A>, const M: usize, const A: usize>(
@@ -358,37 +353,10 @@ fn transform_input_impl<V: Variant<M, A>, const M: usize, const A: usize>(
     give(p);
 }
 
-/// Writes `A dY Aᵀ` of every `M x M` output-gradient tile (zero beyond the plane) of `gn`
-/// images of `c` channels into `e[ξ][t][co]`, channel-last like [`transform_input`].
-fn transform_grad<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    dy: &[f32],
-    gn: usize,
-    e: &mut [f32],
-    ld: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { transform_grad_avx2::<V, M, A>(t, c, dy, gn, e, ld) };
-    }
-    transform_grad_impl::<V, M, A>(t, c, dy, gn, e, ld)
-}
-
-/// [`transform_grad`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transform_grad_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    dy: &[f32],
-    gn: usize,
-    e: &mut [f32],
-    ld: usize,
-) {
-    transform_grad_impl::<V, M, A>(t, c, dy, gn, e, ld)
-}
+with_avx2!(
+    /// Writes `A dY Aᵀ` of every `M x M` output-gradient tile (zero beyond the plane) of `gn`
+    /// images of `c` channels into `e[ξ][t][co]`, channel-last like [`transform_input`].
+    fn transform_grad / transform_grad_avx2 => transform_grad_impl(t: &Tiles, c: usize, dy: &[f32], gn: usize, e: &mut [f32], ld: usize));
 
 #[inline(always)]
 fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
@@ -420,37 +388,10 @@ fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
     give(p);
 }
 
-/// Writes `Aᵀ M A` of every tile of `m[ξ][t][co]` (`c` channels) into the `gn` output images
-/// (`NCHW`) at `y`, dropping outputs beyond the plane.
-fn transform_output<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    m: &[f32],
-    ld: usize,
-    gn: usize,
-    y: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { transform_output_avx2::<V, M, A>(t, c, m, ld, gn, y) };
-    }
-    transform_output_impl::<V, M, A>(t, c, m, ld, gn, y)
-}
-
-/// [`transform_output`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transform_output_avx2<V: Variant<M, A>, const M: usize, const A: usize>(
-    t: &Tiles,
-    c: usize,
-    m: &[f32],
-    ld: usize,
-    gn: usize,
-    y: &mut [f32],
-) {
-    transform_output_impl::<V, M, A>(t, c, m, ld, gn, y)
-}
+with_avx2!(
+    /// Writes `Aᵀ M A` of every tile of `m[ξ][t][co]` (`c` channels) into the `gn` output images
+    /// (`NCHW`) at `y`, dropping outputs beyond the plane.
+    fn transform_output / transform_output_avx2 => transform_output_impl(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [f32]));
 
 #[inline(always)]
 fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
