@@ -1,7 +1,7 @@
 //! Training and inference throughput of the ResNet presets at batch 128 on 1x28x28 inputs.
 //!
 //! `cargo run --release --example bench_train -- [--steps N] [--presets tiny,cpu,gpu]
-//! [--kernels candle|layers|fused] [--epoch]`: `candle` uses candle's own conv2d and BN ops,
+//! [--kernels candle|layers|fused] [--epoch] [--inference-only]`: `candle` uses candle's own conv2d and BN ops,
 //! `layers` the custom ops one per layer, `fused` (default) also fuses blocks; `--epoch` also times one full `train()` epoch over 20k random images
 //! (resnet_cpu, with augmentation). Threads: RAYON_NUM_THREADS (default 2).
 
@@ -55,6 +55,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         };
         let n = if name == "gpu" { steps.div_ceil(5).max(2) } else { steps };
+        if args.iter().any(|a| a == "--inference-only") {
+            // For profiling the inference pass alone.
+            model.forward_t(&x, false)?;
+            let t0 = Instant::now();
+            for _ in 0..n {
+                model.forward_t(&x, false)?.to_vec2::<f32>()?;
+            }
+            println!("resnet_{name:5} inference {:8.1} img/s", (n * batch) as f64 / t0.elapsed().as_secs_f64());
+            continue;
+        }
         step()?;
         let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         for _ in 0..n {

@@ -296,19 +296,9 @@ fn to_channel_last(
                 row[(left + t.w) * c..].fill(0.0);
             }
         }
-        let src = &x[j * c * plane..][..c * plane];
-        // Blocks of channels, so that each pixel's write is one contiguous run.
-        for c0 in (0..c).step_by(LANES) {
-            let cb = LANES.min(c - c0);
-            for y in 0..t.h {
-                let dst = ((y + top) * pw + left) * c + c0;
-                for xx in 0..t.w {
-                    let d = &mut img[dst + xx * c..][..cb];
-                    for (l, v) in d.iter_mut().enumerate() {
-                        *v = src[(c0 + l) * plane + y * t.w + xx];
-                    }
-                }
-            }
+        for y in 0..t.h {
+            let dst = &mut img[((y + top) * pw + left) * c..];
+            transpose(&x[j * c * plane + y * t.w..], plane, dst, c, c, t.w);
         }
     }
     out
@@ -403,9 +393,11 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
     y: &mut [f32],
 ) {
     let plane = t.h * t.w;
-    // `rows[i][k][co]`: a tile reduced to `M` rows; `out[i][jj][co]`: its `M x M` outputs.
+    let rw = t.tw * M;
+    // `rows[i][k][co]`: a tile reduced to `M` rows; `out[i][xx][co]`: the `M` output rows of
+    // a row of tiles, transposed into the planes in 8x8 blocks.
     let mut rows = vec![0f32; M * A * c];
-    let mut out = vec![0f32; M * M * c];
+    let mut out = vec![0f32; M * rw * c];
     for j in 0..gn {
         for ty in 0..t.th {
             for tx in 0..t.tw {
@@ -415,20 +407,74 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
                     per_channel(c, V::output, m, src, &mut rows, dst);
                 }
                 for i in 0..M {
-                    let (src, dst) = (from_fn(|k| (i * A + k) * c), from_fn(|jj| (i * M + jj) * c));
+                    let (src, dst) = (from_fn(|k| (i * A + k) * c), from_fn(|jj| (i * rw + tx * M + jj) * c));
                     per_channel(c, V::output, &rows, src, &mut out, dst);
                 }
-                for i in 0..M {
-                    for jj in 0..M {
-                        let (yy, xx) = (M * ty + i, M * tx + jj);
-                        if yy >= t.h || xx >= t.w {
-                            continue;
-                        }
-                        let base = j * c * plane + yy * t.w + xx;
-                        for (co, &val) in out[(i * M + jj) * c..][..c].iter().enumerate() {
-                            y[base + co * plane] = val;
-                        }
-                    }
+            }
+            let img = &mut y[j * c * plane..][..c * plane];
+            for i in 0..M.min(t.h - M * ty) {
+                let yy = M * ty + i;
+                transpose(&out[i * rw * c..], c, &mut img[yy * t.w..], plane, t.w, c);
+            }
+        }
+    }
+}
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows` and `j < cols`: a block
+/// of rows turned into columns, between the channel-first and channel-last layouts. 8x8
+/// blocks go through AVX registers; one float at a time, the stores were the transforms'
+/// largest cost.
+fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // The kernel below reads and writes through pointers: check its whole range here.
+    assert!((rows - 1) * src_stride + cols <= src.len(), "transpose: source too short");
+    assert!((cols - 1) * dst_stride + rows <= dst.len(), "transpose: destination too short");
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX, and the asserts above bound every index below r8 x c8.
+        unsafe { transpose8_avx(src.as_ptr(), src_stride, dst.as_mut_ptr(), dst_stride, r8, c8) };
+        done = true;
+    }
+    // What the blocks left: rows from r8 in the first c8 columns, every row beyond them;
+    // column by column, so that the stores run along the destination.
+    for j in 0..cols {
+        let first = if done && j < c8 { r8 } else { 0 };
+        for i in first..rows {
+            dst[j * dst_stride + i] = src[i * src_stride + j];
+        }
+    }
+}
+
+/// The `r8 x c8` part of [`transpose`] (both multiples of 8), in 8x8 register blocks.
+///
+/// # Safety
+/// The CPU must have AVX, and every `src[i * ss + j]` and `dst[j * ds + i]` with `i < r8`,
+/// `j < c8` must be in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize, r8: usize, c8: usize) {
+    use std::arch::x86_64::*;
+    for i in (0..r8).step_by(8) {
+        for j in (0..c8).step_by(8) {
+            // SAFETY: in bounds by the caller's contract.
+            let r: [__m256; 8] = from_fn(|k| unsafe { _mm256_loadu_ps(src.add((i + k) * ss + j)) });
+            let lo = |a, b| _mm256_unpacklo_ps(a, b);
+            let hi = |a, b| _mm256_unpackhi_ps(a, b);
+            let (t0, t1, t2, t3) = (lo(r[0], r[1]), hi(r[0], r[1]), lo(r[2], r[3]), hi(r[2], r[3]));
+            let (t4, t5, t6, t7) = (lo(r[4], r[5]), hi(r[4], r[5]), lo(r[6], r[7]), hi(r[6], r[7]));
+            let even = |a, b| _mm256_shuffle_ps::<0x44>(a, b);
+            let odd = |a, b| _mm256_shuffle_ps::<0xEE>(a, b);
+            let u = [even(t0, t2), odd(t0, t2), even(t1, t3), odd(t1, t3)];
+            let v = [even(t4, t6), odd(t4, t6), even(t5, t7), odd(t5, t7)];
+            for k in 0..4 {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe {
+                    _mm256_storeu_ps(dst.add((j + k) * ds + i), _mm256_permute2f128_ps::<0x20>(u[k], v[k]));
+                    _mm256_storeu_ps(dst.add((j + k + 4) * ds + i), _mm256_permute2f128_ps::<0x31>(u[k], v[k]));
                 }
             }
         }
@@ -719,6 +765,24 @@ mod tests {
             assert!(f4(h, h), "{h}x{h}");
         }
         assert!(!f4(1, 1) && !f4(2, 2) && !f4(2, 1) && !f4(5, 5));
+    }
+
+    /// The block transpose equals the definition on sizes with and without whole 8x8 blocks,
+    /// and leaves everything outside the block alone.
+    #[test]
+    fn transpose_matches_definition() {
+        for (rows, cols) in [(8, 8), (16, 24), (7, 9), (17, 8), (8, 31), (1, 1), (28, 64)] {
+            let (ss, ds) = (cols + 3, rows + 5);
+            let src = random(rows * ss, rows as u64);
+            let mut dst = vec![7.0; cols * ds];
+            transpose(&src, ss, &mut dst, ds, rows, cols);
+            for j in 0..cols {
+                for i in 0..ds {
+                    let want = if i < rows { src[i * ss + j] } else { 7.0 };
+                    assert_eq!(dst[j * ds + i], want, "{rows}x{cols} at ({i}, {j})");
+                }
+            }
+        }
     }
 
     /// Thin convolutions and other geometries keep the im2col path.
