@@ -511,8 +511,10 @@ def report(meta, sections, run_args):
       "than an early-stopped probe's: the weak L2 term lets the optimum fit the train split more closely.")
     w("- k-means: faiss always runs every iteration; scikit-learn (tol=0) and cfrun would stop early if assignments "
       "stopped changing (none did here: see iters in the logs), so time is compared per iteration.")
-    w("- resnet_gpu is the GPU preset (ResNet-18 widths) run on the CPU here, 2 steps per run, so its figures are "
-      "the noisiest; on a GPU cfrun uses candle's CUDA kernels instead (see docs/).")
+    w("- resnet_gpu is the GPU preset (ResNet-18 widths) run on the CPU here, a fifth of the other ResNets' "
+      "steps per run (at least 2), so its figures are the noisiest; on a GPU cfrun uses candle's CUDA kernels instead (see docs/). "
+      "The default of 30 steps per run (10 before 2026-11-30) was raised because 10-step runs of the same binary "
+      "spread by up to 25 %.")
     w("- PyTorch runs with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP threads sleep). With its default policy they "
       "spin, which on a shared machine made it 2-4x slower in wall time (see benches/README.md) and would flatter "
       "cfrun; on an idle machine the policy matters little. faiss and scikit-learn get the same setting in the "
@@ -530,7 +532,7 @@ def main():
     ap.add_argument("--only", nargs="*", default=["nets", "kmeans", "kmem", "probe", "status"])
     ap.add_argument("--quick", action="store_true", help="one short pass of everything (smoke test)")
     ap.add_argument("--net-reps", type=int, default=3)
-    ap.add_argument("--net-steps", type=int, default=10)
+    ap.add_argument("--net-steps", type=int, default=30)
     ap.add_argument("--kmeans-reps", type=int, default=3)
     ap.add_argument("--kmeans-iters", type=int, default=10)
     ap.add_argument("--probe-reps", type=int, default=2)
