@@ -11,8 +11,9 @@
 //! Per-channel sums run over channels in parallel, each in a fixed order; elementwise passes
 //! run over images in parallel: results do not depend on the thread count.
 
-use super::cpu::{centred_dot, centred_squares, sum, take};
+use super::cpu::{centred_dot, centred_squares, sum, take_written};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Sizes of an NCHW tensor as BN sees it.
 #[derive(Clone, Copy, Debug)]
@@ -69,32 +70,33 @@ pub(crate) fn forward(
     r: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    // Every element is written below.
-    let mut y = take(x.len());
-    y.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, yi)| {
-        for ch in 0..d.c {
-            let scale = gamma[ch] * invstd[ch];
-            let shift = beta[ch] - mean[ch] * scale;
-            let rows = d.row(i, ch);
-            let yr = &mut yi[ch * d.hw..(ch + 1) * d.hw];
-            let xr = &x[rows.clone()];
-            match r {
-                Some(r) => {
-                    for ((y, &x), &r) in yr.iter_mut().zip(xr).zip(&r[rows]) {
-                        let v = x * scale + shift + r;
-                        *y = if relu { v.max(0.0) } else { v };
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, yi)| {
+            for ch in 0..d.c {
+                let scale = gamma[ch] * invstd[ch];
+                let shift = beta[ch] - mean[ch] * scale;
+                let rows = d.row(i, ch);
+                let yr = &mut yi[ch * d.hw..(ch + 1) * d.hw];
+                let xr = &x[rows.clone()];
+                match r {
+                    Some(r) => {
+                        for ((y, &x), &r) in yr.iter_mut().zip(xr).zip(&r[rows]) {
+                            let v = x * scale + shift + r;
+                            y.write(if relu { v.max(0.0) } else { v });
+                        }
                     }
-                }
-                None => {
-                    for (y, &x) in yr.iter_mut().zip(xr) {
-                        let v = x * scale + shift;
-                        *y = if relu { v.max(0.0) } else { v };
+                    None => {
+                        for (y, &x) in yr.iter_mut().zip(xr) {
+                            let v = x * scale + shift;
+                            y.write(if relu { v.max(0.0) } else { v });
+                        }
                     }
                 }
             }
-        }
-    });
-    y
+        });
+    };
+    // SAFETY: the channels' rows of each image cover its whole chunk, so every element is written.
+    unsafe { take_written(x.len(), fill) }
 }
 
 /// Gradients of [`forward`].
@@ -123,19 +125,26 @@ pub(crate) fn backward(
     relu: bool,
 ) -> BnGrads {
     // dz = dy masked by the ReLU, written once and reused by both passes.
-    let mut dz = take(x.len());
-    dz.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, dzi)| {
-        let (o, len) = (i * d.c * d.hw, dzi.len());
-        let dyi = &dy[o..o + len];
-        match y {
-            Some(y) if relu => {
-                for ((z, &g), &out) in dzi.iter_mut().zip(dyi).zip(&y[o..o + len]) {
-                    *z = if out > 0.0 { g } else { 0.0 };
+    let fill_dz = |dz: &mut [MaybeUninit<f32>]| {
+        dz.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, dzi)| {
+            let (o, len) = (i * d.c * d.hw, dzi.len());
+            let dyi = &dy[o..o + len];
+            match y {
+                Some(y) if relu => {
+                    for ((z, &g), &out) in dzi.iter_mut().zip(dyi).zip(&y[o..o + len]) {
+                        z.write(if out > 0.0 { g } else { 0.0 });
+                    }
+                }
+                _ => {
+                    for (z, &g) in dzi.iter_mut().zip(dyi) {
+                        z.write(g);
+                    }
                 }
             }
-            _ => dzi.copy_from_slice(dyi),
-        }
-    });
+        });
+    };
+    // SAFETY: every image's chunk is written whole, from `dy` of the same length.
+    let dz = unsafe { take_written(x.len(), fill_dz) };
     // Pass 1, per channel: sum(dz) and sum(dz * (x - mean)).
     let sums: Vec<(f64, f64)> = (0..d.c)
         .into_par_iter()
@@ -164,16 +173,19 @@ pub(crate) fn backward(
         });
     }
     // Pass 2, per image: dx.
-    let mut dx = take(x.len());
-    dx.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, dxi)| {
-        for (ch, &(a, b, c0)) in coef.iter().enumerate() {
-            let rows = d.row(i, ch);
-            let mu = mean[ch];
-            let out = &mut dxi[ch * d.hw..(ch + 1) * d.hw];
-            for ((o, &g), &v) in out.iter_mut().zip(&dz[rows.clone()]).zip(&x[rows]) {
-                *o = a * g + b * (v - mu) + c0;
+    let fill_dx = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, dxi)| {
+            for (ch, &(a, b, c0)) in coef.iter().enumerate() {
+                let rows = d.row(i, ch);
+                let mu = mean[ch];
+                let out = &mut dxi[ch * d.hw..(ch + 1) * d.hw];
+                for ((o, &g), &v) in out.iter_mut().zip(&dz[rows.clone()]).zip(&x[rows]) {
+                    o.write(a * g + b * (v - mu) + c0);
+                }
             }
-        }
-    });
+        });
+    };
+    // SAFETY: the channels' rows of each image cover its whole chunk.
+    let dx = unsafe { take_written(x.len(), fill_dx) };
     BnGrads { dx, dgamma, dbeta, dz }
 }

@@ -5,6 +5,7 @@
 //! shapes, never on how rayon schedules the work, so results are bit-for-bit reproducible.
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use std::mem::MaybeUninit;
 
 /// The contiguous f32 slice that `layout` selects in `storage`.
 pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -100,13 +101,38 @@ const POOL_MIN_LEN: usize = 1 << 12;
 /// A buffer of length `n` with unspecified (initialised) contents: callers must overwrite all
 /// of it, or results would depend on earlier steps.
 pub(crate) fn take(n: usize) -> Vec<f32> {
-    if n >= POOL_MIN_LEN {
-        let mut pool = POOL.lock().expect("buffer pool lock");
-        if let Some(i) = pool.iter().rposition(|v| v.len() == n) {
-            return pool.swap_remove(i);
-        }
+    pooled(n).unwrap_or_else(|| vec![0f32; n])
+}
+
+/// A pooled buffer of length `n`, if there is one.
+fn pooled(n: usize) -> Option<Vec<f32>> {
+    if n < POOL_MIN_LEN {
+        return None;
     }
-    vec![0f32; n]
+    let mut pool = POOL.lock().expect("buffer pool lock");
+    let i = pool.iter().rposition(|v| v.len() == n)?;
+    Some(pool.swap_remove(i))
+}
+
+/// A buffer of length `n` that `fill` writes completely: recycled when possible, else
+/// allocated without zeroing. The outputs we hand to candle are freed by candle, so they never
+/// come back to the pool, and `vec![0; n]` zeroed their recycled, dirty memory first: 3-6 %
+/// of a step in `memset`.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given, unless it panics.
+pub(crate) unsafe fn take_written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    if let Some(mut v) = pooled(n) {
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the buffer stays initialised
+        // whatever `fill` writes into it.
+        fill(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<MaybeUninit<f32>>(), n) });
+        return v;
+    }
+    let mut v = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialised all `n` elements (the caller's contract).
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// A zero-filled buffer of length `n`, recycled when possible.

@@ -27,11 +27,12 @@
 //! not depend on the number of threads.
 
 use super::conv::{Geom, CHUNK};
-use super::cpu::{give, sum_partials, take};
+use super::cpu::{give, sum_partials, take, take_written};
 use crate::linalg::{matmul, MatRef};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::array::from_fn;
+use std::mem::MaybeUninit;
 
 /// Fewest tiles a group of images should give one GEMM.
 const MIN_TILES: usize = 96;
@@ -284,24 +285,27 @@ fn to_channel_last(
     (top, left): (usize, usize),
 ) -> Vec<f32> {
     let plane = t.h * t.w;
-    let mut out = take(gn * ph * pw * c);
-    for j in 0..gn {
-        let img = &mut out[j * ph * pw * c..][..ph * pw * c];
-        // Only the border needs zeros; the image overwrites the rest.
-        for (r, row) in img.chunks_exact_mut(pw * c).enumerate() {
-            if r < top || r >= top + t.h {
-                row.fill(0.0);
-            } else {
-                row[..left * c].fill(0.0);
-                row[(left + t.w) * c..].fill(0.0);
+    let zero = MaybeUninit::new(0.0);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for (j, img) in out.chunks_exact_mut(ph * pw * c).enumerate() {
+            // Zeros for the border; the image fills the rest.
+            for (r, row) in img.chunks_exact_mut(pw * c).enumerate() {
+                if r < top || r >= top + t.h {
+                    row.fill(zero);
+                } else {
+                    row[..left * c].fill(zero);
+                    row[(left + t.w) * c..].fill(zero);
+                }
+            }
+            for y in 0..t.h {
+                let dst = &mut img[((y + top) * pw + left) * c..];
+                transpose(&x[j * c * plane + y * t.w..], plane, dst, c, c, t.w);
             }
         }
-        for y in 0..t.h {
-            let dst = &mut img[((y + top) * pw + left) * c..];
-            transpose(&x[j * c * plane + y * t.w..], plane, dst, c, c, t.w);
-        }
-    }
-    out
+    };
+    // SAFETY: every row is either border (zeroed) or `left` zeros, `w` transposed pixels and
+    // zeros to the end, and `ph >= top + h`, `pw >= left + w` by the callers' sizes.
+    unsafe { take_written(gn * ph * pw * c, fill) }
 }
 
 with_avx2!(
@@ -381,7 +385,7 @@ fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 with_avx2!(
     /// Writes `Aᵀ M A` of every tile of `m[ξ][t][co]` (`c` channels) into the `gn` output images
     /// (`NCHW`) at `y`, dropping outputs beyond the plane.
-    fn transform_output / transform_output_avx2 => transform_output_impl(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [f32]));
+    fn transform_output / transform_output_avx2 => transform_output_impl(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [MaybeUninit<f32>]));
 
 #[inline(always)]
 fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
@@ -390,7 +394,7 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
     m: &[f32],
     ld: usize,
     gn: usize,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let plane = t.h * t.w;
     let rw = t.tw * M;
@@ -424,7 +428,14 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 /// of rows turned into columns, between the channel-first and channel-last layouts. 8x8
 /// blocks go through AVX registers; one float at a time, the stores were the transforms'
 /// largest cost.
-fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
+fn transpose(
+    src: &[f32],
+    src_stride: usize,
+    dst: &mut [MaybeUninit<f32>],
+    dst_stride: usize,
+    rows: usize,
+    cols: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
@@ -436,7 +447,7 @@ fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize,
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX, and the asserts above bound every index below r8 x c8.
-        unsafe { transpose8_avx(src.as_ptr(), src_stride, dst.as_mut_ptr(), dst_stride, r8, c8) };
+        unsafe { transpose8_avx(src.as_ptr(), src_stride, dst.as_mut_ptr().cast(), dst_stride, r8, c8) };
         done = true;
     }
     // What the blocks left: rows from r8 in the first c8 columns, every row beyond them;
@@ -444,7 +455,7 @@ fn transpose(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize,
     for j in 0..cols {
         let first = if done && j < c8 { r8 } else { 0 };
         for i in first..rows {
-            dst[j * dst_stride + i] = src[i * src_stride + j];
+            dst[j * dst_stride + i].write(src[i * src_stride + j]);
         }
     }
 }
@@ -493,26 +504,28 @@ fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
 ) -> Vec<f32> {
     let plane = t.h * t.w;
     let gs = t.group(n);
-    let mut y = take(n * cout * plane);
-    y.par_chunks_mut(gs * cout * plane).enumerate().for_each(|(chunk, ys)| {
-        let gn = ys.len() / (cout * plane);
-        let n0 = chunk * gs;
-        let ld = gn * t.per_image();
-        let mut v = take(A * A * ld * cin);
-        transform_input::<V, M, A>(t, cin, &x[n0 * cin * plane..(n0 + gn) * cin * plane], gn, &mut v, ld);
-        let mut m = take(A * A * ld * cout);
-        // One GEMM per point, in parallel: a small plane makes one group of the whole batch.
-        m.par_chunks_mut(ld * cout).enumerate().for_each(|(xi, mx)| {
-            // Mᵀ[ξ] (T x Cout) = Vᵀ[ξ] (T x Cin) · Uᵀ[ξ] (Cin x Cout)
-            let vm = MatRef::row_major(&v[xi * ld * cin..][..ld * cin], ld, cin);
-            let um = point_filters(u, xi, A * A, cout, cin).t();
-            matmul(mx, vm, um, 1.0, false, Parallelism::None);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(gs * cout * plane).enumerate().for_each(|(chunk, ys)| {
+            let gn = ys.len() / (cout * plane);
+            let n0 = chunk * gs;
+            let ld = gn * t.per_image();
+            let mut v = take(A * A * ld * cin);
+            transform_input::<V, M, A>(t, cin, &x[n0 * cin * plane..(n0 + gn) * cin * plane], gn, &mut v, ld);
+            let mut m = take(A * A * ld * cout);
+            // One GEMM per point, in parallel: a small plane makes one group of the whole batch.
+            m.par_chunks_mut(ld * cout).enumerate().for_each(|(xi, mx)| {
+                // Mᵀ[ξ] (T x Cout) = Vᵀ[ξ] (T x Cin) · Uᵀ[ξ] (Cin x Cout)
+                let vm = MatRef::row_major(&v[xi * ld * cin..][..ld * cin], ld, cin);
+                let um = point_filters(u, xi, A * A, cout, cin).t();
+                matmul(mx, vm, um, 1.0, false, Parallelism::None);
+            });
+            transform_output::<V, M, A>(t, cout, &m, ld, gn, ys);
+            give(v);
+            give(m);
         });
-        transform_output::<V, M, A>(t, cout, &m, ld, gn, ys);
-        give(v);
-        give(m);
-    });
-    y
+    };
+    // SAFETY: `transform_output` writes every pixel of every channel of its group's images.
+    unsafe { take_written(n * cout * plane, fill) }
 }
 
 /// Forward pass: `y[N, Cout, H, W]`.
@@ -774,8 +787,10 @@ mod tests {
         for (rows, cols) in [(8, 8), (16, 24), (7, 9), (17, 8), (8, 31), (1, 1), (28, 64)] {
             let (ss, ds) = (cols + 3, rows + 5);
             let src = random(rows * ss, rows as u64);
-            let mut dst = vec![7.0; cols * ds];
+            let mut dst = vec![MaybeUninit::new(7.0); cols * ds];
             transpose(&src, ss, &mut dst, ds, rows, cols);
+            // SAFETY: every element was initialised above.
+            let dst: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
             for j in 0..cols {
                 for i in 0..ds {
                     let want = if i < rows { src[i * ss + j] } else { 7.0 };
