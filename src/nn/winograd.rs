@@ -8,9 +8,10 @@
 //! F(2x2) and 2.25 for F(4x4), so less memory moves.
 //!
 //! Which one: the one needing fewer products for the plane ([`prefers_f4`]): F(4x4) on
-//! every plane the presets have (28, 14, 7 and 4 wide), F(2x2) on 1x1 and 2x2 planes. Its transforms have larger coefficients (up to 8
-//! and down to 1/24), so it rounds a little worse than F(2x2): within 1e-4 of im2col,
-//! relative to the largest output, in the tests below.
+//! every plane the presets have (28, 14, 7 and 4 wide), F(2x2) on 1x1 and 2x2 planes.
+//! F(4x4)'s transforms have larger coefficients (up to 8 and down to 1/24), so it rounds a
+//! little worse than F(2x2): within 1e-4 of im2col, relative to the largest output, in the
+//! tests below.
 //!
 //! With `B`, `G`, `A` the F(m, 3) matrices, one `m x m` output tile of one (output, input)
 //! channel pair is `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for the 3x3 filter `g` and the
@@ -22,9 +23,10 @@
 //! - the weight gradient is `Gᵀ[Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)]G`, again `(m+2)²` GEMMs
 //!   (Cout x tiles times tiles x Cin) followed by one small transform per filter.
 //!
-//! Determinism: as in [`super::conv`], images are processed in fixed chunks, weight-gradient
-//! partial sums are added in chunk order, and every GEMM runs on one thread, so results do
-//! not depend on the number of threads.
+//! Determinism: group sizes depend only on the geometry, every GEMM runs on one thread, and
+//! the weight gradient is summed either as in [`super::conv`] (per-chunk partial sums added in
+//! chunk order) or point by point over the groups in order ([`by_points`]), so results do not
+//! depend on the number of threads.
 
 use super::conv::{Geom, CHUNK};
 use super::cpu::{give, sum_partials, take, take_written};
