@@ -19,7 +19,7 @@
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
 //! number of threads or on scheduling.
 
-use super::cpu::{f32_slice, give, sum_partials, take, take_zeroed, with_f32};
+use super::cpu::{dx_chunks, f32_slice, give, sum_partials, take, take_zeroed, with_f32};
 use super::winograd;
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -564,12 +564,7 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
         (true, Some(_)) => take(g.n * g.in_img()),
         (true, None) => take_zeroed(g.n * g.in_img()),
     };
-    let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
-        dx.chunks_mut(CHUNK * g.in_img()).map(Some).collect()
-    } else {
-        (0..nchunks).map(|_| None).collect()
-    };
-    let partials: Vec<Vec<f32>> = dx_chunks
+    let partials: Vec<Vec<f32>> = dx_chunks(&mut dx, need_dx, CHUNK * g.in_img(), nchunks)
         .into_par_iter()
         .enumerate()
         .map(|(chunk, mut dxc)| {

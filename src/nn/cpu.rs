@@ -75,6 +75,16 @@ pub(crate) fn centred_squares(x: &[f32], mean: f32) -> f64 {
     lane_sum(x, x, |u, _| (u - mean) * (u - mean))
 }
 
+/// `dx` split into the `nchunks` slices of `chunk_len` floats the backward workers write, or
+/// `nchunks` `None`s when no input gradient is wanted.
+pub(crate) fn dx_chunks(dx: &mut [f32], need_dx: bool, chunk_len: usize, nchunks: usize) -> Vec<Option<&mut [f32]>> {
+    if need_dx {
+        dx.chunks_mut(chunk_len).map(Some).collect()
+    } else {
+        (0..nchunks).map(|_| None).collect()
+    }
+}
+
 /// Adds per-chunk partial sums in chunk order, so the total does not depend on how the
 /// chunks were scheduled, and recycles them; `len` zeros when there are none.
 pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {

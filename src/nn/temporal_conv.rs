@@ -17,7 +17,7 @@
 //! a clip is accumulated inside its chunk in a fixed order. Results do not depend on the
 //! number of threads.
 
-use super::cpu::{give, sum_partials, take, take_zeroed};
+use super::cpu::{dx_chunks, give, sum_partials, take, take_zeroed};
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, Result};
 use gemm::Parallelism;
@@ -158,12 +158,7 @@ pub(crate) fn backward(g: &TGeom, x: &[f32], w: &[f32], dy: &[f32], need_dx: boo
     let (gs, kdim) = (g.group(), g.kdim());
     let nchunks = g.clips.div_ceil(CHUNK);
     let mut dx = if need_dx { take_zeroed(g.clips * g.in_clip()) } else { Vec::new() };
-    let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
-        dx.chunks_mut(CHUNK * g.in_clip()).map(Some).collect()
-    } else {
-        (0..nchunks).map(|_| None).collect()
-    };
-    let partials: Vec<Vec<f32>> = dx_chunks
+    let partials: Vec<Vec<f32>> = dx_chunks(&mut dx, need_dx, CHUNK * g.in_clip(), nchunks)
         .into_par_iter()
         .enumerate()
         .map(|(chunk, mut dxc)| {

@@ -444,18 +444,18 @@ fn transpose(
     // The kernel below reads and writes through pointers: check its whole range here.
     assert!((rows - 1) * src_stride + cols <= src.len(), "transpose: source too short");
     assert!((cols - 1) * dst_stride + rows <= dst.len(), "transpose: destination too short");
-    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
-    let mut done = false;
+    // The part done in 8x8 blocks: none without AVX.
+    let (mut r8, mut c8) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
+        (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
         // SAFETY: the CPU has AVX, and the asserts above bound every index below r8 x c8.
         unsafe { transpose8_avx(src.as_ptr(), src_stride, dst.as_mut_ptr().cast(), dst_stride, r8, c8) };
-        done = true;
     }
     // What the blocks left: rows from r8 in the first c8 columns, every row beyond them;
     // column by column, so that the stores run along the destination.
     for j in 0..cols {
-        let first = if done && j < c8 { r8 } else { 0 };
+        let first = if j < c8 { r8 } else { 0 };
         for i in first..rows {
             dst[j * dst_stride + i].write(src[i * src_stride + j]);
         }
@@ -585,9 +585,11 @@ fn backward_with<V: Variant<M, A>, const M: usize, const A: usize>(
     };
     let xi_len = g.cout * g.cin;
     let mut dw = vec![0f32; xi_len * 9];
-    dw.par_chunks_mut(9 * 256).enumerate().for_each(|(block, out)| {
+    // Filters per parallel task of the final transform.
+    const FILTERS: usize = 256;
+    dw.par_chunks_mut(9 * FILTERS).enumerate().for_each(|(block, out)| {
         for (i, f9) in out.chunks_exact_mut(9).enumerate() {
-            let pair = block * 256 + i;
+            let pair = block * FILTERS + i;
             let d: [[f32; A]; A] = from_fn(|r| from_fn(|k| dwt[(r * A + k) * xi_len + pair]));
             let f = two_d!(V::filter_grad, d, A, 3);
             for (o, v) in f9.iter_mut().zip(f.iter().flatten()) {
