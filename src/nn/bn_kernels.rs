@@ -73,22 +73,19 @@ pub(crate) fn forward(
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(d.c * d.hw).enumerate().for_each(|(i, yi)| {
             for ch in 0..d.c {
-                let scale = gamma[ch] * invstd[ch];
-                let shift = beta[ch] - mean[ch] * scale;
+                let (scale, shift) = scale_shift(gamma, beta, mean, invstd, ch);
                 let rows = d.row(i, ch);
                 let yr = &mut yi[ch * d.hw..(ch + 1) * d.hw];
                 let xr = &x[rows.clone()];
                 match r {
                     Some(r) => {
                         for ((y, &x), &r) in yr.iter_mut().zip(xr).zip(&r[rows]) {
-                            let v = x * scale + shift + r;
-                            y.write(if relu { v.max(0.0) } else { v });
+                            y.write(act(x * scale + shift + r, relu));
                         }
                     }
                     None => {
                         for (y, &x) in yr.iter_mut().zip(xr) {
-                            let v = x * scale + shift;
-                            y.write(if relu { v.max(0.0) } else { v });
+                            y.write(act(x * scale + shift, relu));
                         }
                     }
                 }
@@ -97,6 +94,75 @@ pub(crate) fn forward(
     };
     // SAFETY: the channels' rows of each image cover its whole chunk, so every element is written.
     unsafe { take_written(x.len(), fill) }
+}
+
+/// Channel `ch`'s `(scale, shift)`: `gamma * invstd` and `beta - mean * scale`.
+#[inline(always)]
+fn scale_shift(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], ch: usize) -> (f32, f32) {
+    let scale = gamma[ch] * invstd[ch];
+    (scale, beta[ch] - mean[ch] * scale)
+}
+
+/// The activation after the affine map (and the residual).
+#[inline(always)]
+fn act(v: f32, relu: bool) -> f32 {
+    if relu {
+        v.max(0.0)
+    } else {
+        v
+    }
+}
+
+/// Eval-mode BN with fixed statistics, as per-channel constants that a convolution applies to
+/// its output while it is still in cache (see [`Epilogue`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Affine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl Affine {
+    /// The constants [`forward`] would use for these parameters and statistics.
+    pub fn new(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32], relu: bool) -> Self {
+        let (scale, shift) = (0..gamma.len()).map(|ch| scale_shift(gamma, beta, mean, invstd, ch)).unzip();
+        Affine { scale, shift, relu }
+    }
+
+    /// Channels.
+    pub fn channels(&self) -> usize {
+        self.scale.len()
+    }
+}
+
+/// `y = act(y * scale + shift + r)` in place on a convolution's output: [`forward`]'s arithmetic
+/// (the same bits) without its extra pass over memory. `r` is the residual, laid out like the
+/// whole output.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epilogue<'a> {
+    pub affine: &'a Affine,
+    pub residual: Option<&'a [f32]>,
+}
+
+impl Epilogue<'_> {
+    /// Applies to `y`, a run of channel `ch` that starts at flat index `at` of the output.
+    #[inline]
+    pub fn apply(&self, ch: usize, at: usize, y: &mut [f32]) {
+        let (scale, shift, relu) = (self.affine.scale[ch], self.affine.shift[ch], self.affine.relu);
+        match self.residual {
+            Some(r) => {
+                let r = &r[at..at + y.len()];
+                for (y, &r) in y.iter_mut().zip(r) {
+                    *y = act(*y * scale + shift + r, relu);
+                }
+            }
+            None => {
+                for y in y.iter_mut() {
+                    *y = act(*y * scale + shift, relu);
+                }
+            }
+        }
+    }
 }
 
 /// Gradients of [`forward`].

@@ -19,6 +19,7 @@
 //! partial sum, and the partials are added in chunk order, so the result does not depend on the
 //! number of threads or on scheduling.
 
+use super::bn_kernels::Epilogue;
 use super::cpu::{dx_chunks, f32_slice, give, sum_partials, take, take_zeroed, with_f32};
 use super::winograd;
 use crate::linalg::{matmul, MatRef};
@@ -476,10 +477,15 @@ fn col2im_blocked(g: &Geom, dcol: &mut [f32], ld: usize, off: usize, dx: &mut [f
 
 /// Forward pass: `y[N, Cout, Ho*Wo]`, by Winograd where it applies, else im2col.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_then(g, x, w, None)
+}
+
+/// [`forward`] with `ep` applied to each group of images' output while it is in cache.
+pub(crate) fn forward_then(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>) -> Vec<f32> {
     if winograd::applies(g) {
-        winograd::forward(g, x, w)
+        winograd::forward(g, x, w, ep)
     } else {
-        im2col_forward(g, x, w)
+        im2col_forward(g, x, w, ep)
     }
 }
 
@@ -494,7 +500,7 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
 }
 
 /// [`forward`] through a column matrix and one GEMM per group of images.
-pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>) -> Vec<f32> {
     let gs = g.group();
     // Every element is written by a GEMM or the copy below.
     let mut y = take(g.n * g.out_img());
@@ -502,6 +508,12 @@ pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
         let gn = ys.len() / g.out_img();
         let n0 = chunk * gs;
         convolve_group(g, &x[n0 * g.in_img()..(n0 + gn) * g.in_img()], w, ys);
+        if let Some(ep) = ep {
+            let p = g.p();
+            for (i, run) in ys.chunks_exact_mut(p).enumerate() {
+                ep.apply(i % g.cout, n0 * g.out_img() + i * p, run);
+            }
+        }
     });
     y
 }

@@ -145,6 +145,16 @@ pub(crate) unsafe fn take_written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<
     v
 }
 
+/// `s` read back as floats, after a kernel has written it through [`take_written`]'s slice.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub(crate) unsafe fn assume_written(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller vouches that every
+    // element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// A zero-filled buffer of length `n`, recycled when possible.
 pub(crate) fn take_zeroed(n: usize) -> Vec<f32> {
     let mut v = take(n);

@@ -23,6 +23,7 @@ pub mod conv;
 mod cpu;
 pub mod data;
 mod error;
+mod eval_unit;
 pub mod extract;
 mod fused;
 mod fused_video;

@@ -18,6 +18,7 @@
 
 use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
+use super::eval_unit::conv_bn_act;
 use super::fused::{train_forward, ConvParts};
 use super::{use_fused_kernels, NnError};
 use candle_core::{DType, Result, Tensor};
@@ -179,6 +180,11 @@ fn fused(xs: &Tensor, train: bool) -> bool {
     train && use_fused_kernels(xs.device(), xs.dtype())
 }
 
+/// Whether to run the fused inference ops (the same, in eval mode).
+fn eval_fused(xs: &Tensor, train: bool) -> bool {
+    !train && use_fused_kernels(xs.device(), xs.dtype())
+}
+
 /// `bn.forward_act`, run in f32 for reduced-precision (bf16) activations, so that mixed
 /// precision keeps batch-norm statistics in f32; the result comes back in `x`'s dtype. For f32
 /// activations it is `bn.forward_act` itself (a same-dtype `to_dtype` is a no-op).
@@ -226,6 +232,14 @@ impl BasicBlock {
                 units.push((conv.parts(), bn));
             }
             return train_forward(xs, &units, true);
+        }
+        if eval_fused(xs, train) {
+            let h = conv_bn_act(xs, self.conv1.parts(), &self.bn1, None, true)?;
+            let skip = match &self.shortcut {
+                Some((conv, bn)) => conv_bn_act(xs, conv.parts(), bn, None, false)?,
+                None => xs.clone(),
+            };
+            return conv_bn_act(&h, self.conv2.parts(), &self.bn2, Some(&skip), true);
         }
         self.forward_layers(xs, train)
     }
@@ -286,6 +300,8 @@ impl ResNet {
     pub fn forward_to(&self, xs: &Tensor, tap: Tap, train: bool) -> Result<Tensor> {
         let mut h = if fused(xs, train) {
             train_forward(xs, &[(self.conv1.parts(), &self.bn1)], false)?
+        } else if eval_fused(xs, train) {
+            conv_bn_act(xs, self.conv1.parts(), &self.bn1, None, true)?
         } else {
             bn_act(&self.bn1, &self.conv1.forward(xs)?, None, true, train)?
         };

@@ -28,8 +28,9 @@
 //! chunk order) or point by point over the groups in order ([`by_points`]), so results do not
 //! depend on the number of threads.
 
+use super::bn_kernels::Epilogue;
 use super::conv::{Geom, CHUNK};
-use super::cpu::{give, sum_partials, take, take_written};
+use super::cpu::{assume_written, give, sum_partials, take, take_written};
 use crate::linalg::{matmul, MatRef};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -387,7 +388,9 @@ fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 with_avx2!(
     /// Writes `Aᵀ M A` of every tile of `m[ξ][t][co]` (`c` channels) into the `gn` output images
     /// (`NCHW`) at `y`, dropping outputs beyond the plane.
-    fn transform_output / transform_output_avx2 => transform_output_impl(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [MaybeUninit<f32>]));
+    /// With an epilogue `(ep, base)`, applies `ep` to each row of tiles once it is written, `base`
+    /// being the flat index of `y[0]` in the whole output.
+    fn transform_output / transform_output_avx2 => transform_output_impl(t: &Tiles, c: usize, m: &[f32], ld: usize, gn: usize, y: &mut [MaybeUninit<f32>], ep: Option<(&Epilogue<'_>, usize)>));
 
 #[inline(always)]
 fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
@@ -397,6 +400,7 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
     ld: usize,
     gn: usize,
     y: &mut [MaybeUninit<f32>],
+    ep: Option<(&Epilogue<'_>, usize)>,
 ) {
     let plane = t.h * t.w;
     let rw = t.tw * M;
@@ -418,9 +422,18 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
                 }
             }
             let img = &mut y[j * c * plane..][..c * plane];
-            for i in 0..M.min(t.h - M * ty) {
+            let rows = M.min(t.h - M * ty);
+            for i in 0..rows {
                 let yy = M * ty + i;
                 transpose(&out[i * rw * c..], c, &mut img[yy * t.w..], plane, t.w, c);
+            }
+            if let Some((ep, base)) = ep {
+                for co in 0..c {
+                    let at = co * plane + M * ty * t.w;
+                    // SAFETY: the transposes above wrote these rows of every channel.
+                    let run = unsafe { assume_written(&mut img[at..at + rows * t.w]) };
+                    ep.apply(co, base + j * c * plane + at, run);
+                }
             }
         }
     }
@@ -503,6 +516,7 @@ fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
     cout: usize,
     x: &[f32],
     u: &[f32],
+    ep: Option<&Epilogue<'_>>,
 ) -> Vec<f32> {
     let plane = t.h * t.w;
     let gs = t.group(n);
@@ -521,7 +535,7 @@ fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
                 let um = point_filters(u, xi, A * A, cout, cin).t();
                 matmul(mx, vm, um, 1.0, false, Parallelism::None);
             });
-            transform_output::<V, M, A>(t, cout, &m, ld, gn, ys);
+            transform_output::<V, M, A>(t, cout, &m, ld, gn, ys, ep.map(|e| (e, n0 * cout * plane)));
             give(v);
             give(m);
         });
@@ -530,12 +544,12 @@ fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
     unsafe { take_written(n * cout * plane, fill) }
 }
 
-/// Forward pass: `y[N, Cout, H, W]`.
-pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// Forward pass: `y[N, Cout, H, W]`, with `ep` applied to it as it is written.
+pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>) -> Vec<f32> {
     if prefers_f4(g) {
-        forward_with::<F4, 4, 6>(g, x, w)
+        forward_with::<F4, 4, 6>(g, x, w, ep)
     } else {
-        forward_with::<F2, 2, 4>(g, x, w)
+        forward_with::<F2, 2, 4>(g, x, w, ep)
     }
 }
 
@@ -549,10 +563,15 @@ pub(crate) fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool
 }
 
 /// [`forward`] by the variant `V`.
-fn forward_with<V: Variant<M, A>, const M: usize, const A: usize>(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+fn forward_with<V: Variant<M, A>, const M: usize, const A: usize>(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    ep: Option<&Epilogue<'_>>,
+) -> Vec<f32> {
     let t = Tiles::new(g, M);
     let u = transform_filters::<V, M, A>(g.cout, g.cin, |co, ci| filter(w, g.cin, co, ci));
-    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &u);
+    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &u, ep);
     give(u);
     y
 }
@@ -572,7 +591,7 @@ fn backward_with<V: Variant<M, A>, const M: usize, const A: usize>(
             let f = filter(w, g.cin, co, ci);
             from_fn(|r| from_fn(|k| f[2 - r][2 - k]))
         });
-        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &u);
+        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &u, None);
         give(u);
         dx
     } else {
@@ -733,8 +752,8 @@ mod tests {
             let wt = random(cout * cin * 9, 100 + case as u64);
             let dy = random(n * cout * h * w, 200 + case as u64);
             let what = |part: &str| format!("F({M}, 3) case {case} {part}");
-            let y = forward_with::<V, M, A>(&g, &x, &wt);
-            close(&y, &super::super::conv::im2col_forward(&g, &x, &wt), tol, &what("forward"));
+            let y = forward_with::<V, M, A>(&g, &x, &wt, None);
+            close(&y, &super::super::conv::im2col_forward(&g, &x, &wt, None), tol, &what("forward"));
             let (dx, dw) = backward_with::<V, M, A>(&g, &x, &wt, &dy, true);
             let (rdx, rdw) = super::super::conv::im2col_backward(&g, &x, &wt, &dy, true);
             close(&dx, &rdx, tol, &what("dx"));
@@ -767,7 +786,7 @@ mod tests {
             let dy = random(19 * 24 * h * h, 3);
             let run = |threads| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                pool.install(|| (forward(&g, &x, &wt), backward(&g, &x, &wt, &dy, true)))
+                pool.install(|| (forward(&g, &x, &wt, None), backward(&g, &x, &wt, &dy, true)))
             };
             assert_eq!(run(1), run(3));
         }
