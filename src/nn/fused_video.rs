@@ -17,7 +17,7 @@
 //!   (temporal subsample, 1x1 spatial conv, BN, no ReLU) when the shape changes.
 
 use super::batchnorm::{BatchNorm, EPS};
-use super::bn_kernels::{self, Dims};
+use super::bn_kernels::{self, Affine, Dims, Epilogue};
 use super::conv::{self, Geom};
 use super::cpu::{f32_slice, give, take, with_f32};
 use super::fused::ConvParts;
@@ -75,10 +75,10 @@ enum UnitGeom {
 }
 
 impl UnitGeom {
-    fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+    fn forward(&self, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>) -> Vec<f32> {
         match self {
-            UnitGeom::Spatial(g) => conv::forward(g, x, w),
-            UnitGeom::Temporal(g) => temporal_conv::forward(g, x, w),
+            UnitGeom::Spatial(g) => conv::forward_then(g, x, w, ep),
+            UnitGeom::Temporal(g) => temporal_conv::forward(g, x, w, ep),
         }
     }
     fn backward(&self, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
@@ -200,16 +200,18 @@ impl VideoOp {
     ) -> Result<(Saved, Act)> {
         let (geom, out) = u.geom(xa)?;
         let (w, gamma, beta) = u.params(p);
-        let a = geom.forward(x, w);
+        if !self.train() {
+            // Running statistics: BN is applied by the convolution as it writes (the same bits).
+            let (mean, invstd) = &self.running[i];
+            let affine = Affine::new(gamma, beta, mean, invstd, u.relu);
+            let y = geom.forward(x, w, Some(&Epilogue { affine: &affine, residual: r }));
+            return Ok((Saved { geom, a: Vec::new(), y: Some(y), mean: Vec::new(), invstd: Vec::new() }, out));
+        }
+        let a = geom.forward(x, w, None);
         let d = Dims { n: out.n, c: u.cout, hw: out.h * out.w };
-        let (mean, invstd) = if self.train() {
-            let (mean64, var64) = bn_kernels::channel_stats(&a, d);
-            let (mean, invstd) = bn_kernels::invstd(&mean64, &var64, EPS);
-            self.stats.lock().expect("stats lock")[i] = Some((mean64, var64, d.m()));
-            (mean, invstd)
-        } else {
-            self.running[i].clone()
-        };
+        let (mean64, var64) = bn_kernels::channel_stats(&a, d);
+        let (mean, invstd) = bn_kernels::invstd(&mean64, &var64, EPS);
+        self.stats.lock().expect("stats lock")[i] = Some((mean64, var64, d.m()));
         let y = bn_kernels::forward(&a, d, gamma, beta, &mean, &invstd, r, u.relu);
         Ok((Saved { geom, a, y: Some(y), mean, invstd }, out))
     }

@@ -17,6 +17,7 @@
 //! a clip is accumulated inside its chunk in a fixed order. Results do not depend on the
 //! number of threads.
 
+use super::bn_kernels::Epilogue;
 use super::cpu::{dx_chunks, give, sum_partials, take, take_zeroed};
 use crate::linalg::{matmul, MatRef};
 use candle_core::{bail, Result};
@@ -124,8 +125,9 @@ fn scatter_add(g: &TGeom, dcol: &[f32], ld: usize, gn: usize, dx: &mut [f32]) {
     }
 }
 
-/// Forward pass: `y[B*To, Cout, P]`.
-pub(crate) fn forward(g: &TGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// Forward pass: `y[B*To, Cout, P]`, with `ep` applied to each group of clips' output while it
+/// is in cache.
+pub(crate) fn forward(g: &TGeom, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>) -> Vec<f32> {
     let gs = g.group();
     // Every element is written by a GEMM or the copy below.
     let mut y = take(g.clips * g.out_clip());
@@ -149,6 +151,12 @@ pub(crate) fn forward(g: &TGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
             give(tmp);
         }
         give(col);
+        if let Some(ep) = ep {
+            let at = i * gs * g.out_clip();
+            for (r, run) in ys.chunks_exact_mut(g.p).enumerate() {
+                ep.apply(r % g.cout, at + r * g.p, run);
+            }
+        }
     });
     y
 }
@@ -254,7 +262,7 @@ mod tests {
             let g = TGeom::new(b * t, t, c, p, co, kt, s).unwrap();
             let x = vals(b * t * c * p, i as f32);
             let w = vals(co * c * kt, 10.0 + i as f32);
-            let y = forward(&g, &x, &w);
+            let y = forward(&g, &x, &w, None);
             for (a, e) in y.iter().zip(naive(&g, &x, &w)) {
                 assert!((*a as f64 - e).abs() < 1e-4, "forward case {i}");
             }
@@ -274,6 +282,30 @@ mod tests {
             let (none, dw2) = backward(&g, &x, &w, &dy, false);
             assert!(none.is_empty());
             assert_eq!(dw, dw2);
+        }
+    }
+
+    /// With an epilogue (BN, residual, ReLU), the output has the bits of the forward pass
+    /// followed by the separate BN kernel, in groups of one and several clips.
+    #[test]
+    fn epilogue_matches_the_separate_bn_bitwise() {
+        use super::super::bn_kernels::{self, Affine, Dims};
+        for (i, &(b, t, c, p, co, s)) in
+            [(3, 4, 2, 5, 3, 1), (11, 2, 2, 4, 3, 2), (5, 1, 3, 2, 2, 1)].iter().enumerate()
+        {
+            let g = TGeom::new(b * t, t, c, p, co, 3, s).unwrap();
+            let x = vals(b * t * c * p, i as f32);
+            let w = vals(co * c * 3, 10.0 + i as f32);
+            let (gamma, beta, mean) = (vals(co, 1.0), vals(co, 2.0), vals(co, 3.0));
+            let invstd: Vec<f32> = vals(co, 4.0).iter().map(|v| 1.5 + v).collect();
+            let r = vals(g.clips * g.out_clip(), 5.0);
+            let affine = Affine::new(&gamma, &beta, &mean, &invstd, true);
+            let fused = forward(&g, &x, &w, Some(&Epilogue { affine: &affine, residual: Some(&r) }));
+            let d = Dims { n: g.clips * g.to, c: co, hw: p };
+            let separate =
+                bn_kernels::forward(&forward(&g, &x, &w, None), d, &gamma, &beta, &mean, &invstd, Some(&r), true);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused), bits(&separate), "case {i}");
         }
     }
 }
