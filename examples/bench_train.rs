@@ -23,11 +23,15 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
     // As the cfrun binary does: candle's elementwise ops inline, freed memory kept.
     cfrun::process_setup::apply();
     let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    // As a cfrun job does: the networks run on a thread of the pool their kernels use.
+    cfrun::exec::job_pool::on_pool(threads, || run(threads).map_err(|e| e.to_string())).map_err(Into::into)
+}
+
+fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
     let steps: usize = arg_value(&args, "--steps").map(|v| v.parse()).transpose()?.unwrap_or(10);
     let presets = arg_value(&args, "--presets").unwrap_or_else(|| "tiny,cpu,gpu".into());
     let kernels = match arg_value(&args, "--kernels").as_deref() {

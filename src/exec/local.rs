@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::compute::{compute_guarded, ComputeEnv};
 use super::executor::{Executor, Finished};
 use super::job::Job;
+use super::job_pool::run_on_pool;
 
 /// Threads of this process.
 pub struct LocalExecutor {
@@ -39,13 +40,9 @@ impl LocalExecutor {
             if self.jobs > 1 {
                 env.device = super::device::for_parallel_job(&env.device);
             }
-            let started = Instant::now();
-            let pool = job_pool(&env, self.jobs);
+            let (started, jobs) = (Instant::now(), self.jobs);
             std::thread::spawn(move || {
-                let result = match &pool {
-                    Some(pool) => pool.install(|| compute_guarded(&env, &job)),
-                    None => compute_guarded(&env, &job),
-                };
+                let result = run_on_pool(&env, jobs, || compute_guarded(&env, &job));
                 let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
             });
         }
@@ -84,19 +81,4 @@ impl Executor for LocalExecutor {
             Err(_) => Vec::new(),
         }
     }
-}
-
-/// A thread pool of its own for one of `jobs` CPU jobs, with the cores split between them, or
-/// `None` (the shared pool) for one job or a GPU.
-///
-/// Why: with one pool shared by all jobs, every kernel of every job splits its work across all
-/// cores and waits for the slowest piece, so side-by-side jobs keep interrupting each other;
-/// with a pool each, a job's kernels run without waiting on another job's. The kernels' results
-/// do not depend on the thread count, so artifacts are unchanged.
-fn job_pool(env: &ComputeEnv, jobs: usize) -> Option<rayon::ThreadPool> {
-    if jobs < 2 || !env.device.is_cpu() {
-        return None;
-    }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    rayon::ThreadPoolBuilder::new().num_threads((cores / jobs).max(1)).build().ok()
 }

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod executor;
 pub mod interrupt;
 pub mod job;
+pub mod job_pool;
 pub mod local;
 pub mod progress;
 pub mod resources;
