@@ -3,8 +3,8 @@
 Usage: python3 benches/python/torch_resnet.py [--steps N] [--presets tiny,cpu,gpu] [--passive]
        [--device cpu|cuda] [--amp] [--compile]
 Prints train (forward + backward + SGD step) and inference images/s at batch 128, 1x28x28,
-with torch.set_num_threads(2), and in parentheses images per 2 CPU-seconds of the process, as
-examples/bench_train does (with --passive, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads
+with torch.set_num_threads(2) (--threads N for another count), and in parentheses images per 2
+CPU-seconds of the process, as examples/bench_train does (with --passive, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads
 sleep instead of spinning and CPU time counts work). Run it with OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE unset.
 With --jigsaw: cfrun's Jigsaw pretext network instead (128 puzzles of 9 tiles of 1x13x13 through
@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--presets", default="tiny,cpu,gpu")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE, for meaningful CPU times")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (CPU)")
     ap.add_argument("--jigsaw", action="store_true")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
@@ -106,7 +107,7 @@ def main():
     if cuda and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no CUDA GPU")
     dev = torch.device(args.device)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = 128
     x = torch.randn(batch * 9, 1, 13, 13) if args.jigsaw else torch.randn(batch, 1, 28, 28)
