@@ -111,7 +111,7 @@ pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Glob
     };
     let (device, device_name) = device::open(choice).map_err(Failure::runtime)?;
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
-    match run_on_pool(&env, 1, || compute_guarded(&env, &job)) {
+    match run_on_pool(&env, || compute_guarded(&env, &job)) {
         Ok((record, outcome)) => {
             if let Some(plan) = plan {
                 let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };

@@ -2,18 +2,19 @@
 //! on a stream of its own when there are several: see [`super::device::for_parallel_job`]).
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::compute::{compute_guarded, ComputeEnv};
 use super::executor::{Executor, Finished};
 use super::job::Job;
-use super::job_pool::run_on_pool;
+use super::job_pool::JobPools;
 
 /// Threads of this process.
 pub struct LocalExecutor {
     env: ComputeEnv,
     jobs: usize,
+    pools: Arc<JobPools>,
     backlog: VecDeque<Job>,
     running: usize,
     tx: mpsc::Sender<Finished>,
@@ -24,7 +25,8 @@ impl LocalExecutor {
     /// Runs at most `jobs` jobs side by side in `env`.
     pub fn new(env: ComputeEnv, jobs: usize) -> LocalExecutor {
         let (tx, rx) = mpsc::channel();
-        LocalExecutor { env, jobs: jobs.max(1), backlog: VecDeque::new(), running: 0, tx, rx }
+        let pools = Arc::new(JobPools::new(&env, jobs));
+        LocalExecutor { env, jobs: jobs.max(1), pools, backlog: VecDeque::new(), running: 0, tx, rx }
     }
 
     /// Jobs taken and not yet reported.
@@ -40,9 +42,9 @@ impl LocalExecutor {
             if self.jobs > 1 {
                 env.device = super::device::for_parallel_job(&env.device);
             }
-            let (started, jobs) = (Instant::now(), self.jobs);
+            let (started, pools) = (Instant::now(), Arc::clone(&self.pools));
             std::thread::spawn(move || {
-                let result = run_on_pool(&env, jobs, || compute_guarded(&env, &job));
+                let result = pools.run(|| compute_guarded(&env, &job));
                 let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
             });
         }
