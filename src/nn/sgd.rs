@@ -15,7 +15,12 @@
 //! The momentum buffers are detached tensors, replaced at each step: a buffer that kept its
 //! autograd history would hold every previous step's graph alive.
 
-use super::cpu::with_f32;
+use super::cpu::{take_written, with_f32};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Parameters per task of the CPU update: large enough that a task outweighs its scheduling.
+const UPDATE_CHUNK: usize = 1 << 14;
 use super::NnError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
@@ -85,23 +90,50 @@ impl Sgd {
         Ok(())
     }
 
-    /// The same update in one pass over CPU slices (the generic version is ~6 candle ops per
-    /// parameter, each a dispatch on candle's thread pool). Same f32 operations in the same
-    /// order, so both versions give the same bits.
+    /// The same update in one parallel pass over CPU slices (the generic version is ~6 candle
+    /// ops per parameter, each a dispatch on candle's thread pool; a serial version of this one
+    /// was three passes and three allocations per parameter, 2-3 % of a resnet_gpu step). Same
+    /// f32 operations in the same order for every element, so both versions give the same bits.
     fn step_cpu(&mut self, name: &str, var: &Var, grad: &Tensor, lr: f64) -> Result<(), NnError> {
         let (wd, mom, lr) = (self.weight_decay as f32, self.momentum as f32, lr as f32);
         let decay = wd != 0.0 && var.rank() >= 2;
         let grad = grad.contiguous()?;
         let old = self.buffers.get(name).filter(|_| mom != 0.0).cloned();
-        let (p, buf) = with_f32(var.as_tensor(), |p| {
-            with_f32(&grad, |g| {
-                let g: Vec<f32> = if decay { g.iter().zip(p).map(|(g, p)| g + p * wd).collect() } else { g.to_vec() };
-                let buf = match &old {
-                    Some(b) => with_f32(b, |b| b.iter().zip(&g).map(|(b, g)| b * mom + g).collect::<Vec<f32>>())?,
-                    None => g,
+        let update = |p: &[f32], g: &[f32], b: Option<&[f32]>| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+            if g.len() != p.len() || b.is_some_and(|b| b.len() != p.len()) {
+                candle_core::bail!("sgd: gradient or momentum buffer of `{name}` does not match the parameter");
+            }
+            let n = p.len();
+            let mut buf = Vec::new();
+            let fill_p = |po: &mut [MaybeUninit<f32>]| {
+                let fill_buf = |bo: &mut [MaybeUninit<f32>]| {
+                    po.par_chunks_mut(UPDATE_CHUNK).zip(bo.par_chunks_mut(UPDATE_CHUNK)).enumerate().for_each(
+                        |(c, (po, bo))| {
+                            let at = c * UPDATE_CHUNK;
+                            for (j, (po, bo)) in po.iter_mut().zip(bo).enumerate() {
+                                let (pk, gk) = (p[at + j], g[at + j]);
+                                let gk = if decay { gk + pk * wd } else { gk };
+                                let bk = match b {
+                                    Some(b) => b[at + j] * mom + gk,
+                                    None => gk,
+                                };
+                                bo.write(bk);
+                                po.write(pk - bk * lr);
+                            }
+                        },
+                    );
                 };
-                let p: Vec<f32> = p.iter().zip(&buf).map(|(p, b)| p - b * lr).collect();
-                Ok::<_, candle_core::Error>((p, buf))
+                // SAFETY: the chunks of `bo` cover it, and every element of a chunk is written.
+                buf = unsafe { take_written(n, fill_buf) };
+            };
+            // SAFETY: the chunks of `po` cover it, and every element of a chunk is written.
+            let p = unsafe { take_written(n, fill_p) };
+            Ok((p, buf))
+        };
+        let (p, buf) = with_f32(var.as_tensor(), |p| {
+            with_f32(&grad, |g| match &old {
+                Some(b) => with_f32(b, |b| update(p, g, Some(b)))?,
+                None => update(p, g, None),
             })
         })???;
         var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
@@ -157,6 +189,30 @@ mod tests {
             (bits(&w), bits(&b))
         };
         assert_eq!(run(false), run(true));
+    }
+
+    /// The same on a parameter of several update tasks (not a whole number of them), with and
+    /// without momentum.
+    #[test]
+    fn cpu_and_generic_updates_agree_across_tasks() {
+        let dev = Device::Cpu;
+        let n = 2 * UPDATE_CHUNK + 777;
+        for momentum in [0.9, 0.0] {
+            let run = |generic: bool| {
+                let vm = VarMap::new();
+                let w = vm.get((n / 7, 7), "c.weight", candle_nn::Init::Const(0.3), DType::F32, &dev).unwrap();
+                let mut opt = Sgd::new(&vm, momentum, 1e-3, BTreeMap::new()).unwrap();
+                opt.generic = generic;
+                let scale = Tensor::arange(0f32, (n / 7 * 7) as f32, &dev).unwrap().reshape((n / 7, 7)).unwrap();
+                let scale = (scale * 1e-4).unwrap().sin().unwrap();
+                for _ in 0..3 {
+                    let loss = (&w * &w).unwrap().mul(&scale).unwrap().sum_all().unwrap();
+                    opt.step(&loss.backward().unwrap(), 0.05).unwrap();
+                }
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(false), run(true), "momentum {momentum}");
+        }
     }
 
     #[test]
