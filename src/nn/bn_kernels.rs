@@ -145,6 +145,15 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Applies to `y`, whole `plane`-long channel planes (`NCHW` order) that start at flat index
+    /// `at` of the output, itself the start of a plane of channel 0.
+    pub fn apply_planes(&self, at: usize, plane: usize, y: &mut [f32]) {
+        let c = self.affine.channels();
+        for (i, run) in y.chunks_exact_mut(plane).enumerate() {
+            self.apply(i % c, at + i * plane, run);
+        }
+    }
+
     /// Applies to `y`, a run of channel `ch` that starts at flat index `at` of the output.
     #[inline]
     pub fn apply(&self, ch: usize, at: usize, y: &mut [f32]) {

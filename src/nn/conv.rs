@@ -509,10 +509,7 @@ pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogu
         let n0 = chunk * gs;
         convolve_group(g, &x[n0 * g.in_img()..(n0 + gn) * g.in_img()], w, ys);
         if let Some(ep) = ep {
-            let p = g.p();
-            for (i, run) in ys.chunks_exact_mut(p).enumerate() {
-                ep.apply(i % g.cout, n0 * g.out_img() + i * p, run);
-            }
+            ep.apply_planes(n0 * g.out_img(), g.p(), ys);
         }
     });
     y

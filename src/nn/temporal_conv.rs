@@ -152,10 +152,7 @@ pub(crate) fn forward(g: &TGeom, x: &[f32], w: &[f32], ep: Option<&Epilogue<'_>>
         }
         give(col);
         if let Some(ep) = ep {
-            let at = i * gs * g.out_clip();
-            for (r, run) in ys.chunks_exact_mut(g.p).enumerate() {
-                ep.apply(r % g.cout, at + r * g.p, run);
-            }
+            ep.apply_planes(i * gs * g.out_clip(), g.p, ys);
         }
     });
     y
