@@ -9,6 +9,7 @@ pub mod interrupt;
 pub mod job;
 pub mod job_pool;
 pub mod local;
+pub mod priority;
 pub mod progress;
 pub mod resources;
 pub mod run;

@@ -4,9 +4,9 @@
 //!
 //! Readiness is counted, not rescanned: each instance keeps the number of its inputs not yet
 //! published, and a finished instance touches only its own dependants, so scheduling a plan costs
-//! time linear in its edges. A job clones only its own inputs' records.
+//! time linear in its edges. A job clones only its own inputs' records. Of the ready instances,
+//! the head of the longest chain of estimated work starts first ([`super::priority`]).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -16,6 +16,7 @@ use super::evaluate::recipe_for;
 use super::executor::{Executor, Finished};
 use super::job::Job;
 use super::local::LocalExecutor;
+use super::priority::{chain_estimates, ReadyQueue};
 use super::resources::for_instance;
 use super::slurm::SlurmExecutor;
 use crate::cache::records::{NameRecord, RunLogLine};
@@ -118,11 +119,12 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
     let mut records: Vec<Option<KeyRecord>> = vec![None; n];
     let mut keys: Vec<Option<RecipeKey>> = vec![None; n];
     let mut reports: Vec<Option<InstanceReport>> = vec![None; n];
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).collect();
+    let mut ready = ReadyQueue::new(chain_estimates(plan, &dependants));
+    (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).for_each(|i| ready.push(i));
     let mut in_flight = 0usize;
     let started = Instant::now();
     loop {
-        while let Some(i) = ready.pop_front() {
+        while let Some(i) = ready.pop() {
             let inst = &plan.instances[i];
             match recipe_for(plan, inst, &records) {
                 Ok(recipe) => {
@@ -167,7 +169,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                         if let State::Waiting(left) = &mut state[d] {
                             *left -= 1;
                             if *left == 0 {
-                                ready.push_back(d);
+                                ready.push(d);
                             }
                         }
                     }

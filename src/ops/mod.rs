@@ -210,6 +210,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::work_estimate`]. Most stages take about a second at the studies' sizes.
+    fn work_estimate(&self, _params: &Self::Params) -> f64 {
+        1.0
+    }
 }
 
 /// A stage kind as the rest of cfrun sees it: parameters as canonical JSON. Implemented for
@@ -242,6 +246,10 @@ pub trait Op: Send + Sync {
     /// Checks the raw parameters against the input slots the stage declares (placeholders that
     /// name an input), before anything runs.
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError>;
+    /// A rough guess, in CPU-seconds, of how long an instance with these canonical parameters
+    /// runs, known before its inputs exist. The scheduler starts the longest chains first with
+    /// it, so only how stages compare matters, not the figure itself.
+    fn work_estimate(&self, params: &Json) -> f64;
 
     /// The name used as `op = "..."`.
     fn name(&self) -> &'static str {
@@ -311,6 +319,9 @@ impl<T: StageKind> Op for T {
     }
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
         StageKind::check_inputs(self, raw, slots)
+    }
+    fn work_estimate(&self, params: &Json) -> f64 {
+        params::parse(params).map_or(1.0, |p| StageKind::work_estimate(self, &p))
     }
 }
 

@@ -147,6 +147,10 @@ impl StageKind for Pretext {
         metric_names: &["pretext_loss", "pretext_top1"],
     };
 
+    fn work_estimate(&self, p: &PretextParams) -> f64 {
+        p.optim.work_estimate()
+    }
+
     fn run(&self, p: PretextParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let m = &images.meta;

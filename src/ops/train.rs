@@ -169,6 +169,10 @@ impl StageKind for Train {
         metric_names: &["train_loss", "train_top1"],
     };
 
+    fn work_estimate(&self, p: &TrainParams) -> f64 {
+        p.optim.work_estimate()
+    }
+
     fn run(&self, p: TrainParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
