@@ -1,6 +1,6 @@
-//! Training and inference throughput of the ResNet presets at batch 128 on 1x28x28 inputs.
+//! Training and inference throughput of the ResNet presets at batch 128 (`--batch N`) on 1x28x28 inputs.
 //!
-//! `cargo run --release --example bench_train -- [--steps N] [--presets tiny,cpu,gpu]
+//! `cargo run --release --example bench_train -- [--steps N] [--batch N] [--presets tiny,cpu,gpu]
 //! [--kernels candle|layers|fused] [--epoch] [--inference-only]`: `candle` uses candle's own conv2d and BN ops,
 //! `layers` the custom ops one per layer, `fused` (default) also fuses blocks; `--epoch` also times one full `train()` epoch over 20k random images
 //! (resnet_cpu, with augmentation). Threads: RAYON_NUM_THREADS (default 2).
@@ -41,7 +41,7 @@ fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
     };
     nn::set_cpu_kernels(kernels);
     let dev = Device::Cpu;
-    let batch = 128;
+    let batch: usize = arg_value(&args, "--batch").map(|v| v.parse()).transpose()?.unwrap_or(128);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let xv: Vec<f32> = (0..batch * 28 * 28).map(|_| rng.random_range(-1.0..1.0)).collect();
     let x = Tensor::from_vec(xv, (batch, 1, 28, 28), &dev)?;

@@ -932,6 +932,58 @@ epochs = 2
     assert_ne!(oa["random[replicate=0]"], oa["random[replicate=1]"]);
 }
 
+/// Instances extracting several taps of one network share one pass (the deepest runs first
+/// and leaves the shallower taps' features for its siblings), and each tap's features have the
+/// bits its instance computes alone.
+#[test]
+fn sibling_taps_share_one_pass_and_match_each_tap_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = r#"
+[experiment]
+name = "taps"
+seed = 2
+
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 4
+size = 16
+train_size = 40
+test_size = 24
+
+[stages.random]
+op = "random_net"
+images = "shapes.images"
+labels = "shapes.labels"
+arch = "resnet_tiny"
+"#;
+    let feat = |name: &str, tap: &str| {
+        format!("\n[stages.{name}]\nop = \"extract\"\nmodel = \"random.model\"\nimages = \"shapes.images\"\ntap = \"{tap}\"\npool = \"dim64\"\nbatch_size = 16\n")
+    };
+    let shared = dir.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        format!("{head}\n[sweep]\nlayer = [\"conv1\", \"res3\", \"res5\"]\n{}", feat("feat", "${layer}")),
+    )
+    .unwrap();
+    let alone = dir.path().join("alone.toml");
+    let stages: String = ["conv1", "res3", "res5"].iter().map(|t| feat(&format!("feat_{t}"), t)).collect();
+    std::fs::write(&alone, format!("{head}{stages}")).unwrap();
+
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = cfrun(a.path(), &["run", "-j", "1", shared.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert_eq!(log.matches("features from a sibling's pass").count(), 2, "{log}");
+    let out = cfrun(b.path(), &["run", "-j", "1", alone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("features from a sibling's pass"));
+    let (oa, ob) = (objects(a.path()), objects(b.path()));
+    for tap in ["conv1", "res3", "res5"] {
+        assert_eq!(oa[&format!("feat[layer={tap}]")], ob[&format!("feat_{tap}")], "{tap}");
+    }
+}
+
 // ---- Cache guarantees (README "Guarantees"): damage, tampering, gc against live runs, links ----
 
 /// The object folder of an instance's published result.

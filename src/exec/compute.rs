@@ -109,6 +109,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         data_dir: store.data_dir(),
         device: &env.device,
         progress: &progress,
+        siblings: &job.siblings,
     };
     op.run(&mut ctx)?;
     progress.finish();

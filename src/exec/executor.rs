@@ -21,6 +21,13 @@ pub struct Finished {
 pub trait Executor {
     /// Takes a job; it may wait in the executor's own queue until a slot is free.
     fn submit(&mut self, job: Job);
+    /// Whether a job submitted now would start at once. The scheduler hands over ready jobs
+    /// only while this holds, so the rest wait in its queue, longest chain first, instead of in
+    /// the executor's in the order they became ready. A cluster executor, which batches what
+    /// it is given into arrays, takes everything.
+    fn has_room(&self) -> bool {
+        true
+    }
     /// Blocks until at least one job has ended and returns every ended job; empty when nothing
     /// is in flight or the run was interrupted.
     fn wait(&mut self) -> Vec<Finished>;

@@ -45,6 +45,27 @@ pub struct Job {
     pub inputs: BTreeMap<String, Vec<JobInput>>,
     /// What it asks of a cluster.
     pub resources: Resources,
+    /// Canonical parameters of the other instances of its stage that read the same inputs,
+    /// where its op reads them ([`crate::ops::Op::reads_siblings`]); empty in `cfrun exec`.
+    pub siblings: Vec<Json>,
+}
+
+/// For each instance whose op reads its siblings ([`crate::ops::Op::reads_siblings`]), the
+/// other instances of its stage that read the same inputs; empty for the rest.
+pub fn sibling_lists(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    for (i, inst) in plan.instances.iter().enumerate() {
+        if inst.op.reads_siblings() {
+            groups.entry((inst.stage.as_str(), format!("{:?}", inst.inputs))).or_default().push(i);
+        }
+    }
+    let mut lists = vec![Vec::new(); plan.instances.len()];
+    for members in groups.values() {
+        for &i in members {
+            lists[i] = members.iter().copied().filter(|&j| j != i).collect();
+        }
+    }
+    lists
 }
 
 impl Job {
@@ -78,7 +99,17 @@ impl Job {
             })
             .collect();
         let key = recipe.key();
-        Job { index, experiment: plan.experiment.name.clone(), instance: inst.clone(), recipe, key, inputs, resources }
+        let siblings = Vec::new();
+        Job {
+            index,
+            experiment: plan.experiment.name.clone(),
+            instance: inst.clone(),
+            recipe,
+            key,
+            inputs,
+            resources,
+            siblings,
+        }
     }
 
     /// The serialisable description `cfrun exec` runs from.
@@ -240,5 +271,6 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
         inputs: BTreeMap::new(),
     };
     let resources = super::resources::op_defaults(instance.op.name());
-    Ok(Job { index: 0, experiment: spec.experiment, instance, recipe: spec.recipe, key, inputs, resources })
+    let siblings = Vec::new();
+    Ok(Job { index: 0, experiment: spec.experiment, instance, recipe: spec.recipe, key, inputs, resources, siblings })
 }

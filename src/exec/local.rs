@@ -74,6 +74,10 @@ impl Executor for LocalExecutor {
         self.fill();
     }
 
+    fn has_room(&self) -> bool {
+        self.backlog.is_empty() && self.running < self.jobs
+    }
+
     fn wait(&mut self) -> Vec<Finished> {
         if self.running == 0 {
             return Vec::new();

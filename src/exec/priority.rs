@@ -25,28 +25,54 @@ pub fn chain_estimates(plan: &Plan, dependants: &[Vec<usize>]) -> Vec<f64> {
     chain
 }
 
-/// Ready instances, popped longest chain first.
+/// Ready instances, popped longest chain first, except that promoted ones go before all others.
 pub struct ReadyQueue {
     chain: Vec<f64>,
-    heap: BinaryHeap<(u64, Reverse<usize>)>,
+    promoted: Vec<bool>,
+    queued: Vec<bool>,
+    heap: BinaryHeap<(bool, u64, Reverse<usize>)>,
 }
 
 impl ReadyQueue {
     /// An empty queue ranking instances by `chain` ([`chain_estimates`]).
     pub fn new(chain: Vec<f64>) -> ReadyQueue {
-        ReadyQueue { chain, heap: BinaryHeap::new() }
+        let n = chain.len();
+        ReadyQueue { chain, promoted: vec![false; n], queued: vec![false; n], heap: BinaryHeap::new() }
+    }
+
+    fn entry(&self, i: usize) -> (bool, u64, Reverse<usize>) {
+        // Milliseconds as an integer: a total order, and finer than any estimate means.
+        (self.promoted[i], (self.chain[i] * 1000.0).round() as u64, Reverse(i))
     }
 
     /// Adds instance `i`.
     pub fn push(&mut self, i: usize) {
-        // Milliseconds as an integer: a total order, and finer than any estimate means.
-        let rank = (self.chain[i] * 1000.0).round() as u64;
-        self.heap.push((rank, Reverse(i)));
+        self.queued[i] = true;
+        self.heap.push(self.entry(i));
     }
 
-    /// The ready instance with the longest chain (the earliest in plan order among equals).
+    /// Puts `i` ahead of every instance not promoted, now if it is queued, else once it is.
+    /// For siblings whose work a finished instance left in memory: they take a moment now, and
+    /// the memory is freed before other work pushes it out.
+    pub fn promote(&mut self, i: usize) {
+        if !self.promoted[i] {
+            self.promoted[i] = true;
+            if self.queued[i] {
+                // The entry without the promotion stays in the heap; `pop` skips it.
+                self.heap.push(self.entry(i));
+            }
+        }
+    }
+
+    /// The next instance: promoted ones first, then the longest chain (the earliest in plan
+    /// order among equals).
     pub fn pop(&mut self) -> Option<usize> {
-        self.heap.pop().map(|(_, Reverse(i))| i)
+        while let Some((_, _, Reverse(i))) = self.heap.pop() {
+            if std::mem::take(&mut self.queued[i]) {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -59,6 +85,17 @@ mod tests {
         let mut q = ReadyQueue::new(chain.to_vec());
         ready.iter().for_each(|&i| q.push(i));
         std::iter::from_fn(|| q.pop()).collect()
+    }
+
+    #[test]
+    fn promoted_instances_go_first_once() {
+        let mut q = ReadyQueue::new(vec![5.0, 1.0, 3.0, 2.0]);
+        [0, 1, 2].iter().for_each(|&i| q.push(i));
+        q.promote(1);
+        q.promote(3); // not queued yet: promoted when it is
+        assert_eq!(q.pop(), Some(1));
+        q.push(3);
+        assert_eq!(std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(), vec![3, 0, 2]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::compute::{now_unix, ComputeEnv};
 use super::evaluate::recipe_for;
 use super::executor::{Executor, Finished};
-use super::job::Job;
+use super::job::{sibling_lists, Job};
 use super::local::LocalExecutor;
 use super::priority::{chain_estimates, ReadyQueue};
 use super::resources::for_instance;
@@ -120,16 +120,19 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
     let mut keys: Vec<Option<RecipeKey>> = vec![None; n];
     let mut reports: Vec<Option<InstanceReport>> = vec![None; n];
     let mut ready = ReadyQueue::new(chain_estimates(plan, &dependants));
+    let siblings = sibling_lists(plan);
     (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).for_each(|i| ready.push(i));
     let mut in_flight = 0usize;
     let started = Instant::now();
     loop {
-        while let Some(i) = ready.pop() {
+        while executor.has_room() {
+            let Some(i) = ready.pop() else { break };
             let inst = &plan.instances[i];
             match recipe_for(plan, inst, &records) {
                 Ok(recipe) => {
                     let resources = for_instance(plan, inst, settings);
-                    let job = Job::from_plan(plan, i, recipe, resources, &records);
+                    let mut job = Job::from_plan(plan, i, recipe, resources, &records);
+                    job.siblings = siblings[i].iter().map(|&j| plan.instances[j].params.clone()).collect();
                     keys[i] = Some(job.key);
                     executor.submit(job);
                     state[i] = State::Running;
@@ -165,6 +168,8 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                     reports[i] = Some(report);
                     records[i] = Some(record);
                     state[i] = State::Done;
+                    // Its op may have left work for its siblings in memory (`extract`'s taps).
+                    siblings[i].iter().for_each(|&j| ready.promote(j));
                     for &d in &dependants[i] {
                         if let State::Waiting(left) = &mut state[d] {
                             *left -= 1;

@@ -129,6 +129,15 @@ impl Net {
         }
     }
 
+    /// The feature maps at each of `taps` (in the order given), each as [`Net::forward_to`]
+    /// returns it; images from one pass, clips one pass per tap.
+    pub fn forward_taps(&self, xs: &Tensor, taps: &[Tap], train: bool) -> Result<Vec<Tensor>> {
+        match self {
+            Net::ResNet(m) => m.forward_taps(xs, taps, train),
+            Net::R2Plus1D(m) => taps.iter().map(|&t| m.forward_to(xs, t, train)).collect(),
+        }
+    }
+
     /// Pooled res5 features `(N, D)`.
     pub fn embed(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         match self {

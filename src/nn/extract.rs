@@ -161,35 +161,62 @@ pub fn extract(
     batch_size: usize,
     device: &Device,
 ) -> Result<(Vec<f32>, usize), NnError> {
-    let mut out = Vec::new();
-    let mut dim = 0;
+    let mut each = extract_taps(weights, arch, norm, data, &[tap], pool, batch_size, device)?;
+    Ok(each.remove(0))
+}
+
+/// [`extract`] at each of `taps` from one forward pass per batch (to the deepest tap): the
+/// features of each tap have the bits [`extract`] gives it alone.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_taps(
+    weights: &VarMap,
+    arch: &Arch,
+    norm: &Normalization,
+    data: &ImageData,
+    taps: &[Tap],
+    pool: Pool,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<(Vec<f32>, usize)>, NnError> {
+    let mut out: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); taps.len()];
     for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
-        let fm = model.forward_to(x, tap, false)?;
-        // Clip maps (N, C, T, h, w): average pooling runs over time too; adaptive pooling and
-        // flattening keep time for `flatten` only (time is averaged before adaptive bins).
-        let fm = match (fm.rank(), pool) {
-            (5, Pool::Adaptive(_)) => fm.mean(2)?,
-            (5, _) => {
-                let (b, c, t, h, w) = fm.dims5()?;
-                fm.reshape((b, c, t * h, w))?
-            }
-            _ => fm,
-        };
-        let (b, c, h, w) = fm.dims4()?;
-        dim = pool.dim(c, h, w);
-        let values = fm.flatten_all()?.to_vec1::<f32>()?;
-        out.reserve(data.n * dim);
-        for map in values.chunks_exact(c * h * w).take(b) {
-            pool.apply(map, c, h, w, &mut out);
+        for (fm, (values, dim)) in model.forward_taps(x, taps, false)?.into_iter().zip(out.iter_mut()) {
+            *dim = pool_batch(&fm, pool, data.n, values)?;
         }
         Ok(())
     })?;
     if data.n == 0 {
-        // No batch ran; the dimension still follows from the shapes.
+        // No batch ran; the dimensions still follow from the shapes.
         let probe = ImageData { pixels: &vec![0u8; data.image_len()], n: 1, ..*data };
-        dim = extract(weights, arch, norm, &probe, tap, pool, 1, device)?.1;
+        let dims = extract_taps(weights, arch, norm, &probe, taps, pool, 1, device)?;
+        out.iter_mut().zip(dims).for_each(|(o, (_, d))| o.1 = d);
     }
-    Ok((out, dim))
+    Ok(out)
+}
+
+/// Appends the pooled rows of one batch's feature map to `out` (room for all `n` rows is
+/// reserved with the first batch); returns the feature dimension.
+fn pool_batch(fm: &Tensor, pool: Pool, n: usize, out: &mut Vec<f32>) -> Result<usize, NnError> {
+    // Clip maps (N, C, T, h, w): average pooling runs over time too; adaptive pooling and
+    // flattening keep time for `flatten` only (time is averaged before adaptive bins).
+    let fm = match (fm.rank(), pool) {
+        (5, Pool::Adaptive(_)) => fm.mean(2)?,
+        (5, _) => {
+            let (b, c, t, h, w) = fm.dims5()?;
+            fm.reshape((b, c, t * h, w))?
+        }
+        _ => fm.clone(),
+    };
+    let (b, c, h, w) = fm.dims4()?;
+    let dim = pool.dim(c, h, w);
+    let values = fm.flatten_all()?.to_vec1::<f32>()?;
+    if out.is_empty() {
+        out.reserve(n * dim);
+    }
+    for map in values.chunks_exact(c * h * w).take(b) {
+        pool.apply(map, c, h, w, out);
+    }
+    Ok(dim)
 }
 
 /// Logits in eval mode: `(n * num_classes values, num_classes)`.

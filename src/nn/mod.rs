@@ -47,7 +47,7 @@ pub use arch::{Arch, Net, PRESETS};
 pub use checkpoint::{build_model, load_model, save_model, ModelMeta, TrainState};
 pub use data::{Augment, ImageData, Normalization};
 pub use error::NnError;
-pub use extract::{extract, logits, Pool};
+pub use extract::{extract, extract_taps, logits, Pool};
 pub use init::init_weights;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resnet::{ResNet, ResNetConfig, Tap};

@@ -298,6 +298,14 @@ impl ResNet {
 
     /// The feature map at `tap`, `(N, C, h, w)`; stops computing there.
     pub fn forward_to(&self, xs: &Tensor, tap: Tap, train: bool) -> Result<Tensor> {
+        let mut maps = self.forward_taps(xs, &[tap], train)?;
+        Ok(maps.remove(0))
+    }
+
+    /// The feature maps at each of `taps` (in the order given) from one pass that stops at the
+    /// deepest; each map is the tensor [`Self::forward_to`] returns for its tap.
+    pub fn forward_taps(&self, xs: &Tensor, taps: &[Tap], train: bool) -> Result<Vec<Tensor>> {
+        let mut maps: [Option<Tensor>; 5] = Default::default();
         let mut h = if fused(xs, train) {
             train_forward(xs, &[(self.conv1.parts(), &self.bn1)], false)?
         } else if eval_fused(xs, train) {
@@ -305,16 +313,22 @@ impl ResNet {
         } else {
             bn_act(&self.bn1, &self.conv1.forward(xs)?, None, true, train)?
         };
-        let last = match tap.stage() {
-            None => return Ok(h),
-            Some(s) => s,
-        };
-        for stage in &self.stages[..=last] {
-            for block in stage {
-                h = block.forward_t(&h, train)?;
+        let deepest = taps.iter().copied().max().unwrap_or(Tap::Conv1);
+        for (depth, stage) in std::iter::once(None).chain(self.stages.iter().map(Some)).enumerate() {
+            if let Some(stage) = stage {
+                for block in stage {
+                    h = block.forward_t(&h, train)?;
+                }
+            }
+            if taps.contains(&Tap::ALL[depth]) {
+                maps[depth] = Some(h.clone());
+            }
+            if Tap::ALL[depth] == deepest {
+                break;
             }
         }
-        Ok(h)
+        let maps: Option<Vec<Tensor>> = taps.iter().map(|&t| maps[t as usize].clone()).collect();
+        maps.ok_or_else(|| candle_core::Error::Msg("a tap the network does not have".into()))
     }
 
     /// Global-average-pooled res5 features `(N, widths[3])` (the penultimate layer).

@@ -55,6 +55,9 @@ pub struct StageCtx<'a> {
     pub device: &'a Device,
     /// Progress reporting.
     pub progress: &'a dyn StageProgress,
+    /// Canonical parameters of the other instances of this stage that read the same inputs
+    /// (empty where the plan is not known, as in `cfrun exec`): work an op can share.
+    pub siblings: &'a [Json],
 }
 
 impl StageCtx<'_> {

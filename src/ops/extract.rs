@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use serde_json::Value as Json;
+
+use super::{extract_memo, InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, FeaturesMeta, Images, Split};
 use crate::config::params::{ParamError, Params};
 use crate::nn::{self, ImageData, Pool, Tap};
@@ -118,12 +120,37 @@ impl StageKind for Extract {
         metric_names: &[],
     };
 
+    fn reads_siblings(&self) -> bool {
+        true
+    }
+
+    fn work_estimate(&self, p: &ExtractParams) -> f64 {
+        // Deeper taps cost more; starting them first lets shallower siblings find their
+        // features waiting (`extract_memo`).
+        p.tap.parse::<Tap>().map_or(1.0, |t| 0.6 + 0.1 * t as usize as f64)
+    }
+
     fn run(&self, p: ExtractParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let tap: Tap = p.tap.parse().map_err(|_| OpError::Invalid(format!("unknown tap {}", p.tap)))?;
         let pool: Pool = p.pool.parse().map_err(|_| OpError::Invalid(format!("unknown pooling {}", p.pool)))?;
         let model = ctx.input("model")?;
+        let images_dir = &ctx.input("images")?.dir;
+        let group = format!(
+            "{}\n{}\n{}\n{}",
+            model.dir.display(),
+            model.instance,
+            images_dir.display(),
+            without_tap(ctx.params)
+        );
+        if let Some(features) = extract_memo::take(&group, &p.tap) {
+            tracing::info!("{}: features from a sibling's pass", ctx.name);
+            return features.save(&ctx.output_dir("features")).map_err(OpError::from);
+        }
+        let mut taps = vec![(tap, p.tap.clone())];
+        taps.extend(shallower_siblings(ctx.params, tap, ctx.siblings));
+        let only: Vec<Tap> = taps.iter().map(|(t, _)| *t).collect();
         let (weights, meta) = nn::load_model(&model.dir.join("model.safetensors"), ctx.device)?;
-        let images = Images::load(&ctx.input("images")?.dir)?;
+        let images = Images::load(images_dir)?;
         let m = &images.meta;
         if m.channels != meta.arch.in_channels() {
             return Err(OpError::Invalid(format!(
@@ -138,9 +165,9 @@ impl StageKind for Extract {
             return Err(OpError::Invalid(format!("clip_frames = {len} but the clips have {} frames", m.frames)));
         }
         let offsets = crop_offsets(m.frames, len, p.clips_per_video);
-        let mut out = [Vec::new(), Vec::new()];
-        let mut dim = 0;
-        for (i, split) in Split::ALL.into_iter().enumerate() {
+        // Per tap: both splits' features and their dimension.
+        let mut out = vec![(Vec::new(), Vec::new(), 0); taps.len()];
+        for split in Split::ALL {
             let data = ImageData {
                 pixels: images.split(split),
                 n: images.count(split),
@@ -149,32 +176,69 @@ impl StageKind for Extract {
                 h: m.height,
                 w: m.width,
             };
-            let mut sum: Vec<f32> = Vec::new();
+            let mut sums: Vec<Vec<f32>> = vec![Vec::new(); taps.len()];
             for &off in &offsets {
                 let crop = (len < m.frames).then(|| data.temporal_crop(off, len));
                 let view = match &crop {
                     Some(px) => ImageData { pixels: px, t: len, ..data },
                     None => data,
                 };
-                let (values, d) =
-                    nn::extract(&weights, &meta.arch, &meta.norm, &view, tap, pool, p.batch_size, ctx.device)?;
-                dim = d;
-                if sum.is_empty() {
-                    sum = values;
-                } else {
-                    sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+                let each =
+                    nn::extract_taps(&weights, &meta.arch, &meta.norm, &view, &only, pool, p.batch_size, ctx.device)?;
+                for ((sum, o), (values, d)) in sums.iter_mut().zip(out.iter_mut()).zip(each) {
+                    o.2 = d;
+                    if sum.is_empty() {
+                        *sum = values;
+                    } else {
+                        sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+                    }
                 }
             }
-            if offsets.len() > 1 {
-                let k = offsets.len() as f32;
-                sum.iter_mut().for_each(|s| *s /= k);
+            for (mut sum, o) in sums.into_iter().zip(out.iter_mut()) {
+                if offsets.len() > 1 {
+                    let k = offsets.len() as f32;
+                    sum.iter_mut().for_each(|s| *s /= k);
+                }
+                match split {
+                    Split::Train => o.0 = sum,
+                    Split::Test => o.1 = sum,
+                }
             }
-            out[i] = sum;
         }
-        let [train, test] = out;
-        let meta = FeaturesMeta { dim, source: format!("{} {} of {}", p.tap, p.pool, model.instance) };
-        Features { meta, train, test }.save(&ctx.output_dir("features")).map_err(OpError::from)
+        let mut features = taps.iter().zip(out).map(|((_, name), (train, test, dim))| {
+            let meta = FeaturesMeta { dim, source: format!("{name} {} of {}", p.pool, model.instance) };
+            (name.clone(), Features { meta, train, test })
+        });
+        let (_, own) = features.next().ok_or_else(|| OpError::Invalid("no tap to extract".into()))?;
+        for (name, f) in features {
+            extract_memo::keep(&group, &name, f);
+        }
+        own.save(&ctx.output_dir("features")).map_err(OpError::from)
     }
+}
+
+/// Canonical parameters without `tap`, as text: what sibling instances have in common.
+fn without_tap(params: &Json) -> String {
+    let mut rest = params.clone();
+    if let Json::Object(map) = &mut rest {
+        map.remove("tap");
+    }
+    rest.to_string()
+}
+
+/// The taps shallower than `tap` that sibling instances with otherwise equal parameters ask
+/// for, once each, with their names as the siblings give them.
+fn shallower_siblings(params: &Json, tap: Tap, siblings: &[Json]) -> Vec<(Tap, String)> {
+    let ours = without_tap(params);
+    let mut found: Vec<(Tap, String)> = Vec::new();
+    for s in siblings {
+        let Some(name) = s.get("tap").and_then(Json::as_str) else { continue };
+        let Ok(t) = name.parse::<Tap>() else { continue };
+        if t < tap && without_tap(s) == ours && !found.iter().any(|(f, _)| *f == t) {
+            found.push((t, name.to_string()));
+        }
+    }
+    found
 }
 
 /// First frames of `count` crops of `len` frames spread uniformly over `frames` frames.
@@ -191,7 +255,24 @@ const MODEL: InputSpec =
 
 #[cfg(test)]
 mod tests {
-    use super::crop_offsets;
+    use super::{crop_offsets, shallower_siblings, Tap};
+    use serde_json::json;
+
+    /// Only shallower taps with otherwise equal parameters, each once.
+    #[test]
+    fn siblings_share_only_shallower_taps_of_the_same_extraction() {
+        let ours = json!({"tap": "res4", "pool": "dim1200", "batch_size": 256});
+        let siblings = [
+            json!({"tap": "res2", "pool": "dim1200", "batch_size": 256}),
+            json!({"tap": "res5", "pool": "dim1200", "batch_size": 256}),
+            json!({"tap": "conv1", "pool": "avg", "batch_size": 256}),
+            json!({"tap": "res2", "pool": "dim1200", "batch_size": 256}),
+            json!({"tap": "conv1", "pool": "dim1200", "batch_size": 256}),
+        ];
+        let found = shallower_siblings(&ours, Tap::Res4, &siblings);
+        assert_eq!(found, vec![(Tap::Res2, "res2".to_string()), (Tap::Conv1, "conv1".to_string())]);
+        assert!(shallower_siblings(&ours, Tap::Conv1, &siblings).is_empty());
+    }
 
     #[test]
     fn crops_cover_the_clip_uniformly() {

@@ -16,6 +16,7 @@ mod concat;
 mod context;
 pub mod dataset;
 pub mod extract;
+mod extract_memo;
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
@@ -210,6 +211,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::reads_siblings`].
+    fn reads_siblings(&self) -> bool {
+        false
+    }
     /// See [`Op::work_estimate`]. Most stages take about a second at the studies' sizes.
     fn work_estimate(&self, _params: &Self::Params) -> f64 {
         1.0
@@ -250,6 +255,8 @@ pub trait Op: Send + Sync {
     /// runs, known before its inputs exist. The scheduler starts the longest chains first with
     /// it, so only how stages compare matters, not the figure itself.
     fn work_estimate(&self, params: &Json) -> f64;
+    /// Whether `run` reads [`StageCtx::siblings`] (only then does the scheduler fill it).
+    fn reads_siblings(&self) -> bool;
 
     /// The name used as `op = "..."`.
     fn name(&self) -> &'static str {
@@ -322,6 +329,9 @@ impl<T: StageKind> Op for T {
     }
     fn work_estimate(&self, params: &Json) -> f64 {
         params::parse(params).map_or(1.0, |p| StageKind::work_estimate(self, &p))
+    }
+    fn reads_siblings(&self) -> bool {
+        StageKind::reads_siblings(self)
     }
 }
 
