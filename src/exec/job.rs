@@ -99,17 +99,8 @@ impl Job {
             })
             .collect();
         let key = recipe.key();
-        let siblings = Vec::new();
-        Job {
-            index,
-            experiment: plan.experiment.name.clone(),
-            instance: inst.clone(),
-            recipe,
-            key,
-            inputs,
-            resources,
-            siblings,
-        }
+        let experiment = plan.experiment.name.clone();
+        Job { index, experiment, instance: inst.clone(), recipe, key, inputs, resources, siblings: Vec::new() }
     }
 
     /// The serialisable description `cfrun exec` runs from.
@@ -271,6 +262,6 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
         inputs: BTreeMap::new(),
     };
     let resources = super::resources::op_defaults(instance.op.name());
-    let siblings = Vec::new();
-    Ok(Job { index: 0, experiment: spec.experiment, instance, recipe: spec.recipe, key, inputs, resources, siblings })
+    let (experiment, recipe) = (spec.experiment, spec.recipe);
+    Ok(Job { index: 0, experiment, instance, recipe, key, inputs, resources, siblings: Vec::new() })
 }
