@@ -7,6 +7,7 @@
 //!
 //! The solver is dual coordinate descent (Hsieh et al. 2008, Alg. 1), visiting examples in a
 //! seeded order each pass and stopping when the largest projected gradient falls below `tol`.
+//! Its margins are lane-summed dot products ([`dot`]): a sequential f32 sum waited on every add.
 //! Classes run in parallel but each is sequential, so results do not depend on the threads.
 
 use rand::seq::SliceRandom;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ap::{average_precision, mean_ap};
 use super::standardize::Standardizer;
 use super::EvalError;
+use crate::linalg::dot;
 use crate::rng::stream as rng_for;
 
 /// Settings of the one-vs-rest probe.
@@ -48,7 +50,7 @@ pub struct OvrResult {
 
 /// Scores of rows `rows` of `x` under `(w, b)`.
 fn scores(x: &[f32], d: usize, rows: impl Iterator<Item = usize>, w: &[f32], b: f32) -> Vec<f32> {
-    rows.map(|r| x[r * d..(r + 1) * d].iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + b).collect()
+    rows.map(|r| dot(&x[r * d..(r + 1) * d], w) as f32 + b).collect()
 }
 
 /// L2-regularised L2-loss SVM on rows `rows` of standardised `x` with labels `y` (+-1 per row).
@@ -58,7 +60,7 @@ fn fit_svm(x: &[f32], d: usize, rows: &[usize], y: &[f32], cost: f64, cfg: &OvrC
     let mut b = 0f32;
     let mut alpha = vec![0f32; rows.len()];
     let q: Vec<f32> =
-        rows.iter().map(|&r| x[r * d..(r + 1) * d].iter().map(|v| v * v).sum::<f32>() + 1.0 + diag).collect();
+        rows.iter().map(|&r| dot(&x[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]) as f32 + 1.0 + diag).collect();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut rng = rng_for(cfg.seed, "ovr", stream);
     for _ in 0..cfg.max_iter {
@@ -66,7 +68,7 @@ fn fit_svm(x: &[f32], d: usize, rows: &[usize], y: &[f32], cost: f64, cfg: &OvrC
         let mut max_pg = 0f32;
         for &i in &order {
             let xi = &x[rows[i] * d..(rows[i] + 1) * d];
-            let margin = xi.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() + b;
+            let margin = dot(xi, &w) as f32 + b;
             let g = y[i] * margin - 1.0 + diag * alpha[i];
             let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
             max_pg = max_pg.max(pg.abs());

@@ -7,6 +7,8 @@
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 use std::mem::MaybeUninit;
 
+use crate::linalg::lane_sum;
+
 /// The contiguous f32 slice that `layout` selects in `storage`.
 pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
@@ -23,38 +25,6 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
         Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout)?)),
         _ => bail!("cpu kernel: tensor is not on the CPU"),
     }
-}
-
-/// f32 lanes of the partial sums in [`lane_sum`]: four 8-lane vectors, so the adds
-/// of consecutive chunks do not wait on each other (one vector of 8 lanes was latency-bound:
-/// one add every 3-4 cycles). What is left after the 32-lane chunks goes through the first
-/// 8 lanes, then the last few elements are added in f64.
-const LANES: usize = 32;
-
-/// `sum f(a[i], b[i])` over two slices of equal length, accumulated in [`LANES`] f32 lanes (so
-/// the compiler can vectorise) and then in f64; the order depends only on the length.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let (wide_a, wide_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (wide_a.remainder(), wide_b.remainder());
-    for (ca, cb) in wide_a.zip(wide_b) {
-        for l in 0..LANES {
-            lanes[l] += f(ca[l], cb[l]);
-        }
-    }
-    let (narrow_a, narrow_b) = (ra.chunks_exact(8), rb.chunks_exact(8));
-    let (ta, tb) = (narrow_a.remainder(), narrow_b.remainder());
-    for (ca, cb) in narrow_a.zip(narrow_b) {
-        for l in 0..8 {
-            lanes[l] += f(ca[l], cb[l]);
-        }
-    }
-    let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-    for (&x, &y) in ta.iter().zip(tb) {
-        total += f(x, y) as f64;
-    }
-    total
 }
 
 /// Sum of a slice (see [`lane_sum`] for the order).

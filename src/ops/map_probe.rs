@@ -78,7 +78,8 @@ impl StageKind for MapProbe {
     type Params = MapProbeParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "map_probe",
-        version: 1,
+        // 2: SVM margins as lane-summed dot products (different rounding).
+        version: 2,
         summary: "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP",
         inputs: &[
             super::FEATURES_INPUT,
