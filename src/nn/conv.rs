@@ -519,8 +519,16 @@ pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogu
 /// column matrix and one single-threaded GEMM (callers run groups in parallel, so the sum
 /// order is fixed).
 fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
-    let (p, kdim) = (g.p(), g.kdim());
     let gn = out.len() / g.out_img();
+    let (col, ld) = group_columns(g, x, gn);
+    multiply_group(g, w, &col, ld, out);
+    give(col);
+}
+
+/// The column matrix of `gn` images of `x` side by side (`Kdim x ld`, `ld` the padded width;
+/// the padding columns are zero).
+fn group_columns(g: &Geom, x: &[f32], gn: usize) -> (Vec<f32>, usize) {
+    let (p, kdim) = (g.p(), g.kdim());
     let ld = padded_cols(gn * p);
     let mut col = take(kdim * ld);
     for j in 0..gn {
@@ -531,12 +539,19 @@ fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
             row[gn * p..].fill(0.0);
         }
     }
+    (col, ld)
+}
+
+/// `out` (`gn` output images, `Cout x Ho*Wo` each) = `w` times the column matrix `col`.
+fn multiply_group(g: &Geom, w: &[f32], col: &[f32], ld: usize, out: &mut [f32]) {
+    let (p, kdim) = (g.p(), g.kdim());
+    let gn = out.len() / g.out_img();
     let wm = MatRef::row_major(w, g.cout, kdim);
     if ld == p {
-        matmul(out, wm, MatRef::row_major(&col, kdim, p), 1.0, false, Parallelism::None);
+        matmul(out, wm, MatRef::row_major(col, kdim, p), 1.0, false, Parallelism::None);
     } else {
         let mut tmp = take(g.cout * ld);
-        matmul(&mut tmp, wm, MatRef::row_major(&col, kdim, ld), 1.0, false, Parallelism::None);
+        matmul(&mut tmp, wm, MatRef::row_major(col, kdim, ld), 1.0, false, Parallelism::None);
         for j in 0..gn {
             for co in 0..g.cout {
                 out[j * g.out_img() + co * p..][..p].copy_from_slice(&tmp[co * ld + j * p..][..p]);
@@ -544,7 +559,62 @@ fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
         }
         give(tmp);
     }
+}
+
+/// Both gradients of `gn` images of a convolution with an [`Geom::adjoint`] from one column
+/// matrix of `dY`: the input gradient is the adjoint convolution (`wf` times that matrix), and
+/// the weight gradient's tap `(ky, kx)` pairs `x` with `dY` shifted the opposite way, which is
+/// row `(co, K-1-ky, K-1-kx)` of the same matrix. So the im2col of `x` is not needed:
+/// `dwt[(co, ky', kx'), ci] (+)= col_dY * X^T`, in the layout [`unflip_dw`] undoes.
+#[allow(clippy::too_many_arguments)] // both geometries, both inputs, both outputs
+fn adjoint_group(
+    g: &Geom,
+    ag: &Geom,
+    wf: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dwt: &mut [f32],
+    accumulate: bool,
+) {
+    let (p, gn) = (g.in_img() / g.cin, dx.len() / g.in_img());
+    let (col, ld) = group_columns(ag, dy, gn);
+    multiply_group(ag, wf, &col, ld, dx);
+    // The images of `x` as one `Cin x ld` matrix, zero in the padding columns (which meet the
+    // column matrix's zeros; uninitialised memory there could hold NaNs).
+    let mut xg = Vec::new();
+    let xs: &[f32] = if gn == 1 && ld == p {
+        x
+    } else {
+        xg = take(g.cin * ld);
+        for (ci, row) in xg.chunks_exact_mut(ld).enumerate() {
+            for j in 0..gn {
+                row[j * p..][..p].copy_from_slice(&x[j * g.in_img() + ci * p..][..p]);
+            }
+            row[gn * p..].fill(0.0);
+        }
+        &xg
+    };
+    let (colm, xm) = (MatRef::row_major(&col, ag.kdim(), ld), MatRef::row_major(xs, g.cin, ld));
+    matmul(dwt, colm, xm.t(), 1.0, accumulate, Parallelism::None);
+    give(xg);
     give(col);
+}
+
+/// The weight gradient `[Cout, Cin, K, K]` from [`adjoint_group`]'s `[(Cout, K, K), Cin]` sums,
+/// whose taps are flipped.
+fn unflip_dw(g: &Geom, dwt: &[f32]) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut out = vec![0f32; dwt.len()];
+    for co in 0..g.cout {
+        for t in 0..kk {
+            let src = &dwt[(co * kk + t) * g.cin..][..g.cin];
+            for (ci, &v) in src.iter().enumerate() {
+                out[(co * g.cin + ci) * kk + kk - 1 - t] = v;
+            }
+        }
+    }
+    out
 }
 
 /// Columns of a column matrix holding `cols` pixels, rounded up to a multiple of 8: `gemm`
@@ -578,11 +648,18 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
         .enumerate()
         .map(|(chunk, mut dxc)| {
             // Fully written by the first GEMM (which does not accumulate); `[Kdim, Cout]` when
-            // transposed.
+            // transposed, `[(Cout, K, K), Cin]` through the adjoint.
             let mut dw = take(g.cout * kdim);
             let (i0, i1) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(g.n));
             for (gi, g0) in (i0..i1).step_by(gs).enumerate() {
                 let gn = gs.min(i1 - g0);
+                if let (Some(dxc), Some((ag, wf))) = (dxc.as_deref_mut(), &adjoint) {
+                    let o = (g0 - i0) * g.in_img();
+                    let xs = &x[g0 * g.in_img()..(g0 + gn) * g.in_img()];
+                    let dyi = &dy[g0 * g.out_img()..(g0 + gn) * g.out_img()];
+                    adjoint_group(g, ag, wf, xs, dyi, &mut dxc[o..o + gn * g.in_img()], &mut dw, gi > 0);
+                    continue;
+                }
                 let ld = gn * p;
                 let mut col = take(kdim * ld);
                 for j in 0..gn {
@@ -611,11 +688,7 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
                     // dW[Cout, Kdim] += dY[Cout, G*P] * col^T[G*P, Kdim]
                     matmul(&mut dw, dym, colm.t(), 1.0, gi > 0, Parallelism::None);
                 }
-                if let (Some(dxc), Some((ag, wf))) = (dxc.as_deref_mut(), &adjoint) {
-                    let o = (g0 - i0) * g.in_img();
-                    let dyi = &dy[g0 * g.out_img()..(g0 + gn) * g.out_img()];
-                    convolve_group(ag, dyi, wf, &mut dxc[o..o + gn * g.in_img()]);
-                } else if let Some(dxc) = dxc.as_deref_mut() {
+                if let Some(dxc) = dxc.as_deref_mut() {
                     // dcol[Kdim, G*P] = W^T[Kdim, Cout] * dY[Cout, G*P], reusing col's buffer.
                     let wt = MatRef::row_major(w, g.cout, kdim).t();
                     matmul(&mut col, wt, dym, 1.0, false, Parallelism::None);
@@ -631,7 +704,11 @@ pub(crate) fn im2col_backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_d
         })
         .collect();
     let mut dw = sum_partials(partials, g.cout * kdim);
-    if transposed {
+    if need_dx && adjoint.is_some() {
+        let out = unflip_dw(g, &dw);
+        give(dw);
+        dw = out;
+    } else if transposed {
         let mut out = vec![0f32; g.cout * kdim];
         for (r, row) in dw.chunks_exact(g.cout).enumerate() {
             for (co, &v) in row.iter().enumerate() {
@@ -705,6 +782,11 @@ mod tests {
             (2, 3, 1, 1, 4, 3, 1, 1),
             (3, 2, 2, 2, 3, 3, 1, 1),
             (2, 2, 1, 3, 2, 3, 1, 1),
+            // Same-padded 3x3 over more than one backward chunk, with groups of images whose
+            // column matrices are padded (7x7: 4 images, 196 columns padded to 200): the weight
+            // gradient through the adjoint's column matrix.
+            (19, 3, 7, 7, 5, 3, 1, 1),
+            (12, 8, 6, 6, 8, 3, 1, 1),
         ];
         for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&rand_tensor(&[n, cin, h, w], i as u64)).unwrap();

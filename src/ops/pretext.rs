@@ -117,7 +117,9 @@ impl StageKind for Pretext {
         name: "pretext",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
-        version: 4,
+        // 5: weight gradients of same-padded stride-1 im2col convolutions from the column matrix
+        //    of the output gradient (different rounding).
+        version: 5,
         summary:
             "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
         inputs: &[

@@ -147,7 +147,9 @@ impl StageKind for Train {
         name: "train",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
-        version: 4,
+        // 5: weight gradients of same-padded stride-1 im2col convolutions from the column matrix
+        //    of the output gradient (different rounding).
+        version: 5,
         summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
         inputs: &[
             TRAINING_IMAGES,
