@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use super::resources::Resources;
 use crate::cache::fsutil::write_atomic;
 use crate::cache::{KeyRecord, Recipe, RecipeKey, Store};
-use crate::graph::{Instance, Plan};
+use crate::graph::{InputRef, Instance, Plan};
 
 /// One input artifact of a job: the upstream's published record and which output it reads.
 #[derive(Debug, Clone)]
@@ -53,10 +53,10 @@ pub struct Job {
 /// For each instance whose op reads its siblings ([`crate::ops::Op::reads_siblings`]), the
 /// other instances of its stage that read the same inputs; empty for the rest.
 pub fn sibling_lists(plan: &Plan) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &BTreeMap<String, Vec<InputRef>>), Vec<usize>> = BTreeMap::new();
     for (i, inst) in plan.instances.iter().enumerate() {
         if inst.op.reads_siblings() {
-            groups.entry((inst.stage.as_str(), format!("{:?}", inst.inputs))).or_default().push(i);
+            groups.entry((inst.stage.as_str(), &inst.inputs)).or_default().push(i);
         }
     }
     let mut lists = vec![Vec::new(); plan.instances.len()];

@@ -11,7 +11,7 @@ use crate::ops::Op;
 pub struct InstanceIdx(pub usize);
 
 /// A reference from an input slot to one output of one upstream instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InputRef {
     /// The upstream instance.
     pub instance: InstanceIdx,

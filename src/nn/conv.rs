@@ -577,7 +577,8 @@ fn adjoint_group(
     dwt: &mut [f32],
     accumulate: bool,
 ) {
-    let (p, gn) = (g.in_img() / g.cin, dx.len() / g.in_img());
+    // The adjoint's output grid is the input's: `p` pixels per channel plane of `x`.
+    let (p, gn) = (ag.p(), dx.len() / g.in_img());
     let (col, ld) = group_columns(ag, dy, gn);
     multiply_group(ag, wf, &col, ld, dx);
     // The images of `x` as one `Cin x ld` matrix, zero in the padding columns (which meet the
