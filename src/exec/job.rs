@@ -50,10 +50,14 @@ pub struct Job {
     pub siblings: Vec<Json>,
 }
 
+/// An instance's input slots and the upstream outputs each reads.
+type Inputs = BTreeMap<String, Vec<InputRef>>;
+
 /// For each instance whose op reads its siblings ([`crate::ops::Op::reads_siblings`]), the
 /// other instances of its stage that read the same inputs; empty for the rest.
 pub fn sibling_lists(plan: &Plan) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<(&str, &BTreeMap<String, Vec<InputRef>>), Vec<usize>> = BTreeMap::new();
+    // Keyed by stage and the inputs themselves: same stage, same upstream outputs.
+    let mut groups: BTreeMap<(&str, &Inputs), Vec<usize>> = BTreeMap::new();
     for (i, inst) in plan.instances.iter().enumerate() {
         if inst.op.reads_siblings() {
             groups.entry((inst.stage.as_str(), &inst.inputs)).or_default().push(i);
