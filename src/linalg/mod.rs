@@ -1,8 +1,13 @@
-//! Dense linear algebra on f32 slices: matrix products through `gemm`, and reductions whose
+//! Dense linear algebra on f32 slices: matrix products through `gemm` or, for short inner
+//! dimensions, a register kernel of our own, and reductions whose
 //! order depends only on the lengths, so their bits never depend on threads or alignment.
 
+mod lanes;
 mod matmul;
 mod reduce;
+mod thin;
 
+pub(crate) use lanes::{Arith, L8};
 pub(crate) use matmul::{matmul, MatRef};
 pub(crate) use reduce::{dot, lane_sum};
+pub(crate) use thin::matmul_thin;

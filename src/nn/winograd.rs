@@ -31,23 +31,19 @@
 use super::bn_kernels::Epilogue;
 use super::conv::{Geom, CHUNK};
 use super::cpu::{assume_written, give, sum_partials, take, take_written};
-use crate::linalg::{matmul, MatRef};
+use crate::linalg::{matmul, matmul_thin, Arith, MatRef, L8};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::array::from_fn;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 /// Fewest tiles a group of images should give one GEMM.
 const MIN_TILES: usize = 96;
-/// Fewest channels on both sides for the Winograd path to beat im2col: with fewer, the
-/// GEMMs are too thin to run efficiently (measured on resnet_small and resnet_cpu: 8 was
-/// 20% slower than 16, and 32 a few percent faster than 16).
-const MIN_CHANNELS: usize = 32;
-/// Channels one transform step handles at once: a block of them makes every step of a
-/// transform a vector operation, whatever the size of the plane. The transforms are our
-/// loops (`gemm` dispatches its own kernels), so each has an AVX2 build chosen at run time:
-/// the baseline x86-64 target would give them 4-lane SSE.
-const LANES: usize = 16;
+/// Fewest channels on both sides for the Winograd path to beat im2col. Measured with the
+/// vector transforms and [`matmul_thin`] (`benches/profiles/nets.md`, sixth round): from 16,
+/// resnet_cpu inference on one thread +20 %; from 8, resnet_small 3-10 % slower than from 16.
+const MIN_CHANNELS: usize = 16;
 
 /// True when `g` is a convolution this module computes.
 pub(crate) fn applies(g: &Geom) -> bool {
@@ -58,11 +54,11 @@ pub(crate) fn applies(g: &Geom) -> bool {
 /// ones apply them to the rows and then to the columns of a tile.
 trait Variant<const M: usize, const A: usize> {
     /// `Bᵀ d`: `A` input taps to `A` transformed points.
-    fn input(d: [f32; A]) -> [f32; A];
+    fn input<T: Arith>(d: [T; A]) -> [T; A];
     /// `A dy`: `M` output-gradient taps to `A` transformed points.
-    fn grad(dy: [f32; M]) -> [f32; A];
+    fn grad<T: Arith>(dy: [T; M]) -> [T; A];
     /// `Aᵀ m`: `A` transformed points to `M` outputs.
-    fn output(m: [f32; A]) -> [f32; M];
+    fn output<T: Arith>(m: [T; A]) -> [T; M];
     /// `G g`: three filter taps to `A` transformed points.
     fn filter(g: [f32; 3]) -> [f32; A];
     /// `Gᵀ x`: `A` transformed points to three filter-gradient taps.
@@ -74,15 +70,15 @@ struct F2;
 
 impl Variant<2, 4> for F2 {
     #[inline(always)]
-    fn input(d: [f32; 4]) -> [f32; 4] {
+    fn input<T: Arith>(d: [T; 4]) -> [T; 4] {
         [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
     }
     #[inline(always)]
-    fn grad(d: [f32; 2]) -> [f32; 4] {
+    fn grad<T: Arith>(d: [T; 2]) -> [T; 4] {
         [d[0], d[0] + d[1], d[0] - d[1], -d[1]]
     }
     #[inline(always)]
-    fn output(m: [f32; 4]) -> [f32; 2] {
+    fn output<T: Arith>(m: [T; 4]) -> [T; 2] {
         [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
     }
     #[inline(always)]
@@ -100,21 +96,21 @@ struct F4;
 
 impl Variant<4, 6> for F4 {
     #[inline(always)]
-    fn input(d: [f32; 6]) -> [f32; 6] {
-        let (a, b) = (d[4] - 4.0 * d[2], d[3] - 4.0 * d[1]);
-        let (c, e) = (d[4] - d[2], 2.0 * (d[3] - d[1]));
-        [4.0 * d[0] - 5.0 * d[2] + d[4], a + b, a - b, c + e, c - e, 4.0 * d[1] - 5.0 * d[3] + d[5]]
+    fn input<T: Arith>(d: [T; 6]) -> [T; 6] {
+        let (a, b) = (d[4] - d[2] * 4.0, d[3] - d[1] * 4.0);
+        let (c, e) = (d[4] - d[2], (d[3] - d[1]) * 2.0);
+        [d[0] * 4.0 - d[2] * 5.0 + d[4], a + b, a - b, c + e, c - e, d[1] * 4.0 - d[3] * 5.0 + d[5]]
     }
     #[inline(always)]
-    fn grad(d: [f32; 4]) -> [f32; 6] {
+    fn grad<T: Arith>(d: [T; 4]) -> [T; 6] {
         let (even, odd) = (d[0] + d[2], d[1] + d[3]);
-        let (even2, odd2) = (d[0] + 4.0 * d[2], 2.0 * d[1] + 8.0 * d[3]);
+        let (even2, odd2) = (d[0] + d[2] * 4.0, d[1] * 2.0 + d[3] * 8.0);
         [d[0], even + odd, even - odd, even2 + odd2, even2 - odd2, d[3]]
     }
     #[inline(always)]
-    fn output(m: [f32; 6]) -> [f32; 4] {
+    fn output<T: Arith>(m: [T; 6]) -> [T; 4] {
         let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
-        [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+        [m[0] + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m[5]]
     }
     #[inline(always)]
     fn filter(g: [f32; 3]) -> [f32; 6] {
@@ -212,42 +208,103 @@ macro_rules! with_avx2 {
     };
 }
 
-/// Applies `f` channel by channel to `c` channels: input `k` starts at `src[src_at[k]]` and
-/// output `i` at `dst[dst_at[i]]`, each `c` contiguous floats.
+/// One 1-D transform of a variant as a type, so that [`per_channel`] calls it directly: passed
+/// as a closure, the vector version went through a call shim built without AVX.
+trait Step<const I: usize, const O: usize> {
+    /// The transform of `I` values into `O`.
+    fn apply<T: Arith>(d: [T; I]) -> [T; O];
+}
+
+/// [`Variant::input`] as a [`Step`].
+struct InputStep<V, const M: usize, const A: usize>(PhantomData<V>);
+/// [`Variant::grad`] as a [`Step`].
+struct GradStep<V, const M: usize, const A: usize>(PhantomData<V>);
+/// [`Variant::output`] as a [`Step`].
+struct OutputStep<V, const M: usize, const A: usize>(PhantomData<V>);
+
+impl<V: Variant<M, A>, const M: usize, const A: usize> Step<A, A> for InputStep<V, M, A> {
+    #[inline(always)]
+    fn apply<T: Arith>(d: [T; A]) -> [T; A] {
+        V::input(d)
+    }
+}
+
+impl<V: Variant<M, A>, const M: usize, const A: usize> Step<M, A> for GradStep<V, M, A> {
+    #[inline(always)]
+    fn apply<T: Arith>(d: [T; M]) -> [T; A] {
+        V::grad(d)
+    }
+}
+
+impl<V: Variant<M, A>, const M: usize, const A: usize> Step<A, M> for OutputStep<V, M, A> {
+    #[inline(always)]
+    fn apply<T: Arith>(d: [T; A]) -> [T; M] {
+        V::output(d)
+    }
+}
+
+/// The 2-D transform of one tile of `c` channels, eight at a time ([`L8`]) but for the last
+/// `c % 8`: `S1` along the second axis of the `Q x B` block of inputs, then `S2` along its
+/// first. Input `(a, b)` of a channel starts at `src[src_at(a, b)]`, output `(r, p)` (`r` from
+/// `S2`, `p` from `S1`) at `dst[dst_at(r, p)]`, each `c` contiguous floats.
+///
+/// A whole tile per block of channels, so its values stay in registers between the two passes.
 #[inline(always)]
-fn per_channel<const I: usize, const O: usize>(
+fn per_tile<S1, S2, const Q: usize, const B: usize, const P: usize, const R: usize>(
     c: usize,
-    f: impl Fn([f32; I]) -> [f32; O],
-    src: &[f32],
-    src_at: [usize; I],
-    dst: &mut [f32],
-    dst_at: [usize; O],
-) {
-    let mut ch = 0;
-    while ch + LANES <= c {
-        let d: [&[f32]; I] = from_fn(|k| &src[src_at[k] + ch..][..LANES]);
-        let mut o = [[0f32; LANES]; O];
-        for l in 0..LANES {
-            let r = f(from_fn(|k| d[k][l]));
-            for i in 0..O {
-                o[i][l] = r[i];
+    (src, src_at): (&[f32], impl Fn(usize, usize) -> usize),
+    (dst, dst_at): (&mut [f32], impl Fn(usize, usize) -> usize),
+) where
+    S1: Step<B, P>,
+    S2: Step<Q, R>,
+{
+    // Plain loops, not `from_fn`: its closures were left out of line, built without AVX.
+    #[inline(always)]
+    fn tile<
+        S1: Step<B, P>,
+        S2: Step<Q, R>,
+        T: Arith,
+        const Q: usize,
+        const B: usize,
+        const P: usize,
+        const R: usize,
+    >(
+        load: impl Fn(usize, usize) -> T,
+        mut store: impl FnMut(usize, usize, T),
+    ) {
+        let mut first = [[T::default(); P]; Q];
+        for (a, out) in first.iter_mut().enumerate() {
+            let mut row = [T::default(); B];
+            for (b, x) in row.iter_mut().enumerate() {
+                *x = load(a, b);
+            }
+            *out = S1::apply(row);
+        }
+        for p in 0..P {
+            let mut col = [T::default(); Q];
+            for (x, row) in col.iter_mut().zip(&first) {
+                *x = row[p];
+            }
+            for (r, val) in S2::apply(col).into_iter().enumerate() {
+                store(r, p, val);
             }
         }
-        for i in 0..O {
-            dst[dst_at[i] + ch..][..LANES].copy_from_slice(&o[i]);
-        }
-        ch += LANES;
+    }
+    let mut ch = 0;
+    while ch + 8 <= c {
+        tile::<S1, S2, L8, Q, B, P, R>(
+            |a, b| L8::load(&src[src_at(a, b) + ch..]),
+            |r, p, v| v.store(&mut dst[dst_at(r, p) + ch..]),
+        );
+        ch += 8;
     }
     for ch in ch..c {
-        let r = f(from_fn(|k| src[src_at[k] + ch]));
-        for i in 0..O {
-            dst[dst_at[i] + ch] = r[i];
-        }
+        tile::<S1, S2, f32, Q, B, P, R>(|a, b| src[src_at(a, b) + ch], |r, p, v| dst[dst_at(r, p) + ch] = v);
     }
 }
 
 /// Transformed filters `U[a][ξ][b]` of `w`, where `filter(a, b)` returns the 3x3 filter of
-/// output channel `a` and input channel `b`; [`point_filters`] views one `U[ξ]`.
+/// output channel `a` and input channel `b`.
 fn transform_filters<V: Variant<M, A>, const M: usize, const A: usize>(
     a_n: usize,
     b_n: usize,
@@ -265,9 +322,16 @@ fn transform_filters<V: Variant<M, A>, const M: usize, const A: usize>(
     u
 }
 
-/// `U[ξ]` (`a_n x b_n`) of filters transformed by [`transform_filters`] into `a2` points.
-fn point_filters(u: &[f32], xi: usize, a2: usize, a_n: usize, b_n: usize) -> MatRef<'_> {
-    MatRef::strided(&u[xi * b_n..], a_n, b_n, a2 * b_n, 1)
+/// The filters of [`transform_filters`] (`u[a][ξ][b]`) regrouped point by point as
+/// `Uᵀ[ξ][b][a]`, the layout [`matmul_thin`] multiplies by.
+fn filters_by_point(u: &[f32], a2: usize, a_n: usize, b_n: usize) -> Vec<f32> {
+    let fill = |ut: &mut [MaybeUninit<f32>]| {
+        ut.par_chunks_mut(b_n * a_n).enumerate().for_each(|(xi, uxi)| {
+            transpose(&u[xi * b_n..], a2 * b_n, uxi, a_n, a_n, b_n);
+        });
+    };
+    // SAFETY: each point's transpose writes all `b_n x a_n` of its floats.
+    unsafe { take_written(a2 * b_n * a_n, fill) }
 }
 
 /// The 3x3 filter of `(co, ci)` in a `(Cout, Cin, 3, 3)` weight.
@@ -330,20 +394,17 @@ fn transform_input_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 ) {
     let (ph, pw) = (M * t.th + 2, M * t.tw + 2);
     let p = to_channel_last(t, c, x, gn, (ph, pw), (1, 1));
-    // Row-transformed rows of one tile: `ct[r][i][ci]`.
-    let mut ct = vec![0f32; A * A * c];
     for j in 0..gn {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                for r in 0..A {
-                    let at = ((j * ph + M * ty + r) * pw + M * tx) * c;
-                    per_channel(c, V::input, &p, from_fn(|k| at + k * c), &mut ct, from_fn(|i| (r * A + i) * c));
-                }
+                let at = ((j * ph + M * ty) * pw + M * tx) * c;
                 let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..A {
-                    let (src, dst) = (from_fn(|r| (r * A + k) * c), from_fn(|i| ((i * A + k) * ld + tile) * c));
-                    per_channel(c, V::input, &ct, src, v, dst);
-                }
+                // Along each row of the patch, then along each column.
+                per_tile::<InputStep<V, M, A>, InputStep<V, M, A>, A, A, A, A>(
+                    c,
+                    (&p, |r, k| at + (r * pw + k) * c),
+                    (&mut *v, |i, k| ((i * A + k) * ld + tile) * c),
+                );
             }
         }
     }
@@ -366,19 +427,16 @@ fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 ) {
     let (ph, pw) = (M * t.th, M * t.tw);
     let p = to_channel_last(t, c, dy, gn, (ph, pw), (0, 0));
-    let mut ct = vec![0f32; M * A * c];
     for j in 0..gn {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                for r in 0..M {
-                    let at = ((j * ph + M * ty + r) * pw + M * tx) * c;
-                    per_channel(c, V::grad, &p, from_fn(|k| at + k * c), &mut ct, from_fn(|i| (r * A + i) * c));
-                }
+                let at = ((j * ph + M * ty) * pw + M * tx) * c;
                 let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..A {
-                    let (src, dst) = (from_fn(|r| (r * A + k) * c), from_fn(|i| ((i * A + k) * ld + tile) * c));
-                    per_channel(c, V::grad, &ct, src, e, dst);
-                }
+                per_tile::<GradStep<V, M, A>, GradStep<V, M, A>, M, M, A, A>(
+                    c,
+                    (&p, |r, k| at + (r * pw + k) * c),
+                    (&mut *e, |i, k| ((i * A + k) * ld + tile) * c),
+                );
             }
         }
     }
@@ -404,22 +462,19 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
 ) {
     let plane = t.h * t.w;
     let rw = t.tw * M;
-    // `rows[i][k][co]`: a tile reduced to `M` rows; `out[i][xx][co]`: the `M` output rows of
-    // a row of tiles, transposed into the planes in 8x8 blocks.
-    let mut rows = vec![0f32; M * A * c];
+    // `out[i][xx][co]`: the `M` output rows of a row of tiles, transposed into the planes in
+    // 8x8 blocks.
     let mut out = vec![0f32; M * rw * c];
     for j in 0..gn {
         for ty in 0..t.th {
             for tx in 0..t.tw {
                 let tile = j * t.per_image() + ty * t.tw + tx;
-                for k in 0..A {
-                    let (src, dst) = (from_fn(|r| ((r * A + k) * ld + tile) * c), from_fn(|i| (i * A + k) * c));
-                    per_channel(c, V::output, m, src, &mut rows, dst);
-                }
-                for i in 0..M {
-                    let (src, dst) = (from_fn(|k| (i * A + k) * c), from_fn(|jj| (i * rw + tx * M + jj) * c));
-                    per_channel(c, V::output, &rows, src, &mut out, dst);
-                }
+                // Along each column of the tile (point row `r`), then along each row.
+                per_tile::<OutputStep<V, M, A>, OutputStep<V, M, A>, A, A, M, M>(
+                    c,
+                    (m, |k, r| ((r * A + k) * ld + tile) * c),
+                    (&mut out, |jj, i| (i * rw + tx * M + jj) * c),
+                );
             }
             let img = &mut y[j * c * plane..][..c * plane];
             let rows = M.min(t.h - M * ty);
@@ -508,7 +563,7 @@ unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize, r
 }
 
 /// `out[n, co] = Σ_ci conv(x[n, ci], filters)` for `n` images of `cin` channels, with the
-/// filters already transformed by [`transform_filters`].
+/// filters transformed by [`transform_filters`] and regrouped by [`filters_by_point`].
 fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
     t: &Tiles,
     n: usize,
@@ -531,9 +586,8 @@ fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
             // One GEMM per point, in parallel: a small plane makes one group of the whole batch.
             m.par_chunks_mut(ld * cout).enumerate().for_each(|(xi, mx)| {
                 // Mᵀ[ξ] (T x Cout) = Vᵀ[ξ] (T x Cin) · Uᵀ[ξ] (Cin x Cout)
-                let vm = MatRef::row_major(&v[xi * ld * cin..][..ld * cin], ld, cin);
-                let um = point_filters(u, xi, A * A, cout, cin).t();
-                matmul(mx, vm, um, 1.0, false, Parallelism::None);
+                let vx = &v[xi * ld * cin..][..ld * cin];
+                matmul_thin(mx, vx, &u[xi * cin * cout..][..cin * cout], (ld, cin, cout));
             });
             transform_output::<V, M, A>(t, cout, &m, ld, gn, ys, ep.map(|e| (e, n0 * cout * plane)));
             give(v);
@@ -571,8 +625,10 @@ fn forward_with<V: Variant<M, A>, const M: usize, const A: usize>(
 ) -> Vec<f32> {
     let t = Tiles::new(g, M);
     let u = transform_filters::<V, M, A>(g.cout, g.cin, |co, ci| filter(w, g.cin, co, ci));
-    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &u, ep);
+    let ut = filters_by_point(&u, A * A, g.cout, g.cin);
     give(u);
+    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &ut, ep);
+    give(ut);
     y
 }
 
@@ -591,8 +647,10 @@ fn backward_with<V: Variant<M, A>, const M: usize, const A: usize>(
             let f = filter(w, g.cin, co, ci);
             from_fn(|r| from_fn(|k| f[2 - r][2 - k]))
         });
-        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &u, None);
+        let ut = filters_by_point(&u, A * A, g.cin, g.cout);
         give(u);
+        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &ut, None);
+        give(ut);
         dx
     } else {
         Vec::new()
@@ -729,7 +787,7 @@ mod tests {
 
     /// Forward, input and weight gradients of the variant `V` agree with the im2col path on
     /// odd, even, tiny and non-square planes, partial image groups and channel counts that
-    /// are not a multiple of [`LANES`].
+    /// are not a multiple of the transforms' eight lanes ([`L8`]).
     fn matches_im2col<V: Variant<M, A>, const M: usize, const A: usize>(tol: f32) {
         // n, cin, h, w, cout
         for (case, &(n, cin, h, w, cout)) in [

@@ -119,7 +119,8 @@ impl StageKind for Pretext {
         // 3: batch-norm statistics summed in 32 lanes, R(2+1)D as fused ops (different rounding).
         // 5: weight gradients of same-padded stride-1 im2col convolutions from the column matrix
         //    of the output gradient (different rounding).
-        version: 5,
+        // 6: Winograd from 16 channels (was 32), so 16-channel convolutions round differently.
+        version: 6,
         summary:
             "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
         inputs: &[

@@ -1,0 +1,68 @@
+//! Eight f32 lanes as one value ([`L8`]), so that arithmetic written once over [`Arith`] runs on
+//! one float or on eight channels at a time: the Winograd transforms apply the same few adds
+//! and scalings to every channel of a tile, and, written per float over arrays, the compiler
+//! left most of them scalar.
+//!
+//! Every lane goes through the same IEEE operations in the same order as the scalar code, so
+//! the results are the same bits either way.
+
+use std::array::from_fn;
+use std::ops::{Add, Mul, Neg, Sub};
+
+/// What the transforms need of a number: zero, sums, differences, negation and scaling by a
+/// constant.
+pub(crate) trait Arith:
+    Copy + Default + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<f32, Output = Self>
+{
+}
+
+impl<T> Arith for T where T: Copy + Default + Add<Output = T> + Sub<Output = T> + Neg<Output = T> + Mul<f32, Output = T> {}
+
+/// Eight f32 lanes; in a function compiled for AVX, each operation is one vector instruction.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct L8(pub(crate) [f32; 8]);
+
+impl L8 {
+    /// The first eight floats of `s`.
+    #[inline(always)]
+    pub(crate) fn load(s: &[f32]) -> Self {
+        L8(s[..8].try_into().expect("eight floats"))
+    }
+    /// Writes the lanes to the first eight floats of `d`.
+    #[inline(always)]
+    pub(crate) fn store(self, d: &mut [f32]) {
+        d[..8].copy_from_slice(&self.0);
+    }
+}
+
+impl Add for L8 {
+    type Output = L8;
+    #[inline(always)]
+    fn add(self, o: L8) -> L8 {
+        L8(from_fn(|l| self.0[l] + o.0[l]))
+    }
+}
+
+impl Sub for L8 {
+    type Output = L8;
+    #[inline(always)]
+    fn sub(self, o: L8) -> L8 {
+        L8(from_fn(|l| self.0[l] - o.0[l]))
+    }
+}
+
+impl Neg for L8 {
+    type Output = L8;
+    #[inline(always)]
+    fn neg(self) -> L8 {
+        L8(from_fn(|l| -self.0[l]))
+    }
+}
+
+impl Mul<f32> for L8 {
+    type Output = L8;
+    #[inline(always)]
+    fn mul(self, s: f32) -> L8 {
+        L8(from_fn(|l| self.0[l] * s))
+    }
+}

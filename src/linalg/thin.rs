@@ -1,0 +1,118 @@
+//! Products of dense row-major matrices with a short inner dimension, such as the per-point
+//! products of a Winograd convolution (`tiles x Cin` times `Cin x Cout`, with 16 to a few
+//! hundred channels).
+//!
+//! Why not `gemm`: it packs both operands into its own layout on every call, which pays off
+//! over a long inner dimension and large blocks but not here, where a call is a few tens of
+//! thousands of multiply-adds (a 16-channel Winograd point of 98 tiles is 25,000) and the
+//! operands already lie the way a register kernel wants them: rows of `a` to broadcast
+//! from, rows of `b` to load 16 lanes at a time. Measured on resnet_cpu inference, see
+//! `benches/profiles/nets.md`, sixth round.
+//!
+//! Each output is summed over the inner dimension in order, one fused multiply-add per
+//! term starting from zero: the same operations as `gemm` performs for an inner dimension
+//! that fits its one block, so the two give the same bits there (a test holds them to it).
+
+use super::matmul::{matmul, MatRef};
+use gemm::Parallelism;
+
+/// Rows of `a` one register block handles: 6 rows times 16 columns is 12 accumulators of 8
+/// lanes, leaving 4 of the 16 AVX registers for the two rows of `b` and the broadcast.
+const ROWS: usize = 6;
+/// Columns of one register block: two 8-lane registers.
+const COLS: usize = 16;
+
+/// `dst (m x n) = a (m x k) · b (k x n)`, all three dense and row-major.
+///
+/// The register kernel needs AVX2 with FMA and `n` a multiple of 16; otherwise this is
+/// [`matmul`]. Shapes are internal invariants: a mismatch panics before any unsafe code.
+pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
+    assert!(a.len() >= m * k && b.len() >= k * n, "matmul_thin: operand too short");
+    assert!(dst.len() >= m * n, "matmul_thin: destination too small");
+    #[cfg(target_arch = "x86_64")]
+    if n.is_multiple_of(COLS)
+        && k > 0
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        for i0 in (0..m).step_by(ROWS) {
+            let rows = ROWS.min(m - i0);
+            let (a, dst) = (&a[i0 * k..(i0 + rows) * k], &mut dst[i0 * n..(i0 + rows) * n]);
+            // SAFETY: the CPU has AVX2 and FMA; `a` holds `rows x k`, `b` `k x n` and `dst`
+            // `rows x n` floats (asserted above), which bounds every access of the kernels.
+            unsafe {
+                match rows {
+                    6 => block::<6>(dst, a, b, k, n),
+                    5 => block::<5>(dst, a, b, k, n),
+                    4 => block::<4>(dst, a, b, k, n),
+                    3 => block::<3>(dst, a, b, k, n),
+                    2 => block::<2>(dst, a, b, k, n),
+                    _ => block::<1>(dst, a, b, k, n),
+                }
+            }
+        }
+        return;
+    }
+    matmul(dst, MatRef::row_major(a, m, k), MatRef::row_major(b, k, n), 1.0, false, Parallelism::None);
+}
+
+/// `R` rows of the product, 16 columns at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, `n` must be a multiple of 16, and `a`, `b`, `dst` must hold
+/// at least `R x k`, `k x n` and `R x n` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], k: usize, n: usize) {
+    use std::arch::x86_64::*;
+    let (ap, bp, dp) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+    for j0 in (0..n).step_by(COLS) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for p in 0..k {
+            // SAFETY: p < k and j0 + 16 <= n, so both loads lie in `b`'s row p.
+            let (b0, b1) = unsafe { (_mm256_loadu_ps(bp.add(p * n + j0)), _mm256_loadu_ps(bp.add(p * n + j0 + 8))) };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i < R and p < k: inside `a`.
+                let x = unsafe { _mm256_broadcast_ss(&*ap.add(i * k + p)) };
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: i < R and j0 + 16 <= n: inside `dst`.
+            unsafe {
+                _mm256_storeu_ps(dp.add(i * n + j0), acc[0]);
+                _mm256_storeu_ps(dp.add(i * n + j0 + 8), acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The register kernel against `gemm` on the shapes of the Winograd points (tails of
+    /// rows included): bit for bit, since both sum each output in order with fused
+    /// multiply-adds. The fallback (`n` not a multiple of 16) is `gemm` itself.
+    #[test]
+    fn matches_gemm_bit_for_bit() {
+        for (m, k, n) in [(98, 16, 16), (49, 32, 64), (13, 64, 128), (5, 128, 32), (1, 512, 512), (7, 3, 8)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut ours = vec![f32::NAN; m * n];
+            matmul_thin(&mut ours, &a, &b, (m, k, n));
+            let mut theirs = vec![0f32; m * n];
+            matmul(
+                &mut theirs,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                1.0,
+                false,
+                Parallelism::None,
+            );
+            let same = ours.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m}x{k}x{n}: the register kernel's bits differ from gemm's");
+        }
+    }
+}
