@@ -23,15 +23,23 @@ impl<T> Arith for T where T: Copy + Default + Add<Output = T> + Sub<Output = T> 
 pub(crate) struct L8(pub(crate) [f32; 8]);
 
 impl L8 {
-    /// The first eight floats of `s`.
+    /// The eight floats from `p`.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable.
     #[inline(always)]
-    pub(crate) fn load(s: &[f32]) -> Self {
-        L8(s[..8].try_into().expect("eight floats"))
+    pub(crate) unsafe fn read(p: *const f32) -> Self {
+        // SAFETY: the caller's contract; no alignment is assumed.
+        L8(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
     }
-    /// Writes the lanes to the first eight floats of `d`.
+    /// Writes the lanes to the eight floats from `p`.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be writable.
     #[inline(always)]
-    pub(crate) fn store(self, d: &mut [f32]) {
-        d[..8].copy_from_slice(&self.0);
+    pub(crate) unsafe fn write(self, p: *mut f32) {
+        // SAFETY: the caller's contract; no alignment is assumed.
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(self.0) }
     }
 }
 

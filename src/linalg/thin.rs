@@ -19,12 +19,12 @@ use gemm::Parallelism;
 /// Rows of `a` one register block handles: 6 rows times 16 columns is 12 accumulators of 8
 /// lanes, leaving 4 of the 16 AVX registers for the two rows of `b` and the broadcast.
 const ROWS: usize = 6;
-/// Columns of one register block: two 8-lane registers.
+/// Columns of one register block: two 8-lane registers (and one for a last 8 columns).
 const COLS: usize = 16;
 
 /// `dst (m x n) = a (m x k) · b (k x n)`, all three dense and row-major.
 ///
-/// The register kernel needs AVX2 with FMA and `n` a multiple of 16; otherwise this is
+/// The register kernel needs AVX2 with FMA and `n` a multiple of 8; otherwise this is
 /// [`matmul`]. Shapes are internal invariants: a mismatch panics before any unsafe code.
 pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(a.len() >= m * k && b.len() >= k * n, "matmul_thin: operand too short");
@@ -56,17 +56,35 @@ pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
     matmul(dst, MatRef::row_major(a, m, k), MatRef::row_major(b, k, n), 1.0, false, Parallelism::None);
 }
 
-/// `R` rows of the product, 16 columns at a time.
+/// `R` rows of the product, 16 columns at a time, then 8 if `n` leaves them.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA, `n` must be a multiple of 16, and `a`, `b`, `dst` must hold
+/// The CPU must have AVX2 and FMA, `n` must be a multiple of 8, and `a`, `b`, `dst` must hold
 /// at least `R x k`, `k x n` and `R x n` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], k: usize, n: usize) {
     use std::arch::x86_64::*;
     let (ap, bp, dp) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
-    for j0 in (0..n).step_by(COLS) {
+    let wide = n / COLS * COLS;
+    if wide < n {
+        let j0 = wide;
+        let mut acc = [_mm256_setzero_ps(); R];
+        for p in 0..k {
+            // SAFETY: p < k and j0 + 8 == n: inside `b`'s row p.
+            let b0 = unsafe { _mm256_loadu_ps(bp.add(p * n + j0)) };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i < R and p < k: inside `a`.
+                let x = unsafe { _mm256_broadcast_ss(&*ap.add(i * k + p)) };
+                *acc = _mm256_fmadd_ps(x, b0, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: i < R and j0 + 8 == n: inside `dst`.
+            unsafe { _mm256_storeu_ps(dp.add(i * n + j0), *acc) };
+        }
+    }
+    for j0 in (0..wide).step_by(COLS) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for p in 0..k {
             // SAFETY: p < k and j0 + 16 <= n, so both loads lie in `b`'s row p.
@@ -94,10 +112,20 @@ mod tests {
 
     /// The register kernel against `gemm` on the shapes of the Winograd points (tails of
     /// rows included): bit for bit, since both sum each output in order with fused
-    /// multiply-adds. The fallback (`n` not a multiple of 16) is `gemm` itself.
+    /// multiply-adds. The fallback (`n` not a multiple of 8) is `gemm` itself.
     #[test]
     fn matches_gemm_bit_for_bit() {
-        for (m, k, n) in [(98, 16, 16), (49, 32, 64), (13, 64, 128), (5, 128, 32), (1, 512, 512), (7, 3, 8)] {
+        for (m, k, n) in [
+            (98, 16, 16),
+            (49, 32, 64),
+            (13, 64, 128),
+            (5, 128, 32),
+            (1, 512, 512),
+            (7, 3, 8),
+            (16, 9, 200),
+            (32, 16, 56),
+            (3, 5, 7),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
             let mut ours = vec![f32::NAN; m * n];

@@ -22,7 +22,7 @@
 use super::bn_kernels::Epilogue;
 use super::cpu::{dx_chunks, f32_slice, give, sum_partials, take, take_zeroed, with_f32};
 use super::winograd;
-use crate::linalg::{matmul, MatRef};
+use crate::linalg::{matmul, matmul_thin, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -288,7 +288,9 @@ fn merge_phases(g: &Geom, phases: &[f32], plane: &mut [f32]) {
 
 /// Writes image `x` (`Cin x H x W`) into columns `[off, off + Ho*Wo)` of `col` (row length `ld`).
 fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
-    if g.blocked() {
+    // A kernel narrower than the stride reads only some of the phase planes: splitting all of
+    // them cost the 1x1 stride-2 shortcuts 4x the copying of one gather per output row.
+    if g.blocked() && g.k >= g.s {
         im2col_blocked(g, x, col, ld, off)
     } else {
         im2col_rows(g, x, col, ld, off)
@@ -542,16 +544,28 @@ fn group_columns(g: &Geom, x: &[f32], gn: usize) -> (Vec<f32>, usize) {
     (col, ld)
 }
 
+/// Longest inner dimension of a forward product given to [`matmul_thin`] rather than `gemm`,
+/// whose packing costs more than the arithmetic in thin products (the stem's 9 and the 1x1
+/// shortcuts' 16 to 64; `benches/profiles/nets.md`, sixth round).
+const THIN_MAX_K: usize = 64;
+
 /// `out` (`gn` output images, `Cout x Ho*Wo` each) = `w` times the column matrix `col`.
 fn multiply_group(g: &Geom, w: &[f32], col: &[f32], ld: usize, out: &mut [f32]) {
     let (p, kdim) = (g.p(), g.kdim());
     let gn = out.len() / g.out_img();
-    let wm = MatRef::row_major(w, g.cout, kdim);
+    let product = |dst: &mut [f32], n: usize| {
+        if kdim <= THIN_MAX_K {
+            matmul_thin(dst, w, col, (g.cout, kdim, n));
+        } else {
+            let (wm, cm) = (MatRef::row_major(w, g.cout, kdim), MatRef::row_major(col, kdim, n));
+            matmul(dst, wm, cm, 1.0, false, Parallelism::None);
+        }
+    };
     if ld == p {
-        matmul(out, wm, MatRef::row_major(col, kdim, p), 1.0, false, Parallelism::None);
+        product(out, p);
     } else {
         let mut tmp = take(g.cout * ld);
-        matmul(&mut tmp, wm, MatRef::row_major(col, kdim, ld), 1.0, false, Parallelism::None);
+        product(&mut tmp, ld);
         for j in 0..gn {
             for co in 0..g.cout {
                 out[j * g.out_img() + co * p..][..p].copy_from_slice(&tmp[co * ld + j * p..][..p]);

@@ -249,8 +249,14 @@ impl<V: Variant<M, A>, const M: usize, const A: usize> Step<A, M> for OutputStep
 /// `S2`, `p` from `S1`) at `dst[dst_at(r, p)]`, each `c` contiguous floats.
 ///
 /// A whole tile per block of channels, so its values stay in registers between the two passes.
+/// Bounds are checked once per tile: checked per access, the checks and the addresses they
+/// kept live outnumbered the arithmetic.
+///
+/// # Safety
+/// `src_at` and `dst_at` must not decrease in either argument, so that the last input and
+/// output bound all the others.
 #[inline(always)]
-fn per_tile<S1, S2, const Q: usize, const B: usize, const P: usize, const R: usize>(
+unsafe fn per_tile<S1, S2, const Q: usize, const B: usize, const P: usize, const R: usize>(
     c: usize,
     (src, src_at): (&[f32], impl Fn(usize, usize) -> usize),
     (dst, dst_at): (&mut [f32], impl Fn(usize, usize) -> usize),
@@ -290,12 +296,18 @@ fn per_tile<S1, S2, const Q: usize, const B: usize, const P: usize, const R: usi
             }
         }
     }
+    assert!(src_at(Q - 1, B - 1) + c <= src.len(), "per_tile: input beyond its buffer");
+    assert!(dst_at(R - 1, P - 1) + c <= dst.len(), "per_tile: output beyond its buffer");
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
     let mut ch = 0;
     while ch + 8 <= c {
-        tile::<S1, S2, L8, Q, B, P, R>(
-            |a, b| L8::load(&src[src_at(a, b) + ch..]),
-            |r, p, v| v.store(&mut dst[dst_at(r, p) + ch..]),
-        );
+        // SAFETY: by the asserts and the caller's contract, every `index + ch + 8 <= len`.
+        unsafe {
+            tile::<S1, S2, L8, Q, B, P, R>(
+                |a, b| L8::read(sp.add(src_at(a, b) + ch)),
+                |r, p, v| v.write(dp.add(dst_at(r, p) + ch)),
+            )
+        };
         ch += 8;
     }
     for ch in ch..c {
@@ -400,11 +412,14 @@ fn transform_input_impl<V: Variant<M, A>, const M: usize, const A: usize>(
                 let at = ((j * ph + M * ty) * pw + M * tx) * c;
                 let tile = j * t.per_image() + ty * t.tw + tx;
                 // Along each row of the patch, then along each column.
-                per_tile::<InputStep<V, M, A>, InputStep<V, M, A>, A, A, A, A>(
-                    c,
-                    (&p, |r, k| at + (r * pw + k) * c),
-                    (&mut *v, |i, k| ((i * A + k) * ld + tile) * c),
-                );
+                // SAFETY: both index maps grow with both arguments.
+                unsafe {
+                    per_tile::<InputStep<V, M, A>, InputStep<V, M, A>, A, A, A, A>(
+                        c,
+                        (&p, |r, k| at + (r * pw + k) * c),
+                        (&mut *v, |i, k| ((i * A + k) * ld + tile) * c),
+                    )
+                };
             }
         }
     }
@@ -432,11 +447,14 @@ fn transform_grad_impl<V: Variant<M, A>, const M: usize, const A: usize>(
             for tx in 0..t.tw {
                 let at = ((j * ph + M * ty) * pw + M * tx) * c;
                 let tile = j * t.per_image() + ty * t.tw + tx;
-                per_tile::<GradStep<V, M, A>, GradStep<V, M, A>, M, M, A, A>(
-                    c,
-                    (&p, |r, k| at + (r * pw + k) * c),
-                    (&mut *e, |i, k| ((i * A + k) * ld + tile) * c),
-                );
+                // SAFETY: both index maps grow with both arguments.
+                unsafe {
+                    per_tile::<GradStep<V, M, A>, GradStep<V, M, A>, M, M, A, A>(
+                        c,
+                        (&p, |r, k| at + (r * pw + k) * c),
+                        (&mut *e, |i, k| ((i * A + k) * ld + tile) * c),
+                    )
+                };
             }
         }
     }
@@ -470,11 +488,14 @@ fn transform_output_impl<V: Variant<M, A>, const M: usize, const A: usize>(
             for tx in 0..t.tw {
                 let tile = j * t.per_image() + ty * t.tw + tx;
                 // Along each column of the tile (point row `r`), then along each row.
-                per_tile::<OutputStep<V, M, A>, OutputStep<V, M, A>, A, A, M, M>(
-                    c,
-                    (m, |k, r| ((r * A + k) * ld + tile) * c),
-                    (&mut out, |jj, i| (i * rw + tx * M + jj) * c),
-                );
+                // SAFETY: both index maps grow with both arguments.
+                unsafe {
+                    per_tile::<OutputStep<V, M, A>, OutputStep<V, M, A>, A, A, M, M>(
+                        c,
+                        (m, |k, r| ((r * A + k) * ld + tile) * c),
+                        (&mut out, |jj, i| (i * rw + tx * M + jj) * c),
+                    )
+                };
             }
             let img = &mut y[j * c * plane..][..c * plane];
             let rows = M.min(t.h - M * ty);
