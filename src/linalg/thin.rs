@@ -125,6 +125,7 @@ mod tests {
             (16, 9, 200),
             (32, 16, 56),
             (3, 5, 7),
+            (8, 72, 1568),
         ] {
             let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();

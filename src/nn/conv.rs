@@ -545,9 +545,10 @@ fn group_columns(g: &Geom, x: &[f32], gn: usize) -> (Vec<f32>, usize) {
 }
 
 /// Longest inner dimension of a forward product given to [`matmul_thin`] rather than `gemm`,
-/// whose packing costs more than the arithmetic in thin products (the stem's 9 and the 1x1
-/// shortcuts' 16 to 64; `benches/profiles/nets.md`, sixth round).
-const THIN_MAX_K: usize = 64;
+/// whose packing costs more than the arithmetic in thin products (the stems' 9, the 1x1
+/// shortcuts' 16 to 64, resnet_small's 8-channel 3x3 convolutions' 72; `benches/profiles/nets.md`,
+/// sixth round).
+const THIN_MAX_K: usize = 80;
 
 /// `out` (`gn` output images, `Cout x Ho*Wo` each) = `w` times the column matrix `col`.
 fn multiply_group(g: &Geom, w: &[f32], col: &[f32], ld: usize, out: &mut [f32]) {
