@@ -30,11 +30,7 @@ pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
     assert!(a.len() >= m * k && b.len() >= k * n, "matmul_thin: operand too short");
     assert!(dst.len() >= m * n, "matmul_thin: destination too small");
     #[cfg(target_arch = "x86_64")]
-    if n.is_multiple_of(COLS)
-        && k > 0
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
+    if uses_kernel(k, n) {
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
             let (a, dst) = (&a[i0 * k..(i0 + rows) * k], &mut dst[i0 * n..(i0 + rows) * n]);
@@ -54,6 +50,23 @@ pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
         return;
     }
     matmul(dst, MatRef::row_major(a, m, k), MatRef::row_major(b, k, n), 1.0, false, Parallelism::None);
+}
+
+/// Whether the register kernel computes a product with inner dimension `k` and `n` columns on
+/// this CPU (else `gemm` does).
+fn uses_kernel(k: usize, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        n.is_multiple_of(8)
+            && k > 0
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, n);
+        false
+    }
 }
 
 /// `R` rows of the product, 16 columns at a time, then 8 if `n` leaves them.
@@ -140,6 +153,12 @@ mod tests {
                 false,
                 Parallelism::None,
             );
+            // Every shape but 3x5x7 has a multiple of 8 columns: on an AVX2 machine the
+            // register kernel, not the fallback, must be what is compared.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                assert_eq!(uses_kernel(k, n), n.is_multiple_of(8), "{m}x{k}x{n}: kernel choice");
+            }
             let same = ours.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "{m}x{k}x{n}: the register kernel's bits differ from gemm's");
         }
