@@ -208,7 +208,7 @@ macro_rules! with_avx2 {
     };
 }
 
-/// One 1-D transform of a variant as a type, so that [`per_channel`] calls it directly: passed
+/// One 1-D transform of a variant as a type, so that [`per_tile`] calls it directly: passed
 /// as a closure, the vector version went through a call shim built without AVX.
 trait Step<const I: usize, const O: usize> {
     /// The transform of `I` values into `O`.
@@ -315,9 +315,28 @@ unsafe fn per_tile<S1, S2, const Q: usize, const B: usize, const P: usize, const
     }
 }
 
-/// Transformed filters `U[a][ξ][b]` of `w`, where `filter(a, b)` returns the 3x3 filter of
-/// output channel `a` and input channel `b`.
+/// Transformed filters `Uᵀ[ξ][b][a]` of `w`, point by point as [`matmul_thin`] multiplies by
+/// them, where `filter(a, b)` returns the 3x3 filter of output channel `a` and input channel `b`.
 fn transform_filters<V: Variant<M, A>, const M: usize, const A: usize>(
+    a_n: usize,
+    b_n: usize,
+    filter: impl Fn(usize, usize) -> [[f32; 3]; 3] + Sync,
+) -> Vec<f32> {
+    let u = transform_filters_by_output::<V, M, A>(a_n, b_n, filter);
+    let fill = |ut: &mut [MaybeUninit<f32>]| {
+        ut.par_chunks_mut(b_n * a_n).enumerate().for_each(|(xi, uxi)| {
+            transpose(&u[xi * b_n..], A * A * b_n, uxi, a_n, a_n, b_n);
+        });
+    };
+    // SAFETY: each point's transpose writes all `b_n x a_n` of its floats.
+    let ut = unsafe { take_written(A * A * b_n * a_n, fill) };
+    give(u);
+    ut
+}
+
+/// The transformed filters as `U[a][ξ][b]`: one parallel task per output channel `a`, which
+/// writes a contiguous block (the layout [`transform_filters`] regroups).
+fn transform_filters_by_output<V: Variant<M, A>, const M: usize, const A: usize>(
     a_n: usize,
     b_n: usize,
     filter: impl Fn(usize, usize) -> [[f32; 3]; 3] + Sync,
@@ -332,18 +351,6 @@ fn transform_filters<V: Variant<M, A>, const M: usize, const A: usize>(
         }
     });
     u
-}
-
-/// The filters of [`transform_filters`] (`u[a][ξ][b]`) regrouped point by point as
-/// `Uᵀ[ξ][b][a]`, the layout [`matmul_thin`] multiplies by.
-fn filters_by_point(u: &[f32], a2: usize, a_n: usize, b_n: usize) -> Vec<f32> {
-    let fill = |ut: &mut [MaybeUninit<f32>]| {
-        ut.par_chunks_mut(b_n * a_n).enumerate().for_each(|(xi, uxi)| {
-            transpose(&u[xi * b_n..], a2 * b_n, uxi, a_n, a_n, b_n);
-        });
-    };
-    // SAFETY: each point's transpose writes all `b_n x a_n` of its floats.
-    unsafe { take_written(a2 * b_n * a_n, fill) }
 }
 
 /// The 3x3 filter of `(co, ci)` in a `(Cout, Cin, 3, 3)` weight.
@@ -584,7 +591,7 @@ unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize, r
 }
 
 /// `out[n, co] = Σ_ci conv(x[n, ci], filters)` for `n` images of `cin` channels, with the
-/// filters transformed by [`transform_filters`] and regrouped by [`filters_by_point`].
+/// filters transformed by [`transform_filters`].
 fn convolve<V: Variant<M, A>, const M: usize, const A: usize>(
     t: &Tiles,
     n: usize,
@@ -646,10 +653,8 @@ fn forward_with<V: Variant<M, A>, const M: usize, const A: usize>(
 ) -> Vec<f32> {
     let t = Tiles::new(g, M);
     let u = transform_filters::<V, M, A>(g.cout, g.cin, |co, ci| filter(w, g.cin, co, ci));
-    let ut = filters_by_point(&u, A * A, g.cout, g.cin);
+    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &u, ep);
     give(u);
-    let y = convolve::<V, M, A>(&t, g.n, g.cin, g.cout, x, &ut, ep);
-    give(ut);
     y
 }
 
@@ -668,10 +673,8 @@ fn backward_with<V: Variant<M, A>, const M: usize, const A: usize>(
             let f = filter(w, g.cin, co, ci);
             from_fn(|r| from_fn(|k| f[2 - r][2 - k]))
         });
-        let ut = filters_by_point(&u, A * A, g.cin, g.cout);
+        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &u, None);
         give(u);
-        let dx = convolve::<V, M, A>(&t, g.n, g.cout, g.cin, dy, &ut, None);
-        give(ut);
         dx
     } else {
         Vec::new()
