@@ -10,4 +10,4 @@ mod thin;
 pub(crate) use lanes::{Arith, L8};
 pub(crate) use matmul::{matmul, MatRef};
 pub(crate) use reduce::{dot, lane_sum};
-pub(crate) use thin::matmul_thin;
+pub(crate) use thin::{matmul_rows, matmul_thin, uses_kernel as thin_kernel_applies};

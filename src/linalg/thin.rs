@@ -31,30 +31,38 @@ pub(crate) fn matmul_thin(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
     assert!(dst.len() >= m * n, "matmul_thin: destination too small");
     #[cfg(target_arch = "x86_64")]
     if uses_kernel(k, n) {
-        for i0 in (0..m).step_by(ROWS) {
-            let rows = ROWS.min(m - i0);
-            let (a, dst) = (&a[i0 * k..(i0 + rows) * k], &mut dst[i0 * n..(i0 + rows) * n]);
-            // SAFETY: the CPU has AVX2 and FMA; `a` holds `rows x k`, `b` `k x n` and `dst`
-            // `rows x n` floats (asserted above), which bounds every access of the kernels.
-            unsafe {
-                match rows {
-                    6 => block::<6>(dst, a, b, k, n),
-                    5 => block::<5>(dst, a, b, k, n),
-                    4 => block::<4>(dst, a, b, k, n),
-                    3 => block::<3>(dst, a, b, k, n),
-                    2 => block::<2>(dst, a, b, k, n),
-                    _ => block::<1>(dst, a, b, k, n),
-                }
-            }
-        }
+        // SAFETY: the kernel is available, and `b` holds `k` rows of `n` (asserted above).
+        unsafe { blocks(dst, a, b, Dense(n), (m, k, n)) };
         return;
     }
     matmul(dst, MatRef::row_major(a, m, k), MatRef::row_major(b, k, n), 1.0, false, Parallelism::None);
 }
 
+/// `dst (m x n) = a (m x k) · B`, where row `p` of `B` is `b[starts[p]..starts[p] + n]`: rows
+/// that may overlap, such as shifted views of one image plane (a convolution without its
+/// column matrix, `nn::shifted`). The same bits as [`matmul_thin`] of those rows copied out.
+///
+/// Panics if a row runs past `b` or a shape does not fit.
+pub(crate) fn matmul_rows(dst: &mut [f32], a: &[f32], b: &[f32], starts: &[usize], (m, k, n): (usize, usize, usize)) {
+    assert!(a.len() >= m * k && starts.len() >= k, "matmul_rows: operand too short");
+    assert!(dst.len() >= m * n, "matmul_rows: destination too small");
+    assert!(starts[..k].iter().all(|&s| s + n <= b.len()), "matmul_rows: a row runs past its source");
+    #[cfg(target_arch = "x86_64")]
+    if uses_kernel(k, n) {
+        // SAFETY: the kernel is available, and every row lies inside `b` (asserted above).
+        unsafe { blocks(dst, a, b, Starts(starts), (m, k, n)) };
+        return;
+    }
+    let mut dense = Vec::with_capacity(k * n);
+    for &s in &starts[..k] {
+        dense.extend_from_slice(&b[s..s + n]);
+    }
+    matmul(dst, MatRef::row_major(a, m, k), MatRef::row_major(&dense, k, n), 1.0, false, Parallelism::None);
+}
+
 /// Whether the register kernel computes a product with inner dimension `k` and `n` columns on
 /// this CPU (else `gemm` does).
-fn uses_kernel(k: usize, n: usize) -> bool {
+pub(crate) fn uses_kernel(k: usize, n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         n.is_multiple_of(8)
@@ -69,14 +77,71 @@ fn uses_kernel(k: usize, n: usize) -> bool {
     }
 }
 
+/// Where each row of the right operand starts in its slice.
+trait Rows: Copy {
+    /// Start of row `p`.
+    ///
+    /// # Safety
+    /// `p` must be below the inner dimension the rows were made for.
+    unsafe fn start(self, p: usize) -> usize;
+}
+
+/// Rows of a dense row-major matrix with `n` columns.
+#[derive(Clone, Copy)]
+struct Dense(usize);
+
+impl Rows for Dense {
+    #[inline(always)]
+    unsafe fn start(self, p: usize) -> usize {
+        p * self.0
+    }
+}
+
+/// Rows at listed starts.
+#[derive(Clone, Copy)]
+struct Starts<'a>(&'a [usize]);
+
+impl Rows for Starts<'_> {
+    #[inline(always)]
+    unsafe fn start(self, p: usize) -> usize {
+        // SAFETY: the caller keeps `p` below the inner dimension, which `matmul_rows` checked
+        // the list covers.
+        unsafe { *self.0.get_unchecked(p) }
+    }
+}
+
+/// The whole product, [`ROWS`] rows of `a` at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, `n` must be a multiple of 8, `a` and `dst` must hold
+/// `m x k` and `m x n` floats, and every row `p < k` of `rows` must lie inside `b`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn blocks(dst: &mut [f32], a: &[f32], b: &[f32], rows: impl Rows, (m, k, n): (usize, usize, usize)) {
+    for i0 in (0..m).step_by(ROWS) {
+        let r = ROWS.min(m - i0);
+        let (a, dst) = (&a[i0 * k..(i0 + r) * k], &mut dst[i0 * n..(i0 + r) * n]);
+        // SAFETY: passed on from the caller; `a` and `dst` now hold `r` rows.
+        unsafe {
+            match r {
+                6 => block::<6>(dst, a, b, rows, k, n),
+                5 => block::<5>(dst, a, b, rows, k, n),
+                4 => block::<4>(dst, a, b, rows, k, n),
+                3 => block::<3>(dst, a, b, rows, k, n),
+                2 => block::<2>(dst, a, b, rows, k, n),
+                _ => block::<1>(dst, a, b, rows, k, n),
+            }
+        }
+    }
+}
+
 /// `R` rows of the product, 16 columns at a time, then 8 if `n` leaves them.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA, `n` must be a multiple of 8, and `a`, `b`, `dst` must hold
-/// at least `R x k`, `k x n` and `R x n` floats.
+/// The CPU must have AVX2 and FMA, `n` must be a multiple of 8, `a` and `dst` must hold at
+/// least `R x k` and `R x n` floats, and every row `p < k` of `rows` must lie inside `b`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], k: usize, n: usize) {
+unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], rows: impl Rows, k: usize, n: usize) {
     use std::arch::x86_64::*;
     let (ap, bp, dp) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
     let wide = n / COLS * COLS;
@@ -84,8 +149,8 @@ unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], k: usize,
         let j0 = wide;
         let mut acc = [_mm256_setzero_ps(); R];
         for p in 0..k {
-            // SAFETY: p < k and j0 + 8 == n: inside `b`'s row p.
-            let b0 = unsafe { _mm256_loadu_ps(bp.add(p * n + j0)) };
+            // SAFETY: p < k and j0 + 8 == n: inside row p, which lies inside `b`.
+            let b0 = unsafe { _mm256_loadu_ps(bp.add(rows.start(p) + j0)) };
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: i < R and p < k: inside `a`.
                 let x = unsafe { _mm256_broadcast_ss(&*ap.add(i * k + p)) };
@@ -100,8 +165,9 @@ unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], k: usize,
     for j0 in (0..wide).step_by(COLS) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for p in 0..k {
-            // SAFETY: p < k and j0 + 16 <= n, so both loads lie in `b`'s row p.
-            let (b0, b1) = unsafe { (_mm256_loadu_ps(bp.add(p * n + j0)), _mm256_loadu_ps(bp.add(p * n + j0 + 8))) };
+            // SAFETY: p < k and j0 + 16 <= n, so both loads lie in row p, inside `b`.
+            let row = unsafe { bp.add(rows.start(p) + j0) };
+            let (b0, b1) = unsafe { (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))) };
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: i < R and p < k: inside `a`.
                 let x = unsafe { _mm256_broadcast_ss(&*ap.add(i * k + p)) };
@@ -162,5 +228,28 @@ mod tests {
             let same = ours.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "{m}x{k}x{n}: the register kernel's bits differ from gemm's");
         }
+    }
+
+    /// Rows given by their starts, overlapping ones included, give the bits of the same rows
+    /// copied into a dense matrix.
+    #[test]
+    fn rows_at_starts_match_the_dense_product() {
+        let (m, k, n) = (8, 9, 40);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..300).map(|i| (i as f32 * 0.11).cos()).collect();
+        let starts: Vec<usize> = (0..k).map(|p| (p * 31) % 200 + p / 3).collect();
+        let dense: Vec<f32> = starts.iter().flat_map(|&s| b[s..s + n].iter().copied()).collect();
+        let mut ours = vec![f32::NAN; m * n];
+        matmul_rows(&mut ours, &a, &b, &starts, (m, k, n));
+        let mut theirs = vec![f32::NAN; m * n];
+        matmul_thin(&mut theirs, &a, &dense, (m, k, n));
+        assert!(ours.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past")]
+    fn a_row_past_its_source_is_refused() {
+        let mut dst = vec![0f32; 8];
+        matmul_rows(&mut dst, &[1.0], &[0.0; 10], &[3], (1, 1, 8));
     }
 }

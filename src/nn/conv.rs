@@ -13,6 +13,8 @@
 //! row of that matrix is one block copy, from the input (stride 1) or one of its phase planes
 //! (stride 2); the input gradient of a same-padded stride-1 convolution is itself such a
 //! convolution, of `dY` ([`Geom::adjoint`]), and otherwise `W^T dY` added back by col2im.
+//! Stride-1 forward products with a short inner dimension skip the column matrix altogether
+//! and read shifted windows of the padded input ([`super::shifted`]).
 //! `benches/profiles/nets.md` has the measurements behind each choice.
 //!
 //! Determinism: work is split into fixed chunks of images; each chunk's weight gradient is a
@@ -21,7 +23,7 @@
 
 use super::bn_kernels::Epilogue;
 use super::cpu::{dx_chunks, f32_slice, give, sum_partials, take, take_zeroed, with_f32};
-use super::winograd;
+use super::{shifted, winograd};
 use crate::linalg::{matmul, matmul_thin, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
@@ -521,6 +523,9 @@ pub(crate) fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], ep: Option<&Epilogu
 /// column matrix and one single-threaded GEMM (callers run groups in parallel, so the sum
 /// order is fixed).
 fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
+    if shifted::applies(g) {
+        return shifted::convolve_group(g, x, w, out);
+    }
     let gn = out.len() / g.out_img();
     let (col, ld) = group_columns(g, x, gn);
     multiply_group(g, w, &col, ld, out);
@@ -548,7 +553,7 @@ fn group_columns(g: &Geom, x: &[f32], gn: usize) -> (Vec<f32>, usize) {
 /// whose packing costs more than the arithmetic in thin products (the stems' 9, the 1x1
 /// shortcuts' 16 to 64, resnet_small's 8-channel 3x3 convolutions' 72; `benches/profiles/nets.md`,
 /// sixth round).
-const THIN_MAX_K: usize = 80;
+pub(super) const THIN_MAX_K: usize = 80;
 
 /// `out` (`gn` output images, `Cout x Ho*Wo` each) = `w` times the column matrix `col`.
 fn multiply_group(g: &Geom, w: &[f32], col: &[f32], ld: usize, out: &mut [f32]) {
@@ -901,6 +906,43 @@ mod tests {
             col2im_blocked(&g, &mut dcol.clone(), ld, 2, &mut da);
             col2im_rows(&g, &dcol, ld, 2, &mut db);
             assert!(da.iter().zip(&db).all(|(u, v)| u.to_bits() == v.to_bits()), "col2im case {i}");
+        }
+    }
+
+    /// The product over shifted windows of padded planes (`shifted`) gives the bits of the
+    /// column matrix and its product, on resnet_small's thin layers (stem, 8-channel 3x3,
+    /// stride-2 3x3 and 1x1 shortcut), groups of several images, maps smaller than the kernel,
+    /// no padding, strides 3, an inner dimension at the limit and odd channel counts.
+    #[test]
+    fn shifted_windows_match_the_column_matrix_bitwise() {
+        let cases = [
+            // n, cin, h, w, cout, k, s, pad
+            (2, 1, 28, 28, 8, 3, 1, 1),
+            (2, 8, 28, 28, 8, 3, 1, 1),
+            (2, 8, 28, 28, 16, 3, 2, 1),
+            (2, 8, 28, 28, 16, 1, 2, 0),
+            (6, 8, 7, 7, 8, 3, 1, 1),
+            (3, 3, 9, 10, 5, 5, 3, 2),
+            (2, 2, 6, 5, 3, 3, 2, 0),
+            (3, 2, 1, 1, 2, 3, 1, 1),
+            (2, 5, 11, 9, 7, 4, 2, 1),
+            (4, 3, 7, 7, 4, 3, 2, 1),
+        ];
+        for (i, &(n, cin, h, w, cout, k, s, pad)) in cases.iter().enumerate() {
+            let g = Geom::new(&[n, cin, h, w], &[cout, cin, k, k], s, pad).unwrap();
+            assert!(g.kdim() <= THIN_MAX_K, "case {i}: a thin product");
+            if !crate::linalg::thin_kernel_applies(g.kdim(), 8) {
+                return; // no register kernel on this CPU: the column matrix path is all there is
+            }
+            let x = rand_tensor(&[n * g.in_img()], i as u64).to_vec1::<f32>().unwrap();
+            let wt = rand_tensor(&[cout * g.kdim()], 40 + i as u64).to_vec1::<f32>().unwrap();
+            let mut ours = vec![f32::NAN; n * g.out_img()];
+            shifted::convolve_group(&g, &x, &wt, &mut ours);
+            let mut theirs = vec![f32::NAN; n * g.out_img()];
+            let (col, ld) = group_columns(&g, &x, n);
+            multiply_group(&g, &wt, &col, ld, &mut theirs);
+            let same = ours.iter().zip(&theirs).all(|(u, v)| u.to_bits() == v.to_bits());
+            assert!(same, "case {i}: shifted windows differ from the column matrix");
         }
     }
 

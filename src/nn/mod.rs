@@ -35,6 +35,7 @@ pub mod resnet;
 pub mod run_config;
 pub mod schedule;
 pub mod sgd;
+mod shifted;
 pub mod temporal;
 mod temporal_conv;
 pub mod train;
