@@ -4,7 +4,8 @@
 #
 #   benches/run_all.sh            # full suite, about an hour on 2 cores (the converged probes are most of it)
 #   benches/run_all.sh --quick    # one short pass, a smoke test (a few minutes)
-#   benches/run_all.sh --only kmeans probe    # some sections: nets kmeans kmem probe status
+#   benches/run_all.sh --only kmeans probe    # some sections: nets kmeans kmem probe status (the others'
+#                                             # last results stay in the report; --fresh drops them)
 #
 # Builds cfrun and the bench examples in release mode, installs the Python peers from PyPI when
 # missing (numpy, scikit-learn, faiss-cpu, torch; dvc into a venv under /tmp), keeps generated

@@ -529,7 +529,8 @@ def report(meta, sections, run_args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="*", default=["nets", "kmeans", "kmem", "probe", "status"])
+    ap.add_argument("--only", nargs="*", help="these sections (nets kmeans kmem probe status); the others' last "
+                    "results are kept in the report unless --fresh is given")
     ap.add_argument("--quick", action="store_true", help="one short pass of everything (smoke test)")
     ap.add_argument("--net-reps", type=int, default=3)
     ap.add_argument("--net-steps", type=int, default=30)
@@ -539,14 +540,24 @@ def main():
     ap.add_argument("--probe-max-epochs", type=int, default=320, help="cap on cfrun's doubling epoch series")
     ap.add_argument("--probe-sets", nargs="*", help="probe data sets (default all: digits64 feat512 pix784)")
     ap.add_argument("--status-reps", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(ROOT, "benches", "RESULTS.md"))
+    default_out = os.path.join(ROOT, "benches", "RESULTS.md")
+    ap.add_argument("--out", default=default_out)
     ap.add_argument("--history", help="CSV that gets one row per measured figure (default: benches/history.csv; "
                     "--quick runs append only when this is given, so short passes do not enter the record)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the saved results of the last run, measuring nothing")
     ap.add_argument("--reuse", action="store_true",
-                    help="keep the other sections' results from the previous run ($CFRUN_BENCH_TMP/sections.json)")
+                    help="keep the other sections' results from the previous run (benches/sections.json); "
+                    "the default with --only")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --only: report only the sections measured now (the other sections' saved results are dropped)")
     args = ap.parse_args()
+    # A partial run used to drop every other section from the saved results unless --reuse was
+    # given, and one forgotten flag lost an hour of measurements.
+    if args.only is None:
+        args.only = ["nets", "kmeans", "kmem", "probe", "status"]
+    elif not args.fresh:
+        args.reuse = True
     if args.report_only:
         args.only, args.reuse = [], True
     if args.quick:
@@ -565,10 +576,16 @@ def main():
     loads = [float(meta["load_before"].split()[0])]
     sections = {}
     commit = commit_id()
-    saved = os.path.join(TMP, "sections.json")
+    # Kept beside RESULTS.md and committed with it, so a partial rerun on another machine still
+    # reports the sections it did not measure.
+    saved = os.path.join(ROOT, "benches", "sections.json")
     if args.reuse and os.path.exists(saved):
         sections = {k: v for k, v in json.load(open(saved)).items() if k not in args.only}
         print("reusing earlier sections:", ", ".join(f"{k} ({v.get('date', '?')})" for k, v in sections.items()))
+    elif args.reuse and os.path.realpath(args.out) == os.path.realpath(default_out):
+        # Nothing saved to keep: do not overwrite the full report with a partial one.
+        args.out = os.path.join(ROOT, "benches", "RESULTS.partial.md")
+        print(f"no saved sections in {saved}: writing {args.out}, not RESULTS.md", flush=True)
     for name in args.only:
         before = load_avg()
         start = datetime.datetime.now(datetime.timezone.utc)
@@ -589,7 +606,7 @@ def main():
         after = load_avg()
         loads += [float(after.split()[0])]
         sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after", "date": when,
-                          "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse", "history")}}
+                          "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse", "fresh", "history")}}
         with open(saved, "w") as f:
             json.dump(sections, f, indent=1)
         if args.history:  # right away, so a later section's failure does not lose this one's rows
