@@ -5,7 +5,7 @@
 //! Why: im2col writes `Cin * K * K` values per output pixel and the product reads them back.
 //! For an 8-channel 3x3 layer at 28x28 that is 72 floats per pixel, 225 KB per image, for
 //! only 8 multiply-adds per value. Timed alone on one image, 8 -> 8 channels at 28x28 took
-//! 16-20 us this way against 20-28 us through the column matrix; resnet_small inference
+//! 16-23 us this way against 20-32 us through the column matrix; resnet_small inference
 //! gained 3-6 % and resnet_tiny 11-22 % (`benches/profiles/nets.md`, seventh round).
 //!
 //! Here a group of images is copied once into zero-padded phase planes (plane `(ci, phase)`
@@ -28,7 +28,7 @@ use crate::linalg::{matmul_rows, thin_kernel_applies};
 /// Whether [`convolve_group`] computes `g`'s forward products on this CPU: short inner
 /// dimensions with the register kernel (whose bits the im2col path has there too), at stride
 /// 1 only. At stride 2 the four phase planes and the wrapped columns made it slower than
-/// im2col's phase split (8 -> 16 channels at 28x28: 19-24 against 13-17 us).
+/// im2col's phase split (8 -> 16 channels at 28x28: 15-24 against 11-17 us).
 pub(crate) fn applies(g: &Geom) -> bool {
     g.s == 1 && g.kdim() <= THIN_MAX_K && thin_kernel_applies(g.kdim(), 8)
 }
