@@ -1,4 +1,4 @@
-//! Forward convolutions with a short inner dimension (`Cin * K * K` up to
+//! Stride-1 forward convolutions with a short inner dimension (`Cin * K * K` up to
 //! [`THIN_MAX_K`]) as one product over shifted windows of the padded input, without a
 //! column matrix.
 //!
@@ -8,14 +8,13 @@
 //! 16-23 us this way against 20-32 us through the column matrix; resnet_small inference
 //! gained 3-6 % and resnet_tiny 11-22 % (`benches/profiles/nets.md`, seventh round).
 //!
-//! Here a group of images is copied once into zero-padded phase planes (plane `(ci, phase)`
-//! holds the group's images one after another, `Hq x Wq` each). Number the outputs over that
-//! padded grid, `j = image * Hq * Wq + oy * Wq + ox`: kernel tap `(ky, kx)` of output `j` is
-//! then element `j + (ky / s) * Wq + kx / s` of phase plane `(ky mod s, kx mod s)`, so every row
-//! of the column matrix is a window of the planes at a fixed start, and
-//! [`matmul_rows`] multiplies over those windows in place. Outputs with `ox >= Wo` or
-//! `oy >= Ho` read cells that wrap into the next row or image: they are computed and dropped
-//! when the result is copied out.
+//! Here a group of images is copied once into zero-padded planes (plane `ci` holds the group's
+//! images one after another, `Hp x Wp` each, the input with its padding). Number the outputs
+//! over that padded grid, `j = image * Hp * Wp + oy * Wp + ox`: kernel tap `(ky, kx)` of output
+//! `j` is then element `j + ky * Wp + kx` of plane `ci`, so every row of the column matrix is a
+//! window of the planes at a fixed start, and [`matmul_rows`] multiplies over those windows in
+//! place. Outputs with `ox >= Wo` or `oy >= Ho` read cells that wrap into the next row or image:
+//! they are computed and dropped when the result is copied out.
 //!
 //! Each kept output sums the values im2col would have written (zeros for the padding), in
 //! the same order, by the same register kernel, so the bits are those of
@@ -27,98 +26,65 @@ use crate::linalg::{matmul_rows, thin_kernel_applies};
 
 /// Whether [`convolve_group`] computes `g`'s forward products on this CPU: short inner
 /// dimensions with the register kernel (whose bits the im2col path has there too), at stride
-/// 1 only. At stride 2 the four phase planes and the wrapped columns made it slower than
-/// im2col's phase split (8 -> 16 channels at 28x28: 15-24 against 11-17 us).
+/// 1 only. A stride-2 version (phase planes, as im2col splits them) was slower than im2col's
+/// phase split (8 -> 16 channels at 28x28: 15-24 against 11-17 us).
 pub(crate) fn applies(g: &Geom) -> bool {
     g.s == 1 && g.kdim() <= THIN_MAX_K && thin_kernel_applies(g.kdim(), 8)
 }
 
-/// The padded phase planes of a group of images and where each kernel tap reads them.
+/// The padded planes of a group of images and where each kernel tap reads them.
 struct Planes {
-    /// Phase planes, `Cin x phases` blocks of `block` floats each.
+    /// Padded planes, one block of `block` floats per input channel.
     data: Vec<f32>,
     /// Start of each column-matrix row `(ci, ky, kx)` in `data`.
     starts: Vec<usize>,
-    /// Cells of one image's plane: `Hq * Wq`.
+    /// Cells of one image's padded plane: `Hp * Wp`.
     plane: usize,
-    /// Width of a plane row.
-    wq: usize,
+    /// Width of a padded row.
+    wp: usize,
     /// Outputs computed: the group's cells rounded up to whole 8-lane vectors.
     cols: usize,
 }
 
 impl Planes {
-    /// Copies `gn` images of `x` into zero-padded phase planes.
+    /// Copies `gn` images of `x` into zero-padded planes (stride 1).
     fn new(g: &Geom, x: &[f32], gn: usize) -> Self {
-        let (k, s, pad) = (g.k, g.s, g.pad);
-        let wq = (g.w + 2 * pad).div_ceil(s);
-        let hq = g.ho + (k - 1) / s;
-        let plane = hq * wq;
+        debug_assert_eq!(g.s, 1, "shifted windows are for stride 1");
+        let (k, pad) = (g.k, g.pad);
+        let (hp, wp) = (g.h + 2 * pad, g.w + 2 * pad);
+        let plane = hp * wp;
         let cols = (gn * plane).next_multiple_of(8);
-        // The phases the taps read: a 1x1 stride-2 kernel reads one of four.
-        let mut slot = vec![None; s * s];
-        let mut used = Vec::new();
-        for ky in 0..k {
-            for kx in 0..k {
-                let r = (ky % s) * s + kx % s;
-                if slot[r].is_none() {
-                    slot[r] = Some(used.len());
-                    used.push(r);
-                }
-            }
-        }
         // The last window starts `reach` past its block's start and is `cols` long.
-        let reach = (k - 1) / s * wq + (k - 1) / s;
+        let reach = (k - 1) * wp + k - 1;
         let block = reach + cols;
         let mut starts = Vec::with_capacity(g.kdim());
         for ci in 0..g.cin {
             for ky in 0..k {
                 for kx in 0..k {
-                    let b = ci * used.len() + slot[(ky % s) * s + kx % s].expect("phase of a tap");
-                    starts.push(b * block + ky / s * wq + kx / s);
+                    starts.push(ci * block + ky * wp + kx);
                 }
             }
         }
-        let mut data = take(g.cin * used.len() * block);
-        data.fill(0.0);
-        for ci in 0..g.cin {
-            for (u, &r) in used.iter().enumerate() {
-                let (ry, rx) = (r / s, r % s);
-                let dst = &mut data[(ci * used.len() + u) * block..][..gn * plane];
-                for j in 0..gn {
-                    let src = &x[j * g.in_img() + ci * g.h * g.w..][..g.h * g.w];
-                    fill_phase(g, src, (ry, rx), wq, &mut dst[j * plane..][..plane]);
+        // Every cell is written below, once: the images' padded rows, then the tail the last
+        // windows reach into.
+        let mut data = take(g.cin * block);
+        for (ci, dst) in data.chunks_exact_mut(block).enumerate() {
+            let (images, tail) = dst.split_at_mut(gn * plane);
+            for (j, rows) in images.chunks_exact_mut(plane).enumerate() {
+                let src = &x[j * g.in_img() + ci * g.h * g.w..][..g.h * g.w];
+                for (y, row) in rows.chunks_exact_mut(wp).enumerate() {
+                    if y < pad || y >= pad + g.h {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    row[..pad].fill(0.0);
+                    row[pad..pad + g.w].copy_from_slice(&src[(y - pad) * g.w..][..g.w]);
+                    row[pad + g.w..].fill(0.0);
                 }
             }
+            tail.fill(0.0);
         }
-        Planes { data, starts, plane, wq, cols }
-    }
-}
-
-/// Writes phase `(ry, rx)` of one zero-padded `H x W` input plane into `dst` (`Hq x Wq`,
-/// already zero): cell `(i, j)` holds padded pixel `(i * s + ry, j * s + rx)`.
-fn fill_phase(g: &Geom, src: &[f32], (ry, rx): (usize, usize), wq: usize, dst: &mut [f32]) {
-    let (s, pad) = (g.s, g.pad);
-    // Phase columns j whose padded column j * s + rx is an input column.
-    let j0 = pad.saturating_sub(rx).div_ceil(s);
-    let j1 = (pad + g.w).saturating_sub(rx).div_ceil(s).min(wq);
-    if j0 >= j1 {
-        return;
-    }
-    for (i, row) in dst.chunks_exact_mut(wq).enumerate() {
-        let y = i * s + ry;
-        if y < pad || y >= pad + g.h {
-            continue;
-        }
-        let line = &src[(y - pad) * g.w..][..g.w];
-        let first = j0 * s + rx - pad;
-        if s == 1 {
-            row[j0..j1].copy_from_slice(&line[first..first + (j1 - j0)]);
-        } else {
-            for (d, v) in row[j0..j1].iter_mut().zip(line[first..].iter().step_by(s)) {
-                *d = *v;
-            }
-        }
+        Planes { data, starts, plane, wp, cols }
     }
 }
 
@@ -137,7 +103,7 @@ pub(crate) fn convolve_group(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
             let src = &grid[co * cols + j * planes.plane..];
             let dst = &mut out[j * g.out_img() + co * p..][..p];
             for (oy, row) in dst.chunks_exact_mut(g.wo).enumerate() {
-                row.copy_from_slice(&src[oy * planes.wq..][..g.wo]);
+                row.copy_from_slice(&src[oy * planes.wp..][..g.wo]);
             }
         }
     }
