@@ -3,7 +3,12 @@
 //! Usage: probe_bench TRAIN_X.npy TRAIN_Y.npy TEST_X.npy TEST_Y.npy
 //!        [--epochs E[,E2,...]] [--batch B] [--lr LR] [--wd WD] [--momentum M] [--seed S]
 //!
-//! Defaults are `ProbeConfig::default()`. `--epochs 1,2,4` trains three separate probes (the
+//!        [--solver sgd|lbfgs] [--tol T] [--trace]
+//!
+//! Defaults are `ProbeConfig::default()`. With `--solver lbfgs` an epoch budget is an iteration
+//! cap, and `--trace` adds `"path": [[train_top1, test_top1], ...]`, both splits' top-1 after
+//! every iteration of that run (scoring them is inside the timed work, so a traced run's seconds
+//! are not a timing). `--epochs 1,2,4` trains three separate probes (the
 //! cosine schedule spans each run's own epochs, so a short run is not a prefix of a long one),
 //! loading the splits once. Each line has the wall and process CPU seconds of that probe alone
 //! (standardising, training, scoring both splits), not of loading the files. Thread count comes
@@ -18,10 +23,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
 
-use cfrun::eval::{self, ProbeConfig};
+use cfrun::eval::{self, ProbeConfig, ProbeSolver};
 
 const USAGE: &str = "usage: probe_bench TRAIN_X TRAIN_Y TEST_X TEST_Y [--epochs E[,E2,...]] [--batch B] [--lr LR] \
-                     [--wd WD] [--momentum M] [--seed S]";
+                     [--wd WD] [--momentum M] [--seed S] [--solver sgd|lbfgs] [--tol T] [--trace]";
 
 fn main() {
     if let Err(e) = run() {
@@ -60,7 +65,18 @@ fn run() -> Result<(), String> {
     let d = trx.shape[1];
     let classes = try_.data.iter().chain(&tey.data).max().map_or(0, |&m| m as usize + 1);
     let def = ProbeConfig::default();
+    let solver = match opt(&args, "--solver", "sgd".to_string())?.as_str() {
+        "sgd" => ProbeSolver::Sgd,
+        "lbfgs" => ProbeSolver::Lbfgs,
+        other => return Err(format!("bad value for --solver: {other:?} (sgd or lbfgs)")),
+    };
+    let trace = args.iter().any(|a| a == "--trace");
+    if trace && solver != ProbeSolver::Lbfgs {
+        return Err("--trace needs --solver lbfgs (an SGD run's schedule spans its own epochs)".into());
+    }
     let base = ProbeConfig {
+        solver,
+        tol: opt(&args, "--tol", def.tol)?,
         epochs: def.epochs,
         batch_size: opt(&args, "--batch", def.batch_size)?,
         lr: opt(&args, "--lr", def.lr)?,
@@ -74,10 +90,18 @@ fn run() -> Result<(), String> {
     for epochs in epoch_budgets(&args, def.epochs)? {
         let cfg = ProbeConfig { epochs, ..base.clone() };
         let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
-        let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
-            .map_err(|e| e.to_string())?;
+        let (path, r) = if trace {
+            let (path, r) = eval::lbfgs_probe_path(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg)
+                .map_err(|e| e.to_string())?;
+            (Some(path), r)
+        } else {
+            let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
+                .map_err(|e| e.to_string())?;
+            (None, r)
+        };
         let (secs, cpu_secs) = (t0.elapsed().as_secs_f64(), cpu::process_cpu_seconds() - c0);
         let out = serde_json::json!({
+            "path": path,
             "n_train": try_.data.len(), "n_test": tey.data.len(), "d": d, "classes": classes,
             "threads": rayon::current_num_threads(),
             "config": cfg,

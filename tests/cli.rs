@@ -956,6 +956,64 @@ epochs = 2
     assert_ne!(oa["random[replicate=0]"], oa["random[replicate=1]"]);
 }
 
+/// `solver = "lbfgs"` runs the converged probe from a config: deterministic across caches, keyed
+/// apart from the SGD probe (whose key omits the default solver, so existing probes keep theirs),
+/// and an edit of its `tol` reruns that probe alone.
+#[test]
+fn an_lbfgs_probe_runs_from_a_config_and_only_its_own_edits_rerun_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probes.toml");
+    let write = |tol: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+[experiment]
+name = "probes"
+seed = 2
+
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 4
+size = 12
+train_size = 200
+test_size = 80
+
+[stages.sgd]
+op = "linear_probe"
+features = "shapes.images"
+labels = "shapes.labels"
+epochs = 3
+
+[stages.lbfgs]
+op = "linear_probe"
+features = "shapes.images"
+labels = "shapes.labels"
+solver = "lbfgs"
+epochs = 300
+tol = {tol}
+"#
+            ),
+        )
+        .unwrap()
+    };
+    write("1e-4");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ran = run_json(a.path(), &file, &[]);
+    assert_eq!(ran, ["shapes", "sgd", "lbfgs"].iter().map(|n| (n.to_string(), "ran".to_string())).collect());
+    run_json(b.path(), &file, &[]);
+    let (oa, ob) = (objects(a.path()), objects(b.path()));
+    assert_eq!(oa, ob, "the same config from empty caches gives the same objects");
+    assert_ne!(oa["sgd"], oa["lbfgs"]);
+    let sgd_key = std::fs::read_to_string(key_file(a.path(), "sgd")).unwrap();
+    assert!(!sgd_key.contains("solver") && !sgd_key.contains("tol"), "{sgd_key}");
+    write("1e-3");
+    let ran = run_json(a.path(), &file, &[]);
+    assert_eq!(ran["lbfgs"], "ran", "{ran:?}");
+    assert_eq!((ran["sgd"].as_str(), ran["shapes"].as_str()), ("cached", "cached"), "{ran:?}");
+}
+
 /// Instances extracting several taps of one network share one pass (the deepest runs first
 /// and leaves the shallower taps' features for its siblings), and each tap's features have the
 /// bits its instance computes alone.

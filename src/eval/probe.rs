@@ -6,9 +6,10 @@ use rayon::prelude::*;
 
 use crate::cluster::data::first_non_finite;
 
+use super::probe_lbfgs::lbfgs_probe;
 use super::softmax::{backward_update, Linear, Step};
 use super::standardize::Standardizer;
-use super::{EvalError, ProbeConfig, ProbeResult};
+use super::{EvalError, ProbeConfig, ProbeResult, ProbeSolver};
 
 /// Small train splits get smaller batches so that an epoch still has this
 /// many steps: with 1k rows and 1024-row batches, 10 epochs would be only 10
@@ -85,6 +86,9 @@ fn check_config(cfg: &ProbeConfig) -> Result<(), EvalError> {
     if !(0.0..1.0).contains(&cfg.momentum) {
         return bad("momentum must be in [0, 1)");
     }
+    if !(cfg.tol.is_finite() && cfg.tol >= 0.0) {
+        return bad("tol must be finite and >= 0 (1e-4, scikit-learn's default, is a good choice)");
+    }
     Ok(())
 }
 
@@ -146,7 +150,7 @@ impl ProbeCore {
 
 /// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
 ///
-/// `on_epoch(epoch, mean_loss)` is called after every epoch.
+/// `on_epoch(epoch, mean_loss)` is called after every epoch (every iteration with L-BFGS).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_probe(
     train_x: &[f32],
@@ -158,6 +162,10 @@ pub fn linear_probe(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
+    if cfg.solver == ProbeSolver::Lbfgs {
+        let mut each = |it: usize, loss: f64, _: &Linear| on_epoch(it, loss);
+        return lbfgs_probe(train_x, train_y, test_x, test_y, d, num_classes, cfg, &mut each).map(|(r, _)| r);
+    }
     let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
     let (n, bs, c) = (core.n, core.bs, num_classes);
     let mut model = Linear::zeros(d, c);
@@ -224,7 +232,7 @@ pub(super) struct Score {
 /// Counts top-1 / top-5 hits, per class too. Top-1 is the arg-max with ties to
 /// the lowest class; top-5 counts a hit when fewer than five classes score
 /// strictly higher than the true one.
-fn score(model: &Linear, st: &Standardizer, x: &[f32], y: &[u32]) -> Score {
+pub(super) fn score(model: &Linear, st: &Standardizer, x: &[f32], y: &[u32]) -> Score {
     let c = model.c;
     let n = y.len();
     let blocks: Vec<Score> = (0..n.div_ceil(EVAL_ROWS))

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::probe::{linear_probe, result, score_logits, ProbeCore};
 use super::standardize::Standardizer;
-use super::{EvalError, ProbeConfig, ProbeResult};
+use super::{EvalError, ProbeConfig, ProbeResult, ProbeSolver};
 
 fn dev(e: candle_core::Error) -> EvalError {
     EvalError::Device(e.to_string())
@@ -26,7 +26,10 @@ pub fn linear_probe_on(
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    if device.is_cpu() {
+    if device.is_cpu() || cfg.solver == ProbeSolver::Lbfgs {
+        if !device.is_cpu() {
+            tracing::info!("the L-BFGS probe runs on the CPU (its full-batch passes are not ported to devices)");
+        }
         return linear_probe(train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch);
     }
     probe_with_tensors(device, train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch)

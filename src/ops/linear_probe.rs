@@ -6,13 +6,21 @@ use serde::{Deserialize, Serialize};
 use super::{check_sgd, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{ParamError, Params};
-use crate::eval::{self, ProbeConfig};
+use crate::eval::{self, ProbeConfig, ProbeSolver};
 
 /// Parameters of `linear_probe`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeParams {
-    /// Passes over the training split.
+    /// `"sgd"` (the default: mini-batch momentum SGD, the paper's protocol) or `"lbfgs"` (full-batch
+    /// L-BFGS to the converged optimum of the same objective; `epochs` is then its iteration cap).
+    /// Left out of the canonical form at its default, so the keys of existing probes stand.
+    #[serde(default, skip_serializing_if = "is_sgd")]
+    pub solver: ProbeSolver,
+    /// L-BFGS only: stop once every gradient entry is within this (default 1e-4, scikit-learn's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tol: Option<f32>,
+    /// Passes over the training split (SGD), or the most L-BFGS iterations.
     #[serde(default = "defaults::epochs")]
     pub epochs: usize,
     /// Mini-batch size.
@@ -29,6 +37,10 @@ pub struct ProbeParams {
     pub momentum: f32,
     /// Seed of the shuffles.
     pub seed: u64,
+}
+
+fn is_sgd(s: &ProbeSolver) -> bool {
+    *s == ProbeSolver::Sgd
 }
 
 mod defaults {
@@ -58,7 +70,17 @@ impl Params for ProbeParams {
             momentum: f64::from(self.momentum),
             weight_decay: f64::from(self.weight_decay),
         })?;
-        Ok(())
+        match (self.solver, self.tol) {
+            (ProbeSolver::Sgd, Some(_)) => Err(ParamError::field(
+                "tol",
+                "`tol` is the L-BFGS stopping rule, but `solver` is \"sgd\"",
+                Some("set solver = \"lbfgs\", or drop tol".to_string()),
+            )),
+            (_, Some(t)) if !(t.is_finite() && t >= 0.0) => {
+                Err(ParamError::range("tol", t, "a finite number >= 0 (1e-4 is scikit-learn's default)"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -81,6 +103,16 @@ impl StageKind for LinearProbe {
         metric_names: &["top1", "train_top1", "top5"],
     };
 
+    /// An L-BFGS probe's key holds its tolerance even when the default was taken, so a change of
+    /// that default could never serve an old result under the new meaning.
+    fn normalize(&self, raw: &serde_json::Value) -> Result<ProbeParams, ParamError> {
+        let mut p = crate::config::params::typed::<ProbeParams>(raw)?;
+        if p.solver == ProbeSolver::Lbfgs {
+            p.tol.get_or_insert(ProbeConfig::default().tol);
+        }
+        Ok(p)
+    }
+
     fn run(&self, p: ProbeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
@@ -95,6 +127,8 @@ impl StageKind for LinearProbe {
             }
         }
         let cfg = ProbeConfig {
+            solver: p.solver,
+            tol: p.tol.unwrap_or(ProbeConfig::default().tol),
             epochs: p.epochs,
             batch_size: p.batch_size,
             lr: p.lr,
@@ -102,7 +136,8 @@ impl StageKind for LinearProbe {
             momentum: p.momentum,
             seed: p.seed,
         };
-        ctx.progress.begin("epochs", p.epochs as u64);
+        let unit = if p.solver == ProbeSolver::Lbfgs { "iterations (at most)" } else { "epochs" };
+        ctx.progress.begin(unit, p.epochs as u64);
         let progress = ctx.progress;
         let result = eval::linear_probe_on(
             ctx.device,
@@ -133,5 +168,31 @@ impl StageKind for LinearProbe {
         });
         tracing::info!("{}: top-1 {:.2}%", ctx.name, result.test_top1 * 100.0);
         m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::ops::Op;
+
+    use super::*;
+
+    #[test]
+    fn canonical_form_keeps_sgd_keys_and_pins_the_lbfgs_tolerance() {
+        let sgd = Op::normalize(&LinearProbe, &json!({"seed": 0})).unwrap();
+        assert_eq!(
+            sgd,
+            json!({"batch_size": 1024, "epochs": 10, "lr": 0.1f32, "momentum": 0.9f32, "seed": 0,
+                   "weight_decay": 1e-4f32}),
+            "the SGD probe's canonical form, and so every existing probe key, is unchanged"
+        );
+        let lbfgs = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs"})).unwrap();
+        assert_eq!((lbfgs["solver"].as_str(), lbfgs["tol"].as_f64()), (Some("lbfgs"), Some(f64::from(1e-4f32))));
+        let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "tol": 1e-3})).unwrap_err();
+        assert_eq!(err.path, "tol");
+        let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs", "tol": -1.0})).unwrap_err();
+        assert_eq!(err.path, "tol");
     }
 }
