@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Compare cfrun's linear probe (examples/probe_bench) with scikit-learn's LogisticRegression,
-both minimising the same objective: converged accuracy, and time to a common accuracy target.
+"""Compare cfrun's linear probe (examples/probe_bench), with each of its solvers, against scikit-learn's
+LogisticRegression, all minimising the same objective: converged accuracy, and time to a common accuracy target.
 
     python3 benches/python/probe_vs_sklearn.py gen      # writes $CFRUN_BENCH_DATA (default /tmp/cfrun-bench/data)
     python3 benches/python/probe_vs_sklearn.py run --reps 3 --json out.json   # needs: cargo build --release --example probe_bench
@@ -22,22 +22,29 @@ documented C sum CE + ||W||^2 / 2). The two are the same function when
 
 so scikit-learn runs at that C on StandardScaler output (population std, as cfrun's standardiser).
 
+cfrun has two solvers for it: momentum SGD (its default, `solver = "sgd"`) and full-batch L-BFGS
+(`solver = "lbfgs"`, f32 products, f64 iterate, 10 correction pairs like scipy's), stopping on the same
+gradient test as scikit-learn (max |g_i| <= tol, the same tol).
+
 Converged accuracy. scikit-learn: max_iter raised (default 10,000) until it stops on its own
 gradient test (max |g_i| <= tol, tol = 1e-4 by default) and n_iter_ < max_iter is checked; a fit
 that hits max_iter is an error. cfrun's SGD has no such test: it runs 10, 20, 40, ... epochs
 (each a separate run, since the cosine schedule spans the run) until doubling the epochs moves
 train and test top-1 by at most 0.1 point or 2 rows of the split, whichever is more (on digits64's
 797 test rows one row is 0.125 point), or until --max-epochs; hitting the cap is reported as not
-converged, with the accuracy reached.
+converged, with the accuracy reached. cfrun's L-BFGS: like scikit-learn, a cap of --max-iter that
+must not be reached.
 
-Time to equal accuracy. target = the lower of the two converged test accuracies minus 0.1 point.
+Time to equal accuracy. target = the lowest of the three converged accuracies minus 0.1 point.
 A budget is an epoch count (cfrun) or an iteration count (max_iter, scikit-learn); a tool's budget
 is the smallest tried one from which every larger tried budget reaches the target, so a lucky
 early hit that later falls back does not count. scikit-learn's budgets are all its iterations:
 one traced fit records the weights after every lbfgs iteration (sklearn.callback), and a fit with
-max_iter=k stops at exactly that iterate (checked). cfrun's are 1, 2, 3, 4, 5, 6, 7, 8, 10, 12,
+max_iter=k stops at exactly that iterate (checked). cfrun's L-BFGS likewise: probe_bench --trace
+scores both splits after every iteration of one run, and a run capped at k iterations stops at
+exactly that iterate (checked: same accuracies). cfrun's SGD budgets are 1, 2, 3, 4, 5, 6, 7, 8, 10, 12,
 14, 16, 20, ... epochs, tried upwards until one reaches the target, plus the doubling series
-above. Then both tools' plain runs at their budgets are timed alternately (--reps), wall and
+above. Then the three plain runs at their budgets are timed alternately (--reps), wall and
 process CPU time: cfrun standardising, training and scoring both splits inside probe_bench,
 scikit-learn StandardScaler fit + transform, LogisticRegression fit and predicting both splits.
 
@@ -198,7 +205,27 @@ def cf_runs(name, epochs, extra):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
     return [{"epochs": r["config"]["epochs"], "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
-             "test_top1": r["test_top1"], "train_top1": r["train_top1"], "config": r["config"]} for r in rows]
+             "test_top1": r["test_top1"], "train_top1": r["train_top1"], "config": r["config"],
+             "iterations": len(r["loss_per_epoch"]), "path": r.get("path")} for r in rows]
+
+
+def lbfgs_flags(tol):
+    return f"--solver lbfgs --tol {tol!r}"
+
+
+def cf_lbfgs_converged(name, extra, max_iter, tol):
+    """cfrun's L-BFGS to its gradient test: the traced run's accuracies after each iteration
+    ({"test_top1": [...], "train_top1": [...]}) and a plain (untraced, timed) converged run."""
+    flags = f"{extra} {lbfgs_flags(tol)} --trace"
+    traced = cf_runs(name, [max_iter], flags)[0]
+    plain = cf_runs(name, [max_iter], f"{extra} {lbfgs_flags(tol)}")[0]
+    if plain["iterations"] >= max_iter:
+        raise SystemExit(f"cfrun's L-BFGS did not converge in {max_iter} iterations (tol={tol}); raise --max-iter")
+    path = traced["path"]
+    accs = {"train_top1": [p[0] for p in path], "test_top1": [p[1] for p in path]}
+    if len(path) != plain["iterations"] or any(accs[k][-1] != plain[k] for k in TARGETS):
+        raise SystemExit(f"{name}: cfrun's traced L-BFGS run ({len(path)} iterations) differs from its plain run")
+    return {**plain, "traced_seconds": traced["seconds"]}, accs
 
 
 # ---------------------------------------------------------------- the rules
@@ -263,24 +290,35 @@ def one_set(name, reps, extra, max_epochs, max_iter, tol, log):
     log(f"{name:9s} sklearn C={C:.6g} tol={tol:g}: converged in {sk_conv['n_iter']} iterations, "
         f"{sk_conv['seconds']:.3f} s (traced)  test {100 * sk_conv['test_top1']:6.2f}%  "
         f"train {100 * sk_conv['train_top1']:6.2f}%")
+    lb_conv, lb_accs = cf_lbfgs_converged(name, extra, max_iter, tol)
+    log(f"{name:9s} cfrun L-BFGS tol={tol:g}: converged in {lb_conv['iterations']} iterations, "
+        f"{lb_conv['seconds']:.3f} s  test {100 * lb_conv['test_top1']:6.2f}%  train {100 * lb_conv['train_top1']:6.2f}%")
     cf_conv = series[-1]
     tried = {r["epochs"]: r for r in series}
     targets = {}
     for key in TARGETS:
-        target = min(cf_conv[key], sk_conv[key]) - MARGIN
+        target = min(cf_conv[key], sk_conv[key], lb_conv[key]) - MARGIN
         targets[key] = {"target": target, "cf_epochs": cf_to_target(name, extra, tried, key, target, log),
+                        "lb_iters": stays_reached({i + 1: a for i, a in enumerate(lb_accs[key])}, target),
                         "sk_iters": stays_reached({i + 1: a for i, a in enumerate(sk_accs[key])}, target)}
         log(f"{name:9s} {key} target {100 * target:.2f}%: cfrun {targets[key]['cf_epochs']} epochs, "
-            f"sklearn {targets[key]['sk_iters']} iterations")
+            f"cfrun L-BFGS {targets[key]['lb_iters']} iterations, sklearn {targets[key]['sk_iters']} iterations")
 
     # Timed runs, alternating the tools: each at every budget it needs for a target, then the plain
     # (untraced) converged scikit-learn fit once.
     cf_t = {e: [] for e in sorted({t["cf_epochs"] for t in targets.values()})}
+    lb_t = {i: [] for i in sorted({t["lb_iters"] for t in targets.values()})}
     sk_t = {i: [] for i in sorted({t["sk_iters"] for t in targets.values()})}
     for _ in range(reps):
         for e, rows in cf_t.items():
             rows.append(cf_runs(name, [e], extra)[0])
             log(f"{name:9s} timed: cfrun {e} epochs {rows[-1]['seconds']:.3f} s (cpu {rows[-1]['cpu_seconds']:.3f})")
+        for i, rows in lb_t.items():
+            rows.append(cf_runs(name, [i], f"{extra} {lbfgs_flags(tol)}")[0])
+            log(f"{name:9s} timed: cfrun L-BFGS {i} iterations {rows[-1]['seconds']:.3f} s "
+                f"(cpu {rows[-1]['cpu_seconds']:.3f})")
+            if any(rows[-1][k] != lb_accs[k][i - 1] for k in TARGETS):
+                raise SystemExit(f"{name}: cfrun L-BFGS capped at {i} does not stop at the traced iterate {i}")
         for i, rows in sk_t.items():
             rows.append(sk_fit(data, C, i, tol)[0])
             log(f"{name:9s} timed: sklearn max_iter={i} {rows[-1]['seconds']:.3f} s (cpu {rows[-1]['cpu_seconds']:.3f})")
@@ -301,8 +339,10 @@ def one_set(name, reps, extra, max_epochs, max_iter, tol, log):
                   "converged": {**cf_conv, "settled": settled},
                   "tried": {str(e): {k: r[k] for k in TARGETS} for e, r in sorted(tried.items())}},
         "sklearn": {"converged": {**sk_plain, "traced_seconds": sk_conv["seconds"]}, "per_iter": sk_accs},
+        "cfrun_lbfgs": {"converged": {k: v for k, v in lb_conv.items() if k != "path"}, "per_iter": lb_accs},
         "targets": {k: {"target": t["target"],
                         "cfrun": {"epochs": t["cf_epochs"], **timing(cf_t[t["cf_epochs"]])},
+                        "cfrun_lbfgs": {"iters": t["lb_iters"], **timing(lb_t[t["lb_iters"]])},
                         "sklearn": {"iters": t["sk_iters"], **timing(sk_t[t["sk_iters"]])}}
                     for k, t in targets.items()},
     }
@@ -315,14 +355,16 @@ def run(reps, only, extra, max_epochs, max_iter, tol, json_out=None):
             continue
         summary.append(one_set(name, reps, extra, max_epochs, max_iter, tol, lambda s: print(s, flush=True)))
         s = summary[-1]
-        cc, sc = s["cfrun"]["converged"], s["sklearn"]["converged"]
+        cc, sc, lc = s["cfrun"]["converged"], s["sklearn"]["converged"], s["cfrun_lbfgs"]["converged"]
         print(f"{name:9s} SUMMARY converged test top-1 cfrun {100 * cc['test_top1']:.2f}% ({cc['epochs']} epochs, "
-              f"{'settled' if cc['settled'] else 'NOT settled'}) sklearn {100 * sc['test_top1']:.2f}% "
-              f"({sc['n_iter']} iterations)", flush=True)
+              f"{'settled' if cc['settled'] else 'NOT settled'}) cfrun L-BFGS {100 * lc['test_top1']:.2f}% "
+              f"({lc['iterations']} iterations) sklearn {100 * sc['test_top1']:.2f}% ({sc['n_iter']} iterations)",
+              flush=True)
         for key, t in s["targets"].items():
-            print(f"{name:9s} SUMMARY to {key} {100 * t['target']:.2f}%: cfrun {t['cfrun']['seconds']:.3f} s, "
-                  f"sklearn {t['sklearn']['seconds']:.3f} s, ratio {t['cfrun']['seconds'] / t['sklearn']['seconds']:.2f}x",
-                  flush=True)
+            sk = t["sklearn"]["seconds"]
+            print(f"{name:9s} SUMMARY to {key} {100 * t['target']:.2f}%: cfrun {t['cfrun']['seconds']:.3f} s "
+                  f"({t['cfrun']['seconds'] / sk:.2f}x), cfrun L-BFGS {t['cfrun_lbfgs']['seconds']:.3f} s "
+                  f"({t['cfrun_lbfgs']['seconds'] / sk:.2f}x), sklearn {sk:.3f} s", flush=True)
         if json_out:
             with open(json_out, "w") as f:
                 json.dump(summary, f, indent=1)
@@ -335,7 +377,8 @@ if __name__ == "__main__":
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--extra", default="", help="extra flags for probe_bench, e.g. '--lr 0.05' (not --epochs)")
     ap.add_argument("--max-epochs", type=int, default=320, help="cap on cfrun's doubling series 10, 20, 40, ...")
-    ap.add_argument("--max-iter", type=int, default=10_000, help="scikit-learn max_iter; must not be reached")
+    ap.add_argument("--max-iter", type=int, default=10_000,
+                    help="scikit-learn max_iter and cfrun L-BFGS iteration cap; must not be reached")
     ap.add_argument("--tol", type=float, default=1e-4, help="scikit-learn's gradient tolerance (its default)")
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep")

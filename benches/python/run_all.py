@@ -211,6 +211,11 @@ def figures(name, res):
                          t["sklearn"]["seconds"]),
                         (r["set"], f"cpu_seconds_to_{split}_target", t["cfrun"]["cpu_seconds"], "sklearn",
                          t["sklearn"]["cpu_seconds"])]
+                if "cfrun_lbfgs" in t:
+                    out += [(r["set"], f"lbfgs_seconds_to_{split}_target", t["cfrun_lbfgs"]["seconds"], "sklearn",
+                             t["sklearn"]["seconds"]),
+                            (r["set"], f"lbfgs_cpu_seconds_to_{split}_target", t["cfrun_lbfgs"]["cpu_seconds"],
+                             "sklearn", t["sklearn"]["cpu_seconds"])]
             out += [(r["set"], "converged_test_top1", cf["converged"]["test_top1"], "sklearn",
                      sk["converged"]["test_top1"]),
                     (r["set"], "default_test_top1", cf["default"]["test_top1"], "", None)]
@@ -275,18 +280,22 @@ def probe_report(w, goals, section, args):
           "`benches/run_all.sh --only probe`.")
         w("")
         return
-    w("Same features and splits; both standardise on the train split and minimise the same function, "
-      "(1/n) sum CE + (wd/2) ||W||^2 (bias not penalised): cfrun's `eval::linear_probe` at its defaults "
-      "(momentum SGD with weight decay wd = 1e-4 on the mean batch loss, cosine schedule), scikit-learn's "
-      "LogisticRegression(lbfgs) at C = 1 / (wd n). scikit-learn runs to convergence (its gradient test "
-      "max |g| <= tol, tol = 1e-4; n_iter_ < max_iter checked). cfrun's SGD has no such test: it doubles its "
-      "epochs (10, 20, 40, ...) until train and test top-1 move by at most 0.1 point (or 2 rows), else stops "
+    lbfgs = all("cfrun_lbfgs" in r for r in rows)
+    w("Same features and splits; all standardise on the train split and minimise the same function, "
+      "(1/n) sum CE + (wd/2) ||W||^2 (bias not penalised): cfrun's `eval::linear_probe` with its default solver "
+      "(momentum SGD with weight decay wd = 1e-4 on the mean batch loss, cosine schedule)"
+      + (" and with `solver = \"lbfgs\"` (full-batch L-BFGS, f32 products)" if lbfgs else "")
+      + ", scikit-learn's LogisticRegression(lbfgs) at C = 1 / (wd n). scikit-learn"
+      + (" and cfrun's L-BFGS run" if lbfgs else " runs") + " to convergence (the gradient test "
+      "max |g| <= tol, tol = 1e-4; fewer iterations than the cap checked). cfrun's SGD has no such test: it doubles "
+      "its epochs (10, 20, 40, ...) until train and test top-1 move by at most 0.1 point (or 2 rows), else stops "
       f"at {args.probe_max_epochs} epochs and the table says *not settled*. Top-1 on the held-out split "
       "(train split in brackets); times are one run each, scaling and scoring both splits included.")
     w("")
-    w("| data | C = 1/(wd n) | sklearn top-1 | sklearn iterations, time | cfrun top-1 | cfrun epochs, time | "
-      "cfrun reaches sklearn's converged top-1? | cfrun at its default 10 epochs |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| data | C = 1/(wd n) | sklearn top-1 | sklearn iterations, time | cfrun SGD top-1 | cfrun SGD epochs, time | "
+      "cfrun SGD reaches sklearn's converged top-1? | cfrun SGD at its default 10 epochs |"
+      + (" cfrun L-BFGS top-1 | cfrun L-BFGS iterations, time |" if lbfgs else ""))
+    w("|---|---|---|---|---|---|---|---|" + ("---|---|" if lbfgs else ""))
     for r in rows:
         cf, sk = r["cfrun"], r["sklearn"]
         cc, sc, cd = cf["converged"], sk["converged"], cf["default"]
@@ -294,40 +303,63 @@ def probe_report(w, goals, section, args):
         reach = "yes" + (f" ({gap:+.2f} points)" if gap else "") if gap >= -0.1 else f"**no: {-gap:.2f} points below**"
         settled = "" if cc["settled"] else ", **not settled**"
         desc = f"{r['set']}: {r['n_train']:,} / {r['n_test']:,} x {r['d']}, {r['classes']} classes"
+        lb = ""
+        if lbfgs:
+            lc = r["cfrun_lbfgs"]["converged"]
+            lb = (f" {pct(lc['test_top1'])} ({pct(lc['train_top1'])}) | {lc['iterations']}, {lc['seconds']:.2f} s |")
         w(f"| {desc} | {r['C']:.4g} | {pct(sc['test_top1'])} ({pct(sc['train_top1'])}) | {sc['n_iter']}, "
           f"{sc['seconds']:.2f} s | {pct(cc['test_top1'])} ({pct(cc['train_top1'])}) | {cc['epochs']}{settled}, "
-          f"{cc['seconds']:.2f} s | {reach} | {pct(cd['test_top1'])} ({pct(cd['train_top1'])}), {cd['seconds']:.2f} s |")
+          f"{cc['seconds']:.2f} s | {reach} | {pct(cd['test_top1'])} ({pct(cd['train_top1'])}), {cd['seconds']:.2f} s |"
+          + lb)
     w("")
-    w("Time to equal accuracy, on each split: the target is the lower of the two converged top-1 minus 0.1 point. "
+    w("Time to equal accuracy, on each split: the target is the lowest converged top-1 of the table above minus 0.1 point. "
       "Held-out top-1 is what a probe reports; train top-1 tracks how far each optimiser has got on the shared "
       "objective (near the optimum the held-out top-1 can fall while it rises, so a held-out target can be met "
       "by the first iteration). Each tool's budget is the smallest it was tried at from which every larger budget "
       "tried also reaches the target (scikit-learn: every lbfgs iteration, from one traced fit, the timed fit "
-      "stopping at max_iter; cfrun: the doubling series, then the 1-8, 10, 12, 14, 16, 20, ... epoch budgets, "
-      "about 1.2x apart, between it and the series' first hit). Then plain runs at those budgets, alternating, "
-      "median wall and process CPU seconds (user + system, both threads; 10 ms resolution).")
+      "stopping at max_iter; cfrun's L-BFGS the same way; cfrun's SGD: the doubling series, then the 1-8, 10, 12, "
+      "14, 16, 20, ... epoch budgets, about 1.2x apart, between it and the series' first hit). Then plain runs at "
+      "those budgets, alternating, median wall and process CPU seconds (user + system, both threads; 10 ms "
+      "resolution). The goal is judged on cfrun's faster solver for that target; both are shown.")
     w("")
-    w("| data | split | target top-1 | cfrun epochs | cfrun wall | cfrun CPU | sklearn max_iter | sklearn wall | "
-      "sklearn CPU | wall ratio | CPU ratio | goal: less wall time |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratios(ct, st):
+        # /proc's CPU time counts 10 ms ticks: a run shorter than that reads 0.
+        cpu = times(ct["cpu_seconds"] / st["cpu_seconds"]) if min(ct["cpu_seconds"], st["cpu_seconds"]) > 0 else "n/a"
+        return ct["seconds"] / st["seconds"], cpu
+
+    w("| data | split | target top-1 | cfrun SGD epochs | SGD wall | SGD CPU |"
+      + (" cfrun L-BFGS iterations | L-BFGS wall | L-BFGS CPU |" if lbfgs else "")
+      + " sklearn max_iter | sklearn wall | sklearn CPU | SGD / sklearn wall (CPU) |"
+      + (" L-BFGS / sklearn wall (CPU) |" if lbfgs else "") + " goal: less wall time |")
+    w("|---|---|---|---|---|---|" + ("---|---|---|" if lbfgs else "") + "---|---|---|---|" + ("---|" if lbfgs else "")
+      + "---|")
     for r in rows:
         for key, t in r["targets"].items():
             ct, st = t["cfrun"], t["sklearn"]
             split = key.split("_")[0]
-            ratio = ct["seconds"] / st["seconds"]
-            # /proc's CPU time counts 10 ms ticks: a run shorter than that reads 0.
-            cpu_ratio = times(ct["cpu_seconds"] / st["cpu_seconds"]) if min(ct["cpu_seconds"], st["cpu_seconds"]) > 0 \
-                else "n/a"
-            ok = ratio < 1.0
+            ratio, cpu_ratio = ratios(ct, st)
+            best, measured = ratio, f"SGD {times(ratio)} wall, {cpu_ratio} CPU"
+            lb_cols = lb_ratio = ""
+            if lbfgs:
+                lt = t["cfrun_lbfgs"]
+                lr, lcpu = ratios(lt, st)
+                best = min(best, lr)
+                measured += f"; L-BFGS {times(lr)} wall, {lcpu} CPU"
+                lb_cols = f" {lt['iters']} | {lt['seconds']:.3f} s | {cpu_s(lt['cpu_seconds'])} |"
+                lb_ratio = f" {times(lr)} ({lcpu}) |"
+            ok = best < 1.0
             goals.append((f"probe {r['set']}: time to {pct(t['target'])} {split} top-1 (same objective) below "
-                          f"scikit-learn's", f"{times(ratio)} wall, {cpu_ratio} CPU", ok))
+                          f"scikit-learn's", measured, ok))
             w(f"| {r['set']} | {split} | {pct(t['target'])} | {ct['epochs']} | {ct['seconds']:.3f} s | "
-              f"{cpu_s(ct['cpu_seconds'])} | {st['iters']} | {st['seconds']:.3f} s | {cpu_s(st['cpu_seconds'])} | "
-              f"{times(ratio)} | {cpu_ratio} | {yes(ok)} |")
+              f"{cpu_s(ct['cpu_seconds'])} |{lb_cols} {st['iters']} | {st['seconds']:.3f} s | "
+              f"{cpu_s(st['cpu_seconds'])} | {times(ratio)} ({cpu_ratio}) |{lb_ratio} {yes(ok)} |")
     w("")
     w("Runs (wall s): " + "; ".join(
-        f"{r['set']} {key.split('_')[0]} cfrun {[round(x, 3) for x in t['cfrun']['runs']]}, "
-        f"sklearn {[round(x, 3) for x in t['sklearn']['runs']]}" for r in rows for key, t in r["targets"].items()) + ".")
+        f"{r['set']} {key.split('_')[0]} cfrun SGD {[round(x, 3) for x in t['cfrun']['runs']]}, "
+        + (f"cfrun L-BFGS {[round(x, 3) for x in t['cfrun_lbfgs']['runs']]}, " if "cfrun_lbfgs" in t else "")
+        + f"sklearn {[round(x, 3) for x in t['sklearn']['runs']]}" for r in rows for key, t in r["targets"].items())
+      + ".")
     w("")
 
 
