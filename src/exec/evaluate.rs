@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use crate::cache::store::Check;
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{Instance, Plan};
@@ -90,29 +92,65 @@ pub fn evaluate(plan: &Plan, store: &Store) -> Vec<InstanceState> {
 
 /// Evaluates every instance of the plan against the cache; a published object that fails the
 /// `depth` check counts as not cached, with a [`DirtyReason::Damaged`] saying why.
+///
+/// Instances are taken in waves (each reads the records of earlier waves only), and the
+/// instances of a wave in parallel: the walk is system calls (reading key records, listing and
+/// checking objects), which on a machine with slow ones is most of what `status` costs.
 pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceState> {
-    let mut records: Vec<Option<KeyRecord>> = vec![None; plan.instances.len()];
-    let mut states = Vec::with_capacity(plan.instances.len());
-    for (i, inst) in plan.instances.iter().enumerate() {
-        let recipe = recipe_for(plan, inst, &records);
-        let key = recipe.as_ref().ok().map(Recipe::key);
-        let mut damage = None;
-        let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.check(r, depth) {
-            Ok(()) => true,
-            Err(detail) => {
-                damage = Some(DirtyReason::Damaged { detail });
-                false
-            }
-        });
-        let reasons = match (&record, damage) {
-            (Some(_), _) => Vec::new(),
-            (None, Some(d)) => vec![d],
-            (None, None) => reasons(store, &plan.experiment.name, inst, recipe.as_ref()),
-        };
-        records[i] = record.clone();
-        states.push(InstanceState { recipe: recipe.ok(), key, record, reasons });
+    let n = plan.instances.len();
+    let mut records: Vec<Option<KeyRecord>> = vec![None; n];
+    let mut states: Vec<Option<InstanceState>> = vec![None; n];
+    for wave in waves(plan) {
+        let done: Vec<InstanceState> =
+            wave.par_iter().map(|&i| evaluate_one(plan, store, depth, &plan.instances[i], &records)).collect();
+        for (&i, state) in wave.iter().zip(done) {
+            records[i] = state.record.clone();
+            states[i] = Some(state);
+        }
     }
-    states
+    states.into_iter().map(|s| s.expect("every instance is in one wave")).collect()
+}
+
+/// Instance indices grouped by depth in the graph: an instance's wave follows all its inputs'
+/// waves. Instances come in dependency order, so one pass finds every depth.
+fn waves(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut depth = vec![0usize; plan.instances.len()];
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, inst) in plan.instances.iter().enumerate() {
+        let d = inst.inputs.values().flatten().map(|r| depth[r.instance.0] + 1).max().unwrap_or(0);
+        depth[i] = d;
+        if waves.len() <= d {
+            waves.resize_with(d + 1, Vec::new);
+        }
+        waves[d].push(i);
+    }
+    waves
+}
+
+/// Where `inst` stands, given the records of the instances before it.
+fn evaluate_one(
+    plan: &Plan,
+    store: &Store,
+    depth: Check,
+    inst: &Instance,
+    records: &[Option<KeyRecord>],
+) -> InstanceState {
+    let recipe = recipe_for(plan, inst, records);
+    let key = recipe.as_ref().ok().map(Recipe::key);
+    let mut damage = None;
+    let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.check(r, depth) {
+        Ok(()) => true,
+        Err(detail) => {
+            damage = Some(DirtyReason::Damaged { detail });
+            false
+        }
+    });
+    let reasons = match (&record, damage) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(d)) => vec![d],
+        (None, None) => reasons(store, &plan.experiment.name, inst, recipe.as_ref()),
+    };
+    InstanceState { recipe: recipe.ok(), key, record, reasons }
 }
 
 #[cfg(test)]
