@@ -248,16 +248,19 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
         println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
+        // One write for the whole listing, not one system call per instance.
+        let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
             let mut why: Vec<String> = st.reasons.iter().map(|r| r.to_string()).collect();
             if let Some(job) = live.get(&i) {
                 why.insert(0, job.describe());
             }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
-            println!("{:<7} {:<width$}{why}", label(i, st), inst.name);
+            text.push_str(&format!("{:<7} {:<width$}{why}\n", label(i, st), inst.name));
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
-        println!("{} of {} instances cached", cached, states.len());
+        text.push_str(&format!("{} of {} instances cached\n", cached, states.len()));
+        print!("{text}");
     }
     Ok(ExitCode::SUCCESS)
 }
