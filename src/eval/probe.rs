@@ -163,7 +163,7 @@ pub fn linear_probe(
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
     if cfg.solver == ProbeSolver::Lbfgs {
-        let mut each = |it: usize, loss: f64, _: &Linear| on_epoch(it, loss);
+        let mut each = |it: usize, loss: f64, _: &Linear, _: &Standardizer| on_epoch(it, loss);
         return lbfgs_probe(train_x, train_y, test_x, test_y, d, num_classes, cfg, &mut each).map(|(r, _)| r);
     }
     let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;

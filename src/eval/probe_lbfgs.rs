@@ -92,8 +92,8 @@ impl Objective<'_> {
 }
 
 /// The probe by L-BFGS: at most `cfg.epochs` iterations, stopping early once every gradient entry
-/// is within `cfg.tol`. `on_iter(iteration, mean_xent, model)` runs after every accepted step
-/// (iterations count from 0 here, like the SGD probe's epochs).
+/// is within `cfg.tol`. `on_iter(iteration, mean_xent, model, standardizer)` runs after every
+/// accepted step (iterations count from 0 here, like the SGD probe's epochs).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn lbfgs_probe(
     train_x: &[f32],
@@ -103,7 +103,7 @@ pub(super) fn lbfgs_probe(
     d: usize,
     c: usize,
     cfg: &ProbeConfig,
-    on_iter: &mut dyn FnMut(usize, f64, &Linear),
+    on_iter: &mut dyn FnMut(usize, f64, &Linear, &Standardizer),
 ) -> Result<(ProbeResult, Outcome), EvalError> {
     let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, c, cfg)?;
     let st = Standardizer::fit(train_x, d);
@@ -127,7 +127,7 @@ pub(super) fn lbfgs_probe(
             let o = obj_cell.borrow();
             xent_per_iter.push(o.last_xent);
             tracing::debug!(iteration = it, loss = o.last_xent, "linear probe (L-BFGS) iteration");
-            on_iter(it - 1, o.last_xent, &o.model);
+            on_iter(it - 1, o.last_xent, &o.model, &st);
         };
         lbfgs::minimize(&mut p, &mut f, &settings, &mut after)
     };
@@ -157,10 +157,9 @@ pub fn lbfgs_probe_path(
     cfg: &ProbeConfig,
 ) -> Result<(Vec<(f64, f64)>, ProbeResult), EvalError> {
     let mut path = Vec::new();
-    let st = Standardizer::fit(train_x, d);
-    let mut record = |_: usize, _: f64, model: &Linear| {
-        let train = score(model, &st, train_x, train_y);
-        let test = score(model, &st, test_x, test_y);
+    let mut record = |_: usize, _: f64, model: &Linear, st: &Standardizer| {
+        let train = score(model, st, train_x, train_y);
+        let test = score(model, st, test_x, test_y);
         let r = result(&train, &test, train_y.len(), test_y.len(), c, Vec::new());
         path.push((r.train_top1, r.test_top1));
     };
@@ -222,8 +221,12 @@ mod tests {
         let (tx, ty) = noisy(800, d, c, 3);
         let (vx, vy) = noisy(200, d, c, 4);
         let cfg = ProbeConfig { tol: 1e-5, ..lbfgs(500) };
-        let mut iters = 0;
-        let (r, out) = lbfgs_probe(&tx, &ty, &vx, &vy, d, c, &cfg, &mut |_, _, _| iters += 1).unwrap();
+        let (mut iters, mut best) = (0, None);
+        let mut each = |_: usize, _: f64, m: &Linear, _: &Standardizer| {
+            iters += 1;
+            best = Some(m.w.iter().chain(&m.b).map(|&v| f64::from(v)).collect::<Vec<f64>>());
+        };
+        let (r, out) = lbfgs_probe(&tx, &ty, &vx, &vy, d, c, &cfg, &mut each).unwrap();
         assert_ne!(out.stop, lbfgs::Stop::MaxIter, "{out:?}");
         assert_eq!(iters, out.iterations);
         assert_eq!(r.loss_per_epoch.len(), out.iterations);
@@ -231,11 +234,6 @@ mod tests {
         let st = Standardizer::fit(&tx, d);
         let mut obj =
             Objective { x: &tx, y: &ty, st: &st, model: Linear::zeros(d, c), weight_decay: 1e-2, last_xent: 0.0 };
-        let mut best = None;
-        lbfgs_probe(&tx, &ty, &vx, &vy, d, c, &cfg, &mut |_, _, m: &Linear| {
-            best = Some(m.w.iter().chain(&m.b).map(|&v| f64::from(v)).collect::<Vec<f64>>())
-        })
-        .unwrap();
         let p = best.unwrap();
         let mut g = vec![0f64; p.len()];
         let f_lbfgs = obj.eval(&p, &mut g);
