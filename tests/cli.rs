@@ -438,6 +438,22 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
     let bad = cfrun(cache.path(), &["check-device", "--device", "cpu", "--presets", "resnet_huge"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("unknown preset `resnet_huge`"), "{}", stderr(&bad));
+    // The A/B switch of the convolution's backward: candle's own passes the same checks, and a
+    // value that names neither is refused before anything runs.
+    let with = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .args(["check-device", "--device", "cpu", "--presets", "resnet_tiny", "--json", "--cache"])
+            .arg(cache.path())
+            .env("CFRUN_CONV_BACKWARD", value)
+            .output()
+            .expect("cfrun starts")
+    };
+    let candle = with("candle");
+    assert!(candle.status.success(), "{}", stderr(&candle));
+    assert_eq!(serde_json::from_slice::<Value>(&candle.stdout).unwrap()["ok"], true);
+    let typo = with("cudnn");
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(stderr(&typo).contains("CFRUN_CONV_BACKWARD=\"cudnn\": expected `gemm` or `candle`"), "{}", stderr(&typo));
 }
 
 #[test]

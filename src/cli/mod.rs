@@ -176,6 +176,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Err(e) = crate::nn::conv_device::conv_backward_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::INVALID);
+    }
     let bars = logging::init(cli.global.quiet);
     commands::dispatch(cli.command, &cli.global, bars)
 }

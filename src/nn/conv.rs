@@ -1,5 +1,6 @@
 //! 2-D convolution without bias: a fast CPU custom op (im2col + GEMM; Winograd for wide 3x3
-//! stride-1 convolutions, see [`super::winograd`]) and candle's own `conv2d` on other devices.
+//! stride-1 convolutions, see [`super::winograd`]) and, on other devices, candle's `conv2d` with
+//! the backward of [`super::conv_device`].
 //!
 //! Shapes: input `(N, Cin, H, W)`, weight `(Cout, Cin, K, K)` (PyTorch layout), output
 //! `(N, Cout, Ho, Wo)` with `Ho = (H + 2p - K) / s + 1`. Square kernels, one stride and one
@@ -34,12 +35,12 @@ pub(crate) const CHUNK: usize = 8;
 /// Target minimum GEMM width (columns) when grouping images with small feature maps.
 const MIN_COLS: usize = 192;
 
-/// `conv2d(x, w)` with the fast op on CPU f32 tensors and candle's conv2d elsewhere.
+/// `conv2d(x, w)` with the fast op on CPU f32 tensors and [`super::conv_device`] elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if super::use_fast_kernels(x.device(), x.dtype()) && w.dtype() == DType::F32 {
         x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { stride, padding })
     } else {
-        x.conv2d(w, padding, stride, 1, 1)
+        super::conv_device::conv2d(x, w, stride, padding)
     }
 }
 

@@ -4,7 +4,8 @@
 //! - [`r2plus1d`]: R(2+1)D for clips (NCTHW), with the same taps; [`arch`] puts both behind one
 //!   type for training, checkpoints and extraction;
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
-//!   BN + residual + ReLU) with candle fallbacks on other devices;
+//!   BN + residual + ReLU) with candle fallbacks on other devices; [`conv_device`]: the
+//!   convolution's backward off the CPU fast path;
 //! - [`train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
 //! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;
 //! - [`extract`]: eval-mode features and logits;
@@ -20,6 +21,7 @@ pub mod batchnorm;
 mod bn_kernels;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_device;
 mod cpu;
 pub mod data;
 mod error;
