@@ -1815,6 +1815,43 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
 }
 
+/// `CFRUN_TRAIN_PROFILE=1` logs, per epoch, each phase's issue and wait time per step (the GPU
+/// session's profile where nsys is absent), and changes no artifact; a bad value is refused.
+#[test]
+fn the_step_profile_is_logged_per_epoch_and_changes_no_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prof.toml");
+    let text = "[experiment]\nname = \"prof\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+                train_size = 32\ntest_size = 8\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+                labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\nbatch_size = 16\n";
+    std::fs::write(&file, text).unwrap();
+    let run = |cache: &Path, value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .args(["run", file.to_str().unwrap(), "--cache"])
+            .arg(cache)
+            .env("CFRUN_LOG", "info")
+            .env("CFRUN_TRAIN_PROFILE", value)
+            .output()
+            .expect("cfrun starts")
+    };
+    let (plain, profiled) = (dir.path().join("plain"), dir.path().join("profiled"));
+    let a = run(&plain, "0");
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(!stderr(&a).contains("step profile"), "{}", stderr(&a));
+    let b = run(&profiled, "1");
+    let err = stderr(&b);
+    assert!(b.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("step profile")).collect();
+    assert_eq!(lines.len(), 2, "one line per epoch: {err}");
+    for phase in ["batch=", "forward=", "backward=", "update="] {
+        assert!(lines[0].contains(phase) && lines[0].contains("steps=2"), "{}", lines[0]);
+    }
+    assert_eq!(objects(&plain), objects(&profiled), "the profile changed an artifact");
+    let bad = run(&dir.path().join("bad"), "yes");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("CFRUN_TRAIN_PROFILE=\"yes\""), "{}", stderr(&bad));
+}
+
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`); the
 /// artifacts are the bits one job at a time gives.
 #[test]

@@ -38,6 +38,7 @@ pub mod run_config;
 pub mod schedule;
 pub mod sgd;
 mod shifted;
+pub mod step_profile;
 pub mod temporal;
 mod temporal_conv;
 pub mod train;

@@ -20,6 +20,7 @@ use super::resident::{EpochSums, ResidentImages};
 use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
+use super::step_profile::{Phase, StepProfile};
 use super::NnError;
 use crate::rng;
 use candle_core::{DType, Device, Tensor};
@@ -261,19 +262,25 @@ pub(crate) fn train_with(
         let batch_of = |b: usize| &order[b * bs..((b + 1) * bs).min(n)];
         let lr_of =
             |b: usize| lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
+        let mut prof = StepProfile::start(device);
         let (loss_sum, correct) = match &resident {
             Some(res) => {
                 let mut sums = EpochSums::new(device)?;
                 for b in 0..batches {
+                    prof.step();
                     let idx = batch_of(b);
                     let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
                     let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
+                    prof.mark(Phase::Batch)?;
                     let logits = model.forward_t(&x, true)?;
+                    prof.mark(Phase::Forward)?;
                     let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
                     let loss = res.loss(&logits, targets, &target, &ids)?;
                     let grads = loss.backward()?;
+                    prof.mark(Phase::Backward)?;
                     sgd.step(&grads, lr_of(b))?;
                     sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
+                    prof.mark(Phase::Update)?;
                     obs.on_batch(epoch, b, batches);
                 }
                 sums.read()?
@@ -281,23 +288,29 @@ pub(crate) fn train_with(
             None => {
                 let (mut loss_sum, mut correct) = (0.0, 0usize);
                 for b in 0..batches {
+                    prof.step();
                     let idx = batch_of(b);
                     let xb = &mut xbuf[..idx.len() * len];
                     fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
                     let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
+                    prof.mark(Phase::Batch)?;
                     let truth = targets.truth();
                     let logits = model.forward_t(&x, true)?;
+                    prof.mark(Phase::Forward)?;
                     let loss = batch_loss(&logits, targets, idx)?;
                     let grads = loss.backward()?;
+                    prof.mark(Phase::Backward)?;
                     sgd.step(&grads, lr_of(b))?;
                     loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
                     let pred = logits.argmax(1)?.to_vec1::<u32>()?;
                     correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
+                    prof.mark(Phase::Update)?;
                     obs.on_batch(epoch, b, batches);
                 }
                 (loss_sum, correct)
             }
         };
+        prof.report(epoch);
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
