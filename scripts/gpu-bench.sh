@@ -3,11 +3,13 @@
 #   1. env.txt: GPU, driver, the runtime libraries found, which binary runs (cuDNN or not), nsys;
 #   2. check-device.json: `cfrun check-device --device cuda` (also absorbs the PTX JIT of a fresh machine);
 #   3. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
-#      instances (`--jobs N`), f32, plus bf16 (1 job and the best N) and, for the cuDNN gain, the
-#      binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/;
+#      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
+#      backward (1 job, CFRUN_CONV_BACKWARD=candle) and, for the cuDNN gain, the binary without
+#      cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/;
 #   4. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
 #      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
-#   5. profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
+#   5. profile-timers.txt: cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
+#      profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
 #   6. projection.md: noise_sweep_full's time projected from the measured throughput (every train
 #      instance of its plan), then the largest part of it that fits the time left, run for real:
 #      sweep/ (its stdout/stderr and `cfrun status --json` afterwards).
@@ -152,6 +154,19 @@ if ((DRY)); then N1=512; else N1=20480; fi
 RATE1="$(cf_bench f32-j1 "$BIN" 1 f32 "$N1" 2 | tail -n1)"
 RATE1="${RATE1:-0}"
 per_job() { "$PY" -c "r=max(float('$RATE1'),1.0); print(max(256 if $DRY else 2048, min(60000, int(r*(3 if $DRY else 10)/$1)//128*128)))"; }
+# The convolution's backward (nn/conv_device.rs) against candle's own (a direct conv_transpose2d
+# kernel, the 1,510 img/s of 2026-11-26), at a quarter of the work: if candle's is as slow as
+# expected, this run still takes well under a minute.
+if (($(left) > (DRY ? 150 : 300))); then
+  CFRUN_CONV_BACKWARD=candle cf_bench f32-j1-candlebwd "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+fi
+# Where a step's time goes, from cfrun's own timers (a device sync after each phase): host issue
+# time against device time for batch, forward, backward and update.
+if (($(left) > (DRY ? 140 : 280))); then
+  CFRUN_TRAIN_PROFILE=1 cf_bench prof-j1 "$BIN" 1 f32 "$(per_job 4)" 1 >/dev/null
+  grep "step profile" "$OUT/cfrun/prof-j1.stderr" >"$OUT/profile-timers.txt"
+  say "step profile: $(cut -d: -f4- "$OUT/profile-timers.txt" | tail -n1)"
+fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do
   (($(left) < 200)) && { say "skipping jobs=$j and up: $(left)s left"; break; }
