@@ -1795,16 +1795,23 @@ fn run_reports_cpu_use() {
     assert!(line.contains(" cached, ") && line.contains(" CPU ") && line.ends_with(" cores"), "{line}");
 }
 
+/// A synthetic data set of `train_size` images and one 2-epoch resnet_tiny `train` stage, `net`,
+/// whose table ends with `extra` (its first line is line 17 of the file).
+fn tiny_training(name: &str, train_size: usize, extra: &str) -> String {
+    format!(
+        "[experiment]\nname = \"{name}\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         train_size = {train_size}\ntest_size = 8\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+         labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n{extra}"
+    )
+}
+
 /// `precision = "bf16"` is refused on the CPU before anything runs: exit 2 at the field, with
 /// the valid choices, and nothing computed.
 #[test]
 fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bf16.toml");
-    let text = "[experiment]\nname = \"bf16\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-                train_size = 16\ntest_size = 8\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
-                labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\nprecision = \"bf16\"\n";
-    std::fs::write(&file, text).unwrap();
+    std::fs::write(&file, tiny_training("bf16", 16, "precision = \"bf16\"\n")).unwrap();
     let cache = dir.path().join("cache");
     let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--device", "cpu"]);
     let err = stderr(&out);
@@ -1821,10 +1828,7 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
 fn the_step_profile_is_logged_per_epoch_and_changes_no_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("prof.toml");
-    let text = "[experiment]\nname = \"prof\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-                train_size = 32\ntest_size = 8\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
-                labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\nbatch_size = 16\n";
-    std::fs::write(&file, text).unwrap();
+    std::fs::write(&file, tiny_training("prof", 32, "batch_size = 16\n")).unwrap();
     let run = |cache: &Path, value: &str| {
         Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .args(["run", file.to_str().unwrap(), "--cache"])

@@ -767,11 +767,39 @@ impl CustomOp2 for Conv2dOp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+    /// Convolution geometries every implementation is tested on: `(n, cin, h, w, cout, k, stride,
+    /// pad)`.
+    pub(crate) const GEOMETRIES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+        // n, cin, h, w, cout, k, stride, pad
+        (2, 3, 7, 7, 4, 3, 1, 1),
+        (3, 2, 8, 6, 5, 3, 2, 1),
+        (2, 4, 9, 9, 3, 1, 2, 0),
+        (1, 1, 5, 5, 2, 3, 1, 0),
+        (10, 3, 4, 4, 6, 3, 2, 1),
+        (9, 2, 7, 7, 3, 1, 1, 0),
+        (17, 3, 3, 3, 2, 3, 2, 1),
+        (2, 2, 6, 5, 3, 3, 2, 0),
+        (3, 2, 5, 8, 4, 3, 1, 1),
+        (2, 3, 9, 9, 2, 5, 1, 2),
+        // A 1x1 map under a 3x3 kernel (R(2+1)D's res5 on small clips): most taps read nothing.
+        (3, 2, 1, 1, 2, 3, 1, 1),
+        // Maps no larger than the kernel's reach (res5 of a small Jigsaw tile).
+        (2, 3, 1, 1, 4, 3, 1, 1),
+        (3, 2, 2, 2, 3, 3, 1, 1),
+        (2, 2, 1, 3, 2, 3, 1, 1),
+        // Same-padded 3x3 over more than one backward chunk, with groups of images whose
+        // column matrices are padded (7x7: 4 images, 196 columns padded to 200): the weight
+        // gradient through the adjoint's column matrix.
+        (19, 3, 7, 7, 5, 3, 1, 1),
+        (12, 8, 6, 6, 8, 3, 1, 1),
+    ];
+
+    /// Uniform values in [-1, 1) from `seed`.
+    pub(crate) fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let n: usize = shape.iter().product();
@@ -786,31 +814,7 @@ mod tests {
     /// Forward and both gradients against candle's conv2d on many shapes (as the reference).
     #[test]
     fn matches_candle_conv2d() {
-        let cases = [
-            // n, cin, h, w, cout, k, stride, pad
-            (2, 3, 7, 7, 4, 3, 1, 1),
-            (3, 2, 8, 6, 5, 3, 2, 1),
-            (2, 4, 9, 9, 3, 1, 2, 0),
-            (1, 1, 5, 5, 2, 3, 1, 0),
-            (10, 3, 4, 4, 6, 3, 2, 1),
-            (9, 2, 7, 7, 3, 1, 1, 0),
-            (17, 3, 3, 3, 2, 3, 2, 1),
-            (2, 2, 6, 5, 3, 3, 2, 0),
-            (3, 2, 5, 8, 4, 3, 1, 1),
-            (2, 3, 9, 9, 2, 5, 1, 2),
-            // A 1x1 map under a 3x3 kernel (R(2+1)D's res5 on small clips): most taps read nothing.
-            (3, 2, 1, 1, 2, 3, 1, 1),
-            // Maps no larger than the kernel's reach (res5 of a small Jigsaw tile).
-            (2, 3, 1, 1, 4, 3, 1, 1),
-            (3, 2, 2, 2, 3, 3, 1, 1),
-            (2, 2, 1, 3, 2, 3, 1, 1),
-            // Same-padded 3x3 over more than one backward chunk, with groups of images whose
-            // column matrices are padded (7x7: 4 images, 196 columns padded to 200): the weight
-            // gradient through the adjoint's column matrix.
-            (19, 3, 7, 7, 5, 3, 1, 1),
-            (12, 8, 6, 6, 8, 3, 1, 1),
-        ];
-        for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
+        for (i, &(n, cin, h, w, cout, k, s, p)) in GEOMETRIES.iter().enumerate() {
             let x = Var::from_tensor(&rand_tensor(&[n, cin, h, w], i as u64)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, cin, k, k], 100 + i as u64)).unwrap();
             let up = rand_tensor(&[n, cout, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1], 7);

@@ -232,15 +232,8 @@ fn reversed_index(k: usize, device: &Device) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::conv::tests::{rand_tensor, GEOMETRIES};
     use candle_core::{DType, Var};
-
-    fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d: f32 = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
@@ -301,28 +294,14 @@ mod tests {
     /// Same forward bits as candle, and the gradients of the definition to float rounding, over
     /// the geometries the networks use (3x3 and 1x1, stride 1 and 2, odd and even sizes, a map
     /// smaller than the kernel) and some they do not (5x5, unpadded, non-square maps); and the
-    /// gradients of candle's backward where it gives any (it cannot when a strided map is not
-    /// square: it takes the width's output padding from the height).
+    /// gradients of candle's backward where it gives any (it takes the width's output padding
+    /// from the height, and fails where the two differ).
     #[test]
     fn gradients_match_the_definition_and_candles_backward() {
-        let cases = [
-            // n, cin, h, w, cout, k, stride, pad
-            (2, 3, 7, 7, 4, 3, 1, 1),
-            (3, 2, 8, 6, 5, 3, 2, 1),
-            (2, 4, 9, 9, 3, 1, 2, 0),
-            (2, 4, 8, 8, 3, 1, 2, 0),
-            (1, 1, 5, 5, 2, 3, 1, 0),
-            (10, 3, 4, 4, 6, 3, 2, 1),
-            (9, 2, 7, 7, 3, 1, 1, 0),
-            (17, 3, 3, 3, 2, 3, 2, 1),
-            (2, 2, 6, 5, 3, 3, 2, 0),
-            (3, 2, 5, 8, 4, 3, 1, 1),
-            (2, 3, 9, 9, 2, 5, 1, 2),
-            (2, 3, 10, 9, 2, 5, 2, 2),
-            (4, 2, 1, 1, 3, 3, 1, 1),
-        ];
-        let mut with_candle = 0;
-        for (i, &(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
+        // Beyond the shared ones: a 1x1 stride-2 shortcut on an even map, a strided 5x5.
+        let extra = [(2, 4, 8, 8, 3, 1, 2, 0), (2, 3, 10, 9, 2, 5, 2, 2)];
+        let cases: Vec<_> = GEOMETRIES.iter().chain(&extra).collect();
+        for (i, &&(n, cin, h, w, cout, k, s, p)) in cases.iter().enumerate() {
             let x = rand_tensor(&[n, cin, h, w], 3 * i as u64);
             let wt = rand_tensor(&[cout, cin, k, k], 3 * i as u64 + 1);
             let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
@@ -333,12 +312,12 @@ mod tests {
             let (dx0, dw0) = by_definition(&x, &wt, &up, s, p);
             assert!(rel_diff(&dx0, &dx) < 1e-6, "case {i}: dx {}", rel_diff(&dx0, &dx));
             assert!(rel_diff(&dw0, &dw) < 1e-6, "case {i}: dw {}", rel_diff(&dw0, &dw));
-            if let Ok((_, dx1, dw1)) = grads(&x, &wt, &up, s, p, ConvBackward::Candle) {
+            // candle 0.11.1's own backward fails where only one axis has a stride remainder.
+            if (h + 2 * p - k) % s == (w + 2 * p - k) % s {
+                let (_, dx1, dw1) = grads(&x, &wt, &up, s, p, ConvBackward::Candle).unwrap();
                 assert!(rel_diff(&dx1, &dx) < 1e-5 && rel_diff(&dw1, &dw) < 1e-5, "case {i}: candle disagrees");
-                with_candle += 1;
             }
         }
-        assert!(with_candle >= cases.len() - 2, "candle's backward ran on {with_candle} cases only");
     }
 
     /// Half precision takes the same path (the mixed-precision training on a GPU).
