@@ -771,9 +771,11 @@ pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// Convolution geometries every implementation is tested on: `(n, cin, h, w, cout, k, stride,
-    /// pad)`.
-    pub(crate) const GEOMETRIES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    /// One convolution problem: `(n, cin, h, w, cout, k, stride, pad)`.
+    pub(crate) type Geometry = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+    /// Convolution geometries every implementation is tested on.
+    pub(crate) const GEOMETRIES: &[Geometry] = &[
         // n, cin, h, w, cout, k, stride, pad
         (2, 3, 7, 7, 4, 3, 1, 1),
         (3, 2, 8, 6, 5, 3, 2, 1),
