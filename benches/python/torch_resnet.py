@@ -116,6 +116,11 @@ def main():
     shape = "puzzles of 9 x 1x13x13" if args.jigsaw else "1x28x28"
     where = torch.cuda.get_device_name(0) if cuda else f"threads {torch.get_num_threads()}"
     mode = ("amp-bf16" if args.amp else "fp32") + (", compiled" if args.compile else ", eager")
+    if cuda:
+        # PyTorch's defaults let cuDNN run fp32 convolutions in TF32 (tensor cores), not matmuls:
+        # say so, since an "fp32" ratio against cfrun depends on it.
+        mode += (f", tf32 conv {torch.backends.cudnn.allow_tf32}"
+                 f" matmul {torch.backends.cuda.matmul.allow_tf32}")
     print(f"torch {torch.__version__}, {where}, batch {batch}, {shape}, {mode}")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     autocast = lambda: torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.amp)  # noqa: E731
