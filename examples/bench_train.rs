@@ -40,12 +40,14 @@ fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
         _ => nn::CpuKernels::Fused,
     };
     nn::set_cpu_kernels(kernels);
-    // `--kernels candle` is candle throughout, its conv backward included, unless
-    // CFRUN_CONV_BACKWARD=gemm asks for the one the GPU runs.
+    // `--kernels candle` is candle throughout, its backward passes included, unless
+    // CFRUN_CONV_BACKWARD=cfrun or CFRUN_BN_BACKWARD=cfrun asks for the ones the GPU runs.
     if kernels == nn::CpuKernels::Candle {
-        nn::conv_device::set_conv_backward(nn::conv_device::ConvBackward::Candle);
+        for switch in [&nn::backward_switch::CONV, &nn::backward_switch::BN] {
+            switch.set(nn::backward_switch::Backward::Candle);
+        }
     }
-    nn::conv_device::conv_backward_from_env()?;
+    nn::backward_switch::from_env()?;
     let dev = Device::Cpu;
     let batch: usize = arg_value(&args, "--batch").map(|v| v.parse()).transpose()?.unwrap_or(128);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

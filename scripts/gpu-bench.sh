@@ -4,8 +4,9 @@
 #   2. check-device.json: `cfrun check-device --device cuda` (also absorbs the PTX JIT of a fresh machine);
 #   3. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
-#      backward (1 job, CFRUN_CONV_BACKWARD=candle) and, for the cuDNN gain, the binary without
-#      cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/;
+#      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle)
+#      and, for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run,
+#      logs in cfrun/;
 #   4. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
 #      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
 #   5. profile-timers.txt: cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
@@ -159,6 +160,10 @@ per_job() { "$PY" -c "r=max(float('$RATE1'),1.0); print(max(256 if $DRY else 204
 # expected, this run still takes well under a minute.
 if (($(left) > (DRY ? 150 : 300))); then
   CFRUN_CONV_BACKWARD=candle cf_bench f32-j1-candlebwd "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+fi
+# Batch norm's normalisation gradient in one formula (nn/batchnorm.rs) against candle's autograd.
+if (($(left) > (DRY ? 145 : 290))); then
+  CFRUN_BN_BACKWARD=candle cf_bench f32-j1-candlebn "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
 fi
 # Where a step's time goes, from cfrun's own timers (a device sync after each phase): host issue
 # time against device time for batch, forward, backward and update.

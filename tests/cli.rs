@@ -438,22 +438,27 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
     let bad = cfrun(cache.path(), &["check-device", "--device", "cpu", "--presets", "resnet_huge"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("unknown preset `resnet_huge`"), "{}", stderr(&bad));
-    // The A/B switch of the convolution's backward: candle's own passes the same checks, and a
-    // value that names neither is refused before anything runs.
-    let with = |value: &str| {
+    // The A/B switches of the convolution's and batch norm's backward: candle's own pass the same
+    // checks, and a value that names neither is refused before anything runs.
+    let with = |conv: &str, bn: &str| {
         Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .args(["check-device", "--device", "cpu", "--presets", "resnet_tiny", "--json", "--cache"])
             .arg(cache.path())
-            .env("CFRUN_CONV_BACKWARD", value)
+            .env("CFRUN_CONV_BACKWARD", conv)
+            .env("CFRUN_BN_BACKWARD", bn)
             .output()
             .expect("cfrun starts")
     };
-    let candle = with("candle");
+    let candle = with("candle", "candle");
     assert!(candle.status.success(), "{}", stderr(&candle));
     assert_eq!(serde_json::from_slice::<Value>(&candle.stdout).unwrap()["ok"], true);
-    let typo = with("cudnn");
-    assert_eq!(typo.status.code(), Some(2));
-    assert!(stderr(&typo).contains("CFRUN_CONV_BACKWARD=\"cudnn\": expected `gemm` or `candle`"), "{}", stderr(&typo));
+    for (conv, bn, said) in
+        [("cudnn", "cfrun", "CFRUN_CONV_BACKWARD=\"cudnn\""), ("cfrun", "fused", "CFRUN_BN_BACKWARD=\"fused\"")]
+    {
+        let typo = with(conv, bn);
+        assert_eq!(typo.status.code(), Some(2));
+        assert!(stderr(&typo).contains(&format!("{said}: expected `cfrun` or `candle`")), "{}", stderr(&typo));
+    }
 }
 
 #[test]

@@ -176,8 +176,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let switches = crate::nn::conv_device::conv_backward_from_env()
-        .and_then(|()| crate::nn::step_profile::step_profile_from_env());
+    let switches =
+        crate::nn::backward_switch::from_env().and_then(|()| crate::nn::step_profile::step_profile_from_env());
     if let Err(e) = switches {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);

@@ -11,10 +11,14 @@
 //!
 //! On CPU the whole thing is one custom op with a hand-written backward (candle's generic
 //! version is ~10 single-threaded passes over the activation plus a strided copy); elsewhere it
-//! falls back to generic candle ops, which the tests also use as the reference.
+//! runs on generic candle ops, which the tests also use as the reference, with the
+//! normalisation's gradient in one formula in train mode (`CFRUN_BN_BACKWARD=candle` leaves it to
+//! candle's autograd, for an A/B).
 
+use super::backward_switch::Backward;
 use super::bn_kernels::{self, Dims};
 use super::cpu::{f32_slice, with_f32};
+use super::precomputed;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
@@ -100,21 +104,45 @@ impl BatchNorm {
         relu: bool,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_generic_with(x, residual, relu, train, super::backward_switch::BN.get())
+    }
+
+    /// [`Self::forward_generic`] with the train-mode backward chosen by the caller.
+    fn forward_generic_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        train: bool,
+        backward: Backward,
+    ) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let (mean, var) = if train {
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-            let m = (n * h * w) as f64;
-            let unbiased = (var.detach().flatten_all()? * (m / (m - 1.0).max(1.0)))?;
-            self.update_running(&mean.detach().flatten_all()?, &unbiased)?;
-            (mean, var)
+        let explicit = train && x.track_op() && backward == Backward::Cfrun;
+        let normalized = if explicit {
+            // The same forward ops as below, on a detached x; the normalisation's gradient is
+            // then one formula (`NormalizeGrad`) instead of candle's autograd through the
+            // mean, the centring, the variance and the division (about twice the passes).
+            let xd = x.detach();
+            let mean = xd.mean_keepdim((0, 2, 3))?;
+            let centred = xd.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+            self.update_running_biased(&mean, &var, (n * h * w) as f64)?;
+            let std = (var + EPS)?.sqrt()?;
+            let xhat = centred.broadcast_div(&std)?.contiguous()?;
+            x.apply_op2(&xhat, NormalizeGrad { std })?
         } else {
-            let rm = self.running_mean.as_detached_tensor().reshape((1, c, 1, 1))?;
-            (rm, self.running_var.as_detached_tensor().reshape((1, c, 1, 1))?)
+            let (mean, var) = if train {
+                let mean = x.mean_keepdim((0, 2, 3))?;
+                let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+                self.update_running_biased(&mean, &var, (n * h * w) as f64)?;
+                (mean, var)
+            } else {
+                let rm = self.running_mean.as_detached_tensor().reshape((1, c, 1, 1))?;
+                (rm, self.running_var.as_detached_tensor().reshape((1, c, 1, 1))?)
+            };
+            x.broadcast_sub(&mean)?.broadcast_div(&(var + EPS)?.sqrt()?)?
         };
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + EPS)?.sqrt()?)?
+        let y = normalized
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
         let y = match residual {
@@ -128,6 +156,12 @@ impl BatchNorm {
         }
     }
 
+    /// [`Self::update_running`] from the batch mean and biased variance of `m` values per channel.
+    fn update_running_biased(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
+        let unbiased = (var.detach().flatten_all()? * (m / (m - 1.0).max(1.0)))?;
+        self.update_running(&mean.detach().flatten_all()?, &unbiased)
+    }
+
     /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.
     fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
         let rm = self.running_mean.as_detached_tensor();
@@ -135,6 +169,42 @@ impl BatchNorm {
         self.running_mean.set(&((rm * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
         self.running_var.set(&((rv * (1.0 - MOMENTUM))? + (unbiased_var * MOMENTUM)?)?)?;
         Ok(())
+    }
+}
+
+/// `xhat = (x - mean) / std` over the batch, computed beforehand and passed in, with the
+/// gradient `dx = (g - mean(g) - xhat * mean(g * xhat)) / std` (means over N, H, W).
+#[derive(Clone, Debug)]
+struct NormalizeGrad {
+    /// `(1, C, 1, 1)`: `sqrt(var + eps)` of the batch.
+    std: Tensor,
+}
+
+impl CustomOp2 for NormalizeGrad {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-normalize"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, xhat: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        precomputed::cpu(xhat, l)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        xhat: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        precomputed::cuda(xhat, l)
+    }
+
+    fn bwd(&self, _x: &Tensor, xhat: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let mean_g = g.mean_keepdim((0, 2, 3))?;
+        let mean_gx = (g * xhat)?.mean_keepdim((0, 2, 3))?;
+        let dx = (g.broadcast_sub(&mean_g)? - xhat.broadcast_mul(&mean_gx)?)?.broadcast_div(&self.std)?;
+        Ok((Some(dx), None))
     }
 }
 
@@ -266,6 +336,44 @@ mod tests {
 
     /// The fused CPU op against generic candle ops: outputs, running statistics and the
     /// gradients of x, residual, gamma and beta, in both modes, with and without add/ReLU.
+    #[test]
+    fn normalisation_gradient_matches_candles_autograd() {
+        let dims = (6, 4, 5, 3);
+        let n = 6 * 4 * 5 * 3;
+        let dev = Device::Cpu;
+        for residual in [false, true] {
+            for relu in [false, true] {
+                let case = format!("residual={residual} relu={relu}");
+                let x = Var::from_vec(rand_vec(n, 11, -2.0, 3.0), dims, &dev).unwrap();
+                let r = Var::from_vec(rand_vec(n, 12, -1.0, 1.0), dims, &dev).unwrap();
+                let up = Tensor::from_vec(rand_vec(n, 13, -1.0, 1.0), dims, &dev).unwrap();
+                let rr = residual.then_some(r.as_tensor());
+                let run = |backward| {
+                    let (_, l) = layer(4, 20);
+                    let y = l.forward_generic_with(&x, rr, relu, true, backward).unwrap();
+                    let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                    let grads: Vec<Tensor> = [x.as_tensor(), &l.weight, &l.bias, r.as_tensor()]
+                        .iter()
+                        .filter_map(|t| g.get(t).cloned())
+                        .collect();
+                    (y, grads, l.running_mean.as_tensor().clone(), l.running_var.as_tensor().clone())
+                };
+                let (ya, ga, ma, va) = run(Backward::Candle);
+                let (yb, gb, mb, vb) = run(Backward::Cfrun);
+                // The forward is the same ops in the same order: the same bits.
+                for (a, b, what) in [(&ya, &yb, "forward"), (&ma, &mb, "running mean"), (&va, &vb, "running var")] {
+                    assert_eq!(max_diff(a, b), 0.0, "{what} {case}");
+                }
+                assert_eq!(ga.len(), if residual { 4 } else { 3 }, "{case}");
+                assert_eq!(ga.len(), gb.len(), "{case}");
+                for (a, b) in ga.iter().zip(&gb) {
+                    let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(max_diff(a, b) <= 1e-5 * scale.max(1.0), "gradient {case}: {}", max_diff(a, b));
+                }
+            }
+        }
+    }
+
     #[test]
     fn fused_matches_generic_ops() {
         let dims = (5, 3, 4, 6);

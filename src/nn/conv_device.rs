@@ -14,55 +14,15 @@
 //! one GEMM, `dY (Cout x N*Ho*Wo)` times the column matrix of the padded input, whose `K * K`
 //! blocks are strided windows copied into place (one copy each).
 
+use super::backward_switch::Backward;
+use super::precomputed;
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
-
-/// Which backward the off-CPU convolution uses; a process-wide switch for A/B measurements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvBackward {
-    /// One convolution for the input gradient, one GEMM for the weight gradient (the default).
-    Gemm = 0,
-    /// candle's own (`conv_transpose2d` and a convolution by the output gradient).
-    Candle = 1,
-}
-
-static CONV_BACKWARD: AtomicU8 = AtomicU8::new(ConvBackward::Gemm as u8);
-
-/// Selects the off-CPU convolution's backward process-wide (default [`ConvBackward::Gemm`]).
-pub fn set_conv_backward(backward: ConvBackward) {
-    CONV_BACKWARD.store(backward as u8, Ordering::Relaxed);
-}
-
-/// The environment variable that picks candle's backward (`candle`) or this module's (`gemm`).
-pub const CONV_BACKWARD_ENV: &str = "CFRUN_CONV_BACKWARD";
-
-/// Applies [`CONV_BACKWARD_ENV`] when it is set; an unknown value is an error naming the valid ones.
-pub fn conv_backward_from_env() -> std::result::Result<(), String> {
-    match std::env::var(CONV_BACKWARD_ENV) {
-        Ok(v) => set_conv_backward(parse_conv_backward(&v)?),
-        Err(std::env::VarError::NotPresent) => {}
-        Err(e) => return Err(format!("{CONV_BACKWARD_ENV}: {e}")),
-    }
-    Ok(())
-}
-
-fn parse_conv_backward(v: &str) -> std::result::Result<ConvBackward, String> {
-    match v {
-        "gemm" => Ok(ConvBackward::Gemm),
-        "candle" => Ok(ConvBackward::Candle),
-        other => Err(format!("{CONV_BACKWARD_ENV}={other:?}: expected `gemm` or `candle`")),
-    }
-}
-
-fn uses_candle_backward() -> bool {
-    CONV_BACKWARD.load(Ordering::Relaxed) == ConvBackward::Candle as u8
-}
 
 /// `conv2d(x, w)` with one stride and one padding on both axes (square kernels, no dilation, no
 /// groups) and the backward of this module.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if uses_candle_backward() {
+    if super::backward_switch::CONV.get() == Backward::Candle {
         return x.conv2d(w, padding, stride, 1, 1);
     }
     let (_, _, k, k2) = w.dims4()?;
@@ -84,13 +44,6 @@ struct WithGemmBackward {
     padding: usize,
 }
 
-fn fresh(l: &Layout) -> Result<()> {
-    if !l.is_contiguous() || l.start_offset() != 0 {
-        bail!("cfrun-conv2d-device: the precomputed output must be a fresh contiguous tensor");
-    }
-    Ok(())
-}
-
 impl CustomOp3 for WithGemmBackward {
     fn name(&self) -> &'static str {
         "cfrun-conv2d-device"
@@ -105,8 +58,7 @@ impl CustomOp3 for WithGemmBackward {
         y: &CpuStorage,
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fresh(yl)?;
-        Ok((y.clone(), yl.shape().clone()))
+        precomputed::cpu(y, yl)
     }
 
     #[cfg(feature = "cuda")]
@@ -119,9 +71,7 @@ impl CustomOp3 for WithGemmBackward {
         y: &candle_core::CudaStorage,
         yl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        fresh(yl)?;
-        Ok((y.try_clone(yl)?, yl.shape().clone()))
+        precomputed::cuda(y, yl)
     }
 
     fn bwd(
@@ -243,21 +193,14 @@ mod tests {
 
     /// Gradients of `sum(conv(x, w) * up)` through candle's backward and through this module's.
     fn both(x: &Tensor, w: &Tensor, up: &Tensor, s: usize, p: usize) -> [(Tensor, Tensor, Tensor); 2] {
-        [ConvBackward::Candle, ConvBackward::Gemm].map(|b| grads(x, w, up, s, p, b).unwrap())
+        [Backward::Candle, Backward::Cfrun].map(|b| grads(x, w, up, s, p, b).unwrap())
     }
 
-    fn grads(
-        x: &Tensor,
-        w: &Tensor,
-        up: &Tensor,
-        s: usize,
-        p: usize,
-        b: ConvBackward,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    fn grads(x: &Tensor, w: &Tensor, up: &Tensor, s: usize, p: usize, b: Backward) -> Result<(Tensor, Tensor, Tensor)> {
         let (xv, wv) = (Var::from_tensor(x)?, Var::from_tensor(w)?);
         let y = match b {
-            ConvBackward::Candle => xv.as_tensor().conv2d(wv.as_tensor(), p, s, 1, 1)?,
-            ConvBackward::Gemm => conv2d(xv.as_tensor(), wv.as_tensor(), s, p)?,
+            Backward::Candle => xv.as_tensor().conv2d(wv.as_tensor(), p, s, 1, 1)?,
+            Backward::Cfrun => conv2d(xv.as_tensor(), wv.as_tensor(), s, p)?,
         };
         let grads = (&y * up)?.sum_all()?.backward()?;
         Ok((y, grads.get(xv.as_tensor()).unwrap().clone(), grads.get(wv.as_tensor()).unwrap().clone()))
@@ -306,7 +249,7 @@ mod tests {
             let wt = rand_tensor(&[cout, cin, k, k], 3 * i as u64 + 1);
             let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let up = rand_tensor(&[n, cout, ho, wo], 3 * i as u64 + 2);
-            let (y, dx, dw) = grads(&x, &wt, &up, s, p, ConvBackward::Gemm).unwrap();
+            let (y, dx, dw) = grads(&x, &wt, &up, s, p, Backward::Cfrun).unwrap();
             let reference = x.conv2d(&wt, p, s, 1, 1).unwrap();
             assert_eq!(rel_diff(&reference, &y), 0.0, "case {i}: forward differs");
             let (dx0, dw0) = by_definition(&x, &wt, &up, s, p);
@@ -314,7 +257,7 @@ mod tests {
             assert!(rel_diff(&dw0, &dw) < 1e-6, "case {i}: dw {}", rel_diff(&dw0, &dw));
             // candle 0.11.1's own backward fails where only one axis has a stride remainder.
             if (h + 2 * p - k) % s == (w + 2 * p - k) % s {
-                let (_, dx1, dw1) = grads(&x, &wt, &up, s, p, ConvBackward::Candle).unwrap();
+                let (_, dx1, dw1) = grads(&x, &wt, &up, s, p, Backward::Candle).unwrap();
                 assert!(rel_diff(&dx1, &dx) < 1e-5 && rel_diff(&dw1, &dw) < 1e-5, "case {i}: candle disagrees");
             }
         }
@@ -331,14 +274,6 @@ mod tests {
         let back = |t: Tensor| t.to_dtype(DType::F32).unwrap();
         assert!(rel_diff(&dx, &back(dxh)) < 5e-3);
         assert!(rel_diff(&dw, &back(dwh)) < 5e-3);
-    }
-
-    #[test]
-    fn the_switch_names_both_backwards() {
-        assert_eq!(parse_conv_backward("gemm"), Ok(ConvBackward::Gemm));
-        assert_eq!(parse_conv_backward("candle"), Ok(ConvBackward::Candle));
-        let err = parse_conv_backward("cudnn").unwrap_err();
-        assert!(err.contains("CFRUN_CONV_BACKWARD") && err.contains("`gemm` or `candle`"), "{err}");
     }
 
     /// Without a gradient to track, the forward is candle's tensor itself (no op, no copy).

@@ -17,6 +17,7 @@
 //! kernels has a fixed order.
 
 pub mod arch;
+pub mod backward_switch;
 pub mod batchnorm;
 mod bn_kernels;
 pub mod checkpoint;
@@ -31,6 +32,7 @@ mod fused;
 mod fused_video;
 pub mod init;
 pub mod jigsaw;
+mod precomputed;
 pub mod r2plus1d;
 mod resident;
 pub mod resnet;
