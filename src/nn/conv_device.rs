@@ -12,7 +12,8 @@
 //! when the stride is 2) with the flipped, transposed weight: the same `conv2d` the forward calls,
 //! so cuDNN's kernels where the build has them, im2col + cuBLAS otherwise. The weight gradient is
 //! one GEMM, `dY (Cout x N*Ho*Wo)` times the column matrix of the padded input, whose `K * K`
-//! blocks are strided windows copied into place (one copy each).
+//! blocks are strided windows copied into place (one copy each). `CFRUN_CONV_BACKWARD=candle`
+//! ([`super::backward_switch`]) puts candle's backward back, for an A/B on a GPU.
 
 use super::backward_switch::Backward;
 use super::precomputed;
