@@ -1,6 +1,7 @@
 //! The commands behind the CLI.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -256,10 +257,10 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
                 why.insert(0, job.describe());
             }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
-            text.push_str(&format!("{:<7} {:<width$}{why}\n", label(i, st), inst.name));
+            let _ = writeln!(text, "{:<7} {:<width$}{why}", label(i, st), inst.name);
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
-        text.push_str(&format!("{} of {} instances cached\n", cached, states.len()));
+        let _ = writeln!(text, "{} of {} instances cached", cached, states.len());
         print!("{text}");
     }
     Ok(ExitCode::SUCCESS)

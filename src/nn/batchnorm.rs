@@ -117,30 +117,28 @@ impl BatchNorm {
         backward: Backward,
     ) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let explicit = train && x.track_op() && backward == Backward::Cfrun;
-        let normalized = if explicit {
-            // The same forward ops as below, on a detached x; the normalisation's gradient is
-            // then one formula (`NormalizeGrad`) instead of candle's autograd through the
-            // mean, the centring, the variance and the division (about twice the passes).
-            let xd = x.detach();
-            let mean = xd.mean_keepdim((0, 2, 3))?;
-            let centred = xd.broadcast_sub(&mean)?;
+        let normalized = if train {
+            // With cfrun's backward the statistics come from a detached x, and the normalisation
+            // gets its gradient from one formula (`NormalizeGrad`) instead of candle's autograd
+            // through the mean, the centring, the variance and the division. The forward ops are
+            // the same either way, so are its bits.
+            let explicit = x.track_op() && backward == Backward::Cfrun;
+            let src = if explicit { x.detach() } else { x.clone() };
+            let mean = src.mean_keepdim((0, 2, 3))?;
+            let centred = src.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
             self.update_running_biased(&mean, &var, (n * h * w) as f64)?;
             let std = (var + EPS)?.sqrt()?;
-            let xhat = centred.broadcast_div(&std)?.contiguous()?;
-            x.apply_op2(&xhat, NormalizeGrad { std })?
-        } else {
-            let (mean, var) = if train {
-                let mean = x.mean_keepdim((0, 2, 3))?;
-                let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-                self.update_running_biased(&mean, &var, (n * h * w) as f64)?;
-                (mean, var)
+            let xhat = centred.broadcast_div(&std)?;
+            if explicit {
+                x.apply_op2(&xhat.contiguous()?, NormalizeGrad { std })?
             } else {
-                let rm = self.running_mean.as_detached_tensor().reshape((1, c, 1, 1))?;
-                (rm, self.running_var.as_detached_tensor().reshape((1, c, 1, 1))?)
-            };
-            x.broadcast_sub(&mean)?.broadcast_div(&(var + EPS)?.sqrt()?)?
+                xhat
+            }
+        } else {
+            let rm = self.running_mean.as_detached_tensor().reshape((1, c, 1, 1))?;
+            let rv = self.running_var.as_detached_tensor().reshape((1, c, 1, 1))?;
+            x.broadcast_sub(&rm)?.broadcast_div(&(rv + EPS)?.sqrt()?)?
         };
         let y = normalized
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
