@@ -4,7 +4,8 @@
 #   2. check-device.json: `cfrun check-device --device cuda` (also absorbs the PTX JIT of a fresh machine);
 #   3. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
-#      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle)
+#      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
+#      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1)
 #      and, for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run,
 #      logs in cfrun/;
 #   4. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
@@ -171,6 +172,11 @@ if (($(left) > (DRY ? 140 : 280))); then
   CFRUN_TRAIN_PROFILE=1 cf_bench prof-j1 "$BIN" 1 f32 "$(per_job 4)" 1 >/dev/null
   grep "step profile" "$OUT/cfrun/prof-j1.stderr" >"$OUT/profile-timers.txt"
   say "step profile: $(cut -d: -f4- "$OUT/profile-timers.txt" | tail -n1)"
+fi
+# TF32 for cuBLAS's f32 GEMMs (nn/gemm_tf32.rs): the weight gradient then gets the arithmetic that
+# cuDNN's default already gives the forward and the input gradient (and PyTorch gives all three).
+if (($(left) > (DRY ? 135 : 270))); then
+  CFRUN_GEMM_TF32=1 cf_bench f32-j1-tf32 "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do

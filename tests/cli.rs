@@ -439,25 +439,27 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("unknown preset `resnet_huge`"), "{}", stderr(&bad));
     // The A/B switches of the convolution's and batch norm's backward: candle's own pass the same
-    // checks, and a value that names neither is refused before anything runs.
-    let with = |conv: &str, bn: &str| {
+    // checks (with TF32 GEMMs allowed, which the CPU ignores), and a value that names neither is
+    // refused before anything runs.
+    let with = |vars: &[(&str, &str)]| {
         Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .args(["check-device", "--device", "cpu", "--presets", "resnet_tiny", "--json", "--cache"])
             .arg(cache.path())
-            .env("CFRUN_CONV_BACKWARD", conv)
-            .env("CFRUN_BN_BACKWARD", bn)
+            .envs(vars.iter().copied())
             .output()
             .expect("cfrun starts")
     };
-    let candle = with("candle", "candle");
+    let candle = with(&[("CFRUN_CONV_BACKWARD", "candle"), ("CFRUN_BN_BACKWARD", "candle"), ("CFRUN_GEMM_TF32", "1")]);
     assert!(candle.status.success(), "{}", stderr(&candle));
     assert_eq!(serde_json::from_slice::<Value>(&candle.stdout).unwrap()["ok"], true);
-    for (conv, bn, said) in
-        [("cudnn", "cfrun", "CFRUN_CONV_BACKWARD=\"cudnn\""), ("cfrun", "fused", "CFRUN_BN_BACKWARD=\"fused\"")]
-    {
-        let typo = with(conv, bn);
+    for (var, value, said) in [
+        ("CFRUN_CONV_BACKWARD", "cudnn", "CFRUN_CONV_BACKWARD=\"cudnn\": expected `cfrun` or `candle`"),
+        ("CFRUN_BN_BACKWARD", "fused", "CFRUN_BN_BACKWARD=\"fused\": expected `cfrun` or `candle`"),
+        ("CFRUN_GEMM_TF32", "yes", "CFRUN_GEMM_TF32=\"yes\": expected 1 (on) or 0 (off)"),
+    ] {
+        let typo = with(&[(var, value)]);
         assert_eq!(typo.status.code(), Some(2));
-        assert!(stderr(&typo).contains(&format!("{said}: expected `cfrun` or `candle`")), "{}", stderr(&typo));
+        assert!(stderr(&typo).contains(said), "{}", stderr(&typo));
     }
 }
 

@@ -176,9 +176,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let switches =
-        crate::nn::backward_switch::from_env().and_then(|()| crate::nn::step_profile::step_profile_from_env());
-    if let Err(e) = switches {
+    if let Err(e) = crate::nn::switches_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);
     }

@@ -25,11 +25,13 @@ pub mod conv;
 pub mod conv_device;
 mod cpu;
 pub mod data;
+mod env_flag;
 mod error;
 mod eval_unit;
 pub mod extract;
 mod fused;
 mod fused_video;
+pub mod gemm_tf32;
 pub mod init;
 pub mod jigsaw;
 mod precomputed;
@@ -60,6 +62,14 @@ pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use run_config::{EpochStats, Precision, TrainConfig};
 pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
+
+/// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
+/// [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
+pub fn switches_from_env() -> Result<(), String> {
+    backward_switch::from_env()?;
+    step_profile::step_profile_from_env()?;
+    gemm_tf32::gemm_tf32_from_env()
+}
 
 /// Which CPU implementation the layers use; a process-wide switch for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

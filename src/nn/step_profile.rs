@@ -8,6 +8,7 @@
 //! second. The synchronisations are what attributes device time to phases, and the unprofiled loop
 //! never makes them, so a profiled epoch runs somewhat slower than a plain one.
 
+use super::env_flag::flag_from_env;
 use candle_core::Device;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -24,20 +25,10 @@ pub fn set_step_profile(on: bool) {
 
 /// Applies [`STEP_PROFILE_ENV`] when it is set: `1` on, `0` off, anything else an error.
 pub fn step_profile_from_env() -> Result<(), String> {
-    match std::env::var(STEP_PROFILE_ENV) {
-        Ok(v) => set_step_profile(parse_switch(&v)?),
-        Err(std::env::VarError::NotPresent) => {}
-        Err(e) => return Err(format!("{STEP_PROFILE_ENV}: {e}")),
+    if let Some(on) = flag_from_env(STEP_PROFILE_ENV)? {
+        set_step_profile(on);
     }
     Ok(())
-}
-
-fn parse_switch(v: &str) -> Result<bool, String> {
-    match v {
-        "1" => Ok(true),
-        "0" => Ok(false),
-        other => Err(format!("{STEP_PROFILE_ENV}={other:?}: expected 1 (on) or 0 (off)")),
-    }
 }
 
 /// The phases of a training step.
@@ -125,13 +116,5 @@ mod tests {
         let (issue, steps) = (on.issue, on.steps);
         assert_eq!(steps, 1);
         assert!(issue[Phase::Forward as usize] >= 0.002 && issue[Phase::Batch as usize] == 0.0);
-    }
-
-    #[test]
-    fn the_switch_takes_one_or_zero() {
-        assert_eq!(parse_switch("1"), Ok(true));
-        assert_eq!(parse_switch("0"), Ok(false));
-        let err = parse_switch("yes").unwrap_err();
-        assert!(err.contains("CFRUN_TRAIN_PROFILE=\"yes\": expected 1 (on) or 0 (off)"), "{err}");
     }
 }

@@ -1,0 +1,30 @@
+//! Whether cuBLAS may run f32 matrix products on TF32 tensor cores: a process-wide switch for the
+//! GPU, `CFRUN_GEMM_TF32=1` (default `0`, full f32: candle's default and PyTorch's for matmuls).
+//!
+//! Why it exists: with the `cudnn` build, the convolution's forward and input gradient run in
+//! cuDNN, whose default math lets f32 convolutions use TF32 on Ampere and newer GPUs (PyTorch's
+//! default for convolutions too), while the weight gradient of [`super::conv_device`] is a cuBLAS
+//! GEMM in full f32. Turning this on gives the third product the same arithmetic as the other two,
+//! as PyTorch does, and the GPU bench measures the difference. Like the device, it changes results
+//! only by rounding and does not enter the recipe key. The CPU has no TF32: there it does nothing.
+
+use super::env_flag::flag_from_env;
+
+/// The environment variable of the switch.
+pub const GEMM_TF32_ENV: &str = "CFRUN_GEMM_TF32";
+
+/// Lets (or stops) cuBLAS use TF32 for f32 GEMMs, process-wide.
+pub fn set_gemm_tf32(on: bool) {
+    candle_core::cuda::set_gemm_reduced_precision_f32(on);
+}
+
+/// Applies [`GEMM_TF32_ENV`] when it is set: `1` on, `0` off, anything else an error.
+pub fn gemm_tf32_from_env() -> Result<(), String> {
+    if let Some(on) = flag_from_env(GEMM_TF32_ENV)? {
+        set_gemm_tf32(on);
+        if on {
+            tracing::debug!("{GEMM_TF32_ENV}=1: cuBLAS may run f32 GEMMs on TF32 tensor cores");
+        }
+    }
+    Ok(())
+}
