@@ -87,16 +87,22 @@ fn run() -> Result<(), String> {
     // Start rayon's pool now, so the first timed probe does not pay for spawning its threads
     // (the peer's thread pools are warm by the time it is timed, too).
     rayon::broadcast(|_| ());
+    let data = eval::ProbeData {
+        train_x: &trx.data,
+        train_y: &try_.data,
+        test_x: &tex.data,
+        test_y: &tey.data,
+        d,
+        num_classes: classes,
+    };
     for epochs in epoch_budgets(&args, def.epochs)? {
         let cfg = ProbeConfig { epochs, ..base.clone() };
         let (t0, c0) = (Instant::now(), cpu::process_cpu_seconds());
         let (path, r) = if trace {
-            let (path, r) = eval::lbfgs_probe_path(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg)
-                .map_err(|e| e.to_string())?;
+            let (path, r) = eval::lbfgs_probe_path(data, &cfg).map_err(|e| e.to_string())?;
             (Some(path), r)
         } else {
-            let r = eval::linear_probe(&trx.data, &try_.data, &tex.data, &tey.data, d, classes, &cfg, &mut |_, _| {})
-                .map_err(|e| e.to_string())?;
+            let r = eval::linear_probe(data, &cfg, &mut |_, _| {}).map_err(|e| e.to_string())?;
             (None, r)
         };
         let (secs, cpu_secs) = (t0.elapsed().as_secs_f64(), cpu::process_cpu_seconds() - c0);

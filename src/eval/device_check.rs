@@ -166,9 +166,9 @@ fn probe_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     let (tx, ty) = make(4000);
     let (vx, vy) = make(1000);
     let cfg = ProbeConfig::default();
-    let (reference, t0) = timed(|| eval::linear_probe(&tx, &ty, &vx, &vy, d, 8, &cfg, &mut |_, _| {}));
-    let (subject, t1) =
-        on_device(device, || eval::probe_with_tensors(device, &tx, &ty, &vx, &vy, d, 8, &cfg, &mut |_, _| {}));
+    let data = eval::ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d, num_classes: 8 };
+    let (reference, t0) = timed(|| eval::linear_probe(data, &cfg, &mut |_, _| {}));
+    let (subject, t1) = on_device(device, || eval::probe_with_tensors(device, data, &cfg, &mut |_, _| {}));
     let (reference, subject) = (reference.map_err(|e| e.to_string())?, subject.map_err(|e| e.to_string())?);
     out.push(check(
         "linear probe 4000 x 32, 8 classes: test top-1 (points)".into(),

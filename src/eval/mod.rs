@@ -45,6 +45,24 @@ pub enum ProbeSolver {
     Lbfgs,
 }
 
+/// What a probe learns from and is scored on: row-major features with `d` columns and labels in
+/// `0..num_classes`, for the train split and the test split.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeData<'a> {
+    /// Train features, one row of `d` per example.
+    pub train_x: &'a [f32],
+    /// Train labels.
+    pub train_y: &'a [u32],
+    /// Test features, one row of `d` per example.
+    pub test_x: &'a [f32],
+    /// Test labels.
+    pub test_y: &'a [u32],
+    /// Feature columns.
+    pub d: usize,
+    /// Classes; every label is below it.
+    pub num_classes: usize,
+}
+
 /// Linear-probe training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeConfig {

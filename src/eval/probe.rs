@@ -9,7 +9,7 @@ use crate::cluster::data::first_non_finite;
 use super::probe_lbfgs::lbfgs_probe;
 use super::softmax::{backward_update, Linear, Step};
 use super::standardize::Standardizer;
-use super::{EvalError, ProbeConfig, ProbeResult, ProbeSolver};
+use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
 /// Small train splits get smaller batches so that an epoch still has this
 /// many steps: with 1k rows and 1024-row batches, 10 epochs would be only 10
@@ -47,15 +47,8 @@ pub(super) fn check_split(
 }
 
 /// Checks both splits and the settings; returns the train and test row counts.
-pub(super) fn check_inputs(
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    num_classes: usize,
-    cfg: &ProbeConfig,
-) -> Result<(usize, usize), EvalError> {
+pub(super) fn check_inputs(data: ProbeData, cfg: &ProbeConfig) -> Result<(usize, usize), EvalError> {
+    let ProbeData { train_x, train_y, test_x, test_y, d, num_classes } = data;
     if d == 0 {
         return Err(EvalError::ZeroDimension);
     }
@@ -112,17 +105,9 @@ pub(super) struct ProbeCore {
 
 impl ProbeCore {
     /// Checks the inputs and settings, and fits the standardiser.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        train_x: &[f32],
-        train_y: &[u32],
-        test_x: &[f32],
-        test_y: &[u32],
-        d: usize,
-        num_classes: usize,
-        cfg: &ProbeConfig,
-    ) -> Result<ProbeCore, EvalError> {
-        let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
+    pub(super) fn new(data: ProbeData, cfg: &ProbeConfig) -> Result<ProbeCore, EvalError> {
+        let (n, m) = check_inputs(data, cfg)?;
+        let (train_x, d) = (data.train_x, data.d);
         let bs = cfg.batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH));
         Ok(ProbeCore {
             n,
@@ -151,22 +136,17 @@ impl ProbeCore {
 /// Trains softmax regression on standardised `train_x` (row-major, `d` columns) and scores `test_x`.
 ///
 /// `on_epoch(epoch, mean_loss)` is called after every epoch (every iteration with L-BFGS).
-#[allow(clippy::too_many_arguments)]
 pub fn linear_probe(
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    num_classes: usize,
+    data: ProbeData,
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
     if cfg.solver == ProbeSolver::Lbfgs {
         let mut each = |it: usize, loss: f64, _: &Linear, _: &Standardizer| on_epoch(it, loss);
-        return lbfgs_probe(train_x, train_y, test_x, test_y, d, num_classes, cfg, &mut each).map(|(r, _)| r);
+        return lbfgs_probe(data, cfg, &mut each).map(|(r, _)| r);
     }
-    let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, num_classes, cfg)?;
+    let mut core = ProbeCore::new(data, cfg)?;
+    let ProbeData { train_x, train_y, test_x, test_y, d, num_classes } = data;
     let (n, bs, c) = (core.n, core.bs, num_classes);
     let mut model = Linear::zeros(d, c);
     let (mut vel_w, mut vel_b) = (vec![0f32; d * c], vec![0f32; c]);

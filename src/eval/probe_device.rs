@@ -7,22 +7,16 @@ use candle_core::{DType, Device, Tensor};
 
 use super::probe::{linear_probe, result, score_logits, ProbeCore};
 use super::standardize::Standardizer;
-use super::{EvalError, ProbeConfig, ProbeResult, ProbeSolver};
+use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
 fn dev(e: candle_core::Error) -> EvalError {
     EvalError::Device(e.to_string())
 }
 
 /// [`linear_probe`] with its work on `device`: the CPU kernels themselves on the CPU.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_probe_on(
     device: &Device,
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    num_classes: usize,
+    data: ProbeData,
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
@@ -30,9 +24,9 @@ pub fn linear_probe_on(
         if !device.is_cpu() {
             tracing::info!("the L-BFGS probe runs on the CPU (its full-batch passes are not ported to devices)");
         }
-        return linear_probe(train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch);
+        return linear_probe(data, cfg, on_epoch);
     }
-    probe_with_tensors(device, train_x, train_y, test_x, test_y, d, num_classes, cfg, on_epoch)
+    probe_with_tensors(device, data, cfg, on_epoch)
 }
 
 /// Standardised rows of `x`, uploaded as an `[n, d]` tensor.
@@ -45,19 +39,14 @@ fn upload(st: &Standardizer, x: &[f32], d: usize, device: &Device) -> Result<Ten
 
 /// The tensor path of [`linear_probe_on`], on any device (tests and `cfrun check-device` run it on
 /// the CPU).
-#[allow(clippy::too_many_arguments)]
 pub fn probe_with_tensors(
     device: &Device,
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    c: usize,
+    data: ProbeData,
     cfg: &ProbeConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<ProbeResult, EvalError> {
-    let mut core = ProbeCore::new(train_x, train_y, test_x, test_y, d, c, cfg)?;
+    let mut core = ProbeCore::new(data, cfg)?;
+    let ProbeData { train_x, train_y, test_x, test_y, d, num_classes: c } = data;
     let (n, m, bs) = (core.n, core.m, core.bs);
     let x = upload(&core.st, train_x, d, device)?;
     let y = Tensor::from_slice(train_y, n, device).map_err(dev)?;
@@ -127,14 +116,15 @@ mod tests {
         let (tx, ty) = make(1200);
         let (vx, vy) = make(400);
         let cfg = ProbeConfig { epochs: 5, ..ProbeConfig::default() };
-        let cpu = linear_probe(&tx, &ty, &vx, &vy, 16, 4, &cfg, &mut |_, _| {}).unwrap();
-        let dev = probe_with_tensors(&Device::Cpu, &tx, &ty, &vx, &vy, 16, 4, &cfg, &mut |_, _| {}).unwrap();
+        let data = ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d: 16, num_classes: 4 };
+        let cpu = linear_probe(data, &cfg, &mut |_, _| {}).unwrap();
+        let dev = probe_with_tensors(&Device::Cpu, data, &cfg, &mut |_, _| {}).unwrap();
         assert!(cpu.test_top1 > 0.6, "{cpu:?}");
         assert!((cpu.test_top1 - dev.test_top1).abs() <= 0.01, "{} vs {}", cpu.test_top1, dev.test_top1);
         for (a, b) in cpu.loss_per_epoch.iter().zip(&dev.loss_per_epoch) {
             assert!((a - b).abs() <= 1e-3 * a, "loss {a} vs {b}");
         }
-        let same = linear_probe_on(&Device::Cpu, &tx, &ty, &vx, &vy, 16, 4, &cfg, &mut |_, _| {}).unwrap();
+        let same = linear_probe_on(&Device::Cpu, data, &cfg, &mut |_, _| {}).unwrap();
         assert_eq!(same, cpu, "on the CPU, linear_probe_on is the CPU probe");
     }
 }

@@ -14,7 +14,7 @@ use super::lbfgs::{self, Outcome, Settings};
 use super::probe::{check_inputs, result, score};
 use super::softmax::Linear;
 use super::standardize::Standardizer;
-use super::{EvalError, ProbeConfig, ProbeResult};
+use super::{EvalError, ProbeConfig, ProbeData, ProbeResult};
 use crate::linalg::{matmul, MatRef};
 
 /// Row groups of the train split per evaluation (each a task with its own partial gradient, so
@@ -94,18 +94,13 @@ impl Objective<'_> {
 /// The probe by L-BFGS: at most `cfg.epochs` iterations, stopping early once every gradient entry
 /// is within `cfg.tol`. `on_iter(iteration, mean_xent, model, standardizer)` runs after every
 /// accepted step (iterations count from 0 here, like the SGD probe's epochs).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn lbfgs_probe(
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    c: usize,
+    data: ProbeData,
     cfg: &ProbeConfig,
     on_iter: &mut dyn FnMut(usize, f64, &Linear, &Standardizer),
 ) -> Result<(ProbeResult, Outcome), EvalError> {
-    let (n, m) = check_inputs(train_x, train_y, test_x, test_y, d, c, cfg)?;
+    let (n, m) = check_inputs(data, cfg)?;
+    let ProbeData { train_x, train_y, test_x, test_y, d, num_classes: c } = data;
     let st = Standardizer::fit(train_x, d);
     let mut obj = Objective {
         x: train_x,
@@ -146,16 +141,8 @@ pub(super) fn lbfgs_probe(
 /// Train and test top-1 after every L-BFGS iteration of one run (for learning curves and the
 /// benches' time-to-accuracy rule: a run capped at `k` iterations stops at exactly iterate `k`),
 /// with the run's final result.
-#[allow(clippy::too_many_arguments)]
-pub fn lbfgs_probe_path(
-    train_x: &[f32],
-    train_y: &[u32],
-    test_x: &[f32],
-    test_y: &[u32],
-    d: usize,
-    c: usize,
-    cfg: &ProbeConfig,
-) -> Result<(Vec<(f64, f64)>, ProbeResult), EvalError> {
+pub fn lbfgs_probe_path(data: ProbeData, cfg: &ProbeConfig) -> Result<(Vec<(f64, f64)>, ProbeResult), EvalError> {
+    let ProbeData { train_x, train_y, test_x, test_y, num_classes: c, .. } = data;
     let mut path = Vec::new();
     let mut record = |_: usize, _: f64, model: &Linear, st: &Standardizer| {
         let train = score(model, st, train_x, train_y);
@@ -163,7 +150,7 @@ pub fn lbfgs_probe_path(
         let r = result(&train, &test, train_y.len(), test_y.len(), c, Vec::new());
         path.push((r.train_top1, r.test_top1));
     };
-    let (r, _) = lbfgs_probe(train_x, train_y, test_x, test_y, d, c, cfg, &mut record)?;
+    let (r, _) = lbfgs_probe(data, cfg, &mut record)?;
     Ok((path, r))
 }
 
@@ -226,7 +213,8 @@ mod tests {
             iters += 1;
             best = Some(m.w.iter().chain(&m.b).map(|&v| f64::from(v)).collect::<Vec<f64>>());
         };
-        let (r, out) = lbfgs_probe(&tx, &ty, &vx, &vy, d, c, &cfg, &mut each).unwrap();
+        let data = ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d, num_classes: c };
+        let (r, out) = lbfgs_probe(data, &cfg, &mut each).unwrap();
         assert_ne!(out.stop, lbfgs::Stop::MaxIter, "{out:?}");
         assert_eq!(iters, out.iterations);
         assert_eq!(r.loss_per_epoch.len(), out.iterations);
@@ -240,7 +228,7 @@ mod tests {
         assert!(g.iter().all(|v| v.abs() < 1e-4), "gradient at the optimum: {g:?}");
         // Long SGD on the same objective lands on (nearly) the same classifier.
         let sgd = ProbeConfig { epochs: 60, batch_size: 64, weight_decay: 1e-2, ..ProbeConfig::default() };
-        let s = linear_probe(&tx, &ty, &vx, &vy, d, c, &sgd, &mut |_, _| {}).unwrap();
+        let s = linear_probe(data, &sgd, &mut |_, _| {}).unwrap();
         assert!((s.train_top1 - r.train_top1).abs() < 0.02, "SGD {} vs L-BFGS {}", s.train_top1, r.train_top1);
         assert!(f_lbfgs.is_finite());
         assert!(*r.loss_per_epoch.last().unwrap() < r.loss_per_epoch[0]);
@@ -251,13 +239,14 @@ mod tests {
         let (d, c) = (70, 7);
         let (tx, ty) = noisy(1300, d, c, 5);
         let (vx, vy) = noisy(300, d, c, 6);
-        let (path, full) = lbfgs_probe_path(&tx, &ty, &vx, &vy, d, c, &lbfgs(12)).unwrap();
+        let data = ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d, num_classes: c };
+        let (path, full) = lbfgs_probe_path(data, &lbfgs(12)).unwrap();
         assert_eq!(path.len(), 12);
         let last = *path.last().unwrap();
         assert_eq!((full.train_top1, full.test_top1), last);
         let run = |threads: usize, epochs: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| linear_probe(&tx, &ty, &vx, &vy, d, c, &lbfgs(epochs), &mut |_, _| {}).unwrap())
+            pool.install(|| linear_probe(data, &lbfgs(epochs), &mut |_, _| {}).unwrap())
         };
         let five = run(1, 5);
         assert_eq!((five.train_top1, five.test_top1), path[4], "a 5-iteration cap stops at iterate 5");

@@ -32,7 +32,7 @@ fn probe(
     c: usize,
     cfg: &ProbeConfig,
 ) -> Result<ProbeResult, EvalError> {
-    linear_probe(tx, ty, vx, vy, d, c, cfg, &mut |_, _| {})
+    linear_probe(ProbeData { train_x: tx, train_y: ty, test_x: vx, test_y: vy, d, num_classes: c }, cfg, &mut |_, _| {})
 }
 
 #[test]
@@ -40,7 +40,8 @@ fn separable_data_is_learned_perfectly() {
     let (tx, ty) = separable(4, 60, 6, 1);
     let (vx, vy) = separable(4, 20, 6, 2);
     let mut epochs = 0;
-    let r = linear_probe(&tx, &ty, &vx, &vy, 6, 4, &quick(), &mut |_, _| epochs += 1).unwrap();
+    let data = ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d: 6, num_classes: 4 };
+    let r = linear_probe(data, &quick(), &mut |_, _| epochs += 1).unwrap();
     assert_eq!(epochs, 5);
     assert_eq!(r.train_top1, 1.0);
     assert_eq!(r.test_top1, 1.0);

@@ -139,20 +139,18 @@ impl StageKind for LinearProbe {
         let unit = if p.solver == ProbeSolver::Lbfgs { "iterations (at most)" } else { "epochs" };
         ctx.progress.begin(unit, p.epochs as u64);
         let progress = ctx.progress;
-        let result = eval::linear_probe_on(
-            ctx.device,
-            &feats.train,
-            &labels.train,
-            &feats.test,
-            &labels.test,
-            feats.meta.dim,
-            labels.meta.num_classes,
-            &cfg,
-            &mut |_, loss| {
-                progress.inc(1);
-                progress.message(&format!("loss {loss:.4}"));
-            },
-        )?;
+        let data = eval::ProbeData {
+            train_x: &feats.train,
+            train_y: &labels.train,
+            test_x: &feats.test,
+            test_y: &labels.test,
+            d: feats.meta.dim,
+            num_classes: labels.meta.num_classes,
+        };
+        let result = eval::linear_probe_on(ctx.device, data, &cfg, &mut |_, loss| {
+            progress.inc(1);
+            progress.message(&format!("loss {loss:.4}"));
+        })?;
         progress.finish();
         let mut m = Metrics::default();
         m.values.insert("top1".into(), result.test_top1 * 100.0);
