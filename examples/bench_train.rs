@@ -5,8 +5,11 @@
 //! `layers` the custom ops one per layer, `fused` (default) also fuses blocks; `--epoch` also times one full `train()` epoch over 20k random images
 //! (resnet_cpu, with augmentation). Threads: RAYON_NUM_THREADS (default 2).
 
+#[path = "common/bench_start.rs"]
+mod bench_start;
 #[path = "common/cpu.rs"]
 mod cpu;
+use bench_start::{arg_value, run_as_a_job, BenchResult};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use cfrun::nn::{self, ResNet, ResNetConfig};
@@ -18,19 +21,11 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+fn main() -> BenchResult {
+    run_as_a_job(run)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the cfrun binary does: candle's elementwise ops inline, freed memory kept.
-    cfrun::process_setup::apply();
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    // As a cfrun job does: the networks run on a thread of the pool their kernels use.
-    cfrun::exec::job_pool::on_pool(threads, || run(threads).map_err(|e| e.to_string())).map_err(Into::into)
-}
-
-fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run(threads: usize) -> BenchResult {
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = arg_value(&args, "--steps").map(|v| v.parse()).transpose()?.unwrap_or(10);
     let presets = arg_value(&args, "--presets").unwrap_or_else(|| "tiny,cpu,gpu".into());

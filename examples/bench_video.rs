@@ -4,8 +4,11 @@
 //! [--frames T] [--size S] [--mode both|train|infer]` (`--mode` for profiling one half). Threads: RAYON_NUM_THREADS (default 2). The PyTorch side of the same
 //! networks is `benches/python/torch_r2plus1d.py`.
 
+#[path = "common/bench_start.rs"]
+mod bench_start;
 #[path = "common/cpu.rs"]
 mod cpu;
+use bench_start::{arg_value, run_as_a_job, BenchResult};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use cfrun::nn::{self, R2Plus1D, R2Plus1DConfig};
@@ -17,19 +20,11 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+fn main() -> BenchResult {
+    run_as_a_job(run)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the cfrun binary does: candle's elementwise ops inline, freed memory kept.
-    cfrun::process_setup::apply();
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    // As a cfrun job does: the networks run on a thread of the pool their kernels use.
-    cfrun::exec::job_pool::on_pool(threads, || run(threads).map_err(|e| e.to_string())).map_err(Into::into)
-}
-
-fn run(threads: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn run(threads: usize) -> BenchResult {
     let args: Vec<String> = std::env::args().collect();
     let num = |name: &str, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
         Ok(arg_value(&args, name).map(|v| v.parse()).transpose()?.unwrap_or(default))
