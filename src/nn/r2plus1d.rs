@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
 use super::fused_video::{self, Chain, UnitConv};
-use super::resnet::{Conv, Tap};
+use super::resnet::{classifier, Conv, Tap};
 use super::temporal::shift_stack;
 use super::{use_fused_kernels, NnError};
 
@@ -295,20 +295,11 @@ impl R2Plus1D {
             }
             stages.push(stage);
         }
-        let fc_vb = vb.pp("fc");
-        let bound = 1.0 / (cin as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
-        let fc_w = fc_vb.get_with_hints((cfg.num_classes, cin), "weight", init)?;
-        let fc_b = fc_vb.get_with_hints(cfg.num_classes, "bias", init)?;
+        let fc = classifier(cin, cfg.num_classes, vb.pp("fc"))?;
         // The stem's middle width follows the same rule with a 7x7-like budget, as in the paper's
         // 45-channel stem; with a 3x3 spatial kernel here.
         let conv1 = Conv2Plus1D::new(cfg.in_channels, cfg.stem_width, 3, kt, cfg.stem_stride, 1, vb.pp("conv1"))?;
-        Ok(R2Plus1D {
-            conv1,
-            bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
-            stages,
-            fc: Linear::new(fc_w, Some(fc_b)),
-        })
+        Ok(R2Plus1D { conv1, bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?, stages, fc })
     }
 
     /// `(N, C, T, H, W)` (or `(N, C, H, W)`, one frame) as frames `(N*T, C, H, W)`.

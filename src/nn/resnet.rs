@@ -256,6 +256,16 @@ impl BasicBlock {
     }
 }
 
+/// The classifier head, `cin` features to `num_classes` logits, within PyTorch's `Linear` bounds
+/// (re-drawn deterministically by [`super::init_weights`] for training).
+pub(super) fn classifier(cin: usize, num_classes: usize, vb: VarBuilder) -> Result<Linear> {
+    let bound = 1.0 / (cin as f64).sqrt();
+    let init = Init::Uniform { lo: -bound, up: bound };
+    let w = vb.get_with_hints((num_classes, cin), "weight", init)?;
+    let b = vb.get_with_hints(num_classes, "bias", init)?;
+    Ok(Linear::new(w, Some(b)))
+}
+
 /// The network: stem, four residual stages, global average pooling, linear head.
 #[derive(Clone, Debug)]
 pub struct ResNet {
@@ -283,16 +293,12 @@ impl ResNet {
                 .collect::<Result<Vec<_>>>()?;
             stages.push(stage);
         }
-        let fc_vb = vb.pp("fc");
-        let bound = 1.0 / (cin as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
-        let fc_w = fc_vb.get_with_hints((cfg.num_classes, cin), "weight", init)?;
-        let fc_b = fc_vb.get_with_hints(cfg.num_classes, "bias", init)?;
+        let fc = classifier(cin, cfg.num_classes, vb.pp("fc"))?;
         Ok(ResNet {
             conv1: Conv::new(cfg.in_channels, cfg.stem_width, 3, 1, vb.pp("conv1"))?,
             bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
             stages,
-            fc: Linear::new(fc_w, Some(fc_b)),
+            fc,
         })
     }
 
