@@ -12,7 +12,9 @@
 #      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
 #   5. profile-timers.txt: cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
 #      profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
-#   6. projection.md: noise_sweep_full's time projected from the measured throughput (every train
+#   6. agreement.md: noise_sweep.toml's first replicate on the GPU beside the committed CPU run
+#      (docs/noise_sweep/, same seeds), cell by cell, with the CPU's replicate CIs: agreement/;
+#   7. projection.md: noise_sweep_full's time projected from the measured throughput (every train
 #      instance of its plan), then the largest part of it that fits the time left, run for real:
 #      sweep/ (its stdout/stderr and `cfrun status --json` afterwards).
 #
@@ -23,7 +25,8 @@
 #   OUT=/tmp/dry scripts/gpu-bench.sh --cpu-dry-run   (CPU machine: the CPU build target/release/cfrun,
 #                                                  resnet_tiny, tiny sizes, f16 for bf16, torch on
 #                                                  the CPU; checks every step end to end in ~1-2 min)
-# Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu).
+# Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu), AGREE_CACHE (step 6
+# in the dry run: a cache holding noise_sweep.toml's CPU run).
 set -uo pipefail   # no -e: a failed step is recorded and the next one still runs
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -210,7 +213,39 @@ else
   say "torch: no python with torch found"
 fi
 
-# --- 4. profile of one epoch (nsys) ----------------------------------------------------------------
+# --- 4. agreement with the CPU: noise_sweep.toml's first replicate --------------------------------
+# With experiment.replicates = 1 every stage has the key, so the seeds, of replicate 0 in the
+# committed 3-replicate CPU run (docs/noise_sweep/): the GPU's tables can be set beside the CPU's
+# cell by cell, the devices' arithmetic the only difference (scripts/agreement.py). The dry run
+# needs a cache that already holds the CPU's run (AGREE_CACHE): running it on 2 cores takes ~7 min.
+[[ -f "$BUNDLE/data.tar.xz" ]] && tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz"
+AGREE_CACHE="${AGREE_CACHE:-$CACHE}"
+if ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
+  say "agreement: skipped in the dry run (set AGREE_CACHE to a cache holding noise_sweep's CPU run)"
+elif [[ ! -d "$AGREE_CACHE/data" ]]; then
+  say "agreement: no data sets (no $BUNDLE/data.tar.xz); skipped"
+elif (($(left) > 150)); then
+  mkdir -p "$OUT/agreement"
+  limit=$(($(left) - 90 < 150 ? $(left) - 90 : 150))
+  start=$SECONDS
+  timeout "$limit" "$BIN" run experiments/noise_sweep.toml --set experiment.replicates=1 --device "$DEVICE" \
+    --cache "$AGREE_CACHE" --jobs "$BEST_J" >"$OUT/agreement/stdout" 2>"$OUT/agreement/stderr"
+  rc=$?
+  say "agreement: noise_sweep.toml, 1 replicate, jobs=$BEST_J: rc=$rc in $((SECONDS - start))s (limit ${limit}s)"
+  tables=()
+  for t in results fit cluster_quality; do
+    f="$(sed -n "s/^$t: \(.*\.csv\)$/\1/p" "$OUT/agreement/stdout" | head -n1)"
+    [[ -n "$f" ]] && cp "$f" "$OUT/agreement/$t.table.csv" && tables+=("$t=$f")
+  done
+  if ((${#tables[@]})); then
+    "$PY" scripts/agreement.py docs/noise_sweep "${tables[@]}" >"$OUT/agreement.md" 2>>"$OUT/agreement/stderr"
+    say "agreement: $(grep -h "cells: inside" "$OUT/agreement.md" | tr '\n' ' ')"
+  fi
+else
+  say "agreement: skipped ($(left)s left)"
+fi
+
+# --- 5. profile of one epoch (nsys) ----------------------------------------------------------------
 if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
   write_exp "$WORK/prof.toml" 1 "$(per_job 1)" 1 f32 9000
   timeout 90 nsys profile --stats=false -o "$WORK/prof" "$BIN" run "$WORK/prof.toml" --device cuda \
@@ -220,7 +255,7 @@ if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
   say "nsys profile: $(wc -l <"$OUT/profile.txt") lines in profile.txt"
 fi
 
-# --- 5. noise_sweep_full: projection, then the largest part that fits -------------------------------
+# --- 6. noise_sweep_full: projection, then the largest part that fits -------------------------------
 SWEEP=experiments/noise_sweep_full.toml
 # Candidate parts, largest first (each a list of --set arguments); the projection picks the first
 # that fits the time left.
@@ -291,8 +326,7 @@ if ((DRY)); then
     >"$OUT/sweep/stdout" 2>"$OUT/sweep/stderr"
   say "fixture: rc=$?"
 elif [[ "${CHOICE:-}" =~ ^[0-9]+$ ]] && ((CHOICE >= 0)); then
-  if [[ -f "$BUNDLE/data.tar.xz" ]]; then
-    tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz"
+  if [[ -d "$CACHE/data" ]]; then
     mkdir -p "$OUT/sweep"
     start=$SECONDS
     # shellcheck disable=SC2086
