@@ -88,12 +88,28 @@ if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}";
 say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}s"
 
 # --- 1. check-device --------------------------------------------------------------------------------
+# In strict f32 (NVIDIA_TF32_OVERRIDE=0: no TF32 in cuDNN or cuBLAS), so that its tolerances test
+# the kernels, not TF32's 10-bit mantissa; the runs below use the libraries' default math, and the
+# agreement step (4) is the end-to-end check of that. A binary that cannot run at all (no JSON:
+# cuDNN missing or mismatched at run time, say) hands over to the one without cuDNN.
 if ((DRY)); then
   timeout 120 "$BIN" check-device --device cpu --presets resnet_tiny --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+  say "check-device: rc=$?"
 else
-  timeout 150 "$BIN" check-device --device cuda --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+  NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+  rc=$?
+  say "check-device ($(basename "$BIN"), strict f32): rc=$rc"
+  if ((rc != 0)) && ! grep -q '"checks"' "$OUT/check-device.json" && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]]; then
+    NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN_PLAIN" check-device --device cuda --json \
+      >"$OUT/check-device-plain.json" 2>"$OUT/check-device-plain.stderr"
+    rc=$?
+    say "check-device ($(basename "$BIN_PLAIN"), strict f32): rc=$rc"
+    if grep -q '"checks"' "$OUT/check-device-plain.json"; then
+      say "$(basename "$BIN") could not run (check-device.stderr); every run below uses $(basename "$BIN_PLAIN")"
+      BIN="$BIN_PLAIN"
+    fi
+  fi
 fi
-say "check-device: rc=$?"
 
 # --- 2. cfrun throughput --------------------------------------------------------------------------
 # One experiment per run: a shared synthetic 1xSIDExSIDE data set (made once, cached) and JOBS
