@@ -102,21 +102,38 @@ fn var_tensors(varmap: &VarMap) -> BTreeMap<String, Tensor> {
 pub fn build_model(arch: &Arch, varmap: &VarMap, device: &Device, fresh: bool) -> Result<Net, NnError> {
     arch.validate()?;
     if !fresh {
-        let reference = VarMap::new();
-        arch.build(VarBuilder::from_varmap(&reference, DType::F32, device))?;
-        let want: BTreeMap<String, Vec<usize>> =
-            var_tensors(&reference).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
-        let have: BTreeMap<String, Vec<usize>> =
-            var_tensors(varmap).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
-        if want != have {
-            let missing: Vec<_> = want.keys().filter(|k| !have.contains_key(*k)).take(3).collect();
-            let extra: Vec<_> = have.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
-            return Err(NnError::Mismatch(format!(
-                "weights do not fit the architecture (missing {missing:?}, unexpected {extra:?}, or shapes differ)"
-            )));
-        }
+        check_fit(arch, varmap, device)?;
     }
     Ok(arch.build(VarBuilder::from_varmap(varmap, DType::F32, device))?)
+}
+
+/// The network over detached copies of `varmap`'s tensors (which must fit `arch` exactly), for
+/// inference: its outputs record no autograd graph, so a forward pass keeps no feature map alive
+/// for a backward that never comes, and the convolutions off the CPU kernels hand back their
+/// result without the copy their backward would need. Same forward, same bits.
+pub fn build_inference_model(arch: &Arch, varmap: &VarMap, device: &Device) -> Result<Net, NnError> {
+    arch.validate()?;
+    check_fit(arch, varmap, device)?;
+    let tensors = var_tensors(varmap).into_iter().map(|(k, t)| (k, t.detach())).collect();
+    Ok(arch.build(VarBuilder::from_tensors(tensors, DType::F32, device))?)
+}
+
+/// Fails unless `varmap` holds exactly the vars of `arch`, with their shapes.
+fn check_fit(arch: &Arch, varmap: &VarMap, device: &Device) -> Result<(), NnError> {
+    let reference = VarMap::new();
+    arch.build(VarBuilder::from_varmap(&reference, DType::F32, device))?;
+    let want: BTreeMap<String, Vec<usize>> =
+        var_tensors(&reference).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+    let have: BTreeMap<String, Vec<usize>> =
+        var_tensors(varmap).into_iter().map(|(k, t)| (k, t.dims().to_vec())).collect();
+    if want != have {
+        let missing: Vec<_> = want.keys().filter(|k| !have.contains_key(*k)).take(3).collect();
+        let extra: Vec<_> = have.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
+        return Err(NnError::Mismatch(format!(
+            "weights do not fit the architecture (missing {missing:?}, unexpected {extra:?}, or shapes differ)"
+        )));
+    }
+    Ok(())
 }
 
 /// A VarMap holding `tensors` (moved to `device`) as vars.

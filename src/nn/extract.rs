@@ -15,7 +15,7 @@
 //! for every tap of `resnet_cpu`).
 
 use super::arch::{Arch, Net};
-use super::checkpoint::build_model;
+use super::checkpoint::build_inference_model;
 use super::data::{fill_batch, Augment, ImageData, Normalization};
 use super::resnet::Tap;
 use super::NnError;
@@ -135,7 +135,7 @@ fn for_batches(
             if arch.is_video() { "clips" } else { "images" }
         )));
     }
-    let model = build_model(arch, weights, device, false)?;
+    let model = build_inference_model(arch, weights, device)?;
     let lut = norm.lut();
     let len = data.image_len();
     let mut buf = vec![0f32; batch_size.min(data.n) * len];

@@ -5,8 +5,13 @@
 //! cuDNN, whose default math lets f32 convolutions use TF32 on Ampere and newer GPUs (PyTorch's
 //! default for convolutions too), while the weight gradient of [`super::conv_device`] is a cuBLAS
 //! GEMM in full f32. Turning this on gives the third product the same arithmetic as the other two,
-//! as PyTorch does, and the GPU bench measures the difference. Like the device, it changes results
-//! only by rounding and does not enter the recipe key. The CPU has no TF32: there it does nothing.
+//! as PyTorch does, and the GPU bench measures the difference.
+//!
+//! It is process-wide: every f32 GEMM on the GPU follows it, k-means's distance products and the
+//! linear probe's included. There TF32's error is not mere rounding noise: k-means ranks centroids
+//! by `|c|^2 - 2 x.c`, whose error grows with `|x| |c|`, so near ties can flip. It is meant for
+//! measuring training; like the device it does not enter the recipe key, so a study run with it
+//! on caches TF32 results under the f32 keys. The CPU has no TF32: there it does nothing.
 
 use super::env_flag::flag_from_env;
 

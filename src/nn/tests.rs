@@ -215,6 +215,30 @@ fn feature_shapes_for_every_tap_and_pool() {
     assert!(want.iter().zip(&lg).all(|(a, b)| (a - b).abs() < 1e-4));
 }
 
+/// Extraction's network (detached weights) computes the training network's eval-mode forward bit
+/// for bit, in f32 on the CPU kernels and in f16 through the device convolution, and its outputs
+/// record no autograd graph.
+#[test]
+fn inference_model_is_the_eval_forward_without_a_graph() {
+    let (pixels, labels) = quadrants(8, 9);
+    let trained = run(&pixels, &Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 }, &config(1));
+    let full = build_model(&trained.arch, &trained.weights, &Device::Cpu, false).unwrap();
+    let bare = checkpoint::build_inference_model(&trained.arch, &trained.weights, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (8, 1, SIDE, SIDE), &Device::Cpu).unwrap();
+    for dtype in [candle_core::DType::F32, candle_core::DType::F16] {
+        let x = x.to_dtype(dtype).unwrap();
+        let (a, b) = (full.forward_t(&x, false).unwrap(), bare.forward_t(&x, false).unwrap());
+        assert!(a.track_op() && !b.track_op(), "{dtype:?}");
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&a), bits(&b), "{dtype:?}");
+    }
+    let other = ResNetConfig::resnet_cpu(1, 4).into();
+    assert!(checkpoint::build_inference_model(&other, &trained.weights, &Device::Cpu).is_err());
+}
+
 #[test]
 fn model_file_round_trip() {
     let dir = tempfile::tempdir().unwrap();
