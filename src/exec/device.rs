@@ -42,7 +42,7 @@ fn open_cuda() -> Result<(Device, String), String> {
 /// with its own cuBLAS handle on the same GPU, so the jobs' kernels interleave on the card
 /// instead of queueing behind one another on one stream (and never share a cuBLAS workspace);
 /// if that fails, the shared device (logged). The CPU is shared as is.
-pub fn for_parallel_job(device: &Device) -> Device {
+fn for_parallel_job(device: &Device) -> Device {
     match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
             Ok(d) => d,
@@ -52,6 +52,37 @@ pub fn for_parallel_job(device: &Device) -> Device {
             }
         },
         _ => device.clone(),
+    }
+}
+
+/// The devices of jobs running side by side, each handed from a finished job to the next one:
+/// at most as many as jobs run at once, instead of a new stream, cuBLAS handle and set of loaded
+/// kernel modules for every job of a sweep.
+pub struct JobDevices {
+    open: Box<dyn Fn() -> Device + Send + Sync>,
+    free: std::sync::Mutex<Vec<Device>>,
+}
+
+impl JobDevices {
+    /// Devices opened by [`for_parallel_job`] on `shared`.
+    pub fn new(shared: Device) -> Self {
+        Self::opened_by(move || for_parallel_job(&shared))
+    }
+
+    /// Devices opened by `open` when none is free.
+    fn opened_by(open: impl Fn() -> Device + Send + Sync + 'static) -> Self {
+        JobDevices { open: Box::new(open), free: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// A device no running job holds: a handed-back one, else a new one.
+    pub fn take(&self) -> Device {
+        let kept = self.free.lock().expect("job devices poisoned").pop();
+        kept.unwrap_or_else(|| (self.open)())
+    }
+
+    /// Hands `device` back, once its job has finished with it.
+    pub fn put(&self, device: Device) {
+        self.free.lock().expect("job devices poisoned").push(device);
     }
 }
 
@@ -80,4 +111,33 @@ pub fn check_plan(plan: &crate::graph::Plan, device: &Device) -> Result<(), crat
         ));
     }
     crate::config::ConfigError::collect(errors)
+}
+
+#[cfg(test)]
+mod job_device_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn devices_are_opened_only_for_jobs_running_at_once() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&opened);
+        let devices = JobDevices::opened_by(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            Device::Cpu
+        });
+        let (a, b) = (devices.take(), devices.take());
+        assert_eq!(opened.load(Ordering::Relaxed), 2, "two jobs at once, two devices");
+        devices.put(a);
+        let c = devices.take();
+        assert_eq!(opened.load(Ordering::Relaxed), 2, "the third job gets the first one's device");
+        devices.put(b);
+        devices.put(c);
+        for _ in 0..5 {
+            let d = devices.take();
+            devices.put(d);
+        }
+        assert_eq!(opened.load(Ordering::Relaxed), 2);
+    }
 }

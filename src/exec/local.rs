@@ -1,11 +1,13 @@
 //! The local executor: jobs run on threads of this process, `jobs` at a time (on a GPU, each
-//! on a stream of its own when there are several: see [`super::device::for_parallel_job`]).
+//! on a stream of its own when there are several, handed on from job to job: see
+//! [`super::device::JobDevices`]).
 
 use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::compute::{compute_guarded, ComputeEnv};
+use super::device::JobDevices;
 use super::executor::{Executor, Finished};
 use super::job::Job;
 use super::job_pool::JobPools;
@@ -15,6 +17,8 @@ pub struct LocalExecutor {
     env: ComputeEnv,
     jobs: usize,
     pools: Arc<JobPools>,
+    /// With several jobs: the devices they compute on, reused from job to job.
+    devices: Option<Arc<JobDevices>>,
     backlog: VecDeque<Job>,
     running: usize,
     tx: mpsc::Sender<Finished>,
@@ -26,7 +30,8 @@ impl LocalExecutor {
     pub fn new(env: ComputeEnv, jobs: usize) -> LocalExecutor {
         let (tx, rx) = mpsc::channel();
         let pools = Arc::new(JobPools::new(&env, jobs));
-        LocalExecutor { env, jobs: jobs.max(1), pools, backlog: VecDeque::new(), running: 0, tx, rx }
+        let devices = (jobs > 1).then(|| Arc::new(JobDevices::new(env.device.clone())));
+        LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog: VecDeque::new(), running: 0, tx, rx }
     }
 
     /// Jobs taken and not yet reported.
@@ -39,12 +44,17 @@ impl LocalExecutor {
             let Some(job) = self.backlog.pop_front() else { break };
             self.running += 1;
             let (mut env, tx) = (self.env.clone(), self.tx.clone());
-            if self.jobs > 1 {
-                env.device = super::device::for_parallel_job(&env.device);
+            let devices = self.devices.clone();
+            if let Some(d) = &devices {
+                env.device = d.take();
             }
             let (started, pools) = (Instant::now(), Arc::clone(&self.pools));
             std::thread::spawn(move || {
                 let result = pools.run(|| compute_guarded(&env, &job));
+                // Back before the report, so the job this one's end lets start finds it free.
+                if let Some(d) = devices {
+                    d.put(env.device.clone());
+                }
                 let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
             });
         }
