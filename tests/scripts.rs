@@ -72,3 +72,65 @@ fn agreement_sets_one_replicate_beside_the_committed_reference() {
         String::from_utf8_lossy(&unrelated.stderr)
     );
 }
+
+/// `scripts/gpu-report.py` (the README of a GPU session) computes each A/B and each
+/// cfrun/PyTorch ratio from the runs both sides measured, reads PyTorch's GPU header lines, and
+/// says what is missing instead of filling it in; with no cfrun.tsv it exits 2.
+#[test]
+fn gpu_report_turns_a_session_into_ratios() {
+    let out = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(out.path().join(name), text).unwrap();
+    let report = || {
+        Command::new("python3")
+            .arg(repo().join("scripts/gpu-report.py"))
+            .arg(out.path())
+            .output()
+            .expect("python3 runs")
+    };
+    let empty = report();
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no cfrun.tsv"));
+    let head = "label\tbinary\tjobs\tprecision\timages_per_stage\tepochs\twall_s\twall_img_s\tsteady_img_s\trc\n";
+    let row = |label: &str, jobs: u32, prec: &str, steady: u32, rc: u32| {
+        format!("{label}\tcfrun-cudnn\t{jobs}\t{prec}\t20480\t2\t10\t{}\t{steady}\t{rc}\n", steady * 9 / 10)
+    };
+    write(
+        "cfrun.tsv",
+        &[
+            head.to_string(),
+            row("f32-j1", 1, "f32", 1000, 0),
+            row("f32-j1-candlebwd", 1, "f32", 250, 0),
+            row("f32-j1-tf32", 1, "f32", 1200, 0),
+            row("f32-j4", 4, "f32", 3000, 0),
+            row("f32-j8", 8, "f32", 0, 124),
+            row("bf16-j1", 1, "bf16", 1500, 0),
+        ]
+        .concat(),
+    );
+    write(
+        "torch.txt",
+        "torch 2.9.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
+         resnet_gpu   train   2400.0 img/s (  100.0 per 2 CPU-s)   inference  9000.0 img/s (9000.0)   (60 steps)\n\
+         torch 2.9.0+cu130, NVIDIA H200, batch 128, 1x28x28, amp-bf16, compiled, tf32 conv True matmul False\n\
+         resnet_gpu   train   5000.0 img/s (  100.0 per 2 CPU-s)   inference  9000.0 img/s (9000.0)   (60 steps)\n",
+    );
+    write("summary.txt", "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n");
+    let done = report();
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    for want in [
+        "| cfrun's conv backward over candle's (f32-j1 / f32-j1-candlebwd) | 4.00x |",
+        "| TF32 GEMMs over f32 (f32-j1-tf32 / f32-j1) | 1.20x |",
+        "| 4 jobs over 1 (aggregate) | 3.00x |",
+        "| 8 jobs over 1 (aggregate) | n/a |",
+        "| bf16 over f32, 1 job(s) | 1.50x |",
+        "| fp32, eager, tf32 conv True matmul False | 2400 | 1200 | 0.50x |",
+        "| amp-bf16, compiled, tf32 conv True matmul False | 5000 | 1500 | 0.30x |",
+        "cfrun's best aggregate, 3000 img/s with 4 jobs",
+        "Not measured (no profile-timers.txt).",
+        "Run for real: no part of the study.",
+        "- `check-device`: no result",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Writes the README of a GPU session's results from what scripts/gpu-bench.sh left in its $OUT.
+
+Usage: gpu-report.py OUT_DIR > docs/gpu-<date>/README.md
+
+Reads summary.txt, env.txt, check-device.json, cfrun.tsv, torch.txt, profile-timers.txt,
+projection.md and agreement.md where they exist, and writes the tables issue 18 asks for: cfrun's
+img/s per configuration with each A/B as a ratio, PyTorch's img/s on the same card with the
+cfrun/PyTorch ratios, where a step's time goes, the projected (and, where run, measured) time of
+noise_sweep_full, and top-1 agreement with the CPU. It computes ratios only from numbers both
+sides measured; a missing file or run is said, not filled in. Exit 2 when OUT_DIR has no
+cfrun.tsv (nothing was measured).
+"""
+
+import csv
+import json
+import os
+import re
+import sys
+
+
+def read(out, name):
+    path = os.path.join(out, name)
+    return open(path, errors="replace").read() if os.path.exists(path) else None
+
+
+def cfrun_runs(out):
+    text = read(out, "cfrun.tsv")
+    if text is None:
+        return None
+    return {r["label"]: r for r in csv.DictReader(text.splitlines(), delimiter="\t")}
+
+
+def rate(run, column="steady_img_s"):
+    """The run's img/s, or None when it failed or measured nothing."""
+    if run is None or run.get("rc") != "0":
+        return None
+    v = float(run.get(column) or 0)
+    return v if v > 0 else None
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def torch_runs(text):
+    """(mode, train img/s) per block of torch_resnet.py's output."""
+    runs, mode = [], None
+    for line in (text or "").splitlines():
+        # "torch VERSION, WHERE, batch N, SHAPE, MODE" (MODE: precision, eager/compiled, on a GPU its TF32 settings)
+        m = re.match(r"torch \S+, .*?, batch \d+, [^,]+, (.*)$", line)
+        if m:
+            mode = m.group(1)
+            continue
+        m = re.match(r"resnet_\w+\s+train\s+([0-9.]+) img/s", line)
+        if m and mode:
+            runs.append((mode, float(m.group(1))))
+    return runs
+
+
+def section_machine(out, lines):
+    env = read(out, "env.txt") or ""
+    gpu = next((l for l in env.splitlines() if l.startswith("GPU ")), None)
+    smi = next((l for l in env.splitlines() if l.count(",") == 2 and "MiB" in l), None)
+    binary = next((l.split(": ", 1)[1] for l in env.splitlines() if l.startswith("binary: ")), "?")
+    lines += ["## Machine", "", f"- GPU: {gpu or 'not reported (env.txt)'}"]
+    if smi:
+        lines.append(f"- name, driver, memory: {smi}")
+    lines.append(f"- cfrun binary: `{os.path.basename(binary)}`")
+    summary = read(out, "summary.txt") or ""
+    fallback = [l for l in summary.splitlines() if "every run below uses" in l]
+    if fallback:
+        lines.append(f"- {fallback[0].split('] ', 1)[1]}")
+    check = read(out, "check-device.json")
+    try:
+        v = json.loads(check) if check else None
+    except json.JSONDecodeError:
+        v = None
+    if v:
+        bad = [c for c in v["checks"] if not c["ok"]]
+        lines.append(f"- `check-device --device cuda` (strict f32): {'all checks passed' if v['ok'] else f'{len(bad)} checks FAILED'}")
+        for c in v["checks"]:
+            lines.append(f"  - {c['what']}: {c['difference']:.3g} (tolerance {c['tolerance']:g}){'' if c['ok'] else ' FAILED'}")
+    else:
+        lines.append("- `check-device`: no result (see check-device.stderr)")
+    lines.append("")
+
+
+def section_cfrun(runs, lines):
+    lines += ["## cfrun training throughput (resnet_gpu, 1x28x28, batch 128)", "",
+              "Steady: every stage's last epoch (after JIT and warm-up), summed over the stages that ran side by side. "
+              "Wall: all images over the whole `cfrun run`, start-up included.", "",
+              "| run | binary | jobs | precision | images x epochs per stage | steady img/s | wall img/s | rc |",
+              "|---|---|---:|---|---:|---:|---:|---|"]
+    for label, r in runs.items():
+        lines.append(f"| {label} | {r['binary']} | {r['jobs']} | {r['precision']} | {r['images_per_stage']} x {r['epochs']} "
+                     f"| {r['steady_img_s']} | {r['wall_img_s']} | {r['rc']} |")
+    one = rate(runs.get("f32-j1"))
+    lines += ["", "| comparison | ratio (steady img/s) |", "|---|---:|"]
+    pairs = [("cfrun's conv backward over candle's (f32-j1 / f32-j1-candlebwd)", "f32-j1", "f32-j1-candlebwd"),
+             ("cfrun's batch-norm gradient over candle's (f32-j1 / f32-j1-candlebn)", "f32-j1", "f32-j1-candlebn"),
+             ("TF32 GEMMs over f32 (f32-j1-tf32 / f32-j1)", "f32-j1-tf32", "f32-j1"),
+             ("cuDNN over candle's conv kernels (f32-j1 / f32-j1-nocudnn)", "f32-j1", "f32-j1-nocudnn")]
+    for what, a, b in pairs:
+        if a in runs and b in runs:
+            lines.append(f"| {what} | {ratio(rate(runs[a]), rate(runs[b]))} |")
+    for label, r in runs.items():
+        m = re.fullmatch(r"f32-j(\d+)", label)
+        if m and m.group(1) != "1":
+            lines.append(f"| {m.group(1)} jobs over 1 (aggregate) | {ratio(rate(r), one)} |")
+        m = re.fullmatch(r"(bf16|f16)-j(\d+)", label)
+        if m:
+            lines.append(f"| {m.group(1)} over f32, {m.group(2)} job(s) | {ratio(rate(r), rate(runs.get(f'f32-j{m.group(2)}')))} |")
+    lines.append("")
+
+
+def section_torch(runs, text, lines):
+    lines += ["## PyTorch on the same card (benches/python/torch_resnet.py, same network and batch)", ""]
+    torch = torch_runs(text)
+    if not torch:
+        lines += ["No PyTorch result (torch.txt missing or empty).", ""]
+        return
+    best_f32 = max((rate(r) or 0 for l, r in runs.items() if re.fullmatch(r"f32-j1(-tf32)?", l)), default=0)
+    half = max((rate(r) or 0 for l, r in runs.items() if re.fullmatch(r"(bf16|f16)-j1", l)), default=0)
+    lines += ["| PyTorch mode | train img/s | cfrun 1 job, same precision | cfrun / PyTorch |", "|---|---:|---:|---:|"]
+    for mode, img in torch:
+        ours = half if "amp" in mode else best_f32
+        lines.append(f"| {mode} | {img:.0f} | {ours:.0f} | {ratio(ours, img)} |")
+    lines.append("")
+    if "f32-j1-tf32" in runs:
+        lines.append("cfrun's f32 column is the faster of f32-j1 and f32-j1-tf32; PyTorch's fp32 runs use TF32 in "
+                     "cuDNN by default (torch.txt's header lines say which).")
+    best = max(((rate(r) or 0, r["jobs"]) for l, r in runs.items() if re.fullmatch(r"f32-j\d+", l)), default=(0, "1"))
+    if best[1] != "1":
+        lines.append(f"cfrun's best aggregate, {best[0]:.0f} img/s with {best[1]} jobs, has no PyTorch counterpart: "
+                     "PyTorch ran one process.")
+    lines.append("")
+
+
+def section_profile(out, lines):
+    text = read(out, "profile-timers.txt")
+    lines += ["## Where a step's time goes (cfrun's timers, one job, f32)", ""]
+    if not text:
+        lines += ["Not measured (no profile-timers.txt).", ""]
+        return
+    lines += ["Per phase, ms per step: the host's time to issue the work + the wait for the device to finish it "
+              "(a device sync after each phase).", "", "```"]
+    lines += [l.split("step profile ", 1)[-1] for l in text.splitlines() if "step profile" in l]
+    lines += ["```", ""]
+    nsys = read(out, "profile.txt")
+    if nsys:
+        lines += ["nsys's summary of one epoch is in `profile.txt`.", ""]
+
+
+def section_sweep(out, lines):
+    lines += ["## noise_sweep_full", ""]
+    proj = read(out, "projection.md")
+    if proj:
+        lines += [l for l in proj.splitlines()[1:]] + [""]
+    else:
+        lines += ["No projection (projection.md missing).", ""]
+    summary = read(out, "summary.txt") or ""
+    ran = [l.split("] ", 1)[1] for l in summary.splitlines() if "] sweep part " in l]
+    lines += [f"Run for real: {ran[0]}." if ran else "Run for real: no part of the study.", ""]
+
+
+def section_agreement(out, lines):
+    lines += ["## Top-1 agreement with the CPU", ""]
+    text = read(out, "agreement.md")
+    if not text:
+        summary = read(out, "summary.txt") or ""
+        why = [l.split("] ", 1)[1] for l in summary.splitlines() if "] agreement" in l]
+        lines += [f"Not measured ({why[-1] if why else 'no agreement.md'}).", ""]
+        return
+    lines += ["noise_sweep.toml's replicate 0 on the GPU against the committed 3-replicate CPU run (docs/noise_sweep/, "
+              "the same seeds); per table:", ""]
+    name = None
+    for l in text.splitlines():
+        if l.startswith("## "):
+            name = l[3:]
+        elif "cells: inside" in l:
+            lines.append(f"- {name}: {l}")
+    lines += ["", "Cell by cell: `agreement.md`.", ""]
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    out = argv[1]
+    runs = cfrun_runs(out)
+    if runs is None:
+        print(f"gpu-report.py: no cfrun.tsv in {out}: nothing was measured", file=sys.stderr)
+        return 2
+    summary = read(out, "summary.txt") or ""
+    first = summary.splitlines()[0] if summary else ""
+    lines = ["# GPU session results (issue 18)", "",
+             "Made by `python3 scripts/gpu-report.py OUT` from the files of "
+             "`run(command=\"OUT=$OUT bash scripts/gpu-bench.sh\", carry=[\"target/gpu\"])`, which are beside this file. "
+             f"Session start: `{first}`.", ""]
+    section_machine(out, lines)
+    section_cfrun(runs, lines)
+    section_torch(runs, read(out, "torch.txt"), lines)
+    section_profile(out, lines)
+    section_sweep(out, lines)
+    section_agreement(out, lines)
+    print("\n".join(lines).rstrip() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
