@@ -11,7 +11,8 @@ noise_sweep.toml that way on the GPU and compares it with docs/noise_sweep/ from
 
 For each cell: the one-replicate value, the reference's replicate 0 (same seeds: the difference is
 the devices' arithmetic alone), the reference's mean and 95 % CI half-width over its replicates, and
-whether the value lies inside that interval. Exit status 0 when every table was read, 2 on bad input.
+whether the value lies inside that interval. Exit status 0 when every table was compared, 2 when
+one was not (it is said in its section and on stderr; the others are still compared).
 """
 
 import csv
@@ -62,7 +63,8 @@ def compare(name, ref_path, one_path):
                 cells.append((key, col, value, None, None, None))
                 continue
             reps = [number(v) for v in ref[at[f"{col} (replicates)"]].split()]
-            mean, half = number(ref[at[col]]), number(ref[at.get(f"{col} (ci95 half-width)", at[col])])
+            ci = f"{col} (ci95 half-width)"
+            mean, half = number(ref[at[col]]), number(ref[at[ci]]) if ci in at else None
             cells.append((key, col, value, reps[0] if reps else None, mean, half))
     if cells and all(c[3] is None for c in cells):
         raise ValueError(f"no row of {one_path} matches a row of {ref_path} on {', '.join(keys)}")
@@ -77,9 +79,10 @@ def compare(name, ref_path, one_path):
         ok = half is not None and abs(value - mean) <= half
         inside += ok
         diffs.append(value - r0)
-        ci = f"{fmt(mean)} ± {fmt(half, mean)}" if half is not None else fmt(mean)
-        out.append("| " + " | ".join(key) + f" | {col} | {fmt(value)} | {fmt(r0)} | {value - r0:+.3g} | {ci} | "
-                   f"{'yes' if ok else 'no'} |")
+        ci = f"{fmt(mean)} ± {fmt(half, mean)}" if half is not None else f"{fmt(mean)} (no CI)"
+        verdict = "yes" if ok else ("no" if half is not None else "n/a")
+        out.append("| " + " | ".join(key) + f" | {col} | {fmt(value, mean)} | {fmt(r0, mean)} | {value - r0:+.3g} "
+                   f"| {ci} | {verdict} |")
     out.append("")
     if diffs:
         worst = max(diffs, key=abs)
@@ -99,15 +102,18 @@ def main(argv):
     ref_dir = argv[1]
     lines = ["# Agreement with the reference run", "",
              f"Reference: `{ref_dir}`. Differences are this run minus the reference's replicate 0, in the tables' units.", ""]
+    failed = 0
     for arg in argv[2:]:
         name, path = arg.split("=", 1)
         try:
             lines += compare(name, f"{ref_dir}/{name}.table.csv", path)
         except (OSError, ValueError, IndexError) as e:
+            # One unreadable table does not take the others with it.
             print(f"agreement.py: {name}: {e}", file=sys.stderr)
-            return 2
+            lines += [f"## {name}", "", f"Not compared: {e}", ""]
+            failed += 1
     print("\n".join(lines))
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

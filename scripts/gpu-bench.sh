@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # One prepared GPU session for issue 18, within ~8 minutes, everything written under $OUT:
-#   1. env.txt: GPU, driver, the runtime libraries found, which binary runs (cuDNN or not), nsys;
-#   2. check-device.json: `cfrun check-device --device cuda` (also absorbs the PTX JIT of a fresh machine);
-#   3. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
+#   0. env.txt: GPU, driver, the runtime libraries found, which binary runs (cuDNN or not), nsys;
+#   1. check-device.json: `cfrun check-device --device cuda` in strict f32 (also absorbs the PTX
+#      JIT of a fresh machine); a binary that cannot run at all hands over to the one without cuDNN;
+#   2. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
 #      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
-#      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1)
-#      and, for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run,
-#      logs in cfrun/;
-#   4. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
+#      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1) and, for the cuDNN gain, the binary
+#      without cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/; and
+#      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
+#   3. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
 #      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
-#   5. profile-timers.txt: cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
-#      profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
-#   6. agreement.md: noise_sweep.toml's first replicate on the GPU beside the committed CPU run
+#   4. agreement.md: noise_sweep.toml's first replicate on the GPU beside the committed CPU run
 #      (docs/noise_sweep/, same seeds), cell by cell, with the CPU's replicate CIs: agreement/;
-#   7. projection.md: noise_sweep_full's time projected from the measured throughput (every train
+#   5. profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
+#   6. projection.md: noise_sweep_full's time projected from the measured throughput (every train
 #      instance of its plan), then the largest part of it that fits the time left, run for real:
 #      sweep/ (its stdout/stderr and `cfrun status --json` afterwards).
+# Afterwards, `python3 scripts/gpu-report.py OUT` writes the README of docs/gpu-<date>/.
 #
 # Usage (GPU machine, repo root, through the device tool):
 #   OUT=$OUT scripts/gpu-bench.sh                 (expects the bundle of scripts/build-cuda.sh in
@@ -25,7 +26,7 @@
 #   OUT=/tmp/dry scripts/gpu-bench.sh --cpu-dry-run   (CPU machine: the CPU build target/release/cfrun,
 #                                                  resnet_tiny, tiny sizes, f16 for bf16, torch on
 #                                                  the CPU; checks every step end to end in ~1-2 min)
-# Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu), AGREE_CACHE (step 6
+# Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu), AGREE_CACHE (step 4
 # in the dry run: a cache holding noise_sweep.toml's CPU run).
 set -uo pipefail   # no -e: a failed step is recorded and the next one still runs
 
@@ -99,13 +100,18 @@ else
   NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   rc=$?
   say "check-device ($(basename "$BIN"), strict f32): rc=$rc"
-  if ((rc != 0)) && ! grep -q '"checks"' "$OUT/check-device.json" && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]]; then
+  # rc 124 is the timeout: a slow first JIT, not a binary that cannot run.
+  if ((rc != 0 && rc != 124)) && ! grep -q '"checks"' "$OUT/check-device.json" \
+    && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]]; then
     NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN_PLAIN" check-device --device cuda --json \
       >"$OUT/check-device-plain.json" 2>"$OUT/check-device-plain.stderr"
     rc=$?
     say "check-device ($(basename "$BIN_PLAIN"), strict f32): rc=$rc"
     if grep -q '"checks"' "$OUT/check-device-plain.json"; then
-      say "$(basename "$BIN") could not run (check-device.stderr); every run below uses $(basename "$BIN_PLAIN")"
+      say "$(basename "$BIN") could not run (check-device-first.stderr); every run below uses $(basename "$BIN_PLAIN")"
+      mv "$OUT/check-device.stderr" "$OUT/check-device-first.stderr"
+      mv "$OUT/check-device-plain.json" "$OUT/check-device.json"
+      mv "$OUT/check-device-plain.stderr" "$OUT/check-device.stderr"
       BIN="$BIN_PLAIN"
     fi
   fi
@@ -234,15 +240,18 @@ fi
 # committed 3-replicate CPU run (docs/noise_sweep/): the GPU's tables can be set beside the CPU's
 # cell by cell, the devices' arithmetic the only difference (scripts/agreement.py). The dry run
 # needs a cache that already holds the CPU's run (AGREE_CACHE): running it on 2 cores takes ~7 min.
-[[ -f "$BUNDLE/data.tar.xz" ]] && tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz"
+if ((!DRY)) && [[ -f "$BUNDLE/data.tar.xz" ]]; then
+  mkdir -p "$CACHE" && tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz" || say "data.tar.xz: could not unpack (rc=$?)"
+fi
 AGREE_CACHE="${AGREE_CACHE:-$CACHE}"
 if ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
   say "agreement: skipped in the dry run (set AGREE_CACHE to a cache holding noise_sweep's CPU run)"
 elif [[ ! -d "$AGREE_CACHE/data" ]]; then
-  say "agreement: no data sets (no $BUNDLE/data.tar.xz); skipped"
-elif (($(left) > 150)); then
+  say "agreement: no data sets in the cache ($BUNDLE/data.tar.xz missing or not unpacked); skipped"
+elif (($(left) > (DRY ? 30 : 150))); then
   mkdir -p "$OUT/agreement"
-  limit=$(($(left) - 90 < 150 ? $(left) - 90 : 150))
+  # On the GPU at most 150 s, and 90 s kept for the steps after; the dry run only reads a cache.
+  if ((DRY)); then limit=$(($(left) - 10)); else limit=$(($(left) - 90 < 150 ? $(left) - 90 : 150)); fi
   start=$SECONDS
   timeout "$limit" "$BIN" run experiments/noise_sweep.toml --set experiment.replicates=1 --device "$DEVICE" \
     --cache "$AGREE_CACHE" --jobs "$BEST_J" >"$OUT/agreement/stdout" 2>"$OUT/agreement/stderr"
@@ -255,7 +264,7 @@ elif (($(left) > 150)); then
   done
   if ((${#tables[@]})); then
     "$PY" scripts/agreement.py docs/noise_sweep "${tables[@]}" >"$OUT/agreement.md" 2>>"$OUT/agreement/stderr"
-    say "agreement: $(grep -h "cells: inside" "$OUT/agreement.md" | tr '\n' ' ')"
+    say "agreement (rc=$?): $(grep -h "cells: inside" "$OUT/agreement.md" | tr '\n' ' ')"
   fi
 else
   say "agreement: skipped ($(left)s left)"

@@ -80,7 +80,9 @@ def section_machine(out, lines):
         bad = [c for c in v["checks"] if not c["ok"]]
         lines.append(f"- `check-device --device cuda` (strict f32): {'all checks passed' if v['ok'] else f'{len(bad)} checks FAILED'}")
         for c in v["checks"]:
-            lines.append(f"  - {c['what']}: {c['difference']:.3g} (tolerance {c['tolerance']:g}){'' if c['ok'] else ' FAILED'}")
+            # serde_json writes a NaN difference (a NaN loss or weight on the device) as null.
+            diff = "NaN" if c.get("difference") is None else f"{c['difference']:.3g}"
+            lines.append(f"  - {c['what']}: {diff} (tolerance {c['tolerance']:g}){'' if c['ok'] else ' FAILED'}")
     else:
         lines.append("- `check-device`: no result (see check-device.stderr)")
     lines.append("")
@@ -131,7 +133,7 @@ def section_torch(runs, text, lines):
         lines.append("cfrun's f32 column is the faster of f32-j1 and f32-j1-tf32; PyTorch's fp32 runs use TF32 in "
                      "cuDNN by default (torch.txt's header lines say which).")
     best = max(((rate(r) or 0, r["jobs"]) for l, r in runs.items() if re.fullmatch(r"f32-j\d+", l)), default=(0, "1"))
-    if best[1] != "1":
+    if best[0] > 0 and best[1] != "1":
         lines.append(f"cfrun's best aggregate, {best[0]:.0f} img/s with {best[1]} jobs, has no PyTorch counterpart: "
                      "PyTorch ran one process.")
     lines.append("")

@@ -71,6 +71,24 @@ fn agreement_sets_one_replicate_beside_the_committed_reference() {
         "{}",
         String::from_utf8_lossy(&unrelated.stderr)
     );
+    // A reference without CI columns has no interval to be inside (not the mean taken for one),
+    // and a table that cannot be compared is said in its section while the others still are.
+    let reference_dir = dir.path().join("reference");
+    std::fs::create_dir(&reference_dir).unwrap();
+    std::fs::write(reference_dir.join("nmi.table.csv"), "k,p=0,p=0 (replicates)\n10,0.70,0.70 0.71 0.69\n").unwrap();
+    let one = dir.path().join("nmi.csv");
+    std::fs::write(&one, "k,p=0\n10,0.05\n").unwrap();
+    let mixed = Command::new("python3")
+        .arg(repo().join("scripts/agreement.py"))
+        .arg(&reference_dir)
+        .arg(format!("missing={}", one.display()))
+        .arg(format!("nmi={}", one.display()))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&mixed.stdout);
+    assert_eq!(mixed.status.code(), Some(2), "one table could not be compared");
+    assert!(text.contains("## missing") && text.contains("Not compared:"), "{text}");
+    assert!(text.contains("| 10 | p=0 | 0.050 | 0.700 | -0.65 | 0.700 (no CI) | n/a |"), "{text}");
 }
 
 /// `scripts/gpu-report.py` (the README of a GPU session) computes each A/B and each
@@ -115,6 +133,11 @@ fn gpu_report_turns_a_session_into_ratios() {
          resnet_gpu   train   5000.0 img/s (  100.0 per 2 CPU-s)   inference  9000.0 img/s (9000.0)   (60 steps)\n",
     );
     write("summary.txt", "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n");
+    // A NaN on the device comes back from serde_json as null.
+    write(
+        "check-device.json",
+        r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: weights","difference":null,"tolerance":0.005,"ok":false,"seconds":[1.0,0.5]}]}"#,
+    );
     let done = report();
     let text = String::from_utf8_lossy(&done.stdout);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
@@ -129,7 +152,8 @@ fn gpu_report_turns_a_session_into_ratios() {
         "cfrun's best aggregate, 3000 img/s with 4 jobs",
         "Not measured (no profile-timers.txt).",
         "Run for real: no part of the study.",
-        "- `check-device`: no result",
+        "1 checks FAILED",
+        "  - resnet_gpu: weights: NaN (tolerance 0.005) FAILED",
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }

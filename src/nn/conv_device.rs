@@ -167,9 +167,10 @@ fn weight_grad(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize) -> Result<
     g.matmul(&cols.t()?)?.reshape((cout, k, k, cin))?.permute((0, 3, 1, 2))?.contiguous()
 }
 
-/// Devices times kernel sizes the reversed-index cache keeps: every job of a `--jobs 8` sweep with
-/// a few kernel sizes, while the devices of ended jobs (each a stream, a cuBLAS handle and its
-/// workspace) are let go as new jobs arrive instead of living to the end of the process.
+/// Devices times kernel sizes the reversed-index cache keeps: the devices of a `--jobs 8` run
+/// (the executor hands devices from job to job, so it opens no more) with a few kernel sizes each.
+/// The bound holds whoever opens devices: an entry keeps its device (a stream, a cuBLAS handle and
+/// its workspace) alive, so an unbounded cache would keep every device ever used to the end.
 const REVERSED_INDEX_CACHE: usize = 32;
 
 /// `[K - 1, ..., 0]` as u32 on `device`, uploaded once per device and size (an upload per layer
@@ -181,8 +182,9 @@ fn reversed_index(k: usize, device: &Device) -> Result<Tensor> {
         return Ok(t.clone());
     }
     let t = Tensor::from_vec((0..k as u32).rev().collect::<Vec<_>>(), k, device)?;
-    // One device shares its default stream per host thread, and a later job on another thread
-    // reads this tensor without an event: the upload must be finished before it is handed out.
+    // `Device::new_cuda` issues on the calling thread's per-thread default stream, so one device
+    // serves different streams from different threads, and a later job on another thread reads
+    // this tensor without an event: the upload must be finished before it is handed out.
     device.synchronize()?;
     if cache.len() == REVERSED_INDEX_CACHE {
         cache.remove(0);
