@@ -10,11 +10,12 @@
 #      without cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/; and
 #      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
 #   3. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
-#      --device cuda: eager and torch.compile, AMP off and on): torch.txt;
+#      --device cuda, eager, AMP off and on): torch.txt;
 #   4. agreement.md: noise_sweep.toml's first replicate on the GPU beside the committed CPU run
 #      (docs/noise_sweep/, same seeds), cell by cell, with the CPU's replicate CIs: agreement/;
-#   5. profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
-#   6. projection.md: noise_sweep_full's time projected from the measured throughput (every train
+#   5. PyTorch again with torch.compile, AMP off and on (torch.txt), as time allows;
+#   6. profile.txt: nsys's summary of a one-job epoch, when nsys is installed and time is left;
+#   7. projection.md: noise_sweep_full's time projected from the measured throughput (every train
 #      instance of its plan), then the largest part of it that fits the time left, run for real:
 #      sweep/ (its stdout/stderr and `cfrun status --json` afterwards).
 # Afterwards, `python3 scripts/gpu-report.py OUT` writes the README of docs/gpu-<date>/.
@@ -219,21 +220,21 @@ if ((!DRY)) && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]] && (($(left) > 15
   cf_bench f32-j1-nocudnn "$BIN_PLAIN" 1 f32 "$(per_job 1)" 2 >/dev/null
 fi
 
-# --- 3. PyTorch, same network, same card ---------------------------------------------------------
-if [[ -n "$TORCH_PY" ]]; then
-  steps=$((DRY ? 2 : 60))
-  modes=("" "--amp")
-  ((DRY)) || modes+=("--compile" "--compile --amp")
-  for m in "${modes[@]}"; do
+# --- 3. PyTorch, same network, same card: eager ----------------------------------------------------
+# The compiled modes come after the agreement run (5): compiling can take a minute or more per
+# mode, and the agreement is a deliverable of its own, while eager already gives the ratio.
+torch_modes() {   # torch_modes MODE... (each "" for fp32 eager, or flags of torch_resnet.py)
+  if [[ -z "$TORCH_PY" ]]; then say "torch: no python with torch found"; return; fi
+  local steps=$((DRY ? 2 : 60)) m
+  for m in "$@"; do
     (($(left) < 110)) && { say "torch: skipping '$m' and after ($(left)s left)"; break; }
     # shellcheck disable=SC2086
     timeout 100 "$TORCH_PY" benches/python/torch_resnet.py --device "$TORCH_DEV" --presets "$TORCH_PRESET" \
       --steps "$steps" $m >>"$OUT/torch.txt" 2>>"$OUT/torch.stderr"
     say "torch ${m:-eager fp32}: rc=$? $(grep "resnet_$TORCH_PRESET" "$OUT/torch.txt" | tail -n1)"
   done
-else
-  say "torch: no python with torch found"
-fi
+}
+torch_modes "" "--amp"
 
 # --- 4. agreement with the CPU: noise_sweep.toml's first replicate --------------------------------
 # With experiment.replicates = 1 every stage has the key, so the seeds, of replicate 0 in the
@@ -248,10 +249,11 @@ if ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
   say "agreement: skipped in the dry run (set AGREE_CACHE to a cache holding noise_sweep's CPU run)"
 elif [[ ! -d "$AGREE_CACHE/data" ]]; then
   say "agreement: no data sets in the cache ($BUNDLE/data.tar.xz missing or not unpacked); skipped"
-elif (($(left) > (DRY ? 30 : 150))); then
+elif (($(left) > (DRY ? 30 : 200))); then
   mkdir -p "$OUT/agreement"
-  # On the GPU at most 150 s, and 90 s kept for the steps after; the dry run only reads a cache.
-  if ((DRY)); then limit=$(($(left) - 10)); else limit=$(($(left) - 90 < 150 ? $(left) - 90 : 150)); fi
+  # On the GPU at most 150 s, and 120 s kept so that one compiled PyTorch mode (5) still fits; the
+  # dry run only reads a cache.
+  if ((DRY)); then limit=$(($(left) - 10)); else limit=$(($(left) - 120 < 150 ? $(left) - 120 : 150)); fi
   start=$SECONDS
   timeout "$limit" "$BIN" run experiments/noise_sweep.toml --set experiment.replicates=1 --device "$DEVICE" \
     --cache "$AGREE_CACHE" --jobs "$BEST_J" >"$OUT/agreement/stdout" 2>"$OUT/agreement/stderr"
@@ -270,7 +272,10 @@ else
   say "agreement: skipped ($(left)s left)"
 fi
 
-# --- 5. profile of one epoch (nsys) ----------------------------------------------------------------
+# --- 5. PyTorch compiled -----------------------------------------------------------------------------
+((DRY)) || torch_modes "--compile" "--compile --amp"
+
+# --- 6. profile of one epoch (nsys) ----------------------------------------------------------------
 if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
   write_exp "$WORK/prof.toml" 1 "$(per_job 1)" 1 f32 9000
   timeout 90 nsys profile --stats=false -o "$WORK/prof" "$BIN" run "$WORK/prof.toml" --device cuda \
@@ -280,7 +285,7 @@ if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
   say "nsys profile: $(wc -l <"$OUT/profile.txt") lines in profile.txt"
 fi
 
-# --- 6. noise_sweep_full: projection, then the largest part that fits -------------------------------
+# --- 7. noise_sweep_full: projection, then the largest part that fits -------------------------------
 SWEEP=experiments/noise_sweep_full.toml
 # Candidate parts, largest first (each a list of --set arguments); the projection picks the first
 # that fits the time left.
