@@ -8,7 +8,7 @@
 //! How far two correct f32 implementations of a network may drift apart in two SGD steps is not
 //! one number: on random images with unlearnable labels a ReLU network's gradient is a cancelling
 //! sum, a pre-activation within rounding of zero can fall on the other side of its ReLU, and each
-//! such flip moves the sum by percents (measured: `docs/gpu-prep.md`, "check-device fails on the
+//! such flip moves the sum by percents (measured: `docs/gpu-prep.md`, "check-device failed on the
 //! CPU"). So each preset's training comparison measures its own rounding spread first: the
 //! reference run repeated from initial weights perturbed by a relative 2^-20, about the rounding a
 //! forward pass accumulates, and the device may differ from the reference by up to
@@ -84,6 +84,12 @@ fn weight_difference(a: &nn::Trained, b: &nn::Trained) -> Result<f64, String> {
     Ok((diff / norm.max(1e-30)).sqrt())
 }
 
+/// |a - b| / a of two runs' first-epoch losses.
+fn loss_difference(a: &nn::Trained, b: &nn::Trained) -> f64 {
+    let (la, lb) = (a.history[0].loss, b.history[0].loss);
+    (la - lb).abs() / la
+}
+
 /// Relative size of the perturbations of the initial weights that measure the rounding spread:
 /// 2^-20, about 8 f32 ulps, what a dot product of a few hundred terms accumulates.
 const PERTURBATION: f64 = 1.0 / (1u64 << 20) as f64;
@@ -104,29 +110,24 @@ fn perturbed_run(
     cfg: &TrainConfig,
     seed: Option<u64>,
 ) -> Result<nn::Trained, String> {
-    let weights = candle_nn::VarMap::new();
-    {
-        let from = start.weights.data().lock().expect("VarMap lock poisoned");
-        let mut to = weights.data().lock().expect("VarMap lock poisoned");
-        let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
-        let mut names: Vec<&String> = from.keys().collect();
-        names.sort();
-        for name in names {
-            let t = from[name].as_tensor();
-            let t = match seed {
-                Some(_) if nn::sgd::is_trainable(name) => {
-                    let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| e.to_string())?;
-                    let v: Vec<f32> = v
-                        .iter()
-                        .map(|&x| (f64::from(x) * (1.0 + PERTURBATION * rng.random_range(-1.0..=1.0))) as f32)
-                        .collect();
-                    candle_core::Tensor::from_vec(v, t.shape(), t.device()).map_err(|e| e.to_string())?
-                }
-                _ => t.copy().map_err(|e| e.to_string())?,
-            };
-            to.insert(name.clone(), candle_core::Var::from_tensor(&t).map_err(|e| e.to_string())?);
-        }
-    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
+    // By name, in order, so the draws fall on the same weights every time; copies, because a
+    // var's own tensor would share (and train) `start`'s storage.
+    let mut scale = |t: &candle_core::Tensor| -> candle_core::Result<candle_core::Tensor> {
+        let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let v: Vec<f32> =
+            v.iter().map(|&x| (f64::from(x) * (1.0 + PERTURBATION * rng.random_range(-1.0..=1.0))) as f32).collect();
+        candle_core::Tensor::from_vec(v, t.shape(), t.device())
+    };
+    let tensors = nn::checkpoint::var_tensors(&start.weights)
+        .into_iter()
+        .map(|(name, t)| {
+            let t = if seed.is_some() && nn::sgd::is_trainable(&name) { scale(&t)? } else { t.copy()? };
+            Ok((name, t))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    let weights = nn::checkpoint::varmap_from(tensors, &Device::Cpu).map_err(|e| e.to_string())?;
     let state = nn::TrainState {
         epoch: 0,
         weights,
@@ -150,8 +151,7 @@ fn rounding_spread(
     let (mut loss, mut weights) = (0f64, 0f64);
     for run in 0..SPREAD_RUNS {
         let other = perturbed_run(&start, data, targets, cfg, Some(run + 1))?;
-        let (la, lb) = (reference.history[0].loss, other.history[0].loss);
-        loss = loss.max((la - lb).abs() / la);
+        loss = loss.max(loss_difference(reference, &other));
         weights = weights.max(weight_difference(reference, &other)?);
     }
     Ok((loss, weights))
@@ -193,10 +193,9 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         let (subject, t1) = on_device(device, || train(device));
         let (reference, subject) = (reference.map_err(|e| e.to_string())?, subject.map_err(|e| e.to_string())?);
         let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
-        let (la, lb) = (reference.history[0].loss, subject.history[0].loss);
         out.push(check(
             format!("{preset}: forward + backward, loss of 2 steps (relative; rounding spread {spread_loss:.1e})"),
-            (la - lb).abs() / la,
+            loss_difference(&reference, &subject),
             1e-3f64.max(SPREAD_FACTOR * spread_loss),
             (t0, t1),
         ));

@@ -91,7 +91,7 @@ fn check_format(path: &Path, format: &str, version: u32, want: &str) -> Result<(
 }
 
 /// Snapshot of a VarMap's tensors by name.
-fn var_tensors(varmap: &VarMap) -> BTreeMap<String, Tensor> {
+pub(crate) fn var_tensors(varmap: &VarMap) -> BTreeMap<String, Tensor> {
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
 }
@@ -137,7 +137,10 @@ fn check_fit(arch: &Arch, varmap: &VarMap, device: &Device) -> Result<(), NnErro
 }
 
 /// A VarMap holding `tensors` (moved to `device`) as vars.
-fn varmap_from(tensors: impl IntoIterator<Item = (String, Tensor)>, device: &Device) -> Result<VarMap, NnError> {
+pub(crate) fn varmap_from(
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+    device: &Device,
+) -> Result<VarMap, NnError> {
     let vm = VarMap::new();
     {
         let mut data = vm.data().lock().expect("VarMap lock poisoned");
