@@ -83,6 +83,8 @@ def section_machine(out, lines):
             # serde_json writes a NaN difference (a NaN loss or weight on the device) as null.
             diff = "NaN" if c.get("difference") is None else f"{c['difference']:.3g}"
             lines.append(f"  - {c['what']}: {diff} (tolerance {c['tolerance']:g}){'' if c['ok'] else ' FAILED'}")
+            if c.get("error"):
+                lines.append(f"    (the device side failed: `{c['error'].splitlines()[0][:300]}`)")
     else:
         lines.append("- `check-device`: no result (see check-device.stderr)")
     lines.append("")

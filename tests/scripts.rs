@@ -128,15 +128,17 @@ fn gpu_report_turns_a_session_into_ratios() {
     write(
         "torch.txt",
         "torch 2.9.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
-         resnet_gpu   train   2400.0 img/s (  100.0 per 2 CPU-s)   inference  9000.0 img/s (9000.0)   (60 steps)\n\
+         resnet_gpu   train   2400.0 img/s   (60 steps)\n\
+         resnet_gpu   inference   9000.0 img/s   (60 steps)\n\
          torch 2.9.0+cu130, NVIDIA H200, batch 128, 1x28x28, amp-bf16, compiled, tf32 conv True matmul False\n\
-         resnet_gpu   train   5000.0 img/s (  100.0 per 2 CPU-s)   inference  9000.0 img/s (9000.0)   (60 steps)\n",
+         resnet_gpu   train   5000.0 img/s   (60 steps)\n",
     );
     write("summary.txt", "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n");
-    // A NaN on the device comes back from serde_json as null.
+    // A NaN on the device comes back from serde_json as null; a device side that failed to run
+    // carries its error. (The compiled AMP mode above was cut off before its inference line.)
     write(
         "check-device.json",
-        r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: weights","difference":null,"tolerance":0.005,"ok":false,"seconds":[1.0,0.5]}]}"#,
+        r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: weights","difference":null,"tolerance":0.005,"ok":false,"seconds":[1.0,0.5]},{"what":"k-means on the device","difference":null,"tolerance":0.0001,"ok":false,"seconds":[1.0,0.1],"error":"DriverError(CUDA_ERROR_ILLEGAL_ADDRESS)\nmore"}]}"#,
     );
     let done = report();
     let text = String::from_utf8_lossy(&done.stdout);
@@ -152,8 +154,9 @@ fn gpu_report_turns_a_session_into_ratios() {
         "cfrun's best aggregate, 3000 img/s with 4 jobs",
         "Not measured (no profile-timers.txt).",
         "Run for real: no part of the study.",
-        "1 checks FAILED",
+        "2 checks FAILED",
         "  - resnet_gpu: weights: NaN (tolerance 0.005) FAILED",
+        "    (the device side failed: `DriverError(CUDA_ERROR_ILLEGAL_ADDRESS)`)",
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }

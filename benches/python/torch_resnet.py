@@ -10,7 +10,8 @@ OPENBLAS_L2_SIZE unset.
 With --jigsaw: cfrun's Jigsaw pretext network instead (128 puzzles of 9 tiles of 1x13x13 through
 the shared trunk, a 100-way head over the 9 concatenated features); rates are puzzles/s.
 With --device cuda: the same on the first GPU (timed between torch.cuda.synchronize() calls,
---steps as given for every preset; the CPU-time column is left out); --amp trains under
+--steps as given for every preset; the CPU-time column is left out, and train and inference
+are printed on lines of their own, train first); --amp trains under
 torch.autocast(bfloat16) (bf16 convolutions, f32 weights and batch norm, like cfrun's
 precision = "bf16"); --compile wraps the model in torch.compile first (its compile time is
 spent in warm-up steps, not timed). The input batch stays on the device, as in cfrun's
@@ -151,6 +152,10 @@ def main():
         sync()
         train = n * batch / (time.perf_counter() - t0)
         train_cpu = n * batch * 2 / (time.process_time() - c0)
+        if cuda:
+            # Printed before the inference phase: under --compile, eval mode compiles again, and a
+            # caller's timeout must not take the measured training rate with it.
+            print(f"resnet_{name:5} train {train:8.1f} img/s   ({n} steps)", flush=True)
         model.eval()
         with torch.no_grad(), autocast():
             for _ in range(3 if args.compile or cuda else 1):
@@ -163,7 +168,7 @@ def main():
             infer = n * batch / (time.perf_counter() - t0)
             infer_cpu = n * batch * 2 / (time.process_time() - c0)
         if cuda:
-            print(f"resnet_{name:5} train {train:8.1f} img/s   inference {infer:8.1f} img/s   ({n} steps)", flush=True)
+            print(f"resnet_{name:5} inference {infer:8.1f} img/s   ({n} steps)", flush=True)
         else:
             print(f"resnet_{name:5} train {train:8.1f} img/s ({train_cpu:7.1f} per 2 CPU-s)   "
                   f"inference {infer:8.1f} img/s ({infer_cpu:7.1f})   ({n} steps)", flush=True)

@@ -481,6 +481,9 @@ fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) ->
                 c.seconds.0,
                 c.seconds.1
             );
+            if let Some(e) = &c.error {
+                println!("        the device side failed: {e}");
+            }
         }
         println!("{}", if ok { "all checks passed" } else { "some checks FAILED" });
     }

@@ -40,10 +40,30 @@ pub struct Check {
     pub ok: bool,
     /// Wall seconds of the reference and the device run.
     pub seconds: (f64, f64),
+    /// Why the device side could not run this comparison at all (then `ok` is false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn check(what: String, difference: f64, tolerance: f64, seconds: (f64, f64)) -> Check {
-    Check { what, ok: difference <= tolerance, difference, tolerance, seconds }
+    Check { what, ok: difference <= tolerance, difference, tolerance, seconds, error: None }
+}
+
+/// A comparison the device side failed to run: recorded, so that one failing op does not hide
+/// the verdicts of every other comparison.
+fn failed(what: String, error: impl ToString, tolerance: f64, seconds: (f64, f64)) -> Check {
+    Check { what, ok: false, difference: f64::NAN, tolerance, seconds, error: Some(error.to_string()) }
+}
+
+/// The device side's result, or `None` with a failed check for `what` pushed in its place.
+fn device_result<T, E: ToString>(
+    subject: Result<T, E>,
+    what: &str,
+    tolerance: f64,
+    seconds: (f64, f64),
+    out: &mut Vec<Check>,
+) -> Option<T> {
+    subject.map_err(|e| out.push(failed(what.into(), e, tolerance, seconds))).ok()
 }
 
 /// Runs `f` on the device side, timed: with candle's generic ops when the device is the CPU.
@@ -191,7 +211,9 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         let train = |dev: &Device| nn::train(&data, &targets, &cfg, dev, None, &mut nn::NoObserver);
         let (reference, t0) = timed(|| train(&Device::Cpu));
         let (subject, t1) = on_device(device, || train(device));
-        let (reference, subject) = (reference.map_err(|e| e.to_string())?, subject.map_err(|e| e.to_string())?);
+        let reference = reference.map_err(|e| e.to_string())?;
+        let what = format!("{preset}: 2 training steps on the device");
+        let Some(subject) = device_result(subject, &what, 1e-3, (t0, t1), out) else { continue };
         let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
         out.push(check(
             format!("{preset}: forward + backward, loss of 2 steps (relative; rounding spread {spread_loss:.1e})"),
@@ -199,12 +221,13 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
             1e-3f64.max(SPREAD_FACTOR * spread_loss),
             (t0, t1),
         ));
-        out.push(check(
-            format!("{preset}: weights after 2 SGD steps (relative L2; rounding spread {spread_weights:.1e})"),
-            weight_difference(&reference, &subject)?,
-            5e-3f64.max(SPREAD_FACTOR * spread_weights),
-            (t0, t1),
-        ));
+        let what = format!("{preset}: weights after 2 SGD steps (relative L2; rounding spread {spread_weights:.1e})");
+        let tolerance = 5e-3f64.max(SPREAD_FACTOR * spread_weights);
+        out.push(match weight_difference(&reference, &subject) {
+            Ok(difference) => check(what, difference, tolerance, (t0, t1)),
+            // Reading the device's weights back is the device side's failure too.
+            Err(e) => failed(what, e, tolerance, (t0, t1)),
+        });
     }
     Ok(())
 }
@@ -223,7 +246,10 @@ fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     };
     let (reference, t0) = timed(|| cluster::fit(&x, n, d, &cfg, &mut |_, _| {}));
     let (subject, t1) = on_device(device, || cluster::fit_with_tensors(&x, n, d, &cfg, device, &mut |_, _| {}));
-    let (reference, subject) = (reference.map_err(|e| e.to_string())?, subject.map_err(|e| e.to_string())?);
+    let reference = reference.map_err(|e| e.to_string())?;
+    let Some(subject) = device_result(subject, "k-means 6000 x 64, K=50 on the device", 1e-4, (t0, t1), out) else {
+        return Ok(());
+    };
     let (a, b) = (
         reference.inertia_per_iter.last().copied().unwrap_or(0.0),
         subject.inertia_per_iter.last().copied().unwrap_or(0.0),
@@ -259,7 +285,9 @@ fn probe_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     let data = eval::ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d, num_classes: 8 };
     let (reference, t0) = timed(|| eval::linear_probe(data, &cfg, &mut |_, _| {}));
     let (subject, t1) = on_device(device, || eval::probe_with_tensors(device, data, &cfg, &mut |_, _| {}));
-    let (reference, subject) = (reference.map_err(|e| e.to_string())?, subject.map_err(|e| e.to_string())?);
+    let reference = reference.map_err(|e| e.to_string())?;
+    let what = "linear probe 4000 x 32, 8 classes on the device";
+    let Some(subject) = device_result(subject, what, 1.0, (t0, t1), out) else { return Ok(()) };
     out.push(check(
         "linear probe 4000 x 32, 8 classes: test top-1 (points)".into(),
         100.0 * (reference.test_top1 - subject.test_top1).abs(),
@@ -269,7 +297,8 @@ fn probe_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     Ok(())
 }
 
-/// Every comparison, in order, for the network `presets`; an error means a side could not run.
+/// Every comparison, in order, for the network `presets`; a device side that fails is a failed
+/// check carrying its error, and an error here means the CPU reference itself could not run.
 pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, String> {
     let mut out = Vec::new();
     preset_checks(device, presets, &mut out)?;
@@ -281,6 +310,25 @@ pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device side that errors becomes a failed check that carries the error (and serialises
+    /// it), while a device side that runs passes its result on and records nothing.
+    #[test]
+    fn a_device_failure_is_a_failed_check_not_an_abort() {
+        let mut out = Vec::new();
+        let ran: Option<u32> = device_result(Ok::<u32, String>(7), "a", 1.0, (0.1, 0.2), &mut out);
+        assert_eq!(ran, Some(7));
+        assert!(out.is_empty());
+        let err =
+            device_result(Err::<u32, _>("CUDA_ERROR_ILLEGAL_ADDRESS"), "b on the device", 1e-3, (0.1, 0.2), &mut out);
+        assert_eq!(err, None);
+        assert_eq!(out.len(), 1);
+        let c = &out[0];
+        assert!(!c.ok && c.difference.is_nan() && c.what == "b on the device");
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json["error"], "CUDA_ERROR_ILLEGAL_ADDRESS");
+        assert!(serde_json::to_value(check("c".into(), 0.0, 1.0, (0.0, 0.0))).unwrap().get("error").is_none());
+    }
 
     /// Unperturbed, the rerun from the initial weights is the reference run bit for bit, so the
     /// spread measures the perturbation and nothing else; perturbed, it moves the result by more
