@@ -105,7 +105,10 @@ impl StageKind for Extract {
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).
         // 3: R(2+1)D as fused ops (different rounding).
         // 5: Winograd from 16 channels (was 32), so 16-channel convolutions round differently.
-        version: 5,
+        // 6: fixed depth blocks for matmuls deeper than 512 (linalg::matmul): the bits of
+        //    AMD Zen 3 as before, but not of earlier binaries on CPUs whose L1 made gemm block
+        //    otherwise (an Intel Xeon), whose cached results must not be served.
+        version: 6,
         summary: "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits",
         inputs: &[
             MODEL,

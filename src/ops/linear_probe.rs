@@ -92,7 +92,10 @@ impl StageKind for LinearProbe {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "linear_probe",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.
-        version: 2,
+        // 3: fixed depth blocks for matmuls deeper than 512 (linalg::matmul): the bits of
+        //    AMD Zen 3 as before, but not of earlier binaries on CPUs whose L1 made gemm block
+        //    otherwise (an Intel Xeon), whose cached results must not be served.
+        version: 3,
         summary: "softmax regression on frozen, standardised features: train split -> test split top-1",
         inputs: &[super::FEATURES_INPUT, super::labels_input("target labels")],
         outputs: &[OutputSpec {

@@ -120,7 +120,10 @@ impl StageKind for Pretext {
         // 5: weight gradients of same-padded stride-1 im2col convolutions from the column matrix
         //    of the output gradient (different rounding).
         // 6: Winograd from 16 channels (was 32), so 16-channel convolutions round differently.
-        version: 6,
+        // 7: fixed depth blocks for matmuls deeper than 512 (linalg::matmul): the bits of
+        //    AMD Zen 3 as before, but not of earlier binaries on CPUs whose L1 made gemm block
+        //    otherwise (an Intel Xeon), whose cached results must not be served.
+        version: 7,
         summary:
             "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
         inputs: &[
