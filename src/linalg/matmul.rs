@@ -124,6 +124,7 @@ pub(crate) fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, alpha: f32, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::wave;
 
     /// Blocks cover k exactly, in order, never deeper than 512 where the machine would choose,
     /// balanced as gemm balances them (1,152 = 3 x 384, not 512 + 512 + 128).
@@ -150,8 +151,8 @@ mod tests {
     #[test]
     fn deep_product_bits_do_not_depend_on_the_cache() {
         let (m, k, n) = (96, 1152, 400);
-        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.0131).sin()).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.0077).cos()).collect();
+        let a = wave(m * k, 0.0131, f32::sin);
+        let b = wave(k * n, 0.0077, f32::cos);
         let mut dst = vec![0.0; m * n];
         matmul(&mut dst, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 1.0, false, Parallelism::None);
         let digest = dst
@@ -166,8 +167,8 @@ mod tests {
     #[test]
     fn blocked_product_matches_naive() {
         let (m, k, n) = (70, 1300, 9);
-        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.013).sin()).collect();
-        let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.007).cos()).collect();
+        let a = wave(m * k, 0.013, f32::sin);
+        let bt = wave(n * k, 0.007, f32::cos);
         for accumulate in [false, true] {
             let mut dst = vec![0.5; m * n];
             let b = MatRef::row_major(&bt, n, k).t();
@@ -189,8 +190,8 @@ mod tests {
     #[test]
     fn matmul_matches_naive_with_transposes() {
         let (m, k, n) = (5, 7, 3);
-        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let a = wave(m * k, 0.37, f32::sin);
+        let bt = wave(n * k, 0.11, f32::cos);
         let mut dst = vec![1.0; m * n];
         matmul(&mut dst, MatRef::row_major(&a, m, k), MatRef::row_major(&bt, n, k).t(), -2.0, true, Parallelism::None);
         for i in 0..m {

@@ -11,3 +11,9 @@ pub(crate) use lanes::{Arith, L8};
 pub(crate) use matmul::{matmul, MatRef};
 pub(crate) use reduce::{dot, lane_sum};
 pub(crate) use thin::{matmul_rows, matmul_thin, uses_kernel as thin_kernel_applies};
+
+/// Smooth, sign-changing test data: `f(i * step)` for `i` in `0..len`.
+#[cfg(test)]
+pub(crate) fn wave(len: usize, step: f32, f: fn(f32) -> f32) -> Vec<f32> {
+    (0..len).map(|i| f(i as f32 * step)).collect()
+}

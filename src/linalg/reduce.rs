@@ -44,13 +44,14 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::wave;
 
     /// Lengths around every chunk boundary: the lane sums equal the f64 sums to f32 rounding.
     #[test]
     fn dot_matches_f64_reference_at_every_remainder() {
         for n in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 65, 1200] {
-            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let a = wave(n, 0.37, f32::sin);
+            let b = wave(n, 0.11, f32::cos);
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             let scale: f64 = a.iter().zip(&b).map(|(x, y)| f64::from((x * y).abs())).sum::<f64>().max(1.0);
             assert!((dot(&a, &b) - exact).abs() <= 1e-5 * scale, "n = {n}");

@@ -188,6 +188,7 @@ unsafe fn block<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], rows: imp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::wave;
 
     /// The register kernel against `gemm` on the shapes of the Winograd points (tails of
     /// rows included): bit for bit, since both sum each output in order with fused
@@ -206,8 +207,8 @@ mod tests {
             (3, 5, 7),
             (8, 72, 1568),
         ] {
-            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let a = wave(m * k, 0.37, f32::sin);
+            let b = wave(k * n, 0.11, f32::cos);
             let mut ours = vec![f32::NAN; m * n];
             matmul_thin(&mut ours, &a, &b, (m, k, n));
             let mut theirs = vec![0f32; m * n];
@@ -235,8 +236,8 @@ mod tests {
     #[test]
     fn rows_at_starts_match_the_dense_product() {
         let (m, k, n) = (8, 9, 40);
-        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..300).map(|i| (i as f32 * 0.11).cos()).collect();
+        let a = wave(m * k, 0.37, f32::sin);
+        let b = wave(300, 0.11, f32::cos);
         let starts: Vec<usize> = (0..k).map(|p| (p * 31) % 200 + p / 3).collect();
         let dense: Vec<f32> = starts.iter().flat_map(|&s| b[s..s + n].iter().copied()).collect();
         let mut ours = vec![f32::NAN; m * n];
