@@ -15,6 +15,13 @@
 //! [`SPREAD_FACTOR`] times the largest difference those perturbations made, or by the fixed
 //! floors, whichever is larger. A well-conditioned network keeps the floors; a chaotic one gets room
 //! in proportion to a measured spread, which the check prints beside its verdict.
+//!
+//! That room is wide for the deep video presets, and even the floors let a weight gradient that
+//! drops one of nine taps pass every training row but one (`docs/gpu-prep.md`). So every
+//! convolution and batch norm the device ran is also replayed alone ([`layers`]), where f32
+//! agrees to ~1e-5 and a wrong kernel misses by far more.
+
+mod layers;
 
 use std::time::Instant;
 
@@ -90,18 +97,35 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
 /// candle's ops just as on a GPU. Hence 5e-3 for the weights; the losses agree to ~1e-4 or better.
 fn weight_difference(a: &nn::Trained, b: &nn::Trained) -> Result<f64, String> {
     let (a, b) = (a.weights.data().lock().unwrap(), b.weights.data().lock().unwrap());
-    let (mut diff, mut norm) = (0f64, 0f64);
+    let mut total = RelativeL2::default();
     for (name, va) in a.iter() {
         let vb = b.get(name).ok_or_else(|| format!("var {name} missing on the device side"))?;
         let flat = |v: &candle_core::Var| -> Result<Vec<f32>, String> {
             v.as_tensor().to_device(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1()).map_err(|e| e.to_string())
         };
-        for (x, y) in flat(va)?.iter().zip(flat(vb)?) {
-            diff += f64::from(x - y).powi(2);
-            norm += f64::from(*x).powi(2);
+        total.add(&flat(va)?, &flat(vb)?);
+    }
+    Ok(total.value())
+}
+
+/// `||a - b|| / ||a||`, summed over any number of slice pairs.
+#[derive(Default)]
+struct RelativeL2 {
+    diff: f64,
+    norm: f64,
+}
+
+impl RelativeL2 {
+    fn add(&mut self, a: &[f32], b: &[f32]) {
+        for (x, y) in a.iter().zip(b) {
+            self.diff += f64::from(x - y).powi(2);
+            self.norm += f64::from(*x).powi(2);
         }
     }
-    Ok((diff / norm.max(1e-30)).sqrt())
+
+    fn value(&self) -> f64 {
+        (self.diff / self.norm.max(1e-30)).sqrt()
+    }
 }
 
 /// |a - b| / a of two runs' first-epoch losses.
@@ -210,8 +234,9 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         let cfg = two_steps(arch, 32);
         let train = |dev: &Device| nn::train(&data, &targets, &cfg, dev, None, &mut nn::NoObserver);
         let (reference, t0) = timed(|| train(&Device::Cpu));
-        let (subject, t1) = on_device(device, || train(device));
+        let ((subject, calls), t1) = on_device(device, || nn::layer_log::recording(|| train(device)));
         let reference = reference.map_err(|e| e.to_string())?;
+        layers::layer_checks(device, preset, &calls, out)?;
         let what = format!("{preset}: 2 training steps on the device");
         let Some(subject) = device_result(subject, &what, 1e-3, (t0, t1), out) else { continue };
         let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
@@ -230,6 +255,27 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         });
     }
     Ok(())
+}
+
+/// The device-resident input pipeline (what training on a GPU feeds its networks): augmented
+/// batches of images and of clips gathered on the device, against the host's, bit for bit.
+fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let cases = [
+        ("images 3 x 28 x 28, crops of padding 4, flips", (48, 3, 1, 28), 0),
+        ("clips 8 x 32 x 32, 4 frames drawn, crops, flips", (12, 1, 8, 32), 4),
+    ];
+    for (what, (n, c, t, side), clip_frames) in cases {
+        let pixels: Vec<u8> = (0..n * c * t * side * side).map(|_| rng.random()).collect();
+        let data = ImageData { pixels: &pixels, n, c, t, h: side, w: side };
+        let aug = Augment { crop_padding: 4, hflip: true, clip_frames };
+        let what = format!("device-built batches, {what}: share of values not the host's bit for bit");
+        let (result, seconds) = timed(|| nn::batches_differing_from_host(&data, &aug, 11, device));
+        out.push(match result {
+            Ok((differing, total)) => check(what, differing as f64 / total as f64, 0.0, (0.0, seconds)),
+            Err(e) => failed(what, e, 0.0, (0.0, seconds)),
+        });
+    }
 }
 
 fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
@@ -302,6 +348,7 @@ fn probe_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
 pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, String> {
     let mut out = Vec::new();
     preset_checks(device, presets, &mut out)?;
+    pipeline_check(device, &mut out);
     kmeans_check(device, &mut out)?;
     probe_check(device, &mut out)?;
     Ok(out)

@@ -49,6 +49,13 @@ impl BatchNorm {
 
     /// `act(bn(x) + residual)`; in train mode this also updates the running statistics.
     pub fn forward_act(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
+        if train {
+            super::layer_log::note(|| super::layer_log::LayerCall::Norm {
+                x: x.dims().to_vec(),
+                residual: residual.is_some(),
+                relu,
+            });
+        }
         if super::use_fast_kernels(x.device(), x.dtype()) {
             self.forward_cpu(x, residual, relu, train)
         } else {

@@ -145,32 +145,64 @@ impl EpochSums {
     }
 }
 
+/// How many batch elements, over six batches of every example (the first unaugmented, as
+/// evaluation builds them; the rest from one seeded stream each side), the pipeline on `device`
+/// builds differently from the host's [`super::data::fill_batch`], bit for bit, and of how many.
+/// Both read the same lookup table, so a correct device gathers the host's very values: any
+/// count but 0 is a wrong index (crop, flip, frame or channel). `check-device` runs this on the GPU.
+pub fn batches_differing_from_host(
+    data: &ImageData,
+    aug: &Augment,
+    seed: u64,
+    device: &Device,
+) -> Result<(usize, usize), NnError> {
+    count_differing(data, data, aug, seed, device)
+}
+
+/// [`batches_differing_from_host`] with the device's copy of the data set given apart (the tests
+/// hand it a wrong one).
+fn count_differing(
+    data: &ImageData,
+    on_device: &ImageData,
+    aug: &Augment,
+    seed: u64,
+    device: &Device,
+) -> Result<(usize, usize), NnError> {
+    use rand::SeedableRng;
+    let lut: Vec<[f32; 256]> =
+        (0..data.c).map(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - 0.1 * ch as f32) / 0.3)).collect();
+    let Some(resident) = ResidentImages::upload(on_device, &lut, aug, device)? else {
+        return Err(NnError::Invalid(format!("{} pixels are more than u32 indices reach", data.pixels.len())));
+    };
+    let frames = data.frames_out(aug.clip_frames);
+    let len = data.c * frames * data.h * data.w;
+    let idx: Vec<usize> = (0..data.n).rev().chain(0..data.n / 2).collect();
+    let (mut host_rng, mut dev_rng) =
+        (rand_chacha::ChaCha8Rng::seed_from_u64(seed), rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let (mut differing, mut total) = (0, 0);
+    for round in 0..6 {
+        let mut want = vec![0f32; idx.len() * len];
+        let (h_rng, d_rng) = if round == 0 { (None, None) } else { (Some(&mut host_rng), Some(&mut dev_rng)) };
+        super::data::fill_batch(data, &idx, &lut, aug, h_rng, &mut want);
+        let got = resident.batch(&idx, d_rng)?;
+        let got: Vec<f32> = got.flatten_all()?.to_vec1()?;
+        if got.len() != want.len() {
+            return Err(NnError::Mismatch(format!("a device batch of {} values, the host's {}", got.len(), want.len())));
+        }
+        differing += got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        total += want.len();
+    }
+    Ok((differing, total))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::data::fill_batch;
     use super::*;
     use rand::SeedableRng;
 
     fn check(data: &ImageData, aug: &Augment, seed: u64) {
-        let lut: Vec<[f32; 256]> =
-            (0..data.c).map(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - 0.1 * ch as f32) / 0.3)).collect();
-        let resident = ResidentImages::upload(data, &lut, aug, &Device::Cpu).unwrap().unwrap();
-        let frames = data.frames_out(aug.clip_frames);
-        let len = data.c * frames * data.h * data.w;
-        let idx: Vec<usize> = (0..data.n).rev().chain(0..data.n / 2).collect();
-        let (mut host_rng, mut dev_rng) =
-            (rand_chacha::ChaCha8Rng::seed_from_u64(seed), rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        for round in 0..6 {
-            let mut want = vec![0f32; idx.len() * len];
-            // Round 0 is evaluation-style (no draws): centred crops, no flips.
-            let (h_rng, d_rng) = if round == 0 { (None, None) } else { (Some(&mut host_rng), Some(&mut dev_rng)) };
-            fill_batch(data, &idx, &lut, aug, h_rng, &mut want);
-            let got = resident.batch(&idx, d_rng).unwrap();
-            assert_eq!(got.dims(), &[idx.len(), data.c * frames, data.h, data.w]);
-            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-            let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "round {round}: device batch differs from the host's");
-        }
+        let (differing, total) = batches_differing_from_host(data, aug, seed, &Device::Cpu).unwrap();
+        assert!(total > 0 && differing == 0, "{differing} of {total} values differ from the host's");
     }
 
     fn pixels(len: usize, seed: u64) -> Vec<u8> {
@@ -184,6 +216,23 @@ mod tests {
         let data = ImageData { pixels: &px, n: 7, c: 3, t: 1, h: 5, w: 6 };
         for (p, hflip) in [(0, false), (2, true), (1, false), (0, true)] {
             check(&data, &Augment { crop_padding: p, hflip, clip_frames: 0 }, p as u64);
+        }
+    }
+
+    /// The count sees a wrong batch: one pixel changed in the device's copy of one example
+    /// differs once in each of the six batches (each reads that example once, and the pixel is
+    /// the plane's centre, which every crop and flip keeps).
+    #[test]
+    fn the_count_sees_one_wrong_pixel() {
+        let px = pixels(4 * 2 * 5 * 5, 3);
+        let data = ImageData { pixels: &px, n: 4, c: 2, t: 1, h: 5, w: 5 };
+        let mut wrong = px.clone();
+        wrong[2 * 50 + 25 + 12] ^= 1;
+        let device_copy = ImageData { pixels: &wrong, ..data };
+        for aug in [Augment::default(), Augment { crop_padding: 1, hflip: true, clip_frames: 0 }] {
+            let (differing, total) = count_differing(&data, &device_copy, &aug, 4, &Device::Cpu).unwrap();
+            assert_eq!((differing, total), (6, 6 * 6 * 50));
+            assert_eq!(count_differing(&data, &data, &aug, 4, &Device::Cpu).unwrap().0, 0);
         }
     }
 

@@ -40,6 +40,12 @@ const MIN_COLS: usize = 192;
 
 /// `conv2d(x, w)` with the fast op on CPU f32 tensors and [`super::conv_device`] elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    super::layer_log::note(|| super::layer_log::LayerCall::Conv {
+        x: x.dims().to_vec(),
+        w: w.dims().to_vec(),
+        stride,
+        padding,
+    });
     if super::use_fast_kernels(x.device(), x.dtype()) && w.dtype() == DType::F32 {
         x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { stride, padding })
     } else {

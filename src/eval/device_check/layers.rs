@@ -1,0 +1,377 @@
+//! Every convolution and batch norm a preset ran on the device, replayed as one op on the device
+//! and on the CPU's own kernels: output and every gradient compared, geometry by geometry.
+//!
+//! Why beside the training comparison: two SGD steps of a deep network on random data are a
+//! chaotic map, so that comparison's tolerance follows a measured rounding spread, and for the
+//! deep video presets that spread is as large as the update itself: a kernel wrong for one
+//! geometry would pass there. A single op is linear in each input (batch norm nearly so), so two
+//! correct f32 implementations agree to a few ulps of a dot product (measured on the CPU: at most
+//! ~1e-6 relative), and a wrong one misses by percents. The tolerance, [`STRICT`], holds where
+//! f32 is computed as f32. With TF32 allowed (cuDNN's default math on Ampere and newer, unless
+//! `NVIDIA_TF32_OVERRIDE=0`; or `CFRUN_GEMM_TF32=1`) the inputs of every product are rounded to
+//! 10 mantissa bits, a relative error of ~3e-4 per product (2^-11 / sqrt 3 on each input); then
+//! [`WITH_TF32`] applies to the convolutions, and the check says so. Batch norm has no matrix
+//! products and keeps [`STRICT`].
+
+use std::fmt::Write as _;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{check, failed, on_device, timed, Check, RelativeL2};
+use crate::nn::batchnorm::BatchNorm;
+use crate::nn::layer_log::LayerCall;
+
+/// Largest relative L2 difference of an output or gradient in strict f32.
+pub(super) const STRICT: f64 = 1e-4;
+/// The same where TF32 may round the inputs of the device's products.
+pub(super) const WITH_TF32: f64 = 3e-3;
+
+/// Whether the device computes f32 products in f32: always on the CPU; on a GPU only when TF32 is
+/// switched off for cuDNN and cuBLAS alike (the environment can say so, the kernels cannot).
+pub(super) fn strict_f32(device: &Device) -> bool {
+    let off = |var: &str, value: &str| std::env::var(var).map(|v| v.trim() == value).unwrap_or(false);
+    device.is_cpu() || (off("NVIDIA_TF32_OVERRIDE", "0") && !off(crate::nn::gemm_tf32::GEMM_TF32_ENV, "1"))
+}
+
+/// One replayed layer's result: the largest relative difference over its tensors, and which.
+struct Replayed {
+    difference: f64,
+    tensor: &'static str,
+}
+
+/// `n` values uniform in `[-scale, scale) + offset(i)`, from `rng`.
+fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32, offset: impl Fn(usize) -> f32) -> Vec<f32> {
+    (0..n).map(|i| offset(i) + scale * rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Whether `d` is a worse difference than `worst`: NaN is the worst of all and stays so.
+fn worse(d: f64, worst: f64) -> bool {
+    !worst.is_nan() && (d.is_nan() || d > worst)
+}
+
+/// Named tensors of one side, flattened on the host.
+type Side = Vec<(&'static str, Vec<f32>)>;
+
+fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()
+}
+
+/// The largest relative difference between the reference's tensors and the device's.
+fn compare(reference: &Side, device: &Side) -> Replayed {
+    let mut worst = Replayed { difference: 0.0, tensor: "" };
+    for ((name, a), (_, b)) in reference.iter().zip(device) {
+        let mut d = RelativeL2::default();
+        d.add(a, b);
+        let d = if a.len() == b.len() { d.value() } else { f64::INFINITY };
+        if worse(d, worst.difference) {
+            worst = Replayed { difference: d, tensor: name };
+        }
+    }
+    worst
+}
+
+/// Forward and backward of `conv2d` on `device`: the output, and the gradients of the input and
+/// the weight under the loss `sum(y * g)`.
+fn conv_side(device: &Device, x: &[f32], w: &[f32], g: &[f32], call: &Conv) -> candle_core::Result<Side> {
+    let xv = Var::from_tensor(&Tensor::from_slice(x, call.x.as_slice(), device)?)?;
+    let wv = Var::from_tensor(&Tensor::from_slice(w, call.w.as_slice(), device)?)?;
+    let y = crate::nn::conv::conv2d(xv.as_tensor(), wv.as_tensor(), call.stride, call.padding)?;
+    let g = Tensor::from_slice(g, y.dims(), device)?;
+    let grads = (&y * &g)?.sum_all()?.backward()?;
+    let grad = |v: &Var| grads.get(v.as_tensor()).map(host).unwrap_or_else(|| candle_core::bail!("no gradient"));
+    Ok(vec![("output", host(&y)?), ("input gradient", grad(&xv)?), ("weight gradient", grad(&wv)?)])
+}
+
+/// A recorded convolution's sizes.
+struct Conv {
+    x: Vec<usize>,
+    w: Vec<usize>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    fn output_len(&self) -> usize {
+        let out = |side: usize| (side + 2 * self.padding - self.w[2]) / self.stride + 1;
+        self.x[0] * self.w[0] * out(self.x[2]) * out(self.x[3])
+    }
+
+    fn describe(&self) -> String {
+        let [n, cin, h, w] = self.x[..] else { return format!("{:?}", self.x) };
+        format!("{k}x{k}/{s} {cin}->{cout} on {n}x{cin}x{h}x{w}", k = self.w[2], s = self.stride, cout = self.w[0])
+    }
+}
+
+/// Train-mode batch norm with a residual and a ReLU as recorded: the output and the gradients of
+/// the input, gamma, beta and the residual.
+fn norm_side(device: &Device, inputs: &NormInputs, residual: bool, relu: bool) -> candle_core::Result<Side> {
+    let c = inputs.shape[1];
+    let vars = VarMap::new();
+    let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let (gamma, beta) = {
+        let data = vars.data().lock().unwrap();
+        (data["weight"].clone(), data["bias"].clone())
+    };
+    gamma.set(&Tensor::from_slice(&inputs.gamma, c, device)?)?;
+    beta.set(&Tensor::from_slice(&inputs.beta, c, device)?)?;
+    let xv = Var::from_tensor(&Tensor::from_slice(&inputs.x, inputs.shape.as_slice(), device)?)?;
+    let rv = Var::from_tensor(&Tensor::from_slice(&inputs.residual, inputs.shape.as_slice(), device)?)?;
+    let y = bn.forward_act(xv.as_tensor(), residual.then_some(rv.as_tensor()), relu, true)?;
+    let g = Tensor::from_slice(&inputs.g, y.dims(), device)?;
+    let grads = (&y * &g)?.sum_all()?.backward()?;
+    let grad = |v: &Var| grads.get(v.as_tensor()).map(host).unwrap_or_else(|| candle_core::bail!("no gradient"));
+    let mut side = vec![
+        ("output", host(&y)?),
+        ("input gradient", grad(&xv)?),
+        ("gamma gradient", grad(&gamma)?),
+        ("beta gradient", grad(&beta)?),
+    ];
+    if residual {
+        side.push(("residual gradient", grad(&rv)?));
+    }
+    Ok(side)
+}
+
+/// A batch norm's inputs: activations with a per-channel offset and spread (as a convolution's
+/// output has), gamma near 1, small betas, and the loss's weights.
+struct NormInputs {
+    shape: Vec<usize>,
+    x: Vec<f32>,
+    residual: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    g: Vec<f32>,
+}
+
+/// How close to the ReLU's kink a pre-activation may be for the loss to weigh it: closer, the side
+/// it falls on is rounding's choice, and one flip moves the input gradient by `1/sqrt(len)`
+/// relative (~3e-3 on a 128 x 64 x 16 x 16 batch, measured before this band existed).
+const KINK: f64 = 1e-4;
+
+impl NormInputs {
+    /// Draws the inputs of a batch norm on `shape`; with a ReLU, the loss gives no weight to
+    /// pre-activations within [`KINK`] of zero.
+    fn draw(shape: &[usize], residual: bool, relu: bool, rng: &mut ChaCha8Rng) -> Self {
+        let (c, plane) = (shape[1], shape[2..].iter().product::<usize>());
+        let len: usize = shape.iter().product();
+        let offsets = uniform(rng, c, 1.0, |_| 0.0);
+        let spreads = uniform(rng, c, 0.5, |_| 1.0);
+        let x: Vec<f32> = uniform(rng, len, 1.0, |_| 0.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| offsets[i / plane % c] + spreads[i / plane % c] * u)
+            .collect();
+        let mut inputs = NormInputs {
+            shape: shape.to_vec(),
+            residual: uniform(rng, len, 1.0, |_| 0.0),
+            gamma: uniform(rng, c, 0.2, |_| 1.0),
+            beta: uniform(rng, c, 0.2, |_| 0.0),
+            g: uniform(rng, len, 1.0, |_| 0.0),
+            x,
+        };
+        if relu {
+            let z = inputs.pre_activation(residual);
+            inputs.g.iter_mut().zip(z).filter(|(_, z)| z.abs() < KINK).for_each(|(g, _)| *g = 0.0);
+        }
+        inputs
+    }
+
+    /// `gamma * (x - mean) / sqrt(var + eps) + beta (+ residual)` with the batch statistics, in f64.
+    fn pre_activation(&self, residual: bool) -> Vec<f64> {
+        let (n, c) = (self.shape[0], self.shape[1]);
+        let plane: usize = self.shape[2..].iter().product();
+        let at = |b: usize, ch: usize| (b * c + ch) * plane;
+        let mut z = vec![0f64; self.x.len()];
+        for ch in 0..c {
+            let values = || (0..n).flat_map(move |b| at(b, ch)..at(b, ch) + plane);
+            let m = (n * plane) as f64;
+            let mean = values().map(|i| f64::from(self.x[i])).sum::<f64>() / m;
+            let var = values().map(|i| (f64::from(self.x[i]) - mean).powi(2)).sum::<f64>() / m;
+            let scale = f64::from(self.gamma[ch]) / (var + crate::nn::batchnorm::EPS).sqrt();
+            for i in values() {
+                let r = if residual { f64::from(self.residual[i]) } else { 0.0 };
+                z[i] = scale * (f64::from(self.x[i]) - mean) + f64::from(self.beta[ch]) + r;
+            }
+        }
+        z
+    }
+}
+
+/// The worst layer of one kind so far, and the seconds of both sides.
+struct Worst {
+    layers: usize,
+    difference: f64,
+    at: String,
+    seconds: (f64, f64),
+}
+
+impl Worst {
+    fn new() -> Self {
+        Worst { layers: 0, difference: 0.0, at: String::new(), seconds: (0.0, 0.0) }
+    }
+
+    fn add(&mut self, replayed: Replayed, layer: String, seconds: (f64, f64)) {
+        self.layers += 1;
+        self.seconds.0 += seconds.0;
+        self.seconds.1 += seconds.1;
+        if worse(replayed.difference, self.difference) {
+            self.difference = replayed.difference;
+            self.at = format!("{layer}, {}", replayed.tensor);
+        }
+    }
+}
+
+/// Replays `calls` (recorded from `preset`'s training on the device) and appends one check for its
+/// convolutions and one for its batch norms; a device error fails that kind's check.
+pub(super) fn layer_checks(
+    device: &Device,
+    preset: &str,
+    calls: &[LayerCall],
+    out: &mut Vec<Check>,
+) -> Result<(), String> {
+    // Batch norm has no matrix products, so TF32 never touches it.
+    let (conv_tolerance, arithmetic) =
+        if strict_f32(device) { (STRICT, "strict f32") } else { (WITH_TF32, "TF32 allowed") };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (mut convs, mut norms) = (Worst::new(), Worst::new());
+    let mut errors: [Option<String>; 2] = [None, None];
+    for call in calls {
+        match call {
+            LayerCall::Conv { x, w, stride, padding } => {
+                let conv = Conv { x: x.clone(), w: w.clone(), stride: *stride, padding: *padding };
+                let fan_in = (w[1] * w[2] * w[3]) as f32;
+                let xs = uniform(&mut rng, x.iter().product(), 1.0, |_| 0.0);
+                let ws = uniform(&mut rng, w.iter().product(), (3.0 / fan_in).sqrt(), |_| 0.0);
+                let gs = uniform(&mut rng, conv.output_len(), 1.0, |_| 0.0);
+                let (reference, t0) = timed(|| conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
+                let reference = reference.map_err(|e| format!("{}: {e}", conv.describe()))?;
+                let (subject, t1) = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
+                match subject {
+                    Ok(subject) => convs.add(compare(&reference, &subject), conv.describe(), (t0, t1)),
+                    Err(e) => errors[0] = errors[0].take().or(Some(format!("{}: {e}", conv.describe()))),
+                }
+            }
+            LayerCall::Norm { x, residual, relu } => {
+                let inputs = NormInputs::draw(x, *residual, *relu, &mut rng);
+                let mut layer =
+                    format!("batch norm on {}", x.iter().map(usize::to_string).collect::<Vec<_>>().join("x"));
+                if *residual {
+                    layer.push_str(" + residual");
+                }
+                if *relu {
+                    layer.push_str(" + ReLU");
+                }
+                let (reference, t0) = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu));
+                let reference = reference.map_err(|e| format!("{layer}: {e}"))?;
+                let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu));
+                match subject {
+                    Ok(subject) => norms.add(compare(&reference, &subject), layer, (t0, t1)),
+                    Err(e) => errors[1] = errors[1].take().or(Some(format!("{layer}: {e}"))),
+                }
+            }
+        }
+    }
+    let kinds = [("convolutions", convs, conv_tolerance, arithmetic), ("batch norms", norms, STRICT, "f32")];
+    for ((kind, worst, tolerance, arithmetic), error) in kinds.into_iter().zip(errors) {
+        let mut what = format!("{preset}: {} {kind} one by one, output and gradients ({arithmetic}", worst.layers);
+        if !worst.at.is_empty() {
+            let _ = write!(what, "; worst: {}", worst.at);
+        }
+        what.push(')');
+        // Every network has both kinds, so none recorded means the recording is broken.
+        let error = error.or_else(|| (worst.layers == 0).then(|| format!("no {kind} were recorded")));
+        out.push(match error {
+            Some(e) => failed(what, e, tolerance, worst.seconds),
+            None => check(what, worst.difference, tolerance, worst.seconds),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_conv() -> Conv {
+        Conv { x: vec![3, 2, 7, 7], w: vec![4, 2, 3, 3], stride: 2, padding: 1 }
+    }
+
+    fn draws(conv: &Conv) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let xs = uniform(&mut rng, conv.x.iter().product(), 1.0, |_| 0.0);
+        let ws = uniform(&mut rng, conv.w.iter().product(), 0.3, |_| 0.0);
+        let gs = uniform(&mut rng, conv.output_len(), 1.0, |_| 0.0);
+        (xs, ws, gs)
+    }
+
+    /// candle's generic convolution agrees with the CPU kernels far inside the tolerance, and a
+    /// convolution that is wrong by one weight tap, or whose weight gradient is scaled, does not.
+    #[test]
+    fn a_wrong_convolution_misses_and_a_right_one_agrees() {
+        let conv = small_conv();
+        let (xs, ws, gs) = draws(&conv);
+        let reference = conv_side(&Device::Cpu, &xs, &ws, &gs, &conv).unwrap();
+        let (generic, _) = on_device(&Device::Cpu, || conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
+        let right = compare(&reference, &generic.unwrap());
+        assert!(right.difference < STRICT / 10.0, "{} in the {}", right.difference, right.tensor);
+        let mut tap = ws.clone();
+        tap[5] += 0.05;
+        let wrong = compare(&reference, &conv_side(&Device::Cpu, &xs, &tap, &gs, &conv).unwrap());
+        assert!(wrong.difference > WITH_TF32, "{} in the {}", wrong.difference, wrong.tensor);
+        let mut scaled = reference.clone();
+        scaled[2].1.iter_mut().for_each(|v| *v *= 1.001);
+        let wrong = compare(&reference, &scaled);
+        assert!(wrong.difference > STRICT && wrong.tensor == "weight gradient");
+        scaled[1].1[0] = f32::NAN;
+        assert_eq!(compare(&reference, &scaled).tensor, "input gradient");
+    }
+
+    /// The same for batch norm with a residual and a ReLU: the generic path agrees with the CPU
+    /// kernel; inputs 1 % larger (the input gradient shrinks by 1 %) do not; and the loss gives no
+    /// weight to pre-activations at the kink, only to them.
+    #[test]
+    fn batch_norm_paths_agree_and_a_scaled_input_misses() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let inputs = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut rng);
+        let reference = norm_side(&Device::Cpu, &inputs, true, true).unwrap();
+        assert_eq!(reference.len(), 5);
+        let (generic, _) = on_device(&Device::Cpu, || norm_side(&Device::Cpu, &inputs, true, true));
+        let right = compare(&reference, &generic.unwrap());
+        assert!(right.difference < STRICT / 10.0, "{} in the {}", right.difference, right.tensor);
+        let mut spread = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut ChaCha8Rng::seed_from_u64(2));
+        spread.x.iter_mut().for_each(|v| *v *= 1.01);
+        let moved = compare(&reference, &norm_side(&Device::Cpu, &spread, true, true).unwrap());
+        assert!(moved.difference > WITH_TF32, "{} in the {}", moved.difference, moved.tensor);
+        let z = inputs.pre_activation(true);
+        assert!(inputs.g.iter().zip(&z).all(|(g, z)| (*g == 0.0) == (z.abs() < KINK)));
+        let near = inputs.g.iter().filter(|g| **g == 0.0).count();
+        let mut wide = NormInputs::draw(&[64, 8, 16, 16], true, true, &mut ChaCha8Rng::seed_from_u64(3));
+        wide.g.iter_mut().for_each(|g| *g = 1.0);
+        let zero = wide.pre_activation(true).iter().filter(|z| z.abs() < KINK).count();
+        assert!(near == 0 && zero > 0, "{near} near the kink of 300, {zero} of 131,072");
+    }
+
+    /// A recorded network's layers all replay and pass on the CPU, one check per kind, naming the
+    /// count and the worst layer; a kind with nothing recorded fails.
+    #[test]
+    fn replays_each_kind_into_one_check() {
+        let calls = vec![
+            LayerCall::Conv { x: vec![2, 1, 8, 8], w: vec![4, 1, 3, 3], stride: 1, padding: 1 },
+            LayerCall::Conv { x: vec![2, 4, 8, 8], w: vec![8, 4, 3, 3], stride: 2, padding: 1 },
+            LayerCall::Norm { x: vec![2, 4, 8, 8], residual: false, relu: true },
+        ];
+        let mut out = Vec::new();
+        layer_checks(&Device::Cpu, "p", &calls, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|c| c.ok && c.tolerance == STRICT), "{out:?}");
+        assert!(out[0].what.starts_with("p: 2 convolutions one by one") && out[0].what.contains("worst: 3x3/"));
+        assert!(out[1].what.starts_with("p: 1 batch norms") && out[1].what.contains("2x4x8x8 + ReLU"));
+        let mut none = Vec::new();
+        layer_checks(&Device::Cpu, "q", &calls[..2], &mut none).unwrap();
+        assert!(none[0].ok && !none[1].ok, "{none:?}");
+        assert_eq!(none[1].error.as_deref(), Some("no batch norms were recorded"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The convolutions and train-mode batch norms a run executes, recorded on request by shape.
+//!
+//! Why: `check-device` compares whole training runs, and for the deep video presets those are
+//! chaotic (a relative 2^-20 in the initial weights moves the update of two SGD steps by half its
+//! size), so a kernel that is wrong for one geometry could hide there. Replaying every recorded
+//! layer as one op on the device and on the CPU ([`crate::eval::device_check`]) tests each kernel
+//! where its arithmetic is well conditioned. Recording is per thread and off unless asked for.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+/// One layer as it ran, by its input shapes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LayerCall {
+    /// `conv2d(x, w)`: `x` `(N, Cin, H, W)`, `w` `(Cout, Cin, K, K)`.
+    Conv {
+        /// The input's shape.
+        x: Vec<usize>,
+        /// The weight's shape.
+        w: Vec<usize>,
+        /// Stride on both axes.
+        stride: usize,
+        /// Zero padding on all four sides.
+        padding: usize,
+    },
+    /// A train-mode batch norm of `x` `(N, C, H, W)`, fused with a residual add and a ReLU or not.
+    Norm {
+        /// The input's shape.
+        x: Vec<usize>,
+        /// Whether a residual was added before the activation.
+        residual: bool,
+        /// Whether a ReLU followed.
+        relu: bool,
+    },
+}
+
+thread_local! {
+    static LOG: RefCell<Option<BTreeSet<LayerCall>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, beside its result, every distinct layer it ran on this thread (sorted).
+pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerCall>) {
+    let outer = LOG.with(|log| log.borrow_mut().replace(BTreeSet::new()));
+    let out = f();
+    let calls = LOG.with(|log| std::mem::replace(&mut *log.borrow_mut(), outer));
+    (out, calls.unwrap_or_default().into_iter().collect())
+}
+
+/// Notes a layer when a recording is on (`call` is built only then).
+pub(crate) fn note(call: impl FnOnce() -> LayerCall) {
+    LOG.with(|log| {
+        if let Some(set) = log.borrow_mut().as_mut() {
+            set.insert(call());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(n: usize) -> LayerCall {
+        LayerCall::Conv { x: vec![n, 1, 4, 4], w: vec![2, 1, 3, 3], stride: 1, padding: 1 }
+    }
+
+    /// Only what runs inside `recording` is noted, each shape once, and a nested recording leaves
+    /// the outer one as it was.
+    #[test]
+    fn records_distinct_calls_inside_the_closure_only() {
+        note(|| conv(9));
+        let ((), calls) = recording(|| {
+            note(|| conv(2));
+            note(|| conv(1));
+            note(|| conv(2));
+            let ((), inner) = recording(|| note(|| conv(3)));
+            assert_eq!(inner, vec![conv(3)]);
+        });
+        assert_eq!(calls, vec![conv(1), conv(2)]);
+        assert_eq!(recording(|| ()).1, Vec::new());
+    }
+}
