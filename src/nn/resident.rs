@@ -187,7 +187,11 @@ fn count_differing(
         let got = resident.batch(&idx, d_rng)?;
         let got: Vec<f32> = got.flatten_all()?.to_vec1()?;
         if got.len() != want.len() {
-            return Err(NnError::Mismatch(format!("a device batch of {} values, the host's {}", got.len(), want.len())));
+            return Err(NnError::Mismatch(format!(
+                "a device batch of {} values, the host's {}",
+                got.len(),
+                want.len()
+            )));
         }
         differing += got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
         total += want.len();
