@@ -257,6 +257,51 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
     Ok(())
 }
 
+/// Half precision (bf16 on a GPU; f16 on the CPU, which has no bf16 matmul) against f32, both on
+/// the device: resnet_tiny for 4 epochs on bright quadrants (learnable, so the loss curve means
+/// something), the same recipe and seed. Half must track f32's loss within 10 % every epoch
+/// (absolute 0.005 once the loss is below 0.05) and fit the task (at most 10 % of the training
+/// images wrong in the last epoch). These tolerances are the unit test's for f16 on the CPU
+/// (`nn::tests::mixed_precision_tracks_f32_on_a_short_run`).
+fn precision_check(device: &Device, out: &mut Vec<Check>) {
+    let half = if device.is_cpu() { nn::Precision::F16 } else { nn::Precision::Bf16 };
+    let side = 16;
+    let (pixels, labels) = nn::quadrants::quadrant_images(256, side, 12);
+    let data = ImageData { pixels: &pixels, n: 256, c: 1, t: 1, h: side, w: side };
+    let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 4 };
+    let cfg = nn::quadrants::quadrant_recipe(4);
+    let run = |cfg: &TrainConfig| {
+        on_device(device, || {
+            nn::train(&data, &targets, cfg, device, None, &mut nn::NoObserver).map_err(|e| e.to_string())
+        })
+    };
+    let (full, t0) = run(&cfg);
+    let (reduced, t1) = run(&TrainConfig { precision: half, ..cfg.clone() });
+    let name = format!("{half:?}").to_lowercase();
+    let tracks = format!(
+        "{name} against f32 on the device, resnet_tiny 4 epochs: largest loss difference of an epoch (relative)"
+    );
+    let fits = format!("{name}: share of training images wrong in the last epoch");
+    match (full, reduced) {
+        (Ok(full), Ok(reduced)) => {
+            let worst = full
+                .history
+                .iter()
+                .zip(&reduced.history)
+                .map(|(a, b)| (a.loss - b.loss).abs() / a.loss.max(0.05))
+                .fold(0f64, |w, d| if d.is_nan() || w.is_nan() { f64::NAN } else { w.max(d) });
+            out.push(check(tracks, worst, 0.1, (t0, t1)));
+            let wrong = reduced.history.last().map_or(f64::NAN, |e| 1.0 - e.accuracy);
+            out.push(check(fits, wrong, 0.1, (t0, t1)));
+        }
+        (full, reduced) => {
+            let e = full.err().or(reduced.err()).unwrap_or_default();
+            out.push(failed(tracks, &e, 0.1, (t0, t1)));
+            out.push(failed(fits, e, 0.1, (t0, t1)));
+        }
+    }
+}
+
 /// The device-resident input pipeline (what training on a GPU feeds its networks): augmented
 /// batches of images and of clips gathered on the device, against the host's, bit for bit.
 fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
@@ -349,6 +394,7 @@ pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, Str
     let mut out = Vec::new();
     preset_checks(device, presets, &mut out)?;
     pipeline_check(device, &mut out);
+    precision_check(device, &mut out);
     kmeans_check(device, &mut out)?;
     probe_check(device, &mut out)?;
     Ok(out)

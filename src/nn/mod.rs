@@ -36,6 +36,7 @@ pub mod init;
 pub mod jigsaw;
 pub mod layer_log;
 mod precomputed;
+pub mod quadrants;
 pub mod r2plus1d;
 mod resident;
 pub mod resnet;

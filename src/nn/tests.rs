@@ -1,46 +1,21 @@
 //! End-to-end tests of training, determinism, resume, distillation, extraction and model files
 //! on a small learnable problem: the class of a 1x16x16 image is which quadrant is bright.
 
+use super::quadrants::{quadrant_images, quadrant_recipe};
 use super::*;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 const SIDE: usize = 16;
 
 /// `n` noisy images with one bright quadrant each, and their labels (the quadrant).
 fn quadrants(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut pixels = vec![0u8; n * SIDE * SIDE];
-    let mut labels = Vec::with_capacity(n);
-    for (i, img) in pixels.chunks_exact_mut(SIDE * SIDE).enumerate() {
-        let q = (i % 4) as u32;
-        for (k, p) in img.iter_mut().enumerate() {
-            let (y, x) = (k / SIDE, k % SIDE);
-            let inside = (y >= SIDE / 2) as u32 * 2 + (x >= SIDE / 2) as u32 == q;
-            *p = if inside { rng.random_range(120..=255) } else { rng.random_range(0..100) };
-        }
-        labels.push(q);
-    }
-    (pixels, labels)
+    quadrant_images(n, SIDE, seed)
 }
 
-/// Crop augmentation only: a flip would swap left and right quadrants and so the labels.
 fn config(epochs: usize) -> TrainConfig {
-    TrainConfig {
-        arch: ResNetConfig::resnet_tiny(1, 4).into(),
-        epochs,
-        batch_size: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        warmup_epochs: 1,
-        schedule: Schedule::Cosine,
-        augment: Augment { crop_padding: 2, hflip: false, clip_frames: 0 },
-        seed: 7,
-        precision: Default::default(),
-    }
+    quadrant_recipe(epochs)
 }
 
 fn data(pixels: &[u8]) -> ImageData<'_> {
