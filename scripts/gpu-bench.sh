@@ -50,7 +50,8 @@ if ((DRY)); then
   DEVICE=cpu; PRESET=resnet_tiny; HALF=f16; SIDE=28
   BIN="$REPO/target/release/cfrun"; BIN_PLAIN="$BIN"
   [[ -x "$BIN" ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-  TORCH_PY="$PY"; TORCH_DEV=cpu; TORCH_PRESET=tiny
+  TORCH_PY=""; TORCH_DEV=cpu; TORCH_PRESET=tiny
+  "$PY" -c "import torch" 2>/dev/null && TORCH_PY="$PY"
 else
   DEVICE=cuda; PRESET=resnet_gpu; HALF=bf16; SIDE=28
   mkdir -p "$WORK/bin"
