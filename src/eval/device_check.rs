@@ -259,12 +259,18 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
 
 /// Half precision (bf16 on a GPU; f16 on the CPU, which has no bf16 matmul) against f32, both on
 /// the device: resnet_tiny for 4 epochs on bright quadrants (learnable, so the loss curve means
-/// something), the same recipe and seed. Half must track f32's loss within 10 % every epoch
-/// (absolute 0.005 once the loss is below 0.05) and fit the task (at most 10 % of the training
-/// images wrong in the last epoch). These tolerances are the unit test's for f16 on the CPU
-/// (`nn::tests::mixed_precision_tracks_f32_on_a_short_run`).
+/// something), the same recipe and seed. Half must fit the task (at most 10 % of the training
+/// images wrong in the last epoch) and stay near f32's loss every epoch (relative to the loss, or
+/// to 0.05 once it is smaller). f16 gets the unit test's 10 %
+/// (`nn::tests::mixed_precision_tracks_f32_on_a_short_run`; measured 3.8 % in the last epoch,
+/// under 1 % before, while a relative 2^-20 in the initial weights moves no epoch's loss by more
+/// than 3e-7: the gap is f16's rounding, not chaos). bf16 rounds 8 times as coarsely (8 mantissa bits against 11) and
+/// has not been measured, since no CPU kernel runs it; if its gap grew in proportion it would be
+/// ~30 %, so it gets 50 %: the row then tells a bf16 run that trains from one that does not (a
+/// run that learns nothing stays near ln 4 = 1.39, 7 times f32's last loss) and prints the gap.
 fn precision_check(device: &Device, out: &mut Vec<Check>) {
     let half = if device.is_cpu() { nn::Precision::F16 } else { nn::Precision::Bf16 };
+    let tolerance = if half == nn::Precision::F16 { 0.1 } else { 0.5 };
     let side = 16;
     let (pixels, labels) = nn::quadrants::quadrant_images(256, side, 12);
     let data = ImageData { pixels: &pixels, n: 256, c: 1, t: 1, h: side, w: side };
@@ -290,13 +296,13 @@ fn precision_check(device: &Device, out: &mut Vec<Check>) {
                 .zip(&reduced.history)
                 .map(|(a, b)| (a.loss - b.loss).abs() / a.loss.max(0.05))
                 .fold(0f64, |w, d| if d.is_nan() || w.is_nan() { f64::NAN } else { w.max(d) });
-            out.push(check(tracks, worst, 0.1, (t0, t1)));
+            out.push(check(tracks, worst, tolerance, (t0, t1)));
             let wrong = reduced.history.last().map_or(f64::NAN, |e| 1.0 - e.accuracy);
             out.push(check(fits, wrong, 0.1, (t0, t1)));
         }
         (full, reduced) => {
             let e = full.err().or(reduced.err()).unwrap_or_default();
-            out.push(failed(tracks, &e, 0.1, (t0, t1)));
+            out.push(failed(tracks, &e, tolerance, (t0, t1)));
             out.push(failed(fits, e, 0.1, (t0, t1)));
         }
     }
