@@ -236,7 +236,7 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         let (reference, t0) = timed(|| train(&Device::Cpu));
         let ((subject, calls), t1) = on_device(device, || nn::layer_log::recording(|| train(device)));
         let reference = reference.map_err(|e| e.to_string())?;
-        layers::layer_checks(device, preset, &calls, out)?;
+        layers::layer_checks(device, preset, &calls, out);
         let what = format!("{preset}: 2 training steps on the device");
         let Some(subject) = device_result(subject, &what, 1e-3, (t0, t1), out) else { continue };
         let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
@@ -285,7 +285,7 @@ fn precision_check(device: &Device, out: &mut Vec<Check>) {
     let (reduced, t1) = run(&TrainConfig { precision: half, ..cfg.clone() });
     let name = format!("{half:?}").to_lowercase();
     let tracks = format!(
-        "{name} against f32 on the device, resnet_tiny 4 epochs: largest loss difference of an epoch (relative)"
+        "{name} against f32 on the device, resnet_tiny 4 epochs: largest loss difference of an epoch (relative; seconds: f32 / {name} run)"
     );
     let fits = format!("{name}: share of training images wrong in the last epoch");
     match (full, reduced) {

@@ -6,7 +6,9 @@
 //! deep video presets that spread is as large as the update itself: a kernel wrong for one
 //! geometry would pass there. A single op is linear in each input (batch norm nearly so), so two
 //! correct f32 implementations agree to a few ulps of a dot product (measured on the CPU: at most
-//! ~1e-6 relative), and a wrong one misses by percents. The tolerance, [`STRICT`], holds where
+//! 1e-5 relative, 5.5e-6 for convolutions), and a wrong one misses by percents. The replays are
+//! fresh contiguous f32 tensors of the recorded shapes: they test each kernel's arithmetic at each
+//! geometry, not the layouts or the half-precision dtypes training hands it. The tolerance, [`STRICT`], holds where
 //! f32 is computed as f32. With TF32 allowed (cuDNN's default math on Ampere and newer, unless
 //! `NVIDIA_TF32_OVERRIDE=0`; or `CFRUN_GEMM_TF32=1`) the inputs of every product are rounded to
 //! 10 mantissa bits, a relative error of ~3e-4 per product (2^-11 / sqrt 3 on each input); then
@@ -29,11 +31,13 @@ pub(super) const STRICT: f64 = 1e-4;
 /// The same where TF32 may round the inputs of the device's products.
 pub(super) const WITH_TF32: f64 = 3e-3;
 
-/// Whether the device computes f32 products in f32: always on the CPU; on a GPU only when TF32 is
-/// switched off for cuDNN and cuBLAS alike (the environment can say so, the kernels cannot).
+/// Whether the device computes f32 products in f32: always on the CPU; on a GPU when cuBLAS may
+/// not use TF32 (`CFRUN_GEMM_TF32` off, the default) and cuDNN either is not in the build (the
+/// convolutions are then im2col + cuBLAS) or is told not to (`NVIDIA_TF32_OVERRIDE=0`, which the
+/// environment can say and the kernels cannot).
 pub(super) fn strict_f32(device: &Device) -> bool {
-    let off = |var: &str, value: &str| std::env::var(var).map(|v| v.trim() == value).unwrap_or(false);
-    device.is_cpu() || (off("NVIDIA_TF32_OVERRIDE", "0") && !off(crate::nn::gemm_tf32::GEMM_TF32_ENV, "1"))
+    let override_off = std::env::var("NVIDIA_TF32_OVERRIDE").map(|v| v.trim() == "0").unwrap_or(false);
+    device.is_cpu() || (!candle_core::cuda::gemm_reduced_precision_f32() && (!cfg!(feature = "cudnn") || override_off))
 }
 
 /// One replayed layer's result: the largest relative difference over its tensors, and which.
@@ -224,14 +228,14 @@ impl Worst {
     }
 }
 
+/// Keeps the first error of a kind: the one to read first.
+fn note_error(slot: &mut Option<String>, e: String) {
+    slot.get_or_insert(e);
+}
+
 /// Replays `calls` (recorded from `preset`'s training on the device) and appends one check for its
-/// convolutions and one for its batch norms; a device error fails that kind's check.
-pub(super) fn layer_checks(
-    device: &Device,
-    preset: &str,
-    calls: &[LayerCall],
-    out: &mut Vec<Check>,
-) -> Result<(), String> {
+/// convolutions and one for its batch norms; an error on either side fails that kind's check.
+pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], out: &mut Vec<Check>) {
     // Batch norm has no matrix products, so TF32 never touches it.
     let (conv_tolerance, arithmetic) =
         if strict_f32(device) { (STRICT, "strict f32") } else { (WITH_TF32, "TF32 allowed") };
@@ -247,11 +251,11 @@ pub(super) fn layer_checks(
                 let ws = uniform(&mut rng, w.iter().product(), (3.0 / fan_in).sqrt(), |_| 0.0);
                 let gs = uniform(&mut rng, conv.output_len(), 1.0, |_| 0.0);
                 let (reference, t0) = timed(|| conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
-                let reference = reference.map_err(|e| format!("{}: {e}", conv.describe()))?;
                 let (subject, t1) = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
-                match subject {
-                    Ok(subject) => convs.add(compare(&reference, &subject), conv.describe(), (t0, t1)),
-                    Err(e) => errors[0] = errors[0].take().or(Some(format!("{}: {e}", conv.describe()))),
+                match (reference, subject) {
+                    (Ok(reference), Ok(subject)) => convs.add(compare(&reference, &subject), conv.describe(), (t0, t1)),
+                    (Err(e), _) => note_error(&mut errors[0], format!("{} (CPU reference): {e}", conv.describe())),
+                    (_, Err(e)) => note_error(&mut errors[0], format!("{}: {e}", conv.describe())),
                 }
             }
             LayerCall::Norm { x, residual, relu } => {
@@ -265,11 +269,11 @@ pub(super) fn layer_checks(
                     layer.push_str(" + ReLU");
                 }
                 let (reference, t0) = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu));
-                let reference = reference.map_err(|e| format!("{layer}: {e}"))?;
                 let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu));
-                match subject {
-                    Ok(subject) => norms.add(compare(&reference, &subject), layer, (t0, t1)),
-                    Err(e) => errors[1] = errors[1].take().or(Some(format!("{layer}: {e}"))),
+                match (reference, subject) {
+                    (Ok(reference), Ok(subject)) => norms.add(compare(&reference, &subject), layer, (t0, t1)),
+                    (Err(e), _) => note_error(&mut errors[1], format!("{layer} (CPU reference): {e}")),
+                    (_, Err(e)) => note_error(&mut errors[1], format!("{layer}: {e}")),
                 }
             }
         }
@@ -288,7 +292,6 @@ pub(super) fn layer_checks(
             None => check(what, worst.difference, tolerance, worst.seconds),
         });
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -345,13 +348,13 @@ mod tests {
         spread.x.iter_mut().for_each(|v| *v *= 1.01);
         let moved = compare(&reference, &norm_side(&Device::Cpu, &spread, true, true).unwrap());
         assert!(moved.difference > WITH_TF32, "{} in the {}", moved.difference, moved.tensor);
-        let z = inputs.pre_activation(true);
-        assert!(inputs.g.iter().zip(&z).all(|(g, z)| (*g == 0.0) == (z.abs() < KINK)));
-        let near = inputs.g.iter().filter(|g| **g == 0.0).count();
-        let mut wide = NormInputs::draw(&[64, 8, 16, 16], true, true, &mut ChaCha8Rng::seed_from_u64(3));
-        wide.g.iter_mut().for_each(|g| *g = 1.0);
-        let zero = wide.pre_activation(true).iter().filter(|z| z.abs() < KINK).count();
-        assert!(near == 0 && zero > 0, "{near} near the kink of 300, {zero} of 131,072");
+        // Exactly the weights at pre-activations within the band are zero, and a batch of this
+        // size has some.
+        let wide = NormInputs::draw(&[64, 8, 16, 16], true, true, &mut ChaCha8Rng::seed_from_u64(3));
+        let z = wide.pre_activation(true);
+        let near = z.iter().filter(|z| z.abs() < KINK).count();
+        assert!(wide.g.iter().zip(&z).all(|(g, z)| (*g == 0.0) == (z.abs() < KINK)));
+        assert!(near > 0, "no pre-activation of 131,072 within {KINK} of the kink");
     }
 
     /// A recorded network's layers all replay and pass on the CPU, one check per kind, naming the
@@ -364,13 +367,13 @@ mod tests {
             LayerCall::Norm { x: vec![2, 4, 8, 8], residual: false, relu: true },
         ];
         let mut out = Vec::new();
-        layer_checks(&Device::Cpu, "p", &calls, &mut out).unwrap();
+        layer_checks(&Device::Cpu, "p", &calls, &mut out);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|c| c.ok && c.tolerance == STRICT), "{out:?}");
         assert!(out[0].what.starts_with("p: 2 convolutions one by one") && out[0].what.contains("worst: 3x3/"));
         assert!(out[1].what.starts_with("p: 1 batch norms") && out[1].what.contains("2x4x8x8 + ReLU"));
         let mut none = Vec::new();
-        layer_checks(&Device::Cpu, "q", &calls[..2], &mut none).unwrap();
+        layer_checks(&Device::Cpu, "q", &calls[..2], &mut none);
         assert!(none[0].ok && !none[1].ok, "{none:?}");
         assert_eq!(none[1].error.as_deref(), Some("no batch norms were recorded"));
     }
