@@ -78,10 +78,7 @@ fn on_device<T>(device: &Device, f: impl FnOnce() -> T) -> (T, f64) {
     if !device.is_cpu() {
         return timed(f);
     }
-    nn::set_cpu_kernels(CpuKernels::Candle);
-    let out = timed(f);
-    nn::set_cpu_kernels(CpuKernels::Fused);
-    out
+    nn::with_cpu_kernels(CpuKernels::Candle, || timed(f))
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {

@@ -94,8 +94,27 @@ pub fn set_cpu_kernels(kernels: CpuKernels) {
     CPU_KERNELS.store(kernels as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
+thread_local! {
+    /// This thread's override of [`CPU_KERNELS`], set by [`with_cpu_kernels`].
+    static CPU_KERNELS_HERE: std::cell::Cell<Option<u8>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `kernels` on this thread only (the layers choose their kernels on the thread
+/// that builds the graph), so that other threads, such as tests running beside `check-device`'s
+/// own, keep theirs; the previous choice comes back even if `f` panics.
+pub fn with_cpu_kernels<T>(kernels: CpuKernels, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<u8>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CPU_KERNELS_HERE.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(CPU_KERNELS_HERE.with(|k| k.replace(Some(kernels as u8))));
+    f()
+}
+
 fn cpu_kernels() -> u8 {
-    CPU_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+    CPU_KERNELS_HERE.with(|k| k.get()).unwrap_or_else(|| CPU_KERNELS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// True when a tensor on `device` with `dtype` should use the custom CPU kernels.

@@ -346,3 +346,20 @@ fn mixed_precision_tracks_f32_on_a_short_run() {
     let vm = half_run.weights.data().lock().unwrap();
     assert!(vm.values().all(|v| v.dtype() == candle_core::DType::F32), "master weights and BN statistics stay f32");
 }
+
+/// A thread's kernel override holds on that thread only, nests, and is undone afterwards, also
+/// when the closure panics; other threads keep the process-wide choice meanwhile.
+#[test]
+fn cpu_kernel_override_is_per_thread_and_scoped() {
+    let global = cpu_kernels();
+    with_cpu_kernels(CpuKernels::Candle, || {
+        assert_eq!(cpu_kernels(), CpuKernels::Candle as u8);
+        assert_eq!(std::thread::spawn(cpu_kernels).join().unwrap(), global);
+        with_cpu_kernels(CpuKernels::Layers, || assert_eq!(cpu_kernels(), CpuKernels::Layers as u8));
+        assert_eq!(cpu_kernels(), CpuKernels::Candle as u8);
+    });
+    assert_eq!(cpu_kernels(), global);
+    let panicked = std::panic::catch_unwind(|| with_cpu_kernels(CpuKernels::Candle, || panic!("inside")));
+    assert!(panicked.is_err());
+    assert_eq!(cpu_kernels(), global);
+}
