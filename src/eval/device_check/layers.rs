@@ -8,8 +8,8 @@
 //! correct f32 implementations agree to a few ulps of a dot product (measured on the CPU: at most
 //! 1e-5 relative, 5.5e-6 for convolutions), and a wrong one misses by percents. The replays are
 //! fresh contiguous f32 tensors of the recorded shapes: they test each kernel's arithmetic at each
-//! geometry, not the layouts or the half-precision dtypes training hands it. The tolerance, [`STRICT`], holds where
-//! f32 is computed as f32. With TF32 allowed (cuDNN's default math on Ampere and newer, unless
+//! geometry, not the layouts or the half-precision dtypes training hands it. The tolerance,
+//! [`STRICT`], holds where f32 is computed as f32. With TF32 allowed (cuDNN's default math on Ampere and newer, unless
 //! `NVIDIA_TF32_OVERRIDE=0`; or `CFRUN_GEMM_TF32=1`) the inputs of every product are rounded to
 //! 10 mantissa bits, a relative error of ~3e-4 per product (2^-11 / sqrt 3 on each input); then
 //! [`WITH_TF32`] applies to the convolutions, and the check says so. Batch norm has no matrix
@@ -22,20 +22,20 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{check, failed, on_device, timed, Check, RelativeL2};
+use super::{check, failed, host, on_device, timed, worse, Check, RelativeL2};
 use crate::nn::batchnorm::BatchNorm;
 use crate::nn::layer_log::LayerCall;
 
 /// Largest relative L2 difference of an output or gradient in strict f32.
-pub(super) const STRICT: f64 = 1e-4;
+const STRICT: f64 = 1e-4;
 /// The same where TF32 may round the inputs of the device's products.
-pub(super) const WITH_TF32: f64 = 3e-3;
+const WITH_TF32: f64 = 3e-3;
 
 /// Whether the device computes f32 products in f32: always on the CPU; on a GPU when cuBLAS may
 /// not use TF32 (`CFRUN_GEMM_TF32` off, the default) and cuDNN either is not in the build (the
 /// convolutions are then im2col + cuBLAS) or is told not to (`NVIDIA_TF32_OVERRIDE=0`, which the
 /// environment can say and the kernels cannot).
-pub(super) fn strict_f32(device: &Device) -> bool {
+fn strict_f32(device: &Device) -> bool {
     let override_off = std::env::var("NVIDIA_TF32_OVERRIDE").map(|v| v.trim() == "0").unwrap_or(false);
     device.is_cpu() || (!candle_core::cuda::gemm_reduced_precision_f32() && (!cfg!(feature = "cudnn") || override_off))
 }
@@ -46,30 +46,19 @@ struct Replayed {
     tensor: &'static str,
 }
 
-/// `n` values uniform in `[-scale, scale) + offset(i)`, from `rng`.
-fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32, offset: impl Fn(usize) -> f32) -> Vec<f32> {
-    (0..n).map(|i| offset(i) + scale * rng.random_range(-1.0f32..1.0)).collect()
-}
-
-/// Whether `d` is a worse difference than `worst`: NaN is the worst of all and stays so.
-fn worse(d: f64, worst: f64) -> bool {
-    !worst.is_nan() && (d.is_nan() || d > worst)
+/// `n` values uniform in `[center - scale, center + scale)`, from `rng`.
+fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32, center: f32) -> Vec<f32> {
+    (0..n).map(|_| center + scale * rng.random_range(-1.0f32..1.0)).collect()
 }
 
 /// Named tensors of one side, flattened on the host.
 type Side = Vec<(&'static str, Vec<f32>)>;
 
-fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()
-}
-
 /// The largest relative difference between the reference's tensors and the device's.
 fn compare(reference: &Side, device: &Side) -> Replayed {
     let mut worst = Replayed { difference: 0.0, tensor: "" };
     for ((name, a), (_, b)) in reference.iter().zip(device) {
-        let mut d = RelativeL2::default();
-        d.add(a, b);
-        let d = if a.len() == b.len() { d.value() } else { f64::INFINITY };
+        let d = if a.len() == b.len() { RelativeL2::of(a, b) } else { f64::INFINITY };
         if worse(d, worst.difference) {
             worst = Replayed { difference: d, tensor: name };
         }
@@ -80,8 +69,8 @@ fn compare(reference: &Side, device: &Side) -> Replayed {
 /// Forward and backward of `conv2d` on `device`: the output, and the gradients of the input and
 /// the weight under the loss `sum(y * g)`.
 fn conv_side(device: &Device, x: &[f32], w: &[f32], g: &[f32], call: &Conv) -> candle_core::Result<Side> {
-    let xv = Var::from_tensor(&Tensor::from_slice(x, call.x.as_slice(), device)?)?;
-    let wv = Var::from_tensor(&Tensor::from_slice(w, call.w.as_slice(), device)?)?;
+    let xv = Var::from_tensor(&Tensor::from_slice(x, call.x, device)?)?;
+    let wv = Var::from_tensor(&Tensor::from_slice(w, call.w, device)?)?;
     let y = crate::nn::conv::conv2d(xv.as_tensor(), wv.as_tensor(), call.stride, call.padding)?;
     let g = Tensor::from_slice(g, y.dims(), device)?;
     let grads = (&y * &g)?.sum_all()?.backward()?;
@@ -90,21 +79,21 @@ fn conv_side(device: &Device, x: &[f32], w: &[f32], g: &[f32], call: &Conv) -> c
 }
 
 /// A recorded convolution's sizes.
-struct Conv {
-    x: Vec<usize>,
-    w: Vec<usize>,
+struct Conv<'a> {
+    x: &'a [usize],
+    w: &'a [usize],
     stride: usize,
     padding: usize,
 }
 
-impl Conv {
+impl Conv<'_> {
     fn output_len(&self) -> usize {
         let out = |side: usize| (side + 2 * self.padding - self.w[2]) / self.stride + 1;
         self.x[0] * self.w[0] * out(self.x[2]) * out(self.x[3])
     }
 
     fn describe(&self) -> String {
-        let [n, cin, h, w] = self.x[..] else { return format!("{:?}", self.x) };
+        let [n, cin, h, w] = *self.x else { return format!("{:?}", self.x) };
         format!("{k}x{k}/{s} {cin}->{cout} on {n}x{cin}x{h}x{w}", k = self.w[2], s = self.stride, cout = self.w[0])
     }
 }
@@ -161,19 +150,19 @@ impl NormInputs {
     fn draw(shape: &[usize], residual: bool, relu: bool, rng: &mut ChaCha8Rng) -> Self {
         let (c, plane) = (shape[1], shape[2..].iter().product::<usize>());
         let len: usize = shape.iter().product();
-        let offsets = uniform(rng, c, 1.0, |_| 0.0);
-        let spreads = uniform(rng, c, 0.5, |_| 1.0);
-        let x: Vec<f32> = uniform(rng, len, 1.0, |_| 0.0)
+        let offsets = uniform(rng, c, 1.0, 0.0);
+        let spreads = uniform(rng, c, 0.5, 1.0);
+        let x: Vec<f32> = uniform(rng, len, 1.0, 0.0)
             .into_iter()
             .enumerate()
             .map(|(i, u)| offsets[i / plane % c] + spreads[i / plane % c] * u)
             .collect();
         let mut inputs = NormInputs {
             shape: shape.to_vec(),
-            residual: uniform(rng, len, 1.0, |_| 0.0),
-            gamma: uniform(rng, c, 0.2, |_| 1.0),
-            beta: uniform(rng, c, 0.2, |_| 0.0),
-            g: uniform(rng, len, 1.0, |_| 0.0),
+            residual: uniform(rng, len, 1.0, 0.0),
+            gamma: uniform(rng, c, 0.2, 1.0),
+            beta: uniform(rng, c, 0.2, 0.0),
+            g: uniform(rng, len, 1.0, 0.0),
             x,
         };
         if relu {
@@ -245,11 +234,11 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
     for call in calls {
         match call {
             LayerCall::Conv { x, w, stride, padding } => {
-                let conv = Conv { x: x.clone(), w: w.clone(), stride: *stride, padding: *padding };
+                let conv = Conv { x, w, stride: *stride, padding: *padding };
                 let fan_in = (w[1] * w[2] * w[3]) as f32;
-                let xs = uniform(&mut rng, x.iter().product(), 1.0, |_| 0.0);
-                let ws = uniform(&mut rng, w.iter().product(), (3.0 / fan_in).sqrt(), |_| 0.0);
-                let gs = uniform(&mut rng, conv.output_len(), 1.0, |_| 0.0);
+                let xs = uniform(&mut rng, x.iter().product(), 1.0, 0.0);
+                let ws = uniform(&mut rng, w.iter().product(), (3.0 / fan_in).sqrt(), 0.0);
+                let gs = uniform(&mut rng, conv.output_len(), 1.0, 0.0);
                 let (reference, t0) = timed(|| conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
                 let (subject, t1) = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
                 match (reference, subject) {
@@ -298,15 +287,15 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
 mod tests {
     use super::*;
 
-    fn small_conv() -> Conv {
-        Conv { x: vec![3, 2, 7, 7], w: vec![4, 2, 3, 3], stride: 2, padding: 1 }
+    fn small_conv() -> Conv<'static> {
+        Conv { x: &[3, 2, 7, 7], w: &[4, 2, 3, 3], stride: 2, padding: 1 }
     }
 
     fn draws(conv: &Conv) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let xs = uniform(&mut rng, conv.x.iter().product(), 1.0, |_| 0.0);
-        let ws = uniform(&mut rng, conv.w.iter().product(), 0.3, |_| 0.0);
-        let gs = uniform(&mut rng, conv.output_len(), 1.0, |_| 0.0);
+        let xs = uniform(&mut rng, conv.x.iter().product(), 1.0, 0.0);
+        let ws = uniform(&mut rng, conv.w.iter().product(), 0.3, 0.0);
+        let gs = uniform(&mut rng, conv.output_len(), 1.0, 0.0);
         (xs, ws, gs)
     }
 
