@@ -18,6 +18,7 @@ pub mod html;
 pub mod linalg;
 pub mod nn;
 pub mod ops;
+pub mod panics;
 pub mod process_setup;
 pub mod report;
 pub mod rng;

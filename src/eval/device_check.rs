@@ -243,28 +243,32 @@ fn preset_checks(device: &Device, presets: &[String], out: &mut Vec<Check>) -> R
         let (t, side) = if arch.is_video() { (4, 32) } else { (1, 28) };
         let pixels: Vec<u8> = (0..n * t * side * side).map(|_| rng.random()).collect();
         let data = ImageData { pixels: &pixels, n, c: 1, t, h: side, w: side };
-        let cfg = two_steps(arch, 32);
-        let train = |dev: &Device| nn::train(&data, &targets, &cfg, dev, None, &mut nn::NoObserver);
-        let (reference, t0) = timed(|| train(&Device::Cpu));
-        let ((subject, calls), t1) = on_device(device, || nn::layer_log::recording(|| train(device)));
-        let reference = reference.map_err(|e| e.to_string())?;
-        layers::layer_checks(device, preset, &calls, out);
-        let what = format!("{preset}: 2 training steps on the device");
-        let Some(subject) = device_result(subject, &what, 1e-3, (t0, t1), out) else { continue };
-        let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
-        out.push(check(
-            format!("{preset}: forward + backward, loss of 2 steps (relative; rounding spread {spread_loss:.1e})"),
-            loss_difference(&reference, &subject),
-            1e-3f64.max(SPREAD_FACTOR * spread_loss),
-            (t0, t1),
-        ));
-        let what = format!("{preset}: weights after 2 SGD steps (relative L2; rounding spread {spread_weights:.1e})");
-        let tolerance = 5e-3f64.max(SPREAD_FACTOR * spread_weights);
-        out.push(match weight_difference(&reference, &subject) {
-            Ok(difference) => check(what, difference, tolerance, (t0, t1)),
-            // Reading the device's weights back is the device side's failure too.
-            Err(e) => failed(what, e, tolerance, (t0, t1)),
-        });
+        guarded(preset, out, |out| {
+            let cfg = two_steps(arch, 32);
+            let train = |dev: &Device| nn::train(&data, &targets, &cfg, dev, None, &mut nn::NoObserver);
+            let (reference, t0) = timed(|| train(&Device::Cpu));
+            let ((subject, calls), t1) = on_device(device, || nn::layer_log::recording(|| train(device)));
+            let reference = reference.map_err(|e| e.to_string())?;
+            layers::layer_checks(device, preset, &calls, out);
+            let what = format!("{preset}: 2 training steps on the device");
+            let Some(subject) = device_result(subject, &what, 1e-3, (t0, t1), out) else { return Ok(()) };
+            let (spread_loss, spread_weights) = rounding_spread(&reference, &data, &targets, &cfg)?;
+            out.push(check(
+                format!("{preset}: forward + backward, loss of 2 steps (relative; rounding spread {spread_loss:.1e})"),
+                loss_difference(&reference, &subject),
+                1e-3f64.max(SPREAD_FACTOR * spread_loss),
+                (t0, t1),
+            ));
+            let what =
+                format!("{preset}: weights after 2 SGD steps (relative L2; rounding spread {spread_weights:.1e})");
+            let tolerance = 5e-3f64.max(SPREAD_FACTOR * spread_weights);
+            out.push(match weight_difference(&reference, &subject) {
+                Ok(difference) => check(what, difference, tolerance, (t0, t1)),
+                // Reading the device's weights back is the device side's failure too.
+                Err(e) => failed(what, e, tolerance, (t0, t1)),
+            });
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -412,11 +416,34 @@ fn probe_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
 pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, String> {
     let mut out = Vec::new();
     preset_checks(device, presets, &mut out)?;
-    pipeline_check(device, &mut out);
-    precision_check(device, &mut out);
-    kmeans_check(device, &mut out)?;
-    probe_check(device, &mut out)?;
+    guarded("device-built batches", &mut out, |out| {
+        pipeline_check(device, out);
+        Ok(())
+    })?;
+    guarded("half precision", &mut out, |out| {
+        precision_check(device, out);
+        Ok(())
+    })?;
+    guarded("k-means", &mut out, |out| kmeans_check(device, out))?;
+    guarded("linear probe", &mut out, |out| probe_check(device, out))?;
     Ok(out)
+}
+
+/// Runs one part of the comparisons; a panic inside it (a CUDA error candle unwraps, say) becomes
+/// a failed check named for the part, after whatever rows the part had recorded, so that the
+/// report still carries every other part's verdict.
+fn guarded(
+    part: &str,
+    out: &mut Vec<Check>,
+    f: impl FnOnce(&mut Vec<Check>) -> Result<(), String>,
+) -> Result<(), String> {
+    match crate::panics::catch(|| f(out)) {
+        Ok(result) => result,
+        Err(msg) => {
+            out.push(failed(format!("{part}: did not finish"), format!("panicked: {msg}"), 0.0, (0.0, 0.0)));
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +467,33 @@ mod tests {
         let json = serde_json::to_value(c).unwrap();
         assert_eq!(json["error"], "CUDA_ERROR_ILLEGAL_ADDRESS");
         assert!(serde_json::to_value(check("c".into(), 0.0, 1.0, (0.0, 0.0))).unwrap().get("error").is_none());
+    }
+
+    /// A part that panics keeps the rows it recorded, gains a failed row carrying the panic, and
+    /// the parts after it still run; a part's own error still ends the run.
+    #[test]
+    fn a_panicking_part_is_a_failed_check_not_an_abort() {
+        let mut out = Vec::new();
+        let part = guarded("first", &mut out, |out| {
+            out.push(check("before the panic".into(), 0.0, 1.0, (0.0, 0.0)));
+            panic!("CUDA_ERROR_LAUNCH_FAILED")
+        });
+        assert_eq!(part, Ok(()));
+        let second = guarded("second", &mut out, |out| {
+            out.push(check("second".into(), 0.0, 1.0, (0.0, 0.0)));
+            Ok(())
+        });
+        assert_eq!(second, Ok(()));
+        let rows: Vec<_> = out.iter().map(|c| (c.what.as_str(), c.ok, c.error.as_deref())).collect();
+        assert_eq!(
+            rows,
+            [
+                ("before the panic", true, None),
+                ("first: did not finish", false, Some("panicked: CUDA_ERROR_LAUNCH_FAILED")),
+                ("second", true, None)
+            ]
+        );
+        assert_eq!(guarded("third", &mut out, |_| Err("reference failed".into())), Err("reference failed".into()));
     }
 
     /// Unperturbed, the rerun from the initial weights is the reference run bit for bit, so the

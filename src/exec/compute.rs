@@ -35,23 +35,16 @@ pub struct ComputeEnv {
 /// must hear back from every job it started, or it would wait for it forever. Staging folders and
 /// locks are released by their destructors while the panic unwinds.
 pub fn compute_guarded(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), String> {
-    let run = std::panic::AssertUnwindSafe(|| {
+    let run = || {
         // A fault-injection point for the tests: the instance named here panics.
         if std::env::var("CFRUN_FAILPOINT_PANIC").is_ok_and(|v| v == job.instance.name) {
             panic!("failpoint CFRUN_FAILPOINT_PANIC");
         }
         compute(env, job)
-    });
-    match std::panic::catch_unwind(run) {
+    };
+    match crate::panics::catch(run) {
         Ok(result) => result.map_err(|e| e.to_string()),
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("internal error (a bug in cfrun; please report it): panicked: {msg}"))
-        }
+        Err(msg) => Err(format!("internal error (a bug in cfrun; please report it): panicked: {msg}")),
     }
 }
 

@@ -39,10 +39,24 @@ thread_local! {
 }
 
 /// Runs `f` and returns, beside its result, every distinct layer it ran on this thread (sorted).
+/// If `f` panics, the recording around this one (or none) is back in place as the panic leaves.
 pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerCall>) {
-    let outer = LOG.with(|log| log.borrow_mut().replace(BTreeSet::new()));
+    /// Puts the outer recording back and hands over this one; on unwind, by its destructor.
+    struct Restore(Option<Option<BTreeSet<LayerCall>>>);
+    impl Restore {
+        fn finish(&mut self) -> Option<BTreeSet<LayerCall>> {
+            let outer = self.0.take()?;
+            LOG.with(|log| std::mem::replace(&mut *log.borrow_mut(), outer))
+        }
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            self.finish();
+        }
+    }
+    let mut restore = Restore(Some(LOG.with(|log| log.borrow_mut().replace(BTreeSet::new()))));
     let out = f();
-    let calls = LOG.with(|log| std::mem::replace(&mut *log.borrow_mut(), outer));
+    let calls = restore.finish();
     (out, calls.unwrap_or_default().into_iter().collect())
 }
 
@@ -77,5 +91,24 @@ mod tests {
         });
         assert_eq!(calls, vec![conv(1), conv(2)]);
         assert_eq!(recording(|| ()).1, Vec::new());
+    }
+
+    /// A panic inside a nested recording leaves the outer one recording, and nothing on after
+    /// the outermost.
+    #[test]
+    fn a_panic_inside_restores_the_recording_around_it() {
+        let ((), calls) = recording(|| {
+            let panicked = std::panic::catch_unwind(|| {
+                recording(|| -> () {
+                    note(|| conv(5));
+                    panic!("inside")
+                })
+            });
+            assert!(panicked.is_err());
+            note(|| conv(4));
+        });
+        assert_eq!(calls, vec![conv(4)]);
+        assert!(std::panic::catch_unwind(|| recording(|| -> () { panic!("outermost") })).is_err());
+        assert!(LOG.with(|log| log.borrow().is_none()));
     }
 }
