@@ -6,8 +6,10 @@
 #   2. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
 #      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
-#      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1) and, for the cuDNN gain, the binary
-#      without cuDNN (1 job): cfrun.tsv, one line per run, logs in cfrun/; and
+#      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1), the resident pipeline's two changes
+#      undone one at a time (1 job each, CFRUN_TRAIN_PIPELINE=resident-sync, then =host) and, for
+#      the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in
+#      cfrun/; and
 #      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
 #   3. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
 #      --device cuda, eager, AMP off and on): torch.txt;
@@ -211,6 +213,16 @@ fi
 # cuDNN's default already gives the forward and the input gradient (and PyTorch gives all three).
 if (($(left) > (DRY ? 135 : 270))); then
   CFRUN_GEMM_TF32=1 cf_bench f32-j1-tf32 "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+fi
+# The resident pipeline's two changes one at a time (nn/pipeline.rs): the sums read after every
+# batch (resident-sync: the per-batch wait for the device back), then batches built on the host
+# and copied per batch as well (host: the loop of 2026-11-26). In the dry run f32-j1 itself builds
+# on the host (the CPU's default), so there the ratios mean nothing; the steps still run.
+if (($(left) > (DRY ? 130 : 260))); then
+  CFRUN_TRAIN_PIPELINE=resident-sync cf_bench f32-j1-sync "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+fi
+if (($(left) > (DRY ? 125 : 250))); then
+  CFRUN_TRAIN_PIPELINE=host cf_bench f32-j1-host "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do

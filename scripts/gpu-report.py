@@ -104,6 +104,10 @@ def section_cfrun(runs, lines):
     pairs = [("cfrun's conv backward over candle's (f32-j1 / f32-j1-candlebwd)", "f32-j1", "f32-j1-candlebwd"),
              ("cfrun's batch-norm gradient over candle's (f32-j1 / f32-j1-candlebn)", "f32-j1", "f32-j1-candlebn"),
              ("TF32 GEMMs over f32 (f32-j1-tf32 / f32-j1)", "f32-j1-tf32", "f32-j1"),
+             ("sums read once per epoch over once per batch (f32-j1 / f32-j1-sync)", "f32-j1", "f32-j1-sync"),
+             ("batches built on the device over on the host, both synced per batch (f32-j1-sync / f32-j1-host)",
+              "f32-j1-sync", "f32-j1-host"),
+             ("the resident pipeline over the host loop (f32-j1 / f32-j1-host)", "f32-j1", "f32-j1-host"),
              ("cuDNN over candle's conv kernels (f32-j1 / f32-j1-nocudnn)", "f32-j1", "f32-j1-nocudnn")]
     for what, a, b in pairs:
         if a in runs and b in runs:

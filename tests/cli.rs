@@ -1883,6 +1883,38 @@ fn the_step_profile_is_logged_per_epoch_and_changes_no_artifact() {
     assert!(stderr(&bad).contains("CFRUN_TRAIN_PROFILE=\"yes\""), "{}", stderr(&bad));
 }
 
+/// `CFRUN_TRAIN_PIPELINE` (the GPU bench's A/B of the resident pipeline's two changes) chooses
+/// how batches reach the network, on the CPU too, and every choice trains the same bits; a name
+/// that is no pipeline is refused before anything runs.
+#[test]
+fn the_batch_pipelines_train_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipe.toml");
+    std::fs::write(&file, tiny_training("pipe", 32, "batch_size = 16\ncrop_padding = 2\nhflip = true\n")).unwrap();
+    let run = |cache: &Path, value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
+        if let Some(v) = value {
+            cmd.env("CFRUN_TRAIN_PIPELINE", v);
+        }
+        cmd.output().expect("cfrun starts")
+    };
+    let default = dir.path().join("default");
+    let a = run(&default, None);
+    assert!(a.status.success() && stderr(&a).contains("pipeline=Host"), "{}", stderr(&a));
+    for (value, shown) in [("resident-sync", "ResidentSynced"), ("resident", "Resident"), ("host", "Host")] {
+        let cache = dir.path().join(value);
+        let b = run(&cache, Some(value));
+        let err = stderr(&b);
+        let chosen = err.lines().any(|l| l.contains("batch pipeline") && l.ends_with(&format!("pipeline={shown}")));
+        assert!(b.status.success() && chosen, "{value}: {err}");
+        assert_eq!(objects(&default), objects(&cache), "{value} changed an artifact");
+    }
+    let bad = run(&dir.path().join("bad"), Some("device"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
+}
+
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`); the
 /// artifacts are the bits one job at a time gives.
 #[test]

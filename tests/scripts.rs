@@ -119,6 +119,8 @@ fn gpu_report_turns_a_session_into_ratios() {
             row("f32-j1", 1, "f32", 1000, 0),
             row("f32-j1-candlebwd", 1, "f32", 250, 0),
             row("f32-j1-tf32", 1, "f32", 1200, 0),
+            row("f32-j1-sync", 1, "f32", 800, 0),
+            row("f32-j1-host", 1, "f32", 500, 0),
             row("f32-j4", 4, "f32", 3000, 0),
             row("f32-j8", 8, "f32", 0, 124),
             row("bf16-j1", 1, "bf16", 1500, 0),
@@ -146,6 +148,9 @@ fn gpu_report_turns_a_session_into_ratios() {
     for want in [
         "| cfrun's conv backward over candle's (f32-j1 / f32-j1-candlebwd) | 4.00x |",
         "| TF32 GEMMs over f32 (f32-j1-tf32 / f32-j1) | 1.20x |",
+        "| sums read once per epoch over once per batch (f32-j1 / f32-j1-sync) | 1.25x |",
+        "| batches built on the device over on the host, both synced per batch (f32-j1-sync / f32-j1-host) | 1.60x |",
+        "| the resident pipeline over the host loop (f32-j1 / f32-j1-host) | 2.00x |",
         "| 4 jobs over 1 (aggregate) | 3.00x |",
         "| 8 jobs over 1 (aggregate) | n/a |",
         "| bf16 over f32, 1 job(s) | 1.50x |",

@@ -35,6 +35,7 @@ pub mod gemm_tf32;
 pub mod init;
 pub mod jigsaw;
 pub mod layer_log;
+pub mod pipeline;
 mod precomputed;
 pub mod quadrants;
 pub mod r2plus1d;
@@ -67,9 +68,10 @@ pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
-/// [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
+/// [`pipeline`], [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
+    pipeline::pipeline_from_env()?;
     step_profile::step_profile_from_env()?;
     gemm_tf32::gemm_tf32_from_env()
 }

@@ -286,12 +286,14 @@ fn tag_sets_spread_the_target_over_every_tag() {
     assert!(train(&data(&pixels), &bad, &cfg, &Device::Cpu, None, &mut NoObserver).is_err());
 }
 
-/// The device-resident pipeline, run on the CPU device, trains bit-identically to the host one:
+/// The device-resident pipeline, run on the CPU device, trains bit-identically to the host one,
+/// with its sums read per epoch or after every batch:
 /// the same batches, targets, losses and sums, for labels, tag sets and distillation (batch 32
 /// over 70 images, so the last batch is short).
 #[test]
 fn resident_pipeline_equals_host_pipeline() {
-    use super::train::{train_with, Pipeline};
+    use super::pipeline::Pipeline;
+    use super::train::train_with;
     let (pixels, labels) = quadrants(70, 11);
     let teacher: Vec<f32> = (0..70 * 4).map(|i| (i % 7) as f32 - 3.0).collect();
     // Tag sets: the true quadrant, and for every third image also the next one.
@@ -320,11 +322,14 @@ fn resident_pipeline_equals_host_pipeline() {
     let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true, clip_frames: 0 }, ..config(2) };
     for (case, targets) in cases.iter().enumerate() {
         let go = |p| train_with(&data(&pixels), targets, &cfg, &Device::Cpu, None, &mut NoObserver, p).unwrap();
-        let (host, resident) = (go(Pipeline::Host), go(Pipeline::Resident));
-        assert_eq!(bits(&snapshot(&host.weights)), bits(&snapshot(&resident.weights)), "case {case}");
         let curve =
             |t: &Trained| t.history.iter().map(|s| (s.loss.to_bits(), s.accuracy.to_bits())).collect::<Vec<_>>();
-        assert_eq!(curve(&host), curve(&resident), "case {case}");
+        let host = go(Pipeline::Host);
+        for p in [Pipeline::ResidentSynced, Pipeline::Resident] {
+            let resident = go(p);
+            assert_eq!(bits(&snapshot(&host.weights)), bits(&snapshot(&resident.weights)), "case {case}, {p:?}");
+            assert_eq!(curve(&host), curve(&resident), "case {case}, {p:?}");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
 use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
+use super::pipeline::Pipeline;
 use super::resident::{EpochSums, ResidentImages};
 use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
@@ -170,18 +171,9 @@ pub struct Trained {
     pub history: Vec<EpochStats>,
 }
 
-/// How batches reach the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Pipeline {
-    /// Built on the host and copied per batch; loss and accuracy read per batch (the CPU's way).
-    Host,
-    /// Data and targets uploaded once, batches gathered on the device, sums read per epoch
-    /// ([`super::resident`]); falls back to `Host` for a data set too large to index in u32.
-    Resident,
-}
-
 /// Trains `cfg.arch` on `data` from scratch or from `resume`, reporting to `obs`. On a device
-/// other than the CPU the data set stays on the device ([`Pipeline::Resident`]).
+/// other than the CPU the data set stays on the device, unless `CFRUN_TRAIN_PIPELINE` says
+/// otherwise ([`super::pipeline`]).
 pub fn train(
     data: &ImageData,
     targets: &Targets,
@@ -190,11 +182,10 @@ pub fn train(
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
 ) -> Result<Trained, NnError> {
-    let pipeline = if device.is_cpu() { Pipeline::Host } else { Pipeline::Resident };
-    train_with(data, targets, cfg, device, resume, obs, pipeline)
+    train_with(data, targets, cfg, device, resume, obs, super::pipeline::pipeline_for(device))
 }
 
-/// [`train`] with the batch pipeline chosen by the caller (the tests run both on the CPU).
+/// [`train`] with the batch pipeline chosen by the caller (the tests run each on the CPU).
 pub(crate) fn train_with(
     data: &ImageData,
     targets: &Targets,
@@ -244,12 +235,14 @@ pub(crate) fn train_with(
     let (n, bs, len) = (data.n, cfg.batch_size, data.c * frames * data.h * data.w);
     let batches = n.div_ceil(bs);
     let resident = match pipeline {
-        Pipeline::Resident => Resident::upload(data, targets, &lut, cfg, device)?,
+        Pipeline::Resident | Pipeline::ResidentSynced => Resident::upload(data, targets, &lut, cfg, device)?,
         Pipeline::Host => None,
     };
-    if pipeline == Pipeline::Resident && resident.is_none() {
+    if pipeline != Pipeline::Host && resident.is_none() {
         tracing::info!("data set too large to index on the device in u32: batches are built on the host");
     }
+    let synced = pipeline == Pipeline::ResidentSynced;
+    tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "batch pipeline");
     let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
     // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
     let dtype = cfg.precision.dtype();
@@ -280,6 +273,9 @@ pub(crate) fn train_with(
                     prof.mark(Phase::Backward)?;
                     sgd.step(&grads, lr_of(b))?;
                     sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
+                    if synced {
+                        sums.read()?;
+                    }
                     prof.mark(Phase::Update)?;
                     obs.on_batch(epoch, b, batches);
                 }
