@@ -216,13 +216,14 @@ if (($(left) > (DRY ? 135 : 270))); then
 fi
 # The resident pipeline's two changes one at a time (nn/pipeline.rs): the sums read after every
 # batch (resident-sync: the per-batch wait for the device back), then batches built on the host
-# and copied per batch as well (host: the loop of 2026-11-26). In the dry run f32-j1 itself builds
-# on the host (the CPU's default), so there the ratios mean nothing; the steps still run.
+# and copied per batch as well (host: the loop of 2026-11-26). Each gets ~1.25 s of work an epoch
+# at the first run's rate, so that they take little from the agreement step (4). In the dry run
+# f32-j1 itself builds on the host (the CPU's default), so there the ratios mean nothing.
 if (($(left) > (DRY ? 130 : 260))); then
-  CFRUN_TRAIN_PIPELINE=resident-sync cf_bench f32-j1-sync "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+  CFRUN_TRAIN_PIPELINE=resident-sync cf_bench f32-j1-sync "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 if (($(left) > (DRY ? 125 : 250))); then
-  CFRUN_TRAIN_PIPELINE=host cf_bench f32-j1-host "$BIN" 1 f32 "$(per_job 4)" 2 >/dev/null
+  CFRUN_TRAIN_PIPELINE=host cf_bench f32-j1-host "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do
