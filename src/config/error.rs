@@ -148,7 +148,7 @@ const MAX_MESSAGE_CHARS: usize = 600;
 const MAX_SNIPPET_LINE: usize = 300;
 
 /// `text` with control and direction-changing characters escaped (`\u{1b}`), so input can never
-/// move the cursor, recolour or reorder the terminal, and cut to [`MAX_MESSAGE_CHARS`].
+/// move the cursor, recolour or reorder the terminal, and cut to `MAX_MESSAGE_CHARS`.
 pub fn printable(text: &str) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {

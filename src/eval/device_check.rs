@@ -12,13 +12,13 @@
 //! CPU"). So each preset's training comparison measures its own rounding spread first: the
 //! reference run repeated from initial weights perturbed by a relative 2^-20, about the rounding a
 //! forward pass accumulates, and the device may differ from the reference by up to
-//! [`SPREAD_FACTOR`] times the largest difference those perturbations made, or by the fixed
+//! `SPREAD_FACTOR` times the largest difference those perturbations made, or by the fixed
 //! floors, whichever is larger. A well-conditioned network keeps the floors; a chaotic one gets room
 //! in proportion to a measured spread, which the check prints beside its verdict.
 //!
 //! That room is wide for the deep video presets, and even the floors let a weight gradient that
 //! drops one of nine taps pass every training row but one (`docs/gpu-prep.md`). So every
-//! convolution and batch norm the device ran is also replayed alone ([`layers`]), where f32
+//! convolution and batch norm the device ran is also replayed alone (`device_check/layers.rs`), where f32
 //! agrees to ~1e-5 and a wrong kernel misses by far more.
 
 mod layers;

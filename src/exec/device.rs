@@ -64,7 +64,7 @@ pub struct JobDevices {
 }
 
 impl JobDevices {
-    /// Devices opened by [`for_parallel_job`] on `shared`.
+    /// Devices opened by `for_parallel_job` on `shared`.
     pub fn new(shared: Device) -> Self {
         Self::opened_by(move || for_parallel_job(&shared))
     }

@@ -10,7 +10,7 @@
 //! trunk as an ordinary model file (its `fc` zeroed: a Jigsaw network has no whole-image
 //! classifier) that `extract` reads like any other, and the head beside it.
 //!
-//! Training mirrors [`super::train`]: epoch `e` draws its shuffle and, per image in batch order,
+//! Training mirrors [`super::train()`]: epoch `e` draws its shuffle and, per image in batch order,
 //! the permutation index and the 9 crop offsets `(dy, dx)` from one ChaCha8 stream seeded by
 //! `(seed, e)`, so a run resumed from a [`TrainState`] is bit-identical to an uninterrupted one.
 
@@ -68,7 +68,7 @@ pub fn trunk_arch(arch: &ResNetConfig) -> ResNetConfig {
 
 /// Trains a Jigsaw network on `data` (images already `spec.grid` pixels square) with the
 /// permutation set `perms`; `cfg.arch` must be a [`trunk_arch`]. Reports to `obs` like
-/// [`super::train`] and returns every var, head included.
+/// [`super::train()`] and returns every var, head included.
 pub fn train_jigsaw(
     data: &ImageData,
     perms: &[Perm],

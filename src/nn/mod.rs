@@ -6,9 +6,9 @@
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices; [`conv_device`]: the
 //!   convolution's backward off the CPU fast path;
-//! - [`train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
+//! - [`mod@train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
 //! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;
-//! - [`extract`]: eval-mode features and logits;
+//! - [`mod@extract`]: eval-mode features and logits;
 //! - [`checkpoint`]: model files and training states (safetensors + JSON).
 //!
 //! Determinism: on CPU, the same inputs, config and seed give bit-identical weights, and a run

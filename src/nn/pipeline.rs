@@ -24,7 +24,7 @@ pub enum Pipeline {
     /// waits for the device once per step, as the host pipeline does.
     ResidentSynced = 2,
     /// Data and targets uploaded once, batches gathered on the device, sums read once per epoch
-    /// ([`super::resident`]); training falls back to `Host` for a data set too large to index in
+    /// (`nn/resident.rs`); training falls back to `Host` for a data set too large to index in
     /// u32.
     Resident = 3,
 }

@@ -9,7 +9,7 @@
 //! (zero padded), stacked along channels and mixed by a 1x1 convolution (again the fast op):
 //! `y[t] = sum_dt W_dt x[t + dt - kt/2]`. A temporal stride of 2 keeps the even frames.
 //! On CPU (f32) the stem and every block run as one fused op each instead
-//! ([`super::fused_video`], in train and eval mode; eval-mode outputs carry no gradient); the
+//! (`nn/fused_video.rs`, in train and eval mode; eval-mode outputs carry no gradient); the
 //! per-layer ops above are the reference and the path on other devices.
 //!
 //! Shapes for input `(N, C, T, H, W)` (a 4-D input is one frame per clip):

@@ -147,7 +147,7 @@ impl EpochSums {
 
 /// How many batch elements, over six batches of every example (the first unaugmented, as
 /// evaluation builds them; the rest from one seeded stream each side), the pipeline on `device`
-/// builds differently from the host's [`super::data::fill_batch`], bit for bit, and of how many.
+/// builds differently from the host's `fill_batch` (`nn/data.rs`), bit for bit, and of how many.
 /// Both read the same lookup table, so a correct device gathers the host's very values: any
 /// count but 0 is a wrong index (crop, flip, frame or channel). `check-device` runs this on the GPU.
 pub fn batches_differing_from_host(

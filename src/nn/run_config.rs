@@ -1,4 +1,4 @@
-//! What defines a training run and what one epoch reports: shared by the loop ([`super::train`])
+//! What defines a training run and what one epoch reports: shared by the loop ([`super::train()`])
 //! and its checkpoints ([`super::checkpoint`]), which both need them and neither owns them.
 
 use serde::{Deserialize, Serialize};

@@ -125,7 +125,7 @@ pub fn matches(obs: &Observation, sel: &Selector) -> bool {
     sel.iter().all(|(dim, c)| dim_value(obs, dim).is_some_and(|v| c.accepts(&v)))
 }
 
-/// Like [`matches`], but a dimension the observation lacks passes: scopes (`where`, `each`) then
+/// Like [`matches()`], but a dimension the observation lacks passes: scopes (`where`, `each`) then
 /// keep baselines that have no such axis (N_pre has no K) beside the series that do.
 pub fn within(obs: &Observation, sel: &Selector) -> bool {
     sel.iter().all(|(dim, c)| dim_value(obs, dim).is_none_or(|v| c.accepts(&v)))

@@ -1,5 +1,5 @@
 //! 2-D convolution without bias: a fast CPU custom op (im2col + GEMM; Winograd for wide 3x3
-//! stride-1 convolutions, see [`super::winograd`]) and, on other devices, candle's `conv2d` with
+//! stride-1 convolutions, see `nn/winograd.rs`) and, on other devices, candle's `conv2d` with
 //! the backward of [`super::conv_device`].
 //!
 //! Shapes: input `(N, Cin, H, W)`, weight `(Cout, Cin, K, K)` (PyTorch layout), output
@@ -13,9 +13,9 @@
 //! feature maps keeps the GEMMs wide enough to be efficient). With "same"-style padding every
 //! row of that matrix is one block copy, from the input (stride 1) or one of its phase planes
 //! (stride 2); the input gradient of a same-padded stride-1 convolution is itself such a
-//! convolution, of `dY` ([`Geom::adjoint`]), and otherwise `W^T dY` added back by col2im.
+//! convolution, of `dY` (`Geom::adjoint`), and otherwise `W^T dY` added back by col2im.
 //! Stride-1 forward products with a short inner dimension skip the column matrix altogether
-//! and read shifted windows of the padded input ([`super::shifted`]).
+//! and read shifted windows of the padded input (`nn/shifted.rs`).
 //! `benches/profiles/nets.md` has the measurements behind each choice.
 //!
 //! Determinism: work is split into fixed chunks of images; each chunk's weight gradient is a
