@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub use data::{aggregate_replicates, AxisValue, Filter, Record, REPLICATE_DIM, SOURCE_DIM};
 pub use figure::{render_figure, render_plot, RenderedFigure, PNG_SCALE};
 pub use plot::{FigureAxes, PlotSpec};
+pub use scene::xml_escape;
 pub(crate) use table::csv_line;
 pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
 

@@ -94,7 +94,8 @@ pub(crate) struct Scene {
     pub items: Vec<Item>,
 }
 
-fn xml_escape(s: &str) -> String {
+/// Escapes `&`, `<`, `>`, `"` and `'` for text and attribute values of SVG and of HTML pages.
+pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
