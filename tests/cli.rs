@@ -1915,8 +1915,9 @@ fn the_batch_pipelines_train_the_same_bits() {
     assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
 }
 
-/// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`); the
-/// artifacts are the bits one job at a time gives.
+/// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`), those
+/// that start together splitting the free threads, so a lone job gets them all; the artifacts
+/// are the bits one job at a time gives.
 #[test]
 fn parallel_jobs_give_the_artifacts_of_one_job() {
     let dir = tempfile::tempdir().unwrap();
@@ -1926,11 +1927,35 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
                 images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
                 [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
     std::fs::write(&file, text).unwrap();
+    // Four threads, so that every share is visible whatever the machine: `starts on N of 4`.
+    let run = |cache: &Path, jobs: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .args(["run", file.to_str().unwrap(), "--jobs", jobs, "--cache"])
+            .arg(cache)
+            .env("CFRUN_LOG", "cfrun=debug")
+            .env("RAYON_NUM_THREADS", "4")
+            .output()
+            .expect("cfrun starts");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        // "... DEBUG INSTANCE starts on N of 4 threads"
+        let starts: Vec<(&str, usize)> = err
+            .lines()
+            .filter_map(|l| l.split_once(" starts on "))
+            .map(|(head, tail)| (head.rsplit(' ').next().unwrap(), tail.split(' ').next().unwrap().parse().unwrap()))
+            .collect();
+        let width = |stage: &str| starts.iter().filter(|(name, _)| name.starts_with(stage)).map(|&(_, n)| n).collect();
+        (width("shapes"), width("net["), width("feats["))
+    };
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let a = cfrun(&one, &["run", file.to_str().unwrap(), "--jobs", "1"]);
-    assert!(a.status.success(), "{}", stderr(&a));
-    let b = cfrun(&two, &["run", file.to_str().unwrap(), "--jobs", "2"]);
-    assert!(b.status.success(), "{}", stderr(&b));
+    // One at a time: every job on all four threads.
+    assert_eq!(run(&one, "1"), (vec![4], vec![4, 4], vec![4, 4]));
+    // Two at a time: the lone data set on all four, the replicates side by side on two each;
+    // an extraction gets the threads free when its network ends: two, or four once the other
+    // replicate is done (which depends on timing).
+    let (shapes, nets, feats) = run(&two, "2");
+    assert_eq!((shapes, nets), (vec![4], vec![2, 2]));
+    assert!(feats.len() == 2 && feats.iter().all(|&n| n == 2 || n == 4), "{feats:?}");
     let (oa, ob) = (objects(&one), objects(&two));
     assert_eq!(oa.len(), 5, "{oa:?}");
     assert_eq!(oa, ob);

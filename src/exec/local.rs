@@ -1,6 +1,7 @@
 //! The local executor: jobs run on threads of this process, `jobs` at a time (on a GPU, each
 //! on a stream of its own when there are several, handed on from job to job: see
-//! [`super::device::JobDevices`]).
+//! [`super::device::JobDevices`]). On the CPU the jobs handed over together start together and
+//! split the threads no running job holds ([`super::job_pool`]).
 
 use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
@@ -10,7 +11,7 @@ use super::compute::{compute_guarded, ComputeEnv};
 use super::device::JobDevices;
 use super::executor::{Executor, Finished};
 use super::job::Job;
-use super::job_pool::JobPools;
+use super::job_pool::{shares, JobPools};
 
 /// Threads of this process.
 pub struct LocalExecutor {
@@ -21,17 +22,21 @@ pub struct LocalExecutor {
     devices: Option<Arc<JobDevices>>,
     backlog: VecDeque<Job>,
     running: usize,
-    tx: mpsc::Sender<Finished>,
-    rx: mpsc::Receiver<Finished>,
+    /// Threads the running jobs hold (always 0 on a GPU).
+    held: usize,
+    /// Each ended job, with the threads it gives back.
+    tx: mpsc::Sender<(Finished, usize)>,
+    rx: mpsc::Receiver<(Finished, usize)>,
 }
 
 impl LocalExecutor {
     /// Runs at most `jobs` jobs side by side in `env`.
     pub fn new(env: ComputeEnv, jobs: usize) -> LocalExecutor {
         let (tx, rx) = mpsc::channel();
-        let pools = Arc::new(JobPools::new(&env, jobs));
+        let pools = Arc::new(JobPools::new(&env));
         let devices = (jobs > 1).then(|| Arc::new(JobDevices::new(env.device.clone())));
-        LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog: VecDeque::new(), running: 0, tx, rx }
+        let backlog = VecDeque::new();
+        LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog, running: 0, held: 0, tx, rx }
     }
 
     /// Jobs taken and not yet reported.
@@ -39,29 +44,47 @@ impl LocalExecutor {
         self.running + self.backlog.len()
     }
 
+    /// Starts what the free slots and threads allow, the backlog's first jobs first. Called
+    /// before waiting rather than on each submission, so that the jobs of one scheduling round
+    /// are known together when the threads are shared out. With more slots than threads
+    /// (`--jobs` above the core count) each job still gets one thread, as asked.
     fn fill(&mut self) {
-        while self.running < self.jobs {
+        let total = self.pools.total();
+        let budget = total.max(self.jobs);
+        let free = budget.saturating_sub(self.held);
+        let mut starting = self.backlog.len().min(self.jobs.saturating_sub(self.running));
+        if total > 0 {
+            starting = starting.min(free);
+        }
+        let widths = if total > 0 { shares(free, starting, total) } else { vec![0; starting] };
+        for threads in widths {
             let Some(job) = self.backlog.pop_front() else { break };
             self.running += 1;
+            self.held += threads;
             let (mut env, tx) = (self.env.clone(), self.tx.clone());
             let devices = self.devices.clone();
             if let Some(d) = &devices {
                 env.device = d.take();
             }
             let (started, pools) = (Instant::now(), Arc::clone(&self.pools));
+            if total > 0 {
+                tracing::debug!("{} starts on {threads} of {total} threads", job.instance.name);
+            }
             std::thread::spawn(move || {
-                let result = pools.run(|| compute_guarded(&env, &job));
+                let result = pools.run(threads, || compute_guarded(&env, &job));
                 // Back before the report, so the job this one's end lets start finds it free.
                 if let Some(d) = devices {
                     d.put(env.device.clone());
                 }
-                let _ = tx.send(Finished { index: job.index, result, seconds: started.elapsed().as_secs_f64() });
+                let seconds = started.elapsed().as_secs_f64();
+                let _ = tx.send((Finished { index: job.index, result, seconds }, threads));
             });
         }
     }
 
     /// Like [`Executor::wait`], but gives up after `timeout` (returning nothing).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Vec<Finished> {
+        self.fill();
         if self.running == 0 {
             return Vec::new();
         }
@@ -69,26 +92,31 @@ impl LocalExecutor {
         self.collect(first)
     }
 
-    fn collect(&mut self, first: Finished) -> Vec<Finished> {
-        let mut out = vec![first];
-        out.extend(self.rx.try_iter());
-        self.running -= out.len();
-        self.fill();
+    fn collect(&mut self, first: (Finished, usize)) -> Vec<Finished> {
+        let mut out = Vec::new();
+        for (finished, threads) in std::iter::once(first).chain(self.rx.try_iter()) {
+            self.running -= 1;
+            self.held -= threads;
+            out.push(finished);
+        }
+        // Nothing starts here: the scheduler first hands over what these ends made ready, and the
+        // next wait starts the whole round together.
         out
     }
 }
 
 impl Executor for LocalExecutor {
+    /// Queues the job; it starts when the scheduler next waits, beside the others of its round.
     fn submit(&mut self, job: Job) {
         self.backlog.push_back(job);
-        self.fill();
     }
 
     fn has_room(&self) -> bool {
-        self.backlog.is_empty() && self.running < self.jobs
+        self.running + self.backlog.len() < self.jobs
     }
 
     fn wait(&mut self) -> Vec<Finished> {
+        self.fill();
         if self.running == 0 {
             return Vec::new();
         }
