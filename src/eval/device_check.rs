@@ -18,8 +18,8 @@
 //!
 //! That room is wide for the deep video presets, and even the floors let a weight gradient that
 //! drops one of nine taps pass every training row but one (`docs/gpu-prep.md`). So every
-//! convolution and batch norm the device ran is also replayed alone (`device_check/layers.rs`), where f32
-//! agrees to ~1e-5 and a wrong kernel misses by far more.
+//! convolution and batch norm the device ran is also replayed alone (`device_check/layers.rs`),
+//! where f32 agrees to ~1e-5 and a wrong kernel misses by far more.
 
 mod layers;
 

@@ -10,10 +10,10 @@
 //! and the job's thread does its share. `bench_train` measured 8-16 % more training images per
 //! second for resnet_cpu and resnet_small on 2 threads (`benches/profiles/nets.md`).
 //! Why shares rather than a fixed `threads / jobs`: an edited stage reruns as a chain, one job at
-//! a time, and a fixed share left all but `1 / jobs` of the machine idle for it (a lone
-//! resnet_small training with the default `--jobs` of a 2-core machine ran on one thread, 1.3x
-//! slower than with `--jobs 1`). Now jobs that start together split the threads no running job
-//! holds, so a lone job gets them all and a wide sweep still gets one each.
+//! a time, and a fixed share left all but `1 / jobs` of the machine idle for it. Now jobs that
+//! start together split the threads no running job holds, so a lone job gets them all and a wide
+//! sweep still gets one each: a data set and a lone resnet_small training ran 1.47x faster with
+//! the default `--jobs` of a 2-core machine (`benches/profiles/scheduling.md`).
 //! The kernels' results do not depend on the thread count, so artifacts are unchanged.
 
 use std::sync::{Arc, Mutex};

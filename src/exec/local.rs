@@ -50,13 +50,14 @@ impl LocalExecutor {
     /// (`--jobs` above the core count) each job still gets one thread, as asked.
     fn fill(&mut self) {
         let total = self.pools.total();
-        let budget = total.max(self.jobs);
-        let free = budget.saturating_sub(self.held);
-        let mut starting = self.backlog.len().min(self.jobs.saturating_sub(self.running));
-        if total > 0 {
-            starting = starting.min(free);
-        }
-        let widths = if total > 0 { shares(free, starting, total) } else { vec![0; starting] };
+        let starting = self.backlog.len().min(self.jobs.saturating_sub(self.running));
+        let widths = if total == 0 {
+            // A GPU's jobs hold no threads.
+            vec![0; starting]
+        } else {
+            let free = total.max(self.jobs).saturating_sub(self.held);
+            shares(free, starting.min(free), total)
+        };
         for threads in widths {
             let Some(job) = self.backlog.pop_front() else { break };
             self.running += 1;

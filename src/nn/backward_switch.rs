@@ -2,6 +2,7 @@
 //! per layer kind, for A/B measurements on a GPU: `CFRUN_CONV_BACKWARD` and `CFRUN_BN_BACKWARD`,
 //! each `cfrun` (the default) or `candle`, read by the binary at start-up.
 
+use super::env_flag::value_from_env;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whose backward a layer kind uses.
@@ -45,10 +46,8 @@ impl Switch {
 
     /// Applies this switch's environment variable when it is set.
     pub fn from_env(&self) -> Result<(), String> {
-        match std::env::var(self.env) {
-            Ok(v) => self.set(self.parse(&v)?),
-            Err(std::env::VarError::NotPresent) => {}
-            Err(e) => return Err(format!("{}: {e}", self.env)),
+        if let Some(backward) = value_from_env(self.env, |v| self.parse(v))? {
+            self.set(backward);
         }
         Ok(())
     }

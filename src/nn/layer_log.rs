@@ -41,22 +41,17 @@ thread_local! {
 /// Runs `f` and returns, beside its result, every distinct layer it ran on this thread (sorted).
 /// If `f` panics, the recording around this one (or none) is back in place as the panic leaves.
 pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerCall>) {
-    /// Puts the outer recording back and hands over this one; on unwind, by its destructor.
-    struct Restore(Option<Option<BTreeSet<LayerCall>>>);
-    impl Restore {
-        fn finish(&mut self) -> Option<BTreeSet<LayerCall>> {
-            let outer = self.0.take()?;
-            LOG.with(|log| std::mem::replace(&mut *log.borrow_mut(), outer))
-        }
-    }
-    impl Drop for Restore {
+    /// The recording around this one, put back when this one ends, by return or by unwind.
+    struct Outer(Option<BTreeSet<LayerCall>>);
+    impl Drop for Outer {
         fn drop(&mut self) {
-            self.finish();
+            LOG.with(|log| *log.borrow_mut() = self.0.take());
         }
     }
-    let mut restore = Restore(Some(LOG.with(|log| log.borrow_mut().replace(BTreeSet::new()))));
+    let outer = Outer(LOG.with(|log| log.borrow_mut().replace(BTreeSet::new())));
     let out = f();
-    let calls = restore.finish();
+    let calls = LOG.with(|log| log.borrow_mut().take());
+    drop(outer);
     (out, calls.unwrap_or_default().into_iter().collect())
 }
 

@@ -11,6 +11,7 @@
 //! All three train the same bits (`nn::tests::resident_pipeline_equals_host_pipeline`; the CLI's
 //! `the_batch_pipelines_train_the_same_bits`), so, like the device, the choice is in no recipe key.
 
+use super::env_flag::value_from_env;
 use candle_core::Device;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -46,21 +47,18 @@ pub(crate) fn pipeline_for(device: &Device) -> Pipeline {
 }
 
 fn resolve(forced: u8, device: &Device) -> Pipeline {
-    match forced {
-        1 => Pipeline::Host,
-        2 => Pipeline::ResidentSynced,
-        3 => Pipeline::Resident,
-        _ if device.is_cpu() => Pipeline::Host,
-        _ => Pipeline::Resident,
+    let all = [Pipeline::Host, Pipeline::ResidentSynced, Pipeline::Resident];
+    match all.into_iter().find(|&p| p as u8 == forced) {
+        Some(p) => p,
+        None if device.is_cpu() => Pipeline::Host,
+        None => Pipeline::Resident,
     }
 }
 
 /// Applies [`PIPELINE_ENV`] when it is set; a value that names no pipeline is the error.
 pub fn pipeline_from_env() -> Result<(), String> {
-    match std::env::var(PIPELINE_ENV) {
-        Ok(v) => set_pipeline(Some(parse(&v)?)),
-        Err(std::env::VarError::NotPresent) => {}
-        Err(e) => return Err(format!("{PIPELINE_ENV}: {e}")),
+    if let Some(pipeline) = value_from_env(PIPELINE_ENV, parse)? {
+        set_pipeline(Some(pipeline));
     }
     Ok(())
 }
