@@ -7,8 +7,9 @@
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
 #      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
 #      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1), the resident pipeline's two changes
-#      undone one at a time (1 job each, CFRUN_TRAIN_PIPELINE=resident-sync, then =host) and, for
-#      the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in
+#      undone one at a time (1 job each, CFRUN_TRAIN_PIPELINE=resident-sync, then =host), the
+#      optimiser's update per parameter instead of flat (1 job, CFRUN_SGD_UPDATE=per-param) and,
+#      for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in
 #      cfrun/; and
 #      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
 #   3. PyTorch's throughput for the same network on the same card (benches/python/torch_resnet.py
@@ -224,6 +225,12 @@ if (($(left) > (DRY ? 130 : 260))); then
 fi
 if (($(left) > (DRY ? 125 : 250))); then
   CFRUN_TRAIN_PIPELINE=host cf_bench f32-j1-host "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
+fi
+# The optimiser's update parameter by parameter (nn/sgd/update.rs: ~350 launches a step for
+# resnet_gpu) against the flat update every other run uses (~134): same bits, so only the time
+# differs. Same small share of work as the pipeline rows.
+if (($(left) > (DRY ? 120 : 240))); then
+  CFRUN_SGD_UPDATE=per-param cf_bench f32-j1-sgdper "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do

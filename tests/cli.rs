@@ -1915,6 +1915,38 @@ fn the_batch_pipelines_train_the_same_bits() {
     assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
 }
 
+/// `CFRUN_SGD_UPDATE` chooses how the optimiser writes its update (`nn/sgd/update.rs`; flat is
+/// the GPU's default): the choice is logged, every one makes the default's objects bit for bit,
+/// and a wrong name is refused with exit 2 before anything runs.
+#[test]
+fn the_sgd_updates_train_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sgd.toml");
+    std::fs::write(&file, tiny_training("sgd", 32, "batch_size = 16\n")).unwrap();
+    let run = |cache: &Path, value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
+        if let Some(v) = value {
+            cmd.env("CFRUN_SGD_UPDATE", v);
+        }
+        cmd.output().expect("cfrun starts")
+    };
+    let default = dir.path().join("default");
+    let a = run(&default, None);
+    assert!(a.status.success() && stderr(&a).contains("sgd update update=Slices"), "{}", stderr(&a));
+    for (value, shown) in [("flat", "Flat"), ("per-param", "PerParam"), ("slices", "Slices")] {
+        let cache = dir.path().join(value);
+        let b = run(&cache, Some(value));
+        let err = stderr(&b);
+        let chosen = err.lines().any(|l| l.contains("sgd update") && l.ends_with(&format!("update={shown}")));
+        assert!(b.status.success() && chosen, "{value}: {err}");
+        assert_eq!(objects(&default), objects(&cache), "{value} changed an artifact");
+    }
+    let bad = run(&dir.path().join("bad"), Some("fused"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("CFRUN_SGD_UPDATE=\"fused\": expected `slices`"), "{}", stderr(&bad));
+}
+
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`), those
 /// that start together splitting the free threads, so a lone job gets them all; the artifacts
 /// are the bits one job at a time gives.

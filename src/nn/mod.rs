@@ -68,10 +68,11 @@ pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
-/// [`pipeline`], [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
+/// [`pipeline`], [`sgd::update`], [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
     pipeline::pipeline_from_env()?;
+    sgd::update::update_from_env()?;
     step_profile::step_profile_from_env()?;
     gemm_tf32::gemm_tf32_from_env()
 }

@@ -368,7 +368,7 @@ pub(crate) fn finish_epoch(
     let state = TrainState {
         epoch: t.epoch + 1,
         weights: varmap.clone(),
-        momentum: sgd.buffers().clone(),
+        momentum: sgd.buffers()?,
         norm: norm.clone(),
         history: history.clone(),
         config: cfg.clone(),
