@@ -1889,30 +1889,37 @@ fn the_step_profile_is_logged_per_epoch_and_changes_no_artifact() {
 #[test]
 fn the_batch_pipelines_train_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("pipe.toml");
-    std::fs::write(&file, tiny_training("pipe", 32, "batch_size = 16\ncrop_padding = 2\nhflip = true\n")).unwrap();
-    let run = |cache: &Path, value: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
-        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
-        if let Some(v) = value {
-            cmd.env("CFRUN_TRAIN_PIPELINE", v);
+    let augment = "batch_size = 16\ncrop_padding = 2\nhflip = true\n";
+    // Labels, and tag sets (spread on the device by the resident pipeline, on the host by `host`).
+    let tags = tiny_training("pipe", 32, augment).replace("labels = \"shapes.labels\"", "labels = \"tags.labels\"")
+        + "\n[stages.tags]\nop = \"weak_tags\"\nlabels = \"shapes.labels\"\nsynonyms = 2\npolysemous = 1\n\
+           nonvisual = 1\nnoise = 0.2\npolysemy = 0.3\nextra = 0.5\ndrop = 0.1\nnonvisual_rate = 0.3\n";
+    for (name, text) in [("labels", tiny_training("pipe", 32, augment)), ("tags", tags)] {
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let run = |cache: &Path, value: Option<&str>| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+            cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
+            if let Some(v) = value {
+                cmd.env("CFRUN_TRAIN_PIPELINE", v);
+            }
+            cmd.output().expect("cfrun starts")
+        };
+        let default = dir.path().join(format!("{name}-default"));
+        let a = run(&default, None);
+        assert!(a.status.success() && stderr(&a).contains("pipeline=Host"), "{name}: {}", stderr(&a));
+        for (value, shown) in [("resident-sync", "ResidentSynced"), ("resident", "Resident"), ("host", "Host")] {
+            let cache = dir.path().join(format!("{name}-{value}"));
+            let b = run(&cache, Some(value));
+            let err = stderr(&b);
+            let chosen = err.lines().any(|l| l.contains("batch pipeline") && l.ends_with(&format!("pipeline={shown}")));
+            assert!(b.status.success() && chosen, "{name}, {value}: {err}");
+            assert_eq!(objects(&default), objects(&cache), "{name}: {value} changed an artifact");
         }
-        cmd.output().expect("cfrun starts")
-    };
-    let default = dir.path().join("default");
-    let a = run(&default, None);
-    assert!(a.status.success() && stderr(&a).contains("pipeline=Host"), "{}", stderr(&a));
-    for (value, shown) in [("resident-sync", "ResidentSynced"), ("resident", "Resident"), ("host", "Host")] {
-        let cache = dir.path().join(value);
-        let b = run(&cache, Some(value));
-        let err = stderr(&b);
-        let chosen = err.lines().any(|l| l.contains("batch pipeline") && l.ends_with(&format!("pipeline={shown}")));
-        assert!(b.status.success() && chosen, "{value}: {err}");
-        assert_eq!(objects(&default), objects(&cache), "{value} changed an artifact");
+        let bad = run(&dir.path().join(format!("{name}-bad")), Some("device"));
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
     }
-    let bad = run(&dir.path().join("bad"), Some("device"));
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
 }
 
 /// `CFRUN_SGD_UPDATE` chooses how the optimiser writes its update (`nn/sgd/update.rs`; flat is

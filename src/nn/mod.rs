@@ -40,6 +40,7 @@ mod precomputed;
 pub mod quadrants;
 pub mod r2plus1d;
 mod resident;
+mod resident_tags;
 pub mod resnet;
 pub mod run_config;
 pub mod schedule;

@@ -18,6 +18,7 @@ use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
 use super::pipeline::Pipeline;
 use super::resident::{EpochSums, ResidentImages};
+use super::resident_tags::ResidentTags;
 use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
@@ -494,8 +495,11 @@ fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tenso
 /// The data set and targets resident on the device ([`Pipeline::Resident`]).
 struct Resident {
     images: ResidentImages,
-    /// `(n,)` u32 labels (not for tag sets, whose spreads are built per batch).
+    /// `(n,)` u32 labels.
     labels: Option<Tensor>,
+    /// Tag sets, spread per batch on the device (`None` for labels, or a table too wide: then
+    /// the spreads are built on the host).
+    tags: Option<ResidentTags>,
     /// Distillation: the teacher's `(n, k)` probabilities and log-probabilities at temperature T.
     teacher: Option<(Tensor, Tensor)>,
 }
@@ -511,9 +515,9 @@ impl Resident {
         dev: &Device,
     ) -> Result<Option<Self>, NnError> {
         let Some(images) = ResidentImages::upload(data, lut, &cfg.augment, dev)? else { return Ok(None) };
-        let labels = match targets.truth() {
-            Truth::Labels(l) => Some(Tensor::from_slice(l, l.len(), dev)?),
-            Truth::Tags { .. } => None,
+        let (labels, tags) = match targets.truth() {
+            Truth::Labels(l) => (Some(Tensor::from_slice(l, l.len(), dev)?), None),
+            Truth::Tags { offsets, ids } => (None, ResidentTags::upload(offsets, ids, dev)?),
         };
         let teacher = match *targets {
             Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } if sw > 0.0 => {
@@ -522,15 +526,16 @@ impl Resident {
             }
             _ => None,
         };
-        Ok(Some(Resident { images, labels, teacher }))
+        Ok(Some(Resident { images, labels, tags, teacher }))
     }
 
     /// The hard target of images `idx` (`ids` on the device) over `k` classes: gathered labels,
-    /// or tag spreads built on the host.
+    /// or tag spreads written on the device (on the host when the table was too wide).
     fn hard_target(&self, truth: &Truth, idx: &[usize], ids: &Tensor, k: usize) -> Result<HardTarget, NnError> {
-        match &self.labels {
-            Some(labels) => Ok(HardTarget::Labels(labels.index_select(ids, 0)?)),
-            None => HardTarget::from_host(truth, idx, k, ids.device()),
+        match (&self.labels, &self.tags) {
+            (Some(labels), _) => Ok(HardTarget::Labels(labels.index_select(ids, 0)?)),
+            (None, Some(tags)) => Ok(HardTarget::Spread(tags.spread(ids, k)?)),
+            (None, None) => HardTarget::from_host(truth, idx, k, ids.device()),
         }
     }
 
