@@ -346,6 +346,18 @@ fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
     }
 }
 
+/// The optimiser's flat update (the default off the CPU) against its per-parameter update on
+/// the device, bit for bit: the two must train the same bits for the choice to stay out of the
+/// recipe key, and only the device's kernels can show it.
+fn update_check(device: &Device, out: &mut Vec<Check>) {
+    let what = "SGD: flat update against per parameter on the device, 5 steps: share of values not bit for bit";
+    let (result, seconds) = on_device(device, || nn::sgd::flat_update_differing(device));
+    out.push(match result {
+        Ok((differing, total)) => check(what.into(), differing as f64 / total as f64, 0.0, (0.0, seconds)),
+        Err(e) => failed(what.into(), e, 0.0, (0.0, seconds)),
+    });
+}
+
 fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (n, d) = (6000, 64);
@@ -418,6 +430,10 @@ pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, Str
     preset_checks(device, presets, &mut out)?;
     guarded("device-built batches", &mut out, |out| {
         pipeline_check(device, out);
+        Ok(())
+    })?;
+    guarded("optimiser update", &mut out, |out| {
+        update_check(device, out);
         Ok(())
     })?;
     guarded("half precision", &mut out, |out| {

@@ -127,14 +127,17 @@ impl Flat {
         Ok(())
     }
 
-    /// The held parameters' momentum buffers by name, each shaped as its parameter.
+    /// The held parameters' momentum buffers by name, each shaped as its parameter: copies, not
+    /// views of the group's buffer, which a checkpoint would read whole from the device for each
+    /// view (candle's `to_vec1` copies a CUDA tensor's whole storage), and which a handed-back
+    /// buffer would keep alive.
     pub fn buffers(&self, params: &[(String, Var)]) -> Result<BTreeMap<String, Tensor>, NnError> {
         let mut out = BTreeMap::new();
         for group in &self.groups {
             let Some(buffer) = &group.buffer else { continue };
             for &(i, at) in &group.members {
                 let (name, var) = &params[i];
-                out.insert(name.clone(), buffer.narrow(0, at, var.elem_count())?.reshape(var.shape())?);
+                out.insert(name.clone(), buffer.narrow(0, at, var.elem_count())?.reshape(var.shape())?.copy()?);
             }
         }
         Ok(out)

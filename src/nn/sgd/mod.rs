@@ -20,8 +20,11 @@
 //! parameters concatenated (`flat.rs`, the default on other devices, where launches count).
 
 mod flat;
+mod same_bits;
 mod slices;
 pub mod update;
+
+pub use same_bits::flat_update_differing;
 
 use super::NnError;
 use candle_core::backprop::GradStore;
