@@ -361,6 +361,20 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     let reference = tempfile::tempdir().unwrap();
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(killed.path()), objects(reference.path()));
+
+    // Puzzles cut by the device pipeline (a GPU's default; here on the CPU device) give the same
+    // objects as the host's.
+    let resident = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([file.to_str().unwrap(), "--cache"])
+        .arg(resident.path())
+        .args(longer)
+        .env("CFRUN_TRAIN_PIPELINE", "resident")
+        .env("CFRUN_LOG", "cfrun=debug")
+        .output()
+        .expect("cfrun starts");
+    assert!(out.status.success() && stderr(&out).contains("jigsaw pipeline pipeline=Resident"), "{}", stderr(&out));
+    assert_eq!(objects(resident.path()), objects(reference.path()));
 }
 
 #[test]
@@ -530,6 +544,20 @@ fn selfsup_pipeline_end_to_end_with_jigsaw_resume_after_kill() {
     let reference = tempfile::tempdir().unwrap();
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(killed.path()), objects(reference.path()));
+
+    // Puzzles cut by the device pipeline (a GPU's default; here on the CPU device) give the same
+    // objects as the host's.
+    let resident = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([file.to_str().unwrap(), "--cache"])
+        .arg(resident.path())
+        .args(longer)
+        .env("CFRUN_TRAIN_PIPELINE", "resident")
+        .env("CFRUN_LOG", "cfrun=debug")
+        .output()
+        .expect("cfrun starts");
+    assert!(out.status.success() && stderr(&out).contains("jigsaw pipeline pipeline=Resident"), "{}", stderr(&out));
+    assert_eq!(objects(resident.path()), objects(reference.path()));
 }
 
 /// The first report file ending in `suffix` that a run of `file` lists.

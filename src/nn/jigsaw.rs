@@ -25,6 +25,9 @@ use rand::Rng;
 use super::arch::Arch;
 use super::data::{ImageData, Normalization};
 use super::init::init_weights;
+use super::jigsaw_resident::ResidentPuzzles;
+use super::pipeline::Pipeline;
+use super::resident::EpochSums;
 use super::resnet::{ResNet, ResNetConfig};
 use super::run_config::TrainConfig;
 use super::schedule::lr_at;
@@ -68,7 +71,8 @@ pub fn trunk_arch(arch: &ResNetConfig) -> ResNetConfig {
 
 /// Trains a Jigsaw network on `data` (images already `spec.grid` pixels square) with the
 /// permutation set `perms`; `cfg.arch` must be a [`trunk_arch`]. Reports to `obs` like
-/// [`super::train()`] and returns every var, head included.
+/// [`super::train()`] and returns every var, head included. Off the CPU the puzzles are cut on
+/// the device (`nn/jigsaw_resident.rs`), as [`super::train()`]'s batches are built there.
 pub fn train_jigsaw(
     data: &ImageData,
     perms: &[Perm],
@@ -78,6 +82,27 @@ pub fn train_jigsaw(
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
 ) -> Result<Trained, NnError> {
+    let pipeline = super::pipeline::pipeline_for(device);
+    train_jigsaw_with(data, Puzzles { perms, spec }, cfg, device, resume, obs, pipeline)
+}
+
+/// The pretext task: the permutation set and the puzzles' geometry.
+struct Puzzles<'a> {
+    perms: &'a [Perm],
+    spec: &'a TileSpec,
+}
+
+/// [`train_jigsaw`] with the batch pipeline chosen by the caller (the tests run each on the CPU).
+fn train_jigsaw_with(
+    data: &ImageData,
+    puzzles: Puzzles,
+    cfg: &TrainConfig,
+    device: &Device,
+    resume: Option<TrainState>,
+    obs: &mut dyn TrainObserver,
+    pipeline: Pipeline,
+) -> Result<Trained, NnError> {
+    let Puzzles { perms, spec } = puzzles;
     data.validate()?;
     cfg.arch.validate()?;
     spec.validate().map_err(|e| NnError::invalid(e.to_string()))?;
@@ -115,39 +140,74 @@ pub fn train_jigsaw(
     let (n, bs, c, t) = (data.n, cfg.batch_size, data.c, spec.tile);
     let (len, puzzle_len) = (data.image_len(), TILES * c * t * t);
     let batches = n.div_ceil(bs);
+    let resident = match pipeline {
+        Pipeline::Host => None,
+        Pipeline::Resident | Pipeline::ResidentSynced => ResidentPuzzles::upload(data.pixels, c, spec, &lut, device)?,
+    };
+    let synced = pipeline == Pipeline::ResidentSynced;
+    tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "jigsaw pipeline");
     let mut puzzle = vec![0u8; puzzle_len];
-    let mut xbuf = vec![0f32; bs.min(n) * puzzle_len];
+    let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * puzzle_len }];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
         let mut rng = rng::stream(cfg.seed, "epoch", epoch as u64);
         let order = permutation(n, &mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
+        let mut sums = EpochSums::new(device)?;
         let first_lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches);
         for b in 0..batches {
             let idx = &order[b * bs..((b + 1) * bs).min(n)];
+            // Per image in batch order: its permutation, then its 9 crop offsets.
             let mut labels = Vec::with_capacity(idx.len());
-            for (slot, &i) in idx.iter().enumerate() {
-                let class = rng.random_range(0..perms.len());
-                let offsets: [(usize, usize); TILES] =
-                    std::array::from_fn(|_| (rng.random_range(0..=spec.jitter()), rng.random_range(0..=spec.jitter())));
-                cut_puzzle(&data.pixels[i * len..(i + 1) * len], c, spec, &perms[class], &offsets, &mut puzzle);
-                let dst = &mut xbuf[slot * puzzle_len..(slot + 1) * puzzle_len];
-                for (k, (d, &p)) in dst.iter_mut().zip(&puzzle).enumerate() {
-                    *d = lut[(k / (t * t)) % c][p as usize];
-                }
-                labels.push(class as u32);
+            let mut offsets = Vec::with_capacity(idx.len());
+            for _ in idx {
+                labels.push(rng.random_range(0..perms.len()) as u32);
+                offsets.push(std::array::from_fn(|_| {
+                    (rng.random_range(0..=spec.jitter()), rng.random_range(0..=spec.jitter()))
+                }));
             }
-            let x = Tensor::from_slice(&xbuf[..idx.len() * puzzle_len], (idx.len() * TILES, c, t, t), device)?;
+            let chosen: Vec<&Perm> = labels.iter().map(|&class| &perms[class as usize]).collect();
+            let x = match &resident {
+                Some(res) => res.batch(idx, &chosen, &offsets)?,
+                None => {
+                    for (slot, &i) in idx.iter().enumerate() {
+                        cut_puzzle(
+                            &data.pixels[i * len..(i + 1) * len],
+                            c,
+                            spec,
+                            chosen[slot],
+                            &offsets[slot],
+                            &mut puzzle,
+                        );
+                        let dst = &mut xbuf[slot * puzzle_len..(slot + 1) * puzzle_len];
+                        for (k, (d, &p)) in dst.iter_mut().zip(&puzzle).enumerate() {
+                            *d = lut[(k / (t * t)) % c][p as usize];
+                        }
+                    }
+                    Tensor::from_slice(&xbuf[..idx.len() * puzzle_len], (idx.len() * TILES, c, t, t), device)?
+                }
+            };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
             let logits = model.forward_t(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let grads = loss.backward()?;
             sgd.step(&grads, lr)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            if resident.is_some() {
+                // On the device, read once per epoch (every batch with `resident-sync`).
+                sums.add(&loss, idx.len(), &logits.argmax(1)?.eq(&y)?.to_dtype(DType::F64)?.sum_all()?)?;
+                if synced {
+                    sums.read()?;
+                }
+            } else {
+                loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+                let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+                correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            }
             obs.on_batch(epoch, b, batches);
+        }
+        if resident.is_some() {
+            (loss_sum, correct) = sums.read()?;
         }
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
@@ -183,6 +243,51 @@ mod tests {
     use super::*;
     use crate::nn::{Augment, NoObserver, Schedule};
     use crate::selfsup::permutations::max_hamming_set;
+
+    /// The puzzles cut on the device (run here on the CPU device) train the host's bits, with the
+    /// sums read per epoch or after every batch: weights, running statistics, the head and the
+    /// curve. Jitter on, two channels, a short last batch.
+    #[test]
+    fn the_puzzle_pipelines_train_the_same_bits() {
+        let spec = TileSpec { grid: 24, tile: 6 };
+        let (n, c) = (11, 2);
+        let pixels: Vec<u8> = (0..n * c * 24 * 24).map(|v| ((v * 29 + v / 24 * 5) % 256) as u8).collect();
+        let data = ImageData { pixels: &pixels, n, c, t: 1, h: 24, w: 24 };
+        let (perms, _) = max_hamming_set(5, 0);
+        let cfg = TrainConfig {
+            arch: trunk_arch(&ResNetConfig::resnet_tiny(2, 10)).into(),
+            epochs: 2,
+            batch_size: 4,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0,
+            schedule: Schedule::Cosine,
+            augment: Augment::default(),
+            seed: 3,
+            precision: Default::default(),
+        };
+        let go = |pipeline| {
+            let puzzles = Puzzles { perms: &perms, spec: &spec };
+            train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, pipeline).unwrap()
+        };
+        let bits = |t: &Trained| {
+            let vars = t.weights.data().lock().unwrap().clone();
+            let weights: BTreeMap<String, Vec<u32>> = vars
+                .iter()
+                .map(|(k, v)| {
+                    let values = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    (k.clone(), values.iter().map(|x| x.to_bits()).collect())
+                })
+                .collect();
+            let curve: Vec<(u64, u64)> = t.history.iter().map(|e| (e.loss.to_bits(), e.accuracy.to_bits())).collect();
+            (weights, curve)
+        };
+        let host = bits(&go(Pipeline::Host));
+        for pipeline in [Pipeline::ResidentSynced, Pipeline::Resident] {
+            assert_eq!(bits(&go(pipeline)), host, "{pipeline:?}");
+        }
+    }
 
     #[test]
     fn trains_saves_a_loadable_trunk_and_resumes_bit_exactly() {

@@ -34,6 +34,7 @@ mod fused_video;
 pub mod gemm_tf32;
 pub mod init;
 pub mod jigsaw;
+mod jigsaw_resident;
 pub mod layer_log;
 pub mod pipeline;
 mod precomputed;

@@ -1,0 +1,120 @@
+//! Jigsaw puzzles cut on the device: the (already upsampled) images uploaded once per stage,
+//! each batch's `(b * 9, c, tile, tile)` tiles gathered by device ops from one small index
+//! tensor, instead of cut and normalised on the host and copied every batch. The host still
+//! draws each puzzle's permutation and crop offsets, in the host loop's order, so the tiles are
+//! the host's bit for bit (both read the host's normalisation table).
+//!
+//! Tile element `(puzzle, slot, ch, y, x)` reads pixel `base[puzzle, slot, ch] + y * grid + x`,
+//! where `base` is the image, the channel plane, and the corner of the crop of cell
+//! `perm[slot]` at that cell's offset; the pixel's value plus `256 * ch` indexes the table.
+
+use super::NnError;
+use crate::selfsup::permutations::{Perm, TILES};
+use crate::selfsup::tiles::TileSpec;
+use candle_core::{DType, Device, Tensor};
+
+/// An image set resident on a device, ready to be cut into puzzles.
+pub(crate) struct ResidentPuzzles {
+    /// `(n * c * grid * grid,)` u8: the images, flattened.
+    pixels: Tensor,
+    /// `(c * 256,)` f32: the normalised value of each pixel value, channel after channel.
+    lut: Tensor,
+    /// `(1, 9 * c, 1)` u32: `256 * channel` of each plane of a puzzle.
+    chan_offset: Tensor,
+    /// `(1, 1, tile, 1)` u32: `y * grid`.
+    rows: Tensor,
+    /// `(1, 1, 1, tile)` u32: `x`.
+    cols: Tensor,
+    c: usize,
+    spec: TileSpec,
+}
+
+impl ResidentPuzzles {
+    /// Uploads `n` images of `c` channels, `spec.grid` pixels square, and the normalisation
+    /// table `lut`; `None` when the pixels are more than u32 indices reach.
+    pub(crate) fn upload(
+        pixels: &[u8],
+        c: usize,
+        spec: &TileSpec,
+        lut: &[[f32; 256]],
+        dev: &Device,
+    ) -> Result<Option<Self>, NnError> {
+        if pixels.len() > u32::MAX as usize {
+            return Ok(None);
+        }
+        let (g, t) = (spec.grid, spec.tile);
+        let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
+        let offsets: Vec<u32> = (0..TILES * c).map(|plane| (plane % c * 256) as u32).collect();
+        Ok(Some(ResidentPuzzles {
+            pixels: Tensor::from_slice(pixels, pixels.len(), dev)?,
+            lut: Tensor::from_vec(table, c * 256, dev)?,
+            chan_offset: Tensor::from_vec(offsets, (1, TILES * c, 1), dev)?,
+            rows: Tensor::from_vec((0..t).map(|y| (y * g) as u32).collect::<Vec<_>>(), (1, 1, t, 1), dev)?,
+            cols: Tensor::from_vec((0..t as u32).collect::<Vec<_>>(), (1, 1, 1, t), dev)?,
+            c,
+            spec: *spec,
+        }))
+    }
+
+    /// The tiles of puzzle `p` of image `images[p]`, shuffled by `perms[p]` with the crop
+    /// offsets `offsets[p]` (as `cut_puzzle` takes them), normalised: `(b * 9, c, tile, tile)`.
+    pub(crate) fn batch(
+        &self,
+        images: &[usize],
+        perms: &[&Perm],
+        offsets: &[[(usize, usize); TILES]],
+    ) -> Result<Tensor, NnError> {
+        let (c, g, t, cell) = (self.c, self.spec.grid, self.spec.tile, self.spec.cell());
+        let mut base = Vec::with_capacity(images.len() * TILES * c);
+        for ((&i, perm), offsets) in images.iter().zip(perms).zip(offsets) {
+            for &src_cell in perm.iter() {
+                let (cy, cx) = (src_cell as usize / 3, src_cell as usize % 3);
+                let (dy, dx) = offsets[src_cell as usize];
+                let corner = (cy * cell + dy) * g + cx * cell + dx;
+                base.extend((0..c).map(|ch| ((i * c + ch) * g * g + corner) as u32));
+            }
+        }
+        let b = images.len();
+        let base = Tensor::from_vec(base, (b, TILES * c, 1, 1), self.pixels.device())?;
+        let at = base.broadcast_add(&self.rows)?.broadcast_add(&self.cols)?.flatten_all()?;
+        let values = self.pixels.index_select(&at, 0)?.to_dtype(DType::U32)?.reshape((b, TILES * c, t * t))?;
+        let codes = values.broadcast_add(&self.chan_offset)?.flatten_all()?;
+        Ok(self.lut.index_select(&codes, 0)?.reshape((b * TILES, c, t, t))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selfsup::permutations::max_hamming_set;
+    use crate::selfsup::tiles::cut_puzzle;
+
+    /// Puzzles of 2-channel images with jitter, each image with its own permutation and offsets,
+    /// one image twice: every value is the host's (`cut_puzzle`, then the table) bit for bit.
+    #[test]
+    fn device_puzzles_equal_host_puzzles() {
+        let (n, c, spec) = (5, 2, TileSpec { grid: 24, tile: 6 });
+        let len = c * spec.grid * spec.grid;
+        let pixels: Vec<u8> = (0..n * len).map(|v| ((v * 37 + v / 7) % 256) as u8).collect();
+        let lut: Vec<[f32; 256]> =
+            (0..c).map(|ch| std::array::from_fn(|p| (p as f32 - 100.0 - ch as f32) / 57.0)).collect();
+        let (perms, _) = max_hamming_set(6, 0);
+        let images = [3usize, 0, 4, 3];
+        let chosen: Vec<&Perm> = images.iter().enumerate().map(|(k, _)| &perms[(k * 5 + 1) % perms.len()]).collect();
+        let offsets: Vec<[(usize, usize); TILES]> =
+            (0..images.len()).map(|k| std::array::from_fn(|cell| ((k + cell) % 3, (k * 2 + cell * 5) % 3))).collect();
+        let res = ResidentPuzzles::upload(&pixels, c, &spec, &lut, &Device::Cpu).unwrap().unwrap();
+        let got = res.batch(&images, &chosen, &offsets).unwrap();
+        let t = spec.tile;
+        assert_eq!(got.dims(), &[images.len() * TILES, c, t, t]);
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut puzzle = vec![0u8; TILES * c * t * t];
+        let mut want = Vec::new();
+        for (k, &i) in images.iter().enumerate() {
+            cut_puzzle(&pixels[i * len..(i + 1) * len], c, &spec, chosen[k], &offsets[k], &mut puzzle);
+            want.extend(puzzle.iter().enumerate().map(|(e, &p)| lut[(e / (t * t)) % c][p as usize]));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+    }
+}
