@@ -9,9 +9,11 @@
 //! `perm[slot]` at that cell's offset; the pixel's value plus `256 * ch` indexes the table.
 
 use super::NnError;
-use crate::selfsup::permutations::{Perm, TILES};
-use crate::selfsup::tiles::TileSpec;
+use crate::selfsup::permutations::{max_hamming_set, Perm, TILES};
+use crate::selfsup::tiles::{cut_puzzle, TileSpec};
 use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// An image set resident on a device, ready to be cut into puzzles.
 pub(crate) struct ResidentPuzzles {
@@ -83,11 +85,56 @@ impl ResidentPuzzles {
     }
 }
 
+/// How many tile values, over 12 puzzles of random 3-channel 30 x 30 images (tiles of 8, so
+/// jitter of 2; permutations of a 24-permutation set and offsets drawn from a fixed seed), the
+/// puzzles cut on `device` differ from the host's (`cut_puzzle`, then the table) bit for bit,
+/// and of how many. Both read the same table, so any count but 0 is a wrong index.
+/// `check-device` runs it on the GPU.
+pub fn puzzles_differing_from_host(device: &Device) -> Result<(usize, usize), NnError> {
+    let (n, c, spec) = (8, 3, TileSpec { grid: 30, tile: 8 });
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let pixels: Vec<u8> = (0..n * c * 30 * 30).map(|_| rng.random()).collect();
+    let lut: Vec<[f32; 256]> =
+        (0..c).map(|ch| std::array::from_fn(|p| (p as f32 - 120.0 + ch as f32) / 61.0)).collect();
+    let (perms, _) = max_hamming_set(24, 0);
+    let images: Vec<usize> = (0..12).map(|_| rng.random_range(0..n)).collect();
+    let chosen: Vec<&Perm> = images.iter().map(|_| &perms[rng.random_range(0..perms.len())]).collect();
+    let jitter = spec.jitter();
+    let offsets: Vec<[(usize, usize); TILES]> = images
+        .iter()
+        .map(|_| std::array::from_fn(|_| (rng.random_range(0..=jitter), rng.random_range(0..=jitter))))
+        .collect();
+    let res = ResidentPuzzles::upload(&pixels, c, &spec, &lut, device)?
+        .ok_or_else(|| NnError::invalid("puzzle check: images too large to index"))?;
+    let got = res.batch(&images, &chosen, &offsets)?.flatten_all()?.to_vec1::<f32>()?;
+    let want = host_puzzles(&pixels, c, &spec, &lut, &images, &chosen, &offsets);
+    let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    Ok((differing + want.len().abs_diff(got.len()), want.len()))
+}
+
+/// The host's tiles of the same puzzles, normalised as the host training loop does.
+fn host_puzzles(
+    pixels: &[u8],
+    c: usize,
+    spec: &TileSpec,
+    lut: &[[f32; 256]],
+    images: &[usize],
+    perms: &[&Perm],
+    offsets: &[[(usize, usize); TILES]],
+) -> Vec<f32> {
+    let (len, t) = (c * spec.grid * spec.grid, spec.tile);
+    let mut puzzle = vec![0u8; TILES * c * t * t];
+    let mut out = Vec::with_capacity(images.len() * puzzle.len());
+    for ((&i, perm), offsets) in images.iter().zip(perms).zip(offsets) {
+        cut_puzzle(&pixels[i * len..(i + 1) * len], c, spec, perm, offsets, &mut puzzle);
+        out.extend(puzzle.iter().enumerate().map(|(e, &p)| lut[(e / (t * t)) % c][p as usize]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selfsup::permutations::max_hamming_set;
-    use crate::selfsup::tiles::cut_puzzle;
 
     /// Puzzles of 2-channel images with jitter, each image with its own permutation and offsets,
     /// one image twice: every value is the host's (`cut_puzzle`, then the table) bit for bit.
@@ -108,13 +155,10 @@ mod tests {
         let t = spec.tile;
         assert_eq!(got.dims(), &[images.len() * TILES, c, t, t]);
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let mut puzzle = vec![0u8; TILES * c * t * t];
-        let mut want = Vec::new();
-        for (k, &i) in images.iter().enumerate() {
-            cut_puzzle(&pixels[i * len..(i + 1) * len], c, &spec, chosen[k], &offsets[k], &mut puzzle);
-            want.extend(puzzle.iter().enumerate().map(|(e, &p)| lut[(e / (t * t)) % c][p as usize]));
-        }
+        let want = host_puzzles(&pixels, c, &spec, &lut, &images, &chosen, &offsets);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want));
+        let (differing, total) = puzzles_differing_from_host(&Device::Cpu).unwrap();
+        assert_eq!((differing, total), (0, 12 * TILES * 3 * 8 * 8));
     }
 }

@@ -62,6 +62,7 @@ pub use data::{Augment, ImageData, Normalization};
 pub use error::NnError;
 pub use extract::{extract, extract_taps, logits, Pool};
 pub use init::init_weights;
+pub use jigsaw_resident::puzzles_differing_from_host;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resident::batches_differing_from_host;
 pub use resnet::{ResNet, ResNetConfig, Tap};
