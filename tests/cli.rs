@@ -361,20 +361,6 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     let reference = tempfile::tempdir().unwrap();
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(killed.path()), objects(reference.path()));
-
-    // Puzzles cut by the device pipeline (a GPU's default; here on the CPU device) give the same
-    // objects as the host's.
-    let resident = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args([file.to_str().unwrap(), "--cache"])
-        .arg(resident.path())
-        .args(longer)
-        .env("CFRUN_TRAIN_PIPELINE", "resident")
-        .env("CFRUN_LOG", "cfrun=debug")
-        .output()
-        .expect("cfrun starts");
-    assert!(out.status.success() && stderr(&out).contains("jigsaw pipeline pipeline=Resident"), "{}", stderr(&out));
-    assert_eq!(objects(resident.path()), objects(reference.path()));
 }
 
 #[test]
@@ -1913,42 +1899,74 @@ fn the_step_profile_is_logged_per_epoch_and_changes_no_artifact() {
     assert!(stderr(&bad).contains("CFRUN_TRAIN_PROFILE=\"yes\""), "{}", stderr(&bad));
 }
 
+/// A process-wide A/B switch read from the environment (`nn/pipeline.rs`, `nn/sgd/update.rs`).
+struct Switch<'a> {
+    /// The variable.
+    env: &'a str,
+    /// The debug log line that names the choice: `... {log} {key}={Choice}`.
+    log: &'a str,
+    key: &'a str,
+    /// The choice logged when the variable is unset (on the CPU).
+    default: &'a str,
+    /// Each value and the choice it logs.
+    values: &'a [(&'a str, &'a str)],
+    /// A value that names no choice, and the start of the error that refuses it.
+    bad: (&'a str, &'a str),
+}
+
+/// Runs `file` with `switch` unset and at each of its values, each in a cache of its own under
+/// `dir` (named after `tag`): every run logs its choice and makes the unset run's objects bit
+/// for bit; the bad value is refused with exit 2 before anything runs.
+fn assert_switch_keeps_the_bits(dir: &Path, tag: &str, file: &Path, switch: &Switch) {
+    let run = |cache: &Path, value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
+        if let Some(v) = value {
+            cmd.env(switch.env, v);
+        }
+        cmd.output().expect("cfrun starts")
+    };
+    let logs = |out: &Output, shown: &str| {
+        let suffix = format!("{}={shown}", switch.key);
+        stderr(out).lines().any(|l| l.contains(switch.log) && l.ends_with(&suffix))
+    };
+    let default = dir.join(format!("{tag}-default"));
+    let a = run(&default, None);
+    assert!(a.status.success() && logs(&a, switch.default), "{tag}: {}", stderr(&a));
+    for (value, shown) in switch.values {
+        let cache = dir.join(format!("{tag}-{value}"));
+        let b = run(&cache, Some(value));
+        assert!(b.status.success() && logs(&b, shown), "{tag}, {value}: {}", stderr(&b));
+        assert_eq!(objects(&default), objects(&cache), "{tag}: {}={value} changed an artifact", switch.env);
+    }
+    let bad = run(&dir.join(format!("{tag}-bad")), Some(switch.bad.0));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains(switch.bad.1), "{}", stderr(&bad));
+}
+
 /// `CFRUN_TRAIN_PIPELINE` (the GPU bench's A/B of the resident pipeline's two changes) chooses
-/// how batches reach the network, on the CPU too, and every choice trains the same bits; a name
-/// that is no pipeline is refused before anything runs.
+/// how batches reach the network, on the CPU too, and every choice trains the same bits, for
+/// labels and for tag sets (spread on the device by the resident pipeline); a name that is no
+/// pipeline is refused before anything runs.
 #[test]
 fn the_batch_pipelines_train_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let augment = "batch_size = 16\ncrop_padding = 2\nhflip = true\n";
-    // Labels, and tag sets (spread on the device by the resident pipeline, on the host by `host`).
     let tags = tiny_training("pipe", 32, augment).replace("labels = \"shapes.labels\"", "labels = \"tags.labels\"")
         + "\n[stages.tags]\nop = \"weak_tags\"\nlabels = \"shapes.labels\"\nsynonyms = 2\npolysemous = 1\n\
            nonvisual = 1\nnoise = 0.2\npolysemy = 0.3\nextra = 0.5\ndrop = 0.1\nnonvisual_rate = 0.3\n";
+    let switch = Switch {
+        env: "CFRUN_TRAIN_PIPELINE",
+        log: "batch pipeline",
+        key: "pipeline",
+        default: "Host",
+        values: &[("resident-sync", "ResidentSynced"), ("resident", "Resident"), ("host", "Host")],
+        bad: ("device", "CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"),
+    };
     for (name, text) in [("labels", tiny_training("pipe", 32, augment)), ("tags", tags)] {
         let file = dir.path().join(format!("{name}.toml"));
         std::fs::write(&file, text).unwrap();
-        let run = |cache: &Path, value: Option<&str>| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
-            cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
-            if let Some(v) = value {
-                cmd.env("CFRUN_TRAIN_PIPELINE", v);
-            }
-            cmd.output().expect("cfrun starts")
-        };
-        let default = dir.path().join(format!("{name}-default"));
-        let a = run(&default, None);
-        assert!(a.status.success() && stderr(&a).contains("pipeline=Host"), "{name}: {}", stderr(&a));
-        for (value, shown) in [("resident-sync", "ResidentSynced"), ("resident", "Resident"), ("host", "Host")] {
-            let cache = dir.path().join(format!("{name}-{value}"));
-            let b = run(&cache, Some(value));
-            let err = stderr(&b);
-            let chosen = err.lines().any(|l| l.contains("batch pipeline") && l.ends_with(&format!("pipeline={shown}")));
-            assert!(b.status.success() && chosen, "{name}, {value}: {err}");
-            assert_eq!(objects(&default), objects(&cache), "{name}: {value} changed an artifact");
-        }
-        let bad = run(&dir.path().join(format!("{name}-bad")), Some("device"));
-        assert_eq!(bad.status.code(), Some(2));
-        assert!(stderr(&bad).contains("CFRUN_TRAIN_PIPELINE=\"device\": expected `host`"), "{}", stderr(&bad));
+        assert_switch_keeps_the_bits(dir.path(), name, &file, &switch);
     }
 }
 
@@ -1960,28 +1978,15 @@ fn the_sgd_updates_train_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sgd.toml");
     std::fs::write(&file, tiny_training("sgd", 32, "batch_size = 16\n")).unwrap();
-    let run = |cache: &Path, value: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
-        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(cache).env("CFRUN_LOG", "cfrun=debug");
-        if let Some(v) = value {
-            cmd.env("CFRUN_SGD_UPDATE", v);
-        }
-        cmd.output().expect("cfrun starts")
+    let switch = Switch {
+        env: "CFRUN_SGD_UPDATE",
+        log: "sgd update",
+        key: "update",
+        default: "Slices",
+        values: &[("flat", "Flat"), ("per-param", "PerParam"), ("slices", "Slices")],
+        bad: ("fused", "CFRUN_SGD_UPDATE=\"fused\": expected `slices`"),
     };
-    let default = dir.path().join("default");
-    let a = run(&default, None);
-    assert!(a.status.success() && stderr(&a).contains("sgd update update=Slices"), "{}", stderr(&a));
-    for (value, shown) in [("flat", "Flat"), ("per-param", "PerParam"), ("slices", "Slices")] {
-        let cache = dir.path().join(value);
-        let b = run(&cache, Some(value));
-        let err = stderr(&b);
-        let chosen = err.lines().any(|l| l.contains("sgd update") && l.ends_with(&format!("update={shown}")));
-        assert!(b.status.success() && chosen, "{value}: {err}");
-        assert_eq!(objects(&default), objects(&cache), "{value} changed an artifact");
-    }
-    let bad = run(&dir.path().join("bad"), Some("fused"));
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("CFRUN_SGD_UPDATE=\"fused\": expected `slices`"), "{}", stderr(&bad));
+    assert_switch_keeps_the_bits(dir.path(), "sgd", &file, &switch);
 }
 
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`), those

@@ -244,6 +244,23 @@ mod tests {
     use crate::nn::{Augment, NoObserver, Schedule};
     use crate::selfsup::permutations::max_hamming_set;
 
+    /// Two epochs of resnet_tiny's trunk on `channels`-channel images.
+    fn recipe(channels: usize, batch_size: usize, seed: u64) -> TrainConfig {
+        TrainConfig {
+            arch: trunk_arch(&ResNetConfig::resnet_tiny(channels, 10)).into(),
+            epochs: 2,
+            batch_size,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0,
+            schedule: Schedule::Cosine,
+            augment: Augment::default(),
+            seed,
+            precision: Default::default(),
+        }
+    }
+
     /// The puzzles cut on the device (run here on the CPU device) train the host's bits, with the
     /// sums read per epoch or after every batch: weights, running statistics, the head and the
     /// curve. Jitter on, two channels, a short last batch.
@@ -254,19 +271,7 @@ mod tests {
         let pixels: Vec<u8> = (0..n * c * 24 * 24).map(|v| ((v * 29 + v / 24 * 5) % 256) as u8).collect();
         let data = ImageData { pixels: &pixels, n, c, t: 1, h: 24, w: 24 };
         let (perms, _) = max_hamming_set(5, 0);
-        let cfg = TrainConfig {
-            arch: trunk_arch(&ResNetConfig::resnet_tiny(2, 10)).into(),
-            epochs: 2,
-            batch_size: 4,
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            warmup_epochs: 0,
-            schedule: Schedule::Cosine,
-            augment: Augment::default(),
-            seed: 3,
-            precision: Default::default(),
-        };
+        let cfg = recipe(2, 4, 3);
         let go = |pipeline| {
             let puzzles = Puzzles { perms: &perms, spec: &spec };
             train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, pipeline).unwrap()
@@ -296,19 +301,7 @@ mod tests {
         let pixels: Vec<u8> = (0..n * 24 * 24).map(|v| ((v * 31 + v / 24 * 7) % 256) as u8).collect();
         let data = ImageData { pixels: &pixels, n, c: 1, t: 1, h: 24, w: 24 };
         let (perms, _) = max_hamming_set(4, 0);
-        let cfg = TrainConfig {
-            arch: trunk_arch(&ResNetConfig::resnet_tiny(1, 10)).into(),
-            epochs: 2,
-            batch_size: 5,
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            warmup_epochs: 0,
-            schedule: Schedule::Cosine,
-            augment: Augment::default(),
-            seed: 1,
-            precision: Default::default(),
-        };
+        let cfg = recipe(1, 5, 1);
         let dev = Device::Cpu;
         let full = train_jigsaw(&data, &perms, &spec, &cfg, &dev, None, &mut NoObserver).unwrap();
         assert_eq!(full.history.len(), 2);
