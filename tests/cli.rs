@@ -447,6 +447,7 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         "r2plus1d_large: 19 batch norms one by one",
         "device-built batches, images",
         "device-built batches, clips",
+        "device-written tag spreads",
         "device-cut Jigsaw puzzles",
         "SGD: flat update against per parameter",
         // bf16 on a GPU; the CPU has no bf16 matmul, so f16 there.

@@ -326,8 +326,8 @@ fn precision_check(device: &Device, out: &mut Vec<Check>) {
 }
 
 /// The device-resident input pipeline (what training on a GPU feeds its networks): augmented
-/// batches of images and of clips gathered on the device, and Jigsaw puzzles cut there, against
-/// the host's, bit for bit.
+/// batches of images and of clips gathered on the device, tag spreads and Jigsaw puzzles made
+/// there, against the host's, bit for bit.
 fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let cases = [
@@ -345,6 +345,12 @@ fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
             Err(e) => failed(what, e, 0.0, (0.0, seconds)),
         });
     }
+    let what = "device-written tag spreads, 64 images of 0-5 tags among 30: share of values not the host's bit for bit";
+    let (result, seconds) = timed(|| nn::spreads_differing_from_host(device));
+    out.push(match result {
+        Ok((differing, total)) => check(what.into(), differing as f64 / total as f64, 0.0, (0.0, seconds)),
+        Err(e) => failed(what.into(), e, 0.0, (0.0, seconds)),
+    });
     let what = "device-cut Jigsaw puzzles, 3 x 30 x 30 images, tiles of 8 with jitter: share of values not the host's bit for bit";
     let (result, seconds) = timed(|| nn::puzzles_differing_from_host(device));
     out.push(match result {

@@ -65,6 +65,7 @@ pub use init::init_weights;
 pub use jigsaw_resident::puzzles_differing_from_host;
 pub use r2plus1d::{R2Plus1D, R2Plus1DConfig};
 pub use resident::batches_differing_from_host;
+pub use resident_tags::spreads_differing_from_host;
 pub use resnet::{ResNet, ResNetConfig, Tap};
 pub use run_config::{EpochStats, Precision, TrainConfig};
 pub use schedule::Schedule;

@@ -10,6 +10,8 @@
 
 use super::NnError;
 use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Entries the padded table may hold; past that (one image with very many tags pads every row
 /// to its width) the spreads are built on the host.
@@ -59,6 +61,39 @@ impl ResidentTags {
     }
 }
 
+/// How many spread values, over a batch of 64 drawn from 40 images with tag sets of 0 to 5 of
+/// 30 classes (duplicates included; drawn from a fixed seed), the device writes differently
+/// from the host's assignment, bit for bit, and of how many. `check-device` runs it on the GPU.
+pub fn spreads_differing_from_host(device: &Device) -> Result<(usize, usize), NnError> {
+    let (n, k) = (40, 30);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (mut offsets, mut ids) = (vec![0u32], Vec::new());
+    for _ in 0..n {
+        let size = rng.random_range(0..=5);
+        ids.extend((0..size).map(|_| rng.random_range(0..k as u32)));
+        offsets.push(ids.len() as u32);
+    }
+    let batch: Vec<u32> = (0..64).map(|_| rng.random_range(0..n as u32)).collect();
+    let tags = ResidentTags::upload(&offsets, &ids, device)?
+        .ok_or_else(|| NnError::invalid("spread check: table too wide"))?;
+    let got = tags.spread(&Tensor::from_slice(&batch, batch.len(), device)?, k)?.flatten_all()?.to_vec1::<f32>()?;
+    let want = host_spreads(&offsets, &ids, &batch, k);
+    let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    Ok((differing + want.len().abs_diff(got.len()), want.len()))
+}
+
+/// The spreads as the host builds them: `1 / |set|` assigned at each class of an image's set.
+fn host_spreads(offsets: &[u32], ids: &[u32], batch: &[u32], k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; batch.len() * k];
+    for (row, &i) in out.chunks_exact_mut(k).zip(batch) {
+        let set = &ids[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+        for &t in set {
+            row[t as usize] = 1.0 / set.len() as f32;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,16 +112,13 @@ mod tests {
         let tags = ResidentTags::upload(&offsets, &ids, &Device::Cpu).unwrap().unwrap();
         let batch = [3u32, 0, 2, 5, 3, 1, 4];
         let ids_t = Tensor::from_slice(&batch, batch.len(), &Device::Cpu).unwrap();
-        let got = tags.spread(&ids_t, k).unwrap().to_vec2::<f32>().unwrap();
-        for (row, &i) in got.iter().zip(&batch) {
-            let set = sets[i as usize];
-            let mut want = vec![0f32; k];
-            for &t in set {
-                want[t as usize] = 1.0 / set.len() as f32;
-            }
-            let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(row), bits(&want), "image {i}: {set:?}");
-        }
+        let got = tags.spread(&ids_t, k).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = host_spreads(&offsets, &ids, &batch, k);
+        let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        assert!(want.iter().filter(|&&v| v == 1.0 / 3.0).count() >= 4, "the duplicated set is in the batch");
+        let (differing, total) = spreads_differing_from_host(&Device::Cpu).unwrap();
+        assert_eq!((differing, total), (0, 64 * 30));
     }
 
     /// A table past the limit is not built: the spreads stay on the host.
