@@ -8,6 +8,7 @@
 //! where `base` is the image, the channel plane, and the corner of the crop of cell
 //! `perm[slot]` at that cell's offset; the pixel's value plus `256 * ch` indexes the table.
 
+use super::bits::differing_bits;
 use super::NnError;
 use crate::selfsup::permutations::{max_hamming_set, Perm, TILES};
 use crate::selfsup::tiles::{cut_puzzle, TileSpec};
@@ -108,8 +109,7 @@ pub fn puzzles_differing_from_host(device: &Device) -> Result<(usize, usize), Nn
         .ok_or_else(|| NnError::invalid("puzzle check: images too large to index"))?;
     let got = res.batch(&images, &chosen, &offsets)?.flatten_all()?.to_vec1::<f32>()?;
     let want = host_puzzles(&pixels, c, &spec, &lut, &images, &chosen, &offsets);
-    let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    Ok((differing + want.len().abs_diff(got.len()), want.len()))
+    Ok((differing_bits(&got, &want), want.len()))
 }
 
 /// The host's tiles of the same puzzles, normalised as the host training loop does.

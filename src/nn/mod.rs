@@ -19,6 +19,7 @@
 pub mod arch;
 pub mod backward_switch;
 pub mod batchnorm;
+mod bits;
 mod bn_kernels;
 pub mod checkpoint;
 pub mod conv;

@@ -15,6 +15,7 @@
 //! check it element for element and weight for weight); it is used where the device is not
 //! the CPU.
 
+use super::bits::differing_bits;
 use super::data::{Augment, ImageData, Placement};
 use super::NnError;
 use candle_core::{DType, Device, Tensor};
@@ -193,7 +194,7 @@ fn count_differing(
                 want.len()
             )));
         }
-        differing += got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        differing += differing_bits(&got, &want);
         total += want.len();
     }
     Ok((differing, total))

@@ -8,6 +8,7 @@
 //! (`HardTarget::from_host`, which assigns `1 / |set|` at each class of the set) bit for bit,
 //! duplicated classes included. An image without tags gets a row of class 0 with value 0.
 
+use super::bits::differing_bits;
 use super::NnError;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -78,8 +79,7 @@ pub fn spreads_differing_from_host(device: &Device) -> Result<(usize, usize), Nn
         .ok_or_else(|| NnError::invalid("spread check: table too wide"))?;
     let got = tags.spread(&Tensor::from_slice(&batch, batch.len(), device)?, k)?.flatten_all()?.to_vec1::<f32>()?;
     let want = host_spreads(&offsets, &ids, &batch, k);
-    let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    Ok((differing + want.len().abs_diff(got.len()), want.len()))
+    Ok((differing_bits(&got, &want), want.len()))
 }
 
 /// The spreads as the host builds them: `1 / |set|` assigned at each class of an image's set.

@@ -4,6 +4,7 @@
 
 use super::update::Update;
 use super::Sgd;
+use crate::nn::bits::differing_bits;
 use crate::nn::NnError;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -28,11 +29,7 @@ fn count_differing(got: &Values, want: &Values) -> Result<(usize, usize), NnErro
     let (mut differing, mut total) = (0, 0);
     for (got, want) in got.values().zip(want.values()) {
         total += want.len();
-        differing += if got.len() == want.len() {
-            got.iter().zip(want).filter(|(a, b)| a.to_bits() != b.to_bits()).count()
-        } else {
-            want.len()
-        };
+        differing += differing_bits(got, want);
     }
     Ok((differing, total))
 }
