@@ -339,24 +339,27 @@ fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
         let data = ImageData { pixels: &pixels, n, c, t, h: side, w: side };
         let aug = Augment { crop_padding: 4, hflip: true, clip_frames };
         let what = format!("device-built batches, {what}: share of values not the host's bit for bit");
-        let (result, seconds) = timed(|| nn::batches_differing_from_host(&data, &aug, 11, device));
-        out.push(match result {
-            Ok((differing, total)) => check(what, differing as f64 / total as f64, 0.0, (0.0, seconds)),
-            Err(e) => failed(what, e, 0.0, (0.0, seconds)),
-        });
+        out.push(exact(what, || nn::batches_differing_from_host(&data, &aug, 11, device)));
     }
-    let what = "device-written tag spreads, 64 images of 0-5 tags among 30: share of values not the host's bit for bit";
-    let (result, seconds) = timed(|| nn::spreads_differing_from_host(device));
-    out.push(match result {
-        Ok((differing, total)) => check(what.into(), differing as f64 / total as f64, 0.0, (0.0, seconds)),
-        Err(e) => failed(what.into(), e, 0.0, (0.0, seconds)),
-    });
-    let what = "device-cut Jigsaw puzzles, 3 x 30 x 30 images, tiles of 8 with jitter: share of values not the host's bit for bit";
-    let (result, seconds) = timed(|| nn::puzzles_differing_from_host(device));
-    out.push(match result {
-        Ok((differing, total)) => check(what.into(), differing as f64 / total as f64, 0.0, (0.0, seconds)),
-        Err(e) => failed(what.into(), e, 0.0, (0.0, seconds)),
-    });
+    out.push(exact(
+        "device-written tag spreads, 64 images of 0-5 tags among 30: share of values not the host's bit for bit".into(),
+        || nn::spreads_differing_from_host(device),
+    ));
+    out.push(exact(
+        "device-cut Jigsaw puzzles, 3 x 30 x 30 images, tiles of 8 with jitter: share of values not the host's bit for bit"
+            .into(),
+        || nn::puzzles_differing_from_host(device),
+    ));
+}
+
+/// A comparison with tolerance 0: `count` gives the values that differ bit for bit and of how
+/// many, timed as the device side.
+fn exact(what: String, count: impl FnOnce() -> Result<(usize, usize), nn::NnError>) -> Check {
+    let (result, seconds) = timed(count);
+    match result {
+        Ok((differing, total)) => check(what, differing as f64 / total as f64, 0.0, (0.0, seconds)),
+        Err(e) => failed(what, e, 0.0, (0.0, seconds)),
+    }
 }
 
 /// The optimiser's flat update (the default off the CPU) against its per-parameter update on
@@ -364,11 +367,7 @@ fn pipeline_check(device: &Device, out: &mut Vec<Check>) {
 /// recipe key, and only the device's kernels can show it.
 fn update_check(device: &Device, out: &mut Vec<Check>) {
     let what = "SGD: flat update against per parameter on the device, 5 steps: share of values not bit for bit";
-    let (result, seconds) = on_device(device, || nn::sgd::flat_update_differing(device));
-    out.push(match result {
-        Ok((differing, total)) => check(what.into(), differing as f64 / total as f64, 0.0, (0.0, seconds)),
-        Err(e) => failed(what.into(), e, 0.0, (0.0, seconds)),
-    });
+    out.push(exact(what.into(), || nn::sgd::flat_update_differing(device)));
 }
 
 fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {

@@ -25,7 +25,7 @@ use rand::Rng;
 use super::arch::Arch;
 use super::data::{ImageData, Normalization};
 use super::init::init_weights;
-use super::jigsaw_resident::ResidentPuzzles;
+use super::jigsaw_resident::{fill_host_puzzles, Draws, ResidentPuzzles};
 use super::pipeline::Pipeline;
 use super::resident::EpochSums;
 use super::resnet::{ResNet, ResNetConfig};
@@ -36,7 +36,7 @@ use super::train::{finish_epoch, permutation, EpochTally, TrainObserver, Trained
 use super::{NnError, TrainState};
 use crate::rng;
 use crate::selfsup::permutations::{Perm, TILES};
-use crate::selfsup::tiles::{cut_puzzle, TileSpec};
+use crate::selfsup::tiles::TileSpec;
 
 /// Var-name prefix of the Jigsaw head.
 pub const HEAD_PREFIX: &str = "jigsaw.";
@@ -138,7 +138,7 @@ fn train_jigsaw_with(
     let mut sgd = Sgd::new(&varmap, cfg.momentum, cfg.weight_decay, buffers)?;
     let lut = norm.lut();
     let (n, bs, c, t) = (data.n, cfg.batch_size, data.c, spec.tile);
-    let (len, puzzle_len) = (data.image_len(), TILES * c * t * t);
+    let puzzle_len = TILES * c * t * t;
     let batches = n.div_ceil(bs);
     let resident = match pipeline {
         Pipeline::Host => None,
@@ -146,7 +146,6 @@ fn train_jigsaw_with(
     };
     let synced = pipeline == Pipeline::ResidentSynced;
     tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "jigsaw pipeline");
-    let mut puzzle = vec![0u8; puzzle_len];
     let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * puzzle_len }];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
@@ -167,24 +166,13 @@ fn train_jigsaw_with(
                 }));
             }
             let chosen: Vec<&Perm> = labels.iter().map(|&class| &perms[class as usize]).collect();
+            let draws = Draws { images: idx, perms: &chosen, offsets: &offsets };
             let x = match &resident {
-                Some(res) => res.batch(idx, &chosen, &offsets)?,
+                Some(res) => res.batch(&draws)?,
                 None => {
-                    for (slot, &i) in idx.iter().enumerate() {
-                        cut_puzzle(
-                            &data.pixels[i * len..(i + 1) * len],
-                            c,
-                            spec,
-                            chosen[slot],
-                            &offsets[slot],
-                            &mut puzzle,
-                        );
-                        let dst = &mut xbuf[slot * puzzle_len..(slot + 1) * puzzle_len];
-                        for (k, (d, &p)) in dst.iter_mut().zip(&puzzle).enumerate() {
-                            *d = lut[(k / (t * t)) % c][p as usize];
-                        }
-                    }
-                    Tensor::from_slice(&xbuf[..idx.len() * puzzle_len], (idx.len() * TILES, c, t, t), device)?
+                    let x = &mut xbuf[..idx.len() * puzzle_len];
+                    fill_host_puzzles(data.pixels, c, spec, &lut, &draws, x);
+                    Tensor::from_slice(x, (idx.len() * TILES, c, t, t), device)?
                 }
             };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;

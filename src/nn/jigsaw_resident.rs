@@ -9,12 +9,24 @@
 //! `perm[slot]` at that cell's offset; the pixel's value plus `256 * ch` indexes the table.
 
 use super::bits::differing_bits;
+use super::resident::{lut_tensor, normalised_gather};
 use super::NnError;
 use crate::selfsup::permutations::{max_hamming_set, Perm, TILES};
 use crate::selfsup::tiles::{cut_puzzle, TileSpec};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// Which puzzles a batch holds: per puzzle its image, its permutation and the crop offsets of
+/// its 9 cells (as [`cut_puzzle`] takes them).
+pub(crate) struct Draws<'a> {
+    /// Each puzzle's image.
+    pub images: &'a [usize],
+    /// Each puzzle's permutation: slot `j` holds the crop of cell `perm[j]`.
+    pub perms: &'a [&'a Perm],
+    /// Each puzzle's `(dy, dx)` per original cell.
+    pub offsets: &'a [[(usize, usize); TILES]],
+}
 
 /// An image set resident on a device, ready to be cut into puzzles.
 pub(crate) struct ResidentPuzzles {
@@ -46,11 +58,10 @@ impl ResidentPuzzles {
             return Ok(None);
         }
         let (g, t) = (spec.grid, spec.tile);
-        let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
         let offsets: Vec<u32> = (0..TILES * c).map(|plane| (plane % c * 256) as u32).collect();
         Ok(Some(ResidentPuzzles {
             pixels: Tensor::from_slice(pixels, pixels.len(), dev)?,
-            lut: Tensor::from_vec(table, c * 256, dev)?,
+            lut: lut_tensor(lut, dev)?,
             chan_offset: Tensor::from_vec(offsets, (1, TILES * c, 1), dev)?,
             rows: Tensor::from_vec((0..t).map(|y| (y * g) as u32).collect::<Vec<_>>(), (1, 1, t, 1), dev)?,
             cols: Tensor::from_vec((0..t as u32).collect::<Vec<_>>(), (1, 1, 1, t), dev)?,
@@ -59,17 +70,12 @@ impl ResidentPuzzles {
         }))
     }
 
-    /// The tiles of puzzle `p` of image `images[p]`, shuffled by `perms[p]` with the crop
-    /// offsets `offsets[p]` (as `cut_puzzle` takes them), normalised: `(b * 9, c, tile, tile)`.
-    pub(crate) fn batch(
-        &self,
-        images: &[usize],
-        perms: &[&Perm],
-        offsets: &[[(usize, usize); TILES]],
-    ) -> Result<Tensor, NnError> {
+    /// The puzzles `draws`, normalised: `(b * 9, c, tile, tile)`.
+    pub(crate) fn batch(&self, draws: &Draws) -> Result<Tensor, NnError> {
         let (c, g, t, cell) = (self.c, self.spec.grid, self.spec.tile, self.spec.cell());
+        let images = draws.images;
         let mut base = Vec::with_capacity(images.len() * TILES * c);
-        for ((&i, perm), offsets) in images.iter().zip(perms).zip(offsets) {
+        for ((&i, perm), offsets) in images.iter().zip(draws.perms).zip(draws.offsets) {
             for &src_cell in perm.iter() {
                 let (cy, cx) = (src_cell as usize / 3, src_cell as usize % 3);
                 let (dy, dx) = offsets[src_cell as usize];
@@ -79,10 +85,8 @@ impl ResidentPuzzles {
         }
         let b = images.len();
         let base = Tensor::from_vec(base, (b, TILES * c, 1, 1), self.pixels.device())?;
-        let at = base.broadcast_add(&self.rows)?.broadcast_add(&self.cols)?.flatten_all()?;
-        let values = self.pixels.index_select(&at, 0)?.to_dtype(DType::U32)?.reshape((b, TILES * c, t * t))?;
-        let codes = values.broadcast_add(&self.chan_offset)?.flatten_all()?;
-        Ok(self.lut.index_select(&codes, 0)?.reshape((b * TILES, c, t, t))?)
+        let at = base.broadcast_add(&self.rows)?.broadcast_add(&self.cols)?;
+        Ok(normalised_gather(&self.pixels, &self.lut, &self.chan_offset, &at)?.reshape((b * TILES, c, t, t))?)
     }
 }
 
@@ -107,29 +111,33 @@ pub fn puzzles_differing_from_host(device: &Device) -> Result<(usize, usize), Nn
         .collect();
     let res = ResidentPuzzles::upload(&pixels, c, &spec, &lut, device)?
         .ok_or_else(|| NnError::invalid("puzzle check: images too large to index"))?;
-    let got = res.batch(&images, &chosen, &offsets)?.flatten_all()?.to_vec1::<f32>()?;
-    let want = host_puzzles(&pixels, c, &spec, &lut, &images, &chosen, &offsets);
+    let draws = Draws { images: &images, perms: &chosen, offsets: &offsets };
+    let got = res.batch(&draws)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut want = vec![0f32; got.len()];
+    fill_host_puzzles(&pixels, c, &spec, &lut, &draws, &mut want);
     Ok((differing_bits(&got, &want), want.len()))
 }
 
-/// The host's tiles of the same puzzles, normalised as the host training loop does.
-fn host_puzzles(
+/// The puzzles `draws` of `pixels` (`c`-channel images, `spec.grid` square), cut on the host
+/// with [`cut_puzzle`] and normalised with `lut` into `out` (`b * 9 * c * tile * tile`): the
+/// host pipeline's batches, and what the device's must equal.
+pub(crate) fn fill_host_puzzles(
     pixels: &[u8],
     c: usize,
     spec: &TileSpec,
     lut: &[[f32; 256]],
-    images: &[usize],
-    perms: &[&Perm],
-    offsets: &[[(usize, usize); TILES]],
-) -> Vec<f32> {
+    draws: &Draws,
+    out: &mut [f32],
+) {
     let (len, t) = (c * spec.grid * spec.grid, spec.tile);
     let mut puzzle = vec![0u8; TILES * c * t * t];
-    let mut out = Vec::with_capacity(images.len() * puzzle.len());
-    for ((&i, perm), offsets) in images.iter().zip(perms).zip(offsets) {
+    let puzzles = draws.images.iter().zip(draws.perms).zip(draws.offsets);
+    for (((&i, perm), offsets), dst) in puzzles.zip(out.chunks_exact_mut(puzzle.len())) {
         cut_puzzle(&pixels[i * len..(i + 1) * len], c, spec, perm, offsets, &mut puzzle);
-        out.extend(puzzle.iter().enumerate().map(|(e, &p)| lut[(e / (t * t)) % c][p as usize]));
+        for (e, (d, &p)) in dst.iter_mut().zip(&puzzle).enumerate() {
+            *d = lut[(e / (t * t)) % c][p as usize];
+        }
     }
-    out
 }
 
 #[cfg(test)]
@@ -151,11 +159,13 @@ mod tests {
         let offsets: Vec<[(usize, usize); TILES]> =
             (0..images.len()).map(|k| std::array::from_fn(|cell| ((k + cell) % 3, (k * 2 + cell * 5) % 3))).collect();
         let res = ResidentPuzzles::upload(&pixels, c, &spec, &lut, &Device::Cpu).unwrap().unwrap();
-        let got = res.batch(&images, &chosen, &offsets).unwrap();
+        let draws = Draws { images: &images, perms: &chosen, offsets: &offsets };
+        let got = res.batch(&draws).unwrap();
         let t = spec.tile;
         assert_eq!(got.dims(), &[images.len() * TILES, c, t, t]);
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let want = host_puzzles(&pixels, c, &spec, &lut, &images, &chosen, &offsets);
+        let mut want = vec![0f32; got.len()];
+        fill_host_puzzles(&pixels, c, &spec, &lut, &draws, &mut want);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want));
         let (differing, total) = puzzles_differing_from_host(&Device::Cpu).unwrap();

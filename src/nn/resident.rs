@@ -58,8 +58,7 @@ impl ResidentImages {
         }
         let padded = pad_planes(data.pixels, (h, w), p);
         let pixels = Tensor::from_vec(padded, total, device)?;
-        let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
-        let lut = Tensor::from_vec(table, c * 256, device)?;
+        let lut = lut_tensor(lut, device)?;
         let frames = data.frames_out(aug.clip_frames);
         let offsets: Vec<u32> = (0..c * frames).map(|plane| (plane / frames * 256) as u32).collect();
         let chan_offset = Tensor::from_vec(offsets, (1, c * frames, 1), device)?;
@@ -93,11 +92,31 @@ impl ResidentImages {
         let base = Tensor::from_vec(base, (b, planes, 1, 1), dev)?;
         let flips = Tensor::from_vec(flips, b, dev)?;
         let cols = self.cols.index_select(&flips, 0)?.reshape((b, 1, 1, w))?;
-        let at = base.broadcast_add(&self.rows)?.broadcast_add(&cols)?.flatten_all()?;
-        let values = self.pixels.index_select(&at, 0)?.to_dtype(DType::U32)?.reshape((b, planes, h * w))?;
-        let codes = values.broadcast_add(&self.chan_offset)?.flatten_all()?;
-        Ok(self.lut.index_select(&codes, 0)?.reshape((b, planes, h, w))?)
+        let at = base.broadcast_add(&self.rows)?.broadcast_add(&cols)?;
+        Ok(normalised_gather(&self.pixels, &self.lut, &self.chan_offset, &at)?.reshape((b, planes, h, w))?)
     }
+}
+
+/// `lut` (a row of 256 values per channel) as one `(c * 256,)` f32 tensor on `device`.
+pub(crate) fn lut_tensor(lut: &[[f32; 256]], device: &Device) -> Result<Tensor, NnError> {
+    let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
+    Ok(Tensor::from_vec(table, lut.len() * 256, device)?)
+}
+
+/// The normalised values of the u8 `pixels` at indices `at` `(b, planes, ...)`: each pixel value
+/// plus its plane's `chan_offset` (`(1, planes, 1)`, `256 * channel`) indexes `lut`. Returns
+/// `(b, planes, values per plane)` f32.
+pub(crate) fn normalised_gather(
+    pixels: &Tensor,
+    lut: &Tensor,
+    chan_offset: &Tensor,
+    at: &Tensor,
+) -> Result<Tensor, NnError> {
+    let (b, planes) = (at.dim(0)?, at.dim(1)?);
+    let per_plane = at.elem_count() / (b * planes).max(1);
+    let values = pixels.index_select(&at.flatten_all()?, 0)?.to_dtype(DType::U32)?.reshape((b, planes, per_plane))?;
+    let codes = values.broadcast_add(chan_offset)?.flatten_all()?;
+    Ok(lut.index_select(&codes, 0)?.reshape((b, planes, per_plane))?)
 }
 
 /// Each `h x w` plane of `pixels` inside a zero border of `p` pixels.

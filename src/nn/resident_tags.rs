@@ -74,19 +74,21 @@ pub fn spreads_differing_from_host(device: &Device) -> Result<(usize, usize), Nn
         ids.extend((0..size).map(|_| rng.random_range(0..k as u32)));
         offsets.push(ids.len() as u32);
     }
-    let batch: Vec<u32> = (0..64).map(|_| rng.random_range(0..n as u32)).collect();
+    let batch: Vec<usize> = (0..64).map(|_| rng.random_range(0..n)).collect();
     let tags = ResidentTags::upload(&offsets, &ids, device)?
         .ok_or_else(|| NnError::invalid("spread check: table too wide"))?;
-    let got = tags.spread(&Tensor::from_slice(&batch, batch.len(), device)?, k)?.flatten_all()?.to_vec1::<f32>()?;
+    let rows: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
+    let got = tags.spread(&Tensor::from_vec(rows, batch.len(), device)?, k)?.flatten_all()?.to_vec1::<f32>()?;
     let want = host_spreads(&offsets, &ids, &batch, k);
     Ok((differing_bits(&got, &want), want.len()))
 }
 
-/// The spreads as the host builds them: `1 / |set|` assigned at each class of an image's set.
-fn host_spreads(offsets: &[u32], ids: &[u32], batch: &[u32], k: usize) -> Vec<f32> {
+/// The `(b, k)` spreads of images `batch`, built on the host (the host pipeline's targets, and
+/// what the device's must equal): `1 / |set|` assigned at each class of an image's set.
+pub(crate) fn host_spreads(offsets: &[u32], ids: &[u32], batch: &[usize], k: usize) -> Vec<f32> {
     let mut out = vec![0f32; batch.len() * k];
     for (row, &i) in out.chunks_exact_mut(k).zip(batch) {
-        let set = &ids[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+        let set = &ids[offsets[i] as usize..offsets[i + 1] as usize];
         for &t in set {
             row[t as usize] = 1.0 / set.len() as f32;
         }
@@ -113,7 +115,7 @@ mod tests {
         let batch = [3u32, 0, 2, 5, 3, 1, 4];
         let ids_t = Tensor::from_slice(&batch, batch.len(), &Device::Cpu).unwrap();
         let got = tags.spread(&ids_t, k).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let want = host_spreads(&offsets, &ids, &batch, k);
+        let want = host_spreads(&offsets, &ids, &batch.map(|i| i as usize), k);
         let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want));
         assert!(want.iter().filter(|&&v| v == 1.0 / 3.0).count() >= 4, "the duplicated set is in the batch");

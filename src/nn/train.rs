@@ -18,7 +18,7 @@ use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
 use super::pipeline::Pipeline;
 use super::resident::{EpochSums, ResidentImages};
-use super::resident_tags::ResidentTags;
+use super::resident_tags::{host_spreads, ResidentTags};
 use super::run_config::{EpochStats, Precision, TrainConfig};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
@@ -404,16 +404,8 @@ impl HardTarget {
                 let y: Vec<u32> = idx.iter().map(|&i| l[i]).collect();
                 HardTarget::Labels(Tensor::from_vec(y, idx.len(), dev)?)
             }
-            Truth::Tags { .. } => {
-                let b = idx.len();
-                let mut q = vec![0f32; b * k];
-                for (r, &i) in idx.iter().enumerate() {
-                    let set = truth.classes_of(i);
-                    for &t in set {
-                        q[r * k + t as usize] = 1.0 / set.len() as f32;
-                    }
-                }
-                HardTarget::Spread(Tensor::from_vec(q, (b, k), dev)?)
+            Truth::Tags { offsets, ids } => {
+                HardTarget::Spread(Tensor::from_vec(host_spreads(offsets, ids, idx, k), (idx.len(), k), dev)?)
             }
         })
     }
@@ -492,14 +484,20 @@ fn batch_loss(logits: &Tensor, targets: &Targets, idx: &[usize]) -> Result<Tenso
     distill_loss(logits, hard, teacher, t, sw)
 }
 
+/// The hard targets on the device.
+enum ResidentTruth {
+    /// `(n,)` u32 labels.
+    Labels(Tensor),
+    /// Tag sets, spread per batch on the device.
+    Tags(ResidentTags),
+    /// Tag sets too many for the padded table: spread per batch on the host.
+    OnHost,
+}
+
 /// The data set and targets resident on the device ([`Pipeline::Resident`]).
 struct Resident {
     images: ResidentImages,
-    /// `(n,)` u32 labels.
-    labels: Option<Tensor>,
-    /// Tag sets, spread per batch on the device (`None` for labels, or a table too wide: then
-    /// the spreads are built on the host).
-    tags: Option<ResidentTags>,
+    truth: ResidentTruth,
     /// Distillation: the teacher's `(n, k)` probabilities and log-probabilities at temperature T.
     teacher: Option<(Tensor, Tensor)>,
 }
@@ -515,9 +513,11 @@ impl Resident {
         dev: &Device,
     ) -> Result<Option<Self>, NnError> {
         let Some(images) = ResidentImages::upload(data, lut, &cfg.augment, dev)? else { return Ok(None) };
-        let (labels, tags) = match targets.truth() {
-            Truth::Labels(l) => (Some(Tensor::from_slice(l, l.len(), dev)?), None),
-            Truth::Tags { offsets, ids } => (None, ResidentTags::upload(offsets, ids, dev)?),
+        let truth = match targets.truth() {
+            Truth::Labels(l) => ResidentTruth::Labels(Tensor::from_slice(l, l.len(), dev)?),
+            Truth::Tags { offsets, ids } => {
+                ResidentTags::upload(offsets, ids, dev)?.map_or(ResidentTruth::OnHost, ResidentTruth::Tags)
+            }
         };
         let teacher = match *targets {
             Targets::Distill { num_classes: k, teacher_logits, temperature: t, soft_weight: sw, .. } if sw > 0.0 => {
@@ -526,16 +526,16 @@ impl Resident {
             }
             _ => None,
         };
-        Ok(Some(Resident { images, labels, tags, teacher }))
+        Ok(Some(Resident { images, truth, teacher }))
     }
 
     /// The hard target of images `idx` (`ids` on the device) over `k` classes: gathered labels,
     /// or tag spreads written on the device (on the host when the table was too wide).
     fn hard_target(&self, truth: &Truth, idx: &[usize], ids: &Tensor, k: usize) -> Result<HardTarget, NnError> {
-        match (&self.labels, &self.tags) {
-            (Some(labels), _) => Ok(HardTarget::Labels(labels.index_select(ids, 0)?)),
-            (None, Some(tags)) => Ok(HardTarget::Spread(tags.spread(ids, k)?)),
-            (None, None) => HardTarget::from_host(truth, idx, k, ids.device()),
+        match &self.truth {
+            ResidentTruth::Labels(labels) => Ok(HardTarget::Labels(labels.index_select(ids, 0)?)),
+            ResidentTruth::Tags(tags) => Ok(HardTarget::Spread(tags.spread(ids, k)?)),
+            ResidentTruth::OnHost => HardTarget::from_host(truth, idx, k, ids.device()),
         }
     }
 
