@@ -9,7 +9,7 @@
 //! `perm[slot]` at that cell's offset; the pixel's value plus `256 * ch` indexes the table.
 
 use super::bits::differing_bits;
-use super::resident::{lut_tensor, normalised_gather};
+use super::resident::NormalisedPixels;
 use super::NnError;
 use crate::selfsup::permutations::{max_hamming_set, Perm, TILES};
 use crate::selfsup::tiles::{cut_puzzle, TileSpec};
@@ -30,12 +30,8 @@ pub(crate) struct Draws<'a> {
 
 /// An image set resident on a device, ready to be cut into puzzles.
 pub(crate) struct ResidentPuzzles {
-    /// `(n * c * grid * grid,)` u8: the images, flattened.
-    pixels: Tensor,
-    /// `(c * 256,)` f32: the normalised value of each pixel value, channel after channel.
-    lut: Tensor,
-    /// `(1, 9 * c, 1)` u32: `256 * channel` of each plane of a puzzle.
-    chan_offset: Tensor,
+    /// The images, `(n * c * grid * grid,)` u8, and how a puzzle's `9 * c` planes are normalised.
+    pixels: NormalisedPixels,
     /// `(1, 1, tile, 1)` u32: `y * grid`.
     rows: Tensor,
     /// `(1, 1, 1, tile)` u32: `x`.
@@ -58,11 +54,9 @@ impl ResidentPuzzles {
             return Ok(None);
         }
         let (g, t) = (spec.grid, spec.tile);
-        let offsets: Vec<u32> = (0..TILES * c).map(|plane| (plane % c * 256) as u32).collect();
+        let images = Tensor::from_slice(pixels, pixels.len(), dev)?;
         Ok(Some(ResidentPuzzles {
-            pixels: Tensor::from_slice(pixels, pixels.len(), dev)?,
-            lut: lut_tensor(lut, dev)?,
-            chan_offset: Tensor::from_vec(offsets, (1, TILES * c, 1), dev)?,
+            pixels: NormalisedPixels::new(images, lut, (0..TILES * c).map(|plane| plane % c))?,
             rows: Tensor::from_vec((0..t).map(|y| (y * g) as u32).collect::<Vec<_>>(), (1, 1, t, 1), dev)?,
             cols: Tensor::from_vec((0..t as u32).collect::<Vec<_>>(), (1, 1, 1, t), dev)?,
             c,
@@ -86,7 +80,7 @@ impl ResidentPuzzles {
         let b = images.len();
         let base = Tensor::from_vec(base, (b, TILES * c, 1, 1), self.pixels.device())?;
         let at = base.broadcast_add(&self.rows)?.broadcast_add(&self.cols)?;
-        Ok(normalised_gather(&self.pixels, &self.lut, &self.chan_offset, &at)?.reshape((b * TILES, c, t, t))?)
+        Ok(self.pixels.gather(&at)?.reshape((b * TILES, c, t, t))?)
     }
 }
 

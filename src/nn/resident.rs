@@ -23,12 +23,8 @@ use rand::Rng;
 
 /// A data set resident on a device, and the batch shape its batches are reshaped to.
 pub(crate) struct ResidentImages {
-    /// Zero-padded u8 planes, flattened.
-    pixels: Tensor,
-    /// `(c * 256,)` f32: normalised value of each pixel value, channel after channel.
-    lut: Tensor,
-    /// `(1, planes, 1)` u32: `256 * channel` of each output plane of an example.
-    chan_offset: Tensor,
+    /// Zero-padded u8 planes, flattened, and how an example's planes are normalised.
+    pixels: NormalisedPixels,
     /// `(1, 1, h, 1)` u32: `y * padded_width`.
     rows: Tensor,
     /// `(2, w)` u32: column `x` unflipped (row 0) and flipped (row 1).
@@ -56,16 +52,13 @@ impl ResidentImages {
         if total > u32::MAX as usize {
             return Ok(None);
         }
-        let padded = pad_planes(data.pixels, (h, w), p);
-        let pixels = Tensor::from_vec(padded, total, device)?;
-        let lut = lut_tensor(lut, device)?;
+        let padded = Tensor::from_vec(pad_planes(data.pixels, (h, w), p), total, device)?;
         let frames = data.frames_out(aug.clip_frames);
-        let offsets: Vec<u32> = (0..c * frames).map(|plane| (plane / frames * 256) as u32).collect();
-        let chan_offset = Tensor::from_vec(offsets, (1, c * frames, 1), device)?;
+        let pixels = NormalisedPixels::new(padded, lut, (0..c * frames).map(|plane| plane / frames))?;
         let rows = Tensor::from_vec((0..h).map(|y| (y * pw) as u32).collect::<Vec<_>>(), (1, 1, h, 1), device)?;
         let cols: Vec<u32> = (0..w).chain((0..w).rev()).map(|x| x as u32).collect();
         let cols = Tensor::from_vec(cols, (2, w), device)?;
-        Ok(Some(ResidentImages { pixels, lut, chan_offset, rows, cols, c, t, h, w, frames, aug: aug.clone() }))
+        Ok(Some(ResidentImages { pixels, rows, cols, c, t, h, w, frames, aug: aug.clone() }))
     }
 
     /// Examples `idx` as a `(b, c * L, h, w)` f32 tensor on the device (reshape it to the
@@ -93,30 +86,54 @@ impl ResidentImages {
         let flips = Tensor::from_vec(flips, b, dev)?;
         let cols = self.cols.index_select(&flips, 0)?.reshape((b, 1, 1, w))?;
         let at = base.broadcast_add(&self.rows)?.broadcast_add(&cols)?;
-        Ok(normalised_gather(&self.pixels, &self.lut, &self.chan_offset, &at)?.reshape((b, planes, h, w))?)
+        Ok(self.pixels.gather(&at)?.reshape((b, planes, h, w))?)
     }
 }
 
-/// `lut` (a row of 256 values per channel) as one `(c * 256,)` f32 tensor on `device`.
-pub(crate) fn lut_tensor(lut: &[[f32; 256]], device: &Device) -> Result<Tensor, NnError> {
-    let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
-    Ok(Tensor::from_vec(table, lut.len() * 256, device)?)
+/// u8 pixels on a device with the host's normalisation table, gathered by index into the
+/// host's very f32 values (shared by the image batches and the Jigsaw puzzles).
+pub(crate) struct NormalisedPixels {
+    /// u8, flattened.
+    pixels: Tensor,
+    /// `(c * 256,)` f32: the normalised value of each pixel value, channel after channel.
+    lut: Tensor,
+    /// `(1, planes, 1)` u32: `256 * channel` of each plane of an example.
+    chan_offset: Tensor,
 }
 
-/// The normalised values of the u8 `pixels` at indices `at` `(b, planes, ...)`: each pixel value
-/// plus its plane's `chan_offset` (`(1, planes, 1)`, `256 * channel`) indexes `lut`. Returns
-/// `(b, planes, values per plane)` f32.
-pub(crate) fn normalised_gather(
-    pixels: &Tensor,
-    lut: &Tensor,
-    chan_offset: &Tensor,
-    at: &Tensor,
-) -> Result<Tensor, NnError> {
-    let (b, planes) = (at.dim(0)?, at.dim(1)?);
-    let per_plane = at.elem_count() / (b * planes).max(1);
-    let values = pixels.index_select(&at.flatten_all()?, 0)?.to_dtype(DType::U32)?.reshape((b, planes, per_plane))?;
-    let codes = values.broadcast_add(chan_offset)?.flatten_all()?;
-    Ok(lut.index_select(&codes, 0)?.reshape((b, planes, per_plane))?)
+impl NormalisedPixels {
+    /// `pixels` (already on the device), `lut` (a row of 256 values per channel) and the channel
+    /// of each plane of an example.
+    pub(crate) fn new(
+        pixels: Tensor,
+        lut: &[[f32; 256]],
+        channels: impl Iterator<Item = usize>,
+    ) -> Result<Self, NnError> {
+        let device = pixels.device().clone();
+        let table: Vec<f32> = lut.iter().flat_map(|row| row.iter().copied()).collect();
+        let offsets: Vec<u32> = channels.map(|ch| (ch * 256) as u32).collect();
+        let planes = offsets.len();
+        Ok(NormalisedPixels {
+            pixels,
+            lut: Tensor::from_vec(table, lut.len() * 256, &device)?,
+            chan_offset: Tensor::from_vec(offsets, (1, planes, 1), &device)?,
+        })
+    }
+
+    /// The device the pixels live on.
+    pub(crate) fn device(&self) -> &Device {
+        self.pixels.device()
+    }
+
+    /// The normalised values at pixel indices `at` `(b, planes, ...)`, as `(b, planes, values per
+    /// plane)` f32: each pixel value plus its plane's `256 * channel` indexes the table.
+    pub(crate) fn gather(&self, at: &Tensor) -> Result<Tensor, NnError> {
+        let (b, planes) = (at.dim(0)?, at.dim(1)?);
+        let per_plane = at.elem_count() / (b * planes).max(1);
+        let values = self.pixels.index_select(&at.flatten_all()?, 0)?.to_dtype(DType::U32)?;
+        let codes = values.reshape((b, planes, per_plane))?.broadcast_add(&self.chan_offset)?.flatten_all()?;
+        Ok(self.lut.index_select(&codes, 0)?.reshape((b, planes, per_plane))?)
+    }
 }
 
 /// Each `h x w` plane of `pixels` inside a zero border of `p` pixels.
