@@ -6,8 +6,9 @@ Usage: gpu-report.py OUT_DIR > docs/gpu-<date>/README.md
 Reads summary.txt, env.txt, check-device.json, cfrun.tsv, torch.txt, profile-timers.txt,
 projection.md and agreement.md where they exist, and writes the tables issue 18 asks for: cfrun's
 img/s per configuration with each A/B as a ratio, PyTorch's img/s on the same card with the
-cfrun/PyTorch ratios, where a step's time goes, the projected (and, where run, measured) time of
-noise_sweep_full, and top-1 agreement with the CPU. It computes ratios only from numbers both
+cfrun/PyTorch ratios, what those rates are in arithmetic against the card's peak, where a step's
+time goes, the projected (and, where run, measured) time of noise_sweep_full, and top-1 agreement
+with the CPU. It computes ratios only from numbers both
 sides measured; a missing file or run is said, not filled in. Exit 2 when OUT_DIR has no
 cfrun.tsv (nothing was measured).
 """
@@ -146,6 +147,83 @@ def section_torch(runs, text, lines):
     lines.append("")
 
 
+# Dense peak arithmetic in TFLOP/s (FP32 on the CUDA cores; TF32 and BF16 on the tensor cores), from
+# NVIDIA's datasheets: the H100 SXM and the H200 SXM share the GH100's compute. Keyed by the name
+# nvidia-smi prints; other cards (the PCIe and NVL ones among them) get no share of peak.
+PEAKS = {"NVIDIA H200": (66.9, 494.7, 989.4), "NVIDIA H100 80GB HBM3": (66.9, 494.7, 989.4)}
+
+
+def gpu_name(out):
+    env = read(out, "env.txt") or ""
+    smi = next((l for l in env.splitlines() if l.count(",") == 2 and "MiB" in l), None)
+    return smi.split(",")[0].strip() if smi else None
+
+
+def forward_macs(out):
+    """The training log's multiply-accumulates per image (one value, or None)."""
+    folder = os.path.join(out, "cfrun")
+    found = set()
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        found |= set(re.findall(r"forward_macs=(\d+)", read(folder, name) or ""))
+    return int(found.pop()) if len(found) == 1 else None
+
+
+def whole_study_images(out):
+    """noise_sweep_full's training images (all epochs) from projection.md's whole-study row."""
+    m = re.search(r"^\| `\(the whole study\)` \| \d+ \| ([0-9.]+) \|", read(out, "projection.md") or "", re.M)
+    return float(m.group(1)) * 1e6 if m else None
+
+
+def section_arithmetic(out, runs, torch_text, lines):
+    lines += ["## The rates in arithmetic", ""]
+    macs = forward_macs(out)
+    if macs is None:
+        lines += ["Not computed: no single `forward_macs` in cfrun/*.stderr (the training log's debug line).", ""]
+        return
+    flop = 6 * macs
+    lines += [f"One training image costs {flop / 1e9:.3g} GFLOP: {macs / 1e6:.1f} M multiply-accumulates forward "
+              "(`forward_macs` in the training log: every convolution and the head), 2 FLOP each, three times "
+              "(forward, input gradient, weight gradient). Batch norm, ReLU and the additions are passes over "
+              "memory and are not counted, so these are lower bounds on the work done.", ""]
+    name = gpu_name(out)
+    peaks = PEAKS.get(name)
+    if peaks:
+        fp32, tf32, bf16 = peaks
+        lines += [f"{name}: dense peaks {fp32} (FP32), {tf32} (TF32) and {bf16} (BF16) TFLOP/s (datasheet).", ""]
+    else:
+        lines += [f"No peak figures for `{name or 'an unnamed GPU'}`: TFLOP/s only.", ""]
+    lines += ["| run | img/s | TFLOP/s | share of peak |", "|---|---:|---:|---|"]
+
+    def share(tflops, half):
+        if not peaks:
+            return "n/a"
+        if half:
+            return f"{100 * tflops / peaks[2]:.1f} % of BF16"
+        return f"{100 * tflops / peaks[0]:.0f} % of FP32, {100 * tflops / peaks[1]:.1f} % of TF32"
+
+    rows = [(f"cfrun {l}", rate(r), r["precision"] != "f32") for l, r in runs.items()]
+    rows += [(f"PyTorch {mode}", img, "amp" in mode) for mode, img in torch_runs(torch_text)]
+    for what, img, half in rows:
+        if img:
+            tflops = img * flop / 1e12
+            lines.append(f"| {what} | {img:.0f} | {tflops:.3g} | {share(tflops, half)} |")
+    lines.append("")
+    if peaks:
+        fp32, tf32, bf16 = peaks
+        at = lambda peak: peak * 1e12 / flop
+        lines.append(f"At 100 % of peak one card would train {at(fp32):,.0f} img/s in FP32, {at(tf32):,.0f} in TF32 "
+                     f"and {at(bf16):,.0f} in BF16.")
+        images = whole_study_images(out)
+        if images:
+            need = images * flop / 600 / 1e12
+            lines.append(f"noise_sweep_full trains {images / 1e6:.1f} M images ({images * flop / 1e15:.0f} PFLOP): "
+                         f"at 100 % of peak {images * flop / fp32 / 1e12 / 60:.0f} min in FP32, "
+                         f"{images * flop / tf32 / 1e12 / 60:.1f} min in TF32, {images * flop / bf16 / 1e12 / 60:.1f} "
+                         f"min in BF16. Training it in 10 minutes takes {need:.0f} TFLOP/s sustained: "
+                         f"{100 * need / tf32:.0f} % of the TF32 peak, {100 * need / bf16:.0f} % of the BF16 peak.")
+        lines.append("")
+
+
 def section_profile(out, lines):
     text = read(out, "profile-timers.txt")
     lines += ["## Where a step's time goes (cfrun's timers, one job, f32)", ""]
@@ -210,6 +288,7 @@ def main(argv):
     section_machine(out, lines)
     section_cfrun(runs, lines)
     section_torch(runs, read(out, "torch.txt"), lines)
+    section_arithmetic(out, runs, read(out, "torch.txt"), lines)
     section_profile(out, lines)
     section_sweep(out, lines)
     section_agreement(out, lines)

@@ -137,6 +137,14 @@ fn gpu_report_turns_a_session_into_ratios() {
          resnet_gpu   train   5000.0 img/s   (60 steps)\n",
     );
     write("summary.txt", "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n");
+    write("env.txt", "GPU 0: NVIDIA H200 (UUID: GPU-0)\nNVIDIA H200, 580.95.05, 143771 MiB\n");
+    std::fs::create_dir(out.path().join("cfrun")).unwrap();
+    write("cfrun/f32-j1.stderr", "DEBUG cfrun::nn::train: network size per example forward_macs=455800832\n");
+    write(
+        "projection.md",
+        "# noise_sweep_full.toml: projected GPU time\n\n| part (--set) | train instances | images (M) | projected | fits |\n\
+         |---|---:|---:|---:|---|\n| `(the whole study)` | 84 | 86.4 | 48.0 min | no (400 s left) |\n",
+    );
     // A NaN on the device comes back from serde_json as null; a device side that failed to run
     // carries its error. (The compiled AMP mode above was cut off before its inference line.)
     write(
@@ -161,6 +169,15 @@ fn gpu_report_turns_a_session_into_ratios() {
         "cfrun's best aggregate, 3000 img/s with 4 jobs",
         "Not measured (no profile-timers.txt).",
         "Run for real: no part of the study.",
+        "One training image costs 2.73 GFLOP: 455.8 M multiply-accumulates forward",
+        "NVIDIA H200: dense peaks 66.9 (FP32), 494.7 (TF32) and 989.4 (BF16) TFLOP/s (datasheet).",
+        "| cfrun f32-j1 | 1000 | 2.73 | 4 % of FP32, 0.6 % of TF32 |",
+        "| cfrun bf16-j1 | 1500 | 4.1 | 0.4 % of BF16 |",
+        "| PyTorch amp-bf16, compiled, tf32 conv True matmul False | 5000 | 13.7 | 1.4 % of BF16 |",
+        "At 100 % of peak one card would train 24,462 img/s in FP32, 180,890 in TF32 and 361,781 in BF16.",
+        "noise_sweep_full trains 86.4 M images (236 PFLOP): at 100 % of peak 59 min in FP32, 8.0 min in TF32, \
+         4.0 min in BF16. Training it in 10 minutes takes 394 TFLOP/s sustained: 80 % of the TF32 peak, 40 % of \
+         the BF16 peak.",
         "2 checks FAILED",
         "  - resnet_gpu: weights: NaN (tolerance 0.005) FAILED",
         "    (the device side failed: `DriverError(CUDA_ERROR_ILLEGAL_ADDRESS)`)",

@@ -102,6 +102,15 @@ impl Arch {
         }
     }
 
+    /// Multiply-accumulates of one `h x w` example's forward pass
+    /// ([`ResNetConfig::forward_macs`]); not counted for clip networks.
+    pub fn forward_macs(&self, h: usize, w: usize) -> Option<u64> {
+        match self {
+            Arch::ResNet(c) => Some(c.forward_macs(h, w)),
+            Arch::R2Plus1D(_) => None,
+        }
+    }
+
     /// Builds the network over `vb`.
     pub fn build(&self, vb: VarBuilder) -> Result<Net> {
         Ok(match self {

@@ -7,7 +7,7 @@
 //! where its arithmetic is well conditioned. Recording is per thread and off unless asked for.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// One layer as it ran, by its input shapes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,20 +35,27 @@ pub enum LayerCall {
 }
 
 thread_local! {
-    static LOG: RefCell<Option<BTreeSet<LayerCall>>> = const { RefCell::new(None) };
+    /// Each distinct layer of the recording in progress and how many times it ran.
+    static LOG: RefCell<Option<BTreeMap<LayerCall, usize>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` and returns, beside its result, every distinct layer it ran on this thread (sorted).
 /// If `f` panics, the recording around this one (or none) is back in place as the panic leaves.
 pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerCall>) {
+    let (out, counted) = recording_counted(f);
+    (out, counted.into_iter().map(|(call, _)| call).collect())
+}
+
+/// [`recording`] with the number of times each layer ran.
+pub fn recording_counted<T>(f: impl FnOnce() -> T) -> (T, Vec<(LayerCall, usize)>) {
     /// The recording around this one, put back when this one ends, by return or by unwind.
-    struct Outer(Option<BTreeSet<LayerCall>>);
+    struct Outer(Option<BTreeMap<LayerCall, usize>>);
     impl Drop for Outer {
         fn drop(&mut self) {
             LOG.with(|log| *log.borrow_mut() = self.0.take());
         }
     }
-    let outer = Outer(LOG.with(|log| log.borrow_mut().replace(BTreeSet::new())));
+    let outer = Outer(LOG.with(|log| log.borrow_mut().replace(BTreeMap::new())));
     let out = f();
     let calls = LOG.with(|log| log.borrow_mut().take());
     drop(outer);
@@ -58,8 +65,8 @@ pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerCall>) {
 /// Notes a layer when a recording is on (`call` is built only then).
 pub(crate) fn note(call: impl FnOnce() -> LayerCall) {
     LOG.with(|log| {
-        if let Some(set) = log.borrow_mut().as_mut() {
-            set.insert(call());
+        if let Some(calls) = log.borrow_mut().as_mut() {
+            *calls.entry(call()).or_default() += 1;
         }
     });
 }
@@ -72,8 +79,8 @@ mod tests {
         LayerCall::Conv { x: vec![n, 1, 4, 4], w: vec![2, 1, 3, 3], stride: 1, padding: 1 }
     }
 
-    /// Only what runs inside `recording` is noted, each shape once, and a nested recording leaves
-    /// the outer one as it was.
+    /// Only what runs inside `recording` is noted, each shape once (with its count when asked),
+    /// and a nested recording leaves the outer one as it was.
     #[test]
     fn records_distinct_calls_inside_the_closure_only() {
         note(|| conv(9));
@@ -86,6 +93,8 @@ mod tests {
         });
         assert_eq!(calls, vec![conv(1), conv(2)]);
         assert_eq!(recording(|| ()).1, Vec::new());
+        let (_, counted) = recording_counted(|| [2, 1, 2, 2].map(|n| note(|| conv(n))));
+        assert_eq!(counted, vec![(conv(1), 1), (conv(2), 3)]);
     }
 
     /// A panic inside a nested recording leaves the outer one recording, and nothing on after

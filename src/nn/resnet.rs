@@ -77,6 +77,32 @@ impl ResNetConfig {
             t => self.widths[t.stage().unwrap_or(0)],
         }
     }
+    /// Multiply-accumulates of one `h x w` image's forward pass: every convolution and the
+    /// linear head. Batch norm, ReLU, pooling and the residual additions are left out: they are
+    /// passes over memory, not products. A training step costs about three times this per image
+    /// (the forward, then each layer's input gradient and weight gradient).
+    pub fn forward_macs(&self, h: usize, w: usize) -> u64 {
+        // (output size, MACs) of a `k x k` conv with padding `k / 2`, as `Conv::new` builds it.
+        let conv = |(h, w): (usize, usize), cin: usize, cout: usize, k: usize, stride: usize| {
+            let out = |x: usize| (x + 2 * (k / 2) - k) / stride + 1;
+            let (ho, wo) = (out(h), out(w));
+            ((ho, wo), (ho * wo * cout * cin * k * k) as u64)
+        };
+        let (mut size, mut macs) = conv((h, w), self.in_channels, self.stem_width, 3, 1);
+        let mut cin = self.stem_width;
+        for (s, (&width, &blocks)) in self.widths.iter().zip(&self.blocks).enumerate() {
+            for b in 0..blocks {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let (mid, first) = conv(size, cin, width, 3, stride);
+                let (_, second) = conv(mid, width, width, 3, 1);
+                let shortcut = if stride != 1 || cin != width { conv(size, cin, width, 1, stride).1 } else { 0 };
+                macs += first + second + shortcut;
+                (size, cin) = (mid, width);
+            }
+        }
+        macs + (cin * self.num_classes) as u64
+    }
+
     /// Rejects zero sizes.
     pub fn validate(&self) -> std::result::Result<(), NnError> {
         let zero = self.in_channels == 0
@@ -345,5 +371,66 @@ impl ResNet {
     /// Logits `(N, num_classes)`.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.fc.forward(&self.embed(xs, train)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::layer_log::{recording_counted, LayerCall};
+    use crate::nn::{with_cpu_kernels, CpuKernels};
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    /// resnet_gpu on one 28x28 grey image, counted by hand from the table at the top: the stem
+    /// (1 -> 64 at 28x28), res2 (four 64 -> 64 convs at 28x28), res3 to res5 (a strided conv, a
+    /// 1x1 strided shortcut and three convs at the new width, on 14x14, 7x7 and 4x4), the head.
+    #[test]
+    fn resnet_gpu_costs_what_its_layers_add_up_to() {
+        let stem = 28 * 28 * 64 * 9;
+        let res2 = 4 * (28 * 28 * 64 * 64 * 9);
+        let stage = |side: usize, cin: usize, c: usize| side * side * c * (cin * 9 + cin + 3 * c * 9);
+        let by_hand = stem + res2 + stage(14, 64, 128) + stage(7, 128, 256) + stage(4, 256, 512) + 512 * 10;
+        assert_eq!(ResNetConfig::resnet_gpu(1, 10).forward_macs(28, 28), by_hand as u64);
+        assert_eq!(by_hand, 455_800_832);
+    }
+
+    /// The count agrees with the convolutions a forward pass runs, recorded one by one, for odd
+    /// sizes (where a strided conv rounds up) and wider stages too.
+    #[test]
+    fn forward_macs_match_the_convolutions_a_forward_pass_runs() {
+        let configs = [
+            ResNetConfig::resnet_tiny(3, 7),
+            ResNetConfig {
+                in_channels: 2,
+                stem_width: 6,
+                widths: [6, 8, 12, 16],
+                blocks: [2, 1, 2, 1],
+                num_classes: 5,
+            },
+        ];
+        for cfg in configs {
+            for (h, w) in [(28, 28), (13, 9)] {
+                let vm = VarMap::new();
+                let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+                let net = ResNet::new(&cfg, vb).unwrap();
+                let xs = Tensor::zeros((1, cfg.in_channels, h, w), DType::F32, &Device::Cpu).unwrap();
+                let (logits, calls) =
+                    recording_counted(|| with_cpu_kernels(CpuKernels::Layers, || net.forward_t(&xs, false)));
+                assert_eq!(logits.unwrap().dims(), &[1, cfg.num_classes]);
+                let convs: usize = calls
+                    .iter()
+                    .map(|(call, count)| match call {
+                        LayerCall::Conv { x, w: k, stride, padding } => {
+                            let out = |side: usize| (side + 2 * padding - k[2]) / stride + 1;
+                            count * out(x[2]) * out(x[3]) * k.iter().product::<usize>()
+                        }
+                        LayerCall::Norm { .. } => 0,
+                    })
+                    .sum();
+                let head = cfg.widths[3] * cfg.num_classes;
+                assert_eq!(cfg.forward_macs(h, w), (convs + head) as u64, "{cfg:?} at {h}x{w}");
+            }
+        }
     }
 }
