@@ -102,12 +102,12 @@ impl Arch {
         }
     }
 
-    /// Multiply-accumulates of one `h x w` example's forward pass
-    /// ([`ResNetConfig::forward_macs`]); not counted for clip networks.
-    pub fn forward_macs(&self, h: usize, w: usize) -> Option<u64> {
+    /// Multiply-accumulates of one example's forward pass, an image or a clip of `t` frames of
+    /// `h x w` ([`ResNetConfig::forward_macs`], [`R2Plus1DConfig::forward_macs`]).
+    pub fn forward_macs(&self, t: usize, h: usize, w: usize) -> u64 {
         match self {
-            Arch::ResNet(c) => Some(c.forward_macs(h, w)),
-            Arch::R2Plus1D(_) => None,
+            Arch::ResNet(c) => c.forward_macs(h, w),
+            Arch::R2Plus1D(c) => c.forward_macs(t, h, w),
         }
     }
 

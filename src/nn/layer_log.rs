@@ -71,6 +71,20 @@ pub(crate) fn note(call: impl FnOnce() -> LayerCall) {
     });
 }
 
+/// The multiply-accumulates of the convolutions in a counted recording (for the tests of the
+/// networks' own counts).
+#[cfg(test)]
+pub(crate) fn recorded_conv_macs(calls: &[(LayerCall, usize)]) -> u64 {
+    let macs = |(call, count): &(LayerCall, usize)| match call {
+        LayerCall::Conv { x, w, stride, padding } => {
+            let out = |side: usize| (side + 2 * padding - w[2]) / stride + 1;
+            count * x[0] * out(x[2]) * out(x[3]) * w.iter().product::<usize>()
+        }
+        LayerCall::Norm { .. } => 0,
+    };
+    calls.iter().map(macs).sum::<usize>() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

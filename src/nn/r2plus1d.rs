@@ -104,6 +104,48 @@ impl R2Plus1DConfig {
     }
 }
 
+impl R2Plus1DConfig {
+    /// Multiply-accumulates of one clip's forward pass (`t` frames of `h x w`): every spatial,
+    /// temporal and shortcut convolution (a temporal one counted over its zero padding too, as
+    /// it runs) and the linear head; batch norm, ReLU, pooling and additions are not products.
+    pub fn forward_macs(&self, t: usize, h: usize, w: usize) -> u64 {
+        let kt = self.temporal_kernel;
+        // A `k x k` spatial conv with padding `k / 2` on `(t, h, w)`: its output size and MACs.
+        let spatial = |(t, h, w): (usize, usize, usize), cin: usize, cout: usize, k: usize, stride: usize| {
+            let out = |x: usize| (x + 2 * (k / 2) - k) / stride + 1;
+            let (ho, wo) = (out(h), out(w));
+            ((t, ho, wo), (t * ho * wo * cout * cin * k * k) as u64)
+        };
+        // A (2+1)D conv as `Conv2Plus1D` runs it: spatial to the middle width, then temporal.
+        let conv = |size: (usize, usize, usize), cin: usize, cout: usize, stride: usize, t_stride: usize| {
+            let mid = mid_width(cin, cout, 3, kt);
+            let ((t, ho, wo), first) = spatial(size, cin, mid, 3, stride);
+            let t = t / effective_stride(t_stride, t);
+            ((t, ho, wo), first + (t * ho * wo * cout * kt * mid) as u64)
+        };
+        let (mut size, mut macs) = conv((t, h, w), self.in_channels, self.stem_width, self.stem_stride, 1);
+        let mut cin = self.stem_width;
+        for s in 0..4 {
+            for b in 0..self.blocks[s] {
+                let (stride, t_stride) =
+                    if b == 0 { (if s > 0 { 2 } else { 1 }, self.temporal_strides[s]) } else { (1, 1) };
+                let width = self.widths[s];
+                let (mid, first) = conv(size, cin, width, stride, t_stride);
+                let (_, second) = conv(mid, width, width, 1, 1);
+                let shortcut = if stride != 1 || t_stride != 1 || cin != width {
+                    let frames = size.0 / effective_stride(t_stride, size.0);
+                    spatial((frames, size.1, size.2), cin, width, 1, stride).1
+                } else {
+                    0
+                };
+                macs += first + second + shortcut;
+                (size, cin) = (mid, width);
+            }
+        }
+        macs + (cin * self.num_classes) as u64
+    }
+}
+
 /// The middle width of a (2+1)D conv replacing a `kt x d x d` 3-D conv (at least 1).
 pub fn mid_width(cin: usize, cout: usize, d: usize, kt: usize) -> usize {
     (kt * d * d * cin * cout / (d * d * cin + kt * cout)).max(1)

@@ -218,3 +218,27 @@ fn fused_training_step_is_independent_of_the_thread_count() {
         three.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
 }
+
+/// The count agrees with the convolutions a forward pass runs, recorded one by one: spatial,
+/// temporal (a 1x1 conv over the stacked shifted frames) and shortcut convolutions, for an even
+/// clip (the temporal strides apply), an odd one (they are skipped) and a single image.
+#[test]
+fn forward_macs_match_the_convolutions_a_forward_pass_runs() {
+    use crate::nn::layer_log::{recorded_conv_macs, recording_counted};
+    use crate::nn::{with_cpu_kernels, CpuKernels};
+    let mut wide = R2Plus1DConfig::preset("r2plus1d_small", 2, 6).unwrap();
+    wide.blocks = [2, 1, 1, 2];
+    wide.temporal_kernel = 5;
+    for cfg in [R2Plus1DConfig::preset("r2plus1d_tiny", 1, 5).unwrap(), wide] {
+        let vm = VarMap::new();
+        let net = R2Plus1D::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        for (t, h, w) in [(8, 16, 16), (5, 13, 9), (1, 12, 12)] {
+            let xs = Tensor::zeros((1, cfg.in_channels, t, h, w), DType::F32, &Device::Cpu).unwrap();
+            let (logits, calls) =
+                recording_counted(|| with_cpu_kernels(CpuKernels::Layers, || net.forward_t(&xs, false)));
+            assert_eq!(logits.unwrap().dims(), &[1, cfg.num_classes]);
+            let head = (cfg.widths[3] * cfg.num_classes) as u64;
+            assert_eq!(cfg.forward_macs(t, h, w), recorded_conv_macs(&calls) + head, "{cfg:?} at {t}x{h}x{w}");
+        }
+    }
+}

@@ -245,9 +245,7 @@ pub(crate) fn train_with(
     let synced = pipeline == Pipeline::ResidentSynced;
     tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "batch pipeline");
     // What a throughput means in arithmetic: the bench turns img/s into FLOP/s with this.
-    if let Some(macs) = cfg.arch.forward_macs(data.h, data.w) {
-        tracing::debug!(forward_macs = macs, "network size per example");
-    }
+    tracing::debug!(forward_macs = cfg.arch.forward_macs(frames, data.h, data.w), "network size per example");
     let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
     // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
     let dtype = cfg.precision.dtype();
