@@ -39,7 +39,7 @@ fn run(threads: usize) -> BenchResult {
     // CFRUN_CONV_BACKWARD=cfrun or CFRUN_BN_BACKWARD=cfrun asks for the ones the GPU runs.
     if kernels == nn::CpuKernels::Candle {
         for switch in [&nn::backward_switch::CONV, &nn::backward_switch::BN] {
-            switch.set(nn::backward_switch::Backward::Candle);
+            switch.force(Some(nn::backward_switch::Backward::Candle));
         }
     }
     nn::backward_switch::from_env()?;

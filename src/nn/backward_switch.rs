@@ -2,62 +2,29 @@
 //! per layer kind, for A/B measurements on a GPU: `CFRUN_CONV_BACKWARD` and `CFRUN_BN_BACKWARD`,
 //! each `cfrun` (the default) or `candle`, read by the binary at start-up.
 
-use super::env_flag::value_from_env;
-use std::sync::atomic::{AtomicBool, Ordering};
+use super::env_flag::Choice;
 
 /// Whose backward a layer kind uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backward {
-    /// cfrun's (see [`super::conv_device`] and [`super::batchnorm`]).
+    /// cfrun's (see [`super::conv_device`] and [`super::batchnorm`]); the default.
     Cfrun,
     /// candle's autograd through its own ops.
     Candle,
 }
 
-/// One layer kind's switch.
-pub struct Switch {
-    env: &'static str,
-    candle: AtomicBool,
-}
+/// The names both switches take.
+const NAMES: &[(&str, Backward)] = &[("cfrun", Backward::Cfrun), ("candle", Backward::Candle)];
 
 /// The convolution's ([`super::conv_device`]).
-pub static CONV: Switch = Switch::new("CFRUN_CONV_BACKWARD");
+pub static CONV: Choice<Backward> = Choice::new("CFRUN_CONV_BACKWARD", NAMES);
 /// Batch norm's in train mode ([`super::batchnorm`]).
-pub static BN: Switch = Switch::new("CFRUN_BN_BACKWARD");
+pub static BN: Choice<Backward> = Choice::new("CFRUN_BN_BACKWARD", NAMES);
 
-impl Switch {
-    const fn new(env: &'static str) -> Self {
-        Switch { env, candle: AtomicBool::new(false) }
-    }
-
-    /// Sets this layer kind's backward process-wide.
-    pub fn set(&self, backward: Backward) {
-        self.candle.store(backward == Backward::Candle, Ordering::Relaxed);
-    }
-
-    /// The backward in force.
+impl Choice<Backward> {
+    /// The backward in force: cfrun's unless candle's is forced.
     pub fn get(&self) -> Backward {
-        if self.candle.load(Ordering::Relaxed) {
-            Backward::Candle
-        } else {
-            Backward::Cfrun
-        }
-    }
-
-    /// Applies this switch's environment variable when it is set.
-    pub fn from_env(&self) -> Result<(), String> {
-        if let Some(backward) = value_from_env(self.env, |v| self.parse(v))? {
-            self.set(backward);
-        }
-        Ok(())
-    }
-
-    fn parse(&self, v: &str) -> Result<Backward, String> {
-        match v {
-            "cfrun" => Ok(Backward::Cfrun),
-            "candle" => Ok(Backward::Candle),
-            other => Err(format!("{}={other:?}: expected `cfrun` or `candle`", self.env)),
-        }
+        self.forced().unwrap_or(Backward::Cfrun)
     }
 }
 
@@ -73,15 +40,15 @@ mod tests {
 
     #[test]
     fn each_switch_names_both_backwards_and_its_variable() {
-        for s in [&CONV, &BN] {
+        for (s, env) in [(&CONV, "CFRUN_CONV_BACKWARD"), (&BN, "CFRUN_BN_BACKWARD")] {
             assert_eq!(s.parse("cfrun"), Ok(Backward::Cfrun));
             assert_eq!(s.parse("candle"), Ok(Backward::Candle));
             let err = s.parse("gemm").unwrap_err();
-            assert!(err.contains(s.env) && err.contains("`cfrun` or `candle`"), "{err}");
+            assert!(err.contains(env) && err.contains("`cfrun` or `candle`"), "{err}");
         }
-        let local = Switch::new("CFRUN_TEST_ONLY");
+        let local = Choice::new("CFRUN_TEST_ONLY", NAMES);
         assert_eq!(local.get(), Backward::Cfrun);
-        local.set(Backward::Candle);
+        local.force(Some(Backward::Candle));
         assert_eq!(local.get(), Backward::Candle);
     }
 }

@@ -1,6 +1,62 @@
 //! Switches read from the environment at start-up, shared by the process-wide measurement
-//! switches of [`super::backward_switch`], [`super::pipeline`], [`super::step_profile`] and
-//! [`super::gemm_tf32`]; the on/off ones take `1` or `0`.
+//! switches of [`super::backward_switch`], [`super::pipeline`], [`super::sgd`]'s update,
+//! [`super::step_profile`] and [`super::gemm_tf32`]: the on/off ones take `1` or `0`, the others
+//! one of their names ([`Choice`]).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A process-wide choice among named values, forced from its environment variable (or by
+/// [`Choice::force`]) or, when nothing forces it, left to the caller's default (the device's,
+/// say).
+pub struct Choice<T: 'static> {
+    env: &'static str,
+    names: &'static [(&'static str, T)],
+    /// `0` when nothing is forced, else one more than the forced value's index in `names`.
+    forced: AtomicU8,
+}
+
+impl<T: Copy + PartialEq> Choice<T> {
+    /// The choice among `names`, read from the variable `env`; at most 255 names.
+    pub const fn new(env: &'static str, names: &'static [(&'static str, T)]) -> Self {
+        assert!(names.len() < u8::MAX as usize);
+        Choice { env, names, forced: AtomicU8::new(0) }
+    }
+
+    /// Forces `value` process-wide, or with `None` leaves the choice to the caller's default.
+    pub fn force(&self, value: Option<T>) {
+        let index = value.and_then(|v| self.names.iter().position(|(_, n)| *n == v));
+        self.forced.store(index.map_or(0, |i| i as u8 + 1), Ordering::Relaxed);
+    }
+
+    /// The forced value, if any.
+    pub fn forced(&self) -> Option<T> {
+        let i = self.forced.load(Ordering::Relaxed) as usize;
+        i.checked_sub(1).map(|i| self.names[i].1)
+    }
+
+    /// Forces the value the environment variable names when it is set; a value that names none
+    /// is the error, naming the variable and the valid names.
+    pub fn from_env(&self) -> Result<(), String> {
+        if let Some(value) = value_from_env(self.env, |v| self.parse(v))? {
+            self.force(Some(value));
+        }
+        Ok(())
+    }
+
+    /// The value called `v`.
+    pub(crate) fn parse(&self, v: &str) -> Result<T, String> {
+        if let Some((_, value)) = self.names.iter().find(|(name, _)| *name == v) {
+            return Ok(*value);
+        }
+        let quoted: Vec<String> = self.names.iter().map(|(name, _)| format!("`{name}`")).collect();
+        let valid = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "nothing".into(),
+        };
+        Err(format!("{}={v:?}: expected {valid}", self.env))
+    }
+}
 
 /// The value of the variable `env` as `parse` reads it: `None` when it is unset, `parse`'s error
 /// (which names the variable and the valid values) when it says nothing valid.
@@ -39,5 +95,25 @@ mod tests {
             assert!(err.starts_with("CFRUN_X=") && err.ends_with("expected 1 (on) or 0 (off)"), "{err}");
         }
         assert_eq!(flag_from_env("CFRUN_SURELY_UNSET_FLAG_FOR_THIS_TEST"), Ok(None));
+    }
+
+    /// Each name parses to its value and can be forced and unforced; a wrong name is refused
+    /// with every valid one; an unset variable forces nothing.
+    #[test]
+    fn a_choice_is_one_of_its_names() {
+        static FRUIT: Choice<u32> = Choice::new("CFRUN_FRUIT", &[("apple", 10), ("pear", 20), ("fig", 30)]);
+        for (name, value) in [("apple", 10), ("pear", 20), ("fig", 30)] {
+            assert_eq!(FRUIT.parse(name), Ok(value));
+            FRUIT.force(Some(value));
+            assert_eq!(FRUIT.forced(), Some(value));
+        }
+        FRUIT.force(None);
+        assert_eq!(FRUIT.forced(), None);
+        assert_eq!(FRUIT.parse("plum").unwrap_err(), "CFRUN_FRUIT=\"plum\": expected `apple`, `pear` or `fig`");
+        let two: Choice<bool> = Choice::new("CFRUN_TWO", &[("on", true), ("off", false)]);
+        assert_eq!(two.parse("").unwrap_err(), "CFRUN_TWO=\"\": expected `on` or `off`");
+        let unset: Choice<bool> = Choice::new("CFRUN_SURELY_UNSET_CHOICE_FOR_THIS_TEST", &[("on", true)]);
+        assert_eq!(unset.from_env(), Ok(()));
+        assert_eq!(unset.forced(), None);
     }
 }

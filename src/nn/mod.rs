@@ -26,7 +26,7 @@ pub mod conv;
 pub mod conv_device;
 mod cpu;
 pub mod data;
-mod env_flag;
+pub mod env_flag;
 mod error;
 mod eval_unit;
 pub mod extract;
@@ -76,8 +76,8 @@ pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Train
 /// [`pipeline`], [`sgd::update`], [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
-    pipeline::pipeline_from_env()?;
-    sgd::update::update_from_env()?;
+    pipeline::PIPELINE.from_env()?;
+    sgd::update::UPDATE.from_env()?;
     step_profile::step_profile_from_env()?;
     gemm_tf32::gemm_tf32_from_env()
 }

@@ -11,64 +11,41 @@
 //! All three train the same bits (`nn::tests::resident_pipeline_equals_host_pipeline`; the CLI's
 //! `the_batch_pipelines_train_the_same_bits`), so, like the device, the choice is in no recipe key.
 
-use super::env_flag::value_from_env;
+use super::env_flag::Choice;
 use candle_core::Device;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How batches reach the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pipeline {
     /// Built on the host and copied per batch; loss and accuracy read per batch (the CPU's way,
     /// and every device's before the resident pipeline).
-    Host = 1,
+    Host,
     /// As [`Pipeline::Resident`], with the epoch's running sums read after every batch: the host
     /// waits for the device once per step, as the host pipeline does.
-    ResidentSynced = 2,
+    ResidentSynced,
     /// Data and targets uploaded once, batches gathered on the device, sums read once per epoch
     /// (`nn/resident.rs`); training falls back to `Host` for a data set too large to index in
     /// u32.
-    Resident = 3,
+    Resident,
 }
 
-/// The environment variable of the switch.
-pub const PIPELINE_ENV: &str = "CFRUN_TRAIN_PIPELINE";
-
-/// The forced pipeline as its discriminant; 0 when none is (the device decides).
-static FORCED: AtomicU8 = AtomicU8::new(0);
-
-/// Forces `pipeline` on every training run of the process, or with `None` lets the device decide.
-pub fn set_pipeline(pipeline: Option<Pipeline>) {
-    FORCED.store(pipeline.map_or(0, |p| p as u8), Ordering::Relaxed);
-}
+/// The switch: `CFRUN_TRAIN_PIPELINE`; forced, it holds for every training run of the process.
+pub static PIPELINE: Choice<Pipeline> = Choice::new(
+    "CFRUN_TRAIN_PIPELINE",
+    &[("host", Pipeline::Host), ("resident-sync", Pipeline::ResidentSynced), ("resident", Pipeline::Resident)],
+);
 
 /// The pipeline a training run on `device` uses.
 pub(crate) fn pipeline_for(device: &Device) -> Pipeline {
-    resolve(FORCED.load(Ordering::Relaxed), device)
+    PIPELINE.forced().unwrap_or_else(|| default_for(device))
 }
 
-fn resolve(forced: u8, device: &Device) -> Pipeline {
-    let all = [Pipeline::Host, Pipeline::ResidentSynced, Pipeline::Resident];
-    match all.into_iter().find(|&p| p as u8 == forced) {
-        Some(p) => p,
-        None if device.is_cpu() => Pipeline::Host,
-        None => Pipeline::Resident,
-    }
-}
-
-/// Applies [`PIPELINE_ENV`] when it is set; a value that names no pipeline is the error.
-pub fn pipeline_from_env() -> Result<(), String> {
-    if let Some(pipeline) = value_from_env(PIPELINE_ENV, parse)? {
-        set_pipeline(Some(pipeline));
-    }
-    Ok(())
-}
-
-fn parse(v: &str) -> Result<Pipeline, String> {
-    match v {
-        "host" => Ok(Pipeline::Host),
-        "resident-sync" => Ok(Pipeline::ResidentSynced),
-        "resident" => Ok(Pipeline::Resident),
-        other => Err(format!("{PIPELINE_ENV}={other:?}: expected `host`, `resident-sync` or `resident`")),
+/// The device's pipeline when none is forced.
+fn default_for(device: &Device) -> Pipeline {
+    if device.is_cpu() {
+        Pipeline::Host
+    } else {
+        Pipeline::Resident
     }
 }
 
@@ -76,18 +53,17 @@ fn parse(v: &str) -> Result<Pipeline, String> {
 mod tests {
     use super::*;
 
-    /// Each name parses to its pipeline and resolves to it on any device; unset, the CPU builds
-    /// on the host; a wrong name is refused with the valid ones.
+    /// Each name parses to its pipeline; unforced, the CPU builds on the host; a wrong name is
+    /// refused with the valid ones.
     #[test]
-    fn names_parse_and_the_device_decides_when_none_is_forced() {
+    fn names_parse_and_the_cpu_builds_on_the_host() {
         for (name, p) in
             [("host", Pipeline::Host), ("resident-sync", Pipeline::ResidentSynced), ("resident", Pipeline::Resident)]
         {
-            assert_eq!(parse(name), Ok(p));
-            assert_eq!(resolve(p as u8, &Device::Cpu), p);
+            assert_eq!(PIPELINE.parse(name), Ok(p));
         }
-        assert_eq!(resolve(0, &Device::Cpu), Pipeline::Host);
-        let err = parse("device").unwrap_err();
+        assert_eq!(default_for(&Device::Cpu), Pipeline::Host);
+        let err = PIPELINE.parse("device").unwrap_err();
         assert_eq!(err, "CFRUN_TRAIN_PIPELINE=\"device\": expected `host`, `resident-sync` or `resident`");
     }
 }
