@@ -8,7 +8,8 @@
 #      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
 #      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1), the resident pipeline's two changes
 #      undone one at a time (1 job each, CFRUN_TRAIN_PIPELINE=resident-sync, then =host), the
-#      optimiser's update per parameter instead of flat (1 job, CFRUN_SGD_UPDATE=per-param) and,
+#      optimiser's update per parameter instead of flat (1 job, CFRUN_SGD_UPDATE=per-param), batch
+#      norm's running statistics layer by layer instead of flat (1 job, CFRUN_BN_STATS=per-layer) and,
 #      for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in
 #      cfrun/; and
 #      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
@@ -231,6 +232,11 @@ fi
 # differs. Same small share of work as the pipeline rows.
 if (($(left) > (DRY ? 120 : 240))); then
   CFRUN_SGD_UPDATE=per-param cf_bench f32-j1-sgdper "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
+fi
+# Batch norm's running statistics layer by layer (nn/running_stats.rs: ~180 launches a step for
+# resnet_gpu) against the flat update every other run uses (~47): same bits, only the time differs.
+if (($(left) > (DRY ? 115 : 235))); then
+  CFRUN_BN_STATS=per-layer cf_bench f32-j1-bnlayer "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do

@@ -450,6 +450,7 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         "device-written tag spreads",
         "device-cut Jigsaw puzzles",
         "SGD: flat update against per parameter",
+        "BN running statistics: flat against per layer",
         // bf16 on a GPU; the CPU has no bf16 matmul, so f16 there.
         "f16 against f32 on the device",
         "f16: share of training images wrong",
@@ -1988,6 +1989,25 @@ fn the_sgd_updates_train_the_same_bits() {
         bad: ("fused", "CFRUN_SGD_UPDATE=\"fused\": expected `slices`"),
     };
     assert_switch_keeps_the_bits(dir.path(), "sgd", &file, &switch);
+}
+
+/// `CFRUN_BN_STATS` chooses how batch norm's running statistics are updated
+/// (`nn/running_stats.rs`; flat is the GPU's default): the choice is logged, each makes the
+/// default's objects bit for bit, and a wrong name is refused with exit 2 before anything runs.
+#[test]
+fn the_running_statistics_updates_train_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stats.toml");
+    std::fs::write(&file, tiny_training("stats", 32, "batch_size = 16\n")).unwrap();
+    let switch = Switch {
+        env: "CFRUN_BN_STATS",
+        log: "bn running statistics",
+        key: "update",
+        default: "PerLayer",
+        values: &[("flat", "Flat"), ("per-layer", "PerLayer")],
+        bad: ("fused", "CFRUN_BN_STATS=\"fused\": expected `per-layer` or `flat`"),
+    };
+    assert_switch_keeps_the_bits(dir.path(), "stats", &file, &switch);
 }
 
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`), those

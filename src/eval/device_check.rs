@@ -362,12 +362,15 @@ fn exact(what: String, count: impl FnOnce() -> Result<(usize, usize), nn::NnErro
     }
 }
 
-/// The optimiser's flat update (the default off the CPU) against its per-parameter update on
-/// the device, bit for bit: the two must train the same bits for the choice to stay out of the
-/// recipe key, and only the device's kernels can show it.
+/// The optimiser's flat update and batch norm's flat running statistics (the defaults off the
+/// CPU) against their per-parameter and per-layer updates on the device, bit for bit: each pair
+/// must train the same bits for the choice to stay out of the recipe key, and only the device's
+/// kernels can show it.
 fn update_check(device: &Device, out: &mut Vec<Check>) {
     let what = "SGD: flat update against per parameter on the device, 5 steps: share of values not bit for bit";
     out.push(exact(what.into(), || nn::sgd::flat_update_differing(device)));
+    let what = "BN running statistics: flat against per layer on the device, 5 steps: share of values not bit for bit";
+    out.push(exact(what.into(), || nn::running_stats::flat_differing(device)));
 }
 
 fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {

@@ -19,12 +19,11 @@ use super::backward_switch::Backward;
 use super::bn_kernels::{self, Dims};
 use super::cpu::{f32_slice, with_f32};
 use super::precomputed;
+use super::running_stats;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
 
-/// PyTorch's default running-statistics momentum.
-const MOMENTUM: f64 = 0.1;
 /// PyTorch's default epsilon.
 pub(crate) const EPS: f64 = 1e-5;
 
@@ -161,19 +160,21 @@ impl BatchNorm {
         }
     }
 
-    /// [`Self::update_running`] from the batch mean and biased variance of `m` values per channel.
+    /// [`Self::update_running`] from the batch mean and biased variance of `m` values per channel,
+    /// unless a training loop collects the updates to apply them for all layers at once
+    /// ([`super::running_stats`]).
     fn update_running_biased(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
-        let unbiased = (var.detach().flatten_all()? * (m / (m - 1.0).max(1.0)))?;
+        if running_stats::hand_over(&self.running_mean, &self.running_var, mean, var, m)? {
+            return Ok(());
+        }
+        let unbiased = (var.detach().flatten_all()? * running_stats::unbiasing(m))?;
         self.update_running(&mean.detach().flatten_all()?, &unbiased)
     }
 
     /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.
     fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
-        let rm = self.running_mean.as_detached_tensor();
-        let rv = self.running_var.as_detached_tensor();
-        self.running_mean.set(&((rm * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
-        self.running_var.set(&((rv * (1.0 - MOMENTUM))? + (unbiased_var * MOMENTUM)?)?)?;
-        Ok(())
+        self.running_mean.set(&running_stats::blend(&self.running_mean.as_detached_tensor(), mean)?)?;
+        self.running_var.set(&running_stats::blend(&self.running_var.as_detached_tensor(), unbiased_var)?)
     }
 }
 

@@ -45,6 +45,7 @@ mod resident;
 mod resident_tags;
 pub mod resnet;
 pub mod run_config;
+pub mod running_stats;
 pub mod schedule;
 pub mod sgd;
 mod shifted;
@@ -78,6 +79,7 @@ pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
     pipeline::PIPELINE.from_env()?;
     sgd::update::UPDATE.from_env()?;
+    running_stats::STATS_UPDATE.from_env()?;
     step_profile::step_profile_from_env()?;
     gemm_tf32::gemm_tf32_from_env()
 }

@@ -293,7 +293,8 @@ fn tag_sets_spread_the_target_over_every_tag() {
 #[test]
 fn resident_pipeline_equals_host_pipeline() {
     use super::pipeline::Pipeline;
-    use super::train::train_with;
+    use super::running_stats::StatsUpdate;
+    use super::train::{train_with, Paths};
     let (pixels, labels) = quadrants(70, 11);
     let teacher: Vec<f32> = (0..70 * 4).map(|i| (i % 7) as f32 - 3.0).collect();
     // Tag sets: the true quadrant, and for every third image also the next one.
@@ -321,7 +322,10 @@ fn resident_pipeline_equals_host_pipeline() {
     ];
     let cfg = TrainConfig { augment: Augment { crop_padding: 2, hflip: true, clip_frames: 0 }, ..config(2) };
     for (case, targets) in cases.iter().enumerate() {
-        let go = |p| train_with(&data(&pixels), targets, &cfg, &Device::Cpu, None, &mut NoObserver, p).unwrap();
+        let go = |pipeline| {
+            let paths = Paths { pipeline, stats: StatsUpdate::PerLayer };
+            train_with(&data(&pixels), targets, &cfg, &Device::Cpu, None, &mut NoObserver, paths).unwrap()
+        };
         let curve =
             |t: &Trained| t.history.iter().map(|s| (s.loss.to_bits(), s.accuracy.to_bits())).collect::<Vec<_>>();
         let host = go(Pipeline::Host);
@@ -331,6 +335,54 @@ fn resident_pipeline_equals_host_pipeline() {
             assert_eq!(curve(&host), curve(&resident), "case {case}, {p:?}");
         }
     }
+}
+
+/// Batch norm's running statistics updated for all layers at once after each step train the
+/// same bits as layer by layer, through both pipelines, with candle's generic batch norm (the
+/// ops a GPU runs; the CPU's own kernels update their statistics in the op). The per-epoch
+/// checkpoints hold them too: resumed from the flat run's second epoch, a run ends the same.
+#[test]
+fn flat_running_statistics_train_the_per_layer_bits() {
+    use super::pipeline::Pipeline;
+    use super::running_stats::StatsUpdate;
+    use super::train::{train_with, Paths};
+    use super::{with_cpu_kernels, CpuKernels};
+    /// Keeps what the runner would checkpoint after epoch 2 (the state's VarMap shares its Vars
+    /// with the run, so the values are copied, as a checkpoint file would hold them).
+    struct Keep(Option<TrainState>);
+    impl TrainObserver for Keep {
+        fn on_batch(&mut self, _: usize, _: usize, _: usize) {}
+        fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), NnError> {
+            if stats.epoch == 1 {
+                let weights = VarMap::new();
+                for (name, var) in state.weights.data().lock().unwrap().iter() {
+                    let copy = candle_core::Var::from_tensor(&var.as_tensor().copy()?)?;
+                    weights.data().lock().unwrap().insert(name.clone(), copy);
+                }
+                self.0 = Some(TrainState { weights, ..state.clone() });
+            }
+            Ok(())
+        }
+    }
+    let (pixels, labels) = quadrants(70, 13);
+    let targets = Targets::Hard { truth: Truth::Labels(&labels), num_classes: 4 };
+    let cfg = config(3);
+    with_cpu_kernels(CpuKernels::Candle, || {
+        for pipeline in [Pipeline::Host, Pipeline::Resident] {
+            let go = |stats, resume, obs: &mut dyn TrainObserver| {
+                let paths = Paths { pipeline, stats };
+                train_with(&data(&pixels), &targets, &cfg, &Device::Cpu, resume, obs, paths).unwrap()
+            };
+            let mut kept = Keep(None);
+            let per_layer = go(StatsUpdate::PerLayer, None, &mut NoObserver);
+            let flat = go(StatsUpdate::Flat, None, &mut kept);
+            let resumed = go(StatsUpdate::PerLayer, kept.0.take(), &mut NoObserver);
+            let all = bits(&snapshot(&per_layer.weights));
+            assert!(all.keys().any(|k| k.ends_with("running_var")));
+            assert_eq!(all, bits(&snapshot(&flat.weights)), "{pipeline:?}");
+            assert_eq!(all, bits(&snapshot(&resumed.weights)), "{pipeline:?} resumed");
+        }
+    });
 }
 
 /// Mixed precision (f16 activations and convolutions, f32 weights and batch norm; bf16 takes

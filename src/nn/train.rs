@@ -20,6 +20,7 @@ use super::pipeline::Pipeline;
 use super::resident::{EpochSums, ResidentImages};
 use super::resident_tags::{host_spreads, ResidentTags};
 use super::run_config::{EpochStats, Precision, TrainConfig};
+use super::running_stats::{self, FlatStats, Handed, StatsUpdate};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::step_profile::{Phase, StepProfile};
@@ -183,10 +184,27 @@ pub fn train(
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
 ) -> Result<Trained, NnError> {
-    train_with(data, targets, cfg, device, resume, obs, super::pipeline::pipeline_for(device))
+    train_with(data, targets, cfg, device, resume, obs, Paths::for_device(device))
 }
 
-/// [`train`] with the batch pipeline chosen by the caller (the tests run each on the CPU).
+/// How a training run feeds its batches and updates batch norm's running statistics; each way
+/// trains the same bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Paths {
+    /// How batches reach the network ([`super::pipeline`]).
+    pub pipeline: Pipeline,
+    /// Layer by layer or all at once ([`super::running_stats`]).
+    pub stats: StatsUpdate,
+}
+
+impl Paths {
+    /// What the switches force, or else the device's ways.
+    pub(crate) fn for_device(device: &Device) -> Self {
+        Paths { pipeline: super::pipeline::pipeline_for(device), stats: running_stats::stats_update_for(device) }
+    }
+}
+
+/// [`train`] with the ways chosen by the caller (the tests run each on the CPU).
 pub(crate) fn train_with(
     data: &ImageData,
     targets: &Targets,
@@ -194,8 +212,9 @@ pub(crate) fn train_with(
     device: &Device,
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
-    pipeline: Pipeline,
+    paths: Paths,
 ) -> Result<Trained, NnError> {
+    let pipeline = paths.pipeline;
     data.validate()?;
     cfg.arch.validate()?;
     targets.validate(data.n, cfg.arch.num_classes())?;
@@ -246,6 +265,18 @@ pub(crate) fn train_with(
     tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "batch pipeline");
     // What a throughput means in arithmetic: the bench turns img/s into FLOP/s with this.
     tracing::debug!(forward_macs = cfg.arch.forward_macs(frames, data.h, data.w), "network size per example");
+    let flat_stats = paths.stats == StatsUpdate::Flat;
+    tracing::debug!(update = ?paths.stats, "bn running statistics");
+    let mut stats = FlatStats::default();
+    // The forward pass, its batch norms' running-statistics updates collected when they go flat.
+    let forward = |x: &Tensor| -> Result<(Tensor, Vec<Handed>), NnError> {
+        if flat_stats {
+            let (logits, handed) = running_stats::collecting(|| model.forward_t(x, true));
+            Ok((logits?, handed))
+        } else {
+            Ok((model.forward_t(x, true)?, Vec::new()))
+        }
+    };
     let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
     // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
     let dtype = cfg.precision.dtype();
@@ -268,13 +299,14 @@ pub(crate) fn train_with(
                     let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
                     let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
-                    let logits = model.forward_t(&x, true)?;
+                    let (logits, handed) = forward(&x)?;
                     prof.mark(Phase::Forward)?;
                     let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
                     let loss = res.loss(&logits, targets, &target, &ids)?;
                     let grads = loss.backward()?;
                     prof.mark(Phase::Backward)?;
                     sgd.step(&grads, lr_of(b))?;
+                    stats.apply(handed)?;
                     sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
                     if synced {
                         sums.read()?;
@@ -294,12 +326,13 @@ pub(crate) fn train_with(
                     let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
                     let truth = targets.truth();
-                    let logits = model.forward_t(&x, true)?;
+                    let (logits, handed) = forward(&x)?;
                     prof.mark(Phase::Forward)?;
                     let loss = batch_loss(&logits, targets, idx)?;
                     let grads = loss.backward()?;
                     prof.mark(Phase::Backward)?;
                     sgd.step(&grads, lr_of(b))?;
+                    stats.apply(handed)?;
                     loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
                     let pred = logits.argmax(1)?.to_vec1::<u32>()?;
                     correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
@@ -310,6 +343,8 @@ pub(crate) fn train_with(
             }
         };
         prof.report(epoch);
+        // The checkpoint the observer writes reads the running statistics from their Vars.
+        stats.write_back()?;
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
