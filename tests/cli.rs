@@ -1994,6 +1994,9 @@ fn the_sgd_updates_train_the_same_bits() {
 /// `CFRUN_BN_STATS` chooses how batch norm's running statistics are updated
 /// (`nn/running_stats.rs`; flat is the GPU's default): the choice is logged, each makes the
 /// default's objects bit for bit, and a wrong name is refused with exit 2 before anything runs.
+/// On the CPU the layers' own kernels update their statistics inside the op, so no layer hands
+/// over here; the flat path's bits are `nn::tests::flat_running_statistics_train_the_per_layer_bits`'s
+/// (candle's generic batch norm, as off the CPU) and `check-device`'s on a GPU.
 #[test]
 fn the_running_statistics_updates_train_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 //! small kernels (the unbiased variance, then `running * (1 - momentum) + batch * momentum` and a
 //! copy into the Var, for the mean and for the variance). resnet_gpu has 20 batch norms: 180
 //! launches a step (counted from the ops, not timed). Flat, each layer hands its batch mean and
-//! variance over instead, and after the step they are concatenated (one copy each), the
+//! variance over instead, and after the step they are concatenated (one copy a layer), the
 //! variances scaled by each layer's `m / (m - 1)` (a vector uploaded once), and both blended into
 //! one vector of every running mean and one of every running variance with the same elementwise
 //! ops: 47 launches. The vectors hold the truth while training runs; [`FlatStats::write_back`]
@@ -72,8 +72,11 @@ pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<Handed>) {
     (out, handed)
 }
 
-/// Hands a layer's batch `mean` and biased `var` over `m` values per channel to the collection
-/// in progress; `false` when there is none (the layer then updates its Vars itself).
+/// Hands a layer's batch `mean` and biased `var` (never -0.0: the flat update multiplies where the
+/// per-layer one runs an affine, and only there would the two differ) over `m` values per channel
+/// to the collection in progress; `false` when there is none (the layer then updates its Vars
+/// itself). The CPU's own kernels update their Vars in the op and never hand over: a layer must
+/// not do both within one training run, or a later write-back would undo its direct updates.
 pub(crate) fn hand_over(running_mean: &Var, running_var: &Var, mean: &Tensor, var: &Tensor, m: f64) -> Result<bool> {
     HANDED.with(|h| {
         let mut h = h.borrow_mut();
@@ -103,27 +106,32 @@ pub(crate) fn unbiasing(m: f64) -> f64 {
     m / (m - 1.0).max(1.0)
 }
 
+/// Factor vectors kept for the sets of `m` a run's steps hand over (a full batch and a short
+/// last one make two).
+const FACTOR_VECTORS: usize = 4;
+
 /// Every layer's running statistics as two vectors, updated once per step.
 #[derive(Default)]
 pub(crate) struct FlatStats {
     /// The layers in the order they ran: running mean, running variance, channels.
     layers: Vec<(Var, Var, usize)>,
-    /// What a step must hand over to reuse the vectors: each layer's id, channels and `m`.
-    key: Vec<(TensorId, usize, u64)>,
+    /// What a step must hand over to reuse the vectors: each layer's id and channels.
+    key: Vec<(TensorId, usize)>,
     /// Every running mean, concatenated (none before the first step).
     means: Option<Tensor>,
     /// Every running variance, concatenated.
     vars: Option<Tensor>,
-    /// Each channel's `m / (m - 1)`.
-    factors: Option<Tensor>,
+    /// Each channel's `m / (m - 1)`, by the layers' `m` (as bits): uploaded once per set.
+    factors: Vec<(Vec<u64>, Tensor)>,
     /// Whether the vectors hold values the Vars do not.
     ahead: bool,
 }
 
 impl FlatStats {
     /// Applies one step's handed statistics: the same ops as [`super::batchnorm`]'s per-layer
-    /// update, over every layer at once. A step whose layers (or their sizes) differ from the
-    /// last one's first writes the vectors back and starts them again.
+    /// update, over every layer at once. A step whose layers (or their widths) differ from the
+    /// last one's first writes the vectors back and starts them again; one whose batch differs
+    /// (a short last batch) only takes another factor vector.
     pub(crate) fn apply(&mut self, handed: Vec<Handed>) -> Result<()> {
         if handed.is_empty() {
             return Ok(());
@@ -140,16 +148,15 @@ impl FlatStats {
             }
             return Ok(());
         }
-        let key: Vec<(TensorId, usize, u64)> =
-            handed.iter().map(|h| (h.running_mean.as_tensor().id(), h.mean.elem_count(), h.m.to_bits())).collect();
+        let key: Vec<(TensorId, usize)> =
+            handed.iter().map(|h| (h.running_mean.as_tensor().id(), h.mean.elem_count())).collect();
         if key != self.key || self.means.is_none() {
             self.write_back()?;
             self.start(&handed)?;
             self.key = key;
         }
-        let (Some(means), Some(vars), Some(factors)) = (&self.means, &self.vars, &self.factors) else {
-            unreachable!("started above")
-        };
+        let factors = self.factors_for(&handed)?;
+        let (Some(means), Some(vars)) = (&self.means, &self.vars) else { unreachable!("started above") };
         let mean = Tensor::cat(&handed.iter().map(|h| &h.mean).collect::<Vec<_>>(), 0)?;
         let var = (Tensor::cat(&handed.iter().map(|h| &h.var).collect::<Vec<_>>(), 0)? * factors)?;
         self.means = Some(blend(means, &mean)?);
@@ -165,12 +172,27 @@ impl FlatStats {
         };
         self.means = Some(cat(|h| &h.running_mean)?);
         self.vars = Some(cat(|h| &h.running_var)?);
-        let factors: Vec<f32> =
-            handed.iter().flat_map(|h| std::iter::repeat_n(unbiasing(h.m) as f32, h.mean.elem_count())).collect();
-        self.factors = Some(Tensor::from_vec(factors.clone(), factors.len(), handed[0].mean.device())?);
+        self.factors.clear();
+        tracing::debug!(layers = handed.len(), "bn running statistics flat");
         self.layers =
             handed.iter().map(|h| (h.running_mean.clone(), h.running_var.clone(), h.mean.elem_count())).collect();
         Ok(())
+    }
+
+    /// The factor vector of the handed layers' `m`s, uploaded the first time they are seen.
+    fn factors_for(&mut self, handed: &[Handed]) -> Result<Tensor> {
+        let ms: Vec<u64> = handed.iter().map(|h| h.m.to_bits()).collect();
+        if let Some((_, f)) = self.factors.iter().find(|(k, _)| *k == ms) {
+            return Ok(f.clone());
+        }
+        let values: Vec<f32> =
+            handed.iter().flat_map(|h| std::iter::repeat_n(unbiasing(h.m) as f32, h.mean.elem_count())).collect();
+        let f = Tensor::from_vec(values.clone(), values.len(), handed[0].mean.device())?;
+        if self.factors.len() == FACTOR_VECTORS {
+            self.factors.remove(0);
+        }
+        self.factors.push((ms, f.clone()));
+        Ok(f)
     }
 
     /// Copies each layer's slice of the vectors into its Vars, if they are ahead of them.
@@ -191,8 +213,9 @@ impl FlatStats {
 }
 
 /// How many running statistics, after five training-mode steps on `device` of batch norms of
-/// resnet_gpu's widths (64, 128 and 512 channels, with the 512 one run twice a step in a second
-/// pass, which the flat update takes one by one), the flat update writes differently from the
+/// resnet_gpu's widths (64, 128 and 512 channels on maps of their own sizes, one step's batch
+/// short; then with the 512 one run twice a step, which the flat update takes one by one), the
+/// flat update writes differently from the
 /// per-layer update, bit for bit, and of how many: the claim that keeps the choice out of recipe
 /// keys, checked where the kernels are (`check-device`).
 pub fn flat_differing(device: &Device) -> std::result::Result<(usize, usize), super::NnError> {
@@ -220,11 +243,13 @@ fn five_steps(device: &Device, widths: &[usize], order: &[usize], flat: bool) ->
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, device);
     let layers = widths.iter().enumerate().map(|(i, &c)| BatchNorm::new(c, vb.pp(i))).collect::<Result<Vec<_>>>()?;
+    // Each layer its own spatial size, and a short batch at step 3, so that layers and steps
+    // differ in `m` (and the flat update needs more than one factor vector).
     let input = |step: usize, i: usize| -> Result<Tensor> {
-        let c = widths[i];
-        let t = Tensor::arange(0f32, (4 * c * 3 * 2) as f32, &Device::Cpu)?;
+        let (n, c, h) = (if step == 3 { 3 } else { 4 }, widths[i], 3 + i);
+        let t = Tensor::arange(0f32, (n * c * h * 2) as f32, &Device::Cpu)?;
         let phase = (step * 7 + i * 3) as f64;
-        ((t * 0.37)? + phase)?.sin()?.affine(3.0, i as f64)?.reshape((4, c, 3, 2))?.to_device(device)
+        ((t * 0.37)? + phase)?.sin()?.affine(3.0, i as f64)?.reshape((n, c, h, 2))?.to_device(device)
     };
     let mut stats = FlatStats::default();
     super::with_cpu_kernels(super::CpuKernels::Candle, || -> Result<()> {
