@@ -173,8 +173,7 @@ impl BatchNorm {
 
     /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.
     fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
-        self.running_mean.set(&running_stats::blend(&self.running_mean.as_detached_tensor(), mean)?)?;
-        self.running_var.set(&running_stats::blend(&self.running_var.as_detached_tensor(), unbiased_var)?)
+        running_stats::update_layer(&self.running_mean, &self.running_var, mean, unbiased_var)
     }
 }
 

@@ -34,6 +34,11 @@ impl<T: Copy + PartialEq> Choice<T> {
         i.checked_sub(1).map(|i| self.names[i].1)
     }
 
+    /// The forced value, else `on_cpu` on the CPU and `elsewhere` on any other device.
+    pub fn for_device(&self, device: &candle_core::Device, on_cpu: T, elsewhere: T) -> T {
+        self.forced().unwrap_or(if device.is_cpu() { on_cpu } else { elsewhere })
+    }
+
     /// Forces the value the environment variable names when it is set; a value that names none
     /// is the error, naming the variable and the valid names.
     pub fn from_env(&self) -> Result<(), String> {
@@ -107,8 +112,10 @@ mod tests {
             FRUIT.force(Some(value));
             assert_eq!(FRUIT.forced(), Some(value));
         }
+        assert_eq!(FRUIT.for_device(&candle_core::Device::Cpu, 10, 20), 30);
         FRUIT.force(None);
         assert_eq!(FRUIT.forced(), None);
+        assert_eq!(FRUIT.for_device(&candle_core::Device::Cpu, 10, 20), 10);
         assert_eq!(FRUIT.parse("plum").unwrap_err(), "CFRUN_FRUIT=\"plum\": expected `apple`, `pear` or `fig`");
         let two: Choice<bool> = Choice::new("CFRUN_TWO", &[("on", true), ("off", false)]);
         assert_eq!(two.parse("").unwrap_err(), "CFRUN_TWO=\"\": expected `on` or `off`");

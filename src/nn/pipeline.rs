@@ -35,18 +35,9 @@ pub static PIPELINE: Choice<Pipeline> = Choice::new(
     &[("host", Pipeline::Host), ("resident-sync", Pipeline::ResidentSynced), ("resident", Pipeline::Resident)],
 );
 
-/// The pipeline a training run on `device` uses.
+/// The pipeline a training run on `device` uses: unforced, the host's on the CPU, else resident.
 pub(crate) fn pipeline_for(device: &Device) -> Pipeline {
-    PIPELINE.forced().unwrap_or_else(|| default_for(device))
-}
-
-/// The device's pipeline when none is forced.
-fn default_for(device: &Device) -> Pipeline {
-    if device.is_cpu() {
-        Pipeline::Host
-    } else {
-        Pipeline::Resident
-    }
+    PIPELINE.for_device(device, Pipeline::Host, Pipeline::Resident)
 }
 
 #[cfg(test)]
@@ -62,7 +53,7 @@ mod tests {
         {
             assert_eq!(PIPELINE.parse(name), Ok(p));
         }
-        assert_eq!(default_for(&Device::Cpu), Pipeline::Host);
+        assert_eq!(pipeline_for(&Device::Cpu), Pipeline::Host);
         let err = PIPELINE.parse("device").unwrap_err();
         assert_eq!(err, "CFRUN_TRAIN_PIPELINE=\"device\": expected `host`, `resident-sync` or `resident`");
     }

@@ -32,9 +32,9 @@ pub enum StatsUpdate {
 pub static STATS_UPDATE: Choice<StatsUpdate> =
     Choice::new("CFRUN_BN_STATS", &[("per-layer", StatsUpdate::PerLayer), ("flat", StatsUpdate::Flat)]);
 
-/// The update a training run on `device` uses.
+/// The update a training run on `device` uses: unforced, per layer on the CPU, else flat.
 pub(crate) fn stats_update_for(device: &Device) -> StatsUpdate {
-    STATS_UPDATE.forced().unwrap_or(if device.is_cpu() { StatsUpdate::PerLayer } else { StatsUpdate::Flat })
+    STATS_UPDATE.for_device(device, StatsUpdate::PerLayer, StatsUpdate::Flat)
 }
 
 /// One layer's batch statistics, handed over instead of applied.
@@ -97,8 +97,14 @@ const MOMENTUM: f64 = 0.1;
 
 /// `running * (1 - momentum) + batch * momentum`: one statistic's update, of one layer or of
 /// all layers concatenated.
-pub(crate) fn blend(running: &Tensor, batch: &Tensor) -> Result<Tensor> {
+fn blend(running: &Tensor, batch: &Tensor) -> Result<Tensor> {
     (running * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?
+}
+
+/// One layer's update: each running statistic blended with its batch value, in its Var.
+pub(crate) fn update_layer(running_mean: &Var, running_var: &Var, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
+    running_mean.set(&blend(&running_mean.as_detached_tensor(), mean)?)?;
+    running_var.set(&blend(&running_var.as_detached_tensor(), unbiased_var)?)
 }
 
 /// `m / (m - 1)`, the factor from a biased to an unbiased variance of `m` values.
@@ -143,8 +149,7 @@ impl FlatStats {
             self.key.clear();
             self.means = None;
             for h in handed {
-                h.running_mean.set(&blend(&h.running_mean.as_detached_tensor(), &h.mean)?)?;
-                h.running_var.set(&blend(&h.running_var.as_detached_tensor(), &(h.var * unbiasing(h.m))?)?)?;
+                update_layer(&h.running_mean, &h.running_var, &h.mean, &(h.var * unbiasing(h.m))?)?;
             }
             return Ok(());
         }
@@ -187,7 +192,8 @@ impl FlatStats {
         }
         let values: Vec<f32> =
             handed.iter().flat_map(|h| std::iter::repeat_n(unbiasing(h.m) as f32, h.mean.elem_count())).collect();
-        let f = Tensor::from_vec(values.clone(), values.len(), handed[0].mean.device())?;
+        let n = values.len();
+        let f = Tensor::from_vec(values, n, handed[0].mean.device())?;
         if self.factors.len() == FACTOR_VECTORS {
             self.factors.remove(0);
         }
@@ -215,9 +221,8 @@ impl FlatStats {
 /// How many running statistics, after five training-mode steps on `device` of batch norms of
 /// resnet_gpu's widths (64, 128 and 512 channels on maps of their own sizes, one step's batch
 /// short; then with the 512 one run twice a step, which the flat update takes one by one), the
-/// flat update writes differently from the
-/// per-layer update, bit for bit, and of how many: the claim that keeps the choice out of recipe
-/// keys, checked where the kernels are (`check-device`).
+/// flat update writes differently from the per-layer update, bit for bit, and of how many: the
+/// claim that keeps the choice out of recipe keys, checked where the kernels are (`check-device`).
 pub fn flat_differing(device: &Device) -> std::result::Result<(usize, usize), super::NnError> {
     let (mut differing, mut total) = (0, 0);
     for order in [&[0, 1, 2][..], &[2, 0, 1, 2]] {

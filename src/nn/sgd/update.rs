@@ -34,18 +34,9 @@ pub static UPDATE: Choice<Update> = Choice::new(
     &[("slices", Update::Slices), ("per-param", Update::PerParam), ("flat", Update::Flat)],
 );
 
-/// The update an optimiser of parameters on `device` uses.
+/// The update an optimiser of parameters on `device` uses: unforced, slices on the CPU, else flat.
 pub(crate) fn update_for(device: &Device) -> Update {
-    UPDATE.forced().unwrap_or_else(|| default_for(device))
-}
-
-/// The device's update when none is forced.
-fn default_for(device: &Device) -> Update {
-    if device.is_cpu() {
-        Update::Slices
-    } else {
-        Update::Flat
-    }
+    UPDATE.for_device(device, Update::Slices, Update::Flat)
 }
 
 #[cfg(test)]
@@ -59,7 +50,7 @@ mod tests {
         for (name, update) in [("slices", Update::Slices), ("per-param", Update::PerParam), ("flat", Update::Flat)] {
             assert_eq!(UPDATE.parse(name), Ok(update));
         }
-        assert_eq!(default_for(&Device::Cpu), Update::Slices);
+        assert_eq!(update_for(&Device::Cpu), Update::Slices);
         let err = UPDATE.parse("fused").unwrap_err();
         assert!(err.starts_with("CFRUN_SGD_UPDATE=\"fused\"") && err.contains("`per-param` or `flat`"), "{err}");
     }
