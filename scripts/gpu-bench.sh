@@ -9,7 +9,8 @@
 #      TF32 for cuBLAS's f32 GEMMs (1 job, CFRUN_GEMM_TF32=1), the resident pipeline's two changes
 #      undone one at a time (1 job each, CFRUN_TRAIN_PIPELINE=resident-sync, then =host), the
 #      optimiser's update per parameter instead of flat (1 job, CFRUN_SGD_UPDATE=per-param), batch
-#      norm's running statistics layer by layer instead of flat (1 job, CFRUN_BN_STATS=per-layer) and,
+#      norm's running statistics layer by layer instead of flat (1 job, CFRUN_BN_STATS=per-layer), the
+#      weight gradient's columns gathered tap by tap (1 job, CFRUN_CONV_COLUMNS=taps) and,
 #      for the cuDNN gain, the binary without cuDNN (1 job): cfrun.tsv, one line per run, logs in
 #      cfrun/; and
 #      profile-timers.txt, cfrun's own per-phase timers of a one-job epoch (CFRUN_TRAIN_PROFILE=1);
@@ -237,6 +238,12 @@ fi
 # resnet_gpu) against the flat update every other run uses (~47): same bits, only the time differs.
 if (($(left) > (DRY ? 115 : 235))); then
   CFRUN_BN_STATS=per-layer cf_bench f32-j1-bnlayer "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
+fi
+# The weight gradient's column matrix gathered tap by tap with tensor ops (nn/im2col.rs: ~32 ops
+# per 3x3 convolution, ~570 a resnet_gpu step) against candle's im2col kernel launched once per
+# convolution (3 ops with the GEMM). Same small share of work.
+if (($(left) > (DRY ? 110 : 230))); then
+  CFRUN_CONV_COLUMNS=taps cf_bench f32-j1-wtaps "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"
 for j in 2 4 8; do

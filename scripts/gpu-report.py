@@ -111,6 +111,7 @@ def section_cfrun(runs, lines):
              ("the resident pipeline over the host loop (f32-j1 / f32-j1-host)", "f32-j1", "f32-j1-host"),
              ("the flat SGD update over per parameter (f32-j1 / f32-j1-sgdper)", "f32-j1", "f32-j1-sgdper"),
              ("flat BN running statistics over layer by layer (f32-j1 / f32-j1-bnlayer)", "f32-j1", "f32-j1-bnlayer"),
+             ("im2col columns over tap by tap (f32-j1 / f32-j1-wtaps)", "f32-j1", "f32-j1-wtaps"),
              ("cuDNN over candle's conv kernels (f32-j1 / f32-j1-nocudnn)", "f32-j1", "f32-j1-nocudnn")]
     for what, a, b in pairs:
         if a in runs and b in runs:

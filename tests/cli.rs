@@ -451,6 +451,7 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         "device-cut Jigsaw puzzles",
         "SGD: flat update against per parameter",
         "BN running statistics: flat against per layer",
+        "convolution weight gradient's column matrix (im2col)",
         // bf16 on a GPU; the CPU has no bf16 matmul, so f16 there.
         "f16 against f32 on the device",
         "f16: share of training images wrong",
@@ -480,6 +481,7 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         ("CFRUN_CONV_BACKWARD", "cudnn", "CFRUN_CONV_BACKWARD=\"cudnn\": expected `cfrun` or `candle`"),
         ("CFRUN_BN_BACKWARD", "fused", "CFRUN_BN_BACKWARD=\"fused\": expected `cfrun` or `candle`"),
         ("CFRUN_GEMM_TF32", "yes", "CFRUN_GEMM_TF32=\"yes\": expected 1 (on) or 0 (off)"),
+        ("CFRUN_CONV_COLUMNS", "gather", "CFRUN_CONV_COLUMNS=\"gather\": expected `im2col` or `taps`"),
     ] {
         let typo = with(&[(var, value)]);
         assert_eq!(typo.status.code(), Some(2));

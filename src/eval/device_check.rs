@@ -373,6 +373,14 @@ fn update_check(device: &Device, out: &mut Vec<Check>) {
     out.push(exact(what.into(), || nn::running_stats::flat_differing(device)));
 }
 
+/// The weight gradient's column matrix built on the device (candle's im2col kernel, launched by
+/// cfrun) against the CPU's gather: a pure copy, so any differing value is a wrong index or a
+/// misread argument.
+fn columns_check(device: &Device, out: &mut Vec<Check>) {
+    let what = "convolution weight gradient's column matrix (im2col), 4 geometries, 2 layouts, f32 and bf16: share of values not the CPU's bit for bit";
+    out.push(exact(what.into(), || nn::im2col::columns_differing(device)));
+}
+
 fn kmeans_check(device: &Device, out: &mut Vec<Check>) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (n, d) = (6000, 64);
@@ -449,6 +457,10 @@ pub fn run_checks(device: &Device, presets: &[String]) -> Result<Vec<Check>, Str
     })?;
     guarded("optimiser update", &mut out, |out| {
         update_check(device, out);
+        Ok(())
+    })?;
+    guarded("convolution columns", &mut out, |out| {
+        columns_check(device, out);
         Ok(())
     })?;
     guarded("half precision", &mut out, |out| {

@@ -11,11 +11,13 @@
 //! Here the input gradient is a stride-1 convolution of the output gradient (zero-dilated first
 //! when the stride is 2) with the flipped, transposed weight: the same `conv2d` the forward calls,
 //! so cuDNN's kernels where the build has them, im2col + cuBLAS otherwise. The weight gradient is
-//! one GEMM, `dY (Cout x N*Ho*Wo)` times the column matrix of the padded input, whose `K * K`
-//! blocks are strided windows copied into place (one copy each). `CFRUN_CONV_BACKWARD=candle`
-//! ([`super::backward_switch`]) puts candle's backward back, for an A/B on a GPU.
+//! one GEMM, `dY (Cout x N*Ho*Wo)` times the column matrix of the input ([`super::im2col`]: one
+//! launch on CUDA; `CFRUN_CONV_COLUMNS=taps` gathers its `K * K` taps with tensor ops instead, as
+//! before). `CFRUN_CONV_BACKWARD=candle` ([`super::backward_switch`]) puts candle's backward back,
+//! for an A/B on a GPU.
 
 use super::backward_switch::Backward;
+use super::im2col::{self, Columns};
 use super::precomputed;
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::Mutex;
@@ -86,7 +88,8 @@ impl CustomOp3 for WithGemmBackward {
         let dy = dy.contiguous()?;
         // The network input needs no gradient.
         let dx = if x.track_op() { Some(input_grad(&dy, w, x.dims4()?, self.stride, self.padding)?) } else { None };
-        let dw = weight_grad(x, &dy, w.dim(2)?, self.stride, self.padding)?;
+        let columns = im2col::COLUMNS.forced().unwrap_or(Columns::Im2col);
+        let dw = weight_grad(x, &dy, w.dim(2)?, self.stride, self.padding, columns)?;
         Ok((dx, Some(dw), None))
     }
 }
@@ -138,13 +141,27 @@ fn input_grad(
     dilated.contiguous()?.conv2d(&wt, pt, 1, 1, 1)
 }
 
-/// `dW = dY (Cout x N*Ho*Wo) * cols^T`, where `cols` holds, for each tap `(a, b)` and input
-/// channel, the padded input at rows `a + s*i` and columns `b + s*j`. The taps come first in the
-/// columns (a copy per tap writes a contiguous block), so the GEMM's result is `(Cout, K, K, Cin)`
-/// and is permuted back to the weight's layout.
-fn weight_grad(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
+/// `dW = dY (Cout x N*Ho*Wo) * cols`, with `cols` the column matrix of `x` built as `how` says.
+fn weight_grad(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize, how: Columns) -> Result<Tensor> {
+    let (_, cin, _, _) = x.dims4()?;
+    let (n, cout, ho, wo) = dy.dims4()?;
+    let g = dy.transpose(0, 1)?.contiguous()?.reshape((cout, n * ho * wo))?;
+    match how {
+        // `(N*Ho*Wo, Cin*K*K)`: the product is the weight's `(Cout, Cin, K, K)` as it stands.
+        Columns::Im2col => g.matmul(&im2col::columns(x, k, s, p)?)?.reshape((cout, cin, k, k)),
+        Columns::Taps => g
+            .matmul(&tap_columns(x, k, s, p, (ho, wo))?.t()?)?
+            .reshape((cout, k, k, cin))?
+            .permute((0, 3, 1, 2))?
+            .contiguous(),
+    }
+}
+
+/// The column matrix `(K*K*Cin, N*Ho*Wo)` gathered with tensor ops: for each tap `(a, b)` and input
+/// channel, the padded input at rows `a + s*i` and columns `b + s*j`. The taps come first (a copy
+/// per tap writes a contiguous block), so a GEMM with it gives `(Cout, K, K, Cin)`.
+fn tap_columns(x: &Tensor, k: usize, s: usize, p: usize, (ho, wo): (usize, usize)) -> Result<Tensor> {
     let (n, cin, h, wd) = x.dims4()?;
-    let (_, cout, ho, wo) = dy.dims4()?;
     // Padded to a multiple of the stride, so the padded input splits into s x s phase planes by a
     // reshape; the extra rows and columns are never read.
     let (hp, wp) = ((h + 2 * p).div_ceil(s) * s, (wd + 2 * p).div_ceil(s) * s);
@@ -162,9 +179,7 @@ fn weight_grad(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize) -> Result<
             taps.push(t.reshape((cin, n, ho, 1, wo))?.squeeze(3)?);
         }
     }
-    let cols = Tensor::cat(&taps, 0)?.reshape((k * k * cin, n * ho * wo))?;
-    let g = dy.transpose(0, 1)?.contiguous()?.reshape((cout, n * ho * wo))?;
-    g.matmul(&cols.t()?)?.reshape((cout, k, k, cin))?.permute((0, 3, 1, 2))?.contiguous()
+    Tensor::cat(&taps, 0)?.reshape((k * k * cin, n * ho * wo))
 }
 
 /// Devices times kernel sizes the reversed-index cache keeps: the devices of a `--jobs 8` run
@@ -269,6 +284,9 @@ mod tests {
             let (dx0, dw0) = by_definition(&x, &wt, &up, s, p);
             assert!(rel_diff(&dx0, &dx) < 1e-6, "case {i}: dx {}", rel_diff(&dx0, &dx));
             assert!(rel_diff(&dw0, &dw) < 1e-6, "case {i}: dw {}", rel_diff(&dw0, &dw));
+            // The column matrix gathered tap by tap (the GPU bench's A/B) gives the same gradient.
+            let taps = weight_grad(&x, &up, k, s, p, Columns::Taps).unwrap();
+            assert!(rel_diff(&dw0, &taps) < 1e-6, "case {i}: dw by taps {}", rel_diff(&dw0, &taps));
             // candle 0.11.1's own backward fails where only one axis has a stride remainder.
             if (h + 2 * p - k) % s == (w + 2 * p - k) % s {
                 let (_, dx1, dw1) = grads(&x, &wt, &up, s, p, Backward::Candle).unwrap();

@@ -33,6 +33,7 @@ pub mod extract;
 mod fused;
 mod fused_video;
 pub mod gemm_tf32;
+pub mod im2col;
 pub mod init;
 pub mod jigsaw;
 mod jigsaw_resident;
@@ -74,12 +75,14 @@ pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
-/// [`pipeline`], [`sgd::update`], [`step_profile`], [`gemm_tf32`]); the first bad value is the error.
+/// [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`], [`gemm_tf32`]);
+/// the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
     pipeline::PIPELINE.from_env()?;
     sgd::update::UPDATE.from_env()?;
     running_stats::STATS_UPDATE.from_env()?;
+    im2col::COLUMNS.from_env()?;
     step_profile::step_profile_from_env()?;
     gemm_tf32::gemm_tf32_from_env()
 }
