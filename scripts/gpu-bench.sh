@@ -240,7 +240,7 @@ if (($(left) > (DRY ? 115 : 235))); then
   CFRUN_BN_STATS=per-layer cf_bench f32-j1-bnlayer "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 # The weight gradient's column matrix gathered tap by tap with tensor ops (nn/im2col.rs: ~32 ops
-# per 3x3 convolution, ~570 a resnet_gpu step) against candle's im2col kernel launched once per
+# per 3x3 convolution, ~565 a resnet_gpu step) against candle's im2col kernel launched once per
 # convolution (3 ops with the GEMM). Same small share of work.
 if (($(left) > (DRY ? 110 : 230))); then
   CFRUN_CONV_COLUMNS=taps cf_bench f32-j1-wtaps "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null

@@ -105,15 +105,16 @@ fn input_grad(
     s: usize,
     p: usize,
 ) -> Result<Tensor> {
-    let k = w.dim(2)?;
+    let (cout, cin, k, _) = w.dims4()?;
     let pt = k - 1 - p;
-    let wt = w.transpose(0, 1)?.contiguous()?;
-    let wt = if k > 1 {
-        let rev = reversed_index(k, w.device())?;
-        wt.index_select(&rev, 3)?.index_select(&rev, 2)?
+    // Reversing both spatial axes reverses the flattened `K * K` taps: one gather, then the
+    // channel transpose (two launches).
+    let flipped = if k > 1 {
+        w.reshape((cout, cin, k * k))?.index_select(&reversed_index(k * k, w.device())?, 2)?
     } else {
-        wt
+        w.clone()
     };
+    let wt = flipped.reshape((cout, cin, k, k))?.transpose(0, 1)?.contiguous()?;
     let (n, c, ho, wo) = dy.dims4()?;
     let dilated = if s == 1 {
         dy.clone()
@@ -188,15 +189,15 @@ fn tap_columns(x: &Tensor, k: usize, s: usize, p: usize, (ho, wo): (usize, usize
 /// its workspace) alive, so an unbounded cache would keep every device ever used to the end.
 const REVERSED_INDEX_CACHE: usize = 32;
 
-/// `[K - 1, ..., 0]` as u32 on `device`, uploaded once per device and size (an upload per layer
+/// `[n - 1, ..., 0]` as u32 on `device` (`n = K * K`), uploaded once per device and size (an upload per layer
 /// and step would be a host-to-device copy inside the training loop).
-fn reversed_index(k: usize, device: &Device) -> Result<Tensor> {
+fn reversed_index(n: usize, device: &Device) -> Result<Tensor> {
     static CACHE: Mutex<Vec<(Device, usize, Tensor)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().expect("reversed-index cache poisoned");
-    if let Some((_, _, t)) = cache.iter().find(|(d, kk, _)| *kk == k && d.same_device(device)) {
+    if let Some((_, _, t)) = cache.iter().find(|(d, kk, _)| *kk == n && d.same_device(device)) {
         return Ok(t.clone());
     }
-    let t = Tensor::from_vec((0..k as u32).rev().collect::<Vec<_>>(), k, device)?;
+    let t = Tensor::from_vec((0..n as u32).rev().collect::<Vec<_>>(), n, device)?;
     // `Device::new_cuda` issues on the calling thread's per-thread default stream, so one device
     // serves different streams from different threads, and a later job on another thread reads
     // this tensor without an event: the upload must be finished before it is handed out.
@@ -204,7 +205,7 @@ fn reversed_index(k: usize, device: &Device) -> Result<Tensor> {
     if cache.len() == REVERSED_INDEX_CACHE {
         cache.remove(0);
     }
-    cache.push((device.clone(), k, t.clone()));
+    cache.push((device.clone(), n, t.clone()));
     Ok(t)
 }
 
