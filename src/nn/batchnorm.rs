@@ -18,8 +18,8 @@
 use super::backward_switch::Backward;
 use super::bn_kernels::{self, Dims};
 use super::cpu::{f32_slice, with_f32};
-use super::precomputed;
 use super::running_stats;
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
@@ -135,11 +135,10 @@ impl BatchNorm {
             let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
             self.update_running_biased(&mean, &var, (n * h * w) as f64)?;
             let std = (var + EPS)?.sqrt()?;
-            let xhat = centred.broadcast_div(&std)?;
             if explicit {
-                x.apply_op2(&xhat.contiguous()?, NormalizeGrad { std })?
+                x.apply_op3(&centred, &std, NormalizeGrad)?
             } else {
-                xhat
+                centred.broadcast_div(&std)?
             }
         } else {
             let rm = self.running_mean.as_detached_tensor().reshape((1, c, 1, 1))?;
@@ -177,21 +176,36 @@ impl BatchNorm {
     }
 }
 
-/// `xhat = (x - mean) / std` over the batch, computed beforehand and passed in, with the
-/// gradient `dx = (g - mean(g) - xhat * mean(g * xhat)) / std` (means over N, H, W).
-#[derive(Clone, Debug)]
-struct NormalizeGrad {
-    /// `(1, C, 1, 1)`: `sqrt(var + eps)` of the batch.
-    std: Tensor,
+/// `xhat = (x - mean) / std` over the batch, divided inside the op from the centred input and
+/// the std passed in (candle's own division kernel on the same layouts as `broadcast_div`, so the
+/// same bits), with the gradient `dx = (g - mean(g) - xhat * mean(g * xhat)) / std` (means over
+/// N, H, W). Dividing here, not beforehand, spares the full-size copy a precomputed output costs.
+#[derive(Clone, Copy, Debug)]
+struct NormalizeGrad;
+
+impl NormalizeGrad {
+    /// `centred / std`, the `(1, C, 1, 1)` std broadcast over the centred input's shape.
+    fn divide<S: BackendStorage>(centred: &S, cl: &Layout, std: &S, sl: &Layout) -> Result<(S, Shape)> {
+        let xhat = centred.binary_impl::<candle_core::op::Div>(std, cl, &sl.broadcast_as(cl.shape().clone())?)?;
+        Ok((xhat, cl.shape().clone()))
+    }
 }
 
-impl CustomOp2 for NormalizeGrad {
+impl CustomOp3 for NormalizeGrad {
     fn name(&self) -> &'static str {
         "cfrun-bn-normalize"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, xhat: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        precomputed::cpu(xhat, l)
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        centred: &CpuStorage,
+        cl: &Layout,
+        std: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Self::divide(centred, cl, std, sl)
     }
 
     #[cfg(feature = "cuda")]
@@ -199,17 +213,26 @@ impl CustomOp2 for NormalizeGrad {
         &self,
         _: &candle_core::CudaStorage,
         _: &Layout,
-        xhat: &candle_core::CudaStorage,
-        l: &Layout,
+        centred: &candle_core::CudaStorage,
+        cl: &Layout,
+        std: &candle_core::CudaStorage,
+        sl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        precomputed::cuda(xhat, l)
+        Self::divide(centred, cl, std, sl)
     }
 
-    fn bwd(&self, _x: &Tensor, xhat: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _centred: &Tensor,
+        std: &Tensor,
+        xhat: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mean_g = g.mean_keepdim((0, 2, 3))?;
         let mean_gx = (g * xhat)?.mean_keepdim((0, 2, 3))?;
-        let dx = (g.broadcast_sub(&mean_g)? - xhat.broadcast_mul(&mean_gx)?)?.broadcast_div(&self.std)?;
-        Ok((Some(dx), None))
+        let dx = (g.broadcast_sub(&mean_g)? - xhat.broadcast_mul(&mean_gx)?)?.broadcast_div(std)?;
+        Ok((Some(dx), None, None))
     }
 }
 
