@@ -30,9 +30,10 @@ use super::pipeline::Pipeline;
 use super::resident::EpochSums;
 use super::resnet::{ResNet, ResNetConfig};
 use super::run_config::TrainConfig;
+use super::running_stats::{self, FlatStats, StatsUpdate};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
-use super::train::{finish_epoch, permutation, EpochTally, TrainObserver, Trained};
+use super::train::{finish_epoch, permutation, EpochTally, Paths, TrainObserver, Trained};
 use super::{NnError, TrainState};
 use crate::rng;
 use crate::selfsup::permutations::{Perm, TILES};
@@ -82,8 +83,7 @@ pub fn train_jigsaw(
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
 ) -> Result<Trained, NnError> {
-    let pipeline = super::pipeline::pipeline_for(device);
-    train_jigsaw_with(data, Puzzles { perms, spec }, cfg, device, resume, obs, pipeline)
+    train_jigsaw_with(data, Puzzles { perms, spec }, cfg, device, resume, obs, Paths::for_device(device))
 }
 
 /// The pretext task: the permutation set and the puzzles' geometry.
@@ -92,7 +92,8 @@ struct Puzzles<'a> {
     spec: &'a TileSpec,
 }
 
-/// [`train_jigsaw`] with the batch pipeline chosen by the caller (the tests run each on the CPU).
+/// [`train_jigsaw`] with the batch pipeline and the running-statistics update chosen by the
+/// caller (the tests run each on the CPU).
 fn train_jigsaw_with(
     data: &ImageData,
     puzzles: Puzzles,
@@ -100,9 +101,10 @@ fn train_jigsaw_with(
     device: &Device,
     resume: Option<TrainState>,
     obs: &mut dyn TrainObserver,
-    pipeline: Pipeline,
+    paths: Paths,
 ) -> Result<Trained, NnError> {
     let Puzzles { perms, spec } = puzzles;
+    let Paths { pipeline, stats: stats_update } = paths;
     data.validate()?;
     cfg.arch.validate()?;
     spec.validate().map_err(|e| NnError::invalid(e.to_string()))?;
@@ -146,6 +148,8 @@ fn train_jigsaw_with(
     };
     let synced = pipeline == Pipeline::ResidentSynced;
     tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "jigsaw pipeline");
+    tracing::debug!(update = ?stats_update, "bn running statistics");
+    let mut stats = FlatStats::default();
     let mut xbuf = vec![0f32; if resident.is_some() { 0 } else { bs.min(n) * puzzle_len }];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
@@ -177,10 +181,15 @@ fn train_jigsaw_with(
             };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
-            let logits = model.forward_t(&x, true)?;
+            let (logits, handed) = match stats_update {
+                StatsUpdate::Flat => running_stats::collecting(|| model.forward_t(&x, true)),
+                StatsUpdate::PerLayer => (model.forward_t(&x, true), Vec::new()),
+            };
+            let logits = logits?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let grads = loss.backward()?;
             sgd.step(&grads, lr)?;
+            stats.apply(handed)?;
             if resident.is_some() {
                 // On the device, read once per epoch (every batch with `resident-sync`).
                 sums.add(&loss, idx.len(), &logits.argmax(1)?.eq(&y)?.to_dtype(DType::F64)?.sum_all()?)?;
@@ -197,6 +206,8 @@ fn train_jigsaw_with(
         if resident.is_some() {
             (loss_sum, correct) = sums.read()?;
         }
+        // The checkpoint the observer writes reads the running statistics from their Vars.
+        stats.write_back()?;
         let tally = EpochTally { epoch, loss_sum, correct, n, first_lr, started: t0 };
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
@@ -262,24 +273,55 @@ mod tests {
         let cfg = recipe(2, 4, 3);
         let go = |pipeline| {
             let puzzles = Puzzles { perms: &perms, spec: &spec };
-            train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, pipeline).unwrap()
-        };
-        let bits = |t: &Trained| {
-            let vars = t.weights.data().lock().unwrap().clone();
-            let weights: BTreeMap<String, Vec<u32>> = vars
-                .iter()
-                .map(|(k, v)| {
-                    let values = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    (k.clone(), values.iter().map(|x| x.to_bits()).collect())
-                })
-                .collect();
-            let curve: Vec<(u64, u64)> = t.history.iter().map(|e| (e.loss.to_bits(), e.accuracy.to_bits())).collect();
-            (weights, curve)
+            let paths = Paths { pipeline, stats: StatsUpdate::PerLayer };
+            train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, paths).unwrap()
         };
         let host = bits(&go(Pipeline::Host));
         for pipeline in [Pipeline::ResidentSynced, Pipeline::Resident] {
             assert_eq!(bits(&go(pipeline)), host, "{pipeline:?}");
         }
+    }
+
+    /// Every var's bits by name, and the curve's (loss, accuracy) bits by epoch.
+    type Bits = (BTreeMap<String, Vec<u32>>, Vec<(u64, u64)>);
+
+    fn bits(t: &Trained) -> Bits {
+        let vars = t.weights.data().lock().unwrap().clone();
+        let weights = vars
+            .iter()
+            .map(|(k, v)| {
+                let values = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (k.clone(), values.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect();
+        let curve = t.history.iter().map(|e| (e.loss.to_bits(), e.accuracy.to_bits())).collect();
+        (weights, curve)
+    }
+
+    /// With candle's generic batch norm (the ops a GPU runs, whose layers hand their statistics
+    /// over; the CPU's own kernels update them inside the op) the running statistics updated
+    /// for all layers at once after each step train the per-layer update's bits, through both
+    /// puzzle pipelines.
+    #[test]
+    fn flat_running_statistics_train_the_per_layer_bits() {
+        let spec = TileSpec { grid: 24, tile: 6 };
+        let (n, c) = (10, 1);
+        let pixels: Vec<u8> = (0..n * c * 24 * 24).map(|v| ((v * 23 + v / 24 * 3) % 256) as u8).collect();
+        let data = ImageData { pixels: &pixels, n, c, t: 1, h: 24, w: 24 };
+        let (perms, _) = max_hamming_set(4, 0);
+        let cfg = recipe(1, 4, 5);
+        crate::nn::with_cpu_kernels(crate::nn::CpuKernels::Candle, || {
+            let go = |pipeline, stats| {
+                let puzzles = Puzzles { perms: &perms, spec: &spec };
+                let paths = Paths { pipeline, stats };
+                bits(&train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, paths).unwrap())
+            };
+            let per_layer = go(Pipeline::Host, StatsUpdate::PerLayer);
+            assert!(per_layer.0.keys().any(|k| k.ends_with("running_var")));
+            for pipeline in [Pipeline::Host, Pipeline::Resident] {
+                assert_eq!(go(pipeline, StatsUpdate::Flat), per_layer, "{pipeline:?}");
+            }
+        });
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Batch norm's running statistics updated for every layer at once off the CPU, and a
 //! process-wide switch for the GPU bench's A/B: `CFRUN_BN_STATS` = `per-layer` or `flat`, read by
 //! the binary at start-up; unset, the CPU updates each layer as it runs and any other device
-//! updates flat in the resident training loop.
+//! updates flat in the training loops (`nn::train` and `nn::jigsaw`).
 //!
 //! Why: on a GPU a small network's step is bound by launches, and one layer's update is nine
 //! small kernels (the unbiased variance, then `running * (1 - momentum) + batch * momentum` and a
