@@ -23,8 +23,15 @@ impl<T: Copy + PartialEq> Choice<T> {
     }
 
     /// Forces `value` process-wide, or with `None` leaves the choice to the caller's default.
+    /// Every value a caller can force must be named: an unnamed one is a bug in the switch's
+    /// table, and forcing it panics rather than silently leaving the choice to the default.
     pub fn force(&self, value: Option<T>) {
-        let index = value.and_then(|v| self.names.iter().position(|(_, n)| *n == v));
+        let index = value.map(|v| {
+            self.names
+                .iter()
+                .position(|(_, n)| *n == v)
+                .unwrap_or_else(|| panic!("{}: value not in its names", self.env))
+        });
         self.forced.store(index.map_or(0, |i| i as u8 + 1), Ordering::Relaxed);
     }
 
@@ -122,5 +129,13 @@ mod tests {
         let unset: Choice<bool> = Choice::new("CFRUN_SURELY_UNSET_CHOICE_FOR_THIS_TEST", &[("on", true)]);
         assert_eq!(unset.from_env(), Ok(()));
         assert_eq!(unset.forced(), None);
+    }
+
+    /// Forcing a value the table does not name is a bug in the table, not a way to unforce.
+    #[test]
+    #[should_panic(expected = "CFRUN_PARTIAL: value not in its names")]
+    fn forcing_an_unnamed_value_panics() {
+        let partial: Choice<u32> = Choice::new("CFRUN_PARTIAL", &[("one", 1)]);
+        partial.force(Some(2));
     }
 }
