@@ -2,7 +2,9 @@
 # One prepared GPU session for issue 18, within ~8 minutes, everything written under $OUT:
 #   0. env.txt: GPU, driver, the runtime libraries found, which binary runs (cuDNN or not), nsys;
 #   1. check-device.json: `cfrun check-device --device cuda` in strict f32 (also absorbs the PTX
-#      JIT of a fresh machine); a binary that cannot run at all hands over to the one without cuDNN;
+#      JIT of a fresh machine); a binary that cannot run at all hands over to the one without cuDNN,
+#      and unless its im2col row passes, every later run gathers the weight gradient's columns tap
+#      by tap (CFRUN_CONV_COLUMNS=taps);
 #   2. cfrun training throughput of resnet_gpu on 28x28 grey images, 1/2/4/8 concurrent stage
 #      instances (`--jobs N`), f32, plus bf16 (1 job and the best N), candle's own convolution
 #      and batch-norm backward (1 job each, CFRUN_CONV_BACKWARD=candle, CFRUN_BN_BACKWARD=candle),
@@ -128,6 +130,19 @@ else
   fi
 fi
 
+# The weight gradient's im2col launch (nn/im2col.rs) first meets a GPU here: unless its row
+# passed, every run below gathers the columns tap by tap (CFRUN_CONV_COLUMNS=taps, checked on the
+# CPU through the same candle ops), so the session still measures a correct training; the A/B
+# row f32-j1-wtaps is then skipped.
+COLUMNS_OK=1
+if ! "$PY" -c 'import json, sys
+rows = [c for c in json.load(open(sys.argv[1]))["checks"] if "(im2col)" in c["what"]]
+sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.json" 2>/dev/null; then
+  COLUMNS_OK=0
+  export CFRUN_CONV_COLUMNS=taps
+  say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
+fi
+
 # --- 2. cfrun throughput --------------------------------------------------------------------------
 # One experiment per run: a shared synthetic 1xSIDExSIDE data set (made once, cached) and JOBS
 # independent train stages (distinct seeds) of `epochs` epochs each. The rate of a run is taken
@@ -242,7 +257,7 @@ fi
 # The weight gradient's column matrix gathered tap by tap with tensor ops (nn/im2col.rs: ~32 ops
 # per 3x3 convolution, ~565 a resnet_gpu step) against candle's im2col kernel launched once per
 # convolution (3 ops with the GEMM). Same small share of work.
-if (($(left) > (DRY ? 110 : 230))); then
+if ((COLUMNS_OK)) && (($(left) > (DRY ? 110 : 230))); then
   CFRUN_CONV_COLUMNS=taps cf_bench f32-j1-wtaps "$BIN" 1 f32 "$(per_job 8)" 2 >/dev/null
 fi
 BEST_J=1; BEST_RATE="$RATE1"

@@ -70,8 +70,8 @@ def section_machine(out, lines):
     lines.append(f"- cfrun binary: `{os.path.basename(binary)}`")
     summary = read(out, "summary.txt") or ""
     fallback = [l for l in summary.splitlines() if "every run below uses" in l]
-    if fallback:
-        lines.append(f"- {fallback[0].split('] ', 1)[1]}")
+    for line in fallback:
+        lines.append(f"- {line.split('] ', 1)[1]}")
     check = read(out, "check-device.json")
     try:
         v = json.loads(check) if check else None

@@ -138,7 +138,12 @@ fn gpu_report_turns_a_session_into_ratios() {
          torch 2.9.0+cu130, NVIDIA H200, batch 128, 1x28x28, amp-bf16, compiled, tf32 conv True matmul False\n\
          resnet_gpu   train   5000.0 img/s   (60 steps)\n",
     );
-    write("summary.txt", "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n");
+    write(
+        "summary.txt",
+        "[10:00:00 +0s] device cuda, preset resnet_gpu, binary cfrun-cudnn, budget 470s\n\
+         [10:00:50 +50s] cfrun-cudnn could not run (check-device-first.stderr); every run below uses cfrun-cuda\n\
+         [10:01:00 +60s] check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps\n",
+    );
     write("env.txt", "GPU 0: NVIDIA H200 (UUID: GPU-0)\nNVIDIA H200, 580.95.05, 143771 MiB\n");
     std::fs::create_dir(out.path().join("cfrun")).unwrap();
     write("cfrun/f32-j1.stderr", "DEBUG cfrun::nn::train: network size per example forward_macs=455800832\n");
@@ -171,6 +176,8 @@ fn gpu_report_turns_a_session_into_ratios() {
         "| fp32, eager, tf32 conv True matmul False | 2400 | 1200 | 0.50x |",
         "| amp-bf16, compiled, tf32 conv True matmul False | 5000 | 1500 | 0.30x |",
         "cfrun's best aggregate, 3000 img/s with 4 jobs",
+        "- cfrun-cudnn could not run (check-device-first.stderr); every run below uses cfrun-cuda",
+        "- check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps",
         "Not measured (no profile-timers.txt).",
         "Run for real: no part of the study.",
         "One training image costs 2.73 GFLOP: 455.8 M multiply-accumulates forward",
