@@ -57,19 +57,31 @@ impl Im2col {
         Shape::from((dims[0] * self.ho * self.wo, dims[1] * self.k * self.k))
     }
 
-    /// The CPU kernel: rows in parallel, each a fixed sequence of reads.
+    /// The CPU kernel: the rows of one output line `(b, i)` per task, each a fixed sequence of
+    /// reads, one bounds test per kernel row and per tap.
     fn cpu<T: WithDType>(&self, src: &[T], l: &Layout) -> Vec<T> {
         let (dims, st, off) = (l.dims(), l.stride(), l.start_offset());
         let (c, h, w) = (dims[1], dims[2], dims[3]);
         let (k, s, p, ho, wo) = (self.k, self.s, self.p, self.ho, self.wo);
         let mut out = vec![T::zero(); dims[0] * ho * wo * c * k * k];
-        out.par_chunks_mut(c * k * k).enumerate().for_each(|(row, dst)| {
-            let (b, i, j) = (row / (ho * wo), row / wo % ho, row % wo);
-            for (tap, v) in dst.iter_mut().enumerate() {
-                let (ch, a, q) = (tap / (k * k), tap / k % k, tap % k);
-                let (r, col) = ((i * s + a).wrapping_sub(p), (j * s + q).wrapping_sub(p));
-                if r < h && col < w {
-                    *v = src[off + b * st[0] + ch * st[1] + r * st[2] + col * st[3]];
+        out.par_chunks_mut(wo * c * k * k).enumerate().for_each(|(line, rows)| {
+            let (b, i) = (line / ho, line % ho);
+            for (j, row) in rows.chunks_exact_mut(c * k * k).enumerate() {
+                for (ch, plane) in row.chunks_exact_mut(k * k).enumerate() {
+                    for (a, taps) in plane.chunks_exact_mut(k).enumerate() {
+                        // Rows and columns above or left of the map wrap to huge values: padding.
+                        let r = (i * s + a).wrapping_sub(p);
+                        if r >= h {
+                            continue;
+                        }
+                        let base = off + b * st[0] + ch * st[1] + r * st[2];
+                        for (q, v) in taps.iter_mut().enumerate() {
+                            let col = (j * s + q).wrapping_sub(p);
+                            if col < w {
+                                *v = src[base + col * st[3]];
+                            }
+                        }
+                    }
                 }
             }
         });
