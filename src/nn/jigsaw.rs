@@ -30,7 +30,7 @@ use super::pipeline::Pipeline;
 use super::resident::EpochSums;
 use super::resnet::{ResNet, ResNetConfig};
 use super::run_config::TrainConfig;
-use super::running_stats::{self, FlatStats, StatsUpdate};
+use super::running_stats::{self, FlatStats};
 use super::schedule::lr_at;
 use super::sgd::Sgd;
 use super::train::{finish_epoch, permutation, EpochTally, Paths, TrainObserver, Trained};
@@ -181,10 +181,7 @@ fn train_jigsaw_with(
             };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
-            let (logits, handed) = match stats_update {
-                StatsUpdate::Flat => running_stats::collecting(|| model.forward_t(&x, true)),
-                StatsUpdate::PerLayer => (model.forward_t(&x, true), Vec::new()),
-            };
+            let (logits, handed) = running_stats::collecting_if(stats_update, || model.forward_t(&x, true));
             let logits = logits?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let grads = loss.backward()?;
@@ -240,6 +237,7 @@ pub fn save(trained: &Trained, dir: &Path) -> Result<(), NnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::running_stats::StatsUpdate;
     use crate::nn::{Augment, NoObserver, Schedule};
     use crate::selfsup::permutations::max_hamming_set;
 
@@ -319,7 +317,9 @@ mod tests {
             let per_layer = go(Pipeline::Host, StatsUpdate::PerLayer);
             assert!(per_layer.0.keys().any(|k| k.ends_with("running_var")));
             for pipeline in [Pipeline::Host, Pipeline::Resident] {
+                let before = running_stats::handed_on_this_thread();
                 assert_eq!(go(pipeline, StatsUpdate::Flat), per_layer, "{pipeline:?}");
+                assert!(running_stats::handed_on_this_thread() > before, "{pipeline:?}: no layer handed over");
             }
         });
     }

@@ -72,6 +72,28 @@ pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<Handed>) {
     (out, handed)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Layers handed over on this thread so far: a flat run whose layers never hand over would
+    /// train the per-layer bits too, so the tests that compare the two check this moved.
+    static HANDED_COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many layer updates this thread has handed over so far (tests only).
+#[cfg(test)]
+pub(crate) fn handed_on_this_thread() -> usize {
+    HANDED_COUNT.with(|n| n.get())
+}
+
+/// Runs `f` (a training step's forward pass) collecting its batch norms' updates when `update` is
+/// flat ([`collecting`]); layer by layer nothing is collected and each layer updates its Vars.
+pub(crate) fn collecting_if<T>(update: StatsUpdate, f: impl FnOnce() -> T) -> (T, Vec<Handed>) {
+    match update {
+        StatsUpdate::Flat => collecting(f),
+        StatsUpdate::PerLayer => (f(), Vec::new()),
+    }
+}
+
 /// Hands a layer's batch `mean` and biased `var` (never -0.0: the flat update multiplies where the
 /// per-layer one runs an affine, and only there would the two differ) over `m` values per channel
 /// to the collection in progress; `false` when there is none (the layer then updates its Vars
@@ -81,6 +103,8 @@ pub(crate) fn hand_over(running_mean: &Var, running_var: &Var, mean: &Tensor, va
     HANDED.with(|h| {
         let mut h = h.borrow_mut();
         let Some(handed) = h.as_mut() else { return Ok(false) };
+        #[cfg(test)]
+        HANDED_COUNT.with(|n| n.set(n.get() + 1));
         handed.push(Handed {
             running_mean: running_mean.clone(),
             running_var: running_var.clone(),

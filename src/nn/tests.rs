@@ -375,7 +375,9 @@ fn flat_running_statistics_train_the_per_layer_bits() {
             };
             let mut kept = Keep(None);
             let per_layer = go(StatsUpdate::PerLayer, None, &mut NoObserver);
+            let before = super::running_stats::handed_on_this_thread();
             let flat = go(StatsUpdate::Flat, None, &mut kept);
+            assert!(super::running_stats::handed_on_this_thread() > before, "{pipeline:?}: no layer handed over");
             let resumed = go(StatsUpdate::PerLayer, kept.0.take(), &mut NoObserver);
             let all = bits(&snapshot(&per_layer.weights));
             assert!(all.keys().any(|k| k.ends_with("running_var")));

@@ -265,17 +265,12 @@ pub(crate) fn train_with(
     tracing::debug!(pipeline = ?if resident.is_some() { pipeline } else { Pipeline::Host }, "batch pipeline");
     // What a throughput means in arithmetic: the bench turns img/s into FLOP/s with this.
     tracing::debug!(forward_macs = cfg.arch.forward_macs(frames, data.h, data.w), "network size per example");
-    let flat_stats = paths.stats == StatsUpdate::Flat;
     tracing::debug!(update = ?paths.stats, "bn running statistics");
     let mut stats = FlatStats::default();
     // The forward pass, its batch norms' running-statistics updates collected when they go flat.
     let forward = |x: &Tensor| -> Result<(Tensor, Vec<Handed>), NnError> {
-        if flat_stats {
-            let (logits, handed) = running_stats::collecting(|| model.forward_t(x, true));
-            Ok((logits?, handed))
-        } else {
-            Ok((model.forward_t(x, true)?, Vec::new()))
-        }
+        let (logits, handed) = running_stats::collecting_if(paths.stats, || model.forward_t(x, true));
+        Ok((logits?, handed))
     };
     let shape = |b| cfg.arch.input_shape(b, data.c, frames, data.h, data.w);
     // Inputs in the activations' dtype; the layers cast their f32 weights to it (a no-op in f32).
