@@ -1176,8 +1176,11 @@ fn republishing_over_a_damaged_object_repairs_it_and_consumers_read_good_bytes()
 
 /// Output digests are recomputed from the files, not read from the manifest: a file and its
 /// manifest entry copied from a sibling object are caught, and so is a file planted in a report.
+/// The manifest itself must list the files as they are: one with an entry dropped (a reader
+/// would miss that file) or a path leading out of the object (a reader would print or copy
+/// what it points at) is damage, and the object is rebuilt.
 #[test]
-fn a_file_copied_with_its_manifest_entry_or_a_planted_file_is_caught() {
+fn a_file_copied_with_its_manifest_entry_an_altered_manifest_or_a_planted_file_is_caught() {
     let cache = tempfile::tempdir().unwrap();
     run_json(cache.path(), &smoke(), &[]);
     let before = objects(cache.path());
@@ -1197,6 +1200,20 @@ fn a_file_copied_with_its_manifest_entry_or_a_planted_file_is_caught() {
     }
     std::fs::write(target.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
     std::fs::write(object_dir(cache.path(), "results").join("report/planted.md"), "| fake | 99.9 |\n").unwrap();
+    let edit_manifest = |dir: &Path, edit: &dyn Fn(&mut Vec<Value>)| {
+        let mut m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        edit(m["files"].as_array_mut().unwrap());
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    };
+    edit_manifest(&object_dir(cache.path(), "noisy[p=50]"), &|files| {
+        files.pop();
+    });
+    std::fs::write(cache.path().join("outside.md"), "| forged | 12.3 |\n").unwrap();
+    edit_manifest(&object_dir(cache.path(), "clustering"), &|files| {
+        for f in files.iter_mut().filter(|f| f["path"] == "report/table.md") {
+            f["path"] = Value::from("report/../../../outside.md");
+        }
+    });
 
     let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1205,10 +1222,36 @@ fn a_file_copied_with_its_manifest_entry_or_a_planted_file_is_caught() {
         |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
     assert_eq!(outcome("clusters[k=4]"), "ran", "{}", stderr(&out));
     assert_eq!(outcome("results"), "ran", "{}", stderr(&out));
-    assert!(report_files(&v).iter().all(|f| !f.contains("planted")), "{v}");
+    assert_eq!(outcome("noisy[p=50]"), "ran", "{}", stderr(&out));
+    assert_eq!(outcome("clustering"), "ran", "{}", stderr(&out));
+    assert!(report_files(&v).iter().all(|f| !f.contains("planted") && !f.contains("outside")), "{v}");
     assert_eq!(objects(cache.path()), before, "rebuilt bytes equal the originals");
     let plain = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
-    assert!(!String::from_utf8_lossy(&plain.stdout).contains("fake"));
+    let printed = String::from_utf8_lossy(&plain.stdout);
+    assert!(!printed.contains("fake") && !printed.contains("forged"), "{printed}");
+}
+
+/// `report` re-hashes what it shows: a table edited in place, its size unchanged (which only a
+/// full check sees), is shown as damaged and its numbers stay off the page.
+#[test]
+fn report_shows_a_table_edited_in_place_as_damaged_not_its_numbers() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let table = object_dir(cache.path(), "results").join("report/table.md");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let cell = text
+        .lines()
+        .filter_map(|l| l.split('|').nth(2).map(|c| c.trim().to_string()))
+        .find(|c| c.parse::<f64>().is_ok())
+        .unwrap();
+    assert_eq!(cell.len(), 4, "a cell like 66.0: {text}");
+    std::fs::write(&table, text.replacen(&cell, "98.7", 1)).unwrap();
+    let pages = tempfile::tempdir().unwrap();
+    let out = cfrun(cache.path(), &["report", smoke().to_str().unwrap(), "-o", pages.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(pages.path().join("smoke.html")).unwrap();
+    assert!(!page.contains("98.7"), "an unverified number reached the page");
+    assert!(page.contains("damaged"), "the damaged result is named");
 }
 
 /// `status` checks sizes and the file list by default and re-hashes with `--verify`; `show`

@@ -34,10 +34,19 @@ pub struct Manifest {
     pub outputs: BTreeMap<String, Digest>,
 }
 
-/// The manifest stored in `dir`, if readable.
-pub(super) fn read_manifest(dir: &Path) -> Option<Manifest> {
+/// The manifest stored in `dir`, if readable and every path in it names a file inside one of
+/// the object's outputs. Callers join these paths onto folders, so a path that climbs out
+/// (`..`), starts at the root or names no output counts as damage, never as a place to go.
+pub fn read_manifest(dir: &Path) -> Option<Manifest> {
     let bytes = read_limited(&dir.join("manifest.json"), MAX_RECORD_BYTES).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
+    manifest.files.iter().all(|f| is_inside_an_output(&f.path)).then_some(manifest)
+}
+
+/// Whether `path` is `output/…/file`: two or more `/`-separated parts, none empty, `.` or `..`.
+fn is_inside_an_output(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\0'))
 }
 
 /// Every file under `dir`. Only plain files and folders belong in an object: a link (which

@@ -15,8 +15,8 @@
 //! ```
 //! A key is written only after its object is complete and synced, so a crash at any moment leaves
 //! either no key or a key whose object is whole. Before an object is reused, read as an input or
-//! kept on publish, its files are re-hashed and its output digests recomputed from the bytes (the
-//! stored manifest is not trusted); a mismatch is reported and the object rebuilt.
+//! kept on publish, its files are re-hashed and its output digests recomputed from the bytes, and
+//! the stored manifest must list exactly those files; a mismatch is reported and the object rebuilt.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,10 +30,10 @@ use super::fsutil::{ensure_real_dir, fsync_dir, plain_file_or_absent, read_limit
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
 use super::lock::{self, KeyLock, Mode, TryLock};
-use super::manifest::{read_manifest, MAX_RECORD_BYTES};
+use super::manifest::MAX_RECORD_BYTES;
 use super::CacheError;
 
-pub use super::manifest::{build_manifest, object_digest, FileEntry, Manifest};
+pub use super::manifest::{build_manifest, object_digest, read_manifest, FileEntry, Manifest};
 pub use super::verify::Check;
 
 /// What `keys/<key>.json` holds.
@@ -255,7 +255,8 @@ impl Store {
     }
 
     /// The files of one output of a published object, as its manifest lists them (sorted);
-    /// a file planted beside them is not listed.
+    /// a file planted beside them is not listed, and a manifest with a path that leaves its
+    /// output lists nothing. Call it on a record that passed the full check.
     pub fn output_files(&self, record: &KeyRecord, output: &str) -> Vec<PathBuf> {
         let dir = self.object_dir(&record.object);
         let Some(manifest) = read_manifest(&dir) else { return Vec::new() };

@@ -1,6 +1,6 @@
 //! Checking published objects against what their key promises: a quick check (manifest, file
-//! list, sizes) for `status`, a full one (every file re-hashed, digests recomputed) before
-//! anything is reused, read, kept or shown.
+//! list, sizes) for `status`, a full one (every file re-hashed, digests recomputed, the stored
+//! manifest compared with the files) before anything is reused, read, kept or shown.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -18,8 +18,9 @@ pub enum Check {
     /// The manifest matches the key and every listed file is present with its size, and no
     /// other file is: a few `stat`s per file, what `status` does by default.
     Quick,
-    /// Every file re-hashed and the output digests recomputed from the bytes: what happens
-    /// before anything is reused, read as an input, printed by `show`, or kept on publish.
+    /// Every file re-hashed, the output digests recomputed from the bytes and the stored
+    /// manifest required to list exactly those files: what happens before anything is reused,
+    /// read as an input, printed by `show` or `report`, or kept on publish.
     Full,
 }
 
@@ -56,10 +57,18 @@ impl Store {
                 quick_listing(&dir, stored)?
             }
         };
-        if object_digest(&on_disk) == *object && on_disk.outputs == *outputs {
-            return Ok(());
+        let files_match_the_key = object_digest(&on_disk) == *object && on_disk.outputs == *outputs;
+        // Readers list an object's files from its stored manifest (the report files a run
+        // prints, a `command` stage's input copies), so a full check holds it to the disk too.
+        let manifest_matches_the_files = depth == Check::Quick || stored.as_ref() == Some(&on_disk);
+        match (files_match_the_key, manifest_matches_the_files) {
+            (true, true) => Ok(()),
+            (true, false) if stored.is_some() => Err(format!(
+                "the manifest of object {} does not list its files as they are (the files themselves are intact)",
+                object.short()
+            )),
+            _ => Err(describe_difference(object, stored.as_ref(), &on_disk)),
         }
-        Err(describe_difference(object, stored.as_ref(), &on_disk))
     }
 
     /// Fully checks the objects a computation is about to read; the first damaged one is
@@ -150,6 +159,49 @@ mod tests {
         let err = store.verify_inputs([&rec]).unwrap_err().to_string();
         assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
         assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
+    }
+
+    /// Rewrites the stored manifest of `rec`'s object through `edit` (on its JSON).
+    fn edit_manifest(store: &Store, rec: &KeyRecord, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = store.object_dir(&rec.object).join("manifest.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut json);
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_that_no_longer_lists_the_files_fails_the_full_check() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"bytes", 0);
+        // Rewritten with other whitespace but the same content: still intact.
+        edit_manifest(&store, &rec, |_| {});
+        store.verify(&rec).unwrap();
+        // A file dropped from the list: readers would miss it.
+        edit_manifest(&store, &rec, |m| m["files"] = serde_json::json!([]));
+        let why = store.verify(&rec).unwrap_err();
+        assert!(why.contains("does not list its files") && why.contains("intact"), "{why}");
+        // A hash flipped, the file untouched.
+        let rec = publish(&store, b"other bytes", 1);
+        edit_manifest(&store, &rec, |m| m["files"][0]["hash"] = serde_json::json!("00".repeat(32)));
+        assert!(store.verify(&rec).unwrap_err().contains("does not list its files"));
+        // No manifest at all.
+        fs::remove_file(store.object_dir(&rec.object).join("manifest.json")).unwrap();
+        assert!(store.verify(&rec).unwrap_err().contains("no readable manifest"));
+    }
+
+    #[test]
+    fn a_manifest_path_that_leaves_its_output_is_damage_and_lists_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"bytes", 0);
+        assert_eq!(store.output_files(&rec, "out").len(), 1);
+        for planted in ["out/../../../elsewhere.txt", "/etc/passwd", "out//data.bin", "out/./data.bin", "data.bin"] {
+            edit_manifest(&store, &rec, |m| m["files"][0]["path"] = serde_json::json!(planted));
+            assert!(read_manifest(&store.object_dir(&rec.object)).is_none(), "{planted}");
+            assert!(store.output_files(&rec, "out").is_empty(), "{planted}");
+            assert!(store.verify(&rec).is_err(), "{planted}");
+        }
     }
 
     #[test]

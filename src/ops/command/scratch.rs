@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::cache::fsutil::hash_file;
-use crate::cache::store::Manifest;
+use crate::cache::store::read_manifest;
 use crate::ops::OpError;
 
 /// A scratch folder, removed on drop.
@@ -62,11 +62,10 @@ impl Scratch {
     pub fn copy_input(&self, slot: &str, src: &Path) -> Result<(), OpError> {
         let object = src.parent().ok_or_else(|| OpError::Invalid(format!("input `{slot}` has no object")))?;
         let output = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let manifest_path = object.join("manifest.json");
-        let manifest: Manifest = fs::read(&manifest_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| OpError::Invalid(format!("input `{slot}`: {} is unreadable", manifest_path.display())))?;
+        // Checked paths only: each is joined onto the copy's folder below.
+        let manifest = read_manifest(object).ok_or_else(|| {
+            OpError::Invalid(format!("input `{slot}`: the manifest of {} is unreadable or damaged", object.display()))
+        })?;
         let root = self.path().join("in").join(slot);
         fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
         let prefix = format!("{output}/");
