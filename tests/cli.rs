@@ -324,6 +324,35 @@ fn dag_show_and_gc() {
     assert!(again.values().all(|o| o == "cached"), "{again:?}");
 }
 
+/// `gc` keeps a damaged result and everything it feeds (the next run repairs it, and a rebuild
+/// gives the same keys below), removes a checkpoint no run can resume from, and refuses to run
+/// with no experiment named rather than remove the whole cache.
+#[test]
+fn gc_keeps_what_hangs_below_damage_drops_dead_checkpoints_and_needs_an_experiment() {
+    let cache = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    run_json(fresh.path(), &smoke(), &[]);
+    let reference = objects(fresh.path());
+    run_json(cache.path(), &smoke(), &[]);
+    let labels = object_dir(cache.path(), "shapes").join("labels/labels.safetensors");
+    std::fs::OpenOptions::new().write(true).open(&labels).unwrap().set_len(10).unwrap();
+    let abandoned = cache.path().join("checkpoints").join("ab".repeat(32));
+    std::fs::create_dir_all(abandoned.join("epoch-0001")).unwrap();
+    std::fs::write(abandoned.join("epoch-0001/weights"), b"from an edited recipe").unwrap();
+    let out = cfrun(cache.path(), &["gc", smoke().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["objects"].as_array().unwrap().len(), 0, "nothing of a damaged experiment is garbage: {v}");
+    assert_eq!(v["checkpoints"], 1, "{v}");
+    assert!(!abandoned.exists());
+    let rerun = run_json(cache.path(), &smoke(), &[]);
+    assert_eq!(ran(&rerun), set(&["shapes"]), "only the damaged result is rebuilt");
+    assert_eq!(objects(cache.path()), reference);
+    let none = cfrun(cache.path(), &["gc"]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert_eq!(objects(cache.path()), reference, "nothing removed");
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }

@@ -5,9 +5,11 @@
 //! publishing anything, and everything in `tmp/` and every per-key lock file is stale. Keys are
 //! removed before their objects (a key never points at a removed object), objects are renamed
 //! into `tmp/` before being deleted (never half-deleted under their name), and the report lists
-//! exactly what was removed and what could not be.
+//! exactly what was removed and what could not be. A checkpoint is kept only for a key the
+//! experiments still compute and have not published: it is how that run resumes; any other
+//! (an edited recipe's, a result's published since) can never be resumed from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -21,6 +23,8 @@ pub struct Garbage {
     pub keys: Vec<RecipeKey>,
     /// Objects no kept key points at, with their sizes in bytes.
     pub objects: Vec<(Digest, u64)>,
+    /// Checkpoint folders no unfinished instance of the experiments resumes from, with sizes.
+    pub checkpoints: Vec<(String, u64)>,
 }
 
 /// What `gc` did.
@@ -30,8 +34,10 @@ pub struct Sweep {
     pub keys_removed: usize,
     /// Objects removed, with their sizes.
     pub objects_removed: Vec<(Digest, u64)>,
-    /// Bytes freed by the removed objects.
+    /// Bytes freed by the removed objects and checkpoints.
     pub bytes_freed: u64,
+    /// Stale checkpoint folders removed.
+    pub checkpoints_removed: usize,
     /// Stale lock files removed.
     pub locks_removed: usize,
     /// Leftover staging folders removed.
@@ -40,13 +46,14 @@ pub struct Sweep {
     pub failures: Vec<String>,
 }
 
-/// Everything in the cache that none of `live` (keys of the experiments to keep) reaches.
-pub fn find(store: &Store, live: &BTreeSet<RecipeKey>) -> Garbage {
+/// Everything in the cache that the experiments to keep do not use. `in_use` holds their keys,
+/// each with whether it is published (`exec::evaluate::keys_in_use`).
+pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
     let mut kept_objects = BTreeSet::new();
     let mut keys = Vec::new();
     for key in store.all_keys() {
         match store.lookup(&key) {
-            Some(rec) if live.contains(&key) => {
+            Some(rec) if in_use.contains_key(&key) => {
                 kept_objects.insert(rec.object);
             }
             _ => keys.push(key),
@@ -58,7 +65,22 @@ pub fn find(store: &Store, live: &BTreeSet<RecipeKey>) -> Garbage {
         .filter(|o| !kept_objects.contains(o))
         .map(|o| (o, store.object_size(&o)))
         .collect();
-    Garbage { keys, objects }
+    let resumable = |name: &str| RecipeKey::parse(name).is_some_and(|k| in_use.get(&k) == Some(&false));
+    let checkpoints = list_names(&store.root().join("checkpoints"))
+        .into_iter()
+        .filter(|name| !resumable(name))
+        .map(|name| {
+            let size = super::store::dir_size(&store.root().join("checkpoints").join(&name));
+            (name, size)
+        })
+        .collect();
+    Garbage { keys, objects, checkpoints }
+}
+
+fn list_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Removes `garbage`, then the stale lock files and staging folders. `store` must have been
@@ -78,6 +100,14 @@ pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
                 out.bytes_freed += size;
             }
             Err(e) => out.failures.push(format!("object {object}: {e}")),
+        }
+    }
+    for (name, size) in &garbage.checkpoints {
+        if store.discard_dir(&store.root().join("checkpoints").join(name)) {
+            out.checkpoints_removed += 1;
+            out.bytes_freed += size;
+        } else {
+            out.failures.push(format!("checkpoint {name}: could not be removed"));
         }
     }
     out.locks_removed = clear_dir(store, "locks", &mut out.failures);
@@ -117,7 +147,7 @@ mod tests {
         let store = Store::open_exclusive(root.path()).unwrap();
         let (live, dead) = (publish(&store, 1), publish(&store, 2));
         std::fs::write(store.lock_path(&dead.key), b"").unwrap();
-        let garbage = find(&store, &BTreeSet::from([live.key]));
+        let garbage = find(&store, &BTreeMap::from([(live.key, true)]));
         assert_eq!(garbage.keys, vec![dead.key]);
         assert_eq!(garbage.objects.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![dead.object]);
         let swept = sweep(&store, &garbage);
@@ -125,6 +155,43 @@ mod tests {
         assert_eq!((swept.keys_removed, swept.objects_removed.len(), swept.locks_removed), (1, 1, 1));
         assert!(store.lookup(&dead.key).is_none() && !store.object_dir(&dead.object).exists());
         store.verify(&live).unwrap();
+    }
+
+    /// A checkpoint survives only while its key is in use and unpublished: the run it belongs
+    /// to can still resume from it. An abandoned recipe's, a published key's and a folder that
+    /// names no key go.
+    #[test]
+    fn keeps_only_the_checkpoints_an_unfinished_instance_resumes_from() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let done = publish(&store, 1);
+        let [running, abandoned] = [7u64, 8].map(|n| {
+            let key = crate::cache::Recipe {
+                format: crate::cache::key::RECIPE_FORMAT,
+                op: "demo".into(),
+                version: 1,
+                params: serde_json::json!({ "seed": n }),
+                inputs: BTreeMap::new(),
+            }
+            .key();
+            std::fs::create_dir_all(store.checkpoint_dir(&key).join("epoch-0001")).unwrap();
+            std::fs::write(store.checkpoint_dir(&key).join("epoch-0001/state"), b"weights").unwrap();
+            key
+        });
+        std::fs::create_dir_all(store.checkpoint_dir(&done.key)).unwrap();
+        std::fs::create_dir_all(root.path().join("checkpoints/not-a-key")).unwrap();
+        let in_use = BTreeMap::from([(done.key, true), (running, false)]);
+        let garbage = find(&store, &in_use);
+        let mut names: Vec<&str> = garbage.checkpoints.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        let mut want = vec![abandoned.hex(), done.key.hex(), "not-a-key".to_string()];
+        want.sort();
+        assert_eq!(names, want);
+        let swept = sweep(&store, &garbage);
+        assert_eq!(swept.checkpoints_removed, 3, "{:?}", swept.failures);
+        assert!(swept.bytes_freed >= 7, "the abandoned checkpoint's bytes are counted");
+        assert!(store.checkpoint_dir(&running).join("epoch-0001/state").exists());
+        assert!(!store.checkpoint_dir(&abandoned).exists() && !store.checkpoint_dir(&done.key).exists());
     }
 
     /// What could not be removed is reported as a failure, never counted as freed.
@@ -136,7 +203,7 @@ mod tests {
         // Removal goes through tmp/; with tmp/ unusable, removing the object fails.
         std::fs::remove_dir_all(root.path().join("tmp")).unwrap();
         std::fs::write(root.path().join("tmp"), b"not a folder").unwrap();
-        let swept = sweep(&store, &find(&store, &BTreeSet::new()));
+        let swept = sweep(&store, &find(&store, &BTreeMap::new()));
         assert!(swept.objects_removed.is_empty() && swept.bytes_freed == 0);
         assert!(swept.failures.iter().any(|f| f.contains(&dead.object.to_string())), "{:?}", swept.failures);
         assert!(store.object_dir(&dead.object).exists());

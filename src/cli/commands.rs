@@ -1,6 +1,6 @@
 //! The commands behind the CLI.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -342,25 +342,40 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
-    let mut live_keys = BTreeSet::new();
+    // Keys from the records alone: a damaged result is repaired by the next run, not collected,
+    // and neither is what hangs below it.
+    let mut in_use = BTreeMap::new();
     for plan in &plans {
-        for st in evaluate::evaluate(plan, &store) {
-            if let Some(rec) = st.record {
-                live_keys.insert(rec.key);
-            }
+        for (key, published) in evaluate::keys_in_use(plan, &store) {
+            *in_use.entry(key).or_insert(false) |= published;
         }
     }
-    let garbage = cache_gc::find(&store, &live_keys);
-    let total: u64 = garbage.objects.iter().map(|(_, s)| s).sum();
+    let garbage = cache_gc::find(&store, &in_use);
+    let total: u64 =
+        garbage.objects.iter().map(|(_, s)| s).sum::<u64>() + garbage.checkpoints.iter().map(|(_, s)| s).sum::<u64>();
     if dry_run {
         if g.json {
             let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
-            println!("{}", json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "bytes": total}));
+            let checkpoints: Vec<_> = garbage.checkpoints.iter().map(|(c, _)| c).collect();
+            println!(
+                "{}",
+                json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
+                       "bytes": total})
+            );
         } else {
             for (obj, size) in &garbage.objects {
                 println!("would remove {obj} ({})", human(*size));
             }
-            println!("would free {} objects and {} keys, {}", garbage.objects.len(), garbage.keys.len(), human(total));
+            for (name, size) in &garbage.checkpoints {
+                println!("would remove checkpoint {name} ({})", human(*size));
+            }
+            println!(
+                "would free {} objects, {} keys and {} checkpoints, {}",
+                garbage.objects.len(),
+                garbage.keys.len(),
+                garbage.checkpoints.len(),
+                human(total)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -370,7 +385,8 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
         println!(
             "{}",
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
-                   "locks": swept.locks_removed, "staging": swept.staging_removed, "failures": swept.failures})
+                   "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
+                   "staging": swept.staging_removed, "failures": swept.failures})
         );
     } else {
         for (obj, size) in &swept.objects_removed {
@@ -380,10 +396,11 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
             eprintln!("could not remove {f}");
         }
         println!(
-            "freed {} objects and {} keys, {} ({} stale lock files, {} leftover staging folders)",
+            "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging folders)",
             swept.objects_removed.len(),
             swept.keys_removed,
             human(swept.bytes_freed),
+            swept.checkpoints_removed,
             swept.locks_removed,
             swept.staging_removed
         );

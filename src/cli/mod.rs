@@ -106,7 +106,9 @@ enum Command {
     },
     /// Remove cached objects that none of the given experiments uses.
     Gc {
-        /// Experiments whose artifacts are kept.
+        /// Experiments whose artifacts are kept (at least one: an empty list, say from an empty
+        /// shell glob, would remove everything).
+        #[arg(required = true)]
         files: Vec<PathBuf>,
         /// List what would be removed, with sizes, and remove nothing.
         #[arg(long)]

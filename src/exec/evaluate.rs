@@ -1,5 +1,5 @@
 //! Works out, without running anything, each instance's recipe and key and whether its result is
-//! in the cache; for the rest, why not. `status`, `gc`, `show` and the runner share this walk.
+//! in the cache; for the rest, why not. `status`, `gc`, `show`, `report` and the runner share this walk.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +109,25 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
         }
     }
     states.into_iter().map(|s| s.expect("every instance is in one wave")).collect()
+}
+
+/// Every key of `plan` that can be computed from the key records in the store, each with whether
+/// it is published. Objects are not checked: a damaged object's record still names the outputs
+/// its key promised, and a rebuild gives those bytes again, so what hangs below it keeps its
+/// keys. This is what `gc` keeps, where a checked walk would drop a damaged result's intact
+/// descendants.
+pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
+    let mut records: Vec<Option<KeyRecord>> = Vec::with_capacity(plan.instances.len());
+    let mut keys = BTreeMap::new();
+    for inst in &plan.instances {
+        let key = recipe_for(plan, inst, &records).ok().map(|r| r.key());
+        let record = key.and_then(|k| store.lookup(&k));
+        if let Some(k) = key {
+            keys.insert(k, record.is_some());
+        }
+        records.push(record);
+    }
+    keys
 }
 
 /// Instance indices grouped by depth in the graph: an instance's wave follows all its inputs'
