@@ -735,6 +735,14 @@ labels = "shapes.labels"
     assert_eq!(outcome("pretrain"), "failed");
     assert_eq!(outcome("feats"), "skipped");
     assert_eq!(outcome("probe"), "skipped");
+
+    // A rate so large the loss overflows: the run stops at the epoch it diverged, floor or not,
+    // and publishes neither the network nor a NaN metric.
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json", "--set", "stages.pretrain.lr=1e308"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("training diverged: the mean loss of epoch 1 of 2 is NaN"), "{err}");
+    assert_eq!(std::fs::read_dir(cache.path().join("keys")).unwrap().count(), 1, "only the data set is published");
 }
 
 /// A safetensors file of one-dimensional or two-dimensional tensors, written by hand so the tests
@@ -1397,6 +1405,36 @@ fn links_planted_in_the_cache_are_refused_not_followed() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
     assert!(!created.exists(), "nothing is created outside the cache");
+
+    // A FIFO, or a link to an endless file, as a cluster job's spec: refused at once.
+    let jobs = cache.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let job = "ab".repeat(32);
+    let spec = jobs.join(format!("{job}.json"));
+    assert!(Command::new("mkfifo").arg(&spec).status().unwrap().success());
+    let mut exec = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["exec", &job, "--cache"])
+        .arg(cache.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ended = loop {
+        if let Some(status) = exec.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = exec.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(ended.and_then(|s| s.code()), Some(2), "exec refuses a FIFO spec at once");
+    std::fs::remove_file(&spec).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &spec).unwrap();
+    let out = cfrun(cache.path(), &["exec", &job]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
 }
 
 // ---- Front end: no input hangs or crashes it (README "Guarantees") ----

@@ -43,7 +43,18 @@ impl Features {
     }
 
     /// Writes `features.safetensors` and `meta.json` into `dir`.
+    /// Refuses NaN and infinite values (the format promises finite ones).
     pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        for (split, values) in [("train", &self.train), ("test", &self.test)] {
+            if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                return Err(ArtifactError::Malformed(format!(
+                    "features of {}: row {} of the {split} split holds {} (did the network diverge?)",
+                    self.meta.source,
+                    at / self.meta.dim.max(1),
+                    values[at]
+                )));
+            }
+        }
         let splits = (self.train.as_slice(), self.test.as_slice());
         tensors::save_splits(dir, "features.safetensors", splits, &[self.meta.dim], &self.meta)
     }
@@ -66,5 +77,24 @@ impl Features {
             });
         }
         Features::load(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_features_and_metrics_are_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = FeaturesMeta { dim: 2, source: "res5 of net".into() };
+        let f = Features { meta, train: vec![0.0, 1.0, 2.0, f32::NAN], test: vec![0.5, 0.5] };
+        let err = f.save(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("row 1 of the train split holds NaN"), "{err}");
+        let mut m = crate::artifact::Metrics::default();
+        m.values.insert("train_loss".into(), f64::INFINITY);
+        let err = m.save(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("`train_loss` is inf"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -19,8 +19,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Writes `metrics.json` into `dir`.
+    /// Writes `metrics.json` into `dir`. Refuses NaN and infinite values: JSON has no such
+    /// numbers (they would be written as `null`, which no reader accepts).
     pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        if let Some((name, v)) = self.values.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(ArtifactError::Malformed(format!("metric `{name}` is {v}, not a finite number")));
+        }
         std::fs::create_dir_all(dir).map_err(ArtifactError::io(format!("creating {}", dir.display())))?;
         tensors::save_json(&dir.join("metrics.json"), self)
     }

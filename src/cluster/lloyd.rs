@@ -47,7 +47,8 @@ pub(super) fn run_pruned(
     let n = points.len();
     let mut labels = vec![0u32; n];
     let mut prev = vec![u32::MAX; n];
-    let mut trace = Vec::with_capacity(iterations);
+    // Lloyd usually converges long before `iterations`: reserve for a typical run only.
+    let mut trace = Vec::with_capacity(iterations.min(1024));
     let mut splits = 0;
     let mut last_split = false;
     let mut bounds = Bounds::new(n);

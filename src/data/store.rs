@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::FileSpec;
 use super::error::DataError;
+use crate::cache::fsutil::read_limited;
 
 /// Name of the marker that records which files in a cache folder were verified.
 pub const MARKER: &str = ".verified";
@@ -166,7 +167,9 @@ pub fn cache_state(dir: &Path, files: &[FileSpec]) -> CacheState {
     if !present.iter().any(|&p| p) {
         return CacheState::Missing;
     }
-    let marker: Option<Marker> = fs::read(dir.join(MARKER)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    // A link or FIFO planted in its place is refused, not followed or waited on.
+    let marker: Option<Marker> =
+        read_limited(&dir.join(MARKER), 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let marker_ok =
         marker.is_some_and(|m| files.iter().all(|f| m.files.get(&f.name).is_some_and(|e| e.sha256 == f.sha256)));
     if present.iter().all(|&p| p) && marker_ok {
@@ -227,6 +230,17 @@ mod tests {
         store(&sub, &[(a, b"aaa".to_vec()), (b, b"bbbb".to_vec())], "test").expect("store");
         assert_eq!(cache_state(&sub, &specs), CacheState::Verified);
         fs::remove_file(sub.join(MARKER)).expect("rm");
+        assert_eq!(cache_state(&sub, &specs), CacheState::Incomplete);
+        // A FIFO or a link to an endless file in the marker's place is refused at once.
+        let fifo = std::process::Command::new("mkfifo").arg(sub.join(MARKER)).status().expect("mkfifo");
+        assert!(fifo.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sub2, specs2) = (sub.clone(), specs.clone());
+        std::thread::spawn(move || tx.send(cache_state(&sub2, &specs2)));
+        let state = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a FIFO marker is not waited on");
+        assert_eq!(state, CacheState::Incomplete);
+        fs::remove_file(sub.join(MARKER)).expect("rm");
+        std::os::unix::fs::symlink("/dev/zero", sub.join(MARKER)).expect("link");
         assert_eq!(cache_state(&sub, &specs), CacheState::Incomplete);
     }
 }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::resources::Resources;
-use crate::cache::fsutil::write_atomic;
+use crate::cache::fsutil::{read_limited, write_atomic};
+
+/// A job spec names its inputs' digests and its recipe: kilobytes; anything near this is damage.
+const MAX_SPEC_BYTES: u64 = 64 << 20;
 use crate::cache::{KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{InputRef, Instance, Plan};
 
@@ -220,9 +223,12 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     let key = RecipeKey::parse(key_text.trim_start_matches("blake3:"))
         .ok_or_else(|| SpecError::Missing { key: key_text.to_string(), dir: jobs_dir(store) })?;
     let path = spec_path(store, &key);
-    let bytes =
-        std::fs::read(&path).map_err(|_| SpecError::Missing { key: key_text.to_string(), dir: jobs_dir(store) })?;
     let invalid = |why: String| SpecError::Invalid { path: path.clone(), why };
+    // Not followed if a link, not waited on if a FIFO, not read past a sane size.
+    let bytes = read_limited(&path, MAX_SPEC_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SpecError::Missing { key: key_text.to_string(), dir: jobs_dir(store) },
+        _ => invalid(e.to_string()),
+    })?;
     let spec: JobSpec = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     if spec.recipe.key() != key {
         return Err(invalid(format!("its recipe hashes to {}, not to its name", spec.recipe.key())));

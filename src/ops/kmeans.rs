@@ -68,6 +68,8 @@ impl Params for KMeansParams {
         if self.iterations == 0 {
             return Err(ParamError::range("iterations", self.iterations, "at least 1"));
         }
+        // Far beyond any study, short of a run that never ends.
+        crate::config::limits::at_most("iterations", self.iterations, 100_000)?;
         if self.max_points_per_centroid == Some(0) {
             return Err(ParamError::range("max_points_per_centroid", 0, "at least 1"));
         }

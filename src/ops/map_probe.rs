@@ -64,6 +64,7 @@ impl Params for MapProbeParams {
         if self.max_iter == 0 {
             return Err(ParamError::range("max_iter", 0, "at least 1"));
         }
+        crate::config::limits::at_most("max_iter", self.max_iter, 100_000)?;
         if !(self.tol > 0.0 && self.tol.is_finite()) {
             return Err(ParamError::range("tol", self.tol, "a positive number"));
         }

@@ -121,9 +121,16 @@ impl Params for TrainParams {
                 "`milestones` only apply to schedule = \"step\"",
                 Some("remove them, or set schedule = \"step\"".to_string()),
             ));
+        } else if self.gamma != default_gamma() {
+            // It is part of the key: an unused value would retrain the network for nothing.
+            return Err(ParamError::field(
+                "gamma",
+                "`gamma` only applies to schedule = \"step\"",
+                Some("remove it, or set schedule = \"step\"".to_string()),
+            ));
         }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            return Err(ParamError::range("temperature", self.temperature, "positive"));
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(ParamError::range("temperature", self.temperature, "a positive number"));
         }
         if !(0.0..=1.0).contains(&self.soft_weight) {
             return Err(ParamError::range("soft_weight", self.soft_weight, "in [0, 1]"));

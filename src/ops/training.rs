@@ -244,6 +244,18 @@ impl TrainObserver for Checkpointer<'_> {
 
     fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
         self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
+        // A diverged network would otherwise be published as trained, and its NaN weights found
+        // (if at all) stages later; nor is its state worth a checkpoint to resume from.
+        if !stats.loss.is_finite() {
+            return Err(nn::NnError::invalid(format!(
+                "training diverged: the mean loss of epoch {} of {} is {} (lr {:.3e} then); \
+                 lower `lr` or raise `warmup_epochs`",
+                stats.epoch + 1,
+                self.epochs,
+                stats.loss,
+                stats.lr
+            )));
+        }
         let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
         let scratch = checkpoint::scratch(self.dir).map_err(io)?;
         state.save(&scratch.path().join("state.safetensors"))?;
