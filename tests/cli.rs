@@ -1488,6 +1488,23 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
         ("a file over the size limit", format!("{head}# {}\n", "x".repeat(2_000_000)), "bytes an experiment file may have"),
         ("nesting a hundred thousand deep", format!("{head}x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)), "invalid TOML"),
         ("raw control characters", format!("{head}[stages.d]\nop = \"da\\u001b]0;t\\u0007ta\"\n\x1b[2J = 1\n"), "error"),
+        ("claims over a 6000-value sweep, each claim per value, twenty times", {
+            let claim = |i: usize, each: &str| {
+                format!("[[stages.c.claims]]\nname = \"c{i}\"\nstatement = \"s\"\na = {{source = \"p\"}}\nb = {{source = \"q\"}}\nexpect = \"greater\"\n{each}")
+            };
+            let probes = "[stages.p]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\nlr = \"${a}\"\n\
+                          [stages.q]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\n\
+                          [stages.c]\nop = \"claims\"\ninputs = [\"p.metrics\", \"q.metrics\"]\nmetric = \"top1\"\n";
+            let claims: String = (0..20).map(|i| claim(i, "each = [\"a\"]\n")).collect();
+            format!("{head}replicates = 3\n[sweep]\na = [{}]\n{dataset}{probes}{claims}", values(6000))
+        }, "more than 100000 cases"),
+        ("a thousand and one claims", {
+            let claims: String = (0..1001)
+                .map(|i| format!("[[stages.c.claims]]\nname = \"c{i}\"\nstatement = \"s\"\na = {{source = \"p\"}}\nb = {{source = \"p\"}}\nexpect = \"greater\"\n"))
+                .collect();
+            let probe = "[stages.p]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\n";
+            format!("{head}{dataset}{probe}[stages.c]\nop = \"claims\"\ninputs = [\"p.metrics\"]\nmetric = \"top1\"\n{claims}")
+        }, "at most 1000"),
         ("a sweep over 64 axes", {
             let axes: String = (0..64).map(|i| format!("a{i} = [1, 2]\n")).collect();
             let uses: String = (0..64).map(|i| format!("${{a{i}}}")).collect();

@@ -205,8 +205,8 @@ struct Pairs {
 }
 
 /// Evaluates `claim` on `obs`.
-pub fn evaluate(claim: &Claim, obs: &[Observation]) -> Result<Outcome, ClaimError> {
-    let in_scope: Vec<&Observation> = obs.iter().filter(|o| select::within(o, &claim.scope)).collect();
+pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation>) -> Result<Outcome, ClaimError> {
+    let in_scope: Vec<&Observation> = obs.into_iter().filter(|o| select::within(o, &claim.scope)).collect();
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;

@@ -14,6 +14,23 @@ pub fn quantile(q: f64, df: f64) -> Option<f64> {
     if !(df > 0.0 && df.is_finite() && q > 0.5 && q < 1.0) {
         return None;
     }
+    // A claims stage asks for the same few quantiles once per case, thousands of times in a
+    // large sweep; the bisection costs about a hundred incomplete-beta evaluations. The memo
+    // returns the very value computed, so results do not change.
+    thread_local! {
+        static MEMO: std::cell::RefCell<std::collections::HashMap<(u64, u64), Option<f64>>> = Default::default();
+    }
+    let at = (q.to_bits(), df.to_bits());
+    if let Some(known) = MEMO.with(|m| m.borrow().get(&at).copied()) {
+        return known;
+    }
+    let found = bisect(q, df);
+    MEMO.with(|m| m.borrow_mut().insert(at, found));
+    found
+}
+
+/// [`quantile`] by bisection on the CDF.
+fn bisect(q: f64, df: f64) -> Option<f64> {
     // The CDF is increasing in t; bisect on [0, hi] after doubling hi past the quantile.
     let mut hi = 1.0;
     while cdf(hi, df) < q {

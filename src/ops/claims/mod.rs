@@ -6,7 +6,7 @@
 mod params;
 mod render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -48,6 +48,12 @@ impl StageKind for Claims {
                 values.entry(k).or_default().insert(text(v));
             }
         }
+        // The gathered instances' coordinates, for a dry run of each claim.
+        let obs: Vec<Observation> = gathered
+            .iter()
+            .map(|g| Observation { source: g.stage.to_string(), axes: g.axes.clone(), value: f64::NAN })
+            .collect();
+        let mut total_cases = 0;
         for (i, c) in p.claims.iter().enumerate() {
             let metric = c.metric.as_deref().unwrap_or(&p.metric);
             let metric_field = if c.metric.is_some() { format!("claims[{i}].metric") } else { "metric".to_string() };
@@ -65,8 +71,9 @@ impl StageKind for Claims {
                         return Err(unknown(&at, &c.name, "dimension", dim, &dims));
                     };
                     let cond = Condition::parse(cond).map_err(|e| ParamError::field(&at, e, None))?;
+                    let known_set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
                     for lit in cond.literals() {
-                        if !known.contains(&text(lit)) {
+                        if !known_set.contains(text(lit).as_str()) {
                             let what = if dim == SOURCE { "stage".to_string() } else { format!("value of `{dim}`") };
                             let valid: Vec<&str> = known.iter().map(String::as_str).collect();
                             return Err(unknown(&at, &c.name, &what, &text(lit), &valid));
@@ -81,14 +88,24 @@ impl StageKind for Claims {
                 }
             }
             // Dry run on the gathered instances' coordinates: every comparison must find its pairs.
-            let obs: Vec<Observation> = gathered
-                .iter()
-                .map(|g| Observation { source: g.stage.to_string(), axes: g.axes.clone(), value: f64::NAN })
-                .collect();
             let claim = c.to_claim(i)?;
-            for (case, scope) in cases(&claim, &c.each, &obs) {
+            let cases = cases(&claim, &c.each, &obs);
+            total_cases += cases.len();
+            if total_cases > params::MAX_CASES {
+                return Err(ParamError::field(
+                    &format!("claims[{i}].each"),
+                    format!(
+                        "the claims expand to more than {} cases (verdict rows) by claim `{}`, which has {} alone",
+                        params::MAX_CASES,
+                        c.name,
+                        cases.len()
+                    ),
+                    Some("split the study, or narrow `each` to the axes a reader compares".into()),
+                ));
+            }
+            for (case, scope, subset) in cases {
                 let trial = Claim { scope, ..claim.clone() };
-                stats::evaluate(&trial, &obs).map_err(|e| {
+                stats::evaluate(&trial, subset).map_err(|e| {
                     let case = if case.is_empty() { String::new() } else { format!(" ({case})") };
                     ParamError::field(&format!("claims[{i}]"), format!("claim `{}`{case}: {e}", c.name), None)
                 })?;
@@ -119,10 +136,10 @@ impl StageKind for Claims {
                     .collect()
             });
             let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
-            for (case, scope) in cases(&claim, &c.each, obs) {
+            for (case, scope, subset) in cases(&claim, &c.each, obs) {
                 let trial = Claim { scope, ..claim.clone() };
-                let outcome =
-                    stats::evaluate(&trial, obs).map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
+                let outcome = stats::evaluate(&trial, subset)
+                    .map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
                 rows.push(Row { decl: c, metric: metric.clone(), case, outcome });
             }
         }
@@ -162,29 +179,56 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
     Ok(())
 }
 
-/// The claim's cases: one per combination of the `each` dimensions' values in scope (or one).
-fn cases(claim: &Claim, each: &[String], obs: &[Observation]) -> Vec<(String, Selector)> {
+/// The claim's cases: one per combination of the `each` dimensions' values in scope (or one),
+/// each with its scope and the observations that can fall in it, in their order: those whose
+/// `each` values equal the case's, and those that lack an `each` dimension (a stage not swept
+/// along it, which every case's scope admits). Evaluating each case on its own share keeps a
+/// claim over thousands of cases linear in the observations, where the whole list per case was
+/// quadratic.
+fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(String, Selector, Vec<&'a Observation>)> {
     if each.is_empty() {
-        return vec![(String::new(), claim.scope.clone())];
+        return vec![(String::new(), claim.scope.clone(), obs.iter().collect())];
     }
+    // Keys compare like `Condition::Equals`: numbers by value, anything else as written.
+    let key = |v: &Json| match v.as_f64() {
+        Some(x) => format!("n{}", if x == 0.0 { 0.0 } else { x }),
+        None => format!("j{v}"),
+    };
     let mut seen: Vec<Vec<Json>> = Vec::new();
-    for o in obs.iter().filter(|o| stats::select::within(o, &claim.scope)) {
-        let tuple: Option<Vec<Json>> = each.iter().map(|d| stats::select::dim_value(o, d)).collect();
-        if let Some(t) = tuple {
-            if !seen.contains(&t) {
+    let mut seen_at: HashMap<String, usize> = HashMap::new();
+    let mut by_values: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
+    let mut partial: Vec<(usize, Vec<Option<String>>)> = Vec::new();
+    for (i, o) in obs.iter().enumerate() {
+        let tuple: Vec<Option<Json>> = each.iter().map(|d| stats::select::dim_value(o, d)).collect();
+        if tuple.iter().all(Option::is_some) {
+            let t: Vec<Json> = tuple.into_iter().flatten().collect();
+            by_values.entry(t.iter().map(key).collect()).or_default().push(i);
+            if stats::select::within(o, &claim.scope) && !seen_at.contains_key(&Json::from(t.clone()).to_string()) {
+                seen_at.insert(Json::from(t.clone()).to_string(), seen.len());
                 seen.push(t);
             }
+        } else {
+            partial.push((i, tuple.iter().map(|v| v.as_ref().map(key)).collect()));
         }
     }
     seen.into_iter()
         .map(|t| {
+            let keys: Vec<String> = t.iter().map(key).collect();
+            let mut at: Vec<usize> = by_values.get(&keys).cloned().unwrap_or_default();
+            at.extend(
+                partial
+                    .iter()
+                    .filter(|(_, ks)| ks.iter().zip(&keys).all(|(k, want)| k.as_ref().is_none_or(|k| k == want)))
+                    .map(|(i, _)| *i),
+            );
+            at.sort_unstable();
             let mut scope = claim.scope.clone();
             let mut label = Vec::new();
             for (d, v) in each.iter().zip(t) {
                 label.push(format!("{d} = {}", text(&v)));
                 scope.insert(d.clone(), Condition::Equals(v));
             }
-            (label.join(", "), scope)
+            (label.join(", "), scope, at.into_iter().map(|i| &obs[i]).collect())
         })
         .collect()
 }

@@ -203,6 +203,12 @@ impl ClaimDecl {
     }
 }
 
+/// Most claims one stage may declare (a study has tens).
+pub const MAX_CLAIMS: usize = 1_000;
+
+/// Most cases (verdict rows) the claims of one stage may expand to through `each`.
+pub const MAX_CASES: usize = 100_000;
+
 impl Params for ClaimsParams {
     fn validate(&self) -> Result<(), ParamError> {
         if self.claims.is_empty() {
@@ -212,6 +218,8 @@ impl Params for ClaimsParams {
                 Some("add [[stages.NAME.claims]] tables".into()),
             ));
         }
+        // Each claim is checked against every gathered instance before anything runs.
+        crate::config::limits::at_most("claims", self.claims.len(), MAX_CLAIMS)?;
         let mut names = BTreeSet::new();
         for (i, c) in self.claims.iter().enumerate() {
             if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
