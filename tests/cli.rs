@@ -353,6 +353,25 @@ fn gc_keeps_what_hangs_below_damage_drops_dead_checkpoints_and_needs_an_experime
     assert_eq!(objects(cache.path()), reference, "nothing removed");
 }
 
+/// A file where a folder belongs on the command line (`--cache`, `report -o`) is a usage error,
+/// exit 2, and the file is left as it was.
+#[test]
+fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "keep me\n").unwrap();
+    let smoke = smoke();
+    let smoke = smoke.to_str().unwrap();
+    for args in [vec!["status", smoke], vec!["gc", smoke], vec![smoke]] {
+        let out = cfrun(&file, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is not a folder"), "{args:?}: {}", stderr(&out));
+    }
+    let out = cfrun(&dir.path().join("cache"), &["report", smoke, "-o", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }

@@ -111,7 +111,20 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 }
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
+    require_folder("--cache", &g.cache)?;
     Store::open(&g.cache).map_err(Failure::runtime)
+}
+
+/// A command-line path that must be a folder (or not exist yet) and is something else: the
+/// command line is wrong, which is exit 2, not a failure of the work.
+fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(Failure::Other(format!(
+            "{option} {} is not a folder; give a folder (it is created if missing)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Instances side by side when `--jobs` is not given: one per usable core on the CPU, else one
@@ -329,6 +342,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
 fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store(g)?;
+    require_folder("-o", out)?;
     let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
     if g.json {
         println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
@@ -341,6 +355,7 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
+    require_folder("--cache", &g.cache)?;
     let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
