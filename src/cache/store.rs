@@ -49,6 +49,16 @@ pub struct KeyRecord {
     pub recipe: Recipe,
     /// How, where and when it was computed.
     pub provenance: serde_json::Value,
+    /// blake3 of the canonical encoding of `provenance`, so that damage to it is seen (the
+    /// recipe is checked against the key, the outputs against the object). Absent in records
+    /// written before it existed, which are read as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_digest: Option<Digest>,
+}
+
+/// The digest a record's provenance is sealed with.
+fn provenance_digest(provenance: &serde_json::Value) -> Digest {
+    Digest(*blake3::hash(&super::canonical::encode(provenance)).as_bytes())
 }
 
 /// A cache directory. Holds the cache lock (shared, or exclusive for `gc`) while it lives.
@@ -141,12 +151,15 @@ impl Store {
         self.root.join("data")
     }
 
-    /// The record of a key, if published. A record that cannot be parsed counts as absent.
+    /// The record of a key, if published. A record that cannot be parsed, or whose recipe or
+    /// provenance no longer matches what it was sealed with, counts as absent (and the instance
+    /// is computed again, which rewrites it).
     pub fn lookup(&self, key: &RecipeKey) -> Option<KeyRecord> {
         let bytes = read_limited(&self.key_path(key), MAX_RECORD_BYTES).ok()?;
         let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
+        let sealed = record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance));
         // The stored recipe must still hash to the key it is filed under.
-        (record.key == *key && record.recipe.key() == *key).then_some(record)
+        (record.key == *key && record.recipe.key() == *key && sealed).then_some(record)
     }
 
     /// A fresh staging directory on the cache's file system.
@@ -183,7 +196,14 @@ impl Store {
         let _ = fs::remove_dir_all(&staged_path);
         placed?;
         fsync_dir(&self.root.join("objects")).map_err(CacheError::io(self.root.join("objects")))?;
-        let record = KeyRecord { key, object, outputs: manifest.outputs.clone(), recipe: recipe.clone(), provenance };
+        let record = KeyRecord {
+            key,
+            object,
+            outputs: manifest.outputs.clone(),
+            recipe: recipe.clone(),
+            provenance_digest: Some(provenance_digest(&provenance)),
+            provenance,
+        };
         let path = self.key_path(&key);
         write_atomic(&path, &serde_json::to_vec_pretty(&record).expect("plain data")).map_err(CacheError::io(&path))?;
         Ok(record)
@@ -336,6 +356,23 @@ pub(crate) mod tests {
             inputs: BTreeMap::new(),
         };
         store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+    }
+
+    #[test]
+    fn a_record_whose_provenance_changed_counts_as_absent() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"bytes", 0);
+        let path = store.key_path(&rec.key);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(store.lookup(&rec.key).is_some());
+        fs::write(&path, text.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\"")).unwrap();
+        assert!(store.lookup(&rec.key).is_none(), "an edited provenance is not served");
+        // A record from before the seal existed is read as it is.
+        let mut legacy: serde_json::Value = serde_json::from_str(&text).unwrap();
+        legacy.as_object_mut().unwrap().remove("provenance_digest").unwrap();
+        fs::write(&path, serde_json::to_vec(&legacy).unwrap()).unwrap();
+        assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "demo");
     }
 
     #[test]
