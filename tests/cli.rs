@@ -1366,19 +1366,46 @@ fn gc_waits_for_a_running_process_and_then_cleans_up() {
     let other = cache.path().join("other.toml");
     std::fs::write(&other, "[experiment]\nname = \"other\"\n[stages.d]\nop = \"dataset\"\nname = \"synthetic\"\n")
         .unwrap();
-    let gc = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+    let mut gc = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .args(["gc", other.to_str().unwrap(), "--json", "--cache"])
         .arg(cache.path())
+        .env("CFRUN_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    // Once gc waits, a process started after it waits behind it instead of slipping in.
+    let (waiting, gc_waits) = std::sync::mpsc::channel();
+    let mut gc_err = std::io::BufReader::new(gc.stderr.take().unwrap());
+    let gc_log = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut gc_err, &mut line).unwrap_or(0) > 0 {
+            if line.contains("waiting for the cfrun processes") {
+                let _ = waiting.send(());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        all
+    });
+    gc_waits.recv_timeout(std::time::Duration::from_secs(60)).expect("gc says it waits");
+    let late = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["status", other.to_str().unwrap(), "--json", "--cache"])
+        .arg(cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let status = run.wait().unwrap();
     assert!(status.success(), "the run survived gc");
-    let gc = gc.wait_with_output().unwrap();
-    assert!(gc.status.success(), "{}", stderr(&gc));
-    assert!(stderr(&gc).contains("waiting for the cfrun processes"), "{}", stderr(&gc));
+    let gc_out = gc.wait_with_output().unwrap();
+    let late = late.wait_with_output().unwrap();
+    let gc_stderr = gc_log.join().unwrap();
+    assert!(gc_out.status.success(), "{gc_stderr}");
+    assert!(stderr(&late).contains("waiting for `cfrun gc`"), "{}", stderr(&late));
+    let gc = gc_out;
     let v: Value = serde_json::from_slice(&gc.stdout).unwrap();
     let listed: BTreeSet<String> =
         v["objects"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect();

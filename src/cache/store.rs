@@ -7,6 +7,7 @@
 //!   keys/<recipe key>.json          recipe, object digest, output digests, provenance
 //!   records/<experiment>/<inst>.json  the recipe last used under an instance name (for `status`)
 //!   cache.lock                      shared by every process using the cache, exclusive for `gc`
+//!   gc.lock                         the gate: held by a `gc` waiting or working; others pass it to enter
 //!   locks/<recipe key>.lock         held while an instance runs
 //!   checkpoints/<recipe key>/       resumable state of a running stage (e.g. training epochs)
 //!   tmp/                            staging area on the same file system, for atomic renames
@@ -66,22 +67,48 @@ fn provenance_digest(provenance: &serde_json::Value) -> Digest {
 pub struct Store {
     root: PathBuf,
     _cache_lock: Option<Arc<KeyLock>>,
+    /// `gc` holds the gate from before it waits until it is done.
+    _gate: Option<Arc<KeyLock>>,
+}
+
+/// Whether opening a store passes through the gate that a waiting `gc` closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Wait while a `gc` waits or works.
+    Pass,
+    /// Go straight to the cache lock: for a cluster job, whose driver already holds the cache
+    /// (a `gc` waiting on that driver would otherwise wait on a job that waits on it).
+    Skip,
 }
 
 impl Store {
     /// Opens (creating if needed) a cache at `root`, holding the cache lock in shared mode for
     /// as long as the store lives; waits while `gc` holds it.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Shared)
+        Self::open_mode(root, Mode::Shared, Gate::Pass)
+    }
+
+    /// Opens a cache for a job that a driver submitted (`cfrun exec`): like [`Store::open`], but
+    /// not held up by a `gc` that is waiting for the driver to finish.
+    pub fn open_for_job(root: &Path) -> Result<Store, CacheError> {
+        Self::open_mode(root, Mode::Shared, Gate::Skip)
     }
 
     /// Opens a cache for `gc`: waits until no other process uses it, then keeps them out.
     pub fn open_exclusive(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Exclusive)
+        Self::open_mode(root, Mode::Exclusive, Gate::Pass)
     }
 
-    fn open_mode(root: &Path, mode: Mode) -> Result<Store, CacheError> {
+    fn open_mode(root: &Path, mode: Mode, gate: Gate) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io(root))?;
+        // `flock` keeps no queue: while any process holds the cache lock shared, new ones get it
+        // too, and a stream of runs would hold `gc` off for ever. So `gc` first closes a gate,
+        // and every other process passes it (holding it shared for a moment) before it takes
+        // the cache lock: once `gc` waits, whoever comes later waits behind it.
+        let gate_lock = match gate {
+            Gate::Skip => None,
+            Gate::Pass => Self::pass_gate(root, mode)?,
+        };
         let lock_path = root.join("cache.lock");
         let attempt = match lock::try_lock_mode(&lock_path, mode) {
             // A cache on a read-only file system without a lock file: nothing can change it,
@@ -89,7 +116,7 @@ impl Store {
             Err(CacheError::Io { source, .. })
                 if mode == Mode::Shared && source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
             {
-                return Ok(Store { root: root.to_path_buf(), _cache_lock: None });
+                return Ok(Store { root: root.to_path_buf(), _cache_lock: None, _gate: None });
             }
             other => other?,
         };
@@ -105,6 +132,8 @@ impl Store {
                 lock::lock_mode(&lock_path, mode)?
             }
         };
+        // Only `gc` keeps the gate closed; everyone else is in and lets it go.
+        let gate_lock = gate_lock.filter(|_| mode == Mode::Exclusive);
         for sub in ["objects", "keys", "records", "locks", "checkpoints", "tmp", "data"] {
             ensure_real_dir(&root.join(sub)).map_err(CacheError::io(root.join(sub)))?;
         }
@@ -114,7 +143,22 @@ impl Store {
             let text = "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
             write_atomic(&tag, text.as_bytes()).map_err(CacheError::io(&tag))?;
         }
-        Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)) })
+        Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)), _gate: gate_lock.map(Arc::new) })
+    }
+
+    /// Takes the gate (`gc.lock`) in `mode`, waiting (and saying so) while a `gc` holds it.
+    /// `None` on a read-only file system without the lock file, where no `gc` can run.
+    fn pass_gate(root: &Path, mode: Mode) -> Result<Option<KeyLock>, CacheError> {
+        let path = root.join("gc.lock");
+        match lock::try_lock_mode(&path, mode) {
+            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Ok(None),
+            Err(e) => Err(e),
+            Ok(TryLock::Acquired(l)) => Ok(Some(l)),
+            Ok(TryLock::Busy) => {
+                tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display());
+                lock::lock_mode(&path, mode).map(Some)
+            }
+        }
     }
 
     /// The cache root.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::commands::{load, open_store, Failure};
+use super::commands::{load, open_store_for_job, Failure};
 use super::Global;
 use crate::cache::fs_check;
 use crate::cache::records::NameRecord;
@@ -100,7 +100,7 @@ impl ExecutorArgs {
 /// `cfrun exec`: computes one job in this process and publishes it; exit 0 when its key is
 /// published, 1 when the stage failed, 2 when the job cannot be read.
 pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Global) -> Result<ExitCode, Failure> {
-    let store = open_store(g)?;
+    let store = open_store_for_job(g)?;
     fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     let (job, plan) = match instance {
         Some(name) => {

@@ -115,6 +115,13 @@ pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     Store::open(&g.cache).map_err(Failure::runtime)
 }
 
+/// Opens the cache for `cfrun exec`, which a waiting `gc` does not hold up (its driver may be
+/// what that `gc` waits for).
+pub(super) fn open_store_for_job(g: &Global) -> Result<Store, Failure> {
+    require_folder("--cache", &g.cache)?;
+    Store::open_for_job(&g.cache).map_err(Failure::runtime)
+}
+
 /// A command-line path that must be a folder (or not exist yet) and is something else: the
 /// command line is wrong, which is exit 2, not a failure of the work.
 fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
