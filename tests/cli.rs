@@ -403,6 +403,9 @@ fn clusterfit_pipeline_end_to_end_with_resume_after_kill() {
     let killed = tempfile::tempdir().unwrap();
     let longer = ["--set", "stages.pretrain.epochs=6"];
     kill_when_logged(killed.path(), &file, &longer, "epoch 3/6", 0);
+    let status = cfrun(killed.path(), &["status", file.to_str().unwrap(), longer[0], longer[1]]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("an interrupted run left epoch-000"), "status names the checkpoint: {status}");
     let out = cfrun(killed.path(), &[file.to_str().unwrap(), longer[0], longer[1]]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));

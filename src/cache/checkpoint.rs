@@ -99,6 +99,14 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, String> {
     Ok(Some(folder))
 }
 
+/// The folder the seal in `dir` names, if it is sealed for `dir`'s key: a quick look for
+/// `status` (no file is re-hashed; [`latest`] does that before anything is resumed).
+pub fn sealed_folder(dir: &Path) -> Option<String> {
+    let bytes = read_limited(&dir.join(SEAL), 16 << 20).ok()?;
+    let seal: Seal = serde_json::from_slice(&bytes).ok()?;
+    (seal.format == SEAL_FORMAT && seal.key == key_of(dir)).then_some(seal.folder)
+}
+
 /// The recipe key a checkpoint folder belongs to: its name (`checkpoints/<key hex>`).
 fn key_of(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()

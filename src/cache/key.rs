@@ -145,6 +145,11 @@ pub enum DirtyReason {
         /// What the check found.
         detail: String,
     },
+    /// Not cached, but an interrupted run left a sealed checkpoint the next run resumes from.
+    Resumable {
+        /// The checkpoint's folder, e.g. `epoch-0003`.
+        checkpoint: String,
+    },
 }
 
 impl std::fmt::Display for DirtyReason {
@@ -159,6 +164,7 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::Op { old, new } => write!(f, "op {old} -> {new}"),
             DirtyReason::Missing => write!(f, "result missing from the cache"),
             DirtyReason::Damaged { detail } => write!(f, "cached result is damaged ({detail}); it will be rebuilt"),
+            DirtyReason::Resumable { checkpoint } => write!(f, "an interrupted run left {checkpoint} to resume from"),
         }
     }
 }

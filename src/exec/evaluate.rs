@@ -164,11 +164,16 @@ fn evaluate_one(
             false
         }
     });
-    let reasons = match (&record, damage) {
+    let mut reasons = match (&record, damage) {
         (Some(_), _) => Vec::new(),
         (None, Some(d)) => vec![d],
         (None, None) => reasons(store, &plan.experiment.name, inst, recipe.as_ref()),
     };
+    if record.is_none() {
+        if let Some(checkpoint) = key.and_then(|k| crate::cache::checkpoint::sealed_folder(&store.checkpoint_dir(&k))) {
+            reasons.push(DirtyReason::Resumable { checkpoint });
+        }
+    }
     InstanceState { recipe: recipe.ok(), key, record, reasons }
 }
 

@@ -218,10 +218,10 @@ impl StageKind for Train {
                 if m.frames > 1 { "an r2plus1d preset" } else { "a resnet preset" }
             )));
         }
-        if p.clip_frames.is_some_and(|f| f > m.frames) {
+        if let Some(f) = p.clip_frames.filter(|&f| f > m.frames) {
             return Err(OpError::Invalid(format!(
-                "clip_frames = {:?} but the clips have {} frames",
-                p.clip_frames, m.frames
+                "clip_frames = {f} but the clips have {} frames; use at most {}",
+                m.frames, m.frames
             )));
         }
         let augment = Augment { crop_padding: p.crop_padding, hflip, clip_frames: p.clip_frames.unwrap_or(0) };
