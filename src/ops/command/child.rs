@@ -137,6 +137,11 @@ fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
         }
         let room = limit.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..n.min(room)]);
+        if kept.len() >= limit {
+            // Enough to judge: stop reading, so a command that prints without end meets a
+            // closed pipe now instead of running on until its timeout.
+            break;
+        }
     }
     kept
 }
@@ -225,15 +230,31 @@ pub fn probe(argv: &[String]) -> Result<String, String> {
         supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1).map_err(|e| format!("`{shown}` {e}"))?;
     let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
     match done.status {
-        None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
-        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
-        Some(_) if done.stdout.len() > PROBE_BYTES => {
+        _ if done.stdout.len() > PROBE_BYTES => {
             Err(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024))
         }
+        None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
+        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
         Some(_) => {
             let mut text = String::from_utf8_lossy(&done.stdout).trim_end().to_string();
             text.push('\n');
             Ok(text)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe that prints without end is stopped as soon as it passes the cap, not at the
+    /// timeout, and the error says why.
+    #[test]
+    fn a_probe_that_never_stops_printing_is_refused_at_once() {
+        let started = Instant::now();
+        let err = probe(&["yes".to_string()]).unwrap_err();
+        assert!(err.contains("printed more than 64 KiB"), "{err}");
+        assert!(started.elapsed() < PROBE_TIMEOUT / 2, "took {:?}", started.elapsed());
+        assert_eq!(probe(&["echo".to_string(), "numpy 2.0".to_string()]).unwrap(), "numpy 2.0\n");
     }
 }
