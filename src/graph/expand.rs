@@ -107,10 +107,16 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut budget = Budget::default();
     let mut instances: Vec<Instance> = Vec::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+    // Stages with an instance refused, or fed by one: what gathers them sees an incomplete
+    // sweep, and its own checks would only report the first error again in other words.
+    let mut incomplete: BTreeSet<&str> = BTreeSet::new();
 
     for &si in order {
         let stage = &stages[si];
         let name = stage.decl.name.as_str();
+        if stage.inputs.values().flatten().any(|(upstream, _, _)| incomplete.contains(upstream.as_str())) {
+            incomplete.insert(name);
+        }
         let mut direct = BTreeSet::new();
         axes_used(&Json::Object(stage.params.clone()), &mut direct);
         let mut axes: BTreeSet<String> = BTreeSet::new();
@@ -166,6 +172,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     if reported.insert((name.to_string(), e.message.clone())) {
                         errors.push(param_error(exp, stage, &e, &assignment));
                     }
+                    incomplete.insert(name);
                     continue;
                 }
             };
@@ -192,7 +199,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 }
                 inputs.insert(slot.clone(), list);
             }
-            if stage.op.aggregates() {
+            if stage.op.aggregates() && !incomplete.contains(name) {
                 if let Err(e) = check_gathered(stage, &params, &inputs, &instances) {
                     if reported.insert((name.to_string(), e.message.clone())) {
                         errors.push(param_error(exp, stage, &e, &assignment));
