@@ -453,6 +453,10 @@ fn device_is_recorded_but_not_part_of_the_recipe_key() {
         let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["provenance"]["device"], "cpu");
         v["provenance"]["device"] = Value::from("cuda:0");
+        // Sealed again as a run on the GPU would have sealed it (an unsealed edit is damage);
+        // serde_json writes a value's keys sorted and compact, which is the canonical encoding.
+        let sealed = blake3::hash(serde_json::to_string(&v["provenance"]).unwrap().as_bytes());
+        v["provenance_digest"] = Value::from(format!("blake3:{}", sealed.to_hex()));
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
     for device in ["cpu", "auto"] {
