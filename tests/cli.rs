@@ -1545,7 +1545,7 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
             let claim = |i: usize, each: &str| {
                 format!("[[stages.c.claims]]\nname = \"c{i}\"\nstatement = \"s\"\na = {{source = \"p\"}}\nb = {{source = \"q\"}}\nexpect = \"greater\"\n{each}")
             };
-            let probes = "[stages.p]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\nlr = \"${a}\"\n\
+            let probes = "[stages.p]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\nweight_decay = \"${a}\"\n\
                           [stages.q]\nop = \"linear_probe\"\nfeatures = \"d.images\"\nlabels = \"d.labels\"\n\
                           [stages.c]\nop = \"claims\"\ninputs = [\"p.metrics\", \"q.metrics\"]\nmetric = \"top1\"\n";
             let claims: String = (0..20).map(|i| claim(i, "each = [\"a\"]\n")).collect();
