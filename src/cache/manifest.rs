@@ -68,8 +68,11 @@ pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Ca
     Ok(())
 }
 
+/// `path` below `dir`, `/`-separated as on the Unix systems cfrun runs on. A backslash is an
+/// ordinary character in a Unix file name, so it is kept (turning it into `/` would name
+/// another path, one [`read_manifest`] then refuses).
 pub(super) fn relative(dir: &Path, path: &Path) -> String {
-    path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/")
+    path.strip_prefix(dir).expect("under dir").to_string_lossy().to_string()
 }
 
 /// Hashes every file under `dir` (except the manifest itself) into a manifest.

@@ -148,14 +148,23 @@ impl Store {
 
     /// Takes the gate (`gc.lock`) in `mode`, waiting (and saying so) while a `gc` holds it.
     /// `None` on a read-only file system without the lock file, where no `gc` can run.
+    /// Any process but `gc` goes on without the gate where it cannot open it (a cache it may only
+    /// read, made before the gate existed): the gate only spares `gc` a wait without end, and
+    /// the cache lock alone still keeps `gc` out while this process works.
     fn pass_gate(root: &Path, mode: Mode) -> Result<Option<KeyLock>, CacheError> {
         let path = root.join("gc.lock");
         match lock::try_lock_mode(&path, mode) {
-            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Ok(None),
+            Err(e) if mode == Mode::Shared => {
+                tracing::debug!("going on without the gc gate: {e}");
+                Ok(None)
+            }
             Err(e) => Err(e),
             Ok(TryLock::Acquired(l)) => Ok(Some(l)),
             Ok(TryLock::Busy) => {
-                tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display());
+                match mode {
+                    Mode::Shared => tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display()),
+                    Mode::Exclusive => tracing::warn!("waiting for another `cfrun gc` on {}", root.display()),
+                }
                 lock::lock_mode(&path, mode).map(Some)
             }
         }
@@ -400,6 +409,37 @@ pub(crate) mod tests {
             inputs: BTreeMap::new(),
         };
         store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+    }
+
+    #[test]
+    fn a_gate_that_cannot_be_opened_holds_up_only_gc() {
+        let root = tempfile::tempdir().unwrap();
+        drop(Store::open(root.path()).unwrap());
+        // Where the gate cannot be opened (here a folder in its place; for a user who may only
+        // read the cache, a missing file), a run goes on and gc refuses.
+        fs::remove_file(root.path().join("gc.lock")).unwrap();
+        fs::create_dir(root.path().join("gc.lock")).unwrap();
+        drop(Store::open(root.path()).unwrap());
+        assert!(Store::open_exclusive(root.path()).is_err());
+    }
+
+    #[test]
+    fn a_file_name_with_a_backslash_is_stored_and_verified() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let staged = store.staging_dir().unwrap();
+        fs::create_dir(staged.path().join("out")).unwrap();
+        fs::write(staged.path().join("out").join("..\\odd"), b"bytes").unwrap();
+        let recipe = Recipe {
+            format: crate::cache::key::RECIPE_FORMAT,
+            op: "demo".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            inputs: BTreeMap::new(),
+        };
+        let rec = store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap();
+        store.verify(&rec).unwrap();
+        assert_eq!(store.output_files(&rec, "out"), vec![store.output_dir(&rec.object, "out").join("..\\odd")]);
     }
 
     #[test]

@@ -328,8 +328,6 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
         // Values are told apart by the text they put in instance names: `1` and `"1"` would
         // both name `k=1`, so they are duplicates too.
         let mut names: HashMap<String, Json> = HashMap::new();
-        // `1` and `1.0` name two instances but are one parameter value (one recipe key).
-        let mut floats: HashMap<u64, Json> = HashMap::new();
         for item in items {
             match &item.value {
                 NodeValue::Str(_) | NodeValue::Int(_) | NodeValue::Float(_) | NodeValue::Bool(_) => {
@@ -364,21 +362,7 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
                             message,
                             Some("each value of an axis names one instance; list it once".into()),
                         ));
-                    } else if let Some(first) = v
-                        .as_f64()
-                        .and_then(|x| floats.get(&(x + 0.0).to_bits()))
-                        .filter(|first| first.is_f64() || v.is_f64())
-                    {
-                        errors.push(ConfigError::at(
-                            file,
-                            item.origin.clone(),
-                            format!("values {first} and {v} of sweep axis `{name}` are the same number"),
-                            Some("they would name two instances computing one thing; list it once".into()),
-                        ));
                     } else {
-                        if let Some(x) = v.as_f64() {
-                            floats.insert((x + 0.0).to_bits(), v.clone());
-                        }
                         names.insert(text, v.clone());
                     }
                     values.push(v);

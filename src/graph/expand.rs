@@ -163,6 +163,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             return Err(ConfigError::collect(errors).expect_err("one error was just added"));
         }
         let mut mine = Vec::new();
+        // Two instances with the same parameters and inputs would compute one result under two
+        // names (a sweep listing 1 and 1.0, which are one number to a numeric parameter).
+        let mut computes: HashMap<String, String> = HashMap::new();
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
             let raw = inject_seed(stage, raw, exp.seed, assignment.get(REPLICATE_AXIS));
@@ -207,9 +210,28 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     continue;
                 }
             }
+            let this = instance_name(name, &assignment);
+            let wiring: Vec<(&String, Vec<(usize, &String)>)> = inputs
+                .iter()
+                .map(|(slot, refs)| (slot, refs.iter().map(|r| (r.instance.0, &r.output)).collect()))
+                .collect();
+            let what = serde_json::to_string(&(&params, wiring)).expect("plain data");
+            if let Some(first) = computes.get(&what) {
+                errors.push(exp.error(
+                    &stage.decl.origin,
+                    format!(
+                        "instances `{first}` and `{this}` of stage `{name}` have the same parameters and inputs: \
+                         they would compute one result under two names"
+                    ),
+                    Some("list each sweep value once (1 and 1.0 are the same number to a numeric parameter)".into()),
+                ));
+                incomplete.insert(name);
+                continue;
+            }
+            computes.insert(what, this.clone());
             let idx = InstanceIdx(instances.len());
             instances.push(Instance {
-                name: instance_name(name, &assignment),
+                name: this,
                 stage: name.to_string(),
                 op: stage.op,
                 axes: assignment,

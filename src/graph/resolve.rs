@@ -72,6 +72,14 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
             };
             let refs: Vec<&crate::config::Node> = match (&entry.node.value, spec.gather) {
                 (NodeValue::Str(_), _) => vec![&entry.node],
+                (NodeValue::Array(items), true) if items.is_empty() && spec.required => {
+                    errors.push(exp.error(
+                        &entry.node.origin,
+                        format!("stage `{}` (op {}): `{field}` lists no input", decl.name, op.name()),
+                        Some(format!("name at least one \"STAGE.OUTPUT\", e.g. {field} = [\"probe.metrics\"]")),
+                    ));
+                    continue;
+                }
                 (NodeValue::Array(items), true) => items.iter().collect(),
                 _ => {
                     let expected = if spec.gather {

@@ -157,6 +157,18 @@ impl StageKind for Pretext {
         p.optim.work_estimate()
     }
 
+    fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
+        // Said before anything runs, not after the stages upstream of it have.
+        if raw.get("task").and_then(Json::as_str) == Some("jigsaw") && !slots.contains(&"permutations") {
+            return Err(ParamError::field(
+                "task",
+                "task = \"jigsaw\" needs the `permutations` input",
+                Some("add permutations = \"STAGE.permutations\", naming a `permutations` stage".into()),
+            ));
+        }
+        Ok(())
+    }
+
     fn run(&self, p: PretextParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;
         let m = &images.meta;

@@ -195,7 +195,7 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
         None => format!("j{v}"),
     };
     let mut seen: Vec<Vec<Json>> = Vec::new();
-    let mut seen_at: HashMap<String, usize> = HashMap::new();
+    let mut seen_at: HashMap<Vec<String>, usize> = HashMap::new();
     let mut by_values: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
     let mut partial: Vec<(usize, Vec<Option<String>>)> = Vec::new();
     for (i, o) in obs.iter().enumerate() {
@@ -203,8 +203,13 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
         if tuple.iter().all(Option::is_some) {
             let t: Vec<Json> = tuple.into_iter().flatten().collect();
             by_values.entry(t.iter().map(key).collect()).or_default().push(i);
-            if stats::select::within(o, &claim.scope) && !seen_at.contains_key(&Json::from(t.clone()).to_string()) {
-                seen_at.insert(Json::from(t.clone()).to_string(), seen.len());
+            // Told apart as `Json ==` does: -0.0 and 0.0 are one case, 1 and 1.0 two.
+            let id: Vec<String> = t
+                .iter()
+                .map(|v| if v.is_f64() && v.as_f64() == Some(0.0) { "0.0".into() } else { v.to_string() })
+                .collect();
+            if stats::select::within(o, &claim.scope) && !seen_at.contains_key(&id) {
+                seen_at.insert(id, seen.len());
                 seen.push(t);
             }
         } else {
