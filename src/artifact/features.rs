@@ -85,16 +85,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn non_finite_features_and_metrics_are_refused_and_nothing_is_written() {
+    fn non_finite_features_are_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let meta = FeaturesMeta { dim: 2, source: "res5 of net".into() };
         let f = Features { meta, train: vec![0.0, 1.0, 2.0, f32::NAN], test: vec![0.5, 0.5] };
         let err = f.save(dir.path()).unwrap_err().to_string();
         assert!(err.contains("row 1 of the train split holds NaN"), "{err}");
-        let mut m = crate::artifact::Metrics::default();
-        m.values.insert("train_loss".into(), f64::INFINITY);
-        let err = m.save(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("`train_loss` is inf"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

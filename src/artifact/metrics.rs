@@ -34,3 +34,18 @@ impl Metrics {
         tensors::load_json(&dir.join("metrics.json"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_metrics_are_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Metrics::default();
+        m.values.insert("train_loss".into(), f64::INFINITY);
+        let err = m.save(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("`train_loss` is inf"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

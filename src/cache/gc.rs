@@ -66,7 +66,7 @@ pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
         .map(|o| (o, store.object_size(&o)))
         .collect();
     let resumable = |name: &str| RecipeKey::parse(name).is_some_and(|k| in_use.get(&k) == Some(&false));
-    let checkpoints = list_names(&store.root().join("checkpoints"))
+    let checkpoints = super::store::list_dir(&store.root().join("checkpoints"))
         .into_iter()
         .filter(|name| !resumable(name))
         .map(|name| {
@@ -75,12 +75,6 @@ pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
         })
         .collect();
     Garbage { keys, objects, checkpoints }
-}
-
-fn list_names(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
 }
 
 /// Removes `garbage`, then the stale lock files and staging folders. `store` must have been
@@ -166,14 +160,7 @@ mod tests {
         let store = Store::open_exclusive(root.path()).unwrap();
         let done = publish(&store, 1);
         let [running, abandoned] = [7u64, 8].map(|n| {
-            let key = crate::cache::Recipe {
-                format: crate::cache::key::RECIPE_FORMAT,
-                op: "demo".into(),
-                version: 1,
-                params: serde_json::json!({ "seed": n }),
-                inputs: BTreeMap::new(),
-            }
-            .key();
+            let key = crate::cache::store::tests::demo_recipe(n).key();
             std::fs::create_dir_all(store.checkpoint_dir(&key).join("epoch-0001")).unwrap();
             std::fs::write(store.checkpoint_dir(&key).join("epoch-0001/state"), b"weights").unwrap();
             key

@@ -361,7 +361,8 @@ impl Store {
     }
 }
 
-fn list_dir(dir: &Path) -> Vec<String> {
+/// The names of the entries of `dir` (none if it cannot be read).
+pub(super) fn list_dir(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
         .unwrap_or_default()
@@ -401,14 +402,19 @@ pub(crate) mod tests {
         let staged = store.staging_dir().unwrap();
         fs::create_dir(staged.path().join("out")).unwrap();
         fs::write(staged.path().join("out/data.bin"), text).unwrap();
-        let recipe = Recipe {
+        let recipe = demo_recipe(seed);
+        store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+    }
+
+    /// The recipe of a `demo` op seeded `seed`, with no inputs.
+    pub(crate) fn demo_recipe(seed: u64) -> Recipe {
+        Recipe {
             format: RECIPE_FORMAT,
             op: "demo".into(),
             version: 1,
             params: serde_json::json!({ "seed": seed }),
             inputs: BTreeMap::new(),
-        };
-        store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap()
+        }
     }
 
     #[test]
@@ -430,13 +436,7 @@ pub(crate) mod tests {
         let staged = store.staging_dir().unwrap();
         fs::create_dir(staged.path().join("out")).unwrap();
         fs::write(staged.path().join("out").join("..\\odd"), b"bytes").unwrap();
-        let recipe = Recipe {
-            format: crate::cache::key::RECIPE_FORMAT,
-            op: "demo".into(),
-            version: 1,
-            params: serde_json::json!({}),
-            inputs: BTreeMap::new(),
-        };
+        let recipe = demo_recipe(0);
         let rec = store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap();
         store.verify(&rec).unwrap();
         assert_eq!(store.output_files(&rec, "out"), vec![store.output_dir(&rec.object, "out").join("..\\odd")]);

@@ -361,8 +361,8 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
-    // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     require_folder("--cache", &g.cache)?;
+    // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.

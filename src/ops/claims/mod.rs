@@ -6,7 +6,7 @@
 mod params;
 mod render;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -195,7 +195,7 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
         None => format!("j{v}"),
     };
     let mut seen: Vec<Vec<Json>> = Vec::new();
-    let mut seen_at: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut seen_ids: HashSet<Vec<String>> = HashSet::new();
     let mut by_values: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
     let mut partial: Vec<(usize, Vec<Option<String>>)> = Vec::new();
     for (i, o) in obs.iter().enumerate() {
@@ -208,8 +208,7 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
                 .iter()
                 .map(|v| if v.is_f64() && v.as_f64() == Some(0.0) { "0.0".into() } else { v.to_string() })
                 .collect();
-            if stats::select::within(o, &claim.scope) && !seen_at.contains_key(&id) {
-                seen_at.insert(id, seen.len());
+            if stats::select::within(o, &claim.scope) && seen_ids.insert(id) {
                 seen.push(t);
             }
         } else {
