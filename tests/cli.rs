@@ -287,17 +287,19 @@ fn bad_experiment_files_exit_2_with_location_and_message() {
 #[test]
 fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
     let cache = tempfile::tempdir().unwrap();
-    // 800 training points cannot make 1000 clusters: only the k-means instances and their table fail.
-    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--json", "--set", "sweep.k=[4, 1000]"]);
+    // Half-random labels cannot be fit to 100 %: only that network and the table of the networks
+    // fail or are skipped; the pixel probe beside them runs.
+    let file = fixture("floor_tiny.toml");
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("k = 1000 is larger than the number of points"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("training did not fit its labels"), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let outcome =
         |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
-    assert_eq!(outcome("clusters[k=1000]"), "failed");
-    assert_eq!(outcome("clusters[k=4]"), "ran");
-    assert_eq!(outcome("clustering"), "skipped");
-    assert_eq!(outcome("results"), "ran");
+    assert_eq!(outcome("model[floor=100]"), "failed");
+    assert_eq!(outcome("model[floor=0]"), "ran");
+    assert_eq!(outcome("fit"), "skipped");
+    assert_eq!(outcome("pixels"), "ran");
 }
 
 #[test]
@@ -1876,18 +1878,18 @@ fn slurm_failed_job_is_reported_with_its_log() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
-    let file = smoke();
+    let file = fixture("floor_tiny.toml");
     let args = [file.to_str().unwrap(), "--json", "--executor", "slurm", "--poll-max", "0.5"];
-    let out = cfrun(cache.path(), &[&args[..], &["--set", "sweep.k=[1000]", "--set", "sweep.p=[0]"]].concat());
+    let out = cfrun(cache.path(), &[&args[..], &["--set", "sweep.floor=[100]"]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let failed = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "clusters[k=1000]").unwrap();
+    let failed = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "model[floor=100]").unwrap();
     assert_eq!(failed["outcome"], "failed", "{v}");
     let error = failed["error"].as_str().unwrap();
     assert!(error.contains("exit code 1") && error.contains("/jobs/logs/"), "{error}");
-    assert!(error.contains("last lines") && error.contains("k = 1000 is larger than the number of points"), "{error}");
-    assert_eq!(outcomes(&v)["clustering"], "skipped");
-    assert_eq!(outcomes(&v)["results"], "ran");
+    assert!(error.contains("last lines") && error.contains("training did not fit its labels"), "{error}");
+    assert_eq!(outcomes(&v)["fit"], "skipped");
+    assert_eq!(outcomes(&v)["pixels"], "ran");
 }
 
 /// `cfrun [OPTIONS] FILE` is `cfrun run [OPTIONS] FILE`, also when an option with a value comes

@@ -38,7 +38,7 @@ pub use real::ANIMAL_SPLIT_SEED;
 pub use resolve::ENV_VAR;
 pub use store::CacheState;
 pub use subset::{class_counts, stratified_indices, STREAM_TEST, STREAM_TRAIN};
-pub use synthetic::{SyntheticOptions, MAX_CLASSES as SYNTHETIC_MAX_CLASSES};
+pub use synthetic::{hflip_ok as synthetic_hflip_ok, SyntheticOptions, MAX_CLASSES as SYNTHETIC_MAX_CLASSES};
 
 /// Images and labels of one split.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

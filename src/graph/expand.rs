@@ -13,7 +13,7 @@ use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
 use crate::config::experiment::REPLICATE_AXIS;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
-use crate::ops::Gathered;
+use crate::ops::{Gathered, InputFacts, OutputFacts};
 use crate::rng::derive_seed;
 
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
@@ -106,7 +106,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     let mut stage_index: HashMap<&str, HashMap<String, Vec<InstanceIdx>>> = HashMap::new();
     let mut budget = Budget::default();
     let mut instances: Vec<Instance> = Vec::new();
-    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+    // What is known of each instance's outputs before anything runs, by instance index.
+    let mut facts: Vec<OutputFacts> = Vec::new();
+    let mut refused = Refused::default();
     // Stages with an instance refused, or fed by one: what gathers them sees an incomplete
     // sweep, and its own checks would only report the first error again in other words.
     let mut incomplete: BTreeSet<&str> = BTreeSet::new();
@@ -172,9 +174,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             let params = match stage.op.normalize(&raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    if reported.insert((name.to_string(), e.message.clone())) {
-                        errors.push(param_error(exp, stage, &e, &assignment));
-                    }
+                    refused.add(&mut errors, exp, stage, &e, &assignment);
                     incomplete.insert(name);
                     continue;
                 }
@@ -204,12 +204,18 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
             if stage.op.aggregates() && !incomplete.contains(name) {
                 if let Err(e) = check_gathered(stage, &params, &inputs, &instances) {
-                    if reported.insert((name.to_string(), e.message.clone())) {
-                        errors.push(param_error(exp, stage, &e, &assignment));
-                    }
+                    refused.add(&mut errors, exp, stage, &e, &assignment);
                     continue;
                 }
             }
+            let outputs = match instance_facts(stage, &params, &inputs, &facts) {
+                Ok(f) => f,
+                Err(e) => {
+                    refused.add(&mut errors, exp, stage, &e, &assignment);
+                    incomplete.insert(name);
+                    continue;
+                }
+            };
             let this = instance_name(name, &assignment);
             let wiring: Vec<(&String, Vec<(usize, &String)>)> = inputs
                 .iter()
@@ -230,6 +236,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
             computes.insert(what, this.clone());
             let idx = InstanceIdx(instances.len());
+            facts.push(outputs);
             instances.push(Instance {
                 name: this,
                 stage: name.to_string(),
@@ -250,6 +257,28 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     }
     ConfigError::collect(errors)?;
     Ok(instances)
+}
+
+/// The errors of refused instances, each said once per stage: a sweep refused for one reason
+/// in every instance prints one error, not one per instance.
+#[derive(Default)]
+struct Refused {
+    said: BTreeSet<(String, String)>,
+}
+
+impl Refused {
+    fn add(
+        &mut self,
+        errors: &mut Vec<ConfigError>,
+        exp: &Experiment,
+        stage: &ResolvedStage<'_>,
+        e: &ParamError,
+        assignment: &BTreeMap<String, Json>,
+    ) {
+        if self.said.insert((stage.decl.name.clone(), e.message.clone())) {
+            errors.push(param_error(exp, stage, e, assignment));
+        }
+    }
 }
 
 /// A lookup key for a set of axis values (given in name order).
@@ -322,6 +351,23 @@ fn check_gathered(
         })
         .collect();
     stage.op.check_gathered(params, &gathered)
+}
+
+/// Lets an op check its inputs' facts against each other and its parameters, and say what is
+/// known of its outputs.
+fn instance_facts(
+    stage: &ResolvedStage<'_>,
+    params: &Json,
+    inputs: &BTreeMap<String, Vec<InputRef>>,
+    facts: &[OutputFacts],
+) -> Result<OutputFacts, ParamError> {
+    let mut known = InputFacts::default();
+    for (slot, refs) in inputs {
+        for r in refs {
+            known.insert(slot, facts[r.instance.0].get(&r.output).copied().unwrap_or_default());
+        }
+    }
+    stage.op.facts(params, &known)
 }
 
 fn field_origin(stage: &ResolvedStage<'_>, path: &str) -> Origin {

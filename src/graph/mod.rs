@@ -4,6 +4,8 @@
 pub mod budget;
 pub mod expand;
 #[cfg(test)]
+mod facts_tests;
+#[cfg(test)]
 mod front_end_fuzz;
 pub mod instance;
 pub mod placeholder;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, MultiLabels, MultiLabelsMeta, Split};
 use crate::config::params::{ParamError, Params};
@@ -91,6 +92,17 @@ impl StageKind for Canvas {
 
     fn replicated(&self) -> bool {
         false
+    }
+
+    fn facts(&self, p: &CanvasParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "images", "labels", &[0, 1])?;
+        let (objects, labels) = (inputs.get("images"), inputs.get("labels"));
+        let rows = [p.train_size, p.test_size];
+        let images = Facts { rows: Some(rows), frames: Some(1), ..objects };
+        Ok(OutputFacts::from([
+            ("images".to_string(), images),
+            ("multilabels".to_string(), Facts::labels(Some(rows), labels.classes)),
+        ]))
     }
 
     fn run(&self, p: CanvasParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Facts, InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, FeaturesMeta, Split};
 use crate::config::params::{ParamError, Params};
 
@@ -71,6 +71,24 @@ impl StageKind for Concat {
         outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }],
         metric_names: &[],
     };
+
+    fn facts(&self, _p: &ConcatParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let mut known = inputs.each("inputs").iter().filter_map(|f| f.rows);
+        let Some(first) = known.next() else { return Ok(OutputFacts::new()) };
+        if let Some(other) = known.find(|&r| r != first) {
+            return Err(ParamError::field(
+                "inputs",
+                format!(
+                    "the features joined have {}/{} and {}/{} rows (train/test); joined features must describe the \
+                     same images",
+                    first[0], first[1], other[0], other[1]
+                ),
+                Some("join features extracted from one data set".to_string()),
+            ));
+        }
+        let all_known = inputs.each("inputs").iter().all(|f| f.rows.is_some());
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows(all_known.then_some(first)))]))
+    }
 
     fn run(&self, p: ConcatParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let mut inputs: Vec<_> = ctx.gathered("inputs").to_vec();

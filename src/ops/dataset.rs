@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
-use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
+use crate::data::{self, catalog, DatasetName, LoadOptions, SyntheticOptions};
 
 /// Parameters of `dataset`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +92,15 @@ impl Params for DatasetParams {
     }
 }
 
+/// What a data set stage loads, known from the catalog before anything is fetched.
+struct DatasetShape {
+    /// Examples in the train and test splits.
+    rows: [usize; 2],
+    classes: usize,
+    channels: usize,
+    hflip_ok: bool,
+}
+
 impl DatasetParams {
     fn check_sizes(&self) -> Result<(), ParamError> {
         // Images are held as bytes and, while training, as f32: 3 channels at most.
@@ -105,6 +114,54 @@ impl DatasetParams {
             }
         }
         Ok(())
+    }
+
+    /// What these parameters load, refusing a subset larger than its split; `None` for a name
+    /// `validate` refuses.
+    fn shape(&self) -> Result<Option<DatasetShape>, ParamError> {
+        let members = match data::pool_members(&self.name) {
+            Some(Ok(members)) => members,
+            Some(Err(_)) => return Ok(None),
+            None => match self.name.parse::<DatasetName>() {
+                Ok(name) => vec![name],
+                Err(_) => return Ok(None),
+            },
+        };
+        let (mut whole, mut classes, mut channels, mut hflip_ok) = ([0, 0], 0, 1, true);
+        for name in members {
+            let Some(info) = catalog::info(name) else {
+                // Generated: the sizes are what was asked for.
+                let d = SyntheticOptions::default();
+                let rows = [self.train_size.unwrap_or(d.n_train), self.test_size.unwrap_or(d.n_test)];
+                let classes = self.classes.unwrap_or(d.classes);
+                return Ok(Some(DatasetShape {
+                    rows,
+                    classes,
+                    channels: 1,
+                    hflip_ok: data::synthetic_hflip_ok(classes),
+                }));
+            };
+            whole = [whole[0] + info.n_train, whole[1] + info.n_test];
+            classes += info.class_names.len();
+            channels = info.shape.0;
+            hflip_ok &= info.hflip_ok;
+        }
+        let mut rows = whole;
+        for (i, (field, split, size)) in
+            [("train_size", "train", self.train_size), ("test_size", "test", self.test_size)].into_iter().enumerate()
+        {
+            if let Some(n) = size {
+                if n > whole[i] {
+                    return Err(ParamError::field(
+                        field,
+                        format!("`{field}` is {n}, but the {split} split of {} has {} examples", self.name, whole[i]),
+                        Some(format!("ask for at most {}, or leave `{field}` unset for all of them", whole[i])),
+                    ));
+                }
+                rows[i] = n;
+            }
+        }
+        Ok(Some(DatasetShape { rows, classes, channels, hflip_ok }))
     }
 
     /// Loader options for these parameters.
@@ -152,6 +209,14 @@ impl StageKind for Dataset {
 
     fn replicated(&self) -> bool {
         false
+    }
+
+    fn facts(&self, p: &DatasetParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let Some(d) = p.shape()? else { return Ok(OutputFacts::new()) };
+        Ok(OutputFacts::from([
+            ("images".to_string(), Facts::images(d.rows, d.channels, 1, d.hflip_ok)),
+            ("labels".to_string(), Facts::labels(Some(d.rows), Some(d.classes))),
+        ]))
     }
 
     fn run(&self, p: DatasetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

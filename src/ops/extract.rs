@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::Value as Json;
 
+use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::{extract_memo, InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, FeaturesMeta, Images, Split};
 use crate::config::params::{ParamError, Params};
@@ -132,6 +133,17 @@ impl StageKind for Extract {
         // Deeper taps cost more; starting them first lets shallower siblings find their
         // features waiting (`extract_memo`).
         p.tap.parse::<Tap>().map_or(1.0, |t| 0.6 + 0.1 * t as usize as f64)
+    }
+
+    fn facts(&self, p: &ExtractParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::model_fits_images(inputs, "model", "images")?;
+        let images = inputs.get("images");
+        if let (Some(f), Some(frames)) = (p.clip_frames, images.frames) {
+            if f > frames {
+                return Err(ParamError::range("clip_frames", f, &format!("at most {frames}, the frames `images` has")));
+            }
+        }
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows(images.rows))]))
     }
 
     fn run(&self, p: ExtractParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

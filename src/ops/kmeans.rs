@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, Init, KMeansConfig};
@@ -148,6 +149,21 @@ impl StageKind for KMeans {
             "empty_cluster_splits",
         ],
     };
+
+    fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let rows = inputs.get("features").rows;
+        if let Some([n, _]) = rows {
+            if p.k > n {
+                return Err(ParamError::field(
+                    "k",
+                    format!("`k` is {}, more than the {n} training rows of `features` to cluster", p.k),
+                    Some(format!("use k <= {n}, or cluster more data")),
+                ));
+            }
+        }
+        facts::same_rows(inputs, "features", "truth", &[0, 1])?;
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)))]))
+    }
 
     fn run(&self, p: KMeansParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;

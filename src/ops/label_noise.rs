@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 
@@ -58,6 +58,10 @@ impl StageKind for LabelNoise {
         outputs: &[OutputSpec { name: "labels", kind: Kind::Labels, doc: "noisy training labels, clean test labels" }],
         metric_names: &[],
     };
+
+    fn facts(&self, _p: &LabelNoiseParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        Ok(OutputFacts::from([("labels".to_string(), inputs.get("labels"))]))
+    }
 
     fn run(&self, p: LabelNoiseParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, InputFacts, OutputFacts};
 use super::{check_sgd, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{ParamError, Params};
@@ -114,6 +115,11 @@ impl StageKind for LinearProbe {
             p.tol.get_or_insert(ProbeConfig::default().tol);
         }
         Ok(p)
+    }
+
+    fn facts(&self, _p: &ProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "features", "labels", &[0, 1])?;
+        Ok(OutputFacts::new())
     }
 
     fn run(&self, p: ProbeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

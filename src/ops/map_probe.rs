@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, InputFacts, OutputFacts};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Metrics, MultiLabels, Split};
 use crate::config::params::{ParamError, Params};
@@ -99,6 +100,11 @@ impl StageKind for MapProbe {
         }],
         metric_names: &["map", "train_map"],
     };
+
+    fn facts(&self, _p: &MapProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "features", "labels", &[0, 1])?;
+        Ok(OutputFacts::new())
+    }
 
     fn run(&self, p: MapProbeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;

@@ -17,6 +17,7 @@ mod context;
 pub mod dataset;
 pub mod extract;
 mod extract_memo;
+pub mod facts;
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
@@ -35,6 +36,7 @@ pub mod weak_tags;
 
 pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
+pub use facts::{Facts, InputFacts, OutputFacts};
 
 /// An input slot of an op.
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +197,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_gathered(&self, _params: &Self::Params, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
+    fn facts(&self, _params: &Self::Params, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        Ok(OutputFacts::new())
+    }
     /// See [`Op::output_kind`].
     fn output_kind(&self, _params: &Json, name: &str) -> Option<Kind> {
         Self::SPEC.outputs.iter().find(|o| o.name == name).map(|o| o.kind)
@@ -240,6 +246,10 @@ pub trait Op: Send + Sync {
     /// Checks the parameters of an aggregating stage against the instances it gathers (their
     /// stages and axes), before anything runs.
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError>;
+    /// What is known of the outputs of an instance with these canonical parameters, given what
+    /// is known of its inputs ([`facts`]); an error refuses inputs that cannot work together,
+    /// before anything runs.
+    fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError>;
     /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
     /// fixed signature look in their spec; `command` reads the outputs its stage declares.
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
@@ -314,6 +324,9 @@ impl<T: StageKind> Op for T {
     }
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         StageKind::check_gathered(self, &params::parse(params)?, gathered)
+    }
+    fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        StageKind::facts(self, &params::parse(params)?, inputs)
     }
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
         StageKind::output_kind(self, params, name)

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::kmeans::KMeansParams;
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
@@ -122,6 +123,12 @@ impl StageKind for PerLabelKMeans {
         ],
         metric_names: &[],
     };
+
+    fn facts(&self, _p: &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "features", "labels", &[0, 1])?;
+        // How many clusters each label gets depends on how many points it has: classes unknown.
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
+    }
 
     fn run(&self, PerLabelParams(p): PerLabelParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Metrics, Permutations, Split};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, jigsaw, Augment, ImageData, TrainConfig};
@@ -167,6 +167,19 @@ impl StageKind for Pretext {
             ));
         }
         Ok(())
+    }
+
+    fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let rotnet = p.task == Task::Rotnet;
+        let model = p.net.model_facts(inputs, rotnet.then_some(4))?;
+        if !rotnet && model.video == Some(true) {
+            return Err(ParamError::field(
+                "arch",
+                format!("task = \"jigsaw\" needs an image ResNet preset, not `{}`", p.net.arch),
+                Some("use a resnet preset".to_string()),
+            ));
+        }
+        Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 
     fn run(&self, p: PretextParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::kmeans::{assignment_metrics, TRUTH_INPUT};
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
@@ -117,6 +118,13 @@ impl StageKind for Prototype {
         ],
         metric_names: &[],
     };
+
+    fn facts(&self, _p: &PrototypeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "features", "labels", &[0])?;
+        facts::same_rows(inputs, "features", "truth", &[0, 1])?;
+        // Labels without members get no prototype: the classes are known only once it runs.
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
+    }
 
     fn run(&self, p: PrototypeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;

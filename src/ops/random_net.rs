@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::training::{NetParams, TRAINING_IMAGES};
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Split};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, ImageData};
@@ -52,6 +52,11 @@ impl StageKind for RandomNet {
         outputs: &[OutputSpec { name: "model", kind: Kind::Model, doc: "the untrained network" }],
         metric_names: &[],
     };
+
+    fn facts(&self, p: &RandomNetParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let model = p.net.model_facts(inputs, inputs.get("labels").classes)?;
+        Ok(OutputFacts::from([("model".to_string(), model)]))
+    }
 
     fn run(&self, p: RandomNetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let images = Images::load(&ctx.input("images")?.dir)?;

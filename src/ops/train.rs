@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::facts::{self, InputFacts, OutputFacts};
 use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, TRAINING_IMAGES};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
@@ -184,6 +185,46 @@ impl StageKind for Train {
 
     fn work_estimate(&self, p: &TrainParams) -> f64 {
         p.optim.work_estimate()
+    }
+
+    fn facts(&self, p: &TrainParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        facts::same_rows(inputs, "images", "labels", &[0])?;
+        let (images, labels, teacher) = (inputs.get("images"), inputs.get("labels"), inputs.get("teacher"));
+        let model = p.net.model_facts(inputs, labels.classes)?;
+        if let (Some(true), Some(false)) = (p.hflip, images.hflip_ok) {
+            return Err(ParamError::field(
+                "hflip",
+                "`hflip` is true, but the images of `images` change meaning when mirrored (digits, clips)",
+                Some("remove it: the default flips only what may be flipped".to_string()),
+            ));
+        }
+        if let (Some(f), Some(frames)) = (p.clip_frames, images.frames) {
+            if f > frames {
+                return Err(ParamError::range("clip_frames", f, &format!("at most {frames}, the frames `images` has")));
+            }
+        }
+        if !p.precision.is_f32() && model.video == Some(true) {
+            return Err(ParamError::field(
+                "precision",
+                format!(
+                    "precision = \"{}\" is offered for the resnet presets, not for {}",
+                    p.precision.name(),
+                    p.net.arch
+                ),
+                Some("use precision = \"f32\"".to_string()),
+            ));
+        }
+        if let (Some(t), Some(l)) = (teacher.classes, labels.classes) {
+            if t != l {
+                return Err(ParamError::field(
+                    "teacher",
+                    format!("the teacher predicts {t} classes but `labels` has {l}"),
+                    Some("distil into labels of the teacher's own classes".to_string()),
+                ));
+            }
+        }
+        facts::model_fits_images(inputs, "teacher", "images")?;
+        Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 
     fn run(&self, p: TrainParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

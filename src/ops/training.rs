@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::{self, Facts, InputFacts};
 use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, StageProgress};
 use crate::cache::checkpoint;
 use crate::config::limits;
@@ -71,6 +72,15 @@ impl NetParams {
             limits::at_most("blocks", *b, MAX_BLOCKS)?;
         }
         Ok(())
+    }
+
+    /// What the network built on the `images` input will be (predicting `classes` classes),
+    /// refusing an architecture for the other kind of input (images or clips).
+    pub fn model_facts(&self, inputs: &InputFacts, classes: Option<usize>) -> Result<Facts, ParamError> {
+        // The kind of network does not depend on the channels and classes asked for.
+        let Some(video) = Arch::preset(&self.arch, 1, 2).map(|a| a.is_video()) else { return Ok(Facts::default()) };
+        facts::arch_fits_images(inputs, &self.arch, video, "images")?;
+        Ok(Facts { classes, channels: inputs.get("images").channels, video: Some(video), ..Facts::default() })
     }
 
     /// The architecture for `channels` input channels and `classes` outputs.

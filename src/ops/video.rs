@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
@@ -136,6 +136,15 @@ impl StageKind for Video {
 
     fn replicated(&self) -> bool {
         false
+    }
+
+    fn facts(&self, p: &VideoParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let rows = [p.train_size, p.test_size];
+        // The classes depend on the label space's vocabulary over the source's objects: left unknown.
+        Ok(OutputFacts::from([
+            ("clips".to_string(), Facts::images(rows, 1, p.frames, false)),
+            ("labels".to_string(), Facts::labels(Some(rows), None)),
+        ]))
     }
 
     fn run(&self, p: VideoParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

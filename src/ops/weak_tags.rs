@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
 use crate::config::params::{ParamError, Params};
 use crate::data::hashtags::{TagModel, TagStats};
@@ -131,6 +131,21 @@ impl StageKind for WeakTags {
         ],
         metric_names: &[],
     };
+
+    fn facts(&self, p: &WeakTagsParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        let clean = inputs.get("labels");
+        if let Some(classes) = clean.classes {
+            p.model().check(classes).map_err(|(field, got, valid)| {
+                ParamError::field(
+                    field,
+                    format!("`{field}` is {got}, but must be {valid}: the clean labels have {classes} classes"),
+                    None,
+                )
+            })?;
+        }
+        // The vocabulary's size is drawn when it runs: the classes stay unknown.
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(clean.rows, None))]))
+    }
 
     fn run(&self, p: WeakTagsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;

@@ -1,0 +1,188 @@
+//! The facts each op states before anything runs ([`crate::ops::facts`]), checked through whole
+//! plans: what they refuse several stages downstream of where a size was set, and that no study
+//! of the repository is refused by them.
+
+use std::path::Path;
+
+use super::Plan;
+use crate::config::{ConfigError, Experiment, SourceFile};
+
+fn plan(text: &str) -> Result<Plan, ConfigError> {
+    Experiment::parse(SourceFile::from_text(Path::new("facts.toml"), text.to_string()), &[]).and_then(Plan::build)
+}
+
+fn refusal(text: &str) -> String {
+    plan(text).expect_err("the plan is refused").to_string()
+}
+
+const TWO_SETS: &str = r#"
+[experiment]
+name = "facts"
+seed = 0
+
+[stages.small]
+op = "dataset"
+name = "synthetic"
+classes = 4
+train_size = 100
+test_size = 40
+
+[stages.large]
+op = "dataset"
+name = "synthetic"
+classes = 4
+train_size = 300
+test_size = 100
+"#;
+
+#[test]
+fn every_study_in_the_repository_passes_its_facts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("experiments/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let file = SourceFile::read(&path).expect("readable");
+            let built = Experiment::parse(file, &[]).and_then(Plan::build);
+            assert!(built.is_ok(), "{}: {}", path.display(), built.err().map(|e| e.to_string()).unwrap_or_default());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} studies found");
+}
+
+#[test]
+fn rows_reach_through_noise_and_clustering_to_the_probe() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.noisy]
+op = "label_noise"
+labels = "large.labels"
+percent = 20
+
+[stages.clusters]
+op = "kmeans"
+features = "large.images"
+truth = "noisy.labels"
+k = 8
+
+[stages.probe]
+op = "linear_probe"
+features = "small.images"
+labels = "clusters.labels"
+"#
+    );
+    let e = refusal(&text);
+    assert!(e.contains("stage `probe`") && e.contains("`labels` has 300/100 (train/test)"), "{e}");
+    assert!(plan(&text.replace("small.images", "large.images")).is_ok());
+}
+
+#[test]
+fn joined_features_must_share_their_rows() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.net]
+op = "random_net"
+images = "small.images"
+labels = "small.labels"
+arch = "resnet_tiny"
+
+[stages.a]
+op = "extract"
+model = "net.model"
+images = "small.images"
+
+[stages.b]
+op = "extract"
+model = "net.model"
+images = "large.images"
+
+[stages.joined]
+op = "concat"
+inputs = ["a.features", "b.features"]
+
+[stages.clusters]
+op = "kmeans"
+features = "joined.features"
+k = 200
+"#
+    );
+    let e = refusal(&text);
+    assert!(e.contains("stage `joined`") && e.contains("joined features must describe the same images"), "{e}");
+    // Once they match, the joined rows are known downstream: 200 clusters of 100 points are refused.
+    let e = refusal(&text.replace("large.images", "small.images"));
+    assert!(e.contains("`k` is 200, more than the 100 training rows"), "{e}");
+}
+
+#[test]
+fn outputs_a_command_writes_are_unknown_and_pass() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.own]
+op = "command"
+argv = ["true"]
+inputs = {{ images = "small.images" }}
+outputs = {{ features = "features" }}
+
+[stages.clusters]
+op = "kmeans"
+features = "own.features"
+k = 5000
+"#
+    );
+    assert!(plan(&text).is_ok(), "nothing is known of what a command writes");
+}
+
+#[test]
+fn canvases_carry_their_own_counts_and_the_objects_classes() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.canvas]
+op = "canvas"
+images = "small.images"
+labels = "small.labels"
+train_size = 50
+test_size = 20
+
+[stages.net]
+op = "random_net"
+images = "small.images"
+labels = "small.labels"
+arch = "resnet_tiny"
+
+[stages.feats]
+op = "extract"
+model = "net.model"
+images = "canvas.images"
+
+[stages.map]
+op = "map_probe"
+features = "feats.features"
+labels = "canvas.multilabels"
+"#
+    );
+    assert!(plan(&text).is_ok(), "{}", plan(&text).err().map(|e| e.to_string()).unwrap_or_default());
+    let e = refusal(&text.replace("images = \"canvas.images\"", "images = \"large.images\""));
+    assert!(e.contains("stage `map`") && e.contains("`labels` has 50/20 (train/test)"), "{e}");
+}
+
+#[test]
+fn jigsaw_refuses_a_video_network_before_it_runs() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.perms]
+op = "permutations"
+count = 10
+
+[stages.pre]
+op = "pretext"
+task = "jigsaw"
+images = "small.images"
+permutations = "perms.permutations"
+arch = "r2plus1d_tiny"
+epochs = 2
+"#
+    );
+    let e = refusal(&text);
+    assert!(e.contains("stage `pre`") && e.contains("takes clips, but `images` holds images"), "{e}");
+}

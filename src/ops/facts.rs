@@ -1,0 +1,213 @@
+//! What is known of a stage's outputs before anything runs: how many examples each split holds,
+//! how many classes labels have or a model predicts, whether images are clips. Each op derives
+//! its outputs' facts from its parameters and its inputs' facts, and refuses inputs that cannot
+//! work together (k above the points to cluster, labels of another data set, an image network on
+//! clips) with the field at fault, before hours of upstream training are spent to find out.
+//!
+//! A fact is only ever stated when the op's `run` is sure to produce it; anything that depends
+//! on what runs (a `command` stage's outputs, a vocabulary built from the data) stays unknown,
+//! and every check passes on unknowns. The run-time checks stay: they still guard recipes from
+//! job files and outputs whose facts were unknown here.
+
+use std::collections::BTreeMap;
+
+use crate::config::params::ParamError;
+
+/// What is known of one output before it exists; `None` where it depends on what runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Examples in the train and test splits (images, clips, labels, feature rows).
+    pub rows: Option<[usize; 2]>,
+    /// Classes of labels, or the classes a model predicts.
+    pub classes: Option<usize>,
+    /// Frames per example of images (1) and clips (more).
+    pub frames: Option<usize>,
+    /// Channels of images and clips, or the channels a model takes.
+    pub channels: Option<usize>,
+    /// Whether a model takes clips (an R(2+1)D) rather than images.
+    pub video: Option<bool>,
+    /// Whether images keep their meaning mirrored (no digits, no clips).
+    pub hflip_ok: Option<bool>,
+}
+
+impl Facts {
+    /// Images or clips: `rows` examples of `channels` x `frames`, which may be mirrored or not.
+    pub fn images(rows: [usize; 2], channels: usize, frames: usize, hflip_ok: bool) -> Facts {
+        Facts {
+            rows: Some(rows),
+            frames: Some(frames),
+            channels: Some(channels),
+            hflip_ok: Some(hflip_ok),
+            ..Facts::default()
+        }
+    }
+
+    /// Labels of `rows` examples in `classes` classes (unknown where `None`).
+    pub fn labels(rows: Option<[usize; 2]>, classes: Option<usize>) -> Facts {
+        Facts { rows, classes, ..Facts::default() }
+    }
+
+    /// Feature rows, as many as `rows`.
+    pub fn rows(rows: Option<[usize; 2]>) -> Facts {
+        Facts { rows, ..Facts::default() }
+    }
+}
+
+/// The facts of each output an instance writes, by output name; outputs left out are unknown.
+pub type OutputFacts = BTreeMap<String, Facts>;
+
+/// The facts of an instance's inputs, by slot, one per output the slot reads; a slot that is
+/// unset or fed by an output of unknown facts reads as [`Facts::default`].
+#[derive(Debug, Default)]
+pub struct InputFacts {
+    by_slot: BTreeMap<String, Vec<Facts>>,
+}
+
+impl InputFacts {
+    /// Records one more output read by `slot`.
+    pub fn insert(&mut self, slot: &str, facts: Facts) {
+        self.by_slot.entry(slot.to_string()).or_default().push(facts);
+    }
+
+    /// What feeds `slot`, a slot that reads one output.
+    pub fn get(&self, slot: &str) -> Facts {
+        match self.by_slot.get(slot).map(Vec::as_slice) {
+            Some([one]) => *one,
+            _ => Facts::default(),
+        }
+    }
+
+    /// Every output `slot` reads, in the order the stage lists them.
+    pub fn each(&self, slot: &str) -> &[Facts] {
+        self.by_slot.get(slot).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Refuses two inputs whose row counts differ in the splits `splits` (0 train, 1 test) when
+/// both are known; the error names the second slot, the one read against the first.
+pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize]) -> Result<(), ParamError> {
+    let (Some(a), Some(b)) = (inputs.get(first).rows, inputs.get(second).rows) else { return Ok(()) };
+    if splits.iter().all(|&s| a[s] == b[s]) {
+        return Ok(());
+    }
+    let show = |r: [usize; 2]| match splits {
+        [0] => format!("{} train", r[0]),
+        [1] => format!("{} test", r[1]),
+        _ => format!("{}/{} (train/test)", r[0], r[1]),
+    };
+    Err(ParamError::field(
+        second,
+        format!(
+            "`{second}` has {} examples but `{first}` has {}; both must describe the same data set",
+            show(b),
+            show(a)
+        ),
+        Some(format!("read `{first}` and `{second}` from stages built on the same data set and sizes")),
+    ))
+}
+
+/// Refuses a model (in `model_slot`) whose input does not match the images in `images_slot`: an
+/// image network on clips or the other way round, or another channel count.
+pub fn model_fits_images(inputs: &InputFacts, model_slot: &str, images_slot: &str) -> Result<(), ParamError> {
+    let (model, images) = (inputs.get(model_slot), inputs.get(images_slot));
+    if let (Some(video), Some(frames)) = (model.video, images.frames) {
+        if video != (frames > 1) {
+            return Err(ParamError::field(
+                model_slot,
+                format!(
+                    "the model takes {} but `{images_slot}` holds {}",
+                    if video { "clips" } else { "images" },
+                    if frames > 1 { "clips" } else { "images" }
+                ),
+                Some(format!(
+                    "feed it {} or train the model on what `{images_slot}` holds",
+                    if video { "clips" } else { "images" }
+                )),
+            ));
+        }
+    }
+    if let (Some(takes), Some(has)) = (model.channels, images.channels) {
+        if takes != has {
+            return Err(ParamError::field(
+                model_slot,
+                format!("the model takes {takes} input channels but `{images_slot}` has {has}"),
+                Some(format!("use a model trained on images like those of `{images_slot}`")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an architecture for the wrong kind of input: `video` says whether the preset
+/// `arch` takes clips, checked against the frames of the images in `images_slot`.
+pub fn arch_fits_images(inputs: &InputFacts, arch: &str, video: bool, images_slot: &str) -> Result<(), ParamError> {
+    let Some(frames) = inputs.get(images_slot).frames else { return Ok(()) };
+    if video == (frames > 1) {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        "arch",
+        format!(
+            "arch = \"{arch}\" takes {}, but `{images_slot}` holds {}",
+            if video { "clips" } else { "images" },
+            if frames > 1 { "clips" } else { "images" }
+        ),
+        Some(format!("use {}", if frames > 1 { "an r2plus1d preset" } else { "a resnet preset" })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feeding(pairs: &[(&str, Facts)]) -> InputFacts {
+        let mut inputs = InputFacts::default();
+        for (slot, f) in pairs {
+            inputs.insert(slot, *f);
+        }
+        inputs
+    }
+
+    #[test]
+    fn rows_that_differ_are_refused_on_the_second_slot_and_unknown_rows_pass() {
+        let a = Facts::rows(Some([800, 200]));
+        let b = Facts::labels(Some([800, 100]), Some(10));
+        let inputs = feeding(&[("features", a), ("labels", b)]);
+        let e = same_rows(&inputs, "features", "labels", &[0, 1]).unwrap_err();
+        assert_eq!(e.path, "labels");
+        assert!(e.message.contains("800/100 (train/test)") && e.message.contains("800/200"), "{}", e.message);
+        assert!(same_rows(&inputs, "features", "labels", &[0]).is_ok(), "only the train split is compared");
+        let e = same_rows(&inputs, "features", "labels", &[1]).unwrap_err();
+        assert!(e.message.contains("100 test"), "{}", e.message);
+        let unknown = feeding(&[("features", Facts::default()), ("labels", b)]);
+        assert!(same_rows(&unknown, "features", "labels", &[0, 1]).is_ok());
+        assert!(same_rows(&inputs, "features", "unset", &[0, 1]).is_ok());
+    }
+
+    #[test]
+    fn a_model_must_take_what_the_images_are() {
+        let image_net = Facts { video: Some(false), channels: Some(1), ..Facts::default() };
+        let clips = Facts::images([10, 5], 1, 8, false);
+        let e = model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images").unwrap_err();
+        assert_eq!(e.path, "model");
+        assert!(e.message.contains("takes images but `images` holds clips"), "{}", e.message);
+        let rgb = Facts::images([10, 5], 3, 1, true);
+        let e = model_fits_images(&feeding(&[("model", image_net), ("images", rgb)]), "model", "images").unwrap_err();
+        assert!(e.message.contains("1 input channels but `images` has 3"), "{}", e.message);
+        let grey = Facts::images([10, 5], 1, 1, true);
+        assert!(model_fits_images(&feeding(&[("model", image_net), ("images", grey)]), "model", "images").is_ok());
+        assert!(model_fits_images(&feeding(&[("images", clips)]), "model", "images").is_ok(), "unknown model");
+    }
+
+    #[test]
+    fn an_architecture_must_take_what_the_images_are() {
+        let clips = feeding(&[("images", Facts::images([10, 5], 1, 8, false))]);
+        let e = arch_fits_images(&clips, "resnet_tiny", false, "images").unwrap_err();
+        assert_eq!(e.path, "arch");
+        assert!(e.message.contains("takes images, but `images` holds clips") && e.help.unwrap().contains("r2plus1d"));
+        assert!(arch_fits_images(&clips, "r2plus1d_small", true, "images").is_ok());
+        let images = feeding(&[("images", Facts::images([10, 5], 1, 1, true))]);
+        assert!(arch_fits_images(&images, "r2plus1d_small", true, "images").is_err());
+        assert!(arch_fits_images(&InputFacts::default(), "resnet_tiny", false, "images").is_ok());
+    }
+}
