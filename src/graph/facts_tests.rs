@@ -184,5 +184,5 @@ epochs = 2
 "#
     );
     let e = refusal(&text);
-    assert!(e.contains("stage `pre`") && e.contains("takes clips, but `images` holds images"), "{e}");
+    assert!(e.contains("stage `pre`") && e.contains("needs an image ResNet preset, not `r2plus1d_tiny`"), "{e}");
 }

@@ -106,23 +106,16 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
     ))
 }
 
-/// Refuses a model (in `model_slot`) whose input does not match the images in `images_slot`: an
-/// image network on clips or the other way round, or another channel count.
+/// Refuses a model (in `model_slot`) that cannot read the images in `images_slot`: an image
+/// network on clips, or another channel count. A video network reads still images (one frame).
 pub fn model_fits_images(inputs: &InputFacts, model_slot: &str, images_slot: &str) -> Result<(), ParamError> {
     let (model, images) = (inputs.get(model_slot), inputs.get(images_slot));
-    if let (Some(video), Some(frames)) = (model.video, images.frames) {
-        if video != (frames > 1) {
+    if let (Some(false), Some(frames)) = (model.video, images.frames) {
+        if frames > 1 {
             return Err(ParamError::field(
                 model_slot,
-                format!(
-                    "the model takes {} but `{images_slot}` holds {}",
-                    if video { "clips" } else { "images" },
-                    if frames > 1 { "clips" } else { "images" }
-                ),
-                Some(format!(
-                    "feed it {} or train the model on what `{images_slot}` holds",
-                    if video { "clips" } else { "images" }
-                )),
+                format!("the model takes images but `{images_slot}` holds clips"),
+                Some(format!("feed it images, or use a video model (r2plus1d) for the clips of `{images_slot}`")),
             ));
         }
     }
@@ -196,6 +189,9 @@ mod tests {
         assert!(e.message.contains("1 input channels but `images` has 3"), "{}", e.message);
         let grey = Facts::images([10, 5], 1, 1, true);
         assert!(model_fits_images(&feeding(&[("model", image_net), ("images", grey)]), "model", "images").is_ok());
+        let video_net = Facts { video: Some(true), channels: Some(1), ..Facts::default() };
+        let fits = |images| model_fits_images(&feeding(&[("model", video_net), ("images", images)]), "model", "images");
+        assert!(fits(grey).is_ok() && fits(clips).is_ok(), "a video network reads clips and single frames");
         assert!(model_fits_images(&feeding(&[("images", clips)]), "model", "images").is_ok(), "unknown model");
     }
 

@@ -171,7 +171,7 @@ impl StageKind for Pretext {
 
     fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rotnet = p.task == Task::Rotnet;
-        let model = p.net.model_facts(inputs, rotnet.then_some(4))?;
+        let model = p.net.model_facts(inputs, rotnet.then_some(4));
         if !rotnet && model.video == Some(true) {
             return Err(ParamError::field(
                 "arch",

@@ -54,7 +54,8 @@ impl StageKind for RandomNet {
     };
 
     fn facts(&self, p: &RandomNetParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
-        let model = p.net.model_facts(inputs, inputs.get("labels").classes)?;
+        p.net.check_input_kind(inputs)?;
+        let model = p.net.model_facts(inputs, inputs.get("labels").classes);
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 

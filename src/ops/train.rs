@@ -190,7 +190,8 @@ impl StageKind for Train {
     fn facts(&self, p: &TrainParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "images", "labels", &[0])?;
         let (images, labels, teacher) = (inputs.get("images"), inputs.get("labels"), inputs.get("teacher"));
-        let model = p.net.model_facts(inputs, labels.classes)?;
+        p.net.check_input_kind(inputs)?;
+        let model = p.net.model_facts(inputs, labels.classes);
         if let (Some(true), Some(false)) = (p.hflip, images.hflip_ok) {
             return Err(ParamError::field(
                 "hflip",

@@ -74,13 +74,20 @@ impl NetParams {
         Ok(())
     }
 
-    /// What the network built on the `images` input will be (predicting `classes` classes),
-    /// refusing an architecture for the other kind of input (images or clips).
-    pub fn model_facts(&self, inputs: &InputFacts, classes: Option<usize>) -> Result<Facts, ParamError> {
+    /// What the network built on the `images` input will be (predicting `classes` classes).
+    pub fn model_facts(&self, inputs: &InputFacts, classes: Option<usize>) -> Facts {
         // The kind of network does not depend on the channels and classes asked for.
-        let Some(video) = Arch::preset(&self.arch, 1, 2).map(|a| a.is_video()) else { return Ok(Facts::default()) };
-        facts::arch_fits_images(inputs, &self.arch, video, "images")?;
-        Ok(Facts { classes, channels: inputs.get("images").channels, video: Some(video), ..Facts::default() })
+        let video = Arch::preset(&self.arch, 1, 2).map(|a| a.is_video());
+        Facts { classes, channels: inputs.get("images").channels, video, ..Facts::default() }
+    }
+
+    /// Refuses an architecture for the other kind of input than the `images` input holds
+    /// (images or clips), as `train` and `random_net` do when they run.
+    pub fn check_input_kind(&self, inputs: &InputFacts) -> Result<(), ParamError> {
+        match Arch::preset(&self.arch, 1, 2) {
+            Some(arch) => facts::arch_fits_images(inputs, &self.arch, arch.is_video(), "images"),
+            None => Ok(()),
+        }
     }
 
     /// The architecture for `channels` input channels and `classes` outputs.
