@@ -186,3 +186,35 @@ epochs = 2
     let e = refusal(&text);
     assert!(e.contains("stage `pre`") && e.contains("needs an image ResNet preset, not `r2plus1d_tiny`"), "{e}");
 }
+
+#[test]
+fn an_image_network_reads_clips_only_one_frame_at_a_time() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.clips]
+op = "video"
+source = "synthetic"
+train_size = 20
+test_size = 10
+frames = 4
+
+[stages.net]
+op = "random_net"
+images = "small.images"
+labels = "small.labels"
+arch = "resnet_tiny"
+
+[stages.frames]
+op = "extract"
+model = "net.model"
+images = "clips.clips"
+clip_frames = 1
+clips_per_video = 4
+"#
+    );
+    assert!(plan(&text).is_ok(), "{}", plan(&text).err().map(|e| e.to_string()).unwrap_or_default());
+    let e = refusal(&text.replace("clip_frames = 1", "clip_frames = 2"));
+    assert!(e.contains("stage `frames`") && e.contains("the model takes images but `images` holds clips"), "{e}");
+    let e = refusal(&text.replace("clip_frames = 1", "clip_frames = 5"));
+    assert!(e.contains("`clip_frames` is 5, but `images` holds clips of 4 frames"), "{e}");
+}

@@ -136,14 +136,9 @@ impl StageKind for Extract {
     }
 
     fn facts(&self, p: &ExtractParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
-        facts::model_fits_images(inputs, "model", "images")?;
-        let images = inputs.get("images");
-        if let (Some(f), Some(frames)) = (p.clip_frames, images.frames) {
-            if f > frames {
-                return Err(ParamError::range("clip_frames", f, &format!("at most {frames}, the frames `images` has")));
-            }
-        }
-        Ok(OutputFacts::from([("features".to_string(), Facts::rows(images.rows))]))
+        facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
+        facts::model_fits_images(inputs, "model", "images", p.clip_frames)?;
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows(inputs.get("images").rows))]))
     }
 
     fn run(&self, p: ExtractParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

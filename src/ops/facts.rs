@@ -106,16 +106,26 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
     ))
 }
 
-/// Refuses a model (in `model_slot`) that cannot read the images in `images_slot`: an image
-/// network on clips, or another channel count. A video network reads still images (one frame).
-pub fn model_fits_images(inputs: &InputFacts, model_slot: &str, images_slot: &str) -> Result<(), ParamError> {
+/// Refuses a model (in `model_slot`) that cannot read the images in `images_slot`, cut to
+/// `clip_frames` frames where set: an image network fed several frames at once, or another
+/// channel count. A video network reads still images (one frame), an image network one frame of
+/// a clip.
+pub fn model_fits_images(
+    inputs: &InputFacts,
+    model_slot: &str,
+    images_slot: &str,
+    clip_frames: Option<usize>,
+) -> Result<(), ParamError> {
     let (model, images) = (inputs.get(model_slot), inputs.get(images_slot));
     if let (Some(false), Some(frames)) = (model.video, images.frames) {
-        if frames > 1 {
+        if clip_frames.unwrap_or(frames) > 1 {
             return Err(ParamError::field(
                 model_slot,
                 format!("the model takes images but `{images_slot}` holds clips"),
-                Some(format!("feed it images, or use a video model (r2plus1d) for the clips of `{images_slot}`")),
+                Some(format!(
+                    "feed it images, cut the clips to single frames (clip_frames = 1), or use a video model \
+                     (r2plus1d) for the clips of `{images_slot}`"
+                )),
             ));
         }
     }
@@ -129,6 +139,20 @@ pub fn model_fits_images(inputs: &InputFacts, model_slot: &str, images_slot: &st
         }
     }
     Ok(())
+}
+
+/// Refuses `clip_frames` above the frames of the images in `images_slot`.
+pub fn clip_frames_fit(inputs: &InputFacts, images_slot: &str, clip_frames: Option<usize>) -> Result<(), ParamError> {
+    let (Some(f), Some(frames)) = (clip_frames, inputs.get(images_slot).frames) else { return Ok(()) };
+    if f <= frames {
+        return Ok(());
+    }
+    let held = if frames == 1 { "still images (1 frame)".to_string() } else { format!("clips of {frames} frames") };
+    Err(ParamError::field(
+        "clip_frames",
+        format!("`clip_frames` is {f}, but `{images_slot}` holds {held}"),
+        Some(format!("use at most {frames}, or leave it unset for whole clips")),
+    ))
 }
 
 /// Refuses an architecture for the wrong kind of input: `video` says whether the preset
@@ -181,18 +205,37 @@ mod tests {
     fn a_model_must_take_what_the_images_are() {
         let image_net = Facts { video: Some(false), channels: Some(1), ..Facts::default() };
         let clips = Facts::images([10, 5], 1, 8, false);
-        let e = model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images").unwrap_err();
+        let e = model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images", None)
+            .unwrap_err();
         assert_eq!(e.path, "model");
         assert!(e.message.contains("takes images but `images` holds clips"), "{}", e.message);
         let rgb = Facts::images([10, 5], 3, 1, true);
-        let e = model_fits_images(&feeding(&[("model", image_net), ("images", rgb)]), "model", "images").unwrap_err();
+        let e =
+            model_fits_images(&feeding(&[("model", image_net), ("images", rgb)]), "model", "images", None).unwrap_err();
         assert!(e.message.contains("1 input channels but `images` has 3"), "{}", e.message);
         let grey = Facts::images([10, 5], 1, 1, true);
-        assert!(model_fits_images(&feeding(&[("model", image_net), ("images", grey)]), "model", "images").is_ok());
+        assert!(model_fits_images(&feeding(&[("model", image_net), ("images", grey)]), "model", "images", None).is_ok());
+        let one_frame =
+            model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images", Some(1));
+        assert!(one_frame.is_ok(), "an image network reads clips cut to single frames");
         let video_net = Facts { video: Some(true), channels: Some(1), ..Facts::default() };
-        let fits = |images| model_fits_images(&feeding(&[("model", video_net), ("images", images)]), "model", "images");
+        let fits =
+            |images| model_fits_images(&feeding(&[("model", video_net), ("images", images)]), "model", "images", None);
         assert!(fits(grey).is_ok() && fits(clips).is_ok(), "a video network reads clips and single frames");
-        assert!(model_fits_images(&feeding(&[("images", clips)]), "model", "images").is_ok(), "unknown model");
+        assert!(model_fits_images(&feeding(&[("images", clips)]), "model", "images", None).is_ok(), "unknown model");
+    }
+
+    #[test]
+    fn clip_frames_may_not_exceed_the_frames_held() {
+        let clips = feeding(&[("images", Facts::images([10, 5], 1, 8, false))]);
+        assert!(clip_frames_fit(&clips, "images", Some(8)).is_ok() && clip_frames_fit(&clips, "images", None).is_ok());
+        let e = clip_frames_fit(&clips, "images", Some(9)).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("clip_frames", "`clip_frames` is 9, but `images` holds clips of 8 frames")
+        );
+        let still = feeding(&[("images", Facts::images([10, 5], 1, 1, true))]);
+        assert!(clip_frames_fit(&still, "images", Some(2)).unwrap_err().message.contains("still images (1 frame)"));
     }
 
     #[test]

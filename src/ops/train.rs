@@ -199,11 +199,7 @@ impl StageKind for Train {
                 Some("remove it: the default flips only what may be flipped".to_string()),
             ));
         }
-        if let (Some(f), Some(frames)) = (p.clip_frames, images.frames) {
-            if f > frames {
-                return Err(ParamError::range("clip_frames", f, &format!("at most {frames}, the frames `images` has")));
-            }
-        }
+        facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
         if !p.precision.is_f32() && model.video == Some(true) {
             return Err(ParamError::field(
                 "precision",
@@ -224,7 +220,8 @@ impl StageKind for Train {
                 ));
             }
         }
-        facts::model_fits_images(inputs, "teacher", "images")?;
+        // The teacher's logits are taken on whole clips, whatever the student is cut to.
+        facts::model_fits_images(inputs, "teacher", "images", None)?;
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 
