@@ -374,6 +374,30 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
 }
 
+/// `--cache` naming a folder of other files (a home, a repository: `--cache .`) is refused before
+/// anything is created in it; an empty folder becomes a cache, and a cache stays usable whatever
+/// else is later put in it.
+#[test]
+fn a_folder_of_other_files_is_not_taken_for_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine\n").unwrap();
+    let smoke = smoke();
+    let smoke = smoke.to_str().unwrap();
+    for args in [vec!["status", smoke], vec!["gc", smoke], vec![smoke], vec!["data", "list"]] {
+        let out = cfrun(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("(notes.txt), not a cfrun cache"), "{args:?}: {}", stderr(&out));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["notes.txt"], "nothing was created beside it");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(cfrun(&empty, &["status", smoke]).status.success());
+    std::fs::write(empty.join("README"), "what this cache is for\n").unwrap();
+    let out = cfrun(&empty, &["status", smoke]);
+    assert!(out.status.success(), "a tagged cache is known by its tag: {}", stderr(&out));
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -714,7 +738,8 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
 #[test]
 fn a_network_below_its_training_floor_fails_and_its_dependants_are_skipped() {
     let cache = tempfile::tempdir().unwrap();
-    let file = cache.path().join("diverges.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("diverges.toml");
     std::fs::write(
         &file,
         r#"
@@ -1829,7 +1854,8 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
 fn slurm_refuses_a_cache_whose_locks_would_not_hold_across_nodes() {
     let cache = tempfile::tempdir().unwrap();
     let real = std::fs::canonicalize(cache.path()).unwrap();
-    let table = cache.path().join("mountinfo");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let table = elsewhere.path().join("mountinfo");
     let line = format!("40 1 0:50 / {} rw - nfs4 srv:/export rw,vers=4.2,local_lock=all\n", real.display());
     std::fs::write(&table, format!("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n{line}")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))

@@ -7,6 +7,7 @@ pub mod fsutil;
 pub mod gc;
 pub mod ids;
 pub mod key;
+pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod records;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::fsutil::{ensure_real_dir, fsync_dir, plain_file_or_absent, read_limited, write_atomic};
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
+use super::layout;
 use super::lock::{self, KeyLock, Mode, TryLock};
 use super::manifest::MAX_RECORD_BYTES;
 use super::CacheError;
@@ -134,14 +135,13 @@ impl Store {
         };
         // Only `gc` keeps the gate closed; everyone else is in and lets it go.
         let gate_lock = gate_lock.filter(|_| mode == Mode::Exclusive);
-        for sub in ["objects", "keys", "records", "locks", "checkpoints", "tmp", "data"] {
+        for sub in layout::SUBDIRS {
             ensure_real_dir(&root.join(sub)).map_err(CacheError::io(root.join(sub)))?;
         }
         plain_file_or_absent(&root.join("runs.jsonl")).map_err(CacheError::io(root.join("runs.jsonl")))?;
         let tag = root.join("CACHEDIR.TAG");
         if fs::symlink_metadata(&tag).is_err() {
-            let text = "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
-            write_atomic(&tag, text.as_bytes()).map_err(CacheError::io(&tag))?;
+            write_atomic(&tag, layout::TAG_TEXT.as_bytes()).map_err(CacheError::io(&tag))?;
         }
         Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)), _gate: gate_lock.map(Arc::new) })
     }

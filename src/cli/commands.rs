@@ -111,14 +111,14 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 }
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
-    require_folder("--cache", &g.cache)?;
+    require_cache_folder(&g.cache)?;
     Store::open(&g.cache).map_err(Failure::runtime)
 }
 
 /// Opens the cache for `cfrun exec`, which a waiting `gc` does not hold up (its driver may be
 /// what that `gc` waits for).
 pub(super) fn open_store_for_job(g: &Global) -> Result<Store, Failure> {
-    require_folder("--cache", &g.cache)?;
+    require_cache_folder(&g.cache)?;
     Store::open_for_job(&g.cache).map_err(Failure::runtime)
 }
 
@@ -132,6 +132,24 @@ fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The `--cache` folder: missing, empty, or a cache already. Any other folder (a home, a
+/// repository) is refused before anything is created in it.
+fn require_cache_folder(path: &Path) -> Result<(), Failure> {
+    require_folder("--cache", path)?;
+    let foreign = crate::cache::layout::foreign_entries(path, 3)
+        .map_err(|e| Failure::Other(format!("--cache {}: {e}", path.display())))?;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Other(format!(
+        "--cache {} is a folder of other files ({}{}), not a cfrun cache; give a new or empty folder, or an \
+         existing cache",
+        path.display(),
+        foreign.join(", "),
+        if foreign.len() >= 3 { ", …" } else { "" }
+    )))
 }
 
 /// Instances side by side when `--jobs` is not given: one per usable core on the CPU, else one
@@ -361,7 +379,7 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
-    require_folder("--cache", &g.cache)?;
+    require_cache_folder(&g.cache)?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
