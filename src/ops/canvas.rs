@@ -97,8 +97,18 @@ impl StageKind for Canvas {
     fn facts(&self, p: &CanvasParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "images", "labels", &[0, 1])?;
         let (objects, labels) = (inputs.get("images"), inputs.get("labels"));
+        if let Some([h, w]) = objects.side {
+            // Four cells of half the canvas' side, one object each.
+            if 2 * h.max(w) > p.size {
+                return Err(ParamError::range(
+                    "size",
+                    p.size,
+                    &format!("at least {}: each quarter of a canvas holds one {h}x{w} object", 2 * h.max(w)),
+                ));
+            }
+        }
         let rows = [p.train_size, p.test_size];
-        let images = Facts { rows: Some(rows), frames: Some(1), ..objects };
+        let images = Facts { rows: Some(rows), frames: Some(1), side: Some([p.size, p.size]), ..objects };
         Ok(OutputFacts::from([
             ("images".to_string(), images),
             ("multilabels".to_string(), Facts::labels(Some(rows), labels.classes)),

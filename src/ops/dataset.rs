@@ -97,7 +97,8 @@ struct DatasetShape {
     /// Examples in the train and test splits.
     rows: [usize; 2],
     classes: usize,
-    channels: usize,
+    /// Channels, height, width.
+    shape: [usize; 3],
     hflip_ok: bool,
 }
 
@@ -127,23 +128,20 @@ impl DatasetParams {
                 Err(_) => return Ok(None),
             },
         };
-        let (mut whole, mut classes, mut channels, mut hflip_ok) = ([0, 0], 0, 1, true);
+        let (mut whole, mut classes, mut shape, mut hflip_ok) = ([0, 0], 0, [1, 28, 28], true);
         for name in members {
             let Some(info) = catalog::info(name) else {
                 // Generated: the sizes are what was asked for.
                 let d = SyntheticOptions::default();
                 let rows = [self.train_size.unwrap_or(d.n_train), self.test_size.unwrap_or(d.n_test)];
                 let classes = self.classes.unwrap_or(d.classes);
-                return Ok(Some(DatasetShape {
-                    rows,
-                    classes,
-                    channels: 1,
-                    hflip_ok: data::synthetic_hflip_ok(classes),
-                }));
+                let side = self.size.unwrap_or(d.size);
+                let hflip_ok = data::synthetic_hflip_ok(classes);
+                return Ok(Some(DatasetShape { rows, classes, shape: [1, side, side], hflip_ok }));
             };
             whole = [whole[0] + info.n_train, whole[1] + info.n_test];
             classes += info.class_names.len();
-            channels = info.shape.0;
+            shape = [info.shape.0, info.shape.1, info.shape.2];
             hflip_ok &= info.hflip_ok;
         }
         let mut rows = whole;
@@ -161,7 +159,7 @@ impl DatasetParams {
                 rows[i] = n;
             }
         }
-        Ok(Some(DatasetShape { rows, classes, channels, hflip_ok }))
+        Ok(Some(DatasetShape { rows, classes, shape, hflip_ok }))
     }
 
     /// Loader options for these parameters.
@@ -214,7 +212,7 @@ impl StageKind for Dataset {
     fn facts(&self, p: &DatasetParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let Some(d) = p.shape()? else { return Ok(OutputFacts::new()) };
         Ok(OutputFacts::from([
-            ("images".to_string(), Facts::images(d.rows, d.channels, 1, d.hflip_ok)),
+            ("images".to_string(), Facts::images(d.rows, d.shape, 1, d.hflip_ok)),
             ("labels".to_string(), Facts::labels(Some(d.rows), Some(d.classes))),
         ]))
     }

@@ -24,6 +24,8 @@ pub struct Facts {
     pub frames: Option<usize>,
     /// Channels of images and clips, or the channels a model takes.
     pub channels: Option<usize>,
+    /// Height and width of images and clips' frames.
+    pub side: Option<[usize; 2]>,
     /// Whether a model takes clips (an R(2+1)D) rather than images.
     pub video: Option<bool>,
     /// Whether images keep their meaning mirrored (no digits, no clips).
@@ -31,12 +33,14 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Images or clips: `rows` examples of `channels` x `frames`, which may be mirrored or not.
-    pub fn images(rows: [usize; 2], channels: usize, frames: usize, hflip_ok: bool) -> Facts {
+    /// Images or clips: `rows` examples of `frames` frames of `[channels, height, width]`, which
+    /// may be mirrored or not.
+    pub fn images(rows: [usize; 2], [channels, height, width]: [usize; 3], frames: usize, hflip_ok: bool) -> Facts {
         Facts {
             rows: Some(rows),
             frames: Some(frames),
             channels: Some(channels),
+            side: Some([height, width]),
             hflip_ok: Some(hflip_ok),
             ..Facts::default()
         }
@@ -204,16 +208,16 @@ mod tests {
     #[test]
     fn a_model_must_take_what_the_images_are() {
         let image_net = Facts { video: Some(false), channels: Some(1), ..Facts::default() };
-        let clips = Facts::images([10, 5], 1, 8, false);
+        let clips = Facts::images([10, 5], [1, 16, 16], 8, false);
         let e = model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images", None)
             .unwrap_err();
         assert_eq!(e.path, "model");
         assert!(e.message.contains("takes images but `images` holds clips"), "{}", e.message);
-        let rgb = Facts::images([10, 5], 3, 1, true);
+        let rgb = Facts::images([10, 5], [3, 16, 16], 1, true);
         let e =
             model_fits_images(&feeding(&[("model", image_net), ("images", rgb)]), "model", "images", None).unwrap_err();
         assert!(e.message.contains("1 input channels but `images` has 3"), "{}", e.message);
-        let grey = Facts::images([10, 5], 1, 1, true);
+        let grey = Facts::images([10, 5], [1, 16, 16], 1, true);
         assert!(model_fits_images(&feeding(&[("model", image_net), ("images", grey)]), "model", "images", None).is_ok());
         let one_frame =
             model_fits_images(&feeding(&[("model", image_net), ("images", clips)]), "model", "images", Some(1));
@@ -227,25 +231,25 @@ mod tests {
 
     #[test]
     fn clip_frames_may_not_exceed_the_frames_held() {
-        let clips = feeding(&[("images", Facts::images([10, 5], 1, 8, false))]);
+        let clips = feeding(&[("images", Facts::images([10, 5], [1, 16, 16], 8, false))]);
         assert!(clip_frames_fit(&clips, "images", Some(8)).is_ok() && clip_frames_fit(&clips, "images", None).is_ok());
         let e = clip_frames_fit(&clips, "images", Some(9)).unwrap_err();
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
             ("clip_frames", "`clip_frames` is 9, but `images` holds clips of 8 frames")
         );
-        let still = feeding(&[("images", Facts::images([10, 5], 1, 1, true))]);
+        let still = feeding(&[("images", Facts::images([10, 5], [1, 16, 16], 1, true))]);
         assert!(clip_frames_fit(&still, "images", Some(2)).unwrap_err().message.contains("still images (1 frame)"));
     }
 
     #[test]
     fn an_architecture_must_take_what_the_images_are() {
-        let clips = feeding(&[("images", Facts::images([10, 5], 1, 8, false))]);
+        let clips = feeding(&[("images", Facts::images([10, 5], [1, 16, 16], 8, false))]);
         let e = arch_fits_images(&clips, "resnet_tiny", false, "images").unwrap_err();
         assert_eq!(e.path, "arch");
         assert!(e.message.contains("takes images, but `images` holds clips") && e.help.unwrap().contains("r2plus1d"));
         assert!(arch_fits_images(&clips, "r2plus1d_small", true, "images").is_ok());
-        let images = feeding(&[("images", Facts::images([10, 5], 1, 1, true))]);
+        let images = feeding(&[("images", Facts::images([10, 5], [1, 16, 16], 1, true))]);
         assert!(arch_fits_images(&images, "r2plus1d_small", true, "images").is_err());
         assert!(arch_fits_images(&InputFacts::default(), "resnet_tiny", false, "images").is_ok());
     }

@@ -142,7 +142,7 @@ impl StageKind for Video {
         let rows = [p.train_size, p.test_size];
         // The classes depend on the label space's vocabulary over the source's objects: left unknown.
         Ok(OutputFacts::from([
-            ("clips".to_string(), Facts::images(rows, 1, p.frames, false)),
+            ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false)),
             ("labels".to_string(), Facts::labels(Some(rows), None)),
         ]))
     }
