@@ -374,6 +374,34 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
 }
 
+/// The environment probes of several `command` stages run side by side while the plan is built:
+/// here each probe waits for the other's mark, so probes run one after another would time out
+/// (after 20 s) and refuse the plan.
+#[test]
+fn environment_probes_of_several_stages_run_side_by_side() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |mine: &str, theirs: &str| {
+        format!(
+            r#"["sh", "-c", 'touch "$0/{mine}"; i=0; while [ ! -e "$0/{theirs}" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; test -e "$0/{theirs}" && echo ready', "{}"]"#,
+            dir.path().display()
+        )
+    };
+    let file = dir.path().join("probes.toml");
+    let stage = |name: &str, probe: String| {
+        format!("[stages.{name}]\nop = \"command\"\nargv = [\"true\"]\nenv_probe = {probe}\noutputs = {{ m = \"metrics\" }}\n")
+    };
+    let text = format!(
+        "[experiment]\nname = \"probes\"\nseed = 0\n\n{}\n{}",
+        stage("one", probe("a", "b")),
+        stage("two", probe("b", "a"))
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = cfrun(cache.path(), &["status", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("a").exists() && dir.path().join("b").exists());
+}
+
 /// `--cache` naming a folder of other files (a home, a repository: `--cache .`) is refused before
 /// anything is created in it; an empty folder becomes a cache, and a cache stays usable whatever
 /// else is later put in it.

@@ -3,6 +3,7 @@
 //! `keys/` and lock files among the user's own.
 
 use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use super::fsutil::read_limited;
@@ -20,30 +21,37 @@ pub const TAG_TEXT: &str =
     "Signature: 8a477f597d28d172789f06886806bc55\n# cfrun cache: see `cfrun gc` to reclaim space.\n";
 
 /// Up to `limit` entries of `root` that are not a cache's, which show it is some other folder.
-/// None when `root` is missing or empty, carries cfrun's `CACHEDIR.TAG`, or holds nothing but
-/// a cache's own entries (a cache cut short before its tag was written). Reading stops at
-/// `limit`, so a large folder is not listed to its end.
+/// None when `root` is missing, empty or cannot be listed (the store then decides), carries
+/// cfrun's `CACHEDIR.TAG`, holds only `data/` (data sets copied in before a first run), or holds
+/// only a cache's own entries with its lock file (a cache cut short before its tag was written).
+/// A project's own `data/`, `tmp/` and `checkpoints/` without the lock are not a cache: `gc`
+/// would empty them. Reading stops past `limit`, so a large folder is not listed to its end.
 pub fn foreign_entries(root: &Path, limit: usize) -> std::io::Result<Vec<String>> {
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     if read_limited(&root.join("CACHEDIR.TAG"), 4096).is_ok_and(|t| String::from_utf8_lossy(&t).contains("cfrun")) {
         return Ok(Vec::new());
     }
-    let mut foreign = Vec::new();
+    let (mut foreign, mut own) = (Vec::new(), Vec::new());
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
         // `.tmp…`: what an interrupted atomic write leaves (tempfile's names).
-        let own =
-            SUBDIRS.contains(&name.as_str()) || OTHER_ENTRIES.contains(&name.as_str()) || name.starts_with(".tmp");
-        if !own {
+        if SUBDIRS.contains(&name.as_str()) || OTHER_ENTRIES.contains(&name.as_str()) || name.starts_with(".tmp") {
+            own.push(name);
+        } else {
             foreign.push(name);
-            if foreign.len() >= limit {
+            if foreign.len() > limit {
                 break;
             }
         }
+    }
+    let locked = own.iter().any(|n| n == "cache.lock" || n == "gc.lock");
+    if foreign.is_empty() && !locked && own.iter().any(|n| n != "data") {
+        // Looks like a cache's folders, but no cfrun process ever locked it.
+        foreign = own;
     }
     foreign.sort();
     Ok(foreign)
@@ -60,14 +68,22 @@ mod tests {
         assert!(foreign_entries(&root, 3).unwrap().is_empty(), "missing");
         fs::create_dir(&root).unwrap();
         assert!(foreign_entries(&root, 3).unwrap().is_empty(), "empty");
-        fs::create_dir(root.join("objects")).unwrap();
+        fs::create_dir(root.join("data")).unwrap();
+        assert!(foreign_entries(&root, 3).unwrap().is_empty(), "data sets copied in before a first run");
+        fs::create_dir(root.join("tmp")).unwrap();
+        fs::create_dir(root.join("checkpoints")).unwrap();
+        assert_eq!(
+            foreign_entries(&root, 3).unwrap(),
+            ["checkpoints", "data", "tmp"],
+            "a project's folders, never locked"
+        );
         fs::write(root.join("cache.lock"), b"").unwrap();
         fs::write(root.join(".tmpAbC123"), b"").unwrap();
         assert!(foreign_entries(&root, 3).unwrap().is_empty(), "cut short before its tag");
         fs::write(root.join("notes.txt"), b"mine").unwrap();
         fs::create_dir(root.join("src")).unwrap();
         assert_eq!(foreign_entries(&root, 3).unwrap(), ["notes.txt", "src"]);
-        assert_eq!(foreign_entries(&root, 1).unwrap().len(), 1, "stops at the limit");
+        assert_eq!(foreign_entries(&root, 1).unwrap().len(), 2, "one past the limit, to say there are more");
         // Another tool's tag (cargo writes the same signature) does not make it cfrun's.
         fs::write(root.join("CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n# cargo\n").unwrap();
         assert_eq!(foreign_entries(&root, 3).unwrap(), ["notes.txt", "src"]);

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Command, DataAction, Global};
 use crate::cache::store::Check;
-use crate::cache::{gc as cache_gc, Store};
+use crate::cache::{gc as cache_gc, CacheError, Store};
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
 use crate::exec::compute::ComputeEnv;
@@ -137,18 +137,22 @@ fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
 /// The `--cache` folder: missing, empty, or a cache already. Any other folder (a home, a
 /// repository) is refused before anything is created in it.
 fn require_cache_folder(path: &Path) -> Result<(), Failure> {
+    /// How many of the other folder's entries the error names.
+    const SHOWN: usize = 3;
     require_folder("--cache", path)?;
-    let foreign = crate::cache::layout::foreign_entries(path, 3)
-        .map_err(|e| Failure::Other(format!("--cache {}: {e}", path.display())))?;
+    let mut foreign =
+        crate::cache::layout::foreign_entries(path, SHOWN).map_err(|e| Failure::runtime(CacheError::io(path)(e)))?;
     if foreign.is_empty() {
         return Ok(());
     }
+    let more = foreign.len() > SHOWN;
+    foreign.truncate(SHOWN);
     Err(Failure::Other(format!(
         "--cache {} is a folder of other files ({}{}), not a cfrun cache; give a new or empty folder, or an \
          existing cache",
         path.display(),
         foreign.join(", "),
-        if foreign.len() >= 3 { ", …" } else { "" }
+        if more { ", …" } else { "" }
     )))
 }
 

@@ -63,3 +63,22 @@ pub fn animal_splits(files: &[(FileSpec, Vec<u8>)], num_classes: usize) -> Resul
     let all = Split { pixels, labels };
     stratified_split(&all, num_classes, 28 * 28, ANIMAL_TEST_PER_MILLE, ANIMAL_SPLIT_SEED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{catalog, DatasetName};
+
+    /// The catalog's Animal-MNIST split sizes are what the split rule makes of the pinned label
+    /// file (1,000 images of each of the 10 animals, read from the files the catalog pins): plans
+    /// refuse subsets against them before any file is read, so they must not drift apart.
+    #[test]
+    fn the_catalogued_animal_split_is_what_the_split_rule_makes() {
+        let info = catalog::info(DatasetName::AnimalMnist).expect("a real data set");
+        let classes = info.class_names.len();
+        let labels: Vec<u32> = (0..10_000).map(|i| (i % classes) as u32).collect();
+        let all = Split { pixels: vec![0; labels.len()], labels };
+        let (train, test) = stratified_split(&all, classes, 1, ANIMAL_TEST_PER_MILLE, ANIMAL_SPLIT_SEED).unwrap();
+        assert_eq!((train.labels.len(), test.labels.len()), (info.n_train, info.n_test));
+    }
+}

@@ -16,6 +16,20 @@ use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
 use crate::ops::{Gathered, InputFacts, OutputFacts};
 use crate::rng::derive_seed;
 
+/// Starts every stage's slow plan-time work (environment probes) side by side and waits for it,
+/// so that N probes take as long as the slowest, not their sum, when the stages are typed.
+pub fn warm_up(stages: &[ResolvedStage<'_>]) {
+    let work: Vec<_> = stages.iter().filter_map(|s| s.op.warm_up(&Json::Object(s.params.clone()))).collect();
+    if work.len() < 2 {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for job in work {
+            scope.spawn(job);
+        }
+    });
+}
+
 /// Orders stages so that every stage comes after the stages it reads; a cycle is an error that
 /// prints the cycle.
 pub fn order_stages(exp: &Experiment, stages: &[ResolvedStage<'_>]) -> Result<Vec<usize>, ConfigError> {

@@ -224,3 +224,36 @@ clips_per_video = 4
     let e = refusal(&text.replace("clip_frames = 1", "clip_frames = 5"));
     assert!(e.contains("`clip_frames` is 5, but `images` holds clips of 4 frames"), "{e}");
 }
+
+#[test]
+fn weak_tags_predict_their_vocabulary_not_the_classes() {
+    let text = format!(
+        r#"{TWO_SETS}
+[stages.tags]
+op = "weak_tags"
+labels = "small.labels"
+synonyms = 2
+polysemous = 1
+nonvisual = 3
+
+[stages.teacher]
+op = "train"
+images = "small.images"
+labels = "tags.labels"
+arch = "resnet_tiny"
+epochs = 2
+
+[stages.student]
+op = "train"
+images = "small.images"
+labels = "small.labels"
+teacher = "teacher.model"
+arch = "resnet_tiny"
+epochs = 2
+"#
+    );
+    // 4 classes x 2 synonyms + 1 polysemous + 3 non-visual tags.
+    let e = refusal(&text);
+    assert!(e.contains("the teacher predicts 12 classes but `labels` has 4"), "{e}");
+    assert!(plan(&text.replace("labels = \"small.labels\"\nteacher", "labels = \"tags.labels\"\nteacher")).is_ok());
+}

@@ -33,6 +33,7 @@ impl Plan {
     /// Runs every check and expands the sweeps.
     pub fn build(experiment: Experiment) -> Result<Plan, ConfigError> {
         let stages = resolve::resolve(&experiment)?;
+        expand::warm_up(&stages);
         let order = expand::order_stages(&experiment, &stages)?;
         let instances = expand::expand(&experiment, &stages, &order)?;
         let resources = stages

@@ -36,7 +36,7 @@ mod scratch;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -175,6 +175,13 @@ impl StageKind for Command {
     }
     fn normalize(&self, raw: &Json) -> Result<CommandParams, ParamError> {
         canonical(params::parse::<RawParams>(raw)?)
+    }
+    fn warm_up(&self, raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
+        let argv = literal_probe(raw)?;
+        Some(Box::new(move || {
+            // The result is remembered; errors are reported when the stage is typed.
+            let _ = probe_env(&argv);
+        }))
     }
     fn run(&self, p: CommandParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let stage = ctx.name.to_string();
@@ -355,12 +362,24 @@ fn hash_code(path: &str) -> Result<String, String> {
     Ok(digest.to_string())
 }
 
-/// Runs the environment probe once per process per command line.
+/// Runs the environment probe once per process per command line. Different probes run side by
+/// side (the table is locked only to find a probe's cell); callers of one probe wait for it.
 fn probe_env(argv: &[String]) -> Result<String, String> {
-    type Probes = BTreeMap<Vec<String>, Result<String, String>>;
+    type Probes = BTreeMap<Vec<String>, Arc<OnceLock<Result<String, String>>>>;
     static SEEN: OnceLock<Mutex<Probes>> = OnceLock::new();
-    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    seen.entry(argv.to_vec()).or_insert_with(|| child::probe(argv)).clone()
+    let cell = {
+        let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(seen.entry(argv.to_vec()).or_default())
+    };
+    cell.get_or_init(|| child::probe(argv)).clone()
+}
+
+/// The environment probe a stage's raw parameters name, when it is a plain list of strings
+/// without placeholders (one with `${axis}` is probed per instance, as it is typed).
+fn literal_probe(raw: &Json) -> Option<Vec<String>> {
+    let argv: Vec<String> =
+        raw.get("env_probe")?.as_array()?.iter().map(|a| a.as_str().map(str::to_string)).collect::<Option<_>>()?;
+    (!argv.is_empty() && !argv.iter().any(|a| a.contains("${"))).then_some(argv)
 }
 
 /// The command line with its placeholders replaced by paths relative to the scratch folder and

@@ -95,17 +95,13 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
         return Ok(());
     }
     let show = |r: [usize; 2]| match splits {
-        [0] => format!("{} train", r[0]),
-        [1] => format!("{} test", r[1]),
-        _ => format!("{}/{} (train/test)", r[0], r[1]),
+        [0] => format!("{} train examples", r[0]),
+        [1] => format!("{} test examples", r[1]),
+        _ => format!("{}/{} (train/test) examples", r[0], r[1]),
     };
     Err(ParamError::field(
         second,
-        format!(
-            "`{second}` has {} examples but `{first}` has {}; both must describe the same data set",
-            show(b),
-            show(a)
-        ),
+        format!("`{second}` has {} but `{first}` has {}; both must describe the same data set", show(b), show(a)),
         Some(format!("read `{first}` and `{second}` from stages built on the same data set and sizes")),
     ))
 }

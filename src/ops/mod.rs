@@ -197,6 +197,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_gathered(&self, _params: &Self::Params, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::warm_up`]. Most ops have no slow plan-time work.
+    fn warm_up(&self, _raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
+        None
+    }
     /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
     fn facts(&self, _params: &Self::Params, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         Ok(OutputFacts::new())
@@ -246,6 +250,10 @@ pub trait Op: Send + Sync {
     /// Checks the parameters of an aggregating stage against the instances it gathers (their
     /// stages and axes), before anything runs.
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError>;
+    /// Plan-time work slow enough to be worth starting early, side by side with other stages'
+    /// (an environment probe), from a stage's raw parameters; its result is remembered for
+    /// when the stage's instances are typed. `None` for ops without such work.
+    fn warm_up(&self, raw: &Json) -> Option<Box<dyn FnOnce() + Send>>;
     /// What is known of the outputs of an instance with these canonical parameters, given what
     /// is known of its inputs ([`facts`]); an error refuses inputs that cannot work together,
     /// before anything runs.
@@ -324,6 +332,9 @@ impl<T: StageKind> Op for T {
     }
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         StageKind::check_gathered(self, &params::parse(params)?, gathered)
+    }
+    fn warm_up(&self, raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
+        StageKind::warm_up(self, raw)
     }
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         StageKind::facts(self, &params::parse(params)?, inputs)

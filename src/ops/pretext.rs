@@ -96,6 +96,13 @@ impl Params for PretextParams {
             return Err(ParamError::field("schedule", "`step` is not offered for pretext training", None));
         }
         self.net.validate()?;
+        if self.task != Task::Rotnet && self.net.is_video() == Some(true) {
+            return Err(ParamError::field(
+                "arch",
+                format!("task = \"jigsaw\" needs an image ResNet preset, not `{}`", self.net.arch),
+                Some("use a resnet preset".to_string()),
+            ));
+        }
         self.optim.validate()?;
         check_crop_padding(self.crop_padding)?;
         if self.grid == 0 || !self.grid.is_multiple_of(3) || self.grid > 256 {
@@ -170,15 +177,7 @@ impl StageKind for Pretext {
     }
 
     fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
-        let rotnet = p.task == Task::Rotnet;
-        let model = p.net.model_facts(inputs, rotnet.then_some(4));
-        if !rotnet && model.video == Some(true) {
-            return Err(ParamError::field(
-                "arch",
-                format!("task = \"jigsaw\" needs an image ResNet preset, not `{}`", p.net.arch),
-                Some("use a resnet preset".to_string()),
-            ));
-        }
+        let model = p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4));
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 

@@ -98,6 +98,17 @@ impl Params for TrainParams {
 
     fn validate(&self) -> Result<(), ParamError> {
         self.net.validate()?;
+        if !self.precision.is_f32() && self.net.is_video() == Some(true) {
+            return Err(ParamError::field(
+                "precision",
+                format!(
+                    "precision = \"{}\" is offered for the resnet presets, not for {}",
+                    self.precision.name(),
+                    self.net.arch
+                ),
+                Some("use precision = \"f32\"".to_string()),
+            ));
+        }
         if self.clip_frames == Some(0) {
             return Err(ParamError::range("clip_frames", 0, "at least 1"));
         }
@@ -195,22 +206,11 @@ impl StageKind for Train {
         if let (Some(true), Some(false)) = (p.hflip, images.hflip_ok) {
             return Err(ParamError::field(
                 "hflip",
-                "`hflip` is true, but the images of `images` change meaning when mirrored (digits, clips)",
-                Some("remove it: the default flips only what may be flipped".to_string()),
+                "`hflip` is true, but the images fed to `images` change meaning when mirrored",
+                Some("remove it: by default only what keeps its meaning mirrored is flipped".to_string()),
             ));
         }
         facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
-        if !p.precision.is_f32() && model.video == Some(true) {
-            return Err(ParamError::field(
-                "precision",
-                format!(
-                    "precision = \"{}\" is offered for the resnet presets, not for {}",
-                    p.precision.name(),
-                    p.net.arch
-                ),
-                Some("use precision = \"f32\"".to_string()),
-            ));
-        }
         if let (Some(t), Some(l)) = (teacher.classes, labels.classes) {
             if t != l {
                 return Err(ParamError::field(

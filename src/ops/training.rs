@@ -74,18 +74,22 @@ impl NetParams {
         Ok(())
     }
 
+    /// Whether the preset takes clips (an R(2+1)D); `None` for a name `validate` refuses. The
+    /// kind of network does not depend on the channels and classes asked for.
+    pub fn is_video(&self) -> Option<bool> {
+        Arch::preset(&self.arch, 1, 2).map(|a| a.is_video())
+    }
+
     /// What the network built on the `images` input will be (predicting `classes` classes).
     pub fn model_facts(&self, inputs: &InputFacts, classes: Option<usize>) -> Facts {
-        // The kind of network does not depend on the channels and classes asked for.
-        let video = Arch::preset(&self.arch, 1, 2).map(|a| a.is_video());
-        Facts { classes, channels: inputs.get("images").channels, video, ..Facts::default() }
+        Facts { classes, channels: inputs.get("images").channels, video: self.is_video(), ..Facts::default() }
     }
 
     /// Refuses an architecture for the other kind of input than the `images` input holds
     /// (images or clips), as `train` and `random_net` do when they run.
     pub fn check_input_kind(&self, inputs: &InputFacts) -> Result<(), ParamError> {
-        match Arch::preset(&self.arch, 1, 2) {
-            Some(arch) => facts::arch_fits_images(inputs, &self.arch, arch.is_video(), "images"),
+        match self.is_video() {
+            Some(video) => facts::arch_fits_images(inputs, &self.arch, video, "images"),
             None => Ok(()),
         }
     }

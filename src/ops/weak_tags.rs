@@ -143,8 +143,10 @@ impl StageKind for WeakTags {
                 )
             })?;
         }
-        // The vocabulary's size is drawn when it runs: the classes stay unknown.
-        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(clean.rows, None))]))
+        // The vocabulary's size depends on the class count only (which classes pair up is drawn).
+        let names = |c: usize| vec![String::new(); c];
+        let tags = clean.classes.map(|c| p.model().vocabulary(&names(c), p.seed).len());
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(clean.rows, tags))]))
     }
 
     fn run(&self, p: WeakTagsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
