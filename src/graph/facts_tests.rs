@@ -35,6 +35,15 @@ train_size = 300
 test_size = 100
 "#;
 
+/// An untrained image network on the small set, for the tests that need a model.
+const SMALL_NET: &str = r#"
+[stages.net]
+op = "random_net"
+images = "small.images"
+labels = "small.labels"
+arch = "resnet_tiny"
+"#;
+
 #[test]
 fn every_study_and_fixture_in_the_repository_passes_its_facts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -87,12 +96,7 @@ labels = "clusters.labels"
 fn joined_features_must_share_their_rows() {
     let text = format!(
         r#"{TWO_SETS}
-[stages.net]
-op = "random_net"
-images = "small.images"
-labels = "small.labels"
-arch = "resnet_tiny"
-
+{SMALL_NET}
 [stages.a]
 op = "extract"
 model = "net.model"
@@ -150,12 +154,7 @@ labels = "small.labels"
 train_size = 50
 test_size = 20
 
-[stages.net]
-op = "random_net"
-images = "small.images"
-labels = "small.labels"
-arch = "resnet_tiny"
-
+{SMALL_NET}
 [stages.feats]
 op = "extract"
 model = "net.model"
@@ -204,12 +203,7 @@ train_size = 20
 test_size = 10
 frames = 4
 
-[stages.net]
-op = "random_net"
-images = "small.images"
-labels = "small.labels"
-arch = "resnet_tiny"
-
+{SMALL_NET}
 [stages.frames]
 op = "extract"
 model = "net.model"

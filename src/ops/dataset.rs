@@ -128,22 +128,20 @@ impl DatasetParams {
                 Err(_) => return Ok(None),
             },
         };
-        let (mut whole, mut classes, mut shape, mut hflip_ok) = ([0, 0], 0, [1, 28, 28], true);
-        for name in members {
-            let Some(info) = catalog::info(name) else {
-                // Generated: the sizes are what was asked for.
-                let d = SyntheticOptions::default();
-                let rows = [self.train_size.unwrap_or(d.n_train), self.test_size.unwrap_or(d.n_test)];
-                let classes = self.classes.unwrap_or(d.classes);
-                let side = self.size.unwrap_or(d.size);
-                let hflip_ok = data::synthetic_hflip_ok(classes);
-                return Ok(Some(DatasetShape { rows, classes, shape: [1, side, side], hflip_ok }));
-            };
-            whole = [whole[0] + info.n_train, whole[1] + info.n_test];
-            classes += info.class_names.len();
-            shape = [info.shape.0, info.shape.1, info.shape.2];
-            hflip_ok &= info.hflip_ok;
-        }
+        let Some(infos) = members.iter().map(|&m| catalog::info(m)).collect::<Option<Vec<_>>>() else {
+            // Generated: the sizes are what was asked for.
+            let d = SyntheticOptions::default();
+            let rows = [self.train_size.unwrap_or(d.n_train), self.test_size.unwrap_or(d.n_test)];
+            let classes = self.classes.unwrap_or(d.classes);
+            let side = self.size.unwrap_or(d.size);
+            let hflip_ok = data::synthetic_hflip_ok(classes);
+            return Ok(Some(DatasetShape { rows, classes, shape: [1, side, side], hflip_ok }));
+        };
+        // Pooled sets share one image shape (`load_pool` refuses others).
+        let Some(&(c, h, w)) = infos.first().map(|i| &i.shape) else { return Ok(None) };
+        let whole = infos.iter().fold([0, 0], |n, i| [n[0] + i.n_train, n[1] + i.n_test]);
+        let classes = infos.iter().map(|i| i.class_names.len()).sum();
+        let (shape, hflip_ok) = ([c, h, w], infos.iter().all(|i| i.hflip_ok));
         let mut rows = whole;
         for (i, (field, split, size)) in
             [("train_size", "train", self.train_size), ("test_size", "test", self.test_size)].into_iter().enumerate()

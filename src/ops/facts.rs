@@ -5,8 +5,8 @@
 //! clips) with the field at fault, before hours of upstream training are spent to find out.
 //!
 //! A fact is only ever stated when the op's `run` is sure to produce it; anything that depends
-//! on what runs (a `command` stage's outputs, a vocabulary built from the data) stays unknown,
-//! and every check passes on unknowns. The run-time checks stay: they still guard recipes from
+//! on what runs (a `command` stage's outputs, the clusters per label of `per_label_kmeans`)
+//! stays unknown, and every check passes on unknowns. The run-time checks stay: they still guard recipes from
 //! job files and outputs whose facts were unknown here.
 
 use std::collections::BTreeMap;

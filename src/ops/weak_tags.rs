@@ -133,9 +133,9 @@ impl StageKind for WeakTags {
     };
 
     fn facts(&self, p: &WeakTagsParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
-        let clean = inputs.get("labels");
+        let (clean, model) = (inputs.get("labels"), p.model());
         if let Some(classes) = clean.classes {
-            p.model().check(classes).map_err(|(field, got, valid)| {
+            model.check(classes).map_err(|(field, got, valid)| {
                 ParamError::field(
                     field,
                     format!("`{field}` is {got}, but must be {valid}: the clean labels have {classes} classes"),
@@ -144,8 +144,7 @@ impl StageKind for WeakTags {
             })?;
         }
         // The vocabulary's size depends on the class count only (which classes pair up is drawn).
-        let names = |c: usize| vec![String::new(); c];
-        let tags = clean.classes.map(|c| p.model().vocabulary(&names(c), p.seed).len());
+        let tags = clean.classes.map(|c| model.vocabulary(&vec![String::new(); c], p.seed).len());
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(clean.rows, tags))]))
     }
 
