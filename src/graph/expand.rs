@@ -222,7 +222,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     continue;
                 }
             }
-            let outputs = match instance_facts(stage, &params, &inputs, &facts) {
+            let outputs = match instance_facts(stage, &params, &inputs, &instances, &facts) {
                 Ok(f) => f,
                 Err(e) => {
                     refused.add(&mut errors, exp, stage, &e, &assignment);
@@ -373,12 +373,14 @@ fn instance_facts(
     stage: &ResolvedStage<'_>,
     params: &Json,
     inputs: &BTreeMap<String, Vec<InputRef>>,
+    instances: &[Instance],
     facts: &[OutputFacts],
 ) -> Result<OutputFacts, ParamError> {
     let mut known = InputFacts::default();
     for (slot, refs) in inputs {
         for r in refs {
-            known.insert(slot, facts[r.instance.0].get(&r.output).copied().unwrap_or_default());
+            let up = r.instance.0;
+            known.insert(slot, &instances[up].name, facts[up].get(&r.output).copied().unwrap_or_default());
         }
     }
     stage.op.facts(params, &known)

@@ -88,7 +88,13 @@ labels = "clusters.labels"
 "#
     );
     let e = refusal(&text);
-    assert!(e.contains("stage `probe`") && e.contains("`labels` has 300/100 (train/test)"), "{e}");
+    assert!(e.contains("stage `probe`"), "{e}");
+    assert!(
+        e.contains(
+            "`labels` (from `clusters`) has 300/100 (train/test) examples but `features` (from `small`) has 100/40"
+        ),
+        "both sources are named, since either may be at fault: {e}"
+    );
     assert!(plan(&text.replace("small.images", "large.images")).is_ok());
 }
 
@@ -119,6 +125,7 @@ k = 200
     );
     let e = refusal(&text);
     assert!(e.contains("stage `joined`") && e.contains("joined features must describe the same images"), "{e}");
+    assert!(e.contains("`b` has 300/100 rows (train/test) but `a` has 100/40"), "the instances that differ: {e}");
     // Once they match, the joined rows are known downstream: 200 clusters of 100 points are refused.
     let e = refusal(&text.replace("large.images", "small.images"));
     assert!(e.contains("`k` is 200, more than the 100 training rows"), "{e}");
@@ -168,7 +175,7 @@ labels = "canvas.multilabels"
     );
     assert!(plan(&text).is_ok(), "{}", plan(&text).err().map(|e| e.to_string()).unwrap_or_default());
     let e = refusal(&text.replace("images = \"canvas.images\"", "images = \"large.images\""));
-    assert!(e.contains("stage `map`") && e.contains("`labels` has 50/20 (train/test)"), "{e}");
+    assert!(e.contains("stage `map`") && e.contains("`labels` (from `canvas`) has 50/20 (train/test)"), "{e}");
 }
 
 #[test]

@@ -73,21 +73,21 @@ impl StageKind for Concat {
     };
 
     fn facts(&self, _p: &ConcatParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
-        let mut known = inputs.each("inputs").iter().filter_map(|f| f.rows);
-        let Some(first) = known.next() else { return Ok(OutputFacts::new()) };
-        if let Some(other) = known.find(|&r| r != first) {
+        let mut known = inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.rows?)));
+        let Some((first, rows)) = known.next() else { return Ok(OutputFacts::new()) };
+        if let Some((other, other_rows)) = known.find(|&(_, r)| r != rows) {
             return Err(ParamError::field(
                 "inputs",
                 format!(
-                    "the features joined have {}/{} and {}/{} rows (train/test); joined features must describe the \
-                     same images",
-                    first[0], first[1], other[0], other[1]
+                    "`{}` has {}/{} rows (train/test) but `{}` has {}/{}; joined features must describe the same \
+                     images",
+                    other.from, other_rows[0], other_rows[1], first.from, rows[0], rows[1]
                 ),
                 Some("join features extracted from one data set".to_string()),
             ));
         }
-        let all_known = inputs.each("inputs").iter().all(|f| f.rows.is_some());
-        Ok(OutputFacts::from([("features".to_string(), Facts::rows(all_known.then_some(first)))]))
+        let all_known = inputs.each("inputs").iter().all(|fed| fed.facts.rows.is_some());
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows(all_known.then_some(rows)))]))
     }
 
     fn run(&self, p: ConcatParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -60,35 +60,54 @@ impl Facts {
 /// The facts of each output an instance writes, by output name; outputs left out are unknown.
 pub type OutputFacts = BTreeMap<String, Facts>;
 
+/// One output a slot reads: the instance that writes it, and what is known of it.
+#[derive(Debug, Clone)]
+pub struct Fed {
+    /// The upstream instance's display name, e.g. `noisy[p=0.2]`, for messages.
+    pub from: String,
+    /// What is known of the output.
+    pub facts: Facts,
+}
+
 /// The facts of an instance's inputs, by slot, one per output the slot reads; a slot that is
 /// unset or fed by an output of unknown facts reads as [`Facts::default`].
 #[derive(Debug, Default)]
 pub struct InputFacts {
-    by_slot: BTreeMap<String, Vec<Facts>>,
+    by_slot: BTreeMap<String, Vec<Fed>>,
 }
 
 impl InputFacts {
-    /// Records one more output read by `slot`.
-    pub fn insert(&mut self, slot: &str, facts: Facts) {
-        self.by_slot.entry(slot.to_string()).or_default().push(facts);
+    /// Records one more output read by `slot`, written by the instance named `from`.
+    pub fn insert(&mut self, slot: &str, from: &str, facts: Facts) {
+        self.by_slot.entry(slot.to_string()).or_default().push(Fed { from: from.to_string(), facts });
     }
 
     /// What feeds `slot`, a slot that reads one output.
     pub fn get(&self, slot: &str) -> Facts {
         match self.by_slot.get(slot).map(Vec::as_slice) {
-            Some([one]) => *one,
+            Some([one]) => one.facts,
             _ => Facts::default(),
         }
     }
 
     /// Every output `slot` reads, in the order the stage lists them.
-    pub fn each(&self, slot: &str) -> &[Facts] {
+    pub fn each(&self, slot: &str) -> &[Fed] {
         self.by_slot.get(slot).map_or(&[], Vec::as_slice)
+    }
+
+    /// `` `slot` (from `instance`) `` where one instance feeds the slot, else `` `slot` ``: lets a
+    /// refusal of two inputs that disagree name both sources, since either may be the one at fault.
+    fn named(&self, slot: &str) -> String {
+        match self.by_slot.get(slot).map(Vec::as_slice) {
+            Some([one]) => format!("`{slot}` (from `{}`)", one.from),
+            _ => format!("`{slot}`"),
+        }
     }
 }
 
 /// Refuses two inputs whose row counts differ in the splits `splits` (0 train, 1 test) when
-/// both are known; the error names the second slot, the one read against the first.
+/// both are known. The error points at the second slot, read against the first, and names the
+/// instance feeding each.
 pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize]) -> Result<(), ParamError> {
     let (Some(a), Some(b)) = (inputs.get(first).rows, inputs.get(second).rows) else { return Ok(()) };
     if splits.iter().all(|&s| a[s] == b[s]) {
@@ -101,7 +120,13 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
     };
     Err(ParamError::field(
         second,
-        format!("`{second}` has {} but `{first}` has {}; both must describe the same data set", show(b), show(a)),
+        format!(
+            "{} has {} but {} has {}; both must describe the same data set",
+            inputs.named(second),
+            show(b),
+            inputs.named(first),
+            show(a)
+        ),
         Some(format!("read `{first}` and `{second}` from stages built on the same data set and sizes")),
     ))
 }
@@ -180,7 +205,7 @@ mod tests {
     fn feeding(pairs: &[(&str, Facts)]) -> InputFacts {
         let mut inputs = InputFacts::default();
         for (slot, f) in pairs {
-            inputs.insert(slot, *f);
+            inputs.insert(slot, &format!("{slot}_stage"), *f);
         }
         inputs
     }
@@ -192,7 +217,11 @@ mod tests {
         let inputs = feeding(&[("features", a), ("labels", b)]);
         let e = same_rows(&inputs, "features", "labels", &[0, 1]).unwrap_err();
         assert_eq!(e.path, "labels");
-        assert!(e.message.contains("800/100 (train/test)") && e.message.contains("800/200"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "`labels` (from `labels_stage`) has 800/100 (train/test) examples but `features` (from \
+             `features_stage`) has 800/200 (train/test) examples; both must describe the same data set"
+        );
         assert!(same_rows(&inputs, "features", "labels", &[0]).is_ok(), "only the train split is compared");
         let e = same_rows(&inputs, "features", "labels", &[1]).unwrap_err();
         assert!(e.message.contains("100 test"), "{}", e.message);
