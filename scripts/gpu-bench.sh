@@ -33,7 +33,8 @@
 #                                                  and data.tar.xz for the sweep; see docs/gpu-prep.md)
 #   OUT=/tmp/dry scripts/gpu-bench.sh --cpu-dry-run   (CPU machine: the CPU build target/release/cfrun,
 #                                                  resnet_tiny, tiny sizes, f16 for bf16, torch on
-#                                                  the CPU; checks every step end to end in ~1-2 min)
+#                                                  the CPU; checks every step end to end in under a
+#                                                  minute: 36-57 s in docs/gpu-prep.md's dry runs)
 # Env: BUDGET (seconds for everything, default 470), BUNDLE (default target/gpu), AGREE_CACHE (step 4
 # in the dry run: a cache holding noise_sweep.toml's CPU run).
 set -uo pipefail   # no -e: a failed step is recorded and the next one still runs

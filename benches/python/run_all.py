@@ -269,11 +269,18 @@ def cpu_s(x):
     return f"{x:.2f} s" if x > 0 else "< 0.01 s"
 
 
+def when_measured(section):
+    """A section heading's "when, at which commit, under what load"; sections saved before the
+    commit was recorded show none (benches/history.csv has it)."""
+    at = f" at {section['commit']}" if section.get("commit") else ""
+    return f"{section.get('date', '')}{at}, load {section['load']}"
+
+
 def probe_report(w, goals, section, args):
     """The probe tables: converged accuracy at one objective, then time to a common accuracy."""
     rows = section["res"]
     w(f"## Linear probe vs scikit-learn LogisticRegression, same objective ({args.probe_reps} alternating timed "
-      f"runs; {section.get('date', '')}, load {section['load']})")
+      f"runs; {when_measured(section)})")
     w("")
     if rows and "tool" in rows[0]:
         w("Measured by an older version of this bench (scikit-learn at C=1, unconverged); rerun "
@@ -391,7 +398,7 @@ def report(meta, sections, run_args):
         w("- **Idle machine**: no other process was busy when measuring started and the load average stayed "
           "within the 2 threads the tools themselves use.")
     v = meta["versions"]
-    w(f"- Versions: cfrun {v['cfrun']} ({v['rustc']}); numpy {v['numpy']}, scikit-learn {v['sklearn']}, "
+    w(f"- Versions: cfrun as each section's heading says ({v['rustc']}); numpy {v['numpy']}, scikit-learn {v['sklearn']}, "
       f"faiss-cpu {v['faiss']}, torch {v['torch']}" + (f", dvc {sections['status']['res']['dvc_version']}"
                                                         if "status" in sections else "") + ".")
     w("")
@@ -405,7 +412,7 @@ def report(meta, sections, run_args):
         r = sections["nets"]["res"]
         args = cfg("nets")
         w(f"## ResNet and R(2+1)D presets vs PyTorch CPU ({args.net_reps} alternating runs each; "
-          f"{sections['nets'].get('date', '')}, load {sections['nets']['load']})")
+          f"{when_measured(sections['nets'])})")
         w("")
         w(f"Train = forward + backward + SGD step (momentum 0.9, weight decay 5e-4); inference = eval-mode forward. "
           f"ResNets: batch 128 of 1x28x28, {args.net_steps} steps (resnet_gpu a fifth of them); R(2+1)D: batch 64 "
@@ -455,7 +462,7 @@ def report(meta, sections, run_args):
         rows = sections["kmeans"]["res"]
         args = cfg("kmeans")
         w(f"## k-means vs faiss-cpu and scikit-learn ({args.kmeans_reps} alternating runs; "
-          f"{sections['kmeans'].get('date', '')}, load {sections['kmeans']['load']})")
+          f"{when_measured(sections['kmeans'])})")
         w("")
         w(f"f32, 2 threads, {args.kmeans_iters} Lloyd iterations from the same k-means++ initial centroids, all points used (faiss "
           "`max_points_per_centroid` = n). Seconds per iteration (median; lower is better); final inertia = sum of "
@@ -488,7 +495,7 @@ def report(meta, sections, run_args):
         k = sections["kmem"]["res"]
         ok = k["ratio"] < 1.5
         goals.append((f"k-means peak memory on {k['n']:,} x {k['d']} f32 < 1.5x the features", f"{k['ratio']:.2f}x", ok))
-        w(f"## k-means peak memory ({sections['kmem'].get('date', '')}, load {sections['kmem']['load']})")
+        w(f"## k-means peak memory ({when_measured(sections['kmem'])})")
         w("")
         w(f"`kmeans_bench --synthetic {k['n']} {k['d']} {k['k']} {k['iters']}` (features generated inside the process, "
           f"random init, K={k['k']}, {k['iters']} iterations, {k['s_per_iter']:.1f} s/iter): peak RSS "
@@ -506,7 +513,7 @@ def report(meta, sections, run_args):
         goals.append(("`cfrun status` on 1,000 cached instances < 100 ms and >= 10x faster than `dvc status`",
                       f"{1000 * c:.0f} ms, {d / c:.0f}x", ok))
         w(f"## `cfrun status` vs `dvc status`, 1,000 cached instances ({s['reps']} alternating runs; "
-          f"{sections['status'].get('date', '')}, load {sections['status']['load']})")
+          f"{when_measured(sections['status'])})")
         w("")
         w("`benches/dvc_status_1000.sh`: cfrun's experiment is a `dataset` stage plus a 999-seed sweep of "
           "`label_noise` (1,000 instances); the DVC pipeline is a `shapes` stage plus a 999-item `foreach` of stages "
@@ -638,6 +645,7 @@ def main():
         after = load_avg()
         loads += [float(after.split()[0])]
         sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after", "date": when,
+                          "commit": commit,
                           "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse", "fresh", "history")}}
         with open(saved, "w") as f:
             json.dump(sections, f, indent=1)
