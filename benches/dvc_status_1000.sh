@@ -97,9 +97,22 @@ cpu() { awk '{print $2 + $3}' "$root/time.txt"; }
 cf=() dv=() cfc=() dvc_=()
 for i in $(seq "$reps"); do
   timed "$bin" status "$c/wide.toml" --cache "$c/cache"; cf+=("$(wall)"); cfc+=("$(cpu)")
-  [ "$i" = 1 ] && echo "cfrun status says: $(tail -1 "$root/out.txt")"
+  [ "$i" = 1 ] && cp "$root/out.txt" "$root/out.txt.cfrun" && echo "cfrun status says: $(tail -1 "$root/out.txt")"
   (cd "$d" && timed "$dvc" status); dv+=("$(wall)"); dvc_+=("$(cpu)")
-  [ "$i" = 1 ] && echo "dvc status says: $(tail -1 "$root/out.txt")"
+  if [ "$i" = 1 ]; then
+    echo "dvc status says: $(tail -1 "$root/out.txt")"
+    # A setup left half-done (an interrupted commit, a pruned cache) would time another command.
+    if ! grep -q "up to date" "$root/out.txt"; then
+      echo "the DVC pipeline in $d is not fully cached; removed it, run again to rebuild it" >&2
+      rm -rf "$d"
+      exit 1
+    fi
+    grep -q "1000 of 1000 instances cached" "$root/out.txt.cfrun" || {
+      echo "cfrun's 1,000 instances in $c are not all cached; removed them, run again to rebuild" >&2
+      rm -rf "$c"
+      exit 1
+    }
+  fi
 done
 printf 'cfrun status s: %s (CPU s: %s)\n' "${cf[*]}" "${cfc[*]}"
 printf 'dvc status s: %s (CPU s: %s)\n' "${dv[*]}" "${dvc_[*]}"
