@@ -54,13 +54,27 @@ const SAFE_OPEN: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
 
 /// Opens a regular file for reading without following a link at its last component.
 pub fn open_read(path: &Path) -> std::io::Result<fs::File> {
-    regular(fs::OpenOptions::new().read(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
+    open_read_sized(path).map(|(f, _)| f)
+}
+
+/// [`open_read`], with the file's size when opened.
+fn open_read_sized(path: &Path) -> std::io::Result<(fs::File, u64)> {
+    let f = fs::OpenOptions::new().read(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?;
+    let len = regular_len(&f)?;
+    Ok((f, len))
 }
 
 /// Refuses what is not a regular file (a FIFO, a device, a folder) once opened.
 fn regular(f: fs::File) -> std::io::Result<fs::File> {
-    if f.metadata()?.is_file() {
-        Ok(f)
+    regular_len(&f)?;
+    Ok(f)
+}
+
+/// The size of an opened regular file; an error for anything else.
+fn regular_len(f: &fs::File) -> std::io::Result<u64> {
+    let meta = f.metadata()?;
+    if meta.is_file() {
+        Ok(meta.len())
     } else {
         Err(std::io::Error::other("not a regular file; cfrun only reads and writes plain files in its cache"))
     }
@@ -68,8 +82,11 @@ fn regular(f: fs::File) -> std::io::Result<fs::File> {
 
 /// Reads a whole file without following a link, refusing files larger than `limit` bytes.
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    let f = open_read(path)?;
-    let mut out = Vec::new();
+    let (f, len) = open_read_sized(path)?;
+    // Room for the whole file and one byte more: one read fills it and the next finds the end,
+    // where growing from empty took a read per doubling (status reads four files per instance).
+    // The size only sizes the buffer; the limit is still enforced on what is read.
+    let mut out = Vec::with_capacity(usize::try_from(len.min(limit)).unwrap_or(0).saturating_add(1));
     f.take(limit + 1).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(std::io::Error::other(format!("{} is larger than {limit} bytes", path.display())));
@@ -185,8 +202,12 @@ mod tests {
     fn read_limited_stops_at_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
-        std::fs::write(&f, vec![0u8; 100]).unwrap();
-        assert_eq!(read_limited(&f, 100).unwrap().len(), 100);
+        let bytes: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&f, &bytes).unwrap();
+        assert_eq!(read_limited(&f, 100).unwrap(), bytes);
         assert!(read_limited(&f, 99).is_err());
+        assert!(read_limited(&f, 0).is_err());
+        std::fs::write(&f, b"").unwrap();
+        assert_eq!(read_limited(&f, 0).unwrap(), b"");
     }
 }
