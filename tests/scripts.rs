@@ -1,4 +1,5 @@
-//! Tests of the repository's scripts that the GPU session depends on and CI can run without a GPU.
+//! Tests of the repository's scripts that CI can run without a GPU: the GPU session's, and the
+//! ones the study docs are made with.
 
 use std::path::Path;
 use std::process::Command;
@@ -195,4 +196,46 @@ fn gpu_report_turns_a_session_into_ratios() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
+}
+
+/// `scripts/verdict-diff.py` finds no moved row between a run and itself, exactly the row whose
+/// verdict changed otherwise (shown on both sides), and refuses a file that is not a claims CSV
+/// with exit 2.
+#[test]
+fn verdict_diff_lists_exactly_the_rows_that_moved() {
+    let reference = repo().join("docs/noise_sweep/verdicts.claims.csv");
+    let text = std::fs::read_to_string(&reference).unwrap();
+    let rows = text.lines().count() - 1;
+    let dir = tempfile::tempdir().unwrap();
+    let diff = |a: &Path, b: &Path| {
+        Command::new("python3").arg(repo().join("scripts/verdict-diff.py")).arg(a).arg(b).output().expect("python3 runs")
+    };
+    let same = diff(&reference, &reference);
+    assert_eq!(same.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&same.stdout).to_string();
+    assert!(out.ends_with(&format!("0 of {rows} rows differ in verdict.\n")), "{out}");
+    assert!(!out.contains("**moved**"));
+    let gap = text.lines().position(|l| l.starts_with("gap_grows,")).expect("a gap_grows row");
+    let changed: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == gap {
+                let (head, verdict) = l.rsplit_once(',').unwrap();
+                format!("{head},{}", if verdict == "holds" { "reversed" } else { "holds" })
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let moved_file = dir.path().join("moved.csv");
+    std::fs::write(&moved_file, changed.join("\n") + "\n").unwrap();
+    let moved = diff(&reference, &moved_file);
+    let out = String::from_utf8_lossy(&moved.stdout).to_string();
+    assert!(out.ends_with(&format!("1 of {rows} rows differ in verdict.\n")), "{out}");
+    let line = out.lines().find(|l| l.contains("**moved**")).unwrap();
+    assert!(line.starts_with("| gap_grows |"), "{line}");
+    let bad = diff(&repo().join("README.md"), &reference);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a claims CSV"));
 }
