@@ -208,7 +208,12 @@ fn verdict_diff_lists_exactly_the_rows_that_moved() {
     let rows = text.lines().count() - 1;
     let dir = tempfile::tempdir().unwrap();
     let diff = |a: &Path, b: &Path| {
-        Command::new("python3").arg(repo().join("scripts/verdict-diff.py")).arg(a).arg(b).output().expect("python3 runs")
+        Command::new("python3")
+            .arg(repo().join("scripts/verdict-diff.py"))
+            .arg(a)
+            .arg(b)
+            .output()
+            .expect("python3 runs")
     };
     let same = diff(&reference, &reference);
     assert_eq!(same.status.code(), Some(0));
