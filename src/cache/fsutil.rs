@@ -84,7 +84,8 @@ fn regular_len(f: &fs::File) -> std::io::Result<u64> {
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let (f, len) = open_read_sized(path)?;
     // Room for the whole file and one byte more: one read fills it and the next finds the end,
-    // where growing from empty took a read per doubling (status reads four files per instance).
+    // where growing from empty took a read per doubling (status reads two per instance: the key
+    // record and the manifest).
     // The size only sizes the buffer; the limit is still enforced on what is read.
     let mut out = Vec::with_capacity(usize::try_from(len.min(limit)).unwrap_or(0).saturating_add(1));
     f.take(limit + 1).read_to_end(&mut out)?;
