@@ -16,7 +16,7 @@ use crate::data::{self, catalog, DatasetName, LoadOptions, SyntheticOptions};
 pub struct DatasetParams {
     /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`; real ones may be pooled with `+`.
     pub name: String,
-    /// A folder holding the raw files, tried before every other source.
+    /// A folder holding the raw files, tried before every other source; it must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Keep this many training images (seeded, stratified).
@@ -37,6 +37,7 @@ pub struct DatasetParams {
 
 impl Params for DatasetParams {
     fn validate(&self) -> Result<(), ParamError> {
+        self.check_path()?;
         if let Some(members) = data::pool_members(&self.name) {
             members.map_err(|bad| {
                 ParamError::field(
@@ -103,6 +104,29 @@ struct DatasetShape {
 }
 
 impl DatasetParams {
+    /// A `path` that names no folder is a typo, not a source to skip: the resolver would fall back
+    /// to the cache or the registries without a word, and the user would never learn that their
+    /// files were not the ones read.
+    fn check_path(&self) -> Result<(), ParamError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if matches!(self.name.parse(), Ok(DatasetName::Synthetic)) {
+            return Err(ParamError::field(
+                "path",
+                "`path` does not apply to the synthetic data set, which is generated",
+                Some("remove it".to_string()),
+            ));
+        }
+        if !path.is_dir() {
+            let relative = if path.is_relative() { " (relative to the directory cfrun runs in)" } else { "" };
+            return Err(ParamError::field(
+                "path",
+                format!("`path` = \"{}\" is not a folder{relative}", path.display()),
+                Some(format!("name the folder that holds {}'s raw files, or remove `path` to fetch them", self.name)),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_sizes(&self) -> Result<(), ParamError> {
         // Images are held as bytes and, while training, as f32: 3 channels at most.
         let side = self.size.unwrap_or(64) as u64;
