@@ -244,3 +244,24 @@ fn verdict_diff_lists_exactly_the_rows_that_moved() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a claims CSV"));
 }
+
+/// `benches/python/run_all.py --report-only` rewrites the committed `benches/RESULTS.md` byte for
+/// byte from the committed `sections.json` and `run_meta.json`, whatever machine it runs on: the
+/// header describes the run that measured, not the machine at hand (it once took the date, load,
+/// CPU and Python packages of whoever rewrote it).
+#[test]
+fn bench_report_only_reproduces_the_committed_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("RESULTS.md");
+    let run = Command::new("python3")
+        .arg(repo().join("benches/python/run_all.py"))
+        .args(["--report-only", "--out"])
+        .arg(&out)
+        .env("CFRUN_BENCH_TMP", dir.path().join("tmp"))
+        .output()
+        .expect("python3 runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let committed = std::fs::read_to_string(repo().join("benches/RESULTS.md")).unwrap();
+    let rewritten = std::fs::read_to_string(&out).unwrap();
+    assert!(rewritten == committed, "--report-only differs from benches/RESULTS.md:\n{rewritten}");
+}

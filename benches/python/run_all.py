@@ -269,11 +269,19 @@ def cpu_s(x):
     return f"{x:.2f} s" if x > 0 else "< 0.01 s"
 
 
+def same_machine(a, b):
+    """Whether two `machine()` records describe the same kind of machine (a kernel update is not a
+    different machine)."""
+    return all(a.get(k) == b.get(k) for k in ("cpu", "cores", "simd"))
+
+
 def when_measured(section):
-    """A section heading's "when, at which commit, under what load"; sections saved before the
-    commit was recorded show none (benches/history.csv has it)."""
+    """A section heading's "when, at which commit, under what load", and the machine when it is not
+    the header's; sections saved before the commit or the machine was recorded show none
+    (benches/history.csv has the commit)."""
     at = f" at {section['commit']}" if section.get("commit") else ""
-    return f"{section.get('date', '')}{at}, load {section['load']}"
+    on = f", on {section['machine']['cpu']} ({section['machine']['simd']})" if section.get("elsewhere") else ""
+    return f"{section.get('date', '')}{at}{on}, load {section['load']}"
 
 
 def probe_report(w, goals, section, args):
@@ -374,6 +382,8 @@ def report(meta, sections, run_args):
     L = []
     w = L.append
     m = meta["machine"]
+    # A section kept from an earlier run may come from another machine: its heading says which.
+    sections = {k: {**v, "elsewhere": "machine" in v and not same_machine(v["machine"], m)} for k, v in sections.items()}
     w("# Benchmark results")
     w("")
     dates = sorted((v.get("date", meta["date"]) for v in sections.values()), key=lambda d: d.replace("~", ""))
@@ -597,7 +607,11 @@ def main():
         args.only = ["nets", "kmeans", "kmem", "probe", "status"]
     elif not args.fresh:
         args.reuse = True
+    meta_file = os.path.join(ROOT, "benches", "run_meta.json")
     if args.report_only:
+        if not os.path.exists(meta_file):
+            raise SystemExit(f"--report-only: no {meta_file} (the last measuring run's date, machine and load); "
+                             "run a measurement first")
         args.only, args.reuse = [], True
     if args.quick:
         args.net_reps, args.net_steps, args.kmeans_reps, args.kmeans_iters, args.probe_reps, args.status_reps = \
@@ -645,7 +659,7 @@ def main():
         after = load_avg()
         loads += [float(after.split()[0])]
         sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after", "date": when,
-                          "commit": commit,
+                          "commit": commit, "machine": meta["machine"],
                           "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse", "fresh", "history")}}
         with open(saved, "w") as f:
             json.dump(sections, f, indent=1)
@@ -660,11 +674,15 @@ def main():
     meta["minutes"] = (time.time() - t0) / 60
     # Our own runs use 2 threads: load beyond that (or any before we start) is someone else's.
     meta["loaded"] = bool(meta["busy"]) or max(loads) > 2.5
-    meta_file = os.path.join(TMP, "meta.json")
-    if args.report_only and os.path.exists(meta_file):
+    # Committed beside sections.json: --report-only on another machine must describe the run that
+    # measured, not the machine that rewrites the report (it used to read /tmp and fall back to the
+    # machine at hand, its load and its missing Python packages).
+    if args.report_only:
         meta = json.load(open(meta_file))
-    with open(meta_file, "w") as f:
-        json.dump(meta, f, indent=1)
+    else:
+        with open(meta_file, "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
     text = report(meta, sections, args)
     with open(args.out, "w") as f:
         f.write(text)
