@@ -65,35 +65,45 @@ impl Resolver {
     /// Returns verified files for `spec`, caching them if they came from elsewhere.
     pub fn resolve(&self, spec: &SourceSpec) -> Result<Resolved, DataError> {
         let cache = self.data_dir.join(&spec.dir_name);
-        let mut attempts: Vec<String> = Vec::new();
-
-        if cache.is_dir() {
-            match read_all(spec, &cache, &[String::new()]) {
-                Ok(files) => {
-                    let paths = spec.files.iter().map(|f| cache.join(&f.name)).collect();
-                    let source = format!("cache {}", cache.display());
-                    return Ok(Resolved { files, paths, source });
-                }
-                Err(why) => attempts.push(format!("cache {}: {why}", cache.display())),
-            }
+        if let Ok(hit) = cached(spec, &cache) {
+            return Ok(hit);
         }
         fs::create_dir_all(&self.data_dir)
             .map_err(|e| DataError::io("create the data directory", &self.data_dir, e))?;
+        // Stages that load the same data set run side by side, in one process or in cluster jobs:
+        // one fetches it while the others wait here and then find it cached, instead of each
+        // downloading and verifying the same files.
+        let lock_path = self.data_dir.join(format!(".{}.fetching", spec.dir_name));
+        let fetching = crate::cache::lock::lock(&lock_path)
+            .map_err(|e| DataError::io("lock", &lock_path, std::io::Error::other(e)))?;
+        let got = match cached(spec, &cache) {
+            Ok(hit) => Ok(hit),
+            Err(why) => self.fetch(spec, &cache, why.map(|w| format!("cache {}: {w}", cache.display()))),
+        };
+        // Removed while still held, so the data folder keeps no lock files: a waiter that locked
+        // the removed file sees it gone and locks the path afresh (`lock`'s own check).
+        let _ = fs::remove_file(&lock_path);
+        drop(fetching);
+        got
+    }
 
+    /// Tries every source after the cache, in order, and caches the first that verifies.
+    fn fetch(&self, spec: &SourceSpec, cache: &Path, stale: Option<String>) -> Result<Resolved, DataError> {
+        let mut attempts: Vec<String> = stale.into_iter().collect();
         for (label, dir) in self.local_dirs(spec) {
             match self.try_dir(spec, &dir) {
-                Ok(files) => return self.keep(spec, &cache, files, label, &attempts),
+                Ok(files) => return self.keep(spec, cache, files, label, &attempts),
                 Err(why) => attempts.push(format!("{label}: {why}")),
             }
         }
         if self.allow_download {
             match self.try_url(spec) {
-                Ok(Some((files, label))) => return self.keep(spec, &cache, files, label, &attempts),
+                Ok(Some((files, label))) => return self.keep(spec, cache, files, label, &attempts),
                 Ok(None) => {}
                 Err(line) => attempts.push(line),
             }
             match self.try_package(spec) {
-                Ok(Some((files, label))) => return self.keep(spec, &cache, files, label, &attempts),
+                Ok(Some((files, label))) => return self.keep(spec, cache, files, label, &attempts),
                 Ok(None) => {}
                 Err(line) => attempts.push(line),
             }
@@ -193,6 +203,17 @@ impl Resolver {
             .tempdir_in(&self.data_dir)
             .map_err(|e| format!("cannot create a temp dir in {}: {e}", self.data_dir.display()))
     }
+}
+
+/// The verified copy in the cache folder; `Err(None)` when there is none yet, `Err(Some(why))`
+/// when one is there but fails its check (it is then fetched again and replaced).
+fn cached(spec: &SourceSpec, cache: &Path) -> Result<Resolved, Option<String>> {
+    if !cache.is_dir() {
+        return Err(None);
+    }
+    let files = read_all(spec, cache, &[String::new()]).map_err(Some)?;
+    let paths = spec.files.iter().map(|f| cache.join(&f.name)).collect();
+    Ok(Resolved { files, paths, source: format!("cache {}", cache.display()) })
 }
 
 /// Reads and verifies every file of `spec` from `dir`, trying each layout.

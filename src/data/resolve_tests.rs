@@ -164,3 +164,37 @@ fn archive_in_a_source_dir_is_unpacked_after_its_hash_is_checked() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Stages loading one data set side by side fetch it once: the others wait for the fetch and read
+/// the cached copy. The set carries an 8 MB file so that a fetch takes long enough for every thread
+/// to miss the cache without the lock (checked: without it, several fetch).
+#[test]
+fn side_by_side_resolves_fetch_once_and_leave_no_lock_file() {
+    let d = dirs();
+    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut sp = spec(None);
+    sp.files.push(FileSpec { name: "c-ubyte".into(), sha256: sha256_hex(&big), size: big.len() as u64 });
+    put(&d.env, false, false);
+    fs::write(d.env.join("c-ubyte"), &big).expect("write");
+    let r = resolver(&d.data, None, Some(&d.env));
+    let start = std::sync::Barrier::new(6);
+    let sources: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    r.resolve(&sp).expect("resolves").source
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().expect("no panic")).collect()
+    });
+    let fetched = sources.iter().filter(|s| !s.starts_with("cache")).count();
+    assert_eq!(fetched, 1, "{sources:?}");
+    let hidden: Vec<_> = fs::read_dir(&d.data)
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
