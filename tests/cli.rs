@@ -2296,3 +2296,24 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
     assert_eq!(oa.len(), 5, "{oa:?}");
     assert_eq!(oa, ob);
 }
+
+/// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the
+/// field), not skipped for the registries; commands that only read the experiment still work, so
+/// a folder moved after a run does not lock `status` out.
+#[test]
+fn a_missing_dataset_folder_is_refused_by_run_but_not_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("path.toml");
+    let text = "[experiment]\nname = \"path\"\nseed = 0\n\n[stages.fashion]\nop = \"dataset\"\n\
+                name = \"fashion-mnist\"\npath = \"data/fashoin\"\ntrain_size = 100\ntest_size = 40\n";
+    std::fs::write(&file, text).unwrap();
+    let cache = dir.path().join("cache");
+    let out = cfrun(&cache, &["run", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`path` = \"data/fashoin\" is not a folder") && err.contains("path.toml:8:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
+    let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+}

@@ -634,6 +634,11 @@ def main():
     saved = os.path.join(ROOT, "benches", "sections.json")
     if args.reuse and os.path.exists(saved):
         sections = {k: v for k, v in json.load(open(saved)).items() if k not in args.only}
+        # Sections saved before each recorded its machine were measured on the machine the last
+        # run's header names; say so before this run's header replaces it.
+        if os.path.exists(meta_file):
+            for v in sections.values():
+                v.setdefault("machine", json.load(open(meta_file))["machine"])
         print("reusing earlier sections:", ", ".join(f"{k} ({v.get('date', '?')})" for k, v in sections.items()))
     elif args.reuse and os.path.realpath(args.out) == os.path.realpath(default_out):
         # Nothing saved to keep: do not overwrite the full report with a partial one.
@@ -679,7 +684,9 @@ def main():
     # machine at hand, its load and its missing Python packages).
     if args.report_only:
         meta = json.load(open(meta_file))
-    else:
+    elif os.path.realpath(args.out) == os.path.realpath(default_out):
+        # Only beside the report it describes: a run written elsewhere (--out, RESULTS.partial.md)
+        # leaves the committed pair as it was.
         with open(meta_file, "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")

@@ -195,6 +195,7 @@ fn run(
     }
     let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
     device::check_plan(&plan, &dev)?;
+    crate::graph::preflight::check(&plan)?;
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };

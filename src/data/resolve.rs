@@ -13,6 +13,7 @@ use super::catalog::{FileSpec, SourceSpec};
 use super::error::DataError;
 use super::external::{find_archives, unpack};
 use super::store::{read_verified, store};
+use crate::cache::lock;
 
 /// Environment variable naming a directory of data files.
 pub const ENV_VAR: &str = "CFRUN_DATA";
@@ -74,8 +75,14 @@ impl Resolver {
         // one fetches it while the others wait here and then find it cached, instead of each
         // downloading and verifying the same files.
         let lock_path = self.data_dir.join(format!(".{}.fetching", spec.dir_name));
-        let fetching = crate::cache::lock::lock(&lock_path)
-            .map_err(|e| DataError::io("lock", &lock_path, std::io::Error::other(e)))?;
+        let lock_error = |e| DataError::io("lock", &lock_path, std::io::Error::other(e));
+        let fetching = match lock::try_lock(&lock_path).map_err(lock_error)? {
+            lock::TryLock::Acquired(held) => held,
+            lock::TryLock::Busy => {
+                tracing::info!(dataset = %spec.dir_name, "another stage is fetching it; waiting for that");
+                lock::lock(&lock_path).map_err(lock_error)?
+            }
+        };
         let got = match cached(spec, &cache) {
             Ok(hit) => Ok(hit),
             Err(why) => self.fetch(spec, &cache, why.map(|w| format!("cache {}: {w}", cache.display()))),

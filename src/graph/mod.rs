@@ -9,6 +9,7 @@ mod facts_tests;
 mod front_end_fuzz;
 pub mod instance;
 pub mod placeholder;
+pub mod preflight;
 pub mod render;
 pub mod resolve;
 

@@ -104,18 +104,23 @@ struct DatasetShape {
 }
 
 impl DatasetParams {
-    /// A `path` that names no folder is a typo, not a source to skip: the resolver would fall back
-    /// to the cache or the registries without a word, and the user would never learn that their
-    /// files were not the ones read.
+    /// `path` names where real files are; the synthetic set is generated.
     fn check_path(&self) -> Result<(), ParamError> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if matches!(self.name.parse(), Ok(DatasetName::Synthetic)) {
+        if self.path.is_some() && matches!(self.name.parse(), Ok(DatasetName::Synthetic)) {
             return Err(ParamError::field(
                 "path",
                 "`path` does not apply to the synthetic data set, which is generated",
                 Some("remove it".to_string()),
             ));
         }
+        Ok(())
+    }
+
+    /// A `path` that names no folder is a typo, not a source to skip: the resolver would fall back
+    /// to the cache or the registries without a word, and the user would never learn that their
+    /// files were not the ones read. Checked where the stage runs, not where the file is read.
+    fn check_folder(&self) -> Result<(), ParamError> {
+        let Some(path) = &self.path else { return Ok(()) };
         if !path.is_dir() {
             let relative = if path.is_relative() { " (relative to the directory cfrun runs in)" } else { "" };
             return Err(ParamError::field(
@@ -231,6 +236,10 @@ impl StageKind for Dataset {
         false
     }
 
+    fn preflight(&self, p: &DatasetParams) -> Result<(), ParamError> {
+        p.check_folder()
+    }
+
     fn facts(&self, p: &DatasetParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let Some(d) = p.shape()? else { return Ok(OutputFacts::new()) };
         Ok(OutputFacts::from([
@@ -240,6 +249,8 @@ impl StageKind for Dataset {
     }
 
     fn run(&self, p: DatasetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        // Again here: a cluster job runs on a node that may not see the folder `cfrun run` saw.
+        p.check_folder().map_err(|e| OpError::Invalid(e.message))?;
         let opts = p.load_options(ctx.data_dir.clone());
         let ds = match data::pool_members(&p.name) {
             Some(members) => data::load_pool(&members.map_err(OpError::Invalid)?, &opts)?,

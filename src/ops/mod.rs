@@ -201,6 +201,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn warm_up(&self, _raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         None
     }
+    /// See [`Op::preflight`]. Most ops name nothing on the machine.
+    fn preflight(&self, _params: &Self::Params) -> Result<(), ParamError> {
+        Ok(())
+    }
     /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
     fn facts(&self, _params: &Self::Params, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         Ok(OutputFacts::new())
@@ -258,6 +262,10 @@ pub trait Op: Send + Sync {
     /// is known of its inputs ([`facts`]); an error refuses inputs that cannot work together,
     /// before anything runs.
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError>;
+    /// Checks against the machine a run starts on (a folder the parameters name), made by `cfrun
+    /// run` before anything runs. Commands that only read an experiment (`status`, `report`, `gc`)
+    /// skip them, so that a folder moved since does not lock them out.
+    fn preflight(&self, params: &Json) -> Result<(), ParamError>;
     /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
     /// fixed signature look in their spec; `command` reads the outputs its stage declares.
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
@@ -338,6 +346,9 @@ impl<T: StageKind> Op for T {
     }
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         StageKind::facts(self, &params::parse(params)?, inputs)
+    }
+    fn preflight(&self, params: &Json) -> Result<(), ParamError> {
+        StageKind::preflight(self, &params::parse(params)?)
     }
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
         StageKind::output_kind(self, params, name)

@@ -1,0 +1,26 @@
+//! Checks of a plan against the machine a run starts on (folders its parameters name), made by
+//! `cfrun run` before anything runs and by no command that only reads the experiment.
+
+use std::collections::BTreeSet;
+
+use super::Plan;
+use crate::config::ConfigError;
+
+/// Every instance's [`crate::ops::Op::preflight`], each refusal located at its field and said once
+/// per stage.
+pub fn check(plan: &Plan) -> Result<(), ConfigError> {
+    let exp = &plan.experiment;
+    let mut errors = Vec::new();
+    let mut said = BTreeSet::new();
+    for inst in &plan.instances {
+        let Err(e) = inst.op.preflight(&inst.params) else { continue };
+        if !said.insert((inst.stage.as_str(), e.message.clone())) {
+            continue;
+        }
+        let Some(decl) = exp.stages.iter().find(|s| s.name == inst.stage) else { continue };
+        let origin = decl.fields.get(&e.path).map_or_else(|| decl.origin.clone(), |f| f.node.origin.clone());
+        let message = format!("stage `{}` (op {}): {}", inst.stage, inst.op.name(), e.message);
+        errors.push(exp.error(&origin, message, e.help.clone()));
+    }
+    ConfigError::collect(errors)
+}
