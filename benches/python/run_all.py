@@ -637,8 +637,9 @@ def main():
         # Sections saved before each recorded its machine were measured on the machine the last
         # run's header names; say so before this run's header replaces it.
         if os.path.exists(meta_file):
+            reported_on = json.load(open(meta_file))["machine"]
             for v in sections.values():
-                v.setdefault("machine", json.load(open(meta_file))["machine"])
+                v.setdefault("machine", reported_on)
         print("reusing earlier sections:", ", ".join(f"{k} ({v.get('date', '?')})" for k, v in sections.items()))
     elif args.reuse and os.path.realpath(args.out) == os.path.realpath(default_out):
         # Nothing saved to keep: do not overwrite the full report with a partial one.

@@ -65,6 +65,16 @@ fn put(dir: &Path, gzipped: bool, corrupt: bool) {
     }
 }
 
+/// Names in `dir` that start with a dot: scratch folders and lock files the resolver must not leave.
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect()
+}
+
 struct Dirs {
     _root: tempfile::TempDir,
     data: PathBuf,
@@ -157,11 +167,7 @@ fn archive_in_a_source_dir_is_unpacked_after_its_hash_is_checked() {
     let got = resolver(&d.data, Some(&d.explicit), None).resolve(&spec(Some(sha))).expect("unpacked");
     assert_eq!(got.files[0].1, A);
     // Scratch dirs live in data_dir and must be cleaned up.
-    let leftovers: Vec<_> = fs::read_dir(&d.data)
-        .expect("list")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let leftovers = hidden_entries(&d.data);
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -191,10 +197,6 @@ fn side_by_side_resolves_fetch_once_and_leave_no_lock_file() {
     });
     let fetched = sources.iter().filter(|s| !s.starts_with("cache")).count();
     assert_eq!(fetched, 1, "{sources:?}");
-    let hidden: Vec<_> = fs::read_dir(&d.data)
-        .expect("list")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let hidden = hidden_entries(&d.data);
     assert!(hidden.is_empty(), "{hidden:?}");
 }

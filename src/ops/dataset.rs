@@ -37,7 +37,7 @@ pub struct DatasetParams {
 
 impl Params for DatasetParams {
     fn validate(&self) -> Result<(), ParamError> {
-        self.check_path()?;
+        self.check_path_applies()?;
         if let Some(members) = data::pool_members(&self.name) {
             members.map_err(|bad| {
                 ParamError::field(
@@ -105,7 +105,7 @@ struct DatasetShape {
 
 impl DatasetParams {
     /// `path` names where real files are; the synthetic set is generated.
-    fn check_path(&self) -> Result<(), ParamError> {
+    fn check_path_applies(&self) -> Result<(), ParamError> {
         if self.path.is_some() && matches!(self.name.parse(), Ok(DatasetName::Synthetic)) {
             return Err(ParamError::field(
                 "path",
