@@ -194,8 +194,7 @@ fn run(
         crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
     let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
-    device::check_plan(&plan, &dev)?;
-    crate::graph::preflight::check(&plan)?;
+    crate::graph::preflight::check(&plan, &dev)?;
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };

@@ -86,33 +86,6 @@ impl JobDevices {
     }
 }
 
-/// Refuses, before anything runs, what the opened device cannot do: a `train` stage with
-/// `precision = "bf16"` on the CPU. The error points at the stage's `precision` field (at the
-/// stage itself when the value came from `--set` or a sweep).
-pub fn check_plan(plan: &crate::graph::Plan, device: &Device) -> Result<(), crate::config::ConfigError> {
-    if !device.is_cpu() {
-        return Ok(());
-    }
-    let exp = &plan.experiment;
-    let mut errors = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for inst in &plan.instances {
-        let bf16 = inst.op.name() == "train" && inst.params.get("precision").and_then(|v| v.as_str()) == Some("bf16");
-        if !bf16 || !seen.insert(inst.stage.as_str()) {
-            continue;
-        }
-        let Some(decl) = exp.stages.iter().find(|s| s.name == inst.stage) else { continue };
-        let origin = decl.fields.get("precision").map_or_else(|| decl.origin.clone(), |e| e.node.origin.clone());
-        errors.push(crate::config::ConfigError::at(
-            &exp.file,
-            origin,
-            format!("stage `{}`: {}", inst.stage, crate::nn::run_config::BF16_ON_CPU),
-            Some("on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda".into()),
-        ));
-    }
-    crate::config::ConfigError::collect(errors)
-}
-
 #[cfg(test)]
 mod job_device_tests {
     use super::*;

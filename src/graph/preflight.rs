@@ -1,5 +1,6 @@
-//! Checks of a plan against the machine a run starts on (folders its parameters name), made by
-//! `cfrun run` before anything runs and by no command that only reads the experiment.
+//! Checks of a plan against the machine a run starts on (folders its parameters name, what the
+//! opened device can compute), made by `cfrun run` before anything runs and by no command that
+//! only reads the experiment.
 
 use std::collections::BTreeSet;
 
@@ -8,12 +9,12 @@ use crate::config::ConfigError;
 
 /// Every instance's [`crate::ops::Op::preflight`], each refusal located at its field and said once
 /// per stage.
-pub fn check(plan: &Plan) -> Result<(), ConfigError> {
+pub fn check(plan: &Plan, device: &candle_core::Device) -> Result<(), ConfigError> {
     let exp = &plan.experiment;
     let mut errors = Vec::new();
     let mut said = BTreeSet::new();
     for inst in &plan.instances {
-        let Err(e) = inst.op.preflight(&inst.params) else { continue };
+        let Err(e) = inst.op.preflight(&inst.params, device) else { continue };
         if !said.insert((inst.stage.as_str(), e.message.clone())) {
             continue;
         }

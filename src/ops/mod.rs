@@ -201,8 +201,8 @@ pub trait StageKind: Send + Sync + 'static {
     fn warm_up(&self, _raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         None
     }
-    /// See [`Op::preflight`]. Most ops name nothing on the machine.
-    fn preflight(&self, _params: &Self::Params) -> Result<(), ParamError> {
+    /// See [`Op::preflight`]. Most ops name nothing on the machine and run on any device.
+    fn preflight(&self, _params: &Self::Params, _device: &candle_core::Device) -> Result<(), ParamError> {
         Ok(())
     }
     /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
@@ -262,10 +262,11 @@ pub trait Op: Send + Sync {
     /// is known of its inputs ([`facts`]); an error refuses inputs that cannot work together,
     /// before anything runs.
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError>;
-    /// Checks against the machine a run starts on (a folder the parameters name), made by `cfrun
-    /// run` before anything runs. Commands that only read an experiment (`status`, `report`, `gc`)
-    /// skip them, so that a folder moved since does not lock them out.
-    fn preflight(&self, params: &Json) -> Result<(), ParamError>;
+    /// Checks against the machine a run starts on (a folder the parameters name, arithmetic the
+    /// opened device lacks), made by `cfrun run` before anything runs. Commands that only read an
+    /// experiment (`status`, `report`, `gc`) skip them, so that a folder moved since, or another
+    /// machine, does not lock them out.
+    fn preflight(&self, params: &Json, device: &candle_core::Device) -> Result<(), ParamError>;
     /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
     /// fixed signature look in their spec; `command` reads the outputs its stage declares.
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
@@ -347,8 +348,8 @@ impl<T: StageKind> Op for T {
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         StageKind::facts(self, &params::parse(params)?, inputs)
     }
-    fn preflight(&self, params: &Json) -> Result<(), ParamError> {
-        StageKind::preflight(self, &params::parse(params)?)
+    fn preflight(&self, params: &Json, device: &candle_core::Device) -> Result<(), ParamError> {
+        StageKind::preflight(self, &params::parse(params)?, device)
     }
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
         StageKind::output_kind(self, params, name)

@@ -198,6 +198,20 @@ impl StageKind for Train {
         p.optim.work_estimate()
     }
 
+    fn preflight(&self, p: &TrainParams, device: &candle_core::Device) -> Result<(), ParamError> {
+        if p.precision == Precision::Bf16 && device.is_cpu() {
+            return Err(ParamError::field(
+                "precision",
+                nn::run_config::BF16_ON_CPU,
+                Some(
+                    "on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda"
+                        .into(),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn facts(&self, p: &TrainParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "images", "labels", &[0])?;
         let (images, labels, teacher) = (inputs.get("images"), inputs.get("labels"), inputs.get("teacher"));
