@@ -2089,7 +2089,7 @@ fn tiny_training(name: &str, train_size: usize, extra: &str) -> String {
 }
 
 /// `precision = "bf16"` is refused on the CPU before anything runs: exit 2 at the field, with
-/// the valid choices, and nothing computed.
+/// the valid choices, and nothing computed; `status` still reads the file.
 #[test]
 fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -2103,6 +2103,9 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     assert!(err.contains("\"f16\"") && err.contains("--device cuda"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
+    // A check of the device, not of the file: commands that only read the experiment accept it.
+    let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
 
 /// `CFRUN_TRAIN_PROFILE=1` logs, per epoch, each phase's issue and wait time per step (the GPU
