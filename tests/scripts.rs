@@ -265,3 +265,35 @@ fn bench_report_only_reproduces_the_committed_results() {
     let rewritten = std::fs::read_to_string(&out).unwrap();
     assert!(rewritten == committed, "--report-only differs from benches/RESULTS.md:\n{rewritten}");
 }
+
+/// Only a full bench run replaces the committed `sections.json` (and so what `--report-only`
+/// publishes): a `--quick` pass, another `--out` and a partial run with nothing saved keep their
+/// sections beside their own report (a smoke test's figures once went over the record).
+#[test]
+fn only_a_full_bench_run_replaces_the_saved_sections() {
+    let probe = r#"
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benches", "python"))
+import run_all
+cases = [(None, False, False, True), (None, True, False, True), (None, False, True, False), ("/elsewhere/r.md", False, False, True)]
+print(json.dumps([run_all.destinations(*c) for c in cases]))
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new("python3")
+        .args(["-c", probe])
+        .arg(repo())
+        .env("CFRUN_BENCH_TMP", dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got: Vec<(String, String, bool)> = serde_json::from_slice(&run.stdout).unwrap();
+    let benches = repo().join("benches");
+    let b = |f: &str| benches.join(f).to_string_lossy().into_owned();
+    let want = [
+        (b("RESULTS.md"), b("sections.json"), true),
+        (b("RESULTS.quick.md"), b("RESULTS.quick.sections.json"), false),
+        (b("RESULTS.partial.md"), b("RESULTS.partial.sections.json"), false),
+        ("/elsewhere/r.md".to_string(), "/elsewhere/r.sections.json".to_string(), false),
+    ];
+    assert_eq!(got, want);
+}

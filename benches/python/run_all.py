@@ -576,6 +576,24 @@ def report(meta, sections, run_args):
     return "\n".join(L) + "\n"
 
 
+def destinations(out, quick, reuse, saved_exists):
+    """(report, saved-sections file, whether this run publishes) for the --out given (None if not).
+
+    Only a full run that writes benches/RESULTS.md replaces the committed sections.json and
+    run_meta.json. A smoke test's figures go to RESULTS.quick.md, a partial run with nothing saved
+    to keep goes to RESULTS.partial.md, and any other report keeps its sections beside it (they once
+    went over the committed ones, and --report-only then published a --quick pass as the record).
+    """
+    default_out = os.path.join(ROOT, "benches", "RESULTS.md")
+    if out is None:
+        out = os.path.join(ROOT, "benches", "RESULTS.quick.md") if quick else default_out
+    if reuse and not saved_exists and os.path.realpath(out) == os.path.realpath(default_out):
+        out = os.path.join(ROOT, "benches", "RESULTS.partial.md")
+    publishes = os.path.realpath(out) == os.path.realpath(default_out)
+    save_to = os.path.join(ROOT, "benches", "sections.json") if publishes else os.path.splitext(out)[0] + ".sections.json"
+    return out, save_to, publishes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", help="these sections (nets kmeans kmem probe status); the others' last "
@@ -589,8 +607,7 @@ def main():
     ap.add_argument("--probe-max-epochs", type=int, default=320, help="cap on cfrun's doubling epoch series")
     ap.add_argument("--probe-sets", nargs="*", help="probe data sets (default all: digits64 feat512 pix784)")
     ap.add_argument("--status-reps", type=int, default=3)
-    default_out = os.path.join(ROOT, "benches", "RESULTS.md")
-    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--out", help="the report (default benches/RESULTS.md; with --quick benches/RESULTS.quick.md)")
     ap.add_argument("--history", help="CSV that gets one row per measured figure (default: benches/history.csv; "
                     "--quick runs append only when this is given, so short passes do not enter the record)")
     ap.add_argument("--report-only", action="store_true",
@@ -632,6 +649,10 @@ def main():
     # Kept beside RESULTS.md and committed with it, so a partial rerun on another machine still
     # reports the sections it did not measure.
     saved = os.path.join(ROOT, "benches", "sections.json")
+    args.out, save_to, publishes = destinations(args.out, args.quick, args.reuse, os.path.exists(saved))
+    if args.out.endswith("RESULTS.partial.md"):
+        # Nothing saved to keep: do not overwrite the full report with a partial one.
+        print(f"no saved sections in {saved}: writing {args.out}, not RESULTS.md", flush=True)
     if args.reuse and os.path.exists(saved):
         sections = {k: v for k, v in json.load(open(saved)).items() if k not in args.only}
         # Sections saved before each recorded its machine were measured on the machine the last
@@ -641,10 +662,6 @@ def main():
             for v in sections.values():
                 v.setdefault("machine", reported_on)
         print("reusing earlier sections:", ", ".join(f"{k} ({v.get('date', '?')})" for k, v in sections.items()))
-    elif args.reuse and os.path.realpath(args.out) == os.path.realpath(default_out):
-        # Nothing saved to keep: do not overwrite the full report with a partial one.
-        args.out = os.path.join(ROOT, "benches", "RESULTS.partial.md")
-        print(f"no saved sections in {saved}: writing {args.out}, not RESULTS.md", flush=True)
     for name in args.only:
         before = load_avg()
         start = datetime.datetime.now(datetime.timezone.utc)
@@ -667,7 +684,7 @@ def main():
         sections[name] = {"res": res, "load": f"{before.split()[0]} before, {after.split()[0]} after", "date": when,
                           "commit": commit, "machine": meta["machine"],
                           "args": {k: v for k, v in vars(args).items() if k not in ("only", "out", "reuse", "fresh", "history")}}
-        with open(saved, "w") as f:
+        with open(save_to, "w") as f:
             json.dump(sections, f, indent=1)
         if args.history:  # right away, so a later section's failure does not lose this one's rows
             stamp = start.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -685,7 +702,7 @@ def main():
     # machine at hand, its load and its missing Python packages).
     if args.report_only:
         meta = json.load(open(meta_file))
-    elif os.path.realpath(args.out) == os.path.realpath(default_out):
+    elif publishes:
         # Only beside the report it describes: a run written elsewhere (--out, RESULTS.partial.md)
         # leaves the committed pair as it was.
         with open(meta_file, "w") as f:
