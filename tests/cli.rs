@@ -1633,7 +1633,9 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
         let secs = started.elapsed().as_secs_f64();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{what}: {}", &err[..err.len().min(2000)]);
-        assert!(secs < 10.0, "{what} took {secs:.1}s");
+        // A bound against hangs and blow-ups, not a speed goal: the slowest case takes about 1.5 s
+        // alone and once took 10.3 s beside a study run and the rest of the suite.
+        assert!(secs < 30.0, "{what} took {secs:.1}s");
         assert!(err.len() < 64_000, "{what}: {} bytes of errors", err.len());
         assert!(err.contains(expect), "{what}: expected `{expect}` in {}", &err[..err.len().min(2000)]);
         assert!(!out.stderr.iter().any(|&b| b == 0x1b || b == 0x07), "{what}: raw control characters echoed");
