@@ -584,13 +584,14 @@ def destinations(out, quick, reuse, saved_exists):
     to keep goes to RESULTS.partial.md, and any other report keeps its sections beside it (they once
     went over the committed ones, and --report-only then published a --quick pass as the record).
     """
-    default_out = os.path.join(ROOT, "benches", "RESULTS.md")
+    benches = os.path.join(ROOT, "benches")
+    default_out = os.path.join(benches, "RESULTS.md")
     if out is None:
-        out = os.path.join(ROOT, "benches", "RESULTS.quick.md") if quick else default_out
+        out = os.path.join(benches, "RESULTS.quick.md") if quick else default_out
     if reuse and not saved_exists and os.path.realpath(out) == os.path.realpath(default_out):
-        out = os.path.join(ROOT, "benches", "RESULTS.partial.md")
+        out = os.path.join(benches, "RESULTS.partial.md")
     publishes = os.path.realpath(out) == os.path.realpath(default_out)
-    save_to = os.path.join(ROOT, "benches", "sections.json") if publishes else os.path.splitext(out)[0] + ".sections.json"
+    save_to = os.path.join(benches, "sections.json") if publishes else os.path.splitext(out)[0] + ".sections.json"
     return out, save_to, publishes
 
 

@@ -285,9 +285,9 @@ impl StageKind for Train {
                 p.net.arch
             )));
         }
-        if p.precision == Precision::Bf16 && ctx.device.is_cpu() {
-            return Err(OpError::Invalid(format!("{}; run with --device cuda", nn::run_config::BF16_ON_CPU)));
-        }
+        // Again here, as `cfrun run` did before anything ran: a cluster job may land on a CPU node.
+        StageKind::preflight(self, &p, ctx.device)
+            .map_err(|e| OpError::Invalid(format!("{}; {}", e.message, e.help.unwrap_or_default())))?;
         let mut cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
         cfg.precision = p.precision;
         let data = ImageData { pixels: &images.train, n, c: m.channels, t: m.frames, h: m.height, w: m.width };
