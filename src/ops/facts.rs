@@ -105,6 +105,20 @@ impl InputFacts {
     }
 }
 
+/// Refuses `k` clusters over fewer training rows of `slot` when their count is known: every
+/// cluster needs a point, and the shortfall would otherwise surface only after upstream training.
+pub fn k_within_rows(inputs: &InputFacts, slot: &str, k: usize) -> Result<(), ParamError> {
+    let Some([n, _]) = inputs.get(slot).rows else { return Ok(()) };
+    if k <= n {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        "k",
+        format!("`k` is {k}, more than the {n} training rows of `{slot}` to cluster"),
+        Some(format!("use k <= {n}, or cluster more data")),
+    ))
+}
+
 /// Refuses two inputs whose row counts differ in the splits `splits` (0 train, 1 test) when
 /// both are known. The error points at the second slot, read against the first, and names the
 /// instance feeding each.

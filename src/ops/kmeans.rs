@@ -152,15 +152,7 @@ impl StageKind for KMeans {
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;
-        if let Some([n, _]) = rows {
-            if p.k > n {
-                return Err(ParamError::field(
-                    "k",
-                    format!("`k` is {}, more than the {n} training rows of `features` to cluster", p.k),
-                    Some(format!("use k <= {n}, or cluster more data")),
-                ));
-            }
-        }
+        facts::k_within_rows(inputs, "features", p.k)?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)))]))
     }

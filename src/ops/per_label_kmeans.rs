@@ -124,7 +124,9 @@ impl StageKind for PerLabelKMeans {
         metric_names: &[],
     };
 
-    fn facts(&self, _p: &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+    fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        // Only the upper bound is sure: the lower one counts the labels that have points.
+        facts::k_within_rows(inputs, "features", p.k)?;
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
         // How many clusters each label gets depends on how many points it has: classes unknown.
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
