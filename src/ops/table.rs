@@ -178,6 +178,29 @@ pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>])
     Ok(())
 }
 
+/// Checks that every metric a table or plot names is written by some gathered instance, so that
+/// a typo fails before anything runs instead of leaving an empty column. Sure only when every
+/// gathered op declares its metric names; one that does not (a `command` stage) may write any.
+pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    if gathered.is_empty() || gathered.iter().any(|g| g.op.metric_names().is_empty()) {
+        return Ok(());
+    }
+    let written: BTreeSet<&str> = gathered.iter().flat_map(|g| g.op.metric_names().iter().copied()).collect();
+    let Some(missing) = metrics.iter().find(|m| !written.contains(m.as_str())) else { return Ok(()) };
+    let valid: Vec<&str> = written.into_iter().collect();
+    let mut help = format!("metrics the gathered stages write: {}", valid.join(", "));
+    if let Some(best) = did_you_mean(missing, &valid) {
+        help = format!("did you mean `{best}`? {help}");
+    }
+    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
+    let stages: Vec<String> = stages.into_iter().map(|s| format!("`{s}`")).collect();
+    Err(ParamError::field(
+        field,
+        format!("`{field}` names `{missing}`, which none of the gathered stages ({}) writes", stages.join(", ")),
+        Some(help),
+    ))
+}
+
 fn axis_value(v: &Json) -> AxisValue {
     match v {
         Json::Number(n) if n.is_i64() => AxisValue::Int(n.as_i64().unwrap_or_default()),
@@ -203,7 +226,8 @@ impl StageKind for Table {
 
     fn check_gathered(&self, p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         check_dimensions(&[("rows", &p.rows), ("columns", &p.columns)], gathered)?;
-        check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)
+        check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)?;
+        check_metrics("metrics", &p.metrics, gathered)
     }
 
     fn run(&self, p: TableParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
