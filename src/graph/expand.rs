@@ -126,6 +126,10 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     // Stages with an instance refused, or fed by one: what gathers them sees an incomplete
     // sweep, and its own checks would only report the first error again in other words.
     let mut incomplete: BTreeSet<&str> = BTreeSet::new();
+    // Axes some stage names as `${axis}`; a declared one outside it would vary nothing (unless a
+    // stage names an undeclared axis: that error already lists the declared ones, likely a typo).
+    let mut used_axes: BTreeSet<String> = BTreeSet::new();
+    let mut undeclared_axis = false;
 
     for &si in order {
         let stage = &stages[si];
@@ -135,6 +139,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         }
         let mut direct = BTreeSet::new();
         axes_used(&Json::Object(stage.params.clone()), &mut direct);
+        used_axes.extend(direct.iter().cloned());
         let mut axes: BTreeSet<String> = BTreeSet::new();
         for axis in &direct {
             if exp.axis(axis).is_some() {
@@ -151,6 +156,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     .map(|(k, _)| k.clone())
                     .unwrap_or_default();
                 let valid: Vec<&str> = exp.axes.iter().map(|a| a.name.as_str()).collect();
+                undeclared_axis = true;
                 errors.push(exp.error(
                     &field_origin(stage, &field),
                     format!("`stages.{name}.{field}` uses `${{{axis}}}`, but there is no sweep axis `{axis}`"),
@@ -268,6 +274,14 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         stage_index.insert(name, index);
         stage_axes.insert(name, axes);
         stage_instances.insert(name, mine);
+    }
+    let unused = exp.axes.iter().filter(|a| a.name != REPLICATE_AXIS && !used_axes.contains(&a.name));
+    for axis in unused.filter(|_| !undeclared_axis) {
+        errors.push(exp.error(
+            &axis.origin,
+            format!("sweep axis `{}` is used by no stage, so it would vary nothing", axis.name),
+            Some(format!("write \"${{{}}}\" in the stage fields it should sweep, or remove it", axis.name)),
+        ));
     }
     ConfigError::collect(errors)?;
     Ok(instances)
