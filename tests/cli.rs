@@ -112,6 +112,32 @@ fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field()
     assert_eq!(ran(&after), set(&["clusters[k=4]", "clusters[k=16]", "clustering"]));
 }
 
+/// An axis no stage uses is refused when the file never sweeps with it, and only warned about
+/// when a `--set` replaced the field that did (a one-off run at a fixed value).
+#[test]
+fn an_unused_axis_is_refused_unless_an_override_unused_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("axes.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"axes\"\nseed = 0\n\n[sweep]\np = [0, 50]\n\n[stages.shapes]\nop = \"dataset\"\n\
+         name = \"synthetic\"\ntrain_size = 40\ntest_size = 20\n\n[stages.noisy]\nop = \"label_noise\"\n\
+         labels = \"shapes.labels\"\npercent = \"${p}\"\n",
+    )
+    .unwrap();
+    let (f, cache) = (file.to_str().unwrap(), tempfile::tempdir().unwrap());
+    let fixed = cfrun(cache.path(), &["status", f, "--set", "stages.noisy.percent=10"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    assert!(
+        stderr(&fixed).contains("no stage uses this sweep axis") && stderr(&fixed).contains("axis=p"),
+        "{}",
+        stderr(&fixed)
+    );
+    let extra = cfrun(cache.path(), &["status", f, "--set", "sweep.seeds=[1, 2]"]);
+    assert_eq!(extra.status.code(), Some(2), "{}", stderr(&extra));
+    assert!(stderr(&extra).contains("sweep axis `seeds` is used by no stage"), "{}", stderr(&extra));
+}
+
 #[test]
 fn cosmetic_edits_change_no_key() {
     let cache = tempfile::tempdir().unwrap();

@@ -277,6 +277,12 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     }
     let unused = exp.axes.iter().filter(|a| a.name != REPLICATE_AXIS && !used_axes.contains(&a.name));
     for axis in unused.filter(|_| !undeclared_axis) {
+        // The file names it, so a `--set` replaced the field that swept it: a one-off run at a
+        // fixed value, not a mistake in the file.
+        if exp.file.text.contains(&format!("${{{}}}", axis.name)) {
+            tracing::warn!(axis = %axis.name, "after the --set overrides no stage uses this sweep axis; it varies nothing");
+            continue;
+        }
         errors.push(exp.error(
             &axis.origin,
             format!("sweep axis `{}` is used by no stage, so it would vary nothing", axis.name),
