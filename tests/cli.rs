@@ -2326,6 +2326,10 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
     let (oa, ob) = (objects(&one), objects(&two));
     assert_eq!(oa.len(), 5, "{oa:?}");
     assert_eq!(oa, ob);
+    // No jobs at all would run nothing: refused, not read as one.
+    let none = cfrun(&dir.path().join("none"), &["run", file.to_str().unwrap(), "--jobs", "0"]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(stderr(&none).contains("'--jobs <JOBS>': must be at least 1"), "{}", stderr(&none));
 }
 
 /// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the

@@ -52,7 +52,7 @@ enum Command {
         file: PathBuf,
         /// Instances run side by side at most. Default: the CPU cores this process may use for
         /// `--device cpu` (a lone training leaves cores idle between its parallel kernels), else 1.
-        #[arg(long, short = 'j')]
+        #[arg(long, short = 'j', value_parser = at_least_one)]
         jobs: Option<usize>,
         /// Where tensors live.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
@@ -210,4 +210,13 @@ fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
             | "--in-driver"
             | "--poll-max"
     )
+}
+
+/// A count of at least 1 (`--jobs 0` would run nothing, so it is refused rather than read as 1).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number (at least 1)")),
+    }
 }
