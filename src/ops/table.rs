@@ -179,7 +179,7 @@ pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>])
 }
 
 /// Checks that every metric a table or plot names is written by some gathered instance, so that
-/// a typo fails before anything runs instead of leaving an empty column. Sure only when every
+/// a typo fails before anything runs instead of being left out of the page. Sure only when every
 /// gathered op declares its metric names; one that does not (a `command` stage) may write any.
 pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
     if gathered.is_empty() || gathered.iter().any(|g| g.op.metric_names().is_empty()) {
