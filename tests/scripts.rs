@@ -297,3 +297,37 @@ print(json.dumps([run_all.destinations(*c) for c in cases]))
     ];
     assert_eq!(got, want);
 }
+
+/// `scripts/fuzz.py`: mutated fixtures (checks only, and numbers that reach the ops) give named
+/// exit codes, no panic and nothing beside the file; damaged caches of `train_tiny` are repaired
+/// to the same bytes. A stand-in cfrun that panics is reported, so the harness can fail.
+#[test]
+fn fuzzing_the_fixtures_and_a_damaged_cache_finds_nothing() {
+    let fuzz = |args: &[&str], bin: &str| {
+        Command::new("python3")
+            .arg(repo().join("scripts/fuzz.py"))
+            .args(args)
+            .env("CFRUN_BIN", bin)
+            .output()
+            .expect("python3 runs")
+    };
+    let cfrun = env!("CARGO_BIN_EXE_cfrun");
+    for args in [
+        &["params", "--mode", "status", "--runs", "80", "--seed", "1"][..],
+        &["params", "--mode", "num", "--runs", "12", "--seed", "4", "--timeout", "60"],
+        &["damage", "--file", "tests/fixtures/train_tiny.toml", "--runs", "12", "--seed", "3"],
+    ] {
+        let out = fuzz(args, cfrun);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{args:?}\n{stdout}\n{stderr}");
+        assert!(stderr.contains(", 0 listed"), "{args:?}\n{stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("cfrun");
+    std::fs::write(&fake, "#!/bin/sh\necho \"thread 'main' panicked at src/main.rs\" >&2\nexit 101\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = fuzz(&["params", "--mode", "status", "--runs", "3"], fake.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"panic\"") && stdout.contains("exit 101"), "{stdout}");
+}
