@@ -110,8 +110,8 @@ def params(args, scratch):
         candidates = [j for j, l in enumerate(lines) if LINE.match(l) and not l.lstrip().startswith("#")]
         candidates = [j for j in candidates if mutable(args.mode, lines[j])]
         changes = []
-        for _ in range(rng.choice([1, 1, 1, 2])):
-            j = rng.choice(candidates)
+        # Distinct lines: a second change to a line the first deleted has nothing to change.
+        for j in rng.sample(candidates, min(len(candidates), rng.choice([1, 1, 1, 2]))):
             lines[j], what = mutate(args.mode, rng, lines, j, text)
             changes.append(f"line {j + 1}: {what}")
         exp = os.path.join(work, "exp.toml")
