@@ -105,17 +105,25 @@ impl InputFacts {
     }
 }
 
-/// Refuses `k` clusters over fewer training rows of `slot` when their count is known: every
-/// cluster needs a point, and the shortfall would otherwise surface only after upstream training.
-pub fn k_within_rows(inputs: &InputFacts, slot: &str, k: usize) -> Result<(), ParamError> {
+/// Refuses `field = value` above the training rows of `slot` when their count is known (`k`
+/// clusters each need a point, cross-validation folds each a held-out row): the shortfall would
+/// otherwise surface only after upstream training. `to` says what the rows are for, `remedy` the
+/// other way out.
+pub fn within_train_rows(
+    inputs: &InputFacts,
+    slot: &str,
+    (field, value): (&str, usize),
+    to: &str,
+    remedy: &str,
+) -> Result<(), ParamError> {
     let Some([n, _]) = inputs.get(slot).rows else { return Ok(()) };
-    if k <= n {
+    if value <= n {
         return Ok(());
     }
     Err(ParamError::field(
-        "k",
-        format!("`k` is {k}, more than the {n} training rows of `{slot}` to cluster"),
-        Some(format!("use k <= {n}, or cluster more data")),
+        field,
+        format!("`{field}` is {value}, more than the {n} training rows of `{slot}` to {to}"),
+        Some(format!("use {field} <= {n}, or {remedy}")),
     ))
 }
 

@@ -152,7 +152,7 @@ impl StageKind for KMeans {
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;
-        facts::k_within_rows(inputs, "features", p.k)?;
+        facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)))]))
     }

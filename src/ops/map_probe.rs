@@ -103,16 +103,7 @@ impl StageKind for MapProbe {
 
     fn facts(&self, p: &MapProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
-        // Each cross-validation fold needs a training row to hold out.
-        if let Some([n, _]) = inputs.get("features").rows {
-            if p.folds > n {
-                return Err(ParamError::field(
-                    "folds",
-                    format!("`folds` is {}, more than the {n} training rows of `features` to split", p.folds),
-                    Some(format!("use folds <= {n}, or probe more data")),
-                ));
-            }
-        }
+        facts::within_train_rows(inputs, "features", ("folds", p.folds), "split", "probe more data")?;
         Ok(OutputFacts::new())
     }
 

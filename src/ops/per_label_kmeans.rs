@@ -126,7 +126,7 @@ impl StageKind for PerLabelKMeans {
 
     fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         // Only the upper bound is sure: the lower one counts the labels that have points.
-        facts::k_within_rows(inputs, "features", p.k)?;
+        facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
         // How many clusters each label gets depends on how many points it has: classes unknown.
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
