@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod cache;
+pub mod candle_error;
 pub mod cli;
 pub mod cluster;
 pub mod config;

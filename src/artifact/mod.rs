@@ -82,7 +82,7 @@ pub enum ArtifactError {
         source: std::io::Error,
     },
     /// A safetensors file could not be read or written.
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", crate::candle_error::Brief(.0))]
     Tensor(#[from] candle_core::Error),
     /// The bytes do not hold what the format promises.
     #[error("{0}")]

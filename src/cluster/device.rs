@@ -18,7 +18,7 @@ fn block_rows(n: usize, k: usize) -> usize {
 }
 
 fn dev(e: candle_core::Error) -> ClusterError {
-    ClusterError::Device(e.to_string())
+    ClusterError::Device(crate::candle_error::Brief(&e).to_string())
 }
 
 /// Labels and inertia of the nearest-centroid assignment of every row of `x`.

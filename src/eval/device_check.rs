@@ -30,6 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::candle_error::Brief;
 use crate::cluster::{self, Init, KMeansConfig};
 use crate::eval::{self, ProbeConfig};
 use crate::nn::{self, Arch, Augment, CpuKernels, ImageData, Schedule, TrainConfig};
@@ -97,7 +98,7 @@ fn weight_difference(a: &nn::Trained, b: &nn::Trained) -> Result<f64, String> {
     let mut total = RelativeL2::default();
     for (name, va) in a.iter() {
         let vb = b.get(name).ok_or_else(|| format!("var {name} missing on the device side"))?;
-        let flat = |v: &candle_core::Var| host(v.as_tensor()).map_err(|e| e.to_string());
+        let flat = |v: &candle_core::Var| host(v.as_tensor()).map_err(|e| Brief(&e).to_string());
         total.add(&flat(va)?, &flat(vb)?);
     }
     Ok(total.value())
@@ -182,7 +183,7 @@ fn perturbed_run(
             Ok((name, t))
         })
         .collect::<candle_core::Result<Vec<_>>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Brief(&e).to_string())?;
     let weights = nn::checkpoint::varmap_from(tensors, &Device::Cpu).map_err(|e| e.to_string())?;
     let state = nn::TrainState {
         epoch: 0,

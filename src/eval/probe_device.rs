@@ -10,7 +10,7 @@ use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
 fn dev(e: candle_core::Error) -> EvalError {
-    EvalError::Device(e.to_string())
+    EvalError::Device(crate::candle_error::Brief(&e).to_string())
 }
 
 /// [`linear_probe`] with its work on `device`: the CPU kernels themselves on the CPU.

@@ -30,7 +30,9 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
 
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<(Device, String), String> {
-    Device::new_cuda(0).map(|d| (d, "cuda:0".to_string())).map_err(|e| format!("no usable CUDA GPU: {e}"))
+    Device::new_cuda(0)
+        .map(|d| (d, "cuda:0".to_string()))
+        .map_err(|e| format!("no usable CUDA GPU: {}", crate::candle_error::Brief(&e)))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -47,6 +49,7 @@ fn for_parallel_job(device: &Device) -> Device {
         candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
             Ok(d) => d,
             Err(e) => {
+                let e = crate::candle_error::Brief(&e);
                 tracing::warn!("cannot open a stream of its own for a job on cuda:{gpu_id} ({e}); sharing one");
                 device.clone()
             }

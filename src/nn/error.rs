@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum NnError {
     /// A tensor operation failed inside candle.
-    #[error("candle: {0}")]
+    #[error("candle: {}", crate::candle_error::Brief(.0))]
     Candle(#[from] candle_core::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

@@ -87,7 +87,7 @@ pub enum OpError {
         source: std::io::Error,
     },
     /// A tensor operation failed.
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", crate::candle_error::Brief(.0))]
     Tensor(#[from] candle_core::Error),
     /// A `command` stage's program did not run to a clean exit (spawn, exit status, timeout).
     #[error("command `{program}` {why}")]

@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{check, failed, host, on_device, timed, worse, Check, RelativeL2};
+use crate::candle_error::Brief;
 use crate::nn::batchnorm::BatchNorm;
 use crate::nn::layer_log::LayerCall;
 
@@ -243,8 +244,10 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                 let (subject, t1) = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
                 match (reference, subject) {
                     (Ok(reference), Ok(subject)) => convs.add(compare(&reference, &subject), conv.describe(), (t0, t1)),
-                    (Err(e), _) => note_error(&mut errors[0], format!("{} (CPU reference): {e}", conv.describe())),
-                    (_, Err(e)) => note_error(&mut errors[0], format!("{}: {e}", conv.describe())),
+                    (Err(e), _) => {
+                        note_error(&mut errors[0], format!("{} (CPU reference): {}", conv.describe(), Brief(&e)))
+                    }
+                    (_, Err(e)) => note_error(&mut errors[0], format!("{}: {}", conv.describe(), Brief(&e))),
                 }
             }
             LayerCall::Norm { x, residual, relu } => {
@@ -261,8 +264,8 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                 let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu));
                 match (reference, subject) {
                     (Ok(reference), Ok(subject)) => norms.add(compare(&reference, &subject), layer, (t0, t1)),
-                    (Err(e), _) => note_error(&mut errors[1], format!("{layer} (CPU reference): {e}")),
-                    (_, Err(e)) => note_error(&mut errors[1], format!("{layer}: {e}")),
+                    (Err(e), _) => note_error(&mut errors[1], format!("{layer} (CPU reference): {}", Brief(&e))),
+                    (_, Err(e)) => note_error(&mut errors[1], format!("{layer}: {}", Brief(&e))),
                 }
             }
         }
