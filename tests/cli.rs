@@ -785,6 +785,23 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     let md = report_files(&v).into_iter().find(|f| f.ends_with("claims.md")).unwrap();
     let verdicts = std::fs::read_to_string(md).unwrap();
     assert_eq!(verdicts.matches("**inconclusive (one replicate)**").count(), 3, "{verdicts}");
+
+    // A margin on a directional claim is its threshold: clean labels beat noisy ones, but not by
+    // 500 points (it was once accepted and judged against 0). Only the claims rerun.
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("margin.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replacen(
+        "b = { source = \"noisy\" }\nexpect = \"greater\"\n",
+        "b = { source = \"noisy\" }\nexpect = \"greater\"\nmargin = 500.0\n",
+        1,
+    );
+    assert!(text.contains("margin = 500.0"));
+    std::fs::write(&strict, text).unwrap();
+    assert_eq!(ran(&run_json(cache.path(), &strict, &[])), set(&["verdicts"]));
+    let verdicts = std::fs::read_to_string(find_report(cache.path(), &strict, "claims.md")).unwrap();
+    let row = verdicts.lines().find(|l| l.starts_with("| clean_beats_noisy:")).unwrap();
+    assert!(row.contains("threshold +500") && row.ends_with("| **reversed** |"), "{verdicts}");
 }
 
 /// A network that fails to fit its labels (an absurd learning rate) stops the study at that stage

@@ -52,7 +52,8 @@ impl StageKind for Plot {
     type Params = PlotParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "plot",
-        version: 1,
+        // 2: Student t error bars at every n (the normal quantile from n = 30 before).
+        version: 2,
         summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],

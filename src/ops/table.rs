@@ -101,7 +101,11 @@ pub fn best_over(records: Vec<Record>, dim: &str) -> (Vec<Record>, Vec<String>) 
         let mut key_axes = r.axes.clone();
         key_axes.remove(dim);
         let key = format!("{}|{:?}", r.label, key_axes);
-        let better = best.get(&key).is_none_or(|b| r.metrics["value"] > b.metrics["value"]);
+        // A NaN (a diverged run) never wins over a number, whichever comes first.
+        let better = best.get(&key).is_none_or(|b| {
+            let (new, old) = (r.metrics["value"], b.metrics["value"]);
+            new > old || (old.is_nan() && !new.is_nan())
+        });
         if better {
             best.insert(key, r);
         }
@@ -217,7 +221,9 @@ impl StageKind for Table {
     type Params = TableParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "table",
-        version: 1,
+        // 2: Student t intervals at every n (the normal quantile from n = 30 before); `best_over`
+        //    never keeps a NaN cell over a number.
+        version: 2,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
@@ -301,6 +307,19 @@ mod tests {
             ]
         );
         assert!(notes.contains(&"- N_pre target=mnist: best layer = res4".to_string()), "{notes:?}");
+    }
+
+    #[test]
+    fn best_over_keeps_a_number_over_a_nan_in_either_order() {
+        for flip in [false, true] {
+            let mut records = vec![rec("N_pre", "res4", "mnist", f64::NAN), rec("N_pre", "res5", "mnist", 70.0)];
+            if flip {
+                records.reverse();
+            }
+            let (best, _) = best_over(records, "layer");
+            assert_eq!(best.len(), 1);
+            assert_eq!((best[0].axes["layer"].to_string(), best[0].metrics["value"]), ("res5".into(), 70.0));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, Filter, Key, KeyOrder, Record};
 use super::ReportError;
-use crate::stats::{IntervalMethod, Summary};
+use crate::stats::{Summary, INTERVAL_METHOD};
 
 /// What to tabulate: which dimensions make rows and columns, which metric fills the cells.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,7 +303,7 @@ pub fn caption(n: usize) -> String {
     format!(
         "Cells: mean ± half-width of the 95 % confidence interval over n = {n} replicates ({}); \
          cells marked (n=..) had another count.",
-        IntervalMethod::for_n(n).describe()
+        INTERVAL_METHOD
     )
 }
 

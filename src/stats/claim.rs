@@ -8,7 +8,7 @@
 //!
 //! | verdict | when |
 //! |---|---|
-//! | holds | the whole interval lies on the expected side (of 0, or inside ±margin for `within`) |
+//! | holds | the whole interval lies on the expected side (of 0, of ±margin when one is given, inside ±margin for `within`) |
 //! | reversed | the whole interval lies on the other side |
 //! | inconclusive | otherwise, and always with one replicate (no honest interval exists) |
 //!
@@ -86,7 +86,9 @@ pub struct Claim {
     pub scope: Selector,
     /// The expected direction.
     pub expect: Expect,
-    /// For `within`: the half-width of the band counted as equal.
+    /// For `within`: the half-width of the band counted as equal; for the other expectations the
+    /// threshold the quantity must clear (+margin for greater/increasing, -margin for
+    /// less/decreasing), 0 by default.
     pub margin: f64,
 }
 
@@ -183,6 +185,14 @@ pub enum ClaimError {
         /// What was found.
         found: String,
     },
+    /// Every replicate lacks some cell the others have: no two are comparable.
+    #[error("no replicate holds all {cells} cells of the comparison (replicates {replicates} each lack some)")]
+    NoCompleteReplicate {
+        /// The cells over all replicates.
+        cells: usize,
+        /// The replicates.
+        replicates: String,
+    },
     /// A contrast slice holds no pair.
     #[error("the `{slice}` slice ({selector}) holds no compared cell")]
     EmptySlice {
@@ -202,6 +212,8 @@ type Gap = (Axes, f64);
 /// Differences a - b of one pairing.
 struct Pairs {
     gaps: Vec<Gap>,
+    /// Replicates left out for lacking cells the others have.
+    left_out: Vec<String>,
 }
 
 /// Evaluates `claim` on `obs`.
@@ -210,8 +222,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
-            let n = p.gaps.len();
-            vec![measure(format!("mean of a - b over {} cells", cells(n, &p)), per_replicate_mean(&p.gaps), claim)]
+            vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim)]
         }
         Shape::Trend { a, b, along } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
@@ -225,11 +236,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}") });
             }
             let per = group_by_replicate(&p.gaps).into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
-            vec![measure(
-                format!("slope of a - b per unit of {along} over {} cells", cells(p.gaps.len(), &p)),
-                per,
-                claim,
-            )]
+            vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim)]
         }
         Shape::Contrast { a, b, inside, than } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
@@ -264,12 +271,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 let (na, nb) = (format!("series[{i}]"), format!("series[{}]", i + 1));
                 let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope)?;
                 parts.push(measure(
-                    format!(
-                        "{} - {} over {} cells",
-                        select::describe(&w[0]),
-                        select::describe(&w[1]),
-                        cells(p.gaps.len(), &p)
-                    ),
+                    format!("{} - {} {}", select::describe(&w[0]), select::describe(&w[1]), over(&p)),
                     per_replicate_mean(&p.gaps),
                     claim,
                 ));
@@ -281,11 +283,46 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
     Ok(Outcome { verdict, parts })
 }
 
-/// Cells per replicate: the number of pairs divided by the replicates they span.
-fn cells(pairs: usize, p: &Pairs) -> usize {
-    let reps: BTreeSet<String> =
-        p.gaps.iter().map(|(ax, _)| ax.get(REPLICATE).map_or("-".into(), |v| v.to_string())).collect();
-    pairs / reps.len().max(1)
+/// `over N cells` (per replicate), naming the replicates left out for missing cells.
+fn over(p: &Pairs) -> String {
+    let reps: BTreeSet<String> = p.gaps.iter().map(|(ax, _)| replicate_of(ax)).collect();
+    let cells = p.gaps.len() / reps.len().max(1);
+    match p.left_out.as_slice() {
+        [] => format!("over {cells} cells"),
+        [one] => format!("over {cells} cells; replicate {one} left out (cells missing)"),
+        many => format!("over {cells} cells; replicates {} left out (cells missing)", many.join(", ")),
+    }
+}
+
+fn replicate_of(axes: &Axes) -> String {
+    axes.get(REPLICATE).map_or("-".into(), select::text)
+}
+
+/// Keeps the replicates that hold every cell of the pairing. A replicate short of some cells (a
+/// metric one of its instances did not write) would average other cells than the rest, and a
+/// trend or contrast would lose its shape in it; returns the replicates left out.
+fn complete_replicates(gaps: Vec<Gap>) -> Result<(Vec<Gap>, Vec<String>), ClaimError> {
+    let cell = |axes: &Axes| {
+        let mut rest = axes.clone();
+        rest.remove(REPLICATE);
+        format!("{rest:?}")
+    };
+    let all: BTreeSet<String> = gaps.iter().map(|(ax, _)| cell(ax)).collect();
+    let mut held: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for (ax, _) in &gaps {
+        let r = replicate_of(ax);
+        // Numeric order: replicate 10 after replicate 9.
+        held.entry(format!("{r:>20}")).or_insert_with(|| (r, BTreeSet::new())).1.insert(cell(ax));
+    }
+    let short: Vec<String> = held.values().filter(|(_, c)| c.len() < all.len()).map(|(r, _)| r.clone()).collect();
+    if short.is_empty() {
+        return Ok((gaps, short));
+    }
+    if short.len() == held.len() {
+        return Err(ClaimError::NoCompleteReplicate { cells: all.len(), replicates: short.join(", ") });
+    }
+    let kept = gaps.into_iter().filter(|(ax, _)| !short.contains(&replicate_of(ax))).collect();
+    Ok((kept, short))
 }
 
 /// `order` holds when every pair holds, is reversed when any pair is reversed.
@@ -314,11 +351,13 @@ pub fn decide(s: &Summary, expect: Expect, margin: f64) -> Verdict {
     if !(lo.is_finite() && hi.is_finite()) {
         return Verdict::Inconclusive;
     }
+    // A directional claim with a margin ("a beats b by more than m") is decided against m as
+    // the others are against 0: its interval must clear it, or lie wholly short of it to refute it.
     match expect {
-        Expect::Greater | Expect::Increasing if lo > 0.0 => Verdict::Holds,
-        Expect::Greater | Expect::Increasing if hi < 0.0 => Verdict::Reversed,
-        Expect::Less | Expect::Decreasing if hi < 0.0 => Verdict::Holds,
-        Expect::Less | Expect::Decreasing if lo > 0.0 => Verdict::Reversed,
+        Expect::Greater | Expect::Increasing if lo > margin => Verdict::Holds,
+        Expect::Greater | Expect::Increasing if hi < margin => Verdict::Reversed,
+        Expect::Less | Expect::Decreasing if hi < -margin => Verdict::Holds,
+        Expect::Less | Expect::Decreasing if lo > -margin => Verdict::Reversed,
         Expect::Within if lo > -margin && hi < margin => Verdict::Holds,
         Expect::Within if lo > margin || hi < -margin => Verdict::Reversed,
         _ => Verdict::Inconclusive,
@@ -392,7 +431,8 @@ fn pair(
             dims: if dims.is_empty() { "(nothing)".into() } else { dims.join(", ") },
         });
     }
-    Ok(Pairs { gaps })
+    let (gaps, left_out) = complete_replicates(gaps)?;
+    Ok(Pairs { gaps, left_out })
 }
 
 fn cell_key(o: &Observation, dims: &[String]) -> String {

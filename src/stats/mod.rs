@@ -11,4 +11,4 @@ mod tests;
 
 pub use claim::{evaluate, Claim, ClaimError, Expect, Outcome, Shape, Verdict};
 pub use select::{Condition, Observation, Selector, REPLICATE, SOURCE};
-pub use summary::{IntervalMethod, Summary};
+pub use summary::{Summary, INTERVAL_METHOD};

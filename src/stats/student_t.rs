@@ -2,12 +2,6 @@
 //! over a few replicates, computed from the regularised incomplete beta function (no table, so any
 //! number of degrees of freedom works and the value is exact to ~1e-10).
 
-/// The normal 97.5 % quantile, used once n reaches [`NORMAL_FROM`].
-pub const Z_975: f64 = 1.959_963_984_540_054;
-
-/// From this many replicates on, intervals use the normal quantile instead of Student's t.
-pub const NORMAL_FROM: usize = 30;
-
 /// `t(q, df)`: the value below which a Student t variable with `df` degrees of freedom falls with
 /// probability `q` (for `q` in (0.5, 1)); `None` when `df` is 0 or `q` is out of range.
 pub fn quantile(q: f64, df: f64) -> Option<f64> {

@@ -213,3 +213,56 @@ fn verdicts_from_hand_summaries() {
     assert_eq!(decide(&s, Expect::Greater, 0.0), Verdict::Holds);
     assert_eq!(decide(&s, Expect::Less, 0.0), Verdict::Reversed);
 }
+
+#[test]
+fn a_margin_moves_the_threshold_of_directional_claims() {
+    use super::claim::decide;
+    let s = Summary::of(&[3.0, 4.0, 5.0]); // [1.516, 6.484]
+    assert_eq!(decide(&s, Expect::Greater, 1.0), Verdict::Holds);
+    assert_eq!(decide(&s, Expect::Greater, 2.0), Verdict::Inconclusive);
+    assert_eq!(decide(&s, Expect::Greater, 7.0), Verdict::Reversed, "wholly short of the margin");
+    assert_eq!(decide(&s, Expect::Increasing, 7.0), Verdict::Reversed);
+    let s = Summary::of(&[-3.0, -4.0, -5.0]); // [-6.484, -1.516]
+    assert_eq!(decide(&s, Expect::Less, 1.0), Verdict::Holds);
+    assert_eq!(decide(&s, Expect::Decreasing, 2.0), Verdict::Inconclusive);
+    assert_eq!(decide(&s, Expect::Less, 7.0), Verdict::Reversed);
+    assert_eq!(decide(&s, Expect::Within, 7.0), Verdict::Holds);
+    assert_eq!(decide(&s, Expect::Within, 1.0), Verdict::Reversed);
+}
+
+#[test]
+fn a_replicate_short_of_cells_is_left_out_and_named() {
+    // Replicate 1 has no N_cf at p = 75: its mean would cover p = 0 and 50 only, and its slope
+    // other points than the rest.
+    let short: Vec<Observation> = sweep()
+        .into_iter()
+        .filter(|o| !(o.source == "probe_cf" && o.axes["replicate"] == json!(1) && o.axes["p"] == json!(75)))
+        .collect();
+    let (a, b) = (sel(&[("source", json!("probe_cf")), ("k", json!(250))]), sel(&[("source", json!("probe_pre"))]));
+    let c = compare(a.clone(), b.clone(), sel(&[("target", json!("fashion"))]), Expect::Greater);
+    let m = &evaluate(&c, &short).unwrap().parts[0];
+    let reps: Vec<Json> = m.per_replicate.iter().map(|(r, _)| r.clone()).collect();
+    assert_eq!(reps, vec![json!(0), json!(2)]);
+    assert_eq!(m.what, "mean of a - b over 3 cells; replicate 1 left out (cells missing)");
+    let trend = Claim {
+        shape: Shape::Trend { a: a.clone(), b: b.clone(), along: "p".into() },
+        scope: sel(&[("target", json!("fashion"))]),
+        expect: Expect::Increasing,
+        margin: 0.0,
+    };
+    let m = &evaluate(&trend, &short).unwrap().parts[0];
+    assert_eq!(m.summary.n, 2);
+    assert!(m.per_replicate.iter().all(|(_, v)| (v - 0.04).abs() < 1e-12), "{:?}", m.per_replicate);
+    // Complete data: nothing is left out.
+    assert_eq!(evaluate(&c, &sweep()).unwrap().parts[0].what, "mean of a - b over 3 cells");
+
+    // Every replicate short of something: refused, not averaged over different cells.
+    let ragged: Vec<Observation> = sweep()
+        .into_iter()
+        .filter(|o| {
+            let dropped = [0, 50, 75][o.axes["replicate"].as_u64().unwrap() as usize];
+            !(o.source == "probe_cf" && o.axes["p"] == json!(dropped))
+        })
+        .collect();
+    assert!(matches!(evaluate(&c, &ragged), Err(ClaimError::NoCompleteReplicate { cells: 3, .. })));
+}

@@ -29,7 +29,9 @@ impl StageKind for Claims {
     type Params = ClaimsParams;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "claims",
-        version: 2,
+        // 3: Student t intervals at every n (the normal quantile from n = 30 before); a margin on a
+        //    directional claim is its threshold (it was accepted and ignored).
+        version: 3,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

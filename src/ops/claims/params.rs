@@ -68,7 +68,8 @@ pub struct ClaimDecl {
     /// The expected direction: greater, less, within (compare, order, contrast); increasing,
     /// decreasing (trend).
     pub expect: Expect,
-    /// For `within`: the band around zero counted as equal.
+    /// For `within`: the band around zero counted as equal. For the others: how far past zero
+    /// the quantity must be (`greater` with `margin = 2`: a beats b by more than 2), 0 by default.
     #[serde(default)]
     pub margin: f64,
     /// Dimensions to split the claim by: one verdict per value (e.g. one per target).

@@ -40,7 +40,7 @@ fn series_text(sel: &SelectorDecl, labels: &BTreeMap<String, String>) -> String 
 fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
     let side = |s: &Option<SelectorDecl>| s.as_ref().map(|s| series_text(s, labels)).unwrap_or_default();
     let gap = format!("{} − {}", side(&d.a), side(&d.b));
-    match d.kind {
+    let quantity = match d.kind {
         ClaimKind::Compare => gap,
         ClaimKind::Trend => format!("slope of ({gap}) per unit of {}", d.along.as_deref().unwrap_or("?")),
         ClaimKind::Contrast => format!("({gap}) in {} minus in {}", side(&d.inside), side(&d.than)),
@@ -48,6 +48,13 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
             let sep = if d.expect == Expect::Less { " < " } else { " > " };
             d.series.iter().map(|s| series_text(s, labels)).collect::<Vec<_>>().join(sep)
         }
+    };
+    // A directional claim's margin is its threshold; `within` states its band in the statement.
+    match d.expect {
+        Expect::Within => quantity,
+        _ if d.margin == 0.0 => quantity,
+        Expect::Less | Expect::Decreasing => format!("{quantity}, threshold {}", -d.margin),
+        _ => format!("{quantity}, threshold +{}", d.margin),
     }
 }
 
@@ -117,11 +124,12 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
         count(Verdict::Inconclusive) + count(Verdict::OneReplicate),
         if count(Verdict::OneReplicate) > 0 { " (one replicate: no interval)" } else { "" }
     ));
-    out.push_str(
+    out.push_str(&format!(
         "\nEach difference is paired within a replicate (same data subset, same upstream networks); the interval is \
-         the 95 % CI of the mean over replicates (Student t, n - 1 degrees of freedom). A claim holds when the whole \
+         the 95 % CI of the mean over replicates ({}). A claim holds when the whole \
          interval lies on the expected side, is reversed when it lies on the other side, and is inconclusive otherwise.\n",
-    );
+        stats::INTERVAL_METHOD
+    ));
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
         for (j, m) in r.outcome.parts.iter().enumerate() {
