@@ -160,6 +160,26 @@ fn cosmetic_edits_change_no_key() {
     assert_eq!(ran(&after), set(&["extra_comment_free"]), "{after:?}");
 }
 
+/// A stage's name is not in any key, so it must not be in any bytes either: renamed, a stage and
+/// everything below it is served from the cache, and a fresh cache computes the same objects.
+#[test]
+fn a_renamed_stage_is_served_and_a_fresh_cache_makes_the_same_objects() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = fixture("train_tiny.toml");
+    run_json(first.path(), &file, &[]);
+    let renamed = second.path().join("renamed.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[stages.model", "[stages.net")
+        .replace("model = \"model.model\"", "model = \"net.model\"");
+    std::fs::write(&renamed, text).unwrap();
+    let again = run_json(first.path(), &renamed, &[]);
+    assert!(ran(&again).is_empty() && again.contains_key("net"), "{again:?}");
+    run_json(second.path().join("cache").as_path(), &renamed, &[]);
+    let digests = |cache: &Path| objects(cache).into_values().collect::<BTreeSet<_>>();
+    assert_eq!(digests(first.path()), digests(&second.path().join("cache")));
+}
+
 #[test]
 fn early_cutoff_keeps_dependants_of_identical_outputs() {
     let cache = tempfile::tempdir().unwrap();
@@ -1842,6 +1862,36 @@ fn slurm_runs_match_local_digests_two_drivers_compute_once_and_a_rerun_submits_n
     assert_eq!(tampered.status.code(), Some(2), "{}", stderr(&tampered));
     assert!(stderr(&tampered).contains("not to its name"), "{}", stderr(&tampered));
     std::fs::write(&spec_path, &spec).unwrap();
+    // The names of a gathered input label the table's rows: they must be the ones its recipe
+    // hashed, and a name its stage and axes (once unchecked, so a swapped label was published).
+    let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "results", "--json"]);
+    let results: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let results_key = results[0]["key"].as_str().unwrap().trim_start_matches("blake3:").to_string();
+    let results_record = cache.path().join("keys").join(format!("{results_key}.json"));
+    // Tables run in the driver: this one as a job, to get its spec.
+    std::fs::remove_file(&results_record).unwrap();
+    let as_job = slurm_json(cache.path(), &smoke(), &["--set", "stages.results.resources.in_driver=false"]);
+    assert_eq!(as_job["submitted"], 1, "{as_job}");
+    let results_spec = cache.path().join("jobs").join(format!("{results_key}.json"));
+    let good: Value = serde_json::from_slice(&std::fs::read(&results_spec).unwrap()).unwrap();
+    std::fs::remove_file(&results_record).unwrap();
+    for (edit, message) in
+        [("axes", "not the ones the recipe hashed"), ("instance", "does not match its stage and axes")]
+    {
+        let mut bad = good.clone();
+        let first = bad["inputs"].as_object_mut().unwrap().values_mut().next().unwrap();
+        match edit {
+            "axes" => first[0]["axes"]["p"] = Value::from(7),
+            _ => first[0]["instance"] = Value::from("probe_noisy[p=7]"),
+        }
+        std::fs::write(&results_spec, serde_json::to_vec_pretty(&bad).unwrap()).unwrap();
+        let out = cfrun(cache.path(), &["exec", &results_key]);
+        assert_eq!(out.status.code(), Some(2), "{edit}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{edit}: {}", stderr(&out));
+    }
+    std::fs::write(&results_spec, serde_json::to_vec_pretty(&good).unwrap()).unwrap();
+    let relabelled = cfrun(cache.path(), &["exec", &results_key]);
+    assert!(relabelled.status.success(), "{}", stderr(&relabelled));
     let input = v[0]["provenance"]["inputs"]["features"][0]["digest"].as_str().unwrap().to_string();
     let shapes = objects(cache.path())["shapes"].clone();
     let images = cache.path().join("objects").join(shapes.trim_start_matches("blake3:")).join("images");

@@ -14,7 +14,7 @@ use crate::cache::fsutil::{read_limited, write_atomic};
 /// A job spec names its inputs' digests and its recipe: kilobytes; anything near this is damage.
 const MAX_SPEC_BYTES: u64 = 64 << 20;
 use crate::cache::{KeyRecord, Recipe, RecipeKey, Store};
-use crate::graph::{InputRef, Instance, Plan};
+use crate::graph::{instance_name, InputRef, Instance, Plan};
 
 /// One input artifact of a job: the upstream's published record and which output it reads.
 #[derive(Debug, Clone)]
@@ -250,6 +250,17 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
                 return Err(bad(format!("output `{}` is not the bytes the recipe hashed", r.output)));
             }
             store.verify(&record).map_err(bad)?;
+            // The names label what gathering ops write (table rows, concat's column order), so
+            // they must be the ones the recipe hashed; and a name must be its stage and axes.
+            if want.stage.as_ref().is_some_and(|s| *s != r.stage) || want.axes.as_ref().is_some_and(|a| *a != r.axes) {
+                return Err(bad("its stage or axes are not the ones the recipe hashed".into()));
+            }
+            if r.instance != instance_name(&r.stage, &r.axes) {
+                return Err(bad(format!(
+                    "the name does not match its stage and axes (`{}`)",
+                    instance_name(&r.stage, &r.axes)
+                )));
+            }
             list.push(JobInput {
                 record,
                 output: r.output.clone(),
@@ -262,6 +273,9 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     }
     if spec.recipe.inputs.keys().any(|slot| !spec.inputs.contains_key(slot)) {
         return Err(invalid("an input of the recipe is missing from the spec".into()));
+    }
+    if spec.name != instance_name(&spec.stage, &spec.axes) {
+        return Err(invalid(format!("its name `{}` is not its stage and axes", spec.name)));
     }
     let instance = Instance {
         name: spec.name,

@@ -15,7 +15,7 @@ pub mod resolve;
 
 use std::collections::BTreeMap;
 
-pub use instance::{InputRef, Instance, InstanceIdx};
+pub use instance::{instance_name, InputRef, Instance, InstanceIdx};
 
 use crate::config::{ConfigError, Experiment, ResourceOverrides};
 

@@ -109,7 +109,9 @@ impl StageKind for Extract {
         // 6: fixed depth blocks for matmuls deeper than 512 (linalg::matmul): the bits of
         //    AMD Zen 3 as before, but not of earlier binaries on CPUs whose L1 made gemm block
         //    otherwise (an Intel Xeon), whose cached results must not be served.
-        version: 6,
+        // 7: `meta.json` no longer names the model's instance (a name outside the key, so a
+        //    renamed stage was served the old name and a fresh cache made other bytes).
+        version: 7,
         summary: "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits",
         inputs: &[
             MODEL,
@@ -217,7 +219,9 @@ impl StageKind for Extract {
             }
         }
         let mut features = taps.iter().zip(out).map(|((_, name), (train, test, dim))| {
-            let meta = FeaturesMeta { dim, source: format!("{name} {} of {}", p.pool, model.instance) };
+            // Not the model's instance name: it is not in the key (a renamed stage is served the
+            // same object), so it must not be in the bytes.
+            let meta = FeaturesMeta { dim, source: format!("{name} {}", p.pool) };
             (name.clone(), Features { meta, train, test })
         });
         let (_, own) = features.next().ok_or_else(|| OpError::Invalid("no tap to extract".into()))?;
