@@ -401,6 +401,46 @@ fn gc_keeps_what_hangs_below_damage_drops_dead_checkpoints_and_needs_an_experime
     assert_eq!(objects(cache.path()), reference, "nothing removed");
 }
 
+/// A damaged result whose rebuild fails is evicted but not forgotten: `gc` still works out the
+/// keys below it from its record (moved to `evicted/`) and keeps those intact results, so the
+/// next run rebuilds the one result alone. Also: `gc` removes what an atomic write killed
+/// before its rename left in `keys/`.
+#[test]
+fn a_failed_rebuild_of_a_damaged_result_costs_nothing_below_it_at_gc() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    run_json(cache.path(), &file, &[]);
+    let before = objects(cache.path());
+    let key = key_file(cache.path(), "model");
+    let hex = key.file_stem().unwrap().to_str().unwrap().to_string();
+    flip_last_byte(&object_dir(cache.path(), "model").join("model/model.safetensors"));
+    // A file where the rebuild's checkpoint folder goes: the rebuild fails.
+    let blocker = cache.path().join("checkpoints").join(&hex);
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome =
+        |n: &str| v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone();
+    assert_eq!(
+        (outcome("model"), outcome("feats"), outcome("probe")),
+        ("failed".into(), "skipped".into(), "skipped".into())
+    );
+    assert!(!key.exists() && cache.path().join("evicted").join(format!("{hex}.json")).is_file());
+    std::fs::remove_file(&blocker).unwrap();
+    let interrupted = cache.path().join("keys").join(".tmpAbC123");
+    std::fs::write(&interrupted, b"{").unwrap();
+    let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["objects"].as_array().unwrap().len(), v["keys"].as_u64()), (0, Some(0)), "{v}");
+    assert!(!interrupted.exists());
+    let rerun = run_json(cache.path(), &file, &[]);
+    assert_eq!(ran(&rerun), set(&["model"]), "only the damaged result is rebuilt");
+    assert_eq!(objects(cache.path()), before);
+    assert!(!cache.path().join("evicted").join(format!("{hex}.json")).exists());
+}
+
 /// A file where a folder belongs on the command line (`--cache`, `report -o`) is a usage error,
 /// exit 2, and the file is left as it was.
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::fsutil::read_limited;
 
 /// The folders [`super::Store::open`] creates in every cache.
-pub const SUBDIRS: &[&str] = &["objects", "keys", "records", "locks", "checkpoints", "tmp", "data"];
+pub const SUBDIRS: &[&str] = &["objects", "keys", "evicted", "records", "locks", "checkpoints", "tmp", "data"];
 
 /// Everything else a cache's root may hold: its lock files, the run log, the tag, and the
 /// folder of Slurm job specs and logs.

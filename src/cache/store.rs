@@ -38,8 +38,10 @@ use super::CacheError;
 pub use super::manifest::{build_manifest, object_digest, read_manifest, FileEntry, Manifest};
 pub use super::verify::Check;
 
-/// What `keys/<key>.json` holds.
+/// What `keys/<key>.json` holds. Unknown fields are damage: a renamed `provenance_digest` would
+/// otherwise pass for a record from before the seal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRecord {
     /// The recipe key.
     pub key: RecipeKey,
@@ -189,6 +191,10 @@ impl Store {
         self.root.join("keys").join(format!("{}.json", key.hex()))
     }
 
+    fn evicted_path(&self, key: &RecipeKey) -> PathBuf {
+        self.root.join("evicted").join(format!("{}.json", key.hex()))
+    }
+
     /// Lock file of a key.
     pub fn lock_path(&self, key: &RecipeKey) -> PathBuf {
         self.root.join("locks").join(format!("{}.lock", key.hex()))
@@ -208,7 +214,18 @@ impl Store {
     /// provenance no longer matches what it was sealed with, counts as absent (and the instance
     /// is computed again, which rewrites it).
     pub fn lookup(&self, key: &RecipeKey) -> Option<KeyRecord> {
-        let bytes = read_limited(&self.key_path(key), MAX_RECORD_BYTES).ok()?;
+        Self::read_record(&self.key_path(key), key)
+    }
+
+    /// The record of a key whose object was found damaged and evicted, until the key is
+    /// published again or `gc` drops it: the digests its outputs had, from which the keys below
+    /// it are still worked out (`gc` keeps those intact results). Never served as a result.
+    pub fn evicted(&self, key: &RecipeKey) -> Option<KeyRecord> {
+        Self::read_record(&self.evicted_path(key), key)
+    }
+
+    fn read_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
+        let bytes = read_limited(path, MAX_RECORD_BYTES).ok()?;
         let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
         let sealed = record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance));
         // The stored recipe must still hash to the key it is filed under.
@@ -259,6 +276,7 @@ impl Store {
         };
         let path = self.key_path(&key);
         write_atomic(&path, &serde_json::to_vec_pretty(&record).expect("plain data")).map_err(CacheError::io(&path))?;
+        let _ = fs::remove_file(self.evicted_path(&key));
         Ok(record)
     }
 
@@ -298,10 +316,18 @@ impl Store {
         })
     }
 
-    /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt.
-    pub fn evict(&self, record: &KeyRecord) {
-        let _ = fs::remove_file(self.key_path(&record.key));
+    /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt. Its
+    /// record moves to `evicted/` ([`Store::evicted`]), so that a rebuild that never finishes
+    /// does not cost the results below it at the next `gc`. The object is checked once more
+    /// first: another process may have put its bytes back since the caller's check (objects are
+    /// content-addressed), and those must not be thrown away. Returns whether it was evicted.
+    pub fn evict(&self, record: &KeyRecord) -> bool {
+        if self.verify(record).is_ok() {
+            return false;
+        }
+        let _ = fs::rename(self.key_path(&record.key), self.evicted_path(&record.key));
         self.discard_dir(&self.object_dir(&record.object));
+        true
     }
 
     /// Removes a folder of the cache by first renaming it into `tmp/`, so that nobody ever sees
@@ -350,9 +376,22 @@ impl Store {
         list_dir(&self.root.join("objects")).into_iter().filter_map(|n| Digest::parse(&n)).collect()
     }
 
-    /// Removes a key file.
+    /// Keys of evicted records ([`Store::evicted`]).
+    pub fn all_evicted(&self) -> Vec<RecipeKey> {
+        list_dir(&self.root.join("evicted"))
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".json").and_then(RecipeKey::parse))
+            .collect()
+    }
+
+    /// Removes a key's record, published or evicted.
     pub fn remove_key(&self, key: &RecipeKey) -> std::io::Result<()> {
-        fs::remove_file(self.key_path(key))
+        let removed = [self.key_path(key), self.evicted_path(key)].map(fs::remove_file);
+        match removed {
+            [Ok(()), _] | [_, Ok(())] => Ok(()),
+            [Err(e), _] if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            [_, Err(e)] => Err(e),
+        }
     }
 
     /// Total size of an object's files.
@@ -457,6 +496,10 @@ pub(crate) mod tests {
         legacy.as_object_mut().unwrap().remove("provenance_digest").unwrap();
         fs::write(&path, serde_json::to_vec(&legacy).unwrap()).unwrap();
         assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "demo");
+        // The seal cannot be switched off by renaming it (once read as a record from before it).
+        let renamed = text.replace("\"provenance_digest\"", "\"provenance_digesX\"");
+        fs::write(&path, renamed.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\"")).unwrap();
+        assert!(store.lookup(&rec.key).is_none(), "an unknown field is damage");
     }
 
     #[test]

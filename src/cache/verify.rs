@@ -80,7 +80,10 @@ impl Store {
                 continue;
             }
             if let Err(detail) = self.verify(record) {
-                self.evict(record);
+                if !self.evict(record) {
+                    // Repaired by another process since the check above: intact now.
+                    continue;
+                }
                 let instance = record.provenance["instance"].as_str().unwrap_or("an upstream instance").to_string();
                 return Err(CacheError::Damaged { instance, detail });
             }
@@ -159,6 +162,24 @@ mod tests {
         let err = store.verify_inputs([&rec]).unwrap_err().to_string();
         assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
         assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
+        assert_eq!(store.evicted(&rec.key).map(|r| r.outputs), Some(rec.outputs.clone()), "kept aside for gc");
+        assert!(!store.object_dir(&rec.object).exists());
+        assert_eq!(store.all_evicted(), vec![rec.key]);
+        // Rebuilt: published again, and no longer evicted.
+        assert_eq!(publish(&store, b"good bytes", 0).object, rec.object);
+        assert!(store.lookup(&rec.key).is_some() && store.evicted(&rec.key).is_none());
+    }
+
+    /// Another process may put a damaged object's bytes back between a check and the eviction
+    /// that follows it: the eviction checks again and keeps them.
+    #[test]
+    fn an_object_repaired_meanwhile_is_not_evicted() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"good bytes", 0);
+        assert!(!store.evict(&rec));
+        assert!(store.lookup(&rec.key).is_some() && store.evicted(&rec.key).is_none());
+        store.verify_inputs([&rec]).unwrap();
     }
 
     /// Rewrites the stored manifest of `rec`'s object through `edit` (on its JSON).

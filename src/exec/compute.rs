@@ -141,11 +141,12 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
     let record = store.lookup(key)?;
     match store.verify(&record) {
         Ok(()) => Some(record),
-        Err(why) => {
+        Err(why) if store.evict(&record) => {
             tracing::warn!("{name}: cached result is corrupt ({why}); rebuilding it");
-            store.evict(&record);
             None
         }
+        // Another process put its bytes back meanwhile: served if they now check out.
+        Err(_) => store.lookup(key).filter(|r| store.verify(r).is_ok()),
     }
 }
 

@@ -114,7 +114,8 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
 /// Every key of `plan` that can be computed from the key records in the store, each with whether
 /// it is published. Objects are not checked: a damaged object's record still names the outputs
 /// its key promised, and a rebuild gives those bytes again, so what hangs below it keeps its
-/// keys. This is what `gc` keeps, where a checked walk would drop a damaged result's intact
+/// keys; so does what hangs below an evicted one ([`Store::evicted`]) whose rebuild has not
+/// finished. This is what `gc` keeps, where a checked walk would drop a damaged result's intact
 /// descendants.
 pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
     let mut records: Vec<Option<KeyRecord>> = Vec::with_capacity(plan.instances.len());
@@ -125,7 +126,7 @@ pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
         if let Some(k) = key {
             keys.insert(k, record.is_some());
         }
-        records.push(record);
+        records.push(record.or_else(|| key.and_then(|k| store.evicted(&k))));
     }
     keys
 }
