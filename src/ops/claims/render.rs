@@ -58,6 +58,23 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// The verdict as the table shows it. An `order` is reversed when one of its steps is, which is
+/// not the whole order reversed: the row names the steps.
+fn verdict_text(outcome: &Outcome) -> String {
+    let label = outcome.verdict.label();
+    let reversed: Vec<String> = (outcome.parts.iter().enumerate())
+        .filter(|(_, m)| m.verdict == Verdict::Reversed)
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    match (outcome.verdict, outcome.parts.len(), reversed.as_slice()) {
+        (Verdict::Reversed, steps, [one]) if steps > 1 => format!("{label} (step {one} of {steps})"),
+        (Verdict::Reversed, steps, many) if steps > 1 && many.len() < steps => {
+            format!("{label} (steps {} of {steps})", many.join(", "))
+        }
+        _ => label.to_string(),
+    }
+}
+
 fn interval_text(s: &Summary, prec: usize) -> String {
     match s.interval() {
         Some((lo, hi)) => format!("{:+.prec$} [{lo:+.prec$}, {hi:+.prec$}]", s.mean),
@@ -112,7 +129,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             ours,
             n,
             md(&d.paper),
-            r.outcome.verdict.label()
+            verdict_text(&r.outcome)
         ));
     }
     let count = |v: Verdict| rows.iter().filter(|r| r.outcome.verdict == v).count();
@@ -199,4 +216,29 @@ pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
 
 fn md(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(verdict: Verdict, steps: &[Verdict]) -> Outcome {
+        let part = |v: &Verdict| Measured {
+            what: String::new(),
+            per_replicate: Vec::new(),
+            summary: Summary::of(&[1.0, 2.0]),
+            verdict: *v,
+        };
+        Outcome { verdict, parts: steps.iter().map(part).collect() }
+    }
+
+    #[test]
+    fn an_order_reversed_in_some_steps_names_them() {
+        use Verdict::{Holds, Inconclusive, Reversed};
+        assert_eq!(verdict_text(&outcome(Reversed, &[Holds, Reversed])), "reversed (step 2 of 2)");
+        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed, Inconclusive, Reversed])), "reversed (steps 1, 3 of 3)");
+        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed, Reversed])), "reversed");
+        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed])), "reversed");
+        assert_eq!(verdict_text(&outcome(Holds, &[Holds, Holds])), "holds");
+    }
 }
