@@ -1999,14 +1999,41 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
         (model["state"] == "running").then_some(model)
     });
     assert_eq!(status["job"]["id"], job.1.as_str(), "{status}");
+    let queued = || {
+        let queue = Command::new("squeue")
+            .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &job.1])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&queue.stdout).trim().to_string()
+    };
+    // A second driver on the same cache follows the job; its Ctrl-C cancels nothing of the first
+    // driver's (it once cancelled every job it followed, failing the other run).
+    // Its log is drained to the end by a thread: a closed pipe would end it by SIGPIPE.
+    let mut follower = spawn_slurm_driver(cache.path(), &file, &long);
+    let log = std::io::BufReader::new(follower.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
+            if line.contains("following job") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let followed = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+    assert!(followed, "the second driver did not follow the job");
+    assert!(Command::new("kill").args(["-INT", &follower.id().to_string()]).status().unwrap().success());
+    let ended = follower.wait().unwrap();
+    let log = drain.join().unwrap();
+    assert_eq!(ended.code(), Some(130), "{log}");
+    assert!(!queued().is_empty(), "the first driver's job was cancelled by the second's Ctrl-C");
     assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
     let out = driver.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let queue = Command::new("squeue")
-        .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &job.1])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&queue.stdout).trim().to_string();
+    let listed = queued();
     assert!(listed.is_empty(), "job still queued after Ctrl-C: {listed}");
     assert!(claimed_jobs(cache.path()).is_empty());
 }

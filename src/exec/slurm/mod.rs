@@ -113,7 +113,8 @@ impl SlurmExecutor {
     /// into arrays.
     fn flush(&mut self) {
         let room = self.max_jobs.saturating_sub(self.tracked.len());
-        if room == 0 || self.backlog.is_empty() {
+        // Once interrupted, nothing more is submitted: what is queued is about to be cancelled.
+        if room == 0 || self.backlog.is_empty() || interrupted() {
             return;
         }
         let take: Vec<(Job, u32)> = self.backlog.drain(..room.min(self.backlog.len())).collect();
@@ -346,7 +347,9 @@ impl Executor for SlurmExecutor {
     }
 
     fn cancel(&mut self) {
-        let ids: Vec<String> = self.tracked.iter().map(|t| t.job_id.clone()).collect();
+        // Only the jobs this driver submitted: a followed one belongs to the driver that
+        // submitted it, whose run goes on.
+        let ids: Vec<String> = self.tracked.iter().filter(|t| !t.adopted).map(|t| t.job_id.clone()).collect();
         if ids.is_empty() {
             return;
         }

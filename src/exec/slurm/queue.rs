@@ -131,14 +131,17 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
         return Verdict::Retry("the job vanished from the queue without publishing".into());
     };
     let state = e.state.as_str();
+    // The states that name their cause come before the signal: a person's `scancel` of a
+    // running job ends CANCELLED with signal 15, and an OOM kill OUT_OF_MEMORY with a signal too;
+    // neither would go better a second time.
     match state {
         "NODE_FAIL" | "PREEMPTED" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE" => Verdict::Retry(format!("ended {state}")),
+        "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
+        "CANCELLED" => Verdict::Fail(format!("cancelled ({})", e.reason)),
         _ if e.signal != 0 => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
         _ if matches!(e.exit_code, 137 | 143) => {
             Verdict::Retry(format!("killed (exit {} = signal {}, {state})", e.exit_code, e.exit_code - 128))
         }
-        "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
-        "CANCELLED" => Verdict::Fail(format!("cancelled ({})", e.reason)),
         "COMPLETED" => Verdict::Fail(
             "the job completed but its result is not in the cache: do the nodes share this cache directory?".into(),
         ),
@@ -171,5 +174,12 @@ mod tests {
         assert!(matches!(verdict(None), Verdict::Retry(_)));
         let cancelled = Ending { state: "CANCELLED".into(), ..Default::default() };
         assert!(matches!(verdict(Some(&cancelled)), Verdict::Fail(_)));
+        // What Slurm reports for a running job a person cancelled, and for an OOM kill: failed,
+        // not resubmitted (they once were, the signal being checked first).
+        let scancelled = parse_ending("JobId=8\n   JobState=CANCELLED Reason=None\n   ExitCode=0:15\n");
+        assert_eq!(scancelled.signal, 15);
+        assert!(matches!(verdict(Some(&scancelled)), Verdict::Fail(_)), "{scancelled:?}");
+        let oom = Ending { state: "OUT_OF_MEMORY".into(), signal: 125, ..Default::default() };
+        assert_eq!(verdict(Some(&oom)), Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()));
     }
 }

@@ -2,6 +2,7 @@
 //! stage with the same resources (a task reads its key from a list file by its array index).
 //! Every job runs `cfrun exec --cache CACHE KEY`, the same code a local run uses.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,9 +89,13 @@ impl Submitter {
 }
 
 fn sbatch(args: &[String], script: &str) -> Result<String, String> {
+    // A process group of its own: a Ctrl-C in the terminal reaches the whole foreground group,
+    // and an `sbatch` killed after the controller took the job would leave it queued untracked
+    // (the driver cancels only what it knows of). The driver handles the interrupt itself.
     let out = Command::new("sbatch")
         .args(args)
         .arg(format!("--wrap={script}"))
+        .process_group(0)
         .output()
         .map_err(|e| format!("cannot run sbatch: {e}"))?;
     if !out.status.success() {
