@@ -2038,6 +2038,51 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
     assert!(claimed_jobs(cache.path()).is_empty());
 }
 
+#[test]
+fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
+    if !slurm_up("slurm_device") {
+        return;
+    }
+    // This binary has no CUDA, like a login node without a GPU. Under Slurm the driver computes
+    // only the stages it keeps, so `--device cuda` is for the jobs; and a job that asks for no GPU
+    // is granted none, so it computes on the CPU. Before, the driver opened CUDA itself and
+    // refused the run; a k-means job was started with `--device cuda` and no card.
+    let file = fixture("train_tiny.toml");
+    let no_gpus = ["model", "feats", "probe"].map(|s| format!("stages.{s}.resources.gpus=0"));
+    let mut args = vec!["--executor", "slurm", "--device", "cuda"];
+    for s in &no_gpus {
+        args.extend(["--set", s.as_str()]);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let ran = run_json(cache.path(), &file, &args);
+    assert!(ran.values().all(|o| o == "ran"), "{ran:?}");
+    let local = tempfile::tempdir().unwrap();
+    let mut sets = vec![];
+    for s in &no_gpus {
+        sets.extend(["--set", s.as_str()]);
+    }
+    run_json(local.path(), &file, &sets);
+    assert_eq!(objects(cache.path()), objects(local.path()));
+    // bf16 is checked against the device each stage will compute on: refused for a training job
+    // that asks for no GPU (exit 2, at the field)...
+    let bf16 = "stages.model.precision=bf16";
+    let mut refused = args.clone();
+    refused.extend(["--set", bf16]);
+    let mut argv = vec![file.to_str().unwrap()];
+    argv.extend(&refused);
+    let out = cfrun(cache.path(), &argv);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("precision") && stderr(&out).contains("resources.gpus"), "{}", stderr(&out));
+    // ...and let through for one that asks for a GPU: it then reaches the queue, which this
+    // one-node cluster refuses, having no GPUs to grant.
+    let gpu = ["--executor", "slurm", "--device", "cuda", "--set", bf16];
+    let mut argv = vec![file.to_str().unwrap()];
+    argv.extend(gpu);
+    let out = cfrun(cache.path(), &argv);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sbatch") && !stderr(&out).contains("bf16\" needs"), "{}", stderr(&out));
+}
+
 /// A cache on a mount whose locks stay on each client (NFS with local_lock=all here) is refused
 /// before anything is submitted, naming the mount option.
 #[test]

@@ -15,8 +15,9 @@ use crate::cache::{gc as cache_gc, CacheError, Store};
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
 use crate::exec::compute::ComputeEnv;
+use crate::exec::resources::for_instance;
 use crate::exec::{self, device, evaluate, Outcome, RunOptions};
-use crate::graph::{render, Plan};
+use crate::graph::{render, Instance, Plan};
 use crate::ops;
 
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
@@ -193,13 +194,27 @@ fn run(
         // before any job is submitted (the executor checks again for library callers).
         crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
-    let (dev, device_name) = device::open(choice).map_err(Failure::runtime)?;
-    crate::graph::preflight::check(&plan, &dev)?;
+    let slurm = settings.kind == Some(ExecutorKind::Slurm);
+    let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    // Under Slurm this process computes only the stages kept in the driver: it opens the asked
+    // device only when one of those asks for a GPU, so a login node without one drives GPU jobs.
+    let resources = |inst: &Instance| for_instance(&plan, inst, &settings);
+    let driver_needs_gpu = plan.instances.iter().map(resources).any(|r| r.in_driver && r.gpus > 0);
+    let driver_choice = if slurm && !driver_needs_gpu { device::DeviceChoice::Cpu } else { choice };
+    let (dev, device_name) = device::open(driver_choice).map_err(Failure::runtime)?;
+    let driver_location = dev.location();
+    crate::graph::preflight::check(&plan, &|inst| {
+        let r = resources(inst);
+        match (slurm && !r.in_driver, r.job_device(&device_flag)) {
+            (false, _) => driver_location,
+            (true, "cpu") => candle_core::DeviceLocation::Cpu,
+            (true, _) => candle_core::DeviceLocation::Cuda { gpu_id: 0 },
+        }
+    })?;
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
-    let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
-    let jobs = jobs.unwrap_or_else(|| default_jobs(choice));
+    let jobs = jobs.unwrap_or_else(|| default_jobs(driver_choice));
     let opts = RunOptions { jobs, env, device_flag, executor: settings };
     let summary = exec::run(&plan, &store, &opts).map_err(Failure::runtime)?;
     let reports = &summary.reports;

@@ -26,6 +26,19 @@ pub struct Resources {
     pub in_driver: bool,
 }
 
+impl Resources {
+    /// The `--device` a cluster job with these resources is started with: the run's when the job
+    /// asks for a GPU, else the CPU. Slurm grants a job that asks for none no card, so `cuda` there
+    /// would fail, or compute on a card granted to another job.
+    pub fn job_device<'a>(&self, run_device: &'a str) -> &'a str {
+        if run_device != "cpu" && self.gpus > 0 {
+            run_device
+        } else {
+            "cpu"
+        }
+    }
+}
+
 const fn res(cpus: u32, mem_gb: u64, gpus: u32, time_min: u32) -> Resources {
     Resources { cpus, mem_mb: mem_gb * 1024, gpus, time_min, in_driver: false }
 }
@@ -105,5 +118,18 @@ mem = "2G"
         assert_eq!(noisy(&set).params, noisy(&bare).params);
         let none = ExecutorSettings { in_driver: Some(vec![]), ..Default::default() };
         assert!(!for_instance(&bare, &noisy(&bare), &none).in_driver);
+    }
+
+    #[test]
+    fn only_a_job_that_asks_for_a_gpu_gets_the_runs_device() {
+        let train = op_defaults("train");
+        let kmeans = op_defaults("kmeans");
+        assert_eq!(
+            (train.job_device("cuda"), train.job_device("auto"), train.job_device("cpu")),
+            ("cuda", "auto", "cpu")
+        );
+        assert_eq!((kmeans.job_device("cuda"), kmeans.job_device("auto")), ("cpu", "cpu"));
+        let none = Resources { gpus: 0, ..train };
+        assert_eq!(none.job_device("cuda"), "cpu");
     }
 }

@@ -236,7 +236,7 @@ impl StageKind for Dataset {
         false
     }
 
-    fn preflight(&self, p: &DatasetParams, _device: &candle_core::Device) -> Result<(), ParamError> {
+    fn preflight(&self, p: &DatasetParams, _device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
         p.check_folder()
     }
 

@@ -202,7 +202,7 @@ pub trait StageKind: Send + Sync + 'static {
         None
     }
     /// See [`Op::preflight`]. Most ops name nothing on the machine and run on any device.
-    fn preflight(&self, _params: &Self::Params, _device: &candle_core::Device) -> Result<(), ParamError> {
+    fn preflight(&self, _params: &Self::Params, _device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
         Ok(())
     }
     /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
@@ -263,10 +263,10 @@ pub trait Op: Send + Sync {
     /// before anything runs.
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError>;
     /// Checks against the machine a run starts on (a folder the parameters name, arithmetic the
-    /// opened device lacks), made by `cfrun run` before anything runs. Commands that only read an
-    /// experiment (`status`, `report`, `gc`) skip them, so that a folder moved since, or another
-    /// machine, does not lock them out.
-    fn preflight(&self, params: &Json, device: &candle_core::Device) -> Result<(), ParamError>;
+    /// device the instance will compute on lacks), made by `cfrun run` before anything runs.
+    /// Commands that only read an experiment (`status`, `report`, `gc`) skip them, so that a
+    /// folder moved since, or another machine, does not lock them out.
+    fn preflight(&self, params: &Json, device: &candle_core::DeviceLocation) -> Result<(), ParamError>;
     /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
     /// fixed signature look in their spec; `command` reads the outputs its stage declares.
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
@@ -348,7 +348,7 @@ impl<T: StageKind> Op for T {
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         StageKind::facts(self, &params::parse(params)?, inputs)
     }
-    fn preflight(&self, params: &Json, device: &candle_core::Device) -> Result<(), ParamError> {
+    fn preflight(&self, params: &Json, device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
         StageKind::preflight(self, &params::parse(params)?, device)
     }
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {

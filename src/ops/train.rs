@@ -198,13 +198,14 @@ impl StageKind for Train {
         p.optim.work_estimate()
     }
 
-    fn preflight(&self, p: &TrainParams, device: &candle_core::Device) -> Result<(), ParamError> {
-        if p.precision == Precision::Bf16 && device.is_cpu() {
+    fn preflight(&self, p: &TrainParams, device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
+        if p.precision == Precision::Bf16 && matches!(device, candle_core::DeviceLocation::Cpu) {
             return Err(ParamError::field(
                 "precision",
                 nn::run_config::BF16_ON_CPU,
                 Some(
-                    "on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda"
+                    "on the CPU use precision = \"f32\" (the default) or \"f16\"; for bf16 run with --device cuda \
+                     (under --executor slurm, with the stage asking for a GPU: resources.gpus = 1)"
                         .into(),
                 ),
             ));
@@ -286,7 +287,7 @@ impl StageKind for Train {
             )));
         }
         // Again here, as `cfrun run` did before anything ran: a cluster job may land on a CPU node.
-        StageKind::preflight(self, &p, ctx.device)
+        StageKind::preflight(self, &p, &ctx.device.location())
             .map_err(|e| OpError::Invalid(format!("{}; {}", e.message, e.help.unwrap_or_default())))?;
         let mut cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
         cfg.precision = p.precision;

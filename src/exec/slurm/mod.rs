@@ -85,7 +85,6 @@ impl SlurmExecutor {
             cache,
             logs,
             device: opts.device_flag.clone(),
-            wants_gpu: opts.device_flag != "cpu",
             partition: s.partition.clone(),
             account: s.account.clone(),
             qos: s.qos.clone(),

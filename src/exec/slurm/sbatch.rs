@@ -17,10 +17,9 @@ pub struct Submitter {
     pub cache: PathBuf,
     /// Where job logs go.
     pub logs: PathBuf,
-    /// The `--device` of every job.
+    /// The run's `--device`: that of every job that asks for a GPU (the others compute on the CPU,
+    /// [`Resources::job_device`]).
     pub device: String,
-    /// Whether that device is a GPU (GPUs are only asked for then).
-    pub wants_gpu: bool,
     /// `--partition`, `--account`, `--qos`.
     pub partition: Option<String>,
     /// See `partition`.
@@ -48,7 +47,7 @@ impl Submitter {
             format!("--mem={}M", r.mem_mb),
             format!("--time={}", r.time_min),
         ];
-        if self.wants_gpu && r.gpus > 0 {
+        if r.job_device(&self.device) != "cpu" {
             a.push(format!("--gres=gpu:{}", r.gpus));
         }
         for (flag, v) in [("partition", &self.partition), ("account", &self.account), ("qos", &self.qos)] {
@@ -63,19 +62,20 @@ impl Submitter {
         a
     }
 
-    /// The batch script: `key` is a shell word (a quoted key, or an expansion reading the list).
-    fn script(&self, prelude: &str, key: &str) -> String {
+    /// The batch script of a job with resources `r`: `key` is a shell word (a quoted key, or an
+    /// expansion reading the list).
+    fn script(&self, r: &Resources, prelude: &str, key: &str) -> String {
         format!(
             "{prelude}export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} exec --cache {} --device {} {key}",
             shell_quote(&self.exe.to_string_lossy()),
             shell_quote(&self.cache.to_string_lossy()),
-            self.device
+            r.job_device(&self.device)
         )
     }
 
     /// Submits one job; returns its id.
     pub fn submit_one(&self, name: &str, r: &Resources, key: &str) -> Result<String, String> {
-        let script = self.script("", &shell_quote(key));
+        let script = self.script(r, "", &shell_quote(key));
         sbatch(&self.args(name, r, None), &script)
     }
 
@@ -83,7 +83,7 @@ impl Submitter {
     pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, String> {
         let prelude =
             format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", shell_quote(&list.to_string_lossy()));
-        let script = self.script(&prelude, "\"$key\"");
+        let script = self.script(r, &prelude, "\"$key\"");
         sbatch(&self.args(name, r, Some(n)), &script)
     }
 }
@@ -121,7 +121,6 @@ mod tests {
             cache: "/shared/cache".into(),
             logs: "/shared/cache/jobs/logs".into(),
             device: "cuda".into(),
-            wants_gpu: true,
             partition: Some("gpu".into()),
             account: None,
             qos: Some("long".into()),
@@ -143,9 +142,14 @@ mod tests {
             assert!(a.contains(want), "{want} in {a}");
         }
         assert!(!a.contains("--account"));
-        let cpu = Submitter { wants_gpu: false, ..s.clone() };
+        let cpu = Submitter { device: "cpu".into(), ..s.clone() };
         assert!(!cpu.args("train", &r, None).join(" ").contains("--gres"));
-        assert!(s.script("", "'k'").contains("exec '/bin/cfrun' exec --cache '/shared/cache' --device cuda 'k'"));
+        assert!(s.script(&r, "", "'k'").contains("exec '/bin/cfrun' exec --cache '/shared/cache' --device cuda 'k'"));
+        // A job that asks for no GPU is granted none: it computes on the CPU (it was started with
+        // `--device cuda` and no `--gres`).
+        let kmeans = Resources { gpus: 0, ..r.clone() };
+        assert!(!s.args("kmeans", &kmeans, None).join(" ").contains("--gres"));
+        assert!(s.script(&kmeans, "", "'k'").contains("--device cpu 'k'"));
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 }
