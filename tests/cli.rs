@@ -2039,6 +2039,45 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
 }
 
 #[test]
+fn slurm_submits_again_when_the_controller_did_not_answer() {
+    if !slurm_up("slurm_sbatch_timeout") {
+        return;
+    }
+    // The real sbatch behind a wrapper that refuses the first submission as Slurm does when the
+    // controller times out. Before, that failed the instance and skipped everything below it.
+    let real = Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let bin = tempfile::tempdir().unwrap();
+    let marker = bin.path().join("refused");
+    let wrapper = format!(
+        "#!/bin/sh\nif [ \"$1\" != --version ] && [ ! -e '{m}' ]; then\n  : > '{m}'\n  \
+         echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2\n  \
+         exit 1\nfi\nexec '{real}' \"$@\"\n",
+        m = marker.display()
+    );
+    let sbatch = bin.path().join("sbatch");
+    std::fs::write(&sbatch, wrapper).unwrap();
+    std::fs::set_permissions(&sbatch, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(fixture("train_tiny.toml"))
+        .args(["--json", "--executor", "slurm", "--poll-max", "0.5", "--cache"])
+        .arg(cache.path())
+        .env("PATH", path)
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(marker.exists(), "the wrapper never refused");
+    assert!(err.contains("Socket timed out") && err.contains("submitting again in 2 s"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["ran"].as_u64(), v["failed"].as_u64()), (Some(4), Some(0)), "{v}");
+}
+
+#[test]
 fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
     if !slurm_up("slurm_device") {
         return;

@@ -6,8 +6,10 @@
 //! often the longer nothing changes. A job that ended without publishing is classified: killed,
 //! preempted, timed out or lost jobs are submitted again (the stage resumes from its checkpoint in
 //! the cache), up to `retries` times; any other failure is reported with its log's last lines.
+//! A submission the controller could not take for now is tried again later ([`backoff`]).
 //! Tiny ops run in the driver (see [`crate::exec::resources::IN_DRIVER_OPS`]).
 
+pub mod backoff;
 pub mod claims;
 pub mod queue;
 pub mod sbatch;
@@ -16,9 +18,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use self::backoff::Backoff;
 use self::claims::Claim;
 use self::queue::Verdict;
-use self::sbatch::Submitter;
+use self::sbatch::{Refused, Submitter};
 use super::compute::cached;
 use super::executor::{Executor, Finished};
 use super::interrupt::interrupted;
@@ -58,6 +61,8 @@ pub struct SlurmExecutor {
     tracked: Vec<Tracked>,
     done: Vec<Finished>,
     submitted: usize,
+    /// Pauses submissions while the controller refuses them for a passing reason.
+    backoff: Backoff,
     delay: Duration,
     poll_max: Duration,
     last_queue: Option<Instant>,
@@ -102,6 +107,7 @@ impl SlurmExecutor {
             tracked: Vec::new(),
             done: Vec::new(),
             submitted: 0,
+            backoff: Backoff::default(),
             delay: Duration::from_millis(200).min(poll_max),
             poll_max,
             last_queue: None,
@@ -113,7 +119,7 @@ impl SlurmExecutor {
     fn flush(&mut self) {
         let room = self.max_jobs.saturating_sub(self.tracked.len());
         // Once interrupted, nothing more is submitted: what is queued is about to be cancelled.
-        if room == 0 || self.backlog.is_empty() || interrupted() {
+        if room == 0 || self.backlog.is_empty() || interrupted() || !self.backoff.ready(Instant::now()) {
             return;
         }
         let take: Vec<(Job, u32)> = self.backlog.drain(..room.min(self.backlog.len())).collect();
@@ -127,9 +133,18 @@ impl SlurmExecutor {
             }
             groups.entry(group).or_default().push(job);
         }
+        // Jobs the controller could not take yet go back to the head of the backlog, in order.
+        let mut deferred = Vec::new();
         for group in order {
             let jobs = groups.remove(&group).unwrap_or_default();
-            self.submit_group(&group.0, &group.1, group.2, jobs);
+            let jobs = match self.backoff.ready(Instant::now()) {
+                true => self.submit_group(&group.0, &group.1, group.2, jobs),
+                false => jobs,
+            };
+            deferred.extend(jobs.into_iter().map(|j| (j, group.2)));
+        }
+        for item in deferred.into_iter().rev() {
+            self.backlog.push_front(item);
         }
     }
 
@@ -161,11 +176,14 @@ impl SlurmExecutor {
         rest
     }
 
-    fn submit_group(&mut self, stage: &str, r: &Resources, attempts: u32, jobs: Vec<Job>) {
+    /// Submits `jobs` (one array, or one job each); returns those to submit again later, the
+    /// controller having refused them for a passing reason.
+    fn submit_group(&mut self, stage: &str, r: &Resources, attempts: u32, jobs: Vec<Job>) -> Vec<Job> {
         for job in &jobs {
             if let Err(e) = write_spec(&self.store, job) {
                 let why = format!("cannot write the job spec into the cache: {e}");
-                return self.fail_all(jobs, &why);
+                self.fail_all(jobs, &why);
+                return Vec::new();
             }
         }
         let logs = self.submitter.logs.clone();
@@ -174,30 +192,65 @@ impl SlurmExecutor {
             let name = blake3::hash(list.as_bytes()).to_hex()[..16].to_string();
             let path = jobs_dir(&self.store).join("arrays").join(format!("{name}.txt"));
             if let Err(e) = crate::cache::fsutil::write_atomic(&path, list.as_bytes()) {
-                return self.fail_all(jobs, &format!("cannot write the array's key list: {e}"));
+                self.fail_all(jobs, &format!("cannot write the array's key list: {e}"));
+                return Vec::new();
             }
-            match self.submitter.submit_array(stage, r, &path, jobs.len()) {
+            return match self.submitter.submit_array(stage, r, &path, jobs.len()) {
                 Ok(id) => {
                     tracing::info!("submitted {} instances of {stage} as job array {id}", jobs.len());
-                    self.submitted += 1;
+                    self.accepted();
                     for (i, job) in jobs.into_iter().enumerate() {
                         let job_id = format!("{id}_{i}");
                         self.track(job, job_id.clone(), logs.join(format!("{job_id}.log")), attempts);
                     }
+                    Vec::new()
                 }
-                Err(e) => self.fail_all(jobs, &e),
-            }
-            return;
+                Err(e) => self.refused(jobs, e),
+            };
         }
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
             match self.submitter.submit_one(stage, r, &job.key.hex()) {
                 Ok(id) => {
                     tracing::info!("submitted {} as job {id}", job.instance.name);
-                    self.submitted += 1;
+                    self.accepted();
                     let log = logs.join(format!("{id}.log"));
                     self.track(job, id, log, attempts);
                 }
-                Err(e) => self.fail_all(vec![job], &e),
+                Err(e) => {
+                    let later = self.refused(vec![job], e);
+                    if !later.is_empty() {
+                        return later.into_iter().chain(jobs).collect();
+                    }
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    fn accepted(&mut self) {
+        self.submitted += 1;
+        self.backoff.accepted();
+    }
+
+    /// A refused submission of `jobs`: returned to be tried again when the refusal passes and the
+    /// controller has not refused for too long, else failed. A timed-out `sbatch` may still have
+    /// queued its job; the copy submitted again then waits on the key's lock and is served the
+    /// first one's result.
+    fn refused(&mut self, jobs: Vec<Job>, refusal: Refused) -> Vec<Job> {
+        if !refusal.passing {
+            self.fail_all(jobs, &refusal.message);
+            return Vec::new();
+        }
+        match self.backoff.refused(Instant::now()) {
+            Some(pause) => {
+                tracing::warn!("{}; submitting again in {} s", refusal.message, pause.as_secs());
+                jobs
+            }
+            None => {
+                let why = format!("{} (and every submission for the last ten minutes)", refusal.message);
+                self.fail_all(jobs, &why);
+                Vec::new()
             }
         }
     }

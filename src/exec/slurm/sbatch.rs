@@ -74,13 +74,13 @@ impl Submitter {
     }
 
     /// Submits one job; returns its id.
-    pub fn submit_one(&self, name: &str, r: &Resources, key: &str) -> Result<String, String> {
+    pub fn submit_one(&self, name: &str, r: &Resources, key: &str) -> Result<String, Refused> {
         let script = self.script(r, "", &shell_quote(key));
         sbatch(&self.args(name, r, None), &script)
     }
 
     /// Submits an array whose task `i` computes line `i + 1` of `list`; returns the array's id.
-    pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, String> {
+    pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, Refused> {
         let prelude =
             format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", shell_quote(&list.to_string_lossy()));
         let script = self.script(r, &prelude, "\"$key\"");
@@ -88,7 +88,37 @@ impl Submitter {
     }
 }
 
-fn sbatch(args: &[String], script: &str) -> Result<String, String> {
+/// Why `sbatch` gave no job id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What it said.
+    pub message: String,
+    /// The controller was not reached or too busy: the same submission may pass later.
+    pub passing: bool,
+}
+
+/// What `sbatch` prints when the controller could not take a job for now, not because the job is
+/// wrong (Slurm's messages for a timeout, a controller down or restarting, one too busy).
+const PASSING_REFUSALS: &[&str] = &[
+    "Socket timed out on send/recv operation",
+    "Unable to contact slurm controller",
+    "Slurm temporarily unable to accept job",
+    "Resource temporarily unavailable",
+    "Zero Bytes were transmitted or received",
+];
+
+impl Refused {
+    fn from_stderr(stderr: &str) -> Refused {
+        let passing = PASSING_REFUSALS.iter().any(|p| stderr.contains(p));
+        Refused { message: format!("sbatch refused the job: {}", stderr.trim()), passing }
+    }
+
+    fn permanent(message: String) -> Refused {
+        Refused { message, passing: false }
+    }
+}
+
+fn sbatch(args: &[String], script: &str) -> Result<String, Refused> {
     // A process group of its own: a Ctrl-C in the terminal reaches the whole foreground group,
     // and an `sbatch` killed after the controller took the job would leave it queued untracked
     // (the driver cancels only what it knows of). The driver handles the interrupt itself.
@@ -97,15 +127,15 @@ fn sbatch(args: &[String], script: &str) -> Result<String, String> {
         .arg(format!("--wrap={script}"))
         .process_group(0)
         .output()
-        .map_err(|e| format!("cannot run sbatch: {e}"))?;
+        .map_err(|e| Refused::permanent(format!("cannot run sbatch: {e}")))?;
     if !out.status.success() {
-        return Err(format!("sbatch refused the job: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(Refused::from_stderr(&String::from_utf8_lossy(&out.stderr)));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     // `--parsable` prints `ID` or `ID;CLUSTER`.
     let id = text.trim().split(';').next().unwrap_or("").to_string();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("sbatch printed no job id: {}", text.trim()));
+        return Err(Refused::permanent(format!("sbatch printed no job id: {}", text.trim())));
     }
     Ok(id)
 }
@@ -151,5 +181,17 @@ mod tests {
         assert!(!s.args("kmeans", &kmeans, None).join(" ").contains("--gres"));
         assert!(s.script(&kmeans, "", "'k'").contains("--device cpu 'k'"));
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn a_controller_that_did_not_answer_is_a_passing_refusal() {
+        let timeout = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n";
+        assert!(Refused::from_stderr(timeout).passing);
+        let down = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)";
+        assert!(Refused::from_stderr(down).passing);
+        let gres = "sbatch: error: Invalid generic resource (gres) specification\n";
+        let r = Refused::from_stderr(gres);
+        assert!(!r.passing);
+        assert_eq!(r.message, "sbatch refused the job: sbatch: error: Invalid generic resource (gres) specification");
     }
 }
