@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn cfrun(cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cfrun"))
@@ -1746,12 +1746,10 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
     }
 }
 
-/// A checkpoint edited between a kill and the rerun is not resumed from: the stage trains from
-/// the start and ends bit-identical to an uninterrupted run.
-#[test]
-fn an_edited_checkpoint_is_refused_and_training_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ck.toml");
+/// A 6-epoch training on generated shapes killed after its second epoch: the experiment file,
+/// the cache, and the one sealed checkpoint's folder.
+fn training_killed_after_two_epochs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let file = dir.join("ck.toml");
     std::fs::write(
         &file,
         "[experiment]\nname = \"ck\"\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 16\n\
@@ -1759,20 +1757,54 @@ fn an_edited_checkpoint_is_refused_and_training_starts_over() {
          labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 6\nbatch_size = 64\n",
     )
     .unwrap();
-    let cache = dir.path().join("cache");
+    let cache = dir.join("cache");
     kill_when_logged(&cache, &file, &[], "epoch 2/6", 0);
-    let states: Vec<PathBuf> = std::fs::read_dir(cache.join("checkpoints"))
+    let folders: Vec<PathBuf> = std::fs::read_dir(cache.join("checkpoints"))
         .unwrap()
         .flat_map(|k| std::fs::read_dir(k.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path().join("state.safetensors"))
-        .filter(|p| p.exists())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("state.safetensors").exists())
         .collect();
-    assert_eq!(states.len(), 1, "one sealed checkpoint: {states:?}");
-    flip_last_byte(&states[0]);
+    assert_eq!(folders.len(), 1, "one sealed checkpoint: {folders:?}");
+    (file, cache, folders[0].clone())
+}
+
+/// A checkpoint edited between a kill and the rerun is not resumed from: the stage trains from
+/// the start and ends bit-identical to an uninterrupted run.
+#[test]
+fn an_edited_checkpoint_is_refused_and_training_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, cache, checkpoint) = training_killed_after_two_epochs(dir.path());
+    flip_last_byte(&checkpoint.join("state.safetensors"));
     let out = cfrun(&cache, &[file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("not resuming from the checkpoint"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("resuming after epoch"), "{}", stderr(&out));
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &[]);
+    assert_eq!(objects(&cache), objects(reference.path()));
+}
+
+/// A checkpoint names the device that wrote it (sealed with it), and a CPU run does not resume
+/// from one a GPU wrote: it would publish neither device's bits. Here a CPU checkpoint is made to
+/// say `cuda`, its seal updated to match, as a run on a GPU would have left it.
+#[test]
+fn a_checkpoint_written_on_another_device_is_not_resumed_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, cache, checkpoint) = training_killed_after_two_epochs(dir.path());
+    assert_eq!(std::fs::read_to_string(checkpoint.join("device")).unwrap(), "cpu");
+    std::fs::write(checkpoint.join("device"), "cuda").unwrap();
+    let seal_path = checkpoint.parent().unwrap().join("latest");
+    let mut seal: Value = serde_json::from_slice(&std::fs::read(&seal_path).unwrap()).unwrap();
+    let entry = seal["files"].as_array_mut().unwrap().iter_mut().find(|f| f["path"] == "device").unwrap();
+    entry["size"] = json!(4);
+    entry["hash"] = json!(blake3::hash(b"cuda").to_hex().to_string());
+    std::fs::write(&seal_path, serde_json::to_vec(&seal).unwrap()).unwrap();
+    let out = cfrun(&cache, &[file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("it was written on cuda and this run computes on cpu"), "{err}");
+    assert!(!err.contains("resuming after epoch"), "{err}");
     let reference = tempfile::tempdir().unwrap();
     run_json(reference.path(), &file, &[]);
     assert_eq!(objects(&cache), objects(reference.path()));

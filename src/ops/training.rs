@@ -253,6 +253,29 @@ pub struct Checkpointer<'a> {
     pub progress: &'a dyn StageProgress,
     /// Total epochs, for messages.
     pub epochs: usize,
+    /// The device the stage computes on, written into each checkpoint.
+    pub device: &'a candle_core::Device,
+}
+
+/// The file in a checkpoint that names the kind of device that wrote it (sealed with the rest).
+const DEVICE_FILE: &str = "device";
+
+/// `cpu`, `cuda` or `metal`: which arithmetic a state was computed with (the card's index does
+/// not change it).
+fn device_kind(device: &candle_core::Device) -> &'static str {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu",
+        candle_core::DeviceLocation::Cuda { .. } => "cuda",
+        candle_core::DeviceLocation::Metal { .. } => "metal",
+    }
+}
+
+/// The kind of device that wrote the checkpoint in `folder`, when it is not `device`'s. A
+/// checkpoint from before devices were recorded names none and counts as this device's.
+fn written_on_another_device(folder: &Path, device: &candle_core::Device) -> Option<String> {
+    let written = std::fs::read_to_string(folder.join(DEVICE_FILE)).ok()?;
+    let written = written.trim();
+    (written != device_kind(device)).then(|| written.to_string())
 }
 
 impl TrainObserver for Checkpointer<'_> {
@@ -280,6 +303,7 @@ impl TrainObserver for Checkpointer<'_> {
         let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
         let scratch = checkpoint::scratch(self.dir).map_err(io)?;
         state.save(&scratch.path().join("state.safetensors"))?;
+        std::fs::write(scratch.path().join(DEVICE_FILE), device_kind(self.device)).map_err(io)?;
         checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
         tracing::info!(
             "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
@@ -296,6 +320,8 @@ impl TrainObserver for Checkpointer<'_> {
 /// The last sealed checkpoint in `dir`, if any and if it belongs to this configuration; a
 /// network with a pretext head names its vars' prefix (see [`TrainState::load_with_head`]).
 /// A checkpoint that fails its seal is reported and ignored: the stage trains from the start.
+/// So is one written on another kind of device: a CPU run resumed from a GPU's epochs would
+/// publish neither device's bits, and the CPU's promise is the same bits every time.
 pub fn resume_state(
     dir: &Path,
     cfg: &TrainConfig,
@@ -309,6 +335,15 @@ pub fn resume_state(
             return None;
         }
     };
+    if let Some(other) = written_on_another_device(&folder, device) {
+        tracing::warn!(
+            "not resuming from the checkpoint in {}: it was written on {other} and this run computes on {}; \
+             training from the start",
+            dir.display(),
+            device_kind(device)
+        );
+        return None;
+    }
     let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
     state.check_resumable(cfg).ok()?;
     Some(state)
@@ -332,6 +367,17 @@ mod tests {
         written.sort();
         listed.sort();
         assert_eq!(written, listed);
+    }
+
+    #[test]
+    fn a_checkpoint_names_the_device_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = candle_core::Device::Cpu;
+        assert_eq!(super::written_on_another_device(dir.path(), &cpu), None, "none named: from before");
+        std::fs::write(dir.path().join(super::DEVICE_FILE), "cpu").unwrap();
+        assert_eq!(super::written_on_another_device(dir.path(), &cpu), None);
+        std::fs::write(dir.path().join(super::DEVICE_FILE), "cuda").unwrap();
+        assert_eq!(super::written_on_another_device(dir.path(), &cpu), Some("cuda".to_string()));
     }
 
     #[test]
