@@ -2040,34 +2040,81 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
     };
     // A second driver on the same cache follows the job; its Ctrl-C cancels nothing of the first
     // driver's (it once cancelled every job it followed, failing the other run).
-    // Its log is drained to the end by a thread: a closed pipe would end it by SIGPIPE.
     let mut follower = spawn_slurm_driver(cache.path(), &file, &long);
-    let log = std::io::BufReader::new(follower.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let drain = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
-            if line.contains("following job") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let followed = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
-    assert!(followed, "the second driver did not follow the job");
+    let (lines, drain) = drain_stderr(&mut follower);
+    wait_for_line(&lines, "following job", "the second driver did not follow the job");
     assert!(Command::new("kill").args(["-INT", &follower.id().to_string()]).status().unwrap().success());
     let ended = follower.wait().unwrap();
     let log = drain.join().unwrap();
     assert_eq!(ended.code(), Some(130), "{log}");
     assert!(!queued().is_empty(), "the first driver's job was cancelled by the second's Ctrl-C");
+    assert!(claimed_jobs(cache.path()).iter().any(|(i, _)| i == "model"), "the follower dropped the job's claim");
     assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
     let out = driver.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let listed = queued();
     assert!(listed.is_empty(), "job still queued after Ctrl-C: {listed}");
     assert!(claimed_jobs(cache.path()).is_empty());
+}
+
+/// Reads `child`'s stderr to the end in a thread (a closed pipe would end it by SIGPIPE): each
+/// line as it comes, and the whole log when it ends.
+fn drain_stderr(
+    child: &mut std::process::Child,
+) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    let log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (rx, drain)
+}
+
+/// Waits up to a minute for a line containing `marker`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, marker: &str, failure: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => return,
+            Ok(_) => continue,
+            Err(_) => panic!("{failure}"),
+        }
+    }
+}
+
+#[test]
+fn slurm_a_followed_job_cancelled_by_its_driver_is_submitted_by_the_follower() {
+    if !slurm_up("slurm_follower_takes_over") {
+        return;
+    }
+    // Driver A submits the training; B, on the same cache, follows it. A's Ctrl-C cancels it:
+    // B's run still needs the network, so B submits the job as its own (it resumes from A's
+    // checkpoint) and finishes. Before, B failed the instance and skipped all below it.
+    let file = fixture("train_tiny.toml");
+    let longer = ["--set", "stages.model.epochs=40"];
+    let cache = tempfile::tempdir().unwrap();
+    let mut first = spawn_slurm_driver(cache.path(), &file, &longer);
+    let (_first_lines, first_log) = drain_stderr(&mut first);
+    wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
+    let mut second = spawn_slurm_driver(cache.path(), &file, &longer);
+    let (lines, second_log) = drain_stderr(&mut second);
+    wait_for_line(&lines, "following job", "the second driver did not follow the job");
+    assert!(Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap().success());
+    assert_eq!(first.wait().unwrap().code(), Some(130), "{}", first_log.join().unwrap());
+    let ended = second.wait().unwrap();
+    let log = second_log.join().unwrap();
+    assert!(ended.success(), "{log}");
+    assert!(log.contains("(another cfrun's) was cancelled") && log.contains("submitting it for this run"), "{log}");
+    let reference = tempfile::tempdir().unwrap();
+    run_json(reference.path(), &file, &longer);
+    assert_eq!(objects(cache.path()), objects(reference.path()));
 }
 
 #[test]
@@ -2144,14 +2191,26 @@ fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
     let out = cfrun(cache.path(), &argv);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("precision") && stderr(&out).contains("resources.gpus"), "{}", stderr(&out));
-    // ...and let through for one that asks for a GPU: it then reaches the queue, which this
-    // one-node cluster refuses, having no GPUs to grant.
-    let gpu = ["--executor", "slurm", "--device", "cuda", "--set", bf16];
+    // ...and let through for one that asks for a GPU (`auto`: the job uses the GPU it is granted):
+    // it then reaches the queue, which this one-node cluster refuses, having no GPUs to grant.
+    let gpu = ["--executor", "slurm", "--device", "auto", "--set", bf16];
     let mut argv = vec![file.to_str().unwrap()];
     argv.extend(gpu);
     let out = cfrun(cache.path(), &argv);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("sbatch") && !stderr(&out).contains("bf16\" needs"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gres") && !stderr(&out).contains("bf16\" needs"), "{}", stderr(&out));
+    // With `--device cuda`, jobs that ask for a GPU run this binary, which has no CUDA: refused
+    // before anything is submitted, not in each job after its wait for a GPU.
+    if !cfg!(feature = "cuda") {
+        let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--executor", "slurm", "--device", "cuda"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("the jobs that ask for a GPU: this cfrun was built without CUDA"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("submitted"), "{}", stderr(&out));
+    }
 }
 
 /// A cache on a mount whose locks stay on each client (NFS with local_lock=all here) is refused

@@ -201,6 +201,13 @@ fn run(
     let resources = |inst: &Instance| for_instance(&plan, inst, &settings);
     let driver_needs_gpu = plan.instances.iter().map(resources).any(|r| r.in_driver && r.gpus > 0);
     let driver_choice = if slurm && !driver_needs_gpu { device::DeviceChoice::Cpu } else { choice };
+    let jobs_need_cuda = slurm
+        && choice == device::DeviceChoice::Cuda
+        && plan.instances.iter().map(resources).any(|r| !r.in_driver && r.gpus > 0);
+    if jobs_need_cuda {
+        // The jobs run this binary: refused here, not in every job after its wait for a GPU.
+        device::cuda_built_in().map_err(|e| Failure::runtime(format!("the jobs that ask for a GPU: {e}")))?;
+    }
     let (dev, device_name) = device::open(driver_choice).map_err(Failure::runtime)?;
     let driver_location = dev.location();
     crate::graph::preflight::check(&plan, &|inst| {

@@ -28,6 +28,18 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
     }
 }
 
+/// Whether this binary can compute on CUDA at all (a GPU aside): cluster jobs run this binary too.
+pub fn cuda_built_in() -> Result<(), String> {
+    if cfg!(feature = "cuda") {
+        Ok(())
+    } else {
+        Err(NO_CUDA_FEATURE.into())
+    }
+}
+
+const NO_CUDA_FEATURE: &str =
+    "this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)";
+
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<(Device, String), String> {
     Device::new_cuda(0)
@@ -37,7 +49,7 @@ fn open_cuda() -> Result<(Device, String), String> {
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda() -> Result<(Device, String), String> {
-    Err("this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)".into())
+    Err(NO_CUDA_FEATURE.into())
 }
 
 /// The device one of several jobs running side by side computes on. On a GPU: a new stream

@@ -61,6 +61,7 @@ mod tests {
         }
         assert_eq!(&pauses[..7], &[2, 4, 8, 16, 32, 60, 60]);
         assert!(now.duration_since(t0) >= GIVE_UP_AFTER && now.duration_since(t0) < GIVE_UP_AFTER + LONGEST_PAUSE);
+        assert_eq!(b.refused(now + FIRST_PAUSE), None, "after giving up, a refusal fails at once");
         b.accepted();
         assert!(b.ready(now));
         assert_eq!(b.refused(now), Some(FIRST_PAUSE), "an accepted submission starts the count again");

@@ -137,7 +137,9 @@ impl SlurmExecutor {
         let mut deferred = Vec::new();
         for group in order {
             let jobs = groups.remove(&group).unwrap_or_default();
-            let jobs = match self.backoff.ready(Instant::now()) {
+            // A Ctrl-C while submitting stops the submissions (sbatch, in its own process group,
+            // does not see it).
+            let jobs = match self.backoff.ready(Instant::now()) && !interrupted() {
                 true => self.submit_group(&group.0, &group.1, group.2, jobs),
                 false => jobs,
             };
@@ -210,6 +212,9 @@ impl SlurmExecutor {
         }
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
+            if interrupted() {
+                return std::iter::once(job).chain(jobs).collect();
+            }
             match self.submitter.submit_one(stage, r, &job.key.hex()) {
                 Ok(id) => {
                     tracing::info!("submitted {} as job {id}", job.instance.name);
@@ -248,8 +253,12 @@ impl SlurmExecutor {
                 jobs
             }
             None => {
+                // Ten minutes without a controller: what waits to be submitted fails now, not one
+                // `sbatch` timeout at a time. A later refusal fails at once too, until a
+                // submission goes through.
                 let why = format!("{} (and every submission for the last ten minutes)", refusal.message);
-                self.fail_all(jobs, &why);
+                let waiting: Vec<Job> = self.backlog.drain(..).map(|(j, _)| j).collect();
+                self.fail_all(jobs.into_iter().chain(waiting).collect(), &why);
                 Vec::new()
             }
         }
@@ -315,7 +324,17 @@ impl SlurmExecutor {
                     );
                     self.backlog.push_back((t.job, t.attempts + 1));
                 }
-                Verdict::Retry(why) | Verdict::Fail(why) => {
+                Verdict::Cancelled(why) if t.adopted => {
+                    // The driver that submitted it was interrupted (or a person cancelled it);
+                    // this run still needs the result, so it submits the job as its own.
+                    tracing::warn!(
+                        "{}: job {} (another cfrun's) was {why}; submitting it for this run",
+                        t.job.instance.name,
+                        t.job_id
+                    );
+                    self.backlog.push_back((t.job, t.attempts));
+                }
+                Verdict::Retry(why) | Verdict::Fail(why) | Verdict::Cancelled(why) => {
                     let why = format!("job {} {why}; log {}{}", t.job_id, t.log.display(), log_tail(&t.log, 12));
                     out.push(Finished {
                         index: t.job.index,
@@ -419,7 +438,8 @@ impl Executor for SlurmExecutor {
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         }
-        for t in std::mem::take(&mut self.tracked) {
+        // A followed job's claim stays: its driver still tracks it, and `status` still shows it.
+        for t in std::mem::take(&mut self.tracked).into_iter().filter(|t| !t.adopted) {
             claims::release(&self.store, &t.job.key, &t.job_id);
         }
     }

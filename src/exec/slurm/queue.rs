@@ -121,8 +121,11 @@ pub fn parse_ending(text: &str) -> Ending {
 pub enum Verdict {
     /// The node or the scheduler took the job away (or it was killed): run it again.
     Retry(String),
-    /// The stage itself failed, or a person cancelled it: report it.
+    /// The stage itself failed: report it.
     Fail(String),
+    /// Cancelled (`scancel`), by a person or by the driver that submitted it on Ctrl-C: report
+    /// it, unless this driver only followed the job for its own run, which still needs it.
+    Cancelled(String),
 }
 
 /// Classifies an ended job. `None` means Slurm no longer remembers it.
@@ -137,7 +140,7 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
     match state {
         "NODE_FAIL" | "PREEMPTED" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE" => Verdict::Retry(format!("ended {state}")),
         "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
-        "CANCELLED" => Verdict::Fail(format!("cancelled ({})", e.reason)),
+        "CANCELLED" => Verdict::Cancelled(format!("cancelled ({})", e.reason)),
         _ if e.signal != 0 => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
         _ if matches!(e.exit_code, 137 | 143) => {
             Verdict::Retry(format!("killed (exit {} = signal {}, {state})", e.exit_code, e.exit_code - 128))
@@ -173,12 +176,12 @@ mod tests {
         }
         assert!(matches!(verdict(None), Verdict::Retry(_)));
         let cancelled = Ending { state: "CANCELLED".into(), ..Default::default() };
-        assert!(matches!(verdict(Some(&cancelled)), Verdict::Fail(_)));
+        assert!(matches!(verdict(Some(&cancelled)), Verdict::Cancelled(_)));
         // What Slurm reports for a running job a person cancelled, and for an OOM kill: failed,
         // not resubmitted (they once were, the signal being checked first).
         let scancelled = parse_ending("JobId=8\n   JobState=CANCELLED Reason=None\n   ExitCode=0:15\n");
         assert_eq!(scancelled.signal, 15);
-        assert!(matches!(verdict(Some(&scancelled)), Verdict::Fail(_)), "{scancelled:?}");
+        assert!(matches!(verdict(Some(&scancelled)), Verdict::Cancelled(_)), "{scancelled:?}");
         let oom = Ending { state: "OUT_OF_MEMORY".into(), signal: 125, ..Default::default() };
         assert_eq!(verdict(Some(&oom)), Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()));
     }

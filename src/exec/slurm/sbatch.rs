@@ -104,7 +104,6 @@ const PASSING_REFUSALS: &[&str] = &[
     "Unable to contact slurm controller",
     "Slurm temporarily unable to accept job",
     "Resource temporarily unavailable",
-    "Zero Bytes were transmitted or received",
 ];
 
 impl Refused {
