@@ -2117,27 +2117,27 @@ fn slurm_a_followed_job_cancelled_by_its_driver_is_submitted_by_the_follower() {
     assert_eq!(objects(cache.path()), objects(reference.path()));
 }
 
-#[test]
-fn slurm_submits_again_when_the_controller_did_not_answer() {
-    if !slurm_up("slurm_sbatch_timeout") {
-        return;
-    }
-    // The real sbatch behind a wrapper that refuses the first submission as Slurm does when the
-    // controller times out. Before, that failed the instance and skipped everything below it.
+/// A folder holding an `sbatch` that runs `first` (shell) in place of the first submission and
+/// hands every other call to the real sbatch; each submission adds a line to `calls` there.
+fn sbatch_wrapper(first: &str) -> tempfile::TempDir {
     let real = Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap();
     let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     let bin = tempfile::tempdir().unwrap();
-    let marker = bin.path().join("refused");
+    let dir = bin.path().display();
     let wrapper = format!(
-        "#!/bin/sh\nif [ \"$1\" != --version ] && [ ! -e '{m}' ]; then\n  : > '{m}'\n  \
-         echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2\n  \
-         exit 1\nfi\nexec '{real}' \"$@\"\n",
-        m = marker.display()
+        "#!/bin/sh\nREAL='{real}'\nif [ \"$1\" != --version ]; then\n  echo >> '{dir}/calls'\n  \
+         if [ ! -e '{dir}/done' ]; then\n    : > '{dir}/done'\n    {first}\n  fi\nfi\nexec \"$REAL\" \"$@\"\n"
     );
     let sbatch = bin.path().join("sbatch");
     std::fs::write(&sbatch, wrapper).unwrap();
     std::fs::set_permissions(&sbatch, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    bin
+}
+
+/// Runs train_tiny under Slurm with `bin` first on PATH; returns the output and the number of
+/// submissions the wrapper saw.
+fn run_with_sbatch_wrapper(bin: &Path) -> (Output, usize) {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .arg(fixture("train_tiny.toml"))
@@ -2148,12 +2148,41 @@ fn slurm_submits_again_when_the_controller_did_not_answer() {
         .env_remove("CFRUN_CACHE")
         .output()
         .unwrap();
+    let calls = std::fs::read_to_string(bin.join("calls")).unwrap_or_default().lines().count();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!((v["ran"].as_u64(), v["failed"].as_u64()), (Some(4), Some(0)), "{v}\n{}", stderr(&out));
+    (out, calls)
+}
+
+const TIMED_OUT: &str =
+    "echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2";
+
+#[test]
+fn slurm_submits_again_when_the_controller_did_not_answer() {
+    if !slurm_up("slurm_sbatch_timeout") {
+        return;
+    }
+    // The first submission refused as Slurm does when the controller times out, nothing queued.
+    // Before, that failed the instance and skipped everything below it.
+    let bin = sbatch_wrapper(&format!("{TIMED_OUT}; exit 1"));
+    let (out, calls) = run_with_sbatch_wrapper(bin.path());
     let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(marker.exists(), "the wrapper never refused");
     assert!(err.contains("Socket timed out") && err.contains("submitting again in 2 s"), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["ran"].as_u64(), v["failed"].as_u64()), (Some(4), Some(0)), "{v}");
+    assert_eq!(calls, 5, "four jobs, one submitted twice: {err}");
+}
+
+#[test]
+fn slurm_finds_a_job_whose_submission_timed_out_after_the_controller_took_it() {
+    if !slurm_up("slurm_sbatch_timeout_taken") {
+        return;
+    }
+    // The first submission reaches the controller, but sbatch reports a timeout: the job is found
+    // in the queue by its comment and followed, not submitted a second time.
+    let bin = sbatch_wrapper(&format!("\"$REAL\" \"$@\" > /dev/null; {TIMED_OUT}; exit 1"));
+    let (out, calls) = run_with_sbatch_wrapper(bin.path());
+    let err = stderr(&out);
+    assert!(err.contains("sbatch timed out, but the controller took the job"), "{err}");
+    assert_eq!(calls, 4, "one submission per job: {err}");
 }
 
 #[test]

@@ -64,6 +64,27 @@ pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
     Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The id of this user's job whose comment is `comment` (of an array, the array's id), if the
+/// queue holds one. One `squeue` call.
+pub fn find_by_comment(comment: &str) -> Result<Option<String>, String> {
+    let out = Command::new("squeue")
+        .args(["--noheader", "--me", "--format=%F|%k"])
+        .output()
+        .map_err(|e| format!("cannot run squeue: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("squeue failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(job_with_comment(&String::from_utf8_lossy(&out.stdout), comment))
+}
+
+/// Of `%F|%k` lines, the id on the first line whose comment is `comment`.
+fn job_with_comment(text: &str, comment: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (id, c) = line.trim().split_once('|')?;
+        (c.trim() == comment && !id.trim().is_empty()).then(|| id.trim().to_string())
+    })
+}
+
 /// Parses `%i|%T|%N` lines.
 pub fn parse_squeue(text: &str) -> HashMap<String, QueueEntry> {
     text.lines()
@@ -161,6 +182,13 @@ mod tests {
         let m = parse_squeue("12_0|COMPLETED|vm\n12_1|RUNNING|vm\n13|PENDING|\n");
         assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into() });
         assert!(m["13"].active() && !m["12_0"].active());
+    }
+
+    #[test]
+    fn a_job_is_found_by_its_comment() {
+        let text = "560|cfrun:abc\n561|(null)\n562|cfrun:abcd\n";
+        assert_eq!(job_with_comment(text, "cfrun:abcd"), Some("562".to_string()));
+        assert_eq!(job_with_comment(text, "cfrun:ab"), None);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub struct Refused {
 /// What `sbatch` prints when the controller could not take a job for now, not because the job is
 /// wrong (Slurm's messages for a timeout, a controller down or restarting, one too busy).
 const PASSING_REFUSALS: &[&str] = &[
-    "Socket timed out on send/recv operation",
+    TIMED_OUT,
     "Unable to contact slurm controller",
     "Slurm temporarily unable to accept job",
     "Resource temporarily unavailable",
@@ -117,18 +117,43 @@ impl Refused {
     }
 }
 
+/// A comment no other submission carries: `cfrun:` and 16 hex digits of the process, the time
+/// and a counter.
+fn submission_comment() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seed = format!("{}:{}:{n}", std::process::id(), now.as_nanos());
+    format!("cfrun:{}", &blake3::hash(seed.as_bytes()).to_hex()[..16])
+}
+
+/// What `sbatch` prints when its answer timed out: the controller may have taken the job.
+const TIMED_OUT: &str = "Socket timed out on send/recv operation";
+
 fn sbatch(args: &[String], script: &str) -> Result<String, Refused> {
+    // Each submission carries a comment of its own, so that one whose answer timed out can be
+    // found in the queue instead of submitted twice (the user's `--comment` in `sbatch_args`,
+    // coming later, wins; then a timed-out job is submitted again).
+    let comment = submission_comment();
     // A process group of its own: a Ctrl-C in the terminal reaches the whole foreground group,
     // and an `sbatch` killed after the controller took the job would leave it queued untracked
     // (the driver cancels only what it knows of). The driver handles the interrupt itself.
     let out = Command::new("sbatch")
+        .arg(format!("--comment={comment}"))
         .args(args)
         .arg(format!("--wrap={script}"))
         .process_group(0)
         .output()
         .map_err(|e| Refused::permanent(format!("cannot run sbatch: {e}")))?;
     if !out.status.success() {
-        return Err(Refused::from_stderr(&String::from_utf8_lossy(&out.stderr)));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains(TIMED_OUT) {
+            if let Ok(Some(id)) = super::queue::find_by_comment(&comment) {
+                tracing::warn!("sbatch timed out, but the controller took the job: {id}");
+                return Ok(id);
+            }
+        }
+        return Err(Refused::from_stderr(&stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     // `--parsable` prints `ID` or `ID;CLUSTER`.
