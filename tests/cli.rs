@@ -2211,7 +2211,8 @@ fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
     run_json(local.path(), &file, &sets);
     assert_eq!(objects(cache.path()), objects(local.path()));
     // bf16 is checked against the device each stage will compute on: refused for a training job
-    // that asks for no GPU (exit 2, at the field)...
+    // that asks for no GPU (exit 2, at the field), let through for one that asks for one
+    // (`exec::resources` tests `computes_on`, which decides it).
     let bf16 = "stages.model.precision=bf16";
     let mut refused = args.clone();
     refused.extend(["--set", bf16]);
@@ -2220,17 +2221,15 @@ fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
     let out = cfrun(cache.path(), &argv);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("precision") && stderr(&out).contains("resources.gpus"), "{}", stderr(&out));
-    // ...and let through for one that asks for a GPU (`auto`: the job uses the GPU it is granted):
-    // it then reaches the queue, which this one-node cluster refuses, having no GPUs to grant.
-    let gpu = ["--executor", "slurm", "--device", "auto", "--set", bf16];
-    let mut argv = vec![file.to_str().unwrap()];
-    argv.extend(gpu);
-    let out = cfrun(cache.path(), &argv);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("gres") && !stderr(&out).contains("bf16\" needs"), "{}", stderr(&out));
-    // With `--device cuda`, jobs that ask for a GPU run this binary, which has no CUDA: refused
-    // before anything is submitted, not in each job after its wait for a GPU.
+    // Jobs run this binary, which has no CUDA: with `--device auto` every job computes on the CPU
+    // and asks for no GPU, so bf16 is refused for the one that would have asked...
     if !cfg!(feature = "cuda") {
+        let argv = [file.to_str().unwrap(), "--executor", "slurm", "--device", "auto", "--set", bf16];
+        let out = cfrun(cache.path(), &argv);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("has no CUDA, so every job computes on the CPU"), "{}", stderr(&out));
+        // ...and `--device cuda` is refused before anything is submitted, not in each job after
+        // its wait for a GPU.
         let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--executor", "slurm", "--device", "cuda"]);
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(

@@ -195,7 +195,13 @@ fn run(
         crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
     let slurm = settings.kind == Some(ExecutorKind::Slurm);
-    let device_flag = clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    let mut device_flag =
+        clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    if slurm && choice == device::DeviceChoice::Auto && device::cuda_built_in().is_err() {
+        // The jobs run this binary, which would fall back to the CPU on a GPU it was granted.
+        tracing::info!("--device auto: this cfrun has no CUDA, so every job computes on the CPU and asks for no GPU");
+        device_flag = "cpu".into();
+    }
     // Under Slurm this process computes only the stages kept in the driver: it opens the asked
     // device only when one of those asks for a GPU, so a login node without one drives GPU jobs.
     let resources = |inst: &Instance| for_instance(&plan, inst, &settings);
@@ -212,11 +218,7 @@ fn run(
     let driver_location = dev.location();
     crate::graph::preflight::check(&plan, &|inst| {
         let r = resources(inst);
-        match (slurm && !r.in_driver, r.job_device(&device_flag)) {
-            (false, _) => driver_location,
-            (true, "cpu") => candle_core::DeviceLocation::Cpu,
-            (true, _) => candle_core::DeviceLocation::Cuda { gpu_id: 0 },
-        }
+        r.computes_on(slurm && !r.in_driver, &device_flag, driver_location)
     })?;
     let started = Instant::now();
     let cpu_started = cpu_seconds();

@@ -4,6 +4,8 @@
 //! (asked for only when the run's device is not the CPU). The tiny bookkeeping ops run in the
 //! driver: a job costs seconds of scheduling for milliseconds of work.
 
+use candle_core::DeviceLocation;
+
 use crate::config::{ExecutorSettings, ResourceOverrides};
 use crate::graph::{Instance, Plan};
 
@@ -35,6 +37,17 @@ impl Resources {
             run_device
         } else {
             "cpu"
+        }
+    }
+
+    /// Where an instance with these resources computes: a cluster job on its node's device
+    /// ([`Self::job_device`]; `cuda` and `auto` as a GPU, which a node that granted one has),
+    /// anything else in this process, on `driver`.
+    pub fn computes_on(&self, cluster_job: bool, run_device: &str, driver: DeviceLocation) -> DeviceLocation {
+        match (cluster_job, self.job_device(run_device)) {
+            (false, _) => driver,
+            (true, "cpu") => DeviceLocation::Cpu,
+            (true, _) => DeviceLocation::Cuda { gpu_id: 0 },
         }
     }
 }
@@ -129,7 +142,13 @@ mem = "2G"
             ("cuda", "auto", "cpu")
         );
         assert_eq!((kmeans.job_device("cuda"), kmeans.job_device("auto")), ("cpu", "cpu"));
-        let none = Resources { gpus: 0, ..train };
+        let none = Resources { gpus: 0, ..train.clone() };
         assert_eq!(none.job_device("cuda"), "cpu");
+        // What bf16's check is made against: the job's device, not the driver's.
+        let cpu = DeviceLocation::Cpu;
+        assert!(matches!(train.computes_on(true, "cuda", cpu), DeviceLocation::Cuda { .. }));
+        assert!(matches!(train.computes_on(true, "auto", cpu), DeviceLocation::Cuda { .. }));
+        assert!(matches!(none.computes_on(true, "cuda", cpu), DeviceLocation::Cpu));
+        assert!(matches!(train.computes_on(false, "cuda", cpu), DeviceLocation::Cpu), "kept in the driver");
     }
 }

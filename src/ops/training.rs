@@ -271,9 +271,12 @@ fn device_kind(device: &candle_core::Device) -> &'static str {
 }
 
 /// The kind of device that wrote the checkpoint in `folder`, when it is not `device`'s. A
-/// checkpoint from before devices were recorded names none and counts as this device's.
+/// checkpoint from before devices were recorded names none: its device is unknown, so it counts
+/// as another's (one retrain, against a run that might mix two devices' arithmetic).
 fn written_on_another_device(folder: &Path, device: &candle_core::Device) -> Option<String> {
-    let written = std::fs::read_to_string(folder.join(DEVICE_FILE)).ok()?;
+    let Ok(written) = std::fs::read_to_string(folder.join(DEVICE_FILE)) else {
+        return Some("an unnamed device (a cfrun from before checkpoints named theirs)".into());
+    };
     let written = written.trim();
     (written != device_kind(device)).then(|| written.to_string())
 }
@@ -373,7 +376,7 @@ mod tests {
     fn a_checkpoint_names_the_device_that_wrote_it() {
         let dir = tempfile::tempdir().unwrap();
         let cpu = candle_core::Device::Cpu;
-        assert_eq!(super::written_on_another_device(dir.path(), &cpu), None, "none named: from before");
+        assert!(super::written_on_another_device(dir.path(), &cpu).is_some(), "none named: unknown, not resumed");
         std::fs::write(dir.path().join(super::DEVICE_FILE), "cpu").unwrap();
         assert_eq!(super::written_on_another_device(dir.path(), &cpu), None);
         std::fs::write(dir.path().join(super::DEVICE_FILE), "cuda").unwrap();

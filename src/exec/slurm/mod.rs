@@ -63,6 +63,9 @@ pub struct SlurmExecutor {
     submitted: usize,
     /// Pauses submissions while the controller refuses them for a passing reason.
     backoff: Backoff,
+    /// Why submitting was given up in the flush under way: its other groups fail without an
+    /// `sbatch` each.
+    given_up: Option<String>,
     delay: Duration,
     poll_max: Duration,
     last_queue: Option<Instant>,
@@ -108,6 +111,7 @@ impl SlurmExecutor {
             done: Vec::new(),
             submitted: 0,
             backoff: Backoff::default(),
+            given_up: None,
             delay: Duration::from_millis(200).min(poll_max),
             poll_max,
             last_queue: None,
@@ -137,6 +141,10 @@ impl SlurmExecutor {
         let mut deferred = Vec::new();
         for group in order {
             let jobs = groups.remove(&group).unwrap_or_default();
+            if let Some(why) = self.given_up.clone() {
+                self.fail_all(jobs, &why);
+                continue;
+            }
             // A Ctrl-C while submitting stops the submissions (sbatch, in its own process group,
             // does not see it).
             let jobs = match self.backoff.ready(Instant::now()) && !interrupted() {
@@ -148,6 +156,7 @@ impl SlurmExecutor {
         for item in deferred.into_iter().rev() {
             self.backlog.push_front(item);
         }
+        self.given_up = None;
     }
 
     /// Follows the live jobs another driver already submitted for some of these keys.
@@ -215,6 +224,10 @@ impl SlurmExecutor {
             if interrupted() {
                 return std::iter::once(job).chain(jobs).collect();
             }
+            if let Some(why) = self.given_up.clone() {
+                self.fail_all(std::iter::once(job).chain(jobs).collect(), &why);
+                return Vec::new();
+            }
             match self.submitter.submit_one(stage, r, &job.key.hex()) {
                 Ok(id) => {
                     tracing::info!("submitted {} as job {id}", job.instance.name);
@@ -259,6 +272,7 @@ impl SlurmExecutor {
                 let why = format!("{} (and every submission for the last ten minutes)", refusal.message);
                 let waiting: Vec<Job> = self.backlog.drain(..).map(|(j, _)| j).collect();
                 self.fail_all(jobs.into_iter().chain(waiting).collect(), &why);
+                self.given_up = Some(why);
                 Vec::new()
             }
         }

@@ -2,6 +2,7 @@
 //! `scontrol show job` only for a job that ended without publishing, to learn why.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// A job as `squeue` lists it.
@@ -65,10 +66,13 @@ pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
 }
 
 /// The id of this user's job whose comment is `comment` (of an array, the array's id), if the
-/// queue holds one. One `squeue` call.
+/// queue holds one, live or recently ended. One `squeue` call (`--me`: Slurm 20.11 or later).
 pub fn find_by_comment(comment: &str) -> Result<Option<String>, String> {
+    // Its own process group, as `sbatch`'s: a Ctrl-C that killed this look would leave a job the
+    // controller took untracked, and so never cancelled.
     let out = Command::new("squeue")
-        .args(["--noheader", "--me", "--format=%F|%k"])
+        .args(["--noheader", "--me", "--states=all", "--format=%F|%k"])
+        .process_group(0)
         .output()
         .map_err(|e| format!("cannot run squeue: {e}"))?;
     if !out.status.success() {
@@ -81,7 +85,8 @@ pub fn find_by_comment(comment: &str) -> Result<Option<String>, String> {
 fn job_with_comment(text: &str, comment: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let (id, c) = line.trim().split_once('|')?;
-        (c.trim() == comment && !id.trim().is_empty()).then(|| id.trim().to_string())
+        let id = id.trim();
+        (c.trim() == comment && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.to_string())
     })
 }
 
@@ -186,9 +191,10 @@ mod tests {
 
     #[test]
     fn a_job_is_found_by_its_comment() {
-        let text = "560|cfrun:abc\n561|(null)\n562|cfrun:abcd\n";
+        let text = "560|cfrun:abc\n561|(null)\n562|cfrun:abcd\n56x|cfrun:bad\n";
         assert_eq!(job_with_comment(text, "cfrun:abcd"), Some("562".to_string()));
         assert_eq!(job_with_comment(text, "cfrun:ab"), None);
+        assert_eq!(job_with_comment(text, "cfrun:bad"), None, "an id like sbatch's: digits only");
     }
 
     #[test]
