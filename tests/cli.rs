@@ -2057,6 +2057,45 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
     assert!(claimed_jobs(cache.path()).is_empty());
 }
 
+#[test]
+fn slurm_ctrl_c_reports_a_job_that_published_before_it_as_ran() {
+    if !slurm_up("slurm_ctrl_c_published") {
+        return;
+    }
+    // The first job publishes; Ctrl-C comes before the driver's next look at the cache (its
+    // pauses grow while nothing ends). The summary said "skipped: interrupted" of a result that was
+    // in the cache; the rerun then served it, so only the report was wrong.
+    let file = fixture("train_tiny.toml");
+    let cache = tempfile::tempdir().unwrap();
+    let mut driver = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(&file)
+        .args(["--json", "--executor", "slurm", "--poll-max", "30", "--cache"])
+        .arg(cache.path())
+        .env("CFRUN_LOG", "info")
+        .env_remove("CFRUN_CACHE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_lines, log) = drain_stderr(&mut driver);
+    wait_for(60, "the data set's result", || {
+        let keys = std::fs::read_dir(cache.path().join("keys")).ok()?;
+        keys.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"shapes\"")))
+            .then_some(())
+    });
+    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut driver.stdout.take().unwrap(), &mut stdout).unwrap();
+    let ended = driver.wait().unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(ended.code(), Some(130), "{log}");
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{log}"));
+    let shapes = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "shapes").unwrap();
+    assert_eq!(shapes["outcome"], "ran", "{shapes}\n{log}");
+}
+
 /// Reads `child`'s stderr to the end in a thread (a closed pipe would end it by SIGPIPE): each
 /// line as it comes, and the whole log when it ends.
 fn drain_stderr(

@@ -31,8 +31,12 @@ pub trait Executor {
     /// Blocks until at least one job has ended and returns every ended job; empty when nothing
     /// is in flight or the run was interrupted.
     fn wait(&mut self) -> Vec<Finished>;
-    /// Stops everything in flight (on interrupt); jobs not reported are abandoned.
-    fn cancel(&mut self) {}
+    /// Stops everything in flight (on interrupt). Returns the jobs found ended meanwhile (a
+    /// result published just before the Ctrl-C is reported as such, not as interrupted); the
+    /// others are abandoned.
+    fn cancel(&mut self) -> Vec<Finished> {
+        Vec::new()
+    }
     /// Jobs sent to a cluster so far (0 for local runs).
     fn submitted(&self) -> usize {
         0

@@ -188,7 +188,20 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         }
     }
     if super::interrupt::interrupted() {
-        executor.cancel();
+        // Reported as they ended, though nothing below them starts any more.
+        for Finished { index: i, result, seconds } in executor.cancel() {
+            let inst = &plan.instances[i];
+            reports[i] = Some(match result {
+                Ok((record, outcome)) => {
+                    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
+                    let _ = store.set_name_record(&plan.experiment.name, &inst.name, &name_record);
+                    let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
+                    report.record = Some(record);
+                    report
+                }
+                Err(why) => finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(why)),
+            });
+        }
     }
     tracing::debug!("scheduled {n} instances in {:.1}s", started.elapsed().as_secs_f64());
     let reports = reports

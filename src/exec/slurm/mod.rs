@@ -417,6 +417,8 @@ impl Executor for SlurmExecutor {
             }
             let mut out = self.wait_local(self.delay);
             if interrupted() {
+                // Kept for `cancel` to report: the scheduler stops taking results now.
+                self.done.append(&mut out);
                 return Vec::new();
             }
             let ask_queue = self.last_queue.is_none_or(|t| t.elapsed() >= self.delay.max(MIN_QUEUE_INTERVAL));
@@ -431,12 +433,23 @@ impl Executor for SlurmExecutor {
         }
     }
 
-    fn cancel(&mut self) {
+    fn cancel(&mut self) -> Vec<Finished> {
+        // What ended before the Ctrl-C was noticed: driver-side jobs the last wait saw end, and
+        // jobs whose key is published.
+        let mut ended = std::mem::take(&mut self.done);
+        let mut live = Vec::new();
+        for t in std::mem::take(&mut self.tracked) {
+            match self.published(&t) {
+                Some(f) => ended.push(f),
+                None => live.push(t),
+            }
+        }
+        self.tracked = live;
         // Only the jobs this driver submitted: a followed one belongs to the driver that
         // submitted it, whose run goes on.
         let ids: Vec<String> = self.tracked.iter().filter(|t| !t.adopted).map(|t| t.job_id.clone()).collect();
         if ids.is_empty() {
-            return;
+            return ended;
         }
         eprintln!("interrupted: cancelling {} Slurm job(s)", ids.len());
         let status = std::process::Command::new("scancel").args(&ids).status();
@@ -456,6 +469,7 @@ impl Executor for SlurmExecutor {
         for t in std::mem::take(&mut self.tracked).into_iter().filter(|t| !t.adopted) {
             claims::release(&self.store, &t.job.key, &t.job_id);
         }
+        ended
     }
 
     fn submitted(&self) -> usize {
