@@ -1879,18 +1879,20 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn spawn_slurm_driver(cache: &Path, file: &Path, extra: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .arg(file)
-        .args(["--json", "--executor", "slurm", "--poll-max", "0.5"])
-        .args(extra)
-        .arg("--cache")
+    slurm_driver(cache, file, "0.5").args(extra).spawn().unwrap()
+}
+
+/// `cfrun FILE --json --executor slurm --poll-max POLL_MAX --cache CACHE`, its output piped.
+fn slurm_driver(cache: &Path, file: &Path, poll_max: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+    cmd.arg(file)
+        .args(["--json", "--executor", "slurm", "--poll-max", poll_max, "--cache"])
         .arg(cache)
         .env("CFRUN_LOG", "info")
         .env_remove("CFRUN_CACHE")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    cmd
 }
 
 #[test]
@@ -2067,16 +2069,7 @@ fn slurm_ctrl_c_reports_a_job_that_published_before_it_as_ran() {
     // in the cache; the rerun then served it, so only the report was wrong.
     let file = fixture("train_tiny.toml");
     let cache = tempfile::tempdir().unwrap();
-    let mut driver = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .arg(&file)
-        .args(["--json", "--executor", "slurm", "--poll-max", "30", "--cache"])
-        .arg(cache.path())
-        .env("CFRUN_LOG", "info")
-        .env_remove("CFRUN_CACHE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut driver = slurm_driver(cache.path(), &file, "30").spawn().unwrap();
     let (_lines, log) = drain_stderr(&mut driver);
     wait_for(60, "the data set's result", || {
         let keys = std::fs::read_dir(cache.path().join("keys")).ok()?;
@@ -2178,15 +2171,7 @@ fn sbatch_wrapper(first: &str) -> tempfile::TempDir {
 fn run_with_sbatch_wrapper(bin: &Path) -> (Output, usize) {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let cache = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .arg(fixture("train_tiny.toml"))
-        .args(["--json", "--executor", "slurm", "--poll-max", "0.5", "--cache"])
-        .arg(cache.path())
-        .env("PATH", path)
-        .env("CFRUN_LOG", "info")
-        .env_remove("CFRUN_CACHE")
-        .output()
-        .unwrap();
+    let out = slurm_driver(cache.path(), &fixture("train_tiny.toml"), "0.5").env("PATH", path).output().unwrap();
     let calls = std::fs::read_to_string(bin.join("calls")).unwrap_or_default().lines().count();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!((v["ran"].as_u64(), v["failed"].as_u64()), (Some(4), Some(0)), "{v}\n{}", stderr(&out));

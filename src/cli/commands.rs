@@ -205,12 +205,11 @@ fn run(
     // Under Slurm this process computes only the stages kept in the driver: it opens the asked
     // device only when one of those asks for a GPU, so a login node without one drives GPU jobs.
     let resources = |inst: &Instance| for_instance(&plan, inst, &settings);
-    let driver_needs_gpu = plan.instances.iter().map(resources).any(|r| r.in_driver && r.gpus > 0);
-    let driver_choice = if slurm && !driver_needs_gpu { device::DeviceChoice::Cpu } else { choice };
-    let jobs_need_cuda = slurm
-        && choice == device::DeviceChoice::Cuda
-        && plan.instances.iter().map(resources).any(|r| !r.in_driver && r.gpus > 0);
-    if jobs_need_cuda {
+    // Of each instance that asks for a GPU: whether the driver runs it.
+    let asking_for_gpus: Vec<bool> =
+        plan.instances.iter().map(resources).filter(|r| r.gpus > 0).map(|r| r.in_driver).collect();
+    let driver_choice = if slurm && !asking_for_gpus.contains(&true) { device::DeviceChoice::Cpu } else { choice };
+    if slurm && choice == device::DeviceChoice::Cuda && asking_for_gpus.contains(&false) {
         // The jobs run this binary: refused here, not in every job after its wait for a GPU.
         device::cuda_built_in().map_err(|e| Failure::runtime(format!("the jobs that ask for a GPU: {e}")))?;
     }

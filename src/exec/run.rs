@@ -161,11 +161,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                     if outcome == Outcome::Ran {
                         tracing::info!("ran {} in {seconds:.1}s", inst.name);
                     }
-                    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
-                    let _ = store.set_name_record(&plan.experiment.name, &inst.name, &name_record);
-                    let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
-                    report.record = Some(record.clone());
-                    reports[i] = Some(report);
+                    reports[i] = Some(published(store, plan, inst, record.clone(), outcome, seconds));
                     records[i] = Some(record);
                     state[i] = State::Done;
                     // Its op may have left work for its siblings in memory (`extract`'s taps).
@@ -192,13 +188,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         for Finished { index: i, result, seconds } in executor.cancel() {
             let inst = &plan.instances[i];
             reports[i] = Some(match result {
-                Ok((record, outcome)) => {
-                    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
-                    let _ = store.set_name_record(&plan.experiment.name, &inst.name, &name_record);
-                    let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
-                    report.record = Some(record);
-                    report
-                }
+                Ok((record, outcome)) => published(store, plan, inst, record, outcome, seconds),
                 Err(why) => finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(why)),
             });
         }
@@ -245,6 +235,22 @@ fn fail(
             stack.push(d);
         }
     }
+}
+
+/// The report of an instance whose result is published: its name now points at the key.
+fn published(
+    store: &Store,
+    plan: &Plan,
+    inst: &Instance,
+    record: KeyRecord,
+    outcome: Outcome,
+    seconds: f64,
+) -> InstanceReport {
+    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
+    let _ = store.set_name_record(&plan.experiment.name, &inst.name, &name_record);
+    let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
+    report.record = Some(record);
+    report
 }
 
 fn finish(

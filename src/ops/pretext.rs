@@ -196,12 +196,7 @@ impl StageKind for Pretext {
             let cfg = p.train_config(p.net.arch(m.channels, 4)?, augment);
             let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
             log_resume(ctx, resume.as_ref().map(|s| s.epoch), cfg.epochs);
-            let mut obs = Checkpointer {
-                dir: &ctx.checkpoint_dir,
-                progress: ctx.progress,
-                epochs: cfg.epochs,
-                device: ctx.device,
-            };
+            let mut obs = Checkpointer::for_stage(ctx, cfg.epochs);
             let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 4 };
             let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
             trained.save(&out.join("model.safetensors"))?;
@@ -226,12 +221,7 @@ impl StageKind for Pretext {
             let cfg = p.train_config(arch, Augment::default());
             let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, Some(jigsaw::HEAD_PREFIX));
             log_resume(ctx, resume.as_ref().map(|s| s.epoch), cfg.epochs);
-            let mut obs = Checkpointer {
-                dir: &ctx.checkpoint_dir,
-                progress: ctx.progress,
-                epochs: cfg.epochs,
-                device: ctx.device,
-            };
+            let mut obs = Checkpointer::for_stage(ctx, cfg.epochs);
             let trained = jigsaw::train_jigsaw(&data, &perms.perms, &spec, &cfg, ctx.device, resume, &mut obs)?;
             jigsaw::save(&trained, &out)?;
             (trained, n, "puzzles (x9 tiles)")

@@ -326,8 +326,7 @@ impl StageKind for Train {
         if let Some(s) = &resume {
             tracing::info!("{}: resuming after epoch {} of {}", ctx.name, s.epoch, cfg.epochs);
         }
-        let mut obs =
-            Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs: cfg.epochs, device: ctx.device };
+        let mut obs = Checkpointer::for_stage(ctx, cfg.epochs);
         let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
         if let (Some(floor), Some(last)) = (p.min_train_top1, trained.history.last()) {
             let got = last.accuracy * 100.0;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts};
-use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, StageProgress};
+use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, StageCtx, StageProgress};
 use crate::cache::checkpoint;
 use crate::config::limits;
 use crate::config::params::{field_names, ParamError};
@@ -255,6 +255,13 @@ pub struct Checkpointer<'a> {
     pub epochs: usize,
     /// The device the stage computes on, written into each checkpoint.
     pub device: &'a candle_core::Device,
+}
+
+impl<'a> Checkpointer<'a> {
+    /// Checkpoints of `ctx`'s stage, training for `epochs`.
+    pub fn for_stage(ctx: &'a StageCtx<'_>, epochs: usize) -> Self {
+        Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
+    }
 }
 
 /// The file in a checkpoint that names the kind of device that wrote it (sealed with the rest).
