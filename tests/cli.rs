@@ -971,6 +971,62 @@ fn outcome_of(v: &Value, name: &str) -> (String, String) {
     (i["outcome"].as_str().unwrap().to_string(), i["error"].as_str().unwrap_or("").to_string())
 }
 
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// A killed cfrun takes with it what a command stage started in the background, not just the
+/// process it started itself (a shell's job, a framework's worker holding a GPU).
+#[test]
+fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pid_file = d.join("background.pid");
+    let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
+    let toml = format!(
+        "[experiment]\nname = \"orphans\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.slow]\nop = \"command\"\n\
+         argv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    std::fs::write(d.join("orphans.toml"), toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(d.join("orphans.toml"))
+        .arg("--cache")
+        .arg(d.join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(text) if text.ends_with('\n') => break text.trim().to_string(),
+            _ => {
+                assert!(started.elapsed().as_secs() < 60, "the command stage never started its background job");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(!process_gone(&pid), "the background job should be running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !process_gone(&pid) {
+        if killed.elapsed().as_secs() >= 10 {
+            // Do not leave it behind for the next test run either.
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("the command stage's background job {pid} outlived the killed cfrun");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();

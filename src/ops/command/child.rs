@@ -150,6 +150,7 @@ fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
 /// or at `timeout`, whichever comes first.
 fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_error(argv, e))?;
+    let mut guard = Guard::watch(&child);
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let out_thread = std::thread::spawn(move || {
@@ -168,6 +169,7 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
             Ok(None) if started.elapsed() >= timeout => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
+                guard.stand_down();
                 kill_group(&child);
                 let _ = child.wait();
                 return Err(format!("could not be waited for: {e}"));
@@ -175,11 +177,59 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
         }
     };
     // Whatever the command left running in its group goes too (it would hold the pipes open).
+    guard.stand_down();
     kill_group(&child);
     let _ = child.wait();
     let stdout = out_thread.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
     Ok(Finished { status, stdout, stderr })
+}
+
+/// A watcher outside the command's process group that kills the group if cfrun dies first.
+///
+/// Why: the command's own group keeps the terminal's Ctrl-C away from it, and `PR_SET_PDEATHSIG`
+/// reaches only the process cfrun started, so whatever that process started (a shell's
+/// background job, a Python worker holding a GPU) would outlive a killed or interrupted cfrun.
+/// The watcher blocks reading a pipe whose only writer is cfrun; the kernel closes it when cfrun
+/// exits by any means, and the watcher then kills the group. The group cannot have been reused
+/// meanwhile: a process group id stays taken while any member lives.
+struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    /// Starts the watcher for `child`'s group; without `/bin/sh` the command runs unguarded.
+    fn watch(child: &std::process::Child) -> Guard {
+        let watcher = Command::new("/bin/sh")
+            .args(["-c", "read -r _ignored; kill -s KILL -- -\"$0\" 2>/dev/null", &child.id().to_string()])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own group: the terminal's Ctrl-C must not stop it before it sees cfrun go.
+            .process_group(0)
+            .spawn();
+        match watcher {
+            Ok(w) => Guard(Some(w)),
+            Err(e) => {
+                tracing::warn!("no watcher for the command's processes (/bin/sh: {e}); if cfrun is killed, what the command started may outlive it");
+                Guard(None)
+            }
+        }
+    }
+
+    /// Stops the watcher before cfrun kills the group itself, so a watcher never signals a group
+    /// id after cfrun has reaped the processes that held it.
+    fn stand_down(&mut self) {
+        if let Some(mut w) = self.0.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stand_down();
+    }
 }
 
 fn kill_group(child: &std::process::Child) {
