@@ -1027,6 +1027,58 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
     }
 }
 
+/// What a command does with links and escaped processes stays in its scratch folder: a link put
+/// in place of `out` fails the stage without cfrun changing or moving the folder it points to; a
+/// hard link to a private file is published as a copy of its own, the file's mode untouched; a
+/// process that left the command's group (setsid) fails the stage in seconds instead of holding
+/// cfrun until it ends.
+#[test]
+fn a_command_stage_cannot_reach_outside_its_scratch_folder() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let metrics = r#"{"values": {"top1": 1}}"#;
+    let victim = d.join("victim");
+    std::fs::create_dir_all(victim.join("m")).unwrap();
+    std::fs::write(victim.join("m/metrics.json"), metrics).unwrap();
+    std::fs::set_permissions(victim.join("m/metrics.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = d.join("private.json");
+    std::fs::write(&private, metrics).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stage = |name: &str, script: &str| {
+        format!(
+            "[stages.{name}]\nop = \"command\"\nargv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n\n",
+            serde_json::to_string(&["sh", "-c", script]).unwrap()
+        )
+    };
+    let mut toml = String::from(
+        "[experiment]\nname = \"cmd_reach\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n",
+    );
+    toml += &stage("linked_out", &format!("rm -rf out && ln -s '{}' out", victim.display()));
+    toml += &stage("hard_link", &format!("ln '{}' out/m/metrics.json", private.display()));
+    // Braces doubled: argv's placeholders are `{...}`.
+    let braced = metrics.replace('{', "{{").replace('}', "}}");
+    toml += &stage("escaped", &format!("setsid sleep 25 & echo '{braced}' > out/m/metrics.json"));
+    std::fs::write(d.join("reach.toml"), toml).unwrap();
+    let cache = d.join("cache");
+    let started = std::time::Instant::now();
+    let (out, v) = run_in(d, "reach.toml", &cache, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed().as_secs() < 20, "cfrun waited for the escaped process");
+    let (outcome, error) = outcome_of(&v, "linked_out");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("replaced it with something that is not a folder"), "{error}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&victim.join("m/metrics.json")), 0o600, "cfrun changed a mode outside its folders");
+    assert!(victim.join("m/metrics.json").exists(), "cfrun moved a folder outside the cache into it");
+    let (outcome, error) = outcome_of(&v, "escaped");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("left its process group"), "{error}");
+    assert_eq!(outcome_of(&v, "hard_link").0, "ran");
+    assert_eq!(mode(&private), 0o600, "cfrun changed the mode of a hard-linked file outside the cache");
+    assert_eq!(std::fs::metadata(&private).unwrap().nlink(), 1, "the cache shares the file's bytes");
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();

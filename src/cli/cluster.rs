@@ -67,8 +67,8 @@ impl ExecutorArgs {
         if let Some(bad) = in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
             return Err(Failure::Other(format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", "))));
         }
-        if self.poll_max.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
-            return Err(Failure::Other("--poll-max must be a positive number of seconds".into()));
+        if self.poll_max.is_some_and(|p| !crate::config::executor::poll_max_ok(p)) {
+            return Err(Failure::Other(format!("--poll-max must be {}", crate::config::executor::POLL_MAX_VALID)));
         }
         if self.max_jobs == Some(0) {
             return Err(Failure::Other("--max-jobs must be at least 1".into()));

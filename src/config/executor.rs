@@ -13,6 +13,14 @@ pub const EXECUTOR_TABLE: &str = "executor";
 const FIELDS: &[&str] =
     &["kind", "max_jobs", "partition", "account", "qos", "sbatch_args", "retries", "in_driver", "arrays", "poll_max"];
 
+/// What `poll_max` may be: between a busy loop and a day, which `Duration` holds.
+pub const POLL_MAX_VALID: &str = "a number of seconds from 0.01 to 86400";
+
+/// Whether `seconds` is a valid `poll_max` ([`POLL_MAX_VALID`]).
+pub fn poll_max_ok(seconds: f64) -> bool {
+    (0.01..=86_400.0).contains(&seconds)
+}
+
 /// Where instances run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExecutorKind {
@@ -85,9 +93,9 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
                 _ => errors.push(type_error(file, node, &field, "true or false")),
             },
             "poll_max" => match node.value {
-                NodeValue::Int(i) if i > 0 => out.poll_max = Some(i as f64),
-                NodeValue::Float(f) if f > 0.0 && f.is_finite() => out.poll_max = Some(f),
-                _ => errors.push(type_error(file, node, &field, "a positive number of seconds")),
+                NodeValue::Int(i) if poll_max_ok(i as f64) => out.poll_max = Some(i as f64),
+                NodeValue::Float(f) if poll_max_ok(f) => out.poll_max = Some(f),
+                _ => errors.push(type_error(file, node, &field, POLL_MAX_VALID)),
             },
             _ => errors.push(unknown_key(file, e, key, "field in [executor]", FIELDS)),
         }

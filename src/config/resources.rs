@@ -131,15 +131,17 @@ pub fn parse_time(text: &str) -> Option<u32> {
         None => (0, t),
     };
     let parts: Vec<u64> = rest.split(':').map(|p| p.parse::<u64>().ok()).collect::<Option<_>>()?;
+    // Checked: a huge count must be refused, not wrapped to a short limit.
+    let hms = |h: u64, m: u64, s: u64| h.checked_mul(3600)?.checked_add(m.checked_mul(60)?)?.checked_add(s);
     let seconds = match (t.contains('-'), parts.as_slice()) {
-        (false, [m]) => m * 60,
-        (true, [h]) => h * 3600,
-        (_, [h, m]) if t.contains('-') => h * 3600 + m * 60,
-        (_, [m, s]) => m * 60 + s,
-        (_, [h, m, s]) => h * 3600 + m * 60 + s,
+        (false, [m]) => hms(0, *m, 0),
+        (true, [h]) => hms(*h, 0, 0),
+        (_, [h, m]) if t.contains('-') => hms(*h, *m, 0),
+        (_, [m, s]) => hms(0, *m, *s),
+        (_, [h, m, s]) => hms(*h, *m, *s),
         _ => return None,
-    };
-    let total = days * 86_400 + seconds;
+    }?;
+    let total = days.checked_mul(86_400)?.checked_add(seconds)?;
     (total > 0).then(|| u32::try_from(total.div_ceil(60)).ok()).flatten()
 }
 
@@ -165,6 +167,9 @@ mod tests {
         assert_eq!(parse_time("1-12:00:00"), Some(36 * 60));
         assert_eq!(parse_time("1-2"), Some(26 * 60));
         assert_eq!(parse_time("0:30"), Some(1));
+        // Too long for any counter: refused, not wrapped to a minute.
+        assert_eq!(parse_time("307445734561825861"), None);
+        assert_eq!(parse_time("213503982334601-0"), None);
         assert_eq!(parse_time("0"), None);
         assert_eq!(parse_time("soon"), None);
     }

@@ -41,7 +41,15 @@ pub fn render(text: &str) -> String {
             let mut para = Vec::new();
             while i < lines.len() {
                 let t = lines[i].trim();
-                if t.is_empty() || t.starts_with('|') || t.starts_with('#') || t.starts_with("- ") {
+                // Exactly the outer loop's other branches: a `#` that is no heading (`#1`, seven
+                // `#`) must stay in the paragraph, or the loop never moves past it.
+                let other_block = t.is_empty()
+                    || t.starts_with('|')
+                    || heading_level(t).is_some()
+                    || t.starts_with("- ")
+                    || t.starts_with("* ");
+                // The first line is taken whatever it is, so the loop always moves on.
+                if other_block && !para.is_empty() {
                     break;
                 }
                 para.push(inline(t));
@@ -156,6 +164,15 @@ fn inline(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line that starts with `#` but is no heading is text (it looped without end, filling
+    /// memory with empty paragraphs).
+    #[test]
+    fn a_hash_that_is_no_heading_is_text() {
+        let html = render("Results\n#1 is best\n####### seven\n#\tx\n");
+        assert_eq!(html, "<p>Results #1 is best ####### seven #\tx</p>\n");
+        assert_eq!(render("#hashtag line"), "<p>#hashtag line</p>\n");
+    }
 
     #[test]
     fn tables_keep_alignment_and_escape_cells() {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const TAIL_LINES: usize = 20;
 /// Longest stderr line kept, in bytes.
 const LINE_BYTES: usize = 400;
+/// How long the output pipes may stay open after the command's process group is killed.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables passed through from cfrun's environment; everything else is cleared so the child
 /// depends on as little as possible that the recipe key does not see.
@@ -153,15 +155,23 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
     let mut guard = Guard::watch(&child);
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let out_done = done_tx.clone();
     let out_thread = std::thread::spawn(move || {
-        if keep_stdout > 0 {
+        let kept = if keep_stdout > 0 {
             head(out, keep_stdout)
         } else {
             tail(out);
             Vec::new()
-        }
+        };
+        let _ = out_done.send(());
+        kept
     });
-    let err_thread = std::thread::spawn(move || tail(err));
+    let err_thread = std::thread::spawn(move || {
+        let kept = tail(err);
+        let _ = done_tx.send(());
+        kept
+    });
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -180,6 +190,19 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
     guard.stand_down();
     kill_group(&child);
     let _ = child.wait();
+    // A process that left the group (`setsid`) may hold the pipes open for as long as it likes:
+    // its output is not waited for past a short grace, so the timeout holds and cfrun never hangs.
+    let grace = Instant::now() + PIPE_GRACE;
+    let both_closed = (0..2).all(|_| done_rx.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok());
+    if !both_closed {
+        // Failed, not published: that process may still be writing into the outputs.
+        return Err(format!(
+            "started a process that left its process group (setsid?) and still holds the command's output \
+             open {} s after the command {}; cfrun can neither wait for it nor stop it",
+            PIPE_GRACE.as_secs(),
+            if status.is_some() { "ended" } else { "was killed at its timeout" }
+        ));
+    }
     let stdout = out_thread.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
     Ok(Finished { status, stdout, stderr })

@@ -74,7 +74,7 @@ impl Scratch {
             copy_checked(&object.join(&entry.path), &root.join(rel), &entry.hash.to_string())
                 .map_err(|why| OpError::Invalid(format!("input `{slot}`: {} {why}", entry.path)))?;
         }
-        set_modes(&root, 0o444, 0o555).map_err(io(format!("making {} read-only", root.display())))
+        set_modes(&root, Some(0o444), 0o555).map_err(io(format!("making {} read-only", root.display())))
     }
 
     /// One empty folder per declared output.
@@ -89,10 +89,24 @@ impl Scratch {
     /// later) and refuses what is not a file or a folder.
     pub fn seal_outputs(&self) -> Result<(), OpError> {
         let out = self.path().join("out");
-        if !out.is_dir() {
-            return Err(OpError::Invalid("the command removed its `out` folder".into()));
+        // Not followed: a command that put a link to a folder elsewhere in place of `out` (or of
+        // `out/NAME`) would have cfrun change modes there and move that folder into the cache.
+        let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir());
+        if !real_dir(&out) {
+            return Err(OpError::Invalid(
+                "the command removed its `out` folder or replaced it with something that is not a folder".into(),
+            ));
         }
-        set_modes(&out, 0o644, 0o755).map_err(io("fixing the permissions of out/"))
+        for entry in fs::read_dir(&out).map_err(io("listing out/"))? {
+            let path = entry.map_err(io("listing out/"))?.path();
+            if !real_dir(&path) {
+                let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                return Err(OpError::Invalid(format!(
+                    "`out/{name}` is not a folder (a link or a file); write each output's files into its own folder"
+                )));
+            }
+        }
+        set_modes(&out, Some(0o644), 0o755).map_err(io("fixing the permissions of out/"))
     }
 
     /// Fails on anything in `out/` that is not a declared output.
@@ -126,7 +140,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         // Read-only folders (the inputs, or whatever the command made) would stop the removal.
-        let _ = set_modes(self.dir.path(), 0o644, 0o755);
+        // Folders only: a file may be a hard link to one outside, whose mode is not ours to change.
+        let _ = set_modes(self.dir.path(), None, 0o755);
     }
 }
 
@@ -143,8 +158,12 @@ fn copy_checked(src: &Path, dst: &Path, digest: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Sets the mode of every file and folder under `dir` (symlinks are left alone, not followed).
-fn set_modes(dir: &Path, file: u32, folder: u32) -> std::io::Result<()> {
+/// Sets the mode of every folder under `dir` and, with `file`, of every file (symlinks are left
+/// alone, not followed). A file with other hard links (the command linked a file from outside)
+/// is first replaced by a copy of its own: its mode is changed, and it may be published, without
+/// touching the file outside or letting later edits of it reach the cache.
+fn set_modes(dir: &Path, file: Option<u32>, folder: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     // Open the folder up first so its entries can be listed and changed.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     for entry in fs::read_dir(dir)? {
@@ -152,9 +171,14 @@ fn set_modes(dir: &Path, file: u32, folder: u32) -> std::io::Result<()> {
         let ty = entry.file_type()?;
         if ty.is_dir() {
             set_modes(&entry.path(), file, folder)?;
-        } else if ty.is_file() {
-            let mode = entry.metadata()?.permissions().mode();
-            let exec = if mode & 0o100 != 0 { 0o111 } else { 0 };
+        } else if let (true, Some(file)) = (ty.is_file(), file) {
+            let meta = entry.metadata()?;
+            if meta.nlink() > 1 {
+                let copy = dir.join(format!(".cfrun-own-copy-{}", std::process::id()));
+                fs::copy(entry.path(), &copy)?;
+                fs::rename(&copy, entry.path())?;
+            }
+            let exec = if meta.permissions().mode() & 0o100 != 0 { 0o111 } else { 0 };
             fs::set_permissions(entry.path(), fs::Permissions::from_mode(file | exec))?;
         }
     }
