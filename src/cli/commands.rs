@@ -188,12 +188,6 @@ fn run(
 ) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let settings = executor.settings(&plan.experiment.executor)?;
-    let store = open_store(g)?;
-    if settings.kind == Some(ExecutorKind::Slurm) {
-        // A precondition, not a failure: a cache whose locks do not hold across nodes is refused
-        // before any job is submitted (the executor checks again for library callers).
-        crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
-    }
     let slurm = settings.kind == Some(ExecutorKind::Slurm);
     let mut device_flag =
         clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
@@ -219,6 +213,13 @@ fn run(
         let r = resources(inst);
         r.computes_on(slurm && !r.in_driver, &device_flag, driver_location)
     })?;
+    // Only now: a run refused above leaves no cache behind.
+    let store = open_store(g)?;
+    if slurm {
+        // A precondition, not a failure: a cache whose locks do not hold across nodes is refused
+        // before any job is submitted (the executor checks again for library callers).
+        crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    }
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };

@@ -71,6 +71,9 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Largest report file the page includes (inline and as a download).
+const INLINE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Every report output, in plan order: markdown as HTML, figures inline, CSV to download.
 fn reports(views: &[InstanceView]) -> String {
     let mut s = String::from("<section id=\"reports\"><h2>Tables and figures</h2>");
@@ -94,6 +97,18 @@ fn reports(views: &[InstanceView]) -> String {
                 let file = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let stem = f.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let ext = f.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_default();
+                // One page must stay openable: a huge file (a command's report may hold anything)
+                // is named with its path instead of being inlined, escaped and encoded several times.
+                let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+                if size > INLINE_MAX_BYTES {
+                    downloads.push(format!(
+                        "{} ({:.1} MiB, too large to include; it is at <code>{}</code>)",
+                        escape(&file),
+                        size as f64 / (1024.0 * 1024.0),
+                        escape(&f.display().to_string())
+                    ));
+                    continue;
+                }
                 let Ok(bytes) = std::fs::read(f) else { continue };
                 let download = format!("{}-{file}", v.name.replace(['[', ']', '=', ',', '/'], "_"));
                 match ext.as_str() {
