@@ -1113,6 +1113,35 @@ fn the_report_page_names_a_huge_report_file_instead_of_inlining_it() {
     assert!(html.contains("small heading"));
 }
 
+/// What a command prints to stderr or writes in a report reaches the terminal with its escape
+/// sequences shown, not obeyed (one could clear the screen or hide a failure), and a long report
+/// is cut there with its path named.
+#[test]
+fn a_command_cannot_drive_the_terminal_through_its_stderr_or_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = "[experiment]\nname = \"esc\"\nseed = 0\n\n\
+                [stages.rep]\nop = \"command\"\n\
+                argv = [\"sh\", \"-c\", \"printf '# title\\\\033[2J\\\\n' > out/r/a.md && head -c 300000 /dev/zero | tr '\\\\0' x >> out/r/a.md\"]\n\
+                outputs = { r = \"report\" }\n\n\
+                [stages.bad]\nop = \"command\"\n\
+                argv = [\"sh\", \"-c\", \"printf 'oops\\\\033]0;title\\\\007\\\\n' >&2; exit 3\"]\n\
+                outputs = { r = \"report\" }\n";
+    std::fs::write(d.join("esc.toml"), toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["run", "esc.toml", "--cache", "cache"])
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!text.contains('\u{1b}') && !err.contains('\u{1b}') && !err.contains('\u{7}'), "{err}");
+    assert!(text.contains("# title\\u{1b}[2J"), "{}", &text[..200.min(text.len())]);
+    assert!(text.len() < 100_000 && text.contains("(cut) — the whole report is "), "{} bytes", text.len());
+    assert!(err.contains("FAILED bad") && err.contains("oops\\u{1b}]0;title\\u{7}"), "{err}");
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,13 +43,39 @@ pub struct RunLogLine {
     pub error: Option<String>,
 }
 
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=,.[]".contains(c) { c } else { '_' }).collect()
+/// A file name for `name` that no other name maps to: plain characters kept (so the usual
+/// `probe[k=50]` reads as itself), every other byte as `%XX`; a name too long for one file name
+/// keeps a readable head and ends in its digest.
+fn file_name(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_=,.[]".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // Leading dots would hide the file or name `.`/`..`.
+    if s.starts_with('.') {
+        s.replace_range(0..1, "%2E");
+    }
+    if s.len() > MAX_FILE_NAME {
+        let digest = blake3::hash(name.as_bytes()).to_hex();
+        let mut head = MAX_FILE_NAME - digest.len() - 1;
+        while !s.is_char_boundary(head) {
+            head -= 1;
+        }
+        s = format!("{}~{digest}", &s[..head]);
+    }
+    s
 }
+
+/// Longest file name the encoding produces, with room for `.json` under the usual 255 bytes.
+const MAX_FILE_NAME: usize = 200;
 
 impl Store {
     fn record_path(&self, experiment: &str, instance: &str) -> PathBuf {
-        self.root().join("records").join(sanitize(experiment)).join(format!("{}.json", sanitize(instance)))
+        self.root().join("records").join(file_name(experiment)).join(format!("{}.json", file_name(instance)))
     }
 
     /// The recipe last completed under `instance` in `experiment`.
@@ -77,5 +103,22 @@ impl Store {
         text.push('\n');
         let mut f = open_append(&self.root().join("runs.jsonl"))?;
         f.write_all(text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_of_different_names_differ() {
+        assert_eq!(file_name("probe[k=50,target=mnist]"), "probe[k=50,target=mnist]");
+        // These all mapped to `a_b` before: the last completed recipe of one was read for another.
+        let names = ["a_b", "a<b", "a b", "a/b", "a%3Cb", "a%b"];
+        let files: std::collections::BTreeSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(files.len(), names.len(), "{files:?}");
+        assert_eq!(file_name(".."), "%2E.");
+        let long = |c: &str| file_name(&format!("stage[x={}{c}]", "y".repeat(400)));
+        assert!(long("1").len() <= MAX_FILE_NAME && long("1") != long("2"));
     }
 }

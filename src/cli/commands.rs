@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{Command, DataAction, Global};
 use crate::cache::store::Check;
 use crate::cache::{gc as cache_gc, CacheError, Store};
+use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
 use crate::exec::compute::ComputeEnv;
@@ -178,6 +179,11 @@ fn cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Most of a report (or a stage's error) printed on the terminal after a run.
+const TERMINAL_REPORT_CHARS: usize = 64 * 1024;
+/// Most of a report file read for the terminal: [`TERMINAL_REPORT_CHARS`] characters and more.
+const TERMINAL_REPORT_BYTES: u64 = 4 * TERMINAL_REPORT_CHARS as u64;
+
 fn run(
     file: &Path,
     g: &Global,
@@ -258,8 +264,19 @@ fn run(
     } else {
         for (name, files) in &report_files {
             for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
-                if let Ok(text) = std::fs::read_to_string(f) {
-                    println!("## {name}\n\n{text}");
+                // A command's report may hold anything: escapes are shown, not obeyed, and a
+                // long one is cut with its path named (the page and the file have it whole).
+                let mut bytes = Vec::new();
+                let head = std::fs::File::open(f).and_then(|file| {
+                    std::io::Read::read_to_end(&mut std::io::Read::take(file, TERMINAL_REPORT_BYTES), &mut bytes)
+                });
+                if head.is_ok() {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let mut shown = printable_cut(&text, TERMINAL_REPORT_CHARS);
+                    if shown.ends_with("… (cut)") {
+                        shown.push_str(&format!(" — the whole report is {}", f.display()));
+                    }
+                    println!("## {name}\n\n{shown}");
                 }
             }
             for f in files.iter().filter(|f| f.extension().is_some_and(|e| e != "md")) {
@@ -271,7 +288,7 @@ fn run(
                 "{} {}: {}",
                 if r.outcome == Outcome::Failed { "FAILED" } else { "skipped" },
                 r.name,
-                r.error.as_deref().unwrap_or("")
+                printable_cut(r.error.as_deref().unwrap_or(""), TERMINAL_REPORT_CHARS)
             );
         }
         let jobs = if opts.executor.kind == Some(ExecutorKind::Slurm) {

@@ -150,13 +150,19 @@ const MAX_SNIPPET_LINE: usize = 300;
 /// `text` with control and direction-changing characters escaped (`\u{1b}`), so input can never
 /// move the cursor, recolour or reorder the terminal, and cut to `MAX_MESSAGE_CHARS`.
 pub fn printable(text: &str) -> String {
+    printable_cut(text, MAX_MESSAGE_CHARS)
+}
+
+/// [`printable`] cut to `max_chars` instead: for text a stage or a command produced (a stderr
+/// tail, a report), which is longer than a message but must not drive the terminal either.
+pub fn printable_cut(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
-        if i == MAX_MESSAGE_CHARS {
+        if i == max_chars {
             out.push_str("… (cut)");
             break;
         }
-        if unsafe_to_print(c) && c != '\n' {
+        if unsafe_to_print(c) && c != '\n' && c != '\t' {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
             out.push(c);

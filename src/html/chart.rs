@@ -55,7 +55,9 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
         y0 = y0.min(b);
         y1 = y1.max(b);
     }
-    if x0 > x1 {
+    // Nothing to draw, or a range no f64 can span (a curve of ±1e308): every coordinate would be
+    // NaN and the browser would draw nothing anyway, with a console error for each point.
+    if x0 > x1 || !(x1 - x0).is_finite() || !((y1 - y0) * 1.1).is_finite() {
         return String::new();
     }
     if x1 - x0 < 1e-12 {
@@ -130,6 +132,15 @@ pub fn legend(labels: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_no_float_spans_draws_no_chart_instead_of_nan() {
+        let wide = Series { label: "x".into(), points: vec![(0.0, -1e308), (1.0, 1e308)] };
+        assert_eq!(line_chart("t", "x", "y", &[wide]), "");
+        let fine = Series { label: "x".into(), points: vec![(0.0, -1e300), (1.0, 1e300), (2.0, f64::NAN)] };
+        let svg = line_chart("t", "x", "y", &[fine]);
+        assert!(!svg.is_empty() && !svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
 
     #[test]
     fn ticks_follow_one_two_five_steps() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{check_dimensions, check_metrics, gather_records};
+use super::table::{check_dimensions, check_labels, check_metrics, gather_records};
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use serde_json::Value as Json;
 
@@ -63,6 +63,7 @@ impl StageKind for Plot {
     fn check_gathered(&self, p: &PlotParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         let (x, panel) = (std::slice::from_ref(&p.axes.x), p.axes.panel.as_slice());
         check_dimensions(&[("x", x), ("panel", panel), ("series", &p.axes.series)], gathered)?;
+        check_labels(&p.labels, gathered)?;
         check_metrics("metric", std::slice::from_ref(&p.metric), gathered)
     }
 

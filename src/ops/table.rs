@@ -182,6 +182,23 @@ pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>])
     Ok(())
 }
 
+/// Checks that every stage `labels` names is gathered, so that a misspelt key fails before
+/// anything runs instead of leaving the stage's raw name on the page.
+pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
+    let Some(stray) = labels.keys().find(|k| !stages.contains(k.as_str())) else { return Ok(()) };
+    let valid: Vec<&str> = stages.into_iter().collect();
+    let mut help = format!("the gathered stages: {}", valid.join(", "));
+    if let Some(best) = did_you_mean(stray, &valid) {
+        help = format!("did you mean `{best}`? {help}");
+    }
+    Err(ParamError::field(
+        &format!("labels.{stray}"),
+        format!("`labels` names `{stray}`, which is not a stage this one gathers"),
+        Some(help),
+    ))
+}
+
 /// Checks that every metric a table or plot names is written by some gathered instance, so that
 /// a typo fails before anything runs instead of being left out of the page. Sure only when every
 /// gathered op declares its metric names; one that does not (a `command` stage) may write any.
@@ -233,6 +250,7 @@ impl StageKind for Table {
     fn check_gathered(&self, p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         check_dimensions(&[("rows", &p.rows), ("columns", &p.columns)], gathered)?;
         check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)?;
+        check_labels(&p.labels, gathered)?;
         check_metrics("metrics", &p.metrics, gathered)
     }
 

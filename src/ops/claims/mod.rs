@@ -43,6 +43,7 @@ impl StageKind for Claims {
     };
 
     fn check_gathered(&self, p: &ClaimsParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+        super::table::check_labels(&p.labels, gathered)?;
         let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
         let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for g in gathered {

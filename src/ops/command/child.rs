@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::error::printable_cut;
+
 /// Lines of stderr kept for the error message.
 const TAIL_LINES: usize = 20;
 /// Longest stderr line kept, in bytes.
@@ -91,7 +93,8 @@ fn tail(stream: impl Read) -> VecDeque<String> {
         match (&mut reader).take(64 * 1024).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                // Kept for messages and logs: a command's escape sequences are shown, not obeyed.
+                let mut line = printable_cut(String::from_utf8_lossy(&buf).trim_end(), usize::MAX);
                 if line.len() > LINE_BYTES {
                     let mut cut = LINE_BYTES;
                     while !line.is_char_boundary(cut) {
