@@ -136,6 +136,12 @@ fn an_unused_axis_is_refused_unless_an_override_unused_it() {
     let extra = cfrun(cache.path(), &["status", f, "--set", "sweep.seeds=[1, 2]"]);
     assert_eq!(extra.status.code(), Some(2), "{}", stderr(&extra));
     assert!(stderr(&extra).contains("sweep axis `seeds` is used by no stage"), "{}", stderr(&extra));
+    // Only a value an override replaced excuses an axis, not its name written in a comment.
+    let text = std::fs::read_to_string(&file).unwrap().replace("percent = \"${p}\"", "percent = 10  # was ${p}");
+    std::fs::write(&file, text).unwrap();
+    let commented = cfrun(cache.path(), &["status", f]);
+    assert_eq!(commented.status.code(), Some(2), "{}", stderr(&commented));
+    assert!(stderr(&commented).contains("sweep axis `p` is used by no stage"), "{}", stderr(&commented));
 }
 
 #[test]
@@ -458,6 +464,11 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
     let out = cfrun(&dir.path().join("cache"), &["report", smoke, "-o", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    // Under --json a script reading stdout gets the error there too, not an empty stdout.
+    let out = cfrun(&file, &["--json", "status", smoke]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["ok"], false, "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains("is not a folder"), "{v}");
 }
 
 /// The environment probes of several `command` stages run side by side while the plan is built:

@@ -126,7 +126,14 @@ pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Glob
             Ok(ExitCode::SUCCESS)
         }
         Err(why) => {
-            eprintln!("error: {} failed: {why}", job.instance.name);
+            if g.json {
+                println!("{}", json!({"instance": job.instance.name, "outcome": "failed", "error": why.to_string()}));
+            }
+            eprintln!(
+                "error: {} failed: {}",
+                job.instance.name,
+                crate::config::error::printable_cut(&why.to_string(), super::commands::TERMINAL_REPORT_CHARS)
+            );
             Ok(ExitCode::from(super::exit::FAILED))
         }
     }

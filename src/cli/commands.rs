@@ -54,11 +54,20 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 }
                 eprint!("{}", c.render());
             }
-            Failure::Other(msg) => eprintln!("error: {}", crate::config::error::printable(&msg)),
-            Failure::Runtime(e) => eprintln!("error: {}", crate::config::error::printable(&error_chain(e.as_ref()))),
+            Failure::Other(msg) => fail_plainly(g, &msg),
+            Failure::Runtime(e) => fail_plainly(g, &error_chain(e.as_ref())),
         }
         ExitCode::from(code)
     })
+}
+
+/// Reports an error that has no place in the file: on stderr, and under `--json` on stdout too,
+/// so a script reading stdout always gets one object saying what went wrong.
+fn fail_plainly(g: &Global, message: &str) {
+    if g.json {
+        println!("{}", json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+    }
+    eprintln!("error: {}", crate::config::error::printable(message));
 }
 
 /// An error and its sources, one after the other.
@@ -180,7 +189,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Most of a report (or a stage's error) printed on the terminal after a run.
-const TERMINAL_REPORT_CHARS: usize = 64 * 1024;
+pub(super) const TERMINAL_REPORT_CHARS: usize = 64 * 1024;
 /// Most of a report file read for the terminal: [`TERMINAL_REPORT_CHARS`] characters and more.
 const TERMINAL_REPORT_BYTES: u64 = 4 * TERMINAL_REPORT_CHARS as u64;
 

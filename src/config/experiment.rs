@@ -61,6 +61,9 @@ pub struct Experiment {
     pub stages: Vec<StageDecl>,
     /// The `[executor]` table (where instances run; not part of any key).
     pub executor: ExecutorSettings,
+    /// The values the `--set` overrides replaced, as the file had them: a sweep axis that only
+    /// they used is fixed for this run, not unused by the file.
+    pub replaced: Vec<serde_json::Value>,
 }
 
 const TOP_LEVEL: &[&str] = &["experiment", "sweep", "stages", EXECUTOR_TABLE];
@@ -86,7 +89,7 @@ impl Experiment {
     /// Like [`Experiment::load`] on text already in memory.
     pub fn parse(file: SourceFile, overrides: &[Override]) -> Result<Self, ConfigError> {
         let mut doc = parse_document(&file)?;
-        apply_overrides(&file, &mut doc, overrides)?;
+        let replaced = apply_overrides(&file, &mut doc, overrides)?;
         let mut errors = Vec::new();
         for (key, entry) in &doc {
             if !TOP_LEVEL.contains(&key.as_str()) {
@@ -107,7 +110,7 @@ impl Experiment {
             axes.sort_by(|a, b| a.name.cmp(&b.name));
         }
         let Meta { name, description, seed, replicates, .. } = meta;
-        Ok(Experiment { file, name, description, seed, replicates, axes, stages, executor })
+        Ok(Experiment { file, name, description, seed, replicates, axes, stages, executor, replaced })
     }
 
     /// The stage declaration called `name`.

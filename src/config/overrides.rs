@@ -33,12 +33,13 @@ impl std::str::FromStr for Override {
 }
 
 /// Writes every override into `doc`; the parent tables must exist (a typo in a stage name is an
-/// error, not a new stage), the last key may be new.
+/// error, not a new stage), the last key may be new. Returns the values the overrides replaced.
 pub fn apply_overrides(
     file: &SourceFile,
     doc: &mut BTreeMap<String, Entry>,
     overrides: &[Override],
-) -> Result<(), ConfigError> {
+) -> Result<Vec<serde_json::Value>, ConfigError> {
+    let mut replaced = Vec::new();
     for (index, ov) in overrides.iter().enumerate() {
         let origin = Origin::Override(index);
         let node = parse_override_value(&ov.value, index);
@@ -76,9 +77,11 @@ pub fn apply_overrides(
             };
             table = inner;
         }
-        table.insert(last.clone(), Entry { key_origin: origin.clone(), node });
+        if let Some(old) = table.insert(last.clone(), Entry { key_origin: origin.clone(), node }) {
+            replaced.push(old.node.to_json());
+        }
     }
-    Ok(())
+    Ok(replaced)
 }
 
 /// Tables that `--set` may create because they are optional settings, not names a typo could

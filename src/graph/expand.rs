@@ -188,6 +188,8 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         // Two instances with the same parameters and inputs would compute one result under two
         // names (a sweep listing 1 and 1.0, which are one number to a numeric parameter).
         let mut computes: HashMap<String, String> = HashMap::new();
+        // Names taken by this stage's instances, with the axis values that took them.
+        let mut named: HashMap<String, String> = HashMap::new();
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
             let raw = inject_seed(stage, raw, exp.seed, assignment.get(REPLICATE_AXIS));
@@ -254,6 +256,21 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 incomplete.insert(name);
                 continue;
             }
+            let values = serde_json::to_string(&assignment).expect("plain data");
+            if let Some(first) = named.get(&this) {
+                // Values of two axes that read as one name (`a = "x,b=y"` beside `b`): the cache's
+                // records and every command that takes an instance name would mix them up.
+                errors.push(exp.error(
+                    &stage.decl.origin,
+                    format!("axis values {first} and {values} of stage `{name}` both name an instance `{this}`"),
+                    Some(
+                        "an axis value that holds `,` and `=` reads as another axis: choose values without them".into(),
+                    ),
+                ));
+                incomplete.insert(name);
+                continue;
+            }
+            named.insert(this.clone(), values);
             computes.insert(what, this.clone());
             let idx = InstanceIdx(instances.len());
             facts.push(outputs);
@@ -276,10 +293,12 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         stage_instances.insert(name, mine);
     }
     let unused = exp.axes.iter().filter(|a| a.name != REPLICATE_AXIS && !used_axes.contains(&a.name));
+    let mut swept_by_replaced = BTreeSet::new();
+    exp.replaced.iter().for_each(|v| axes_used(v, &mut swept_by_replaced));
     for axis in unused.filter(|_| !undeclared_axis) {
-        // The file names it, so a `--set` replaced the field that swept it: a one-off run at a
-        // fixed value, not a mistake in the file.
-        if exp.file.text.contains(&format!("${{{}}}", axis.name)) {
+        // A `--set` replaced the field that swept it: a one-off run at a fixed value, not a
+        // mistake in the file (a `${axis}` in a comment or in no stage's field excuses nothing).
+        if swept_by_replaced.contains(&axis.name) {
             tracing::warn!(axis = %axis.name, "after the --set overrides no stage uses this sweep axis; it varies nothing");
             continue;
         }

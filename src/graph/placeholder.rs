@@ -37,16 +37,31 @@ pub fn substitute(v: &Json, values: &BTreeMap<String, Json>) -> Json {
                     }
                 }
             }
-            let mut out = s.clone();
-            for (name, value) in values {
-                out = out.replace(&format!("${{{name}}}"), &axis_value_text(value));
-            }
-            Json::String(out)
+            Json::String(interpolate(s, values))
         }
         Json::Array(items) => Json::Array(items.iter().map(|i| substitute(i, values)).collect()),
         Json::Object(map) => Json::Object(map.iter().map(|(k, i)| (k.clone(), substitute(i, values))).collect()),
         other => other.clone(),
     }
+}
+
+/// `s` with each `${name}` (spaces inside the braces allowed, as [`axes_used`] reads them) of a
+/// known axis replaced by its value as text; anything else is kept as written.
+fn interpolate(s: &str, values: &BTreeMap<String, Json>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        out.push_str(&rest[..start]);
+        match values.get(after[..end].trim()) {
+            Some(value) => out.push_str(&axis_value_text(value)),
+            None => out.push_str(&rest[start..start + 2 + end + 1]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -62,6 +77,10 @@ mod tests {
         assert_eq!(substitute(&json!("${k}"), &vals), json!(50));
         assert_eq!(substitute(&json!("run-${k}-${t}"), &vals), json!("run-50-mnist"));
         assert_eq!(substitute(&json!({"a": ["${t}"]}), &vals), json!({"a": ["mnist"]}));
+        // Spaces inside the braces read the same everywhere: the axis is used, so it is replaced.
+        assert_eq!(substitute(&json!("run-${ k }-${t }"), &vals), json!("run-50-mnist"));
+        assert_eq!(substitute(&json!(" ${ k } "), &vals), json!(50));
+        assert_eq!(substitute(&json!("${x}-${k"), &vals), json!("${x}-${k"));
         let mut used = BTreeSet::new();
         axes_used(&json!({"a": "${k}", "b": ["x${t}y"]}), &mut used);
         assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["k", "t"]);

@@ -67,7 +67,6 @@ impl Params for DatasetParams {
                 Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
             )
         })?;
-        self.check_sizes()?;
         if name != DatasetName::Synthetic {
             for (field, v) in [("classes", self.classes), ("size", self.size)] {
                 if v.is_some() {
@@ -89,7 +88,8 @@ impl Params for DatasetParams {
                 return Err(ParamError::range("size", s, "between 8 and 64"));
             }
         }
-        Ok(())
+        // After `size`: the memory the splits need is judged by a side known to be in range.
+        self.check_sizes()
     }
 }
 
@@ -134,7 +134,7 @@ impl DatasetParams {
 
     fn check_sizes(&self) -> Result<(), ParamError> {
         // Images are held as bytes and, while training, as f32: 3 channels at most.
-        let side = self.size.unwrap_or(64) as u64;
+        let side = self.size.unwrap_or(64).min(64) as u64;
         for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
             if v == Some(0) {
                 return Err(ParamError::range(field, 0, "at least 1"));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{check_dimensions, check_labels, check_metrics, gather_records};
+use super::table::{check_cells, check_dimensions, check_labels, check_metrics, gather_records};
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use serde_json::Value as Json;
 
@@ -64,7 +64,10 @@ impl StageKind for Plot {
         let (x, panel) = (std::slice::from_ref(&p.axes.x), p.axes.panel.as_slice());
         check_dimensions(&[("x", x), ("panel", panel), ("series", &p.axes.series)], gathered)?;
         check_labels(&p.labels, gathered)?;
-        check_metrics("metric", std::slice::from_ref(&p.metric), gathered)
+        let metric = std::slice::from_ref(&p.metric);
+        check_metrics("metric", metric, gathered)?;
+        let dims: Vec<String> = p.axes.panel.iter().chain([&p.axes.x]).chain(&p.axes.series).cloned().collect();
+        check_cells("series", "point", &dims, None, metric, &p.labels, gathered)
     }
 
     fn run(&self, p: PlotParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

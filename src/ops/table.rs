@@ -12,7 +12,7 @@ use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx
 use crate::artifact::Metrics;
 use crate::config::params::{ParamError, Params};
 use crate::config::suggest::did_you_mean;
-use crate::report::{self, AxisValue, PaperRef, Record, TableSpec};
+use crate::report::{self, AxisValue, PaperRef, Record, TableSpec, REPLICATE_DIM};
 
 /// The paper's own number for one cell, shown beside ours.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +199,102 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     ))
 }
 
+/// Checks that no two gathered instances would fill one cell of a table or one point of a plot
+/// (they differ only in an axis the layout does not show), so the clash fails before anything
+/// runs instead of when the report is drawn, after every stage it gathers. Replicates of one
+/// instance, and with `best_over` the values of that axis, share a cell by design.
+pub fn check_cells(
+    field: &str,
+    place: &str,
+    dims: &[String],
+    best_over: Option<&str>,
+    metrics: &[String],
+    labels: &BTreeMap<String, String>,
+    gathered: &[Gathered<'_>],
+) -> Result<(), ParamError> {
+    let text = |v: Option<&Json>| {
+        v.map(|v| match v {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let describe = |g: &Gathered<'_>| {
+        let axes: Vec<String> =
+            g.axes.iter().map(|(k, v)| format!("{k}={}", text(Some(v)).unwrap_or_default())).collect();
+        if axes.is_empty() {
+            format!("`{}`", g.stage)
+        } else {
+            format!("`{}[{}]`", g.stage, axes.join(","))
+        }
+    };
+    // Cell -> (what merges into it, the instance and metric that took it).
+    let mut cells: BTreeMap<Vec<Option<String>>, (String, &Gathered<'_>, &String)> = BTreeMap::new();
+    let metric_shown = dims.iter().any(|d| d == "metric");
+    for g in gathered {
+        let label = labels.get(g.stage).map_or(g.stage, String::as_str);
+        let writes = g.op.metric_names();
+        for metric in metrics.iter().filter(|m| writes.is_empty() || writes.contains(&m.as_str())) {
+            let cell: Vec<Option<String>> = dims
+                .iter()
+                .map(|d| match d.as_str() {
+                    "source" => Some(label.to_string()),
+                    "metric" => Some(metric.clone()),
+                    axis => text(g.axes.get(axis)),
+                })
+                .collect();
+            let merged: BTreeMap<&String, &Json> = g
+                .axes
+                .iter()
+                .filter(|(k, _)| k.as_str() != REPLICATE_DIM && Some(k.as_str()) != best_over && !dims.contains(k))
+                .collect();
+            let who = if best_over.is_some() { label } else { g.stage };
+            let identity = format!("{who}\u{0}{}\u{0}{merged:?}", if metric_shown { "" } else { metric });
+            let Some((taken, first, first_metric)) = cells.get(&cell) else {
+                cells.insert(cell, (identity, g, metric));
+                continue;
+            };
+            if *taken == identity {
+                continue;
+            }
+            let (why, add) = if first.stage == g.stage && first.axes == g.axes {
+                (format!("its metrics `{first_metric}` and `{metric}` would fill one {place}"), "`metric`".to_string())
+            } else {
+                let differ: BTreeSet<&str> = first
+                    .axes
+                    .keys()
+                    .chain(g.axes.keys())
+                    .filter(|k| !dims.contains(k) && first.axes.get(*k) != g.axes.get(*k))
+                    .map(String::as_str)
+                    .collect();
+                match differ.first() {
+                    Some(axis) => (
+                        format!(
+                            "would fill one {place} ({metric}): they differ only in {}, which the layout does not show",
+                            differ.iter().copied().collect::<Vec<_>>().join(", ")
+                        ),
+                        format!("`{axis}`"),
+                    ),
+                    None => (
+                        format!("would fill one {place} ({metric}): both are labelled `{label}`"),
+                        "`source` with distinct labels".to_string(),
+                    ),
+                }
+            };
+            let message = if first.stage == g.stage && first.axes == g.axes {
+                format!("{}: {why}", describe(g))
+            } else {
+                format!("{} and {} {why}", describe(first), describe(g))
+            };
+            return Err(ParamError::field(
+                field,
+                message,
+                Some(format!("add {add} to the dimensions, or gather fewer instances")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every metric a table or plot names is written by some gathered instance, so that
 /// a typo fails before anything runs instead of being left out of the page. Sure only when every
 /// gathered op declares its metric names; one that does not (a `command` stage) may write any.
@@ -251,7 +347,9 @@ impl StageKind for Table {
         check_dimensions(&[("rows", &p.rows), ("columns", &p.columns)], gathered)?;
         check_dimensions(&[("best_over", p.best_over.as_slice())], gathered)?;
         check_labels(&p.labels, gathered)?;
-        check_metrics("metrics", &p.metrics, gathered)
+        check_metrics("metrics", &p.metrics, gathered)?;
+        let dims: Vec<String> = p.rows.iter().chain(&p.columns).cloned().collect();
+        check_cells("rows", "cell", &dims, p.best_over.as_deref(), &p.metrics, &p.labels, gathered)
     }
 
     fn run(&self, p: TableParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
