@@ -149,6 +149,9 @@ impl StageKind for KMeans {
             "empty_cluster_splits",
         ],
     };
+    // Purity and NMI only with the `truth` input.
+    const ALWAYS_WRITES: &'static [&'static str] =
+        &["smallest_cluster", "largest_cluster", "inertia", "test_inertia", "empty_cluster_splits"];
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;

@@ -106,6 +106,8 @@ impl StageKind for LinearProbe {
         }],
         metric_names: &["top1", "train_top1", "top5"],
     };
+    // top5 only with more than five classes.
+    const ALWAYS_WRITES: &'static [&'static str] = &["top1", "train_top1"];
 
     /// An L-BFGS probe's key holds its tolerance even when the default was taken, so a change of
     /// that default could never serve an old result under the new meaning.

@@ -100,6 +100,8 @@ impl StageKind for MapProbe {
         }],
         metric_names: &["map", "train_map"],
     };
+    // train_map only where some class has a positive in the train split.
+    const ALWAYS_WRITES: &'static [&'static str] = &["map"];
 
     fn facts(&self, p: &MapProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;

@@ -178,6 +178,10 @@ pub trait StageKind: Send + Sync + 'static {
     /// Name, version, summary, inputs, outputs, metric names.
     const SPEC: &'static OpSpec;
 
+    /// The metrics every run writes, whatever its inputs (a subset of `SPEC.metric_names`): what
+    /// a table may count on before anything runs. Empty: none is sure.
+    const ALWAYS_WRITES: &'static [&'static str] = &[];
+
     /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
     fn run(&self, params: Self::Params, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
 
@@ -309,6 +313,8 @@ pub trait Op: Send + Sync {
     fn metric_names(&self) -> &'static [&'static str] {
         self.spec().metric_names
     }
+    /// See [`StageKind::ALWAYS_WRITES`].
+    fn always_writes(&self) -> &'static [&'static str];
     /// Whether any input gathers all instances of its stages (tables, plots).
     fn aggregates(&self) -> bool {
         self.inputs().iter().any(|i| i.gather)
@@ -322,6 +328,9 @@ pub trait Op: Send + Sync {
 impl<T: StageKind> Op for T {
     fn spec(&self) -> &'static OpSpec {
         T::SPEC
+    }
+    fn always_writes(&self) -> &'static [&'static str] {
+        T::ALWAYS_WRITES
     }
     fn param_fields(&self) -> Vec<&'static str> {
         StageKind::param_fields(self)

@@ -199,10 +199,11 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     ))
 }
 
-/// Checks that no two gathered instances would fill one cell of a table or one point of a plot
-/// (they differ only in an axis the layout does not show), so the clash fails before anything
-/// runs instead of when the report is drawn, after every stage it gathers. Replicates of one
-/// instance, and with `best_over` the values of that axis, share a cell by design.
+/// Checks that no two gathered records would fill one cell of a table or one point of a plot,
+/// so the clash fails before anything runs instead of when the report is drawn, after every stage
+/// it gathers. Only metrics an op always writes ([`super::Op::always_writes`]) are counted: a
+/// record that may not exist cannot be said to clash (those clashes still fail at run time).
+/// Replicates of one instance, and with `best_over` the values of that axis, share a cell by design.
 pub fn check_cells(
     field: &str,
     place: &str,
@@ -212,43 +213,46 @@ pub fn check_cells(
     labels: &BTreeMap<String, String>,
     gathered: &[Gathered<'_>],
 ) -> Result<(), ParamError> {
-    let text = |v: Option<&Json>| {
-        v.map(|v| match v {
-            Json::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+    // Numbers as the report compares them (50 and 50.0 are one coordinate).
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
+        other => other.to_string(),
     };
     let describe = |g: &Gathered<'_>| {
-        let axes: Vec<String> =
-            g.axes.iter().map(|(k, v)| format!("{k}={}", text(Some(v)).unwrap_or_default())).collect();
+        let axes: Vec<String> = g.axes.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
         if axes.is_empty() {
             format!("`{}`", g.stage)
         } else {
             format!("`{}[{}]`", g.stage, axes.join(","))
         }
     };
+    let merges = |k: &str| k == REPLICATE_DIM || Some(k) == best_over;
+    let metric_shown = dims.iter().any(|d| d == "metric");
+    let source_shown = dims.iter().any(|d| d == "source");
     // Cell -> (what merges into it, the instance and metric that took it).
     let mut cells: BTreeMap<Vec<Option<String>>, (String, &Gathered<'_>, &String)> = BTreeMap::new();
-    let metric_shown = dims.iter().any(|d| d == "metric");
+    // How often each instance was gathered so far: one named by two inputs is two records.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for g in gathered {
         let label = labels.get(g.stage).map_or(g.stage, String::as_str);
-        let writes = g.op.metric_names();
-        for metric in metrics.iter().filter(|m| writes.is_empty() || writes.contains(&m.as_str())) {
+        let instance = format!("{}\u{0}{:?}", g.stage, g.axes);
+        let occurrence = *seen.entry(instance).and_modify(|n| *n += 1).or_insert(0);
+        let sure = g.op.always_writes();
+        for metric in metrics.iter().filter(|m| sure.contains(&m.as_str())) {
             let cell: Vec<Option<String>> = dims
                 .iter()
                 .map(|d| match d.as_str() {
                     "source" => Some(label.to_string()),
                     "metric" => Some(metric.clone()),
-                    axis => text(g.axes.get(axis)),
+                    axis => g.axes.get(axis).map(text),
                 })
                 .collect();
-            let merged: BTreeMap<&String, &Json> = g
-                .axes
-                .iter()
-                .filter(|(k, _)| k.as_str() != REPLICATE_DIM && Some(k.as_str()) != best_over && !dims.contains(k))
-                .collect();
+            let kept: BTreeMap<&String, &Json> = g.axes.iter().filter(|(k, _)| !merges(k)).collect();
+            // With `best_over`, records are merged by label; otherwise by stage.
             let who = if best_over.is_some() { label } else { g.stage };
-            let identity = format!("{who}\u{0}{}\u{0}{merged:?}", if metric_shown { "" } else { metric });
+            let identity =
+                format!("{who}\u{0}{}\u{0}{kept:?}\u{0}{occurrence}", if metric_shown { "" } else { metric });
             let Some((taken, first, first_metric)) = cells.get(&cell) else {
                 cells.insert(cell, (identity, g, metric));
                 continue;
@@ -256,40 +260,58 @@ pub fn check_cells(
             if *taken == identity {
                 continue;
             }
-            let (why, add) = if first.stage == g.stage && first.axes == g.axes {
-                (format!("its metrics `{first_metric}` and `{metric}` would fill one {place}"), "`metric`".to_string())
+            let same_instance = first.stage == g.stage && first.axes == g.axes;
+            let differ: BTreeSet<&str> = first
+                .axes
+                .keys()
+                .chain(g.axes.keys())
+                .filter(|k| !merges(k) && first.axes.get(*k) != g.axes.get(*k))
+                .map(String::as_str)
+                .collect();
+            let hidden: Vec<&str> = differ.iter().copied().filter(|k| !dims.iter().any(|d| d == k)).collect();
+            let (why, help) = if same_instance && *first_metric == metric {
+                (
+                    "is gathered twice (two inputs name it)".to_string(),
+                    "name each instance once in `inputs`".to_string(),
+                )
+            } else if same_instance {
+                (
+                    format!("its metrics `{first_metric}` and `{metric}` would fill one {place}"),
+                    "add `metric` to the dimensions".to_string(),
+                )
+            } else if let Some(axis) = hidden.first() {
+                (
+                    format!(
+                        "would fill one {place} ({metric}): they differ only in {}, which the layout does not show",
+                        hidden.join(", ")
+                    ),
+                    format!("add `{axis}` to the dimensions, or gather fewer instances"),
+                )
+            } else if !differ.is_empty() {
+                let axis = differ.first().copied().unwrap_or_default();
+                (
+                    format!("would fill one {place} ({metric}): their values of `{axis}` are one number"),
+                    format!("list each value of `{axis}` once"),
+                )
+            } else if !source_shown {
+                (
+                    format!("would fill one {place} ({metric}): they come from different stages and `source` is no dimension"),
+                    "add `source` to the dimensions".to_string(),
+                )
             } else {
-                let differ: BTreeSet<&str> = first
-                    .axes
-                    .keys()
-                    .chain(g.axes.keys())
-                    .filter(|k| !dims.contains(k) && first.axes.get(*k) != g.axes.get(*k))
-                    .map(String::as_str)
-                    .collect();
-                match differ.first() {
-                    Some(axis) => (
-                        format!(
-                            "would fill one {place} ({metric}): they differ only in {}, which the layout does not show",
-                            differ.iter().copied().collect::<Vec<_>>().join(", ")
-                        ),
-                        format!("`{axis}`"),
-                    ),
-                    None => (
-                        format!("would fill one {place} ({metric}): both are labelled `{label}`"),
-                        "`source` with distinct labels".to_string(),
-                    ),
-                }
+                (
+                    format!("would fill one {place} ({metric}): both are labelled `{label}`"),
+                    "give them distinct `labels`".to_string(),
+                )
             };
-            let message = if first.stage == g.stage && first.axes == g.axes {
+            let message = if same_instance && *first_metric == metric {
+                format!("{} {why}", describe(g))
+            } else if same_instance {
                 format!("{}: {why}", describe(g))
             } else {
                 format!("{} and {} {why}", describe(first), describe(g))
             };
-            return Err(ParamError::field(
-                field,
-                message,
-                Some(format!("add {add} to the dimensions, or gather fewer instances")),
-            ));
+            return Err(ParamError::field(field, message, Some(help)));
         }
     }
     Ok(())
@@ -389,6 +411,37 @@ impl StageKind for Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only records every run writes can clash before anything runs: a command stage (it may
+    /// write any metric, or none) beside a probe under one label is no clash; replicates and the
+    /// `best_over` axis share a cell; an instance gathered twice, or a hidden axis, is refused.
+    #[test]
+    fn cells_clash_only_on_records_that_surely_exist() {
+        fn g<'a>(stage: &'a str, op: &str, axes: &'a BTreeMap<String, Json>) -> Gathered<'a> {
+            Gathered { stage, op: crate::ops::find(op).expect("registered"), axes }
+        }
+        let ax = |pairs: &[(&str, Json)]| -> BTreeMap<String, Json> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        };
+        let (none, rep0, rep1) = (&ax(&[]), &ax(&[("replicate", 0.into())]), &ax(&[("replicate", 1.into())]));
+        let (l3, l4) = (&ax(&[("layer", "res3".into())]), &ax(&[("layer", "res4".into())]));
+        let labels: BTreeMap<String, String> =
+            [("probe", "pixels"), ("ext", "pixels")].map(|(a, b)| (a.into(), b.into())).into();
+        let dims = ["source".to_string(), "metric".to_string()];
+        let metrics = ["top1".to_string(), "nmi".to_string()];
+        let check = |gathered: &[Gathered<'_>], best: Option<&str>| {
+            check_cells("rows", "cell", &dims, best, &metrics, &labels, gathered)
+        };
+        assert!(check(&[g("probe", "linear_probe", none), g("ext", "command", none)], None).is_ok());
+        assert!(check(&[g("probe", "linear_probe", rep0), g("probe", "linear_probe", rep1)], None).is_ok());
+        assert!(check(&[g("probe", "linear_probe", l3), g("probe", "linear_probe", l4)], Some("layer")).is_ok());
+        let twice = check(&[g("probe", "linear_probe", none), g("probe", "linear_probe", none)], None).unwrap_err();
+        assert!(twice.message.contains("gathered twice"), "{}", twice.message);
+        let hidden = check(&[g("probe", "linear_probe", l3), g("probe", "linear_probe", l4)], None).unwrap_err();
+        assert!(hidden.message.contains("differ only in layer"), "{}", hidden.message);
+        let labelled = check(&[g("probe", "linear_probe", none), g("ext", "linear_probe", none)], None).unwrap_err();
+        assert!(labelled.message.contains("both are labelled `pixels`"), "{}", labelled.message);
+    }
 
     fn rec(label: &str, layer: &str, target: &str, value: f64) -> Record {
         Record {
