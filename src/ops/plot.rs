@@ -73,7 +73,7 @@ impl StageKind for Plot {
     fn run(&self, p: PlotParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let records = gather_records(ctx.gathered("inputs"), std::slice::from_ref(&p.metric), &p.labels)?;
         let dims: Vec<String> = p.axes.panel.iter().chain([&p.axes.x]).chain(&p.axes.series).cloned().collect();
-        let records = report::aggregate_replicates(records, "value", &dims);
+        let records = report::aggregate_replicates(records, "value", &dims, &p.axes.title)?;
         let a = &p.axes;
         let axes = FigureAxes {
             x_label: if a.x_label.is_empty() { a.x.clone() } else { a.x_label.clone() },

@@ -377,7 +377,7 @@ impl StageKind for Table {
     fn run(&self, p: TableParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         let records = gather_records(ctx.gathered("inputs"), &p.metrics, &p.labels)?;
         let dims: Vec<String> = p.rows.iter().chain(&p.columns).cloned().collect();
-        let mut records = report::aggregate_replicates(records, "value", &dims);
+        let mut records = report::aggregate_replicates(records, "value", &dims, &p.title)?;
         let mut notes = Vec::new();
         if let Some(dim) = &p.best_over {
             (records, notes) = best_over(records, dim);

@@ -40,9 +40,14 @@ pub const REPLICATE_DIM: &str = crate::stats::REPLICATE;
 /// the replicates' mean and [`Record::replicates`] their summary. Records without a replicate
 /// axis, and every record when `keep` names the replicate dimension (a table by replicate), pass
 /// through unchanged.
-pub fn aggregate_replicates(records: Vec<Record>, metric: &str, keep: &[String]) -> Vec<Record> {
+pub fn aggregate_replicates(
+    records: Vec<Record>,
+    metric: &str,
+    keep: &[String],
+    title: &str,
+) -> Result<Vec<Record>, super::ReportError> {
     if keep.iter().any(|d| d == REPLICATE_DIM) || !records.iter().any(|r| r.axes.contains_key(REPLICATE_DIM)) {
-        return records;
+        return Ok(records);
     }
     // Group in first-appearance order so that string dimensions keep the caller's order.
     let mut order: Vec<String> = Vec::new();
@@ -56,9 +61,20 @@ pub fn aggregate_replicates(records: Vec<Record>, metric: &str, keep: &[String])
             order.push(key);
             (Record { axes, metrics: BTreeMap::new(), replicates: None, ..r.clone() }, Vec::new())
         });
-        entry.1.push((rep.unwrap_or(AxisValue::Int(0)), value));
+        let rep = rep.unwrap_or(AxisValue::Int(0));
+        // One replicate twice (an instance gathered by two inputs) would be counted twice in
+        // the mean and the interval, as if it were more evidence.
+        if entry.1.iter().any(|(seen, _)| *seen == rep) {
+            return Err(super::ReportError::Duplicate {
+                title: title.to_string(),
+                cell: format!("one cell as replicate {rep} (one instance gathered by two inputs?)"),
+                first: entry.0.describe(),
+                second: r.describe(),
+            });
+        }
+        entry.1.push((rep, value));
     }
-    order
+    Ok(order
         .into_iter()
         .filter_map(|k| groups.remove(&k))
         .map(|(mut rec, mut values)| {
@@ -69,7 +85,7 @@ pub fn aggregate_replicates(records: Vec<Record>, metric: &str, keep: &[String])
             rec.replicates = Some(summary);
             rec
         })
-        .collect()
+        .collect())
 }
 
 /// A sweep coordinate: numbers compare numerically, strings lexically, numbers before strings.
@@ -319,7 +335,7 @@ mod tests {
         let mut pre = rec("N_pre", &[("replicate", AxisValue::Int(0))]);
         pre.metrics.insert("value".into(), 70.0);
         recs.push(pre);
-        let out = aggregate_replicates(recs.clone(), "value", &[]);
+        let out = aggregate_replicates(recs.clone(), "value", &[], "t").unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].label, "N_cf");
         assert!(!out[0].axes.contains_key("replicate"));
@@ -327,7 +343,13 @@ mod tests {
         assert_eq!((s.n, s.mean, s.values.clone()), (3, 81.0, vec![80.0, 82.0, 81.0]));
         assert_eq!(out[1].replicates.as_ref().unwrap().n, 1);
         // A table by replicate keeps every record.
-        assert_eq!(aggregate_replicates(recs, "value", &["replicate".into()]).len(), 4);
+        assert_eq!(aggregate_replicates(recs.clone(), "value", &["replicate".into()], "t").unwrap().len(), 4);
+        // One replicate gathered twice is refused, not counted as two.
+        let twice = [recs[0].clone(), recs[0].clone()].to_vec();
+        assert!(matches!(
+            aggregate_replicates(twice, "value", &[], "t"),
+            Err(crate::report::ReportError::Duplicate { .. })
+        ));
     }
 
     #[test]

@@ -33,11 +33,21 @@ pub(crate) use table::csv_line;
 pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
 
 /// Everything that can go wrong while building a table or figure.
+/// `title: ` before a message, or nothing for an untitled table or figure.
+fn titled(title: &str) -> String {
+    if title.is_empty() {
+        String::new()
+    } else {
+        format!("{title}: ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Two records map to the same table cell or plot point, so the spec is ambiguous.
     #[error(
-        "{title}: records {first} and {second} both land in {cell}; add a dimension or a filter to tell them apart"
+        "{}records {first} and {second} both land in {cell}; add a dimension or a filter to tell them apart",
+        titled(.title)
     )]
     Duplicate {
         /// Title of the table or figure being rendered.

@@ -243,7 +243,7 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
             replicates: None,
         });
     }
-    let recs = aggregate_replicates(recs, "top1", &["p".into()]);
+    let recs = aggregate_replicates(recs, "top1", &["p".into()], "t").unwrap();
     let mut spec = fig3_spec();
     spec.axes.panel = None;
     spec.axes.series = vec!["source".into()];

@@ -403,7 +403,7 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         for (r, v) in [(0, 70.0), (1, 71.0)] {
             recs.push(rec("N_pre", &[("p", AxisValue::Int(50)), ("replicate", AxisValue::Int(r))], v));
         }
-        let recs = crate::report::data::aggregate_replicates(recs, "top1", &[]);
+        let recs = crate::report::data::aggregate_replicates(recs, "top1", &[], "t").unwrap();
         let mut s = spec();
         s.rows = vec!["source".into()];
         let t = render_table(&recs, &s).unwrap();

@@ -154,8 +154,14 @@ fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
 /// Spawns `cmd`, drains its output on threads, and kills its whole process group when it ends
 /// or at `timeout`, whichever comes first.
 fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+    // The watcher first, and the command joins its group: from the command's first instruction
+    // on, a cfrun killed at any moment takes the group with it (a watcher started after the
+    // command missed what the command started before it was up).
+    let mut guard = Guard::start();
+    if let Some(pgid) = guard.pgid() {
+        cmd.process_group(pgid);
+    }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_error(argv, e))?;
-    let mut guard = Guard::watch(&child);
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -182,16 +188,14 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
             Ok(None) if started.elapsed() >= timeout => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
-                guard.stand_down();
-                kill_group(&child);
+                guard.kill_group(&child);
                 let _ = child.wait();
                 return Err(format!("could not be waited for: {e}"));
             }
         }
     };
     // Whatever the command left running in its group goes too (it would hold the pipes open).
-    guard.stand_down();
-    kill_group(&child);
+    guard.kill_group(&child);
     let _ = child.wait();
     // A process that left the group (`setsid`) may hold the pipes open for as long as it likes:
     // its output is not waited for past a short grace, so the timeout holds and cfrun never hangs.
@@ -211,26 +215,28 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
     Ok(Finished { status, stdout, stderr })
 }
 
-/// A watcher outside the command's process group that kills the group if cfrun dies first.
+/// A watcher that leads the command's process group and kills the group if cfrun dies first.
 ///
 /// Why: the command's own group keeps the terminal's Ctrl-C away from it, and `PR_SET_PDEATHSIG`
 /// reaches only the process cfrun started, so whatever that process started (a shell's
 /// background job, a Python worker holding a GPU) would outlive a killed or interrupted cfrun.
 /// The watcher blocks reading a pipe whose only writer is cfrun; the kernel closes it when cfrun
-/// exits by any means, and the watcher then kills the group. The group cannot have been reused
-/// meanwhile: a process group id stays taken while any member lives.
+/// exits by any means, and the watcher then kills its group, itself included. It is started
+/// before the command, which joins its group, so there is no moment at which the command runs
+/// unwatched. While cfrun has not reaped the watcher its pid, and so the group id, stays taken.
 struct Guard(Option<std::process::Child>);
 
 impl Guard {
-    /// Starts the watcher for `child`'s group; without `/bin/sh` the command runs unguarded.
-    fn watch(child: &std::process::Child) -> Guard {
+    /// Starts the watcher in a group of its own; without `/bin/sh` the command runs unguarded in
+    /// a group of its own instead.
+    fn start() -> Guard {
         let watcher = Command::new("/bin/sh")
-            .args(["-c", "read -r _ignored; kill -s KILL -- -\"$0\" 2>/dev/null", &child.id().to_string()])
+            .args(["-c", "read -r _ignored; kill -s KILL 0 2>/dev/null"])
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own group: the terminal's Ctrl-C must not stop it before it sees cfrun go.
+            // Not the terminal's group: a Ctrl-C must not stop it before it sees cfrun go.
             .process_group(0)
             .spawn();
         match watcher {
@@ -242,10 +248,26 @@ impl Guard {
         }
     }
 
-    /// Stops the watcher before cfrun kills the group itself, so a watcher never signals a group
-    /// id after cfrun has reaped the processes that held it.
-    fn stand_down(&mut self) {
+    /// The group the command is to join, if a watcher leads one.
+    fn pgid(&self) -> Option<i32> {
+        self.0.as_ref().map(|w| w.id() as i32)
+    }
+
+    /// Kills the command's whole group (what it started, and the watcher) and reaps the watcher.
+    /// `child` is the command, which leads its own group where no watcher started.
+    fn kill_group(&mut self, child: &std::process::Child) {
+        let pgid = self.pgid().unwrap_or(child.id() as i32);
+        // SAFETY: killpg only sends a signal. The id is still taken: by the unreaped watcher, or
+        // by the command, which the caller reaps only after this.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+        self.reap();
+    }
+
+    fn reap(&mut self) {
         if let Some(mut w) = self.0.take() {
+            // Dead already where the group was killed; a spawn that failed left it waiting.
             let _ = w.kill();
             let _ = w.wait();
         }
@@ -254,14 +276,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.stand_down();
-    }
-}
-
-fn kill_group(child: &std::process::Child) {
-    // SAFETY: killpg only sends a signal; the group id is the child's pid (process_group(0)).
-    unsafe {
-        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+        self.reap();
     }
 }
 
