@@ -621,7 +621,7 @@ fn device_is_recorded_but_not_part_of_the_recipe_key() {
     if cfg!(not(feature = "cuda")) {
         let empty = tempfile::tempdir().unwrap();
         let out = cfrun(empty.path(), &[smoke().to_str().unwrap(), "--device", "cuda"]);
-        assert!(!out.status.success());
+        assert_eq!(out.status.code(), Some(2), "a usage error: nothing ran");
         assert!(stderr(&out).contains("built without CUDA support"), "{}", stderr(&out));
         let keys = empty.path().join("keys");
         assert!(!keys.exists() || std::fs::read_dir(keys).unwrap().next().is_none(), "nothing ran");
@@ -2437,7 +2437,7 @@ fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
         // ...and `--device cuda` is refused before anything is submitted, not in each job after
         // its wait for a GPU.
         let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--executor", "slurm", "--device", "cuda"]);
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("the jobs that ask for a GPU: this cfrun was built without CUDA"),
             "{}",

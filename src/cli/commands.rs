@@ -240,9 +240,10 @@ fn run(
     let driver_choice = if slurm && !asking_for_gpus.contains(&true) { device::DeviceChoice::Cpu } else { choice };
     if slurm && choice == device::DeviceChoice::Cuda && asking_for_gpus.contains(&false) {
         // The jobs run this binary: refused here, not in every job after its wait for a GPU.
-        device::cuda_built_in().map_err(|e| Failure::runtime(format!("the jobs that ask for a GPU: {e}")))?;
+        device::cuda_built_in().map_err(|e| Failure::Other(format!("the jobs that ask for a GPU: {e}")))?;
     }
-    let (dev, device_name) = device::open(driver_choice).map_err(Failure::runtime)?;
+    // Nothing has run yet: a device that cannot be had is a precondition of the command line.
+    let (dev, device_name) = device::open(driver_choice).map_err(|e| Failure::Other(e.to_string()))?;
     let driver_location = dev.location();
     crate::graph::preflight::check(&plan, &|inst| {
         let r = resources(inst);
@@ -586,7 +587,12 @@ fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) ->
     if let Some(bad) = presets.iter().find(|p| !crate::nn::PRESETS.contains(&p.as_str())) {
         return Err(Failure::Other(format!("unknown preset `{bad}`; valid: {}", crate::nn::PRESETS.join(", "))));
     }
-    let (device, name) = device::open(choice).map_err(Failure::runtime)?;
+    // Asking a CPU-only binary to check a GPU is a usage error; a GPU that does not answer is
+    // the check's own verdict.
+    let (device, name) = device::open(choice).map_err(|e| match e {
+        device::DeviceError::NotBuiltIn => Failure::Other(e.to_string()),
+        device::DeviceError::Unusable(_) => Failure::runtime(e),
+    })?;
     let checks = crate::eval::device_check::run_checks(&device, presets).map_err(Failure::runtime)?;
     let ok = checks.iter().all(|c| c.ok);
     if g.json {

@@ -147,8 +147,45 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
                 Some(format!("add {full} = ... to this stage")),
             );
         }
-        ParamError::field(&path, format!("`{path}`: {inner}"), None)
+        match plain_type_message(&inner) {
+            Some((expected, found)) => {
+                ParamError::field(&path, format!("`{path}` must be {expected}, found {found}"), None)
+            }
+            None => ParamError::field(&path, format!("`{path}`: {inner}"), None),
+        }
     })
+}
+
+/// Serde's "invalid type: string \"ten\", expected usize" in a researcher's words: what the
+/// field takes and what was written (`None` for a message of another shape).
+fn plain_type_message(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "))?;
+    let (found, expected) = rest.rsplit_once(", expected ")?;
+    let expected = match expected {
+        "usize" | "u64" => "a whole number, 0 or more".to_string(),
+        "u32" => format!("a whole number from 0 to {}", u32::MAX),
+        "u16" => format!("a whole number from 0 to {}", u16::MAX),
+        "u8" => format!("a whole number from 0 to {}", u8::MAX),
+        "i64" | "isize" | "i32" => "a whole number".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a string" | "a borrowed string" => "a string in quotes".to_string(),
+        "a sequence" => "a list, like [1, 2]".to_string(),
+        _ => return None,
+    };
+    let quoted = |prefix: &str| found.strip_prefix(prefix).map(|v| v.trim_matches('`').to_string());
+    let found = if let Some(v) = found.strip_prefix("string ") {
+        format!("the string {v}")
+    } else if let Some(v) = quoted("integer ").or_else(|| quoted("floating point ")).or_else(|| quoted("boolean ")) {
+        v
+    } else {
+        match found {
+            "sequence" => "a list".to_string(),
+            "map" => "a table".to_string(),
+            other => other.to_string(),
+        }
+    };
+    Some((expected, found))
 }
 
 /// The value and the valid names of serde's "unknown variant `x`, expected ..." message (a
@@ -248,5 +285,12 @@ mod tests {
         assert!(e.message.contains("missing required field `k`"), "{}", e.message);
         let e = normalize::<Demo>(&serde_json::json!({"k": "many"})).unwrap_err();
         assert_eq!(e.path, "k");
+        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found the string \"many\"");
+        let e = normalize::<Demo>(&serde_json::json!({"k": -5})).unwrap_err();
+        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found -5");
+        let e = normalize::<Demo>(&serde_json::json!({"k": 2.5})).unwrap_err();
+        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found 2.5");
+        let e = normalize::<Demo>(&serde_json::json!({"k": [1]})).unwrap_err();
+        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found a list");
     }
 }

@@ -103,7 +103,7 @@ pub fn parse_document(file: &SourceFile) -> Result<BTreeMap<String, Entry>, Conf
             Some("see https://toml.io for the syntax; strings need quotes, tables look like [stages.NAME]".into()),
         )
     })?;
-    convert_table(file, doc.get_ref())
+    convert_table(file, "", doc.get_ref())
 }
 
 /// Parses one TOML value written on the command line (`--set stages.k.k=50`).
@@ -112,7 +112,7 @@ pub fn parse_override_value(text: &str, index: usize) -> Node {
     let origin = Origin::Override(index);
     let file = SourceFile::from_text(Path::new("--set"), text.to_string());
     match DeValue::parse(text) {
-        Ok(v) => match convert_value(&file, &v) {
+        Ok(v) => match convert_value(&file, "--set", &v) {
             Ok(mut node) => {
                 relabel(&mut node, &origin);
                 node
@@ -135,26 +135,40 @@ fn relabel(node: &mut Node, origin: &Origin) {
     }
 }
 
-fn convert_table(file: &SourceFile, table: &DeTable<'_>) -> Result<BTreeMap<String, Entry>, ConfigError> {
+/// `path` is the dotted path of `table` (empty for the document).
+fn convert_table(file: &SourceFile, path: &str, table: &DeTable<'_>) -> Result<BTreeMap<String, Entry>, ConfigError> {
     let mut out = BTreeMap::new();
     for (key, value) in table.iter() {
-        let node = convert_value(file, value)?;
+        let field = if path.is_empty() { key.get_ref().to_string() } else { format!("{path}.{}", key.get_ref()) };
+        let node = convert_value(file, &field, value)?;
         out.insert(key.get_ref().to_string(), Entry { key_origin: Origin::File(key.span()), node });
     }
     Ok(out)
 }
 
-fn convert_value(file: &SourceFile, v: &toml::Spanned<DeValue<'_>>) -> Result<Node, ConfigError> {
+/// `key` is the field's dotted path (an array's items share their array's), which names it in
+/// the errors raised here, before any field is typed.
+fn convert_value(file: &SourceFile, key: &str, v: &toml::Spanned<DeValue<'_>>) -> Result<Node, ConfigError> {
     let origin = Origin::File(v.span());
-    let number_error = |what: &str| ConfigError::at(file, origin.clone(), format!("{what} out of range"), None);
+    let number_error = |what: &str, range: String| {
+        ConfigError::at(
+            file,
+            origin.clone(),
+            format!("`{key}`: {what} out of range"),
+            Some(format!("TOML {what}s run {range}; no cfrun field takes a value this large")),
+        )
+    };
+    let int_range = || format!("from {} to {}", i64::MIN, i64::MAX);
+    let float_range = || format!("to about ±{:e}", f64::MAX);
     let value = match v.get_ref() {
         DeValue::String(s) => NodeValue::Str(s.to_string()),
         DeValue::Integer(_) => NodeValue::Int(
-            i64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("integer"))?,
+            i64::deserialize(toml::de::ValueDeserializer::from(v.clone()))
+                .map_err(|_| number_error("integer", int_range()))?,
         ),
         DeValue::Float(_) => {
-            let f =
-                f64::deserialize(toml::de::ValueDeserializer::from(v.clone())).map_err(|_| number_error("float"))?;
+            let f = f64::deserialize(toml::de::ValueDeserializer::from(v.clone()))
+                .map_err(|_| number_error("float", float_range()))?;
             // JSON, and so a recipe, has no NaN or infinity: serde_json would turn them into
             // null, which an optional field reads as "unset". Refused here, where the span is.
             if !f.is_finite() {
@@ -177,9 +191,9 @@ fn convert_value(file: &SourceFile, v: &toml::Spanned<DeValue<'_>>) -> Result<No
             ))
         }
         DeValue::Array(items) => {
-            NodeValue::Array(items.iter().map(|item| convert_value(file, item)).collect::<Result<_, _>>()?)
+            NodeValue::Array(items.iter().map(|item| convert_value(file, key, item)).collect::<Result<_, _>>()?)
         }
-        DeValue::Table(t) => NodeValue::Table(convert_table(file, &t.clone())?),
+        DeValue::Table(t) => NodeValue::Table(convert_table(file, key, &t.clone())?),
     };
     Ok(Node { value, origin })
 }

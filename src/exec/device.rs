@@ -13,8 +13,19 @@ pub enum DeviceChoice {
     Auto,
 }
 
+/// Why a device cannot be opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeviceError {
+    /// This binary has no CUDA kernels at all: the command line asks for what it cannot do.
+    #[error("{NO_CUDA_FEATURE}")]
+    NotBuiltIn,
+    /// The binary has CUDA but no GPU answered (no driver, no card, the card busy or broken).
+    #[error("no usable CUDA GPU: {0}")]
+    Unusable(String),
+}
+
 /// Opens the device; returns it with its name for provenance.
-pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
+pub fn open(choice: DeviceChoice) -> Result<(Device, String), DeviceError> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
         DeviceChoice::Cuda => open_cuda(),
@@ -29,11 +40,11 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), String> {
 }
 
 /// Whether this binary can compute on CUDA at all (a GPU aside): cluster jobs run this binary too.
-pub fn cuda_built_in() -> Result<(), String> {
+pub fn cuda_built_in() -> Result<(), DeviceError> {
     if cfg!(feature = "cuda") {
         Ok(())
     } else {
-        Err(NO_CUDA_FEATURE.into())
+        Err(DeviceError::NotBuiltIn)
     }
 }
 
@@ -41,15 +52,15 @@ const NO_CUDA_FEATURE: &str =
     "this cfrun was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README, Devices)";
 
 #[cfg(feature = "cuda")]
-fn open_cuda() -> Result<(Device, String), String> {
+fn open_cuda() -> Result<(Device, String), DeviceError> {
     Device::new_cuda(0)
         .map(|d| (d, "cuda:0".to_string()))
-        .map_err(|e| format!("no usable CUDA GPU: {}", crate::candle_error::Brief(&e)))
+        .map_err(|e| DeviceError::Unusable(crate::candle_error::Brief(&e).to_string()))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<(Device, String), String> {
-    Err(NO_CUDA_FEATURE.into())
+fn open_cuda() -> Result<(Device, String), DeviceError> {
+    Err(DeviceError::NotBuiltIn)
 }
 
 /// The device one of several jobs running side by side computes on. On a GPU: a new stream
