@@ -33,6 +33,7 @@
 
 mod child;
 mod scratch;
+pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};

@@ -1,14 +1,16 @@
-//! Running the child process: a cleared environment, its own process group (so a timeout kills
-//! whatever it started, too), stdout and stderr drained on threads, only the last lines of stderr
-//! kept (bounded memory) for the error message.
+//! Running the child process: a cleared environment, a watcher that stops whatever it started
+//! when it ends or times out (see [`watcher`]), stdout and stderr drained on threads, only the
+//! last lines of stderr kept (bounded memory) for the error message.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::watcher;
 use crate::config::error::printable_cut;
 
 /// Lines of stderr kept for the error message.
@@ -48,24 +50,38 @@ pub struct Spec<'a> {
     pub env: Vec<(String, String)>,
 }
 
+/// The command for `argv`: started by cfrun's watcher where this binary is one (see
+/// [`watcher`]), else directly.
 fn command(argv: &[String], cwd: &Path) -> Command {
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).current_dir(cwd).env_clear().stdin(Stdio::null()).process_group(0);
+    let mut cmd = match watcher::binary() {
+        Some(binary) => {
+            let mut cmd = Command::new(binary);
+            cmd.arg0("cfrun").arg(watcher::ARG).args(argv);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            // Its own process group keeps the terminal's Ctrl-C from reaching it directly, so
+            // it must die with the thread that started it when cfrun itself is interrupted or
+            // killed (the watcher sees to that for the program it starts).
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            cmd
+        }
+    };
+    cmd.current_dir(cwd).env_clear().stdin(Stdio::null()).process_group(0);
     for name in PASSED {
         if let Some(v) = std::env::var_os(name) {
             cmd.env(name, v);
         }
     }
     cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONHASHSEED", "0");
-    // Its own process group keeps the terminal's Ctrl-C from reaching it directly, so it must
-    // die with the thread that started it when cfrun itself is interrupted or killed.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
     cmd
 }
 
@@ -151,9 +167,181 @@ fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
     kept
 }
 
-/// Spawns `cmd`, drains its output on threads, and kills its whole process group when it ends
-/// or at `timeout`, whichever comes first.
-fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+/// The threads draining a command's stdout and stderr.
+struct Drain {
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<VecDeque<String>>,
+    /// One message per stream that reached its end.
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start(child: &mut std::process::Child, keep_stdout: usize) -> Drain {
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let (done_tx, closed) = std::sync::mpsc::channel();
+        let out_done = done_tx.clone();
+        let stdout = std::thread::spawn(move || {
+            let kept = if keep_stdout > 0 {
+                head(out, keep_stdout)
+            } else {
+                tail(out);
+                Vec::new()
+            };
+            let _ = out_done.send(());
+            kept
+        });
+        let stderr = std::thread::spawn(move || {
+            let kept = tail(err);
+            let _ = done_tx.send(());
+            kept
+        });
+        Drain { stdout, stderr, closed }
+    }
+
+    /// The output, once both streams have closed. A process that escaped every watch may hold
+    /// them open for as long as it likes: they are not waited for past a short grace, so the
+    /// timeout holds and cfrun never hangs.
+    fn finish(self, status: Option<std::process::ExitStatus>) -> Result<Finished, String> {
+        let grace = Instant::now() + PIPE_GRACE;
+        let both_closed =
+            (0..2).all(|_| self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok());
+        if !both_closed {
+            // Failed, not published: that process may still be writing into the outputs.
+            return Err(format!(
+                "started a process that left its process group (setsid?) and still holds the command's output \
+                 open {} s after the command {}; cfrun can neither wait for it nor stop it",
+                PIPE_GRACE.as_secs(),
+                if status.is_some() { "ended" } else { "was killed at its timeout" }
+            ));
+        }
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = self.stderr.join().unwrap_or_default();
+        Ok(Finished { status, stdout, stderr })
+    }
+}
+
+/// Waits for `child` until `timeout`: its status, or `None` at the timeout (`child` still running).
+fn wait_until(child: &mut std::process::Child, timeout: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if started.elapsed() >= timeout => return Ok(None),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Runs `cmd` (built by [`command`]) to its end or `timeout`, whichever comes first, with
+/// everything it started stopped by then.
+fn supervise(cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+    if watcher::binary().is_some() {
+        supervise_watched(cmd, argv, timeout, keep_stdout)
+    } else {
+        supervise_group(cmd, argv, timeout, keep_stdout)
+    }
+}
+
+/// How long a watcher told to stop may take to kill what the command started.
+const WATCHER_STOP: Duration = Duration::from_secs(15);
+
+/// `cmd` starts cfrun's watcher, which starts the program, stops all it started when it ends,
+/// and reports how it ended on [`watcher::STATUS_FD`]; closing the watcher's stdin stops it all.
+fn supervise_watched(
+    mut cmd: Command,
+    argv: &[String],
+    timeout: Duration,
+    keep_stdout: usize,
+) -> Result<Finished, String> {
+    let (report, report_end) =
+        status_pipe().map_err(|e| format!("could not be started: a pipe for its watcher: {e}"))?;
+    let end = report_end.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let placed = if end == watcher::STATUS_FD {
+                libc::fcntl(end, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(end, watcher::STATUS_FD)
+            };
+            if placed < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not be started: cfrun's watcher: {e}"))?;
+    drop(report_end);
+    // Never written to: dropping it is the watcher's signal to stop everything.
+    let alive = child.stdin.take();
+    let drain = Drain::start(&mut child, keep_stdout);
+    let ended = wait_until(&mut child, timeout);
+    drop(alive);
+    let status = match ended {
+        Ok(Some(own)) => Some(read_report(report, own).map_err(|e| spawn_error(argv, e))?),
+        Ok(None) | Err(_) => {
+            // Timed out (or not waitable): the watcher, told to stop, kills everything and
+            // ends; one that does not is killed, and its program dies with it.
+            if !matches!(wait_until(&mut child, WATCHER_STOP), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if let Err(e) = ended {
+                return Err(format!("could not be waited for: {e}"));
+            }
+            None
+        }
+    };
+    drain.finish(status)
+}
+
+/// A pipe whose both ends close on exec (the watcher gets its end as [`watcher::STATUS_FD`]),
+/// the reading end not blocking.
+fn status_pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that this function then owns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just opened and are owned by nothing else.
+    unsafe { Ok((std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))) }
+}
+
+/// How the program ended, from its watcher's report; `own` (the watcher's own status) where
+/// it reported nothing (killed before it could). `Err` is the program's failure to start.
+fn read_report(mut report: std::fs::File, own: std::process::ExitStatus) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut text = Vec::new();
+    let _ = (&mut report).take(4096).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().next().unwrap_or("");
+    if let Some(raw) = line.strip_prefix("status ").and_then(|r| r.trim().parse::<i32>().ok()) {
+        return Ok(std::process::ExitStatus::from_raw(raw));
+    }
+    if let Some(why) = line.strip_prefix("spawn notfound ") {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, why.to_string()));
+    }
+    if let Some(why) = line.strip_prefix("spawn other ") {
+        return Err(std::io::Error::other(why.to_string()));
+    }
+    Ok(own)
+}
+
+/// Spawns `cmd` in the group of a shell watcher that kills the group if cfrun dies, and kills
+/// the group when the command ends or at `timeout`, whichever comes first.
+fn supervise_group(
+    mut cmd: Command,
+    argv: &[String],
+    timeout: Duration,
+    keep_stdout: usize,
+) -> Result<Finished, String> {
     // The watcher first, and the command joins its group: from the command's first instruction
     // on, a cfrun killed at any moment takes the group with it (a watcher started after the
     // command missed what the command started before it was up).
@@ -162,60 +350,23 @@ fn supervise(mut cmd: Command, argv: &[String], timeout: Duration, keep_stdout: 
         cmd.process_group(pgid);
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_error(argv, e))?;
-    let out = child.stdout.take().expect("piped");
-    let err = child.stderr.take().expect("piped");
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let out_done = done_tx.clone();
-    let out_thread = std::thread::spawn(move || {
-        let kept = if keep_stdout > 0 {
-            head(out, keep_stdout)
-        } else {
-            tail(out);
-            Vec::new()
-        };
-        let _ = out_done.send(());
-        kept
-    });
-    let err_thread = std::thread::spawn(move || {
-        let kept = tail(err);
-        let _ = done_tx.send(());
-        kept
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() >= timeout => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                guard.kill_group(&child);
-                let _ = child.wait();
-                return Err(format!("could not be waited for: {e}"));
-            }
+    let drain = Drain::start(&mut child, keep_stdout);
+    let status = match wait_until(&mut child, timeout) {
+        Ok(status) => status,
+        Err(e) => {
+            guard.kill_group(&child);
+            let _ = child.wait();
+            return Err(format!("could not be waited for: {e}"));
         }
     };
     // Whatever the command left running in its group goes too (it would hold the pipes open).
     guard.kill_group(&child);
     let _ = child.wait();
-    // A process that left the group (`setsid`) may hold the pipes open for as long as it likes:
-    // its output is not waited for past a short grace, so the timeout holds and cfrun never hangs.
-    let grace = Instant::now() + PIPE_GRACE;
-    let both_closed = (0..2).all(|_| done_rx.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok());
-    if !both_closed {
-        // Failed, not published: that process may still be writing into the outputs.
-        return Err(format!(
-            "started a process that left its process group (setsid?) and still holds the command's output \
-             open {} s after the command {}; cfrun can neither wait for it nor stop it",
-            PIPE_GRACE.as_secs(),
-            if status.is_some() { "ended" } else { "was killed at its timeout" }
-        ));
-    }
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
-    Ok(Finished { status, stdout, stderr })
+    drain.finish(status)
 }
 
-/// A watcher that leads the command's process group and kills the group if cfrun dies first.
+/// Where this binary cannot be the watcher (library tests): a shell that leads the command's
+/// process group and kills the group if cfrun dies first.
 ///
 /// Why: the command's own group keeps the terminal's Ctrl-C away from it, and `PR_SET_PDEATHSIG`
 /// reaches only the process cfrun started, so whatever that process started (a shell's
