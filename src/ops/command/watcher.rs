@@ -46,7 +46,14 @@ pub fn init() {
         let argv: Vec<OsString> = args.collect();
         std::process::exit(watch(&argv));
     }
-    let _ = ENABLED.set(());
+    // The watcher finds its children in /proc and is started as /proc/self/exe: without /proc
+    // (a bare container), the shell guard is the best there is.
+    if Path::new("/proc/self/exe").exists() {
+        let _ = ENABLED.set(());
+    } else {
+        // Said on stderr: logging is not set up yet.
+        eprintln!("warning: no /proc: a process a command stage moves out of its group may outlive it");
+    }
 }
 
 /// The binary to start as a watcher, if this one can be. `/proc/self/exe` is resolved in the
