@@ -1047,6 +1047,27 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
     }
 }
 
+/// Two stages with one recipe are computed once, and the second does not hold a job slot blocked
+/// on the key's lock meanwhile: it waits in the backlog, then finds the result cached.
+#[test]
+fn one_recipe_under_two_names_runs_once_without_blocking_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let stage = |name: &str| {
+        format!(
+            "[stages.{name}]\nop = \"command\"\nargv = [\"sh\", \"-c\", \"sleep 1; echo '{{{{\\\"values\\\": {{{{\\\"top1\\\": 1}}}}}}}}' > out/m/metrics.json\"]\noutputs = {{ m = \"metrics\" }}\n\n"
+        )
+    };
+    let toml = format!("[experiment]\nname = \"twins\"\nseed = 0\n\n{}{}", stage("one"), stage("two"));
+    std::fs::write(d.join("twins.toml"), toml).unwrap();
+    let (out, v) = run_in(d, "twins.toml", &d.join("cache"), &["--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut outcomes = [outcome_of(&v, "one").0, outcome_of(&v, "two").0];
+    outcomes.sort();
+    assert_eq!(outcomes, ["cached", "ran"], "{}", stderr(&out));
+    assert!(!stderr(&out).contains("waiting for lock"), "{}", stderr(&out));
+}
+
 /// What a command does with links and escaped processes stays in its scratch folder: a link put
 /// in place of `out` fails the stage without cfrun changing or moving the folder it points to; a
 /// hard link to a private file is published as a copy of its own, the file's mode untouched; a

@@ -3,7 +3,7 @@
 //! [`super::device::JobDevices`]). On the CPU the jobs handed over together start together and
 //! split the threads no running job holds ([`super::job_pool`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use super::device::JobDevices;
 use super::executor::{Executor, Finished};
 use super::job::Job;
 use super::job_pool::{shares, JobPools};
+use crate::cache::RecipeKey;
 
 /// Threads of this process.
 pub struct LocalExecutor {
@@ -22,12 +23,18 @@ pub struct LocalExecutor {
     devices: Option<Arc<JobDevices>>,
     backlog: VecDeque<Job>,
     running: usize,
+    /// The keys of the running jobs: a job with the same recipe as a running one waits in the
+    /// backlog (then finds it cached) instead of holding a slot blocked on the key's lock.
+    running_keys: HashSet<RecipeKey>,
     /// Threads the running jobs hold (always 0 on a GPU).
     held: usize,
     /// Each ended job, with the threads it gives back.
-    tx: mpsc::Sender<(Finished, usize)>,
-    rx: mpsc::Receiver<(Finished, usize)>,
+    tx: mpsc::Sender<Ended>,
+    rx: mpsc::Receiver<Ended>,
 }
+
+/// A job's report: how it finished, the threads it gives back, its key.
+type Ended = (Finished, usize, RecipeKey);
 
 impl LocalExecutor {
     /// Runs at most `jobs` jobs side by side in `env`.
@@ -36,7 +43,8 @@ impl LocalExecutor {
         let pools = Arc::new(JobPools::new(&env));
         let devices = (jobs > 1).then(|| Arc::new(JobDevices::new(env.device.clone())));
         let backlog = VecDeque::new();
-        LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog, running: 0, held: 0, tx, rx }
+        let running_keys = HashSet::new();
+        LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog, running: 0, running_keys, held: 0, tx, rx }
     }
 
     /// Jobs taken and not yet reported.
@@ -50,17 +58,19 @@ impl LocalExecutor {
     /// (`--jobs` above the core count) each job still gets one thread, as asked.
     fn fill(&mut self) {
         let total = self.pools.total();
-        let starting = self.backlog.len().min(self.jobs.saturating_sub(self.running));
+        let starting = self.startable(self.jobs.saturating_sub(self.running));
         let widths = if total == 0 {
             // A GPU's jobs hold no threads.
-            vec![0; starting]
+            vec![0; starting.len()]
         } else {
             let free = total.max(self.jobs).saturating_sub(self.held);
-            shares(free, starting.min(free), total)
+            shares(free, starting.len().min(free), total)
         };
+        let mut starting = starting.into_iter();
         for threads in widths {
-            let Some(job) = self.backlog.pop_front() else { break };
+            let Some(job) = starting.next() else { break };
             self.running += 1;
+            self.running_keys.insert(job.key);
             self.held += threads;
             let (mut env, tx) = (self.env.clone(), self.tx.clone());
             let devices = self.devices.clone();
@@ -78,9 +88,29 @@ impl LocalExecutor {
                     d.put(env.device.clone());
                 }
                 let seconds = started.elapsed().as_secs_f64();
-                let _ = tx.send((Finished { index: job.index, result, seconds }, threads));
+                let _ = tx.send((Finished { index: job.index, result, seconds }, threads, job.key));
             });
         }
+        // Those the threads did not stretch to go back to the head of the backlog, in order.
+        for job in starting.rev() {
+            self.backlog.push_front(job);
+        }
+    }
+
+    /// Takes from the backlog, first come first, up to `slots` jobs whose recipe no running or
+    /// taken job has.
+    fn startable(&mut self, slots: usize) -> Vec<Job> {
+        let mut taken: Vec<Job> = Vec::new();
+        let mut i = 0;
+        while taken.len() < slots && i < self.backlog.len() {
+            let key = self.backlog[i].key;
+            if self.running_keys.contains(&key) || taken.iter().any(|j| j.key == key) {
+                i += 1;
+            } else {
+                taken.extend(self.backlog.remove(i));
+            }
+        }
+        taken
     }
 
     /// Like [`Executor::wait`], but gives up after `timeout` (returning nothing).
@@ -93,11 +123,12 @@ impl LocalExecutor {
         self.collect(first)
     }
 
-    fn collect(&mut self, first: (Finished, usize)) -> Vec<Finished> {
+    fn collect(&mut self, first: Ended) -> Vec<Finished> {
         let mut out = Vec::new();
-        for (finished, threads) in std::iter::once(first).chain(self.rx.try_iter()) {
+        for (finished, threads, key) in std::iter::once(first).chain(self.rx.try_iter()) {
             self.running -= 1;
             self.held -= threads;
+            self.running_keys.remove(&key);
             out.push(finished);
         }
         // Nothing starts here: the scheduler first hands over what these ends made ready, and the
