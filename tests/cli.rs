@@ -1047,24 +1047,85 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
     }
 }
 
-/// Two stages with one recipe are computed once, and the second does not hold a job slot blocked
-/// on the key's lock meanwhile: it waits in the backlog, then finds the result cached.
+/// A SIGTERM sent to a command's watcher (`pkill`, Slurm's step signal) reaches the program,
+/// which may end as it likes; the watcher then still stops what the program started, even a
+/// process that left its session, instead of dying at once and leaving everything behind.
 #[test]
-fn one_recipe_under_two_names_runs_once_without_blocking_a_slot() {
+fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let stage = |name: &str| {
+    let (watcher, escaped) = (d.join("watcher.pid"), d.join("escaped.pid"));
+    let script = format!(
+        "trap 'echo got TERM >&2; exit 7' TERM; \
+         setsid sh -c 'echo $$ > {e}.part && mv {e}.part {e}; exec sleep 300' & \
+         while [ ! -e {e} ]; do sleep 0.05; done; echo $PPID > {w}.part && mv {w}.part {w}; \
+         while true; do sleep 0.05; done",
+        e = escaped.display(),
+        w = watcher.display()
+    );
+    let toml = format!(
+        "[experiment]\nname = \"term\"\nseed = 0\n\n[stages.s]\nop = \"command\"\nargv = {}\ntimeout = 60\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    std::fs::write(d.join("term.toml"), toml).unwrap();
+    let run = {
+        let d = d.to_path_buf();
+        std::thread::spawn(move || run_in(&d, "term.toml", &d.join("cache"), &[]))
+    };
+    let started = std::time::Instant::now();
+    while !watcher.exists() {
+        assert!(started.elapsed().as_secs() < 30, "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&watcher).unwrap().trim().to_string();
+    let escaped = std::fs::read_to_string(&escaped).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (out, v) = run.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (outcome, error) = outcome_of(&v, "s");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("exited with status 7") && error.contains("got TERM"), "{error}");
+    if !process_gone(&escaped) {
+        let _ = Command::new("kill").args(["-9", &escaped]).status();
+        panic!("the process {escaped} that left the command's session outlived its stage");
+    }
+}
+
+/// Two stages with one recipe are computed once, and the second takes no job slot meanwhile: it
+/// waits in the backlog, then finds the result cached. Two such pairs with `--jobs 2`: each
+/// pair's command waits until the other pair's has started, which it can only if the waiting
+/// twin leaves the second slot free (it did not, and the commands timed out).
+#[test]
+fn one_recipe_under_two_names_runs_once_without_taking_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let metrics = r#"{"values": {"top1": 1}}"#.replace('{', "{{").replace('}', "}}");
+    let stage = |name: &str, me: &str, other: &str| {
+        let script = format!(
+            "touch '{m}'; while [ ! -e '{o}' ]; do sleep 0.05; done; echo '{metrics}' > out/m/metrics.json",
+            m = d.join(me).display(),
+            o = d.join(other).display()
+        );
         format!(
-            "[stages.{name}]\nop = \"command\"\nargv = [\"sh\", \"-c\", \"sleep 1; echo '{{{{\\\"values\\\": {{{{\\\"top1\\\": 1}}}}}}}}' > out/m/metrics.json\"]\noutputs = {{ m = \"metrics\" }}\n\n"
+            "[stages.{name}]\nop = \"command\"\nargv = {}\ntimeout = 20\noutputs = {{ m = \"metrics\" }}\n\n",
+            serde_json::to_string(&["sh", "-c", &script]).unwrap()
         )
     };
-    let toml = format!("[experiment]\nname = \"twins\"\nseed = 0\n\n{}{}", stage("one"), stage("two"));
+    let toml = format!(
+        "[experiment]\nname = \"twins\"\nseed = 0\n\n{}{}{}{}",
+        stage("a1", "a", "c"),
+        stage("a2", "a", "c"),
+        stage("c1", "c", "a"),
+        stage("c2", "c", "a")
+    );
     std::fs::write(d.join("twins.toml"), toml).unwrap();
     let (out, v) = run_in(d, "twins.toml", &d.join("cache"), &["--jobs", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut outcomes = [outcome_of(&v, "one").0, outcome_of(&v, "two").0];
-    outcomes.sort();
-    assert_eq!(outcomes, ["cached", "ran"], "{}", stderr(&out));
+    for pair in [["a1", "a2"], ["c1", "c2"]] {
+        let mut outcomes = pair.map(|name| outcome_of(&v, name).0);
+        outcomes.sort();
+        assert_eq!(outcomes, ["cached", "ran"], "{}", stderr(&out));
+    }
     assert!(!stderr(&out).contains("waiting for lock"), "{}", stderr(&out));
 }
 

@@ -143,8 +143,12 @@ impl Executor for LocalExecutor {
         self.backlog.push_back(job);
     }
 
+    /// A job waiting for its twin to finish takes no room: it will start and find its result
+    /// cached, so it must not keep the scheduler from handing over another job meanwhile.
     fn has_room(&self) -> bool {
-        self.running + self.backlog.len() < self.jobs
+        let mut keys: HashSet<RecipeKey> = HashSet::new();
+        let waiting = self.backlog.iter().filter(|j| !self.running_keys.contains(&j.key) && keys.insert(j.key)).count();
+        self.running + waiting < self.jobs
     }
 
     fn wait(&mut self) -> Vec<Finished> {

@@ -36,6 +36,8 @@ const PASSED: &[&str] = &[
     "LD_LIBRARY_PATH",
     "RAYON_NUM_THREADS",
     "OMP_NUM_THREADS",
+    // The GPUs Slurm (or the user) granted: without it a command sees every GPU of the node.
+    "CUDA_VISIBLE_DEVICES",
 ];
 
 /// One invocation.
@@ -55,8 +57,9 @@ pub struct Spec<'a> {
 fn command(argv: &[String], cwd: &Path) -> Command {
     let mut cmd = match watcher::binary() {
         Some(binary) => {
+            // The report pipe and `argv` follow, added by `supervise_watched`.
             let mut cmd = Command::new(binary);
-            cmd.arg0("cfrun").arg(watcher::ARG).args(argv);
+            cmd.arg0("cfrun").arg(watcher::ARG);
             cmd
         }
         None => {
@@ -243,11 +246,13 @@ fn supervise(cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usiz
     }
 }
 
-/// How long a watcher told to stop may take to kill what the command started.
-const WATCHER_STOP: Duration = Duration::from_secs(15);
+/// How long a watcher told to stop may take to kill what the command started (it gives up
+/// after `watcher::STOP_LIMIT`).
+const WATCHER_STOP: Duration = Duration::from_secs(40);
 
-/// `cmd` starts cfrun's watcher, which starts the program, stops all it started when it ends,
-/// and reports how it ended on [`watcher::STATUS_FD`]; closing the watcher's stdin stops it all.
+/// `cmd` (cfrun's binary, its first argument [`watcher::ARG`]) starts the watcher, which starts
+/// `argv`, stops all it started when it ends, and reports how it ended on a pipe; closing the
+/// watcher's stdin stops it all.
 fn supervise_watched(
     mut cmd: Command,
     argv: &[String],
@@ -257,16 +262,14 @@ fn supervise_watched(
     let (report, report_end) =
         status_pipe().map_err(|e| format!("could not be started: a pipe for its watcher: {e}"))?;
     let end = report_end.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe and touch no memory of the parent.
+    // The watcher learns the pipe's number from its arguments: moving it to a fixed number could
+    // overwrite a pipe that std's spawn keeps open in the child.
+    cmd.arg(end.to_string()).args(argv);
+    // SAFETY: fcntl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec: clear it instead.
-            let placed = if end == watcher::STATUS_FD {
-                libc::fcntl(end, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(end, watcher::STATUS_FD)
-            };
-            if placed < 0 {
+            // Kept open across exec for the watcher only (it marks it close-on-exec again).
+            if libc::fcntl(end, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -285,7 +288,20 @@ fn supervise_watched(
     let ended = wait_until(&mut child, timeout);
     drop(alive);
     let status = match ended {
-        Ok(Some(own)) => Some(read_report(report, own).map_err(|e| spawn_error(argv, e))?),
+        Ok(Some(own)) => match read_report(report) {
+            Report::Ended(status) => Some(status),
+            Report::NotStarted(e) => return Err(spawn_error(argv, e)),
+            Report::Nothing => {
+                // The watcher itself was ended (SIGKILL) before its program: the program died
+                // with it; what it started and left in the group goes now. (The group id stays
+                // taken while anything is in the group.)
+                // SAFETY: killpg only sends a signal.
+                unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+                let done = drain.finish(None)?;
+                let msg = format!("was stopped: cfrun's watcher of the command {} before it ended", describe(own));
+                return Err(with_tail(msg, &done.stderr));
+            }
+        },
         Ok(None) | Err(_) => {
             // Timed out (or not waitable): the watcher, told to stop, kills everything and
             // ends; one that does not is killed, and its program dies with it.
@@ -302,8 +318,8 @@ fn supervise_watched(
     drain.finish(status)
 }
 
-/// A pipe whose both ends close on exec (the watcher gets its end as [`watcher::STATUS_FD`]),
-/// the reading end not blocking.
+/// A pipe whose both ends close on exec (the watcher's end is kept open for it alone), the
+/// reading end not blocking.
 fn status_pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors that this function then owns.
@@ -314,24 +330,32 @@ fn status_pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
     unsafe { Ok((std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))) }
 }
 
-/// How the program ended, from its watcher's report; `own` (the watcher's own status) where
-/// it reported nothing (killed before it could). `Err` is the program's failure to start.
-fn read_report(mut report: std::fs::File, own: std::process::ExitStatus) -> std::io::Result<std::process::ExitStatus> {
+/// What a watcher reported of its program.
+enum Report {
+    /// How it ended.
+    Ended(std::process::ExitStatus),
+    /// Why it could not be started.
+    NotStarted(std::io::Error),
+    /// Nothing: the watcher was killed before it could say.
+    Nothing,
+}
+
+fn read_report(mut report: std::fs::File) -> Report {
     use std::os::unix::process::ExitStatusExt;
     let mut text = Vec::new();
     let _ = (&mut report).take(4096).read_to_end(&mut text);
     let text = String::from_utf8_lossy(&text);
     let line = text.lines().next().unwrap_or("");
     if let Some(raw) = line.strip_prefix("status ").and_then(|r| r.trim().parse::<i32>().ok()) {
-        return Ok(std::process::ExitStatus::from_raw(raw));
+        return Report::Ended(std::process::ExitStatus::from_raw(raw));
     }
     if let Some(why) = line.strip_prefix("spawn notfound ") {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, why.to_string()));
+        return Report::NotStarted(std::io::Error::new(std::io::ErrorKind::NotFound, why.to_string()));
     }
     if let Some(why) = line.strip_prefix("spawn other ") {
-        return Err(std::io::Error::other(why.to_string()));
+        return Report::NotStarted(std::io::Error::other(why.to_string()));
     }
-    Ok(own)
+    Report::Nothing
 }
 
 /// Spawns `cmd` in the group of a shell watcher that kills the group if cfrun dies, and kills
