@@ -112,6 +112,33 @@ fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field()
     assert_eq!(ran(&after), set(&["clusters[k=4]", "clusters[k=16]", "clustering"]));
 }
 
+/// Two stages of one recipe are computed once; `status` says so before the run instead of
+/// listing both as work to do.
+#[test]
+fn status_names_the_stage_that_computes_a_shared_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("twins.toml");
+    let data = "op = \"dataset\"\nname = \"synthetic\"\ntrain_size = 40\ntest_size = 20\n";
+    std::fs::write(&file, format!("[experiment]\nname = \"twins\"\n\n[stages.a]\n{data}\n[stages.b]\n{data}")).unwrap();
+    let (f, cache) = (file.to_str().unwrap(), tempfile::tempdir().unwrap());
+    let before = cfrun(cache.path(), &["status", f]);
+    let text = String::from_utf8_lossy(&before.stdout);
+    // The plan's order decides which of the two is listed first and computes.
+    let (first, second) = (text.lines().next().unwrap(), text.lines().nth(1).unwrap());
+    let [one, other] = [first, second].map(|l| l.split_whitespace().nth(1).unwrap().to_string());
+    assert!(second.ends_with(&format!("same recipe as {one}: computed once")), "{text}");
+    assert!(!first.contains("same recipe"), "{text}");
+    let json = cfrun(cache.path(), &["status", f, "--json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["instances"][1]["same_recipe_as"], json!(one), "{v}");
+    assert_eq!(v["instances"][0]["same_recipe_as"], Value::Null, "{v}");
+    let outcomes = run_json(cache.path(), &file, &[]);
+    assert_eq!(ran(&outcomes), set(&[&one]), "{outcomes:?}");
+    assert_eq!(outcomes[&other], "cached", "{outcomes:?}");
+    let after = cfrun(cache.path(), &["status", f]);
+    assert!(!String::from_utf8_lossy(&after.stdout).contains("same recipe"));
+}
+
 /// An axis no stage uses is refused when the file never sweeps with it, and only warned about
 /// when a `--set` replaced the field that did (a one-off run at a fixed value).
 #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Command, DataAction, Global};
 use crate::cache::store::Check;
-use crate::cache::{gc as cache_gc, CacheError, Store};
+use crate::cache::{gc as cache_gc, CacheError, RecipeKey, Store};
 use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
@@ -338,6 +338,18 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     let live = super::cluster::live_jobs(&store, &states);
     let label = |i: usize, st: &evaluate::InstanceState| live.get(&i).map_or(st.label(), |j| j.label());
+    // An instance whose recipe an earlier one of this plan shares is computed once, by that one:
+    // the run serves it from the other's result.
+    let mut first_with: BTreeMap<&RecipeKey, usize> = BTreeMap::new();
+    let twin_of: Vec<Option<&str>> = states
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let key = st.key.as_ref().filter(|_| st.record.is_none())?;
+            let first = *first_with.entry(key).or_insert(i);
+            (first != i).then(|| plan.instances[first].name.as_str())
+        })
+        .collect();
     if g.json {
         let items: Vec<_> = plan
             .instances
@@ -347,7 +359,8 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
             .map(|(i, (inst, st))| {
                 let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
                 json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
-                       "reasons": st.reasons, "because": st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()})
+                       "reasons": st.reasons, "because": st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                       "same_recipe_as": twin_of[i]})
             })
             .collect();
         println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
@@ -359,6 +372,9 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
             let mut why: Vec<String> = st.reasons.iter().map(|r| r.to_string()).collect();
             if let Some(job) = live.get(&i) {
                 why.insert(0, job.describe());
+            }
+            if let Some(twin) = twin_of[i] {
+                why.push(format!("same recipe as {twin}: computed once"));
             }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
             let _ = writeln!(text, "{:<7} {:<width$}{why}", label(i, st), inst.name);
