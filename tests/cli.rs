@@ -2504,10 +2504,23 @@ fn slurm_finds_a_job_whose_submission_timed_out_after_the_controller_took_it() {
         return;
     }
     // The first submission reaches the controller, but sbatch reports a timeout: the job is found
-    // in the queue by its comment and followed, not submitted a second time.
+    // in the queue by its comment and followed, not submitted a second time; the first look for
+    // it fails as well (the controller still busy) and is tried again (before, the job was
+    // submitted anew and the first ran untracked).
     let bin = sbatch_wrapper(&format!("\"$REAL\" \"$@\" > /dev/null; {TIMED_OUT}; exit 1"));
+    let real = Command::new("sh").args(["-c", "command -v squeue"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let dir = bin.path().display();
+    let squeue = format!(
+        "#!/bin/sh\ncase \"$*\" in *%k*)\n  if [ ! -e '{dir}/looked' ]; then\n    : > '{dir}/looked'\n    \
+         echo 'squeue: error: Socket timed out on send/recv operation' >&2\n    exit 1\n  fi;;\nesac\n\
+         exec '{real}' \"$@\"\n"
+    );
+    std::fs::write(bin.path().join("squeue"), squeue).unwrap();
+    std::fs::set_permissions(bin.path().join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let (out, calls) = run_with_sbatch_wrapper(bin.path());
     let err = stderr(&out);
+    assert!(err.contains("looking for its job failed"), "{err}");
     assert!(err.contains("sbatch timed out, but the controller took the job"), "{err}");
     assert_eq!(calls, 4, "one submission per job: {err}");
 }

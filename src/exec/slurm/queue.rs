@@ -66,12 +66,15 @@ pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
 }
 
 /// The id of this user's job whose comment is `comment` (of an array, the array's id), if the
-/// queue holds one, live or recently ended. One `squeue` call (`--me`: Slurm 20.11 or later).
+/// queue holds one, live or recently ended. One `squeue` call (the user by uid, which every
+/// Slurm takes; `--me` needs 20.11).
 pub fn find_by_comment(comment: &str) -> Result<Option<String>, String> {
+    // SAFETY: getuid cannot fail and touches no memory.
+    let user = format!("--user={}", unsafe { libc::getuid() });
     // Its own process group, as `sbatch`'s: a Ctrl-C that killed this look would leave a job the
     // controller took untracked, and so never cancelled.
     let out = Command::new("squeue")
-        .args(["--noheader", "--me", "--states=all", "--format=%F|%k"])
+        .args(["--noheader", user.as_str(), "--states=all", "--format=%F|%k"])
         .process_group(0)
         .output()
         .map_err(|e| format!("cannot run squeue: {e}"))?;

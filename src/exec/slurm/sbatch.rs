@@ -130,6 +130,10 @@ fn submission_comment() -> String {
 /// What `sbatch` prints when its answer timed out: the controller may have taken the job.
 const TIMED_OUT: &str = "Socket timed out on send/recv operation";
 
+/// The waits between looks for the job of a timed-out `sbatch` while `squeue` itself fails.
+const LOOK_AGAIN: [std::time::Duration; 3] =
+    [std::time::Duration::from_secs(2), std::time::Duration::from_secs(5), std::time::Duration::from_secs(10)];
+
 fn sbatch(args: &[String], script: &str) -> Result<String, Refused> {
     // Each submission carries a comment of its own, so that one whose answer timed out can be
     // found in the queue instead of submitted twice (the user's `--comment` in `sbatch_args`,
@@ -148,9 +152,22 @@ fn sbatch(args: &[String], script: &str) -> Result<String, Refused> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains(TIMED_OUT) {
-            if let Ok(Some(id)) = super::queue::find_by_comment(&comment) {
-                tracing::warn!("sbatch timed out, but the controller took the job: {id}");
-                return Ok(id);
+            // The controller records a job before it answers, so one look that works settles
+            // whether it took this one; a look that fails (the controller still busy) is tried
+            // again, as submitting anew could leave the first job running untracked.
+            let mut waits = LOOK_AGAIN.iter();
+            loop {
+                match (super::queue::find_by_comment(&comment), waits.next()) {
+                    (Ok(Some(id)), _) => {
+                        tracing::warn!("sbatch timed out, but the controller took the job: {id}");
+                        return Ok(id);
+                    }
+                    (Ok(None), _) | (Err(_), None) => break,
+                    (Err(e), Some(wait)) => {
+                        tracing::warn!("sbatch timed out, and looking for its job failed ({e}); again in {wait:?}");
+                        std::thread::sleep(*wait);
+                    }
+                }
             }
         }
         return Err(Refused::from_stderr(&stderr));
