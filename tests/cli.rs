@@ -2455,18 +2455,23 @@ fn slurm_a_followed_job_cancelled_by_its_driver_is_submitted_by_the_follower() {
 /// A folder holding an `sbatch` that runs `first` (shell) in place of the first submission and
 /// hands every other call to the real sbatch; each submission adds a line to `calls` there.
 fn sbatch_wrapper(first: &str) -> tempfile::TempDir {
-    let real = Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap();
-    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     let bin = tempfile::tempdir().unwrap();
-    let dir = bin.path().display();
-    let wrapper = format!(
-        "#!/bin/sh\nREAL='{real}'\nif [ \"$1\" != --version ]; then\n  echo >> '{dir}/calls'\n  \
-         if [ ! -e '{dir}/done' ]; then\n    : > '{dir}/done'\n    {first}\n  fi\nfi\nexec \"$REAL\" \"$@\"\n"
-    );
-    let sbatch = bin.path().join("sbatch");
-    std::fs::write(&sbatch, wrapper).unwrap();
-    std::fs::set_permissions(&sbatch, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = bin.path().display().to_string();
+    write_wrapper(bin.path(), "sbatch", |real| {
+        format!(
+            "#!/bin/sh\nREAL='{real}'\nif [ \"$1\" != --version ]; then\n  echo >> '{dir}/calls'\n  \
+             if [ ! -e '{dir}/done' ]; then\n    : > '{dir}/done'\n    {first}\n  fi\nfi\nexec \"$REAL\" \"$@\"\n"
+        )
+    });
     bin
+}
+
+/// Writes an executable `bin/program` whose text `script` makes from the real program's path.
+fn write_wrapper(bin: &Path, program: &str, script: impl FnOnce(&str) -> String) {
+    let real = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().unwrap();
+    let path = bin.join(program);
+    std::fs::write(&path, script(String::from_utf8_lossy(&real.stdout).trim())).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
 /// Runs train_tiny under Slurm with `bin` first on PATH; returns the output and the number of
@@ -2508,16 +2513,14 @@ fn slurm_finds_a_job_whose_submission_timed_out_after_the_controller_took_it() {
     // it fails as well (the controller still busy) and is tried again (before, the job was
     // submitted anew and the first ran untracked).
     let bin = sbatch_wrapper(&format!("\"$REAL\" \"$@\" > /dev/null; {TIMED_OUT}; exit 1"));
-    let real = Command::new("sh").args(["-c", "command -v squeue"]).output().unwrap();
-    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
-    let dir = bin.path().display();
-    let squeue = format!(
-        "#!/bin/sh\ncase \"$*\" in *%k*)\n  if [ ! -e '{dir}/looked' ]; then\n    : > '{dir}/looked'\n    \
-         echo 'squeue: error: Socket timed out on send/recv operation' >&2\n    exit 1\n  fi;;\nesac\n\
-         exec '{real}' \"$@\"\n"
-    );
-    std::fs::write(bin.path().join("squeue"), squeue).unwrap();
-    std::fs::set_permissions(bin.path().join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = bin.path().display().to_string();
+    write_wrapper(bin.path(), "squeue", |real| {
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *%k*)\n  if [ ! -e '{dir}/looked' ]; then\n    : > '{dir}/looked'\n    \
+             echo 'squeue: error: Socket timed out on send/recv operation' >&2\n    exit 1\n  fi;;\nesac\n\
+             exec '{real}' \"$@\"\n"
+        )
+    });
     let (out, calls) = run_with_sbatch_wrapper(bin.path());
     let err = stderr(&out);
     assert!(err.contains("looking for its job failed"), "{err}");

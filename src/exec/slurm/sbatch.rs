@@ -152,9 +152,9 @@ fn sbatch(args: &[String], script: &str) -> Result<String, Refused> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains(TIMED_OUT) {
-            // The controller records a job before it answers, so one look that works settles
-            // whether it took this one; a look that fails (the controller still busy) is tried
-            // again, as submitting anew could leave the first job running untracked.
+            // One look that works is taken as the answer (a job the controller records only
+            // after it runs untracked beside the one submitted anew); a look that fails (the
+            // controller still busy) is tried again, as submitting anew at once could do the same.
             let mut waits = LOOK_AGAIN.iter();
             loop {
                 match (super::queue::find_by_comment(&comment), waits.next()) {
