@@ -1074,6 +1074,70 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
     }
 }
 
+/// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
+/// object, finished instances are reported (and cached), the running one is reported as
+/// interrupted, the exit code is 130, and the running command's process is gone.
+#[test]
+fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pid_file = d.join("sleep.pid");
+    let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
+    let toml = format!(
+        "[experiment]\nname = \"stop\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.slow]\nop = \"command\"\n\
+         argv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    std::fs::write(d.join("stop.toml"), toml).unwrap();
+    let cache = d.join("cache");
+    let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(d.join("stop.toml"))
+        .arg("--json")
+        .arg("--cache")
+        .arg(&cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleep_pid = wait_for(60, "the command stage to start", || {
+        std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string())
+    });
+    let interrupted = std::time::Instant::now();
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    // A bound against hangs, not a speed goal: the run ends within a wait's look (0.1 s).
+    assert!(interrupted.elapsed().as_secs() < 20, "cfrun took {:?} to end after Ctrl-C", interrupted.elapsed());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: every finished instance is cached"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a Ctrl-C");
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
+    assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted".into()), "{v}");
+    let ended = std::time::Instant::now();
+    while !process_gone(&sleep_pid) {
+        if ended.elapsed().as_secs() >= 10 {
+            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
+            panic!("the command stage's process {sleep_pid} outlived the interrupted cfrun");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // What finished is cached: the rerun computes only the interrupted stage (stopped at once).
+    let status = cfrun(&cache, &["status", d.join("stop.toml").to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let states: BTreeMap<String, String> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["instance"].as_str().unwrap().to_string(), i["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states["shapes"], "cached", "{v}");
+    assert_ne!(states["slow"], "cached", "{v}");
+}
+
 /// A SIGTERM sent to a command's watcher (`pkill`, Slurm's step signal) reaches the program,
 /// which may end as it likes; the watcher then still stops what the program started, even a
 /// process that left its session, instead of dying at once and leaving everything behind.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::compute::{compute_guarded, ComputeEnv};
 use super::device::JobDevices;
 use super::executor::{Executor, Finished};
+use super::interrupt::interrupted;
 use super::job::Job;
 use super::job_pool::{shares, JobPools};
 use crate::cache::RecipeKey;
@@ -32,6 +33,9 @@ pub struct LocalExecutor {
     tx: mpsc::Sender<Ended>,
     rx: mpsc::Receiver<Ended>,
 }
+
+/// How often a wait looks for Ctrl-C: short enough that an interrupted run ends at once.
+const INTERRUPT_LOOK: Duration = Duration::from_millis(100);
 
 /// A job's report: how it finished, the threads it gives back, its key.
 type Ended = (Finished, usize, RecipeKey);
@@ -151,14 +155,33 @@ impl Executor for LocalExecutor {
         self.running + waiting < self.jobs
     }
 
+    /// Empty at once when interrupted: the scheduler then calls [`Executor::cancel`].
     fn wait(&mut self) -> Vec<Finished> {
-        self.fill();
-        if self.running == 0 {
+        if interrupted() {
             return Vec::new();
         }
-        match self.rx.recv() {
-            Ok(first) => self.collect(first),
-            Err(_) => Vec::new(),
+        self.fill();
+        while self.running > 0 && !interrupted() {
+            match self.rx.recv_timeout(INTERRUPT_LOOK) {
+                Ok(first) => return self.collect(first),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
+        Vec::new()
+    }
+
+    /// Reports the jobs that ended before the Ctrl-C was noticed. The running ones are left to
+    /// die with the process: what they publish is whole (publishing is one rename), a training
+    /// keeps its last sealed checkpoint, and a command's watcher stops the command when cfrun
+    /// exits.
+    fn cancel(&mut self) -> Vec<Finished> {
+        self.backlog.clear();
+        let ended: Vec<Finished> = self.rx.try_iter().map(|(finished, _, _)| finished).collect();
+        let abandoned = self.running - ended.len();
+        if abandoned > 0 {
+            eprintln!("interrupted: stopping {abandoned} running instance(s)");
+        }
+        ended
     }
 }

@@ -82,19 +82,16 @@ pub struct RunSummary {
 /// Runs every instance of the plan with the executor the options name. `Err` when the executor
 /// cannot start (e.g. no `sbatch`, or a cache whose locks would not hold across nodes).
 pub fn run(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<RunSummary, String> {
-    match opts.executor.kind.unwrap_or_default() {
-        ExecutorKind::Local => {
-            let mut local = LocalExecutor::new(opts.env.clone(), opts.jobs);
-            Ok(schedule(plan, store, &mut local, &opts.executor))
-        }
-        ExecutorKind::Slurm => {
-            let mut slurm = SlurmExecutor::new(opts)?;
-            super::interrupt::install();
-            let mut summary = schedule(plan, store, &mut slurm, &opts.executor);
-            summary.interrupted = super::interrupt::interrupted();
-            Ok(summary)
-        }
-    }
+    let mut executor: Box<dyn Executor> = match opts.executor.kind.unwrap_or_default() {
+        ExecutorKind::Local => Box::new(LocalExecutor::new(opts.env.clone(), opts.jobs)),
+        ExecutorKind::Slurm => Box::new(SlurmExecutor::new(opts)?),
+    };
+    // The first Ctrl-C ends the run with its summary (a cluster driver cancels its jobs first);
+    // a second one ends the process at once.
+    super::interrupt::install();
+    let mut summary = schedule(plan, store, executor.as_mut(), &opts.executor);
+    summary.interrupted = super::interrupt::interrupted();
+    Ok(summary)
 }
 
 enum State {

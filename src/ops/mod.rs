@@ -139,9 +139,6 @@ pub enum OpError {
     /// Making a table or figure failed.
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
-    /// The run was interrupted (Ctrl-C); nothing was published.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 impl OpError {
