@@ -98,6 +98,10 @@ fn rerun_is_fully_cached_and_prints_the_table() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Pixel probes on synthetic shapes"), "{stdout}");
     assert!(stderr(&out).contains("0 ran"), "{}", stderr(&out));
+    // `-q`: the tables still print, and stderr holds only warnings and errors (none here).
+    let quiet = cfrun(cache.path(), &[smoke().to_str().unwrap(), "-q"]);
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains("Pixel probes on synthetic shapes"));
+    assert_eq!(stderr(&quiet), "", "-q printed more than warnings and errors");
 }
 
 #[test]
@@ -386,6 +390,18 @@ fn dag_show_and_gc() {
     let cache = tempfile::tempdir().unwrap();
     let dot = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--format", "dot"]);
     assert!(String::from_utf8_lossy(&dot.stdout).contains("clusters[k=16]"));
+    // Under --json every command prints one JSON value: the DAG with its edges, the stage kinds.
+    let dag = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&dag.stdout).expect("dag --json is JSON");
+    let clusters = v["instances"].as_array().unwrap().iter().find(|i| i["instance"] == "clusters[k=16]").unwrap();
+    assert_eq!(clusters["op"], "kmeans", "{clusters}");
+    assert_eq!(clusters["params"]["k"], 16, "{clusters}");
+    assert_eq!(clusters["inputs"]["features"][0], "shapes.images", "{clusters}");
+    let ops = cfrun(cache.path(), &["ops", "--json"]);
+    let v: Value = serde_json::from_slice(&ops.stdout).expect("ops --json is JSON");
+    let kmeans = v.as_array().unwrap().iter().find(|o| o["op"] == "kmeans").unwrap();
+    assert!(kmeans["params"].as_array().unwrap().contains(&json!("k")), "{kmeans}");
+    assert_eq!(kmeans["inputs"][0]["name"], "features", "{kmeans}");
     run_json(cache.path(), &smoke(), &[]);
     let show = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]", "--json"]);
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
@@ -548,6 +564,28 @@ fn a_folder_of_other_files_is_not_taken_for_a_cache() {
     std::fs::write(empty.join("README"), "what this cache is for\n").unwrap();
     let out = cfrun(&empty, &["status", smoke]);
     assert!(out.status.success(), "a tagged cache is known by its tag: {}", stderr(&out));
+}
+
+/// The commands that only read a cache (`status`, `show`, `report`, `data list`) read a missing
+/// one as empty, say so, and create nothing: a mistyped `--cache` leaves no cache skeleton.
+#[test]
+fn reading_commands_create_no_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let smoke = smoke();
+    let smoke = smoke.to_str().unwrap();
+    let pages = dir.path().join("pages");
+    let pages = pages.to_str().unwrap();
+    for args in
+        [vec!["status", smoke], vec!["show", smoke, "shapes"], vec!["report", smoke, "-o", pages], vec!["data", "list"]]
+    {
+        let out = cfrun(&missing, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not exist: nothing is cached there"), "{args:?}: {}", stderr(&out));
+        assert!(!missing.exists(), "{args:?} created the cache folder");
+    }
+    let status = cfrun(&missing, &["status", smoke]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("0 of 9 instances cached"));
 }
 
 fn fixture(name: &str) -> PathBuf {

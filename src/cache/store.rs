@@ -91,6 +91,17 @@ impl Store {
         Self::open_mode(root, Mode::Shared, Gate::Pass)
     }
 
+    /// Opens a cache only to read it (`status`, `show`, `report`): one that does not exist yet
+    /// reads as empty and is not created, so a mistyped `--cache` leaves nothing behind.
+    pub fn open_to_read(root: &Path) -> Result<Store, CacheError> {
+        match fs::symlink_metadata(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Store { root: root.to_path_buf(), _cache_lock: None, _gate: None })
+            }
+            _ => Self::open(root),
+        }
+    }
+
     /// Opens a cache for a job that a driver submitted (`cfrun exec`): like [`Store::open`], but
     /// not held up by a `gc` that is waiting for the driver to finish.
     pub fn open_for_job(root: &Path) -> Result<Store, CacheError> {

@@ -27,7 +27,11 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         Command::Exec { target, instance, device } => super::cluster::exec(&target, instance.as_deref(), device, g),
         Command::Status { file, verify } => status(&file, g, verify),
         Command::Dag { file, format } => load(&file, g).map(|plan| {
-            print!("{}", render::render(&plan, format));
+            if g.json {
+                println!("{}", render::to_json(&plan));
+            } else {
+                print!("{}", render::render(&plan, format));
+            }
             ExitCode::SUCCESS
         }),
         Command::Show { file, stage } => show(&file, g, &stage),
@@ -35,7 +39,11 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         Command::Gc { files, dry_run } => gc(&files, g, dry_run),
         Command::Data { action } => data(action, g),
         Command::Ops => {
-            print_ops();
+            if g.json {
+                println!("{}", ops_json());
+            } else {
+                print_ops();
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckDevice { device, presets } => check_device(device, &presets, g),
@@ -124,6 +132,16 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
     Store::open(&g.cache).map_err(Failure::runtime)
+}
+
+/// Opens the cache for a command that only reads it: a missing one is said to be empty, and is
+/// not created.
+fn open_store_to_read(g: &Global) -> Result<Store, Failure> {
+    require_cache_folder(&g.cache)?;
+    if !g.cache.exists() {
+        tracing::warn!("--cache {} does not exist: nothing is cached there (a run creates it)", g.cache.display());
+    }
+    Store::open_to_read(&g.cache).map_err(Failure::runtime)
 }
 
 /// Opens the cache for `cfrun exec`, which a waiting `gc` does not hold up (its driver may be
@@ -319,11 +337,14 @@ fn run(
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             format!(", CPU {:.2} of {cores} cores", cpu / wall.max(1e-9))
         };
-        eprintln!(
-            "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
-            plan.experiment.name,
-            reports.len()
-        );
+        // `-q` keeps stderr to warnings and errors: the failures above, not the tally.
+        if !g.quiet {
+            eprintln!(
+                "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
+                plan.experiment.name,
+                reports.len()
+            );
+        }
     }
     if summary.interrupted {
         eprintln!("interrupted: every finished instance is cached; run again to continue");
@@ -334,7 +355,7 @@ fn run(
 
 fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
-    let store = open_store(g)?;
+    let store = open_store_to_read(g)?;
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     let live = super::cluster::live_jobs(&store, &states);
     let label = |i: usize, st: &evaluate::InstanceState| live.get(&i).map_or(st.label(), |j| j.label());
@@ -388,7 +409,7 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
 
 fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
-    let store = open_store(g)?;
+    let store = open_store_to_read(g)?;
     let selected = plan.select(stage);
     if selected.is_empty() {
         let names: BTreeSet<&str> = plan.instances.iter().map(|i| i.stage.as_str()).collect();
@@ -448,7 +469,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
 
 fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
-    let store = open_store(g)?;
+    let store = open_store_to_read(g)?;
     require_folder("-o", out)?;
     let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
     if g.json {
@@ -540,9 +561,9 @@ fn human(bytes: u64) -> String {
 }
 
 fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
-    let store = open_store(g)?;
     match action {
         DataAction::List => {
+            let store = open_store_to_read(g)?;
             let listing = crate::data::describe_sources(&store.data_dir());
             if g.json {
                 println!("{}", serde_json::to_string(&listing).unwrap_or_default());
@@ -553,6 +574,7 @@ fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
             }
         }
         DataAction::Fetch { name } => {
+            let store = open_store(g)?;
             let parsed: crate::data::DatasetName = name.parse().map_err(|_| {
                 Failure::Other(format!(
                     "unknown data set `{name}`; valid: {}",
@@ -570,8 +592,12 @@ fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
             }
             .load_options(store.data_dir());
             let files = crate::data::fetch(parsed, &opts).map_err(Failure::runtime)?;
-            for f in files {
-                println!("{}", f.display());
+            if g.json {
+                println!("{}", json!({"dataset": name, "files": files}));
+            } else {
+                for f in files {
+                    println!("{}", f.display());
+                }
             }
         }
     }
@@ -596,6 +622,31 @@ fn print_ops() {
         }
         println!("  params {}", op.param_fields().join(", "));
     }
+}
+
+/// `ops --json`: each stage kind with what `print_ops` shows.
+fn ops_json() -> serde_json::Value {
+    let ops: Vec<_> = ops::registry()
+        .iter()
+        .map(|op| {
+            let inputs: Vec<_> = op
+                .inputs()
+                .iter()
+                .map(|i| {
+                    let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
+                    json!({"name": i.name, "kinds": kinds, "required": i.required, "gathers": i.gather, "doc": i.doc})
+                })
+                .collect();
+            let outputs: Vec<_> = op
+                .outputs()
+                .iter()
+                .map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc}))
+                .collect();
+            json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
+                   "outputs": outputs, "input_table": op.input_table(), "params": op.param_fields()})
+        })
+        .collect();
+    json!(ops)
 }
 
 fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {

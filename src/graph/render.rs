@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use serde_json::{json, Value as Json};
+
 use super::Plan;
 
 /// Output format of `cfrun dag`.
@@ -58,4 +60,27 @@ pub fn render(plan: &Plan, format: DagFormat) -> String {
         }
     }
     out
+}
+
+/// The plan's instance graph for `--json`: each instance with its stage, op, axis values,
+/// parameters and, per input slot, the `instance.output` references it reads.
+pub fn to_json(plan: &Plan) -> Json {
+    let instances: Vec<Json> = plan
+        .instances
+        .iter()
+        .map(|inst| {
+            let inputs: serde_json::Map<String, Json> = inst
+                .inputs
+                .iter()
+                .map(|(slot, refs)| {
+                    let refs: Vec<String> =
+                        refs.iter().map(|r| format!("{}.{}", plan.instances[r.instance.0].name, r.output)).collect();
+                    (slot.clone(), json!(refs))
+                })
+                .collect();
+            json!({"instance": inst.name, "stage": inst.stage, "op": inst.op.name(), "axes": inst.axes,
+                   "params": inst.params, "inputs": inputs})
+        })
+        .collect();
+    json!({"experiment": plan.experiment.name, "instances": instances})
 }
