@@ -209,7 +209,8 @@ impl Grid {
             .collect();
         let left = |i: usize| i < n_lead;
 
-        let mut out = format!("### {}\n\n", spec.title);
+        // Without a title the table stands alone: an empty `### ` would be a blank heading.
+        let mut out = if spec.title.trim().is_empty() { String::new() } else { format!("### {}\n\n", spec.title) };
         let line = |cells: &[String]| {
             let padded: Vec<String> = cells
                 .iter()
@@ -417,6 +418,14 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
             t.csv
         );
         assert!(t.csv.contains(",1,3,80 81 82\r\n"), "{}", t.csv);
+    }
+
+    #[test]
+    fn a_table_without_title_starts_with_its_header_row() {
+        let mut s = spec();
+        s.title = String::new();
+        let t = render_table(&records(), &s).unwrap();
+        assert!(t.markdown.starts_with("| source "), "{}", t.markdown);
     }
 
     #[test]

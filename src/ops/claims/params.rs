@@ -179,15 +179,54 @@ impl ClaimDecl {
                 Some(format!("valid here: {valid}")),
             ));
         }
-        if !(self.margin.is_finite() && self.margin >= 0.0) || (self.expect == Expect::Within && self.margin == 0.0) {
-            return Err(ParamError::range(
+        if self.expect == Expect::Within && self.margin == 0.0 {
+            // Most often left out: a band of width 0 holds no interval, so it is asked for.
+            return Err(ParamError::field(
                 &at("margin"),
-                self.margin,
-                if self.expect == Expect::Within { "a positive number for `within`" } else { "a non-negative number" },
+                format!(
+                    "claim `{}`: expect = \"within\" needs `margin`, the band around 0 counted as equal",
+                    self.name
+                ),
+                Some("e.g. margin = 1.0 (in the metric's units)".into()),
             ));
         }
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            let valid =
+                if self.expect == Expect::Within { "a positive number for `within`" } else { "a non-negative number" };
+            return Err(ParamError::range(&at("margin"), self.margin, valid));
+        }
+        self.refuse_self_comparison(i)?;
         let scope = sel("where", &self.scope)?;
         Ok(Claim { shape, scope, expect: self.expect, margin: self.margin })
+    }
+
+    /// A series compared with itself (`a` written as `b`, `in` as `than`, an `order` series
+    /// twice) differs from itself by exactly 0: `within` would always hold and the others never.
+    fn refuse_self_comparison(&self, i: usize) -> Result<(), ParamError> {
+        let mut pairs: Vec<(String, String, &SelectorDecl, &SelectorDecl)> = Vec::new();
+        if let (Some(a), Some(b)) = (&self.a, &self.b) {
+            pairs.push(("a".into(), "b".into(), a, b));
+        }
+        if let (Some(inside), Some(than)) = (&self.inside, &self.than) {
+            pairs.push(("in".into(), "than".into(), inside, than));
+        }
+        for (j, first) in self.series.iter().enumerate() {
+            for (k, second) in self.series.iter().enumerate().skip(j + 1) {
+                pairs.push((format!("series[{j}]"), format!("series[{k}]"), first, second));
+            }
+        }
+        match pairs.into_iter().find(|(_, _, x, y)| x == y) {
+            Some((first, second, _, _)) => Err(ParamError::field(
+                &format!("claims[{i}].{second}"),
+                format!(
+                    "claim `{}`: `{second}` selects the same series as `{first}`, so their difference is 0 by \
+                     construction",
+                    self.name
+                ),
+                Some(format!("make `{first}` and `{second}` differ, e.g. in `source`")),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Every selector the claim names, with its field, for checks against what exists.
