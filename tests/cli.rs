@@ -2321,6 +2321,10 @@ fn slurm_runs_match_local_digests_two_drivers_compute_once_and_a_rerun_submits_n
     }
     assert_eq!(ran.len(), 9);
     assert!(ran.values().all(|&n| n == 1), "{ran:?}");
+    // And each key was submitted once in all: the driver that asks second follows the first's
+    // job (one log per job or array task: shapes, two k-means, two probes).
+    let logs = std::fs::read_dir(cache.path().join("jobs/logs")).unwrap().count();
+    assert_eq!(logs, 5, "jobs submitted by the two drivers together");
     assert_eq!(objects(cache.path()), objects(local.path()));
     // A second run finds everything published and submits nothing.
     let again = slurm_json(cache.path(), &smoke(), &[]);
@@ -2552,6 +2556,68 @@ fn slurm_a_followed_job_cancelled_by_its_driver_is_submitted_by_the_follower() {
     let reference = tempfile::tempdir().unwrap();
     run_json(reference.path(), &file, &longer);
     assert_eq!(objects(cache.path()), objects(reference.path()));
+}
+
+/// Two stages written alike are one recipe: under Slurm it is submitted once, and the twin is
+/// served its result when it publishes (before, each was submitted, the second job only waiting
+/// on the key's lock to find the result cached).
+#[test]
+fn slurm_submits_one_job_for_a_recipe_under_two_names() {
+    if !slurm_up("slurm_twins") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("train_tiny.toml")).unwrap();
+    let model = &text[text.find("[stages.model]").unwrap()..text.find("[stages.feats]").unwrap()];
+    let twin = model.replace("[stages.model", "[stages.model2");
+    let file = dir.path().join("twins.toml");
+    std::fs::write(&file, format!("{text}\n{twin}")).unwrap();
+    let v = slurm_json(&dir.path().join("cache"), &file, &[]);
+    let o = outcomes(&v);
+    assert_eq!((o["model"].as_str(), o["model2"].as_str()), ("ran", "cached"), "{v}");
+    assert_eq!(v["submitted"], 4, "shapes, model, feats, probe: one job each, none for the twin: {v}");
+}
+
+/// A job that completed cleanly published its key, though the driver's node may not see the new
+/// file yet (an NFS client's cached directory attributes): the driver looks again for a while
+/// instead of failing a good job. Simulated by a job that moves the key files out of sight as
+/// it ends; the test puts them back a few seconds later.
+#[test]
+fn slurm_waits_for_a_completed_jobs_result_to_show_on_a_lagging_file_system() {
+    if !slurm_up("slurm_publish_lag") {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let hidden = bin.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let keys = std::fs::canonicalize(cache.path()).unwrap().join("keys");
+    let dir = bin.path().display().to_string();
+    // The first job's script loses its `exec` and moves every key file away once cfrun is done.
+    write_wrapper(bin.path(), "sbatch", |real| {
+        format!(
+            "#!/bin/sh\nREAL='{real}'\nif [ \"$1\" != --version ] && [ ! -e '{dir}/done' ]; then\n  : > '{dir}/done'\n  \
+             n=$#\n  for a in \"$@\"; do\n    case \"$a\" in --wrap=*)\n      \
+             a=\"--wrap=$(printf '%s\\n' \"${{a#--wrap=}}\" | sed 's/^exec //') && mv '{keys}'/* '{hidden}'/\";;\n    \
+             esac\n    set -- \"$@\" \"$a\"\n  done\n  shift $n\nfi\nexec \"$REAL\" \"$@\"\n",
+            keys = keys.display(),
+            hidden = hidden.display()
+        )
+    });
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let driver = slurm_driver(cache.path(), &fixture("train_tiny.toml"), "0.5").env("PATH", path).spawn().unwrap();
+    let moved = wait_for(120, "the first job to hide its key", || {
+        std::fs::read_dir(&hidden).unwrap().next().map(|e| e.unwrap().path())
+    });
+    // Long enough for the driver to see the job COMPLETED (it asks the queue every second).
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::fs::rename(&moved, keys.join(moved.file_name().unwrap())).unwrap();
+    let out = driver.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("completed, its result not in sight yet; looking again"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(outcomes(&v).values().all(|o| o == "ran"), "{v}");
 }
 
 /// A folder holding an `sbatch` that runs `first` (shell) in place of the first submission and

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::fsutil::write_atomic;
-use crate::cache::{RecipeKey, Store};
+use crate::cache::lock::{try_lock, KeyLock, TryLock};
+use crate::cache::{CacheError, RecipeKey, Store};
 use crate::exec::job::jobs_dir;
 
 /// One claim.
@@ -44,4 +45,16 @@ pub fn release(store: &Store, key: &RecipeKey, job_id: &str) {
     if read(store, key).is_some_and(|c| c.job_id == job_id) {
         let _ = std::fs::remove_file(path(store, key));
     }
+}
+
+/// Takes the right to submit a job for `key`, held while the claim is looked at and, if none is
+/// live, until the new job's claim is written: two drivers that need the key at once then
+/// submit one job, the second following it. `None` when another driver holds it now (it is
+/// submitting the key; its claim follows). In `locks/`, which `gc` clears.
+pub fn lock_submission(store: &Store, key: &RecipeKey) -> Result<Option<KeyLock>, CacheError> {
+    let path = store.root().join("locks").join(format!("{}.submit", key.hex()));
+    Ok(match try_lock(&path)? {
+        TryLock::Acquired(lock) => Some(lock),
+        TryLock::Busy => None,
+    })
 }

@@ -30,6 +30,7 @@ use super::local::LocalExecutor;
 use super::resources::Resources;
 use super::run::{Outcome, RunOptions};
 use crate::cache::fs_check;
+use crate::cache::lock::KeyLock;
 use crate::cache::Store;
 
 /// Built-in defaults of the `[executor]` fields that matter here.
@@ -38,6 +39,12 @@ const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_POLL_MAX: f64 = 10.0;
 /// The queue is asked at most this often, however busy the run.
 const MIN_QUEUE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a job that completed cleanly is given for its published key to show on this node
+/// (an NFS client caches directory attributes up to 60 s by default, `acdirmax`).
+const PUBLISH_GRACE: Duration = Duration::from_secs(90);
+
+/// A job waiting to be submitted, with the attempt it will be.
+type Waiting = (Job, u32);
 
 struct Tracked {
     job: Job,
@@ -47,6 +54,8 @@ struct Tracked {
     since: Instant,
     /// Submitted by another driver and only followed here: its result is that driver's run.
     adopted: bool,
+    /// How it ended, once the queue says it did and it completed without its key in sight yet.
+    completed: Option<(Instant, Option<queue::Ending>)>,
 }
 
 /// Runs jobs on a Slurm cluster that shares the cache.
@@ -126,8 +135,9 @@ impl SlurmExecutor {
         if room == 0 || self.backlog.is_empty() || interrupted() || !self.backoff.ready(Instant::now()) {
             return;
         }
-        let take: Vec<(Job, u32)> = self.backlog.drain(..room.min(self.backlog.len())).collect();
-        let take = self.adopt_claimed(take);
+        let take = self.take_submittable(room);
+        // Held until every claim of this round is written (the end of this function).
+        let (take, mut deferred, _submitting) = self.adopt_claimed(take);
         let mut groups: BTreeMap<(String, Resources, u32), Vec<Job>> = BTreeMap::new();
         let mut order = Vec::new();
         for (job, attempts) in take {
@@ -138,7 +148,6 @@ impl SlurmExecutor {
             groups.entry(group).or_default().push(job);
         }
         // Jobs the controller could not take yet go back to the head of the backlog, in order.
-        let mut deferred = Vec::new();
         for group in order {
             let jobs = groups.remove(&group).unwrap_or_default();
             if let Some(why) = self.given_up.clone() {
@@ -159,14 +168,65 @@ impl SlurmExecutor {
         self.given_up = None;
     }
 
-    /// Follows the live jobs another driver already submitted for some of these keys.
-    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> Vec<(Job, u32)> {
+    /// Takes up to `room` jobs from the backlog, first come first. One published meanwhile is
+    /// served as cached; one whose recipe a tracked or taken job computes (its twin under
+    /// another name, the same key in a later round) stays in the backlog, to be served once
+    /// that job publishes, instead of costing an allocation that would only wait on its lock.
+    fn take_submittable(&mut self, room: usize) -> Vec<(Job, u32)> {
+        let mut taken: Vec<(Job, u32)> = Vec::new();
+        let mut i = 0;
+        while taken.len() < room && i < self.backlog.len() {
+            let key = self.backlog[i].0.key;
+            if self.tracked.iter().any(|t| t.job.key == key) || taken.iter().any(|(j, _)| j.key == key) {
+                i += 1;
+                continue;
+            }
+            let Some((job, attempts)) = self.backlog.remove(i) else { break };
+            match cached(&self.store, &job.instance.name, &job.key) {
+                Some(record) => {
+                    self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 })
+                }
+                None => taken.push((job, attempts)),
+            }
+        }
+        taken
+    }
+
+    /// Follows the live jobs another driver already submitted for some of these keys. Returns
+    /// the jobs to submit, with the right to submit each held; those to look at again next
+    /// round (another driver is submitting the key right now, or the queue did not answer,
+    /// where submitting would risk a second job for one key); and the held rights.
+    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> (Vec<Waiting>, Vec<Waiting>, Vec<KeyLock>) {
+        let (mut mine, mut later, mut held) = (Vec::new(), Vec::new(), Vec::new());
+        for (job, attempts) in take {
+            match claims::lock_submission(&self.store, &job.key) {
+                Ok(Some(lock)) => {
+                    held.push(lock);
+                    mine.push((job, attempts));
+                }
+                Ok(None) => later.push((job, attempts)),
+                Err(e) => {
+                    // Without the lock the claim below still catches all but a simultaneous submission.
+                    tracing::warn!("{}: {e}; submitting without the submission lock", job.instance.name);
+                    mine.push((job, attempts));
+                }
+            }
+        }
+        let take = mine;
         let claimed: Vec<Option<Claim>> = take.iter().map(|(j, _)| claims::read(&self.store, &j.key)).collect();
         let ids: Vec<&str> = claimed.iter().flatten().map(|c| c.job_id.as_str()).collect();
         if ids.is_empty() {
-            return take;
+            return (take, later, held);
         }
-        let live = queue::states(&ids).unwrap_or_default();
+        let live = match queue::states(&ids) {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!("{e}; the jobs other drivers claimed are looked at again later");
+                let (claimed, free): (Vec<_>, Vec<_>) = take.into_iter().zip(claimed).partition(|(_, c)| c.is_some());
+                later.extend(claimed.into_iter().map(|(j, _)| j));
+                return (free.into_iter().map(|(j, _)| j).collect(), later, held);
+            }
+        };
         let mut rest = Vec::new();
         for ((job, attempts), claim) in take.into_iter().zip(claimed) {
             match claim.filter(|c| live.get(&c.job_id).is_some_and(|q| q.active())) {
@@ -179,12 +239,13 @@ impl SlurmExecutor {
                         attempts,
                         since: Instant::now(),
                         adopted: true,
+                        completed: None,
                     });
                 }
                 None => rest.push((job, attempts)),
             }
         }
-        rest
+        (rest, later, held)
     }
 
     /// Submits `jobs` (one array, or one job each); returns those to submit again later, the
@@ -281,7 +342,8 @@ impl SlurmExecutor {
     fn track(&mut self, job: Job, job_id: String, log: PathBuf, attempts: u32) {
         let claim = Claim { job_id: job_id.clone(), log: log.clone(), instance: job.instance.name.clone() };
         claims::write(&self.store, &job.key, &claim);
-        self.tracked.push(Tracked { job, job_id, log, attempts, since: Instant::now(), adopted: false });
+        let since = Instant::now();
+        self.tracked.push(Tracked { job, job_id, log, attempts, since, adopted: false, completed: None });
     }
 
     fn fail_all(&mut self, jobs: Vec<Job>, why: &str) {
@@ -315,7 +377,7 @@ impl SlurmExecutor {
                 return out;
             }
         };
-        for t in waiting {
+        for mut t in waiting {
             if states.get(&t.job_id).is_some_and(|q| q.active()) {
                 self.tracked.push(t);
                 continue;
@@ -325,7 +387,27 @@ impl SlurmExecutor {
                 out.push(f);
                 continue;
             }
-            let ending = queue::ending(&t.job_id);
+            let first_look = t.completed.is_none();
+            let (first_seen, ending) = match t.completed.take() {
+                Some(seen) => seen,
+                None => (Instant::now(), queue::ending(&t.job_id)),
+            };
+            // A job that completed cleanly has published; on a network file system this node
+            // may not see the new key file for a while (cached directory attributes), so it is
+            // looked for again before the job counts as failed.
+            if ending.as_ref().is_some_and(queue::Ending::completed_cleanly) && first_seen.elapsed() < PUBLISH_GRACE {
+                if first_look {
+                    tracing::info!(
+                        "{}: job {} completed, its result not in sight yet; looking again for up to {} s",
+                        t.job.instance.name,
+                        t.job_id,
+                        PUBLISH_GRACE.as_secs()
+                    );
+                }
+                t.completed = Some((first_seen, ending));
+                self.tracked.push(t);
+                continue;
+            }
             claims::release(&self.store, &t.job.key, &t.job_id);
             match queue::verdict(ending.as_ref()) {
                 Verdict::Retry(why) if t.attempts <= self.retries => {

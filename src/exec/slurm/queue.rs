@@ -21,22 +21,24 @@ impl QueueEntry {
     }
 }
 
-/// Whether a Slurm job state means the job has not ended.
+/// Whether a Slurm job state means the job has not ended: any state but those that name an end.
+/// A state this cfrun does not know (a newer Slurm's) counts as live: a live job taken for ended
+/// would be reported failed or submitted twice, while an ended one taken for live is found ended
+/// once the queue forgets it.
 pub fn is_active(state: &str) -> bool {
-    matches!(
+    !matches!(
         state,
-        "PENDING"
-            | "CONFIGURING"
-            | "RUNNING"
-            | "COMPLETING"
-            | "SUSPENDED"
-            | "REQUEUED"
-            | "REQUEUE_FED"
-            | "REQUEUE_HOLD"
-            | "RESIZING"
-            | "SIGNALING"
-            | "STAGE_OUT"
-            | "RESV_DEL_HOLD"
+        "COMPLETED"
+            | "CANCELLED"
+            | "FAILED"
+            | "TIMEOUT"
+            | "NODE_FAIL"
+            | "PREEMPTED"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "OUT_OF_MEMORY"
+            | "SPECIAL_EXIT"
+            | "REVOKED"
     )
 }
 
@@ -52,6 +54,7 @@ pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
     let out = Command::new("squeue")
         .args(["--noheader", "--array", "--states=all", "--format=%i|%T|%N", "--jobs"])
         .arg(bases.join(","))
+        .process_group(0)
         .output()
         .map_err(|e| format!("cannot run squeue: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -119,9 +122,17 @@ pub struct Ending {
     pub reason: String,
 }
 
+impl Ending {
+    /// Completed with exit status 0 and no signal: the job's `cfrun exec` published its key.
+    pub fn completed_cleanly(&self) -> bool {
+        self.state == "COMPLETED" && self.exit_code == 0 && self.signal == 0
+    }
+}
+
 /// `scontrol show job ID`, or `None` when Slurm has forgotten the job.
 pub fn ending(id: &str) -> Option<Ending> {
-    let out = Command::new("scontrol").args(["show", "job", id]).output().ok()?;
+    // Its own process group: a Ctrl-C must not kill the look and leave the job "forgotten".
+    let out = Command::new("scontrol").args(["show", "job", id]).process_group(0).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -175,7 +186,8 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
             Verdict::Retry(format!("killed (exit {} = signal {}, {state})", e.exit_code, e.exit_code - 128))
         }
         "COMPLETED" => Verdict::Fail(
-            "the job completed but its result is not in the cache: do the nodes share this cache directory?".into(),
+            "the job completed but its result never showed in the cache: do the nodes share this cache directory?"
+                .into(),
         ),
         _ => Verdict::Fail(format!("ended {state} with exit code {}", e.exit_code)),
     }
@@ -190,6 +202,20 @@ mod tests {
         let m = parse_squeue("12_0|COMPLETED|vm\n12_1|RUNNING|vm\n13|PENDING|\n");
         assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into() });
         assert!(m["13"].active() && !m["12_0"].active());
+        for live in ["RUNNING", "COMPLETING", "REQUEUE_HOLD", "STOPPED", "A_STATE_OF_A_NEWER_SLURM"] {
+            assert!(is_active(live), "{live}");
+        }
+        for ended in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"] {
+            assert!(!is_active(ended), "{ended}");
+        }
+    }
+
+    #[test]
+    fn only_a_clean_completion_counts_as_published() {
+        let clean = parse_ending("JobId=9\n   JobState=COMPLETED Reason=None\n   ExitCode=0:0\n");
+        assert!(clean.completed_cleanly());
+        assert!(!Ending { exit_code: 1, ..clean.clone() }.completed_cleanly());
+        assert!(!Ending { state: "FAILED".into(), ..clean }.completed_cleanly());
     }
 
     #[test]
