@@ -1047,6 +1047,17 @@ fn outcome_of(v: &Value, name: &str) -> (String, String) {
     (i["outcome"].as_str().unwrap().to_string(), i["error"].as_str().unwrap_or("").to_string())
 }
 
+/// An experiment `name`: tiny generated shapes, then a `command` stage `slow` running `script`
+/// under `sh -c` with the images as input.
+fn shapes_then_shell(name: &str, script: &str) -> String {
+    format!(
+        "[experiment]\nname = \"{name}\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.slow]\nop = \"command\"\n\
+         argv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", script]).unwrap()
+    )
+}
+
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
 fn process_gone(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1072,13 +1083,7 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
         e = escaped_file.display(),
         p = pid_file.display()
     );
-    let toml = format!(
-        "[experiment]\nname = \"orphans\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.slow]\nop = \"command\"\n\
-         argv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n",
-        serde_json::to_string(&["sh", "-c", &script]).unwrap()
-    );
-    std::fs::write(d.join("orphans.toml"), toml).unwrap();
+    std::fs::write(d.join("orphans.toml"), shapes_then_shell("orphans", &script)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .arg(d.join("orphans.toml"))
         .arg("--cache")
@@ -1121,13 +1126,7 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
     let d = dir.path();
     let pid_file = d.join("sleep.pid");
     let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
-    let toml = format!(
-        "[experiment]\nname = \"stop\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.slow]\nop = \"command\"\n\
-         argv = {}\ninputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n",
-        serde_json::to_string(&["sh", "-c", &script]).unwrap()
-    );
-    std::fs::write(d.join("stop.toml"), toml).unwrap();
+    std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
     let cache = d.join("cache");
     let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .arg(d.join("stop.toml"))
