@@ -107,7 +107,19 @@ impl SlurmExecutor {
             qos: s.qos.clone(),
             extra: s.sbatch_args.clone(),
         };
-        let poll_max = Duration::from_secs_f64(s.poll_max.unwrap_or(DEFAULT_POLL_MAX));
+        let mut poll_max = Duration::from_secs_f64(s.poll_max.unwrap_or(DEFAULT_POLL_MAX));
+        // A job that ends and is forgotten between two looks could only be guessed at ("vanished")
+        // and submitted again: the queue is asked at least twice per MinJobAge.
+        if let Some(age) = queue::min_job_age().filter(|age| poll_max > *age / 2) {
+            let bound = (age / 2).max(MIN_QUEUE_INTERVAL);
+            tracing::info!(
+                "poll_max {:.0} s is above half of Slurm's MinJobAge ({} s): the queue is asked every {} s at most",
+                poll_max.as_secs_f64(),
+                age.as_secs(),
+                bound.as_secs()
+            );
+            poll_max = bound;
+        }
         Ok(SlurmExecutor {
             store,
             submitter,

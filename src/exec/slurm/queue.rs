@@ -109,6 +109,24 @@ pub fn parse_squeue(text: &str) -> HashMap<String, QueueEntry> {
         .collect()
 }
 
+/// How long Slurm remembers an ended job (`MinJobAge` of `scontrol show config`); `None` when it
+/// cannot be read or is 0 (never forgotten).
+pub fn min_job_age() -> Option<std::time::Duration> {
+    let out = Command::new("scontrol").args(["show", "config"]).process_group(0).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_min_job_age(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `MinJobAge = N sec` line of `scontrol show config`.
+fn parse_min_job_age(text: &str) -> Option<std::time::Duration> {
+    let line = text.lines().find(|l| l.trim_start().starts_with("MinJobAge"))?;
+    let value = line.split_once('=')?.1.trim();
+    let seconds: u64 = value.split_whitespace().next()?.parse().ok()?;
+    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+}
+
 /// How a job ended, from `scontrol show job` (when Slurm still remembers it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ending {
@@ -208,6 +226,15 @@ mod tests {
         for ended in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"] {
             assert!(!is_active(ended), "{ended}");
         }
+    }
+
+    #[test]
+    fn min_job_age_is_read_from_the_config() {
+        let text = "Configuration data as of 2026-12-04T06:00:00\nMaxJobCount             = 10000\n\
+                    MinJobAge               = 300 sec\nMpiDefault              = none\n";
+        assert_eq!(parse_min_job_age(text), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_min_job_age("MinJobAge = 0 sec\n"), None, "0: never forgotten");
+        assert_eq!(parse_min_job_age("MaxJobCount = 1\n"), None);
     }
 
     #[test]
