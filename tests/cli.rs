@@ -512,6 +512,16 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(v["ok"], false, "stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains("is not a folder"), "{v}");
+    // So it does for a command line the parser refuses.
+    for (args, says) in
+        [(vec!["--json", "run", "-j", "0", smoke], "must be at least 1"), (vec!["--json", "run"], "<FILE>")]
+    {
+        let out = cfrun(&file, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["ok"], false, "{args:?}: stdout {}", String::from_utf8_lossy(&out.stdout));
+        assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains(says), "{v}");
+    }
 }
 
 /// The environment probes of several `command` stages run side by side while the plan is built:
@@ -566,8 +576,9 @@ fn a_folder_of_other_files_is_not_taken_for_a_cache() {
     assert!(out.status.success(), "a tagged cache is known by its tag: {}", stderr(&out));
 }
 
-/// The commands that only read a cache (`status`, `show`, `report`, `data list`) read a missing
-/// one as empty, say so, and create nothing: a mistyped `--cache` leaves no cache skeleton.
+/// The commands that only read a cache (`status`, `show`, `report`, `data list`, and `gc`, which
+/// finds nothing to collect) read a missing one as empty, say so, and create nothing: a mistyped
+/// `--cache` leaves no cache skeleton. Nor does a `data fetch` of an unknown name.
 #[test]
 fn reading_commands_create_no_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -576,9 +587,13 @@ fn reading_commands_create_no_cache() {
     let smoke = smoke.to_str().unwrap();
     let pages = dir.path().join("pages");
     let pages = pages.to_str().unwrap();
-    for args in
-        [vec!["status", smoke], vec!["show", smoke, "shapes"], vec!["report", smoke, "-o", pages], vec!["data", "list"]]
-    {
+    for args in [
+        vec!["status", smoke],
+        vec!["show", smoke, "shapes"],
+        vec!["report", smoke, "-o", pages],
+        vec!["data", "list"],
+        vec!["gc", smoke],
+    ] {
         let out = cfrun(&missing, &args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("does not exist: nothing is cached there"), "{args:?}: {}", stderr(&out));
@@ -586,6 +601,9 @@ fn reading_commands_create_no_cache() {
     }
     let status = cfrun(&missing, &["status", smoke]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("0 of 9 instances cached"));
+    let fetch = cfrun(&missing, &["data", "fetch", "nosuch"]);
+    assert_eq!(fetch.status.code(), Some(2), "{}", stderr(&fetch));
+    assert!(!missing.exists(), "an unknown data set created the cache folder");
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -1153,7 +1171,9 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
     assert_eq!(v["interrupted"], true, "{v}");
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
-    assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted".into()), "{v}");
+    assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted while running".into()), "{v}");
+    let slow = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "slow").unwrap();
+    assert!(slow["key"].as_str().is_some_and(|k| k.starts_with("blake3:")), "its key is known: {slow}");
     let ended = std::time::Instant::now();
     while !process_gone(&sleep_pid) {
         if ended.elapsed().as_secs() >= 10 {

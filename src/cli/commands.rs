@@ -322,7 +322,13 @@ fn run(
                 println!("{name}: {}", f.display());
             }
         }
-        for r in reports.iter().filter(|r| r.error.is_some()) {
+        // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.
+        let stopped = |r: &&exec::InstanceReport| {
+            summary.interrupted
+                && r.outcome == Outcome::Skipped
+                && r.error.as_deref().is_some_and(|e| e.starts_with("interrupted"))
+        };
+        for r in reports.iter().filter(|r| r.error.is_some() && !stopped(r)) {
             eprintln!(
                 "{} {}: {}",
                 if r.outcome == Outcome::Failed { "FAILED" } else { "skipped" },
@@ -482,9 +488,15 @@ fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
 
 fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
-    require_cache_folder(&g.cache)?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
-    let store = Store::open_exclusive(&g.cache).map_err(Failure::runtime)?;
+    // A cache that does not exist holds nothing to collect, and is not created.
+    let store = match g.cache.exists() {
+        true => {
+            require_cache_folder(&g.cache)?;
+            Store::open_exclusive(&g.cache).map_err(Failure::runtime)?
+        }
+        false => open_store_to_read(g)?,
+    };
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
     let mut in_use = BTreeMap::new();
@@ -574,13 +586,14 @@ fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
             }
         }
         DataAction::Fetch { name } => {
-            let store = open_store(g)?;
             let parsed: crate::data::DatasetName = name.parse().map_err(|_| {
                 Failure::Other(format!(
                     "unknown data set `{name}`; valid: {}",
                     crate::data::DatasetName::valid_names().join(", ")
                 ))
             })?;
+            // Only a valid name creates the cache.
+            let store = open_store(g)?;
             let opts = crate::ops::dataset::DatasetParams {
                 name: name.clone(),
                 path: None,

@@ -170,10 +170,17 @@ pub fn main() -> ExitCode {
             args.insert(1, command);
         }
     }
+    let json = args.iter().any(|a| a == "--json");
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { exit::INVALID } else { 0 };
+            if json && e.use_stderr() {
+                // A script reading stdout gets its one object here too.
+                let message = e.render().to_string();
+                let message = message.trim().trim_start_matches("error: ");
+                println!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+            }
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -75,7 +75,7 @@ pub struct RunSummary {
     pub reports: Vec<InstanceReport>,
     /// Jobs submitted to a cluster.
     pub submitted: usize,
-    /// Whether Ctrl-C stopped it.
+    /// Whether Ctrl-C stopped it before every instance ended.
     pub interrupted: bool,
 }
 
@@ -89,9 +89,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<RunSummary, 
     // The first Ctrl-C ends the run with its summary (a cluster driver cancels its jobs first);
     // a second one ends the process at once.
     super::interrupt::install();
-    let mut summary = schedule(plan, store, executor.as_mut(), &opts.executor);
-    summary.interrupted = super::interrupt::interrupted();
-    Ok(summary)
+    Ok(schedule(plan, store, executor.as_mut(), &opts.executor))
 }
 
 enum State {
@@ -191,21 +189,31 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         }
     }
     tracing::debug!("scheduled {n} instances in {:.1}s", started.elapsed().as_secs_f64());
+    // A Ctrl-C that came after every instance ended cut nothing short.
+    let interrupted = super::interrupt::interrupted() && reports.iter().any(Option::is_none);
     let reports = reports
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            r.unwrap_or_else(|| InstanceReport {
-                name: plan.instances[i].name.clone(),
-                key: None,
-                outcome: Outcome::Skipped,
-                seconds: 0.0,
-                error: Some(if super::interrupt::interrupted() { "interrupted" } else { "not reached" }.into()),
-                record: None,
+            r.unwrap_or_else(|| {
+                let running = matches!(state[i], State::Running);
+                let why = match (interrupted, running) {
+                    (true, true) => "interrupted while running",
+                    (true, false) => "interrupted before it started",
+                    (false, _) => "not reached",
+                };
+                InstanceReport {
+                    name: plan.instances[i].name.clone(),
+                    key: keys[i],
+                    outcome: Outcome::Skipped,
+                    seconds: 0.0,
+                    error: Some(why.into()),
+                    record: None,
+                }
             })
         })
         .collect();
-    RunSummary { reports, submitted: executor.submitted(), interrupted: false }
+    RunSummary { reports, submitted: executor.submitted(), interrupted }
 }
 
 /// Marks `i` broken and skips everything downstream of it, each naming the input that failed.

@@ -99,6 +99,32 @@ pub struct ClaimsParams {
     pub claims: Vec<ClaimDecl>,
 }
 
+/// Whether two selectors as written pick the same cells: a list matches its values in any order,
+/// and a one-value list matches the value itself.
+fn same_series(x: &SelectorDecl, y: &SelectorDecl) -> bool {
+    fn canonical(d: &SelectorDecl) -> BTreeMap<&String, Json> {
+        d.iter()
+            .map(|(dim, v)| {
+                let v = match v {
+                    Json::Array(items) => {
+                        let mut items = items.clone();
+                        items.sort_by_key(|i| i.to_string());
+                        items.dedup();
+                        if items.len() == 1 {
+                            items.remove(0)
+                        } else {
+                            Json::Array(items)
+                        }
+                    }
+                    other => other.clone(),
+                };
+                (dim, v)
+            })
+            .collect()
+    }
+    canonical(x) == canonical(y)
+}
+
 impl ClaimDecl {
     /// The claim in the statistics module's terms; errors name the field (`claims[i].a`).
     pub(super) fn to_claim(&self, i: usize) -> Result<Claim, ParamError> {
@@ -215,7 +241,7 @@ impl ClaimDecl {
                 pairs.push((format!("series[{j}]"), format!("series[{k}]"), first, second));
             }
         }
-        match pairs.into_iter().find(|(_, _, x, y)| x == y) {
+        match pairs.into_iter().find(|(_, _, x, y)| same_series(x, y)) {
             Some((first, second, _, _)) => Err(ParamError::field(
                 &format!("claims[{i}].{second}"),
                 format!(
@@ -272,5 +298,33 @@ impl Params for ClaimsParams {
             c.to_claim(i)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decl(text: &str) -> SelectorDecl {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_series_written_two_ways_is_one_series() {
+        let same = [
+            (r#"{"source": "clean"}"#, r#"{"source": ["clean"]}"#),
+            (r#"{"source": "a", "k": [4, 16]}"#, r#"{"k": [16, 4, 4], "source": "a"}"#),
+        ];
+        for (x, y) in same {
+            assert!(same_series(&decl(x), &decl(y)), "{x} vs {y}");
+        }
+        let different = [
+            (r#"{"source": "clean"}"#, r#"{"source": "noisy"}"#),
+            (r#"{"source": "a", "k": [4, 16]}"#, r#"{"source": "a", "k": 4}"#),
+            (r#"{"source": "a"}"#, r#"{"source": "a", "k": 4}"#),
+        ];
+        for (x, y) in different {
+            assert!(!same_series(&decl(x), &decl(y)), "{x} vs {y}");
+        }
     }
 }
