@@ -198,7 +198,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             r.unwrap_or_else(|| {
                 let running = matches!(state[i], State::Running);
                 let why = match (interrupted, running) {
-                    (true, true) => "interrupted while running",
+                    (true, true) => "interrupted while running or queued to run",
                     (true, false) => "interrupted before it started",
                     (false, _) => "not reached",
                 };

@@ -41,7 +41,11 @@ pub fn write(store: &Store, key: &RecipeKey, claim: &Claim) {
 }
 
 /// Drops the claim on `key` if it is still `job_id`'s (another driver may have claimed it since).
+/// Under the submission lock, so that a claim another driver writes between the look and the
+/// removal is not the one removed; while that driver holds the lock its new claim is on the way,
+/// and the old one is left for it to replace.
 pub fn release(store: &Store, key: &RecipeKey, job_id: &str) {
+    let Ok(Some(_submitting)) = lock_submission(store, key) else { return };
     if read(store, key).is_some_and(|c| c.job_id == job_id) {
         let _ = std::fs::remove_file(path(store, key));
     }

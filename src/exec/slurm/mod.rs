@@ -212,6 +212,17 @@ impl SlurmExecutor {
         let (mut mine, mut later, mut held) = (Vec::new(), Vec::new(), Vec::new());
         for (job, attempts) in take {
             match claims::lock_submission(&self.store, &job.key) {
+                // Published between the look in the backlog and the lock: served, not submitted.
+                Ok(Some(_)) if self.store.lookup(&job.key).is_some() => {
+                    match cached(&self.store, &job.instance.name, &job.key) {
+                        Some(record) => self.done.push(Finished {
+                            index: job.index,
+                            result: Ok((record, Outcome::Cached)),
+                            seconds: 0.0,
+                        }),
+                        None => later.push((job, attempts)),
+                    }
+                }
                 Ok(Some(lock)) => {
                     held.push(lock);
                     mine.push((job, attempts));
@@ -343,8 +354,12 @@ impl SlurmExecutor {
                 // `sbatch` timeout at a time. A later refusal fails at once too, until a
                 // submission goes through.
                 let why = format!("{} (and every submission for the last ten minutes)", refusal.message);
-                let waiting: Vec<Job> = self.backlog.drain(..).map(|(j, _)| j).collect();
-                self.fail_all(jobs.into_iter().chain(waiting).collect(), &why);
+                // A twin of a tracked job stays: that job may still publish, and serve it.
+                let tracked: Vec<_> = self.tracked.iter().map(|t| t.job.key).collect();
+                let (twins, waiting): (VecDeque<_>, VecDeque<_>) =
+                    self.backlog.drain(..).partition(|(j, _)| tracked.contains(&j.key));
+                self.backlog = twins;
+                self.fail_all(jobs.into_iter().chain(waiting.into_iter().map(|(j, _)| j)).collect(), &why);
                 self.given_up = Some(why);
                 Vec::new()
             }
@@ -541,7 +556,9 @@ impl Executor for SlurmExecutor {
         self.tracked = live;
         // Only the jobs this driver submitted: a followed one belongs to the driver that
         // submitted it, whose run goes on.
-        let ids: Vec<String> = self.tracked.iter().filter(|t| !t.adopted).map(|t| t.job_id.clone()).collect();
+        // Nor one that completed and whose result is on its way to this node: nothing to cancel.
+        let ids: Vec<String> =
+            self.tracked.iter().filter(|t| !t.adopted && t.completed.is_none()).map(|t| t.job_id.clone()).collect();
         if ids.is_empty() {
             return ended;
         }
