@@ -14,7 +14,7 @@ pub mod claims;
 pub mod queue;
 pub mod sbatch;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use super::resources::Resources;
 use super::run::{Outcome, RunOptions};
 use crate::cache::fs_check;
 use crate::cache::lock::KeyLock;
-use crate::cache::Store;
+use crate::cache::{RecipeKey, Store};
 
 /// Built-in defaults of the `[executor]` fields that matter here.
 const DEFAULT_MAX_JOBS: usize = 500;
@@ -72,6 +72,8 @@ pub struct SlurmExecutor {
     submitted: usize,
     /// Pauses submissions while the controller refuses them for a passing reason.
     backoff: Backoff,
+    /// The right to submit each key of the flush under way, held until its job's claim is written.
+    submitting: HashMap<RecipeKey, KeyLock>,
     /// Why submitting was given up in the flush under way: its other groups fail without an
     /// `sbatch` each.
     given_up: Option<String>,
@@ -132,6 +134,7 @@ impl SlurmExecutor {
             done: Vec::new(),
             submitted: 0,
             backoff: Backoff::default(),
+            submitting: HashMap::new(),
             given_up: None,
             delay: Duration::from_millis(200).min(poll_max),
             poll_max,
@@ -148,8 +151,8 @@ impl SlurmExecutor {
             return;
         }
         let take = self.take_submittable(room);
-        // Held until every claim of this round is written (the end of this function).
-        let (take, mut deferred, _submitting) = self.adopt_claimed(take);
+        // Each key's right to submit is held until its job's claim is written (`track`).
+        let (take, mut deferred) = self.adopt_claimed(take);
         let mut groups: BTreeMap<(String, Resources, u32), Vec<Job>> = BTreeMap::new();
         let mut order = Vec::new();
         for (job, attempts) in take {
@@ -178,6 +181,8 @@ impl SlurmExecutor {
             self.backlog.push_front(item);
         }
         self.given_up = None;
+        // The rights of the keys not submitted after all (followed, deferred, failed).
+        self.submitting.clear();
     }
 
     /// Takes up to `room` jobs from the backlog, first come first. One published meanwhile is
@@ -205,11 +210,11 @@ impl SlurmExecutor {
     }
 
     /// Follows the live jobs another driver already submitted for some of these keys. Returns
-    /// the jobs to submit, with the right to submit each held; those to look at again next
-    /// round (another driver is submitting the key right now, or the queue did not answer,
-    /// where submitting would risk a second job for one key); and the held rights.
-    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> (Vec<Waiting>, Vec<Waiting>, Vec<KeyLock>) {
-        let (mut mine, mut later, mut held) = (Vec::new(), Vec::new(), Vec::new());
+    /// the jobs to submit, the right to submit each held in `submitting`, and those to look at
+    /// again next round (another driver is submitting the key right now, or the queue did not
+    /// answer, where submitting would risk a second job for one key).
+    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> (Vec<Waiting>, Vec<Waiting>) {
+        let (mut mine, mut later) = (Vec::new(), Vec::new());
         for (job, attempts) in take {
             match claims::lock_submission(&self.store, &job.key) {
                 // Published between the look in the backlog and the lock: served, not submitted.
@@ -224,7 +229,7 @@ impl SlurmExecutor {
                     }
                 }
                 Ok(Some(lock)) => {
-                    held.push(lock);
+                    self.submitting.insert(job.key, lock);
                     mine.push((job, attempts));
                 }
                 Ok(None) => later.push((job, attempts)),
@@ -239,7 +244,7 @@ impl SlurmExecutor {
         let claimed: Vec<Option<Claim>> = take.iter().map(|(j, _)| claims::read(&self.store, &j.key)).collect();
         let ids: Vec<&str> = claimed.iter().flatten().map(|c| c.job_id.as_str()).collect();
         if ids.is_empty() {
-            return (take, later, held);
+            return (take, later);
         }
         let live = match queue::states(&ids) {
             Ok(live) => live,
@@ -247,7 +252,7 @@ impl SlurmExecutor {
                 tracing::warn!("{e}; the jobs other drivers claimed are looked at again later");
                 let (claimed, free): (Vec<_>, Vec<_>) = take.into_iter().zip(claimed).partition(|(_, c)| c.is_some());
                 later.extend(claimed.into_iter().map(|(j, _)| j));
-                return (free.into_iter().map(|(j, _)| j).collect(), later, held);
+                return (free.into_iter().map(|(j, _)| j).collect(), later);
             }
         };
         let mut rest = Vec::new();
@@ -268,7 +273,7 @@ impl SlurmExecutor {
                 None => rest.push((job, attempts)),
             }
         }
-        (rest, later, held)
+        (rest, later)
     }
 
     /// Submits `jobs` (one array, or one job each); returns those to submit again later, the
@@ -369,6 +374,8 @@ impl SlurmExecutor {
     fn track(&mut self, job: Job, job_id: String, log: PathBuf, attempts: u32) {
         let claim = Claim { job_id: job_id.clone(), log: log.clone(), instance: job.instance.name.clone() };
         claims::write(&self.store, &job.key, &claim);
+        // The claim is out: another driver that needs the key now follows this job.
+        self.submitting.remove(&job.key);
         let since = Instant::now();
         self.tracked.push(Tracked { job, job_id, log, attempts, since, adopted: false, completed: None });
     }
