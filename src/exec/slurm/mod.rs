@@ -185,12 +185,12 @@ impl SlurmExecutor {
         self.submitting.clear();
     }
 
-    /// Takes up to `room` jobs from the backlog, first come first. One published meanwhile is
-    /// served as cached; one whose recipe a tracked or taken job computes (its twin under
-    /// another name, the same key in a later round) stays in the backlog, to be served once
-    /// that job publishes, instead of costing an allocation that would only wait on its lock.
-    fn take_submittable(&mut self, room: usize) -> Vec<(Job, u32)> {
-        let mut taken: Vec<(Job, u32)> = Vec::new();
+    /// Takes up to `room` jobs from the backlog, first come first. One whose recipe a tracked or
+    /// taken job computes (its twin under another name, the same key in a later round) stays in
+    /// the backlog, to be served once that job publishes, instead of costing an allocation that
+    /// would only wait on its lock.
+    fn take_submittable(&mut self, room: usize) -> Vec<Waiting> {
+        let mut taken: Vec<Waiting> = Vec::new();
         let mut i = 0;
         while taken.len() < room && i < self.backlog.len() {
             let key = self.backlog[i].0.key;
@@ -198,36 +198,28 @@ impl SlurmExecutor {
                 i += 1;
                 continue;
             }
-            let Some((job, attempts)) = self.backlog.remove(i) else { break };
-            match cached(&self.store, &job.instance.name, &job.key) {
-                Some(record) => {
-                    self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 })
-                }
-                None => taken.push((job, attempts)),
-            }
+            taken.extend(self.backlog.remove(i));
         }
         taken
+    }
+
+    /// Reports `job` as cached if its key is published (verified); whether it was.
+    fn serve_cached(&mut self, job: &Job) -> bool {
+        let Some(record) = cached(&self.store, &job.instance.name, &job.key) else { return false };
+        self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
+        true
     }
 
     /// Follows the live jobs another driver already submitted for some of these keys. Returns
     /// the jobs to submit, the right to submit each held in `submitting`, and those to look at
     /// again next round (another driver is submitting the key right now, or the queue did not
     /// answer, where submitting would risk a second job for one key).
-    fn adopt_claimed(&mut self, take: Vec<(Job, u32)>) -> (Vec<Waiting>, Vec<Waiting>) {
+    fn adopt_claimed(&mut self, take: Vec<Waiting>) -> (Vec<Waiting>, Vec<Waiting>) {
         let (mut mine, mut later) = (Vec::new(), Vec::new());
         for (job, attempts) in take {
             match claims::lock_submission(&self.store, &job.key) {
-                // Published between the look in the backlog and the lock: served, not submitted.
-                Ok(Some(_)) if self.store.lookup(&job.key).is_some() => {
-                    match cached(&self.store, &job.instance.name, &job.key) {
-                        Some(record) => self.done.push(Finished {
-                            index: job.index,
-                            result: Ok((record, Outcome::Cached)),
-                            seconds: 0.0,
-                        }),
-                        None => later.push((job, attempts)),
-                    }
-                }
+                // Published since it was handed over (by another driver's job): served, not submitted.
+                Ok(Some(_)) if self.serve_cached(&job) => {}
                 Ok(Some(lock)) => {
                     self.submitting.insert(job.key, lock);
                     mine.push((job, attempts));
@@ -515,11 +507,9 @@ impl Executor for SlurmExecutor {
         if job.resources.in_driver {
             return self.local.submit(job);
         }
-        if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
-            self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
-            return;
+        if !self.serve_cached(&job) {
+            self.backlog.push_back((job, 1));
         }
-        self.backlog.push_back((job, 1));
     }
 
     fn wait(&mut self) -> Vec<Finished> {
