@@ -490,12 +490,11 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     // A cache that does not exist holds nothing to collect, and is not created.
-    let store = match g.cache.exists() {
-        true => {
-            require_cache_folder(&g.cache)?;
-            Store::open_exclusive(&g.cache).map_err(Failure::runtime)?
-        }
-        false => open_store_to_read(g)?,
+    let store = if g.cache.exists() {
+        require_cache_folder(&g.cache)?;
+        Store::open_exclusive(&g.cache).map_err(Failure::runtime)?
+    } else {
+        open_store_to_read(g)?
     };
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
