@@ -190,6 +190,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         let mut computes: HashMap<String, String> = HashMap::new();
         // Names taken by this stage's instances, with the axis values that took them.
         let mut named: HashMap<String, String> = HashMap::new();
+        // Fed by a stage with refused instances, its instances miss those inputs and may look
+        // alike for that alone: the refusal upstream is the error to read, not a duplicate here.
+        let fed_incompletely = incomplete.contains(name);
         for assignment in cartesian(exp, &axes) {
             let raw = substitute(&Json::Object(stage.params.clone()), &assignment);
             let raw = inject_seed(stage, raw, exp.seed, assignment.get(REPLICATE_AXIS));
@@ -244,7 +247,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 .map(|(slot, refs)| (slot, refs.iter().map(|r| (r.instance.0, &r.output)).collect()))
                 .collect();
             let what = serde_json::to_string(&(&params, wiring)).expect("plain data");
-            if let Some(first) = computes.get(&what) {
+            if let Some(first) = computes.get(&what).filter(|_| !fed_incompletely) {
                 errors.push(exp.error(
                     &stage.decl.origin,
                     format!(
