@@ -1013,6 +1013,17 @@ labels = "shapes.labels"
     assert_eq!(outcome("pretrain"), "failed");
     assert_eq!(outcome("feats"), "skipped");
     assert_eq!(outcome("probe"), "skipped");
+    // `status` says it failed and why, not that an interrupted run left a checkpoint.
+    let status = cfrun(cache.path(), &["status", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    let line = text.lines().find(|l| l.contains("pretrain")).unwrap_or_default();
+    assert!(line.starts_with("failed") && line.contains("failed in its last run: training did not fit"), "{text}");
+    assert!(!line.contains("interrupted") && !line.contains("never run"), "{text}");
+    let v: Value =
+        serde_json::from_slice(&cfrun(cache.path(), &["status", file.to_str().unwrap(), "--json"]).stdout).unwrap();
+    let pretrain = v["instances"].as_array().unwrap().iter().find(|i| i["instance"] == "pretrain").unwrap();
+    assert_eq!(pretrain["state"], "failed", "{pretrain}");
+    assert!(pretrain["error"].as_str().unwrap_or_default().contains("min_train_top1 = 60"), "{pretrain}");
 
     // A rate so large the loss overflows: the run stops at the epoch it diverged, floor or not,
     // and publishes neither the network nor a NaN metric.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Command, DataAction, Global};
 use crate::cache::store::Check;
-use crate::cache::{gc as cache_gc, CacheError, RecipeKey, Store};
+use crate::cache::{gc as cache_gc, CacheError, DirtyReason, RecipeKey, Store};
 use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
@@ -364,7 +364,22 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let store = open_store_to_read(g)?;
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     let live = super::cluster::live_jobs(&store, &states);
-    let label = |i: usize, st: &evaluate::InstanceState| live.get(&i).map_or(st.label(), |j| j.label());
+    // What failed in its last run, with the recipe it has now, says so (and why) instead of
+    // passing for merely stale; a checkpoint it left does not make it an interrupted run.
+    let (_, last) = crate::html::history::read(&store.root().join("runs.jsonl"), &plan.experiment.name);
+    let failed: Vec<Option<String>> = plan
+        .instances
+        .iter()
+        .zip(&states)
+        .map(|(inst, st)| {
+            let line =
+                last.get(&inst.name).filter(|l| st.record.is_none() && l.outcome == "failed" && l.key == st.key)?;
+            Some(printable_cut(line.error.as_deref().unwrap_or("").lines().next().unwrap_or(""), 300))
+        })
+        .collect();
+    let label = |i: usize, st: &evaluate::InstanceState| {
+        live.get(&i).map_or(if failed[i].is_some() { "failed" } else { st.label() }, |j| j.label())
+    };
     // An instance whose recipe an earlier one of this plan shares is computed once, by that one:
     // the run serves it from the other's result.
     let mut first_with: BTreeMap<&RecipeKey, usize> = BTreeMap::new();
@@ -387,7 +402,7 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
                 let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
                 json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
                        "reasons": st.reasons, "because": st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                       "same_recipe_as": twin_of[i]})
+                       "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
         println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
@@ -396,7 +411,14 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
         // One write for the whole listing, not one system call per instance.
         let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
-            let mut why: Vec<String> = st.reasons.iter().map(|r| r.to_string()).collect();
+            // A failed instance ran: not "never run", and its checkpoint is no interrupted run's.
+            let said_by_failure =
+                |r: &&DirtyReason| failed[i].is_some() && matches!(r, DirtyReason::New | DirtyReason::Resumable { .. });
+            let mut why: Vec<String> =
+                st.reasons.iter().filter(|r| !said_by_failure(r)).map(|r| r.to_string()).collect();
+            if let Some(error) = &failed[i] {
+                why.insert(0, format!("failed in its last run: {error}"));
+            }
             if let Some(job) = live.get(&i) {
                 why.insert(0, job.describe());
             }

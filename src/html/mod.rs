@@ -8,7 +8,7 @@
 mod chart;
 mod dag;
 mod encode;
-mod history;
+pub mod history;
 mod markdown;
 mod page;
 
@@ -72,7 +72,8 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
         .iter()
         .zip(states)
         .map(|(inst, st)| {
-            let latest = last.get(&inst.name);
+            // The last run's outcome speaks for the recipe it had; after an edit it is history.
+            let latest = last.get(&inst.name).filter(|l| l.key == st.key);
             let ran_last = latest.is_some_and(|l| l.outcome == "ran" && l.key == st.key);
             let state = match (&st.record, latest.map(|l| l.outcome.as_str())) {
                 (Some(_), _) if ran_last => "ran",
