@@ -397,6 +397,8 @@ fn dag_show_and_gc() {
     assert_eq!(clusters["op"], "kmeans", "{clusters}");
     assert_eq!(clusters["params"]["k"], 16, "{clusters}");
     assert_eq!(clusters["inputs"]["features"][0], "shapes.images", "{clusters}");
+    let both = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--json", "--format", "mermaid"]);
+    assert_eq!(both.status.code(), Some(2), "--json and --format mermaid ask for two outputs");
     let ops = cfrun(cache.path(), &["ops", "--json"]);
     let v: Value = serde_json::from_slice(&ops.stdout).expect("ops --json is JSON");
     let kmeans = v.as_array().unwrap().iter().find(|o| o["op"] == "kmeans").unwrap();

@@ -26,6 +26,9 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
         Command::Exec { target, instance, device } => super::cluster::exec(&target, instance.as_deref(), device, g),
         Command::Status { file, verify } => status(&file, g, verify),
+        Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::Other(
+            "--json prints the DAG as JSON; --format (dot, mermaid) is for text: give one of the two".into(),
+        )),
         Command::Dag { file, format } => load(&file, g).map(|plan| {
             if g.json {
                 println!("{}", render::to_json(&plan));
