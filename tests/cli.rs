@@ -415,6 +415,9 @@ fn dag_show_and_gc() {
     let dry = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json"]);
     let v: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert!(v["objects"].as_array().unwrap().len() >= 2, "{v}");
+    // Each digest comes with the name it was last computed under, from the run log.
+    let names: Vec<&str> = v["names"].as_object().unwrap().values().filter_map(Value::as_str).collect();
+    assert!(names.contains(&"clusters[k=16] of smoke"), "{v}");
     run_json(cache.path(), &edited, &[]);
     let before = objects(cache.path()).len();
     cfrun(cache.path(), &["gc", edited.to_str().unwrap()]);

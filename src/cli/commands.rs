@@ -533,17 +533,20 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
     let total: u64 =
         garbage.objects.iter().map(|(_, s)| s).sum::<u64>() + garbage.checkpoints.iter().map(|(_, s)| s).sum::<u64>();
     if dry_run {
+        let names = last_names(&store, &garbage.keys);
         if g.json {
             let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
             let checkpoints: Vec<_> = garbage.checkpoints.iter().map(|(c, _)| c).collect();
+            let named: BTreeMap<String, &String> = names.iter().map(|(o, n)| (o.to_string(), n)).collect();
             println!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
-                       "bytes": total})
+                       "bytes": total, "names": named})
             );
         } else {
             for (obj, size) in &garbage.objects {
-                println!("would remove {obj} ({})", human(*size));
+                let name = names.get(obj).map(|n| format!(", last computed as {n}")).unwrap_or_default();
+                println!("would remove {obj} ({}{name})", human(*size));
             }
             for (name, size) in &garbage.checkpoints {
                 println!("would remove checkpoint {name} ({})", human(*size));
@@ -585,6 +588,22 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+}
+
+/// The name each object of `keys` was last computed under (`instance` of `experiment`), from
+/// the run log: what `gc --dry-run` shows beside a digest.
+fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<crate::cache::Digest, String> {
+    let wanted: BTreeSet<&RecipeKey> = keys.iter().collect();
+    let mut name_of_key: BTreeMap<RecipeKey, String> = BTreeMap::new();
+    if let Ok(file) = std::fs::File::open(store.root().join("runs.jsonl")) {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(file)).map_while(Result::ok) {
+            let Ok(entry) = serde_json::from_str::<crate::cache::records::RunLogLine>(&line) else { continue };
+            if let Some(key) = entry.key.filter(|k| wanted.contains(k)) {
+                name_of_key.insert(key, format!("{} of {}", entry.instance, entry.experiment));
+            }
+        }
+    }
+    name_of_key.into_iter().filter_map(|(key, name)| Some((store.lookup(&key)?.object, name))).collect()
 }
 
 fn human(bytes: u64) -> String {
