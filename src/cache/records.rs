@@ -5,7 +5,7 @@
 //! `runs.jsonl` gets one line per instance per run: key, outcome, wall time.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,15 @@ fn file_name(name: &str) -> String {
     s
 }
 
+/// The lines of the run log at `path`, oldest first; a line that does not parse (one cut by a
+/// crash) is skipped, and a missing log has none.
+pub fn read_run_log(path: &Path) -> impl Iterator<Item = RunLogLine> {
+    let file = std::fs::File::open(path).ok();
+    file.into_iter()
+        .flat_map(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(Result::ok))
+        .filter_map(|line| serde_json::from_str(&line).ok())
+}
+
 /// Longest file name the encoding produces, with room for `.json` under the usual 255 bytes.
 const MAX_FILE_NAME: usize = 200;
 
@@ -94,6 +103,11 @@ impl Store {
             return Ok(());
         }
         write_atomic(&path, &serde_json::to_vec_pretty(record).expect("plain data"))
+    }
+
+    /// The run log's lines, oldest first.
+    pub fn run_log(&self) -> impl Iterator<Item = RunLogLine> {
+        read_run_log(&self.root().join("runs.jsonl"))
     }
 
     /// Appends one line to the run log. A single `write` of a short line under O_APPEND keeps

@@ -326,12 +326,7 @@ fn run(
             }
         }
         // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.
-        let stopped = |r: &&exec::InstanceReport| {
-            summary.interrupted
-                && r.outcome == Outcome::Skipped
-                && r.error.as_deref().is_some_and(|e| e.starts_with("interrupted"))
-        };
-        for r in reports.iter().filter(|r| r.error.is_some() && !stopped(r)) {
+        for r in reports.iter().filter(|r| r.error.is_some() && !r.stopped()) {
             eprintln!(
                 "{} {}: {}",
                 if r.outcome == Outcome::Failed { "FAILED" } else { "skipped" },
@@ -595,12 +590,9 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
 fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<crate::cache::Digest, String> {
     let wanted: BTreeSet<&RecipeKey> = keys.iter().collect();
     let mut name_of_key: BTreeMap<RecipeKey, String> = BTreeMap::new();
-    if let Ok(file) = std::fs::File::open(store.root().join("runs.jsonl")) {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(file)).map_while(Result::ok) {
-            let Ok(entry) = serde_json::from_str::<crate::cache::records::RunLogLine>(&line) else { continue };
-            if let Some(key) = entry.key.filter(|k| wanted.contains(k)) {
-                name_of_key.insert(key, format!("{} of {}", entry.instance, entry.experiment));
-            }
+    for entry in store.run_log() {
+        if let Some(key) = entry.key.filter(|k| wanted.contains(k)) {
+            name_of_key.insert(key, format!("{} of {}", entry.instance, entry.experiment));
         }
     }
     name_of_key.into_iter().filter_map(|(key, name)| Some((store.lookup(&key)?.object, name))).collect()

@@ -57,6 +57,17 @@ pub struct InstanceReport {
     pub record: Option<KeyRecord>,
 }
 
+/// The error of an instance a Ctrl-C stopped after it was handed over, and before.
+const STOPPED_RUNNING: &str = "interrupted while running or queued to run";
+const STOPPED_BEFORE: &str = "interrupted before it started";
+
+impl InstanceReport {
+    /// Whether a Ctrl-C stopped it (rather than a failure of its own or upstream).
+    pub fn stopped(&self) -> bool {
+        self.record.is_none() && matches!(self.error.as_deref(), Some(STOPPED_RUNNING | STOPPED_BEFORE))
+    }
+}
+
 /// Options of a run.
 pub struct RunOptions {
     /// Instances run side by side at most (local executor, and driver-side stages).
@@ -198,8 +209,8 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             r.unwrap_or_else(|| {
                 let running = matches!(state[i], State::Running);
                 let why = match (interrupted, running) {
-                    (true, true) => "interrupted while running or queued to run",
-                    (true, false) => "interrupted before it started",
+                    (true, true) => STOPPED_RUNNING,
+                    (true, false) => STOPPED_BEFORE,
                     (false, _) => "not reached",
                 };
                 InstanceReport {

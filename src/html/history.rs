@@ -2,10 +2,9 @@
 //! instance per run and no run id, so a run is taken to end where an instance name repeats.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::Path;
 
-use crate::cache::records::RunLogLine;
+use crate::cache::records::{read_run_log, RunLogLine};
 
 /// Runs kept for the page, newest last.
 const MAX_RUNS: usize = 30;
@@ -31,9 +30,7 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
     let mut runs: Vec<Run> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut last = BTreeMap::new();
-    let Ok(file) = std::fs::File::open(log) else { return (runs, last) };
-    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
-        let Ok(entry) = serde_json::from_str::<RunLogLine>(&line) else { continue };
+    for entry in read_run_log(log) {
         if entry.experiment != experiment {
             continue;
         }

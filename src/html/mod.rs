@@ -74,7 +74,7 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
         .map(|(inst, st)| {
             // The last run's outcome speaks for the recipe it had; after an edit it is history.
             let latest = last.get(&inst.name).filter(|l| l.key == st.key);
-            let ran_last = latest.is_some_and(|l| l.outcome == "ran" && l.key == st.key);
+            let ran_last = latest.is_some_and(|l| l.outcome == "ran");
             let state = match (&st.record, latest.map(|l| l.outcome.as_str())) {
                 (Some(_), _) if ran_last => "ran",
                 (Some(_), _) => "cached",
