@@ -2732,6 +2732,63 @@ fn slurm_finds_a_job_whose_submission_timed_out_after_the_controller_took_it() {
 }
 
 #[test]
+fn slurm_gives_up_on_a_queue_that_stops_answering_and_a_rerun_follows_its_job() {
+    if !slurm_up("slurm_queue_patience") {
+        return;
+    }
+    // While squeue fails the driver cannot tell a job that died from one still running. Before,
+    // it asked again forever; now, after `queue_patience` of failures, the job counts as failed
+    // and is left running with its claim, and a rerun follows it instead of submitting it again.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gate = d.join("gate");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.1; done; echo '{{{{\"values\": {{{{\"top1\": 1}}}}}}}}' > out/m/metrics.json",
+        gate.display()
+    );
+    let toml = format!(
+        "[experiment]\nname = \"silent\"\nseed = 0\n\n[stages.wait]\nop = \"command\"\nargv = {}\n\
+         timeout = 120\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    let file = d.join("silent.toml");
+    std::fs::write(&file, toml).unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    write_wrapper(bin.path(), "squeue", |_| {
+        "#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n".into()
+    });
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let cache = d.join("cache");
+    let mut driver =
+        slurm_driver(&cache, &file, "0.5").args(["--queue-patience", "2"]).env("PATH", path).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while driver.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > 60 {
+            driver.kill().unwrap();
+            panic!("the driver still waits on a silent queue after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (outcome, error) = outcome_of(&v, "wait");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("has not answered for") && error.contains("connect failure"), "{error}");
+    let job = error.split("job ").nth(1).and_then(|t| t.split(' ').next()).unwrap().to_string();
+    let q = Command::new("squeue").args(["-h", "-o", "%T", "-j", &job]).output().unwrap();
+    let state = String::from_utf8_lossy(&q.stdout).trim().to_string();
+    assert!(state == "PENDING" || state == "RUNNING", "job {job} was not left running: {state:?}");
+    // The queue answers again: the rerun follows the job (or finds its result), submits nothing.
+    std::fs::write(&gate, "").unwrap();
+    let out = slurm_driver(&cache, &file, "0.5").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome_of(&v, "wait").0, "cached", "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(cache.join("jobs/logs")).unwrap().count(), 1, "one sbatch in all");
+}
+
+#[test]
 fn slurm_drives_gpu_jobs_from_a_login_node_without_a_gpu() {
     if !slurm_up("slurm_device") {
         return;

@@ -54,6 +54,10 @@ pub struct ExecutorArgs {
     /// The longest wait, in seconds, between two looks at the cache and the queue (default 10).
     #[arg(long, value_name = "SECONDS")]
     poll_max: Option<f64>,
+    /// How long, in seconds, the queue may fail every look before the jobs it hides fail
+    /// (default 1800; they are left running, and a rerun follows them).
+    #[arg(long, value_name = "SECONDS")]
+    queue_patience: Option<f64>,
 }
 
 impl ExecutorArgs {
@@ -70,6 +74,12 @@ impl ExecutorArgs {
         if self.poll_max.is_some_and(|p| !crate::config::executor::poll_max_ok(p)) {
             return Err(Failure::Other(format!("--poll-max must be {}", crate::config::executor::POLL_MAX_VALID)));
         }
+        if self.queue_patience.is_some_and(|p| !crate::config::executor::queue_patience_ok(p)) {
+            return Err(Failure::Other(format!(
+                "--queue-patience must be {}",
+                crate::config::executor::QUEUE_PATIENCE_VALID
+            )));
+        }
         if self.max_jobs == Some(0) {
             return Err(Failure::Other("--max-jobs must be at least 1".into()));
         }
@@ -85,6 +95,7 @@ impl ExecutorArgs {
             in_driver_origins: Vec::new(),
             arrays: None,
             poll_max: self.poll_max,
+            queue_patience: self.queue_patience,
         };
         let user = crate::config::executor::user_defaults()?;
         if let Some(bad) = user.in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {

@@ -216,6 +216,7 @@ fn previous_is_not_option_value(args: &[std::ffi::OsString], i: usize) -> bool {
             | "--retries"
             | "--in-driver"
             | "--poll-max"
+            | "--queue-patience"
     )
 }
 

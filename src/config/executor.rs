@@ -10,8 +10,19 @@ use super::source::{Entry, Node, NodeValue, Origin, SourceFile};
 /// The top-level table name.
 pub const EXECUTOR_TABLE: &str = "executor";
 
-const FIELDS: &[&str] =
-    &["kind", "max_jobs", "partition", "account", "qos", "sbatch_args", "retries", "in_driver", "arrays", "poll_max"];
+const FIELDS: &[&str] = &[
+    "kind",
+    "max_jobs",
+    "partition",
+    "account",
+    "qos",
+    "sbatch_args",
+    "retries",
+    "in_driver",
+    "arrays",
+    "poll_max",
+    "queue_patience",
+];
 
 /// What `poll_max` may be: between a busy loop and a day, which `Duration` holds.
 pub const POLL_MAX_VALID: &str = "a number of seconds from 0.01 to 86400";
@@ -19,6 +30,14 @@ pub const POLL_MAX_VALID: &str = "a number of seconds from 0.01 to 86400";
 /// Whether `seconds` is a valid `poll_max` ([`POLL_MAX_VALID`]).
 pub fn poll_max_ok(seconds: f64) -> bool {
     (0.01..=86_400.0).contains(&seconds)
+}
+
+/// What `queue_patience` may be: from a second to a week.
+pub const QUEUE_PATIENCE_VALID: &str = "a number of seconds from 1 to 604800";
+
+/// Whether `seconds` is a valid `queue_patience` ([`QUEUE_PATIENCE_VALID`]).
+pub fn queue_patience_ok(seconds: f64) -> bool {
+    (1.0..=604_800.0).contains(&seconds)
 }
 
 /// Where instances run.
@@ -57,6 +76,8 @@ pub struct ExecutorSettings {
     pub arrays: Option<bool>,
     /// The longest wait between two looks at the queue, in seconds.
     pub poll_max: Option<f64>,
+    /// How long the queue may fail every look before the jobs it hides fail, in seconds.
+    pub queue_patience: Option<f64>,
 }
 
 /// Parses the `[executor]` table; every problem is pushed to `errors`.
@@ -92,15 +113,34 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
                 NodeValue::Bool(b) => out.arrays = Some(b),
                 _ => errors.push(type_error(file, node, &field, "true or false")),
             },
-            "poll_max" => match node.value {
-                NodeValue::Int(i) if poll_max_ok(i as f64) => out.poll_max = Some(i as f64),
-                NodeValue::Float(f) if poll_max_ok(f) => out.poll_max = Some(f),
-                _ => errors.push(type_error(file, node, &field, POLL_MAX_VALID)),
-            },
+            "poll_max" => out.poll_max = seconds(file, node, &field, (poll_max_ok, POLL_MAX_VALID), errors),
+            "queue_patience" => {
+                out.queue_patience = seconds(file, node, &field, (queue_patience_ok, QUEUE_PATIENCE_VALID), errors)
+            }
             _ => errors.push(unknown_key(file, e, key, "field in [executor]", FIELDS)),
         }
     }
     out
+}
+
+/// A number of seconds that `valid.0` accepts; `valid.1` says which.
+fn seconds(
+    file: &SourceFile,
+    node: &Node,
+    field: &str,
+    valid: (fn(f64) -> bool, &str),
+    errors: &mut Vec<ConfigError>,
+) -> Option<f64> {
+    let value = match node.value {
+        NodeValue::Int(i) => Some(i as f64),
+        NodeValue::Float(f) => Some(f),
+        _ => None,
+    };
+    let ok = value.filter(|v| (valid.0)(*v));
+    if ok.is_none() {
+        errors.push(type_error(file, node, field, valid.1));
+    }
+    ok
 }
 
 fn string(file: &SourceFile, node: &Node, field: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
@@ -140,6 +180,7 @@ pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettin
             .clone(),
         arrays: over.arrays.or(base.arrays),
         poll_max: over.poll_max.or(base.poll_max),
+        queue_patience: over.queue_patience.or(base.queue_patience),
     }
 }
 

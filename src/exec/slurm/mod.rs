@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod claims;
 pub mod queue;
 pub mod sbatch;
+pub mod silence;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use self::backoff::Backoff;
 use self::claims::Claim;
 use self::queue::Verdict;
 use self::sbatch::{Refused, Submitter};
+use self::silence::Silence;
 use super::compute::cached;
 use super::executor::{Executor, Finished};
 use super::interrupt::interrupted;
@@ -72,6 +74,8 @@ pub struct SlurmExecutor {
     submitted: usize,
     /// Pauses submissions while the controller refuses them for a passing reason.
     backoff: Backoff,
+    /// Gives up on the jobs in flight once the queue has failed every look for too long.
+    silence: Silence,
     /// The right to submit each key of the flush under way, held until its job's claim is written.
     submitting: HashMap<RecipeKey, KeyLock>,
     /// Why submitting was given up in the flush under way: its other groups fail without an
@@ -134,6 +138,7 @@ impl SlurmExecutor {
             done: Vec::new(),
             submitted: 0,
             backoff: Backoff::default(),
+            silence: Silence::new(s.queue_patience.map_or(silence::DEFAULT_PATIENCE, Duration::from_secs_f64)),
             submitting: HashMap::new(),
             given_up: None,
             delay: Duration::from_millis(200).min(poll_max),
@@ -238,7 +243,7 @@ impl SlurmExecutor {
         if ids.is_empty() {
             return (take, later);
         }
-        let live = match queue::states(&ids) {
+        let live = match self.ask_queue(&ids) {
             Ok(live) => live,
             Err(e) => {
                 tracing::warn!("{e}; the jobs other drivers claimed are looked at again later");
@@ -394,7 +399,7 @@ impl SlurmExecutor {
         }
         self.last_queue = Some(Instant::now());
         let ids: Vec<&str> = waiting.iter().map(|t| t.job_id.as_str()).collect();
-        let states = match queue::states(&ids) {
+        let states = match self.ask_queue(&ids) {
             Ok(s) => s,
             Err(e) => {
                 // A busy or restarting controller: keep every job and ask again later.
@@ -469,6 +474,40 @@ impl SlurmExecutor {
         out
     }
 
+    /// The queue's states of `ids`, counting its failures toward giving up ([`Silence`]).
+    fn ask_queue(&mut self, ids: &[&str]) -> Result<HashMap<String, queue::QueueEntry>, String> {
+        let answer = queue::states(ids);
+        match &answer {
+            Ok(_) => self.silence.answered(),
+            Err(e) => self.silence.failed(Instant::now(), e),
+        }
+        answer
+    }
+
+    /// Fails every job in flight or waiting to be submitted: the queue has not answered for too
+    /// long (`why`). A submitted job is left as it is, claim and all: it may still be running,
+    /// and a rerun follows it once the queue answers.
+    fn give_up_on_queue(&mut self, why: &str) {
+        if self.tracked.is_empty() && self.backlog.is_empty() {
+            return;
+        }
+        tracing::error!("{why}; the jobs in flight are left as they are and counted failed");
+        for t in std::mem::take(&mut self.tracked) {
+            let error = format!(
+                "{why}: job {} is left as it is (it may still be running and publish; a rerun follows it); log {}",
+                t.job_id,
+                t.log.display()
+            );
+            self.done.push(Finished {
+                index: t.job.index,
+                result: Err(error),
+                seconds: t.since.elapsed().as_secs_f64(),
+            });
+        }
+        let waiting: Vec<Job> = self.backlog.drain(..).map(|(job, _)| job).collect();
+        self.fail_all(waiting, &format!("{why}: not submitted"));
+    }
+
     /// Driver-side jobs that end within `d` (returning early when one does or on Ctrl-C).
     fn wait_local(&mut self, d: Duration) -> Vec<Finished> {
         let end = Instant::now() + d;
@@ -529,6 +568,9 @@ impl Executor for SlurmExecutor {
             }
             let ask_queue = self.last_queue.is_none_or(|t| t.elapsed() >= self.delay.max(MIN_QUEUE_INTERVAL));
             out.extend(self.poll(ask_queue));
+            if let Some(why) = self.silence.exhausted(Instant::now()) {
+                self.give_up_on_queue(&why);
+            }
             out.append(&mut self.done);
             if out.is_empty() {
                 self.delay = (self.delay.mul_f64(1.5)).min(self.poll_max);
