@@ -397,6 +397,9 @@ fn dag_show_and_gc() {
     assert_eq!(clusters["op"], "kmeans", "{clusters}");
     assert_eq!(clusters["params"]["k"], 16, "{clusters}");
     assert_eq!(clusters["inputs"]["features"][0], "shapes.images", "{clusters}");
+    // An f32 parameter is hashed widened (0.10000000149011612) and shown as written.
+    let probe = v["instances"].as_array().unwrap().iter().find(|i| i["op"] == "linear_probe").unwrap();
+    assert_eq!(probe["params"]["lr"].to_string(), "0.1", "{probe}");
     let both = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--json", "--format", "mermaid"]);
     assert_eq!(both.status.code(), Some(2), "--json and --format mermaid ask for two outputs");
     let ops = cfrun(cache.path(), &["ops", "--json"]);
@@ -409,6 +412,12 @@ fn dag_show_and_gc() {
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v[0]["metrics"]["metrics"]["purity"].as_f64().unwrap() > 0.0);
     assert_eq!(v[0]["provenance"]["device"], "cpu");
+    let stale = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.probe_noisy.lr=0.2"]);
+    assert!(
+        String::from_utf8_lossy(&stale.stdout).contains("lr 0.1 -> 0.2"),
+        "{}",
+        String::from_utf8_lossy(&stale.stdout)
+    );
     // After changing k, the old k=16 objects are garbage for the edited experiment.
     let edited = cache.path().join("edited.toml");
     std::fs::write(&edited, std::fs::read_to_string(smoke()).unwrap().replace("k = [4, 16]", "k = [4]")).unwrap();

@@ -154,7 +154,8 @@ pub enum DirtyReason {
 
 impl std::fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Json| if v.is_null() { "(unset)".to_string() } else { v.to_string() };
+        let show =
+            |v: &Json| if v.is_null() { "(unset)".to_string() } else { super::readable::readable(v).to_string() };
         match self {
             DirtyReason::New => write!(f, "never run"),
             DirtyReason::Param { field, old, new } => write!(f, "{field} {} -> {}", show(old), show(new)),

@@ -10,6 +10,7 @@ pub mod key;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod readable;
 pub mod records;
 pub mod store;
 pub mod verify;

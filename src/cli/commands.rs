@@ -451,7 +451,8 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     for idx in selected {
         let inst = &plan.instances[idx.0];
         let st = &states[idx.0];
-        let mut item = json!({"instance": inst.name, "state": st.label(), "key": st.key, "params": inst.params});
+        let mut item = json!({"instance": inst.name, "state": st.label(), "key": st.key,
+                              "params": crate::cache::readable::readable(&inst.params)});
         // What is printed is re-hashed first: a damaged result is reported, never shown.
         let verified = st.record.as_ref().map(|rec| (rec, store.verify(rec)));
         match verified {
@@ -469,6 +470,9 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
                 item["files"] = json!(files);
                 item["metrics"] = json!(metrics);
                 item["provenance"] = rec.provenance.clone();
+                if let Some(params) = item["provenance"].get_mut("params") {
+                    *params = crate::cache::readable::readable(params);
+                }
             }
             Some((_, Err(why))) => {
                 damaged += 1;

@@ -79,7 +79,7 @@ pub fn to_json(plan: &Plan) -> Json {
                 })
                 .collect();
             json!({"instance": inst.name, "stage": inst.stage, "op": inst.op.name(), "axes": inst.axes,
-                   "params": inst.params, "inputs": inputs})
+                   "params": crate::cache::readable::readable(&inst.params), "inputs": inputs})
         })
         .collect();
     json!({"experiment": plan.experiment.name, "instances": instances})

@@ -288,7 +288,8 @@ fn provenance(v: &InstanceView) -> String {
     }
     if let Some(rec) = &v.record {
         let p = &rec.provenance;
-        let params = serde_json::to_string_pretty(&rec.recipe.params).unwrap_or_default();
+        let params =
+            serde_json::to_string_pretty(&crate::cache::readable::readable(&rec.recipe.params)).unwrap_or_default();
         rows.push(("params", format!("<pre>{}</pre>", escape(&params))));
         if let Some(seed) = p.get("seed").filter(|s| !s.is_null()) {
             rows.push(("seed", escape(&seed.to_string())));
