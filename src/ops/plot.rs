@@ -53,7 +53,8 @@ impl StageKind for Plot {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "plot",
         // 2: Student t error bars at every n (the normal quantile from n = 30 before).
-        version: 2,
+        // 3: a line under the figure says what the error bars are (95 % CI, n).
+        version: 3,
         summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],

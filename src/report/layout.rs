@@ -38,6 +38,7 @@ const LEGEND_FONT: f32 = 11.0;
 const LEGEND_ROW: f32 = 18.0;
 const LEGEND_SAMPLE: f32 = 26.0;
 const LEGEND_SPACING: f32 = 20.0;
+const CAPTION_FONT: f32 = 10.0;
 const LINE_W: f32 = 1.8;
 const MARKER_R: f32 = 3.3;
 /// Half-width of the caps on replicate error bars.
@@ -181,7 +182,16 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
         legend_columns(&entry_w, panels_w - 16.0)
     });
     let legend_w = legend.as_ref().map_or(0.0, |(_, w)| w + 16.0);
-    let width = panels_w.max(legend_w) + 2.0 * MARGIN;
+    // What the error bars are, under everything: on one line where it fits, else on two.
+    let caption: Vec<String> = data.interval_caption().map_or_else(Vec::new, |parts| {
+        let line = parts.join(" ");
+        match text_width(&line, CAPTION_FONT) <= panels_w.max(legend_w) {
+            true => vec![line],
+            false => parts.to_vec(),
+        }
+    });
+    let caption_w = caption.iter().map(|l| text_width(l, CAPTION_FONT)).fold(0.0, f32::max);
+    let width = panels_w.max(legend_w).max(caption_w) + 2.0 * MARGIN;
     // Centre the panels when a wide legend made the figure wider than they are.
     let x0 = MARGIN + (width - 2.0 * MARGIN - panels_w) / 2.0;
 
@@ -228,6 +238,11 @@ pub(crate) fn layout(data: &FigureData, spec: &PlotSpec) -> Scene {
     if let Some((col_w, block_w)) = legend {
         let legend_top = height - MARGIN + 8.0;
         height = legend_top + draw_legend(&mut items, data, &col_w, block_w, legend_top, width) + MARGIN;
+    }
+    for line in &caption {
+        let baseline = height - MARGIN + 6.0 + CAP * CAPTION_FONT;
+        items.push(text(width / 2.0, baseline, line, CAPTION_FONT, Anchor::Middle, DARK));
+        height = baseline + DESCENT * CAPTION_FONT + MARGIN;
     }
     Scene { width: width.ceil(), height: height.ceil(), items }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, AxisValue, Filter, Key, KeyOrder, Record};
 use super::ReportError;
+use crate::stats::summary::INTERVAL_METHOD;
 
 /// What a figure shows and how its axes are titled: shared by [`PlotSpec`] and the `plot` op's
 /// parameters, which flatten it (a stage writes these fields directly).
@@ -92,6 +93,20 @@ pub(crate) struct FigureData {
     pub x_scale: XScale,
     /// Distinct x positions with their labels, in order.
     pub x_values: Vec<(f64, String)>,
+    /// The fewest and the most replicates behind a drawn interval, if any is drawn.
+    pub interval_ns: Option<(usize, usize)>,
+}
+
+impl FigureData {
+    /// What the error bars are, for the line under the figure: `None` when none is drawn.
+    pub(crate) fn interval_caption(&self) -> Option<[String; 2]> {
+        let (lo, hi) = self.interval_ns?;
+        let n = if lo == hi { format!("n = {lo}") } else { format!("n = {lo} to {hi}") };
+        Some([
+            format!("Points: means over {n} replicates;"),
+            format!("bars: 95 % confidence intervals ({INTERVAL_METHOD})."),
+        ])
+    }
 }
 
 impl FigureData {
@@ -140,6 +155,7 @@ impl FigureData {
             .collect();
 
         let mut seen: BTreeMap<(usize, usize, Option<AxisValue>), &Record> = BTreeMap::new();
+        let mut interval_ns = None;
         for r in &recs {
             let pi = panel_keys.iter().position(|k| *k == key_of(r, &panel_dims));
             let si = series_keys.iter().position(|k| *k == key_of(r, &spec.axes.series));
@@ -162,6 +178,9 @@ impl FigureData {
                 continue;
             }
             let half_width = r.replicates.as_ref().and_then(|s| s.half_width).filter(|h| h.is_finite());
+            if let Some(n) = r.replicates.as_ref().filter(|_| half_width.is_some()).map(|s| s.n) {
+                interval_ns = Some(interval_ns.map_or((n, n), |(lo, hi): (usize, usize)| (lo.min(n), hi.max(n))));
+            }
             match x {
                 Some(x) => {
                     panels[pi].lines.entry(si).or_default().push((x_scale.pos(&x), y));
@@ -184,6 +203,6 @@ impl FigureData {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             }
         }
-        Ok(FigureData { panels, series, x_scale, x_values })
+        Ok(FigureData { panels, series, x_scale, x_values, interval_ns })
     }
 }

@@ -89,6 +89,7 @@ fn fig3_svg_has_panels_series_legend() {
     // One line per series per panel, one sample per series in the legend.
     assert_eq!(svg.matches("class=\"series\"").count(), 3 * 5);
     assert_eq!(svg.matches("class=\"legend\"").count(), 5);
+    assert!(!svg.contains("Points: means"), "one replicate per point: no bars, no line about them");
     // Numeric x: the swept values label the ticks, placed in numeric order.
     let tick_x: Vec<f32> = ["0", "10", "30", "50", "75"]
         .iter()
@@ -251,4 +252,7 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
     // Two points, each a bar and two caps; the baseline's interval as two dashed bounds.
     assert_eq!(svg.matches("class=\"error-bar\"").count(), 6, "{svg}");
     assert_eq!(svg.matches("class=\"interval\"").count(), 2, "{svg}");
+    // What the bars are is written under the figure.
+    assert!(svg.contains("Points: means over n = 3 replicates;"), "{svg}");
+    assert!(svg.contains("bars: 95 % confidence intervals (Student t, n - 1 degrees of freedom)."), "{svg}");
 }
