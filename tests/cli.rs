@@ -1218,6 +1218,17 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
         .collect();
     assert_eq!(states["shapes"], "cached", "{v}");
     assert_ne!(states["slow"], "cached", "{v}");
+    // The stopped stage's scratch folder (read-only input copies) stays until the next run on
+    // the otherwise idle cache, which removes it first.
+    let leftovers = || std::fs::read_dir(cache.join("tmp")).unwrap().count();
+    assert!(leftovers() > 0, "the interrupted command's scratch folder is left in tmp/");
+    let only_shapes = shapes_then_shell("stop", "true");
+    let only_shapes = &only_shapes[..only_shapes.find("[stages.slow]").unwrap()];
+    std::fs::write(d.join("shapes.toml"), only_shapes).unwrap();
+    let (out, v) = run_in(d, "shapes.toml", &cache, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(outcome_of(&v, "shapes").0, "cached", "{v}");
+    assert_eq!(leftovers(), 0, "{}", stderr(&out));
 }
 
 /// A SIGTERM sent to a command's watcher (`pkill`, Slurm's step signal) reaches the program,

@@ -10,10 +10,10 @@
 //! (an edited recipe's, a result's published since) can never be resumed from.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::Serialize;
 
+use super::fsutil::clear_entries;
 use super::ids::{Digest, RecipeKey};
 use super::store::Store;
 
@@ -112,53 +112,16 @@ pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
             out.failures.push(format!("checkpoint {name}: could not be removed"));
         }
     }
-    out.locks_removed = clear_dir(store, "locks", |_| true, &mut out.failures);
-    out.staging_removed = clear_dir(store, "tmp", |_| true, &mut out.failures);
+    let clear = |sub: &str, stale: &dyn Fn(&str) -> bool, failures: &mut Vec<String>| {
+        clear_entries(&store.root().join(sub), stale, failures)
+    };
+    out.locks_removed = clear("locks", &|_| true, &mut out.failures);
+    out.staging_removed = clear("tmp", &|_| true, &mut out.failures);
     // What an atomic write killed before its rename leaves beside the files it writes.
     for sub in ["keys", "evicted", "records", "jobs"] {
-        out.staging_removed += clear_dir(store, sub, |name| name.starts_with(".tmp"), &mut out.failures);
+        out.staging_removed += clear(sub, &|name| name.starts_with(".tmp"), &mut out.failures);
     }
     out
-}
-
-/// Removes the entries of a cache folder, named as `stale` says, whose contents are stale once
-/// no process runs.
-fn clear_dir(store: &Store, sub: &str, stale: impl Fn(&str) -> bool, failures: &mut Vec<String>) -> usize {
-    let dir = store.root().join(sub);
-    let Ok(rd) = std::fs::read_dir(&dir) else { return 0 };
-    let mut removed = 0;
-    for entry in rd.filter_map(|e| e.ok()) {
-        if !entry.file_name().to_str().is_some_and(&stale) {
-            continue;
-        }
-        let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let mut result = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        if is_dir && result.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
-            // A `command` stage's scratch folder keeps its inputs read-only; a run killed before
-            // it cleaned up leaves them so.
-            result = writable(&path).and_then(|()| std::fs::remove_dir_all(&path));
-        }
-        match result {
-            Ok(()) => removed += 1,
-            Err(e) => failures.push(format!("{}: {e}", path.display())),
-        }
-    }
-    removed
-}
-
-/// Gives the owner write and search rights on every folder below `dir` (links not followed).
-fn writable(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Ok(());
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.permissions().mode() | 0o700))?;
-    for entry in std::fs::read_dir(dir)? {
-        writable(&entry?.path())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -219,25 +182,6 @@ mod tests {
         assert!(store.evicted(&kept.key).is_some() && store.evicted(&dropped.key).is_none());
         assert!(leftovers.iter().all(|p| !p.exists()), "{leftovers:?}");
         assert!(!store.root().join("tmp/command-x").exists());
-    }
-
-    #[test]
-    fn writable_opens_every_folder_below_and_follows_no_link() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let outside = root.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let top = root.path().join("top");
-        std::fs::create_dir_all(top.join("a/b")).unwrap();
-        std::os::unix::fs::symlink(&outside, top.join("a/link")).unwrap();
-        for dir in [top.join("a/b"), top.join("a"), top.clone()] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
-        }
-        writable(&top).unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!([mode(&top), mode(&top.join("a")), mode(&top.join("a/b"))], [0o700; 3]);
-        assert_eq!(mode(&outside), 0o555, "a link is not followed");
     }
 
     /// A checkpoint survives only while its key is in use and unpublished: the run it belongs

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{ensure_real_dir, fsync_dir, plain_file_or_absent, read_limited, write_atomic};
+use super::fsutil::{clear_entries, ensure_real_dir, fsync_dir, plain_file_or_absent, read_limited, write_atomic};
 use super::ids::{Digest, RecipeKey};
 use super::key::Recipe;
 use super::layout;
@@ -86,9 +86,10 @@ enum Gate {
 
 impl Store {
     /// Opens (creating if needed) a cache at `root`, holding the cache lock in shared mode for
-    /// as long as the store lives; waits while `gc` holds it.
+    /// as long as the store lives; waits while `gc` holds it. When no other process uses the
+    /// cache, first removes what interrupted runs left in `tmp/`.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Shared, Gate::Pass)
+        Self::open_mode(root, Mode::Shared, Gate::Pass, true)
     }
 
     /// Opens a cache only to read it (`status`, `show`, `report`): one that does not exist yet
@@ -98,22 +99,23 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(Store { root: root.to_path_buf(), _cache_lock: None, _gate: None })
             }
-            _ => Self::open(root),
+            _ => Self::open_mode(root, Mode::Shared, Gate::Pass, false),
         }
     }
 
     /// Opens a cache for a job that a driver submitted (`cfrun exec`): like [`Store::open`], but
     /// not held up by a `gc` that is waiting for the driver to finish.
     pub fn open_for_job(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Shared, Gate::Skip)
+        Self::open_mode(root, Mode::Shared, Gate::Skip, false)
     }
 
     /// Opens a cache for `gc`: waits until no other process uses it, then keeps them out.
     pub fn open_exclusive(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Exclusive, Gate::Pass)
+        Self::open_mode(root, Mode::Exclusive, Gate::Pass, false)
     }
 
-    fn open_mode(root: &Path, mode: Mode, gate: Gate) -> Result<Store, CacheError> {
+    /// `tidy`: clear `tmp/` first if no other process uses the cache ([`Store::clear_leftovers`]).
+    fn open_mode(root: &Path, mode: Mode, gate: Gate, tidy: bool) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io(root))?;
         // `flock` keeps no queue: while any process holds the cache lock shared, new ones get it
         // too, and a stream of runs would hold `gc` off for ever. So `gc` first closes a gate,
@@ -124,6 +126,9 @@ impl Store {
             Gate::Pass => Self::pass_gate(root, mode)?,
         };
         let lock_path = root.join("cache.lock");
+        if tidy && gate_lock.is_some() {
+            Self::clear_leftovers(root, &lock_path);
+        }
         let attempt = match lock::try_lock_mode(&lock_path, mode) {
             // A cache on a read-only file system without a lock file: nothing can change it,
             // `gc` included, so reading it needs no lock.
@@ -157,6 +162,25 @@ impl Store {
             write_atomic(&tag, layout::TAG_TEXT.as_bytes()).map_err(CacheError::io(&tag))?;
         }
         Ok(Store { root: root.to_path_buf(), _cache_lock: Some(Arc::new(held)), _gate: gate_lock.map(Arc::new) })
+    }
+
+    /// Removes what runs killed or interrupted left in `tmp/` (staging and scratch folders) when
+    /// no other process uses the cache: every live one holds the cache lock, so taking it
+    /// exclusively, for a moment, proves them all gone. The gate is held, so no `gc` is at work.
+    fn clear_leftovers(root: &Path, lock_path: &Path) {
+        let Ok(TryLock::Acquired(_alone)) = lock::try_lock_mode(lock_path, Mode::Exclusive) else { return };
+        let tmp = root.join("tmp");
+        if ensure_real_dir(&tmp).is_err() {
+            return; // refused with its error below, where every folder is checked
+        }
+        let mut failures = Vec::new();
+        let removed = clear_entries(&tmp, &|_| true, &mut failures);
+        if removed > 0 {
+            tracing::info!("removed {removed} folder(s) that an interrupted run left in {}", tmp.display());
+        }
+        for f in failures {
+            tracing::warn!("cannot remove what an interrupted run left: {f}");
+        }
     }
 
     /// Takes the gate (`gc.lock`) in `mode`, waiting (and saying so) while a `gc` holds it.
@@ -446,6 +470,30 @@ fn sync_tree(dir: &Path) -> Result<(), CacheError> {
 pub(crate) mod tests {
     use super::*;
     use crate::cache::key::RECIPE_FORMAT;
+
+    /// A run opening the cache removes what a killed run left in `tmp/` (a scratch folder with
+    /// read-only inputs, a staging folder), but only when no other process uses the cache; a
+    /// reader (`status`) or a job opening it leaves `tmp/` alone.
+    #[test]
+    fn opening_alone_clears_what_killed_runs_left_and_never_under_a_live_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let live = Store::open(root.path()).unwrap();
+        let staged = live.staging_dir().unwrap().keep();
+        let inputs = root.path().join("tmp/command-x/in/features");
+        fs::create_dir_all(&inputs).unwrap();
+        fs::write(inputs.join("f.bin"), b"x").unwrap();
+        fs::set_permissions(&inputs, fs::Permissions::from_mode(0o500)).unwrap();
+        // Another process uses the cache (its folders may be live): nothing is removed.
+        let second = Store::open(root.path()).unwrap();
+        assert!(staged.exists() && inputs.exists());
+        drop((live, second));
+        drop(Store::open_to_read(root.path()).unwrap());
+        drop(Store::open_for_job(root.path()).unwrap());
+        assert!(staged.exists() && inputs.exists(), "readers and jobs leave tmp/ alone");
+        let _alone = Store::open(root.path()).unwrap();
+        assert_eq!(list_dir(&root.path().join("tmp")), Vec::<String>::new());
+    }
 
     /// Publishes one output `out/data.bin` holding `text` under a recipe seeded `seed`.
     pub(crate) fn publish(store: &Store, text: &[u8], seed: u64) -> KeyRecord {
