@@ -77,6 +77,16 @@ impl Params for TableParams {
                 Some("dimensions are sweep axis names, \"source\" or \"metric\"".into()),
             ));
         }
+        if self.best_over.as_deref() == Some(REPLICATE_DIM) {
+            return Err(ParamError::field(
+                "best_over",
+                format!(
+                    "`best_over` = \"{REPLICATE_DIM}\" would show each cell's luckiest seed: replicates are \
+                     summarised as a mean with its 95 % interval"
+                ),
+                Some("name a sweep axis, or put `replicate` in `rows` or `columns` to see every seed".into()),
+            ));
+        }
         if let Some(dim) = &self.best_over {
             if self.rows.contains(dim) || self.columns.contains(dim) || SPECIAL_DIMENSIONS.contains(&dim.as_str()) {
                 return Err(ParamError::field(

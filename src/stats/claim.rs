@@ -226,16 +226,25 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
         }
         Shape::Trend { a, b, along } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
-            let xs: BTreeSet<String> = p
-                .gaps
-                .iter()
-                .filter_map(|(ax, _)| ax.get(along).and_then(Json::as_f64))
-                .map(|x| x.to_string())
-                .collect();
-            if xs.len() < 2 {
-                return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}") });
+            let groups = group_by_replicate(&p.gaps);
+            // Each replicate's slope needs two points of its own: values spread over replicates
+            // (along the replicate index itself, say) give none.
+            if groups.is_empty() {
+                return Err(ClaimError::FlatTrend { along: along.clone(), found: "none".into() });
             }
-            let per = group_by_replicate(&p.gaps).into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
+            for (r, gaps) in &groups {
+                let xs: BTreeSet<String> = gaps
+                    .iter()
+                    .filter_map(|(ax, _)| ax.get(along).and_then(Json::as_f64))
+                    .map(|x| x.to_string())
+                    .collect();
+                if xs.len() < 2 {
+                    let within =
+                        if r.is_null() { String::new() } else { format!(" within replicate {}", select::text(r)) };
+                    return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}{within}") });
+                }
+            }
+            let per = groups.into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
             vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim)]
         }
         Shape::Contrast { a, b, inside, than } => {

@@ -266,3 +266,21 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
         .collect();
     assert!(matches!(evaluate(&c, &ragged), Err(ClaimError::NoCompleteReplicate { cells: 3, .. })));
 }
+
+#[test]
+fn a_trend_needs_two_values_of_its_axis_within_each_replicate_not_only_over_all() {
+    // Along the replicate index every replicate holds one value: no replicate has a slope. Before,
+    // the values spread over replicates passed the check and each slope was NaN.
+    let c = Claim {
+        shape: Shape::Trend {
+            a: sel(&[("source", json!("probe_cf")), ("k", json!(250))]),
+            b: sel(&[("source", json!("probe_pre"))]),
+            along: "replicate".into(),
+        },
+        scope: sel(&[("p", json!(50)), ("target", json!("fashion"))]),
+        expect: Expect::Increasing,
+        margin: 0.0,
+    };
+    let err = evaluate(&c, &sweep()).unwrap_err().to_string();
+    assert!(err.contains("needs at least two numeric values") && err.contains("within replicate 0"), "{err}");
+}

@@ -19,7 +19,7 @@ use crate::artifact::Metrics;
 use crate::config::params::ParamError;
 use crate::config::suggest::did_you_mean;
 use crate::report::write_atomic;
-use crate::stats::select::text;
+use crate::stats::select::{text, REPLICATE};
 use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
 
 /// The `claims` op.
@@ -82,6 +82,11 @@ impl StageKind for Claims {
                             return Err(unknown(&at, &c.name, &what, &text(lit), &valid));
                         }
                     }
+                }
+            }
+            for (field, dim) in c.each.iter().map(|d| ("each", d)).chain(c.along.iter().map(|d| ("along", d))) {
+                if dim == REPLICATE {
+                    return Err(replicate_refused(&format!("claims[{i}].{field}"), &c.name, values.keys().copied()));
                 }
             }
             for dim in c.each.iter().chain(&c.along) {
@@ -157,6 +162,24 @@ impl StageKind for Claims {
 /// A unit enum variant as written in TOML (its serde name).
 pub(super) fn name_of<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// `each` or `along` naming the replicate index, which a claim pairs within and summarises over.
+fn replicate_refused<'a>(at: &str, claim: &str, axes: impl Iterator<Item = &'a str>) -> ParamError {
+    let field = at.rsplit('.').next().unwrap_or(at);
+    let axes: Vec<&str> = axes.filter(|d| *d != REPLICATE).collect();
+    let help = match axes.is_empty() {
+        true => "the gathered instances vary along no other axis".to_string(),
+        false => format!("name a sweep axis: {}", axes.join(", ")),
+    };
+    ParamError::field(
+        at,
+        format!(
+            "claim `{claim}`: `{field}` cannot be `{REPLICATE}`: a claim pairs its observations within a replicate \
+             and summarises over the replicates"
+        ),
+        Some(help),
+    )
 }
 
 fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> ParamError {
