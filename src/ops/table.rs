@@ -18,9 +18,10 @@ use crate::report::{self, AxisValue, PaperRef, Record, TableSpec, REPLICATE_DIM}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaperCell {
-    /// Row label as printed.
+    /// Row label: the row's values joined by spaces, names bare and numbers as `axis=value`
+    /// (`N_cf k=250`, `p=0`).
     pub row: String,
-    /// Column label as printed.
+    /// Column label, built the same way (`animal-mnist`, `p=50`).
     pub column: String,
     /// The paper's value.
     pub value: f64,
@@ -359,6 +360,54 @@ fn axis_value(v: &Json) -> AxisValue {
     }
 }
 
+/// Checks that every paper cell names a row and a column the table will have, so that a number
+/// meant to sit beside ours is not dropped to a footnote for a label written another way.
+fn check_paper(p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    if p.paper.is_empty() {
+        return Ok(());
+    }
+    let (mut rows, mut columns) = (BTreeSet::new(), BTreeSet::new());
+    for g in gathered {
+        for metric in &p.metrics {
+            let mut axes: BTreeMap<String, AxisValue> =
+                g.axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
+            axes.insert("metric".into(), AxisValue::Str(metric.clone()));
+            let label = p.labels.get(g.stage).map_or(g.stage, String::as_str);
+            let record = Record {
+                source: g.stage.to_string(),
+                label: label.to_string(),
+                axes,
+                metrics: BTreeMap::new(),
+                replicates: None,
+            };
+            let (row, column) = report::cell_labels(&record, &p.rows, &p.columns, "value");
+            rows.insert(row);
+            columns.insert(column);
+        }
+    }
+    for (i, cell) in p.paper.iter().enumerate() {
+        for (field, got, valid) in [("row", &cell.row, &rows), ("column", &cell.column, &columns)] {
+            if valid.contains(got) {
+                continue;
+            }
+            let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
+            let shown = valid.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+            let more = valid.len().saturating_sub(12);
+            let shown = if more > 0 { format!("{shown} and {more} more") } else { shown };
+            let mut help = format!("the table's {field}s: {shown}");
+            if let Some(best) = did_you_mean(got, &valid) {
+                help = format!("did you mean `{best}`? {help}");
+            }
+            return Err(ParamError::field(
+                &format!("paper[{i}].{field}"),
+                format!("the paper value for {field} `{got}` matches no {field} of the table"),
+                Some(format!("{help} (numbers read `axis=value`)")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `table` op.
 pub struct Table;
 
@@ -381,7 +430,8 @@ impl StageKind for Table {
         check_labels(&p.labels, gathered)?;
         check_metrics("metrics", &p.metrics, gathered)?;
         let dims: Vec<String> = p.rows.iter().chain(&p.columns).cloned().collect();
-        check_cells("rows", "cell", &dims, p.best_over.as_deref(), &p.metrics, &p.labels, gathered)
+        check_cells("rows", "cell", &dims, p.best_over.as_deref(), &p.metrics, &p.labels, gathered)?;
+        check_paper(p, gathered)
     }
 
     fn run(&self, p: TableParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

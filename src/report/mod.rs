@@ -30,7 +30,7 @@ pub use figure::{render_figure, render_plot, RenderedFigure, PNG_SCALE};
 pub use plot::{FigureAxes, PlotSpec};
 pub use scene::xml_escape;
 pub(crate) use table::csv_line;
-pub use table::{caption, render_table, PaperRef, RenderedTable, TableSpec};
+pub use table::{caption, cell_labels, render_table, PaperRef, RenderedTable, TableSpec};
 
 /// Everything that can go wrong while building a table or figure.
 /// `title: ` before a message, or nothing for an untitled table or figure.

@@ -49,6 +49,14 @@ pub struct PaperRef {
     pub value: f64,
 }
 
+/// The row and column labels a record takes in a table laid out by `rows` and `columns` (the
+/// metric's name where there is no column dimension): what a [`PaperRef`] names.
+pub fn cell_labels(record: &Record, rows: &[String], columns: &[String], metric: &str) -> (String, String) {
+    let row = key_label(rows, &key_of(record, rows));
+    let column = if columns.is_empty() { metric.to_string() } else { key_label(columns, &key_of(record, columns)) };
+    (row, column)
+}
+
 /// A rendered table in both output formats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedTable {
