@@ -165,7 +165,8 @@ pub enum ClaimError {
     },
     /// A series has several observations for one cell.
     #[error(
-        "series {series} has {count} instances for one cell ({cell}); they differ in {differ}: fix it in the series"
+        "series {series} has {count} instances for one cell ({cell}); they differ in {differ}: fix it in the series, \
+         or name it in the claim (`where`, `each`, `along`, `in`/`than`) to compare at each of its values"
     )]
     Ambiguous {
         /// The series.
@@ -219,13 +220,21 @@ struct Pairs {
 /// Evaluates `claim` on `obs`.
 pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation>) -> Result<Outcome, ClaimError> {
     let in_scope: Vec<&Observation> = obs.into_iter().filter(|o| select::within(o, &claim.scope)).collect();
+    let mut named: BTreeSet<String> = claim.scope.keys().cloned().collect();
+    match &claim.shape {
+        Shape::Trend { along, .. } => {
+            named.insert(along.clone());
+        }
+        Shape::Contrast { inside, than, .. } => named.extend(inside.keys().chain(than.keys()).cloned()),
+        Shape::Compare { .. } | Shape::Order { .. } => {}
+    }
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
-            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
             vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim)]
         }
         Shape::Trend { a, b, along } => {
-            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
             let groups = group_by_replicate(&p.gaps);
             // Each replicate's slope needs two points of its own: values spread over replicates
             // (along the replicate index itself, say) give none.
@@ -248,7 +257,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
             vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim)]
         }
         Shape::Contrast { a, b, inside, than } => {
-            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope)?;
+            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
             let split = |sel: &Selector, slice: &str| -> Result<Vec<Gap>, ClaimError> {
                 let part: Vec<_> = p
                     .gaps
@@ -278,7 +287,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
             let mut parts = Vec::new();
             for (i, w) in series.windows(2).enumerate() {
                 let (na, nb) = (format!("series[{i}]"), format!("series[{}]", i + 1));
-                let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope)?;
+                let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope, &named)?;
                 parts.push(measure(
                     format!("{} - {} {}", select::describe(&w[0]), select::describe(&w[1]), over(&p)),
                     per_replicate_mean(&p.gaps),
@@ -379,6 +388,7 @@ fn pair(
     b: (&str, &Selector),
     obs: &[&Observation],
     scope: &Selector,
+    named: &BTreeSet<String>,
 ) -> Result<Pairs, ClaimError> {
     let scope_text = if scope.is_empty() { String::new() } else { format!(" where {}", select::describe(scope)) };
     let side = |(name, sel): (&str, &Selector)| -> Result<Vec<&Observation>, ClaimError> {
@@ -393,7 +403,10 @@ fn pair(
         Ok(found)
     };
     let (oa, ob) = (side(a)?, side(b)?);
-    // Pairs agree on every dimension both series carry and neither fixes.
+    // Pairs agree on every dimension both series carry and neither fixes. A dimension the claim
+    // names (in `where`, `along`, `in`, `than`, `each`) that only one series carries spreads the
+    // other over it: a clean-label baseline without `p` pairs with the noisy series at each `p`.
+    // Any other dimension only one series carries must be fixed in that series.
     let fixed: BTreeSet<&str> = a.1.keys().chain(b.1.keys()).map(String::as_str).chain([SOURCE]).collect();
     let carried = |list: &[&Observation]| -> BTreeSet<String> {
         let mut dims: Option<BTreeSet<String>> = None;
@@ -406,14 +419,20 @@ fn pair(
         }
         dims.unwrap_or_default()
     };
-    let dims: Vec<String> =
-        carried(&oa).intersection(&carried(&ob)).filter(|d| !fixed.contains(d.as_str())).cloned().collect();
-    let index = |name: &str, list: &[&Observation]| -> Result<BTreeMap<String, Gap>, ClaimError> {
+    let (ca, cb) = (carried(&oa), carried(&ob));
+    let free = |d: &&String| !fixed.contains(d.as_str());
+    let dims: Vec<String> = ca.intersection(&cb).filter(free).cloned().collect();
+    let spread = |own: &BTreeSet<String>, other: &BTreeSet<String>| -> Vec<String> {
+        own.difference(other).filter(free).filter(|d| named.contains(*d)).cloned().collect()
+    };
+    // Per series: each cell's pairing key (the shared dimensions), its axes and its value.
+    let index = |name: &str, list: &[&Observation], extra: &[String]| -> Result<Vec<(String, Gap)>, ClaimError> {
+        let own: Vec<String> = dims.iter().chain(extra).cloned().collect();
         let mut by_cell: BTreeMap<String, Vec<&Observation>> = BTreeMap::new();
         for o in list {
-            by_cell.entry(cell_key(o, &dims)).or_default().push(o);
+            by_cell.entry(cell_key(o, &own)).or_default().push(o);
         }
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for (cell, group) in by_cell {
             if group.len() > 1 {
                 return Err(ClaimError::Ambiguous {
@@ -424,15 +443,24 @@ fn pair(
                 });
             }
             let o = group[0];
-            let shared: BTreeMap<String, Json> =
-                dims.iter().filter_map(|d| o.axes.get(d).map(|v| (d.clone(), v.clone()))).collect();
-            out.insert(cell, (shared, o.value));
+            let axes: BTreeMap<String, Json> =
+                own.iter().filter_map(|d| o.axes.get(d).map(|v| (d.clone(), v.clone()))).collect();
+            out.push((cell_key(o, &dims), (axes, o.value)));
         }
         Ok(out)
     };
-    let (ia, ib) = (index(a.0, &oa)?, index(b.0, &ob)?);
-    let gaps: Vec<Gap> =
-        ia.iter().filter_map(|(cell, (axes, va))| ib.get(cell).map(|(_, vb)| (axes.clone(), va - vb))).collect();
+    let ia = index(a.0, &oa, &spread(&ca, &cb))?;
+    let mut ib: BTreeMap<String, Vec<Gap>> = BTreeMap::new();
+    for (key, cell) in index(b.0, &ob, &spread(&cb, &ca))? {
+        ib.entry(key).or_default().push(cell);
+    }
+    let mut gaps: Vec<Gap> = Vec::new();
+    for (key, (axes_a, va)) in &ia {
+        for (axes_b, vb) in ib.get(key).into_iter().flatten() {
+            let axes = axes_a.iter().chain(axes_b).map(|(k, v)| (k.clone(), v.clone())).collect();
+            gaps.push((axes, va - vb));
+        }
+    }
     if gaps.is_empty() {
         return Err(ClaimError::NoPairs {
             a: a.0.into(),

@@ -284,3 +284,72 @@ fn a_trend_needs_two_values_of_its_axis_within_each_replicate_not_only_over_all(
     let err = evaluate(&c, &sweep()).unwrap_err().to_string();
     assert!(err.contains("needs at least two numeric values") && err.contains("within replicate 0"), "{err}");
 }
+
+/// A clean-label baseline (no `p`) against the noisy series at p = 0, 50, 75: value 80 + r, and
+/// 80 + r - p/10.
+fn baseline_and_sweep() -> Vec<Observation> {
+    let mut out = Vec::new();
+    for r in 0..3 {
+        let base = 80.0 + r as f64;
+        out.push(obs("clean", &[("replicate", json!(r))], base));
+        for p in [0, 50, 75] {
+            out.push(obs("noisy", &[("p", json!(p)), ("replicate", json!(r))], base - p as f64 / 10.0));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_series_without_an_axis_the_claim_names_is_compared_at_each_of_its_values() {
+    let (clean, noisy) = (sel(&[("source", json!("clean"))]), sel(&[("source", json!("noisy"))]));
+    let obs = baseline_and_sweep();
+    let per = |c: &Claim| -> Vec<f64> {
+        let out = evaluate(c, &obs).unwrap();
+        assert_eq!(out.verdict, Verdict::Holds, "{out:?}");
+        out.parts[0].per_replicate.iter().map(|(_, v)| *v).collect()
+    };
+    let close = |got: Vec<f64>, want: f64| assert!(got.iter().all(|g| (g - want).abs() < 1e-9), "{got:?} != {want}");
+    // where p >= 50: the gaps are 5 and 7.5.
+    let high = compare(clean.clone(), noisy.clone(), sel(&[("p", json!({"min": 50}))]), Expect::Greater);
+    close(per(&high), 6.25);
+    let trend = Claim {
+        shape: Shape::Trend { a: clean.clone(), b: noisy.clone(), along: "p".into() },
+        scope: Selector::new(),
+        expect: Expect::Increasing,
+        margin: 0.0,
+    };
+    close(per(&trend), 0.1);
+    let contrast = Claim {
+        shape: Shape::Contrast {
+            a: clean.clone(),
+            b: noisy.clone(),
+            inside: sel(&[("p", json!(75))]),
+            than: sel(&[("p", json!(0))]),
+        },
+        scope: Selector::new(),
+        expect: Expect::Greater,
+        margin: 0.0,
+    };
+    close(per(&contrast), 7.5);
+    // Named nowhere, `p` is not spread over: which noisy cell is meant stays the writer's choice.
+    let unnamed = compare(clean, noisy, Selector::new(), Expect::Greater);
+    let err = evaluate(&unnamed, &obs).unwrap_err().to_string();
+    assert!(err.contains("differ in p") && err.contains("name it in the claim"), "{err}");
+}
+
+#[test]
+fn an_axis_only_one_series_has_must_still_be_fixed_unless_the_claim_names_it() {
+    // N_cf has K, N_pre has none: "N_cf" means one K, chosen in advance.
+    let (cf, pre) = (sel(&[("source", json!("probe_cf"))]), sel(&[("source", json!("probe_pre"))]));
+    let fashion = sel(&[("target", json!("fashion"))]);
+    let err = evaluate(&compare(cf.clone(), pre.clone(), fashion, Expect::Greater), &sweep()).unwrap_err().to_string();
+    assert!(err.contains("differ in k"), "{err}");
+    // Named (every K from 10 up), N_pre is compared with N_cf at each K: the mean of
+    // (p/25 + 0.1 r) and -1 over p = 0, 50, 75.
+    let every_k = sel(&[("target", json!("fashion")), ("k", json!({"min": 10}))]);
+    let out = evaluate(&compare(cf, pre, every_k, Expect::Greater), &sweep()).unwrap();
+    let got: Vec<f64> = out.parts[0].per_replicate.iter().map(|(_, v)| *v).collect();
+    for (r, g) in got.iter().enumerate() {
+        assert!((g - (1.0 / 3.0 + 0.05 * r as f64)).abs() < 1e-9, "{got:?}");
+    }
+}
