@@ -85,9 +85,10 @@ pub fn apply_overrides(
 }
 
 /// Tables that `--set` may create because they are optional settings, not names a typo could
-/// invent: `[executor]` and a stage's `resources`.
+/// invent: `[executor]`, and any table inside an existing stage (`resources`, a `labels` map the
+/// file leaves out), whose fields the op checks by name like the file's.
 fn creatable(walked: &[&str], seg: &str) -> bool {
-    matches!((walked, seg), ([], "executor") | (["stages", _], "resources"))
+    matches!((walked, seg), ([], "executor") | (["stages", _, ..], _))
 }
 
 #[cfg(test)]
@@ -101,5 +102,24 @@ mod tests {
         assert_eq!(o.value, "50");
         assert!("k=50".parse::<Override>().is_err());
         assert!("stages.k".parse::<Override>().is_err());
+    }
+
+    fn apply(text: &str, set: &str) -> Result<serde_json::Value, String> {
+        let file = SourceFile { path: "e.toml".into(), text: text.into() };
+        let mut doc = crate::config::source::parse_document(&file).map_err(|e| e.to_string())?;
+        apply_overrides(&file, &mut doc, &[set.parse().unwrap()]).map_err(|e| e.to_string())?;
+        Ok(doc["stages"].node.to_json())
+    }
+
+    #[test]
+    fn a_table_inside_an_existing_stage_is_created_and_a_missing_stage_is_not() {
+        let text = "[stages.v]\nop = \"claims\"\n";
+        let v = apply(text, "stages.v.labels.noisy=\"N\"").unwrap();
+        assert_eq!(v["v"]["labels"]["noisy"], "N", "{v}");
+        let v = apply(text, "stages.v.resources.cpus=2").unwrap();
+        assert_eq!(v["v"]["resources"]["cpus"], 2, "{v}");
+        // A misspelt stage is an error, not a new stage.
+        let err = apply(text, "stages.w.labels.noisy=\"N\"").unwrap_err();
+        assert!(err.contains("there is no `stages.w`"), "{err}");
     }
 }
