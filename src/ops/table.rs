@@ -144,18 +144,7 @@ pub fn gather_records(
         let m = Metrics::load(&input.dir)?;
         for name in metrics {
             let Some(&value) = m.values.get(name) else { continue };
-            let mut axes: BTreeMap<String, AxisValue> =
-                input.axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
-            axes.insert("metric".into(), AxisValue::Str(name.clone()));
-            let mut values = BTreeMap::new();
-            values.insert("value".to_string(), value);
-            out.push(Record {
-                source: input.stage.clone(),
-                label: labels.get(&input.stage).cloned().unwrap_or_else(|| input.stage.clone()),
-                axes,
-                metrics: values,
-                replicates: None,
-            });
+            out.push(record(&input.stage, &input.axes, name, labels, Some(value)));
         }
     }
     if out.is_empty() {
@@ -167,6 +156,26 @@ pub fn gather_records(
         )));
     }
     Ok(out)
+}
+
+/// The record of `metric` from one gathered instance of `stage` at `axes` (its value as `value`),
+/// with `metric` as a dimension and the stage's display label.
+fn record(
+    stage: &str,
+    axes: &BTreeMap<String, Json>,
+    metric: &str,
+    labels: &BTreeMap<String, String>,
+    value: Option<f64>,
+) -> Record {
+    let mut axes: BTreeMap<String, AxisValue> = axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
+    axes.insert("metric".into(), AxisValue::Str(metric.to_string()));
+    Record {
+        source: stage.to_string(),
+        label: labels.get(stage).cloned().unwrap_or_else(|| stage.to_string()),
+        axes,
+        metrics: value.map(|v| ("value".to_string(), v)).into_iter().collect(),
+        replicates: None,
+    }
 }
 
 /// Checks that every dimension a table or plot names is `source`, `metric` or an axis of a
@@ -369,17 +378,7 @@ fn check_paper(p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamEr
     let (mut rows, mut columns) = (BTreeSet::new(), BTreeSet::new());
     for g in gathered {
         for metric in &p.metrics {
-            let mut axes: BTreeMap<String, AxisValue> =
-                g.axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
-            axes.insert("metric".into(), AxisValue::Str(metric.clone()));
-            let label = p.labels.get(g.stage).map_or(g.stage, String::as_str);
-            let record = Record {
-                source: g.stage.to_string(),
-                label: label.to_string(),
-                axes,
-                metrics: BTreeMap::new(),
-                replicates: None,
-            };
+            let record = record(g.stage, &g.axes, metric, &p.labels, None);
             let (row, column) = report::cell_labels(&record, &p.rows, &p.columns, "value");
             rows.insert(row);
             columns.insert(column);
