@@ -378,7 +378,7 @@ fn check_paper(p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamEr
     let (mut rows, mut columns) = (BTreeSet::new(), BTreeSet::new());
     for g in gathered {
         for metric in &p.metrics {
-            let record = record(g.stage, &g.axes, metric, &p.labels, None);
+            let record = record(g.stage, g.axes, metric, &p.labels, None);
             let (row, column) = report::cell_labels(&record, &p.rows, &p.columns, "value");
             rows.insert(row);
             columns.insert(column);
