@@ -3060,6 +3060,9 @@ fn run_reports_cpu_use() {
     let (cpu, wall) = (v["cpu_seconds"].as_f64().unwrap(), v["wall_seconds"].as_f64().unwrap());
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     assert!(cpu > 0.0 && cpu <= wall * cores + 0.5, "cpu {cpu} s, wall {wall} s, {cores} cores");
+    // Each instance is named `instance`, as in every other command's JSON (and `name`, as before).
+    let first = &v["instances"][0];
+    assert!(first["instance"].is_string() && first["instance"] == first["name"], "{first}");
     let again = cfrun(cache.path(), &[smoke().to_str().unwrap()]);
     let line = stderr(&again);
     let line = line.lines().last().unwrap();

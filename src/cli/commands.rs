@@ -304,13 +304,22 @@ fn run(
     report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
+        // `instance` as in every other command's output; `name` stays for the scripts that read it.
+        let instances: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                let mut v = json!(r);
+                v["instance"] = json!(r.name);
+                v
+            })
+            .collect();
         println!(
             "{}",
             json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
                    "cpu_seconds": cpu,
                    "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
                    "submitted": summary.submitted, "interrupted": summary.interrupted,
-                   "instances": reports, "reports": reports_json})
+                   "instances": instances, "reports": reports_json})
         );
     } else {
         for (name, files) in &report_files {
