@@ -27,6 +27,36 @@ fn err(file: &str, why: impl Into<String>) -> FormatError {
     FormatError { file: file.to_string(), why: why.into() }
 }
 
+/// The most classes a label set may declare: far beyond any study (the paper's largest K is
+/// 16,000), and small enough that what consumers allocate per class stays bounded.
+pub const MAX_CLASSES: usize = 1_000_000;
+
+/// `num_classes` from 1 to [`MAX_CLASSES`], and one name per class when names are given.
+fn classes(num_classes: usize, class_names: &[String]) -> Result<(), FormatError> {
+    if !(1..=MAX_CLASSES).contains(&num_classes) {
+        return Err(err("meta.json", format!("`num_classes` is {num_classes}; it must be from 1 to {MAX_CLASSES}")));
+    }
+    if !class_names.is_empty() && class_names.len() != num_classes {
+        return Err(err(
+            "meta.json",
+            format!(
+                "`class_names` has {} names for {num_classes} classes (give one per class, or none)",
+                class_names.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every size of one example (channels, frames, height, width, feature columns) is at least 1:
+/// an empty example leaves consumers nothing to count rows by.
+fn nonzero(sizes: &[(&str, usize)]) -> Result<(), FormatError> {
+    match sizes.iter().find(|(_, n)| *n == 0) {
+        Some((name, _)) => Err(err("meta.json", format!("`{name}` is 0; an example needs at least one"))),
+        None => Ok(()),
+    }
+}
+
 /// The kinds whose artifacts hold one row per example of each split.
 pub fn has_rows(kind: Kind) -> bool {
     matches!(kind, Kind::Images | Kind::Clips | Kind::Labels | Kind::Features | Kind::MultiLabels)
@@ -64,15 +94,14 @@ pub fn validate(dir: &Path, kind: Kind, rows: Option<Rows>) -> Result<(), Format
         Kind::Labels => labels(dir)?,
         Kind::Features => features(dir)?,
         Kind::MultiLabels => multilabels(dir)?,
-        Kind::Permutations => {
-            Permutations::load(dir).map_err(|e| err("permutations.safetensors", e.to_string()))?;
-        }
+        Kind::Permutations => permutations(dir)?,
         Kind::Metrics => metrics(dir)?,
         Kind::Model => {
             let path = dir.join("model.safetensors");
             header::read(&path).map_err(|e| err("model.safetensors", e))?;
             crate::nn::load_model(&path, &candle_core::Device::Cpu)
                 .map_err(|e| err("model.safetensors", e.to_string()))?;
+            finite_weights(&path)?;
         }
         Kind::Report => {}
     }
@@ -168,6 +197,8 @@ fn meta<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, FormatError> {
 
 fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     let m: ImagesMeta = meta(dir)?;
+    nonzero(&[("channels", m.channels), ("height", m.height), ("width", m.width), ("frames", m.frames)])?;
+    classes(m.num_classes, &m.class_names)?;
     let clips = kind == Kind::Clips;
     if clips != (m.frames > 1) {
         let why = if clips { "clips need `frames` above 1" } else { "images have `frames` = 1 (or omit it)" };
@@ -190,7 +221,8 @@ fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
 }
 
 fn labels(dir: &Path) -> Result<(), FormatError> {
-    let _: LabelsMeta = meta(dir)?;
+    let m: LabelsMeta = meta(dir)?;
+    classes(m.num_classes, &m.class_names)?;
     tensors(dir, "labels.safetensors", &[("train", "U32", 1), ("test", "U32", 1)])?;
     let l = Labels::load(dir).map_err(|e| err("labels.safetensors", e.to_string()))?;
     for (split, ids) in [("train", &l.train), ("test", &l.test)] {
@@ -206,6 +238,7 @@ fn labels(dir: &Path) -> Result<(), FormatError> {
 
 fn features(dir: &Path) -> Result<(), FormatError> {
     let m: FeaturesMeta = meta(dir)?;
+    nonzero(&[("dim", m.dim)])?;
     let file = "features.safetensors";
     let info = tensors(dir, file, &[("train", "F32", 2), ("test", "F32", 2)])?;
     for split in ["train", "test"] {
@@ -223,8 +256,44 @@ fn features(dir: &Path) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// A set of distinct permutations, as many as `meta.json` says.
+fn permutations(dir: &Path) -> Result<(), FormatError> {
+    let file = "permutations.safetensors";
+    let p = Permutations::load(dir).map_err(|e| err(file, e.to_string()))?;
+    if p.meta.count != p.perms.len() {
+        return Err(err(
+            file,
+            format!("holds {} permutations, but meta.json has count = {}", p.perms.len(), p.meta.count),
+        ));
+    }
+    let distinct: std::collections::BTreeSet<_> = p.perms.iter().collect();
+    if distinct.len() != p.perms.len() {
+        return Err(err(file, format!("holds {} repeated permutations", p.perms.len() - distinct.len())));
+    }
+    Ok(())
+}
+
+/// No NaN or infinite weight: a network that diverged is no network to extract features from.
+fn finite_weights(path: &Path) -> Result<(), FormatError> {
+    let file = "model.safetensors";
+    let tensors =
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| err(file, e.to_string()))?;
+    for (name, t) in tensors {
+        let values = t
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| err(file, format!("tensor `{name}`: {e}")))?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(err(file, format!("tensor `{name}` holds NaN or infinite values")));
+        }
+    }
+    Ok(())
+}
+
 fn multilabels(dir: &Path) -> Result<(), FormatError> {
-    let _: super::MultiLabelsMeta = meta(dir)?;
+    let meta: super::MultiLabelsMeta = meta(dir)?;
+    classes(meta.num_classes, &meta.class_names)?;
     let file = "multilabels.safetensors";
     tensors(dir, file, &[("train", "U8", 2), ("test", "U8", 2)])?;
     let m = MultiLabels::load(dir).map_err(|e| err(file, e.to_string()))?;
@@ -240,4 +309,62 @@ fn metrics(dir: &Path) -> Result<(), FormatError> {
         return Err(err("metrics.json", format!("value `{name}` is {v}, not a finite number")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::PermutationsMeta;
+
+    fn labels_dir(num_classes: usize, class_names: Vec<String>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = LabelsMeta { num_classes, class_names, source: "test".into(), tag_classes: vec![] };
+        Labels { meta, train: vec![0, 1, 2], test: vec![3], tags: None }.save(dir.path()).unwrap();
+        dir
+    }
+
+    /// A command's labels that declare absurdly many classes, or names that do not fit them,
+    /// are refused where they are checked; before, 2^31 classes passed and a probe downstream
+    /// aborted the whole run allocating for them.
+    #[test]
+    fn class_counts_out_of_bounds_and_misfit_names_are_refused() {
+        assert!(validate(labels_dir(4, vec![]).path(), Kind::Labels, None).is_ok());
+        let huge = validate(labels_dir(1 << 31, vec![]).path(), Kind::Labels, None).unwrap_err();
+        assert!(huge.to_string().contains("`num_classes` is 2147483648; it must be from 1 to 1000000"), "{huge}");
+        let names = validate(labels_dir(4, vec!["a".into()]).path(), Kind::Labels, None).unwrap_err();
+        assert!(names.to_string().contains("`class_names` has 1 names for 4 classes"), "{names}");
+    }
+
+    #[test]
+    fn features_without_columns_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = FeaturesMeta { dim: 0, source: "test".into() };
+        Features { meta, train: vec![], test: vec![] }.save(dir.path()).unwrap();
+        let e = validate(dir.path(), Kind::Features, None).unwrap_err();
+        assert!(e.to_string().contains("`dim` is 0"), "{e}");
+    }
+
+    #[test]
+    fn permutations_must_be_as_many_as_declared_and_distinct() {
+        let check = |count: usize, perms: Vec<[u8; 9]>| {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = PermutationsMeta { count, min_hamming: 2, source: "test".into() };
+            Permutations { meta, perms }.save(dir.path()).unwrap();
+            validate(dir.path(), Kind::Permutations, None).map_err(|e| e.to_string())
+        };
+        let (a, b) = ([0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(check(2, vec![a, b]).is_ok());
+        assert!(check(5, vec![a, b]).unwrap_err().contains("holds 2 permutations, but meta.json has count = 5"));
+        assert!(check(2, vec![a, a]).unwrap_err().contains("1 repeated"));
+    }
+
+    #[test]
+    fn a_model_with_a_nan_weight_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let w = candle_core::Tensor::new(&[1.0f32, f32::NAN], &candle_core::Device::Cpu).unwrap();
+        candle_core::safetensors::save(&std::collections::HashMap::from([("w".to_string(), w)]), &path).unwrap();
+        let e = finite_weights(&path).unwrap_err();
+        assert!(e.to_string().contains("tensor `w` holds NaN"), "{e}");
+    }
 }
