@@ -347,8 +347,24 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
 /// scratch folder at the same place.
 fn check_relative(path: &str) -> Result<(), String> {
     let p = Path::new(path);
-    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err("must be a relative path without `..` (relative to the directory cfrun runs in)".into());
+    let parts: Vec<Component> = p.components().filter(|c| *c != Component::CurDir).collect();
+    if parts.is_empty() || !parts.iter().all(|c| matches!(c, Component::Normal(_))) {
+        return Err("must be a relative path below the directory cfrun runs in (not absolute, no `..`)".into());
+    }
+    // The scratch folder keeps these for the inputs, the outputs and TMPDIR: a code file there
+    // would sit inside an input's checked copy or be published as an output.
+    if let Some(Component::Normal(top)) = parts.first() {
+        if ["in", "out", "tmp"].iter().any(|r| top == r) {
+            return Err(format!(
+                "lies under `{}/`, which the scratch folder keeps for {}; move it elsewhere",
+                top.to_string_lossy(),
+                match top.to_str() {
+                    Some("in") => "the inputs",
+                    Some("out") => "the outputs",
+                    _ => "TMPDIR",
+                }
+            ));
+        }
     }
     Ok(())
 }
@@ -484,6 +500,11 @@ mod tests {
         let bad = json!({"argv": ["true"], "outputs": {"m": "tables"}, "seed": 1});
         assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("is not a kind"));
         let bad = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": ["../x.py"], "seed": 1});
-        assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("without `..`"));
+        assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("no `..`"));
+        // `./x` is the same relative path; the scratch folder's own folders are refused.
+        assert!(check_relative("./src/x.py").is_ok());
+        for (path, why) in [("in/images/x", "the inputs"), ("./out", "the outputs"), ("tmp/a", "TMPDIR")] {
+            assert!(check_relative(path).unwrap_err().contains(why), "{path}");
+        }
     }
 }
