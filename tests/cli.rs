@@ -433,6 +433,15 @@ fn dag_show_and_gc() {
     assert!(objects(cache.path()).len() < before);
     let again = run_json(cache.path(), &edited, &[]);
     assert!(again.values().all(|o| o == "cached"), "{again:?}");
+    // A full-batch probe computes the same bytes at any larger batch: the old keys die, their
+    // objects stay (the new keys share them), and `names` lists nothing to remove.
+    let batch = ["--set", "stages.probe_noisy.batch_size=2048"];
+    let ran = run_json(cache.path(), &edited, &batch);
+    assert!(ran.iter().any(|(n, o)| n.starts_with("probe_noisy") && o == "ran"), "{ran:?}");
+    let dry = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json", batch[0], batch[1]]);
+    let v: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert!(v["keys"].as_u64().unwrap() >= 1 && v["objects"] == json!([]), "{v}");
+    assert_eq!(v["names"], json!({}), "names only what would be removed: {v}");
 }
 
 /// `gc` keeps a damaged result and everything it feeds (the next run repairs it, and a rebuild

@@ -545,7 +545,9 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
         if g.json {
             let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
             let checkpoints: Vec<_> = garbage.checkpoints.iter().map(|(c, _)| c).collect();
-            let named: BTreeMap<String, &String> = names.iter().map(|(o, n)| (o.to_string(), n)).collect();
+            // Only what would be removed: a dead key's object that a kept key shares stays.
+            let named: BTreeMap<String, &String> =
+                garbage.objects.iter().filter_map(|(o, _)| names.get(o).map(|n| (o.to_string(), n))).collect();
             println!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
