@@ -1047,6 +1047,13 @@ labels = "shapes.labels"
     let pretrain = v["instances"].as_array().unwrap().iter().find(|i| i["instance"] == "pretrain").unwrap();
     assert_eq!(pretrain["state"], "failed", "{pretrain}");
     assert!(pretrain["error"].as_str().unwrap_or_default().contains("min_train_top1 = 60"), "{pretrain}");
+    assert!(!pretrain["because"].to_string().contains("never run"), "{pretrain}");
+    // `show` agrees, with the whole error.
+    let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "pretrain", "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown[0]["state"], "failed", "{shown}");
+    assert_eq!(shown[0]["error"], pretrain["error"], "{shown}");
+    assert!(!shown[0]["because"].to_string().contains("never run"), "{shown}");
 
     // A rate so large the loss overflows: the run stops at the epoch it diverged, floor or not,
     // and publishes neither the network nor a NaN metric.
@@ -1504,6 +1511,14 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     }
     assert_eq!(outcome_of(&v, "after").0, "skipped");
     assert_eq!(outcome_of(&v, "good").0, "ran");
+    // `status` lists the failure with the command's last lines of stderr below it.
+    let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(d)
+        .args(["status", "bad.toml", "--cache", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("exited with status 3; last lines of stderr:\n          the probe broke\n"), "{text}");
     // Only `shapes` and `good` were published; no scratch folder or staged output is left behind.
     assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);

@@ -371,19 +371,7 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     let store = open_store_to_read(g)?;
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     let live = super::cluster::live_jobs(&store, &states);
-    // What failed in its last run, with the recipe it has now, says so (and why) instead of
-    // passing for merely stale; a checkpoint it left does not make it an interrupted run.
-    let (_, last) = crate::html::history::read(&store.root().join("runs.jsonl"), &plan.experiment.name);
-    let failed: Vec<Option<String>> = plan
-        .instances
-        .iter()
-        .zip(&states)
-        .map(|(inst, st)| {
-            let line =
-                last.get(&inst.name).filter(|l| st.record.is_none() && l.outcome == "failed" && l.key == st.key)?;
-            Some(printable_cut(line.error.as_deref().unwrap_or("").lines().next().unwrap_or(""), 300))
-        })
-        .collect();
+    let failed = last_failures(&plan, &store, &states);
     let label = |i: usize, st: &evaluate::InstanceState| {
         live.get(&i).map_or(if failed[i].is_some() { "failed" } else { st.label() }, |j| j.label())
     };
@@ -408,7 +396,7 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
             .map(|(i, (inst, st))| {
                 let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
                 json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
-                       "reasons": st.reasons, "because": st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                       "reasons": st.reasons, "because": reasons_beside(st, failed[i].is_some()),
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
@@ -418,13 +406,14 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
         // One write for the whole listing, not one system call per instance.
         let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
-            // A failed instance ran: not "never run", and its checkpoint is no interrupted run's.
-            let said_by_failure =
-                |r: &&DirtyReason| failed[i].is_some() && matches!(r, DirtyReason::New | DirtyReason::Resumable { .. });
-            let mut why: Vec<String> =
-                st.reasons.iter().filter(|r| !said_by_failure(r)).map(|r| r.to_string()).collect();
+            let mut why = reasons_beside(st, failed[i].is_some());
+            // The first line in the listing; the rest (the command's last lines of stderr, say)
+            // indented below it.
+            let mut rest = None;
             if let Some(error) = &failed[i] {
-                why.insert(0, format!("failed in its last run: {error}"));
+                let (first, more) = error.split_once('\n').unwrap_or((error, ""));
+                why.insert(0, format!("failed in its last run: {first}"));
+                rest = Some(more).filter(|m| !m.trim().is_empty());
             }
             if let Some(job) = live.get(&i) {
                 why.insert(0, job.describe());
@@ -434,6 +423,9 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
             }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
             let _ = writeln!(text, "{:<7} {:<width$}{why}", label(i, st), inst.name);
+            for line in rest.iter().flat_map(|r| r.lines()) {
+                let _ = writeln!(text, "          {}", line.trim_start());
+            }
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
         let _ = writeln!(text, "{} of {} instances cached", cached, states.len());
@@ -455,6 +447,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
         )));
     }
     let states = evaluate::evaluate(&plan, &store);
+    let failed = last_failures(&plan, &store, &states);
     let mut items = Vec::new();
     let mut damaged = 0;
     for idx in selected {
@@ -491,7 +484,11 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
             }
             None => {
                 damaged += usize::from(st.label() == "damaged");
-                item["because"] = json!(st.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+                item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));
+                if let Some(error) = &failed[idx.0] {
+                    item["state"] = json!("failed");
+                    item["error"] = json!(error);
+                }
             }
         }
         items.push(item);
@@ -598,6 +595,28 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+}
+
+/// The error of each instance whose last run failed with the recipe it has now and published
+/// nothing since (`None` for the others): `status` and `show` say so instead of "never run".
+fn last_failures(plan: &Plan, store: &Store, states: &[evaluate::InstanceState]) -> Vec<Option<String>> {
+    let (_, last) = crate::html::history::read(&store.root().join("runs.jsonl"), &plan.experiment.name);
+    plan.instances
+        .iter()
+        .zip(states)
+        .map(|(inst, st)| {
+            let line =
+                last.get(&inst.name).filter(|l| st.record.is_none() && l.outcome == "failed" && l.key == st.key)?;
+            Some(printable_cut(line.error.as_deref().unwrap_or(""), 4000))
+        })
+        .collect()
+}
+
+/// Why an instance is not cached, as words; beside a failure, without "never run" (it ran) and
+/// without its checkpoint counted as an interrupted run's.
+fn reasons_beside(st: &evaluate::InstanceState, failed: bool) -> Vec<String> {
+    let said_by_failure = |r: &&DirtyReason| failed && matches!(r, DirtyReason::New | DirtyReason::Resumable { .. });
+    st.reasons.iter().filter(|r| !said_by_failure(r)).map(|r| r.to_string()).collect()
 }
 
 /// The name each object of `keys` was last computed under (`instance` of `experiment`), from
