@@ -54,12 +54,13 @@ impl Params for CommandParams {}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawParams {
+    #[serde(deserialize_with = "words")]
     argv: Vec<String>,
     #[serde(default)]
     code: Vec<String>,
     #[serde(default)]
     env_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "words")]
     env_probe: Vec<String>,
     outputs: BTreeMap<String, String>,
     #[serde(default)]
@@ -69,6 +70,27 @@ struct RawParams {
     #[serde(default = "yes")]
     match_rows: bool,
     seed: u64,
+}
+
+/// A command line's words: strings, and numbers or booleans as the text they read as, so that
+/// `"${lr}"` of a numeric sweep axis is the word `0.1`, as `"--lr=${lr}"` is `--lr=0.1`.
+fn words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Word {
+        Text(String),
+        Number(serde_json::Number),
+        Bool(bool),
+    }
+    let words = Vec::<Word>::deserialize(d)?;
+    Ok(words
+        .into_iter()
+        .map(|w| match w {
+            Word::Text(s) => s,
+            Word::Number(n) => n.to_string(),
+            Word::Bool(b) => b.to_string(),
+        })
+        .collect())
 }
 
 fn default_timeout() -> f64 {
@@ -492,6 +514,12 @@ mod tests {
         assert_eq!(canon["outputs"]["m"], "metrics");
         let p: CommandParams = serde_json::from_value(canon).unwrap();
         assert_eq!(expand(&p).unwrap(), vec!["true", "out/m", "2", "1"]);
+        // A whole-word `${axis}` of a numeric axis arrives as a number: it is the word it reads as.
+        let raw =
+            json!({"argv": ["echo", 1, 0.5, true], "env_probe": ["echo", 2], "outputs": {"m": "metrics"}, "seed": 1});
+        let p: CommandParams = serde_json::from_value(crate::ops::Op::normalize(&Command, &raw).unwrap()).unwrap();
+        assert_eq!(p.argv, ["echo", "1", "0.5", "true"]);
+        assert_eq!(expand(&p).unwrap(), ["echo", "1", "0.5", "true"]);
         let bad = json!({"argv": ["true", "{out.nope}"], "outputs": {"m": "metrics"}, "seed": 1});
         assert!(crate::ops::Op::normalize(&Command, &bad)
             .unwrap_err()
