@@ -182,7 +182,9 @@ impl StageKind for Command {
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
         let Some(argv) = raw.get("argv").and_then(Json::as_array) else { return Ok(()) };
         for (i, arg) in argv.iter().enumerate() {
-            for ph in placeholders(arg.as_str().unwrap_or_default()).map_err(|e| ParamError::field("argv", e, None))? {
+            for ph in placeholders(arg.as_str().unwrap_or_default())
+                .map_err(|e| ParamError::field("argv", format!("`argv[{i}]`: {e}"), None))?
+            {
                 if let Some(slot) = ph.strip_prefix("in.") {
                     if !slots.contains(&slot) {
                         return Err(ParamError::field(
@@ -278,12 +280,9 @@ fn placeholders(arg: &str) -> Result<Vec<String>, String> {
 
 /// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
 fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
-    if p.argv.is_empty() || p.argv[0].is_empty() {
-        return Err(ParamError::field(
-            "argv",
-            "`argv` is empty",
-            Some("e.g. argv = [\"python3\", \"probe.py\"]".into()),
-        ));
+    if p.argv.first().is_none_or(|program| program.trim().is_empty()) {
+        let what = if p.argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
+        return Err(ParamError::field("argv", what, Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
     }
     if !(p.timeout > 0.0 && p.timeout <= 7.0 * 86400.0) {
         return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
@@ -315,7 +314,7 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
         ));
     }
     for (i, arg) in p.argv.iter().enumerate() {
-        for ph in placeholders(arg).map_err(|e| ParamError::field("argv", e, None))? {
+        for ph in placeholders(arg).map_err(|e| ParamError::field("argv", format!("`argv[{i}]`: {e}"), None))? {
             let ok = match ph.split_once('.') {
                 Some(("in", _)) => true, // checked against the input slots by `check_inputs`
                 Some(("out", name)) => outputs.contains_key(name),
@@ -529,6 +528,12 @@ mod tests {
         assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("is not a kind"));
         let bad = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": ["../x.py"], "seed": 1});
         assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("no `..`"));
+        let message = |argv: Json| {
+            let raw = json!({"argv": argv, "outputs": {"m": "metrics"}, "seed": 1});
+            crate::ops::Op::normalize(&Command, &raw).unwrap_err().message
+        };
+        assert!(message(json!(["", "x"])).contains("`argv[0]`, the program, is empty"));
+        assert!(message(json!(["sh", "x{"])).contains("`argv[1]`: `x{` has an unclosed `{`"));
         // `./x` is the same relative path; the scratch folder's own folders are refused.
         assert!(check_relative("./src/x.py").is_ok());
         for (path, why) in [("in/images/x", "the inputs"), ("./out", "the outputs"), ("tmp/a", "TMPDIR")] {
