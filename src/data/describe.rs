@@ -52,7 +52,16 @@ impl fmt::Display for SourceInfo {
         writeln!(f, "  licence: {}", self.licence)?;
         writeln!(f, "  source:  {}", self.origin)?;
         match &self.cache_dir {
-            Some(dir) => write!(f, "  cache:   {:?} in {}", self.cache, dir.display()),
+            Some(dir) => {
+                // Sizes and the fetch's marker only: the hashes are checked where the bytes are read.
+                let state = match self.cache {
+                    CacheState::Verified => "verified when fetched (sizes match; each run re-checks the hashes)",
+                    CacheState::Incomplete => "incomplete",
+                    CacheState::Missing => "missing",
+                    CacheState::NotApplicable => "none",
+                };
+                write!(f, "  cache:   {state} in {}", dir.display())
+            }
             None => write!(f, "  cache:   none (generated on demand)"),
         }
     }
