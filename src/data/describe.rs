@@ -113,3 +113,31 @@ pub fn describe_source(name: DatasetName, opts: &LoadOptions) -> SourceInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listing judges a cached data set by sizes and the fetch's marker only, and says so:
+    /// a flipped byte keeps the sizes, and the hashes are checked where the bytes are read.
+    #[test]
+    fn a_cached_data_set_says_what_was_checked_and_when() {
+        let info = SourceInfo {
+            name: "mnist".into(),
+            num_classes: 10,
+            class_names: vec![],
+            shape: [1, 28, 28],
+            n_train: 60_000,
+            n_test: 10_000,
+            hflip_ok: false,
+            licence: "CC BY-SA 3.0".into(),
+            origin: "npm".into(),
+            install_hint: String::new(),
+            cache_dir: Some("cache/data/mnist".into()),
+            cache: CacheState::Verified,
+        };
+        let text = info.to_string();
+        assert!(text.contains("cache:   verified when fetched (sizes match; each run re-checks the hashes)"), "{text}");
+        assert_eq!(serde_json::to_value(CacheState::Verified).unwrap(), "verified", "the JSON stays as it was");
+    }
+}
