@@ -71,14 +71,13 @@ impl ExecutorArgs {
         if let Some(bad) = in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
             return Err(Failure::Other(format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", "))));
         }
-        if self.poll_max.is_some_and(|p| !crate::config::executor::poll_max_ok(p)) {
-            return Err(Failure::Other(format!("--poll-max must be {}", crate::config::executor::POLL_MAX_VALID)));
-        }
-        if self.queue_patience.is_some_and(|p| !crate::config::executor::queue_patience_ok(p)) {
-            return Err(Failure::Other(format!(
-                "--queue-patience must be {}",
-                crate::config::executor::QUEUE_PATIENCE_VALID
-            )));
+        use crate::config::executor::{poll_max_ok, queue_patience_ok, POLL_MAX_VALID, QUEUE_PATIENCE_VALID};
+        let seconds = [
+            ("--poll-max", self.poll_max, poll_max_ok as fn(f64) -> bool, POLL_MAX_VALID),
+            ("--queue-patience", self.queue_patience, queue_patience_ok, QUEUE_PATIENCE_VALID),
+        ];
+        if let Some((flag, _, _, valid)) = seconds.iter().find(|(_, v, ok, _)| v.is_some_and(|v| !ok(v))) {
+            return Err(Failure::Other(format!("{flag} must be {valid}")));
         }
         if self.max_jobs == Some(0) {
             return Err(Failure::Other("--max-jobs must be at least 1".into()));

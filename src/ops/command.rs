@@ -374,16 +374,11 @@ fn check_relative(path: &str) -> Result<(), String> {
     }
     // The scratch folder keeps these for the inputs, the outputs and TMPDIR: a code file there
     // would sit inside an input's checked copy or be published as an output.
+    const RESERVED: [(&str, &str); 3] = [("in", "the inputs"), ("out", "the outputs"), ("tmp", "TMPDIR")];
     if let Some(Component::Normal(top)) = parts.first() {
-        if ["in", "out", "tmp"].iter().any(|r| top == r) {
+        if let Some((name, kept_for)) = RESERVED.iter().find(|(name, _)| top == name) {
             return Err(format!(
-                "lies under `{}/`, which the scratch folder keeps for {}; move it elsewhere",
-                top.to_string_lossy(),
-                match top.to_str() {
-                    Some("in") => "the inputs",
-                    Some("out") => "the outputs",
-                    _ => "TMPDIR",
-                }
+                "lies under `{name}/`, which the scratch folder keeps for {kept_for}; move it elsewhere"
             ));
         }
     }

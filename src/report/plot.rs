@@ -98,18 +98,6 @@ pub(crate) struct FigureData {
 }
 
 impl FigureData {
-    /// What the error bars are, for the line under the figure: `None` when none is drawn.
-    pub(crate) fn interval_caption(&self) -> Option<[String; 2]> {
-        let (lo, hi) = self.interval_ns?;
-        let n = if lo == hi { format!("n = {lo}") } else { format!("n = {lo} to {hi}") };
-        Some([
-            format!("Points: means over {n} replicates;"),
-            format!("bars: 95 % confidence intervals ({INTERVAL_METHOD})."),
-        ])
-    }
-}
-
-impl FigureData {
     pub(crate) fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
         let invalid = |reason: String| ReportError::InvalidSpec { title: spec.axes.title.clone(), reason };
         let recs: Vec<&Record> =
@@ -204,5 +192,15 @@ impl FigureData {
             }
         }
         Ok(FigureData { panels, series, x_scale, x_values, interval_ns })
+    }
+
+    /// What the error bars are, for the line under the figure: `None` when none is drawn.
+    pub(crate) fn interval_caption(&self) -> Option<[String; 2]> {
+        let (lo, hi) = self.interval_ns?;
+        let n = if lo == hi { format!("n = {lo}") } else { format!("n = {lo} to {hi}") };
+        Some([
+            format!("Points: means over {n} replicates;"),
+            format!("bars: 95 % confidence intervals ({INTERVAL_METHOD})."),
+        ])
     }
 }

@@ -86,7 +86,7 @@ impl StageKind for Claims {
             }
             for (field, dim) in c.each.iter().map(|d| ("each", d)).chain(c.along.iter().map(|d| ("along", d))) {
                 if dim == REPLICATE {
-                    return Err(replicate_refused(&format!("claims[{i}].{field}"), &c.name, values.keys().copied()));
+                    return Err(replicate_refused(i, field, &c.name, values.keys().copied()));
                 }
             }
             for dim in c.each.iter().chain(&c.along) {
@@ -165,15 +165,14 @@ pub(super) fn name_of<T: Serialize>(v: &T) -> String {
 }
 
 /// `each` or `along` naming the replicate index, which a claim pairs within and summarises over.
-fn replicate_refused<'a>(at: &str, claim: &str, axes: impl Iterator<Item = &'a str>) -> ParamError {
-    let field = at.rsplit('.').next().unwrap_or(at);
+fn replicate_refused<'a>(i: usize, field: &str, claim: &str, axes: impl Iterator<Item = &'a str>) -> ParamError {
     let axes: Vec<&str> = axes.filter(|d| *d != REPLICATE).collect();
     let help = match axes.is_empty() {
         true => "the gathered instances vary along no other axis".to_string(),
         false => format!("name a sweep axis: {}", axes.join(", ")),
     };
     ParamError::field(
-        at,
+        &format!("claims[{i}].{field}"),
         format!(
             "claim `{claim}`: `{field}` cannot be `{REPLICATE}`: a claim pairs its observations within a replicate \
              and summarises over the replicates"
