@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The device tool's command for issue 18: runs scripts/gpu-bench.sh into a scratch folder and hands
+# its results back as one archive, because the tool returns at most 8 files from $OUT (the bench
+# writes ~60) and returns nothing of a command it kills at its limit but what is already in $OUT.
+# So the archive is refreshed every 20 s while the bench runs ($OUT/partial.tgz), and written once
+# more when it ends ($OUT/results.tgz, the partial one then removed).
+#
+# Usage (device tool): run(command="OUT=$OUT bash scripts/gpu-session.sh", carry=["target/gpu"])
+#        (CPU check:    OUT=/tmp/s bash scripts/gpu-session.sh --cpu-dry-run; its arguments go to the bench)
+# Env: LIMIT (seconds before the bench is stopped, default 490), and gpu-bench.sh's own (BUDGET).
+set -uo pipefail
+OUT="${OUT:?set OUT to the folder that comes back}"
+LIMIT="${LIMIT:-490}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RES="$(mktemp -d /tmp/gpu-results.XXXXXX)"
+DONE="$RES.done"
+
+pack() {   # pack NAME: the results so far as $OUT/NAME, never half-written under that name
+  tar -C "$RES" -czf "$OUT/.packing.tgz" . 2>/dev/null && mv -f "$OUT/.packing.tgz" "$OUT/$1"
+}
+
+(
+  OUT="$RES" timeout -k 10 "$LIMIT" bash "$REPO/scripts/gpu-bench.sh" "$@" >"$RES/bench.log" 2>&1
+  echo "gpu-bench.sh exit status: $?" >>"$RES/bench.log"
+  touch "$DONE"
+) &
+while [[ ! -e "$DONE" ]]; do
+  sleep 5
+  ((SECONDS % 20 < 5)) && pack partial.tgz
+done
+pack results.tgz && rm -f "$OUT/partial.tgz"
+cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null
+cat "$RES/bench.log"
