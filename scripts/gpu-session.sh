@@ -7,26 +7,33 @@
 #
 # Usage (device tool): run(command="OUT=$OUT bash scripts/gpu-session.sh", carry=["target/gpu"])
 #        (CPU check:    OUT=/tmp/s bash scripts/gpu-session.sh --cpu-dry-run; its arguments go to the bench)
-# Env: LIMIT (seconds before the bench is stopped, default 490), and gpu-bench.sh's own (BUDGET).
+# Env: LIMIT (seconds before the bench is stopped, default 490), EVERY (seconds between partial
+# archives, default 20), BENCH (the script to run, default scripts/gpu-bench.sh; tests swap it), and
+# gpu-bench.sh's own (BUDGET).
 set -uo pipefail
 OUT="${OUT:?set OUT to the folder that comes back}"
 LIMIT="${LIMIT:-490}"
+EVERY="${EVERY:-20}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="${BENCH:-$REPO/scripts/gpu-bench.sh}"
 RES="$(mktemp -d /tmp/gpu-results.XXXXXX)"
 DONE="$RES.done"
 
 pack() {   # pack NAME: the results so far as $OUT/NAME, never half-written under that name
-  tar -C "$RES" -czf "$OUT/.packing.tgz" . 2>/dev/null && mv -f "$OUT/.packing.tgz" "$OUT/$1"
+  tar -C "$RES" -czf "$OUT/.packing.tgz" . 2>/dev/null
+  # tar's 1 is "a file changed as it was read": a log still being written, which is expected here.
+  (($? <= 1)) && mv -f "$OUT/.packing.tgz" "$OUT/$1"
 }
 
 (
-  OUT="$RES" timeout -k 10 "$LIMIT" bash "$REPO/scripts/gpu-bench.sh" "$@" >"$RES/bench.log" 2>&1
-  echo "gpu-bench.sh exit status: $?" >>"$RES/bench.log"
+  OUT="$RES" timeout -k 10 "$LIMIT" bash "$BENCH" "$@" >"$RES/bench.log" 2>&1
+  echo "$(basename "$BENCH") exit status: $?" >>"$RES/bench.log"
   touch "$DONE"
 ) &
+last=$SECONDS
 while [[ ! -e "$DONE" ]]; do
-  sleep 5
-  ((SECONDS % 20 < 5)) && pack partial.tgz
+  sleep 1
+  if ((SECONDS - last >= EVERY)); then pack partial.tgz; last=$SECONDS; fi
 done
 pack results.tgz && rm -f "$OUT/partial.tgz"
 cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null

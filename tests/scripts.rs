@@ -331,3 +331,59 @@ fn fuzzing_the_fixtures_and_a_damaged_cache_finds_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"panic\"") && stdout.contains("exit 101"), "{stdout}");
 }
+
+/// `scripts/gpu-session.sh` hands the bench's many files back as one archive (the device tool
+/// returns at most 8 files), and a session cut short still leaves a recent partial archive.
+#[test]
+fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench.sh");
+    // Twelve files in two folders, then (when asked) a wait longer than the session is given.
+    std::fs::write(
+        &bench,
+        "mkdir -p \"$OUT/a/b\"; for i in $(seq 1 10); do echo $i > \"$OUT/f$i.txt\"; done\n\
+         echo deep > \"$OUT/a/b/deep.txt\"; echo log > \"$OUT/summary.txt\"\n\
+         [ \"${1:-}\" = --hang ] && sleep 60\nexit 0\n",
+    )
+    .unwrap();
+    let session = |out: &Path, args: &[&str], timeout: &str| {
+        std::fs::create_dir_all(out).unwrap();
+        Command::new("timeout")
+            .arg(timeout)
+            .arg("bash")
+            .arg(repo().join("scripts/gpu-session.sh"))
+            .args(args)
+            .env("OUT", out)
+            .env("BENCH", &bench)
+            .env("EVERY", "1")
+            .output()
+            .unwrap()
+    };
+    let listed = |archive: &Path| {
+        let out = Command::new("tar").arg("-tzf").arg(archive).output().unwrap();
+        assert!(out.status.success(), "{archive:?} is not a whole archive");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let names = |dir: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+
+    let done = dir.path().join("done");
+    let run = session(&done, &[], "30");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(names(&done), ["results.tgz", "summary.txt"], "two files, not the bench's thirteen");
+    let all = listed(&done.join("results.tgz"));
+    for want in ["./f1.txt", "./f10.txt", "./a/b/deep.txt", "./bench.log"] {
+        assert!(all.lines().any(|l| l == want), "{want} missing from:\n{all}");
+    }
+    assert!(String::from_utf8_lossy(&run.stdout).contains("bench.sh exit status: 0"));
+
+    let cut = dir.path().join("cut");
+    let run = session(&cut, &["--hang"], "4");
+    assert_eq!(run.status.code(), Some(124), "the session was cut short");
+    assert_eq!(names(&cut), ["partial.tgz"], "only the last whole partial archive");
+    assert!(listed(&cut.join("partial.tgz")).lines().any(|l| l == "./a/b/deep.txt"));
+}
