@@ -98,8 +98,15 @@ if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}";
   echo "nsys: $(command -v nsys || echo absent)"; echo "torch python: ${TORCH_PY:-none}"
 } >>"$OUT/env.txt" 2>&1
 say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}s"
+# STEPS=agreement: a second call for what the first had no time left for. Steps 1-3 and 5-7 are
+# skipped; instead one job's training is timed beside `nvidia-smi dmon` (how busy the card is while
+# cfrun trains: dmon.txt), and the agreement runs p = 0 alone first, then the rest, so a call cut
+# short still compares part of the table. AGREE_JOBS (default 2) replaces step 2's best job count.
+ALL=1
+[[ "${STEPS:-all}" == agreement ]] && ALL=0
 
 # --- 1. check-device --------------------------------------------------------------------------------
+if ((ALL)); then   # (to the end of step 1, not indented)
 # In strict f32 (NVIDIA_TF32_OVERRIDE=0: no TF32 in cuDNN or cuBLAS), so that its tolerances test
 # the kernels, not TF32's 10-bit mantissa; the runs below use the libraries' default math, and the
 # agreement step (4) is the end-to-end check of that. A binary that cannot run at all (no JSON, or
@@ -144,6 +151,7 @@ sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.js
   export CFRUN_CONV_COLUMNS=taps
   say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
 fi
+fi   # ALL: step 1
 
 # --- 2. cfrun throughput --------------------------------------------------------------------------
 # One experiment per run: a shared synthetic 1xSIDExSIDE data set (made once, cached) and JOBS
@@ -208,6 +216,17 @@ EOF
 # Sizes: the first run measures one job; later runs get about 10 s of work at that rate (split
 # over their jobs), so a card that does not scale costs ~20 s per run, not minutes.
 if ((DRY)); then N1=512; else N1=20480; fi
+if ((!ALL)); then
+  BEST_J="${AGREE_JOBS:-2}"
+  dmon=""
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi dmon -s u -d 1 >"$OUT/dmon.txt" 2>&1 &
+    dmon=$!
+  fi
+  cf_bench util-j1 "$BIN" 1 f32 "$N1" 1 >/dev/null
+  [[ -n "$dmon" ]] && kill "$dmon"
+fi
+if ((ALL)); then   # (to the end of step 2, not indented)
 cf_bench f32-j1 "$BIN" 1 f32 "$N1" 2 >/dev/null
 RATE1="$(cat "$WORK/rate")"
 RATE1="${RATE1:-0}"
@@ -278,6 +297,7 @@ if ((BEST_J > 1)) && (($(left) > 160)); then cf_bench "$HALF-j$BEST_J" "$BIN" "$
 if ((!DRY)) && [[ "$BIN" != "$BIN_PLAIN" && -x "$BIN_PLAIN" ]] && (($(left) > 150)); then
   cf_bench f32-j1-nocudnn "$BIN_PLAIN" 1 f32 "$(per_job 1)" 2 >/dev/null
 fi
+fi   # ALL: step 2
 
 # --- 3. PyTorch, same network, same card: eager ----------------------------------------------------
 # The compiled modes come after the agreement run (5): compiling can take a minute or more per
@@ -293,7 +313,7 @@ torch_modes() {   # torch_modes MODE... (each "" for fp32 eager, or flags of tor
     say "torch ${m:-eager fp32}: rc=$? $(grep -E "resnet_$TORCH_PRESET +train" "$OUT/torch.txt" | tail -n1)"
   done
 }
-torch_modes "" "--amp"
+((ALL)) && torch_modes "" "--amp"
 
 # --- 4. agreement with the CPU: noise_sweep.toml's first replicate --------------------------------
 # With experiment.replicates = 1 every stage has the key, so the seeds, of replicate 0 in the
@@ -304,38 +324,50 @@ if ((!DRY)) && [[ -f "$BUNDLE/data.tar.xz" ]]; then
   mkdir -p "$CACHE" && tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz" || say "data.tar.xz: could not unpack (rc=$?)"
 fi
 AGREE_CACHE="${AGREE_CACHE:-$CACHE}"
+agree() {   # agree NAME LIMIT [--set ...]: noise_sweep.toml's replicate 0 -> $OUT/NAME/, $OUT/NAME.md
+  local name=$1 limit=$2 start=$SECONDS rc t f
+  shift 2
+  mkdir -p "$OUT/$name"
+  timeout "$limit" "$BIN" run experiments/noise_sweep.toml --set experiment.replicates=1 "$@" --device "$DEVICE" \
+    --cache "$AGREE_CACHE" --jobs "$BEST_J" >"$OUT/$name/stdout" 2>"$OUT/$name/stderr"
+  rc=$?
+  say "$name: noise_sweep.toml, 1 replicate $*, jobs=$BEST_J: rc=$rc in $((SECONDS - start))s (limit ${limit}s)"
+  local tables=()
+  for t in results fit cluster_quality; do
+    f="$(sed -n "s/^$t: \(.*\.csv\)$/\1/p" "$OUT/$name/stdout" | head -n1)"
+    [[ -n "$f" ]] && cp "$f" "$OUT/$name/$t.table.csv" && tables+=("$t=$f")
+  done
+  if ((${#tables[@]})); then
+    "$PY" scripts/agreement.py docs/noise_sweep "${tables[@]}" >"$OUT/$name.md" 2>>"$OUT/$name/stderr"
+    say "$name (rc=$?): $(grep -h "cells: inside" "$OUT/$name.md" | tr '\n' ' ')"
+  fi
+}
 if ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
   say "agreement: skipped in the dry run (set AGREE_CACHE to a cache holding noise_sweep's CPU run)"
 elif [[ ! -d "$AGREE_CACHE/data" ]]; then
   say "agreement: no data sets in the cache ($BUNDLE/data.tar.xz missing or not unpacked); skipped"
+elif ((!ALL)); then
+  # The same cache for both parts: the second reuses every stage of p = 0. The study's claims
+  # need both values of p, so the first part checks one that needs neither (the tables are what
+  # the agreement compares; the claims get their turn in the second part).
+  agree agreement-p0 $(($(left) - 10)) --set 'sweep.p=[0]' --set 'stages.verdicts.claims=[{name = "pre_above_random",
+    statement = "N_pre above an untrained network", a = { source = "probe_pre" }, b = { source = "probe_random" },
+    expect = "greater"}]'
+  (($(left) > 40)) && agree agreement $(($(left) - 10))
 elif (($(left) > (DRY ? 30 : 200))); then
-  mkdir -p "$OUT/agreement"
   # On the GPU at most 150 s, and 120 s kept so that one compiled PyTorch mode (5) still fits; the
   # dry run only reads a cache.
   if ((DRY)); then limit=$(($(left) - 10)); else limit=$(($(left) - 120 < 150 ? $(left) - 120 : 150)); fi
-  start=$SECONDS
-  timeout "$limit" "$BIN" run experiments/noise_sweep.toml --set experiment.replicates=1 --device "$DEVICE" \
-    --cache "$AGREE_CACHE" --jobs "$BEST_J" >"$OUT/agreement/stdout" 2>"$OUT/agreement/stderr"
-  rc=$?
-  say "agreement: noise_sweep.toml, 1 replicate, jobs=$BEST_J: rc=$rc in $((SECONDS - start))s (limit ${limit}s)"
-  tables=()
-  for t in results fit cluster_quality; do
-    f="$(sed -n "s/^$t: \(.*\.csv\)$/\1/p" "$OUT/agreement/stdout" | head -n1)"
-    [[ -n "$f" ]] && cp "$f" "$OUT/agreement/$t.table.csv" && tables+=("$t=$f")
-  done
-  if ((${#tables[@]})); then
-    "$PY" scripts/agreement.py docs/noise_sweep "${tables[@]}" >"$OUT/agreement.md" 2>>"$OUT/agreement/stderr"
-    say "agreement (rc=$?): $(grep -h "cells: inside" "$OUT/agreement.md" | tr '\n' ' ')"
-  fi
+  agree agreement "$limit"
 else
   say "agreement: skipped ($(left)s left)"
 fi
 
 # --- 5. PyTorch compiled -----------------------------------------------------------------------------
-((DRY)) || torch_modes "--compile" "--compile --amp"
+((DRY || !ALL)) || torch_modes "--compile" "--compile --amp"
 
 # --- 6. profile of one epoch (nsys) ----------------------------------------------------------------
-if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
+if ((!DRY && ALL)) && command -v nsys >/dev/null && (($(left) > 150)); then
   write_exp "$WORK/prof.toml" 1 "$(per_job 1)" 1 f32 9000
   timeout 90 nsys profile --stats=false -o "$WORK/prof" "$BIN" run "$WORK/prof.toml" --device cuda \
     --cache "$CACHE" >"$WORK/prof.log" 2>&1
@@ -345,6 +377,7 @@ if ((!DRY)) && command -v nsys >/dev/null && (($(left) > 150)); then
 fi
 
 # --- 7. noise_sweep_full: projection, then the largest part that fits -------------------------------
+if ((ALL)); then   # (to the end of step 7, not indented)
 SWEEP=experiments/noise_sweep_full.toml
 # The device tool carries at most 64 MiB, the repository's tracked files (~14 MB) included, so the
 # bundle leaves MNIST out when both binaries travel (docs/gpu-prep.md). Then the sweep runs a copy
@@ -441,5 +474,6 @@ elif [[ "${CHOICE:-}" =~ ^[0-9]+$ ]] && ((CHOICE >= 0)); then
     say "sweep: no $BUNDLE/data.tar.xz (Fashion-MNIST, Animal-MNIST, MNIST); projection only"
   fi
 fi
+fi   # ALL: step 7
 say "done: $((SECONDS - T0))s of ${BUDGET}s"
 rm -rf "$WORK"
