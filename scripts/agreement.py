@@ -11,7 +11,10 @@ noise_sweep.toml that way on the GPU and compares it with docs/noise_sweep/ from
 
 For each cell: the one-replicate value, the reference's replicate 0 (same seeds: the difference is
 the devices' arithmetic alone), the reference's mean and 95 % CI half-width over its replicates, and
-whether the value lies inside that interval. Exit status 0 when every table was compared, 2 when
+whether the value lies inside that interval; then the 95 % prediction interval for one more
+replicate (mean ± t s sqrt(1 + 1/n), the CI's half-width times sqrt(n + 1), as the CI is t s / sqrt(n))
+and whether the value lies inside that. The CI is where the reference's mean lies; one replicate
+spreads sqrt(n + 1) times wider, so the prediction interval is the yardstick for a single run. Exit status 0 when every table was compared, 2 when
 one was not (it is said in its section and on stderr; the others are still compared).
 """
 
@@ -60,35 +63,41 @@ def compare(name, ref_path, one_path):
             if value is None:
                 continue
             if ref is None:
-                cells.append((key, col, value, None, None, None))
+                cells.append((key, col, value, None, None, None, 0))
                 continue
             reps = [number(v) for v in ref[at[f"{col} (replicates)"]].split()]
             ci = f"{col} (ci95 half-width)"
             mean, half = number(ref[at[col]]), number(ref[at[ci]]) if ci in at else None
-            cells.append((key, col, value, reps[0] if reps else None, mean, half))
+            cells.append((key, col, value, reps[0] if reps else None, mean, half, len(reps)))
     if cells and all(c[3] is None for c in cells):
         raise ValueError(f"no row of {one_path} matches a row of {ref_path} on {', '.join(keys)}")
     out = [f"## {name}", "", "| " + " | ".join(keys) + " | column | this run | reference replicate 0 | difference "
-           "| reference mean ± 95 % CI | inside the CI |", "|" + "---|" * (len(keys) + 1) + "---:|---:|---:|---:|---|"]
-    diffs, inside, compared = [], 0, 0
-    for key, col, value, r0, mean, half in cells:
+           "| reference mean ± 95 % CI | inside the CI | 95 % interval for one replicate | inside it |",
+           "|" + "---|" * (len(keys) + 1) + "---:|---:|---:|---:|---|---:|---|"]
+    diffs, inside, inside_one, compared = [], 0, 0, 0
+    for key, col, value, r0, mean, half, n in cells:
         if r0 is None or mean is None:
-            out.append("| " + " | ".join(key) + f" | {col} | {fmt(value)} | (not in the reference) | | | |")
+            out.append("| " + " | ".join(key) + f" | {col} | {fmt(value)} | (not in the reference) | | | | | |")
             continue
         compared += 1
         ok = half is not None and abs(value - mean) <= half
+        one = half * (n + 1) ** 0.5 if half is not None else None
+        ok_one = one is not None and abs(value - mean) <= one
         inside += ok
+        inside_one += ok_one
         diffs.append(value - r0)
+        verdict = lambda ok: "yes" if ok else ("no" if half is not None else "n/a")
         ci = f"{fmt(mean)} ± {fmt(half, mean)}" if half is not None else f"{fmt(mean)} (no CI)"
-        verdict = "yes" if ok else ("no" if half is not None else "n/a")
+        pi = f"{fmt(mean)} ± {fmt(one, mean)}" if one is not None else ""
         out.append("| " + " | ".join(key) + f" | {col} | {fmt(value, mean)} | {fmt(r0, mean)} | {value - r0:+.3g} "
-                   f"| {ci} | {verdict} |")
+                   f"| {ci} | {verdict(ok)} | {pi} | {verdict(ok_one)} |")
     out.append("")
     if diffs:
         worst = max(diffs, key=abs)
         mean_abs = sum(abs(d) for d in diffs) / len(diffs)
-        out.append(f"{compared} cells: inside the reference's 95 % CI in {inside}; against replicate 0 the "
-                   f"largest difference is {worst:+.3g}, the mean absolute difference {mean_abs:.3g}.")
+        out.append(f"{compared} cells: inside the reference's 95 % CI in {inside}, inside its 95 % interval for one "
+                   f"replicate in {inside_one}; against replicate 0 the largest difference is {worst:+.3g}, the mean "
+                   f"absolute difference {mean_abs:.3g}.")
     else:
         out.append("No cell had a reference value.")
     out.append("")

@@ -285,7 +285,7 @@ def main(argv):
     first = summary.splitlines()[0] if summary else ""
     lines = ["# GPU session results (issue 18)", "",
              "Made by `python3 scripts/gpu-report.py OUT` from the files of "
-             "`run(command=\"OUT=$OUT bash scripts/gpu-bench.sh\", carry=[\"target/gpu\"])`, which are beside this file. "
+             "`run(command=\"OUT=$OUT bash scripts/gpu-session.sh\", carry=[\"target/gpu\"])` (gpu-bench.sh, its files returned as one archive), unpacked beside this file. "
              f"Session start: `{first}`.", ""]
     section_machine(out, lines)
     section_cfrun(runs, lines)

@@ -54,17 +54,33 @@ fn agreement_sets_one_replicate_beside_the_committed_reference() {
     let same = compare(&replicate_zero(&reference, None));
     let text = String::from_utf8_lossy(&same.stdout);
     assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
-    assert!(text.contains("24 cells: inside the reference's 95 % CI in 24;"), "{text}");
+    assert!(
+        text.contains(
+            "24 cells: inside the reference's 95 % CI in 24, inside its 95 % interval for one replicate in 24;"
+        ),
+        "{text}"
+    );
     assert!(text.contains("largest difference is +0,"), "{text}");
-    // Row 0 is fashion-mnist's N_pre: 83.77 at p = 0 in replicate 0, 83.27 ± 1.20 over three.
+    // Row 0 is fashion-mnist's N_pre: 83.77 at p = 0 in replicate 0, 83.27 ± 1.20 over three, so
+    // one replicate's interval is twice as wide (sqrt(3 + 1)).
     let moved = compare(&replicate_zero(&reference, Some((0, "p=0", 10.0))));
     let text = String::from_utf8_lossy(&moved.stdout);
     assert!(moved.status.success());
-    assert!(text.contains("| fashion-mnist | N_pre |  | p=0 | 93.77 | 83.77 | +10 | 83.27 ± 1.20 | no |"), "{text}");
     assert!(
-        text.contains("inside the reference's 95 % CI in 23;") && text.contains("largest difference is +10,"),
+        text.contains(
+            "| fashion-mnist | N_pre |  | p=0 | 93.77 | 83.77 | +10 | 83.27 ± 1.20 | no | 83.27 ± 2.39 | no |"
+        ),
         "{text}"
     );
+    assert!(
+        text.contains("inside the reference's 95 % CI in 23, inside its 95 % interval for one replicate in 23;")
+            && text.contains("largest difference is +10,"),
+        "{text}"
+    );
+    // 2 points off: outside the CI of the mean (± 1.20), inside one replicate's interval (± 2.39).
+    let near = compare(&replicate_zero(&reference, Some((0, "p=0", 1.5))));
+    let text = String::from_utf8_lossy(&near.stdout);
+    assert!(text.contains("| 85.27 | 83.77 | +1.5 | 83.27 ± 1.20 | no | 83.27 ± 2.39 | yes |"), "{text}");
     let unrelated = compare("target,source,k,p=0\nmnist,N_pre,,50\n");
     assert_eq!(unrelated.status.code(), Some(2));
     assert!(
@@ -89,7 +105,7 @@ fn agreement_sets_one_replicate_beside_the_committed_reference() {
     let text = String::from_utf8_lossy(&mixed.stdout);
     assert_eq!(mixed.status.code(), Some(2), "one table could not be compared");
     assert!(text.contains("## missing") && text.contains("Not compared:"), "{text}");
-    assert!(text.contains("| 10 | p=0 | 0.050 | 0.700 | -0.65 | 0.700 (no CI) | n/a |"), "{text}");
+    assert!(text.contains("| 10 | p=0 | 0.050 | 0.700 | -0.65 | 0.700 (no CI) | n/a |  | n/a |"), "{text}");
 }
 
 /// `scripts/gpu-report.py` (the README of a GPU session) computes each A/B and each
