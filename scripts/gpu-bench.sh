@@ -102,8 +102,16 @@ say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}
 # skipped; instead one job's training is timed beside `nvidia-smi dmon` (how busy the card is while
 # cfrun trains: dmon.txt), and the agreement runs p = 0 alone first, then the rest, so a call cut
 # short still compares part of the table. AGREE_JOBS (default 2) replaces step 2's best job count.
+# STEPS=ab: the next call after the first, for A/Bs that stand: a short check-device (resnet_gpu's
+# rows; it also absorbs the PTX JIT), then each switch against the default alternately, AB_PAIRS
+# (default 3) times, at one size, each pair the same seeds (ab-NAME-base1, ab-NAME-var1, ...;
+# same-bits switches must give the same losses), cfrun and PyTorch alternately, and ncu's time per kernel
+# of a few steps (ncu.csv). The first call's single A/B rows (3,072-6,144 images, once each,
+# beside a baseline run once at 20,480) did not stand against the baseline's own spread.
 ALL=1
-[[ "${STEPS:-all}" == agreement ]] && ALL=0
+[[ "${STEPS:-all}" == agreement || "${STEPS:-all}" == ab ]] && ALL=0
+AB=0
+[[ "${STEPS:-all}" == ab ]] && AB=1
 
 # --- 1. check-device --------------------------------------------------------------------------------
 if ((ALL)); then   # (to the end of step 1, not indented)
@@ -181,13 +189,15 @@ cf_bench() {   # cf_bench LABEL BINARY JOBS PRECISION N EPOCHS -> appends to cfr
   local label=$1 bin=$2 jobs=$3 prec=$4 n=$5 epochs=$6
   RUN_ID=$((RUN_ID + 1))
   local f="$OUT/cfrun/$label.toml"
+  # cf_ab's arms train the same seeds, each arm in a cache of its own (AB_SEED0, AB_CACHE).
+  local cache="${AB_CACHE:-$CACHE}"
   # The data set alone first (same stage, same key), so the timed run only trains.
   write_exp "$f" 0 "$n" "$epochs" "$prec" 0
-  "$bin" run "$f" --device "$DEVICE" --cache "$CACHE" -q >/dev/null 2>&1
-  write_exp "$f" "$jobs" "$n" "$epochs" "$prec" $((RUN_ID * 100))
+  "$bin" run "$f" --device "$DEVICE" --cache "$cache" -q >/dev/null 2>&1
+  write_exp "$f" "$jobs" "$n" "$epochs" "$prec" "${AB_SEED0:-$((RUN_ID * 100))}"
   local start=$EPOCHREALTIME
   CFRUN_LOG="cfrun=debug" timeout $(($(left) > 30 ? $(left) - 20 : 10)) \
-    "$bin" run "$f" --device "$DEVICE" --cache "$CACHE" --jobs "$jobs" >"$OUT/cfrun/$label.stdout" 2>"$OUT/cfrun/$label.stderr"
+    "$bin" run "$f" --device "$DEVICE" --cache "$cache" --jobs "$jobs" >"$OUT/cfrun/$label.stdout" 2>"$OUT/cfrun/$label.stderr"
   local rc=$?
   local wall
   wall="$("$PY" -c "print(round($EPOCHREALTIME - $start, 1))")"
@@ -216,7 +226,7 @@ EOF
 # Sizes: the first run measures one job; later runs get about 10 s of work at that rate (split
 # over their jobs), so a card that does not scale costs ~20 s per run, not minutes.
 if ((DRY)); then N1=512; else N1=20480; fi
-if ((!ALL)); then
+if ((!ALL && !AB)); then
   BEST_J="${AGREE_JOBS:-2}"
   dmon=""
   if command -v nvidia-smi >/dev/null; then
@@ -315,6 +325,60 @@ torch_modes() {   # torch_modes MODE... (each "" for fp32 eager, or flags of tor
 }
 ((ALL)) && torch_modes "" "--amp"
 
+# --- STEPS=ab (see the top): alternated A/Bs, cfrun beside PyTorch, ncu -------------------------
+if ((AB)); then
+  if ((DRY)); then
+    timeout 120 "$BIN" check-device --device cpu --presets resnet_tiny --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+  else
+    NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --presets resnet_gpu --json \
+      >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
+  fi
+  say "check-device (resnet_gpu's rows): rc=$?"
+  # One size for every arm: ~2.5 s of work an epoch at 2026-12-04's one-job rate (3,000 img/s).
+  if ((DRY)); then NAB=512; else NAB=8192; fi
+  AB_ID=0
+  AB_PAIRS="${AB_PAIRS:-3}"
+  cf_ab() {   # cf_ab NAME JOBS VAR=VALUE: base, var, base, var, ... (AB_PAIRS pairs) at NAB images, 2 epochs
+    local name=$1 jobs=$2 var=${3%%=*} value=${3#*=} i arm had=0 old=""
+    [[ -n "${!var+x}" ]] && had=1 && old="${!var}"
+    AB_ID=$((AB_ID + 1))
+    echo -e "$name\t$jobs\t$var=$value" >>"$OUT/ab.tsv"
+    for ((i = 1; i <= AB_PAIRS; i++)); do
+      for arm in base var; do
+        if [[ $arm == var ]]; then export "$var=$value"; elif ((had)); then export "$var=$old"; else unset "$var"; fi
+        AB_SEED0=$((10000 + AB_ID * 100 + i * 10)) AB_CACHE="$WORK/ab-$arm" \
+          cf_bench "ab-$name-$arm$i" "$BIN" "$jobs" f32 "$((NAB / jobs))" 2 >/dev/null
+      done
+    done
+    if ((had)); then export "$var=$old"; else unset "$var"; fi
+  }
+  # Largest expected effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs).
+  for ab in "events-j1 1 CFRUN_CUDA_EVENTS=off" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
+    "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
+    "bnlayer 1 CFRUN_BN_STATS=per-layer" "wtaps 1 CFRUN_CONV_COLUMNS=taps"; do
+    (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }
+    # shellcheck disable=SC2086
+    cf_ab $ab
+  done
+  # cfrun and PyTorch alternately, one job, f32 (PyTorch's eager, TF32 in cuDNN as by default).
+  for i in 1 2; do
+    (($(left) < (DRY ? 40 : 120))) && break
+    AB_SEED0=$((20000 + i * 10)) AB_CACHE="$WORK/ab-torch" cf_bench "ab-cfrun-$i" "$BIN" 1 f32 "$NAB" 2 >/dev/null
+    torch_modes ""
+  done
+  # Time per kernel: ncu (Nsight Compute; it reads the card's timers on Firecracker machines, not
+  # under gVisor: KINDS.md) over ~600 launches after ~5,000 (past the first steps' warm-up).
+  if ((!DRY)) && command -v ncu >/dev/null && (($(left) > 90)); then
+    write_exp "$WORK/ncu.toml" 0 2048 1 f32 30000   # the data set alone first, as in cf_bench
+    "$BIN" run "$WORK/ncu.toml" --device cuda --cache "$WORK/ncu-cache" -q >/dev/null 2>&1
+    write_exp "$WORK/ncu.toml" 1 2048 1 f32 30000
+    timeout $(($(left) - 20)) ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      --launch-skip 5000 --launch-count 600 --log-file "$OUT/ncu.csv" \
+      "$BIN" run "$WORK/ncu.toml" --device cuda --cache "$WORK/ncu-cache" >"$OUT/ncu.stdout" 2>"$OUT/ncu.stderr"
+    say "ncu: rc=$? $(wc -l <"$OUT/ncu.csv" 2>/dev/null) lines in ncu.csv"
+  fi
+fi
+
 # --- 4. agreement with the CPU: noise_sweep.toml's first replicate --------------------------------
 # With experiment.replicates = 1 every stage has the key, so the seeds, of replicate 0 in the
 # committed 3-replicate CPU run (docs/noise_sweep/): the GPU's tables can be set beside the CPU's
@@ -342,7 +406,9 @@ agree() {   # agree NAME LIMIT [--set ...]: noise_sweep.toml's replicate 0 -> $O
     say "$name (rc=$?): $(grep -h "cells: inside" "$OUT/$name.md" | tr '\n' ' ')"
   fi
 }
-if ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
+if ((AB)); then
+  :   # the A/B switches train the same bits (or, for TF32, are not meant for studies): nothing to agree on
+elif ((DRY)) && [[ "$AGREE_CACHE" == "$CACHE" ]]; then
   say "agreement: skipped in the dry run (set AGREE_CACHE to a cache holding noise_sweep's CPU run)"
 elif [[ ! -d "$AGREE_CACHE/data" ]]; then
   say "agreement: no data sets in the cache ($BUNDLE/data.tar.xz missing or not unpacked); skipped"

@@ -272,6 +272,92 @@ def section_agreement(out, lines):
     lines += ["", "Cell by cell: `agreement.md`.", ""]
 
 
+def epoch_losses(out, label):
+    """Every stage's epoch losses in a run's log, sorted: runs of the same seeds whose switch keeps
+    the bits give the same list."""
+    text = read(out, f"cfrun/{label}.stderr") or ""
+    return sorted(re.findall(r"epoch done epoch=\d+ loss=(\S+)", text))
+
+
+def section_ab(out, runs, torch_text, lines):
+    """STEPS=ab's alternated pairs (ab.tsv names each switch) and cfrun beside PyTorch."""
+    table = read(out, "ab.tsv")
+    cf = [rate(r) for label, r in runs.items() if re.fullmatch(r"ab-cfrun-\d+", label)]
+    if not table and not cf:
+        return
+    lines += ["## Alternated A/B (STEPS=ab)", "",
+              "Each switch against the default, run alternately (base, switch, base, switch, ...) at one size, each "
+              "pair with the same seeds; steady img/s. The rule, fixed before any run: the switch is called faster "
+              "(slower) only when every pair's ratio lies above (below) 1 by more than the baselines' own spread "
+              "(largest over smallest, minus 1) and by more than 5 %; else not shown. Same losses: each pair's epoch "
+              "losses equal to the last digit (every switch but TF32 promises the same bits).", "",
+              "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | baselines' spread | the switch | same losses |",
+              "|---|---:|---|---|---|---:|---|---|"]
+    for row in csv.reader((table or "").splitlines(), delimiter="\t"):
+        if len(row) != 3:
+            continue
+        name, jobs, setting = row
+        count = sum(1 for label in runs if re.fullmatch(rf"ab-{re.escape(name)}-base\d+", label))
+        base = [rate(runs.get(f"ab-{name}-base{i}")) for i in range(1, count + 1)]
+        var = [rate(runs.get(f"ab-{name}-var{i}")) for i in range(1, count + 1)]
+        pairs = [v / b if v and b else None for v, b in zip(var, base)]
+        spread = max(base) / min(base) - 1 if base and all(base) else None
+        verdict = "not shown"
+        if spread is not None and len(pairs) >= 2 and all(pairs):
+            margin = max(spread, 0.05)
+            if all(p > 1 + margin for p in pairs):
+                verdict = "faster"
+            elif all(p < 1 - margin for p in pairs):
+                verdict = "slower"
+        losses = [(epoch_losses(out, f"ab-{name}-base{i}"), epoch_losses(out, f"ab-{name}-var{i}")) for i in range(1, count + 1)]
+        same = "yes" if losses and all(a and a == b for a, b in losses) else "no"
+        show = lambda xs: ", ".join(f"{x:.0f}" if x else "n/a" for x in xs)
+        lines.append(f"| `{setting}` | {jobs} | {show(base)} | {show(var)} | "
+                     f"{', '.join(f'{p:.2f}x' if p else 'n/a' for p in pairs)} | "
+                     f"{f'{spread * 100:.0f} %' if spread is not None else 'n/a'} | {verdict} | {same} |")
+    torch = [r for _, r in torch_runs(torch_text)]
+    if cf:
+        lines += ["", "cfrun (one job, f32) and PyTorch (eager fp32) alternately:", "",
+                  "| pair | cfrun img/s | PyTorch img/s | cfrun / PyTorch |", "|---:|---:|---:|---:|"]
+        for i, c in enumerate(cf):
+            t = torch[i] if i < len(torch) else None
+            lines.append(f"| {i + 1} | {f'{c:.0f}' if c else 'n/a'} | {f'{t:.0f}' if t else 'n/a'} | {ratio(c, t)} |")
+    lines.append("")
+
+
+NCU_UNITS = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}
+
+
+def section_ncu(out, lines, top=15):
+    """ncu's gpu__time_duration per launch (ncu.csv), summed per kernel name."""
+    text = read(out, "ncu.csv")
+    if text is None:
+        return
+    lines += ["## Time per kernel (ncu)", ""]
+    start = next((i for i, l in enumerate(text.splitlines()) if l.startswith('"ID"')), None)
+    per, launches = {}, set()
+    if start is not None:
+        for r in csv.DictReader(text.splitlines()[start:]):
+            if r.get("Metric Name") != "gpu__time_duration.sum" or r.get("Metric Unit") not in NCU_UNITS:
+                continue
+            ms = float(r["Metric Value"].replace(",", "")) * NCU_UNITS[r["Metric Unit"]]
+            name = r["Kernel Name"]
+            count, total = per.get(name, (0, 0.0))
+            per[name] = (count + 1, total + ms)
+            launches.add(r["ID"])
+    if not per:
+        lines += ["No kernel timings in `ncu.csv` (see `ncu.stderr`).", ""]
+        return
+    total = sum(t for _, t in per.values())
+    lines += [f"{len(launches)} launches profiled, {total:.2f} ms of kernel time in all (each launch alone: ncu "
+              "serializes them, so this is the card's work, not a step's wall time).", "",
+              "| kernel | launches | total ms | share | mean us |", "|---|---:|---:|---:|---:|"]
+    for name, (count, t) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
+        short = name if len(name) <= 90 else name[:87] + "..."
+        lines.append(f"| `{short}` | {count} | {t:.3f} | {t / total * 100:.1f} % | {t / count * 1000:.1f} |")
+    lines.append("")
+
+
 def main(argv):
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
@@ -290,6 +376,8 @@ def main(argv):
     section_machine(out, lines)
     section_cfrun(runs, lines)
     section_torch(runs, read(out, "torch.txt"), lines)
+    section_ab(out, runs, read(out, "torch.txt"), lines)
+    section_ncu(out, lines)
     section_arithmetic(out, runs, read(out, "torch.txt"), lines)
     section_profile(out, lines)
     section_sweep(out, lines)

@@ -3228,6 +3228,35 @@ fn the_batch_pipelines_train_the_same_bits() {
     }
 }
 
+/// `CFRUN_CUDA_EVENTS` (`exec/cuda_events.rs`, the GPU bench's A/B of cudarc's event tracking)
+/// is read before anything runs: `track` and `off` are accepted and leave the objects as they are
+/// (on the CPU there are no CUDA events to leave out), any other value is refused with exit 2.
+#[test]
+fn the_cuda_events_switch_is_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.toml");
+    std::fs::write(&file, tiny_training("events", 32, "batch_size = 16\n")).unwrap();
+    let run = |cache: &str, value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+        cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(dir.path().join(cache));
+        if let Some(v) = value {
+            cmd.env("CFRUN_CUDA_EVENTS", v);
+        }
+        cmd.output().expect("cfrun starts")
+    };
+    let plain = run("plain", None);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    for value in ["track", "off"] {
+        let out = run(value, Some(value));
+        assert!(out.status.success(), "{value}: {}", stderr(&out));
+        assert_eq!(objects(&dir.path().join("plain")), objects(&dir.path().join(value)), "{value}");
+    }
+    let bad = run("bad", Some("none"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("CFRUN_CUDA_EVENTS=\"none\": expected `track` or `off`"), "{}", stderr(&bad));
+    assert!(!dir.path().join("bad").exists(), "refused before the cache was made");
+}
+
 /// `CFRUN_SGD_UPDATE` chooses how the optimiser writes its update (`nn/sgd/update.rs`; flat is
 /// the GPU's default): the choice is logged, every one makes the default's objects bit for bit,
 /// and a wrong name is refused with exit 2 before anything runs.

@@ -403,3 +403,64 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
     assert_eq!(names(&cut), ["partial.tgz"], "only the last whole partial archive");
     assert!(listed(&cut.join("partial.tgz")).lines().any(|l| l == "./a/b/deep.txt"));
 }
+
+/// `scripts/gpu-report.py` over a `STEPS=ab` session: each alternated A/B is called faster or
+/// slower only when every pair clears the baselines' spread (and 5 %), a pair whose losses differ
+/// is said, cfrun and PyTorch are paired in the order they ran, and ncu's launches are summed per
+/// kernel in milliseconds whatever unit each row has.
+#[test]
+fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
+    let out = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(out.path().join(name), text).unwrap();
+    std::fs::create_dir(out.path().join("cfrun")).unwrap();
+    let mut tsv =
+        "label\tbinary\tjobs\tprecision\timages_per_stage\tepochs\twall_s\twall_img_s\tsteady_img_s\trc\n".to_string();
+    let mut run = |label: &str, steady: u32, loss: &str| {
+        tsv += &format!("{label}\tcfrun-cudnn\t1\tf32\t8192\t2\t9\t1800\t{steady}\t0\n");
+        write(
+            &format!("cfrun/{label}.stderr"),
+            &format!("x DEBUG epoch done epoch=1 loss={loss} accuracy=0.9 seconds=2\n"),
+        );
+    };
+    // events: clearly faster in all three pairs (baselines within 4 %), same losses.
+    for (i, (b, v)) in [(3000, 6000), (3100, 6100), (2980, 5900)].iter().enumerate() {
+        run(&format!("ab-events-j1-base{}", i + 1), *b, &format!("0.{i}1"));
+        run(&format!("ab-events-j1-var{}", i + 1), *v, &format!("0.{i}1"));
+    }
+    // sgd: one pair inside the spread, so not shown; and the second pair's losses differ.
+    for (i, (b, v)) in [(3000, 3600), (3300, 3310), (3000, 3700)].iter().enumerate() {
+        run(&format!("ab-sgdper-base{}", i + 1), *b, "0.5");
+        run(&format!("ab-sgdper-var{}", i + 1), *v, if i == 1 { "0.6" } else { "0.5" });
+    }
+    run("ab-cfrun-1", 3000, "0.7");
+    run("ab-cfrun-2", 3200, "0.7");
+    write("cfrun.tsv", &tsv);
+    write("ab.tsv", "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\n");
+    write(
+        "torch.txt",
+        "torch 2.11.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
+         resnet_gpu   train  12000.0 img/s   (60 steps)\n\
+         torch 2.11.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
+         resnet_gpu   train  16000.0 img/s   (60 steps)\n",
+    );
+    write(
+        "ncu.csv",
+        "==PROF== Connected to process 1\n\
+         \"ID\",\"Process ID\",\"Kernel Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n\
+         \"0\",\"1\",\"affine_f32\",\"gpu__time_duration.sum\",\"usecond\",\"2.50\"\n\
+         \"1\",\"1\",\"cudnn_conv\",\"gpu__time_duration.sum\",\"msecond\",\"1.50\"\n\
+         \"2\",\"1\",\"affine_f32\",\"gpu__time_duration.sum\",\"nsecond\",\"1,500\"\n",
+    );
+    let report = Command::new("python3").arg(repo().join("scripts/gpu-report.py")).arg(out.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    assert!(
+        text.contains("| `CFRUN_CUDA_EVENTS=off` | 1 | 3000, 3100, 2980 | 6000, 6100, 5900 | 2.00x, 1.97x, 1.98x | 4 % | faster | yes |"),
+        "{text}"
+    );
+    assert!(text.contains("| `CFRUN_SGD_UPDATE=per-param` | 1 | 3000, 3300, 3000 | 3600, 3310, 3700 | 1.20x, 1.00x, 1.23x | 10 % | not shown | no |"), "{text}");
+    assert!(text.contains("| 1 | 3000 | 12000 | 0.25x |") && text.contains("| 2 | 3200 | 16000 | 0.20x |"), "{text}");
+    assert!(text.contains("3 launches profiled, 1.50 ms of kernel time in all"), "{text}");
+    assert!(text.contains("| `cudnn_conv` | 1 | 1.500 | 99.7 % | 1500.0 |"), "{text}");
+    assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");
+}

@@ -185,7 +185,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(e) = crate::nn::switches_from_env() {
+    if let Err(e) = crate::nn::switches_from_env().and_then(|()| crate::exec::cuda_events::CUDA_EVENTS.from_env()) {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);
     }

@@ -54,7 +54,7 @@ const NO_CUDA_FEATURE: &str =
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<(Device, String), DeviceError> {
     Device::new_cuda(0)
-        .map(|d| (d, "cuda:0".to_string()))
+        .map(|d| (super::cuda_events::applied(d), "cuda:0".to_string()))
         .map_err(|e| DeviceError::Unusable(crate::candle_error::Brief(&e).to_string()))
 }
 
@@ -70,7 +70,7 @@ fn open_cuda() -> Result<(Device, String), DeviceError> {
 fn for_parallel_job(device: &Device) -> Device {
     match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
-            Ok(d) => d,
+            Ok(d) => super::cuda_events::applied(d),
             Err(e) => {
                 let e = crate::candle_error::Brief(&e);
                 tracing::warn!("cannot open a stream of its own for a job on cuda:{gpu_id} ({e}); sharing one");

@@ -2,6 +2,7 @@
 //! Slurm cluster), computing one instance, progress reporting, device selection.
 
 pub mod compute;
+pub mod cuda_events;
 pub mod device;
 pub mod evaluate;
 pub mod executor;
