@@ -3228,6 +3228,30 @@ fn the_batch_pipelines_train_the_same_bits() {
     }
 }
 
+/// A `code` file that is a symbolic link is refused before anything runs, at its entry, with
+/// what to list instead (cfrun hashes files without following links).
+#[test]
+fn a_code_file_that_is_a_link_is_refused_with_what_to_list() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.py"), "print(1)\n").unwrap();
+    std::os::unix::fs::symlink("train.py", dir.path().join("link.py")).unwrap();
+    let toml = "[experiment]\nname = \"link\"\nseed = 0\n\n[stages.cmd]\nop = \"command\"\nargv = [\"true\"]\n\
+                code = [\"train.py\", \"link.py\"]\noutputs = { m = \"metrics\" }\n";
+    std::fs::write(dir.path().join("link.toml"), toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["run", "link.toml", "--cache", "cache"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`code[1]` = \"link.py\": is a symbolic link; list the file it points to"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("cache"), "not a cache matter: {}", stderr(&out));
+}
+
 /// `CFRUN_CUDA_EVENTS` (`exec/cuda_events.rs`, the GPU bench's A/B of cudarc's event tracking)
 /// is read before anything runs: `track` and `off` are accepted and leave the objects as they are
 /// (on the CPU there are no CUDA events to leave out), any other value is refused with exit 2.

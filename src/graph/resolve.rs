@@ -171,8 +171,15 @@ fn check_reference(
     spec: &ops::InputSpec,
     node: &crate::config::Node,
 ) -> Result<(String, String), ConfigError> {
-    let text = node.as_str().unwrap_or_default();
     let field_path = format!("stages.{}.{field}", decl.name);
+    let Some(text) = node.as_str() else {
+        return Err(type_error(
+            &exp.file,
+            node,
+            &field_path,
+            "a reference in quotes, \"STAGE.OUTPUT\" (e.g. \"fashion.labels\")",
+        ));
+    };
     let Some((stage, output)) = text.split_once('.') else {
         return Err(exp.error(
             &node.origin,

@@ -324,15 +324,26 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
             if !ok {
                 let outs: Vec<&str> = outputs.keys().map(String::as_str).collect();
                 let pars: Vec<&str> = p.params.keys().map(String::as_str).collect();
-                return Err(ParamError::field(
-                    "argv",
-                    format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
-                    Some(format!(
-                        "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
-                        list(&outs),
-                        list(&pars)
-                    )),
-                ));
+                // A slot that is merely missing is said the way `check_inputs` says a missing input.
+                let (message, help) = match ph.split_once('.') {
+                    Some(("out", name)) => (
+                        format!("`argv[{i}]` uses {{{ph}}}, but the stage declares no output `{name}`"),
+                        format!("declared outputs: {}; add it to `outputs`", list(&outs)),
+                    ),
+                    Some(("param", name)) => (
+                        format!("`argv[{i}]` uses {{{ph}}}, but `params` has no `{name}`"),
+                        format!("declared params: {}; add it to `params`", list(&pars)),
+                    ),
+                    _ => (
+                        format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
+                        format!(
+                            "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
+                            list(&outs),
+                            list(&pars)
+                        ),
+                    ),
+                };
+                return Err(ParamError::field("argv", message, Some(help)));
             }
         }
     }
@@ -387,6 +398,10 @@ fn check_relative(path: &str) -> Result<(), String> {
 
 fn hash_code(path: &str) -> Result<String, String> {
     check_relative(path)?;
+    // The code is hashed without following links, like every file cfrun reads for a key.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err("is a symbolic link; list the file it points to".into());
+    }
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it ({e})"))?;
     if !meta.is_file() {
         return Err("is not a file (list each file of the code)".into());
@@ -514,11 +529,21 @@ mod tests {
         let p: CommandParams = serde_json::from_value(crate::ops::Op::normalize(&Command, &raw).unwrap()).unwrap();
         assert_eq!(p.argv, ["echo", "1", "0.5", "true"]);
         assert_eq!(expand(&p).unwrap(), ["echo", "1", "0.5", "true"]);
-        let bad = json!({"argv": ["true", "{out.nope}"], "outputs": {"m": "metrics"}, "seed": 1});
-        assert!(crate::ops::Op::normalize(&Command, &bad)
-            .unwrap_err()
-            .message
-            .contains("unknown placeholder {out.nope}"));
+        // A missing output or param is named as a missing input is; anything else is no placeholder.
+        let refused = |argv: Json| {
+            let raw = json!({"argv": argv, "outputs": {"m": "metrics"}, "params": {"c": 2}, "seed": 1});
+            let e = crate::ops::Op::normalize(&Command, &raw).unwrap_err();
+            (e.message, e.help.unwrap_or_default())
+        };
+        let (m, h) = refused(json!(["true", "{out.nope}"]));
+        assert_eq!(m, "`argv[1]` uses {out.nope}, but the stage declares no output `nope`");
+        assert_eq!(h, "declared outputs: m; add it to `outputs`");
+        let (m, h) = refused(json!(["true", "{param.d}"]));
+        assert_eq!(m, "`argv[1]` uses {param.d}, but `params` has no `d`");
+        assert_eq!(h, "declared params: c; add it to `params`");
+        let (m, h) = refused(json!(["true", "{inn.x}"]));
+        assert_eq!(m, "`argv[1]` uses an unknown placeholder {inn.x}");
+        assert!(h.starts_with("valid: {in.INPUT}, {out.OUTPUT} (outputs: m), {param.NAME} (params: c)"), "{h}");
         let bad = json!({"argv": ["true"], "outputs": {"m": "tables"}, "seed": 1});
         assert!(crate::ops::Op::normalize(&Command, &bad).unwrap_err().message.contains("is not a kind"));
         let bad = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": ["../x.py"], "seed": 1});
