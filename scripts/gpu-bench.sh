@@ -368,14 +368,16 @@ if ((AB)); then
   done
   # Time per kernel: ncu (Nsight Compute; it reads the card's timers on Firecracker machines, not
   # under gVisor: KINDS.md) over ~600 launches after ~5,000 (past the first steps' warm-up).
-  if ((!DRY)) && command -v ncu >/dev/null && (($(left) > 90)); then
+  # Not always on the PATH there: Nsight Compute's own folder, then CUDA's.
+  NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n1)"
+  if ((!DRY)) && [[ -n "$NCU" ]] && (($(left) > 90)); then
     write_exp "$WORK/ncu.toml" 0 2048 1 f32 30000   # the data set alone first, as in cf_bench
     "$BIN" run "$WORK/ncu.toml" --device cuda --cache "$WORK/ncu-cache" -q >/dev/null 2>&1
     write_exp "$WORK/ncu.toml" 1 2048 1 f32 30000
-    timeout $(($(left) - 20)) ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    timeout $(($(left) - 20)) "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
       --launch-skip 5000 --launch-count 600 --log-file "$OUT/ncu.csv" \
       "$BIN" run "$WORK/ncu.toml" --device cuda --cache "$WORK/ncu-cache" >"$OUT/ncu.stdout" 2>"$OUT/ncu.stderr"
-    say "ncu: rc=$? $(wc -l <"$OUT/ncu.csv" 2>/dev/null) lines in ncu.csv"
+    say "ncu ($NCU): rc=$? $(wc -l <"$OUT/ncu.csv" 2>/dev/null) lines in ncu.csv"
   fi
 fi
 
