@@ -101,7 +101,10 @@ def section_cfrun(runs, lines):
         lines.append(f"| {label} | {r['binary']} | {r['jobs']} | {r['precision']} | {r['images_per_stage']} x {r['epochs']} "
                      f"| {r['steady_img_s']} | {r['wall_img_s']} | {r['rc']} |")
     one = rate(runs.get("f32-j1"))
-    lines += ["", "| comparison | ratio (steady img/s) |", "|---|---:|"]
+    lines += ["", "Each ratio below sets two single runs side by side, not alternated and mostly not at one size: "
+              "it is no finding unless it lies far beyond the run-to-run spread of one configuration "
+              "(`STEPS=ab` measures that, in its own section).", "",
+              "| comparison | ratio (steady img/s) |", "|---|---:|"]
     pairs = [("cfrun's conv backward over candle's (f32-j1 / f32-j1-candlebwd)", "f32-j1", "f32-j1-candlebwd"),
              ("cfrun's batch-norm gradient over candle's (f32-j1 / f32-j1-candlebn)", "f32-j1", "f32-j1-candlebn"),
              ("TF32 GEMMs over f32 (f32-j1-tf32 / f32-j1)", "f32-j1-tf32", "f32-j1"),
