@@ -328,7 +328,8 @@ def section_ab(out, runs, torch_text, lines):
     lines.append("")
 
 
-NCU_UNITS = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}
+# Milliseconds per unit: older Nsight Compute writes "nsecond" and so on, newer "ns".
+NCU_UNITS = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3, "ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def section_ncu(out, lines, top=15):

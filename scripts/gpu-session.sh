@@ -25,11 +25,27 @@ pack() {   # pack NAME: the results so far as $OUT/NAME, never half-written unde
   (($? <= 1)) && mv -f "$OUT/.packing.tgz" "$OUT/$1"
 }
 
+# The bench runs in a session of its own: each of its steps runs under a `timeout` of its own,
+# which makes it a process group of its own, out of reach of the outer timeout's kill; the session
+# holds them all, so a bench stopped at LIMIT (or a session stopped by a signal) leaves nothing
+# running on the card. In a script (no job control) a background child leads no process group,
+# so `setsid` makes the new session in place and its pid is the session's id.
 (
-  OUT="$RES" timeout -k 10 "$LIMIT" bash "$BENCH" "$@" >"$RES/bench.log" 2>&1
-  echo "$(basename "$BENCH") exit status: $?" >>"$RES/bench.log"
+  OUT="$RES" setsid timeout -k 10 "$LIMIT" bash "$BENCH" "$@" >"$RES/bench.log" 2>&1 &
+  bench=$!
+  echo "$bench" >"$RES.sid"
+  wait "$bench"
+  rc=$?
+  pkill -KILL -s "$bench" 2>/dev/null
+  echo "$(basename "$BENCH") exit status: $rc" >>"$RES/bench.log"
   touch "$DONE"
 ) &
+stop() {
+  [[ -s "$RES.sid" ]] && pkill -KILL -s "$(cat "$RES.sid")" 2>/dev/null
+  rm -rf "$RES" "$RES.sid" "$DONE"
+  exit 143
+}
+trap stop TERM INT
 last=$SECONDS
 while [[ ! -e "$DONE" ]]; do
   sleep 1
@@ -38,3 +54,4 @@ done
 pack results.tgz && rm -f "$OUT/partial.tgz"
 cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null
 cat "$RES/bench.log"
+rm -rf "$RES" "$RES.sid" "$DONE"

@@ -349,20 +349,23 @@ fn fuzzing_the_fixtures_and_a_damaged_cache_finds_nothing() {
 }
 
 /// `scripts/gpu-session.sh` hands the bench's many files back as one archive (the device tool
-/// returns at most 8 files), and a session cut short still leaves a recent partial archive.
+/// returns at most 8 files) with the bench's real exit status, and a session cut short, by its
+/// LIMIT or by a signal, leaves a recent archive and no step of the bench running: a step under a
+/// `timeout` of its own is a process group the outer kill does not reach.
 #[test]
 fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("bench.sh");
-    // Twelve files in two folders, then (when asked) a wait longer than the session is given.
+    let mark = dir.path().join("late");
+    // Twelve files in two folders, then (when asked) a step that outlives the session.
     std::fs::write(
         &bench,
         "mkdir -p \"$OUT/a/b\"; for i in $(seq 1 10); do echo $i > \"$OUT/f$i.txt\"; done\n\
          echo deep > \"$OUT/a/b/deep.txt\"; echo log > \"$OUT/summary.txt\"\n\
-         [ \"${1:-}\" = --hang ] && sleep 60\nexit 0\n",
+         [ \"${1:-}\" = --hang ] && timeout 30 bash -c 'sleep 4; touch \"$MARK\"'\nexit 0\n",
     )
     .unwrap();
-    let session = |out: &Path, args: &[&str], timeout: &str| {
+    let session = |out: &Path, args: &[&str], timeout: &str, limit: &str| {
         std::fs::create_dir_all(out).unwrap();
         Command::new("timeout")
             .arg(timeout)
@@ -372,6 +375,8 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
             .env("OUT", out)
             .env("BENCH", &bench)
             .env("EVERY", "1")
+            .env("LIMIT", limit)
+            .env("MARK", &mark)
             .output()
             .unwrap()
     };
@@ -388,7 +393,7 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
     };
 
     let done = dir.path().join("done");
-    let run = session(&done, &[], "30");
+    let run = session(&done, &[], "30", "20");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(names(&done), ["results.tgz", "summary.txt"], "two files, not the bench's thirteen");
     let all = listed(&done.join("results.tgz"));
@@ -397,11 +402,25 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
     }
     assert!(String::from_utf8_lossy(&run.stdout).contains("bench.sh exit status: 0"));
 
+    // Stopped at its LIMIT: the whole archive, the timeout's status, and the step is gone.
+    let limited = dir.path().join("limited");
+    let run = session(&limited, &["--hang"], "30", "1");
+    assert!(run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("bench.sh exit status: 124"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(listed(&limited.join("results.tgz")).lines().any(|l| l == "./a/b/deep.txt"));
+
+    // Stopped by a signal: the last whole partial archive, and the step is gone.
     let cut = dir.path().join("cut");
-    let run = session(&cut, &["--hang"], "4");
+    let run = session(&cut, &["--hang"], "3", "20");
     assert_eq!(run.status.code(), Some(124), "the session was cut short");
     assert_eq!(names(&cut), ["partial.tgz"], "only the last whole partial archive");
     assert!(listed(&cut.join("partial.tgz")).lines().any(|l| l == "./a/b/deep.txt"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!mark.exists(), "a step of the bench ran on after its session ended");
 }
 
 /// `scripts/gpu-report.py` over a `STEPS=ab` session: each alternated A/B is called faster or
@@ -449,7 +468,7 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
          \"ID\",\"Process ID\",\"Kernel Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n\
          \"0\",\"1\",\"affine_f32\",\"gpu__time_duration.sum\",\"usecond\",\"2.50\"\n\
          \"1\",\"1\",\"cudnn_conv\",\"gpu__time_duration.sum\",\"msecond\",\"1.50\"\n\
-         \"2\",\"1\",\"affine_f32\",\"gpu__time_duration.sum\",\"nsecond\",\"1,500\"\n",
+         \"2\",\"1\",\"affine_f32\",\"gpu__time_duration.sum\",\"ns\",\"1,500\"\n",
     );
     let report = Command::new("python3").arg(repo().join("scripts/gpu-report.py")).arg(out.path()).output().unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
