@@ -386,7 +386,7 @@ fi
 # committed 3-replicate CPU run (docs/noise_sweep/): the GPU's tables can be set beside the CPU's
 # cell by cell, the devices' arithmetic the only difference (scripts/agreement.py). The dry run
 # needs a cache that already holds the CPU's run (AGREE_CACHE): running it on 2 cores takes ~7 min.
-if ((!DRY)) && [[ -f "$BUNDLE/data.tar.xz" ]]; then
+if ((!DRY && !AB)) && [[ -f "$BUNDLE/data.tar.xz" ]]; then
   mkdir -p "$CACHE" && tar -C "$CACHE" -xJf "$BUNDLE/data.tar.xz" || say "data.tar.xz: could not unpack (rc=$?)"
 fi
 AGREE_CACHE="${AGREE_CACHE:-$CACHE}"

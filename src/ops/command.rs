@@ -313,38 +313,34 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
             Some("e.g. outputs = { metrics = \"metrics\" }".into()),
         ));
     }
+    let outs: Vec<&str> = outputs.keys().map(String::as_str).collect();
+    let pars: Vec<&str> = p.params.keys().map(String::as_str).collect();
     for (i, arg) in p.argv.iter().enumerate() {
         for ph in placeholders(arg).map_err(|e| ParamError::field("argv", format!("`argv[{i}]`: {e}"), None))? {
-            let ok = match ph.split_once('.') {
-                Some(("in", _)) => true, // checked against the input slots by `check_inputs`
-                Some(("out", name)) => outputs.contains_key(name),
-                Some(("param", name)) => p.params.contains_key(name),
-                _ => ph == "seed",
+            // A slot that is merely missing is said the way `check_inputs` says a missing input.
+            let (message, help) = match ph.split_once('.') {
+                Some(("in", _)) => continue, // checked against the input slots by `check_inputs`
+                Some(("out", name)) if outputs.contains_key(name) => continue,
+                Some(("param", name)) if p.params.contains_key(name) => continue,
+                _ if ph == "seed" => continue,
+                Some(("out", name)) => (
+                    format!("`argv[{i}]` uses {{{ph}}}, but the stage declares no output `{name}`"),
+                    format!("declared outputs: {}; add it to `outputs`", list(&outs)),
+                ),
+                Some(("param", name)) => (
+                    format!("`argv[{i}]` uses {{{ph}}}, but `params` has no `{name}`"),
+                    format!("declared params: {}; add it to `params`", list(&pars)),
+                ),
+                _ => (
+                    format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
+                    format!(
+                        "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
+                        list(&outs),
+                        list(&pars)
+                    ),
+                ),
             };
-            if !ok {
-                let outs: Vec<&str> = outputs.keys().map(String::as_str).collect();
-                let pars: Vec<&str> = p.params.keys().map(String::as_str).collect();
-                // A slot that is merely missing is said the way `check_inputs` says a missing input.
-                let (message, help) = match ph.split_once('.') {
-                    Some(("out", name)) => (
-                        format!("`argv[{i}]` uses {{{ph}}}, but the stage declares no output `{name}`"),
-                        format!("declared outputs: {}; add it to `outputs`", list(&outs)),
-                    ),
-                    Some(("param", name)) => (
-                        format!("`argv[{i}]` uses {{{ph}}}, but `params` has no `{name}`"),
-                        format!("declared params: {}; add it to `params`", list(&pars)),
-                    ),
-                    _ => (
-                        format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
-                        format!(
-                            "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
-                            list(&outs),
-                            list(&pars)
-                        ),
-                    ),
-                };
-                return Err(ParamError::field("argv", message, Some(help)));
-            }
+            return Err(ParamError::field("argv", message, Some(help)));
         }
     }
     let mut code = BTreeMap::new();
