@@ -103,7 +103,8 @@ say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}
 # cfrun trains: dmon.txt), and the agreement runs p = 0 alone first, then the rest, so a call cut
 # short still compares part of the table. AGREE_JOBS (default 2) replaces step 2's best job count.
 # STEPS=ab: the next call after the first, for A/Bs that stand: a short check-device (resnet_gpu's
-# rows; it also absorbs the PTX JIT), then each switch against the default alternately, AB_PAIRS
+# rows; it also absorbs the PTX JIT), the same rows with CFRUN_CONV_CUDNN=planned (the cuDNN build;
+# check-device-planned.json), then each switch against the default alternately, AB_PAIRS
 # (default 3) times, at one size, each pair the same seeds (ab-NAME-base1, ab-NAME-var1, ...;
 # same-bits switches must give the same losses), cfrun and PyTorch alternately, and ncu's time per kernel
 # of a few steps (ncu.csv). The first call's single A/B rows (3,072-6,144 images, once each,
@@ -334,6 +335,16 @@ if ((AB)); then
       >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   fi
   say "check-device (resnet_gpu's rows): rc=$?"
+  # The planned cuDNN convolution (CFRUN_CONV_CUDNN=planned, src/nn/conv_cudnn) has never run on a
+  # card: its rows of check-device first, and its A/Bs only if they all pass. The cuDNN build only.
+  PLANNED=()
+  if ((!DRY)) && [[ "$(basename "$BIN")" == cfrun-cudnn ]]; then
+    CFRUN_CONV_CUDNN=planned NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --presets resnet_gpu \
+      --json >"$OUT/check-device-planned.json" 2>"$OUT/check-device-planned.stderr"
+    rc=$?
+    say "check-device with CFRUN_CONV_CUDNN=planned (resnet_gpu's rows): rc=$rc"
+    ((rc == 0)) && PLANNED=("planned-j1 1 CFRUN_CONV_CUDNN=planned" "planned-j4 4 CFRUN_CONV_CUDNN=planned")
+  fi
   # One size for every arm: ~2.5 s of work an epoch at 2026-12-04's one-job rate (3,000 img/s).
   if ((DRY)); then NAB=512; else NAB=8192; fi
   AB_ID=0
@@ -353,7 +364,7 @@ if ((AB)); then
     if ((had)); then export "$var=$old"; else unset "$var"; fi
   }
   # Largest expected effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs).
-  for ab in "events-j1 1 CFRUN_CUDA_EVENTS=off" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
+  for ab in "${PLANNED[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
     "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
     "bnlayer 1 CFRUN_BN_STATS=per-layer" "wtaps 1 CFRUN_CONV_COLUMNS=taps"; do
     (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }

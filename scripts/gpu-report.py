@@ -72,14 +72,22 @@ def section_machine(out, lines):
     fallback = [l for l in summary.splitlines() if "every run below uses" in l]
     for line in fallback:
         lines.append(f"- {line.split('] ', 1)[1]}")
-    check = read(out, "check-device.json")
+    check_lines(out, "check-device", "`check-device --device cuda` (strict f32)", lines)
+    if os.path.exists(os.path.join(out, "check-device-planned.json")):
+        check_lines(out, "check-device-planned", "`CFRUN_CONV_CUDNN=planned check-device --device cuda` (strict f32)", lines)
+    lines.append("")
+
+
+def check_lines(out, name, title, lines):
+    """One check-device JSON (NAME.json) as a list item per check."""
+    check = read(out, f"{name}.json")
     try:
         v = json.loads(check) if check else None
     except json.JSONDecodeError:
         v = None
     if v:
         bad = [c for c in v["checks"] if not c["ok"]]
-        lines.append(f"- `check-device --device cuda` (strict f32): {'all checks passed' if v['ok'] else f'{len(bad)} checks FAILED'}")
+        lines.append(f"- {title}: {'all checks passed' if v['ok'] else f'{len(bad)} checks FAILED'}")
         for c in v["checks"]:
             # serde_json writes a NaN difference (a NaN loss or weight on the device) as null.
             diff = "NaN" if c.get("difference") is None else f"{c['difference']:.3g}"
@@ -87,8 +95,7 @@ def section_machine(out, lines):
             if c.get("error"):
                 lines.append(f"    (the device side failed: `{c['error'].splitlines()[0][:300]}`)")
     else:
-        lines.append("- `check-device`: no result (see check-device.stderr)")
-    lines.append("")
+        lines.append(f"- {title}: no result (see {name}.stderr)")
 
 
 def section_cfrun(runs, lines):
@@ -293,7 +300,8 @@ def section_ab(out, runs, torch_text, lines):
               "pair with the same seeds; steady img/s. The rule, fixed before any run: the switch is called faster "
               "(slower) only when every pair's ratio lies above (below) 1 by more than the baselines' own spread "
               "(largest over smallest, minus 1) and by more than 5 %; else not shown. Same losses: each pair's epoch "
-              "losses equal to the last digit (every switch but TF32 promises the same bits).", "",
+              "losses equal to the last digit (every switch but TF32 and the planned cuDNN convolution, whose "
+              "gradients are cuDNN's, promises the same bits).", "",
               "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | baselines' spread | the switch | same losses |",
               "|---|---:|---|---|---|---:|---|---|"]
     for row in csv.reader((table or "").splitlines(), delimiter="\t"):

@@ -794,6 +794,9 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         ("CFRUN_BN_BACKWARD", "fused", "CFRUN_BN_BACKWARD=\"fused\": expected `cfrun` or `candle`"),
         ("CFRUN_GEMM_TF32", "yes", "CFRUN_GEMM_TF32=\"yes\": expected 1 (on) or 0 (off)"),
         ("CFRUN_CONV_COLUMNS", "gather", "CFRUN_CONV_COLUMNS=\"gather\": expected `im2col` or `taps`"),
+        ("CFRUN_CONV_CUDNN", "plan", "CFRUN_CONV_CUDNN=\"plan\": expected `per-call` or `planned`"),
+        // The test binary is built without cuDNN: the planned path is refused, not ignored.
+        ("CFRUN_CONV_CUDNN", "planned", "this binary was built without cuDNN"),
     ] {
         let typo = with(&[(var, value)]);
         assert_eq!(typo.status.code(), Some(2));

@@ -455,6 +455,15 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     run("ab-cfrun-2", 3200, "0.7");
     write("cfrun.tsv", &tsv);
     write("ab.tsv", "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\n");
+    // The planned cuDNN convolution's own check-device rows come beside the default's.
+    write(
+        "check-device.json",
+        r#"{"device":"cuda:0","ok":true,"checks":[{"what":"resnet_gpu: loss","difference":1e-7,"tolerance":0.001,"ok":true,"seconds":[1.0,0.5]}]}"#,
+    );
+    write(
+        "check-device-planned.json",
+        r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: 11 convolutions","difference":0.02,"tolerance":0.0001,"ok":false,"seconds":[1.0,0.5]}]}"#,
+    );
     write(
         "torch.txt",
         "torch 2.11.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
@@ -479,6 +488,11 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     );
     assert!(text.contains("| `CFRUN_SGD_UPDATE=per-param` | 1 | 3000, 3300, 3000 | 3600, 3310, 3700 | 1.20x, 1.00x, 1.23x | 10 % | not shown | no |"), "{text}");
     assert!(text.contains("| 1 | 3000 | 12000 | 0.25x |") && text.contains("| 2 | 3200 | 16000 | 0.20x |"), "{text}");
+    assert!(text.contains("- `check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: loss: 1e-07 (tolerance 0.001)\n"), "{text}");
+    assert!(
+        text.contains("- `CFRUN_CONV_CUDNN=planned check-device --device cuda` (strict f32): 1 checks FAILED\n  - resnet_gpu: 11 convolutions: 0.02 (tolerance 0.0001) FAILED\n"),
+        "{text}"
+    );
     assert!(text.contains("3 launches profiled, 1.50 ms of kernel time in all"), "{text}");
     assert!(text.contains("| `cudnn_conv` | 1 | 1.500 | 99.7 % | 1500.0 |"), "{text}");
     assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");

@@ -14,7 +14,8 @@
 //! one GEMM, `dY (Cout x N*Ho*Wo)` times the column matrix of the input ([`super::im2col`]: one
 //! launch on CUDA; `CFRUN_CONV_COLUMNS=taps` gathers its `K * K` taps with tensor ops instead, as
 //! before). `CFRUN_CONV_BACKWARD=candle` ([`super::backward_switch`]) puts candle's backward back,
-//! for an A/B on a GPU.
+//! for an A/B on a GPU, and `CFRUN_CONV_CUDNN=planned` the whole convolution on cuDNN
+//! ([`super::conv_cudnn`]; candle's backward wins when both are set).
 
 use super::backward_switch::Backward;
 use super::im2col::{self, Columns};
@@ -27,6 +28,9 @@ use std::sync::Mutex;
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if super::backward_switch::CONV.get() == Backward::Candle {
         return x.conv2d(w, padding, stride, 1, 1);
+    }
+    if let Some(planned) = super::conv_cudnn::conv2d(x, w, stride, padding) {
+        return planned;
     }
     let (_, _, k, k2) = w.dims4()?;
     if k != k2 || padding >= k || stride == 0 {

@@ -5,7 +5,8 @@
 //!   type for training, checkpoints and extraction;
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices; [`conv_device`]: the
-//!   convolution's backward off the CPU fast path;
+//!   convolution's backward off the CPU fast path; [`conv_cudnn`]: the whole convolution on
+//!   cuDNN with plans kept per geometry (a switch of the `cudnn` build);
 //! - [`mod@train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
 //! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;
 //! - [`mod@extract`]: eval-mode features and logits;
@@ -23,6 +24,7 @@ mod bits;
 mod bn_kernels;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_cudnn;
 pub mod conv_device;
 mod cpu;
 pub mod data;
@@ -75,10 +77,12 @@ pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
-/// [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`], [`gemm_tf32`]);
+/// [`conv_cudnn`], [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`],
+/// [`gemm_tf32`]);
 /// the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
+    conv_cudnn::from_env()?;
     pipeline::PIPELINE.from_env()?;
     sgd::update::UPDATE.from_env()?;
     running_stats::STATS_UPDATE.from_env()?;

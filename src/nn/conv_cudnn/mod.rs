@@ -1,0 +1,106 @@
+//! The convolution on cuDNN with a plan made once per geometry: with `CFRUN_CONV_CUDNN=planned`
+//! (the `cudnn` build only) the forward, the input gradient and the weight gradient are each one
+//! cuDNN call whose descriptors, algorithm and workspace are kept per thread and device and reused
+//! ([`plans`]), carried by the custom ops of [`ops`].
+//!
+//! Why: candle 0.11.1's cuDNN forward builds four descriptors, asks cuDNN's heuristics for an
+//! algorithm and allocates and zeroes a workspace on every call; cfrun then copies its output into
+//! the op that carries the backward of [`super::conv_device`], whose input gradient is five
+//! launches around another such forward and whose weight gradient an im2col and a GEMM. The GPU
+//! session of 2026-12-04 (docs/gpu-2026-12-04) found the host issuing a forward in 24 ms, as long as
+//! the card took to run it, so host work per call is the lead; PyTorch keeps such plans per
+//! geometry and runs both gradients in cuDNN.
+//!
+//! Bits: the forward asks the heuristics candle asks, so it runs the algorithm candle's runs and
+//! gives the same output. The gradients are cuDNN's: the heuristics' first choice, unless cuDNN
+//! documents it as non-deterministic (it adds with atomics: backward-data algorithm 0,
+//! backward-filter 0 and 3), then algorithm 1, deterministic and general, so runs on one card
+//! repeat bit for bit; they differ from [`super::conv_device`]'s by rounding. Math: cuDNN's
+//! default (TF32 for f32 on Ampere and newer unless `NVIDIA_TF32_OVERRIDE=0`), as candle's forward.
+//!
+//! The default stays `per-call` (candle's forward, cfrun's backward) until a GPU session has run
+//! `check-device` with `planned` and measured it against the default (scripts/gpu-bench.sh,
+//! `STEPS=ab`). Like the other measurement switches it is not part of the recipe key.
+
+#[cfg(feature = "cudnn")]
+mod ops;
+#[cfg(feature = "cudnn")]
+mod plans;
+
+use super::env_flag::Choice;
+use candle_core::{Device, Result, Tensor};
+
+/// How convolutions on a CUDA device call cuDNN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planning {
+    /// candle's `conv2d` (descriptors and algorithm anew on each call) and
+    /// [`super::conv_device`]'s backward: the default.
+    PerCall,
+    /// This module's: one plan per geometry, and cuDNN's own gradients.
+    Planned,
+}
+
+/// The switch, read from `CFRUN_CONV_CUDNN`.
+pub static CONV_CUDNN: Choice<Planning> =
+    Choice::new("CFRUN_CONV_CUDNN", &[("per-call", Planning::PerCall), ("planned", Planning::Planned)]);
+
+/// Applies `CFRUN_CONV_CUDNN`; `planned` in a binary built without cuDNN is an error, not a
+/// silent fall back to the default.
+pub fn from_env() -> std::result::Result<(), String> {
+    CONV_CUDNN.from_env()?;
+    refuse_without_cudnn(CONV_CUDNN.forced(), cfg!(feature = "cudnn"))
+}
+
+fn refuse_without_cudnn(forced: Option<Planning>, built_with_cudnn: bool) -> std::result::Result<(), String> {
+    if forced == Some(Planning::Planned) && !built_with_cudnn {
+        return Err("CFRUN_CONV_CUDNN=\"planned\": this binary was built without cuDNN (scripts/build-cuda.sh \
+                    builds cfrun-cudnn, with `--features cudnn`); unset it or use `per-call`"
+            .into());
+    }
+    Ok(())
+}
+
+/// Whether convolutions on `device` take the planned path.
+pub fn applies(device: &Device) -> bool {
+    cfg!(feature = "cudnn") && device.is_cuda() && CONV_CUDNN.forced() == Some(Planning::Planned)
+}
+
+/// `conv2d(x, w)` through the planned path when it [`applies`] to `x`'s device, else `None`.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Option<Result<Tensor>> {
+    if !applies(x.device()) {
+        return None;
+    }
+    #[cfg(feature = "cudnn")]
+    return Some(ops::conv2d(x, w, stride, padding));
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let _ = (w, stride, padding);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_names_both_ways_and_needs_cudnn_for_planned() {
+        assert_eq!(CONV_CUDNN.parse("planned"), Ok(Planning::Planned));
+        assert_eq!(CONV_CUDNN.parse("per-call"), Ok(Planning::PerCall));
+        let err = CONV_CUDNN.parse("plan").unwrap_err();
+        assert!(err.contains("CFRUN_CONV_CUDNN") && err.contains("`per-call` or `planned`"), "{err}");
+        assert!(refuse_without_cudnn(Some(Planning::Planned), false).unwrap_err().contains("without cuDNN"));
+        assert_eq!(refuse_without_cudnn(Some(Planning::Planned), true), Ok(()));
+        assert_eq!(refuse_without_cudnn(Some(Planning::PerCall), false), Ok(()));
+        assert_eq!(refuse_without_cudnn(None, false), Ok(()));
+    }
+
+    /// The CPU never takes it, forced or not: the CPU's convolution and its bits stay the fast op's.
+    #[test]
+    fn the_cpu_never_takes_the_planned_path() {
+        let x = Tensor::zeros((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 2, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(!applies(&Device::Cpu));
+        assert!(conv2d(&x, &w, 1, 1).is_none());
+    }
+}

@@ -1,0 +1,311 @@
+//! Per thread and device: a cuDNN handle on the device's stream, one [`Plan`] per geometry and
+//! data type, and one workspace grown to the largest any plan has needed.
+//!
+//! Thread-local because cuDNN handles are neither `Send` nor `Sync` (candle keeps its own the
+//! same way). A device's ops all go to its one stream, so every plan's calls on it are ordered and
+//! can share the workspace; the shared device of `Device::new_cuda` issues each thread's work on
+//! that thread's stream, and each thread has its own workspace here.
+
+use candle_core::cuda_backend::cudarc::cudnn::sys::{
+    cudnnConvolutionBwdDataAlgo_t as DataAlgo, cudnnConvolutionBwdFilterAlgo_t as FilterAlgo,
+    cudnnConvolutionFwdAlgo_t as FwdAlgo, cudnnConvolutionMode_t, cudnnTensorFormat_t,
+};
+use candle_core::cuda_backend::cudarc::cudnn::{
+    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnDataType, FilterDescriptor,
+    TensorDescriptor,
+};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::{CudaDevice, DeviceId};
+use candle_core::{DType, Result, WithDType};
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Devices a thread keeps plans for: those of a `--jobs 8` run with room to spare. An entry keeps
+/// its device's stream alive, so the oldest goes when a thread has met more.
+const DEVICES: usize = 16;
+
+/// One convolution's sizes: input `(n, cin, h, w)`, `cout` kernels of `k x k`, stride, padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Geometry {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Geometry {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let out = |len: usize| (len + 2 * self.padding - self.k) / self.stride + 1;
+        (out(self.h), out(self.w))
+    }
+
+    /// Values in the input, the kernels and the output.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let (ho, wo) = self.out_hw();
+        (self.n * self.cin * self.h * self.w, self.cout * self.cin * self.k * self.k, self.n * self.cout * ho * wo)
+    }
+}
+
+/// A data type cuDNN convolves in, with the type it accumulates in (candle's pairs: bf16 in
+/// f32, cuDNN's only bf16 configuration; f16 in f16; f32 in f32).
+pub(super) trait ConvType: CudnnDataType + DeviceRepr + ValidAsZeroBits + WithDType + 'static {
+    /// The accumulation type of the convolution descriptor.
+    type Compute: CudnnDataType + 'static;
+}
+
+impl ConvType for f32 {
+    type Compute = f32;
+}
+impl ConvType for half::bf16 {
+    type Compute = f32;
+}
+impl ConvType for half::f16 {
+    type Compute = half::f16;
+}
+
+/// The descriptors of one geometry in one data type, and each direction's algorithm and
+/// workspace bytes once first asked for.
+struct Plan<T: ConvType> {
+    conv: ConvDescriptor<T::Compute>,
+    x: TensorDescriptor<T>,
+    w: FilterDescriptor<T>,
+    y: TensorDescriptor<T>,
+    forward: Option<(FwdAlgo, usize)>,
+    data: Option<(DataAlgo, usize)>,
+    filter: Option<(FilterAlgo, usize)>,
+}
+
+impl<T: ConvType> Plan<T> {
+    fn new(cudnn: &Arc<Cudnn>, g: Geometry) -> Result<Self> {
+        let dims = |a: usize, b: usize, c: usize, d: usize| [a as i32, b as i32, c as i32, d as i32];
+        let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        let (ho, wo) = g.out_hw();
+        let (p, s) = (g.padding as i32, g.stride as i32);
+        Ok(Plan {
+            conv: cudnn.create_conv2d::<T::Compute>(
+                [p, p],
+                [s, s],
+                [1, 1],
+                cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            )?,
+            x: cudnn.create_4d_tensor::<T>(nchw, dims(g.n, g.cin, g.h, g.w))?,
+            w: cudnn.create_4d_filter::<T>(nchw, dims(g.cout, g.cin, g.k, g.k))?,
+            y: cudnn.create_4d_tensor::<T>(nchw, dims(g.n, g.cout, ho, wo))?,
+            forward: None,
+            data: None,
+            filter: None,
+        })
+    }
+
+    fn forward_op(&self) -> ConvForward<'_, T, T::Compute, T> {
+        ConvForward { conv: &self.conv, x: &self.x, w: &self.w, y: &self.y }
+    }
+
+    fn data_op(&self) -> ConvBackwardData<'_, T, T::Compute, T> {
+        ConvBackwardData { conv: &self.conv, dx: &self.x, w: &self.w, dy: &self.y }
+    }
+
+    fn filter_op(&self) -> ConvBackwardFilter<'_, T, T::Compute, T> {
+        ConvBackwardFilter { conv: &self.conv, x: &self.x, dw: &self.w, dy: &self.y }
+    }
+}
+
+/// The input gradient's algorithm: the heuristics' choice unless it adds with atomics.
+fn deterministic_data(algo: DataAlgo) -> DataAlgo {
+    match algo {
+        DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 => DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+        other => other,
+    }
+}
+
+/// The weight gradient's algorithm: the heuristics' choice unless it adds with atomics.
+fn deterministic_filter(algo: FilterAlgo) -> FilterAlgo {
+    match algo {
+        FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 | FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 => {
+            FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1
+        }
+        other => other,
+    }
+}
+
+/// What a thread keeps for one device.
+struct DeviceState {
+    id: DeviceId,
+    cudnn: Arc<Cudnn>,
+    plans: HashMap<(DType, Geometry), Box<dyn Any>>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+impl DeviceState {
+    fn new(dev: &CudaDevice) -> Result<Self> {
+        Ok(DeviceState { id: dev.id(), cudnn: Cudnn::new(dev.cuda_stream())?, plans: HashMap::new(), workspace: None })
+    }
+
+    /// The plan of `g` in `T`, made on first use; and the workspace, at least `bytes` once the
+    /// caller knows how many (see [`workspace`]).
+    fn plan<T: ConvType>(&mut self, g: Geometry) -> Result<(&mut Plan<T>, &mut Option<CudaSlice<u8>>)> {
+        let key = (T::DTYPE, g);
+        if !self.plans.contains_key(&key) {
+            let plan: Box<dyn Any> = Box::new(Plan::<T>::new(&self.cudnn, g)?);
+            self.plans.insert(key, plan);
+        }
+        let plan = self.plans.get_mut(&key).and_then(|p| p.downcast_mut::<Plan<T>>());
+        let Some(plan) = plan else { candle_core::bail!("cuDNN plan of {g:?} kept under the wrong data type") };
+        Ok((plan, &mut self.workspace))
+    }
+}
+
+/// `slot`'s workspace, grown to at least `bytes` (none when no bytes are needed). The one it
+/// replaces is freed in stream order, after the calls already issued that use it.
+fn workspace<'a>(
+    slot: &'a mut Option<CudaSlice<u8>>,
+    dev: &CudaDevice,
+    bytes: usize,
+) -> Result<Option<&'a mut CudaSlice<u8>>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    if slot.as_ref().is_none_or(|w| w.len() < bytes) {
+        *slot = None;
+        // SAFETY: cuDNN's scratch space; nothing reads it before cuDNN writes it.
+        *slot = Some(unsafe { dev.alloc::<u8>(bytes)? });
+    }
+    Ok(slot.as_mut())
+}
+
+thread_local! {
+    static STATES: RefCell<Vec<DeviceState>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's state for `dev`, made on first use.
+fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>) -> Result<R> {
+    STATES.with(|states| {
+        let mut states = states.borrow_mut();
+        let i = match states.iter().position(|s| s.id == dev.id()) {
+            Some(i) => i,
+            None => {
+                if states.len() == DEVICES {
+                    states.remove(0);
+                }
+                states.push(DeviceState::new(dev)?);
+                states.len() - 1
+            }
+        };
+        f(&mut states[i])
+    })
+}
+
+/// `y = conv(x, w)`, `x` and `w` contiguous from their views' starts.
+pub(super) fn forward<T: ConvType>(
+    dev: &CudaDevice,
+    g: Geometry,
+    x: &CudaView<'_, T>,
+    w: &CudaView<'_, T>,
+) -> Result<CudaSlice<T>> {
+    with_state(dev, |state| {
+        let (plan, slot) = state.plan::<T>(g)?;
+        let (algo, bytes) = match plan.forward {
+            Some(chosen) => chosen,
+            None => {
+                let op = plan.forward_op();
+                let algo = op.pick_algorithm()?;
+                (algo, op.get_workspace_size(algo)?)
+            }
+        };
+        plan.forward = Some((algo, bytes));
+        // SAFETY: with beta = 0 cuDNN writes every output value and reads none.
+        let mut y = unsafe { dev.alloc::<T>(g.sizes().2)? };
+        let ws = workspace(slot, dev, bytes)?;
+        // SAFETY: the views and the output hold the descriptors' sizes in `T`, contiguous NCHW.
+        unsafe { plan.forward_op().launch(algo, ws, (T::one(), T::zero()), x, w, &mut y)? };
+        Ok(y)
+    })
+}
+
+/// `dX` from `dY` and `W`.
+pub(super) fn input_grad<T: ConvType>(
+    dev: &CudaDevice,
+    g: Geometry,
+    dy: &CudaView<'_, T>,
+    w: &CudaView<'_, T>,
+) -> Result<CudaSlice<T>> {
+    with_state(dev, |state| {
+        let (plan, slot) = state.plan::<T>(g)?;
+        let (algo, bytes) = match plan.data {
+            Some(chosen) => chosen,
+            None => {
+                let op = plan.data_op();
+                let algo = deterministic_data(op.pick_algorithm()?);
+                (algo, op.get_workspace_size(algo)?)
+            }
+        };
+        plan.data = Some((algo, bytes));
+        // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
+        let mut dx = unsafe { dev.alloc::<T>(g.sizes().0)? };
+        let ws = workspace(slot, dev, bytes)?;
+        // SAFETY: as in `forward`.
+        unsafe { plan.data_op().launch(algo, ws, (T::one(), T::zero()), &mut dx, w, dy)? };
+        Ok(dx)
+    })
+}
+
+/// `dW` from `X` and `dY`.
+pub(super) fn weight_grad<T: ConvType>(
+    dev: &CudaDevice,
+    g: Geometry,
+    x: &CudaView<'_, T>,
+    dy: &CudaView<'_, T>,
+) -> Result<CudaSlice<T>> {
+    with_state(dev, |state| {
+        let (plan, slot) = state.plan::<T>(g)?;
+        let (algo, bytes) = match plan.filter {
+            Some(chosen) => chosen,
+            None => {
+                let op = plan.filter_op();
+                let algo = deterministic_filter(op.pick_algorithm()?);
+                (algo, op.get_workspace_size(algo)?)
+            }
+        };
+        plan.filter = Some((algo, bytes));
+        // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
+        let mut dw = unsafe { dev.alloc::<T>(g.sizes().1)? };
+        let ws = workspace(slot, dev, bytes)?;
+        // SAFETY: as in `forward`.
+        unsafe { plan.filter_op().launch(algo, ws, (T::one(), T::zero()), x, &mut dw, dy)? };
+        Ok(dw)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_deterministic_gradient_algorithms_are_replaced() {
+        assert_eq!(
+            deterministic_data(DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0),
+            DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
+        );
+        let kept = DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+        assert_eq!(deterministic_data(kept), kept);
+        for bad in [FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3] {
+            assert_eq!(deterministic_filter(bad), FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+        }
+        let kept = FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT;
+        assert_eq!(deterministic_filter(kept), kept);
+    }
+
+    #[test]
+    fn output_sizes_follow_stride_and_padding() {
+        let g = Geometry { n: 2, cin: 3, h: 7, w: 8, cout: 5, k: 3, stride: 2, padding: 1 };
+        assert_eq!(g.out_hw(), (4, 4));
+        assert_eq!(g.sizes(), (2 * 3 * 7 * 8, 5 * 3 * 9, 2 * 5 * 16));
+    }
+}
