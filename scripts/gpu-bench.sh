@@ -103,8 +103,8 @@ say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}
 # cfrun trains: dmon.txt), and the agreement runs p = 0 alone first, then the rest, so a call cut
 # short still compares part of the table. AGREE_JOBS (default 2) replaces step 2's best job count.
 # STEPS=ab: the next call after the first, for A/Bs that stand: a short check-device (resnet_gpu's
-# rows; it also absorbs the PTX JIT), the same rows with CFRUN_CONV_CUDNN=planned (the cuDNN build;
-# check-device-planned.json), then each switch against the default alternately, AB_PAIRS
+# rows; it also absorbs the PTX JIT), the same rows with each switch never run on a card
+# (check-device-NAME.json), then each switch against the default alternately, AB_PAIRS
 # (default 3) times, at one size, each pair the same seeds (ab-NAME-base1, ab-NAME-var1, ...;
 # same-bits switches must give the same losses), cfrun and PyTorch alternately, and ncu's time per kernel
 # of a few steps (ncu.csv). The first call's single A/B rows (3,072-6,144 images, once each,
@@ -335,36 +335,47 @@ if ((AB)); then
       >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   fi
   say "check-device (resnet_gpu's rows): rc=$?"
-  # The planned cuDNN convolution (CFRUN_CONV_CUDNN=planned, src/nn/conv_cudnn) has never run on a
-  # card: its rows of check-device first, and its A/Bs only if they all pass. The cuDNN build only.
-  PLANNED=()
-  if ((!DRY)) && [[ "$(basename "$BIN")" == cfrun-cudnn ]]; then
-    CFRUN_CONV_CUDNN=planned NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --presets resnet_gpu \
-      --json >"$OUT/check-device-planned.json" 2>"$OUT/check-device-planned.stderr"
+  # Switches that have never run on a card (CFRUN_CONV_CUDNN=planned: src/nn/conv_cudnn, the cuDNN
+  # build only; CFRUN_BN_CUDA=fused: src/nn/bn_cuda): each one's rows of check-device first
+  # (check-device-NAME.json), and its A/Bs only if they all pass; then all that passed together with
+  # the events off, against the default, for the sum of the leads.
+  NEW=()
+  ALL_NEW=()
+  try_switch() {   # try_switch NAME VAR=VALUE
+    local name=$1 setting=$2 rc
+    env "$setting" NVIDIA_TF32_OVERRIDE=0 timeout 150 "$BIN" check-device --device cuda --presets resnet_gpu \
+      --json >"$OUT/check-device-$name.json" 2>"$OUT/check-device-$name.stderr"
     rc=$?
-    say "check-device with CFRUN_CONV_CUDNN=planned (resnet_gpu's rows): rc=$rc"
-    ((rc == 0)) && PLANNED=("planned-j1 1 CFRUN_CONV_CUDNN=planned" "planned-j4 4 CFRUN_CONV_CUDNN=planned")
+    say "check-device with $setting (resnet_gpu's rows): rc=$rc"
+    ((rc == 0)) && NEW+=("$name-j1 1 $setting" "$name-j4 4 $setting") && ALL_NEW+=("$setting")
+  }
+  if ((!DRY)); then
+    [[ "$(basename "$BIN")" == cfrun-cudnn ]] && try_switch planned CFRUN_CONV_CUDNN=planned
+    try_switch bnfused CFRUN_BN_CUDA=fused
   fi
+  ((${#ALL_NEW[@]})) && NEW+=("allnew-j1 1 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off" "allnew-j4 4 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
   # One size for every arm: ~2.5 s of work an epoch at 2026-12-04's one-job rate (3,000 img/s).
   if ((DRY)); then NAB=512; else NAB=8192; fi
   AB_ID=0
   AB_PAIRS="${AB_PAIRS:-3}"
-  cf_ab() {   # cf_ab NAME JOBS VAR=VALUE: base, var, base, var, ... (AB_PAIRS pairs) at NAB images, 2 epochs
-    local name=$1 jobs=$2 var=${3%%=*} value=${3#*=} i arm had=0 old=""
-    [[ -n "${!var+x}" ]] && had=1 && old="${!var}"
+  cf_ab() {   # cf_ab NAME JOBS VAR=VALUE...: base, var, base, var, ... (AB_PAIRS pairs) at NAB images, 2 epochs
+    local name=$1 jobs=$2 i arm
+    shift 2
     AB_ID=$((AB_ID + 1))
-    echo -e "$name\t$jobs\t$var=$value" >>"$OUT/ab.tsv"
+    echo -e "$name\t$jobs\t$*" >>"$OUT/ab.tsv"
     for ((i = 1; i <= AB_PAIRS; i++)); do
       for arm in base var; do
-        if [[ $arm == var ]]; then export "$var=$value"; elif ((had)); then export "$var=$old"; else unset "$var"; fi
-        AB_SEED0=$((10000 + AB_ID * 100 + i * 10)) AB_CACHE="$WORK/ab-$arm" \
-          cf_bench "ab-$name-$arm$i" "$BIN" "$jobs" f32 "$((NAB / jobs))" 2 >/dev/null
+        # The switch arm in a subshell, its settings exported there only; both arms' seeds are
+        # AB_SEED0's, so the subshell's RUN_ID is not missed.
+        # shellcheck disable=SC2163
+        ( [[ $arm == var ]] && for kv in "$@"; do export "$kv"; done
+          AB_SEED0=$((10000 + AB_ID * 100 + i * 10)) AB_CACHE="$WORK/ab-$arm" \
+            cf_bench "ab-$name-$arm$i" "$BIN" "$jobs" f32 "$((NAB / jobs))" 2 >/dev/null )
       done
     done
-    if ((had)); then export "$var=$old"; else unset "$var"; fi
   }
   # Largest expected effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs).
-  for ab in "${PLANNED[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
+  for ab in "${NEW[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
     "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
     "bnlayer 1 CFRUN_BN_STATS=per-layer" "wtaps 1 CFRUN_CONV_COLUMNS=taps"; do
     (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }

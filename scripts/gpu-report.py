@@ -73,9 +73,15 @@ def section_machine(out, lines):
     for line in fallback:
         lines.append(f"- {line.split('] ', 1)[1]}")
     check_lines(out, "check-device", "`check-device --device cuda` (strict f32)", lines)
-    if os.path.exists(os.path.join(out, "check-device-planned.json")):
-        check_lines(out, "check-device-planned", "`CFRUN_CONV_CUDNN=planned check-device --device cuda` (strict f32)", lines)
+    # STEPS=ab's switches never run on a card before, each checked alone (check-device-NAME.json).
+    for name, setting in NEW_SWITCHES.items():
+        if os.path.exists(os.path.join(out, f"check-device-{name}.json")):
+            check_lines(out, f"check-device-{name}", f"`{setting} check-device --device cuda` (strict f32)", lines)
     lines.append("")
+
+
+# gpu-bench.sh's try_switch: the name of each check-device-NAME.json and the switch it ran with.
+NEW_SWITCHES = {"planned": "CFRUN_CONV_CUDNN=planned", "bnfused": "CFRUN_BN_CUDA=fused"}
 
 
 def check_lines(out, name, title, lines):
@@ -300,8 +306,8 @@ def section_ab(out, runs, torch_text, lines):
               "pair with the same seeds; steady img/s. The rule, fixed before any run: the switch is called faster "
               "(slower) only when every pair's ratio lies above (below) 1 by more than the baselines' own spread "
               "(largest over smallest, minus 1) and by more than 5 %; else not shown. Same losses: each pair's epoch "
-              "losses equal to the last digit (every switch but TF32 and the planned cuDNN convolution, whose "
-              "gradients are cuDNN's, promises the same bits).", "",
+              "losses equal to the last digit (every switch but TF32, the planned cuDNN convolution and the fused "
+              "batch norm, whose arithmetic differs by rounding, promises the same bits).", "",
               "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | baselines' spread | the switch | same losses |",
               "|---|---:|---|---|---|---:|---|---|"]
     for row in csv.reader((table or "").splitlines(), delimiter="\t"):

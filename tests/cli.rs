@@ -795,8 +795,10 @@ fn check_device_passes_on_the_cpu_and_names_each_comparison() {
         ("CFRUN_GEMM_TF32", "yes", "CFRUN_GEMM_TF32=\"yes\": expected 1 (on) or 0 (off)"),
         ("CFRUN_CONV_COLUMNS", "gather", "CFRUN_CONV_COLUMNS=\"gather\": expected `im2col` or `taps`"),
         ("CFRUN_CONV_CUDNN", "plan", "CFRUN_CONV_CUDNN=\"plan\": expected `per-call` or `planned`"),
-        // The test binary is built without cuDNN: the planned path is refused, not ignored.
-        ("CFRUN_CONV_CUDNN", "planned", "this binary was built without cuDNN"),
+        // The test binary is built without CUDA: the GPU-only paths are refused, not ignored.
+        ("CFRUN_CONV_CUDNN", "planned", "CFRUN_CONV_CUDNN=\"planned\": this binary was built without it (cfrun-cudnn"),
+        ("CFRUN_BN_CUDA", "fused", "CFRUN_BN_CUDA=\"fused\": this binary was built without it (scripts/build-cuda.sh"),
+        ("CFRUN_BN_CUDA", "kernels", "CFRUN_BN_CUDA=\"kernels\": expected `ops` or `fused`"),
     ] {
         let typo = with(&[(var, value)]);
         assert_eq!(typo.status.code(), Some(2));

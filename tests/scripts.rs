@@ -465,6 +465,10 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: 11 convolutions","difference":0.02,"tolerance":0.0001,"ok":false,"seconds":[1.0,0.5]}]}"#,
     );
     write(
+        "check-device-bnfused.json",
+        r#"{"device":"cuda:0","ok":true,"checks":[{"what":"resnet_gpu: 11 batch norms","difference":2e-7,"tolerance":0.0001,"ok":true,"seconds":[1.0,0.5]}]}"#,
+    );
+    write(
         "torch.txt",
         "torch 2.11.0+cu130, NVIDIA H200, batch 128, 1x28x28, fp32, eager, tf32 conv True matmul False\n\
          resnet_gpu   train  12000.0 img/s   (60 steps)\n\
@@ -491,6 +495,10 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     assert!(text.contains("- `check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: loss: 1e-07 (tolerance 0.001)\n"), "{text}");
     assert!(
         text.contains("- `CFRUN_CONV_CUDNN=planned check-device --device cuda` (strict f32): 1 checks FAILED\n  - resnet_gpu: 11 convolutions: 0.02 (tolerance 0.0001) FAILED\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- `CFRUN_BN_CUDA=fused check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: 11 batch norms: 2e-07"),
         "{text}"
     );
     assert!(text.contains("3 launches profiled, 1.50 ms of kernel time in all"), "{text}");

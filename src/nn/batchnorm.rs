@@ -13,7 +13,8 @@
 //! version is ~10 single-threaded passes over the activation plus a strided copy); elsewhere it
 //! runs on generic candle ops, which the tests also use as the reference, with the
 //! normalisation's gradient in one formula in train mode (`CFRUN_BN_BACKWARD=candle` leaves it to
-//! candle's autograd, for an A/B).
+//! candle's autograd, for an A/B), or, with `CFRUN_BN_CUDA=fused` on a CUDA device, cfrun's own
+//! kernels ([`super::bn_cuda`]; candle's backward wins when both are set).
 
 use super::backward_switch::Backward;
 use super::bn_kernels::{self, Dims};
@@ -57,6 +58,8 @@ impl BatchNorm {
         }
         if super::use_fast_kernels(x.device(), x.dtype()) {
             self.forward_cpu(x, residual, relu, train)
+        } else if train && super::backward_switch::BN.get() == Backward::Cfrun && super::bn_cuda::applies(x) {
+            self.forward_fused(x, residual, relu)
         } else {
             self.forward_generic(x, residual, relu, train)
         }
@@ -78,6 +81,15 @@ impl BatchNorm {
             None => x.apply_op2(&gb, op),
             Some(r) => x.apply_op3(&gb, &r.contiguous()?, op),
         }
+    }
+
+    /// Train mode on a CUDA device with [`super::bn_cuda`]'s kernels.
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let stats = super::bn_cuda::batch_stats(&x.detach())?;
+        self.update_running_biased(&stats.get(0)?, &stats.get(1)?, (n * h * w) as f64)?;
+        let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
+        super::bn_cuda::normalize(x, &gb, &stats, residual, relu, EPS)
     }
 
     /// `(mean, invstd)` from the running statistics (eval mode).

@@ -80,6 +80,17 @@ pub(crate) fn value_from_env<T>(env: &str, parse: impl FnOnce(&str) -> Result<T,
     }
 }
 
+/// The error when the variable `env`, set to `value` (`wanted`), asks for what this binary was
+/// built without (`built` false); `build` says which build has it.
+pub(crate) fn needs_build(env: &str, value: &str, wanted: bool, built: bool, build: &str) -> Result<(), String> {
+    if wanted && !built {
+        return Err(format!(
+            "{env}={value:?}: this binary was built without it ({build}); unset it or choose another value"
+        ));
+    }
+    Ok(())
+}
+
 /// The value of the on/off variable `env`: `None` when it is unset, an error naming the variable
 /// and the valid values when it is neither `1` nor `0`.
 pub(crate) fn flag_from_env(env: &str) -> Result<Option<bool>, String> {
@@ -97,6 +108,17 @@ fn parse_flag(env: &str, v: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_the_build_lacks_is_refused() {
+        let err = needs_build("CFRUN_X", "fast", true, false, "the fast build").unwrap_err();
+        assert_eq!(
+            err,
+            "CFRUN_X=\"fast\": this binary was built without it (the fast build); unset it or choose another value"
+        );
+        assert_eq!(needs_build("CFRUN_X", "fast", true, true, "b"), Ok(()));
+        assert_eq!(needs_build("CFRUN_X", "slow", false, false, "b"), Ok(()));
+    }
 
     #[test]
     fn one_and_zero_are_the_only_values() {

@@ -6,7 +6,8 @@
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices; [`conv_device`]: the
 //!   convolution's backward off the CPU fast path; [`conv_cudnn`]: the whole convolution on
-//!   cuDNN with plans kept per geometry (a switch of the `cudnn` build);
+//!   cuDNN with plans kept per geometry, [`bn_cuda`]: train-mode batch norm in four CUDA kernels
+//!   of cfrun's own (switches of the GPU builds);
 //! - [`mod@train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
 //! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;
 //! - [`mod@extract`]: eval-mode features and logits;
@@ -21,6 +22,7 @@ pub mod arch;
 pub mod backward_switch;
 pub mod batchnorm;
 mod bits;
+pub mod bn_cuda;
 mod bn_kernels;
 pub mod checkpoint;
 pub mod conv;
@@ -77,12 +79,13 @@ pub use schedule::Schedule;
 pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Trained, Truth};
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
-/// [`conv_cudnn`], [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`],
+/// [`conv_cudnn`], [`bn_cuda`], [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`],
 /// [`gemm_tf32`]);
 /// the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
     backward_switch::from_env()?;
     conv_cudnn::from_env()?;
+    bn_cuda::from_env()?;
     pipeline::PIPELINE.from_env()?;
     sgd::update::UPDATE.from_env()?;
     running_stats::STATS_UPDATE.from_env()?;

@@ -27,7 +27,7 @@ mod ops;
 #[cfg(feature = "cudnn")]
 mod plans;
 
-use super::env_flag::Choice;
+use super::env_flag::{needs_build, Choice};
 use candle_core::{Device, Result, Tensor};
 
 /// How convolutions on a CUDA device call cuDNN.
@@ -48,17 +48,12 @@ pub static CONV_CUDNN: Choice<Planning> =
 /// silent fall back to the default.
 pub fn from_env() -> std::result::Result<(), String> {
     CONV_CUDNN.from_env()?;
-    refuse_without_cudnn(CONV_CUDNN.forced(), cfg!(feature = "cudnn"))
+    let planned = CONV_CUDNN.forced() == Some(Planning::Planned);
+    needs_build("CFRUN_CONV_CUDNN", "planned", planned, cfg!(feature = "cudnn"), CUDNN_BUILD)
 }
 
-fn refuse_without_cudnn(forced: Option<Planning>, built_with_cudnn: bool) -> std::result::Result<(), String> {
-    if forced == Some(Planning::Planned) && !built_with_cudnn {
-        return Err("CFRUN_CONV_CUDNN=\"planned\": this binary was built without cuDNN (scripts/build-cuda.sh \
-                    builds cfrun-cudnn, with `--features cudnn`); unset it or use `per-call`"
-            .into());
-    }
-    Ok(())
-}
+/// The build that has cuDNN.
+const CUDNN_BUILD: &str = "cfrun-cudnn of scripts/build-cuda.sh, `--features cudnn`";
 
 /// Whether convolutions on `device` take the planned path.
 pub fn applies(device: &Device) -> bool {
@@ -84,15 +79,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_switch_names_both_ways_and_needs_cudnn_for_planned() {
+    fn the_switch_names_both_ways() {
         assert_eq!(CONV_CUDNN.parse("planned"), Ok(Planning::Planned));
         assert_eq!(CONV_CUDNN.parse("per-call"), Ok(Planning::PerCall));
         let err = CONV_CUDNN.parse("plan").unwrap_err();
         assert!(err.contains("CFRUN_CONV_CUDNN") && err.contains("`per-call` or `planned`"), "{err}");
-        assert!(refuse_without_cudnn(Some(Planning::Planned), false).unwrap_err().contains("without cuDNN"));
-        assert_eq!(refuse_without_cudnn(Some(Planning::Planned), true), Ok(()));
-        assert_eq!(refuse_without_cudnn(Some(Planning::PerCall), false), Ok(()));
-        assert_eq!(refuse_without_cudnn(None, false), Ok(()));
+        let refused = needs_build("CFRUN_CONV_CUDNN", "planned", true, false, CUDNN_BUILD).unwrap_err();
+        assert!(refused.contains("built without it (cfrun-cudnn"), "{refused}");
     }
 
     /// The CPU never takes it, forced or not: the CPU's convolution and its bits stay the fast op's.

@@ -1,0 +1,106 @@
+// Batch norm in train mode over contiguous NCHW f32 tensors, four kernels for the whole layer:
+// the batch statistics, the normalisation with affine, residual and ReLU, and the two passes of
+// its gradient. Reductions run one block per channel, accumulate in double and combine in a fixed
+// tree, so a run repeats bit for bit. Written for cfrun (src/nn/bn_cuda/mod.rs says why).
+
+#define THREADS 256
+
+// The sum of every thread's `v` in the block, in a fixed order; every thread gets it.
+__device__ double block_sum(double v) {
+    __shared__ double part[THREADS];
+    __syncthreads();  // the previous call's readers are done with `part`
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = THREADS / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    return part[0];
+}
+
+// Index of the k-th value of channel c: k runs over the N * HW values of the channel.
+__device__ __forceinline__ long long at(long long k, int c, int C, int HW) {
+    long long n = k / HW;
+    return (n * C + c) * HW + (k - n * HW);
+}
+
+// stats[c] = mean, stats[C + c] = biased variance of channel c (two passes: the mean, then the
+// centred squares). One block of THREADS per channel.
+extern "C" __global__ void cfrun_bn_stats_f32(const float* x, float* stats, int N, int C, int HW) {
+    int c = blockIdx.x;
+    long long m = (long long)N * HW;
+    double s = 0.0;
+    for (long long k = threadIdx.x; k < m; k += THREADS) s += (double)x[at(k, c, C, HW)];
+    double mean = block_sum(s) / (double)m;
+    double q = 0.0;
+    for (long long k = threadIdx.x; k < m; k += THREADS) {
+        double d = (double)x[at(k, c, C, HW)] - mean;
+        q += d * d;
+    }
+    double var = block_sum(q) / (double)m;
+    if (threadIdx.x == 0) {
+        stats[c] = (float)mean;
+        stats[C + c] = (float)var;
+    }
+}
+
+__device__ __forceinline__ float invstd_of(const float* stats, int c, int C, float eps) {
+    return (float)(1.0 / sqrt((double)stats[C + c] + (double)eps));
+}
+
+// y = act(gamma * (x - mean) * invstd + beta + r), gb = [gamma; beta], r may be null.
+extern "C" __global__ void cfrun_bn_apply_f32(const float* x, const float* stats, const float* gb, const float* r,
+                                              float* y, int N, int C, int HW, int relu, float eps) {
+    long long total = (long long)N * C * HW;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        int c = (int)((i / HW) % C);
+        float v = gb[c] * ((x[i] - stats[c]) * invstd_of(stats, c, C, eps)) + gb[C + c];
+        if (r) v += r[i];
+        y[i] = relu && !(v > 0.0f) ? 0.0f : v;
+    }
+}
+
+// The gradient reaching the normalisation: dy, zero where the ReLU cut the output (y may be
+// null when there is no ReLU).
+__device__ __forceinline__ float masked(const float* dy, const float* y, long long i) {
+    return y && !(y[i] > 0.0f) ? 0.0f : dy[i];
+}
+
+// dgb[c] = dgamma = sum(g * xhat), dgb[C + c] = dbeta = sum(g) over channel c. One block per channel.
+extern "C" __global__ void cfrun_bn_grad_sums_f32(const float* x, const float* y, const float* dy,
+                                                  const float* stats, float* dgb, int N, int C, int HW, float eps) {
+    int c = blockIdx.x;
+    long long m = (long long)N * HW;
+    double mean = (double)stats[c];
+    double sg = 0.0, sgx = 0.0;
+    for (long long k = threadIdx.x; k < m; k += THREADS) {
+        long long i = at(k, c, C, HW);
+        double g = (double)masked(dy, y, i);
+        sg += g;
+        sgx += g * ((double)x[i] - mean);
+    }
+    double dbeta = block_sum(sg);
+    double dgamma = block_sum(sgx) * (double)invstd_of(stats, c, C, eps);
+    if (threadIdx.x == 0) {
+        dgb[c] = (float)dgamma;
+        dgb[C + c] = (float)dbeta;
+    }
+}
+
+// dx = gamma * invstd * (g - dbeta / M - xhat * dgamma / M), and dr = g where dr is not null.
+extern "C" __global__ void cfrun_bn_grad_input_f32(const float* x, const float* y, const float* dy,
+                                                   const float* stats, const float* gb, const float* dgb, float* dx,
+                                                   float* dr, int N, int C, int HW, float eps) {
+    long long total = (long long)N * C * HW;
+    float inv_m = 1.0f / (float)((long long)N * HW);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        int c = (int)((i / HW) % C);
+        float invstd = invstd_of(stats, c, C, eps);
+        float g = masked(dy, y, i);
+        float xhat = (x[i] - stats[c]) * invstd;
+        dx[i] = gb[c] * invstd * (g - dgb[C + c] * inv_m - xhat * dgb[c] * inv_m);
+        if (dr) dr[i] = g;
+    }
+}

@@ -1,0 +1,362 @@
+//! The fused batch norm's candle ops and their kernel launches: [`Stats`] (no gradient),
+//! [`Normalize`] (whose backward is [`GradSums`] then [`GradInput`]).
+
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{
+    bail, CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+};
+
+/// `kernels.cu` as PTX, compiled by `build.rs`.
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bn_kernels.ptx"));
+/// The module's name among the device's custom modules.
+const MODULE: &str = "cfrun_bn_kernels";
+/// Threads per block: `THREADS` of `kernels.cu`, which its reductions assume.
+const THREADS: u32 = 256;
+/// Most blocks of an elementwise launch; the kernels loop over the rest.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// The batch statistics of `x` (see [`super::batch_stats`]).
+pub(super) fn batch_stats(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Stats)
+}
+
+/// See [`super::normalize`].
+pub(super) fn normalize(
+    x: &Tensor,
+    gb: &Tensor,
+    stats: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+    eps: f64,
+) -> Result<Tensor> {
+    let op = Normalize { stats: stats.contiguous()?, relu, eps: eps as f32 };
+    let (x, gb) = (x.contiguous()?, gb.contiguous()?);
+    match residual {
+        None => x.apply_op2(&gb, op),
+        Some(r) => x.apply_op3(&gb, &r.contiguous()?, op),
+    }
+}
+
+/// `N`, `C` and `H * W` as the kernels take them, and the number of values.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n: i32,
+    c: i32,
+    hw: i32,
+    total: usize,
+}
+
+impl Dims {
+    fn of(dims: &[usize]) -> Result<Self> {
+        let &[n, c, h, w] = dims else { bail!("batch norm: expected an (N, C, H, W) tensor, got {dims:?}") };
+        let fit =
+            |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("batch norm: {dims:?} too large")));
+        Ok(Dims { n: fit(n)?, c: fit(c)?, hw: fit(h * w)?, total: n * c * h * w })
+    }
+
+    /// One block per channel (the reductions).
+    fn per_channel(&self) -> LaunchConfig {
+        LaunchConfig { grid_dim: (self.c as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// Enough blocks for one thread per value, up to [`MAX_BLOCKS`] (the elementwise kernels).
+    fn per_value(&self) -> LaunchConfig {
+        let blocks = self.total.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+}
+
+/// The f32 values of a CUDA storage from its layout's start; the layout must be contiguous.
+fn f32_view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    if !l.is_contiguous() {
+        bail!("batch norm on CUDA: a non-contiguous argument");
+    }
+    Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..))
+}
+
+/// [`f32_view`] of a tensor's storage, read-locked by the caller.
+fn tensor_view<'a>(s: &'a Storage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    match s {
+        Storage::Cuda(s) => f32_view(s, l),
+        _ => bail!("batch norm on CUDA: an argument is not on the device"),
+    }
+}
+
+/// `len` f32 values on `dev`, every one written by the kernel they are passed to.
+fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
+    // SAFETY: each kernel below writes every value of its output before anything reads it.
+    unsafe { dev.alloc::<f32>(len) }
+}
+
+fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
+    bail!("{name}: runs on CUDA devices only (the CPU has its own batch norm)")
+}
+
+/// The null pointer the kernels read as "no such argument".
+const NULL: u64 = 0;
+
+/// `(2, C)`: each channel's mean, then its biased variance.
+struct Stats;
+
+impl CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-stats"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(self.name())
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let d = Dims::of(xl.dims())?;
+        let dev = &xs.device;
+        let x = f32_view(xs, xl)?;
+        let mut stats = output(dev, 2 * d.c as usize)?;
+        let func = dev.get_or_load_custom_func("cfrun_bn_stats_f32", MODULE, PTX)?;
+        let mut b = func.builder();
+        b.arg(&x).arg(&mut stats).arg(&d.n).arg(&d.c).arg(&d.hw);
+        // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+        unsafe { b.launch(d.per_channel()) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(stats, dev.clone()), Shape::from((2, d.c as usize))))
+    }
+}
+
+/// `act(gamma * xhat + beta + residual)`: `CustomOp2(x, gb)` or `CustomOp3(x, gb, residual)`.
+#[derive(Clone, Debug)]
+struct Normalize {
+    stats: Tensor,
+    relu: bool,
+    eps: f32,
+}
+
+impl Normalize {
+    fn forward(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gbs: &CudaStorage,
+        gbl: &Layout,
+        r: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
+        let d = Dims::of(xl.dims())?;
+        let dev = &xs.device;
+        let (x, gb) = (f32_view(xs, xl)?, f32_view(gbs, gbl)?);
+        let r = r.map(|(s, l)| f32_view(s, l)).transpose()?;
+        let (ss, sl) = self.stats.storage_and_layout();
+        let stats = tensor_view(&ss, sl)?;
+        let mut y = output(dev, d.total)?;
+        let func = dev.get_or_load_custom_func("cfrun_bn_apply_f32", MODULE, PTX)?;
+        let relu = i32::from(self.relu);
+        let mut b = func.builder();
+        b.arg(&x).arg(&stats).arg(&gb);
+        match &r {
+            Some(r) => b.arg(r),
+            None => b.arg(&NULL),
+        };
+        b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu).arg(&self.eps);
+        // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
+        unsafe { b.launch(d.per_value()) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
+    }
+
+    /// `(dx, d[gamma; beta], d residual)`, the last only when `residual`.
+    fn grads(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        residual: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // The ReLU's mask is the output's sign; without a ReLU there is none to read.
+        let y = self.relu.then(|| y.clone());
+        let sums = GradSums { x: x.clone(), y: y.clone(), stats: self.stats.clone(), eps: self.eps };
+        let dgb = dy.apply_op1_no_bwd(&sums)?;
+        let input = GradInput {
+            x: x.clone(),
+            y,
+            stats: self.stats.clone(),
+            gb: gb.clone(),
+            dgb: dgb.clone(),
+            residual,
+            eps: self.eps,
+        };
+        let both = dy.apply_op1_no_bwd(&input)?;
+        if residual {
+            let dx = both.narrow(0, 0, 1)?.reshape(x.shape())?;
+            let dr = both.narrow(0, 1, 1)?.reshape(x.shape())?;
+            Ok((dx, dgb, Some(dr)))
+        } else {
+            Ok((both.reshape(x.shape())?, dgb, None))
+        }
+    }
+}
+
+impl CustomOp2 for Normalize {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-normalize-fused"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(CustomOp2::name(self))
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, gbs: &CudaStorage, gbl: &Layout) -> Result<(CudaStorage, Shape)> {
+        self.forward(xs, xl, gbs, gbl, None)
+    }
+
+    fn bwd(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, _) = self.grads(x, gb, y, dy, false)?;
+        Ok((Some(dx), Some(dgb)))
+    }
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-add-normalize-fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(CustomOp3::name(self))
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gbs: &CudaStorage,
+        gbl: &Layout,
+        rs: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        if rl.dims() != xl.dims() {
+            bail!("batch norm: residual {:?} and input {:?} differ", rl.dims(), xl.dims());
+        }
+        self.forward(xs, xl, gbs, gbl, Some((rs, rl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        _r: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, dr) = self.grads(x, gb, y, dy, true)?;
+        Ok((Some(dx), Some(dgb), dr))
+    }
+}
+
+/// `(2, C)` from `dy`: `sum(g * xhat)` (d gamma), then `sum(g)` (d beta), `g` being `dy` masked
+/// by the ReLU.
+struct GradSums {
+    x: Tensor,
+    y: Option<Tensor>,
+    stats: Tensor,
+    eps: f32,
+}
+
+impl CustomOp1 for GradSums {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-grad-sums"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(self.name())
+    }
+
+    fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let d = Dims::of(dyl.dims())?;
+        let dev = &dys.device;
+        let dy = f32_view(dys, dyl)?;
+        let (xs, xl) = self.x.storage_and_layout();
+        let x = tensor_view(&xs, xl)?;
+        let (ss, sl) = self.stats.storage_and_layout();
+        let stats = tensor_view(&ss, sl)?;
+        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
+        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
+        let mut dgb = output(dev, 2 * d.c as usize)?;
+        let func = dev.get_or_load_custom_func("cfrun_bn_grad_sums_f32", MODULE, PTX)?;
+        let mut b = func.builder();
+        b.arg(&x);
+        match &y {
+            Some(y) => b.arg(y),
+            None => b.arg(&NULL),
+        };
+        b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&self.eps);
+        // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+        unsafe { b.launch(d.per_channel()) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
+    }
+}
+
+/// From `dy`: `dx`, and with `residual` the residual's gradient after it, as one `(1 or 2, N*C*H*W)`
+/// tensor.
+struct GradInput {
+    x: Tensor,
+    y: Option<Tensor>,
+    stats: Tensor,
+    gb: Tensor,
+    dgb: Tensor,
+    residual: bool,
+    eps: f32,
+}
+
+impl CustomOp1 for GradInput {
+    fn name(&self) -> &'static str {
+        "cfrun-bn-grad-input"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(self.name())
+    }
+
+    fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let d = Dims::of(dyl.dims())?;
+        let dev = &dys.device;
+        let dy = f32_view(dys, dyl)?;
+        let (xs, xl) = self.x.storage_and_layout();
+        let x = tensor_view(&xs, xl)?;
+        let (ss, sl) = self.stats.storage_and_layout();
+        let stats = tensor_view(&ss, sl)?;
+        let (gs, gl) = self.gb.storage_and_layout();
+        let gb = tensor_view(&gs, gl)?;
+        let (ds, dl) = self.dgb.storage_and_layout();
+        let dgb = tensor_view(&ds, dl)?;
+        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
+        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
+        let parts = if self.residual { 2 } else { 1 };
+        let mut out = output(dev, parts * d.total)?;
+        let (mut dx, mut dr) = out.split_at_mut(d.total);
+        let func = dev.get_or_load_custom_func("cfrun_bn_grad_input_f32", MODULE, PTX)?;
+        let mut b = func.builder();
+        b.arg(&x);
+        match &y {
+            Some(y) => b.arg(y),
+            None => b.arg(&NULL),
+        };
+        b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb);
+        b.arg(&mut dx);
+        if self.residual {
+            b.arg(&mut dr);
+        } else {
+            b.arg(&NULL);
+        }
+        b.arg(&d.n).arg(&d.c).arg(&d.hw).arg(&self.eps);
+        // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
+        unsafe { b.launch(d.per_value()) }.w()?;
+        drop(b);
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((parts, d.total))))
+    }
+}
