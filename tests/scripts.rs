@@ -505,3 +505,24 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     assert!(text.contains("| `cudnn_conv` | 1 | 1.500 | 99.7 % | 1500.0 |"), "{text}");
     assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");
 }
+
+/// The fused batch norm's CUDA kernels (`src/nn/bn_cuda/kernels.cu`), compiled as C++ with a
+/// thread-per-CUDA-thread emulation (`tests/cuda/emulate.h`) and run against batch norm's
+/// definition and finite differences (`tests/cuda/bn_kernels.cpp`): their indexing, reductions
+/// and gradient formulas are checked on every machine, a GPU's check-device does the rest.
+#[test]
+fn bn_cuda_kernels_match_the_definition_when_emulated() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("bn_kernels");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let built = Command::new(&cxx)
+        .args(["-std=c++20", "-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(repo().join("tests/cuda/bn_kernels.cpp"))
+        .output()
+        .unwrap_or_else(|e| panic!("`{cxx}` (a C++20 compiler; .ci/run installs g++) did not start: {e}"));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let ran = Command::new(&exe).output().unwrap();
+    let said = String::from_utf8_lossy(&ran.stdout);
+    assert!(ran.status.success() && said.trim() == "ok", "{said}");
+}

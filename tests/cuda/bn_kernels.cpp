@@ -1,0 +1,150 @@
+// src/nn/bn_cuda/kernels.cu run on the CPU (emulate.h) against batch norm's definition in double:
+// the statistics, the forward with and without residual and ReLU, and every gradient against
+// central finite differences of the double forward. Prints "ok" and exits 0, or says what differs
+// and exits 1. Built and run by tests/scripts.rs.
+#include "emulate.h"
+#include "../../src/nn/bn_cuda/kernels.cu"
+
+#include <cstdio>
+#include <random>
+
+static int failures = 0;
+
+static void expect_close(const char* what, double got, double want, double tol) {
+    double err = std::fabs(got - want) / std::fmax(1.0, std::fabs(want));
+    if (!(err <= tol)) {
+        if (failures < 20) std::printf("%s: got %.9g, want %.9g (error %.3g > %.3g)\n", what, got, want, err, tol);
+        failures++;
+    }
+}
+
+struct Case {
+    int n, c, hw;
+    bool residual, relu;
+};
+
+static const float EPS = 1e-5f;
+
+// sum(y * up) for y = act(gamma * (x - mean) / sqrt(var + eps) + beta + r), all in double.
+static double loss(const Case& k, const std::vector<double>& x, const std::vector<double>& gamma,
+                   const std::vector<double>& beta, const std::vector<double>& r, const std::vector<double>& up,
+                   std::vector<double>* y_out) {
+    long long m = (long long)k.n * k.hw;
+    double total = 0.0;
+    for (int c = 0; c < k.c; c++) {
+        double mean = 0.0, var = 0.0;
+        for (int n = 0; n < k.n; n++)
+            for (int i = 0; i < k.hw; i++) mean += x[((long long)n * k.c + c) * k.hw + i];
+        mean /= m;
+        for (int n = 0; n < k.n; n++)
+            for (int i = 0; i < k.hw; i++) {
+                double d = x[((long long)n * k.c + c) * k.hw + i] - mean;
+                var += d * d;
+            }
+        var /= m;
+        for (int n = 0; n < k.n; n++)
+            for (int i = 0; i < k.hw; i++) {
+                long long j = ((long long)n * k.c + c) * k.hw + i;
+                double v = gamma[c] * (x[j] - mean) / std::sqrt(var + EPS) + beta[c] + (k.residual ? r[j] : 0.0);
+                if (k.relu && v < 0.0) v = 0.0;
+                if (y_out) (*y_out)[j] = v;
+                total += v * up[j];
+            }
+    }
+    return total;
+}
+
+static void run(const Case& k, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> u(-2.0, 2.0);
+    long long total = (long long)k.n * k.c * k.hw;
+    std::vector<float> x(total), r(total), dy(total), gb(2 * k.c);
+    for (auto& v : x) v = (float)(u(rng) * 1.5 + 0.3);
+    for (auto& v : r) v = (float)u(rng);
+    for (auto& v : dy) v = (float)u(rng);
+    for (int c = 0; c < k.c; c++) {
+        gb[c] = (float)(0.5 + 0.25 * u(rng));
+        gb[k.c + c] = (float)(0.5 * u(rng));
+    }
+    std::vector<double> xd(x.begin(), x.end()), rd(r.begin(), r.end()), upd(dy.begin(), dy.end());
+    std::vector<double> gd(gb.begin(), gb.begin() + k.c), bd(gb.begin() + k.c, gb.end()), yd(total);
+    loss(k, xd, gd, bd, rd, upd, &yd);
+    char what[160];
+
+    std::vector<float> stats(2 * k.c), y(total), dgb(2 * k.c), dx(total), dr(total, -7.0f);
+    launch(k.c, THREADS, [&] { cfrun_bn_stats_f32(x.data(), stats.data(), k.n, k.c, k.hw); });
+    for (int c = 0; c < k.c; c++) {
+        double mean = 0.0, var = 0.0;
+        long long m = (long long)k.n * k.hw;
+        for (int n = 0; n < k.n; n++)
+            for (int i = 0; i < k.hw; i++) mean += xd[((long long)n * k.c + c) * k.hw + i];
+        mean /= m;
+        for (int n = 0; n < k.n; n++)
+            for (int i = 0; i < k.hw; i++) var += std::pow(xd[((long long)n * k.c + c) * k.hw + i] - mean, 2);
+        std::snprintf(what, sizeof what, "case %u: mean of channel %d", seed, c);
+        expect_close(what, stats[c], mean, 1e-6);
+        std::snprintf(what, sizeof what, "case %u: variance of channel %d", seed, c);
+        expect_close(what, stats[k.c + c], var / m, 1e-6);
+    }
+    // Fewer blocks than values: the elementwise kernels' grid-stride loops must cover the rest.
+    launch(3, THREADS, [&] {
+        cfrun_bn_apply_f32(x.data(), stats.data(), gb.data(), k.residual ? r.data() : nullptr, y.data(), k.n, k.c, k.hw,
+                           k.relu, EPS);
+    });
+    for (long long j = 0; j < total; j++) {
+        std::snprintf(what, sizeof what, "case %u: y[%lld]", seed, j);
+        expect_close(what, y[j], yd[j], 2e-5);
+    }
+    const float* mask = k.relu ? y.data() : nullptr;
+    launch(k.c, THREADS, [&] {
+        cfrun_bn_grad_sums_f32(x.data(), mask, dy.data(), stats.data(), dgb.data(), k.n, k.c, k.hw, EPS);
+    });
+    launch(2, THREADS, [&] {
+        cfrun_bn_grad_input_f32(x.data(), mask, dy.data(), stats.data(), gb.data(), dgb.data(), dx.data(),
+                                k.residual ? dr.data() : nullptr, k.n, k.c, k.hw, EPS);
+    });
+    // Central differences of the double forward; a point within h of the ReLU's kink is skipped.
+    const double h = 1e-6;
+    auto near_kink = [&](long long j) { return k.relu && std::fabs(yd[j]) < 1e-9; };
+    auto diff = [&](std::vector<double>& v, long long j) {
+        double keep = v[j];
+        v[j] = keep + h;
+        double up = loss(k, xd, gd, bd, rd, upd, nullptr);
+        v[j] = keep - h;
+        double down = loss(k, xd, gd, bd, rd, upd, nullptr);
+        v[j] = keep;
+        return (up - down) / (2 * h);
+    };
+    for (long long j = 0; j < total; j += 7) {
+        std::snprintf(what, sizeof what, "case %u: dx[%lld]", seed, j);
+        expect_close(what, dx[j], diff(xd, j), 2e-3);
+        if (k.residual && !near_kink(j)) {
+            std::snprintf(what, sizeof what, "case %u: dresidual[%lld]", seed, j);
+            expect_close(what, dr[j], diff(rd, j), 2e-3);
+        }
+    }
+    if (!k.residual && dr[0] != -7.0f) {
+        std::printf("case %u: the residual gradient was written without a residual\n", seed);
+        failures++;
+    }
+    for (int c = 0; c < k.c; c++) {
+        std::snprintf(what, sizeof what, "case %u: dgamma[%d]", seed, c);
+        expect_close(what, dgb[c], diff(gd, c), 2e-3);
+        std::snprintf(what, sizeof what, "case %u: dbeta[%d]", seed, c);
+        expect_close(what, dgb[k.c + c], diff(bd, c), 2e-3);
+    }
+}
+
+int main() {
+    // Channels of fewer values than a block's threads, of more (the strided loops), odd sizes.
+    const Case cases[] = {{2, 3, 9, false, false}, {3, 4, 25, true, true}, {4, 2, 100, false, true},
+                          {1, 3, 300, true, false}, {5, 2, 7, true, true}};
+    unsigned seed = 1;
+    for (const Case& k : cases) run(k, seed++);
+    if (failures) {
+        std::printf("%d values differ\n", failures);
+        return 1;
+    }
+    std::printf("ok\n");
+    return 0;
+}
