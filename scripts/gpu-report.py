@@ -304,11 +304,13 @@ def section_ab(out, runs, torch_text, lines):
     lines += ["## Alternated A/B (STEPS=ab)", "",
               "Each switch against the default, run alternately (base, switch, base, switch, ...) at one size, each "
               "pair with the same seeds; steady img/s. The rule, fixed before any run: the switch is called faster "
-              "(slower) only when every pair's ratio lies above (below) 1 by more than the baselines' own spread "
-              "(largest over smallest, minus 1) and by more than 5 %; else not shown. Same losses: each pair's epoch "
+              "(slower) only when every pair's ratio lies above (below) 1 by more than each arm's own spread "
+              "(largest over smallest, minus 1) and by more than 5 %; else not shown. (Until 2026-12-04 the "
+              "spread was the baselines' alone; an A/A dry run on the CPU, a switch that changes nothing, "
+              "was then called slower: its baselines happened to agree and its other arm did not.) Same losses: each pair's epoch "
               "losses equal to the last digit (every switch but TF32, the planned cuDNN convolution and the fused "
               "batch norm, whose arithmetic differs by rounding, promises the same bits).", "",
-              "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | baselines' spread | the switch | same losses |",
+              "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | arms' spread (larger) | the switch | same losses |",
               "|---|---:|---|---|---|---:|---|---|"]
     for row in csv.reader((table or "").splitlines(), delimiter="\t"):
         if len(row) != 3:
@@ -318,7 +320,8 @@ def section_ab(out, runs, torch_text, lines):
         base = [rate(runs.get(f"ab-{name}-base{i}")) for i in range(1, count + 1)]
         var = [rate(runs.get(f"ab-{name}-var{i}")) for i in range(1, count + 1)]
         pairs = [v / b if v and b else None for v, b in zip(var, base)]
-        spread = max(base) / min(base) - 1 if base and all(base) else None
+        arms = [base, var]
+        spread = max(max(a) / min(a) - 1 for a in arms) if all(a and all(a) for a in arms) else None
         verdict = "not shown"
         if spread is not None and len(pairs) >= 2 and all(pairs):
             margin = max(spread, 0.05)

@@ -424,7 +424,7 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
 }
 
 /// `scripts/gpu-report.py` over a `STEPS=ab` session: each alternated A/B is called faster or
-/// slower only when every pair clears the baselines' spread (and 5 %), a pair whose losses differ
+/// slower only when every pair clears both arms' spread (and 5 %), a pair whose losses differ
 /// is said, cfrun and PyTorch are paired in the order they ran, and ncu's launches are summed per
 /// kernel in milliseconds whatever unit each row has.
 #[test]
@@ -451,10 +451,16 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         run(&format!("ab-sgdper-base{}", i + 1), *b, "0.5");
         run(&format!("ab-sgdper-var{}", i + 1), *v, if i == 1 { "0.6" } else { "0.5" });
     }
+    // An A/A-like pair whose baselines agree and whose other arm scatters: no verdict (each arm's
+    // spread counts, not the baselines' alone).
+    for (i, (b, v)) in [(3000, 2000), (3010, 2600), (3005, 2500)].iter().enumerate() {
+        run(&format!("ab-aa-base{}", i + 1), *b, "0.8");
+        run(&format!("ab-aa-var{}", i + 1), *v, "0.8");
+    }
     run("ab-cfrun-1", 3000, "0.7");
     run("ab-cfrun-2", 3200, "0.7");
     write("cfrun.tsv", &tsv);
-    write("ab.tsv", "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\n");
+    write("ab.tsv", "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\naa\t1\tCFRUN_CONV_CUDNN=per-call\n");
     // The planned cuDNN convolution's own check-device rows come beside the default's.
     write(
         "check-device.json",
@@ -490,7 +496,8 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         text.contains("| `CFRUN_CUDA_EVENTS=off` | 1 | 3000, 3100, 2980 | 6000, 6100, 5900 | 2.00x, 1.97x, 1.98x | 4 % | faster | yes |"),
         "{text}"
     );
-    assert!(text.contains("| `CFRUN_SGD_UPDATE=per-param` | 1 | 3000, 3300, 3000 | 3600, 3310, 3700 | 1.20x, 1.00x, 1.23x | 10 % | not shown | no |"), "{text}");
+    assert!(text.contains("| `CFRUN_SGD_UPDATE=per-param` | 1 | 3000, 3300, 3000 | 3600, 3310, 3700 | 1.20x, 1.00x, 1.23x | 12 % | not shown | no |"), "{text}");
+    assert!(text.contains("| `CFRUN_CONV_CUDNN=per-call` | 1 | 3000, 3010, 3005 | 2000, 2600, 2500 | 0.67x, 0.86x, 0.83x | 30 % | not shown | yes |"), "{text}");
     assert!(text.contains("| 1 | 3000 | 12000 | 0.25x |") && text.contains("| 2 | 3200 | 16000 | 0.20x |"), "{text}");
     assert!(text.contains("- `check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: loss: 1e-07 (tolerance 0.001)\n"), "{text}");
     assert!(

@@ -15,8 +15,9 @@
 //! gives the same output. The gradients are cuDNN's: the heuristics' first choice, unless cuDNN
 //! documents it as non-deterministic (it adds with atomics: backward-data algorithm 0,
 //! backward-filter 0 and 3), then algorithm 1, deterministic and general, so runs on one card
-//! repeat bit for bit; they differ from [`super::conv_device`]'s by rounding. Math: cuDNN's
-//! default (TF32 for f32 on Ampere and newer unless `NVIDIA_TF32_OVERRIDE=0`), as candle's forward.
+//! repeat bit for bit; they differ from [`super::conv_device`]'s by rounding. Math: for f32 cuDNN's
+//! default (TF32 on Ampere and newer unless `NVIDIA_TF32_OVERRIDE=0`), as candle's forward; for
+//! bf16 and f16 tensor-core math asked for outright, as PyTorch does.
 //!
 //! The default stays `per-call` (candle's forward, cfrun's backward) until a GPU session has run
 //! `check-device` with `planned` and measured it against the default (scripts/gpu-bench.sh,
