@@ -39,7 +39,7 @@ extern "C" __global__ void cfrun_bn_stats_f32(const float* x, float* stats, int 
     }
     double var = block_sum(q) / (double)m;
     if (threadIdx.x == 0) {
-        stats[c] = (float)mean;
+        stats[c] = (float)mean + 0.0f;  // + 0: a mean of -0 is stored as +0, as the other paths do
         stats[C + c] = (float)var;
     }
 }

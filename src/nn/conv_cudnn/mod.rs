@@ -11,13 +11,16 @@
 //! the card took to run it, so host work per call is the lead; PyTorch keeps such plans per
 //! geometry and runs both gradients in cuDNN.
 //!
-//! Bits: the forward asks the heuristics candle asks, so it runs the algorithm candle's runs and
-//! gives the same output. The gradients are cuDNN's: the heuristics' first choice, unless cuDNN
-//! documents it as non-deterministic (it adds with atomics: backward-data algorithm 0,
-//! backward-filter 0 and 3), then algorithm 1, deterministic and general, so runs on one card
-//! repeat bit for bit; they differ from [`super::conv_device`]'s by rounding. Math: for f32 cuDNN's
-//! default (TF32 on Ampere and newer unless `NVIDIA_TF32_OVERRIDE=0`), as candle's forward; for
-//! bf16 and f16 tensor-core math asked for outright, as PyTorch does.
+//! Bits: in f32 the forward asks the heuristics candle asks, so it runs the algorithm candle's runs
+//! and gives the same output (bf16 and f16 ask for tensor cores and accumulate in f32, see
+//! [`plans`], so their bits may differ from candle's). The gradients are cuDNN's: the heuristics'
+//! first choice, unless cuDNN documents it as non-deterministic (it adds with atomics:
+//! backward-data algorithm 0, backward-filter 0 and 3), then algorithm 1, deterministic, so runs
+//! on one card repeat bit for bit (where cuDNN lacks algorithm 1 for a geometry, its own choice,
+//! with a warning); they differ from [`super::conv_device`]'s by rounding. Math in f32: cuDNN's
+//! default, TF32 on Ampere and newer unless `NVIDIA_TF32_OVERRIDE=0`, for all three products, as
+//! PyTorch's default; the default path's weight gradient is a cuBLAS GEMM in full f32 unless
+//! `CFRUN_GEMM_TF32=1`, so an A/B against it measures TF32 in that product as well.
 //!
 //! The default stays `per-call` (candle's forward, cfrun's backward) until a GPU session has run
 //! `check-device` with `planned` and measured it against the default (scripts/gpu-bench.sh,

@@ -11,8 +11,8 @@ use candle_core::cuda_backend::cudarc::cudnn::sys::{
     cudnnConvolutionFwdAlgo_t as FwdAlgo, cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
 };
 use candle_core::cuda_backend::cudarc::cudnn::{
-    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnDataType, FilterDescriptor,
-    TensorDescriptor,
+    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnDataType, CudnnError,
+    FilterDescriptor, TensorDescriptor,
 };
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
@@ -53,8 +53,9 @@ impl Geometry {
     }
 }
 
-/// A data type cuDNN convolves in, with the type it accumulates in (candle's pairs: bf16 in
-/// f32, cuDNN's only bf16 configuration; f16 in f16; f32 in f32).
+/// A data type cuDNN convolves in, with the type it accumulates in: f32 for all three (bf16 in
+/// f32 is cuDNN's only bf16 configuration; f16 in f32 rather than candle's f16, as PyTorch, since
+/// a weight gradient sums `N * Ho * Wo` products, which f16 rounds badly and can overflow).
 pub(super) trait ConvType: CudnnDataType + DeviceRepr + ValidAsZeroBits + WithDType + 'static {
     /// The accumulation type of the convolution descriptor.
     type Compute: CudnnDataType + 'static;
@@ -74,7 +75,7 @@ impl ConvType for half::bf16 {
     const TENSOR_OPS: bool = true;
 }
 impl ConvType for half::f16 {
-    type Compute = half::f16;
+    type Compute = f32;
     const TENSOR_OPS: bool = true;
 }
 
@@ -126,6 +127,25 @@ impl<T: ConvType> Plan<T> {
 
     fn filter_op(&self) -> ConvBackwardFilter<'_, T, T::Compute, T> {
         ConvBackwardFilter { conv: &self.conv, x: &self.x, dw: &self.w, dy: &self.y }
+    }
+}
+
+/// `preferred` when cuDNN supports it for this geometry (`bytes` gives its workspace), else the
+/// heuristics' own `picked`, said once per plan: a working gradient that may not repeat bit for bit
+/// beats a training that stops.
+fn supported<A: Copy + PartialEq + std::fmt::Debug>(
+    preferred: A,
+    picked: A,
+    bytes: impl Fn(A) -> std::result::Result<usize, CudnnError>,
+    g: Geometry,
+) -> Result<(A, usize)> {
+    match bytes(preferred) {
+        Ok(b) => Ok((preferred, b)),
+        Err(e) if preferred != picked => {
+            tracing::warn!(?g, ?preferred, ?picked, %e, "cuDNN: no deterministic gradient algorithm for this convolution; its heuristics' choice adds with atomics");
+            Ok((picked, bytes(picked)?))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -254,8 +274,8 @@ pub(super) fn input_grad<T: ConvType>(
             Some(chosen) => chosen,
             None => {
                 let op = plan.data_op();
-                let algo = deterministic_data(op.pick_algorithm()?);
-                (algo, op.get_workspace_size(algo)?)
+                let picked = op.pick_algorithm()?;
+                supported(deterministic_data(picked), picked, |a| op.get_workspace_size(a), g)?
             }
         };
         plan.data = Some((algo, bytes));
@@ -281,8 +301,8 @@ pub(super) fn weight_grad<T: ConvType>(
             Some(chosen) => chosen,
             None => {
                 let op = plan.filter_op();
-                let algo = deterministic_filter(op.pick_algorithm()?);
-                (algo, op.get_workspace_size(algo)?)
+                let picked = op.pick_algorithm()?;
+                supported(deterministic_filter(picked), picked, |a| op.get_workspace_size(a), g)?
             }
         };
         plan.filter = Some((algo, bytes));
