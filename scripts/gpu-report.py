@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import re
+import statistics
 import sys
 
 
@@ -79,6 +80,10 @@ def section_machine(out, lines):
             check_lines(out, f"check-device-{name}", f"`{setting} check-device --device cuda` (strict f32)", lines)
     lines.append("")
 
+
+# noise_sweep_full's training images, all epochs of its 84 train instances (docs/gpu-2026-12-04/
+# projection.md), for a STEPS=ab session, which writes no projection.md of its own.
+FULL_STUDY_IMAGES = 86.4e6
 
 # gpu-bench.sh's try_switch: the name of each check-device-NAME.json and the switch it ran with.
 NEW_SWITCHES = {"planned": "CFRUN_CONV_CUDNN=planned", "bnfused": "CFRUN_BN_CUDA=fused"}
@@ -312,6 +317,7 @@ def section_ab(out, runs, torch_text, lines):
               "batch norm, whose arithmetic differs by rounding, promises the same bits).", "",
               "| A/B | jobs | base img/s | switch img/s | switch / base, per pair | arms' spread (larger) | the switch | same losses |",
               "|---|---:|---|---|---|---:|---|---|"]
+    faster = []
     for row in csv.reader((table or "").splitlines(), delimiter="\t"):
         if len(row) != 3:
             continue
@@ -335,6 +341,16 @@ def section_ab(out, runs, torch_text, lines):
         lines.append(f"| `{setting}` | {jobs} | {show(base)} | {show(var)} | "
                      f"{', '.join(f'{p:.2f}x' if p else 'n/a' for p in pairs)} | "
                      f"{f'{spread * 100:.0f} %' if spread is not None else 'n/a'} | {verdict} | {same} |")
+        if verdict == "faster" and "precision=" not in setting:
+            faster.append((statistics.median(var), setting, jobs, statistics.median(base)))
+    if faster:
+        # The goal's yardstick: the whole study at the fastest f32 arm's aggregate rate. A lower
+        # bound: the chain pretrain -> clusterfit runs at one job's rate (projection.md's rule).
+        images = whole_study_images(out) or FULL_STUDY_IMAGES
+        v, setting, jobs, b = max(faster)
+        lines += ["", f"noise_sweep_full ({images / 1e6:.1f} M training images) at the fastest arm's median rate, "
+                  f"`{setting}` with {jobs} job(s), {v:.0f} img/s: at least {images / v / 60:.0f} min "
+                  f"(at its baselines' {b:.0f} img/s: {images / b / 60:.0f} min; the goal is 10)."]
     torch = [r for _, r in torch_runs(torch_text)]
     if cf:
         lines += ["", "cfrun (one job, f32) and PyTorch (eager fp32) alternately:", "",

@@ -498,6 +498,10 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     );
     assert!(text.contains("| `CFRUN_SGD_UPDATE=per-param` | 1 | 3000, 3300, 3000 | 3600, 3310, 3700 | 1.20x, 1.00x, 1.23x | 12 % | not shown | no |"), "{text}");
     assert!(text.contains("| `CFRUN_CONV_CUDNN=per-call` | 1 | 3000, 3010, 3005 | 2000, 2600, 2500 | 0.67x, 0.86x, 0.83x | 30 % | not shown | yes |"), "{text}");
+    assert!(
+        text.contains("at the fastest arm's median rate, `CFRUN_CUDA_EVENTS=off` with 1 job(s), 6000 img/s: at least 240 min (at its baselines' 3000 img/s: 480 min; the goal is 10)."),
+        "{text}"
+    );
     assert!(text.contains("| 1 | 3000 | 12000 | 0.25x |") && text.contains("| 2 | 3200 | 16000 | 0.20x |"), "{text}");
     assert!(text.contains("- `check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: loss: 1e-07 (tolerance 0.001)\n"), "{text}");
     assert!(
