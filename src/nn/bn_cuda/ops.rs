@@ -1,5 +1,5 @@
 //! The fused batch norm's candle ops and their kernel launches: [`Stats`] (no gradient),
-//! [`Normalize`] (whose backward is [`GradSums`] then [`GradInput`]).
+//! [`Normalize`] (whose backward is [`Grad`]'s two passes).
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
@@ -172,18 +172,9 @@ impl Normalize {
         let dy = dy.contiguous()?;
         // The ReLU's mask is the output's sign; without a ReLU there is none to read.
         let y = self.relu.then(|| y.clone());
-        let sums = GradSums { x: x.clone(), y: y.clone(), stats: self.stats.clone(), eps: self.eps };
-        let dgb = dy.apply_op1_no_bwd(&sums)?;
-        let input = GradInput {
-            x: x.clone(),
-            y,
-            stats: self.stats.clone(),
-            gb: gb.clone(),
-            dgb: dgb.clone(),
-            residual,
-            eps: self.eps,
-        };
-        let both = dy.apply_op1_no_bwd(&input)?;
+        let grad = |pass| Grad { x: x.clone(), y: y.clone(), stats: self.stats.clone(), eps: self.eps, pass };
+        let dgb = dy.apply_op1_no_bwd(&grad(Pass::Sums))?;
+        let both = dy.apply_op1_no_bwd(&grad(Pass::Input { gb: gb.clone(), dgb: dgb.clone(), residual }))?;
         if residual {
             let dx = both.narrow(0, 0, 1)?.reshape(x.shape())?;
             let dr = both.narrow(0, 1, 1)?.reshape(x.shape())?;
@@ -258,105 +249,88 @@ impl CustomOp3 for Normalize {
     }
 }
 
-/// `(2, C)` from `dy`: `sum(g * xhat)` (d gamma), then `sum(g)` (d beta), `g` being `dy` masked
-/// by the ReLU.
-struct GradSums {
+/// One of the gradient's two kernels, applied to `dy`; `g` is `dy` masked by the ReLU.
+struct Grad {
     x: Tensor,
+    /// The forward's output, whose sign is the ReLU's mask; `None` without a ReLU.
     y: Option<Tensor>,
     stats: Tensor,
     eps: f32,
+    pass: Pass,
 }
 
-impl CustomOp1 for GradSums {
+enum Pass {
+    /// `(2, C)`: `sum(g * xhat)` (d gamma), then `sum(g)` (d beta).
+    Sums,
+    /// `dx`, and with `residual` the residual's gradient after it: `(1 or 2, N*C*H*W)`.
+    Input { gb: Tensor, dgb: Tensor, residual: bool },
+}
+
+impl CustomOp1 for Grad {
     fn name(&self) -> &'static str {
-        "cfrun-bn-grad-sums"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_refused(self.name())
-    }
-
-    fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let d = Dims::of(dyl.dims())?;
-        let dev = &dys.device;
-        let dy = f32_view(dys, dyl)?;
-        let (xs, xl) = self.x.storage_and_layout();
-        let x = tensor_view(&xs, xl)?;
-        let (ss, sl) = self.stats.storage_and_layout();
-        let stats = tensor_view(&ss, sl)?;
-        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
-        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
-        let mut dgb = output(dev, 2 * d.c as usize)?;
-        let func = dev.get_or_load_custom_func("cfrun_bn_grad_sums_f32", MODULE, PTX)?;
-        let mut b = func.builder();
-        b.arg(&x);
-        match &y {
-            Some(y) => b.arg(y),
-            None => b.arg(&NULL),
-        };
-        b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&self.eps);
-        // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
-        unsafe { b.launch(d.per_channel()) }.w()?;
-        Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
-    }
-}
-
-/// From `dy`: `dx`, and with `residual` the residual's gradient after it, as one `(1 or 2, N*C*H*W)`
-/// tensor.
-struct GradInput {
-    x: Tensor,
-    y: Option<Tensor>,
-    stats: Tensor,
-    gb: Tensor,
-    dgb: Tensor,
-    residual: bool,
-    eps: f32,
-}
-
-impl CustomOp1 for GradInput {
-    fn name(&self) -> &'static str {
-        "cfrun-bn-grad-input"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_refused(self.name())
-    }
-
-    fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let d = Dims::of(dyl.dims())?;
-        let dev = &dys.device;
-        let dy = f32_view(dys, dyl)?;
-        let (xs, xl) = self.x.storage_and_layout();
-        let x = tensor_view(&xs, xl)?;
-        let (ss, sl) = self.stats.storage_and_layout();
-        let stats = tensor_view(&ss, sl)?;
-        let (gs, gl) = self.gb.storage_and_layout();
-        let gb = tensor_view(&gs, gl)?;
-        let (ds, dl) = self.dgb.storage_and_layout();
-        let dgb = tensor_view(&ds, dl)?;
-        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
-        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
-        let parts = if self.residual { 2 } else { 1 };
-        let mut out = output(dev, parts * d.total)?;
-        let (mut dx, mut dr) = out.split_at_mut(d.total);
-        let func = dev.get_or_load_custom_func("cfrun_bn_grad_input_f32", MODULE, PTX)?;
-        let mut b = func.builder();
-        b.arg(&x);
-        match &y {
-            Some(y) => b.arg(y),
-            None => b.arg(&NULL),
-        };
-        b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb);
-        b.arg(&mut dx);
-        if self.residual {
-            b.arg(&mut dr);
-        } else {
-            b.arg(&NULL);
+        match self.pass {
+            Pass::Sums => "cfrun-bn-grad-sums",
+            Pass::Input { .. } => "cfrun-bn-grad-input",
         }
-        b.arg(&d.n).arg(&d.c).arg(&d.hw).arg(&self.eps);
-        // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
-        unsafe { b.launch(d.per_value()) }.w()?;
-        drop(b);
-        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((parts, d.total))))
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_refused(self.name())
+    }
+
+    fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let d = Dims::of(dyl.dims())?;
+        let dev = &dys.device;
+        let dy = f32_view(dys, dyl)?;
+        let (xs, xl) = self.x.storage_and_layout();
+        let x = tensor_view(&xs, xl)?;
+        let (ss, sl) = self.stats.storage_and_layout();
+        let stats = tensor_view(&ss, sl)?;
+        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
+        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
+        let (n, c, hw, eps) = (d.n, d.c, d.hw, self.eps);
+        match &self.pass {
+            Pass::Sums => {
+                let mut dgb = output(dev, 2 * d.c as usize)?;
+                let func = dev.get_or_load_custom_func("cfrun_bn_grad_sums_f32", MODULE, PTX)?;
+                let mut b = func.builder();
+                b.arg(&x);
+                match &y {
+                    Some(y) => b.arg(y),
+                    None => b.arg(&NULL),
+                };
+                b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&n).arg(&c).arg(&hw).arg(&eps);
+                // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+                unsafe { b.launch(d.per_channel()) }.w()?;
+                Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
+            }
+            Pass::Input { gb, dgb, residual } => {
+                let (gs, gl) = gb.storage_and_layout();
+                let gb = tensor_view(&gs, gl)?;
+                let (ds, dl) = dgb.storage_and_layout();
+                let dgb = tensor_view(&ds, dl)?;
+                let parts = if *residual { 2 } else { 1 };
+                let mut out = output(dev, parts * d.total)?;
+                let (mut dx, mut dr) = out.split_at_mut(d.total);
+                let func = dev.get_or_load_custom_func("cfrun_bn_grad_input_f32", MODULE, PTX)?;
+                let mut b = func.builder();
+                b.arg(&x);
+                match &y {
+                    Some(y) => b.arg(y),
+                    None => b.arg(&NULL),
+                };
+                b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb).arg(&mut dx);
+                if *residual {
+                    b.arg(&mut dr);
+                } else {
+                    b.arg(&NULL);
+                }
+                b.arg(&n).arg(&c).arg(&hw).arg(&eps);
+                // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
+                unsafe { b.launch(d.per_value()) }.w()?;
+                drop(b);
+                Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((parts, d.total))))
+            }
+        }
     }
 }

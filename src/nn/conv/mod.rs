@@ -63,7 +63,7 @@ pub struct Conv2dOp {
 }
 
 /// Sizes of one convolution problem.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Geom {
     pub n: usize,
     pub cin: usize,

@@ -1,7 +1,8 @@
 //! The planned convolution as candle custom ops: the forward carries a backward of two more ops,
 //! the input gradient and the weight gradient, each one call of [`super::plans`].
 
-use super::plans::{self, ConvType, Geometry};
+use super::plans::{self, ConvType};
+use crate::nn::conv::Geom;
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice as S};
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -13,17 +14,6 @@ pub(super) fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> R
         bail!("conv2d: square kernels and stride > 0, got {k}x{k2}, stride {stride}");
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, Forward { stride, padding })
-}
-
-/// The geometry of input dims `x` and kernel dims `w`, checked.
-fn geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> Result<Geometry> {
-    let (&[n, cin, h, wd], &[cout, wcin, k, k2]) = (x, w) else {
-        bail!("conv2d: expected 4-d input and weight, got {x:?} and {w:?}")
-    };
-    if wcin != cin || k != k2 || stride == 0 || h + 2 * padding < k || wd + 2 * padding < k {
-        bail!("conv2d: bad shapes input {x:?} weight {w:?} stride {stride} padding {padding}")
-    }
-    Ok(Geometry { n, cin, h, w: wd, cout, k, stride, padding })
 }
 
 /// Both arguments' slices from their layouts' starts, which must be contiguous, in one type.
@@ -86,15 +76,15 @@ impl CustomOp2 for Forward {
     }
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let g = geometry(xl.dims(), wl.dims(), self.stride, self.padding)?;
-        let (ho, wo) = g.out_hw();
+        let g = Geom::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        let (ho, wo) = (g.ho, g.wo);
         let y = in_type!(xs, xl, ws, wl, |dev, x, w| plans::forward(dev, g, &x, &w)?);
         Ok((y, Shape::from((g.n, g.cout, ho, wo))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let g = geometry(x.dims(), w.dims(), self.stride, self.padding)?;
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.padding)?;
         // The network input needs no gradient.
         let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(&w.contiguous()?, &InputGrad(g))?) } else { None };
         let dw = x.contiguous()?.apply_op2_no_bwd(&dy, &WeightGrad(g))?;
@@ -103,7 +93,7 @@ impl CustomOp2 for Forward {
 }
 
 /// `dX` from `(dY, W)`; the geometry carries the input's size, which a strided `dY` cannot tell.
-struct InputGrad(Geometry);
+struct InputGrad(Geom);
 
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
@@ -122,7 +112,7 @@ impl CustomOp2 for InputGrad {
 }
 
 /// `dW` from `(X, dY)`.
-struct WeightGrad(Geometry);
+struct WeightGrad(Geom);
 
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {

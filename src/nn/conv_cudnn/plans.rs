@@ -6,6 +6,7 @@
 //! can share the workspace; the shared device of `Device::new_cuda` issues each thread's work on
 //! that thread's stream, and each thread has its own workspace here.
 
+use crate::nn::conv::Geom;
 use candle_core::cuda_backend::cudarc::cudnn::sys::{
     cudnnConvolutionBwdDataAlgo_t as DataAlgo, cudnnConvolutionBwdFilterAlgo_t as FilterAlgo,
     cudnnConvolutionFwdAlgo_t as FwdAlgo, cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
@@ -25,33 +26,6 @@ use std::sync::Arc;
 /// Devices a thread keeps plans for: those of a `--jobs 8` run with room to spare. An entry keeps
 /// its device's stream alive, so the oldest goes when a thread has met more.
 const DEVICES: usize = 16;
-
-/// One convolution's sizes: input `(n, cin, h, w)`, `cout` kernels of `k x k`, stride, padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Geometry {
-    pub n: usize,
-    pub cin: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl Geometry {
-    /// Output height and width.
-    pub fn out_hw(&self) -> (usize, usize) {
-        let out = |len: usize| (len + 2 * self.padding - self.k) / self.stride + 1;
-        (out(self.h), out(self.w))
-    }
-
-    /// Values in the input, the kernels and the output.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        let (ho, wo) = self.out_hw();
-        (self.n * self.cin * self.h * self.w, self.cout * self.cin * self.k * self.k, self.n * self.cout * ho * wo)
-    }
-}
 
 /// A data type cuDNN convolves in, with the type it accumulates in: f32 for all three (bf16 in
 /// f32 is cuDNN's only bf16 configuration; f16 in f32 rather than candle's f16, as PyTorch, since
@@ -92,11 +66,11 @@ struct Plan<T: ConvType> {
 }
 
 impl<T: ConvType> Plan<T> {
-    fn new(cudnn: &Arc<Cudnn>, g: Geometry) -> Result<Self> {
+    fn new(cudnn: &Arc<Cudnn>, g: Geom) -> Result<Self> {
         let dims = |a: usize, b: usize, c: usize, d: usize| [a as i32, b as i32, c as i32, d as i32];
         let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-        let (ho, wo) = g.out_hw();
-        let (p, s) = (g.padding as i32, g.stride as i32);
+        let (ho, wo) = (g.ho, g.wo);
+        let (p, s) = (g.pad as i32, g.s as i32);
         let mut conv = cudnn.create_conv2d::<T::Compute>(
             [p, p],
             [s, s],
@@ -137,7 +111,7 @@ fn supported<A: Copy + PartialEq + std::fmt::Debug>(
     preferred: A,
     picked: A,
     bytes: impl Fn(A) -> std::result::Result<usize, CudnnError>,
-    g: Geometry,
+    g: Geom,
 ) -> Result<(A, usize)> {
     match bytes(preferred) {
         Ok(b) => Ok((preferred, b)),
@@ -171,7 +145,7 @@ fn deterministic_filter(algo: FilterAlgo) -> FilterAlgo {
 struct DeviceState {
     id: DeviceId,
     cudnn: Arc<Cudnn>,
-    plans: HashMap<(DType, Geometry), Box<dyn Any>>,
+    plans: HashMap<(DType, Geom), Box<dyn Any>>,
     workspace: Option<CudaSlice<u8>>,
 }
 
@@ -182,7 +156,7 @@ impl DeviceState {
 
     /// The plan of `g` in `T`, made on first use; and the workspace, at least `bytes` once the
     /// caller knows how many (see [`workspace`]).
-    fn plan<T: ConvType>(&mut self, g: Geometry) -> Result<(&mut Plan<T>, &mut Option<CudaSlice<u8>>)> {
+    fn plan<T: ConvType>(&mut self, g: Geom) -> Result<(&mut Plan<T>, &mut Option<CudaSlice<u8>>)> {
         let key = (T::DTYPE, g);
         if !self.plans.contains_key(&key) {
             let plan: Box<dyn Any> = Box::new(Plan::<T>::new(&self.cudnn, g)?);
@@ -237,7 +211,7 @@ fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>
 /// `y = conv(x, w)`, `x` and `w` contiguous from their views' starts.
 pub(super) fn forward<T: ConvType>(
     dev: &CudaDevice,
-    g: Geometry,
+    g: Geom,
     x: &CudaView<'_, T>,
     w: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
@@ -253,7 +227,7 @@ pub(super) fn forward<T: ConvType>(
         };
         plan.forward = Some((algo, bytes));
         // SAFETY: with beta = 0 cuDNN writes every output value and reads none.
-        let mut y = unsafe { dev.alloc::<T>(g.sizes().2)? };
+        let mut y = unsafe { dev.alloc::<T>(g.n * g.out_img())? };
         let ws = workspace(slot, dev, bytes)?;
         // SAFETY: the views and the output hold the descriptors' sizes in `T`, contiguous NCHW.
         unsafe { plan.forward_op().launch(algo, ws, (T::one(), T::zero()), x, w, &mut y)? };
@@ -264,7 +238,7 @@ pub(super) fn forward<T: ConvType>(
 /// `dX` from `dY` and `W`.
 pub(super) fn input_grad<T: ConvType>(
     dev: &CudaDevice,
-    g: Geometry,
+    g: Geom,
     dy: &CudaView<'_, T>,
     w: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
@@ -280,7 +254,7 @@ pub(super) fn input_grad<T: ConvType>(
         };
         plan.data = Some((algo, bytes));
         // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
-        let mut dx = unsafe { dev.alloc::<T>(g.sizes().0)? };
+        let mut dx = unsafe { dev.alloc::<T>(g.n * g.in_img())? };
         let ws = workspace(slot, dev, bytes)?;
         // SAFETY: as in `forward`.
         unsafe { plan.data_op().launch(algo, ws, (T::one(), T::zero()), &mut dx, w, dy)? };
@@ -291,7 +265,7 @@ pub(super) fn input_grad<T: ConvType>(
 /// `dW` from `X` and `dY`.
 pub(super) fn weight_grad<T: ConvType>(
     dev: &CudaDevice,
-    g: Geometry,
+    g: Geom,
     x: &CudaView<'_, T>,
     dy: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
@@ -307,7 +281,7 @@ pub(super) fn weight_grad<T: ConvType>(
         };
         plan.filter = Some((algo, bytes));
         // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
-        let mut dw = unsafe { dev.alloc::<T>(g.sizes().1)? };
+        let mut dw = unsafe { dev.alloc::<T>(g.cout * g.kdim())? };
         let ws = workspace(slot, dev, bytes)?;
         // SAFETY: as in `forward`.
         unsafe { plan.filter_op().launch(algo, ws, (T::one(), T::zero()), x, &mut dw, dy)? };
@@ -332,12 +306,5 @@ mod tests {
         }
         let kept = FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT;
         assert_eq!(deterministic_filter(kept), kept);
-    }
-
-    #[test]
-    fn output_sizes_follow_stride_and_padding() {
-        let g = Geometry { n: 2, cin: 3, h: 7, w: 8, cout: 5, k: 3, stride: 2, padding: 1 };
-        assert_eq!(g.out_hw(), (4, 4));
-        assert_eq!(g.sizes(), (2 * 3 * 7 * 8, 5 * 3 * 9, 2 * 5 * 16));
     }
 }
