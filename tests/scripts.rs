@@ -518,16 +518,19 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
 }
 
 /// The fused batch norm's CUDA kernels (`src/nn/bn_cuda/kernels.cu`), compiled as C++ with a
-/// thread-per-CUDA-thread emulation (`tests/cuda/emulate.h`) and run against batch norm's
-/// definition and finite differences (`tests/cuda/bn_kernels.cpp`): their indexing, reductions
-/// and gradient formulas are checked on every machine, a GPU's check-device does the rest.
+/// thread-per-CUDA-thread emulation (`tests/cuda/emulate.h`, and `tests/cuda/cuda_bf16.h` for
+/// CUDA's bf16) and run against batch norm's definition and finite differences, in f32 and bf16
+/// (`tests/cuda/bn_kernels.cpp`): their indexing, reductions and gradient formulas are checked on
+/// every machine, a GPU's check-device does the rest.
 #[test]
 fn bn_cuda_kernels_match_the_definition_when_emulated() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("bn_kernels");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let built = Command::new(&cxx)
-        .args(["-std=c++20", "-O1", "-pthread", "-o"])
+        .args(["-std=c++20", "-O1", "-pthread", "-I"])
+        .arg(repo().join("tests/cuda"))
+        .arg("-o")
         .arg(&exe)
         .arg(repo().join("tests/cuda/bn_kernels.cpp"))
         .output()

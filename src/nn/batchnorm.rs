@@ -58,7 +58,7 @@ impl BatchNorm {
         }
         if super::use_fast_kernels(x.device(), x.dtype()) {
             self.forward_cpu(x, residual, relu, train)
-        } else if train && super::backward_switch::BN.get() == Backward::Cfrun && super::bn_cuda::applies(x) {
+        } else if train && fuses(x) {
             self.forward_fused(x, residual, relu)
         } else {
             self.forward_generic(x, residual, relu, train)
@@ -186,6 +186,12 @@ impl BatchNorm {
     fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
         running_stats::update_layer(&self.running_mean, &self.running_var, mean, unbiased_var)
     }
+}
+
+/// Whether train mode on `x` runs [`super::bn_cuda`]'s kernels, which take f32 and bf16 activations
+/// as they are (candle's backward, when forced, keeps the generic ops).
+pub(crate) fn fuses(x: &Tensor) -> bool {
+    super::backward_switch::BN.get() == Backward::Cfrun && super::bn_cuda::applies(x)
 }
 
 /// `xhat = (x - mean) / std` over the batch, divided inside the op from the centred input and

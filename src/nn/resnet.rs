@@ -213,9 +213,10 @@ fn eval_fused(xs: &Tensor, train: bool) -> bool {
 
 /// `bn.forward_act`, run in f32 for reduced-precision (bf16) activations, so that mixed
 /// precision keeps batch-norm statistics in f32; the result comes back in `x`'s dtype. For f32
-/// activations it is `bn.forward_act` itself (a same-dtype `to_dtype` is a no-op).
+/// activations, and in train mode where the fused CUDA kernels take bf16 as it is and compute in
+/// f32 themselves, it is `bn.forward_act` itself.
 fn bn_act(bn: &BatchNorm, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
-    if x.dtype() == DType::F32 {
+    if x.dtype() == DType::F32 || (train && super::batchnorm::fuses(x)) {
         return bn.forward_act(x, residual, relu, train);
     }
     let residual = residual.map(|r| r.to_dtype(DType::F32)).transpose()?;

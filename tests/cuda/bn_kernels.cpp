@@ -1,7 +1,8 @@
-// src/nn/bn_cuda/kernels.cu run on the CPU (emulate.h) against batch norm's definition in double:
-// the statistics, the forward with and without residual and ReLU, and every gradient against
-// central finite differences of the double forward. Prints "ok" and exits 0, or says what differs
-// and exits 1. Built and run by tests/scripts.rs.
+// src/nn/bn_cuda/kernels.cu run on the CPU (emulate.h; cuda_bf16.h here stands in for CUDA's)
+// against batch norm's definition in double: the statistics, the forward with and without residual
+// and ReLU, and every gradient against central finite differences of the double forward, with f32
+// and with bf16 activations. Prints "ok" and exits 0, or says what differs and exits 1. Built (with
+// -I tests/cuda) and run by tests/scripts.rs.
 #include "emulate.h"
 #include "../../src/nn/bn_cuda/kernels.cu"
 
@@ -54,25 +55,49 @@ static double loss(const Case& k, const std::vector<double>& x, const std::vecto
     return total;
 }
 
-static void run(const Case& k, unsigned seed) {
+inline float to_f(float v) { return v; }
+inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> T from_f(float v);
+template <> float from_f<float>(float v) { return v; }
+template <> __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// The four kernels of one activation type.
+template <typename T>
+struct Kernels {
+    void (*stats)(const T*, float*, int, int, int);
+    void (*apply)(const T*, const float*, const float*, const T*, T*, int, int, int, int, float);
+    void (*sums)(const T*, const T*, const T*, const float*, float*, int, int, int, float);
+    void (*input)(const T*, const T*, const T*, const float*, const float*, const float*, T*, T*, int, int, int, float);
+};
+
+// One case in activation type T; `tol` is the tolerance of values T rounds (f32: its own, bf16: 2^-8).
+template <typename T>
+static void run(const Case& k, unsigned seed, const Kernels<T>& kern, double tol) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<double> u(-2.0, 2.0);
     long long total = (long long)k.n * k.c * k.hw;
-    std::vector<float> x(total), r(total), dy(total), gb(2 * k.c);
-    for (auto& v : x) v = (float)(u(rng) * 1.5 + 0.3);
-    for (auto& v : r) v = (float)u(rng);
-    for (auto& v : dy) v = (float)u(rng);
+    std::vector<T> x(total), r(total), dy(total);
+    std::vector<float> gb(2 * k.c);
+    for (auto& v : x) v = from_f<T>((float)(u(rng) * 1.5 + 0.3));
+    for (auto& v : r) v = from_f<T>((float)u(rng));
+    for (auto& v : dy) v = from_f<T>((float)u(rng));
     for (int c = 0; c < k.c; c++) {
         gb[c] = (float)(0.5 + 0.25 * u(rng));
         gb[k.c + c] = (float)(0.5 * u(rng));
     }
-    std::vector<double> xd(x.begin(), x.end()), rd(r.begin(), r.end()), upd(dy.begin(), dy.end());
+    auto wide = [](const std::vector<T>& v) {
+        std::vector<double> d;
+        for (const T& e : v) d.push_back(to_f(e));
+        return d;
+    };
+    std::vector<double> xd = wide(x), rd = wide(r), upd = wide(dy);
     std::vector<double> gd(gb.begin(), gb.begin() + k.c), bd(gb.begin() + k.c, gb.end()), yd(total);
     loss(k, xd, gd, bd, rd, upd, &yd);
     char what[160];
 
-    std::vector<float> stats(2 * k.c), y(total), dgb(2 * k.c), dx(total), dr(total, -7.0f);
-    launch(k.c, THREADS, [&] { cfrun_bn_stats_f32(x.data(), stats.data(), k.n, k.c, k.hw); });
+    std::vector<float> stats(2 * k.c), dgb(2 * k.c);
+    std::vector<T> y(total), dx(total), dr(total, from_f<T>(-7.0f));
+    launch(k.c, THREADS, [&] { kern.stats(x.data(), stats.data(), k.n, k.c, k.hw); });
     for (int c = 0; c < k.c; c++) {
         double mean = 0.0, var = 0.0;
         long long m = (long long)k.n * k.hw;
@@ -88,20 +113,20 @@ static void run(const Case& k, unsigned seed) {
     }
     // Fewer blocks than values: the elementwise kernels' grid-stride loops must cover the rest.
     launch(3, THREADS, [&] {
-        cfrun_bn_apply_f32(x.data(), stats.data(), gb.data(), k.residual ? r.data() : nullptr, y.data(), k.n, k.c, k.hw,
-                           k.relu, EPS);
+        kern.apply(x.data(), stats.data(), gb.data(), k.residual ? r.data() : nullptr, y.data(), k.n, k.c, k.hw, k.relu,
+                   EPS);
     });
     for (long long j = 0; j < total; j++) {
         std::snprintf(what, sizeof what, "case %u: y[%lld]", seed, j);
-        expect_close(what, y[j], yd[j], 2e-5);
+        expect_close(what, to_f(y[j]), yd[j], tol);
     }
-    const float* mask = k.relu ? y.data() : nullptr;
+    const T* mask = k.relu ? y.data() : nullptr;
     launch(k.c, THREADS, [&] {
-        cfrun_bn_grad_sums_f32(x.data(), mask, dy.data(), stats.data(), dgb.data(), k.n, k.c, k.hw, EPS);
+        kern.sums(x.data(), mask, dy.data(), stats.data(), dgb.data(), k.n, k.c, k.hw, EPS);
     });
     launch(2, THREADS, [&] {
-        cfrun_bn_grad_input_f32(x.data(), mask, dy.data(), stats.data(), gb.data(), dgb.data(), dx.data(),
-                                k.residual ? dr.data() : nullptr, k.n, k.c, k.hw, EPS);
+        kern.input(x.data(), mask, dy.data(), stats.data(), gb.data(), dgb.data(), dx.data(),
+                   k.residual ? dr.data() : nullptr, k.n, k.c, k.hw, EPS);
     });
     // Central differences of the double forward; a point within h of the ReLU's kink is skipped.
     const double h = 1e-6;
@@ -117,21 +142,21 @@ static void run(const Case& k, unsigned seed) {
     };
     for (long long j = 0; j < total; j += 7) {
         std::snprintf(what, sizeof what, "case %u: dx[%lld]", seed, j);
-        expect_close(what, dx[j], diff(xd, j), 2e-3);
+        expect_close(what, to_f(dx[j]), diff(xd, j), 2e-3 + tol);
         if (k.residual && !near_kink(j)) {
             std::snprintf(what, sizeof what, "case %u: dresidual[%lld]", seed, j);
-            expect_close(what, dr[j], diff(rd, j), 2e-3);
+            expect_close(what, to_f(dr[j]), diff(rd, j), 2e-3 + tol);
         }
     }
-    if (!k.residual && dr[0] != -7.0f) {
+    if (!k.residual && to_f(dr[0]) != -7.0f) {
         std::printf("case %u: the residual gradient was written without a residual\n", seed);
         failures++;
     }
     for (int c = 0; c < k.c; c++) {
         std::snprintf(what, sizeof what, "case %u: dgamma[%d]", seed, c);
-        expect_close(what, dgb[c], diff(gd, c), 2e-3);
+        expect_close(what, dgb[c], diff(gd, c), 2e-3 + tol);
         std::snprintf(what, sizeof what, "case %u: dbeta[%d]", seed, c);
-        expect_close(what, dgb[k.c + c], diff(bd, c), 2e-3);
+        expect_close(what, dgb[k.c + c], diff(bd, c), 2e-3 + tol);
     }
 }
 
@@ -139,8 +164,18 @@ int main() {
     // Channels of fewer values than a block's threads, of more (the strided loops), odd sizes.
     const Case cases[] = {{2, 3, 9, false, false}, {3, 4, 25, true, true}, {4, 2, 100, false, true},
                           {1, 3, 300, true, false}, {5, 2, 7, true, true}};
+    const Kernels<float> f32 = {cfrun_bn_stats_f32, cfrun_bn_apply_f32, cfrun_bn_grad_sums_f32, cfrun_bn_grad_input_f32};
+    const Kernels<__nv_bfloat16> bf16 = {cfrun_bn_stats_bf16, cfrun_bn_apply_bf16, cfrun_bn_grad_sums_bf16,
+                                         cfrun_bn_grad_input_bf16};
     unsigned seed = 1;
-    for (const Case& k : cases) run(k, seed++);
+    for (const Case& k : cases) run(k, seed++, f32, 2e-5);
+    for (const Case& k : cases) run(k, seed++, bf16, 1.0 / 256);
+    // The shim's rounding itself: to nearest, ties to even, NaN kept.
+    // (bf16 keeps 7 bits after the point: a step of 2^-7 at 1, so 2^-8 and 3 * 2^-8 are ties.)
+    expect_close("bf16(1 + 2^-9)", __bfloat162float(__float2bfloat16(1.0f + 1.0f / 512)), 1.0, 0);
+    expect_close("bf16(1 + 2^-8)", __bfloat162float(__float2bfloat16(1.0f + 1.0f / 256)), 1.0, 0);
+    expect_close("bf16(1 + 3 * 2^-8)", __bfloat162float(__float2bfloat16(1.0f + 3.0f / 256)), 1.0 + 1.0 / 64, 0);
+    if (!std::isnan(__bfloat162float(__float2bfloat16(NAN)))) failures++;
     if (failures) {
         std::printf("%d values differ\n", failures);
         return 1;

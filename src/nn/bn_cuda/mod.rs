@@ -12,7 +12,10 @@
 //!
 //! Arithmetic: the statistics are summed in double, in a fixed tree per channel (the CPU's
 //! [`super::bn_kernels`] sums in double too), so runs on one card repeat bit for bit; the values
-//! differ from the generic ops' by rounding. f32 only; other types, and eval mode (running
+//! differ from the generic ops' by rounding. Activations in f32, or in bf16 under mixed precision:
+//! then the kernels read and write bf16 and keep the statistics, gamma, beta and all arithmetic in
+//! f32, which the generic path gets by casting the activations to f32 and back around every layer
+//! (four full-size casts a layer, forward and backward). Other types, and eval mode (running
 //! statistics, a few launches already), keep the generic ops.
 //!
 //! The default stays `ops` until a GPU session has run `check-device` with `fused` and measured
@@ -48,7 +51,7 @@ pub fn from_env() -> std::result::Result<(), String> {
 pub fn applies(x: &Tensor) -> bool {
     cfg!(feature = "cuda")
         && x.device().is_cuda()
-        && x.dtype() == DType::F32
+        && matches!(x.dtype(), DType::F32 | DType::BF16)
         && x.rank() == 4
         && BN_CUDA.forced() == Some(BnCuda::Fused)
 }

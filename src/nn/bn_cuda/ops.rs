@@ -1,10 +1,11 @@
 //! The fused batch norm's candle ops and their kernel launches: [`Stats`] (no gradient),
 //! [`Normalize`] (whose backward is [`Grad`]'s two passes).
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{
-    bail, CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+    bail, CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
 };
 
 /// `kernels.cu` as PTX, compiled by `build.rs`.
@@ -67,26 +68,56 @@ impl Dims {
     }
 }
 
-/// The f32 values of a CUDA storage from its layout's start; the layout must be contiguous.
-fn f32_view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+/// The values of a CUDA storage from its layout's start, in `T`; the layout must be contiguous.
+fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
     if !l.is_contiguous() {
         bail!("batch norm on CUDA: a non-contiguous argument");
     }
-    Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..))
+    Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
 }
 
-/// [`f32_view`] of a tensor's storage, read-locked by the caller.
-fn tensor_view<'a>(s: &'a Storage, l: &Layout) -> Result<CudaView<'a, f32>> {
+/// [`view`] of a tensor's storage, read-locked by the caller.
+fn tensor_view<'a, T: CudaDType>(s: &'a Storage, l: &Layout) -> Result<CudaView<'a, T>> {
     match s {
-        Storage::Cuda(s) => f32_view(s, l),
+        Storage::Cuda(s) => view(s, l),
         _ => bail!("batch norm on CUDA: an argument is not on the device"),
     }
 }
 
-/// `len` f32 values on `dev`, every one written by the kernel they are passed to.
-fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
+/// An activation type the kernels take: f32, or bf16 under mixed precision (statistics, gamma,
+/// beta and their gradients are f32 either way).
+trait Act: CudaDType + DeviceRepr + 'static {
+    /// The suffix of the kernels' names for this type.
+    const SUFFIX: &'static str;
+}
+
+impl Act for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl Act for half::bf16 {
+    const SUFFIX: &'static str = "bf16";
+}
+
+/// `f::<T>(args)` with `T` the activation type `dtype` names.
+macro_rules! by_act {
+    ($dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::BF16 => $f::<half::bf16>($($arg),*),
+            other => bail!("batch norm on CUDA: activations of {other:?}; the kernels take f32 and bf16"),
+        }
+    };
+}
+
+/// Kernel `name` for `T` on `dev`.
+fn kernel<T: Act>(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_backend::cudarc::driver::CudaFunction> {
+    Ok(dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?.into_cuda_function())
+}
+
+/// `len` values on `dev`, every one written by the kernel they are passed to.
+fn output<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
     // SAFETY: each kernel below writes every value of its output before anything reads it.
-    unsafe { dev.alloc::<f32>(len) }
+    unsafe { dev.alloc::<T>(len) }
 }
 
 fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
@@ -110,16 +141,21 @@ impl CustomOp1 for Stats {
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let d = Dims::of(xl.dims())?;
-        let dev = &xs.device;
-        let x = f32_view(xs, xl)?;
-        let mut stats = output(dev, 2 * d.c as usize)?;
-        let func = dev.get_or_load_custom_func("cfrun_bn_stats_f32", MODULE, PTX)?;
-        let mut b = func.builder();
-        b.arg(&x).arg(&mut stats).arg(&d.n).arg(&d.c).arg(&d.hw);
-        // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
-        unsafe { b.launch(d.per_channel()) }.w()?;
-        Ok((CudaStorage::wrap_cuda_slice(stats, dev.clone()), Shape::from((2, d.c as usize))))
+        let stats = by_act!(xs.dtype(), batch_stats_of(xs, xl, d))?;
+        Ok((CudaStorage::wrap_cuda_slice(stats, xs.device.clone()), Shape::from((2, d.c as usize))))
     }
+}
+
+fn batch_stats_of<T: Act>(xs: &CudaStorage, xl: &Layout, d: Dims) -> Result<CudaSlice<f32>> {
+    let dev = &xs.device;
+    let x = view::<T>(xs, xl)?;
+    let mut stats = output::<f32>(dev, 2 * d.c as usize)?;
+    let (func, stream) = (kernel::<T>(dev, "cfrun_bn_stats")?, dev.cuda_stream());
+    let mut b = stream.launch_builder(&func);
+    b.arg(&x).arg(&mut stats).arg(&d.n).arg(&d.c).arg(&d.hw);
+    // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+    unsafe { b.launch(d.per_channel()) }.w()?;
+    Ok(stats)
 }
 
 /// `act(gamma * xhat + beta + residual)`: `CustomOp2(x, gb)` or `CustomOp3(x, gb, residual)`.
@@ -139,25 +175,8 @@ impl Normalize {
         gbl: &Layout,
         r: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
-        let d = Dims::of(xl.dims())?;
-        let dev = &xs.device;
-        let (x, gb) = (f32_view(xs, xl)?, f32_view(gbs, gbl)?);
-        let r = r.map(|(s, l)| f32_view(s, l)).transpose()?;
-        let (ss, sl) = self.stats.storage_and_layout();
-        let stats = tensor_view(&ss, sl)?;
-        let mut y = output(dev, d.total)?;
-        let func = dev.get_or_load_custom_func("cfrun_bn_apply_f32", MODULE, PTX)?;
-        let relu = i32::from(self.relu);
-        let mut b = func.builder();
-        b.arg(&x).arg(&stats).arg(&gb);
-        match &r {
-            Some(r) => b.arg(r),
-            None => b.arg(&NULL),
-        };
-        b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu).arg(&self.eps);
-        // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
-        unsafe { b.launch(d.per_value()) }.w()?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
+        let y = by_act!(xs.dtype(), normalized(self, xs, xl, gbs, gbl, r))?;
+        Ok((y, xl.shape().clone()))
     }
 
     /// `(dx, d[gamma; beta], d residual)`, the last only when `residual`.
@@ -183,6 +202,37 @@ impl Normalize {
             Ok((both.reshape(x.shape())?, dgb, None))
         }
     }
+}
+
+/// [`Normalize`]'s forward in activation type `T`.
+fn normalized<T: Act>(
+    op: &Normalize,
+    xs: &CudaStorage,
+    xl: &Layout,
+    gbs: &CudaStorage,
+    gbl: &Layout,
+    r: Option<(&CudaStorage, &Layout)>,
+) -> Result<CudaStorage> {
+    let d = Dims::of(xl.dims())?;
+    let dev = &xs.device;
+    let (x, gb) = (view::<T>(xs, xl)?, view::<f32>(gbs, gbl)?);
+    let r = r.map(|(s, l)| view::<T>(s, l)).transpose()?;
+    let (ss, sl) = op.stats.storage_and_layout();
+    let stats = tensor_view::<f32>(&ss, sl)?;
+    let mut y = output::<T>(dev, d.total)?;
+    let (func, stream) = (kernel::<T>(dev, "cfrun_bn_apply")?, dev.cuda_stream());
+    let relu = i32::from(op.relu);
+    let mut b = stream.launch_builder(&func);
+    b.arg(&x).arg(&stats).arg(&gb);
+    match &r {
+        Some(r) => b.arg(r),
+        None => b.arg(&NULL),
+    };
+    b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu).arg(&op.eps);
+    // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
+    unsafe { b.launch(d.per_value()) }.w()?;
+    drop(b);
+    Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
 
 impl CustomOp2 for Normalize {
@@ -279,58 +329,65 @@ impl CustomOp1 for Grad {
     }
 
     fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let d = Dims::of(dyl.dims())?;
-        let dev = &dys.device;
-        let dy = f32_view(dys, dyl)?;
-        let (xs, xl) = self.x.storage_and_layout();
-        let x = tensor_view(&xs, xl)?;
-        let (ss, sl) = self.stats.storage_and_layout();
-        let stats = tensor_view(&ss, sl)?;
-        let yg = self.y.as_ref().map(|t| t.storage_and_layout());
-        let y = yg.as_ref().map(|(s, l)| tensor_view(s, l)).transpose()?;
-        let (n, c, hw, eps) = (d.n, d.c, d.hw, self.eps);
-        match &self.pass {
-            Pass::Sums => {
-                let mut dgb = output(dev, 2 * d.c as usize)?;
-                let func = dev.get_or_load_custom_func("cfrun_bn_grad_sums_f32", MODULE, PTX)?;
-                let mut b = func.builder();
-                b.arg(&x);
-                match &y {
-                    Some(y) => b.arg(y),
-                    None => b.arg(&NULL),
-                };
-                b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&n).arg(&c).arg(&hw).arg(&eps);
-                // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
-                unsafe { b.launch(d.per_channel()) }.w()?;
-                Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
+        by_act!(dys.dtype(), gradient(self, dys, dyl))
+    }
+}
+
+/// One of [`Grad`]'s passes in activation type `T`.
+fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let d = Dims::of(dyl.dims())?;
+    let dev = &dys.device;
+    let dy = view::<T>(dys, dyl)?;
+    let (xs, xl) = op.x.storage_and_layout();
+    let x = tensor_view::<T>(&xs, xl)?;
+    let (ss, sl) = op.stats.storage_and_layout();
+    let stats = tensor_view::<f32>(&ss, sl)?;
+    let yg = op.y.as_ref().map(|t| t.storage_and_layout());
+    let y = yg.as_ref().map(|(s, l)| tensor_view::<T>(s, l)).transpose()?;
+    let (n, c, hw, eps) = (d.n, d.c, d.hw, op.eps);
+    let stream = dev.cuda_stream();
+    match &op.pass {
+        Pass::Sums => {
+            let mut dgb = output::<f32>(dev, 2 * d.c as usize)?;
+            let func = kernel::<T>(dev, "cfrun_bn_grad_sums")?;
+            let mut b = stream.launch_builder(&func);
+            b.arg(&x);
+            match &y {
+                Some(y) => b.arg(y),
+                None => b.arg(&NULL),
+            };
+            b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&n).arg(&c).arg(&hw).arg(&eps);
+            // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+            unsafe { b.launch(d.per_channel()) }.w()?;
+            drop(b);
+            Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
+        }
+        Pass::Input { gb, dgb, residual } => {
+            let (gs, gl) = gb.storage_and_layout();
+            let gb = tensor_view::<f32>(&gs, gl)?;
+            let (ds, dl) = dgb.storage_and_layout();
+            let dgb = tensor_view::<f32>(&ds, dl)?;
+            let parts = if *residual { 2 } else { 1 };
+            let mut out = output::<T>(dev, parts * d.total)?;
+            let (mut dx, mut dr) = out.split_at_mut(d.total);
+            let func = kernel::<T>(dev, "cfrun_bn_grad_input")?;
+            let mut b = stream.launch_builder(&func);
+            b.arg(&x);
+            match &y {
+                Some(y) => b.arg(y),
+                None => b.arg(&NULL),
+            };
+            b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb).arg(&mut dx);
+            if *residual {
+                b.arg(&mut dr);
+            } else {
+                b.arg(&NULL);
             }
-            Pass::Input { gb, dgb, residual } => {
-                let (gs, gl) = gb.storage_and_layout();
-                let gb = tensor_view(&gs, gl)?;
-                let (ds, dl) = dgb.storage_and_layout();
-                let dgb = tensor_view(&ds, dl)?;
-                let parts = if *residual { 2 } else { 1 };
-                let mut out = output(dev, parts * d.total)?;
-                let (mut dx, mut dr) = out.split_at_mut(d.total);
-                let func = dev.get_or_load_custom_func("cfrun_bn_grad_input_f32", MODULE, PTX)?;
-                let mut b = func.builder();
-                b.arg(&x);
-                match &y {
-                    Some(y) => b.arg(y),
-                    None => b.arg(&NULL),
-                };
-                b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb).arg(&mut dx);
-                if *residual {
-                    b.arg(&mut dr);
-                } else {
-                    b.arg(&NULL);
-                }
-                b.arg(&n).arg(&c).arg(&hw).arg(&eps);
-                // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
-                unsafe { b.launch(d.per_value()) }.w()?;
-                drop(b);
-                Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((parts, d.total))))
-            }
+            b.arg(&n).arg(&c).arg(&hw).arg(&eps);
+            // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
+            unsafe { b.launch(d.per_value()) }.w()?;
+            drop(b);
+            Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((parts, d.total))))
         }
     }
 }
