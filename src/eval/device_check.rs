@@ -133,7 +133,7 @@ impl RelativeL2 {
 
 /// A tensor's values, flattened, on the host.
 fn host(t: &candle_core::Tensor) -> candle_core::Result<Vec<f32>> {
-    t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()
+    t.to_device(&Device::Cpu)?.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()
 }
 
 /// Whether `d` is a worse difference than `worst`: NaN is the worst of all and stays so.

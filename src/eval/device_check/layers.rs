@@ -8,7 +8,9 @@
 //! correct f32 implementations agree to a few ulps of a dot product (measured on the CPU: at most
 //! 1e-5 relative, 5.5e-6 for convolutions), and a wrong one misses by percents. The replays are
 //! fresh contiguous f32 tensors of the recorded shapes: they test each kernel's arithmetic at each
-//! geometry, not the layouts or the half-precision dtypes training hands it. The tolerance,
+//! geometry, not the layouts or the half-precision dtypes training hands it; except batch norm's
+//! bf16 activations where the device takes them as they are (the fused CUDA kernels), which get
+//! rows of their own against f32 on the same rounded inputs ([`BF16_NORM`]). The tolerance,
 //! [`STRICT`], holds where f32 is computed as f32. With TF32 allowed (cuDNN's default math on Ampere and newer, unless
 //! `NVIDIA_TF32_OVERRIDE=0`; or `CFRUN_GEMM_TF32=1`) the inputs of every product are rounded to
 //! 10 mantissa bits, a relative error of ~3e-4 per product (2^-11 / sqrt 3 on each input); then
@@ -99,9 +101,16 @@ impl Conv<'_> {
     }
 }
 
-/// Train-mode batch norm with a residual and a ReLU as recorded: the output and the gradients of
-/// the input, gamma, beta and the residual.
-fn norm_side(device: &Device, inputs: &NormInputs, residual: bool, relu: bool) -> candle_core::Result<Side> {
+/// Train-mode batch norm with a residual and a ReLU as recorded, the activations (input, residual,
+/// the loss's weights) in `dtype`: the output and the gradients of the input, gamma, beta and the
+/// residual.
+fn norm_side(
+    device: &Device,
+    inputs: &NormInputs,
+    residual: bool,
+    relu: bool,
+    dtype: DType,
+) -> candle_core::Result<Side> {
     let c = inputs.shape[1];
     let vars = VarMap::new();
     let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vars, DType::F32, device))?;
@@ -111,10 +120,11 @@ fn norm_side(device: &Device, inputs: &NormInputs, residual: bool, relu: bool) -
     };
     gamma.set(&Tensor::from_slice(&inputs.gamma, c, device)?)?;
     beta.set(&Tensor::from_slice(&inputs.beta, c, device)?)?;
-    let xv = Var::from_tensor(&Tensor::from_slice(&inputs.x, inputs.shape.as_slice(), device)?)?;
-    let rv = Var::from_tensor(&Tensor::from_slice(&inputs.residual, inputs.shape.as_slice(), device)?)?;
+    let activation = |v: &[f32]| Tensor::from_slice(v, inputs.shape.as_slice(), device)?.to_dtype(dtype);
+    let xv = Var::from_tensor(&activation(&inputs.x)?)?;
+    let rv = Var::from_tensor(&activation(&inputs.residual)?)?;
     let y = bn.forward_act(xv.as_tensor(), residual.then_some(rv.as_tensor()), relu, true)?;
-    let g = Tensor::from_slice(&inputs.g, y.dims(), device)?;
+    let g = activation(&inputs.g)?;
     let grads = (&y * &g)?.sum_all()?.backward()?;
     let grad = |v: &Var| grads.get(v.as_tensor()).map(host).unwrap_or_else(|| candle_core::bail!("no gradient"));
     let mut side = vec![
@@ -173,6 +183,22 @@ impl NormInputs {
         inputs
     }
 
+    /// The same inputs with the activations (input, residual, the loss's weights) rounded to bf16,
+    /// so that an f32 reference and a bf16 subject start from the same values.
+    fn rounded_to_bf16(&self) -> candle_core::Result<Self> {
+        let round = |v: &[f32]| -> candle_core::Result<Vec<f32>> {
+            Tensor::from_slice(v, v.len(), &Device::Cpu)?.to_dtype(DType::BF16)?.to_dtype(DType::F32)?.to_vec1()
+        };
+        Ok(NormInputs {
+            shape: self.shape.clone(),
+            x: round(&self.x)?,
+            residual: round(&self.residual)?,
+            gamma: self.gamma.clone(),
+            beta: self.beta.clone(),
+            g: round(&self.g)?,
+        })
+    }
+
     /// `gamma * (x - mean) / sqrt(var + eps) + beta (+ residual)` with the batch statistics, in f64.
     fn pre_activation(&self, residual: bool) -> Vec<f64> {
         let (n, c) = (self.shape[0], self.shape[1]);
@@ -223,15 +249,28 @@ fn note_error(slot: &mut Option<String>, e: String) {
     slot.get_or_insert(e);
 }
 
+/// Largest relative L2 difference of a bf16 batch norm from the f32 one on the same (bf16-rounded)
+/// inputs: the outputs and the activations' gradients are rounded to bf16, 2^-9 relative each.
+const BF16_NORM: f64 = 1e-2;
+
+/// Whether train-mode batch norm on `device` takes bf16 activations as they are (the fused CUDA
+/// kernels, `CFRUN_BN_CUDA=fused`): then mixed precision runs that path, and it gets rows of its own.
+fn norms_take_bf16(device: &Device) -> bool {
+    Tensor::zeros((1, 1, 1, 1), DType::BF16, device).is_ok_and(|t| crate::nn::batchnorm::fuses(&t))
+}
+
 /// Replays `calls` (recorded from `preset`'s training on the device) and appends one check for its
-/// convolutions and one for its batch norms; an error on either side fails that kind's check.
+/// convolutions and one for its batch norms (and one for its batch norms in bf16, where the device
+/// takes bf16 activations as they are: [`norms_take_bf16`]); an error on either side fails that
+/// kind's check.
 pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], out: &mut Vec<Check>) {
     // Batch norm has no matrix products, so TF32 never touches it.
     let (conv_tolerance, arithmetic) =
         if strict_f32(device) { (STRICT, "strict f32") } else { (WITH_TF32, "TF32 allowed") };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let (mut convs, mut norms) = (Worst::new(), Worst::new());
-    let mut errors: [Option<String>; 2] = [None, None];
+    let (mut convs, mut norms, mut halves) = (Worst::new(), Worst::new(), Worst::new());
+    let mut errors: [Option<String>; 3] = [None, None, None];
+    let bf16 = norms_take_bf16(device);
     for call in calls {
         match call {
             LayerCall::Conv { x, w, stride, padding } => {
@@ -260,17 +299,36 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                 if *relu {
                     layer.push_str(" + ReLU");
                 }
-                let (reference, t0) = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu));
-                let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu));
+                let (reference, t0) = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu, DType::F32));
+                let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu, DType::F32));
                 match (reference, subject) {
-                    (Ok(reference), Ok(subject)) => norms.add(compare(&reference, &subject), layer, (t0, t1)),
+                    (Ok(reference), Ok(subject)) => norms.add(compare(&reference, &subject), layer.clone(), (t0, t1)),
                     (Err(e), _) => note_error(&mut errors[1], format!("{layer} (CPU reference): {}", Brief(&e))),
                     (_, Err(e)) => note_error(&mut errors[1], format!("{layer}: {}", Brief(&e))),
+                }
+                if bf16 {
+                    let rounded = inputs.rounded_to_bf16();
+                    let side = |d: &Device, dtype| {
+                        rounded
+                            .as_ref()
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                            .and_then(|r| norm_side(d, r, *residual, *relu, dtype))
+                    };
+                    let (reference, t0) = timed(|| side(&Device::Cpu, DType::F32));
+                    let (subject, t1) = on_device(device, || side(device, DType::BF16));
+                    match (reference, subject) {
+                        (Ok(reference), Ok(subject)) => halves.add(compare(&reference, &subject), layer, (t0, t1)),
+                        (Err(e), _) => note_error(&mut errors[2], format!("{layer} (CPU reference): {}", Brief(&e))),
+                        (_, Err(e)) => note_error(&mut errors[2], format!("{layer}: {}", Brief(&e))),
+                    }
                 }
             }
         }
     }
-    let kinds = [("convolutions", convs, conv_tolerance, arithmetic), ("batch norms", norms, STRICT, "f32")];
+    let mut kinds = vec![("convolutions", convs, conv_tolerance, arithmetic), ("batch norms", norms, STRICT, "f32")];
+    if bf16 {
+        kinds.push(("batch norms in bf16", halves, BF16_NORM, "bf16 activations against f32 on the same inputs"));
+    }
     for ((kind, worst, tolerance, arithmetic), error) in kinds.into_iter().zip(errors) {
         let mut what = format!("{preset}: {} {kind} one by one, output and gradients ({arithmetic}", worst.layers);
         if !worst.at.is_empty() {
@@ -331,14 +389,14 @@ mod tests {
     fn batch_norm_paths_agree_and_a_scaled_input_misses() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let inputs = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut rng);
-        let reference = norm_side(&Device::Cpu, &inputs, true, true).unwrap();
+        let reference = norm_side(&Device::Cpu, &inputs, true, true, DType::F32).unwrap();
         assert_eq!(reference.len(), 5);
-        let (generic, _) = on_device(&Device::Cpu, || norm_side(&Device::Cpu, &inputs, true, true));
+        let (generic, _) = on_device(&Device::Cpu, || norm_side(&Device::Cpu, &inputs, true, true, DType::F32));
         let right = compare(&reference, &generic.unwrap());
         assert!(right.difference < STRICT / 10.0, "{} in the {}", right.difference, right.tensor);
         let mut spread = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut ChaCha8Rng::seed_from_u64(2));
         spread.x.iter_mut().for_each(|v| *v *= 1.01);
-        let moved = compare(&reference, &norm_side(&Device::Cpu, &spread, true, true).unwrap());
+        let moved = compare(&reference, &norm_side(&Device::Cpu, &spread, true, true, DType::F32).unwrap());
         assert!(moved.difference > WITH_TF32, "{} in the {}", moved.difference, moved.tensor);
         // Exactly the weights at pre-activations within the band are zero, and a batch of this
         // size has some.
@@ -347,6 +405,37 @@ mod tests {
         let near = z.iter().filter(|z| z.abs() < KINK).count();
         assert!(wide.g.iter().zip(&z).all(|(g, z)| (*g == 0.0) == (z.abs() < KINK)));
         assert!(near > 0, "no pre-activation of 131,072 within {KINK} of the kink");
+    }
+
+    /// The bf16 rows' plumbing and tolerance: inputs rounded to bf16 (every value on bf16's grid, the
+    /// gammas untouched); the CPU never takes bf16 as it is, so it gets no such rows; the f32
+    /// reference with its activations' tensors rounded to bf16 (what the device's bf16 outputs
+    /// cost) stays well inside the tolerance, and a 3 % larger input does not (1 % moves the input
+    /// gradient by 0.99 %, at the tolerance itself).
+    #[test]
+    fn bf16_rows_admit_bf16_rounding_and_not_more() {
+        let inputs = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut ChaCha8Rng::seed_from_u64(4));
+        let rounded = inputs.rounded_to_bf16().unwrap();
+        assert!(rounded.x.iter().chain(&rounded.g).all(|v| v.to_bits() & 0xffff == 0));
+        assert_eq!(rounded.gamma, inputs.gamma);
+        assert!(!norms_take_bf16(&Device::Cpu));
+        let reference = norm_side(&Device::Cpu, &rounded, true, true, DType::F32).unwrap();
+        let to_bf16 = |v: &Vec<f32>| {
+            let t = Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+            t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+        };
+        let as_device: Side = reference
+            .iter()
+            .map(|(name, v)| {
+                (*name, if name.starts_with("gamma") || name.starts_with("beta") { v.clone() } else { to_bf16(v) })
+            })
+            .collect();
+        let rounding = compare(&reference, &as_device);
+        assert!(rounding.difference > 0.0 && rounding.difference < BF16_NORM / 2.0, "{}", rounding.difference);
+        let mut scaled = rounded.rounded_to_bf16().unwrap();
+        scaled.x.iter_mut().for_each(|v| *v *= 1.03);
+        let moved = compare(&reference, &norm_side(&Device::Cpu, &scaled, true, true, DType::F32).unwrap());
+        assert!(moved.difference > BF16_NORM, "{} in the {}", moved.difference, moved.tensor);
     }
 
     /// A recorded network's layers all replay and pass on the CPU, one check per kind, naming the
