@@ -29,6 +29,8 @@ pub mod conv;
 pub mod conv_cudnn;
 pub mod conv_device;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_views;
 pub mod data;
 pub mod env_flag;
 mod error;

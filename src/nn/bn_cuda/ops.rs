@@ -1,8 +1,11 @@
 //! The fused batch norm's candle ops and their kernel launches: [`Stats`] (no gradient),
 //! [`Normalize`] (whose backward is [`Grad`]'s two passes).
 
+use super::super::cuda_views::{self, cpu_refused};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{
     bail, CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
@@ -68,20 +71,15 @@ impl Dims {
     }
 }
 
-/// The values of a CUDA storage from its layout's start, in `T`; the layout must be contiguous.
+/// The name [`view`] and [`tensor_view`] give in their errors.
+const OP: &str = "batch norm on CUDA";
+
 fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
-    if !l.is_contiguous() {
-        bail!("batch norm on CUDA: a non-contiguous argument");
-    }
-    Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
+    cuda_views::view(s, l, OP)
 }
 
-/// [`view`] of a tensor's storage, read-locked by the caller.
 fn tensor_view<'a, T: CudaDType>(s: &'a Storage, l: &Layout) -> Result<CudaView<'a, T>> {
-    match s {
-        Storage::Cuda(s) => view(s, l),
-        _ => bail!("batch norm on CUDA: an argument is not on the device"),
-    }
+    cuda_views::tensor_view(s, l, OP)
 }
 
 /// An activation type the kernels take: f32, or bf16 under mixed precision (statistics, gamma,
@@ -110,7 +108,7 @@ macro_rules! by_act {
 }
 
 /// Kernel `name` for `T` on `dev`.
-fn kernel<T: Act>(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_backend::cudarc::driver::CudaFunction> {
+fn kernel<T: Act>(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
     Ok(dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?.into_cuda_function())
 }
 
@@ -118,10 +116,6 @@ fn kernel<T: Act>(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_back
 fn output<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
     // SAFETY: each kernel below writes every value of its output before anything reads it.
     unsafe { dev.alloc::<T>(len) }
-}
-
-fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
-    bail!("{name}: runs on CUDA devices only (the CPU has its own batch norm)")
 }
 
 /// The null pointer the kernels read as "no such argument".

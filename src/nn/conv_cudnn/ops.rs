@@ -3,60 +3,57 @@
 
 use super::plans::{self, ConvType};
 use crate::nn::conv::Geom;
-use candle_core::cuda_backend::cudarc::driver::CudaSlice;
-use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice as S};
-use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use crate::nn::cuda_views::{cpu_refused, view};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-/// `conv2d(x, w)` with one stride and one padding on both axes, square kernels.
+/// `conv2d(x, w)` with one stride and one padding on both axes, square kernels (the geometry is
+/// checked where the op runs, [`Geom::new`]).
 pub(super) fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (_, _, k, k2) = w.dims4()?;
-    if k != k2 || stride == 0 {
-        bail!("conv2d: square kernels and stride > 0, got {k}x{k2}, stride {stride}");
-    }
     x.contiguous()?.apply_op2(&w.contiguous()?, Forward { stride, padding })
 }
 
-/// Both arguments' slices from their layouts' starts, which must be contiguous, in one type.
-fn pair<'a, T: ConvType>(
-    a: &'a CudaSlice<T>,
-    al: &Layout,
-    b: &'a CudaSlice<T>,
-    bl: &Layout,
-) -> Result<(
-    candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>,
-    candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>,
-)> {
-    if !al.is_contiguous() || !bl.is_contiguous() {
-        bail!("cuDNN convolution: arguments must be contiguous");
+/// Which of the three products a call is.
+#[derive(Clone, Copy)]
+enum Product {
+    /// `y` from `(x, w)`.
+    Forward,
+    /// `dx` from `(dy, w)`.
+    InputGrad,
+    /// `dw` from `(x, dy)`.
+    WeightGrad,
+}
+
+/// `product` of `g` on the arguments `a` and `b` in their data type, one that cuDNN convolves in.
+fn run(
+    product: Product,
+    g: Geom,
+    (a, al): (&CudaStorage, &Layout),
+    (b, bl): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    match a.dtype() {
+        DType::F32 => typed::<f32>(product, g, (a, al), (b, bl)),
+        DType::BF16 => typed::<half::bf16>(product, g, (a, al), (b, bl)),
+        DType::F16 => typed::<half::f16>(product, g, (a, al), (b, bl)),
+        other => bail!("cuDNN convolution: arguments of {other:?}; it takes f32, bf16 or f16"),
     }
-    Ok((a.slice(al.start_offset()..), b.slice(bl.start_offset()..)))
 }
 
-/// Runs `f` in the arguments' common data type, one of those cuDNN convolves in.
-macro_rules! in_type {
-    ($a:expr, $al:expr, $b:expr, $bl:expr, |$dev:ident, $x:ident, $y:ident| $call:expr) => {{
-        let $dev: &CudaDevice = &$a.device;
-        let slice = match (&$a.slice, &$b.slice) {
-            (S::F32(a), S::F32(b)) => {
-                let ($x, $y) = pair::<f32>(a, $al, b, $bl)?;
-                S::F32($call)
-            }
-            (S::BF16(a), S::BF16(b)) => {
-                let ($x, $y) = pair::<half::bf16>(a, $al, b, $bl)?;
-                S::BF16($call)
-            }
-            (S::F16(a), S::F16(b)) => {
-                let ($x, $y) = pair::<half::f16>(a, $al, b, $bl)?;
-                S::F16($call)
-            }
-            _ => bail!("cuDNN convolution: f32, bf16 or f16 arguments of one type"),
-        };
-        CudaStorage { slice, device: $dev.clone() }
-    }};
-}
-
-fn cpu_refused(name: &str) -> Result<(CpuStorage, Shape)> {
-    bail!("{name}: runs on CUDA devices only (the CPU has its own convolution)")
+fn typed<T: ConvType>(
+    product: Product,
+    g: Geom,
+    (a, al): (&CudaStorage, &Layout),
+    (b, bl): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    const OP: &str = "cuDNN convolution";
+    let (a_values, b_values) = (view::<T>(a, al, OP)?, view::<T>(b, bl, OP)?);
+    let dev = &a.device;
+    let out = match product {
+        Product::Forward => plans::forward(dev, g, &a_values, &b_values)?,
+        Product::InputGrad => plans::input_grad(dev, g, &a_values, &b_values)?,
+        Product::WeightGrad => plans::weight_grad(dev, g, &a_values, &b_values)?,
+    };
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 
 /// `y = conv(x, w)` with cuDNN's gradients.
@@ -78,8 +75,7 @@ impl CustomOp2 for Forward {
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
         let g = Geom::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
         let (ho, wo) = (g.ho, g.wo);
-        let y = in_type!(xs, xl, ws, wl, |dev, x, w| plans::forward(dev, g, &x, &w)?);
-        Ok((y, Shape::from((g.n, g.cout, ho, wo))))
+        Ok((run(Product::Forward, g, (xs, xl), (ws, wl))?, Shape::from((g.n, g.cout, ho, wo))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -106,8 +102,7 @@ impl CustomOp2 for InputGrad {
 
     fn cuda_fwd(&self, dys: &CudaStorage, dyl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
-        let dx = in_type!(dys, dyl, ws, wl, |dev, dy, w| plans::input_grad(dev, g, &dy, &w)?);
-        Ok((dx, Shape::from((g.n, g.cin, g.h, g.w))))
+        Ok((run(Product::InputGrad, g, (dys, dyl), (ws, wl))?, Shape::from((g.n, g.cin, g.h, g.w))))
     }
 }
 
@@ -125,7 +120,6 @@ impl CustomOp2 for WeightGrad {
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
-        let dw = in_type!(xs, xl, dys, dyl, |dev, x, dy| plans::weight_grad(dev, g, &x, &dy)?);
-        Ok((dw, Shape::from((g.cout, g.cin, g.k, g.k))))
+        Ok((run(Product::WeightGrad, g, (xs, xl), (dys, dyl))?, Shape::from((g.cout, g.cin, g.k, g.k))))
     }
 }

@@ -16,7 +16,7 @@ use candle_core::cuda_backend::cudarc::cudnn::{
     FilterDescriptor, TensorDescriptor,
 };
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
-use candle_core::cuda_backend::{CudaDevice, DeviceId};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
 use candle_core::{DType, Result, WithDType};
 use std::any::Any;
 use std::cell::RefCell;
@@ -30,7 +30,9 @@ const DEVICES: usize = 16;
 /// A data type cuDNN convolves in, with the type it accumulates in: f32 for all three (bf16 in
 /// f32 is cuDNN's only bf16 configuration; f16 in f32 rather than candle's f16, as PyTorch, since
 /// a weight gradient sums `N * Ho * Wo` products, which f16 rounds badly and can overflow).
-pub(super) trait ConvType: CudnnDataType + DeviceRepr + ValidAsZeroBits + WithDType + 'static {
+pub(super) trait ConvType:
+    CudnnDataType + CudaDType + DeviceRepr + ValidAsZeroBits + WithDType + 'static
+{
     /// The accumulation type of the convolution descriptor.
     type Compute: CudnnDataType + 'static;
     /// Whether the descriptor asks for tensor-core math outright. The half types do, as PyTorch
@@ -208,6 +210,36 @@ fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>
     })
 }
 
+/// One cuDNN call on `g` in `T` into a new output of `len` values: the algorithm and its workspace
+/// bytes are `chosen` once per plan and kept in the plan's slot `which` selects, then `launch` runs
+/// with the workspace grown to fit. Each caller's `launch` is a cuDNN call in an `unsafe` block,
+/// sound because its views and the output hold the plan's descriptors' sizes in `T`, contiguous
+/// NCHW.
+fn call<T: ConvType, A: Copy>(
+    dev: &CudaDevice,
+    g: Geom,
+    len: usize,
+    which: fn(&mut Plan<T>) -> &mut Option<(A, usize)>,
+    chosen: impl FnOnce(&Plan<T>) -> Result<(A, usize)>,
+    launch: impl FnOnce(&Plan<T>, A, Option<&mut CudaSlice<u8>>, &mut CudaSlice<T>) -> std::result::Result<(), CudnnError>,
+) -> Result<CudaSlice<T>> {
+    with_state(dev, |state| {
+        let (plan, slot) = state.plan::<T>(g)?;
+        let (algo, bytes) = match *which(plan) {
+            Some(kept) => kept,
+            None => {
+                let picked = chosen(plan)?;
+                *which(plan) = Some(picked);
+                picked
+            }
+        };
+        // SAFETY: with beta = 0 cuDNN writes every output value and reads none.
+        let mut out = unsafe { dev.alloc::<T>(len)? };
+        launch(plan, algo, workspace(slot, dev, bytes)?, &mut out)?;
+        Ok(out)
+    })
+}
+
 /// `y = conv(x, w)`, `x` and `w` contiguous from their views' starts.
 pub(super) fn forward<T: ConvType>(
     dev: &CudaDevice,
@@ -215,24 +247,19 @@ pub(super) fn forward<T: ConvType>(
     x: &CudaView<'_, T>,
     w: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
-    with_state(dev, |state| {
-        let (plan, slot) = state.plan::<T>(g)?;
-        let (algo, bytes) = match plan.forward {
-            Some(chosen) => chosen,
-            None => {
-                let op = plan.forward_op();
-                let algo = op.pick_algorithm()?;
-                (algo, op.get_workspace_size(algo)?)
-            }
-        };
-        plan.forward = Some((algo, bytes));
-        // SAFETY: with beta = 0 cuDNN writes every output value and reads none.
-        let mut y = unsafe { dev.alloc::<T>(g.n * g.out_img())? };
-        let ws = workspace(slot, dev, bytes)?;
-        // SAFETY: the views and the output hold the descriptors' sizes in `T`, contiguous NCHW.
-        unsafe { plan.forward_op().launch(algo, ws, (T::one(), T::zero()), x, w, &mut y)? };
-        Ok(y)
-    })
+    let chosen = |plan: &Plan<T>| {
+        let op = plan.forward_op();
+        let algo = op.pick_algorithm()?;
+        Ok((algo, op.get_workspace_size(algo)?))
+    };
+    call(
+        dev,
+        g,
+        g.n * g.out_img(),
+        |p| &mut p.forward,
+        chosen,
+        |plan, algo, ws, y| unsafe { plan.forward_op().launch(algo, ws, (T::one(), T::zero()), x, w, y) },
+    )
 }
 
 /// `dX` from `dY` and `W`.
@@ -242,24 +269,19 @@ pub(super) fn input_grad<T: ConvType>(
     dy: &CudaView<'_, T>,
     w: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
-    with_state(dev, |state| {
-        let (plan, slot) = state.plan::<T>(g)?;
-        let (algo, bytes) = match plan.data {
-            Some(chosen) => chosen,
-            None => {
-                let op = plan.data_op();
-                let picked = op.pick_algorithm()?;
-                supported(deterministic_data(picked), picked, |a| op.get_workspace_size(a), g)?
-            }
-        };
-        plan.data = Some((algo, bytes));
-        // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
-        let mut dx = unsafe { dev.alloc::<T>(g.n * g.in_img())? };
-        let ws = workspace(slot, dev, bytes)?;
-        // SAFETY: as in `forward`.
-        unsafe { plan.data_op().launch(algo, ws, (T::one(), T::zero()), &mut dx, w, dy)? };
-        Ok(dx)
-    })
+    let chosen = |plan: &Plan<T>| {
+        let op = plan.data_op();
+        let picked = op.pick_algorithm()?;
+        supported(deterministic_data(picked), picked, |a| op.get_workspace_size(a), g)
+    };
+    call(
+        dev,
+        g,
+        g.n * g.in_img(),
+        |p| &mut p.data,
+        chosen,
+        |plan, algo, ws, dx| unsafe { plan.data_op().launch(algo, ws, (T::one(), T::zero()), dx, w, dy) },
+    )
 }
 
 /// `dW` from `X` and `dY`.
@@ -269,24 +291,19 @@ pub(super) fn weight_grad<T: ConvType>(
     x: &CudaView<'_, T>,
     dy: &CudaView<'_, T>,
 ) -> Result<CudaSlice<T>> {
-    with_state(dev, |state| {
-        let (plan, slot) = state.plan::<T>(g)?;
-        let (algo, bytes) = match plan.filter {
-            Some(chosen) => chosen,
-            None => {
-                let op = plan.filter_op();
-                let picked = op.pick_algorithm()?;
-                supported(deterministic_filter(picked), picked, |a| op.get_workspace_size(a), g)?
-            }
-        };
-        plan.filter = Some((algo, bytes));
-        // SAFETY: with beta = 0 cuDNN writes every value of the gradient and reads none.
-        let mut dw = unsafe { dev.alloc::<T>(g.cout * g.kdim())? };
-        let ws = workspace(slot, dev, bytes)?;
-        // SAFETY: as in `forward`.
-        unsafe { plan.filter_op().launch(algo, ws, (T::one(), T::zero()), x, &mut dw, dy)? };
-        Ok(dw)
-    })
+    let chosen = |plan: &Plan<T>| {
+        let op = plan.filter_op();
+        let picked = op.pick_algorithm()?;
+        supported(deterministic_filter(picked), picked, |a| op.get_workspace_size(a), g)
+    };
+    call(
+        dev,
+        g,
+        g.cout * g.kdim(),
+        |p| &mut p.filter,
+        chosen,
+        |plan, algo, ws, dw| unsafe { plan.filter_op().launch(algo, ws, (T::one(), T::zero()), x, dw, dy) },
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,28 @@
+//! The arguments of cfrun's own CUDA ops ([`super::conv_cudnn`], [`super::bn_cuda`]) as typed
+//! device views: the values from the layout's start, which must be contiguous (the kernels and
+//! cuDNN's descriptors read them packed).
+
+use candle_core::cuda_backend::cudarc::driver::CudaView;
+use candle_core::cuda_backend::CudaDType;
+use candle_core::{bail, CpuStorage, CudaStorage, Layout, Result, Shape, Storage};
+
+/// `s`'s values in `T` from `l`'s start; `op` names the op in the error of a strided layout.
+pub(crate) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, T>> {
+    if !l.is_contiguous() {
+        bail!("{op}: a non-contiguous argument");
+    }
+    Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
+}
+
+/// [`view`] of a tensor's storage, read-locked by the caller (`Tensor::storage_and_layout`).
+pub(crate) fn tensor_view<'a, T: CudaDType>(s: &'a Storage, l: &Layout, op: &str) -> Result<CudaView<'a, T>> {
+    match s {
+        Storage::Cuda(s) => view(s, l, op),
+        _ => bail!("{op}: an argument is not on the CUDA device"),
+    }
+}
+
+/// The CPU forward of an op that exists only on CUDA devices (the CPU has ops of its own).
+pub(crate) fn cpu_refused(op: &str) -> Result<(CpuStorage, Shape)> {
+    bail!("{op}: runs on CUDA devices only (the CPU path has its own op)")
+}
