@@ -6,12 +6,19 @@ use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::CudaDType;
 use candle_core::{bail, CpuStorage, CudaStorage, Layout, Result, Shape, Storage};
 
-/// `s`'s values in `T` from `l`'s start; `op` names the op in the error of a strided layout.
+/// `s`'s values in `T` that `l` covers, exactly as many as its shape holds (a kernel or a cuDNN
+/// call reading past them would fail on the view's length, not read another tensor's memory);
+/// `op` names the op in the error of a strided layout.
 pub(crate) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, T>> {
     if !l.is_contiguous() {
         bail!("{op}: a non-contiguous argument");
     }
-    Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
+    let range = l.start_offset()..l.start_offset() + l.shape().elem_count();
+    let values = s.as_cuda_slice::<T>()?;
+    match values.try_slice(range.clone()) {
+        Some(v) => Ok(v),
+        None => bail!("{op}: values {range:?} of a buffer of {}", values.len()),
+    }
 }
 
 /// [`view`] of a tensor's storage, read-locked by the caller (`Tensor::storage_and_layout`).

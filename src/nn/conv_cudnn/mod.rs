@@ -32,7 +32,7 @@ mod ops;
 mod plans;
 
 use super::env_flag::{needs_build, Choice};
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// How convolutions on a CUDA device call cuDNN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +64,11 @@ pub fn applies(device: &Device) -> bool {
     cfg!(feature = "cudnn") && device.is_cuda() && CONV_CUDNN.forced() == Some(Planning::Planned)
 }
 
-/// `conv2d(x, w)` through the planned path when it [`applies`] to `x`'s device, else `None`.
+/// `conv2d(x, w)` through the planned path when it [`applies`] to `x`'s device and both are of
+/// one type cuDNN convolves in (f32, bf16, f16), else `None` (the default path takes the rest).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Option<Result<Tensor>> {
-    if !applies(x.device()) {
+    let convolvable = matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16) && w.dtype() == x.dtype();
+    if !applies(x.device()) || !convolvable {
         return None;
     }
     #[cfg(feature = "cudnn")]

@@ -47,6 +47,16 @@ fn typed<T: ConvType>(
 ) -> Result<CudaStorage> {
     const OP: &str = "cuDNN convolution";
     let (a_values, b_values) = (view::<T>(a, al, OP)?, view::<T>(b, bl, OP)?);
+    // cuDNN reads by the plan's descriptors: arguments of other sizes would be read out of bounds.
+    let (x, y, w) = (g.n * g.in_img(), g.n * g.out_img(), g.cout * g.kdim());
+    let expected = match product {
+        Product::Forward => (x, w),
+        Product::InputGrad => (y, w),
+        Product::WeightGrad => (x, y),
+    };
+    if (a_values.len(), b_values.len()) != expected {
+        bail!("{OP}: arguments of {} and {} values where {g:?} takes {expected:?}", a_values.len(), b_values.len());
+    }
     let dev = &a.device;
     let out = match product {
         Product::Forward => plans::forward(dev, g, &a_values, &b_values)?,

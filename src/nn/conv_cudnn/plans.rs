@@ -106,20 +106,22 @@ impl<T: ConvType> Plan<T> {
     }
 }
 
-/// `preferred` when cuDNN supports it for this geometry (`bytes` gives its workspace), else the
-/// heuristics' own `picked`, said once per plan: a working gradient that may not repeat bit for bit
-/// beats a training that stops.
-fn supported<A: Copy + PartialEq + std::fmt::Debug>(
+/// The algorithms to try, in order, each with its workspace bytes: `preferred`, then the
+/// heuristics' own `picked` where it differs. A candidate whose workspace query fails is left out
+/// (said once per plan): a working gradient that may not repeat bit for bit beats a training that
+/// stops.
+fn candidates<A: Copy + PartialEq + std::fmt::Debug>(
     preferred: A,
     picked: A,
     bytes: impl Fn(A) -> std::result::Result<usize, CudnnError>,
     g: Geom,
-) -> Result<(A, usize)> {
+) -> Result<Vec<(A, usize)>> {
     match bytes(preferred) {
-        Ok(b) => Ok((preferred, b)),
+        Ok(b) if preferred == picked => Ok(vec![(preferred, b)]),
+        Ok(b) => Ok(bytes(picked).map_or_else(|_| vec![(preferred, b)], |p| vec![(preferred, b), (picked, p)])),
         Err(e) if preferred != picked => {
             tracing::warn!(?g, ?preferred, ?picked, %e, "cuDNN: no deterministic gradient algorithm for this convolution; its heuristics' choice adds with atomics");
-            Ok((picked, bytes(picked)?))
+            Ok(vec![(picked, bytes(picked)?)])
         }
         Err(e) => Err(e.into()),
     }
@@ -210,33 +212,47 @@ fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>
     })
 }
 
-/// One cuDNN call on `g` in `T` into a new output of `len` values: the algorithm and its workspace
-/// bytes are `chosen` once per plan and kept in the plan's slot `which` selects, then `launch` runs
-/// with the workspace grown to fit. Each caller's `launch` is a cuDNN call in an `unsafe` block,
-/// sound because its views and the output hold the plan's descriptors' sizes in `T`, contiguous
-/// NCHW.
-fn call<T: ConvType, A: Copy>(
+/// One cuDNN call, `product`, on `g` in `T` into a new output of `len` values. The first call of
+/// a plan tries its `candidates` in order (an algorithm with its workspace bytes) and keeps the
+/// first that launches, in the plan's slot `which` selects: cuDNN may accept an algorithm's
+/// workspace query and still refuse to run it, and a choice kept before it ran once would fail
+/// every later step. Each caller's `launch` is a cuDNN call in an `unsafe` block, sound because its
+/// views and the output hold the plan's descriptors' sizes in `T`, contiguous NCHW.
+fn call<T: ConvType, A: Copy + std::fmt::Debug>(
     dev: &CudaDevice,
-    g: Geom,
+    (product, g): (&'static str, Geom),
     len: usize,
     which: fn(&mut Plan<T>) -> &mut Option<(A, usize)>,
-    chosen: impl FnOnce(&Plan<T>) -> Result<(A, usize)>,
-    launch: impl FnOnce(&Plan<T>, A, Option<&mut CudaSlice<u8>>, &mut CudaSlice<T>) -> std::result::Result<(), CudnnError>,
+    candidates: impl FnOnce(&Plan<T>) -> Result<Vec<(A, usize)>>,
+    launch: impl Fn(&Plan<T>, A, Option<&mut CudaSlice<u8>>, &mut CudaSlice<T>) -> std::result::Result<(), CudnnError>,
 ) -> Result<CudaSlice<T>> {
     with_state(dev, |state| {
         let (plan, slot) = state.plan::<T>(g)?;
-        let (algo, bytes) = match *which(plan) {
-            Some(kept) => kept,
-            None => {
-                let picked = chosen(plan)?;
-                *which(plan) = Some(picked);
-                picked
-            }
-        };
         // SAFETY: with beta = 0 cuDNN writes every output value and reads none.
         let mut out = unsafe { dev.alloc::<T>(len)? };
-        launch(plan, algo, workspace(slot, dev, bytes)?, &mut out)?;
-        Ok(out)
+        if let Some((algo, bytes)) = *which(plan) {
+            launch(plan, algo, workspace(slot, dev, bytes)?, &mut out)?;
+            return Ok(out);
+        }
+        let tried = candidates(plan)?;
+        let mut last = None;
+        for (i, &(algo, bytes)) in tried.iter().enumerate() {
+            match workspace(slot, dev, bytes).and_then(|ws| Ok(launch(plan, algo, ws, &mut out)?)) {
+                Ok(()) => {
+                    // Once per plan: which algorithm each product runs is what a GPU session reads.
+                    tracing::info!(product, dtype = ?T::DTYPE, ?g, ?algo, workspace_bytes = bytes, "cuDNN plan");
+                    *which(plan) = Some((algo, bytes));
+                    return Ok(out);
+                }
+                Err(e) => {
+                    if let Some(&(next, _)) = tried.get(i + 1) {
+                        tracing::warn!(product, ?g, ?algo, ?next, %e, "cuDNN refused an algorithm it had sized; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| candle_core::Error::Msg(format!("cuDNN {product}: no algorithm for {g:?}"))))
     })
 }
 
@@ -250,11 +266,11 @@ pub(super) fn forward<T: ConvType>(
     let chosen = |plan: &Plan<T>| {
         let op = plan.forward_op();
         let algo = op.pick_algorithm()?;
-        Ok((algo, op.get_workspace_size(algo)?))
+        Ok(vec![(algo, op.get_workspace_size(algo)?)])
     };
     call(
         dev,
-        g,
+        ("forward", g),
         g.n * g.out_img(),
         |p| &mut p.forward,
         chosen,
@@ -272,11 +288,11 @@ pub(super) fn input_grad<T: ConvType>(
     let chosen = |plan: &Plan<T>| {
         let op = plan.data_op();
         let picked = op.pick_algorithm()?;
-        supported(deterministic_data(picked), picked, |a| op.get_workspace_size(a), g)
+        candidates(deterministic_data(picked), picked, |a| op.get_workspace_size(a), g)
     };
     call(
         dev,
-        g,
+        ("input gradient", g),
         g.n * g.in_img(),
         |p| &mut p.data,
         chosen,
@@ -294,11 +310,11 @@ pub(super) fn weight_grad<T: ConvType>(
     let chosen = |plan: &Plan<T>| {
         let op = plan.filter_op();
         let picked = op.pick_algorithm()?;
-        supported(deterministic_filter(picked), picked, |a| op.get_workspace_size(a), g)
+        candidates(deterministic_filter(picked), picked, |a| op.get_workspace_size(a), g)
     };
     call(
         dev,
-        g,
+        ("weight gradient", g),
         g.cout * g.kdim(),
         |p| &mut p.filter,
         chosen,
@@ -309,6 +325,7 @@ pub(super) fn weight_grad<T: ConvType>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::cuda_backend::cudarc::cudnn::sys::cudnnStatus_t;
 
     #[test]
     fn non_deterministic_gradient_algorithms_are_replaced() {
@@ -323,5 +340,24 @@ mod tests {
         }
         let kept = FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT;
         assert_eq!(deterministic_filter(kept), kept);
+    }
+
+    /// The deterministic choice first, cuDNN's own after it in case the first will not run; a
+    /// choice whose workspace cannot be sized is never tried.
+    #[test]
+    fn candidates_put_the_deterministic_choice_first() {
+        let g = Geom::new(&[2, 3, 8, 8], &[4, 3, 3, 3], 1, 1).unwrap();
+        let sized = |a: u8| {
+            if a == 9 {
+                Err(CudnnError(cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED))
+            } else {
+                Ok(100 * a as usize)
+            }
+        };
+        assert_eq!(candidates(1u8, 1, sized, g).unwrap(), vec![(1, 100)]);
+        assert_eq!(candidates(1u8, 2, sized, g).unwrap(), vec![(1, 100), (2, 200)]);
+        assert_eq!(candidates(9u8, 2, sized, g).unwrap(), vec![(2, 200)]);
+        assert_eq!(candidates(1u8, 9, sized, g).unwrap(), vec![(1, 100)]);
+        assert!(candidates(9u8, 9, sized, g).is_err());
     }
 }
