@@ -86,10 +86,12 @@ impl BatchNorm {
     /// Train mode on a CUDA device with [`super::bn_cuda`]'s kernels.
     fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
-        let stats = super::bn_cuda::batch_stats(&x.detach())?;
+        // Contiguous once, here, for both ops: each would copy a strided input again.
+        let x = x.contiguous()?;
+        let stats = super::bn_cuda::batch_stats(&x.detach(), EPS)?;
         self.update_running_biased(&stats.get(0)?, &stats.get(1)?, (n * h * w) as f64)?;
         let gb = Tensor::stack(&[&self.weight, &self.bias], 0)?;
-        super::bn_cuda::normalize(x, &gb, &stats, residual, relu, EPS)
+        super::bn_cuda::normalize(&x, &gb, &stats, residual, relu)
     }
 
     /// `(mean, invstd)` from the running statistics (eval mode).

@@ -1,7 +1,8 @@
 // src/nn/bn_cuda/kernels.cu run on the CPU (emulate.h; cuda_bf16.h here stands in for CUDA's)
 // against batch norm's definition in double: the statistics, the forward with and without residual
 // and ReLU, and every gradient against central finite differences of the double forward, with f32
-// and with bf16 activations. Prints "ok" and exits 0, or says what differs and exits 1. Built (with
+// and with bf16 activations, each channel's sums split over one block, several, and more blocks
+// than it has values. Prints "ok" and exits 0, or says what differs and exits 1. Built (with
 // -I tests/cuda) and run by tests/scripts.rs.
 #include "emulate.h"
 #include "../../src/nn/bn_cuda/kernels.cu"
@@ -61,18 +62,21 @@ template <typename T> T from_f(float v);
 template <> float from_f<float>(float v) { return v; }
 template <> __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
-// The four kernels of one activation type.
+// The kernels of one activation type (cfrun_bn_grad_final takes none).
 template <typename T>
 struct Kernels {
-    void (*stats)(const T*, float*, int, int, int);
-    void (*apply)(const T*, const float*, const float*, const T*, T*, int, int, int, int, float);
-    void (*sums)(const T*, const T*, const T*, const float*, float*, int, int, int, float);
-    void (*input)(const T*, const T*, const T*, const float*, const float*, const float*, T*, T*, int, int, int, float);
+    void (*stats_part)(const T*, double*, unsigned, unsigned, unsigned, unsigned);
+    void (*stats_final)(const T*, const double*, float*, unsigned, unsigned, unsigned, unsigned, float);
+    void (*apply)(const T*, const float*, const float*, const T*, T*, unsigned, unsigned, unsigned, int);
+    void (*grad_part)(const T*, const T*, const T*, const float*, double*, unsigned, unsigned, unsigned, unsigned);
+    void (*input)(const T*, const T*, const T*, const float*, const float*, const float*, T*, T*, unsigned, unsigned,
+                  unsigned);
 };
 
-// One case in activation type T; `tol` is the tolerance of values T rounds (f32: its own, bf16: 2^-8).
+// One case in activation type T with each channel's sums over `S` blocks; `tol` is the tolerance
+// of values T rounds (f32: its own, bf16: 2^-8).
 template <typename T>
-static void run(const Case& k, unsigned seed, const Kernels<T>& kern, double tol) {
+static void run(const Case& k, unsigned S, unsigned seed, const Kernels<T>& kern, double tol) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<double> u(-2.0, 2.0);
     long long total = (long long)k.n * k.c * k.hw;
@@ -95,9 +99,11 @@ static void run(const Case& k, unsigned seed, const Kernels<T>& kern, double tol
     loss(k, xd, gd, bd, rd, upd, &yd);
     char what[160];
 
-    std::vector<float> stats(2 * k.c), dgb(2 * k.c);
+    std::vector<float> stats(3 * k.c), dgb(2 * k.c);
+    std::vector<double> part(2 * k.c * S);
     std::vector<T> y(total), dx(total), dr(total, from_f<T>(-7.0f));
-    launch(k.c, THREADS, [&] { kern.stats(x.data(), stats.data(), k.n, k.c, k.hw); });
+    launch(k.c * S, THREADS, [&] { kern.stats_part(x.data(), part.data(), k.n, k.c, k.hw, S); });
+    launch(1, THREADS, [&] { kern.stats_final(x.data(), part.data(), stats.data(), k.n, k.c, k.hw, S, EPS); });
     for (int c = 0; c < k.c; c++) {
         double mean = 0.0, var = 0.0;
         long long m = (long long)k.n * k.hw;
@@ -110,23 +116,23 @@ static void run(const Case& k, unsigned seed, const Kernels<T>& kern, double tol
         expect_close(what, stats[c], mean, 1e-6);
         std::snprintf(what, sizeof what, "case %u: variance of channel %d", seed, c);
         expect_close(what, stats[k.c + c], var / m, 1e-6);
+        std::snprintf(what, sizeof what, "case %u: 1 / std of channel %d", seed, c);
+        expect_close(what, stats[2 * k.c + c], 1.0 / std::sqrt(var / m + EPS), 1e-6);
     }
     // Fewer blocks than values: the elementwise kernels' grid-stride loops must cover the rest.
     launch(3, THREADS, [&] {
-        kern.apply(x.data(), stats.data(), gb.data(), k.residual ? r.data() : nullptr, y.data(), k.n, k.c, k.hw, k.relu,
-                   EPS);
+        kern.apply(x.data(), stats.data(), gb.data(), k.residual ? r.data() : nullptr, y.data(), k.n, k.c, k.hw, k.relu);
     });
     for (long long j = 0; j < total; j++) {
         std::snprintf(what, sizeof what, "case %u: y[%lld]", seed, j);
         expect_close(what, to_f(y[j]), yd[j], tol);
     }
     const T* mask = k.relu ? y.data() : nullptr;
-    launch(k.c, THREADS, [&] {
-        kern.sums(x.data(), mask, dy.data(), stats.data(), dgb.data(), k.n, k.c, k.hw, EPS);
-    });
+    launch(k.c * S, THREADS, [&] { kern.grad_part(x.data(), mask, dy.data(), stats.data(), part.data(), k.n, k.c, k.hw, S); });
+    launch(1, THREADS, [&] { cfrun_bn_grad_final(part.data(), stats.data(), dgb.data(), k.c, S); });
     launch(2, THREADS, [&] {
         kern.input(x.data(), mask, dy.data(), stats.data(), gb.data(), dgb.data(), dx.data(),
-                   k.residual ? dr.data() : nullptr, k.n, k.c, k.hw, EPS);
+                   k.residual ? dr.data() : nullptr, k.n, k.c, k.hw);
     });
     // Central differences of the double forward; a point within h of the ReLU's kink is skipped.
     const double h = 1e-6;
@@ -164,12 +170,18 @@ int main() {
     // Channels of fewer values than a block's threads, of more (the strided loops), odd sizes.
     const Case cases[] = {{2, 3, 9, false, false}, {3, 4, 25, true, true}, {4, 2, 100, false, true},
                           {1, 3, 300, true, false}, {5, 2, 7, true, true}};
-    const Kernels<float> f32 = {cfrun_bn_stats_f32, cfrun_bn_apply_f32, cfrun_bn_grad_sums_f32, cfrun_bn_grad_input_f32};
-    const Kernels<__nv_bfloat16> bf16 = {cfrun_bn_stats_bf16, cfrun_bn_apply_bf16, cfrun_bn_grad_sums_bf16,
-                                         cfrun_bn_grad_input_bf16};
+    const Kernels<float> f32 = {cfrun_bn_stats_part_f32, cfrun_bn_stats_final_f32, cfrun_bn_apply_f32,
+                                cfrun_bn_grad_part_f32, cfrun_bn_grad_input_f32};
+    const Kernels<__nv_bfloat16> bf16 = {cfrun_bn_stats_part_bf16, cfrun_bn_stats_final_bf16, cfrun_bn_apply_bf16,
+                                         cfrun_bn_grad_part_bf16, cfrun_bn_grad_input_bf16};
     unsigned seed = 1;
-    for (const Case& k : cases) run(k, seed++, f32, 2e-5);
-    for (const Case& k : cases) run(k, seed++, bf16, 1.0 / 256);
+    // One block per channel; several, the last slice shorter; more blocks than values (empty slices).
+    for (unsigned S : {1u, 3u})
+        for (const Case& k : cases) run(k, S, seed++, f32, 2e-5);
+    for (unsigned S : {1u, 3u})
+        for (const Case& k : cases) run(k, S, seed++, bf16, 1.0 / 256);
+    run(cases[0], 2 * cases[0].n * cases[0].hw + 1, seed++, f32, 2e-5);
+    run(cases[0], 2 * cases[0].n * cases[0].hw + 1, seed++, bf16, 1.0 / 256);
     // The shim's rounding itself: to nearest, ties to even, NaN kept.
     // (bf16 keeps 7 bits after the point: a step of 2^-7 at 1, so 2^-8 and 3 * 2^-8 are ties.)
     expect_close("bf16(1 + 2^-9)", __bfloat162float(__float2bfloat16(1.0f + 1.0f / 512)), 1.0, 0);

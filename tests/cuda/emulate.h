@@ -3,8 +3,10 @@
 // after another (so __shared__ arrays can be plain statics). Indexing and arithmetic are what it
 // checks; the PTX, launch sizes and memory model are for check-device on a card.
 #pragma once
+#include <algorithm>
 #include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -22,22 +24,27 @@ inline std::barrier<>* block_barrier = nullptr;
 #define __shared__ static
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+inline void __trap() { std::abort(); }
+using std::min;
 
-// Runs `kernel` as `grid` blocks of `block` threads.
+// Runs `kernel` as `grid` blocks of `block` threads: one set of threads walks the blocks in order,
+// meeting at a barrier after each (so no thread starts a block while another still reads the last
+// one's __shared__ statics).
 inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
     gridDim.x = grid;
     blockDim.x = block;
-    for (unsigned b = 0; b < grid; b++) {
-        std::barrier<> barrier(block);
-        block_barrier = &barrier;
-        std::vector<std::thread> threads;
-        for (unsigned t = 0; t < block; t++) {
-            threads.emplace_back([&, t, b] {
-                threadIdx.x = t;
+    std::barrier<> barrier(block);
+    block_barrier = &barrier;
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < block; t++) {
+        threads.emplace_back([&, t] {
+            threadIdx.x = t;
+            for (unsigned b = 0; b < grid; b++) {
                 blockIdx.x = b;
                 kernel();
-            });
-        }
-        for (auto& th : threads) th.join();
+                barrier.arrive_and_wait();
+            }
+        });
     }
+    for (auto& th : threads) th.join();
 }

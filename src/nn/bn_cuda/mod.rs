@@ -1,7 +1,7 @@
-//! Batch norm in train mode on a CUDA device as four kernels of cfrun's own (`kernels.cu`,
+//! Batch norm in train mode on a CUDA device as six kernels of cfrun's own (`kernels.cu`,
 //! compiled to PTX by `build.rs`): with `CFRUN_BN_CUDA=fused` (a `cuda` build) the batch
-//! statistics are one launch, the normalisation with its affine, residual and ReLU another, and
-//! the gradient two more.
+//! statistics are two launches (partial sums over slices of each channel, then their totals),
+//! the normalisation with its affine, residual and ReLU one, and the gradient three more.
 //!
 //! Why: on a GPU, [`super::batchnorm`]'s train mode is generic candle ops, about a dozen launches
 //! forward (two reductions, the centring, the square, the square root, the division, the affine,
@@ -10,9 +10,12 @@
 //! it; resnet_gpu's 20 batch norms are some 500 of a step's launches. PyTorch runs each in one
 //! cuDNN or native kernel per direction.
 //!
-//! Arithmetic: the statistics are summed in double, in a fixed tree per channel (the CPU's
-//! [`super::bn_kernels`] sums in double too), so runs on one card repeat bit for bit; the values
-//! differ from the generic ops' by rounding. Activations in f32, or in bf16 under mixed precision:
+//! Arithmetic: the statistics are summed in double, over fixed slices of each channel in a fixed
+//! tree, the slices' sums then in order (the CPU's [`super::bn_kernels`] sums in double too), so
+//! runs on one card repeat bit for bit; the values differ from the generic ops' by rounding. A
+//! channel is spread over many blocks because one block per channel left the card idle: 64
+//! channels of 100,352 values each made 64 blocks for 132 SMs, each block's threads 392 loads
+//! deep (a review's estimate: 0.1-0.2 ms a launch against some 10 us at memory speed). Activations in f32, or in bf16 under mixed precision:
 //! then the kernels read and write bf16 and keep the statistics, gamma, beta and all arithmetic in
 //! f32, which the generic path gets by casting the activations to f32 and back around every layer
 //! (four full-size casts a layer, forward and backward). Other types, and eval mode (running
@@ -33,7 +36,7 @@ use candle_core::{DType, Result, Tensor};
 pub enum BnCuda {
     /// Generic candle ops ([`super::batchnorm`]): the default.
     Ops,
-    /// This module's four kernels.
+    /// This module's six kernels.
     Fused,
 }
 
@@ -47,43 +50,41 @@ pub fn from_env() -> std::result::Result<(), String> {
     needs_build("CFRUN_BN_CUDA", "fused", fused, cfg!(feature = "cuda"), "scripts/build-cuda.sh, `--features cuda`")
 }
 
+/// Most values of a tensor the kernels take: they index in 32 bits. Larger ones keep the
+/// generic ops.
+pub const MAX_VALUES: usize = i32::MAX as usize;
+
 /// Whether a train-mode batch norm of `x` takes the fused kernels.
 pub fn applies(x: &Tensor) -> bool {
     cfg!(feature = "cuda")
         && x.device().is_cuda()
         && matches!(x.dtype(), DType::F32 | DType::BF16)
         && x.rank() == 4
+        && (1..=MAX_VALUES).contains(&x.elem_count())
         && BN_CUDA.forced() == Some(BnCuda::Fused)
 }
 
-/// The batch statistics of `x` `(N, C, H, W)`: a `(2, C)` tensor, the means then the biased
-/// variances, outside the autograd graph (the gradient of [`normalize`] accounts for them).
-pub fn batch_stats(x: &Tensor) -> Result<Tensor> {
+/// The batch statistics of `x` `(N, C, H, W)`: a `(3, C)` tensor, the means, the biased variances
+/// and `1 / sqrt(variance + eps)`, outside the autograd graph (the gradient of [`normalize`]
+/// accounts for them).
+pub fn batch_stats(x: &Tensor, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    return ops::batch_stats(x);
+    return ops::batch_stats(x, eps);
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = x;
+        let _ = (x, eps);
         candle_core::bail!("CFRUN_BN_CUDA=fused: a build without CUDA")
     }
 }
 
-/// `act(gamma * (x - mean) / sqrt(var + eps) + beta + residual)` with `stats` from
-/// [`batch_stats`] of `x` and `gb = [gamma; beta]` `(2, C)`; its gradient reaches `x`, `gb` and
-/// `residual`.
-pub fn normalize(
-    x: &Tensor,
-    gb: &Tensor,
-    stats: &Tensor,
-    residual: Option<&Tensor>,
-    relu: bool,
-    eps: f64,
-) -> Result<Tensor> {
+/// `act(gamma * (x - mean) * invstd + beta + residual)` with `stats` from [`batch_stats`] of `x`
+/// and `gb = [gamma; beta]` `(2, C)`; its gradient reaches `x`, `gb` and `residual`.
+pub fn normalize(x: &Tensor, gb: &Tensor, stats: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    return ops::normalize(x, gb, stats, residual, relu, eps);
+    return ops::normalize(x, gb, stats, residual, relu);
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = (x, gb, stats, residual, relu, eps);
+        let _ = (x, gb, stats, residual, relu);
         candle_core::bail!("CFRUN_BN_CUDA=fused: a build without CUDA")
     }
 }

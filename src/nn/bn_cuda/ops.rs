@@ -1,15 +1,20 @@
 //! The fused batch norm's candle ops and their kernel launches: [`Stats`] (no gradient),
 //! [`Normalize`] (whose backward is [`Grad`]'s two passes).
+//!
+//! Each layer's launches are the kernels' own: the statistics (two), the normalisation (one), the
+//! gradient's sums (two) and its input (one). The function handles are looked up once per device.
 
 use super::super::cuda_views::{self, cpu_refused};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId, WrapErr};
 use candle_core::{
     bail, CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
 };
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// `kernels.cu` as PTX, compiled by `build.rs`.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bn_kernels.ptx"));
@@ -19,10 +24,15 @@ const MODULE: &str = "cfrun_bn_kernels";
 const THREADS: u32 = 256;
 /// Most blocks of an elementwise launch; the kernels loop over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
+/// Values each thread of a per-channel sum takes, about: enough blocks to fill the card when a
+/// channel is long (resnet_gpu's 28 x 28 layers: 100,352 values a channel, 25 blocks each).
+const VALUES_PER_THREAD: usize = 16;
+/// Most blocks per channel (the final sums add this many partial sums in one thread).
+const MAX_SPLITS: usize = 1024;
 
 /// The batch statistics of `x` (see [`super::batch_stats`]).
-pub(super) fn batch_stats(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&Stats)
+pub(super) fn batch_stats(x: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Stats { eps: eps as f32 })
 }
 
 /// See [`super::normalize`].
@@ -32,9 +42,8 @@ pub(super) fn normalize(
     stats: &Tensor,
     residual: Option<&Tensor>,
     relu: bool,
-    eps: f64,
 ) -> Result<Tensor> {
-    let op = Normalize { stats: stats.contiguous()?, relu, eps: eps as f32 };
+    let op = Normalize { stats: stats.contiguous()?, relu };
     let (x, gb) = (x.contiguous()?, gb.contiguous()?);
     match residual {
         None => x.apply_op2(&gb, op),
@@ -42,26 +51,42 @@ pub(super) fn normalize(
     }
 }
 
-/// `N`, `C` and `H * W` as the kernels take them, and the number of values.
+/// `N`, `C` and `H * W` as the kernels take them, the number of values, and the blocks per
+/// channel of the per-channel sums.
 #[derive(Clone, Copy, Debug)]
 struct Dims {
-    n: i32,
-    c: i32,
-    hw: i32,
+    n: u32,
+    c: u32,
+    hw: u32,
     total: usize,
+    splits: u32,
 }
 
 impl Dims {
     fn of(dims: &[usize]) -> Result<Self> {
         let &[n, c, h, w] = dims else { bail!("batch norm: expected an (N, C, H, W) tensor, got {dims:?}") };
-        let fit =
-            |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("batch norm: {dims:?} too large")));
-        Ok(Dims { n: fit(n)?, c: fit(c)?, hw: fit(h * w)?, total: n * c * h * w })
+        let total = n * c * h * w;
+        if total > super::MAX_VALUES || total == 0 {
+            bail!("batch norm on CUDA: {dims:?} holds {total} values; the kernels take 1 to {}", super::MAX_VALUES);
+        }
+        let splits = (n * h * w).div_ceil(THREADS as usize * VALUES_PER_THREAD).clamp(1, MAX_SPLITS);
+        // Each fits: their product does.
+        Ok(Dims { n: n as u32, c: c as u32, hw: (h * w) as u32, total, splits: splits as u32 })
     }
 
-    /// One block per channel (the reductions).
+    /// `splits` blocks per channel (the partial sums).
+    fn per_slice(&self) -> LaunchConfig {
+        LaunchConfig { grid_dim: (self.c * self.splits, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// One thread per channel (the final sums).
     fn per_channel(&self) -> LaunchConfig {
-        LaunchConfig { grid_dim: (self.c as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig { grid_dim: (self.c.div_ceil(THREADS), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// The partial sums' scratch: two doubles per block of [`Self::per_slice`].
+    fn partials(&self, dev: &CudaDevice) -> Result<CudaSlice<f64>> {
+        output::<f64>(dev, 2 * (self.c * self.splits) as usize)
     }
 
     /// Enough blocks for one thread per value, up to [`MAX_BLOCKS`] (the elementwise kernels).
@@ -109,7 +134,22 @@ macro_rules! by_act {
 
 /// Kernel `name` for `T` on `dev`.
 fn kernel<T: Act>(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
-    Ok(dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?.into_cuda_function())
+    function(dev, &format!("{name}_{}", T::SUFFIX))
+}
+
+/// The kernel called `name` on `dev`: looked up in the driver once per device and name, since a
+/// launch's host time is what this module exists to cut.
+fn function(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+    type Known = HashMap<(DeviceId, String), CudaFunction>;
+    static KNOWN: OnceLock<Mutex<Known>> = OnceLock::new();
+    let key = (dev.id(), name.to_string());
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(f) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(f.clone());
+    }
+    let f = dev.get_or_load_custom_func(name, MODULE, PTX)?.into_cuda_function();
+    known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+    Ok(f)
 }
 
 /// `len` values on `dev`, every one written by the kernel they are passed to.
@@ -121,8 +161,10 @@ fn output<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
 /// The null pointer the kernels read as "no such argument".
 const NULL: u64 = 0;
 
-/// `(2, C)`: each channel's mean, then its biased variance.
-struct Stats;
+/// `(3, C)`: each channel's mean, its biased variance, and `1 / sqrt(variance + eps)`.
+struct Stats {
+    eps: f32,
+}
 
 impl CustomOp1 for Stats {
     fn name(&self) -> &'static str {
@@ -135,29 +177,38 @@ impl CustomOp1 for Stats {
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let d = Dims::of(xl.dims())?;
-        let stats = by_act!(xs.dtype(), batch_stats_of(xs, xl, d))?;
-        Ok((CudaStorage::wrap_cuda_slice(stats, xs.device.clone()), Shape::from((2, d.c as usize))))
+        let stats = by_act!(xs.dtype(), batch_stats_of(xs, xl, d, self.eps))?;
+        Ok((CudaStorage::wrap_cuda_slice(stats, xs.device.clone()), Shape::from((3, d.c as usize))))
     }
 }
 
-fn batch_stats_of<T: Act>(xs: &CudaStorage, xl: &Layout, d: Dims) -> Result<CudaSlice<f32>> {
+fn batch_stats_of<T: Act>(xs: &CudaStorage, xl: &Layout, d: Dims, eps: f32) -> Result<CudaSlice<f32>> {
     let dev = &xs.device;
     let x = view::<T>(xs, xl)?;
-    let mut stats = output::<f32>(dev, 2 * d.c as usize)?;
-    let (func, stream) = (kernel::<T>(dev, "cfrun_bn_stats")?, dev.cuda_stream());
+    let mut part = d.partials(dev)?;
+    let mut stats = output::<f32>(dev, 3 * d.c as usize)?;
+    let stream = dev.cuda_stream();
+    let func = kernel::<T>(dev, "cfrun_bn_stats_part")?;
     let mut b = stream.launch_builder(&func);
-    b.arg(&x).arg(&mut stats).arg(&d.n).arg(&d.c).arg(&d.hw);
-    // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+    b.arg(&x).arg(&mut part).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&d.splits);
+    // SAFETY: the arguments are the kernel's, in its order; `splits` blocks of THREADS per channel.
+    unsafe { b.launch(d.per_slice()) }.w()?;
+    drop(b);
+    let func = kernel::<T>(dev, "cfrun_bn_stats_final")?;
+    let mut b = stream.launch_builder(&func);
+    b.arg(&x).arg(&part).arg(&mut stats).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&d.splits).arg(&eps);
+    // SAFETY: the arguments are the kernel's, in its order; one thread per channel.
     unsafe { b.launch(d.per_channel()) }.w()?;
+    drop(b);
     Ok(stats)
 }
 
 /// `act(gamma * xhat + beta + residual)`: `CustomOp2(x, gb)` or `CustomOp3(x, gb, residual)`.
 #[derive(Clone, Debug)]
 struct Normalize {
+    /// [`Stats`] of the input.
     stats: Tensor,
     relu: bool,
-    eps: f32,
 }
 
 impl Normalize {
@@ -185,7 +236,7 @@ impl Normalize {
         let dy = dy.contiguous()?;
         // The ReLU's mask is the output's sign; without a ReLU there is none to read.
         let y = self.relu.then(|| y.clone());
-        let grad = |pass| Grad { x: x.clone(), y: y.clone(), stats: self.stats.clone(), eps: self.eps, pass };
+        let grad = |pass| Grad { x: x.clone(), y: y.clone(), stats: self.stats.clone(), pass };
         let dgb = dy.apply_op1_no_bwd(&grad(Pass::Sums))?;
         let both = dy.apply_op1_no_bwd(&grad(Pass::Input { gb: gb.clone(), dgb: dgb.clone(), residual }))?;
         if residual {
@@ -222,7 +273,7 @@ fn normalized<T: Act>(
         Some(r) => b.arg(r),
         None => b.arg(&NULL),
     };
-    b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu).arg(&op.eps);
+    b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu);
     // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
     unsafe { b.launch(d.per_value()) }.w()?;
     drop(b);
@@ -299,7 +350,6 @@ struct Grad {
     /// The forward's output, whose sign is the ReLU's mask; `None` without a ReLU.
     y: Option<Tensor>,
     stats: Tensor,
-    eps: f32,
     pass: Pass,
 }
 
@@ -338,20 +388,27 @@ fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaS
     let stats = tensor_view::<f32>(&ss, sl)?;
     let yg = op.y.as_ref().map(|t| t.storage_and_layout());
     let y = yg.as_ref().map(|(s, l)| tensor_view::<T>(s, l)).transpose()?;
-    let (n, c, hw, eps) = (d.n, d.c, d.hw, op.eps);
+    let (n, c, hw) = (d.n, d.c, d.hw);
     let stream = dev.cuda_stream();
     match &op.pass {
         Pass::Sums => {
+            let mut part = d.partials(dev)?;
             let mut dgb = output::<f32>(dev, 2 * d.c as usize)?;
-            let func = kernel::<T>(dev, "cfrun_bn_grad_sums")?;
+            let func = kernel::<T>(dev, "cfrun_bn_grad_part")?;
             let mut b = stream.launch_builder(&func);
             b.arg(&x);
             match &y {
                 Some(y) => b.arg(y),
                 None => b.arg(&NULL),
             };
-            b.arg(&dy).arg(&stats).arg(&mut dgb).arg(&n).arg(&c).arg(&hw).arg(&eps);
-            // SAFETY: the arguments are the kernel's, in its order; one block of THREADS per channel.
+            b.arg(&dy).arg(&stats).arg(&mut part).arg(&n).arg(&c).arg(&hw).arg(&d.splits);
+            // SAFETY: the arguments are the kernel's, in its order; `splits` blocks of THREADS per channel.
+            unsafe { b.launch(d.per_slice()) }.w()?;
+            drop(b);
+            let func = function(dev, "cfrun_bn_grad_final")?;
+            let mut b = stream.launch_builder(&func);
+            b.arg(&part).arg(&stats).arg(&mut dgb).arg(&c).arg(&d.splits);
+            // SAFETY: the arguments are the kernel's, in its order; one thread per channel.
             unsafe { b.launch(d.per_channel()) }.w()?;
             drop(b);
             Ok((CudaStorage::wrap_cuda_slice(dgb, dev.clone()), Shape::from((2, d.c as usize))))
@@ -377,7 +434,7 @@ fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaS
             } else {
                 b.arg(&NULL);
             }
-            b.arg(&n).arg(&c).arg(&hw).arg(&eps);
+            b.arg(&n).arg(&c).arg(&hw);
             // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
             unsafe { b.launch(d.per_value()) }.w()?;
             drop(b);
