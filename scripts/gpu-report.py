@@ -109,6 +109,42 @@ def check_lines(out, name, title, lines):
         lines.append(f"- {title}: no result (see {name}.stderr)")
 
 
+# conv_cudnn/plans.rs logs each plan once, when its first call has launched, and warns when it
+# leaves an algorithm (not deterministic, or refused by cuDNN after being sized).
+PLAN_LINE = re.compile(r'cuDNN plan product="([^"]+)" dtype=(\w+) g=Geom \{ (.*?) \} algo=(\w+) workspace_bytes=(\d+)')
+PLAN_WARNINGS = ("no deterministic gradient algorithm", "cuDNN refused an algorithm")
+
+
+def section_plans(out, lines):
+    """The algorithms the planned cuDNN convolution chose, from every log the session kept."""
+    chosen, warned = {}, {w: 0 for w in PLAN_WARNINGS}
+    for root, _, files in os.walk(out):
+        for f in sorted(files):
+            if not f.endswith(".stderr"):
+                continue
+            with open(os.path.join(root, f), errors="replace") as fh:
+                for line in fh:
+                    m = PLAN_LINE.search(line)
+                    if m:
+                        product, dtype, geom, algo, size = m.groups()
+                        shapes, biggest = chosen.setdefault((product, dtype, algo), (set(), 0))
+                        shapes.add(geom)
+                        chosen[(product, dtype, algo)] = (shapes, max(biggest, int(size)))
+                    for w in PLAN_WARNINGS:
+                        warned[w] += w in line
+    if not chosen and not any(warned.values()):
+        return
+    lines += ["## cuDNN's algorithms (`CFRUN_CONV_CUDNN=planned`)", "",
+              "Each plan's choice as logged when its first call launched, over every log of the session.", "",
+              "| product | dtype | algorithm | geometries | largest workspace (MiB) |", "|---|---|---|---:|---:|"]
+    for (product, dtype, algo), (shapes, biggest) in sorted(chosen.items()):
+        lines.append(f"| {product} | {dtype} | `{algo}` | {len(shapes)} | {biggest / 2**20:.1f} |")
+    for w, n in warned.items():
+        if n:
+            lines.append(f"\n{n} warnings \"{w}\" (see the .stderr files).")
+    lines.append("")
+
+
 def section_cfrun(runs, lines):
     lines += ["## cfrun training throughput (resnet_gpu, 1x28x28, batch 128)", "",
               "Steady: every stage's last epoch (after JIT and warm-up), summed over the stages that ran side by side. "
@@ -411,6 +447,7 @@ def main(argv):
              "`run(command=\"OUT=$OUT bash scripts/gpu-session.sh\", carry=[\"target/gpu\"])` (gpu-bench.sh, its files returned as one archive), unpacked beside this file. "
              f"Session start: `{first}`.", ""]
     section_machine(out, lines)
+    section_plans(out, lines)
     section_cfrun(runs, lines)
     section_torch(runs, read(out, "torch.txt"), lines)
     section_ab(out, runs, read(out, "torch.txt"), lines)

@@ -425,8 +425,9 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
 
 /// `scripts/gpu-report.py` over a `STEPS=ab` session: each alternated A/B is called faster or
 /// slower only when every pair clears both arms' spread (and 5 %), a pair whose losses differ
-/// is said, cfrun and PyTorch are paired in the order they ran, and ncu's launches are summed per
-/// kernel in milliseconds whatever unit each row has.
+/// is said, cfrun and PyTorch are paired in the order they ran, the planned convolution's logged
+/// algorithms are tabulated, and ncu's launches are summed per kernel in milliseconds whatever
+/// unit each row has.
 #[test]
 fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     let out = tempfile::tempdir().unwrap();
@@ -470,6 +471,22 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         "check-device-planned.json",
         r#"{"device":"cuda:0","ok":false,"checks":[{"what":"resnet_gpu: 11 convolutions","difference":0.02,"tolerance":0.0001,"ok":false,"seconds":[1.0,0.5]}]}"#,
     );
+    // The algorithms the planned convolution logged, summed per product, type and algorithm.
+    let plan = |product: &str, n: usize, algo: &str, bytes: usize| {
+        format!(
+            "2026-12-05T10:00:00.0Z  INFO cuDNN plan product=\"{product}\" dtype=F32 g=Geom {{ n: {n}, cin: 64, h: 28, w: 28, cout: 64, k: 3, s: 1, pad: 1, ho: 28, wo: 28 }} algo={algo} workspace_bytes={bytes}\n"
+        )
+    };
+    write(
+        "check-device-planned.stderr",
+        &[
+            plan("forward", 32, "CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM", 0),
+            plan("forward", 128, "CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM", 0),
+            plan("weight gradient", 128, "CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1", 3 << 20),
+            "x WARN cuDNN refused an algorithm it had sized; trying the next\n".into(),
+        ]
+        .concat(),
+    );
     write(
         "check-device-bnfused.json",
         r#"{"device":"cuda:0","ok":true,"checks":[{"what":"resnet_gpu: 11 batch norms","difference":2e-7,"tolerance":0.0001,"ok":true,"seconds":[1.0,0.5]}]}"#,
@@ -512,6 +529,12 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         text.contains("- `CFRUN_BN_CUDA=fused check-device --device cuda` (strict f32): all checks passed\n  - resnet_gpu: 11 batch norms: 2e-07"),
         "{text}"
     );
+    assert!(
+        text.contains("| forward | F32 | `CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM` | 2 | 0.0 |"),
+        "{text}"
+    );
+    assert!(text.contains("| weight gradient | F32 | `CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1` | 1 | 3.0 |"), "{text}");
+    assert!(text.contains("1 warnings \"cuDNN refused an algorithm\""), "{text}");
     assert!(text.contains("3 launches profiled, 1.50 ms of kernel time in all"), "{text}");
     assert!(text.contains("| `cudnn_conv` | 1 | 1.500 | 99.7 % | 1500.0 |"), "{text}");
     assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");
