@@ -112,7 +112,7 @@ def check_lines(out, name, title, lines):
 # conv_cudnn/plans.rs logs each plan once, when its first call has launched, and warns when it
 # leaves an algorithm (not deterministic, or refused by cuDNN after being sized).
 PLAN_LINE = re.compile(r'cuDNN plan product="([^"]+)" dtype=(\w+) g=Geom \{ (.*?) \} algo=(\w+) workspace_bytes=(\d+)')
-PLAN_WARNINGS = ("no deterministic gradient algorithm", "cuDNN refused an algorithm")
+PLAN_WARNINGS = ("no deterministic gradient algorithm", "cuDNN could not run an algorithm")
 
 
 def section_plans(out, lines):

@@ -6,9 +6,9 @@ use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::CudaDType;
 use candle_core::{bail, CpuStorage, CudaStorage, Layout, Result, Shape, Storage};
 
-/// `s`'s values in `T` that `l` covers, exactly as many as its shape holds (a kernel or a cuDNN
-/// call reading past them would fail on the view's length, not read another tensor's memory);
-/// `op` names the op in the error of a strided layout.
+/// `s`'s values in `T` that `l` covers, exactly as many as its shape holds; `op` names the op in
+/// the error of a strided layout. Kernels and cuDNN read through the raw pointer, so the view's
+/// length bounds nothing on the device: each op checks its arguments' sizes before it launches.
 pub(crate) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, T>> {
     if !l.is_contiguous() {
         bail!("{op}: a non-contiguous argument");

@@ -103,7 +103,8 @@ static void run(const Case& k, unsigned S, unsigned seed, const Kernels<T>& kern
     std::vector<double> part(2 * k.c * S);
     std::vector<T> y(total), dx(total), dr(total, from_f<T>(-7.0f));
     launch(k.c * S, THREADS, [&] { kern.stats_part(x.data(), part.data(), k.n, k.c, k.hw, S); });
-    launch(1, THREADS, [&] { kern.stats_final(x.data(), part.data(), stats.data(), k.n, k.c, k.hw, S, EPS); });
+    const unsigned finals = (k.c + THREADS - 1) / THREADS;
+    launch(finals, THREADS, [&] { kern.stats_final(x.data(), part.data(), stats.data(), k.n, k.c, k.hw, S, EPS); });
     for (int c = 0; c < k.c; c++) {
         double mean = 0.0, var = 0.0;
         long long m = (long long)k.n * k.hw;
@@ -129,7 +130,7 @@ static void run(const Case& k, unsigned S, unsigned seed, const Kernels<T>& kern
     }
     const T* mask = k.relu ? y.data() : nullptr;
     launch(k.c * S, THREADS, [&] { kern.grad_part(x.data(), mask, dy.data(), stats.data(), part.data(), k.n, k.c, k.hw, S); });
-    launch(1, THREADS, [&] { cfrun_bn_grad_final(part.data(), stats.data(), dgb.data(), k.c, S); });
+    launch(finals, THREADS, [&] { cfrun_bn_grad_final(part.data(), stats.data(), dgb.data(), k.c, S); });
     launch(2, THREADS, [&] {
         kern.input(x.data(), mask, dy.data(), stats.data(), gb.data(), dgb.data(), dx.data(),
                    k.residual ? dr.data() : nullptr, k.n, k.c, k.hw);
@@ -166,6 +167,36 @@ static void run(const Case& k, unsigned S, unsigned seed, const Kernels<T>& kern
     }
 }
 
+// More channels than a block's threads: the final sums run over two blocks and every channel's
+// totals come out, read from planted partial sums (the partial kernels' barriers make a launch of
+// hundreds of blocks slow to emulate).
+static void finals_cover_every_channel() {
+    const unsigned C = THREADS + 44, S = 3, N = 2, HW = 5;
+    std::vector<double> part(2 * C * S);
+    for (unsigned i = 0; i < part.size(); i++) part[i] = 0.25 * (i % 7) + 0.5 * (i % 2);
+    std::vector<float> x(N * C * HW, 1.5f), stats(3 * C), dgb(2 * C);
+    const unsigned finals = (C + THREADS - 1) / THREADS;
+    launch(finals, THREADS, [&] { cfrun_bn_stats_final_f32(x.data(), part.data(), stats.data(), N, C, HW, S, EPS); });
+    launch(finals, THREADS, [&] { cfrun_bn_grad_final(part.data(), stats.data(), dgb.data(), C, S); });
+    char what[160];
+    for (unsigned c = 0; c < C; c++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (unsigned s = 0; s < S; s++) {
+            s1 += part[2 * (c * S + s)];
+            s2 += part[2 * (c * S + s) + 1];
+        }
+        double m = (double)N * HW, shift = s1 / m, var = std::fmax(0.0, s2 / m - shift * shift);
+        std::snprintf(what, sizeof what, "wide: mean of channel %u", c);
+        expect_close(what, stats[c], 1.5 + shift, 1e-6);
+        std::snprintf(what, sizeof what, "wide: variance of channel %u", c);
+        expect_close(what, stats[C + c], var, 1e-6);
+        std::snprintf(what, sizeof what, "wide: dgamma of channel %u", c);
+        expect_close(what, dgb[c], s2 * stats[2 * C + c], 1e-6);
+        std::snprintf(what, sizeof what, "wide: dbeta of channel %u", c);
+        expect_close(what, dgb[C + c], s1, 1e-6);
+    }
+}
+
 int main() {
     // Channels of fewer values than a block's threads, of more (the strided loops), odd sizes.
     const Case cases[] = {{2, 3, 9, false, false}, {3, 4, 25, true, true}, {4, 2, 100, false, true},
@@ -182,6 +213,7 @@ int main() {
         for (const Case& k : cases) run(k, S, seed++, bf16, 1.0 / 256);
     run(cases[0], 2 * cases[0].n * cases[0].hw + 1, seed++, f32, 2e-5);
     run(cases[0], 2 * cases[0].n * cases[0].hw + 1, seed++, bf16, 1.0 / 256);
+    finals_cover_every_channel();
     // The shim's rounding itself: to nearest, ties to even, NaN kept.
     // (bf16 keeps 7 bits after the point: a step of 2^-7 at 1, so 2^-8 and 3 * 2^-8 are ties.)
     expect_close("bf16(1 + 2^-9)", __bfloat162float(__float2bfloat16(1.0f + 1.0f / 512)), 1.0, 0);

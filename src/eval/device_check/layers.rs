@@ -136,6 +136,13 @@ fn norm_side(
     if residual {
         side.push(("residual gradient", grad(&rv)?));
     }
+    // The running statistics come from the batch variance, which nothing above reads (the fused
+    // kernels compute it in a row of their own).
+    let data = vars.data().lock().unwrap();
+    for (name, key) in [("running mean", "running_mean"), ("running variance", "running_var")] {
+        let Some(v) = data.get(key) else { candle_core::bail!("batch norm without its {key}") };
+        side.push((name, host(v.as_tensor())?));
+    }
     Ok(side)
 }
 
@@ -391,10 +398,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let inputs = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut rng);
         let reference = norm_side(&Device::Cpu, &inputs, true, true, DType::F32).unwrap();
-        assert_eq!(reference.len(), 5);
+        assert_eq!(reference.len(), 7);
         let (generic, _) = on_device(&Device::Cpu, || norm_side(&Device::Cpu, &inputs, true, true, DType::F32));
         let right = compare(&reference, &generic.unwrap());
         assert!(right.difference < STRICT / 10.0, "{} in the {}", right.difference, right.tensor);
+        // A batch variance 1 % off reaches nothing but the running variance, and is caught there.
+        let mut off = reference.clone();
+        let (name, running_var) = &mut off[6];
+        assert_eq!(*name, "running variance");
+        running_var.iter_mut().for_each(|v| *v = 0.9 + (*v - 0.9) * 1.01);
+        let wrong = compare(&reference, &off);
+        assert!(wrong.difference > STRICT && wrong.tensor == "running variance", "{}", wrong.difference);
         let mut spread = NormInputs::draw(&[4, 3, 5, 5], true, true, &mut ChaCha8Rng::seed_from_u64(2));
         spread.x.iter_mut().for_each(|v| *v *= 1.01);
         let moved = compare(&reference, &norm_side(&Device::Cpu, &spread, true, true, DType::F32).unwrap());
@@ -428,7 +442,14 @@ mod tests {
         let as_device: Side = reference
             .iter()
             .map(|(name, v)| {
-                (*name, if name.starts_with("gamma") || name.starts_with("beta") { v.clone() } else { to_bf16(v) })
+                (
+                    *name,
+                    if ["gamma", "beta", "running"].iter().any(|f32_side| name.starts_with(f32_side)) {
+                        v.clone()
+                    } else {
+                        to_bf16(v)
+                    },
+                )
             })
             .collect();
         let rounding = compare(&reference, &as_device);

@@ -84,7 +84,8 @@ __device__ void stats_final(const T* x, const double* part, float* stats, unsign
         s2 += part[2 * (c * S + s) + 1];
     }
     double m = (double)N * HW, shift = s1 / m;
-    float var = (float)fmax(0.0, s2 / m - shift * shift);
+    double v = s2 / m - shift * shift;
+    float var = (float)(v < 0.0 ? 0.0 : v);  // rounding may dip below 0; a NaN stays NaN
     stats[c] = (float)((double)load(x, c * HW) + shift) + 0.0f;  // + 0: a mean of -0 is stored as +0
     stats[C + c] = var;
     stats[2 * C + c] = (float)(1.0 / sqrt((double)var + (double)eps));

@@ -53,6 +53,8 @@ pub fn from_env() -> std::result::Result<(), String> {
 /// Most values of a tensor the kernels take: they index in 32 bits. Larger ones keep the
 /// generic ops.
 pub const MAX_VALUES: usize = i32::MAX as usize;
+/// Most channels: the statistics' three rows are indexed in 32 bits too.
+pub const MAX_CHANNELS: usize = (u32::MAX / 3) as usize;
 
 /// Whether a train-mode batch norm of `x` takes the fused kernels.
 pub fn applies(x: &Tensor) -> bool {
@@ -61,6 +63,7 @@ pub fn applies(x: &Tensor) -> bool {
         && matches!(x.dtype(), DType::F32 | DType::BF16)
         && x.rank() == 4
         && (1..=MAX_VALUES).contains(&x.elem_count())
+        && x.dims().get(1).is_some_and(|&c| c <= MAX_CHANNELS)
         && BN_CUDA.forced() == Some(BnCuda::Fused)
 }
 

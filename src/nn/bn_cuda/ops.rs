@@ -66,8 +66,12 @@ impl Dims {
     fn of(dims: &[usize]) -> Result<Self> {
         let &[n, c, h, w] = dims else { bail!("batch norm: expected an (N, C, H, W) tensor, got {dims:?}") };
         let total = n * c * h * w;
-        if total > super::MAX_VALUES || total == 0 {
-            bail!("batch norm on CUDA: {dims:?} holds {total} values; the kernels take 1 to {}", super::MAX_VALUES);
+        if total > super::MAX_VALUES || total == 0 || c > super::MAX_CHANNELS {
+            bail!(
+                "batch norm on CUDA: {dims:?}; the kernels take 1 to {} values of at most {} channels",
+                super::MAX_VALUES,
+                super::MAX_CHANNELS
+            );
         }
         let splits = (n * h * w).div_ceil(THREADS as usize * VALUES_PER_THREAD).clamp(1, MAX_SPLITS);
         // Each fits: their product does.
@@ -156,6 +160,15 @@ fn function(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
 fn output<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
     // SAFETY: each kernel below writes every value of its output before anything reads it.
     unsafe { dev.alloc::<T>(len) }
+}
+
+/// Fails unless `what` has the dims `want`: the kernels index their arguments by `(N, C, H*W)`
+/// with raw pointers, so a mismatch would read past a buffer rather than fail.
+fn expect_dims(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        bail!("batch norm on CUDA: {what} of dims {got:?}, expected {want:?}");
+    }
+    Ok(())
 }
 
 /// The null pointer the kernels read as "no such argument".
@@ -259,6 +272,9 @@ fn normalized<T: Act>(
     r: Option<(&CudaStorage, &Layout)>,
 ) -> Result<CudaStorage> {
     let d = Dims::of(xl.dims())?;
+    let c = d.c as usize;
+    expect_dims("[gamma; beta]", gbl.dims(), &[2, c])?;
+    expect_dims("the statistics", op.stats.dims(), &[3, c])?;
     let dev = &xs.device;
     let (x, gb) = (view::<T>(xs, xl)?, view::<f32>(gbs, gbl)?);
     let r = r.map(|(s, l)| view::<T>(s, l)).transpose()?;
@@ -380,6 +396,15 @@ impl CustomOp1 for Grad {
 /// One of [`Grad`]'s passes in activation type `T`.
 fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaStorage, Shape)> {
     let d = Dims::of(dyl.dims())?;
+    expect_dims("the input", op.x.dims(), dyl.dims())?;
+    if let Some(y) = &op.y {
+        expect_dims("the output", y.dims(), dyl.dims())?;
+    }
+    expect_dims("the statistics", op.stats.dims(), &[3, d.c as usize])?;
+    if let Pass::Input { gb, dgb, .. } = &op.pass {
+        expect_dims("[gamma; beta]", gb.dims(), &[2, d.c as usize])?;
+        expect_dims("their gradient", dgb.dims(), &[2, d.c as usize])?;
+    }
     let dev = &dys.device;
     let dy = view::<T>(dys, dyl)?;
     let (xs, xl) = op.x.storage_and_layout();

@@ -241,12 +241,16 @@ fn call<T: ConvType, A: Copy + std::fmt::Debug>(
                 Ok(()) => {
                     // Once per plan: which algorithm each product runs is what a GPU session reads.
                     tracing::info!(product, dtype = ?T::DTYPE, ?g, ?algo, workspace_bytes = bytes, "cuDNN plan");
+                    if i > 0 {
+                        // The first candidate is the deterministic one: this plan's runs may differ.
+                        tracing::warn!(product, ?g, ?algo, "cuDNN: no deterministic gradient algorithm for this convolution ran; its heuristics' choice adds with atomics");
+                    }
                     *which(plan) = Some((algo, bytes));
                     return Ok(out);
                 }
                 Err(e) => {
                     if let Some(&(next, _)) = tried.get(i + 1) {
-                        tracing::warn!(product, ?g, ?algo, ?next, %e, "cuDNN refused an algorithm it had sized; trying the next");
+                        tracing::warn!(product, ?g, ?algo, ?next, %e, "cuDNN could not run an algorithm it had sized (or allocate its workspace); trying the next");
                     }
                     last = Some(e);
                 }
