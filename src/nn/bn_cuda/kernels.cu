@@ -72,17 +72,24 @@ __device__ void stats_part(const T* x, double* part, unsigned N, unsigned C, uns
     }
 }
 
+// Channel c's two totals over its S blocks' partial sums, added in block order.
+__device__ __forceinline__ void totals(const double* part, unsigned c, unsigned S, double& a, double& b) {
+    a = 0.0;
+    b = 0.0;
+    for (unsigned s = 0; s < S; s++) {
+        a += part[2 * (c * S + s)];
+        b += part[2 * (c * S + s) + 1];
+    }
+}
+
 // stats = [mean; biased variance; 1 / sqrt(variance + eps)] per channel, from stats_part's sums.
 template <typename T>
 __device__ void stats_final(const T* x, const double* part, float* stats, unsigned N, unsigned C, unsigned HW,
                             unsigned S, float eps) {
     unsigned c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
-    double s1 = 0.0, s2 = 0.0;
-    for (unsigned s = 0; s < S; s++) {
-        s1 += part[2 * (c * S + s)];
-        s2 += part[2 * (c * S + s) + 1];
-    }
+    double s1, s2;
+    totals(part, c, S, s1, s2);
     double m = (double)N * HW, shift = s1 / m;
     double v = s2 / m - shift * shift;
     float var = (float)(v < 0.0 ? 0.0 : v);  // rounding may dip below 0; a NaN stays NaN
@@ -136,11 +143,8 @@ __device__ void grad_part(const T* x, const T* y, const T* dy, const float* st, 
 __device__ void grad_final(const double* part, const float* st, float* dgb, unsigned C, unsigned S) {
     unsigned c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
-    double sg = 0.0, sgx = 0.0;
-    for (unsigned s = 0; s < S; s++) {
-        sg += part[2 * (c * S + s)];
-        sgx += part[2 * (c * S + s) + 1];
-    }
+    double sg, sgx;
+    totals(part, c, S, sg, sgx);
     dgb[c] = (float)(sgx * (double)st[2 * C + c]);
     dgb[C + c] = (float)sg;
 }
