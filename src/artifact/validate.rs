@@ -9,6 +9,7 @@ use std::path::Path;
 use super::header::{self, TensorInfo};
 use super::Kind;
 use super::{Features, FeaturesMeta, ImagesMeta, Labels, LabelsMeta, Metrics, MultiLabels, Permutations};
+use crate::selfsup::permutations::{hamming, TILES};
 
 /// Rows per split (`train`, `test`) of an artifact that holds one row per example.
 pub type Rows = (usize, usize);
@@ -270,8 +271,32 @@ fn permutations(dir: &Path) -> Result<(), FormatError> {
     if distinct.len() != p.perms.len() {
         return Err(err(file, format!("holds {} repeated permutations", p.perms.len() - distinct.len())));
     }
+    // The distance is what a Jigsaw study reports of its set, so it is recomputed, not trusted;
+    // the bound keeps that to some 5e7 pairs.
+    if p.perms.len() > MAX_PERMUTATIONS {
+        return Err(err(file, format!("holds {} permutations; at most {MAX_PERMUTATIONS} are read", p.perms.len())));
+    }
+    let min = p
+        .perms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| p.perms[i + 1..].iter().map(move |b| hamming(a, b)))
+        .min()
+        .unwrap_or(TILES as u32);
+    if min != p.meta.min_hamming {
+        return Err(err(
+            "meta.json",
+            format!(
+                "`min_hamming` is {}, but the permutations' smallest Hamming distance is {min}",
+                p.meta.min_hamming
+            ),
+        ));
+    }
     Ok(())
 }
+
+/// Most permutations a set may hold: the `permutations` op's largest `count`.
+const MAX_PERMUTATIONS: usize = 10_000;
 
 /// No NaN or infinite weight: a network that diverged is no network to extract features from.
 fn finite_weights(tensors: impl IntoIterator<Item = (String, candle_core::Tensor)>) -> Result<(), FormatError> {
@@ -352,6 +377,9 @@ mod tests {
         };
         let (a, b) = ([0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 2, 3, 4, 5, 6, 7, 8]);
         assert!(check(2, vec![a, b]).is_ok());
+        let c = [1, 2, 0, 3, 4, 5, 6, 7, 8];
+        let e = check(2, vec![a, c]).unwrap_err();
+        assert!(e.contains("`min_hamming` is 2, but the permutations' smallest Hamming distance is 3"), "{e}");
         assert!(check(5, vec![a, b]).unwrap_err().contains("holds 2 permutations, but meta.json has count = 5"));
         assert!(check(2, vec![a, a]).unwrap_err().contains("1 repeated"));
     }
