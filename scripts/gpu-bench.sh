@@ -124,6 +124,17 @@ if ((ALL)); then   # (to the end of step 1, not indented)
 ran() {   # ran FILE: some comparison in check-device's JSON FILE ran on the device
   "$PY" -c 'import json, sys; v = json.load(open(sys.argv[1])); sys.exit(0 if any("error" not in c for c in v["checks"]) else 1)' "$1" 2>/dev/null
 }
+# The weight gradient's im2col launch (nn/im2col.rs) first meets a GPU in check-device: unless its
+# row passed, every run after it gathers the columns tap by tap (CFRUN_CONV_COLUMNS=taps, checked
+# on the CPU through the same candle ops), so the session still measures a correct training.
+columns_or_taps() {   # columns_or_taps: reads $OUT/check-device.json; 1 (false) when it fell back to taps
+  "$PY" -c 'import json, sys
+rows = [c for c in json.load(open(sys.argv[1]))["checks"] if "(im2col)" in c["what"]]
+sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.json" 2>/dev/null && return 0
+  export CFRUN_CONV_COLUMNS=taps
+  say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
+  return 1
+}
 if ((DRY)); then
   timeout 120 "$BIN" check-device --device cpu --presets resnet_tiny --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   say "check-device: rc=$?"
@@ -148,18 +159,10 @@ else
   fi
 fi
 
-# The weight gradient's im2col launch (nn/im2col.rs) first meets a GPU here: unless its row
-# passed, every run below gathers the columns tap by tap (CFRUN_CONV_COLUMNS=taps, checked on the
-# CPU through the same candle ops), so the session still measures a correct training; the A/B
-# row f32-j1-wtaps is then skipped.
+# Unless the im2col row passed, every run below gathers the columns tap by tap; the A/B row
+# f32-j1-wtaps is then skipped.
 COLUMNS_OK=1
-if ! "$PY" -c 'import json, sys
-rows = [c for c in json.load(open(sys.argv[1]))["checks"] if "(im2col)" in c["what"]]
-sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.json" 2>/dev/null; then
-  COLUMNS_OK=0
-  export CFRUN_CONV_COLUMNS=taps
-  say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
-fi
+columns_or_taps || COLUMNS_OK=0
 fi   # ALL: step 1
 
 # --- 2. cfrun throughput --------------------------------------------------------------------------
@@ -335,13 +338,7 @@ if ((AB)); then
       >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   fi
   say "check-device (resnet_gpu's rows): rc=$?"
-  # As in step 1: unless the im2col row passed, every run below gathers the columns tap by tap.
-  if ! "$PY" -c 'import json, sys
-rows = [c for c in json.load(open(sys.argv[1]))["checks"] if "(im2col)" in c["what"]]
-sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.json" 2>/dev/null; then
-    export CFRUN_CONV_COLUMNS=taps
-    say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
-  fi
+  columns_or_taps || true
   # Switches that have never run on a card (CFRUN_CONV_CUDNN=planned: src/nn/conv_cudnn, the cuDNN
   # build only; CFRUN_BN_CUDA=fused: src/nn/bn_cuda): each one's rows of check-device first
   # (check-device-NAME.json), and its A/Bs only if they all pass; then all that passed together with

@@ -127,9 +127,8 @@ def section_plans(out, lines):
                     m = PLAN_LINE.search(line)
                     if m:
                         product, dtype, geom, algo, size = m.groups()
-                        shapes, biggest = chosen.setdefault((product, dtype, algo), (set(), 0))
-                        shapes.add(geom)
-                        chosen[(product, dtype, algo)] = (shapes, max(biggest, int(size)))
+                        shapes, biggest = chosen.get((product, dtype, algo), (set(), 0))
+                        chosen[(product, dtype, algo)] = (shapes | {geom}, max(biggest, int(size)))
                     for w in PLAN_WARNINGS:
                         warned[w] += w in line
     if not chosen and not any(warned.values()):

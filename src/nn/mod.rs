@@ -6,7 +6,7 @@
 //! - [`conv`], [`batchnorm`]: fast CPU custom ops (im2col/GEMM convolution, fused
 //!   BN + residual + ReLU) with candle fallbacks on other devices; [`conv_device`]: the
 //!   convolution's backward off the CPU fast path; [`conv_cudnn`]: the whole convolution on
-//!   cuDNN with plans kept per geometry, [`bn_cuda`]: train-mode batch norm in four CUDA kernels
+//!   cuDNN with plans kept per geometry, [`bn_cuda`]: train-mode batch norm in six CUDA kernels
 //!   of cfrun's own (switches of the GPU builds);
 //! - [`mod@train`]: the seeded, resumable training loop ([`sgd`], [`schedule`], [`data`]);
 //! - [`jigsaw`]: the Jigsaw pretext network (shared trunk over 9 tiles) and its training loop;

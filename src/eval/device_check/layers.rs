@@ -250,6 +250,22 @@ impl Worst {
             self.at = format!("{layer}, {}", replayed.tensor);
         }
     }
+
+    /// One layer replayed on the CPU (`reference`) and on the device (`subject`), each with its
+    /// seconds: their comparison added, or the first error of either side kept in `slot`.
+    fn replay(
+        &mut self,
+        slot: &mut Option<String>,
+        layer: String,
+        (reference, t0): (candle_core::Result<Side>, f64),
+        (subject, t1): (candle_core::Result<Side>, f64),
+    ) {
+        match (reference, subject) {
+            (Ok(reference), Ok(subject)) => self.add(compare(&reference, &subject), layer, (t0, t1)),
+            (Err(e), _) => note_error(slot, format!("{layer} (CPU reference): {}", Brief(&e))),
+            (_, Err(e)) => note_error(slot, format!("{layer}: {}", Brief(&e))),
+        }
+    }
 }
 
 /// Keeps the first error of a kind: the one to read first.
@@ -287,15 +303,9 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                 let xs = uniform(&mut rng, x.iter().product(), 1.0, 0.0);
                 let ws = uniform(&mut rng, w.iter().product(), (3.0 / fan_in).sqrt(), 0.0);
                 let gs = uniform(&mut rng, conv.output_len(), 1.0, 0.0);
-                let (reference, t0) = timed(|| conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
-                let (subject, t1) = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
-                match (reference, subject) {
-                    (Ok(reference), Ok(subject)) => convs.add(compare(&reference, &subject), conv.describe(), (t0, t1)),
-                    (Err(e), _) => {
-                        note_error(&mut errors[0], format!("{} (CPU reference): {}", conv.describe(), Brief(&e)))
-                    }
-                    (_, Err(e)) => note_error(&mut errors[0], format!("{}: {}", conv.describe(), Brief(&e))),
-                }
+                let reference = timed(|| conv_side(&Device::Cpu, &xs, &ws, &gs, &conv));
+                let subject = on_device(device, || conv_side(device, &xs, &ws, &gs, &conv));
+                convs.replay(&mut errors[0], conv.describe(), reference, subject);
             }
             LayerCall::Norm { x, residual, relu } => {
                 let inputs = NormInputs::draw(x, *residual, *relu, &mut rng);
@@ -307,13 +317,9 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                 if *relu {
                     layer.push_str(" + ReLU");
                 }
-                let (reference, t0) = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu, DType::F32));
-                let (subject, t1) = on_device(device, || norm_side(device, &inputs, *residual, *relu, DType::F32));
-                match (reference, subject) {
-                    (Ok(reference), Ok(subject)) => norms.add(compare(&reference, &subject), layer.clone(), (t0, t1)),
-                    (Err(e), _) => note_error(&mut errors[1], format!("{layer} (CPU reference): {}", Brief(&e))),
-                    (_, Err(e)) => note_error(&mut errors[1], format!("{layer}: {}", Brief(&e))),
-                }
+                let reference = timed(|| norm_side(&Device::Cpu, &inputs, *residual, *relu, DType::F32));
+                let subject = on_device(device, || norm_side(device, &inputs, *residual, *relu, DType::F32));
+                norms.replay(&mut errors[1], layer.clone(), reference, subject);
                 if bf16 {
                     let rounded = inputs.rounded_to_bf16();
                     let side = |d: &Device, dtype| {
@@ -322,13 +328,9 @@ pub(super) fn layer_checks(device: &Device, preset: &str, calls: &[LayerCall], o
                             .map_err(|e| candle_core::Error::Msg(e.to_string()))
                             .and_then(|r| norm_side(d, r, *residual, *relu, dtype))
                     };
-                    let (reference, t0) = timed(|| side(&Device::Cpu, DType::F32));
-                    let (subject, t1) = on_device(device, || side(device, DType::BF16));
-                    match (reference, subject) {
-                        (Ok(reference), Ok(subject)) => halves.add(compare(&reference, &subject), layer, (t0, t1)),
-                        (Err(e), _) => note_error(&mut errors[2], format!("{layer} (CPU reference): {}", Brief(&e))),
-                        (_, Err(e)) => note_error(&mut errors[2], format!("{layer}: {}", Brief(&e))),
-                    }
+                    let reference = timed(|| side(&Device::Cpu, DType::F32));
+                    let subject = on_device(device, || side(device, DType::BF16));
+                    halves.replay(&mut errors[2], layer, reference, subject);
                 }
             }
         }

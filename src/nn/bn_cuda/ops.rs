@@ -7,7 +7,7 @@
 use super::super::cuda_views::{self, cpu_refused};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId, WrapErr};
 use candle_core::{
@@ -174,6 +174,14 @@ fn expect_dims(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
 /// The null pointer the kernels read as "no such argument".
 const NULL: u64 = 0;
 
+/// Pushes `view` onto `b`, or [`NULL`] where there is none (a residual, a ReLU's output).
+fn arg_or_null<'a, 'b: 'a, 'c: 'b, T>(b: &mut LaunchArgs<'a>, view: Option<&'b CudaView<'c, T>>) {
+    match view {
+        Some(v) => b.arg(v),
+        None => b.arg(&NULL),
+    };
+}
+
 /// `(3, C)`: each channel's mean, its biased variance, and `1 / sqrt(variance + eps)`.
 struct Stats {
     eps: f32,
@@ -285,10 +293,7 @@ fn normalized<T: Act>(
     let relu = i32::from(op.relu);
     let mut b = stream.launch_builder(&func);
     b.arg(&x).arg(&stats).arg(&gb);
-    match &r {
-        Some(r) => b.arg(r),
-        None => b.arg(&NULL),
-    };
+    arg_or_null(&mut b, r.as_ref());
     b.arg(&mut y).arg(&d.n).arg(&d.c).arg(&d.hw).arg(&relu);
     // SAFETY: the arguments are the kernel's, in its order; the kernel loops over every value.
     unsafe { b.launch(d.per_value()) }.w()?;
@@ -422,10 +427,7 @@ fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaS
             let func = kernel::<T>(dev, "cfrun_bn_grad_part")?;
             let mut b = stream.launch_builder(&func);
             b.arg(&x);
-            match &y {
-                Some(y) => b.arg(y),
-                None => b.arg(&NULL),
-            };
+            arg_or_null(&mut b, y.as_ref());
             b.arg(&dy).arg(&stats).arg(&mut part).arg(&n).arg(&c).arg(&hw).arg(&d.splits);
             // SAFETY: the arguments are the kernel's, in its order; `splits` blocks of THREADS per channel.
             unsafe { b.launch(d.per_slice()) }.w()?;
@@ -449,10 +451,7 @@ fn gradient<T: Act>(op: &Grad, dys: &CudaStorage, dyl: &Layout) -> Result<(CudaS
             let func = kernel::<T>(dev, "cfrun_bn_grad_input")?;
             let mut b = stream.launch_builder(&func);
             b.arg(&x);
-            match &y {
-                Some(y) => b.arg(y),
-                None => b.arg(&NULL),
-            };
+            arg_or_null(&mut b, y.as_ref());
             b.arg(&dy).arg(&stats).arg(&gb).arg(&dgb).arg(&mut dx);
             if *residual {
                 b.arg(&mut dr);
