@@ -13,10 +13,11 @@
 //! Arithmetic: the statistics are summed in double, over fixed slices of each channel in a fixed
 //! tree, the slices' sums then in order (the CPU's [`super::bn_kernels`] sums in double too), so
 //! runs on one card repeat bit for bit; the values differ from the generic ops' by rounding. A
-//! channel is spread over many blocks because one block per channel left the card idle: 64
-//! channels of 100,352 values each made 64 blocks for 132 SMs, each block's threads 392 loads
-//! deep (a review's estimate: 0.1-0.2 ms a launch against some 10 us at memory speed). Activations in f32, or in bf16 under mixed precision:
-//! then the kernels read and write bf16 and keep the statistics, gamma, beta and all arithmetic in
+//! channel is spread over many blocks because one block per channel would leave most of the card
+//! idle: 64 channels of 100,352 values each made 64 blocks for an H200's 132 SMs, each block's
+//! threads 392 loads deep (counted, not timed: no card has run either version).
+//!
+//! Activations in f32, or in bf16 under mixed precision: then the kernels read and write bf16 and keep the statistics, gamma, beta and all arithmetic in
 //! f32, which the generic path gets by casting the activations to f32 and back around every layer
 //! (four full-size casts a layer, forward and backward). Other types, and eval mode (running
 //! statistics, a few launches already), keep the generic ops.
