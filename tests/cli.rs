@@ -3377,6 +3377,124 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
     assert!(stderr(&none).contains("'--jobs <JOBS>': must be at least 1"), "{}", stderr(&none));
 }
 
+/// `--executor processes` runs each job as a `cfrun exec` child on its share of the threads and
+/// publishes the bits the threads of one process give; a rerun starts no child. A stage that
+/// fails in its child is reported with the child's own error, one whose child dies with what
+/// the child printed last, and only their dependants are skipped.
+#[test]
+fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.toml");
+    let text = "[experiment]\nname = \"jobs\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\n\
+                name = \"synthetic\"\ntrain_size = 64\ntest_size = 16\n\n[stages.net]\nop = \"train\"\n\
+                images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
+                [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
+    std::fs::write(&file, text).unwrap();
+    let run = |cache: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .args(["run", file.to_str().unwrap(), "--json", "--jobs", "2", "--cache"])
+            .arg(cache)
+            .args(extra)
+            .env("CFRUN_LOG", "cfrun=debug")
+            .env("RAYON_NUM_THREADS", "4")
+            .env_remove("CFRUN_FAILPOINT_PANIC")
+            .env_remove("CFRUN_FAILPOINT_ABORT")
+            .envs(env.iter().copied())
+            .output()
+            .expect("cfrun starts");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, v)
+    };
+    // "... DEBUG INSTANCE runs in process PID on N threads", logged by the driver.
+    let children = |err: &str| -> Vec<(String, usize)> {
+        err.lines()
+            .filter_map(|l| l.split_once(" runs in process "))
+            .map(|(head, tail)| {
+                let threads = tail.split(' ').nth(2).unwrap().parse().unwrap();
+                (head.rsplit(' ').next().unwrap().to_string(), threads)
+            })
+            .collect()
+    };
+    let (threads, processes) = (dir.path().join("threads"), dir.path().join("processes"));
+    let (out, _) = run(&threads, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, v) = run(&processes, &["--executor", "processes"], &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "ran"), "{v}");
+    let started = children(&err);
+    assert_eq!(started.len(), 5, "every instance in a child of its own: {err}");
+    // The lone data set gets all four threads, the two networks that start together two each.
+    assert!(started.contains(&("shapes".to_string(), 4)), "{started:?}");
+    let nets: Vec<usize> = started.iter().filter(|(n, _)| n.starts_with("net[")).map(|&(_, t)| t).collect();
+    assert_eq!(nets, vec![2, 2], "{started:?}");
+    // The children's own log lines come back through the driver.
+    assert!(err.contains("epoch 2/2"), "{err}");
+    assert_eq!(objects(&threads), objects(&processes));
+    let (out, v) = run(&processes, &["--executor", "processes"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "cached"), "{v}");
+    assert!(children(&stderr(&out)).is_empty(), "a cached instance starts no child: {}", stderr(&out));
+
+    // One network's stage fails (a panic, caught in the child), the other's child aborts.
+    let broken = dir.path().join("broken");
+    let env = [("CFRUN_FAILPOINT_PANIC", "net[replicate=0]"), ("CFRUN_FAILPOINT_ABORT", "net[replicate=1]")];
+    let (out, v) = run(&broken, &["--executor", "processes"], &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
+    let (outcome, why) = outcome_of(&v, "net[replicate=0]");
+    assert_eq!(outcome, "failed", "{v}");
+    assert!(why.contains("panicked: failpoint CFRUN_FAILPOINT_PANIC"), "the child's own error: {why}");
+    let (outcome, why) = outcome_of(&v, "net[replicate=1]");
+    assert_eq!(outcome, "failed", "{v}");
+    assert!(why.contains("`cfrun exec` was killed by signal 6"), "{why}");
+    assert!(why.contains("its last lines:") && why.contains("failpoint CFRUN_FAILPOINT_ABORT: aborting"), "{why}");
+    for r in 0..2 {
+        assert_eq!(outcome_of(&v, &format!("feats[replicate={r}]")).0, "skipped", "{v}");
+    }
+}
+
+/// Ctrl-C during a run of jobs as processes ends it with its summary and stops the children and
+/// what their stages started.
+#[test]
+fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pid_file = d.join("sleep.pid");
+    let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
+    std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
+    let cache = d.join("cache");
+    let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(d.join("stop.toml"))
+        .args(["--json", "--executor", "processes", "--cache"])
+        .arg(&cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleep_pid = wait_for(60, "the command stage to start", || {
+        std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string())
+    });
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: stopping 1 running instance process(es)"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a Ctrl-C");
+    assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
+    assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted while running or queued to run".into()), "{v}");
+    let ended = std::time::Instant::now();
+    while !process_gone(&sleep_pid) {
+        if ended.elapsed().as_secs() >= 10 {
+            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
+            panic!("the command stage's process {sleep_pid} outlived the interrupted run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the
 /// field), not skipped for the registries; commands that only read the experiment still work, so
 /// a folder moved after a run does not lock `status` out.

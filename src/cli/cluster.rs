@@ -25,8 +25,9 @@ use crate::graph::Plan;
 /// Where `cfrun run` runs instances; each flag overrides the file's `[executor]` field.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecutorArgs {
-    /// Where instances run: `local` (this process) or `slurm` (sbatch jobs; the cache must be
-    /// shared with the nodes). Default: `[executor] kind`, else local.
+    /// Where instances run: `local` (threads of this process), `processes` (a `cfrun exec`
+    /// child process each, on this machine) or `slurm` (sbatch jobs; the cache must be shared
+    /// with the nodes). Default: `[executor] kind`, else local.
     #[arg(long, value_enum)]
     executor: Option<ExecutorKind>,
     /// Cluster jobs submitted and not yet finished, at most (default 500).
@@ -109,9 +110,17 @@ impl ExecutorArgs {
 
 /// `cfrun exec`: computes one job in this process and publishes it; exit 0 when its key is
 /// published, 1 when the stage failed, 2 when the job cannot be read.
-pub fn exec(target: &str, instance: Option<&str>, choice: DeviceChoice, g: &Global) -> Result<ExitCode, Failure> {
+pub fn exec(
+    target: &str,
+    instance: Option<&str>,
+    choice: DeviceChoice,
+    same_machine: bool,
+    g: &Global,
+) -> Result<ExitCode, Failure> {
     let store = open_store_for_job(g)?;
-    fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    if !same_machine {
+        fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    }
     let (job, plan) = match instance {
         Some(name) => {
             let plan = load(Path::new(target), g)?;

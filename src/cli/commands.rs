@@ -24,7 +24,9 @@ use crate::ops;
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
     let result = match cmd {
         Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
-        Command::Exec { target, instance, device } => super::cluster::exec(&target, instance.as_deref(), device, g),
+        Command::Exec { target, instance, device, same_machine } => {
+            super::cluster::exec(&target, instance.as_deref(), device, same_machine, g)
+        }
         Command::Status { file, verify } => status(&file, g, verify),
         Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::Other(
             "--json prints the DAG as JSON; --format (dot, mermaid) is for text: give one of the two".into(),
@@ -197,16 +199,20 @@ fn default_jobs(choice: device::DeviceChoice) -> usize {
     }
 }
 
-/// User plus system CPU seconds this process (all its threads) has used so far.
+/// User plus system CPU seconds this process (all its threads) and its ended children (jobs run
+/// as processes, `command` stages) have used so far.
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
+    let of = |who: libc::c_int| {
+        // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(who, &mut usage);
+            usage
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
     };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 /// Most of a report (or a stage's error) printed on the terminal after a run.
@@ -281,7 +287,7 @@ fn run(
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
     let jobs = jobs.unwrap_or_else(|| default_jobs(driver_choice));
-    let opts = RunOptions { jobs, env, device_flag, executor: settings };
+    let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
     let summary = exec::run(&plan, &store, &opts).map_err(Failure::runtime)?;
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();

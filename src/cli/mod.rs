@@ -70,6 +70,10 @@ enum Command {
         /// Where tensors live.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
+        /// Started by a driver on this machine (`--executor processes`): the cache's locks need
+        /// not hold across nodes.
+        #[arg(long, hide = true)]
+        same_machine: bool,
     },
     /// What would run, and why (the field or input that changed). Cached results get a quick
     /// check (manifest, file list and sizes); `--verify` re-hashes every file.

@@ -1,4 +1,4 @@
-//! `[executor]`: where an experiment's instances run by default (`local` or `slurm`) and the
+//! `[executor]`: where an experiment's instances run by default (`local`, `processes` or `slurm`) and the
 //! cluster-wide knobs. Command-line flags of `cfrun run` override each field. Like resources,
 //! none of this is part of any recipe key.
 
@@ -48,12 +48,15 @@ pub enum ExecutorKind {
     Local,
     /// As Slurm jobs submitted with `sbatch`; the cache must be shared with the nodes.
     Slurm,
+    /// As child processes of this one (`cfrun exec`), `--jobs` at a time: each with its own
+    /// memory, and on a GPU its own CUDA context.
+    Processes,
 }
 
 /// The `[executor]` table; `None` and empty fields keep the built-in defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExecutorSettings {
-    /// `local` or `slurm`.
+    /// `local`, `slurm` or `processes`.
     pub kind: Option<ExecutorKind>,
     /// Jobs submitted and not yet finished, at most.
     pub max_jobs: Option<u32>,
@@ -95,7 +98,8 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
             "kind" => match node.as_str() {
                 Some("local") => out.kind = Some(ExecutorKind::Local),
                 Some("slurm") => out.kind = Some(ExecutorKind::Slurm),
-                _ => errors.push(type_error(file, node, &field, "\"local\" or \"slurm\"")),
+                Some("processes") => out.kind = Some(ExecutorKind::Processes),
+                _ => errors.push(type_error(file, node, &field, "\"local\", \"slurm\" or \"processes\"")),
             },
             "max_jobs" => out.max_jobs = positive(file, node, &field, errors),
             "retries" => out.retries = count(file, node, &field, errors),

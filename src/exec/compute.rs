@@ -40,6 +40,12 @@ pub fn compute_guarded(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcom
         if std::env::var("CFRUN_FAILPOINT_PANIC").is_ok_and(|v| v == job.instance.name) {
             panic!("failpoint CFRUN_FAILPOINT_PANIC");
         }
+        // And here the whole process aborts, as a crash in native code would (for jobs run as
+        // processes: their driver must tell the death apart and say what it last printed).
+        if std::env::var("CFRUN_FAILPOINT_ABORT").is_ok_and(|v| v == job.instance.name) {
+            eprintln!("failpoint CFRUN_FAILPOINT_ABORT: aborting");
+            std::process::abort();
+        }
         compute(env, job)
     };
     match crate::panics::catch(run) {

@@ -1,5 +1,5 @@
-//! Scheduling stage instances (what is ready), executors (where it runs: this process or a
-//! Slurm cluster), computing one instance, progress reporting, device selection.
+//! Scheduling stage instances (what is ready), executors (where it runs: this process, child
+//! processes or a Slurm cluster), computing one instance, progress reporting, device selection.
 
 pub mod compute;
 pub mod cuda_events;
@@ -11,6 +11,7 @@ pub mod job;
 pub mod job_pool;
 pub mod local;
 pub mod priority;
+pub mod processes;
 pub mod progress;
 pub mod resources;
 pub mod run;

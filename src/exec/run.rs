@@ -17,6 +17,7 @@ use super::executor::{Executor, Finished};
 use super::job::{sibling_lists, Job};
 use super::local::LocalExecutor;
 use super::priority::{chain_estimates, ReadyQueue};
+use super::processes::ProcessExecutor;
 use super::resources::for_instance;
 use super::slurm::SlurmExecutor;
 use crate::cache::records::{NameRecord, RunLogLine};
@@ -78,6 +79,8 @@ pub struct RunOptions {
     pub device_flag: String,
     /// `[executor]` merged with the command line.
     pub executor: ExecutorSettings,
+    /// Only warnings and errors from jobs run in other processes, as from this one.
+    pub quiet: bool,
 }
 
 /// What a run did.
@@ -96,6 +99,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<RunSummary, 
     let mut executor: Box<dyn Executor> = match opts.executor.kind.unwrap_or_default() {
         ExecutorKind::Local => Box::new(LocalExecutor::new(opts.env.clone(), opts.jobs)),
         ExecutorKind::Slurm => Box::new(SlurmExecutor::new(opts)?),
+        ExecutorKind::Processes => Box::new(ProcessExecutor::new(opts)?),
     };
     // The first Ctrl-C ends the run with its summary (a cluster driver cancels its jobs first);
     // a second one ends the process at once.

@@ -1,0 +1,339 @@
+//! The processes executor: each job runs as `cfrun exec KEY` in a child process, `jobs` at a
+//! time, computing on the driver's device; the tiny ops kept in the driver
+//! ([`super::resources::IN_DRIVER_OPS`]) run on its threads.
+//!
+//! Why it exists beside the threads of [`super::local`]: a child has its own memory, so a stage
+//! that leaks or fragments it gives it all back when it ends and one that is killed for it takes
+//! only itself down; and on a GPU each child has its own CUDA context, so the host-side work of
+//! issuing kernels (driver calls, allocations, event bookkeeping) is not serialised by one
+//! context's locks. On the first H200 run, 2, 4 and 8 jobs as threads trained no faster in sum
+//! than one (`docs/gpu-2026-12-04/`); jobs as processes are the A/B that tells whether this
+//! process was the bottleneck.
+//!
+//! A child finds its job in the cache (the spec the driver writes, as for Slurm), so it computes
+//! exactly what a thread would, and publishes the same bytes. The cache is the truth: a child
+//! that exits 0 counts only once its key is found published and verified. Its log lines come
+//! back through the driver (above the progress bars on a terminal); its last lines are the
+//! error of a child that dies without saying why.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::MultiProgress;
+
+use super::compute::cached;
+use super::executor::{Executor, Finished};
+use super::interrupt::interrupted;
+use super::job::{write_spec, Job};
+use super::job_pool::shares;
+use super::local::LocalExecutor;
+use super::run::{Outcome, RunOptions};
+use crate::cache::{RecipeKey, Store};
+
+/// How often a wait looks at the children (and for Ctrl-C): a stage runs for seconds at least.
+const POLL: Duration = Duration::from_millis(20);
+/// A child's last stderr lines kept for the error of one that dies without a word.
+const TAIL_LINES: usize = 20;
+/// The most of a child's stdout read: one JSON line is expected, anything near this is damage.
+const MAX_STDOUT: u64 = 4 << 20;
+
+/// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json KEY`.
+#[derive(Debug, Clone)]
+struct ChildCommand {
+    exe: PathBuf,
+    cache: PathBuf,
+    device: String,
+    quiet: bool,
+}
+
+impl ChildCommand {
+    fn command(&self, key: &RecipeKey, threads: usize) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("exec").arg("--cache").arg(&self.cache).arg("--device").arg(&self.device);
+        c.args(["--json", "--same-machine"]);
+        if self.quiet {
+            c.arg("--quiet");
+        }
+        c.arg(key.to_string());
+        if threads > 0 {
+            // The child's pools take this process's share of the cores, as a thread's job would.
+            c.env("RAYON_NUM_THREADS", threads.to_string());
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+}
+
+/// A job's child process and what reads its output.
+struct Running {
+    job: Job,
+    child: Child,
+    threads: usize,
+    started: Instant,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<VecDeque<String>>,
+}
+
+/// Runs jobs as child processes on this machine.
+pub struct ProcessExecutor {
+    store: Store,
+    command: ChildCommand,
+    jobs: usize,
+    /// The threads shared out between children; 0 on a GPU.
+    threads: usize,
+    held: usize,
+    local: LocalExecutor,
+    bars: Option<MultiProgress>,
+    backlog: VecDeque<Job>,
+    running: Vec<Running>,
+    /// Jobs that ended without a child: found cached, or their child could not be started.
+    ended: Vec<Finished>,
+}
+
+impl ProcessExecutor {
+    /// Children of this binary computing on the run's device, at most `opts.jobs` at once.
+    pub fn new(opts: &RunOptions) -> Result<ProcessExecutor, String> {
+        let store = opts.env.store.clone();
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?;
+        let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
+        let device = if opts.env.device.is_cpu() { "cpu" } else { "cuda" }.to_string();
+        let threads = if opts.env.device.is_cpu() { rayon::current_num_threads().max(1) } else { 0 };
+        Ok(ProcessExecutor {
+            store,
+            command: ChildCommand { exe, cache, device, quiet: opts.quiet },
+            jobs: opts.jobs.max(1),
+            threads,
+            held: 0,
+            local: LocalExecutor::new(opts.env.clone(), opts.jobs),
+            bars: opts.env.bars.clone(),
+            backlog: VecDeque::new(),
+            running: Vec::new(),
+            ended: Vec::new(),
+        })
+    }
+
+    /// Starts children for the backlog's first jobs while slots are free; a job whose recipe a
+    /// running one has waits (it will find its result cached).
+    fn fill(&mut self) {
+        let mut starting = Vec::new();
+        let mut i = 0;
+        while self.running.len() + starting.len() < self.jobs && i < self.backlog.len() {
+            let key = self.backlog[i].key;
+            let twin = self.running.iter().any(|r| r.job.key == key) || starting.iter().any(|j: &Job| j.key == key);
+            if twin {
+                i += 1;
+            } else {
+                starting.extend(self.backlog.remove(i));
+            }
+        }
+        let widths = if self.threads == 0 {
+            vec![0; starting.len()]
+        } else {
+            let free = self.threads.max(self.jobs).saturating_sub(self.held);
+            shares(free, starting.len().min(free), self.threads)
+        };
+        let mut starting = starting.into_iter();
+        for threads in widths {
+            let Some(job) = starting.next() else { break };
+            self.start(job, threads);
+        }
+        for job in starting.rev() {
+            self.backlog.push_front(job);
+        }
+    }
+
+    fn start(&mut self, job: Job, threads: usize) {
+        let started = Instant::now();
+        if let Err(e) = write_spec(&self.store, &job) {
+            let why = format!("could not write its job spec into the cache: {e}");
+            return self.fail_now(job, why, started);
+        }
+        let mut child = match self.command.command(&job.key, threads).spawn() {
+            Ok(c) => c,
+            Err(e) => return self.fail_now(job, format!("could not start `cfrun exec`: {e}"), started),
+        };
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            unreachable!("both pipes were asked for")
+        };
+        tracing::debug!("{} runs in process {} on {threads} threads", job.instance.name, child.id());
+        self.held += threads;
+        let stdout = std::thread::spawn(move || read_stdout(out));
+        let bars = self.bars.clone();
+        let stderr = std::thread::spawn(move || forward_stderr(err, bars));
+        self.running.push(Running { job, child, threads, started, stdout, stderr });
+    }
+
+    /// A job that never got a child: reported on the next wait.
+    fn fail_now(&mut self, job: Job, why: String, started: Instant) {
+        self.ended.push(Finished { index: job.index, result: Err(why), seconds: started.elapsed().as_secs_f64() });
+    }
+
+    /// The children that have exited, as finished jobs.
+    fn reap(&mut self) -> Vec<Finished> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.running.len() {
+            match self.running[i].child.try_wait() {
+                Ok(None) => i += 1,
+                Ok(Some(status)) => {
+                    let r = self.running.swap_remove(i);
+                    out.push(self.finish(r, Ok(status)));
+                }
+                Err(e) => {
+                    let mut r = self.running.swap_remove(i);
+                    let _ = r.child.kill();
+                    let _ = r.child.wait();
+                    out.push(self.finish(r, Err(e.to_string())));
+                }
+            }
+        }
+        out
+    }
+
+    /// The report of an exited child: its published record, or why there is none.
+    fn finish(&mut self, r: Running, status: Result<ExitStatus, String>) -> Finished {
+        self.held -= r.threads;
+        let said = r.stdout.join().unwrap_or_default();
+        let tail = r.stderr.join().unwrap_or_default();
+        let seconds = r.started.elapsed().as_secs_f64();
+        let report = said.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        let result = match status {
+            Ok(s) if s.success() => {
+                let outcome = match report.as_ref().and_then(|v| v["outcome"].as_str()) {
+                    Some("cached") => Outcome::Cached,
+                    _ => Outcome::Ran,
+                };
+                match cached(&self.store, &r.job.instance.name, &r.job.key) {
+                    Some(record) => Ok((record, outcome)),
+                    None => Err(format!(
+                        "`cfrun exec` exited 0 but key {} is not published (or does not verify){}",
+                        r.job.key.short(),
+                        last_lines(&tail)
+                    )),
+                }
+            }
+            Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str()) {
+                Some(error) => Err(error.to_string()),
+                None => Err(format!("`cfrun exec` {}{}", describe(s), last_lines(&tail))),
+            },
+            Err(e) => Err(format!("lost track of its `cfrun exec` process: {e}{}", last_lines(&tail))),
+        };
+        Finished { index: r.job.index, result, seconds }
+    }
+}
+
+/// How a child ended that did not exit 0, in words.
+fn describe(s: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(9)) => "was killed by SIGKILL (as the kernel's out-of-memory killer or `kill -9` do)".to_string(),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        (None, None) => "ended without a status".to_string(),
+    }
+}
+
+fn last_lines(tail: &VecDeque<String>) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its last lines:\n{}", tail.iter().cloned().collect::<Vec<_>>().join("\n"))
+    }
+}
+
+/// The child's stdout, up to a bound (the rest is drained so that the child never blocks).
+fn read_stdout(out: ChildStdout) -> String {
+    let mut text = String::new();
+    let mut bounded = out.take(MAX_STDOUT);
+    let _ = bounded.read_to_string(&mut text);
+    let _ = std::io::copy(&mut bounded.into_inner(), &mut std::io::sink());
+    text
+}
+
+/// Passes the child's log lines on to this process's stderr (above the bars when drawn) and
+/// keeps its last few.
+fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<String> {
+    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    for line in BufReader::new(err).lines() {
+        let Ok(line) = line else { break };
+        let write = || {
+            let mut e = std::io::stderr().lock();
+            let _ = writeln!(e, "{line}");
+        };
+        match &bars {
+            Some(b) => b.suspend(write),
+            None => write(),
+        }
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail
+}
+
+impl Executor for ProcessExecutor {
+    /// A job whose key is published (and verifies) is reported cached without a child.
+    fn submit(&mut self, job: Job) {
+        if job.resources.in_driver {
+            self.local.submit(job);
+        } else if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+            self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
+        } else {
+            self.backlog.push_back(job);
+        }
+    }
+
+    /// Like the local executor's: a job waiting for its twin takes no room.
+    fn has_room(&self) -> bool {
+        let running: HashSet<RecipeKey> = self.running.iter().map(|r| r.job.key).collect();
+        let mut keys = HashSet::new();
+        let waiting = self.backlog.iter().filter(|j| !running.contains(&j.key) && keys.insert(j.key)).count();
+        self.running.len() + waiting < self.jobs
+    }
+
+    fn wait(&mut self) -> Vec<Finished> {
+        loop {
+            if interrupted() {
+                return Vec::new();
+            }
+            self.fill();
+            let mut out = std::mem::take(&mut self.ended);
+            out.extend(self.reap());
+            if !out.is_empty() {
+                return out;
+            }
+            if self.running.is_empty() && self.backlog.is_empty() && self.local.in_flight() == 0 {
+                return Vec::new();
+            }
+            let local = if self.local.in_flight() > 0 { self.local.wait_timeout(POLL) } else { Vec::new() };
+            if !local.is_empty() {
+                return local;
+            }
+            if self.local.in_flight() == 0 {
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+
+    /// Stops the children still running (a stage killed mid-way publishes nothing; a training
+    /// keeps its last sealed checkpoint) and reports those that had ended.
+    fn cancel(&mut self) -> Vec<Finished> {
+        self.backlog.clear();
+        let mut out = std::mem::take(&mut self.ended);
+        out.extend(self.reap());
+        out.extend(self.local.cancel());
+        if !self.running.is_empty() {
+            eprintln!("interrupted: stopping {} running instance process(es)", self.running.len());
+        }
+        for mut r in std::mem::take(&mut self.running) {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+        out
+    }
+}
