@@ -115,18 +115,14 @@ AB=0
 [[ "${STEPS:-all}" == ab ]] && AB=1
 
 # --- 1. check-device --------------------------------------------------------------------------------
-if ((ALL)); then   # (to the end of step 1, not indented)
-# In strict f32 (NVIDIA_TF32_OVERRIDE=0: no TF32 in cuDNN or cuBLAS), so that its tolerances test
-# the kernels, not TF32's 10-bit mantissa; the runs below use the libraries' default math, and the
-# agreement step (4) is the end-to-end check of that. A binary that cannot run at all (no JSON, or
-# every comparison's device side failed with an error: cuDNN missing or mismatched at run time,
-# say) hands over to the one without cuDNN; one failing comparison is a finding, not a reason.
 ran() {   # ran FILE: some comparison in check-device's JSON FILE ran on the device
   "$PY" -c 'import json, sys; v = json.load(open(sys.argv[1])); sys.exit(0 if any("error" not in c for c in v["checks"]) else 1)' "$1" 2>/dev/null
 }
-# The weight gradient's im2col launch (nn/im2col.rs) first meets a GPU in check-device: unless its
-# row passed, every run after it gathers the columns tap by tap (CFRUN_CONV_COLUMNS=taps, checked
-# on the CPU through the same candle ops), so the session still measures a correct training.
+# The weight gradient's im2col launch (nn/im2col.rs) first meets a GPU in check-device (step 1, or
+# STEPS=ab's short one): unless its row passed, every run after it gathers the columns tap by tap
+# (CFRUN_CONV_COLUMNS=taps, checked on the CPU through the same candle ops), so the session still
+# measures a correct training. Defined before step 1, which STEPS=ab skips (until 2026-12-04 it
+# was defined inside it, and STEPS=ab's call found no such command and went on without the gate).
 columns_or_taps() {   # columns_or_taps: reads $OUT/check-device.json; 1 (false) when it fell back to taps
   "$PY" -c 'import json, sys
 rows = [c for c in json.load(open(sys.argv[1]))["checks"] if "(im2col)" in c["what"]]
@@ -135,6 +131,12 @@ sys.exit(0 if rows and all(c["ok"] for c in rows) else 1)' "$OUT/check-device.js
   say "check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps"
   return 1
 }
+if ((ALL)); then   # (to the end of step 1, not indented)
+# In strict f32 (NVIDIA_TF32_OVERRIDE=0: no TF32 in cuDNN or cuBLAS), so that its tolerances test
+# the kernels, not TF32's 10-bit mantissa; the runs below use the libraries' default math, and the
+# agreement step (4) is the end-to-end check of that. A binary that cannot run at all (no JSON, or
+# every comparison's device side failed with an error: cuDNN missing or mismatched at run time,
+# say) hands over to the one without cuDNN; one failing comparison is a finding, not a reason.
 if ((DRY)); then
   timeout 120 "$BIN" check-device --device cpu --presets resnet_tiny --json >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   say "check-device: rc=$?"
@@ -200,8 +202,11 @@ cf_bench() {   # cf_bench LABEL BINARY JOBS PRECISION N EPOCHS -> appends to cfr
   "$bin" run "$f" --device "$DEVICE" --cache "$cache" -q >/dev/null 2>&1
   write_exp "$f" "$jobs" "$n" "$epochs" "$prec" "${AB_SEED0:-$((RUN_ID * 100))}"
   local start=$EPOCHREALTIME
+  # CF_EXECUTOR (cf_ab's `executor=E`): the jobs as threads (local) or as child processes; the
+  # children's log lines come back on the driver's stderr, so the rate is read the same way.
   CFRUN_LOG="cfrun=debug" timeout $(($(left) > 30 ? $(left) - 20 : 10)) \
-    "$bin" run "$f" --device "$DEVICE" --cache "$cache" --jobs "$jobs" >"$OUT/cfrun/$label.stdout" 2>"$OUT/cfrun/$label.stderr"
+    "$bin" run "$f" --device "$DEVICE" --cache "$cache" --jobs "$jobs" --executor "${CF_EXECUTOR:-local}" \
+    >"$OUT/cfrun/$label.stdout" 2>"$OUT/cfrun/$label.stderr"
   local rc=$?
   local wall
   wall="$("$PY" -c "print(round($EPOCHREALTIME - $start, 1))")"
@@ -338,7 +343,8 @@ if ((AB)); then
       >"$OUT/check-device.json" 2>"$OUT/check-device.stderr"
   fi
   say "check-device (resnet_gpu's rows): rc=$?"
-  columns_or_taps || true
+  WTAPS=("wtaps 1 CFRUN_CONV_COLUMNS=taps")
+  columns_or_taps || WTAPS=()
   # Switches that have never run on a card (CFRUN_CONV_CUDNN=planned: src/nn/conv_cudnn, the cuDNN
   # build only; CFRUN_BN_CUDA=fused: src/nn/bn_cuda): each one's rows of check-device first
   # (check-device-NAME.json), and its A/Bs only if they all pass; then all that passed together with
@@ -385,11 +391,16 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
   AB_ID=0
   AB_PAIRS="${AB_PAIRS:-3}"
   cf_ab() {   # cf_ab NAME JOBS VAR=VALUE...: base, var, base, var, ... (AB_PAIRS pairs) at NAB images, 2 epochs
-    # (a setting `precision=P` trains both arms in P instead of f32)
+    # (a setting `precision=P` trains both arms in P instead of f32; `executor=E` runs the switch
+    # arm's jobs with `--executor E`)
     local name=$1 jobs=$2 i arm kv prec=f32 vars=()
     shift 2
     for kv in "$@"; do
-      if [[ $kv == precision=* ]]; then prec=${kv#precision=}; else vars+=("$kv"); fi
+      case $kv in
+        precision=*) prec=${kv#precision=} ;;
+        executor=*) vars+=("CF_EXECUTOR=${kv#executor=}") ;;
+        *) vars+=("$kv") ;;
+      esac
     done
     AB_ID=$((AB_ID + 1))
     echo -e "$name\t$jobs\t$*" >>"$OUT/ab.tsv"
@@ -406,9 +417,11 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
   }
   # Largest expected effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs).
   # One job first, each new switch and all together, then the events; then 4 jobs of each.
+  # Jobs as processes (--executor processes, a CUDA context each) against threads: whether the
+  # jobs that did not add throughput on 2026-12-04 were held back inside one process.
   for ab in "${NEW1[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" "${NEW4[@]}" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
-    "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
-    "bnlayer 1 CFRUN_BN_STATS=per-layer" "wtaps 1 CFRUN_CONV_COLUMNS=taps"; do
+    "procs-j4 4 executor=processes" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
+    "bnlayer 1 CFRUN_BN_STATS=per-layer" "${WTAPS[@]}"; do
     (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }
     # shellcheck disable=SC2086
     cf_ab $ab
