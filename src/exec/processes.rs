@@ -40,6 +40,8 @@ const POLL: Duration = Duration::from_millis(20);
 const TAIL_LINES: usize = 20;
 /// The most of a child's stdout read: one JSON line is expected, anything near this is damage.
 const MAX_STDOUT: u64 = 4 << 20;
+/// The longest piece of a child's stderr passed on as one line.
+const MAX_LINE: u64 = 64 << 10;
 
 /// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json KEY`.
 #[derive(Debug, Clone)]
@@ -258,8 +260,16 @@ fn read_stdout(out: ChildStdout) -> String {
 /// keeps its last few.
 fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    for line in BufReader::new(err).lines() {
-        let Ok(line) = line else { break };
+    let mut reader = BufReader::new(err);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // A line without an end is passed on in pieces, so memory stays bounded whatever is printed.
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf)).into_owned();
         let write = || {
             let mut e = std::io::stderr().lock();
             let _ = writeln!(e, "{line}");
