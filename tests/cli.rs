@@ -1181,22 +1181,19 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
     }
 }
 
-/// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
-/// object, finished instances are reported (and cached), the running one is reported as
-/// interrupted, the exit code is 130, and the running command's process is gone.
-#[test]
-fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Starts `cfrun DIR/stop.toml --json EXTRA` (tiny shapes, then a command stage `slow` that
+/// starts `sleep 300` in the background and waits) and returns it with the sleep's pid, once
+/// the command stage is running.
+fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::process::Child, String) {
     let pid_file = d.join("sleep.pid");
     let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
     std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
-    let cache = d.join("cache");
     let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .arg(d.join("stop.toml"))
         .arg("--json")
+        .args(extra)
         .arg("--cache")
-        .arg(&cache)
+        .arg(cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1204,6 +1201,18 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
     let sleep_pid = wait_for(60, "the command stage to start", || {
         std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string())
     });
+    (child, sleep_pid)
+}
+
+/// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
+/// object, finished instances are reported (and cached), the running one is reported as
+/// interrupted, the exit code is 130, and the running command's process is gone.
+#[test]
+fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let (child, sleep_pid) = start_a_sleeping_command(d, &cache, &[]);
     let interrupted = std::time::Instant::now();
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
@@ -3327,18 +3336,25 @@ fn the_running_statistics_updates_train_the_same_bits() {
     assert_switch_keeps_the_bits(dir.path(), "stats", &file, &switch);
 }
 
+/// Writes DIR/jobs.toml: tiny shapes, then two replicates of a resnet_tiny training (2 epochs)
+/// and of an extraction from it.
+fn two_replicates_of_shapes_net_feats(dir: &Path) -> PathBuf {
+    let file = dir.join("jobs.toml");
+    let text = "[experiment]\nname = \"jobs\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\n\
+                name = \"synthetic\"\ntrain_size = 64\ntest_size = 16\n\n[stages.net]\nop = \"train\"\n\
+                images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
+                [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 /// Jobs side by side on the CPU each get a thread pool of their own (`exec/local.rs`), those
 /// that start together splitting the free threads, so a lone job gets them all; the artifacts
 /// are the bits one job at a time gives.
 #[test]
 fn parallel_jobs_give_the_artifacts_of_one_job() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("jobs.toml");
-    let text = "[experiment]\nname = \"jobs\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\n\
-                name = \"synthetic\"\ntrain_size = 64\ntest_size = 16\n\n[stages.net]\nop = \"train\"\n\
-                images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
-                [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
-    std::fs::write(&file, text).unwrap();
+    let file = two_replicates_of_shapes_net_feats(dir.path());
     // Four threads, so that every share is visible whatever the machine: `starts on N of 4`.
     let run = |cache: &Path, jobs: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
@@ -3384,12 +3400,7 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
 #[test]
 fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("jobs.toml");
-    let text = "[experiment]\nname = \"jobs\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\n\
-                name = \"synthetic\"\ntrain_size = 64\ntest_size = 16\n\n[stages.net]\nop = \"train\"\n\
-                images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n\n\
-                [stages.feats]\nop = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\"\ntap = \"res5\"\n";
-    std::fs::write(&file, text).unwrap();
+    let file = two_replicates_of_shapes_net_feats(dir.path());
     let run = |cache: &Path, extra: &[&str], env: &[(&str, &str)]| {
         let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .args(["run", file.to_str().unwrap(), "--json", "--jobs", "2", "--cache"])
@@ -3461,21 +3472,7 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
 fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pid_file = d.join("sleep.pid");
-    let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
-    std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
-    let cache = d.join("cache");
-    let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .arg(d.join("stop.toml"))
-        .args(["--json", "--executor", "processes", "--cache"])
-        .arg(&cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let sleep_pid = wait_for(60, "the command stage to start", || {
-        std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string())
-    });
+    let (child, sleep_pid) = start_a_sleeping_command(d, &d.join("cache"), &["--executor", "processes"]);
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
