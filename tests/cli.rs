@@ -1182,10 +1182,12 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
 }
 
 /// Starts `cfrun DIR/stop.toml --json EXTRA` (tiny shapes, then a command stage `slow` that
-/// starts `sleep 300` in the background and waits) and returns it with the sleep's pid, once
-/// the command stage is running.
+/// starts `sleep 300` in the background and waits) in a process group of its own, as a shell
+/// starts a command, and returns it with the sleep's pid once the command stage is running.
 fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::os::unix::process::CommandExt;
     let pid_file = d.join("sleep.pid");
+    let _ = std::fs::remove_file(&pid_file);
     let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
     std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
@@ -1196,6 +1198,7 @@ fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::pro
         .arg(cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let sleep_pid = wait_for(60, "the command stage to start", || {
@@ -3466,14 +3469,27 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
     }
 }
 
-/// Ctrl-C during a run of jobs as processes ends it with its summary and stops the children and
-/// what their stages started.
+/// Ctrl-C during a run of jobs as processes (sent to the whole process group, as a terminal
+/// does) ends it with its summary, the running job reported interrupted, not failed, and stops
+/// the children and what their stages started. A driver killed outright takes them along too.
 #[test]
 fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (child, sleep_pid) = start_a_sleeping_command(d, &d.join("cache"), &["--executor", "processes"]);
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let (cache, extra) = (d.join("cache"), ["--executor", "processes"]);
+    let gone_within_10_s = |pid: &str, what: &str| {
+        let ended = std::time::Instant::now();
+        while !process_gone(pid) {
+            if ended.elapsed().as_secs() >= 10 {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+                panic!("{what} {pid} outlived the run");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let (child, sleep_pid) = start_a_sleeping_command(d, &cache, &extra);
+    let group = format!("-{}", child.id());
+    let sent = Command::new("kill").args(["-INT", "--", &group]).status().unwrap();
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
@@ -3482,14 +3498,22 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a Ctrl-C");
     assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
     assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted while running or queued to run".into()), "{v}");
-    let ended = std::time::Instant::now();
-    while !process_gone(&sleep_pid) {
-        if ended.elapsed().as_secs() >= 10 {
-            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
-            panic!("the command stage's process {sleep_pid} outlived the interrupted run");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    gone_within_10_s(&sleep_pid, "the command stage's process");
+    // Killed outright: the child learns it from its closed stdin and ends with its stage.
+    let (mut child, sleep_pid) = start_a_sleeping_command(d, &cache, &extra);
+    let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
+    let exec_pid = wait_for(30, "the job's `cfrun exec`", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("\0exec\0") && cmdline.contains(&own))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gone_within_10_s(&exec_pid, "the job's `cfrun exec`");
+    gone_within_10_s(&sleep_pid, "the command stage's process");
 }
 
 /// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the

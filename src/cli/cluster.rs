@@ -114,11 +114,13 @@ pub fn exec(
     target: &str,
     instance: Option<&str>,
     choice: DeviceChoice,
-    same_machine: bool,
+    from_driver: bool,
     g: &Global,
 ) -> Result<ExitCode, Failure> {
     let store = open_store_for_job(g)?;
-    if !same_machine {
+    if from_driver {
+        end_with_the_driver();
+    } else {
         fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
     let (job, plan) = match instance {
@@ -156,6 +158,27 @@ pub fn exec(
             Ok(ExitCode::from(super::exit::FAILED))
         }
     }
+}
+
+/// Ends this process once stdin closes: the driver that started it (`--executor processes`)
+/// holds the other end and never writes, so the end of input means the driver has died. What
+/// the job started goes with it, as it would with a thread of the driver; a result it already
+/// published stays (publishing is one rename), a training keeps its last sealed checkpoint.
+fn end_with_the_driver() {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match std::io::Read::read(&mut stdin, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        eprintln!("cfrun exec: the driver is gone (its pipe closed); stopping");
+        std::process::exit(i32::from(super::exit::INTERRUPTED));
+    });
 }
 
 fn job_from_file(plan: &Plan, store: &Store, name: &str) -> Result<Job, Failure> {

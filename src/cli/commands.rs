@@ -24,8 +24,8 @@ use crate::ops;
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
     let result = match cmd {
         Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
-        Command::Exec { target, instance, device, same_machine } => {
-            super::cluster::exec(&target, instance.as_deref(), device, same_machine, g)
+        Command::Exec { target, instance, device, from_driver } => {
+            super::cluster::exec(&target, instance.as_deref(), device, from_driver, g)
         }
         Command::Status { file, verify } => status(&file, g, verify),
         Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::Other(

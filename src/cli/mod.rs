@@ -71,9 +71,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
         /// Started by a driver on this machine (`--executor processes`): the cache's locks need
-        /// not hold across nodes.
+        /// not hold across nodes, and the job ends when stdin, the driver's pipe, closes.
         #[arg(long, hide = true)]
-        same_machine: bool,
+        from_driver: bool,
     },
     /// What would run, and why (the field or input that changed). Cached results get a quick
     /// check (manifest, file list and sizes); `--verify` re-hashes every file.

@@ -15,6 +15,13 @@
 //! that exits 0 counts only once its key is found published and verified. Its log lines come
 //! back through the driver (above the progress bars on a terminal); its last lines are the
 //! error of a child that dies without saying why.
+//!
+//! A child runs in a process group of its own, so a terminal's Ctrl-C reaches only the driver,
+//! which then stops the children ([`Executor::cancel`]) and reports them interrupted, not failed.
+//! Its stdin is a pipe the driver never writes: when the driver dies, however, the pipe closes and
+//! the child ends too (`cfrun exec --from-driver`), taking its command stages' processes with it.
+//! What a child cannot share: the memo of `extract` siblings' forward passes lives in one process,
+//! so in a child each tap of a layer-wise study runs its own pass (the same bytes, more time).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,7 +39,8 @@ use super::job::{write_spec, Job};
 use super::job_pool::shares;
 use super::local::LocalExecutor;
 use super::run::{Outcome, RunOptions};
-use crate::cache::{RecipeKey, Store};
+use crate::cache::verify::Check;
+use crate::cache::{KeyRecord, RecipeKey, Store};
 
 /// How often a wait looks at the children (and for Ctrl-C): a stage runs for seconds at least.
 const POLL: Duration = Duration::from_millis(20);
@@ -43,29 +51,33 @@ const MAX_STDOUT: u64 = 4 << 20;
 /// The longest piece of a child's stderr passed on as one line.
 const MAX_LINE: u64 = 64 << 10;
 
-/// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json KEY`.
+/// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json --from-driver KEY`.
 #[derive(Debug, Clone)]
 struct ChildCommand {
-    exe: PathBuf,
     cache: PathBuf,
     device: String,
     quiet: bool,
 }
 
+/// This process's own binary, even if the file at its path was rebuilt or removed since it
+/// started: a run never mixes two builds.
+const SELF_EXE: &str = "/proc/self/exe";
+
 impl ChildCommand {
     fn command(&self, key: &RecipeKey, threads: usize) -> Command {
-        let mut c = Command::new(&self.exe);
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(SELF_EXE);
+        c.arg0("cfrun");
         c.arg("exec").arg("--cache").arg(&self.cache).arg("--device").arg(&self.device);
-        c.args(["--json", "--same-machine"]);
+        c.args(["--json", "--from-driver"]);
         if self.quiet {
             c.arg("--quiet");
         }
         c.arg(key.to_string());
-        if threads > 0 {
-            // The child's pools take this process's share of the cores, as a thread's job would.
-            c.env("RAYON_NUM_THREADS", threads.to_string());
-        }
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // The child's pools take this process's share of the cores, as a thread's job would.
+        c.env("RAYON_NUM_THREADS", threads.to_string());
+        c.process_group(0);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     }
 }
@@ -73,6 +85,7 @@ impl ChildCommand {
 /// A job's child process and what reads its output.
 struct Running {
     job: Job,
+    /// Its stdin stays open (in `child`) until it is reaped: closed early, the child would end.
     child: Child,
     threads: usize,
     started: Instant,
@@ -85,8 +98,10 @@ pub struct ProcessExecutor {
     store: Store,
     command: ChildCommand,
     jobs: usize,
-    /// The threads shared out between children; 0 on a GPU.
+    /// The threads shared out between CPU children; 0 on a GPU.
     threads: usize,
+    /// On a GPU, each child's threads for its host-side work (an even share of the cores).
+    gpu_child_threads: usize,
     held: usize,
     local: LocalExecutor,
     bars: Option<MultiProgress>,
@@ -100,15 +115,16 @@ impl ProcessExecutor {
     /// Children of this binary computing on the run's device, at most `opts.jobs` at once.
     pub fn new(opts: &RunOptions) -> Result<ProcessExecutor, String> {
         let store = opts.env.store.clone();
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?;
         let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
         let device = if opts.env.device.is_cpu() { "cpu" } else { "cuda" }.to_string();
-        let threads = if opts.env.device.is_cpu() { rayon::current_num_threads().max(1) } else { 0 };
+        let cores = rayon::current_num_threads().max(1);
+        let jobs = opts.jobs.max(1);
         Ok(ProcessExecutor {
             store,
-            command: ChildCommand { exe, cache, device, quiet: opts.quiet },
-            jobs: opts.jobs.max(1),
-            threads,
+            command: ChildCommand { cache, device, quiet: opts.quiet },
+            jobs,
+            threads: if opts.env.device.is_cpu() { cores } else { 0 },
+            gpu_child_threads: (cores / jobs).max(1),
             held: 0,
             local: LocalExecutor::new(opts.env.clone(), opts.jobs),
             bars: opts.env.bars.clone(),
@@ -150,18 +166,26 @@ impl ProcessExecutor {
 
     fn start(&mut self, job: Job, threads: usize) {
         let started = Instant::now();
+        // A twin that ran meanwhile published it: no child needed.
+        if self.store.lookup(&job.key).is_some() {
+            if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+                let seconds = started.elapsed().as_secs_f64();
+                return self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds });
+            }
+        }
         if let Err(e) = write_spec(&self.store, &job) {
             let why = format!("could not write its job spec into the cache: {e}");
             return self.fail_now(job, why, started);
         }
-        let mut child = match self.command.command(&job.key, threads).spawn() {
+        let child_threads = if self.threads == 0 { self.gpu_child_threads } else { threads };
+        let mut child = match self.command.command(&job.key, child_threads).spawn() {
             Ok(c) => c,
             Err(e) => return self.fail_now(job, format!("could not start `cfrun exec`: {e}"), started),
         };
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("both pipes were asked for")
         };
-        tracing::debug!("{} runs in process {} on {threads} threads", job.instance.name, child.id());
+        tracing::debug!("{} runs in process {} on {child_threads} threads", job.instance.name, child.id());
         self.held += threads;
         let stdout = std::thread::spawn(move || read_stdout(out));
         let bars = self.bars.clone();
@@ -209,22 +233,31 @@ impl ProcessExecutor {
                     Some("cached") => Outcome::Cached,
                     _ => Outcome::Ran,
                 };
-                match cached(&self.store, &r.job.instance.name, &r.job.key) {
+                match self.published(&r.job.key) {
                     Some(record) => Ok((record, outcome)),
                     None => Err(format!(
-                        "`cfrun exec` exited 0 but key {} is not published (or does not verify){}",
+                        "`cfrun exec` exited 0 but key {} is not published (or its files are not all there){}",
                         r.job.key.short(),
                         last_lines(&tail)
                     )),
                 }
             }
-            Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str()) {
+            // The stage's own error, or what `exec` refused before it ran anything.
+            Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str().or(v["errors"][0]["message"].as_str())) {
                 Some(error) => Err(error.to_string()),
                 None => Err(format!("`cfrun exec` {}{}", describe(s), last_lines(&tail))),
             },
             Err(e) => Err(format!("lost track of its `cfrun exec` process: {e}{}", last_lines(&tail))),
         };
         Finished { index: r.job.index, result, seconds }
+    }
+}
+
+impl ProcessExecutor {
+    /// The record a child published: checked quickly (files present, sizes), as a thread's own
+    /// publish is not re-read; every reader re-hashes its inputs before it computes.
+    fn published(&self, key: &RecipeKey) -> Option<KeyRecord> {
+        self.store.lookup(key).filter(|r| self.store.check(r, Check::Quick).is_ok())
     }
 }
 
@@ -331,7 +364,8 @@ impl Executor for ProcessExecutor {
     }
 
     /// Stops the children still running (a stage killed mid-way publishes nothing; a training
-    /// keeps its last sealed checkpoint) and reports those that had ended.
+    /// keeps its last sealed checkpoint) and reports those that had ended, and those that had
+    /// published just before they were stopped.
     fn cancel(&mut self) -> Vec<Finished> {
         self.backlog.clear();
         let mut out = std::mem::take(&mut self.ended);
@@ -343,6 +377,12 @@ impl Executor for ProcessExecutor {
         for mut r in std::mem::take(&mut self.running) {
             let _ = r.child.kill();
             let _ = r.child.wait();
+            // Their last lines before the summary, not after it.
+            let _ = (r.stdout.join(), r.stderr.join());
+            if let Some(record) = self.published(&r.job.key) {
+                let seconds = r.started.elapsed().as_secs_f64();
+                out.push(Finished { index: r.job.index, result: Ok((record, Outcome::Ran)), seconds });
+            }
         }
         out
     }
