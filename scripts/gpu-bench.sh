@@ -377,8 +377,9 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
     [[ "$(basename "$BIN")" == cfrun-cudnn ]] && try_switch planned CFRUN_CONV_CUDNN=planned
     try_switch bnfused CFRUN_BN_CUDA=fused
   fi
+  FIRST=()
   if ((${#ALL_NEW[@]})); then
-    NEW1+=("allnew-j1 1 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
+    FIRST+=("allnew-j1 1 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
     NEW4+=("allnew-j4 4 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
   fi
   # bf16 trained 3.6x slower than f32 on 2026-12-04; the planned convolution asks cuDNN for tensor
@@ -415,12 +416,16 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
       done
     done
   }
-  # Largest expected effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs).
-  # One job first, each new switch and all together, then the events; then 4 jobs of each.
-  # Jobs as processes (--executor processes, a CUDA context each) against threads: whether the
-  # jobs that did not add throughput on 2026-12-04 were held back inside one process.
-  for ab in "${NEW1[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" "${NEW4[@]}" "events-j4 4 CFRUN_CUDA_EVENTS=off" \
-    "procs-j4 4 executor=processes" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
+  # Largest possible effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs), and
+  # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First the two
+  # that could each move the sweep's time several-fold: every new switch with the events off,
+  # one job (the sum of the leads on the host's issue time), and 4 jobs as processes against 4 as
+  # threads (--executor processes, a CUDA context each: were the jobs that added no throughput
+  # on 2026-12-04 held back inside one process?). Then each new switch alone and the events, one
+  # job; then 4 jobs of each.
+  for ab in "${FIRST[@]}" "procs-j4 4 executor=processes" "${NEW1[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" \
+    "${NEW4[@]}" "events-j4 4 CFRUN_CUDA_EVENTS=off" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" \
+    "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
     "bnlayer 1 CFRUN_BN_STATS=per-layer" "${WTAPS[@]}"; do
     (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }
     # shellcheck disable=SC2086
