@@ -3404,7 +3404,7 @@ fn parallel_jobs_give_the_artifacts_of_one_job() {
 fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths() {
     let dir = tempfile::tempdir().unwrap();
     let file = two_replicates_of_shapes_net_feats(dir.path());
-    let run = |cache: &Path, extra: &[&str], env: &[(&str, &str)]| {
+    let run_file = |file: &Path, cache: &Path, extra: &[&str], env: &[(&str, &str)]| {
         let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .args(["run", file.to_str().unwrap(), "--json", "--jobs", "2", "--cache"])
             .arg(cache)
@@ -3419,6 +3419,7 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out, v)
     };
+    let run = |cache: &Path, extra: &[&str], env: &[(&str, &str)]| run_file(&file, cache, extra, env);
     // "... DEBUG INSTANCE runs in process PID on N threads", logged by the driver.
     let children = |err: &str| -> Vec<(String, usize)> {
         err.lines()
@@ -3467,6 +3468,25 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
     for r in 0..2 {
         assert_eq!(outcome_of(&v, &format!("feats[replicate={r}]")).0, "skipped", "{v}");
     }
+    // Two stages of one recipe, ready together: one child computes it, the other job waits for
+    // it and is served from the cache without a child of its own.
+    let twins = dir.path().join("twins.toml");
+    let net =
+        "op = \"train\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 2\n";
+    let text = format!(
+        "[experiment]\nname = \"twins\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         train_size = 32\ntest_size = 8\n\n[stages.a]\n{net}\n[stages.b]\n{net}"
+    );
+    std::fs::write(&twins, text).unwrap();
+    let (out, v) = run_file(&twins, &dir.path().join("twins"), &["--executor", "processes"], &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let mut outcomes = [outcome_of(&v, "a").0, outcome_of(&v, "b").0];
+    outcomes.sort();
+    assert_eq!(outcomes, ["cached", "ran"], "{v}");
+    let names: Vec<String> = children(&err).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names.len(), 2, "shapes and one of the twins: {names:?}");
+    assert!(names.contains(&"shapes".to_string()), "{names:?}");
 }
 
 /// Ctrl-C during a run of jobs as processes (sent to the whole process group, as a terminal
