@@ -251,9 +251,7 @@ impl ProcessExecutor {
         };
         Finished { index: r.job.index, result, seconds }
     }
-}
 
-impl ProcessExecutor {
     /// The record a child published: checked quickly (files present, sizes), as a thread's own
     /// publish is not re-read; every reader re-hashes its inputs before it computes.
     fn published(&self, key: &RecipeKey) -> Option<KeyRecord> {
