@@ -3443,6 +3443,16 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
     assert!(started.contains(&("shapes".to_string(), 4)), "{started:?}");
     let nets: Vec<usize> = started.iter().filter(|(n, _)| n.starts_with("net[")).map(|&(_, t)| t).collect();
     assert_eq!(nets, vec![2, 2], "{started:?}");
+    // And the children took them: each network's provenance records the threads it ran on.
+    let mut seen = 0;
+    for key in std::fs::read_dir(processes.join("keys")).unwrap() {
+        let v: Value = serde_json::from_slice(&std::fs::read(key.unwrap().path()).unwrap()).unwrap();
+        if v["provenance"]["instance"].as_str().is_some_and(|n| n.starts_with("net[")) {
+            assert_eq!(v["provenance"]["threads"], 2, "{v}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2);
     // The children's own log lines come back through the driver.
     assert!(err.contains("epoch 2/2"), "{err}");
     assert_eq!(objects(&threads), objects(&processes));
@@ -3534,6 +3544,47 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     child.wait().unwrap();
     gone_within_10_s(&exec_pid, "the job's `cfrun exec`");
     gone_within_10_s(&sleep_pid, "the command stage's process");
+    // A data set's downloader has no watcher of its own: the child's whole group goes, on
+    // Ctrl-C and with a killed driver alike. Here `curl` (found on PATH) hangs.
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let (bin, pid_file) = (d.join("bin"), d.join("curl.pid"));
+    std::fs::create_dir(&bin).unwrap();
+    let script =
+        format!("#!/bin/sh\necho $$ > '{p}.part' && mv '{p}.part' '{p}'\nexec sleep 300\n", p = pid_file.display());
+    std::fs::write(bin.join("curl"), script).unwrap();
+    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("fetch.toml"),
+        "[experiment]\nname = \"fetch\"\n\n[stages.digits]\nop = \"dataset\"\nname = \"mnist\"\n",
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    for ctrl_c in [true, false] {
+        let _ = std::fs::remove_file(&pid_file);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .arg(d.join("fetch.toml"))
+            .args(extra)
+            .arg("--cache")
+            .arg(d.join("fetch-cache"))
+            .env("PATH", &path)
+            .env_remove("CFRUN_DATA")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let curl_pid = wait_for(60, "the download to start", || {
+            std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string())
+        });
+        if ctrl_c {
+            let group = format!("-{}", child.id());
+            assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+        } else {
+            child.kill().unwrap();
+        }
+        child.wait().unwrap();
+        gone_within_10_s(&curl_pid, "the data set's downloader");
+    }
 }
 
 /// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the

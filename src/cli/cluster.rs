@@ -117,10 +117,11 @@ pub fn exec(
     from_driver: bool,
     g: &Global,
 ) -> Result<ExitCode, Failure> {
-    let store = open_store_for_job(g)?;
     if from_driver {
         end_with_the_driver();
-    } else {
+    }
+    let store = open_store_for_job(g)?;
+    if !from_driver {
         fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
     let (job, plan) = match instance {
@@ -160,10 +161,11 @@ pub fn exec(
     }
 }
 
-/// Ends this process once stdin closes: the driver that started it (`--executor processes`)
-/// holds the other end and never writes, so the end of input means the driver has died. What
-/// the job started goes with it, as it would with a thread of the driver; a result it already
-/// published stays (publishing is one rename), a training keeps its last sealed checkpoint.
+/// Ends this process and its group once stdin closes: the driver that started it (`--executor
+/// processes`) holds the other end and never writes, so the end of input means the driver has
+/// died. What the job started goes with it, as it would with a thread of the driver; a result it
+/// already published stays (publishing is one rename), a training keeps its last sealed
+/// checkpoint.
 fn end_with_the_driver() {
     std::thread::spawn(|| {
         let mut sink = [0u8; 64];
@@ -176,8 +178,11 @@ fn end_with_the_driver() {
                 Err(_) => break,
             }
         }
-        eprintln!("cfrun exec: the driver is gone (its pipe closed); stopping");
-        std::process::exit(i32::from(super::exit::INTERRUPTED));
+        // This process leads its group (the driver made it so): the group goes at once, with
+        // what the job started without a watcher of its own (a data set's downloader). Nothing
+        // is printed: stderr was the driver's pipe, closed with it.
+        // SAFETY: a plain signal to this process's own group.
+        unsafe { libc::kill(0, libc::SIGKILL) };
     });
 }
 

@@ -16,10 +16,11 @@
 //! back through the driver (above the progress bars on a terminal); its last lines are the
 //! error of a child that dies without saying why.
 //!
-//! A child runs in a process group of its own, so a terminal's Ctrl-C reaches only the driver,
-//! which then stops the children ([`Executor::cancel`]) and reports them interrupted, not failed.
-//! Its stdin is a pipe the driver never writes: when the driver dies, however, the pipe closes and
-//! the child ends too (`cfrun exec --from-driver`), taking its command stages' processes with it.
+//! A child leads a process group of its own, so a terminal's Ctrl-C reaches only the driver,
+//! which then kills each child's group ([`Executor::cancel`]: the child and what it started, such
+//! as a data set's downloader; a command stage's watcher stops its command) and reports the jobs
+//! interrupted, not failed. Its stdin is a pipe the driver never writes: when the driver dies,
+//! however, the pipe closes and the child kills its own group (`cfrun exec --from-driver`).
 //! What a child cannot share: the memo of `extract` siblings' forward passes lives in one process,
 //! so in a child each tap of a layer-wise study runs its own pass (the same bytes, more time).
 
@@ -54,19 +55,19 @@ const MAX_LINE: u64 = 64 << 10;
 /// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json --from-driver KEY`.
 #[derive(Debug, Clone)]
 struct ChildCommand {
+    /// `/proc/self/exe` where it is this binary, so that a run never mixes two builds even when
+    /// the file is rebuilt meanwhile; else the binary's path (`/proc` missing, or a loader that
+    /// started this one).
+    exe: PathBuf,
     cache: PathBuf,
     device: String,
     quiet: bool,
 }
 
-/// This process's own binary, even if the file at its path was rebuilt or removed since it
-/// started: a run never mixes two builds.
-const SELF_EXE: &str = "/proc/self/exe";
-
 impl ChildCommand {
     fn command(&self, key: &RecipeKey, threads: usize) -> Command {
         use std::os::unix::process::CommandExt;
-        let mut c = Command::new(SELF_EXE);
+        let mut c = Command::new(&self.exe);
         c.arg0("cfrun");
         c.arg("exec").arg("--cache").arg(&self.cache).arg("--device").arg(&self.device);
         c.args(["--json", "--from-driver"]);
@@ -115,13 +116,17 @@ impl ProcessExecutor {
     /// Children of this binary computing on the run's device, at most `opts.jobs` at once.
     pub fn new(opts: &RunOptions) -> Result<ProcessExecutor, String> {
         let store = opts.env.store.clone();
+        let exe = match crate::ops::command::watcher::binary() {
+            Some(own) => own.to_path_buf(),
+            None => std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?,
+        };
         let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
         let device = if opts.env.device.is_cpu() { "cpu" } else { "cuda" }.to_string();
         let cores = rayon::current_num_threads().max(1);
         let jobs = opts.jobs.max(1);
         Ok(ProcessExecutor {
             store,
-            command: ChildCommand { cache, device, quiet: opts.quiet },
+            command: ChildCommand { exe, cache, device, quiet: opts.quiet },
             jobs,
             threads: if opts.env.device.is_cpu() { cores } else { 0 },
             gpu_child_threads: (cores / jobs).max(1),
@@ -207,7 +212,13 @@ impl ProcessExecutor {
                 Ok(None) => i += 1,
                 Ok(Some(status)) => {
                     let r = self.running.swap_remove(i);
-                    out.push(self.finish(r, Ok(status)));
+                    if interrupted() && stopped_by_a_signal_to_all(status) {
+                        // Signalled with the driver (`pkill cfrun`, a job's whole cgroup): it
+                        // was interrupted, not failed, and is reported so with the rest.
+                        self.abandon(r);
+                    } else {
+                        out.push(self.finish(r, Ok(status)));
+                    }
                 }
                 Err(e) => {
                     let mut r = self.running.swap_remove(i);
@@ -218,6 +229,12 @@ impl ProcessExecutor {
             }
         }
         out
+    }
+
+    /// Forgets an ended child without a report: the scheduler calls it interrupted.
+    fn abandon(&mut self, r: Running) {
+        self.held -= r.threads;
+        let _ = (r.stdout.join(), r.stderr.join());
     }
 
     /// The report of an exited child: its published record, or why there is none.
@@ -257,6 +274,12 @@ impl ProcessExecutor {
     fn published(&self, key: &RecipeKey) -> Option<KeyRecord> {
         self.store.lookup(key).filter(|r| self.store.check(r, Check::Quick).is_ok())
     }
+}
+
+/// Whether a child died of a signal that stops a whole session (Ctrl-C, SIGTERM, hang-up).
+fn stopped_by_a_signal_to_all(s: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    matches!(s.signal(), Some(libc::SIGINT | libc::SIGTERM | libc::SIGHUP))
 }
 
 /// How a child ended that did not exit 0, in words.
@@ -372,8 +395,16 @@ impl Executor for ProcessExecutor {
         if !self.running.is_empty() {
             eprintln!("interrupted: stopping {} running instance process(es)", self.running.len());
         }
-        for mut r in std::mem::take(&mut self.running) {
-            let _ = r.child.kill();
+        let running = std::mem::take(&mut self.running);
+        // Each child's whole group: the child and what it started without a watcher of its own
+        // (a data set's downloader). Killed all first, then waited for, so the last to stop does
+        // not keep computing while the first ones tear down.
+        for r in &running {
+            // SAFETY: a plain signal to a group this process made; the child, its leader, is not
+            // reaped yet, so the group id cannot have been reused.
+            unsafe { libc::killpg(r.child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+        for mut r in running {
             let _ = r.child.wait();
             // Their last lines before the summary, not after it.
             let _ = (r.stdout.join(), r.stderr.join());

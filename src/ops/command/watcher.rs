@@ -88,9 +88,10 @@ fn can_watch() -> Result<(), String> {
     Ok(())
 }
 
-/// The binary to start as a watcher, if this one can be. `/proc/self/exe` is resolved in the
-/// forked child, so it is this very binary even when the file was replaced by a rebuild since.
-pub(super) fn binary() -> Option<&'static Path> {
+/// The binary to start as a watcher (or as any other helper of this process), if this one can
+/// be. `/proc/self/exe` is resolved in the forked child, so it is this very binary even when the
+/// file was replaced by a rebuild since.
+pub fn binary() -> Option<&'static Path> {
     ENABLED.get().map(|()| Path::new("/proc/self/exe"))
 }
 
