@@ -93,7 +93,7 @@ fi
 if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}"; fi
 {
   date -u; uname -m; nproc
-  nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader 2>&1
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; echo "binary: $BIN"; ldd "$BIN" 2>&1
   echo "nsys: $(command -v nsys || echo absent)"; echo "torch python: ${TORCH_PY:-none}"
 } >>"$OUT/env.txt" 2>&1

@@ -63,11 +63,14 @@ def torch_runs(text):
 def section_machine(out, lines):
     env = read(out, "env.txt") or ""
     gpu = next((l for l in env.splitlines() if l.startswith("GPU ")), None)
-    smi = next((l for l in env.splitlines() if l.count(",") == 2 and "MiB" in l), None)
+    # name, driver, memory; and since 2026-12-04 (fourth session) the compute mode, which decides
+    # whether jobs as processes (a CUDA context each) may share the card at all.
+    smi = next((l for l in env.splitlines() if l.count(",") in (2, 3) and "MiB" in l), None)
     binary = next((l.split(": ", 1)[1] for l in env.splitlines() if l.startswith("binary: ")), "?")
     lines += ["## Machine", "", f"- GPU: {gpu or 'not reported (env.txt)'}"]
     if smi:
-        lines.append(f"- name, driver, memory: {smi}")
+        fields = "name, driver, memory" + (", compute mode" if smi.count(",") == 3 else "")
+        lines.append(f"- {fields}: {smi}")
     lines.append(f"- cfrun binary: `{os.path.basename(binary)}`")
     summary = read(out, "summary.txt") or ""
     fallback = [l for l in summary.splitlines() if "every run below uses" in l]
@@ -213,7 +216,9 @@ PEAKS = {"NVIDIA H200": (66.9, 494.7, 989.4), "NVIDIA H100 80GB HBM3": (66.9, 49
 
 def gpu_name(out):
     env = read(out, "env.txt") or ""
-    smi = next((l for l in env.splitlines() if l.count(",") == 2 and "MiB" in l), None)
+    # name, driver, memory; and since 2026-12-04 (fourth session) the compute mode, which decides
+    # whether jobs as processes (a CUDA context each) may share the card at all.
+    smi = next((l for l in env.splitlines() if l.count(",") in (2, 3) and "MiB" in l), None)
     return smi.split(",")[0].strip() if smi else None
 
 

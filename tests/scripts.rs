@@ -161,7 +161,7 @@ fn gpu_report_turns_a_session_into_ratios() {
          [10:00:50 +50s] cfrun-cudnn could not run (check-device-first.stderr); every run below uses cfrun-cuda\n\
          [10:01:00 +60s] check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps\n",
     );
-    write("env.txt", "GPU 0: NVIDIA H200 (UUID: GPU-0)\nNVIDIA H200, 580.95.05, 143771 MiB\n");
+    write("env.txt", "GPU 0: NVIDIA H200 (UUID: GPU-0)\nNVIDIA H200, 580.95.05, 143771 MiB, Default\n");
     std::fs::create_dir(out.path().join("cfrun")).unwrap();
     write("cfrun/f32-j1.stderr", "DEBUG cfrun::nn::train: network size per example forward_macs=455800832\n");
     write(
@@ -193,6 +193,7 @@ fn gpu_report_turns_a_session_into_ratios() {
         "| fp32, eager, tf32 conv True matmul False | 2400 | 1200 | 0.50x |",
         "| amp-bf16, compiled, tf32 conv True matmul False | 5000 | 1500 | 0.30x |",
         "cfrun's best aggregate, 3000 img/s with 4 jobs",
+        "- name, driver, memory, compute mode: NVIDIA H200, 580.95.05, 143771 MiB, Default",
         "- cfrun-cudnn could not run (check-device-first.stderr); every run below uses cfrun-cuda",
         "- check-device: the im2col row did not pass (or did not run); every run below uses CFRUN_CONV_COLUMNS=taps",
         "Not measured (no profile-timers.txt).",
