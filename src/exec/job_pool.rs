@@ -87,6 +87,17 @@ pub fn shares(free: usize, starting: usize, cap: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The threads of each of `starting` jobs that start together, given the machine's `total`
+/// (0 on a GPU, whose jobs hold none), the executor's `jobs` slots and the threads the running
+/// jobs hold: the free ones shared out (one each when there are more slots than threads).
+pub fn widths(total: usize, jobs: usize, held: usize, starting: usize) -> Vec<usize> {
+    if total == 0 {
+        return vec![0; starting];
+    }
+    let free = total.max(jobs).saturating_sub(held);
+    shares(free, starting.min(free), total)
+}
+
 /// Runs `f` as the one job of this process, on all its threads (see [`JobPools::run`]).
 pub fn run_on_pool<R: Send>(env: &ComputeEnv, f: impl FnOnce() -> R + Send) -> R {
     let pools = JobPools::new(env);

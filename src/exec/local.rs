@@ -3,16 +3,17 @@
 //! [`super::device::JobDevices`]). On the CPU the jobs handed over together start together and
 //! split the threads no running job holds ([`super::job_pool`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::backlog::Backlog;
 use super::compute::{compute_guarded, ComputeEnv};
 use super::device::JobDevices;
 use super::executor::{Executor, Finished};
 use super::interrupt::interrupted;
 use super::job::Job;
-use super::job_pool::{shares, JobPools};
+use super::job_pool::{widths, JobPools};
 use crate::cache::RecipeKey;
 
 /// Threads of this process.
@@ -22,7 +23,7 @@ pub struct LocalExecutor {
     pools: Arc<JobPools>,
     /// With several jobs: the devices they compute on, reused from job to job.
     devices: Option<Arc<JobDevices>>,
-    backlog: VecDeque<Job>,
+    backlog: Backlog,
     running: usize,
     /// The keys of the running jobs: a job with the same recipe as a running one waits in the
     /// backlog (then finds it cached) instead of holding a slot blocked on the key's lock.
@@ -46,7 +47,7 @@ impl LocalExecutor {
         let (tx, rx) = mpsc::channel();
         let pools = Arc::new(JobPools::new(&env));
         let devices = (jobs > 1).then(|| Arc::new(JobDevices::new(env.device.clone())));
-        let backlog = VecDeque::new();
+        let backlog = Backlog::default();
         let running_keys = HashSet::new();
         LocalExecutor { env, jobs: jobs.max(1), pools, devices, backlog, running: 0, running_keys, held: 0, tx, rx }
     }
@@ -62,14 +63,8 @@ impl LocalExecutor {
     /// (`--jobs` above the core count) each job still gets one thread, as asked.
     fn fill(&mut self) {
         let total = self.pools.total();
-        let starting = self.startable(self.jobs.saturating_sub(self.running));
-        let widths = if total == 0 {
-            // A GPU's jobs hold no threads.
-            vec![0; starting.len()]
-        } else {
-            let free = total.max(self.jobs).saturating_sub(self.held);
-            shares(free, starting.len().min(free), total)
-        };
+        let starting = self.backlog.take_startable(self.jobs.saturating_sub(self.running), &self.running_keys);
+        let widths = widths(total, self.jobs, self.held, starting.len());
         let mut starting = starting.into_iter();
         for threads in widths {
             let Some(job) = starting.next() else { break };
@@ -95,26 +90,8 @@ impl LocalExecutor {
                 let _ = tx.send((Finished { index: job.index, result, seconds }, threads, job.key));
             });
         }
-        // Those the threads did not stretch to go back to the head of the backlog, in order.
-        for job in starting.rev() {
-            self.backlog.push_front(job);
-        }
-    }
-
-    /// Takes from the backlog, first come first, up to `slots` jobs whose recipe no running or
-    /// taken job has.
-    fn startable(&mut self, slots: usize) -> Vec<Job> {
-        let mut taken: Vec<Job> = Vec::new();
-        let mut i = 0;
-        while taken.len() < slots && i < self.backlog.len() {
-            let key = self.backlog[i].key;
-            if self.running_keys.contains(&key) || taken.iter().any(|j| j.key == key) {
-                i += 1;
-            } else {
-                taken.extend(self.backlog.remove(i));
-            }
-        }
-        taken
+        // Those the threads did not stretch go back to the head of the backlog, in order.
+        self.backlog.put_back(starting);
     }
 
     /// Like [`Executor::wait`], but gives up after `timeout` (returning nothing).
@@ -150,9 +127,7 @@ impl Executor for LocalExecutor {
     /// A job waiting for its twin to finish takes no room: it will start and find its result
     /// cached, so it must not keep the scheduler from handing over another job meanwhile.
     fn has_room(&self) -> bool {
-        let mut keys: HashSet<RecipeKey> = HashSet::new();
-        let waiting = self.backlog.iter().filter(|j| !self.running_keys.contains(&j.key) && keys.insert(j.key)).count();
-        self.running + waiting < self.jobs
+        self.running + self.backlog.needing_slots(&self.running_keys) < self.jobs
     }
 
     /// Empty at once when interrupted: the scheduler then calls [`Executor::cancel`].

@@ -1,6 +1,7 @@
 //! Scheduling stage instances (what is ready), executors (where it runs: this process, child
 //! processes or a Slurm cluster), computing one instance, progress reporting, device selection.
 
+pub mod backlog;
 pub mod compute;
 pub mod cuda_events;
 pub mod device;

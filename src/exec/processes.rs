@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::MultiProgress;
 
+use super::backlog::Backlog;
 use super::compute::cached;
 use super::executor::{Executor, Finished};
 use super::interrupt::interrupted;
 use super::job::{write_spec, Job};
-use super::job_pool::shares;
+use super::job_pool::widths;
 use super::local::LocalExecutor;
 use super::run::{Outcome, RunOptions};
 use crate::cache::verify::Check;
@@ -106,7 +107,7 @@ pub struct ProcessExecutor {
     held: usize,
     local: LocalExecutor,
     bars: Option<MultiProgress>,
-    backlog: VecDeque<Job>,
+    backlog: Backlog,
     running: Vec<Running>,
     /// Jobs that ended without a child: found cached, or their child could not be started.
     ended: Vec<Finished>,
@@ -133,7 +134,7 @@ impl ProcessExecutor {
             held: 0,
             local: LocalExecutor::new(opts.env.clone(), opts.jobs),
             bars: opts.env.bars.clone(),
-            backlog: VecDeque::new(),
+            backlog: Backlog::default(),
             running: Vec::new(),
             ended: Vec::new(),
         })
@@ -142,41 +143,27 @@ impl ProcessExecutor {
     /// Starts children for the backlog's first jobs while slots are free; a job whose recipe a
     /// running one has waits (it will find its result cached).
     fn fill(&mut self) {
-        let mut starting = Vec::new();
-        let mut i = 0;
-        while self.running.len() + starting.len() < self.jobs && i < self.backlog.len() {
-            let key = self.backlog[i].key;
-            let twin = self.running.iter().any(|r| r.job.key == key) || starting.iter().any(|j: &Job| j.key == key);
-            if twin {
-                i += 1;
-            } else {
-                starting.extend(self.backlog.remove(i));
-            }
-        }
-        let widths = if self.threads == 0 {
-            vec![0; starting.len()]
-        } else {
-            let free = self.threads.max(self.jobs).saturating_sub(self.held);
-            shares(free, starting.len().min(free), self.threads)
-        };
+        let slots = self.jobs.saturating_sub(self.running.len());
+        let starting = self.backlog.take_startable(slots, &self.running_keys());
+        let widths = widths(self.threads, self.jobs, self.held, starting.len());
         let mut starting = starting.into_iter();
         for threads in widths {
             let Some(job) = starting.next() else { break };
             self.start(job, threads);
         }
-        for job in starting.rev() {
-            self.backlog.push_front(job);
-        }
+        self.backlog.put_back(starting);
+    }
+
+    fn running_keys(&self) -> HashSet<RecipeKey> {
+        self.running.iter().map(|r| r.job.key).collect()
     }
 
     fn start(&mut self, job: Job, threads: usize) {
         let started = Instant::now();
         // A twin that ran meanwhile published it: no child needed.
-        if self.store.lookup(&job.key).is_some() {
-            if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
-                let seconds = started.elapsed().as_secs_f64();
-                return self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds });
-            }
+        if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+            let seconds = started.elapsed().as_secs_f64();
+            return self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds });
         }
         if let Err(e) = write_spec(&self.store, &job) {
             let why = format!("could not write its job spec into the cache: {e}");
@@ -287,7 +274,9 @@ fn describe(s: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(9)) => "was killed by SIGKILL (as the kernel's out-of-memory killer or `kill -9` do)".to_string(),
+        (None, Some(libc::SIGKILL)) => {
+            "was killed by SIGKILL (as the kernel's out-of-memory killer or `kill -9` do)".to_string()
+        }
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         (None, None) => "ended without a status".to_string(),
     }
@@ -354,10 +343,7 @@ impl Executor for ProcessExecutor {
 
     /// Like the local executor's: a job waiting for its twin takes no room.
     fn has_room(&self) -> bool {
-        let running: HashSet<RecipeKey> = self.running.iter().map(|r| r.job.key).collect();
-        let mut keys = HashSet::new();
-        let waiting = self.backlog.iter().filter(|j| !running.contains(&j.key) && keys.insert(j.key)).count();
-        self.running.len() + waiting < self.jobs
+        self.running.len() + self.backlog.needing_slots(&self.running_keys()) < self.jobs
     }
 
     fn wait(&mut self) -> Vec<Finished> {
