@@ -89,6 +89,16 @@ else
   done
   TORCH_DEV=cuda; TORCH_PRESET=gpu
 fi
+# CUDA's Multi-Process Service, for STEPS=ab's jobs as processes that share the card's SMs at once
+# instead of taking turns (without it, the contexts of several processes are time-sliced). The dry
+# run walks the flow with a stand-in that records what it was asked (mps.txt).
+if ((DRY)); then
+  MPS_CONTROL="$WORK/mps-stand-in"
+  printf '#!/usr/bin/env bash\n{ echo "args: $*"; [[ -t 0 ]] || cat; } >>"%s/mps.txt"\n' "$OUT" >"$MPS_CONTROL"
+  chmod +x "$MPS_CONTROL"
+else
+  MPS_CONTROL="$(command -v nvidia-cuda-mps-control || true)"
+fi
 # The helpers below need Python 3.11+ (tomllib); the torch venv's Python serves if python3 is older.
 if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}"; fi
 {
@@ -96,6 +106,7 @@ if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}";
   nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader 2>&1
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; echo "binary: $BIN"; ldd "$BIN" 2>&1
   echo "nsys: $(command -v nsys || echo absent)"; echo "torch python: ${TORCH_PY:-none}"
+  echo "mps: ${MPS_CONTROL:-absent}"
 } >>"$OUT/env.txt" 2>&1
 say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}s"
 # STEPS=agreement: a second call for what the first had no time left for. Steps 1-3 and 5-7 are
@@ -377,29 +388,32 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
     [[ "$(basename "$BIN")" == cfrun-cudnn ]] && try_switch planned CFRUN_CONV_CUDNN=planned
     try_switch bnfused CFRUN_BN_CUDA=fused
   fi
-  FIRST=()
-  if ((${#ALL_NEW[@]})); then
-    FIRST+=("allnew-j1 1 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
-    NEW4+=("allnew-j4 4 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off")
-  fi
+  # Every lead on the host's issue time and on the jobs that did not scale, together: the new
+  # switches that passed, no CUDA events, and a memory pool that keeps what it frees and chains no
+  # streams (exec/cuda_pool.rs: the driver's default gives memory back at every sync, so the step
+  # profile's syncs may have put remapping into its issue times, and lets one job's stream wait
+  # on another's to reuse its memory).
+  LEADS=("${ALL_NEW[@]}" CFRUN_CUDA_EVENTS=off CFRUN_CUDA_POOL=keep)
+  FIRST=("allnew-j1 1 ${LEADS[*]}" "allnew-j4 4 ${LEADS[*]}")
   # bf16 trained 3.6x slower than f32 on 2026-12-04; the planned convolution asks cuDNN for tensor
   # cores and the fused batch norm drops the casts around each layer: all of them on, both arms in
   # bf16. Last of the new ones: a bf16 pair cost three times an f32 one at that rate.
   LATER=()
-  ((${#ALL_NEW[@]})) && LATER+=("allnew-$HALF 1 ${ALL_NEW[*]} CFRUN_CUDA_EVENTS=off precision=$HALF")
+  LATER+=("allnew-$HALF 1 ${LEADS[*]} precision=$HALF")
   # One size for every arm: ~2.5 s of work an epoch at 2026-12-04's one-job rate (3,000 img/s).
   if ((DRY)); then NAB=512; else NAB=8192; fi
   AB_ID=0
   AB_PAIRS="${AB_PAIRS:-3}"
   cf_ab() {   # cf_ab NAME JOBS VAR=VALUE...: base, var, base, var, ... (AB_PAIRS pairs) at NAB images, 2 epochs
     # (a setting `precision=P` trains both arms in P instead of f32; `executor=E` runs the switch
-    # arm's jobs with `--executor E`)
-    local name=$1 jobs=$2 i arm kv prec=f32 vars=()
+    # arm's jobs with `--executor E`; `mps=1` runs the switch arm under an MPS daemon of its own)
+    local name=$1 jobs=$2 i arm kv prec=f32 mps=0 vars=()
     shift 2
     for kv in "$@"; do
       case $kv in
         precision=*) prec=${kv#precision=} ;;
         executor=*) vars+=("CF_EXECUTOR=${kv#executor=}") ;;
+        mps=1) mps=1; vars+=("${MPS_ENV[@]}") ;;
         *) vars+=("$kv") ;;
       esac
     done
@@ -410,21 +424,52 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
         # The switch arm in a subshell, its settings exported there only; both arms' seeds are
         # AB_SEED0's, so the subshell's RUN_ID is not missed.
         # shellcheck disable=SC2163
+        [[ $arm == var ]] && ((mps)) && mps_start
         ( [[ $arm == var ]] && for kv in "${vars[@]}"; do export "$kv"; done
           AB_SEED0=$((100000 + AB_ID * 1000 + i * 10)) AB_CACHE="$WORK/ab-$arm" \
             cf_bench "ab-$name-$arm$i" "$BIN" "$jobs" "$prec" "$((NAB / jobs))" 2 >/dev/null )
+        [[ $arm == var ]] && ((mps)) && mps_stop
       done
     done
   }
+  # An MPS control daemon of the bench's own, started for each switch arm that asks for one and
+  # stopped after it: its pipe and log folders under $WORK, so only the processes given MPS_ENV
+  # connect to it (the base arm's find no daemon at the default folder and run as before). Its
+  # logs (control.log, server.log: whether a server started and which clients it served) come
+  # back in mps-log/.
+  MPS_ENV=("CUDA_MPS_PIPE_DIRECTORY=$WORK/mps/pipe" "CUDA_MPS_LOG_DIRECTORY=$WORK/mps/log")
+  mps_start() {
+    mkdir -p "$WORK/mps/pipe" "$WORK/mps/log"
+    env "${MPS_ENV[@]}" timeout 20 "$MPS_CONTROL" -d </dev/null || say "mps: the control daemon did not start (rc=$?)"
+  }
+  mps_stop() {
+    echo quit | env "${MPS_ENV[@]}" timeout 20 "$MPS_CONTROL" || say "mps: quit failed (rc=$?)"
+    sleep 1
+    mkdir -p "$OUT/mps-log" && cp -r "$WORK/mps/log/." "$OUT/mps-log/" 2>/dev/null
+  }
+  # Where a one-job step's time goes (cfrun's timers, a device sync after each phase), with the
+  # defaults and with every lead on: with the driver's pool the syncs give memory back, so the
+  # default's issue times may include remapping it; the second line says how much. One epoch of
+  # half the A/Bs' size each, both arms the same seeds; profile-timers.txt, a line per arm.
+  for arm in base leads; do
+    ( [[ $arm == leads ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
+      CFRUN_TRAIN_PROFILE=1 AB_SEED0=90000 AB_CACHE="$WORK/prof-$arm" cf_bench "prof-$arm" "$BIN" 1 f32 "$((NAB / 2))" 1 >/dev/null )
+    grep "step profile" "$OUT/cfrun/prof-$arm.stderr" | sed "s/^/$arm\t/" >>"$OUT/profile-timers.txt"
+  done
+  say "step profile, defaults / every lead on: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
   # Largest possible effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs), and
-  # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First the two
-  # that could each move the sweep's time several-fold: every new switch with the events off,
-  # one job (the sum of the leads on the host's issue time), and 4 jobs as processes against 4 as
-  # threads (--executor processes, a CUDA context each: were the jobs that added no throughput
-  # on 2026-12-04 held back inside one process?). Then each new switch alone and the events, one
-  # job; then 4 jobs of each.
-  for ab in "${FIRST[@]}" "procs-j4 4 executor=processes" "${NEW1[@]}" "events-j1 1 CFRUN_CUDA_EVENTS=off" \
-    "${NEW4[@]}" "events-j4 4 CFRUN_CUDA_EVENTS=off" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" \
+  # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First those that
+  # could each move the sweep's time several-fold: every lead together, one job (the host's
+  # issue time) and 4 jobs (did the leads hold the jobs back?); 4 jobs as processes against 4 as
+  # threads (--executor processes, a CUDA context each: were the jobs held back inside one
+  # process?), under MPS first where the machine has it (without it the processes' contexts take
+  # turns on the card, so plain processes that add nothing would not answer), then plain. Then
+  # each lead alone, one job; then 4 jobs of each.
+  MPS_AB=()
+  [[ -n "$MPS_CONTROL" ]] && MPS_AB=("procs-mps-j4 4 executor=processes mps=1")
+  for ab in "${FIRST[@]}" "${MPS_AB[@]}" "procs-j4 4 executor=processes" "${NEW1[@]}" \
+    "events-j1 1 CFRUN_CUDA_EVENTS=off" "pool-j1 1 CFRUN_CUDA_POOL=keep" "${NEW4[@]}" \
+    "events-j4 4 CFRUN_CUDA_EVENTS=off" "pool-j4 4 CFRUN_CUDA_POOL=keep" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" \
     "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \
     "bnlayer 1 CFRUN_BN_STATS=per-layer" "${WTAPS[@]}"; do
     (($(left) < (DRY ? 60 : 200))) && { say "ab: skipping '$ab' and after ($(left)s left)"; break; }

@@ -295,8 +295,16 @@ def section_profile(out, lines):
         return
     lines += ["Per phase, ms per step: the host's time to issue the work + the wait for the device to finish it "
               "(a device sync after each phase).", "", "```"]
-    lines += [l.split("step profile ", 1)[-1] for l in text.splitlines() if "step profile" in l]
+    for l in text.splitlines():
+        if "step profile" not in l:
+            continue
+        # STEPS=ab labels each line with its arm (`base` or `leads`, a tab, then the log line).
+        arm = l.split("\t", 1)[0] + ": " if "\t" in l else ""
+        lines.append(arm + l.split("step profile ", 1)[-1])
     lines += ["```", ""]
+    if "leads\t" in text:
+        lines += ["`base`: the defaults; `leads`: every lead on (the new switches that passed check-device, "
+                  "`CFRUN_CUDA_EVENTS=off`, `CFRUN_CUDA_POOL=keep`).", ""]
     nsys = read(out, "profile.txt")
     if nsys:
         lines += ["nsys's summary of one epoch is in `profile.txt`.", ""]
@@ -375,6 +383,9 @@ def section_ab(out, runs, torch_text, lines):
                 verdict = "faster"
             elif all(p < 1 - margin for p in pairs):
                 verdict = "slower"
+        if "mps=1" in setting.split() and not read(out, "mps-log/server.log"):
+            # No server log: the arm's processes found no MPS server and ran as plain processes.
+            verdict = "no MPS server ran: not read"
         losses = [(epoch_losses(out, f"ab-{name}-base{i}"), epoch_losses(out, f"ab-{name}-var{i}")) for i in range(1, count + 1)]
         same = "yes" if losses and all(a and a == b for a, b in losses) else "no"
         show = lambda xs: ", ".join(f"{x:.0f}" if x else "n/a" for x in xs)

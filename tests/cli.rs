@@ -3269,33 +3269,42 @@ fn a_code_file_that_is_a_link_is_refused_with_what_to_list() {
     assert!(!stderr(&out).contains("cache"), "not a cache matter: {}", stderr(&out));
 }
 
-/// `CFRUN_CUDA_EVENTS` (`exec/cuda_events.rs`, the GPU bench's A/B of cudarc's event tracking)
-/// is read before anything runs: `track` and `off` are accepted and leave the objects as they are
-/// (on the CPU there are no CUDA events to leave out), any other value is refused with exit 2.
+/// The process-wide CUDA switches, `CFRUN_CUDA_EVENTS` (`exec/cuda_events.rs`, cudarc's event
+/// tracking) and `CFRUN_CUDA_POOL` (`exec/cuda_pool.rs`, the driver's memory pool), the GPU
+/// bench's A/Bs, are read before anything runs: each of their values is accepted and leaves the
+/// objects as they are (on the CPU there are no CUDA events or pools to change), any other value
+/// is refused with exit 2, naming the variable and the valid values.
 #[test]
-fn the_cuda_events_switch_is_checked_before_anything_runs() {
+fn the_cuda_switches_are_checked_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.toml");
     std::fs::write(&file, tiny_training("events", 32, "batch_size = 16\n")).unwrap();
-    let run = |cache: &str, value: Option<&str>| {
+    let run = |cache: &str, setting: Option<(&str, &str)>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
         cmd.args(["run", file.to_str().unwrap(), "--cache"]).arg(dir.path().join(cache));
-        if let Some(v) = value {
-            cmd.env("CFRUN_CUDA_EVENTS", v);
+        if let Some((var, value)) = setting {
+            cmd.env(var, value);
         }
         cmd.output().expect("cfrun starts")
     };
     let plain = run("plain", None);
     assert!(plain.status.success(), "{}", stderr(&plain));
-    for value in ["track", "off"] {
-        let out = run(value, Some(value));
-        assert!(out.status.success(), "{value}: {}", stderr(&out));
-        assert_eq!(objects(&dir.path().join("plain")), objects(&dir.path().join(value)), "{value}");
+    let switches = [
+        ("CFRUN_CUDA_EVENTS", ["track", "off"], "`track` or `off`"),
+        ("CFRUN_CUDA_POOL", ["release", "keep"], "`release` or `keep`"),
+    ];
+    for (var, values, valid) in switches {
+        for value in values {
+            let cache = format!("{var}-{value}");
+            let out = run(&cache, Some((var, value)));
+            assert!(out.status.success(), "{var}={value}: {}", stderr(&out));
+            assert_eq!(objects(&dir.path().join("plain")), objects(&dir.path().join(&cache)), "{var}={value}");
+        }
+        let bad = run("bad", Some((var, "none")));
+        assert_eq!(bad.status.code(), Some(2), "{var}");
+        assert!(stderr(&bad).contains(&format!("{var}=\"none\": expected {valid}")), "{}", stderr(&bad));
+        assert!(!dir.path().join("bad").exists(), "{var}: refused before the cache was made");
     }
-    let bad = run("bad", Some("none"));
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("CFRUN_CUDA_EVENTS=\"none\": expected `track` or `off`"), "{}", stderr(&bad));
-    assert!(!dir.path().join("bad").exists(), "refused before the cache was made");
 }
 
 /// `CFRUN_SGD_UPDATE` chooses how the optimiser writes its update (`nn/sgd/update.rs`; flat is

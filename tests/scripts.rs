@@ -459,10 +459,25 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         run(&format!("ab-aa-base{}", i + 1), *b, "0.8");
         run(&format!("ab-aa-var{}", i + 1), *v, "0.8");
     }
+    // Processes under MPS, clearly faster, but no server log came back: not read as a result.
+    for (i, (b, v)) in [(3000, 9000), (3100, 9100), (2980, 8900)].iter().enumerate() {
+        run(&format!("ab-procs-mps-j4-base{}", i + 1), *b, "0.9");
+        run(&format!("ab-procs-mps-j4-var{}", i + 1), *v, "0.9");
+    }
     run("ab-cfrun-1", 3000, "0.7");
     run("ab-cfrun-2", 3200, "0.7");
     write("cfrun.tsv", &tsv);
-    write("ab.tsv", "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\naa\t1\tCFRUN_CONV_CUDNN=per-call\n");
+    write(
+        "ab.tsv",
+        "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\naa\t1\tCFRUN_CONV_CUDNN=per-call\n\
+         procs-mps-j4\t4\texecutor=processes mps=1\n",
+    );
+    // STEPS=ab's step profile: a line per arm, the arm's name before a tab.
+    write(
+        "profile-timers.txt",
+        "base\t2026-12-05T10:00:00Z  INFO step profile (ms per step, issue+wait): batch=0.7+2.8 forward=24.2+0.01 epoch=0 steps=32\n\
+         leads\t2026-12-05T10:00:09Z  INFO step profile (ms per step, issue+wait): batch=0.5+0.1 forward=3.0+6.0 epoch=0 steps=32\n",
+    );
     // The planned cuDNN convolution's own check-device rows come beside the default's.
     write(
         "check-device.json",
@@ -537,6 +552,15 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     );
     assert!(text.contains("| weight gradient | F32 | `CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1` | 1 | 3.0 |"), "{text}");
     assert!(text.contains("1 warnings \"cuDNN could not run an algorithm\""), "{text}");
+    assert!(
+        text.contains("| `executor=processes mps=1` | 4 | 3000, 3100, 2980 | 9000, 9100, 8900 | 3.00x, 2.94x, 2.99x | 4 % | no MPS server ran: not read | yes |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("base: (ms per step, issue+wait): batch=0.7+2.8 forward=24.2+0.01 epoch=0 steps=32\nleads: (ms per step, issue+wait): batch=0.5+0.1 forward=3.0+6.0"),
+        "{text}"
+    );
+    assert!(text.contains("`leads`: every lead on"), "{text}");
     assert!(text.contains("3 launches profiled, 1.50 ms of kernel time in all"), "{text}");
     assert!(text.contains("| `cudnn_conv` | 1 | 1.500 | 99.7 % | 1500.0 |"), "{text}");
     assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");

@@ -189,7 +189,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(e) = crate::nn::switches_from_env().and_then(|()| crate::exec::cuda_events::CUDA_EVENTS.from_env()) {
+    let switches = crate::nn::switches_from_env()
+        .and_then(|()| crate::exec::cuda_events::CUDA_EVENTS.from_env())
+        .and_then(|()| crate::exec::cuda_pool::CUDA_POOL.from_env());
+    if let Err(e) = switches {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);
     }

@@ -54,8 +54,14 @@ const NO_CUDA_FEATURE: &str =
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<(Device, String), DeviceError> {
     Device::new_cuda(0)
-        .map(|d| (super::cuda_events::applied(d), "cuda:0".to_string()))
+        .map(|d| (opened(d), "cuda:0".to_string()))
         .map_err(|e| DeviceError::Unusable(crate::candle_error::Brief(&e).to_string()))
+}
+
+/// A CUDA device just opened, with the process-wide CUDA switches applied before it holds any of
+/// cfrun's buffers.
+fn opened(device: Device) -> Device {
+    super::cuda_pool::applied(super::cuda_events::applied(device))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -70,7 +76,7 @@ fn open_cuda() -> Result<(Device, String), DeviceError> {
 fn for_parallel_job(device: &Device) -> Device {
     match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => match Device::new_cuda_with_stream(gpu_id) {
-            Ok(d) => super::cuda_events::applied(d),
+            Ok(d) => opened(d),
             Err(e) => {
                 let e = crate::candle_error::Brief(&e);
                 tracing::warn!("cannot open a stream of its own for a job on cuda:{gpu_id} ({e}); sharing one");
