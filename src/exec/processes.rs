@@ -303,16 +303,7 @@ fn read_stdout(out: ChildStdout) -> String {
 /// keeps its last few.
 fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    let mut reader = BufReader::new(err);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        // A line without an end is passed on in pieces, so memory stays bounded whatever is printed.
-        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf)).into_owned();
+    log_lines(err, MAX_LINE as usize, |line| {
         let write = || {
             let mut e = std::io::stderr().lock();
             let _ = writeln!(e, "{line}");
@@ -325,8 +316,58 @@ fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<Str
             tail.pop_front();
         }
         tail.push_back(line);
-    }
+    });
     tail
+}
+
+/// Hands `each` the lines read from `from`, without their ends. A line longer than `most` bytes
+/// comes in pieces, so memory stays bounded whatever is printed; a piece never ends inside a
+/// UTF-8 character (its last bytes go to the next piece), so a long line of text is never
+/// garbled where it was cut.
+fn log_lines(from: impl Read, most: usize, mut each: impl FnMut(String)) {
+    let mut reader = BufReader::new(from);
+    // What the last piece left over: the start of a character it would have cut.
+    let mut buf = Vec::new();
+    loop {
+        let room = (most + 3).saturating_sub(buf.len()) as u64;
+        let read = (&mut reader).take(room).read_until(b'\n', &mut buf);
+        if buf.is_empty() {
+            break;
+        }
+        if let Some(line) = buf.strip_suffix(b"\n") {
+            each(String::from_utf8_lossy(line).into_owned());
+            buf.clear();
+            continue;
+        }
+        // No line end: either the piece is as long as allowed, or the child's output ended.
+        let full = matches!(read, Ok(n) if n as u64 == room);
+        let cut = if full { whole_characters(&buf[..most.min(buf.len())]).max(1) } else { buf.len() };
+        each(String::from_utf8_lossy(&buf[..cut]).into_owned());
+        buf.drain(..cut);
+        if !full && buf.is_empty() {
+            break;
+        }
+    }
+}
+
+/// The length of the longest start of `bytes` that does not end inside a UTF-8 character (all
+/// of it when its last character is whole, or when its end is no character's start at all).
+fn whole_characters(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for back in 1..=n.min(4) {
+        let b = bytes[n - back];
+        if b & 0xC0 != 0x80 {
+            // A character starts here: how many bytes it takes.
+            let takes = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if takes > back { n - back } else { n };
+        }
+    }
+    n
 }
 
 impl Executor for ProcessExecutor {
@@ -400,5 +441,42 @@ impl Executor for ProcessExecutor {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8], most: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        log_lines(text, most, |l| got.push(l));
+        got
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces_that_never_cut_a_character() {
+        assert_eq!(lines(b"one\ntwo\n", 64), ["one", "two"]);
+        assert_eq!(lines(b"no end", 64), ["no end"]);
+        assert_eq!(lines(b"", 64), Vec::<String>::new());
+        // 'é' is 2 bytes, '€' 3, '𝄞' 4: pieces of at most 4 bytes, each whole.
+        let text = "aé€𝄞b€\nok\n";
+        let got = lines(text.as_bytes(), 4);
+        assert!(got.iter().all(|l| !l.contains('\u{FFFD}')), "{got:?}");
+        assert_eq!(got.concat(), "aé€𝄞b€ok");
+        assert!(got.iter().all(|l| l.len() <= 4 + 3), "{got:?}");
+        assert_eq!(got.last().unwrap(), "ok");
+        // Bytes that are no UTF-8 at all still pass, replaced, and nothing loops.
+        assert_eq!(lines(&[0xFF, 0xFE, 0xFD, 0xFC, 0xFB, b'\n'], 2).concat(), "\u{FFFD}".repeat(5));
+        assert_eq!(lines(&[b'a', 0xE2, 0x82], 8), ["a\u{FFFD}"]);
+    }
+
+    #[test]
+    fn a_cut_goes_before_the_character_it_would_split() {
+        assert_eq!(whole_characters("ab".as_bytes()), 2);
+        assert_eq!(whole_characters(&"a€".as_bytes()[..3]), 1);
+        assert_eq!(whole_characters("a€".as_bytes()), 4);
+        assert_eq!(whole_characters(&"𝄞".as_bytes()[..3]), 0);
+        assert_eq!(whole_characters(&[0x80, 0x80, 0x80, 0x80, 0x80]), 5);
     }
 }
