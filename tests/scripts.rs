@@ -589,3 +589,53 @@ fn bn_cuda_kernels_match_the_definition_when_emulated() {
     let said = String::from_utf8_lossy(&ran.stdout);
     assert!(ran.status.success() && said.trim() == "ok", "{said}");
 }
+
+/// The emulation's barrier (`tests/cuda/emulate.h`): a kernel whose threads do not all reach a
+/// `__syncthreads` (one returns early: undefined on a GPU) ends the program with a message naming
+/// the block and thread, instead of throwing the later barriers out of step and hanging the suite.
+#[test]
+fn an_emulated_kernel_that_skips_a_barrier_fails_and_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("diverge.cpp");
+    std::fs::write(
+        &source,
+        r#"#include "emulate.h"
+#include <atomic>
+static std::atomic<int> sum{0};
+__global__ void k(bool early) {
+    __shared__ int seen[4];
+    if (early && threadIdx.x == 3) return;
+    seen[threadIdx.x] = (int)threadIdx.x;
+    __syncthreads();
+    sum += seen[(threadIdx.x + 1) % 4];
+}
+int main(int argc, char**) {
+    launch(3, 4, [&] { k(argc > 1); });
+    std::printf("%d\n", sum.load());
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.path().join("diverge");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let built = Command::new(&cxx)
+        .args(["-std=c++20", "-O1", "-pthread", "-I"])
+        .arg(repo().join("tests/cuda"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .output()
+        .unwrap_or_else(|e| panic!("`{cxx}` (a C++20 compiler; .ci/run installs g++) did not start: {e}"));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    // Every thread at every barrier: 3 blocks of 0 + 1 + 2 + 3.
+    let whole = Command::new(&exe).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    assert_eq!(String::from_utf8_lossy(&whole.stdout).trim(), "18");
+    // Thread 3 returns before the barrier: a failure within the test's time, saying why.
+    let start = std::time::Instant::now();
+    let early = Command::new("timeout").arg("20").arg(&exe).arg("early").output().unwrap();
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert!(!early.status.success() && early.status.code() != Some(124), "hung or passed: {said}");
+    assert!(said.contains("in block 0, thread 3 reached the block's end while others wait at __syncthreads"), "{said}");
+    assert!(start.elapsed().as_secs() < 10);
+}

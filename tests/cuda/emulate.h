@@ -4,8 +4,10 @@
 // checks; the PTX, launch sizes and memory model are for check-device on a card.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <thread>
@@ -16,14 +18,52 @@ struct dim3 {
 };
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
-inline std::barrier<>* block_barrier = nullptr;
+
+// Where a block's threads meet.
+enum class Meeting { Syncthreads, BlockEnd };
+
+// A block's barrier that knows where each thread arrived from. On a GPU a thread that returns
+// before a __syncthreads the others reach is undefined behaviour; here it would meet them at the
+// block's end instead and throw every later meeting out of step, so the test would hang. Instead
+// the first arrival at the wrong meeting ends the program with a message. Each thread counts its
+// own meetings; the k-th meeting of all threads is one round of the barrier, whose place is
+// claimed by its first arrival in one of two slots (rounds k and k + 2 share one, cleared when
+// round k completes, before any thread can start round k + 1).
+struct Rounds {
+    std::atomic<int> where[2] = {-1, -1};
+    unsigned done = 0;  // written by the completion alone, while every thread waits
+    void operator()() noexcept { where[done++ & 1] = -1; }
+};
+struct RoundDone {
+    Rounds* rounds;
+    void operator()() noexcept { (*rounds)(); }
+};
+inline Rounds* block_rounds = nullptr;
+inline std::barrier<RoundDone>* block_barrier = nullptr;
+inline thread_local unsigned my_round = 0;
+
+inline const char* meeting_name(int at) {
+    return at == (int)Meeting::Syncthreads ? "__syncthreads" : "the block's end";
+}
+
+inline void meet(Meeting here) {
+    int claimed = -1;
+    auto& slot = block_rounds->where[my_round++ & 1];
+    if (!slot.compare_exchange_strong(claimed, (int)here) && claimed != (int)here) {
+        std::fprintf(stderr, "emulate.h: in block %u, thread %u reached %s while others wait at %s "
+                     "(a return before __syncthreads?)\n", blockIdx.x, threadIdx.x, meeting_name((int)here),
+                     meeting_name(claimed));
+        std::abort();
+    }
+    block_barrier->arrive_and_wait();
+}
 
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
 
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { meet(Meeting::Syncthreads); }
 inline void __trap() { std::abort(); }
 using std::min;
 
@@ -33,7 +73,9 @@ using std::min;
 inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
     gridDim.x = grid;
     blockDim.x = block;
-    std::barrier<> barrier(block);
+    Rounds rounds;
+    std::barrier<RoundDone> barrier(block, RoundDone{&rounds});
+    block_rounds = &rounds;
     block_barrier = &barrier;
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < block; t++) {
@@ -42,7 +84,7 @@ inline void launch(unsigned grid, unsigned block, const std::function<void()>& k
             for (unsigned b = 0; b < grid; b++) {
                 blockIdx.x = b;
                 kernel();
-                barrier.arrive_and_wait();
+                meet(Meeting::BlockEnd);
             }
         });
     }
