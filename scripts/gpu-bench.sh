@@ -106,7 +106,7 @@ if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}";
   nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader 2>&1
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; echo "binary: $BIN"; ldd "$BIN" 2>&1
   echo "nsys: $(command -v nsys || echo absent)"; echo "torch python: ${TORCH_PY:-none}"
-  echo "mps: ${MPS_CONTROL:-absent}"
+  echo "mps: ${MPS_CONTROL:-absent}; a daemon at the default folder: $([[ -e /tmp/nvidia-mps/control ]] && echo yes || echo no)"
 } >>"$OUT/env.txt" 2>&1
 say "device $DEVICE, preset $PRESET, binary $(basename "$BIN"), budget ${BUDGET}s"
 # STEPS=agreement: a second call for what the first had no time left for. Steps 1-3 and 5-7 are
@@ -389,10 +389,9 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
     try_switch bnfused CFRUN_BN_CUDA=fused
   fi
   # Every lead on the host's issue time and on the jobs that did not scale, together: the new
-  # switches that passed, no CUDA events, and a memory pool that keeps what it frees and chains no
-  # streams (exec/cuda_pool.rs: the driver's default gives memory back at every sync, so the step
-  # profile's syncs may have put remapping into its issue times, and lets one job's stream wait
-  # on another's to reuse its memory).
+  # switches that passed, no CUDA events, and a memory pool that keeps what is freed to it
+  # (exec/cuda_pool.rs: by the driver's default it gives memory back at each explicit sync, so the
+  # step profile's syncs may have put remapping into its issue times).
   LEADS=("${ALL_NEW[@]}" CFRUN_CUDA_EVENTS=off CFRUN_CUDA_POOL=keep)
   FIRST=("allnew-j1 1 ${LEADS[*]}" "allnew-j4 4 ${LEADS[*]}")
   # bf16 trained 3.6x slower than f32 on 2026-12-04; the planned convolution asks cuDNN for tensor
@@ -424,39 +423,55 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
         # The switch arm in a subshell, its settings exported there only; both arms' seeds are
         # AB_SEED0's, so the subshell's RUN_ID is not missed.
         # shellcheck disable=SC2163
-        [[ $arm == var ]] && ((mps)) && mps_start
+        [[ $arm == var ]] && ((mps)) && mps_start "ab-$name-var$i"
         ( [[ $arm == var ]] && for kv in "${vars[@]}"; do export "$kv"; done
           AB_SEED0=$((100000 + AB_ID * 1000 + i * 10)) AB_CACHE="$WORK/ab-$arm" \
             cf_bench "ab-$name-$arm$i" "$BIN" "$jobs" "$prec" "$((NAB / jobs))" 2 >/dev/null )
-        [[ $arm == var ]] && ((mps)) && mps_stop
+        [[ $arm == var ]] && ((mps)) && mps_stop "ab-$name-var$i"
       done
+      # Under MPS a server that fails makes its clients fail (they do not fall back): one failed
+      # pair is enough to know.
+      if ((mps)) && [[ "$(awk -F'\t' -v l="ab-$name-var$i" '$1 == l {print $10}' "$OUT/cfrun.tsv")" != 0 ]]; then
+        say "ab $name: the MPS arm failed; its other pairs skipped (mps-log/ab-$name-var$i/)"
+        break
+      fi
     done
   }
   # An MPS control daemon of the bench's own, started for each switch arm that asks for one and
-  # stopped after it: its pipe and log folders under $WORK, so only the processes given MPS_ENV
-  # connect to it (the base arm's find no daemon at the default folder and run as before). Its
-  # logs (control.log, server.log: whether a server started and which clients it served) come
-  # back in mps-log/.
-  MPS_ENV=("CUDA_MPS_PIPE_DIRECTORY=$WORK/mps/pipe" "CUDA_MPS_LOG_DIRECTORY=$WORK/mps/log")
-  mps_start() {
-    mkdir -p "$WORK/mps/pipe" "$WORK/mps/log"
-    env "${MPS_ENV[@]}" timeout 20 "$MPS_CONTROL" -d </dev/null || say "mps: the control daemon did not start (rc=$?)"
+  # stopped after it: its pipe folder under $WORK, so only the processes given MPS_ENV connect to
+  # it (the base arm's find no daemon there and run as before, unless env.txt says the machine
+  # runs one at the default folder). Each run's logs (control.log; server.log, written only by a
+  # server that started) come back in mps-log/LABEL/: the report reads a pair only with its
+  # server.log. The pipe folder is also left in mps-pipe.txt until the daemon has quit, so that
+  # gpu-session.sh can stop a daemon that a bench stopped at its limit left behind.
+  MPS_ENV=("CUDA_MPS_PIPE_DIRECTORY=$WORK/mps/pipe")
+  mps_start() {   # mps_start LABEL
+    mkdir -p "$WORK/mps/pipe" "$WORK/mps/log-$1"
+    echo "$WORK/mps/pipe" >"$OUT/mps-pipe.txt"
+    env "${MPS_ENV[@]}" CUDA_MPS_LOG_DIRECTORY="$WORK/mps/log-$1" timeout 20 "$MPS_CONTROL" -d \
+      </dev/null >"$WORK/mps/daemon-$1.out" 2>&1 || say "mps: the control daemon did not start (rc=$?)"
   }
-  mps_stop() {
-    echo quit | env "${MPS_ENV[@]}" timeout 20 "$MPS_CONTROL" || say "mps: quit failed (rc=$?)"
+  mps_stop() {   # mps_stop LABEL
+    if echo quit | env "${MPS_ENV[@]}" timeout 20 "$MPS_CONTROL"; then
+      rm -f "$OUT/mps-pipe.txt"
+    else
+      say "mps: quit failed (rc=$?)"
+    fi
     sleep 1
-    mkdir -p "$OUT/mps-log" && cp -r "$WORK/mps/log/." "$OUT/mps-log/" 2>/dev/null
+    mkdir -p "$OUT/mps-log/$1" && cp -r "$WORK/mps/log-$1/." "$OUT/mps-log/$1/" 2>/dev/null
   }
   # Where a one-job step's time goes (cfrun's timers, a device sync after each phase), with the
-  # defaults and with every lead on: with the driver's pool the syncs give memory back, so the
-  # default's issue times may include remapping it; the second line says how much. One epoch of
-  # half the A/Bs' size each, both arms the same seeds; profile-timers.txt, a line per arm.
-  for arm in base leads; do
-    ( [[ $arm == leads ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
-      CFRUN_TRAIN_PROFILE=1 AB_SEED0=90000 AB_CACHE="$WORK/prof-$arm" cf_bench "prof-$arm" "$BIN" 1 f32 "$((NAB / 2))" 1 >/dev/null )
-    grep "step profile" "$OUT/cfrun/prof-$arm.stderr" | sed "s/^/$arm\t/" >>"$OUT/profile-timers.txt"
+  # defaults and with every lead on, alternately, twice: with the driver's pool the syncs give
+  # memory back, so the default's issue times may include remapping it; the leads' lines say how
+  # much. One epoch of half the A/Bs' size each, every run the same seeds; profile-timers.txt, a
+  # line per run, its arm before a tab.
+  : >"$OUT/profile-timers.txt"
+  for run in base1 leads1 base2 leads2; do
+    ( [[ $run == leads* ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
+      CFRUN_TRAIN_PROFILE=1 AB_SEED0=90000 AB_CACHE="$WORK/prof-$run" cf_bench "prof-$run" "$BIN" 1 f32 "$((NAB / 2))" 1 >/dev/null )
+    grep "step profile" "$OUT/cfrun/prof-$run.stderr" | sed "s/^/${run%?}\t/" >>"$OUT/profile-timers.txt"
   done
-  say "step profile, defaults / every lead on: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
+  say "step profile, defaults / every lead on, twice: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
   # Largest possible effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs), and
   # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First those that
   # could each move the sweep's time several-fold: every lead together, one job (the host's

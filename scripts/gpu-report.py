@@ -383,8 +383,10 @@ def section_ab(out, runs, torch_text, lines):
                 verdict = "faster"
             elif all(p < 1 - margin for p in pairs):
                 verdict = "slower"
-        if "mps=1" in setting.split() and not read(out, "mps-log/server.log"):
-            # No server log: the arm's processes found no MPS server and ran as plain processes.
+        if "mps=1" in setting.split() and not all(read(out, f"mps-log/ab-{name}-var{i}/server.log")
+                                                  for i in range(1, count + 1)):
+            # A pair without its server's log: its processes found no MPS server and ran as plain
+            # processes (or its server failed), so the arm says nothing of MPS.
             verdict = "no MPS server ran: not read"
         losses = [(epoch_losses(out, f"ab-{name}-base{i}"), epoch_losses(out, f"ab-{name}-var{i}")) for i in range(1, count + 1)]
         same = "yes" if losses and all(a and a == b for a, b in losses) else "no"

@@ -40,8 +40,17 @@ pack() {   # pack NAME: the results so far as $OUT/NAME, never half-written unde
   echo "$(basename "$BENCH") exit status: $rc" >>"$RES/bench.log"
   touch "$DONE"
 ) &
+# An MPS control daemon the bench started and had no time to stop (it leaves its pipe folder in
+# mps-pipe.txt until the daemon has quit; the daemon leaves the bench's session): stopped here, so
+# no MPS server outlives the call.
+stop_mps() {
+  [[ -s "$RES/mps-pipe.txt" ]] && command -v nvidia-cuda-mps-control >/dev/null || return 0
+  echo quit | CUDA_MPS_PIPE_DIRECTORY="$(cat "$RES/mps-pipe.txt")" timeout 20 nvidia-cuda-mps-control
+  echo "gpu-session.sh: stopped the MPS daemon the bench left (rc=$?)" >>"$RES/bench.log"
+}
 stop() {
   [[ -s "$RES.sid" ]] && pkill -KILL -s "$(cat "$RES.sid")" 2>/dev/null
+  stop_mps
   rm -rf "$RES" "$RES.sid" "$DONE"
   exit 143
 }
@@ -51,6 +60,7 @@ while [[ ! -e "$DONE" ]]; do
   sleep 1
   if ((SECONDS - last >= EVERY)); then pack partial.tgz; last=$SECONDS; fi
 done
+stop_mps
 pack results.tgz && rm -f "$OUT/partial.tgz"
 cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null
 cat "$RES/bench.log"

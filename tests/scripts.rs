@@ -432,7 +432,11 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
 #[test]
 fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     let out = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| std::fs::write(out.path().join(name), text).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = out.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap()
+    };
     std::fs::create_dir(out.path().join("cfrun")).unwrap();
     let mut tsv =
         "label\tbinary\tjobs\tprecision\timages_per_stage\tepochs\twall_s\twall_img_s\tsteady_img_s\trc\n".to_string();
@@ -459,10 +463,19 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         run(&format!("ab-aa-base{}", i + 1), *b, "0.8");
         run(&format!("ab-aa-var{}", i + 1), *v, "0.8");
     }
-    // Processes under MPS, clearly faster, but no server log came back: not read as a result.
-    for (i, (b, v)) in [(3000, 9000), (3100, 9100), (2980, 8900)].iter().enumerate() {
-        run(&format!("ab-procs-mps-j4-base{}", i + 1), *b, "0.9");
-        run(&format!("ab-procs-mps-j4-var{}", i + 1), *v, "0.9");
+    // Processes under MPS, clearly faster: read only where every pair's server left its log (the
+    // first arm's third pair has none: its processes ran without MPS).
+    for (arm, div) in [("procs-mps-j4", 1), ("procs-mps-j8", 2)] {
+        for (i, (b, v)) in [(3000, 9000), (3100, 9100), (2980, 8900)].iter().enumerate() {
+            run(&format!("ab-{arm}-base{}", i + 1), b / div, "0.9");
+            run(&format!("ab-{arm}-var{}", i + 1), v / div, "0.9");
+            if arm.ends_with("j8") || i < 2 {
+                write(
+                    &format!("mps-log/ab-{arm}-var{}/server.log", i + 1),
+                    "[2026-12-05 10:00:00] INFO Server started\n",
+                );
+            }
+        }
     }
     run("ab-cfrun-1", 3000, "0.7");
     run("ab-cfrun-2", 3200, "0.7");
@@ -470,7 +483,7 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     write(
         "ab.tsv",
         "events-j1\t1\tCFRUN_CUDA_EVENTS=off\nsgdper\t1\tCFRUN_SGD_UPDATE=per-param\naa\t1\tCFRUN_CONV_CUDNN=per-call\n\
-         procs-mps-j4\t4\texecutor=processes mps=1\n",
+         procs-mps-j4\t4\texecutor=processes mps=1\nprocs-mps-j8\t8\texecutor=processes mps=1\n",
     );
     // STEPS=ab's step profile: a line per arm, the arm's name before a tab.
     write(
@@ -554,6 +567,10 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     assert!(text.contains("1 warnings \"cuDNN could not run an algorithm\""), "{text}");
     assert!(
         text.contains("| `executor=processes mps=1` | 4 | 3000, 3100, 2980 | 9000, 9100, 8900 | 3.00x, 2.94x, 2.99x | 4 % | no MPS server ran: not read | yes |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| `executor=processes mps=1` | 8 | 1500, 1550, 1490 | 4500, 4550, 4450 | 3.00x, 2.94x, 2.99x | 4 % | faster | yes |"),
         "{text}"
     );
     assert!(

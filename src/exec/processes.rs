@@ -321,9 +321,9 @@ fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<Str
 }
 
 /// Hands `each` the lines read from `from`, without their ends. A line longer than `most` bytes
-/// comes in pieces, so memory stays bounded whatever is printed; a piece never ends inside a
-/// UTF-8 character (its last bytes go to the next piece), so a long line of text is never
-/// garbled where it was cut.
+/// (and the 3 a character may need) comes in pieces of about `most` bytes, so memory stays
+/// bounded whatever is printed; a piece never ends inside a UTF-8 character (its last bytes go to
+/// the next piece), so a long line of text is never garbled where it was cut.
 fn log_lines(from: impl Read, most: usize, mut each: impl FnMut(String)) {
     let mut reader = BufReader::new(from);
     // What the last piece left over: the start of a character it would have cut.
@@ -469,6 +469,9 @@ mod tests {
         // Bytes that are no UTF-8 at all still pass, replaced, and nothing loops.
         assert_eq!(lines(&[0xFF, 0xFE, 0xFD, 0xFC, 0xFB, b'\n'], 2).concat(), "\u{FFFD}".repeat(5));
         assert_eq!(lines(&[b'a', 0xE2, 0x82], 8), ["a\u{FFFD}"]);
+        // Pieces shorter than a character still move on (a byte at a time), and end.
+        let tiny = lines("€€\n".as_bytes(), 1);
+        assert_eq!(tiny, ["\u{FFFD}", "\u{FFFD}", "\u{FFFD}", "€"]);
     }
 
     #[test]
