@@ -583,6 +583,20 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     assert!(text.contains("| `affine_f32` | 2 | 0.004 | 0.3 % | 2.0 |"), "{text}");
 }
 
+/// Compiles `source`, CUDA kernels with `tests/cuda/emulate.h`'s stand-ins, as C++20 into `exe`.
+fn compile_emulated(source: &Path, exe: &Path) {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let built = Command::new(&cxx)
+        .args(["-std=c++20", "-O1", "-pthread", "-I"])
+        .arg(repo().join("tests/cuda"))
+        .arg("-o")
+        .arg(exe)
+        .arg(source)
+        .output()
+        .unwrap_or_else(|e| panic!("`{cxx}` (a C++20 compiler; .ci/run installs g++) did not start: {e}"));
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+}
+
 /// The fused batch norm's CUDA kernels (`src/nn/bn_cuda/kernels.cu`), compiled as C++ with a
 /// thread-per-CUDA-thread emulation (`tests/cuda/emulate.h`, and `tests/cuda/cuda_bf16.h` for
 /// CUDA's bf16) and run against batch norm's definition and finite differences, in f32 and bf16
@@ -592,16 +606,7 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
 fn bn_cuda_kernels_match_the_definition_when_emulated() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("bn_kernels");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let built = Command::new(&cxx)
-        .args(["-std=c++20", "-O1", "-pthread", "-I"])
-        .arg(repo().join("tests/cuda"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(repo().join("tests/cuda/bn_kernels.cpp"))
-        .output()
-        .unwrap_or_else(|e| panic!("`{cxx}` (a C++20 compiler; .ci/run installs g++) did not start: {e}"));
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    compile_emulated(&repo().join("tests/cuda/bn_kernels.cpp"), &exe);
     let ran = Command::new(&exe).output().unwrap();
     let said = String::from_utf8_lossy(&ran.stdout);
     assert!(ran.status.success() && said.trim() == "ok", "{said}");
@@ -634,16 +639,7 @@ int main(int argc, char**) {
     )
     .unwrap();
     let exe = dir.path().join("diverge");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let built = Command::new(&cxx)
-        .args(["-std=c++20", "-O1", "-pthread", "-I"])
-        .arg(repo().join("tests/cuda"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(&source)
-        .output()
-        .unwrap_or_else(|e| panic!("`{cxx}` (a C++20 compiler; .ci/run installs g++) did not start: {e}"));
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    compile_emulated(&source, &exe);
     // Every thread at every barrier: 3 blocks of 0 + 1 + 2 + 3.
     let whole = Command::new(&exe).output().unwrap();
     assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
