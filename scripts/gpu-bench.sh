@@ -208,9 +208,11 @@ cf_bench() {   # cf_bench LABEL BINARY JOBS PRECISION N EPOCHS -> appends to cfr
   local f="$OUT/cfrun/$label.toml"
   # cf_ab's arms train the same seeds, each arm in a cache of its own (AB_SEED0, AB_CACHE).
   local cache="${AB_CACHE:-$CACHE}"
-  # The data set alone first (same stage, same key), so the timed run only trains.
+  # The data set alone first (same stage, same key), so the timed run only trains. On the CPU:
+  # the device is in no key, and a run that finds the data set cached (every A/B pair after the
+  # first) then opens no CUDA context either.
   write_exp "$f" 0 "$n" "$epochs" "$prec" 0
-  "$bin" run "$f" --device "$DEVICE" --cache "$cache" -q >/dev/null 2>&1
+  "$bin" run "$f" --device cpu --cache "$cache" -q >/dev/null 2>&1
   write_exp "$f" "$jobs" "$n" "$epochs" "$prec" "${AB_SEED0:-$((RUN_ID * 100))}"
   local start=$EPOCHREALTIME
   # CF_EXECUTOR (cf_ab's `executor=E`): the jobs as threads (local) or as child processes; the
