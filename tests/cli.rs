@@ -2951,6 +2951,12 @@ fn exec_computes_one_instance_from_the_cache() {
     let unknown = cfrun(cache.path(), &["exec", &"ab".repeat(32)]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("was it submitted by a cfrun driver"), "{}", stderr(&unknown));
+    // A job by key in a folder that is no cache yet: refused, and no cache is made there.
+    let nowhere = cache.path().join("no-cache-here");
+    let none = cfrun(&nowhere, &["exec", &"ab".repeat(32)]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(stderr(&none).contains("was it submitted by a cfrun driver"), "{}", stderr(&none));
+    assert!(!nowhere.exists(), "exec made a cache where there was none");
 }
 
 /// A stage that fails inside its job is reported with the job id, its log's path and last lines;

@@ -3,7 +3,7 @@
 //! to the cache as a [`JobSpec`], in `cfrun exec` on any node that shares the cache.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -205,7 +205,12 @@ pub enum SpecError {
 
 /// Where job specs, scripts and logs of the cluster executors live.
 pub fn jobs_dir(store: &Store) -> PathBuf {
-    store.root().join("jobs")
+    jobs_dir_in(store.root())
+}
+
+/// [`jobs_dir`] of the cache at `root`, before (or without) opening it.
+pub fn jobs_dir_in(root: &Path) -> PathBuf {
+    root.join("jobs")
 }
 
 fn spec_path(store: &Store, key: &RecipeKey) -> PathBuf {
