@@ -97,7 +97,10 @@ if ((DRY)); then
   printf '#!/usr/bin/env bash\n{ echo "args: $*"; [[ -t 0 ]] || cat; } >>"%s/mps.txt"\n' "$OUT" >"$MPS_CONTROL"
   chmod +x "$MPS_CONTROL"
 else
-  MPS_CONTROL="$(command -v nvidia-cuda-mps-control || true)"
+  # Beside nvidia-smi where the driver is mounted in (/usr/local/nvidia on the 2026-12-04 machine),
+  # which need not be on the PATH.
+  MPS_CONTROL="$(command -v nvidia-cuda-mps-control || ls "$(dirname "$(command -v nvidia-smi || echo /none/x)")/nvidia-cuda-mps-control" \
+    /usr/local/nvidia/bin/nvidia-cuda-mps-control /usr/bin/nvidia-cuda-mps-control 2>/dev/null | head -n1)"
 fi
 # The helpers below need Python 3.11+ (tomllib); the torch venv's Python serves if python3 is older.
 if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}"; fi
@@ -444,12 +447,13 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
   # it (the base arm's find no daemon there and run as before, unless env.txt says the machine
   # runs one at the default folder). Each run's logs (control.log; server.log, written only by a
   # server that started) come back in mps-log/LABEL/: the report reads a pair only with its
-  # server.log. The pipe folder is also left in mps-pipe.txt until the daemon has quit, so that
-  # gpu-session.sh can stop a daemon that a bench stopped at its limit left behind.
+  # server.log. The pipe folder and the control binary are also left in mps-pipe.txt until the
+  # daemon has quit, so that gpu-session.sh can stop a daemon that a bench stopped at its limit
+  # left behind.
   MPS_ENV=("CUDA_MPS_PIPE_DIRECTORY=$WORK/mps/pipe")
   mps_start() {   # mps_start LABEL
     mkdir -p "$WORK/mps/pipe" "$WORK/mps/log-$1"
-    echo "$WORK/mps/pipe" >"$OUT/mps-pipe.txt"
+    printf '%s\n%s\n' "$WORK/mps/pipe" "$MPS_CONTROL" >"$OUT/mps-pipe.txt"
     env "${MPS_ENV[@]}" CUDA_MPS_LOG_DIRECTORY="$WORK/mps/log-$1" timeout 20 "$MPS_CONTROL" -d \
       </dev/null >"$WORK/mps/daemon-$1.out" 2>&1 || say "mps: the control daemon did not start (rc=$?)"
   }

@@ -44,8 +44,11 @@ pack() {   # pack NAME: the results so far as $OUT/NAME, never half-written unde
 # mps-pipe.txt until the daemon has quit; the daemon leaves the bench's session): stopped here, so
 # no MPS server outlives the call.
 stop_mps() {
-  [[ -s "$RES/mps-pipe.txt" ]] && command -v nvidia-cuda-mps-control >/dev/null || return 0
-  echo quit | CUDA_MPS_PIPE_DIRECTORY="$(cat "$RES/mps-pipe.txt")" timeout 20 nvidia-cuda-mps-control
+  [[ -s "$RES/mps-pipe.txt" ]] || return 0
+  local pipe control
+  { read -r pipe; read -r control; } <"$RES/mps-pipe.txt"
+  [[ -x "$control" ]] || return 0
+  echo quit | CUDA_MPS_PIPE_DIRECTORY="$pipe" timeout 20 "$control"
   echo "gpu-session.sh: stopped the MPS daemon the bench left (rc=$?)" >>"$RES/bench.log"
 }
 stop() {

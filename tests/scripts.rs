@@ -363,9 +363,17 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
         &bench,
         "mkdir -p \"$OUT/a/b\"; for i in $(seq 1 10); do echo $i > \"$OUT/f$i.txt\"; done\n\
          echo deep > \"$OUT/a/b/deep.txt\"; echo log > \"$OUT/summary.txt\"\n\
+         [ \"${1:-}\" = --mps ] && printf '%s\\n%s\\n' /tmp/the-pipe \"$CONTROL\" > \"$OUT/mps-pipe.txt\" && sleep 30\n\
          [ \"${1:-}\" = --hang ] && timeout 30 bash -c 'sleep 4; touch \"$MARK\"'\nexit 0\n",
     )
     .unwrap();
+    // An MPS control that records what it is told (the bench leaves its pipe folder and this
+    // binary in mps-pipe.txt until its daemon has quit).
+    let control = dir.path().join("control");
+    let told = dir.path().join("told");
+    std::fs::write(&control, format!("#!/bin/sh\necho \"$CUDA_MPS_PIPE_DIRECTORY $(cat)\" >> {}\n", told.display()))
+        .unwrap();
+    std::fs::set_permissions(&control, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let session = |out: &Path, args: &[&str], timeout: &str, limit: &str| {
         std::fs::create_dir_all(out).unwrap();
         Command::new("timeout")
@@ -378,6 +386,7 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
             .env("EVERY", "1")
             .env("LIMIT", limit)
             .env("MARK", &mark)
+            .env("CONTROL", &control)
             .output()
             .unwrap()
     };
@@ -413,6 +422,13 @@ fn gpu_session_returns_the_bench_as_one_archive_even_when_cut_short() {
         String::from_utf8_lossy(&run.stdout)
     );
     assert!(listed(&limited.join("results.tgz")).lines().any(|l| l == "./a/b/deep.txt"));
+
+    // Stopped at its LIMIT while an MPS daemon of its own ran: the session quits the daemon.
+    let mps = dir.path().join("mps");
+    let run = session(&mps, &["--mps"], "30", "1");
+    assert!(run.status.success());
+    assert_eq!(std::fs::read_to_string(&told).unwrap_or_default(), "/tmp/the-pipe quit\n");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("stopped the MPS daemon the bench left (rc=0)"));
 
     // Stopped by a signal: the last whole partial archive, and the step is gone.
     let cut = dir.path().join("cut");
