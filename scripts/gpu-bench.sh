@@ -99,8 +99,11 @@ if ((DRY)); then
 else
   # Beside nvidia-smi where the driver is mounted in (/usr/local/nvidia on the 2026-12-04 machine),
   # which need not be on the PATH.
-  MPS_CONTROL="$(command -v nvidia-cuda-mps-control || ls "$(dirname "$(command -v nvidia-smi || echo /none/x)")/nvidia-cuda-mps-control" \
-    /usr/local/nvidia/bin/nvidia-cuda-mps-control /usr/bin/nvidia-cuda-mps-control 2>/dev/null | head -n1)"
+  MPS_CONTROL=""
+  for c in "$(command -v nvidia-cuda-mps-control)" "$(dirname "$(command -v nvidia-smi || echo /none/x)")/nvidia-cuda-mps-control" \
+    /usr/local/nvidia/bin/nvidia-cuda-mps-control /usr/bin/nvidia-cuda-mps-control; do
+    [[ -n "$c" && -x "$c" ]] && { MPS_CONTROL=$c; break; }
+  done
 fi
 # The helpers below need Python 3.11+ (tomllib); the torch venv's Python serves if python3 is older.
 if ! "${PY:-false}" -c "import tomllib" 2>/dev/null; then PY="${TORCH_PY:-$PY}"; fi
@@ -436,8 +439,10 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
       done
       # Under MPS a server that fails makes its clients fail (they do not fall back): one failed
       # pair is enough to know.
-      if ((mps)) && [[ "$(awk -F'\t' -v l="ab-$name-var$i" '$1 == l {print $10}' "$OUT/cfrun.tsv")" != 0 ]]; then
-        say "ab $name: the MPS arm failed; its other pairs skipped (mps-log/ab-$name-var$i/)"
+      local rc
+      rc="$(awk -F'\t' -v l="ab-$name-var$i" '$1 == l {print $10}' "$OUT/cfrun.tsv")"
+      if ((mps)) && [[ "$rc" != 0 ]]; then
+        say "ab $name: the MPS arm's run ended with rc=${rc:-none}; its other pairs skipped (mps-log/ab-$name-var$i/)"
         break
       fi
     done

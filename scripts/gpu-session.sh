@@ -47,9 +47,13 @@ stop_mps() {
   [[ -s "$RES/mps-pipe.txt" ]] || return 0
   local pipe control
   { read -r pipe; read -r control; } <"$RES/mps-pipe.txt"
-  [[ -x "$control" ]] || return 0
+  control=${control:-$(command -v nvidia-cuda-mps-control)}
+  if [[ ! -x "$control" ]]; then
+    echo "gpu-session.sh: the bench left an MPS daemon (pipe $pipe) and no control to quit it" >>"$RES/bench.log"
+    return 0
+  fi
   echo quit | CUDA_MPS_PIPE_DIRECTORY="$pipe" timeout 20 "$control"
-  echo "gpu-session.sh: stopped the MPS daemon the bench left (rc=$?)" >>"$RES/bench.log"
+  echo "gpu-session.sh: told the MPS daemon the bench left to quit (rc=$?)" >>"$RES/bench.log"
 }
 stop() {
   [[ -s "$RES.sid" ]] && pkill -KILL -s "$(cat "$RES.sid")" 2>/dev/null

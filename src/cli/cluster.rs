@@ -16,7 +16,7 @@ use crate::config::{ExecutorKind, ExecutorSettings};
 use crate::exec::compute::{compute_guarded, ComputeEnv};
 use crate::exec::device::{self, DeviceChoice};
 use crate::exec::evaluate::{self, InstanceState};
-use crate::exec::job::{jobs_dir_in, load_job, Job, SpecError};
+use crate::exec::job::{load_job, Job};
 use crate::exec::job_pool::run_on_pool;
 use crate::exec::resources::for_instance;
 use crate::exec::slurm::{claims, queue};
@@ -120,13 +120,7 @@ pub fn exec(
     if from_driver {
         end_with_the_driver();
     }
-    // A job by key was written by a driver into this cache's jobs folder: without one there is
-    // no job to run, and opening the store would make a cache where none was.
-    let jobs = jobs_dir_in(&g.cache);
-    if instance.is_none() && !jobs.is_dir() {
-        return Err(Failure::Other(SpecError::Missing { key: target.to_string(), dir: jobs }.to_string()));
-    }
-    let store = open_store_for_job(g)?;
+    let store = open_store_for_job(g, instance.is_none().then_some(target))?;
     if !from_driver {
         fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }

@@ -16,6 +16,7 @@ use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
 use crate::config::{ConfigError, Experiment};
 use crate::exec::compute::ComputeEnv;
+use crate::exec::job::{jobs_dir_in, SpecError};
 use crate::exec::resources::for_instance;
 use crate::exec::{self, device, evaluate, Outcome, RunOptions};
 use crate::graph::{render, Instance, Plan};
@@ -150,9 +151,15 @@ fn open_store_to_read(g: &Global) -> Result<Store, Failure> {
 }
 
 /// Opens the cache for `cfrun exec`, which a waiting `gc` does not hold up (its driver may be
-/// what that `gc` waits for).
-pub(super) fn open_store_for_job(g: &Global) -> Result<Store, Failure> {
+/// what that `gc` waits for); for a job by `key`, only a cache that has a jobs folder.
+pub(super) fn open_store_for_job(g: &Global, key: Option<&str>) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
+    // A job by key was written by a driver into this cache's jobs folder: without one there is
+    // no job to run, and opening the store would make a cache where none was.
+    let jobs = jobs_dir_in(&g.cache);
+    if let Some(key) = key.filter(|_| !jobs.is_dir()) {
+        return Err(Failure::Other(SpecError::Missing { key: key.to_string(), dir: jobs }.to_string()));
+    }
     Store::open_for_job(&g.cache).map_err(Failure::runtime)
 }
 

@@ -25,14 +25,14 @@ enum class Meeting { Syncthreads, BlockEnd };
 // A block's barrier that knows where each thread arrived from. On a GPU a thread that returns
 // before a __syncthreads the others reach is undefined behaviour; here it would meet them at the
 // block's end instead and throw every later meeting out of step, so the test would hang. Instead
-// the first arrival at the wrong meeting ends the program with a message. Each thread counts its
-// own meetings; the k-th meeting of all threads is one round of the barrier, whose place is
-// claimed by its first arrival in one of two slots (rounds k and k + 2 share one, cleared when
-// round k completes, before any thread can start round k + 1).
+// the first arrival at another meeting than the round's first ends the program with a message
+// naming both threads. Each thread counts its own meetings; the k-th meeting of all threads is
+// one round of the barrier, claimed by its first arrival (the meeting and the thread) in one of
+// two slots, which round k's completion clears before any thread can start round k + 1.
 struct Rounds {
-    std::atomic<int> where[2] = {-1, -1};
+    std::atomic<long> claim[2] = {-1, -1};
     unsigned done = 0;  // written by the completion alone, while every thread waits
-    void operator()() noexcept { where[done++ & 1] = -1; }
+    void operator()() noexcept { claim[done++ & 1] = -1; }
 };
 struct RoundDone {
     Rounds* rounds;
@@ -42,17 +42,17 @@ inline Rounds* block_rounds = nullptr;
 inline std::barrier<RoundDone>* block_barrier = nullptr;
 inline thread_local unsigned my_round = 0;
 
-inline const char* meeting_name(int at) {
-    return at == (int)Meeting::Syncthreads ? "__syncthreads" : "the block's end";
+inline const char* meeting_name(long at) {
+    return at == (long)Meeting::Syncthreads ? "__syncthreads" : "the block's end";
 }
 
 inline void meet(Meeting here) {
-    int claimed = -1;
-    auto& slot = block_rounds->where[my_round++ & 1];
-    if (!slot.compare_exchange_strong(claimed, (int)here) && claimed != (int)here) {
-        std::fprintf(stderr, "emulate.h: in block %u, thread %u reached %s while others wait at %s "
-                     "(a return before __syncthreads?)\n", blockIdx.x, threadIdx.x, meeting_name((int)here),
-                     meeting_name(claimed));
+    long mine = (long)here | (long)threadIdx.x << 1, claimed = -1;
+    auto& slot = block_rounds->claim[my_round++ & 1];
+    if (!slot.compare_exchange_strong(claimed, mine) && (claimed & 1) != (long)here) {
+        std::fprintf(stderr, "emulate.h: in block %u, thread %u reached %s but thread %ld had reached %s "
+                     "(a return before __syncthreads?)\n", blockIdx.x, threadIdx.x, meeting_name((long)here),
+                     claimed >> 1, meeting_name(claimed & 1));
         std::abort();
     }
     block_barrier->arrive_and_wait();
