@@ -476,18 +476,20 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
     sleep 1
     mkdir -p "$OUT/mps-log/$1" && cp -r "$WORK/mps/log-$1/." "$OUT/mps-log/$1/" 2>/dev/null
   }
-  # Where a one-job step's time goes (cfrun's timers, a device sync after each phase), with the
-  # defaults and with every lead on, alternately, twice: with the driver's pool the syncs give
-  # memory back, so the default's issue times may include remapping it; the leads' lines say how
-  # much. One epoch of half the A/Bs' size each, every run the same seeds; profile-timers.txt, a
-  # line per run, its arm before a tab.
+  # Where a one-job step's time goes (cfrun's timers, a device sync after each phase): with the
+  # defaults, with the pool kept alone, and with every lead on, in turn, twice. With the driver's
+  # pool the syncs give memory back, so the default's issue times may include remapping it: the
+  # `pool` lines say how much; the `leads` lines what every lead removes together. One epoch of
+  # half the A/Bs' size each, every run the same seeds; profile-timers.txt, a line per run, its
+  # arm before a tab.
   : >"$OUT/profile-timers.txt"
-  for run in base1 leads1 base2 leads2; do
-    ( [[ $run == leads* ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
+  for run in base1 pool1 leads1 base2 pool2 leads2; do
+    ( [[ $run == pool* ]] && export CFRUN_CUDA_POOL=keep
+      [[ $run == leads* ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
       CFRUN_TRAIN_PROFILE=1 AB_SEED0=90000 AB_CACHE="$WORK/prof-$run" cf_bench "prof-$run" "$BIN" 1 f32 "$((NAB / 2))" 1 >/dev/null )
     grep "step profile" "$OUT/cfrun/prof-$run.stderr" | sed "s/^/${run%?}\t/" >>"$OUT/profile-timers.txt"
   done
-  say "step profile, defaults / every lead on, twice: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
+  say "step profile, defaults / pool kept / every lead on, twice: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
   # Largest possible effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs), and
   # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First those that
   # could each move the sweep's time several-fold: every lead together, one job (the host's

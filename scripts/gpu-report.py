@@ -303,7 +303,8 @@ def section_profile(out, lines):
         lines.append(arm + l.split("step profile ", 1)[-1])
     lines += ["```", ""]
     if "leads\t" in text:
-        lines += ["`base`: the defaults; `leads`: every lead on (the new switches that passed check-device, "
+        lines += ["`base`: the defaults; `pool`: `CFRUN_CUDA_POOL=keep` alone (the memory the profile's syncs would "
+                  "give back is kept); `leads`: every lead on (the new switches that passed check-device, "
                   "`CFRUN_CUDA_EVENTS=off`, `CFRUN_CUDA_POOL=keep`).", ""]
     nsys = read(out, "profile.txt")
     if nsys:

@@ -505,6 +505,7 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
     write(
         "profile-timers.txt",
         "base\t2026-12-05T10:00:00Z  INFO step profile (ms per step, issue+wait): batch=0.7+2.8 forward=24.2+0.01 epoch=0 steps=32\n\
+         pool\t2026-12-05T10:00:05Z  INFO step profile (ms per step, issue+wait): batch=0.6+0.2 forward=9.0+1.0 epoch=0 steps=32\n\
          leads\t2026-12-05T10:00:09Z  INFO step profile (ms per step, issue+wait): batch=0.5+0.1 forward=3.0+6.0 epoch=0 steps=32\n",
     );
     // The planned cuDNN convolution's own check-device rows come beside the default's.
@@ -590,7 +591,7 @@ fn gpu_report_reads_alternated_pairs_and_time_per_kernel() {
         "{text}"
     );
     assert!(
-        text.contains("base: (ms per step, issue+wait): batch=0.7+2.8 forward=24.2+0.01 epoch=0 steps=32\nleads: (ms per step, issue+wait): batch=0.5+0.1 forward=3.0+6.0"),
+        text.contains("base: (ms per step, issue+wait): batch=0.7+2.8 forward=24.2+0.01 epoch=0 steps=32\npool: (ms per step, issue+wait): batch=0.6+0.2 forward=9.0+1.0 epoch=0 steps=32\nleads: (ms per step, issue+wait): batch=0.5+0.1 forward=3.0+6.0"),
         "{text}"
     );
     assert!(text.contains("`leads`: every lead on"), "{text}");
