@@ -31,7 +31,9 @@ impl StageKind for Claims {
         name: "claims",
         // 3: Student t intervals at every n (the normal quantile from n = 30 before); a margin on a
         //    directional claim is its threshold (it was accepted and ignored).
-        version: 3,
+        // 4: claims.md names the steps of an order reversed in some of them ("reversed (step 2 of
+        //    2)"); e7caee5 changed the page without this bump, so a cache could serve the old one.
+        version: 4,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
