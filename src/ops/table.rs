@@ -416,7 +416,10 @@ impl StageKind for Table {
         name: "table",
         // 2: Student t intervals at every n (the normal quantile from n = 30 before); `best_over`
         //    never keeps a NaN cell over a number.
-        version: 2,
+        // 3: a table without a title starts at its header row (29a8efe wrote no `### ` line for
+        //    it without this bump), and a replicate gathered twice is refused (596ef48; it was
+        //    counted twice): a cache from before served the old page or the doubled counts.
+        version: 3,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
