@@ -3622,3 +3622,143 @@ fn a_missing_dataset_folder_is_refused_by_run_but_not_by_status() {
     let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
+
+/// What each report op publishes for fixed metrics, pinned beside its version: a change to the
+/// bytes of a table, claims page or figure must come with a new op version, or a cache made
+/// before it serves the old bytes under the same key (claims and table both missed one, found on
+/// 2026-12-04). On a failure: if the change is meant, bump `version` in the op's file with a
+/// comment saying why, and put the new version and object here.
+const REPORT_PINS: &[(&str, &str, u64, &str)] = &[
+    ("figure", "plot", 3, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
+    ("results", "table", 3, "blake3:2028a4891a7d83357f8f9c009b324344c8348534d127c392127d59dd96a69d86"),
+    ("untitled", "table", 3, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
+    ("verdicts", "claims", 4, "blake3:cfd0841e0bbaaa78b9f5bee3762ef6a2ac6238cb6f8c1181cb8b12644a951029"),
+];
+
+/// Three replicates of three fixed series (command stages writing their metrics from the axis and
+/// the last digit of the seed), then every report op over them, an untitled table and a claim
+/// reversed in one of its steps among them: `REPORT_PINS`.
+const PINNED_REPORTS: &str = r#"[experiment]
+name = "pins"
+seed = 0
+replicates = 3
+
+[sweep]
+p = [0, 50]
+
+[stages.pre]
+op = "command"
+argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((70 - $1 / 5)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
+outputs = { m = "metrics" }
+
+[stages.cf]
+op = "command"
+argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((72 - $1 / 10)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
+outputs = { m = "metrics" }
+
+[stages.floor]
+op = "command"
+argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((68 - $1 / 25)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
+outputs = { m = "metrics" }
+
+[stages.results]
+op = "table"
+inputs = ["pre.m", "cf.m"]
+title = "Pinned top-1 (%)"
+rows = ["source"]
+columns = ["p"]
+metrics = ["top1"]
+labels = { pre = "N_pre", cf = "N_cf" }
+
+[stages.untitled]
+op = "table"
+inputs = ["pre.m", "cf.m"]
+rows = ["p"]
+columns = ["source"]
+metrics = ["top1"]
+
+[stages.figure]
+op = "plot"
+inputs = ["pre.m", "cf.m"]
+title = "Pinned figure"
+x = "p"
+series = ["source"]
+metric = "top1"
+x_label = "p"
+y_label = "top-1 (%)"
+
+[stages.verdicts]
+op = "claims"
+inputs = ["pre.m", "cf.m", "floor.m"]
+title = "Pinned claims"
+metric = "top1"
+labels = { pre = "N_pre", cf = "N_cf" }
+
+[[stages.verdicts.claims]]
+name = "cf_above"
+section = "pins"
+statement = "N_cf above N_pre"
+a = { source = "cf" }
+b = { source = "pre" }
+each = ["p"]
+expect = "greater"
+paper = "-"
+
+[[stages.verdicts.claims]]
+name = "drops_less"
+section = "pins"
+statement = "N_cf drops less with p"
+kind = "trend"
+a = { source = "cf" }
+b = { source = "pre" }
+along = "p"
+expect = "increasing"
+paper = "-"
+
+[[stages.verdicts.claims]]
+name = "between"
+section = "pins"
+statement = "N_pre between N_cf and the floor (reversed in its second step at p = 50)"
+kind = "order"
+series = [{ source = "cf" }, { source = "pre" }, { source = "floor" }]
+each = ["p"]
+expect = "greater"
+paper = "-"
+"#;
+
+#[test]
+fn report_ops_change_their_bytes_only_with_their_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pins.toml");
+    std::fs::write(&file, PINNED_REPORTS).unwrap();
+    let cache = dir.path().join("cache");
+    let outcomes = run_json(&cache, &file, &[]);
+    assert!(outcomes.values().all(|o| o == "ran"), "{outcomes:?}");
+    let published: BTreeMap<String, (String, u64, String)> = std::fs::read_dir(cache.join("keys"))
+        .unwrap()
+        .map(|e| {
+            let v: Value = serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            let p = &v["provenance"];
+            let fact = (
+                p["op"].as_str().unwrap().to_string(),
+                p["op_version"].as_u64().unwrap(),
+                v["object"].as_str().unwrap().to_string(),
+            );
+            (p["instance"].as_str().unwrap().to_string(), fact)
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for &(instance, op, version, object) in REPORT_PINS {
+        let (got_op, got_version, got_object) = &published[instance];
+        assert_eq!(got_op, op, "{instance}");
+        if (*got_version, got_object.as_str()) != (version, object) {
+            let why = if *got_version == version {
+                format!("its bytes changed but `version` did not: bump it in the {op} op's file, saying why, then pin")
+            } else {
+                "its version moved: pin".to_string()
+            };
+            wrong.push(format!("{instance} ({op}): {why} (\"{instance}\", \"{op}\", {got_version}, \"{got_object}\")"));
+        }
+    }
+    assert!(wrong.is_empty(), "report ops' pins:\n{}", wrong.join("\n"));
+}
