@@ -3623,12 +3623,15 @@ fn a_missing_dataset_folder_is_refused_by_run_but_not_by_status() {
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
 
-/// What each report op publishes for fixed metrics, pinned beside its version: a change to the
-/// bytes of a table, claims page or figure must come with a new op version, or a cache made
-/// before it serves the old bytes under the same key (claims and table both missed one, found on
-/// 2026-12-04). On a failure: if the change is meant, bump `version` in the op's file with a
-/// comment saying why, and put the new version and object here.
-const REPORT_PINS: &[(&str, &str, u64, &str)] = &[
+/// What the report ops publish for fixed metrics, and the label ops for fixed labels, pinned
+/// beside each op's version: a change to the bytes of a table, claims page, figure or label set
+/// must come with a new op version, or a cache made before it serves the old bytes under the
+/// same key (claims and table both missed one, found on 2026-12-04). On a failure: if the change
+/// is meant, bump `version` in the op's file with a comment saying why, and put the new version
+/// and object here. (Ops computing on floats through kernels chosen by the CPU are left out.)
+const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
+    ("noisy[replicate=1]", "label_noise", 1, "blake3:10c23bcf81013b482dcfe5d90e9b9f66c7cbb6a1a2b9f6b83841d1a4ce03c88e"),
+    ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
     ("figure", "plot", 3, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 3, "blake3:2028a4891a7d83357f8f9c009b324344c8348534d127c392127d59dd96a69d86"),
     ("untitled", "table", 3, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
@@ -3637,8 +3640,8 @@ const REPORT_PINS: &[(&str, &str, u64, &str)] = &[
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
 /// the last digit of the seed), then every report op over them, an untitled table and a claim
-/// reversed in one of its steps among them: `REPORT_PINS`.
-const PINNED_REPORTS: &str = r#"[experiment]
+/// reversed in one of its steps among them: `OUTPUT_PINS`.
+const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
 seed = 0
 replicates = 3
@@ -3660,6 +3663,31 @@ outputs = { m = "metrics" }
 op = "command"
 argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((68 - $1 / 25)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
 outputs = { m = "metrics" }
+
+# Ops of integer draws on labels alone (the images' bytes, drawn with floats, are not pinned).
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 6
+size = 8
+train_size = 60
+test_size = 12
+
+[stages.noisy]
+op = "label_noise"
+labels = "shapes.labels"
+percent = 50
+
+[stages.tags]
+op = "weak_tags"
+labels = "shapes.labels"
+synonyms = 2
+polysemous = 1
+nonvisual = 2
+noise = 0.3
+polysemy = 0.3
+extra = 0.2
+drop = 0.1
 
 [stages.results]
 op = "table"
@@ -3727,10 +3755,10 @@ paper = "-"
 "#;
 
 #[test]
-fn report_ops_change_their_bytes_only_with_their_version() {
+fn pinned_ops_change_their_bytes_only_with_their_version() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pins.toml");
-    std::fs::write(&file, PINNED_REPORTS).unwrap();
+    std::fs::write(&file, PINNED_STUDY).unwrap();
     let cache = dir.path().join("cache");
     let outcomes = run_json(&cache, &file, &[]);
     assert!(outcomes.values().all(|o| o == "ran"), "{outcomes:?}");
@@ -3748,7 +3776,7 @@ fn report_ops_change_their_bytes_only_with_their_version() {
         })
         .collect();
     let mut wrong = Vec::new();
-    for &(instance, op, version, object) in REPORT_PINS {
+    for &(instance, op, version, object) in OUTPUT_PINS {
         let (got_op, got_version, got_object) = &published[instance];
         assert_eq!(got_op, op, "{instance}");
         if (*got_version, got_object.as_str()) != (version, object) {
@@ -3760,5 +3788,5 @@ fn report_ops_change_their_bytes_only_with_their_version() {
             wrong.push(format!("{instance} ({op}): {why} (\"{instance}\", \"{op}\", {got_version}, \"{got_object}\")"));
         }
     }
-    assert!(wrong.is_empty(), "report ops' pins:\n{}", wrong.join("\n"));
+    assert!(wrong.is_empty(), "pinned ops:\n{}", wrong.join("\n"));
 }
