@@ -3640,7 +3640,8 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
 /// the last digit of the seed), then every report op over them, an untitled table and a claim
-/// reversed in one of its steps among them: `OUTPUT_PINS`.
+/// reversed in one of its steps among them; and the label ops on a generated data set's labels:
+/// `OUTPUT_PINS`.
 const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
 seed = 0
