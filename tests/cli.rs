@@ -3623,14 +3623,16 @@ fn a_missing_dataset_folder_is_refused_by_run_but_not_by_status() {
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
 
-/// What the report ops publish for fixed metrics, and the label ops for fixed labels, pinned
-/// beside each op's version: a change to the bytes of a table, claims page, figure or label set
-/// must come with a new op version, or a cache made before it serves the old bytes under the
-/// same key (claims and table both missed one, found on 2026-12-04). On a failure: if the change
-/// is meant, bump `version` in the op's file with a comment saying why, and put the new version
-/// and object here. (Ops computing on floats through kernels chosen by the CPU are left out.)
+/// What the report ops publish for fixed metrics, and the label and permutation ops for fixed
+/// inputs, pinned beside each op's version: a change to the bytes of a table, claims page, figure,
+/// label set or permutation set must come with a new op version, or a cache made before it serves
+/// the old bytes under the same key (claims and table both missed one, found on 2026-12-04). On a
+/// failure: if the change is meant, bump `version` in the op's file with a comment saying why, and
+/// put the new version and object here. (Ops computing on floats through kernels chosen by the CPU
+/// are left out.)
 const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("noisy[replicate=1]", "label_noise", 1, "blake3:10c23bcf81013b482dcfe5d90e9b9f66c7cbb6a1a2b9f6b83841d1a4ce03c88e"),
+    ("perms", "permutations", 1, "blake3:46a97449aacf5e4d4f6330a1d7c9221f8fc1ab31d30140ceb9246a6c0bc83f9e"),
     ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
     ("figure", "plot", 3, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 3, "blake3:2028a4891a7d83357f8f9c009b324344c8348534d127c392127d59dd96a69d86"),
@@ -3640,8 +3642,8 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
 /// the last digit of the seed), then every report op over them, an untitled table and a claim
-/// reversed in one of its steps among them; and the label ops on a generated data set's labels:
-/// `OUTPUT_PINS`.
+/// reversed in one of its steps among them; the label ops on a generated data set's labels; and a
+/// Jigsaw permutation set: `OUTPUT_PINS`.
 const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
 seed = 0
@@ -3678,6 +3680,10 @@ test_size = 12
 op = "label_noise"
 labels = "shapes.labels"
 percent = 50
+
+[stages.perms]
+op = "permutations"
+count = 12
 
 [stages.tags]
 op = "weak_tags"
