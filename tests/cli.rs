@@ -3635,14 +3635,14 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("perms", "permutations", 1, "blake3:46a97449aacf5e4d4f6330a1d7c9221f8fc1ab31d30140ceb9246a6c0bc83f9e"),
     ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
     ("figure", "plot", 3, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
-    ("results", "table", 3, "blake3:2028a4891a7d83357f8f9c009b324344c8348534d127c392127d59dd96a69d86"),
+    ("results", "table", 3, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 3, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 4, "blake3:cfd0841e0bbaaa78b9f5bee3762ef6a2ac6238cb6f8c1181cb8b12644a951029"),
+    ("verdicts", "claims", 4, "blake3:5dc08e287d40d5a984e382f7402290ccc497c69db97662fd5028c4ddff37b3e7"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
-/// the last digit of the seed), then every report op over them, an untitled table and a claim
-/// reversed in one of its steps among them; the label ops on a generated data set's labels; and a
+/// the last digit of the seed), then every report op over them (an untitled table, a paper value
+/// in a cell, a `within` claim, and an order reversed in one of its steps among them); the label ops on a generated data set's labels; and a
 /// Jigsaw permutation set: `OUTPUT_PINS`.
 const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
@@ -3704,6 +3704,7 @@ rows = ["source"]
 columns = ["p"]
 metrics = ["top1"]
 labels = { pre = "N_pre", cf = "N_cf" }
+paper = [{ row = "N_cf", column = "p=50", value = 66.6 }]
 
 [stages.untitled]
 op = "table"
@@ -3748,6 +3749,17 @@ a = { source = "cf" }
 b = { source = "pre" }
 along = "p"
 expect = "increasing"
+paper = "-"
+
+[[stages.verdicts.claims]]
+name = "close"
+section = "pins"
+statement = "N_pre within 3 points of N_cf"
+a = { source = "pre" }
+b = { source = "cf" }
+each = ["p"]
+expect = "within"
+margin = 3.0
 paper = "-"
 
 [[stages.verdicts.claims]]
