@@ -3642,8 +3642,8 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
 /// the last digit of the seed), then every report op over them (an untitled table, a paper value
-/// in a cell, a `within` claim, and an order reversed in one of its steps among them); the label ops on a generated data set's labels; and a
-/// Jigsaw permutation set: `OUTPUT_PINS`.
+/// in a cell, a `within` claim, and an order reversed in one of its steps among them); the label
+/// ops on a generated data set's labels; and a Jigsaw permutation set: `OUTPUT_PINS`.
 const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
 seed = 0
