@@ -434,8 +434,8 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
       for arm in base var; do
         # The switch arm in a subshell, its settings exported there only; both arms' seeds are
         # AB_SEED0's, so the subshell's RUN_ID is not missed.
-        # shellcheck disable=SC2163
         [[ $arm == var ]] && ((mps)) && mps_start "ab-$name-var$i"
+        # shellcheck disable=SC2163
         ( [[ $arm == var ]] && for kv in "${vars[@]}"; do export "$kv"; done
           # At 2026-12-04's slowest rate (bf16, 690 img/s) a run takes about 25 s.
           AB_SEED0=$((100000 + AB_ID * 1000 + i * 10)) AB_CACHE="$WORK/ab-$arm" RUN_CAP=120 \
@@ -444,11 +444,10 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
       done
       # Under MPS a server that fails makes its clients fail (they do not fall back): one failed
       # pair is enough to know.
-      local rc
-      rc="$(awk -F'\t' -v l="ab-$name-var$i" '$1 == l {print $10}' "$OUT/cfrun.tsv")"
-      if ((mps)) && [[ "$rc" != 0 ]]; then
-        say "ab $name: the MPS arm's run ended with rc=${rc:-none}; its other pairs skipped (mps-log/ab-$name-var$i/)"
-        break
+      if ((mps)); then
+        local rc
+        rc="$(awk -F'\t' -v l="ab-$name-var$i" '$1 == l {print $10}' "$OUT/cfrun.tsv")"
+        [[ "$rc" != 0 ]] && { say "ab $name: the MPS arm's run ended with rc=${rc:-none}; its other pairs skipped (mps-log/ab-$name-var$i/)"; break; }
       fi
     done
   }

@@ -60,12 +60,17 @@ def torch_runs(text):
     return runs
 
 
+def smi_line(env):
+    """nvidia-smi's query line in env.txt: name, driver, memory; and since 2026-12-04 (fourth
+    session) the compute mode, which decides whether jobs as processes (a CUDA context each) may
+    share the card at all."""
+    return next((l for l in env.splitlines() if l.count(",") in (2, 3) and "MiB" in l), None)
+
+
 def section_machine(out, lines):
     env = read(out, "env.txt") or ""
     gpu = next((l for l in env.splitlines() if l.startswith("GPU ")), None)
-    # name, driver, memory; and since 2026-12-04 (fourth session) the compute mode, which decides
-    # whether jobs as processes (a CUDA context each) may share the card at all.
-    smi = next((l for l in env.splitlines() if l.count(",") in (2, 3) and "MiB" in l), None)
+    smi = smi_line(env)
     binary = next((l.split(": ", 1)[1] for l in env.splitlines() if l.startswith("binary: ")), "?")
     lines += ["## Machine", "", f"- GPU: {gpu or 'not reported (env.txt)'}"]
     if smi:
@@ -215,10 +220,7 @@ PEAKS = {"NVIDIA H200": (66.9, 494.7, 989.4), "NVIDIA H100 80GB HBM3": (66.9, 49
 
 
 def gpu_name(out):
-    env = read(out, "env.txt") or ""
-    # name, driver, memory; and since 2026-12-04 (fourth session) the compute mode, which decides
-    # whether jobs as processes (a CUDA context each) may share the card at all.
-    smi = next((l for l in env.splitlines() if l.count(",") in (2, 3) and "MiB" in l), None)
+    smi = smi_line(read(out, "env.txt") or "")
     return smi.split(",")[0].strip() if smi else None
 
 
@@ -298,7 +300,7 @@ def section_profile(out, lines):
     for l in text.splitlines():
         if "step profile" not in l:
             continue
-        # STEPS=ab labels each line with its arm (`base` or `leads`, a tab, then the log line).
+        # STEPS=ab labels each line with its arm (`base`, `pool` or `leads`, a tab, then the log line).
         arm = l.split("\t", 1)[0] + ": " if "\t" in l else ""
         lines.append(arm + l.split("step profile ", 1)[-1])
     lines += ["```", ""]

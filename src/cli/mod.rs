@@ -189,10 +189,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let switches = crate::nn::switches_from_env()
-        .and_then(|()| crate::exec::cuda_events::CUDA_EVENTS.from_env())
-        .and_then(|()| crate::exec::cuda_pool::CUDA_POOL.from_env());
-    if let Err(e) = switches {
+    if let Err(e) = crate::nn::switches_from_env().and_then(|()| crate::exec::device::cuda_switches_from_env()) {
         eprintln!("error: {e}");
         return ExitCode::from(exit::INVALID);
     }

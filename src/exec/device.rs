@@ -58,6 +58,13 @@ fn open_cuda() -> Result<(Device, String), DeviceError> {
         .map_err(|e| DeviceError::Unusable(crate::candle_error::Brief(&e).to_string()))
 }
 
+/// Reads the process-wide CUDA switches [`opened`] applies (`CFRUN_CUDA_EVENTS`,
+/// `CFRUN_CUDA_POOL`); an invalid value is the error, naming the variable and the valid values.
+pub fn cuda_switches_from_env() -> Result<(), String> {
+    super::cuda_events::CUDA_EVENTS.from_env()?;
+    super::cuda_pool::CUDA_POOL.from_env()
+}
+
 /// A CUDA device just opened, with the process-wide CUDA switches applied before it holds any of
 /// cfrun's buffers.
 fn opened(device: Device) -> Device {

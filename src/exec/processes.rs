@@ -51,7 +51,7 @@ const TAIL_LINES: usize = 20;
 /// The most of a child's stdout read: one JSON line is expected, anything near this is damage.
 const MAX_STDOUT: u64 = 4 << 20;
 /// The longest piece of a child's stderr passed on as one line.
-const MAX_LINE: u64 = 64 << 10;
+const MAX_LINE: usize = 64 << 10;
 
 /// How a child is started: this binary, `exec --cache CACHE --device DEVICE --json --from-driver KEY`.
 #[derive(Debug, Clone)]
@@ -303,7 +303,7 @@ fn read_stdout(out: ChildStdout) -> String {
 /// keeps its last few.
 fn forward_stderr(err: ChildStderr, bars: Option<MultiProgress>) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    log_lines(err, MAX_LINE as usize, |line| {
+    log_lines(err, MAX_LINE, |line| {
         let write = || {
             let mut e = std::io::stderr().lock();
             let _ = writeln!(e, "{line}");
