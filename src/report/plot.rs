@@ -93,7 +93,7 @@ pub(crate) struct FigureData {
     pub x_scale: XScale,
     /// Distinct x positions with their labels, in order.
     pub x_values: Vec<(f64, String)>,
-    /// The fewest and the most replicates behind a drawn interval, if any is drawn.
+    /// The fewest and the most replicates behind a drawn point, when any point has an interval.
     pub interval_ns: Option<(usize, usize)>,
 }
 
@@ -143,7 +143,10 @@ impl FigureData {
             .collect();
 
         let mut seen: BTreeMap<(usize, usize, Option<AxisValue>), &Record> = BTreeMap::new();
-        let mut interval_ns = None;
+        // Every point's replicates, not only the barred ones: a single run drawn beside means
+        // must not be called a mean over n by the caption.
+        let mut point_ns: Option<(usize, usize)> = None;
+        let mut any_bar = false;
         for r in &recs {
             let pi = panel_keys.iter().position(|k| *k == key_of(r, &panel_dims));
             let si = series_keys.iter().position(|k| *k == key_of(r, &spec.axes.series));
@@ -166,9 +169,9 @@ impl FigureData {
                 continue;
             }
             let half_width = r.replicates.as_ref().and_then(|s| s.half_width).filter(|h| h.is_finite());
-            if let Some(n) = r.replicates.as_ref().filter(|_| half_width.is_some()).map(|s| s.n) {
-                interval_ns = Some(interval_ns.map_or((n, n), |(lo, hi): (usize, usize)| (lo.min(n), hi.max(n))));
-            }
+            let n = r.replicates.as_ref().map_or(1, |s| s.n);
+            point_ns = Some(point_ns.map_or((n, n), |(lo, hi)| (lo.min(n), hi.max(n))));
+            any_bar |= half_width.is_some();
             match x {
                 Some(x) => {
                     panels[pi].lines.entry(si).or_default().push((x_scale.pos(&x), y));
@@ -191,16 +194,18 @@ impl FigureData {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             }
         }
+        let interval_ns = point_ns.filter(|_| any_bar);
         Ok(FigureData { panels, series, x_scale, x_values, interval_ns })
     }
 
     /// What the error bars are, for the line under the figure: `None` when none is drawn.
     pub(crate) fn interval_caption(&self) -> Option<[String; 2]> {
         let (lo, hi) = self.interval_ns?;
-        let n = if lo == hi { format!("n = {lo}") } else { format!("n = {lo} to {hi}") };
-        Some([
-            format!("Points: means over {n} replicates;"),
-            format!("bars: 95 % confidence intervals ({INTERVAL_METHOD})."),
-        ])
+        let n = match (lo, hi) {
+            _ if lo == hi => format!("means over n = {lo} replicates"),
+            (1, _) => format!("means over n = 1 to {hi} replicates (no bar: one run)"),
+            _ => format!("means over n = {lo} to {hi} replicates"),
+        };
+        Some([format!("Points: {n};"), format!("bars: 95 % confidence intervals ({INTERVAL_METHOD}).")])
     }
 }

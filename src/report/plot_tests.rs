@@ -256,3 +256,23 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
     assert!(svg.contains("Points: means over n = 3 replicates;"), "{svg}");
     assert!(svg.contains("bars: 95 % confidence intervals (Student t, n - 1 degrees of freedom)."), "{svg}");
 }
+
+#[test]
+fn a_single_run_beside_means_is_not_called_a_mean_over_n() {
+    let record = |p: i64, r: i64, y: f64| Record {
+        source: "probe_cf".into(),
+        label: "N_cf".into(),
+        axes: [("p".to_string(), AxisValue::Int(p)), ("replicate".to_string(), AxisValue::Int(r))].into(),
+        metrics: [("top1".to_string(), y)].into_iter().collect(),
+        replicates: None,
+    };
+    // p = 0 in three replicates, p = 75 in replicate 0 only.
+    let recs: Vec<Record> = (0..3).map(|r| record(0, r, 70.0 + r as f64)).chain([record(75, 0, 60.0)]).collect();
+    let recs = aggregate_replicates(recs, "top1", &["p".into()], "t").unwrap();
+    let mut spec = fig3_spec();
+    spec.axes.panel = None;
+    spec.axes.series = vec!["source".into()];
+    let svg = render_figure(&recs, &spec).unwrap().svg;
+    assert_eq!(svg.matches("class=\"error-bar\"").count(), 3, "one barred point: {svg}");
+    assert!(svg.contains("Points: means over n = 1 to 3 replicates (no bar: one run);"), "{svg}");
+}

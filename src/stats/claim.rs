@@ -468,7 +468,19 @@ fn pair(
             dims: if dims.is_empty() { "(nothing)".into() } else { dims.join(", ") },
         });
     }
-    let (gaps, left_out) = complete_replicates(gaps)?;
+    let (gaps, mut left_out) = complete_replicates(gaps)?;
+    if dims.iter().any(|d| d == REPLICATE) {
+        // A replicate that one series lacks altogether pairs nothing, so no cell count sees it:
+        // it is named like a replicate short of some cells.
+        let paired: BTreeSet<String> = gaps.iter().map(|(ax, _)| replicate_of(ax)).collect();
+        let seen: BTreeMap<String, String> = (oa.iter().chain(&ob))
+            .filter_map(|o| o.axes.get(REPLICATE))
+            .map(|r| (format!("{:>20}", select::text(r)), select::text(r)))
+            .collect();
+        left_out.extend(seen.into_values().filter(|r| !paired.contains(r)));
+        left_out.sort_by_key(|r| format!("{r:>20}"));
+        left_out.dedup();
+    }
     Ok(Pairs { gaps, left_out })
 }
 

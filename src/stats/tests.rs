@@ -265,6 +265,18 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
         })
         .collect();
     assert!(matches!(evaluate(&c, &ragged), Err(ClaimError::NoCompleteReplicate { cells: 3, .. })));
+
+    // A replicate with no N_cf at all pairs nothing: it is named all the same.
+    let absent: Vec<Observation> =
+        sweep().into_iter().filter(|o| !(o.source == "probe_cf" && o.axes["replicate"] == json!(1))).collect();
+    let m = &evaluate(&c, &absent).unwrap().parts[0];
+    assert_eq!(m.summary.n, 2);
+    assert_eq!(m.what, "mean of a - b over 3 cells; replicate 1 left out (cells missing)");
+    // Short in one replicate, absent in another: both named, in numeric order.
+    let both: Vec<Observation> =
+        short.into_iter().filter(|o| !(o.source == "probe_pre" && o.axes["replicate"] == json!(0))).collect();
+    let m = &evaluate(&c, &both).unwrap().parts[0];
+    assert_eq!(m.what, "mean of a - b over 3 cells; replicates 0, 1 left out (cells missing)");
 }
 
 #[test]

@@ -33,7 +33,10 @@ impl StageKind for Claims {
         //    directional claim is its threshold (it was accepted and ignored).
         // 4: claims.md names the steps of an order reversed in some of them ("reversed (step 2 of
         //    2)"); e7caee5 changed the page without this bump, so a cache could serve the old one.
-        version: 4,
+        // 5: a replicate one series lacks altogether is named as left out; a `within` claim's
+        //    band is written in its quantity; an order's steps each show their n where they
+        //    differ; decimals enough to show a narrow interval.
+        version: 5,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

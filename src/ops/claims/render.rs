@@ -49,9 +49,10 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
             d.series.iter().map(|s| series_text(s, labels)).collect::<Vec<_>>().join(sep)
         }
     };
-    // A directional claim's margin is its threshold; `within` states its band in the statement.
+    // A directional claim's margin is its threshold, `within`'s its band: either is written out,
+    // so that a reader can check the verdict from the row alone.
     match d.expect {
-        Expect::Within => quantity,
+        Expect::Within => format!("{quantity}, band ±{}", d.margin),
         _ if d.margin == 0.0 => quantity,
         Expect::Less | Expect::Decreasing => format!("{quantity}, threshold {}", -d.margin),
         _ => format!("{quantity}, threshold +{}", d.margin),
@@ -82,12 +83,29 @@ fn interval_text(s: &Summary, prec: usize) -> String {
     }
 }
 
-/// Decimals: slopes per unit of a percentage axis are small numbers.
-fn precision(d: &ClaimDecl) -> usize {
-    if d.kind == ClaimKind::Trend {
-        3
-    } else {
-        2
+/// Decimals: slopes per unit of a percentage axis are small numbers; and more wherever an
+/// interval's half-width would round to less than one unit of the last place (a metric on a 0-1
+/// scale, say), so that no interval is printed as a point or as touching zero when it does not.
+fn precision(kind: ClaimKind, parts: &[Measured]) -> usize {
+    let base = if kind == ClaimKind::Trend { 3 } else { 2 };
+    let narrowest = parts
+        .iter()
+        .filter_map(|m| m.summary.half_width)
+        .filter(|h| h.is_finite() && *h > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    (base..MAX_DECIMALS).find(|&p| narrowest >= 10f64.powi(-(p as i32))).unwrap_or(MAX_DECIMALS)
+}
+
+/// Past this, a narrower interval is printed as it rounds.
+const MAX_DECIMALS: usize = 6;
+
+/// `n` of the row: one count, or each step's where an order's steps differ.
+fn n_text(parts: &[Measured]) -> String {
+    let ns: Vec<usize> = parts.iter().map(|m| m.summary.n).collect();
+    match ns.as_slice() {
+        [] => "0".into(),
+        [first, rest @ ..] if rest.iter().all(|n| n == first) => first.to_string(),
+        all => all.iter().map(usize::to_string).collect::<Vec<_>>().join("; "),
     }
 }
 
@@ -117,9 +135,9 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     );
     for r in rows {
         let d = r.decl;
-        let prec = precision(d);
+        let prec = precision(d.kind, &r.outcome.parts);
         let ours = r.outcome.parts.iter().map(|m| interval_text(&m.summary, prec)).collect::<Vec<_>>().join("; ");
-        let n = r.outcome.parts.first().map_or(0, |m| m.summary.n);
+        let n = n_text(&r.outcome.parts);
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
             md(&format!("{}: {}", d.name, d.statement)),
@@ -150,10 +168,12 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
         for (j, m) in r.outcome.parts.iter().enumerate() {
-            // An order's steps are named by their two series; other claims by what was computed.
+            // An order's steps are named by their two series (and the replicates left out, as
+            // computed); other claims by what was computed.
             let what = match (r.decl.kind, r.decl.series.get(j), r.decl.series.get(j + 1)) {
                 (ClaimKind::Order, Some(a), Some(b)) => {
-                    format!("{} − {}", series_text(a, &p.labels), series_text(b, &p.labels))
+                    let left_out = m.what.find("; replicate").map_or("", |i| &m.what[i..]);
+                    format!("{} − {}{left_out}", series_text(a, &p.labels), series_text(b, &p.labels))
                 }
                 _ => m.what.clone(),
             };
@@ -161,7 +181,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 "- {}{}: {} ({what})\n",
                 r.decl.name,
                 case_suffix(&r.case),
-                per_replicate(m, precision(r.decl)),
+                per_replicate(m, precision(r.decl.kind, &r.outcome.parts)),
             ));
         }
     }
@@ -240,5 +260,38 @@ mod tests {
         assert_eq!(verdict_text(&outcome(Reversed, &[Reversed, Reversed])), "reversed");
         assert_eq!(verdict_text(&outcome(Reversed, &[Reversed])), "reversed");
         assert_eq!(verdict_text(&outcome(Holds, &[Holds, Holds])), "holds");
+    }
+
+    fn measured(values: &[f64]) -> Measured {
+        Measured {
+            what: String::new(),
+            per_replicate: Vec::new(),
+            summary: Summary::of(values),
+            verdict: Verdict::Holds,
+        }
+    }
+
+    #[test]
+    fn a_narrow_interval_gets_the_decimals_that_show_it() {
+        // Differences of a 0-1 metric: half-width 4.303 * 0.001 / sqrt(3) = 0.00248.
+        let narrow = [measured(&[0.004, 0.006, 0.005])];
+        assert_eq!(precision(ClaimKind::Compare, &narrow), 3);
+        assert_eq!(interval_text(&narrow[0].summary, 3), "+0.005 [+0.003, +0.007]");
+        // Points of top-1 keep two decimals, slopes three; a zero-width interval adds none.
+        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1.0, 2.0, 3.0])]), 2);
+        assert_eq!(precision(ClaimKind::Trend, &[measured(&[0.01, 0.02, 0.03])]), 3);
+        assert_eq!(precision(ClaimKind::Compare, &[measured(&[10.0, 10.0])]), 2);
+        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1.0])]), 2, "no interval");
+        // The narrowest step of an order decides; a vanishing one stops at the cap.
+        let steps = [measured(&[1.0, 2.0, 3.0]), measured(&[0.0004, 0.0006, 0.0005])];
+        assert_eq!(precision(ClaimKind::Order, &steps), 4);
+        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1e-12, 2e-12, 3e-12])]), MAX_DECIMALS);
+    }
+
+    #[test]
+    fn an_orders_steps_of_different_n_each_show_theirs() {
+        assert_eq!(n_text(&[measured(&[1.0, 2.0]), measured(&[1.0, 2.0, 4.0])]), "2; 3");
+        assert_eq!(n_text(&[measured(&[1.0, 2.0, 3.0]), measured(&[1.0, 2.0, 4.0])]), "3");
+        assert_eq!(n_text(&[measured(&[1.0, 2.0, 3.0])]), "3");
     }
 }
