@@ -20,7 +20,7 @@ use super::store::Store;
 /// What `gc` would remove.
 #[derive(Debug, Default, Serialize)]
 pub struct Garbage {
-    /// Keys no experiment uses (or whose record is unreadable).
+    /// Keys no experiment uses (or whose record is unreadable, or no longer hashes to its key).
     pub keys: Vec<RecipeKey>,
     /// Objects no kept key points at, with their sizes in bytes.
     pub objects: Vec<(Digest, u64)>,
@@ -56,6 +56,11 @@ pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
         match store.lookup(&key) {
             Some(rec) if in_use.contains_key(&key) => {
                 kept_objects.insert(rec.object);
+            }
+            // A record whose seal fails is recomputed by the next run; until then the keys
+            // below it come from its digests (`keys_in_use`), so it stays, and its object with it.
+            None if in_use.contains_key(&key) && store.unsealed(&key).is_some() => {
+                kept_objects.extend(store.unsealed(&key).map(|rec| rec.object));
             }
             _ => keys.push(key),
         }

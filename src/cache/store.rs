@@ -259,12 +259,27 @@ impl Store {
         Self::read_record(&self.evicted_path(key), key)
     }
 
+    /// The record of a published key whose provenance no longer matches its seal: never served
+    /// (the run recomputes the key), but its recipe still hashes to the key, so `gc` works out
+    /// the keys below it from its digests, as from an evicted record, instead of dropping every
+    /// intact result computed from it.
+    pub fn unsealed(&self, key: &RecipeKey) -> Option<KeyRecord> {
+        Self::parse_record(&self.key_path(key), key).filter(|r| !Self::sealed(r))
+    }
+
     fn read_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
+        Self::parse_record(path, key).filter(Self::sealed)
+    }
+
+    /// A record filed under `key` whose stored recipe still hashes to it.
+    fn parse_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
         let bytes = read_limited(path, MAX_RECORD_BYTES).ok()?;
         let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
-        let sealed = record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance));
-        // The stored recipe must still hash to the key it is filed under.
-        (record.key == *key && record.recipe.key() == *key && sealed).then_some(record)
+        (record.key == *key && record.recipe.key() == *key).then_some(record)
+    }
+
+    fn sealed(record: &KeyRecord) -> bool {
+        record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance))
     }
 
     /// A fresh staging directory on the cache's file system.
