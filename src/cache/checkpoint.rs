@@ -45,7 +45,7 @@ pub fn scratch(dir: &Path) -> std::io::Result<tempfile::TempDir> {
 pub fn commit(dir: &Path, scratch: tempfile::TempDir, name: &str) -> std::io::Result<()> {
     let target = dir.join(name);
     if std::fs::symlink_metadata(&target).is_ok() {
-        std::fs::remove_dir_all(&target)?;
+        remove_entry(&target)?;
     }
     let kept = scratch.keep();
     if let Err(e) = std::fs::rename(&kept, &target) {
@@ -58,10 +58,20 @@ pub fn commit(dir: &Path, scratch: tempfile::TempDir, name: &str) -> std::io::Re
     for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let n = e.file_name().to_string_lossy().to_string();
         if n != name && n != SEAL {
-            let _ = std::fs::remove_dir_all(e.path());
+            let _ = remove_entry(&e.path());
         }
     }
     Ok(())
+}
+
+/// Removes a folder with what it holds, or a file or link, whichever stands at `path`: a
+/// damaged checkpoint may have either where a folder belongs.
+fn remove_entry(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
 }
 
 /// The folder of the latest sealed checkpoint in `dir`: `Ok(None)` when there is none, `Err`
@@ -120,6 +130,26 @@ mod tests {
         let s = scratch(dir).unwrap();
         std::fs::write(s.path().join("state.bin"), bytes).unwrap();
         commit(dir, s, name).unwrap();
+    }
+
+    /// Found by a review: a file where the next checkpoint's folder goes made every rerun fail
+    /// at that epoch ("Not a directory"), instead of being replaced like a damaged folder.
+    #[test]
+    fn a_file_or_link_where_a_checkpoint_goes_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ab12");
+        write(&dir, "epoch-0003", b"three");
+        std::fs::write(dir.join("epoch-0004"), b"x").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.join("epoch-0005")).unwrap();
+        std::fs::write(dir.join("stray"), b"x").unwrap();
+        write(&dir, "epoch-0004", b"four");
+        assert_eq!(latest(&dir).unwrap(), Some(dir.join("epoch-0004")));
+        write(&dir, "epoch-0005", b"five");
+        assert_eq!(latest(&dir).unwrap(), Some(dir.join("epoch-0005")));
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "the latest and its seal only: {left:?}");
     }
 
     #[test]
