@@ -220,6 +220,18 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
         }
     };
     let description = match table.get("description").map(|e| &e.node) {
+        // The description is printed and written into the HTML report, like parameter text.
+        Some(Node { value: NodeValue::Str(s), origin })
+            if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') =>
+        {
+            errors.push(ConfigError::at(
+                file,
+                origin.clone(),
+                "experiment.description contains a control character".into(),
+                Some("it is printed and written into the report; remove it (newlines and tabs are text)".into()),
+            ));
+            String::new()
+        }
         Some(Node { value: NodeValue::Str(s), .. }) => s.clone(),
         Some(other) => {
             errors.push(type_error(file, other, "experiment.description", "a string"));

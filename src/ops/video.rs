@@ -104,12 +104,23 @@ impl Params for VideoParams {
         let space: LabelSpace = self.label_space.parse().map_err(|e: String| {
             ParamError::field("label_space", e, Some(format!("valid: {}", LabelSpace::NAMES.join(", "))))
         })?;
-        let lo = if space == LabelSpace::Temporal { 2 } else { 1 };
+        // Verbs alone must make two classes (one class is nothing to classify, cluster or tag);
+        // kinetics and sports label by more than the verb.
+        let lo = if matches!(space, LabelSpace::Verb | LabelSpace::Temporal) { 2 } else { 1 };
         if !(lo..=Verb::RANKED.len()).contains(&self.num_verbs) {
             return Err(ParamError::range(
                 "num_verbs",
                 self.num_verbs,
                 &format!("between {lo} and {} for label_space `{}`", Verb::RANKED.len(), self.label_space),
+            ));
+        }
+        // `temporal` keeps the reversible verbs among the first `num_verbs` only.
+        let classes = video::verb_list(space, self.num_verbs).len();
+        if space == LabelSpace::Temporal && classes < 2 {
+            return Err(ParamError::range(
+                "num_verbs",
+                self.num_verbs,
+                &format!("large enough for two reversible verbs (the first {} give {classes})", self.num_verbs),
             ));
         }
         Ok(())
@@ -140,10 +151,16 @@ impl StageKind for Video {
 
     fn facts(&self, p: &VideoParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = [p.train_size, p.test_size];
-        // The classes depend on the label space's vocabulary over the source's objects: left unknown.
+        // Known where the vocabulary does not depend on the source's objects (kinetics's does),
+        // so that what the labels feed is checked before anything runs.
+        let classes = match p.label_space.parse() {
+            Ok(space @ (LabelSpace::Verb | LabelSpace::Temporal)) => Some(video::verb_list(space, p.num_verbs).len()),
+            Ok(LabelSpace::Sports) => Some(video::Family::ALL.len() * 2),
+            _ => None,
+        };
         Ok(OutputFacts::from([
             ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false)),
-            ("labels".to_string(), Facts::labels(Some(rows), None)),
+            ("labels".to_string(), Facts::labels(Some(rows), classes)),
         ]))
     }
 
