@@ -45,6 +45,23 @@ impl Params for PlotParams {
     }
 }
 
+/// A log x axis needs a positive number at every point: known from the sweep before anything runs.
+fn check_log_axis(x: &str, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
+    let values = gathered.iter().filter_map(|g| g.axes.get(x));
+    let bad = values
+        .clone()
+        .find(|v| v.as_f64().is_none())
+        .or_else(|| values.clone().find(|v| v.as_f64().is_some_and(|f| f <= 0.0)));
+    match bad {
+        None => Ok(()),
+        Some(v) => Err(ParamError::field(
+            "x_log",
+            format!("x_log = true, but the x axis `{x}` takes the value {v}"),
+            Some("a log axis needs positive numbers; drop x_log or the value from the sweep".into()),
+        )),
+    }
+}
+
 /// The `plot` op.
 pub struct Plot;
 
@@ -69,7 +86,11 @@ impl StageKind for Plot {
         let metric = std::slice::from_ref(&p.metric);
         check_metrics("metric", metric, gathered)?;
         let dims: Vec<String> = p.axes.panel.iter().chain([&p.axes.x]).chain(&p.axes.series).cloned().collect();
-        check_cells("series", "point", &dims, None, metric, &p.labels, gathered)
+        check_cells("series", "point", &dims, None, metric, &p.labels, gathered)?;
+        if p.axes.x_log {
+            check_log_axis(&p.axes.x, gathered)?;
+        }
+        Ok(())
     }
 
     fn run(&self, p: PlotParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
