@@ -549,6 +549,18 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("is not a folder"), "{args:?}: {}", stderr(&out));
     }
+    // So is a link to nothing or a loop of links (before: exit 1 with the bare OS error).
+    let (dangling, looping) = (dir.path().join("dangling"), dir.path().join("loop"));
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    for (cache, says) in [(&dangling, "is a link to nothing"), (&looping, "cannot be looked at")] {
+        for args in [vec!["status", smoke], vec![smoke]] {
+            let out = cfrun(cache, &args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        }
+    }
+    assert!(!dir.path().join("nowhere").exists());
     let out = cfrun(&dir.path().join("cache"), &["report", smoke, "-o", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");

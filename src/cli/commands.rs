@@ -166,12 +166,18 @@ pub(super) fn open_store_for_job(g: &Global, key: Option<&str>) -> Result<Store,
 /// A command-line path that must be a folder (or not exist yet) and is something else: the
 /// command line is wrong, which is exit 2, not a failure of the work.
 fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
+    let usage = |what: String| {
+        Err(Failure::Other(format!("{option} {} {what}; give a folder (it is created if missing)", path.display())))
+    };
     match std::fs::metadata(path) {
-        Ok(m) if !m.is_dir() => Err(Failure::Other(format!(
-            "{option} {} is not a folder; give a folder (it is created if missing)",
-            path.display()
-        ))),
-        _ => Ok(()),
+        Ok(m) if !m.is_dir() => usage("is not a folder".into()),
+        Ok(_) => Ok(()),
+        // A link to nothing would be neither followed nor replaced when the folder is made.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_ok() => {
+            usage("is a link to nothing".into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => usage(format!("cannot be looked at ({e})")),
     }
 }
 
