@@ -114,6 +114,14 @@ impl StageKind for LinearProbe {
     fn normalize(&self, raw: &serde_json::Value) -> Result<ProbeParams, ParamError> {
         let mut p = crate::config::params::typed::<ProbeParams>(raw)?;
         if p.solver == ProbeSolver::Lbfgs {
+            // Taken silently they would do nothing but change the key.
+            if let Some(field) = ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
+                return Err(ParamError::field(
+                    field,
+                    format!("`{field}` is an SGD setting, but `solver` is \"lbfgs\" (full batch, no step size)"),
+                    Some(format!("drop {field}, or set solver = \"sgd\"")),
+                ));
+            }
             p.tol.get_or_insert(ProbeConfig::default().tol);
         }
         Ok(p)

@@ -173,6 +173,18 @@ impl StageKind for Pretext {
                 Some("add permutations = \"STAGE.permutations\", naming a `permutations` stage".into()),
             ));
         }
+        // Jigsaw's settings on RotNet would do nothing but change the key.
+        if raw.get("task").and_then(Json::as_str) == Some("rotnet") {
+            let jigsaw_only = ["grid", "tile"].into_iter().find(|f| raw.get(f).is_some());
+            let field = jigsaw_only.or(slots.contains(&"permutations").then_some("permutations"));
+            if let Some(field) = field {
+                return Err(ParamError::field(
+                    field,
+                    format!("`{field}` is a Jigsaw setting, but `task` is \"rotnet\""),
+                    Some(format!("drop {field}, or set task = \"jigsaw\"")),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -213,6 +213,20 @@ impl StageKind for Train {
         Ok(())
     }
 
+    fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
+        // Distillation settings with nothing to distil from would do nothing but change the key.
+        if let Some(field) = ["temperature", "soft_weight"].into_iter().find(|f| raw.get(f).is_some()) {
+            if !slots.contains(&"teacher") {
+                return Err(ParamError::field(
+                    field,
+                    format!("`{field}` is a distillation setting, but no `teacher` is given"),
+                    Some(format!("add teacher = \"STAGE.model\", or drop {field}")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn facts(&self, p: &TrainParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "images", "labels", &[0])?;
         let (images, labels, teacher) = (inputs.get("images"), inputs.get("labels"), inputs.get("teacher"));
