@@ -250,7 +250,13 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 if xs.len() < 2 {
                     let within =
                         if r.is_null() { String::new() } else { format!(" within replicate {}", select::text(r)) };
-                    return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{xs:?}{within}") });
+                    // `{}` read as a placeholder left unfilled: say "none".
+                    let values = if xs.is_empty() {
+                        "none".to_string()
+                    } else {
+                        xs.iter().cloned().collect::<Vec<_>>().join(", ")
+                    };
+                    return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{values}{within}") });
                 }
             }
             let per = groups.into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
