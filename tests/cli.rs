@@ -3671,7 +3671,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 4, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 3, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 3, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 5, "blake3:355b7d01fee2f2ca965cc42503fc1ab09a47d0d6ca129f812df4f5db35643b10"),
+    ("verdicts", "claims", 6, "blake3:355b7d01fee2f2ca965cc42503fc1ab09a47d0d6ca129f812df4f5db35643b10"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

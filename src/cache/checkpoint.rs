@@ -54,6 +54,10 @@ pub fn commit(dir: &Path, scratch: tempfile::TempDir, name: &str) -> std::io::Re
     }
     let files = build_manifest(&target).map_err(std::io::Error::other)?.files;
     let seal = Seal { format: SEAL_FORMAT, key: key_of(dir), folder: name.to_string(), files };
+    // A rename onto a folder fails: anything but a plain file where the seal goes is cleared.
+    if std::fs::symlink_metadata(dir.join(SEAL)).is_ok_and(|m| !m.is_file()) {
+        remove_entry(&dir.join(SEAL))?;
+    }
     write_atomic(&dir.join(SEAL), &serde_json::to_vec_pretty(&seal).expect("plain data"))?;
     for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let n = e.file_name().to_string_lossy().to_string();
@@ -142,6 +146,9 @@ mod tests {
         std::fs::write(dir.join("epoch-0004"), b"x").unwrap();
         std::os::unix::fs::symlink("/nonexistent", dir.join("epoch-0005")).unwrap();
         std::fs::write(dir.join("stray"), b"x").unwrap();
+        // And a folder where the seal goes (a rename onto it fails).
+        std::fs::remove_file(dir.join(SEAL)).unwrap();
+        std::fs::create_dir_all(dir.join(SEAL).join("x")).unwrap();
         write(&dir, "epoch-0004", b"four");
         assert_eq!(latest(&dir).unwrap(), Some(dir.join("epoch-0004")));
         write(&dir, "epoch-0005", b"five");

@@ -171,7 +171,8 @@ pub fn printable_cut(text: &str, max_chars: usize) -> String {
     out
 }
 
-fn unsafe_to_print(c: char) -> bool {
+/// Control characters, and those that reorder the text around them on a terminal or a page.
+pub(crate) fn unsafe_to_print(c: char) -> bool {
     c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

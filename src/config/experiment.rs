@@ -222,12 +222,12 @@ fn parse_meta(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<ConfigE
     let description = match table.get("description").map(|e| &e.node) {
         // The description is printed and written into the HTML report, like parameter text.
         Some(Node { value: NodeValue::Str(s), origin })
-            if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') =>
+            if s.chars().any(|c| crate::config::error::unsafe_to_print(c) && !matches!(c, '\n' | '\r' | '\t')) =>
         {
             errors.push(ConfigError::at(
                 file,
                 origin.clone(),
-                "experiment.description contains a control character".into(),
+                "experiment.description contains a control character (or one that reorders text)".into(),
                 Some("it is printed and written into the report; remove it (newlines and tabs are text)".into()),
             ));
             String::new()
@@ -449,4 +449,34 @@ fn parse_stages(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Confi
         });
     }
     stages
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Experiment, ConfigError> {
+        Experiment::parse(SourceFile::from_text(Path::new("e.toml"), text.to_string()), &[])
+    }
+
+    /// A description is printed and written into the report: control characters and those that
+    /// reorder text are refused, but a file saved with Windows line ends keeps its multi-line
+    /// description (a review found a first version refusing its `\r`).
+    #[test]
+    fn a_description_refuses_what_is_unsafe_to_print_and_keeps_line_ends() {
+        let with = |d: &str| {
+            format!(
+                "[experiment]\nname = \"e\"\ndescription = {d}\n[stages.s]\nop = \"dataset\"\nname = \"synthetic\"\n"
+            )
+        };
+        let crlf = with("\"\"\"one\ntwo\"\"\"").replace('\n', "\r\n");
+        assert!(parse(&crlf).is_ok_and(|e| e.description == "one\r\ntwo"), "{:?}", parse(&crlf).err());
+        assert!(parse(&with("\"\"\"one\n\ttwo\"\"\"")).is_ok());
+        for bad in ["\"a \\u0007 bell\"", "\"an \\u001b[31m escape\"", "\"a \\u202e reversal\""] {
+            let err = parse(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("experiment.description contains a control character"), "{bad}: {err}");
+        }
+    }
 }

@@ -55,6 +55,7 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
         let mut inputs = BTreeMap::new();
         let mut params = serde_json::Map::new();
         let mut resources = ResourceOverrides::default();
+        let errors_before = errors.len();
         for (field, entry) in &decl.fields {
             // Resources say where the stage runs, not what it computes: kept out of the params
             // (and so out of the recipe key) before the op ever normalizes them.
@@ -115,7 +116,10 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
             }
         }
         let slots: Vec<&str> = inputs.keys().map(String::as_str).collect();
-        if let Err(e) = op.check_inputs(&Json::Object(params.clone()), &slots) {
+        // An input refused above is missing from `slots`: the op's own checks would say so again.
+        let checked =
+            if errors.len() == errors_before { op.check_inputs(&Json::Object(params.clone()), &slots) } else { Ok(()) };
+        if let Err(e) = checked {
             let origin = decl.fields.get(&e.path).map_or(decl.origin.clone(), |en| en.node.origin.clone());
             errors.push(exp.error(&origin, format!("stage `{}` (op {}): {}", decl.name, op.name(), e.message), e.help));
         }

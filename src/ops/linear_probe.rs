@@ -114,17 +114,26 @@ impl StageKind for LinearProbe {
     fn normalize(&self, raw: &serde_json::Value) -> Result<ProbeParams, ParamError> {
         let mut p = crate::config::params::typed::<ProbeParams>(raw)?;
         if p.solver == ProbeSolver::Lbfgs {
-            // Taken silently they would do nothing but change the key.
-            if let Some(field) = ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
-                return Err(ParamError::field(
-                    field,
-                    format!("`{field}` is an SGD setting, but `solver` is \"lbfgs\" (full batch, no step size)"),
-                    Some(format!("drop {field}, or set solver = \"sgd\"")),
-                ));
-            }
             p.tol.get_or_insert(ProbeConfig::default().tol);
         }
         Ok(p)
+    }
+
+    /// SGD settings on a stage written as L-BFGS would do nothing but change the key. Read from
+    /// the stage as written, before a sweep fills it in: a sweep over the solver may give the
+    /// SGD instances their settings.
+    fn check_inputs(&self, raw: &serde_json::Value, _slots: &[&str]) -> Result<(), ParamError> {
+        if raw.get("solver").and_then(serde_json::Value::as_str) != Some("lbfgs") {
+            return Ok(());
+        }
+        match ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
+            None => Ok(()),
+            Some(field) => Err(ParamError::field(
+                field,
+                format!("`{field}` is an SGD setting, but `solver` is \"lbfgs\" (full batch, no step size)"),
+                Some(format!("drop {field}, or set solver = \"sgd\"")),
+            )),
+        }
     }
 
     fn facts(&self, _p: &ProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
@@ -211,5 +220,17 @@ mod tests {
         assert_eq!(err.path, "tol");
         let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs", "tol": -1.0})).unwrap_err();
         assert_eq!(err.path, "tol");
+    }
+
+    /// SGD settings are refused on a stage written as L-BFGS, not on a sweep over the solver
+    /// (its SGD instances use them; found by a review, after a first version refused that).
+    #[test]
+    fn sgd_settings_are_refused_only_where_the_stage_is_written_as_lbfgs() {
+        let check = |raw: serde_json::Value| Op::check_inputs(&LinearProbe, &raw, &[]);
+        assert_eq!(check(json!({"solver": "lbfgs", "momentum": 0.5})).unwrap_err().path, "momentum");
+        assert_eq!(check(json!({"solver": "lbfgs", "batch_size": 64})).unwrap_err().path, "batch_size");
+        assert!(check(json!({"solver": "lbfgs", "weight_decay": 1e-3})).is_ok(), "L-BFGS minimises the penalty too");
+        assert!(check(json!({"solver": "${solver}", "lr": 0.05})).is_ok());
+        assert!(check(json!({"lr": 0.05})).is_ok());
     }
 }

@@ -85,15 +85,21 @@ fn interval_text(s: &Summary, prec: usize) -> String {
 
 /// Decimals: slopes per unit of a percentage axis are small numbers; and more wherever an
 /// interval's half-width would round to less than one unit of the last place (a metric on a 0-1
-/// scale, say), so that no interval is printed as a point or as touching zero when it does not.
-fn precision(kind: ClaimKind, parts: &[Measured]) -> usize {
+/// scale, say), or a bound would round onto the line it is decided against (0, the margin) when
+/// it does not lie on it, so that no interval is printed as a point or as touching that line.
+fn precision(kind: ClaimKind, margin: f64, parts: &[Measured]) -> usize {
     let base = if kind == ClaimKind::Trend { 3 } else { 2 };
-    let narrowest = parts
-        .iter()
-        .filter_map(|m| m.summary.half_width)
-        .filter(|h| h.is_finite() && *h > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    (base..MAX_DECIMALS).find(|&p| narrowest >= 10f64.powi(-(p as i32))).unwrap_or(MAX_DECIMALS)
+    let lines = [0.0, margin, -margin];
+    let shows = |p: usize| {
+        parts.iter().all(|m| {
+            let wide = m.summary.half_width.is_none_or(|h| !(h.is_finite() && h > 0.0) || h >= 10f64.powi(-(p as i32)));
+            let apart = m.summary.interval().is_none_or(|(lo, hi)| {
+                [lo, hi].iter().all(|&x| lines.iter().all(|&l| x == l || format!("{x:.p$}") != format!("{l:.p$}")))
+            });
+            wide && apart
+        })
+    };
+    (base..MAX_DECIMALS).find(|&p| shows(p)).unwrap_or(MAX_DECIMALS)
 }
 
 /// Past this, a narrower interval is printed as it rounds.
@@ -135,7 +141,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     );
     for r in rows {
         let d = r.decl;
-        let prec = precision(d.kind, &r.outcome.parts);
+        let prec = precision(d.kind, d.margin, &r.outcome.parts);
         let ours = r.outcome.parts.iter().map(|m| interval_text(&m.summary, prec)).collect::<Vec<_>>().join("; ");
         let n = n_text(&r.outcome.parts);
         out.push_str(&format!(
@@ -181,7 +187,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 "- {}{}: {} ({what})\n",
                 r.decl.name,
                 case_suffix(&r.case),
-                per_replicate(m, precision(r.decl.kind, &r.outcome.parts)),
+                per_replicate(m, precision(r.decl.kind, r.decl.margin, &r.outcome.parts)),
             ));
         }
     }
@@ -275,17 +281,25 @@ mod tests {
     fn a_narrow_interval_gets_the_decimals_that_show_it() {
         // Differences of a 0-1 metric: half-width 4.303 * 0.001 / sqrt(3) = 0.00248.
         let narrow = [measured(&[0.004, 0.006, 0.005])];
-        assert_eq!(precision(ClaimKind::Compare, &narrow), 3);
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &narrow), 3);
         assert_eq!(interval_text(&narrow[0].summary, 3), "+0.005 [+0.003, +0.007]");
         // Points of top-1 keep two decimals, slopes three; a zero-width interval adds none.
-        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1.0, 2.0, 3.0])]), 2);
-        assert_eq!(precision(ClaimKind::Trend, &[measured(&[0.01, 0.02, 0.03])]), 3);
-        assert_eq!(precision(ClaimKind::Compare, &[measured(&[10.0, 10.0])]), 2);
-        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1.0])]), 2, "no interval");
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0, 2.0, 3.0])]), 2);
+        assert_eq!(precision(ClaimKind::Trend, 0.0, &[measured(&[0.01, 0.02, 0.03])]), 3);
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[10.0, 10.0])]), 2);
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0])]), 2, "no interval");
         // The narrowest step of an order decides; a vanishing one stops at the cap.
         let steps = [measured(&[1.0, 2.0, 3.0]), measured(&[0.0004, 0.0006, 0.0005])];
-        assert_eq!(precision(ClaimKind::Order, &steps), 4);
-        assert_eq!(precision(ClaimKind::Compare, &[measured(&[1e-12, 2e-12, 3e-12])]), MAX_DECIMALS);
+        assert_eq!(precision(ClaimKind::Order, 0.0, &steps), 4);
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1e-12, 2e-12, 3e-12])]), MAX_DECIMALS);
+        // Found by a review: [+0.000267, +0.00573] holds, but at three decimals read
+        // "[+0.000, +0.006]"; four show it clear of zero. The same at a margin.
+        let clear = [measured(&[0.0019, 0.0030, 0.0041])];
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &clear), 4);
+        assert_eq!(interval_text(&clear[0].summary, 4), "+0.0030 [+0.0003, +0.0057]");
+        let at_margin = [measured(&[1.0102, 1.0202, 1.0302])]; // [0.9954, 1.0450]: 2 decimals read 1.00
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &at_margin), 2);
+        assert_eq!(precision(ClaimKind::Compare, 1.0, &at_margin), 3);
     }
 
     #[test]
