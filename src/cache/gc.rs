@@ -53,16 +53,13 @@ pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
     let mut kept_objects = BTreeSet::new();
     let mut keys = Vec::new();
     for key in store.all_keys() {
-        match store.lookup(&key) {
-            Some(rec) if in_use.contains_key(&key) => {
+        // A record whose seal fails is recomputed by the next run; until then the keys below it
+        // come from its digests (`keys_in_use`), so it stays too, and its object with it.
+        match store.filed(&key).filter(|_| in_use.contains_key(&key)) {
+            Some(rec) => {
                 kept_objects.insert(rec.object);
             }
-            // A record whose seal fails is recomputed by the next run; until then the keys
-            // below it come from its digests (`keys_in_use`), so it stays, and its object with it.
-            None if in_use.contains_key(&key) && store.unsealed(&key).is_some() => {
-                kept_objects.extend(store.unsealed(&key).map(|rec| rec.object));
-            }
-            _ => keys.push(key),
+            None => keys.push(key),
         }
     }
     // Evicted records: kept while a kept experiment computes the key (the keys below it come

@@ -259,12 +259,12 @@ impl Store {
         Self::read_record(&self.evicted_path(key), key)
     }
 
-    /// The record of a published key whose provenance no longer matches its seal: never served
-    /// (the run recomputes the key), but its recipe still hashes to the key, so `gc` works out
-    /// the keys below it from its digests, as from an evicted record, instead of dropping every
-    /// intact result computed from it.
-    pub fn unsealed(&self, key: &RecipeKey) -> Option<KeyRecord> {
-        Self::parse_record(&self.key_path(key), key).filter(|r| !Self::sealed(r))
+    /// The record filed under a published key whose recipe still hashes to it, sealed or not.
+    /// One whose provenance no longer matches its seal is never served ([`Store::lookup`]
+    /// refuses it and the run recomputes the key), but `gc` works out the keys below it from its
+    /// digests, as from an evicted record, instead of dropping every intact result computed from it.
+    pub fn filed(&self, key: &RecipeKey) -> Option<KeyRecord> {
+        Self::parse_record(&self.key_path(key), key)
     }
 
     fn read_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {

@@ -126,7 +126,7 @@ pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
         if let Some(k) = key {
             keys.insert(k, record.is_some());
         }
-        records.push(record.or_else(|| key.and_then(|k| store.evicted(&k).or_else(|| store.unsealed(&k)))));
+        records.push(record.or_else(|| key.and_then(|k| store.evicted(&k).or_else(|| store.filed(&k)))));
     }
     keys
 }

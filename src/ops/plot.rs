@@ -47,12 +47,7 @@ impl Params for PlotParams {
 
 /// A log x axis needs a positive number at every point: known from the sweep before anything runs.
 fn check_log_axis(x: &str, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    let values = gathered.iter().filter_map(|g| g.axes.get(x));
-    let bad = values
-        .clone()
-        .find(|v| v.as_f64().is_none())
-        .or_else(|| values.clone().find(|v| v.as_f64().is_some_and(|f| f <= 0.0)));
-    match bad {
+    match gathered.iter().filter_map(|g| g.axes.get(x)).find(|v| !v.as_f64().is_some_and(|f| f > 0.0)) {
         None => Ok(()),
         Some(v) => Err(ParamError::field(
             "x_log",

@@ -72,6 +72,20 @@ mod defaults {
     }
 }
 
+impl VideoParams {
+    /// How many classes the labels have, where the verbs decide it (kinetics's depend on the
+    /// source's objects: `None`, as for a label space that does not parse).
+    fn classes(&self) -> Option<usize> {
+        match self.label_space.parse() {
+            Ok(space @ (LabelSpace::Verb | LabelSpace::Temporal)) => {
+                Some(video::verb_list(space, self.num_verbs).len())
+            }
+            Ok(LabelSpace::Sports) => Some(video::Family::ALL.len() * 2),
+            _ => None,
+        }
+    }
+}
+
 impl Params for VideoParams {
     fn validate(&self) -> Result<(), ParamError> {
         self.source.parse::<DatasetName>().map_err(|_| {
@@ -115,7 +129,7 @@ impl Params for VideoParams {
             ));
         }
         // `temporal` keeps the reversible verbs among the first `num_verbs` only.
-        let classes = video::verb_list(space, self.num_verbs).len();
+        let classes = self.classes().unwrap_or(0);
         if space == LabelSpace::Temporal && classes < 2 {
             return Err(ParamError::range(
                 "num_verbs",
@@ -153,14 +167,9 @@ impl StageKind for Video {
         let rows = [p.train_size, p.test_size];
         // Known where the vocabulary does not depend on the source's objects (kinetics's does),
         // so that what the labels feed is checked before anything runs.
-        let classes = match p.label_space.parse() {
-            Ok(space @ (LabelSpace::Verb | LabelSpace::Temporal)) => Some(video::verb_list(space, p.num_verbs).len()),
-            Ok(LabelSpace::Sports) => Some(video::Family::ALL.len() * 2),
-            _ => None,
-        };
         Ok(OutputFacts::from([
             ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false)),
-            ("labels".to_string(), Facts::labels(Some(rows), classes)),
+            ("labels".to_string(), Facts::labels(Some(rows), p.classes())),
         ]))
     }
 

@@ -226,15 +226,7 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
     let mut recs = Vec::new();
     for r in 0..3 {
         for p in [0i64, 75] {
-            let axes: BTreeMap<String, AxisValue> =
-                [("p".to_string(), AxisValue::Int(p)), ("replicate".to_string(), AxisValue::Int(r))].into();
-            recs.push(Record {
-                source: "probe_cf".into(),
-                label: "N_cf".into(),
-                axes,
-                metrics: [("top1".to_string(), 70.0 + r as f64 - p as f64 / 25.0)].into_iter().collect(),
-                replicates: None,
-            });
+            recs.push(replicate_record(p, r, 70.0 + r as f64 - p as f64 / 25.0));
         }
         recs.push(Record {
             source: "pixels".into(),
@@ -244,11 +236,7 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
             replicates: None,
         });
     }
-    let recs = aggregate_replicates(recs, "top1", &["p".into()], "t").unwrap();
-    let mut spec = fig3_spec();
-    spec.axes.panel = None;
-    spec.axes.series = vec!["source".into()];
-    let svg = render_figure(&recs, &spec).unwrap().svg;
+    let svg = replicate_figure(recs);
     // Two points, each a bar and two caps; the baseline's interval as two dashed bounds.
     assert_eq!(svg.matches("class=\"error-bar\"").count(), 6, "{svg}");
     assert_eq!(svg.matches("class=\"interval\"").count(), 2, "{svg}");
@@ -259,20 +247,29 @@ fn replicate_means_get_error_bars_and_baselines_get_bounds() {
 
 #[test]
 fn a_single_run_beside_means_is_not_called_a_mean_over_n() {
-    let record = |p: i64, r: i64, y: f64| Record {
+    // p = 0 in three replicates, p = 75 in replicate 0 only.
+    let recs = (0..3).map(|r| replicate_record(0, r, 70.0 + r as f64)).chain([replicate_record(75, 0, 60.0)]);
+    let svg = replicate_figure(recs.collect());
+    assert_eq!(svg.matches("class=\"error-bar\"").count(), 3, "one barred point: {svg}");
+    assert!(svg.contains("Points: means over n = 1 to 3 replicates (no bar: one run);"), "{svg}");
+}
+
+/// N_cf's top-1 at noise `p` in replicate `r`.
+fn replicate_record(p: i64, r: i64, top1: f64) -> Record {
+    Record {
         source: "probe_cf".into(),
         label: "N_cf".into(),
         axes: [("p".to_string(), AxisValue::Int(p)), ("replicate".to_string(), AxisValue::Int(r))].into(),
-        metrics: [("top1".to_string(), y)].into_iter().collect(),
+        metrics: [("top1".to_string(), top1)].into_iter().collect(),
         replicates: None,
-    };
-    // p = 0 in three replicates, p = 75 in replicate 0 only.
-    let recs: Vec<Record> = (0..3).map(|r| record(0, r, 70.0 + r as f64)).chain([record(75, 0, 60.0)]).collect();
+    }
+}
+
+/// The SVG of `recs` averaged over replicates along `p`, one series per source, no panels.
+fn replicate_figure(recs: Vec<Record>) -> String {
     let recs = aggregate_replicates(recs, "top1", &["p".into()], "t").unwrap();
     let mut spec = fig3_spec();
     spec.axes.panel = None;
     spec.axes.series = vec!["source".into()];
-    let svg = render_figure(&recs, &spec).unwrap().svg;
-    assert_eq!(svg.matches("class=\"error-bar\"").count(), 3, "one barred point: {svg}");
-    assert!(svg.contains("Points: means over n = 1 to 3 replicates (no bar: one run);"), "{svg}");
+    render_figure(&recs, &spec).unwrap().svg
 }

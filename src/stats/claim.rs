@@ -129,6 +129,8 @@ pub struct Measured {
     pub summary: Summary,
     /// The verdict on this comparison alone.
     pub verdict: Verdict,
+    /// Replicates left out for missing cells, in numeric order.
+    pub left_out: Vec<String>,
 }
 
 /// A claim's result: one comparison, or one per adjacent pair for `order`.
@@ -231,7 +233,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
-            vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim)]
+            vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim, &p.left_out)]
         }
         Shape::Trend { a, b, along } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
@@ -251,16 +253,12 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                     let within =
                         if r.is_null() { String::new() } else { format!(" within replicate {}", select::text(r)) };
                     // `{}` read as a placeholder left unfilled: say "none".
-                    let values = if xs.is_empty() {
-                        "none".to_string()
-                    } else {
-                        xs.iter().cloned().collect::<Vec<_>>().join(", ")
-                    };
+                    let values = if xs.is_empty() { "none".to_string() } else { Vec::from_iter(xs).join(", ") };
                     return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{values}{within}") });
                 }
             }
             let per = groups.into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
-            vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim)]
+            vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim, &p.left_out)]
         }
         Shape::Contrast { a, b, inside, than } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
@@ -287,6 +285,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 format!("(a - b in {}) - (a - b in {})", select::describe(inside), select::describe(than)),
                 per,
                 claim,
+                &p.left_out,
             )]
         }
         Shape::Order { series } => {
@@ -298,6 +297,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                     format!("{} - {} {}", select::describe(&w[0]), select::describe(&w[1]), over(&p)),
                     per_replicate_mean(&p.gaps),
                     claim,
+                    &p.left_out,
                 ));
             }
             parts
@@ -311,11 +311,21 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
 fn over(p: &Pairs) -> String {
     let reps: BTreeSet<String> = p.gaps.iter().map(|(ax, _)| replicate_of(ax)).collect();
     let cells = p.gaps.len() / reps.len().max(1);
-    match p.left_out.as_slice() {
-        [] => format!("over {cells} cells"),
-        [one] => format!("over {cells} cells; replicate {one} left out (cells missing)"),
-        many => format!("over {cells} cells; replicates {} left out (cells missing)", many.join(", ")),
+    format!("over {cells} cells{}", left_out_note(&p.left_out))
+}
+
+/// `; replicate 1 left out (cells missing)`, or nothing when none was.
+pub fn left_out_note(left_out: &[String]) -> String {
+    match left_out {
+        [] => String::new(),
+        [one] => format!("; replicate {one} left out (cells missing)"),
+        many => format!("; replicates {} left out (cells missing)", many.join(", ")),
     }
+}
+
+/// A key that sorts replicate values as numbers: replicate 10 after replicate 9.
+fn numeric_order(r: &str) -> String {
+    format!("{r:>20}")
 }
 
 fn replicate_of(axes: &Axes) -> String {
@@ -335,8 +345,7 @@ fn complete_replicates(gaps: Vec<Gap>) -> Result<(Vec<Gap>, Vec<String>), ClaimE
     let mut held: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for (ax, _) in &gaps {
         let r = replicate_of(ax);
-        // Numeric order: replicate 10 after replicate 9.
-        held.entry(format!("{r:>20}")).or_insert_with(|| (r, BTreeSet::new())).1.insert(cell(ax));
+        held.entry(numeric_order(&r)).or_insert_with(|| (r, BTreeSet::new())).1.insert(cell(ax));
     }
     let short: Vec<String> = held.values().filter(|(_, c)| c.len() < all.len()).map(|(r, _)| r.clone()).collect();
     if short.is_empty() {
@@ -362,11 +371,11 @@ fn overall(parts: &[Measured]) -> Verdict {
     }
 }
 
-fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim) -> Measured {
+fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim, left_out: &[String]) -> Measured {
     let values: Vec<f64> = per_replicate.iter().map(|(_, v)| *v).collect();
     let summary = Summary::of(&values);
     let verdict = decide(&summary, claim.expect, claim.margin);
-    Measured { what, per_replicate, summary, verdict }
+    Measured { what, per_replicate, summary, verdict, left_out: left_out.to_vec() }
 }
 
 /// The verdict of a summary against an expectation.
@@ -481,10 +490,10 @@ fn pair(
         let paired: BTreeSet<String> = gaps.iter().map(|(ax, _)| replicate_of(ax)).collect();
         let seen: BTreeMap<String, String> = (oa.iter().chain(&ob))
             .filter_map(|o| o.axes.get(REPLICATE))
-            .map(|r| (format!("{:>20}", select::text(r)), select::text(r)))
+            .map(|r| (numeric_order(&select::text(r)), select::text(r)))
             .collect();
         left_out.extend(seen.into_values().filter(|r| !paired.contains(r)));
-        left_out.sort_by_key(|r| format!("{r:>20}"));
+        left_out.sort_by_key(|r| numeric_order(r));
         left_out.dedup();
     }
     Ok(Pairs { gaps, left_out })
@@ -515,8 +524,7 @@ fn group_by_replicate(gaps: &[Gap]) -> Vec<(Json, Vec<Gap>)> {
     let mut groups: BTreeMap<String, (Json, Vec<Gap>)> = BTreeMap::new();
     for (axes, g) in gaps {
         let r = axes.get(REPLICATE).cloned().unwrap_or(Json::Null);
-        // Sort numerically: replicate 10 after replicate 9.
-        let key = format!("{:>20}", select::text(&r));
+        let key = numeric_order(&select::text(&r));
         groups.entry(key).or_insert_with(|| (r, Vec::new())).1.push((axes.clone(), *g));
     }
     groups.into_values().collect()

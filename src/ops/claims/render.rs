@@ -173,22 +173,18 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     ));
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
+        let prec = precision(r.decl.kind, r.decl.margin, &r.outcome.parts);
         for (j, m) in r.outcome.parts.iter().enumerate() {
             // An order's steps are named by their two series (and the replicates left out, as
             // computed); other claims by what was computed.
             let what = match (r.decl.kind, r.decl.series.get(j), r.decl.series.get(j + 1)) {
                 (ClaimKind::Order, Some(a), Some(b)) => {
-                    let left_out = m.what.find("; replicate").map_or("", |i| &m.what[i..]);
+                    let left_out = stats::claim::left_out_note(&m.left_out);
                     format!("{} − {}{left_out}", series_text(a, &p.labels), series_text(b, &p.labels))
                 }
                 _ => m.what.clone(),
             };
-            out.push_str(&format!(
-                "- {}{}: {} ({what})\n",
-                r.decl.name,
-                case_suffix(&r.case),
-                per_replicate(m, precision(r.decl.kind, r.decl.margin, &r.outcome.parts)),
-            ));
+            out.push_str(&format!("- {}{}: {} ({what})\n", r.decl.name, case_suffix(&r.case), per_replicate(m, prec),));
         }
     }
     out
@@ -254,6 +250,7 @@ mod tests {
             per_replicate: Vec::new(),
             summary: Summary::of(&[1.0, 2.0]),
             verdict: *v,
+            left_out: Vec::new(),
         };
         Outcome { verdict, parts: steps.iter().map(part).collect() }
     }
@@ -274,6 +271,7 @@ mod tests {
             per_replicate: Vec::new(),
             summary: Summary::of(values),
             verdict: Verdict::Holds,
+            left_out: Vec::new(),
         }
     }
 
