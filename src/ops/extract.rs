@@ -92,6 +92,17 @@ impl Params for ExtractParams {
         if !(1..=32).contains(&self.clips_per_video) {
             return Err(ParamError::range("clips_per_video", self.clips_per_video, "between 1 and 32"));
         }
+        if self.clips_per_video > 1 && self.clip_frames.is_none() {
+            // Every crop of a whole clip is the clip itself: the same features under another key.
+            return Err(ParamError::field(
+                "clips_per_video",
+                format!(
+                    "`clips_per_video` is {}, but without `clip_frames` each crop is the whole clip",
+                    self.clips_per_video
+                ),
+                Some("set `clip_frames` below the clips' frames, or leave `clips_per_video` at 1".into()),
+            ));
+        }
         Ok(())
     }
 }
@@ -139,6 +150,13 @@ impl StageKind for Extract {
 
     fn facts(&self, p: &ExtractParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
+        if p.clips_per_video > 1 && inputs.get("images").frames == Some(1) {
+            return Err(ParamError::field(
+                "clips_per_video",
+                format!("`clips_per_video` is {}, but `images` holds still images (1 frame)", p.clips_per_video),
+                Some("leave `clips_per_video` at 1 for images".into()),
+            ));
+        }
         facts::model_fits_images(inputs, "model", "images", p.clip_frames)?;
         Ok(OutputFacts::from([("features".to_string(), Facts::rows(inputs.get("images").rows))]))
     }

@@ -182,8 +182,20 @@ fn record(
 /// gathered instance, so that a typo fails before anything runs instead of printing an empty label.
 pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
     let axes: BTreeSet<&str> = gathered.iter().flat_map(|g| g.axes.keys().map(String::as_str)).collect();
+    // Where each dimension was first named: a second place would split cells by a value they
+    // already share (a table's diagonal, a line with one point per x).
+    let mut named: BTreeMap<&str, &str> = BTreeMap::new();
     for (field, dims) in fields {
         for dim in dims.iter() {
+            if let Some(first) = named.insert(dim.as_str(), field) {
+                let place =
+                    if first == *field { "twice".to_string() } else { format!("in both `{first}` and `{field}`") };
+                return Err(ParamError::field(
+                    field,
+                    format!("the dimension `{dim}` is named {place}"),
+                    Some("name each dimension once".into()),
+                ));
+            }
             if SPECIAL_DIMENSIONS.contains(&dim.as_str()) || axes.contains(dim.as_str()) {
                 continue;
             }
