@@ -98,12 +98,32 @@ pub fn parse_document(file: &SourceFile) -> Result<BTreeMap<String, Entry>, Conf
     let doc = DeTable::parse(&file.text).map_err(|e| {
         ConfigError::at(
             file,
-            Origin::File(e.span().unwrap_or(0..0)),
+            Origin::File(e.span().unwrap_or_else(|| deepest_key_line(&file.text))),
             format!("invalid TOML: {}", e.message()),
-            Some("see https://toml.io for the syntax; strings need quotes, tables look like [stages.NAME]".into()),
+            Some(if e.message().contains("recursion") {
+                "nest keys, arrays and tables less deeply: no cfrun field is more than a few levels deep".into()
+            } else {
+                "see https://toml.io for the syntax; strings need quotes, tables look like [stages.NAME]".into()
+            }),
         )
     })?;
     convert_table(file, "", doc.get_ref())
+}
+
+/// The line whose key has the most dotted parts: where the parser gives up on a key nested past
+/// its recursion limit, an error it raises without a span (it would point at line 1).
+fn deepest_key_line(text: &str) -> std::ops::Range<usize> {
+    let mut best = (1, 0..0);
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let key = line.split('=').next().unwrap_or("");
+        let parts = key.split('.').count();
+        if parts > best.0 {
+            best = (parts, start..start + line.trim_end().len());
+        }
+        start += line.len();
+    }
+    best.1
 }
 
 /// Parses one TOML value written on the command line (`--set stages.k.k=50`).
