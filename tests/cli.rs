@@ -979,6 +979,10 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert!(table.contains(" ± ") && table.contains("n = 3 replicates (Student t"), "{table}");
     let csv = std::fs::read_to_string(find_report(cache.path(), &file, "table.csv")).unwrap();
     assert!(csv.lines().next().unwrap().contains("top1 (replicates)"), "{csv}");
+    // Each per-replicate value in claims.csv says whose it is.
+    let claims = std::fs::read_to_string(find_report(cache.path(), &file, "claims.csv")).unwrap();
+    assert!(claims.lines().next().unwrap().contains(",per_replicate,replicates,"), "{claims}");
+    assert!(claims.lines().skip(1).all(|l| l.contains(",0 1 2,")), "{claims}");
 
     // Nothing changed: nothing runs. A fourth replicate: only it and the aggregators.
     assert!(ran(&run_json(cache.path(), &file, &[])).is_empty());
@@ -3671,7 +3675,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 4, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 3, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 3, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 6, "blake3:355b7d01fee2f2ca965cc42503fc1ab09a47d0d6ca129f812df4f5db35643b10"),
+    ("verdicts", "claims", 7, "blake3:e9deaec7102805262854d1b623f80a6ba51fb82bca5c8d09945434f9648bdc59"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

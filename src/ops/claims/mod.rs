@@ -37,7 +37,8 @@ impl StageKind for Claims {
         //    band is written in its quantity; an order's steps each show their n where they
         //    differ; decimals enough to show a narrow interval.
         // 6: and enough that no bound rounds onto 0 or the margin when it is not on it.
-        version: 6,
+        // 7: claims.csv has a `replicates` column naming whose each per-replicate value is.
+        version: 7,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

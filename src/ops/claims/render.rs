@@ -208,7 +208,7 @@ fn per_replicate(m: &Measured, prec: usize) -> String {
 
 pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     let mut out = String::from(
-        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,paper,verdict\r\n",
+        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,replicates,paper,verdict\r\n",
     );
     for r in rows {
         for (j, m) in r.outcome.parts.iter().enumerate() {
@@ -227,6 +227,13 @@ pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 hi,
                 m.summary.n.to_string(),
                 m.per_replicate.iter().map(|(_, v)| v.to_string()).collect::<Vec<_>>().join(" "),
+                // Whose each value is, in the same order; empty where values are not per replicate.
+                m.per_replicate
+                    .iter()
+                    .filter(|(r, _)| !r.is_null())
+                    .map(|(r, _)| text(r))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 r.decl.paper.clone(),
                 m.verdict.label().to_string(),
             ];
