@@ -128,7 +128,28 @@ impl Params for VideoParams {
                 &format!("between {lo} and {} for label_space `{}`", Verb::RANKED.len(), self.label_space),
             ));
         }
-        // `temporal` keeps the reversible verbs among the first `num_verbs` only.
+        // `temporal` keeps the reversible verbs among the first `num_verbs` only, and every one
+        // of them needs its reversal among the classes, or time's direction is not what
+        // tells it apart (rotate_cw alone is told by its spin).
+        if space == LabelSpace::Temporal {
+            let top = &Verb::RANKED[..self.num_verbs];
+            if let Some(v) = top.iter().find(|v| v.reverse() != **v && !top.contains(&v.reverse())) {
+                let valid: Vec<String> = (2..=Verb::RANKED.len())
+                    .filter(|&m| Verb::RANKED[..m].iter().all(|v| Verb::RANKED[..m].contains(&v.reverse())))
+                    .map(|m| m.to_string())
+                    .collect();
+                return Err(ParamError::field(
+                    "num_verbs",
+                    format!(
+                        "`num_verbs` = {} keeps `{}` for label_space `temporal` without its reversal `{}`",
+                        self.num_verbs,
+                        v.name(),
+                        v.reverse().name()
+                    ),
+                    Some(format!("valid for `temporal`: {}", valid.join(", "))),
+                ));
+            }
+        }
         let classes = self.classes().unwrap_or(0);
         if space == LabelSpace::Temporal && classes < 2 {
             return Err(ParamError::range(
