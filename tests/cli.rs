@@ -516,23 +516,39 @@ fn a_failed_rebuild_of_a_damaged_result_costs_nothing_below_it_at_gc() {
 /// A key record whose provenance no longer matches its seal is not served, but `gc` works out
 /// the keys below it from its digests (found by a review: it removed every intact result below
 /// such a record), so the next run recomputes that one key and reuses the rest.
+/// The same holds for the record of an evicted (damaged) result.
 #[test]
 fn a_key_record_failing_its_seal_costs_nothing_below_it_at_gc() {
-    let cache = tempfile::tempdir().unwrap();
-    let file = fixture("train_tiny.toml");
-    run_json(cache.path(), &file, &[]);
-    let before = objects(cache.path());
-    let key = key_file(cache.path(), "model");
-    let mut record: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
-    record["provenance"]["note"] = json!("edited after it was sealed");
-    std::fs::write(&key, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
-    let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["objects"].as_array().unwrap().len(), v["keys"].as_u64()), (0, Some(0)), "{v}");
-    let rerun = run_json(cache.path(), &file, &[]);
-    assert_eq!(ran(&rerun), set(&["model"]), "only the record that fails its seal is recomputed");
-    assert_eq!(objects(cache.path()), before);
+    for evicted in [false, true] {
+        let cache = tempfile::tempdir().unwrap();
+        let file = fixture("train_tiny.toml");
+        run_json(cache.path(), &file, &[]);
+        let before = objects(cache.path());
+        let mut key = key_file(cache.path(), "model");
+        let mut record: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+        if evicted {
+            // As `Store::evict` leaves it: the record set aside, its object gone.
+            let aside = cache.path().join("evicted").join(key.file_name().unwrap());
+            std::fs::create_dir_all(aside.parent().unwrap()).unwrap();
+            std::fs::rename(&key, &aside).unwrap();
+            let object = record["object"].as_str().unwrap().trim_start_matches("blake3:").to_string();
+            std::fs::remove_dir_all(cache.path().join("objects").join(object)).unwrap();
+            key = aside;
+        }
+        record["provenance"]["note"] = json!("edited after it was sealed");
+        std::fs::write(&key, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+        let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (v["objects"].as_array().unwrap().len(), v["keys"].as_u64()),
+            (0, Some(0)),
+            "evicted {evicted}: {v}"
+        );
+        let rerun = run_json(cache.path(), &file, &[]);
+        assert_eq!(ran(&rerun), set(&["model"]), "only the record that fails its seal is recomputed");
+        assert_eq!(objects(cache.path()), before);
+    }
 }
 
 /// A file where a folder belongs on the command line (`--cache`, `report -o`) is a usage error,

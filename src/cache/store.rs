@@ -254,9 +254,11 @@ impl Store {
 
     /// The record of a key whose object was found damaged and evicted, until the key is
     /// published again or `gc` drops it: the digests its outputs had, from which the keys below
-    /// it are still worked out (`gc` keeps those intact results). Never served as a result.
+    /// it are still worked out (`gc` keeps those intact results). Never served as a result, so,
+    /// as with [`Store::filed`], its seal is not asked for: a record edited since it was set
+    /// aside still names the digests the keys below it were computed from.
     pub fn evicted(&self, key: &RecipeKey) -> Option<KeyRecord> {
-        Self::read_record(&self.evicted_path(key), key)
+        Self::parse_record(&self.evicted_path(key), key)
     }
 
     /// The record filed under a published key whose recipe still hashes to it, sealed or not.
