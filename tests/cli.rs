@@ -1362,6 +1362,50 @@ fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
     }
 }
 
+/// A watcher killed outright (SIGKILL: no chance to clean up) takes its program with it; a
+/// process that had left the program's session and still holds the command's output is found
+/// by the pipe it holds and killed, and the stage fails saying so (it once read "killed at its
+/// timeout", and the process ran on).
+#[test]
+fn a_process_outliving_a_killed_watcher_is_found_by_its_pipe_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (watcher, escaped) = (d.join("watcher.pid"), d.join("escaped.pid"));
+    let script = format!(
+        "setsid sh -c 'echo $$ > {e}.part && mv {e}.part {e}; exec sleep 300' & \
+         while [ ! -e {e} ]; do sleep 0.05; done; echo $PPID > {w}.part && mv {w}.part {w}; \
+         while true; do sleep 0.05; done",
+        e = escaped.display(),
+        w = watcher.display()
+    );
+    let toml = format!(
+        "[experiment]\nname = \"gone\"\nseed = 0\n\n[stages.s]\nop = \"command\"\nargv = {}\ntimeout = 60\noutputs = {{ m = \"metrics\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    std::fs::write(d.join("gone.toml"), toml).unwrap();
+    let run = {
+        let d = d.to_path_buf();
+        std::thread::spawn(move || run_in(&d, "gone.toml", &d.join("cache"), &[]))
+    };
+    let started = std::time::Instant::now();
+    while !watcher.exists() {
+        assert!(started.elapsed().as_secs() < 30, "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&watcher).unwrap().trim().to_string();
+    let escaped = std::fs::read_to_string(&escaped).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let (out, v) = run.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (outcome, error) = outcome_of(&v, "s");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("was killed with its watcher") && error.contains("cfrun killed it"), "{error}");
+    if !process_gone(&escaped) {
+        let _ = Command::new("kill").args(["-9", &escaped]).status();
+        panic!("the process {escaped} that left the command's session outlived its killed watcher");
+    }
+}
+
 /// Two stages with one recipe are computed once, and the second takes no job slot meanwhile: it
 /// waits in the backlog, then finds the result cached. Two such pairs with `--jobs 2`: each
 /// pair's command waits until the other pair's has started, which it can only if the waiting

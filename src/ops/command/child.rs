@@ -176,12 +176,50 @@ struct Drain {
     stderr: std::thread::JoinHandle<VecDeque<String>>,
     /// One message per stream that reached its end.
     closed: std::sync::mpsc::Receiver<()>,
+    /// The two pipes' inode numbers: whoever else holds them was started by the command.
+    pipes: Vec<u64>,
+}
+
+/// The inode of the pipe behind `fd`.
+fn pipe_inode(fd: &impl AsRawFd) -> Option<u64> {
+    // SAFETY: fstat fills a plain struct for a descriptor this process owns.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// The processes holding the writing end of any of `pipes`, found in `/proc`. Only a command's
+/// descendants can: cfrun made the pipes for it and keeps only their reading ends (which a child
+/// it is starting may hold for an instant between fork and exec: those are left alone).
+fn pipe_holders(pipes: &[u64]) -> Vec<i32> {
+    let names: Vec<String> = pipes.iter().map(|i| format!("pipe:[{i}]")).collect();
+    let writes = |pid: i32, fd: &std::ffi::OsStr| {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).unwrap_or_default();
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).map(str::trim);
+        flags
+            .and_then(|f| u32::from_str_radix(f, 8).ok())
+            .is_some_and(|f| f & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32)
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    let held =
+                        std::fs::read_link(fd.path()).is_ok_and(|l| names.iter().any(|n| l.as_os_str() == n.as_str()));
+                    held && writes(pid, &fd.file_name())
+                })
+            })
+        })
+        .collect()
 }
 
 impl Drain {
     fn start(child: &mut std::process::Child, keep_stdout: usize) -> Drain {
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
+        let pipes = [pipe_inode(&out), pipe_inode(&err)].into_iter().flatten().collect();
         let (done_tx, closed) = std::sync::mpsc::channel();
         let out_done = done_tx.clone();
         let stdout = std::thread::spawn(move || {
@@ -199,28 +237,75 @@ impl Drain {
             let _ = done_tx.send(());
             kept
         });
-        Drain { stdout, stderr, closed }
+        Drain { stdout, stderr, closed, pipes }
     }
 
-    /// The output, once both streams have closed. A process that escaped every watch may hold
-    /// them open for as long as it likes: they are not waited for past a short grace, so the
-    /// timeout holds and cfrun never hangs.
-    fn finish(self, status: Option<std::process::ExitStatus>) -> Result<Finished, String> {
+    /// The output, once both streams have closed. A process that escaped every watch (its
+    /// watcher killed outright) may hold them open for as long as it likes: past a short grace
+    /// it is found by the pipe it holds and killed, so the timeout holds and cfrun never hangs.
+    fn finish(self, status: Option<std::process::ExitStatus>, ending: Ending) -> Result<Finished, String> {
         let grace = Instant::now() + PIPE_GRACE;
-        let both_closed =
-            (0..2).all(|_| self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok());
-        if !both_closed {
-            // Failed, not published: that process may still be writing into the outputs.
+        let mut open = 2;
+        while open > 0 && self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok() {
+            open -= 1;
+        }
+        if open > 0 {
+            let holders = pipe_holders(&self.pipes);
+            for &pid in &holders {
+                // SAFETY: only sends a signal, to a process holding a pipe made for this command.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let grace = Instant::now() + PIPE_GRACE;
+            while open > 0 && self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok() {
+                open -= 1;
+            }
+            let fate = match (holders.is_empty(), open) {
+                (false, 0) => format!(
+                    "cfrun killed it (pid {})",
+                    holders.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                _ => "cfrun can neither wait for it nor stop it".to_string(),
+            };
+            // Failed, not published: that process may have written into the outputs.
             return Err(format!(
-                "started a process that left its process group (setsid?) and still holds the command's output \
-                 open {} s after the command {}; cfrun can neither wait for it nor stop it",
+                "started a process that left its process group (setsid?) and still held the command's output \
+                 open {} s after the command {}; {fate}",
                 PIPE_GRACE.as_secs(),
-                if status.is_some() { "ended" } else { "was killed at its timeout" }
+                ending.words()
             ));
         }
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
         Ok(Finished { status, stdout, stderr })
+    }
+}
+
+/// How a command's run came to its end, as the message about a process left behind says it.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// The command ended by itself.
+    Ended,
+    /// It ran past its timeout and was killed.
+    TimedOut,
+    /// Its watcher was killed (SIGKILL) before it could report, taking the command with it.
+    WatcherKilled,
+}
+
+impl Ending {
+    fn of(status: Option<std::process::ExitStatus>) -> Ending {
+        if status.is_some() {
+            Ending::Ended
+        } else {
+            Ending::TimedOut
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Ending::Ended => "ended",
+            Ending::TimedOut => "was killed at its timeout",
+            Ending::WatcherKilled => "was killed with its watcher",
+        }
     }
 }
 
@@ -297,7 +382,7 @@ fn supervise_watched(
                 // taken while anything is in the group.)
                 // SAFETY: killpg only sends a signal.
                 unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
-                let done = drain.finish(None)?;
+                let done = drain.finish(None, Ending::WatcherKilled)?;
                 let msg = format!("was stopped: cfrun's watcher of the command {} before it ended", describe(own));
                 return Err(with_tail(msg, &done.stderr));
             }
@@ -315,7 +400,7 @@ fn supervise_watched(
             None
         }
     };
-    drain.finish(status)
+    drain.finish(status, Ending::of(status))
 }
 
 /// A pipe whose both ends close on exec (the watcher's end is kept open for it alone), the
@@ -386,7 +471,7 @@ fn supervise_group(
     // Whatever the command left running in its group goes too (it would hold the pipes open).
     guard.kill_group(&child);
     let _ = child.wait();
-    drain.finish(status)
+    drain.finish(status, Ending::of(status))
 }
 
 /// Where this binary cannot be the watcher (library tests): a shell that leads the command's
