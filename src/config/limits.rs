@@ -60,7 +60,8 @@ pub fn at_most(field: &str, value: usize, max: usize) -> Result<(), ParamError> 
     Ok(())
 }
 
-fn human_bytes(b: u64) -> String {
+/// `b` bytes in decimal units, to the nearest whole one (`80 GB`).
+pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
     let mut v = b as f64;
     let mut unit = 0;

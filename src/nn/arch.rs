@@ -111,6 +111,15 @@ impl Arch {
         }
     }
 
+    /// Values the convolutions of one example's forward pass write ([`ResNetConfig::conv_outputs`],
+    /// [`R2Plus1DConfig::conv_outputs`]): a lower bound of what training holds per example.
+    pub fn conv_outputs(&self, t: usize, h: usize, w: usize) -> u64 {
+        match self {
+            Arch::ResNet(c) => c.conv_outputs(h, w),
+            Arch::R2Plus1D(c) => c.conv_outputs(t, h, w),
+        }
+    }
+
     /// Builds the network over `vb`.
     pub fn build(&self, vb: VarBuilder) -> Result<Net> {
         Ok(match self {

@@ -85,6 +85,19 @@ pub(crate) fn recorded_conv_macs(calls: &[(LayerCall, usize)]) -> u64 {
     calls.iter().map(macs).sum::<usize>() as u64
 }
 
+/// Values the recorded convolutions wrote, for checking `conv_outputs` against what runs.
+#[cfg(test)]
+pub(crate) fn recorded_conv_outputs(calls: &[(LayerCall, usize)]) -> u64 {
+    let outputs = |(call, count): &(LayerCall, usize)| match call {
+        LayerCall::Conv { x, w, stride, padding } => {
+            let out = |side: usize| (side + 2 * padding - w[2]) / stride + 1;
+            count * x[0] * out(x[2]) * out(x[3]) * w[0]
+        }
+        LayerCall::Norm { .. } => 0,
+    };
+    calls.iter().map(outputs).sum::<usize>() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::batchnorm::BatchNorm;
 use super::conv::conv2d;
 use super::fused_video::{self, Chain, UnitConv};
-use super::resnet::{classifier, Conv, Tap};
+use super::resnet::{classifier, Conv, ConvCost, Tap};
 use super::temporal::shift_stack;
 use super::{use_fused_kernels, NnError};
 
@@ -109,21 +109,38 @@ impl R2Plus1DConfig {
     /// temporal and shortcut convolution (a temporal one counted over its zero padding too, as
     /// it runs) and the linear head; batch norm, ReLU, pooling and additions are not products.
     pub fn forward_macs(&self, t: usize, h: usize, w: usize) -> u64 {
+        let convs: u64 = self.convolutions(t, h, w).iter().map(|c| c.macs).sum();
+        convs + (self.widths[3] * self.num_classes) as u64
+    }
+
+    /// Values every convolution of one clip's forward pass writes (the spatial and the temporal
+    /// half of each (2+1)D conv): what a training step keeps for its backward pass at the least.
+    pub fn conv_outputs(&self, t: usize, h: usize, w: usize) -> u64 {
+        self.convolutions(t, h, w).iter().map(|c| c.outputs).sum()
+    }
+
+    /// Every convolution of one clip's forward pass, in order, as `Conv2Plus1D` runs them.
+    fn convolutions(&self, t: usize, h: usize, w: usize) -> Vec<ConvCost> {
         let kt = self.temporal_kernel;
-        // A `k x k` spatial conv with padding `k / 2` on `(t, h, w)`: its output size and MACs.
+        // A `k x k` spatial conv with padding `k / 2` on `(t, h, w)`: its output size and cost.
         let spatial = |(t, h, w): (usize, usize, usize), cin: usize, cout: usize, k: usize, stride: usize| {
             let out = |x: usize| (x + 2 * (k / 2) - k) / stride + 1;
             let (ho, wo) = (out(h), out(w));
-            ((t, ho, wo), (t * ho * wo * cout * cin * k * k) as u64)
+            let cost =
+                ConvCost { outputs: (t * ho * wo * cout) as u64, macs: (t * ho * wo * cout * cin * k * k) as u64 };
+            ((t, ho, wo), cost)
         };
-        // A (2+1)D conv as `Conv2Plus1D` runs it: spatial to the middle width, then temporal.
+        // A (2+1)D conv: spatial to the middle width, then temporal.
         let conv = |size: (usize, usize, usize), cin: usize, cout: usize, stride: usize, t_stride: usize| {
             let mid = mid_width(cin, cout, 3, kt);
             let ((t, ho, wo), first) = spatial(size, cin, mid, 3, stride);
             let t = t / effective_stride(t_stride, t);
-            ((t, ho, wo), first + (t * ho * wo * cout * kt * mid) as u64)
+            let temporal =
+                ConvCost { outputs: (t * ho * wo * cout) as u64, macs: (t * ho * wo * cout * kt * mid) as u64 };
+            ((t, ho, wo), [first, temporal])
         };
-        let (mut size, mut macs) = conv((t, h, w), self.in_channels, self.stem_width, self.stem_stride, 1);
+        let (mut size, stem) = conv((t, h, w), self.in_channels, self.stem_width, self.stem_stride, 1);
+        let mut all = stem.to_vec();
         let mut cin = self.stem_width;
         for s in 0..4 {
             for b in 0..self.blocks[s] {
@@ -131,18 +148,16 @@ impl R2Plus1DConfig {
                     if b == 0 { (if s > 0 { 2 } else { 1 }, self.temporal_strides[s]) } else { (1, 1) };
                 let width = self.widths[s];
                 let (mid, first) = conv(size, cin, width, stride, t_stride);
-                let (_, second) = conv(mid, width, width, 1, 1);
-                let shortcut = if stride != 1 || t_stride != 1 || cin != width {
+                all.extend(first);
+                all.extend(conv(mid, width, width, 1, 1).1);
+                if stride != 1 || t_stride != 1 || cin != width {
                     let frames = size.0 / effective_stride(t_stride, size.0);
-                    spatial((frames, size.1, size.2), cin, width, 1, stride).1
-                } else {
-                    0
-                };
-                macs += first + second + shortcut;
+                    all.push(spatial((frames, size.1, size.2), cin, width, 1, stride).1);
+                }
                 (size, cin) = (mid, width);
             }
         }
-        macs + (cin * self.num_classes) as u64
+        all
     }
 }
 

@@ -224,7 +224,7 @@ fn fused_training_step_is_independent_of_the_thread_count() {
 /// clip (the temporal strides apply), an odd one (they are skipped) and a single image.
 #[test]
 fn forward_macs_match_the_convolutions_a_forward_pass_runs() {
-    use crate::nn::layer_log::{recorded_conv_macs, recording_counted};
+    use crate::nn::layer_log::{recorded_conv_macs, recorded_conv_outputs, recording_counted};
     use crate::nn::{with_cpu_kernels, CpuKernels};
     let mut wide = R2Plus1DConfig::preset("r2plus1d_small", 2, 6).unwrap();
     wide.blocks = [2, 1, 1, 2];
@@ -239,6 +239,7 @@ fn forward_macs_match_the_convolutions_a_forward_pass_runs() {
             assert_eq!(logits.unwrap().dims(), &[1, cfg.num_classes]);
             let head = (cfg.widths[3] * cfg.num_classes) as u64;
             assert_eq!(cfg.forward_macs(t, h, w), recorded_conv_macs(&calls) + head, "{cfg:?} at {t}x{h}x{w}");
+            assert_eq!(cfg.conv_outputs(t, h, w), recorded_conv_outputs(&calls), "{cfg:?} at {t}x{h}x{w}");
         }
     }
 }

@@ -82,25 +82,40 @@ impl ResNetConfig {
     /// passes over memory, not products. A training step costs about three times this per image
     /// (the forward, then each layer's input gradient and weight gradient).
     pub fn forward_macs(&self, h: usize, w: usize) -> u64 {
-        // (output size, MACs) of a `k x k` conv with padding `k / 2`, as `Conv::new` builds it.
+        let convs: u64 = self.convolutions(h, w).iter().map(|c| c.macs).sum();
+        convs + (self.widths[3] * self.num_classes) as u64
+    }
+
+    /// Values every convolution of one `h x w` image's forward pass writes: what a training
+    /// step keeps for its backward pass at the least (batch norm and ReLU keep as much again).
+    pub fn conv_outputs(&self, h: usize, w: usize) -> u64 {
+        self.convolutions(h, w).iter().map(|c| c.outputs).sum()
+    }
+
+    /// Every convolution of one `h x w` image's forward pass, in order, as `Conv::new` builds
+    /// them (a `k x k` kernel with padding `k / 2`).
+    fn convolutions(&self, h: usize, w: usize) -> Vec<ConvCost> {
         let conv = |(h, w): (usize, usize), cin: usize, cout: usize, k: usize, stride: usize| {
             let out = |x: usize| (x + 2 * (k / 2) - k) / stride + 1;
             let (ho, wo) = (out(h), out(w));
-            ((ho, wo), (ho * wo * cout * cin * k * k) as u64)
+            let cost = ConvCost { outputs: (ho * wo * cout) as u64, macs: (ho * wo * cout * cin * k * k) as u64 };
+            ((ho, wo), cost)
         };
-        let (mut size, mut macs) = conv((h, w), self.in_channels, self.stem_width, 3, 1);
+        let (mut size, stem) = conv((h, w), self.in_channels, self.stem_width, 3, 1);
+        let mut all = vec![stem];
         let mut cin = self.stem_width;
         for (s, (&width, &blocks)) in self.widths.iter().zip(&self.blocks).enumerate() {
             for b in 0..blocks {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let (mid, first) = conv(size, cin, width, 3, stride);
-                let (_, second) = conv(mid, width, width, 3, 1);
-                let shortcut = if stride != 1 || cin != width { conv(size, cin, width, 1, stride).1 } else { 0 };
-                macs += first + second + shortcut;
+                all.extend([first, conv(mid, width, width, 3, 1).1]);
+                if stride != 1 || cin != width {
+                    all.push(conv(size, cin, width, 1, stride).1);
+                }
                 (size, cin) = (mid, width);
             }
         }
-        macs + (cin * self.num_classes) as u64
+        all
     }
 
     /// Rejects zero sizes.
@@ -115,6 +130,15 @@ impl ResNetConfig {
         }
         Ok(())
     }
+}
+
+/// One convolution of a forward pass: the values it writes and its multiply-accumulates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvCost {
+    /// Values of its output, per example.
+    pub outputs: u64,
+    /// Multiply-accumulates, per example.
+    pub macs: u64,
 }
 
 /// A named point in the network whose activations can be extracted.
@@ -378,7 +402,7 @@ impl ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::layer_log::{recorded_conv_macs, recording_counted};
+    use crate::nn::layer_log::{recorded_conv_macs, recorded_conv_outputs, recording_counted};
     use crate::nn::{with_cpu_kernels, CpuKernels};
     use candle_core::Device;
     use candle_nn::VarMap;
@@ -421,6 +445,7 @@ mod tests {
                 assert_eq!(logits.unwrap().dims(), &[1, cfg.num_classes]);
                 let head = (cfg.widths[3] * cfg.num_classes) as u64;
                 assert_eq!(cfg.forward_macs(h, w), recorded_conv_macs(&calls) + head, "{cfg:?} at {h}x{w}");
+                assert_eq!(cfg.conv_outputs(h, w), recorded_conv_outputs(&calls), "{cfg:?} at {h}x{w}");
             }
         }
     }

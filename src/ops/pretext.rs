@@ -189,6 +189,10 @@ impl StageKind for Pretext {
     }
 
     fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        // Jigsaw trains a trunk on tiles, not the preset on whole images: not estimated here.
+        if p.task == Task::Rotnet {
+            p.net.check_batch_memory(inputs, p.optim.batch_size, 4, None, 4)?;
+        }
         let model = p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4));
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }

@@ -240,6 +240,8 @@ impl StageKind for Train {
             ));
         }
         facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
+        let bytes = p.precision.dtype().size_in_bytes() as u64;
+        p.net.check_batch_memory(inputs, p.optim.batch_size, 1, p.clip_frames, bytes)?;
         if let (Some(t), Some(l)) = (teacher.classes, labels.classes) {
             if t != l {
                 return Err(ParamError::field(

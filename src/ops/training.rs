@@ -94,6 +94,43 @@ impl NetParams {
         }
     }
 
+    /// Refuses a batch whose convolutions' outputs alone, kept for the backward pass, exceed
+    /// this machine's memory: such a run ends in an allocation abort part-way. A lower bound
+    /// (batch norm and ReLU keep about as much again, im2col more), so it never refuses a batch
+    /// that fits. `per_row` examples are made from each training image (4 rotations for RotNet);
+    /// `frames` is what a clip is cut to, `bytes` the size of one activation value.
+    pub fn check_batch_memory(
+        &self,
+        inputs: &InputFacts,
+        batch_size: usize,
+        per_row: usize,
+        frames: Option<usize>,
+        bytes: u64,
+    ) -> Result<(), ParamError> {
+        let images = inputs.get("images");
+        let (Some([rows, _]), Some(channels), Some([h, w])) = (images.rows, images.channels, images.side) else {
+            return Ok(());
+        };
+        let Ok(arch) = self.arch(channels, 2) else { return Ok(()) };
+        let each = arch.conv_outputs(frames.or(images.frames).unwrap_or(1), h, w).saturating_mul(bytes).max(1);
+        let batch = batch_size.min(rows.saturating_mul(per_row)).max(1) as u64;
+        let (need, have) = (each.saturating_mul(batch), limits::machine_memory());
+        if need <= have {
+            return Ok(());
+        }
+        Err(ParamError::field(
+            "batch_size",
+            format!(
+                "a batch of {batch} examples of {h}x{w} through `{}` keeps at least {} of activations for the \
+                 backward pass, more than this machine's {} of memory",
+                self.arch,
+                limits::human_bytes(need),
+                limits::human_bytes(have)
+            ),
+            Some(format!("use at most {} examples per batch here", (have / each).max(1))),
+        ))
+    }
+
     /// The architecture for `channels` input channels and `classes` outputs.
     pub fn arch(&self, channels: usize, classes: usize) -> Result<Arch, OpError> {
         let mut arch = Arch::preset(&self.arch, channels, classes)
