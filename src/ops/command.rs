@@ -353,9 +353,18 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     let env = if p.env_probe.is_empty() {
         None
     } else {
-        let help =
-            "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?";
-        Some(probe_env(&p.env_probe).map_err(|e| ParamError::field("env_probe", e, Some(help.into())))?)
+        let (e, help) = match probe_env(&p.env_probe) {
+            Ok(env) => (Ok(env), ""),
+            Err(ProbeFailure::TooMany(e)) => (
+                Err(e),
+                "probe what the sweep values share (no `${axis}` in `env_probe`), or name the value in `env_key`",
+            ),
+            Err(ProbeFailure::Failed(e)) => (
+                Err(e),
+                "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?",
+            ),
+        };
+        Some(e.map_err(|e| ParamError::field("env_probe", e, Some(help.into())))?)
     };
     Ok(CommandParams {
         argv: p.argv,
@@ -406,16 +415,36 @@ fn hash_code(path: &str) -> Result<String, String> {
     Ok(digest.to_string())
 }
 
+/// Most distinct environment probes one process runs. A probe with a placeholder runs once per
+/// sweep value before anything else can start (`status` included), each up to its timeout: a
+/// long axis would hold the plan for hours.
+const MAX_PROBES: usize = 32;
+
 /// Runs the environment probe once per process per command line. Different probes run side by
 /// side (the table is locked only to find a probe's cell); callers of one probe wait for it.
-fn probe_env(argv: &[String]) -> Result<String, String> {
+fn probe_env(argv: &[String]) -> Result<String, ProbeFailure> {
     type Probes = BTreeMap<Vec<String>, Arc<OnceLock<Result<String, String>>>>;
     static SEEN: OnceLock<Mutex<Probes>> = OnceLock::new();
     let cell = {
         let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_PROBES && !seen.contains_key(argv) {
+            return Err(ProbeFailure::TooMany(format!(
+                "`env_probe` makes more than {MAX_PROBES} distinct command lines in this plan (`{}` is one too \
+                 many), and each runs before anything starts",
+                argv.join(" ")
+            )));
+        }
         Arc::clone(seen.entry(argv.to_vec()).or_default())
     };
-    cell.get_or_init(|| child::probe(argv)).clone()
+    cell.get_or_init(|| child::probe(argv)).clone().map_err(ProbeFailure::Failed)
+}
+
+/// Why an environment probe gave no answer.
+enum ProbeFailure {
+    /// The plan has probed [`MAX_PROBES`] others already.
+    TooMany(String),
+    /// It failed, timed out or printed too much.
+    Failed(String),
 }
 
 /// The environment probe a stage's raw parameters name, when it is a plain list of strings
