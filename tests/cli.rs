@@ -1318,30 +1318,28 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
     assert_eq!(leftovers(), 0, "{}", stderr(&out));
 }
 
-/// A SIGTERM sent to a command's watcher (`pkill`, Slurm's step signal) reaches the program,
-/// which may end as it likes; the watcher then still stops what the program started, even a
-/// process that left its session, instead of dying at once and leaving everything behind.
-#[test]
-fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
+/// Sends `signal` to the watcher of a command stage whose program (run after `trap`, a shell
+/// line or nothing) started a process that left its session (setsid) and then loops; returns
+/// the run's output and JSON, and whether the escaped process is gone (killed here if not).
+fn signal_the_watcher(signal: &str, trap: &str) -> (std::process::Output, Value, bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (watcher, escaped) = (d.join("watcher.pid"), d.join("escaped.pid"));
     let script = format!(
-        "trap 'echo got TERM >&2; exit 7' TERM; \
-         setsid sh -c 'echo $$ > {e}.part && mv {e}.part {e}; exec sleep 300' & \
+        "{trap} setsid sh -c 'echo $$ > {e}.part && mv {e}.part {e}; exec sleep 300' & \
          while [ ! -e {e} ]; do sleep 0.05; done; echo $PPID > {w}.part && mv {w}.part {w}; \
          while true; do sleep 0.05; done",
         e = escaped.display(),
         w = watcher.display()
     );
     let toml = format!(
-        "[experiment]\nname = \"term\"\nseed = 0\n\n[stages.s]\nop = \"command\"\nargv = {}\ntimeout = 60\noutputs = {{ m = \"metrics\" }}\n",
+        "[experiment]\nname = \"sig\"\nseed = 0\n\n[stages.s]\nop = \"command\"\nargv = {}\ntimeout = 60\noutputs = {{ m = \"metrics\" }}\n",
         serde_json::to_string(&["sh", "-c", &script]).unwrap()
     );
-    std::fs::write(d.join("term.toml"), toml).unwrap();
+    std::fs::write(d.join("sig.toml"), toml).unwrap();
     let run = {
         let d = d.to_path_buf();
-        std::thread::spawn(move || run_in(&d, "term.toml", &d.join("cache"), &[]))
+        std::thread::spawn(move || run_in(&d, "sig.toml", &d.join("cache"), &[]))
     };
     let started = std::time::Instant::now();
     while !watcher.exists() {
@@ -1350,16 +1348,26 @@ fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
     }
     let pid = std::fs::read_to_string(&watcher).unwrap().trim().to_string();
     let escaped = std::fs::read_to_string(&escaped).unwrap().trim().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     let (out, v) = run.join().unwrap();
+    let gone = process_gone(&escaped);
+    if !gone {
+        let _ = Command::new("kill").args(["-9", &escaped]).status();
+    }
+    (out, v, gone)
+}
+
+/// A SIGTERM sent to a command's watcher (`pkill`, Slurm's step signal) reaches the program,
+/// which may end as it likes; the watcher then still stops what the program started, even a
+/// process that left its session, instead of dying at once and leaving everything behind.
+#[test]
+fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
+    let (out, v, gone) = signal_the_watcher("-TERM", "trap 'echo got TERM >&2; exit 7' TERM;");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let (outcome, error) = outcome_of(&v, "s");
     assert_eq!(outcome, "failed");
     assert!(error.contains("exited with status 7") && error.contains("got TERM"), "{error}");
-    if !process_gone(&escaped) {
-        let _ = Command::new("kill").args(["-9", &escaped]).status();
-        panic!("the process {escaped} that left the command's session outlived its stage");
-    }
+    assert!(gone, "the process that left the command's session outlived its stage");
 }
 
 /// A watcher killed outright (SIGKILL: no chance to clean up) takes its program with it; a
@@ -1368,42 +1376,12 @@ fn a_signal_to_the_watcher_reaches_the_program_and_leaves_nothing_behind() {
 /// timeout", and the process ran on).
 #[test]
 fn a_process_outliving_a_killed_watcher_is_found_by_its_pipe_and_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (watcher, escaped) = (d.join("watcher.pid"), d.join("escaped.pid"));
-    let script = format!(
-        "setsid sh -c 'echo $$ > {e}.part && mv {e}.part {e}; exec sleep 300' & \
-         while [ ! -e {e} ]; do sleep 0.05; done; echo $PPID > {w}.part && mv {w}.part {w}; \
-         while true; do sleep 0.05; done",
-        e = escaped.display(),
-        w = watcher.display()
-    );
-    let toml = format!(
-        "[experiment]\nname = \"gone\"\nseed = 0\n\n[stages.s]\nop = \"command\"\nargv = {}\ntimeout = 60\noutputs = {{ m = \"metrics\" }}\n",
-        serde_json::to_string(&["sh", "-c", &script]).unwrap()
-    );
-    std::fs::write(d.join("gone.toml"), toml).unwrap();
-    let run = {
-        let d = d.to_path_buf();
-        std::thread::spawn(move || run_in(&d, "gone.toml", &d.join("cache"), &[]))
-    };
-    let started = std::time::Instant::now();
-    while !watcher.exists() {
-        assert!(started.elapsed().as_secs() < 30, "the command never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = std::fs::read_to_string(&watcher).unwrap().trim().to_string();
-    let escaped = std::fs::read_to_string(&escaped).unwrap().trim().to_string();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
-    let (out, v) = run.join().unwrap();
+    let (out, v, gone) = signal_the_watcher("-KILL", "");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let (outcome, error) = outcome_of(&v, "s");
     assert_eq!(outcome, "failed");
     assert!(error.contains("was killed with its watcher") && error.contains("cfrun killed it"), "{error}");
-    if !process_gone(&escaped) {
-        let _ = Command::new("kill").args(["-9", &escaped]).status();
-        panic!("the process {escaped} that left the command's session outlived its killed watcher");
-    }
+    assert!(gone, "the process that left the command's session outlived its killed watcher");
 }
 
 /// Two stages with one recipe are computed once, and the second takes no job slot meanwhile: it
