@@ -551,6 +551,24 @@ fn a_key_record_failing_its_seal_costs_nothing_below_it_at_gc() {
     }
 }
 
+/// `--executor slurm` on a machine without `sbatch` is a precondition that fails: exit 2 before
+/// any cache is made (it was exit 1, as if something had run).
+#[test]
+fn slurm_without_sbatch_is_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, empty) = (dir.path().join("cache"), dir.path().join("bin"));
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args([fixture("train_tiny.toml").to_str().unwrap(), "--executor", "slurm", "--cache"])
+        .arg(&cache)
+        .env("PATH", &empty)
+        .output()
+        .expect("cfrun starts");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`sbatch` is not on PATH"), "{}", stderr(&out));
+    assert!(!cache.exists());
+}
+
 /// A file where a folder belongs on the command line (`--cache`, `report -o`) is a usage error,
 /// exit 2, and the file is left as it was.
 #[test]
@@ -2923,6 +2941,68 @@ fn slurm_gives_up_on_a_queue_that_stops_answering_and_a_rerun_follows_its_job() 
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome_of(&v, "wait").0, "cached", "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(cache.join("jobs/logs")).unwrap().count(), 1, "one sbatch in all");
+}
+
+/// A Ctrl-C whose cancel the controller does not take (scancel fails) keeps the job's claim, so
+/// `status` shows it running and a rerun follows it instead of submitting its key again; and it
+/// ends the run at once, without asking a queue for 30 s whether the cancel took (found by an
+/// audit: the claims were dropped and the Ctrl-C took a minute).
+#[test]
+fn slurm_a_cancel_the_controller_refused_keeps_the_claim() {
+    if !slurm_up("slurm_cancel_refused") {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    write_wrapper(bin.path(), "scancel", |_| {
+        "#!/bin/sh\necho 'scancel: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n".into()
+    });
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let file = fixture("train_tiny.toml");
+    let cache = tempfile::tempdir().unwrap();
+    let driver = slurm_driver(cache.path(), &file, "0.5")
+        .args(["--set", "stages.model.epochs=100000"])
+        .env("PATH", path)
+        .spawn()
+        .unwrap();
+    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
+    let out = driver.wait_with_output().unwrap();
+    let took = asked.elapsed().as_secs();
+    let _ = Command::new("scancel").arg(&job.1).status();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has not confirmed the cancel"), "{}", stderr(&out));
+    assert!(claimed_jobs(cache.path()).contains(&job), "the claim of a job that may still run was dropped");
+    assert!(took < 20, "the Ctrl-C took {took} s");
+}
+
+/// A job that publishes while the queue is not answering counts as ran when the driver gives up
+/// on the queue (it was reported failed, 11 s after it had published).
+#[test]
+fn slurm_giving_up_on_the_queue_looks_at_the_cache_first() {
+    if !slurm_up("slurm_patience_published") {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    // Every look at the queue fails, slowly, as a controller that went away does: the first
+    // ends at about 8.5 s, the second starts after a look at the cache at about 9 s and ends
+    // at about 17 s with the patience spent; the job publishes at about 13 s, in between.
+    write_wrapper(bin.path(), "squeue", |_| {
+        "#!/bin/sh\nsleep 8\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n"
+            .into()
+    });
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let toml = "[experiment]\nname = \"quick\"\nseed = 0\n\n[stages.q]\nop = \"command\"\n\
+                argv = [\"sh\", \"-c\", \"sleep 12; echo '{{\\\"values\\\": {{\\\"top1\\\": 1}}}}' > out/m/metrics.json\"]\n\
+                outputs = { m = \"metrics\" }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quick.toml");
+    std::fs::write(&file, toml).unwrap();
+    let cache = dir.path().join("cache");
+    let out = slurm_driver(&cache, &file, "0.5").args(["--queue-patience", "2"]).env("PATH", path).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(outcome_of(&v, "q").0, "ran", "{v}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

@@ -143,7 +143,12 @@ impl Store {
             TryLock::Acquired(l) => l,
             TryLock::Busy => {
                 match mode {
-                    Mode::Shared => tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display()),
+                    // The cache lock is held alone by `gc`, or for a moment by another cfrun
+                    // clearing what interrupted runs left (`clear_leftovers`).
+                    Mode::Shared => tracing::warn!(
+                        "waiting for `cfrun gc`, or another cfrun clearing what interrupted runs left, to finish with {}",
+                        root.display()
+                    ),
                     Mode::Exclusive => {
                         tracing::warn!("waiting for the cfrun processes using {} to finish", root.display())
                     }

@@ -12,6 +12,7 @@ use super::Global;
 use crate::cache::fs_check;
 use crate::cache::records::NameRecord;
 use crate::cache::{KeyRecord, Store};
+use crate::config::executor::MAX_RETRIES;
 use crate::config::{ExecutorKind, ExecutorSettings};
 use crate::exec::compute::{compute_guarded, ComputeEnv};
 use crate::exec::device::{self, DeviceChoice};
@@ -45,8 +46,9 @@ pub struct ExecutorArgs {
     /// One more sbatch argument, repeatable (e.g. --sbatch-arg=--constraint=a100).
     #[arg(long = "sbatch-arg", allow_hyphen_values = true, value_name = "ARG")]
     sbatch_args: Vec<String>,
-    /// Resubmissions of a job killed, preempted, timed out or lost with its node (default 2).
-    #[arg(long)]
+    /// Resubmissions of a job killed, preempted, timed out or lost with its node (default 2,
+    /// at most 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_RETRIES as i64))]
     retries: Option<u32>,
     /// Ops run in the driver instead of as jobs, comma-separated ("" for none). Default:
     /// label_noise,weak_tags,permutations,concat,table,plot.

@@ -289,6 +289,9 @@ fn run(
         let r = resources(inst);
         r.computes_on(slurm && !r.in_driver, &device_flag, driver_location)
     })?;
+    if slurm {
+        exec::slurm::require_sbatch().map_err(Failure::Other)?;
+    }
     // Only now: a run refused above leaves no cache behind.
     let store = open_store(g)?;
     if slurm {

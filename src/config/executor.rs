@@ -24,6 +24,9 @@ const FIELDS: &[&str] = &[
     "queue_patience",
 ];
 
+/// Most resubmissions of one job (`retries`, `--retries`).
+pub const MAX_RETRIES: u32 = 100;
+
 /// What `poll_max` may be: between a busy loop and a day, which `Duration` holds.
 pub const POLL_MAX_VALID: &str = "a number of seconds from 0.01 to 86400";
 
@@ -102,7 +105,14 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
                 _ => errors.push(type_error(file, node, &field, "\"local\", \"slurm\" or \"processes\"")),
             },
             "max_jobs" => out.max_jobs = positive(file, node, &field, errors),
-            "retries" => out.retries = count(file, node, &field, errors),
+            "retries" => {
+                out.retries = count(file, node, &field, errors);
+                // A job that keeps dying would be resubmitted for ever.
+                if out.retries.is_some_and(|r| r > MAX_RETRIES) {
+                    errors.push(type_error(file, node, &field, &format!("at most {MAX_RETRIES}")));
+                    out.retries = None;
+                }
+            }
             "partition" => out.partition = string(file, node, &field, errors),
             "account" => out.account = string(file, node, &field, errors),
             "qos" => out.qos = string(file, node, &field, errors),

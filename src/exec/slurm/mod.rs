@@ -91,12 +91,7 @@ impl SlurmExecutor {
     pub fn new(opts: &RunOptions) -> Result<SlurmExecutor, String> {
         let store = opts.env.store.clone();
         fs_check::require_shared_locks(store.root()).map_err(|e| e.to_string())?;
-        let probe = std::process::Command::new("sbatch").arg("--version").output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            return Err("--executor slurm: `sbatch` is not on PATH (is this a Slurm login node? \
-                        scripts/slurm-local.sh starts a one-node cluster)"
-                .into());
-        }
+        require_sbatch()?;
         let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
         let logs = jobs_dir(&store).join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
@@ -493,6 +488,11 @@ impl SlurmExecutor {
         }
         tracing::error!("{why}; the jobs in flight are left as they are and counted failed");
         for t in std::mem::take(&mut self.tracked) {
+            // One may have published while the queue was not answering.
+            if let Some(f) = self.published(&t) {
+                self.done.push(f);
+                continue;
+            }
             let error = format!(
                 "{why}: job {} is left as it is (it may still be running and publish; a rerun follows it); log {}",
                 t.job_id,
@@ -603,21 +603,33 @@ impl Executor for SlurmExecutor {
         }
         eprintln!("interrupted: cancelling {} Slurm job(s)", ids.len());
         let status = std::process::Command::new("scancel").args(&ids).status();
-        if !status.is_ok_and(|s| s.success()) {
-            tracing::warn!("scancel failed; cancel these jobs by hand: {}", ids.join(" "));
-        }
-        // Wait (a little) until the queue agrees, so that the caller can trust it is empty.
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match queue::states(&refs) {
-                Ok(s) if s.values().all(|q| !q.active()) => break,
-                _ => std::thread::sleep(Duration::from_millis(250)),
+        // Wait (a little) until the queue agrees, so that the caller can trust it is empty; a
+        // controller that refused the cancel is not asked (it would only fail for 30 s more).
+        let mut gone = false;
+        if status.is_ok_and(|s| s.success()) {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !gone && Instant::now() < deadline {
+                match queue::states(&refs) {
+                    Ok(s) if s.values().all(|q| !q.active()) => gone = true,
+                    _ => std::thread::sleep(Duration::from_millis(250)),
+                }
             }
         }
+        if !gone {
+            tracing::warn!(
+                "the queue has not confirmed the cancel; these jobs may still run (scancel them by hand), and a \
+                 rerun follows them: {}",
+                ids.join(" ")
+            );
+        }
         // A followed job's claim stays: its driver still tracks it, and `status` still shows it.
+        // So does the claim of a job the queue has not confirmed gone: a rerun follows it instead
+        // of submitting its key again, and `status` shows it running.
         for t in std::mem::take(&mut self.tracked).into_iter().filter(|t| !t.adopted) {
-            claims::release(&self.store, &t.job.key, &t.job_id);
+            if gone || t.completed.is_some() {
+                claims::release(&self.store, &t.job.key, &t.job_id);
+            }
         }
         ended
     }
@@ -625,6 +637,17 @@ impl Executor for SlurmExecutor {
     fn submitted(&self) -> usize {
         self.submitted
     }
+}
+
+/// Refuses a machine without a working `sbatch`: nothing could be submitted.
+pub fn require_sbatch() -> Result<(), String> {
+    let probe = std::process::Command::new("sbatch").arg("--version").output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    Err("--executor slurm: `sbatch` is not on PATH (is this a Slurm login node? \
+         scripts/slurm-local.sh starts a one-node cluster)"
+        .into())
 }
 
 /// The last `n` lines of a log, indented, or a note that it cannot be read.

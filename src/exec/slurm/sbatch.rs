@@ -39,10 +39,13 @@ impl Submitter {
     /// The arguments of a submission, without `--wrap` (tested on its own).
     pub fn args(&self, name: &str, r: &Resources, array: Option<usize>) -> Vec<String> {
         let log = if array.is_some() { "%A_%a.log" } else { "%j.log" };
+        // sbatch expands `%` patterns in the whole path (`%u`, the user): a `%` of the folder's
+        // own is written `%%`, or the job cannot open its log and Slurm kills it.
+        let logs = self.logs.to_string_lossy().replace('%', "%%");
         let mut a = vec![
             "--parsable".to_string(),
             format!("--job-name=cfrun:{name}"),
-            format!("--output={}", self.logs.join(log).display()),
+            format!("--output={}", Path::new(&logs).join(log).display()),
             format!("--cpus-per-task={}", r.cpus),
             format!("--mem={}M", r.mem_mb),
             format!("--time={}", r.time_min),
@@ -222,6 +225,9 @@ mod tests {
         assert!(!s.args("kmeans", &kmeans, None).join(" ").contains("--gres"));
         assert!(s.script(&kmeans, "", "'k'").contains("--device cpu 'k'"));
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        // A `%` of the cache's path is escaped from sbatch's patterns; the log's own are not.
+        let odd = Submitter { logs: "/shared/c%u/jobs/logs".into(), ..s.clone() };
+        assert!(odd.args("train", &r, None).contains(&"--output=/shared/c%%u/jobs/logs/%j.log".to_string()));
     }
 
     #[test]
