@@ -551,6 +551,31 @@ fn a_key_record_failing_its_seal_costs_nothing_below_it_at_gc() {
     }
 }
 
+/// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
+/// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
+/// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,
+/// whose files the front-end fuzz also reads (it would run the probes too).
+#[test]
+fn an_env_probe_per_sweep_value_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<String> = (1..=258).map(|v| v.to_string()).collect();
+    let toml = format!(
+        "[experiment]\nname = \"probes\"\nseed = 0\n\n[sweep]\nv = [{}]\n\n[stages.s]\nop = \"command\"\n\
+         argv = [\"true\"]\nenv_probe = [\"echo\", \"${{v}}\"]\noutputs = {{ m = \"metrics\" }}\n",
+        values.join(", ")
+    );
+    let file = dir.path().join("probes.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = cfrun(&dir.path().join("cache"), &["status", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`env_probe` makes more than 256 distinct command lines") && err.contains("probes.toml:11"),
+        "{err}"
+    );
+    assert_eq!(err.matches("is one too many").count(), 2, "values 257 and 258: {err}");
+}
+
 /// `--executor slurm` on a machine without `sbatch` is a precondition that fails: exit 2 before
 /// any cache is made (it was exit 1, as if something had run).
 #[test]

@@ -418,7 +418,7 @@ fn hash_code(path: &str) -> Result<String, String> {
 /// Most distinct environment probes one process runs. A probe with a placeholder runs once per
 /// sweep value before anything else can start (`status` included), each up to its timeout: a
 /// long axis would hold the plan for hours.
-const MAX_PROBES: usize = 32;
+const MAX_PROBES: usize = 256;
 
 /// Runs the environment probe once per process per command line. Different probes run side by
 /// side (the table is locked only to find a probe's cell); callers of one probe wait for it.
