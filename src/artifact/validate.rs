@@ -127,7 +127,22 @@ fn check_files(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     let entries = std::fs::read_dir(dir).map_err(|e| err(".", format!("cannot list the folder: {e}")))?;
     for entry in entries {
         let entry = entry.map_err(|e| err(".", e.to_string()))?;
-        let name = entry.file_name().to_string_lossy().to_string();
+        let raw = entry.file_name();
+        let name = raw.to_string_lossy().to_string();
+        // Names are printed after a run and written into the report page: bytes that are not
+        // text, control characters and characters that reorder text would act there, not show.
+        if raw.to_str().is_none() {
+            return Err(err(&name, "has a name that is not UTF-8"));
+        }
+        if name.chars().any(crate::config::error::unsafe_to_print) {
+            return Err(err(
+                &name
+                    .chars()
+                    .map(|c| if crate::config::error::unsafe_to_print(c) { '?' } else { c })
+                    .collect::<String>(),
+                "has a control character or one that reorders text in its name",
+            ));
+        }
         let ty = entry.file_type().map_err(|e| err(&name, e.to_string()))?;
         if !ty.is_file() {
             return Err(err(&name, "is not a regular file (folders and symlinks are not part of any artifact format)"));
@@ -344,6 +359,25 @@ mod tests {
         let meta = LabelsMeta { num_classes, class_names, source: "test".into(), tag_classes: vec![] };
         Labels { meta, train: vec![0, 1, 2], test: vec![3], tags: None }.save(dir.path()).unwrap();
         dir
+    }
+
+    /// A report's file names reach the terminal and the page: one with an escape sequence, a
+    /// character that reorders text or bytes that are not UTF-8 is refused (an audit's escape
+    /// retitled the terminal after a run), an ordinary one with spaces and accents is not.
+    #[test]
+    fn report_file_names_that_would_act_instead_of_show_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad: [&[u8]; 4] = [b"\x1b]0;title\x07.txt", "\u{202e}txt.md".as_bytes(), b"a\nb.md", b"\xff\xfe.md"];
+        for name in bad {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(name)), "x").unwrap();
+            let e = validate(dir.path(), Kind::Report, None).unwrap_err();
+            assert!(e.why.contains("in its name") || e.why.contains("not UTF-8"), "{name:?}: {e:?}");
+            assert!(!e.file.contains('\x1b') && !e.file.contains('\n'), "{:?}", e.file);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("résumé table.md"), "x").unwrap();
+        validate(dir.path(), Kind::Report, None).unwrap();
     }
 
     /// A command's labels that declare absurdly many classes, or names that do not fit them,
