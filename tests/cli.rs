@@ -112,6 +112,11 @@ fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field()
     let text = String::from_utf8_lossy(&status.stdout);
     let line = text.lines().find(|l| l.contains("clusters[k=4]")).unwrap();
     assert!(line.starts_with("stale") && line.ends_with("iterations 10 -> 11"), "{text}");
+    // An instance whose input is stale too still names its own change (it showed only the wait).
+    let seed = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "experiment.seed=9"]);
+    let text = String::from_utf8_lossy(&seed.stdout);
+    let waiting: Vec<&str> = text.lines().filter(|l| l.contains("waits on")).collect();
+    assert!(!waiting.is_empty() && waiting.iter().any(|l| l.contains(" -> 9;")), "{text}");
     let after = run_json(cache.path(), &smoke(), &["--set", "stages.clusters.iterations=11"]);
     assert_eq!(ran(&after), set(&["clusters[k=4]", "clusters[k=16]", "clustering"]));
 }

@@ -79,7 +79,21 @@ pub fn reasons(
     let previous = store.name_record(experiment, &inst.name);
     match (recipe, previous) {
         (Err(pending), None) => vec![DirtyReason::New, pending.clone()],
-        (Err(pending), Some(_)) => vec![pending.clone()],
+        // Its own settings' changes are named too, beside the input it waits on: the inputs are
+        // taken as they were, so only the op, its version and its parameters can differ.
+        (Err(pending), Some(prev)) => {
+            let own = Recipe {
+                format: crate::cache::key::RECIPE_FORMAT,
+                op: inst.op.name().to_string(),
+                version: inst.op.version(),
+                params: inst.params.clone(),
+                inputs: prev.recipe.inputs.clone(),
+            };
+            let mut why = crate::cache::key::diff(&prev.recipe, &own);
+            why.retain(|r| !matches!(r, DirtyReason::Missing));
+            why.push(pending.clone());
+            why
+        }
         (Ok(_), None) => vec![DirtyReason::New],
         (Ok(now), Some(prev)) => crate::cache::key::diff(&prev.recipe, now),
     }
