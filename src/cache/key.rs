@@ -6,7 +6,7 @@
 //! | [`RECIPE_FORMAT`] | changing the encoding below must not alias old keys |
 //! | op name | two ops with equal parameters compute different things |
 //! | op version ([`crate::ops::Op::version`]) | bumped when an op's results change for the same inputs |
-//! | every parameter after defaults are filled in and `${axis}` placeholders substituted | the recipe itself; defaults are filled so that writing a default explicitly changes nothing |
+//! | every parameter after defaults are filled in and `${axis}` placeholders substituted | the recipe itself; defaults are filled so that writing a default explicitly changes nothing, except for a setting whose default is worked out from the inputs or the preset when the stage runs (`hflip`, a network's `widths`/`blocks`/`stem_width`, a synthetic data set's `classes`/`size`): unset and written out are two keys, for the same bytes |
 //! | the seed (a parameter, defaulting to `experiment.seed`) | random draws are part of the recipe |
 //! | for each input slot, the *output digest* of each upstream output it reads | upstream content, not upstream recipes: a re-run that produces identical bytes changes no downstream key (early cutoff) |
 //! | for gathering inputs (tables), also the upstream stage name and axis values | they label the rows and columns |
