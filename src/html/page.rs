@@ -161,33 +161,50 @@ fn reports(views: &[InstanceView]) -> String {
 
 /// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole).
 fn csv_table(text: &str) -> String {
-    let split = |line: &str| -> Vec<String> {
-        let mut cells = vec![String::new()];
-        let mut quoted = false;
-        for c in line.chars() {
-            match c {
-                '"' => quoted = !quoted,
-                ',' if !quoted => cells.push(String::new()),
-                c => cells.last_mut().expect("one cell").push(c),
-            }
-        }
-        cells
-    };
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut rows = csv_records(text).into_iter().filter(|r| r.iter().any(|c| !c.trim().is_empty()));
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
-    for h in lines.next().map(split).unwrap_or_default() {
+    for h in rows.next().unwrap_or_default() {
         let _ = write!(s, "<th>{}</th>", escape(&h));
     }
     s.push_str("</tr></thead><tbody>");
-    for line in lines {
+    for row in rows {
         s.push_str("<tr>");
-        for c in split(line) {
+        for c in row {
             let _ = write!(s, "<td>{}</td>", escape(&c));
         }
         s.push_str("</tr>");
     }
     s.push_str("</tbody></table></div>");
     s
+}
+
+/// The records of CSV text as RFC 4180 writes them: a quoted field may hold commas, line ends
+/// and `""` for one quote, so the page shows what the file holds (a split per line and a quote
+/// dropped wherever it stood showed `q,"uoted` as `q,uoted`).
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut cell) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => record.push(std::mem::take(&mut cell)),
+            '\r' if !quoted && chars.peek() == Some(&'\n') => {}
+            '\n' if !quoted => {
+                record.push(std::mem::take(&mut cell));
+                records.push(std::mem::take(&mut record));
+            }
+            c => cell.push(c),
+        }
+    }
+    if !cell.is_empty() || !record.is_empty() {
+        record.push(cell);
+        records.push(record);
+    }
+    records
 }
 
 /// Loss and accuracy per epoch of every network (`details.curve` of a metrics output), one
@@ -378,4 +395,19 @@ fn history(runs: &[Run]) -> String {
     }
     s.push_str("</tbody></table></div></section>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_records;
+
+    /// Quoted commas, doubled quotes, line ends inside quotes and CRLF read as the file holds
+    /// them (found by an audit: `"q,""uoted"` showed as `q,uoted`, a quoted line end split a row).
+    #[test]
+    fn csv_cells_read_as_written() {
+        let text = "a,\"q,\"\"uoted\"\r\n\"two\nlines\",x\r\nlast,\n";
+        let want = vec![vec!["a", "q,\"uoted"], vec!["two\nlines", "x"], vec!["last", ""]];
+        assert_eq!(csv_records(text), want);
+        assert_eq!(csv_records("no,end"), vec![vec!["no", "end"]]);
+    }
 }

@@ -25,8 +25,9 @@
 //! | `outputs`, `timeout`, `match_rows` | every field is part of the key |
 //!
 //! # What is not
-//! Files the command reads that are not listed in `code` (they are not even visible to it: the
-//! scratch folder holds only `code`, `in/` and `out/`), programs found on `PATH` and installed
+//! Files the command reads that are not listed in `code` (the scratch folder holds only `code`,
+//! `in/` and `out/`, but it is no sandbox: absolute paths, and relative ones climbing out of it
+//! into the cache around it, still reach files), programs found on `PATH` and installed
 //! libraries (unless `env_probe` reports them), environment variables, the stage's name, the
 //! device and the machine. A stage without `env_probe` or `env_key` is not rerun when, say,
 //! scikit-learn is upgraded.
