@@ -173,19 +173,51 @@ fn check_files(dir: &Path, kind: Kind) -> Result<(), FormatError> {
 
 fn report_file(dir: &Path, name: &str) -> Result<(), FormatError> {
     let ext = Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
-    let bytes = || std::fs::read(dir.join(name)).map_err(|e| err(name, e.to_string()));
     match ext {
         "md" | "csv" | "txt" | "json" | "svg" => {
-            std::str::from_utf8(&bytes()?).map_err(|_| err(name, "is not UTF-8 text"))?;
+            if !utf8_text(&dir.join(name)).map_err(|e| err(name, e.to_string()))? {
+                return Err(err(name, "is not UTF-8 text"));
+            }
         }
         "png" => {
-            if !bytes()?.starts_with(b"\x89PNG\r\n\x1a\n") {
+            let mut head = Vec::with_capacity(8);
+            let file = std::fs::File::open(dir.join(name)).map_err(|e| err(name, e.to_string()))?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, 8), &mut head)
+                .map_err(|e| err(name, e.to_string()))?;
+            if !head.starts_with(b"\x89PNG\r\n\x1a\n") {
                 return Err(err(name, "is not a PNG image (bad signature)"));
             }
         }
         _ => return Err(err(name, "has an extension a report does not hold (valid: md, csv, txt, json, svg, png)")),
     }
     Ok(())
+}
+
+/// Whether a file is UTF-8 text, read a block at a time: a text output of gigabytes is checked
+/// in bounded memory (it was read whole, taking cfrun's memory with it).
+fn utf8_text(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    // Bytes of a character cut by the end of the last block, carried to the next.
+    let mut carried = 0;
+    loop {
+        let n = file.read(&mut buf[carried..])?;
+        if n == 0 {
+            return Ok(carried == 0);
+        }
+        let filled = carried + n;
+        match std::str::from_utf8(&buf[..filled]) {
+            Ok(_) => carried = 0,
+            // Cut at the end (no error length): keep the start of that character.
+            Err(e) if e.error_len().is_none() => {
+                let valid = e.valid_up_to();
+                buf.copy_within(valid..filled, 0);
+                carried = filled - valid;
+            }
+            Err(_) => return Ok(false),
+        }
+    }
 }
 
 /// The header of a tensor file, with each named tensor of the given dtype and rank.
@@ -378,6 +410,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("résumé table.md"), "x").unwrap();
         validate(dir.path(), Kind::Report, None).unwrap();
+    }
+
+    /// UTF-8 is checked a block at a time: a character cut by a block's end is still text,
+    /// a bad byte anywhere is not.
+    #[test]
+    fn utf8_is_checked_across_block_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        let mut text = "a".repeat((1 << 16) - 1).into_bytes();
+        text.extend("é€😀".repeat(30_000).as_bytes());
+        std::fs::write(&path, &text).unwrap();
+        assert!(utf8_text(&path).unwrap());
+        text.push(0xc3); // a character cut by the end of the file
+        std::fs::write(&path, &text).unwrap();
+        assert!(!utf8_text(&path).unwrap());
+        text.pop();
+        text[100_000] = 0xff;
+        std::fs::write(&path, &text).unwrap();
+        assert!(!utf8_text(&path).unwrap());
     }
 
     /// A command's labels that declare absurdly many classes, or names that do not fit them,
