@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::tensors;
 use super::ArtifactError;
 
-/// Scalar results of a stage.
+/// Scalar results of a stage. Unknown fields are refused: a misspelt `details` from a command's
+/// code would otherwise vanish without a word.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Name to value, e.g. `top1`.
     pub values: BTreeMap<String, f64>,

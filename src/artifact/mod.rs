@@ -18,6 +18,7 @@ pub mod labels;
 pub mod metrics;
 pub mod multilabel;
 pub mod permutations;
+mod strict_json;
 pub mod tensors;
 pub mod validate;
 pub use tensors as tensors_io;

@@ -239,8 +239,30 @@ fn tensors(dir: &Path, file: &str, want: &[(&str, &str, usize)]) -> Result<BTree
 }
 
 fn meta<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, FormatError> {
-    let text = std::fs::read(dir.join("meta.json")).map_err(|e| err("meta.json", e.to_string()))?;
-    serde_json::from_slice(&text).map_err(|e| err("meta.json", e.to_string()))
+    json(dir, "meta.json")
+}
+
+/// The largest JSON file of an artifact read here: far above any meta.json (a million class
+/// names) or metrics.json cfrun writes, and small enough to read whole.
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Reads `dir/file` as `T`: at most [`MAX_JSON_BYTES`], and no key twice in one object (a JSON
+/// reader keeps one of the two silently, so which value counts would depend on the reader).
+fn json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, FormatError> {
+    let path = dir.join(file);
+    let size = std::fs::metadata(&path).map_err(|e| err(file, e.to_string()))?.len();
+    if size > MAX_JSON_BYTES {
+        return Err(err(
+            file,
+            format!(
+                "is {size} bytes; a JSON file of an artifact may be at most {MAX_JSON_BYTES} bytes ({} MiB)",
+                MAX_JSON_BYTES >> 20
+            ),
+        ));
+    }
+    let text = std::fs::read(&path).map_err(|e| err(file, e.to_string()))?;
+    super::strict_json::distinct_keys(&text).map_err(|e| err(file, e))?;
+    serde_json::from_slice(&text).map_err(|e| err(file, e.to_string()))
 }
 
 fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
@@ -374,9 +396,16 @@ fn multilabels(dir: &Path) -> Result<(), FormatError> {
 }
 
 fn metrics(dir: &Path) -> Result<(), FormatError> {
-    let m = Metrics::load(dir).map_err(|e| err("metrics.json", e.to_string()))?;
+    let m: Metrics = json(dir, "metrics.json")?;
     if let Some((name, v)) = m.values.iter().find(|(_, v)| !v.is_finite()) {
         return Err(err("metrics.json", format!("value `{name}` is {v}, not a finite number")));
+    }
+    // Metric names become table cells, claim rows and page text.
+    if let Some(name) = m.values.keys().find(|n| n.is_empty() || n.chars().any(crate::config::error::unsafe_to_print)) {
+        return Err(err(
+            "metrics.json",
+            format!("value name {name:?} is empty or holds a control character or one that reorders text"),
+        ));
     }
     Ok(())
 }
@@ -391,6 +420,36 @@ mod tests {
         let meta = LabelsMeta { num_classes, class_names, source: "test".into(), tag_classes: vec![] };
         Labels { meta, train: vec![0, 1, 2], test: vec![3], tags: None }.save(dir.path()).unwrap();
         dir
+    }
+
+    /// A command's metrics.json is read without guessing: a name given twice, a misspelt field,
+    /// a name that would act on a terminal and a file too large to read whole are each refused
+    /// with what is wrong; an ordinary file passes.
+    #[test]
+    fn metrics_written_by_a_command_are_read_strictly() {
+        let check = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("metrics.json"), text).unwrap();
+            validate(dir.path(), Kind::Metrics, None).map_err(|e| e.to_string())
+        };
+        check(r#"{"values": {"top1": 81.2, "loss": 0.5}, "details": {"curve": [1, 2]}}"#).unwrap();
+        let e = check(r#"{"values": {"top1": 1, "top1": 2}, "details": {}}"#).unwrap_err();
+        assert!(e.contains("`$.values.top1` is given twice"), "{e}");
+        let e = check(r#"{"values": {"top1": 1}, "detials": {}}"#).unwrap_err();
+        assert!(e.contains("unknown field `detials`"), "{e}");
+        let e = check("{\"values\": {\"a\\u001b]0;x\": 1}}").unwrap_err();
+        assert!(e.contains(r#"value name "a\u{1b}]0;x" is empty or holds a control character"#), "{e}");
+        let e = check(r#"{"values": {"": 1}}"#).unwrap_err();
+        assert!(e.contains("value name \"\" is empty"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("metrics.json")).unwrap();
+        f.set_len(MAX_JSON_BYTES + 1).unwrap();
+        let e = validate(dir.path(), Kind::Metrics, None).unwrap_err().to_string();
+        assert!(
+            e.contains("is 67108865 bytes; a JSON file of an artifact may be at most 67108864 bytes (64 MiB)"),
+            "{e}"
+        );
     }
 
     /// A report's file names reach the terminal and the page: one with an escape sequence, a
