@@ -74,10 +74,20 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 /// Largest report file the page includes (inline and as a download).
 const INLINE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Most bytes of report files one page includes in all: past it, files are named by their path
+/// (a sweep of many large reports would otherwise make a page no browser opens).
+const PAGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Every report output, in plan order: markdown as HTML, figures inline, CSV to download.
 fn reports(views: &[InstanceView]) -> String {
+    reports_within(views, INLINE_MAX_BYTES, PAGE_MAX_BYTES)
+}
+
+/// [`reports`], including files of at most `file_max` bytes and `page_max` bytes in all.
+fn reports_within(views: &[InstanceView], file_max: u64, page_max: u64) -> String {
     let mut s = String::from("<section id=\"reports\"><h2>Tables and figures</h2>");
     let mut any = false;
+    let mut included = 0u64;
     for v in views {
         for (name, _, dir) in v.outputs.iter().filter(|(_, k, _)| *k == Kind::Report) {
             any = true;
@@ -100,15 +110,23 @@ fn reports(views: &[InstanceView]) -> String {
                 // One page must stay openable: a huge file (a command's report may hold anything)
                 // is named with its path instead of being inlined, escaped and encoded several times.
                 let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-                if size > INLINE_MAX_BYTES {
+                let too_large = if size > file_max {
+                    Some("too large to include")
+                } else if included + size > page_max {
+                    Some("past what one page includes")
+                } else {
+                    None
+                };
+                if let Some(why) = too_large {
                     downloads.push(format!(
-                        "{} ({:.1} MiB, too large to include; it is at <code>{}</code>)",
+                        "{} ({:.1} MiB, {why}; it is at <code>{}</code>)",
                         escape(&file),
                         size as f64 / (1024.0 * 1024.0),
                         escape(&f.display().to_string())
                     ));
                     continue;
                 }
+                included += size;
                 let Ok(bytes) = std::fs::read(f) else { continue };
                 let download = format!("{}-{file}", v.name.replace(['[', ']', '=', ',', '/'], "_"));
                 match ext.as_str() {
@@ -399,7 +417,30 @@ fn history(runs: &[Run]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::csv_records;
+    use super::{csv_records, reports_within, InstanceView, Kind};
+
+    /// Files past one file's limit, or past what the page has room for in all, are named by
+    /// their path instead of inlined; the ones before them still are.
+    #[test]
+    fn a_page_includes_report_files_up_to_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in [("a.txt", 400), ("b.txt", 400), ("c.txt", 400), ("d.txt", 1500)] {
+            std::fs::write(dir.path().join(name), format!("{name}{}", "x".repeat(n - 5))).unwrap();
+        }
+        let view = InstanceView {
+            name: "r".into(),
+            stage: "r".into(),
+            op: "command".into(),
+            state: "cached",
+            record: None,
+            error: None,
+            outputs: vec![("out".into(), Kind::Report, dir.path().to_path_buf())],
+        };
+        let html = reports_within(&[view], 1000, 1000);
+        assert!(html.contains("<pre>a.txt") && html.contains("<pre>b.txt"), "{html}");
+        assert!(!html.contains("<pre>c.txt") && html.contains("c.txt (0.0 MiB, past what one page includes"), "{html}");
+        assert!(!html.contains("<pre>d.txt") && html.contains("d.txt (0.0 MiB, too large to include"), "{html}");
+    }
 
     /// Quoted commas, doubled quotes, line ends inside quotes and CRLF read as the file holds
     /// them (found by an audit: `"q,""uoted"` showed as `q,uoted`, a quoted line end split a row).
