@@ -79,6 +79,12 @@ fn cells(row: &str) -> Vec<String> {
                 out.last_mut().expect("one cell").push('|');
                 chars.next();
             }
+            // Any other escape stays whole for `inline`: `\\|` is a backslash, then a new cell.
+            '\\' => {
+                let cell = out.last_mut().expect("one cell");
+                cell.push('\\');
+                cell.extend(chars.next());
+            }
             '|' => out.push(String::new()),
             c => out.last_mut().expect("one cell").push(c),
         }
@@ -129,16 +135,28 @@ fn table(rows: &[&str]) -> String {
     out
 }
 
-/// Escapes text and renders `**bold**` and `` `code` `` spans.
+/// Escapes text and renders `**bold**` and `` `code` `` spans; a backslash before `*`, `` ` ``,
+/// `|` or another backslash shows that character as itself (outside code, as in CommonMark).
 fn inline(text: &str) -> String {
     let escaped = escape(text);
     let mut out = String::new();
     let mut bold = false;
     let mut code = false;
     let mut rest = escaped.as_str();
-    while let Some(i) = rest.find(['*', '`']) {
+    while let Some(i) = rest.find(['*', '`', '\\']) {
         out.push_str(&rest[..i]);
-        if rest[i..].starts_with("**") && !code {
+        if rest[i..].starts_with('\\') && !code {
+            match rest[i + 1..].chars().next().filter(|c| matches!(c, '*' | '`' | '|' | '\\')) {
+                Some(c) => {
+                    out.push(c);
+                    rest = &rest[i + 2..];
+                }
+                None => {
+                    out.push('\\');
+                    rest = &rest[i + 1..];
+                }
+            }
+        } else if rest[i..].starts_with("**") && !code {
             out.push_str(if bold { "</strong>" } else { "<strong>" });
             bold = !bold;
             rest = &rest[i + 2..];
@@ -147,7 +165,7 @@ fn inline(text: &str) -> String {
             code = !code;
             rest = &rest[i + 1..];
         } else {
-            out.push('*');
+            out.push_str(&rest[i..i + 1]);
             rest = &rest[i + 1..];
         }
     }
@@ -172,6 +190,15 @@ mod tests {
         let html = render("Results\n#1 is best\n####### seven\n#\tx\n");
         assert_eq!(html, "<p>Results #1 is best ####### seven #\tx</p>\n");
         assert_eq!(render("#hashtag line"), "<p>#hashtag line</p>\n");
+    }
+
+    /// A label holding markup characters, escaped as the table writer escapes it, shows as
+    /// itself (`c|d**e` showed as `c|d` and a bold `e`); escapes are literal inside code.
+    #[test]
+    fn escaped_markup_shows_as_itself() {
+        let html = render("| v | x |\n| --- | --- |\n| c\\|d\\*\\*e | a\\\\|b\\`q |\n");
+        assert!(html.contains("<td>c|d**e</td><td>a\\</td><td>b`q</td>"), "{html}");
+        assert_eq!(render("`a\\*b` \\x"), "<p><code>a\\*b</code> \\x</p>\n");
     }
 
     #[test]

@@ -316,9 +316,17 @@ pub fn caption(n: usize) -> String {
     )
 }
 
-/// Escapes the one character that would break a markdown table cell.
+/// Escapes what a markdown table cell would read as markup: `|` ends the cell, `*` and `` ` ``
+/// open bold and code spans (an axis value `c|d**e` showed as `c|d` and a bold `e`).
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '|' | '*' | '`' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// One CSV record, quoted per RFC 4180 where needed, terminated by CRLF.
@@ -370,6 +378,12 @@ mod tests {
             rec("N_cf", &[("p", i(10)), ("k", i(10))], 60.0),
             rec("N_cf, \"x\"", &[("p", i(250))], 1.0),
         ]
+    }
+
+    #[test]
+    fn markup_in_a_label_is_escaped() {
+        assert_eq!(md_escape("c|d**e`\\"), "c\\|d\\*\\*e\\`\\\\");
+        assert_eq!(md_escape("N_cf k=250 ± 0.5"), "N_cf k=250 ± 0.5");
     }
 
     #[test]
