@@ -3014,17 +3014,37 @@ fn slurm_giving_up_on_the_queue_looks_at_the_cache_first() {
         return;
     }
     let bin = tempfile::tempdir().unwrap();
-    // Every look at the queue fails, slowly, as a controller that went away does: the first
-    // ends at about 8.5 s, the second starts after a look at the cache at about 9 s and ends
-    // at about 17 s with the patience spent; the job publishes at about 13 s, in between.
-    write_wrapper(bin.path(), "squeue", |_| {
-        "#!/bin/sh\nsleep 8\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n"
-            .into()
+    // Every look at the queue fails, as a controller that went away does. The first fails at
+    // once, before the job may finish; the second lets the job finish (a marker the job waits
+    // for) and fails 3 s after the real queue shows it completed: the job has published while
+    // the queue was silent, and the 2 s patience is spent when the look ends, so the driver
+    // gives up before its next look at the cache. No timing to race under load.
+    let go = bin.path().join("go");
+    write_wrapper(bin.path(), "squeue", |real| {
+        let calls = bin.path().join("calls");
+        format!(
+            r#"#!/bin/sh
+echo x >> '{calls}'
+if [ "$(wc -l < '{calls}')" -ge 2 ]; then
+    touch '{go}'
+    i=0
+    while [ $i -lt 600 ] && ! '{real}' "$@" 2>/dev/null | grep -q '|COMPLETED|'; do sleep 0.1; i=$((i+1)); done
+    sleep 3
+else
+    sleep 1
+fi
+echo 'squeue: error: Unable to contact slurm controller (connect failure)' >&2
+exit 1
+"#,
+            calls = calls.display(),
+            go = go.display()
+        )
     });
     let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
     let toml = "[experiment]\nname = \"quick\"\nseed = 0\n\n[stages.q]\nop = \"command\"\n\
-                argv = [\"sh\", \"-c\", \"sleep 12; echo '{{\\\"values\\\": {{\\\"top1\\\": 1}}}}' > out/m/metrics.json\"]\n\
+                argv = [\"sh\", \"-c\", \"while [ ! -e {go} ]; do sleep 0.1; done; echo '{{\\\"values\\\": {{\\\"top1\\\": 1}}}}' > out/m/metrics.json\"]\n\
                 outputs = { m = \"metrics\" }\n";
+    let toml = toml.replace("{go}", &go.display().to_string());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("quick.toml");
     std::fs::write(&file, toml).unwrap();
