@@ -8,10 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::tensors;
 use super::ArtifactError;
 
-/// Scalar results of a stage. Unknown fields are refused: a misspelt `details` from a command's
-/// code would otherwise vanish without a word.
+/// Scalar results of a stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Name to value, e.g. `top1`.
     pub values: BTreeMap<String, f64>,
@@ -40,6 +38,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loading stays lenient: a command's metrics published before fields were checked (an
+    /// extra field) still read, as the key that serves them has not changed.
+    #[test]
+    fn a_published_file_with_an_extra_field_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.json"), r#"{"values": {"top1": 0.5}, "details": {}, "note": "x"}"#)
+            .unwrap();
+        assert_eq!(Metrics::load(dir.path()).unwrap().values["top1"], 0.5);
+    }
 
     #[test]
     fn non_finite_metrics_are_refused_and_nothing_is_written() {

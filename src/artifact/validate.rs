@@ -396,7 +396,18 @@ fn multilabels(dir: &Path) -> Result<(), FormatError> {
 }
 
 fn metrics(dir: &Path) -> Result<(), FormatError> {
-    let m: Metrics = json(dir, "metrics.json")?;
+    // Unknown fields are refused here, where a command's file is published, not in every load:
+    // a misspelt `details` would vanish without a word, while results published before this
+    // check must still read.
+    let value: serde_json::Value = json(dir, "metrics.json")?;
+    if let Some(field) = value.as_object().and_then(|o| o.keys().find(|k| !["values", "details"].contains(&k.as_str())))
+    {
+        return Err(err(
+            "metrics.json",
+            format!("unknown field {field:?}; a metrics file holds `values` and `details`"),
+        ));
+    }
+    let m: Metrics = serde_json::from_value(value).map_err(|e| err("metrics.json", e.to_string()))?;
     if let Some((name, v)) = m.values.iter().find(|(_, v)| !v.is_finite()) {
         return Err(err("metrics.json", format!("value `{name}` is {v}, not a finite number")));
     }
@@ -436,7 +447,7 @@ mod tests {
         let e = check(r#"{"values": {"top1": 1, "top1": 2}, "details": {}}"#).unwrap_err();
         assert!(e.contains("`$.values.top1` is given twice"), "{e}");
         let e = check(r#"{"values": {"top1": 1}, "detials": {}}"#).unwrap_err();
-        assert!(e.contains("unknown field `detials`"), "{e}");
+        assert!(e.contains("unknown field \"detials\"; a metrics file holds `values` and `details`"), "{e}");
         let e = check("{\"values\": {\"a\\u001b]0;x\": 1}}").unwrap_err();
         assert!(e.contains(r#"value name "a\u{1b}]0;x" is empty or holds a control character"#), "{e}");
         let e = check(r#"{"values": {"": 1}}"#).unwrap_err();
