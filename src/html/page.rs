@@ -74,8 +74,9 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 /// Largest report file the page includes (inline and as a download).
 const INLINE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Most bytes of report files one page includes in all: past it, files are named by their path
-/// (a sweep of many large reports would otherwise make a page no browser opens).
+/// Most bytes the report files take on one page in all, as written there (inline and as a
+/// download): past it, files are named by their path (a sweep of many large reports made a page
+/// no browser opens; four 15 MB CSVs, counted by their size, made one of 515 MB).
 const PAGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Every report output, in plan order: markdown as HTML, figures inline, CSV to download.
@@ -108,64 +109,44 @@ fn reports_within(views: &[InstanceView], file_max: u64, page_max: u64) -> Strin
                 let stem = f.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let ext = f.extension().map(|e| e.to_string_lossy().to_string()).unwrap_or_default();
                 // One page must stay openable: a huge file (a command's report may hold anything)
-                // is named with its path instead of being inlined, escaped and encoded several times.
+                // is named with its path instead of being inlined, escaped and encoded several
+                // times, and so is every file past what the page has room for, counted as it is
+                // written into the page (a CSV's table markup is several times the file).
                 let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-                let too_large = if size > file_max {
-                    Some("too large to include")
-                } else if included + size > page_max {
-                    Some("past what one page includes")
-                } else {
-                    None
-                };
-                if let Some(why) = too_large {
-                    downloads.push(format!(
+                let named = |why: &str| {
+                    format!(
                         "{} ({:.1} MiB, {why}; it is at <code>{}</code>)",
                         escape(&file),
                         size as f64 / (1024.0 * 1024.0),
                         escape(&f.display().to_string())
-                    ));
+                    )
+                };
+                if size > file_max {
+                    downloads.push(named("too large to include"));
                     continue;
                 }
-                included += size;
                 let Ok(bytes) = std::fs::read(f) else { continue };
-                let download = format!("{}-{file}", v.name.replace(['[', ']', '=', ',', '/'], "_"));
-                match ext.as_str() {
-                    "md" => s.push_str(&markdown::render(&String::from_utf8_lossy(&bytes))),
-                    "png" => {
-                        let _ = write!(
-                            s,
-                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
-                            data_uri("image/png", &bytes),
-                            escape(&file)
-                        );
-                    }
-                    "svg" if !has(&stem, "png") => {
-                        let _ = write!(
-                            s,
-                            "<figure><img src=\"{}\" alt=\"{}\"></figure>",
-                            data_uri("image/svg+xml", &bytes),
-                            escape(&file)
-                        );
-                    }
-                    "csv" if !has(&stem, "md") => s.push_str(&csv_table(&String::from_utf8_lossy(&bytes))),
-                    "txt" | "json" => {
-                        let _ = write!(s, "<pre>{}</pre>", escape(&String::from_utf8_lossy(&bytes)));
-                    }
-                    _ => {}
-                }
-                let mime = match ext.as_str() {
-                    "csv" => "text/csv",
-                    "svg" => "image/svg+xml",
-                    "png" => "image/png",
-                    "md" => "text/markdown",
-                    _ => "text/plain",
+                let twin = match ext.as_str() {
+                    "svg" => has(&stem, "png"),
+                    "csv" => has(&stem, "md"),
+                    _ => false,
                 };
-                downloads.push(format!(
+                let shown = shown(&file, &ext, &bytes, twin);
+                let download = format!("{}-{file}", v.name.replace(['[', ']', '=', ',', '/'], "_"));
+                let link = format!(
                     "<a download=\"{}\" href=\"{}\">{}</a>",
                     escape(&download),
-                    data_uri(mime, &bytes),
+                    data_uri(mime(&ext), &bytes),
                     escape(&file)
-                ));
+                );
+                let weight = (shown.len() + link.len()) as u64;
+                if included + weight > page_max {
+                    downloads.push(named("past what one page includes"));
+                    continue;
+                }
+                included += weight;
+                s.push_str(&shown);
+                downloads.push(link);
             }
             let _ = write!(s, "<p class=\"files\">Files: {}</p></article>", downloads.join(" "));
         }
@@ -175,6 +156,32 @@ fn reports_within(views: &[InstanceView], file_max: u64, page_max: u64) -> Strin
     }
     s.push_str("</section>");
     s
+}
+
+/// A report file as the page shows it: markdown as HTML, figures inline (an SVG only without a
+/// PNG twin), a CSV as a table without a markdown twin, text as itself; other files only by link.
+fn shown(file: &str, ext: &str, bytes: &[u8], has_twin: bool) -> String {
+    let figure =
+        |mime: &str| format!("<figure><img src=\"{}\" alt=\"{}\"></figure>", data_uri(mime, bytes), escape(file));
+    match ext {
+        "md" => markdown::render(&String::from_utf8_lossy(bytes)),
+        "png" => figure("image/png"),
+        "svg" if !has_twin => figure("image/svg+xml"),
+        "csv" if !has_twin => csv_table(&String::from_utf8_lossy(bytes)),
+        "txt" | "json" => format!("<pre>{}</pre>", escape(&String::from_utf8_lossy(bytes))),
+        _ => String::new(),
+    }
+}
+
+/// The media type a report file is downloaded as.
+fn mime(ext: &str) -> &'static str {
+    match ext {
+        "csv" => "text/csv",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "md" => "text/markdown",
+        _ => "text/plain",
+    }
 }
 
 /// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole).
@@ -202,18 +209,27 @@ fn csv_table(text: &str) -> String {
 fn csv_records(text: &str) -> Vec<Vec<String>> {
     let (mut records, mut record, mut cell) = (Vec::new(), Vec::new(), String::new());
     let (mut quoted, mut chars) = (false, text.chars().peekable());
+    // A quote opens a quoted cell only as the cell's first character; elsewhere it is text
+    // (`27" wide`), or one stray quote would swallow the rest of the file.
+    let mut fresh = true;
     while let Some(c) = chars.next() {
+        let was_fresh = std::mem::replace(&mut fresh, false);
         match c {
             '"' if quoted && chars.peek() == Some(&'"') => {
                 chars.next();
                 cell.push('"');
             }
-            '"' => quoted = !quoted,
-            ',' if !quoted => record.push(std::mem::take(&mut cell)),
-            '\r' if !quoted && chars.peek() == Some(&'\n') => {}
+            '"' if quoted => quoted = false,
+            '"' if was_fresh => quoted = true,
+            ',' if !quoted => {
+                record.push(std::mem::take(&mut cell));
+                fresh = true;
+            }
+            '\r' if !quoted && chars.peek() == Some(&'\n') => fresh = was_fresh,
             '\n' if !quoted => {
                 record.push(std::mem::take(&mut cell));
                 records.push(std::mem::take(&mut record));
+                fresh = true;
             }
             c => cell.push(c),
         }
@@ -424,7 +440,7 @@ mod tests {
     #[test]
     fn a_page_includes_report_files_up_to_its_budget() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, n) in [("a.txt", 400), ("b.txt", 400), ("c.txt", 400), ("d.txt", 1500)] {
+        for (name, n) in [("a.txt", 100), ("b.txt", 100), ("c.txt", 100), ("d.txt", 1500)] {
             std::fs::write(dir.path().join(name), format!("{name}{}", "x".repeat(n - 5))).unwrap();
         }
         let view = InstanceView {
@@ -436,10 +452,14 @@ mod tests {
             error: None,
             outputs: vec![("out".into(), Kind::Report, dir.path().to_path_buf())],
         };
-        let html = reports_within(&[view], 1000, 1000);
+        // Each 100-byte file takes about 310 bytes of the page: as text and as a base64 link.
+        let html = reports_within(std::slice::from_ref(&view), 1000, 700);
+        assert!(html.len() < 2000, "{html}");
         assert!(html.contains("<pre>a.txt") && html.contains("<pre>b.txt"), "{html}");
         assert!(!html.contains("<pre>c.txt") && html.contains("c.txt (0.0 MiB, past what one page includes"), "{html}");
         assert!(!html.contains("<pre>d.txt") && html.contains("d.txt (0.0 MiB, too large to include"), "{html}");
+        let roomy = reports_within(&[view], 1000, u64::MAX);
+        assert!(roomy.contains("<pre>c.txt") && !roomy.contains("<pre>d.txt"), "{roomy}");
     }
 
     /// Quoted commas, doubled quotes, line ends inside quotes and CRLF read as the file holds
@@ -450,5 +470,9 @@ mod tests {
         let want = vec![vec!["a", "q,\"uoted"], vec!["two\nlines", "x"], vec!["last", ""]];
         assert_eq!(csv_records(text), want);
         assert_eq!(csv_records("no,end"), vec![vec!["no", "end"]]);
+        // A quote inside an unquoted cell is text, as Python's csv reads it (it swallowed the
+        // rest of the file, found by review).
+        let text = "item,size\r\nmonitor,27\" wide\r\nlaptop,13\r\n";
+        assert_eq!(csv_records(text), vec![vec!["item", "size"], vec!["monitor", "27\" wide"], vec!["laptop", "13"]]);
     }
 }
