@@ -3352,6 +3352,46 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
 }
 
+/// A training batch that cannot fit where it computes is refused by `cfrun run` before anything
+/// runs (it ended in an allocation abort part-way), against this machine's memory for a local
+/// run and the job's `resources.mem` under Slurm; commands that only read the experiment accept
+/// it, as another machine may run it (the check was once made at plan time, so `status` on a
+/// small machine refused an experiment meant for a larger one).
+#[test]
+fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = |size: usize, batch: usize, widths: &str, mem: &str| {
+        format!(
+            "[experiment]\nname = \"bad\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+             size = {size}\ntrain_size = 70000\ntest_size = 40\n\n[stages.net]\nop = \"train\"\n\
+             images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\n{widths}\
+             epochs = 2\nbatch_size = {batch}\n{mem}"
+        )
+    };
+    let file = dir.path().join("batch.toml");
+    std::fs::write(&file, toml(64, 65536, "widths = [4096, 4096, 4096, 4096]\n", "")).unwrap();
+    let cache = dir.path().join("cache");
+    let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--device", "cpu"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("a batch of 65536 examples of 64x64 through `resnet_tiny` keeps at least 18 TB"), "{err}");
+    assert!(err.contains("more than this machine's") && err.contains("batch.toml:19:"), "{err}");
+    assert!(err.contains("help: one example alone keeps") || err.contains("help: use at most"), "{err}");
+    assert!(!cache.exists(), "a refused run created a cache");
+    let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+
+    // Under Slurm the job's memory counts: this batch fits any machine that runs the tests, not
+    // the 1 MiB the job asks for. Refused before sbatch is looked for.
+    std::fs::write(&file, toml(16, 64, "", "\n[stages.net.resources]\nmem = \"1M\"\n")).unwrap();
+    let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--executor", "slurm"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("more than the job's (resources.mem) 1 MB of memory"), "{err}");
+    assert!(err.contains("help: use at most ") && err.contains(" examples per batch there"), "{err}");
+    assert!(!cache.exists(), "a refused run created a cache");
+}
+
 /// `CFRUN_TRAIN_PROFILE=1` logs, per epoch, each phase's issue and wait time per step (the GPU
 /// session's profile where nsys is absent), and changes no artifact; a bad value is refused.
 #[test]

@@ -287,7 +287,13 @@ fn run(
     let driver_location = dev.location();
     crate::graph::preflight::check(&plan, &|inst| {
         let r = resources(inst);
-        r.computes_on(slurm && !r.in_driver, &device_flag, driver_location)
+        let job = slurm && !r.in_driver;
+        let device = r.computes_on(job, &device_flag, driver_location);
+        if job {
+            crate::ops::Site::job(device, r.mem_mb)
+        } else {
+            crate::ops::Site::here(device)
+        }
     })?;
     if slurm {
         exec::slurm::require_sbatch().map_err(Failure::Other)?;

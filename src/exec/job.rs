@@ -289,6 +289,7 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
         axes: spec.axes,
         params: spec.recipe.params.clone(),
         inputs: BTreeMap::new(),
+        fed: Default::default(),
     };
     let resources = super::resources::op_defaults(instance.op.name());
     let (experiment, recipe) = (spec.experiment, spec.recipe);

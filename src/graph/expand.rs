@@ -233,7 +233,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     continue;
                 }
             }
-            let outputs = match instance_facts(stage, &params, &inputs, &instances, &facts) {
+            let (fed, outputs) = match instance_facts(stage, &params, &inputs, &instances, &facts) {
                 Ok(f) => f,
                 Err(e) => {
                     refused.add(&mut errors, exp, stage, &e, &assignment);
@@ -284,6 +284,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 axes: assignment,
                 params,
                 inputs,
+                fed,
             });
             mine.push(idx);
         }
@@ -410,14 +411,14 @@ fn check_gathered(
 }
 
 /// Lets an op check its inputs' facts against each other and its parameters, and say what is
-/// known of its outputs.
+/// known of its outputs; returns the inputs' facts too, kept for the checks against the machine.
 fn instance_facts(
     stage: &ResolvedStage<'_>,
     params: &Json,
     inputs: &BTreeMap<String, Vec<InputRef>>,
     instances: &[Instance],
     facts: &[OutputFacts],
-) -> Result<OutputFacts, ParamError> {
+) -> Result<(InputFacts, OutputFacts), ParamError> {
     let mut known = InputFacts::default();
     for (slot, refs) in inputs {
         for r in refs {
@@ -425,7 +426,8 @@ fn instance_facts(
             known.insert(slot, &instances[up].name, facts[up].get(&r.output).copied().unwrap_or_default());
         }
     }
-    stage.op.facts(params, &known)
+    let outputs = stage.op.facts(params, &known)?;
+    Ok((known, outputs))
 }
 
 fn field_origin(stage: &ResolvedStage<'_>, path: &str) -> Origin {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::ops::Op;
+use crate::ops::{InputFacts, Op};
 
 /// Index of an instance in [`super::Plan::instances`] (topological order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +34,8 @@ pub struct Instance {
     pub params: Json,
     /// Input slot name to the upstream outputs it reads (one, or many for gathering inputs).
     pub inputs: BTreeMap<String, Vec<InputRef>>,
+    /// What the plan knows of those outputs (sizes, classes), for checks against the machine.
+    pub fed: InputFacts,
 }
 
 /// Renders an axis value the way instance names show it (strings without quotes).

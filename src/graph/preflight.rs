@@ -4,19 +4,18 @@
 
 use std::collections::BTreeSet;
 
-use candle_core::DeviceLocation;
-
 use super::{Instance, Plan};
 use crate::config::ConfigError;
+use crate::ops::Site;
 
-/// Every instance's [`crate::ops::Op::preflight`] against the device `device_of` says it will
-/// compute on, each refusal located at its field and said once per stage.
-pub fn check(plan: &Plan, device_of: &dyn Fn(&Instance) -> DeviceLocation) -> Result<(), ConfigError> {
+/// Every instance's [`crate::ops::Op::preflight`] against where `site_of` says it will compute,
+/// each refusal located at its field and said once per stage.
+pub fn check(plan: &Plan, site_of: &dyn Fn(&Instance) -> Site) -> Result<(), ConfigError> {
     let exp = &plan.experiment;
     let mut errors = Vec::new();
     let mut said = BTreeSet::new();
     for inst in &plan.instances {
-        let Err(e) = inst.op.preflight(&inst.params, &device_of(inst)) else { continue };
+        let Err(e) = inst.op.preflight(&inst.params, &inst.fed, &site_of(inst)) else { continue };
         if !said.insert((inst.stage.as_str(), e.message.clone())) {
             continue;
         }

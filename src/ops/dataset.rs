@@ -236,7 +236,7 @@ impl StageKind for Dataset {
         false
     }
 
-    fn preflight(&self, p: &DatasetParams, _device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
+    fn preflight(&self, p: &DatasetParams, _fed: &InputFacts, _site: &crate::ops::Site) -> Result<(), ParamError> {
         p.check_folder()
     }
 

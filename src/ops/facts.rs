@@ -71,7 +71,7 @@ pub struct Fed {
 
 /// The facts of an instance's inputs, by slot, one per output the slot reads; a slot that is
 /// unset or fed by an output of unknown facts reads as [`Facts::default`].
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct InputFacts {
     by_slot: BTreeMap<String, Vec<Fed>>,
 }

@@ -28,6 +28,7 @@ pub mod plot;
 mod pretext;
 pub mod prototype;
 mod random_net;
+pub mod site;
 pub mod table;
 pub mod train;
 pub mod training;
@@ -37,6 +38,7 @@ pub mod weak_tags;
 pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
 pub use facts::{Facts, InputFacts, OutputFacts};
+pub use site::{Memory, Site};
 
 /// An input slot of an op.
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +205,7 @@ pub trait StageKind: Send + Sync + 'static {
         None
     }
     /// See [`Op::preflight`]. Most ops name nothing on the machine and run on any device.
-    fn preflight(&self, _params: &Self::Params, _device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
+    fn preflight(&self, _params: &Self::Params, _fed: &InputFacts, _site: &Site) -> Result<(), ParamError> {
         Ok(())
     }
     /// See [`Op::facts`]. The default knows nothing of its outputs and checks nothing.
@@ -264,10 +266,11 @@ pub trait Op: Send + Sync {
     /// before anything runs.
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError>;
     /// Checks against the machine a run starts on (a folder the parameters name, arithmetic the
-    /// device the instance will compute on lacks), made by `cfrun run` before anything runs.
-    /// Commands that only read an experiment (`status`, `report`, `gc`) skip them, so that a
-    /// folder moved since, or another machine, does not lock them out.
-    fn preflight(&self, params: &Json, device: &candle_core::DeviceLocation) -> Result<(), ParamError>;
+    /// device the instance will compute on lacks, memory a batch needs), made by `cfrun run`
+    /// before anything runs; `fed` is what the plan knows of the instance's inputs. Commands that
+    /// only read an experiment (`status`, `report`, `gc`) skip them, so that a folder moved
+    /// since, or another machine, does not lock them out.
+    fn preflight(&self, params: &Json, fed: &InputFacts, site: &Site) -> Result<(), ParamError>;
     /// The kind of output `name` of a stage with these (raw or canonical) parameters. Ops with a
     /// fixed signature look in their spec; `command` reads the outputs its stage declares.
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind>;
@@ -354,8 +357,8 @@ impl<T: StageKind> Op for T {
     fn facts(&self, params: &Json, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         StageKind::facts(self, &params::parse(params)?, inputs)
     }
-    fn preflight(&self, params: &Json, device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
-        StageKind::preflight(self, &params::parse(params)?, device)
+    fn preflight(&self, params: &Json, fed: &InputFacts, site: &Site) -> Result<(), ParamError> {
+        StageKind::preflight(self, &params::parse(params)?, fed, site)
     }
     fn output_kind(&self, params: &Json, name: &str) -> Option<Kind> {
         StageKind::output_kind(self, params, name)

@@ -188,11 +188,15 @@ impl StageKind for Pretext {
         Ok(())
     }
 
-    fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+    fn preflight(&self, p: &PretextParams, fed: &InputFacts, site: &crate::ops::Site) -> Result<(), ParamError> {
         // Jigsaw trains a trunk on tiles, not the preset on whole images: not estimated here.
         if p.task == Task::Rotnet {
-            p.net.check_batch_memory(inputs, p.optim.batch_size, 4, None, 4)?;
+            p.net.check_batch_memory(fed, site, p.optim.batch_size, 4, None, 4)?;
         }
+        Ok(())
+    }
+
+    fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let model = p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4));
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }

@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use super::facts::{self, InputFacts, OutputFacts};
 use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, TRAINING_IMAGES};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, Site, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
 use crate::config::params::{self, ParamError, Params};
@@ -198,8 +198,8 @@ impl StageKind for Train {
         p.optim.work_estimate()
     }
 
-    fn preflight(&self, p: &TrainParams, device: &candle_core::DeviceLocation) -> Result<(), ParamError> {
-        if p.precision == Precision::Bf16 && matches!(device, candle_core::DeviceLocation::Cpu) {
+    fn preflight(&self, p: &TrainParams, fed: &InputFacts, site: &Site) -> Result<(), ParamError> {
+        if p.precision == Precision::Bf16 && matches!(site.device, candle_core::DeviceLocation::Cpu) {
             return Err(ParamError::field(
                 "precision",
                 nn::run_config::BF16_ON_CPU,
@@ -210,7 +210,8 @@ impl StageKind for Train {
                 ),
             ));
         }
-        Ok(())
+        let bytes = p.precision.dtype().size_in_bytes() as u64;
+        p.net.check_batch_memory(fed, site, p.optim.batch_size, 1, p.clip_frames, bytes)
     }
 
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
@@ -240,8 +241,6 @@ impl StageKind for Train {
             ));
         }
         facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
-        let bytes = p.precision.dtype().size_in_bytes() as u64;
-        p.net.check_batch_memory(inputs, p.optim.batch_size, 1, p.clip_frames, bytes)?;
         if let (Some(t), Some(l)) = (teacher.classes, labels.classes) {
             if t != l {
                 return Err(ParamError::field(
@@ -303,7 +302,7 @@ impl StageKind for Train {
             )));
         }
         // Again here, as `cfrun run` did before anything ran: a cluster job may land on a CPU node.
-        StageKind::preflight(self, &p, &ctx.device.location())
+        StageKind::preflight(self, &p, &InputFacts::default(), &Site::device(ctx.device.location()))
             .map_err(|e| OpError::Invalid(format!("{}; {}", e.message, e.help.unwrap_or_default())))?;
         let mut cfg = p.optim.train_config(arch, augment, p.seed, (&p.milestones, p.gamma));
         cfg.precision = p.precision;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts};
-use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, StageCtx, StageProgress};
+use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, Site, StageCtx, StageProgress};
 use crate::cache::checkpoint;
 use crate::config::limits;
 use crate::config::params::{field_names, ParamError};
@@ -95,18 +95,21 @@ impl NetParams {
     }
 
     /// Refuses a batch whose convolutions' outputs alone, kept for the backward pass, exceed
-    /// this machine's memory: such a run ends in an allocation abort part-way. A lower bound
-    /// (batch norm and ReLU keep about as much again, im2col more), so it never refuses a batch
-    /// that fits. `per_row` examples are made from each training image (4 rotations for RotNet);
-    /// `frames` is what a clip is cut to, `bytes` the size of one activation value.
+    /// the host memory of where it computes (`site`; nothing is checked where that is unknown
+    /// or the tensors live on a GPU): such a run ends in an allocation abort part-way. A lower
+    /// bound (batch norm and ReLU keep about as much again, im2col more), so it never refuses a
+    /// batch that fits. `per_row` examples are made from each training image (4 rotations for
+    /// RotNet); `frames` is what a clip is cut to, `bytes` the size of one activation value.
     pub fn check_batch_memory(
         &self,
         inputs: &InputFacts,
+        site: &Site,
         batch_size: usize,
         per_row: usize,
         frames: Option<usize>,
         bytes: u64,
     ) -> Result<(), ParamError> {
+        let Some(memory) = &site.memory else { return Ok(()) };
         let images = inputs.get("images");
         let (Some([rows, _]), Some(channels), Some([h, w])) = (images.rows, images.channels, images.side) else {
             return Ok(());
@@ -114,20 +117,33 @@ impl NetParams {
         let Ok(arch) = self.arch(channels, 2) else { return Ok(()) };
         let each = arch.conv_outputs(frames.or(images.frames).unwrap_or(1), h, w).saturating_mul(bytes).max(1);
         let batch = batch_size.min(rows.saturating_mul(per_row)).max(1) as u64;
-        let (need, have) = (each.saturating_mul(batch), limits::machine_memory());
+        let t = frames.or(images.frames).unwrap_or(1);
+        let (need, have) = (each.saturating_mul(batch), memory.bytes);
         if need <= have {
             return Ok(());
         }
+        let example = if t > 1 { format!("{t}x{h}x{w}") } else { format!("{h}x{w}") };
+        let help = if each > have {
+            // Not even one example fits: a smaller batch cannot help.
+            format!(
+                "one example alone keeps {}: use a narrower or shallower network{}",
+                limits::human_bytes(each),
+                if t > 1 { ", or fewer frames (clip_frames)" } else { "" }
+            )
+        } else {
+            format!("use at most {} examples per batch there", have / each)
+        };
         Err(ParamError::field(
             "batch_size",
             format!(
-                "a batch of {batch} examples of {h}x{w} through `{}` keeps at least {} of activations for the \
-                 backward pass, more than this machine's {} of memory",
+                "a batch of {batch} examples of {example} through `{}` keeps at least {} of activations for the \
+                 backward pass, more than {} {} of memory",
                 self.arch,
                 limits::human_bytes(need),
+                memory.whose,
                 limits::human_bytes(have)
             ),
-            Some(format!("use at most {} examples per batch here", (have / each).max(1))),
+            Some(help),
         ))
     }
 
