@@ -157,6 +157,20 @@ impl StageKind for Extract {
                 Some("leave `clips_per_video` at 1 for images".into()),
             ));
         }
+        if let (Some(len), Some(frames)) = (p.clip_frames, inputs.get("images").frames) {
+            // A crop of every frame has one place to start: each crop is the whole clip, the
+            // features of `clips_per_video = 1` under another key.
+            if frames > 1 && len >= frames && p.clips_per_video > 1 {
+                return Err(ParamError::field(
+                    "clips_per_video",
+                    format!(
+                        "`clips_per_video` is {}, but crops of {len} frames from clips of {frames} are each the whole clip",
+                        p.clips_per_video
+                    ),
+                    Some(format!("set `clip_frames` below {frames}, or leave `clips_per_video` at 1")),
+                ));
+            }
+        }
         facts::model_fits_images(inputs, "model", "images", p.clip_frames)?;
         Ok(OutputFacts::from([("features".to_string(), Facts::rows(inputs.get("images").rows))]))
     }
