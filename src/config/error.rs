@@ -171,9 +171,15 @@ pub fn printable_cut(text: &str, max_chars: usize) -> String {
     out
 }
 
-/// Control characters, and those that reorder the text around them on a terminal or a page.
+/// Control characters, those that reorder the text around them on a terminal or a page (the
+/// Arabic letter mark among them), and the line and paragraph separators, which break a line
+/// where a reader sees none.
 pub(crate) fn unsafe_to_print(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// The lines around `span` (one before, the span's, one after) with the span moved to match,

@@ -474,7 +474,13 @@ mod tests {
         let crlf = with("\"\"\"one\ntwo\"\"\"").replace('\n', "\r\n");
         assert!(parse(&crlf).is_ok_and(|e| e.description == "one\r\ntwo"), "{:?}", parse(&crlf).err());
         assert!(parse(&with("\"\"\"one\n\ttwo\"\"\"")).is_ok());
-        for bad in ["\"a \\u0007 bell\"", "\"an \\u001b[31m escape\"", "\"a \\u202e reversal\""] {
+        for bad in [
+            "\"a \\u0007 bell\"",
+            "\"an \\u001b[31m escape\"",
+            "\"a \\u202e reversal\"",
+            "\"an \\u061c arabic letter mark\"",
+            "\"a \\u2028 line separator\"",
+        ] {
             let err = parse(&with(bad)).unwrap_err().to_string();
             assert!(err.contains("experiment.description contains a control character"), "{bad}: {err}");
         }
