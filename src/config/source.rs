@@ -111,19 +111,62 @@ pub fn parse_document(file: &SourceFile) -> Result<BTreeMap<String, Entry>, Conf
 }
 
 /// The line whose key has the most dotted parts: where the parser gives up on a key nested past
-/// its recursion limit, an error it raises without a span (it would point at line 1).
+/// its recursion limit, an error it raises without a span (it would point at line 1). Keys are
+/// looked for anywhere on a line (an inline table's too), never in strings or comments.
 fn deepest_key_line(text: &str) -> std::ops::Range<usize> {
     let mut best = (1, 0..0);
     let mut start = 0;
     for line in text.split_inclusive('\n') {
-        let key = line.split('=').next().unwrap_or("");
-        let parts = key.split('.').count();
+        let parts = most_dotted_parts(line);
         if parts > best.0 {
             best = (parts, start..start + line.trim_end().len());
         }
         start += line.len();
     }
     best.1
+}
+
+/// The most dot-separated parts of one bare run of key characters on `line`, outside strings
+/// and comments.
+fn most_dotted_parts(line: &str) -> usize {
+    let (mut most, mut parts, mut in_run) = (0, 0, false);
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' && q == '"' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+                continue;
+            }
+            None if c == '#' => break,
+            None if c == '"' || c == '\'' => {
+                quote = Some(c);
+                // A quoted part of a dotted key (`a."b".c`) continues the run.
+                continue;
+            }
+            None => {}
+        }
+        if c == '.' {
+            parts += 1;
+            in_run = true;
+        } else if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            if !in_run {
+                parts = 1;
+                in_run = true;
+            }
+        } else if !c.is_whitespace() {
+            in_run = false;
+        }
+        most = most.max(parts);
+        if !in_run {
+            parts = 0;
+        }
+    }
+    most
 }
 
 /// Parses one TOML value written on the command line (`--set stages.k.k=50`).
@@ -216,4 +259,22 @@ fn convert_value(file: &SourceFile, key: &str, v: &toml::Spanned<DeValue<'_>>) -
         DeValue::Table(t) => NodeValue::Table(convert_table(file, key, &t.clone())?),
     };
     Ok(Node { value, origin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{deepest_key_line, most_dotted_parts};
+
+    /// The deepest key is found in an inline table too, and dots in comments and strings do not
+    /// count (a review's comment line `see docs.example.com/a.b.c` won over the key below it).
+    #[test]
+    fn the_deepest_key_is_found_outside_strings_and_comments() {
+        let deep = format!("x = {{{} = 1}}", vec!["a"; 200].join("."));
+        let text = format!("# see docs.example.com/a.b.c.d.e.f for help\nurl = \"a.b.c.d.e.f.g.h\"\n{deep}\ny = 1.5\n");
+        let line = &text[deepest_key_line(&text)];
+        assert_eq!(line, deep);
+        assert_eq!(most_dotted_parts("a.\"b.c.d\".e = 1"), 3);
+        assert_eq!(most_dotted_parts("k = 'a.b.c' # x.y.z.w"), 1);
+        assert_eq!(most_dotted_parts("a . b . c = 1"), 3);
+    }
 }
