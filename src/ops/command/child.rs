@@ -191,28 +191,48 @@ fn pipe_inode(fd: &impl AsRawFd) -> Option<u64> {
 /// descendants can: cfrun made the pipes for it and keeps only their reading ends (which a child
 /// it is starting may hold for an instant between fork and exec: those are left alone).
 fn pipe_holders(pipes: &[u64]) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| holds_writing_end(pid, pipes))
+        .collect()
+}
+
+/// Whether process `pid` holds the writing end of any of `pipes`.
+fn holds_writing_end(pid: i32, pipes: &[u64]) -> bool {
     let names: Vec<String> = pipes.iter().map(|i| format!("pipe:[{i}]")).collect();
-    let writes = |pid: i32, fd: &std::ffi::OsStr| {
+    let writes = |fd: &std::ffi::OsStr| {
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).unwrap_or_default();
         let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).map(str::trim);
         flags
             .and_then(|f| u32::from_str_radix(f, 8).ok())
             .is_some_and(|f| f & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32)
     };
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| {
-                    let held =
-                        std::fs::read_link(fd.path()).is_ok_and(|l| names.iter().any(|n| l.as_os_str() == n.as_str()));
-                    held && writes(pid, &fd.file_name())
-                })
-            })
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            let held = std::fs::read_link(fd.path()).is_ok_and(|l| names.iter().any(|n| l.as_os_str() == n.as_str()));
+            held && writes(&fd.file_name())
         })
-        .collect()
+    })
+}
+
+/// Kills `pid` if it still holds the writing end of one of `pipes`, through a pidfd opened
+/// before that look: the signal reaches the process that was looked at, or none, never another
+/// that took its pid after it ended. Whether it was signalled.
+fn kill_holder(pid: i32, pipes: &[u64]) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as libc::c_int;
+    let signalled = holds_writing_end(pid, pipes)
+        // SAFETY: sends a signal through the descriptor opened above, with no info struct.
+        && unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) } == 0;
+    // SAFETY: closes the descriptor opened above, used nowhere else.
+    unsafe { libc::close(fd) };
+    signalled
 }
 
 impl Drain {
@@ -250,11 +270,8 @@ impl Drain {
             open -= 1;
         }
         if open > 0 {
-            let holders = pipe_holders(&self.pipes);
-            for &pid in &holders {
-                // SAFETY: only sends a signal, to a process holding a pipe made for this command.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            let holders: Vec<i32> =
+                pipe_holders(&self.pipes).into_iter().filter(|&pid| kill_holder(pid, &self.pipes)).collect();
             let grace = Instant::now() + PIPE_GRACE;
             while open > 0 && self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok() {
                 open -= 1;
