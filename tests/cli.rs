@@ -556,6 +556,39 @@ fn a_key_record_failing_its_seal_costs_nothing_below_it_at_gc() {
     }
 }
 
+/// A key record truncated or deleted by hand hides the keys below it: `gc` keeps them by the
+/// recipe last completed under each name (it removed every intact result below such a record,
+/// 17 below one network in an audit), and the next run recomputes only that instance. Only the
+/// damaged instance's own object may go: no record points at it any more.
+#[test]
+fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
+    for damage in ["truncated", "deleted"] {
+        let cache = tempfile::tempdir().unwrap();
+        let file = fixture("train_tiny.toml");
+        run_json(cache.path(), &file, &[]);
+        let before = objects(cache.path());
+        let key = key_file(cache.path(), "model");
+        let object = {
+            let record: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+            record["object"].as_str().unwrap().trim_start_matches("blake3:").to_string()
+        };
+        if damage == "truncated" {
+            let bytes = std::fs::read(&key).unwrap();
+            std::fs::write(&key, &bytes[..50]).unwrap();
+        } else {
+            std::fs::remove_file(&key).unwrap();
+        }
+        let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let removed: Vec<&str> = v["objects"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(removed.iter().all(|o| o.contains(&object)), "{damage}: removed more than the model's object: {v}");
+        let rerun = run_json(cache.path(), &file, &[]);
+        assert_eq!(ran(&rerun), set(&["model"]), "{damage}: only the instance whose record is damaged reruns");
+        assert_eq!(objects(cache.path()), before, "{damage}");
+    }
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

@@ -130,12 +130,17 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
 /// its key promised, and a rebuild gives those bytes again, so what hangs below it keeps its
 /// keys; so does what hangs below an evicted one ([`Store::evicted`]) whose rebuild has not
 /// finished. This is what `gc` keeps, where a checked walk would drop a damaged result's intact
-/// descendants.
+/// descendants. Below a record that is unreadable, missing or set aside beyond use, where an
+/// instance's key cannot be worked out, the key last completed under its name is kept when its
+/// recipe agrees with the plan on all that is known ([`last_key_under_name`]).
 pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
     let mut records: Vec<Option<KeyRecord>> = Vec::with_capacity(plan.instances.len());
     let mut keys = BTreeMap::new();
     for inst in &plan.instances {
-        let key = recipe_for(plan, inst, &records).ok().map(|r| r.key());
+        let key = match recipe_for(plan, inst, &records) {
+            Ok(r) => Some(r.key()),
+            Err(_) => last_key_under_name(plan, store, inst, &records),
+        };
         let record = key.and_then(|k| store.lookup(&k));
         if let Some(k) = key {
             keys.insert(k, record.is_some());
@@ -143,6 +148,38 @@ pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
         records.push(record.or_else(|| key.and_then(|k| store.evicted(&k).or_else(|| store.filed(&k)))));
     }
     keys
+}
+
+/// The key last completed under `inst`'s name, if its recipe is the plan's in every part the
+/// plan still knows: the same op, version and parameters, and the same digest for each input
+/// whose record is readable. An input whose record was damaged (a truncated file, one deleted
+/// by hand) hides the keys below it; their results are intact, and its rebuild (deterministic)
+/// gives the same digests, so `gc` keeps them rather than throwing away finished work.
+fn last_key_under_name(
+    plan: &Plan,
+    store: &Store,
+    inst: &Instance,
+    records: &[Option<KeyRecord>],
+) -> Option<RecipeKey> {
+    let last = store.name_record(&plan.experiment.name, &inst.name)?;
+    let r = &last.recipe;
+    let same_inputs = r.inputs.len() == inst.inputs.len()
+        && inst.inputs.iter().all(|(slot, refs)| {
+            r.inputs.get(slot).is_some_and(|digests| {
+                digests.len() == refs.len()
+                    && refs.iter().zip(digests).all(|(re, d)| {
+                        let known = records[re.instance.0].as_ref().and_then(|rec| rec.outputs.get(&re.output));
+                        known.is_none_or(|k| *k == d.digest)
+                    })
+            })
+        });
+    let agrees = r.key() == last.key
+        && r.format == crate::cache::key::RECIPE_FORMAT
+        && r.op == inst.op.name()
+        && r.version == inst.op.version()
+        && r.params == inst.params
+        && same_inputs;
+    agrees.then_some(last.key)
 }
 
 /// Instance indices grouped by depth in the graph: an instance's wave follows all its inputs'
