@@ -556,13 +556,14 @@ fn a_key_record_failing_its_seal_costs_nothing_below_it_at_gc() {
     }
 }
 
-/// A key record truncated or deleted by hand hides the keys below it: `gc` keeps them by the
-/// recipe last completed under each name (it removed every intact result below such a record,
-/// 17 below one network in an audit), and the next run recomputes only that instance. Only the
-/// damaged instance's own object may go: no record points at it any more.
+/// A key record truncated, deleted or replaced by a folder by hand hides the keys below it:
+/// `gc` keeps them by the recipe last completed under each name (it removed every intact result
+/// below such a record, 17 below one network in an audit), and the next run recomputes only that
+/// instance (a folder in the record's place made every run fail with "Is a directory"). Only
+/// the damaged instance's own object may go: no record points at it any more.
 #[test]
 fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
-    for damage in ["truncated", "deleted"] {
+    for damage in ["truncated", "deleted", "a folder"] {
         let cache = tempfile::tempdir().unwrap();
         let file = fixture("train_tiny.toml");
         run_json(cache.path(), &file, &[]);
@@ -577,6 +578,9 @@ fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
             std::fs::write(&key, &bytes[..50]).unwrap();
         } else {
             std::fs::remove_file(&key).unwrap();
+        }
+        if damage == "a folder" {
+            std::fs::create_dir_all(key.join("inside")).unwrap();
         }
         let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "{}", stderr(&out));

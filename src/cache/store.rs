@@ -332,9 +332,27 @@ impl Store {
             provenance,
         };
         let path = self.key_path(&key);
+        self.clear_folder_at(&path).map_err(CacheError::io(&path))?;
         write_atomic(&path, &serde_json::to_vec_pretty(&record).expect("plain data")).map_err(CacheError::io(&path))?;
         let _ = fs::remove_file(self.evicted_path(&key));
         Ok(record)
+    }
+
+    /// Removes a folder standing where a record file goes (made by hand: nothing of cfrun's is
+    /// one), moved into `tmp/` first so that it never stands half-removed under the record's
+    /// name. A rename onto it would fail with "Is a directory" on every run, and only a person
+    /// could clear it. Anything else at `path` is left to the atomic rename to replace. Whether
+    /// there was one.
+    fn clear_folder_at(&self, path: &Path) -> std::io::Result<bool> {
+        if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Ok(false);
+        }
+        let aside = tempfile::Builder::new().prefix("damaged-").tempdir_in(self.root.join("tmp"))?.keep();
+        let moved = aside.join("record");
+        fs::rename(path, &moved)?;
+        tracing::warn!("removed a folder that stood where the record {} goes", path.display());
+        fs::remove_dir_all(&aside)?;
+        Ok(true)
     }
 
     /// Moves a staged object to `target`, or keeps an intact copy already there. Another
@@ -443,8 +461,10 @@ impl Store {
 
     /// Removes a key's record, published or evicted.
     pub fn remove_key(&self, key: &RecipeKey) -> std::io::Result<()> {
+        let folders = self.clear_folder_at(&self.key_path(key))? | self.clear_folder_at(&self.evicted_path(key))?;
         let removed = [self.key_path(key), self.evicted_path(key)].map(fs::remove_file);
         match removed {
+            _ if folders => Ok(()),
             [Ok(()), _] | [_, Ok(())] => Ok(()),
             [Err(e), _] if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             [_, Err(e)] => Err(e),
