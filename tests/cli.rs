@@ -593,6 +593,35 @@ fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
     }
 }
 
+/// A run whose stderr and stdout close early (`cfrun run FILE 2>&1 | head -2`) finishes every
+/// instance: it was killed by SIGPIPE at its next log line, and with SIGPIPE ignored the log
+/// layer's own report of the failed write panicked. Only the closing summary may end on the
+/// broken pipe, after everything is cached.
+#[test]
+fn a_run_whose_output_is_closed_early_still_finishes() {
+    use std::io::BufRead;
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["run", file.to_str().unwrap(), "--cache"])
+        .arg(cache.path())
+        .env("CFRUN_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(first.contains("running"), "{first}");
+    assert_ne!(status.code(), Some(101), "cfrun panicked");
+    let out = cfrun(cache.path(), &["status", file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = v["instances"].as_array().unwrap().iter().filter_map(|i| i["state"].as_str()).collect();
+    assert!(!states.is_empty() && states.iter().all(|s| *s == "cached"), "{status}: {v}");
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

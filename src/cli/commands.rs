@@ -253,6 +253,27 @@ fn report_for_terminal(path: &Path) -> Option<String> {
     Some(shown)
 }
 
+/// While instances run, a write to a closed stdout or stderr (`cfrun run FILE 2>&1 | head`)
+/// fails quietly instead of ending the process with SIGPIPE part-way through a study: the log
+/// lines are lost, the results are not. Children get the default back from `std::process`.
+/// Afterwards the summary ends quietly on a closed pipe again, like other Unix tools.
+struct BrokenPipesFailQuietly;
+
+impl BrokenPipesFailQuietly {
+    fn while_running() -> BrokenPipesFailQuietly {
+        // SAFETY: sets the disposition of one signal; no handler runs Rust code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        BrokenPipesFailQuietly
+    }
+}
+
+impl Drop for BrokenPipesFailQuietly {
+    fn drop(&mut self) {
+        // SAFETY: as above, back to the default `main` set.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+}
+
 fn run(
     file: &Path,
     g: &Global,
@@ -310,7 +331,10 @@ fn run(
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
     let jobs = jobs.unwrap_or_else(|| default_jobs(driver_choice));
     let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
-    let summary = exec::run(&plan, &store, &opts).map_err(Failure::runtime)?;
+    let summary = {
+        let _pipes = BrokenPipesFailQuietly::while_running();
+        exec::run(&plan, &store, &opts).map_err(Failure::runtime)?
+    };
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;

@@ -18,6 +18,9 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
         .with_target(false)
         .with_ansi(terminal)
         .with_writer(BarWriter(bars.clone()))
+        // A log line that cannot be written (stderr closed under a running study) is dropped:
+        // reporting it would be one more write to stderr, which panics where this one failed.
+        .log_internal_errors(false)
         .try_init();
     bars
 }
