@@ -622,6 +622,27 @@ fn a_run_whose_output_is_closed_early_still_finishes() {
     assert!(!states.is_empty() && states.iter().all(|s| *s == "cached"), "{status}: {v}");
 }
 
+/// A write past the file size limit (`ulimit -f`) fails the instance with "File too large"
+/// instead of SIGXFSZ killing the run without a word (exit 153, found by an audit); the cache
+/// stays sound and a run without the limit completes it.
+#[test]
+fn a_file_size_limit_fails_the_instance_with_a_message() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    let script = format!(
+        "ulimit -f 16; exec '{}' run '{}' --cache '{}'",
+        env!("CARGO_BIN_EXE_cfrun"),
+        file.display(),
+        cache.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large") && !err.contains("panicked"), "{err}");
+    let rerun = run_json(cache.path(), &file, &[]);
+    assert!(rerun.values().all(|o| o == "ran" || o == "cached"), "{rerun:?}");
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

@@ -254,23 +254,29 @@ fn report_for_terminal(path: &Path) -> Option<String> {
 }
 
 /// While instances run, a write to a closed stdout or stderr (`cfrun run FILE 2>&1 | head`)
-/// fails quietly instead of ending the process with SIGPIPE part-way through a study: the log
-/// lines are lost, the results are not. Children get the default back from `std::process`.
-/// Afterwards the summary ends quietly on a closed pipe again, like other Unix tools.
-struct BrokenPipesFailQuietly;
+/// fails quietly instead of ending the process with SIGPIPE part-way through a study (the log
+/// lines are lost, the results are not), and a write past the file size limit (`ulimit -f`)
+/// fails with "File too large" naming the file instead of SIGXFSZ killing the run without a
+/// word. Commands get both defaults back (`std::process` restores SIGPIPE; the command stage
+/// SIGXFSZ). Afterwards the summary ends quietly on a closed pipe again, like other Unix tools.
+struct SignalsFailWrites;
 
-impl BrokenPipesFailQuietly {
-    fn while_running() -> BrokenPipesFailQuietly {
-        // SAFETY: sets the disposition of one signal; no handler runs Rust code.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        BrokenPipesFailQuietly
+impl SignalsFailWrites {
+    fn while_running() -> SignalsFailWrites {
+        for signal in [libc::SIGPIPE, libc::SIGXFSZ] {
+            // SAFETY: sets the disposition of one signal; no handler runs Rust code.
+            unsafe { libc::signal(signal, libc::SIG_IGN) };
+        }
+        SignalsFailWrites
     }
 }
 
-impl Drop for BrokenPipesFailQuietly {
+impl Drop for SignalsFailWrites {
     fn drop(&mut self) {
-        // SAFETY: as above, back to the default `main` set.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        for signal in [libc::SIGPIPE, libc::SIGXFSZ] {
+            // SAFETY: as above, back to the defaults `main` set.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
     }
 }
 
@@ -332,7 +338,7 @@ fn run(
     let jobs = jobs.unwrap_or_else(|| default_jobs(driver_choice));
     let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
     let summary = {
-        let _pipes = BrokenPipesFailQuietly::while_running();
+        let _signals = SignalsFailWrites::while_running();
         exec::run(&plan, &store, &opts).map_err(Failure::runtime)?
     };
     let reports = &summary.reports;

@@ -72,6 +72,8 @@ fn command(argv: &[String], cwd: &Path) -> Command {
             unsafe {
                 cmd.pre_exec(|| {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // cfrun ignores it while a run goes on; the command gets the default back.
+                    libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
                     Ok(())
                 });
             }

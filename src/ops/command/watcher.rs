@@ -128,6 +128,8 @@ fn watch(argv: &[OsString]) -> i32 {
         cmd.pre_exec(move || {
             // Killed with the watcher even if the watcher itself is killed outright.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // cfrun ignores it while a run goes on; the command gets the default back.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             if libc::getppid() as u32 != me {
                 libc::_exit(STOPPED);
             }
