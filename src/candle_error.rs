@@ -21,10 +21,46 @@ impl fmt::Display for Brief<'_> {
     }
 }
 
+/// The file system's error inside a candle error, if it is one (a full disk, a file size limit,
+/// wrapped by candle or by the safetensors writer): so that a failed write can be said with
+/// its file, as every other write is.
+pub fn io_error(e: &Error) -> Option<std::io::Error> {
+    let copy = |io: &std::io::Error| {
+        io.raw_os_error()
+            .map_or_else(|| std::io::Error::new(io.kind(), io.to_string()), std::io::Error::from_raw_os_error)
+    };
+    match e {
+        // candle's own wrappers name no source, and its `Io` is transparent: its source is the
+        // inner error's source, not the inner error.
+        Error::WithBacktrace { inner, .. } | Error::Context { inner, .. } | Error::WithPath { inner, .. } => {
+            return io_error(inner);
+        }
+        Error::Io(io) => return Some(copy(io)),
+        _ => {}
+    }
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(copy(io));
+        }
+        at = err.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::backtrace::Backtrace;
+
+    /// The OS error of a failed write is found however candle wraps it; other errors have none.
+    #[test]
+    fn the_file_systems_error_is_found_inside() {
+        let full = Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(io_error(&full).and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+        assert_eq!(io_error(&traced(full)).and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+        assert!(io_error(&Error::Msg("shape mismatch".into())).is_none());
+    }
 
     fn traced(e: Error) -> Error {
         Error::WithBacktrace { inner: Box::new(e), backtrace: Box::new(Backtrace::force_capture()) }

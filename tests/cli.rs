@@ -638,7 +638,7 @@ fn a_file_size_limit_fails_the_instance_with_a_message() {
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("File too large") && !err.contains("panicked"), "{err}");
+    assert!(err.contains("images.safetensors: File too large") && !err.contains("panicked"), "{err}");
     let rerun = run_json(cache.path(), &file, &[]);
     assert!(rerun.values().all(|o| o == "ran" || o == "cached"), "{rerun:?}");
 }

@@ -11,7 +11,10 @@ use super::ArtifactError;
 /// Writes tensors to `path` in safetensors format.
 pub fn save(path: &Path, tensors: Vec<(&str, Tensor)>) -> Result<(), ArtifactError> {
     let map: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    candle_core::safetensors::save(&map, path).map_err(ArtifactError::from)
+    candle_core::safetensors::save(&map, path).map_err(|e| match crate::candle_error::io_error(&e) {
+        Some(source) => ArtifactError::Io { context: format!("writing {}", path.display()), source },
+        None => ArtifactError::Tensor(e),
+    })
 }
 
 /// Reads every tensor of a safetensors file onto the CPU.

@@ -151,9 +151,17 @@ pub(crate) fn varmap_from(
     Ok(vm)
 }
 
+/// A failed write said with its file when it is the file system's (a full disk, a size limit).
+fn with_path(e: candle_core::Error, path: &Path) -> NnError {
+    match crate::candle_error::io_error(&e) {
+        Some(source) => NnError::Io { path: path.to_path_buf(), source },
+        None => NnError::Candle(e),
+    }
+}
+
 /// Writes a model: `path` (safetensors, var names as keys) and its `.json` side file.
 pub fn save_model(path: &Path, weights: &VarMap, arch: &Arch, norm: &Normalization) -> Result<(), NnError> {
-    weights.save(path)?;
+    weights.save(path).map_err(|e| with_path(e, path))?;
     let meta = ModelMeta { format: MODEL_FORMAT.into(), version: VERSION, arch: arch.clone(), norm: norm.clone() };
     write_json(&json_path(path), &meta)
 }
@@ -178,7 +186,7 @@ impl TrainState {
         for (k, t) in &self.momentum {
             tensors.insert(format!("momentum.{k}"), t.clone());
         }
-        candle_core::safetensors::save(&tensors, path)?;
+        candle_core::safetensors::save(&tensors, path).map_err(|e| with_path(e, path))?;
         let meta = StateMeta {
             format: STATE_FORMAT.into(),
             version: VERSION,

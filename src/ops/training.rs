@@ -363,7 +363,7 @@ impl TrainObserver for Checkpointer<'_> {
                 stats.lr
             )));
         }
-        let io = |e: std::io::Error| nn::NnError::invalid(format!("checkpoint in {}: {e}", self.dir.display()));
+        let io = |source: std::io::Error| nn::NnError::Io { path: self.dir.to_path_buf(), source };
         let scratch = checkpoint::scratch(self.dir).map_err(io)?;
         state.save(&scratch.path().join("state.safetensors"))?;
         std::fs::write(scratch.path().join(DEVICE_FILE), device_kind(self.device)).map_err(io)?;
