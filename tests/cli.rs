@@ -3448,9 +3448,10 @@ fn bf16_training_is_refused_on_the_cpu_before_anything_runs() {
 fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let toml = |size: usize, batch: usize, widths: &str, mem: &str| {
+        let train = if batch > 10_000 { 70_000 } else { 2_000 };
         format!(
             "[experiment]\nname = \"bad\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-             size = {size}\ntrain_size = 70000\ntest_size = 40\n\n[stages.net]\nop = \"train\"\n\
+             size = {size}\ntrain_size = {train}\ntest_size = 40\n\n[stages.net]\nop = \"train\"\n\
              images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\n{widths}\
              epochs = 2\nbatch_size = {batch}\n{mem}"
         )
@@ -3477,6 +3478,16 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
     assert!(err.contains("more than the job's (resources.mem) 1 MB of memory"), "{err}");
     assert!(err.contains("help: use at most ") && err.contains(" examples per batch there"), "{err}");
     assert!(!cache.exists(), "a refused run created a cache");
+
+    // `cfrun exec FILE INSTANCE` (a job started by hand) checks the same before it trains: its
+    // 2,000 examples of 16x16 through 4096-wide layers keep tens of GB.
+    std::fs::write(&file, toml(16, 2_000, "widths = [4096, 4096, 4096, 4096]\n", "")).unwrap();
+    let shapes = cfrun(&cache, &["exec", file.to_str().unwrap(), "shapes", "--device", "cpu"]);
+    assert!(shapes.status.success(), "{}", stderr(&shapes));
+    let out = cfrun(&cache, &["exec", file.to_str().unwrap(), "net", "--device", "cpu"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("a batch of 2000 examples of 16x16") && err.contains("more than this machine's"), "{err}");
 }
 
 /// `CFRUN_TRAIN_PROFILE=1` logs, per epoch, each phase's issue and wait time per step (the GPU

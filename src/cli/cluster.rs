@@ -134,6 +134,12 @@ pub fn exec(
         None => (load_job(&store, target).map_err(|e| Failure::Other(e.to_string()))?, None),
     };
     let (device, device_name) = device::open(choice).map_err(Failure::runtime)?;
+    if let Some(plan) = &plan {
+        // As `cfrun run` checks before anything runs, against this process's device and memory
+        // (a job read from a key was checked by the driver that wrote it).
+        let site = crate::ops::Site::here(device.location());
+        crate::graph::preflight::check_instance(plan, &job.instance.name, &site)?;
+    }
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
     match run_on_pool(&env, || compute_guarded(&env, &job)) {
         Ok((record, outcome)) => {

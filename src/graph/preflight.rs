@@ -11,10 +11,23 @@ use crate::ops::Site;
 /// Every instance's [`crate::ops::Op::preflight`] against where `site_of` says it will compute,
 /// each refusal located at its field and said once per stage.
 pub fn check(plan: &Plan, site_of: &dyn Fn(&Instance) -> Site) -> Result<(), ConfigError> {
+    check_these(plan, plan.instances.iter(), site_of)
+}
+
+/// [`check`] of the one instance named `name` (`cfrun exec FILE INSTANCE`), at `site`.
+pub fn check_instance(plan: &Plan, name: &str, site: &Site) -> Result<(), ConfigError> {
+    check_these(plan, plan.instances.iter().filter(|i| i.name == name), &|_| site.clone())
+}
+
+fn check_these<'a>(
+    plan: &'a Plan,
+    instances: impl Iterator<Item = &'a Instance>,
+    site_of: &dyn Fn(&Instance) -> Site,
+) -> Result<(), ConfigError> {
     let exp = &plan.experiment;
     let mut errors = Vec::new();
     let mut said = BTreeSet::new();
-    for inst in &plan.instances {
+    for inst in instances {
         let Err(e) = inst.op.preflight(&inst.params, &inst.fed, &site_of(inst)) else { continue };
         if !said.insert((inst.stage.as_str(), e.message.clone())) {
             continue;
