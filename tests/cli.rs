@@ -591,6 +591,16 @@ fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
         assert_eq!(ran(&rerun), set(&["model"]), "{damage}: only the instance whose record is damaged reruns");
         assert_eq!(objects(cache.path()), before, "{damage}");
     }
+    // An edit upstream is not damage: its new key was never computed, so what hangs below the
+    // old one goes (a first version kept it, found by review).
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    run_json(cache.path(), &file, &[]);
+    let before = objects(cache.path());
+    let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--set", "stages.shapes.test_size=65", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["objects"].as_array().unwrap().len(), before.len(), "every old result goes: {v}");
 }
 
 /// A run whose stderr and stdout close early (`cfrun run FILE 2>&1 | head -2`) finishes every

@@ -135,31 +135,40 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
 /// recipe agrees with the plan on all that is known ([`last_key_under_name`]).
 pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
     let mut records: Vec<Option<KeyRecord>> = Vec::with_capacity(plan.instances.len());
+    // Of each instance without a readable record: whether its key is the one last completed
+    // under its name (its record damaged since), not one never computed (an edit upstream).
+    let mut completed_before: Vec<bool> = Vec::with_capacity(plan.instances.len());
     let mut keys = BTreeMap::new();
     for inst in &plan.instances {
         let key = match recipe_for(plan, inst, &records) {
             Ok(r) => Some(r.key()),
-            Err(_) => last_key_under_name(plan, store, inst, &records),
+            Err(_) => last_key_under_name(plan, store, inst, &records, &completed_before),
         };
         let record = key.and_then(|k| store.lookup(&k));
         if let Some(k) = key {
             keys.insert(k, record.is_some());
         }
-        records.push(record.or_else(|| key.and_then(|k| store.evicted(&k).or_else(|| store.filed(&k)))));
+        let record = record.or_else(|| key.and_then(|k| store.evicted(&k).or_else(|| store.filed(&k))));
+        let last = || store.name_record(&plan.experiment.name, &inst.name).map(|n| n.key);
+        completed_before.push(record.is_none() && key.is_some() && last() == key);
+        records.push(record);
     }
     keys
 }
 
 /// The key last completed under `inst`'s name, if its recipe is the plan's in every part the
-/// plan still knows: the same op, version and parameters, and the same digest for each input
-/// whose record is readable. An input whose record was damaged (a truncated file, one deleted
-/// by hand) hides the keys below it; their results are intact, and its rebuild (deterministic)
-/// gives the same digests, so `gc` keeps them rather than throwing away finished work.
+/// plan still knows: the same op, version and parameters, the same digest for each input whose
+/// record is readable, and each other input's key the one completed before under its own name.
+/// An input whose record was damaged (a truncated file, one deleted by hand) hides the keys
+/// below it; their results are intact, and its rebuild (deterministic) gives the same digests,
+/// so `gc` keeps them rather than throwing away finished work. An input edited since (a key
+/// never computed) hides nothing worth keeping: what hangs below its old key goes.
 fn last_key_under_name(
     plan: &Plan,
     store: &Store,
     inst: &Instance,
     records: &[Option<KeyRecord>],
+    completed_before: &[bool],
 ) -> Option<RecipeKey> {
     let last = store.name_record(&plan.experiment.name, &inst.name)?;
     let r = &last.recipe;
@@ -167,9 +176,9 @@ fn last_key_under_name(
         && inst.inputs.iter().all(|(slot, refs)| {
             r.inputs.get(slot).is_some_and(|digests| {
                 digests.len() == refs.len()
-                    && refs.iter().zip(digests).all(|(re, d)| {
-                        let known = records[re.instance.0].as_ref().and_then(|rec| rec.outputs.get(&re.output));
-                        known.is_none_or(|k| *k == d.digest)
+                    && refs.iter().zip(digests).all(|(re, d)| match records[re.instance.0].as_ref() {
+                        Some(rec) => rec.outputs.get(&re.output) == Some(&d.digest),
+                        None => completed_before[re.instance.0],
                     })
             })
         });
