@@ -431,7 +431,9 @@ impl StageKind for Table {
         // 3: a table without a title starts at its header row (29a8efe wrote no `### ` line for
         //    it without this bump), and a replicate gathered twice is refused (596ef48; it was
         //    counted twice): a cache from before served the old page or the doubled counts.
-        version: 3,
+        // 4: labels escape `*`, `` ` `` and `\` for markdown (a value `c|d**e` showed bold on
+        //    the page): a cache from before served the unescaped table.
+        version: 4,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
