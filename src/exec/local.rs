@@ -4,6 +4,7 @@
 //! split the threads no running job holds ([`super::job_pool`]).
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -155,7 +156,8 @@ impl Executor for LocalExecutor {
         let ended: Vec<Finished> = self.rx.try_iter().map(|(finished, _, _)| finished).collect();
         let abandoned = self.running - ended.len();
         if abandoned > 0 {
-            eprintln!("interrupted: stopping {abandoned} running instance(s)");
+            // Not `eprintln!`: with stderr closed under a run, it would panic before the cleanup.
+            let _ = writeln!(std::io::stderr(), "interrupted: stopping {abandoned} running instance(s)");
         }
         ended
     }

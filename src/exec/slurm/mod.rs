@@ -16,6 +16,7 @@ pub mod sbatch;
 pub mod silence;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -601,7 +602,8 @@ impl Executor for SlurmExecutor {
         if ids.is_empty() {
             return ended;
         }
-        eprintln!("interrupted: cancelling {} Slurm job(s)", ids.len());
+        // Not `eprintln!`: with stderr closed under a run, it would panic before the `scancel`.
+        let _ = writeln!(std::io::stderr(), "interrupted: cancelling {} Slurm job(s)", ids.len());
         let status = std::process::Command::new("scancel").args(&ids).status();
         // Wait (a little) until the queue agrees, so that the caller can trust it is empty; a
         // controller that refused the cancel is not asked (it would only fail for 30 s more).
