@@ -226,7 +226,12 @@ fn kill_holder(pid: i32, pipes: &[u64]) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return false;
+        // A kernel before 5.3, or a seccomp profile that refuses pidfds: the plain kill, right
+        // after the look (the small window for a reused pid is the lesser harm than a process
+        // that runs on).
+        let unavailable = matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+        // SAFETY: sends a signal to the process just seen holding a pipe made for this command.
+        return unavailable && holds_writing_end(pid, pipes) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
     }
     let fd = fd as libc::c_int;
     let signalled = holds_writing_end(pid, pipes)
