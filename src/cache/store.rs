@@ -351,7 +351,10 @@ impl Store {
         let moved = aside.join("record");
         fs::rename(path, &moved)?;
         tracing::warn!("removed a folder that stood where the record {} goes", path.display());
-        fs::remove_dir_all(&aside)?;
+        // The record's place is clear: what cannot be removed now is left in `tmp/` for gc.
+        if let Err(e) = fs::remove_dir_all(&aside) {
+            tracing::warn!("could not remove {} (gc removes it later): {e}", aside.display());
+        }
         Ok(true)
     }
 

@@ -141,7 +141,12 @@ pub fn exec(
         crate::graph::preflight::check_instance(plan, &job.instance.name, &site)?;
     }
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
-    match run_on_pool(&env, || compute_guarded(&env, &job)) {
+    let computed = {
+        // A job under Slurm inherits the submitting shell's `ulimit -f` too.
+        let _signals = super::commands::SignalsFailWrites::while_running();
+        run_on_pool(&env, || compute_guarded(&env, &job))
+    };
+    match computed {
         Ok((record, outcome)) => {
             if let Some(plan) = plan {
                 let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };

@@ -259,10 +259,11 @@ fn report_for_terminal(path: &Path) -> Option<String> {
 /// fails with "File too large" naming the file instead of SIGXFSZ killing the run without a
 /// word. Commands get both defaults back (`std::process` restores SIGPIPE; the command stage
 /// SIGXFSZ). Afterwards the summary ends quietly on a closed pipe again, like other Unix tools.
-struct SignalsFailWrites;
+pub(super) struct SignalsFailWrites;
 
 impl SignalsFailWrites {
-    fn while_running() -> SignalsFailWrites {
+    /// Until dropped.
+    pub(super) fn while_running() -> SignalsFailWrites {
         for signal in [libc::SIGPIPE, libc::SIGXFSZ] {
             // SAFETY: sets the disposition of one signal; no handler runs Rust code.
             unsafe { libc::signal(signal, libc::SIG_IGN) };
