@@ -22,8 +22,14 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// Most errors reported for one file; the rest are counted, not listed.
 pub const MAX_ERRORS: usize = 50;
 
-/// Bytes of memory of this machine (`MemTotal`), or 16 GiB where that cannot be read.
+/// Bytes of memory of this machine (`MemTotal`), or 16 GiB where that cannot be read. Read
+/// once per process: checks ask for it per instance, and it does not change under a run.
 pub fn machine_memory() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_machine_memory)
+}
+
+fn read_machine_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {

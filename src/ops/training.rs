@@ -115,9 +115,9 @@ impl NetParams {
             return Ok(());
         };
         let Ok(arch) = self.arch(channels, 2) else { return Ok(()) };
-        let each = arch.conv_outputs(frames.or(images.frames).unwrap_or(1), h, w).saturating_mul(bytes).max(1);
-        let batch = batch_size.min(rows.saturating_mul(per_row)).max(1) as u64;
         let t = frames.or(images.frames).unwrap_or(1);
+        let each = arch.conv_outputs(t, h, w).saturating_mul(bytes).max(1);
+        let batch = batch_size.min(rows.saturating_mul(per_row)).max(1) as u64;
         let (need, have) = (each.saturating_mul(batch), memory.bytes);
         if need <= have {
             return Ok(());
