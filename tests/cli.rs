@@ -653,6 +653,25 @@ fn a_file_size_limit_fails_the_instance_with_a_message() {
     assert!(rerun.values().all(|o| o == "ran" || o == "cached"), "{rerun:?}");
 }
 
+/// A cache whose name records cannot be written (here a link in place of the experiment's
+/// folder of them, which is refused, not followed) still runs and serves; the failure is said
+/// once per run, not once per instance, and nothing is written through the link.
+#[test]
+fn name_records_that_cannot_be_written_are_said_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let first = run_json(cache.path(), &smoke(), &[]);
+    assert!(first.len() > 3, "{first:?}");
+    let records = cache.path().join("records/smoke");
+    std::fs::remove_dir_all(&records).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &records).unwrap();
+    let out = cfrun(cache.path(), &[smoke().to_str().unwrap(), "--set", "sweep.p=[0, 25]"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("could not record which result").count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "written through a link");
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

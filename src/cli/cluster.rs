@@ -10,7 +10,6 @@ use serde_json::json;
 use super::commands::{load, open_store_for_job, Failure};
 use super::Global;
 use crate::cache::fs_check;
-use crate::cache::records::NameRecord;
 use crate::cache::{KeyRecord, Store};
 use crate::config::executor::MAX_RETRIES;
 use crate::config::{ExecutorKind, ExecutorSettings};
@@ -149,8 +148,7 @@ pub fn exec(
     match computed {
         Ok((record, outcome)) => {
             if let Some(plan) = plan {
-                let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
-                let _ = store.set_name_record(&plan.experiment.name, &job.instance.name, &name_record);
+                crate::exec::run::remember_name(&store, &plan.experiment.name, &job.instance.name, &record);
             }
             let outcome = serde_json::to_value(&outcome).unwrap_or_default();
             if g.json {

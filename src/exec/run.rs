@@ -7,6 +7,7 @@
 //! time linear in its edges. A job clones only its own inputs' records. Of the ready instances,
 //! the head of the longest chain of estimated work starts first ([`super::priority`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -266,11 +267,36 @@ fn published(
     outcome: Outcome,
     seconds: f64,
 ) -> InstanceReport {
-    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
-    let _ = store.set_name_record(&plan.experiment.name, &inst.name, &name_record);
+    remember_name(store, &plan.experiment.name, &inst.name, &record);
     let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
     report.record = Some(record);
     report
+}
+
+/// Points `instance`'s name at the key just completed, which `status` diffs edits against and
+/// `gc` falls back on; a failure costs only that bookkeeping, so it is said once, not per instance.
+pub fn remember_name(store: &Store, experiment: &str, instance: &str, record: &KeyRecord) {
+    let name_record = NameRecord { key: record.key, recipe: record.recipe.clone() };
+    if let Err(e) = store.set_name_record(experiment, instance, &name_record) {
+        warn_once(
+            &NAME_RECORD_WARNED,
+            format_args!(
+                "could not record which result {instance} names (said once per run; `status` will not \
+                 explain later edits of instances that failed this way): {e}"
+            ),
+        );
+    }
+}
+
+static RUN_LOG_WARNED: AtomicBool = AtomicBool::new(false);
+static NAME_RECORD_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// A warning about the cache's bookkeeping, given the first time only: a read-only or
+/// misconfigured cache would otherwise repeat it for every instance.
+fn warn_once(said: &AtomicBool, message: std::fmt::Arguments) {
+    if !said.swap(true, Ordering::Relaxed) {
+        tracing::warn!("{message}");
+    }
 }
 
 fn finish(
@@ -292,7 +318,7 @@ fn finish(
         error: error.clone(),
     };
     if let Err(e) = store.log_run(&line) {
-        tracing::warn!("could not append to the run log: {e}");
+        warn_once(&RUN_LOG_WARNED, format_args!("could not append to the run log (said once per run): {e}"));
     }
     InstanceReport { name: inst.name.clone(), key, outcome, seconds, error, record: None }
 }
