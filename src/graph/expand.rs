@@ -178,6 +178,15 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 }
             }
         }
+        // An aggregating stage that keeps replicates apart gathers per replicate.
+        let per_replicate = stage.op.aggregates()
+            && !stage.op.gathers_replicates()
+            && stage.inputs.values().flatten().any(|(upstream, _, _)| {
+                stage_axes.get(upstream.as_str()).is_some_and(|up| up.iter().any(|a| a == REPLICATE_AXIS))
+            });
+        if per_replicate {
+            axes.insert(REPLICATE_AXIS.to_string());
+        }
         let axes: Vec<String> = axes.into_iter().collect();
         // Counted before expanding: a generated sweep must not be materialised to be refused.
         if let Err(e) = budget.admit_stage(exp, stage, &axes) {
@@ -209,7 +218,16 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 let mut list = Vec::new();
                 for (upstream, output, _) in refs {
                     let Some(candidates) = stage_instances.get(upstream.as_str()) else { continue };
-                    let matching: &[InstanceIdx] = if stage.op.aggregates() {
+                    let same_replicate: Vec<InstanceIdx>;
+                    let matching: &[InstanceIdx] = if per_replicate {
+                        let mine = assignment.get(REPLICATE_AXIS);
+                        same_replicate = candidates
+                            .iter()
+                            .copied()
+                            .filter(|i| instances[i.0].axes.get(REPLICATE_AXIS).is_none_or(|r| Some(r) == mine))
+                            .collect();
+                        &same_replicate
+                    } else if stage.op.aggregates() {
                         candidates
                     } else {
                         // Upstream axes are a subset of this stage's: project and look up.

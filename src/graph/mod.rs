@@ -7,6 +7,8 @@ pub mod expand;
 mod facts_tests;
 #[cfg(test)]
 mod front_end_fuzz;
+#[cfg(test)]
+mod gather_tests;
 pub mod instance;
 pub mod placeholder;
 pub mod preflight;

@@ -2,7 +2,8 @@
 //! paper's supplement clusters Jigsaw and RotNet features together). It gathers every instance
 //! of the named stages (so `inputs = ["pre_feats.features"]` over a `method` axis joins all
 //! methods), in instance-name order; each block is L2-normalised per row first, so a method
-//! with larger activations does not dominate the distances k-means sees.
+//! with larger activations does not dominate the distances k-means sees. Replicates are not
+//! joined: with `replicates = N` there are N instances, each joining one replicate's features.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,9 @@ impl StageKind for Concat {
         outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }],
         metric_names: &[],
     };
+    // Joining replicate 0's features with replicate 1's would make every replicate of what
+    // follows read all replicates' networks: their spread would no longer be a replicate spread.
+    const GATHERS_REPLICATES: bool = false;
 
     fn facts(&self, _p: &ConcatParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let mut known = inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.rows?)));

@@ -200,6 +200,8 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_gathered(&self, _params: &Self::Params, _gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::gathers_replicates`]. Tables, plots and claims summarise over replicates.
+    const GATHERS_REPLICATES: bool = true;
     /// See [`Op::warm_up`]. Most ops have no slow plan-time work.
     fn warm_up(&self, _raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         None
@@ -257,6 +259,11 @@ pub trait Op: Send + Sync {
     /// Checks the parameters of an aggregating stage against the instances it gathers (their
     /// stages and axes), before anything runs.
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError>;
+    /// Whether an aggregating stage gathers every replicate into one instance (a table averages
+    /// over them) or keeps the replicate axis and gathers, per replicate, only that replicate's
+    /// instances (and those shared by all): what it computes is then one replicate's, and the
+    /// replicates downstream stay independent.
+    fn gathers_replicates(&self) -> bool;
     /// Plan-time work slow enough to be worth starting early, side by side with other stages'
     /// (an environment probe), from a stage's raw parameters; its result is remembered for
     /// when the stage's instances are typed. `None` for ops without such work.
@@ -350,6 +357,9 @@ impl<T: StageKind> Op for T {
     }
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         StageKind::check_gathered(self, &params::parse(params)?, gathered)
+    }
+    fn gathers_replicates(&self) -> bool {
+        T::GATHERS_REPLICATES
     }
     fn warm_up(&self, raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         StageKind::warm_up(self, raw)
