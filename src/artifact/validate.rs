@@ -165,8 +165,44 @@ fn check_files(dir: &Path, kind: Kind) -> Result<(), FormatError> {
             return Err(err(want, format!("is missing (a {kind} artifact holds {})", expected.join(" and "))));
         }
     }
-    if let Some(extra) = names.iter().find(|n| !expected.contains(&n.as_str())) {
-        return Err(err(extra, format!("is not part of a {kind} artifact (it holds {} only)", expected.join(" and "))));
+    let optional = optional_file(kind);
+    if let Some(extra) = names.iter().find(|n| !expected.contains(&n.as_str()) && Some(n.as_str()) != optional) {
+        let may = optional.map(|o| format!(", and may hold {o}")).unwrap_or_default();
+        return Err(err(
+            extra,
+            format!("is not part of a {kind} artifact (it holds {}{may} only)", expected.join(" and ")),
+        ));
+    }
+    if let Some(o) = optional.filter(|o| names.iter().any(|n| n == o)) {
+        finite_f32_tensors(dir, o)?;
+    }
+    Ok(())
+}
+
+/// The file beside the format's own that cfrun's ops write for a reader outside cfrun (k-means'
+/// and the prototypes' centroids beside their labels, the Jigsaw head beside its trunk), so that
+/// a `command` stage may copy such an artifact through unchanged.
+fn optional_file(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Labels => Some("centroids.safetensors"),
+        Kind::Model => Some("jigsaw_head.safetensors"),
+        _ => None,
+    }
+}
+
+/// Every tensor of `dir/file` is F32 and finite.
+fn finite_f32_tensors(dir: &Path, file: &str) -> Result<(), FormatError> {
+    let info = header::read(&dir.join(file)).map_err(|e| err(file, e))?;
+    if let Some((name, t)) = info.iter().find(|(_, t)| t.dtype != "F32") {
+        return Err(err(file, format!("tensor `{name}` is {}, not F32", t.dtype)));
+    }
+    let tensors = candle_core::safetensors::load(dir.join(file), &candle_core::Device::Cpu)
+        .map_err(|e| err(file, crate::candle_error::Brief(&e).to_string()))?;
+    for (name, t) in tensors {
+        let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| err(file, e.to_string()))?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(err(file, format!("tensor `{name}` holds NaN or infinite values")));
+        }
     }
     Ok(())
 }
@@ -431,6 +467,23 @@ mod tests {
         let meta = LabelsMeta { num_classes, class_names, source: "test".into(), tag_classes: vec![] };
         Labels { meta, train: vec![0, 1, 2], test: vec![3], tags: None }.save(dir.path()).unwrap();
         dir
+    }
+
+    /// Labels from k-means carry their centroids: copied through by a `command` stage they are
+    /// accepted, when F32 and finite; any other extra file is still refused, naming what may be.
+    #[test]
+    fn labels_may_carry_their_centroids() {
+        let dir = labels_dir(4, vec![]);
+        let centroids = dir.path().join("centroids.safetensors");
+        crate::artifact::tensors::save_matrix(&centroids, "centroids", &[0.5, 1.0, -2.0, 0.0], 2, 2).unwrap();
+        validate(dir.path(), Kind::Labels, Some((3, 1))).unwrap();
+        crate::artifact::tensors::save_matrix(&centroids, "centroids", &[0.5, f32::NAN, -2.0, 0.0], 2, 2).unwrap();
+        let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
+        assert!(e.contains("centroids.safetensors") && e.contains("NaN"), "{e}");
+        std::fs::remove_file(&centroids).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
+        assert!(e.contains("notes.txt") && e.contains("may hold centroids.safetensors only"), "{e}");
     }
 
     /// A command's metrics.json is read without guessing: a name given twice, a misspelt field,
