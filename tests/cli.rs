@@ -672,6 +672,41 @@ fn name_records_that_cannot_be_written_are_said_once() {
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "written through a link");
 }
 
+/// The user configuration (`$CFRUN_CONFIG`) sets executor defaults outside the experiment: the
+/// run says which file set what, follows it (here: jobs as child processes, which leave job
+/// files), and a broken one is refused with its file and line before anything runs.
+#[test]
+fn the_user_configuration_is_followed_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[executor]\nkind = \"processes\"\n").unwrap();
+    let cache = dir.path().join("cache");
+    let run = |cache: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .arg(smoke())
+            .arg("--cache")
+            .arg(cache)
+            .env("CFRUN_CONFIG", &config)
+            .env_remove("CFRUN_CACHE")
+            .output()
+            .unwrap()
+    };
+    let out = run(&cache);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("executor defaults from the user configuration {}: kind", config.display())),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(cache.join("jobs")).is_ok_and(|mut d| d.next().is_some()), "no job files: {err}");
+    std::fs::write(&config, "[executor]\nkind = \"slurmm\"\n").unwrap();
+    let out = run(&dir.path().join("other"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("config.toml:2") && err.contains("slurmm"), "{err}");
+    assert!(!dir.path().join("other").exists(), "a cache was made before the refusal");
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

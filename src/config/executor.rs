@@ -227,6 +227,14 @@ pub fn user_defaults() -> Result<ExecutorSettings, ConfigError> {
     }
     let settings = parse_executor(&file, doc.get(EXECUTOR_TABLE), &mut errors);
     ConfigError::collect(errors)?;
+    // A file outside the experiment that changes where stages run must not do so unseen.
+    if settings != ExecutorSettings::default() {
+        let set: Vec<&str> = match doc.get(EXECUTOR_TABLE).map(|e| &e.node.value) {
+            Some(NodeValue::Table(t)) => t.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        tracing::info!("executor defaults from the user configuration {}: {}", path.display(), set.join(", "));
+    }
     Ok(settings)
 }
 
