@@ -225,7 +225,19 @@ impl OptimParams {
             weight_decay: self.weight_decay,
         })?;
         if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
-            return Err(ParamError::range("warmup_epochs", self.warmup_epochs, "fewer than `epochs`"));
+            // The default of 1 trips a one-epoch run whose file never names a warm-up.
+            let default = defaults::warmup();
+            return Err(ParamError::field(
+                "warmup_epochs",
+                format!(
+                    "`warmup_epochs` is {} ({default} unless set), but must be fewer than `epochs` ({})",
+                    self.warmup_epochs, self.epochs
+                ),
+                Some(format!(
+                    "set warmup_epochs = 0 for a run this short, or raise `epochs` above {}",
+                    self.warmup_epochs
+                )),
+            ));
         }
         Ok(())
     }
