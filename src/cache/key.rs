@@ -30,7 +30,8 @@
 //! of a data set therefore means new pins in the catalog, and with them a new `dataset` op
 //! version, which changes the key of every dataset stage and, through their output digests,
 //! everything downstream. `ops::dataset::tests::a_new_data_set_version_moves_the_op_version`
-//! pins the catalog's checksums to the op version, so neither moves alone.
+//! pins the catalog's checksums to the op version (and to `video`'s, which loads its source
+//! images itself), so neither moves alone.
 //!
 //! The optional `path` (a folder to look in first) is a parameter and so part of the key,
 //! although the files it points at are verified by checksum: moving the data reruns the
