@@ -258,3 +258,24 @@ epochs = 2
     assert!(e.contains("the teacher predicts 12 classes but `labels` has 4"), "{e}");
     assert!(plan(&text.replace("labels = \"small.labels\"\nteacher", "labels = \"tags.labels\"\nteacher")).is_ok());
 }
+
+/// Features and labels of as many rows are paired only when they are the same examples: two
+/// generated sets of other seeds are refused; two stages loading the same whole real set, whose
+/// seed draws nothing, are not.
+#[test]
+fn rows_of_other_examples_are_not_paired() {
+    let probe = |a: &str, b: &str| {
+        format!(
+            "[experiment]\nname = \"e\"\nseed = 0\n\n[stages.a]\nop = \"dataset\"\n{a}\n\n[stages.b]\n\
+             op = \"dataset\"\n{b}\n\n[stages.probe]\nop = \"linear_probe\"\nfeatures = \"a.images\"\n\
+             labels = \"b.labels\"\n"
+        )
+    };
+    let synthetic = "name = \"synthetic\"\nclasses = 4\ntrain_size = 64\ntest_size = 16";
+    let e = refusal(&probe(synthetic, &format!("{synthetic}\nseed = 1")));
+    assert!(e.contains("have as many rows, but of other examples"), "{e}");
+    plan(&probe(synthetic, synthetic)).expect("one set, loaded twice");
+    plan(&probe("name = \"mnist\"", "name = \"mnist\"\nseed = 7")).expect("the whole set, whatever the seed");
+    let e = refusal(&probe("name = \"mnist\"\ntrain_size = 500", "name = \"mnist\"\ntrain_size = 500\nseed = 7"));
+    assert!(e.contains("of other examples"), "{e}");
+}

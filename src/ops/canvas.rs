@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::facts::{self, Facts, InputFacts, OutputFacts};
+use super::facts::{self, Examples, Facts, InputFacts, OutputFacts};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, MultiLabels, MultiLabelsMeta, Split};
 use crate::config::params::{ParamError, Params};
@@ -108,10 +108,12 @@ impl StageKind for Canvas {
             }
         }
         let rows = [p.train_size, p.test_size];
-        let images = Facts { rows: Some(rows), frames: Some(1), side: Some([p.size, p.size]), ..objects };
+        // New examples, composed of the objects' (unknown examples make unknown canvases).
+        let examples = objects.examples.map(|of| Examples::made_by("canvas", &(p, of)));
+        let images = Facts { rows: Some(rows), frames: Some(1), side: Some([p.size, p.size]), examples, ..objects };
         Ok(OutputFacts::from([
             ("images".to_string(), images),
-            ("multilabels".to_string(), Facts::labels(Some(rows), labels.classes)),
+            ("multilabels".to_string(), Facts::labels(Some(rows), labels.classes).of(examples)),
         ]))
     }
 

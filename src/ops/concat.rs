@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::facts::Fed;
+use super::{
+    Examples, Facts, InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind,
+};
 use crate::artifact::{Features, FeaturesMeta, Split};
 use crate::config::params::{ParamError, Params};
 
@@ -90,8 +93,24 @@ impl StageKind for Concat {
                 Some("join features extracted from one data set".to_string()),
             ));
         }
-        let all_known = inputs.each("inputs").iter().all(|fed| fed.facts.rows.is_some());
-        Ok(OutputFacts::from([("features".to_string(), Facts::rows(all_known.then_some(rows)))]))
+        let known: Vec<(&Fed, Examples)> =
+            inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.examples?))).collect();
+        let differing = known.first().and_then(|f| Some((f.0, known.iter().find(|k| k.1 != f.1)?.0)));
+        if let Some((first, other)) = differing {
+            return Err(ParamError::field(
+                "inputs",
+                format!(
+                    "`{}` and `{}` have as many rows, but of other examples (another data set, subset or seed); \
+                     joined features must describe the same images",
+                    other.from, first.from
+                ),
+                Some("join features extracted from one data set stage".to_string()),
+            ));
+        }
+        let all = |known: fn(&Facts) -> bool| inputs.each("inputs").iter().all(|fed| known(&fed.facts));
+        let rows = all(|f| f.rows.is_some()).then_some(rows);
+        let examples = known.first().map(|k| k.1).filter(|_| all(|f| f.examples.is_some()));
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows(rows).of(examples))]))
     }
 
     fn run(&self, p: ConcatParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::{Examples, Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 use crate::data::{self, catalog, DatasetName, LoadOptions, SyntheticOptions};
@@ -190,6 +190,15 @@ impl DatasetParams {
     }
 
     /// Loader options for these parameters.
+    /// Which examples the stage loads: where they are read from (`path`) does not count, since
+    /// the files are verified, nor the seed where nothing is drawn (a real set, whole).
+    fn examples(&self) -> Examples {
+        let synthetic = matches!(self.name.parse(), Ok(DatasetName::Synthetic));
+        let seeded = synthetic || self.train_size.is_some() || self.test_size.is_some();
+        let what = (&self.name, self.train_size, self.test_size, self.classes, self.size, seeded.then_some(self.seed));
+        Examples::made_by("dataset", &what)
+    }
+
     pub fn load_options(&self, data_dir: PathBuf) -> LoadOptions {
         let mut synthetic = SyntheticOptions { seed: self.seed, ..SyntheticOptions::default() };
         if let Some(c) = self.classes {
@@ -242,9 +251,10 @@ impl StageKind for Dataset {
 
     fn facts(&self, p: &DatasetParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let Some(d) = p.shape()? else { return Ok(OutputFacts::new()) };
+        let examples = Some(p.examples());
         Ok(OutputFacts::from([
-            ("images".to_string(), Facts::images(d.rows, d.shape, 1, d.hflip_ok)),
-            ("labels".to_string(), Facts::labels(Some(d.rows), Some(d.classes))),
+            ("images".to_string(), Facts::images(d.rows, d.shape, 1, d.hflip_ok).of(examples)),
+            ("labels".to_string(), Facts::labels(Some(d.rows), Some(d.classes)).of(examples)),
         ]))
     }
 

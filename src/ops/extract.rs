@@ -172,7 +172,7 @@ impl StageKind for Extract {
             }
         }
         facts::model_fits_images(inputs, "model", "images", p.clip_frames)?;
-        Ok(OutputFacts::from([("features".to_string(), Facts::rows(inputs.get("images").rows))]))
+        Ok(OutputFacts::from([("features".to_string(), Facts::rows_of(inputs.get("images")))]))
     }
 
     fn run(&self, p: ExtractParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

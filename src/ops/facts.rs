@@ -30,6 +30,25 @@ pub struct Facts {
     pub video: Option<bool>,
     /// Whether images keep their meaning mirrored (no digits, no clips).
     pub hflip_ok: Option<bool>,
+    /// Which examples the rows are, where known.
+    pub examples: Option<Examples>,
+}
+
+/// A fingerprint of what made a set of examples (a data set's name, sizes and seed; a
+/// generator's parameters): two inputs with the same row counts but other examples would
+/// otherwise be paired row by row without a word. Only ever compared within one plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Examples(u64);
+
+impl Examples {
+    /// The examples made by `op` from `what` (everything their content depends on).
+    pub fn made_by(op: &str, what: &impl serde::Serialize) -> Examples {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(op.as_bytes());
+        hasher.update(&serde_json::to_vec(what).expect("plain data"));
+        let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+        Examples(u64::from_le_bytes(bytes))
+    }
 }
 
 impl Facts {
@@ -54,6 +73,17 @@ impl Facts {
     /// Feature rows, as many as `rows`.
     pub fn rows(rows: Option<[usize; 2]>) -> Facts {
         Facts { rows, ..Facts::default() }
+    }
+
+    /// Rows of the same examples as `from`'s, one per example (features of images, labels of
+    /// features): its row counts and which examples they are.
+    pub fn rows_of(from: Facts) -> Facts {
+        Facts { rows: from.rows, examples: from.examples, ..Facts::default() }
+    }
+
+    /// These facts, of the examples `examples`.
+    pub fn of(self, examples: Option<Examples>) -> Facts {
+        Facts { examples, ..self }
     }
 }
 
@@ -133,7 +163,7 @@ pub fn within_train_rows(
 pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize]) -> Result<(), ParamError> {
     let (Some(a), Some(b)) = (inputs.get(first).rows, inputs.get(second).rows) else { return Ok(()) };
     if splits.iter().all(|&s| a[s] == b[s]) {
-        return Ok(());
+        return same_examples(inputs, first, second);
     }
     let show = |r: [usize; 2]| match splits {
         [0] => format!("{} train examples", r[0]),
@@ -150,6 +180,26 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
             show(a)
         ),
         Some(format!("read `{first}` and `{second}` from stages built on the same data set and sizes")),
+    ))
+}
+
+/// Refuses two inputs with as many rows that are other examples, when both are known.
+fn same_examples(inputs: &InputFacts, first: &str, second: &str) -> Result<(), ParamError> {
+    let (Some(a), Some(b)) = (inputs.get(first).examples, inputs.get(second).examples) else { return Ok(()) };
+    if a == b {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        second,
+        format!(
+            "{} and {} have as many rows, but of other examples (another data set, subset or seed)",
+            inputs.named(second),
+            inputs.named(first)
+        ),
+        Some(format!(
+            "row i of one would be paired with row i of the other: read `{first}` and `{second}` from stages \
+             built on the same data set stage"
+        )),
     ))
 }
 

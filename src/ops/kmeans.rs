@@ -157,7 +157,8 @@ impl StageKind for KMeans {
         let rows = inputs.get("features").rows;
         facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
-        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)))]))
+        let examples = inputs.get("features").examples;
+        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)).of(examples))]))
     }
 
     fn run(&self, p: KMeansParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -37,7 +37,7 @@ pub mod weak_tags;
 
 pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
-pub use facts::{Facts, InputFacts, OutputFacts};
+pub use facts::{Examples, Facts, InputFacts, OutputFacts};
 pub use site::{Memory, Site};
 
 /// An input slot of an op.

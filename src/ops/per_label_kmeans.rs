@@ -129,7 +129,7 @@ impl StageKind for PerLabelKMeans {
         facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
         // How many clusters each label gets depends on how many points it has: classes unknown.
-        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
+        Ok(OutputFacts::from([("labels".to_string(), Facts::rows_of(inputs.get("features")))]))
     }
 
     fn run(&self, PerLabelParams(p): PerLabelParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

@@ -123,7 +123,7 @@ impl StageKind for Prototype {
         facts::same_rows(inputs, "features", "labels", &[0])?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
         // Labels without members get no prototype: the classes are known only once it runs.
-        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(inputs.get("features").rows, None))]))
+        Ok(OutputFacts::from([("labels".to_string(), Facts::rows_of(inputs.get("features")))]))
     }
 
     fn run(&self, p: PrototypeParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {

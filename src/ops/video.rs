@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::{Examples, Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, ImagesMeta, Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
@@ -188,9 +188,10 @@ impl StageKind for Video {
         let rows = [p.train_size, p.test_size];
         // Known where the vocabulary does not depend on the source's objects (kinetics's does),
         // so that what the labels feed is checked before anything runs.
+        let examples = Some(Examples::made_by("video", p));
         Ok(OutputFacts::from([
-            ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false)),
-            ("labels".to_string(), Facts::labels(Some(rows), p.classes())),
+            ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false).of(examples)),
+            ("labels".to_string(), Facts::labels(Some(rows), p.classes()).of(examples)),
         ]))
     }
 
