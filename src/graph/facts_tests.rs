@@ -278,4 +278,13 @@ fn rows_of_other_examples_are_not_paired() {
     plan(&probe("name = \"mnist\"", "name = \"mnist\"\nseed = 7")).expect("the whole set, whatever the seed");
     let e = refusal(&probe("name = \"mnist\"\ntrain_size = 500", "name = \"mnist\"\ntrain_size = 500\nseed = 7"));
     assert!(e.contains("of other examples"), "{e}");
+    // Training reads the train split only: another test subset beside the same train subset is
+    // the same training data.
+    let train = "[experiment]\nname = \"e\"\nseed = 0\n\n[stages.a]\nop = \"dataset\"\nname = \"mnist\"\n\
+                 train_size = 500\n\n[stages.b]\nop = \"dataset\"\nname = \"mnist\"\ntrain_size = 500\n\
+                 test_size = 100\n\n[stages.net]\nop = \"train\"\nimages = \"a.images\"\nlabels = \"b.labels\"\n\
+                 arch = \"resnet_tiny\"\nepochs = 2\nbatch_size = 50\n";
+    plan(train).expect("the same train split");
+    let e = refusal(&train.replace("test_size = 100", "test_size = 100\nseed = 3"));
+    assert!(e.contains("of other examples"), "{e}");
 }

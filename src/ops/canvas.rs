@@ -109,7 +109,7 @@ impl StageKind for Canvas {
         }
         let rows = [p.train_size, p.test_size];
         // New examples, composed of the objects' (unknown examples make unknown canvases).
-        let examples = objects.examples.map(|of| Examples::made_by("canvas", &(p, of)));
+        let examples = objects.examples.map(|of| Examples::made_by("canvas", &(p, of))).map(|all| [all, all]);
         let images = Facts { rows: Some(rows), frames: Some(1), side: Some([p.size, p.size]), examples, ..objects };
         Ok(OutputFacts::from([
             ("images".to_string(), images),

@@ -93,7 +93,7 @@ impl StageKind for Concat {
                 Some("join features extracted from one data set".to_string()),
             ));
         }
-        let known: Vec<(&Fed, Examples)> =
+        let known: Vec<(&Fed, [Examples; 2])> =
             inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.examples?))).collect();
         let differing = known.first().and_then(|f| Some((f.0, known.iter().find(|k| k.1 != f.1)?.0)));
         if let Some((first, other)) = differing {

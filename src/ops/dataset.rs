@@ -189,16 +189,21 @@ impl DatasetParams {
         Ok(Some(DatasetShape { rows, classes, shape, hflip_ok }))
     }
 
-    /// Loader options for these parameters.
-    /// Which examples the stage loads: where they are read from (`path`) does not count, since
-    /// the files are verified, nor the seed where nothing is drawn (a real set, whole).
-    fn examples(&self) -> Examples {
-        let synthetic = matches!(self.name.parse(), Ok(DatasetName::Synthetic));
-        let seeded = synthetic || self.train_size.is_some() || self.test_size.is_some();
-        let what = (&self.name, self.train_size, self.test_size, self.classes, self.size, seeded.then_some(self.seed));
-        Examples::made_by("dataset", &what)
+    /// Which examples the stage loads into each split: where they are read from (`path`) does
+    /// not count, since the files are verified, nor the seed where nothing is drawn (a whole
+    /// split of a real set). A generated set's splits depend on all its parameters.
+    fn examples(&self) -> [Examples; 2] {
+        if matches!(self.name.parse(), Ok(DatasetName::Synthetic)) {
+            let all = Examples::made_by("dataset", self);
+            return [all, all];
+        }
+        let split = |name: &str, size: Option<usize>| {
+            Examples::made_by("dataset", &(&self.name, name, size, size.map(|_| self.seed)))
+        };
+        [split("train", self.train_size), split("test", self.test_size)]
     }
 
+    /// Loader options for these parameters.
     pub fn load_options(&self, data_dir: PathBuf) -> LoadOptions {
         let mut synthetic = SyntheticOptions { seed: self.seed, ..SyntheticOptions::default() };
         if let Some(c) = self.classes {

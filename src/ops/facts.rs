@@ -30,8 +30,8 @@ pub struct Facts {
     pub video: Option<bool>,
     /// Whether images keep their meaning mirrored (no digits, no clips).
     pub hflip_ok: Option<bool>,
-    /// Which examples the rows are, where known.
-    pub examples: Option<Examples>,
+    /// Which examples the rows of the train and test splits are, where known.
+    pub examples: Option<[Examples; 2]>,
 }
 
 /// A fingerprint of what made a set of examples (a data set's name, sizes and seed; a
@@ -81,8 +81,8 @@ impl Facts {
         Facts { rows: from.rows, examples: from.examples, ..Facts::default() }
     }
 
-    /// These facts, of the examples `examples`.
-    pub fn of(self, examples: Option<Examples>) -> Facts {
+    /// These facts, of the examples `examples` (train, test).
+    pub fn of(self, examples: Option<[Examples; 2]>) -> Facts {
         Facts { examples, ..self }
     }
 }
@@ -163,7 +163,7 @@ pub fn within_train_rows(
 pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize]) -> Result<(), ParamError> {
     let (Some(a), Some(b)) = (inputs.get(first).rows, inputs.get(second).rows) else { return Ok(()) };
     if splits.iter().all(|&s| a[s] == b[s]) {
-        return same_examples(inputs, first, second);
+        return same_examples(inputs, first, second, splits);
     }
     let show = |r: [usize; 2]| match splits {
         [0] => format!("{} train examples", r[0]),
@@ -183,10 +183,10 @@ pub fn same_rows(inputs: &InputFacts, first: &str, second: &str, splits: &[usize
     ))
 }
 
-/// Refuses two inputs with as many rows that are other examples, when both are known.
-fn same_examples(inputs: &InputFacts, first: &str, second: &str) -> Result<(), ParamError> {
+/// Refuses two inputs with as many rows in `splits` that are other examples, when both are known.
+fn same_examples(inputs: &InputFacts, first: &str, second: &str, splits: &[usize]) -> Result<(), ParamError> {
     let (Some(a), Some(b)) = (inputs.get(first).examples, inputs.get(second).examples) else { return Ok(()) };
-    if a == b {
+    if splits.iter().all(|&s| a[s] == b[s]) {
         return Ok(());
     }
     Err(ParamError::field(

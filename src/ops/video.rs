@@ -188,7 +188,8 @@ impl StageKind for Video {
         let rows = [p.train_size, p.test_size];
         // Known where the vocabulary does not depend on the source's objects (kinetics's does),
         // so that what the labels feed is checked before anything runs.
-        let examples = Some(Examples::made_by("video", p));
+        let all = Examples::made_by("video", p);
+        let examples = Some([all, all]);
         Ok(OutputFacts::from([
             ("clips".to_string(), Facts::images(rows, [1, p.size, p.size], p.frames, false).of(examples)),
             ("labels".to_string(), Facts::labels(Some(rows), p.classes()).of(examples)),
