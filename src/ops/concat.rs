@@ -95,17 +95,18 @@ impl StageKind for Concat {
         }
         let known: Vec<(&Fed, [Examples; 2])> =
             inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.examples?))).collect();
-        let differing = known.first().and_then(|f| Some((f.0, known.iter().find(|k| k.1 != f.1)?.0)));
-        if let Some((first, other)) = differing {
-            return Err(ParamError::field(
-                "inputs",
-                format!(
-                    "`{}` and `{}` have as many rows, but of other examples (another data set, subset or seed); \
-                     joined features must describe the same images",
-                    other.from, first.from
-                ),
-                Some("join features extracted from one data set stage".to_string()),
-            ));
+        if let Some(&(first, of)) = known.first() {
+            if let Some((other, _)) = known.iter().find(|(_, e)| *e != of) {
+                return Err(ParamError::field(
+                    "inputs",
+                    format!(
+                        "`{}` and `{}` have as many rows, but of other examples (another data set, subset or \
+                         seed); joined features must describe the same images",
+                        other.from, first.from
+                    ),
+                    Some("join features extracted from one data set stage".to_string()),
+                ));
+            }
         }
         let all = |known: fn(&Facts) -> bool| inputs.each("inputs").iter().all(|fed| known(&fed.facts));
         let rows = all(|f| f.rows.is_some()).then_some(rows);
