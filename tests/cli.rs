@@ -391,6 +391,37 @@ fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
 }
 
 #[test]
+fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = cfrun(&cache, &["ops", "train"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = |name: &str| {
+        let prefix = format!("    {name} ");
+        text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{name}` in\n{text}")).to_string()
+    };
+    assert!(line("epochs").ends_with("integer >= 0, required"), "{text}");
+    assert!(line("batch_size").ends_with("integer >= 0, default 128"), "{text}");
+    assert!(line("precision").ends_with("\"f32\" | \"bf16\" | \"f16\", default \"f32\""), "{text}");
+    assert!(line("seed").contains("default the experiment's `seed`"), "{text}");
+    assert!(text.contains("Passes over the (derived) training set."), "the field's doc comment:\n{text}");
+    let claims = String::from_utf8_lossy(&cfrun(&cache, &["ops", "claims"]).stdout).to_string();
+    assert!(claims.lines().any(|l| l.trim_start().starts_with("claims[].expect ")), "nested fields:\n{claims}");
+
+    let json = cfrun(&cache, &["ops", "kmeans", "--json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).expect("ops OP --json is JSON");
+    let k = v["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "k").unwrap();
+    assert_eq!((&k["type"], &k["required"]), (&json!("integer >= 0"), &json!(true)), "{v}");
+
+    let typo = cfrun(&cache, &["ops", "trainn"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
+    assert!(stderr(&typo).contains("unknown op `trainn` (did you mean `train`?)"), "{}", stderr(&typo));
+    assert!(typo.stdout.is_empty());
+    assert!(!cache.exists(), "describing ops makes no cache");
+}
+
+#[test]
 fn dag_show_and_gc() {
     let cache = tempfile::tempdir().unwrap();
     let dot = cfrun(cache.path(), &["dag", smoke().to_str().unwrap(), "--format", "dot"]);

@@ -44,14 +44,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         Command::Report { file, out } => report(&file, g, &out),
         Command::Gc { files, dry_run } => gc(&files, g, dry_run),
         Command::Data { action } => data(action, g),
-        Command::Ops => {
-            if g.json {
-                println!("{}", ops_json());
-            } else {
-                print_ops();
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Ops { op } => super::ops_help::ops(op.as_deref(), g.json).map(|()| ExitCode::SUCCESS),
         Command::CheckDevice { device, presets } => check_device(device, &presets, g),
     };
     result.unwrap_or_else(|e| {
@@ -743,51 +736,6 @@ fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_ops() {
-    for op in ops::registry() {
-        println!("{} (v{}): {}", op.name(), op.version(), op.summary());
-        for i in op.inputs() {
-            let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
-            let req = if i.required { "required" } else { "optional" };
-            let many = if i.gather { ", gathers all instances" } else { "" };
-            println!("  input  {:<10} {} ({req}{many}): {}", i.name, kinds.join("|"), i.doc);
-        }
-        for o in op.outputs() {
-            println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
-        }
-        if let Some(table) = op.input_table() {
-            println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
-            println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
-        }
-        println!("  params {}", op.param_fields().join(", "));
-    }
-}
-
-/// `ops --json`: each stage kind with what `print_ops` shows.
-fn ops_json() -> serde_json::Value {
-    let ops: Vec<_> = ops::registry()
-        .iter()
-        .map(|op| {
-            let inputs: Vec<_> = op
-                .inputs()
-                .iter()
-                .map(|i| {
-                    let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
-                    json!({"name": i.name, "kinds": kinds, "required": i.required, "gathers": i.gather, "doc": i.doc})
-                })
-                .collect();
-            let outputs: Vec<_> = op
-                .outputs()
-                .iter()
-                .map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc}))
-                .collect();
-            json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
-                   "outputs": outputs, "input_table": op.input_table(), "params": op.param_fields()})
-        })
-        .collect();
-    json!(ops)
 }
 
 fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {

@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod exit;
 mod logging;
+mod ops_help;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,8 +124,12 @@ enum Command {
         #[command(subcommand)]
         action: DataAction,
     },
-    /// The stage kinds, their inputs, outputs and parameters.
-    Ops,
+    /// The stage kinds, their inputs, outputs and parameters; with OP, each parameter's type,
+    /// default and meaning.
+    Ops {
+        /// One stage kind to describe in full (e.g. `train`).
+        op: Option<String>,
+    },
     /// Compare a device against the CPU: every network preset (forward and backward), k-means
     /// and the linear probe, within float-rounding tolerances. Exit 1 if any differs.
     CheckDevice {

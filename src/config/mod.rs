@@ -8,6 +8,7 @@ pub mod file;
 pub mod limits;
 pub mod messages;
 pub mod overrides;
+pub mod param_docs;
 pub mod params;
 pub mod resources;
 pub mod source;

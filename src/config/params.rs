@@ -36,7 +36,7 @@ impl ParamError {
 }
 
 /// Parameters of one op.
-pub trait Params: DeserializeOwned + Serialize {
+pub trait Params: DeserializeOwned + Serialize + schemars::JsonSchema {
     /// Every parameter name, in the order help texts list them. The default reads the struct's
     /// fields; a struct that flattens shared groups names its own and theirs ([`with_groups`]).
     fn fields() -> Vec<&'static str> {
@@ -52,6 +52,11 @@ pub trait Params: DeserializeOwned + Serialize {
     /// Range and consistency checks beyond what the types say.
     fn validate(&self) -> Result<(), ParamError> {
         Ok(())
+    }
+
+    /// Each parameter's type, default and doc comment, in the order of [`Params::fields`].
+    fn docs() -> Vec<super::param_docs::ParamDoc> {
+        super::param_docs::describe::<Self>(&Self::fields())
     }
 }
 
@@ -251,7 +256,7 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct Demo {
         k: usize,

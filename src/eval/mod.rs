@@ -34,7 +34,7 @@ pub use probe_device::{linear_probe_on, probe_with_tensors};
 pub use probe_lbfgs::lbfgs_probe_path;
 
 /// How the probe minimises its objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeSolver {
     /// Mini-batch momentum SGD with a cosine decay over `epochs`: the paper's protocol, and cheap.

@@ -10,9 +10,13 @@ mod front_end_fuzz;
 #[cfg(test)]
 mod gather_tests;
 pub mod instance;
+#[cfg(test)]
+mod param_docs_tests;
 pub mod placeholder;
 pub mod preflight;
 pub mod render;
+#[cfg(test)]
+mod repository_studies;
 pub mod resolve;
 
 use std::collections::BTreeMap;

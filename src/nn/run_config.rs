@@ -40,7 +40,7 @@ pub struct TrainConfig {
 pub const BF16_ON_CPU: &str = "precision = \"bf16\" needs a GPU: candle's CPU backend has no bf16 matrix multiply";
 
 /// Arithmetic of a training run's activations and convolutions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32 (on the CPU: bit-for-bit deterministic).

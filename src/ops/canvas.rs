@@ -11,7 +11,7 @@ use crate::config::params::{ParamError, Params};
 use crate::selfsup::canvas::{compose, CanvasSpec, Objects};
 
 /// Parameters of `canvas`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanvasParams {
     /// Side of a canvas in pixels (at least twice the objects' side).

@@ -52,24 +52,36 @@ impl Params for RawParams {}
 impl Params for CommandParams {}
 
 /// The stage fields as written.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawParams {
+    /// The command line: words with placeholders `{in.NAME}`, `{out.NAME}`, `{param.NAME}` and
+    /// `{seed}`; a number or boolean is the word it reads as.
     #[serde(deserialize_with = "words")]
     argv: Vec<String>,
+    /// Files that are the command's code (paths relative to where cfrun runs): their bytes are
+    /// in the recipe key, and the scratch folder holds copies at the same paths.
     #[serde(default)]
     code: Vec<String>,
+    /// A label you change by hand when something outside `code` changed (a library, a variable).
     #[serde(default)]
     env_key: Option<String>,
+    /// A command run once per plan whose output (e.g. package versions) is in the recipe key.
     #[serde(default, deserialize_with = "words")]
     env_probe: Vec<String>,
+    /// Each output's name and kind (`metrics`, `features`, `labels`, `model`, ...), checked
+    /// against the kind's format before it is published.
     outputs: BTreeMap<String, String>,
+    /// Values for `{param.NAME}`: sweepable like any parameter.
     #[serde(default)]
     params: serde_json::Map<String, Json>,
+    /// Seconds before the command is killed.
     #[serde(default = "default_timeout")]
     timeout: f64,
+    /// Whether per-example outputs must have as many rows as the per-example inputs.
     #[serde(default = "yes")]
     match_rows: bool,
+    /// The stage's seed, for `{seed}` (the experiment's unless set; one per replicate).
     seed: u64,
 }
 
@@ -103,7 +115,7 @@ fn yes() -> bool {
 }
 
 /// The canonical parameters: what goes into the recipe key and what [`Command::run`] reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandParams {
     /// The command line, placeholders unexpanded.
     pub argv: Vec<String>,
@@ -170,6 +182,9 @@ impl StageKind for Command {
 
     fn param_fields(&self) -> Vec<&'static str> {
         RawParams::fields()
+    }
+    fn param_docs(&self) -> Vec<crate::config::param_docs::ParamDoc> {
+        RawParams::docs()
     }
     fn input_table(&self) -> Option<&'static str> {
         Some("inputs")

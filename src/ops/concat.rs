@@ -15,7 +15,7 @@ use crate::artifact::{Features, FeaturesMeta, Split};
 use crate::config::params::{ParamError, Params};
 
 /// Parameters of `concat`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConcatParams {
     /// L2-normalise each block's rows before joining them.

@@ -11,7 +11,7 @@ use crate::config::params::{ParamError, Params};
 use crate::data::{self, catalog, DatasetName, LoadOptions, SyntheticOptions};
 
 /// Parameters of `dataset`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetParams {
     /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`; real ones may be pooled with `+`.

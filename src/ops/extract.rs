@@ -14,7 +14,7 @@ use crate::config::params::{ParamError, Params};
 use crate::nn::{self, ImageData, Pool, Tap};
 
 /// Parameters of `extract`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractParams {
     /// `conv1`, `res2`, `res3`, `res4` or `res5`.
@@ -33,6 +33,8 @@ pub struct ExtractParams {
     /// Clips only: temporal crops per clip whose features are averaged. Left out of the
     /// canonical parameters at its default, so image stages keep the recipe keys they had before
     /// clips existed.
+    // The canonical form leaves the default out, so the schema would not show it.
+    #[schemars(extend("default" = 1))]
     #[serde(default = "default_clips", skip_serializing_if = "is_default_clips")]
     pub clips_per_video: usize,
 }

@@ -12,7 +12,7 @@ use crate::config::params::{ParamError, Params};
 use crate::eval;
 
 /// Parameters of `kmeans`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KMeansParams {
     /// Number of clusters (at least 2).
@@ -38,7 +38,7 @@ fn default_iterations() -> usize {
 }
 
 /// How the first centroids are chosen, as the file writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum InitName {
     /// k-means++ D^2 sampling.
     #[serde(rename = "kmeans++")]

@@ -10,7 +10,7 @@ use crate::artifact::{Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 
 /// Parameters of `label_noise`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelNoiseParams {
     /// Percentage of training labels replaced, 0..=100.

@@ -10,12 +10,14 @@ use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ProbeConfig, ProbeSolver};
 
 /// Parameters of `linear_probe`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeParams {
     /// `"sgd"` (the default: mini-batch momentum SGD, the paper's protocol) or `"lbfgs"` (full-batch
     /// L-BFGS to the converged optimum of the same objective; `epochs` is then its iteration cap).
     /// Left out of the canonical form at its default, so the keys of existing probes stand.
+    // The canonical form leaves the default out, so the schema would not show it.
+    #[schemars(extend("default" = "sgd"))]
     #[serde(default, skip_serializing_if = "is_sgd")]
     pub solver: ProbeSolver,
     /// L-BFGS only: stop once every gradient entry is within this (default 1e-4, scikit-learn's).

@@ -12,7 +12,7 @@ use crate::config::params::{ParamError, Params};
 use crate::eval::{self, OvrConfig};
 
 /// Parameters of `map_probe`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapProbeParams {
     /// Candidate SVM costs C, chosen per class by cross-validation.

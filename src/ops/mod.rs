@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use crate::config::param_docs::ParamDoc;
 use crate::config::params::{self, ParamError, Params};
 
 mod canvas;
@@ -188,6 +189,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn param_fields(&self) -> Vec<&'static str> {
         Self::Params::fields()
     }
+    /// See [`Op::param_docs`].
+    fn param_docs(&self) -> Vec<ParamDoc> {
+        Self::Params::docs()
+    }
     /// Types, defaults and validates raw stage fields (unknown fields rejected with a suggestion).
     fn normalize(&self, raw: &Json) -> Result<Self::Params, ParamError> {
         params::typed::<Self::Params>(raw)
@@ -247,6 +252,8 @@ pub trait Op: Send + Sync {
     fn spec(&self) -> &'static OpSpec;
     /// Names of the parameters (for help texts and seed injection).
     fn param_fields(&self) -> Vec<&'static str>;
+    /// Each parameter's type, default and doc comment, for `cfrun ops OP`.
+    fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types, defaults and validates the parameters, returning the canonical form.
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError>;
     /// Types the canonical parameters and runs the stage, writing every output under
@@ -341,6 +348,19 @@ impl<T: StageKind> Op for T {
     }
     fn param_fields(&self) -> Vec<&'static str> {
         StageKind::param_fields(self)
+    }
+    fn param_docs(&self) -> Vec<ParamDoc> {
+        let mut docs = StageKind::param_docs(self);
+        // What the plan does with a seed left out (graph::expand's `inject_seed`).
+        if let Some(seed) = docs.iter_mut().find(|d| d.name == "seed") {
+            seed.required = false;
+            seed.default_from = Some(if StageKind::replicated(self) {
+                "the experiment's `seed` (in replicate r > 0, a seed derived from it and r)".to_string()
+            } else {
+                "the experiment's `seed` (the same in every replicate)".to_string()
+            });
+        }
+        docs
     }
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
         params::canonical(&StageKind::normalize(self, raw)?)

@@ -15,7 +15,7 @@ use crate::config::params::{ParamError, Params};
 use crate::rng::derive_seed;
 
 /// Parameters of `per_label_kmeans` (those of `kmeans`, with `k` the total).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct PerLabelParams(pub KMeansParams);
 

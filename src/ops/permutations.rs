@@ -14,7 +14,7 @@ use crate::config::params::{ParamError, Params};
 use crate::selfsup::permutations::max_hamming_set;
 
 /// Parameters of `permutations`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PermutationsParams {
     /// P, the number of permutations (Jigsaw classes).

@@ -13,7 +13,7 @@ use crate::config::params::{self, ParamError, Params};
 use crate::report::{self, FigureAxes, PlotSpec};
 
 /// Parameters of `plot`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlotParams {
     /// Panels, x axis, series and titles (empty axis titles default to `x` and `metric`).
     #[serde(flatten)]

@@ -24,7 +24,7 @@ use crate::selfsup::rotation::rotation_set;
 use crate::selfsup::tiles::{upsample, TileSpec};
 
 /// Parameters of `pretext`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PretextParams {
     /// `rotnet` or `jigsaw`.
     pub task: Task,
@@ -48,7 +48,7 @@ pub struct PretextParams {
 }
 
 /// The pretext task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Predict which of four quarter turns an image was given.

@@ -15,7 +15,7 @@ use crate::cluster;
 use crate::config::params::{ParamError, Params};
 
 /// Parameters of `prototype`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrototypeParams {
     /// L2-normalise features first (match the `kmeans` stage it is compared with).

@@ -11,7 +11,7 @@ use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, ImageData};
 
 /// Parameters of `random_net`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RandomNetParams {
     /// The network, as for `train` (the same as the networks it is a floor for).
     #[serde(flatten)]

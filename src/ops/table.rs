@@ -15,7 +15,7 @@ use crate::config::suggest::did_you_mean;
 use crate::report::{self, AxisValue, PaperRef, Record, TableSpec, REPLICATE_DIM};
 
 /// The paper's own number for one cell, shown beside ours.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaperCell {
     /// Row label: the row's values joined by spaces, names bare and numbers as `axis=value`
@@ -28,7 +28,7 @@ pub struct PaperCell {
 }
 
 /// Parameters of `table`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableParams {
     /// Title line.

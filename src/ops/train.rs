@@ -16,7 +16,7 @@ use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, Augment, ImageData, Precision};
 
 /// Parameters of `train`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrainParams {
     /// The network.
     #[serde(flatten)]
@@ -53,6 +53,8 @@ pub struct TrainParams {
     /// Arithmetic of activations and convolutions: `f32` (default), or mixed precision `bf16`
     /// (GPU only) or `f16`, with f32 master weights and batch norm. Left out of the recipe when
     /// f32, so keys of studies written before it existed are unchanged.
+    // The canonical form leaves the default out, so the schema would not show it.
+    #[schemars(extend("default" = "f32"))]
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// Seed of the initial weights, shuffles and augmentation.

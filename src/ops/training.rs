@@ -15,7 +15,7 @@ use crate::config::params::{field_names, ParamError};
 use crate::nn::{self, Arch, Augment, EpochStats, Schedule, TrainConfig, TrainObserver, TrainState};
 
 /// The network: a preset, optionally refined.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetParams {
     /// Network preset: `resnet_tiny`, `resnet_small`, `resnet_cpu`, `resnet_gpu` (images) or `r2plus1d_tiny`,
     /// `r2plus1d_small`, `r2plus1d_large`, `r2plus1d_gpu` (clips).
@@ -166,7 +166,7 @@ impl NetParams {
 }
 
 /// The learning-rate decay after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decay {
     /// Half a cosine down to zero.
@@ -178,7 +178,7 @@ pub enum Decay {
 }
 
 /// The optimiser: SGD with momentum, warm-up and a decay.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OptimParams {
     /// Passes over the (derived) training set.
     pub epochs: usize,

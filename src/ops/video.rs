@@ -13,7 +13,7 @@ use crate::data::{self, DatasetName, LoadOptions, SyntheticOptions};
 use crate::video::{self, strip, ClipStyle, LabelSpace, ObjectGroups, SourceSplit, Verb, Vocabulary};
 
 /// Parameters of `video`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VideoParams {
     /// Data set whose images are the moving objects (grey, square).

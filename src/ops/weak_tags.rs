@@ -12,7 +12,7 @@ use crate::data::hashtags::{TagModel, TagStats};
 use crate::rng::derive_seed;
 
 /// Parameters of `weak_tags`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeakTagsParams {
     /// Tags naming each class (linguistic ambiguity).

@@ -12,7 +12,7 @@ use crate::stats::summary::INTERVAL_METHOD;
 
 /// What a figure shows and how its axes are titled: shared by [`PlotSpec`] and the `plot` op's
 /// parameters, which flatten it (a stage writes these fields directly).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FigureAxes {
     /// Figure title above all panels (empty for none).
     #[serde(default)]

@@ -25,7 +25,7 @@ use super::select::{self, dim_value, matches, Observation, Selector, REPLICATE, 
 use super::summary::Summary;
 
 /// What the paper expects of the quantity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
     /// Positive: a above b (for `order`: each series above the next).

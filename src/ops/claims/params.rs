@@ -12,7 +12,7 @@ use crate::stats::select::parse_selector;
 use crate::stats::{Claim, Condition, Expect, Selector, Shape, SOURCE};
 
 /// How a claim reduces its paired differences (see [`Shape`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimKind {
     /// Mean of a - b over the cells in scope.
@@ -31,7 +31,7 @@ pub enum ClaimKind {
 pub type SelectorDecl = BTreeMap<String, Json>;
 
 /// One claim as declared under `[[stages.NAME.claims]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimDecl {
     /// A short identifier, unique within the stage.
@@ -84,7 +84,7 @@ pub struct ClaimDecl {
 }
 
 /// Parameters of `claims`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsParams {
     /// Title line of the report.

@@ -1,0 +1,144 @@
+//! `cfrun ops [OP]`: the stage kinds, their inputs and outputs, and (for one op) each parameter's
+//! type, default and meaning, as text or JSON.
+
+use serde_json::{json, Value as Json};
+
+use super::commands::Failure;
+use crate::config::param_docs::ParamDoc;
+use crate::config::suggest::did_you_mean;
+use crate::ops::{self, Op};
+
+/// Width the parameter descriptions are wrapped to.
+const TEXT_WIDTH: usize = 100;
+
+/// Prints every op in brief, or `name` with its parameters in full; an unknown name is a usage
+/// error naming the valid ones.
+pub(super) fn ops(name: Option<&str>, json: bool) -> Result<(), Failure> {
+    let chosen: Vec<&dyn Op> = match name {
+        None => ops::registry().to_vec(),
+        Some(name) => vec![ops::find(name).ok_or_else(|| unknown(name))?],
+    };
+    if json {
+        let described: Vec<Json> = chosen.iter().map(|op| describe(*op)).collect();
+        let out = if name.is_some() { described[0].clone() } else { Json::from(described) };
+        println!("{out}");
+        return Ok(());
+    }
+    for op in &chosen {
+        print_op(*op, name.is_some());
+    }
+    if name.is_none() {
+        println!("\n`cfrun ops OP` gives each parameter's type, default and meaning.");
+    }
+    Ok(())
+}
+
+fn unknown(name: &str) -> Failure {
+    let names: Vec<&str> = ops::registry().iter().map(|op| op.name()).collect();
+    let hint = did_you_mean(name, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+    Failure::Other(format!("unknown op `{name}`{hint}; valid: {}", names.join(", ")))
+}
+
+fn print_op(op: &dyn Op, in_full: bool) {
+    println!("{} (v{}): {}", op.name(), op.version(), op.summary());
+    for i in op.inputs() {
+        let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
+        let req = if i.required { "required" } else { "optional" };
+        let many = if i.gather { ", gathers all instances" } else { "" };
+        println!("  input  {:<10} {} ({req}{many}): {}", i.name, kinds.join("|"), i.doc);
+    }
+    for o in op.outputs() {
+        println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
+    }
+    if let Some(table) = op.input_table() {
+        println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
+        println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
+    }
+    if !in_full {
+        println!("  params {}", op.param_fields().join(", "));
+        return;
+    }
+    let docs = op.param_docs();
+    let width = docs.iter().map(|d| d.name.len()).max().unwrap_or(0) + 2;
+    println!("  parameters");
+    for d in &docs {
+        println!("    {:<width$}{}", d.name, usage(d));
+        for line in wrap(&d.doc, TEXT_WIDTH.saturating_sub(4 + width).max(40)) {
+            println!("    {:<width$}{line}", "");
+        }
+    }
+}
+
+/// `integer >= 0, default 128`: the type and what a stage that leaves the field out gets.
+fn usage(d: &ParamDoc) -> String {
+    let given = match (&d.default, &d.default_from, d.required) {
+        (_, _, true) => "required".to_string(),
+        (Some(v), _, false) => format!("default {v}"),
+        (None, Some(from), false) => format!("default {from}"),
+        (None, None, false) => "optional (unset)".to_string(),
+    };
+    format!("{}, {given}", d.kind)
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word stands alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
+/// One op as `--json ops` gives it: what the text shows, parameters in full.
+fn describe(op: &dyn Op) -> Json {
+    let inputs: Vec<Json> = op
+        .inputs()
+        .iter()
+        .map(|i| {
+            let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
+            json!({"name": i.name, "kinds": kinds, "required": i.required, "gathers": i.gather, "doc": i.doc})
+        })
+        .collect();
+    let outputs: Vec<Json> =
+        op.outputs().iter().map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc})).collect();
+    json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
+           "outputs": outputs, "input_table": op.input_table(), "params": op.param_fields(),
+           "parameters": op.param_docs()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_wrap_at_spaces_within_the_width() {
+        let lines = wrap("one two three four five", 9);
+        assert_eq!(lines, ["one two", "three", "four five"]);
+        assert_eq!(wrap("unbreakable-word x", 5), ["unbreakable-word", "x"]);
+        assert!(wrap("", 10).is_empty());
+    }
+
+    #[test]
+    fn usage_says_required_default_or_unset() {
+        let doc = |required, default| ParamDoc {
+            name: "k".into(),
+            kind: "integer >= 0".into(),
+            required,
+            default,
+            default_from: None,
+            doc: String::new(),
+        };
+        assert_eq!(usage(&doc(true, None)), "integer >= 0, required");
+        assert_eq!(usage(&doc(false, Some(json!(128)))), "integer >= 0, default 128");
+        assert_eq!(usage(&doc(false, Some(json!("cosine")))), "integer >= 0, default \"cosine\"");
+        assert_eq!(usage(&doc(false, None)), "integer >= 0, optional (unset)");
+        let from = ParamDoc { default_from: Some("the experiment's `seed`".into()), ..doc(false, None) };
+        assert_eq!(usage(&from), "integer >= 0, default the experiment's `seed`");
+    }
+}
