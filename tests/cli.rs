@@ -448,6 +448,13 @@ fn dag_show_and_gc() {
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v[0]["metrics"]["metrics"]["purity"].as_f64().unwrap() > 0.0);
     assert_eq!(v[0]["provenance"]["device"], "cpu");
+    // Without --json the same instance reads as labelled lines, not as JSON.
+    let text = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=4]"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.starts_with("clusters[k=4]: cached\n  computed   kmeans v"), "{text}");
+    assert!(text.contains("\n  params     ") && text.contains("k = 4"), "{text}");
+    assert!(text.contains("\n  metrics    ") && text.contains("purity 0."), "{text}");
+    assert!(text.contains("labels/labels.safetensors") && !text.contains('{'), "{text}");
     let stale = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.probe_noisy.lr=0.2"]);
     assert!(
         String::from_utf8_lossy(&stale.stdout).contains("lr 0.1 -> 0.2"),

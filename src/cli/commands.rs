@@ -548,9 +548,8 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     if g.json {
         println!("{}", json!(items));
     } else {
-        for item in &items {
-            println!("{}", serde_json::to_string_pretty(item).unwrap_or_default());
-        }
+        let texts: Vec<String> = items.iter().map(super::show_text::render).collect();
+        print!("{}", texts.join("\n"));
     }
     Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }

@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod logging;
 mod ops_help;
+mod show_text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
