@@ -1498,6 +1498,29 @@ fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::pro
     (child, sleep_pid)
 }
 
+/// SIGTERM (`kill`, a scheduler ending the job that runs cfrun) ends a run as Ctrl-C does, but
+/// under the code a shell gives a process SIGTERM ended: 143, so a wrapper can tell the two.
+#[test]
+fn sigterm_ends_a_local_run_like_ctrl_c_with_exit_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, sleep_pid) = start_a_sleeping_command(dir.path(), &dir.path().join("cache"), &[]);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted: every finished instance is cached"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a SIGTERM");
+    assert_eq!((&v["interrupted"], &v["ok"]), (&json!(true), &json!(false)), "{v}");
+    let ended = std::time::Instant::now();
+    while !process_gone(&sleep_pid) {
+        if ended.elapsed().as_secs() >= 10 {
+            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
+            panic!("the command stage's process {sleep_pid} outlived the terminated cfrun");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
 /// object, finished instances are reported (and cached), the running one is reported as
 /// interrupted, the exit code is 130, and the running command's process is gone.

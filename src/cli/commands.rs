@@ -413,7 +413,8 @@ fn run(
     }
     if summary.interrupted {
         eprintln!("interrupted: every finished instance is cached; run again to continue");
-        return Ok(ExitCode::from(super::exit::INTERRUPTED));
+        let terminated = exec::interrupt::signal() == Some(libc::SIGTERM);
+        return Ok(ExitCode::from(if terminated { super::exit::TERMINATED } else { super::exit::INTERRUPTED }));
     }
     Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }

@@ -4,5 +4,8 @@
 pub const FAILED: u8 = 1;
 /// The experiment file, the command line or a precondition is invalid: nothing ran.
 pub const INVALID: u8 = 2;
-/// Interrupted (Ctrl-C): running jobs were cancelled, nothing half-written was published.
+/// Interrupted (Ctrl-C, SIGINT): running jobs were cancelled, nothing half-written was published.
 pub const INTERRUPTED: u8 = 130;
+/// Terminated (SIGTERM: `kill`, a scheduler ending a job): as [`INTERRUPTED`], under the code
+/// a shell gives a process that SIGTERM ended (128 + 15).
+pub const TERMINATED: u8 = 143;

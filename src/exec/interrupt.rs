@@ -1,11 +1,14 @@
 //! Ctrl-C for drivers that own cluster jobs: the first SIGINT or SIGTERM only raises a flag, so
 //! the driver can cancel its jobs before it exits (a second one ends the process at once).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The first signal that arrived (0: none), for the exit code.
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    let _ = FIRST_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     if INTERRUPTED.swap(true, Ordering::SeqCst) {
         // SAFETY: restoring the default disposition and re-raising are async-signal-safe.
         unsafe {
@@ -27,4 +30,9 @@ pub fn install() {
 /// Whether Ctrl-C (or SIGTERM) arrived since [`install`].
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// The signal that interrupted the run (`SIGINT` or `SIGTERM`), if one did.
+pub fn signal() -> Option<libc::c_int> {
+    Some(FIRST_SIGNAL.load(Ordering::SeqCst)).filter(|&s| s != 0)
 }
