@@ -406,6 +406,9 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     assert!(line("precision").ends_with("\"f32\" | \"bf16\" | \"f16\", default \"f32\""), "{text}");
     assert!(line("seed").contains("default the experiment's `seed`"), "{text}");
     assert!(text.contains("Passes over the (derived) training set."), "the field's doc comment:\n{text}");
+    assert!(line("temperature").ends_with("number, default 4.0"), "{text}");
+    let probe = String::from_utf8_lossy(&cfrun(&cache, &["ops", "linear_probe"]).stdout).to_string();
+    assert!(probe.contains("number, default 0.1\n"), "an f32 default as written, not widened:\n{probe}");
     let claims = String::from_utf8_lossy(&cfrun(&cache, &["ops", "claims"]).stdout).to_string();
     assert!(claims.lines().any(|l| l.trim_start().starts_with("claims[].expect ")), "nested fields:\n{claims}");
 

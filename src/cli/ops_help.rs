@@ -58,7 +58,7 @@ fn print_op(op: &dyn Op, in_full: bool) {
         println!("  params {}", op.param_fields().join(", "));
         return;
     }
-    let docs = op.param_docs();
+    let docs = param_docs(op);
     let width = docs.iter().map(|d| d.name.len()).max().unwrap_or(0) + 2;
     println!("  parameters");
     for d in &docs {
@@ -95,6 +95,16 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// The op's parameter docs with an `f32` default shown as written (`0.1`), not widened to the
+/// `f64` the schema holds (`0.10000000149011612`), as `dag` and `show` show parameters.
+fn param_docs(op: &dyn Op) -> Vec<ParamDoc> {
+    let mut docs = op.param_docs();
+    for d in &mut docs {
+        d.default = d.default.as_ref().map(crate::cache::readable::readable);
+    }
+    docs
+}
+
 /// One op as `--json ops` gives it: what the text shows, parameters in full.
 fn describe(op: &dyn Op) -> Json {
     let inputs: Vec<Json> = op
@@ -109,7 +119,7 @@ fn describe(op: &dyn Op) -> Json {
         op.outputs().iter().map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc})).collect();
     json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
            "outputs": outputs, "input_table": op.input_table(), "params": op.param_fields(),
-           "parameters": op.param_docs()})
+           "parameters": param_docs(op)})
 }
 
 #[cfg(test)]
