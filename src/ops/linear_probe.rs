@@ -26,7 +26,7 @@ pub struct ProbeParams {
     /// Passes over the training split (SGD), or the most L-BFGS iterations.
     #[serde(default = "defaults::epochs")]
     pub epochs: usize,
-    /// Mini-batch size.
+    /// Mini-batch size, capped at ceil(training rows / 32) so that an epoch has at least 32 steps.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
     /// Initial learning rate.

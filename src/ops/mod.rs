@@ -355,7 +355,7 @@ impl<T: StageKind> Op for T {
         if let Some(seed) = docs.iter_mut().find(|d| d.name == "seed") {
             seed.required = false;
             seed.default_from = Some(if StageKind::replicated(self) {
-                "the experiment's `seed` (in replicate r > 0, a seed derived from it and r)".to_string()
+                "the experiment's `seed`; in replicate r > 0 the seed used, set here or not, is one derived from it and r".to_string()
             } else {
                 "the experiment's `seed` (the same in every replicate)".to_string()
             });

@@ -38,7 +38,7 @@ pub struct TableParams {
     pub rows: Vec<String>,
     /// Dimensions that make a column.
     pub columns: Vec<String>,
-    /// Metric names to show; more than one adds the `metric` dimension.
+    /// Metric names to show; with more than one, put `metric` in `rows` or `columns`.
     pub metrics: Vec<String>,
     /// Decimals.
     #[serde(default = "one")]

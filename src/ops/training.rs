@@ -194,7 +194,7 @@ pub struct OptimParams {
     /// L2 weight decay.
     #[serde(default = "defaults::weight_decay")]
     pub weight_decay: f64,
-    /// Epochs of linear warm-up.
+    /// Epochs of linear warm-up; below `epochs` unless 0 (write 0 for a one-epoch run).
     #[serde(default = "defaults::warmup")]
     pub warmup_epochs: usize,
     /// `cosine`, `step` or `constant` decay after warm-up.

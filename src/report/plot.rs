@@ -17,7 +17,7 @@ pub struct FigureAxes {
     /// Figure title above all panels (empty for none).
     #[serde(default)]
     pub title: String,
-    /// Dimension giving one panel per value, e.g. `target`; `None` for a single panel.
+    /// Dimension giving one panel per value, e.g. `target`; leave it unset for a single panel.
     #[serde(default)]
     pub panel: Option<String>,
     /// Axis on the horizontal axis, e.g. `p`; numeric values are placed numerically, strings as categories.
@@ -25,10 +25,10 @@ pub struct FigureAxes {
     /// Dimensions naming a line, e.g. `["source", "k"]` -> `N_cf k=250`.
     #[serde(default)]
     pub series: Vec<String>,
-    /// Horizontal axis title.
+    /// Horizontal axis title (empty: the name of `x`).
     #[serde(default)]
     pub x_label: String,
-    /// Vertical axis title (shown once, left of the first panel).
+    /// Vertical axis title, shown once left of the first panel (empty: the metric's name).
     #[serde(default)]
     pub y_label: String,
     /// Log-scale x axis (numeric, positive x only), e.g. for sweeps over K.

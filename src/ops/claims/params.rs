@@ -65,7 +65,7 @@ pub struct ClaimDecl {
     /// For `contrast`: the slice it is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub than: Option<SelectorDecl>,
-    /// The expected direction: greater, less, within (compare, order, contrast); increasing,
+    /// The expected direction: greater or less (compare, contrast, order); within (compare, contrast); increasing,
     /// decreasing (trend).
     pub expect: Expect,
     /// For `within`: the band around zero counted as equal. For the others: how far past zero
