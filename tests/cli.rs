@@ -1425,6 +1425,19 @@ fn process_gone(pid: &str) -> bool {
     }
 }
 
+/// Waits (10 s at most) for the command stage's process `pid` to end after cfrun was `how`
+/// (interrupted, terminated); fails, killing it, if it outlives cfrun.
+fn outlives_no_command(pid: &str, how: &str) {
+    let ended = std::time::Instant::now();
+    while !process_gone(pid) {
+        if ended.elapsed().as_secs() >= 10 {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+            panic!("the command stage's process {pid} outlived the {how} cfrun");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A killed cfrun takes with it what a command stage started in the background, not just the
 /// process it started itself (a shell's job, a framework's worker holding a GPU), even what left
 /// the command's process group and session.
@@ -1514,14 +1527,7 @@ fn sigterm_ends_a_local_run_like_ctrl_c_with_exit_143() {
     assert!(err.contains("interrupted: every finished instance is cached"), "{err}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a SIGTERM");
     assert_eq!((&v["interrupted"], &v["ok"]), (&json!(true), &json!(false)), "{v}");
-    let ended = std::time::Instant::now();
-    while !process_gone(&sleep_pid) {
-        if ended.elapsed().as_secs() >= 10 {
-            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
-            panic!("the command stage's process {sleep_pid} outlived the terminated cfrun");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    outlives_no_command(&sleep_pid, "terminated");
 }
 
 /// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
@@ -1549,14 +1555,7 @@ fn ctrl_c_ends_a_local_run_with_its_summary_and_leaves_nothing_running() {
     assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted while running or queued to run".into()), "{v}");
     let slow = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "slow").unwrap();
     assert!(slow["key"].as_str().is_some_and(|k| k.starts_with("blake3:")), "its key is known: {slow}");
-    let ended = std::time::Instant::now();
-    while !process_gone(&sleep_pid) {
-        if ended.elapsed().as_secs() >= 10 {
-            let _ = Command::new("kill").args(["-9", &sleep_pid]).status();
-            panic!("the command stage's process {sleep_pid} outlived the interrupted cfrun");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    outlives_no_command(&sleep_pid, "interrupted");
     // What finished is cached: the rerun computes only the interrupted stage (stopped at once).
     let status = cfrun(&cache, &["status", d.join("stop.toml").to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&status.stdout).unwrap();
