@@ -401,21 +401,25 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
         let prefix = format!("    {name} ");
         text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{name}` in\n{text}")).to_string()
     };
-    assert!(line("epochs").ends_with("integer >= 0, required"), "{text}");
-    assert!(line("batch_size").ends_with("integer >= 0, default 128"), "{text}");
+    assert!(line("epochs").ends_with("integer from 1 to 100000, required"), "the range checked:\n{text}");
+    assert!(line("batch_size").ends_with("integer from 1 to 65536, default 128"), "{text}");
+    assert!(line("momentum").ends_with("number in [0, 1), default 0.9"), "{text}");
     assert!(line("precision").ends_with("\"f32\" | \"bf16\" | \"f16\", default \"f32\""), "{text}");
     assert!(line("seed").contains("default the experiment's `seed`"), "{text}");
     assert!(text.contains("Passes over the (derived) training set."), "the field's doc comment:\n{text}");
-    assert!(line("temperature").ends_with("number, default 4.0"), "{text}");
+    assert!(line("temperature").ends_with("number > 0, default 4.0"), "{text}");
     let probe = String::from_utf8_lossy(&cfrun(&cache, &["ops", "linear_probe"]).stdout).to_string();
-    assert!(probe.contains("number, default 0.1\n"), "an f32 default as written, not widened:\n{probe}");
+    assert!(probe.contains("number > 0, default 0.1\n"), "an f32 default as written, not widened:\n{probe}");
+    let pretext = String::from_utf8_lossy(&cfrun(&cache, &["ops", "pretext"]).stdout).to_string();
+    assert!(pretext.contains("\"cosine\" | \"constant\", default"), "no step decay for pretext:\n{pretext}");
     let claims = String::from_utf8_lossy(&cfrun(&cache, &["ops", "claims"]).stdout).to_string();
     assert!(claims.lines().any(|l| l.trim_start().starts_with("claims[].expect ")), "nested fields:\n{claims}");
 
     let json = cfrun(&cache, &["ops", "kmeans", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("ops OP --json is JSON");
     let k = v["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "k").unwrap();
-    assert_eq!((&k["type"], &k["required"]), (&json!("integer >= 0"), &json!(true)), "{v}");
+    assert_eq!((&k["type"], &k["required"]), (&json!("integer >= 2"), &json!(true)), "{v}");
+    assert_eq!(k["bounds"], json!({"minimum": 2.0}), "{v}");
 
     let typo = cfrun(&cache, &["ops", "trainn"]);
     assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
@@ -4073,25 +4077,31 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     }
 }
 
-/// A dataset `path` that names no folder is refused by `run` before anything runs (exit 2, at the
-/// field), not skipped for the registries; commands that only read the experiment still work, so
-/// a folder moved after a run does not lock `status` out.
+/// A dataset's or a video's `path` that names no folder is refused by `run` before anything runs
+/// (exit 2, at the field), not skipped for the registries; commands that only read the experiment
+/// still work, so a folder moved after a run does not lock `status` out.
 #[test]
 fn a_missing_dataset_folder_is_refused_by_run_but_not_by_status() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("path.toml");
-    let text = "[experiment]\nname = \"path\"\nseed = 0\n\n[stages.fashion]\nop = \"dataset\"\n\
-                name = \"fashion-mnist\"\npath = \"data/fashoin\"\ntrain_size = 100\ntest_size = 40\n";
-    std::fs::write(&file, text).unwrap();
     let cache = dir.path().join("cache");
-    let out = cfrun(&cache, &["run", file.to_str().unwrap()]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("`path` = \"data/fashoin\" is not a folder") && err.contains("path.toml:8:"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
-    let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
-    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let stages = [
+        "[stages.fashion]\nop = \"dataset\"\nname = \"fashion-mnist\"\npath = \"data/fashoin\"\ntrain_size = 100\n\
+         test_size = 40\n",
+        "[stages.clips]\nop = \"video\"\nsource = \"fashion-mnist\"\npath = \"data/fashoin\"\ntrain_size = 100\n\
+         test_size = 40\n",
+    ];
+    for stage in stages {
+        let file = dir.path().join("path.toml");
+        std::fs::write(&file, format!("[experiment]\nname = \"path\"\nseed = 0\n\n{stage}")).unwrap();
+        let out = cfrun(&cache, &["run", file.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("`path` = \"data/fashoin\" is not a folder") && err.contains("path.toml:8:"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!cache.join("keys").exists() || objects(&cache).is_empty(), "nothing ran");
+        let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
+        assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    }
 }
 
 /// What the report ops publish for fixed metrics, and the label and permutation ops for fixed

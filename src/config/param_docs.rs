@@ -24,6 +24,58 @@ pub struct ParamDoc {
     pub default_from: Option<String>,
     /// The field's doc comment as one paragraph.
     pub doc: String,
+    /// The range a number (or each number of a list) must lie in, where the op checks one.
+    #[serde(skip_serializing_if = "Bounds::is_open")]
+    pub bounds: Bounds,
+}
+
+/// The range of a number field as its schema states it: JSON Schema's four keywords.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Bounds {
+    /// The least value allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    /// Every value must be above this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_minimum: Option<f64>,
+    /// The greatest value allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
+    /// Every value must be below this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_maximum: Option<f64>,
+}
+
+impl Bounds {
+    /// The bounds `schema` states (of its items, for a list).
+    fn of(schema: &Json) -> Bounds {
+        let schema = schema.get("items").unwrap_or(schema);
+        let at = |key: &str| schema.get(key).and_then(Json::as_f64);
+        Bounds {
+            minimum: at("minimum"),
+            exclusive_minimum: at("exclusiveMinimum"),
+            maximum: at("maximum"),
+            exclusive_maximum: at("exclusiveMaximum"),
+        }
+    }
+
+    /// Whether no bound is stated.
+    pub fn is_open(&self) -> bool {
+        *self == Bounds::default()
+    }
+
+    /// `>= 0`, `from 2 to 20`, `in (0, 1]`: the bounds in words, after a type's name.
+    fn words(&self, integer: bool) -> String {
+        let low = self.minimum.map(|m| ('[', m)).or(self.exclusive_minimum.map(|m| ('(', m)));
+        let high = self.maximum.map(|m| (']', m)).or(self.exclusive_maximum.map(|m| (')', m)));
+        match (low, high) {
+            (Some(('[', lo)), Some((']', hi))) if integer => format!(" from {lo} to {hi}"),
+            (Some((open, lo)), Some((close, hi))) => format!(" in {open}{lo}, {hi}{close}"),
+            (Some((open, lo)), None) => format!(" {} {lo}", if open == '[' { ">=" } else { ">" }),
+            (None, Some((close, hi))) => format!(" {} {hi}", if close == ']' { "<=" } else { "<" }),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// The parameters of `P` in the order `order` names them (fields the schema has and `order`
@@ -66,6 +118,7 @@ fn fields(object: &Json, defs: &Map<String, Json>, prefix: &str, order: Option<&
             default,
             default_from: None,
             doc: paragraph(field),
+            bounds: Bounds::of(value),
         });
         // A list of tables, or one table, documents its own fields under this one's name.
         let items = value.get("items").map(|i| (resolve(i, defs), "[]"));
@@ -127,14 +180,15 @@ fn type_name(schema: &Json, defs: &Map<String, Json>) -> String {
         return kinds.join(" or ");
     }
     match kind {
-        "integer" if schema.get("minimum").and_then(Json::as_f64) == Some(0.0) => "integer >= 0".to_string(),
+        "integer" | "number" => format!("{kind}{}", Bounds::of(schema).words(kind == "integer")),
         "array" => {
             let items = schema.get("items").map_or_else(|| "any value".to_string(), |i| type_name(i, defs));
-            let exactly = match (schema.get("minItems"), schema.get("maxItems")) {
+            let count = match (schema.get("minItems"), schema.get("maxItems")) {
                 (Some(lo), Some(hi)) if lo == hi => format!("{lo} "),
+                (Some(lo), Some(hi)) => format!("{lo} to {hi} "),
                 _ => String::new(),
             };
-            format!("array of {exactly}{}", plural(&items))
+            format!("array of {count}{}", plural(&items))
         }
         "object" if schema.get("properties").is_some() => "table (fields below)".to_string(),
         "object" => match schema.get("additionalProperties") {

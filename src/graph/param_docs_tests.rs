@@ -1,8 +1,11 @@
 //! `cfrun ops OP`'s parameter help held against what the plan does: every documented default is
 //! the value a stage that leaves the field out is planned with, over every study and fixture.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::{json, Value as Json};
+
+use crate::config::param_docs::{Bounds, ParamDoc};
 use crate::ops;
 
 #[test]
@@ -53,4 +56,129 @@ fn documented_defaults_are_what_every_study_is_planned_with() {
     }
     assert!(checked.len() >= 14, "only {} ops had a default to compare: {checked:?}", checked.len());
     assert!(compared >= 200, "only {compared} defaults compared");
+}
+
+/// Settings some bounds hold under: another field's value that makes the bound reachable (a
+/// gamma is for step decay, a 24-pixel grid takes tiles of 8 at most). Written beside the probed
+/// value, on both sides of the bound.
+fn companions(op: &str, field: &str) -> Json {
+    match (op, field) {
+        ("train", "gamma" | "milestones") => json!({"schedule": "step"}),
+        ("pretext", "grid") => json!({"tile": 8}),
+        ("pretext", "tile") => json!({"grid": 255}),
+        ("canvas", "min_objects") => json!({"max_objects": 4}),
+        ("canvas", "max_objects") => json!({"min_objects": 1}),
+        ("video", "num_verbs") => json!({"label_space": "sports"}),
+        ("extract", "clips_per_video") => json!({"clip_frames": 1}),
+        ("linear_probe", "tol") => json!({"solver": "lbfgs"}),
+        ("weak_tags", "nonvisual") => json!({"nonvisual_rate": 0.0, "drop": 0.0}),
+        ("weak_tags", "synonyms") => json!({"extra": 0.0}),
+        _ => json!({}),
+    }
+}
+
+/// The stage's parameters with `field` set to `value` and its companions written.
+fn with_value(params: &Json, op: &str, field: &str, value: Json) -> Json {
+    let mut params = params.clone();
+    for (name, v) in companions(op, field).as_object().into_iter().flatten() {
+        params[name] = v.clone();
+    }
+    params[field] = value;
+    params
+}
+
+/// A value of `doc`'s type (a list of them, for a list) for the number `x`: a whole number
+/// where the field takes one; a list of fixed length gets that many, any other list one.
+fn written(doc: &ParamDoc, x: f64) -> Json {
+    let number = if doc.kind.contains("integer") { Json::from(x as i64) } else { Json::from(x) };
+    let Some(items) = doc.kind.strip_prefix("array of ") else { return number };
+    let words: Vec<&str> = items.split_whitespace().collect();
+    let fixed = match words.as_slice() {
+        [_, "to", ..] => None,
+        [n, ..] => n.parse::<usize>().ok(),
+        [] => None,
+    };
+    Json::from(vec![number; fixed.unwrap_or(1)])
+}
+
+/// Values just outside `bounds` and the inclusive bounds themselves: (outside, at the bound).
+fn probes(bounds: &Bounds, integer: bool) -> (Vec<f64>, Vec<f64>) {
+    let step = |m: f64| if integer { 1.0 } else { m.abs().max(1.0) * 1e-3 };
+    let mut outside = Vec::new();
+    let mut at = Vec::new();
+    if let Some(m) = bounds.minimum {
+        outside.push(m - step(m));
+        at.push(m);
+    }
+    if let Some(m) = bounds.exclusive_minimum {
+        outside.push(m);
+    }
+    // Past 2^53 a float cannot say one more; such maxima are the type's own.
+    if let Some(m) = bounds.maximum.filter(|m| *m < 9e15) {
+        outside.push(m + step(m));
+        at.push(m);
+    }
+    if let Some(m) = bounds.exclusive_maximum {
+        outside.push(m);
+    }
+    (outside, at)
+}
+
+/// The quoted choices of a closed list (`"cosine" | "constant"`), or none for another type.
+fn choices(kind: &str) -> Vec<Json> {
+    let parts: Vec<&str> = kind.split(" | ").collect();
+    if parts.len() < 2 || !parts.iter().all(|p| p.starts_with('"') && p.ends_with('"')) {
+        return Vec::new();
+    }
+    parts.iter().map(|p| Json::from(p.trim_matches('"'))).collect()
+}
+
+#[test]
+fn documented_ranges_and_choices_are_what_the_ops_accept() {
+    // For every documented bound: a value just outside it is refused at that field in every
+    // study's stage; the bound itself, and each documented choice of a closed list, is accepted
+    // by some stage of the op (others may refuse it for another field's sake: a warm-up as long
+    // as the run, an architecture a precision is not offered for).
+    let mut accepted: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+    let mut refused = 0;
+    for (path, plan) in super::repository_studies::planned() {
+        let plan = plan.expect("every study plans");
+        for instance in &plan.instances {
+            let op = instance.op.name();
+            for doc in instance.op.param_docs() {
+                if doc.name.contains('.') {
+                    continue;
+                }
+                let (outside, at) = probes(&doc.bounds, doc.kind.contains("integer"));
+                for x in outside {
+                    let params = with_value(&instance.params, op, &doc.name, written(&doc, x));
+                    let planned = instance.op.normalize(&params);
+                    let at_field = planned
+                        .as_ref()
+                        .err()
+                        .is_some_and(|e| e.path == doc.name || e.path.starts_with(&format!("{}[", doc.name)));
+                    assert!(
+                        at_field,
+                        "{}: `{}` = {} is outside the documented {} of `{}` but gives {planned:?}",
+                        path.display(),
+                        doc.name,
+                        params[&doc.name],
+                        doc.kind,
+                        instance.stage
+                    );
+                    refused += 1;
+                }
+                let inside = at.into_iter().map(|x| written(&doc, x)).chain(choices(&doc.kind));
+                for value in inside {
+                    let key = (op.to_string(), doc.name.clone(), value.to_string());
+                    let params = with_value(&instance.params, op, &doc.name, value);
+                    *accepted.entry(key).or_default() |= instance.op.normalize(&params).is_ok();
+                }
+            }
+        }
+    }
+    let never: Vec<_> = accepted.iter().filter(|(_, ok)| !**ok).map(|(k, _)| k).collect();
+    assert!(never.is_empty(), "documented values no study's stage accepts: {never:#?}");
+    assert!(refused >= 500, "only {refused} values outside a documented range tried");
+    assert!(accepted.len() >= 100, "only {} documented bounds and choices tried", accepted.len());
 }

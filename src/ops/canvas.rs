@@ -16,16 +16,21 @@ use crate::selfsup::canvas::{compose, CanvasSpec, Objects};
 pub struct CanvasParams {
     /// Side of a canvas in pixels (at least twice the objects' side).
     #[serde(default = "defaults::size")]
+    #[schemars(range(min = 2, max = 512))]
     pub size: usize,
     /// Fewest objects per canvas.
     #[serde(default = "defaults::min_objects")]
+    #[schemars(range(min = 1, max = 4))]
     pub min_objects: usize,
     /// Most objects per canvas (at most 4).
     #[serde(default = "defaults::max_objects")]
+    #[schemars(range(min = 1, max = 4))]
     pub max_objects: usize,
     /// Training canvases.
+    #[schemars(range(min = 2))]
     pub train_size: usize,
     /// Test canvases.
+    #[schemars(range(min = 1))]
     pub test_size: usize,
     /// Seed of the composition.
     pub seed: u64,

@@ -135,6 +135,7 @@ pub struct CommandParams {
     /// Values for `{param.NAME}`.
     pub params: serde_json::Map<String, Json>,
     /// Seconds before the command is killed.
+    #[schemars(range(max = 604_800), extend("exclusiveMinimum" = 0))]
     pub timeout: f64,
     /// Whether per-example outputs must have as many rows as the per-example inputs.
     pub match_rows: bool,

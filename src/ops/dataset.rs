@@ -1,7 +1,7 @@
 //! `dataset`: a named data set's train and test splits, fetched and verified on first use, with
 //! optional seeded, stratified subsets so that experiments can be sized to the machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,20 +16,25 @@ use crate::data::{self, catalog, DatasetName, LoadOptions, SyntheticOptions};
 pub struct DatasetParams {
     /// `mnist`, `fashion-mnist`, `animal-mnist` or `synthetic`; real ones may be pooled with `+`.
     pub name: String,
-    /// A folder holding the raw files, tried before every other source; it must exist.
+    /// A folder holding the raw files, read (and checked against their digests) unless the cache
+    /// already holds a verified copy, which has the same bytes; it must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Keep this many training images (seeded, stratified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub train_size: Option<usize>,
     /// Keep this many test images (seeded, stratified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub test_size: Option<usize>,
     /// Synthetic only: number of classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 20))]
     pub classes: Option<usize>,
     /// Synthetic only: image side in pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 64))]
     pub size: Option<usize>,
     /// Seed of the subsets (and of the synthetic generator).
     pub seed: u64,
@@ -93,6 +98,23 @@ impl Params for DatasetParams {
     }
 }
 
+/// A `path` that names no folder is a typo, not a source to skip: the resolver would fall back to
+/// the cache or the registries without a word, and the user would never learn that their files
+/// were not the ones read. Checked where the stage runs, not where the file is read; `name` is
+/// the data set the folder should hold.
+pub(super) fn check_source_folder(path: Option<&Path>, name: &str) -> Result<(), ParamError> {
+    let Some(path) = path else { return Ok(()) };
+    if !path.is_dir() {
+        let relative = if path.is_relative() { " (relative to the directory cfrun runs in)" } else { "" };
+        return Err(ParamError::field(
+            "path",
+            format!("`path` = \"{}\" is not a folder{relative}", path.display()),
+            Some(format!("name the folder that holds {name}'s raw files, or remove `path` to fetch them")),
+        ));
+    }
+    Ok(())
+}
+
 /// What a data set stage loads, known from the catalog before anything is fetched.
 struct DatasetShape {
     /// Examples in the train and test splits.
@@ -111,22 +133,6 @@ impl DatasetParams {
                 "path",
                 "`path` does not apply to the synthetic data set, which is generated",
                 Some("remove it".to_string()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// A `path` that names no folder is a typo, not a source to skip: the resolver would fall back
-    /// to the cache or the registries without a word, and the user would never learn that their
-    /// files were not the ones read. Checked where the stage runs, not where the file is read.
-    fn check_folder(&self) -> Result<(), ParamError> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if !path.is_dir() {
-            let relative = if path.is_relative() { " (relative to the directory cfrun runs in)" } else { "" };
-            return Err(ParamError::field(
-                "path",
-                format!("`path` = \"{}\" is not a folder{relative}", path.display()),
-                Some(format!("name the folder that holds {}'s raw files, or remove `path` to fetch them", self.name)),
             ));
         }
         Ok(())
@@ -251,7 +257,7 @@ impl StageKind for Dataset {
     }
 
     fn preflight(&self, p: &DatasetParams, _fed: &InputFacts, _site: &crate::ops::Site) -> Result<(), ParamError> {
-        p.check_folder()
+        check_source_folder(p.path.as_deref(), &p.name)
     }
 
     fn facts(&self, p: &DatasetParams, _inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
@@ -265,7 +271,7 @@ impl StageKind for Dataset {
 
     fn run(&self, p: DatasetParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         // Again here: a cluster job runs on a node that may not see the folder `cfrun run` saw.
-        p.check_folder().map_err(|e| OpError::Invalid(e.message))?;
+        check_source_folder(p.path.as_deref(), &p.name).map_err(|e| OpError::Invalid(e.message))?;
         let opts = p.load_options(ctx.data_dir.clone());
         let ds = match data::pool_members(&p.name) {
             Some(members) => data::load_pool(&members.map_err(OpError::Invalid)?, &opts)?,

@@ -26,9 +26,11 @@ pub struct ExtractParams {
     pub pool: String,
     /// Images per forward pass.
     #[serde(default = "default_batch")]
+    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Clips only: frames per temporal crop (default: the whole clip).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub clip_frames: Option<usize>,
     /// Clips only: temporal crops per clip whose features are averaged. Left out of the
     /// canonical parameters at its default, so image stages keep the recipe keys they had before
@@ -36,6 +38,7 @@ pub struct ExtractParams {
     // The canonical form leaves the default out, so the schema would not show it.
     #[schemars(extend("default" = 1))]
     #[serde(default = "default_clips", skip_serializing_if = "is_default_clips")]
+    #[schemars(range(min = 1, max = 32))]
     pub clips_per_video: usize,
 }
 
@@ -85,8 +88,12 @@ impl Params for ExtractParams {
             }
             _ => {}
         }
-        if !(1..=65_536).contains(&self.batch_size) {
-            return Err(ParamError::range("batch_size", self.batch_size, "between 1 and 65536"));
+        if !(1..=super::MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(ParamError::range(
+                "batch_size",
+                self.batch_size,
+                &format!("between 1 and {}", super::MAX_BATCH_SIZE),
+            ));
         }
         if self.clip_frames == Some(0) {
             return Err(ParamError::range("clip_frames", 0, "at least 1"));

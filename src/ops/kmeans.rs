@@ -16,9 +16,11 @@ use crate::eval;
 #[serde(deny_unknown_fields)]
 pub struct KMeansParams {
     /// Number of clusters (at least 2).
+    #[schemars(range(min = 2))]
     pub k: usize,
     /// Lloyd iterations.
     #[serde(default = "default_iterations")]
+    #[schemars(range(min = 1, max = super::MAX_ITERATIONS))]
     pub iterations: usize,
     /// `kmeans++` or `random` (K distinct points).
     #[serde(default = "default_init")]
@@ -28,6 +30,7 @@ pub struct KMeansParams {
     pub normalize: bool,
     /// Fit on at most this many points per centroid (faiss's max_points_per_centroid); all points are assigned.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub max_points_per_centroid: Option<usize>,
     /// Seed of the initialisation and sampling.
     pub seed: u64,
@@ -69,8 +72,7 @@ impl Params for KMeansParams {
         if self.iterations == 0 {
             return Err(ParamError::range("iterations", self.iterations, "at least 1"));
         }
-        // Far beyond any study, short of a run that never ends.
-        crate::config::limits::at_most("iterations", self.iterations, 100_000)?;
+        crate::config::limits::at_most("iterations", self.iterations, super::MAX_ITERATIONS)?;
         if self.max_points_per_centroid == Some(0) {
             return Err(ParamError::range("max_points_per_centroid", 0, "at least 1"));
         }

@@ -14,6 +14,7 @@ use crate::config::params::{ParamError, Params};
 #[serde(deny_unknown_fields)]
 pub struct LabelNoiseParams {
     /// Percentage of training labels replaced, 0..=100.
+    #[schemars(range(min = 0, max = 100))]
     pub percent: f64,
     /// Seed of the draw.
     pub seed: u64,

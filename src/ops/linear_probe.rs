@@ -14,7 +14,8 @@ use crate::eval::{self, ProbeConfig, ProbeSolver};
 #[serde(deny_unknown_fields)]
 pub struct ProbeParams {
     /// `"sgd"` (the default: mini-batch momentum SGD, the paper's protocol) or `"lbfgs"` (full-batch
-    /// L-BFGS to the converged optimum of the same objective; `epochs` is then its iteration cap).
+    /// L-BFGS to the converged optimum of the same objective; `epochs` is then its iteration cap,
+    /// a stage that writes `lr`, `momentum` or `batch_size` is refused, and `seed` draws nothing).
     /// Left out of the canonical form at its default, so the keys of existing probes stand.
     // The canonical form leaves the default out, so the schema would not show it.
     #[schemars(extend("default" = "sgd"))]
@@ -22,21 +23,27 @@ pub struct ProbeParams {
     pub solver: ProbeSolver,
     /// L-BFGS only: stop once every gradient entry is within this (default 1e-4, scikit-learn's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub tol: Option<f32>,
     /// Passes over the training split (SGD), or the most L-BFGS iterations.
     #[serde(default = "defaults::epochs")]
+    #[schemars(range(min = 1, max = super::MAX_EPOCHS))]
     pub epochs: usize,
     /// Mini-batch size, capped at ceil(training rows / 32) so that an epoch has at least 32 steps.
     #[serde(default = "defaults::batch_size")]
+    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Initial learning rate.
     #[serde(default = "defaults::lr")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub lr: f32,
     /// L2 penalty.
     #[serde(default = "defaults::weight_decay")]
+    #[schemars(range(min = 0))]
     pub weight_decay: f32,
     /// SGD momentum.
     #[serde(default = "defaults::momentum")]
+    #[schemars(range(min = 0), extend("exclusiveMaximum" = 1))]
     pub momentum: f32,
     /// Seed of the shuffles.
     pub seed: u64,

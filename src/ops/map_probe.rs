@@ -15,17 +15,21 @@ use crate::eval::{self, OvrConfig};
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapProbeParams {
-    /// Candidate SVM costs C, chosen per class by cross-validation.
+    /// Candidate SVM costs C (positive), chosen per class by cross-validation.
     #[serde(default = "defaults::costs")]
+    #[schemars(length(min = 1, max = 100))]
     pub costs: Vec<f64>,
     /// Cross-validation folds.
     #[serde(default = "defaults::folds")]
+    #[schemars(range(min = 2, max = 20))]
     pub folds: usize,
     /// Most passes of the SVM solver.
     #[serde(default = "defaults::max_iter")]
+    #[schemars(range(min = 1, max = super::MAX_ITERATIONS))]
     pub max_iter: usize,
     /// Solver tolerance on the projected gradient.
     #[serde(default = "defaults::tol")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub tol: f64,
     /// Seed of the folds and the solver's visiting orders.
     pub seed: u64,
@@ -65,7 +69,7 @@ impl Params for MapProbeParams {
         if self.max_iter == 0 {
             return Err(ParamError::range("max_iter", 0, "at least 1"));
         }
-        crate::config::limits::at_most("max_iter", self.max_iter, 100_000)?;
+        crate::config::limits::at_most("max_iter", self.max_iter, super::MAX_ITERATIONS)?;
         if !(self.tol > 0.0 && self.tol.is_finite()) {
             return Err(ParamError::range("tol", self.tol, "a positive number"));
         }

@@ -441,6 +441,13 @@ pub struct SgdSettings {
     pub weight_decay: f64,
 }
 
+/// Most passes over the data: far beyond any study, short of a run that never ends.
+pub const MAX_EPOCHS: usize = 100_000;
+/// Most examples per step: far beyond any study, short of an allocation abort.
+pub const MAX_BATCH_SIZE: usize = 65_536;
+/// Most iterations of an iterative solver (Lloyd's, the SVM's): short of a run that never ends.
+pub const MAX_ITERATIONS: usize = 100_000;
+
 /// Range checks of [`SgdSettings`], naming the field at fault.
 pub fn check_sgd(s: &SgdSettings) -> Result<(), ParamError> {
     if s.epochs == 0 {
@@ -449,9 +456,8 @@ pub fn check_sgd(s: &SgdSettings) -> Result<(), ParamError> {
     if s.batch_size == 0 {
         return Err(ParamError::range("batch_size", s.batch_size, "at least 1"));
     }
-    // Far beyond any study, short of a run that never ends or an allocation abort.
-    crate::config::limits::at_most("epochs", s.epochs, 100_000)?;
-    crate::config::limits::at_most("batch_size", s.batch_size, 65_536)?;
+    crate::config::limits::at_most("epochs", s.epochs, MAX_EPOCHS)?;
+    crate::config::limits::at_most("batch_size", s.batch_size, MAX_BATCH_SIZE)?;
     if !(s.lr > 0.0 && s.lr.is_finite()) {
         return Err(ParamError::range("lr", s.lr, "a positive number"));
     }

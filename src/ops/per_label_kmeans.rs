@@ -11,6 +11,7 @@ use super::kmeans::KMeansParams;
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, KMeansConfig};
+use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{ParamError, Params};
 use crate::rng::derive_seed;
 
@@ -22,6 +23,17 @@ pub struct PerLabelParams(pub KMeansParams);
 impl Params for PerLabelParams {
     fn validate(&self) -> Result<(), ParamError> {
         self.0.validate()
+    }
+
+    fn docs() -> Vec<ParamDoc> {
+        let mut docs = param_docs::describe::<Self>(&Self::fields());
+        // `kmeans`'s parameters, but its `k` is shared out among the labels here.
+        if let Some(k) = docs.iter_mut().find(|d| d.name == "k") {
+            k.doc = "Clusters in all, shared out among the labels with points in proportion to the square root of \
+                     their counts (each label at least 1, at most one per point)."
+                .to_string();
+        }
+        docs
     }
 }
 

@@ -18,6 +18,7 @@ use crate::selfsup::permutations::max_hamming_set;
 #[serde(deny_unknown_fields)]
 pub struct PermutationsParams {
     /// P, the number of permutations (Jigsaw classes).
+    #[schemars(range(min = 2, max = 10_000))]
     pub count: usize,
     /// Seed of the first permutation and of tie breaks.
     pub seed: u64,

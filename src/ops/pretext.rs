@@ -15,9 +15,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams};
+use super::training::{
+    check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, MAX_CROP_PADDING,
+};
 use super::{InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Metrics, Permutations, Split};
+use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, jigsaw, Augment, ImageData, TrainConfig};
 use crate::selfsup::rotation::rotation_set;
@@ -36,12 +39,15 @@ pub struct PretextParams {
     pub optim: OptimParams,
     /// RotNet: random-crop padding in pixels (0: no crops).
     #[serde(default = "default_crop_padding")]
+    #[schemars(range(max = MAX_CROP_PADDING))]
     pub crop_padding: usize,
     /// Jigsaw: side the images are upsampled to (a multiple of 3).
     #[serde(default = "default_grid")]
+    #[schemars(range(min = 3 * MIN_TILE, max = MAX_GRID))]
     pub grid: usize,
     /// Jigsaw: side of a tile, at most `grid / 3` (the rest of a cell is jitter).
     #[serde(default = "default_tile")]
+    #[schemars(range(min = MIN_TILE, max = MAX_GRID / 3))]
     pub tile: usize,
     /// Seed of the initial weights, shuffles, permutation draws and jitter.
     pub seed: u64,
@@ -56,6 +62,11 @@ pub enum Task {
     /// Predict which permutation shuffled nine tiles.
     Jigsaw,
 }
+
+/// Smallest Jigsaw tile side in pixels.
+const MIN_TILE: usize = 8;
+/// Largest side the images are upsampled to (a multiple of 3).
+const MAX_GRID: usize = 255;
 
 fn default_crop_padding() -> usize {
     2
@@ -86,6 +97,16 @@ impl Params for PretextParams {
         )
     }
 
+    fn docs() -> Vec<ParamDoc> {
+        let mut docs = param_docs::describe::<Self>(&Self::fields());
+        // The optimiser's group is `train`'s too, whose `step` decay needs milestones pretext lacks.
+        if let Some(schedule) = docs.iter_mut().find(|d| d.name == "schedule") {
+            schedule.kind = "\"cosine\" | \"constant\"".to_string();
+            schedule.doc = "`cosine` or `constant` decay after warm-up.".to_string();
+        }
+        docs
+    }
+
     fn check_groups(raw: &Json) -> Result<(), ParamError> {
         params::check_group::<NetParams>(raw)?;
         params::check_group::<OptimParams>(raw)
@@ -105,11 +126,13 @@ impl Params for PretextParams {
         }
         self.optim.validate()?;
         check_crop_padding(self.crop_padding)?;
-        if self.grid == 0 || !self.grid.is_multiple_of(3) || self.grid > 256 {
-            return Err(ParamError::range("grid", self.grid, "a multiple of 3 up to 255"));
+        if self.grid < 3 * MIN_TILE || !self.grid.is_multiple_of(3) || self.grid > MAX_GRID {
+            let valid = format!("a multiple of 3 from {} to {MAX_GRID}", 3 * MIN_TILE);
+            return Err(ParamError::range("grid", self.grid, &valid));
         }
-        if self.tile < 8 || self.tile > self.grid / 3 {
-            return Err(ParamError::range("tile", self.tile, &format!("between 8 and grid / 3 = {}", self.grid / 3)));
+        if self.tile < MIN_TILE || self.tile > self.grid / 3 {
+            let valid = format!("between {MIN_TILE} and grid / 3 = {}", self.grid / 3);
+            return Err(ParamError::range("tile", self.tile, &valid));
         }
         Ok(())
     }

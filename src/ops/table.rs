@@ -42,6 +42,7 @@ pub struct TableParams {
     pub metrics: Vec<String>,
     /// Decimals.
     #[serde(default = "one")]
+    #[schemars(range(max = 6))]
     pub precision: usize,
     /// Display names of source stages (e.g. `probe_cf = "N_cf"`).
     #[serde(default)]

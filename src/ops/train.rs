@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::facts::{self, InputFacts, OutputFacts};
-use super::training::{check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, TRAINING_IMAGES};
+use super::training::{
+    check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, MAX_CROP_PADDING, TRAINING_IMAGES,
+};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, Site, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
@@ -26,33 +28,41 @@ pub struct TrainParams {
     pub optim: OptimParams,
     /// For `step`: epochs at which the rate is multiplied by `gamma`.
     #[serde(default)]
+    #[schemars(inner(range(min = 1)))]
     pub milestones: Vec<usize>,
     /// For `step`: the factor.
     #[serde(default = "default_gamma")]
+    #[schemars(range(max = 1), extend("exclusiveMinimum" = 0))]
     pub gamma: f64,
     /// Random-crop padding in pixels (0: no crops).
     #[serde(default = "default_crop_padding")]
+    #[schemars(range(max = MAX_CROP_PADDING))]
     pub crop_padding: usize,
     /// Clips only: train on random temporal crops of this many frames (temporal jittering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
     pub clip_frames: Option<usize>,
     /// Horizontal flips; defaults to whether the data set allows them (not for digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hflip: Option<bool>,
     /// Distillation: temperature of the teacher's soft targets.
     #[serde(default = "default_temperature")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub temperature: f32,
     /// Distillation: weight of the soft term (the labels get 1 - this).
     #[serde(default = "default_soft_weight")]
+    #[schemars(range(min = 0, max = 1))]
     pub soft_weight: f32,
     /// Fails the stage when the last epoch's training top-1 (%, on the labels it was trained on)
     /// is below this: a network that did not fit its labels gives chance-level features, and a
     /// study must not silently build on them. Unset: no check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub min_train_top1: Option<f64>,
     /// Arithmetic of activations and convolutions: `f32` (default), or mixed precision `bf16`
-    /// (GPU only) or `f16`, with f32 master weights and batch norm. Left out of the recipe when
-    /// f32, so keys of studies written before it existed are unchanged.
+    /// (GPU only) or `f16`, with f32 master weights and batch norm; mixed precision is offered for
+    /// the resnet presets, not the r2plus1d ones. Left out of the recipe when f32, so keys of
+    /// studies written before it existed are unchanged.
     // The canonical form leaves the default out, so the schema would not show it.
     #[schemars(extend("default" = "f32"))]
     #[serde(default, skip_serializing_if = "Precision::is_f32")]

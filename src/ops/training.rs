@@ -23,12 +23,15 @@ pub struct NetParams {
     pub arch: String,
     /// Channels of res2..res5, overriding the preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 1, max = MAX_WIDTH)))]
     pub widths: Option<[usize; 4]>,
     /// Basic blocks in res2..res5, overriding the preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 1, max = MAX_BLOCKS)))]
     pub blocks: Option<[usize; 4]>,
     /// Channels of conv1, overriding the preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_WIDTH))]
     pub stem_width: Option<usize>,
 }
 
@@ -181,18 +184,23 @@ pub enum Decay {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OptimParams {
     /// Passes over the (derived) training set.
+    #[schemars(range(min = 1, max = super::MAX_EPOCHS))]
     pub epochs: usize,
     /// Examples per step.
     #[serde(default = "defaults::batch_size")]
+    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Base learning rate.
     #[serde(default = "defaults::lr")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub lr: f64,
     /// SGD momentum.
     #[serde(default = "defaults::momentum")]
+    #[schemars(range(min = 0), extend("exclusiveMaximum" = 1))]
     pub momentum: f64,
     /// L2 weight decay.
     #[serde(default = "defaults::weight_decay")]
+    #[schemars(range(min = 0))]
     pub weight_decay: f64,
     /// Epochs of linear warm-up; below `epochs` unless 0 (write 0 for a one-epoch run).
     #[serde(default = "defaults::warmup")]
@@ -290,10 +298,13 @@ mod defaults {
     }
 }
 
-/// Random-crop padding is a few pixels; more would crop away the object.
+/// Most random-crop padding in pixels: a few; more would crop away the object.
+pub const MAX_CROP_PADDING: usize = 8;
+
+/// Random-crop padding is a few pixels ([`MAX_CROP_PADDING`] at most).
 pub fn check_crop_padding(crop_padding: usize) -> Result<(), ParamError> {
-    if crop_padding > 8 {
-        return Err(ParamError::range("crop_padding", crop_padding, "at most 8"));
+    if crop_padding > MAX_CROP_PADDING {
+        return Err(ParamError::range("crop_padding", crop_padding, &format!("at most {MAX_CROP_PADDING}")));
     }
     Ok(())
 }

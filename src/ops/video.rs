@@ -19,30 +19,38 @@ pub struct VideoParams {
     /// Data set whose images are the moving objects (grey, square).
     #[serde(default = "defaults::source")]
     pub source: String,
-    /// A folder holding the source's raw files, tried first.
+    /// A folder holding the source's raw files, read (and checked against their digests) unless
+    /// the cache already holds a verified copy, which has the same bytes; it must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Clips made from training images.
+    #[schemars(range(min = 1))]
     pub train_size: usize,
     /// Clips made from test images.
+    #[schemars(range(min = 1))]
     pub test_size: usize,
     /// Canvas side in pixels.
     #[serde(default = "defaults::size")]
+    #[schemars(range(min = 12, max = 96))]
     pub size: usize,
     /// Frames per clip.
     #[serde(default = "defaults::frames")]
+    #[schemars(range(min = 2, max = 32))]
     pub frames: usize,
     /// Up to this many dim static distractor objects per clip.
     #[serde(default = "defaults::distractors")]
+    #[schemars(range(max = 6))]
     pub distractors: usize,
     /// Background clutter and frame noise, 0..=1.
     #[serde(default = "defaults::clutter")]
+    #[schemars(range(min = 0, max = 1))]
     pub clutter: f32,
     /// `verb`, `kinetics`, `sports` or `temporal`.
     #[serde(default = "defaults::label_space")]
     pub label_space: String,
     /// Use only the top-m verbs of the ranking (all 16 by default).
     #[serde(default = "defaults::num_verbs")]
+    #[schemars(range(min = 1, max = Verb::RANKED.len()))]
     pub num_verbs: usize,
     /// Seed of every draw.
     pub seed: u64,
@@ -95,19 +103,21 @@ impl Params for VideoParams {
                 Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
             )
         })?;
-        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
-            if v == 0 {
-                return Err(ParamError::range(field, 0, "at least 1"));
-            }
-            // Clips are held as bytes and, while training, as f32.
-            let each = (self.frames.min(32) * self.size.min(96) * self.size.min(96) * 5) as u64;
-            crate::config::limits::fits_in_memory(field, v as u64, each, "clips")?;
-        }
         if !(12..=96).contains(&self.size) {
             return Err(ParamError::range("size", self.size, "between 12 and 96"));
         }
         if !(2..=32).contains(&self.frames) {
             return Err(ParamError::range("frames", self.frames, "between 2 and 32"));
+        }
+        // After `size` and `frames`: the memory is judged by a clip known to be in range, and a
+        // clip out of range is named as such, not as too many clips.
+        for (field, v) in [("train_size", self.train_size), ("test_size", self.test_size)] {
+            if v == 0 {
+                return Err(ParamError::range(field, 0, "at least 1"));
+            }
+            // Clips are held as bytes and, while training, as f32.
+            let each = (self.frames * self.size * self.size * 5) as u64;
+            crate::config::limits::fits_in_memory(field, v as u64, each, "clips")?;
         }
         if self.distractors > 6 {
             return Err(ParamError::range("distractors", self.distractors, "at most 6"));
@@ -196,7 +206,13 @@ impl StageKind for Video {
         ]))
     }
 
+    fn preflight(&self, p: &VideoParams, _fed: &InputFacts, _site: &super::Site) -> Result<(), ParamError> {
+        super::dataset::check_source_folder(p.path.as_deref(), &p.source)
+    }
+
     fn run(&self, p: VideoParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
+        // Again here: a cluster job runs on a node that may not see the folder `cfrun run` saw.
+        super::dataset::check_source_folder(p.path.as_deref(), &p.source).map_err(|e| OpError::Invalid(e.message))?;
         let name: DatasetName =
             p.source.parse().map_err(|_| OpError::Invalid(format!("unknown data set {}", p.source)))?;
         let space: LabelSpace = p.label_space.parse().map_err(OpError::Invalid)?;

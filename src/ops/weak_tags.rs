@@ -17,27 +17,35 @@ use crate::rng::derive_seed;
 pub struct WeakTagsParams {
     /// Tags naming each class (linguistic ambiguity).
     #[serde(default = "defaults::synonyms")]
+    #[schemars(range(min = 1, max = 1_000))]
     pub synonyms: usize,
     /// Tags shared by two classes (polysemy); at most half the classes.
     #[serde(default = "defaults::polysemous")]
+    #[schemars(range(max = 100_000))]
     pub polysemous: usize,
     /// Tags naming nothing visual (`#love`).
     #[serde(default = "defaults::nonvisual")]
+    #[schemars(range(max = 100_000))]
     pub nonvisual: usize,
     /// Probability that the tagged class is a wrong one (label noise).
     #[serde(default = "defaults::noise")]
+    #[schemars(range(min = 0, max = 1))]
     pub noise: f64,
     /// Probability that a class with a polysemous tag is tagged with it.
     #[serde(default = "defaults::polysemy")]
+    #[schemars(range(min = 0, max = 1))]
     pub polysemy: f64,
     /// Probability of a second synonym of the same class.
     #[serde(default = "defaults::extra")]
+    #[schemars(range(min = 0, max = 1))]
     pub extra: f64,
     /// Probability that each visual tag is missing.
     #[serde(default = "defaults::drop")]
+    #[schemars(range(min = 0, max = 1))]
     pub drop: f64,
     /// Probability of a non-visual tag.
     #[serde(default = "defaults::nonvisual_rate")]
+    #[schemars(range(min = 0, max = 1))]
     pub nonvisual_rate: f64,
     /// Seed of the polysemous pairing and of the draws.
     pub seed: u64,

@@ -71,6 +71,7 @@ pub struct ClaimDecl {
     /// For `within`: the band around zero counted as equal. For the others: how far past zero
     /// the quantity must be (`greater` with `margin = 2`: a beats b by more than 2), 0 by default.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub margin: f64,
     /// Dimensions to split the claim by: one verdict per value (e.g. one per target).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
