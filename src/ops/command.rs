@@ -77,6 +77,7 @@ struct RawParams {
     params: serde_json::Map<String, Json>,
     /// Seconds before the command is killed.
     #[serde(default = "default_timeout")]
+    #[schemars(range(max = MAX_TIMEOUT_S), extend("exclusiveMinimum" = 0))]
     timeout: f64,
     /// Whether per-example outputs must have as many rows as the per-example inputs.
     #[serde(default = "yes")]
@@ -105,6 +106,9 @@ fn words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         })
         .collect())
 }
+
+/// Longest a command may run, in seconds: a week.
+const MAX_TIMEOUT_S: f64 = 7.0 * 86_400.0;
 
 fn default_timeout() -> f64 {
     3600.0
@@ -135,7 +139,6 @@ pub struct CommandParams {
     /// Values for `{param.NAME}`.
     pub params: serde_json::Map<String, Json>,
     /// Seconds before the command is killed.
-    #[schemars(range(max = 604_800), extend("exclusiveMinimum" = 0))]
     pub timeout: f64,
     /// Whether per-example outputs must have as many rows as the per-example inputs.
     pub match_rows: bool,
@@ -301,7 +304,7 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
         let what = if p.argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
         return Err(ParamError::field("argv", what, Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
     }
-    if !(p.timeout > 0.0 && p.timeout <= 7.0 * 86400.0) {
+    if !(p.timeout > 0.0 && p.timeout <= MAX_TIMEOUT_S) {
         return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
     }
     let mut outputs = BTreeMap::new();
