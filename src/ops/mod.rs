@@ -363,7 +363,8 @@ impl<T: StageKind> Op for T {
         docs
     }
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
-        params::canonical(&StageKind::normalize(self, raw)?)
+        let typed = StageKind::normalize(self, raw).map_err(|e| point_to_help(e, self.name()))?;
+        params::canonical(&typed)
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         // Canonical parameters were typed and checked when the plan was built; failing here
@@ -439,6 +440,16 @@ pub struct SgdSettings {
     pub momentum: f64,
     /// L2 penalty.
     pub weight_decay: f64,
+}
+
+/// An unknown field's error, pointing to `cfrun ops OP` beside the valid names: the list says what
+/// exists, the help what each one does.
+fn point_to_help(mut e: ParamError, op: &str) -> ParamError {
+    if e.message == format!("unknown field `{}`", e.path) {
+        let help = e.help.take().map(|h| format!("{h}; ")).unwrap_or_default();
+        e.help = Some(format!("{help}`cfrun ops {op}` describes each"));
+    }
+    e
 }
 
 /// Most passes over the data: far beyond any study, short of a run that never ends.
