@@ -32,6 +32,8 @@ pub struct Facts {
     pub hflip_ok: Option<bool>,
     /// Which examples the rows of the train and test splits are, where known.
     pub examples: Option<[Examples; 2]>,
+    /// Whether labels' ids are tags that map to the classes they denote (`weak_tags`' vocabulary).
+    pub tag_map: Option<bool>,
 }
 
 /// A fingerprint of what made a set of examples (a data set's name, sizes and seed; a
@@ -65,9 +67,15 @@ impl Facts {
         }
     }
 
-    /// Labels of `rows` examples in `classes` classes (unknown where `None`).
+    /// Labels of `rows` examples in `classes` classes (unknown where `None`), plain classes rather
+    /// than tags (see [`Facts::tags`]).
     pub fn labels(rows: Option<[usize; 2]>, classes: Option<usize>) -> Facts {
-        Facts { rows, classes, ..Facts::default() }
+        Facts { rows, classes, tag_map: Some(false), ..Facts::default() }
+    }
+
+    /// Labels whose `tags` ids are tags mapped to the classes they denote.
+    pub fn tags(rows: Option<[usize; 2]>, tags: Option<usize>) -> Facts {
+        Facts { tag_map: Some(true), ..Facts::labels(rows, tags) }
     }
 
     /// Feature rows, as many as `rows`.
@@ -133,6 +141,20 @@ impl InputFacts {
             _ => format!("`{slot}`"),
         }
     }
+}
+
+/// Refuses `choice` (written at `field`), which reads the map from tags to classes that
+/// `weak_tags` writes, when `slot` is known to be fed labels without one: the stage would fail
+/// only once it ran, after everything upstream.
+pub fn tags_mapped(inputs: &InputFacts, slot: &str, field: &str, choice: &str) -> Result<(), ParamError> {
+    if inputs.get(slot).tag_map != Some(false) {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        field,
+        format!("{choice} maps tags to the classes they denote, but {} holds plain labels", inputs.named(slot)),
+        Some(format!("feed `{slot}` from a `weak_tags` stage, or drop {choice}")),
+    ))
 }
 
 /// Refuses `field = value` above the training rows of `slot` when their count is known (`k`

@@ -22,7 +22,7 @@ pub struct PrototypeParams {
     #[serde(default)]
     pub normalize: bool,
     /// `label`: one prototype per label (per tag for tag sets); `class`: tags mapped to the classes
-    /// they denote first.
+    /// they denote first (labels from `weak_tags`, which writes that map).
     #[serde(default = "default_by")]
     pub by: String,
 }
@@ -119,7 +119,10 @@ impl StageKind for Prototype {
         metric_names: &[],
     };
 
-    fn facts(&self, _p: &PrototypeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+    fn facts(&self, p: &PrototypeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        if p.by == "class" {
+            facts::tags_mapped(inputs, "labels", "by", "by = \"class\"")?;
+        }
         facts::same_rows(inputs, "features", "labels", &[0])?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
         // Labels without members get no prototype: the classes are known only once it runs.
@@ -203,5 +206,19 @@ mod tests {
         plain.tags = None;
         assert!(memberships(&plain, true).is_err());
         assert_eq!(memberships(&plain, false).unwrap().sets, vec![vec![0], vec![1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn class_grouping_of_labels_known_to_be_plain_is_refused_before_anything_runs() {
+        let plan = |labels: Facts, by: &str| {
+            let mut inputs = InputFacts::default();
+            inputs.insert("labels", "upstream", labels);
+            Prototype.facts(&PrototypeParams { normalize: false, by: by.into() }, &inputs)
+        };
+        let (rows, classes) = (Some([100, 40]), Some(12));
+        assert_eq!(plan(Facts::labels(rows, classes), "class").unwrap_err().path, "by");
+        assert!(plan(Facts::tags(rows, classes), "class").is_ok(), "weak_tags' tag sets map to classes");
+        assert!(plan(Facts::default(), "class").is_ok(), "labels of unknown making are left to the run");
+        assert!(plan(Facts::labels(rows, classes), "label").is_ok());
     }
 }

@@ -153,7 +153,7 @@ impl StageKind for WeakTags {
         }
         // The vocabulary's size depends on the class count only (which classes pair up is drawn).
         let tags = clean.classes.map(|c| model.vocabulary(&vec![String::new(); c], p.seed).len());
-        Ok(OutputFacts::from([("labels".to_string(), Facts::labels(clean.rows, tags).of(clean.examples))]))
+        Ok(OutputFacts::from([("labels".to_string(), Facts::tags(clean.rows, tags).of(clean.examples))]))
     }
 
     fn run(&self, p: WeakTagsParams, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
