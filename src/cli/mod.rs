@@ -126,7 +126,7 @@ enum Command {
         action: DataAction,
     },
     /// The stage kinds, their inputs, outputs and parameters; with OP, each parameter's type,
-    /// default and meaning.
+    /// range, default and meaning.
     Ops {
         /// One stage kind to describe in full (e.g. `train`).
         op: Option<String>,

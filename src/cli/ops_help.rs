@@ -28,7 +28,7 @@ pub(super) fn ops(name: Option<&str>, json: bool) -> Result<(), Failure> {
         print_op(*op, name.is_some());
     }
     if name.is_none() {
-        println!("\n`cfrun ops OP` gives each parameter's type, default and meaning.");
+        println!("\n`cfrun ops OP` gives each parameter's type, range, default and meaning.");
     }
     Ok(())
 }
