@@ -1,5 +1,6 @@
-//! `cfrun ops OP`'s parameter help held against what the plan does: every documented default is
-//! the value a stage that leaves the field out is planned with, over every study and fixture.
+//! `cfrun ops OP`'s parameter help held against what the plan does, over every study and
+//! fixture: every documented default is the value a stage that leaves the field out is planned
+//! with, and every documented range and choice is what the op accepts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
