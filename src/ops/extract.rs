@@ -32,9 +32,9 @@ pub struct ExtractParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub clip_frames: Option<usize>,
-    /// Clips only: temporal crops per clip whose features are averaged. Left out of the
-    /// canonical parameters at its default, so image stages keep the recipe keys they had before
-    /// clips existed.
+    /// Clips only: temporal crops per clip whose features are averaged (more than 1 needs
+    /// `clip_frames`). Left out of the canonical parameters at its default, so image stages keep
+    /// the recipe keys they had before clips existed.
     // The canonical form leaves the default out, so the schema would not show it.
     #[schemars(extend("default" = 1))]
     #[serde(default = "default_clips", skip_serializing_if = "is_default_clips")]

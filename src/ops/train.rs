@@ -26,11 +26,12 @@ pub struct TrainParams {
     /// The optimiser.
     #[serde(flatten)]
     pub optim: OptimParams,
-    /// For `step`: epochs at which the rate is multiplied by `gamma`.
+    /// For `step` (refused otherwise): epochs at which the rate is multiplied by `gamma`, strictly
+    /// increasing and each below `epochs`.
     #[serde(default)]
     #[schemars(inner(range(min = 1)))]
     pub milestones: Vec<usize>,
-    /// For `step`: the factor.
+    /// For `step`: the factor (any other value than the default is refused without `step`).
     #[serde(default = "default_gamma")]
     #[schemars(range(max = 1), extend("exclusiveMinimum" = 0))]
     pub gamma: f64,
@@ -45,11 +46,12 @@ pub struct TrainParams {
     /// Horizontal flips; defaults to whether the data set allows them (not for digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hflip: Option<bool>,
-    /// Distillation: temperature of the teacher's soft targets.
+    /// Distillation: temperature of the teacher's soft targets (written only with a `teacher`).
     #[serde(default = "default_temperature")]
     #[schemars(extend("exclusiveMinimum" = 0))]
     pub temperature: f32,
-    /// Distillation: weight of the soft term (the labels get 1 - this).
+    /// Distillation: weight of the soft term, the labels getting 1 - this (written only with a
+    /// `teacher`).
     #[serde(default = "default_soft_weight")]
     #[schemars(range(min = 0, max = 1))]
     pub soft_weight: f32,

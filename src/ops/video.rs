@@ -48,7 +48,8 @@ pub struct VideoParams {
     /// `verb`, `kinetics`, `sports` or `temporal`.
     #[serde(default = "defaults::label_space")]
     pub label_space: String,
-    /// Use only the top-m verbs of the ranking (all 16 by default).
+    /// Use only the top-m verbs of the ranking (all 16 by default); at least 2 for `verb` and
+    /// `temporal`, and for `temporal` a count that keeps each reversible verb's reversal.
     #[serde(default = "defaults::num_verbs")]
     #[schemars(range(min = 1, max = Verb::RANKED.len()))]
     pub num_verbs: usize,

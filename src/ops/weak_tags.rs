@@ -23,7 +23,7 @@ pub struct WeakTagsParams {
     #[serde(default = "defaults::polysemous")]
     #[schemars(range(max = 100_000))]
     pub polysemous: usize,
-    /// Tags naming nothing visual (`#love`).
+    /// Tags naming nothing visual (`#love`); at least 1 when `nonvisual_rate` or `drop` is above 0.
     #[serde(default = "defaults::nonvisual")]
     #[schemars(range(max = 100_000))]
     pub nonvisual: usize,
@@ -35,7 +35,7 @@ pub struct WeakTagsParams {
     #[serde(default = "defaults::polysemy")]
     #[schemars(range(min = 0, max = 1))]
     pub polysemy: f64,
-    /// Probability of a second synonym of the same class.
+    /// Probability of a second synonym of the same class (0 unless `synonyms` >= 2).
     #[serde(default = "defaults::extra")]
     #[schemars(range(min = 0, max = 1))]
     pub extra: f64,
