@@ -1281,7 +1281,9 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert_eq!(ran(&run_json(cache.path(), &strict, &[])), set(&["verdicts"]));
     let verdicts = std::fs::read_to_string(find_report(cache.path(), &strict, "claims.md")).unwrap();
     let row = verdicts.lines().find(|l| l.starts_with("| clean_beats_noisy:")).unwrap();
-    assert!(row.contains("threshold +500") && row.ends_with("| **reversed** |"), "{verdicts}");
+    // Refuted short of the threshold, though clean labels do beat noisy ones: the row says so.
+    assert!(row.contains("threshold +500") && row.ends_with("| **reversed (short of the threshold)** |"), "{verdicts}");
+    assert!(verdicts.contains("Each check is its own 95 % test"), "{verdicts}");
 }
 
 /// A network that fails to fit its labels (an absurd learning rate) stops the study at that stage
@@ -4118,7 +4120,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 4, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 4, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 4, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 7, "blake3:e9deaec7102805262854d1b623f80a6ba51fb82bca5c8d09945434f9648bdc59"),
+    ("verdicts", "claims", 8, "blake3:75431f662262e31b929d8516addd8c53eac91ce9793c7f267273f7eccb42770a"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

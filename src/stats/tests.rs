@@ -231,6 +231,30 @@ fn a_margin_moves_the_threshold_of_directional_claims() {
 }
 
 #[test]
+fn within_is_decided_on_both_edges_of_its_band() {
+    use super::claim::decide;
+    let s = Summary::of(&[3.0, 4.0, 5.0]); // [1.516, 6.484]: wholly above the band
+    assert_eq!(decide(&s, Expect::Within, 1.0), Verdict::Reversed);
+    assert_eq!(decide(&s, Expect::Within, 7.0), Verdict::Holds);
+    let s = Summary::of(&[0.5, 1.25, 2.0]); // [-0.613, 3.113]: inside at the low edge, out at the high
+    assert_eq!(decide(&s, Expect::Within, 1.0), Verdict::Inconclusive);
+    assert_eq!(decide(&s, Expect::Within, 4.0), Verdict::Holds);
+    let s = Summary::of(&[-2.0, -1.25, -0.5]); // its mirror image
+    assert_eq!(decide(&s, Expect::Within, 1.0), Verdict::Inconclusive);
+}
+
+#[test]
+fn a_replicate_that_is_not_a_number_leaves_the_claim_inconclusive() {
+    use super::claim::decide;
+    for bad in [f64::NAN, f64::INFINITY] {
+        let s = Summary::of(&[3.0, bad, 5.0]);
+        for expect in [Expect::Greater, Expect::Less, Expect::Within] {
+            assert_eq!(decide(&s, expect, 1.0), Verdict::Inconclusive, "{bad} with {expect:?}");
+        }
+    }
+}
+
+#[test]
 fn a_replicate_short_of_cells_is_left_out_and_named() {
     // Replicate 1 has no N_cf at p = 75: its mean would cover p = 0 and 50 only, and its slope
     // other points than the rest.

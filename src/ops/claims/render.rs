@@ -60,9 +60,21 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
 }
 
 /// The verdict as the table shows it. An `order` is reversed when one of its steps is, which is
-/// not the whole order reversed: the row names the steps.
-fn verdict_text(outcome: &Outcome) -> String {
+/// not the whole order reversed: the row names the steps. A directional claim with a threshold
+/// (`margin`) is refuted when its interval lies wholly short of it, which need not be the other
+/// side of 0 (a beats b, but by less than claimed): the row says so.
+fn verdict_text(outcome: &Outcome, expect: Expect, margin: f64) -> String {
     let label = outcome.verdict.label();
+    if let (Verdict::Reversed, [only]) = (outcome.verdict, outcome.parts.as_slice()) {
+        let beyond_zero = only.summary.interval().is_some_and(|(lo, hi)| match expect {
+            Expect::Greater | Expect::Increasing => hi < 0.0,
+            Expect::Less | Expect::Decreasing => lo > 0.0,
+            Expect::Within => true,
+        });
+        if margin > 0.0 && !beyond_zero {
+            return format!("{label} (short of the threshold)");
+        }
+    }
     let reversed: Vec<String> = (outcome.parts.iter().enumerate())
         .filter(|(_, m)| m.verdict == Verdict::Reversed)
         .map(|(i, _)| (i + 1).to_string())
@@ -153,7 +165,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             ours,
             n,
             md(&d.paper),
-            verdict_text(&r.outcome)
+            verdict_text(&r.outcome, d.expect, d.margin)
         ));
     }
     let count = |v: Verdict| rows.iter().filter(|r| r.outcome.verdict == v).count();
@@ -168,7 +180,9 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out.push_str(&format!(
         "\nEach difference is paired within a replicate (same data subset, same upstream networks); the interval is \
          the 95 % CI of the mean over replicates ({}). A claim holds when the whole \
-         interval lies on the expected side, is reversed when it lies on the other side, and is inconclusive otherwise.\n",
+         interval lies on the expected side, is reversed when it lies on the other side, and is inconclusive otherwise. \
+         Each check is its own 95 % test: nothing corrects for the number of checks, so among many that truly do not \
+         hold, up to about 1 in 40 may read as holding by chance.\n",
         stats::INTERVAL_METHOD
     ));
     out.push_str("\nPer replicate:\n\n");
@@ -262,14 +276,41 @@ mod tests {
         Outcome { verdict, parts: steps.iter().map(part).collect() }
     }
 
+    fn verdict_text_of(outcome: &Outcome) -> String {
+        verdict_text(outcome, Expect::Greater, 0.0)
+    }
+
+    #[test]
+    fn a_claim_refuted_short_of_its_threshold_says_so() {
+        let refuted = |values: &[f64], expect, margin| {
+            let part = Measured {
+                what: String::new(),
+                per_replicate: Vec::new(),
+                summary: Summary::of(values),
+                verdict: Verdict::Reversed,
+                left_out: Vec::new(),
+            };
+            verdict_text(&Outcome { verdict: Verdict::Reversed, parts: vec![part] }, expect, margin)
+        };
+        // [0.92, 1.08]: a beats b, by less than the 2 claimed.
+        assert_eq!(refuted(&[0.98, 1.0, 1.02], Expect::Greater, 2.0), "reversed (short of the threshold)");
+        assert_eq!(refuted(&[-0.98, -1.0, -1.02], Expect::Less, 2.0), "reversed (short of the threshold)");
+        assert_eq!(refuted(&[-0.98, -1.0, -1.02], Expect::Greater, 2.0), "reversed", "below 0 too");
+        assert_eq!(refuted(&[-0.98, -1.0, -1.02], Expect::Greater, 0.0), "reversed");
+        assert_eq!(refuted(&[2.98, 3.0, 3.02], Expect::Within, 2.0), "reversed");
+    }
+
     #[test]
     fn an_order_reversed_in_some_steps_names_them() {
         use Verdict::{Holds, Inconclusive, Reversed};
-        assert_eq!(verdict_text(&outcome(Reversed, &[Holds, Reversed])), "reversed (step 2 of 2)");
-        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed, Inconclusive, Reversed])), "reversed (steps 1, 3 of 3)");
-        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed, Reversed])), "reversed");
-        assert_eq!(verdict_text(&outcome(Reversed, &[Reversed])), "reversed");
-        assert_eq!(verdict_text(&outcome(Holds, &[Holds, Holds])), "holds");
+        assert_eq!(verdict_text_of(&outcome(Reversed, &[Holds, Reversed])), "reversed (step 2 of 2)");
+        assert_eq!(
+            verdict_text_of(&outcome(Reversed, &[Reversed, Inconclusive, Reversed])),
+            "reversed (steps 1, 3 of 3)"
+        );
+        assert_eq!(verdict_text_of(&outcome(Reversed, &[Reversed, Reversed])), "reversed");
+        assert_eq!(verdict_text_of(&outcome(Reversed, &[Reversed])), "reversed");
+        assert_eq!(verdict_text_of(&outcome(Holds, &[Holds, Holds])), "holds");
     }
 
     fn measured(values: &[f64]) -> Measured {
