@@ -354,10 +354,11 @@ impl<T: StageKind> Op for T {
         // What the plan does with a seed left out (graph::expand's `inject_seed`).
         if let Some(seed) = docs.iter_mut().find(|d| d.name == "seed") {
             seed.required = false;
-            seed.default_from = Some(if StageKind::replicated(self) {
-                "the experiment's `seed`; in replicate r > 0 the seed used, set here or not, is one derived from it and r".to_string()
+            seed.default_from = Some("the experiment's `seed`".to_string());
+            seed.doc.push_str(if StageKind::replicated(self) {
+                " In replicate r > 0 the seed used, set here or not, is one derived from it and r."
             } else {
-                "the experiment's `seed` (the same in every replicate)".to_string()
+                " The same in every replicate."
             });
         }
         docs
