@@ -164,13 +164,22 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             // Nothing came back: the executor was interrupted (or lost its jobs).
             break;
         }
+        let mut unread = finished.len();
         for Finished { index: i, result, seconds } in finished {
             in_flight -= 1;
+            unread -= 1;
             let inst = &plan.instances[i];
             match result {
                 Ok((record, outcome)) => {
                     if outcome == Outcome::Ran {
-                        tracing::info!("ran {} in {seconds:.1}s", inst.name);
+                        // Where a long study stands, without counting by hand through the log.
+                        let done = reports.iter().filter(|r| r.is_some()).count() + 1;
+                        tracing::info!(
+                            "ran {} in {seconds:.1}s ({done} of {n} instances done, {} running, {} elapsed)",
+                            inst.name,
+                            in_flight - unread,
+                            clock(started.elapsed())
+                        );
                     }
                     reports[i] = Some(published(store, plan, inst, record.clone(), outcome, seconds));
                     records[i] = Some(record);
@@ -230,6 +239,16 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         })
         .collect();
     RunSummary { reports, submitted: executor.submitted(), interrupted }
+}
+
+/// `42 s`, `12 min 05 s`, `2 h 03 min`: a run's elapsed time at the precision that matters.
+fn clock(elapsed: std::time::Duration) -> String {
+    let s = elapsed.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Marks `i` broken and skips everything downstream of it, each naming the input that failed.
@@ -321,4 +340,17 @@ fn finish(
         warn_once(&RUN_LOG_WARNED, format_args!("could not append to the run log (said once per run): {e}"));
     }
     InstanceReport { name: inst.name.clone(), key, outcome, seconds, error, record: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock;
+    use std::time::Duration;
+
+    #[test]
+    fn elapsed_time_reads_at_the_precision_that_matters() {
+        let at = |s| clock(Duration::from_secs(s));
+        assert_eq!([at(0), at(59), at(60), at(725)], ["0 s", "59 s", "1 min 00 s", "12 min 05 s"]);
+        assert_eq!([at(3599), at(2 * 3600 + 185)], ["59 min 59 s", "2 h 03 min"]);
+    }
 }
