@@ -517,6 +517,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The timeout's range as `cfrun ops command` states it is the one the check applies (the
+    /// repository-wide range test plans no command stage: their environment probes need numpy).
+    #[test]
+    fn the_documented_timeout_range_is_the_one_checked() {
+        let docs = crate::ops::Op::param_docs(&Command);
+        let timeout = docs.iter().find(|d| d.name == "timeout").expect("documented");
+        let (low, high) = (timeout.bounds.exclusive_minimum, timeout.bounds.maximum);
+        assert_eq!((low, high), (Some(0.0), Some(MAX_TIMEOUT_S)), "{}", timeout.kind);
+        let with = |t: f64| {
+            crate::ops::Op::normalize(
+                &Command,
+                &json!({"argv": ["true"], "outputs": {"m": "metrics"}, "seed": 0, "timeout": t}),
+            )
+        };
+        assert_eq!(with(MAX_TIMEOUT_S).err(), None);
+        assert_eq!(with(1e-3).err(), None);
+        for outside in [0.0, -1.0, MAX_TIMEOUT_S + 1.0] {
+            assert_eq!(with(outside).unwrap_err().path, "timeout", "{outside}");
+        }
+    }
+
     /// One assertion per input of the key, and the exclusions (see the module doc).
     #[test]
     fn each_input_of_the_key_changes_the_canonical_parameters() {
