@@ -1,6 +1,7 @@
 //! `cfrun ops OP`'s parameter help held against what the plan does, over every study and
 //! fixture: every documented default is the value a stage that leaves the field out is planned
-//! with, and every documented range and choice is what the op accepts.
+//! with, and every documented range and choice is what the op accepts (a range of a field of a
+//! list of tables, such as `claims[].margin`, in the stage's first table).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,14 +79,25 @@ fn companions(op: &str, field: &str) -> Json {
     }
 }
 
-/// The stage's parameters with `field` set to `value` and its companions written.
-fn with_value(params: &Json, op: &str, field: &str, value: Json) -> Json {
+/// The stage's parameters with `field` set to `value` and its companions written, and the path
+/// an error about it names; a field of a list of tables (`claims[].margin`) is set in the first
+/// table, `None` where the stage has none.
+fn with_value(params: &Json, op: &str, field: &str, value: Json) -> Option<(Json, String)> {
     let mut params = params.clone();
     for (name, v) in companions(op, field).as_object().into_iter().flatten() {
         params[name] = v.clone();
     }
-    params[field] = value;
-    params
+    match field.split_once("[].") {
+        None => {
+            params[field] = value;
+            Some((params, field.to_string()))
+        }
+        Some((list, inner)) => {
+            let first = params.get_mut(list)?.as_array_mut()?.first_mut()?;
+            first.as_object_mut()?.insert(inner.to_string(), value);
+            Some((params, format!("{list}[0].{inner}")))
+        }
+    }
 }
 
 /// A value of `doc`'s type (a list of them, for a list) for the number `x`: a whole number
@@ -147,32 +159,37 @@ fn documented_ranges_and_choices_are_what_the_ops_accept() {
         for instance in &plan.instances {
             let op = instance.op.name();
             for doc in instance.op.param_docs() {
-                if doc.name.contains('.') {
+                // A table's own fields are probed, not the table itself.
+                if doc.name.contains('.') && !doc.name.contains("[].") {
                     continue;
                 }
                 let (outside, at) = probes(&doc.bounds, doc.kind.contains("integer"));
                 for x in outside {
-                    let params = with_value(&instance.params, op, &doc.name, written(&doc, x));
+                    let value = written(&doc, x);
+                    let Some((params, field)) = with_value(&instance.params, op, &doc.name, value.clone()) else {
+                        continue;
+                    };
                     let planned = instance.op.normalize(&params);
                     let at_field = planned
                         .as_ref()
                         .err()
-                        .is_some_and(|e| e.path == doc.name || e.path.starts_with(&format!("{}[", doc.name)));
+                        .is_some_and(|e| e.path == field || e.path.starts_with(&format!("{field}[")));
                     assert!(
                         at_field,
-                        "{}: `{}` = {} is outside the documented {} of `{}` but gives {planned:?}",
+                        "{}: `{field}` = {value} is outside the documented {} of `{}` but gives {planned:?}",
                         path.display(),
-                        doc.name,
-                        params[&doc.name],
                         doc.kind,
                         instance.stage
                     );
                     refused += 1;
                 }
-                let inside = at.into_iter().map(|x| written(&doc, x)).chain(choices(&doc.kind));
+                // A table's choices come with fields of their own (a `trend` claim's `along`):
+                // only top-level choices are tried.
+                let listed = if doc.name.contains('.') { Vec::new() } else { choices(&doc.kind) };
+                let inside = at.into_iter().map(|x| written(&doc, x)).chain(listed);
                 for value in inside {
                     let key = (op.to_string(), doc.name.clone(), value.to_string());
-                    let params = with_value(&instance.params, op, &doc.name, value);
+                    let Some((params, _)) = with_value(&instance.params, op, &doc.name, value) else { continue };
                     *accepted.entry(key).or_default() |= instance.op.normalize(&params).is_ok();
                 }
             }
