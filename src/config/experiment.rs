@@ -401,6 +401,16 @@ fn parse_stages(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Confi
         return Vec::new();
     };
     let Some(table) = expect_table(file, &entry.node, "stages", errors) else { return Vec::new() };
+    if table.is_empty() {
+        // An empty `[stages]` table declares as little as no table: a run would do nothing.
+        errors.push(ConfigError::at(
+            file,
+            entry.key_origin.clone(),
+            "the experiment has no stages".into(),
+            Some("add at least one [stages.NAME] table with an `op`".into()),
+        ));
+        return Vec::new();
+    }
     if table.len() > MAX_STAGES {
         errors.push(ConfigError::at(
             file,

@@ -101,6 +101,14 @@ impl Params for TableParams {
         if self.precision > 6 {
             return Err(ParamError::range("precision", self.precision, "at most 6"));
         }
+        // Each record of a metric named twice would land in its own cell twice.
+        if let Some((i, m)) = self.metrics.iter().enumerate().find(|(i, m)| self.metrics[..*i].contains(m)) {
+            return Err(ParamError::field(
+                &format!("metrics[{i}]"),
+                format!("`metrics` names `{m}` twice"),
+                Some("list each metric once".into()),
+            ));
+        }
         Ok(())
     }
 }
