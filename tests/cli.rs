@@ -2428,6 +2428,23 @@ fn gc_waits_for_a_running_process_and_then_cleans_up() {
 
 /// A link planted in place of the run log or of a lock file makes cfrun refuse, never write
 /// through it to a file outside the cache.
+/// The cache root itself may be a link (a cache kept on another disk): a run, a rerun and the
+/// reading commands go through to its target. It was refused once, after writing through it.
+#[test]
+fn a_cache_root_that_is_a_link_is_used_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, link) = (dir.path().join("target"), dir.path().join("link"));
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let first = run_json(&link, &smoke(), &[]);
+    assert!(first.values().all(|o| o == "ran"), "{first:?}");
+    let again = run_json(&link, &smoke(), &[]);
+    assert!(again.values().all(|o| o == "cached"), "{again:?}");
+    let status = cfrun(&link, &["status", smoke().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("9 of 9 instances cached"), "{}", stderr(&status));
+    assert!(target.join("objects").is_dir() && std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}
+
 #[test]
 fn links_planted_in_the_cache_are_refused_not_followed() {
     let cache = tempfile::tempdir().unwrap();

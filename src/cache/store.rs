@@ -116,6 +116,13 @@ impl Store {
 
     /// `tidy`: clear `tmp/` first if no other process uses the cache ([`Store::clear_leftovers`]).
     fn open_mode(root: &Path, mode: Mode, gate: Gate, tidy: bool) -> Result<Store, CacheError> {
+        // The root may be a link (a cache kept on a larger disk): everything below it is reached
+        // through the link's target, since no link inside the cache is ever followed.
+        let resolved = match fs::symlink_metadata(root) {
+            Ok(m) if m.file_type().is_symlink() => Some(fs::canonicalize(root).map_err(CacheError::io(root))?),
+            _ => None,
+        };
+        let root = resolved.as_deref().unwrap_or(root);
         fs::create_dir_all(root).map_err(CacheError::io(root))?;
         // `flock` keeps no queue: while any process holds the cache lock shared, new ones get it
         // too, and a stream of runs would hold `gc` off for ever. So `gc` first closes a gate,
