@@ -3638,6 +3638,18 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("a batch of 2000 examples of 16x16") && err.contains("more than this machine's"), "{err}");
+
+    // Weights that cannot fit, whatever the batch: 4 x 64 blocks of 8192 channels (it ended in an
+    // allocation abort while the network was built).
+    let huge = "widths = [8192, 8192, 8192, 8192]\nblocks = [64, 64, 64, 64]\n";
+    std::fs::write(&file, toml(16, 1, huge, "")).unwrap();
+    let fresh = dir.path().join("fresh");
+    let out = cfrun(&fresh, &["run", file.to_str().unwrap(), "--device", "cpu"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("has at least 137438953472 weights, 3 f32 copies of which take 2 TB"), "{err}");
+    assert!(err.contains("batch.toml:17:") && err.contains("help: use narrower widths"), "{err}");
+    assert!(!fresh.exists(), "a refused run created a cache");
 }
 
 /// `CFRUN_TRAIN_PROFILE=1` logs, per epoch, each phase's issue and wait time per step (the GPU

@@ -212,6 +212,8 @@ impl StageKind for Pretext {
     }
 
     fn preflight(&self, p: &PretextParams, fed: &InputFacts, site: &crate::ops::Site) -> Result<(), ParamError> {
+        // Each weight, its gradient and its momentum.
+        p.net.check_weights_memory(site, 3)?;
         // Jigsaw trains a trunk on tiles, not the preset on whole images: not estimated here.
         if p.task == Task::Rotnet {
             p.net.check_batch_memory(fed, site, p.optim.batch_size, 4, None, 4)?;

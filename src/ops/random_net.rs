@@ -53,6 +53,11 @@ impl StageKind for RandomNet {
         metric_names: &[],
     };
 
+    fn preflight(&self, p: &RandomNetParams, _fed: &InputFacts, site: &super::Site) -> Result<(), ParamError> {
+        // The weights alone, drawn and saved.
+        p.net.check_weights_memory(site, 1)
+    }
+
     fn facts(&self, p: &RandomNetParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         p.net.check_input_kind(inputs)?;
         let model = p.net.model_facts(inputs, inputs.get("labels").classes);

@@ -224,6 +224,8 @@ impl StageKind for Train {
                 ),
             ));
         }
+        // Each weight, its gradient and its momentum.
+        p.net.check_weights_memory(site, 3)?;
         let bytes = p.precision.dtype().size_in_bytes() as u64;
         p.net.check_batch_memory(fed, site, p.optim.batch_size, 1, p.clip_frames, bytes)
     }

@@ -150,6 +150,42 @@ impl NetParams {
         ))
     }
 
+    /// Refuses a network whose weights alone, `copies` f32 values each (the weight, its gradient
+    /// and its momentum while training), exceed the host memory of where it computes (`site`;
+    /// nothing is checked where that is unknown or the tensors live on a GPU): building one ended
+    /// in an allocation abort. A lower bound (the second 3x3 convolution of each block, which
+    /// any (2+1)D factorisation keeps at least 8/9 of, and nothing else), so it never refuses a
+    /// network that fits.
+    pub fn check_weights_memory(&self, site: &Site, copies: u64) -> Result<(), ParamError> {
+        let Some(memory) = &site.memory else { return Ok(()) };
+        let Ok(mut arch) = self.arch(1, 2) else { return Ok(()) };
+        let (_, widths, blocks) = arch.sizes_mut();
+        let weights: u64 = widths.iter().zip(blocks.iter()).map(|(&w, &b)| (b as u64) * 8 * (w as u64).pow(2)).sum();
+        let need = weights.saturating_mul(4 * copies);
+        if need <= memory.bytes {
+            return Ok(());
+        }
+        let field = if self.widths.is_some() {
+            "widths"
+        } else if self.blocks.is_some() {
+            "blocks"
+        } else {
+            "arch"
+        };
+        Err(ParamError::field(
+            field,
+            format!(
+                "`{}` with these widths and blocks has at least {weights} weights, {copies} f32 copies of which take \
+                 {}, more than {} {} of memory",
+                self.arch,
+                limits::human_bytes(need),
+                memory.whose,
+                limits::human_bytes(memory.bytes)
+            ),
+            Some("use narrower widths or fewer blocks per stage".into()),
+        ))
+    }
+
     /// The architecture for `channels` input channels and `classes` outputs.
     pub fn arch(&self, channels: usize, classes: usize) -> Result<Arch, OpError> {
         let mut arch = Arch::preset(&self.arch, channels, classes)
