@@ -601,6 +601,8 @@ const PROBE_BYTES: usize = 64 * 1024;
 pub fn probe(argv: &[String]) -> Result<String, String> {
     let here = std::env::current_dir().map_err(|e| e.to_string())?;
     let shown = argv.join(" ");
+    // The plan waits on it (`status` and `dag` too): say what is being waited on.
+    tracing::info!("probing the environment: `{shown}` (at most {} s)", PROBE_TIMEOUT.as_secs());
     let done =
         supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1).map_err(|e| format!("`{shown}` {e}"))?;
     let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
