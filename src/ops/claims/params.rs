@@ -211,7 +211,7 @@ impl ClaimDecl {
             return Err(ParamError::field(
                 &at("margin"),
                 format!(
-                    "claim `{}`: expect = \"within\" needs `margin`, the band around 0 counted as equal",
+                    "claim `{}`: expect = \"within\" needs a `margin` above 0, the band around 0 counted as equal",
                     self.name
                 ),
                 Some("e.g. margin = 1.0 (in the metric's units)".into()),
