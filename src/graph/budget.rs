@@ -28,10 +28,12 @@ impl Budget {
         let count = axes.iter().map(|a| exp.axis(a).map_or(1, |x| x.values.len())).fold(1usize, usize::saturating_mul);
         self.instances = self.instances.saturating_add(count);
         if self.instances > MAX_INSTANCES {
+            // The product saturates long before a count that large could be written out.
+            let shown = if count == usize::MAX { format!("more than {}", usize::MAX) } else { count.to_string() };
             return Err(exp.error(
                 &stage.decl.origin,
                 format!(
-                    "stage `{name}` expands to {count} instances (axes {}), which takes the experiment past the \
+                    "stage `{name}` expands to {shown} instances (axes {}), which takes the experiment past the \
                      limit of {MAX_INSTANCES} instances",
                     axes.join(" x ")
                 ),
