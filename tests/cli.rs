@@ -3606,12 +3606,17 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
              epochs = 2\nbatch_size = {batch}\n{mem}"
         )
     };
+    // Exit 2, its message returned.
+    let refused = |cache: &Path, args: &[&str]| {
+        let out = cfrun(cache, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        err
+    };
     let file = dir.path().join("batch.toml");
     std::fs::write(&file, toml(64, 65536, "widths = [4096, 4096, 4096, 4096]\n", "")).unwrap();
     let cache = dir.path().join("cache");
-    let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--device", "cpu"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&cache, &["run", file.to_str().unwrap(), "--device", "cpu"]);
     assert!(err.contains("a batch of 65536 examples of 64x64 through `resnet_tiny` keeps at least 18 TB"), "{err}");
     assert!(err.contains("more than this machine's") && err.contains("batch.toml:19:"), "{err}");
     assert!(err.contains("help: one example alone keeps") || err.contains("help: use at most"), "{err}");
@@ -3622,9 +3627,7 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
     // Under Slurm the job's memory counts: this batch fits any machine that runs the tests, not
     // the 1 MiB the job asks for. Refused before sbatch is looked for.
     std::fs::write(&file, toml(16, 64, "", "\n[stages.net.resources]\nmem = \"1M\"\n")).unwrap();
-    let out = cfrun(&cache, &["run", file.to_str().unwrap(), "--executor", "slurm"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&cache, &["run", file.to_str().unwrap(), "--executor", "slurm"]);
     assert!(err.contains("more than the job's (resources.mem) 1 MB of memory"), "{err}");
     assert!(err.contains("help: use at most ") && err.contains(" examples per batch there"), "{err}");
     assert!(!cache.exists(), "a refused run created a cache");
@@ -3634,9 +3637,7 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
     std::fs::write(&file, toml(16, 2_000, "widths = [4096, 4096, 4096, 4096]\n", "")).unwrap();
     let shapes = cfrun(&cache, &["exec", file.to_str().unwrap(), "shapes", "--device", "cpu"]);
     assert!(shapes.status.success(), "{}", stderr(&shapes));
-    let out = cfrun(&cache, &["exec", file.to_str().unwrap(), "net", "--device", "cpu"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&cache, &["exec", file.to_str().unwrap(), "net", "--device", "cpu"]);
     assert!(err.contains("a batch of 2000 examples of 16x16") && err.contains("more than this machine's"), "{err}");
 
     // Weights that cannot fit, whatever the batch: 4 x 64 blocks of 8192 channels (it ended in an
@@ -3644,9 +3645,7 @@ fn a_batch_beyond_the_memory_where_it_computes_is_refused_before_anything_runs()
     let huge = "widths = [8192, 8192, 8192, 8192]\nblocks = [64, 64, 64, 64]\n";
     std::fs::write(&file, toml(16, 1, huge, "")).unwrap();
     let fresh = dir.path().join("fresh");
-    let out = cfrun(&fresh, &["run", file.to_str().unwrap(), "--device", "cpu"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&fresh, &["run", file.to_str().unwrap(), "--device", "cpu"]);
     assert!(err.contains("has at least 137438953472 weights, 3 f32 copies of which take 2 TB"), "{err}");
     assert!(err.contains("batch.toml:17:") && err.contains("help: use narrower widths"), "{err}");
     assert!(!fresh.exists(), "a refused run created a cache");
