@@ -422,7 +422,8 @@ fn check_gathered(
         .flatten()
         .map(|r| {
             let up = &instances[r.instance.0];
-            Gathered { stage: &up.stage, op: up.op, axes: &up.axes }
+            let inputs = up.inputs.iter().filter(|(_, refs)| !refs.is_empty()).map(|(slot, _)| slot.as_str()).collect();
+            Gathered { stage: &up.stage, op: up.op, axes: &up.axes, inputs }
         })
         .collect();
     stage.op.check_gathered(params, &gathered)

@@ -154,6 +154,8 @@ impl StageKind for KMeans {
     // Purity and NMI only with the `truth` input.
     const ALWAYS_WRITES: &'static [&'static str] =
         &["smallest_cluster", "largest_cluster", "inertia", "test_inertia", "empty_cluster_splits"];
+    const METRICS_NEED: &'static [(&'static str, &'static str)] =
+        &[("purity", "truth"), ("nmi", "truth"), ("test_purity", "truth"), ("test_nmi", "truth")];
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;

@@ -182,6 +182,9 @@ pub trait StageKind: Send + Sync + 'static {
     /// a table may count on before anything runs. Empty: none is sure.
     const ALWAYS_WRITES: &'static [&'static str] = &[];
 
+    /// Metrics written only when an optional input is wired, as (metric, input slot).
+    const METRICS_NEED: &'static [(&'static str, &'static str)] = &[];
+
     /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
     fn run(&self, params: Self::Params, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
 
@@ -329,6 +332,8 @@ pub trait Op: Send + Sync {
     }
     /// See [`StageKind::ALWAYS_WRITES`].
     fn always_writes(&self) -> &'static [&'static str];
+    /// See [`StageKind::METRICS_NEED`].
+    fn metric_needs(&self) -> &'static [(&'static str, &'static str)];
     /// Whether any input gathers all instances of its stages (tables, plots).
     fn aggregates(&self) -> bool {
         self.inputs().iter().any(|i| i.gather)
@@ -345,6 +350,9 @@ impl<T: StageKind> Op for T {
     }
     fn always_writes(&self) -> &'static [&'static str] {
         T::ALWAYS_WRITES
+    }
+    fn metric_needs(&self) -> &'static [(&'static str, &'static str)] {
+        T::METRICS_NEED
     }
     fn param_fields(&self) -> Vec<&'static str> {
         StageKind::param_fields(self)
@@ -419,7 +427,7 @@ impl std::fmt::Debug for dyn Op {
 }
 
 /// One upstream instance an aggregating stage gathers, as seen before anything runs.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Gathered<'a> {
     /// The upstream stage's name.
     pub stage: &'a str,
@@ -427,6 +435,24 @@ pub struct Gathered<'a> {
     pub op: &'static dyn Op,
     /// Its axis values.
     pub axes: &'a BTreeMap<String, Json>,
+    /// The input slots it reads (what decides some of its metrics: `kmeans`'s NMI needs `truth`).
+    pub inputs: Vec<&'a str>,
+}
+
+impl Gathered<'_> {
+    /// The metrics this instance can write: its op's, less those whose input it lacks; empty
+    /// where the op does not declare them.
+    pub fn metric_names(&self) -> Vec<&'static str> {
+        let needs = self.op.metric_needs();
+        let lacks = |m: &&str| needs.iter().any(|(metric, slot)| metric == m && !self.inputs.contains(slot));
+        self.op.metric_names().iter().copied().filter(|m| !lacks(m)).collect()
+    }
+
+    /// The input `metric` needs and this instance lacks, if any.
+    pub fn lacks_input_for(&self, metric: &str) -> Option<&'static str> {
+        let needs = self.op.metric_needs();
+        needs.iter().find(|(m, slot)| *m == metric && !self.inputs.contains(slot)).map(|(_, slot)| *slot)
+    }
 }
 
 /// The optimiser settings shared by `train` and `linear_probe`, for one range check.

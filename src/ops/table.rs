@@ -365,8 +365,16 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
     if gathered.is_empty() || gathered.iter().any(|g| g.op.metric_names().is_empty()) {
         return Ok(());
     }
-    let written: BTreeSet<&str> = gathered.iter().flat_map(|g| g.op.metric_names().iter().copied()).collect();
+    let written: BTreeSet<&str> = gathered.iter().flat_map(Gathered::metric_names).collect();
     let Some(missing) = metrics.iter().find(|m| !written.contains(m.as_str())) else { return Ok(()) };
+    // A metric the op writes only beside an input none of these instances reads.
+    if let Some((g, slot)) = gathered.iter().find_map(|g| g.lacks_input_for(missing).map(|slot| (g, slot))) {
+        return Err(ParamError::field(
+            field,
+            format!("`{field}` names `{missing}`, which `{}` writes only with its `{slot}` input", g.stage),
+            Some(format!("give `{}` a `{slot}` input, or name another metric", g.stage)),
+        ));
+    }
     let valid: Vec<&str> = written.into_iter().collect();
     let mut help = format!("metrics the gathered stages write: {}", valid.join(", "));
     if let Some(best) = did_you_mean(missing, &valid) {
@@ -497,13 +505,31 @@ impl StageKind for Table {
 mod tests {
     use super::*;
 
+    /// A metric an op writes only beside an optional input is refused, naming that input, for an
+    /// instance without it, and accepted for one with it.
+    #[test]
+    fn a_metric_that_needs_an_input_the_instance_lacks_is_refused() {
+        let axes = BTreeMap::new();
+        let km = |inputs: Vec<&'static str>| Gathered {
+            stage: "km",
+            op: crate::ops::find("kmeans").expect("registered"),
+            axes: &axes,
+            inputs,
+        };
+        let nmi = ["nmi".to_string()];
+        let err = check_metrics("metrics", &nmi, &[km(vec!["features"])]).unwrap_err();
+        assert!(err.message.contains("`km` writes only with its `truth` input"), "{}", err.message);
+        assert!(check_metrics("metrics", &nmi, &[km(vec!["features", "truth"])]).is_ok());
+        assert!(check_metrics("metrics", &["inertia".to_string()], &[km(vec!["features"])]).is_ok());
+    }
+
     /// Only records every run writes can clash before anything runs: a command stage (it may
     /// write any metric, or none) beside a probe under one label is no clash; replicates and the
     /// `best_over` axis share a cell; an instance gathered twice, or a hidden axis, is refused.
     #[test]
     fn cells_clash_only_on_records_that_surely_exist() {
         fn g<'a>(stage: &'a str, op: &str, axes: &'a BTreeMap<String, Json>) -> Gathered<'a> {
-            Gathered { stage, op: crate::ops::find(op).expect("registered"), axes }
+            Gathered { stage, op: crate::ops::find(op).expect("registered"), axes, inputs: Vec::new() }
         }
         let ax = |pairs: &[(&str, Json)]| -> BTreeMap<String, Json> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()

@@ -200,6 +200,9 @@ fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> Para
 
 fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
     for g in gathered {
+        if let Some(slot) = g.lacks_input_for(metric) {
+            return Err(format!("metric `{metric}` is written by stage `{}` only with its `{slot}` input", g.stage));
+        }
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
             return Err(format!(
