@@ -143,6 +143,14 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
             }
             return ParamError::field(&path, format!("unknown {field} `{got}`"), Some(help));
         }
+        if let Some((got, valid)) = unknown_field(&inner) {
+            // A field of a nested table (a claim's): the stage's own are caught in `parse`.
+            let mut help = format!("valid fields here: {}", valid.join(", "));
+            if let Some(best) = did_you_mean(&got, &valid) {
+                help = format!("did you mean `{best}`? {help}");
+            }
+            return ParamError::field(&path, format!("unknown field `{got}`"), Some(help));
+        }
         if let Some(missing) = inner.strip_prefix("missing field ") {
             let name = missing.trim_matches('`');
             let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
@@ -191,6 +199,15 @@ fn plain_type_message(message: &str) -> Option<(String, String)> {
         }
     };
     Some((expected, found))
+}
+
+/// The name and the valid names of serde's "unknown field `x`, expected one of `a`, `b`" (or
+/// "expected `a` or `b`") message, as `deny_unknown_fields` gives it for a nested table.
+fn unknown_field(message: &str) -> Option<(String, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (got, expected) = rest.split_once("`, ")?;
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    (!valid.is_empty()).then(|| (got.to_string(), valid))
 }
 
 /// The value and the valid names of serde's "unknown variant `x`, expected ..." message (a

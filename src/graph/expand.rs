@@ -479,10 +479,11 @@ fn param_error(
     e: &ParamError,
     assignment: &BTreeMap<String, Json>,
 ) -> ConfigError {
-    let origin = if e.message.starts_with("unknown field") {
-        stage.decl.fields.get(&e.path).map_or(stage.decl.origin.clone(), |en| en.key_origin.clone())
-    } else {
-        field_origin(stage, &e.path)
+    // An unknown field of the stage points at its key; one inside a nested table (a claim's) at
+    // what it was given.
+    let origin = match stage.decl.fields.get(&e.path) {
+        Some(entry) if e.message.starts_with("unknown field") => entry.key_origin.clone(),
+        _ => field_origin(stage, &e.path),
     };
     let mut message = format!("stage `{}` (op {}): {}", stage.decl.name, stage.op.name(), e.message);
     let used: Vec<String> = stage
