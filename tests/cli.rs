@@ -1431,17 +1431,22 @@ fn process_gone(pid: &str) -> bool {
     }
 }
 
-/// Waits (10 s at most) for the command stage's process `pid` to end after cfrun was `how`
-/// (interrupted, terminated); fails, killing it, if it outlives cfrun.
-fn outlives_no_command(pid: &str, how: &str) {
+/// Waits (10 s at most) for process `pid` to end; fails with `failure`, killing it, if it does not.
+fn gone_within_10_s(pid: &str, failure: &str) {
     let ended = std::time::Instant::now();
     while !process_gone(pid) {
         if ended.elapsed().as_secs() >= 10 {
             let _ = Command::new("kill").args(["-9", pid]).status();
-            panic!("the command stage's process {pid} outlived the {how} cfrun");
+            panic!("{failure}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Waits for the command stage's process `pid` to end after cfrun was `how` (interrupted,
+/// terminated); fails, killing it, if it outlives cfrun.
+fn outlives_no_command(pid: &str, how: &str) {
+    gone_within_10_s(pid, &format!("the command stage's process {pid} outlived the {how} cfrun"));
 }
 
 /// A killed cfrun takes with it what a command stage started in the background, not just the
@@ -4027,16 +4032,7 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (cache, extra) = (d.join("cache"), ["--executor", "processes"]);
-    let gone_within_10_s = |pid: &str, what: &str| {
-        let ended = std::time::Instant::now();
-        while !process_gone(pid) {
-            if ended.elapsed().as_secs() >= 10 {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-                panic!("{what} {pid} outlived the run");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
+    let outlives_no_run = |pid: &str, what: &str| gone_within_10_s(pid, &format!("{what} {pid} outlived the run"));
     let (child, sleep_pid) = start_a_sleeping_command(d, &cache, &extra);
     let group = format!("-{}", child.id());
     let sent = Command::new("kill").args(["-INT", "--", &group]).status().unwrap();
@@ -4048,7 +4044,7 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a Ctrl-C");
     assert_eq!(outcome_of(&v, "shapes").0, "ran", "{v}");
     assert_eq!(outcome_of(&v, "slow"), ("skipped".into(), "interrupted while running or queued to run".into()), "{v}");
-    gone_within_10_s(&sleep_pid, "the command stage's process");
+    outlives_no_run(&sleep_pid, "the command stage's process");
     // Killed outright: the child learns it from its closed stdin and ends with its stage.
     let (mut child, sleep_pid) = start_a_sleeping_command(d, &cache, &extra);
     let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
@@ -4062,8 +4058,8 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    gone_within_10_s(&exec_pid, "the job's `cfrun exec`");
-    gone_within_10_s(&sleep_pid, "the command stage's process");
+    outlives_no_run(&exec_pid, "the job's `cfrun exec`");
+    outlives_no_run(&sleep_pid, "the command stage's process");
     // A data set's downloader has no watcher of its own: the child's whole group goes, on
     // Ctrl-C and with a killed driver alike. Here `curl` (found on PATH) hangs.
     use std::os::unix::{fs::PermissionsExt, process::CommandExt};
@@ -4103,7 +4099,7 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
             child.kill().unwrap();
         }
         child.wait().unwrap();
-        gone_within_10_s(&curl_pid, "the data set's downloader");
+        outlives_no_run(&curl_pid, "the data set's downloader");
     }
 }
 
