@@ -894,8 +894,8 @@ fn a_folder_of_other_files_is_not_taken_for_a_cache() {
 }
 
 /// The commands that only read a cache (`status`, `show`, `report`, `data list`, and `gc`, which
-/// finds nothing to collect) read a missing one as empty, say so, and create nothing: a mistyped
-/// `--cache` leaves no cache skeleton. Nor does a `data fetch` of an unknown name.
+/// finds nothing to collect) read a missing one, or an empty folder, as empty, say so, and create
+/// nothing: a mistyped `--cache` leaves no cache skeleton. Nor does a `data fetch` of an unknown name.
 #[test]
 fn reading_commands_create_no_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -921,6 +921,15 @@ fn reading_commands_create_no_cache() {
     let fetch = cfrun(&missing, &["data", "fetch", "nosuch"]);
     assert_eq!(fetch.status.code(), Some(2), "{}", stderr(&fetch));
     assert!(!missing.exists(), "an unknown data set created the cache folder");
+    // An empty folder made for the cache is not a cache yet: reading leaves it empty.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for args in [vec!["status", smoke], vec!["show", smoke, "shapes"], vec!["data", "list"], vec!["gc", smoke]] {
+        let out = cfrun(&empty, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is an empty folder: nothing is cached there"), "{args:?}: {}", stderr(&out));
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{args:?} wrote into the empty folder");
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -60,6 +60,15 @@ pub struct KeyRecord {
     pub provenance_digest: Option<Digest>,
 }
 
+/// Whether `root` is not a cache yet: missing, or an empty folder (through a link too). Such a
+/// folder is read as an empty cache without making its layout in it.
+pub fn holds_nothing(root: &Path) -> bool {
+    match fs::read_dir(root) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound && fs::symlink_metadata(root).is_err(),
+    }
+}
+
 /// The digest a record's provenance is sealed with.
 fn provenance_digest(provenance: &serde_json::Value) -> Digest {
     Digest(*blake3::hash(&super::canonical::encode(provenance)).as_bytes())
@@ -92,15 +101,14 @@ impl Store {
         Self::open_mode(root, Mode::Shared, Gate::Pass, true)
     }
 
-    /// Opens a cache only to read it (`status`, `show`, `report`): one that does not exist yet
-    /// reads as empty and is not created, so a mistyped `--cache` leaves nothing behind.
+    /// Opens a cache only to read it (`status`, `show`, `report`): one that does not exist yet,
+    /// or is an empty folder, reads as empty and is not created, so a mistyped `--cache` leaves
+    /// nothing behind.
     pub fn open_to_read(root: &Path) -> Result<Store, CacheError> {
-        match fs::symlink_metadata(root) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Store { root: root.to_path_buf(), _cache_lock: None, _gate: None })
-            }
-            _ => Self::open_mode(root, Mode::Shared, Gate::Pass, false),
+        if holds_nothing(root) {
+            return Ok(Store { root: root.to_path_buf(), _cache_lock: None, _gate: None });
         }
+        Self::open_mode(root, Mode::Shared, Gate::Pass, false)
     }
 
     /// Opens a cache for a job that a driver submitted (`cfrun exec`): like [`Store::open`], but

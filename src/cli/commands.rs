@@ -10,7 +10,7 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use super::{Command, DataAction, Global};
-use crate::cache::store::Check;
+use crate::cache::store::{holds_nothing, Check};
 use crate::cache::{gc as cache_gc, CacheError, DirtyReason, RecipeKey, Store};
 use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
@@ -139,6 +139,11 @@ fn open_store_to_read(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
     if !g.cache.exists() {
         tracing::warn!("--cache {} does not exist: nothing is cached there (a run creates it)", g.cache.display());
+    } else if holds_nothing(&g.cache) {
+        tracing::warn!(
+            "--cache {} is an empty folder: nothing is cached there (a run makes it a cache)",
+            g.cache.display()
+        );
     }
     Store::open_to_read(&g.cache).map_err(Failure::runtime)
 }
@@ -572,7 +577,7 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     // A cache that does not exist holds nothing to collect, and is not created.
-    let store = if g.cache.exists() {
+    let store = if !holds_nothing(&g.cache) {
         require_cache_folder(&g.cache)?;
         Store::open_exclusive(&g.cache).map_err(Failure::runtime)?
     } else {
