@@ -21,12 +21,15 @@ pub struct ParamError {
     pub message: String,
     /// What would be valid.
     pub help: Option<String>,
+    /// For a value of the wrong type, what was written, in words (`the string "11"`), so the
+    /// message can be restated with the range the op documents.
+    pub found: Option<String>,
 }
 
 impl ParamError {
     /// An error about one field.
     pub fn field(path: &str, message: impl Into<String>, help: impl Into<Option<String>>) -> Self {
-        ParamError { path: path.to_string(), message: message.into(), help: help.into() }
+        ParamError { path: path.to_string(), message: message.into(), help: help.into(), found: None }
     }
 
     /// A range check: `field` must satisfy `valid` (e.g. "at least 2").
@@ -125,8 +128,38 @@ pub fn parse<P: Params>(raw: &Json) -> Result<P, ParamError> {
             }
         }
     }
-    P::check_groups(raw)?;
-    deserialize::<P>(raw)
+    P::check_groups(raw).map_err(documented_type::<P>)?;
+    deserialize::<P>(raw).map_err(documented_type::<P>)
+}
+
+/// A wrong-typed number restated with the type and range `cfrun ops OP` gives the field (the
+/// range the op checks): the Rust type alone says "0 or more" of a field that refuses 0.
+fn documented_type<P: Params>(e: ParamError) -> ParamError {
+    let Some(found) = &e.found else { return e };
+    // `claims[0].margin` is documented as `claims[].margin`.
+    let mut name = String::with_capacity(e.path.len());
+    let mut in_index = false;
+    for c in e.path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => {
+                in_index = false;
+                name.push_str("[]");
+            }
+            c if !in_index => name.push(c),
+            _ => {}
+        }
+    }
+    let Some(doc) = P::docs().into_iter().find(|d| d.name == name) else { return e };
+    let article = if doc.kind.starts_with("integer") {
+        "an"
+    } else if doc.kind.starts_with("number") {
+        "a"
+    } else {
+        return e;
+    };
+    let message = format!("`{}` must be {article} {}, found {found}", e.path, doc.kind);
+    ParamError { message, ..e }
 }
 
 /// Deserialises `raw` as `T`, turning serde's message into one that names the field.
@@ -161,9 +194,10 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
             );
         }
         match plain_type_message(&inner) {
-            Some((expected, found)) => {
-                ParamError::field(&path, format!("`{path}` must be {expected}, found {found}"), None)
-            }
+            Some((expected, found)) => ParamError {
+                found: Some(found.clone()),
+                ..ParamError::field(&path, format!("`{path}` must be {expected}, found {found}"), None)
+            },
             None => ParamError::field(&path, format!("`{path}`: {inner}"), None),
         }
     })
@@ -276,6 +310,7 @@ mod tests {
     #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct Demo {
+        #[schemars(range(min = 2))]
         k: usize,
         #[serde(default = "ten")]
         iterations: usize,
@@ -307,12 +342,18 @@ mod tests {
         assert!(e.message.contains("missing required field `k`"), "{}", e.message);
         let e = normalize::<Demo>(&serde_json::json!({"k": "many"})).unwrap_err();
         assert_eq!(e.path, "k");
-        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found the string \"many\"");
+        // The range `cfrun ops` documents, which the check applies, not the Rust type's.
+        assert_eq!(e.message, "`k` must be an integer >= 2, found the string \"many\"");
         let e = normalize::<Demo>(&serde_json::json!({"k": -5})).unwrap_err();
-        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found -5");
+        assert_eq!(e.message, "`k` must be an integer >= 2, found -5");
         let e = normalize::<Demo>(&serde_json::json!({"k": 2.5})).unwrap_err();
-        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found 2.5");
+        assert_eq!(e.message, "`k` must be an integer >= 2, found 2.5");
         let e = normalize::<Demo>(&serde_json::json!({"k": [1]})).unwrap_err();
-        assert_eq!(e.message, "`k` must be a whole number, 0 or more, found a list");
+        assert_eq!(e.message, "`k` must be an integer >= 2, found a list");
+        // Without a documented type, the Rust type's words.
+        assert_eq!(
+            plain_type_message("invalid type: string \"x\", expected usize").unwrap().0,
+            "a whole number, 0 or more"
+        );
     }
 }
