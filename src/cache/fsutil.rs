@@ -178,33 +178,14 @@ pub fn clear_entries(dir: &Path, stale: &dyn Fn(&str) -> bool, failures: &mut Ve
             continue;
         }
         let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let mut result = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        if is_dir && result.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
-            // A `command` stage's scratch folder keeps its inputs read-only; a run killed before
-            // it cleaned up leaves them so.
-            result = writable(&path).and_then(|()| std::fs::remove_dir_all(&path));
-        }
-        match result {
+        // A `command` stage's scratch folder, which a killed run left, may hold read-only inputs
+        // and whatever tree the command made.
+        match super::remove_tree::remove_tree(&path) {
             Ok(()) => removed += 1,
             Err(e) => failures.push(format!("{}: {e}", path.display())),
         }
     }
     removed
-}
-
-/// Gives the owner write and search rights on every folder below `dir` (links not followed).
-fn writable(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Ok(());
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.permissions().mode() | 0o700))?;
-    for entry in std::fs::read_dir(dir)? {
-        writable(&entry?.path())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -250,24 +231,5 @@ mod tests {
         assert!(read_limited(&f, 0).is_err());
         std::fs::write(&f, b"").unwrap();
         assert_eq!(read_limited(&f, 0).unwrap(), b"");
-    }
-
-    #[test]
-    fn writable_opens_every_folder_below_and_follows_no_link() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let outside = root.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let top = root.path().join("top");
-        std::fs::create_dir_all(top.join("a/b")).unwrap();
-        std::os::unix::fs::symlink(&outside, top.join("a/link")).unwrap();
-        for dir in [top.join("a/b"), top.join("a"), top.clone()] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
-        }
-        writable(&top).unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!([mode(&top), mode(&top.join("a")), mode(&top.join("a/b"))], [0o700; 3]);
-        assert_eq!(mode(&outside), 0o555, "a link is not followed");
     }
 }

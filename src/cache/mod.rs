@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 pub mod readable;
 pub mod records;
+pub mod remove_tree;
 pub mod store;
 pub mod verify;
 

@@ -14,8 +14,32 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::cache::fsutil::hash_file;
+use crate::cache::remove_tree::remove_tree;
 use crate::cache::store::read_manifest;
 use crate::ops::OpError;
+
+/// How deep folders may nest inside one output. Deeper trees are refused before anything else
+/// walks them: the walks that fix modes, hash and publish an output go a level per folder, and
+/// paths that deep pass what the OS accepts.
+const MAX_OUTPUT_DEPTH: usize = 32;
+
+/// Whether some folder lies more than `max` folders below `dir` (links not followed). Walks with
+/// a list, not recursion, and stops at the first one too deep.
+fn deeper_than(dir: &Path, max: usize) -> std::io::Result<bool> {
+    let mut pending = vec![(dir.to_path_buf(), 0)];
+    while let Some((folder, depth)) = pending.pop() {
+        for entry in fs::read_dir(&folder)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if depth + 1 > max {
+                    return Ok(true);
+                }
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    Ok(false)
+}
 
 /// A scratch folder, removed on drop.
 pub struct Scratch {
@@ -99,10 +123,15 @@ impl Scratch {
         }
         for entry in fs::read_dir(&out).map_err(io("listing out/"))? {
             let path = entry.map_err(io("listing out/"))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             if !real_dir(&path) {
-                let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 return Err(OpError::Invalid(format!(
                     "`out/{name}` is not a folder (a link or a file); write each output's files into its own folder"
+                )));
+            }
+            if deeper_than(&path, MAX_OUTPUT_DEPTH).map_err(io(format!("listing out/{name}")))? {
+                return Err(OpError::Invalid(format!(
+                    "`out/{name}` nests folders more than {MAX_OUTPUT_DEPTH} deep; write each output's files at most {MAX_OUTPUT_DEPTH} folders down"
                 )));
             }
         }
@@ -139,9 +168,12 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Read-only folders (the inputs, or whatever the command made) would stop the removal.
-        // Folders only: a file may be a hard link to one outside, whose mode is not ours to change.
-        let _ = set_modes(self.dir.path(), None, 0o755);
+        // Not `TempDir`'s own removal: the command may have left read-only folders (the inputs)
+        // or a tree deep enough to overflow a recursive one. What cannot go stays for the next
+        // run's or `gc`'s clearing of `tmp/`.
+        if let Err(e) = remove_tree(self.dir.path()) {
+            tracing::warn!("cannot remove the scratch folder {}: {e}", self.dir.path().display());
+        }
     }
 }
 
@@ -183,4 +215,39 @@ fn set_modes(dir: &Path, file: Option<u32>, folder: u32) -> std::io::Result<()> 
         }
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(folder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output nesting folders past the bound is refused by name before any walk that goes a
+    /// level per folder; one at the bound is sealed. The scratch folder goes on drop, read-only
+    /// folders and all.
+    #[test]
+    fn an_output_nested_too_deep_is_refused_and_the_scratch_folder_still_goes() {
+        let base = tempfile::tempdir().unwrap();
+        let scratch = Scratch::create(&base.path().join("staging")).unwrap();
+        let names = ["m".to_string()];
+        scratch.make_outputs(names.iter()).unwrap();
+        let nest = |levels: usize| {
+            let mut dir = scratch.output("m");
+            for _ in 0..levels {
+                dir = dir.join("d");
+            }
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("f"), b"x").unwrap();
+        };
+        nest(MAX_OUTPUT_DEPTH);
+        scratch.seal_outputs().unwrap();
+        nest(MAX_OUTPUT_DEPTH + 1);
+        let err = scratch.seal_outputs().unwrap_err().to_string();
+        assert!(err.contains("`out/m` nests folders more than 32 deep"), "{err}");
+        let inputs = scratch.path().join("in/x/sub");
+        fs::create_dir_all(&inputs).unwrap();
+        fs::set_permissions(scratch.path().join("in/x"), fs::Permissions::from_mode(0o500)).unwrap();
+        let path = scratch.path().to_path_buf();
+        drop(scratch);
+        assert!(!path.exists(), "the scratch folder is gone");
+    }
 }
