@@ -612,11 +612,14 @@ pub fn probe(argv: &[String]) -> Result<String, String> {
         }
         None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
         Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
-        Some(_) => {
-            let mut text = String::from_utf8_lossy(&done.stdout).trim_end().to_string();
-            text.push('\n');
-            Ok(text)
-        }
+        // Hashed as text: a lossy decoding would give two different outputs one key.
+        Some(_) => match std::str::from_utf8(&done.stdout) {
+            Ok(text) => Ok(format!("{}\n", text.trim_end())),
+            Err(e) => Err(format!(
+                "`{shown}` printed bytes that are not UTF-8 text (at byte {}); print versions as text",
+                e.valid_up_to()
+            )),
+        },
     }
 }
 
@@ -633,5 +636,15 @@ mod tests {
         assert!(err.contains("printed more than 64 KiB"), "{err}");
         assert!(started.elapsed() < PROBE_TIMEOUT / 2, "took {:?}", started.elapsed());
         assert_eq!(probe(&["echo".to_string(), "numpy 2.0".to_string()]).unwrap(), "numpy 2.0\n");
+    }
+
+    /// Output that is not UTF-8 is refused, not decoded lossily into what another output also
+    /// decodes to; trailing white space is dropped (the one normalisation the key sees).
+    #[test]
+    fn a_probe_printing_other_than_utf8_is_refused() {
+        let sh = |script: &str| probe(&["sh".to_string(), "-c".to_string(), script.to_string()]);
+        let err = sh("printf 'numpy \\377'").unwrap_err();
+        assert!(err.contains("printed bytes that are not UTF-8 text (at byte 6)"), "{err}");
+        assert_eq!(sh("printf 'numpy 2.0  \\n\\n'").unwrap(), "numpy 2.0\n");
     }
 }
