@@ -689,13 +689,9 @@ fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<crate::cache::Diges
     name_of_key.into_iter().filter_map(|(key, name)| Some((store.lookup(&key)?.object, name))).collect()
 }
 
+/// Sizes as `gc` prints them: `33.0 KB`, `1.2 GB`.
 fn human(bytes: u64) -> String {
-    let mb = bytes as f64 / 1e6;
-    if mb >= 1000.0 {
-        format!("{:.2} GB", mb / 1000.0)
-    } else {
-        format!("{mb:.1} MB")
-    }
+    crate::config::limits::human_bytes_to(bytes, 1)
 }
 
 fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> {

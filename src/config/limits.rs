@@ -68,6 +68,12 @@ pub fn at_most(field: &str, value: usize, max: usize) -> Result<(), ParamError> 
 
 /// `b` bytes in decimal units, to the nearest whole one (`80 GB`).
 pub fn human_bytes(b: u64) -> String {
+    human_bytes_to(b, 0)
+}
+
+/// `b` bytes in decimal units with `decimals` digits after the point (`33.0 KB`; whole bytes
+/// as they are).
+pub fn human_bytes_to(b: u64, decimals: usize) -> String {
     const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
     let mut v = b as f64;
     let mut unit = 0;
@@ -78,12 +84,21 @@ pub fn human_bytes(b: u64) -> String {
     if unit + 1 == UNITS.len() && v >= 1000.0 {
         return "more than 1000 PB".into();
     }
-    format!("{v:.0} {}", UNITS[unit])
+    let decimals = if unit == 0 { 0 } else { decimals };
+    format!("{v:.decimals$} {}", UNITS[unit])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_in_the_unit_that_fits() {
+        assert_eq!(human_bytes(80_400_000_000), "80 GB");
+        assert_eq!(human_bytes_to(32_991, 1), "33.0 KB");
+        assert_eq!(human_bytes_to(999, 1), "999 B");
+        assert_eq!(human_bytes_to(1_234_567_890, 1), "1.2 GB");
+    }
 
     #[test]
     fn absurd_sizes_are_refused_and_sane_ones_pass() {

@@ -153,8 +153,11 @@ impl Resolver {
         label: String,
         attempts: &[String],
     ) -> Result<Resolved, DataError> {
+        // A later source served verified files, so the ones before it are no trouble (a machine
+        // without the system package, or without the download site): said, not warned. When every
+        // source fails, the error lists them all.
         for a in attempts {
-            tracing::warn!(dataset = %spec.dir_name, "source skipped: {a}");
+            tracing::info!(dataset = %spec.dir_name, "source not used: {a}");
         }
         tracing::info!(dataset = %spec.dir_name, source = %label, "verified files, caching in {}", cache.display());
         let paths = store(cache, &files, &label)?;

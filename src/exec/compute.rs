@@ -148,7 +148,7 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
     match store.verify(&record) {
         Ok(()) => Some(record),
         Err(why) if store.evict(&record) => {
-            tracing::warn!("{name}: cached result is corrupt ({why}); rebuilding it");
+            tracing::warn!("{name}: cached result is damaged ({why}); rebuilding it");
             None
         }
         // Another process put its bytes back meanwhile: served if they now check out.

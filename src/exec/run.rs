@@ -7,6 +7,7 @@
 //! time linear in its edges. A job clones only its own inputs' records. Of the ready instances,
 //! the head of the longest chain of estimated work starts first ([`super::priority`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -130,6 +131,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
     let mut records: Vec<Option<KeyRecord>> = vec![None; n];
     let mut keys: Vec<Option<RecipeKey>> = vec![None; n];
     let mut reports: Vec<Option<InstanceReport>> = vec![None; n];
+    let mut ran_by: BTreeMap<RecipeKey, usize> = BTreeMap::new();
     let mut ready = ReadyQueue::new(chain_estimates(plan, &dependants));
     let siblings = sibling_lists(plan);
     (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).for_each(|i| ready.push(i));
@@ -171,7 +173,19 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             let inst = &plan.instances[i];
             match result {
                 Ok((record, outcome)) => {
+                    // Instances of one recipe are computed once: say which served the others.
+                    let twin = keys[i].and_then(|k| ran_by.get(&k)).filter(|_| outcome == Outcome::Cached);
+                    if let Some(&j) = twin {
+                        tracing::info!(
+                            "{} has the recipe of {}, which this run computed: served from it",
+                            inst.name,
+                            plan.instances[j].name
+                        );
+                    }
                     if outcome == Outcome::Ran {
+                        if let Some(k) = keys[i] {
+                            ran_by.entry(k).or_insert(i);
+                        }
                         // Where a long study stands, without counting by hand through the log.
                         let done = reports.iter().filter(|r| r.is_some()).count() + 1;
                         tracing::info!(
