@@ -15,8 +15,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Ticks on a 1-2-5 step over `[lo, hi]`, about `target` of them.
-fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+/// Ticks on a 1-2-5 step over `[lo, hi]`, about `target` of them, and the step.
+fn ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
     let span = (hi - lo).max(f64::EPSILON);
     let raw = span / target as f64;
     let mag = 10f64.powf(raw.log10().floor());
@@ -30,17 +30,33 @@ fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         }
         out.push(t);
     }
-    out
+    (out, step)
 }
 
-fn label(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
-    } else {
-        s.to_string()
+/// A tick's text, with as many digits as ticks `step` apart need to differ: plain for everyday
+/// magnitudes, `1.5e9` for huge or tiny ones (a curve's values come from a command's metrics,
+/// which may hold anything finite).
+fn label(v: f64, step: f64) -> String {
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let a = v.abs();
+    if a < step * 1e-6 {
+        return "0".into();
     }
+    let step_mag = step.abs().log10().floor();
+    if !(1e-4..1e6).contains(&a) {
+        let digits = (a.log10().floor() - step_mag).clamp(0.0, 15.0) as usize;
+        let text = format!("{v:.digits$e}");
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        return format!("{}e{exp}", trim(mantissa));
+    }
+    let decimals = (-step_mag).clamp(0.0, 15.0) as usize;
+    trim(&format!("{v:.decimals$}"))
 }
 
 /// An SVG chart of `series` titled `title`, with `x` and `y` axis names.
@@ -63,7 +79,8 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    // A flat series still gets a readable range around its value.
+    let pad = ((y1 - y0) * 0.05).max(y0.abs().max(y1.abs()) * 1e-3).max(1e-6);
     y0 -= pad;
     y1 += pad;
     let px = |v: f64| left + (v - x0) / (x1 - x0) * (w - left - right);
@@ -75,16 +92,29 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
         escape(title)
     );
     let _ = write!(s, "<text x=\"{}\" y=\"16\" class=\"ct\">{}</text>", w / 2.0, escape(title));
-    for t in ticks(y0, y1, 5) {
+    let (y_ticks, y_step) = ticks(y0, y1, 5);
+    for t in y_ticks {
         let yy = py(t);
         let _ = write!(s, "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" class=\"grid\"/>", w - right);
-        let _ = write!(s, "<text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>", left - 4.0, yy + 4.0, label(t));
+        let _ = write!(s, "<text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>", left - 4.0, yy + 4.0, label(t, y_step));
     }
     // Epochs are whole numbers: no tick between two of them.
     let whole = series.iter().flat_map(|s| s.points.iter()).all(|(a, _)| a.fract() == 0.0);
-    for t in ticks(x0, x1, 6).into_iter().filter(|t| !whole || (t - t.round()).abs() < 1e-9) {
+    let (x_ticks, x_step) = ticks(x0, x1, 6);
+    for t in x_ticks.into_iter().filter(|t| !whole || (t - t.round()).abs() < 1e-9) {
         let xx = px(t);
-        let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t));
+        let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t, x_step));
+    }
+    // Points that are not finite (a value that overflowed when scaled) are not drawn: said.
+    let unseen = series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| !(a.is_finite() && b.is_finite())).count();
+    if unseen > 0 {
+        let plural = if unseen == 1 { "point" } else { "points" };
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" class=\"yl\">{unseen} {plural} not finite, not drawn</text>",
+            w - right - 4.0,
+            top + 12.0
+        );
     }
     let _ = write!(
         s,
@@ -144,9 +174,10 @@ mod tests {
 
     #[test]
     fn ticks_follow_one_two_five_steps() {
-        assert_eq!(ticks(0.0, 1.0, 5).len(), 6);
-        assert_eq!(ticks(1.0, 2.0, 6).last().map(|t| t.round()), Some(2.0));
-        assert_eq!(label(0.6000000000000001), "0.6");
+        assert_eq!(ticks(0.0, 1.0, 5).0.len(), 6);
+        assert_eq!(ticks(1.0, 2.0, 6).0.last().map(|t| t.round()), Some(2.0));
+        assert_eq!(label(0.6000000000000001, 0.2), "0.6");
+        assert_eq!(label(-1e-17, 0.2), "0");
         let svg = line_chart(
             "loss",
             "epoch",
@@ -154,5 +185,32 @@ mod tests {
             &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)] }],
         );
         assert!(svg.contains("<polyline") && svg.contains("a&lt;b"));
+    }
+
+    /// Huge values read as `1e300`, not 300 digits; a flat series gets ticks that differ; a
+    /// point that is not finite is counted on the chart, not dropped without a word.
+    #[test]
+    fn extreme_and_flat_curves_keep_readable_distinct_ticks() {
+        let texts = |svg: &str, class: &str| -> Vec<String> {
+            svg.split(&format!("class=\"{class}\">"))
+                .skip(1)
+                .map(|t| t.split('<').next().unwrap().to_string())
+                .collect()
+        };
+        let huge = Series { label: "x".into(), points: vec![(0.0, 0.0), (1e300, 1.0), (2e300, f64::INFINITY)] };
+        let svg = line_chart("t", "epoch", "y", &[huge]);
+        let xs = texts(&svg, "xl");
+        assert!(xs.iter().all(|t| t.len() < 12), "{xs:?}");
+        assert!(xs.contains(&"1e300".to_string()), "{xs:?}");
+        assert!(svg.contains("1 point not finite, not drawn"), "{svg}");
+        for flat in [50.0, 0.0, 1e7] {
+            let series = Series { label: "x".into(), points: vec![(0.0, flat), (1.0, flat)] };
+            let ys = texts(&line_chart("t", "epoch", "y", &[series]), "yl");
+            let distinct: std::collections::BTreeSet<&String> = ys.iter().collect();
+            assert!(ys.len() >= 2 && distinct.len() == ys.len(), "flat at {flat}: {ys:?}");
+        }
+        assert_eq!(label(1.0005e7, 5e3), "1.0005e7");
+        assert_eq!(label(2.5e-5, 5e-6), "2.5e-5");
+        assert_eq!(label(48.5, 0.5), "48.5");
     }
 }
