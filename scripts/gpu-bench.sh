@@ -404,7 +404,9 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
   # switches that passed, no CUDA events, and a memory pool that keeps what is freed to it
   # (exec/cuda_pool.rs: by the driver's default it gives memory back at each explicit sync, so the
   # step profile's syncs may have put remapping into its issue times).
-  LEADS=("${ALL_NEW[@]}" CFRUN_CUDA_EVENTS=off CFRUN_CUDA_POOL=keep)
+  # And candle's cache of its kernels' shape arguments (nn/cuda_params.rs: without it each reduction,
+  # gather and strided op copies them from pageable host memory, which may wait for the stream).
+  LEADS=("${ALL_NEW[@]}" CFRUN_CUDA_EVENTS=off CFRUN_CUDA_POOL=keep CFRUN_CUDA_PARAMS=cached)
   FIRST=("allnew-j1 1 ${LEADS[*]}" "allnew-j4 4 ${LEADS[*]}")
   # bf16 trained 3.6x slower than f32 on 2026-12-04; the planned convolution asks cuDNN for tensor
   # cores and the fused batch norm drops the casts around each layer: all of them on, both arms in
@@ -476,19 +478,22 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
     mkdir -p "$OUT/mps-log/$1" && cp -r "$WORK/mps/log-$1/." "$OUT/mps-log/$1/" 2>/dev/null
   }
   # Where a one-job step's time goes (cfrun's timers, a device sync after each phase): with the
-  # defaults, with the pool kept alone, and with every lead on, in turn, twice. With the driver's
-  # pool the syncs give memory back, so the default's issue times may include remapping it: the
-  # `pool` lines say how much; the `leads` lines what every lead removes together. One epoch of
-  # half the A/Bs' size each, every run the same seeds; profile-timers.txt, a line per run, its
+  # defaults, with the pool kept alone, with the shape arguments cached alone, and with every lead
+  # on, in turn, twice. With the driver's pool the syncs give memory back, so the default's issue
+  # times may include remapping it: the `pool` lines say how much; the `params` lines whether the
+  # forward's issue time was the host waiting at each upload of shape arguments (it would fall,
+  # and the wait at the end grow); the `leads` lines what every lead removes together. One epoch
+  # of half the A/Bs' size each, every run the same seeds; profile-timers.txt, a line per run, its
   # arm before a tab.
   : >"$OUT/profile-timers.txt"
-  for run in base1 pool1 leads1 base2 pool2 leads2; do
+  for run in base1 pool1 params1 leads1 base2 pool2 params2 leads2; do
     ( [[ $run == pool* ]] && export CFRUN_CUDA_POOL=keep
+      [[ $run == params* ]] && export CFRUN_CUDA_PARAMS=cached
       [[ $run == leads* ]] && for kv in "${LEADS[@]}"; do export "$kv"; done
       CFRUN_TRAIN_PROFILE=1 AB_SEED0=90000 AB_CACHE="$WORK/prof-$run" cf_bench "prof-$run" "$BIN" 1 f32 "$((NAB / 2))" 1 >/dev/null )
     grep "step profile" "$OUT/cfrun/prof-$run.stderr" | sed "s/^/${run%?}\t/" >>"$OUT/profile-timers.txt"
   done
-  say "step profile, defaults / pool kept / every lead on, twice: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
+  say "step profile, defaults / pool kept / shape arguments cached / every lead on, twice: $(cut -d: -f4- "$OUT/profile-timers.txt" | tr '\n' '/' )"
   # Largest possible effect first; each needs ~50 s on the GPU (three pairs of ~8 s runs), and
   # the A/Bs stop 200 s before the end, so a call may not reach the later ones. First those that
   # could each move the sweep's time several-fold: every lead together, one job (the host's
@@ -499,7 +504,7 @@ sys.exit(0 if failed(sys.argv[1]) <= failed(sys.argv[2]) else 1)' "$OUT/check-de
   # each lead alone, one job; then 4 jobs of each.
   MPS_AB=()
   [[ -n "$MPS_CONTROL" ]] && MPS_AB=("procs-mps-j4 4 executor=processes mps=1")
-  for ab in "${FIRST[@]}" "${MPS_AB[@]}" "procs-j4 4 executor=processes" "${NEW1[@]}" \
+  for ab in "${FIRST[@]}" "${MPS_AB[@]}" "procs-j4 4 executor=processes" "params-j1 1 CFRUN_CUDA_PARAMS=cached" "${NEW1[@]}" \
     "events-j1 1 CFRUN_CUDA_EVENTS=off" "pool-j1 1 CFRUN_CUDA_POOL=keep" "${NEW4[@]}" \
     "events-j4 4 CFRUN_CUDA_EVENTS=off" "pool-j4 4 CFRUN_CUDA_POOL=keep" "${LATER[@]}" "tf32 1 CFRUN_GEMM_TF32=1" \
     "sync 1 CFRUN_TRAIN_PIPELINE=resident-sync" "sgdper 1 CFRUN_SGD_UPDATE=per-param" \

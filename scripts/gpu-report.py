@@ -300,14 +300,16 @@ def section_profile(out, lines):
     for l in text.splitlines():
         if "step profile" not in l:
             continue
-        # STEPS=ab labels each line with its arm (`base`, `pool` or `leads`, a tab, then the log line).
+        # STEPS=ab labels each line with its arm (`base`, `pool`, `params` or `leads`, a tab, then the log line).
         arm = l.split("\t", 1)[0] + ": " if "\t" in l else ""
         lines.append(arm + l.split("step profile ", 1)[-1])
     lines += ["```", ""]
     if "leads\t" in text:
         lines += ["`base`: the defaults; `pool`: `CFRUN_CUDA_POOL=keep` alone (the memory the profile's syncs would "
-                  "give back is kept); `leads`: every lead on (the new switches that passed check-device, "
-                  "`CFRUN_CUDA_EVENTS=off`, `CFRUN_CUDA_POOL=keep`).", ""]
+                  "give back is kept); `params`: `CFRUN_CUDA_PARAMS=cached` alone (candle's kernels' shape arguments "
+                  "uploaded once, not at every op; absent from runs before 2026-12-05); `leads`: every lead on (the new "
+                  "switches that passed check-device, `CFRUN_CUDA_EVENTS=off`, `CFRUN_CUDA_POOL=keep`, "
+                  "`CFRUN_CUDA_PARAMS=cached`).", ""]
     nsys = read(out, "profile.txt")
     if nsys:
         lines += ["nsys's summary of one epoch is in `profile.txt`.", ""]

@@ -3797,9 +3797,10 @@ fn a_code_file_that_is_a_link_is_refused_with_what_to_list() {
 }
 
 /// The process-wide CUDA switches, `CFRUN_CUDA_EVENTS` (`exec/cuda_events.rs`, cudarc's event
-/// tracking) and `CFRUN_CUDA_POOL` (`exec/cuda_pool.rs`, the driver's memory pool), the GPU
-/// bench's A/Bs, are read before anything runs: each of their values is accepted and leaves the
-/// objects as they are (on the CPU there are no CUDA events or pools to change), any other value
+/// tracking), `CFRUN_CUDA_POOL` (`exec/cuda_pool.rs`, the driver's memory pool) and
+/// `CFRUN_CUDA_PARAMS` (`nn/cuda_params.rs`, candle's upload cache), the GPU bench's A/Bs, are
+/// read before anything runs: each of their values is accepted and leaves the objects as they
+/// are (on the CPU there are no CUDA events, pools or uploads to change), any other value
 /// is refused with exit 2, naming the variable and the valid values.
 #[test]
 fn the_cuda_switches_are_checked_before_anything_runs() {
@@ -3819,6 +3820,7 @@ fn the_cuda_switches_are_checked_before_anything_runs() {
     let switches = [
         ("CFRUN_CUDA_EVENTS", ["track", "off"], "`track` or `off`"),
         ("CFRUN_CUDA_POOL", ["release", "keep"], "`release` or `keep`"),
+        ("CFRUN_CUDA_PARAMS", ["upload", "cached"], "`upload` or `cached`"),
     ];
     for (var, values, valid) in switches {
         for value in values {

@@ -29,6 +29,7 @@ pub mod conv;
 pub mod conv_cudnn;
 pub mod conv_device;
 mod cpu;
+pub mod cuda_params;
 #[cfg(feature = "cuda")]
 mod cuda_views;
 pub mod data;
@@ -82,9 +83,10 @@ pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Train
 
 /// Applies the process-wide measurement switches set in the environment ([`backward_switch`],
 /// [`conv_cudnn`], [`bn_cuda`], [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`],
-/// [`gemm_tf32`]);
+/// [`gemm_tf32`], [`cuda_params`]);
 /// the first bad value is the error.
 pub fn switches_from_env() -> Result<(), String> {
+    cuda_params::CUDA_PARAMS.from_env()?;
     backward_switch::from_env()?;
     conv_cudnn::from_env()?;
     bn_cuda::from_env()?;

@@ -14,6 +14,7 @@
 use super::arch::Arch;
 use super::checkpoint::build_model;
 use super::checkpoint::TrainState;
+use super::cuda_params;
 use super::data::{fill_batch, ImageData, Normalization};
 use super::init::init_weights;
 use super::pipeline::Pipeline;
@@ -294,6 +295,8 @@ pub(crate) fn train_with(
                     let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
                     let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
+                    // After the batch: its index tensors change every step (`cuda_params`).
+                    let _params = cuda_params::during_step(device);
                     let (logits, handed) = forward(&x)?;
                     prof.mark(Phase::Forward)?;
                     let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
@@ -320,6 +323,7 @@ pub(crate) fn train_with(
                     fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
                     let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
+                    let _params = cuda_params::during_step(device);
                     let truth = targets.truth();
                     let (logits, handed) = forward(&x)?;
                     prof.mark(Phase::Forward)?;

@@ -1,0 +1,71 @@
+//! Whether candle uploads its kernels' shape arguments anew at every op: `CFRUN_CUDA_PARAMS=upload`
+//! (candle's default, and cfrun's) or `cached`, a process-wide switch for the GPU bench's A/B.
+//!
+//! Why it exists: on a CUDA device candle 0.11.1 passes a kernel its dims and strides through
+//! device memory. Every reduction (a sum or mean: the batch norms' statistics and gradients, the
+//! loss, the pooling), every gather (`index_select`) and every op on a broadcast or strided view
+//! (a batch norm's affine) first allocates a small buffer and copies those numbers into it from
+//! the host's ordinary (pageable) memory: some hundreds of copies in a resnet_gpu step. CUDA's
+//! documentation says a copy from pageable memory may synchronize with the stream (API
+//! synchronization behavior), which would keep the host from issuing ahead of the card, and
+//! each is a driver call and an allocation (two CUDA events with cudarc's tracking) anyway. The
+//! GPU session of 2026-12-04 (docs/gpu-2026-12-04) found the host's issue of a forward pass
+//! taking 24 ms with 0.01 ms left to wait for the card at its end: what these copies would
+//! produce if each one waits.
+//!
+//! candle 0.11.1 has a cache for them, made for CUDA-graph capture: while a guard from
+//! `CudaDevice::enable_cuda_graph_htod_cache` lives, an upload of at most 4 KiB is made once per
+//! content and device and reused (per thread; the cache is never emptied). With `cached` a
+//! training step holds that guard while it computes (forward, backward, update), not while it
+//! builds its batch, whose index tensors change every step and would each add an entry for good.
+//! What the step uploads inside the guard is the same from step to step (shapes, strides, the
+//! batch norms' factor vector), so the cache stays as small as the network's distinct layouts.
+//! The kernels read the same numbers, so the bits are the same either way.
+//!
+//! The default stays `upload` until a GPU session has measured `cached` against it
+//! (scripts/gpu-bench.sh, `STEPS=ab`). Off CUDA, and in a binary built without it, the switch
+//! changes nothing. Like the other measurement switches it is not part of the recipe key.
+
+use candle_core::Device;
+
+use super::env_flag::Choice;
+
+/// How a step on a CUDA device hands candle's kernels their shape arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CudaParams {
+    /// A fresh upload per op: candle's default.
+    Upload,
+    /// Uploaded once per content and reused, while a step computes.
+    Cached,
+}
+
+/// The switch, read from `CFRUN_CUDA_PARAMS`.
+pub static CUDA_PARAMS: Choice<CudaParams> =
+    Choice::new("CFRUN_CUDA_PARAMS", &[("upload", CudaParams::Upload), ("cached", CudaParams::Cached)]);
+
+/// Held while a training step computes: candle's upload cache on for this thread where the switch
+/// says `cached` and the device is a CUDA one, nothing otherwise. Dropping it ends the cache's
+/// use (the cached buffers stay for the next step).
+pub struct StepParams {
+    /// candle's guard, whose type its crate does not name.
+    _guard: Option<Box<dyn std::any::Any>>,
+}
+
+/// The cache's guard for a step on `device`, as the switch says.
+pub fn during_step(device: &Device) -> StepParams {
+    let cached = CUDA_PARAMS.forced() == Some(CudaParams::Cached);
+    StepParams { _guard: if cached { guard(device) } else { None } }
+}
+
+#[cfg(feature = "cuda")]
+fn guard(device: &Device) -> Option<Box<dyn std::any::Any>> {
+    match device {
+        Device::Cuda(d) => Some(Box::new(d.enable_cuda_graph_htod_cache())),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn guard(_device: &Device) -> Option<Box<dyn std::any::Any>> {
+    None
+}
