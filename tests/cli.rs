@@ -2049,6 +2049,12 @@ fn python_probe_stage_is_cached_and_reruns_exactly_when_its_code_changes() {
     std::fs::write(d.join("examples/python/notes.txt"), "not code").unwrap();
     let (_, v) = run_in(d, "study.toml", &cache, &[]);
     assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+
+    // A second replicate's seed is a 64-bit number, which the example takes (scikit-learn's
+    // `random_state` stops at 2^32 - 1).
+    let (out, v) = run_in(d, "study.toml", &cache, &["--set", "experiment.replicates=2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcomes(&v)["sk_probe[p=50,replicate=1]"], "ran", "{v}");
 }
 
 /// The random-features floor: an untrained network is a model like any other (extract and probe
