@@ -13,14 +13,21 @@
 //! taking 24 ms with 0.01 ms left to wait for the card at its end: what these copies would
 //! produce if each one waits.
 //!
-//! candle 0.11.1 has a cache for them, made for CUDA-graph capture: while a guard from
-//! `CudaDevice::enable_cuda_graph_htod_cache` lives, an upload of at most 4 KiB is made once per
-//! content and device and reused (per thread; the cache is never emptied). With `cached` a
-//! training step holds that guard while it computes (forward, backward, update), not while it
-//! builds its batch, whose index tensors change every step and would each add an entry for good.
-//! What the step uploads inside the guard is the same from step to step (shapes, strides, the
-//! batch norms' factor vector), so the cache stays as small as the network's distinct layouts.
-//! The kernels read the same numbers, so the bits are the same either way.
+//! candle 0.11.1 has caches for them, made for CUDA-graph capture, used while a guard from
+//! `CudaDevice::enable_cuda_graph_htod_cache` lives on the calling thread: the shape arguments
+//! are then uploaded once per content and device into a process-wide table (one buffer, shared
+//! by every op that reads those numbers), and any other upload of at most 4 KiB (a tensor made
+//! from host values) goes through a per-thread table, each hit a device-to-device copy of the
+//! first upload. Neither table is ever emptied. With `cached` the training loop holds the guard
+//! around the network's forward pass, its backward pass and the update, and not while it builds
+//! the batch or its targets (on the host pipeline the labels are uploaded there), which change
+//! every step and would each stay in the table for good. What those three phases upload is the
+//! same from step to step (shapes and strides, the batch norms' factor vector), so the tables
+//! stay as small as the network's distinct layouts. The kernels read the same numbers, so the
+//! bits are the same either way. One device per job is assumed, as `--jobs N` opens (each job's
+//! device a stream of its own and a table key of its own): two threads issuing on one shared
+//! device through their per-thread streams could read a shape buffer the other thread's stream
+//! has not written yet.
 //!
 //! The default stays `upload` until a GPU session has measured `cached` against it
 //! (scripts/gpu-bench.sh, `STEPS=ab`). Off CUDA, and in a binary built without it, the switch
@@ -43,18 +50,14 @@ pub enum CudaParams {
 pub static CUDA_PARAMS: Choice<CudaParams> =
     Choice::new("CFRUN_CUDA_PARAMS", &[("upload", CudaParams::Upload), ("cached", CudaParams::Cached)]);
 
-/// Held while a training step computes: candle's upload cache on for this thread where the switch
-/// says `cached` and the device is a CUDA one, nothing otherwise. Dropping it ends the cache's
-/// use (the cached buffers stay for the next step).
-pub struct StepParams {
-    /// candle's guard, whose type its crate does not name.
-    _guard: Option<Box<dyn std::any::Any>>,
-}
-
-/// The cache's guard for a step on `device`, as the switch says.
-pub fn during_step(device: &Device) -> StepParams {
+/// Runs `work` (a phase of a training step on `device`) with candle's upload cache on for this
+/// thread where the switch says `cached` and the device is a CUDA one; as it is otherwise. The
+/// cached buffers stay for the next step.
+pub fn during<T>(device: &Device, work: impl FnOnce() -> T) -> T {
     let cached = CUDA_PARAMS.forced() == Some(CudaParams::Cached);
-    StepParams { _guard: if cached { guard(device) } else { None } }
+    // candle's guard, whose type its crate does not name; dropped when `work` returns.
+    let _guard = if cached { guard(device) } else { None };
+    work()
 }
 
 #[cfg(feature = "cuda")]

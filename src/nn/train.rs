@@ -295,16 +295,18 @@ pub(crate) fn train_with(
                     let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
                     let x = res.images.batch(idx, Some(&mut rng))?.reshape(shape(idx.len()))?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
-                    // After the batch: its index tensors change every step (`cuda_params`).
-                    let _params = cuda_params::during_step(device);
-                    let (logits, handed) = forward(&x)?;
+                    // The network's ops only: the batch and its targets change every step, and
+                    // would each stay in candle's cache (`cuda_params`).
+                    let (logits, handed) = cuda_params::during(device, || forward(&x))?;
                     prof.mark(Phase::Forward)?;
                     let target = res.hard_target(targets.truth(), idx, &ids, logits.dim(1)?)?;
                     let loss = res.loss(&logits, targets, &target, &ids)?;
-                    let grads = loss.backward()?;
+                    let grads = cuda_params::during(device, || loss.backward())?;
                     prof.mark(Phase::Backward)?;
-                    sgd.step(&grads, lr_of(b))?;
-                    stats.apply(handed)?;
+                    cuda_params::during(device, || -> Result<(), NnError> {
+                        sgd.step(&grads, lr_of(b))?;
+                        Ok(stats.apply(handed)?)
+                    })?;
                     sums.add(&loss, idx.len(), &target.correct(&logits)?)?;
                     if synced {
                         sums.read()?;
@@ -323,15 +325,17 @@ pub(crate) fn train_with(
                     fill_batch(data, idx, &lut, &cfg.augment, Some(&mut rng), xb);
                     let x = Tensor::from_slice(xb, shape(idx.len()), device)?.to_dtype(dtype)?;
                     prof.mark(Phase::Batch)?;
-                    let _params = cuda_params::during_step(device);
                     let truth = targets.truth();
-                    let (logits, handed) = forward(&x)?;
+                    let (logits, handed) = cuda_params::during(device, || forward(&x))?;
                     prof.mark(Phase::Forward)?;
+                    // Targets built on the host: outside the cache.
                     let loss = batch_loss(&logits, targets, idx)?;
-                    let grads = loss.backward()?;
+                    let grads = cuda_params::during(device, || loss.backward())?;
                     prof.mark(Phase::Backward)?;
-                    sgd.step(&grads, lr_of(b))?;
-                    stats.apply(handed)?;
+                    cuda_params::during(device, || -> Result<(), NnError> {
+                        sgd.step(&grads, lr_of(b))?;
+                        Ok(stats.apply(handed)?)
+                    })?;
                     loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
                     let pred = logits.argmax(1)?.to_vec1::<u32>()?;
                     correct += pred.iter().zip(idx).filter(|(p, &i)| truth.classes_of(i).contains(p)).count();
