@@ -96,30 +96,33 @@ impl Resolver {
 
     /// Tries every source after the cache, in order, and caches the first that verifies.
     fn fetch(&self, spec: &SourceSpec, cache: &Path, stale: Option<String>) -> Result<Resolved, DataError> {
-        let mut attempts: Vec<String> = stale.into_iter().collect();
+        // Each failed source, and whether it deserves a warning even when a later one serves: a
+        // damaged cached copy or a folder the user named does; a machine without the system
+        // package or without the download site is ordinary.
+        let mut attempts: Vec<(String, bool)> = stale.into_iter().map(|s| (s, true)).collect();
         for (label, dir) in self.local_dirs(spec) {
             match self.try_dir(spec, &dir) {
                 Ok(files) => return self.keep(spec, cache, files, label, &attempts),
-                Err(why) => attempts.push(format!("{label}: {why}")),
+                Err(why) => attempts.push((format!("{label}: {why}"), !spec.system_dirs.contains(&dir))),
             }
         }
         if self.allow_download {
             match self.try_url(spec) {
                 Ok(Some((files, label))) => return self.keep(spec, cache, files, label, &attempts),
                 Ok(None) => {}
-                Err(line) => attempts.push(line),
+                Err(line) => attempts.push((line, false)),
             }
             match self.try_package(spec) {
                 Ok(Some((files, label))) => return self.keep(spec, cache, files, label, &attempts),
                 Ok(None) => {}
-                Err(line) => attempts.push(line),
+                Err(line) => attempts.push((line, false)),
             }
         } else {
-            attempts.push("downloads: skipped because downloading is disabled".into());
+            attempts.push(("downloads: skipped because downloading is disabled".into(), false));
         }
         Err(DataError::NotAvailable {
             dataset: spec.dir_name.clone(),
-            attempts: attempts.iter().map(|a| format!("  - {a}")).collect::<Vec<_>>().join("\n"),
+            attempts: attempts.iter().map(|(a, _)| format!("  - {a}")).collect::<Vec<_>>().join("\n"),
             hint: spec.install_hint.clone(),
         })
     }
@@ -151,13 +154,16 @@ impl Resolver {
         cache: &Path,
         files: Files,
         label: String,
-        attempts: &[String],
+        attempts: &[(String, bool)],
     ) -> Result<Resolved, DataError> {
-        // A later source served verified files, so the ones before it are no trouble (a machine
-        // without the system package, or without the download site): said, not warned. When every
-        // source fails, the error lists them all.
-        for a in attempts {
-            tracing::info!(dataset = %spec.dir_name, "source not used: {a}");
+        // A later source served verified files: the ordinary misses before it are said, not
+        // warned (when every source fails, the error lists them all).
+        for (a, warn) in attempts {
+            if *warn {
+                tracing::warn!(dataset = %spec.dir_name, "source not used: {a}");
+            } else {
+                tracing::info!(dataset = %spec.dir_name, "source not used: {a}");
+            }
         }
         tracing::info!(dataset = %spec.dir_name, source = %label, "verified files, caching in {}", cache.display());
         let paths = store(cache, &files, &label)?;

@@ -59,6 +59,21 @@ fn label(v: f64, step: f64) -> String {
     trim(&format!("{v:.decimals$}"))
 }
 
+/// The ticks whose labels differ from the one before: steps finer than a float's precision at
+/// their magnitude (x from 1e17 to 1e17 + 16) would print one label several times.
+fn distinct_labels(ticks: Vec<f64>, step: f64) -> Vec<f64> {
+    let mut last = None;
+    ticks
+        .into_iter()
+        .filter(|&t| {
+            let text = label(t, step);
+            let new = last.as_ref() != Some(&text);
+            last = Some(text);
+            new
+        })
+        .collect()
+}
+
 /// An SVG chart of `series` titled `title`, with `x` and `y` axis names.
 pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     let (w, h) = (420.0, 260.0);
@@ -77,12 +92,18 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
         return String::new();
     }
     if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
+        // One x (a single epoch): a unit of width, or more where a unit is below the float's
+        // precision at that magnitude.
+        x1 = x0 + (x0.abs() * 1e-9).max(1.0);
     }
     // A flat series still gets a readable range around its value.
     let pad = ((y1 - y0) * 0.05).max(y0.abs().max(y1.abs()) * 1e-3).max(1e-6);
     y0 -= pad;
     y1 += pad;
+    // Values within the padding of the largest float (a sentinel such as `sys.float_info.max`).
+    if !(y1 - y0).is_finite() {
+        return String::new();
+    }
     let px = |v: f64| left + (v - x0) / (x1 - x0) * (w - left - right);
     let py = |v: f64| top + (1.0 - (v - y0) / (y1 - y0)) * (h - top - bottom);
     let mut s = String::new();
@@ -93,7 +114,7 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     );
     let _ = write!(s, "<text x=\"{}\" y=\"16\" class=\"ct\">{}</text>", w / 2.0, escape(title));
     let (y_ticks, y_step) = ticks(y0, y1, 5);
-    for t in y_ticks {
+    for t in distinct_labels(y_ticks, y_step) {
         let yy = py(t);
         let _ = write!(s, "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" class=\"grid\"/>", w - right);
         let _ = write!(s, "<text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>", left - 4.0, yy + 4.0, label(t, y_step));
@@ -101,7 +122,7 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     // Epochs are whole numbers: no tick between two of them.
     let whole = series.iter().flat_map(|s| s.points.iter()).all(|(a, _)| a.fract() == 0.0);
     let (x_ticks, x_step) = ticks(x0, x1, 6);
-    for t in x_ticks.into_iter().filter(|t| !whole || (t - t.round()).abs() < 1e-9) {
+    for t in distinct_labels(x_ticks, x_step).into_iter().filter(|t| !whole || (t - t.round()).abs() < 1e-9) {
         let xx = px(t);
         let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t, x_step));
     }
@@ -209,6 +230,15 @@ mod tests {
             let distinct: std::collections::BTreeSet<&String> = ys.iter().collect();
             assert!(ys.len() >= 2 && distinct.len() == ys.len(), "flat at {flat}: {ys:?}");
         }
+        let one_huge_x = Series { label: "x".into(), points: vec![(1e17, 0.5)] };
+        let svg = line_chart("t", "epoch", "y", &[one_huge_x]);
+        assert!(!svg.is_empty() && !svg.contains("NaN"), "{svg}");
+        let near_max = Series { label: "x".into(), points: vec![(0.0, f64::MAX), (1.0, f64::MAX)] };
+        assert_eq!(line_chart("t", "epoch", "y", &[near_max]), "");
+        let fine_x = Series { label: "x".into(), points: vec![(1e17, 0.0), (1e17 + 16.0, 1.0)] };
+        let xs = texts(&line_chart("t", "epoch", "y", &[fine_x]), "xl");
+        let distinct: std::collections::BTreeSet<&String> = xs.iter().collect();
+        assert_eq!(distinct.len(), xs.len(), "{xs:?}");
         assert_eq!(label(1.0005e7, 5e3), "1.0005e7");
         assert_eq!(label(2.5e-5, 5e-6), "2.5e-5");
         assert_eq!(label(48.5, 0.5), "48.5");

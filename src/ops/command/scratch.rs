@@ -24,10 +24,15 @@ use crate::ops::OpError;
 const MAX_OUTPUT_DEPTH: usize = 32;
 
 /// Whether some folder lies more than `max` folders below `dir` (links not followed). Walks with
-/// a list, not recursion, and stops at the first one too deep.
+/// a list, not recursion, and stops at the first one too deep. Opens each folder to its owner on
+/// the way (a command may leave them unreadable; [`set_modes`] sets them all afterwards).
 fn deeper_than(dir: &Path, max: usize) -> std::io::Result<bool> {
     let mut pending = vec![(dir.to_path_buf(), 0)];
     while let Some((folder, depth)) = pending.pop() {
+        let mode = fs::symlink_metadata(&folder)?.permissions().mode();
+        if mode & 0o500 != 0o500 {
+            fs::set_permissions(&folder, fs::Permissions::from_mode(mode | 0o700))?;
+        }
         for entry in fs::read_dir(&folder)? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
@@ -43,7 +48,8 @@ fn deeper_than(dir: &Path, max: usize) -> std::io::Result<bool> {
 
 /// A scratch folder, removed on drop.
 pub struct Scratch {
-    dir: tempfile::TempDir,
+    /// Kept from `tempfile`'s own removal, which recurses per level: [`Drop`] removes it.
+    dir: PathBuf,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpError {
@@ -58,12 +64,12 @@ impl Scratch {
             .prefix("command-")
             .tempdir_in(parent)
             .map_err(io(format!("creating a scratch folder in {}", parent.display())))?;
-        Ok(Scratch { dir })
+        Ok(Scratch { dir: dir.keep() })
     }
 
     /// The folder.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Where output `name` is written.
@@ -171,8 +177,8 @@ impl Drop for Scratch {
         // Not `TempDir`'s own removal: the command may have left read-only folders (the inputs)
         // or a tree deep enough to overflow a recursive one. What cannot go stays for the next
         // run's or `gc`'s clearing of `tmp/`.
-        if let Err(e) = remove_tree(self.dir.path()) {
-            tracing::warn!("cannot remove the scratch folder {}: {e}", self.dir.path().display());
+        if let Err(e) = remove_tree(&self.dir) {
+            tracing::warn!("cannot remove the scratch folder {}: {e}", self.dir.display());
         }
     }
 }
