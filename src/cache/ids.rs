@@ -22,9 +22,13 @@ macro_rules! hash_id {
                 self.hex()[..12].to_string()
             }
 
-            /// Parses `blake3:<hex>` or bare hex.
+            /// Parses `blake3:<hex>` or bare hex (a file name), lower-case as cfrun writes it:
+            /// another spelling of the same bytes is not how cfrun wrote it, so it is damage.
             pub fn parse(s: &str) -> Option<Self> {
                 let hex_part = s.strip_prefix("blake3:").unwrap_or(s);
+                if !hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    return None;
+                }
                 let bytes = hex::decode(hex_part).ok()?;
                 Some(Self(bytes.try_into().ok()?))
             }
@@ -51,7 +55,10 @@ macro_rules! hash_id {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a blake3 id: {s}")))
+                // In records only the written form, `blake3:` included.
+                Self::parse(&s)
+                    .filter(|_| s.starts_with("blake3:"))
+                    .ok_or_else(|| serde::de::Error::custom(format!("not a blake3 id: {s}")))
             }
         }
     };
@@ -65,3 +72,23 @@ hash_id!(
     /// The identity of bytes: one output's files, or a whole object (all outputs of a stage).
     Digest
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids read back only in the form cfrun writes: lower-case hex, `blake3:` in records; the
+    /// same bytes spelt otherwise are an edit, not the id.
+    #[test]
+    fn ids_parse_only_as_written() {
+        let d = Digest([0xab; 32]);
+        assert_eq!(Digest::parse(&d.to_string()), Some(d));
+        assert_eq!(Digest::parse(&d.hex()), Some(d), "a file name");
+        assert_eq!(Digest::parse(&d.hex().to_uppercase()), None);
+        assert_eq!(Digest::parse(&d.hex()[2..]), None, "too short");
+        let json = |s: &str| serde_json::from_value::<Digest>(serde_json::Value::from(s));
+        assert_eq!(json(&d.to_string()).unwrap(), d);
+        assert!(json(&d.hex()).is_err(), "a record's id carries its prefix");
+        assert!(json(&d.to_string().replacen('a', "A", 1)).is_err());
+    }
+}

@@ -34,13 +34,22 @@ pub struct Manifest {
     pub outputs: BTreeMap<String, Digest>,
 }
 
-/// The manifest stored in `dir`, if readable and every path in it names a file inside one of
-/// the object's outputs. Callers join these paths onto folders, so a path that climbs out
-/// (`..`), starts at the root or names no output counts as damage, never as a place to go.
+/// The manifest stored in `dir`, if readable, byte for byte as cfrun writes it, and every path
+/// in it names a file inside one of the object's outputs. Callers join these paths onto
+/// folders, so a path that climbs out (`..`), starts at the root or names no output counts as
+/// damage, never as a place to go. The bytes are held to their one written form so that no byte
+/// of an object changes unseen, even where the change would parse to the same manifest (a hex
+/// digit's case, white space).
 pub fn read_manifest(dir: &Path) -> Option<Manifest> {
     let bytes = read_limited(&dir.join("manifest.json"), MAX_RECORD_BYTES).ok()?;
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
-    manifest.files.iter().all(|f| is_inside_an_output(&f.path)).then_some(manifest)
+    let as_written = encode(&manifest) == bytes;
+    (as_written && manifest.files.iter().all(|f| is_inside_an_output(&f.path))).then_some(manifest)
+}
+
+/// The bytes of `manifest.json`.
+pub fn encode(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest).expect("plain data")
 }
 
 /// Whether `path` is `output/…/file`: two or more `/`-separated parts, none empty, `.` or `..`.

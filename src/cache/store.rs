@@ -327,8 +327,7 @@ impl Store {
         let manifest = build_manifest(&dir)?;
         let manifest_path = dir.join("manifest.json");
         let mut f = fs::File::create(&manifest_path).map_err(CacheError::io(&manifest_path))?;
-        f.write_all(&serde_json::to_vec_pretty(&manifest).expect("plain data"))
-            .map_err(CacheError::io(&manifest_path))?;
+        f.write_all(&super::manifest::encode(&manifest)).map_err(CacheError::io(&manifest_path))?;
         f.sync_all().map_err(CacheError::io(&manifest_path))?;
         sync_tree(&dir)?;
         let object = object_digest(&manifest);

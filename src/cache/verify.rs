@@ -182,12 +182,13 @@ mod tests {
         store.verify_inputs([&rec]).unwrap();
     }
 
-    /// Rewrites the stored manifest of `rec`'s object through `edit` (on its JSON).
-    fn edit_manifest(store: &Store, rec: &KeyRecord, edit: impl FnOnce(&mut serde_json::Value)) {
+    /// Rewrites the stored manifest of `rec`'s object through `edit`, in the form cfrun writes,
+    /// so that only the edit can be what a check finds.
+    fn edit_manifest(store: &Store, rec: &KeyRecord, edit: impl FnOnce(&mut Manifest)) {
         let path = store.object_dir(&rec.object).join("manifest.json");
-        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        edit(&mut json);
-        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let mut manifest: Manifest = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut manifest);
+        fs::write(&path, crate::cache::manifest::encode(&manifest)).unwrap();
     }
 
     #[test]
@@ -195,16 +196,32 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let rec = publish(&store, b"bytes", 0);
-        // Rewritten with other whitespace but the same content: still intact.
+        // Rewritten as written: intact. With other white space, or a hex digit in upper case:
+        // the same manifest once parsed, but not the bytes cfrun wrote, so damage all the same.
         edit_manifest(&store, &rec, |_| {});
         store.verify(&rec).unwrap();
+        let path = store.object_dir(&rec.object).join("manifest.json");
+        let written = fs::read(&path).unwrap();
+        let compact: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        fs::write(&path, serde_json::to_vec(&compact).unwrap()).unwrap();
+        assert!(store.verify(&rec).unwrap_err().contains("no readable manifest"));
+        fs::write(&path, &written).unwrap();
+        store.verify(&rec).unwrap();
+        let cased = publish(&store, b"case", 2);
+        let path = store.object_dir(&cased.object).join("manifest.json");
+        let text = fs::read_to_string(&path).unwrap();
+        let at = text.find("blake3:").unwrap() + "blake3:".len();
+        let digit = text[at..].find(|c: char| c.is_ascii_lowercase()).unwrap() + at;
+        let upper = format!("{}{}{}", &text[..digit], text[digit..=digit].to_uppercase(), &text[digit + 1..]);
+        fs::write(&path, upper).unwrap();
+        assert!(store.verify(&cased).unwrap_err().contains("no readable manifest"));
         // A file dropped from the list: readers would miss it.
-        edit_manifest(&store, &rec, |m| m["files"] = serde_json::json!([]));
+        edit_manifest(&store, &rec, |m| m.files.clear());
         let why = store.verify(&rec).unwrap_err();
         assert!(why.contains("does not list its files") && why.contains("intact"), "{why}");
         // A hash flipped, the file untouched.
         let rec = publish(&store, b"other bytes", 1);
-        edit_manifest(&store, &rec, |m| m["files"][0]["hash"] = serde_json::json!("00".repeat(32)));
+        edit_manifest(&store, &rec, |m| m.files[0].hash = Digest([0; 32]));
         assert!(store.verify(&rec).unwrap_err().contains("does not list its files"));
         // No manifest at all.
         fs::remove_file(store.object_dir(&rec.object).join("manifest.json")).unwrap();
@@ -218,7 +235,7 @@ mod tests {
         let rec = publish(&store, b"bytes", 0);
         assert_eq!(store.output_files(&rec, "out").len(), 1);
         for planted in ["out/../../../elsewhere.txt", "/etc/passwd", "out//data.bin", "out/./data.bin", "data.bin"] {
-            edit_manifest(&store, &rec, |m| m["files"][0]["path"] = serde_json::json!(planted));
+            edit_manifest(&store, &rec, |m| m.files[0].path = planted.to_string());
             assert!(read_manifest(&store.object_dir(&rec.object)).is_none(), "{planted}");
             assert!(store.output_files(&rec, "out").is_empty(), "{planted}");
             assert!(store.verify(&rec).is_err(), "{planted}");

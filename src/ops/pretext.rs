@@ -222,6 +222,14 @@ impl StageKind for Pretext {
     }
 
     fn facts(&self, p: &PretextParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        // A task a sweep chooses is known only here, per instance: `check_inputs` saw `${axis}`.
+        if p.task == Task::Jigsaw && inputs.each("permutations").is_empty() {
+            return Err(ParamError::field(
+                "task",
+                "task = \"jigsaw\" needs the `permutations` input",
+                Some("add permutations = \"STAGE.permutations\", naming a `permutations` stage".into()),
+            ));
+        }
         let model = p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4));
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }
