@@ -182,7 +182,7 @@ pub trait StageKind: Send + Sync + 'static {
     /// a table may count on before anything runs. Empty: none is sure.
     const ALWAYS_WRITES: &'static [&'static str] = &[];
 
-    /// Metrics written only when an optional input is wired, as (metric, input slot).
+    /// Metrics written when, and only when, an optional input is wired, as (metric, input slot).
     const METRICS_NEED: &'static [(&'static str, &'static str)] = &[];
 
     /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
@@ -446,6 +446,13 @@ impl Gathered<'_> {
         let needs = self.op.metric_needs();
         let lacks = |m: &&str| needs.iter().any(|(metric, slot)| metric == m && !self.inputs.contains(slot));
         self.op.metric_names().iter().copied().filter(|m| !lacks(m)).collect()
+    }
+
+    /// Whether every run of this instance writes `metric`: its op always does, or does whenever
+    /// an input this instance has is wired (what a table may count on before anything runs).
+    pub fn surely_writes(&self, metric: &str) -> bool {
+        self.op.always_writes().contains(&metric)
+            || self.op.metric_needs().iter().any(|(m, slot)| *m == metric && self.inputs.contains(slot))
     }
 
     /// The input `metric` needs and this instance lacks, if any.

@@ -242,8 +242,9 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
 
 /// Checks that no two gathered records would fill one cell of a table or one point of a plot,
 /// so the clash fails before anything runs instead of when the report is drawn, after every stage
-/// it gathers. Only metrics an op always writes ([`super::Op::always_writes`]) are counted: a
-/// record that may not exist cannot be said to clash (those clashes still fail at run time).
+/// it gathers. Only metrics every run of the instance writes ([`Gathered::surely_writes`]) are
+/// counted: a record that may not exist cannot be said to clash (those clashes still fail at run
+/// time).
 /// Replicates of one instance, and with `best_over` the values of that axis, share a cell by design.
 pub fn check_cells(
     field: &str,
@@ -279,8 +280,7 @@ pub fn check_cells(
         let label = labels.get(g.stage).map_or(g.stage, String::as_str);
         let instance = format!("{}\u{0}{:?}", g.stage, g.axes);
         let occurrence = *seen.entry(instance).and_modify(|n| *n += 1).or_insert(0);
-        let sure = g.op.always_writes();
-        for metric in metrics.iter().filter(|m| sure.contains(&m.as_str())) {
+        for metric in metrics.iter().filter(|m| g.surely_writes(m)) {
             let cell: Vec<Option<String>> = dims
                 .iter()
                 .map(|d| match d.as_str() {
