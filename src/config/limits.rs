@@ -77,7 +77,13 @@ pub fn human_bytes_to(b: u64, decimals: usize) -> String {
     const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
     let mut v = b as f64;
     let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
+    // Up a unit while the value would print as 1000 or more (999,950 bytes is `1.0 MB`, not
+    // `1000.0 KB`).
+    let rounds_to = |v: f64, unit: usize| {
+        let d = if unit == 0 { 0 } else { decimals } as i32;
+        (v * 10f64.powi(d)).round() / 10f64.powi(d)
+    };
+    while rounds_to(v, unit) >= 1000.0 && unit + 1 < UNITS.len() {
         v /= 1000.0;
         unit += 1;
     }
@@ -98,6 +104,9 @@ mod tests {
         assert_eq!(human_bytes_to(32_991, 1), "33.0 KB");
         assert_eq!(human_bytes_to(999, 1), "999 B");
         assert_eq!(human_bytes_to(1_234_567_890, 1), "1.2 GB");
+        assert_eq!(human_bytes_to(999_950, 1), "1.0 MB");
+        assert_eq!(human_bytes_to(999_949, 1), "999.9 KB");
+        assert_eq!(human_bytes(999_600), "1 MB");
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Bounds {
     }
 
     /// `>= 0`, `from 2 to 20`, `in (0, 1]`: the bounds in words, after a type's name.
-    fn words(&self, integer: bool) -> String {
+    pub fn words(&self, integer: bool) -> String {
         let low = self.minimum.map(|m| ('[', m)).or(self.exclusive_minimum.map(|m| ('(', m)));
         let high = self.maximum.map(|m| (']', m)).or(self.exclusive_maximum.map(|m| (')', m)));
         match (low, high) {

@@ -150,15 +150,28 @@ fn documented_type<P: Params>(e: ParamError) -> ParamError {
             _ => {}
         }
     }
-    let Some(doc) = P::docs().into_iter().find(|d| d.name == name) else { return e };
-    let article = if doc.kind.starts_with("integer") {
+    let docs = P::docs();
+    let kind = if let Some(doc) = docs.iter().find(|d| d.name == name) {
+        doc.kind.clone()
+    } else if let Some(list) = name.strip_suffix("[]").and_then(|l| docs.iter().find(|d| d.name == l)) {
+        // An item of a list of numbers: its type and the items' bounds.
+        let integer = list.kind.contains("integers");
+        if !list.kind.starts_with("array of") || !(integer || list.kind.contains("numbers")) {
+            return e;
+        }
+        let item = if integer { "integer" } else { "number" };
+        format!("{item}{} (each item of `{}`)", list.bounds.words(integer), list.name)
+    } else {
+        return e;
+    };
+    let article = if kind.starts_with("integer") {
         "an"
-    } else if doc.kind.starts_with("number") {
+    } else if kind.starts_with("number") {
         "a"
     } else {
         return e;
     };
-    let message = format!("`{}` must be {article} {}, found {found}", e.path, doc.kind);
+    let message = format!("`{}` must be {article} {kind}, found {found}", e.path);
     ParamError { message, ..e }
 }
 
@@ -314,6 +327,9 @@ mod tests {
         k: usize,
         #[serde(default = "ten")]
         iterations: usize,
+        #[serde(default)]
+        #[schemars(inner(range(min = 1, max = 64)))]
+        sizes: Vec<u32>,
     }
 
     fn ten() -> usize {
@@ -332,8 +348,8 @@ mod tests {
     #[test]
     fn fills_defaults_and_checks() {
         let out = normalize::<Demo>(&serde_json::json!({"k": 5})).unwrap();
-        assert_eq!(out, serde_json::json!({"k": 5, "iterations": 10}));
-        assert_eq!(field_names::<Demo>(), &["k", "iterations"]);
+        assert_eq!(out, serde_json::json!({"k": 5, "iterations": 10, "sizes": []}));
+        assert_eq!(field_names::<Demo>(), &["k", "iterations", "sizes"]);
         let e = normalize::<Demo>(&serde_json::json!({"k": 1})).unwrap_err();
         assert_eq!(e.path, "k");
         let e = normalize::<Demo>(&serde_json::json!({"k": 5, "iteratons": 3})).unwrap_err();
@@ -350,6 +366,12 @@ mod tests {
         assert_eq!(e.message, "`k` must be an integer >= 2, found 2.5");
         let e = normalize::<Demo>(&serde_json::json!({"k": [1]})).unwrap_err();
         assert_eq!(e.message, "`k` must be an integer >= 2, found a list");
+        // An item of a list of numbers: the items' documented bounds.
+        let e = normalize::<Demo>(&serde_json::json!({"k": 5, "sizes": [4, "x"]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "`sizes[1]` must be an integer from 1 to 64 (each item of `sizes`), found the string \"x\""
+        );
         // Without a documented type, the Rust type's words.
         assert_eq!(
             plain_type_message("invalid type: string \"x\", expected usize").unwrap().0,
