@@ -461,6 +461,13 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
         println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
+        let damaged: BTreeSet<&str> = plan
+            .instances
+            .iter()
+            .zip(&states)
+            .filter(|(_, st)| st.label() == "damaged")
+            .map(|(inst, _)| inst.name.as_str())
+            .collect();
         // One write for the whole listing, not one system call per instance.
         let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
@@ -478,6 +485,15 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
             }
             if let Some(twin) = twin_of[i] {
                 why.push(format!("same recipe as {twin}: computed once"));
+            }
+            // Run before and waiting only on damaged results: their rebuild is the same bytes on
+            // the same device, and then this one is reused, not run.
+            let only_damage = !st.reasons.is_empty()
+                && st.reasons.iter().all(|r| {
+                    matches!(r, DirtyReason::UpstreamPending { upstream, .. } if damaged.contains(upstream.as_str()))
+                });
+            if only_damage && failed[i].is_none() {
+                why.push("its own result is kept if the rebuild gives the same bytes".into());
             }
             let why = if why.is_empty() { String::new() } else { format!("  {}", why.join("; ")) };
             let _ = writeln!(text, "{:<7} {:<width$}{why}", label(i, st), inst.name);
