@@ -18,15 +18,20 @@ use crate::cache::remove_tree::remove_tree;
 use crate::cache::store::read_manifest;
 use crate::ops::OpError;
 
-/// How deep folders may nest inside one output. Deeper trees are refused before anything else
-/// walks them: the walks that fix modes, hash and publish an output go a level per folder, and
-/// paths that deep pass what the OS accepts.
+/// How deep folders may nest inside one output, and how long a path inside it may be. Larger
+/// trees are refused before anything else walks them: the walks that fix modes, hash and publish
+/// an output go a level per folder, and such paths, joined onto the cache's, pass what the OS
+/// accepts (`PATH_MAX`, 4,096 bytes on Linux).
 const MAX_OUTPUT_DEPTH: usize = 32;
+/// The longest path inside one output, in bytes (see [`MAX_OUTPUT_DEPTH`]).
+const MAX_OUTPUT_PATH: usize = 1024;
 
-/// Whether some folder lies more than `max` folders below `dir` (links not followed). Walks with
-/// a list, not recursion, and stops at the first one too deep. Opens each folder to its owner on
-/// the way (a command may leave them unreadable; [`set_modes`] sets them all afterwards).
-fn deeper_than(dir: &Path, max: usize) -> std::io::Result<bool> {
+/// What makes the tree under `dir` too large to publish, if anything: a folder more than `max`
+/// folders below it, or a path inside it longer than [`MAX_OUTPUT_PATH`] bytes (links not
+/// followed). Walks with a list, not recursion, and stops at the first. Opens each folder to its
+/// owner on the way (a command may leave them unreadable; [`set_modes`] sets them all afterwards).
+fn too_large(dir: &Path, max: usize) -> std::io::Result<Option<String>> {
+    let base = dir.as_os_str().len();
     let mut pending = vec![(dir.to_path_buf(), 0)];
     while let Some((folder, depth)) = pending.pop() {
         let mode = fs::symlink_metadata(&folder)?.permissions().mode();
@@ -35,15 +40,19 @@ fn deeper_than(dir: &Path, max: usize) -> std::io::Result<bool> {
         }
         for entry in fs::read_dir(&folder)? {
             let entry = entry?;
+            let path = entry.path();
+            if path.as_os_str().len() - base > MAX_OUTPUT_PATH {
+                return Ok(Some(format!("holds a path longer than {MAX_OUTPUT_PATH} bytes")));
+            }
             if entry.file_type()?.is_dir() {
                 if depth + 1 > max {
-                    return Ok(true);
+                    return Ok(Some(format!("nests folders more than {max} deep")));
                 }
-                pending.push((entry.path(), depth + 1));
+                pending.push((path, depth + 1));
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// A scratch folder, removed on drop.
@@ -135,9 +144,10 @@ impl Scratch {
                     "`out/{name}` is not a folder (a link or a file); write each output's files into its own folder"
                 )));
             }
-            if deeper_than(&path, MAX_OUTPUT_DEPTH).map_err(io(format!("listing out/{name}")))? {
+            if let Some(why) = too_large(&path, MAX_OUTPUT_DEPTH).map_err(io(format!("listing out/{name}")))? {
                 return Err(OpError::Invalid(format!(
-                    "`out/{name}` nests folders more than {MAX_OUTPUT_DEPTH} deep; write each output's files at most {MAX_OUTPUT_DEPTH} folders down"
+                    "`out/{name}` {why}; write each output's files at most {MAX_OUTPUT_DEPTH} folders down, \
+                     with paths of at most {MAX_OUTPUT_PATH} bytes"
                 )));
             }
         }
@@ -249,6 +259,12 @@ mod tests {
         nest(MAX_OUTPUT_DEPTH + 1);
         let err = scratch.seal_outputs().unwrap_err().to_string();
         assert!(err.contains("`out/m` nests folders more than 32 deep"), "{err}");
+        fs::remove_dir_all(scratch.output("m").join("d")).unwrap();
+        // Five folders of 250 bytes: shallow, but a path past what the cache can publish.
+        let long = (0..5).fold(scratch.output("m"), |p, i| p.join(format!("{i}{}", "x".repeat(249))));
+        fs::create_dir_all(&long).unwrap();
+        let err = scratch.seal_outputs().unwrap_err().to_string();
+        assert!(err.contains("`out/m` holds a path longer than 1024 bytes"), "{err}");
         let inputs = scratch.path().join("in/x/sub");
         fs::create_dir_all(&inputs).unwrap();
         fs::set_permissions(scratch.path().join("in/x"), fs::Permissions::from_mode(0o500)).unwrap();
