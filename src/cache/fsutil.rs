@@ -167,6 +167,17 @@ fn explain_link(e: std::io::Error) -> std::io::Error {
     }
 }
 
+/// Gives the owner the rights to list a folder and change its entries, where it lacks them (a
+/// folder someone else's program left read-only). `dir` is not followed if it is a link.
+pub fn open_to_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::symlink_metadata(dir)?.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))?;
+    }
+    Ok(())
+}
+
 /// Removes the entries of `dir` whose names `stale` accepts (folders with all they hold, read-only
 /// ones included); returns how many went, and pushes what could not go to `failures`. For the
 /// cache folders whose contents are stale once no process uses the cache.

@@ -11,8 +11,9 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use super::fsutil::open_to_owner;
 
 /// Removes `root` and everything below it, at any depth, read-only folders included. A link or
 /// file at `root` is removed itself; a missing `root` is no error.
@@ -26,7 +27,7 @@ pub fn remove_tree(root: &Path) -> std::io::Result<()> {
     }
     let mut lifted = 0u64;
     loop {
-        open_up(root)?;
+        open_to_owner(root)?;
         // Listed first, then changed: the pass renames entries into `root` itself.
         let entries: Vec<(PathBuf, bool)> = fs::read_dir(root)?
             .map(|e| e.and_then(|e| Ok((e.path(), e.file_type()?.is_dir()))))
@@ -39,12 +40,12 @@ pub fn remove_tree(root: &Path) -> std::io::Result<()> {
                 fs::remove_file(&path)?;
                 continue;
             }
-            open_up(&path)?;
+            open_to_owner(&path)?;
             for inner in fs::read_dir(&path)? {
                 let inner = inner?;
                 if inner.file_type()?.is_dir() {
                     // Moving a folder to another parent rewrites its `..`: it must be writable.
-                    open_up(&inner.path())?;
+                    open_to_owner(&inner.path())?;
                     fs::rename(inner.path(), free_name(root, &mut lifted)?)?;
                 } else {
                     fs::remove_file(inner.path())?;
@@ -53,15 +54,6 @@ pub fn remove_tree(root: &Path) -> std::io::Result<()> {
             fs::remove_dir(&path)?;
         }
     }
-}
-
-/// Gives the owner the rights to list a folder and change its entries.
-fn open_up(dir: &Path) -> std::io::Result<()> {
-    let mode = fs::symlink_metadata(dir)?.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))?;
-    }
-    Ok(())
 }
 
 /// A name in `root` that nothing holds: `rename` would replace an empty folder of that name.
@@ -80,7 +72,7 @@ fn free_name(root: &Path, counter: &mut u64) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// A chain of folders deeper than any path may be long and than the descriptors a process
     /// may hold, read-only here and there, goes on a thread with a small stack (where

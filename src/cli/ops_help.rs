@@ -144,6 +144,7 @@ mod tests {
             default_from: None,
             doc: String::new(),
             bounds: Default::default(),
+            item_kind: None,
         };
         assert_eq!(usage(&doc(true, None)), "integer >= 0, required");
         assert_eq!(usage(&doc(false, Some(json!(128)))), "integer >= 0, default 128");

@@ -79,9 +79,10 @@ pub fn human_bytes_to(b: u64, decimals: usize) -> String {
     let mut unit = 0;
     // Up a unit while the value would print as 1000 or more (999,950 bytes is `1.0 MB`, not
     // `1000.0 KB`).
+    let places = |unit: usize| if unit == 0 { 0 } else { decimals };
     let rounds_to = |v: f64, unit: usize| {
-        let d = if unit == 0 { 0 } else { decimals } as i32;
-        (v * 10f64.powi(d)).round() / 10f64.powi(d)
+        let scale = 10f64.powi(places(unit) as i32);
+        (v * scale).round() / scale
     };
     while rounds_to(v, unit) >= 1000.0 && unit + 1 < UNITS.len() {
         v /= 1000.0;
@@ -90,8 +91,8 @@ pub fn human_bytes_to(b: u64, decimals: usize) -> String {
     if unit + 1 == UNITS.len() && v >= 1000.0 {
         return "more than 1000 PB".into();
     }
-    let decimals = if unit == 0 { 0 } else { decimals };
-    format!("{v:.decimals$} {}", UNITS[unit])
+    let places = places(unit);
+    format!("{v:.places$} {}", UNITS[unit])
 }
 
 #[cfg(test)]

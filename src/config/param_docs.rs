@@ -27,6 +27,9 @@ pub struct ParamDoc {
     /// The range a number (or each number of a list) must lie in, where the op checks one.
     #[serde(skip_serializing_if = "Bounds::is_open")]
     pub bounds: Bounds,
+    /// For a list, what each item takes, in words (`integer from 1 to 8192`).
+    #[serde(skip)]
+    pub item_kind: Option<String>,
 }
 
 /// The range of a number field as its schema states it: JSON Schema's four keywords.
@@ -65,7 +68,7 @@ impl Bounds {
     }
 
     /// `>= 0`, `from 2 to 20`, `in (0, 1]`: the bounds in words, after a type's name.
-    pub fn words(&self, integer: bool) -> String {
+    fn words(&self, integer: bool) -> String {
         let low = self.minimum.map(|m| ('[', m)).or(self.exclusive_minimum.map(|m| ('(', m)));
         let high = self.maximum.map(|m| (']', m)).or(self.exclusive_maximum.map(|m| (')', m)));
         match (low, high) {
@@ -119,6 +122,7 @@ fn fields(object: &Json, defs: &Map<String, Json>, prefix: &str, order: Option<&
             default_from: None,
             doc: paragraph(field),
             bounds: Bounds::of(value),
+            item_kind: value.get("items").map(|i| type_name(i, defs)),
         });
         // A list of tables, or one table, documents its own fields under this one's name.
         let items = value.get("items").map(|i| (resolve(i, defs), "[]"));

@@ -154,13 +154,9 @@ fn documented_type<P: Params>(e: ParamError) -> ParamError {
     let kind = if let Some(doc) = docs.iter().find(|d| d.name == name) {
         doc.kind.clone()
     } else if let Some(list) = name.strip_suffix("[]").and_then(|l| docs.iter().find(|d| d.name == l)) {
-        // An item of a list of numbers: its type and the items' bounds.
-        let integer = list.kind.contains("integers");
-        if !list.kind.starts_with("array of") || !(integer || list.kind.contains("numbers")) {
-            return e;
-        }
-        let item = if integer { "integer" } else { "number" };
-        format!("{item}{} (each item of `{}`)", list.bounds.words(integer), list.name)
+        // An item of a list: what each item takes.
+        let Some(item) = &list.item_kind else { return e };
+        format!("{item} (each item of `{}`)", list.name)
     } else {
         return e;
     };

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::cache::fsutil::hash_file;
+use crate::cache::fsutil::{hash_file, open_to_owner};
 use crate::cache::remove_tree::remove_tree;
 use crate::cache::store::read_manifest;
 use crate::ops::OpError;
@@ -34,10 +34,7 @@ fn too_large(dir: &Path, max: usize) -> std::io::Result<Option<String>> {
     let base = dir.as_os_str().len();
     let mut pending = vec![(dir.to_path_buf(), 0)];
     while let Some((folder, depth)) = pending.pop() {
-        let mode = fs::symlink_metadata(&folder)?.permissions().mode();
-        if mode & 0o500 != 0o500 {
-            fs::set_permissions(&folder, fs::Permissions::from_mode(mode | 0o700))?;
-        }
+        open_to_owner(&folder)?;
         for entry in fs::read_dir(&folder)? {
             let entry = entry?;
             let path = entry.path();
