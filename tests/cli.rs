@@ -1299,6 +1299,44 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert!(verdicts.contains("Each check is its own 95 % test"), "{verdicts}");
 }
 
+/// `family = "holm"` adds a family-wise column beside each check's own verdict, with p-values a
+/// t test gives (scipy's `ttest_1samp` on the per-replicate values: 0.01435 for both forced
+/// differences) and Holm's adjustment over the three checks; unset, the page has no such column.
+#[test]
+fn claims_decided_as_a_family_show_p_values_and_holms_verdicts() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("claims_tiny.toml");
+    let out = cfrun(cache.path(), &["--set", "stages.verdicts.family=\"holm\"", file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = |suffix: &str| {
+        let path = report_files(&v).into_iter().find(|f| f.ends_with(suffix)).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    };
+    let page = read("claims.md");
+    let row = |name: &str| page.lines().find(|l| l.starts_with(&format!("| {name}:"))).unwrap().to_string();
+    assert!(page.contains("| verdict | family-wise (Holm): p, adjusted p |"), "{page}");
+    assert!(row("clean_beats_noisy").ends_with("| **holds** | **holds**: p 0.014, adjusted 0.043 |"), "{page}");
+    assert!(row("noisy_beats_clean").ends_with("| **reversed**: p 0.014, adjusted 0.043 |"), "{page}");
+    assert!(row("clean_beats_itself").ends_with("| **inconclusive**: p 1.0, adjusted 1.0 |"), "{page}");
+    assert!(
+        page.contains("Family-wise at 5 % (Holm over the 3 checks with an interval): 1 hold, 1 reversed"),
+        "{page}"
+    );
+    let csv = read("claims.csv");
+    assert!(csv.lines().next().unwrap().ends_with(",verdict,p,p_holm,verdict_holm"), "{csv}");
+    let clean = csv.lines().find(|l| l.starts_with("clean_beats_noisy,")).unwrap();
+    let fields: Vec<&str> = clean.rsplitn(4, ',').collect();
+    let (p, holm): (f64, f64) = (fields[2].parse().unwrap(), fields[1].parse().unwrap());
+    assert!((p - 0.014350).abs() < 1e-5 && (holm - 3.0 * p).abs() < 1e-12, "{clean}");
+
+    // Unset, it is another recipe (it ran), and its page has no family column.
+    let plain = run_json(cache.path(), &file, &[]);
+    assert_eq!(plain["verdicts"], "ran", "{plain:?}");
+    let page = std::fs::read_to_string(find_report(cache.path(), &file, "claims.md")).unwrap();
+    assert!(!page.contains("family-wise") && page.contains("nothing corrects for the number of checks"), "{page}");
+}
+
 /// A network that fails to fit its labels (an absurd learning rate) stops the study at that stage
 /// with a clear message instead of feeding chance-level features to what depends on it.
 #[test]

@@ -450,7 +450,9 @@ impl StageKind for Table {
         //    counted twice): a cache from before served the old page or the doubled counts.
         // 4: labels escape `*`, `` ` `` and `\` for markdown (a value `c|d**e` showed bold on
         //    the page): a cache from before served the unescaped table.
-        version: 4,
+        // 5: a cell's mean is measured from its first replicate (`stats::Summary`): equal values
+        //    give their value exactly, and other means can move in the last bit.
+        version: 5,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],

@@ -261,7 +261,11 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
             vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim, &p.left_out)]
         }
         Shape::Contrast { a, b, inside, than } => {
-            let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
+            // Only the two slices' cells enter: a replicate lacking a cell outside both (p = 50
+            // in a contrast of p = 100 against p = 0) has all the contrast needs and stays in.
+            let sliced: Vec<&Observation> =
+                in_scope.iter().copied().filter(|o| select::within(o, inside) || select::within(o, than)).collect();
+            let p = pair(("a", a), ("b", b), &sliced, &claim.scope, &named)?;
             let split = |sel: &Selector, slice: &str| -> Result<Vec<Gap>, ClaimError> {
                 let part: Vec<_> = p
                     .gaps
@@ -282,7 +286,12 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 per_replicate_mean(&split(than, "than")?).into_iter().map(|(r, v)| (r.to_string(), v)).collect();
             let per = inner.into_iter().filter_map(|(r, v)| outer.get(&r.to_string()).map(|o| (r, v - o))).collect();
             vec![measure(
-                format!("(a - b in {}) - (a - b in {})", select::describe(inside), select::describe(than)),
+                format!(
+                    "(a - b in {}) - (a - b in {}){}",
+                    select::describe(inside),
+                    select::describe(than),
+                    left_out_note(&p.left_out)
+                ),
                 per,
                 claim,
                 &p.left_out,

@@ -1,7 +1,9 @@
 //! Statistics for reading results: summaries over replicates with confidence intervals
-//! (Student t), and claims checked against them. A leaf module: it knows nothing of ops or reports.
+//! (Student t), and claims checked against them, one by one or as a family (Holm). A leaf module:
+//! it knows nothing of ops or reports.
 
 pub mod claim;
+pub mod family;
 pub mod select;
 pub mod student_t;
 pub mod summary;

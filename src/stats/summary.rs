@@ -33,12 +33,30 @@ pub fn critical_value(n: usize) -> Option<f64> {
     }
 }
 
+/// The mean as the first value plus the mean of the others' distances from it. A plain sum
+/// rounds: twenty replicates of exactly 0.3 summed and divided gave 0.29999999999999993, whose
+/// interval (zero spread but for that rounding) then lay wholly off a threshold of 0.3 and decided
+/// a verdict the data do not support. Measured from one of them, equal values give that value
+/// exactly, values near each other (a metric over replicates) lose fewer bits, and values near
+/// the top of the range (1e308) do not overflow. Where a distance is not finite (an infinite
+/// value, or values of both signs near the top of the range) the plain sum decides.
+fn mean_of(values: &[f64]) -> f64 {
+    let Some(&first) = values.first() else { return f64::NAN };
+    let n = values.len() as f64;
+    let shifted = values.iter().map(|v| v - first).sum::<f64>();
+    if first.is_finite() && shifted.is_finite() {
+        first + shifted / n
+    } else {
+        values.iter().sum::<f64>() / n
+    }
+}
+
 impl Summary {
     /// Summarises `values` (non-finite values are kept: they make the mean non-finite, which the
     /// tables show rather than hide).
     pub fn of(values: &[f64]) -> Summary {
         let n = values.len();
-        let mean = if n == 0 { f64::NAN } else { values.iter().sum::<f64>() / n as f64 };
+        let mean = mean_of(values);
         let sd =
             if n < 2 { 0.0 } else { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
         let half_width = critical_value(n).map(|t| t * sd / (n as f64).sqrt());
@@ -64,6 +82,21 @@ mod tests {
         assert!((s.half_width.unwrap() - 2.484_138).abs() < 1e-6, "{s:?}");
         let (lo, hi) = s.interval().unwrap();
         assert!((lo - 78.515_862).abs() < 1e-6 && (hi - 83.484_138).abs() < 1e-6);
+    }
+
+    /// Equal values have their value as the mean and no spread, so a threshold they sit on is
+    /// neither cleared nor missed; a plain sum gave 0.29999999999999993 and a point interval
+    /// just below 0.3.
+    #[test]
+    fn equal_values_are_their_own_mean_exactly() {
+        for (value, n) in [(0.3, 20), (0.1, 30), (55.00000000000001, 20), (1e308, 4), (-2.2, 7)] {
+            let s = Summary::of(&vec![value; n]);
+            assert_eq!((s.mean, s.sd, s.half_width), (value, 0.0, Some(0.0)), "{value} x {n}");
+        }
+        assert_eq!(Summary::of(&[f64::INFINITY, 1.0]).mean, f64::INFINITY);
+        assert!(Summary::of(&[f64::INFINITY, f64::NEG_INFINITY]).mean.is_nan());
+        assert_eq!(Summary::of(&[1e308, -1e308]).mean, 0.0);
+        assert!(Summary::of(&[]).mean.is_nan());
     }
 
     #[test]

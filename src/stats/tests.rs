@@ -389,3 +389,52 @@ fn an_axis_only_one_series_has_must_still_be_fixed_unless_the_claim_names_it() {
         assert!((g - (1.0 / 3.0 + 0.05 * r as f64)).abs() < 1e-9, "{got:?}");
     }
 }
+
+#[test]
+fn a_contrast_keeps_a_replicate_whose_missing_cell_lies_outside_both_slices_and_names_one_it_leaves_out() {
+    let contrast = |inside: i64, than: i64| Claim {
+        shape: Shape::Contrast {
+            a: sel(&[("source", json!("clean"))]),
+            b: sel(&[("source", json!("noisy"))]),
+            inside: sel(&[("p", json!(inside))]),
+            than: sel(&[("p", json!(than))]),
+        },
+        scope: Selector::new(),
+        expect: Expect::Greater,
+        margin: 0.0,
+    };
+    // Replicate 2 lacks the noisy cell at p = 50, which a contrast of 75 against 0 does not use.
+    let missing_50: Vec<Observation> = baseline_and_sweep()
+        .into_iter()
+        .filter(|o| !(o.source == "noisy" && o.axes["replicate"] == json!(2) && o.axes["p"] == json!(50)))
+        .collect();
+    let m = &evaluate(&contrast(75, 0), &missing_50).unwrap().parts[0];
+    assert_eq!(m.summary.n, 3, "{m:?}");
+    assert_eq!(m.what, "(a - b in p = 75) - (a - b in p = 0)");
+    // Against p = 50 it is left out, and the row says so.
+    let m = &evaluate(&contrast(75, 50), &missing_50).unwrap().parts[0];
+    assert_eq!(m.summary.n, 2, "{m:?}");
+    assert_eq!(m.what, "(a - b in p = 75) - (a - b in p = 50); replicate 2 left out (cells missing)");
+}
+
+/// Twenty replicates all exactly on the threshold neither clear it nor miss it. A plain sum made
+/// their mean 0.29999999999999993 and its zero-width interval "reversed (short of the threshold)".
+#[test]
+fn replicates_exactly_on_the_threshold_are_inconclusive() {
+    let mut o = Vec::new();
+    for r in 0..20 {
+        o.push(obs("g", &[("replicate", json!(r))], 0.3));
+        o.push(obs("z", &[("replicate", json!(r))], 0.0));
+    }
+    let at = |expect: Expect, margin: f64| Claim {
+        shape: Shape::Compare { a: sel(&[("source", json!("g"))]), b: sel(&[("source", json!("z"))]) },
+        scope: Selector::new(),
+        expect,
+        margin,
+    };
+    for (expect, margin) in [(Expect::Greater, 0.3), (Expect::Within, 0.3)] {
+        let out = evaluate(&at(expect, margin), &o).unwrap();
+        assert_eq!(out.verdict, Verdict::Inconclusive, "{expect:?}: {:?}", out.parts[0].summary);
+    }
+    assert_eq!(evaluate(&at(Expect::Greater, 0.29), &o).unwrap().verdict, Verdict::Holds);
+}

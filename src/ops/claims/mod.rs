@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use params::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
+pub use params::{ClaimDecl, ClaimKind, ClaimsParams, Family, SelectorDecl};
 use render::{render_csv, render_markdown, Row};
 
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
@@ -40,7 +40,12 @@ impl StageKind for Claims {
         // 7: claims.csv has a `replicates` column naming whose each per-replicate value is.
         // 8: claims.md says a directional claim refuted short of its threshold is "reversed (short
         //    of the threshold)", and that each check is its own 95 % test, uncorrected.
-        version: 8,
+        // 9: means measured from the first replicate (`stats::Summary`: twenty replicates exactly
+        //    on a threshold were decided off it by a rounded sum); a contrast pairs only its two
+        //    slices' cells, so a replicate missing a cell outside both stays in, and one left out
+        //    is named in the row. `family = "holm"` needs no bump: unset, it is left out of the
+        //    recipe; set, it changes the recipe itself.
+        version: 9,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
@@ -157,7 +162,14 @@ impl StageKind for Claims {
                 let trial = Claim { scope, ..claim.clone() };
                 let outcome = stats::evaluate(&trial, subset)
                     .map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
-                rows.push(Row { decl: c, metric: metric.clone(), case, outcome });
+                rows.push(Row { decl: c, metric: metric.clone(), case, outcome, family: None });
+            }
+        }
+        if p.family == Family::Holm {
+            let checks: Vec<_> =
+                rows.iter().map(|r| stats::family::directed(&r.outcome, r.decl.expect, r.decl.margin)).collect();
+            for (row, verdict) in rows.iter_mut().zip(stats::family::holm(&checks)) {
+                row.family = Some(verdict);
             }
         }
         let dir = ctx.output_dir("report");

@@ -98,6 +98,28 @@ pub struct ClaimsParams {
     pub labels: BTreeMap<String, String>,
     /// The claims.
     pub claims: Vec<ClaimDecl>,
+    /// `holm`: also decide every check as one family, holding the chance of any false verdict
+    /// among them to 5 % (Holm's step-down); `none` (the default): each check is its own 95 % test.
+    #[serde(default, skip_serializing_if = "Family::is_none")]
+    pub family: Family,
+}
+
+/// How a stage's checks are corrected for their number (see [`crate::stats::family`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Each check is its own 95 % test.
+    #[default]
+    None,
+    /// Holm's step-down over all the stage's checks, family-wise 5 %.
+    Holm,
+}
+
+impl Family {
+    /// The default, left out of the recipe so that stages written before it keep their keys.
+    fn is_none(&self) -> bool {
+        *self == Family::None
+    }
 }
 
 /// Whether two selectors as written pick the same cells: a list matches its values in any order,
@@ -327,5 +349,17 @@ mod tests {
         for (x, y) in different {
             assert!(!same_series(&decl(x), &decl(y)), "{x} vs {y}");
         }
+    }
+
+    /// A stage written before `family` existed hashes as it did: the default is left out of the
+    /// recipe, and only `holm` enters it.
+    #[test]
+    fn the_default_family_stays_out_of_the_recipe() {
+        let text = r#"{"metric": "top1", "claims": []}"#;
+        let mut p: ClaimsParams = serde_json::from_str(text).unwrap();
+        assert_eq!(p.family, Family::None);
+        assert!(serde_json::to_value(&p).unwrap().get("family").is_none());
+        p.family = Family::Holm;
+        assert_eq!(serde_json::to_value(&p).unwrap()["family"], "holm");
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value as Json;
 use super::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
 use crate::report::csv_line;
 use crate::stats::claim::{Measured, Outcome};
+use crate::stats::family::{FamilyVerdict, FAMILY_ALPHA};
 use crate::stats::select::text;
 use crate::stats::{self, Condition, Expect, Summary, Verdict, SOURCE};
 
@@ -16,6 +17,8 @@ pub(super) struct Row<'a> {
     pub metric: String,
     pub case: String,
     pub outcome: Outcome,
+    /// The verdict within the stage's family of checks, when the stage asks for one.
+    pub family: Option<FamilyVerdict>,
 }
 
 /// `N_cf (k = 250)` for a selector, with stage names replaced by their labels.
@@ -147,17 +150,20 @@ fn scope_text(d: &ClaimDecl, case: &str) -> String {
 
 pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     let title = if p.title.is_empty() { "Claims of the paper, checked on this run" } else { &p.title };
+    let holm = rows.iter().any(|r| r.family.is_some());
+    let (family_head, family_rule) = if holm { (" family-wise (Holm): p, adjusted p |", " :-- |") } else { ("", "") };
     let mut out = format!(
-        "### {title}\n\n| claim | paper | where | quantity | ours: mean [95 % CI] | n | paper's numbers | verdict |\n\
-         | :-- | :-- | :-- | :-- | --: | --: | :-- | :-- |\n"
+        "### {title}\n\n| claim | paper | where | quantity | ours: mean [95 % CI] | n | paper's numbers | verdict |{family_head}\n\
+         | :-- | :-- | :-- | :-- | --: | --: | :-- | :-- |{family_rule}\n"
     );
     for r in rows {
         let d = r.decl;
         let prec = precision(d.kind, d.margin, &r.outcome.parts);
         let ours = r.outcome.parts.iter().map(|m| interval_text(&m.summary, prec)).collect::<Vec<_>>().join("; ");
         let n = n_text(&r.outcome.parts);
+        let family = r.family.map(|f| format!(" {} |", family_text(&f))).unwrap_or_default();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | **{}** |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | **{}** |{family}\n",
             md(&format!("{}: {}", d.name, d.statement)),
             md(&d.section),
             md(&scope_text(d, &r.case)),
@@ -168,22 +174,31 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             verdict_text(&r.outcome, d.expect, d.margin)
         ));
     }
-    let count = |v: Verdict| rows.iter().filter(|r| r.outcome.verdict == v).count();
-    out.push_str(&format!(
-        "\n{} checks: {} hold, {} reversed, {} inconclusive{}.\n",
-        rows.len(),
-        count(Verdict::Holds),
-        count(Verdict::Reversed),
-        count(Verdict::Inconclusive) + count(Verdict::OneReplicate),
-        if count(Verdict::OneReplicate) > 0 { " (one replicate: no interval)" } else { "" }
-    ));
+    out.push_str(&format!("\n{} checks: {}.\n", rows.len(), tally(rows.iter().map(|r| r.outcome.verdict))));
+    if holm {
+        let decidable = rows.iter().filter(|r| r.family.is_some_and(|f| f.adjusted.is_some())).count();
+        out.push_str(&format!(
+            "Family-wise at {} % (Holm over the {decidable} checks with an interval): {}.\n",
+            FAMILY_ALPHA * 100.0,
+            tally(rows.iter().filter_map(|r| r.family.map(|f| f.verdict)))
+        ));
+    }
     out.push_str(&format!(
         "\nEach difference is paired within a replicate (same data subset, same upstream networks); the interval is \
          the 95 % CI of the mean over replicates ({}). A claim holds when the whole \
          interval lies on the expected side, is reversed when it lies on the other side, and is inconclusive otherwise. \
-         Each check is its own 95 % test: nothing corrects for the number of checks, so among many that truly do not \
-         hold, up to about 1 in 40 may read as holding by chance.\n",
-        stats::INTERVAL_METHOD
+         {}\n",
+        stats::INTERVAL_METHOD,
+        if holm {
+            "The verdict column takes each check as its own 95 % test. The family-wise column decides all of them \
+             together: each check's p-value is twice the one-sided t test's of its verdict's side, Holm's step-down \
+             adjusts them for their number, and a check is decided where its adjusted p is below 0.05, so the chance of \
+             any false verdict among them stays under 5 % however the checks depend on each other (a band's or an \
+             order's reversal, which can come from either edge or any step, is counted once per edge or step)."
+        } else {
+            "Each check is its own 95 % test: nothing corrects for the number of checks, so among many that truly do \
+             not hold, up to about 1 in 40 may read as holding by chance."
+        }
     ));
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
@@ -204,6 +219,45 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out
 }
 
+/// `8 hold, 2 reversed, 9 inconclusive`, naming checks with one replicate.
+fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
+    let verdicts: Vec<Verdict> = verdicts.collect();
+    let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
+    format!(
+        "{} hold, {} reversed, {} inconclusive{}",
+        count(Verdict::Holds),
+        count(Verdict::Reversed),
+        count(Verdict::Inconclusive) + count(Verdict::OneReplicate),
+        if count(Verdict::OneReplicate) > 0 { " (one replicate: no interval)" } else { "" }
+    )
+}
+
+/// `**holds**: p 0.0021, adjusted 0.0042`; p-values in two significant digits, enough to read
+/// them against 0.05 and never rounded onto it.
+fn family_text(f: &FamilyVerdict) -> String {
+    match (f.p, f.adjusted) {
+        (Some(p), Some(a)) => format!("**{}**: p {}, adjusted {}", f.verdict.label(), p_text(p), p_text(a)),
+        _ => format!("**{}**", f.verdict.label()),
+    }
+}
+
+/// A p-value in two significant digits, or `< 0.0001`; one that would round onto 0.05 from
+/// either side keeps the digits that tell.
+fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        return "< 0.0001".into();
+    }
+    let mut digits = 2;
+    loop {
+        let decimals = (digits - 1 - p.log10().floor() as i32).max(0) as usize;
+        let shown = format!("{p:.decimals$}");
+        if digits >= 6 || p == FAMILY_ALPHA || shown.parse::<f64>().is_ok_and(|s| s != FAMILY_ALPHA) {
+            return shown;
+        }
+        digits += 1;
+    }
+}
+
 fn case_suffix(case: &str) -> String {
     if case.is_empty() {
         String::new()
@@ -221,9 +275,11 @@ fn per_replicate(m: &Measured, prec: usize) -> String {
 }
 
 pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
+    let holm = rows.iter().any(|r| r.family.is_some());
     let mut out = String::from(
-        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,replicates,paper,verdict\r\n",
+        "claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,replicates,paper,verdict",
     );
+    out.push_str(if holm { ",p,p_holm,verdict_holm\r\n" } else { "\r\n" });
     for r in rows {
         for (j, m) in r.outcome.parts.iter().enumerate() {
             let (lo, hi) =
@@ -251,7 +307,12 @@ pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 r.decl.paper.clone(),
                 m.verdict.label().to_string(),
             ];
-            out.push_str(&csv_line(&fields));
+            // The family's columns belong to the check, so each part of an order repeats them.
+            let family = r.family.map(|f| {
+                let number = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+                [number(f.p), number(f.adjusted), f.verdict.label().to_string()]
+            });
+            out.push_str(&csv_line(&fields.into_iter().chain(family.into_iter().flatten()).collect::<Vec<_>>()));
         }
     }
     out
@@ -353,5 +414,17 @@ mod tests {
         assert_eq!(n_text(&[measured(&[1.0, 2.0]), measured(&[1.0, 2.0, 4.0])]), "2; 3");
         assert_eq!(n_text(&[measured(&[1.0, 2.0, 3.0]), measured(&[1.0, 2.0, 4.0])]), "3");
         assert_eq!(n_text(&[measured(&[1.0, 2.0, 3.0])]), "3");
+    }
+
+    #[test]
+    fn p_values_show_two_digits_and_never_round_onto_the_level() {
+        assert_eq!(p_text(0.0123), "0.012");
+        assert_eq!(p_text(0.26), "0.26");
+        assert_eq!(p_text(1.0), "1.0");
+        assert_eq!(p_text(0.00003), "< 0.0001");
+        // 0.0496 and 0.0504 would both read 0.050: one is decided, the other not.
+        assert_eq!(p_text(0.0496), "0.0496");
+        assert_eq!(p_text(0.0504), "0.0504");
+        assert_eq!(p_text(0.05), "0.050");
     }
 }
