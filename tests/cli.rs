@@ -4378,3 +4378,16 @@ fn pinned_ops_change_their_bytes_only_with_their_version() {
     }
     assert!(wrong.is_empty(), "pinned ops:\n{}", wrong.join("\n"));
 }
+
+/// A folder where the gc gate's lock file goes leaves `gc` unable to keep later runs out: a run
+/// still goes on (it needs no gate), but says so instead of logging it at debug level.
+#[test]
+fn a_run_that_cannot_pass_the_gc_gate_says_so() {
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(cache.path().join("gc.lock")).unwrap();
+    let out = cfrun(cache.path(), &[fixture("claims_tiny.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("going on without the gate that keeps later runs out while `cfrun gc` waits"), "{err}");
+    assert!(err.contains("gc.lock"), "{err}");
+}

@@ -58,7 +58,7 @@ pub fn open_read(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// [`open_read`], with the file's size when opened.
-fn open_read_sized(path: &Path) -> std::io::Result<(fs::File, u64)> {
+pub fn open_read_sized(path: &Path) -> std::io::Result<(fs::File, u64)> {
     let f = fs::OpenOptions::new().read(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?;
     let len = regular_len(&f)?;
     Ok((f, len))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{open_append, read_limited, write_atomic};
+use super::fsutil::{open_append, open_read_sized, read_limited, write_atomic};
 use super::ids::RecipeKey;
 use super::key::Recipe;
 use super::store::Store;
@@ -71,12 +71,20 @@ fn file_name(name: &str) -> String {
 }
 
 /// The lines of the run log at `path`, oldest first; a line that does not parse (one cut by a
-/// crash) is skipped, and a missing log has none.
+/// crash or a full disk, even inside a character) is skipped, and a missing log has none.
 pub fn read_run_log(path: &Path) -> impl Iterator<Item = RunLogLine> {
     let file = std::fs::File::open(path).ok();
     file.into_iter()
-        .flat_map(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(Result::ok))
-        .filter_map(|line| serde_json::from_str(&line).ok())
+        .flat_map(|f| std::io::BufRead::split(std::io::BufReader::new(f), b'\n').map_while(Result::ok))
+        .filter_map(|line| serde_json::from_slice(&line).ok())
+}
+
+/// Whether the file at `path` is not empty and does not end with a newline.
+fn ends_cut(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok((f, len)) = open_read_sized(path) else { return false };
+    let mut last = [0u8];
+    len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
 /// Longest file name the encoding produces, with room for `.json` under the usual 255 bytes.
@@ -112,10 +120,14 @@ impl Store {
 
     /// Appends one line to the run log. A single `write` of a short line under O_APPEND keeps
     /// concurrent writers from interleaving; a link in place of the log is refused, not followed.
+    /// A log whose last line was cut (a full disk) gets the newline it lacks first, so that the
+    /// cut line, not this one, is the one readers skip.
     pub fn log_run(&self, line: &RunLogLine) -> std::io::Result<()> {
-        let mut text = serde_json::to_string(line).expect("plain data");
+        let path = self.root().join("runs.jsonl");
+        let mut f = open_append(&path)?;
+        let mut text = if ends_cut(&path) { "\n".to_string() } else { String::new() };
+        text.push_str(&serde_json::to_string(line).expect("plain data"));
         text.push('\n');
-        let mut f = open_append(&self.root().join("runs.jsonl"))?;
         f.write_all(text.as_bytes())
     }
 }
@@ -134,5 +146,36 @@ mod tests {
         assert_eq!(file_name(".."), "%2E.");
         let long = |c: &str| file_name(&format!("stage[x={}{c}]", "y".repeat(400)));
         assert!(long("1").len() <= MAX_FILE_NAME && long("1") != long("2"));
+    }
+
+    fn line(instance: &str) -> RunLogLine {
+        RunLogLine {
+            time: 1.0,
+            experiment: "e".into(),
+            instance: instance.into(),
+            key: None,
+            outcome: "ran".into(),
+            seconds: 0.5,
+            error: None,
+        }
+    }
+
+    /// A line cut by a full disk, even inside a character, costs only itself: the next append
+    /// starts on a line of its own, and every line after the cut is still read.
+    #[test]
+    fn a_cut_line_in_the_run_log_hides_nothing_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.log_run(&line("first")).unwrap();
+        let log = dir.path().join("runs.jsonl");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        // "é" is two bytes; the cut keeps only the first.
+        f.write_all(&b"{\"time\":2,\"experiment\":\"\xc3"[..]).unwrap();
+        store.log_run(&line("second")).unwrap();
+        store.log_run(&line("third")).unwrap();
+        let read: Vec<String> = store.run_log().map(|l| l.instance).collect();
+        assert_eq!(read, ["first", "second", "third"]);
+        let text = std::fs::read(&log).unwrap();
+        assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 4, "one newline added after the cut line");
     }
 }

@@ -98,7 +98,25 @@ impl Store {
     /// as long as the store lives; waits while `gc` holds it. When no other process uses the
     /// cache, first removes what interrupted runs left in `tmp/`.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
-        Self::open_mode(root, Mode::Shared, Gate::Pass, true)
+        let store = Self::open_mode(root, Mode::Shared, Gate::Pass, true)?;
+        // Only a read-only file system leaves a store without its lock (see `open_mode`).
+        if store._cache_lock.is_none() {
+            if holds_nothing(&store.root) {
+                return Err(CacheError::Io {
+                    path: store.root,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ReadOnlyFilesystem,
+                        "the cache is on a read-only file system and holds nothing: a run could neither reuse nor \
+                         store a result (give --cache a writable folder)",
+                    ),
+                });
+            }
+            tracing::warn!(
+                "{} is on a read-only file system: what it holds is served, anything that must run fails",
+                store.root.display()
+            );
+        }
+        Ok(store)
     }
 
     /// Opens a cache only to read it (`status`, `show`, `report`): one that does not exist yet,
@@ -211,8 +229,15 @@ impl Store {
     fn pass_gate(root: &Path, mode: Mode) -> Result<Option<KeyLock>, CacheError> {
         let path = root.join("gc.lock");
         match lock::try_lock_mode(&path, mode) {
+            // A read-only cache has no gate and needs none (nothing can change it); anything
+            // else in the way leaves `gc` unable to close the gate, which the user must hear of.
+            Err(CacheError::Io { source, .. })
+                if mode == Mode::Shared && source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+            {
+                Ok(None)
+            }
             Err(e) if mode == Mode::Shared => {
-                tracing::debug!("going on without the gc gate: {e}");
+                tracing::warn!("going on without the gate that keeps later runs out while `cfrun gc` waits: {e}");
                 Ok(None)
             }
             Err(e) => Err(e),

@@ -352,7 +352,8 @@ impl StageKind for Train {
             },
             None => nn::Targets::Hard { truth, num_classes: labels.meta.num_classes },
         };
-        checkpoint::prepare(&ctx.checkpoint_dir).map_err(OpError::io("creating the checkpoint folder"))?;
+        checkpoint::prepare(&ctx.checkpoint_dir)
+            .map_err(OpError::io(format!("creating the checkpoint folder {}", ctx.checkpoint_dir.display())))?;
         let resume = resume_state(&ctx.checkpoint_dir, &cfg, ctx.device, None);
         if let Some(s) = &resume {
             tracing::info!("{}: resuming after epoch {} of {}", ctx.name, s.epoch, cfg.epochs);
