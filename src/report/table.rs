@@ -195,7 +195,7 @@ impl Grid {
                 let mut ours = cell.ours.map_or("-".to_string(), |v| format!("{v:.prec$}"));
                 if let Some(s) = &cell.spread {
                     if let Some(h) = s.half_width {
-                        ours.push_str(&format!(" ± {h:.prec$}"));
+                        ours.push_str(&format!(" ± {}", half_width_text(h, prec)));
                     }
                     if Some(s.n) != typical_n {
                         ours.push_str(&format!(" (n={})", s.n));
@@ -338,6 +338,15 @@ pub(crate) fn csv_line(fields: &[String]) -> String {
     format!("{}\r\n", quoted.join(","))
 }
 
+/// A half-width at the table's precision, or with the decimals (up to six) that show it where it would
+/// round to zero without being zero: `± 0.0` would read as no spread at all.
+fn half_width_text(h: f64, prec: usize) -> String {
+    let shows = |p: usize| format!("{h:.p$}").bytes().any(|b| (b'1'..=b'9').contains(&b));
+    let prec =
+        if h > 0.0 && h.is_finite() { (prec..=prec.max(6)).find(|&p| shows(p)).unwrap_or(prec.max(6)) } else { prec };
+    format!("{h:.prec$}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::AxisValue;
@@ -415,6 +424,16 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
                    N_cf,250,66,55.55,57.25,\r\n\
                    \"N_cf, \"\"x\"\"\",,,,,1\r\n";
         assert_eq!(t.csv, csv, "\n{}", t.csv);
+    }
+
+    #[test]
+    fn a_narrow_interval_is_not_printed_as_none() {
+        assert_eq!(half_width_text(2.484, 1), "2.5");
+        assert_eq!(half_width_text(0.04, 1), "0.04");
+        assert_eq!(half_width_text(0.0004, 1), "0.0004");
+        assert_eq!(half_width_text(1e-9, 1), "0.000000");
+        assert_eq!(half_width_text(0.0, 1), "0.0", "no spread is printed as none");
+        assert_eq!(half_width_text(0.06, 0), "0.1");
     }
 
     #[test]
