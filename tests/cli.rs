@@ -4391,3 +4391,52 @@ fn a_run_that_cannot_pass_the_gc_gate_says_so() {
     assert!(err.contains("going on without the gate that keeps later runs out while `cfrun gc` waits"), "{err}");
     assert!(err.contains("gc.lock"), "{err}");
 }
+
+/// A cached result this process may not read is reported as such, by path, before anything is
+/// computed, and left in place; it was taken for damage, evicted, and its inputs' work redone
+/// before failing to replace it. As root (CI), the run reading it drops to user 65534, since
+/// root reads anything.
+#[test]
+fn a_cached_result_cfrun_may_not_read_is_not_taken_for_damage() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary and the file where user 65534 can reach them.
+    let (bin, file) = (root.join("cfrun"), root.join("claims_tiny.toml"));
+    std::fs::copy(env!("CARGO_BIN_EXE_cfrun"), &bin).unwrap();
+    std::fs::copy(fixture("claims_tiny.toml"), &file).unwrap();
+    let cache = root.join("cache");
+    let first = run_json(&cache, &file, &[]);
+    assert_eq!(first.len(), 15, "{first:?}");
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let run = || {
+        let mut cmd = Command::new(&bin);
+        cmd.arg(&file).arg("--cache").arg(&cache).env("CFRUN_LOG", "info").env_remove("CFRUN_CACHE");
+        if as_root {
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    if as_root {
+        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(&cache).status().unwrap();
+        assert!(chown.success());
+    }
+    let show = cfrun(&cache, &["show", file.to_str().unwrap(), "noisy_labels[replicate=0]", "--json"]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let object = PathBuf::from(v[0]["object"].as_str().unwrap_or_else(|| panic!("{v}")));
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = run();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("FAILED noisy_labels[replicate=0]: cache: {}: Permission denied", object.display())),
+        "{err}"
+    );
+    assert!(!err.contains("damaged") && !err.contains("running noisy"), "{err}");
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 ran, 15 cached"), "{}", stderr(&out));
+}

@@ -71,8 +71,32 @@ impl Store {
         }
     }
 
+    /// The first part of an object that this process is not allowed to read, with the error
+    /// opening it gave. A folder or file whose permissions keep cfrun out is not damage: its
+    /// bytes may be intact, and rebuilding cannot replace what cannot be read either.
+    pub fn unreadable(&self, object: &Digest) -> Option<CacheError> {
+        fn walk(path: &Path, depth: usize) -> Option<(std::path::PathBuf, std::io::Error)> {
+            let denied = |e: std::io::Error| (e.kind() == std::io::ErrorKind::PermissionDenied).then_some(e);
+            let meta = fs::symlink_metadata(path).ok()?;
+            if meta.is_file() {
+                return fs::File::open(path).err().and_then(denied).map(|e| (path.to_path_buf(), e));
+            }
+            // Outputs nest at most 32 folders (`ops::command`); a deeper tree is damage, which the
+            // check itself reports.
+            if !meta.is_dir() || depth > 40 {
+                return None;
+            }
+            match fs::read_dir(path) {
+                Err(e) => denied(e).map(|e| (path.to_path_buf(), e)),
+                Ok(entries) => entries.flatten().find_map(|entry| walk(&entry.path(), depth + 1)),
+            }
+        }
+        walk(&self.object_dir(object), 0).map(|(path, source)| CacheError::Io { path, source })
+    }
+
     /// Fully checks the objects a computation is about to read; the first damaged one is
-    /// evicted (so the next run rebuilds it) and reported.
+    /// evicted (so the next run rebuilds it) and reported. One this process may not read is
+    /// reported as such and left in place.
     pub fn verify_inputs<'a>(&self, records: impl IntoIterator<Item = &'a KeyRecord>) -> Result<(), CacheError> {
         let mut seen = BTreeSet::new();
         for record in records {
@@ -80,6 +104,9 @@ impl Store {
                 continue;
             }
             if let Err(detail) = self.verify(record) {
+                if let Some(denied) = self.unreadable(&record.object) {
+                    return Err(denied);
+                }
                 if !self.evict(record) {
                     // Repaired by another process since the check above: intact now.
                     continue;

@@ -58,7 +58,7 @@ pub fn compute_guarded(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcom
 pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpError> {
     let store = &env.store;
     let (inst, key) = (&job.instance, job.key);
-    if let Some(record) = cached(store, &inst.name, &key) {
+    if let Some(record) = cached(store, &inst.name, &key).map_err(cache_err)? {
         return Ok((record, Outcome::Cached));
     }
     let lock_path = store.lock_path(&key);
@@ -70,7 +70,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         }
     };
     // Another process may have published it while we waited.
-    if let Some(record) = cached(store, &inst.name, &key) {
+    if let Some(record) = cached(store, &inst.name, &key).map_err(cache_err)? {
         return Ok((record, Outcome::Cached));
     }
     let op = inst.op;
@@ -143,17 +143,20 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
 }
 
 /// The verified record of `key`; a damaged object is reported, evicted and treated as missing.
-pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Option<KeyRecord> {
-    let record = store.lookup(key)?;
-    match store.verify(&record) {
-        Ok(()) => Some(record),
-        Err(why) if store.evict(&record) => {
-            tracing::warn!("{name}: cached result is damaged ({why}); rebuilding it");
-            None
-        }
-        // Another process put its bytes back meanwhile: served if they now check out.
-        Err(_) => store.lookup(key).filter(|r| store.verify(r).is_ok()),
+/// One this process may not read is an error: rebuilding it would cost the computation and
+/// then fail to replace it.
+pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRecord>, crate::cache::CacheError> {
+    let Some(record) = store.lookup(key) else { return Ok(None) };
+    let Err(why) = store.verify(&record) else { return Ok(Some(record)) };
+    if let Some(denied) = store.unreadable(&record.object) {
+        return Err(denied);
     }
+    if store.evict(&record) {
+        tracing::warn!("{name}: cached result is damaged ({why}); rebuilding it");
+        return Ok(None);
+    }
+    // Another process put its bytes back meanwhile: served if they now check out.
+    Ok(store.lookup(key).filter(|r| store.verify(r).is_ok()))
 }
 
 fn cache_err(e: crate::cache::CacheError) -> OpError {

@@ -161,7 +161,8 @@ impl ProcessExecutor {
     fn start(&mut self, job: Job, threads: usize) {
         let started = Instant::now();
         // A twin that ran meanwhile published it: no child needed.
-        if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+        // An unreadable record goes to the child, which fails naming it.
+        if let Ok(Some(record)) = cached(&self.store, &job.instance.name, &job.key) {
             let seconds = started.elapsed().as_secs_f64();
             return self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds });
         }
@@ -375,7 +376,7 @@ impl Executor for ProcessExecutor {
     fn submit(&mut self, job: Job) {
         if job.resources.in_driver {
             self.local.submit(job);
-        } else if let Some(record) = cached(&self.store, &job.instance.name, &job.key) {
+        } else if let Ok(Some(record)) = cached(&self.store, &job.instance.name, &job.key) {
             self.ended.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
         } else {
             self.backlog.push_back(job);

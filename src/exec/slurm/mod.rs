@@ -206,7 +206,8 @@ impl SlurmExecutor {
 
     /// Reports `job` as cached if its key is published (verified); whether it was.
     fn serve_cached(&mut self, job: &Job) -> bool {
-        let Some(record) = cached(&self.store, &job.instance.name, &job.key) else { return false };
+        // An unreadable record goes to a job, which fails naming it.
+        let Ok(Some(record)) = cached(&self.store, &job.instance.name, &job.key) else { return false };
         self.done.push(Finished { index: job.index, result: Ok((record, Outcome::Cached)), seconds: 0.0 });
         true
     }
@@ -532,7 +533,7 @@ impl SlurmExecutor {
     /// The job's record if its key is published (verified: downstream reads these bytes).
     fn published(&self, t: &Tracked) -> Option<Finished> {
         self.store.lookup(&t.job.key)?;
-        let record = cached(&self.store, &t.job.instance.name, &t.job.key)?;
+        let record = cached(&self.store, &t.job.instance.name, &t.job.key).ok().flatten()?;
         claims::release(&self.store, &t.job.key, &t.job_id);
         // A followed job computed for the driver that submitted it: here it counts as cached.
         let ours = !t.adopted
