@@ -146,6 +146,12 @@ pub enum DirtyReason {
         /// What the check found.
         detail: String,
     },
+    /// The result is published, but this process may not read its object: a run fails on it
+    /// until its permissions are fixed (nothing is rebuilt).
+    Unreadable {
+        /// The path and the error reading it.
+        detail: String,
+    },
     /// Not cached, but an interrupted run left a sealed checkpoint the next run resumes from.
     Resumable {
         /// The checkpoint's folder, e.g. `epoch-0003`.
@@ -166,6 +172,9 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::Op { old, new } => write!(f, "op {old} -> {new}"),
             DirtyReason::Missing => write!(f, "result missing from the cache"),
             DirtyReason::Damaged { detail } => write!(f, "cached result is damaged ({detail}); it will be rebuilt"),
+            DirtyReason::Unreadable { detail } => {
+                write!(f, "cfrun may not read its cached result ({detail}); a run fails on it until its permissions let cfrun in")
+            }
             DirtyReason::Resumable { checkpoint } => write!(f, "an interrupted run left {checkpoint} to resume from"),
         }
     }

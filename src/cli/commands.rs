@@ -550,12 +550,19 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
                     *params = crate::cache::readable::readable(params);
                 }
             }
-            Some((_, Err(why))) => {
-                damaged += 1;
-                eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
-                item["state"] = json!("damaged");
-                item["because"] = json!([format!("cached result is damaged ({why})")]);
-            }
+            Some((rec, Err(why))) => match store.unreadable(&rec.object) {
+                Some(denied) => {
+                    eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
+                    item["state"] = json!("unreadable");
+                    item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
+                }
+                None => {
+                    damaged += 1;
+                    eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
+                    item["state"] = json!("damaged");
+                    item["because"] = json!([format!("cached result is damaged ({why})")]);
+                }
+            },
             None => {
                 damaged += usize::from(st.label() == "damaged");
                 item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));

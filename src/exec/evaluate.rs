@@ -23,13 +23,16 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
-    /// `cached`, `damaged` (published, but its object failed the check), `stale` (ran before
-    /// under this name with another recipe) or `missing`.
+    /// `cached`, `damaged` (published, but its object failed the check), `unreadable` (published,
+    /// but this process may not read it), `stale` (ran before under this name with another
+    /// recipe) or `missing`.
     pub fn label(&self) -> &'static str {
         if self.record.is_some() {
             "cached"
         } else if self.reasons.iter().any(|r| matches!(r, DirtyReason::Damaged { .. })) {
             "damaged"
+        } else if self.reasons.iter().any(|r| matches!(r, DirtyReason::Unreadable { .. })) {
+            "unreadable"
         } else if self.reasons.iter().any(|r| matches!(r, DirtyReason::New)) {
             "missing"
         } else {
@@ -221,7 +224,10 @@ fn evaluate_one(
     let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.check(r, depth) {
         Ok(()) => true,
         Err(detail) => {
-            damage = Some(DirtyReason::Damaged { detail });
+            damage = Some(match store.unreadable(&r.object) {
+                Some(denied) => DirtyReason::Unreadable { detail: denied.to_string() },
+                None => DirtyReason::Damaged { detail },
+            });
             false
         }
     });
