@@ -1299,9 +1299,10 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert!(verdicts.contains("Each check is its own 95 % test"), "{verdicts}");
 }
 
-/// `family = "holm"` adds a family-wise column beside each check's own verdict, with p-values a
-/// t test gives (scipy's `ttest_1samp` on the per-replicate values: 0.01435 for both forced
-/// differences) and Holm's adjustment over the three checks; unset, the page has no such column.
+/// `family = "holm"` adds a family-wise column beside each check's own verdict, with the
+/// one-sided p-values a t test gives (scipy's `ttest_1samp(..., alternative="greater")` on the
+/// per-replicate values: 0.007175 for both forced differences) and Holm's adjustment over the
+/// six one-sided tests of the three checks (6 x 0.007175); unset, the page has no such column.
 #[test]
 fn claims_decided_as_a_family_show_p_values_and_holms_verdicts() {
     let cache = tempfile::tempdir().unwrap();
@@ -1315,9 +1316,9 @@ fn claims_decided_as_a_family_show_p_values_and_holms_verdicts() {
     };
     let page = read("claims.md");
     let row = |name: &str| page.lines().find(|l| l.starts_with(&format!("| {name}:"))).unwrap().to_string();
-    assert!(page.contains("| verdict | family-wise (Holm): p, adjusted p |"), "{page}");
-    assert!(row("clean_beats_noisy").ends_with("| **holds** | **holds**: p 0.014, adjusted 0.043 |"), "{page}");
-    assert!(row("noisy_beats_clean").ends_with("| **reversed**: p 0.014, adjusted 0.043 |"), "{page}");
+    assert!(page.contains("| verdict | family-wise (Holm): one-sided p, adjusted |"), "{page}");
+    assert!(row("clean_beats_noisy").ends_with("| **holds** | **holds**: p 0.0072, adjusted 0.043 |"), "{page}");
+    assert!(row("noisy_beats_clean").ends_with("| **reversed**: p 0.0072, adjusted 0.043 |"), "{page}");
     assert!(row("clean_beats_itself").ends_with("| **inconclusive**: p 1.0, adjusted 1.0 |"), "{page}");
     assert!(
         page.contains("Family-wise at 5 % (Holm over the 3 checks with an interval): 1 hold, 1 reversed"),
@@ -1328,7 +1329,7 @@ fn claims_decided_as_a_family_show_p_values_and_holms_verdicts() {
     let clean = csv.lines().find(|l| l.starts_with("clean_beats_noisy,")).unwrap();
     let fields: Vec<&str> = clean.rsplitn(4, ',').collect();
     let (p, holm): (f64, f64) = (fields[2].parse().unwrap(), fields[1].parse().unwrap());
-    assert!((p - 0.014350).abs() < 1e-5 && (holm - 3.0 * p).abs() < 1e-12, "{clean}");
+    assert!((p - 0.007175).abs() < 1e-5 && (holm - 6.0 * p).abs() < 1e-12, "{clean}");
 
     // Unset, it is another recipe (it ran), and its page has no family column.
     let plain = run_json(cache.path(), &file, &[]);

@@ -100,6 +100,17 @@ pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
     regular(fs::OpenOptions::new().create(true).append(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
 }
 
+/// Whether `path` lies on a file system mounted read-only (`statvfs`'s `ST_RDONLY`).
+pub fn on_read_only_mount(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the struct's size, filled on success only.
+    let filled = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } == 0;
+    // SAFETY: read only when statvfs reported that it wrote the struct.
+    filled && (unsafe { stat.assume_init() }.f_flag & libc::ST_RDONLY) != 0
+}
+
 /// Opens (creating if needed) a lock file, without following a link (a dangling link would
 /// otherwise make cfrun create its target, wherever that is).
 /// A lock file that exists but cannot be written (a read-only cache, another user's file) is

@@ -99,8 +99,7 @@ impl Store {
     /// cache, first removes what interrupted runs left in `tmp/`.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
         let store = Self::open_mode(root, Mode::Shared, Gate::Pass, true)?;
-        // Only a read-only file system leaves a store without its lock (see `open_mode`).
-        if store._cache_lock.is_none() {
+        if super::fsutil::on_read_only_mount(&store.root) {
             if holds_nothing(&store.root) {
                 return Err(CacheError::Io {
                     path: store.root,
@@ -229,10 +228,15 @@ impl Store {
     fn pass_gate(root: &Path, mode: Mode) -> Result<Option<KeyLock>, CacheError> {
         let path = root.join("gc.lock");
         match lock::try_lock_mode(&path, mode) {
-            // A read-only cache has no gate and needs none (nothing can change it); anything
-            // else in the way leaves `gc` unable to close the gate, which the user must hear of.
+            // A cache this process may not change (a read-only mount, another user's cache read
+            // by `status`) has no gate and needs none from it; anything else in the way leaves
+            // `gc` unable to close the gate, which the user must hear of.
             Err(CacheError::Io { source, .. })
-                if mode == Mode::Shared && source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+                if mode == Mode::Shared
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                    ) =>
             {
                 Ok(None)
             }

@@ -450,9 +450,9 @@ impl StageKind for Table {
         //    counted twice): a cache from before served the old page or the doubled counts.
         // 4: labels escape `*`, `` ` `` and `\` for markdown (a value `c|d**e` showed bold on
         //    the page): a cache from before served the unescaped table.
-        // 5: a cell's mean is measured from its first replicate (`stats::Summary`): equal values
-        //    give their value exactly, and other means can move in the last bit; a half-width
-        //    that would round to 0 at the table's precision gets the decimals that show it.
+        // 5: equal replicates are their own mean (`stats::Summary`; the plain sum could miss
+        //    it by a bit); a half-width that would round to 0 at the table's precision gets the
+        //    decimals that show it.
         version: 5,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],

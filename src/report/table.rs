@@ -338,13 +338,18 @@ pub(crate) fn csv_line(fields: &[String]) -> String {
     format!("{}\r\n", quoted.join(","))
 }
 
-/// A half-width at the table's precision, or with the decimals (up to six) that show it where it would
-/// round to zero without being zero: `± 0.0` would read as no spread at all.
+/// A half-width at the table's precision, or with the decimals (up to six, then `< 0.000001`)
+/// that show it where it would round to zero without being zero: `± 0.0` would read as no
+/// spread at all.
 fn half_width_text(h: f64, prec: usize) -> String {
     let shows = |p: usize| format!("{h:.p$}").bytes().any(|b| (b'1'..=b'9').contains(&b));
-    let prec =
-        if h > 0.0 && h.is_finite() { (prec..=prec.max(6)).find(|&p| shows(p)).unwrap_or(prec.max(6)) } else { prec };
-    format!("{h:.prec$}")
+    if !(h > 0.0 && h.is_finite()) || shows(prec) {
+        return format!("{h:.prec$}");
+    }
+    match (prec..=prec.max(6)).find(|&p| shows(p)) {
+        Some(p) => format!("{h:.p$}"),
+        None => format!("< {:.*}", prec.max(6), 10f64.powi(-(prec.max(6) as i32))),
+    }
 }
 
 #[cfg(test)]
@@ -431,7 +436,7 @@ Paper values without a matching row/column: N_cf k=9 / p=50: 50.0
         assert_eq!(half_width_text(2.484, 1), "2.5");
         assert_eq!(half_width_text(0.04, 1), "0.04");
         assert_eq!(half_width_text(0.0004, 1), "0.0004");
-        assert_eq!(half_width_text(1e-9, 1), "0.000000");
+        assert_eq!(half_width_text(1e-9, 1), "< 0.000001");
         assert_eq!(half_width_text(0.0, 1), "0.0", "no spread is printed as none");
         assert_eq!(half_width_text(0.06, 0), "0.1");
     }

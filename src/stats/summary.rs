@@ -33,21 +33,16 @@ pub fn critical_value(n: usize) -> Option<f64> {
     }
 }
 
-/// The mean as the first value plus the mean of the others' distances from it. A plain sum
-/// rounds: twenty replicates of exactly 0.3 summed and divided gave 0.29999999999999993, whose
-/// interval (zero spread but for that rounding) then lay wholly off a threshold of 0.3 and decided
-/// a verdict the data do not support. Measured from one of them, equal values give that value
-/// exactly, values near each other (a metric over replicates) lose fewer bits, and values near
-/// the top of the range (1e308) do not overflow. Where a distance is not finite (an infinite
-/// value, or values of both signs near the top of the range) the plain sum decides.
+/// The mean: equal values are their own mean, others the plain sum over n. The plain sum of
+/// twenty replicates of exactly 0.3 is 0.29999999999999993, whose interval (zero spread but for
+/// that rounding) then lay wholly off a threshold of 0.3 and decided a verdict the data do not
+/// support. Values that differ have a spread far wider than the sum's rounding, so only equal
+/// ones need this; every other mean keeps its bits.
 fn mean_of(values: &[f64]) -> f64 {
-    let Some(&first) = values.first() else { return f64::NAN };
-    let n = values.len() as f64;
-    let shifted = values.iter().map(|v| v - first).sum::<f64>();
-    if first.is_finite() && shifted.is_finite() {
-        first + shifted / n
-    } else {
-        values.iter().sum::<f64>() / n
+    match values {
+        [] => f64::NAN,
+        [first, rest @ ..] if rest.iter().all(|v| v == first) => *first,
+        _ => values.iter().sum::<f64>() / values.len() as f64,
     }
 }
 
@@ -97,6 +92,8 @@ mod tests {
         assert!(Summary::of(&[f64::INFINITY, f64::NEG_INFINITY]).mean.is_nan());
         assert_eq!(Summary::of(&[1e308, -1e308]).mean, 0.0);
         assert!(Summary::of(&[]).mean.is_nan());
+        // Values that differ keep the plain sum's mean, bit for bit.
+        assert_eq!(Summary::of(&[-0.3, 0.1, 0.5]).mean, (-0.3 + 0.1 + 0.5) / 3.0);
     }
 
     #[test]

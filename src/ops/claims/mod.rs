@@ -40,7 +40,7 @@ impl StageKind for Claims {
         // 7: claims.csv has a `replicates` column naming whose each per-replicate value is.
         // 8: claims.md says a directional claim refuted short of its threshold is "reversed (short
         //    of the threshold)", and that each check is its own 95 % test, uncorrected.
-        // 9: means measured from the first replicate (`stats::Summary`: twenty replicates exactly
+        // 9: equal replicates are their own mean (`stats::Summary`: twenty replicates exactly
         //    on a threshold were decided off it by a rounded sum); a contrast pairs only its two
         //    slices' cells, so a replicate missing a cell outside both stays in, and one left out
         //    is named in the row. `family = "holm"` needs no bump: unset, it is left out of the
@@ -167,7 +167,7 @@ impl StageKind for Claims {
         }
         if p.family == Family::Holm {
             let checks: Vec<_> =
-                rows.iter().map(|r| stats::family::directed(&r.outcome, r.decl.expect, r.decl.margin)).collect();
+                rows.iter().map(|r| stats::family::sides(&r.outcome, r.decl.expect, r.decl.margin)).collect();
             for (row, verdict) in rows.iter_mut().zip(stats::family::holm(&checks)) {
                 row.family = Some(verdict);
             }

@@ -151,7 +151,8 @@ fn scope_text(d: &ClaimDecl, case: &str) -> String {
 pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     let title = if p.title.is_empty() { "Claims of the paper, checked on this run" } else { &p.title };
     let holm = rows.iter().any(|r| r.family.is_some());
-    let (family_head, family_rule) = if holm { (" family-wise (Holm): p, adjusted p |", " :-- |") } else { ("", "") };
+    let (family_head, family_rule) =
+        if holm { (" family-wise (Holm): one-sided p, adjusted |", " :-- |") } else { ("", "") };
     let mut out = format!(
         "### {title}\n\n| claim | paper | where | quantity | ours: mean [95 % CI] | n | paper's numbers | verdict |{family_head}\n\
          | :-- | :-- | :-- | :-- | --: | --: | :-- | :-- |{family_rule}\n"
@@ -191,10 +192,12 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
         stats::INTERVAL_METHOD,
         if holm {
             "The verdict column takes each check as its own 95 % test. The family-wise column decides all of them \
-             together: each check's p-value is twice the one-sided t test's of its verdict's side, Holm's step-down \
-             adjusts them for their number, and a check is decided where its adjusted p is below 0.05, so the chance of \
-             any false verdict among them stays under 5 % however the checks depend on each other (a band's or an \
-             order's reversal, which can come from either edge or any step, is counted once per edge or step)."
+             together: each check is two one-sided t tests, one for \"holds\" and one for \"reversed\" (the column shows \
+             the smaller p), Holm's step-down adjusts the p-values of all these tests for their number, and a check is \
+             decided where its side's adjusted p is below 0.05. So the chance of any false verdict among them stays under \
+             5 % however the checks depend on each other, given the t tests' assumption of normal per-replicate \
+             quantities (a band's or an order's reversal, which can come from either edge or any step, is counted once \
+             per edge or step)."
         } else {
             "Each check is its own 95 % test: nothing corrects for the number of checks, so among many that truly do \
              not hold, up to about 1 in 40 may read as holding by chance."
@@ -242,19 +245,22 @@ fn family_text(f: &FamilyVerdict) -> String {
 }
 
 /// A p-value in two significant digits, or `< 0.0001`; one that would round onto 0.05 from
-/// either side keeps the digits that tell.
+/// either side keeps the digits that tell, and past six of them says which side it is on.
 fn p_text(p: f64) -> String {
     if p < 1e-4 {
         return "< 0.0001".into();
     }
-    let mut digits = 2;
-    loop {
+    for digits in 2..=6 {
         let decimals = (digits - 1 - p.log10().floor() as i32).max(0) as usize;
         let shown = format!("{p:.decimals$}");
-        if digits >= 6 || p == FAMILY_ALPHA || shown.parse::<f64>().is_ok_and(|s| s != FAMILY_ALPHA) {
+        if p == FAMILY_ALPHA || shown.parse::<f64>().is_ok_and(|s| s != FAMILY_ALPHA) {
             return shown;
         }
-        digits += 1;
+    }
+    if p < FAMILY_ALPHA {
+        "< 0.05".into()
+    } else {
+        "> 0.05".into()
     }
 }
 
@@ -426,5 +432,7 @@ mod tests {
         assert_eq!(p_text(0.0496), "0.0496");
         assert_eq!(p_text(0.0504), "0.0504");
         assert_eq!(p_text(0.05), "0.050");
+        assert_eq!(p_text(0.04999999), "< 0.05", "0.0500000 would read as undecided");
+        assert_eq!(p_text(0.05000001), "> 0.05");
     }
 }
