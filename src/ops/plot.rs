@@ -67,8 +67,10 @@ impl StageKind for Plot {
         // 2: Student t error bars at every n (the normal quantile from n = 30 before).
         // 3: a line under the figure says what the error bars are (95 % CI, n).
         // 4: that line counts every point's replicates, a single run beside means included.
-        // 5: equal replicates are their own mean (`stats::Summary`), as table v5.
-        version: 5,
+        // 5: means measured from the first replicate (2542e63, replaced by 6).
+        // 6: equal replicates are their own mean (`stats::Summary`), as table v6; other means
+        //    have the bits of v4's again.
+        version: 6,
         summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],

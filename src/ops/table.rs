@@ -450,10 +450,11 @@ impl StageKind for Table {
         //    counted twice): a cache from before served the old page or the doubled counts.
         // 4: labels escape `*`, `` ` `` and `\` for markdown (a value `c|d**e` showed bold on
         //    the page): a cache from before served the unescaped table.
-        // 5: equal replicates are their own mean (`stats::Summary`; the plain sum could miss
-        //    it by a bit); a half-width that would round to 0 at the table's precision gets the
-        //    decimals that show it.
-        version: 5,
+        // 5: means measured from the first replicate (2542e63, replaced by 6).
+        // 6: equal replicates are their own mean (`stats::Summary`; the plain sum could miss
+        //    it by a bit), other means the bits of v4's again; a half-width that would round to
+        //    0 at the table's precision gets the decimals that show it.
+        version: 6,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],

@@ -40,12 +40,14 @@ impl StageKind for Claims {
         // 7: claims.csv has a `replicates` column naming whose each per-replicate value is.
         // 8: claims.md says a directional claim refuted short of its threshold is "reversed (short
         //    of the threshold)", and that each check is its own 95 % test, uncorrected.
-        // 9: equal replicates are their own mean (`stats::Summary`: twenty replicates exactly
-        //    on a threshold were decided off it by a rounded sum); a contrast pairs only its two
-        //    slices' cells, so a replicate missing a cell outside both stays in, and one left out
-        //    is named in the row. `family = "holm"` needs no bump: unset, it is left out of the
-        //    recipe; set, it changes the recipe itself.
-        version: 9,
+        // 9: means measured from the first replicate (2542e63, replaced by 10); a contrast
+        //    pairs only its two slices' cells, so a replicate missing a cell outside both stays
+        //    in, and one left out is named in the row.
+        // 10: equal replicates are their own mean (`stats::Summary`: twenty replicates exactly
+        //    on a threshold were decided off it by a rounded sum), other means v8's bits again;
+        //    the family's tests are one-sided. `family = "holm"` needs no bump of its own:
+        //    unset, it is left out of the recipe; set, it changes the recipe itself.
+        version: 10,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
