@@ -4441,3 +4441,19 @@ fn a_cached_result_cfrun_may_not_read_is_not_taken_for_damage() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 ran, 15 cached"), "{}", stderr(&out));
 }
+
+/// A checkpoint left beside a published result (a run stopped between the two) goes at the next
+/// run that serves the result, not only at `gc`.
+#[test]
+fn a_checkpoint_left_beside_a_published_result_goes_when_it_is_served() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    run_json(cache.path(), &file, &[]);
+    let key = key_file(cache.path(), "model");
+    let left = cache.path().join("checkpoints").join(key.file_stem().unwrap()).join("epoch-0001");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("state.json"), b"{}").unwrap();
+    let again = run_json(cache.path(), &file, &[]);
+    assert!(again.values().all(|o| o == "cached"), "{again:?}");
+    assert!(!left.parent().unwrap().exists(), "the checkpoint folder is still there");
+}

@@ -147,7 +147,15 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
 /// then fail to replace it.
 pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRecord>, crate::cache::CacheError> {
     let Some(record) = store.lookup(key) else { return Ok(None) };
-    let Err(why) = store.verify(&record) else { return Ok(Some(record)) };
+    let Err(why) = store.verify(&record) else {
+        // A run stopped between publishing and clearing the checkpoint left it behind; it can
+        // only be served from here on, so it goes now rather than at the next `gc`.
+        let checkpoint = store.checkpoint_dir(key);
+        if checkpoint.exists() {
+            let _ = std::fs::remove_dir_all(checkpoint);
+        }
+        return Ok(Some(record));
+    };
     if let Some(denied) = store.unreadable(&record.object) {
         return Err(denied);
     }
