@@ -36,7 +36,7 @@ use super::manifest::MAX_RECORD_BYTES;
 use super::CacheError;
 
 pub use super::manifest::{build_manifest, object_digest, read_manifest, FileEntry, Manifest};
-pub use super::verify::Check;
+pub use super::verify::{Check, Untrusted};
 
 /// What `keys/<key>.json` holds. Unknown fields are damage: a renamed `provenance_digest` would
 /// otherwise pass for a record from before the seal.

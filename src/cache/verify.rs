@@ -24,6 +24,15 @@ pub enum Check {
     Full,
 }
 
+/// Why a published object cannot be used.
+#[derive(Debug)]
+pub enum Untrusted {
+    /// Its bytes are not what its key promises: evict it and rebuild.
+    Damaged(String),
+    /// This process may not read it: nothing to rebuild, its permissions must change.
+    Unreadable(CacheError),
+}
+
 impl Store {
     /// Re-hashes an object's files and recomputes its digests. `Err` names the first mismatch.
     pub fn verify(&self, record: &KeyRecord) -> Result<(), String> {
@@ -71,10 +80,19 @@ impl Store {
         }
     }
 
+    /// [`Store::check`], telling an object this process may not read from a damaged one: a
+    /// folder or file whose permissions keep cfrun out is not damage, since its bytes may be
+    /// intact and rebuilding cannot replace what cannot be read either.
+    pub fn trust(&self, record: &KeyRecord, depth: Check) -> Result<(), Untrusted> {
+        self.check(record, depth).map_err(|why| match self.unreadable(&record.object) {
+            Some(denied) => Untrusted::Unreadable(denied),
+            None => Untrusted::Damaged(why),
+        })
+    }
+
     /// The first part of an object that this process is not allowed to read, with the error
-    /// opening it gave. A folder or file whose permissions keep cfrun out is not damage: its
-    /// bytes may be intact, and rebuilding cannot replace what cannot be read either.
-    pub fn unreadable(&self, object: &Digest) -> Option<CacheError> {
+    /// opening it gave.
+    fn unreadable(&self, object: &Digest) -> Option<CacheError> {
         fn walk(path: &Path, depth: usize) -> Option<(std::path::PathBuf, std::io::Error)> {
             let denied = |e: std::io::Error| (e.kind() == std::io::ErrorKind::PermissionDenied).then_some(e);
             let meta = fs::symlink_metadata(path).ok()?;
@@ -103,10 +121,11 @@ impl Store {
             if !seen.insert(record.object) {
                 continue;
             }
-            if let Err(detail) = self.verify(record) {
-                if let Some(denied) = self.unreadable(&record.object) {
-                    return Err(denied);
-                }
+            if let Err(untrusted) = self.trust(record, Check::Full) {
+                let detail = match untrusted {
+                    Untrusted::Unreadable(denied) => return Err(denied),
+                    Untrusted::Damaged(detail) => detail,
+                };
                 if !self.evict(record) {
                     // Repaired by another process since the check above: intact now.
                     continue;

@@ -10,7 +10,7 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use super::{Command, DataAction, Global};
-use crate::cache::store::{holds_nothing, Check};
+use crate::cache::store::{holds_nothing, Check, Untrusted};
 use crate::cache::{gc as cache_gc, CacheError, DirtyReason, RecipeKey, Store};
 use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
@@ -530,7 +530,7 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
         let mut item = json!({"instance": inst.name, "state": st.label(), "key": st.key,
                               "params": crate::cache::readable::readable(&inst.params)});
         // What is printed is re-hashed first: a damaged result is reported, never shown.
-        let verified = st.record.as_ref().map(|rec| (rec, store.verify(rec)));
+        let verified = st.record.as_ref().map(|rec| (rec, store.trust(rec, Check::Full)));
         match verified {
             Some((rec, Ok(()))) => {
                 let mut files = Vec::new();
@@ -550,19 +550,17 @@ fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
                     *params = crate::cache::readable::readable(params);
                 }
             }
-            Some((rec, Err(why))) => match store.unreadable(&rec.object) {
-                Some(denied) => {
-                    eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
-                    item["state"] = json!("unreadable");
-                    item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
-                }
-                None => {
-                    damaged += 1;
-                    eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
-                    item["state"] = json!("damaged");
-                    item["because"] = json!([format!("cached result is damaged ({why})")]);
-                }
-            },
+            Some((_, Err(Untrusted::Unreadable(denied)))) => {
+                eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
+                item["state"] = json!("unreadable");
+                item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
+            }
+            Some((_, Err(Untrusted::Damaged(why)))) => {
+                damaged += 1;
+                eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
+                item["state"] = json!("damaged");
+                item["because"] = json!([format!("cached result is damaged ({why})")]);
+            }
             None => {
                 damaged += usize::from(st.label() == "damaged");
                 item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));

@@ -12,6 +12,7 @@ use super::job::Job;
 use super::progress::Progress;
 use super::run::Outcome;
 use crate::cache::lock::{self, TryLock};
+use crate::cache::store::{Check, Untrusted};
 use crate::cache::{KeyRecord, RecipeKey, Store};
 use crate::ops::StageProgress;
 use crate::ops::{self, InputArtifact, OpError, StageCtx};
@@ -147,7 +148,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
 /// then fail to replace it.
 pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRecord>, crate::cache::CacheError> {
     let Some(record) = store.lookup(key) else { return Ok(None) };
-    let Err(why) = store.verify(&record) else {
+    let Err(untrusted) = store.trust(&record, Check::Full) else {
         // A run stopped between publishing and clearing the checkpoint left it behind; it can
         // only be served from here on, so it goes now rather than at the next `gc`.
         let checkpoint = store.checkpoint_dir(key);
@@ -156,9 +157,10 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRe
         }
         return Ok(Some(record));
     };
-    if let Some(denied) = store.unreadable(&record.object) {
-        return Err(denied);
-    }
+    let why = match untrusted {
+        Untrusted::Unreadable(denied) => return Err(denied),
+        Untrusted::Damaged(why) => why,
+    };
     if store.evict(&record) {
         tracing::warn!("{name}: cached result is damaged ({why}); rebuilding it");
         return Ok(None);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use crate::cache::store::Check;
+use crate::cache::store::{Check, Untrusted};
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{Instance, Plan};
 
@@ -221,13 +221,14 @@ fn evaluate_one(
     let recipe = recipe_for(plan, inst, records);
     let key = recipe.as_ref().ok().map(Recipe::key);
     let mut damage = None;
-    let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.check(r, depth) {
+    let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.trust(r, depth) {
         Ok(()) => true,
-        Err(detail) => {
-            damage = Some(match store.unreadable(&r.object) {
-                Some(denied) => DirtyReason::Unreadable { detail: denied.to_string() },
-                None => DirtyReason::Damaged { detail },
-            });
+        Err(Untrusted::Damaged(detail)) => {
+            damage = Some(DirtyReason::Damaged { detail });
+            false
+        }
+        Err(Untrusted::Unreadable(denied)) => {
+            damage = Some(DirtyReason::Unreadable { detail: denied.to_string() });
             false
         }
     });
