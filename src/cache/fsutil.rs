@@ -95,9 +95,17 @@ pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Opens (creating if needed) a file for appending, without following a link.
+/// Opens (creating if needed) a file for appending and reading its end, without following a link.
 pub fn open_append(path: &Path) -> std::io::Result<fs::File> {
-    regular(fs::OpenOptions::new().create(true).append(true).custom_flags(SAFE_OPEN).open(path).map_err(explain_link)?)
+    regular(
+        fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .custom_flags(SAFE_OPEN)
+            .open(path)
+            .map_err(explain_link)?,
+    )
 }
 
 /// Whether `path` lies on a file system mounted read-only (`statvfs`'s `ST_RDONLY`).

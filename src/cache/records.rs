@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{open_append, open_read_sized, read_limited, write_atomic};
+use super::fsutil::{open_append, read_limited, write_atomic};
 use super::ids::RecipeKey;
 use super::key::Recipe;
 use super::store::Store;
@@ -79,10 +79,10 @@ pub fn read_run_log(path: &Path) -> impl Iterator<Item = RunLogLine> {
         .filter_map(|line| serde_json::from_slice(&line).ok())
 }
 
-/// Whether the file at `path` is not empty and does not end with a newline.
-fn ends_cut(path: &Path) -> bool {
+/// Whether the open file `f` is not empty and does not end with a newline.
+fn ends_cut(f: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
-    let Ok((f, len)) = open_read_sized(path) else { return false };
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
     let mut last = [0u8];
     len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
@@ -125,7 +125,7 @@ impl Store {
     pub fn log_run(&self, line: &RunLogLine) -> std::io::Result<()> {
         let path = self.root().join("runs.jsonl");
         let mut f = open_append(&path)?;
-        let mut text = if ends_cut(&path) { "\n".to_string() } else { String::new() };
+        let mut text = if ends_cut(&f) { "\n".to_string() } else { String::new() };
         text.push_str(&serde_json::to_string(line).expect("plain data"));
         text.push('\n');
         f.write_all(text.as_bytes())
