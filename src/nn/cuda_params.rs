@@ -18,10 +18,10 @@
 //! are then uploaded once per content and device into a process-wide table (one buffer, shared
 //! by every op that reads those numbers), and any other upload of at most 4 KiB (a tensor made
 //! from host values) goes through a per-thread table, each hit a device-to-device copy of the
-//! first upload. Neither table is ever emptied. With `cached` the training loop holds the guard
-//! around the network's forward pass, its backward pass and the update, and not while it builds
-//! the batch or its targets (on the host pipeline the labels are uploaded there), which change
-//! every step and would each stay in the table for good. What those three phases upload is the
+//! first upload. Neither table is ever emptied. With `cached` the training loops (`train`'s and
+//! Jigsaw's) hold the guard around the network's forward pass, its backward pass and the update,
+//! and not while they build the batch or its targets (on the host pipeline the labels are
+//! uploaded there), which change every step and would each stay in the table for good. What those three phases upload is the
 //! same from step to step (shapes and strides, the batch norms' factor vector), so the tables
 //! stay as small as the network's distinct layouts. The kernels read the same numbers, so the
 //! bits are the same either way. One device per job is assumed, as `--jobs N` opens (each job's

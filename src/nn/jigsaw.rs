@@ -23,6 +23,7 @@ use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use rand::Rng;
 
 use super::arch::Arch;
+use super::cuda_params;
 use super::data::{ImageData, Normalization};
 use super::init::init_weights;
 use super::jigsaw_resident::{fill_host_puzzles, Draws, ResidentPuzzles};
@@ -181,12 +182,18 @@ fn train_jigsaw_with(
             };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
-            let (logits, handed) = running_stats::collecting_if(stats_update, || model.forward_t(&x, true));
+            // The network's ops only, as in `train`: the puzzles and their labels change every
+            // step and would each stay in candle's cache (`cuda_params`).
+            let (logits, handed) = cuda_params::during(device, || {
+                running_stats::collecting_if(stats_update, || model.forward_t(&x, true))
+            });
             let logits = logits?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let grads = loss.backward()?;
-            sgd.step(&grads, lr)?;
-            stats.apply(handed)?;
+            let grads = cuda_params::during(device, || loss.backward())?;
+            cuda_params::during(device, || -> Result<(), NnError> {
+                sgd.step(&grads, lr)?;
+                Ok(stats.apply(handed)?)
+            })?;
             if resident.is_some() {
                 // On the device, read once per epoch (every batch with `resident-sync`).
                 sums.add(&loss, idx.len(), &logits.argmax(1)?.eq(&y)?.to_dtype(DType::F64)?.sum_all()?)?;
