@@ -127,7 +127,7 @@ impl Located {
                     .without_cause_chain();
                 let mut rendered = String::new();
                 if handler.render_report(&mut rendered, &diag).is_ok() {
-                    // miette repeats the message on its first line; ours is already printed above.
+                    // miette's first line holds the header (see `Snippet`'s Display); ours is above.
                     let body: Vec<&str> = rendered.lines().skip(1).collect();
                     out.push_str(&body.join("\n"));
                     out.push('\n');
@@ -230,8 +230,11 @@ impl std::fmt::Debug for Snippet<'_> {
 }
 
 impl std::fmt::Display for Snippet<'_> {
+    /// A one-line stand-in: miette's header line, which `render` drops, since the message above
+    /// it is printed whole (miette wraps a long one over several lines, of which only the first
+    /// would be dropped).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.located.message)
+        f.write_str("-")
     }
 }
 
@@ -249,5 +252,22 @@ impl miette::Diagnostic for Snippet<'_> {
 
     fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
         self.located.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_message_is_printed_once_and_whole() {
+        let text = "[stages.a]\nop = \"table\"\n";
+        let file = SourceFile::from_text(std::path::Path::new("x.toml"), text.to_string());
+        let message = format!("series a has 2 instances {} to compare at each of its values", "word ".repeat(60));
+        let e = ConfigError::at(&file, Origin::File(11..13), message.clone(), Some("a help".into()));
+        let shown = e.render();
+        assert_eq!(shown.lines().next().unwrap(), format!("error: {message}"), "{shown}");
+        assert_eq!(shown.matches("to compare at each").count(), 1, "the message again, in pieces: {shown}");
+        assert!(shown.contains("x.toml:2:1") && shown.contains("help: a help"), "{shown}");
     }
 }
