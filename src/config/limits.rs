@@ -19,6 +19,8 @@ pub const MAX_PARAM_BYTES: usize = 64 << 20;
 pub const MAX_AXIS_VALUES: usize = 10_000;
 /// Longest name (stage, axis, experiment, field) and longest string axis value.
 pub const MAX_NAME_CHARS: usize = 128;
+/// Most keys in one `--set` path (`stages.clusters.k` has three).
+pub const MAX_SET_PATH: usize = 16;
 /// Most errors reported for one file; the rest are counted, not listed.
 pub const MAX_ERRORS: usize = 50;
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ConfigError;
+use super::limits::MAX_SET_PATH;
 use super::source::{parse_override_value, Entry, Node, NodeValue, Origin, SourceFile};
 use super::suggest::did_you_mean;
 
@@ -23,6 +24,12 @@ impl std::str::FromStr for Override {
         let (path, value) =
             s.split_once('=').ok_or_else(|| format!("`{s}` is not PATH=VALUE (e.g. stages.clusters.k=50)"))?;
         let path: Vec<String> = path.trim().split('.').map(|p| p.trim().to_string()).collect();
+        if path.len() > MAX_SET_PATH {
+            return Err(format!(
+                "`--set` path of {} keys: at most {MAX_SET_PATH} (no cfrun field is more than a few levels deep)",
+                path.len()
+            ));
+        }
         if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
             return Err(format!(
                 "`{s}`: the path must name a table and a field, e.g. stages.clusters.k=50 or experiment.seed=1"
@@ -97,6 +104,10 @@ mod tests {
 
     #[test]
     fn parses_path_and_value() {
+        // Deeper paths made tables inside tables that the checks then walked until the stack
+        // overflowed (10,000 keys).
+        let deep = format!("stages.a.{}b=1", "a.".repeat(MAX_SET_PATH));
+        assert!(deep.parse::<Override>().unwrap_err().contains("at most"));
         let o: Override = "stages.clusters.k=50".parse().unwrap();
         assert_eq!(o.path, vec!["stages", "clusters", "k"]);
         assert_eq!(o.value, "50");
