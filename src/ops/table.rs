@@ -149,19 +149,39 @@ pub fn gather_records(
     labels: &BTreeMap<String, String>,
 ) -> Result<Vec<Record>, OpError> {
     let mut out = Vec::new();
+    // What each gathered stage wrote, and whether any of it was shown: a stage or a metric that
+    // gives no cell is a mistake (a `command` stage declares its metrics only by writing them).
+    let mut written: BTreeMap<&str, (BTreeSet<String>, bool)> = BTreeMap::new();
     for input in inputs {
         let m = Metrics::load(&input.dir)?;
+        let (names, shown) = written.entry(input.stage.as_str()).or_default();
+        names.extend(m.values.keys().cloned());
         for name in metrics {
             let Some(&value) = m.values.get(name) else { continue };
+            *shown = true;
             out.push(record(&input.stage, &input.axes, name, labels, Some(value)));
         }
     }
-    if out.is_empty() {
-        let names: Vec<&str> = inputs.iter().map(|i| i.instance.as_str()).collect();
+    let all: BTreeSet<&str> = written.values().flat_map(|(names, _)| names.iter().map(String::as_str)).collect();
+    if let Some(missing) = metrics.iter().find(|m| !all.contains(m.as_str())) {
+        let valid: Vec<&str> = all.iter().copied().collect();
+        let guess = did_you_mean(missing, &valid).map(|b| format!("did you mean `{b}`? ")).unwrap_or_default();
+        let stages: Vec<&str> = written.keys().copied().collect();
         return Err(OpError::Invalid(format!(
-            "none of the gathered metrics ({}) has any of {:?}",
-            names.join(", "),
-            metrics
+            "metric `{missing}` was written by none of the gathered stages ({}); {guess}they wrote: {}",
+            stages.join(", "),
+            if valid.is_empty() { "no metric".to_string() } else { valid.join(", ") }
+        )));
+    }
+    if let Some((stage, (names, _))) = written.iter().find(|(_, (_, shown))| !shown) {
+        return Err(OpError::Invalid(format!(
+            "the gathered stage `{stage}` wrote none of the metrics shown ({}), so it would have no cell; it wrote: {}",
+            metrics.join(", "),
+            if names.is_empty() {
+                "no metric".to_string()
+            } else {
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
         )));
     }
     Ok(out)
@@ -359,12 +379,30 @@ pub fn check_cells(
 }
 
 /// Checks that every metric a table or plot names is written by some gathered instance, so that
-/// a typo fails before anything runs instead of being left out of the page. Sure only when every
-/// gathered op declares its metric names; one that does not (a `command` stage) may write any.
+/// a typo fails before anything runs instead of being left out of the page, and that every
+/// gathered stage writes one of them. Sure only where the gathered ops declare their metric
+/// names; one that does not (a `command` stage) may write any, and is checked as it runs.
 pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    if gathered.is_empty() || gathered.iter().any(|g| g.op.metric_names().is_empty()) {
-        return Ok(());
+    if !gathered.is_empty() && gathered.iter().all(|g| !g.op.metric_names().is_empty()) {
+        missing_metric(field, metrics, gathered)?;
     }
+    let Some(silent) = silent_stage(metrics, gathered) else { return Ok(()) };
+    let writes: BTreeSet<&str> =
+        gathered.iter().filter(|g| g.stage == silent).flat_map(Gathered::metric_names).collect();
+    Err(ParamError::field(
+        field,
+        format!(
+            "`{field}` names none of the metrics that the gathered stage `{silent}` writes, so it would have no cell"
+        ),
+        Some(format!(
+            "`{silent}` writes {}; name one of them, or leave `{silent}` out of `inputs`",
+            writes.into_iter().collect::<Vec<_>>().join(", ")
+        )),
+    ))
+}
+
+/// A metric of `metrics` that no gathered instance (each declaring its metrics) writes.
+fn missing_metric(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
     let written: BTreeSet<&str> = gathered.iter().flat_map(Gathered::metric_names).collect();
     let Some(missing) = metrics.iter().find(|m| !written.contains(m.as_str())) else { return Ok(()) };
     // A metric the op writes only beside an input none of these instances reads.
@@ -387,6 +425,17 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
         format!("`{field}` names `{missing}`, which none of the gathered stages ({}) writes", stages.join(", ")),
         Some(help),
     ))
+}
+
+/// A gathered stage that can write none of `metrics` (every instance of it declaring what it
+/// writes): it would be gathered and then left out of the page without a word.
+fn silent_stage<'a>(metrics: &[String], gathered: &[Gathered<'a>]) -> Option<&'a str> {
+    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
+    stages.into_iter().find(|&stage| {
+        let mut instances = gathered.iter().filter(|g| g.stage == stage);
+        instances.clone().all(|g| !g.op.metric_names().is_empty())
+            && !instances.any(|g| g.metric_names().iter().any(|m| metrics.iter().any(|x| x == m)))
+    })
 }
 
 fn axis_value(v: &Json) -> AxisValue {
@@ -525,6 +574,52 @@ mod tests {
         assert!(err.message.contains("`km` writes only with its `truth` input"), "{}", err.message);
         assert!(check_metrics("metrics", &nmi, &[km(vec!["features", "truth"])]).is_ok());
         assert!(check_metrics("metrics", &["inertia".to_string()], &[km(vec!["features"])]).is_ok());
+    }
+
+    /// A gathered stage that can write none of the metrics named is refused before anything
+    /// runs (it would be gathered and left out of the page); one that writes one of them is not.
+    #[test]
+    fn a_gathered_stage_with_no_cell_is_refused_before_anything_runs() {
+        let axes = BTreeMap::new();
+        let g =
+            |stage, op| Gathered { stage, op: crate::ops::find(op).expect("registered"), axes: &axes, inputs: vec![] };
+        let both = [g("probe", "linear_probe"), g("km", "kmeans")];
+        let err = check_metrics("metrics", &["top1".to_string()], &both).unwrap_err();
+        assert!(err.message.contains("gathered stage `km`"), "{}", err.message);
+        assert!(err.help.as_deref().unwrap_or_default().contains("inertia"), "{:?}", err.help);
+        assert!(check_metrics("metrics", &["top1".to_string(), "inertia".to_string()], &both).is_ok());
+        // A command stage declares nothing: it is checked as it runs.
+        assert!(
+            check_metrics("metrics", &["top1".to_string()], &[g("probe", "linear_probe"), g("c", "command")]).is_ok()
+        );
+    }
+
+    /// As it runs, a metric no gathered stage wrote, or a gathered stage that wrote none of the
+    /// metrics named, fails the table, naming what was written; it was left out without a word.
+    #[test]
+    fn a_metric_or_a_stage_without_a_cell_fails_as_the_table_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = |stage: &str, values: &[(&str, f64)]| {
+            let d = dir.path().join(stage);
+            std::fs::create_dir_all(&d).unwrap();
+            let values = values.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            Metrics { values, details: Json::Null }.save(&d).unwrap();
+            InputArtifact {
+                dir: d,
+                kind: Kind::Metrics,
+                instance: stage.into(),
+                stage: stage.into(),
+                axes: BTreeMap::new(),
+            }
+        };
+        let inputs = [input("probe", &[("top1", 50.0)]), input("ncm", &[("ncm_top1", 40.0)])];
+        let labels = BTreeMap::new();
+        let names = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = gather_records(&inputs, &names(&["ncm_top2", "top1"]), &labels).unwrap_err().to_string();
+        assert!(err.contains("metric `ncm_top2`") && err.contains("did you mean `ncm_top1`"), "{err}");
+        let err = gather_records(&inputs, &names(&["top1"]), &labels).unwrap_err().to_string();
+        assert!(err.contains("stage `ncm` wrote none") && err.contains("it wrote: ncm_top1"), "{err}");
+        assert_eq!(gather_records(&inputs, &names(&["top1", "ncm_top1"]), &labels).unwrap().len(), 2);
     }
 
     /// Only records every run writes can clash before anything runs: a command stage (it may
