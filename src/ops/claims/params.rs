@@ -172,6 +172,7 @@ impl ClaimDecl {
                 )),
             }
         };
+        self.refuse_foreign_fields(i)?;
         let directional = matches!(self.expect, Expect::Greater | Expect::Less | Expect::Within);
         let shape = match self.kind {
             ClaimKind::Compare => Shape::Compare { a: need("a", &self.a)?, b: need("b", &self.b)? },
@@ -249,6 +250,35 @@ impl ClaimDecl {
         Ok(Claim { shape, scope, expect: self.expect, margin: self.margin })
     }
 
+    /// A field another kind reads (`in` and `than` on a compare, where `kind = "contrast"` was
+    /// forgotten) would be ignored and the claim checked as something else: refused, naming the
+    /// kind that reads it.
+    fn refuse_foreign_fields(&self, i: usize) -> Result<(), ParamError> {
+        let given = [
+            ("a", self.a.is_some()),
+            ("b", self.b.is_some()),
+            ("along", self.along.is_some()),
+            ("in", self.inside.is_some()),
+            ("than", self.than.is_some()),
+            ("series", !self.series.is_empty()),
+        ];
+        let Some((field, _)) = given.iter().find(|(f, set)| *set && !kind_reads(&self.kind, f)) else { return Ok(()) };
+        let readers: Vec<String> = [ClaimKind::Compare, ClaimKind::Trend, ClaimKind::Contrast, ClaimKind::Order]
+            .iter()
+            .filter(|k| kind_reads(k, field))
+            .map(|k| format!("kind = \"{}\"", name_of(k)))
+            .collect();
+        Err(ParamError::field(
+            &format!("claims[{i}].{field}"),
+            format!(
+                "claim `{}` (kind = \"{}\") does not read `{field}`: it would be ignored",
+                self.name,
+                name_of(&self.kind)
+            ),
+            Some(format!("`{field}` is read by {}; set that kind, or leave `{field}` out", readers.join(" and "))),
+        ))
+    }
+
     /// A series compared with itself (`a` written as `b`, `in` as `than`, an `order` series
     /// twice) differs from itself by exactly 0: `within` would always hold and the others never.
     fn refuse_self_comparison(&self, i: usize) -> Result<(), ParamError> {
@@ -289,6 +319,16 @@ impl ClaimDecl {
         out.extend(self.series.iter().enumerate().map(|(j, d)| (format!("series[{j}]"), d)));
         out.push(("where".into(), &self.scope));
         out
+    }
+}
+
+/// Whether a claim of `kind` reads the series field `field`.
+fn kind_reads(kind: &ClaimKind, field: &str) -> bool {
+    match kind {
+        ClaimKind::Compare => matches!(field, "a" | "b"),
+        ClaimKind::Trend => matches!(field, "a" | "b" | "along"),
+        ClaimKind::Contrast => matches!(field, "a" | "b" | "in" | "than"),
+        ClaimKind::Order => field == "series",
     }
 }
 
