@@ -33,6 +33,39 @@ pub fn critical_value(n: usize) -> Option<f64> {
     }
 }
 
+/// The mean and the sample standard deviation, summed as they are.
+fn mean_and_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len();
+    let mean = mean_of(values);
+    let sd = if n < 2 { 0.0 } else { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
+    (mean, sd)
+}
+
+/// Beyond this binary exponent (either way) the values are scaled before they are summed.
+const PLAIN_EXPONENT: i32 = 500;
+
+/// The binary exponent of the largest finite values when it lies beyond ±[`PLAIN_EXPONENT`]:
+/// their squares (or their sum) would overflow, or underflow to a spread of 0 (three replicates
+/// of subnormal differences read as "holds"). `None` where the plain sums are exact enough,
+/// which keeps every ordinary summary's bits, and for non-finite values, which stay visible.
+fn extreme_exponent(values: &[f64]) -> Option<i32> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest == 0.0 {
+        return None;
+    }
+    let e = largest.log2().floor() as i32;
+    (e.abs() > PLAIN_EXPONENT).then_some(e)
+}
+
+/// `v * 2^k`, in two steps so that neither factor over- or underflows (`k` down to -1074).
+fn times_power_of_two(v: f64, k: i32) -> f64 {
+    let half = k / 2;
+    v * 2f64.powi(half) * 2f64.powi(k - half)
+}
+
 /// The mean: equal values are their own mean, others the plain sum over n. The plain sum of
 /// twenty replicates of exactly 0.3 is 0.29999999999999993, whose interval (zero spread but for
 /// that rounding) then lay wholly off a threshold of 0.3 and decided a verdict the data do not
@@ -51,9 +84,15 @@ impl Summary {
     /// tables show rather than hide).
     pub fn of(values: &[f64]) -> Summary {
         let n = values.len();
-        let mean = mean_of(values);
-        let sd =
-            if n < 2 { 0.0 } else { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
+        let (mean, sd) = match extreme_exponent(values) {
+            None => mean_and_sd(values),
+            Some(e) => {
+                // Brought near 1 by a power of two (exact), summed, and taken back.
+                let near_one: Vec<f64> = values.iter().map(|&v| times_power_of_two(v, -e)).collect();
+                let (mean, sd) = mean_and_sd(&near_one);
+                (times_power_of_two(mean, e), times_power_of_two(sd, e))
+            }
+        };
         let half_width = critical_value(n).map(|t| t * sd / (n as f64).sqrt());
         Summary { n, mean, sd, half_width, values: values.to_vec() }
     }
@@ -94,6 +133,24 @@ mod tests {
         assert!(Summary::of(&[]).mean.is_nan());
         // Values that differ keep the plain sum's mean, bit for bit.
         assert_eq!(Summary::of(&[-0.3, 0.1, 0.5]).mean, (-0.3 + 0.1 + 0.5) / 3.0);
+    }
+
+    /// Finite values beyond the plain sums' range are summarised as they would be near 1: a
+    /// mean and spread of values near the largest float are finite, and subnormal differences
+    /// have their spread (it underflowed to 0, so a claim on them held at any n).
+    #[test]
+    fn extreme_finite_values_keep_their_mean_and_spread() {
+        let big = Summary::of(&[1e308, 1.3e308, 1.6e308]);
+        assert!((big.mean / 1.3e308 - 1.0).abs() < 1e-15 && (big.sd / 0.3e308 - 1.0).abs() < 1e-14, "{big:?}");
+        let scaled = Summary::of(&[5.0, 5.1, 4.9]);
+        let huge = Summary::of(&[5e200, 5.1e200, 4.9e200]);
+        assert!((huge.half_width.unwrap() / 1e200 / scaled.half_width.unwrap() - 1.0).abs() < 1e-12, "{huge:?}");
+        let tiny = Summary::of(&[5e-324, 1e-320, 2e-310]);
+        assert!(tiny.sd > 1e-310 && tiny.sd < 1.2e-310, "{tiny:?}");
+        // Ordinary values keep the plain sums' bits.
+        let plain = [80.1, 81.7, 82.3];
+        let (m, sd) = mean_and_sd(&plain);
+        assert_eq!((Summary::of(&plain).mean, Summary::of(&plain).sd), (m, sd));
     }
 
     #[test]
