@@ -4204,10 +4204,10 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("noisy[replicate=1]", "label_noise", 1, "blake3:10c23bcf81013b482dcfe5d90e9b9f66c7cbb6a1a2b9f6b83841d1a4ce03c88e"),
     ("perms", "permutations", 1, "blake3:46a97449aacf5e4d4f6330a1d7c9221f8fc1ab31d30140ceb9246a6c0bc83f9e"),
     ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
-    ("figure", "plot", 6, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
-    ("results", "table", 6, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
-    ("untitled", "table", 6, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 10, "blake3:75431f662262e31b929d8516addd8c53eac91ce9793c7f267273f7eccb42770a"),
+    ("figure", "plot", 7, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
+    ("results", "table", 7, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
+    ("untitled", "table", 7, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
+    ("verdicts", "claims", 11, "blake3:75431f662262e31b929d8516addd8c53eac91ce9793c7f267273f7eccb42770a"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{check_cells, check_dimensions, check_labels, check_metrics, gather_records};
+use super::table::{check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, gather_records};
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use serde_json::Value as Json;
 
@@ -41,7 +41,8 @@ impl Params for PlotParams {
         if self.metric.is_empty() {
             return Err(ParamError::field("metric", "`metric` must name a metric, e.g. \"top1\"", None));
         }
-        Ok(())
+        let a = &self.axes;
+        check_display_texts(&[("title", &a.title), ("x_label", &a.x_label), ("y_label", &a.y_label)], &self.labels)
     }
 }
 
@@ -70,7 +71,10 @@ impl StageKind for Plot {
         // 5: means measured from the first replicate (2542e63, replaced by 6).
         // 6: equal replicates are their own mean (`stats::Summary`), as table v6; other means
         //    have the bits of v4's again.
-        version: 6,
+        // 7: tick labels from 1e15 on take an exponent; values beyond ±1e100 fail (they drew NaN
+        //    coordinates and an empty image); replicates beyond 2^500 or below 2^-500 are
+        //    summarised after an exact scaling; a gathered stage without a point fails.
+        version: 7,
         summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],

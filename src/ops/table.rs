@@ -60,6 +60,36 @@ fn one() -> usize {
     1
 }
 
+/// Longest display name (`labels`) a table or plot takes: a legend entry is drawn on one line,
+/// so a 100,000-character one asked for a 5 GB image.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Checks the display texts of a table or plot: each on one line (a newline in a label split the
+/// table's header row, one in a title added a heading), and each label at most
+/// [`MAX_LABEL_CHARS`] long.
+pub fn check_display_texts(titles: &[(&str, &str)], labels: &BTreeMap<String, String>) -> Result<(), ParamError> {
+    let labels = labels.iter().map(|(k, v)| (format!("labels.{k}"), v.as_str(), true));
+    let titles = titles.iter().map(|(f, t)| (f.to_string(), *t, false));
+    for (field, text, is_label) in titles.chain(labels) {
+        if text.contains(['\n', '\t']) {
+            return Err(ParamError::field(
+                &field,
+                format!("`{field}` holds a line break or a tab: it is drawn on one line"),
+                Some("write it on one line, with spaces".into()),
+            ));
+        }
+        let chars = text.chars().count();
+        if is_label && chars > MAX_LABEL_CHARS {
+            return Err(ParamError::field(
+                &field,
+                format!("`{field}` is {chars} characters long: at most {MAX_LABEL_CHARS}"),
+                Some("a label names a series in a legend or a table's header; shorten it".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Dimensions every table and plot understands besides sweep axes.
 pub const SPECIAL_DIMENSIONS: &[&str] = &["source", "metric"];
 
@@ -101,6 +131,7 @@ impl Params for TableParams {
         if self.precision > 6 {
             return Err(ParamError::range("precision", self.precision, "at most 6"));
         }
+        check_display_texts(&[("title", &self.title)], &self.labels)?;
         // Each record of a metric named twice would land in its own cell twice.
         if let Some((i, m)) = self.metrics.iter().enumerate().find(|(i, m)| self.metrics[..*i].contains(m)) {
             return Err(ParamError::field(
@@ -503,7 +534,11 @@ impl StageKind for Table {
         // 6: equal replicates are their own mean (`stats::Summary`; the plain sum could miss
         //    it by a bit), other means the bits of v4's again; a half-width that would round to
         //    0 at the table's precision gets the decimals that show it.
-        version: 6,
+        // 7: numbers from 1e15 on are written with an exponent (1e308 printed 309 digits);
+        //    replicates beyond 2^500 or below 2^-500 are summarised after an exact scaling (their
+        //    mean was inf, their spread 0); a gathered stage or a metric without a cell fails (it
+        //    was left out): a cache from before served those pages.
+        version: 7,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
@@ -574,6 +609,20 @@ mod tests {
         assert!(err.message.contains("`km` writes only with its `truth` input"), "{}", err.message);
         assert!(check_metrics("metrics", &nmi, &[km(vec!["features", "truth"])]).is_ok());
         assert!(check_metrics("metrics", &["inertia".to_string()], &[km(vec!["features"])]).is_ok());
+    }
+
+    /// Display texts are one line each, and a label is at most `MAX_LABEL_CHARS` long (a plot
+    /// sized its legend to a 100,000-character label and asked for 5 GB).
+    #[test]
+    fn display_texts_are_one_line_and_labels_short() {
+        let labels = |v: &str| BTreeMap::from([("km".to_string(), v.to_string())]);
+        assert!(check_display_texts(&[("title", "T")], &labels("k-means")).is_ok());
+        let err = check_display_texts(&[("title", "T1\n## T2")], &labels("k")).unwrap_err();
+        assert!(err.message.contains("`title` holds a line break"), "{}", err.message);
+        let long = "x".repeat(MAX_LABEL_CHARS + 1);
+        let err = check_display_texts(&[], &labels(&long)).unwrap_err();
+        assert!(err.message.contains("`labels.km` is 201 characters long"), "{}", err.message);
+        assert!(check_display_texts(&[("title", &long)], &labels(&long[1..])).is_ok(), "titles wrap");
     }
 
     /// A gathered stage that can write none of the metrics named is refused before anything

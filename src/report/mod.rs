@@ -15,6 +15,7 @@ mod data;
 mod figure;
 mod font;
 mod layout;
+pub mod number;
 mod plot;
 #[cfg(test)]
 mod plot_tests;

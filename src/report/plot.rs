@@ -97,6 +97,10 @@ pub(crate) struct FigureData {
     pub interval_ns: Option<(usize, usize)>,
 }
 
+/// Largest magnitude a chart places (values, intervals, x): beyond it the axis arithmetic
+/// overflows.
+const MAX_PLOTTED: f64 = 1e100;
+
 impl FigureData {
     pub(crate) fn build(records: &[Record], spec: &PlotSpec) -> Result<Self, ReportError> {
         let invalid = |reason: String| ReportError::InvalidSpec { title: spec.axes.title.clone(), reason };
@@ -133,6 +137,12 @@ impl FigureData {
             (false, true) => return Err(invalid("log x axis needs numeric x values".into())),
             (false, false) => XScale::Categorical(x_keys.clone()),
         };
+        if let Some(far) = x_keys.iter().filter_map(AxisValue::as_f64).find(|x| x.abs() > MAX_PLOTTED) {
+            return Err(invalid(format!(
+                "the x axis {:?} takes {far:e}, beyond ±{MAX_PLOTTED:e}, which a chart cannot place",
+                spec.axes.x
+            )));
+        }
         let x_values = x_keys.iter().map(|v| (x_scale.pos(v), v.to_string())).collect();
 
         let mut panels: Vec<Panel> =
@@ -169,6 +179,15 @@ impl FigureData {
                 continue;
             }
             let half_width = r.replicates.as_ref().and_then(|s| s.half_width).filter(|h| h.is_finite());
+            if y.abs() > MAX_PLOTTED || half_width.is_some_and(|h| h > MAX_PLOTTED) {
+                // The axis' span and ticks overflowed: NaN coordinates and an empty image.
+                return Err(invalid(format!(
+                    "{} of {} is {y:e}{}, beyond ±{MAX_PLOTTED:e}, which a chart cannot place; a table shows it",
+                    spec.metric,
+                    r.describe(),
+                    half_width.map(|h| format!(" ± {h:e}")).unwrap_or_default()
+                )));
+            }
             let n = r.replicates.as_ref().map_or(1, |s| s.n);
             point_ns = Some(point_ns.map_or((n, n), |(lo, hi)| (lo.min(n), hi.max(n))));
             any_bar |= half_width.is_some();

@@ -273,3 +273,23 @@ fn replicate_figure(recs: Vec<Record>) -> String {
     spec.axes.series = vec!["source".into()];
     render_figure(&recs, &spec).unwrap().svg
 }
+
+/// A value or an x beyond ±1e100 fails, naming it: the axis arithmetic overflowed into NaN
+/// coordinates and an empty image. Large values within it get ticks with an exponent.
+#[test]
+fn values_a_chart_cannot_place_fail_by_name() {
+    let mut recs = fig3_records();
+    recs[3].metrics.insert("top1".into(), -1.797e308);
+    let err = render_figure(&recs, &fig3_spec()).unwrap_err().to_string();
+    assert!(err.contains("-1.797e308") && err.contains("beyond"), "{err}");
+    let mut recs = fig3_records();
+    recs[0].axes.insert("p".into(), AxisValue::Float(1e200));
+    let err = render_figure(&recs, &fig3_spec()).unwrap_err().to_string();
+    assert!(err.contains("the x axis \"p\" takes 1e200"), "{err}");
+    let mut recs = fig3_records();
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.metrics.insert("top1".into(), 1e20 * (1.0 + i as f64));
+    }
+    let fig = render_figure(&recs, &fig3_spec()).unwrap();
+    assert!(!fig.svg.contains("NaN") && fig.svg.contains("e21<"), "ticks with an exponent");
+}

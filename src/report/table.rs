@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::data::{key_label, key_of, Filter, Key, KeyOrder, Record};
+use super::number::fixed;
 use super::ReportError;
 use crate::stats::{Summary, INTERVAL_METHOD};
 
@@ -192,7 +193,7 @@ impl Grid {
         for ri in 0..self.row_keys.len() {
             let mut line = self.row_cells(spec, ri);
             for cell in &self.cells[ri] {
-                let mut ours = cell.ours.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+                let mut ours = cell.ours.map_or("-".to_string(), |v| fixed(v, prec));
                 if let Some(s) = &cell.spread {
                     if let Some(h) = s.half_width {
                         ours.push_str(&format!(" ± {}", half_width_text(h, prec)));
@@ -202,7 +203,7 @@ impl Grid {
                     }
                 }
                 line.push(match cell.paper {
-                    Some(p) => format!("{ours} (paper {p:.prec$})"),
+                    Some(p) => format!("{ours} (paper {})", fixed(p, prec)),
                     None => ours,
                 });
             }
@@ -248,8 +249,11 @@ impl Grid {
             out.push_str(&format!("\n{}\n", caption(n)));
         }
         if !self.unmatched_paper.is_empty() {
-            let items: Vec<String> =
-                self.unmatched_paper.iter().map(|p| format!("{} / {}: {:.prec$}", p.row, p.column, p.value)).collect();
+            let items: Vec<String> = self
+                .unmatched_paper
+                .iter()
+                .map(|p| format!("{} / {}: {}", p.row, p.column, fixed(p.value, prec)))
+                .collect();
             out.push_str(&format!("\nPaper values without a matching row/column: {}\n", md_escape(&items.join("; "))));
         }
         out
@@ -344,7 +348,7 @@ pub(crate) fn csv_line(fields: &[String]) -> String {
 fn half_width_text(h: f64, prec: usize) -> String {
     let shows = |p: usize| format!("{h:.p$}").bytes().any(|b| (b'1'..=b'9').contains(&b));
     if !(h > 0.0 && h.is_finite()) || shows(prec) {
-        return format!("{h:.prec$}");
+        return fixed(h, prec);
     }
     match (prec..=prec.max(6)).find(|&p| shows(p)) {
         Some(p) => format!("{h:.p$}"),

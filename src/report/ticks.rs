@@ -37,7 +37,7 @@ fn nice_step(span: f64, target: usize) -> f64 {
 
 /// Formats `v` with `decimals` digits, never printing a negative zero.
 pub(crate) fn fmt_fixed(v: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
+    let s = super::number::fixed(v, decimals);
     if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
         s.trim_start_matches('-').to_string()
     } else {

@@ -47,7 +47,10 @@ impl StageKind for Claims {
         //    on a threshold were decided off it by a rounded sum), other means v8's bits again;
         //    the family's tests are one-sided. `family = "holm"` needs no bump of its own:
         //    unset, it is left out of the recipe; set, it changes the recipe itself.
-        version: 10,
+        // 11: numbers from 1e15 on are written with an exponent, thresholds and bands too; the
+        //    differences of replicates beyond 2^500 or below 2^-500 are summarised after an exact
+        //    scaling (a mean of inf, or a spread of 0 that made subnormal gaps hold).
+        version: 11,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 
 use super::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
 use crate::report::csv_line;
+use crate::report::number::{shortest, signed};
 use crate::stats::claim::{Measured, Outcome};
 use crate::stats::family::{FamilyVerdict, FAMILY_ALPHA};
 use crate::stats::select::text;
@@ -55,10 +56,10 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
     // A directional claim's margin is its threshold, `within`'s its band: either is written out,
     // so that a reader can check the verdict from the row alone.
     match d.expect {
-        Expect::Within => format!("{quantity}, band ±{}", d.margin),
+        Expect::Within => format!("{quantity}, band ±{}", shortest(d.margin)),
         _ if d.margin == 0.0 => quantity,
-        Expect::Less | Expect::Decreasing => format!("{quantity}, threshold {}", -d.margin),
-        _ => format!("{quantity}, threshold +{}", d.margin),
+        Expect::Less | Expect::Decreasing => format!("{quantity}, threshold {}", shortest(-d.margin)),
+        _ => format!("{quantity}, threshold +{}", shortest(d.margin)),
     }
 }
 
@@ -93,8 +94,8 @@ fn verdict_text(outcome: &Outcome, expect: Expect, margin: f64) -> String {
 
 fn interval_text(s: &Summary, prec: usize) -> String {
     match s.interval() {
-        Some((lo, hi)) => format!("{:+.prec$} [{lo:+.prec$}, {hi:+.prec$}]", s.mean),
-        None => format!("{:+.prec$} (no CI)", s.mean),
+        Some((lo, hi)) => format!("{} [{}, {}]", signed(s.mean, prec), signed(lo, prec), signed(hi, prec)),
+        None => format!("{} (no CI)", signed(s.mean, prec)),
     }
 }
 
@@ -275,7 +276,7 @@ fn case_suffix(case: &str) -> String {
 fn per_replicate(m: &Measured, prec: usize) -> String {
     m.per_replicate
         .iter()
-        .map(|(r, v)| if r.is_null() { format!("{v:+.prec$}") } else { format!("r{}: {v:+.prec$}", text(r)) })
+        .map(|(r, v)| if r.is_null() { signed(*v, prec) } else { format!("r{}: {}", text(r), signed(*v, prec)) })
         .collect::<Vec<_>>()
         .join(", ")
 }

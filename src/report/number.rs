@@ -1,0 +1,52 @@
+//! Numbers as text for tables, claims and chart ticks: fixed decimals where a reader takes them
+//! in, an exponent beyond.
+
+/// From this magnitude on a number is written with an exponent: an f64 holds about 16
+/// significant digits, so a fixed-point 1e308 printed 309 characters, almost all of them zeros.
+pub const EXPONENT_FROM: f64 = 1e15;
+
+/// `v` with `decimals` digits after the point (after the mantissa's point beyond
+/// [`EXPONENT_FROM`]: `1.50e20`).
+pub fn fixed(v: f64, decimals: usize) -> String {
+    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+        format!("{v:.decimals$e}")
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
+/// [`fixed`] with its sign always written (`+0.50`).
+pub fn signed(v: f64, decimals: usize) -> String {
+    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+        format!("{v:+.decimals$e}")
+    } else {
+        format!("{v:+.decimals$}")
+    }
+}
+
+/// The shortest text that reads back as `v`, with an exponent beyond [`EXPONENT_FROM`].
+pub fn shortest(v: f64) -> String {
+    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_numbers_are_fixed_and_huge_ones_take_an_exponent() {
+        assert_eq!(fixed(81.256, 2), "81.26");
+        assert_eq!(fixed(999_999_999_999_999.0, 1), "999999999999999.0");
+        assert_eq!(fixed(1e308, 2), "1.00e308");
+        assert_eq!(fixed(-1.5e20, 1), "-1.5e20");
+        assert_eq!(signed(0.5, 2), "+0.50");
+        assert_eq!(signed(2.5e300, 2), "+2.50e300");
+        assert_eq!(shortest(2.0), "2");
+        assert_eq!(shortest(1e300), "1e300");
+        assert_eq!(fixed(f64::INFINITY, 2), "inf");
+    }
+}
