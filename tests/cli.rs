@@ -1119,7 +1119,15 @@ fn video_pipeline_end_to_end_is_cached_and_deterministic() {
     let file = fixture("video_tiny.toml");
     let first = run_json(cache.path(), &file, &[]);
     assert!(first.values().all(|o| o == "ran" || o == "cached"), "{first:?}");
-    assert_eq!(first.len(), 24);
+    assert_eq!(first.len(), 25);
+    // Both clusterings scored against the clean verbs: per-label k-means wrote no NMI, and the
+    // table left its row out without a word.
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = v["reports"].as_array().unwrap().iter().find(|r| r["instance"] == "cluster_quality").unwrap();
+    let table = report["files"].as_array().unwrap().iter().filter_map(Value::as_str).find(|f| f.ends_with(".md"));
+    let quality = std::fs::read_to_string(table.unwrap()).unwrap();
+    assert!(quality.contains("| k-means ") && quality.contains("| per-label k-means "), "{quality}");
     let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "cached"), "{v}");

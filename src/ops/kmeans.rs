@@ -102,6 +102,21 @@ pub(super) fn assignment_metrics(
     train.iter().for_each(|&a| sizes[a as usize] += 1);
     metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
     metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
+    truth_metrics(ctx, train, test, metrics)?;
+    Ok(sizes)
+}
+
+/// The metrics scored against the `truth` input where it is wired.
+pub(super) const TRUTH_METRICS: &[(&str, &str)] =
+    &[("purity", "truth"), ("nmi", "truth"), ("test_purity", "truth"), ("test_nmi", "truth")];
+
+/// With the `truth` input, purity and NMI of both splits' assignments.
+pub(super) fn truth_metrics(
+    ctx: &StageCtx<'_>,
+    train: &[u32],
+    test: &[u32],
+    metrics: &mut Metrics,
+) -> Result<(), OpError> {
     if let Some(truth) = ctx.optional_input("truth") {
         let truth = Labels::load(&truth.dir)?;
         if truth.train.len() != train.len() || truth.test.len() != test.len() {
@@ -118,7 +133,7 @@ pub(super) fn assignment_metrics(
         metrics.values.insert("test_purity".into(), eval::purity(test, &truth.test)?);
         metrics.values.insert("test_nmi".into(), eval::nmi(test, &truth.test)?);
     }
-    Ok(sizes)
+    Ok(())
 }
 
 /// The `kmeans` op.
@@ -154,8 +169,7 @@ impl StageKind for KMeans {
     // Purity and NMI only with the `truth` input.
     const ALWAYS_WRITES: &'static [&'static str] =
         &["smallest_cluster", "largest_cluster", "inertia", "test_inertia", "empty_cluster_splits"];
-    const METRICS_NEED: &'static [(&'static str, &'static str)] =
-        &[("purity", "truth"), ("nmi", "truth"), ("test_purity", "truth"), ("test_nmi", "truth")];
+    const METRICS_NEED: &'static [(&'static str, &'static str)] = TRUTH_METRICS;
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;

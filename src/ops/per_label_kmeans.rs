@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts, OutputFacts};
-use super::kmeans::KMeansParams;
+use super::kmeans::{truth_metrics, KMeansParams, TRUTH_INPUT, TRUTH_METRICS};
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, KMeansConfig};
@@ -128,13 +128,21 @@ impl StageKind for PerLabelKMeans {
         //    (f64 rounding may differ in the last bits).
         version: 3,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
-        inputs: &[super::FEATURES_INPUT, super::labels_input("the labels whose points are clustered separately")],
+        inputs: &[
+            super::FEATURES_INPUT,
+            super::labels_input("the labels whose points are clustered separately"),
+            TRUTH_INPUT,
+        ],
         outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "globally unique cluster ids of every split" },
-            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia" },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia, purity/NMI" },
         ],
-        metric_names: &[],
+        metric_names: &["clusters", "inertia", "purity", "nmi", "test_purity", "test_nmi"],
     };
+    // Purity and NMI only with the `truth` input, as `kmeans`'s (without it the metrics are
+    // those of version 3, so no bump).
+    const ALWAYS_WRITES: &'static [&'static str] = &["clusters", "inertia"];
+    const METRICS_NEED: &'static [(&'static str, &'static str)] = TRUTH_METRICS;
 
     fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         // Only the upper bound is sure: the lower one counts the labels that have points.
@@ -207,6 +215,7 @@ impl StageKind for PerLabelKMeans {
         metrics.values.insert("clusters".into(), offset as f64);
         metrics.values.insert("inertia".into(), inertia / train.len().max(1) as f64);
         metrics.details = serde_json::json!({"k_per_label": ks, "points_per_label": counts});
+        truth_metrics(ctx, &train, &test, &mut metrics)?;
         let meta = LabelsMeta {
             num_classes: offset as usize,
             class_names: Vec::new(),

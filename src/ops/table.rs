@@ -418,6 +418,17 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
         missing_metric(field, metrics, gathered)?;
     }
     let Some(silent) = silent_stage(metrics, gathered) else { return Ok(()) };
+    let lacked = gathered
+        .iter()
+        .filter(|g| g.stage == silent)
+        .find_map(|g| metrics.iter().find_map(|m| g.lacks_input_for(m).map(|slot| (m, slot))));
+    if let Some((metric, slot)) = lacked {
+        return Err(ParamError::field(
+            field,
+            format!("`{field}` names `{metric}`, which the gathered stage `{silent}` writes only with its `{slot}` input, so it would have no cell"),
+            Some(format!("give `{silent}` a `{slot}` input, or leave it out of `inputs`")),
+        ));
+    }
     let writes: BTreeSet<&str> =
         gathered.iter().filter(|g| g.stage == silent).flat_map(Gathered::metric_names).collect();
     Err(ParamError::field(
@@ -637,6 +648,9 @@ mod tests {
         assert!(err.message.contains("gathered stage `km`"), "{}", err.message);
         assert!(err.help.as_deref().unwrap_or_default().contains("inertia"), "{:?}", err.help);
         assert!(check_metrics("metrics", &["top1".to_string(), "inertia".to_string()], &both).is_ok());
+        // One that would write them with an input it lacks is told to wire it.
+        let err = check_metrics("metrics", &["nmi".to_string()], &[g("pl", "per_label_kmeans")]).unwrap_err();
+        assert!(err.message.contains("`pl` writes only with its `truth` input"), "{}", err.message);
         // A command stage declares nothing: it is checked as it runs.
         assert!(
             check_metrics("metrics", &["top1".to_string()], &[g("probe", "linear_probe"), g("c", "command")]).is_ok()
