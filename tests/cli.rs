@@ -1307,6 +1307,19 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert!(verdicts.contains("Each check is its own 95 % test"), "{verdicts}");
 }
 
+/// A claim on a metric the gathered stages did not write (`top5` needs more than five classes;
+/// the fixture has four) fails naming the stages and what they wrote; it said only that series
+/// `a` matched no instance.
+#[test]
+fn a_claim_on_an_unwritten_metric_names_what_the_stages_wrote() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("claims_tiny.toml");
+    let out = cfrun(cache.path(), &["--set", "stages.verdicts.metric=\"top5\"", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = "`clean`, `noisy`, `twin` wrote no `top5` (they wrote: top1, train_top1); did you mean `top1`?";
+    assert!(stderr(&out).contains(said), "{}", stderr(&out));
+}
+
 /// `family = "holm"` adds a family-wise column beside each check's own verdict, with the
 /// one-sided p-values a t test gives (scipy's `ttest_1samp(..., alternative="greater")` on the
 /// per-replicate values: 0.007175 for both forced differences) and Holm's adjustment over the

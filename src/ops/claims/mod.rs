@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 pub use params::{ClaimDecl, ClaimKind, ClaimsParams, Family, SelectorDecl};
 use render::{render_csv, render_markdown, Row};
 
-use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::Metrics;
 use crate::config::params::ParamError;
 use crate::config::suggest::did_you_mean;
@@ -165,8 +165,13 @@ impl StageKind for Claims {
             let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
             for (case, scope, subset) in cases(&claim, &c.each, obs) {
                 let trial = Claim { scope, ..claim.clone() };
-                let outcome = stats::evaluate(&trial, subset)
-                    .map_err(|e| OpError::Invalid(format!("claim `{}`: {e}", c.name)))?;
+                let outcome = stats::evaluate(&trial, subset).map_err(|e| {
+                    let why = match e {
+                        stats::ClaimError::NoMatch { .. } => unwritten(&metric, &loaded),
+                        _ => String::new(),
+                    };
+                    OpError::Invalid(format!("claim `{}`: {e}{why}", c.name))
+                })?;
                 rows.push(Row { decl: c, metric: metric.clone(), case, outcome, family: None });
             }
         }
@@ -215,6 +220,27 @@ fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> Para
     ParamError::field(at, format!("claim `{claim}` names unknown {what} `{got}` in `{at}`"), Some(help))
 }
 
+/// Why a series may match nothing as the claims run: the gathered stages that wrote no `metric`
+/// (a `command` stage's own names, a probe's `top5` on five classes or fewer), with what they
+/// wrote; empty when every stage wrote it.
+fn unwritten(metric: &str, loaded: &[(&InputArtifact, Metrics)]) -> String {
+    let mut lacking: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (input, m) in loaded.iter().filter(|(_, m)| !m.values.contains_key(metric)) {
+        lacking.entry(input.stage.as_str()).or_default().extend(m.values.keys().map(String::as_str));
+    }
+    if lacking.is_empty() {
+        return String::new();
+    }
+    let written: Vec<&str> = lacking.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let guess = did_you_mean(metric, &written).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+    let stages: Vec<String> = lacking.keys().map(|s| format!("`{s}`")).collect();
+    format!(
+        ": {} wrote no `{metric}` (they wrote: {}){guess}",
+        stages.join(", "),
+        if written.is_empty() { "no metric".to_string() } else { written.join(", ") }
+    )
+}
+
 fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
     for g in gathered {
         if let Some(slot) = g.lacks_input_for(metric) {
@@ -222,8 +248,9 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
         }
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
+            let guess = did_you_mean(metric, names).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
             return Err(format!(
-                "metric `{metric}` is not one that stage `{}` (op {}) writes: {}",
+                "metric `{metric}` is not one that stage `{}` (op {}) writes: {}{guess}",
                 g.stage,
                 g.op.name(),
                 names.join(", ")

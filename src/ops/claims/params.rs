@@ -88,7 +88,7 @@ pub struct ClaimDecl {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsParams {
-    /// Title line of the report.
+    /// Title line of the report; empty: "Claims of the paper, checked on this run".
     #[serde(default)]
     pub title: String,
     /// The metric compared (e.g. `top1`).
