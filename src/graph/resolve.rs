@@ -207,6 +207,11 @@ fn check_reference(
     let Some(target_op) = ops::find(&target.op) else { return Ok((stage.into(), output.into())) };
     let Some(out_kind) = target_op.output_kind(&raw_fields(target), output) else {
         let outs = target_op.output_names(&raw_fields(target));
+        if outs.iter().any(|o| o == output) {
+            // Declared with a kind that is not one (a `command` stage's `outputs`): reported at
+            // that stage; here it would read as "no output `metrics`, it produces: metrics".
+            return Ok((stage.into(), output.into()));
+        }
         return Err(exp.error(
             &node.origin,
             format!("`{field_path}`: stage `{stage}` (op {}) has no output `{output}`", target_op.name()),
