@@ -148,7 +148,8 @@ fn is_scalar(v: &Json) -> bool {
     matches!(v, Json::String(_) | Json::Number(_) | Json::Bool(_))
 }
 
-fn same_value(a: &Json, b: &Json) -> bool {
+/// Whether two axis values are one (numbers by value: 2 and 2.0 are one; "2" and 2 are not).
+pub fn same_value(a: &Json, b: &Json) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,

@@ -19,7 +19,7 @@ use crate::artifact::Metrics;
 use crate::config::params::ParamError;
 use crate::config::suggest::did_you_mean;
 use crate::report::write_atomic;
-use crate::stats::select::{text, REPLICATE};
+use crate::stats::select::{same_value, text, REPLICATE};
 use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
 
 /// The `claims` op.
@@ -65,9 +65,11 @@ impl StageKind for Claims {
         super::table::check_labels(&p.labels, gathered)?;
         let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
         let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut typed: BTreeMap<&str, Vec<&Json>> = BTreeMap::new();
         for g in gathered {
             for (k, v) in g.axes {
                 values.entry(k).or_default().insert(text(v));
+                typed.entry(k).or_default().push(v);
             }
         }
         // The gathered instances' coordinates, for a dry run of each claim.
@@ -95,7 +97,26 @@ impl StageKind for Claims {
                     let cond = Condition::parse(cond).map_err(|e| ParamError::field(&at, e, None))?;
                     let known_set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
                     for lit in cond.literals() {
-                        if !known_set.contains(text(lit).as_str()) {
+                        let axis_values = typed.get(dim.as_str()).map_or(&[][..], Vec::as_slice);
+                        if dim != SOURCE && known_set.contains(text(lit).as_str()) {
+                            if !axis_values.iter().any(|v| same_value(lit, v)) {
+                                // "2" where the axis takes 2: it read as matching no instance.
+                                let kind = |v: &Json| if v.is_string() { "a string" } else { "a number" };
+                                let same_text = axis_values.iter().find(|v| text(v) == text(lit));
+                                let axis_kind = same_text.map_or("", |v| kind(v));
+                                return Err(ParamError::field(
+                                    &at,
+                                    format!(
+                                        "claim `{}`: `{at}.{dim}` = {lit} is {}, but axis `{dim}` takes {axis_kind} there",
+                                        c.name,
+                                        kind(lit)
+                                    ),
+                                    Some(format!("write `{dim} = {}`", same_text.map_or(String::new(), |v| v.to_string()))),
+                                ));
+                            }
+                            continue;
+                        }
+                        if !known_set.contains(text(lit).as_str()) && !axis_values.iter().any(|v| same_value(lit, v)) {
                             let what = if dim == SOURCE { "stage".to_string() } else { format!("value of `{dim}`") };
                             let valid: Vec<&str> = known.iter().map(String::as_str).collect();
                             return Err(unknown(&at, &c.name, &what, &text(lit), &valid));
