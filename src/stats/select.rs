@@ -50,6 +50,11 @@ impl Condition {
                 if let Some(bad) = items.iter().find(|v| !is_scalar(v)) {
                     return Err(format!("list items must be strings or numbers, found {bad}"));
                 }
+                if let Some((i, twice)) =
+                    items.iter().enumerate().find(|(i, v)| items[..*i].iter().any(|w| same_value(v, w)))
+                {
+                    return Err(format!("the list names {twice} twice (item {i}); list each value once"));
+                }
                 Ok(Condition::OneOf(items.clone()))
             }
             Json::Object(map) => {
@@ -181,5 +186,7 @@ mod tests {
         assert_eq!(range.describe(), ">= 50");
         assert!(Condition::parse(&json!({"above": 3})).unwrap_err().contains("min, max"));
         assert!(Condition::parse(&json!([])).is_err());
+        // A value listed twice (as 0 and 0.0 too) read `x = 0 or 0 or 1` in the verdicts.
+        assert!(Condition::parse(&json!([0, 0.0, 1])).unwrap_err().contains("names 0.0 twice"));
     }
 }

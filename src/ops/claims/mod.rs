@@ -86,6 +86,18 @@ impl StageKind for Claims {
             for (field, sel) in c.selectors() {
                 let at = format!("claims[{i}].{field}");
                 for (dim, cond) in sel {
+                    if dim == REPLICATE && field != "where" {
+                        // `a` from one replicate against `b` from another: no longer a paired
+                        // difference within a replicate, as every claim's interval assumes.
+                        return Err(ParamError::field(
+                            &at,
+                            format!(
+                                "claim `{}`: `{at}` selects `{REPLICATE}`: a claim pairs its series within each replicate",
+                                c.name
+                            ),
+                            Some(format!("leave `{REPLICATE}` out of the series (`where` may narrow the replicates)")),
+                        ));
+                    }
                     let known: Vec<String> = if dim == SOURCE {
                         stages.iter().map(|s| s.to_string()).collect()
                     } else if let Some(v) = values.get(dim.as_str()) {

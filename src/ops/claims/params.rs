@@ -173,6 +173,16 @@ impl ClaimDecl {
             }
         };
         self.refuse_foreign_fields(i)?;
+        if let Some((j, twice)) = self.each.iter().enumerate().find(|(j, d)| self.each[..*j].contains(d)) {
+            return Err(ParamError::field(
+                &at(&format!("each[{j}]")),
+                format!(
+                    "claim `{}`: `each` names `{twice}` twice (its cases would read `{twice} = 0, {twice} = 0`)",
+                    self.name
+                ),
+                Some("list each dimension once".into()),
+            ));
+        }
         let directional = matches!(self.expect, Expect::Greater | Expect::Less | Expect::Within);
         let shape = match self.kind {
             ClaimKind::Compare => Shape::Compare { a: need("a", &self.a)?, b: need("b", &self.b)? },
@@ -389,6 +399,20 @@ mod tests {
         for (x, y) in different {
             assert!(!same_series(&decl(x), &decl(y)), "{x} vs {y}");
         }
+    }
+
+    /// A dimension named twice in `each` is refused (its cases read `x = 0, x = 0`).
+    #[test]
+    fn each_names_a_dimension_once() {
+        let claim = |each: &str| -> ClaimDecl {
+            serde_json::from_str(&format!(
+                r#"{{"name": "c", "statement": "s", "a": {{"source": "a"}}, "b": {{"source": "b"}}, "expect": "greater", "each": {each}}}"#
+            ))
+            .unwrap()
+        };
+        assert!(claim(r#"["x", "y"]"#).to_claim(0).is_ok());
+        let err = claim(r#"["x", "x"]"#).to_claim(0).unwrap_err();
+        assert!(err.message.contains("`each` names `x` twice"), "{}", err.message);
     }
 
     /// A stage written before `family` existed hashes as it did: the default is left out of the
