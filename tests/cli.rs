@@ -752,6 +752,12 @@ fn the_user_configuration_is_followed_and_named() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("config.toml:2") && err.contains("slurmm"), "{err}");
     assert!(!dir.path().join("other").exists(), "a cache was made before the refusal");
+    // A CFRUN_CONFIG naming no file is a mistake, said with the variable's name; it was no defaults.
+    std::fs::remove_file(&config).unwrap();
+    let out = run(&dir.path().join("other"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the user configuration named by CFRUN_CONFIG"), "{err}");
 }
 
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`

@@ -12,7 +12,13 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
     let terminal = std::io::stderr().is_terminal();
     let bars = terminal.then(MultiProgress::new);
     let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_env("CFRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let (filter, refused) = match std::env::var("CFRUN_LOG") {
+        Ok(text) => match EnvFilter::try_new(&text) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new(default), Some((text, e))),
+        },
+        Err(_) => (EnvFilter::new(default), None),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -22,6 +28,10 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
         // reporting it would be one more write to stderr, which panics where this one failed.
         .log_internal_errors(false)
         .try_init();
+    if let Some((text, e)) = refused {
+        let text = crate::config::error::printable(&text);
+        tracing::warn!("CFRUN_LOG={text:?} is not a log filter ({e}); logging at `{default}` (e.g. CFRUN_LOG=debug)");
+    }
     bars
 }
 

@@ -199,25 +199,30 @@ pub fn merge(base: &ExecutorSettings, over: &ExecutorSettings) -> ExecutorSettin
 }
 
 /// The user's defaults: the `[executor]` table of `$CFRUN_CONFIG`, else of
-/// `$XDG_CONFIG_HOME/cfrun/config.toml` (`~/.config/cfrun/config.toml`). A missing file is no
-/// defaults; a broken one is an error, like a broken experiment file.
+/// `$XDG_CONFIG_HOME/cfrun/config.toml` (`~/.config/cfrun/config.toml`). A missing default file
+/// is no defaults; a broken one, or a `$CFRUN_CONFIG` naming no file, is an error, like a broken
+/// experiment file.
 pub fn user_defaults() -> Result<ExecutorSettings, ConfigError> {
-    let path = match std::env::var_os("CFRUN_CONFIG") {
-        Some(p) => std::path::PathBuf::from(p),
+    let (path, what) = match std::env::var_os("CFRUN_CONFIG") {
+        // Named on purpose: a path that is not there is a mistake, not "no defaults".
+        Some(p) => (std::path::PathBuf::from(p), "the user configuration named by CFRUN_CONFIG,"),
         None => {
             let base = std::env::var_os("XDG_CONFIG_HOME")
                 .map(std::path::PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")));
             match base {
-                Some(b) => b.join("cfrun").join("config.toml"),
+                Some(b) => {
+                    let path = b.join("cfrun").join("config.toml");
+                    if !path.exists() {
+                        return Ok(ExecutorSettings::default());
+                    }
+                    (path, "the user configuration")
+                }
                 None => return Ok(ExecutorSettings::default()),
             }
         }
     };
-    if !path.exists() {
-        return Ok(ExecutorSettings::default());
-    }
-    let file = SourceFile::read(&path)?;
+    let file = SourceFile::read_as(&path, what)?;
     let doc = super::source::parse_document(&file)?;
     let mut errors = Vec::new();
     for (key, entry) in &doc {

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use super::limits::MAX_FILE_BYTES;
 
-/// An experiment file that could not be read.
+/// An experiment file (or the user configuration) that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read experiment file {}: {source}", path.display())]
+#[error("cannot read {what} {}: {source}", path.display())]
 pub struct ReadError {
+    /// What the file is to cfrun: "experiment file", or the user configuration and how it was found.
+    pub what: &'static str,
     /// The path given.
     pub path: PathBuf,
     /// Why.
@@ -47,7 +49,12 @@ impl SourceFile {
     /// Reads a file. Only a regular file of at most [`MAX_FILE_BYTES`] is read: a device
     /// (`/dev/zero`) or a pipe would fill memory or block, and a larger file is not an experiment.
     pub fn read(path: &Path) -> Result<Self, ReadError> {
-        let fail = |source: ReadFailure| ReadError { path: path.to_path_buf(), source };
+        Self::read_as(path, "experiment file")
+    }
+
+    /// [`SourceFile::read`] of a file that is `what` to cfrun, which its errors name.
+    pub fn read_as(path: &Path, what: &'static str) -> Result<Self, ReadError> {
+        let fail = |source: ReadFailure| ReadError { what, path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).map_err(|e| fail(ReadFailure::Io(e)))?;
         if !meta.is_file() {
             return Err(fail(ReadFailure::NotAFile));
