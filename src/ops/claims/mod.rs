@@ -141,10 +141,11 @@ impl StageKind for Claims {
                     return Err(replicate_refused(i, field, &c.name, values.keys().copied()));
                 }
             }
-            for dim in c.each.iter().chain(&c.along) {
+            let named = c.each.iter().enumerate().map(|(j, d)| (format!("each[{j}]"), d));
+            for (field, dim) in named.chain(c.along.iter().map(|d| ("along".to_string(), d))) {
                 if dim != SOURCE && !values.contains_key(dim.as_str()) {
-                    let dims: Vec<&str> = values.keys().copied().collect();
-                    return Err(unknown(&format!("claims[{i}]"), &c.name, "axis", dim, &dims));
+                    let dims: Vec<&str> = values.keys().copied().filter(|d| *d != REPLICATE).chain([SOURCE]).collect();
+                    return Err(unknown(&format!("claims[{i}].{field}"), &c.name, "axis", dim, &dims));
                 }
             }
             // Dry run on the gathered instances' coordinates: every comparison must find its pairs.
