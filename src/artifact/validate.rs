@@ -291,8 +291,21 @@ fn json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, For
         ));
     }
     let text = std::fs::read(&path).map_err(|e| err(file, e.to_string()))?;
-    super::strict_json::distinct_keys(&text).map_err(|e| err(file, e))?;
-    serde_json::from_slice(&text).map_err(|e| err(file, e.to_string()))
+    super::strict_json::distinct_keys(&text).map_err(|e| err(file, format!("{e}{}", non_json_number(&text))))?;
+    serde_json::from_slice(&text).map_err(|e| err(file, format!("{e}{}", non_json_number(&text))))
+}
+
+/// A hint where the text's first JSON syntax error stands at `NaN`, `Infinity` or `-Infinity`,
+/// which JSON lacks; else nothing.
+fn non_json_number(text: &[u8]) -> &'static str {
+    let Err(e) = serde_json::from_slice::<serde_json::Value>(text) else { return "" };
+    let Some(line) = text.split(|&b| b == b'\n').nth(e.line().saturating_sub(1)) else { return "" };
+    let at = &line[e.column().saturating_sub(1).min(line.len())..];
+    if e.is_syntax() && [&b"NaN"[..], b"Infinity", b"-Infinity"].iter().any(|t| at.starts_with(t)) {
+        "; JSON has no NaN or Infinity (Python's json.dump writes them unless allow_nan=False): every value must be a finite number"
+    } else {
+        ""
+    }
 }
 
 fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
@@ -498,6 +511,12 @@ mod tests {
         assert!(e.contains("`$.values.top1` is given twice"), "{e}");
         let e = check(r#"{"values": {"top1": 1}, "detials": {}}"#).unwrap_err();
         assert!(e.contains("unknown field \"detials\"; a metrics file holds `values` and `details`"), "{e}");
+        for bad in ["NaN", "Infinity", "-Infinity"] {
+            let e = check(&format!("{{\"values\": {{\"x\": {bad}}}}}")).unwrap_err();
+            assert!(e.contains("JSON has no NaN or Infinity"), "{bad}: {e}");
+        }
+        let e = check(r#"{"values": {"x": nope}}"#).unwrap_err();
+        assert!(!e.contains("NaN"), "{e}");
         let e = check("{\"values\": {\"a\\u001b]0;x\": 1}}").unwrap_err();
         assert!(e.contains(r#"value name "a\u{1b}]0;x" is empty or holds a control character"#), "{e}");
         let e = check(r#"{"values": {"": 1}}"#).unwrap_err();
