@@ -141,6 +141,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         axes_used(&Json::Object(stage.params.clone()), &mut direct);
         used_axes.extend(direct.iter().cloned());
         let mut axes: BTreeSet<String> = BTreeSet::new();
+        // A placeholder of an undeclared axis stays in the text: its field's type error would
+        // follow the error above for every instance.
+        let mut names_undeclared = false;
         for axis in &direct {
             if exp.axis(axis).is_some() {
                 axes.insert(axis.clone());
@@ -155,8 +158,11 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                     })
                     .map(|(k, _)| k.clone())
                     .unwrap_or_default();
-                let valid: Vec<&str> = exp.axes.iter().map(|a| a.name.as_str()).collect();
+                // `replicate` comes from `experiment.replicates`, not from [sweep].
+                let valid: Vec<&str> =
+                    exp.axes.iter().map(|a| a.name.as_str()).filter(|a| *a != REPLICATE_AXIS).collect();
                 undeclared_axis = true;
+                names_undeclared = true;
                 errors.push(exp.error(
                     &field_origin(stage, &field),
                     format!("`stages.{name}.{field}` uses `${{{axis}}}`, but there is no sweep axis `{axis}`"),
@@ -208,7 +214,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             let params = match stage.op.normalize(&raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    refused.add(&mut errors, exp, stage, &e, &assignment);
+                    if !names_undeclared {
+                        refused.add(&mut errors, exp, stage, &e, &assignment);
+                    }
                     incomplete.insert(name);
                     continue;
                 }
