@@ -464,6 +464,9 @@ fn dag_show_and_gc() {
     assert!(text.contains("\n  params     ") && text.contains("k = 4"), "{text}");
     assert!(text.contains("\n  metrics    ") && text.contains("purity 0."), "{text}");
     assert!(text.contains("labels/labels.safetensors") && !text.contains('{'), "{text}");
+    // A stage's name with axes that name no instance lists that stage's instances.
+    let miss = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=5]"]);
+    assert!(stderr(&miss).contains("instances of `clusters`: clusters[k=4], clusters[k=16]"), "{}", stderr(&miss));
     let stale = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.probe_noisy.lr=0.2"]);
     assert!(
         String::from_utf8_lossy(&stale.stdout).contains("lr 0.1 -> 0.2"),

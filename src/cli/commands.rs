@@ -508,11 +508,39 @@ fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// For `stage[a=1]` naming a stage but no instance (an axis left out, `replicate` most often):
+/// that stage's instances with those values, which name every axis, or its first ones.
+fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<String> {
+    let (stage, rest) = asked.split_once('[')?;
+    let given: Vec<&str> = rest.strip_suffix(']')?.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let of_stage: Vec<&str> = plan.instances.iter().filter(|i| i.stage == stage).map(|i| i.name.as_str()).collect();
+    if of_stage.is_empty() {
+        return None;
+    }
+    let pairs = |name: &str| -> Vec<String> {
+        name.split_once('[').map_or(Vec::new(), |(_, r)| r.trim_end_matches(']').split(',').map(String::from).collect())
+    };
+    let matching: Vec<&str> =
+        of_stage.iter().copied().filter(|n| given.iter().all(|g| pairs(n).iter().any(|p| p == g))).collect();
+    let (what, list) = if matching.is_empty() || given.is_empty() {
+        (format!("instances of `{stage}`"), of_stage)
+    } else {
+        (format!("instances of `{stage}` with {}", given.join(", ")), matching)
+    };
+    const SHOWN: usize = 12;
+    let more = if list.len() > SHOWN { format!(" and {} more", list.len() - SHOWN) } else { String::new() };
+    let shown: Vec<&str> = list.into_iter().take(SHOWN).collect();
+    Some(format!("{what}: {}{more} (an instance names every axis, in alphabetical order)", shown.join(", ")))
+}
+
 fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
     let selected = plan.select(stage);
     if selected.is_empty() {
+        if let Some(near) = instances_near(&plan, stage) {
+            return Err(Failure::Other(format!("no instance `{stage}` in {}; {near}", file.display())));
+        }
         let names: BTreeSet<&str> = plan.instances.iter().map(|i| i.stage.as_str()).collect();
         return Err(Failure::Other(format!(
             "no stage or instance `{stage}` in {}; stages: {}",
