@@ -164,6 +164,8 @@ fn documented_type<P: Params>(e: ParamError) -> ParamError {
         "an"
     } else if kind.starts_with("number") {
         "a"
+    } else if kind.starts_with('"') {
+        "one of"
     } else {
         return e;
     };
@@ -227,6 +229,8 @@ fn plain_type_message(message: &str) -> Option<(String, String)> {
         "a boolean" => "true or false".to_string(),
         "a string" | "a borrowed string" => "a string in quotes".to_string(),
         "a sequence" => "a list, like [1, 2]".to_string(),
+        // A closed choice (a serde enum): its names come from the field's documentation.
+        "string or map" | "map with a single key" => "a name in quotes".to_string(),
         _ => return None,
     };
     let quoted = |prefix: &str| found.strip_prefix(prefix).map(|v| v.trim_matches('`').to_string());

@@ -401,6 +401,16 @@ mod tests {
         }
     }
 
+    /// A choice written as another type names its choices (serde said "expected string or map").
+    #[test]
+    fn a_family_of_another_type_names_the_choices() {
+        for bad in [serde_json::json!(1), serde_json::json!({})] {
+            let raw = serde_json::json!({"metric": "top1", "claims": [], "family": bad});
+            let e = crate::config::params::normalize::<ClaimsParams>(&raw).unwrap_err();
+            assert!(e.message.starts_with("`family` must be one of \"none\" | \"holm\", found"), "{}", e.message);
+        }
+    }
+
     /// A dimension named twice in `each` is refused (its cases read `x = 0, x = 0`).
     #[test]
     fn each_names_a_dimension_once() {
