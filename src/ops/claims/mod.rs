@@ -150,6 +150,24 @@ impl StageKind for Claims {
             }
             // Dry run on the gathered instances' coordinates: every comparison must find its pairs.
             let claim = c.to_claim(i)?;
+            if let stats::Shape::Contrast { inside, than, .. } = &claim.shape {
+                // A cell in both slices would be counted on both sides of the gap it measures.
+                if let Some(both) =
+                    obs.iter().find(|o| stats::select::matches(o, inside) && stats::select::matches(o, than))
+                {
+                    let at: Vec<String> = both.axes.iter().map(|(k, v)| format!("{k} = {}", text(v))).collect();
+                    return Err(ParamError::field(
+                        &format!("claims[{i}].than"),
+                        format!(
+                            "claim `{}`: `in` and `than` both select `{}` at {}: the slices must not overlap",
+                            c.name,
+                            both.source,
+                            at.join(", ")
+                        ),
+                        Some("narrow one of them, e.g. in = { p = { min = 50 } } and than = { p = 0 }".into()),
+                    ));
+                }
+            }
             let cases = cases(&claim, &c.each, &obs);
             total_cases += cases.len();
             if total_cases > params::MAX_CASES {
