@@ -253,7 +253,12 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                     let within =
                         if r.is_null() { String::new() } else { format!(" within replicate {}", select::text(r)) };
                     // `{}` read as a placeholder left unfilled: say "none".
-                    let values = if xs.is_empty() { "none".to_string() } else { Vec::from_iter(xs).join(", ") };
+                    // "found 0" read as a count: name the one value.
+                    let values = match Vec::from_iter(xs).as_slice() {
+                        [] => "none".to_string(),
+                        [one] => format!("only {along} = {one}"),
+                        many => many.join(", "),
+                    };
                     return Err(ClaimError::FlatTrend { along: along.clone(), found: format!("{values}{within}") });
                 }
             }

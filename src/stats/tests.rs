@@ -318,7 +318,11 @@ fn a_trend_needs_two_values_of_its_axis_within_each_replicate_not_only_over_all(
         margin: 0.0,
     };
     let err = evaluate(&c, &sweep()).unwrap_err().to_string();
-    assert!(err.contains("needs at least two numeric values") && err.contains("found 0 within replicate 0"), "{err}");
+    assert!(
+        err.contains("needs at least two numeric values")
+            && err.contains("found only replicate = 0 within replicate 0"),
+        "{err}"
+    );
 }
 
 /// A clean-label baseline (no `p`) against the noisy series at p = 0, 50, 75: value 80 + r, and
