@@ -113,7 +113,11 @@ impl StageKind for Claims {
                         if dim != SOURCE && known_set.contains(text(lit).as_str()) {
                             if !axis_values.iter().any(|v| same_value(lit, v)) {
                                 // "2" where the axis takes 2: it read as matching no instance.
-                                let kind = |v: &Json| if v.is_string() { "a string" } else { "a number" };
+                                let kind = |v: &Json| match v {
+                                    Json::String(_) => "a string",
+                                    Json::Bool(_) => "a boolean",
+                                    _ => "a number",
+                                };
                                 let same_text = axis_values.iter().find(|v| text(v) == text(lit));
                                 let axis_kind = same_text.map_or("", |v| kind(v));
                                 return Err(ParamError::field(
