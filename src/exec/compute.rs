@@ -139,7 +139,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         map.extend(env.provenance.clone());
     }
     let record = store.publish(staging, key, &job.recipe, provenance).map_err(cache_err)?;
-    let _ = std::fs::remove_dir_all(store.checkpoint_dir(&key));
+    drop_checkpoint(store, &key);
     Ok((record, Outcome::Ran))
 }
 
@@ -151,10 +151,7 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRe
     let Err(untrusted) = store.trust(&record, Check::Full) else {
         // A run stopped between publishing and clearing the checkpoint left it behind; it can
         // only be served from here on, so it goes now rather than at the next `gc`.
-        let checkpoint = store.checkpoint_dir(key);
-        if checkpoint.exists() {
-            let _ = std::fs::remove_dir_all(checkpoint);
-        }
+        drop_checkpoint(store, key);
         return Ok(Some(record));
     };
     let why = match untrusted {
@@ -167,6 +164,15 @@ pub fn cached(store: &Store, name: &str, key: &RecipeKey) -> Result<Option<KeyRe
     }
     // Another process put its bytes back meanwhile: served if they now check out.
     Ok(store.lookup(key).filter(|r| store.verify(r).is_ok()))
+}
+
+/// Removes the checkpoint of a published result, if one is there (best effort: `gc` clears
+/// what is left).
+fn drop_checkpoint(store: &Store, key: &RecipeKey) {
+    let checkpoint = store.checkpoint_dir(key);
+    if checkpoint.exists() {
+        let _ = std::fs::remove_dir_all(checkpoint);
+    }
 }
 
 fn cache_err(e: crate::cache::CacheError) -> OpError {

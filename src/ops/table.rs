@@ -201,18 +201,14 @@ pub fn gather_records(
         return Err(OpError::Invalid(format!(
             "metric `{missing}` was written by none of the gathered stages ({}); {guess}they wrote: {}",
             stages.join(", "),
-            if valid.is_empty() { "no metric".to_string() } else { valid.join(", ") }
+            listed(valid)
         )));
     }
     if let Some((stage, (names, _))) = written.iter().find(|(_, (_, shown))| !shown) {
         return Err(OpError::Invalid(format!(
             "the gathered stage `{stage}` wrote none of the metrics shown ({}), so it would have no cell; it wrote: {}",
             metrics.join(", "),
-            if names.is_empty() {
-                "no metric".to_string()
-            } else {
-                names.iter().cloned().collect::<Vec<_>>().join(", ")
-            }
+            listed(names.iter().map(String::as_str))
         )));
     }
     Ok(out)
@@ -423,11 +419,7 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
         .filter(|g| g.stage == silent)
         .find_map(|g| metrics.iter().find_map(|m| g.lacks_input_for(m).map(|slot| (m, slot))));
     if let Some((metric, slot)) = lacked {
-        return Err(ParamError::field(
-            field,
-            format!("`{field}` names `{metric}`, which the gathered stage `{silent}` writes only with its `{slot}` input, so it would have no cell"),
-            Some(format!("give `{silent}` a `{slot}` input, or leave it out of `inputs`")),
-        ));
+        return Err(lacks_input(field, metric, silent, slot));
     }
     let writes: BTreeSet<&str> =
         gathered.iter().filter(|g| g.stage == silent).flat_map(Gathered::metric_names).collect();
@@ -443,17 +435,32 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
     ))
 }
 
+/// `field` names `metric`, which `stage` writes only beside its input `slot`, left unwired.
+fn lacks_input(field: &str, metric: &str, stage: &str, slot: &str) -> ParamError {
+    ParamError::field(
+        field,
+        format!("`{field}` names `{metric}`, which `{stage}` writes only with its `{slot}` input"),
+        Some(format!("give `{stage}` a `{slot}` input, or name another metric")),
+    )
+}
+
+/// Metric names as a message lists them: `a, b`, or `no metric`.
+pub(super) fn listed<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.is_empty() {
+        "no metric".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// A metric of `metrics` that no gathered instance (each declaring its metrics) writes.
 fn missing_metric(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
     let written: BTreeSet<&str> = gathered.iter().flat_map(Gathered::metric_names).collect();
     let Some(missing) = metrics.iter().find(|m| !written.contains(m.as_str())) else { return Ok(()) };
     // A metric the op writes only beside an input none of these instances reads.
     if let Some((g, slot)) = gathered.iter().find_map(|g| g.lacks_input_for(missing).map(|slot| (g, slot))) {
-        return Err(ParamError::field(
-            field,
-            format!("`{field}` names `{missing}`, which `{}` writes only with its `{slot}` input", g.stage),
-            Some(format!("give `{}` a `{slot}` input, or name another metric", g.stage)),
-        ));
+        return Err(lacks_input(field, missing, g.stage, slot));
     }
     let valid: Vec<&str> = written.into_iter().collect();
     let mut help = format!("metrics the gathered stages write: {}", valid.join(", "));

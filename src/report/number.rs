@@ -5,10 +5,15 @@
 /// significant digits, so a fixed-point 1e308 printed 309 characters, almost all of them zeros.
 pub const EXPONENT_FROM: f64 = 1e15;
 
+/// Whether `v` is written with an exponent.
+fn takes_exponent(v: f64) -> bool {
+    v.abs() >= EXPONENT_FROM && v.is_finite()
+}
+
 /// `v` with `decimals` digits after the point (after the mantissa's point beyond
 /// [`EXPONENT_FROM`]: `1.50e20`).
 pub fn fixed(v: f64, decimals: usize) -> String {
-    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+    if takes_exponent(v) {
         format!("{v:.decimals$e}")
     } else {
         format!("{v:.decimals$}")
@@ -17,7 +22,7 @@ pub fn fixed(v: f64, decimals: usize) -> String {
 
 /// [`fixed`] with its sign always written (`+0.50`).
 pub fn signed(v: f64, decimals: usize) -> String {
-    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+    if takes_exponent(v) {
         format!("{v:+.decimals$e}")
     } else {
         format!("{v:+.decimals$}")
@@ -26,7 +31,7 @@ pub fn signed(v: f64, decimals: usize) -> String {
 
 /// The shortest text that reads back as `v`, with an exponent beyond [`EXPONENT_FROM`].
 pub fn shortest(v: f64) -> String {
-    if v.abs() >= EXPONENT_FROM && v.is_finite() {
+    if takes_exponent(v) {
         format!("{v:e}")
     } else {
         v.to_string()

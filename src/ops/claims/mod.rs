@@ -290,11 +290,7 @@ fn unwritten(metric: &str, loaded: &[(&InputArtifact, Metrics)]) -> String {
     let written: Vec<&str> = lacking.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
     let guess = did_you_mean(metric, &written).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
     let stages: Vec<String> = lacking.keys().map(|s| format!("`{s}`")).collect();
-    format!(
-        ": {} wrote no `{metric}` (they wrote: {}){guess}",
-        stages.join(", "),
-        if written.is_empty() { "no metric".to_string() } else { written.join(", ") }
-    )
+    format!(": {} wrote no `{metric}` (they wrote: {}){guess}", stages.join(", "), super::table::listed(written))
 }
 
 fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
