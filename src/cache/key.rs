@@ -212,8 +212,30 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<DirtyReason>) {
                 diff_json(&p, a.get(k).unwrap_or(&Json::Null), b.get(k).unwrap_or(&Json::Null), out);
             }
         }
+        (Json::Array(a), Json::Array(b)) if a != b && a.iter().chain(b).any(is_structured) => {
+            diff_items(path, a, b, out)
+        }
         (a, b) if a != b => out.push(DirtyReason::Param { field: path.to_string(), old: a.clone(), new: b.clone() }),
         _ => {}
+    }
+}
+
+fn is_structured(v: &Json) -> bool {
+    matches!(v, Json::Object(_) | Json::Array(_))
+}
+
+/// A list of tables (claims, series) is diffed item by item, so one edited claim names its field
+/// rather than printing both whole lists; a short list of plain values reads best whole. Items
+/// equal at both ends are passed over, so an item added or removed does not make every item after
+/// it read as changed.
+fn diff_items(path: &str, a: &[Json], b: &[Json], out: &mut Vec<DirtyReason>) {
+    let head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[head..], &b[head..]);
+    let tail = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[..a.len() - tail], &b[..b.len() - tail]);
+    for i in 0..a.len().max(b.len()) {
+        let item = format!("{path}[{}]", head + i);
+        diff_json(&item, a.get(i).unwrap_or(&Json::Null), b.get(i).unwrap_or(&Json::Null), out);
     }
 }
 
@@ -281,5 +303,35 @@ mod tests {
         assert_eq!(reasons.len(), 1);
         assert_eq!(reasons[0].to_string(), "k 50 -> 40");
         assert_eq!(diff(&recipe(), &recipe()), vec![DirtyReason::Missing]);
+    }
+
+    fn diffs(old: Json, new: Json) -> Vec<String> {
+        let (mut a, mut b) = (recipe(), recipe());
+        (a.params, b.params) = (old, new);
+        diff(&a, &b).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_list_of_tables_names_the_item_and_field_that_changed() {
+        let claim = |name: &str, margin: f64| json!({"name": name, "margin": margin});
+        let three = json!({"claims": [claim("a", 0.0), claim("b", 0.0), claim("c", 0.0)]});
+        assert_eq!(
+            diffs(three.clone(), json!({"claims": [claim("a", 0.0), claim("b", 1.5), claim("c", 0.0)]})),
+            ["claims[1].margin 0.0 -> 1.5"]
+        );
+        // One removed or inserted: the items after it are not called changed.
+        assert_eq!(
+            diffs(three.clone(), json!({"claims": [claim("a", 0.0), claim("c", 0.0)]})),
+            [r#"claims[1] {"margin":0.0,"name":"b"} -> (unset)"#]
+        );
+        assert_eq!(
+            diffs(
+                three.clone(),
+                json!({"claims": [claim("z", 0.0), claim("a", 0.0), claim("b", 0.0), claim("c", 0.0)]})
+            ),
+            [r#"claims[0] (unset) -> {"margin":0.0,"name":"z"}"#]
+        );
+        // A list of plain values reads best whole.
+        assert_eq!(diffs(json!({"m": ["top1"]}), json!({"m": ["top1", "top5"]})), [r#"m ["top1"] -> ["top1","top5"]"#]);
     }
 }
