@@ -5,6 +5,7 @@
 //! driver: a job costs seconds of scheduling for milliseconds of work.
 
 use candle_core::DeviceLocation;
+use serde_json::Value as Json;
 
 use crate::config::{ExecutorSettings, ResourceOverrides};
 use crate::graph::{Instance, Plan};
@@ -56,21 +57,34 @@ const fn res(cpus: u32, mem_gb: u64, gpus: u32, time_min: u32) -> Resources {
     Resources { cpus, mem_mb: mem_gb * 1024, gpus, time_min, in_driver: false }
 }
 
-/// The op's defaults (before the executor's `in_driver` list and the stage's overrides).
-pub fn op_defaults(op: &str) -> Resources {
+/// What a `command` job is given beyond its program's `timeout`, in minutes: staging its inputs
+/// and verifying and publishing its outputs take time too.
+pub const COMMAND_SLACK_MIN: u32 = 10;
+
+/// The op's defaults for an instance with canonical `params` (before the executor's `in_driver`
+/// list and the stage's overrides).
+pub fn op_defaults(op: &str, params: &Json) -> Resources {
     match op {
         "train" | "pretext" => res(2, 8, 1, 12 * 60),
         "extract" => res(2, 8, 1, 2 * 60),
         "kmeans" | "per_label_kmeans" | "prototype" => res(2, 8, 0, 4 * 60),
         "linear_probe" | "map_probe" => res(2, 4, 1, 2 * 60),
         "dataset" | "video" | "canvas" => res(1, 4, 0, 60),
+        // A job limit below the program's own timeout would kill it first, with Slurm's TIMEOUT
+        // instead of cfrun's message naming the stage's `timeout`.
+        "command" => res(1, 1, 0, command_minutes(params)),
         _ => res(1, 1, 0, 10),
     }
 }
 
+fn command_minutes(params: &Json) -> u32 {
+    let seconds = params.get("timeout").and_then(Json::as_f64).unwrap_or(3600.0);
+    ((seconds / 60.0).ceil() as u32).saturating_add(COMMAND_SLACK_MIN)
+}
+
 /// The resources of `inst`: op defaults, then the executor's driver list, then the stage's table.
 pub fn for_instance(plan: &Plan, inst: &Instance, settings: &ExecutorSettings) -> Resources {
-    let mut r = op_defaults(inst.op.name());
+    let mut r = op_defaults(inst.op.name(), &inst.params);
     r.in_driver = match &settings.in_driver {
         Some(list) => list.iter().any(|o| o == inst.op.name()),
         None => IN_DRIVER_OPS.contains(&inst.op.name()),
@@ -134,9 +148,31 @@ mem = "2G"
     }
 
     #[test]
+    fn a_command_jobs_time_limit_outlasts_its_programs_timeout() {
+        let text = |timeout: &str| {
+            format!(
+                "[experiment]\nname = \"r\"\n[stages.c]\nop = \"command\"\nargv = [\"true\"]\n\
+                 outputs = {{ m = \"metrics\" }}\n{timeout}"
+            )
+        };
+        let minutes = |timeout: &str, sets: &[&str]| {
+            let p = plan(&text(timeout), sets);
+            for_instance(&p, &p.instances[0], &ExecutorSettings::default()).time_min
+        };
+        assert_eq!(minutes("", &[]), 60 + COMMAND_SLACK_MIN, "the default timeout is an hour");
+        assert_eq!(minutes("timeout = 7201\n", &[]), 121 + COMMAND_SLACK_MIN);
+        assert_eq!(minutes("timeout = 5\n", &[]), 1 + COMMAND_SLACK_MIN);
+        assert_eq!(
+            minutes("timeout = 7201\n[stages.c.resources]\ntime = \"0:30:00\"\n", &[]),
+            30,
+            "a stage's own limit wins"
+        );
+    }
+
+    #[test]
     fn only_a_job_that_asks_for_a_gpu_gets_the_runs_device() {
-        let train = op_defaults("train");
-        let kmeans = op_defaults("kmeans");
+        let train = op_defaults("train", &Json::Null);
+        let kmeans = op_defaults("kmeans", &Json::Null);
         assert_eq!(
             (train.job_device("cuda"), train.job_device("auto"), train.job_device("cpu")),
             ("cuda", "auto", "cpu")
