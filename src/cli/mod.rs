@@ -141,7 +141,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "resnet_tiny,resnet_cpu,resnet_gpu,r2plus1d_tiny,r2plus1d_small,r2plus1d_large,r2plus1d_gpu"
+            default_value = "resnet_tiny,resnet_small,resnet_cpu,resnet_gpu,r2plus1d_tiny,r2plus1d_small,r2plus1d_large,r2plus1d_gpu"
         )]
         presets: Vec<String>,
     },
@@ -236,5 +236,18 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{text}` is not a whole number (at least 1)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "every network preset", as the help says: a preset added to `nn::PRESETS` must join it.
+    #[test]
+    fn check_device_checks_every_preset_by_default() {
+        let cli = Cli::try_parse_from(["cfrun", "check-device"]).expect("parses");
+        let Command::CheckDevice { presets, .. } = cli.command else { panic!("check-device") };
+        assert_eq!(presets, crate::nn::PRESETS);
     }
 }
