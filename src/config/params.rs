@@ -32,6 +32,16 @@ impl ParamError {
         ParamError { path: path.to_string(), message: message.into(), help: help.into(), found: None }
     }
 
+    /// "unknown WHAT `got`" for a name outside a closed list, with the valid names and the closest
+    /// one (the help serde's enums get, for the choices checked in `validate`).
+    pub fn unknown_name(path: &str, what: &str, got: &str, valid: &[&str]) -> Self {
+        let mut help = format!("valid: {}", valid.join(", "));
+        if let Some(best) = did_you_mean(got, valid) {
+            help = format!("did you mean `{best}`? {help}");
+        }
+        ParamError::field(path, format!("unknown {what} `{got}`"), Some(help))
+    }
+
     /// A range check: `field` must satisfy `valid` (e.g. "at least 2").
     pub fn range(path: &str, got: impl std::fmt::Display, valid: &str) -> Self {
         ParamError::field(path, format!("`{path}` is {got}, but must be {valid}"), None)
@@ -181,11 +191,7 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
         let inner = e.into_inner().to_string();
         if let Some((got, valid)) = unknown_variant(&inner) {
             let field = path.rsplit('.').next().unwrap_or(&path);
-            let mut help = format!("valid: {}", valid.join(", "));
-            if let Some(best) = did_you_mean(&got, &valid) {
-                help = format!("did you mean `{best}`? {help}");
-            }
-            return ParamError::field(&path, format!("unknown {field} `{got}`"), Some(help));
+            return ParamError::unknown_name(&path, field, &got, &valid);
         }
         if let Some((got, valid)) = unknown_field(&inner) {
             // A field of a nested table (a claim's): the stage's own are caught in `parse`.

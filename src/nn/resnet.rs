@@ -172,9 +172,12 @@ impl Tap {
         }
     }
 
+    /// Every tap's name, shallow to deep.
+    pub const NAMES: [&'static str; 5] = ["conv1", "res2", "res3", "res4", "res5"];
+
     /// The name used in configs and var prefixes.
     pub fn name(self) -> &'static str {
-        ["conv1", "res2", "res3", "res4", "res5"][self as usize]
+        Self::NAMES[self as usize]
     }
 }
 

@@ -20,19 +20,20 @@ pub struct DatasetParams {
     /// already holds a verified copy, which has the same bytes; it must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Keep this many training images (seeded, stratified).
+    /// Keep this many training images (seeded, stratified); unset, the whole split (synthetic:
+    /// 2,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub train_size: Option<usize>,
-    /// Keep this many test images (seeded, stratified).
+    /// Keep this many test images (seeded, stratified); unset, the whole split (synthetic: 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub test_size: Option<usize>,
-    /// Synthetic only: number of classes.
+    /// Synthetic only: number of classes (10 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 20))]
     pub classes: Option<usize>,
-    /// Synthetic only: image side in pixels.
+    /// Synthetic only: image side in pixels (28 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 64))]
     pub size: Option<usize>,
@@ -65,13 +66,10 @@ impl Params for DatasetParams {
             }
             return self.check_sizes();
         }
-        let name: DatasetName = self.name.parse().map_err(|_| {
-            ParamError::field(
-                "name",
-                format!("unknown data set `{}`", self.name),
-                Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
-            )
-        })?;
+        let name: DatasetName = self
+            .name
+            .parse()
+            .map_err(|_| ParamError::unknown_name("name", "data set", &self.name, &DatasetName::valid_names()))?;
         if name != DatasetName::Synthetic {
             for (field, v) in [("classes", self.classes), ("size", self.size)] {
                 if v.is_some() {
@@ -164,7 +162,8 @@ impl DatasetParams {
             },
         };
         let Some(infos) = members.iter().map(|&m| catalog::info(m)).collect::<Option<Vec<_>>>() else {
-            // Generated: the sizes are what was asked for.
+            // Generated: the sizes are what was asked for (the defaults are the ones the
+            // parameters' help names; `unset_synthetic_sizes_are_the_documented_ones` holds them).
             let d = SyntheticOptions::default();
             let rows = [self.train_size.unwrap_or(d.n_train), self.test_size.unwrap_or(d.n_test)];
             let classes = self.classes.unwrap_or(d.classes);
@@ -327,5 +326,12 @@ mod tests {
             "the catalog's files changed: bump the versions of the `dataset` and `video` ops (they are in \
              every key) and pin them here"
         );
+    }
+
+    /// `cfrun ops dataset` names what an unset size gives; the generator must agree.
+    #[test]
+    fn unset_synthetic_sizes_are_the_documented_ones() {
+        let d = SyntheticOptions::default();
+        assert_eq!((d.n_train, d.n_test, d.classes, d.size), (2000, 500, 10, 28));
     }
 }

@@ -64,13 +64,7 @@ fn default_batch() -> usize {
 
 impl Params for ExtractParams {
     fn validate(&self) -> Result<(), ParamError> {
-        self.tap.parse::<Tap>().map_err(|_| {
-            ParamError::field(
-                "tap",
-                format!("unknown tap `{}`", self.tap),
-                Some("valid: conv1, res2, res3, res4, res5".into()),
-            )
-        })?;
+        self.tap.parse::<Tap>().map_err(|_| ParamError::unknown_name("tap", "tap", &self.tap, &Tap::NAMES))?;
         let pool = self.pool.parse::<Pool>().map_err(|_| {
             ParamError::field(
                 "pool",

@@ -36,11 +36,7 @@ const BY: &[&str] = &["label", "class"];
 impl Params for PrototypeParams {
     fn validate(&self) -> Result<(), ParamError> {
         if !BY.contains(&self.by.as_str()) {
-            return Err(ParamError::field(
-                "by",
-                format!("unknown grouping `{}`", self.by),
-                Some(format!("valid: {}", BY.join(", "))),
-            ));
+            return Err(ParamError::unknown_name("by", "grouping", &self.by, BY));
         }
         Ok(())
     }

@@ -49,11 +49,9 @@ impl NetParams {
     /// The preset exists; refinements are positive and far below what would exhaust memory.
     pub fn validate(&self) -> Result<(), ParamError> {
         if !nn::PRESETS.contains(&self.arch.as_str()) {
-            return Err(ParamError::field(
-                "arch",
-                format!("unknown network preset `{}`", self.arch),
-                Some(format!("valid: {} (widths, blocks and stem_width refine a preset)", nn::PRESETS.join(", "))),
-            ));
+            let mut e = ParamError::unknown_name("arch", "network preset", &self.arch, nn::PRESETS);
+            e.help = e.help.map(|h| format!("{h} (widths, blocks and stem_width refine a preset)"));
+            return Err(e);
         }
         if self.widths.is_some_and(|w| w.contains(&0)) {
             return Err(ParamError::range("widths", "a zero width", "positive channel counts"));

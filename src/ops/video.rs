@@ -97,13 +97,9 @@ impl VideoParams {
 
 impl Params for VideoParams {
     fn validate(&self) -> Result<(), ParamError> {
-        self.source.parse::<DatasetName>().map_err(|_| {
-            ParamError::field(
-                "source",
-                format!("unknown data set `{}`", self.source),
-                Some(format!("valid: {}", DatasetName::valid_names().join(", "))),
-            )
-        })?;
+        self.source
+            .parse::<DatasetName>()
+            .map_err(|_| ParamError::unknown_name("source", "data set", &self.source, &DatasetName::valid_names()))?;
         if !(12..=96).contains(&self.size) {
             return Err(ParamError::range("size", self.size, "between 12 and 96"));
         }
@@ -126,8 +122,8 @@ impl Params for VideoParams {
         if !(0.0..=1.0).contains(&self.clutter) {
             return Err(ParamError::range("clutter", self.clutter, "between 0 and 1"));
         }
-        let space: LabelSpace = self.label_space.parse().map_err(|e: String| {
-            ParamError::field("label_space", e, Some(format!("valid: {}", LabelSpace::NAMES.join(", "))))
+        let space: LabelSpace = self.label_space.parse().map_err(|_| {
+            ParamError::unknown_name("label_space", "label space", &self.label_space, &LabelSpace::NAMES)
         })?;
         // Verbs alone must make two classes (one class is nothing to classify, cluster or tag);
         // kinetics and sports label by more than the verb.
