@@ -417,6 +417,11 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     let claims = String::from_utf8_lossy(&cfrun(&cache, &["ops", "claims"]).stdout).to_string();
     assert!(claims.lines().any(|l| l.trim_start().starts_with("claims[].expect ")), "nested fields:\n{claims}");
 
+    // `--set` is global, but `ops` reads no experiment: an override is refused, not dropped.
+    let set = cfrun(&cache, &["ops", "label_noise", "--set", "stages.x.percent=5"]);
+    assert_eq!(set.status.code(), Some(2), "{}", stderr(&set));
+    assert!(stderr(&set).contains("`cfrun ops` reads none"), "{}", stderr(&set));
+
     let json = cfrun(&cache, &["ops", "kmeans", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("ops OP --json is JSON");
     let k = v["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "k").unwrap();

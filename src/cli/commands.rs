@@ -24,6 +24,16 @@ use crate::ops;
 
 pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) -> ExitCode {
     let result = match cmd {
+        // `--set` is global so that it sits anywhere on the line, but these read no experiment:
+        // taken silently, an override the user meant for a run would look applied.
+        Command::Data { .. } | Command::Ops { .. } | Command::CheckDevice { .. } if !g.set.is_empty() => {
+            let name = match cmd {
+                Command::Data { .. } => "data",
+                Command::Ops { .. } => "ops",
+                _ => "check-device",
+            };
+            Err(Failure::Other(format!("--set overrides a field of an experiment file, and `cfrun {name}` reads none")))
+        }
         Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
         Command::Exec { target, instance, device, from_driver } => {
             super::cluster::exec(&target, instance.as_deref(), device, from_driver, g)
