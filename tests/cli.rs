@@ -3525,6 +3525,48 @@ fn slurm_failed_job_is_reported_with_its_log() {
     assert_eq!(outcomes(&v)["pixels"], "ran");
 }
 
+/// A job asking for more CPUs than the node has is accepted by `sbatch` and then pending forever
+/// (`PartitionConfig`): it is cancelled and its instance fails, naming the reason, instead of the
+/// driver waiting without a word.
+#[test]
+fn slurm_a_job_that_can_never_start_is_cancelled_and_named() {
+    if !slurm_up("slurm_a_job_that_can_never_start_is_cancelled_and_named") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    // One CPU more than the node has (sinfo's CPUs per node; this machine's as a fallback).
+    let sinfo = Command::new("sinfo").args(["-h", "-o", "%c"]).output().unwrap();
+    let node: usize = String::from_utf8_lossy(&sinfo.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cpus = format!("stages.model.resources.cpus={}", node + 1);
+    // Under `timeout`: before the fix this run waited forever.
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(env!("CARGO_BIN_EXE_cfrun"))
+        .args([file.to_str().unwrap(), "--json", "--executor", "slurm", "--poll-max", "0.5", "--set", &cpus])
+        .arg("--cache")
+        .arg(cache.path())
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = v["instances"].as_array().unwrap().iter().find(|i| i["name"] == "model").unwrap();
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot start") && error.contains("PartitionConfig") && error.contains("was cancelled"),
+        "{error}"
+    );
+    assert!(error.contains("[stages.model.resources]"), "{error}");
+    assert_eq!(outcomes(&v)["probe"], "skipped");
+    let job = error.split_whitespace().nth(1).unwrap();
+    let queue = Command::new("squeue").args(["-h", "-j", job, "-t", "PENDING,RUNNING"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&queue.stdout).trim().is_empty(), "job {job} left in the queue");
+}
+
 /// `cfrun [OPTIONS] FILE` is `cfrun run [OPTIONS] FILE`, also when an option with a value comes
 /// before the file (the value is not taken for the file).
 #[test]

@@ -138,6 +138,12 @@ pub fn require_shared_locks(cache: &Path) -> Result<(), NotShareable> {
     match lock_scope(m) {
         LockScope::Cluster => Ok(()),
         LockScope::Machine => {
+            // Checked twice in a run (before the cache is opened, and by the executor for library
+            // callers): said once.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             tracing::info!(
                 "the cache is on a local file system ({} at {}): only jobs on this machine can use it",
                 m.fstype,

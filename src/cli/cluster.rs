@@ -247,6 +247,8 @@ pub struct LiveJob {
     pub state: String,
     /// Where it runs.
     pub node: String,
+    /// Why it is pending (`Resources`, `PartitionConfig`, ...).
+    pub reason: String,
 }
 
 impl LiveJob {
@@ -261,7 +263,9 @@ impl LiveJob {
 
     /// `job 12 on node1`.
     pub fn describe(&self) -> String {
-        if self.node.is_empty() {
+        if self.node.is_empty() && !matches!(self.reason.as_str(), "" | "None") {
+            format!("job {} ({}: {})", self.id, self.state.to_lowercase(), self.reason)
+        } else if self.node.is_empty() {
             format!("job {} ({})", self.id, self.state.to_lowercase())
         } else {
             format!("job {} on {}", self.id, self.node)
@@ -286,7 +290,7 @@ pub fn live_jobs(store: &Store, states: &[InstanceState]) -> HashMap<usize, Live
         .into_iter()
         .filter_map(|(i, id)| {
             let q = queue.get(&id).filter(|q| q.active())?;
-            Some((i, LiveJob { id, state: q.state.clone(), node: q.node.clone() }))
+            Some((i, LiveJob { id, state: q.state.clone(), node: q.node.clone(), reason: q.reason.clone() }))
         })
         .collect()
 }

@@ -64,6 +64,13 @@ fn computed(p: &Json) -> String {
     if let Some(e) = p.get("experiment").and_then(Json::as_str) {
         parts.push(format!("experiment {e}"));
     }
+    // Where a cluster job computed it (`cfrun exec` records them).
+    if let Some(job) = p.pointer("/slurm/job_id").and_then(Json::as_str) {
+        let node = p.pointer("/slurm/node").and_then(Json::as_str).unwrap_or("?");
+        parts.push(format!("Slurm job {job} on {node}"));
+    } else if let Some(host) = p.get("host").and_then(Json::as_str) {
+        parts.push(format!("host {host}"));
+    }
     parts.join(", ")
 }
 
@@ -148,6 +155,18 @@ mod tests {
   files      labels/labels.safetensors, metrics/metrics.json
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_cluster_jobs_result_names_its_job_and_node() {
+        let provenance = |extra: Json| {
+            let mut p = json!({"op": "train", "op_version": 9, "experiment": "e"});
+            p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            computed(&p)
+        };
+        let slurm = provenance(json!({"host": "login1", "slurm": {"job_id": "1234_5", "node": "gpu7"}}));
+        assert_eq!(slurm, "train v9, experiment e, Slurm job 1234_5 on gpu7");
+        assert_eq!(provenance(json!({"host": "box"})), "train v9, experiment e, host box", "a child process");
     }
 
     #[test]

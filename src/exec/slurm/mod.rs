@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod claims;
+pub mod pending;
 pub mod queue;
 pub mod sbatch;
 pub mod silence;
@@ -22,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use self::backoff::Backoff;
 use self::claims::Claim;
-use self::queue::Verdict;
+use self::pending::Pending;
+use self::queue::{QueueEntry, Verdict};
 use self::sbatch::{Refused, Submitter};
 use self::silence::Silence;
 use super::compute::cached;
 use super::executor::{Executor, Finished};
 use super::interrupt::interrupted;
-use super::job::{jobs_dir, write_spec, Job};
+use super::job::{jobs_dir_in, write_spec, Job};
 use super::local::LocalExecutor;
 use super::resources::Resources;
 use super::run::{Outcome, RunOptions};
@@ -59,6 +61,10 @@ struct Tracked {
     adopted: bool,
     /// How it ended, once the queue says it did and it completed without its key in sight yet.
     completed: Option<(Instant, Option<queue::Ending>)>,
+    /// A pending reason that never clears (`pending::Pending::Never`), and when it was first seen.
+    stuck: Option<(Instant, String)>,
+    /// Whether its hold has been named (once).
+    held_named: bool,
 }
 
 /// Runs jobs on a Slurm cluster that shares the cache.
@@ -85,6 +91,8 @@ pub struct SlurmExecutor {
     delay: Duration,
     poll_max: Duration,
     last_queue: Option<Instant>,
+    /// How long a never-clearing pending reason holds before its job is cancelled.
+    stuck_grace: Duration,
 }
 
 impl SlurmExecutor {
@@ -94,9 +102,11 @@ impl SlurmExecutor {
         fs_check::require_shared_locks(store.root()).map_err(|e| e.to_string())?;
         require_sbatch()?;
         let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
-        let logs = jobs_dir(&store).join("logs");
+        // Absolute, as the cache: a job may start in another folder (`--chdir`, a submit folder
+        // the nodes do not share), where a relative log or key list is not found.
+        let logs = jobs_dir_in(&cache).join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-        std::fs::create_dir_all(jobs_dir(&store).join("arrays")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(jobs_dir_in(&cache).join("arrays")).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?;
         let s = &opts.executor;
         let submitter = Submitter {
@@ -140,6 +150,8 @@ impl SlurmExecutor {
             delay: Duration::from_millis(200).min(poll_max),
             poll_max,
             last_queue: None,
+            // Three looks at the queue at the longest spacing, at most `STUCK_GRACE`.
+            stuck_grace: pending::STUCK_GRACE.min(poll_max * 3),
         })
     }
 
@@ -262,6 +274,8 @@ impl SlurmExecutor {
                         since: Instant::now(),
                         adopted: true,
                         completed: None,
+                        stuck: None,
+                        held_named: false,
                     });
                 }
                 None => rest.push((job, attempts)),
@@ -284,7 +298,7 @@ impl SlurmExecutor {
         if self.arrays && jobs.len() > 1 {
             let list: String = jobs.iter().map(|j| format!("{}\n", j.key.hex())).collect();
             let name = blake3::hash(list.as_bytes()).to_hex()[..16].to_string();
-            let path = jobs_dir(&self.store).join("arrays").join(format!("{name}.txt"));
+            let path = jobs_dir_in(&self.submitter.cache).join("arrays").join(format!("{name}.txt"));
             if let Err(e) = crate::cache::fsutil::write_atomic(&path, list.as_bytes()) {
                 self.fail_all(jobs, &format!("cannot write the array's key list: {e}"));
                 return Vec::new();
@@ -371,7 +385,17 @@ impl SlurmExecutor {
         // The claim is out: another driver that needs the key now follows this job.
         self.submitting.remove(&job.key);
         let since = Instant::now();
-        self.tracked.push(Tracked { job, job_id, log, attempts, since, adopted: false, completed: None });
+        self.tracked.push(Tracked {
+            job,
+            job_id,
+            log,
+            attempts,
+            since,
+            adopted: false,
+            completed: None,
+            stuck: None,
+            held_named: false,
+        });
     }
 
     fn fail_all(&mut self, jobs: Vec<Job>, why: &str) {
@@ -406,8 +430,11 @@ impl SlurmExecutor {
             }
         };
         for mut t in waiting {
-            if states.get(&t.job_id).is_some_and(|q| q.active()) {
-                self.tracked.push(t);
+            if let Some(q) = states.get(&t.job_id).filter(|q| q.active()) {
+                match self.never_starts(&mut t, q) {
+                    Some(failed) => out.push(failed),
+                    None => self.tracked.push(t),
+                }
                 continue;
             }
             // Ended: it may have published between the two looks.
@@ -418,7 +445,10 @@ impl SlurmExecutor {
             let first_look = t.completed.is_none();
             let (first_seen, ending) = match t.completed.take() {
                 Some(seen) => seen,
-                None => (Instant::now(), queue::ending(&t.job_id)),
+                None => {
+                    let listed = states.get(&t.job_id).map(queue::Ending::from_queue);
+                    (Instant::now(), queue::ending(&t.job_id).or(listed))
+                }
             };
             // A job that completed cleanly has published; on a network file system this node
             // may not see the new key file for a while (cached directory attributes), so it is
@@ -440,9 +470,11 @@ impl SlurmExecutor {
             match queue::verdict(ending.as_ref()) {
                 Verdict::Retry(why) if t.attempts <= self.retries => {
                     tracing::warn!(
-                        "{}: job {} {why}; submitting it again (attempt {} of {}), it resumes from its checkpoint",
+                        "{}: job {} {why} (log {}); submitting it again (attempt {} of {}), it resumes from its \
+                         checkpoint",
                         t.job.instance.name,
                         t.job_id,
+                        t.log.display(),
                         t.attempts + 1,
                         self.retries + 1
                     );
@@ -459,7 +491,8 @@ impl SlurmExecutor {
                     self.backlog.push_back((t.job, t.attempts));
                 }
                 Verdict::Retry(why) | Verdict::Fail(why) | Verdict::Cancelled(why) => {
-                    let why = format!("job {} {why}; log {}{}", t.job_id, t.log.display(), log_tail(&t.log, 12));
+                    let tries = if t.attempts > 1 { format!(", after {} attempts", t.attempts) } else { String::new() };
+                    let why = format!("job {} {why}{tries}; log {}{}", t.job_id, t.log.display(), log_tail(&t.log, 12));
                     out.push(Finished {
                         index: t.job.index,
                         result: Err(why),
@@ -471,12 +504,63 @@ impl SlurmExecutor {
         out
     }
 
+    /// A pending job Slurm will never start as asked ([`pending::classify`]): once its reason has
+    /// held for `stuck_grace`, the job is cancelled and its instance fails, naming the
+    /// reason; until then, and for a job on hold, a warning says why it waits. A job another
+    /// driver submitted is left to that driver.
+    fn never_starts(&self, t: &mut Tracked, q: &QueueEntry) -> Option<Finished> {
+        let name = &t.job.instance.name;
+        let hint = match (q.state.as_str(), pending::classify(&q.reason)) {
+            ("PENDING", Pending::Never(hint)) if !t.adopted => hint,
+            ("PENDING", Pending::Held) => {
+                if !std::mem::replace(&mut t.held_named, true) {
+                    tracing::warn!("{name}: job {} is held ({}); it starts once released", t.job_id, q.reason);
+                }
+                return None;
+            }
+            _ => {
+                t.stuck = None;
+                return None;
+            }
+        };
+        let since = match &t.stuck {
+            Some((since, reason)) if *reason == q.reason => *since,
+            _ => {
+                tracing::warn!(
+                    "{name}: Slurm keeps job {} pending for `{}`: {hint}; it is cancelled unless it starts within {} s",
+                    t.job_id,
+                    q.reason,
+                    self.stuck_grace.as_secs_f64().ceil()
+                );
+                t.stuck = Some((Instant::now(), q.reason.clone()));
+                return None;
+            }
+        };
+        if since.elapsed() < self.stuck_grace {
+            return None;
+        }
+        let cancelled = std::process::Command::new("scancel").arg(&t.job_id).status().is_ok_and(|s| s.success());
+        if cancelled {
+            claims::release(&self.store, &t.job.key, &t.job_id);
+        }
+        let left = if cancelled { "cancelled" } else { "could not be cancelled (scancel it by hand)" };
+        let why = format!(
+            "job {} cannot start: Slurm keeps it pending for `{}` ({hint}); it was {left}. Change the stage's \
+             [stages.{}.resources] or the executor's partition, account or QOS",
+            t.job_id, q.reason, t.job.instance.stage
+        );
+        Some(Finished { index: t.job.index, result: Err(why), seconds: t.since.elapsed().as_secs_f64() })
+    }
+
     /// The queue's states of `ids`, counting its failures toward giving up ([`Silence`]).
     fn ask_queue(&mut self, ids: &[&str]) -> Result<HashMap<String, queue::QueueEntry>, String> {
+        // A look at a dead controller takes its own timeout (about 20 s) to fail: the silence
+        // counts from when the look began, not from when it gave up.
+        let asked = Instant::now();
         let answer = queue::states(ids);
         match &answer {
             Ok(_) => self.silence.answered(),
-            Err(e) => self.silence.failed(Instant::now(), e),
+            Err(e) => self.silence.failed(asked, e),
         }
         answer
     }

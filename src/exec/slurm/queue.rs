@@ -12,6 +12,8 @@ pub struct QueueEntry {
     pub state: String,
     /// The node it runs on (empty while pending).
     pub node: String,
+    /// Why it is not running (`Resources`, `PartitionConfig`, ...; `None` while running).
+    pub reason: String,
 }
 
 impl QueueEntry {
@@ -52,7 +54,7 @@ pub fn states(ids: &[&str]) -> Result<HashMap<String, QueueEntry>, String> {
         return Ok(HashMap::new());
     }
     let out = Command::new("squeue")
-        .args(["--noheader", "--array", "--states=all", "--format=%i|%T|%N", "--jobs"])
+        .args(["--noheader", "--array", "--states=all", "--format=%i|%T|%N|%r", "--jobs"])
         .arg(bases.join(","))
         .process_group(0)
         .output()
@@ -96,7 +98,7 @@ fn job_with_comment(text: &str, comment: &str) -> Option<String> {
     })
 }
 
-/// Parses `%i|%T|%N` lines.
+/// Parses `%i|%T|%N|%r` lines.
 pub fn parse_squeue(text: &str) -> HashMap<String, QueueEntry> {
     text.lines()
         .filter_map(|line| {
@@ -104,7 +106,9 @@ pub fn parse_squeue(text: &str) -> HashMap<String, QueueEntry> {
             let id = parts.next()?.trim();
             let state = parts.next()?.trim();
             let node = parts.next().unwrap_or("").trim();
-            (!id.is_empty()).then(|| (id.to_string(), QueueEntry { state: state.into(), node: node.into() }))
+            let reason = parts.next().unwrap_or("").trim();
+            let entry = QueueEntry { state: state.into(), node: node.into(), reason: reason.into() };
+            (!id.is_empty()).then(|| (id.to_string(), entry))
         })
         .collect()
 }
@@ -138,9 +142,18 @@ pub struct Ending {
     pub signal: i32,
     /// `Reason`.
     pub reason: String,
+    /// Read from `squeue`'s state alone (`scontrol show job` did not answer): the exit code and
+    /// signal are not known.
+    pub from_queue: bool,
 }
 
 impl Ending {
+    /// What `squeue` said of an ended job, for when `scontrol show job` does not answer: a failed
+    /// look is no reason to take a job Slurm still lists for one that vanished (and run it again).
+    pub fn from_queue(q: &QueueEntry) -> Ending {
+        Ending { state: q.state.clone(), from_queue: true, ..Ending::default() }
+    }
+
     /// Completed with exit status 0 and no signal: the job's `cfrun exec` published its key.
     pub fn completed_cleanly(&self) -> bool {
         self.state == "COMPLETED" && self.exit_code == 0 && self.signal == 0
@@ -189,7 +202,7 @@ pub enum Verdict {
 /// Classifies an ended job. `None` means Slurm no longer remembers it.
 pub fn verdict(ending: Option<&Ending>) -> Verdict {
     let Some(e) = ending else {
-        return Verdict::Retry("the job vanished from the queue without publishing".into());
+        return Verdict::Retry("vanished from the queue without publishing".into());
     };
     let state = e.state.as_str();
     // The states that name their cause come before the signal: a person's `scancel` of a
@@ -198,6 +211,7 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
     match state {
         "NODE_FAIL" | "PREEMPTED" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE" => Verdict::Retry(format!("ended {state}")),
         "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
+        "CANCELLED" if matches!(e.reason.as_str(), "" | "None") => Verdict::Cancelled("cancelled".into()),
         "CANCELLED" => Verdict::Cancelled(format!("cancelled ({})", e.reason)),
         _ if e.signal != 0 => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
         _ if matches!(e.exit_code, 137 | 143) => {
@@ -207,6 +221,9 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
             "the job completed but its result never showed in the cache: do the nodes share this cache directory?"
                 .into(),
         ),
+        _ if e.from_queue => Verdict::Fail(format!(
+            "ended {state} (squeue's word: `scontrol show job` did not answer, so its exit code is not known)"
+        )),
         _ => Verdict::Fail(format!("ended {state} with exit code {}", e.exit_code)),
     }
 }
@@ -217,8 +234,9 @@ mod tests {
 
     #[test]
     fn squeue_lines_and_array_tasks() {
-        let m = parse_squeue("12_0|COMPLETED|vm\n12_1|RUNNING|vm\n13|PENDING|\n");
-        assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into() });
+        let m = parse_squeue("12_0|COMPLETED|vm|None\n12_1|RUNNING|vm|None\n13|PENDING||PartitionConfig\n");
+        assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into(), reason: "None".into() });
+        assert_eq!((m["13"].node.as_str(), m["13"].reason.as_str()), ("", "PartitionConfig"));
         assert!(m["13"].active() && !m["12_0"].active());
         for live in ["RUNNING", "COMPLETING", "REQUEUE_HOLD", "STOPPED", "A_STATE_OF_A_NEWER_SLURM"] {
             assert!(is_active(live), "{live}");
@@ -271,7 +289,15 @@ mod tests {
         // not resubmitted (they once were, the signal being checked first).
         let scancelled = parse_ending("JobId=8\n   JobState=CANCELLED Reason=None\n   ExitCode=0:15\n");
         assert_eq!(scancelled.signal, 15);
-        assert!(matches!(verdict(Some(&scancelled)), Verdict::Cancelled(_)), "{scancelled:?}");
+        assert_eq!(verdict(Some(&scancelled)), Verdict::Cancelled("cancelled".into()), "Slurm's `None` is not shown");
+        // Only squeue's word (scontrol did not answer): a failure is reported, not run again.
+        let listed = QueueEntry { state: "FAILED".into(), node: "vm".into(), reason: "NonZeroExitCode".into() };
+        let ending = Ending::from_queue(&listed);
+        assert!(
+            matches!(verdict(Some(&ending)), Verdict::Fail(ref why) if why.contains("scontrol show job")),
+            "{ending:?}"
+        );
+        assert!(Ending::from_queue(&QueueEntry { state: "COMPLETED".into(), ..listed.clone() }).completed_cleanly());
         let oom = Ending { state: "OUT_OF_MEMORY".into(), signal: 125, ..Default::default() };
         assert_eq!(verdict(Some(&oom)), Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()));
     }

@@ -26,7 +26,7 @@ impl Silence {
         self.since = None;
     }
 
-    /// A look failed at `now` with `error`.
+    /// A look begun at `now` failed with `error`.
     pub fn failed(&mut self, now: Instant, error: &str) {
         self.since.get_or_insert_with(|| (now, String::new())).1 = error.to_string();
     }
