@@ -421,6 +421,9 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     let set = cfrun(&cache, &["ops", "label_noise", "--set", "stages.x.percent=5"]);
     assert_eq!(set.status.code(), Some(2), "{}", stderr(&set));
     assert!(stderr(&set).contains("`cfrun ops` reads none"), "{}", stderr(&set));
+    let exec = cfrun(&cache, &["--set", "stages.x.k=1", "exec", "blake3:0000"]);
+    assert_eq!(exec.status.code(), Some(2), "a job spec holds its parameters: {}", stderr(&exec));
+    assert!(stderr(&exec).contains("`cfrun exec KEY` reads none"), "{}", stderr(&exec));
 
     let json = cfrun(&cache, &["ops", "kmeans", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("ops OP --json is JSON");

@@ -26,10 +26,16 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
     let result = match cmd {
         // `--set` is global so that it sits anywhere on the line, but these read no experiment:
         // taken silently, an override the user meant for a run would look applied.
-        Command::Data { .. } | Command::Ops { .. } | Command::CheckDevice { .. } if !g.set.is_empty() => {
+        Command::Data { .. }
+        | Command::Ops { .. }
+        | Command::CheckDevice { .. }
+        | Command::Exec { instance: None, .. }
+            if !g.set.is_empty() =>
+        {
             let name = match cmd {
                 Command::Data { .. } => "data",
                 Command::Ops { .. } => "ops",
+                Command::Exec { .. } => "exec KEY",
                 _ => "check-device",
             };
             Err(Failure::Other(format!("--set overrides a field of an experiment file, and `cfrun {name}` reads none")))

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use self::backoff::Backoff;
 use self::claims::Claim;
-use self::pending::Pending;
+use self::pending::Look;
 use self::queue::{QueueEntry, Verdict};
 use self::sbatch::{Refused, Submitter};
 use self::silence::Silence;
@@ -61,10 +61,8 @@ struct Tracked {
     adopted: bool,
     /// How it ended, once the queue says it did and it completed without its key in sight yet.
     completed: Option<(Instant, Option<queue::Ending>)>,
-    /// A pending reason that never clears (`pending::Pending::Never`), and when it was first seen.
-    stuck: Option<(Instant, String)>,
-    /// Whether its hold has been named (once).
-    held_named: bool,
+    /// What its pending reasons have been ([`pending::Watch`]).
+    pending: pending::Watch,
 }
 
 /// Runs jobs on a Slurm cluster that shares the cache.
@@ -93,6 +91,9 @@ pub struct SlurmExecutor {
     last_queue: Option<Instant>,
     /// How long a never-clearing pending reason holds before its job is cancelled.
     stuck_grace: Duration,
+    /// Jobs are offered to more than one partition (`partition = "a,b"`, or a `--partition` of
+    /// `sbatch_args`): a pending reason may be one partition's, so no job is cancelled for it.
+    several_partitions: bool,
 }
 
 impl SlurmExecutor {
@@ -152,6 +153,8 @@ impl SlurmExecutor {
             last_queue: None,
             // Three looks at the queue at the longest spacing, at most `STUCK_GRACE`.
             stuck_grace: pending::STUCK_GRACE.min(poll_max * 3),
+            several_partitions: s.partition.as_deref().is_some_and(|p| p.contains(','))
+                || s.sbatch_args.iter().any(|a| a.starts_with("-p") || a.starts_with("--partition")),
         })
     }
 
@@ -274,8 +277,7 @@ impl SlurmExecutor {
                         since: Instant::now(),
                         adopted: true,
                         completed: None,
-                        stuck: None,
-                        held_named: false,
+                        pending: Default::default(),
                     });
                 }
                 None => rest.push((job, attempts)),
@@ -393,8 +395,7 @@ impl SlurmExecutor {
             since,
             adopted: false,
             completed: None,
-            stuck: None,
-            held_named: false,
+            pending: Default::default(),
         });
     }
 
@@ -504,41 +505,31 @@ impl SlurmExecutor {
         out
     }
 
-    /// A pending job Slurm will never start as asked ([`pending::classify`]): once its reason has
-    /// held for `stuck_grace`, the job is cancelled and its instance fails, naming the
-    /// reason; until then, and for a job on hold, a warning says why it waits. A job another
-    /// driver submitted is left to that driver.
+    /// A pending job Slurm will never start as asked ([`pending::classify`]): named at the first
+    /// look, and once its reason has held for `stuck_grace`, cancelled, its instance failed with
+    /// the reason. A job followed from another driver too: it is no use to any run, and the
+    /// driver that submitted it may be gone. Only named where the job was offered to several
+    /// partitions (the reason may be one partition's).
     fn never_starts(&self, t: &mut Tracked, q: &QueueEntry) -> Option<Finished> {
         let name = &t.job.instance.name;
-        let hint = match (q.state.as_str(), pending::classify(&q.reason)) {
-            ("PENDING", Pending::Never(hint)) if !t.adopted => hint,
-            ("PENDING", Pending::Held) => {
-                if !std::mem::replace(&mut t.held_named, true) {
-                    tracing::warn!("{name}: job {} is held ({}); it starts once released", t.job_id, q.reason);
-                }
+        let hint = match t.pending.look(&q.state, &q.reason, Instant::now(), self.stuck_grace, !self.several_partitions)
+        {
+            Look::Quiet => return None,
+            Look::Held => {
+                tracing::warn!("{name}: job {} is held ({}); it starts once released", t.job_id, q.reason);
                 return None;
             }
-            _ => {
-                t.stuck = None;
+            Look::Stuck(hint) => {
+                let then = if self.several_partitions {
+                    "it was offered to several partitions, so it is left to start in another".to_string()
+                } else {
+                    format!("it is cancelled unless it starts within {} s", self.stuck_grace.as_secs_f64().ceil())
+                };
+                tracing::warn!("{name}: Slurm keeps job {} pending for `{}`: {hint}; {then}", t.job_id, q.reason);
                 return None;
             }
+            Look::Cancel(hint) => hint,
         };
-        let since = match &t.stuck {
-            Some((since, reason)) if *reason == q.reason => *since,
-            _ => {
-                tracing::warn!(
-                    "{name}: Slurm keeps job {} pending for `{}`: {hint}; it is cancelled unless it starts within {} s",
-                    t.job_id,
-                    q.reason,
-                    self.stuck_grace.as_secs_f64().ceil()
-                );
-                t.stuck = Some((Instant::now(), q.reason.clone()));
-                return None;
-            }
-        };
-        if since.elapsed() < self.stuck_grace {
-            return None;
-        }
         let cancelled = std::process::Command::new("scancel").arg(&t.job_id).status().is_ok_and(|s| s.success());
         if cancelled {
             claims::release(&self.store, &t.job.key, &t.job_id);

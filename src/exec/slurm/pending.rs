@@ -3,7 +3,7 @@
 //! or association allows one job, or that names an account it may not use, is never started as
 //! asked. Unnoticed, its driver would wait for it forever without a word.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a never-clearing reason must hold, from the first look that saw it, before the job
 /// is cancelled, at most: one odd reading of the queue does not fail an instance. (A driver that
@@ -26,12 +26,13 @@ pub fn classify(reason: &str) -> Pending {
     let never = match reason {
         "PartitionConfig" => "it asks for more CPUs, memory or GPUs than the partition's nodes or limits allow",
         "PartitionTimeLimit" => "its time limit is above the partition's",
-        "PartitionNodeLimit" => "its node count is outside the partition's limits",
         "BadConstraints" => "its constraints cannot be satisfied",
         "DependencyNeverSatisfied" => "a job it depends on ended in a way its dependency excludes",
         "InvalidAccount" | "AccountNotAllowed" => "its account is not valid for this partition",
         "InvalidQOS" | "QOSNotAllowed" => "its QOS is not valid for this partition",
         "JobHeldUser" | "JobHeldAdmin" => return Pending::Held,
+        // Not `PartitionNodeLimit`: Slurm also gives it while the nodes a job needs are down or
+        // draining, which passes.
         // A per-job maximum (`QOSMaxCpuPerJobLimit`, `AssocMaxWallDurationLimit`, ...) is exceeded by
         // the request itself; the other `*Max*` reasons count jobs or usage and clear as jobs end.
         r if (r.starts_with("QOSMax") || r.starts_with("AssocMax"))
@@ -44,9 +45,91 @@ pub fn classify(reason: &str) -> Pending {
     Pending::Never(never)
 }
 
+/// What a driver does about one pending job at one look at the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing to say.
+    Quiet,
+    /// Name the hold (once per hold).
+    Held,
+    /// Name the never-clearing reason (the first look that sees one): it is cancelled unless it
+    /// starts within the grace.
+    Stuck(&'static str),
+    /// The reason has held for the grace: cancel the job and fail its instance.
+    Cancel(&'static str),
+}
+
+/// One tracked job's pending history: since when a never-clearing reason has held (whichever
+/// one: a reason that flips between two such reasons is still stuck), and whether its hold was
+/// named.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    stuck_since: Option<Instant>,
+    held_named: bool,
+}
+
+impl Watch {
+    /// What to do about a job the queue lists as `state` for `reason` at `now`. `may_cancel` is
+    /// false where the reason may be one partition's of several the job was offered to (then the
+    /// job is only named).
+    pub fn look(&mut self, state: &str, reason: &str, now: Instant, grace: Duration, may_cancel: bool) -> Look {
+        let class = if state == "PENDING" { classify(reason) } else { Pending::Waits };
+        let hint = match class {
+            Pending::Never(hint) => hint,
+            Pending::Held => {
+                // A hold stops the clock: released, the job gets its full grace again.
+                self.stuck_since = None;
+                return if std::mem::replace(&mut self.held_named, true) { Look::Quiet } else { Look::Held };
+            }
+            Pending::Waits => {
+                self.stuck_since = None;
+                self.held_named = false;
+                return Look::Quiet;
+            }
+        };
+        self.held_named = false;
+        match self.stuck_since {
+            None => {
+                self.stuck_since = Some(now);
+                Look::Stuck(hint)
+            }
+            Some(since) if may_cancel && now.saturating_duration_since(since) >= grace => Look::Cancel(hint),
+            Some(_) => Look::Quiet,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_never_clearing_reason_is_named_then_cancelled_after_the_grace() {
+        let (t0, grace) = (Instant::now(), Duration::from_secs(30));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = Watch::default();
+        assert_eq!(w.look("PENDING", "Priority", at(0), grace, true), Look::Quiet);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(1), grace, true), Look::Stuck(_)));
+        assert_eq!(w.look("PENDING", "PartitionConfig", at(30), grace, true), Look::Quiet, "29 s in");
+        // Another never-clearing reason does not restart the clock.
+        assert!(matches!(w.look("PENDING", "PartitionTimeLimit", at(31), grace, true), Look::Cancel(_)));
+
+        // A hold stops the clock, and is named once.
+        let mut w = Watch::default();
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(0), grace, true), Look::Stuck(_)));
+        assert_eq!(w.look("PENDING", "JobHeldUser", at(10), grace, true), Look::Held);
+        assert_eq!(w.look("PENDING", "JobHeldUser", at(20), grace, true), Look::Quiet);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(40), grace, true), Look::Stuck(_)), "a new grace");
+        assert_eq!(w.look("PENDING", "PartitionConfig", at(60), grace, true), Look::Quiet);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(70), grace, true), Look::Cancel(_)));
+
+        // Starting clears it; a job offered to several partitions is only named.
+        let mut w = Watch::default();
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(0), grace, false), Look::Stuck(_)));
+        assert_eq!(w.look("PENDING", "PartitionConfig", at(100), grace, false), Look::Quiet);
+        assert_eq!(w.look("RUNNING", "None", at(101), grace, true), Look::Quiet);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(102), grace, true), Look::Stuck(_)));
+    }
 
     #[test]
     fn only_a_request_beyond_a_limit_is_never_started() {
@@ -61,7 +144,6 @@ mod tests {
         for never in [
             "PartitionConfig",
             "PartitionTimeLimit",
-            "PartitionNodeLimit",
             "BadConstraints",
             "InvalidAccount",
             "QOSMaxCpuPerJobLimit",
