@@ -4144,11 +4144,21 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
     assert!(why.contains("panicked: failpoint CFRUN_FAILPOINT_PANIC"), "the child's own error: {why}");
     let (outcome, why) = outcome_of(&v, "net[replicate=1]");
     assert_eq!(outcome, "failed", "{v}");
-    assert!(why.contains("`cfrun exec` was killed by signal 6"), "{why}");
+    assert!(why.contains("`cfrun exec` was killed by SIGABRT") && why.contains("(signal 6)"), "{why}");
     assert!(why.contains("its last lines:") && why.contains("failpoint CFRUN_FAILPOINT_ABORT: aborting"), "{why}");
     for r in 0..2 {
         assert_eq!(outcome_of(&v, &format!("feats[replicate={r}]")).0, "skipped", "{v}");
     }
+    // A child that dies after publishing (the OOM killer, say): the cache is the truth, so the
+    // instance ran and what depends on it goes on. Before, it failed and its dependants were skipped.
+    let late = dir.path().join("late");
+    let (out, v) = run(&late, &["--executor", "processes"], &[("CFRUN_FAILPOINT_ABORT", "net[replicate=0]@published")]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("after publishing; the result is used"), "{err}");
+    assert_eq!(outcome_of(&v, "net[replicate=0]").0, "ran", "{v}");
+    assert_eq!(outcome_of(&v, "feats[replicate=0]").0, "ran", "{v}");
+    assert_eq!(objects(&late), objects(&threads));
     // Two stages of one recipe, ready together: one child computes it, the other job waits for
     // it and is served from the cache without a child of its own.
     let twins = dir.path().join("twins.toml");

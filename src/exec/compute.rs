@@ -42,12 +42,19 @@ pub fn compute_guarded(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcom
             panic!("failpoint CFRUN_FAILPOINT_PANIC");
         }
         // And here the whole process aborts, as a crash in native code would (for jobs run as
-        // processes: their driver must tell the death apart and say what it last printed).
-        if std::env::var("CFRUN_FAILPOINT_ABORT").is_ok_and(|v| v == job.instance.name) {
+        // processes: their driver must tell the death apart and say what it last printed);
+        // `INSTANCE@published` aborts once its result is published (the driver must use it).
+        let abort = std::env::var("CFRUN_FAILPOINT_ABORT").ok();
+        if abort.as_deref() == Some(job.instance.name.as_str()) {
             eprintln!("failpoint CFRUN_FAILPOINT_ABORT: aborting");
             std::process::abort();
         }
-        compute(env, job)
+        let result = compute(env, job);
+        if abort.is_some_and(|v| v == format!("{}@published", job.instance.name)) && result.is_ok() {
+            eprintln!("failpoint CFRUN_FAILPOINT_ABORT: aborting after publishing");
+            std::process::abort();
+        }
+        result
     };
     match crate::panics::catch(run) {
         Ok(result) => result.map_err(|e| e.to_string()),

@@ -247,6 +247,16 @@ impl ProcessExecutor {
                     )),
                 }
             }
+            // Killed (by the OOM killer, say) after its result was published: the cache is the
+            // truth, and what depends on it goes on.
+            ended if self.published(&r.job.key).is_some() => {
+                let how = match &ended {
+                    Ok(s) => describe(*s),
+                    Err(e) => format!("was lost track of ({e})"),
+                };
+                tracing::warn!("{}: its `cfrun exec` {how} after publishing; the result is used", r.job.instance.name);
+                Ok((self.published(&r.job.key).expect("published just above"), Outcome::Ran))
+            }
             // The stage's own error, or what `exec` refused before it ran anything.
             Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str().or(v["errors"][0]["message"].as_str())) {
                 Some(error) => Err(error.to_string()),
@@ -278,9 +288,28 @@ fn describe(s: ExitStatus) -> String {
         (None, Some(libc::SIGKILL)) => {
             "was killed by SIGKILL (as the kernel's out-of-memory killer or `kill -9` do)".to_string()
         }
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        (None, Some(sig)) => match signal_name(sig) {
+            Some(name) => format!("was killed by {name} (signal {sig})"),
+            None => format!("was killed by signal {sig}"),
+        },
         (None, None) => "ended without a status".to_string(),
     }
+}
+
+/// The name of a signal a child is likely to die of.
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        libc::SIGABRT => "SIGABRT (an abort: a failed assertion in native code, say)",
+        libc::SIGSEGV => "SIGSEGV (a bad memory access)",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL (an instruction this CPU lacks?)",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGXCPU => "SIGXCPU (a CPU-time limit)",
+        _ => return None,
+    })
 }
 
 fn last_lines(tail: &VecDeque<String>) -> String {
