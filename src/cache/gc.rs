@@ -43,6 +43,8 @@ pub struct Sweep {
     pub locks_removed: usize,
     /// Leftover staging folders removed.
     pub staging_removed: usize,
+    /// Job specs no queued job can read any more.
+    pub specs_removed: usize,
     /// What could not be removed, with the reason.
     pub failures: Vec<String>,
 }
@@ -123,7 +125,18 @@ pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
     for sub in ["keys", "evicted", "records", "jobs"] {
         out.staging_removed += clear(sub, &|name| name.starts_with(".tmp"), &mut out.failures);
     }
+    out.specs_removed = clear("jobs", &|name| stale_spec(store, name), &mut out.failures);
     out
+}
+
+/// Whether `jobs/NAME` is a job spec (`KEY.json`, which the cluster executors write for
+/// `cfrun exec`) that nothing will read. While `gc` holds the cache no child process runs, so only
+/// a Slurm job still queued can need one, and its driver wrote that job's claim (`KEY.claim`)
+/// beside it; a spec without a claim is done with (every run writes one per job, so they add up).
+fn stale_spec(store: &Store, name: &str) -> bool {
+    let Some(hex) = name.strip_suffix(".json") else { return false };
+    let is_key = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    is_key && !store.root().join("jobs").join(format!("{hex}.claim")).exists()
 }
 
 #[cfg(test)]
@@ -189,6 +202,24 @@ mod tests {
     /// A checkpoint survives only while its key is in use and unpublished: the run it belongs
     /// to can still resume from it. An abandoned recipe's, a published key's and a folder that
     /// names no key go.
+    #[test]
+    fn job_specs_go_unless_a_queued_job_may_still_read_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let jobs = store.root().join("jobs");
+        std::fs::create_dir_all(jobs.join("logs")).unwrap();
+        let (done, queued) = ("a".repeat(64), "b".repeat(64));
+        for name in [format!("{done}.json"), format!("{queued}.json"), format!("{queued}.claim"), "notes.json".into()] {
+            std::fs::write(jobs.join(name), b"{}").unwrap();
+        }
+        let swept = sweep(&store, &Garbage::default());
+        assert_eq!(swept.specs_removed, 1);
+        let left: BTreeSet<String> = super::super::store::list_dir(&jobs).into_iter().collect();
+        let expected: BTreeSet<String> =
+            [format!("{queued}.json"), format!("{queued}.claim"), "notes.json".into(), "logs".into()].into();
+        assert_eq!(left, expected, "the queued job's spec, its claim, what is not a spec and the logs stay");
+    }
+
     #[test]
     fn keeps_only_the_checkpoints_an_unfinished_instance_resumes_from() {
         let root = tempfile::tempdir().unwrap();

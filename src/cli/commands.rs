@@ -697,7 +697,8 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
             "{}",
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
                    "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
-                   "staging": swept.staging_removed, "failures": swept.failures})
+                   "staging": swept.staging_removed, "job_specs": swept.specs_removed,
+                   "failures": swept.failures})
         );
     } else {
         for (obj, size) in &swept.objects_removed {
@@ -707,13 +708,15 @@ fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure>
             eprintln!("could not remove {f}");
         }
         println!(
-            "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging folders)",
+            "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging \
+             folders, {} finished job specs)",
             swept.objects_removed.len(),
             swept.keys_removed,
             human(swept.bytes_freed),
             swept.checkpoints_removed,
             swept.locks_removed,
-            swept.staging_removed
+            swept.staging_removed,
+            swept.specs_removed
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
