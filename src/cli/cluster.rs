@@ -294,3 +294,25 @@ pub fn live_jobs(store: &Store, states: &[InstanceState]) -> HashMap<usize, Live
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_job_says_where_it_runs_or_why_it_waits() {
+        let job = |state: &str, node: &str, reason: &str| LiveJob {
+            id: "12_3".into(),
+            state: state.into(),
+            node: node.into(),
+            reason: reason.into(),
+        };
+        assert_eq!(job("RUNNING", "gpu7", "None").describe(), "job 12_3 on gpu7");
+        assert_eq!(job("PENDING", "", "PartitionConfig").describe(), "job 12_3 (pending: PartitionConfig)");
+        assert_eq!(job("PENDING", "", "None").describe(), "job 12_3 (pending)", "Slurm's `None` is not shown");
+        assert_eq!(
+            (job("PENDING", "", "Priority").label(), job("RUNNING", "n1", "None").label()),
+            ("queued", "running")
+        );
+    }
+}
