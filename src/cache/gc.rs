@@ -135,8 +135,7 @@ pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
 /// beside it; a spec without a claim is done with (every run writes one per job, so they add up).
 fn stale_spec(store: &Store, name: &str) -> bool {
     let Some(hex) = name.strip_suffix(".json") else { return false };
-    let is_key = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    is_key && !store.root().join("jobs").join(format!("{hex}.claim")).exists()
+    RecipeKey::parse(hex).is_some() && !store.root().join("jobs").join(format!("{hex}.claim")).exists()
 }
 
 #[cfg(test)]
@@ -199,9 +198,6 @@ mod tests {
         assert!(!store.root().join("tmp/command-x").exists());
     }
 
-    /// A checkpoint survives only while its key is in use and unpublished: the run it belongs
-    /// to can still resume from it. An abandoned recipe's, a published key's and a folder that
-    /// names no key go.
     #[test]
     fn job_specs_go_unless_a_queued_job_may_still_read_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -220,6 +216,9 @@ mod tests {
         assert_eq!(left, expected, "the queued job's spec, its claim, what is not a spec and the logs stay");
     }
 
+    /// A checkpoint survives only while its key is in use and unpublished: the run it belongs
+    /// to can still resume from it. An abandoned recipe's, a published key's and a folder that
+    /// names no key go.
     #[test]
     fn keeps_only_the_checkpoints_an_unfinished_instance_resumes_from() {
         let root = tempfile::tempdir().unwrap();

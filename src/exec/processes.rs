@@ -232,6 +232,9 @@ impl ProcessExecutor {
         let tail = r.stderr.join().unwrap_or_default();
         let seconds = r.started.elapsed().as_secs_f64();
         let report = said.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        // A child that did not exit 0 may still have published (killed in between): looked up once.
+        let exited_0 = status.as_ref().is_ok_and(|s| s.success());
+        let published_anyway = if exited_0 { None } else { self.published(&r.job.key) };
         let result = match status {
             Ok(s) if s.success() => {
                 let outcome = match report.as_ref().and_then(|v| v["outcome"].as_str()) {
@@ -249,13 +252,13 @@ impl ProcessExecutor {
             }
             // Killed (by the OOM killer, say) after its result was published: the cache is the
             // truth, and what depends on it goes on.
-            ended if self.published(&r.job.key).is_some() => {
+            ended if published_anyway.is_some() => {
                 let how = match &ended {
                     Ok(s) => describe(*s),
                     Err(e) => format!("was lost track of ({e})"),
                 };
                 tracing::warn!("{}: its `cfrun exec` {how} after publishing; the result is used", r.job.instance.name);
-                Ok((self.published(&r.job.key).expect("published just above"), Outcome::Ran))
+                Ok((published_anyway.expect("the guard"), Outcome::Ran))
             }
             // The stage's own error, or what `exec` refused before it ran anything.
             Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str().or(v["errors"][0]["message"].as_str())) {

@@ -193,7 +193,7 @@ impl FromStr for Tap {
         Tap::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| NnError::invalid(format!("unknown tap `{s}` (expected conv1, res2, res3, res4 or res5)")))
+            .ok_or_else(|| NnError::invalid(format!("unknown tap `{s}` (expected one of {})", Tap::NAMES.join(", "))))
     }
 }
 
