@@ -1615,20 +1615,29 @@ fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::pro
     (child, sleep_pid)
 }
 
-/// SIGTERM (`kill`, a scheduler ending the job that runs cfrun) ends a run as Ctrl-C does, but
-/// under the code a shell gives a process SIGTERM ended: 143, so a wrapper can tell the two.
+/// SIGTERM (`kill`, a scheduler ending the job that runs cfrun) and SIGHUP (the terminal or ssh
+/// session closing) end a run as Ctrl-C does, with the summary, under the code a shell gives a
+/// process the signal ended (143, 129), so a wrapper can tell them apart. SIGHUP used to end the
+/// driver on the spot, without a summary and without cancelling its jobs.
 #[test]
-fn sigterm_ends_a_local_run_like_ctrl_c_with_exit_143() {
+fn sigterm_and_sighup_end_a_local_run_like_ctrl_c_with_exit_143_and_129() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, sleep_pid) = start_a_sleeping_command(dir.path(), &dir.path().join("cache"), &[]);
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(143), "{err}");
-    assert!(err.contains("interrupted: every finished instance is cached"), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after a SIGTERM");
-    assert_eq!((&v["interrupted"], &v["ok"]), (&json!(true), &json!(false)), "{v}");
-    outlives_no_command(&sleep_pid, "terminated");
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        let cache = dir.path().join(signal);
+        let (child, sleep_pid) = start_a_sleeping_command(dir.path(), &cache, &[]);
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(err.contains("every finished instance is cached"), "{err}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints its object after the signal");
+        assert_eq!((&v["interrupted"], &v["ok"]), (&json!(true), &json!(false)), "{v}");
+        outlives_no_command(&sleep_pid, "terminated");
+    }
 }
 
 /// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
@@ -4142,6 +4151,8 @@ fn jobs_run_as_processes_give_the_artifacts_of_threads_and_report_their_deaths()
     let (outcome, why) = outcome_of(&v, "net[replicate=0]");
     assert_eq!(outcome, "failed", "{v}");
     assert!(why.contains("panicked: failpoint CFRUN_FAILPOINT_PANIC"), "the child's own error: {why}");
+    // Said by the driver (its log and summary), not a third time by the child itself.
+    assert!(!err.contains("error: net[replicate=0] failed"), "{err}");
     let (outcome, why) = outcome_of(&v, "net[replicate=1]");
     assert_eq!(outcome, "failed", "{v}");
     assert!(why.contains("`cfrun exec` was killed by SIGABRT") && why.contains("(signal 6)"), "{why}");

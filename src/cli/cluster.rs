@@ -162,6 +162,10 @@ pub fn exec(
             if g.json {
                 println!("{}", json!({"instance": job.instance.name, "outcome": "failed", "error": why.to_string()}));
             }
+            // A driver's child: the driver logs this error and lists it in its summary.
+            if from_driver && g.json {
+                return Ok(ExitCode::from(super::exit::FAILED));
+            }
             eprintln!(
                 "error: {} failed: {}",
                 job.instance.name,

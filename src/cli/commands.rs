@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -433,9 +434,13 @@ fn run(
         }
     }
     if summary.interrupted {
-        eprintln!("interrupted: every finished instance is cached; run again to continue");
-        let terminated = exec::interrupt::signal() == Some(libc::SIGTERM);
-        return Ok(ExitCode::from(if terminated { super::exit::TERMINATED } else { super::exit::INTERRUPTED }));
+        // Not `eprintln!`: after a hang-up stderr may be a closed terminal, and this must not panic.
+        let _ = writeln!(std::io::stderr(), "interrupted: every finished instance is cached; run again to continue");
+        return Ok(ExitCode::from(match exec::interrupt::signal() {
+            Some(libc::SIGTERM) => super::exit::TERMINATED,
+            Some(libc::SIGHUP) => super::exit::HUNG_UP,
+            _ => super::exit::INTERRUPTED,
+        }));
     }
     Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }

@@ -9,3 +9,5 @@ pub const INTERRUPTED: u8 = 130;
 /// Terminated (SIGTERM: `kill`, a scheduler ending a job): as [`INTERRUPTED`], under the code
 /// a shell gives a process that SIGTERM ended (128 + 15).
 pub const TERMINATED: u8 = 143;
+/// Hung up (SIGHUP: the terminal or ssh session closed): as [`INTERRUPTED`], under 128 + 1.
+pub const HUNG_UP: u8 = 129;

@@ -1,5 +1,5 @@
-//! Ctrl-C for drivers that own cluster jobs: the first SIGINT or SIGTERM only raises a flag, so
-//! the driver can cancel its jobs before it exits (a second one ends the process at once).
+//! Ctrl-C for drivers that own cluster jobs: the first SIGINT, SIGTERM or SIGHUP only raises a
+//! flag, so the driver can cancel its jobs before it exits (a second one ends the process at once).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -18,21 +18,22 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Routes SIGINT and SIGTERM to [`interrupted`].
+/// Routes SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) to [`interrupted`].
 pub fn install() {
     // SAFETY: the handler only touches an atomic (and, the second time, async-signal-safe calls).
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
-/// Whether Ctrl-C (or SIGTERM) arrived since [`install`].
+/// Whether Ctrl-C (or SIGTERM, SIGHUP) arrived since [`install`].
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// The signal that interrupted the run (`SIGINT` or `SIGTERM`), if one did.
+/// The signal that interrupted the run (`SIGINT`, `SIGTERM` or `SIGHUP`), if one did.
 pub fn signal() -> Option<libc::c_int> {
     Some(FIRST_SIGNAL.load(Ordering::SeqCst)).filter(|&s| s != 0)
 }
