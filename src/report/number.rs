@@ -11,12 +11,12 @@ fn takes_exponent(v: f64) -> bool {
 }
 
 /// `v` with `decimals` digits after the point (after the mantissa's point beyond
-/// [`EXPONENT_FROM`]: `1.50e20`).
+/// [`EXPONENT_FROM`]: `1.50e20`), never a negative zero: a mean of -0.001 is `0.00`, not `-0.00`.
 pub fn fixed(v: f64, decimals: usize) -> String {
-    if takes_exponent(v) {
-        format!("{v:.decimals$e}")
-    } else {
-        format!("{v:.decimals$}")
+    let s = if takes_exponent(v) { format!("{v:.decimals$e}") } else { format!("{v:.decimals$}") };
+    match s.strip_prefix('-') {
+        Some(zero) if zero.chars().all(|c| c == '0' || c == '.') => zero.to_string(),
+        _ => s,
     }
 }
 
@@ -53,5 +53,8 @@ mod tests {
         assert_eq!(shortest(2.0), "2");
         assert_eq!(shortest(1e300), "1e300");
         assert_eq!(fixed(f64::INFINITY, 2), "inf");
+        assert_eq!(fixed(-0.001, 2), "0.00");
+        assert_eq!(fixed(-0.0, 0), "0");
+        assert_eq!(fixed(-0.01, 2), "-0.01");
     }
 }

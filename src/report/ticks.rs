@@ -35,16 +35,6 @@ fn nice_step(span: f64, target: usize) -> f64 {
     m * mag
 }
 
-/// Formats `v` with `decimals` digits, never printing a negative zero.
-pub(crate) fn fmt_fixed(v: f64, decimals: usize) -> String {
-    let s = super::number::fixed(v, decimals);
-    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
-        s.trim_start_matches('-').to_string()
-    } else {
-        s
-    }
-}
-
 /// Nice ticks inside `[lo, hi]` with about `target` intervals.
 pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
     let step = nice_step(hi - lo, target);
@@ -54,7 +44,7 @@ pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
     let last = (hi / step).floor() as i64;
     // Integer multiples avoid the drift of repeatedly adding a float step.
     let pos: Vec<f64> = (first..=last).map(|i| i as f64 * step).collect();
-    let labels = pos.iter().map(|&v| fmt_fixed(v, decimals)).collect();
+    let labels = pos.iter().map(|&v| super::number::fixed(v, decimals)).collect();
     Ticks { pos, labels }
 }
 
@@ -66,7 +56,7 @@ pub(crate) fn decade_ticks(lo: f64, hi: f64) -> Ticks {
         .map(|&e| {
             if (-4.0..=5.0).contains(&e) {
                 // Plain numbers read better than 1e3 in the usual K or batch-size sweeps.
-                fmt_fixed(10f64.powf(e), (-e).max(0.0) as usize)
+                super::number::fixed(10f64.powf(e), (-e).max(0.0) as usize)
             } else {
                 format!("1e{e}")
             }
@@ -85,7 +75,7 @@ mod tests {
         assert_eq!(t.labels, ["40", "50", "60", "70", "80"]);
         let t = nice_ticks(-0.12, 1.07, 5);
         assert_eq!(t.labels, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
-        assert_eq!(fmt_fixed(-0.0001, 2), "0.00");
+        assert_eq!(super::number::fixed(-0.0001, 2), "0.00");
     }
 
     #[test]
