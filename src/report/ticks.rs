@@ -75,7 +75,7 @@ mod tests {
         assert_eq!(t.labels, ["40", "50", "60", "70", "80"]);
         let t = nice_ticks(-0.12, 1.07, 5);
         assert_eq!(t.labels, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
-        assert_eq!(super::number::fixed(-0.0001, 2), "0.00");
+        assert_eq!(crate::report::number::fixed(-0.0001, 2), "0.00");
     }
 
     #[test]
