@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::commands::{load, open_store_for_job, Failure};
+use super::failure::Failure;
+use super::open::{load, open_store_for_job};
 use super::Global;
 use crate::cache::fs_check;
 use crate::cache::{KeyRecord, Store};
@@ -142,7 +143,7 @@ pub fn exec(
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
     let computed = {
         // A job under Slurm inherits the submitting shell's `ulimit -f` too.
-        let _signals = super::commands::SignalsFailWrites::while_running();
+        let _signals = super::signals::SignalsFailWrites::while_running();
         run_on_pool(&env, || compute_guarded(&env, &job))
     };
     match computed {
@@ -169,7 +170,7 @@ pub fn exec(
             eprintln!(
                 "error: {} failed: {}",
                 job.instance.name,
-                crate::config::error::printable_cut(&why.to_string(), super::commands::TERMINAL_REPORT_CHARS)
+                crate::config::error::printable_cut(&why.to_string(), super::terminal::TERMINAL_REPORT_CHARS)
             );
             Ok(ExitCode::from(super::exit::FAILED))
         }

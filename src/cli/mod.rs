@@ -3,12 +3,22 @@
 //! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
 //! 2 the experiment file or the command line is invalid (nothing ran).
 
+mod check_device;
 mod cluster;
 mod commands;
+mod data;
 mod exit;
+mod failure;
+mod gc;
 mod logging;
+mod open;
 mod ops_help;
+mod run;
+mod show;
 mod show_text;
+mod signals;
+mod status;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value as Json};
 
-use super::commands::Failure;
+use super::failure::Failure;
 use crate::config::param_docs::ParamDoc;
 use crate::config::suggest::did_you_mean;
 use crate::ops::{self, Op};

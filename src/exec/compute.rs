@@ -9,8 +9,8 @@ use candle_core::Device;
 use indicatif::MultiProgress;
 
 use super::job::Job;
+use super::outcome::Outcome;
 use super::progress::Progress;
-use super::run::Outcome;
 use crate::cache::lock::{self, TryLock};
 use crate::cache::store::{Check, Untrusted};
 use crate::cache::{KeyRecord, RecipeKey, Store};

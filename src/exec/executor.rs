@@ -2,9 +2,11 @@
 //! hands it over; an executor decides *where* it runs (threads of this process, Slurm jobs) and
 //! reports each job back exactly once.
 
+use super::compute::ComputeEnv;
 use super::job::Job;
-use super::run::Outcome;
+use super::outcome::Outcome;
 use crate::cache::KeyRecord;
+use crate::config::ExecutorSettings;
 
 /// A job that ended, one way or the other.
 #[derive(Debug)]
@@ -41,4 +43,18 @@ pub trait Executor {
     fn submitted(&self) -> usize {
         0
     }
+}
+
+/// Options of a run.
+pub struct RunOptions {
+    /// Instances run side by side at most (local executor, and driver-side stages).
+    pub jobs: usize,
+    /// Where jobs compute in this process.
+    pub env: ComputeEnv,
+    /// The `--device` value jobs on a cluster are started with.
+    pub device_flag: String,
+    /// `[executor]` merged with the command line.
+    pub executor: ExecutorSettings,
+    /// Only warnings and errors from jobs run in other processes, as from this one.
+    pub quiet: bool,
 }

@@ -12,6 +12,7 @@ pub mod interrupt;
 pub mod job;
 pub mod job_pool;
 pub mod local;
+pub mod outcome;
 pub mod priority;
 pub mod processes;
 pub mod progress;
@@ -19,4 +20,6 @@ pub mod resources;
 pub mod run;
 pub mod slurm;
 
-pub use run::{run, InstanceReport, Outcome, RunOptions, RunSummary};
+pub use executor::RunOptions;
+pub use outcome::Outcome;
+pub use run::{run, InstanceReport, RunSummary};

@@ -35,12 +35,12 @@ use indicatif::MultiProgress;
 
 use super::backlog::Backlog;
 use super::compute::cached;
-use super::executor::{Executor, Finished};
+use super::executor::{Executor, Finished, RunOptions};
 use super::interrupt::interrupted;
 use super::job::{write_spec, Job};
 use super::job_pool::widths;
 use super::local::LocalExecutor;
-use super::run::{Outcome, RunOptions};
+use super::outcome::Outcome;
 use crate::cache::verify::Check;
 use crate::cache::{KeyRecord, RecipeKey, Store};
 

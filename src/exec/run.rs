@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::compute::{now_unix, ComputeEnv};
+use super::compute::now_unix;
 use super::evaluate::recipe_for;
-use super::executor::{Executor, Finished};
+use super::executor::{Executor, Finished, RunOptions};
 use super::job::{sibling_lists, Job};
 use super::local::LocalExecutor;
+use super::outcome::Outcome;
 use super::priority::{chain_estimates, ReadyQueue};
 use super::processes::ProcessExecutor;
 use super::resources::for_instance;
@@ -26,20 +27,6 @@ use crate::cache::records::{NameRecord, RunLogLine};
 use crate::cache::{KeyRecord, RecipeKey, Store};
 use crate::config::{ExecutorKind, ExecutorSettings};
 use crate::graph::{Instance, Plan};
-
-/// How an instance ended in this run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Reused from the cache.
-    Cached,
-    /// Computed now.
-    Ran,
-    /// Its op failed.
-    Failed,
-    /// Not run because an input failed.
-    Skipped,
-}
 
 /// The result of one instance.
 #[derive(Debug, Clone, Serialize)]
@@ -69,20 +56,6 @@ impl InstanceReport {
     pub fn stopped(&self) -> bool {
         self.record.is_none() && matches!(self.error.as_deref(), Some(STOPPED_RUNNING | STOPPED_BEFORE))
     }
-}
-
-/// Options of a run.
-pub struct RunOptions {
-    /// Instances run side by side at most (local executor, and driver-side stages).
-    pub jobs: usize,
-    /// Where jobs compute in this process.
-    pub env: ComputeEnv,
-    /// The `--device` value jobs on a cluster are started with.
-    pub device_flag: String,
-    /// `[executor]` merged with the command line.
-    pub executor: ExecutorSettings,
-    /// Only warnings and errors from jobs run in other processes, as from this one.
-    pub quiet: bool,
 }
 
 /// What a run did.

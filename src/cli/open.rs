@@ -1,0 +1,89 @@
+//! What every command opens first: the experiment file, checked, and the cache.
+
+use std::path::Path;
+
+use super::failure::Failure;
+use super::Global;
+use crate::cache::store::holds_nothing;
+use crate::cache::{CacheError, Store};
+use crate::config::Experiment;
+use crate::exec::job::{jobs_dir_in, SpecError};
+use crate::graph::Plan;
+
+pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
+    let exp = Experiment::load(file, &g.set)?;
+    Ok(Plan::build(exp)?)
+}
+
+pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
+    require_cache_folder(&g.cache)?;
+    Store::open(&g.cache).map_err(Failure::runtime)
+}
+
+/// Opens the cache for a command that only reads it: a missing one is said to be empty, and is
+/// not created.
+pub(super) fn open_store_to_read(g: &Global) -> Result<Store, Failure> {
+    require_cache_folder(&g.cache)?;
+    if !g.cache.exists() {
+        tracing::warn!("--cache {} does not exist: nothing is cached there (a run creates it)", g.cache.display());
+    } else if holds_nothing(&g.cache) {
+        tracing::warn!(
+            "--cache {} is an empty folder: nothing is cached there (a run makes it a cache)",
+            g.cache.display()
+        );
+    }
+    Store::open_to_read(&g.cache).map_err(Failure::runtime)
+}
+
+/// Opens the cache for `cfrun exec`, which a waiting `gc` does not hold up (its driver may be
+/// what that `gc` waits for); for a job by `key`, only a cache that has a jobs folder.
+pub(super) fn open_store_for_job(g: &Global, key: Option<&str>) -> Result<Store, Failure> {
+    require_cache_folder(&g.cache)?;
+    // A job by key was written by a driver into this cache's jobs folder: without one there is
+    // no job to run, and opening the store would make a cache where none was.
+    let jobs = jobs_dir_in(&g.cache);
+    if let Some(key) = key.filter(|_| !jobs.is_dir()) {
+        return Err(Failure::Other(SpecError::Missing { key: key.to_string(), dir: jobs }.to_string()));
+    }
+    Store::open_for_job(&g.cache).map_err(Failure::runtime)
+}
+
+/// A command-line path that must be a folder (or not exist yet) and is something else: the
+/// command line is wrong, which is exit 2, not a failure of the work.
+pub(super) fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
+    let usage = |what: String| {
+        Err(Failure::Other(format!("{option} {} {what}; give a folder (it is created if missing)", path.display())))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => usage("is not a folder".into()),
+        Ok(_) => Ok(()),
+        // A link to nothing would be neither followed nor replaced when the folder is made.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_ok() => {
+            usage("is a link to nothing".into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => usage(format!("cannot be looked at ({e})")),
+    }
+}
+
+/// The `--cache` folder: missing, empty, or a cache already. Any other folder (a home, a
+/// repository) is refused before anything is created in it.
+pub(super) fn require_cache_folder(path: &Path) -> Result<(), Failure> {
+    /// How many of the other folder's entries the error names.
+    const SHOWN: usize = 3;
+    require_folder("--cache", path)?;
+    let mut foreign =
+        crate::cache::layout::foreign_entries(path, SHOWN).map_err(|e| Failure::runtime(CacheError::io(path)(e)))?;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let more = foreign.len() > SHOWN;
+    foreign.truncate(SHOWN);
+    Err(Failure::Other(format!(
+        "--cache {} is a folder of other files ({}{}), not a cfrun cache; give a new or empty folder, or an \
+         existing cache",
+        path.display(),
+        foreign.join(", "),
+        if more { ", …" } else { "" }
+    )))
+}

@@ -1,0 +1,196 @@
+//! `cfrun run`: an experiment from the command line to its summary and exit code.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use indicatif::MultiProgress;
+use serde_json::json;
+
+use super::failure::Failure;
+use super::open::{load, open_store};
+use super::signals::SignalsFailWrites;
+use super::terminal::{report_for_terminal, TERMINAL_REPORT_CHARS};
+use super::Global;
+use crate::config::error::printable_cut;
+use crate::config::ExecutorKind;
+use crate::exec::compute::ComputeEnv;
+use crate::exec::resources::for_instance;
+use crate::exec::{self, device, Outcome, RunOptions};
+use crate::graph::Instance;
+use crate::ops;
+
+/// Instances side by side when `--jobs` is not given: one per usable core on the CPU, else one
+/// (a GPU's kernels already fill it).
+pub(super) fn default_jobs(choice: device::DeviceChoice) -> usize {
+    match choice {
+        device::DeviceChoice::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// User plus system CPU seconds this process (all its threads) and its ended children (jobs run
+/// as processes, `command` stages) have used so far.
+pub(super) fn cpu_seconds() -> f64 {
+    let of = |who: libc::c_int| {
+        // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(who, &mut usage);
+            usage
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
+pub(super) fn run(
+    file: &Path,
+    g: &Global,
+    jobs: Option<usize>,
+    choice: device::DeviceChoice,
+    executor: &super::cluster::ExecutorArgs,
+    bars: Option<MultiProgress>,
+) -> Result<ExitCode, Failure> {
+    let plan = load(file, g)?;
+    let settings = executor.settings(&plan.experiment.executor)?;
+    let slurm = settings.kind == Some(ExecutorKind::Slurm);
+    let mut device_flag =
+        clap::ValueEnum::to_possible_value(&choice).map(|v| v.get_name().to_string()).unwrap_or_default();
+    if slurm && choice == device::DeviceChoice::Auto && device::cuda_built_in().is_err() {
+        // The jobs run this binary, which would fall back to the CPU on a GPU it was granted.
+        tracing::info!("--device auto: this cfrun has no CUDA, so every job computes on the CPU and asks for no GPU");
+        device_flag = "cpu".into();
+    }
+    // Under Slurm this process computes only the stages kept in the driver: it opens the asked
+    // device only when one of those asks for a GPU, so a login node without one drives GPU jobs.
+    let resources = |inst: &Instance| for_instance(&plan, inst, &settings);
+    // Of each instance that asks for a GPU: whether the driver runs it.
+    let asking_for_gpus: Vec<bool> =
+        plan.instances.iter().map(resources).filter(|r| r.gpus > 0).map(|r| r.in_driver).collect();
+    let driver_choice = if slurm && !asking_for_gpus.contains(&true) { device::DeviceChoice::Cpu } else { choice };
+    if slurm && choice == device::DeviceChoice::Cuda && asking_for_gpus.contains(&false) {
+        // The jobs run this binary: refused here, not in every job after its wait for a GPU.
+        device::cuda_built_in().map_err(|e| Failure::Other(format!("the jobs that ask for a GPU: {e}")))?;
+    }
+    // Nothing has run yet: a device that cannot be had is a precondition of the command line.
+    let (dev, device_name) = device::open(driver_choice).map_err(|e| Failure::Other(e.to_string()))?;
+    let driver_location = dev.location();
+    crate::graph::preflight::check(&plan, &|inst| {
+        let r = resources(inst);
+        let job = slurm && !r.in_driver;
+        let device = r.computes_on(job, &device_flag, driver_location);
+        if job {
+            crate::ops::Site::job(device, r.mem_mb)
+        } else {
+            crate::ops::Site::here(device)
+        }
+    })?;
+    if slurm {
+        exec::slurm::require_sbatch().map_err(Failure::Other)?;
+    }
+    // Only now: a run refused above leaves no cache behind.
+    let store = open_store(g)?;
+    if slurm {
+        // A precondition, not a failure: a cache whose locks do not hold across nodes is refused
+        // before any job is submitted (the executor checks again for library callers).
+        crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
+    }
+    let started = Instant::now();
+    let cpu_started = cpu_seconds();
+    let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };
+    let jobs = jobs.unwrap_or_else(|| default_jobs(driver_choice));
+    let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
+    let summary = {
+        let _signals = SignalsFailWrites::while_running();
+        exec::run(&plan, &store, &opts).map_err(Failure::runtime)?
+    };
+    let reports = &summary.reports;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
+    let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
+    let (ran, cached, failed, skipped) =
+        (count(Outcome::Ran), count(Outcome::Cached), count(Outcome::Failed), count(Outcome::Skipped));
+    let mut report_files = Vec::new();
+    for (inst, rep) in plan.instances.iter().zip(reports) {
+        let Some(record) = &rep.record else { continue };
+        let op = inst.op;
+        let reports = op.output_names(&inst.params);
+        for out in reports.iter().filter(|o| op.output_kind(&inst.params, o) == Some(ops::Kind::Report)) {
+            // The files the object's manifest lists (verified when the record was), never
+            // whatever else sits in the folder.
+            report_files.push((inst.name.clone(), store.output_files(record, out)));
+        }
+    }
+    // Verdicts come last, after the tables they summarise.
+    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
+    if g.json {
+        let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
+        // `instance` as in every other command's output; `name` stays for the scripts that read it.
+        let instances: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                let mut v = json!(r);
+                v["instance"] = json!(r.name);
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
+                   "cpu_seconds": cpu,
+                   "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
+                   "submitted": summary.submitted, "interrupted": summary.interrupted,
+                   "instances": instances, "reports": reports_json})
+        );
+    } else {
+        for (name, files) in &report_files {
+            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
+                // A command's report may hold anything: escapes are shown, not obeyed, and a
+                // long one is cut with its path named (the page and the file have it whole).
+                if let Some(shown) = report_for_terminal(f) {
+                    println!("## {name}\n\n{shown}");
+                }
+            }
+            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e != "md")) {
+                println!("{name}: {}", f.display());
+            }
+        }
+        // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.
+        for r in reports.iter().filter(|r| r.error.is_some() && !r.stopped()) {
+            eprintln!(
+                "{} {}: {}",
+                if r.outcome == Outcome::Failed { "FAILED" } else { "skipped" },
+                r.name,
+                printable_cut(r.error.as_deref().unwrap_or(""), TERMINAL_REPORT_CHARS)
+            );
+        }
+        let jobs = if opts.executor.kind == Some(ExecutorKind::Slurm) {
+            format!(", {} Slurm submissions", summary.submitted)
+        } else {
+            // How busy the machine's cores were: the "never idle" figure of a local run.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            format!(", CPU {:.2} of {cores} cores", cpu / wall.max(1e-9))
+        };
+        // `-q` keeps stderr to warnings and errors: the failures above, not the tally.
+        if !g.quiet {
+            eprintln!(
+                "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
+                plan.experiment.name,
+                reports.len()
+            );
+        }
+    }
+    if summary.interrupted {
+        // Not `eprintln!`: after a hang-up stderr may be a closed terminal, and this must not panic.
+        let _ = writeln!(std::io::stderr(), "interrupted: every finished instance is cached; run again to continue");
+        return Ok(ExitCode::from(match exec::interrupt::signal() {
+            Some(libc::SIGTERM) => super::exit::TERMINATED,
+            Some(libc::SIGHUP) => super::exit::HUNG_UP,
+            _ => super::exit::INTERRUPTED,
+        }));
+    }
+    Ok(if failed + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+}

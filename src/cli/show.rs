@@ -1,0 +1,128 @@
+//! `cfrun show` and `cfrun report`: what is cached, as text or as one HTML page.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::failure::Failure;
+use super::open::{load, open_store_to_read, require_folder};
+use super::status::{last_failures, reasons_beside};
+use super::Global;
+use crate::cache::store::{Check, Untrusted};
+use crate::exec::evaluate;
+
+/// For `stage[a=1]` naming a stage but no instance (an axis left out, `replicate` most often):
+/// that stage's instances with those values, which name every axis, or its first ones.
+pub(super) fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<String> {
+    let (stage, rest) = asked.split_once('[')?;
+    let given: Vec<&str> = rest.strip_suffix(']')?.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let of_stage: Vec<&str> = plan.instances.iter().filter(|i| i.stage == stage).map(|i| i.name.as_str()).collect();
+    if of_stage.is_empty() {
+        return None;
+    }
+    let pairs = |name: &str| -> Vec<String> {
+        name.split_once('[').map_or(Vec::new(), |(_, r)| r.trim_end_matches(']').split(',').map(String::from).collect())
+    };
+    let matching: Vec<&str> =
+        of_stage.iter().copied().filter(|n| given.iter().all(|g| pairs(n).iter().any(|p| p == g))).collect();
+    let (what, list) = if matching.is_empty() || given.is_empty() {
+        (format!("instances of `{stage}`"), of_stage)
+    } else {
+        (format!("instances of `{stage}` with {}", given.join(", ")), matching)
+    };
+    const SHOWN: usize = 12;
+    let more = if list.len() > SHOWN { format!(" and {} more", list.len() - SHOWN) } else { String::new() };
+    let shown: Vec<&str> = list.into_iter().take(SHOWN).collect();
+    Some(format!("{what}: {}{more} (an instance names every axis, in alphabetical order)", shown.join(", ")))
+}
+
+pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
+    let plan = load(file, g)?;
+    let store = open_store_to_read(g)?;
+    let selected = plan.select(stage);
+    if selected.is_empty() {
+        if let Some(near) = instances_near(&plan, stage) {
+            return Err(Failure::Other(format!("no instance `{stage}` in {}; {near}", file.display())));
+        }
+        let names: BTreeSet<&str> = plan.instances.iter().map(|i| i.stage.as_str()).collect();
+        return Err(Failure::Other(format!(
+            "no stage or instance `{stage}` in {}; stages: {}",
+            file.display(),
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let states = evaluate::evaluate(&plan, &store);
+    let failed = last_failures(&plan, &store, &states);
+    let mut items = Vec::new();
+    let mut damaged = 0;
+    for idx in selected {
+        let inst = &plan.instances[idx.0];
+        let st = &states[idx.0];
+        let mut item = json!({"instance": inst.name, "state": st.label(), "key": st.key,
+                              "params": crate::cache::readable::readable(&inst.params)});
+        // What is printed is re-hashed first: a damaged result is reported, never shown.
+        let verified = st.record.as_ref().map(|rec| (rec, store.trust(rec, Check::Full)));
+        match verified {
+            Some((rec, Ok(()))) => {
+                let mut files = Vec::new();
+                let mut metrics = serde_json::Map::new();
+                for out in rec.outputs.keys() {
+                    files.extend(store.output_files(rec, out));
+                    if let Ok(m) = crate::artifact::Metrics::load(&store.output_dir(&rec.object, out)) {
+                        metrics.insert(out.clone(), json!(m.values));
+                    }
+                }
+                item["object"] = json!(store.object_dir(&rec.object));
+                item["outputs"] = json!(rec.outputs);
+                item["files"] = json!(files);
+                item["metrics"] = json!(metrics);
+                item["provenance"] = rec.provenance.clone();
+                if let Some(params) = item["provenance"].get_mut("params") {
+                    *params = crate::cache::readable::readable(params);
+                }
+            }
+            Some((_, Err(Untrusted::Unreadable(denied)))) => {
+                eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
+                item["state"] = json!("unreadable");
+                item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
+            }
+            Some((_, Err(Untrusted::Damaged(why)))) => {
+                damaged += 1;
+                eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
+                item["state"] = json!("damaged");
+                item["because"] = json!([format!("cached result is damaged ({why})")]);
+            }
+            None => {
+                damaged += usize::from(st.label() == "damaged");
+                item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));
+                if let Some(error) = &failed[idx.0] {
+                    item["state"] = json!("failed");
+                    item["error"] = json!(error);
+                }
+            }
+        }
+        items.push(item);
+    }
+    if g.json {
+        println!("{}", json!(items));
+    } else {
+        let texts: Vec<String> = items.iter().map(super::show_text::render).collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+}
+
+pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
+    let plan = load(file, g)?;
+    let store = open_store_to_read(g)?;
+    require_folder("-o", out)?;
+    let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
+    if g.json {
+        println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
