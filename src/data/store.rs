@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -92,17 +92,11 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Writes `bytes` to `dir/name` so readers never see a partial file: temp file, fsync, rename.
+/// Writes `bytes` to `dir/name` so readers never see a partial file, and the rename survives a
+/// crash (the folder is synced too: the marker, written last, must not outlive a file's rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DataError> {
     let dest = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| DataError::io("create a temporary file in", dir, e))?;
-    tmp.write_all(bytes).map_err(|e| DataError::io("write", tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| DataError::io("fsync", tmp.path(), e))?;
-    tmp.persist(&dest).map_err(|e| DataError::io("rename into place", &dest, e.error))?;
+    crate::cache::fsutil::write_atomic(&dest, bytes).map_err(|e| DataError::io("write", &dest, e))?;
     Ok(dest)
 }
 
@@ -183,6 +177,7 @@ pub fn cache_state(dir: &Path, files: &[FileSpec]) -> CacheState {
 mod tests {
     use super::*;
     use flate2::write::GzEncoder;
+    use std::io::Write;
 
     fn spec_for(name: &str, bytes: &[u8]) -> FileSpec {
         FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 }

@@ -7,7 +7,7 @@ use super::data::Record;
 use super::layout::layout;
 use super::plot::{FigureData, PlotSpec};
 use super::raster::render_png;
-use super::{write_atomic, ReportError};
+use super::{write_output, ReportError};
 
 /// A rendered figure in both output formats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,6 @@ pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigu
 /// Renders the figure and writes it to `svg_path` and `png_path` (each atomically).
 pub fn render_plot(records: &[Record], spec: &PlotSpec, svg_path: &Path, png_path: &Path) -> Result<(), ReportError> {
     let fig = render_figure(records, spec)?;
-    write_atomic(svg_path, fig.svg.as_bytes())?;
-    write_atomic(png_path, &fig.png)
+    write_output(svg_path, fig.svg.as_bytes())?;
+    write_output(png_path, &fig.png)
 }

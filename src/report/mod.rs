@@ -95,22 +95,8 @@ pub enum ReportError {
     },
 }
 
-/// Writes `bytes` to `path` via a sibling temp file and a rename, so a crash or a
-/// concurrent reader never observes a truncated file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io_err = |source| ReportError::Io { path: path.to_path_buf(), source };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "output path has no file name")))?;
-    // Same directory as the target so the rename stays on one file system.
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).map_err(io_err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        // Best effort: do not leave the temp file behind on failure.
-        let _ = std::fs::remove_file(&tmp);
-        io_err(e)
-    })
+/// Writes one output file of a report stage into its staging folder, which publishing makes
+/// atomic (files and folder synced, one rename).
+pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    std::fs::write(path, bytes).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
 }

@@ -18,7 +18,7 @@ use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx
 use crate::artifact::Metrics;
 use crate::config::params::ParamError;
 use crate::config::suggest::did_you_mean;
-use crate::report::write_atomic;
+use crate::report::write_output;
 use crate::stats::select::{same_value, text, REPLICATE};
 use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
 
@@ -240,8 +240,8 @@ impl StageKind for Claims {
         }
         let dir = ctx.output_dir("report");
         std::fs::create_dir_all(&dir).map_err(OpError::io("creating the report folder"))?;
-        write_atomic(&dir.join("claims.md"), render_markdown(&p, &rows).as_bytes())?;
-        write_atomic(&dir.join("claims.csv"), render_csv(&p, &rows).as_bytes())?;
+        write_output(&dir.join("claims.md"), render_markdown(&p, &rows).as_bytes())?;
+        write_output(&dir.join("claims.csv"), render_csv(&p, &rows).as_bytes())?;
         Ok(())
     }
 }
