@@ -278,24 +278,49 @@ fn list(items: &[&str]) -> String {
     }
 }
 
-/// The `{...}` placeholders of one argument; `{{` and `}}` are literal braces.
-fn placeholders(arg: &str) -> Result<Vec<String>, String> {
+/// A piece of one `argv` argument: literal text, or the name inside a `{...}` placeholder.
+enum Segment<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Placeholder(&'a str),
+}
+
+/// One argument cut into text and placeholders; `{{` and `}}` are literal braces. The one
+/// reading of the syntax, for the checks and for the expansion alike.
+fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = arg;
     while let Some(i) = rest.find(['{', '}']) {
-        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
-        if after.starts_with(c as char) {
+        if i > 0 {
+            out.push(Segment::Text(rest[..i].into()));
+        }
+        let (c, after) = (rest.as_bytes()[i] as char, &rest[i + 1..]);
+        if after.starts_with(c) {
+            out.push(Segment::Text(c.to_string().into()));
             rest = &after[1..];
             continue;
         }
-        if c == b'}' {
+        if c == '}' {
             return Err(format!("`{arg}` has an unmatched `}}` (write `}}}}` for a literal brace)"));
         }
         let end = after.find('}').ok_or_else(|| format!("`{arg}` has an unclosed `{{`"))?;
-        out.push(after[..end].to_string());
+        out.push(Segment::Placeholder(&after[..end]));
         rest = &after[end + 1..];
     }
+    if !rest.is_empty() {
+        out.push(Segment::Text(rest.into()));
+    }
     Ok(out)
+}
+
+/// The `{...}` placeholders of one argument.
+fn placeholders(arg: &str) -> Result<Vec<String>, String> {
+    Ok(segments(arg)?
+        .into_iter()
+        .filter_map(|s| match s {
+            Segment::Placeholder(ph) => Some(ph.to_string()),
+            Segment::Text(_) => None,
+        })
+        .collect())
 }
 
 /// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
@@ -476,37 +501,29 @@ fn literal_probe(raw: &Json) -> Option<Vec<String>> {
 }
 
 /// The command line with its placeholders replaced by paths relative to the scratch folder and
-/// by parameter values.
+/// by parameter values. `canonical` has checked every placeholder; one it does not know is an
+/// error here too, never a guess.
 fn expand(p: &CommandParams) -> Result<Vec<String>, OpError> {
     p.argv
         .iter()
         .map(|arg| {
             let mut out = String::new();
-            let mut rest = arg.as_str();
-            while let Some(i) = rest.find(['{', '}']) {
-                out.push_str(&rest[..i]);
-                let (c, after) = (rest.as_bytes()[i] as char, &rest[i + 1..]);
-                if after.starts_with(c) {
-                    out.push(c);
-                    rest = &after[1..];
-                    continue;
-                }
-                let end =
-                    after.find('}').ok_or_else(|| OpError::Invalid(format!("unclosed placeholder in `{arg}`")))?;
-                let ph = &after[..end];
-                match ph.split_once('.') {
-                    Some(("in", slot)) => out.push_str(&format!("in/{slot}")),
-                    Some(("out", name)) => out.push_str(&format!("out/{name}")),
-                    Some(("param", name)) => match p.params.get(name) {
-                        Some(Json::String(s)) => out.push_str(s),
-                        Some(v) => out.push_str(&v.to_string()),
-                        None => return Err(OpError::Invalid(format!("no parameter `{name}`"))),
+            for segment in segments(arg).map_err(OpError::Invalid)? {
+                match segment {
+                    Segment::Text(text) => out.push_str(&text),
+                    Segment::Placeholder("seed") => out.push_str(&p.seed.to_string()),
+                    Segment::Placeholder(ph) => match ph.split_once('.') {
+                        Some(("in", slot)) => out.push_str(&format!("in/{slot}")),
+                        Some(("out", name)) => out.push_str(&format!("out/{name}")),
+                        Some(("param", name)) => match p.params.get(name) {
+                            Some(Json::String(s)) => out.push_str(s),
+                            Some(v) => out.push_str(&v.to_string()),
+                            None => return Err(OpError::Invalid(format!("no parameter `{name}`"))),
+                        },
+                        _ => return Err(OpError::Invalid(format!("unknown placeholder {{{ph}}} in `{arg}`"))),
                     },
-                    _ => out.push_str(&p.seed.to_string()),
                 }
-                rest = &after[end + 1..];
             }
-            out.push_str(rest);
             Ok(out)
         })
         .collect()
@@ -578,6 +595,18 @@ mod tests {
         assert_eq!(placeholders("{{literal}}").unwrap(), Vec::<String>::new());
         assert!(placeholders("{open").is_err());
         assert!(placeholders("close}").is_err());
+    }
+
+    /// The expansion reads the syntax the checks read: literal braces survive, and a placeholder
+    /// nobody checked (a hand-written job spec, say) is an error, not silently the seed.
+    #[test]
+    fn expansion_keeps_literal_braces_and_refuses_what_it_does_not_know() {
+        let raw = json!({"argv": ["echo", "{{x}}={seed}", "a{out.m}b"], "outputs": {"m": "metrics"}, "seed": 7});
+        let mut p: CommandParams = serde_json::from_value(crate::ops::Op::normalize(&Command, &raw).unwrap()).unwrap();
+        assert_eq!(expand(&p).unwrap(), ["echo", "{x}=7", "aout/mb"]);
+        p.argv.push("{sed}".into());
+        let e = expand(&p).unwrap_err().to_string();
+        assert!(e.contains("unknown placeholder {sed}"), "{e}");
     }
 
     #[test]
