@@ -24,12 +24,26 @@ pub struct ParamError {
     /// For a value of the wrong type, what was written, in words (`the string "11"`), so the
     /// message can be restated with the range the op documents.
     pub found: Option<String>,
+    /// Whether the field itself is unknown (a misspelt key), not its value wrong: such an error
+    /// points at the key and at `cfrun ops OP`.
+    pub unknown_field: bool,
 }
 
 impl ParamError {
     /// An error about one field.
     pub fn field(path: &str, message: impl Into<String>, help: impl Into<Option<String>>) -> Self {
-        ParamError { path: path.to_string(), message: message.into(), help: help.into(), found: None }
+        ParamError {
+            path: path.to_string(),
+            message: message.into(),
+            help: help.into(),
+            found: None,
+            unknown_field: false,
+        }
+    }
+
+    /// "unknown field `name`" for a key the op (or a nested table of it) does not take.
+    fn unknown_field(path: &str, name: &str, help: String) -> Self {
+        ParamError { unknown_field: true, ..ParamError::field(path, format!("unknown field `{name}`"), Some(help)) }
     }
 
     /// "unknown WHAT `got`" for a name outside a closed list, with the valid names and the closest
@@ -134,7 +148,7 @@ pub fn parse<P: Params>(raw: &Json) -> Result<P, ParamError> {
                 if let Some(best) = did_you_mean(key, &fields) {
                     help = format!("did you mean `{best}`? {help}");
                 }
-                return Err(ParamError::field(key, format!("unknown field `{key}`"), Some(help)));
+                return Err(ParamError::unknown_field(key, key, help));
             }
         }
     }
@@ -199,7 +213,7 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
             if let Some(best) = did_you_mean(&got, &valid) {
                 help = format!("did you mean `{best}`? {help}");
             }
-            return ParamError::field(&path, format!("unknown field `{got}`"), Some(help));
+            return ParamError::unknown_field(&path, &got, help);
         }
         if let Some(missing) = inner.strip_prefix("missing field ") {
             let name = missing.trim_matches('`');

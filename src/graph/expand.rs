@@ -490,7 +490,7 @@ fn param_error(
     // An unknown field of the stage points at its key; one inside a nested table (a claim's) at
     // what it was given.
     let origin = match stage.decl.fields.get(&e.path) {
-        Some(entry) if e.message.starts_with("unknown field") => entry.key_origin.clone(),
+        Some(entry) if e.unknown_field => entry.key_origin.clone(),
         _ => field_origin(stage, &e.path),
     };
     let mut message = format!("stage `{}` (op {}): {}", stage.decl.name, stage.op.name(), e.message);

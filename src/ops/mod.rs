@@ -479,7 +479,8 @@ pub struct SgdSettings {
 /// An unknown field's error, pointing to `cfrun ops OP` beside the valid names: the list says what
 /// exists, the help what each one does.
 fn point_to_help(mut e: ParamError, op: &str) -> ParamError {
-    if e.message == format!("unknown field `{}`", e.path) {
+    // Only a key of the stage table itself: a nested table's (a claim's) has no op help of its own.
+    if e.unknown_field && !e.path.contains(['.', '[']) {
         let help = e.help.take().map(|h| format!("{h}; ")).unwrap_or_default();
         e.help = Some(format!("{help}`cfrun ops {op}` describes each"));
     }
