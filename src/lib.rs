@@ -1,9 +1,13 @@
 //! cfrun: reproducible ClusterFit experiments as TOML DAGs of content-hashed, cached stages.
 //!
-//! The folders follow the architecture: [`config`] (the TOML schema and its validation), [`graph`]
-//! (the expanded DAG), [`cache`] (the content-addressed store), [`exec`] (scheduling and running),
-//! [`ops`] (one file per stage kind), [`artifact`] (on-disk formats), and the ML parts: [`data`],
-//! [`nn`], [`cluster`], [`eval`], [`report`], and [`video`] (generated action clips).
+//! The folders follow the architecture (docs/ARCHITECTURE.md, top layer first): [`cli`] (the
+//! command) and [`html`] (the study page); [`exec`] (scheduling and running); [`graph`] (the
+//! expanded DAG); [`ops`] (one file per stage kind); [`report`] (tables and figures) and [`stats`]
+//! (replicate summaries, claims); [`data`] (the data sets) and [`artifact`] (on-disk formats); the
+//! ML parts [`eval`], [`nn`], [`cluster`], [`video`] (generated action clips) and [`selfsup`]
+//! (pretext data); [`config`] (the TOML schema and its validation) and [`cache`] (the
+//! content-addressed store); at the bottom [`linalg`], [`rng`], [`panics`], [`candle_error`] and
+//! [`process_setup`].
 
 pub mod artifact;
 pub mod cache;

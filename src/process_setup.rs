@@ -19,6 +19,12 @@ pub fn apply() {
     // training step reaches anyway.
     // SAFETY: setting an integer option; mimalloc reads options atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // `cfrun status FILE | head` closes stdout early: end quietly like other Unix tools instead
+    // of panicking on the broken pipe (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring the default disposition of one signal at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub struct ExtractParams {
     pub pool: String,
     /// Images per forward pass.
     #[serde(default = "default_batch")]
-    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Clips only: frames per temporal crop (default: the whole clip).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,11 +82,11 @@ impl Params for ExtractParams {
             }
             _ => {}
         }
-        if !(1..=super::MAX_BATCH_SIZE).contains(&self.batch_size) {
+        if !(1..=super::ranges::MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(ParamError::range(
                 "batch_size",
                 self.batch_size,
-                &format!("between 1 and {}", super::MAX_BATCH_SIZE),
+                &format!("between 1 and {}", super::ranges::MAX_BATCH_SIZE),
             ));
         }
         if self.clip_frames == Some(0) {

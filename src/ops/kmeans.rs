@@ -20,7 +20,7 @@ pub struct KMeansParams {
     pub k: usize,
     /// Lloyd iterations.
     #[serde(default = "default_iterations")]
-    #[schemars(range(min = 1, max = super::MAX_ITERATIONS))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_ITERATIONS))]
     pub iterations: usize,
     /// `kmeans++` or `random` (K distinct points).
     #[serde(default = "default_init")]
@@ -72,7 +72,7 @@ impl Params for KMeansParams {
         if self.iterations == 0 {
             return Err(ParamError::range("iterations", self.iterations, "at least 1"));
         }
-        crate::config::limits::at_most("iterations", self.iterations, super::MAX_ITERATIONS)?;
+        crate::config::limits::at_most("iterations", self.iterations, super::ranges::MAX_ITERATIONS)?;
         if self.max_points_per_centroid == Some(0) {
             return Err(ParamError::range("max_points_per_centroid", 0, "at least 1"));
         }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, InputFacts, OutputFacts};
-use super::{check_sgd, Kind, OpError, OpSpec, OutputSpec, SgdSettings, StageCtx, StageKind};
+use super::ranges::{check_sgd, SgdSettings};
+use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ProbeConfig, ProbeSolver};
@@ -27,11 +28,11 @@ pub struct ProbeParams {
     pub tol: Option<f32>,
     /// Passes over the training split (SGD), or the most L-BFGS iterations.
     #[serde(default = "defaults::epochs")]
-    #[schemars(range(min = 1, max = super::MAX_EPOCHS))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_EPOCHS))]
     pub epochs: usize,
     /// Mini-batch size, capped at ceil(training rows / 32) so that an epoch has at least 32 steps.
     #[serde(default = "defaults::batch_size")]
-    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Initial learning rate.
     #[serde(default = "defaults::lr")]

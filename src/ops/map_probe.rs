@@ -25,7 +25,7 @@ pub struct MapProbeParams {
     pub folds: usize,
     /// Most passes of the SVM solver.
     #[serde(default = "defaults::max_iter")]
-    #[schemars(range(min = 1, max = super::MAX_ITERATIONS))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_ITERATIONS))]
     pub max_iter: usize,
     /// Solver tolerance on the projected gradient.
     #[serde(default = "defaults::tol")]
@@ -69,7 +69,7 @@ impl Params for MapProbeParams {
         if self.max_iter == 0 {
             return Err(ParamError::range("max_iter", 0, "at least 1"));
         }
-        crate::config::limits::at_most("max_iter", self.max_iter, super::MAX_ITERATIONS)?;
+        crate::config::limits::at_most("max_iter", self.max_iter, super::ranges::MAX_ITERATIONS)?;
         if !(self.tol > 0.0 && self.tol.is_finite()) {
             return Err(ParamError::range("tol", self.tol, "a positive number"));
         }

@@ -29,6 +29,7 @@ pub mod plot;
 mod pretext;
 pub mod prototype;
 mod random_net;
+pub mod ranges;
 pub mod site;
 pub mod table;
 pub mod train;
@@ -462,20 +463,6 @@ impl Gathered<'_> {
     }
 }
 
-/// The optimiser settings shared by `train` and `linear_probe`, for one range check.
-pub struct SgdSettings {
-    /// Passes over the data.
-    pub epochs: usize,
-    /// Examples per step.
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// L2 penalty.
-    pub weight_decay: f64,
-}
-
 /// An unknown field's error, pointing to `cfrun ops OP` beside the valid names: the list says what
 /// exists, the help what each one does.
 fn point_to_help(mut e: ParamError, op: &str) -> ParamError {
@@ -485,35 +472,6 @@ fn point_to_help(mut e: ParamError, op: &str) -> ParamError {
         e.help = Some(format!("{help}`cfrun ops {op}` describes each"));
     }
     e
-}
-
-/// Most passes over the data: far beyond any study, short of a run that never ends.
-pub const MAX_EPOCHS: usize = 100_000;
-/// Most examples per step: far beyond any study, short of an allocation abort.
-pub const MAX_BATCH_SIZE: usize = 65_536;
-/// Most iterations of an iterative solver (Lloyd's, the SVM's): short of a run that never ends.
-pub const MAX_ITERATIONS: usize = 100_000;
-
-/// Range checks of [`SgdSettings`], naming the field at fault.
-pub fn check_sgd(s: &SgdSettings) -> Result<(), ParamError> {
-    if s.epochs == 0 {
-        return Err(ParamError::range("epochs", s.epochs, "at least 1"));
-    }
-    if s.batch_size == 0 {
-        return Err(ParamError::range("batch_size", s.batch_size, "at least 1"));
-    }
-    crate::config::limits::at_most("epochs", s.epochs, MAX_EPOCHS)?;
-    crate::config::limits::at_most("batch_size", s.batch_size, MAX_BATCH_SIZE)?;
-    if !(s.lr > 0.0 && s.lr.is_finite()) {
-        return Err(ParamError::range("lr", s.lr, "a positive number"));
-    }
-    if !(0.0..1.0).contains(&s.momentum) {
-        return Err(ParamError::range("momentum", s.momentum, "in [0, 1)"));
-    }
-    if s.weight_decay.is_nan() || s.weight_decay < 0.0 {
-        return Err(ParamError::range("weight_decay", s.weight_decay, "non-negative"));
-    }
-    Ok(())
 }
 
 /// The input slot of aggregating ops (`table`, `plot`): metrics of every instance of the named stages.

@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts};
-use super::{check_sgd, InputSpec, Kind, OpError, SgdSettings, Site, StageCtx, StageProgress};
+use super::ranges::{check_sgd, SgdSettings};
+use super::{InputSpec, Kind, OpError, Site, StageCtx, StageProgress};
 use crate::cache::checkpoint;
 use crate::config::limits;
 use crate::config::params::{field_names, ParamError};
@@ -218,11 +219,11 @@ pub enum Decay {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OptimParams {
     /// Passes over the (derived) training set.
-    #[schemars(range(min = 1, max = super::MAX_EPOCHS))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_EPOCHS))]
     pub epochs: usize,
     /// Examples per step.
     #[serde(default = "defaults::batch_size")]
-    #[schemars(range(min = 1, max = super::MAX_BATCH_SIZE))]
+    #[schemars(range(min = 1, max = super::ranges::MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Base learning rate.
     #[serde(default = "defaults::lr")]

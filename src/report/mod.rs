@@ -33,7 +33,6 @@ pub use scene::xml_escape;
 pub(crate) use table::csv_line;
 pub use table::{caption, cell_labels, render_table, PaperRef, RenderedTable, TableSpec};
 
-/// Everything that can go wrong while building a table or figure.
 /// `title: ` before a message, or nothing for an untitled table or figure.
 fn titled(title: &str) -> String {
     if title.is_empty() {
@@ -43,6 +42,7 @@ fn titled(title: &str) -> String {
     }
 }
 
+/// Everything that can go wrong while building a table or figure.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Two records map to the same table cell or plot point, so the spec is ambiguous.

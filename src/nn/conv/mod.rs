@@ -98,9 +98,11 @@ impl Geom {
     pub fn p(&self) -> usize {
         self.ho * self.wo
     }
+    /// Input values per image.
     pub fn in_img(&self) -> usize {
         self.cin * self.h * self.w
     }
+    /// Output values per image.
     pub fn out_img(&self) -> usize {
         self.cout * self.p()
     }
