@@ -3,14 +3,11 @@
 
 use super::error::ConfigError;
 use super::source::{Entry, Node, NodeValue, SourceFile};
-use super::suggest::did_you_mean;
+use super::suggest::did_you_mean_help;
 
 /// "unknown field" with the valid choices and the closest one.
 pub fn unknown_key(file: &SourceFile, entry: &Entry, key: &str, what: &str, valid: &[&str]) -> ConfigError {
-    let mut help = format!("valid: {}", valid.join(", "));
-    if let Some(best) = did_you_mean(key, valid) {
-        help = format!("did you mean `{best}`? {help}");
-    }
+    let help = did_you_mean_help(key, valid, format!("valid: {}", valid.join(", ")));
     ConfigError::at(file, entry.key_origin.clone(), format!("unknown {what} `{key}`"), Some(help))
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::error::ConfigError;
 use super::limits::MAX_SET_PATH;
 use super::source::{parse_override_value, Entry, Node, NodeValue, Origin, SourceFile};
-use super::suggest::did_you_mean;
+use super::suggest::did_you_mean_help;
 
 /// One `--set` argument, split into its dotted path and its raw value text.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +61,7 @@ pub fn apply_overrides(
             let keys: Vec<String> = table.keys().cloned().collect();
             let Some(entry) = table.get_mut(seg) else {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let mut help = format!("existing keys here: {}", refs.join(", "));
-                if let Some(best) = did_you_mean(seg, &refs) {
-                    help = format!("did you mean `{best}`? {help}");
-                }
+                let help = did_you_mean_help(seg, &refs, format!("existing keys here: {}", refs.join(", ")));
                 walked.push(seg.as_str());
                 return Err(ConfigError::at(
                     file,

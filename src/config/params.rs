@@ -9,7 +9,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::suggest::did_you_mean;
+use super::suggest::did_you_mean_help;
 
 /// A parameter problem, located by its field path inside the stage (`k`, `schedule.gamma`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,10 +49,7 @@ impl ParamError {
     /// "unknown WHAT `got`" for a name outside a closed list, with the valid names and the closest
     /// one (the help serde's enums get, for the choices checked in `validate`).
     pub fn unknown_name(path: &str, what: &str, got: &str, valid: &[&str]) -> Self {
-        let mut help = format!("valid: {}", valid.join(", "));
-        if let Some(best) = did_you_mean(got, valid) {
-            help = format!("did you mean `{best}`? {help}");
-        }
+        let help = did_you_mean_help(got, valid, format!("valid: {}", valid.join(", ")));
         ParamError::field(path, format!("unknown {what} `{got}`"), Some(help))
     }
 
@@ -144,10 +141,7 @@ pub fn parse<P: Params>(raw: &Json) -> Result<P, ParamError> {
     if let Json::Object(map) = raw {
         for key in map.keys() {
             if !fields.contains(&key.as_str()) {
-                let mut help = format!("valid parameters: {}", fields.join(", "));
-                if let Some(best) = did_you_mean(key, &fields) {
-                    help = format!("did you mean `{best}`? {help}");
-                }
+                let help = did_you_mean_help(key, &fields, format!("valid parameters: {}", fields.join(", ")));
                 return Err(ParamError::unknown_field(key, key, help));
             }
         }
@@ -209,10 +203,7 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
         }
         if let Some((got, valid)) = unknown_field(&inner) {
             // A field of a nested table (a claim's): the stage's own are caught in `parse`.
-            let mut help = format!("valid fields here: {}", valid.join(", "));
-            if let Some(best) = did_you_mean(&got, &valid) {
-                help = format!("did you mean `{best}`? {help}");
-            }
+            let help = did_you_mean_help(&got, &valid, format!("valid fields here: {}", valid.join(", ")));
             return ParamError::unknown_field(&path, &got, help);
         }
         if let Some(missing) = inner.strip_prefix("missing field ") {

@@ -14,6 +14,15 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
+/// `help` (the valid names, in the caller's words) led by "did you mean `x`?" when a candidate
+/// is close to `word`: the one shape of every such hint.
+pub fn did_you_mean_help(word: &str, candidates: &[&str], help: String) -> String {
+    match did_you_mean(word, candidates) {
+        Some(best) => format!("did you mean `{best}`? {help}"),
+        None => help,
+    }
+}
+
 /// Edit distance between two strings (insertions, deletions, substitutions).
 pub fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -37,6 +46,9 @@ mod tests {
     fn suggests_the_closest_field() {
         assert_eq!(did_you_mean("iteratons", &["iterations", "init", "k"]), Some("iterations"));
         assert_eq!(did_you_mean("zzzzzz", &["iterations", "init"]), None);
+        let help = |w: &str| did_you_mean_help(w, &["iterations", "init"], "valid: iterations, init".into());
+        assert_eq!(help("iteratons"), "did you mean `iterations`? valid: iterations, init");
+        assert_eq!(help("zzzzzz"), "valid: iterations, init");
         assert_eq!(levenshtein("kitten", "sitting"), 3);
     }
 }

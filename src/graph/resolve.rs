@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 
 use crate::config::messages::type_error;
 use crate::config::resources::{parse_resources, RESOURCES_FIELD};
-use crate::config::suggest::did_you_mean;
+use crate::config::suggest::did_you_mean_help;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ResourceOverrides, StageDecl};
 use crate::ops::{self, Op};
 
@@ -32,19 +32,13 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
     let names = ops::names();
     let in_driver = exp.executor.in_driver.iter().flatten().zip(&exp.executor.in_driver_origins);
     for (op, origin) in in_driver.filter(|(op, _)| !names.contains(&op.as_str())) {
-        let mut help = format!("valid: {}", names.join(", "));
-        if let Some(best) = did_you_mean(op, &names) {
-            help = format!("did you mean `{best}`? {help}");
-        }
+        let help = did_you_mean_help(op, &names, format!("valid: {}", names.join(", ")));
         errors.push(exp.error(origin, format!("unknown op in executor.in_driver `{op}`"), Some(help)));
     }
     for decl in &exp.stages {
         let Some(op) = ops::find(&decl.op) else {
             let names = ops::names();
-            let mut help = format!("valid ops: {}", names.join(", "));
-            if let Some(best) = did_you_mean(&decl.op, &names) {
-                help = format!("did you mean `{best}`? {help}");
-            }
+            let help = did_you_mean_help(&decl.op, &names, format!("valid ops: {}", names.join(", ")));
             errors.push(exp.error(
                 &decl.op_origin,
                 format!("stage `{}`: unknown op `{}`", decl.name, decl.op),
@@ -193,10 +187,7 @@ fn check_reference(
     };
     let Some(target) = exp.stage(stage) else {
         let names: Vec<&str> = exp.stages.iter().map(|s| s.name.as_str()).collect();
-        let mut help = format!("stages in this file: {}", names.join(", "));
-        if let Some(best) = did_you_mean(stage, &names) {
-            help = format!("did you mean `{best}`? {help}");
-        }
+        let help = did_you_mean_help(stage, &names, format!("stages in this file: {}", names.join(", ")));
         return Err(exp.error(
             &node.origin,
             format!("`{field_path}` refers to stage `{stage}`, which does not exist"),

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::Metrics;
 use crate::config::params::{ParamError, Params};
-use crate::config::suggest::did_you_mean;
+use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::report::{self, AxisValue, PaperRef, Record, TableSpec, REPLICATE_DIM};
 
 /// The paper's own number for one cell, shown beside ours.
@@ -256,10 +256,7 @@ pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>])
                 continue;
             }
             let valid: Vec<&str> = SPECIAL_DIMENSIONS.iter().copied().chain(axes.iter().copied()).collect();
-            let mut help = format!("dimensions here: {}", valid.join(", "));
-            if let Some(best) = did_you_mean(dim, &valid) {
-                help = format!("did you mean `{best}`? {help}");
-            }
+            let help = did_you_mean_help(dim, &valid, format!("dimensions here: {}", valid.join(", ")));
             return Err(ParamError::field(
                 field,
                 format!("`{field}` names `{dim}`, which is not an axis of any gathered instance"),
@@ -276,10 +273,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
     let Some(stray) = labels.keys().find(|k| !stages.contains(k.as_str())) else { return Ok(()) };
     let valid: Vec<&str> = stages.into_iter().collect();
-    let mut help = format!("the gathered stages: {}", valid.join(", "));
-    if let Some(best) = did_you_mean(stray, &valid) {
-        help = format!("did you mean `{best}`? {help}");
-    }
+    let help = did_you_mean_help(stray, &valid, format!("the gathered stages: {}", valid.join(", ")));
     Err(ParamError::field(
         &format!("labels.{stray}"),
         format!("`labels` names `{stray}`, which is not a stage this one gathers"),
@@ -463,10 +457,7 @@ fn missing_metric(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) ->
         return Err(lacks_input(field, missing, g.stage, slot));
     }
     let valid: Vec<&str> = written.into_iter().collect();
-    let mut help = format!("metrics the gathered stages write: {}", valid.join(", "));
-    if let Some(best) = did_you_mean(missing, &valid) {
-        help = format!("did you mean `{best}`? {help}");
-    }
+    let help = did_you_mean_help(missing, &valid, format!("metrics the gathered stages write: {}", valid.join(", ")));
     let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
     let stages: Vec<String> = stages.into_iter().map(|s| format!("`{s}`")).collect();
     Err(ParamError::field(
@@ -520,10 +511,7 @@ fn check_paper(p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamEr
             let shown = valid.iter().take(12).copied().collect::<Vec<_>>().join(", ");
             let more = valid.len().saturating_sub(12);
             let shown = if more > 0 { format!("{shown} and {more} more") } else { shown };
-            let mut help = format!("the table's {field}s: {shown}");
-            if let Some(best) = did_you_mean(got, &valid) {
-                help = format!("did you mean `{best}`? {help}");
-            }
+            let help = did_you_mean_help(got, &valid, format!("the table's {field}s: {shown}"));
             return Err(ParamError::field(
                 &format!("paper[{i}].{field}"),
                 format!("the paper value for {field} `{got}` matches no {field} of the table"),

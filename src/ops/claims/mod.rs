@@ -17,7 +17,7 @@ use render::{render_csv, render_markdown, Row};
 use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::Metrics;
 use crate::config::params::ParamError;
-use crate::config::suggest::did_you_mean;
+use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::report::write_output;
 use crate::stats::select::{same_value, text, REPLICATE};
 use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
@@ -269,10 +269,7 @@ fn replicate_refused<'a>(i: usize, field: &str, claim: &str, axes: impl Iterator
 }
 
 fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> ParamError {
-    let mut help = format!("valid: {}", valid.join(", "));
-    if let Some(best) = did_you_mean(got, valid) {
-        help = format!("did you mean `{best}`? {help}");
-    }
+    let help = did_you_mean_help(got, valid, format!("valid: {}", valid.join(", ")));
     ParamError::field(at, format!("claim `{claim}` names unknown {what} `{got}` in `{at}`"), Some(help))
 }
 
