@@ -34,7 +34,7 @@ pub fn page(plan: &Plan, views: &[InstanceView], runs: &[Run], source: &Path) ->
         escape(&source.display().to_string()),
         views.len(),
         summary.join(" "),
-        utc(now())
+        utc(crate::exec::compute::now_unix())
     );
     body.push_str(
         "<nav><a href=\"#reports\">Tables and figures</a><a href=\"#curves\">Training curves</a>\
@@ -57,10 +57,6 @@ pub fn page(plan: &Plan, views: &[InstanceView], runs: &[Run], source: &Path) ->
          <title>{} · cfrun report</title><style>{CSS}</style></head>\n<body>{body}</body></html>\n",
         escape(&exp.name)
     )
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {
