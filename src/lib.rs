@@ -6,7 +6,7 @@
 //! (replicate summaries, claims); [`data`] (the data sets) and [`artifact`] (on-disk formats); the
 //! ML parts [`eval`], [`nn`], [`cluster`], [`video`] (generated action clips) and [`selfsup`]
 //! (pretext data); [`config`] (the TOML schema and its validation) and [`cache`] (the
-//! content-addressed store); at the bottom [`linalg`], [`rng`], [`panics`], [`candle_error`] and
+//! content-addressed store); at the bottom [`linalg`], [`rng`], [`panics`], [`candle_error`], [`exit_status`] and
 //! [`process_setup`].
 
 pub mod artifact;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod exec;
+pub mod exit_status;
 pub mod graph;
 pub mod html;
 pub mod linalg;

@@ -254,7 +254,7 @@ impl ProcessExecutor {
             // truth, and what depends on it goes on.
             ended if published_anyway.is_some() => {
                 let how = match &ended {
-                    Ok(s) => describe(*s),
+                    Ok(s) => crate::exit_status::describe(*s),
                     Err(e) => format!("was lost track of ({e})"),
                 };
                 tracing::warn!("{}: its `cfrun exec` {how} after publishing; the result is used", r.job.instance.name);
@@ -263,7 +263,7 @@ impl ProcessExecutor {
             // The stage's own error, or what `exec` refused before it ran anything.
             Ok(s) => match report.as_ref().and_then(|v| v["error"].as_str().or(v["errors"][0]["message"].as_str())) {
                 Some(error) => Err(error.to_string()),
-                None => Err(format!("`cfrun exec` {}{}", describe(s), last_lines(&tail))),
+                None => Err(format!("`cfrun exec` {}{}", crate::exit_status::describe(s), last_lines(&tail))),
             },
             Err(e) => Err(format!("lost track of its `cfrun exec` process: {e}{}", last_lines(&tail))),
         };
@@ -281,38 +281,6 @@ impl ProcessExecutor {
 fn stopped_by_a_signal_to_all(s: ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
     matches!(s.signal(), Some(libc::SIGINT | libc::SIGTERM | libc::SIGHUP))
-}
-
-/// How a child ended that did not exit 0, in words.
-fn describe(s: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(libc::SIGKILL)) => {
-            "was killed by SIGKILL (as the kernel's out-of-memory killer or `kill -9` do)".to_string()
-        }
-        (None, Some(sig)) => match signal_name(sig) {
-            Some(name) => format!("was killed by {name} (signal {sig})"),
-            None => format!("was killed by signal {sig}"),
-        },
-        (None, None) => "ended without a status".to_string(),
-    }
-}
-
-/// The name of a signal a child is likely to die of.
-fn signal_name(sig: i32) -> Option<&'static str> {
-    Some(match sig {
-        libc::SIGABRT => "SIGABRT (an abort: a failed assertion in native code, say)",
-        libc::SIGSEGV => "SIGSEGV (a bad memory access)",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL (an instruction this CPU lacks?)",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGXCPU => "SIGXCPU (a CPU-time limit)",
-        _ => return None,
-    })
 }
 
 fn last_lines(tail: &VecDeque<String>) -> String {

@@ -407,7 +407,10 @@ fn supervise_watched(
                 // SAFETY: killpg only sends a signal.
                 unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
                 let done = drain.finish(None, Ending::WatcherKilled)?;
-                let msg = format!("was stopped: cfrun's watcher of the command {} before it ended", describe(own));
+                let msg = format!(
+                    "was stopped: cfrun's watcher of the command {} before it ended",
+                    crate::exit_status::describe(own)
+                );
                 return Err(with_tail(msg, &done.stderr));
             }
         },
@@ -564,15 +567,6 @@ impl Drop for Guard {
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "failed".to_string(),
-    }
-}
-
 /// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
 pub fn run(spec: &Spec<'_>) -> Result<(), String> {
     let mut cmd = command(spec.argv, spec.cwd);
@@ -588,7 +582,7 @@ pub fn run(spec: &Spec<'_>) -> Result<(), String> {
             Err(with_tail(msg, &done.stderr))
         }
         Some(s) if s.success() => Ok(()),
-        Some(s) => Err(with_tail(describe(s), &done.stderr)),
+        Some(s) => Err(with_tail(crate::exit_status::describe(s), &done.stderr)),
     }
 }
 
@@ -611,7 +605,7 @@ pub fn probe(argv: &[String]) -> Result<String, String> {
             Err(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024))
         }
         None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
-        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", describe(s), last.trim())),
+        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", crate::exit_status::describe(s), last.trim())),
         // Hashed as text: a lossy decoding would give two different outputs one key.
         Some(_) => match std::str::from_utf8(&done.stdout) {
             Ok(text) => Ok(format!("{}\n", text.trim_end())),
