@@ -18,15 +18,20 @@ use crate::exec::evaluate;
 pub(super) fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<String> {
     let (stage, rest) = asked.split_once('[')?;
     let given: Vec<&str> = rest.strip_suffix(']')?.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
-    let of_stage: Vec<&str> = plan.instances.iter().filter(|i| i.stage == stage).map(|i| i.name.as_str()).collect();
+    let of_stage: Vec<&crate::graph::Instance> = plan.instances.iter().filter(|i| i.stage == stage).collect();
     if of_stage.is_empty() {
         return None;
     }
-    let pairs = |name: &str| -> Vec<String> {
-        name.split_once('[').map_or(Vec::new(), |(_, r)| r.trim_end_matches(']').split(',').map(String::from).collect())
+    // Each `axis=value` given is compared with the instance's own axes, not with its name cut
+    // at commas (a string value may hold one).
+    let has = |i: &crate::graph::Instance, pair: &str| {
+        pair.split_once('=').is_some_and(|(axis, value)| {
+            i.axes.get(axis.trim()).is_some_and(|v| crate::graph::instance::axis_value_text(v) == value.trim())
+        })
     };
     let matching: Vec<&str> =
-        of_stage.iter().copied().filter(|n| given.iter().all(|g| pairs(n).iter().any(|p| p == g))).collect();
+        of_stage.iter().filter(|i| given.iter().all(|g| has(i, g))).map(|i| i.name.as_str()).collect();
+    let of_stage: Vec<&str> = of_stage.iter().map(|i| i.name.as_str()).collect();
     let (what, list) = if matching.is_empty() || given.is_empty() {
         (format!("instances of `{stage}`"), of_stage)
     } else {
