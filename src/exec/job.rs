@@ -291,7 +291,7 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
         inputs: BTreeMap::new(),
         fed: Default::default(),
     };
-    let resources = super::resources::op_defaults(instance.op.name(), &instance.params);
+    let resources = super::resources::op_defaults(instance.op, &instance.params);
     let (experiment, recipe) = (spec.experiment, spec.recipe);
     Ok(Job { index: 0, experiment, instance, recipe, key, inputs, resources, siblings: Vec::new() })
 }

@@ -1,6 +1,6 @@
 //! The processes executor: each job runs as `cfrun exec KEY` in a child process, `jobs` at a
 //! time, computing on the driver's device; the tiny ops kept in the driver
-//! ([`super::resources::IN_DRIVER_OPS`]) run on its threads.
+//! ([`crate::ops::JobShape::IN_DRIVER`]) run on its threads.
 //!
 //! Why it exists beside the threads of [`super::local`]: a child has its own memory, so a stage
 //! that leaks or fragments it gives it all back when it ends and one that is killed for it takes

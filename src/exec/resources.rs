@@ -1,4 +1,5 @@
-//! What each op asks of a cluster by default, and the stage's resources after its overrides.
+//! The resources of an instance: what its op declares ([`crate::ops::StageKind::JOB`]), then
+//! `[executor] in_driver`, then the stage's own `[stages.NAME.resources]`.
 //!
 //! The defaults fit one node of a small GPU cluster. Training and feature extraction want a GPU
 //! (asked for only when the run's device is not the CPU). The tiny bookkeeping ops run in the
@@ -9,10 +10,7 @@ use serde_json::Value as Json;
 
 use crate::config::{ExecutorSettings, ResourceOverrides};
 use crate::graph::{Instance, Plan};
-
-/// Ops that run in the driver unless `[executor] in_driver` says otherwise: each takes
-/// milliseconds and reads small artifacts (labels, metrics).
-pub const IN_DRIVER_OPS: &[&str] = &["label_noise", "weak_tags", "permutations", "concat", "table", "plot"];
+use crate::ops::Op;
 
 /// What one instance asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,42 +51,25 @@ impl Resources {
     }
 }
 
-const fn res(cpus: u32, mem_gb: u64, gpus: u32, time_min: u32) -> Resources {
-    Resources { cpus, mem_mb: mem_gb * 1024, gpus, time_min, in_driver: false }
-}
-
-/// What a `command` job is given beyond its program's `timeout`, in minutes: staging its inputs
-/// and verifying and publishing its outputs take time too.
-pub const COMMAND_SLACK_MIN: u32 = 10;
-
 /// The op's defaults for an instance with canonical `params` (before the executor's `in_driver`
-/// list and the stage's overrides).
-pub fn op_defaults(op: &str, params: &Json) -> Resources {
-    match op {
-        "train" | "pretext" => res(2, 8, 1, 12 * 60),
-        "extract" => res(2, 8, 1, 2 * 60),
-        "kmeans" | "per_label_kmeans" | "prototype" => res(2, 8, 0, 4 * 60),
-        "linear_probe" | "map_probe" => res(2, 4, 1, 2 * 60),
-        "dataset" | "video" | "canvas" => res(1, 4, 0, 60),
-        // A job limit below the program's own timeout would kill it first, with Slurm's TIMEOUT
-        // instead of cfrun's message naming the stage's `timeout`.
-        "command" => res(1, 1, 0, command_minutes(params)),
-        _ => res(1, 1, 0, 10),
+/// list and the stage's overrides): what the op declares ([`crate::ops::StageKind::JOB`]).
+pub fn op_defaults(op: &dyn Op, params: &Json) -> Resources {
+    let shape = op.job(params);
+    Resources {
+        cpus: shape.cpus,
+        mem_mb: shape.mem_gb * 1024,
+        gpus: shape.gpus,
+        time_min: shape.time_min,
+        in_driver: shape.in_driver,
     }
-}
-
-fn command_minutes(params: &Json) -> u32 {
-    let seconds = params.get("timeout").and_then(Json::as_f64).unwrap_or(3600.0);
-    ((seconds / 60.0).ceil() as u32).saturating_add(COMMAND_SLACK_MIN)
 }
 
 /// The resources of `inst`: op defaults, then the executor's driver list, then the stage's table.
 pub fn for_instance(plan: &Plan, inst: &Instance, settings: &ExecutorSettings) -> Resources {
-    let mut r = op_defaults(inst.op.name(), &inst.params);
-    r.in_driver = match &settings.in_driver {
-        Some(list) => list.iter().any(|o| o == inst.op.name()),
-        None => IN_DRIVER_OPS.contains(&inst.op.name()),
-    };
+    let mut r = op_defaults(inst.op, &inst.params);
+    if let Some(list) = &settings.in_driver {
+        r.in_driver = list.iter().any(|o| o == inst.op.name());
+    }
     if let Some(o) = plan.resources.get(&inst.stage) {
         apply(&mut r, o);
     }
@@ -107,6 +88,7 @@ fn apply(r: &mut Resources, o: &ResourceOverrides) {
 mod tests {
     use super::*;
     use crate::config::{Experiment, SourceFile};
+    use crate::ops::command::JOB_SLACK_MIN;
 
     fn plan(text: &str, sets: &[&str]) -> Plan {
         let file = SourceFile::from_text(std::path::Path::new("t.toml"), text.to_string());
@@ -159,9 +141,9 @@ mem = "2G"
             let p = plan(&text(timeout), sets);
             for_instance(&p, &p.instances[0], &ExecutorSettings::default()).time_min
         };
-        assert_eq!(minutes("", &[]), 60 + COMMAND_SLACK_MIN, "the default timeout is an hour");
-        assert_eq!(minutes("timeout = 7201\n", &[]), 121 + COMMAND_SLACK_MIN);
-        assert_eq!(minutes("timeout = 5\n", &[]), 1 + COMMAND_SLACK_MIN);
+        assert_eq!(minutes("", &[]), 60 + JOB_SLACK_MIN, "the default timeout is an hour");
+        assert_eq!(minutes("timeout = 7201\n", &[]), 121 + JOB_SLACK_MIN);
+        assert_eq!(minutes("timeout = 5\n", &[]), 1 + JOB_SLACK_MIN);
         assert_eq!(
             minutes("timeout = 7201\n[stages.c.resources]\ntime = \"0:30:00\"\n", &[]),
             30,
@@ -171,8 +153,8 @@ mem = "2G"
 
     #[test]
     fn only_a_job_that_asks_for_a_gpu_gets_the_runs_device() {
-        let train = op_defaults("train", &Json::Null);
-        let kmeans = op_defaults("kmeans", &Json::Null);
+        let op = |name: &str| crate::ops::find(name).expect("an op");
+        let (train, kmeans) = (op_defaults(op("train"), &Json::Null), op_defaults(op("kmeans"), &Json::Null));
         assert_eq!(
             (train.job_device("cuda"), train.job_device("auto"), train.job_device("cpu")),
             ("cuda", "auto", "cpu")
@@ -186,5 +168,54 @@ mem = "2G"
         assert!(matches!(train.computes_on(true, "auto", cpu), DeviceLocation::Cuda { .. }));
         assert!(matches!(none.computes_on(true, "cuda", cpu), DeviceLocation::Cpu));
         assert!(matches!(train.computes_on(false, "cuda", cpu), DeviceLocation::Cpu), "kept in the driver");
+    }
+
+    /// docs/CLUSTER.md's table of defaults and its list of in-driver ops are what the ops
+    /// declare, and name every op: an op added or changed without its row fails here.
+    #[test]
+    fn the_documented_defaults_are_the_ops_own() {
+        let doc = include_str!("../../docs/CLUSTER.md");
+        let names = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+        let mut seen = std::collections::BTreeSet::new();
+        let table =
+            doc.lines().skip_while(|l| !l.starts_with("| ops | CPUs")).skip(2).take_while(|l| l.starts_with('|'));
+        for row in table {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            let (cpus, mem, gpus, time) = (cells[1], cells[2], cells[3], cells[4]);
+            for name in names(cells[0]) {
+                let op = crate::ops::find(&name).unwrap_or_else(|| panic!("`{name}` in CLUSTER.md is no op"));
+                let r = op_defaults(op, &Json::Null);
+                let minutes = match time.split_once(' ') {
+                    Some((n, "h")) => n.parse::<u32>().unwrap() * 60,
+                    Some((n, "min")) => n.parse().unwrap(),
+                    _ => r.time_min, // "its `timeout` + 10 min": a_command_jobs_time_limit_... checks it
+                };
+                let documented = (
+                    cpus.parse().unwrap(),
+                    mem.trim_end_matches(" GiB").parse::<u64>().unwrap() * 1024,
+                    gpus.parse().unwrap(),
+                    minutes,
+                );
+                assert_eq!((r.cpus, r.mem_mb, r.gpus, r.time_min), documented, "`{name}`: CLUSTER.md says {row}");
+                seen.insert(name);
+            }
+        }
+        let listed = doc
+            .split("**Tiny stages run in the driver**: ")
+            .nth(1)
+            .unwrap()
+            .split(" take milliseconds")
+            .next()
+            .unwrap();
+        let in_driver: Vec<String> = names(listed);
+        for name in crate::ops::names() {
+            let op = crate::ops::find(name).unwrap();
+            assert_eq!(
+                op_defaults(op, &Json::Null).in_driver,
+                in_driver.iter().any(|n| n == name),
+                "`{name}` in the driver?"
+            );
+            assert!(seen.contains(name) || in_driver.iter().any(|n| n == name), "`{name}` has no row in CLUSTER.md");
+        }
     }
 }

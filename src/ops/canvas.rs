@@ -80,6 +80,7 @@ pub struct Canvas;
 
 impl StageKind for Canvas {
     type Params = CanvasParams;
+    const JOB: super::JobShape = super::JobShape::job(1, 4, 0, 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "canvas",
         version: 1,

@@ -110,8 +110,15 @@ fn words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 /// Longest a command may run, in seconds: a week.
 const MAX_TIMEOUT_S: f64 = 7.0 * 86_400.0;
 
+/// A program's `timeout` when the stage sets none, in seconds: an hour.
+const DEFAULT_TIMEOUT_S: f64 = 3600.0;
+
+/// What a `command` job is given beyond its program's `timeout`, in minutes: staging its inputs
+/// and verifying and publishing its outputs take time too.
+pub const JOB_SLACK_MIN: u32 = 10;
+
 fn default_timeout() -> f64 {
-    3600.0
+    DEFAULT_TIMEOUT_S
 }
 
 fn yes() -> bool {
@@ -175,6 +182,13 @@ fn valid_name(s: &str) -> bool {
 
 impl StageKind for Command {
     type Params = CommandParams;
+    /// A job limit below the program's own timeout would kill it first, with Slurm's TIMEOUT
+    /// instead of cfrun's message naming the stage's `timeout`: the job gets that timeout and
+    /// [`JOB_SLACK_MIN`] for staging and publishing.
+    fn job_minutes(&self, params: &Json) -> u32 {
+        let seconds = params.get("timeout").and_then(Json::as_f64).unwrap_or(DEFAULT_TIMEOUT_S);
+        ((seconds / 60.0).ceil() as u32).saturating_add(JOB_SLACK_MIN)
+    }
     const SPEC: &'static OpSpec = &OpSpec {
         name: "command",
         version: 1,

@@ -61,6 +61,7 @@ pub struct Concat;
 
 impl StageKind for Concat {
     type Params = ConcatParams;
+    const JOB: super::JobShape = super::JobShape::IN_DRIVER;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "concat",
         version: 1,

@@ -239,6 +239,7 @@ pub struct Dataset;
 
 impl StageKind for Dataset {
     type Params = DatasetParams;
+    const JOB: super::JobShape = super::JobShape::job(1, 4, 0, 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "dataset",
         version: 1,

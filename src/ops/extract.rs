@@ -115,6 +115,8 @@ pub struct Extract;
 
 impl StageKind for Extract {
     type Params = ExtractParams;
+    // Forward passes want a GPU.
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 1, 2 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "extract",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).

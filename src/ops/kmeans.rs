@@ -141,6 +141,7 @@ pub struct KMeans;
 
 impl StageKind for KMeans {
     type Params = KMeansParams;
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 0, 4 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "kmeans",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.

@@ -51,6 +51,7 @@ pub struct LabelNoise;
 
 impl StageKind for LabelNoise {
     type Params = LabelNoiseParams;
+    const JOB: super::JobShape = super::JobShape::IN_DRIVER;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "label_noise",
         version: 1,

@@ -100,6 +100,7 @@ pub struct LinearProbe;
 
 impl StageKind for LinearProbe {
     type Params = ProbeParams;
+    const JOB: super::JobShape = super::JobShape::job(2, 4, 1, 2 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "linear_probe",
         // 2: blocked k-means without a normalised copy / probe with a capped batch size.

@@ -82,6 +82,7 @@ pub struct MapProbe;
 
 impl StageKind for MapProbe {
     type Params = MapProbeParams;
+    const JOB: super::JobShape = super::JobShape::job(2, 4, 1, 2 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "map_probe",
         // 2: SVM margins as lane-summed dot products (different rounding).

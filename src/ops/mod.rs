@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod extract;
 mod extract_memo;
 pub mod facts;
+pub mod job_shape;
 pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
@@ -40,6 +41,7 @@ pub mod weak_tags;
 pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
 pub use facts::{Examples, Facts, InputFacts, OutputFacts};
+pub use job_shape::JobShape;
 pub use site::{Memory, Site};
 
 /// An input slot of an op.
@@ -247,6 +249,13 @@ pub trait StageKind: Send + Sync + 'static {
     fn work_estimate(&self, _params: &Self::Params) -> f64 {
         1.0
     }
+    /// What a cluster job of this op asks for by default; see [`Op::job`].
+    const JOB: JobShape = JobShape::SMALL;
+    /// See [`Op::job`]: the time limit of a job with these canonical parameters, when it
+    /// depends on them (a `command`'s own `timeout`).
+    fn job_minutes(&self, _params: &Json) -> u32 {
+        Self::JOB.time_min
+    }
 }
 
 /// A stage kind as the rest of cfrun sees it: parameters as canonical JSON. Implemented for
@@ -306,6 +315,9 @@ pub trait Op: Send + Sync {
     fn work_estimate(&self, params: &Json) -> f64;
     /// Whether `run` reads [`StageCtx::siblings`] (only then does the scheduler fill it).
     fn reads_siblings(&self) -> bool;
+    /// What a cluster job of an instance with these canonical parameters asks for by default,
+    /// before `[executor] in_driver` and the stage's `resources`.
+    fn job(&self, params: &Json) -> JobShape;
 
     /// The name used as `op = "..."`.
     fn name(&self) -> &'static str {
@@ -415,6 +427,9 @@ impl<T: StageKind> Op for T {
     }
     fn work_estimate(&self, params: &Json) -> f64 {
         params::parse(params).map_or(1.0, |p| StageKind::work_estimate(self, &p))
+    }
+    fn job(&self, params: &Json) -> JobShape {
+        JobShape { time_min: StageKind::job_minutes(self, params), ..T::JOB }
     }
     fn reads_siblings(&self) -> bool {
         StageKind::reads_siblings(self)

@@ -121,6 +121,7 @@ pub struct PerLabelKMeans;
 
 impl StageKind for PerLabelKMeans {
     type Params = PerLabelParams;
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 0, 4 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "per_label_kmeans",
         // 2: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).

@@ -38,6 +38,7 @@ pub struct PermutationSet;
 
 impl StageKind for PermutationSet {
     type Params = PermutationsParams;
+    const JOB: super::JobShape = super::JobShape::IN_DRIVER;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "permutations",
         version: 1,

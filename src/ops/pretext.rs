@@ -143,6 +143,8 @@ pub struct Pretext;
 
 impl StageKind for Pretext {
     type Params = PretextParams;
+    // Training wants a GPU and hours.
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 1, 12 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "pretext",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).

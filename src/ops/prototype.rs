@@ -93,6 +93,7 @@ pub struct Prototype;
 
 impl StageKind for Prototype {
     type Params = PrototypeParams;
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 0, 4 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "prototype",
         // 2: metrics gain test_purity (shared reporting with `kmeans`).

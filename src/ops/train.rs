@@ -176,6 +176,8 @@ pub struct Train;
 
 impl StageKind for Train {
     type Params = TrainParams;
+    // Training wants a GPU and hours.
+    const JOB: super::JobShape = super::JobShape::job(2, 8, 1, 12 * 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "train",
         // 2: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on CPU (different rounding).

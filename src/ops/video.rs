@@ -174,6 +174,7 @@ pub struct Video;
 
 impl StageKind for Video {
     type Params = VideoParams;
+    const JOB: super::JobShape = super::JobShape::job(1, 4, 0, 60);
     const SPEC: &'static OpSpec = &OpSpec {
         name: "video",
         version: 1,

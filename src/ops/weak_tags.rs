@@ -124,6 +124,7 @@ pub struct WeakTags;
 
 impl StageKind for WeakTags {
     type Params = WeakTagsParams;
+    const JOB: super::JobShape = super::JobShape::IN_DRIVER;
     const SPEC: &'static OpSpec = &OpSpec {
         name: "weak_tags",
         version: 1,

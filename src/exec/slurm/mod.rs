@@ -7,7 +7,7 @@
 //! preempted, timed out or lost jobs are submitted again (the stage resumes from its checkpoint in
 //! the cache), up to `retries` times; any other failure is reported with its log's last lines.
 //! A submission the controller could not take for now is tried again later ([`backoff`]).
-//! Tiny ops run in the driver (see [`crate::exec::resources::IN_DRIVER_OPS`]).
+//! Tiny ops run in the driver (those whose `JOB` is [`crate::ops::JobShape::IN_DRIVER`]).
 
 pub mod backoff;
 pub mod claims;
