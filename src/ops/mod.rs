@@ -3,8 +3,6 @@
 //! cfrun sees. [`registry`] lists them all; `cfrun ops` prints from it (the README's stage
 //! table is written by hand).
 
-use std::collections::BTreeMap;
-
 use serde_json::Value as Json;
 
 use crate::config::param_docs::ParamDoc;
@@ -19,6 +17,7 @@ pub mod dataset;
 pub mod extract;
 mod extract_memo;
 pub mod facts;
+pub mod gathered;
 pub mod job_shape;
 pub mod kmeans;
 pub mod label_noise;
@@ -41,6 +40,7 @@ pub mod weak_tags;
 pub use crate::artifact::Kind;
 pub use context::{InputArtifact, StageCtx, StageProgress};
 pub use facts::{Examples, Facts, InputFacts, OutputFacts};
+pub use gathered::Gathered;
 pub use job_shape::JobShape;
 pub use site::{Memory, Site};
 
@@ -439,42 +439,6 @@ impl<T: StageKind> Op for T {
 impl std::fmt::Debug for dyn Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.name())
-    }
-}
-
-/// One upstream instance an aggregating stage gathers, as seen before anything runs.
-#[derive(Clone)]
-pub struct Gathered<'a> {
-    /// The upstream stage's name.
-    pub stage: &'a str,
-    /// Its op.
-    pub op: &'static dyn Op,
-    /// Its axis values.
-    pub axes: &'a BTreeMap<String, Json>,
-    /// The input slots it reads (what decides some of its metrics: `kmeans`'s NMI needs `truth`).
-    pub inputs: Vec<&'a str>,
-}
-
-impl Gathered<'_> {
-    /// The metrics this instance can write: its op's, less those whose input it lacks; empty
-    /// where the op does not declare them.
-    pub fn metric_names(&self) -> Vec<&'static str> {
-        let needs = self.op.metric_needs();
-        let lacks = |m: &&str| needs.iter().any(|(metric, slot)| metric == m && !self.inputs.contains(slot));
-        self.op.metric_names().iter().copied().filter(|m| !lacks(m)).collect()
-    }
-
-    /// Whether every run of this instance writes `metric`: its op always does, or does whenever
-    /// an input this instance has is wired (what a table may count on before anything runs).
-    pub fn surely_writes(&self, metric: &str) -> bool {
-        self.op.always_writes().contains(&metric)
-            || self.op.metric_needs().iter().any(|(m, slot)| *m == metric && self.inputs.contains(slot))
-    }
-
-    /// The input `metric` needs and this instance lacks, if any.
-    pub fn lacks_input_for(&self, metric: &str) -> Option<&'static str> {
-        let needs = self.op.metric_needs();
-        needs.iter().find(|(m, slot)| *m == metric && !self.inputs.contains(slot)).map(|(_, slot)| *slot)
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, gather_records};
+use super::gathered::{
+    check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, gather_records,
+};
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use serde_json::Value as Json;
 

@@ -6,13 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::{Gathered, InputArtifact, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
-use crate::artifact::Metrics;
+use super::gathered::{
+    check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, gather_records, record,
+    SPECIAL_DIMENSIONS,
+};
+use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::config::params::{ParamError, Params};
-use crate::config::suggest::{did_you_mean, did_you_mean_help};
-use crate::report::{self, AxisValue, PaperRef, Record, TableSpec, REPLICATE_DIM};
+use crate::config::suggest::did_you_mean_help;
+use crate::report::{self, PaperRef, Record, TableSpec, REPLICATE_DIM};
 
 /// The paper's own number for one cell, shown beside ours.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -59,39 +61,6 @@ pub struct TableParams {
 fn one() -> usize {
     1
 }
-
-/// Longest display name (`labels`) a table or plot takes: a legend entry is drawn on one line,
-/// so a 100,000-character one asked for a 5 GB image.
-pub const MAX_LABEL_CHARS: usize = 200;
-
-/// Checks the display texts of a table or plot: each on one line (a newline in a label split the
-/// table's header row, one in a title added a heading), and each label at most
-/// [`MAX_LABEL_CHARS`] long.
-pub fn check_display_texts(titles: &[(&str, &str)], labels: &BTreeMap<String, String>) -> Result<(), ParamError> {
-    let labels = labels.iter().map(|(k, v)| (format!("labels.{k}"), v.as_str(), true));
-    let titles = titles.iter().map(|(f, t)| (f.to_string(), *t, false));
-    for (field, text, is_label) in titles.chain(labels) {
-        if text.contains(['\n', '\t']) {
-            return Err(ParamError::field(
-                &field,
-                format!("`{field}` holds a line break or a tab: it is drawn on one line"),
-                Some("write it on one line, with spaces".into()),
-            ));
-        }
-        let chars = text.chars().count();
-        if is_label && chars > MAX_LABEL_CHARS {
-            return Err(ParamError::field(
-                &field,
-                format!("`{field}` is {chars} characters long: at most {MAX_LABEL_CHARS}"),
-                Some("a label names a series in a legend or a table's header; shorten it".into()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Dimensions every table and plot understands besides sweep axes.
-pub const SPECIAL_DIMENSIONS: &[&str] = &["source", "metric"];
 
 impl Params for TableParams {
     fn validate(&self) -> Result<(), ParamError> {
@@ -171,320 +140,6 @@ pub fn best_over(records: Vec<Record>, dim: &str) -> (Vec<Record>, Vec<String>) 
         })
         .collect();
     (best.into_values().collect(), notes)
-}
-
-/// Turns gathered metric artifacts into report records, one per (instance, metric).
-pub fn gather_records(
-    inputs: &[InputArtifact],
-    metrics: &[String],
-    labels: &BTreeMap<String, String>,
-) -> Result<Vec<Record>, OpError> {
-    let mut out = Vec::new();
-    // What each gathered stage wrote, and whether any of it was shown: a stage or a metric that
-    // gives no cell is a mistake (a `command` stage declares its metrics only by writing them).
-    let mut written: BTreeMap<&str, (BTreeSet<String>, bool)> = BTreeMap::new();
-    for input in inputs {
-        let m = Metrics::load(&input.dir)?;
-        let (names, shown) = written.entry(input.stage.as_str()).or_default();
-        names.extend(m.values.keys().cloned());
-        for name in metrics {
-            let Some(&value) = m.values.get(name) else { continue };
-            *shown = true;
-            out.push(record(&input.stage, &input.axes, name, labels, Some(value)));
-        }
-    }
-    let all: BTreeSet<&str> = written.values().flat_map(|(names, _)| names.iter().map(String::as_str)).collect();
-    if let Some(missing) = metrics.iter().find(|m| !all.contains(m.as_str())) {
-        let valid: Vec<&str> = all.iter().copied().collect();
-        let guess = did_you_mean(missing, &valid).map(|b| format!("did you mean `{b}`? ")).unwrap_or_default();
-        let stages: Vec<&str> = written.keys().copied().collect();
-        return Err(OpError::Invalid(format!(
-            "metric `{missing}` was written by none of the gathered stages ({}); {guess}they wrote: {}",
-            stages.join(", "),
-            listed(valid)
-        )));
-    }
-    if let Some((stage, (names, _))) = written.iter().find(|(_, (_, shown))| !shown) {
-        return Err(OpError::Invalid(format!(
-            "the gathered stage `{stage}` wrote none of the metrics shown ({}), so it would have no cell; it wrote: {}",
-            metrics.join(", "),
-            listed(names.iter().map(String::as_str))
-        )));
-    }
-    Ok(out)
-}
-
-/// The record of `metric` from one gathered instance of `stage` at `axes` (its value as `value`),
-/// with `metric` as a dimension and the stage's display label.
-fn record(
-    stage: &str,
-    axes: &BTreeMap<String, Json>,
-    metric: &str,
-    labels: &BTreeMap<String, String>,
-    value: Option<f64>,
-) -> Record {
-    let mut axes: BTreeMap<String, AxisValue> = axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
-    axes.insert("metric".into(), AxisValue::Str(metric.to_string()));
-    Record {
-        source: stage.to_string(),
-        label: labels.get(stage).cloned().unwrap_or_else(|| stage.to_string()),
-        axes,
-        metrics: value.map(|v| ("value".to_string(), v)).into_iter().collect(),
-        replicates: None,
-    }
-}
-
-/// Checks that every dimension a table or plot names is `source`, `metric` or an axis of a
-/// gathered instance, so that a typo fails before anything runs instead of printing an empty label.
-pub fn check_dimensions(fields: &[(&str, &[String])], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    let axes: BTreeSet<&str> = gathered.iter().flat_map(|g| g.axes.keys().map(String::as_str)).collect();
-    // Where each dimension was first named: a second place would split cells by a value they
-    // already share (a table's diagonal, a line with one point per x).
-    let mut named: BTreeMap<&str, &str> = BTreeMap::new();
-    for (field, dims) in fields {
-        for dim in dims.iter() {
-            if let Some(first) = named.insert(dim.as_str(), field) {
-                let place =
-                    if first == *field { "twice".to_string() } else { format!("in both `{first}` and `{field}`") };
-                return Err(ParamError::field(
-                    field,
-                    format!("the dimension `{dim}` is named {place}"),
-                    Some("name each dimension once".into()),
-                ));
-            }
-            if SPECIAL_DIMENSIONS.contains(&dim.as_str()) || axes.contains(dim.as_str()) {
-                continue;
-            }
-            let valid: Vec<&str> = SPECIAL_DIMENSIONS.iter().copied().chain(axes.iter().copied()).collect();
-            let help = did_you_mean_help(dim, &valid, format!("dimensions here: {}", valid.join(", ")));
-            return Err(ParamError::field(
-                field,
-                format!("`{field}` names `{dim}`, which is not an axis of any gathered instance"),
-                Some(help),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks that every stage `labels` names is gathered, so that a misspelt key fails before
-/// anything runs instead of leaving the stage's raw name on the page.
-pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
-    let Some(stray) = labels.keys().find(|k| !stages.contains(k.as_str())) else { return Ok(()) };
-    let valid: Vec<&str> = stages.into_iter().collect();
-    let help = did_you_mean_help(stray, &valid, format!("the gathered stages: {}", valid.join(", ")));
-    Err(ParamError::field(
-        &format!("labels.{stray}"),
-        format!("`labels` names `{stray}`, which is not a stage this one gathers"),
-        Some(help),
-    ))
-}
-
-/// Checks that no two gathered records would fill one cell of a table or one point of a plot,
-/// so the clash fails before anything runs instead of when the report is drawn, after every stage
-/// it gathers. Only metrics every run of the instance writes ([`Gathered::surely_writes`]) are
-/// counted: a record that may not exist cannot be said to clash (those clashes still fail at run
-/// time).
-/// Replicates of one instance, and with `best_over` the values of that axis, share a cell by design.
-pub fn check_cells(
-    field: &str,
-    place: &str,
-    dims: &[String],
-    best_over: Option<&str>,
-    metrics: &[String],
-    labels: &BTreeMap<String, String>,
-    gathered: &[Gathered<'_>],
-) -> Result<(), ParamError> {
-    // Numbers as the report compares them (50 and 50.0 are one coordinate).
-    let text = |v: &Json| match v {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
-        other => other.to_string(),
-    };
-    let describe = |g: &Gathered<'_>| {
-        let axes: Vec<String> = g.axes.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
-        if axes.is_empty() {
-            format!("`{}`", g.stage)
-        } else {
-            format!("`{}[{}]`", g.stage, axes.join(","))
-        }
-    };
-    let merges = |k: &str| k == REPLICATE_DIM || Some(k) == best_over;
-    let metric_shown = dims.iter().any(|d| d == "metric");
-    let source_shown = dims.iter().any(|d| d == "source");
-    // Cell -> (what merges into it, the instance and metric that took it).
-    let mut cells: BTreeMap<Vec<Option<String>>, (String, &Gathered<'_>, &String)> = BTreeMap::new();
-    // How often each instance was gathered so far: one named by two inputs is two records.
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for g in gathered {
-        let label = labels.get(g.stage).map_or(g.stage, String::as_str);
-        let instance = format!("{}\u{0}{:?}", g.stage, g.axes);
-        let occurrence = *seen.entry(instance).and_modify(|n| *n += 1).or_insert(0);
-        for metric in metrics.iter().filter(|m| g.surely_writes(m)) {
-            let cell: Vec<Option<String>> = dims
-                .iter()
-                .map(|d| match d.as_str() {
-                    "source" => Some(label.to_string()),
-                    "metric" => Some(metric.clone()),
-                    axis => g.axes.get(axis).map(text),
-                })
-                .collect();
-            let kept: BTreeMap<&String, &Json> = g.axes.iter().filter(|(k, _)| !merges(k)).collect();
-            // With `best_over`, records are merged by label; otherwise by stage.
-            let who = if best_over.is_some() { label } else { g.stage };
-            let identity =
-                format!("{who}\u{0}{}\u{0}{kept:?}\u{0}{occurrence}", if metric_shown { "" } else { metric });
-            let Some((taken, first, first_metric)) = cells.get(&cell) else {
-                cells.insert(cell, (identity, g, metric));
-                continue;
-            };
-            if *taken == identity {
-                continue;
-            }
-            let same_instance = first.stage == g.stage && first.axes == g.axes;
-            let differ: BTreeSet<&str> = first
-                .axes
-                .keys()
-                .chain(g.axes.keys())
-                .filter(|k| !merges(k) && first.axes.get(*k) != g.axes.get(*k))
-                .map(String::as_str)
-                .collect();
-            let hidden: Vec<&str> = differ.iter().copied().filter(|k| !dims.iter().any(|d| d == k)).collect();
-            let (why, help) = if same_instance && *first_metric == metric {
-                (
-                    "is gathered twice (two inputs name it)".to_string(),
-                    "name each instance once in `inputs`".to_string(),
-                )
-            } else if same_instance {
-                (
-                    format!("its metrics `{first_metric}` and `{metric}` would fill one {place}"),
-                    "add `metric` to the dimensions".to_string(),
-                )
-            } else if let Some(axis) = hidden.first() {
-                (
-                    format!(
-                        "would fill one {place} ({metric}): they differ only in {}, which the layout does not show",
-                        hidden.join(", ")
-                    ),
-                    format!("add `{axis}` to the dimensions, or gather fewer instances"),
-                )
-            } else if !differ.is_empty() {
-                let axis = differ.first().copied().unwrap_or_default();
-                (
-                    format!("would fill one {place} ({metric}): their values of `{axis}` are one number"),
-                    format!("list each value of `{axis}` once"),
-                )
-            } else if !source_shown {
-                (
-                    format!("would fill one {place} ({metric}): they come from different stages and `source` is no dimension"),
-                    "add `source` to the dimensions".to_string(),
-                )
-            } else {
-                (
-                    format!("would fill one {place} ({metric}): both are labelled `{label}`"),
-                    "give them distinct `labels`".to_string(),
-                )
-            };
-            let message = if same_instance && *first_metric == metric {
-                format!("{} {why}", describe(g))
-            } else if same_instance {
-                format!("{}: {why}", describe(g))
-            } else {
-                format!("{} and {} {why}", describe(first), describe(g))
-            };
-            return Err(ParamError::field(field, message, Some(help)));
-        }
-    }
-    Ok(())
-}
-
-/// Checks that every metric a table or plot names is written by some gathered instance, so that
-/// a typo fails before anything runs instead of being left out of the page, and that every
-/// gathered stage writes one of them. Sure only where the gathered ops declare their metric
-/// names; one that does not (a `command` stage) may write any, and is checked as it runs.
-pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    if !gathered.is_empty() && gathered.iter().all(|g| !g.op.metric_names().is_empty()) {
-        missing_metric(field, metrics, gathered)?;
-    }
-    let Some(silent) = silent_stage(metrics, gathered) else { return Ok(()) };
-    let lacked = gathered
-        .iter()
-        .filter(|g| g.stage == silent)
-        .find_map(|g| metrics.iter().find_map(|m| g.lacks_input_for(m).map(|slot| (m, slot))));
-    if let Some((metric, slot)) = lacked {
-        return Err(lacks_input(field, metric, silent, slot));
-    }
-    let writes: BTreeSet<&str> =
-        gathered.iter().filter(|g| g.stage == silent).flat_map(Gathered::metric_names).collect();
-    Err(ParamError::field(
-        field,
-        format!(
-            "`{field}` names none of the metrics that the gathered stage `{silent}` writes, so it would have no cell"
-        ),
-        Some(format!(
-            "`{silent}` writes {}; name one of them, or leave `{silent}` out of `inputs`",
-            writes.into_iter().collect::<Vec<_>>().join(", ")
-        )),
-    ))
-}
-
-/// `field` names `metric`, which `stage` writes only beside its input `slot`, left unwired.
-fn lacks_input(field: &str, metric: &str, stage: &str, slot: &str) -> ParamError {
-    ParamError::field(
-        field,
-        format!("`{field}` names `{metric}`, which `{stage}` writes only with its `{slot}` input"),
-        Some(format!("give `{stage}` a `{slot}` input, or name another metric")),
-    )
-}
-
-/// Metric names as a message lists them: `a, b`, or `no metric`.
-pub(super) fn listed<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.into_iter().collect();
-    if names.is_empty() {
-        "no metric".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-/// A metric of `metrics` that no gathered instance (each declaring its metrics) writes.
-fn missing_metric(field: &str, metrics: &[String], gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-    let written: BTreeSet<&str> = gathered.iter().flat_map(Gathered::metric_names).collect();
-    let Some(missing) = metrics.iter().find(|m| !written.contains(m.as_str())) else { return Ok(()) };
-    // A metric the op writes only beside an input none of these instances reads.
-    if let Some((g, slot)) = gathered.iter().find_map(|g| g.lacks_input_for(missing).map(|slot| (g, slot))) {
-        return Err(lacks_input(field, missing, g.stage, slot));
-    }
-    let valid: Vec<&str> = written.into_iter().collect();
-    let help = did_you_mean_help(missing, &valid, format!("metrics the gathered stages write: {}", valid.join(", ")));
-    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
-    let stages: Vec<String> = stages.into_iter().map(|s| format!("`{s}`")).collect();
-    Err(ParamError::field(
-        field,
-        format!("`{field}` names `{missing}`, which none of the gathered stages ({}) writes", stages.join(", ")),
-        Some(help),
-    ))
-}
-
-/// A gathered stage that can write none of `metrics` (every instance of it declaring what it
-/// writes): it would be gathered and then left out of the page without a word.
-fn silent_stage<'a>(metrics: &[String], gathered: &[Gathered<'a>]) -> Option<&'a str> {
-    let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
-    stages.into_iter().find(|&stage| {
-        let mut instances = gathered.iter().filter(|g| g.stage == stage);
-        instances.clone().all(|g| !g.op.metric_names().is_empty())
-            && !instances.any(|g| g.metric_names().iter().any(|m| metrics.iter().any(|x| x == m)))
-    })
-}
-
-fn axis_value(v: &Json) -> AxisValue {
-    match v {
-        Json::Number(n) if n.is_i64() => AxisValue::Int(n.as_i64().unwrap_or_default()),
-        Json::Number(n) => AxisValue::Float(n.as_f64().unwrap_or_default()),
-        Json::String(s) => AxisValue::Str(s.clone()),
-        other => AxisValue::Str(other.to_string()),
-    }
 }
 
 /// Checks that every paper cell names a row and a column the table will have, so that a number
@@ -598,7 +253,12 @@ impl StageKind for Table {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gathered::MAX_LABEL_CHARS;
+    use super::super::InputArtifact;
     use super::*;
+    use crate::artifact::Metrics;
+    use crate::report::AxisValue;
+    use serde_json::Value as Json;
 
     /// A metric an op writes only beside an optional input is refused, naming that input, for an
     /// instance without it, and accepted for one with it.

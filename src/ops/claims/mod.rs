@@ -62,7 +62,7 @@ impl StageKind for Claims {
     };
 
     fn check_gathered(&self, p: &ClaimsParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
-        super::table::check_labels(&p.labels, gathered)?;
+        super::gathered::check_labels(&p.labels, gathered)?;
         let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
         let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut typed: BTreeMap<&str, Vec<&Json>> = BTreeMap::new();
@@ -287,7 +287,7 @@ fn unwritten(metric: &str, loaded: &[(&InputArtifact, Metrics)]) -> String {
     let written: Vec<&str> = lacking.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
     let guess = did_you_mean(metric, &written).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
     let stages: Vec<String> = lacking.keys().map(|s| format!("`{s}`")).collect();
-    format!(": {} wrote no `{metric}` (they wrote: {}){guess}", stages.join(", "), super::table::listed(written))
+    format!(": {} wrote no `{metric}` (they wrote: {}){guess}", stages.join(", "), super::gathered::listed(written))
 }
 
 fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
