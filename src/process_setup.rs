@@ -1,5 +1,6 @@
-//! Process-wide settings that make training fast, applied once at start-up by the binary and
-//! by the benchmark examples (so benchmarks measure what `cfrun` runs).
+//! Process-wide settings applied once at start-up by the binary and by the benchmark examples
+//! (so benchmarks measure what `cfrun` runs): those that make training fast, and SIGPIPE's
+//! default (a closed pipe ends the process quietly).
 
 /// mimalloc 3's index of `mi_option_purge_delay` (`mimalloc.h`, `enum mi_option_e`); pinned by
 /// a test against the option's documented default.

@@ -1593,12 +1593,30 @@ fn a_killed_run_leaves_no_process_of_a_command_stage_behind() {
 /// starts `sleep 300` in the background and waits) in a process group of its own, as a shell
 /// starts a command, and returns it with the sleep's pid once the command stage is running.
 fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    start_a_sleeping_command_under(None, d, cache, extra)
+}
+
+/// [`start_a_sleeping_command`], with cfrun started by `launcher` (`nohup`) when given.
+fn start_a_sleeping_command_under(
+    launcher: Option<&str>,
+    d: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::os::unix::process::CommandExt;
     let pid_file = d.join("sleep.pid");
     let _ = std::fs::remove_file(&pid_file);
     let script = format!("sleep 300 & echo $! > '{p}.part' && mv '{p}.part' '{p}'; wait", p = pid_file.display());
     std::fs::write(d.join("stop.toml"), shapes_then_shell("stop", &script)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+    let mut command = match launcher {
+        Some(l) => {
+            let mut c = Command::new(l);
+            c.arg(env!("CARGO_BIN_EXE_cfrun"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_cfrun")),
+    };
+    let child = command
         .arg(d.join("stop.toml"))
         .arg("--json")
         .args(extra)
@@ -1618,7 +1636,8 @@ fn start_a_sleeping_command(d: &Path, cache: &Path, extra: &[&str]) -> (std::pro
 /// SIGTERM (`kill`, a scheduler ending the job that runs cfrun) and SIGHUP (the terminal or ssh
 /// session closing) end a run as Ctrl-C does, with the summary, under the code a shell gives a
 /// process the signal ended (143, 129), so a wrapper can tell them apart. SIGHUP used to end the
-/// driver on the spot, without a summary and without cancelling its jobs.
+/// driver on the spot, without a summary and without cancelling its jobs; under `nohup` it is
+/// still ignored.
 #[test]
 fn sigterm_and_sighup_end_a_local_run_like_ctrl_c_with_exit_143_and_129() {
     let dir = tempfile::tempdir().unwrap();
@@ -1638,6 +1657,16 @@ fn sigterm_and_sighup_end_a_local_run_like_ctrl_c_with_exit_143_and_129() {
         assert_eq!((&v["interrupted"], &v["ok"]), (&json!(true), &json!(false)), "{v}");
         outlives_no_command(&sleep_pid, "terminated");
     }
+    // Under `nohup` SIGHUP stays ignored: the run outlives the session (until a SIGTERM here).
+    let (child, sleep_pid) = start_a_sleeping_command_under(Some("nohup"), dir.path(), &dir.path().join("nohup"), &[]);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!process_gone(&pid), "a SIGHUP under nohup ended the run");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    outlives_no_command(&sleep_pid, "terminated");
 }
 
 /// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its

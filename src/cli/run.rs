@@ -126,6 +126,8 @@ pub(super) fn run(
     }
     // Verdicts come last, after the tables they summarise.
     report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
+    // The summary is written with `writeln!`, its errors ignored: after a hang-up stdout and
+    // stderr may be a closed terminal (EIO), where `println!` would panic (exit 101, not 129).
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
         // `instance` as in every other command's output; `name` stays for the scripts that read it.
@@ -137,7 +139,8 @@ pub(super) fn run(
                 v
             })
             .collect();
-        println!(
+        let _ = writeln!(
+            std::io::stdout(),
             "{}",
             json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
                    "cpu_seconds": cpu,
@@ -151,16 +154,17 @@ pub(super) fn run(
                 // A command's report may hold anything: escapes are shown, not obeyed, and a
                 // long one is cut with its path named (the page and the file have it whole).
                 if let Some(shown) = report_for_terminal(f) {
-                    println!("## {name}\n\n{shown}");
+                    let _ = writeln!(std::io::stdout(), "## {name}\n\n{shown}");
                 }
             }
             for f in files.iter().filter(|f| f.extension().is_some_and(|e| e != "md")) {
-                println!("{name}: {}", f.display());
+                let _ = writeln!(std::io::stdout(), "{name}: {}", f.display());
             }
         }
         // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.
         for r in reports.iter().filter(|r| r.error.is_some() && !r.stopped()) {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "{} {}: {}",
                 if r.outcome == Outcome::Failed { "FAILED" } else { "skipped" },
                 r.name,
@@ -176,7 +180,8 @@ pub(super) fn run(
         };
         // `-q` keeps stderr to warnings and errors: the failures above, not the tally.
         if !g.quiet {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
                 plan.experiment.name,
                 reports.len()
@@ -184,7 +189,6 @@ pub(super) fn run(
         }
     }
     if summary.interrupted {
-        // Not `eprintln!`: after a hang-up stderr may be a closed terminal, and this must not panic.
         let _ = writeln!(std::io::stderr(), "interrupted: every finished instance is cached; run again to continue");
         return Ok(ExitCode::from(match exec::interrupt::signal() {
             Some(libc::SIGTERM) => super::exit::TERMINATED,

@@ -17,7 +17,7 @@ use crate::exec::evaluate;
 /// that stage's instances with those values, which name every axis, or its first ones.
 pub(super) fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<String> {
     let (stage, rest) = asked.split_once('[')?;
-    let given: Vec<&str> = rest.strip_suffix(']')?.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let given: Vec<&str> = axis_pairs(rest.strip_suffix(']')?);
     let of_stage: Vec<&crate::graph::Instance> = plan.instances.iter().filter(|i| i.stage == stage).collect();
     if of_stage.is_empty() {
         return None;
@@ -41,6 +41,27 @@ pub(super) fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<S
     let more = if list.len() > SHOWN { format!(" and {} more", list.len() - SHOWN) } else { String::new() };
     let shown: Vec<&str> = list.into_iter().take(SHOWN).collect();
     Some(format!("{what}: {}{more} (an instance names every axis, in alphabetical order)", shown.join(", ")))
+}
+
+/// `a=1,s=x,y` as `a=1` and `s=x,y`: a comma starts a new pair only before `name=`, so a string
+/// axis value may hold commas.
+fn axis_pairs(text: &str) -> Vec<&str> {
+    let starts_pair = |rest: &str| {
+        let rest = rest.trim_start();
+        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        name_end > 0 && rest[name_end..].starts_with('=')
+    };
+    let mut pairs = Vec::new();
+    let mut start = 0;
+    for (i, _) in text.match_indices(',') {
+        if starts_pair(&text[i + 1..]) {
+            pairs.push(text[start..i].trim());
+            start = i + 1;
+        }
+    }
+    pairs.push(text[start..].trim());
+    pairs.retain(|p| !p.is_empty());
+    pairs
 }
 
 pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
@@ -130,4 +151,15 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A comma inside a string value stays in it; one before `name=` starts the next pair.
+    #[test]
+    fn axis_pairs_split_only_before_a_name() {
+        assert_eq!(super::axis_pairs("k=4,replicate=0"), ["k=4", "replicate=0"]);
+        assert_eq!(super::axis_pairs("s=a,b, t=1"), ["s=a,b", "t=1"]);
+        assert_eq!(super::axis_pairs(""), Vec::<&str>::new());
+    }
 }

@@ -92,11 +92,21 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Writes `bytes` to `dir/name` so readers never see a partial file, and the rename survives a
-/// crash (the folder is synced too: the marker, written last, must not outlive a file's rename).
+/// Writes `bytes` to `dir/name` so readers never see a partial file (temp file, fsync, rename),
+/// and the rename survives a crash: the folder is synced too, since the marker, written last,
+/// must not outlive a file's rename. Unlike the store's own writes, a data set's folder may be a
+/// link (to a shared copy), as its readers allow.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DataError> {
     let dest = dir.join(name);
-    crate::cache::fsutil::write_atomic(&dest, bytes).map_err(|e| DataError::io("write", &dest, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::io("create a temporary file in", dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| DataError::io("write", tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| DataError::io("fsync", tmp.path(), e))?;
+    tmp.persist(&dest).map_err(|e| DataError::io("rename into place", &dest, e.error))?;
+    crate::cache::fsutil::fsync_dir(dir).map_err(|e| DataError::io("fsync", dir, e))?;
     Ok(dest)
 }
 

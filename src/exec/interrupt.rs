@@ -18,12 +18,17 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Routes SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) to [`interrupted`].
+/// Routes SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) to [`interrupted`]; a
+/// SIGHUP already ignored (`nohup cfrun ...`) stays ignored, so the run outlives the session.
 pub fn install() {
-    // SAFETY: the handler only touches an atomic (and, the second time, async-signal-safe calls).
+    // SAFETY: the handler only touches an atomic (and, the second time, async-signal-safe calls);
+    // setting a disposition and putting the previous one back are plain calls at start-up.
     unsafe {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+            let before = libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+            if sig == libc::SIGHUP && before == libc::SIG_IGN {
+                libc::signal(sig, libc::SIG_IGN);
+            }
         }
     }
 }

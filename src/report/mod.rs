@@ -8,8 +8,8 @@
 //! [`SOURCE_DIM`], which stands for the record's display label.
 //!
 //! Nothing here touches the file system except [`render_plot`], which writes the
-//! two output paths it is given (each atomically: temp file + rename in the same
-//! directory, so a reader never sees half a figure).
+//! two output paths it is given: files in a stage's staging folder, which publishing makes
+//! atomic (no reader sees half a figure).
 
 mod data;
 mod figure;
