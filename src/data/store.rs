@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -103,7 +103,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, Dat
         .suffix(".part")
         .tempfile_in(dir)
         .map_err(|e| DataError::io("create a temporary file in", dir, e))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| DataError::io("write", tmp.path(), e))?;
+    tmp.write_all(bytes).map_err(|e| DataError::io("write", tmp.path(), e))?;
     tmp.as_file().sync_all().map_err(|e| DataError::io("fsync", tmp.path(), e))?;
     tmp.persist(&dest).map_err(|e| DataError::io("rename into place", &dest, e.error))?;
     crate::cache::fsutil::fsync_dir(dir).map_err(|e| DataError::io("fsync", dir, e))?;
@@ -187,7 +187,6 @@ pub fn cache_state(dir: &Path, files: &[FileSpec]) -> CacheState {
 mod tests {
     use super::*;
     use flate2::write::GzEncoder;
-    use std::io::Write;
 
     fn spec_for(name: &str, bytes: &[u8]) -> FileSpec {
         FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 }

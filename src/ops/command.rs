@@ -294,7 +294,7 @@ fn list(items: &[&str]) -> String {
 
 /// A piece of one `argv` argument: literal text, or the name inside a `{...}` placeholder.
 enum Segment<'a> {
-    Text(std::borrow::Cow<'a, str>),
+    Text(&'a str),
     Placeholder(&'a str),
 }
 
@@ -305,11 +305,11 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
     let mut rest = arg;
     while let Some(i) = rest.find(['{', '}']) {
         if i > 0 {
-            out.push(Segment::Text(rest[..i].into()));
+            out.push(Segment::Text(&rest[..i]));
         }
         let (c, after) = (rest.as_bytes()[i] as char, &rest[i + 1..]);
         if after.starts_with(c) {
-            out.push(Segment::Text(c.to_string().into()));
+            out.push(Segment::Text(&rest[i..=i]));
             rest = &after[1..];
             continue;
         }
@@ -321,7 +321,7 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
         rest = &after[end + 1..];
     }
     if !rest.is_empty() {
-        out.push(Segment::Text(rest.into()));
+        out.push(Segment::Text(rest));
     }
     Ok(out)
 }
@@ -524,7 +524,7 @@ fn expand(p: &CommandParams) -> Result<Vec<String>, OpError> {
             let mut out = String::new();
             for segment in segments(arg).map_err(OpError::Invalid)? {
                 match segment {
-                    Segment::Text(text) => out.push_str(&text),
+                    Segment::Text(text) => out.push_str(text),
                     Segment::Placeholder("seed") => out.push_str(&p.seed.to_string()),
                     Segment::Placeholder(ph) => match ph.split_once('.') {
                         Some(("in", slot)) => out.push_str(&format!("in/{slot}")),

@@ -1,7 +1,7 @@
 //! `table`: gathers metrics from every instance of the stages it names and lays them out as a
 //! paper-style table (markdown and CSV), rows and columns chosen from sweep axes, the source stage
-//! and the metric name. Also shared by `plot`: [`gather_records`] turns gathered metrics into
-//! report records.
+//! and the metric name. What it shares with `plot` and `claims` (the checks on gathered
+//! instances, [`gather_records`]) is in `ops/gathered.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
