@@ -6,7 +6,7 @@
 //! (replicate summaries, claims); [`data`] (the data sets) and [`artifact`] (on-disk formats); the
 //! ML parts [`eval`], [`nn`], [`cluster`], [`video`] (generated action clips) and [`selfsup`]
 //! (pretext data); [`config`] (the TOML schema and its validation) and [`cache`] (the
-//! content-addressed store); at the bottom [`linalg`], [`rng`], [`panics`], [`candle_error`], [`exit_status`] and
+//! content-addressed store); at the bottom [`linalg`], [`human`], [`rng`], [`panics`], [`candle_error`], [`exit_status`] and
 //! [`process_setup`].
 
 pub mod artifact;
@@ -21,6 +21,7 @@ pub mod exec;
 pub mod exit_status;
 pub mod graph;
 pub mod html;
+pub mod human;
 pub mod linalg;
 pub mod nn;
 pub mod ops;

@@ -39,7 +39,7 @@ pub enum CacheError {
         /// The instance that produced the object (from its provenance).
         instance: String,
         /// What the check found.
-        detail: String,
+        detail: Box<verify::Damage>,
     },
 }
 

@@ -410,7 +410,7 @@ impl Store {
         object: &Digest,
         outputs: &BTreeMap<String, Digest>,
     ) -> Result<(), CacheError> {
-        let mut last = String::new();
+        let mut last = None;
         for _ in 0..5 {
             if fs::symlink_metadata(target).is_ok() {
                 match self.check_object(object, outputs, Check::Full) {
@@ -418,7 +418,7 @@ impl Store {
                     Err(why) => {
                         tracing::warn!("stored object {} is damaged ({why}); replacing it", object.short());
                         self.discard_dir(target);
-                        last = why;
+                        last = Some(why);
                         continue;
                     }
                 }
@@ -433,7 +433,10 @@ impl Store {
         }
         Err(CacheError::Io {
             path: target.to_path_buf(),
-            source: std::io::Error::other(format!("could not replace a damaged object ({last})")),
+            source: std::io::Error::other(match last {
+                Some(why) => format!("could not replace a damaged object ({why})"),
+                None => "could not place the object: another process kept replacing it".to_string(),
+            }),
         })
     }
 

@@ -24,23 +24,87 @@ pub enum Check {
     Full,
 }
 
+/// What a check found wrong with a published object; each says which object and, where it can,
+/// which file.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// The object's path holds something other than a plain folder.
+    #[error("object {0} is not a plain folder")]
+    NotAFolder(String),
+    /// There is nothing at the object's path.
+    #[error("object {0} is missing")]
+    Missing(String),
+    /// Its `manifest.json` is absent or not the bytes cfrun writes.
+    #[error("object {0} has no readable manifest")]
+    NoManifest(String),
+    /// Its files could not be listed, read or hashed (links and odd files included).
+    #[error(transparent)]
+    Unlisted(#[from] CacheError),
+    /// A file's size could not be read for the quick check.
+    #[error("{path}: {source}")]
+    Unsized {
+        /// The file, relative to the object.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files are the key's, but the stored manifest lists them otherwise.
+    #[error("the manifest of object {0} does not list its files as they are (the files themselves are intact)")]
+    StaleManifest(String),
+    /// A file the manifest lists is not on disk.
+    #[error("{file} is missing from object {object}")]
+    FileMissing {
+        /// The file, relative to the object.
+        file: String,
+        /// The object's short digest.
+        object: String,
+    },
+    /// A file on disk that the manifest does not list.
+    #[error("object {object} holds an unexpected file {file}")]
+    Unexpected {
+        /// The file, relative to the object.
+        file: String,
+        /// The object's short digest.
+        object: String,
+    },
+    /// A file whose size or hash differs from the manifest's.
+    #[error("{file} in object {object} has changed (expected {want_size} bytes, blake3 {want_hash}; found {have_size} bytes, {have_hash})")]
+    Changed {
+        /// The file, relative to the object.
+        file: String,
+        /// The object's short digest.
+        object: String,
+        /// Its size in the manifest.
+        want_size: u64,
+        /// Its short hash in the manifest.
+        want_hash: String,
+        /// Its size on disk.
+        have_size: u64,
+        /// `blake3 <short hash>`, or `not hashed` after a quick check.
+        have_hash: String,
+    },
+    /// The files match the manifest, but not the digest the key promises.
+    #[error("the files of object {0} do not hash to its digest (its manifest was altered)")]
+    Digest(String),
+}
+
 /// Why a published object cannot be used.
 #[derive(Debug)]
 pub enum Untrusted {
     /// Its bytes are not what its key promises: evict it and rebuild.
-    Damaged(String),
+    Damaged(Damage),
     /// This process may not read it: nothing to rebuild, its permissions must change.
     Unreadable(CacheError),
 }
 
 impl Store {
     /// Re-hashes an object's files and recomputes its digests. `Err` names the first mismatch.
-    pub fn verify(&self, record: &KeyRecord) -> Result<(), String> {
+    pub fn verify(&self, record: &KeyRecord) -> Result<(), Damage> {
         self.check(record, Check::Full)
     }
 
     /// Checks a published record's object at the given depth. `Err` names the first mismatch.
-    pub fn check(&self, record: &KeyRecord, depth: Check) -> Result<(), String> {
+    pub fn check(&self, record: &KeyRecord, depth: Check) -> Result<(), Damage> {
         self.check_object(&record.object, &record.outputs, depth)
     }
 
@@ -50,19 +114,18 @@ impl Store {
         object: &Digest,
         outputs: &BTreeMap<String, Digest>,
         depth: Check,
-    ) -> Result<(), String> {
+    ) -> Result<(), Damage> {
         let dir = self.object_dir(object);
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("object {} is not a plain folder", object.short())),
-            Err(_) => return Err(format!("object {} is missing", object.short())),
+            Ok(_) => return Err(Damage::NotAFolder(object.short())),
+            Err(_) => return Err(Damage::Missing(object.short())),
         }
         let stored = read_manifest(&dir);
         let on_disk = match depth {
-            Check::Full => build_manifest(&dir).map_err(|e| e.to_string())?,
+            Check::Full => build_manifest(&dir)?,
             Check::Quick => {
-                let stored =
-                    stored.as_ref().ok_or_else(|| format!("object {} has no readable manifest", object.short()))?;
+                let stored = stored.as_ref().ok_or_else(|| Damage::NoManifest(object.short()))?;
                 quick_listing(&dir, stored)?
             }
         };
@@ -72,10 +135,7 @@ impl Store {
         let manifest_matches_the_files = depth == Check::Quick || stored.as_ref() == Some(&on_disk);
         match (files_match_the_key, manifest_matches_the_files) {
             (true, true) => Ok(()),
-            (true, false) if stored.is_some() => Err(format!(
-                "the manifest of object {} does not list its files as they are (the files themselves are intact)",
-                object.short()
-            )),
+            (true, false) if stored.is_some() => Err(Damage::StaleManifest(object.short())),
             _ => Err(describe_difference(object, stored.as_ref(), &on_disk)),
         }
     }
@@ -131,7 +191,7 @@ impl Store {
                     continue;
                 }
                 let instance = record.provenance["instance"].as_str().unwrap_or("an upstream instance").to_string();
-                return Err(CacheError::Damaged { instance, detail });
+                return Err(CacheError::Damaged { instance, detail: Box::new(detail) });
             }
         }
         Ok(())
@@ -140,9 +200,9 @@ impl Store {
 
 /// The manifest as the folder's listing and sizes suggest it: the stored hashes for files whose
 /// path and size match, a marker hash for anything else (so the digests then differ).
-fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, String> {
+fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, Damage> {
     let mut paths = Vec::new();
-    collect_files(dir, &mut paths).map_err(|e| e.to_string())?;
+    collect_files(dir, &mut paths)?;
     let by_path: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut files = Vec::new();
     for path in paths {
@@ -150,7 +210,10 @@ fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, String> {
         if rel == "manifest.json" {
             continue;
         }
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).map_err(|e| format!("{rel}: {e}"))?;
+        let size = match fs::symlink_metadata(&path) {
+            Ok(m) => m.len(),
+            Err(source) => return Err(Damage::Unsized { path: rel, source }),
+        };
         let hash = match by_path.get(rel.as_str()) {
             Some(f) if f.size == size => f.hash,
             _ => Digest([0; 32]),
@@ -162,34 +225,36 @@ fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, String> {
     Ok(Manifest { files, outputs })
 }
 
-/// A sentence naming the first file that differs between the stored manifest and the disk.
-fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Manifest) -> String {
+/// The first file that differs between the stored manifest and the disk.
+fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Manifest) -> Damage {
     let short = object.short();
-    let Some(stored) = stored else { return format!("object {short} has no readable manifest") };
+    let Some(stored) = stored else { return Damage::NoManifest(short) };
     let want: BTreeMap<&str, &FileEntry> = stored.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let have: BTreeMap<&str, &FileEntry> = on_disk.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let names: BTreeSet<&str> = want.keys().chain(have.keys()).copied().collect();
     for name in names {
+        let file = name.to_string();
         match (want.get(name), have.get(name)) {
-            (Some(_), None) => return format!("{name} is missing from object {short}"),
-            (None, Some(_)) => return format!("object {short} holds an unexpected file {name}"),
+            (Some(_), None) => return Damage::FileMissing { file, object: short },
+            (None, Some(_)) => return Damage::Unexpected { file, object: short },
             (Some(w), Some(h)) if w.size != h.size || w.hash != h.hash => {
-                return format!(
-                    "{name} in object {short} has changed (expected {} bytes, blake3 {}; found {} bytes, {})",
-                    w.size,
-                    w.hash.short(),
-                    h.size,
-                    if h.hash == Digest([0; 32]) {
-                        "not hashed".to_string()
-                    } else {
-                        format!("blake3 {}", h.hash.short())
-                    }
-                )
+                let have_hash = match h.hash == Digest([0; 32]) {
+                    true => "not hashed".to_string(),
+                    false => format!("blake3 {}", h.hash.short()),
+                };
+                return Damage::Changed {
+                    file,
+                    object: short,
+                    want_size: w.size,
+                    want_hash: w.hash.short(),
+                    have_size: h.size,
+                    have_hash,
+                };
             }
             _ => {}
         }
     }
-    format!("the files of object {short} do not hash to its digest (its manifest was altered)")
+    Damage::Digest(short)
 }
 
 #[cfg(test)]
@@ -204,7 +269,7 @@ mod tests {
         let rec = publish(&store, b"good bytes", 0);
         store.verify_inputs([&rec]).unwrap();
         fs::write(store.output_dir(&rec.object, "out").join("data.bin"), b"evil bytes").unwrap();
-        assert_eq!(store.check(&rec, Check::Quick), Ok(()), "same size: only a full check sees it");
+        assert!(store.check(&rec, Check::Quick).is_ok(), "same size: only a full check sees it");
         let err = store.verify_inputs([&rec]).unwrap_err().to_string();
         assert!(err.contains("input demo is damaged") && err.contains("data.bin"), "{err}");
         assert!(store.lookup(&rec.key).is_none(), "the damaged result is forgotten");
@@ -250,7 +315,7 @@ mod tests {
         let written = fs::read(&path).unwrap();
         let compact: serde_json::Value = serde_json::from_slice(&written).unwrap();
         fs::write(&path, serde_json::to_vec(&compact).unwrap()).unwrap();
-        assert!(store.verify(&rec).unwrap_err().contains("no readable manifest"));
+        assert!(store.verify(&rec).unwrap_err().to_string().contains("no readable manifest"));
         fs::write(&path, &written).unwrap();
         store.verify(&rec).unwrap();
         let cased = publish(&store, b"case", 2);
@@ -260,18 +325,18 @@ mod tests {
         let digit = text[at..].find(|c: char| c.is_ascii_lowercase()).unwrap() + at;
         let upper = format!("{}{}{}", &text[..digit], text[digit..=digit].to_uppercase(), &text[digit + 1..]);
         fs::write(&path, upper).unwrap();
-        assert!(store.verify(&cased).unwrap_err().contains("no readable manifest"));
+        assert!(store.verify(&cased).unwrap_err().to_string().contains("no readable manifest"));
         // A file dropped from the list: readers would miss it.
         edit_manifest(&store, &rec, |m| m.files.clear());
-        let why = store.verify(&rec).unwrap_err();
+        let why = store.verify(&rec).unwrap_err().to_string();
         assert!(why.contains("does not list its files") && why.contains("intact"), "{why}");
         // A hash flipped, the file untouched.
         let rec = publish(&store, b"other bytes", 1);
         edit_manifest(&store, &rec, |m| m.files[0].hash = Digest([0; 32]));
-        assert!(store.verify(&rec).unwrap_err().contains("does not list its files"));
+        assert!(store.verify(&rec).unwrap_err().to_string().contains("does not list its files"));
         // No manifest at all.
         fs::remove_file(store.object_dir(&rec.object).join("manifest.json")).unwrap();
-        assert!(store.verify(&rec).unwrap_err().contains("no readable manifest"));
+        assert!(store.verify(&rec).unwrap_err().to_string().contains("no readable manifest"));
     }
 
     #[test]
@@ -298,6 +363,6 @@ mod tests {
         fs::write(&elsewhere, b"bytes").unwrap();
         fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
-        assert!(store.verify(&rec).unwrap_err().contains("symbolic link"));
+        assert!(store.verify(&rec).unwrap_err().to_string().contains("symbolic link"));
     }
 }

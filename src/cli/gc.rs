@@ -112,5 +112,5 @@ pub(super) fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<crate::c
 
 /// Sizes as `gc` prints them: `33.0 KB`, `1.2 GB`.
 pub(super) fn human(bytes: u64) -> String {
-    crate::config::limits::human_bytes_to(bytes, 1)
+    crate::human::bytes_to(bytes, 1)
 }

@@ -89,7 +89,7 @@ pub(super) fn run(
         }
     })?;
     if slurm {
-        exec::slurm::require_sbatch().map_err(Failure::Other)?;
+        exec::slurm::require_sbatch().map_err(|e| Failure::Other(e.to_string()))?;
     }
     // Only now: a run refused above leaves no cache behind.
     let store = open_store(g)?;
@@ -105,7 +105,10 @@ pub(super) fn run(
     let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
     let summary = {
         let _signals = SignalsFailWrites::while_running();
-        exec::run(&plan, &store, &opts).map_err(Failure::runtime)?
+        exec::run(&plan, &store, &opts).map_err(|e| match e.is_refusal() {
+            true => Failure::Other(e.to_string()),
+            false => Failure::runtime(e),
+        })?
     };
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
@@ -182,9 +185,10 @@ pub(super) fn run(
         if !g.quiet {
             let _ = writeln!(
                 std::io::stderr(),
-                "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {wall:.1}s{jobs}",
+                "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {}{jobs}",
                 plan.experiment.name,
-                reports.len()
+                reports.len(),
+                crate::human::duration(wall)
             );
         }
     }

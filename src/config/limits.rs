@@ -53,8 +53,8 @@ pub fn fits_in_memory(field: &str, count: u64, bytes_each: u64, what: &str) -> R
         field,
         format!(
             "`{field}` = {count} asks for {} of {what}, more than this machine's {} of memory",
-            human_bytes(need),
-            human_bytes(have)
+            crate::human::bytes(need),
+            crate::human::bytes(have)
         ),
         Some(format!("use at most {} here", have / bytes_each.max(1))),
     ))
@@ -68,49 +68,9 @@ pub fn at_most(field: &str, value: usize, max: usize) -> Result<(), ParamError> 
     Ok(())
 }
 
-/// `b` bytes in decimal units, to the nearest whole one (`80 GB`).
-pub fn human_bytes(b: u64) -> String {
-    human_bytes_to(b, 0)
-}
-
-/// `b` bytes in decimal units with `decimals` digits after the point (`33.0 KB`; whole bytes
-/// as they are).
-pub fn human_bytes_to(b: u64, decimals: usize) -> String {
-    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    // Up a unit while the value would print as 1000 or more (999,950 bytes is `1.0 MB`, not
-    // `1000.0 KB`).
-    let places = |unit: usize| if unit == 0 { 0 } else { decimals };
-    let rounds_to = |v: f64, unit: usize| {
-        let scale = 10f64.powi(places(unit) as i32);
-        (v * scale).round() / scale
-    };
-    while rounds_to(v, unit) >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit + 1 == UNITS.len() && v >= 1000.0 {
-        return "more than 1000 PB".into();
-    }
-    let places = places(unit);
-    format!("{v:.places$} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_in_the_unit_that_fits() {
-        assert_eq!(human_bytes(80_400_000_000), "80 GB");
-        assert_eq!(human_bytes_to(32_991, 1), "33.0 KB");
-        assert_eq!(human_bytes_to(999, 1), "999 B");
-        assert_eq!(human_bytes_to(1_234_567_890, 1), "1.2 GB");
-        assert_eq!(human_bytes_to(999_950, 1), "1.0 MB");
-        assert_eq!(human_bytes_to(999_949, 1), "999.9 KB");
-        assert_eq!(human_bytes(999_600), "1 MB");
-    }
 
     #[test]
     fn absurd_sizes_are_refused_and_sane_ones_pass() {

@@ -224,7 +224,7 @@ fn evaluate_one(
     let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.trust(r, depth) {
         Ok(()) => true,
         Err(Untrusted::Damaged(detail)) => {
-            damage = Some(DirtyReason::Damaged { detail });
+            damage = Some(DirtyReason::Damaged { detail: detail.to_string() });
             false
         }
         Err(Untrusted::Unreadable(denied)) => {

@@ -2,11 +2,52 @@
 //! hands it over; an executor decides *where* it runs (threads of this process, Slurm jobs) and
 //! reports each job back exactly once.
 
+use std::path::PathBuf;
+
 use super::compute::ComputeEnv;
 use super::job::Job;
 use super::outcome::Outcome;
+use crate::cache::fs_check::NotShareable;
 use crate::cache::KeyRecord;
 use crate::config::ExecutorSettings;
+
+/// Why an executor could not start; nothing was submitted or run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--executor slurm` on a machine where `sbatch` does not answer.
+    #[error(
+        "--executor slurm: `sbatch` is not on PATH (is this a Slurm login node? \
+         scripts/slurm-local.sh starts a one-node cluster)"
+    )]
+    NoSbatch,
+    /// A cluster run on a cache whose locks would not hold across nodes.
+    #[error(transparent)]
+    NotShareable(#[from] NotShareable),
+    /// A folder the executor keeps its files in could not be found or made.
+    #[error("{}: {source}", .path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The path of this binary, which jobs and children run, is unknown.
+    #[error("cannot find the cfrun binary: {0}")]
+    OwnBinary(std::io::Error),
+}
+
+impl StartError {
+    /// Whether the run was refused for what the user asked (exit 2), not for a failure while
+    /// starting (exit 1).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StartError::NoSbatch | StartError::NotShareable(_))
+    }
+
+    /// Turns an I/O error on the folder `path` into a `Folder` error.
+    pub fn folder(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+        move |source| StartError::Folder { path: path.to_path_buf(), source }
+    }
+}
 
 /// A job that ended, one way or the other.
 #[derive(Debug)]

@@ -254,7 +254,7 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
             if record.outputs.get(&r.output) != Some(&want.digest) {
                 return Err(bad(format!("output `{}` is not the bytes the recipe hashed", r.output)));
             }
-            store.verify(&record).map_err(bad)?;
+            store.verify(&record).map_err(|damage| bad(damage.to_string()))?;
             // The names label what gathering ops write (table rows, concat's column order), so
             // they must be the ones the recipe hashed; and a name must be its stage and axes.
             if want.stage.as_ref().is_some_and(|s| *s != r.stage) || want.axes.as_ref().is_some_and(|a| *a != r.axes) {

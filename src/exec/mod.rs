@@ -20,6 +20,6 @@ pub mod resources;
 pub mod run;
 pub mod slurm;
 
-pub use executor::RunOptions;
+pub use executor::{RunOptions, StartError};
 pub use outcome::Outcome;
 pub use run::{run, InstanceReport, RunSummary};

@@ -35,7 +35,7 @@ use indicatif::MultiProgress;
 
 use super::backlog::Backlog;
 use super::compute::cached;
-use super::executor::{Executor, Finished, RunOptions};
+use super::executor::{Executor, Finished, RunOptions, StartError};
 use super::interrupt::interrupted;
 use super::job::{write_spec, Job};
 use super::job_pool::widths;
@@ -115,13 +115,13 @@ pub struct ProcessExecutor {
 
 impl ProcessExecutor {
     /// Children of this binary computing on the run's device, at most `opts.jobs` at once.
-    pub fn new(opts: &RunOptions) -> Result<ProcessExecutor, String> {
+    pub fn new(opts: &RunOptions) -> Result<ProcessExecutor, StartError> {
         let store = opts.env.store.clone();
         let exe = match crate::ops::command::watcher::binary() {
             Some(own) => own.to_path_buf(),
-            None => std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?,
+            None => std::env::current_exe().map_err(StartError::OwnBinary)?,
         };
-        let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
+        let cache = std::fs::canonicalize(store.root()).map_err(StartError::folder(store.root()))?;
         let device = if opts.env.device.is_cpu() { "cpu" } else { "cuda" }.to_string();
         let cores = rayon::current_num_threads().max(1);
         let jobs = opts.jobs.max(1);

@@ -79,7 +79,8 @@ impl StageProgress for Progress {
             let secs = s.started.elapsed().as_secs_f64().max(1e-9);
             let rate = s.done as f64 / secs;
             let eta = if rate > 0.0 { (s.total.saturating_sub(s.done)) as f64 / rate } else { 0.0 };
-            tracing::info!("{} {}: {}/{} ({:.1}/s, eta {:.0}s)", self.instance, s.label, s.done, s.total, rate, eta);
+            let eta = crate::human::duration(eta);
+            tracing::info!("{} {}: {}/{} ({rate:.1}/s, eta {eta})", self.instance, s.label, s.done, s.total);
         }
     }
 

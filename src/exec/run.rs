@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::compute::now_unix;
 use super::evaluate::recipe_for;
-use super::executor::{Executor, Finished, RunOptions};
+use super::executor::{Executor, Finished, RunOptions, StartError};
 use super::job::{sibling_lists, Job};
 use super::local::LocalExecutor;
 use super::outcome::Outcome;
@@ -27,6 +27,7 @@ use crate::cache::records::{NameRecord, RunLogLine};
 use crate::cache::{KeyRecord, RecipeKey, Store};
 use crate::config::{ExecutorKind, ExecutorSettings};
 use crate::graph::{Instance, Plan};
+use crate::human;
 
 /// The result of one instance.
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +71,7 @@ pub struct RunSummary {
 
 /// Runs every instance of the plan with the executor the options name. `Err` when the executor
 /// cannot start (e.g. no `sbatch`, or a cache whose locks would not hold across nodes).
-pub fn run(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<RunSummary, String> {
+pub fn run(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<RunSummary, StartError> {
     let mut executor: Box<dyn Executor> = match opts.executor.kind.unwrap_or_default() {
         ExecutorKind::Local => Box::new(LocalExecutor::new(opts.env.clone(), opts.jobs)),
         ExecutorKind::Slurm => Box::new(SlurmExecutor::new(opts)?),
@@ -162,10 +163,11 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                         // Where a long study stands, without counting by hand through the log.
                         let done = reports.iter().filter(|r| r.is_some()).count() + 1;
                         tracing::info!(
-                            "ran {} in {seconds:.1}s ({done} of {n} instances done, {} running, {} elapsed)",
+                            "ran {} in {} ({done} of {n} instances done, {} running, {} elapsed)",
                             inst.name,
+                            human::duration(seconds),
                             in_flight - unread,
-                            clock(started.elapsed())
+                            human::duration(started.elapsed().as_secs_f64())
                         );
                     }
                     reports[i] = Some(published(store, plan, inst, record.clone(), outcome, seconds));
@@ -200,7 +202,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             });
         }
     }
-    tracing::debug!("scheduled {n} instances in {:.1}s", started.elapsed().as_secs_f64());
+    tracing::debug!("scheduled {n} instances in {}", human::duration(started.elapsed().as_secs_f64()));
     // A Ctrl-C that came after every instance ended cut nothing short.
     let interrupted = super::interrupt::interrupted() && reports.iter().any(Option::is_none);
     let reports = reports
@@ -226,16 +228,6 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         })
         .collect();
     RunSummary { reports, submitted: executor.submitted(), interrupted }
-}
-
-/// `42 s`, `12 min 05 s`, `2 h 03 min`: a run's elapsed time at the precision that matters.
-fn clock(elapsed: std::time::Duration) -> String {
-    let s = elapsed.as_secs();
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-    }
 }
 
 /// Marks `i` broken and skips everything downstream of it, each naming the input that failed.
@@ -327,17 +319,4 @@ fn finish(
         warn_once(&RUN_LOG_WARNED, format_args!("could not append to the run log (said once per run): {e}"));
     }
     InstanceReport { name: inst.name.clone(), key, outcome, seconds, error, record: None }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clock;
-    use std::time::Duration;
-
-    #[test]
-    fn elapsed_time_reads_at_the_precision_that_matters() {
-        let at = |s| clock(Duration::from_secs(s));
-        assert_eq!([at(0), at(59), at(60), at(725)], ["0 s", "59 s", "1 min 00 s", "12 min 05 s"]);
-        assert_eq!([at(3599), at(2 * 3600 + 185)], ["59 min 59 s", "2 h 03 min"]);
-    }
 }

@@ -283,14 +283,6 @@ fn curves(views: &[InstanceView]) -> String {
     s
 }
 
-fn seconds(v: f64) -> String {
-    if v >= 90.0 {
-        format!("{:.1} min", v / 60.0)
-    } else {
-        format!("{v:.1} s")
-    }
-}
-
 /// Every instance, grouped by stage, its state and, on demand, its provenance.
 fn instances(views: &[InstanceView]) -> String {
     let mut s = String::from(
@@ -311,7 +303,7 @@ fn instances(views: &[InstanceView]) -> String {
         }
         let prov = v.record.as_ref().map(|r| &r.provenance);
         let get = |k: &str| prov.and_then(|p| p.get(k)).cloned().unwrap_or(Json::Null);
-        let wall = get("wall_seconds").as_f64().map(seconds).unwrap_or_default();
+        let wall = get("wall_seconds").as_f64().map(crate::human::duration).unwrap_or_default();
         let device = get("device").as_str().unwrap_or("").to_string();
         let _ = write!(
             s,
@@ -368,7 +360,7 @@ fn provenance(v: &InstanceView) -> String {
             }
         }
         if let Some(w) = p.get("wall_seconds").and_then(Json::as_f64) {
-            rows.push(("wall time", seconds(w)));
+            rows.push(("wall time", crate::human::duration(w)));
         }
         if let Some(t) = p.get("started_unix").and_then(Json::as_f64) {
             rows.push(("started", utc(t)));
@@ -415,12 +407,12 @@ fn history(runs: &[Run]) -> String {
             "<tr><td>{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td>\
              <td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td>{problems}</td></tr>",
             utc(run.start),
-            seconds(run.end - run.start),
+            crate::human::duration(run.end - run.start),
             n("ran"),
             n("cached"),
             n("failed"),
             n("skipped"),
-            seconds(run.compute_seconds)
+            crate::human::duration(run.compute_seconds)
         );
     }
     s.push_str("</tbody></table></div></section>");

@@ -129,7 +129,7 @@ impl NetParams {
             // Not even one example fits: a smaller batch cannot help.
             format!(
                 "one example alone keeps {}: use a narrower or shallower network{}",
-                limits::human_bytes(each),
+                crate::human::bytes(each),
                 if t > 1 { ", or fewer frames (clip_frames)" } else { "" }
             )
         } else {
@@ -141,9 +141,9 @@ impl NetParams {
                 "a batch of {batch} examples of {example} through `{}` keeps at least {} of activations for the \
                  backward pass, more than {} {} of memory",
                 self.arch,
-                limits::human_bytes(need),
+                crate::human::bytes(need),
                 memory.whose,
-                limits::human_bytes(have)
+                crate::human::bytes(have)
             ),
             Some(help),
         ))
@@ -177,9 +177,9 @@ impl NetParams {
                 "`{}` with these widths and blocks has at least {weights} weights, {copies} f32 copies of which take \
                  {}, more than {} {} of memory",
                 self.arch,
-                limits::human_bytes(need),
+                crate::human::bytes(need),
                 memory.whose,
-                limits::human_bytes(memory.bytes)
+                crate::human::bytes(memory.bytes)
             ),
             Some("use narrower widths or fewer blocks per stage".into()),
         ))

@@ -28,7 +28,7 @@ use self::queue::{QueueEntry, Verdict};
 use self::sbatch::{Refused, Submitter};
 use self::silence::Silence;
 use super::compute::cached;
-use super::executor::{Executor, Finished, RunOptions};
+use super::executor::{Executor, Finished, RunOptions, StartError};
 use super::interrupt::interrupted;
 use super::job::{jobs_dir_in, write_spec, Job};
 use super::local::LocalExecutor;
@@ -98,17 +98,18 @@ pub struct SlurmExecutor {
 
 impl SlurmExecutor {
     /// Checks that Slurm answers and that the cache's locks hold across nodes.
-    pub fn new(opts: &RunOptions) -> Result<SlurmExecutor, String> {
+    pub fn new(opts: &RunOptions) -> Result<SlurmExecutor, StartError> {
         let store = opts.env.store.clone();
-        fs_check::require_shared_locks(store.root()).map_err(|e| e.to_string())?;
+        fs_check::require_shared_locks(store.root())?;
         require_sbatch()?;
-        let cache = std::fs::canonicalize(store.root()).map_err(|e| format!("{}: {e}", store.root().display()))?;
+        let cache = std::fs::canonicalize(store.root()).map_err(StartError::folder(store.root()))?;
         // Absolute, as the cache: a job may start in another folder (`--chdir`, a submit folder
         // the nodes do not share), where a relative log or key list is not found.
         let logs = jobs_dir_in(&cache).join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-        std::fs::create_dir_all(jobs_dir_in(&cache).join("arrays")).map_err(|e| e.to_string())?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the cfrun binary: {e}"))?;
+        std::fs::create_dir_all(&logs).map_err(StartError::folder(&logs))?;
+        let arrays = jobs_dir_in(&cache).join("arrays");
+        std::fs::create_dir_all(&arrays).map_err(StartError::folder(&arrays))?;
+        let exe = std::env::current_exe().map_err(StartError::OwnBinary)?;
         let s = &opts.executor;
         let submitter = Submitter {
             exe,
@@ -718,14 +719,12 @@ impl Executor for SlurmExecutor {
 }
 
 /// Refuses a machine without a working `sbatch`: nothing could be submitted.
-pub fn require_sbatch() -> Result<(), String> {
+pub fn require_sbatch() -> Result<(), StartError> {
     let probe = std::process::Command::new("sbatch").arg("--version").output();
     if probe.is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
-    Err("--executor slurm: `sbatch` is not on PATH (is this a Slurm login node? \
-         scripts/slurm-local.sh starts a one-node cluster)"
-        .into())
+    Err(StartError::NoSbatch)
 }
 
 /// The last `n` lines of a log, indented, or a note that it cannot be read.
