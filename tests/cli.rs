@@ -4590,3 +4590,19 @@ fn a_checkpoint_left_beside_a_published_result_goes_when_it_is_served() {
     assert!(again.values().all(|o| o == "cached"), "{again:?}");
     assert!(!left.parent().unwrap().exists(), "the checkpoint folder is still there");
 }
+
+/// A run prints its verdicts after the tables they judge, wherever the file declares them.
+#[test]
+fn verdicts_are_printed_after_the_tables_they_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("claims_tiny.toml")).unwrap();
+    let (start, end) = (text.find("[stages.results]").unwrap(), text.find("[stages.verdicts]").unwrap());
+    let moved = format!("{}{}\n{}", &text[..start], &text[end..], &text[start..end]);
+    let file = dir.path().join("claims_first.toml");
+    std::fs::write(&file, moved).unwrap();
+    let out = cfrun(&dir.path().join("cache"), &[file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = |heading: &str| printed.find(heading).unwrap_or_else(|| panic!("no {heading} in {printed}"));
+    assert!(at("## results") < at("## verdicts"), "{printed}");
+}

@@ -128,7 +128,7 @@ pub(super) fn run(
         }
     }
     // Verdicts come last, after the tables they summarise.
-    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.name() == "claims"));
+    report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.judges()));
     // The summary is written with `writeln!`, its errors ignored: after a hang-up stdout and
     // stderr may be a closed terminal (EIO), where `println!` would panic (exit 101, not 129).
     if g.json {

@@ -213,6 +213,8 @@ pub trait StageKind: Send + Sync + 'static {
     }
     /// See [`Op::gathers_replicates`]. Tables, plots and claims summarise over replicates.
     const GATHERS_REPLICATES: bool = true;
+    /// See [`Op::judges`]. Most reports stand alone.
+    const JUDGES: bool = false;
     /// See [`Op::warm_up`]. Most ops have no slow plan-time work.
     fn warm_up(&self, _raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         None
@@ -284,6 +286,9 @@ pub trait Op: Send + Sync {
     /// instances (and those shared by all): what it computes is then one replicate's, and the
     /// replicates downstream stay independent.
     fn gathers_replicates(&self) -> bool;
+    /// Whether its reports are verdicts on other stages' reports, so a run prints them after
+    /// the tables they judge.
+    fn judges(&self) -> bool;
     /// Plan-time work slow enough to be worth starting early, side by side with other stages'
     /// (an environment probe), from a stage's raw parameters; its result is remembered for
     /// when the stage's instances are typed. `None` for ops without such work.
@@ -403,6 +408,9 @@ impl<T: StageKind> Op for T {
     }
     fn gathers_replicates(&self) -> bool {
         T::GATHERS_REPLICATES
+    }
+    fn judges(&self) -> bool {
+        T::JUDGES
     }
     fn warm_up(&self, raw: &Json) -> Option<Box<dyn FnOnce() + Send>> {
         StageKind::warm_up(self, raw)
