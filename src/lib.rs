@@ -6,8 +6,8 @@
 //! (replicate summaries, claims); [`data`] (the data sets) and [`artifact`] (on-disk formats); the
 //! ML parts [`eval`], [`nn`], [`cluster`], [`video`] (generated action clips) and [`selfsup`]
 //! (pretext data); [`config`] (the TOML schema and its validation) and [`cache`] (the
-//! content-addressed store); at the bottom [`linalg`], [`human`], [`rng`], [`panics`], [`candle_error`], [`exit_status`] and
-//! [`process_setup`].
+//! content-addressed store); at the bottom [`linalg`], [`human`], [`rng`], [`panics`], [`candle_error`], [`exit_status`],
+//! [`proc_stat`] and [`process_setup`].
 
 pub mod artifact;
 pub mod cache;
@@ -26,6 +26,7 @@ pub mod linalg;
 pub mod nn;
 pub mod ops;
 pub mod panics;
+pub mod proc_stat;
 pub mod process_setup;
 pub mod report;
 pub mod rng;

@@ -4606,3 +4606,35 @@ fn verdicts_are_printed_after_the_tables_they_judge() {
     let at = |heading: &str| printed.find(heading).unwrap_or_else(|| panic!("no {heading} in {printed}"));
     assert!(at("## results") < at("## verdicts"), "{printed}");
 }
+
+/// A job's `cfrun exec` stopped on its own (SIGSTOP to it alone) is named with the command that
+/// lets it go on, instead of the run waiting in silence; a Ctrl-C still ends the run and it.
+#[test]
+fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let (child, sleep_pid) = start_a_sleeping_command(d, &cache, &["--executor", "processes"]);
+    let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
+    let exec_pid = wait_for(30, "the job's `cfrun exec`", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("\0exec\0") && cmdline.contains(&own))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+    });
+    assert!(Command::new("kill").args(["-STOP", &exec_pid]).status().unwrap().success());
+    // The driver looks every 20 ms; a second is plenty.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let said =
+        format!("slow: its `cfrun exec` process {exec_pid} is stopped; the run waits for it (`kill -CONT {exec_pid}`");
+    assert_eq!(err.matches(&said).count(), 1, "said once: {err}");
+    gone_within_10_s(&exec_pid, "the stopped `cfrun exec` outlived the run");
+    gone_within_10_s(&sleep_pid, "the command stage's process outlived the run");
+}

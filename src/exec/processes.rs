@@ -43,6 +43,7 @@ use super::local::LocalExecutor;
 use super::outcome::Outcome;
 use crate::cache::verify::Check;
 use crate::cache::{KeyRecord, RecipeKey, Store};
+use crate::proc_stat;
 
 /// How often a wait looks at the children (and for Ctrl-C): a stage runs for seconds at least.
 const POLL: Duration = Duration::from_millis(20);
@@ -93,6 +94,8 @@ struct Running {
     started: Instant,
     stdout: JoinHandle<String>,
     stderr: JoinHandle<VecDeque<String>>,
+    /// Whether it was last seen stopped (and said so): a stopped child is silent otherwise.
+    seen_stopped: bool,
 }
 
 /// Runs jobs as child processes on this machine.
@@ -183,7 +186,7 @@ impl ProcessExecutor {
         let stdout = std::thread::spawn(move || read_stdout(out));
         let bars = self.bars.clone();
         let stderr = std::thread::spawn(move || forward_stderr(err, bars));
-        self.running.push(Running { job, child, threads, started, stdout, stderr });
+        self.running.push(Running { job, child, threads, started, stdout, stderr, seen_stopped: false });
     }
 
     /// A job that never got a child: reported on the next wait.
@@ -197,7 +200,10 @@ impl ProcessExecutor {
         let mut i = 0;
         while i < self.running.len() {
             match self.running[i].child.try_wait() {
-                Ok(None) => i += 1,
+                Ok(None) => {
+                    say_if_stopped(&mut self.running[i]);
+                    i += 1;
+                }
                 Ok(Some(status)) => {
                     let r = self.running.swap_remove(i);
                     if interrupted() && stopped_by_a_signal_to_all(status) {
@@ -275,6 +281,21 @@ impl ProcessExecutor {
     fn published(&self, key: &RecipeKey) -> Option<KeyRecord> {
         self.store.lookup(key).filter(|r| self.store.check(r, Check::Quick).is_ok())
     }
+}
+
+/// Says once when a child is stopped (a SIGSTOP sent to it alone: a terminal's Ctrl-Z reaches
+/// only the driver's group), and again if it stops anew after going on: the run waits on it
+/// with nothing else to show.
+fn say_if_stopped(r: &mut Running) {
+    let pid = r.child.id() as i32;
+    let stopped = proc_stat::is_stopped(pid);
+    if stopped && !r.seen_stopped {
+        tracing::warn!(
+            "{}: its `cfrun exec` process {pid} is stopped; the run waits for it (`kill -CONT {pid}` lets it go on)",
+            r.job.instance.name
+        );
+    }
+    r.seen_stopped = stopped;
 }
 
 /// Whether a child died of a signal that stops a whole session (Ctrl-C, SIGTERM, hang-up).
