@@ -92,14 +92,27 @@ pub fn find(store: &Store, in_use: &BTreeMap<RecipeKey, bool>) -> Garbage {
 /// Removes `garbage`, then the stale lock files and staging folders. `store` must have been
 /// opened with [`Store::open_exclusive`].
 pub fn sweep(store: &Store, garbage: &Garbage) -> Sweep {
+    sweep_with(store, garbage, |key| store.remove_key(key))
+}
+
+/// [`sweep`], removing each key with `remove_key` (a test makes one fail).
+fn sweep_with(store: &Store, garbage: &Garbage, remove_key: impl Fn(&RecipeKey) -> std::io::Result<()>) -> Sweep {
     let mut out = Sweep::default();
     for key in &garbage.keys {
-        match store.remove_key(key) {
+        match remove_key(key) {
             Ok(()) => out.keys_removed += 1,
             Err(e) => out.failures.push(format!("key {key}: {e}")),
         }
     }
+    // A key that is still there, whatever its removal said, keeps its object: a key never
+    // points at a removed object.
+    let still_pointed: BTreeSet<Digest> =
+        garbage.keys.iter().filter_map(|key| store.filed(key)).map(|record| record.object).collect();
     for (object, size) in &garbage.objects {
+        if still_pointed.contains(object) {
+            out.failures.push(format!("object {object}: kept, since a key that could not be removed points at it"));
+            continue;
+        }
         match store.discard(object) {
             Ok(()) => {
                 out.objects_removed.push((*object, *size));
@@ -161,6 +174,32 @@ mod tests {
         assert_eq!((swept.keys_removed, swept.objects_removed.len(), swept.locks_removed), (1, 1, 1));
         assert!(store.lookup(&dead.key).is_none() && !store.object_dir(&dead.object).exists());
         store.verify(&live).unwrap();
+    }
+
+    /// A key that could not be removed keeps its object, so it never points at nothing; the
+    /// other garbage still goes.
+    #[test]
+    fn a_key_that_stays_keeps_its_object() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(root.path()).unwrap();
+        let (stuck, dead) = (publish(&store, 1), publish(&store, 2));
+        let garbage = find(&store, &BTreeMap::new());
+        assert_eq!(garbage.objects.len(), 2);
+        let refused = |key: &RecipeKey| match *key == stuck.key {
+            true => Err(std::io::Error::other("refused")),
+            false => store.remove_key(key),
+        };
+        let swept = sweep_with(&store, &garbage, refused);
+        assert_eq!((swept.keys_removed, swept.objects_removed.len()), (1, 1), "{:?}", swept.failures);
+        assert_eq!(swept.objects_removed[0].0, dead.object);
+        assert!(swept.failures.iter().any(|f| f.contains("refused")), "{:?}", swept.failures);
+        assert!(
+            swept.failures.iter().any(|f| f.contains(&format!("object {}: kept", stuck.object))),
+            "{:?}",
+            swept.failures
+        );
+        store.verify(&store.lookup(&stuck.key).expect("still filed")).unwrap();
+        assert!(!store.object_dir(&dead.object).exists());
     }
 
     /// An evicted record stays while its key is in use (the keys below it are worked out from
