@@ -89,13 +89,15 @@ fn last_line(mut log: File) -> String {
     short
 }
 
-/// Archives in `dir` whose names match one of `specs`, with their spec.
+/// Archives in `dir` whose names match one of `specs`, with their spec: regular files (or links
+/// to them) only, since a pipe or a device named like one would block or never end when read.
 pub fn find_archives<'a>(dir: &Path, specs: &'a [ArchiveSpec]) -> Vec<(PathBuf, &'a ArchiveSpec)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut found: Vec<(PathBuf, &ArchiveSpec)> = entries
         .filter_map(Result::ok)
+        .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             specs.iter().find(|s| name.starts_with(&s.prefix) && name.ends_with(&s.suffix)).map(|s| (e.path(), s))
@@ -109,6 +111,9 @@ pub fn find_archives<'a>(dir: &Path, specs: &'a [ArchiveSpec]) -> Vec<(PathBuf, 
 /// Unpacks `archive` into `dest`; for zips only members whose base name is in `wanted`.
 pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path, wanted: &[String]) -> Result<(), String> {
     let timeout = Duration::from_secs(300);
+    // The unpacking programs run in `dest`, where a path relative to this process's folder
+    // (`CFRUN_DATA=dl`, a stage's `path = "dl"`) names nothing.
+    let archive = &std::path::absolute(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
     match kind {
         ArchiveKind::Tgz => {
             let tar = find_on_path("tar").ok_or("`tar` is not on PATH; install tar to unpack it")?;
@@ -163,5 +168,48 @@ mod tests {
         let msg = run(&sh, &slow, dir.path(), Duration::from_millis(200)).expect_err("timeout");
         assert!(msg.contains("timed out"), "{msg}");
         assert!(find_on_path("surely-not-a-real-program-xyz").is_none());
+    }
+
+    /// A path relative to this process's folder unpacks: the unpacking program runs elsewhere.
+    #[test]
+    fn an_archive_named_by_a_relative_path_unpacks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/f.txt"), b"inside").unwrap();
+        let tar = find_on_path("tar").expect("tar on PATH");
+        let args: [&OsStr; 5] = ["czf".as_ref(), "a.tgz".as_ref(), "-C".as_ref(), "src".as_ref(), "f.txt".as_ref()];
+        run(&tar, &args, dir.path(), Duration::from_secs(30)).unwrap();
+        // The same file, named from here: up to the root, then down.
+        let here = std::env::current_dir().unwrap();
+        let up = "../".repeat(here.components().count() - 1);
+        let relative =
+            PathBuf::from(format!("{up}{}", dir.path().join("a.tgz").display().to_string().trim_start_matches('/')));
+        assert!(relative.is_relative() && relative.is_file(), "{}", relative.display());
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        unpack(&relative, ArchiveKind::Tgz, &dest, &[]).unwrap();
+        assert_eq!(std::fs::read(dest.join("f.txt")).unwrap(), b"inside");
+    }
+
+    /// Only regular files (or links to them) are taken for archives: a pipe named like one
+    /// would block the hash or the unpacking for good.
+    #[test]
+    fn only_regular_files_are_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec { prefix: "data-".into(), suffix: ".tgz".into(), kind: ArchiveKind::Tgz, sha256: None };
+        let d = dir.path();
+        std::fs::write(d.join("data-1.tgz"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.join("data-1.tgz"), d.join("data-2.tgz")).unwrap();
+        std::os::unix::fs::symlink(d.join("gone"), d.join("data-3.tgz")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("data-4.tgz")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("data-5.tgz").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string naming a path in our own temporary folder.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::create_dir(d.join("data-6.tgz")).unwrap();
+        let found: Vec<String> = find_archives(d, std::slice::from_ref(&spec))
+            .into_iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(found, ["data-1.tgz", "data-2.tgz"]);
     }
 }
