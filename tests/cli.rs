@@ -4545,14 +4545,21 @@ fn a_cached_result_cfrun_may_not_read_is_not_taken_for_damage() {
     let first = run_json(&cache, &file, &[]);
     assert_eq!(first.len(), 15, "{first:?}");
     let as_root = unsafe { libc::geteuid() } == 0;
-    let run = || {
+    let cfrun_as_user = |before: &[&str], after: &[&str]| {
         let mut cmd = Command::new(&bin);
-        cmd.arg(&file).arg("--cache").arg(&cache).env("CFRUN_LOG", "info").env_remove("CFRUN_CACHE");
+        cmd.args(before)
+            .arg(&file)
+            .args(after)
+            .arg("--cache")
+            .arg(&cache)
+            .env("CFRUN_LOG", "info")
+            .env_remove("CFRUN_CACHE");
         if as_root {
             cmd.uid(65534).gid(65534);
         }
         cmd.output().unwrap()
     };
+    let run = || cfrun_as_user(&[], &[]);
     if as_root {
         let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(&cache).status().unwrap();
         assert!(chown.success());
@@ -4569,6 +4576,12 @@ fn a_cached_result_cfrun_may_not_read_is_not_taken_for_damage() {
         "{err}"
     );
     assert!(!err.contains("damaged") && !err.contains("running noisy"), "{err}");
+    // `show` prints nothing of it and fails, as for damage.
+    let shown = cfrun_as_user(&["show"], &["noisy_labels[replicate=0]"]);
+    let err = stderr(&shown);
+    assert_eq!(shown.status.code(), Some(1), "{err}");
+    let said = format!("{err}{}", String::from_utf8_lossy(&shown.stdout));
+    assert!(said.contains("cfrun may not read its cached result"), "{said}");
     std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run();
     assert!(out.status.success(), "{}", stderr(&out));

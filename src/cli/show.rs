@@ -82,7 +82,8 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
     let states = evaluate::evaluate(&plan, &store);
     let failed = last_failures(&plan, &store, &states);
     let mut items = Vec::new();
-    let mut damaged = 0;
+    // Results that exist but are not shown (damaged, or not readable by this process).
+    let mut unshown = 0;
     for idx in selected {
         let inst = &plan.instances[idx.0];
         let st = &states[idx.0];
@@ -110,18 +111,19 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
                 }
             }
             Some((_, Err(Untrusted::Unreadable(denied)))) => {
+                unshown += 1;
                 eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
                 item["state"] = json!("unreadable");
                 item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
             }
             Some((_, Err(Untrusted::Damaged(why)))) => {
-                damaged += 1;
+                unshown += 1;
                 eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
                 item["state"] = json!("damaged");
                 item["because"] = json!([format!("cached result is damaged ({why})")]);
             }
             None => {
-                damaged += usize::from(st.label() == "damaged");
+                unshown += usize::from(matches!(st.label(), "damaged" | "unreadable"));
                 item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));
                 if let Some(error) = &failed[idx.0] {
                     item["state"] = json!("failed");
@@ -137,7 +139,7 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
         let texts: Vec<String> = items.iter().map(super::show_text::render).collect();
         print!("{}", texts.join("\n"));
     }
-    Ok(if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+    Ok(if unshown == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }
 
 pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {

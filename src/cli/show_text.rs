@@ -102,12 +102,22 @@ fn measured(values: &Json) -> String {
     shown.collect::<Vec<_>>().join(", ")
 }
 
-/// `x` to [`DIGITS`] significant digits, trailing zeros dropped; whole numbers as they are.
+/// `x` to [`DIGITS`] significant digits, trailing zeros dropped; whole numbers below 1e15 as
+/// they are; an exponent below 1e-4 and from 1e15 on (`1.235e20`, `-1e-13`), so that no value
+/// but zero reads as `0` and none is written with a row of made-up digits.
 fn number(x: f64) -> String {
-    if !x.is_finite() || (x.fract() == 0.0 && x.abs() < 1e15) {
+    let a = x.abs();
+    if !x.is_finite() || (x.fract() == 0.0 && a < 1e15) {
         return format!("{x}");
     }
-    let magnitude = x.abs().log10().floor() as i32;
+    if !(1e-4..1e15).contains(&a) {
+        let text = format!("{x:.prec$e}", prec = (DIGITS - 1) as usize);
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa =
+            if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+        return format!("{mantissa}e{exponent}");
+    }
+    let magnitude = a.log10().floor() as i32;
     let decimals = (DIGITS - 1 - magnitude).clamp(0, 12) as usize;
     let fixed = format!("{x:.decimals$}");
     if fixed.contains('.') {
@@ -131,6 +141,12 @@ mod tests {
         assert_eq!(number(66.0), "66");
         assert_eq!(number(0.004958062), "0.004958");
         assert_eq!(number(-2.5), "-2.5");
+        // Tiny and huge values keep their digits in an exponent, never `0` or a row of zeros.
+        let cases = [(1e-13, "1e-13"), (-1e-13, "-1e-13"), (1.234e-10, "1.234e-10"), (1.2345678e20, "1.235e20")];
+        for (x, shown) in cases {
+            assert_eq!(number(x), shown, "{x}");
+        }
+        assert_eq!([number(0.0), number(0.0001), number(60000.0)], ["0", "0.0001", "60000"]);
     }
 
     #[test]
