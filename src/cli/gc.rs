@@ -17,7 +17,8 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     // A cache that does not exist holds nothing to collect, and is not created.
-    let store = if !holds_nothing(&g.cache) {
+    let empty = holds_nothing(&g.cache);
+    let store = if !empty {
         require_cache_folder(&g.cache)?;
         Store::open_exclusive(&g.cache).map_err(Failure::runtime)?
     } else {
@@ -65,7 +66,9 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let swept = cache_gc::sweep(&store, &garbage);
+    // Nothing to sweep where nothing is cached: and a store opened to read holds no lock, so a
+    // sweep of its `tmp/` and `locks/` could take a staging folder from a run creating it.
+    let swept = if empty { cache_gc::Sweep::default() } else { cache_gc::sweep(&store, &garbage) };
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         println!(
