@@ -77,10 +77,7 @@ pub fn render(plan: &Plan, views: &[InstanceView]) -> String {
         for v in &mine {
             *counts.entry(v.state).or_default() += 1;
         }
-        let worst = ["failed", "skipped", "stale", "missing", "ran", "cached"]
-            .into_iter()
-            .find(|s| counts.contains_key(s))
-            .unwrap_or("missing");
+        let worst = worst_state(&counts);
         let op = mine.first().map_or("", |v| v.op.as_str());
         let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let (x, y) = pos(i);
@@ -103,4 +100,31 @@ pub fn render(plan: &Plan, views: &[InstanceView]) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// The state a stage's box is painted with: the worst of its instances' states. A result that
+/// is cached but damaged or unreadable is worse than one not yet computed.
+fn worst_state(counts: &BTreeMap<&str, usize>) -> &'static str {
+    ["failed", "damaged", "unreadable", "skipped", "stale", "missing", "ran", "cached"]
+        .into_iter()
+        .find(|s| counts.contains_key(s))
+        .unwrap_or("missing")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_box_takes_its_worst_instance_state() {
+        let box_of = |states: &[&'static str]| {
+            let counts: BTreeMap<&str, usize> = states.iter().map(|s| (*s, 1)).collect();
+            worst_state(&counts)
+        };
+        assert_eq!(box_of(&["ran", "damaged"]), "damaged");
+        assert_eq!(box_of(&["cached", "unreadable", "missing"]), "unreadable");
+        assert_eq!(box_of(&["failed", "damaged"]), "failed");
+        assert_eq!(box_of(&["cached", "ran"]), "ran");
+        assert_eq!(box_of(&[]), "missing");
+    }
 }
