@@ -114,7 +114,8 @@ fn reports_within(views: &[InstanceView], file_max: u64, page_max: u64) -> Strin
                         "{} ({:.1} MiB, {why}; it is at <code>{}</code>)",
                         escape(&file),
                         size as f64 / (1024.0 * 1024.0),
-                        escape(&f.display().to_string())
+                        // Whole: a path relative to where `report` ran names nothing from the page.
+                        escape(&std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()).display().to_string())
                     )
                 };
                 if size > file_max {
@@ -446,8 +447,16 @@ mod tests {
         assert!(html.contains("<pre>a.txt") && html.contains("<pre>b.txt"), "{html}");
         assert!(!html.contains("<pre>c.txt") && html.contains("c.txt (0.0 MiB, past what one page includes"), "{html}");
         assert!(!html.contains("<pre>d.txt") && html.contains("d.txt (0.0 MiB, too large to include"), "{html}");
-        let roomy = reports_within(&[view], 1000, u64::MAX);
+        let roomy = reports_within(std::slice::from_ref(&view), 1000, u64::MAX);
         assert!(roomy.contains("<pre>c.txt") && !roomy.contains("<pre>d.txt"), "{roomy}");
+        // A cache named relative to where `report` runs: the page names the file absolutely.
+        let up = "../".repeat(std::env::current_dir().unwrap().components().count() - 1);
+        let relative =
+            std::path::PathBuf::from(format!("{up}{}", dir.path().display().to_string().trim_start_matches('/')));
+        let view = InstanceView { outputs: vec![("out".into(), Kind::Report, relative)], ..view };
+        let html = reports_within(&[view], 1000, u64::MAX);
+        let d = std::fs::canonicalize(dir.path().join("d.txt")).unwrap();
+        assert!(html.contains(&format!("it is at <code>{}</code>", d.display())), "{html}");
     }
 
     /// Quoted commas, doubled quotes, line ends inside quotes and CRLF read as the file holds
