@@ -21,6 +21,8 @@ pub struct TensorInfo {
     pub dtype: String,
     /// Dimensions.
     pub shape: Vec<usize>,
+    /// Where its data lies in the file (from the file's start).
+    pub bytes: std::ops::Range<u64>,
 }
 
 /// Bytes per element of a safetensors dtype name, `None` for names the format does not define.
@@ -76,7 +78,22 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
                 offsets[0], offsets[1]
             ));
         }
-        out.insert(name, TensorInfo { dtype, shape });
+        out.insert(name, TensorInfo { dtype, shape, bytes: 8 + n + offsets[0]..8 + n + offsets[1] });
+    }
+    // The format's own rule, which candle's loader holds files to: the tensors cover the data
+    // with no hole and no overlap (a hole could hide any bytes; a reader streaming the data
+    // tensor by tensor must see each byte once).
+    let mut ranges: Vec<&std::ops::Range<u64>> = out.values().map(|t| &t.bytes).collect();
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut at = 8 + n;
+    for r in ranges {
+        if r.start != at {
+            return Err(format!("not a safetensors file (its data has a hole or an overlap at byte {at})"));
+        }
+        at = r.end;
+    }
+    if at != size {
+        return Err(format!("not a safetensors file (bytes {at}..{size} belong to no tensor)"));
     }
     Ok(out)
 }
@@ -92,11 +109,56 @@ mod tests {
         let t = candle_core::Tensor::zeros((3, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
         crate::artifact::tensors_io::save(&path, vec![("train", t)]).unwrap();
         let info = read(&path).unwrap();
-        assert_eq!(info["train"], TensorInfo { dtype: "F32".into(), shape: vec![3, 2] });
+        let start = bytes_before_data(&path);
+        assert_eq!(info["train"], TensorInfo { dtype: "F32".into(), shape: vec![3, 2], bytes: start..start + 24 });
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         assert!(read(&path).unwrap_err().contains("does not match its bytes"));
         std::fs::write(&path, b"hello").unwrap();
         assert!(read(&path).unwrap_err().contains("shorter than 8 bytes"));
+    }
+
+    /// 8 bytes of length and the header itself.
+    fn bytes_before_data(path: &Path) -> u64 {
+        let bytes = std::fs::read(path).unwrap();
+        8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())
+    }
+
+    /// Data that no tensor claims (a hole, a tail) or that two claim is refused, as candle
+    /// refuses it.
+    #[test]
+    fn data_must_be_covered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let write = |header: &str, data: usize| {
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend(header.as_bytes());
+            bytes.extend(vec![0u8; data]);
+            std::fs::write(&path, bytes).unwrap();
+        };
+        let two = |a: [u64; 2], b: [u64; 2]| {
+            format!(
+                r#"{{"a":{{"dtype":"U8","shape":[{}],"data_offsets":[{},{}]}},"b":{{"dtype":"U8","shape":[{}],"data_offsets":[{},{}]}}}}"#,
+                a[1] - a[0],
+                a[0],
+                a[1],
+                b[1] - b[0],
+                b[0],
+                b[1]
+            )
+        };
+        write(&two([0, 4], [4, 8]), 8);
+        assert_eq!(read(&path).unwrap().len(), 2);
+        let candle_reads = || candle_core::safetensors::load(&path, &candle_core::Device::Cpu).is_ok();
+        assert!(candle_reads());
+        for (header, data, why) in [
+            (two([0, 4], [5, 9]), 9, "hole or an overlap at byte"),
+            (two([0, 4], [2, 6]), 6, "hole or an overlap at byte"),
+            (two([0, 4], [4, 8]), 10, "belong to no tensor"),
+        ] {
+            write(&header, data);
+            assert!(read(&path).unwrap_err().contains(why), "{header}");
+            assert!(!candle_reads(), "candle refuses it too: {header}");
+        }
     }
 }

@@ -90,6 +90,9 @@ pub fn rows(dir: &Path, kind: Kind) -> Option<Rows> {
 /// many rows in each split (the rows of the stage's inputs).
 pub fn validate(dir: &Path, kind: Kind, rows: Option<Rows>) -> Result<(), FormatError> {
     check_files(dir, kind)?;
+    if let Some(file) = tensor_file(kind) {
+        readable_whole(dir, file)?;
+    }
     match kind {
         Kind::Images | Kind::Clips => images(dir, kind)?,
         Kind::Labels => labels(dir)?,
@@ -190,15 +193,52 @@ fn optional_file(kind: Kind) -> Option<&'static str> {
     }
 }
 
-/// Every tensor of `dir/file` is F32 and finite.
+/// Every tensor of `dir/file` is F32 and finite, read a block at a time: nothing reads the file
+/// whole (it was loaded twice over, so a command's sparse file of gigabytes took cfrun's memory).
 fn finite_f32_tensors(dir: &Path, file: &str) -> Result<(), FormatError> {
-    let info = header::read(&dir.join(file)).map_err(|e| err(file, e))?;
+    use std::io::{Read, Seek, SeekFrom};
+    let path = dir.join(file);
+    let info = header::read(&path).map_err(|e| err(file, e))?;
     if let Some((name, t)) = info.iter().find(|(_, t)| t.dtype != "F32") {
         return Err(err(file, format!("tensor `{name}` is {}, not F32", t.dtype)));
     }
-    let tensors = candle_core::safetensors::load(dir.join(file), &candle_core::Device::Cpu)
-        .map_err(|e| err(file, crate::candle_error::Brief(&e).to_string()))?;
-    finite_tensors(file, tensors)
+    let io = |e: std::io::Error| err(file, e.to_string());
+    let mut f = std::fs::File::open(&path).map_err(io)?;
+    // A multiple of 4, so no value is cut between two blocks.
+    let mut block = vec![0u8; 1 << 20];
+    for (name, t) in &info {
+        f.seek(SeekFrom::Start(t.bytes.start)).map_err(io)?;
+        let mut left = t.bytes.end - t.bytes.start;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.read_exact(&mut block[..n]).map_err(io)?;
+            let finite = block[..n].chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+            if !finite {
+                return Err(err(file, format!("tensor `{name}` holds NaN or infinite values")));
+            }
+            left -= n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The format's tensor file is at most half this machine's memory: its readers load it whole
+/// (and candle's loader holds a second copy while it does), so a larger one would end in an
+/// allocation abort that takes every running stage with it, not in an error.
+fn readable_whole(dir: &Path, file: &str) -> Result<(), FormatError> {
+    let size = std::fs::metadata(dir.join(file)).map_err(|e| err(file, e.to_string()))?.len();
+    let most = crate::config::limits::machine_memory() / 2;
+    if size > most {
+        return Err(err(
+            file,
+            format!(
+                "is {}, more than half of this machine's {} of memory; cfrun reads it whole",
+                crate::human::bytes(size),
+                crate::human::bytes(most * 2)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn report_file(dir: &Path, name: &str) -> Result<(), FormatError> {
@@ -490,10 +530,30 @@ mod tests {
         crate::artifact::tensors::save_matrix(&centroids, "centroids", &[0.5, f32::NAN, -2.0, 0.0], 2, 2).unwrap();
         let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
         assert!(e.contains("centroids.safetensors") && e.contains("NaN"), "{e}");
+        // Past the first block of the check, which reads the file a block at a time.
+        let mut values = vec![0.25f32; 600_000];
+        values[599_999] = f32::INFINITY;
+        crate::artifact::tensors::save_matrix(&centroids, "centroids", &values, 1000, 600).unwrap();
+        let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
+        assert!(e.contains("tensor `centroids` holds NaN or infinite values"), "{e}");
+        values[599_999] = 0.0;
+        crate::artifact::tensors::save_matrix(&centroids, "centroids", &values, 1000, 600).unwrap();
+        validate(dir.path(), Kind::Labels, None).unwrap();
         std::fs::remove_file(&centroids).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
         assert!(e.contains("notes.txt") && e.contains("may hold centroids.safetensors only"), "{e}");
+    }
+
+    /// A tensor file larger than half the machine's memory is refused before any of it is read
+    /// (a sparse file: instant to make, as a command could).
+    #[test]
+    fn a_tensor_file_too_large_to_read_whole_is_refused() {
+        let dir = labels_dir(4, vec![]);
+        let file = std::fs::OpenOptions::new().write(true).open(dir.path().join("labels.safetensors")).unwrap();
+        file.set_len(crate::config::limits::machine_memory() / 2 + 1).unwrap();
+        let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
+        assert!(e.starts_with("labels.safetensors: is ") && e.contains("more than half of this machine's"), "{e}");
     }
 
     /// A command's metrics.json is read without guessing: a name given twice, a misspelt field,
