@@ -33,12 +33,12 @@
 //! scikit-learn is upgraded.
 
 mod child;
+mod probes;
 mod scratch;
 pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -46,6 +46,7 @@ use serde_json::Value as Json;
 use super::{InputSpec, Kind, OpError, OpSpec, StageCtx, StageKind};
 use crate::artifact::validate;
 use crate::config::params::{self, ParamError, Params};
+use probes::{probe_env, ProbeFailure};
 
 impl Params for RawParams {}
 
@@ -422,6 +423,7 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
                 Err(e),
                 "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?",
             ),
+            Err(ProbeFailure::NotRun(e)) => (Err(e), "make the probe that timed out end, and this one is run"),
         };
         Some(e.map_err(|e| ParamError::field("env_probe", e, Some(help.into())))?)
     };
@@ -472,38 +474,6 @@ fn hash_code(path: &str) -> Result<String, String> {
     }
     let (_, digest) = crate::cache::fsutil::hash_file(Path::new(path)).map_err(|e| e.to_string())?;
     Ok(digest.to_string())
-}
-
-/// Most distinct environment probes one process runs. A probe with a placeholder runs once per
-/// sweep value before anything else can start (`status` included), each up to its timeout: a
-/// long axis would hold the plan for hours.
-const MAX_PROBES: usize = 256;
-
-/// Runs the environment probe once per process per command line. Different probes run side by
-/// side (the table is locked only to find a probe's cell); callers of one probe wait for it.
-fn probe_env(argv: &[String]) -> Result<String, ProbeFailure> {
-    type Probes = BTreeMap<Vec<String>, Arc<OnceLock<Result<String, String>>>>;
-    static SEEN: OnceLock<Mutex<Probes>> = OnceLock::new();
-    let cell = {
-        let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_PROBES && !seen.contains_key(argv) {
-            return Err(ProbeFailure::TooMany(format!(
-                "`env_probe` makes more than {MAX_PROBES} distinct command lines in this plan (`{}` is one too \
-                 many), and each runs before anything starts",
-                argv.join(" ")
-            )));
-        }
-        Arc::clone(seen.entry(argv.to_vec()).or_default())
-    };
-    cell.get_or_init(|| child::probe(argv)).clone().map_err(ProbeFailure::Failed)
-}
-
-/// Why an environment probe gave no answer.
-enum ProbeFailure {
-    /// The plan has probed [`MAX_PROBES`] others already.
-    TooMany(String),
-    /// It failed, timed out or printed too much.
-    Failed(String),
 }
 
 /// The environment probe a stage's raw parameters name, when it is a plain list of strings

@@ -587,34 +587,46 @@ pub fn run(spec: &Spec<'_>) -> Result<(), String> {
 }
 
 /// Longest an environment probe may take: it should only print versions.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most a probe may print.
 const PROBE_BYTES: usize = 64 * 1024;
 
 /// Runs an environment probe in the current directory and returns its stdout.
-pub fn probe(argv: &[String]) -> Result<String, String> {
-    let here = std::env::current_dir().map_err(|e| e.to_string())?;
+pub fn probe(argv: &[String]) -> Result<String, ProbeError> {
+    let failed = ProbeError::Failed;
+    let here = std::env::current_dir().map_err(|e| failed(e.to_string()))?;
     let shown = argv.join(" ");
     // The plan waits on it (`status` and `dag` too): say what is being waited on.
     tracing::info!("probing the environment: `{shown}` (at most {} s)", PROBE_TIMEOUT.as_secs());
-    let done =
-        supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1).map_err(|e| format!("`{shown}` {e}"))?;
+    let done = supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1)
+        .map_err(|e| failed(format!("`{shown}` {e}")))?;
     let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
     match done.status {
         _ if done.stdout.len() > PROBE_BYTES => {
-            Err(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024))
+            Err(failed(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024)))
         }
-        None => Err(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs())),
-        Some(s) if !s.success() => Err(format!("`{shown}` {}: {}", crate::exit_status::describe(s), last.trim())),
+        None => Err(ProbeError::TimedOut(format!("`{shown}` did not finish in {} s", PROBE_TIMEOUT.as_secs()))),
+        Some(s) if !s.success() => {
+            Err(failed(format!("`{shown}` {}: {}", crate::exit_status::describe(s), last.trim())))
+        }
         // Hashed as text: a lossy decoding would give two different outputs one key.
         Some(_) => match std::str::from_utf8(&done.stdout) {
             Ok(text) => Ok(format!("{}\n", text.trim_end())),
-            Err(e) => Err(format!(
+            Err(e) => Err(failed(format!(
                 "`{shown}` printed bytes that are not UTF-8 text (at byte {}); print versions as text",
                 e.valid_up_to()
-            )),
+            ))),
         },
     }
+}
+
+/// Why a probe gave no answer, the message naming it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeError {
+    /// It was still running at [`PROBE_TIMEOUT`] (and was stopped).
+    TimedOut(String),
+    /// It failed, printed too much or printed other than text.
+    Failed(String),
 }
 
 #[cfg(test)]
@@ -626,7 +638,7 @@ mod tests {
     #[test]
     fn a_probe_that_never_stops_printing_is_refused_at_once() {
         let started = Instant::now();
-        let err = probe(&["yes".to_string()]).unwrap_err();
+        let Err(ProbeError::Failed(err)) = probe(&["yes".to_string()]) else { panic!("not refused as it prints") };
         assert!(err.contains("printed more than 64 KiB"), "{err}");
         assert!(started.elapsed() < PROBE_TIMEOUT / 2, "took {:?}", started.elapsed());
         assert_eq!(probe(&["echo".to_string(), "numpy 2.0".to_string()]).unwrap(), "numpy 2.0\n");
@@ -637,7 +649,7 @@ mod tests {
     #[test]
     fn a_probe_printing_other_than_utf8_is_refused() {
         let sh = |script: &str| probe(&["sh".to_string(), "-c".to_string(), script.to_string()]);
-        let err = sh("printf 'numpy \\377'").unwrap_err();
+        let Err(ProbeError::Failed(err)) = sh("printf 'numpy \\377'") else { panic!("not refused") };
         assert!(err.contains("printed bytes that are not UTF-8 text (at byte 6)"), "{err}");
         assert_eq!(sh("printf 'numpy 2.0  \\n\\n'").unwrap(), "numpy 2.0\n");
     }
