@@ -522,12 +522,26 @@ fn gc_keeps_what_hangs_below_damage_drops_dead_checkpoints_and_needs_an_experime
     let abandoned = cache.path().join("checkpoints").join("ab".repeat(32));
     std::fs::create_dir_all(abandoned.join("epoch-0001")).unwrap();
     std::fs::write(abandoned.join("epoch-0001/weights"), b"from an edited recipe").unwrap();
+    // What data set fetches killed mid-way leave: their scratch folders and partial files, but
+    // not in a data set's folder that links to a shared copy.
+    let data = cache.path().join("data");
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join(".t10k.abc.part"), b"another cache's").unwrap();
+    std::os::unix::fs::symlink(shared.path(), data.join("fashion-mnist")).unwrap();
+    let left = [data.join(".unpack-x1/package/data"), data.join(".download-y2"), data.join("mnist")];
+    left.iter().for_each(|d| std::fs::create_dir_all(d).unwrap());
+    std::fs::write(data.join("mnist/.train-images.q.part"), b"half").unwrap();
+    std::fs::write(data.join("mnist/train-images"), b"kept").unwrap();
     let out = cfrun(cache.path(), &["gc", smoke().to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["objects"].as_array().unwrap().len(), 0, "nothing of a damaged experiment is garbage: {v}");
     assert_eq!(v["checkpoints"], 1, "{v}");
     assert!(!abandoned.exists());
+    assert!(v["staging"].as_u64().unwrap() >= 3, "{v}");
+    assert!(!data.join(".unpack-x1").exists() && !data.join(".download-y2").exists());
+    assert!(!data.join("mnist/.train-images.q.part").exists() && data.join("mnist/train-images").exists());
+    assert!(shared.path().join(".t10k.abc.part").exists(), "a linked folder is left alone");
     let rerun = run_json(cache.path(), &smoke(), &[]);
     assert_eq!(ran(&rerun), set(&["shapes"]), "only the damaged result is rebuilt");
     assert_eq!(objects(cache.path()), reference);

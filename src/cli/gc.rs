@@ -68,7 +68,11 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     }
     // Nothing to sweep where nothing is cached: and a store opened to read holds no lock, so a
     // sweep of its `tmp/` and `locks/` could take a staging folder from a run creating it.
-    let swept = if empty { cache_gc::Sweep::default() } else { cache_gc::sweep(&store, &garbage) };
+    let mut swept = if empty { cache_gc::Sweep::default() } else { cache_gc::sweep(&store, &garbage) };
+    if !empty {
+        // A data set's fetch killed mid-way leaves its scratch folder and partial files.
+        swept.staging_removed += crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures);
+    }
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         println!(

@@ -36,7 +36,7 @@ pub use name::DatasetName;
 pub use pool::{load_pool, members as pool_members};
 pub use real::ANIMAL_SPLIT_SEED;
 pub use resolve::ENV_VAR;
-pub use store::CacheState;
+pub use store::{clear_leftovers, CacheState};
 pub use subset::{class_counts, stratified_indices, STREAM_TEST, STREAM_TRAIN};
 pub use synthetic::{hflip_ok as synthetic_hflip_ok, SyntheticOptions, MAX_CLASSES as SYNTHETIC_MAX_CLASSES};
 

@@ -211,8 +211,10 @@ impl Resolver {
         Err(why.join("; "))
     }
 
-    /// A temp dir for downloads or unpacking, removed when dropped.
+    /// A temp dir for downloads or unpacking, removed when dropped (a killed run leaves it for
+    /// `gc`: [`super::store::clear_leftovers`]).
     pub(super) fn scratch_dir(&self, what: &str) -> Result<tempfile::TempDir, String> {
+        debug_assert!(super::store::SCRATCH.contains(&what), "gc would not know `{what}`");
         // Inside data_dir so the final rename into the cache stays on one file system.
         tempfile::Builder::new()
             .prefix(&format!(".{what}-"))

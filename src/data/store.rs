@@ -16,6 +16,28 @@ use crate::cache::fsutil::read_limited;
 /// Name of the marker that records which files in a cache folder were verified.
 pub const MARKER: &str = ".verified";
 
+/// What the scratch folders of a fetch are named after, in the data folder: `.download-…`,
+/// `.package-…`, `.unpack-…`.
+pub const SCRATCH: [&str; 3] = ["download", "package", "unpack"];
+
+/// Removes what fetches killed mid-way left in `data_dir`: scratch folders, and partly written
+/// files (`.NAME.….part`) in the data sets' own folders (not in one that is a link to a shared
+/// copy, which other caches' runs may be writing). Only for `gc`, which holds the cache alone.
+/// Returns how many were removed; what could not be is added to `failures`.
+pub fn clear_leftovers(data_dir: &Path, failures: &mut Vec<String>) -> usize {
+    use crate::cache::fsutil::clear_entries;
+    let scratch = |name: &str| SCRATCH.iter().any(|what| name.starts_with(&format!(".{what}-")));
+    let mut removed = clear_entries(data_dir, &scratch, failures);
+    let Ok(sets) = fs::read_dir(data_dir) else { return removed };
+    for set in sets.flatten() {
+        if set.file_type().is_ok_and(|t| t.is_dir()) {
+            let partial = |name: &str| name.starts_with('.') && name.ends_with(".part");
+            removed += clear_entries(&set.path(), &partial, failures);
+        }
+    }
+    removed
+}
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Lower-case hex SHA-256 of `bytes`.
