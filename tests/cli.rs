@@ -4665,3 +4665,39 @@ fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
     gone_within_10_s(&exec_pid, "the stopped `cfrun exec` outlived the run");
     gone_within_10_s(&sleep_pid, "the command stage's process outlived the run");
 }
+
+/// A data set's downloader (here a `curl` on PATH that hangs) dies with a cfrun killed outright
+/// (SIGKILL) under the default executor: it was left running on, an orphan.
+#[test]
+fn a_download_dies_with_a_cfrun_killed_outright() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (bin, pid_file) = (d.join("bin"), d.join("curl.pid"));
+    std::fs::create_dir(&bin).unwrap();
+    let script =
+        format!("#!/bin/sh\necho $$ > '{p}.part' && mv '{p}.part' '{p}'\nexec sleep 300\n", p = pid_file.display());
+    std::fs::write(bin.join("curl"), script).unwrap();
+    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("fetch.toml"),
+        "[experiment]\nname = \"fetch\"\n\n[stages.digits]\nop = \"dataset\"\nname = \"mnist\"\n",
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg(d.join("fetch.toml"))
+        .arg("--cache")
+        .arg(d.join("cache"))
+        .env("PATH", &path)
+        .env_remove("CFRUN_DATA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl_pid =
+        wait_for(60, "the download to start", || std::fs::read_to_string(&pid_file).ok().map(|t| t.trim().to_string()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gone_within_10_s(&curl_pid, "the downloader outlived a cfrun killed outright");
+}

@@ -44,14 +44,18 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration) -> Re
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return Err(format!("cannot duplicate a log handle: {e}")),
     };
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("`{shown}` could not start: {e}"))?;
+    let mut command = Command::new(program);
+    command.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(out).stderr(err);
+    // It dies with the thread that waits for it below, so a cfrun killed outright (SIGKILL,
+    // the OOM killer) leaves no download or unpacking running on.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("`{shown}` could not start: {e}"))?;
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
