@@ -4701,3 +4701,32 @@ fn a_download_dies_with_a_cfrun_killed_outright() {
     child.wait().unwrap();
     gone_within_10_s(&curl_pid, "the downloader outlived a cfrun killed outright");
 }
+
+/// A job put back in the queue after it started (a node that went down, a preemption; here
+/// `scontrol requeue`) is named, instead of the driver waiting on it without a word.
+#[test]
+fn slurm_names_a_job_requeued_after_it_started() {
+    if !slurm_up("slurm_requeued") {
+        return;
+    }
+    let file = fixture("train_tiny.toml");
+    let long = ["--set", "stages.model.epochs=100000"];
+    let cache = tempfile::tempdir().unwrap();
+    let mut driver = spawn_slurm_driver(cache.path(), &file, &long);
+    let (lines, drain) = drain_stderr(&mut driver);
+    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
+    wait_for(60, "the training job to run", || {
+        let q = Command::new("squeue").args(["--noheader", "--format=%T", "--jobs", &job.1]).output().ok()?;
+        (String::from_utf8_lossy(&q.stdout).trim() == "RUNNING").then_some(())
+    });
+    // The driver must have seen it running before the requeue.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let requeued = Command::new("scontrol").args(["requeue", &job.1]).output().unwrap();
+    assert!(requeued.status.success(), "{}", String::from_utf8_lossy(&requeued.stderr));
+    wait_for_line(&lines, "is back in the queue after it had started", "the requeue was not named");
+    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
+    let ended = driver.wait().unwrap();
+    let log = drain.join().unwrap();
+    assert_eq!(ended.code(), Some(130), "{log}");
+    assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
+}

@@ -520,6 +520,15 @@ impl SlurmExecutor {
                 tracing::warn!("{name}: job {} is held ({}); it starts once released", t.job_id, q.reason);
                 return None;
             }
+            Look::Requeued => {
+                tracing::warn!(
+                    "{name}: job {} is back in the queue after it had started (a node that went down, a preemption \
+                     or a requeue by hand; `{}`); it runs again, from its last checkpoint where it has one",
+                    t.job_id,
+                    q.reason
+                );
+                return None;
+            }
             Look::Stuck(hint) => {
                 let then = if self.several_partitions {
                     "it was offered to several partitions, so it is left to start in another".to_string()

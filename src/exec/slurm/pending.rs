@@ -57,6 +57,9 @@ pub enum Look {
     Stuck(&'static str),
     /// The reason has held for the grace: cancel the job and fail its instance.
     Cancel(&'static str),
+    /// Pending again after it had started: requeued (its node went down, a preemption, an
+    /// `scontrol requeue`). Named once each time.
+    Requeued,
 }
 
 /// One tracked job's pending history: since when a never-clearing reason has held (whichever
@@ -66,6 +69,8 @@ pub enum Look {
 pub struct Watch {
     stuck_since: Option<Instant>,
     held_named: bool,
+    /// Seen started since it was last pending.
+    started: bool,
 }
 
 impl Watch {
@@ -73,6 +78,14 @@ impl Watch {
     /// false where the reason may be one partition's of several the job was offered to (then the
     /// job is only named).
     pub fn look(&mut self, state: &str, reason: &str, now: Instant, grace: Duration, may_cancel: bool) -> Look {
+        if state == "PENDING" && std::mem::take(&mut self.started) {
+            self.stuck_since = None;
+            self.held_named = false;
+            return Look::Requeued;
+        }
+        if matches!(state, "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED") {
+            self.started = true;
+        }
         let class = if state == "PENDING" { classify(reason) } else { Pending::Waits };
         let hint = match class {
             Pending::Never(hint) => hint,
@@ -128,7 +141,24 @@ mod tests {
         assert!(matches!(w.look("PENDING", "PartitionConfig", at(0), grace, false), Look::Stuck(_)));
         assert_eq!(w.look("PENDING", "PartitionConfig", at(100), grace, false), Look::Quiet);
         assert_eq!(w.look("RUNNING", "None", at(101), grace, true), Look::Quiet);
-        assert!(matches!(w.look("PENDING", "PartitionConfig", at(102), grace, true), Look::Stuck(_)));
+        assert_eq!(w.look("PENDING", "PartitionConfig", at(102), grace, true), Look::Requeued);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(103), grace, true), Look::Stuck(_)));
+    }
+
+    /// A job pending again after it ran was requeued: said once, and again after it runs anew;
+    /// a never-clearing reason after it is judged afresh.
+    #[test]
+    fn a_job_pending_after_it_started_was_requeued() {
+        let (t0, grace) = (Instant::now(), Duration::from_secs(30));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = Watch::default();
+        assert_eq!(w.look("PENDING", "Priority", at(0), grace, true), Look::Quiet);
+        assert_eq!(w.look("RUNNING", "None", at(1), grace, true), Look::Quiet);
+        assert_eq!(w.look("PENDING", "BeginTime", at(2), grace, true), Look::Requeued);
+        assert_eq!(w.look("PENDING", "BeginTime", at(3), grace, true), Look::Quiet);
+        assert_eq!(w.look("RUNNING", "None", at(4), grace, true), Look::Quiet);
+        assert_eq!(w.look("PENDING", "NodeDown", at(5), grace, true), Look::Requeued);
+        assert!(matches!(w.look("PENDING", "PartitionConfig", at(6), grace, true), Look::Stuck(_)));
     }
 
     #[test]
