@@ -13,10 +13,17 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     fields_after_name(pid)?.get(1)?.parse().ok()
 }
 
-/// Whether the process is stopped (a SIGSTOP or SIGTSTP, or a debugger's stop): it will do
-/// nothing until it is sent SIGCONT.
+/// Whether the process is stopped by a signal (SIGSTOP, SIGTSTP): it will do nothing until it is
+/// sent SIGCONT. Not a tracer's stop (`t`), which a debugger or `strace` makes at every step and
+/// SIGCONT does not end.
 pub fn is_stopped(pid: i32) -> bool {
-    fields_after_name(pid).is_some_and(|f| matches!(f.first().map(String::as_str), Some("T" | "t")))
+    state(pid) == Some('T')
+}
+
+/// The process's state letter (`R` running, `S` sleeping, `T` stopped, `Z` a zombie, ...), or
+/// `None` when it is gone.
+pub fn state(pid: i32) -> Option<char> {
+    fields_after_name(pid)?.first()?.chars().next()
 }
 
 #[cfg(test)]

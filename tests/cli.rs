@@ -531,16 +531,22 @@ fn gc_keeps_what_hangs_below_damage_drops_dead_checkpoints_and_needs_an_experime
     let left = [data.join(".unpack-x1/package/data"), data.join(".download-y2"), data.join("mnist")];
     left.iter().for_each(|d| std::fs::create_dir_all(d).unwrap());
     std::fs::write(data.join("mnist/.train-images.q.part"), b"half").unwrap();
+    std::fs::write(data.join("mnist/.t10k-images.r.part"), b"being written").unwrap();
     std::fs::write(data.join("mnist/train-images"), b"kept").unwrap();
+    // An hour old: another cache's run cannot still be writing it.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3700);
+    let file = std::fs::File::options().write(true).open(data.join("mnist/.train-images.q.part")).unwrap();
+    file.set_modified(old).unwrap();
     let out = cfrun(cache.path(), &["gc", smoke().to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["objects"].as_array().unwrap().len(), 0, "nothing of a damaged experiment is garbage: {v}");
     assert_eq!(v["checkpoints"], 1, "{v}");
     assert!(!abandoned.exists());
-    assert!(v["staging"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(v["fetch_leftovers"], 3, "{v}");
     assert!(!data.join(".unpack-x1").exists() && !data.join(".download-y2").exists());
     assert!(!data.join("mnist/.train-images.q.part").exists() && data.join("mnist/train-images").exists());
+    assert!(data.join("mnist/.t10k-images.r.part").exists(), "a partial file of this hour is left alone");
     assert!(shared.path().join(".t10k.abc.part").exists(), "a linked folder is left alone");
     let rerun = run_json(cache.path(), &smoke(), &[]);
     assert_eq!(ran(&rerun), set(&["shapes"]), "only the damaged result is rebuilt");
@@ -1528,11 +1534,8 @@ fn shapes_then_shell(name: &str, script: &str) -> String {
 
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
 fn process_gone(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
+    let pid: i32 = pid.parse().expect("a pid");
+    cfrun::proc_stat::state(pid).is_none_or(|state| state == 'Z')
 }
 
 /// Waits (10 s at most) for process `pid` to end; fails with `failure`, killing it, if it does not.
@@ -4641,7 +4644,8 @@ fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cache = d.join("cache");
-    let (child, sleep_pid) = start_a_sleeping_command(d, &cache, &["--executor", "processes"]);
+    let (mut child, sleep_pid) = start_a_sleeping_command(d, &cache, &["--executor", "processes"]);
+    let (lines, drain) = drain_stderr(&mut child);
     let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
     let exec_pid = wait_for(30, "the job's `cfrun exec`", || {
         std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -4652,13 +4656,12 @@ fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
         })
     });
     assert!(Command::new("kill").args(["-STOP", &exec_pid]).status().unwrap().success());
-    // The driver looks every 20 ms; a second is plenty.
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    wait_for_line(&lines, "is stopped; the run waits for it", "the stopped child was not named");
     let group = format!("-{}", child.id());
     assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let status = child.wait().unwrap();
+    let err = drain.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
     let said =
         format!("slow: its `cfrun exec` process {exec_pid} is stopped; the run waits for it (`kill -CONT {exec_pid}`");
     assert_eq!(err.matches(&said).count(), 1, "said once: {err}");

@@ -69,17 +69,15 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     // Nothing to sweep where nothing is cached: and a store opened to read holds no lock, so a
     // sweep of its `tmp/` and `locks/` could take a staging folder from a run creating it.
     let mut swept = if empty { cache_gc::Sweep::default() } else { cache_gc::sweep(&store, &garbage) };
-    if !empty {
-        // A data set's fetch killed mid-way leaves its scratch folder and partial files.
-        swept.staging_removed += crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures);
-    }
+    // A data set's fetch killed mid-way leaves its scratch folder and partial files.
+    let fetches = if empty { 0 } else { crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures) };
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         println!(
             "{}",
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
                    "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
-                   "staging": swept.staging_removed, "job_specs": swept.specs_removed,
+                   "staging": swept.staging_removed, "job_specs": swept.specs_removed, "fetch_leftovers": fetches,
                    "failures": swept.failures})
         );
     } else {
@@ -91,14 +89,15 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         }
         println!(
             "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging \
-             folders, {} finished job specs)",
+             folders, {} finished job specs, {} leftovers of data set fetches)",
             swept.objects_removed.len(),
             swept.keys_removed,
             human(swept.bytes_freed),
             swept.checkpoints_removed,
             swept.locks_removed,
             swept.staging_removed,
-            swept.specs_removed
+            swept.specs_removed,
+            fetches
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })

@@ -47,11 +47,16 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration) -> Re
     let mut command = Command::new(program);
     command.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(out).stderr(err);
     // It dies with the thread that waits for it below, so a cfrun killed outright (SIGKILL,
-    // the OOM killer) leaves no download or unpacking running on.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    // the OOM killer) leaves no download or unpacking running on; one killed before the child
+    // asked for that (between fork and prctl) is caught by the parent check after it.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch no memory of the parent.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
@@ -189,8 +194,10 @@ mod tests {
         let relative =
             PathBuf::from(format!("{up}{}", dir.path().join("a.tgz").display().to_string().trim_start_matches('/')));
         assert!(relative.is_relative() && relative.is_file(), "{}", relative.display());
-        let dest = dir.path().join("dest");
-        std::fs::create_dir(&dest).unwrap();
+        // Deeper than this folder, so that from where tar runs the name reaches no file by chance.
+        let dest = (0..here.components().count()).fold(dir.path().join("dest"), |p, i| p.join(format!("d{i}")));
+        std::fs::create_dir_all(&dest).unwrap();
+        assert!(!dest.join(&relative).exists(), "the test proves nothing where the name works from dest too");
         unpack(&relative, ArchiveKind::Tgz, &dest, &[]).unwrap();
         assert_eq!(std::fs::read(dest.join("f.txt")).unwrap(), b"inside");
     }

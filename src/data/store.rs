@@ -21,18 +21,26 @@ pub const MARKER: &str = ".verified";
 pub const SCRATCH: [&str; 3] = ["download", "package", "unpack"];
 
 /// Removes what fetches killed mid-way left in `data_dir`: scratch folders, and partly written
-/// files (`.NAME.….part`) in the data sets' own folders (not in one that is a link to a shared
-/// copy, which other caches' runs may be writing). Only for `gc`, which holds the cache alone.
-/// Returns how many were removed; what could not be is added to `failures`.
+/// files (`.NAME.….part`) in the data sets' own folders. Only for `gc`, which holds this cache
+/// alone: not in a data set's folder that links to a shared copy, and no partial file younger
+/// than an hour, since another cache's folder may link here and its run be writing one (a data
+/// set's file takes seconds to write). Returns how many were removed; what could not be is
+/// added to `failures`.
 pub fn clear_leftovers(data_dir: &Path, failures: &mut Vec<String>) -> usize {
     use crate::cache::fsutil::clear_entries;
+    const SETTLED: std::time::Duration = std::time::Duration::from_secs(3600);
     let scratch = |name: &str| SCRATCH.iter().any(|what| name.starts_with(&format!(".{what}-")));
     let mut removed = clear_entries(data_dir, &scratch, failures);
     let Ok(sets) = fs::read_dir(data_dir) else { return removed };
     for set in sets.flatten() {
         if set.file_type().is_ok_and(|t| t.is_dir()) {
-            let partial = |name: &str| name.starts_with('.') && name.ends_with(".part");
-            removed += clear_entries(&set.path(), &partial, failures);
+            let dir = set.path();
+            let settled = |name: &str| {
+                let age = fs::symlink_metadata(dir.join(name)).and_then(|m| m.modified()).map(|t| t.elapsed());
+                age.is_ok_and(|age| age.is_ok_and(|age| age >= SETTLED))
+            };
+            let partial = |name: &str| name.starts_with('.') && name.ends_with(".part") && settled(name);
+            removed += clear_entries(&dir, &partial, failures);
         }
     }
     removed

@@ -621,11 +621,13 @@ pub fn probe(argv: &[String]) -> Result<String, ProbeError> {
 }
 
 /// Why a probe gave no answer, the message naming it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProbeError {
     /// It was still running at [`PROBE_TIMEOUT`] (and was stopped).
+    #[error("{0}")]
     TimedOut(String),
     /// It failed, printed too much or printed other than text.
+    #[error("{0}")]
     Failed(String),
 }
 

@@ -13,14 +13,17 @@ use super::child::{self, ProbeError, PROBE_TIMEOUT};
 /// long axis would hold the plan for hours.
 pub const MAX_PROBES: usize = 256;
 
-/// Why an environment probe gave no answer.
-#[derive(Debug, Clone, PartialEq)]
+/// Why an environment probe gave no answer, each with the message naming it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProbeFailure {
     /// The plan has probed [`MAX_PROBES`] others already.
+    #[error("{0}")]
     TooMany(String),
     /// It failed, timed out or printed too much.
+    #[error("{0}")]
     Failed(String),
     /// Not run: another probe of the plan took its whole timeout first.
+    #[error("{0}")]
     NotRun(String),
 }
 
