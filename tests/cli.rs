@@ -4260,34 +4260,15 @@ fn ctrl_c_stops_the_jobs_run_as_processes_and_what_they_started() {
     outlives_no_run(&sleep_pid, "the command stage's process");
     // Killed outright: the child learns it from its closed stdin and ends with its stage.
     let (mut child, sleep_pid) = start_a_sleeping_command(d, &cache, &extra);
-    let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
-    let exec_pid = wait_for(30, "the job's `cfrun exec`", || {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains("\0exec\0") && cmdline.contains(&own))
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-    });
+    let exec_pid = job_exec_pid(&cache);
     child.kill().unwrap();
     child.wait().unwrap();
     outlives_no_run(&exec_pid, "the job's `cfrun exec`");
     outlives_no_run(&sleep_pid, "the command stage's process");
     // A data set's downloader has no watcher of its own: the child's whole group goes, on
     // Ctrl-C and with a killed driver alike. Here `curl` (found on PATH) hangs.
-    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
-    let (bin, pid_file) = (d.join("bin"), d.join("curl.pid"));
-    std::fs::create_dir(&bin).unwrap();
-    let script =
-        format!("#!/bin/sh\necho $$ > '{p}.part' && mv '{p}.part' '{p}'\nexec sleep 300\n", p = pid_file.display());
-    std::fs::write(bin.join("curl"), script).unwrap();
-    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        d.join("fetch.toml"),
-        "[experiment]\nname = \"fetch\"\n\n[stages.digits]\nop = \"dataset\"\nname = \"mnist\"\n",
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    use std::os::unix::process::CommandExt;
+    let (pid_file, path) = hanging_curl(d);
     for ctrl_c in [true, false] {
         let _ = std::fs::remove_file(&pid_file);
         let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
@@ -4646,15 +4627,7 @@ fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
     let cache = d.join("cache");
     let (mut child, sleep_pid) = start_a_sleeping_command(d, &cache, &["--executor", "processes"]);
     let (lines, drain) = drain_stderr(&mut child);
-    let own = format!("--cache\0{}\0", std::fs::canonicalize(&cache).unwrap().display());
-    let exec_pid = wait_for(30, "the job's `cfrun exec`", || {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains("\0exec\0") && cmdline.contains(&own))
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-    });
+    let exec_pid = job_exec_pid(&cache);
     assert!(Command::new("kill").args(["-STOP", &exec_pid]).status().unwrap().success());
     wait_for_line(&lines, "is stopped; the run waits for it", "the stopped child was not named");
     let group = format!("-{}", child.id());
@@ -4673,21 +4646,9 @@ fn a_stopped_job_process_is_named_and_a_ctrl_c_still_ends_it() {
 /// (SIGKILL) under the default executor: it was left running on, an orphan.
 #[test]
 fn a_download_dies_with_a_cfrun_killed_outright() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (bin, pid_file) = (d.join("bin"), d.join("curl.pid"));
-    std::fs::create_dir(&bin).unwrap();
-    let script =
-        format!("#!/bin/sh\necho $$ > '{p}.part' && mv '{p}.part' '{p}'\nexec sleep 300\n", p = pid_file.display());
-    std::fs::write(bin.join("curl"), script).unwrap();
-    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        d.join("fetch.toml"),
-        "[experiment]\nname = \"fetch\"\n\n[stages.digits]\nop = \"dataset\"\nname = \"mnist\"\n",
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (pid_file, path) = hanging_curl(d);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .arg(d.join("fetch.toml"))
         .arg("--cache")
@@ -4732,4 +4693,35 @@ fn slurm_names_a_job_requeued_after_it_started() {
     let log = drain.join().unwrap();
     assert_eq!(ended.code(), Some(130), "{log}");
     assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
+}
+
+/// Makes `DIR/fetch.toml` (MNIST alone) and a `curl` in `DIR/bin` that writes its pid to the
+/// returned file and hangs; returns that file and a PATH that finds that `curl` first.
+fn hanging_curl(d: &Path) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let (bin, pid_file) = (d.join("bin"), d.join("curl.pid"));
+    std::fs::create_dir(&bin).unwrap();
+    let script =
+        format!("#!/bin/sh\necho $$ > '{p}.part' && mv '{p}.part' '{p}'\nexec sleep 300\n", p = pid_file.display());
+    std::fs::write(bin.join("curl"), script).unwrap();
+    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("fetch.toml"),
+        "[experiment]\nname = \"fetch\"\n\n[stages.digits]\nop = \"dataset\"\nname = \"mnist\"\n",
+    )
+    .unwrap();
+    (pid_file, format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+}
+
+/// The pid of the `cfrun exec` running a job on `cache`, once there is one.
+fn job_exec_pid(cache: &Path) -> String {
+    let own = format!("--cache\0{}\0", std::fs::canonicalize(cache).unwrap().display());
+    wait_for(30, "the job's `cfrun exec`", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("\0exec\0") && cmdline.contains(&own))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+    })
 }
