@@ -4725,3 +4725,39 @@ fn job_exec_pid(cache: &Path) -> String {
         })
     })
 }
+
+/// A command's optional centroids file is checked a block at a time: one of 2 GiB (sparse, all
+/// zeros) is published by a cfrun limited to 1.5 GB of address space, where loading it whole,
+/// as before, aborted cfrun and every stage with it.
+#[test]
+fn a_huge_optional_centroids_file_is_checked_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bytes: u64 = 2 << 30;
+    let header =
+        format!(r#"{{"centroids":{{"dtype":"F32","shape":[{},1024],"data_offsets":[0,{bytes}]}}}}"#, bytes / 4096);
+    let mut head = (header.len() as u64).to_le_bytes().to_vec();
+    head.extend(header.as_bytes());
+    std::fs::write(d.join("head.bin"), &head).unwrap();
+    let size = head.len() as u64 + bytes;
+    let script = format!(
+        "cp in/labels/* out/out/ && cat '{}' > out/out/centroids.safetensors && truncate -s {size} out/out/centroids.safetensors",
+        d.join("head.bin").display()
+    );
+    let toml = format!(
+        "[experiment]\nname = \"big\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.copy]\nop = \"command\"\n\
+         argv = {}\ninputs = {{ labels = \"shapes.labels\" }}\noutputs = {{ out = \"labels\" }}\n",
+        serde_json::to_string(&["sh", "-c", &script]).unwrap()
+    );
+    std::fs::write(d.join("big.toml"), toml).unwrap();
+    let limited = format!(
+        "ulimit -v 1500000; exec '{}' '{}' --cache '{}'",
+        env!("CARGO_BIN_EXE_cfrun"),
+        d.join("big.toml").display(),
+        d.join("cache").display()
+    );
+    let out = Command::new("sh").arg("-c").arg(limited).env_remove("CFRUN_CACHE").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 ran"), "{}", stderr(&out));
+}
