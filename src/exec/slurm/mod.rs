@@ -520,6 +520,10 @@ impl SlurmExecutor {
                 tracing::warn!("{name}: job {} is held ({}); it starts once released", t.job_id, q.reason);
                 return None;
             }
+            Look::Started => {
+                tracing::info!("{name}: job {} is running on {}", t.job_id, q.node);
+                return None;
+            }
             Look::Requeued => {
                 tracing::warn!(
                     "{name}: job {} is back in the queue after it had started (a node that went down, a preemption \

@@ -60,6 +60,8 @@ pub enum Look {
     /// Pending again after it had started: requeued (its node went down, a preemption, an
     /// `scontrol requeue`). Named once each time.
     Requeued,
+    /// Seen started for the first time since it was submitted or requeued.
+    Started,
 }
 
 /// One tracked job's pending history: since when a never-clearing reason has held (whichever
@@ -78,15 +80,21 @@ impl Watch {
     /// false where the reason may be one partition's of several the job was offered to (then the
     /// job is only named).
     pub fn look(&mut self, state: &str, reason: &str, now: Instant, grace: Duration, may_cancel: bool) -> Look {
-        if state == "PENDING" && std::mem::take(&mut self.started) {
+        // A requeued job shows one of these (a hold flag is shown instead of `PENDING`).
+        let pending = matches!(state, "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED");
+        if pending && std::mem::take(&mut self.started) {
             self.stuck_since = None;
             self.held_named = false;
             return Look::Requeued;
         }
-        if matches!(state, "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED") {
-            self.started = true;
+        if matches!(state, "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED")
+            && !std::mem::replace(&mut self.started, true)
+        {
+            self.stuck_since = None;
+            self.held_named = false;
+            return Look::Started;
         }
-        let class = if state == "PENDING" { classify(reason) } else { Pending::Waits };
+        let class = if pending { classify(reason) } else { Pending::Waits };
         let hint = match class {
             Pending::Never(hint) => hint,
             Pending::Held => {
@@ -140,7 +148,7 @@ mod tests {
         let mut w = Watch::default();
         assert!(matches!(w.look("PENDING", "PartitionConfig", at(0), grace, false), Look::Stuck(_)));
         assert_eq!(w.look("PENDING", "PartitionConfig", at(100), grace, false), Look::Quiet);
-        assert_eq!(w.look("RUNNING", "None", at(101), grace, true), Look::Quiet);
+        assert_eq!(w.look("RUNNING", "None", at(101), grace, true), Look::Started);
         assert_eq!(w.look("PENDING", "PartitionConfig", at(102), grace, true), Look::Requeued);
         assert!(matches!(w.look("PENDING", "PartitionConfig", at(103), grace, true), Look::Stuck(_)));
     }
@@ -153,12 +161,17 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut w = Watch::default();
         assert_eq!(w.look("PENDING", "Priority", at(0), grace, true), Look::Quiet);
-        assert_eq!(w.look("RUNNING", "None", at(1), grace, true), Look::Quiet);
+        assert_eq!(w.look("RUNNING", "None", at(1), grace, true), Look::Started);
+        assert_eq!(w.look("RUNNING", "None", at(1), grace, true), Look::Quiet, "said once");
         assert_eq!(w.look("PENDING", "BeginTime", at(2), grace, true), Look::Requeued);
         assert_eq!(w.look("PENDING", "BeginTime", at(3), grace, true), Look::Quiet);
-        assert_eq!(w.look("RUNNING", "None", at(4), grace, true), Look::Quiet);
+        assert_eq!(w.look("COMPLETING", "None", at(4), grace, true), Look::Started);
         assert_eq!(w.look("PENDING", "NodeDown", at(5), grace, true), Look::Requeued);
         assert!(matches!(w.look("PENDING", "PartitionConfig", at(6), grace, true), Look::Stuck(_)));
+        // Requeued with a hold: the hold's state, then named as a hold.
+        assert_eq!(w.look("RUNNING", "None", at(7), grace, true), Look::Started);
+        assert_eq!(w.look("REQUEUE_HOLD", "JobHeldAdmin", at(8), grace, true), Look::Requeued);
+        assert_eq!(w.look("REQUEUE_HOLD", "JobHeldAdmin", at(9), grace, true), Look::Held);
     }
 
     #[test]
