@@ -227,14 +227,14 @@ fn finite_f32_tensors(dir: &Path, file: &str) -> Result<(), FormatError> {
 /// allocation abort that takes every running stage with it, not in an error.
 fn readable_whole(dir: &Path, file: &str) -> Result<(), FormatError> {
     let size = std::fs::metadata(dir.join(file)).map_err(|e| err(file, e.to_string()))?.len();
-    let most = crate::config::limits::machine_memory() / 2;
-    if size > most {
+    let memory = crate::config::limits::machine_memory();
+    if size > memory / 2 {
         return Err(err(
             file,
             format!(
                 "is {}, more than half of this machine's {} of memory; cfrun reads it whole",
                 crate::human::bytes(size),
-                crate::human::bytes(most * 2)
+                crate::human::bytes(memory)
             ),
         ));
     }

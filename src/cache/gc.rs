@@ -185,9 +185,12 @@ mod tests {
         let (stuck, dead) = (publish(&store, 1), publish(&store, 2));
         let garbage = find(&store, &BTreeMap::new());
         assert_eq!(garbage.objects.len(), 2);
-        let refused = |key: &RecipeKey| match *key == stuck.key {
-            true => Err(std::io::Error::other("refused")),
-            false => store.remove_key(key),
+        let refused = |key: &RecipeKey| {
+            if *key == stuck.key {
+                Err(std::io::Error::other("refused"))
+            } else {
+                store.remove_key(key)
+            }
         };
         let swept = sweep_with(&store, &garbage, refused);
         assert_eq!((swept.keys_removed, swept.objects_removed.len()), (1, 1), "{:?}", swept.failures);

@@ -238,9 +238,10 @@ fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Man
             (Some(_), None) => return Damage::FileMissing { file, object: short },
             (None, Some(_)) => return Damage::Unexpected { file, object: short },
             (Some(w), Some(h)) if w.size != h.size || w.hash != h.hash => {
-                let have_hash = match h.hash == Digest([0; 32]) {
-                    true => "not hashed".to_string(),
-                    false => format!("blake3 {}", h.hash.short()),
+                let have_hash = if h.hash == Digest([0; 32]) {
+                    "not hashed".to_string()
+                } else {
+                    format!("blake3 {}", h.hash.short())
                 };
                 return Damage::Changed {
                     file,

@@ -68,9 +68,14 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     }
     // Nothing to sweep where nothing is cached: and a store opened to read holds no lock, so a
     // sweep of its `tmp/` and `locks/` could take a staging folder from a run creating it.
-    let mut swept = if empty { cache_gc::Sweep::default() } else { cache_gc::sweep(&store, &garbage) };
-    // A data set's fetch killed mid-way leaves its scratch folder and partial files.
-    let fetches = if empty { 0 } else { crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures) };
+    let (swept, fetches) = if empty {
+        (cache_gc::Sweep::default(), 0)
+    } else {
+        let mut swept = cache_gc::sweep(&store, &garbage);
+        // A data set's fetch killed mid-way leaves its scratch folder and partial files.
+        let fetches = crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures);
+        (swept, fetches)
+    };
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         println!(

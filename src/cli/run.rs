@@ -105,9 +105,12 @@ pub(super) fn run(
     let opts = RunOptions { jobs, env, device_flag, executor: settings, quiet: g.quiet };
     let summary = {
         let _signals = SignalsFailWrites::while_running();
-        exec::run(&plan, &store, &opts).map_err(|e| match e.is_refusal() {
-            true => Failure::Other(e.to_string()),
-            false => Failure::runtime(e),
+        exec::run(&plan, &store, &opts).map_err(|e| {
+            if e.is_refusal() {
+                Failure::Other(e.to_string())
+            } else {
+                Failure::runtime(e)
+            }
         })?
     };
     let reports = &summary.reports;

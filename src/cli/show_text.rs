@@ -111,20 +111,11 @@ fn number(x: f64) -> String {
         return format!("{x}");
     }
     if !(1e-4..1e15).contains(&a) {
-        let text = format!("{x:.prec$e}", prec = (DIGITS - 1) as usize);
-        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-        let mantissa =
-            if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
-        return format!("{mantissa}e{exponent}");
+        return crate::report::number::exponent(x, (DIGITS - 1) as usize);
     }
     let magnitude = a.log10().floor() as i32;
     let decimals = (DIGITS - 1 - magnitude).clamp(0, 12) as usize;
-    let fixed = format!("{x:.decimals$}");
-    if fixed.contains('.') {
-        fixed.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        fixed
-    }
+    crate::report::number::trim_zeros(&format!("{x:.decimals$}")).to_string()
 }
 
 #[cfg(test)]

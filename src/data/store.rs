@@ -36,8 +36,8 @@ pub fn clear_leftovers(data_dir: &Path, failures: &mut Vec<String>) -> usize {
         if set.file_type().is_ok_and(|t| t.is_dir()) {
             let dir = set.path();
             let settled = |name: &str| {
-                let age = fs::symlink_metadata(dir.join(name)).and_then(|m| m.modified()).map(|t| t.elapsed());
-                age.is_ok_and(|age| age.is_ok_and(|age| age >= SETTLED))
+                let modified = fs::symlink_metadata(dir.join(name)).and_then(|m| m.modified()).ok();
+                modified.and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= SETTLED)
             };
             let partial = |name: &str| name.starts_with('.') && name.ends_with(".part") && settled(name);
             removed += clear_entries(&dir, &partial, failures);

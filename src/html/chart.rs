@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::encode::escape;
+use crate::report::number;
 
 /// Colours of successive series (colour-blind friendly, after Okabe and Ito).
 const COLORS: &[&str] = &["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
@@ -37,26 +38,16 @@ fn ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
 /// magnitudes, `1.5e9` for huge or tiny ones (a curve's values come from a command's metrics,
 /// which may hold anything finite).
 fn label(v: f64, step: f64) -> String {
-    let trim = |s: &str| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s.to_string()
-        }
-    };
     let a = v.abs();
     if a < step * 1e-6 {
         return "0".into();
     }
     let step_mag = step.abs().log10().floor();
     if !(1e-4..1e6).contains(&a) {
-        let digits = (a.log10().floor() - step_mag).clamp(0.0, 15.0) as usize;
-        let text = format!("{v:.digits$e}");
-        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
-        return format!("{}e{exp}", trim(mantissa));
+        return number::exponent(v, (a.log10().floor() - step_mag).clamp(0.0, 15.0) as usize);
     }
     let decimals = (-step_mag).clamp(0.0, 15.0) as usize;
-    trim(&format!("{v:.decimals$}"))
+    number::trim_zeros(&format!("{v:.decimals$}")).to_string()
 }
 
 /// The ticks whose labels differ from the one before: steps finer than a float's precision at

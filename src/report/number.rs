@@ -38,6 +38,24 @@ pub fn shortest(v: f64) -> String {
     }
 }
 
+/// `text` without the zeros that end its fraction, nor a point left bare (`2.500` is `2.5`,
+/// `3.0` is `3`); a number without a point as it is.
+pub fn trim_zeros(text: &str) -> &str {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
+}
+
+/// `v` with an exponent, at most `decimals` digits after the mantissa's point and no trailing
+/// zeros (`1.235e20`, `-1e-13`).
+pub fn exponent(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$e}");
+    let (mantissa, power) = text.split_once('e').unwrap_or((&text, "0"));
+    format!("{}e{power}", trim_zeros(mantissa))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +74,10 @@ mod tests {
         assert_eq!(fixed(-0.001, 2), "0.00");
         assert_eq!(fixed(-0.0, 0), "0");
         assert_eq!(fixed(-0.01, 2), "-0.01");
+        assert_eq!([trim_zeros("2.500"), trim_zeros("3.0"), trim_zeros("300")], ["2.5", "3", "300"]);
+        assert_eq!(
+            [exponent(1.2345678e20, 3), exponent(-1e-13, 3), exponent(2.5e-5, 1)],
+            ["1.235e20", "-1e-13", "2.5e-5"]
+        );
     }
 }

@@ -82,16 +82,13 @@ impl Watch {
     pub fn look(&mut self, state: &str, reason: &str, now: Instant, grace: Duration, may_cancel: bool) -> Look {
         // A requeued job shows one of these (a hold flag is shown instead of `PENDING`).
         let pending = matches!(state, "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED");
+        // Each start and each requeue begins the pending history afresh.
         if pending && std::mem::take(&mut self.started) {
-            self.stuck_since = None;
-            self.held_named = false;
+            *self = Watch::default();
             return Look::Requeued;
         }
-        if matches!(state, "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED")
-            && !std::mem::replace(&mut self.started, true)
-        {
-            self.stuck_since = None;
-            self.held_named = false;
+        if matches!(state, "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED") && !self.started {
+            *self = Watch { started: true, ..Watch::default() };
             return Look::Started;
         }
         let class = if pending { classify(reason) } else { Pending::Waits };

@@ -1,7 +1,8 @@
 //! Environment probes: each distinct command line runs once per process, side by side with the
 //! other stages' probes, at most [`MAX_PROBES`] of them. Every probe runs before anything else can
-//! start, so once one has taken its whole timeout the probes not yet started are not run: a sweep
-//! of 256 values whose probe hangs held the plan for over four hours before its exit 2.
+//! start, so once one has taken its whole timeout the probes not yet started are not run: an audit
+//! saw a sweep of 3 values with a hanging probe take 3 min before its exit 2, each probe its own
+//! 60 s, so 256 values would have held the plan for over four hours.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
