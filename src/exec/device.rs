@@ -60,7 +60,7 @@ fn open_cuda() -> Result<(Device, String), DeviceError> {
 
 /// Reads the process-wide CUDA switches [`opened`] applies (`CFRUN_CUDA_EVENTS`,
 /// `CFRUN_CUDA_POOL`); an invalid value is the error, naming the variable and the valid values.
-pub fn cuda_switches_from_env() -> Result<(), String> {
+pub fn cuda_switches_from_env() -> Result<(), crate::nn::env_flag::SwitchError> {
     super::cuda_events::CUDA_EVENTS.from_env()?;
     super::cuda_pool::CUDA_POOL.from_env()
 }

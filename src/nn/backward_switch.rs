@@ -2,7 +2,7 @@
 //! per layer kind, for A/B measurements on a GPU: `CFRUN_CONV_BACKWARD` and `CFRUN_BN_BACKWARD`,
 //! each `cfrun` (the default) or `candle`, read by the binary at start-up.
 
-use super::env_flag::Choice;
+use super::env_flag::{Choice, SwitchError};
 
 /// Whose backward a layer kind uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ impl Choice<Backward> {
 }
 
 /// Applies every switch's environment variable; the first bad value is the error.
-pub fn from_env() -> Result<(), String> {
+pub fn from_env() -> Result<(), SwitchError> {
     CONV.from_env()?;
     BN.from_env()
 }
@@ -43,7 +43,7 @@ mod tests {
         for (s, env) in [(&CONV, "CFRUN_CONV_BACKWARD"), (&BN, "CFRUN_BN_BACKWARD")] {
             assert_eq!(s.parse("cfrun"), Ok(Backward::Cfrun));
             assert_eq!(s.parse("candle"), Ok(Backward::Candle));
-            let err = s.parse("gemm").unwrap_err();
+            let err = s.parse("gemm").unwrap_err().to_string();
             assert!(err.contains(env) && err.contains("`cfrun` or `candle`"), "{err}");
         }
         let local = Choice::new("CFRUN_TEST_ONLY", NAMES);

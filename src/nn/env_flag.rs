@@ -5,6 +5,20 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// A switch's environment variable that says nothing this binary can do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    /// The value is none of the valid ones (`expected` lists them).
+    #[error("{env}={value:?}: expected {expected}")]
+    Invalid { env: String, value: String, expected: String },
+    /// The value is not Unicode, so it can name nothing.
+    #[error("{env}: environment variable was not valid unicode: {value:?}")]
+    NotUnicode { env: String, value: std::ffi::OsString },
+    /// The value asks for what this binary was built without; `build` says which build has it.
+    #[error("{env}={value:?}: this binary was built without it ({build}); unset it or choose another value")]
+    NotBuilt { env: String, value: String, build: String },
+}
+
 /// A process-wide choice among named values, forced from its environment variable (or by
 /// [`Choice::force`]) or, when nothing forces it, left to the caller's default (the device's,
 /// say).
@@ -48,7 +62,7 @@ impl<T: Copy + PartialEq> Choice<T> {
 
     /// Forces the value the environment variable names when it is set; a value that names none
     /// is the error, naming the variable and the valid names.
-    pub fn from_env(&self) -> Result<(), String> {
+    pub fn from_env(&self) -> Result<(), SwitchError> {
         if let Some(value) = value_from_env(self.env, |v| self.parse(v))? {
             self.force(Some(value));
         }
@@ -56,7 +70,7 @@ impl<T: Copy + PartialEq> Choice<T> {
     }
 
     /// The value called `v`.
-    pub(crate) fn parse(&self, v: &str) -> Result<T, String> {
+    pub(crate) fn parse(&self, v: &str) -> Result<T, SwitchError> {
         if let Some((_, value)) = self.names.iter().find(|(name, _)| *name == v) {
             return Ok(*value);
         }
@@ -66,42 +80,45 @@ impl<T: Copy + PartialEq> Choice<T> {
             Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
             None => "nothing".into(),
         };
-        Err(format!("{}={v:?}: expected {valid}", self.env))
+        Err(SwitchError::Invalid { env: self.env.into(), value: v.into(), expected: valid })
     }
 }
 
 /// The value of the variable `env` as `parse` reads it: `None` when it is unset, `parse`'s error
 /// (which names the variable and the valid values) when it says nothing valid.
-pub(crate) fn value_from_env<T>(env: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+pub(crate) fn value_from_env<T>(
+    env: &str,
+    parse: impl FnOnce(&str) -> Result<T, SwitchError>,
+) -> Result<Option<T>, SwitchError> {
     match std::env::var(env) {
         Ok(v) => parse(&v).map(Some),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(format!("{env}: {e}")),
+        Err(std::env::VarError::NotUnicode(value)) => Err(SwitchError::NotUnicode { env: env.into(), value }),
     }
 }
 
 /// The error when the variable `env`, set to `value` (`wanted`), asks for what this binary was
 /// built without (`built` false); `build` says which build has it.
-pub(crate) fn needs_build(env: &str, value: &str, wanted: bool, built: bool, build: &str) -> Result<(), String> {
+pub(crate) fn needs_build(env: &str, value: &str, wanted: bool, built: bool, build: &str) -> Result<(), SwitchError> {
     if wanted && !built {
-        return Err(format!(
-            "{env}={value:?}: this binary was built without it ({build}); unset it or choose another value"
-        ));
+        return Err(SwitchError::NotBuilt { env: env.into(), value: value.into(), build: build.into() });
     }
     Ok(())
 }
 
 /// The value of the on/off variable `env`: `None` when it is unset, an error naming the variable
 /// and the valid values when it is neither `1` nor `0`.
-pub(crate) fn flag_from_env(env: &str) -> Result<Option<bool>, String> {
+pub(crate) fn flag_from_env(env: &str) -> Result<Option<bool>, SwitchError> {
     value_from_env(env, |v| parse_flag(env, v))
 }
 
-fn parse_flag(env: &str, v: &str) -> Result<bool, String> {
+fn parse_flag(env: &str, v: &str) -> Result<bool, SwitchError> {
     match v {
         "1" => Ok(true),
         "0" => Ok(false),
-        other => Err(format!("{env}={other:?}: expected 1 (on) or 0 (off)")),
+        other => {
+            Err(SwitchError::Invalid { env: env.into(), value: other.into(), expected: "1 (on) or 0 (off)".into() })
+        }
     }
 }
 
@@ -111,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_value_the_build_lacks_is_refused() {
-        let err = needs_build("CFRUN_X", "fast", true, false, "the fast build").unwrap_err();
+        let err = needs_build("CFRUN_X", "fast", true, false, "the fast build").unwrap_err().to_string();
         assert_eq!(
             err,
             "CFRUN_X=\"fast\": this binary was built without it (the fast build); unset it or choose another value"
@@ -125,7 +142,7 @@ mod tests {
         assert_eq!(parse_flag("X", "1"), Ok(true));
         assert_eq!(parse_flag("X", "0"), Ok(false));
         for bad in ["yes", "true", "", " 1"] {
-            let err = parse_flag("CFRUN_X", bad).unwrap_err();
+            let err = parse_flag("CFRUN_X", bad).unwrap_err().to_string();
             assert!(err.starts_with("CFRUN_X=") && err.ends_with("expected 1 (on) or 0 (off)"), "{err}");
         }
         assert_eq!(flag_from_env("CFRUN_SURELY_UNSET_FLAG_FOR_THIS_TEST"), Ok(None));
@@ -145,9 +162,12 @@ mod tests {
         FRUIT.force(None);
         assert_eq!(FRUIT.forced(), None);
         assert_eq!(FRUIT.for_device(&candle_core::Device::Cpu, 10, 20), 10);
-        assert_eq!(FRUIT.parse("plum").unwrap_err(), "CFRUN_FRUIT=\"plum\": expected `apple`, `pear` or `fig`");
+        assert_eq!(
+            FRUIT.parse("plum").unwrap_err().to_string(),
+            "CFRUN_FRUIT=\"plum\": expected `apple`, `pear` or `fig`"
+        );
         let two: Choice<bool> = Choice::new("CFRUN_TWO", &[("on", true), ("off", false)]);
-        assert_eq!(two.parse("").unwrap_err(), "CFRUN_TWO=\"\": expected `on` or `off`");
+        assert_eq!(two.parse("").unwrap_err().to_string(), "CFRUN_TWO=\"\": expected `on` or `off`");
         let unset: Choice<bool> = Choice::new("CFRUN_SURELY_UNSET_CHOICE_FOR_THIS_TEST", &[("on", true)]);
         assert_eq!(unset.from_env(), Ok(()));
         assert_eq!(unset.forced(), None);

@@ -13,7 +13,7 @@
 //! measuring training; like the device it does not enter the recipe key, so a study run with it
 //! on caches TF32 results under the f32 keys. The CPU has no TF32: there it does nothing.
 
-use super::env_flag::flag_from_env;
+use super::env_flag::{flag_from_env, SwitchError};
 
 /// The environment variable of the switch.
 pub const GEMM_TF32_ENV: &str = "CFRUN_GEMM_TF32";
@@ -24,7 +24,7 @@ pub fn set_gemm_tf32(on: bool) {
 }
 
 /// Applies [`GEMM_TF32_ENV`] when it is set: `1` on, `0` off, anything else an error.
-pub fn gemm_tf32_from_env() -> Result<(), String> {
+pub fn gemm_tf32_from_env() -> Result<(), SwitchError> {
     if let Some(on) = flag_from_env(GEMM_TF32_ENV)? {
         set_gemm_tf32(on);
         if on {

@@ -85,7 +85,7 @@ pub use train::{random_network, train, NoObserver, Targets, TrainObserver, Train
 /// [`conv_cudnn`], [`bn_cuda`], [`pipeline`], [`sgd::update`], [`running_stats`], [`im2col`], [`step_profile`],
 /// [`gemm_tf32`], [`cuda_params`]);
 /// the first bad value is the error.
-pub fn switches_from_env() -> Result<(), String> {
+pub fn switches_from_env() -> Result<(), env_flag::SwitchError> {
     cuda_params::CUDA_PARAMS.from_env()?;
     backward_switch::from_env()?;
     conv_cudnn::from_env()?;

@@ -54,7 +54,7 @@ mod tests {
             assert_eq!(PIPELINE.parse(name), Ok(p));
         }
         assert_eq!(pipeline_for(&Device::Cpu), Pipeline::Host);
-        let err = PIPELINE.parse("device").unwrap_err();
+        let err = PIPELINE.parse("device").unwrap_err().to_string();
         assert_eq!(err, "CFRUN_TRAIN_PIPELINE=\"device\": expected `host`, `resident-sync` or `resident`");
     }
 }

@@ -8,7 +8,7 @@
 //! second. The synchronisations are what attributes device time to phases, and the unprofiled loop
 //! never makes them, so a profiled epoch runs somewhat slower than a plain one.
 
-use super::env_flag::flag_from_env;
+use super::env_flag::{flag_from_env, SwitchError};
 use candle_core::Device;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -24,7 +24,7 @@ pub fn set_step_profile(on: bool) {
 }
 
 /// Applies [`STEP_PROFILE_ENV`] when it is set: `1` on, `0` off, anything else an error.
-pub fn step_profile_from_env() -> Result<(), String> {
+pub fn step_profile_from_env() -> Result<(), SwitchError> {
     if let Some(on) = flag_from_env(STEP_PROFILE_ENV)? {
         set_step_profile(on);
     }

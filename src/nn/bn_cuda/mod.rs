@@ -29,7 +29,7 @@
 #[cfg(feature = "cuda")]
 mod ops;
 
-use super::env_flag::{needs_build, Choice};
+use super::env_flag::{needs_build, Choice, SwitchError};
 use candle_core::{DType, Result, Tensor};
 
 /// Which batch norm runs in train mode on a CUDA device.
@@ -45,7 +45,7 @@ pub enum BnCuda {
 pub static BN_CUDA: Choice<BnCuda> = Choice::new("CFRUN_BN_CUDA", &[("ops", BnCuda::Ops), ("fused", BnCuda::Fused)]);
 
 /// Applies `CFRUN_BN_CUDA`; `fused` in a binary built without CUDA is an error.
-pub fn from_env() -> std::result::Result<(), String> {
+pub fn from_env() -> std::result::Result<(), SwitchError> {
     BN_CUDA.from_env()?;
     let fused = BN_CUDA.forced() == Some(BnCuda::Fused);
     needs_build("CFRUN_BN_CUDA", "fused", fused, cfg!(feature = "cuda"), "scripts/build-cuda.sh, `--features cuda`")
@@ -101,7 +101,7 @@ mod tests {
     fn the_switch_names_both_ways_and_the_cpu_never_fuses() {
         assert_eq!(BN_CUDA.parse("fused"), Ok(BnCuda::Fused));
         assert_eq!(BN_CUDA.parse("ops"), Ok(BnCuda::Ops));
-        assert!(BN_CUDA.parse("cudnn").unwrap_err().contains("expected `ops` or `fused`"));
+        assert!(BN_CUDA.parse("cudnn").unwrap_err().to_string().contains("expected `ops` or `fused`"));
         let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &candle_core::Device::Cpu).unwrap();
         assert!(!applies(&x));
     }

@@ -31,7 +31,7 @@ mod ops;
 #[cfg(feature = "cudnn")]
 mod plans;
 
-use super::env_flag::{needs_build, Choice};
+use super::env_flag::{needs_build, Choice, SwitchError};
 use candle_core::{DType, Device, Result, Tensor};
 
 /// How convolutions on a CUDA device call cuDNN.
@@ -50,7 +50,7 @@ pub static CONV_CUDNN: Choice<Planning> =
 
 /// Applies `CFRUN_CONV_CUDNN`; `planned` in a binary built without cuDNN is an error, not a
 /// silent fall back to the default.
-pub fn from_env() -> std::result::Result<(), String> {
+pub fn from_env() -> std::result::Result<(), SwitchError> {
     CONV_CUDNN.from_env()?;
     let planned = CONV_CUDNN.forced() == Some(Planning::Planned);
     needs_build("CFRUN_CONV_CUDNN", "planned", planned, cfg!(feature = "cudnn"), CUDNN_BUILD)
@@ -88,9 +88,9 @@ mod tests {
     fn the_switch_names_both_ways() {
         assert_eq!(CONV_CUDNN.parse("planned"), Ok(Planning::Planned));
         assert_eq!(CONV_CUDNN.parse("per-call"), Ok(Planning::PerCall));
-        let err = CONV_CUDNN.parse("plan").unwrap_err();
+        let err = CONV_CUDNN.parse("plan").unwrap_err().to_string();
         assert!(err.contains("CFRUN_CONV_CUDNN") && err.contains("`per-call` or `planned`"), "{err}");
-        let refused = needs_build("CFRUN_CONV_CUDNN", "planned", true, false, CUDNN_BUILD).unwrap_err();
+        let refused = needs_build("CFRUN_CONV_CUDNN", "planned", true, false, CUDNN_BUILD).unwrap_err().to_string();
         assert!(refused.contains("built without it (cfrun-cudnn"), "{refused}");
     }
 

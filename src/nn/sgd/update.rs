@@ -51,7 +51,7 @@ mod tests {
             assert_eq!(UPDATE.parse(name), Ok(update));
         }
         assert_eq!(update_for(&Device::Cpu), Update::Slices);
-        let err = UPDATE.parse("fused").unwrap_err();
+        let err = UPDATE.parse("fused").unwrap_err().to_string();
         assert!(err.starts_with("CFRUN_SGD_UPDATE=\"fused\"") && err.contains("`per-param` or `flat`"), "{err}");
     }
 }
