@@ -78,7 +78,7 @@ pub(super) fn run(
                 }
             }
         }
-        let s = split_empty(&mut centroids, counts, d);
+        let s = split_empty(&mut centroids, counts, d, points, &host_labels);
         splits += s;
         last_split = s > 0;
         prev = host_labels;

@@ -65,7 +65,7 @@ pub(super) fn run_pruned(
         let old = centroids.clone();
         let counts = if it == 0 { sums.add_all(points, &labels) } else { sums.apply_moves(points, &prev, &labels) };
         sums.means(&counts, &mut centroids);
-        let s = split_empty(&mut centroids, counts, points.dim());
+        let s = split_empty(&mut centroids, counts, points.dim(), points, &labels);
         loosen_bounds(&old, &centroids, points.dim(), &labels, &mut bounds);
         if s > 0 {
             tracing::debug!(iteration = it, empty = s, "re-seeded empty clusters by splitting");
@@ -179,26 +179,38 @@ impl ClusterSums {
 }
 
 /// Re-seeds every empty cluster (in index order) by splitting the currently
-/// largest one (ties to the lowest index): both get its centroid, nudged in
-/// opposite directions by a relative `SPLIT_EPS`, and its count is halved
-/// between them so the next empty cluster picks a different donor if needed.
-/// Returns how many clusters were re-seeded.
-pub(super) fn split_empty(centroids: &mut [f32], mut counts: Vec<usize>, d: usize) -> usize {
+/// largest one that holds two distinct rows (ties to the lowest index): both get
+/// its centroid, nudged in opposite directions by a relative `SPLIT_EPS`, and its
+/// count is halved between them so the next empty cluster picks a different
+/// donor if needed. A cluster of identical rows is passed over: its nudged
+/// centroids are equally near each of its rows, so one of them would take them
+/// all and the empty cluster would stay empty for good. Returns how many
+/// clusters were re-seeded.
+pub(super) fn split_empty(
+    centroids: &mut [f32],
+    mut counts: Vec<usize>,
+    d: usize,
+    points: &Points<'_>,
+    labels: &[u32],
+) -> usize {
     let mut splits = 0;
+    // Which clusters were found to hold only identical rows (`Some(false)`), computed only
+    // for the clusters considered as donors, and only when a cluster went empty.
+    let mut distinct: Vec<Option<bool>> = vec![None; counts.len()];
     for empty in 0..counts.len() {
         if counts[empty] != 0 {
             continue;
         }
-        let mut donor = 0;
-        for (c, &cnt) in counts.iter().enumerate() {
-            if cnt > counts[donor] {
-                donor = c;
-            }
-        }
-        if counts[donor] < 2 {
-            // Nothing left to split; only possible if k exceeds the number of rows.
+        let mut by_size: Vec<usize> = (0..counts.len()).filter(|&c| counts[c] >= 2).collect();
+        // Largest first, ties to the lowest index: the donor of faiss's rule when it can split.
+        by_size.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        let Some(donor) = by_size
+            .into_iter()
+            .find(|&c| *distinct[c].get_or_insert_with(|| holds_two_distinct_rows(points, labels, c as u32)))
+        else {
+            // Nothing left to split: every cluster with two rows holds one point k times.
             break;
-        }
+        };
         for j in 0..d {
             let v = centroids[donor * d + j];
             let (up, down) = (v * (1.0 + SPLIT_EPS), v * (1.0 - SPLIT_EPS));
@@ -211,4 +223,12 @@ pub(super) fn split_empty(centroids: &mut [f32], mut counts: Vec<usize>, d: usiz
         splits += 1;
     }
     splits
+}
+
+/// Whether the rows labelled `c` are not all the same point (as the assignment sees them).
+fn holds_two_distinct_rows(points: &Points<'_>, labels: &[u32], c: u32) -> bool {
+    // Scaled as the assignment scales them: with `normalize`, x and 2x are one point.
+    let mut members = labels.iter().enumerate().filter(|&(_, &l)| l == c).map(|(i, _)| points.row(i));
+    let Some((first, s0)) = members.next() else { return false };
+    members.any(|(row, s)| row.iter().zip(first).any(|(&a, &b)| a * s != b * s0))
 }

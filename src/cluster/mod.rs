@@ -185,6 +185,27 @@ pub fn assign(model: &KMeansModel, x: &[f32], n: usize) -> Result<(Vec<u32>, f64
     Ok((labels, inertia))
 }
 
+/// The total squared distance of the `n` rows of `x` to their mean: the inertia of a single
+/// cluster, on the rows as [`assign`] sees them (normalised first with `normalize`).
+pub fn spread(x: &[f32], n: usize, d: usize, normalize: bool) -> Result<f64, ClusterError> {
+    if n == 0 {
+        return Ok(0.0);
+    }
+    data::check_shape(x, n, d)?;
+    data::check_finite(x, d)?;
+    let points = Points::new(x, d, normalize, None);
+    let visible = |i: usize| {
+        let (row, s) = points.row(i);
+        row.iter().map(move |&v| f64::from(v * s))
+    };
+    let mut mean = vec![0.0f64; d];
+    for i in 0..n {
+        mean.iter_mut().zip(visible(i)).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    Ok((0..n).map(|i| visible(i).zip(&mean).map(|(v, m)| (v - m) * (v - m)).sum::<f64>()).sum())
+}
+
 /// Validates input and config, then builds the (possibly sampled) row view.
 fn prepare<'a>(x: &'a [f32], n: usize, d: usize, cfg: &KMeansConfig) -> Result<Points<'a>, ClusterError> {
     if cfg.k < 2 {

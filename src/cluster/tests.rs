@@ -115,6 +115,26 @@ fn empty_cluster_is_split_from_largest() {
     }
 }
 
+/// The largest cluster holds one point three times: splitting it would leave the empty
+/// cluster empty for good (both halves equally near every row), so the next one is split.
+#[test]
+fn a_cluster_of_identical_rows_is_not_split() {
+    let x = [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 0.0, 1.0, 0.0, 3.0];
+    let init = [10.0, 10.0, 0.0, 2.0, 100.0, 100.0];
+    let model = fit_from(&x, 5, 2, &init, &cfg(3, 20), &mut noop()).unwrap();
+    let (labels, inertia) = assign(&model, &x, 5).unwrap();
+    for c in 0..3 {
+        assert!(labels.contains(&c), "cluster {c} still empty: {labels:?}");
+    }
+    assert_eq!(inertia, 0.0);
+    assert_eq!(model.empty_cluster_splits, 1);
+    // Scaled rows are one point once normalised: nothing there to split.
+    let scaled = [1.0, 2.0, 2.0, 4.0, 3.0, 6.0];
+    let normalized = KMeansConfig { normalize: true, ..cfg(2, 5) };
+    let model = fit_from(&scaled, 3, 2, &[0.6, 0.8, -1.0, 0.0], &normalized, &mut noop()).unwrap();
+    assert_eq!(model.empty_cluster_splits, 0);
+}
+
 #[test]
 fn bad_input_is_rejected_with_specifics() {
     let x = uniform(3, 2, 6);

@@ -148,7 +148,9 @@ impl StageKind for KMeans {
         // 3: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
         // 4: centroid sums updated by the rows that changed cluster instead of summed afresh
         //    (f64 rounding may differ in the last bits).
-        version: 4,
+        // 5: an empty cluster is re-seeded from the largest cluster that holds two distinct rows
+        //    (a cluster of identical rows was split to no effect, the empty one staying empty).
+        version: 5,
         summary: "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels",
         inputs: &[super::FEATURES_INPUT, TRUTH_INPUT],
         outputs: &[

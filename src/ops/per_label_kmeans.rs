@@ -116,6 +116,63 @@ fn rows(x: &[f32], d: usize, idx: &[usize]) -> Vec<f32> {
     idx.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect()
 }
 
+/// What clustering each label on its own made.
+struct PerLabel {
+    /// Each split's globally numbered cluster ids, row for row.
+    ids: [Vec<u32>; 2],
+    /// Clusters in all (a label without points still takes one id).
+    clusters: u32,
+    /// The train rows' total squared distance to their cluster's centroid.
+    inertia: f64,
+}
+
+/// Clusters the rows of each label `l` (`members[split][l]`, indices into `splits[split]`'s
+/// `d`-wide rows) into `ks[l]` clusters fitted on its train rows; `tick` once per label.
+fn cluster_each_label(
+    splits: [&[f32]; 2],
+    d: usize,
+    members: &[Vec<Vec<usize>>; 2],
+    ks: &[usize],
+    p: &KMeansParams,
+    tick: &mut dyn FnMut(),
+) -> Result<PerLabel, OpError> {
+    let mut ids = [0, 1].map(|s| vec![0u32; splits[s].len() / d.max(1)]);
+    let (mut offset, mut inertia) = (0u32, 0.0);
+    for (l, &kl) in ks.iter().enumerate() {
+        if kl >= 2 {
+            let cfg = KMeansConfig {
+                k: kl,
+                iterations: p.iterations,
+                init: p.init.into(),
+                seed: derive_seed(p.seed, "label", l as u64),
+                normalize: p.normalize,
+                max_points_per_centroid: p.max_points_per_centroid,
+            };
+            let train_rows = rows(splits[0], d, &members[0][l]);
+            let model = cluster::fit(&train_rows, members[0][l].len(), d, &cfg, &mut |_, _| {})?;
+            for (s, x) in splits.into_iter().enumerate() {
+                let idx = &members[s][l];
+                let (found, e) = cluster::assign(&model, &rows(x, d, idx), idx.len())?;
+                if s == 0 {
+                    inertia += e;
+                }
+                idx.iter().zip(found).for_each(|(&i, c)| ids[s][i] = offset + c);
+            }
+        } else {
+            // One cluster (or a label without training points): every point gets it, and
+            // its rows' spread about their mean is that cluster's share of the inertia.
+            let idx = &members[0][l];
+            inertia += cluster::spread(&rows(splits[0], d, idx), idx.len(), d, p.normalize)?;
+            for s in 0..2 {
+                members[s][l].iter().for_each(|&i| ids[s][i] = offset);
+            }
+        }
+        offset += kl.max(1) as u32;
+        tick();
+    }
+    Ok(PerLabel { ids, clusters: offset, inertia })
+}
+
 /// The `per_label_kmeans` op.
 pub struct PerLabelKMeans;
 
@@ -127,7 +184,10 @@ impl StageKind for PerLabelKMeans {
         // 2: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
         // 3: centroid sums updated by the rows that changed cluster instead of summed afresh
         //    (f64 rounding may differ in the last bits).
-        version: 3,
+        // 4: `inertia` is the total squared distance over every label, as `kmeans` writes it
+        //    (it was each label's total weighted by its size, over the points, and left out the
+        //    labels of one cluster); a cluster of identical rows is no longer split for an empty one.
+        version: 4,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
         inputs: &[
             super::FEATURES_INPUT,
@@ -136,7 +196,11 @@ impl StageKind for PerLabelKMeans {
         ],
         outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "globally unique cluster ids of every split" },
-            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "k_l per label, inertia, purity/NMI" },
+            OutputSpec {
+                name: "metrics",
+                kind: Kind::Metrics,
+                doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), purity/NMI",
+            },
         ],
         metric_names: &["clusters", "inertia", "purity", "nmi", "test_purity", "test_nmi"],
     };
@@ -157,7 +221,6 @@ impl StageKind for PerLabelKMeans {
         let feats = Features::load_any(&ctx.input("features")?.dir)?;
         let labels = Labels::load(&ctx.input("labels")?.dir)?;
         let d = feats.meta.dim;
-        let mut out = [Vec::new(), Vec::new()];
         let mut members: [Vec<Vec<usize>>; 2] = Default::default();
         for (s, split) in Split::ALL.into_iter().enumerate() {
             let n = feats.count(split);
@@ -175,50 +238,20 @@ impl StageKind for PerLabelKMeans {
                     .ok_or_else(|| OpError::Invalid(format!("label {l} out of range")))?
                     .push(i);
             }
-            out[s] = vec![0u32; n];
         }
         let counts: Vec<usize> = members[0].iter().map(Vec::len).collect();
         let ks = allocate(&counts, p.k).map_err(OpError::Invalid)?;
-        let mut offset = 0u32;
-        let mut inertia = 0.0;
         ctx.progress.begin("labels", counts.len() as u64);
-        for (l, &kl) in ks.iter().enumerate() {
-            if kl >= 2 {
-                let cfg = KMeansConfig {
-                    k: kl,
-                    iterations: p.iterations,
-                    init: p.init.into(),
-                    seed: derive_seed(p.seed, "label", l as u64),
-                    normalize: p.normalize,
-                    max_points_per_centroid: p.max_points_per_centroid,
-                };
-                let train_rows = rows(&feats.train, d, &members[0][l]);
-                let model = cluster::fit(&train_rows, members[0][l].len(), d, &cfg, &mut |_, _| {})?;
-                for (s, x) in [&feats.train, &feats.test].into_iter().enumerate() {
-                    let idx = &members[s][l];
-                    let (ids, e) = cluster::assign(&model, &rows(x, d, idx), idx.len())?;
-                    if s == 0 {
-                        inertia += e * idx.len() as f64;
-                    }
-                    idx.iter().zip(ids).for_each(|(&i, c)| out[s][i] = offset + c);
-                }
-            } else {
-                // One cluster (or a label without training points): every point gets it.
-                for s in 0..2 {
-                    members[s][l].iter().for_each(|&i| out[s][i] = offset);
-                }
-            }
-            offset += kl.max(1) as u32;
-            ctx.progress.inc(1);
-        }
-        let [train, test] = out;
+        let progress = &mut ctx.progress;
+        let PerLabel { ids: [train, test], clusters, inertia } =
+            cluster_each_label([&feats.train, &feats.test], d, &members, &ks, &p, &mut || progress.inc(1))?;
         let mut metrics = Metrics::default();
-        metrics.values.insert("clusters".into(), offset as f64);
-        metrics.values.insert("inertia".into(), inertia / train.len().max(1) as f64);
+        metrics.values.insert("clusters".into(), clusters as f64);
+        metrics.values.insert("inertia".into(), inertia);
         metrics.details = serde_json::json!({"k_per_label": ks, "points_per_label": counts});
         truth_metrics(ctx, &train, &test, &mut metrics)?;
         let meta = LabelsMeta {
-            num_classes: offset as usize,
+            num_classes: clusters as usize,
             class_names: Vec::new(),
             source: format!("per-label kmeans k={} on {}", p.k, feats.meta.source),
             tag_classes: Vec::new(),
@@ -257,6 +290,41 @@ mod tests {
             let ideal = 55.0 * (n as f64).sqrt() / 100.0;
             assert!((*kl as f64 - ideal).abs() < 1.0, "{ks:?}");
         }
+    }
+
+    /// The inertia is the train rows' total squared distance to their own cluster's centroid,
+    /// summed over every label, those of one cluster included: what `kmeans` writes.
+    #[test]
+    fn the_inertia_is_the_total_over_every_cluster() {
+        let d = 2;
+        // Label 0: two pairs far apart (two clusters); label 1: three points (one cluster).
+        let train = [0.0, 0.0, 0.0, 2.0, 10.0, 0.0, 10.0, 2.0, 5.0, 5.0, 5.0, 7.0, 5.0, 9.0];
+        let test = [0.0, 1.0, 5.0, 8.0];
+        let members = [vec![vec![0, 1, 2, 3], vec![4, 5, 6]], vec![vec![0], vec![1]]];
+        let p = KMeansParams {
+            k: 3,
+            iterations: 10,
+            init: super::super::kmeans::InitName::KMeansPlusPlus,
+            normalize: false,
+            max_points_per_centroid: None,
+            seed: 1,
+        };
+        let mut ticks = 0;
+        let each = cluster_each_label([&train, &test], d, &members, &[2, 1], &p, &mut || ticks += 1).unwrap();
+        assert_eq!((each.clusters, ticks), (3, 2));
+        assert_eq!(each.ids[1], vec![each.ids[0][0], 2]);
+        assert_ne!(each.ids[0][0], each.ids[0][2]);
+        // Pairs 2 apart: 1 + 1 each; three points 2 apart about their middle: 4 + 0 + 4.
+        assert_eq!(each.inertia, 2.0 + 2.0 + 8.0);
+        // Normalised, label 1's rows lie at three angles: their spread is the unit vectors'.
+        let unit = |x: f64, y: f64| [x / x.hypot(y), y / x.hypot(y)];
+        let rows: Vec<[f64; 2]> = [(5.0, 5.0), (5.0, 7.0), (5.0, 9.0)].map(|(x, y)| unit(x, y)).to_vec();
+        let mean = [0, 1].map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / 3.0);
+        let expected: f64 = rows.iter().map(|r| (r[0] - mean[0]).powi(2) + (r[1] - mean[1]).powi(2)).sum();
+        let normed = KMeansParams { normalize: true, ..p };
+        let one = [vec![vec![], vec![4, 5, 6]], vec![vec![], vec![1]]];
+        let each = cluster_each_label([&train, &test], d, &one, &[0, 1], &normed, &mut || {}).unwrap();
+        assert!((each.inertia - expected).abs() < 1e-6, "{} against {expected}", each.inertia);
     }
 
     #[test]
