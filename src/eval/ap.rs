@@ -16,7 +16,8 @@ pub fn average_precision(scores: &[f32], truth: &[bool]) -> Option<f64> {
     while i < order.len() {
         // One threshold: every item tied with order[i].
         let s = scores[order[i]];
-        while i < order.len() && scores[order[i]] == s {
+        // NaN equals nothing, itself included: NaNs (ranked first) are one threshold too.
+        while i < order.len() && (scores[order[i]] == s || scores[order[i]].is_nan() && s.is_nan()) {
             tp += usize::from(truth[order[i]]);
             seen += 1;
             i += 1;
@@ -54,6 +55,13 @@ mod tests {
         // Ranked - + + + -: precision at the hits 1/2, 2/3, 3/4 (sklearn: 0.6389).
         let sk = average_precision(&[0.1, 0.4, 0.35, 0.8, 0.7], &[false, true, true, false, true]).unwrap();
         assert!((sk - (1.0 / 2.0 + 2.0 / 3.0 + 3.0 / 4.0) / 3.0).abs() < 1e-12, "{sk}");
+    }
+
+    /// A NaN score ends: the NaNs, ranked first by `total_cmp`, are one threshold.
+    #[test]
+    fn a_nan_score_ends() {
+        let ap = average_precision(&[0.5, f32::NAN, 0.1, f32::NAN], &[true, false, false, true]).unwrap();
+        assert!((ap - (0.5 * 0.5 + 0.5 * (2.0 / 3.0))).abs() < 1e-12, "{ap}");
     }
 
     #[test]

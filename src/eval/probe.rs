@@ -265,9 +265,29 @@ pub(super) fn score_logits(logits: &[f32], y: &[u32], c: usize) -> Score {
             s.top1 += 1;
             s.per_class_hits[label] += 1;
         }
-        if above < 5 {
+        // Ties broken as for top-1 (the lower class first): tied classes are not hits for free.
+        if above + ties_before < 5 {
             s.top5 += 1;
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ties are broken for top-5 as for top-1, the lower class first: with every logit equal,
+    /// a row's true class is in the top 5 only when it is one of the first five classes.
+    #[test]
+    fn top5_breaks_ties_as_top1_does() {
+        let c = 10;
+        let y: Vec<u32> = (0..c as u32).collect();
+        let s = score_logits(&vec![0.0; c * c], &y, c);
+        assert_eq!((s.top1, s.top5), (1, 5));
+        // Two classes above the true one and three tied before it: out; two tied before: in.
+        let row = [3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(score_logits(&row, &[5], c).top5, 0);
+        assert_eq!(score_logits(&row, &[4], c).top5, 1);
+    }
 }
