@@ -25,8 +25,9 @@ def ours(row):
 
 def combined(verdicts):
     # An order claim holds when every adjacent pair holds, and is reversed when any pair is.
-    if any(v == "reversed" for v in verdicts):
-        return "reversed"
+    # A check refuted short of its threshold reads "reversed (short of the threshold)".
+    if any(v.startswith("reversed") for v in verdicts):
+        return next(v for v in verdicts if v.startswith("reversed"))
     if all(v == "holds" for v in verdicts):
         return "holds"
     return next(v for v in verdicts if v != "holds")

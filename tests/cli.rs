@@ -1342,6 +1342,10 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     // Refuted short of the threshold, though clean labels do beat noisy ones: the row says so.
     assert!(row.contains("threshold +500") && row.ends_with("| **reversed (short of the threshold)** |"), "{verdicts}");
     assert!(verdicts.contains("Each check is its own 95 % test"), "{verdicts}");
+    // claims.csv says so too: "reversed" alone would read as noisy labels beating clean ones.
+    let csv = std::fs::read_to_string(find_report(cache.path(), &strict, "claims.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("clean_beats_noisy,")).unwrap();
+    assert!(row.ends_with(",reversed (short of the threshold)"), "{csv}");
 }
 
 /// A claim on a metric the gathered stages did not write (`top5` needs more than five classes;

@@ -312,7 +312,12 @@ pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                     .collect::<Vec<_>>()
                     .join(" "),
                 r.decl.paper.clone(),
-                m.verdict.label().to_string(),
+                // A one-part check's verdict in the words of claims.md: "reversed" alone would
+                // read as b beating a where a beat b by less than the threshold.
+                match r.outcome.parts.len() {
+                    1 => verdict_text(&r.outcome, r.decl.expect, r.decl.margin),
+                    _ => m.verdict.label().to_string(),
+                },
             ];
             // The family's columns belong to the check, so each part of an order repeats them.
             let family = r.family.map(|f| {
