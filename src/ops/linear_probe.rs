@@ -81,13 +81,8 @@ impl Params for ProbeParams {
             momentum: f64::from(self.momentum),
             weight_decay: f64::from(self.weight_decay),
         })?;
-        match (self.solver, self.tol) {
-            (ProbeSolver::Sgd, Some(_)) => Err(ParamError::field(
-                "tol",
-                "`tol` is the L-BFGS stopping rule, but `solver` is \"sgd\"",
-                Some("set solver = \"lbfgs\", or drop tol".to_string()),
-            )),
-            (_, Some(t)) if !(t.is_finite() && t >= 0.0) => {
+        match self.tol {
+            Some(t) if !(t.is_finite() && t >= 0.0) => {
                 Err(ParamError::range("tol", t, "a finite number >= 0 (1e-4 is scikit-learn's default)"))
             }
             _ => Ok(()),
@@ -123,29 +118,41 @@ impl StageKind for LinearProbe {
     const ALWAYS_WRITES: &'static [&'static str] = &["top1", "train_top1"];
 
     /// An L-BFGS probe's key holds its tolerance even when the default was taken, so a change of
-    /// that default could never serve an old result under the new meaning.
+    /// that default could never serve an old result under the new meaning. What a solver does
+    /// not use is left out of its key (the SGD settings of an L-BFGS instance take their
+    /// defaults, an SGD instance has no `tol`): a sweep over the solver gives each instance the
+    /// settings of the other, and they would change its key and nothing else.
     fn normalize(&self, raw: &serde_json::Value) -> Result<ProbeParams, ParamError> {
         let mut p = crate::config::params::typed::<ProbeParams>(raw)?;
-        if p.solver == ProbeSolver::Lbfgs {
-            p.tol.get_or_insert(ProbeConfig::default().tol);
+        match p.solver {
+            ProbeSolver::Lbfgs => {
+                p.tol.get_or_insert(ProbeConfig::default().tol);
+                (p.lr, p.momentum, p.batch_size) = (defaults::lr(), defaults::momentum(), defaults::batch_size());
+            }
+            ProbeSolver::Sgd => p.tol = None,
         }
         Ok(p)
     }
 
-    /// SGD settings on a stage written as L-BFGS would do nothing but change the key. Read from
-    /// the stage as written, before a sweep fills it in: a sweep over the solver may give the
-    /// SGD instances their settings.
+    /// The settings of the other solver, on a stage written with one, would do nothing but
+    /// change the key. Read from the stage as written, before a sweep fills it in: a sweep over
+    /// the solver gives each instance the settings of the other (which its key leaves out).
     fn check_inputs(&self, raw: &serde_json::Value, _slots: &[&str]) -> Result<(), ParamError> {
-        if raw.get("solver").and_then(serde_json::Value::as_str) != Some("lbfgs") {
-            return Ok(());
-        }
-        match ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
-            None => Ok(()),
-            Some(field) => Err(ParamError::field(
-                field,
-                format!("`{field}` is an SGD setting, but `solver` is \"lbfgs\" (full batch, no step size)"),
-                Some(format!("drop {field}, or set solver = \"sgd\"")),
+        match raw.get("solver").map(|s| s.as_str()) {
+            Some(Some("lbfgs")) => match ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
+                None => Ok(()),
+                Some(field) => Err(ParamError::field(
+                    field,
+                    format!("`{field}` is an SGD setting, but `solver` is \"lbfgs\" (full batch, no step size)"),
+                    Some(format!("drop {field}, or set solver = \"sgd\"")),
+                )),
+            },
+            None | Some(Some("sgd")) if raw.get("tol").is_some() => Err(ParamError::field(
+                "tol",
+                "`tol` is the L-BFGS stopping rule, but `solver` is \"sgd\"",
+                Some("set solver = \"lbfgs\", or drop tol".to_string()),
             )),
+            _ => Ok(()),
         }
     }
 
@@ -229,10 +236,13 @@ mod tests {
         );
         let lbfgs = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs"})).unwrap();
         assert_eq!((lbfgs["solver"].as_str(), lbfgs["tol"].as_f64()), (Some("lbfgs"), Some(f64::from(1e-4f32))));
-        let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "tol": 1e-3})).unwrap_err();
-        assert_eq!(err.path, "tol");
         let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs", "tol": -1.0})).unwrap_err();
         assert_eq!(err.path, "tol");
+        // What a solver does not use is out of its key: a sweep over the solver hands each
+        // instance the other's settings.
+        let swept = json!({"seed": 0, "solver": "lbfgs", "lr": 0.3, "momentum": 0.5, "batch_size": 64});
+        assert_eq!(Op::normalize(&LinearProbe, &swept).unwrap(), lbfgs);
+        assert_eq!(Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "sgd", "tol": 1e-3})).unwrap(), sgd);
     }
 
     /// SGD settings are refused on a stage written as L-BFGS, not on a sweep over the solver
@@ -245,5 +255,10 @@ mod tests {
         assert!(check(json!({"solver": "lbfgs", "weight_decay": 1e-3})).is_ok(), "L-BFGS minimises the penalty too");
         assert!(check(json!({"solver": "${solver}", "lr": 0.05})).is_ok());
         assert!(check(json!({"lr": 0.05})).is_ok());
+        // And `tol` only where the stage is written as SGD (or leaves the solver at its default).
+        assert_eq!(check(json!({"tol": 1e-3})).unwrap_err().path, "tol");
+        assert_eq!(check(json!({"solver": "sgd", "tol": 1e-3})).unwrap_err().path, "tol");
+        assert!(check(json!({"solver": "${solver}", "tol": 1e-3})).is_ok());
+        assert!(check(json!({"solver": "lbfgs", "tol": 1e-3})).is_ok());
     }
 }
