@@ -1348,14 +1348,37 @@ fn replicates_seed_each_stochastic_stage_and_claims_reach_every_verdict() {
     assert!(row.ends_with(",reversed (short of the threshold)"), "{csv}");
 }
 
-/// A claim on a metric the gathered stages did not write (`top5` needs more than five classes;
-/// the fixture has four) fails naming the stages and what they wrote; it said only that series
-/// `a` matched no instance.
+/// A claim or a table on `top5` of probes whose labels have four classes (`top5` needs more
+/// than five) is refused before anything runs, naming why: the plan knows the classes. Where it
+/// cannot (labels of `per_label_kmeans`, whose clusters per label only running tells), the claim
+/// fails as it runs, naming the stages and what they wrote; it said only that series `a` matched
+/// no instance.
 #[test]
 fn a_claim_on_an_unwritten_metric_names_what_the_stages_wrote() {
     let cache = tempfile::tempdir().unwrap();
     let file = fixture("claims_tiny.toml");
     let out = cfrun(cache.path(), &["--set", "stages.verdicts.metric=\"top5\"", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = "metric `top5` will not be written by stage `clean`: top5 needs more than five classes; its labels have 4";
+    assert!(stderr(&out).contains(said), "{}", stderr(&out));
+    let out = cfrun(cache.path(), &["--set", "stages.results.metrics=[\"top5\"]", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = "`metrics` names `top5`, which `clean` will not write: top5 needs more than five classes";
+    assert!(stderr(&out).contains(said), "{}", stderr(&out));
+    assert!(!cache.path().join("objects").exists(), "nothing ran");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[stages.noisy_labels]",
+        "[stages.clusters]\nop = \"per_label_kmeans\"\nfeatures = \"shapes.images\"\nlabels = \"shapes.labels\"\nk = 4\n\n[stages.noisy_labels]",
+        1,
+    );
+    let text = text
+        .replace("labels = \"shapes.labels\"\nepochs = 4", "labels = \"clusters.labels\"\nepochs = 4")
+        .replace("labels = \"shapes.labels\"\npercent", "labels = \"clusters.labels\"\npercent");
+    let unknown = dir.path().join("clusters.toml");
+    std::fs::write(&unknown, text).unwrap();
+    let out = cfrun(cache.path(), &["--set", "stages.verdicts.metric=\"top5\"", unknown.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let said = "`clean`, `noisy`, `twin` wrote no `top5` (they wrote: top1, train_top1); did you mean `top1`?";
     assert!(stderr(&out).contains(said), "{}", stderr(&out));

@@ -431,7 +431,13 @@ fn check_gathered(
         .map(|r| {
             let up = &instances[r.instance.0];
             let inputs = up.inputs.iter().filter(|(_, refs)| !refs.is_empty()).map(|(slot, _)| slot.as_str()).collect();
-            Gathered { stage: &up.stage, op: up.op, axes: &up.axes, inputs }
+            Gathered {
+                stage: &up.stage,
+                op: up.op,
+                axes: &up.axes,
+                inputs,
+                unwritten: up.op.unwritten_metrics(&up.fed),
+            }
         })
         .collect();
     stage.op.check_gathered(params, &gathered)

@@ -26,6 +26,9 @@ pub struct Gathered<'a> {
     pub axes: &'a BTreeMap<String, Json>,
     /// The input slots it reads (what decides some of its metrics: `kmeans`'s NMI needs `truth`).
     pub inputs: Vec<&'a str>,
+    /// Metrics its op declares that it will not write, given what its inputs hold, with why
+    /// ([`Op::unwritten_metrics`]).
+    pub unwritten: Vec<(&'static str, String)>,
 }
 
 impl Gathered<'_> {
@@ -34,7 +37,13 @@ impl Gathered<'_> {
     pub fn metric_names(&self) -> Vec<&'static str> {
         let needs = self.op.metric_needs();
         let lacks = |m: &&str| needs.iter().any(|(metric, slot)| metric == m && !self.inputs.contains(slot));
-        self.op.metric_names().iter().copied().filter(|m| !lacks(m)).collect()
+        let unwritten = |m: &&str| self.unwritten_because(m).is_some();
+        self.op.metric_names().iter().copied().filter(|m| !lacks(m) && !unwritten(m)).collect()
+    }
+
+    /// Why this instance will not write `metric`, though its op can, given its inputs' facts.
+    pub fn unwritten_because(&self, metric: &str) -> Option<&str> {
+        self.unwritten.iter().find(|(m, _)| *m == metric).map(|(_, why)| why.as_str())
     }
 
     /// Whether every run of this instance writes `metric`: its op always does, or does whenever
@@ -346,6 +355,15 @@ pub(super) fn lacks_input(field: &str, metric: &str, stage: &str, slot: &str) ->
     )
 }
 
+/// `field` names `metric`, which `stage`'s op writes but not from the inputs it is fed (`why`).
+pub(super) fn unwritten(field: &str, metric: &str, stage: &str, why: &str) -> ParamError {
+    ParamError::field(
+        field,
+        format!("`{field}` names `{metric}`, which `{stage}` will not write: {why}"),
+        Some("name another metric".to_string()),
+    )
+}
+
 /// Metric names as a message lists them: `a, b`, or `no metric`.
 pub(super) fn listed<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.into_iter().collect();
@@ -363,6 +381,9 @@ pub(super) fn missing_metric(field: &str, metrics: &[String], gathered: &[Gather
     // A metric the op writes only beside an input none of these instances reads.
     if let Some((g, slot)) = gathered.iter().find_map(|g| g.lacks_input_for(missing).map(|slot| (g, slot))) {
         return Err(lacks_input(field, missing, g.stage, slot));
+    }
+    if let Some((g, why)) = gathered.iter().find_map(|g| g.unwritten_because(missing).map(|why| (g, why))) {
+        return Err(unwritten(field, missing, g.stage, why));
     }
     let valid: Vec<&str> = written.into_iter().collect();
     let help = did_you_mean_help(missing, &valid, format!("metrics the gathered stages write: {}", valid.join(", ")));

@@ -156,6 +156,13 @@ impl StageKind for LinearProbe {
         }
     }
 
+    fn unwritten_metrics(&self, inputs: &InputFacts) -> Vec<(&'static str, String)> {
+        match inputs.get("labels").classes {
+            Some(c) if c <= 5 => vec![("top5", format!("top5 needs more than five classes; its labels have {c}"))],
+            _ => Vec::new(),
+        }
+    }
+
     fn facts(&self, _p: &ProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
         Ok(OutputFacts::new())

@@ -243,6 +243,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn check_inputs(&self, _raw: &Json, _slots: &[&str]) -> Result<(), ParamError> {
         Ok(())
     }
+    /// See [`Op::unwritten_metrics`]. Most ops write their metrics whatever their inputs hold.
+    fn unwritten_metrics(&self, _inputs: &InputFacts) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// See [`Op::reads_siblings`].
     fn reads_siblings(&self) -> bool {
         false
@@ -314,6 +318,10 @@ pub trait Op: Send + Sync {
     /// Checks the raw parameters against the input slots the stage declares (placeholders that
     /// name an input), before anything runs.
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError>;
+    /// Metrics of [`OpSpec::metric_names`] that an instance fed inputs like these will not
+    /// write, each with why (`top5` of labels of five classes or fewer), so that a table or
+    /// claim naming one is refused before anything runs.
+    fn unwritten_metrics(&self, inputs: &InputFacts) -> Vec<(&'static str, String)>;
     /// A rough guess, in CPU-seconds, of how long an instance with these canonical parameters
     /// runs, known before its inputs exist. The scheduler starts the longest chains first with
     /// it, so only how stages compare matters, not the figure itself.
@@ -432,6 +440,9 @@ impl<T: StageKind> Op for T {
     }
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
         StageKind::check_inputs(self, raw, slots)
+    }
+    fn unwritten_metrics(&self, inputs: &InputFacts) -> Vec<(&'static str, String)> {
+        StageKind::unwritten_metrics(self, inputs)
     }
     fn work_estimate(&self, params: &Json) -> f64 {
         params::parse(params).map_or(1.0, |p| StageKind::work_estimate(self, &p))

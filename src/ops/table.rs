@@ -270,6 +270,7 @@ mod tests {
             op: crate::ops::find("kmeans").expect("registered"),
             axes: &axes,
             inputs,
+            unwritten: Vec::new(),
         };
         let nmi = ["nmi".to_string()];
         let err = check_metrics("metrics", &nmi, &[km(vec!["features"])]).unwrap_err();
@@ -297,8 +298,13 @@ mod tests {
     #[test]
     fn a_gathered_stage_with_no_cell_is_refused_before_anything_runs() {
         let axes = BTreeMap::new();
-        let g =
-            |stage, op| Gathered { stage, op: crate::ops::find(op).expect("registered"), axes: &axes, inputs: vec![] };
+        let g = |stage, op| Gathered {
+            stage,
+            op: crate::ops::find(op).expect("registered"),
+            axes: &axes,
+            inputs: vec![],
+            unwritten: vec![],
+        };
         let both = [g("probe", "linear_probe"), g("km", "kmeans")];
         let err = check_metrics("metrics", &["top1".to_string()], &both).unwrap_err();
         assert!(err.message.contains("gathered stage `km`"), "{}", err.message);
@@ -347,7 +353,13 @@ mod tests {
     #[test]
     fn cells_clash_only_on_records_that_surely_exist() {
         fn g<'a>(stage: &'a str, op: &str, axes: &'a BTreeMap<String, Json>) -> Gathered<'a> {
-            Gathered { stage, op: crate::ops::find(op).expect("registered"), axes, inputs: Vec::new() }
+            Gathered {
+                stage,
+                op: crate::ops::find(op).expect("registered"),
+                axes,
+                inputs: Vec::new(),
+                unwritten: Vec::new(),
+            }
         }
         let ax = |pairs: &[(&str, Json)]| -> BTreeMap<String, Json> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()

@@ -298,6 +298,9 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
         if let Some(slot) = g.lacks_input_for(metric) {
             return Err(format!("metric `{metric}` is written by stage `{}` only with its `{slot}` input", g.stage));
         }
+        if let Some(why) = g.unwritten_because(metric) {
+            return Err(format!("metric `{metric}` will not be written by stage `{}`: {why}", g.stage));
+        }
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
             let guess = did_you_mean(metric, names).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
