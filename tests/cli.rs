@@ -1359,7 +1359,8 @@ fn a_claim_on_an_unwritten_metric_names_what_the_stages_wrote() {
     let file = fixture("claims_tiny.toml");
     let out = cfrun(cache.path(), &["--set", "stages.verdicts.metric=\"top5\"", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let said = "metric `top5` will not be written by stage `clean`: top5 needs more than five classes; its labels have 4";
+    let said =
+        "metric `top5` will not be written by stage `clean`: top5 needs more than five classes; its labels have 4";
     assert!(stderr(&out).contains(said), "{}", stderr(&out));
     let out = cfrun(cache.path(), &["--set", "stages.results.metrics=[\"top5\"]", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -101,12 +101,40 @@ impl StageKind for Claims {
                             Some(format!("leave `{REPLICATE}` out of the series (`where` may narrow the replicates)")),
                         ));
                     }
+                    let paired_at = if c.along.as_deref() == Some(dim.as_str()) {
+                        Some("along")
+                    } else {
+                        c.each.contains(dim).then_some("each")
+                    };
+                    if let Some(how) = paired_at.filter(|_| !matches!(field.as_str(), "where" | "in" | "than")) {
+                        // The series are paired at each value of that dimension: one fixed at a
+                        // single value matches nothing at the others.
+                        return Err(ParamError::field(
+                            &at,
+                            format!(
+                                "claim `{}`: `{at}` fixes `{dim}`, which the claim compares at each value of \
+                                     (`{how}`): the series are paired at each `{dim}`, so this one would match \
+                                     nothing at the others",
+                                c.name
+                            ),
+                            Some(format!(
+                                "leave `{dim}` out of `{field}`; to compare with a baseline at one `{dim}`, give \
+                                     the baseline a stage without the `{dim}` axis"
+                            )),
+                        ));
+                    }
                     let known: Vec<String> = if dim == SOURCE {
                         stages.iter().map(|s| s.to_string()).collect()
                     } else if let Some(v) = values.get(dim.as_str()) {
                         v.iter().cloned().collect()
                     } else {
-                        let dims: Vec<&str> = values.keys().copied().chain([SOURCE]).collect();
+                        // A series may not select the replicate (refused above): not offered there.
+                        let dims: Vec<&str> = values
+                            .keys()
+                            .copied()
+                            .filter(|d| field == "where" || *d != REPLICATE)
+                            .chain([SOURCE])
+                            .collect();
                         return Err(unknown(&at, &c.name, "dimension", dim, &dims));
                     };
                     let cond = Condition::parse(cond).map_err(|e| ParamError::field(&at, e, None))?;
