@@ -16,11 +16,12 @@ pub fn type_error(file: &SourceFile, node: &Node, field: &str, expected: &str) -
     ConfigError::at(file, node.origin.clone(), format!("`{field}` must be {expected}, found {}", node_text(node)), None)
 }
 
-/// A value as error messages quote it: numbers bare, strings quoted, anything else by its type.
+/// A value as error messages quote it: numbers bare (a float with its point: `3.0` where an
+/// integer is wanted read as `3`), strings quoted, anything else by its type.
 pub fn node_text(node: &Node) -> String {
     match &node.value {
         NodeValue::Int(i) => format!("{i}"),
-        NodeValue::Float(f) => format!("{f}"),
+        NodeValue::Float(f) => format!("{f:?}"),
         NodeValue::Str(s) => format!("\"{s}\""),
         other => other.type_name().to_string(),
     }
