@@ -51,41 +51,98 @@ pub fn apply_overrides(
         let origin = Origin::Override(index);
         let node = parse_override_value(&ov.value, index);
         let (last, parents) = ov.path.split_last().expect("FromStr guarantees two segments");
+        let shown = ov.path.join(".");
+        let fail = |message: String, help: Option<String>| ConfigError::at(file, origin.clone(), message, help);
         let mut table = &mut *doc;
         let mut walked = Vec::new();
         for seg in parents {
-            if creatable(&walked, seg) && !table.contains_key(seg) {
+            let (key, indices) = split_indices(seg).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+            if indices.is_empty() && creatable(&walked, key) && !table.contains_key(key) {
                 let empty = Node { value: NodeValue::Table(BTreeMap::new()), origin: origin.clone() };
-                table.insert(seg.clone(), Entry { key_origin: origin.clone(), node: empty });
+                table.insert(key.to_string(), Entry { key_origin: origin.clone(), node: empty });
             }
             let keys: Vec<String> = table.keys().cloned().collect();
-            let Some(entry) = table.get_mut(seg) else {
+            walked.push(key);
+            let Some(entry) = table.get_mut(key) else {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let help = did_you_mean_help(seg, &refs, format!("existing keys here: {}", refs.join(", ")));
-                walked.push(seg.as_str());
-                return Err(ConfigError::at(
-                    file,
-                    origin,
-                    format!("--set {}: there is no `{}` in the experiment file", ov.path.join("."), walked.join(".")),
+                let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
+                return Err(fail(
+                    format!("--set {shown}: there is no `{}` in the experiment file", walked.join(".")),
                     Some(help),
                 ));
             };
-            walked.push(seg.as_str());
-            let NodeValue::Table(inner) = &mut entry.node.value else {
-                return Err(ConfigError::at(
-                    file,
-                    origin,
-                    format!("--set {}: `{}` is not a table", ov.path.join("."), walked.join(".")),
-                    None,
-                ));
+            let node =
+                item(&mut entry.node, &indices, &walked).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+            let NodeValue::Table(inner) = &mut node.value else {
+                return Err(fail(format!("--set {shown}: `{}` is not a table", seg_path(&walked, &indices)), None));
             };
             table = inner;
         }
-        if let Some(old) = table.insert(last.clone(), Entry { key_origin: origin.clone(), node }) {
-            replaced.push(old.node.to_json());
-        }
+        let (key, indices) = split_indices(last).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+        let old = match indices.split_last() {
+            None => table.insert(key.to_string(), Entry { key_origin: origin.clone(), node }).map(|old| old.node),
+            // An item of an array: the array and the item must exist (`claims[0]` is not made).
+            Some((&at, outer)) => {
+                walked.push(key);
+                let Some(entry) = table.get_mut(key) else {
+                    return Err(fail(
+                        format!("--set {shown}: there is no `{}` in the experiment file", walked.join(".")),
+                        None,
+                    ));
+                };
+                let parent =
+                    item(&mut entry.node, outer, &walked).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+                let slot = item(parent, &[at], &[&seg_path(&walked, outer)])
+                    .map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+                Some(std::mem::replace(slot, node))
+            }
+        };
+        replaced.extend(old.map(|n| n.to_json()));
     }
     Ok(replaced)
+}
+
+/// `claims[0][1]` as `("claims", [0, 1])`: a key and the array indices after it.
+fn split_indices(seg: &str) -> Result<(&str, Vec<usize>), String> {
+    let Some(open) = seg.find('[') else { return Ok((seg, Vec::new())) };
+    let (key, mut rest) = seg.split_at(open);
+    let mut indices = Vec::new();
+    while !rest.is_empty() {
+        let index = rest
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .and_then(|(n, after)| n.parse::<usize>().ok().map(|n| (n, after)));
+        let Some((n, after)) = index else {
+            return Err(format!("`{seg}`: an index is a number in brackets after a key, as in `claims[0]`"));
+        };
+        indices.push(n);
+        rest = after;
+    }
+    if key.is_empty() {
+        return Err(format!("`{seg}`: an index follows the key of an array, as in `claims[0]`"));
+    }
+    Ok((key, indices))
+}
+
+/// The item of `node` at `indices`, one array level each; `walked` names `node` for messages.
+fn item<'a>(mut node: &'a mut Node, indices: &[usize], walked: &[&str]) -> Result<&'a mut Node, String> {
+    for (depth, &i) in indices.iter().enumerate() {
+        let here = seg_path(walked, &indices[..depth]);
+        let NodeValue::Array(items) = &mut node.value else {
+            return Err(format!("`{here}` is not an array, so `[{i}]` names nothing"));
+        };
+        let len = items.len();
+        node = items
+            .get_mut(i)
+            .ok_or_else(|| format!("`{here}` has {len} items, so `[{i}]` is past its end (the first is [0])"))?;
+    }
+    Ok(node)
+}
+
+/// `stages.v.claims[0]`: the keys walked, then the indices taken in the last.
+fn seg_path(walked: &[&str], indices: &[usize]) -> String {
+    let tail: String = indices.iter().map(|i| format!("[{i}]")).collect();
+    format!("{}{tail}", walked.join("."))
 }
 
 /// Tables that `--set` may create because they are optional settings, not names a typo could
@@ -117,6 +174,29 @@ mod tests {
         let mut doc = crate::config::source::parse_document(&file).map_err(|e| e.to_string())?;
         apply_overrides(&file, &mut doc, &[set.parse().unwrap()]).map_err(|e| e.to_string())?;
         Ok(doc["stages"].node.to_json())
+    }
+
+    /// `claims[0].margin` reaches a field of an array's table; an index past the end, into
+    /// something that is not an array, or malformed, is refused naming the path.
+    #[test]
+    fn an_index_reaches_into_an_array() {
+        let text = "[stages.v]\nop = \"claims\"\nk = [1, 2]\n[[stages.v.claims]]\nname = \"a\"\n[[stages.v.claims]]\nname = \"b\"\n";
+        let v = apply(text, "stages.v.claims[1].margin=2.5").unwrap();
+        assert_eq!(v["v"]["claims"][1]["margin"], 2.5, "{v}");
+        assert_eq!(v["v"]["claims"][1]["name"], "b", "{v}");
+        assert!(v["v"]["claims"][0].get("margin").is_none(), "{v}");
+        let v = apply(text, "stages.v.k[0]=7").unwrap();
+        assert_eq!(v["v"]["k"], serde_json::json!([7, 2]), "{v}");
+        let err = apply(text, "stages.v.claims[2].margin=1").unwrap_err();
+        assert!(err.contains("`stages.v.claims` has 2 items, so `[2]` is past its end"), "{err}");
+        let err = apply(text, "stages.v.op[0]=1").unwrap_err();
+        assert!(err.contains("`stages.v.op` is not an array"), "{err}");
+        let err = apply(text, "stages.v.claims[x].margin=1").unwrap_err();
+        assert!(err.contains("an index is a number in brackets"), "{err}");
+        let err = apply(text, "stages.v.claims[0]x.margin=1").unwrap_err();
+        assert!(err.contains("an index is a number in brackets"), "{err}");
+        let err = apply(text, "stages.v.k[0].margin=1").unwrap_err();
+        assert!(err.contains("`stages.v.k[0]` is not a table"), "{err}");
     }
 
     #[test]
