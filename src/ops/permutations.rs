@@ -1,5 +1,6 @@
-//! `permutations`: Jigsaw's permutation set as its own cached artifact, chosen by the greedy
-//! maximal-Hamming-distance procedure (see [`crate::selfsup::permutations`]).
+//! `permutations`: Jigsaw's permutation set as its own cached artifact, chosen by a greedy
+//! maximal-Hamming-distance procedure, the minimum-distance variant of Noroozi & Favaro's (see
+//! [`crate::selfsup::permutations`] for how it differs).
 //!
 //! The paper's Jigsaw (ResNet-50, Goyal et al.) uses P = 2000 on ImageNet; with a few thousand
 //! 28x28 images and a small trunk, 2000 classes leave one or two examples per class per epoch,
@@ -42,7 +43,7 @@ impl StageKind for PermutationSet {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "permutations",
         version: 1,
-        summary: "Jigsaw's P tile orders by the greedy maximal-Hamming-distance procedure (Noroozi & Favaro)",
+        summary: "Jigsaw's P tile orders by greedy maximal minimum Hamming distance (a variant of Noroozi & Favaro's)",
         inputs: &[],
         outputs: &[OutputSpec { name: "permutations", kind: Kind::Permutations, doc: "[P, 9] tile orders" }],
         metric_names: &[],
