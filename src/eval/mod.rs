@@ -120,4 +120,8 @@ pub struct ProbeResult {
     pub per_class_test_acc: Vec<f64>,
     /// Mean training cross-entropy of each epoch (measured during the epoch).
     pub loss_per_epoch: Vec<f64>,
+    /// Whether L-BFGS stopped at its iteration cap (`epochs`) short of its gradient tolerance:
+    /// the caller warns, naming the stage. Always false for SGD, which has no tolerance.
+    #[serde(default)]
+    pub capped: bool,
 }

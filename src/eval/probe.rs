@@ -198,6 +198,7 @@ pub(super) fn result(
         test_top5: (c > 5).then(|| test.top5 as f64 / m),
         per_class_test_acc,
         loss_per_epoch,
+        capped: false,
     }
 }
 

@@ -127,15 +127,12 @@ pub(super) fn lbfgs_probe(
         lbfgs::minimize(&mut p, &mut f, &settings, &mut after)
     };
     let Outcome { iterations, evaluations, stop } = outcome;
-    if stop == lbfgs::Stop::MaxIter {
-        tracing::warn!(iterations, "the L-BFGS probe reached its iteration cap (epochs) before its gradient tolerance");
-    } else {
-        tracing::debug!(iterations, evaluations, ?stop, "the L-BFGS probe converged");
-    }
+    tracing::debug!(iterations, evaluations, ?stop, "the L-BFGS probe stopped");
     obj.load(&p);
     let train = score(&obj.model, &st, train_x, train_y);
     let test = score(&obj.model, &st, test_x, test_y);
-    Ok((result(&train, &test, n, m, c, xent_per_iter), outcome))
+    let capped = stop == lbfgs::Stop::MaxIter;
+    Ok((ProbeResult { capped, ..result(&train, &test, n, m, c, xent_per_iter) }, outcome))
 }
 
 /// Train and test top-1 after every L-BFGS iteration of one run (for learning curves and the
@@ -216,6 +213,7 @@ mod tests {
         let data = ProbeData { train_x: &tx, train_y: &ty, test_x: &vx, test_y: &vy, d, num_classes: c };
         let (r, out) = lbfgs_probe(data, &cfg, &mut each).unwrap();
         assert_ne!(out.stop, lbfgs::Stop::MaxIter, "{out:?}");
+        assert!(!r.capped);
         assert_eq!(iters, out.iterations);
         assert_eq!(r.loss_per_epoch.len(), out.iterations);
         // The converged weights, for the objective value and its gradient.
@@ -250,6 +248,7 @@ mod tests {
         };
         let five = run(1, 5);
         assert_eq!((five.train_top1, five.test_top1), path[4], "a 5-iteration cap stops at iterate 5");
+        assert!(five.capped, "stopped by its cap, which the stage warns of");
         let bits = |r: &ProbeResult| r.loss_per_epoch.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let (a, b) = (run(1, 12), run(3, 12));
         assert_eq!(bits(&a), bits(&b));

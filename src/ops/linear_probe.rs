@@ -207,6 +207,13 @@ impl StageKind for LinearProbe {
             progress.message(&format!("loss {loss:.4}"));
         })?;
         progress.finish();
+        if result.capped {
+            tracing::warn!(
+                "{}: the L-BFGS probe reached its iteration cap (epochs = {}) before its gradient tolerance (tol)",
+                ctx.name,
+                p.epochs
+            );
+        }
         let mut m = Metrics::default();
         m.values.insert("top1".into(), result.test_top1 * 100.0);
         m.values.insert("train_top1".into(), result.train_top1 * 100.0);
