@@ -4719,6 +4719,35 @@ fn slurm_names_a_job_requeued_after_it_started() {
     assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
 }
 
+/// A job held in `SPECIAL_EXIT` (requeued and held, as an epilog does on some exit codes) is
+/// named requeued, then held, and waited for; it was taken for ended and its instance failed.
+#[test]
+fn slurm_waits_for_a_job_held_in_special_exit() {
+    if !slurm_up("slurm_special_exit") {
+        return;
+    }
+    let file = fixture("train_tiny.toml");
+    let long = ["--set", "stages.model.epochs=100000"];
+    let cache = tempfile::tempdir().unwrap();
+    let mut driver = spawn_slurm_driver(cache.path(), &file, &long);
+    let (lines, drain) = drain_stderr(&mut driver);
+    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
+    wait_for_line(&lines, &format!("model: job {} is running on ", job.1), "the driver never saw the job run");
+    let held = Command::new("scontrol").args(["requeuehold", "state=specialexit", &job.1]).output().unwrap();
+    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
+    wait_for_line(&lines, &format!("model: job {} is held (", job.1), "the hold was not named");
+    // Still waited for: the driver neither fails the instance nor ends.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(driver.try_wait().unwrap().is_none(), "the driver ended while the job was held");
+    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
+    let ended = driver.wait().unwrap();
+    let log = drain.join().unwrap();
+    let _ = Command::new("scancel").arg(&job.1).status();
+    assert_eq!(ended.code(), Some(130), "{log}");
+    assert!(!log.contains("failed"), "{log}");
+    assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
+}
+
 /// Makes `DIR/fetch.toml` (MNIST alone) and a `curl` in `DIR/bin` that writes its pid to the
 /// returned file and hangs; returns that file and a PATH that finds that `curl` first.
 fn hanging_curl(d: &Path) -> (PathBuf, String) {

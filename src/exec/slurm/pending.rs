@@ -80,8 +80,9 @@ impl Watch {
     /// false where the reason may be one partition's of several the job was offered to (then the
     /// job is only named).
     pub fn look(&mut self, state: &str, reason: &str, now: Instant, grace: Duration, may_cancel: bool) -> Look {
-        // A requeued job shows one of these (a hold flag is shown instead of `PENDING`).
-        let pending = matches!(state, "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED");
+        // A requeued job shows one of these (a hold flag is shown instead of `PENDING`);
+        // `SPECIAL_EXIT` is requeued and held, whatever reason the queue gives.
+        let pending = matches!(state, "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "SPECIAL_EXIT");
         // Each start and each requeue begins the pending history afresh.
         if pending && std::mem::take(&mut self.started) {
             *self = Watch::default();
@@ -91,7 +92,11 @@ impl Watch {
             *self = Watch { started: true, ..Watch::default() };
             return Look::Started;
         }
-        let class = if pending { classify(reason) } else { Pending::Waits };
+        let class = match state {
+            "SPECIAL_EXIT" => Pending::Held,
+            _ if pending => classify(reason),
+            _ => Pending::Waits,
+        };
         let hint = match class {
             Pending::Never(hint) => hint,
             Pending::Held => {
@@ -169,6 +174,12 @@ mod tests {
         assert_eq!(w.look("RUNNING", "None", at(7), grace, true), Look::Started);
         assert_eq!(w.look("REQUEUE_HOLD", "JobHeldAdmin", at(8), grace, true), Look::Requeued);
         assert_eq!(w.look("REQUEUE_HOLD", "JobHeldAdmin", at(9), grace, true), Look::Held);
+        // Held in `SPECIAL_EXIT` (the reason as Slurm 22 gives it): requeued, then a hold, once.
+        let special = "job requeued in held state";
+        assert_eq!(w.look("RUNNING", "None", at(10), grace, true), Look::Started);
+        assert_eq!(w.look("SPECIAL_EXIT", special, at(11), grace, true), Look::Requeued);
+        assert_eq!(w.look("SPECIAL_EXIT", special, at(12), grace, true), Look::Held);
+        assert_eq!(w.look("SPECIAL_EXIT", special, at(13), grace, true), Look::Quiet);
     }
 
     #[test]

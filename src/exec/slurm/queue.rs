@@ -24,6 +24,8 @@ impl QueueEntry {
 }
 
 /// Whether a Slurm job state means the job has not ended: any state but those that name an end.
+/// `SPECIAL_EXIT` is not one: the job was requeued and held (by an epilog, or `scontrol
+/// requeuehold state=specialexit`), and runs again once released.
 /// A state this cfrun does not know (a newer Slurm's) counts as live: a live job taken for ended
 /// would be reported failed or submitted twice, while an ended one taken for live is found ended
 /// once the queue forgets it.
@@ -39,7 +41,6 @@ pub fn is_active(state: &str) -> bool {
             | "BOOT_FAIL"
             | "DEADLINE"
             | "OUT_OF_MEMORY"
-            | "SPECIAL_EXIT"
             | "REVOKED"
     )
 }
@@ -238,7 +239,7 @@ mod tests {
         assert_eq!(m["12_1"], QueueEntry { state: "RUNNING".into(), node: "vm".into(), reason: "None".into() });
         assert_eq!((m["13"].node.as_str(), m["13"].reason.as_str()), ("", "PartitionConfig"));
         assert!(m["13"].active() && !m["12_0"].active());
-        for live in ["RUNNING", "COMPLETING", "REQUEUE_HOLD", "STOPPED", "A_STATE_OF_A_NEWER_SLURM"] {
+        for live in ["RUNNING", "COMPLETING", "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "A_STATE_OF_A_NEWER_SLURM"] {
             assert!(is_active(live), "{live}");
         }
         for ended in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"] {
