@@ -197,10 +197,11 @@ pub fn extract_taps(
 /// Appends the pooled rows of one batch's feature map to `out` (room for all `n` rows is
 /// reserved with the first batch); returns the feature dimension.
 fn pool_batch(fm: &Tensor, pool: Pool, n: usize, out: &mut Vec<f32>) -> Result<usize, NnError> {
-    // Clip maps (N, C, T, h, w): average pooling runs over time too; adaptive pooling and
-    // flattening keep time for `flatten` only (time is averaged before adaptive bins).
+    // Clip maps (N, C, T, h, w): average pooling runs over time too; of adaptive pooling (a
+    // budget's included) and flattening, only `flatten` keeps time: time is averaged before
+    // adaptive bins, which are spatial.
     let fm = match (fm.rank(), pool) {
-        (5, Pool::Adaptive(_)) => fm.mean(2)?,
+        (5, Pool::Adaptive(_) | Pool::Dim(_)) => fm.mean(2)?,
         (5, _) => {
             let (b, c, t, h, w) = fm.dims5()?;
             fm.reshape((b, c, t * h, w))?
@@ -274,5 +275,24 @@ mod tests {
         let mut out = Vec::new();
         Pool::Dim(4).apply(&map, 1, 3, 3, &mut out);
         assert_eq!(out, vec![2.0, 3.0, 5.0, 6.0], "the same bins as adaptive2");
+    }
+
+    /// On a clip's map time is averaged first and the bins are spatial, with a budget as with a
+    /// grid; with a budget they once ran over time and height stacked (halves of the clip).
+    #[test]
+    fn clip_maps_are_binned_in_space_after_averaging_time() {
+        let (c, t, h, w) = (2, 4, 2, 2);
+        let values: Vec<f32> = (0..c * t * h * w).map(|v| (v * v % 11) as f32).collect();
+        let fm = Tensor::from_vec(values, (1, c, t, h, w), &candle_core::Device::Cpu).unwrap();
+        let pooled = |pool: Pool| {
+            let mut out = Vec::new();
+            let dim = pool_batch(&fm, pool, 1, &mut out).unwrap();
+            (dim, out)
+        };
+        let reference: Vec<f32> = fm.mean(2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(pooled(Pool::Adaptive(2)), (c * h * w, reference.clone()));
+        assert_eq!(pooled(Pool::Dim(8)), (c * h * w, reference));
+        let (dim, flat) = pooled(Pool::Flatten);
+        assert_eq!((dim, flat.len()), (c * t * h * w, c * t * h * w), "flatten keeps time");
     }
 }

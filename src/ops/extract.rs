@@ -127,7 +127,9 @@ impl StageKind for Extract {
         //    otherwise (an Intel Xeon), whose cached results must not be served.
         // 7: `meta.json` no longer names the model's instance (a name outside the key, so a
         //    renamed stage was served the old name and a fresh cache made other bytes).
-        version: 7,
+        // 8: `pool = "dimN"` on clips averages time before its spatial bins, as `adaptiveN` does
+        //    (its rows were binned along time and height stacked).
+        version: 8,
         summary: "frozen features of a trained network at a tap (conv1, res2..res5), pooled, for both splits",
         inputs: &[
             MODEL,
