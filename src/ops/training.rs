@@ -233,7 +233,7 @@ pub struct OptimParams {
     #[serde(default = "defaults::momentum")]
     #[schemars(range(min = 0), extend("exclusiveMaximum" = 1))]
     pub momentum: f64,
-    /// L2 weight decay.
+    /// L2 weight decay, on convolution and linear weights only (not batch-norm scales and shifts, nor biases).
     #[serde(default = "defaults::weight_decay")]
     #[schemars(range(min = 0))]
     pub weight_decay: f64,
