@@ -1359,14 +1359,31 @@ fn a_claim_on_an_unwritten_metric_names_what_the_stages_wrote() {
     let file = fixture("claims_tiny.toml");
     let out = cfrun(cache.path(), &["--set", "stages.verdicts.metric=\"top5\"", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let said =
-        "metric `top5` will not be written by stage `clean`: top5 needs more than five classes; its labels have 4";
+    let said = "series a (source = clean) matches no instance; `clean` will not write `top5`: top5 needs more than \
+                five classes; its labels have 4";
     assert!(stderr(&out).contains(said), "{}", stderr(&out));
     let out = cfrun(cache.path(), &["--set", "stages.results.metrics=[\"top5\"]", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let said = "`metrics` names `top5`, which `clean` will not write: top5 needs more than five classes";
     assert!(stderr(&out).contains(said), "{}", stderr(&out));
     assert!(!cache.path().join("objects").exists(), "nothing ran");
+    // A claim on `top5` of probes of ten classes stands beside probes of four in the same stage.
+    let dir = tempfile::tempdir().unwrap();
+    let wide = "[stages.wide]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 10\nsize = 8\ntrain_size = 200\n\
+                test_size = 100\n\n[stages.wide_a]\nop = \"linear_probe\"\nfeatures = \"wide.images\"\n\
+                labels = \"wide.labels\"\n\n[stages.wide_b]\nop = \"linear_probe\"\nfeatures = \"wide.images\"\n\
+                labels = \"wide.labels\"\nepochs = 2\n\n[stages.verdicts]";
+    let claim = "\n[[stages.verdicts.claims]]\nname = \"wide\"\nstatement = \"more epochs\"\nmetric = \"top5\"\n\
+                 a = { source = \"wide_b\" }\nb = { source = \"wide_a\" }\nexpect = \"greater\"\n";
+    let text = std::fs::read_to_string(&file).unwrap().replacen("[stages.verdicts]", wide, 1).replacen(
+        "inputs = [\"clean.metrics\", \"noisy.metrics\", \"twin.metrics\"]",
+        "inputs = [\"clean.metrics\", \"noisy.metrics\", \"twin.metrics\", \"wide_a.metrics\", \"wide_b.metrics\"]",
+        1,
+    ) + claim;
+    let mixed = dir.path().join("mixed.toml");
+    std::fs::write(&mixed, text).unwrap();
+    let out = cfrun(cache.path(), &["status", mixed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(&file).unwrap().replacen(

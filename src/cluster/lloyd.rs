@@ -220,6 +220,9 @@ pub(super) fn split_empty(
         }
         counts[empty] = counts[donor] / 2;
         counts[donor] -= counts[empty];
+        // Half of a cluster of distinct rows, which it holds no label of yet: a donor for the
+        // next empty cluster as under faiss's rule, not passed over for want of rows.
+        distinct[empty] = Some(true);
         splits += 1;
     }
     splits

@@ -115,6 +115,31 @@ fn empty_cluster_is_split_from_largest() {
     }
 }
 
+/// Several clusters empty at once take the donors of faiss's rule (the largest, ties to the
+/// lowest index, a cluster re-seeded a moment ago included), all in one call.
+#[test]
+fn several_empty_clusters_take_faiss_donors() {
+    let x: Vec<f32> = (0..8).flat_map(|i| [i as f32, 1.0]).collect();
+    let points = super::data::Points::new(&x, 2, false, None);
+    let labels = vec![2u32; 8];
+    let mut centroids = vec![0.0, 0.0, 0.0, 0.0, 3.5, 1.0];
+    let splits = super::lloyd::split_empty(&mut centroids, vec![0, 0, 8], 2, &points, &labels);
+    assert_eq!(splits, 2);
+    // Cluster 0 split from 2 (8 rows), then cluster 1 from 0 (4 to 2's 4, the lower index).
+    let eps = 1.0 / 1024.0;
+    let c0 = [3.5 * (1.0 + eps) * (1.0 - eps), 1.0 * (1.0 - eps) * (1.0 + eps)];
+    assert_eq!(&centroids[2..4], &[3.5 * (1.0 + eps) * (1.0 + eps), 1.0 * (1.0 - eps) * (1.0 - eps)]);
+    assert_eq!(&centroids[0..2], &c0);
+    assert_eq!(&centroids[4..6], &[3.5 * (1.0 - eps), 1.0 * (1.0 + eps)]);
+    // Seven empty clusters and one of eight distinct rows: all seven re-seeded at once.
+    let mut centroids = vec![0.0; 16];
+    centroids[14..16].copy_from_slice(&[3.5, 1.0]);
+    let mut counts = vec![0; 8];
+    counts[7] = 8;
+    let labels = vec![7u32; 8];
+    assert_eq!(super::lloyd::split_empty(&mut centroids, counts, 2, &points, &labels), 7);
+}
+
 /// The largest cluster holds one point three times: splitting it would leave the empty
 /// cluster empty for good (both halves equally near every row), so the next one is split.
 #[test]

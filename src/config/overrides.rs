@@ -54,7 +54,10 @@ pub fn apply_overrides(
         let shown = ov.path.join(".");
         let fail = |message: String, help: Option<String>| ConfigError::at(file, origin.clone(), message, help);
         let mut table = &mut *doc;
-        let mut walked = Vec::new();
+        // The keys walked (for `creatable`), and the path as written up to here (for messages).
+        let (mut walked, mut prefix) = (Vec::new(), String::new());
+        let join =
+            |prefix: &str, seg: &str| if prefix.is_empty() { seg.to_string() } else { format!("{prefix}.{seg}") };
         for seg in parents {
             let (key, indices) = split_indices(seg).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
             if indices.is_empty() && creatable(&walked, key) && !table.contains_key(key) {
@@ -63,18 +66,17 @@ pub fn apply_overrides(
             }
             let keys: Vec<String> = table.keys().cloned().collect();
             walked.push(key);
+            let at_key = join(&prefix, key);
             let Some(entry) = table.get_mut(key) else {
                 let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                 let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
-                return Err(fail(
-                    format!("--set {shown}: there is no `{}` in the experiment file", walked.join(".")),
-                    Some(help),
-                ));
+                return Err(fail(format!("--set {shown}: there is no `{at_key}` in the experiment file"), Some(help)));
             };
             let node =
-                item(&mut entry.node, &indices, &walked).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+                item(&mut entry.node, &indices, &at_key).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+            prefix = join(&prefix, seg);
             let NodeValue::Table(inner) = &mut node.value else {
-                return Err(fail(format!("--set {shown}: `{}` is not a table", seg_path(&walked, &indices)), None));
+                return Err(fail(format!("--set {shown}: `{prefix}` is not a table"), None));
             };
             table = inner;
         }
@@ -83,16 +85,19 @@ pub fn apply_overrides(
             None => table.insert(key.to_string(), Entry { key_origin: origin.clone(), node }).map(|old| old.node),
             // An item of an array: the array and the item must exist (`claims[0]` is not made).
             Some((&at, outer)) => {
-                walked.push(key);
+                let at_key = join(&prefix, key);
+                let keys: Vec<String> = table.keys().cloned().collect();
                 let Some(entry) = table.get_mut(key) else {
+                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
                     return Err(fail(
-                        format!("--set {shown}: there is no `{}` in the experiment file", walked.join(".")),
-                        None,
+                        format!("--set {shown}: there is no `{at_key}` in the experiment file"),
+                        Some(help),
                     ));
                 };
                 let parent =
-                    item(&mut entry.node, outer, &walked).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
-                let slot = item(parent, &[at], &[&seg_path(&walked, outer)])
+                    item(&mut entry.node, outer, &at_key).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+                let slot = item(parent, &[at], &indexed(&at_key, outer))
                     .map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
                 Some(std::mem::replace(slot, node))
             }
@@ -111,6 +116,7 @@ fn split_indices(seg: &str) -> Result<(&str, Vec<usize>), String> {
         let index = rest
             .strip_prefix('[')
             .and_then(|r| r.split_once(']'))
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|(n, after)| n.parse::<usize>().ok().map(|n| (n, after)));
         let Some((n, after)) = index else {
             return Err(format!("`{seg}`: an index is a number in brackets after a key, as in `claims[0]`"));
@@ -124,10 +130,10 @@ fn split_indices(seg: &str) -> Result<(&str, Vec<usize>), String> {
     Ok((key, indices))
 }
 
-/// The item of `node` at `indices`, one array level each; `walked` names `node` for messages.
-fn item<'a>(mut node: &'a mut Node, indices: &[usize], walked: &[&str]) -> Result<&'a mut Node, String> {
+/// The item of `node` at `indices`, one array level each; `here` names `node` for messages.
+fn item<'a>(mut node: &'a mut Node, indices: &[usize], here: &str) -> Result<&'a mut Node, String> {
     for (depth, &i) in indices.iter().enumerate() {
-        let here = seg_path(walked, &indices[..depth]);
+        let here = indexed(here, &indices[..depth]);
         let NodeValue::Array(items) = &mut node.value else {
             return Err(format!("`{here}` is not an array, so `[{i}]` names nothing"));
         };
@@ -139,10 +145,10 @@ fn item<'a>(mut node: &'a mut Node, indices: &[usize], walked: &[&str]) -> Resul
     Ok(node)
 }
 
-/// `stages.v.claims[0]`: the keys walked, then the indices taken in the last.
-fn seg_path(walked: &[&str], indices: &[usize]) -> String {
+/// `stages.v.claims[0]`: a path, then indices.
+fn indexed(path: &str, indices: &[usize]) -> String {
     let tail: String = indices.iter().map(|i| format!("[{i}]")).collect();
-    format!("{}{tail}", walked.join("."))
+    format!("{path}{tail}")
 }
 
 /// Tables that `--set` may create because they are optional settings, not names a typo could
@@ -197,6 +203,12 @@ mod tests {
         assert!(err.contains("an index is a number in brackets"), "{err}");
         let err = apply(text, "stages.v.k[0].margin=1").unwrap_err();
         assert!(err.contains("`stages.v.k[0]` is not a table"), "{err}");
+        let err = apply(text, "stages.v.claims[0].name.x=1").unwrap_err();
+        assert!(err.contains("`stages.v.claims[0].name` is not a table"), "{err}");
+        let err = apply(text, "stages.v.claims[+1].name=1").unwrap_err();
+        assert!(err.contains("an index is a number in brackets"), "{err}");
+        let err = apply(text, "stages.v.claimz[0]=1").unwrap_err();
+        assert!(err.contains("there is no `stages.v.claimz`"), "{err}");
     }
 
     #[test]

@@ -118,25 +118,21 @@ impl StageKind for LinearProbe {
     const ALWAYS_WRITES: &'static [&'static str] = &["top1", "train_top1"];
 
     /// An L-BFGS probe's key holds its tolerance even when the default was taken, so a change of
-    /// that default could never serve an old result under the new meaning. What a solver does
-    /// not use is left out of its key (the SGD settings of an L-BFGS instance take their
-    /// defaults, an SGD instance has no `tol`): a sweep over the solver gives each instance the
-    /// settings of the other, and they would change its key and nothing else.
+    /// that default could never serve an old result under the new meaning. The other solver's
+    /// settings, which a sweep over the solver hands each instance, stay in its key although
+    /// they change nothing: left out, a sweep over both (`lr` with `solver`) would make
+    /// instances of one key, which the plan refuses.
     fn normalize(&self, raw: &serde_json::Value) -> Result<ProbeParams, ParamError> {
         let mut p = crate::config::params::typed::<ProbeParams>(raw)?;
-        match p.solver {
-            ProbeSolver::Lbfgs => {
-                p.tol.get_or_insert(ProbeConfig::default().tol);
-                (p.lr, p.momentum, p.batch_size) = (defaults::lr(), defaults::momentum(), defaults::batch_size());
-            }
-            ProbeSolver::Sgd => p.tol = None,
+        if p.solver == ProbeSolver::Lbfgs {
+            p.tol.get_or_insert(ProbeConfig::default().tol);
         }
         Ok(p)
     }
 
     /// The settings of the other solver, on a stage written with one, would do nothing but
     /// change the key. Read from the stage as written, before a sweep fills it in: a sweep over
-    /// the solver gives each instance the settings of the other (which its key leaves out).
+    /// the solver gives each instance the settings of the other, which it ignores.
     fn check_inputs(&self, raw: &serde_json::Value, _slots: &[&str]) -> Result<(), ParamError> {
         match raw.get("solver").map(|s| s.as_str()) {
             Some(Some("lbfgs")) => match ["lr", "momentum", "batch_size"].into_iter().find(|f| raw.get(f).is_some()) {
@@ -252,11 +248,13 @@ mod tests {
         assert_eq!((lbfgs["solver"].as_str(), lbfgs["tol"].as_f64()), (Some("lbfgs"), Some(f64::from(1e-4f32))));
         let err = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "lbfgs", "tol": -1.0})).unwrap_err();
         assert_eq!(err.path, "tol");
-        // What a solver does not use is out of its key: a sweep over the solver hands each
-        // instance the other's settings.
-        let swept = json!({"seed": 0, "solver": "lbfgs", "lr": 0.3, "momentum": 0.5, "batch_size": 64});
-        assert_eq!(Op::normalize(&LinearProbe, &swept).unwrap(), lbfgs);
-        assert_eq!(Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "sgd", "tol": 1e-3})).unwrap(), sgd);
+        // A sweep over the solver hands each instance the other's settings: they stay in its
+        // key, so that a sweep over them too makes instances of distinct keys.
+        let swept = |lr: f64| json!({"seed": 0, "solver": "lbfgs", "lr": lr});
+        let keys = [0.05, 0.2].map(|lr| Op::normalize(&LinearProbe, &swept(lr)).unwrap());
+        assert_ne!(keys[0], keys[1]);
+        let tol = Op::normalize(&LinearProbe, &json!({"seed": 0, "solver": "sgd", "tol": 1e-3})).unwrap();
+        assert_ne!(tol, sgd);
     }
 
     /// SGD settings are refused on a stage written as L-BFGS, not on a sweep over the solver

@@ -101,25 +101,27 @@ impl StageKind for Claims {
                             Some(format!("leave `{REPLICATE}` out of the series (`where` may narrow the replicates)")),
                         ));
                     }
-                    let paired_at = if c.along.as_deref() == Some(dim.as_str()) {
+                    // `along` only where the claim reads it: a stray one is refused as such.
+                    let along = c.along.as_deref().filter(|_| c.kind == ClaimKind::Trend);
+                    let paired_at = if along == Some(dim.as_str()) {
                         Some("along")
                     } else {
                         c.each.contains(dim).then_some("each")
                     };
                     if let Some(how) = paired_at.filter(|_| !matches!(field.as_str(), "where" | "in" | "than")) {
-                        // The series are paired at each value of that dimension: one fixed at a
-                        // single value matches nothing at the others.
+                        // The series are paired at each value of that dimension: one narrowed to
+                        // some of its values matches nothing at the others.
                         return Err(ParamError::field(
                             &at,
                             format!(
-                                "claim `{}`: `{at}` fixes `{dim}`, which the claim compares at each value of \
-                                     (`{how}`): the series are paired at each `{dim}`, so this one would match \
-                                     nothing at the others",
+                                "claim `{}`: `{at}` selects `{dim}`, which the claim compares at each value of \
+                                 (`{how}`): the series are paired at each `{dim}`, so this one would match \
+                                 nothing at the others",
                                 c.name
                             ),
                             Some(format!(
-                                "leave `{dim}` out of `{field}`; to compare with a baseline at one `{dim}`, give \
-                                     the baseline a stage without the `{dim}` axis"
+                                "leave `{dim}` out of `{field}` (`where` narrows it for every series); to compare \
+                                 with a baseline at one `{dim}`, give the baseline a stage without the `{dim}` axis"
                             )),
                         ));
                     }
@@ -183,8 +185,18 @@ impl StageKind for Claims {
                     return Err(unknown(&format!("claims[{i}].{field}"), &c.name, "axis", dim, &dims));
                 }
             }
-            // Dry run on the gathered instances' coordinates: every comparison must find its pairs.
+            // Dry run on the coordinates of the gathered instances that will write the claim's
+            // metric (a probe of five classes writes no `top5`): every comparison must find its
+            // pairs.
             let claim = c.to_claim(i)?;
+            let silent: Vec<(&str, &str)> =
+                gathered.iter().filter_map(|g| g.unwritten_because(metric).map(|why| (g.stage, why))).collect();
+            let obs: std::borrow::Cow<'_, [Observation]> = if silent.is_empty() {
+                std::borrow::Cow::Borrowed(&obs)
+            } else {
+                let writing = gathered.iter().zip(obs.iter()).filter(|(g, _)| g.unwritten_because(metric).is_none());
+                std::borrow::Cow::Owned(writing.map(|(_, o)| o.clone()).collect())
+            };
             if let stats::Shape::Contrast { inside, than, .. } = &claim.shape {
                 // A cell in both slices would be counted on both sides of the gap it measures.
                 if let Some(both) =
@@ -221,7 +233,13 @@ impl StageKind for Claims {
                 let trial = Claim { scope, ..claim.clone() };
                 stats::evaluate(&trial, subset).map_err(|e| {
                     let case = if case.is_empty() { String::new() } else { format!(" ({case})") };
-                    ParamError::field(&format!("claims[{i}]"), format!("claim `{}`{case}: {e}", c.name), None)
+                    let why = match (&e, silent.first()) {
+                        (stats::ClaimError::NoMatch { .. }, Some((stage, why))) => {
+                            format!("; `{stage}` will not write `{metric}`: {why}")
+                        }
+                        _ => String::new(),
+                    };
+                    ParamError::field(&format!("claims[{i}]"), format!("claim `{}`{case}: {e}{why}", c.name), None)
                 })?;
             }
         }
@@ -325,9 +343,6 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
     for g in gathered {
         if let Some(slot) = g.lacks_input_for(metric) {
             return Err(format!("metric `{metric}` is written by stage `{}` only with its `{slot}` input", g.stage));
-        }
-        if let Some(why) = g.unwritten_because(metric) {
-            return Err(format!("metric `{metric}` will not be written by stage `{}`: {why}", g.stage));
         }
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
