@@ -1384,6 +1384,12 @@ fn a_claim_on_an_unwritten_metric_names_what_the_stages_wrote() {
     std::fs::write(&mixed, text).unwrap();
     let out = cfrun(cache.path(), &["status", mixed.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A table of `top5` over both: the probe of four classes would have no cell, and is named why.
+    let both = ["--set", "stages.results.inputs=[\"clean.metrics\", \"wide_a.metrics\"]"];
+    let top5 = ["--set", "stages.results.metrics=[\"top5\"]"];
+    let out = cfrun(cache.path(), &[&both[..], &top5[..], &["status", mixed.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`metrics` names `top5`, which `clean` will not write"), "{}", stderr(&out));
 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(&file).unwrap().replacen(

@@ -332,6 +332,13 @@ pub fn check_metrics(field: &str, metrics: &[String], gathered: &[Gathered<'_>])
     if let Some((metric, slot)) = lacked {
         return Err(lacks_input(field, metric, silent, slot));
     }
+    let unwritten_here = gathered
+        .iter()
+        .filter(|g| g.stage == silent)
+        .find_map(|g| metrics.iter().find_map(|m| g.unwritten_because(m).map(|why| (m, why))));
+    if let Some((metric, why)) = unwritten_here {
+        return Err(unwritten(field, metric, silent, why));
+    }
     let writes: BTreeSet<&str> =
         gathered.iter().filter(|g| g.stage == silent).flat_map(Gathered::metric_names).collect();
     Err(ParamError::field(
