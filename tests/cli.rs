@@ -4717,6 +4717,40 @@ fn a_download_dies_with_a_cfrun_killed_outright() {
     gone_within_10_s(&curl_pid, "the downloader outlived a cfrun killed outright");
 }
 
+/// A Slurm driver on a training of 100,000 epochs, once it has seen the training's job run:
+/// the driver, its stderr's lines and the thread that gathers them, and the job's id.
+struct RunningJob {
+    driver: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    drain: std::thread::JoinHandle<String>,
+    id: String,
+}
+
+fn slurm_training_running(cache: &Path) -> RunningJob {
+    let file = fixture("train_tiny.toml");
+    let mut driver = spawn_slurm_driver(cache, &file, &["--set", "stages.model.epochs=100000"]);
+    let (lines, drain) = drain_stderr(&mut driver);
+    let (_, id) = wait_for(60, "the training job", || claimed_jobs(cache).into_iter().find(|(i, _)| i == "model"));
+    wait_for_line(&lines, &format!("model: job {id} is running on "), "the driver never saw the job run");
+    RunningJob { driver, lines, drain, id }
+}
+
+impl RunningJob {
+    /// Runs `scontrol ARGS JOB`, which must succeed.
+    fn scontrol(&self, args: &[&str]) {
+        let out = Command::new("scontrol").args(args).arg(&self.id).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Interrupts the driver: its exit code and its whole log.
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        assert!(Command::new("kill").args(["-INT", &self.driver.id().to_string()]).status().unwrap().success());
+        let ended = self.driver.wait().unwrap();
+        let _ = Command::new("scancel").arg(&self.id).status();
+        (ended.code(), self.drain.join().unwrap())
+    }
+}
+
 /// A job put back in the queue after it started (a node that went down, a preemption; here
 /// `scontrol requeue`) is named, instead of the driver waiting on it without a word.
 #[test]
@@ -4724,22 +4758,14 @@ fn slurm_names_a_job_requeued_after_it_started() {
     if !slurm_up("slurm_requeued") {
         return;
     }
-    let file = fixture("train_tiny.toml");
-    let long = ["--set", "stages.model.epochs=100000"];
     let cache = tempfile::tempdir().unwrap();
-    let mut driver = spawn_slurm_driver(cache.path(), &file, &long);
-    let (lines, drain) = drain_stderr(&mut driver);
-    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
-    // The driver must have seen it running before the requeue.
-    wait_for_line(&lines, &format!("model: job {} is running on ", job.1), "the driver never saw the job run");
-    let requeued = Command::new("scontrol").args(["requeue", &job.1]).output().unwrap();
-    assert!(requeued.status.success(), "{}", String::from_utf8_lossy(&requeued.stderr));
-    wait_for_line(&lines, "is back in the queue after it had started", "the requeue was not named");
-    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
-    let ended = driver.wait().unwrap();
-    let log = drain.join().unwrap();
-    assert_eq!(ended.code(), Some(130), "{log}");
-    assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
+    let job = slurm_training_running(cache.path());
+    job.scontrol(&["requeue"]);
+    wait_for_line(&job.lines, "is back in the queue after it had started", "the requeue was not named");
+    let id = job.id.clone();
+    let (code, log) = job.interrupt();
+    assert_eq!(code, Some(130), "{log}");
+    assert_eq!(log.matches(&format!("job {id} is back in the queue")).count(), 1, "{log}");
 }
 
 /// A job held in `SPECIAL_EXIT` (requeued and held, as an epilog does on some exit codes) is
@@ -4749,26 +4775,18 @@ fn slurm_waits_for_a_job_held_in_special_exit() {
     if !slurm_up("slurm_special_exit") {
         return;
     }
-    let file = fixture("train_tiny.toml");
-    let long = ["--set", "stages.model.epochs=100000"];
     let cache = tempfile::tempdir().unwrap();
-    let mut driver = spawn_slurm_driver(cache.path(), &file, &long);
-    let (lines, drain) = drain_stderr(&mut driver);
-    let job = wait_for(60, "the training job", || claimed_jobs(cache.path()).into_iter().find(|(i, _)| i == "model"));
-    wait_for_line(&lines, &format!("model: job {} is running on ", job.1), "the driver never saw the job run");
-    let held = Command::new("scontrol").args(["requeuehold", "state=specialexit", &job.1]).output().unwrap();
-    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
-    wait_for_line(&lines, &format!("model: job {} is held (", job.1), "the hold was not named");
+    let mut job = slurm_training_running(cache.path());
+    job.scontrol(&["requeuehold", "state=specialexit"]);
+    wait_for_line(&job.lines, &format!("model: job {} is held (", job.id), "the hold was not named");
     // Still waited for: the driver neither fails the instance nor ends.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(driver.try_wait().unwrap().is_none(), "the driver ended while the job was held");
-    assert!(Command::new("kill").args(["-INT", &driver.id().to_string()]).status().unwrap().success());
-    let ended = driver.wait().unwrap();
-    let log = drain.join().unwrap();
-    let _ = Command::new("scancel").arg(&job.1).status();
-    assert_eq!(ended.code(), Some(130), "{log}");
+    assert!(job.driver.try_wait().unwrap().is_none(), "the driver ended while the job was held");
+    let id = job.id.clone();
+    let (code, log) = job.interrupt();
+    assert_eq!(code, Some(130), "{log}");
     assert!(!log.contains("failed"), "{log}");
-    assert_eq!(log.matches(&format!("job {} is back in the queue", job.1)).count(), 1, "{log}");
+    assert_eq!(log.matches(&format!("job {id} is back in the queue")).count(), 1, "{log}");
 }
 
 /// Makes `DIR/fetch.toml` (MNIST alone) and a `curl` in `DIR/bin` that writes its pid to the
