@@ -50,8 +50,8 @@ pub struct R2Plus1DConfig {
     pub widths: [usize; 4],
     /// Blocks in res2..res5.
     pub blocks: [usize; 4],
-    /// Temporal stride of the first block of res2..res5 (1 or 2; 2 is skipped when fewer than 2
-    /// frames are left).
+    /// Temporal stride of the first block of res2..res5 (1 or 2; 2 is skipped where the frames
+    /// left are fewer than 2 or odd).
     pub temporal_strides: [usize; 4],
     /// Frames per temporal convolution (odd).
     pub temporal_kernel: usize,

@@ -296,7 +296,7 @@ fn shallower_siblings(params: &Json, tap: Tap, siblings: &[Json]) -> Vec<(Tap, S
 }
 
 /// First frames of `count` crops of `len` frames spread uniformly over `frames` frames.
-fn crop_offsets(frames: usize, len: usize, count: usize) -> Vec<usize> {
+pub(super) fn crop_offsets(frames: usize, len: usize, count: usize) -> Vec<usize> {
     let room = frames - len;
     if count == 1 || room == 0 {
         return vec![room / 2; if room == 0 { 1 } else { count }];
