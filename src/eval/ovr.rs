@@ -3,7 +3,8 @@
 //! feature) on standardised frozen features; the cost C chosen per class from a grid by k-fold
 //! cross-validation on the train split (highest mean fold AP, the smaller C on ties); refitted
 //! on the whole train split with that C and scored on the test split by AP; mAP is the mean
-//! over classes with a positive test example.
+//! over classes with a positive example in both splits (a class without a training positive
+//! gets no classifier, so no AP).
 //!
 //! The solver is dual coordinate descent (Hsieh et al. 2008, Alg. 1), visiting examples in a
 //! seeded order each pass and stopping when the largest projected gradient falls below `tol`.
@@ -38,9 +39,9 @@ pub struct OvrConfig {
 /// What the probe measured; APs are fractions in [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OvrResult {
-    /// Mean of `test_ap` over classes with a positive test example.
+    /// Mean of `test_ap` over the classes that have one.
     pub map: f64,
-    /// Test AP per class (`None`: no positive test example).
+    /// Test AP per class (`None`: no positive test example, or none in train to fit on).
     pub test_ap: Vec<Option<f64>>,
     /// Train-split AP per class of the refitted classifier.
     pub train_ap: Vec<Option<f64>>,
