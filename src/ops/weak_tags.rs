@@ -134,7 +134,7 @@ impl StageKind for WeakTags {
             OutputSpec {
                 name: "labels",
                 kind: Kind::Labels,
-                doc: "tag sets per image (ids = tags; one representative tag as the single label)",
+                doc: "tag sets per image (ids = tags; its lowest tag id as the single label, which may be a non-visual tag)",
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "the rates drawn, tags per image, vocabulary" },
         ],
