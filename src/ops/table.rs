@@ -159,7 +159,7 @@ fn check_paper(p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamEr
     }
     for (i, cell) in p.paper.iter().enumerate() {
         for (field, got, valid) in [("row", &cell.row, &rows), ("column", &cell.column, &columns)] {
-            if valid.contains(got) {
+            if valid.iter().any(|label| report::same_label(label, got)) {
                 continue;
             }
             let valid: Vec<&str> = valid.iter().map(String::as_str).collect();

@@ -31,7 +31,7 @@ pub use figure::{render_figure, render_plot, RenderedFigure, PNG_SCALE};
 pub use plot::{FigureAxes, PlotSpec};
 pub use scene::xml_escape;
 pub(crate) use table::csv_line;
-pub use table::{caption, cell_labels, render_table, PaperRef, RenderedTable, TableSpec};
+pub use table::{caption, cell_labels, render_table, same_label, PaperRef, RenderedTable, TableSpec};
 
 /// `title: ` before a message, or nothing for an untitled table or figure.
 fn titled(title: &str) -> String {

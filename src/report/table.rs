@@ -50,6 +50,21 @@ pub struct PaperRef {
     pub value: f64,
 }
 
+/// Whether two labels name one cell: the same words, numbers compared by value (`base=10.0` is
+/// the table's `base=10`, `k=250.0` its `k=250`).
+pub fn same_label(a: &str, b: &str) -> bool {
+    let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<String>>();
+    let (a, b) = (words(a), words(b));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| match (x.split_once('='), y.split_once('=')) {
+            (Some((dx, vx)), Some((dy, vy))) if dx == dy => match (vx.parse::<f64>(), vy.parse::<f64>()) {
+                (Ok(p), Ok(q)) => p == q,
+                _ => vx == vy,
+            },
+            _ => x == y,
+        })
+}
+
 /// The row and column labels a record takes in a table laid out by `rows` and `columns` (the
 /// metric's name where there is no column dimension): what a [`PaperRef`] names.
 pub fn cell_labels(record: &Record, rows: &[String], columns: &[String], metric: &str) -> (String, String) {
@@ -144,8 +159,8 @@ impl Grid {
         let mut col_has_paper = vec![false; col_keys.len()];
         let mut unmatched_paper = Vec::new();
         for p in &spec.paper {
-            let ri = row_labels.iter().position(|l| *l == p.row);
-            let ci = col_labels.iter().position(|l| *l == p.column);
+            let ri = row_labels.iter().position(|l| same_label(l, &p.row));
+            let ci = col_labels.iter().position(|l| same_label(l, &p.column));
             match (ri, ci) {
                 (Some(ri), Some(ci)) => {
                     if cells[ri][ci].paper.is_some() {
@@ -396,6 +411,24 @@ mod tests {
             rec("N_cf", &[("p", i(10)), ("k", i(10))], 60.0),
             rec("N_cf, \"x\"", &[("p", i(250))], 1.0),
         ]
+    }
+
+    /// A paper value's labels match the table's with numbers compared by value: `k=250.0` is
+    /// the cell the table labels `k=250` (it was refused, though the number is the same).
+    #[test]
+    fn a_paper_label_matches_numbers_by_value() {
+        assert!(same_label("N_cf k=250", "N_cf k=250.0"));
+        assert!(same_label("base=10", "base=10.0"));
+        assert!(same_label("lr=0.1", "lr=0.10"));
+        assert!(!same_label("lr=0.1", "lr=0.2"));
+        assert!(!same_label("N_cf k=250", "N_pre k=250"));
+        assert!(!same_label("k=250", "p=250"));
+        assert!(!same_label("N_cf", "N_cf k=250"));
+        assert!(!same_label("m=x", "m=y"));
+        let mut s = spec();
+        s.paper = vec![PaperRef { row: "N_cf k=250.0".into(), column: "p=50.0".into(), value: 57.25 }];
+        let t = render_table(&records(), &s).unwrap();
+        assert!(t.markdown.contains("55.5 (paper 57.2)"), "{}", t.markdown);
     }
 
     #[test]
