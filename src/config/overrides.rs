@@ -52,59 +52,62 @@ pub fn apply_overrides(
         let node = parse_override_value(&ov.value, index);
         let (last, parents) = ov.path.split_last().expect("FromStr guarantees two segments");
         let shown = ov.path.join(".");
-        let fail = |message: String, help: Option<String>| ConfigError::at(file, origin.clone(), message, help);
+        let fail = |why: String, help: Option<String>| {
+            ConfigError::at(file, origin.clone(), format!("--set {shown}: {why}"), help)
+        };
+        let plain = |why: String| fail(why, None);
+        let missing = |(why, help): (String, String)| fail(why, Some(help));
         let mut table = &mut *doc;
         // The keys walked (for `creatable`), and the path as written up to here (for messages).
         let (mut walked, mut prefix) = (Vec::new(), String::new());
         let join =
             |prefix: &str, seg: &str| if prefix.is_empty() { seg.to_string() } else { format!("{prefix}.{seg}") };
         for seg in parents {
-            let (key, indices) = split_indices(seg).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+            let (key, indices) = split_indices(seg).map_err(plain)?;
             if indices.is_empty() && creatable(&walked, key) && !table.contains_key(key) {
                 let empty = Node { value: NodeValue::Table(BTreeMap::new()), origin: origin.clone() };
                 table.insert(key.to_string(), Entry { key_origin: origin.clone(), node: empty });
             }
-            let keys: Vec<String> = table.keys().cloned().collect();
             walked.push(key);
             let at_key = join(&prefix, key);
-            let Some(entry) = table.get_mut(key) else {
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
-                return Err(fail(format!("--set {shown}: there is no `{at_key}` in the experiment file"), Some(help)));
-            };
-            let node =
-                item(&mut entry.node, &indices, &at_key).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+            let entry = existing(table, key, &at_key).map_err(missing)?;
+            let node = item(&mut entry.node, &indices, &at_key).map_err(plain)?;
             prefix = join(&prefix, seg);
             let NodeValue::Table(inner) = &mut node.value else {
-                return Err(fail(format!("--set {shown}: `{prefix}` is not a table"), None));
+                return Err(plain(format!("`{prefix}` is not a table")));
             };
             table = inner;
         }
-        let (key, indices) = split_indices(last).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+        let (key, indices) = split_indices(last).map_err(plain)?;
         let old = match indices.split_last() {
             None => table.insert(key.to_string(), Entry { key_origin: origin.clone(), node }).map(|old| old.node),
             // An item of an array: the array and the item must exist (`claims[0]` is not made).
             Some((&at, outer)) => {
                 let at_key = join(&prefix, key);
-                let keys: Vec<String> = table.keys().cloned().collect();
-                let Some(entry) = table.get_mut(key) else {
-                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                    let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
-                    return Err(fail(
-                        format!("--set {shown}: there is no `{at_key}` in the experiment file"),
-                        Some(help),
-                    ));
-                };
-                let parent =
-                    item(&mut entry.node, outer, &at_key).map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
-                let slot = item(parent, &[at], &indexed(&at_key, outer))
-                    .map_err(|why| fail(format!("--set {shown}: {why}"), None))?;
+                let entry = existing(table, key, &at_key).map_err(missing)?;
+                let parent = item(&mut entry.node, outer, &at_key).map_err(plain)?;
+                let slot = item(parent, &[at], &indexed(&at_key, outer)).map_err(plain)?;
                 Some(std::mem::replace(slot, node))
             }
         };
         replaced.extend(old.map(|n| n.to_json()));
     }
     Ok(replaced)
+}
+
+/// The entry `key` of `table` (named `at_key` in messages), or why there is none and the keys
+/// there are.
+fn existing<'a>(
+    table: &'a mut BTreeMap<String, Entry>,
+    key: &str,
+    at_key: &str,
+) -> Result<&'a mut Entry, (String, String)> {
+    if !table.contains_key(key) {
+        let refs: Vec<&str> = table.keys().map(String::as_str).collect();
+        let help = did_you_mean_help(key, &refs, format!("existing keys here: {}", refs.join(", ")));
+        return Err((format!("there is no `{at_key}` in the experiment file"), help));
+    }
+    Ok(table.get_mut(key).expect("just looked up"))
 }
 
 /// `claims[0][1]` as `("claims", [0, 1])`: a key and the array indices after it.
@@ -193,22 +196,19 @@ mod tests {
         assert!(v["v"]["claims"][0].get("margin").is_none(), "{v}");
         let v = apply(text, "stages.v.k[0]=7").unwrap();
         assert_eq!(v["v"]["k"], serde_json::json!([7, 2]), "{v}");
-        let err = apply(text, "stages.v.claims[2].margin=1").unwrap_err();
-        assert!(err.contains("`stages.v.claims` has 2 items, so `[2]` is past its end"), "{err}");
-        let err = apply(text, "stages.v.op[0]=1").unwrap_err();
-        assert!(err.contains("`stages.v.op` is not an array"), "{err}");
-        let err = apply(text, "stages.v.claims[x].margin=1").unwrap_err();
-        assert!(err.contains("an index is a number in brackets"), "{err}");
-        let err = apply(text, "stages.v.claims[0]x.margin=1").unwrap_err();
-        assert!(err.contains("an index is a number in brackets"), "{err}");
-        let err = apply(text, "stages.v.k[0].margin=1").unwrap_err();
-        assert!(err.contains("`stages.v.k[0]` is not a table"), "{err}");
-        let err = apply(text, "stages.v.claims[0].name.x=1").unwrap_err();
-        assert!(err.contains("`stages.v.claims[0].name` is not a table"), "{err}");
-        let err = apply(text, "stages.v.claims[+1].name=1").unwrap_err();
-        assert!(err.contains("an index is a number in brackets"), "{err}");
-        let err = apply(text, "stages.v.claimz[0]=1").unwrap_err();
-        assert!(err.contains("there is no `stages.v.claimz`"), "{err}");
+        for (set, said) in [
+            ("stages.v.claims[2].margin=1", "`stages.v.claims` has 2 items, so `[2]` is past its end"),
+            ("stages.v.op[0]=1", "`stages.v.op` is not an array"),
+            ("stages.v.claims[x].margin=1", "an index is a number in brackets"),
+            ("stages.v.claims[0]x.margin=1", "an index is a number in brackets"),
+            ("stages.v.k[0].margin=1", "`stages.v.k[0]` is not a table"),
+            ("stages.v.claims[0].name.x=1", "`stages.v.claims[0].name` is not a table"),
+            ("stages.v.claims[+1].name=1", "an index is a number in brackets"),
+            ("stages.v.claimz[0]=1", "there is no `stages.v.claimz`"),
+        ] {
+            let err = apply(text, set).unwrap_err();
+            assert!(err.contains(said), "{set}: {err}");
+        }
     }
 
     #[test]

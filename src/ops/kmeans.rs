@@ -36,6 +36,21 @@ pub struct KMeansParams {
     pub seed: u64,
 }
 
+impl KMeansParams {
+    /// The clustering these parameters ask for, with `k` clusters seeded by `seed` (a share of
+    /// `k` and a seed of its own per label in `per_label_kmeans`).
+    pub fn config(&self, k: usize, seed: u64) -> KMeansConfig {
+        KMeansConfig {
+            k,
+            iterations: self.iterations,
+            init: self.init.into(),
+            seed,
+            normalize: self.normalize,
+            max_points_per_centroid: self.max_points_per_centroid,
+        }
+    }
+}
+
 fn default_iterations() -> usize {
     20
 }
@@ -191,14 +206,7 @@ impl StageKind for KMeans {
                 p.k
             )));
         }
-        let cfg = KMeansConfig {
-            k: p.k,
-            iterations: p.iterations,
-            init: p.init.into(),
-            seed: p.seed,
-            normalize: p.normalize,
-            max_points_per_centroid: p.max_points_per_centroid,
-        };
+        let cfg = p.config(p.k, p.seed);
         ctx.progress.begin("iterations", p.iterations as u64);
         let progress = ctx.progress;
         // On a GPU the Lloyd iterations run there; on the CPU this is the CPU kernels' own path.

@@ -10,7 +10,7 @@ use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::kmeans::{truth_metrics, KMeansParams, TRUTH_INPUT, TRUTH_METRICS};
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
-use crate::cluster::{self, KMeansConfig};
+use crate::cluster;
 use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{ParamError, Params};
 use crate::rng::derive_seed;
@@ -140,14 +140,7 @@ fn cluster_each_label(
     let (mut offset, mut inertia) = (0u32, 0.0);
     for (l, &kl) in ks.iter().enumerate() {
         if kl >= 2 {
-            let cfg = KMeansConfig {
-                k: kl,
-                iterations: p.iterations,
-                init: p.init.into(),
-                seed: derive_seed(p.seed, "label", l as u64),
-                normalize: p.normalize,
-                max_points_per_centroid: p.max_points_per_centroid,
-            };
+            let cfg = p.config(kl, derive_seed(p.seed, "label", l as u64));
             let train_rows = rows(splits[0], d, &members[0][l]);
             let model = cluster::fit(&train_rows, members[0][l].len(), d, &cfg, &mut |_, _| {})?;
             for (s, x) in splits.into_iter().enumerate() {
