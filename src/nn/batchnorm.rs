@@ -37,6 +37,22 @@ pub struct BatchNorm {
     running_var: Var,
 }
 
+/// Refuses a train-mode batch with one value per channel (a batch of one example reaching a
+/// 1 x 1 map), as PyTorch does: its variance is 0, so the layer outputs beta alone, and the
+/// running variance would be pulled towards 0, inflating every later eval-mode activation.
+fn refuse_single_values(x: &Tensor) -> Result<()> {
+    let dims = x.dims();
+    let channels = dims.get(1).copied().unwrap_or(0).max(1);
+    if x.elem_count() / channels > 1 {
+        return Ok(());
+    }
+    Err(candle_core::Error::Msg(format!(
+        "batch norm in train mode needs more than one value per channel, got input of shape {dims:?} \
+         (a batch of one example at a 1 x 1 map): choose a batch_size that leaves no batch of one \
+         example (the last batch of an epoch holds what is left over)"
+    )))
+}
+
 impl BatchNorm {
     /// Creates (or fetches from `vb`) gamma = 1, beta = 0, running mean 0 and running var 1.
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
@@ -50,6 +66,7 @@ impl BatchNorm {
     /// `act(bn(x) + residual)`; in train mode this also updates the running statistics.
     pub fn forward_act(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, train: bool) -> Result<Tensor> {
         if train {
+            refuse_single_values(x)?;
             super::layer_log::note(|| super::layer_log::LayerCall::Norm {
                 x: x.dims().to_vec(),
                 residual: residual.is_some(),
@@ -458,6 +475,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One value per channel in train mode is refused (its variance is 0) and leaves the running
+    /// statistics as they were; two values, or eval mode, are fine.
+    #[test]
+    fn one_value_per_channel_is_refused_in_train_mode_only() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let bn = BatchNorm::new(3, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let one = Tensor::from_vec(vec![1f32, 2., 3.], (1, 3, 1, 1), &dev).unwrap();
+        let err = bn.forward_act(&one, None, true, true).unwrap_err().to_string();
+        assert!(err.contains("more than one value per channel") && err.contains("[1, 3, 1, 1]"), "{err}");
+        assert_eq!(bn.running_var.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0; 3]);
+        assert!(bn.forward_act(&one, None, true, false).is_ok());
+        let two = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (2, 3, 1, 1), &dev).unwrap();
+        assert!(bn.forward_act(&two, None, true, true).is_ok());
+        let map = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (1, 3, 1, 2), &dev).unwrap();
+        assert!(bn.forward_act(&map, None, true, true).is_ok());
     }
 
     /// Train mode: per-channel output mean = beta and variance = gamma^2 (biased), running

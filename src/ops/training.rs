@@ -221,7 +221,8 @@ pub struct OptimParams {
     /// Passes over the (derived) training set.
     #[schemars(range(min = 1, max = super::ranges::MAX_EPOCHS))]
     pub epochs: usize,
-    /// Examples per step.
+    /// Examples per step; an epoch's last batch holds what is left over, and a batch of one
+    /// example that reaches a 1 x 1 map fails in batch norm, as in PyTorch.
     #[serde(default = "defaults::batch_size")]
     #[schemars(range(min = 1, max = super::ranges::MAX_BATCH_SIZE))]
     pub batch_size: usize,
