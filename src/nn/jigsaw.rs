@@ -38,7 +38,7 @@ use super::train::{finish_epoch, permutation, EpochTally, Paths, TrainObserver, 
 use super::{NnError, TrainState};
 use crate::rng;
 use crate::selfsup::permutations::{Perm, TILES};
-use crate::selfsup::tiles::TileSpec;
+use crate::selfsup::tiles::{TileNorm, TileSpec};
 
 /// Var-name prefix of the Jigsaw head.
 pub const HEAD_PREFIX: &str = "jigsaw.";
@@ -180,6 +180,10 @@ fn train_jigsaw_with(
                     Tensor::from_slice(x, (idx.len() * TILES, c, t, t), device)?
                 }
             };
+            let x = match spec.norm {
+                TileNorm::Dataset => x,
+                TileNorm::PerTile => standardize_tiles(&x)?,
+            };
             let y = Tensor::from_slice(&labels, idx.len(), device)?;
             let lr = lr_at(cfg.lr, &cfg.schedule, cfg.warmup_epochs, cfg.epochs, batches, epoch * batches + b);
             // The network's ops only, as in `train`: the puzzles and their labels change every
@@ -216,6 +220,21 @@ fn train_jigsaw_with(
         finish_epoch(tally, &mut history, &varmap, &sgd, &norm, cfg, obs)?;
     }
     Ok(Trained { weights: varmap, arch: cfg.arch.clone(), norm, history })
+}
+
+/// Each tile's channels of `(B * 9, C, t, t)` tiles shifted and scaled to mean 0 and standard
+/// deviation 1 (unbiased, as Noroozi & Favaro's loaders compute it), a constant channel divided
+/// by 1. The same tensor ops on either pipeline's tiles, so both keep the same bits. Any per-tile
+/// affine change of the values (the data set's normalisation included) cancels, up to rounding.
+fn standardize_tiles(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let flat = x.reshape((n, c, h * w))?;
+    let centred = flat.broadcast_sub(&flat.mean_keepdim(2)?)?;
+    let var = (centred.sqr()?.sum_keepdim(2)? / (h * w).saturating_sub(1).max(1) as f64)?;
+    let std = var.sqrt()?;
+    // 1 where the channel is constant (its centred values are all 0, so any divisor keeps them 0).
+    let std = (&std + std.eq(0f32)?.to_dtype(std.dtype())?)?;
+    centred.broadcast_div(&std)?.reshape((n, c, h, w))
 }
 
 /// Writes `dir/model.safetensors` (the trunk as a standard model, `fc` zeroed) and
@@ -268,23 +287,53 @@ mod tests {
     /// The puzzles cut on the device (run here on the CPU device) train the host's bits, with the
     /// sums read per epoch or after every batch: weights, running statistics, the head and the
     /// curve. Jitter on, two channels, a short last batch.
+    /// With either normalisation of the tiles; per tile trains other bits than the data set's.
     #[test]
     fn the_puzzle_pipelines_train_the_same_bits() {
-        let spec = TileSpec { grid: 24, tile: 6 };
         let (n, c) = (11, 2);
         let pixels: Vec<u8> = (0..n * c * 24 * 24).map(|v| ((v * 29 + v / 24 * 5) % 256) as u8).collect();
         let data = ImageData { pixels: &pixels, n, c, t: 1, h: 24, w: 24 };
         let (perms, _) = max_hamming_set(5, 0);
         let cfg = recipe(2, 4, 3);
-        let go = |pipeline| {
+        let go = |pipeline, norm| {
+            let spec = TileSpec { grid: 24, tile: 6, norm };
             let puzzles = Puzzles { perms: &perms, spec: &spec };
             let paths = Paths { pipeline, stats: StatsUpdate::PerLayer };
             train_jigsaw_with(&data, puzzles, &cfg, &Device::Cpu, None, &mut NoObserver, paths).unwrap()
         };
-        let host = bits(&go(Pipeline::Host));
-        for pipeline in [Pipeline::ResidentSynced, Pipeline::Resident] {
-            assert_eq!(bits(&go(pipeline)), host, "{pipeline:?}");
+        let mut seen = Vec::new();
+        for norm in [TileNorm::Dataset, TileNorm::PerTile] {
+            let host = bits(&go(Pipeline::Host, norm));
+            for pipeline in [Pipeline::ResidentSynced, Pipeline::Resident] {
+                assert_eq!(bits(&go(pipeline, norm)), host, "{pipeline:?}, {norm:?}");
+            }
+            seen.push(host);
         }
+        assert_ne!(seen[0], seen[1], "per-tile normalisation changed nothing");
+    }
+
+    /// Per tile and channel: mean 0 and unbiased standard deviation 1, a constant channel all
+    /// 0, and a tile made brighter and more contrasted (2 v + 30) gives the same values, so
+    /// brightness and contrast tell no tile from its neighbours.
+    #[test]
+    fn tiles_are_standardised_each_on_its_own() {
+        let (t, dev) = (4, Device::Cpu);
+        let a: Vec<f32> = (0..t * t).map(|v| ((v * 7) % 11) as f32).collect();
+        let brighter: Vec<f32> = a.iter().map(|v| 2.0 * v + 30.0).collect();
+        let constant = vec![5f32; t * t];
+        let values: Vec<f32> = [a.clone(), constant, brighter, a].concat();
+        let x = Tensor::from_vec(values, (2, 2, t, t), &dev).unwrap();
+        let y = standardize_tiles(&x).unwrap().reshape((4, t * t)).unwrap().to_vec2::<f32>().unwrap();
+        for row in [&y[0], &y[2], &y[3]] {
+            let mean = row.iter().sum::<f32>() / row.len() as f32;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / (row.len() - 1) as f32;
+            assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "mean {mean}, var {var}");
+        }
+        assert!(y[1].iter().all(|&v| v == 0.0), "{:?}", y[1]);
+        for (p, q) in y[0].iter().zip(&y[2]) {
+            assert!((p - q).abs() < 1e-5, "{p} against {q}");
+        }
+        assert_eq!(y[0], y[3]);
     }
 
     /// Every var's bits by name, and the curve's (loss, accuracy) bits by epoch.
@@ -309,7 +358,7 @@ mod tests {
     /// puzzle pipelines.
     #[test]
     fn flat_running_statistics_train_the_per_layer_bits() {
-        let spec = TileSpec { grid: 24, tile: 6 };
+        let spec = TileSpec { grid: 24, tile: 6, norm: TileNorm::Dataset };
         let (n, c) = (10, 1);
         let pixels: Vec<u8> = (0..n * c * 24 * 24).map(|v| ((v * 23 + v / 24 * 3) % 256) as u8).collect();
         let data = ImageData { pixels: &pixels, n, c, t: 1, h: 24, w: 24 };
@@ -333,7 +382,7 @@ mod tests {
 
     #[test]
     fn trains_saves_a_loadable_trunk_and_resumes_bit_exactly() {
-        let spec = TileSpec { grid: 24, tile: 7 };
+        let spec = TileSpec { grid: 24, tile: 7, norm: TileNorm::Dataset };
         let n = 12;
         let pixels: Vec<u8> = (0..n * 24 * 24).map(|v| ((v * 31 + v / 24 * 7) % 256) as u8).collect();
         let data = ImageData { pixels: &pixels, n, c: 1, t: 1, h: 24, w: 24 };

@@ -12,7 +12,7 @@ use super::bits::differing_bits;
 use super::resident::NormalisedPixels;
 use super::NnError;
 use crate::selfsup::permutations::{max_hamming_set, Perm, TILES};
-use crate::selfsup::tiles::{cut_puzzle, TileSpec};
+use crate::selfsup::tiles::{cut_puzzle, TileNorm, TileSpec};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,7 +90,7 @@ impl ResidentPuzzles {
 /// and of how many. Both read the same table, so any count but 0 is a wrong index.
 /// `check-device` runs it on the GPU.
 pub fn puzzles_differing_from_host(device: &Device) -> Result<(usize, usize), NnError> {
-    let (n, c, spec) = (8, 3, TileSpec { grid: 30, tile: 8 });
+    let (n, c, spec) = (8, 3, TileSpec { grid: 30, tile: 8, norm: TileNorm::Dataset });
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let pixels: Vec<u8> = (0..n * c * 30 * 30).map(|_| rng.random()).collect();
     let lut: Vec<[f32; 256]> =
@@ -142,7 +142,7 @@ mod tests {
     /// one image twice: every value is the host's (`cut_puzzle`, then the table) bit for bit.
     #[test]
     fn device_puzzles_equal_host_puzzles() {
-        let (n, c, spec) = (5, 2, TileSpec { grid: 24, tile: 6 });
+        let (n, c, spec) = (5, 2, TileSpec { grid: 24, tile: 6, norm: TileNorm::Dataset });
         let len = c * spec.grid * spec.grid;
         let pixels: Vec<u8> = (0..n * len).map(|v| ((v * 37 + v / 7) % 256) as u8).collect();
         let lut: Vec<[f32; 256]> =

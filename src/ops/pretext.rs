@@ -24,7 +24,7 @@ use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{self, ParamError, Params};
 use crate::nn::{self, jigsaw, Augment, ImageData, TrainConfig};
 use crate::selfsup::rotation::rotation_set;
-use crate::selfsup::tiles::{upsample, TileSpec};
+use crate::selfsup::tiles::{upsample, TileNorm, TileSpec};
 
 /// Parameters of `pretext`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -49,6 +49,14 @@ pub struct PretextParams {
     #[serde(default = "default_tile")]
     #[schemars(range(min = MIN_TILE, max = MAX_GRID / 3))]
     pub tile: usize,
+    /// Jigsaw: what each tile is normalised by: `dataset` (the data set's per-channel mean and
+    /// standard deviation, as whole images are) or `per_tile` (each tile's own, Noroozi &
+    /// Favaro's guard against telling neighbours apart by brightness or contrast). Left out of
+    /// the recipe when `dataset`, so keys of studies written before it existed are unchanged.
+    // The canonical form leaves the default out, so the schema would not show it.
+    #[schemars(extend("default" = "dataset"))]
+    #[serde(default, skip_serializing_if = "TileNorm::is_dataset")]
+    pub tile_norm: TileNorm,
     /// Seed of the initial weights, shuffles, permutation draws and jitter.
     pub seed: u64,
 }
@@ -80,7 +88,7 @@ fn default_tile() -> usize {
 
 impl PretextParams {
     fn tiles(&self) -> TileSpec {
-        TileSpec { grid: self.grid, tile: self.tile }
+        TileSpec { grid: self.grid, tile: self.tile, norm: self.tile_norm }
     }
 
     /// The training loop's settings (pretext has no step decay).
@@ -93,7 +101,7 @@ impl Params for PretextParams {
     fn fields() -> Vec<&'static str> {
         params::with_groups(
             &[&["task"], NetParams::fields(), OptimParams::fields()],
-            &["crop_padding", "grid", "tile", "seed"],
+            &["crop_padding", "grid", "tile", "tile_norm", "seed"],
         )
     }
 
@@ -200,7 +208,7 @@ impl StageKind for Pretext {
         }
         // Jigsaw's settings on RotNet would do nothing but change the key.
         if raw.get("task").and_then(Json::as_str) == Some("rotnet") {
-            let jigsaw_only = ["grid", "tile"].into_iter().find(|f| raw.get(f).is_some());
+            let jigsaw_only = ["grid", "tile", "tile_norm"].into_iter().find(|f| raw.get(f).is_some());
             let field = jigsaw_only.or(slots.contains(&"permutations").then_some("permutations"));
             if let Some(field) = field {
                 return Err(ParamError::field(
@@ -328,5 +336,26 @@ mod tests {
         assert_eq!(e(serde_json::json!({"tile": 17})), "tile");
         assert_eq!(e(serde_json::json!({"epochs": 0})), "epochs");
         assert!(crate::config::params::normalize::<PretextParams>(&raw(serde_json::json!({}))).is_ok());
+        assert_eq!(e(serde_json::json!({"tile_norm": "per_image"})), "tile_norm");
+    }
+
+    /// `tile_norm` enters the canonical parameters (and so the recipe key) only when it is not
+    /// the default: keys of existing studies stay as they were, and writing "dataset" out is the
+    /// same recipe as leaving it out.
+    #[test]
+    fn tile_norm_enters_the_key_only_when_per_tile() {
+        let norm = |extra| crate::config::params::normalize::<PretextParams>(&raw(extra)).unwrap();
+        let base = norm(serde_json::json!({}));
+        assert!(base.get("tile_norm").is_none());
+        assert_eq!(norm(serde_json::json!({"tile_norm": "dataset"})), base);
+        assert_eq!(norm(serde_json::json!({"tile_norm": "per_tile"}))["tile_norm"], "per_tile");
+    }
+
+    /// Jigsaw's settings on a RotNet stage would change its key and nothing else: refused.
+    #[test]
+    fn jigsaw_settings_are_refused_on_rotnet() {
+        let rotnet = serde_json::json!({"task": "rotnet", "epochs": 2, "seed": 0, "tile_norm": "per_tile"});
+        let err = Pretext.check_inputs(&rotnet, &["images"]).unwrap_err();
+        assert_eq!(err.path, "tile_norm");
     }
 }

@@ -9,13 +9,35 @@
 use super::permutations::{Perm, TILES};
 use super::SelfsupError;
 
-/// Geometry of a puzzle.
+/// Geometry of a puzzle, and how its tiles are normalised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TileSpec {
     /// Side of the upsampled image; a multiple of 3.
     pub grid: usize,
     /// Side of a tile; at most `grid / 3`.
     pub tile: usize,
+    /// What each tile's values are normalised by.
+    #[serde(default)]
+    pub norm: TileNorm,
+}
+
+/// What a Jigsaw tile's values are normalised by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TileNorm {
+    /// The data set's per-channel mean and standard deviation, as whole images are.
+    #[default]
+    Dataset,
+    /// Each tile's own per-channel mean and standard deviation (a constant channel by 1), as
+    /// Noroozi & Favaro do, so that no tile's brightness or contrast tells its neighbours apart.
+    PerTile,
+}
+
+impl TileNorm {
+    /// True for the default, `dataset`.
+    pub fn is_dataset(&self) -> bool {
+        *self == TileNorm::Dataset
+    }
 }
 
 impl TileSpec {
@@ -124,7 +146,7 @@ mod tests {
 
     #[test]
     fn reassembling_by_the_inverse_permutation_restores_the_image() {
-        let spec = TileSpec { grid: 12, tile: 4 };
+        let spec = TileSpec { grid: 12, tile: 4, norm: TileNorm::Dataset };
         let img = image(2, 12);
         let perm: Perm = [4, 7, 0, 2, 8, 1, 6, 3, 5];
         let offsets = [(0, 0); TILES];
@@ -136,7 +158,7 @@ mod tests {
 
     #[test]
     fn jittered_crops_come_from_their_cell() {
-        let spec = TileSpec { grid: 12, tile: 3 };
+        let spec = TileSpec { grid: 12, tile: 3, norm: TileNorm::Dataset };
         assert_eq!(spec.jitter(), 1);
         let img = image(1, 12);
         let perm: Perm = [8, 7, 6, 5, 4, 3, 2, 1, 0];
@@ -167,8 +189,9 @@ mod tests {
 
     #[test]
     fn bad_geometry_is_rejected() {
-        assert!(TileSpec { grid: 48, tile: 16 }.validate().is_ok());
-        assert!(TileSpec { grid: 50, tile: 10 }.validate().is_err());
-        assert!(TileSpec { grid: 48, tile: 17 }.validate().is_err());
+        let spec = |grid, tile| TileSpec { grid, tile, norm: TileNorm::Dataset };
+        assert!(spec(48, 16).validate().is_ok());
+        assert!(spec(50, 10).validate().is_err());
+        assert!(spec(48, 17).validate().is_err());
     }
 }
