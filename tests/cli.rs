@@ -1737,6 +1737,112 @@ fn sigterm_and_sighup_end_a_local_run_like_ctrl_c_with_exit_143_and_129() {
     outlives_no_command(&sleep_pid, "terminated");
 }
 
+/// A pseudo-terminal `(master, slave)`, neither inherited by children (a child holding the
+/// master would keep the terminal open).
+fn open_terminal() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the ints given; the name, termios and size are optional.
+    let opened =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [master, slave] {
+        // SAFETY: F_SETFD on a descriptor just opened.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
+    }
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+/// About 2-4 s of training with a bar per epoch, `epochs` of them.
+fn training_on_a_terminal(dir: &Path, epochs: usize) -> PathBuf {
+    let file = dir.join(format!("terminal{epochs}.toml"));
+    let text = format!(
+        "[experiment]\nname = \"terminal\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         train_size = 3000\ntest_size = 16\n\n[stages.net]\nop = \"train\"\nimages = \"shapes.images\"\n\
+         labels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = {epochs}\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Starts `cfrun --cache CACHE ARGS` with stdout and stderr on a new terminal whose `TERM` is
+/// `term`; returns the child and the terminal's master end.
+fn start_on_a_terminal(cache: &Path, args: &[&str], term: &str) -> (std::process::Child, std::fs::File) {
+    let (master, slave) = open_terminal();
+    let child = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .arg("--cache")
+        .arg(cache)
+        .args(args)
+        .env("TERM", term)
+        .env_remove("CFRUN_LOG")
+        .env_remove("CFRUN_CACHE")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    (child, std::fs::File::from(master))
+}
+
+/// A terminal gone under a running study with no SIGHUP (its pty closed while cfrun is not the
+/// session leader: a terminal emulator killed, a container's console dropped) stops the bars
+/// and the log, not the run: it finishes with exit 0 and everything it ran is cached. It used to
+/// abort at the next log line (indicatif unwrapped the terminal's EIO: SIGABRT, exit 134).
+#[test]
+fn a_terminal_closed_under_a_run_stops_the_bars_not_the_run() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = training_on_a_terminal(dir.path(), 4);
+    let cache = dir.path().join("cache");
+    let (child, mut terminal) = start_on_a_terminal(&cache, &["run", file.to_str().unwrap()], "xterm");
+    // Read the terminal until the training's bar is drawn, then close its other end.
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    let started = std::time::Instant::now();
+    while !String::from_utf8_lossy(&seen).contains("epoch 1/4") {
+        let n = terminal.read(&mut buf).unwrap_or(0);
+        assert!(n > 0 && started.elapsed().as_secs() < 60, "no bar drawn: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("\x1b["), "no bar escapes on the terminal");
+    drop(terminal);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
+    let status = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("2 of 2 instances cached"), "{said}{}", stderr(&status));
+}
+
+/// On a terminal that moves no cursor (`TERM=dumb`) no bar is drawn, where indicatif would hide
+/// them and with them every step's progress: log lines come without colour. With `-q` no bar is
+/// drawn on any terminal (stderr is for warnings and errors).
+#[test]
+fn no_bars_on_a_dumb_terminal_nor_with_quiet() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = training_on_a_terminal(dir.path(), 2);
+    let shown = |term: &str, quiet: bool| {
+        let cache = dir.path().join(format!("{term}{quiet}"));
+        let mut args = vec!["run", file.to_str().unwrap()];
+        if quiet {
+            args.push("-q");
+        }
+        let (mut child, mut terminal) = start_on_a_terminal(&cache, &args, term);
+        let mut seen = Vec::new();
+        // Read until the child's end closes the terminal (EIO once no process holds it).
+        let _ = terminal.read_to_end(&mut seen);
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{}", String::from_utf8_lossy(&seen));
+        String::from_utf8_lossy(&seen).to_string()
+    };
+    let xterm = shown("xterm", false);
+    assert!(xterm.contains("\x1b[") && xterm.contains("epoch 1/2"), "{xterm}");
+    let dumb = shown("dumb", false);
+    assert!(!dumb.contains('\x1b') && dumb.contains("epoch 1/2: loss"), "{dumb}");
+    let quiet = shown("xterm", true);
+    assert!(!quiet.contains('\x1b') && !quiet.contains("epoch"), "{quiet}");
+}
+
 /// Ctrl-C (SIGINT) during a local run ends it at once with its summary: `--json` still gets its
 /// object, finished instances are reported (and cached), the running one is reported as
 /// interrupted, the exit code is 130, and the running command's process is gone.

@@ -70,13 +70,82 @@ fn file_name(name: &str) -> String {
     s
 }
 
-/// The lines of the run log at `path`, oldest first; a line that does not parse (one cut by a
-/// crash or a full disk, even inside a character) is skipped, and a missing log has none.
+/// Most of the run log read, from its end: what `status` and the report read stays bounded in
+/// time however long the cache lives (a line per instance per run: about 3 million lines).
+const RUN_LOG_TAIL: u64 = 1 << 30;
+
+/// Longest run-log line read; a longer one (a damaged log) is skipped without being held.
+const RUN_LOG_LINE: usize = 1 << 20;
+
+/// The lines of the run log at `path`, oldest first, from at most its last [`RUN_LOG_TAIL`]
+/// bytes; a line that does not parse (one cut by a crash or a full disk, even inside a
+/// character) or is longer than [`RUN_LOG_LINE`] is skipped, and a missing log has none.
 pub fn read_run_log(path: &Path) -> impl Iterator<Item = RunLogLine> {
-    let file = std::fs::File::open(path).ok();
-    file.into_iter()
-        .flat_map(|f| std::io::BufRead::split(std::io::BufReader::new(f), b'\n').map_while(Result::ok))
-        .filter_map(|line| serde_json::from_slice(&line).ok())
+    let lines = std::fs::File::open(path).ok().and_then(|f| BoundedLines::from_tail(f, RUN_LOG_TAIL, RUN_LOG_LINE));
+    lines.into_iter().flatten().filter_map(|line| serde_json::from_slice(&line).ok())
+}
+
+/// The newline-ended lines of a reader, each at most `max` bytes kept (longer ones skipped as
+/// they stream past), so memory stays bounded whatever the file holds.
+struct BoundedLines<R> {
+    reader: std::io::BufReader<R>,
+    max: usize,
+}
+
+impl BoundedLines<std::fs::File> {
+    /// The lines of `file`'s last `tail` bytes, the first (cut) one dropped when it starts
+    /// mid-file.
+    fn from_tail(mut file: std::fs::File, tail: u64, max: usize) -> Option<Self> {
+        use std::io::Seek;
+        let len = file.metadata().ok()?.len();
+        let start = len.saturating_sub(tail);
+        file.seek(std::io::SeekFrom::Start(start)).ok()?;
+        let mut lines = BoundedLines { reader: std::io::BufReader::new(file), max };
+        if start > 0 {
+            lines.next_line(false);
+        }
+        Some(lines)
+    }
+}
+
+impl<R: std::io::Read> BoundedLines<R> {
+    /// The next line (without its newline), `None` at the end or on a read error; one over
+    /// `max` bytes, or any when `keep` is false, comes back empty.
+    fn next_line(&mut self, keep: bool) -> Option<Vec<u8>> {
+        use std::io::BufRead;
+        let mut line = Vec::new();
+        let mut over = !keep;
+        loop {
+            let buf = self.reader.fill_buf().ok()?;
+            if buf.is_empty() {
+                // A last line without its newline is one cut by a crash: kept, the parser decides.
+                return (!line.is_empty() || over).then(|| if over { Vec::new() } else { line });
+            }
+            let (chunk, ended) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], i + 1),
+                None => (buf, buf.len()),
+            };
+            if !over && line.len() + chunk.len() <= self.max {
+                line.extend_from_slice(chunk);
+            } else if !over {
+                over = true;
+                line = Vec::new();
+            }
+            let newline = ended > chunk.len();
+            self.reader.consume(ended);
+            if newline {
+                return Some(if over { Vec::new() } else { line });
+            }
+        }
+    }
+}
+
+impl<R: std::io::Read> Iterator for BoundedLines<R> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.next_line(true)
+    }
 }
 
 /// Whether the open file `f` is not empty and does not end with a newline.
@@ -177,5 +246,36 @@ mod tests {
         assert_eq!(read, ["first", "second", "third"]);
         let text = std::fs::read(&log).unwrap();
         assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 4, "one newline added after the cut line");
+    }
+
+    /// A damaged log's endless line (garbage with no newline, a file grown sparse) is skipped as
+    /// it streams past, never held: lines around it are read, and past the tail only the end is.
+    #[test]
+    fn the_run_log_is_read_in_bounded_memory_and_time() {
+        let json = |name: &str| serde_json::to_vec(&line(name)).unwrap();
+        let mut bytes = [json("before"), b"\n".to_vec(), vec![b'x'; 5000], b"\n".to_vec(), json("after")].concat();
+        bytes.extend_from_slice(b"\n");
+        let read = |bytes: &[u8], max| -> Vec<Vec<u8>> {
+            BoundedLines { reader: std::io::BufReader::with_capacity(64, bytes), max }.collect()
+        };
+        let lines = read(&bytes, 1000);
+        assert_eq!(lines.len(), 3);
+        assert_eq!((lines[0].clone(), lines[1].is_empty(), lines[2].clone()), (json("before"), true, json("after")));
+        // A long line that fits is whole, however the buffer cuts it.
+        assert_eq!(read(&bytes, 5000)[1].len(), 5000);
+        // The tail: the line it starts inside is dropped, the rest read.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.jsonl");
+        std::fs::write(&log, &bytes).unwrap();
+        let tail = (json("after").len() + 1 + 100) as u64;
+        let file = std::fs::File::open(&log).unwrap();
+        let names: Vec<String> = BoundedLines::from_tail(file, tail, RUN_LOG_LINE)
+            .unwrap()
+            .filter_map(|l| serde_json::from_slice::<RunLogLine>(&l).ok())
+            .map(|l| l.instance)
+            .collect();
+        assert_eq!(names, ["after"]);
+        let all: Vec<String> = read_run_log(&log).map(|l| l.instance).collect();
+        assert_eq!(all, ["before", "after"]);
     }
 }

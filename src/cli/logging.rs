@@ -1,5 +1,5 @@
-//! Logs go to stderr through tracing; when stderr is a terminal, progress bars are drawn and log
-//! lines are printed above them.
+//! Logs go to stderr through tracing; when stderr is a terminal that can draw, progress bars are
+//! drawn and log lines are printed above them.
 
 use std::io::{IsTerminal, Write};
 
@@ -7,10 +7,15 @@ use indicatif::MultiProgress;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the subscriber; returns the bar container when stderr is a terminal.
+use super::bar_terminal::BarTerminal;
+
+/// Installs the subscriber; returns the bar container when stderr is a terminal that can draw
+/// them and `quiet` is off (with `-q` stderr holds warnings and errors only).
 pub fn init(quiet: bool) -> Option<MultiProgress> {
-    let terminal = std::io::stderr().is_terminal();
-    let bars = terminal.then(MultiProgress::new);
+    let terminal = std::io::stderr().is_terminal() && !dumb_terminal();
+    // Without bars each long step is logged every 10 s instead (`exec::progress`).
+    let bars = (terminal && !quiet).then(|| MultiProgress::with_draw_target(BarTerminal::stderr_target()));
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let default = if quiet { "warn" } else { "info" };
     let (filter, refused) = match std::env::var("CFRUN_LOG") {
         Ok(text) => match EnvFilter::try_new(&text) {
@@ -22,7 +27,7 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(terminal)
+        .with_ansi(colour)
         .with_writer(BarWriter(bars.clone()))
         // A log line that cannot be written (stderr closed under a running study) is dropped:
         // reporting it would be one more write to stderr, which panics where this one failed.
@@ -33,6 +38,12 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
         tracing::warn!("CFRUN_LOG={text:?} is not a log filter ({e}); logging at `{default}` (e.g. CFRUN_LOG=debug)");
     }
     bars
+}
+
+/// A terminal that moves no cursor: `TERM` unset or `dumb` (where indicatif draws nothing, so
+/// bars would hide every step's progress).
+fn dumb_terminal() -> bool {
+    std::env::var_os("TERM").is_none_or(|t| t == "dumb")
 }
 
 /// Writes log lines to stderr, suspending the bars while it does.

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
 //! 2 the experiment file or the command line is invalid (nothing ran).
 
+mod bar_terminal;
 mod check_device;
 mod cluster;
 mod commands;
