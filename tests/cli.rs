@@ -1815,7 +1815,8 @@ fn a_terminal_closed_under_a_run_stops_the_bars_not_the_run() {
 }
 
 /// On a terminal that moves no cursor (`TERM=dumb`) no bar is drawn, where indicatif would hide
-/// them and with them every step's progress: log lines come without colour. With `-q` no bar is
+/// them and with them every step's progress: log lines come without colour, each epoch's naming
+/// its instance (jobs side by side share the log). With `-q` no bar is
 /// drawn on any terminal (stderr is for warnings and errors).
 #[test]
 fn no_bars_on_a_dumb_terminal_nor_with_quiet() {
@@ -1838,7 +1839,7 @@ fn no_bars_on_a_dumb_terminal_nor_with_quiet() {
     let xterm = shown("xterm", false);
     assert!(xterm.contains("\x1b[") && xterm.contains("epoch 1/2"), "{xterm}");
     let dumb = shown("dumb", false);
-    assert!(!dumb.contains('\x1b') && dumb.contains("epoch 1/2: loss"), "{dumb}");
+    assert!(!dumb.contains('\x1b') && dumb.contains("net epoch 1/2: loss"), "{dumb}");
     let quiet = shown("xterm", true);
     assert!(!quiet.contains('\x1b') && !quiet.contains("epoch"), "{quiet}");
 }

@@ -359,6 +359,8 @@ pub const TRAINING_IMAGES: InputSpec = InputSpec {
 /// sealed with its digest (see [`crate::cache::checkpoint`]), so a kill at any moment leaves a
 /// loadable checkpoint or none, and an edited one is never resumed from.
 pub struct Checkpointer<'a> {
+    /// The instance training, named in its log lines (jobs side by side share the log).
+    pub name: &'a str,
     /// The checkpoint folder (tied to the recipe key).
     pub dir: &'a Path,
     /// Progress reporting.
@@ -372,7 +374,7 @@ pub struct Checkpointer<'a> {
 impl<'a> Checkpointer<'a> {
     /// Checkpoints of `ctx`'s stage, training for `epochs`.
     pub fn for_stage(ctx: &'a StageCtx<'_>, epochs: usize) -> Self {
-        Checkpointer { dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
+        Checkpointer { name: &ctx.name, dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
     }
 }
 
@@ -428,7 +430,8 @@ impl TrainObserver for Checkpointer<'_> {
         std::fs::write(scratch.path().join(DEVICE_FILE), device_kind(self.device)).map_err(io)?;
         checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
         tracing::info!(
-            "epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
+            "{} epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
+            self.name,
             stats.epoch + 1,
             self.epochs,
             stats.loss,
