@@ -374,7 +374,7 @@ pub struct Checkpointer<'a> {
 impl<'a> Checkpointer<'a> {
     /// Checkpoints of `ctx`'s stage, training for `epochs`.
     pub fn for_stage(ctx: &'a StageCtx<'_>, epochs: usize) -> Self {
-        Checkpointer { name: &ctx.name, dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
+        Checkpointer { name: ctx.name, dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
     }
 }
 
