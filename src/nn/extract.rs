@@ -161,12 +161,13 @@ pub fn extract(
     batch_size: usize,
     device: &Device,
 ) -> Result<(Vec<f32>, usize), NnError> {
-    let mut each = extract_taps(weights, arch, norm, data, &[tap], pool, batch_size, device)?;
+    let mut each = extract_taps(weights, arch, norm, data, &[tap], pool, batch_size, device, &mut |_| ())?;
     Ok(each.remove(0))
 }
 
 /// [`extract`] at each of `taps` from one forward pass per batch (to the deepest tap): the
-/// features of each tap have the bits [`extract`] gives it alone.
+/// features of each tap have the bits [`extract`] gives it alone. `done` is told each batch's
+/// size once it is through.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_taps(
     weights: &VarMap,
@@ -177,18 +178,20 @@ pub fn extract_taps(
     pool: Pool,
     batch_size: usize,
     device: &Device,
+    done: &mut dyn FnMut(usize),
 ) -> Result<Vec<(Vec<f32>, usize)>, NnError> {
     let mut out: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); taps.len()];
     for_batches(weights, arch, norm, data, batch_size, device, |x, model| {
         for (fm, (values, dim)) in model.forward_taps(x, taps, false)?.into_iter().zip(out.iter_mut()) {
             *dim = pool_batch(&fm, pool, data.n, values)?;
         }
+        done(x.dim(0)?);
         Ok(())
     })?;
     if data.n == 0 {
         // No batch ran; the dimensions still follow from the shapes.
         let probe = ImageData { pixels: &vec![0u8; data.image_len()], n: 1, ..*data };
-        let dims = extract_taps(weights, arch, norm, &probe, taps, pool, 1, device)?;
+        let dims = extract_taps(weights, arch, norm, &probe, taps, pool, 1, device, &mut |_| ())?;
         out.iter_mut().zip(dims).for_each(|(o, (_, d))| o.1 = d);
     }
     Ok(out)

@@ -219,6 +219,9 @@ impl StageKind for Extract {
         let offsets = crop_offsets(m.frames, len, p.clips_per_video);
         // Per tap: both splits' features and their dimension.
         let mut out = vec![(Vec::new(), Vec::new(), 0); taps.len()];
+        // Images through the network: a clip once per crop.
+        let passes: usize = Split::ALL.iter().map(|&s| images.count(s)).sum::<usize>() * offsets.len();
+        ctx.progress.begin("images", passes as u64);
         for split in Split::ALL {
             let data = ImageData {
                 pixels: images.split(split),
@@ -235,8 +238,11 @@ impl StageKind for Extract {
                     Some(px) => ImageData { pixels: px, t: len, ..data },
                     None => data,
                 };
+                let progress = ctx.progress;
+                let mut done = |n: usize| progress.inc(n as u64);
+                let (arch, norm) = (&meta.arch, &meta.norm);
                 let each =
-                    nn::extract_taps(&weights, &meta.arch, &meta.norm, &view, &only, pool, p.batch_size, ctx.device)?;
+                    nn::extract_taps(&weights, arch, norm, &view, &only, pool, p.batch_size, ctx.device, &mut done)?;
                 for ((sum, o), (values, d)) in sums.iter_mut().zip(out.iter_mut()).zip(each) {
                     o.2 = d;
                     if sum.is_empty() {
