@@ -1814,6 +1814,31 @@ fn a_terminal_closed_under_a_run_stops_the_bars_not_the_run() {
     assert!(said.contains("2 of 2 instances cached"), "{said}{}", stderr(&status));
 }
 
+/// Ctrl-C on a terminal clears the bars before the summary: the last frame of each was left on
+/// the screen, with the interruption notice written through it.
+#[test]
+fn ctrl_c_on_a_terminal_clears_the_bars() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = training_on_a_terminal(dir.path(), 4);
+    let (mut child, mut terminal) =
+        start_on_a_terminal(&dir.path().join("cache"), &["run", file.to_str().unwrap()], "xterm");
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&seen).contains(" eta ") {
+        let n = terminal.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "no bar drawn: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: kill(2) on the child's pid, which it keeps until waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let _ = terminal.read_to_end(&mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let shown = String::from_utf8_lossy(&seen);
+    let (frame, cleared) = (shown.rfind(" eta ").unwrap(), shown.rfind("\x1b[2K").unwrap_or(0));
+    assert!(cleared > frame, "the last bar frame was not cleared:\n{}", &shown[frame.saturating_sub(300)..]);
+    assert!(shown[cleared..].contains("interrupted: every finished instance is cached"), "{shown}");
+}
+
 /// On a terminal that moves no cursor (`TERM=dumb`) no bar is drawn, where indicatif would hide
 /// them and with them every step's progress: log lines come without colour, each epoch's naming
 /// its instance (jobs side by side share the log). With `-q` no bar is

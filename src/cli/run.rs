@@ -113,6 +113,12 @@ pub(super) fn run(
             }
         })?
     };
+    // The run is over: its bars go (a Ctrl-C left the last frame of each on the screen, and the
+    // jobs it abandoned would draw on under the summary).
+    if let Some(bars) = &opts.env.bars {
+        let _ = bars.clear();
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let reports = &summary.reports;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;

@@ -4,7 +4,6 @@
 //! split the threads no running job holds ([`super::job_pool`]).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -156,8 +155,9 @@ impl Executor for LocalExecutor {
         let ended: Vec<Finished> = self.rx.try_iter().map(|(finished, _, _)| finished).collect();
         let abandoned = self.running - ended.len();
         if abandoned > 0 {
-            // Not `eprintln!`: with stderr closed under a run, it would panic before the cleanup.
-            let _ = writeln!(std::io::stderr(), "interrupted: stopping {abandoned} running instance(s)");
+            // Logged, not printed: above the bars on a terminal, and no panic where stderr is
+            // closed (a log line that cannot be written is dropped).
+            tracing::warn!("interrupted: stopping {abandoned} running instance(s)");
         }
         ended
     }

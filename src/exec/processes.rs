@@ -442,12 +442,9 @@ impl Executor for ProcessExecutor {
         out.extend(self.reap());
         out.extend(self.local.cancel());
         if !self.running.is_empty() {
-            // Not `eprintln!`: with stderr closed under a run, it would panic before the cleanup.
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted: stopping {} running instance process(es)",
-                self.running.len()
-            );
+            // Logged, not printed: above the bars on a terminal, and no panic where stderr is
+            // closed (a log line that cannot be written is dropped).
+            tracing::warn!("interrupted: stopping {} running instance process(es)", self.running.len());
         }
         let running = std::mem::take(&mut self.running);
         // Each child's whole group: the child and what it started without a watcher of its own
