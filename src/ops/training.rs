@@ -527,7 +527,7 @@ mod tests {
         fields_match::<PretextParams>(with(
             &net,
             &optim_pretext,
-            json!({"task": "rotnet", "crop_padding": 2, "grid": 48, "tile": 13, "seed": 1}),
+            json!({"task": "rotnet", "crop_padding": 2, "grid": 48, "tile": 13, "tile_norm": "per_tile", "seed": 1}),
         ));
         fields_match::<RandomNetParams>(with(&net, &json!({}), json!({"seed": 1})));
     }
