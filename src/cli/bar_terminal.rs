@@ -45,6 +45,14 @@ impl<W: Write + Send> BarTerminal<W> {
         self.gone.load(Ordering::Relaxed)
     }
 
+    /// Moves the cursor `n` cells the way ANSI's `CSI n <direction>` says (none for 0).
+    fn cursor(&self, n: usize, direction: char) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.put(format!("\x1b[{n}{direction}").as_bytes())
+    }
+
     fn put(&self, bytes: &[u8]) -> io::Result<()> {
         if !self.is_gone() {
             self.frame.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
@@ -69,31 +77,19 @@ impl<W: Write + Send> TermLike for BarTerminal<W> {
     }
 
     fn move_cursor_up(&self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.put(format!("\x1b[{n}A").as_bytes())
+        self.cursor(n, 'A')
     }
 
     fn move_cursor_down(&self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.put(format!("\x1b[{n}B").as_bytes())
+        self.cursor(n, 'B')
     }
 
     fn move_cursor_right(&self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.put(format!("\x1b[{n}C").as_bytes())
+        self.cursor(n, 'C')
     }
 
     fn move_cursor_left(&self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.put(format!("\x1b[{n}D").as_bytes())
+        self.cursor(n, 'D')
     }
 
     fn write_line(&self, s: &str) -> io::Result<()> {
