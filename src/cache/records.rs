@@ -99,7 +99,9 @@ impl BoundedLines<std::fs::File> {
         use std::io::Seek;
         let len = file.metadata().ok()?.len();
         let start = len.saturating_sub(tail);
-        file.seek(std::io::SeekFrom::Start(start)).ok()?;
+        // From the byte before the window, so that a window starting on a line's first byte
+        // drops only the newline before it, not the whole line.
+        file.seek(std::io::SeekFrom::Start(start.saturating_sub(1))).ok()?;
         let mut lines = BoundedLines { reader: std::io::BufReader::new(file), max };
         if start > 0 {
             lines.next_line(false);
@@ -275,6 +277,11 @@ mod tests {
             .map(|l| l.instance)
             .collect();
         assert_eq!(names, ["after"]);
+        // A window that starts on a line's first byte keeps that line.
+        let file = std::fs::File::open(&log).unwrap();
+        let exact = (json("after").len() + 1) as u64;
+        let first: Vec<Vec<u8>> = BoundedLines::from_tail(file, exact, RUN_LOG_LINE).unwrap().collect();
+        assert_eq!(first.iter().filter(|l| !l.is_empty()).cloned().collect::<Vec<_>>(), [json("after")]);
         let all: Vec<String> = read_run_log(&log).map(|l| l.instance).collect();
         assert_eq!(all, ["before", "after"]);
     }

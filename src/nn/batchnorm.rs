@@ -37,6 +37,19 @@ pub struct BatchNorm {
     running_var: Var,
 }
 
+/// [`refuse_single_values`] where only the count of values per channel, `m`, is known.
+fn refuse_one_value(m: f64) -> Result<()> {
+    if m > 1.0 {
+        return Ok(());
+    }
+    Err(candle_core::Error::Msg(
+        "batch norm in train mode needs more than one value per channel, got one (a batch of one example \
+         at a 1 x 1 map): choose a batch_size that leaves no batch of one example (the last batch of an \
+         epoch holds what is left over)"
+            .to_string(),
+    ))
+}
+
 /// Refuses a train-mode batch with one value per channel (a batch of one example reaching a
 /// 1 x 1 map), as PyTorch does: its variance is 0, so the layer outputs beta alone, and the
 /// running variance would be pulled towards 0, inflating every later eval-mode activation.
@@ -120,6 +133,9 @@ impl BatchNorm {
 
     /// Updates the running statistics from a batch's mean and biased variance over `m` values.
     pub(crate) fn update_running_from(&self, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
+        // The fused CPU paths (`fused`, `fused_video`) reach the statistics here, not through
+        // `forward_act`.
+        refuse_one_value(m as f64)?;
         let c = mean.len();
         let m = m as f64;
         let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0).max(1.0)) as f32).collect();
@@ -194,6 +210,7 @@ impl BatchNorm {
     /// unless a training loop collects the updates to apply them for all layers at once
     /// ([`super::running_stats`]).
     fn update_running_biased(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
+        refuse_one_value(m)?;
         if running_stats::hand_over(&self.running_mean, &self.running_var, mean, var, m)? {
             return Ok(());
         }

@@ -232,9 +232,13 @@ fn standardize_tiles(x: &Tensor) -> candle_core::Result<Tensor> {
     let centred = flat.broadcast_sub(&flat.mean_keepdim(2)?)?;
     let var = (centred.sqr()?.sum_keepdim(2)? / (h * w).saturating_sub(1).max(1) as f64)?;
     let std = var.sqrt()?;
-    // 1 where the channel is constant (its centred values are all 0, so any divisor keeps them 0).
-    let std = (&std + std.eq(0f32)?.to_dtype(std.dtype())?)?;
-    centred.broadcast_div(&std)?.reshape((n, c, h, w))
+    // A constant channel is told by its range, not its std: the f32 mean of n equal values is
+    // not always that value, so the centred values share a rounding error whose own std would
+    // scale them to about +-1. Such a channel is set to 0 (and divided by 1).
+    let constant = flat.max_keepdim(2)?.eq(&flat.min_keepdim(2)?)?.to_dtype(std.dtype())?;
+    let std = (&std + &constant)?;
+    let kept = (constant.ones_like()? - &constant)?;
+    centred.broadcast_mul(&kept)?.broadcast_div(&std)?.reshape((n, c, h, w))
 }
 
 /// Writes `dir/model.safetensors` (the trunk as a standard model, `fc` zeroed) and
@@ -320,7 +324,8 @@ mod tests {
         let (t, dev) = (4, Device::Cpu);
         let a: Vec<f32> = (0..t * t).map(|v| ((v * 7) % 11) as f32).collect();
         let brighter: Vec<f32> = a.iter().map(|v| 2.0 * v + 30.0).collect();
-        let constant = vec![5f32; t * t];
+        // 0.1 is one whose f32 mean over 16 values is not 0.1 exactly.
+        let constant = vec![0.1f32; t * t];
         let values: Vec<f32> = [a.clone(), constant, brighter, a].concat();
         let x = Tensor::from_vec(values, (2, 2, t, t), &dev).unwrap();
         let y = standardize_tiles(&x).unwrap().reshape((4, t * t)).unwrap().to_vec2::<f32>().unwrap();
