@@ -42,11 +42,15 @@ fn refuse_one_value(m: f64) -> Result<()> {
     if m > 1.0 {
         return Ok(());
     }
-    Err(candle_core::Error::Msg(
-        "batch norm in train mode needs more than one value per channel, got one (a batch of one example \
+    Err(one_value_error("got one"))
+}
+
+/// The refusal of a train-mode batch with one value per channel; `got` says what came.
+fn one_value_error(got: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "batch norm in train mode needs more than one value per channel, {got} (a batch of one example \
          at a 1 x 1 map): choose a batch_size that leaves no batch of one example (the last batch of an \
          epoch holds what is left over)"
-            .to_string(),
     ))
 }
 
@@ -59,11 +63,7 @@ fn refuse_single_values(x: &Tensor) -> Result<()> {
     if x.elem_count() / channels > 1 {
         return Ok(());
     }
-    Err(candle_core::Error::Msg(format!(
-        "batch norm in train mode needs more than one value per channel, got input of shape {dims:?} \
-         (a batch of one example at a 1 x 1 map): choose a batch_size that leaves no batch of one \
-         example (the last batch of an epoch holds what is left over)"
-    )))
+    Err(one_value_error(&format!("got input of shape {dims:?}")))
 }
 
 impl BatchNorm {

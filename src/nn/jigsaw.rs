@@ -223,8 +223,8 @@ fn train_jigsaw_with(
 }
 
 /// Each tile's channels of `(B * 9, C, t, t)` tiles shifted and scaled to mean 0 and standard
-/// deviation 1 (unbiased, as Noroozi & Favaro's loaders compute it), a constant channel divided
-/// by 1. The same tensor ops on either pipeline's tiles, so both keep the same bits. Any per-tile
+/// deviation 1 (unbiased, as Noroozi & Favaro's loaders compute it), a constant channel set
+/// to 0. The same tensor ops on either pipeline's tiles, so both keep the same bits. Any per-tile
 /// affine change of the values (the data set's normalisation included) cancels, up to rounding.
 fn standardize_tiles(x: &Tensor) -> candle_core::Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
