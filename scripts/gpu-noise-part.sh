@@ -12,6 +12,9 @@ nvidia-smi -L > "$OUT/env.txt" 2>&1
   --set 'sweep.p=[50]' --set 'sweep.k=[50]' --set 'sweep.target=["animal-mnist"]' \
   --set stages.pretrain.epochs=3 --set stages.clusterfit.epochs=3 --set stages.distill.epochs=3 \
   > "$OUT/full_part.stdout" 2> "$OUT/full_part.stderr"
-echo "exit $?" >> "$OUT/env.txt"
+rc=$?
+echo "exit $rc" >> "$OUT/env.txt"
 grep -E "img/s|ran |Elapsed|Maximum resident" "$OUT/full_part.stderr" | tail -40
 cat "$OUT/full_part.stdout"
+# The device tool hands $OUT back whatever the status, so the run's own status can be the script's.
+exit $rc

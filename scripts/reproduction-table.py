@@ -20,6 +20,9 @@ def fmt(x):
 def ours(row):
     if row["mean"].strip() == "":
         return "-"
+    # One replicate has a mean and no interval.
+    if row["ci_low"].strip() == "":
+        return f"{fmt(row['mean'])} (no CI)"
     return f"{fmt(row['mean'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
 

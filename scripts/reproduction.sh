@@ -1,9 +1,13 @@
 #!/bin/sh
 # Regenerates docs/REPRODUCTION.md: its fixed text (docs/reproduction/head.md), a summary line per
 # study, and the per-claim tables of every study whose docs hold a claims report.
-# Usage: scripts/reproduction.sh
+# Usage: scripts/reproduction.sh (from the repository's root; REPRODUCTION_OUT=FILE writes there
+# instead, as the test that the committed page is up to date does)
 set -eu
-out=docs/REPRODUCTION.md
+out=${REPRODUCTION_OUT:-docs/REPRODUCTION.md}
+# Written beside it and moved into place only when every part succeeded, so a failure leaves the
+# last good page, not a cut-short one.
+trap 'rm -f "$out.tmp"' EXIT
 {
   cat docs/reproduction/head.md
   echo
@@ -24,6 +28,7 @@ out=docs/REPRODUCTION.md
   for d in noise_sweep noise_sweep_n6 noise_sweep_2x_n6 noise_sweep_4x_n6 weak_images weak_images_n6 selfsup selfsup_n6 selfsup_jigsaw selfsup_jigsaw_n6 selfsup_jigsaw_tilenorm selfsup_jigsaw_tilenorm_n6 selfsup_multitask selfsup_multitask_n6 video/weak_videos video/weak_videos_n6 video/weak_videos_2x_n6 video/per_label video/per_label_n6 video/capacity video/capacity_n6 video/capacity_2x_n6 video/label_count video/label_count_n6 video/label_count_2x_n6; do
     ls docs/$d/*.claims.csv > /dev/null 2>&1 && dirs="$dirs docs/$d"
   done
-  python3 scripts/reproduction-table.py $dirs
-} > $out
+  python3 "$(dirname "$0")/reproduction-table.py" $dirs
+} > "$out.tmp"
+mv "$out.tmp" "$out"
 echo "wrote $out"

@@ -4,8 +4,8 @@
 Usage: scripts/verdict-diff.py BEFORE.claims.csv AFTER.claims.csv [LABEL_BEFORE LABEL_AFTER]
 A row is one claim, case and part (the key a claims stage writes); each side shows the mean paired
 difference [95 % CI] over its n replicates and the verdict. Rows only one run has are shown with
-"-" on the other side. Prints a markdown table, then a count line. Exit 2 on a file that is not a
-claims CSV.
+"-" on the other side; a row of one replicate shows its mean with "no CI". Prints a markdown
+table, then a count line. Exit 2 on a file that is not a claims CSV or holds a row twice.
 """
 import csv
 import sys
@@ -22,14 +22,23 @@ def fmt(x):
 def read(path):
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            columns, rows = set(reader.fieldnames or ()), list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         print(f"{path}: {e}", file=sys.stderr)
         sys.exit(2)
-    if not rows or not NEEDED <= set(rows[0]):
+    if not NEEDED <= columns:
         print(f"{path}: not a claims CSV (needs the columns {', '.join(sorted(NEEDED))})", file=sys.stderr)
         sys.exit(2)
-    return {tuple(r[k] for k in KEY): r for r in rows}
+    keyed = {}
+    for line, r in enumerate(rows, start=2):
+        key = tuple(r[k] for k in KEY)
+        if key in keyed:
+            # Keeping either row would hide the other's verdict.
+            print(f"{path}:{line}: a second row for claim {key[0]!r}, case {key[1]!r}, part {key[2]!r}", file=sys.stderr)
+            sys.exit(2)
+        keyed[key] = r
+    return keyed
 
 
 def side(row):
@@ -37,7 +46,9 @@ def side(row):
         return "-"
     if row["mean"].strip() == "":
         return row["verdict"]
-    return f"{fmt(row['mean'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}] n = {row['n']}: {row['verdict']}"
+    # One replicate (or a check without a spread) has a mean and no interval.
+    interval = "no CI" if row["ci_low"].strip() == "" else f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+    return f"{fmt(row['mean'])} {interval} n = {row['n']}: {row['verdict']}"
 
 
 def main(argv):

@@ -672,3 +672,148 @@ int main(int argc, char**) {
     assert!(said.contains("__syncthreads"), "{said}");
     assert!(start.elapsed().as_secs() < 10);
 }
+
+/// A claims CSV of one replicate: each row has a mean and no interval, as the claims stage writes
+/// it for n = 1.
+const ONE_REPLICATE: &str = "\
+claim,section,statement,case,part,quantity,metric,mean,ci_low,ci_high,n,per_replicate,replicates,paper,verdict
+cf_beats_pre,§4.1,N_cf beats N_pre,\"target = mnist\",0,N_cf − N_pre,top1,1.25,,,1,1.25,0,+2.0,inconclusive (one replicate)
+gap_grows,§4.1,The gap grows with noise,\"target = mnist\",0,gap,top1,-0.5,,,1,-0.5,0,(not in the paper),inconclusive (one replicate)
+";
+
+/// Both verdict scripts read a one-replicate run (its mean shown with "no CI", not a traceback),
+/// and `verdict-diff.py` refuses a CSV holding one row twice with exit 2 and the line, where it
+/// once kept the last silently.
+#[test]
+fn verdict_scripts_read_a_one_replicate_run_and_refuse_a_doubled_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("one");
+    std::fs::create_dir(&study).unwrap();
+    let csv = study.join("verdicts.claims.csv");
+    std::fs::write(&csv, ONE_REPLICATE).unwrap();
+    let run = |script: &str, args: &[&Path]| {
+        Command::new("python3").arg(repo().join("scripts").join(script)).args(args).output().expect("python3 runs")
+    };
+    let diff = run("verdict-diff.py", &[&csv, &csv]);
+    assert_eq!(diff.status.code(), Some(0), "{}", String::from_utf8_lossy(&diff.stderr));
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert!(out.contains("+1.2 no CI n = 1: inconclusive (one replicate)"), "{out}");
+    assert!(out.ends_with("0 of 2 rows differ in verdict.\n"), "{out}");
+    let table = run("reproduction-table.py", &[&study]);
+    assert_eq!(table.status.code(), Some(0), "{}", String::from_utf8_lossy(&table.stderr));
+    let out = String::from_utf8_lossy(&table.stdout);
+    assert!(out.contains("mnist: +1.2 (no CI) -> **inconclusive (one replicate)**"), "{out}");
+    assert!(out.contains("mnist: -0.50 (no CI)"), "{out}");
+
+    let doubled = dir.path().join("doubled.csv");
+    let second_row = ONE_REPLICATE.lines().nth(1).unwrap();
+    std::fs::write(&doubled, format!("{ONE_REPLICATE}{second_row}\n")).unwrap();
+    let refused = run("verdict-diff.py", &[&csv, &doubled]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("doubled.csv:4: a second row for claim 'cf_beats_pre'"), "{err}");
+}
+
+/// `scripts/reproduction.sh` makes the committed docs/REPRODUCTION.md byte for byte from the
+/// committed study docs, so neither can change without the other; and a part that fails leaves
+/// the page it would have replaced whole (it once left it cut short at the failure).
+#[test]
+fn the_reproduction_page_is_up_to_date_and_a_failure_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("REPRODUCTION.md");
+    let made = Command::new("sh")
+        .arg(repo().join("scripts/reproduction.sh"))
+        .current_dir(repo())
+        .env("REPRODUCTION_OUT", &fresh)
+        .output()
+        .expect("sh runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let committed = std::fs::read_to_string(repo().join("docs/REPRODUCTION.md")).unwrap();
+    assert!(
+        std::fs::read_to_string(&fresh).unwrap() == committed,
+        "docs/REPRODUCTION.md is not what `sh scripts/reproduction.sh` makes from docs/: run it and commit the page"
+    );
+
+    // A tree of its own: the head, and one study whose claims CSV has a mean that is no number.
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(root.join("docs/reproduction")).unwrap();
+    std::fs::create_dir_all(root.join("docs/noise_sweep")).unwrap();
+    std::fs::write(root.join("docs/reproduction/head.md"), "# head\n").unwrap();
+    std::fs::write(root.join("docs/reproduction/not-run.md"), "not run\n").unwrap();
+    let broken = ONE_REPLICATE.replacen(",1.25,,,1,", ",abc,0,1,1,", 1);
+    std::fs::write(root.join("docs/noise_sweep/verdicts.claims.csv"), broken).unwrap();
+    let page = root.join("docs/REPRODUCTION.md");
+    std::fs::write(&page, "the last good page\n").unwrap();
+    let failed =
+        Command::new("sh").arg(repo().join("scripts/reproduction.sh")).current_dir(&root).output().expect("sh runs");
+    assert!(!failed.status.success());
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "the last good page\n");
+    assert!(!root.join("docs/REPRODUCTION.md.tmp").exists());
+}
+
+/// An experiment whose run completes in part: `shown` is made, `bad` fails and `lost` is skipped.
+const PARTIAL: &str = r#"[experiment]
+name = "partial"
+seed = 0
+
+[stages.good]
+op = "command"
+argv = ["sh", "-c", 'mkdir -p "$0"; echo "{{\"values\":{{\"top1\":50}}}}" > "$0/metrics.json"', "{out.m}"]
+outputs = { m = "metrics" }
+
+[stages.bad]
+op = "command"
+argv = ["sh", "-c", "exit 3"]
+outputs = { m = "metrics" }
+
+[stages.shown]
+op = "table"
+inputs = ["good.m"]
+rows = ["source"]
+columns = ["metric"]
+metrics = ["top1"]
+
+[stages.lost]
+op = "table"
+inputs = ["bad.m"]
+rows = ["source"]
+columns = ["metric"]
+metrics = ["top1"]
+"#;
+
+/// `scripts/study-docs.sh` copies a run's tables into the docs folder; when the run completes
+/// only in part it copies nothing and fails (it once copied the part, beside whatever an earlier
+/// run had left there, and exited 0).
+#[test]
+fn study_docs_copies_a_run_and_nothing_of_a_partial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = |root: &Path, exp: &str, out: &Path| {
+        Command::new("sh")
+            .arg(repo().join("scripts/study-docs.sh"))
+            .arg(dir.path().join("cache"))
+            .arg(exp)
+            .arg(out)
+            .current_dir(root)
+            .env("CFRUN", env!("CARGO_BIN_EXE_cfrun"))
+            .output()
+            .expect("sh runs")
+    };
+    let good = dir.path().join("out dir");
+    let made = docs(repo(), "smoke", &good);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mut files: Vec<String> =
+        std::fs::read_dir(&good).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["clustering.table.csv", "clustering.table.md", "results.table.csv", "results.table.md"]);
+
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(root.join("experiments")).unwrap();
+    std::fs::write(root.join("experiments/partial.toml"), PARTIAL).unwrap();
+    let bad = dir.path().join("bad");
+    let failed = docs(&root, "partial", &bad);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("bad failed: command `sh` exited with status 3"), "{err}");
+    assert!(err.contains("nothing copied"), "{err}");
+    assert_eq!(std::fs::read_dir(&bad).unwrap().count(), 0);
+}

@@ -28,7 +28,7 @@ pub enum TileNorm {
     /// The data set's per-channel mean and standard deviation, as whole images are.
     #[default]
     Dataset,
-    /// Each tile's own per-channel mean and standard deviation (a constant channel by 1), as
+    /// Each tile's own per-channel mean and standard deviation (a constant channel set to 0), as
     /// Noroozi & Favaro do, so that no tile's brightness or contrast tells its neighbours apart.
     PerTile,
 }
