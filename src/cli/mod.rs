@@ -8,6 +8,7 @@ mod check_device;
 mod cluster;
 mod commands;
 mod data;
+mod disk_full;
 mod exit;
 mod failure;
 mod gc;

@@ -201,6 +201,9 @@ pub(super) fn run(
             );
         }
     }
+    if let Some(text) = super::disk_full::hint(reports.iter().filter_map(|r| r.error.as_deref()), store.root()) {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
     if summary.interrupted {
         let _ = writeln!(std::io::stderr(), "interrupted: every finished instance is cached; run again to continue");
         return Ok(ExitCode::from(match exec::interrupt::signal() {
