@@ -369,12 +369,45 @@ pub struct Checkpointer<'a> {
     pub epochs: usize,
     /// The device the stage computes on, written into each checkpoint.
     pub device: &'a candle_core::Device,
+    /// This process's pace, for the time the stage's remaining epochs will take.
+    clock: EpochClock,
 }
 
 impl<'a> Checkpointer<'a> {
     /// Checkpoints of `ctx`'s stage, training for `epochs`.
     pub fn for_stage(ctx: &'a StageCtx<'_>, epochs: usize) -> Self {
-        Checkpointer { name: ctx.name, dir: &ctx.checkpoint_dir, progress: ctx.progress, epochs, device: ctx.device }
+        Checkpointer {
+            name: ctx.name,
+            dir: &ctx.checkpoint_dir,
+            progress: ctx.progress,
+            epochs,
+            device: ctx.device,
+            clock: EpochClock::default(),
+        }
+    }
+}
+
+/// When this process began training, and from which epoch (a resumed run starts past 0): the
+/// epochs it has trained so far tell how long the rest will take. A bar's own ETA covers only the
+/// epoch under way.
+#[derive(Default)]
+struct EpochClock {
+    start: Option<(std::time::Instant, usize)>,
+}
+
+impl EpochClock {
+    /// Notes the first epoch this process trains (later calls change nothing).
+    fn begin(&mut self, epoch: usize) {
+        self.start.get_or_insert((std::time::Instant::now(), epoch));
+    }
+
+    /// Seconds the epochs after the first `done` of `epochs` will take at this process's pace;
+    /// `None` before one epoch ends here or when none is left.
+    fn left(&self, done: usize, epochs: usize) -> Option<f64> {
+        let (start, first) = self.start?;
+        let here = done.checked_sub(first).filter(|&n| n > 0)?;
+        let rest = epochs.checked_sub(done).filter(|&n| n > 0)?;
+        Some(start.elapsed().as_secs_f64() / here as f64 * rest as f64)
     }
 }
 
@@ -405,13 +438,21 @@ fn written_on_another_device(folder: &Path, device: &candle_core::Device) -> Opt
 impl TrainObserver for Checkpointer<'_> {
     fn on_batch(&mut self, epoch: usize, batch: usize, batches: usize) {
         if batch == 0 {
-            self.progress.begin(&format!("epoch {}/{}", epoch + 1, self.epochs), batches as u64);
+            self.clock.begin(epoch);
+            let left = self.clock.left(epoch, self.epochs).map(|s| format!(", {} to go", crate::human::duration(s)));
+            self.progress
+                .begin(&format!("epoch {}/{}{}", epoch + 1, self.epochs, left.unwrap_or_default()), batches as u64);
         }
         self.progress.inc(1);
     }
 
     fn on_epoch(&mut self, stats: &EpochStats, state: &TrainState) -> Result<(), nn::NnError> {
         self.progress.message(&format!("loss {:.3} acc {:.1}%", stats.loss, stats.accuracy * 100.0));
+        let left = self
+            .clock
+            .left(stats.epoch + 1, self.epochs)
+            .map(|s| format!("; about {} to go", crate::human::duration(s)))
+            .unwrap_or_default();
         // A diverged network would otherwise be published as trained, and its NaN weights found
         // (if at all) stages later; nor is its state worth a checkpoint to resume from.
         if !stats.loss.is_finite() {
@@ -430,7 +471,7 @@ impl TrainObserver for Checkpointer<'_> {
         std::fs::write(scratch.path().join(DEVICE_FILE), device_kind(self.device)).map_err(io)?;
         checkpoint::commit(self.dir, scratch, &format!("epoch-{:04}", stats.epoch + 1)).map_err(io)?;
         tracing::info!(
-            "{} epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved)",
+            "{} epoch {}/{}: loss {:.4}, train acc {:.2}%, {:.0} img/s (checkpoint saved{left})",
             self.name,
             stats.epoch + 1,
             self.epochs,
@@ -478,6 +519,7 @@ pub fn resume_state(
 mod tests {
     use serde_json::{json, Value as Json};
 
+    use super::EpochClock;
     use crate::config::params::{normalize, ParamError, Params};
     use crate::ops::pretext::PretextParams;
     use crate::ops::random_net::RandomNetParams;
@@ -492,6 +534,23 @@ mod tests {
         written.sort();
         listed.sort();
         assert_eq!(written, listed);
+    }
+
+    /// The time to go is this process's seconds per epoch times the epochs not yet trained, a
+    /// resumed run counting only the epochs it trained itself; nothing is said before one epoch
+    /// ends here, or after the last.
+    #[test]
+    fn time_to_go_is_this_process_pace_times_the_epochs_left() {
+        let mut clock = EpochClock::default();
+        assert_eq!(clock.left(0, 10), None);
+        clock.begin(2); // resumed after epoch 2
+        assert_eq!(clock.left(2, 10), None);
+        let started = std::time::Instant::now() - std::time::Duration::from_secs(8);
+        clock.start = Some((started, 2));
+        clock.begin(3); // a later epoch changes nothing
+        let left = clock.left(4, 10).unwrap(); // 2 epochs in 8 s, 6 to go
+        assert!((24.0..25.0).contains(&left), "{left}");
+        assert_eq!(clock.left(10, 10), None);
     }
 
     #[test]
