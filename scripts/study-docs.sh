@@ -19,6 +19,7 @@ python3 -c '
 import json, shutil, sys
 out = sys.argv[1]
 summary = json.load(open(sys.argv[2]))
+# cfrun exits non-zero whenever this is false; checked again so that the script never relies on it.
 if not summary.get("ok"):
     sys.exit("study-docs: the run did not complete; nothing copied to " + out)
 for r in summary["reports"]:

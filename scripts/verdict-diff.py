@@ -23,7 +23,9 @@ def read(path):
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            columns, rows = set(reader.fieldnames or ()), list(reader)
+            # The line each row ends on (a quoted field may hold a newline).
+            rows = [(r, reader.line_num) for r in reader]
+            columns = set(reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         print(f"{path}: {e}", file=sys.stderr)
         sys.exit(2)
@@ -31,7 +33,7 @@ def read(path):
         print(f"{path}: not a claims CSV (needs the columns {', '.join(sorted(NEEDED))})", file=sys.stderr)
         sys.exit(2)
     keyed = {}
-    for line, r in enumerate(rows, start=2):
+    for r, line in rows:
         key = tuple(r[k] for k in KEY)
         if key in keyed:
             # Keeping either row would hide the other's verdict.

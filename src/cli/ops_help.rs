@@ -50,6 +50,11 @@ fn print_op(op: &dyn Op, in_full: bool) {
     for o in op.outputs() {
         println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
     }
+    if !op.metric_names().is_empty() {
+        // A table or claim naming another metric of this op is refused before anything runs, so
+        // the names are part of what a user must know to write one.
+        println!("  metrics {} (the names tables, plots and claims read)", op.metric_names().join(", "));
+    }
     if let Some(table) = op.input_table() {
         println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
         println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
@@ -118,7 +123,7 @@ fn describe(op: &dyn Op) -> Json {
     let outputs: Vec<Json> =
         op.outputs().iter().map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc})).collect();
     json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
-           "outputs": outputs, "input_table": op.input_table(), "params": op.param_fields(),
+           "outputs": outputs, "metrics": op.metric_names(), "input_table": op.input_table(), "params": op.param_fields(),
            "parameters": param_docs(op)})
 }
 

@@ -180,30 +180,31 @@ mem = "2G"
         let names = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
         let mut seen = std::collections::BTreeSet::new();
         let mut other = None;
+        // (CPUs, MiB, GPUs, minutes) of a row; no minutes where the time is "its `timeout` + 10
+        // min" (`a_command_jobs_time_limit_...` checks that one).
+        let shape = |cells: &[&str]| -> (u32, u64, u32, Option<u32>) {
+            let minutes = match cells[4].split_once(' ') {
+                Some((n, "h")) => Some(n.parse::<u32>().unwrap() * 60),
+                Some((n, "min")) => Some(n.parse().unwrap()),
+                _ => None,
+            };
+            let mem = cells[2].trim_end_matches(" GiB").parse::<u64>().unwrap() * 1024;
+            (cells[1].parse().unwrap(), mem, cells[3].parse().unwrap(), minutes)
+        };
         let table =
             doc.lines().skip_while(|l| !l.starts_with("| ops | CPUs")).skip(2).take_while(|l| l.starts_with('|'));
         for row in table {
             let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-            let (cpus, mem, gpus, time) = (cells[1], cells[2], cells[3], cells[4]);
+            let (cpus, mem, gpus, minutes) = shape(&cells);
             for name in names(cells[0]) {
                 let op = crate::ops::find(&name).unwrap_or_else(|| panic!("`{name}` in CLUSTER.md is no op"));
                 let r = op_defaults(op, &Json::Null);
-                let minutes = match time.split_once(' ') {
-                    Some((n, "h")) => n.parse::<u32>().unwrap() * 60,
-                    Some((n, "min")) => n.parse().unwrap(),
-                    _ => r.time_min, // "its `timeout` + 10 min": a_command_jobs_time_limit_... checks it
-                };
-                let documented = (
-                    cpus.parse().unwrap(),
-                    mem.trim_end_matches(" GiB").parse::<u64>().unwrap() * 1024,
-                    gpus.parse().unwrap(),
-                    minutes,
-                );
+                let documented = (cpus, mem, gpus, minutes.unwrap_or(r.time_min));
                 assert_eq!((r.cpus, r.mem_mb, r.gpus, r.time_min), documented, "`{name}`: CLUSTER.md says {row}");
                 seen.insert(name);
             }
             if cells[0].starts_with("any other op") {
-                other = Some((cells[1..5].join(" | "), row));
+                other = Some(((cpus, mem, gpus, minutes.expect("a time for any other op")), row));
             }
         }
         let (other, other_row) = other.expect("CLUSTER.md's table has an \"any other op\" row");
@@ -224,8 +225,8 @@ mem = "2G"
             );
             if !seen.contains(name) && !in_driver.iter().any(|n| n == name) {
                 let r = op_defaults(op, &Json::Null);
-                let shape = format!("{} | {} GiB | {} | {} min", r.cpus, r.mem_mb / 1024, r.gpus, r.time_min);
-                assert_eq!(shape, other, "`{name}` has no row in CLUSTER.md, so it must have {other_row}");
+                let defaults = (r.cpus, r.mem_mb, r.gpus, r.time_min);
+                assert_eq!(defaults, other, "`{name}` has no row in CLUSTER.md, so it must have {other_row}");
             }
         }
     }

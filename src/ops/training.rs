@@ -387,9 +387,9 @@ impl<'a> Checkpointer<'a> {
     }
 }
 
-/// When this process began training, and from which epoch (a resumed run starts past 0): the
-/// epochs it has trained so far tell how long the rest will take. A bar's own ETA covers only the
-/// epoch under way.
+/// When this process's first batch of training ended, and in which epoch (a resumed run starts
+/// past 0): the epochs it has trained since tell how long the rest will take. A bar's own ETA
+/// covers only the epoch under way.
 #[derive(Default)]
 struct EpochClock {
     start: Option<(std::time::Instant, usize)>,
@@ -544,10 +544,13 @@ mod tests {
         let mut clock = EpochClock::default();
         assert_eq!(clock.left(0, 10), None);
         clock.begin(2); // resumed after epoch 2
+        assert_eq!(clock.start.map(|(_, first)| first), Some(2));
         assert_eq!(clock.left(2, 10), None);
-        let started = std::time::Instant::now() - std::time::Duration::from_secs(8);
+        let now = std::time::Instant::now();
+        let Some(started) = now.checked_sub(std::time::Duration::from_secs(8)) else { return }; // a clock just booted
         clock.start = Some((started, 2));
         clock.begin(3); // a later epoch changes nothing
+        assert_eq!(clock.start, Some((started, 2)));
         let left = clock.left(4, 10).unwrap(); // 2 epochs in 8 s, 6 to go
         assert!((24.0..25.0).contains(&left), "{left}");
         assert_eq!(clock.left(10, 10), None);
