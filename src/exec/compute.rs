@@ -125,6 +125,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
             return Err(OpError::MissingOutput { op: op.name(), output: out });
         }
     }
+    super::declared_metrics::check(op, &inst.params, staging.path())?;
     let mut provenance = serde_json::json!({
         "instance": inst.name,
         "experiment": job.experiment,

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod compute;
 pub mod cuda_events;
 pub mod cuda_pool;
+pub mod declared_metrics;
 pub mod device;
 pub mod evaluate;
 pub mod executor;

@@ -113,6 +113,17 @@ pub enum OpError {
         /// What is wrong, and in which file.
         source: crate::artifact::validate::FormatError,
     },
+    /// A stage's metrics break what its op declares: a name outside its `metric_names`, or one
+    /// of its `ALWAYS_WRITES` missing (a fault of the op, not of the stage's inputs).
+    #[error("op {op} wrote metrics its declaration does not allow in `{output}`: {what}")]
+    UndeclaredMetrics {
+        /// The op.
+        op: &'static str,
+        /// The metrics output.
+        output: String,
+        /// Which names, and how.
+        what: String,
+    },
     /// A stage finished without writing a declared output.
     #[error("op {op} did not write its output `{output}`")]
     MissingOutput {
