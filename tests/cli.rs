@@ -4997,3 +4997,46 @@ fn a_huge_optional_centroids_file_is_checked_in_bounded_memory() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("2 ran"), "{}", stderr(&out));
 }
+
+/// Output that cannot be written is a failure, not a panic and not a success: `ops`, `dag --json`
+/// and `run --json` with stdout on a full disk (/dev/full) end with exit 1 and say why (they once
+/// panicked with exit 101, and `run` lost its summary with exit 0); invalid input keeps its 2 when
+/// stdout or stderr is full; a bad `CFRUN_*` switch under `--json` gives its one JSON value.
+#[test]
+fn output_that_cannot_be_written_fails_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let smoke = self::smoke();
+    let smoke = smoke.to_str().unwrap();
+    let full = |args: &[&str], stdout_full: bool| {
+        let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+        cmd.args(args).arg("--cache").arg(&cache).env_remove("CFRUN_CACHE");
+        if stdout_full {
+            cmd.stdout(full()).stderr(std::process::Stdio::piped());
+        } else {
+            cmd.stdout(std::process::Stdio::piped()).stderr(full());
+        }
+        cmd.output().expect("cfrun starts")
+    };
+    for args in [&["ops"][..], &["dag", smoke, "--json"], &["run", smoke, "--json", "-q"]] {
+        let out = full(args, true);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("output could not be written to stdout (No space left on device"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_eq!(full(&["status", "nope.toml", "--json"], true).status.code(), Some(2));
+    assert_eq!(full(&["status", "nope.toml"], false).status.code(), Some(2));
+
+    let switch = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["status", smoke, "--json", "--cache"])
+        .arg(&cache)
+        .env("CFRUN_BN_STATS", "garbage")
+        .output()
+        .unwrap();
+    assert_eq!(switch.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&switch.stdout).expect("one JSON value on stdout");
+    assert_eq!(v["ok"], false);
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("CFRUN_BN_STATS"), "{v}");
+}

@@ -22,11 +22,11 @@ pub(super) fn check_device(choice: device::DeviceChoice, presets: &[String], g: 
     let checks = crate::eval::device_check::run_checks(&device, presets).map_err(Failure::runtime)?;
     let ok = checks.iter().all(|c| c.ok);
     if g.json {
-        println!("{}", json!({"device": name, "ok": ok, "checks": checks}));
+        outln!("{}", json!({"device": name, "ok": ok, "checks": checks}));
     } else {
-        println!("device check: {name} against cfrun's CPU kernels");
+        outln!("device check: {name} against cfrun's CPU kernels");
         for c in &checks {
-            println!(
+            outln!(
                 "  {}  {:<62} {:>10.3e} (tolerance {:.0e})  {:.2} s / {:.2} s",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.what,
@@ -36,10 +36,10 @@ pub(super) fn check_device(choice: device::DeviceChoice, presets: &[String], g: 
                 c.seconds.1
             );
             if let Some(e) = &c.error {
-                println!("        the device side failed: {e}");
+                outln!("        the device side failed: {e}");
             }
         }
-        println!("{}", if ok { "all checks passed" } else { "some checks FAILED" });
+        outln!("{}", if ok { "all checks passed" } else { "some checks FAILED" });
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }

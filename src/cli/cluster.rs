@@ -153,21 +153,21 @@ pub fn exec(
             }
             let outcome = serde_json::to_value(&outcome).unwrap_or_default();
             if g.json {
-                println!("{}", json!({"instance": job.instance.name, "key": record.key, "outcome": outcome}));
+                outln!("{}", json!({"instance": job.instance.name, "key": record.key, "outcome": outcome}));
             } else {
-                println!("{} {} {}", outcome.as_str().unwrap_or_default(), job.instance.name, record.key);
+                outln!("{} {} {}", outcome.as_str().unwrap_or_default(), job.instance.name, record.key);
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(why) => {
             if g.json {
-                println!("{}", json!({"instance": job.instance.name, "outcome": "failed", "error": why.to_string()}));
+                outln!("{}", json!({"instance": job.instance.name, "outcome": "failed", "error": why.to_string()}));
             }
             // A driver's child: the driver logs this error and lists it in its summary.
             if from_driver && g.json {
                 return Ok(ExitCode::from(super::exit::FAILED));
             }
-            eprintln!(
+            errln!(
                 "error: {} failed: {}",
                 job.instance.name,
                 crate::config::error::printable_cut(&why.to_string(), super::terminal::TERMINAL_REPORT_CHARS)

@@ -44,9 +44,9 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         )),
         Command::Dag { file, format } => load(&file, g).map(|plan| {
             if g.json {
-                println!("{}", render::to_json(&plan));
+                outln!("{}", render::to_json(&plan));
             } else {
-                print!("{}", render::render(&plan, format));
+                out!("{}", render::render(&plan, format));
             }
             ExitCode::SUCCESS
         }),
@@ -67,9 +67,9 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                         .iter()
                         .map(|e| json!({"location": e.location(), "message": e.to_string()}))
                         .collect();
-                    println!("{}", json!({"ok": false, "errors": errors}));
+                    outln!("{}", json!({"ok": false, "errors": errors}));
                 }
-                eprint!("{}", c.render());
+                errout!("{}", c.render());
             }
             Failure::Other(msg) => fail_plainly(g, &msg),
             Failure::Runtime(e) => fail_plainly(g, &error_chain(e.as_ref())),
@@ -82,9 +82,9 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
 /// so a script reading stdout always gets one object saying what went wrong.
 fn fail_plainly(g: &Global, message: &str) {
     if g.json {
-        println!("{}", json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+        outln!("{}", json!({"ok": false, "errors": [{"location": null, "message": message}]}));
     }
-    eprintln!("error: {}", crate::config::error::printable(message));
+    errln!("error: {}", crate::config::error::printable(message));
 }
 
 /// An error and its sources, one after the other.

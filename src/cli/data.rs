@@ -14,10 +14,10 @@ pub(super) fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> 
             let store = open_store_to_read(g)?;
             let listing = crate::data::describe_sources(&store.data_dir());
             if g.json {
-                println!("{}", serde_json::to_string(&listing).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&listing).unwrap_or_default());
             } else {
                 for d in listing {
-                    println!("{d}");
+                    outln!("{d}");
                 }
             }
         }
@@ -42,10 +42,10 @@ pub(super) fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> 
             .load_options(store.data_dir());
             let files = crate::data::fetch(parsed, &opts).map_err(Failure::runtime)?;
             if g.json {
-                println!("{}", json!({"dataset": name, "files": files}));
+                outln!("{}", json!({"dataset": name, "files": files}));
             } else {
                 for f in files {
-                    println!("{}", f.display());
+                    outln!("{}", f.display());
                 }
             }
         }

@@ -43,7 +43,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
             // Only what would be removed: a dead key's object that a kept key shares stays.
             let named: BTreeMap<String, &String> =
                 garbage.objects.iter().filter_map(|(o, _)| names.get(o).map(|n| (o.to_string(), n))).collect();
-            println!(
+            outln!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
                        "bytes": total, "names": named})
@@ -51,12 +51,12 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         } else {
             for (obj, size) in &garbage.objects {
                 let name = names.get(obj).map(|n| format!(", last computed as {n}")).unwrap_or_default();
-                println!("would remove {obj} ({}{name})", human(*size));
+                outln!("would remove {obj} ({}{name})", human(*size));
             }
             for (name, size) in &garbage.checkpoints {
-                println!("would remove checkpoint {name} ({})", human(*size));
+                outln!("would remove checkpoint {name} ({})", human(*size));
             }
-            println!(
+            outln!(
                 "would free {} objects, {} keys and {} checkpoints, {}",
                 garbage.objects.len(),
                 garbage.keys.len(),
@@ -78,7 +78,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     };
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
-        println!(
+        outln!(
             "{}",
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
                    "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
@@ -87,12 +87,12 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         );
     } else {
         for (obj, size) in &swept.objects_removed {
-            println!("removed {obj} ({})", human(*size));
+            outln!("removed {obj} ({})", human(*size));
         }
         for f in &swept.failures {
-            eprintln!("could not remove {f}");
+            errln!("could not remove {f}");
         }
-        println!(
+        outln!(
             "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging \
              folders, {} finished job specs, {} leftovers of data set fetches)",
             swept.objects_removed.len(),

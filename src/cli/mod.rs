@@ -3,10 +3,28 @@
 //! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
 //! 2 the experiment file or the command line is invalid (nothing ran).
 
+/// `println!` through [`console::out`]: a failed write is kept, not a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::console::out(&format!("{}\n", format_args!($($arg)*))) };
+}
+/// `print!` through [`console::out`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::console::out(&format!($($arg)*)) };
+}
+/// `eprintln!` through [`console::err`]: a failed write is dropped, not a panic.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::console::err(&format!("{}\n", format_args!($($arg)*))) };
+}
+/// `eprint!` through [`console::err`].
+macro_rules! errout {
+    ($($arg:tt)*) => { $crate::cli::console::err(&format!($($arg)*)) };
+}
+
 mod bar_terminal;
 mod check_device;
 mod cluster;
 mod commands;
+mod console;
 mod data;
 mod disk_full;
 mod exit;
@@ -201,18 +219,30 @@ pub fn main() -> ExitCode {
                 // A script reading stdout gets its one object here too.
                 let message = e.render().to_string();
                 let message = message.trim().trim_start_matches("error: ");
-                println!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+                outln!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": message}]}));
             }
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
     if let Err(e) = crate::nn::switches_from_env().and_then(|()| crate::exec::device::cuda_switches_from_env()) {
-        eprintln!("error: {e}");
+        if json {
+            outln!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": e.to_string()}]}));
+        }
+        errln!("error: {e}");
         return ExitCode::from(exit::INVALID);
     }
     let bars = logging::init(cli.global.quiet);
-    commands::dispatch(cli.command, &cli.global, bars)
+    let code = commands::dispatch(cli.command, &cli.global, bars);
+    match console::lost() {
+        // The results themselves are cached; what failed is telling the caller about them. A
+        // failure's own code stands (invalid input stays 2, a hang-up 129).
+        Some(why) if code == ExitCode::SUCCESS => {
+            errln!("error: cfrun's output could not be written to stdout ({why}); it is incomplete");
+            ExitCode::from(exit::FAILED)
+        }
+        _ => code,
+    }
 }
 
 /// `--cache DIR` takes a value; do not mistake DIR for the experiment file.

@@ -21,14 +21,14 @@ pub(super) fn ops(name: Option<&str>, json: bool) -> Result<(), Failure> {
     if json {
         let described: Vec<Json> = chosen.iter().map(|op| describe(*op)).collect();
         let out = if name.is_some() { described[0].clone() } else { Json::from(described) };
-        println!("{out}");
+        outln!("{out}");
         return Ok(());
     }
     for op in &chosen {
         print_op(*op, name.is_some());
     }
     if name.is_none() {
-        println!("\n`cfrun ops OP` gives each parameter's type, range, default and meaning.");
+        outln!("\n`cfrun ops OP` gives each parameter's type, range, default and meaning.");
     }
     Ok(())
 }
@@ -40,36 +40,36 @@ fn unknown(name: &str) -> Failure {
 }
 
 fn print_op(op: &dyn Op, in_full: bool) {
-    println!("{} (v{}): {}", op.name(), op.version(), op.summary());
+    outln!("{} (v{}): {}", op.name(), op.version(), op.summary());
     for i in op.inputs() {
         let kinds: Vec<String> = i.kinds.iter().map(|k| k.to_string()).collect();
         let req = if i.required { "required" } else { "optional" };
         let many = if i.gather { ", gathers all instances" } else { "" };
-        println!("  input  {:<10} {} ({req}{many}): {}", i.name, kinds.join("|"), i.doc);
+        outln!("  input  {:<10} {} ({req}{many}): {}", i.name, kinds.join("|"), i.doc);
     }
     for o in op.outputs() {
-        println!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
+        outln!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
     }
     if !op.metric_names().is_empty() {
         // A table or claim naming another metric of this op is refused before anything runs, so
         // the names are part of what a user must know to write one.
-        println!("  metrics {} (the names tables, plots and claims read)", op.metric_names().join(", "));
+        outln!("  metrics {} (the names tables, plots and claims read)", op.metric_names().join(", "));
     }
     if let Some(table) = op.input_table() {
-        println!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
-        println!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
+        outln!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
+        outln!("  output {:<10} declared per stage as outputs = {{ NAME = \"KIND\" }}", "(declared)");
     }
     if !in_full {
-        println!("  params {}", op.param_fields().join(", "));
+        outln!("  params {}", op.param_fields().join(", "));
         return;
     }
     let docs = param_docs(op);
     let width = docs.iter().map(|d| d.name.len()).max().unwrap_or(0) + 2;
-    println!("  parameters");
+    outln!("  parameters");
     for d in &docs {
-        println!("    {:<width$}{}", d.name, usage(d));
+        outln!("    {:<width$}{}", d.name, usage(d));
         for line in wrap(&d.doc, TEXT_WIDTH.saturating_sub(4 + width).max(40)) {
-            println!("    {:<width$}{line}", "");
+            outln!("    {:<width$}{line}", "");
         }
     }
 }

@@ -138,8 +138,8 @@ pub(super) fn run(
     }
     // Verdicts come last, after the tables they summarise.
     report_files.sort_by_key(|(name, _)| plan.instances.iter().any(|i| &i.name == name && i.op.judges()));
-    // The summary is written with `writeln!`, its errors ignored: after a hang-up stdout and
-    // stderr may be a closed terminal (EIO), where `println!` would panic (exit 101, not 129).
+    // After a hang-up stdout and stderr may be a closed terminal (EIO), where `println!` would
+    // panic (exit 101, not 129): stdout goes through `outln!` and stderr's errors are ignored.
     if g.json {
         let reports_json: Vec<_> = report_files.iter().map(|(n, f)| json!({"instance": n, "files": f})).collect();
         // `instance` as in every other command's output; `name` stays for the scripts that read it.
@@ -151,8 +151,7 @@ pub(super) fn run(
                 v
             })
             .collect();
-        let _ = writeln!(
-            std::io::stdout(),
+        outln!(
             "{}",
             json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
                    "cpu_seconds": cpu,
@@ -166,11 +165,11 @@ pub(super) fn run(
                 // A command's report may hold anything: escapes are shown, not obeyed, and a
                 // long one is cut with its path named (the page and the file have it whole).
                 if let Some(shown) = report_for_terminal(f) {
-                    let _ = writeln!(std::io::stdout(), "## {name}\n\n{shown}");
+                    outln!("## {name}\n\n{shown}");
                 }
             }
             for f in files.iter().filter(|f| f.extension().is_some_and(|e| e != "md")) {
-                let _ = writeln!(std::io::stdout(), "{name}: {}", f.display());
+                outln!("{name}: {}", f.display());
             }
         }
         // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.

@@ -112,13 +112,13 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
             }
             Some((_, Err(Untrusted::Unreadable(denied)))) => {
                 unshown += 1;
-                eprintln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
+                errln!("warning: {}: cfrun may not read its cached result ({denied}); not shown", inst.name);
                 item["state"] = json!("unreadable");
                 item["because"] = json!([format!("cfrun may not read its cached result ({denied})")]);
             }
             Some((_, Err(Untrusted::Damaged(why)))) => {
                 unshown += 1;
-                eprintln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
+                errln!("warning: {}: cached result is damaged ({why}); not shown, a run rebuilds it", inst.name);
                 item["state"] = json!("damaged");
                 item["because"] = json!([format!("cached result is damaged ({why})")]);
             }
@@ -134,10 +134,10 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
         items.push(item);
     }
     if g.json {
-        println!("{}", json!(items));
+        outln!("{}", json!(items));
     } else {
         let texts: Vec<String> = items.iter().map(super::show_text::render).collect();
-        print!("{}", texts.join("\n"));
+        out!("{}", texts.join("\n"));
     }
     Ok(if unshown == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
 }
@@ -148,9 +148,9 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     require_folder("-o", out)?;
     let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
     if g.json {
-        println!("{}", json!({"experiment": plan.experiment.name, "report": path}));
+        outln!("{}", json!({"experiment": plan.experiment.name, "report": path}));
     } else {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
-        println!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
+        outln!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
         let damaged: BTreeSet<&str> = plan
@@ -95,7 +95,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
         let _ = writeln!(text, "{} of {} instances cached", cached, states.len());
-        print!("{text}");
+        out!("{text}");
     }
     Ok(ExitCode::SUCCESS)
 }
