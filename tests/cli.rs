@@ -5040,3 +5040,33 @@ fn output_that_cannot_be_written_fails_plainly() {
     assert_eq!(v["ok"], false);
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("CFRUN_BN_STATS"), "{v}");
 }
+
+/// Mistakes on the command line are told for what they are, and leave nothing behind: a misspelt
+/// subcommand is named with the one meant (the `cfrun FILE` shorthand once took it for a file and
+/// complained about the next argument); `exec FILE INSTANCE` with no such instance exits 2 before
+/// creating the cache it names (it once left a cache skeleton).
+#[test]
+fn command_line_mistakes_are_named_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let smoke = self::smoke();
+    let smoke = smoke.to_str().unwrap();
+    let typo = cfrun(&cache, &["gcc", smoke, "--dry-run"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(stderr(&typo).contains("unknown command `gcc` (did you mean `gc`?)"), "{}", stderr(&typo));
+    let nope = cfrun(&cache, &["exec", smoke, "nope"]);
+    assert_eq!(nope.status.code(), Some(2), "{}", stderr(&nope));
+    assert!(stderr(&nope).contains("no instance `nope`"), "{}", stderr(&nope));
+    assert!(!cache.exists(), "exec created the cache before refusing its arguments");
+    // A file whose name reads like a command is still run.
+    let named = dir.path().join("stat");
+    std::fs::copy(smoke, &named).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["stat", "-q", "--cache"])
+        .arg(&cache)
+        .current_dir(dir.path())
+        .env_remove("CFRUN_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+}

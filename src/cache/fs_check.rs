@@ -119,10 +119,11 @@ pub fn lock_scope(m: &Mount) -> LockScope {
 }
 
 /// The mount table: `CFRUN_MOUNTINFO` names a file to read instead (for tests), else
-/// `/proc/self/mountinfo`.
+/// `/proc/self/mountinfo`. Read up to 16 MiB (a host with 100,000 mounts), so that a path to an
+/// endless file cannot take the memory.
 fn mount_table() -> Option<String> {
     let path = std::env::var_os("CFRUN_MOUNTINFO").map_or_else(|| PathBuf::from("/proc/self/mountinfo"), PathBuf::from);
-    std::fs::read_to_string(path).ok()
+    String::from_utf8(super::fsutil::read_limited(&path, 16 << 20).ok()?).ok()
 }
 
 /// Refuses a cache whose locks would not hold across nodes; a local file system passes with a

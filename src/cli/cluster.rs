@@ -122,18 +122,29 @@ pub fn exec(
     if from_driver {
         end_with_the_driver();
     }
+    // A file and an instance named by hand are checked, and the device opened, before the cache
+    // is touched, as `run` does: a mistake there leaves no cache behind and exits 2.
+    let by_hand = match instance {
+        Some(name) => {
+            let plan = load(Path::new(target), g)?;
+            let at = instance_at(&plan, name)?;
+            Some((plan, at))
+        }
+        None => None,
+    };
+    let (device, device_name) = device::open(choice).map_err(|e| match by_hand {
+        Some(_) if !from_driver => Failure::Other(e.to_string()),
+        // A job's node without the device it was promised is the job's failure.
+        _ => Failure::runtime(e),
+    })?;
     let store = open_store_for_job(g, instance.is_none().then_some(target))?;
     if !from_driver {
         fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
-    let (job, plan) = match instance {
-        Some(name) => {
-            let plan = load(Path::new(target), g)?;
-            (job_from_file(&plan, &store, name)?, Some(plan))
-        }
+    let (job, plan) = match by_hand {
+        Some((plan, at)) => (job_from_file(&plan, &store, at)?, Some(plan)),
         None => (load_job(&store, target).map_err(|e| Failure::Other(e.to_string()))?, None),
     };
-    let (device, device_name) = device::open(choice).map_err(Failure::runtime)?;
     if let Some(plan) = &plan {
         // As `cfrun run` checks before anything runs, against this process's device and memory
         // (a job read from a key was checked by the driver that wrote it).
@@ -196,19 +207,29 @@ fn end_with_the_driver() {
         }
         // This process leads its group (the driver made it so): the group goes at once, with
         // what the job started without a watcher of its own (a data set's downloader). Nothing
-        // is printed: stderr was the driver's pipe, closed with it.
-        // SAFETY: a plain signal to this process's own group.
-        unsafe { libc::kill(0, libc::SIGKILL) };
+        // is printed: stderr was the driver's pipe, closed with it. Started by hand in someone
+        // else's group (the flag is hidden, not guarded), only this process goes: the group is
+        // its caller's, a shell among them.
+        // SAFETY: getpgrp and getpid read this process's ids; kill signals it or its own group.
+        unsafe {
+            let leads = libc::getpgrp() == libc::getpid();
+            libc::kill(if leads { 0 } else { libc::getpid() }, libc::SIGKILL);
+        }
     });
 }
 
-fn job_from_file(plan: &Plan, store: &Store, name: &str) -> Result<Job, Failure> {
-    let Some(i) = plan.instances.iter().position(|inst| inst.name == name) else {
-        return Err(Failure::Other(format!(
+/// The index of the instance called `name` in `plan`.
+fn instance_at(plan: &Plan, name: &str) -> Result<usize, Failure> {
+    plan.instances.iter().position(|inst| inst.name == name).ok_or_else(|| {
+        Failure::Other(format!(
             "no instance `{name}` in {}; `cfrun dag FILE` lists them",
             plan.experiment.file.path.display()
-        )));
-    };
+        ))
+    })
+}
+
+fn job_from_file(plan: &Plan, store: &Store, i: usize) -> Result<Job, Failure> {
+    let name = &plan.instances[i].name;
     // Only the instance's ancestors matter: walk them in plan (topological) order.
     let mut needed = vec![false; plan.instances.len()];
     let mut stack = vec![i];

@@ -40,7 +40,7 @@ mod signals;
 mod status;
 mod terminal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -202,15 +202,23 @@ pub fn main() -> ExitCode {
         .find(|&i| !args[i].to_string_lossy().starts_with('-') && previous_is_not_option_value(&args, i));
     // A subcommand written after global options (`cfrun --cache DIR run FILE`) moves first too:
     // the top-level parser refuses options beside a subcommand.
+    let json = args.iter().any(|a| a == "--json");
     if let Some(i) = first_positional {
-        if !SUBCOMMANDS.contains(&args[i].to_string_lossy().as_ref()) {
+        let word = args[i].to_string_lossy().into_owned();
+        if !SUBCOMMANDS.contains(&word.as_str()) {
+            if let Some(message) = mistyped_command(&word) {
+                if json {
+                    outln!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+                }
+                errln!("error: {message}");
+                return ExitCode::from(exit::INVALID);
+            }
             args.insert(1, "run".into());
         } else if i > 1 {
             let command = args.remove(i);
             args.insert(1, command);
         }
     }
-    let json = args.iter().any(|a| a == "--json");
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -243,6 +251,17 @@ pub fn main() -> ExitCode {
         }
         _ => code,
     }
+}
+
+/// A first word that is no file and reads like a misspelt subcommand (`cfrun gcc FILE`): without
+/// this, `cfrun FILE`'s shorthand takes it for an experiment file and clap then complains about
+/// the next argument, naming neither.
+fn mistyped_command(word: &str) -> Option<String> {
+    if word.contains(['.', '/']) || Path::new(word).exists() {
+        return None;
+    }
+    let near = crate::config::suggest::did_you_mean(word, SUBCOMMANDS)?;
+    Some(format!("unknown command `{word}` (did you mean `{near}`?); `cfrun FILE` runs the experiment file FILE"))
 }
 
 /// `--cache DIR` takes a value; do not mistake DIR for the experiment file.
