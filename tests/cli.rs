@@ -5058,6 +5058,14 @@ fn command_line_mistakes_are_named_and_leave_nothing() {
     assert_eq!(nope.status.code(), Some(2), "{}", stderr(&nope));
     assert!(stderr(&nope).contains("no instance `nope`"), "{}", stderr(&nope));
     assert!(!cache.exists(), "exec created the cache before refusing its arguments");
+    // An empty CFRUN_LOG is unset, not a filter that keeps errors only (hiding this warning).
+    let quiet_log = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .args(["status", smoke, "--cache"])
+        .arg(&cache)
+        .env("CFRUN_LOG", "")
+        .output()
+        .unwrap();
+    assert!(stderr(&quiet_log).contains("does not exist: nothing is cached there"), "{}", stderr(&quiet_log));
     // A file whose name reads like a command is still run.
     let named = dir.path().join("stat");
     std::fs::copy(smoke, &named).unwrap();

@@ -18,11 +18,17 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
     let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let default = if quiet { "warn" } else { "info" };
     let (filter, refused) = match std::env::var("CFRUN_LOG") {
+        // An empty filter would log errors only, hiding every warning: read it as unset.
+        Ok(text) if text.trim().is_empty() => (EnvFilter::new(default), None),
         Ok(text) => match EnvFilter::try_new(&text) {
             Ok(f) => (f, None),
-            Err(e) => (EnvFilter::new(default), Some((text, e))),
+            Err(e) => (EnvFilter::new(default), Some((text, e.to_string()))),
         },
-        Err(_) => (EnvFilter::new(default), None),
+        Err(std::env::VarError::NotUnicode(text)) => {
+            let text = text.to_string_lossy().into_owned();
+            (EnvFilter::new(default), Some((text, "it is not UTF-8".to_string())))
+        }
+        Err(std::env::VarError::NotPresent) => (EnvFilter::new(default), None),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
