@@ -78,12 +78,14 @@ impl SourceFile {
         Self { path: path.to_path_buf(), text: text.into() }
     }
 
-    /// 1-based line and column of a byte offset.
+    /// 1-based line and column of a byte offset. The column counts characters, as editors do
+    /// (`é` is one column, not two), and leaves out a byte-order mark, which editors do not show.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        let start = before.rfind('\n').map_or(0, |nl| nl + 1);
+        let col = before[start..].chars().filter(|&c| c != '\u{feff}').count() + 1;
         (line, col)
     }
 }
@@ -95,4 +97,20 @@ pub enum Origin {
     File(Range<usize>),
     /// The n-th `--set` argument.
     Override(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Columns count characters after the line's start, not bytes, and not a byte-order mark: an
+    /// error after `"ééé"` is reported where an editor shows it.
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let file = SourceFile::from_text(Path::new("x.toml"), "\u{feff}a = 1\nd = \"ééé\" junk\n".into());
+        let junk = file.text.find("junk").unwrap();
+        assert_eq!(file.line_col(junk), (2, 11));
+        let a = file.text.find('a').unwrap();
+        assert_eq!(file.line_col(a), (1, 1));
+    }
 }
