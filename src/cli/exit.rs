@@ -1,6 +1,7 @@
 //! cfrun's exit codes, one name each.
 
-/// A stage failed or was skipped, or a check found damage: the results are incomplete.
+/// A stage failed or was skipped, a check found damage, or the output could not be written: the
+/// results, or what was told of them, are incomplete.
 pub const FAILED: u8 = 1;
 /// The experiment file, the command line or a precondition is invalid: nothing ran.
 pub const INVALID: u8 = 2;

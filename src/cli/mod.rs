@@ -1,7 +1,8 @@
 //! The command line: argument parsing, logging set-up and exit codes.
 //!
-//! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached);
-//! 2 the experiment file or the command line is invalid (nothing ran).
+//! Exit codes: 0 success; 1 some stage failed (everything else finished and is cached) or the
+//! output could not be written; 2 the experiment file or the command line is invalid (nothing
+//! ran).
 
 /// `println!` through [`console::out`]: a failed write is kept, not a panic.
 macro_rules! outln {
@@ -194,6 +195,7 @@ const SUBCOMMANDS: &[&str] =
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = args.iter().any(|a| a == "--json");
     // `cfrun FILE` means `cfrun run FILE`: insert `run` before the first positional argument
     // when it is not a subcommand.
     // Values of options (`--set X`, `--cache DIR`) are not positional: skip past them. `run` goes
@@ -202,7 +204,6 @@ pub fn main() -> ExitCode {
         .find(|&i| !args[i].to_string_lossy().starts_with('-') && previous_is_not_option_value(&args, i));
     // A subcommand written after global options (`cfrun --cache DIR run FILE`) moves first too:
     // the top-level parser refuses options beside a subcommand.
-    let json = args.iter().any(|a| a == "--json");
     if let Some(i) = first_positional {
         let word = args[i].to_string_lossy().into_owned();
         if !SUBCOMMANDS.contains(&word.as_str()) {
