@@ -5078,3 +5078,21 @@ fn command_line_mistakes_are_named_and_leave_nothing() {
         .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
 }
+
+/// `exec --from-driver` ends its process group when the driver's pipe closes, which the driver
+/// made for it; started by hand in another group (here a shell's, in a session of its own so that
+/// a failure cannot reach the test's), it ends only itself and the shell goes on (it once killed
+/// the shell with it).
+#[test]
+fn exec_from_driver_by_hand_spares_its_callers_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{} exec {} shapes --from-driver --cache {} </dev/null; echo survived $?",
+        env!("CARGO_BIN_EXE_cfrun"),
+        smoke().display(),
+        dir.path().join("cache").display()
+    );
+    let out = Command::new("setsid").args(["-w", "sh", "-c", &script]).output().expect("setsid runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("survived 137"), "the shell was killed with cfrun: {text} {}", stderr(&out));
+}
