@@ -7,14 +7,15 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 fn cfrun(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args(args)
-        .arg("--cache")
-        .arg(cache)
-        .env("CFRUN_LOG", "info")
-        .env_remove("CFRUN_CACHE")
-        .output()
-        .expect("cfrun starts")
+    cfrun_command(cache, args).output().expect("cfrun starts")
+}
+
+/// The command [`cfrun`] runs, for a test that sets more (an environment variable, a folder,
+/// where stdout goes) before it starts.
+fn cfrun_command(cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
+    cmd.args(args).arg("--cache").arg(cache).env("CFRUN_LOG", "info").env_remove("CFRUN_CACHE");
+    cmd
 }
 
 /// Starts `cfrun FILE EXTRA`, waits for a log line containing `marker`, waits `delay_ms`, then
@@ -5010,8 +5011,7 @@ fn output_that_cannot_be_written_fails_plainly() {
     let smoke = smoke.to_str().unwrap();
     let full = |args: &[&str], stdout_full: bool| {
         let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfrun"));
-        cmd.args(args).arg("--cache").arg(&cache).env_remove("CFRUN_CACHE");
+        let mut cmd = cfrun_command(&cache, args);
         if stdout_full {
             cmd.stdout(full()).stderr(std::process::Stdio::piped());
         } else {
@@ -5029,12 +5029,7 @@ fn output_that_cannot_be_written_fails_plainly() {
     assert_eq!(full(&["status", "nope.toml", "--json"], true).status.code(), Some(2));
     assert_eq!(full(&["status", "nope.toml"], false).status.code(), Some(2));
 
-    let switch = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args(["status", smoke, "--json", "--cache"])
-        .arg(&cache)
-        .env("CFRUN_BN_STATS", "garbage")
-        .output()
-        .unwrap();
+    let switch = cfrun_command(&cache, &["status", smoke, "--json"]).env("CFRUN_BN_STATS", "garbage").output().unwrap();
     assert_eq!(switch.status.code(), Some(2));
     let v: Value = serde_json::from_slice(&switch.stdout).expect("one JSON value on stdout");
     assert_eq!(v["ok"], false);
@@ -5059,23 +5054,12 @@ fn command_line_mistakes_are_named_and_leave_nothing() {
     assert!(stderr(&nope).contains("no instance `nope`"), "{}", stderr(&nope));
     assert!(!cache.exists(), "exec created the cache before refusing its arguments");
     // An empty CFRUN_LOG is unset, not a filter that keeps errors only (hiding this warning).
-    let quiet_log = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args(["status", smoke, "--cache"])
-        .arg(&cache)
-        .env("CFRUN_LOG", "")
-        .output()
-        .unwrap();
+    let quiet_log = cfrun_command(&cache, &["status", smoke]).env("CFRUN_LOG", "").output().unwrap();
     assert!(stderr(&quiet_log).contains("does not exist: nothing is cached there"), "{}", stderr(&quiet_log));
     // A file whose name reads like a command is still run.
     let named = dir.path().join("stat");
     std::fs::copy(smoke, &named).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .args(["stat", "-q", "--cache"])
-        .arg(&cache)
-        .current_dir(dir.path())
-        .env_remove("CFRUN_CACHE")
-        .output()
-        .unwrap();
+    let run = cfrun_command(&cache, &["stat", "-q"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
 }
 
