@@ -883,6 +883,31 @@ fn a_file_given_where_a_folder_belongs_is_a_usage_error() {
     }
 }
 
+/// A `--cache` or `report -o` folder that cannot be made (its parent is /proc, or a file) is the
+/// command line's fault: exit 2, naming the option (before: exit 1 and a bare OS error). Under
+/// `--json=true`, which the parser refuses, stdout still carries the one JSON error.
+#[test]
+fn a_folder_that_cannot_be_made_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "keep me\n").unwrap();
+    let smoke = smoke();
+    let smoke = smoke.to_str().unwrap();
+    for bad in [std::path::PathBuf::from("/proc/cfrun-no-such-cache"), file.join("cache")] {
+        let out = cfrun(&bad, &[smoke]);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", bad.display(), stderr(&out));
+        assert!(stderr(&out).contains(&format!("--cache {}", bad.display())), "{}", stderr(&out));
+        let out = cfrun(&dir.path().join("cache"), &["report", smoke, "-o", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", bad.display(), stderr(&out));
+        assert!(stderr(&out).contains(&format!("-o {}", bad.display())), "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    let out = cfrun(&dir.path().join("cache"), &["--json=true", "status", smoke]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["ok"], false, "stdout: {}", String::from_utf8_lossy(&out.stdout));
+}
+
 /// The environment probes of several `command` stages run side by side while the plan is built:
 /// here each probe waits for the other's mark, so probes run one after another would time out
 /// (after 20 s) and refuse the plan.

@@ -195,7 +195,8 @@ const SUBCOMMANDS: &[&str] =
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let json = args.iter().any(|a| a == "--json");
+    // `--json=true` is refused by clap (the flag takes no value), but its caller reads stdout too.
+    let json = args.iter().any(|a| a == "--json" || a.to_string_lossy().starts_with("--json="));
     // `cfrun FILE` means `cfrun run FILE`: insert `run` before the first positional argument
     // when it is not a subcommand.
     // Values of options (`--set X`, `--cache DIR`) are not positional: skip past them. `run` goes

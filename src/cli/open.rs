@@ -17,7 +17,22 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
-    Store::open(&g.cache).map_err(Failure::runtime)
+    Store::open(&g.cache).map_err(|e| match e {
+        CacheError::Io { path, source } if is_unusable_path(&source) => Failure::Other(format!(
+            "--cache {} cannot be used: {}: {source}; give a folder that can be created and written",
+            g.cache.display(),
+            path.display()
+        )),
+        e => Failure::runtime(e),
+    })
+}
+
+/// Whether an I/O error on a path from the command line says that path cannot be made or
+/// written (a read-only or missing parent, a file in the way): the command line's fault, exit 2,
+/// not a failure of the work.
+pub(super) fn is_unusable_path(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{NotADirectory, NotFound, PermissionDenied, ReadOnlyFilesystem};
+    matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem | NotADirectory | NotFound)
 }
 
 /// Opens the cache for a command that only reads it: a missing one is said to be empty, and is

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::failure::Failure;
-use super::open::{load, open_store_to_read, require_folder};
+use super::open::{is_unusable_path, load, open_store_to_read, require_folder};
 use super::status::{last_failures, reasons_beside};
 use super::Global;
 use crate::cache::store::{Check, Untrusted};
@@ -146,7 +146,16 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
     require_folder("-o", out)?;
-    let path = crate::html::write(&plan, &store, file, out).map_err(Failure::runtime)?;
+    let path = crate::html::write(&plan, &store, file, out).map_err(|e| {
+        if is_unusable_path(&e.source) {
+            Failure::Other(format!(
+                "-o {} cannot be used: {e}; give a folder that can be created and written",
+                out.display()
+            ))
+        } else {
+            Failure::runtime(e)
+        }
+    })?;
     if g.json {
         outln!("{}", json!({"experiment": plan.experiment.name, "report": path}));
     } else {
