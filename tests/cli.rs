@@ -908,6 +908,83 @@ fn a_folder_that_cannot_be_made_is_a_usage_error() {
     assert_eq!(v["ok"], false, "stdout: {}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Settings and wirings that would run to a plausible but meaningless number are refused or
+/// warned of (each was seen to pass silently): a probe whose loss went NaN (it scored 100 %
+/// top-1), a batch size the probe caps, test classes without a training row, label noise past
+/// (C - 1) / C, k-means sampled to a few points per centroid, a network that collapsed (empty
+/// clusters downstream, a fit at chance), an adaptive grid finer than its map, and `weak_tags`'
+/// tag sets fed where one class per example is read.
+#[test]
+fn settings_that_would_mislead_are_refused_or_warned_of() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pitfalls.toml");
+    let data = |name: &str, train: usize| {
+        format!("[stages.{name}]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 6\nsize = 8\ntrain_size = {train}\ntest_size = 48\n")
+    };
+    let probe = |name: &str, from: &str, extra: &str| {
+        format!("[stages.{name}]\nop = \"linear_probe\"\nfeatures = \"{from}.images\"\nlabels = \"{from}.labels\"\nepochs = 2\n{extra}\n")
+    };
+    let text = [
+        "[experiment]\nname = \"pitfalls\"\nseed = 0\n".to_string(),
+        data("shapes", 192),
+        data("few", 3),
+        probe("probe_nan", "shapes", "lr = 30.0\nweight_decay = 1.0"),
+        probe("probe_big", "shapes", "batch_size = 512"),
+        probe("probe_few", "few", ""),
+        "[stages.noisy]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = 90\nseed = 1\n".into(),
+        "[stages.sampled]\nop = \"kmeans\"\nfeatures = \"shapes.images\"\nk = 8\nmax_points_per_centroid = 2\n".into(),
+        "[stages.collapsed]\nop = \"train\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\n\
+         epochs = 2\nbatch_size = 32\nwarmup_epochs = 0\nweight_decay = 100.0\n"
+            .into(),
+        "[stages.flat]\nop = \"train\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\n\
+         epochs = 1\nbatch_size = 32\nwarmup_epochs = 0\nweight_decay = 10.0\n"
+            .into(),
+        "[stages.blown]\nop = \"train\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\n\
+         epochs = 2\nbatch_size = 32\nwarmup_epochs = 0\nweight_decay = 1000.0\n"
+            .into(),
+        "[stages.bfeat]\nop = \"extract\"\nmodel = \"blown.model\"\nimages = \"shapes.images\"\n".into(),
+        "[stages.bclusters]\nop = \"kmeans\"\nfeatures = \"bfeat.features\"\nk = 8\n".into(),
+        "[stages.cfeat]\nop = \"extract\"\nmodel = \"collapsed.model\"\nimages = \"shapes.images\"\n".into(),
+        "[stages.fine]\nop = \"extract\"\nmodel = \"collapsed.model\"\nimages = \"shapes.images\"\npool = \"adaptive4\"\n".into(),
+        "[stages.clusters]\nop = \"kmeans\"\nfeatures = \"cfeat.features\"\nk = 8\n".into(),
+    ]
+    .join("\n");
+    std::fs::write(&file, text).unwrap();
+    let out = cfrun(cache.path(), &[file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for says in [
+        "probe_nan failed",
+        "the linear probe diverged: the mean loss of epoch 1 of 2 is",
+        "probe_big: batch_size 512 is capped at 6 rows per step",
+        "probe_few: 3 of the test split's classes have no training row",
+        "noisy: at 90% noise over 6 classes the training labels carry no information",
+        "k-means fits on 16 of 192 rows (2 per centroid",
+        "collapsed: the mean loss rose from",
+        "clusters: 7 of 8 clusters hold no training row",
+        "fine failed",
+        "pool = \"adaptive4\" asks for a 4x4 grid of a 1x1 feature map",
+        "% in the last epoch (1) is within 1.5x of chance (16.7 % for 6 classes)",
+        "bclusters failed: the squared distances overflow",
+    ] {
+        assert!(err.contains(says), "missing `{says}` in:\n{err}");
+    }
+    // Tag sets where a class is read: refused before anything runs, naming the field.
+    let tags = dir.path().join("tags.toml");
+    let text = [
+        "[experiment]\nname = \"tagged\"\n".to_string(),
+        data("shapes", 96),
+        "[stages.tags]\nop = \"weak_tags\"\nlabels = \"shapes.labels\"\n".into(),
+        "[stages.probe]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"tags.labels\"\n".into(),
+    ]
+    .join("\n");
+    std::fs::write(&tags, text).unwrap();
+    let out = cfrun(cache.path(), &["status", tags.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tags.toml:") && stderr(&out).contains("`weak_tags`' tag sets"), "{}", stderr(&out));
+}
+
 /// The environment probes of several `command` stages run side by side while the plan is built:
 /// here each probe waits for the other's mark, so probes run one after another would time out
 /// (after 20 s) and refuse the plan.

@@ -220,7 +220,14 @@ fn prepare<'a>(x: &'a [f32], n: usize, d: usize, cfg: &KMeansConfig) -> Result<P
         Some(0) => return Err(ClusterError::ZeroSampleSize),
         Some(m) if cfg.k.saturating_mul(m) < n => {
             let keep = cfg.k * m;
-            tracing::info!(n, keep, "k-means: fitting on a seeded sample of rows");
+            if m < FEW_POINTS_PER_CENTROID {
+                tracing::warn!(
+                    "k-means fits on {keep} of {n} rows ({m} per centroid, max_points_per_centroid): below \
+                     {FEW_POINTS_PER_CENTROID} per centroid the centroids stay near where they started"
+                );
+            } else {
+                tracing::info!(n, keep, "k-means: fitting on a seeded sample of rows");
+            }
             let mut rng = crate::rng::seeded(cfg.seed);
             rng.set_stream(1);
             let mut idx: Vec<u32> = rand::seq::index::sample(&mut rng, n, keep).into_iter().map(|i| i as u32).collect();
@@ -232,6 +239,9 @@ fn prepare<'a>(x: &'a [f32], n: usize, d: usize, cfg: &KMeansConfig) -> Result<P
     };
     Ok(Points::new(x, d, cfg.normalize, subset))
 }
+
+/// Sampled points per centroid below which the fit is warned of (faiss's `min_points_per_centroid`).
+const FEW_POINTS_PER_CENTROID: usize = 39;
 
 /// Checks a caller-supplied centroid buffer.
 fn check_centroids(c: &[f32], k: usize, d: usize) -> Result<(), ClusterError> {

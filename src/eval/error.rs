@@ -62,6 +62,23 @@ pub enum EvalError {
         /// Column of the first offending value.
         col: usize,
     },
+    /// Training blew up: an epoch's mean loss is NaN or infinite, so the weights are no model.
+    #[error(
+        "the linear probe diverged: the mean loss of epoch {epoch} of {epochs} is {loss} (lr {lr}, weight_decay \
+         {weight_decay}); lower `lr` or `weight_decay`"
+    )]
+    Diverged {
+        /// The epoch (1-based; an iteration for L-BFGS).
+        epoch: usize,
+        /// Epochs (or iterations) asked for.
+        epochs: usize,
+        /// Its mean loss.
+        loss: f64,
+        /// The base learning rate.
+        lr: f32,
+        /// The weight decay.
+        weight_decay: f32,
+    },
     /// A hyper-parameter is out of its valid range.
     #[error("invalid probe setting: {0}")]
     BadConfig(String),

@@ -29,7 +29,7 @@ pub use ap::{average_precision, mean_ap};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
 pub use ovr::{ovr_map, OvrConfig, OvrResult};
-pub use probe::linear_probe;
+pub use probe::{linear_probe, rows_per_step};
 pub use probe_device::{linear_probe_on, probe_with_tensors};
 pub use probe_lbfgs::lbfgs_probe_path;
 

@@ -103,12 +103,18 @@ pub(super) struct ProbeCore {
     rng: ChaCha8Rng,
 }
 
+/// The rows per step an SGD probe uses on `n` training rows when asked for `batch_size`: at
+/// most `n / MIN_STEPS_PER_EPOCH` (rounded up), so every epoch takes that many steps at least.
+pub fn rows_per_step(n: usize, batch_size: usize) -> usize {
+    batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH))
+}
+
 impl ProbeCore {
     /// Checks the inputs and settings, and fits the standardiser.
     pub(super) fn new(data: ProbeData, cfg: &ProbeConfig) -> Result<ProbeCore, EvalError> {
         let (n, m) = check_inputs(data, cfg)?;
         let (train_x, d) = (data.train_x, data.d);
-        let bs = cfg.batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH));
+        let bs = rows_per_step(n, cfg.batch_size);
         Ok(ProbeCore {
             n,
             m,
@@ -168,12 +174,23 @@ pub fn linear_probe(
         }
         let mean = loss / n as f64;
         tracing::debug!(epoch, loss = mean, "linear probe epoch");
+        check_loss(epoch, mean, cfg)?;
         loss_per_epoch.push(mean);
         on_epoch(epoch, mean);
     }
     let train = score(&model, &core.st, train_x, train_y);
     let test = score(&model, &core.st, test_x, test_y);
     Ok(result(&train, &test, n, test_y.len(), c, loss_per_epoch))
+}
+
+/// Refuses an epoch whose mean loss is not finite: its weights are NaN or infinite, and every
+/// score they give is meaningless (a NaN logit compares neither above nor equal, so each row
+/// would count as a hit: 100 % top-1).
+pub(super) fn check_loss(epoch: usize, loss: f64, cfg: &ProbeConfig) -> Result<(), EvalError> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(EvalError::Diverged { epoch: epoch + 1, epochs: cfg.epochs, loss, lr: cfg.lr, weight_decay: cfg.weight_decay })
 }
 
 /// The probe's numbers from the hit counts of both splits.
@@ -258,10 +275,14 @@ pub(super) fn score_logits(logits: &[f32], y: &[u32], c: usize) -> Score {
     let mut s = Score::empty(c);
     for (row, &label) in logits.chunks_exact(c).zip(y) {
         let label = label as usize;
+        s.per_class_count[label] += 1;
+        // A NaN compares neither above nor equal: such a row would score as a hit.
+        if row.iter().any(|v| v.is_nan()) {
+            continue;
+        }
         let true_score = row[label];
         let above = row.iter().filter(|&&v| v > true_score).count();
         let ties_before = row[..label].iter().filter(|&&v| v == true_score).count();
-        s.per_class_count[label] += 1;
         if above == 0 && ties_before == 0 {
             s.top1 += 1;
             s.per_class_hits[label] += 1;
@@ -290,5 +311,12 @@ mod tests {
         let row = [3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
         assert_eq!(score_logits(&row, &[5], c).top5, 0);
         assert_eq!(score_logits(&row, &[4], c).top5, 1);
+    }
+
+    /// A row with a NaN logit is a miss for top-1 and top-5, and still counts in its class.
+    #[test]
+    fn nan_logits_are_misses() {
+        let s = score_logits(&[f32::NAN, f32::NAN, 1.0, f32::NAN], &[0, 1], 2);
+        assert_eq!((s.top1, s.top5, s.per_class_count), (0, 0, vec![1, 1]));
     }
 }

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::probe::{linear_probe, result, score_logits, ProbeCore};
+use super::probe::{check_loss, linear_probe, result, score_logits, ProbeCore};
 use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
@@ -82,6 +82,7 @@ pub fn probe_with_tensors(
             t += 1;
         }
         let mean = f64::from(loss.to_scalar::<f32>().map_err(dev)?) / n as f64;
+        check_loss(epoch, mean, cfg)?;
         loss_per_epoch.push(mean);
         on_epoch(epoch, mean);
     }

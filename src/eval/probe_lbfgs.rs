@@ -11,7 +11,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::lbfgs::{self, Outcome, Settings};
-use super::probe::{check_inputs, result, score};
+use super::probe::{check_inputs, check_loss, result, score};
 use super::softmax::Linear;
 use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeData, ProbeResult};
@@ -128,6 +128,9 @@ pub(super) fn lbfgs_probe(
     };
     let Outcome { iterations, evaluations, stop } = outcome;
     tracing::debug!(iterations, evaluations, ?stop, "the L-BFGS probe stopped");
+    for (i, &loss) in xent_per_iter.iter().enumerate() {
+        check_loss(i, loss, cfg)?;
+    }
     obj.load(&p);
     let train = score(&obj.model, &st, train_x, train_y);
     let test = score(&obj.model, &st, test_x, test_y);

@@ -50,6 +50,20 @@ fn separable_data_is_learned_perfectly() {
     assert!(r.loss_per_epoch.last() < r.loss_per_epoch.first());
 }
 
+/// A probe whose weights blow up (here a learning rate and weight decay whose product makes
+/// each step multiply the weights by about -29) is refused, naming the epoch, instead of
+/// scoring its NaN logits as 100 % top-1 (which it once did).
+#[test]
+fn a_diverging_probe_is_refused() {
+    let (tx, ty) = separable(4, 60, 6, 1);
+    let (vx, vy) = separable(4, 20, 6, 2);
+    let cfg = ProbeConfig { lr: 30.0, weight_decay: 1.0, epochs: 3, ..quick() };
+    match probe(&tx, &ty, &vx, &vy, 6, 4, &cfg) {
+        Err(EvalError::Diverged { epochs: 3, loss, .. }) => assert!(!loss.is_finite()),
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+}
+
 #[test]
 fn results_are_bit_identical_across_runs_and_pools() {
     // Batches above the 64-row GEMM pieces and d above the 64-row backward pieces.

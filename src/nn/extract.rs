@@ -212,6 +212,17 @@ fn pool_batch(fm: &Tensor, pool: Pool, n: usize, out: &mut Vec<f32>) -> Result<u
         _ => fm.clone(),
     };
     let (b, c, h, w) = fm.dims4()?;
+    if let Pool::Adaptive(side) = pool {
+        if side > h.min(w) {
+            // Finer bins than the map's cells only repeat its values: a larger `dim` that holds
+            // nothing more, and weighs some cells more than others in a probe.
+            return Err(NnError::invalid(format!(
+                "pool = \"adaptive{side}\" asks for a {side}x{side} grid of a {h}x{w} feature map, whose values it \
+                 would only repeat; use adaptive{} or less (or dimN, which stays within the map)",
+                h.min(w)
+            )));
+        }
+    }
     let dim = pool.dim(c, h, w);
     let values = fm.flatten_all()?.to_vec1::<f32>()?;
     if out.is_empty() {

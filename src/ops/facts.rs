@@ -157,6 +157,24 @@ pub fn tags_mapped(inputs: &InputFacts, slot: &str, field: &str, choice: &str) -
     ))
 }
 
+/// Refuses `slot` fed by `weak_tags`, for an op that reads one class per example (`to` says
+/// what for): a tag set's one id per example is its lowest tag, which may denote no class at
+/// all, so a score against it is a plausible-looking but meaningless number.
+pub fn plain_labels(inputs: &InputFacts, slot: &str, to: &str) -> Result<(), ParamError> {
+    if inputs.get(slot).tag_map != Some(true) {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        slot,
+        format!(
+            "{} holds `weak_tags`' tag sets, whose one id per example is its lowest tag (perhaps one that \
+             denotes no class), not a class to {to}",
+            inputs.named(slot)
+        ),
+        Some(format!("feed `{slot}` the clean labels the tags were drawn from (the `labels` of the data set)")),
+    ))
+}
+
 /// Refuses `field = value` above the training rows of `slot` when their count is known (`k`
 /// clusters each need a point, cross-validation folds each a held-out row): the shortfall would
 /// otherwise surface only after upstream training. `to` says what the rows are for, `remedy` the

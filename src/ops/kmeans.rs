@@ -115,6 +115,17 @@ pub(super) fn assignment_metrics(
 ) -> Result<Vec<usize>, OpError> {
     let mut sizes = vec![0usize; k];
     train.iter().for_each(|&a| sizes[a as usize] += 1);
+    let empty = sizes.iter().filter(|&&s| s == 0).count();
+    if empty > 0 {
+        // k-means splits a cluster into an empty one while any holds two distinct rows, so for
+        // it this means fewer distinct rows than k (a collapsed network, say).
+        tracing::warn!(
+            "{}: {empty} of {k} clusters hold no training row (fewer distinct feature rows than clusters?): the \
+             pseudo-labels use only {} of the {k} classes",
+            ctx.name,
+            k - empty
+        );
+    }
     metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
     metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
     truth_metrics(ctx, train, test, metrics)?;
@@ -193,6 +204,7 @@ impl StageKind for KMeans {
         let rows = inputs.get("features").rows;
         facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
+        facts::plain_labels(inputs, "truth", "score the clusters' purity against")?;
         let examples = inputs.get("features").examples;
         Ok(OutputFacts::from([("labels".to_string(), Facts::labels(rows, Some(p.k)).of(examples))]))
     }
@@ -217,6 +229,15 @@ impl StageKind for KMeans {
         progress.finish();
         let (train, train_inertia) = cluster::assign(&model, &feats.train, n)?;
         let (test, test_inertia) = cluster::assign(&model, &feats.test, feats.count(Split::Test))?;
+        if !(train_inertia.is_finite() && test_inertia.is_finite()) {
+            // Finite features whose squared distances overflow f32: far from any trained
+            // network's scale, so most likely a diverged one.
+            let largest = feats.train.iter().chain(&feats.test).fold(0f32, |m, v| m.max(v.abs()));
+            return Err(OpError::Invalid(format!(
+                "the squared distances overflow (inertia {train_inertia}, test {test_inertia}): the features reach \
+                 {largest:e} in size (a diverged network?); check the stage that made them"
+            )));
+        }
         let mut metrics = Metrics::default();
         metrics.values.insert("inertia".into(), train_inertia);
         metrics.values.insert("test_inertia".into(), test_inertia);

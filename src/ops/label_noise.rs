@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::{facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Labels, LabelsMeta};
 use crate::config::params::{ParamError, Params};
 
@@ -62,6 +62,8 @@ impl StageKind for LabelNoise {
     };
 
     fn facts(&self, _p: &LabelNoiseParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        // Only the one id per example would be corrupted; the tag sets would be lost.
+        facts::plain_labels(inputs, "labels", "corrupt")?;
         Ok(OutputFacts::from([("labels".to_string(), inputs.get("labels"))]))
     }
 
@@ -70,6 +72,18 @@ impl StageKind for LabelNoise {
         let train = corrupt(&clean.train, clean.meta.num_classes, p.percent, p.seed);
         let changed = train.iter().zip(&clean.train).filter(|(a, b)| a != b).count();
         tracing::info!("{}: {changed} of {} training labels replaced", ctx.name, train.len());
+        let c = clean.meta.num_classes as f64;
+        // Replacements go to another class: from (C - 1) / C on, a label says nothing of its
+        // image's class, and beyond it points away from it.
+        if c >= 2.0 && p.percent * c >= 100.0 * (c - 1.0) {
+            tracing::warn!(
+                "{}: at {}% noise over {c} classes the training labels carry no information about the images' \
+                 classes (from {:.1}% on, a label is as likely any class as the right one; above it, less likely)",
+                ctx.name,
+                p.percent,
+                100.0 * (c - 1.0) / c
+            );
+        }
         let meta = LabelsMeta { source: format!("{} with {}% noise", clean.meta.source, p.percent), ..clean.meta };
         Labels { meta, train, test: clean.test, tags: None }.save(&ctx.output_dir("labels")).map_err(OpError::from)
     }

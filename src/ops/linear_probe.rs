@@ -104,7 +104,9 @@ impl StageKind for LinearProbe {
         //    otherwise (an Intel Xeon), whose cached results must not be served.
         // 4: top-5 breaks ties as top-1 does (a class tied with the true one and listed before
         //    it ranks above it); tied classes counted as hits, so top-5 was 1 on constant logits.
-        version: 4,
+        // 5: a probe whose loss went NaN or infinite fails (its NaN logits had scored every row
+        //    as a hit: 100 % top-1); such a cached result must not be served.
+        version: 5,
         summary: "softmax regression on frozen, standardised features: train split -> test split top-1",
         inputs: &[super::FEATURES_INPUT, super::labels_input("target labels")],
         outputs: &[OutputSpec {
@@ -161,6 +163,7 @@ impl StageKind for LinearProbe {
 
     fn facts(&self, _p: &ProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
+        facts::plain_labels(inputs, "labels", "train and score a probe on")?;
         Ok(OutputFacts::new())
     }
 
@@ -187,6 +190,7 @@ impl StageKind for LinearProbe {
             momentum: p.momentum,
             seed: p.seed,
         };
+        warn_of_what_the_probe_cannot_do(ctx.name, &p, &labels);
         let unit = if p.solver == ProbeSolver::Lbfgs { "iterations (at most)" } else { "epochs" };
         ctx.progress.begin(unit, p.epochs as u64);
         let progress = ctx.progress;
@@ -224,6 +228,39 @@ impl StageKind for LinearProbe {
         });
         tracing::info!("{}: top-1 {:.2}%", ctx.name, result.test_top1 * 100.0);
         m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
+    }
+}
+
+/// Warns of settings and labels that run but cannot mean what they seem: a `batch_size` the
+/// probe caps (a sweep over it would show the same numbers), and test classes without a single
+/// training row (their test rows are misses whatever the features).
+fn warn_of_what_the_probe_cannot_do(name: &str, p: &ProbeParams, labels: &Labels) {
+    let n = labels.train.len();
+    let used = eval::rows_per_step(n, p.batch_size);
+    if p.solver == ProbeSolver::Sgd && used < p.batch_size && p.batch_size != defaults::batch_size() {
+        tracing::warn!(
+            "{name}: batch_size {} is capped at {used} rows per step, so that an epoch over {n} training rows \
+             keeps at least {} steps: any batch_size from {used} up gives these same results",
+            p.batch_size,
+            n.div_ceil(used)
+        );
+    }
+    let c = labels.meta.num_classes;
+    let mut seen = vec![false; c];
+    for &y in &labels.train {
+        seen[y as usize] = true;
+    }
+    let mut unseen: Vec<u32> = labels.test.iter().copied().filter(|&y| !seen[y as usize]).collect();
+    unseen.sort_unstable();
+    unseen.dedup();
+    if !unseen.is_empty() {
+        let rows = labels.test.iter().filter(|&&y| !seen[y as usize]).count();
+        tracing::warn!(
+            "{name}: {} of the test split's classes have no training row ({rows} of {} test rows): the probe cannot \
+             predict them, whatever the features",
+            unseen.len(),
+            labels.test.len()
+        );
     }
 }
 

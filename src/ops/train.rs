@@ -415,6 +415,9 @@ impl StageKind for Train {
                 )));
             }
         }
+        if p.min_train_top1.is_none() {
+            warn_of_a_failed_fit(ctx.name, &trained.history, labels.meta.num_classes);
+        }
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
         trained.save(&out.join("model.safetensors"))?;
@@ -434,6 +437,31 @@ impl StageKind for Train {
             .collect();
         metrics.details = serde_json::json!({ "curve": curve, "arch": cfg.arch, "labels": labels.meta.source });
         metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
+    }
+}
+
+/// Warns of a network published as trained whose run says otherwise (only where no
+/// `min_train_top1` would refuse it): a mean loss that rose from the first epoch to the last
+/// (a learning rate too high; a loss that went NaN fails earlier), or a last training top-1
+/// barely above chance.
+fn warn_of_a_failed_fit(name: &str, history: &[nn::EpochStats], classes: usize) {
+    let (Some(first), Some(last)) = (history.first(), history.last()) else { return };
+    let chance = 100.0 / classes.max(1) as f64;
+    let top1 = last.accuracy * 100.0;
+    if history.len() >= 2 && last.loss > first.loss {
+        tracing::warn!(
+            "{name}: the mean loss rose from {:.3} (epoch 1) to {:.3} (epoch {}), train top-1 {top1:.1} %: the \
+             training diverged (lower lr?); set min_train_top1 to refuse such a network",
+            first.loss,
+            last.loss,
+            history.len()
+        );
+    } else if top1 < 1.5 * chance {
+        tracing::warn!(
+            "{name}: train top-1 {top1:.1} % in the last epoch ({}) is within 1.5x of chance ({chance:.1} % for \
+             {classes} classes): the network barely fits its labels; set min_train_top1 to refuse such a network",
+            history.len()
+        );
     }
 }
 
