@@ -948,6 +948,13 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
         "[stages.cfeat]\nop = \"extract\"\nmodel = \"collapsed.model\"\nimages = \"shapes.images\"\n".into(),
         "[stages.fine]\nop = \"extract\"\nmodel = \"collapsed.model\"\nimages = \"shapes.images\"\npool = \"adaptive4\"\n".into(),
         "[stages.clusters]\nop = \"kmeans\"\nfeatures = \"cfeat.features\"\nk = 8\n".into(),
+        "[stages.noisy_per_label]\nop = \"label_noise\"\nlabels = \"shapes.labels\"\npercent = 50\nseed = 2\n".into(),
+        "[stages.per_label]\nop = \"per_label_kmeans\"\nfeatures = \"shapes.images\"\nlabels = \"noisy_per_label.labels\"\n\
+         truth = \"shapes.labels\"\nk = 12\n"
+            .into(),
+        "[stages.rot]\nop = \"pretext\"\ntask = \"rotnet\"\nimages = \"shapes.images\"\narch = \"resnet_tiny\"\nepochs = 1\n\
+         batch_size = 32\nwarmup_epochs = 0\nlr = 50.0\n"
+            .into(),
     ]
     .join("\n");
     std::fs::write(&file, text).unwrap();
@@ -967,22 +974,82 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
         "pool = \"adaptive4\" asks for a 4x4 grid of a 1x1 feature map",
         "% in the last epoch (1) is within 1.5x of chance (16.7 % for 6 classes)",
         "bclusters failed: the squared distances overflow",
+        "chance (25.0 % for 4 classes): the network barely fits its labels\n",
     ] {
         assert!(err.contains(says), "missing `{says}` in:\n{err}");
     }
-    // Tag sets where a class is read: refused before anything runs, naming the field.
-    let tags = dir.path().join("tags.toml");
-    let text = [
-        "[experiment]\nname = \"tagged\"\n".to_string(),
-        data("shapes", 96),
-        "[stages.tags]\nop = \"weak_tags\"\nlabels = \"shapes.labels\"\n".into(),
-        "[stages.probe]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"tags.labels\"\n".into(),
-    ]
-    .join("\n");
-    std::fs::write(&tags, text).unwrap();
-    let out = cfrun(cache.path(), &["status", tags.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("tags.toml:") && stderr(&out).contains("`weak_tags`' tag sets"), "{}", stderr(&out));
+    // Per-label clustering assigns test rows by their labels: no test purity or NMI is written.
+    let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "per_label", "--json"]);
+    let v: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+    let metrics = &v[0]["metrics"]["metrics"];
+    assert!(metrics["purity"].is_number() && metrics.get("test_purity").is_none(), "{v}");
+    // Wirings refused before anything runs, naming the field: tag sets where a class is read,
+    // the same features joined twice, Jigsaw with RotNet's padded crops.
+    let stage = |name: &str, body: &str| format!("[stages.{name}]\n{body}\n");
+    for (body, says) in [
+        (
+            r#"op = "linear_probe"
+features = "shapes.images"
+labels = "tags.labels""#,
+            "`weak_tags`' tag sets",
+        ),
+        (
+            r#"op = "prototype"
+features = "shapes.images"
+labels = "tags.labels"
+truth = "tags.labels""#,
+            "`weak_tags`' tag sets",
+        ),
+        (
+            r#"op = "per_label_kmeans"
+features = "shapes.images"
+labels = "tags.labels"
+k = 12"#,
+            "`weak_tags`' tag sets",
+        ),
+        (
+            r#"op = "canvas"
+images = "shapes.images"
+labels = "tags.labels"
+size = 16
+train_size = 8
+test_size = 8"#,
+            "`weak_tags`' tag sets",
+        ),
+        (
+            r#"op = "concat"
+inputs = ["feats.features", "feats.features"]"#,
+            "is joined twice",
+        ),
+        (
+            r#"op = "pretext"
+task = "jigsaw"
+images = "shapes.images"
+permutations = "perms.permutations"
+arch = "resnet_tiny"
+crop_padding = 4"#,
+            "`crop_padding` is a RotNet setting",
+        ),
+    ] {
+        let wiring = dir.path().join("wiring.toml");
+        let text = [
+            "[experiment]\nname = \"wired\"\n".to_string(),
+            data("shapes", 96),
+            stage("tags", "op = \"weak_tags\"\nlabels = \"shapes.labels\""),
+            stage("perms", "op = \"permutations\"\ncount = 10"),
+            stage(
+                "net",
+                "op = \"random_net\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"",
+            ),
+            stage("feats", "op = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\""),
+            stage("bad", body),
+        ]
+        .join("\n");
+        std::fs::write(&wiring, text).unwrap();
+        let out = cfrun(cache.path(), &["status", wiring.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{body}: {}", stderr(&out));
+        assert!(stderr(&out).contains("wiring.toml:") && stderr(&out).contains(says), "{body}: {}", stderr(&out));
+    }
 }
 
 /// The environment probes of several `command` stages run side by side while the plan is built:

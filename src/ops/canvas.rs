@@ -102,6 +102,7 @@ impl StageKind for Canvas {
 
     fn facts(&self, p: &CanvasParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "images", "labels", &[0, 1])?;
+        facts::plain_labels(inputs, "labels", "name the objects on a canvas by")?;
         let (objects, labels) = (inputs.get("images"), inputs.get("labels"));
         if let Some([h, w]) = objects.side {
             // Four cells of half the canvas' side, one object each.

@@ -81,6 +81,15 @@ impl StageKind for Concat {
     const GATHERS_REPLICATES: bool = false;
 
     fn facts(&self, _p: &ConcatParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
+        // The same features twice would weigh one network double in the join, and count as two blocks.
+        let fed = inputs.each("inputs");
+        if let Some((i, twice)) = fed.iter().enumerate().find(|(i, f)| fed[..*i].iter().any(|g| g.from == f.from)) {
+            return Err(ParamError::field(
+                "inputs",
+                format!("`{}` is joined twice (input {} repeats an earlier one)", twice.from, i + 1),
+                Some("name each stage's features once".to_string()),
+            ));
+        }
         let mut known = inputs.each("inputs").iter().filter_map(|fed| Some((fed, fed.facts.rows?)));
         let Some((first, rows)) = known.next() else { return Ok(OutputFacts::new()) };
         if let Some((other, other_rows)) = known.find(|&(_, r)| r != rows) {

@@ -105,30 +105,29 @@ pub(super) const TRUTH_INPUT: InputSpec = InputSpec {
 };
 
 /// Cluster sizes (returned, and their extremes recorded) and, with the `truth` input, purity and
-/// NMI of both splits' assignments: what every pseudo-labelling op reports.
+/// NMI of both splits' assignments: what every pseudo-labelling op reports. Empty clusters are
+/// warned of, with `why_empty`, the op's likely cause.
 pub(super) fn assignment_metrics(
     ctx: &StageCtx<'_>,
-    train: &[u32],
-    test: &[u32],
+    (train, test): (&[u32], &[u32]),
     k: usize,
+    why_empty: &str,
     metrics: &mut Metrics,
 ) -> Result<Vec<usize>, OpError> {
     let mut sizes = vec![0usize; k];
     train.iter().for_each(|&a| sizes[a as usize] += 1);
     let empty = sizes.iter().filter(|&&s| s == 0).count();
     if empty > 0 {
-        // k-means splits a cluster into an empty one while any holds two distinct rows, so for
-        // it this means fewer distinct rows than k (a collapsed network, say).
         tracing::warn!(
-            "{}: {empty} of {k} clusters hold no training row (fewer distinct feature rows than clusters?): the \
-             pseudo-labels use only {} of the {k} classes",
+            "{}: {empty} of {k} clusters hold no training row ({why_empty}): the pseudo-labels use only {} of the \
+             {k} classes",
             ctx.name,
             k - empty
         );
     }
     metrics.values.insert("smallest_cluster".into(), *sizes.iter().min().unwrap_or(&0) as f64);
     metrics.values.insert("largest_cluster".into(), *sizes.iter().max().unwrap_or(&0) as f64);
-    truth_metrics(ctx, train, test, metrics)?;
+    truth_metrics(ctx, train, test, true, metrics)?;
     Ok(sizes)
 }
 
@@ -136,11 +135,13 @@ pub(super) fn assignment_metrics(
 pub(super) const TRUTH_METRICS: &[(&str, &str)] =
     &[("purity", "truth"), ("nmi", "truth"), ("test_purity", "truth"), ("test_nmi", "truth")];
 
-/// With the `truth` input, purity and NMI of both splits' assignments.
+/// With the `truth` input, purity and NMI of both splits' assignments; of the train split's
+/// only without `with_test` (an op whose test assignments read labels the truth shares).
 pub(super) fn truth_metrics(
     ctx: &StageCtx<'_>,
     train: &[u32],
     test: &[u32],
+    with_test: bool,
     metrics: &mut Metrics,
 ) -> Result<(), OpError> {
     if let Some(truth) = ctx.optional_input("truth") {
@@ -156,8 +157,10 @@ pub(super) fn truth_metrics(
         }
         metrics.values.insert("purity".into(), eval::purity(train, &truth.train)?);
         metrics.values.insert("nmi".into(), eval::nmi(train, &truth.train)?);
-        metrics.values.insert("test_purity".into(), eval::purity(test, &truth.test)?);
-        metrics.values.insert("test_nmi".into(), eval::nmi(test, &truth.test)?);
+        if with_test {
+            metrics.values.insert("test_purity".into(), eval::purity(test, &truth.test)?);
+            metrics.values.insert("test_nmi".into(), eval::nmi(test, &truth.test)?);
+        }
     }
     Ok(())
 }
@@ -242,7 +245,9 @@ impl StageKind for KMeans {
         metrics.values.insert("inertia".into(), train_inertia);
         metrics.values.insert("test_inertia".into(), test_inertia);
         metrics.values.insert("empty_cluster_splits".into(), model.empty_cluster_splits as f64);
-        let sizes = assignment_metrics(ctx, &train, &test, p.k, &mut metrics)?;
+        // Lloyd splits a cluster into an empty one while any holds two distinct rows.
+        let why = "the features have fewer distinct rows than clusters: a collapsed network?";
+        let sizes = assignment_metrics(ctx, (&train, &test), p.k, why, &mut metrics)?;
         metrics.details = serde_json::json!({"inertia_per_iter": model.inertia_per_iter, "cluster_sizes": sizes});
         let out = ctx.output_dir("labels");
         let meta = LabelsMeta {

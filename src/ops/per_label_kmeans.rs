@@ -2,12 +2,15 @@
 //! `l` are clustered on their own into `k_l` clusters, `k_l` proportional to `sqrt(n_l)` (the
 //! paper's footnote 3 found `k_l ~ n_l` worse), the `k_l` summing to exactly `K`; cluster ids
 //! are made globally unique by offsetting each label's ids by the clusters of the labels before
-//! it. Test points are assigned among the centroids of their own label.
+//! it. Test points are assigned among the centroids of their own label, so the test split's
+//! cluster ids carry its labels: scored against a truth those labels come from (the clean test
+//! labels of `label_noise` and `video`), they measure the labels, not the features. Only the
+//! train split's purity and NMI are written.
 
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts, OutputFacts};
-use super::kmeans::{truth_metrics, KMeansParams, TRUTH_INPUT, TRUTH_METRICS};
+use super::kmeans::{truth_metrics, KMeansParams, TRUTH_INPUT};
 use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster;
@@ -180,7 +183,9 @@ impl StageKind for PerLabelKMeans {
         // 4: `inertia` is the total squared distance over every label, as `kmeans` writes it
         //    (it was each label's total weighted by its size, over the points, and left out the
         //    labels of one cluster); a cluster of identical rows is no longer split for an empty one.
-        version: 4,
+        // 5: no `test_purity` or `test_nmi`: the test split's ids are read from its labels, so
+        //    against the clean test labels they scored 1.0 whatever the features.
+        version: 5,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
         inputs: &[
             super::FEATURES_INPUT,
@@ -192,20 +197,22 @@ impl StageKind for PerLabelKMeans {
             OutputSpec {
                 name: "metrics",
                 kind: Kind::Metrics,
-                doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), purity/NMI",
+                doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), the train split's purity/NMI",
             },
         ],
-        metric_names: &["clusters", "inertia", "purity", "nmi", "test_purity", "test_nmi"],
+        metric_names: &["clusters", "inertia", "purity", "nmi"],
     };
     // Purity and NMI only with the `truth` input, as `kmeans`'s (without it the metrics are
     // those of version 3, so no bump).
     const ALWAYS_WRITES: &'static [&'static str] = &["clusters", "inertia"];
-    const METRICS_NEED: &'static [(&'static str, &'static str)] = TRUTH_METRICS;
+    const METRICS_NEED: &'static [(&'static str, &'static str)] = &[("purity", "truth"), ("nmi", "truth")];
 
     fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         // Only the upper bound is sure: the lower one counts the labels that have points.
         facts::within_train_rows(inputs, "features", ("k", p.k), "cluster", "cluster more data")?;
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;
+        facts::plain_labels(inputs, "labels", "cluster within")?;
+        facts::plain_labels(inputs, "truth", "score the clusters' purity against")?;
         // How many clusters each label gets depends on how many points it has: classes unknown.
         Ok(OutputFacts::from([("labels".to_string(), Facts::rows_of(inputs.get("features")))]))
     }
@@ -242,7 +249,7 @@ impl StageKind for PerLabelKMeans {
         metrics.values.insert("clusters".into(), clusters as f64);
         metrics.values.insert("inertia".into(), inertia);
         metrics.details = serde_json::json!({"k_per_label": ks, "points_per_label": counts});
-        truth_metrics(ctx, &train, &test, &mut metrics)?;
+        truth_metrics(ctx, &train, &test, false, &mut metrics)?;
         let meta = LabelsMeta {
             num_classes: clusters as usize,
             class_names: Vec::new(),

@@ -206,6 +206,15 @@ impl StageKind for Pretext {
                 Some("add permutations = \"STAGE.permutations\", naming a `permutations` stage".into()),
             ));
         }
+        // Tiles are cut from the whole image: Jigsaw takes no padded random crops.
+        if raw.get("task").and_then(Json::as_str) == Some("jigsaw") && raw.get("crop_padding").is_some() {
+            return Err(ParamError::field(
+                "crop_padding",
+                "`crop_padding` is a RotNet setting (padded random crops), but `task` is \"jigsaw\", whose tiles \
+                 are jittered instead",
+                Some("drop crop_padding, or set task = \"rotnet\"".into()),
+            ));
+        }
         // Jigsaw's settings on RotNet would do nothing but change the key.
         if raw.get("task").and_then(Json::as_str) == Some("rotnet") {
             let jigsaw_only = ["grid", "tile", "tile_norm"].into_iter().find(|f| raw.get(f).is_some());
@@ -252,7 +261,7 @@ impl StageKind for Pretext {
             .map_err(OpError::io("creating the checkpoint folder"))?;
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
-        let (trained, examples, unit) = if p.task == Task::Rotnet {
+        let (trained, examples, unit, classes) = if p.task == Task::Rotnet {
             let (pixels, labels) = rotation_set(&images.train, n, m.channels, m.height, m.width)?;
             let data = ImageData { pixels: &pixels, n: 4 * n, c: m.channels, t: 1, h: m.height, w: m.width };
             let augment = Augment { crop_padding: p.crop_padding, hflip: false, clip_frames: 0 };
@@ -263,7 +272,7 @@ impl StageKind for Pretext {
             let targets = nn::Targets::Hard { truth: nn::Truth::Labels(&labels), num_classes: 4 };
             let trained = nn::train(&data, &targets, &cfg, ctx.device, resume, &mut obs)?;
             trained.save(&out.join("model.safetensors"))?;
-            (trained, 4 * n, "rotated images")
+            (trained, 4 * n, "rotated images", 4)
         } else {
             let perms_in = ctx.optional_input("permutations").ok_or_else(|| {
                 OpError::Invalid(format!(
@@ -287,8 +296,9 @@ impl StageKind for Pretext {
             let mut obs = Checkpointer::for_stage(ctx, cfg.epochs);
             let trained = jigsaw::train_jigsaw(&data, &perms.perms, &spec, &cfg, ctx.device, resume, &mut obs)?;
             jigsaw::save(&trained, &out)?;
-            (trained, n, "puzzles (x9 tiles)")
+            (trained, n, "puzzles (x9 tiles)", perms.perms.len())
         };
+        super::train::warn_of_a_failed_fit(ctx.name, &trained.history, classes, None);
         let mut metrics = Metrics::default();
         if let Some(last) = trained.history.last() {
             metrics.values.insert("pretext_loss".into(), last.loss);

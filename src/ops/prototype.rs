@@ -122,6 +122,7 @@ impl StageKind for Prototype {
         }
         facts::same_rows(inputs, "features", "labels", &[0])?;
         facts::same_rows(inputs, "features", "truth", &[0, 1])?;
+        facts::plain_labels(inputs, "truth", "score the prototypes' purity against")?;
         // Labels without members get no prototype: the classes are known only once it runs.
         Ok(OutputFacts::from([("labels".to_string(), Facts::rows_of(inputs.get("features")))]))
     }
@@ -150,7 +151,8 @@ impl StageKind for Prototype {
         let mut metrics = Metrics::default();
         metrics.values.insert("k".into(), model.k as f64);
         metrics.values.insert("inertia".into(), inertia);
-        let sizes = assignment_metrics(ctx, &train, &test, model.k, &mut metrics)?;
+        let why = "no image is nearer to their prototype than to another";
+        let sizes = assignment_metrics(ctx, (&train, &test), model.k, why, &mut metrics)?;
         let class_names: Vec<String> = kept.iter().map(|&c| names[c as usize].clone()).collect();
         metrics.details = serde_json::json!({"prototypes": class_names, "sizes": sizes});
         let out = ctx.output_dir("labels");

@@ -416,7 +416,8 @@ impl StageKind for Train {
             }
         }
         if p.min_train_top1.is_none() {
-            warn_of_a_failed_fit(ctx.name, &trained.history, labels.meta.num_classes);
+            let remedy = "set min_train_top1 to refuse such a network";
+            warn_of_a_failed_fit(ctx.name, &trained.history, labels.meta.num_classes, Some(remedy));
         }
         let out = ctx.output_dir("model");
         std::fs::create_dir_all(&out).map_err(OpError::io("creating the model folder"))?;
@@ -440,18 +441,20 @@ impl StageKind for Train {
     }
 }
 
-/// Warns of a network published as trained whose run says otherwise (only where no
-/// `min_train_top1` would refuse it): a mean loss that rose from the first epoch to the last
-/// (a learning rate too high; a loss that went NaN fails earlier), or a last training top-1
+/// Warns of a network published as trained whose run says otherwise (`train` asks only where
+/// no `min_train_top1` would refuse it; `remedy` ends the message): a mean loss that rose by half from the first epoch to the
+/// last (a learning rate too high; a loss that went NaN fails earlier), or a last training top-1
 /// barely above chance.
-fn warn_of_a_failed_fit(name: &str, history: &[nn::EpochStats], classes: usize) {
+pub(super) fn warn_of_a_failed_fit(name: &str, history: &[nn::EpochStats], classes: usize, remedy: Option<&str>) {
+    let remedy = remedy.map(|r| format!("; {r}")).unwrap_or_default();
     let (Some(first), Some(last)) = (history.first(), history.last()) else { return };
     let chance = 100.0 / classes.max(1) as f64;
     let top1 = last.accuracy * 100.0;
-    if history.len() >= 2 && last.loss > first.loss {
+    // Half again: a noisy plateau may end a little above where it began, a divergence far above.
+    if history.len() >= 2 && last.loss > 1.5 * first.loss {
         tracing::warn!(
             "{name}: the mean loss rose from {:.3} (epoch 1) to {:.3} (epoch {}), train top-1 {top1:.1} %: the \
-             training diverged (lower lr?); set min_train_top1 to refuse such a network",
+             training diverged (lower lr?){remedy}",
             first.loss,
             last.loss,
             history.len()
@@ -459,7 +462,7 @@ fn warn_of_a_failed_fit(name: &str, history: &[nn::EpochStats], classes: usize) 
     } else if top1 < 1.5 * chance {
         tracing::warn!(
             "{name}: train top-1 {top1:.1} % in the last epoch ({}) is within 1.5x of chance ({chance:.1} % for \
-             {classes} classes): the network barely fits its labels; set min_train_top1 to refuse such a network",
+             {classes} classes): the network barely fits its labels{remedy}",
             history.len()
         );
     }
