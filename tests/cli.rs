@@ -952,6 +952,12 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
         "[stages.per_label]\nop = \"per_label_kmeans\"\nfeatures = \"shapes.images\"\nlabels = \"noisy_per_label.labels\"\n\
          truth = \"shapes.labels\"\nk = 12\n"
             .into(),
+        // One test object: every test canvas shows its class and none the other.
+        "[stages.two]\nop = \"dataset\"\nname = \"synthetic\"\nclasses = 2\nsize = 8\ntrain_size = 96\ntest_size = 1\n".into(),
+        "[stages.cv]\nop = \"canvas\"\nimages = \"two.images\"\nlabels = \"two.labels\"\nsize = 16\nmin_objects = 2\n\
+         max_objects = 2\ntrain_size = 24\ntest_size = 12\n"
+            .into(),
+        "[stages.mp]\nop = \"map_probe\"\nfeatures = \"cv.images\"\nlabels = \"cv.multilabels\"\n".into(),
         "[stages.rot]\nop = \"pretext\"\ntask = \"rotnet\"\nimages = \"shapes.images\"\narch = \"resnet_tiny\"\nepochs = 1\n\
          batch_size = 32\nwarmup_epochs = 0\nlr = 50.0\n"
             .into(),
@@ -975,6 +981,8 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
         "% in the last epoch (1) is within 1.5x of chance (16.7 % for 6 classes)",
         "bclusters failed: the squared distances overflow",
         "chance (25.0 % for 4 classes): the network barely fits its labels\n",
+        "mp: 1 of 2 classes are on every test example, so their AP is 1 whatever the features",
+        "mp: 1 of 2 classes have no positive in the train or the test split and are left out of the mAP",
     ] {
         assert!(err.contains(says), "missing `{says}` in:\n{err}");
     }

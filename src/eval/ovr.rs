@@ -120,7 +120,8 @@ fn one_class(
             total += average_precision(&s, &truth).unwrap_or(0.0);
         }
         let mean = total / cfg.folds as f64;
-        if mean > best.0 {
+        // On a tie the smaller cost, the stronger regularisation, whatever the grid's order.
+        if mean > best.0 || (mean == best.0 && cost < best.1) {
             best = (mean, cost);
         }
     }
@@ -238,6 +239,20 @@ mod tests {
         let noise: Vec<f32> = x.chunks(d).flat_map(|r| [r[3], r[3] * 0.5, -r[3], r[3]]).collect();
         let r = ovr_map(&noise[..tr], &shuffled[..te], &noise[tr..], &shuffled[te..], d, k, &cfg()).unwrap();
         assert!(r.map < 0.85, "{r:?}");
+    }
+
+    /// Classes every cost separates perfectly tie at a fold AP of 1: the smaller cost is chosen
+    /// however the grid is ordered (the first listed was, so a descending grid chose the larger).
+    #[test]
+    fn a_tie_chooses_the_smaller_cost_in_any_order() {
+        let (n, k) = (60, 2);
+        let x: Vec<f32> = (0..n).flat_map(|r| if r % 2 == 0 { [3.0, 0.0] } else { [0.0, 3.0] }).collect();
+        let hot: Vec<u8> = (0..n).flat_map(|r| if r % 2 == 0 { [1, 0] } else { [0, 1] }).collect();
+        for costs in [vec![10.0, 0.01], vec![0.01, 10.0]] {
+            let c = OvrConfig { costs, ..cfg() };
+            let r = ovr_map(&x[..40 * 2], &hot[..40 * k], &x[40 * 2..], &hot[40 * k..], 2, k, &c).unwrap();
+            assert_eq!(r.cost, vec![0.01; k], "{:?}", c.costs);
+        }
     }
 
     #[test]

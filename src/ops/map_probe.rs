@@ -86,7 +86,9 @@ impl StageKind for MapProbe {
     const SPEC: &'static OpSpec = &OpSpec {
         name: "map_probe",
         // 2: SVM margins as lane-summed dot products (different rounding).
-        version: 2,
+        // 3: on a tie of cross-validated AP the smaller cost wins, as documented (the first
+        //    listed did, the larger one in a descending grid).
+        version: 3,
         summary: "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP",
         inputs: &[
             super::FEATURES_INPUT,
@@ -129,6 +131,7 @@ impl StageKind for MapProbe {
         }
         let cfg = OvrConfig { costs: p.costs, folds: p.folds, max_iter: p.max_iter, tol: p.tol, seed: p.seed };
         let k = labels.meta.num_classes;
+        warn_of_classes_the_mean_cannot_read(ctx.name, &labels);
         let r = eval::ovr_map(&feats.train, &labels.train, &feats.test, &labels.test, feats.meta.dim, k, &cfg)?;
         let mut m = Metrics::default();
         m.values.insert("map".into(), r.map * 100.0);
@@ -145,6 +148,38 @@ impl StageKind for MapProbe {
         });
         tracing::info!("{}: mAP {:.2}%", ctx.name, r.map * 100.0);
         m.save(&ctx.output_dir("metrics")).map_err(OpError::from)
+    }
+}
+
+/// Warns of classes the mAP leaves out (no positive in the train or the test split) and of
+/// those whose AP is 1 whatever the features (every test example holds them): either way the
+/// mean reads as more classes, or harder ones, than it measures.
+fn warn_of_classes_the_mean_cannot_read(name: &str, labels: &MultiLabels) {
+    let k = labels.meta.num_classes;
+    let count = |hot: &[u8], class: usize| hot.chunks_exact(k.max(1)).filter(|row| row[class] > 0).count();
+    let rows = labels.test.len() / k.max(1);
+    let (mut dropped, mut everywhere) = (Vec::new(), Vec::new());
+    for class in 0..k {
+        let test = count(&labels.test, class);
+        if count(&labels.train, class) == 0 || test == 0 {
+            dropped.push(class);
+        } else if test == rows {
+            everywhere.push(class);
+        }
+    }
+    if !dropped.is_empty() {
+        tracing::warn!(
+            "{name}: {} of {k} classes have no positive in the train or the test split and are left out of the mAP \
+             (classes {dropped:?})",
+            dropped.len()
+        );
+    }
+    if !everywhere.is_empty() {
+        tracing::warn!(
+            "{name}: {} of {k} classes are on every test example, so their AP is 1 whatever the features (classes \
+             {everywhere:?})",
+            everywhere.len()
+        );
     }
 }
 

@@ -97,7 +97,7 @@ impl Vocabulary {
         match self.space {
             LabelSpace::Verb | LabelSpace::Temporal => self.verbs.len(),
             LabelSpace::Kinetics => self.verbs.len() * self.groups.names.len(),
-            LabelSpace::Sports => Family::ALL.len() * 2,
+            LabelSpace::Sports => sports_families(&self.verbs).len() * 2,
         }
     }
 
@@ -110,9 +110,10 @@ impl Vocabulary {
                 .iter()
                 .flat_map(|v| self.groups.names.iter().map(move |g| format!("{} {g}", v.name())))
                 .collect(),
-            LabelSpace::Sports => {
-                Family::ALL.iter().flat_map(|f| ["slow", "fast"].map(|s| format!("{} {s}", f.name()))).collect()
-            }
+            LabelSpace::Sports => sports_families(&self.verbs)
+                .iter()
+                .flat_map(|f| ["slow", "fast"].map(|s| format!("{} {s}", f.name())))
+                .collect(),
         }
     }
 
@@ -125,11 +126,18 @@ impl Vocabulary {
                 (facts.verb * self.groups.names.len()) as u32 + g
             }
             LabelSpace::Sports => {
-                let family = self.verbs[facts.verb].family() as u32;
-                family * 2 + u32::from(facts.fast)
+                let family = self.verbs[facts.verb].family();
+                let id = sports_families(&self.verbs).iter().position(|&f| f == family).unwrap_or(0) as u32;
+                id * 2 + u32::from(facts.fast)
             }
         }
     }
+}
+
+/// The trajectory families `verbs` move in, in label order: `sports`' classes are these, each
+/// slow and fast (with fewer verbs than all, families no clip shows would be classes no clip has).
+pub fn sports_families(verbs: &[Verb]) -> Vec<Family> {
+    Family::ALL.into_iter().filter(|f| verbs.iter().any(|v| v.family() == *f)).collect()
 }
 
 /// The top-`m` verbs of [`Verb::RANKED`]; for the temporal space, only those whose reversal is a

@@ -21,7 +21,7 @@ mod tests;
 use rand::Rng;
 use rayon::prelude::*;
 
-pub use labels::{verb_list, ClipFacts, LabelSpace, ObjectGroups, Vocabulary};
+pub use labels::{sports_families, verb_list, ClipFacts, LabelSpace, ObjectGroups, Vocabulary};
 pub use verbs::{Family, Motion, Pose, Verb};
 
 use crate::rng::stream as rng_for;

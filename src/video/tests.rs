@@ -128,6 +128,27 @@ fn generation_is_seeded_balanced_and_labelled_in_every_space() {
     assert_eq!(kin.label(&ClipFacts { verb: 2, object: 8, fast: false }), 2 * 4 + 3, "bag is group 3");
 }
 
+/// `sports` with fewer verbs than all has the classes of the families they move in: one verb
+/// (a translation) gives line slow and fast, not ten classes of which eight no clip has; all
+/// sixteen keep the ten ids they always had.
+#[test]
+fn sports_has_the_classes_of_the_families_its_verbs_move_in() {
+    let groups = ObjectGroups::for_source("synthetic", &["0".to_string()]);
+    let vocab =
+        |m| Vocabulary { space: LabelSpace::Sports, verbs: verb_list(LabelSpace::Sports, m), groups: groups.clone() };
+    let one = vocab(1);
+    assert_eq!((one.num_classes(), one.class_names()), (2, vec!["line slow".to_string(), "line fast".to_string()]));
+    assert_eq!(one.label(&ClipFacts { verb: 0, object: 0, fast: true }), 1);
+    let three = vocab(3);
+    assert_eq!(three.num_classes(), 4, "{:?}", three.class_names());
+    assert_eq!(three.label(&ClipFacts { verb: 2, object: 0, fast: false }), 2, "RotateCw spins: the second family");
+    let all = vocab(16);
+    assert_eq!(all.num_classes(), 10);
+    for (verb, v) in Verb::RANKED.iter().enumerate() {
+        assert_eq!(all.label(&ClipFacts { verb, object: 0, fast: true }), v.family() as u32 * 2 + 1);
+    }
+}
+
 #[test]
 fn strip_png_has_one_row_per_clip() {
     let (pixels, labels) = source();
