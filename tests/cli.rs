@@ -1444,6 +1444,28 @@ fn a_panicking_stage_fails_alone_and_the_run_ends() {
     assert_eq!(again["clusters[k=16]"], "cached");
 }
 
+/// A `within` claim whose band is as wide as all the metric's values span holds whatever the
+/// series: warned of (a margin of 2 "points" on NMI, from 0 to 1, once held silently).
+#[test]
+fn a_within_band_wider_than_the_values_is_warned_of() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("claims_tiny.toml");
+    let text = std::fs::read_to_string(fixture("claims_tiny.toml")).unwrap();
+    let wide =
+        "\n[[stages.verdicts.claims]]\nname = \"close\"\nsection = \"forced\"\nstatement = \"within a wide band\"\n\
+                a = { source = \"clean\" }\nb = { source = \"noisy\" }\nexpect = \"within\"\nmargin = 1000\n";
+    std::fs::write(&file, text + wide).unwrap();
+    let out = cfrun(cache.path(), &[file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verdicts: claim `close`'s band ±1000 is as wide as all of `top1`'s values span"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("claim `clean_beats_noisy`'s band"), "{}", stderr(&out));
+}
+
 /// Replicates expand every stage that draws random numbers (with a distinct, recorded seed) and
 /// share the rest; adding one reruns only it and the aggregators; claims reach each verdict.
 #[test]

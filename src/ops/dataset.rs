@@ -323,7 +323,7 @@ mod tests {
         let pinned = (Dataset::SPEC.version, video, hasher.finalize().to_hex().to_string());
         assert_eq!(
             pinned,
-            (1, 1, "92793cfb96e54da106b7a18e562e78201ba8e74c442444b52e755d1f1bb27724".to_string()),
+            (1, 2, "92793cfb96e54da106b7a18e562e78201ba8e74c442444b52e755d1f1bb27724".to_string()),
             "the catalog's files changed: bump the versions of the `dataset` and `video` ops (they are in \
              every key) and pin them here"
         );

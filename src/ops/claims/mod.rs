@@ -20,7 +20,7 @@ use crate::config::params::ParamError;
 use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::report::write_output;
 use crate::stats::select::{same_value, text, REPLICATE};
-use crate::stats::{self, Claim, Condition, Observation, Selector, SOURCE};
+use crate::stats::{self, Claim, Condition, Expect, Observation, Selector, SOURCE};
 
 /// The `claims` op.
 pub struct Claims;
@@ -268,6 +268,7 @@ impl StageKind for Claims {
                     .collect()
             });
             let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
+            warn_of_a_band_wider_than_the_values(ctx.name, &c.name, &claim, &metric, obs);
             for (case, scope, subset) in cases(&claim, &c.each, obs) {
                 let trial = Claim { scope, ..claim.clone() };
                 let outcome = stats::evaluate(&trial, subset).map_err(|e| {
@@ -356,6 +357,23 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Warns of a `within` claim whose band is at least as wide as everything the metric measured:
+/// it holds whatever the series (a margin in points on a metric from 0 to 1, say).
+fn warn_of_a_band_wider_than_the_values(stage: &str, name: &str, claim: &Claim, metric: &str, obs: &[Observation]) {
+    if claim.expect != Expect::Within || obs.is_empty() {
+        return;
+    }
+    let (lo, hi) =
+        obs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), o| (lo.min(o.value), hi.max(o.value)));
+    if claim.margin >= hi - lo {
+        tracing::warn!(
+            "{stage}: claim `{name}`'s band ±{} is as wide as all of `{metric}`'s values span ({lo} to {hi}): it holds \
+             whatever the series; is the margin on the metric's scale?",
+            claim.margin
+        );
+    }
 }
 
 /// The claim's cases: one per combination of the `each` dimensions' values in scope (or one),
