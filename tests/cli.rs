@@ -992,7 +992,7 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
     let metrics = &v[0]["metrics"]["metrics"];
     assert!(metrics["purity"].is_number() && metrics.get("test_purity").is_none(), "{v}");
     // Wirings refused before anything runs, naming the field: tag sets where a class is read,
-    // the same features joined twice, Jigsaw with RotNet's padded crops.
+    // a RotNet network as a teacher, the same features joined twice, Jigsaw with RotNet's crops.
     let stage = |name: &str, body: &str| format!("[stages.{name}]\n{body}\n");
     for (body, says) in [
         (
@@ -1025,6 +1025,15 @@ test_size = 8"#,
             "`weak_tags`' tag sets",
         ),
         (
+            r#"op = "train"
+images = "shapes.images"
+labels = "shapes.labels"
+teacher = "rot.model"
+arch = "resnet_tiny"
+epochs = 2"#,
+            "the teacher is a `pretext` network",
+        ),
+        (
             r#"op = "concat"
 inputs = ["feats.features", "feats.features"]"#,
             "is joined twice",
@@ -1050,6 +1059,10 @@ crop_padding = 4"#,
                 "op = \"random_net\"\nimages = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"",
             ),
             stage("feats", "op = \"extract\"\nmodel = \"net.model\"\nimages = \"shapes.images\""),
+            stage(
+                "rot",
+                "op = \"pretext\"\ntask = \"rotnet\"\nimages = \"shapes.images\"\narch = \"resnet_tiny\"\nepochs = 2",
+            ),
             stage("bad", body),
         ]
         .join("\n");

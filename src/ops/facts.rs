@@ -34,6 +34,9 @@ pub struct Facts {
     pub examples: Option<[Examples; 2]>,
     /// Whether labels' ids are tags that map to the classes they denote (`weak_tags`' vocabulary).
     pub tag_map: Option<bool>,
+    /// Whether a model was trained on a pretext task (its head predicts rotations or tile
+    /// orders, no data set's classes).
+    pub pretext: Option<bool>,
 }
 
 /// A fingerprint of what made a set of examples (a data set's name, sizes and seed; a

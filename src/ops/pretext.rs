@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 use super::training::{
     check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, MAX_CROP_PADDING,
 };
-use super::{InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::{Facts, InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Images, Metrics, Permutations, Split};
 use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{self, ParamError, Params};
@@ -249,7 +249,7 @@ impl StageKind for Pretext {
                 Some("add permutations = \"STAGE.permutations\", naming a `permutations` stage".into()),
             ));
         }
-        let model = p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4));
+        let model = Facts { pretext: Some(true), ..p.net.model_facts(inputs, (p.task == Task::Rotnet).then_some(4)) };
         Ok(OutputFacts::from([("model".to_string(), model)]))
     }
 

@@ -297,6 +297,14 @@ impl StageKind for Train {
             ));
         }
         facts::clip_frames_fit(inputs, "images", p.clip_frames)?;
+        if teacher.pretext == Some(true) {
+            return Err(ParamError::field(
+                "teacher",
+                "the teacher is a `pretext` network, whose head predicts rotations or tile orders, not the classes \
+                 of `labels`",
+                Some("distil from a network trained on these labels' classes (a `train` stage)".to_string()),
+            ));
+        }
         if let (Some(t), Some(l)) = (teacher.classes, labels.classes) {
             if t != l {
                 return Err(ParamError::field(
