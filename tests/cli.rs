@@ -1458,25 +1458,48 @@ fn a_panicking_stage_fails_alone_and_the_run_ends() {
 }
 
 /// A `within` claim whose band is as wide as all the metric's values span holds whatever the
-/// series: warned of (a margin of 2 "points" on NMI, from 0 to 1, once held silently).
+/// series: warned of (a margin of 2 "points" on NMI, from 0 to 1, once held silently). And a
+/// claim on series whose replicates are copies decides nothing (its zero-width interval held).
 #[test]
-fn a_within_band_wider_than_the_values_is_warned_of() {
+fn a_band_wider_than_the_values_is_warned_of_and_copies_decide_nothing() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("claims_tiny.toml");
-    let text = std::fs::read_to_string(fixture("claims_tiny.toml")).unwrap();
-    let wide =
-        "\n[[stages.verdicts.claims]]\nname = \"close\"\nsection = \"forced\"\nstatement = \"within a wide band\"\n\
-                a = { source = \"clean\" }\nb = { source = \"noisy\" }\nexpect = \"within\"\nmargin = 1000\n";
-    std::fs::write(&file, text + wide).unwrap();
+    let text = std::fs::read_to_string(fixture("claims_tiny.toml")).unwrap().replace(
+        r#"inputs = ["clean.metrics", "noisy.metrics", "twin.metrics"]"#,
+        r#"inputs = ["clean.metrics", "noisy.metrics", "twin.metrics", "fit_a.metrics", "fit_b.metrics"]"#,
+    );
+    let claim = |name: &str, a: &str, b: &str, rest: &str| {
+        format!(
+            "\n[[stages.verdicts.claims]]\nname = \"{name}\"\nsection = \"forced\"\nstatement = \"{name}\"\n\
+             a = {{ source = \"{a}\" }}\nb = {{ source = \"{b}\" }}\n{rest}\n"
+        )
+    };
+    // L-BFGS probes on fixed pixels draw nothing: their replicates are copies.
+    let lbfgs = |name: &str, decay: f64| {
+        format!(
+            "\n[stages.{name}]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"shapes.labels\"\n\
+             solver = \"lbfgs\"\nepochs = 30\nweight_decay = {decay}\n"
+        )
+    };
+    let text = [
+        text,
+        lbfgs("fit_a", 1e-4),
+        lbfgs("fit_b", 1e-1),
+        claim("close", "clean", "noisy", "expect = \"within\"\nmargin = 1000"),
+        claim("copies", "fit_a", "fit_b", "expect = \"greater\""),
+    ]
+    .concat();
+    std::fs::write(&file, text).unwrap();
     let out = cfrun(cache.path(), &[file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("verdicts: claim `close`'s band ±1000 is as wide as all of `top1`'s values span"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!stderr(&out).contains("claim `clean_beats_noisy`'s band"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("verdicts: claim `close`'s band ±1000 is as wide as all of `top1`'s values span"), "{err}");
+    assert!(!err.contains("claim `clean_beats_noisy`'s band"), "{err}");
+    let verdicts = std::fs::read_to_string(find_report(cache.path(), &file, "claims.md")).unwrap();
+    let row = verdicts.lines().find(|l| l.starts_with("| copies:")).unwrap_or_default();
+    assert!(row.ends_with("| **inconclusive (identical replicates)** |"), "{verdicts}");
+    assert!(verdicts.contains("(identical replicates: no interval)"), "{verdicts}");
 }
 
 /// Replicates expand every stage that draws random numbers (with a distinct, recorded seed) and
@@ -4736,7 +4759,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 7, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 7, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 7, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 12, "blake3:75431f662262e31b929d8516addd8c53eac91ce9793c7f267273f7eccb42770a"),
+    ("verdicts", "claims", 13, "blake3:75431f662262e31b929d8516addd8c53eac91ce9793c7f267273f7eccb42770a"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

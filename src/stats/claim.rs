@@ -10,7 +10,7 @@
 //! |---|---|
 //! | holds | the whole interval lies on the expected side (of 0, of ±margin when one is given, inside ±margin for `within`) |
 //! | reversed | the whole interval lies on the other side |
-//! | inconclusive | otherwise, and always with one replicate (no honest interval exists) |
+//! | inconclusive | otherwise, and always with one replicate or with replicates that are copies (every series the same in each) (no honest interval exists) |
 //!
 //! Quantities by shape: `compare` the mean difference a - b over the cells in scope; `trend` the
 //! least-squares slope of a - b against a numeric axis; `contrast` the mean difference inside one
@@ -104,6 +104,10 @@ pub enum Verdict {
     Inconclusive,
     /// Only one replicate: no interval, no verdict.
     OneReplicate,
+    /// Every series gave the same value in every replicate: nothing the seed draws moves them
+    /// (an L-BFGS probe on fixed features, say), so the replicates are copies, not a sample, and
+    /// the zero-width interval they make is no evidence.
+    Identical,
 }
 
 impl Verdict {
@@ -114,6 +118,7 @@ impl Verdict {
             Verdict::Reversed => "reversed",
             Verdict::Inconclusive => "inconclusive",
             Verdict::OneReplicate => "inconclusive (one replicate)",
+            Verdict::Identical => "inconclusive (identical replicates)",
         }
     }
 }
@@ -317,8 +322,27 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
             parts
         }
     };
+    if replicates_are_copies(&in_scope, &claim.shape) {
+        let parts = parts.into_iter().map(|m| Measured { verdict: Verdict::Identical, ..m }).collect();
+        return Ok(Outcome { verdict: Verdict::Identical, parts });
+    }
     let verdict = overall(&parts);
     Ok(Outcome { verdict, parts })
+}
+
+/// Whether every cell of the claim's series holds one value however many replicates measured
+/// it, with some cell measured twice or more: the replicates repeat one computation.
+fn replicates_are_copies(obs: &[&Observation], shape: &Shape) -> bool {
+    let series: Vec<&Selector> = match shape {
+        Shape::Compare { a, b } | Shape::Trend { a, b, .. } | Shape::Contrast { a, b, .. } => vec![a, b],
+        Shape::Order { series } => series.iter().collect(),
+    };
+    let mut cells: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for o in obs.iter().filter(|o| series.iter().any(|s| matches(o, s))) {
+        let axes: Vec<_> = o.axes.iter().filter(|(k, _)| k.as_str() != REPLICATE).collect();
+        cells.entry(format!("{}\u{0}{axes:?}", o.source)).or_default().push(o.value);
+    }
+    cells.values().any(|v| v.len() >= 2) && cells.values().all(|v| v.iter().all(|x| *x == v[0]))
 }
 
 /// `over N cells` (per replicate), naming the replicates left out for missing cells.

@@ -423,6 +423,7 @@ fn a_contrast_keeps_a_replicate_whose_missing_cell_lies_outside_both_slices_and_
 
 /// Twenty replicates all exactly on the threshold neither clear it nor miss it. A plain sum made
 /// their mean 0.29999999999999993 and its zero-width interval "reversed (short of the threshold)".
+/// (Being copies, such replicates now decide nothing as a claim; their summary still must not.)
 #[test]
 fn replicates_exactly_on_the_threshold_are_inconclusive() {
     let mut o = Vec::new();
@@ -436,9 +437,44 @@ fn replicates_exactly_on_the_threshold_are_inconclusive() {
         expect,
         margin,
     };
+    // Their gaps' summary decides nothing at the threshold, and clears one just below it.
+    let gaps = &evaluate(&at(Expect::Greater, 0.3), &o).unwrap().parts[0].summary;
     for (expect, margin) in [(Expect::Greater, 0.3), (Expect::Within, 0.3)] {
-        let out = evaluate(&at(expect, margin), &o).unwrap();
-        assert_eq!(out.verdict, Verdict::Inconclusive, "{expect:?}: {:?}", out.parts[0].summary);
+        assert_eq!(claim::decide(gaps, expect, margin), Verdict::Inconclusive, "{expect:?}: {gaps:?}");
     }
-    assert_eq!(evaluate(&at(Expect::Greater, 0.29), &o).unwrap().verdict, Verdict::Holds);
+    assert_eq!(claim::decide(gaps, Expect::Greater, 0.29), Verdict::Holds);
+    // As a claim, twenty copies of one value are no sample at all.
+    assert_eq!(evaluate(&at(Expect::Greater, 0.29), &o).unwrap().verdict, Verdict::Identical);
+}
+
+/// Series that every replicate measured alike (two L-BFGS probes on fixed pixels) are copies:
+/// their zero-width interval is no evidence, so the check is inconclusive and says why, where
+/// it had held. A constant gap between series that do vary stays a finding.
+#[test]
+fn replicates_that_are_copies_decide_nothing() {
+    let mut copies = Vec::new();
+    for r in 0..3 {
+        copies.push(obs("strong", &[("replicate", json!(r))], 78.75));
+        copies.push(obs("weak", &[("replicate", json!(r))], 75.0));
+    }
+    let c = compare(
+        sel(&[("source", json!("strong"))]),
+        sel(&[("source", json!("weak"))]),
+        Selector::new(),
+        Expect::Greater,
+    );
+    let out = evaluate(&c, &copies).unwrap();
+    assert_eq!(out.verdict, Verdict::Identical);
+    assert_eq!(out.verdict.label(), "inconclusive (identical replicates)");
+    assert_eq!(out.parts[0].verdict, Verdict::Identical);
+    assert!((out.parts[0].summary.mean - 3.75).abs() < 1e-12);
+    // The same gap, with both series moving from replicate to replicate: it holds.
+    let moving: Vec<Observation> = copies
+        .iter()
+        .map(|o| {
+            let r = o.axes["replicate"].as_f64().unwrap();
+            Observation { value: o.value + r, ..o.clone() }
+        })
+        .collect();
+    assert_eq!(evaluate(&c, &moving).unwrap().verdict, Verdict::Holds);
 }

@@ -20,7 +20,7 @@ use crate::config::params::ParamError;
 use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::report::write_output;
 use crate::stats::select::{same_value, text, REPLICATE};
-use crate::stats::{self, Claim, Condition, Expect, Observation, Selector, SOURCE};
+use crate::stats::{self, Claim, Condition, Expect, Observation, Selector, Verdict, SOURCE};
 
 /// The `claims` op.
 pub struct Claims;
@@ -53,7 +53,9 @@ impl StageKind for Claims {
         //    scaling (a mean of inf, or a spread of 0 that made subnormal gaps hold).
         // 12: claims.csv's verdict of a one-part check refuted short of its threshold reads
         //    `reversed (short of the threshold)`, as in claims.md (it read `reversed`).
-        version: 12,
+        // 13: a check whose series are copies across replicates (each the same in every one)
+        //    reads `inconclusive (identical replicates)`: its zero-width interval had held.
+        version: 13,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
@@ -282,10 +284,20 @@ impl StageKind for Claims {
             }
         }
         if p.family == Family::Holm {
-            let checks: Vec<_> =
-                rows.iter().map(|r| stats::family::sides(&r.outcome, r.decl.expect, r.decl.margin)).collect();
-            for (row, verdict) in rows.iter_mut().zip(stats::family::holm(&checks)) {
-                row.family = Some(verdict);
+            // Copies are no test: left out of the family, as a check of one replicate is.
+            let checks: Vec<_> = rows
+                .iter()
+                .map(|r| match r.outcome.verdict {
+                    Verdict::Identical => None,
+                    _ => stats::family::sides(&r.outcome, r.decl.expect, r.decl.margin),
+                })
+                .collect();
+            for (row, mut family) in rows.iter_mut().zip(stats::family::holm(&checks)) {
+                // A check without p-values keeps its own reason for having none.
+                if family.p.is_none() {
+                    family.verdict = row.outcome.verdict;
+                }
+                row.family = Some(family);
             }
         }
         let dir = ctx.output_dir("report");

@@ -223,7 +223,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out
 }
 
-/// `8 hold, 2 reversed, 9 inconclusive`, naming checks with one replicate.
+/// `8 hold, 2 reversed, 9 inconclusive`, naming checks with one replicate or identical ones.
 fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
     let verdicts: Vec<Verdict> = verdicts.collect();
     let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
@@ -231,8 +231,13 @@ fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
         "{} hold, {} reversed, {} inconclusive{}",
         count(Verdict::Holds),
         count(Verdict::Reversed),
-        count(Verdict::Inconclusive) + count(Verdict::OneReplicate),
-        if count(Verdict::OneReplicate) > 0 { " (one replicate: no interval)" } else { "" }
+        count(Verdict::Inconclusive) + count(Verdict::OneReplicate) + count(Verdict::Identical),
+        match (count(Verdict::OneReplicate) > 0, count(Verdict::Identical) > 0) {
+            (true, true) => " (one replicate or identical replicates: no interval)",
+            (true, false) => " (one replicate: no interval)",
+            (false, true) => " (identical replicates: no interval)",
+            (false, false) => "",
+        }
     )
 }
 
