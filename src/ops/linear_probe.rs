@@ -245,16 +245,19 @@ fn warn_of_what_the_probe_cannot_do(name: &str, p: &ProbeParams, labels: &Labels
             n.div_ceil(used)
         );
     }
-    let c = labels.meta.num_classes;
-    let mut seen = vec![false; c];
+    // A label out of range is the probe's to refuse, by name; here it is only not counted.
+    let mut seen = vec![false; labels.meta.num_classes];
     for &y in &labels.train {
-        seen[y as usize] = true;
+        if let Some(s) = seen.get_mut(y as usize) {
+            *s = true;
+        }
     }
-    let mut unseen: Vec<u32> = labels.test.iter().copied().filter(|&y| !seen[y as usize]).collect();
+    let never = |y: u32| seen.get(y as usize) == Some(&false);
+    let mut unseen: Vec<u32> = labels.test.iter().copied().filter(|&y| never(y)).collect();
     unseen.sort_unstable();
     unseen.dedup();
     if !unseen.is_empty() {
-        let rows = labels.test.iter().filter(|&&y| !seen[y as usize]).count();
+        let rows = labels.test.iter().filter(|&&y| never(y)).count();
         tracing::warn!(
             "{name}: {} of the test split's classes have no training row ({rows} of {} test rows): the probe cannot \
              predict them, whatever the features",
