@@ -986,6 +986,48 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
     ] {
         assert!(err.contains(says), "missing `{says}` in:\n{err}");
     }
+    // Two methods under one label in a best-over table: the best of both would read as one's.
+    let best = dir.path().join("best.toml");
+    std::fs::write(
+        &best,
+        r#"[experiment]
+name = "best"
+[sweep]
+size = [8, 12]
+[stages.shapes]
+op = "dataset"
+name = "synthetic"
+classes = 6
+size = "${size}"
+train_size = 96
+test_size = 48
+[stages.noisy_labels]
+op = "label_noise"
+labels = "shapes.labels"
+percent = 50
+seed = 1
+[stages.clean]
+op = "linear_probe"
+features = "shapes.images"
+labels = "shapes.labels"
+[stages.noisy]
+op = "linear_probe"
+features = "shapes.images"
+labels = "noisy_labels.labels"
+[stages.results]
+op = "table"
+inputs = ["clean.metrics", "noisy.metrics"]
+rows = ["source"]
+columns = ["metric"]
+metrics = ["top1"]
+best_over = "size"
+labels = { clean = "probe", noisy = "probe" }
+"#,
+    )
+    .unwrap();
+    let out = cfrun(cache.path(), &["status", best.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("labelled `probe`"), "{}", stderr(&out));
     // Per-label clustering assigns test rows by their labels: no test purity or NMI is written.
     let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "per_label", "--json"]);
     let v: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);

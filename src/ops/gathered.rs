@@ -248,10 +248,10 @@ pub fn check_cells(
                 })
                 .collect();
             let kept: BTreeMap<&String, &Json> = g.axes.iter().filter(|(k, _)| !merges(k)).collect();
-            // With `best_over`, records are merged by label; otherwise by stage.
-            let who = if best_over.is_some() { label } else { g.stage };
+            // One stage's records merge (over replicates, and `best_over`'s values); two stages
+            // under one label do not: the best of two methods would be shown as one's.
             let identity =
-                format!("{who}\u{0}{}\u{0}{kept:?}\u{0}{occurrence}", if metric_shown { "" } else { metric });
+                format!("{}\u{0}{}\u{0}{kept:?}\u{0}{occurrence}", g.stage, if metric_shown { "" } else { metric });
             let Some((taken, first, first_metric)) = cells.get(&cell) else {
                 cells.insert(cell, (identity, g, metric));
                 continue;
