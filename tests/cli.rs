@@ -986,6 +986,14 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
     ] {
         assert!(err.contains(says), "missing `{says}` in:\n{err}");
     }
+    // The warnings are kept with the results: a rerun that finds them cached says them again,
+    // and `show` lists them.
+    let again = cfrun(cache.path(), &["-q", file.to_str().unwrap()]);
+    let err = stderr(&again);
+    assert!(err.contains("probe_big (cached; when it was computed): probe_big: batch_size 512 is capped"), "{err}");
+    let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "probe_big"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("  warning    probe_big: batch_size 512 is capped"), "{text}");
     // Two methods under one label in a best-over table: the best of both would read as one's.
     let best = dir.path().join("best.toml");
     std::fs::write(

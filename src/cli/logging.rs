@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::MultiProgress;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use super::bar_terminal::BarTerminal;
 
@@ -30,15 +32,16 @@ pub fn init(quiet: bool) -> Option<MultiProgress> {
         }
         Err(std::env::VarError::NotPresent) => (EnvFilter::new(default), None),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let printed = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(colour)
         .with_writer(BarWriter(bars.clone()))
         // A log line that cannot be written (stderr closed under a running study) is dropped:
         // reporting it would be one more write to stderr, which panics where this one failed.
         .log_internal_errors(false)
-        .try_init();
+        .with_filter(filter);
+    // Warnings are kept with the results whatever is printed.
+    let _ = tracing_subscriber::registry().with(printed).with(crate::exec::warnings::layer()).try_init();
     if let Some((text, e)) = refused {
         let text = crate::config::error::printable(&text);
         tracing::warn!("CFRUN_LOG={text:?} is not a log filter ({e}); logging at `{default}` (e.g. CFRUN_LOG=debug)");

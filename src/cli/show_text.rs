@@ -26,6 +26,10 @@ pub(super) fn render(item: &Json) -> String {
     line("computed", computed(provenance));
     line("params", assignments(item.get("params").unwrap_or(&Json::Null)));
     line("inputs", inputs(provenance.get("inputs").unwrap_or(&Json::Null)));
+    let warned = provenance.get("warnings").and_then(Json::as_array);
+    for w in warned.into_iter().flatten().filter_map(Json::as_str) {
+        line("warning", w.to_string());
+    }
     let metrics = item.get("metrics").and_then(Json::as_object).cloned().unwrap_or_default();
     let several = metrics.len() > 1;
     for (output, values) in &metrics {

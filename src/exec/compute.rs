@@ -118,7 +118,9 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         progress: &progress,
         siblings: &job.siblings,
     };
+    let collector = super::warnings::collect();
     op.run(&mut ctx)?;
+    let warnings = collector.take();
     progress.finish();
     for out in op.output_names(&inst.params) {
         if !staging.path().join(&out).is_dir() {
@@ -145,6 +147,10 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     });
     if let Some(map) = provenance.as_object_mut() {
         map.extend(env.provenance.clone());
+        // Kept with the result, so a run that finds it cached can say them again.
+        if !warnings.is_empty() {
+            map.insert("warnings".into(), warnings.into());
+        }
     }
     let record = store.publish(staging, key, &job.recipe, provenance).map_err(cache_err)?;
     drop_checkpoint(store, &key);

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod resources;
 pub mod run;
 pub mod slurm;
+pub mod warnings;
 
 pub use executor::{RunOptions, StartError};
 pub use outcome::Outcome;

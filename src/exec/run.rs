@@ -156,6 +156,13 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                             plan.instances[j].name
                         );
                     }
+                    // A result found cached says again what its computation warned of.
+                    if outcome == Outcome::Cached && twin.is_none() {
+                        let warned = record.provenance.get("warnings").and_then(|w| w.as_array());
+                        for w in warned.into_iter().flatten().filter_map(|w| w.as_str()) {
+                            tracing::warn!("{} (cached; when it was computed): {w}", inst.name);
+                        }
+                    }
                     if outcome == Outcome::Ran {
                         if let Some(k) = keys[i] {
                             ran_by.entry(k).or_insert(i);
