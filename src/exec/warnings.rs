@@ -15,14 +15,16 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::config::error::printable_cut;
+
 thread_local! {
     static COLLECTED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
 
-/// Most warnings kept per stage, each cut to [`LONGEST`] bytes: a stage warning in a loop must
-/// not grow its record without end.
+/// Most warnings kept per stage, each cut to [`LONGEST`] characters: a stage warning in a loop
+/// must not grow its record without end.
 const MOST: usize = 20;
-/// Longest warning kept, in bytes.
+/// Longest warning kept, in characters.
 const LONGEST: usize = 1000;
 
 /// Collects this thread's warnings until [`Collector::take`] (or its drop).
@@ -66,16 +68,8 @@ impl<S: Subscriber> Layer<S> for WarningLayer {
             let Some(list) = c.as_mut().filter(|l| l.len() < MOST) else { return };
             let mut text = Message(String::new());
             event.record(&mut text);
-            let mut text = text.0;
-            if text.len() > LONGEST {
-                let mut cut = LONGEST;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-                text.push_str(" ...");
-            }
-            list.push(text);
+            // Printed again on later runs: cut, and no control characters to drive a terminal.
+            list.push(printable_cut(&text.0, LONGEST));
         });
     }
 }
