@@ -994,6 +994,12 @@ fn settings_that_would_mislead_are_refused_or_warned_of() {
     let shown = cfrun(cache.path(), &["show", file.to_str().unwrap(), "probe_big"]);
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("  warning    probe_big: batch_size 512 is capped"), "{text}");
+    // Kept even where nothing is printed: a first run at CFRUN_LOG=error.
+    let silent = tempfile::tempdir().unwrap();
+    let quiet = cfrun_command(silent.path(), &[file.to_str().unwrap()]).env("CFRUN_LOG", "error").output().unwrap();
+    assert!(!stderr(&quiet).contains("capped"), "{}", stderr(&quiet));
+    let shown = cfrun(silent.path(), &["show", file.to_str().unwrap(), "probe_big"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("batch_size 512 is capped"), "{}", stderr(&shown));
     // Two methods under one label in a best-over table: the best of both would read as one's.
     let best = dir.path().join("best.toml");
     std::fs::write(
