@@ -298,7 +298,7 @@ impl StageKind for Pretext {
             jigsaw::save(&trained, &out)?;
             (trained, n, "puzzles (x9 tiles)", perms.perms.len())
         };
-        super::train::warn_of_a_failed_fit(ctx.name, &trained.history, classes, None);
+        super::training::warn_of_a_failed_fit(ctx.name, &trained.history, classes, None);
         let mut metrics = Metrics::default();
         if let Some(last) = trained.history.last() {
             metrics.values.insert("pretext_loss".into(), last.loss);

@@ -9,7 +9,8 @@ use serde_json::Value as Json;
 
 use super::facts::{self, InputFacts, OutputFacts};
 use super::training::{
-    check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, MAX_CROP_PADDING, TRAINING_IMAGES,
+    check_crop_padding, resume_state, warn_of_a_failed_fit, Checkpointer, Decay, NetParams, OptimParams,
+    MAX_CROP_PADDING, TRAINING_IMAGES,
 };
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, Site, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
@@ -446,33 +447,6 @@ impl StageKind for Train {
             .collect();
         metrics.details = serde_json::json!({ "curve": curve, "arch": cfg.arch, "labels": labels.meta.source });
         metrics.save(&ctx.output_dir("metrics")).map_err(OpError::from)
-    }
-}
-
-/// Warns of a network published as trained whose run says otherwise (`train` asks only where
-/// no `min_train_top1` would refuse it; `remedy` ends the message): a mean loss that rose by half from the first epoch to the
-/// last (a learning rate too high; a loss that went NaN fails earlier), or a last training top-1
-/// barely above chance.
-pub(super) fn warn_of_a_failed_fit(name: &str, history: &[nn::EpochStats], classes: usize, remedy: Option<&str>) {
-    let remedy = remedy.map(|r| format!("; {r}")).unwrap_or_default();
-    let (Some(first), Some(last)) = (history.first(), history.last()) else { return };
-    let chance = 100.0 / classes.max(1) as f64;
-    let top1 = last.accuracy * 100.0;
-    // Half again: a noisy plateau may end a little above where it began, a divergence far above.
-    if history.len() >= 2 && last.loss > 1.5 * first.loss {
-        tracing::warn!(
-            "{name}: the mean loss rose from {:.3} (epoch 1) to {:.3} (epoch {}), train top-1 {top1:.1} %: the \
-             training diverged (lower lr?){remedy}",
-            first.loss,
-            last.loss,
-            history.len()
-        );
-    } else if top1 < 1.5 * chance {
-        tracing::warn!(
-            "{name}: train top-1 {top1:.1} % in the last epoch ({}) is within 1.5x of chance ({chance:.1} % for \
-             {classes} classes): the network barely fits its labels{remedy}",
-            history.len()
-        );
     }
 }
 

@@ -337,6 +337,33 @@ mod defaults {
 /// Most random-crop padding in pixels: a few; more would crop away the object.
 pub const MAX_CROP_PADDING: usize = 8;
 
+/// Warns of a network published as trained whose run says otherwise: a mean loss that rose by
+/// half from the first epoch to the last (a learning rate too high; a loss that went NaN fails
+/// earlier), or a last training top-1 barely above chance. `train` asks only where no
+/// `min_train_top1` would refuse the network; `remedy` ends the message.
+pub fn warn_of_a_failed_fit(name: &str, history: &[EpochStats], classes: usize, remedy: Option<&str>) {
+    let remedy = remedy.map(|r| format!("; {r}")).unwrap_or_default();
+    let (Some(first), Some(last)) = (history.first(), history.last()) else { return };
+    let chance = 100.0 / classes.max(1) as f64;
+    let top1 = last.accuracy * 100.0;
+    // Half again: a noisy plateau may end a little above where it began, a divergence far above.
+    if history.len() >= 2 && last.loss > 1.5 * first.loss {
+        tracing::warn!(
+            "{name}: the mean loss rose from {:.3} (epoch 1) to {:.3} (epoch {}), train top-1 {top1:.1} %: the \
+             training diverged (lower lr?){remedy}",
+            first.loss,
+            last.loss,
+            history.len()
+        );
+    } else if top1 < 1.5 * chance {
+        tracing::warn!(
+            "{name}: train top-1 {top1:.1} % in the last epoch ({}) is within 1.5x of chance ({chance:.1} % for \
+             {classes} classes): the network barely fits its labels{remedy}",
+            history.len()
+        );
+    }
+}
+
 /// Random-crop padding is a few pixels ([`MAX_CROP_PADDING`] at most).
 pub fn check_crop_padding(crop_padding: usize) -> Result<(), ParamError> {
     if crop_padding > MAX_CROP_PADDING {

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | holds | the whole interval lies on the expected side (of 0, of ±margin when one is given, inside ±margin for `within`) |
 //! | reversed | the whole interval lies on the other side |
-//! | inconclusive | otherwise, and always with one replicate or with replicates that are copies (every series the same in each) (no honest interval exists) |
+//! | inconclusive | otherwise, and always with one replicate or with copies (each series the same in every replicate): no honest interval exists |
 //!
 //! Quantities by shape: `compare` the mean difference a - b over the cells in scope; `trend` the
 //! least-squares slope of a - b against a numeric axis; `contrast` the mean difference inside one

@@ -126,8 +126,12 @@ impl Vocabulary {
                 (facts.verb * self.groups.names.len()) as u32 + g
             }
             LabelSpace::Sports => {
+                // Its family's rank among those the verbs move in (`sports_families`' order),
+                // counted without building that list for every clip.
                 let family = self.verbs[facts.verb].family();
-                let id = sports_families(&self.verbs).iter().position(|&f| f == family).unwrap_or(0) as u32;
+                let id =
+                    Family::ALL.iter().take_while(|&&f| f != family).filter(|&&f| moves_in(&self.verbs, f)).count();
+                let id = id as u32;
                 id * 2 + u32::from(facts.fast)
             }
         }
@@ -137,7 +141,12 @@ impl Vocabulary {
 /// The trajectory families `verbs` move in, in label order: `sports`' classes are these, each
 /// slow and fast (with fewer verbs than all, families no clip shows would be classes no clip has).
 pub fn sports_families(verbs: &[Verb]) -> Vec<Family> {
-    Family::ALL.into_iter().filter(|f| verbs.iter().any(|v| v.family() == *f)).collect()
+    Family::ALL.into_iter().filter(|&f| moves_in(verbs, f)).collect()
+}
+
+/// Whether any of `verbs` moves in `family`.
+fn moves_in(verbs: &[Verb], family: Family) -> bool {
+    verbs.iter().any(|v| v.family() == family)
 }
 
 /// The top-`m` verbs of [`Verb::RANKED`]; for the temporal space, only those whose reversal is a
