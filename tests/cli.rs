@@ -504,10 +504,69 @@ fn dag_show_and_gc() {
     let batch = ["--set", "stages.probe_noisy.batch_size=2048"];
     let ran = run_json(cache.path(), &edited, &batch);
     assert!(ran.iter().any(|(n, o)| n.starts_with("probe_noisy") && o == "ran"), "{ran:?}");
-    let dry = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json", batch[0], batch[1]]);
+    let dry =
+        cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--dry-run", "--json", "--as-given", batch[0], batch[1]]);
     let v: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert!(v["keys"].as_u64().unwrap() >= 1 && v["objects"] == json!([]), "{v}");
     assert_eq!(v["names"], json!({}), "names only what would be removed: {v}");
+}
+
+/// `gc FILE` keeps what FILE computed under the `--set` of every earlier run (by `run` or by
+/// `exec FILE INSTANCE`), as the file reads now: a run with more replicates or another
+/// learning rate is not thrown away by a `gc` that forgot its `--set`. Settings the file no
+/// longer takes are named; `--as-given` keeps only the file as given and forgets the others.
+#[test]
+fn gc_keeps_what_earlier_runs_computed_under_their_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let file = dir.path().join("train_tiny.toml");
+    let text = std::fs::read_to_string(fixture("train_tiny.toml")).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    let f = file.to_str().unwrap();
+    run_json(&cache, &file, &[]);
+    run_json(&cache, &file, &["--set", "stages.probe.epochs=4"]);
+    let by_hand = cfrun(&cache, &["exec", f, "probe", "--set", "stages.probe.epochs=5"]);
+    assert!(by_hand.status.success(), "{}", stderr(&by_hand));
+    let all = std::fs::read_dir(cache.join("objects")).unwrap().count();
+    assert_eq!(all, 6, "shapes, model, feats and three probes");
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["gc", f, "--json"];
+        args.extend_from_slice(extra);
+        let out = cfrun(&cache, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (serde_json::from_slice::<Value>(&out.stdout).unwrap(), stderr(&out))
+    };
+    let (v, _) = gc(&[]);
+    assert_eq!(v["objects"], json!([]), "{v}");
+    let kept: Vec<&Value> = v["earlier_settings"].as_array().unwrap().iter().collect();
+    assert_eq!(kept.len(), 2, "{v}");
+    assert_eq!(kept[0]["settings"], json!(["stages.probe.epochs=4"]), "{v}");
+    assert_eq!(kept[1]["not_applied"], Value::Null, "{v}");
+    // Under another --set, what the file as it reads computed is kept too.
+    let (v, _) = gc(&["--set", "stages.probe.epochs=4"]);
+    assert_eq!(v["objects"], json!([]), "{v}");
+    // The text output says what it keeps and why.
+    let out = cfrun(&cache, &["gc", f, "--dry-run"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("keeping what") && said.contains("with --set stages.probe.epochs=5 (an earlier run's)"),
+        "{said}"
+    );
+    // A renamed stage: those settings no longer apply, which is said, and what they computed goes.
+    std::fs::write(&file, text.replace("[stages.probe]", "[stages.probe2]")).unwrap();
+    let (v, err) = gc(&["--dry-run"]);
+    assert!(err.contains("an earlier run's --set stages.probe.epochs=4 no longer applies"), "{err}");
+    assert!(err.contains("there is no `stages.probe`"), "{err}");
+    assert_eq!(v["objects"].as_array().unwrap().len(), 2, "{v}");
+    std::fs::write(&file, &text).unwrap();
+    // --as-given keeps only the file as given and forgets the other settings for later gcs.
+    let (v, _) = gc(&["--as-given"]);
+    assert_eq!(v["objects"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(std::fs::read_dir(cache.join("objects")).unwrap().count(), 4);
+    run_json(&cache, &file, &["--set", "stages.probe.epochs=4"]);
+    let (v, _) = gc(&["--dry-run"]);
+    let kept = v["earlier_settings"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "only the run since: {v}");
 }
 
 /// `gc` keeps a damaged result and everything it feeds (the next run repairs it, and a rebuild

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod readable;
 pub mod records;
 pub mod remove_tree;
+pub mod run_settings;
 pub mod store;
 pub mod verify;
 

@@ -46,7 +46,7 @@ pub struct RunLogLine {
 /// A file name for `name` that no other name maps to: plain characters kept (so the usual
 /// `probe[k=50]` reads as itself), every other byte as `%XX`; a name too long for one file name
 /// keeps a readable head and ends in its digest.
-fn file_name(name: &str) -> String {
+pub(super) fn file_name(name: &str) -> String {
     let mut s = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-_=,.[]".contains(&b) {
@@ -151,7 +151,7 @@ impl<R: std::io::Read> Iterator for BoundedLines<R> {
 }
 
 /// Whether the open file `f` is not empty and does not end with a newline.
-fn ends_cut(f: &std::fs::File) -> bool {
+pub(super) fn ends_cut(f: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
     let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
     let mut last = [0u8];

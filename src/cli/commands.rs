@@ -52,7 +52,7 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
         }),
         Command::Show { file, stage } => show(&file, g, &stage),
         Command::Report { file, out } => report(&file, g, &out),
-        Command::Gc { files, dry_run } => gc(&files, g, dry_run),
+        Command::Gc { files, dry_run, as_given } => gc(&files, g, dry_run, as_given),
         Command::Data { action } => data(action, g),
         Command::Ops { op } => super::ops_help::ops(op.as_deref(), g.json).map(|()| ExitCode::SUCCESS),
         Command::CheckDevice { device, presets } => check_device(device, &presets, g),

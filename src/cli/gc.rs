@@ -1,9 +1,10 @@
 //! `cfrun gc`: removes cached objects that none of the given experiments uses.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::failure::Failure;
@@ -11,9 +12,12 @@ use super::open::{load, open_store_to_read, require_cache_folder};
 use super::Global;
 use crate::cache::store::holds_nothing;
 use crate::cache::{gc as cache_gc, RecipeKey, Store};
+use crate::config::error::ConfigError;
+use crate::config::{Experiment, Override};
 use crate::exec::evaluate;
+use crate::graph::Plan;
 
-pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCode, Failure> {
+pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -> Result<ExitCode, Failure> {
     let plans = files.iter().map(|f| load(f, g)).collect::<Result<Vec<_>, _>>()?;
     // Exclusive: waits for every running cfrun on this cache, and keeps new ones out meanwhile.
     // A cache that does not exist holds nothing to collect, and is not created.
@@ -24,12 +28,41 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
     } else {
         open_store_to_read(g)?
     };
+    let given: Vec<String> = g.set.iter().map(ToString::to_string).collect();
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
     let mut in_use = BTreeMap::new();
-    for plan in &plans {
+    let mut add = |plan: &Plan| {
         for (key, published) in evaluate::keys_in_use(plan, &store) {
             *in_use.entry(key).or_insert(false) |= published;
+        }
+    };
+    let mut earlier = Vec::new();
+    for (file, plan) in files.iter().zip(&plans) {
+        add(plan);
+        if as_given {
+            continue;
+        }
+        let recorded = store.run_settings(&plan.experiment.name).map_err(|e| {
+            Failure::runtime(format!(
+                "cannot read the --set lists of earlier runs of {} ({e}); `--as-given` collects without them",
+                plan.experiment.name
+            ))
+        })?;
+        for settings in recorded.into_iter().filter(|s| *s != given) {
+            let applied = plan_under(file, &settings).map(|p| add(&p));
+            earlier.push(Earlier { file: file.display().to_string(), settings, applied });
+        }
+    }
+    for e in &earlier {
+        match &e.applied {
+            Ok(()) if !g.json => outln!("keeping what {} computes with {} (an earlier run's)", e.file, e.shown()),
+            Err(why) => errln!(
+                "{}: an earlier run's {} no longer applies ({why}); what it computed is not kept",
+                e.file,
+                e.shown()
+            ),
+            Ok(()) => {}
         }
     }
     let garbage = cache_gc::find(&store, &in_use);
@@ -46,7 +79,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
             outln!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
-                       "bytes": total, "names": named})
+                       "bytes": total, "names": named, "earlier_settings": earlier})
             );
         } else {
             for (obj, size) in &garbage.objects {
@@ -74,6 +107,14 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         let mut swept = cache_gc::sweep(&store, &garbage);
         // A data set's fetch killed mid-way leaves its scratch folder and partial files.
         let fetches = crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures);
+        if as_given {
+            // What the other settings computed is gone: a later gc need not look for it.
+            for plan in &plans {
+                if let Err(e) = store.keep_only_settings(&plan.experiment.name, &given) {
+                    swept.failures.push(format!("the --set lists of {}: {e}", plan.experiment.name));
+                }
+            }
+        }
         (swept, fetches)
     };
     if g.json {
@@ -83,7 +124,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
                    "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
                    "staging": swept.staging_removed, "job_specs": swept.specs_removed, "fetch_leftovers": fetches,
-                   "failures": swept.failures})
+                   "failures": swept.failures, "earlier_settings": earlier})
         );
     } else {
         for (obj, size) in &swept.objects_removed {
@@ -106,6 +147,39 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool) -> Result<ExitCod
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
+}
+
+/// An earlier run's `--set` list for one of the files, and whether it still applies.
+#[derive(Serialize)]
+struct Earlier {
+    file: String,
+    settings: Vec<String>,
+    /// Why the file no longer takes these settings (a stage renamed, a field removed).
+    #[serde(rename = "not_applied", serialize_with = "only_the_error")]
+    applied: Result<(), String>,
+}
+
+impl Earlier {
+    /// `--set A --set B`, as the run was given them.
+    fn shown(&self) -> String {
+        self.settings.iter().map(|s| format!("--set {s}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
+fn only_the_error<S: serde::Serializer>(applied: &Result<(), String>, s: S) -> Result<S::Ok, S::Error> {
+    match applied {
+        Ok(()) => s.serialize_none(),
+        Err(why) => s.serialize_str(why),
+    }
+}
+
+/// `file` planned under `settings` (an earlier run's `--set` list); the first problem when it
+/// no longer takes them.
+fn plan_under(file: &Path, settings: &[String]) -> Result<Plan, String> {
+    let overrides = settings.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    let first = |e: ConfigError| e.flatten().first().map(|e| e.to_string()).unwrap_or_else(|| e.to_string());
+    let experiment = Experiment::load(file, &overrides).map_err(first)?;
+    Plan::build(experiment).map_err(first)
 }
 
 /// The name each object of `keys` was last computed under (`instance` of `experiment`), from

@@ -150,6 +150,10 @@ enum Command {
         /// List what would be removed, with sizes, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep only what the files compute as given here (their text and this command's
+        /// `--set`), not also what they computed under the `--set` of earlier runs.
+        #[arg(long)]
+        as_given: bool,
     },
     /// Data sets: list them, or fetch and verify one.
     Data {

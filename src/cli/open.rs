@@ -15,6 +15,19 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
     Ok(Plan::build(exp)?)
 }
 
+/// Records this command's `--set` list for `plan`'s experiment before anything is computed, so
+/// that a later `gc` of the file keeps what this run computes. A record that cannot be written
+/// is said, not fatal: the run's results are sound, only that `gc` would not know them.
+pub(super) fn remember_settings(store: &Store, plan: &Plan, g: &Global) {
+    let settings: Vec<String> = g.set.iter().map(ToString::to_string).collect();
+    if let Err(e) = store.remember_settings(&plan.experiment.name, &settings) {
+        tracing::warn!(
+            "could not record this run's --set ({e}): a later `cfrun gc` of this file without the same --set \
+             would remove its results"
+        );
+    }
+}
+
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
     Store::open(&g.cache).map_err(|e| match e {

@@ -9,7 +9,7 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use super::failure::Failure;
-use super::open::{load, open_store};
+use super::open::{load, open_store, remember_settings};
 use super::signals::SignalsFailWrites;
 use super::terminal::{report_for_terminal, TERMINAL_REPORT_CHARS};
 use super::Global;
@@ -98,6 +98,7 @@ pub(super) fn run(
         // before any job is submitted (the executor checks again for library callers).
         crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
+    remember_settings(&store, &plan, g);
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };

@@ -39,6 +39,14 @@ impl std::str::FromStr for Override {
     }
 }
 
+/// `PATH=VALUE` as written, which parses back to the same override: how a run's settings are
+/// recorded for `gc`.
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.path.join("."), self.value)
+    }
+}
+
 /// Writes every override into `doc`; the parent tables must exist (a typo in a stage name is an
 /// error, not a new stage), the last key may be new. Returns the values the overrides replaced.
 pub fn apply_overrides(
@@ -176,6 +184,11 @@ mod tests {
         assert_eq!(o.value, "50");
         assert!("k=50".parse::<Override>().is_err());
         assert!("stages.k".parse::<Override>().is_err());
+        // Written back as it parses: `gc` re-applies a run's recorded settings from this text.
+        for text in ["stages.clusters.k=50", "claims[0].within = 1.5", "stages.a.b=\"x = y\""] {
+            let o: Override = text.parse().unwrap();
+            assert_eq!(o.to_string().parse::<Override>().unwrap(), o, "{text}");
+        }
     }
 
     fn apply(text: &str, set: &str) -> Result<serde_json::Value, String> {

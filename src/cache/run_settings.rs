@@ -1,0 +1,116 @@
+//! The `--set` lists an experiment's runs used, each kept once.
+//!
+//! `gc FILE` keeps what FILE computes as it reads now; a run with `--set
+//! experiment.replicates=6` computed other keys, and before this record a later `gc FILE`
+//! without that `--set` removed hours of finished work. `records/<experiment>/settings.jsonl`
+//! holds one JSON array of `PATH=VALUE` strings per line: the name ends in `.jsonl`, so no
+//! instance's record (`<instance>.json`) is ever this file. Lines are appended as runs start,
+//! each under `O_APPEND` in one write, so runs of one experiment side by side never lose
+//! each other's; a line seen twice (two runs raced past the check) is read once.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::fsutil::{ensure_real_dir, open_append, read_limited};
+use super::records::{ends_cut, file_name};
+use super::store::Store;
+
+/// Largest settings record read: about 10,000 runs with distinct settings of a few fields.
+/// A larger one is an error for `gc`, which must not forget what it cannot read.
+const MAX_BYTES: u64 = 4 << 20;
+
+impl Store {
+    fn settings_path(&self, experiment: &str) -> PathBuf {
+        self.root().join("records").join(file_name(experiment)).join("settings.jsonl")
+    }
+
+    /// The distinct `--set` lists runs of `experiment` used, oldest first; none when nothing
+    /// was recorded. An unreadable line (cut by a crash or a full disk) is skipped: it was
+    /// appended before its run computed anything, and that run records it again when rerun.
+    pub fn run_settings(&self, experiment: &str) -> std::io::Result<Vec<Vec<String>>> {
+        let bytes = match read_limited(&self.settings_path(experiment), MAX_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut seen = Vec::new();
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Ok(set) = serde_json::from_slice::<Vec<String>>(line) {
+                if !seen.contains(&set) {
+                    seen.push(set);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Records that a run of `experiment` uses `settings` (its `--set` list as written; empty
+    /// for the file as it reads, which a `gc --set` would otherwise not keep), unless recorded
+    /// already.
+    pub fn remember_settings(&self, experiment: &str, settings: &[String]) -> std::io::Result<()> {
+        if self.run_settings(experiment).is_ok_and(|s| s.iter().any(|s| s == settings)) {
+            return Ok(());
+        }
+        let path = self.settings_path(experiment);
+        if let Some(dir) = path.parent() {
+            ensure_real_dir(dir)?;
+        }
+        let mut f = open_append(&path)?;
+        let mut text = if ends_cut(&f) { "\n".to_string() } else { String::new() };
+        text.push_str(&serde_json::to_string(settings).expect("plain strings"));
+        text.push('\n');
+        f.write_all(text.as_bytes())
+    }
+
+    /// Replaces the record of `experiment`'s settings by `kept` (`gc --as-given`, which removed
+    /// what the others computed). Called only under the exclusive cache lock, so no run appends
+    /// meanwhile.
+    pub fn keep_only_settings(&self, experiment: &str, kept: &[String]) -> std::io::Result<()> {
+        let path = self.settings_path(experiment);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.remember_settings(experiment, kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn settings_are_kept_once_each_per_experiment_and_survive_a_cut_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.run_settings("exp").unwrap().is_empty(), "nothing recorded");
+        let six = set(&["experiment.replicates=6"]);
+        let two = set(&["stages.probe.lr=0.1", "experiment.seed=2"]);
+        store.remember_settings("exp", &six).unwrap();
+        store.remember_settings("exp", &two).unwrap();
+        store.remember_settings("exp", &six).unwrap();
+        store.remember_settings("other", &two).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), [six.clone(), two.clone()]);
+        assert_eq!(store.run_settings("other").unwrap(), std::slice::from_ref(&two));
+        // A line cut by a full disk costs only itself, and the next append starts a line.
+        let path = store.settings_path("exp");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"[\"stages.x");
+        std::fs::write(&path, bytes).unwrap();
+        let three = set(&["stages.kmeans.k=3"]);
+        store.remember_settings("exp", &three).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), [six.clone(), two.clone(), three]);
+        store.keep_only_settings("exp", &six).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), [six]);
+        store.keep_only_settings("exp", &[]).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), [Vec::<String>::new()], "the file as it reads");
+        // A record too large to read is an error, never read as empty: gc would forget it.
+        std::fs::write(store.settings_path("other"), vec![b' '; MAX_BYTES as usize + 1]).unwrap();
+        assert!(store.run_settings("other").is_err());
+    }
+}
