@@ -140,6 +140,22 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         let mut direct = BTreeSet::new();
         axes_used(&Json::Object(stage.params.clone()), &mut direct);
         used_axes.extend(direct.iter().cloned());
+        if let Some((axis, field)) = swept_only_by_labels(stage) {
+            errors.push(exp.error(
+                &field_origin(stage, &field),
+                format!(
+                    "`stages.{name}.{field}` uses `${{{axis}}}`, but no other field of `{name}` does: a {op} gathers \
+                     every instance of its inputs whatever its own axes, so its instances would all show the same \
+                     results, each named for another value of {axis}",
+                    op = stage.op.name()
+                ),
+                Some(format!(
+                    "to show each {axis}, make it one of the {op}'s dimensions instead and drop `${{{axis}}}` from \
+                     `{field}`",
+                    op = stage.op.name()
+                )),
+            ));
+        }
         let mut axes: BTreeSet<String> = BTreeSet::new();
         // A placeholder of an undeclared axis stays in the text: its field's type error would
         // follow the error above for every instance.
@@ -340,6 +356,25 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     }
     ConfigError::collect(errors)?;
     Ok(instances)
+}
+
+/// An axis that `stage` writes only in fields that name what it shows (a title, a label), with
+/// the first such field: its instances along that axis would differ only in those names.
+fn swept_only_by_labels(stage: &ResolvedStage<'_>) -> Option<(String, String)> {
+    let labelling = stage.op.labelling();
+    let (mut naming, mut computing) = (BTreeMap::new(), BTreeSet::new());
+    for (field, value) in &stage.params {
+        let mut here = BTreeSet::new();
+        axes_used(value, &mut here);
+        if labelling.contains(&field.as_str()) {
+            for axis in here {
+                naming.entry(axis).or_insert_with(|| field.clone());
+            }
+        } else {
+            computing.extend(here);
+        }
+    }
+    naming.into_iter().find(|(axis, _)| !computing.contains(axis))
 }
 
 /// The errors of refused instances, each said once per stage: a sweep refused for one reason

@@ -224,6 +224,8 @@ pub trait StageKind: Send + Sync + 'static {
     }
     /// See [`Op::gathers_replicates`]. Tables, plots and claims summarise over replicates.
     const GATHERS_REPLICATES: bool = true;
+    /// See [`Op::labelling`]. Most parameters change what is computed.
+    const LABELLING: &'static [&'static str] = &[];
     /// See [`Op::judges`]. Most reports stand alone.
     const JUDGES: bool = false;
     /// See [`Op::warm_up`]. Most ops have no slow plan-time work.
@@ -301,6 +303,10 @@ pub trait Op: Send + Sync {
     /// instances (and those shared by all): what it computes is then one replicate's, and the
     /// replicates downstream stay independent.
     fn gathers_replicates(&self) -> bool;
+    /// The parameters that only name or caption what the stage shows (a title, axis labels): a
+    /// sweep axis written only there gives each of its values the same results under another
+    /// name.
+    fn labelling(&self) -> &'static [&'static str];
     /// Whether its reports are verdicts on other stages' reports, so a run prints them after
     /// the tables they judge.
     fn judges(&self) -> bool;
@@ -427,6 +433,9 @@ impl<T: StageKind> Op for T {
     }
     fn gathers_replicates(&self) -> bool {
         T::GATHERS_REPLICATES
+    }
+    fn labelling(&self) -> &'static [&'static str] {
+        T::LABELLING
     }
     fn judges(&self) -> bool {
         T::JUDGES

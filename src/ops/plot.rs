@@ -66,6 +66,7 @@ pub struct Plot;
 impl StageKind for Plot {
     type Params = PlotParams;
     const JOB: super::JobShape = super::JobShape::IN_DRIVER;
+    const LABELLING: &'static [&'static str] = &["title", "x_label", "y_label", "labels"];
     const SPEC: &'static OpSpec = &OpSpec {
         name: "plot",
         // 2: Student t error bars at every n (the normal quantile from n = 30 before).
