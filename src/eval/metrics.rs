@@ -1,4 +1,4 @@
-//! Classification accuracy and clustering-versus-labels metrics (purity, NMI).
+//! Classification accuracy and clustering-versus-labels metrics (purity, NMI; AMI in `ami.rs`).
 //!
 //! Both clustering metrics work from the sorted list of (cluster, label)
 //! pairs, so ids may be arbitrary u32 values, memory is O(n) even for
@@ -72,7 +72,7 @@ pub fn purity(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
 }
 
 /// Shannon entropy (nats) of a distribution given by counts summing to `n`.
-fn entropy(counts: &[u64], n: f64) -> f64 {
+pub(super) fn entropy(counts: &[u64], n: f64) -> f64 {
     counts
         .iter()
         .map(|&c| {
@@ -82,11 +82,20 @@ fn entropy(counts: &[u64], n: f64) -> f64 {
         .sum()
 }
 
-/// Normalised mutual information (0..=1) with arithmetic-mean normalisation,
-/// MI / ((H(assign) + H(labels)) / 2), matching scikit-learn's
-/// `normalized_mutual_info_score` default, including its conventions: 1.0
-/// when both sides are a single group, 0.0 when the mutual information is 0.
-pub fn nmi(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
+/// The two sides' group sizes (each in ascending id order) and the mutual information
+/// between them in nats.
+pub(super) struct Shared {
+    /// Rows per distinct cluster id.
+    pub a_counts: Vec<u64>,
+    /// Rows per distinct label.
+    pub b_counts: Vec<u64>,
+    /// Mutual information (nats), clamped at 0 against rounding.
+    pub mi: f64,
+}
+
+/// Group sizes and mutual information of two labelings of the same rows, from their sorted
+/// (cluster, label) pairs: one fixed order of summation whatever the ids.
+pub(super) fn shared_information(assign: &[u32], labels: &[u32]) -> Result<Shared, EvalError> {
     check_pair(assign, labels, "cluster assignments vs labels")?;
     let n = assign.len() as f64;
     let mut a_sorted = assign.to_vec();
@@ -95,9 +104,6 @@ pub fn nmi(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
     b_sorted.sort_unstable();
     let a_counts = run_counts(a_sorted.iter().copied());
     let b_counts = run_counts(b_sorted.iter().copied());
-    if a_counts.len() == 1 && b_counts.len() == 1 {
-        return Ok(1.0);
-    }
     // Distinct ids, in the same ascending order as the counts.
     let (a_uniq, b_uniq) = (unique(&a_sorted), unique(&b_sorted));
     let pairs = sorted_pairs(assign, labels);
@@ -114,10 +120,22 @@ pub fn nmi(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
         // Logs of counts rather than of a ratio, as scikit-learn does, to keep precision.
         mi += nij / n * (nij.ln() + n.ln() - ai.ln() - bj.ln());
     }
-    let mi = mi.max(0.0);
+    Ok(Shared { a_counts, b_counts, mi: mi.max(0.0) })
+}
+
+/// Normalised mutual information (0..=1) with arithmetic-mean normalisation,
+/// MI / ((H(assign) + H(labels)) / 2), matching scikit-learn's
+/// `normalized_mutual_info_score` default, including its conventions: 1.0
+/// when both sides are a single group, 0.0 when the mutual information is 0.
+pub fn nmi(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
+    let Shared { a_counts, b_counts, mi } = shared_information(assign, labels)?;
+    if a_counts.len() == 1 && b_counts.len() == 1 {
+        return Ok(1.0);
+    }
     if mi == 0.0 {
         return Ok(0.0);
     }
+    let n = assign.len() as f64;
     let norm = (entropy(&a_counts, n) + entropy(&b_counts, n)) / 2.0;
     Ok((mi / norm.max(f64::EPSILON)).min(1.0))
 }

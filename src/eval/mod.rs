@@ -1,6 +1,6 @@
 //! Evaluation: a deterministic linear probe (softmax regression), the one-vs-rest SVM
 //! protocol scored by mean average precision (multi-label targets, [`ovr_map`]) and
-//! clustering-versus-labels metrics (purity, NMI).
+//! clustering-versus-labels metrics (purity, NMI, AMI).
 //!
 //! The probe standardises features with the train split's mean and std,
 //! trains multinomial logistic regression with mini-batch momentum SGD and a
@@ -9,6 +9,7 @@
 //! into fixed pieces and all reductions run in a fixed order, so a given
 //! seed gives bit-identical results across runs and thread counts.
 
+mod ami;
 mod ap;
 pub mod device_check;
 mod error;
@@ -25,6 +26,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use ami::ami;
 pub use ap::{average_precision, mean_ap};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};

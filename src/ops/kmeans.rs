@@ -132,11 +132,19 @@ pub(super) fn assignment_metrics(
 }
 
 /// The metrics scored against the `truth` input where it is wired.
-pub(super) const TRUTH_METRICS: &[(&str, &str)] =
-    &[("purity", "truth"), ("nmi", "truth"), ("test_purity", "truth"), ("test_nmi", "truth")];
+pub(super) const TRUTH_METRICS: &[(&str, &str)] = &[
+    ("purity", "truth"),
+    ("nmi", "truth"),
+    ("ami", "truth"),
+    ("test_purity", "truth"),
+    ("test_nmi", "truth"),
+    ("test_ami", "truth"),
+];
 
-/// With the `truth` input, purity and NMI of both splits' assignments; of the train split's
-/// only without `with_test` (an op whose test assignments read labels the truth shares).
+/// With the `truth` input, purity, NMI and AMI of both splits' assignments; of the train
+/// split's only without `with_test` (an op whose test assignments read labels the truth
+/// shares). Purity and NMI rise with k whatever the features; AMI, chance-corrected, compares
+/// across k.
 pub(super) fn truth_metrics(
     ctx: &StageCtx<'_>,
     train: &[u32],
@@ -157,9 +165,11 @@ pub(super) fn truth_metrics(
         }
         metrics.values.insert("purity".into(), eval::purity(train, &truth.train)?);
         metrics.values.insert("nmi".into(), eval::nmi(train, &truth.train)?);
+        metrics.values.insert("ami".into(), eval::ami(train, &truth.train)?);
         if with_test {
             metrics.values.insert("test_purity".into(), eval::purity(test, &truth.test)?);
             metrics.values.insert("test_nmi".into(), eval::nmi(test, &truth.test)?);
+            metrics.values.insert("test_ami".into(), eval::ami(test, &truth.test)?);
         }
     }
     Ok(())
@@ -179,20 +189,23 @@ impl StageKind for KMeans {
         //    (f64 rounding may differ in the last bits).
         // 5: an empty cluster is re-seeded from the largest cluster that holds two distinct rows
         //    (a cluster of identical rows was split to no effect, the empty one staying empty).
-        version: 5,
+        // 6: with `truth`, `ami` and `test_ami` (adjusted mutual information) too.
+        version: 6,
         summary: "k-means (Lloyd) on the train split's features; assigns every split: pseudo-labels",
         inputs: &[super::FEATURES_INPUT, TRUTH_INPUT],
         outputs: &[
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "cluster ids of every split (+ centroids)" },
-            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "inertia per iteration, sizes, purity/NMI" },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "inertia per iteration, sizes, purity/NMI/AMI" },
         ],
         metric_names: &[
             "smallest_cluster",
             "largest_cluster",
             "purity",
             "nmi",
+            "ami",
             "test_purity",
             "test_nmi",
+            "test_ami",
             "inertia",
             "test_inertia",
             "empty_cluster_splits",

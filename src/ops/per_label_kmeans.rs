@@ -5,7 +5,7 @@
 //! it. Test points are assigned among the centroids of their own label, so the test split's
 //! cluster ids carry its labels: scored against a truth those labels come from (the clean test
 //! labels of `label_noise` and `video`), they measure the labels, not the features. Only the
-//! train split's purity and NMI are written.
+//! train split's purity, NMI and AMI are written.
 
 use serde::{Deserialize, Serialize};
 
@@ -185,7 +185,8 @@ impl StageKind for PerLabelKMeans {
         //    labels of one cluster); a cluster of identical rows is no longer split for an empty one.
         // 5: no `test_purity` or `test_nmi`: the test split's ids are read from its labels, so
         //    against the clean test labels they scored 1.0 whatever the features.
-        version: 5,
+        // 6: with `truth`, the train split's `ami` (adjusted mutual information) too.
+        version: 6,
         summary: "k-means within each label (k_l ~ sqrt(n_l), summing to k): the per-label clustering baseline",
         inputs: &[
             super::FEATURES_INPUT,
@@ -197,15 +198,16 @@ impl StageKind for PerLabelKMeans {
             OutputSpec {
                 name: "metrics",
                 kind: Kind::Metrics,
-                doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), the train split's purity/NMI",
+                doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), the train split's purity/NMI/AMI",
             },
         ],
-        metric_names: &["clusters", "inertia", "purity", "nmi"],
+        metric_names: &["clusters", "inertia", "purity", "nmi", "ami"],
     };
-    // Purity and NMI only with the `truth` input, as `kmeans`'s (without it the metrics are
+    // Purity, NMI and AMI only with the `truth` input, as `kmeans`'s (without it the metrics are
     // those of version 3, so no bump).
     const ALWAYS_WRITES: &'static [&'static str] = &["clusters", "inertia"];
-    const METRICS_NEED: &'static [(&'static str, &'static str)] = &[("purity", "truth"), ("nmi", "truth")];
+    const METRICS_NEED: &'static [(&'static str, &'static str)] =
+        &[("purity", "truth"), ("nmi", "truth"), ("ami", "truth")];
 
     fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         // Only the upper bound is sure: the lower one counts the labels that have points.
