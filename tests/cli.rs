@@ -2533,6 +2533,11 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     toml += &stage("split", &sh(&copy("train_only.safetensors")), l, code);
     toml += &stage("rows", &sh(&copy("short.safetensors")), l, code);
     toml += &stage("good", &sh(metric), m, "");
+    // Two hundred thousand metric names, none of them the one a table asks for.
+    // (Braces doubled: single ones name inputs and outputs in argv.)
+    let many = r#"awk 'BEGIN {{ printf "{{\"values\": {{"; for (i = 0; i < 200000; i++) printf "%s\"m%d\": 1", (i ? ", " : ""), i; print "}}}}" }}' > out/m/metrics.json"#;
+    toml += &stage("many", &sh(many), m, "");
+    toml += "[stages.tab]\nop = \"table\"\ninputs = [\"many.m\"]\nrows = [\"source\"]\ncolumns = [\"metric\"]\nmetrics = [\"top1\"]\n\n";
     toml += "[stages.after]\nop = \"linear_probe\"\nfeatures = \"shapes.images\"\nlabels = \"dtype.l\"\nepochs = 1\n";
     std::fs::write(d.join("bad.toml"), toml).unwrap();
     let cache = d.join("cache");
@@ -2549,6 +2554,7 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
         ("dtype", "output `l` (labels) is malformed: out/l/labels.safetensors: tensor `train` is F32, but must be U32"),
         ("split", "out/l/labels.safetensors: has no tensor `test` (it has: train)"),
         ("rows", "has 2 train and 1 test rows, but the stage's inputs have 12 and 8"),
+        ("tab", "written by none of the gathered stages (many); they wrote: m0, m1, m10, m100,"),
     ];
     for (name, msg) in expect {
         let (outcome, error) = outcome_of(&v, name);
@@ -2558,6 +2564,10 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     }
     assert_eq!(outcome_of(&v, "after").0, "skipped");
     assert_eq!(outcome_of(&v, "good").0, "ran");
+    // A failure that quotes its input is said in a screenful, not in 2 MB: the line went into
+    // the run log too, whose readers skip lines over 1 MiB, so `status` called it never run.
+    let (_, error) = outcome_of(&v, "tab");
+    assert!(error.len() < 2_000 && error.ends_with("and 199970 more"), "{} bytes: {}", error.len(), &error[..200]);
     // `status` lists the failure with the command's last lines of stderr below it.
     let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .current_dir(d)
@@ -2566,8 +2576,9 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("exited with status 3; last lines of stderr:\n          the probe broke\n"), "{text}");
-    // Only `shapes` and `good` were published; no scratch folder or staged output is left behind.
-    assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 2);
+    assert!(text.lines().any(|l| l.starts_with("failed") && l.contains(" tab ")), "{text}");
+    // Only `shapes`, `good` and `many` were published; no scratch folder or staged output is left behind.
+    assert_eq!(std::fs::read_dir(cache.join("keys")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
 
     // The report shows each failure with its error, and what was skipped because of it.
@@ -2578,7 +2589,7 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
         .unwrap();
     assert!(page.status.success(), "{}", stderr(&page));
     let html = std::fs::read_to_string(d.join("pages/cmd_bad.html")).unwrap();
-    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 8);
+    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 9);
     assert!(html.contains("<span class=\"badge skipped\">skipped</span>"));
     assert!(html.contains("exited with status 3; last lines of stderr:\n    the probe broke"));
 }

@@ -53,7 +53,7 @@ impl Permutations {
             sorted.sort_unstable();
             if sorted != std::array::from_fn(|i| i as u8) {
                 return Err(ArtifactError::Malformed(format!(
-                    "{}: {p:?} is not a permutation of 0..9",
+                    "{}: {p:?} is not an order of the tiles 0 to 8 (each once)",
                     path.display()
                 )));
             }

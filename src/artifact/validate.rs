@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::header::{self, TensorInfo};
+#[cfg(test)]
+use super::labels::TagSets;
 use super::Kind;
 use super::{Features, FeaturesMeta, ImagesMeta, Labels, LabelsMeta, Metrics, MultiLabels, Permutations};
 use crate::selfsup::permutations::{hamming, TILES};
@@ -100,13 +102,7 @@ pub fn validate(dir: &Path, kind: Kind, rows: Option<Rows>) -> Result<(), Format
         Kind::MultiLabels => multilabels(dir)?,
         Kind::Permutations => permutations(dir)?,
         Kind::Metrics => metrics(dir)?,
-        Kind::Model => {
-            let path = dir.join("model.safetensors");
-            header::read(&path).map_err(|e| err("model.safetensors", e))?;
-            let (weights, _) = crate::nn::load_model(&path, &candle_core::Device::Cpu)
-                .map_err(|e| err("model.safetensors", e.to_string()))?;
-            finite_tensors("model.safetensors", crate::nn::checkpoint::var_tensors(&weights))?;
-        }
+        Kind::Model => model(dir)?,
         Kind::Report => {}
     }
     if let (Some(want), Some(file)) = (rows.filter(|_| has_rows(kind)), tensor_file(kind)) {
@@ -360,6 +356,7 @@ fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     let rank = if clips { 5 } else { 4 };
     let file = "images.safetensors";
     let info = tensors(dir, file, &[("train", "U8", rank), ("test", "U8", rank)])?;
+    only_tensors(file, &info, &["train", "test"])?;
     let item: Vec<usize> =
         if clips { vec![m.channels, m.frames, m.height, m.width] } else { vec![m.channels, m.height, m.width] };
     for split in ["train", "test"] {
@@ -373,11 +370,49 @@ fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// The tensors of tag sets, all four or none.
+const TAG_TENSORS: [&str; 4] = ["train_tag_offsets", "train_tag_ids", "test_tag_offsets", "test_tag_ids"];
+
 fn labels(dir: &Path) -> Result<(), FormatError> {
     let m: LabelsMeta = meta(dir)?;
     classes(m.num_classes, &m.class_names)?;
-    tensors(dir, "labels.safetensors", &[("train", "U32", 1), ("test", "U32", 1)])?;
-    let l = Labels::load(dir).map_err(|e| err("labels.safetensors", e.to_string()))?;
+    let file = "labels.safetensors";
+    let info = tensors(dir, file, &[("train", "U32", 1), ("test", "U32", 1)])?;
+    let tagged = TAG_TENSORS.iter().filter(|t| info.contains_key(**t)).count();
+    if tagged > 0 {
+        tensors(dir, file, &TAG_TENSORS.map(|t| (t, "U32", 1)))?;
+    }
+    let mut allowed = vec!["train", "test"];
+    if tagged > 0 {
+        allowed.extend(TAG_TENSORS);
+    }
+    only_tensors(file, &info, &allowed)?;
+    if !m.tag_classes.is_empty() {
+        if m.tag_classes.len() != m.num_classes {
+            return Err(err(
+                "meta.json",
+                format!(
+                    "`tag_classes` maps {} tags, but there are num_classes = {} (one list of classes per tag, or none)",
+                    m.tag_classes.len(),
+                    m.num_classes
+                ),
+            ));
+        }
+        if let Some(c) = m.tag_classes.iter().flatten().find(|c| **c as usize >= MAX_CLASSES) {
+            return Err(err("meta.json", format!("`tag_classes` names class {c}; class ids are below {MAX_CLASSES}")));
+        }
+    }
+    let l = Labels::load(dir).map_err(|e| err(file, e.to_string()))?;
+    if let Some((train, test)) = &l.tags {
+        for (split, sets) in [("train", train), ("test", test)] {
+            if let Some(i) = (0..sets.len()).find(|&i| sets.get(i).windows(2).any(|w| w[0] >= w[1])) {
+                return Err(err(
+                    file,
+                    format!("{split} image {i}'s tag set {:?} is not ascending without repeats", sets.get(i)),
+                ));
+            }
+        }
+    }
     for (split, ids) in [("train", &l.train), ("test", &l.test)] {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= l.meta.num_classes) {
             return Err(err(
@@ -394,6 +429,7 @@ fn features(dir: &Path) -> Result<(), FormatError> {
     nonzero(&[("dim", m.dim)])?;
     let file = "features.safetensors";
     let info = tensors(dir, file, &[("train", "F32", 2), ("test", "F32", 2)])?;
+    only_tensors(file, &info, &["train", "test"])?;
     for split in ["train", "test"] {
         if info[split].shape[1] != m.dim {
             return Err(err(
@@ -450,8 +486,60 @@ fn permutations(dir: &Path) -> Result<(), FormatError> {
 /// Most permutations a set may hold: the `permutations` op's largest `count`.
 const MAX_PERMUTATIONS: usize = 10_000;
 
+/// A network the format allows: F32 weights, all finite (read before anything is built, so a
+/// tensor of another dtype is refused, not converted), fitting the architecture `model.json`
+/// declares; batch norms' running variances at least 0 and an input normalisation of positive,
+/// finite standard deviations and finite means. A negative variance or standard deviation
+/// gives NaN or features scaled by 1e29 that a probe scores at chance, not an error.
+fn model(dir: &Path) -> Result<(), FormatError> {
+    let file = "model.safetensors";
+    finite_f32_tensors(dir, file)?;
+    let (weights, meta) =
+        crate::nn::load_model(&dir.join(file), &candle_core::Device::Cpu).map_err(|e| err(file, e.to_string()))?;
+    for (name, t) in crate::nn::checkpoint::var_tensors(&weights) {
+        if !name.ends_with("running_var") {
+            continue;
+        }
+        let values =
+            t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| err(file, format!("`{name}`: {e}")))?;
+        if let Some(v) = values.iter().find(|v| **v < 0.0) {
+            return Err(err(file, format!("batch norm statistic `{name}` holds {v}; a variance is at least 0")));
+        }
+    }
+    let norm = &meta.norm;
+    if norm.mean.len() != norm.std.len() {
+        return Err(err(
+            "model.json",
+            format!(
+                "`norm` has {} means and {} standard deviations (one each per channel)",
+                norm.mean.len(),
+                norm.std.len()
+            ),
+        ));
+    }
+    if let Some(s) = norm.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(err("model.json", format!("`norm.std` holds {s}; each must be a finite number above 0")));
+    }
+    if let Some(m) = norm.mean.iter().find(|m| !m.is_finite()) {
+        return Err(err("model.json", format!("`norm.mean` holds {m}; each must be a finite number")));
+    }
+    Ok(())
+}
+
+/// The tensors of `file` are exactly `allowed`: a stray one (a NaN, ids out of range, half of
+/// a tag set) would be published unchecked, and a later reader might take it for its own.
+fn only_tensors(file: &str, info: &BTreeMap<String, TensorInfo>, allowed: &[&str]) -> Result<(), FormatError> {
+    match info.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(extra) => {
+            Err(err(file, format!("holds a tensor `{extra}` the format lacks (it has: {})", allowed.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
 /// No NaN or infinite value in `file`'s tensors: a network that diverged is no network to
 /// extract features from.
+#[cfg(test)]
 fn finite_tensors(
     file: &str,
     tensors: impl IntoIterator<Item = (String, candle_core::Tensor)>,
@@ -473,7 +561,19 @@ fn multilabels(dir: &Path) -> Result<(), FormatError> {
     let meta: super::MultiLabelsMeta = meta(dir)?;
     classes(meta.num_classes, &meta.class_names)?;
     let file = "multilabels.safetensors";
-    tensors(dir, file, &[("train", "U8", 2), ("test", "U8", 2)])?;
+    let info = tensors(dir, file, &[("train", "U8", 2), ("test", "U8", 2)])?;
+    only_tensors(file, &info, &["train", "test"])?;
+    for split in ["train", "test"] {
+        if info[split].shape[1] != meta.num_classes {
+            return Err(err(
+                file,
+                format!(
+                    "`{split}` has {} columns, but meta.json has num_classes = {} (one 0/1 column per class)",
+                    info[split].shape[1], meta.num_classes
+                ),
+            ));
+        }
+    }
     let m = MultiLabels::load(dir).map_err(|e| err(file, e.to_string()))?;
     if m.train.iter().chain(&m.test).any(|&v| v > 1) {
         return Err(err(file, "holds values other than 0 and 1 (multi-hot rows)"));
@@ -486,6 +586,12 @@ fn metrics(dir: &Path) -> Result<(), FormatError> {
     // a misspelt `details` would vanish without a word, while results published before this
     // check must still read.
     let value: serde_json::Value = json(dir, "metrics.json")?;
+    if !value.is_object() {
+        return Err(err(
+            "metrics.json",
+            "must be a JSON object: {\"values\": {\"name\": number, ...}} (and optionally \"details\")",
+        ));
+    }
     if let Some(field) = value.as_object().and_then(|o| o.keys().find(|k| !["values", "details"].contains(&k.as_str())))
     {
         return Err(err(
@@ -666,6 +772,131 @@ mod tests {
         assert!(e.contains("`min_hamming` is 2, but the permutations' smallest Hamming distance is 3"), "{e}");
         assert!(check(5, vec![a, b]).unwrap_err().contains("holds 2 permutations, but meta.json has count = 5"));
         assert!(check(2, vec![a, a]).unwrap_err().contains("1 repeated"));
+    }
+
+    /// A model folder of resnet_tiny (4 classes, 1 channel) with fresh weights, for editing.
+    fn model_dir() -> tempfile::TempDir {
+        use crate::nn::{build_model, init_weights, save_model, Arch, Normalization};
+        let dir = tempfile::tempdir().unwrap();
+        let arch = Arch::preset("resnet_tiny", 1, 4).unwrap();
+        let vm = candle_nn::VarMap::new();
+        build_model(&arch, &vm, &candle_core::Device::Cpu, true).unwrap();
+        init_weights(&vm, 1).unwrap();
+        let norm = Normalization { mean: vec![0.2], std: vec![0.3] };
+        save_model(&dir.path().join("model.safetensors"), &vm, &arch, &norm).unwrap();
+        dir
+    }
+
+    /// Edits `model.json` in place.
+    fn edit_model_json(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join("model.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    /// Rewrites one tensor of `model.safetensors` through `f`.
+    fn edit_weight(dir: &Path, suffix: &str, f: impl Fn(&candle_core::Tensor) -> candle_core::Tensor) {
+        let path = dir.join("model.safetensors");
+        let mut all = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+        let name = all.keys().find(|k| k.ends_with(suffix)).unwrap().clone();
+        let edited = f(&all[&name]);
+        all.insert(name, edited);
+        candle_core::safetensors::save(&all, &path).unwrap();
+    }
+
+    /// Weights that fit and are finite but mean nothing (a negative variance, another dtype, a
+    /// standard deviation at or below 0), and a model.json declaring a network far larger than
+    /// its weights, are refused with the tensor or field named; the last without building the
+    /// declared network (a billion classes: 32 GB), which used to take the machine's memory.
+    #[test]
+    fn a_model_that_would_compute_garbage_or_exhaust_memory_is_refused() {
+        let check = |dir: &tempfile::TempDir| validate(dir.path(), Kind::Model, None).map_err(|e| e.to_string());
+        check(&model_dir()).unwrap();
+        let dir = model_dir();
+        edit_weight(dir.path(), "running_var", |t| (t.ones_like().unwrap() * -1.0).unwrap());
+        let e = check(&dir).unwrap_err();
+        assert!(e.contains("running_var") && e.contains("a variance is at least 0"), "{e}");
+        let dir = model_dir();
+        edit_weight(dir.path(), "bn1.weight", |t| t.to_dtype(candle_core::DType::F64).unwrap());
+        let e = check(&dir).unwrap_err();
+        assert!(e.contains("bn1.weight") && e.contains("is F64, not F32"), "{e}");
+        for std in [-1e-30, 0.0] {
+            let dir = model_dir();
+            edit_model_json(dir.path(), |v| v["norm"]["std"] = serde_json::json!([std]));
+            let e = check(&dir).unwrap_err();
+            assert!(e.contains("`norm.std` holds") && e.contains("above 0"), "{e}");
+        }
+        let dir = model_dir();
+        edit_model_json(dir.path(), |v| v["arch"]["num_classes"] = serde_json::json!(1_000_000_000u64));
+        let e = check(&dir).unwrap_err();
+        assert!(e.contains("shape mismatch for fc.weight") && e.contains("[1000000000,"), "{e}");
+        let dir = model_dir();
+        edit_model_json(dir.path(), |v| v["arch"]["widths"] = serde_json::json!([100_000, 100_000, 100_000, 100_000]));
+        let e = check(&dir).unwrap_err();
+        assert!(e.contains("weights do not fit the architecture"), "{e}");
+    }
+
+    /// Stray tensors (half a tag set, a NaN beside the features), tag sets out of order or
+    /// repeating a tag, a tag map of the wrong length or naming an absurd class, and multi-hot
+    /// rows of another width than the classes are refused before anything reads them.
+    #[test]
+    fn stray_tensors_and_malformed_tag_sets_are_refused() {
+        use crate::artifact::tensors;
+        let tagged = |sets: &[Vec<u32>], tag_classes: Vec<Vec<u32>>| {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = LabelsMeta { num_classes: 4, class_names: vec![], source: "t".into(), tag_classes };
+            let t = TagSets { offsets: vec![0], ids: vec![] };
+            let mut labels = Labels { meta, train: vec![0; sets.len()], test: vec![0], tags: Some((t.clone(), t)) };
+            let mut offsets = vec![0u32];
+            let mut ids = Vec::new();
+            for s in sets {
+                ids.extend(s);
+                offsets.push(ids.len() as u32);
+            }
+            labels.tags = Some((TagSets { offsets, ids }, TagSets { offsets: vec![0, 1], ids: vec![0] }));
+            labels.save(dir.path()).unwrap();
+            dir
+        };
+        let check = |dir: &tempfile::TempDir, kind| validate(dir.path(), kind, None).map_err(|e| e.to_string());
+        check(&tagged(&[vec![0, 2], vec![]], vec![]), Kind::Labels).unwrap();
+        check(&tagged(&[vec![0, 2], vec![1]], vec![vec![0], vec![1], vec![], vec![0, 1]]), Kind::Labels).unwrap();
+        let e = check(&tagged(&[vec![2, 0]], vec![]), Kind::Labels).unwrap_err();
+        assert!(e.contains("train image 0's tag set [2, 0] is not ascending without repeats"), "{e}");
+        assert!(check(&tagged(&[vec![3, 3]], vec![]), Kind::Labels).unwrap_err().contains("without repeats"));
+        let e = check(&tagged(&[vec![0]], vec![vec![0]]), Kind::Labels).unwrap_err();
+        assert!(e.contains("`tag_classes` maps 1 tags, but there are num_classes = 4"), "{e}");
+        let e =
+            check(&tagged(&[vec![0]], vec![vec![0], vec![], vec![], vec![4_294_967_295]]), Kind::Labels).unwrap_err();
+        assert!(e.contains("`tag_classes` names class 4294967295"), "{e}");
+        // Half a tag set: only the test split's tensors, with ids far out of range.
+        let dir = labels_dir(4, vec![]);
+        let path = dir.path().join("labels.safetensors");
+        let mut all = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+        let cpu = candle_core::Device::Cpu;
+        all.insert("test_tag_offsets".into(), candle_core::Tensor::new(&[0u32, 1], &cpu).unwrap());
+        all.insert("test_tag_ids".into(), candle_core::Tensor::new(&[99u32], &cpu).unwrap());
+        candle_core::safetensors::save(&all, &path).unwrap();
+        let e = check(&dir, Kind::Labels).unwrap_err();
+        assert!(e.contains("has no tensor `train_tag_offsets`"), "{e}");
+        // A stray NaN tensor beside features.
+        let dir = tempfile::tempdir().unwrap();
+        let meta = FeaturesMeta { dim: 2, source: "t".into() };
+        Features { meta, train: vec![1.0, 2.0], test: vec![3.0, 4.0] }.save(dir.path()).unwrap();
+        check(&dir, Kind::Features).unwrap();
+        let path = dir.path().join("features.safetensors");
+        let mut all = candle_core::safetensors::load(&path, &cpu).unwrap();
+        all.insert("junk".into(), candle_core::Tensor::new(&[f32::NAN], &cpu).unwrap());
+        candle_core::safetensors::save(&all, &path).unwrap();
+        let e = check(&dir, Kind::Features).unwrap_err();
+        assert!(e.contains("holds a tensor `junk` the format lacks"), "{e}");
+        // Multi-hot rows of 3 columns for 5 classes.
+        let dir = tempfile::tempdir().unwrap();
+        let meta = crate::artifact::MultiLabelsMeta { num_classes: 5, class_names: vec![], source: "t".into() };
+        tensors::save_splits(dir.path(), "multilabels.safetensors", (&[0u8, 1, 0][..], &[1u8, 0, 0][..]), &[3], &meta)
+            .unwrap();
+        let e = check(&dir, Kind::MultiLabels).unwrap_err();
+        assert!(e.contains("`train` has 3 columns, but meta.json has num_classes = 5"), "{e}");
     }
 
     #[test]

@@ -192,6 +192,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                     }
                 }
                 Err(why) => {
+                    let why = bounded_error(&why);
                     tracing::error!("{} failed: {why}", inst.name);
                     reports[i] = Some(finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(why)));
                     fail(plan, store, i, &dependants, &mut state, &mut reports);
@@ -205,7 +206,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             let inst = &plan.instances[i];
             reports[i] = Some(match result {
                 Ok((record, outcome)) => published(store, plan, inst, record, outcome, seconds),
-                Err(why) => finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(why)),
+                Err(why) => finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(bounded_error(&why))),
             });
         }
     }
@@ -302,6 +303,16 @@ fn warn_once(said: &AtomicBool, message: std::fmt::Arguments) {
     if !said.swap(true, Ordering::Relaxed) {
         tracing::warn!("{message}");
     }
+}
+
+/// Longest failure message kept (logged, in the run log, in the summary): an op may quote its
+/// input in one (a metrics file of two million names), and the run log's readers skip lines
+/// over 1 MiB, so a failure that long read as never run.
+const MAX_ERROR_CHARS: usize = 8_000;
+
+/// A stage's failure message, at most [`MAX_ERROR_CHARS`], control characters escaped.
+fn bounded_error(why: &str) -> String {
+    crate::config::error::printable_cut(why, MAX_ERROR_CHARS)
 }
 
 fn finish(

@@ -120,6 +120,14 @@ pub fn build_inference_model(arch: &Arch, varmap: &VarMap, device: &Device) -> R
 
 /// Fails unless `varmap` holds exactly the vars of `arch`, with their shapes.
 fn check_fit(arch: &Arch, varmap: &VarMap, device: &Device) -> Result<(), NnError> {
+    // First over the weights themselves, which allocates nothing: a var the architecture
+    // declares is missing or has another shape (named). Only then is a reference network built
+    // to find the weights it does not use: a model.json declaring a billion classes or widths of
+    // 100,000 would otherwise be allocated in full (tens of GB) before any comparison.
+    let present = var_tensors(varmap).into_iter().collect();
+    arch.build(VarBuilder::from_tensors(present, DType::F32, device)).map_err(|e| {
+        NnError::Mismatch(format!("weights do not fit the architecture: {}", crate::candle_error::Brief(&e)))
+    })?;
     let reference = VarMap::new();
     arch.build(VarBuilder::from_varmap(&reference, DType::F32, device))?;
     let want: BTreeMap<String, Vec<usize>> =
@@ -130,7 +138,7 @@ fn check_fit(arch: &Arch, varmap: &VarMap, device: &Device) -> Result<(), NnErro
         let missing: Vec<_> = want.keys().filter(|k| !have.contains_key(*k)).take(3).collect();
         let extra: Vec<_> = have.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
         return Err(NnError::Mismatch(format!(
-            "weights do not fit the architecture (missing {missing:?}, unexpected {extra:?}, or shapes differ)"
+            "weights do not fit the architecture (missing {missing:?}, unexpected {extra:?})"
         )));
     }
     Ok(())

@@ -193,6 +193,9 @@ pub fn within_train_rows(
     if value <= n {
         return Ok(());
     }
+    if n == 0 {
+        return Err(ParamError::field(field, format!("`{slot}` has no training rows to {to}"), Some(remedy.into())));
+    }
     Err(ParamError::field(
         field,
         format!("`{field}` is {value}, more than the {n} training rows of `{slot}` to {to}"),

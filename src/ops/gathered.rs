@@ -370,11 +370,13 @@ pub(super) fn unwritten(field: &str, metric: &str, stage: &str, why: &str) -> Pa
 
 /// Metric names as a message lists them: `a, b`, or `no metric`.
 pub(super) fn listed<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    // A command stage may write millions of names: the message lists a screenful.
+    const SHOWN: usize = 30;
     let names: Vec<&str> = names.into_iter().collect();
-    if names.is_empty() {
-        "no metric".to_string()
-    } else {
-        names.join(", ")
+    match names.len() {
+        0 => "no metric".to_string(),
+        n if n > SHOWN => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+        _ => names.join(", "),
     }
 }
 
