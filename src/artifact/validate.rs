@@ -503,7 +503,7 @@ fn model(dir: &Path) -> Result<(), FormatError> {
         let values =
             t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| err(file, format!("`{name}`: {e}")))?;
         if let Some(v) = values.iter().find(|v| **v < 0.0) {
-            return Err(err(file, format!("batch norm statistic `{name}` holds {v}; a variance is at least 0")));
+            return Err(err(file, format!("batch norm statistic `{name}` holds {v:?}; a variance is at least 0")));
         }
     }
     let norm = &meta.norm;
@@ -518,10 +518,10 @@ fn model(dir: &Path) -> Result<(), FormatError> {
         ));
     }
     if let Some(s) = norm.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(err("model.json", format!("`norm.std` holds {s}; each must be a finite number above 0")));
+        return Err(err("model.json", format!("`norm.std` holds {s:?}; each must be a finite number above 0")));
     }
     if let Some(m) = norm.mean.iter().find(|m| !m.is_finite()) {
-        return Err(err("model.json", format!("`norm.mean` holds {m}; each must be a finite number")));
+        return Err(err("model.json", format!("`norm.mean` holds {m:?}; each must be a finite number")));
     }
     Ok(())
 }
@@ -531,7 +531,7 @@ fn model(dir: &Path) -> Result<(), FormatError> {
 fn only_tensors(file: &str, info: &BTreeMap<String, TensorInfo>, allowed: &[&str]) -> Result<(), FormatError> {
     match info.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(extra) => {
-            Err(err(file, format!("holds a tensor `{extra}` the format lacks (it has: {})", allowed.join(", "))))
+            Err(err(file, format!("holds a tensor `{extra}` the format lacks (it has only: {})", allowed.join(", "))))
         }
         None => Ok(()),
     }
