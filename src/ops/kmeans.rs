@@ -104,8 +104,8 @@ pub(super) const TRUTH_INPUT: InputSpec = InputSpec {
     doc: "true labels to score purity and NMI against",
 };
 
-/// Cluster sizes (returned, and their extremes recorded) and, with the `truth` input, purity and
-/// NMI of both splits' assignments: what every pseudo-labelling op reports. Empty clusters are
+/// Cluster sizes (returned, and their extremes recorded) and, with the `truth` input, purity,
+/// NMI and AMI of both splits' assignments: what every pseudo-labelling op reports. Empty clusters are
 /// warned of, with `why_empty`, the op's likely cause.
 pub(super) fn assignment_metrics(
     ctx: &StageCtx<'_>,

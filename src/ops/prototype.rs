@@ -98,7 +98,8 @@ impl StageKind for Prototype {
         name: "prototype",
         // 2: metrics gain test_purity (shared reporting with `kmeans`).
         // 3: the fused nearest-centroid kernel sums dot products in another order (near ties may flip).
-        version: 3,
+        // 4: with `truth`, `ami` and `test_ami` (adjusted mutual information) too.
+        version: 4,
         summary: "nearest-class-mean pseudo-labels: one prototype per label (tag) of D_cf, K = number of labels",
         inputs: &[
             super::FEATURES_INPUT,
@@ -111,7 +112,7 @@ impl StageKind for Prototype {
                 kind: Kind::Labels,
                 doc: "nearest-prototype ids of every split (+ prototypes)",
             },
-            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "number of prototypes, sizes, purity/NMI" },
+            OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "number of prototypes, sizes, purity/NMI/AMI" },
         ],
         metric_names: &[],
     };
