@@ -108,6 +108,12 @@ pub enum Verdict {
     /// (an L-BFGS probe on fixed features, say), so the replicates are copies, not a sample, and
     /// the zero-width interval they make is no evidence.
     Identical,
+    /// The per-replicate quantity came out the same in every replicate while the series
+    /// themselves vary (a tie of quantised metrics: top-1 moves in steps of 100/N), at fewer
+    /// replicates than the exact sign-flip test needs ([`NO_SPREAD_DECIDES_FROM`]). Its
+    /// zero-width interval estimates no spread, and a t test on it gives p = 0: at n = 2 ties
+    /// alone made a true null hold in about 1 check of 25.
+    NoSpread,
 }
 
 impl Verdict {
@@ -119,6 +125,7 @@ impl Verdict {
             Verdict::Inconclusive => "inconclusive",
             Verdict::OneReplicate => "inconclusive (one replicate)",
             Verdict::Identical => "inconclusive (identical replicates)",
+            Verdict::NoSpread => "inconclusive (no spread in the differences)",
         }
     }
 }
@@ -404,6 +411,8 @@ fn overall(parts: &[Measured]) -> Verdict {
         Verdict::Reversed
     } else if parts.iter().all(|p| p.verdict == Verdict::Holds) {
         Verdict::Holds
+    } else if parts.iter().all(|p| p.verdict == Verdict::NoSpread) {
+        Verdict::NoSpread
     } else {
         Verdict::Inconclusive
     }
@@ -412,14 +421,32 @@ fn overall(parts: &[Measured]) -> Verdict {
 fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim, left_out: &[String]) -> Measured {
     let values: Vec<f64> = per_replicate.iter().map(|(_, v)| *v).collect();
     let summary = Summary::of(&values);
-    let verdict = decide(&summary, claim.expect, claim.margin);
+    let verdict = match decide(&summary, claim.expect, claim.margin) {
+        Verdict::Holds | Verdict::Reversed if without_spread(&summary) && summary.n < NO_SPREAD_DECIDES_FROM => {
+            Verdict::NoSpread
+        }
+        v => v,
+    };
     Measured { what, per_replicate, summary, verdict, left_out: left_out.to_vec() }
+}
+
+/// Replicates from which a quantity the same in every one decides a claim. Without spread the
+/// t interval has nothing to stand on, so the exact sign-flip test decides: under the null (a
+/// quantity symmetric about the line) the n signs are fair coins, and all n on one side has
+/// one-sided p = 2^-n, below the interval's 2.5 % from n = 6 (1/64).
+pub const NO_SPREAD_DECIDES_FROM: usize = 6;
+
+/// Whether a summary of two or more finite values has no spread at all.
+pub fn without_spread(s: &Summary) -> bool {
+    s.n >= 2 && s.sd == 0.0 && s.mean.is_finite()
 }
 
 /// The verdict of a summary against an expectation.
 pub fn decide(s: &Summary, expect: Expect, margin: f64) -> Verdict {
     let Some((lo, hi)) = s.interval() else { return Verdict::OneReplicate };
-    if !(lo.is_finite() && hi.is_finite()) {
+    // A non-finite mean or spread is no evidence; a bound past the largest float is (only the
+    // other bound decides a directional claim: [1.49e308, inf] clears 0).
+    if !(s.mean.is_finite() && s.sd.is_finite()) || lo.is_nan() || hi.is_nan() {
         return Verdict::Inconclusive;
     }
     // A directional claim with a margin ("a beats b by more than m") is decided against m as

@@ -16,7 +16,9 @@
 //! | within ±m | the larger of P(T ≤ t(m)) and P(T ≥ t(-m)) (both edges must be cleared) | the smaller of P(T ≥ t(m)) and P(T ≤ t(-m)), twice (either edge) |
 //! | an order of k steps | the largest of its steps' (all must hold) | the smallest of its steps', k times (any step reverses it) |
 //!
-//! where t(x) = (mean - x) / (sd / √n) with n - 1 degrees of freedom. The plain verdicts take
+//! where t(x) = (mean - x) / (sd / √n) with n - 1 degrees of freedom; a quantity without spread
+//! (the same in every replicate) has no t, and its p on the side it lies is the exact sign-flip
+//! test's 2^-n (1 on the other side). The plain verdicts take
 //! either edge of a band, or any step of an order, at 2.5 % each without correction; in the
 //! family each such union is Bonferroni-corrected within itself. That makes a band's or an
 //! order's "reversed" the one place where a family of one is stricter than the plain interval;
@@ -34,7 +36,7 @@
 //! distribution; at n = 3 nothing checks that. Checks with one replicate have no p-value and
 //! are left out.
 
-use super::claim::{Expect, Outcome, Verdict};
+use super::claim::{without_spread, Expect, Outcome, Verdict};
 use super::student_t;
 use super::summary::Summary;
 
@@ -70,11 +72,22 @@ fn one_sided(s: &Summary, expect: Expect, margin: f64) -> Option<Sides> {
     if !(s.mean.is_finite() && s.sd.is_finite()) {
         return Some(Sides { holds: 1.0, reversed: 1.0 });
     }
+    if without_spread(s) {
+        // No spread for a t test: the exact sign-flip p of n values all on one side (see
+        // `NO_SPREAD_DECIDES_FROM`), 1 on the other side or on the line; a band's "reversed"
+        // takes either edge, so twice.
+        let exact = 0.5f64.powi(s.n as i32);
+        let side = |yes: bool, p: f64| if yes { p.min(1.0) } else { 1.0 };
+        let (m, c) = (margin, s.mean);
+        return Some(match expect {
+            Expect::Greater | Expect::Increasing => Sides { holds: side(c > m, exact), reversed: side(c < m, exact) },
+            Expect::Less | Expect::Decreasing => Sides { holds: side(c < -m, exact), reversed: side(c > -m, exact) },
+            Expect::Within => Sides { holds: side(c.abs() < m, exact), reversed: side(c.abs() > m, 2.0 * exact) },
+        });
+    }
     let df = (s.n - 1) as f64;
     let se = s.sd / (s.n as f64).sqrt();
     // P(T <= t(x)) and P(T >= t(x)), each from its own tail so that a tiny p keeps its digits.
-    // With no spread the mean is known exactly, a step at the line; on the line itself neither
-    // side is shown, as the plain interval (a point on the line) shows neither.
     let t = |x: f64| (s.mean - x) / se;
     let below = |x: f64| if t(x).is_nan() { 1.0 } else { student_t::cdf(t(x), df) };
     let above = |x: f64| if t(x).is_nan() { 1.0 } else { student_t::cdf(-t(x), df) };
@@ -188,7 +201,7 @@ mod tests {
             &[-0.3, 0.1, 0.5],
             &[-2.0, -2.2, -1.9, -2.4],
             &[0.1, -0.1, 0.05],
-            &[3.0, 3.0, 3.0],
+            &[3.0; 6],
             &[0.9, 1.3, 1.1, 1.0, 1.2],
             &[-1.0, 4.0],
         ];

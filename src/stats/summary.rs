@@ -33,13 +33,25 @@ pub fn critical_value(n: usize) -> Option<f64> {
     }
 }
 
-/// The mean and the sample standard deviation, summed as they are.
+/// The mean and the sample standard deviation, summed as they are; deviations beyond 2^±450
+/// are scaled by the largest first (exactly, by a power of two), since their squares would
+/// overflow or underflow to a spread of 0 (values near 1e-150 that differ by 1e-163 held
+/// claims on a zero-width interval). Ordinary deviations keep the plain sum's bits.
 fn mean_and_sd(values: &[f64]) -> (f64, f64) {
     let n = values.len();
     let mean = mean_of(values);
-    let sd = if n < 2 { 0.0 } else { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
-    (mean, sd)
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let largest = values.iter().fold(0.0f64, |m, v| m.max((v - mean).abs()));
+    let scale = if largest > 0.0 && largest.is_finite() { largest.log2().floor() as i32 } else { 0 };
+    let k = if scale.abs() > DEVIATION_EXPONENT { -scale } else { 0 };
+    let squares = values.iter().map(|v| times_power_of_two(v - mean, k).powi(2)).sum::<f64>();
+    (mean, times_power_of_two((squares / (n - 1) as f64).sqrt(), -k))
 }
+
+/// Beyond this binary exponent (either way) deviations are scaled before they are squared.
+const DEVIATION_EXPONENT: i32 = 450;
 
 /// Beyond this binary exponent (either way) the values are scaled before they are summed.
 const PLAIN_EXPONENT: i32 = 500;
@@ -147,6 +159,9 @@ mod tests {
         assert!((huge.half_width.unwrap() / 1e200 / scaled.half_width.unwrap() - 1.0).abs() < 1e-12, "{huge:?}");
         let tiny = Summary::of(&[5e-324, 1e-320, 2e-310]);
         assert!(tiny.sd > 1e-310 && tiny.sd < 1.2e-310, "{tiny:?}");
+        // Ordinary values whose deviations are tiny: their squares underflowed to 0.
+        let close = Summary::of(&[1e-150 - 1e-163, 1e-150, 1e-150 + 1e-163]);
+        assert!((close.sd / 1e-163 - 1.0).abs() < 1e-3, "{close:?}");
         // Ordinary values keep the plain sums' bits.
         let plain = [80.1, 81.7, 82.3];
         let (m, sd) = mean_and_sd(&plain);

@@ -12,11 +12,13 @@ fn sel(pairs: &[(&str, Json)]) -> Selector {
     pairs.iter().map(|(k, v)| (k.to_string(), Condition::parse(v).unwrap())).collect()
 }
 
-/// N_pre and N_cf (K = 10, 250) at p = 0, 50, 75 on two targets, three replicates. N_cf at
-/// K = 250 is N_pre + p/25 + a replicate offset; K = 10 equals N_pre minus 1.
+/// N_pre and N_cf (K = 10, 250) at p = 0, 50, 75 on two targets, six replicates. N_cf at
+/// K = 250 is N_pre + p/25 + a replicate offset; K = 10 equals N_pre minus 1. Several of its
+/// gaps are the same in every replicate: six is the fewest at which such a gap decides (the
+/// exact sign-flip test, `NO_SPREAD_DECIDES_FROM`).
 fn sweep() -> Vec<Observation> {
     let mut out = Vec::new();
-    for r in 0..3 {
+    for r in 0..6 {
         for p in [0, 50, 75] {
             for target in ["fashion", "animal"] {
                 let base = 70.0 + r as f64 - p as f64 / 10.0;
@@ -57,7 +59,7 @@ fn compare_holds_and_reports_the_paired_mean() {
     for (g, want) in got.iter().zip([2.5, 2.6, 2.7]) {
         assert!((g - want).abs() < 1e-9, "{got:?}");
     }
-    assert_eq!(m.summary.n, 3);
+    assert_eq!(m.summary.n, 6);
     assert!(m.what.contains("2 cells"), "{}", m.what);
 }
 
@@ -266,7 +268,7 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
     let c = compare(a.clone(), b.clone(), sel(&[("target", json!("fashion"))]), Expect::Greater);
     let m = &evaluate(&c, &short).unwrap().parts[0];
     let reps: Vec<Json> = m.per_replicate.iter().map(|(r, _)| r.clone()).collect();
-    assert_eq!(reps, vec![json!(0), json!(2)]);
+    assert_eq!(reps, [0, 2, 3, 4, 5].map(|r| json!(r)));
     assert_eq!(m.what, "mean of a - b over 3 cells; replicate 1 left out (cells missing)");
     let trend = Claim {
         shape: Shape::Trend { a: a.clone(), b: b.clone(), along: "p".into() },
@@ -275,7 +277,7 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
         margin: 0.0,
     };
     let m = &evaluate(&trend, &short).unwrap().parts[0];
-    assert_eq!(m.summary.n, 2);
+    assert_eq!(m.summary.n, 5);
     assert!(m.per_replicate.iter().all(|(_, v)| (v - 0.04).abs() < 1e-12), "{:?}", m.per_replicate);
     // Complete data: nothing is left out.
     assert_eq!(evaluate(&c, &sweep()).unwrap().parts[0].what, "mean of a - b over 3 cells");
@@ -284,7 +286,7 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
     let ragged: Vec<Observation> = sweep()
         .into_iter()
         .filter(|o| {
-            let dropped = [0, 50, 75][o.axes["replicate"].as_u64().unwrap() as usize];
+            let dropped = [0, 50, 75][o.axes["replicate"].as_u64().unwrap() as usize % 3];
             !(o.source == "probe_cf" && o.axes["p"] == json!(dropped))
         })
         .collect();
@@ -294,7 +296,7 @@ fn a_replicate_short_of_cells_is_left_out_and_named() {
     let absent: Vec<Observation> =
         sweep().into_iter().filter(|o| !(o.source == "probe_cf" && o.axes["replicate"] == json!(1))).collect();
     let m = &evaluate(&c, &absent).unwrap().parts[0];
-    assert_eq!(m.summary.n, 2);
+    assert_eq!(m.summary.n, 5);
     assert_eq!(m.what, "mean of a - b over 3 cells; replicate 1 left out (cells missing)");
     // Short in one replicate, absent in another: both named, in numeric order.
     let both: Vec<Observation> =
@@ -326,10 +328,10 @@ fn a_trend_needs_two_values_of_its_axis_within_each_replicate_not_only_over_all(
 }
 
 /// A clean-label baseline (no `p`) against the noisy series at p = 0, 50, 75: value 80 + r, and
-/// 80 + r - p/10.
+/// 80 + r - p/10, in six replicates (its gaps are the same in each: see [`sweep`]).
 fn baseline_and_sweep() -> Vec<Observation> {
     let mut out = Vec::new();
-    for r in 0..3 {
+    for r in 0..6 {
         let base = 80.0 + r as f64;
         out.push(obs("clean", &[("replicate", json!(r))], base));
         for p in [0, 50, 75] {
@@ -413,11 +415,11 @@ fn a_contrast_keeps_a_replicate_whose_missing_cell_lies_outside_both_slices_and_
         .filter(|o| !(o.source == "noisy" && o.axes["replicate"] == json!(2) && o.axes["p"] == json!(50)))
         .collect();
     let m = &evaluate(&contrast(75, 0), &missing_50).unwrap().parts[0];
-    assert_eq!(m.summary.n, 3, "{m:?}");
+    assert_eq!(m.summary.n, 6, "{m:?}");
     assert_eq!(m.what, "(a - b in p = 75) - (a - b in p = 0)");
     // Against p = 50 it is left out, and the row says so.
     let m = &evaluate(&contrast(75, 50), &missing_50).unwrap().parts[0];
-    assert_eq!(m.summary.n, 2, "{m:?}");
+    assert_eq!(m.summary.n, 5, "{m:?}");
     assert_eq!(m.what, "(a - b in p = 75) - (a - b in p = 50); replicate 2 left out (cells missing)");
 }
 
@@ -468,13 +470,48 @@ fn replicates_that_are_copies_decide_nothing() {
     assert_eq!(out.verdict.label(), "inconclusive (identical replicates)");
     assert_eq!(out.parts[0].verdict, Verdict::Identical);
     assert!((out.parts[0].summary.mean - 3.75).abs() < 1e-12);
-    // The same gap, with both series moving from replicate to replicate: it holds.
-    let moving: Vec<Observation> = copies
-        .iter()
-        .map(|o| {
-            let r = o.axes["replicate"].as_f64().unwrap();
-            Observation { value: o.value + r, ..o.clone() }
-        })
-        .collect();
-    assert_eq!(evaluate(&c, &moving).unwrap().verdict, Verdict::Holds);
+    // The same gap, with both series moving from replicate to replicate: a tie, no spread to
+    // build an interval on, so the exact sign-flip test decides: not at n = 3 (p = 1/8), from
+    // n = 6 (p = 1/64) as the point does.
+    let moving = |n: usize| -> Vec<Observation> {
+        (0..n)
+            .flat_map(|r| {
+                let at = [("replicate", json!(r))];
+                [obs("strong", &at, 78.75 + r as f64), obs("weak", &at, 75.0 + r as f64)]
+            })
+            .collect()
+    };
+    let three = evaluate(&c, &moving(3)).unwrap();
+    assert_eq!(three.verdict, Verdict::NoSpread);
+    assert_eq!(three.verdict.label(), "inconclusive (no spread in the differences)");
+    for n in [2, 5] {
+        assert_eq!(evaluate(&c, &moving(n)).unwrap().verdict, Verdict::NoSpread, "n = {n}");
+    }
+    assert_eq!(evaluate(&c, &moving(6)).unwrap().verdict, Verdict::Holds);
+    let other_way = Claim { expect: Expect::Less, ..c.clone() };
+    assert_eq!(evaluate(&other_way, &moving(3)).unwrap().verdict, Verdict::NoSpread);
+    assert_eq!(evaluate(&other_way, &moving(6)).unwrap().verdict, Verdict::Reversed);
+    // On the line it is inconclusive at any n, as its point interval is.
+    let on_the_line = Claim { margin: 3.75, ..c.clone() };
+    assert_eq!(evaluate(&on_the_line, &moving(6)).unwrap().verdict, Verdict::Inconclusive);
+    // In the family the exact p stands in for the t test's 0: 1/8 at n = 3, 1/64 at n = 6.
+    let sides = |n| family::sides(&evaluate(&c, &moving(n)).unwrap(), Expect::Greater, 0.0).unwrap();
+    assert_eq!((sides(3).holds, sides(3).reversed), (0.125, 1.0));
+    assert_eq!(sides(6).holds, 1.0 / 64.0);
+    assert_eq!(family::holm(&[Some(sides(3))])[0].verdict, Verdict::Inconclusive);
+    assert_eq!(family::holm(&[Some(sides(6))])[0].verdict, Verdict::Holds);
+}
+
+/// Deviations far below the values' own size keep their spread (their squares underflowed to
+/// 0, and a claim on three replicates near 1e-150 held on a zero-width interval); an interval
+/// whose upper bound passes the largest float still clears 0 by its lower bound.
+#[test]
+fn extreme_but_finite_differences_decide_as_exact_arithmetic_does() {
+    let close = Summary::of(&[1e-150 - 1e-163, 1e-150, 1e-150 + 1e-163]);
+    assert!(close.sd > 0.0);
+    assert_eq!(claim::decide(&close, Expect::Greater, 1e-150 - 5e-164), Verdict::Inconclusive);
+    let near_max = Summary::of(&[1.7e308, 1.6e308, 1.75e308]);
+    assert_eq!(near_max.interval().unwrap().1, f64::INFINITY);
+    assert_eq!(claim::decide(&near_max, Expect::Greater, 0.0), Verdict::Holds);
+    assert_eq!(claim::decide(&near_max, Expect::Less, 0.0), Verdict::Reversed);
 }

@@ -56,7 +56,13 @@ impl StageKind for Claims {
         //    `reversed (short of the threshold)`, as in claims.md (it read `reversed`).
         // 13: a check whose series are copies across replicates (each the same in every one)
         //    reads `inconclusive (identical replicates)`: its zero-width interval had held.
-        version: 13,
+        // 14: a difference the same in every replicate while the series vary is decided by the
+        //    exact sign-flip test (p = 2^-n, in the family too): from n = 6 as before, below it
+        //    `inconclusive (no spread in the differences)` (it held with p = 0); an interval whose
+        //    bound passes the largest float decides by its other bound; deviations of ordinary
+        //    values below 2^-450 keep their spread; an order's step refuted short of its
+        //    threshold says so.
+        version: 14,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

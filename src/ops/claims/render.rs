@@ -63,32 +63,64 @@ fn quantity_text(d: &ClaimDecl, labels: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// Whether `part`, reversed, lies wholly short of a threshold (`margin`) but not beyond 0: a
+/// beats b, by less than claimed.
+fn short_of_threshold(part: &Measured, expect: Expect, margin: f64) -> bool {
+    let beyond_zero = part.summary.interval().is_some_and(|(lo, hi)| match expect {
+        Expect::Greater | Expect::Increasing => hi < 0.0,
+        Expect::Less | Expect::Decreasing => lo > 0.0,
+        Expect::Within => true,
+    });
+    part.verdict == Verdict::Reversed && margin > 0.0 && !beyond_zero
+}
+
+/// One part's verdict in the words of claims.md: `reversed (short of the threshold)` where
+/// `reversed` alone would read as b beating a.
+fn part_text(part: &Measured, expect: Expect, margin: f64) -> String {
+    match short_of_threshold(part, expect, margin) {
+        true => format!("{} (short of the threshold)", part.verdict.label()),
+        false => part.verdict.label().to_string(),
+    }
+}
+
 /// The verdict as the table shows it. An `order` is reversed when one of its steps is, which is
 /// not the whole order reversed: the row names the steps. A directional claim with a threshold
 /// (`margin`) is refuted when its interval lies wholly short of it, which need not be the other
-/// side of 0 (a beats b, but by less than claimed): the row says so.
+/// side of 0 (a beats b, but by less than claimed): the row says so, of a step too.
 fn verdict_text(outcome: &Outcome, expect: Expect, margin: f64) -> String {
     let label = outcome.verdict.label();
-    if let (Verdict::Reversed, [only]) = (outcome.verdict, outcome.parts.as_slice()) {
-        let beyond_zero = only.summary.interval().is_some_and(|(lo, hi)| match expect {
-            Expect::Greater | Expect::Increasing => hi < 0.0,
-            Expect::Less | Expect::Decreasing => lo > 0.0,
-            Expect::Within => true,
-        });
-        if margin > 0.0 && !beyond_zero {
-            return format!("{label} (short of the threshold)");
-        }
+    if let [only] = outcome.parts.as_slice() {
+        return match outcome.verdict {
+            Verdict::Reversed => part_text(only, expect, margin),
+            _ => label.to_string(),
+        };
     }
-    let reversed: Vec<String> = (outcome.parts.iter().enumerate())
-        .filter(|(_, m)| m.verdict == Verdict::Reversed)
-        .map(|(i, _)| (i + 1).to_string())
-        .collect();
-    match (outcome.verdict, outcome.parts.len(), reversed.as_slice()) {
-        (Verdict::Reversed, steps, [one]) if steps > 1 => format!("{label} (step {one} of {steps})"),
-        (Verdict::Reversed, steps, many) if steps > 1 && many.len() < steps => {
-            format!("{label} (steps {} of {steps})", many.join(", "))
-        }
-        _ => label.to_string(),
+    let steps = outcome.parts.len();
+    let numbered = |keep: &dyn Fn(&Measured) -> bool| -> Vec<String> {
+        (outcome.parts.iter().enumerate()).filter(|(_, m)| keep(m)).map(|(i, _)| (i + 1).to_string()).collect()
+    };
+    let reversed = numbered(&|m| m.verdict == Verdict::Reversed);
+    let short = numbered(&|m| short_of_threshold(m, expect, margin));
+    if outcome.verdict != Verdict::Reversed {
+        return label.to_string();
+    }
+    let which = match reversed.as_slice() {
+        [one] => Some(format!("step {one} of {steps}")),
+        many if many.len() < steps => Some(format!("steps {} of {steps}", many.join(", "))),
+        _ => None,
+    };
+    let shortfall = match short.as_slice() {
+        [] => None,
+        _ if short.len() == reversed.len() => Some("short of the threshold".to_string()),
+        [one] => Some(format!("step {one} short of the threshold")),
+        many => Some(format!("steps {} short of the threshold", many.join(", "))),
+    };
+    match (which, shortfall) {
+        (None, None) => label.to_string(),
+        (Some(w), None) => format!("{label} ({w})"),
+        (None, Some(s)) => format!("{label} ({s})"),
+        (Some(w), Some(s)) if short.len() == reversed.len() => format!("{label} ({w}, {s})"),
+        (Some(w), Some(s)) => format!("{label} ({w}; {s})"),
     }
 }
 
@@ -204,6 +236,15 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
              not hold, up to about 1 in 40 may read as holding by chance."
         }
     ));
+    // Said only where it applies, so a page without such a quantity keeps its words.
+    if rows.iter().flat_map(|r| &r.outcome.parts).any(|m| stats::claim::without_spread(&m.summary)) {
+        out.push_str(&format!(
+            "A quantity the same in every replicate has no spread for an interval: the exact sign-flip test decides \
+             it (all n values on one side: p = 2^-n), from {} replicates as its point does, below that \
+             \"inconclusive (no spread in the differences)\".\n",
+            stats::claim::NO_SPREAD_DECIDES_FROM
+        ));
+    }
     out.push_str("\nPer replicate:\n\n");
     for r in rows {
         let prec = precision(r.decl.kind, r.decl.margin, &r.outcome.parts);
@@ -231,14 +272,27 @@ fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
         "{} hold, {} reversed, {} inconclusive{}",
         count(Verdict::Holds),
         count(Verdict::Reversed),
-        count(Verdict::Inconclusive) + count(Verdict::OneReplicate) + count(Verdict::Identical),
-        match (count(Verdict::OneReplicate) > 0, count(Verdict::Identical) > 0) {
-            (true, true) => " (one replicate or identical replicates: no interval)",
-            (true, false) => " (one replicate: no interval)",
-            (false, true) => " (identical replicates: no interval)",
-            (false, false) => "",
-        }
+        count(Verdict::Inconclusive)
+            + count(Verdict::OneReplicate)
+            + count(Verdict::Identical)
+            + count(Verdict::NoSpread),
+        no_interval(&[
+            (count(Verdict::OneReplicate), "one replicate"),
+            (count(Verdict::Identical), "identical replicates"),
+            (count(Verdict::NoSpread), "no spread in the differences"),
+        ])
     )
+}
+
+/// ` (one replicate or identical replicates: no interval)`: why some inconclusive checks have
+/// no interval, naming the reasons present; nothing when none has.
+fn no_interval(reasons: &[(usize, &str)]) -> String {
+    let present: Vec<&str> = reasons.iter().filter(|(n, _)| *n > 0).map(|(_, why)| *why).collect();
+    match present.as_slice() {
+        [] => String::new(),
+        [one] => format!(" ({one}: no interval)"),
+        [init @ .., last] => format!(" ({} or {last}: no interval)", init.join(", ")),
+    }
 }
 
 /// `**holds**: p 0.0021, adjusted 0.0042`; p-values in two significant digits, enough to read
@@ -321,7 +375,7 @@ pub(super) fn render_csv(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
                 // read as b beating a where a beat b by less than the threshold.
                 match r.outcome.parts.len() {
                     1 => verdict_text(&r.outcome, r.decl.expect, r.decl.margin),
-                    _ => m.verdict.label().to_string(),
+                    _ => part_text(m, r.decl.expect, r.decl.margin),
                 },
             ];
             // The family's columns belong to the check, so each part of an order repeats them.
@@ -389,6 +443,33 @@ mod tests {
         assert_eq!(verdict_text_of(&outcome(Reversed, &[Reversed, Reversed])), "reversed");
         assert_eq!(verdict_text_of(&outcome(Reversed, &[Reversed])), "reversed");
         assert_eq!(verdict_text_of(&outcome(Holds, &[Holds, Holds])), "holds");
+    }
+
+    /// A step of an order refuted short of the threshold says so, in claims.md and in the
+    /// step's own row of claims.csv (it read `reversed`, with b below a nowhere).
+    #[test]
+    fn an_order_step_refuted_short_of_its_threshold_says_so() {
+        let part = |values: &[f64], verdict| Measured {
+            what: String::new(),
+            per_replicate: Vec::new(),
+            summary: Summary::of(values),
+            verdict,
+            left_out: Vec::new(),
+        };
+        let (holds, short) = (part(&[3.0, 3.1, 3.2], Verdict::Holds), part(&[0.98, 1.0, 1.02], Verdict::Reversed));
+        let below = part(&[-1.02, -1.0, -0.98], Verdict::Reversed);
+        let text =
+            |parts: Vec<Measured>| verdict_text(&Outcome { verdict: Verdict::Reversed, parts }, Expect::Greater, 2.0);
+        assert_eq!(text(vec![holds.clone(), short.clone()]), "reversed (step 2 of 2, short of the threshold)");
+        assert_eq!(
+            text(vec![below.clone(), holds.clone(), short.clone()]),
+            "reversed (steps 1, 3 of 3; step 3 short of the threshold)"
+        );
+        assert_eq!(text(vec![short.clone(), short.clone()]), "reversed (short of the threshold)");
+        assert_eq!(text(vec![below.clone(), below.clone()]), "reversed");
+        assert_eq!(part_text(&short, Expect::Greater, 2.0), "reversed (short of the threshold)");
+        assert_eq!(part_text(&below, Expect::Greater, 2.0), "reversed");
+        assert_eq!(part_text(&short, Expect::Greater, 0.0), "reversed");
     }
 
     fn measured(values: &[f64]) -> Measured {
