@@ -50,19 +50,19 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
             ))
         })?;
         for settings in recorded.into_iter().filter(|s| *s != given) {
-            let applied = plan_under(file, &settings).map(|p| add(&p));
-            earlier.push(Earlier { file: file.display().to_string(), settings, applied });
+            let not_applied = plan_under(file, &settings).map(|p| add(&p)).err();
+            earlier.push(Earlier { file: file.display().to_string(), settings, not_applied });
         }
     }
     for e in &earlier {
-        match &e.applied {
-            Ok(()) if !g.json => outln!("keeping what {} computes with {} (an earlier run's)", e.file, e.shown()),
-            Err(why) => errln!(
+        match &e.not_applied {
+            None if !g.json => outln!("keeping what {} computes with {} (an earlier run's)", e.file, e.shown()),
+            Some(why) => errln!(
                 "{}: an earlier run's {} no longer applies ({why}); what it computed is not kept",
                 e.file,
                 e.shown()
             ),
-            Ok(()) => {}
+            None => {}
         }
     }
     let garbage = cache_gc::find(&store, &in_use);
@@ -154,22 +154,15 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
 struct Earlier {
     file: String,
     settings: Vec<String>,
-    /// Why the file no longer takes these settings (a stage renamed, a field removed).
-    #[serde(rename = "not_applied", serialize_with = "only_the_error")]
-    applied: Result<(), String>,
+    /// Why the file no longer takes these settings (a stage renamed, a field removed); none
+    /// when what they compute is kept.
+    not_applied: Option<String>,
 }
 
 impl Earlier {
     /// `--set A --set B`, as the run was given them.
     fn shown(&self) -> String {
         self.settings.iter().map(|s| format!("--set {s}")).collect::<Vec<_>>().join(" ")
-    }
-}
-
-fn only_the_error<S: serde::Serializer>(applied: &Result<(), String>, s: S) -> Result<S::Ok, S::Error> {
-    match applied {
-        Ok(()) => s.serialize_none(),
-        Err(why) => s.serialize_str(why),
     }
 }
 
