@@ -558,8 +558,16 @@ fn gc_keeps_what_earlier_runs_computed_under_their_set() {
     assert!(err.contains("an earlier run's --set stages.probe.epochs=4 no longer applies"), "{err}");
     assert!(err.contains("there is no `stages.probe`"), "{err}");
     assert_eq!(v["objects"].as_array().unwrap().len(), 2, "{v}");
+    // A sweep removes what they computed and forgets them: no later gc warns of them again.
+    let (v, _) = gc(&[]);
+    assert_eq!(v["objects"].as_array().unwrap().len(), 2, "{v}");
     std::fs::write(&file, &text).unwrap();
+    let (v, err) = gc(&["--dry-run"]);
+    assert_eq!(v["earlier_settings"], json!([]), "{v}");
+    assert!(!err.contains("no longer applies"), "{err}");
     // --as-given keeps only the file as given and forgets the other settings for later gcs.
+    run_json(&cache, &file, &["--set", "stages.probe.epochs=4"]);
+    run_json(&cache, &file, &["--set", "stages.probe.epochs=6"]);
     let (v, _) = gc(&["--as-given"]);
     assert_eq!(v["objects"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(std::fs::read_dir(cache.join("objects")).unwrap().count(), 4);
@@ -567,6 +575,10 @@ fn gc_keeps_what_earlier_runs_computed_under_their_set() {
     let (v, _) = gc(&["--dry-run"]);
     let kept = v["earlier_settings"].as_array().unwrap();
     assert_eq!(kept.len(), 1, "only the run since: {v}");
+    // A run under another experiment name is kept by a gc of its file too.
+    run_json(&cache, &file, &["--set", "experiment.name=renamed", "--set", "stages.probe.epochs=7"]);
+    let (v, _) = gc(&["--dry-run"]);
+    assert_eq!(v["objects"], json!([]), "{v}");
 }
 
 /// `gc` keeps a damaged result and everything it feeds (the next run repairs it, and a rebuild
@@ -737,7 +749,11 @@ fn a_damaged_or_missing_key_record_costs_only_itself_at_gc() {
     let file = fixture("train_tiny.toml");
     run_json(cache.path(), &file, &[]);
     let before = objects(cache.path());
-    let out = cfrun(cache.path(), &["gc", file.to_str().unwrap(), "--set", "stages.shapes.test_size=65", "--json"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let edited = elsewhere.path().join("train_tiny.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&edited, text.replace("test_size = 64", "test_size = 65")).unwrap();
+    let out = cfrun(cache.path(), &["gc", edited.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["objects"].as_array().unwrap().len(), before.len(), "every old result goes: {v}");

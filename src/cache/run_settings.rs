@@ -48,7 +48,9 @@ impl Store {
     /// for the file as it reads, which a `gc --set` would otherwise not keep), unless recorded
     /// already.
     pub fn remember_settings(&self, experiment: &str, settings: &[String]) -> std::io::Result<()> {
-        if self.run_settings(experiment).is_ok_and(|s| s.iter().any(|s| s == settings)) {
+        // A record that cannot be read (past its size limit) is not appended to: `gc` refuses
+        // it until `--as-given` rewrites it, and each run adding a line would only grow it.
+        if self.run_settings(experiment)?.iter().any(|s| s == settings) {
             return Ok(());
         }
         let path = self.settings_path(experiment);
@@ -62,17 +64,17 @@ impl Store {
         f.write_all(text.as_bytes())
     }
 
-    /// Replaces the record of `experiment`'s settings by `kept` (`gc --as-given`, which removed
-    /// what the others computed). Called only under the exclusive cache lock, so no run appends
-    /// meanwhile.
-    pub fn keep_only_settings(&self, experiment: &str, kept: &[String]) -> std::io::Result<()> {
+    /// Replaces the record of `experiment`'s settings by `kept`: after a `gc` removed what the
+    /// others computed (`--as-given`, or lists the file no longer takes). Called only under the
+    /// exclusive cache lock, so no run appends meanwhile.
+    pub fn keep_only_settings(&self, experiment: &str, kept: &[Vec<String>]) -> std::io::Result<()> {
         let path = self.settings_path(experiment);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.remember_settings(experiment, kept)
+        kept.iter().try_for_each(|settings| self.remember_settings(experiment, settings))
     }
 }
 
@@ -105,12 +107,15 @@ mod tests {
         let three = set(&["stages.kmeans.k=3"]);
         store.remember_settings("exp", &three).unwrap();
         assert_eq!(store.run_settings("exp").unwrap(), [six.clone(), two.clone(), three]);
-        store.keep_only_settings("exp", &six).unwrap();
-        assert_eq!(store.run_settings("exp").unwrap(), [six]);
-        store.keep_only_settings("exp", &[]).unwrap();
-        assert_eq!(store.run_settings("exp").unwrap(), [Vec::<String>::new()], "the file as it reads");
+        store.keep_only_settings("exp", std::slice::from_ref(&six)).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), std::slice::from_ref(&six));
+        store.keep_only_settings("exp", &[vec![], six.clone()]).unwrap();
+        assert_eq!(store.run_settings("exp").unwrap(), [vec![], six.clone()], "the file as it reads, and six");
         // A record too large to read is an error, never read as empty: gc would forget it.
         std::fs::write(store.settings_path("other"), vec![b' '; MAX_BYTES as usize + 1]).unwrap();
         assert!(store.run_settings("other").is_err());
+        // ... and not appended to: it would only grow.
+        assert!(store.remember_settings("other", &six).is_err());
+        assert_eq!(std::fs::metadata(store.settings_path("other")).unwrap().len(), MAX_BYTES + 1);
     }
 }

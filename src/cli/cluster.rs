@@ -150,7 +150,7 @@ pub fn exec(
         // (a job read from a key was checked by the driver that wrote it).
         let site = crate::ops::Site::here(device.location());
         crate::graph::preflight::check_instance(plan, &job.instance.name, &site)?;
-        super::open::remember_settings(&store, plan, g);
+        super::open::remember_settings(&store, Path::new(target), plan, g);
     }
     let env = ComputeEnv { store: store.clone(), device, device_name, bars: None, provenance: job_provenance() };
     let computed = {

@@ -38,9 +38,13 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
         }
     };
     let mut earlier = Vec::new();
+    // Of each file, the settings record a sweep leaves, where it changes: with `--as-given`
+    // only the given list, else those lists that still apply.
+    let mut still_recorded: Vec<Option<Vec<Vec<String>>>> = Vec::new();
     for (file, plan) in files.iter().zip(&plans) {
         add(plan);
         if as_given {
+            still_recorded.push(Some(vec![given.clone()]));
             continue;
         }
         let recorded = store.run_settings(&plan.experiment.name).map_err(|e| {
@@ -49,16 +53,28 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
                 plan.experiment.name
             ))
         })?;
-        for settings in recorded.into_iter().filter(|s| *s != given) {
+        let mut kept = Vec::new();
+        let mut dropped = false;
+        for settings in recorded {
+            if settings == given {
+                kept.push(settings);
+                continue;
+            }
             let not_applied = plan_under(file, &settings).map(|p| add(&p)).err();
+            match not_applied {
+                None => kept.push(settings.clone()),
+                Some(_) => dropped = true,
+            }
             earlier.push(Earlier { file: file.display().to_string(), settings, not_applied });
         }
+        still_recorded.push(dropped.then_some(kept));
     }
     for e in &earlier {
         match &e.not_applied {
             None if !g.json => outln!("keeping what {} computes with {} (an earlier run's)", e.file, e.shown()),
             Some(why) => errln!(
-                "{}: an earlier run's {} no longer applies ({why}); what it computed is not kept",
+                "{}: an earlier run's {} no longer applies ({why}); what it computed is not kept, and a sweep \
+                 forgets it",
                 e.file,
                 e.shown()
             ),
@@ -107,10 +123,11 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
         let mut swept = cache_gc::sweep(&store, &garbage);
         // A data set's fetch killed mid-way leaves its scratch folder and partial files.
         let fetches = crate::data::clear_leftovers(&store.data_dir(), &mut swept.failures);
-        if as_given {
-            // What the other settings computed is gone: a later gc need not look for it.
-            for plan in &plans {
-                if let Err(e) = store.keep_only_settings(&plan.experiment.name, &given) {
+        // What the lists not kept computed is gone: a later gc need not look for them (nor
+        // warn again of those the file no longer takes).
+        for (plan, kept) in plans.iter().zip(&still_recorded) {
+            if let Some(kept) = kept {
+                if let Err(e) = store.keep_only_settings(&plan.experiment.name, kept) {
                     swept.failures.push(format!("the --set lists of {}: {e}", plan.experiment.name));
                 }
             }

@@ -98,7 +98,7 @@ pub(super) fn run(
         // before any job is submitted (the executor checks again for library callers).
         crate::cache::fs_check::require_shared_locks(store.root()).map_err(|e| Failure::Other(e.to_string()))?;
     }
-    remember_settings(&store, &plan, g);
+    remember_settings(&store, file, &plan, g);
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let env = ComputeEnv { store: store.clone(), device: dev, device_name, bars, provenance: Default::default() };

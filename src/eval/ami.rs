@@ -13,10 +13,11 @@ use super::metrics::{entropy, shared_information, Shared};
 use super::EvalError;
 
 /// Adjusted mutual information of a clustering against labels (see the module doc): 1.0 when
-/// both sides are a single group, as scikit-learn's.
+/// both are the same partition (a single group each, or every row its own group, where
+/// `MI - E[MI]` and its denominator are both 0 but for rounding), as scikit-learn's.
 pub fn ami(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
-    let Shared { a_counts, b_counts, mi } = shared_information(assign, labels)?;
-    if a_counts.len() == 1 && b_counts.len() == 1 {
+    let Shared { a_counts, b_counts, mi, pairs } = shared_information(assign, labels)?;
+    if a_counts.len() == b_counts.len() && pairs == a_counts.len() {
         return Ok(1.0);
     }
     let n = assign.len() as f64;
@@ -108,6 +109,14 @@ mod tests {
         }
         assert!((ami(&labels, &labels).unwrap() - 1.0).abs() < 1e-12);
         assert_eq!(ami(&[4, 4, 4], &[1, 1, 1]).unwrap(), 1.0, "one group each: sklearn's convention");
+        // Every row its own group on both sides: the same partition (sklearn: 1.0 at any n).
+        for n in [2u32, 3, 50] {
+            let all: Vec<u32> = (0..n).collect();
+            let renamed: Vec<u32> = (0..n).map(|i| 100 + 3 * i).collect();
+            assert_eq!(ami(&all, &renamed).unwrap(), 1.0, "n = {n}");
+        }
+        // One group against many: exactly 0, as sklearn gives.
+        assert_eq!(ami(&[0, 1, 2, 3], &[0, 0, 0, 0]).unwrap(), 0.0);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub(super) struct Shared {
     pub b_counts: Vec<u64>,
     /// Mutual information (nats), clamped at 0 against rounding.
     pub mi: f64,
+    /// Distinct (cluster, label) pairs.
+    pub pairs: usize,
 }
 
 /// Group sizes and mutual information of two labelings of the same rows, from their sorted
@@ -108,8 +110,10 @@ pub(super) fn shared_information(assign: &[u32], labels: &[u32]) -> Result<Share
     let (a_uniq, b_uniq) = (unique(&a_sorted), unique(&b_sorted));
     let pairs = sorted_pairs(assign, labels);
     let mut mi = 0f64;
+    let mut distinct = 0;
     let mut i = 0;
     while i < pairs.len() {
+        distinct += 1;
         let start = i;
         while i < pairs.len() && pairs[i] == pairs[start] {
             i += 1;
@@ -120,7 +124,7 @@ pub(super) fn shared_information(assign: &[u32], labels: &[u32]) -> Result<Share
         // Logs of counts rather than of a ratio, as scikit-learn does, to keep precision.
         mi += nij / n * (nij.ln() + n.ln() - ai.ln() - bj.ln());
     }
-    Ok(Shared { a_counts, b_counts, mi: mi.max(0.0) })
+    Ok(Shared { a_counts, b_counts, mi: mi.max(0.0), pairs: distinct })
 }
 
 /// Normalised mutual information (0..=1) with arithmetic-mean normalisation,
@@ -128,7 +132,7 @@ pub(super) fn shared_information(assign: &[u32], labels: &[u32]) -> Result<Share
 /// `normalized_mutual_info_score` default, including its conventions: 1.0
 /// when both sides are a single group, 0.0 when the mutual information is 0.
 pub fn nmi(assign: &[u32], labels: &[u32]) -> Result<f64, EvalError> {
-    let Shared { a_counts, b_counts, mi } = shared_information(assign, labels)?;
+    let Shared { a_counts, b_counts, mi, .. } = shared_information(assign, labels)?;
     if a_counts.len() == 1 && b_counts.len() == 1 {
         return Ok(1.0);
     }

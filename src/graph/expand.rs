@@ -140,19 +140,18 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
         let mut direct = BTreeSet::new();
         axes_used(&Json::Object(stage.params.clone()), &mut direct);
         used_axes.extend(direct.iter().cloned());
-        if let Some((axis, field)) = swept_only_by_labels(stage) {
+        if let Some((axis, field)) = swept_only_by_labels(exp, stage) {
             errors.push(exp.error(
                 &field_origin(stage, &field),
                 format!(
-                    "`stages.{name}.{field}` uses `${{{axis}}}`, but no other field of `{name}` does: a {op} gathers \
-                     every instance of its inputs whatever its own axes, so its instances would all show the same \
-                     results, each named for another value of {axis}",
+                    "`stages.{name}.{field}` uses `${{{axis}}}`, but no other field of `{name}` does: a `{op}` stage \
+                     gathers every instance of its inputs whatever its own axes, so its instances would all show \
+                     the same results, each named for another value of {axis}",
                     op = stage.op.name()
                 ),
                 Some(format!(
-                    "to show each {axis}, make it one of the {op}'s dimensions instead and drop `${{{axis}}}` from \
-                     `{field}`",
-                    op = stage.op.name()
+                    "to show each {axis}, make it one of the stage's dimensions instead and drop `${{{axis}}}` from \
+                     `{field}`"
                 )),
             ));
         }
@@ -358,23 +357,43 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
     Ok(instances)
 }
 
-/// An axis that `stage` writes only in fields that name what it shows (a title, a label), with
-/// the first such field: its instances along that axis would differ only in those names.
-fn swept_only_by_labels(stage: &ResolvedStage<'_>) -> Option<(String, String)> {
+/// A declared axis that `stage` writes only in fields that name what it shows (a title, a
+/// label, a claim's statement), with the first such field: its instances along that axis would
+/// differ only in those names. (An undeclared one has its own error.)
+fn swept_only_by_labels(exp: &Experiment, stage: &ResolvedStage<'_>) -> Option<(String, String)> {
     let labelling = stage.op.labelling();
     let (mut naming, mut computing) = (BTreeMap::new(), BTreeSet::new());
-    for (field, value) in &stage.params {
+    let mut sort = |path: String, value: &Json, labels: bool| {
         let mut here = BTreeSet::new();
         axes_used(value, &mut here);
-        if labelling.contains(&field.as_str()) {
+        if labels {
             for axis in here {
-                naming.entry(axis).or_insert_with(|| field.clone());
+                naming.entry(axis).or_insert_with(|| path.clone());
             }
         } else {
             computing.extend(here);
         }
+    };
+    for (field, value) in &stage.params {
+        // `claims[].statement`: the named fields of each table of the array label; the rest compute.
+        let prefix = format!("{field}[].");
+        let inner: Vec<&str> = labelling.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect();
+        match value {
+            Json::Array(items) if !inner.is_empty() => {
+                for (i, item) in items.iter().enumerate() {
+                    let Json::Object(fields) = item else {
+                        sort(format!("{field}[{i}]"), item, false);
+                        continue;
+                    };
+                    for (sub, v) in fields {
+                        sort(format!("{field}[{i}].{sub}"), v, inner.contains(&sub.as_str()));
+                    }
+                }
+            }
+            _ => sort(field.clone(), value, labelling.contains(&field.as_str())),
+        }
     }
-    naming.into_iter().find(|(axis, _)| !computing.contains(axis))
+    naming.into_iter().find(|(axis, _)| !computing.contains(axis) && exp.axis(axis).is_some())
 }
 
 /// The errors of refused instances, each said once per stage: a sweep refused for one reason

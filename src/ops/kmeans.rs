@@ -101,7 +101,7 @@ pub(super) const TRUTH_INPUT: InputSpec = InputSpec {
     kinds: &[Kind::Labels],
     required: false,
     gather: false,
-    doc: "true labels to score purity and NMI against",
+    doc: "true labels to score purity, NMI and AMI against",
 };
 
 /// Cluster sizes (returned, and their extremes recorded) and, with the `truth` input, purity,

@@ -303,9 +303,9 @@ pub trait Op: Send + Sync {
     /// instances (and those shared by all): what it computes is then one replicate's, and the
     /// replicates downstream stay independent.
     fn gathers_replicates(&self) -> bool;
-    /// The parameters that only name or caption what the stage shows (a title, axis labels): a
-    /// sweep axis written only there gives each of its values the same results under another
-    /// name.
+    /// The parameters that only name or caption what the stage shows (a title, axis labels;
+    /// `claims[].statement` for a field of each table of an array): a sweep axis written only
+    /// there gives each of its values the same results under another name.
     fn labelling(&self) -> &'static [&'static str];
     /// Whether its reports are verdicts on other stages' reports, so a run prints them after
     /// the tables they judge.

@@ -183,7 +183,7 @@ pub struct Table;
 impl StageKind for Table {
     type Params = TableParams;
     const JOB: super::JobShape = super::JobShape::IN_DRIVER;
-    const LABELLING: &'static [&'static str] = &["title", "labels"];
+    const LABELLING: &'static [&'static str] = &["title", "labels", "paper"];
     const SPEC: &'static OpSpec = &OpSpec {
         name: "table",
         // 2: Student t intervals at every n (the normal quantile from n = 30 before); `best_over`

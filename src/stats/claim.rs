@@ -242,10 +242,11 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
         Shape::Contrast { inside, than, .. } => named.extend(inside.keys().chain(than.keys()).cloned()),
         Shape::Compare { .. } | Shape::Order { .. } => {}
     }
+    let tie = tie_tolerance(&in_scope, claim);
     let parts = match &claim.shape {
         Shape::Compare { a, b } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
-            vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim, &p.left_out)]
+            vec![measure(format!("mean of a - b {}", over(&p)), per_replicate_mean(&p.gaps), claim, &p.left_out, tie)]
         }
         Shape::Trend { a, b, along } => {
             let p = pair(("a", a), ("b", b), &in_scope, &claim.scope, &named)?;
@@ -275,7 +276,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 }
             }
             let per = groups.into_iter().map(|(r, gaps)| (r, slope(&gaps, along))).collect();
-            vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim, &p.left_out)]
+            vec![measure(format!("slope of a - b per unit of {along} {}", over(&p)), per, claim, &p.left_out, tie)]
         }
         Shape::Contrast { a, b, inside, than } => {
             // Only the two slices' cells enter: a replicate lacking a cell outside both (p = 50
@@ -312,6 +313,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                 per,
                 claim,
                 &p.left_out,
+                tie,
             )]
         }
         Shape::Order { series } => {
@@ -324,6 +326,7 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
                     per_replicate_mean(&p.gaps),
                     claim,
                     &p.left_out,
+                    tie,
                 ));
             }
             parts
@@ -418,9 +421,43 @@ fn overall(parts: &[Measured]) -> Verdict {
     }
 }
 
-fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim, left_out: &[String]) -> Measured {
+/// The spread below which a claim's per-replicate quantities count as tied: a billionth of its
+/// series' largest value (per unit of `along` for a trend). The same tie measured at different
+/// values differs in its last bits (81.05 - 80.0 = 1.0499999999999972, 60.1 - 59.05 =
+/// 1.0500000000000043), which left a spread of 1e-15 and p = 0 where there is none to
+/// estimate; a real spread of replicates is orders of magnitude wider (top-1 moves in steps of
+/// 100/N, N at most millions).
+fn tie_tolerance(in_scope: &[&Observation], claim: &Claim) -> f64 {
+    let series: Vec<&Selector> = match &claim.shape {
+        Shape::Compare { a, b } | Shape::Trend { a, b, .. } | Shape::Contrast { a, b, .. } => vec![a, b],
+        Shape::Order { series } => series.iter().collect(),
+    };
+    let mine: Vec<&&Observation> = in_scope.iter().filter(|o| series.iter().any(|s| matches(o, s))).collect();
+    let largest = mine.iter().map(|o| o.value.abs()).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let per_unit = match &claim.shape {
+        Shape::Trend { along, .. } => {
+            let xs: Vec<f64> = mine.iter().filter_map(|o| o.axes.get(along).and_then(Json::as_f64)).collect();
+            let span =
+                xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) - xs.iter().copied().fold(f64::INFINITY, f64::min);
+            if span.is_finite() && span > 0.0 {
+                span
+            } else {
+                1.0
+            }
+        }
+        _ => 1.0,
+    };
+    1e-9 * largest / per_unit
+}
+
+fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim, left_out: &[String], tie: f64) -> Measured {
     let values: Vec<f64> = per_replicate.iter().map(|(_, v)| *v).collect();
-    let summary = Summary::of(&values);
+    let mut summary = Summary::of(&values);
+    if summary.sd > 0.0 && summary.sd <= tie {
+        // Equal but for rounding: no spread, as bit-identical values have.
+        summary.sd = 0.0;
+        summary.half_width = summary.half_width.map(|_| 0.0);
+    }
     let verdict = match decide(&summary, claim.expect, claim.margin) {
         Verdict::Holds | Verdict::Reversed if without_spread(&summary) && summary.n < NO_SPREAD_DECIDES_FROM => {
             Verdict::NoSpread

@@ -502,6 +502,27 @@ fn replicates_that_are_copies_decide_nothing() {
     assert_eq!(family::holm(&[Some(sides(6))])[0].verdict, Verdict::Holds);
 }
 
+/// A tie measured at different values differs in its last bits (81.05 - 80.0 and 60.1 - 59.05
+/// are not the same double): it is a tie all the same, not a spread of 1e-15 that held with
+/// p = 0 (found by review). A spread of a millionth of the values still counts as one.
+#[test]
+fn a_tie_equal_but_for_rounding_is_a_tie() {
+    let at = |a: &[f64], b: &[f64]| -> Vec<Observation> {
+        (0..a.len())
+            .flat_map(|r| {
+                let ax = [("replicate", json!(r))];
+                [obs("a", &ax, a[r]), obs("b", &ax, b[r])]
+            })
+            .collect()
+    };
+    let c = compare(sel(&[("source", json!("a"))]), sel(&[("source", json!("b"))]), Selector::new(), Expect::Greater);
+    let rounded = evaluate(&c, &at(&[81.05, 60.1, 72.35], &[80.0, 59.05, 71.3])).unwrap();
+    assert!(rounded.parts[0].summary.values.iter().any(|v| *v != 1.05), "the data must differ in their last bits");
+    assert_eq!(rounded.verdict, Verdict::NoSpread, "{rounded:?}");
+    let real = evaluate(&c, &at(&[81.05, 60.1001, 72.35], &[80.0, 59.05, 71.3])).unwrap();
+    assert_eq!(real.verdict, Verdict::Holds, "{real:?}");
+}
+
 /// Deviations far below the values' own size keep their spread (their squares underflowed to
 /// 0, and a claim on three replicates near 1e-150 held on a zero-width interval); an interval
 /// whose upper bound passes the largest float still clears 0 by its lower bound.

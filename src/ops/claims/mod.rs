@@ -28,7 +28,8 @@ pub struct Claims;
 impl StageKind for Claims {
     type Params = ClaimsParams;
     const JUDGES: bool = true;
-    const LABELLING: &'static [&'static str] = &["title", "labels"];
+    const LABELLING: &'static [&'static str] =
+        &["title", "labels", "claims[].name", "claims[].statement", "claims[].section", "claims[].paper"];
     const SPEC: &'static OpSpec = &OpSpec {
         name: "claims",
         // 3: Student t intervals at every n (the normal quantile from n = 30 before); a margin on a
