@@ -4901,7 +4901,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 7, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
     ("results", "table", 7, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
     ("untitled", "table", 7, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 14, "blake3:660157205478fb0e2986aec160d6c86e13fdf7847fd6022beb0efe546198738b"),
+    ("verdicts", "claims", 14, "blake3:6e55ec8791f4a87b8781eee42621b32e5435f8536a1cc94176312678a0c02809"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
