@@ -4898,15 +4898,17 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("noisy[replicate=1]", "label_noise", 1, "blake3:10c23bcf81013b482dcfe5d90e9b9f66c7cbb6a1a2b9f6b83841d1a4ce03c88e"),
     ("perms", "permutations", 1, "blake3:46a97449aacf5e4d4f6330a1d7c9221f8fc1ab31d30140ceb9246a6c0bc83f9e"),
     ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
-    ("figure", "plot", 7, "blake3:207ee34c774718efe1f19718773299f9b875aac0f649a35ed852525709621e1d"),
-    ("results", "table", 7, "blake3:61368e5df5ba4b91035db7e31a6e91b1caeaed9f86b3c9786af509cb4e579186"),
-    ("untitled", "table", 7, "blake3:9400d32f8943f2e2f617d49e7eddc120e1631d033f8523ec4d079ada0cb85b46"),
-    ("verdicts", "claims", 14, "blake3:6e55ec8791f4a87b8781eee42621b32e5435f8536a1cc94176312678a0c02809"),
+    ("figure", "plot", 7, "blake3:dadf34772b9949b89121acc5668bc85f78498efbae6180fc71d74e282f50a8d2"),
+    ("results", "table", 7, "blake3:eba4040d7530548b2e564f0d20a7a678e502b7d8f006eb3a95336e398d7608a0"),
+    ("untitled", "table", 7, "blake3:7ffe9b11a61191a1d08f56dfa5efdf4e4b6428a6149be1761b68c6599c917cdf"),
+    ("verdicts", "claims", 14, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
-/// the last digit of the seed), then every report op over them (an untitled table, a paper value
-/// in a cell, a `within` claim, and an order reversed in one of its steps among them); the label
+/// a digit of the seed: the last, the second and the third from last, so that their differences
+/// vary from replicate to replicate, except a slope that is a tie), then every report op over
+/// them (an untitled table, a paper value in a cell, a `within` claim, an order reversed in one
+/// of its steps, and a tie among them); the label
 /// ops on a generated data set's labels; and a Jigsaw permutation set: `OUTPUT_PINS`.
 const PINNED_STUDY: &str = r#"[experiment]
 name = "pins"
@@ -4923,12 +4925,12 @@ outputs = { m = "metrics" }
 
 [stages.cf]
 op = "command"
-argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((72 - $1 / 10)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
+argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 2 | head -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((72 - $1 / 10)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
 outputs = { m = "metrics" }
 
 [stages.floor]
 op = "command"
-argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((68 - $1 / 25)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
+argv = ["sh", "-c", 'mkdir -p "$0"; d=$(printf %s "$2" | tail -c 3 | head -c 1); printf "{{\"values\":{{\"top1\":%s.%s}}}}" $((68 - $1 / 25)) "$d" > "$0/metrics.json"', "{out.m}", "${p}", "{seed}"]
 outputs = { m = "metrics" }
 
 # Ops of integer draws on labels alone (the images' bytes, drawn with floats, are not pinned).

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use super::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
 use crate::report::csv_line;
 use crate::report::number::{shortest, signed};
-use crate::stats::claim::{Measured, Outcome};
+use crate::stats::claim::{Measured, Outcome, NO_SPREAD_DECIDES_FROM};
 use crate::stats::family::{FamilyVerdict, FAMILY_ALPHA};
 use crate::stats::select::text;
 use crate::stats::{self, Condition, Expect, Summary, Verdict, SOURCE};
@@ -242,7 +242,7 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             "A quantity the same in every replicate has no spread for an interval: the exact sign-flip test decides \
              it (all n values on one side: p = 2^-n), from {} replicates as its point does, below that \
              \"inconclusive (no spread in the differences)\".\n",
-            stats::claim::NO_SPREAD_DECIDES_FROM
+            NO_SPREAD_DECIDES_FROM
         ));
     }
     out.push_str("\nPer replicate:\n\n");
@@ -276,11 +276,21 @@ fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
             + count(Verdict::OneReplicate)
             + count(Verdict::Identical)
             + count(Verdict::NoSpread),
-        no_interval(&[
-            (count(Verdict::OneReplicate), "one replicate"),
-            (count(Verdict::Identical), "identical replicates"),
-            (count(Verdict::NoSpread), "no spread in the differences"),
-        ])
+        {
+            let mut why = no_interval(&[
+                (count(Verdict::OneReplicate), "one replicate"),
+                (count(Verdict::Identical), "identical replicates"),
+            ]);
+            // A tie has a (zero-width) interval; what it lacks is replicates enough to decide.
+            if count(Verdict::NoSpread) > 0 {
+                let tie = format!("no spread in the differences, under {NO_SPREAD_DECIDES_FROM} replicates");
+                why = match why.strip_suffix(')') {
+                    Some(open) => format!("{open}; {tie})"),
+                    None => format!(" ({tie})"),
+                };
+            }
+            why
+        }
     )
 }
 
