@@ -151,7 +151,7 @@ impl<R: std::io::Read> Iterator for BoundedLines<R> {
 }
 
 /// Whether the open file `f` is not empty and does not end with a newline.
-pub(super) fn ends_cut(f: &std::fs::File) -> bool {
+fn ends_cut(f: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
     let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
     let mut last = [0u8];
@@ -189,18 +189,22 @@ impl Store {
         read_run_log(&self.root().join("runs.jsonl"))
     }
 
-    /// Appends one line to the run log. A single `write` of a short line under O_APPEND keeps
-    /// concurrent writers from interleaving; a link in place of the log is refused, not followed.
-    /// A log whose last line was cut (a full disk) gets the newline it lacks first, so that the
-    /// cut line, not this one, is the one readers skip.
+    /// Appends one line to the run log (see [`append_line`]).
     pub fn log_run(&self, line: &RunLogLine) -> std::io::Result<()> {
-        let path = self.root().join("runs.jsonl");
-        let mut f = open_append(&path)?;
-        let mut text = if ends_cut(&f) { "\n".to_string() } else { String::new() };
-        text.push_str(&serde_json::to_string(line).expect("plain data"));
-        text.push('\n');
-        f.write_all(text.as_bytes())
+        append_line(&self.root().join("runs.jsonl"), &serde_json::to_string(line).expect("plain data"))
     }
+}
+
+/// Appends `line` and a newline to the file at `path`. A single `write` of a short line under
+/// O_APPEND keeps concurrent writers from interleaving; a link in place of the file is refused,
+/// not followed. A file whose last line was cut (a full disk) gets the newline it lacks first,
+/// so that the cut line, not this one, is the one readers skip.
+pub(super) fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = open_append(path)?;
+    let mut text = if ends_cut(&f) { "\n".to_string() } else { String::new() };
+    text.push_str(line);
+    text.push('\n');
+    f.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

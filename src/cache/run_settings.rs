@@ -8,11 +8,10 @@
 //! each under `O_APPEND` in one write, so runs of one experiment side by side never lose
 //! each other's; a line seen twice (two runs raced past the check) is read once.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use super::fsutil::{ensure_real_dir, open_append, read_limited};
-use super::records::{ends_cut, file_name};
+use super::fsutil::{ensure_real_dir, read_limited, write_atomic};
+use super::records::{append_line, file_name};
 use super::store::Store;
 
 /// Largest settings record read: about 10,000 runs with distinct settings of a few fields.
@@ -57,24 +56,17 @@ impl Store {
         if let Some(dir) = path.parent() {
             ensure_real_dir(dir)?;
         }
-        let mut f = open_append(&path)?;
-        let mut text = if ends_cut(&f) { "\n".to_string() } else { String::new() };
-        text.push_str(&serde_json::to_string(settings).expect("plain strings"));
-        text.push('\n');
-        f.write_all(text.as_bytes())
+        append_line(&path, &serde_json::to_string(settings).expect("plain strings"))
     }
 
-    /// Replaces the record of `experiment`'s settings by `kept`: after a `gc` removed what the
-    /// others computed (`--as-given`, or lists the file no longer takes). Called only under the
-    /// exclusive cache lock, so no run appends meanwhile.
+    /// Replaces the record of `experiment`'s settings by `kept`, in one atomic write (a crash
+    /// midway leaves the old record, never none): after a `gc` removed what the others computed
+    /// (`--as-given`, or lists the file no longer takes). Called only under the exclusive cache
+    /// lock, so no run appends meanwhile.
     pub fn keep_only_settings(&self, experiment: &str, kept: &[Vec<String>]) -> std::io::Result<()> {
-        let path = self.settings_path(experiment);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        kept.iter().try_for_each(|settings| self.remember_settings(experiment, settings))
+        let text: String =
+            kept.iter().map(|settings| serde_json::to_string(settings).expect("plain strings") + "\n").collect();
+        write_atomic(&self.settings_path(experiment), text.as_bytes())
     }
 }
 

@@ -28,7 +28,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     } else {
         open_store_to_read(g)?
     };
-    let given: Vec<String> = g.set.iter().map(ToString::to_string).collect();
+    let given = g.settings();
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
     let mut in_use = BTreeMap::new();

@@ -77,6 +77,13 @@ pub struct Global {
     pub quiet: bool,
 }
 
+impl Global {
+    /// The `--set` list as written (`PATH=VALUE` each): what a run records for `gc`.
+    fn settings(&self) -> Vec<String> {
+        self.set.iter().map(ToString::to_string).collect()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an experiment (what is cached is reused). `cfrun FILE` is short for `cfrun run FILE`.

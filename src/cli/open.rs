@@ -19,14 +19,13 @@ pub(super) fn load(file: &Path, g: &Global) -> Result<Plan, Failure> {
 /// that a later `gc` of the file keeps what this run computes. A record that cannot be written
 /// is said, not fatal: the run's results are sound, only that `gc` would not know them.
 pub(super) fn remember_settings(store: &Store, file: &Path, plan: &Plan, g: &Global) {
-    let settings: Vec<String> = g.set.iter().map(ToString::to_string).collect();
+    let settings = g.settings();
     // A run renamed by `--set experiment.name=...` is recorded under the file's own name too,
     // which is where `gc FILE` looks.
     let renamed = g.set.iter().any(|o| o.path == ["experiment", "name"]);
     let own = renamed.then(|| Experiment::load(file, &[]).ok().map(|e| e.name)).flatten();
     let names = std::iter::once(&plan.experiment.name).chain(own.as_ref().filter(|n| **n != plan.experiment.name));
-    let recorded = names.map(|name| store.remember_settings(name, &settings)).collect::<Result<Vec<()>, _>>();
-    if let Err(e) = recorded {
+    if let Err(e) = names.into_iter().try_for_each(|name| store.remember_settings(name, &settings)) {
         tracing::warn!(
             "could not record this run's --set ({e}): a later `cfrun gc` of this file without the same --set \
              would remove its results"

@@ -95,15 +95,15 @@ fn verdict_text(outcome: &Outcome, expect: Expect, margin: f64) -> String {
             _ => label.to_string(),
         };
     }
+    if outcome.verdict != Verdict::Reversed {
+        return label.to_string();
+    }
     let steps = outcome.parts.len();
     let numbered = |keep: &dyn Fn(&Measured) -> bool| -> Vec<String> {
         (outcome.parts.iter().enumerate()).filter(|(_, m)| keep(m)).map(|(i, _)| (i + 1).to_string()).collect()
     };
     let reversed = numbered(&|m| m.verdict == Verdict::Reversed);
     let short = numbered(&|m| short_of_threshold(m, expect, margin));
-    if outcome.verdict != Verdict::Reversed {
-        return label.to_string();
-    }
     let which = match reversed.as_slice() {
         [one] => Some(format!("step {one} of {steps}")),
         many if many.len() < steps => Some(format!("steps {} of {steps}", many.join(", "))),
@@ -264,10 +264,24 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
     out
 }
 
-/// `8 hold, 2 reversed, 9 inconclusive`, naming checks with one replicate or identical ones.
+/// `8 hold, 2 reversed, 9 inconclusive`, naming why some inconclusive checks could not be
+/// decided: one replicate or identical replicates (no interval), or a tie (a zero-width
+/// interval, with too few replicates for the sign-flip test).
 fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
     let verdicts: Vec<Verdict> = verdicts.collect();
     let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
+    let without: Vec<&str> = [(Verdict::OneReplicate, "one replicate"), (Verdict::Identical, "identical replicates")]
+        .into_iter()
+        .filter(|&(v, _)| count(v) > 0)
+        .map(|(_, why)| why)
+        .collect();
+    let mut reasons = Vec::new();
+    if !without.is_empty() {
+        reasons.push(format!("{}: no interval", without.join(" or ")));
+    }
+    if count(Verdict::NoSpread) > 0 {
+        reasons.push(format!("no spread in the differences, under {NO_SPREAD_DECIDES_FROM} replicates"));
+    }
     format!(
         "{} hold, {} reversed, {} inconclusive{}",
         count(Verdict::Holds),
@@ -276,33 +290,8 @@ fn tally(verdicts: impl Iterator<Item = Verdict>) -> String {
             + count(Verdict::OneReplicate)
             + count(Verdict::Identical)
             + count(Verdict::NoSpread),
-        {
-            let mut why = no_interval(&[
-                (count(Verdict::OneReplicate), "one replicate"),
-                (count(Verdict::Identical), "identical replicates"),
-            ]);
-            // A tie has a (zero-width) interval; what it lacks is replicates enough to decide.
-            if count(Verdict::NoSpread) > 0 {
-                let tie = format!("no spread in the differences, under {NO_SPREAD_DECIDES_FROM} replicates");
-                why = match why.strip_suffix(')') {
-                    Some(open) => format!("{open}; {tie})"),
-                    None => format!(" ({tie})"),
-                };
-            }
-            why
-        }
+        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) }
     )
-}
-
-/// ` (one replicate or identical replicates: no interval)`: why some inconclusive checks have
-/// no interval, naming the reasons present; nothing when none has.
-fn no_interval(reasons: &[(usize, &str)]) -> String {
-    let present: Vec<&str> = reasons.iter().filter(|(n, _)| *n > 0).map(|(_, why)| *why).collect();
-    match present.as_slice() {
-        [] => String::new(),
-        [one] => format!(" ({one}: no interval)"),
-        [init @ .., last] => format!(" ({} or {last}: no interval)", init.join(", ")),
-    }
 }
 
 /// `**holds**: p 0.0021, adjusted 0.0042`; p-values in two significant digits, enough to read
