@@ -77,9 +77,9 @@ const RUN_LOG_TAIL: u64 = 1 << 30;
 /// Longest run-log line read; a longer one (a damaged log) is skipped without being held.
 const RUN_LOG_LINE: usize = 1 << 20;
 
-/// The lines of the run log at `path`, oldest first, from at most its last [`RUN_LOG_TAIL`]
+/// The lines of the run log at `path`, oldest first, from at most its last `RUN_LOG_TAIL`
 /// bytes; a line that does not parse (one cut by a crash or a full disk, even inside a
-/// character) or is longer than [`RUN_LOG_LINE`] is skipped, and a missing log has none.
+/// character) or is longer than `RUN_LOG_LINE` is skipped, and a missing log has none.
 pub fn read_run_log(path: &Path) -> impl Iterator<Item = RunLogLine> {
     let lines = std::fs::File::open(path).ok().and_then(|f| BoundedLines::from_tail(f, RUN_LOG_TAIL, RUN_LOG_LINE));
     lines.into_iter().flatten().filter_map(|line| serde_json::from_slice(&line).ok())
@@ -189,7 +189,7 @@ impl Store {
         read_run_log(&self.root().join("runs.jsonl"))
     }
 
-    /// Appends one line to the run log (see [`append_line`]).
+    /// Appends one line to the run log (see `append_line`).
     pub fn log_run(&self, line: &RunLogLine) -> std::io::Result<()> {
         append_line(&self.root().join("runs.jsonl"), &serde_json::to_string(line).expect("plain data"))
     }

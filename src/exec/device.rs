@@ -58,7 +58,7 @@ fn open_cuda() -> Result<(Device, String), DeviceError> {
         .map_err(|e| DeviceError::Unusable(crate::candle_error::Brief(&e).to_string()))
 }
 
-/// Reads the process-wide CUDA switches [`opened`] applies (`CFRUN_CUDA_EVENTS`,
+/// Reads the process-wide CUDA switches `opened` applies (`CFRUN_CUDA_EVENTS`,
 /// `CFRUN_CUDA_POOL`); an invalid value is the error, naming the variable and the valid values.
 pub fn cuda_switches_from_env() -> Result<(), crate::nn::env_flag::SwitchError> {
     super::cuda_events::CUDA_EVENTS.from_env()?;

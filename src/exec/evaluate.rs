@@ -135,7 +135,7 @@ pub fn evaluate_with(plan: &Plan, store: &Store, depth: Check) -> Vec<InstanceSt
 /// finished. This is what `gc` keeps, where a checked walk would drop a damaged result's intact
 /// descendants. Below a record that is unreadable, missing or set aside beyond use, where an
 /// instance's key cannot be worked out, the key last completed under its name is kept when its
-/// recipe agrees with the plan on all that is known ([`last_key_under_name`]).
+/// recipe agrees with the plan on all that is known (`last_key_under_name`).
 pub fn keys_in_use(plan: &Plan, store: &Store) -> BTreeMap<RecipeKey, bool> {
     let mut records: Vec<Option<KeyRecord>> = Vec::with_capacity(plan.instances.len());
     // Of each instance without a readable record: whether its key is the one last completed

@@ -24,7 +24,7 @@ pub struct Run {
     pub problems: Vec<(String, String, String)>,
 }
 
-/// The runs of `experiment` in `log` (oldest first, at most the last [`MAX_RUNS`]); also the last
+/// The runs of `experiment` in `log` (oldest first, at most the last `MAX_RUNS`); also the last
 /// log line of each instance.
 pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogLine>) {
     let mut runs: Vec<Run> = Vec::new();

@@ -10,7 +10,7 @@
 //! variance over instead, and after the step they are concatenated (one copy a layer), the
 //! variances scaled by each layer's `m / (m - 1)` (a vector uploaded once), and both blended into
 //! one vector of every running mean and one of every running variance with the same elementwise
-//! ops: 47 launches. The vectors hold the truth while training runs; [`FlatStats::write_back`]
+//! ops: 47 launches. The vectors hold the truth while training runs; `FlatStats::write_back`
 //! copies each layer's slice into its Vars before anything reads them (the epoch's checkpoint,
 //! the end of training). The same ops on the same values give the same bits
 //! (`nn::running_stats::tests`), so, like the device, the choice is in no recipe key.

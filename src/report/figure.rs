@@ -30,7 +30,7 @@ pub fn render_figure(records: &[Record], spec: &PlotSpec) -> Result<RenderedFigu
     Ok(RenderedFigure { svg: scene.to_svg(&spec.axes.title), png })
 }
 
-/// Renders the figure and writes it to `svg_path` and `png_path` (in staging; see [`super::write_output`]).
+/// Renders the figure and writes it to `svg_path` and `png_path` (in staging; see `super::write_output`).
 pub fn render_plot(records: &[Record], spec: &PlotSpec, svg_path: &Path, png_path: &Path) -> Result<(), ReportError> {
     let fig = render_figure(records, spec)?;
     write_output(svg_path, fig.svg.as_bytes())?;

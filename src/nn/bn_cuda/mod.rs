@@ -11,7 +11,7 @@
 //! cuDNN or native kernel per direction.
 //!
 //! Arithmetic: the statistics are summed in double, over fixed slices of each channel in a fixed
-//! tree, the slices' sums then in order (the CPU's [`super::bn_kernels`] sums in double too), so
+//! tree, the slices' sums then in order (the CPU's `super::bn_kernels` sums in double too), so
 //! runs on one card repeat bit for bit; the values differ from the generic ops' by rounding. A
 //! channel is spread over many blocks because one block per channel would leave most of the card
 //! idle: 64 channels of 100,352 values each made 64 blocks for an H200's 132 SMs, each block's

@@ -1,7 +1,7 @@
 //! The convolution on cuDNN with a plan made once per geometry: with `CFRUN_CONV_CUDNN=planned`
 //! (the `cudnn` build only) the forward, the input gradient and the weight gradient are each one
 //! cuDNN call whose descriptors, algorithm and workspace are kept per thread and device and reused
-//! ([`plans`]), carried by the custom ops of [`ops`].
+//! (`plans`), carried by the custom ops of `ops`.
 //!
 //! Why: candle 0.11.1's cuDNN forward builds four descriptors, asks cuDNN's heuristics for an
 //! algorithm and allocates and zeroes a workspace on every call; cfrun then copies its output into
@@ -13,7 +13,7 @@
 //!
 //! Bits: in f32 the forward asks the heuristics candle asks, so it runs the algorithm candle's runs
 //! and gives the same output (bf16 and f16 ask for tensor cores and accumulate in f32, see
-//! [`plans`], so their bits may differ from candle's). The gradients are cuDNN's: the heuristics'
+//! `plans`, so their bits may differ from candle's). The gradients are cuDNN's: the heuristics'
 //! first choice, unless cuDNN documents it as non-deterministic (it adds with atomics:
 //! backward-data algorithm 0, backward-filter 0 and 3), then algorithm 1, deterministic, so runs
 //! on one card repeat bit for bit (where cuDNN lacks algorithm 1 for a geometry, its own choice,
