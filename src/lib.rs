@@ -31,5 +31,6 @@ pub mod process_setup;
 pub mod report;
 pub mod rng;
 pub mod selfsup;
+pub mod shell;
 pub mod stats;
 pub mod video;

@@ -179,7 +179,7 @@ struct Earlier {
 impl Earlier {
     /// `--set A --set B`, as the run was given them.
     fn shown(&self) -> String {
-        self.settings.iter().map(|s| format!("--set {s}")).collect::<Vec<_>>().join(" ")
+        self.settings.iter().map(|s| format!("--set {}", crate::shell::word(s))).collect::<Vec<_>>().join(" ")
     }
 }
 

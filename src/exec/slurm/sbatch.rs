@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::exec::resources::Resources;
+use crate::shell::quote;
 
 /// What every submission shares.
 #[derive(Debug, Clone)]
@@ -28,11 +29,6 @@ pub struct Submitter {
     pub qos: Option<String>,
     /// Extra arguments, as written.
     pub extra: Vec<String>,
-}
-
-/// Quotes `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 impl Submitter {
@@ -70,22 +66,21 @@ impl Submitter {
     fn script(&self, r: &Resources, prelude: &str, key: &str) -> String {
         format!(
             "{prelude}export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} exec --cache {} --device {} {key}",
-            shell_quote(&self.exe.to_string_lossy()),
-            shell_quote(&self.cache.to_string_lossy()),
+            quote(&self.exe.to_string_lossy()),
+            quote(&self.cache.to_string_lossy()),
             r.job_device(&self.device)
         )
     }
 
     /// Submits one job; returns its id.
     pub fn submit_one(&self, name: &str, r: &Resources, key: &str) -> Result<String, Refused> {
-        let script = self.script(r, "", &shell_quote(key));
+        let script = self.script(r, "", &quote(key));
         sbatch(&self.args(name, r, None), &script)
     }
 
     /// Submits an array whose task `i` computes line `i + 1` of `list`; returns the array's id.
     pub fn submit_array(&self, name: &str, r: &Resources, list: &Path, n: usize) -> Result<String, Refused> {
-        let prelude =
-            format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", shell_quote(&list.to_string_lossy()));
+        let prelude = format!("key=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n", quote(&list.to_string_lossy()));
         let script = self.script(r, &prelude, "\"$key\"");
         sbatch(&self.args(name, r, Some(n)), &script)
     }
@@ -224,7 +219,6 @@ mod tests {
         let kmeans = Resources { gpus: 0, ..r.clone() };
         assert!(!s.args("kmeans", &kmeans, None).join(" ").contains("--gres"));
         assert!(s.script(&kmeans, "", "'k'").contains("--device cpu 'k'"));
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
         // A `%` of the cache's path is escaped from sbatch's patterns; the log's own are not.
         let odd = Submitter { logs: "/shared/c%u/jobs/logs".into(), ..s.clone() };
         assert!(odd.args("train", &r, None).contains(&"--output=/shared/c%%u/jobs/logs/%j.log".to_string()));
