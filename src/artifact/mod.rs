@@ -14,6 +14,7 @@
 pub mod features;
 pub mod header;
 pub mod images;
+pub mod known_fields;
 pub mod labels;
 pub mod metrics;
 pub mod multilabel;

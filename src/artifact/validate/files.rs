@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::{err, FormatError};
 use crate::artifact::header::{self, TensorInfo};
+use crate::artifact::known_fields::{field_names, unknown_key};
 
 /// Every tensor of `dir/file` is F32 and finite, read a block at a time: nothing reads the file
 /// whole (it was loaded twice over, so a command's sparse file of gigabytes took cfrun's memory).
@@ -126,8 +127,33 @@ pub(super) fn tensors(
     Ok(info)
 }
 
+/// `dir/meta.json` as `T`, with no field `T` lacks.
 pub(super) fn meta<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, FormatError> {
+    let value: serde_json::Value = json(dir, "meta.json")?;
+    known_fields::<T>("meta.json", "", &value)?;
+    // Read again as `T`, so a wrong type is reported at its line and column.
     json(dir, "meta.json")
+}
+
+/// No key of the object `value` (at `at` in `file`, `` for the top) that `T` does not read:
+/// serde would skip it without a word, so a misspelt optional field would be lost, not refused.
+pub(super) fn known_fields<'de, T: serde::Deserialize<'de>>(
+    file: &str,
+    at: &str,
+    value: &serde_json::Value,
+) -> Result<(), FormatError> {
+    let fields = field_names::<T>();
+    match unknown_key(value, fields) {
+        Some(key) => Err(err(
+            file,
+            format!(
+                "has an unknown field `{at}{key}` (the fields it may hold{}: {})",
+                if at.is_empty() { "" } else { " there" },
+                fields.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The largest JSON file of an artifact read here: far above any meta.json (a million class

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::files::{finite_f32_tensors, json, meta, tensors};
+use super::files::{finite_f32_tensors, json, known_fields, meta, tensors};
 use super::{err, FormatError};
 use crate::artifact::header::TensorInfo;
 use crate::artifact::Kind;
@@ -189,6 +189,10 @@ const MAX_PERMUTATIONS: usize = 10_000;
 /// gives NaN or features scaled by 1e29 that a probe scores at chance, not an error.
 pub(super) fn model(dir: &Path) -> Result<(), FormatError> {
     let file = "model.safetensors";
+    let side: serde_json::Value = json(dir, "model.json")?;
+    known_fields::<crate::nn::checkpoint::ModelMeta>("model.json", "", &side)?;
+    known_fields::<crate::nn::Normalization>("model.json", "norm.", &side["norm"])?;
+    arch_fields(&side["arch"])?;
     finite_f32_tensors(dir, file)?;
     let (weights, meta) =
         crate::nn::load_model(&dir.join(file), &candle_core::Device::Cpu).map_err(|e| err(file, e.to_string()))?;
@@ -220,6 +224,30 @@ pub(super) fn model(dir: &Path) -> Result<(), FormatError> {
         return Err(err("model.json", format!("`norm.mean` holds {m:?}; each must be a finite number")));
     }
     Ok(())
+}
+
+/// `model.json`'s `arch`, when it reads as an image network, holds no other field. A video
+/// network's own reader refuses any (its fields include all of an image network's), so a video
+/// `arch` with a misspelt field read as an image network, the rest ignored.
+fn arch_fields(arch: &serde_json::Value) -> Result<(), FormatError> {
+    use crate::artifact::known_fields::{field_names, unknown_key};
+    use crate::nn::{Arch, R2Plus1DConfig, ResNetConfig};
+    use serde::Deserialize;
+    if !matches!(Arch::deserialize(arch), Ok(Arch::ResNet(_))) {
+        return Ok(());
+    }
+    let (image, video) = (field_names::<ResNetConfig>(), field_names::<R2Plus1DConfig>());
+    let Some(first) = unknown_key(arch, image) else { return Ok(()) };
+    // A key neither network has is the likelier mistake than a video network's own.
+    let key = unknown_key(arch, video).unwrap_or(first);
+    Err(err(
+        "model.json",
+        format!(
+            "has an unknown field `arch.{key}` (an image network's `arch` holds: {}; a video network's: {})",
+            image.join(", "),
+            video.join(", ")
+        ),
+    ))
 }
 
 /// The tensors of `file` are exactly `allowed`: a stray one (a NaN, ids out of range, half of

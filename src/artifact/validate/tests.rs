@@ -291,3 +291,54 @@ fn a_model_with_a_nan_weight_is_refused() {
     let e = validate(dir.path(), Kind::Model, None).unwrap_err();
     assert!(e.to_string().contains("tensor `bn1.weight` holds NaN"), "{e}");
 }
+
+/// A field the format lacks (a misspelling most often) is refused, naming it and the fields
+/// that may stand there, in meta.json and at each level of model.json; serde skipped it, so
+/// `class_name` lost a command's class names without a word.
+#[test]
+fn fields_the_format_lacks_are_refused_where_they_stand() {
+    let dir = labels_dir(4, vec![]);
+    let path = dir.path().join("meta.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["class_name"] = serde_json::json!(["a", "b", "c", "d"]);
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = validate(dir.path(), Kind::Labels, None).unwrap_err().to_string();
+    assert!(e.starts_with("meta.json: has an unknown field `class_name`"), "{e}");
+    assert!(e.contains("num_classes, class_names, source, tag_classes"), "{e}");
+
+    let check = |dir: &tempfile::TempDir| validate(dir.path(), Kind::Model, None).map_err(|e| e.to_string());
+    for (edit, unknown, listed) in [
+        ("/tag", "`tag`", "format, version, arch, norm"),
+        ("/norm/stdev", "`norm.stdev`", "mean, std"),
+        ("/arch/width", "`arch.width`", "an image network's `arch` holds: in_channels, stem_width, widths"),
+        ("/arch/temporal_kernel", "`arch.temporal_kernel`", "a video network's: in_channels"),
+    ] {
+        let dir = model_dir();
+        let (parent, key) = edit.rsplit_once('/').unwrap();
+        edit_model_json(dir.path(), |v| v.pointer_mut(parent).unwrap()[key] = serde_json::json!(1));
+        let e = check(&dir).unwrap_err();
+        assert!(e.starts_with(&format!("model.json: has an unknown field {unknown}")), "{edit}: {e}");
+        assert!(e.contains(listed), "{edit}: {e}");
+    }
+}
+
+/// A video network's model.json passes, and a misspelt field of its `arch` is the one named
+/// (not the video network's own fields, which an image network lacks).
+#[test]
+fn a_video_network_is_read_against_its_own_fields() {
+    use crate::nn::{build_model, init_weights, save_model, Arch, Normalization};
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch::preset("r2plus1d_tiny", 3, 4).unwrap();
+    let vm = candle_nn::VarMap::new();
+    build_model(&arch, &vm, &candle_core::Device::Cpu, true).unwrap();
+    init_weights(&vm, 1).unwrap();
+    let norm = Normalization { mean: vec![0.2; 3], std: vec![0.3; 3] };
+    save_model(&dir.path().join("model.safetensors"), &vm, &arch, &norm).unwrap();
+    validate(dir.path(), Kind::Model, None).unwrap();
+    edit_model_json(dir.path(), |v| {
+        let kernel = v["arch"].as_object_mut().unwrap().remove("temporal_kernel").unwrap();
+        v["arch"]["temporal_kernal"] = kernel;
+    });
+    let e = validate(dir.path(), Kind::Model, None).unwrap_err().to_string();
+    assert!(e.contains("unknown field `arch.temporal_kernal` (an image network's"), "{e}");
+}
