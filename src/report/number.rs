@@ -20,12 +20,34 @@ pub fn fixed(v: f64, decimals: usize) -> String {
     }
 }
 
-/// [`fixed`] with its sign always written (`+0.50`).
+/// [`fixed`] with its sign always written (`+0.50`); what rounds to zero is `+0.00`.
 pub fn signed(v: f64, decimals: usize) -> String {
-    if takes_exponent(v) {
-        format!("{v:+.decimals$e}")
-    } else {
-        format!("{v:+.decimals$}")
+    Notation::Fixed(decimals).signed(v)
+}
+
+/// How the numbers of one row are written, so that they read alike and apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notation {
+    /// This many decimals after the point, as [`fixed`] (an exponent beyond [`EXPONENT_FROM`]).
+    Fixed(usize),
+    /// Always an exponent, with this many decimals after the mantissa's point (`+2.50e-12`):
+    /// numbers far below 1 whose differences fixed decimals would round away.
+    Exponent(usize),
+}
+
+impl Notation {
+    /// `v` with its sign always written; a text of zeros only takes `+`, never `-`.
+    pub fn signed(self, v: f64) -> String {
+        let s = match self {
+            Notation::Fixed(d) if takes_exponent(v) => format!("{v:+.d$e}"),
+            Notation::Fixed(d) => format!("{v:+.d$}"),
+            Notation::Exponent(d) => format!("{v:+.d$e}"),
+        };
+        let mantissa = s.split('e').next().unwrap_or(&s);
+        match s.strip_prefix('-') {
+            Some(rest) if mantissa[1..].chars().all(|c| c == '0' || c == '.') => format!("+{rest}"),
+            _ => s,
+        }
     }
 }
 
@@ -74,6 +96,10 @@ mod tests {
         assert_eq!(fixed(-0.001, 2), "0.00");
         assert_eq!(fixed(-0.0, 0), "0");
         assert_eq!(fixed(-0.01, 2), "-0.01");
+        assert_eq!([signed(-0.0, 2), signed(-0.001, 2), signed(-0.01, 2)], ["+0.00", "+0.00", "-0.01"]);
+        assert_eq!(Notation::Exponent(2).signed(2.5e-12), "+2.50e-12");
+        assert_eq!(Notation::Exponent(1).signed(-0.0), "+0.0e0");
+        assert_eq!(Notation::Fixed(1).signed(-1.5e20), "-1.5e20");
         assert_eq!([trim_zeros("2.500"), trim_zeros("3.0"), trim_zeros("300")], ["2.5", "3", "300"]);
         assert_eq!(
             [exponent(1.2345678e20, 3), exponent(-1e-13, 3), exponent(2.5e-5, 1)],

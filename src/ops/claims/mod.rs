@@ -63,7 +63,11 @@ impl StageKind for Claims {
         //    bound passes the largest float decides by its other bound; deviations of ordinary
         //    values below 2^-450 keep their spread; an order's step refuted short of its
         //    threshold says so.
-        version: 14,
+        // 15: a row's numbers below 1 that six decimals cannot tell apart take an exponent, and
+        //    others (beyond 1e15 too) the decimals that tell their bounds apart, up to an f64's
+        //    digits (both were printed as a point); a number that rounds to zero reads `+0.00`,
+        //    never `-0.00`, and so does not count as off the line at 0.
+        version: 15,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

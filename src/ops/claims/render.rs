@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use super::{ClaimDecl, ClaimKind, ClaimsParams, SelectorDecl};
 use crate::report::csv_line;
-use crate::report::number::{shortest, signed};
+use crate::report::number::{shortest, Notation};
 use crate::stats::claim::{Measured, Outcome, NO_SPREAD_DECIDES_FROM};
 use crate::stats::family::{FamilyVerdict, FAMILY_ALPHA};
 use crate::stats::select::text;
@@ -124,34 +124,61 @@ fn verdict_text(outcome: &Outcome, expect: Expect, margin: f64) -> String {
     }
 }
 
-fn interval_text(s: &Summary, prec: usize) -> String {
+fn interval_text(s: &Summary, prec: Notation) -> String {
     match s.interval() {
-        Some((lo, hi)) => format!("{} [{}, {}]", signed(s.mean, prec), signed(lo, prec), signed(hi, prec)),
-        None => format!("{} (no CI)", signed(s.mean, prec)),
+        Some((lo, hi)) => format!("{} [{}, {}]", prec.signed(s.mean), prec.signed(lo), prec.signed(hi)),
+        None => format!("{} (no CI)", prec.signed(s.mean)),
     }
 }
 
-/// Decimals: slopes per unit of a percentage axis are small numbers; and more wherever an
-/// interval's half-width would round to less than one unit of the last place (a metric on a 0-1
-/// scale, say), or a bound would round onto the line it is decided against (0, the margin) when
-/// it does not lie on it, so that no interval is printed as a point or as touching that line.
-fn precision(kind: ClaimKind, margin: f64, parts: &[Measured]) -> usize {
+/// How a row's numbers are written: fixed decimals, two for points and three for slopes (small
+/// numbers per unit of a percentage axis); more wherever an interval's half-width would round
+/// to less than one unit of the last place (a metric on a 0-1 scale, say), its bounds would read
+/// alike (numbers beyond 1e15), or a bound would round onto the line it is decided against (0,
+/// the margin) when it does not lie on it, so that no interval is printed as a point or as
+/// touching that line. Past [`MAX_DECIMALS`], numbers below 1 take an exponent (a loss of 1e-7
+/// read `+0.000000 [+0.000000, +0.000000]`) and others more decimals, up to an f64's digits.
+fn precision(kind: ClaimKind, margin: f64, parts: &[Measured]) -> Notation {
     let base = if kind == ClaimKind::Trend { 3 } else { 2 };
     let lines = [0.0, margin, -margin];
-    let shows = |p: usize| {
+    let shows = |n: Notation| {
         parts.iter().all(|m| {
-            let wide = m.summary.half_width.is_none_or(|h| !(h.is_finite() && h > 0.0) || h >= 10f64.powi(-(p as i32)));
+            let unit = match n {
+                Notation::Fixed(p) => 10f64.powi(-(p as i32)),
+                Notation::Exponent(_) => 0.0,
+            };
+            let wide = m.summary.half_width.is_none_or(|h| !(h.is_finite() && h > 0.0) || h >= unit);
             let apart = m.summary.interval().is_none_or(|(lo, hi)| {
-                [lo, hi].iter().all(|&x| lines.iter().all(|&l| x == l || format!("{x:.p$}") != format!("{l:.p$}")))
+                let distinct = lo == hi || n.signed(lo) != n.signed(hi);
+                distinct && [lo, hi].iter().all(|&x| lines.iter().all(|&l| x == l || n.signed(x) != n.signed(l)))
             });
             wide && apart
         })
     };
-    (base..MAX_DECIMALS).find(|&p| shows(p)).unwrap_or(MAX_DECIMALS)
+    let largest = parts
+        .iter()
+        .flat_map(|m| {
+            let (lo, hi) = m.summary.interval().unwrap_or((m.summary.mean, m.summary.mean));
+            [m.summary.mean, lo, hi]
+        })
+        .filter(|v| v.is_finite())
+        .fold(0f64, |a, v| a.max(v.abs()));
+    let finer = (MAX_DECIMALS + 1..=MAX_DIGITS).map(|p| {
+        if largest < 1.0 {
+            Notation::Exponent(p - MAX_DECIMALS)
+        } else {
+            Notation::Fixed(p)
+        }
+    });
+    let mut candidates = (base..=MAX_DECIMALS).map(Notation::Fixed).chain(finer);
+    let last = if largest < 1.0 { Notation::Exponent(MAX_DIGITS - MAX_DECIMALS) } else { Notation::Fixed(MAX_DIGITS) };
+    candidates.find(|&n| shows(n)).unwrap_or(last)
 }
 
-/// Past this, a narrower interval is printed as it rounds.
+/// Past this many decimals, a narrower interval of numbers below 1 takes an exponent.
 const MAX_DECIMALS: usize = 6;
+/// Past this many, an interval is printed as it rounds: an f64 holds about 16 significant digits.
+const MAX_DIGITS: usize = 16;
 
 /// `n` of the row: one count, or each step's where an order's steps differ.
 fn n_text(parts: &[Measured]) -> String {
@@ -331,10 +358,10 @@ fn case_suffix(case: &str) -> String {
     }
 }
 
-fn per_replicate(m: &Measured, prec: usize) -> String {
+fn per_replicate(m: &Measured, prec: Notation) -> String {
     m.per_replicate
         .iter()
-        .map(|(r, v)| if r.is_null() { signed(*v, prec) } else { format!("r{}: {}", text(r), signed(*v, prec)) })
+        .map(|(r, v)| if r.is_null() { prec.signed(*v) } else { format!("r{}: {}", text(r), prec.signed(*v)) })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -485,25 +512,38 @@ mod tests {
     fn a_narrow_interval_gets_the_decimals_that_show_it() {
         // Differences of a 0-1 metric: half-width 4.303 * 0.001 / sqrt(3) = 0.00248.
         let narrow = [measured(&[0.004, 0.006, 0.005])];
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &narrow), 3);
-        assert_eq!(interval_text(&narrow[0].summary, 3), "+0.005 [+0.003, +0.007]");
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &narrow), Notation::Fixed(3));
+        assert_eq!(interval_text(&narrow[0].summary, Notation::Fixed(3)), "+0.005 [+0.003, +0.007]");
         // Points of top-1 keep two decimals, slopes three; a zero-width interval adds none.
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0, 2.0, 3.0])]), 2);
-        assert_eq!(precision(ClaimKind::Trend, 0.0, &[measured(&[0.01, 0.02, 0.03])]), 3);
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[10.0, 10.0])]), 2);
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0])]), 2, "no interval");
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0, 2.0, 3.0])]), Notation::Fixed(2));
+        assert_eq!(precision(ClaimKind::Trend, 0.0, &[measured(&[0.01, 0.02, 0.03])]), Notation::Fixed(3));
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[10.0, 10.0])]), Notation::Fixed(2));
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1.0])]), Notation::Fixed(2), "no interval");
         // The narrowest step of an order decides; a vanishing one stops at the cap.
         let steps = [measured(&[1.0, 2.0, 3.0]), measured(&[0.0004, 0.0006, 0.0005])];
-        assert_eq!(precision(ClaimKind::Order, 0.0, &steps), 4);
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &[measured(&[1e-12, 2e-12, 3e-12])]), MAX_DECIMALS);
+        assert_eq!(precision(ClaimKind::Order, 0.0, &steps), Notation::Fixed(4));
+        // Numbers far below 1 whose interval six decimals cannot show take an exponent; huge ones
+        // and ordinary ones with a very narrow interval take the decimals that tell the bounds
+        // apart (both printed as a point before).
+        let tiny = [measured(&[1e-12, 2e-12, 3e-12])];
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &tiny), Notation::Exponent(1));
+        assert_eq!(interval_text(&tiny[0].summary, Notation::Exponent(1)), "+2.0e-12 [-4.8e-13, +4.5e-12]");
+        let huge = [measured(&[1e20, 1e20 + 2e5, 1e20 + 4e5])];
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &huge), Notation::Fixed(14));
+        assert_eq!(
+            interval_text(&huge[0].summary, Notation::Fixed(14)),
+            "+1.00000000000000e20 [+9.99999999999997e19, +1.00000000000001e20]"
+        );
+        let narrow_of_80 = [measured(&[80.0, 80.0 + 2e-8, 80.0 + 4e-8])];
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &narrow_of_80), Notation::Fixed(8));
         // Found by a review: [+0.000267, +0.00573] holds, but at three decimals read
         // "[+0.000, +0.006]"; four show it clear of zero. The same at a margin.
         let clear = [measured(&[0.0019, 0.0030, 0.0041])];
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &clear), 4);
-        assert_eq!(interval_text(&clear[0].summary, 4), "+0.0030 [+0.0003, +0.0057]");
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &clear), Notation::Fixed(4));
+        assert_eq!(interval_text(&clear[0].summary, Notation::Fixed(4)), "+0.0030 [+0.0003, +0.0057]");
         let at_margin = [measured(&[1.0102, 1.0202, 1.0302])]; // [0.9954, 1.0450]: 2 decimals read 1.00
-        assert_eq!(precision(ClaimKind::Compare, 0.0, &at_margin), 2);
-        assert_eq!(precision(ClaimKind::Compare, 1.0, &at_margin), 3);
+        assert_eq!(precision(ClaimKind::Compare, 0.0, &at_margin), Notation::Fixed(2));
+        assert_eq!(precision(ClaimKind::Compare, 1.0, &at_margin), Notation::Fixed(3));
     }
 
     #[test]
