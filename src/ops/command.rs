@@ -33,6 +33,7 @@
 //! scikit-learn is upgraded.
 
 mod child;
+pub use child::{ChildError, StderrTail};
 mod probes;
 mod scratch;
 pub mod watcher;

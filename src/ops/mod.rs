@@ -101,7 +101,8 @@ pub enum OpError {
         /// `argv[0]`.
         program: String,
         /// What happened, with the program's last output.
-        why: String,
+        #[source]
+        why: command::ChildError,
     },
     /// An output a stage wrote does not hold what its kind promises.
     #[error("output `{output}` ({kind}) is malformed: out/{output}/{source}")]

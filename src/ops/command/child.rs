@@ -10,8 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod drain;
+mod error;
 
-use self::drain::{with_tail, Drain, Ending, Finished};
+use self::drain::{Drain, Ending, Finished};
+pub use self::error::{ChildError, StderrTail};
 use super::watcher;
 
 /// Variables passed through from cfrun's environment; everything else is cleared so the child
@@ -84,16 +86,15 @@ fn command(argv: &[String], cwd: &Path) -> Command {
     cmd
 }
 
-fn spawn_error(argv: &[String], e: std::io::Error) -> String {
+fn spawn_error(argv: &[String], e: std::io::Error) -> ChildError {
     if e.kind() == std::io::ErrorKind::NotFound {
-        let path = std::env::var("PATH").unwrap_or_default();
         if argv[0].contains('/') {
-            format!("was not found (`{}` is not in the stage's scratch folder; list it in `code`)", argv[0])
+            ChildError::NotInScratch(argv[0].clone())
         } else {
-            format!("was not found on PATH ({path})")
+            ChildError::NotOnPath(std::env::var("PATH").unwrap_or_default())
         }
     } else {
-        format!("could not be started: {e}")
+        ChildError::NotStarted { what: "", source: e }
     }
 }
 
@@ -111,7 +112,7 @@ fn wait_until(child: &mut std::process::Child, timeout: Duration) -> std::io::Re
 
 /// Runs `cmd` (built by [`command`]) to its end or `timeout`, whichever comes first, with
 /// everything it started stopped by then.
-fn supervise(cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, String> {
+fn supervise(cmd: Command, argv: &[String], timeout: Duration, keep_stdout: usize) -> Result<Finished, ChildError> {
     if watcher::binary().is_some() {
         supervise_watched(cmd, argv, timeout, keep_stdout)
     } else {
@@ -131,9 +132,9 @@ fn supervise_watched(
     argv: &[String],
     timeout: Duration,
     keep_stdout: usize,
-) -> Result<Finished, String> {
+) -> Result<Finished, ChildError> {
     let (report, report_end) =
-        status_pipe().map_err(|e| format!("could not be started: a pipe for its watcher: {e}"))?;
+        status_pipe().map_err(|source| ChildError::NotStarted { what: "a pipe for its watcher: ", source })?;
     let end = report_end.as_raw_fd();
     // The watcher learns the pipe's number from its arguments: moving it to a fixed number could
     // overwrite a pipe that std's spawn keeps open in the child.
@@ -153,7 +154,7 @@ fn supervise_watched(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("could not be started: cfrun's watcher: {e}"))?;
+        .map_err(|source| ChildError::NotStarted { what: "cfrun's watcher: ", source })?;
     drop(report_end);
     // Never written to: dropping it is the watcher's signal to stop everything.
     let alive = child.stdin.take();
@@ -171,11 +172,8 @@ fn supervise_watched(
                 // SAFETY: killpg only sends a signal.
                 unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
                 let done = drain.finish(None, Ending::WatcherKilled)?;
-                let msg = format!(
-                    "was stopped: cfrun's watcher of the command {} before it ended",
-                    crate::exit_status::describe(own)
-                );
-                return Err(with_tail(msg, &done.stderr));
+                let how = crate::exit_status::describe(own);
+                return Err(ChildError::WatcherKilled { how, stderr: StderrTail(done.stderr) });
             }
         },
         Ok(None) | Err(_) => {
@@ -186,7 +184,7 @@ fn supervise_watched(
                 let _ = child.wait();
             }
             if let Err(e) = ended {
-                return Err(format!("could not be waited for: {e}"));
+                return Err(ChildError::Wait(e));
             }
             None
         }
@@ -241,7 +239,7 @@ fn supervise_group(
     argv: &[String],
     timeout: Duration,
     keep_stdout: usize,
-) -> Result<Finished, String> {
+) -> Result<Finished, ChildError> {
     // The watcher first, and the command joins its group: from the command's first instruction
     // on, a cfrun killed at any moment takes the group with it (a watcher started after the
     // command missed what the command started before it was up).
@@ -256,7 +254,7 @@ fn supervise_group(
         Err(e) => {
             guard.kill_group(&child);
             let _ = child.wait();
-            return Err(format!("could not be waited for: {e}"));
+            return Err(ChildError::Wait(e));
         }
     };
     // Whatever the command left running in its group goes too (it would hold the pipes open).
@@ -332,7 +330,7 @@ impl Drop for Guard {
 }
 
 /// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
-pub fn run(spec: &Spec<'_>) -> Result<(), String> {
+pub fn run(spec: &Spec<'_>) -> Result<(), ChildError> {
     let mut cmd = command(spec.argv, spec.cwd);
     cmd.env("TMPDIR", spec.cwd.join("tmp"));
     for (k, v) in &spec.env {
@@ -341,12 +339,9 @@ pub fn run(spec: &Spec<'_>) -> Result<(), String> {
     let _ = std::fs::create_dir_all(spec.cwd.join("tmp"));
     let done = supervise(cmd, spec.argv, spec.timeout, 0)?;
     match done.status {
-        None => {
-            let msg = format!("timed out after {} s (its `timeout`) and was killed", spec.timeout.as_secs_f64());
-            Err(with_tail(msg, &done.stderr))
-        }
+        None => Err(ChildError::TimedOut { seconds: spec.timeout.as_secs_f64(), stderr: StderrTail(done.stderr) }),
         Some(s) if s.success() => Ok(()),
-        Some(s) => Err(with_tail(crate::exit_status::describe(s), &done.stderr)),
+        Some(s) => Err(ChildError::Exited { status: crate::exit_status::describe(s), stderr: StderrTail(done.stderr) }),
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::error::ChildError;
 use crate::config::error::printable_cut;
 
 /// Lines of stderr kept for the error message.
@@ -46,14 +47,6 @@ fn tail(stream: impl Read) -> VecDeque<String> {
         }
     }
     lines
-}
-
-pub(super) fn with_tail(msg: String, lines: &VecDeque<String>) -> String {
-    if lines.is_empty() {
-        return format!("{msg} (stderr was empty)");
-    }
-    let body: Vec<&str> = lines.iter().map(String::as_str).collect();
-    format!("{msg}; last lines of stderr:\n    {}", body.join("\n    "))
 }
 
 /// How a supervised process ended.
@@ -183,7 +176,11 @@ impl Drain {
     /// The output, once both streams have closed. A process that escaped every watch (its
     /// watcher killed outright) may hold them open for as long as it likes: past a short grace
     /// it is found by the pipe it holds and killed, so the timeout holds and cfrun never hangs.
-    pub(super) fn finish(self, status: Option<std::process::ExitStatus>, ending: Ending) -> Result<Finished, String> {
+    pub(super) fn finish(
+        self,
+        status: Option<std::process::ExitStatus>,
+        ending: Ending,
+    ) -> Result<Finished, ChildError> {
         let grace = Instant::now() + PIPE_GRACE;
         let mut open = 2;
         while open > 0 && self.closed.recv_timeout(grace.saturating_duration_since(Instant::now())).is_ok() {
@@ -203,13 +200,7 @@ impl Drain {
                 ),
                 _ => "cfrun can neither wait for it nor stop it".to_string(),
             };
-            // Failed, not published: that process may have written into the outputs.
-            return Err(format!(
-                "started a process that left its process group (setsid?) and still held the command's output \
-                 open {} s after the command {}; {fate}",
-                PIPE_GRACE.as_secs(),
-                ending.words()
-            ));
+            return Err(ChildError::LeftBehind { grace_s: PIPE_GRACE.as_secs(), ending: ending.words(), fate });
         }
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
