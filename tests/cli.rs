@@ -3884,7 +3884,7 @@ fn slurm_gives_up_on_a_queue_that_stops_answering_and_a_rerun_follows_its_job() 
     }
     // While squeue fails the driver cannot tell a job that died from one still running. Before,
     // it asked again forever; now, after `queue_patience` of failures, the job counts as failed
-    // and is left running with its claim, and a rerun follows it instead of submitting it again.
+    // and is left running with its claim, and a rerun takes it over instead of submitting it again.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let gate = d.join("gate");
@@ -3925,17 +3925,21 @@ fn slurm_gives_up_on_a_queue_that_stops_answering_and_a_rerun_follows_its_job() 
     let q = Command::new("squeue").args(["-h", "-o", "%T", "-j", &job]).output().unwrap();
     let state = String::from_utf8_lossy(&q.stdout).trim().to_string();
     assert!(state == "PENDING" || state == "RUNNING", "job {job} was not left running: {state:?}");
-    // The queue answers again: the rerun follows the job (or finds its result), submits nothing.
+    // The queue answers again: the rerun takes the job over, its driver being gone (or finds
+    // its result), and submits nothing.
     std::fs::write(&gate, "").unwrap();
     let out = slurm_driver(&cache, &file, "0.5").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome_of(&v, "wait").0, "cached", "{}", stderr(&out));
+    match outcome_of(&v, "wait").0.as_str() {
+        "ran" => assert!(stderr(&out).contains(&format!("taking over job {job}")), "{}", stderr(&out)),
+        other => assert_eq!(other, "cached", "{}", stderr(&out)),
+    }
     assert_eq!(std::fs::read_dir(cache.join("jobs/logs")).unwrap().count(), 1, "one sbatch in all");
 }
 
 /// A Ctrl-C whose cancel the controller does not take (scancel fails) keeps the job's claim, so
-/// `status` shows it running and a rerun follows it instead of submitting its key again; and it
+/// `status` shows it running and a rerun takes it over instead of submitting its key again; and it
 /// ends the run at once, without asking a queue for 30 s whether the cancel took (found by an
 /// audit: the claims were dropped and the Ctrl-C took a minute).
 #[test]
@@ -5263,6 +5267,67 @@ impl RunningJob {
         let _ = Command::new("scancel").arg(&self.id).status();
         (ended.code(), self.drain.join().unwrap())
     }
+}
+
+/// A partition the cluster lacks, an empty one and an sbatch option cfrun gives every job itself
+/// are refused with exit 2 before anything runs: `sbatch` refused each job after the stages
+/// before it had run (exit 1), and `--output` sent the job's log where failures did not look.
+#[test]
+fn slurm_refuses_unknown_partitions_and_its_own_sbatch_options_before_anything_runs() {
+    if !slurm_up("slurm_bad_options") {
+        return;
+    }
+    let file = fixture("train_tiny.toml");
+    let cache = tempfile::tempdir().unwrap();
+    for (extra, said) in [
+        (
+            vec!["--partition", "nope"],
+            "the cluster has no partition nope (executor.partition or --partition; its partitions: ",
+        ),
+        (vec!["--partition="], "--partition must not be empty"),
+        (vec!["--sbatch-arg=--output=/tmp/x-%j.log"], "must be an option other than --output, which cfrun sets"),
+        (vec!["--sbatch-arg="], "--sbatch-arg=: must be a non-empty sbatch option"),
+    ] {
+        let mut args = vec![file.to_str().unwrap(), "--executor", "slurm"];
+        args.extend(extra.iter().copied());
+        let out = cfrun(cache.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{extra:?}: {}", stderr(&out));
+        let published = std::fs::read_dir(cache.path().join("objects")).map_or(0, |d| d.count());
+        assert_eq!(published, 0, "{extra:?}: something ran");
+    }
+}
+
+/// A job whose driver was killed outright (SIGKILL, its login node lost) is taken over by the
+/// next driver on the cache, whose Ctrl-C then cancels it. Before, that driver followed the job
+/// as another run's, and left it running to its time limit (12 h for a training) after its own
+/// Ctrl-C, without a word.
+#[test]
+fn slurm_a_job_whose_driver_was_killed_is_taken_over_and_cancelled_on_ctrl_c() {
+    if !slurm_up("slurm_takeover") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let RunningJob { mut driver, drain, id, .. } = slurm_training_running(cache.path());
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    drain.join().unwrap();
+    let file = fixture("train_tiny.toml");
+    let mut next = spawn_slurm_driver(cache.path(), &file, &["--set", "stages.model.epochs=100000"]);
+    let (lines, next_log) = drain_stderr(&mut next);
+    wait_for_line(&lines, &format!("taking over job {id}"), "the next driver did not take the job over");
+    assert!(Command::new("kill").args(["-INT", &next.id().to_string()]).status().unwrap().success());
+    let ended = next.wait().unwrap();
+    let log = next_log.join().unwrap();
+    let queue = Command::new("squeue")
+        .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &id])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&queue.stdout).trim().to_string();
+    let _ = Command::new("scancel").arg(&id).status();
+    assert_eq!(ended.code(), Some(130), "{log}");
+    assert!(listed.is_empty(), "the job outlived the Ctrl-C of the driver that took it over: {listed}\n{log}");
+    assert!(claimed_jobs(cache.path()).is_empty(), "{log}");
 }
 
 /// A job put back in the queue after it started (a node that went down, a preemption; here

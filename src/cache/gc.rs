@@ -43,7 +43,8 @@ pub struct Sweep {
     pub locks_removed: usize,
     /// Leftover staging folders removed.
     pub staging_removed: usize,
-    /// Job specs no queued job can read any more.
+    /// Job specs and claims of jobs that are done (their key published, or no queued job to
+    /// read them).
     pub specs_removed: usize,
     /// What could not be removed, with the reason.
     pub failures: Vec<String>,
@@ -138,8 +139,18 @@ fn sweep_with(store: &Store, garbage: &Garbage, remove_key: impl Fn(&RecipeKey) 
     for sub in ["keys", "evicted", "records", "jobs"] {
         out.staging_removed += clear(sub, &|name| name.starts_with(".tmp"), &mut out.failures);
     }
-    out.specs_removed = clear("jobs", &|name| stale_spec(store, name), &mut out.failures);
+    // Claims first: a claim whose key is published is done with, and its spec goes with it.
+    out.specs_removed = clear("jobs", &|name| stale_claim(store, name), &mut out.failures);
+    out.specs_removed += clear("jobs", &|name| stale_spec(store, name), &mut out.failures);
     out
+}
+
+/// Whether `jobs/NAME` is the claim (`KEY.claim`) of a job whose key is published: its job is
+/// done, and a driver that gave up on the queue before it finished left the claim behind (the
+/// spec beside it was kept for it ever after).
+fn stale_claim(store: &Store, name: &str) -> bool {
+    let Some(key) = name.strip_suffix(".claim").and_then(RecipeKey::parse) else { return false };
+    store.filed(&key).is_some()
 }
 
 /// Whether `jobs/NAME` is a job spec (`KEY.json`, which the cluster executors write for
@@ -256,6 +267,15 @@ mod tests {
         let expected: BTreeSet<String> =
             [format!("{queued}.json"), format!("{queued}.claim"), "notes.json".into(), "logs".into()].into();
         assert_eq!(left, expected, "the queued job's spec, its claim, what is not a spec and the logs stay");
+        // A claim left by a driver that gave up on the queue, its job since published: both go.
+        let published = publish(&store, 7).key.hex();
+        for name in [format!("{published}.json"), format!("{published}.claim")] {
+            std::fs::write(jobs.join(name), b"{}").unwrap();
+        }
+        let swept = sweep(&store, &Garbage::default());
+        assert_eq!(swept.specs_removed, 2);
+        let left: BTreeSet<String> = super::super::store::list_dir(&jobs).into_iter().collect();
+        assert_eq!(left, expected);
     }
 
     /// A checkpoint survives only while its key is in use and unpublished: the run it belongs

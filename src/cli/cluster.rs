@@ -58,7 +58,7 @@ pub struct ExecutorArgs {
     #[arg(long, value_name = "SECONDS")]
     poll_max: Option<f64>,
     /// How long, in seconds, the queue may fail every look before the jobs it hides fail
-    /// (default 1800; they are left running, and a rerun follows them).
+    /// (default 1800; they are left running, and a rerun takes them over).
     #[arg(long, value_name = "SECONDS")]
     queue_patience: Option<f64>,
 }
@@ -84,6 +84,17 @@ impl ExecutorArgs {
         }
         if self.max_jobs == Some(0) {
             return Err(Failure::Other("--max-jobs must be at least 1".into()));
+        }
+        let names = [("--partition", &self.partition), ("--account", &self.account), ("--qos", &self.qos)];
+        if let Some((flag, _)) = names.iter().find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty())) {
+            return Err(Failure::Other(format!(
+                "{flag} must not be empty (leave it out for the experiment file's value or Slurm's default)"
+            )));
+        }
+        for arg in &self.sbatch_args {
+            if let Some(why) = crate::config::executor::sbatch_arg_problem(arg) {
+                return Err(Failure::Other(format!("--sbatch-arg={arg}: must be {why}")));
+            }
         }
         let flags = ExecutorSettings {
             kind: self.executor,

@@ -152,7 +152,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
         }
         outln!(
             "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging \
-             folders, {} finished job specs, {} leftovers of data set fetches)",
+             folders, {} files of finished jobs, {} leftovers of data set fetches)",
             swept.objects_removed.len(),
             swept.keys_removed,
             human(swept.bytes_freed),

@@ -116,7 +116,16 @@ pub fn parse_executor(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec
             "partition" => out.partition = string(file, node, &field, errors),
             "account" => out.account = string(file, node, &field, errors),
             "qos" => out.qos = string(file, node, &field, errors),
-            "sbatch_args" => out.sbatch_args = strings(file, node, &field, errors).unwrap_or_default(),
+            "sbatch_args" => {
+                out.sbatch_args = strings(file, node, &field, errors).unwrap_or_default();
+                if let NodeValue::Array(items) = &node.value {
+                    for (item, arg) in items.iter().zip(&out.sbatch_args) {
+                        if let Some(why) = sbatch_arg_problem(arg) {
+                            errors.push(type_error(file, item, &field, &why));
+                        }
+                    }
+                }
+            }
             "in_driver" => {
                 out.in_driver = strings(file, node, &field, errors);
                 if let NodeValue::Array(items) = &node.value {
@@ -155,6 +164,33 @@ fn seconds(
         errors.push(type_error(file, node, field, valid.1));
     }
     ok
+}
+
+/// The sbatch options cfrun gives every job itself, long and short: given again, the later one
+/// wins, and the driver would read the job's log, find its array tasks or run its script where
+/// they are not.
+const SBATCH_OWN: [(&str, &str, &str); 5] = [
+    ("--output", "-o", "its log is CACHE/jobs/logs/<job>.log, which failures quote"),
+    ("--error", "-e", "its log is CACHE/jobs/logs/<job>.log, which failures quote"),
+    ("--job-name", "-J", "`cfrun:<stage>`, by which `squeue` shows it"),
+    ("--array", "-a", "the instances of a stage ready together"),
+    ("--wrap", "", "the `cfrun exec` that computes the instance"),
+];
+
+/// What is wrong with one of the `sbatch_args`, if anything: said as what it should be instead.
+pub fn sbatch_arg_problem(arg: &str) -> Option<String> {
+    if arg.trim().is_empty() {
+        return Some("a non-empty sbatch option (an empty one reaches sbatch as a script's name)".into());
+    }
+    if arg == "--parsable" {
+        return Some("an option other than --parsable, which cfrun gives every job to read its id".into());
+    }
+    let own = SBATCH_OWN.iter().find(|(long, short, _)| {
+        let long_form = arg == *long || arg.starts_with(&format!("{long}="));
+        let short_form = !short.is_empty() && arg.starts_with(short) && !arg.starts_with("--");
+        long_form || short_form
+    })?;
+    Some(format!("an option other than {}, which cfrun sets for every job ({})", own.0, own.2))
 }
 
 fn string(file: &SourceFile, node: &Node, field: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
@@ -254,6 +290,36 @@ mod tests {
     fn load(text: &str, sets: &[&str]) -> Result<Experiment, ConfigError> {
         let file = SourceFile::from_text(std::path::Path::new("e.toml"), text.to_string());
         Experiment::parse(file, &sets.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>())
+    }
+
+    /// Options cfrun gives every job, long, short or with their value attached, and empty ones,
+    /// are refused at the item in the file; others pass.
+    #[test]
+    fn sbatch_options_cfrun_sets_itself_are_refused() {
+        for own in [
+            "--output=x.log",
+            "--output",
+            "-o",
+            "-ox.log",
+            "--error=e",
+            "-J",
+            "--job-name=n",
+            "--array=0-3",
+            "--wrap=ls",
+            "--parsable",
+            "",
+            " ",
+        ] {
+            assert!(sbatch_arg_problem(own).is_some(), "{own:?} accepted");
+        }
+        for fine in ["--constraint=a100", "--exclusive", "--comment=mine", "--open-mode=append", "-N1", "--gres=gpu:1"]
+        {
+            assert_eq!(sbatch_arg_problem(fine), None, "{fine:?}");
+        }
+        let text = TEXT.replace("[\"--constraint=a100\"]", "[\"--exclusive\", \"--output=mine.log\"]");
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("`executor.sbatch_args` must be an option other than --output, which cfrun sets"), "{e}");
+        assert!(e.contains("found \"--output=mine.log\""), "{e}");
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub enum StartError {
          scripts/slurm-local.sh starts a one-node cluster)"
     )]
     NoSbatch,
+    /// A partition the cluster does not have.
+    #[error(
+        "--executor slurm: the cluster has no partition {} (executor.partition or --partition; its partitions: {})",
+        .unknown.join(", "), if .known.is_empty() { "not listed".to_string() } else { .known.join(", ") }
+    )]
+    UnknownPartition {
+        /// The names the controller did not find.
+        unknown: Vec<String>,
+        /// The names it has.
+        known: Vec<String>,
+    },
     /// A cluster run on a cache whose locks would not hold across nodes.
     #[error(transparent)]
     NotShareable(#[from] NotShareable),
@@ -40,7 +51,7 @@ impl StartError {
     /// Whether the run was refused for what the user asked (exit 2), not for a failure while
     /// starting (exit 1).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, StartError::NoSbatch | StartError::NotShareable(_))
+        matches!(self, StartError::NoSbatch | StartError::NotShareable(_) | StartError::UnknownPartition { .. })
     }
 
     /// Turns an I/O error on the folder `path` into a `Folder` error.

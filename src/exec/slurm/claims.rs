@@ -21,6 +21,74 @@ pub struct Claim {
     pub log: PathBuf,
     /// The instance it computes.
     pub instance: String,
+    /// The mark of the driver that submitted it ([`DriverMark`]); absent in claims written
+    /// before marks, whose driver is taken to be alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+}
+
+/// A driver's mark in the cache: a lock held for as long as it runs, named in every claim it
+/// writes. A later driver that finds a live job whose mark nobody holds knows the job's driver
+/// is gone (killed outright, its node lost) and takes the job over, so that its own Ctrl-C
+/// cancels it; it used to follow such a job as another run's, and leave it to its time limit.
+pub struct DriverMark {
+    name: String,
+    path: PathBuf,
+    _lock: KeyLock,
+}
+
+impl DriverMark {
+    /// Takes a new mark in `locks/` (which `gc` clears when no run holds the cache).
+    pub fn take(store: &Store) -> Result<DriverMark, CacheError> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let name = format!("driver-{host}-{}-{nanos}", std::process::id());
+        let path = mark_path(store, &name);
+        match try_lock(&path)? {
+            TryLock::Acquired(lock) => Ok(DriverMark { name, path, _lock: lock }),
+            // A name of this process and this instant: only another driver's bug could hold it.
+            TryLock::Busy => Err(CacheError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("the driver mark just made is held by another process"),
+            }),
+        }
+    }
+
+    /// The name claims carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for DriverMark {
+    fn drop(&mut self) {
+        // Removed while still held: a driver that finds it gone takes the same view as one
+        // that finds it free.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn mark_path(store: &Store, name: &str) -> PathBuf {
+    store.root().join("locks").join(format!("{name}.lock"))
+}
+
+/// Whether the driver that submitted `claim`'s job is gone: its mark is held by nobody (or was
+/// removed). A claim without a mark, with an odd one, or with `ours` counts as alive.
+pub fn driver_gone(store: &Store, claim: &Claim, ours: &str) -> bool {
+    let Some(name) = claim.driver.as_deref() else { return false };
+    let plain = name.starts_with("driver-") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if name == ours || !plain {
+        return false;
+    }
+    let path = mark_path(store, name);
+    match try_lock(&path) {
+        Ok(TryLock::Acquired(_free)) => {
+            let _ = std::fs::remove_file(&path);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn path(store: &Store, key: &RecipeKey) -> PathBuf {

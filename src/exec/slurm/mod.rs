@@ -87,6 +87,8 @@ pub struct SlurmExecutor {
     last_queue: Option<Instant>,
     /// How long a never-clearing pending reason holds before its job is cancelled.
     stuck_grace: Duration,
+    /// This driver's mark, named in each claim it writes ([`claims::DriverMark`]).
+    mark: claims::DriverMark,
     /// Jobs are offered to more than one partition (`partition = "a,b"`, or a `--partition` of
     /// `sbatch_args`): a pending reason may be one partition's, so no job is cancelled for it.
     several_partitions: bool,
@@ -98,6 +100,15 @@ impl SlurmExecutor {
         let store = opts.env.store.clone();
         fs_check::require_shared_locks(store.root())?;
         require_sbatch()?;
+        // Checked before anything runs: `sbatch` would refuse each job, after the stages before
+        // it had run.
+        if let Some(partitions) = &opts.executor.partition {
+            let names: Vec<&str> = partitions.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+            let (unknown, known) = queue::unknown_partitions(&names);
+            if !unknown.is_empty() {
+                return Err(StartError::UnknownPartition { unknown, known });
+            }
+        }
         let cache = std::fs::canonicalize(store.root()).map_err(StartError::folder(store.root()))?;
         // Absolute, as the cache: a job may start in another folder (`--chdir`, a submit folder
         // the nodes do not share), where a relative log or key list is not found.
@@ -130,7 +141,11 @@ impl SlurmExecutor {
             );
             poll_max = bound;
         }
+        let locks = store.root().join("locks");
+        let mark = claims::DriverMark::take(&store)
+            .map_err(|e| StartError::Folder { path: locks, source: std::io::Error::other(e.to_string()) })?;
         Ok(SlurmExecutor {
+            mark,
             store,
             submitter,
             local: LocalExecutor::new(opts.env.clone(), opts.jobs),
@@ -240,7 +255,7 @@ impl Executor for SlurmExecutor {
             );
         }
         // A followed job's claim stays: its driver still tracks it, and `status` still shows it.
-        // So does the claim of a job the queue has not confirmed gone: a rerun follows it instead
+        // So does the claim of a job the queue has not confirmed gone: a rerun takes it over instead
         // of submitting its key again, and `status` shows it running.
         for t in std::mem::take(&mut self.tracked).into_iter().filter(|t| !t.adopted) {
             if gone || t.completed.is_some() {

@@ -79,9 +79,12 @@ impl SlurmExecutor {
             claims::release(&self.store, &t.job.key, &t.job_id);
             match queue::verdict(ending.as_ref()) {
                 Verdict::Retry(why) if t.attempts <= self.retries => {
+                    let resumes = match crate::cache::checkpoint::latest(&self.store.checkpoint_dir(&t.job.key)) {
+                        Ok(Some(_)) => ", it resumes from its last checkpoint",
+                        _ => ", from the start (it left no checkpoint)",
+                    };
                     tracing::warn!(
-                        "{}: job {} {why} (log {}); submitting it again (attempt {} of {}), it resumes from its \
-                         checkpoint",
+                        "{}: job {} {why} (log {}); submitting it again (attempt {} of {}){resumes}",
                         t.job.instance.name,
                         t.job_id,
                         t.log.display(),
@@ -180,7 +183,7 @@ impl SlurmExecutor {
 
     /// Fails every job in flight or waiting to be submitted: the queue has not answered for too
     /// long (`why`). A submitted job is left as it is, claim and all: it may still be running,
-    /// and a rerun follows it once the queue answers.
+    /// and a rerun takes it over once the queue answers.
     pub(super) fn give_up_on_queue(&mut self, why: &str) {
         if self.tracked.is_empty() && self.backlog.is_empty() {
             return;
@@ -193,7 +196,7 @@ impl SlurmExecutor {
                 continue;
             }
             let error = format!(
-                "{why}: job {} is left as it is (it may still be running and publish; a rerun follows it); log {}",
+                "{why}: job {} is left as it is (it may still be running and publish; a rerun takes it over); log {}",
                 t.job_id,
                 t.log.display()
             );

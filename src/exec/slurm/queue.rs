@@ -132,6 +132,35 @@ fn parse_min_job_age(text: &str) -> Option<std::time::Duration> {
     (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
 }
 
+/// The partitions among `names` that the controller says do not exist, and the ones it has;
+/// nothing where it did not answer (then `sbatch` says so for each job).
+pub fn unknown_partitions(names: &[&str]) -> (Vec<String>, Vec<String>) {
+    let ask = |args: &[&str]| Command::new("scontrol").args(args).process_group(0).output().ok();
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|name| {
+            ask(&["show", "partition", name, "-o"]).is_some_and(|o| {
+                !o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).contains(&format!("Partition {name} not found"))
+            })
+        })
+        .map(|n| n.to_string())
+        .collect();
+    if unknown.is_empty() {
+        return (unknown, Vec::new());
+    }
+    let known = ask(&["show", "partition", "-o"])
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("PartitionName=")?.split_whitespace().next().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (unknown, known)
+}
+
 /// How a job ended, from `scontrol show job` (when Slurm still remembers it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ending {
@@ -214,7 +243,8 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
         "OUT_OF_MEMORY" => Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()),
         "CANCELLED" if matches!(e.reason.as_str(), "" | "None") => Verdict::Cancelled("cancelled".into()),
         "CANCELLED" => Verdict::Cancelled(format!("cancelled ({})", e.reason)),
-        _ if e.signal != 0 => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
+        _ if killed_from_outside(e.signal) => Verdict::Retry(format!("killed by signal {} ({state})", e.signal)),
+        _ if e.signal != 0 => Verdict::Fail(crashed(e.signal, state)),
         _ if matches!(e.exit_code, 137 | 143) => {
             Verdict::Retry(format!("killed (exit {} = signal {}, {state})", e.exit_code, e.exit_code - 128))
         }
@@ -227,6 +257,31 @@ pub fn verdict(ending: Option<&Ending>) -> Verdict {
         )),
         _ => Verdict::Fail(format!("ended {state} with exit code {}", e.exit_code)),
     }
+}
+
+/// Whether a job's signal came from outside it (`kill`, the out-of-memory killer, a node
+/// shutting down), which a second attempt may survive. An abort or a bad memory access is the
+/// job's own doing and would only repeat.
+fn killed_from_outside(signal: i32) -> bool {
+    [libc::SIGKILL, libc::SIGTERM, libc::SIGHUP, libc::SIGINT].contains(&signal)
+}
+
+/// Why a job that crashed by its own signal failed, with the likely cure where there is one.
+fn crashed(signal: i32, state: &str) -> String {
+    let hint = if signal == libc::SIGABRT {
+        "; a failed allocation (`memory allocation of N bytes failed` in its log) means the stage needs more \
+         memory: raise its resources.mem"
+    } else {
+        ""
+    };
+    format!("crashed: {} ({state}), which a second attempt would repeat{hint}", signal_words(signal))
+}
+
+/// A signal by name where it is a common one.
+fn signal_words(signal: i32) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let described = crate::exit_status::describe(std::process::ExitStatus::from_raw(signal));
+    described.strip_prefix("was ").unwrap_or(&described).to_string()
 }
 
 #[cfg(test)]
@@ -301,5 +356,15 @@ mod tests {
         assert!(Ending::from_queue(&QueueEntry { state: "COMPLETED".into(), ..listed.clone() }).completed_cleanly());
         let oom = Ending { state: "OUT_OF_MEMORY".into(), signal: 125, ..Default::default() };
         assert_eq!(verdict(Some(&oom)), Verdict::Fail("ran out of memory: raise the stage's resources.mem".into()));
+        // The job's own crash (an abort on a failed allocation, a bad memory access) fails at
+        // once: it was submitted three times, the same way each time.
+        let aborted = parse_ending("JobId=9\n   JobState=FAILED Reason=NonZeroExitCode\n   ExitCode=0:6\n");
+        let Verdict::Fail(why) = verdict(Some(&aborted)) else { panic!("an abort retried") };
+        assert!(why.starts_with("crashed: killed by SIGABRT") && why.contains("resources.mem"), "{why}");
+        let segv = Ending { state: "FAILED".into(), signal: libc::SIGSEGV, ..Default::default() };
+        let Verdict::Fail(why) = verdict(Some(&segv)) else { panic!("a segfault retried") };
+        assert!(why.contains("SIGSEGV") && !why.contains("resources.mem"), "{why}");
+        let term = Ending { state: "FAILED".into(), signal: libc::SIGTERM, ..Default::default() };
+        assert!(matches!(verdict(Some(&term)), Verdict::Retry(_)));
     }
 }

@@ -125,6 +125,15 @@ impl SlurmExecutor {
         let mut rest = Vec::new();
         for ((job, attempts), claim) in take.into_iter().zip(claimed) {
             match claim.filter(|c| live.get(&c.job_id).is_some_and(|q| q.active())) {
+                Some(c) if claims::driver_gone(&self.store, &c, self.mark.name()) => {
+                    tracing::warn!(
+                        "{}: taking over job {}: the cfrun that submitted it is gone (killed outright?); this run \
+                         tracks it as its own, and its Ctrl-C cancels it",
+                        job.instance.name,
+                        c.job_id
+                    );
+                    self.track(job, c.job_id, c.log, attempts);
+                }
                 Some(c) => {
                     tracing::info!("{}: following job {} (submitted by another cfrun)", job.instance.name, c.job_id);
                     self.tracked.push(Tracked {
@@ -240,7 +249,12 @@ impl SlurmExecutor {
     }
 
     pub(super) fn track(&mut self, job: Job, job_id: String, log: PathBuf, attempts: u32) {
-        let claim = Claim { job_id: job_id.clone(), log: log.clone(), instance: job.instance.name.clone() };
+        let claim = Claim {
+            job_id: job_id.clone(),
+            log: log.clone(),
+            instance: job.instance.name.clone(),
+            driver: Some(self.mark.name().to_string()),
+        };
         claims::write(&self.store, &job.key, &claim);
         // The claim is out: another driver that needs the key now follows this job.
         self.submitting.remove(&job.key);
