@@ -977,6 +977,18 @@ fn a_folder_that_cannot_be_made_is_a_usage_error() {
         assert!(stderr(&out).contains(&format!("-o {}", bad.display())), "{}", stderr(&out));
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    // A folder where the page would go, and a folder inside the cache (a page written into a
+    // published object made it read as damaged), are refused too.
+    let pages = dir.path().join("pages");
+    std::fs::create_dir_all(pages.join("smoke.html")).unwrap();
+    let cache = dir.path().join("kept");
+    std::fs::create_dir_all(&cache).unwrap();
+    for (out_dir, says) in [(pages.clone(), "cannot be used"), (cache.join("objects/x"), "lies inside the cache")] {
+        let out = cfrun(&cache, &["report", smoke, "-o", out_dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", out_dir.display(), stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert!(!cache.join("objects/x").exists());
     let out = cfrun(&dir.path().join("cache"), &["--json=true", "status", smoke]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);

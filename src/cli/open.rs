@@ -46,11 +46,11 @@ pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
 }
 
 /// Whether an I/O error on a path from the command line says that path cannot be made or
-/// written (a read-only or missing parent, a file in the way): the command line's fault, exit 2,
+/// written (a read-only or missing parent, a file or a folder in the way): the command line's fault, exit 2,
 /// not a failure of the work.
 pub(super) fn is_unusable_path(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{NotADirectory, NotFound, PermissionDenied, ReadOnlyFilesystem};
-    matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem | NotADirectory | NotFound)
+    use std::io::ErrorKind::{IsADirectory, NotADirectory, NotFound, PermissionDenied, ReadOnlyFilesystem};
+    matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem | NotADirectory | IsADirectory | NotFound)
 }
 
 /// Opens the cache for a command that only reads it: a missing one is said to be empty, and is

@@ -146,6 +146,7 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
     require_folder("-o", out)?;
+    refuse_inside_cache(out, &g.cache)?;
     let path = crate::html::write(&plan, &store, file, out).map_err(|e| {
         if is_unusable_path(&e.source) {
             Failure::Other(format!(
@@ -162,6 +163,24 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
         outln!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses an output folder inside the cache: a page written into a published object changes
+/// its files, and the object then reads as damaged.
+fn refuse_inside_cache(out: &Path, cache: &Path) -> Result<(), Failure> {
+    // The nearest folder of `out` that exists, resolved as the cache is (links, `..`).
+    let existing = out.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()).unwrap_or(Path::new("."));
+    let (Ok(at), Ok(cache_root)) = (std::fs::canonicalize(existing), std::fs::canonicalize(cache)) else {
+        return Ok(());
+    };
+    if at.starts_with(&cache_root) {
+        return Err(Failure::Other(format!(
+            "-o {} lies inside the cache ({}); give a folder outside it (the page would change what the cache holds)",
+            out.display(),
+            cache.display()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ const MAX_RUNS: usize = 30;
 /// One run of the experiment.
 #[derive(Debug, Default)]
 pub struct Run {
-    /// Unix seconds of its first and last log line.
+    /// Unix seconds at which its first instance began (a line is logged as an instance ends,
+    /// with its wall time).
     pub start: f64,
     /// Unix seconds of its last log line.
     pub end: f64,
@@ -34,17 +35,20 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
         if entry.experiment != experiment {
             continue;
         }
+        // Logged when the instance ended: a one-stage run of 3 s read as begun at its end, 0.0 s long.
+        let began =
+            if entry.seconds.is_finite() && entry.seconds > 0.0 { entry.time - entry.seconds } else { entry.time };
         if runs.is_empty() || !seen.insert(entry.instance.clone()) {
             if runs.len() == MAX_RUNS {
                 runs.remove(0);
             }
-            runs.push(Run { start: entry.time, ..Run::default() });
+            runs.push(Run { start: began, ..Run::default() });
             seen.clear();
             seen.insert(entry.instance.clone());
         }
         let run = runs.last_mut().expect("pushed above");
         run.end = run.end.max(entry.time);
-        run.start = run.start.min(entry.time);
+        run.start = run.start.min(began);
         *run.outcomes.entry(entry.outcome.clone()).or_default() += 1;
         if entry.outcome == "ran" {
             run.compute_seconds += entry.seconds;
@@ -95,6 +99,9 @@ mod tests {
         assert_eq!(runs[0].outcomes["ran"], 2);
         assert_eq!(runs[1].outcomes["cached"], 1);
         assert_eq!(runs[0].compute_seconds, 3.0);
+        // Each line is written as its instance ends: the run began 1.5 s before its first.
+        assert_eq!((runs[0].start, runs[0].end), (-0.5, 2.0));
+        assert_eq!((runs[1].start, runs[1].end), (1.5, 4.0));
         assert_eq!(last["a"].outcome, "cached");
         assert_eq!(utc(1_764_450_245.0), "2025-11-29 21:04:05 UTC");
     }
