@@ -36,6 +36,8 @@ pub struct InstanceView {
     pub error: Option<String>,
     /// Its folder per output (when published), with the output's kind.
     pub outputs: Vec<(String, Kind, PathBuf)>,
+    /// Whether it writes a table or figure (a `report` output), published or not.
+    pub reports: bool,
 }
 
 /// A problem writing the page.
@@ -84,6 +86,8 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
             };
             let error = if st.record.is_none() { latest.and_then(|l| l.error.clone()) } else { None };
             let op = inst.op;
+            let reports =
+                op.output_names(&inst.params).iter().any(|o| op.output_kind(&inst.params, o) == Some(Kind::Report));
             let outputs = st
                 .record
                 .as_ref()
@@ -106,6 +110,7 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
                 record: st.record,
                 error,
                 outputs,
+                reports,
             }
         })
         .collect();

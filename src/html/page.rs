@@ -148,8 +148,21 @@ fn reports_within(views: &[InstanceView], file_max: u64, page_max: u64) -> Strin
             let _ = write!(s, "<p class=\"files\">Files: {}</p></article>", downloads.join(" "));
         }
     }
-    if !any {
+    // A table or figure the file computes but the cache lacks as it reads now (stale after an
+    // edit, failed, damaged, never run) is named, not left out without a word.
+    let absent: Vec<String> = views
+        .iter()
+        .filter(|v| v.reports && v.outputs.is_empty())
+        .map(|v| format!("<a href=\"#stage-{}\">{}</a> ({})", escape(&v.stage), escape(&v.name), escape(v.state)))
+        .collect();
+    if !any && absent.is_empty() {
         s.push_str("<p class=\"note\">No table or figure is in the cache yet: run the experiment first.</p>");
+    } else if !absent.is_empty() {
+        let _ = write!(
+            s,
+            "<p class=\"note\">Not shown, as the cache does not hold them as this file computes them: {}.</p>",
+            absent.join(", ")
+        );
     }
     s.push_str("</section>");
     s
@@ -181,7 +194,12 @@ fn mime(ext: &str) -> &'static str {
     }
 }
 
-/// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole).
+/// Most cells of a CSV the page shows as a table: a browser lays out a table of a million cells
+/// in half a minute, and one of five million not in three (a 10 MB file, within the byte limits).
+const CSV_CELLS_SHOWN: usize = 20_000;
+
+/// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole);
+/// past [`CSV_CELLS_SHOWN`] cells, its first rows and how many there are.
 fn csv_table(text: &str) -> String {
     let mut rows = csv_records(text).into_iter().filter(|r| r.iter().any(|c| !c.trim().is_empty()));
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
@@ -189,7 +207,14 @@ fn csv_table(text: &str) -> String {
         let _ = write!(s, "<th>{}</th>", escape(&h));
     }
     s.push_str("</tr></thead><tbody>");
+    let (mut cells, mut shown, mut total) = (0, 0, 0);
     for row in rows {
+        total += 1;
+        if cells + row.len() > CSV_CELLS_SHOWN && shown > 0 {
+            continue;
+        }
+        cells += row.len();
+        shown += 1;
         s.push_str("<tr>");
         for c in row {
             let _ = write!(s, "<td>{}</td>", escape(&c));
@@ -197,6 +222,13 @@ fn csv_table(text: &str) -> String {
         s.push_str("</tr>");
     }
     s.push_str("</tbody></table></div>");
+    if shown < total {
+        let _ = write!(
+            s,
+            "<p class=\"note\">The first {shown} of {total} rows (a page shows at most {CSV_CELLS_SHOWN} cells of a \
+             table); the whole file is linked below.</p>"
+        );
+    }
     s
 }
 
@@ -422,7 +454,7 @@ fn history(runs: &[Run]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{csv_records, reports_within, InstanceView, Kind};
+    use super::{csv_records, csv_table, reports_within, InstanceView, Kind, CSV_CELLS_SHOWN};
 
     /// Files past one file's limit, or past what the page has room for in all, are named by
     /// their path instead of inlined; the ones before them still are.
@@ -440,6 +472,7 @@ mod tests {
             record: None,
             error: None,
             outputs: vec![("out".into(), Kind::Report, dir.path().to_path_buf())],
+            reports: true,
         };
         // Each 100-byte file takes about 310 bytes of the page: as text and as a base64 link.
         let html = reports_within(std::slice::from_ref(&view), 1000, 700);
@@ -454,9 +487,18 @@ mod tests {
         let relative =
             std::path::PathBuf::from(format!("{up}{}", dir.path().display().to_string().trim_start_matches('/')));
         let view = InstanceView { outputs: vec![("out".into(), Kind::Report, relative)], ..view };
-        let html = reports_within(&[view], 1000, u64::MAX);
+        let html = reports_within(std::slice::from_ref(&view), 1000, u64::MAX);
         let d = std::fs::canonicalize(dir.path().join("d.txt")).unwrap();
         assert!(html.contains(&format!("it is at <code>{}</code>", d.display())), "{html}");
+        // A table the cache lacks as the file now computes it is named with its state (it was
+        // left out without a word after an edit of its title).
+        let stale = InstanceView { name: "t".into(), stage: "t".into(), state: "stale", outputs: vec![], ..view };
+        let html = reports_within(&[stale], 1000, u64::MAX);
+        assert!(
+            html.contains("Not shown, as the cache does not hold them") && html.contains(">t</a> (stale)"),
+            "{html}"
+        );
+        assert!(!html.contains("run the experiment first"), "{html}");
     }
 
     /// Quoted commas, doubled quotes, line ends inside quotes and CRLF read as the file holds
@@ -471,5 +513,20 @@ mod tests {
         // rest of the file, found by review).
         let text = "item,size\r\nmonitor,27\" wide\r\nlaptop,13\r\n";
         assert_eq!(csv_records(text), vec![vec!["item", "size"], vec!["monitor", "27\" wide"], vec!["laptop", "13"]]);
+    }
+
+    /// A large CSV shows its first rows up to the cell budget and says how many there are (50,000
+    /// rows of 100 cells made a page Chromium had not opened after three minutes).
+    #[test]
+    fn a_large_csv_shows_its_first_rows_and_counts_the_rest() {
+        let mut text = String::from("a,b,c,d\n");
+        for i in 0..10_000 {
+            text.push_str(&format!("{i},1,2,3\n"));
+        }
+        let html = csv_table(&text);
+        let rows = CSV_CELLS_SHOWN / 4;
+        assert_eq!(html.matches("<tr>").count(), rows + 1, "the header and the rows within the budget");
+        assert!(html.contains(&format!("The first {rows} of 10000 rows")), "{}", &html[html.len() - 300..]);
+        assert!(!csv_table("a,b\n1,2\n").contains("The first"));
     }
 }
