@@ -1,6 +1,7 @@
 //! The markdown cfrun's `table` op (and a `command` stage's report) writes, as HTML: headings,
-//! pipe tables with their column alignment, lists and paragraphs, with `**bold**` and `` `code` ``
-//! inline. Anything else is shown as text; nothing in the input becomes markup unescaped.
+//! pipe tables with their column alignment, bulleted and numbered lists, fenced code blocks and
+//! paragraphs, with `**bold**` and `` `code` `` inline. Anything else is shown as text; nothing
+//! in the input becomes markup unescaped.
 
 use super::encode::escape;
 
@@ -20,11 +21,21 @@ pub fn render(text: &str) -> String {
                 i += 1;
             }
             out.push_str(&table(&lines[start..i]));
+        } else if trimmed.starts_with("```") {
+            // Verbatim to the closing fence (or the end): its backticks and stars are code.
+            i += 1;
+            let start = i;
+            while i < lines.len() && !lines[i].trim_start().starts_with("```") {
+                i += 1;
+            }
+            out.push_str(&format!("<pre><code>{}</code></pre>\n", escape(&lines[start..i].join("\n"))));
+            i += 1;
         } else if let Some(level) = heading_level(trimmed) {
             let title = trimmed[level..].trim();
             if !title.is_empty() {
-                // The page itself uses h1 and h2; a table's headings sit below them.
-                let h = (level + 2).min(6);
+                // The page itself uses h1 and h2, and h3 for each report: a report's own headings
+                // sit below them (a `#` of its own read as another report).
+                let h = (level + 2).clamp(4, 6);
                 out.push_str(&format!("<h{h}>{}</h{h}>\n", inline(title)));
             }
             i += 1;
@@ -37,6 +48,13 @@ pub fn render(text: &str) -> String {
                 i += 1;
             }
             out.push_str("</ul>\n");
+        } else if numbered(trimmed).is_some() {
+            out.push_str("<ol>\n");
+            while let Some(item) = lines.get(i).and_then(|l| numbered(l.trim_start())) {
+                out.push_str(&format!("<li>{}</li>\n", inline(item.trim())));
+                i += 1;
+            }
+            out.push_str("</ol>\n");
         } else {
             let mut para = Vec::new();
             while i < lines.len() {
@@ -47,7 +65,9 @@ pub fn render(text: &str) -> String {
                     || t.starts_with('|')
                     || heading_level(t).is_some()
                     || t.starts_with("- ")
-                    || t.starts_with("* ");
+                    || t.starts_with("* ")
+                    || t.starts_with("```")
+                    || numbered(t).is_some();
                 // The first line is taken whatever it is, so the loop always moves on.
                 if other_block && !para.is_empty() {
                     break;
@@ -59,6 +79,16 @@ pub fn render(text: &str) -> String {
         }
     }
     out
+}
+
+/// The text of a numbered list item (`1. text`, `2) text`), if `line` is one.
+fn numbered(line: &str) -> Option<&str> {
+    let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let rest = &line[digits..];
+    rest.strip_prefix(". ").or_else(|| rest.strip_prefix(") "))
 }
 
 fn heading_level(line: &str) -> Option<usize> {
@@ -185,6 +215,21 @@ mod tests {
 
     /// A line that starts with `#` but is no heading is text (it looped without end, filling
     /// memory with empty paragraphs).
+    /// Numbered lists, fenced code (its backticks and stars kept as written) and a report's own
+    /// `#` below the page's per-report h3 (found by an audit: a list ran into one paragraph, a
+    /// fence's backticks were eaten, a `#` read as a new report).
+    #[test]
+    fn numbered_lists_fenced_code_and_headings_below_the_page() {
+        let html = render("1. load\n2) train **fast**\n\n```python\nx = a * b * `c`\n<b>\n```\nafter\n# Title\n");
+        assert!(html.contains("<ol>\n<li>load</li>\n<li>train <strong>fast</strong></li>\n</ol>"), "{html}");
+        assert!(html.contains("<pre><code>x = a * b * `c`\n&lt;b&gt;</code></pre>"), "{html}");
+        assert!(html.contains("<p>after</p>") && html.contains("<h4>Title</h4>"), "{html}");
+        assert_eq!(render("### t").trim(), "<h5>t</h5>", "a table's title keeps its level");
+        // An unclosed fence runs to the end; a number without its dot stays text.
+        assert!(render("```\nx").contains("<pre><code>x</code></pre>"));
+        assert_eq!(render("2026 was a year").trim(), "<p>2026 was a year</p>");
+    }
+
     #[test]
     fn a_hash_that_is_no_heading_is_text() {
         let html = render("Results\n#1 is best\n####### seven\n#\tx\n");
