@@ -983,7 +983,9 @@ fn a_folder_that_cannot_be_made_is_a_usage_error() {
     std::fs::create_dir_all(pages.join("smoke.html")).unwrap();
     let cache = dir.path().join("kept");
     std::fs::create_dir_all(&cache).unwrap();
-    for (out_dir, says) in [(pages.clone(), "cannot be used"), (cache.join("objects/x"), "lies inside the cache")] {
+    for (out_dir, says) in
+        [(pages.clone(), "cannot be used"), (cache.join("objects/x"), "lies inside the cache's objects/")]
+    {
         let out = cfrun(&cache, &["report", smoke, "-o", out_dir.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{}: {}", out_dir.display(), stderr(&out));
         assert!(stderr(&out).contains(says), "{}", stderr(&out));
@@ -3049,6 +3051,8 @@ fn report_shows_a_table_edited_in_place_as_damaged_not_its_numbers() {
     let page = std::fs::read_to_string(pages.path().join("smoke.html")).unwrap();
     assert!(!page.contains("98.7"), "an unverified number reached the page");
     assert!(page.contains("damaged"), "the damaged result is named");
+    // And said on stderr: the page was written, but what it leaves out is worth a word.
+    assert!(stderr(&out).contains("shown as damaged, not their numbers: results"), "{}", stderr(&out));
 }
 
 /// `status` checks sizes and the file list by default and re-hashes with `--verify`; `show`

@@ -147,7 +147,7 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     let store = open_store_to_read(g)?;
     require_folder("-o", out)?;
     refuse_inside_cache(out, &g.cache)?;
-    let path = crate::html::write(&plan, &store, file, out).map_err(|e| {
+    let written = crate::html::write(&plan, &store, file, out).map_err(|e| {
         if is_unusable_path(&e.source) {
             Failure::Other(format!(
                 "-o {} cannot be used: {e}; give a folder that can be created and written",
@@ -157,6 +157,14 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
             Failure::runtime(e)
         }
     })?;
+    let path = written.path;
+    if !written.damaged.is_empty() {
+        tracing::warn!(
+            "{} result(s) failed their check and are shown as damaged, not their numbers: {} (`cfrun run` recomputes them)",
+            written.damaged.len(),
+            written.damaged.join(", ")
+        );
+    }
     if g.json {
         outln!("{}", json!({"experiment": plan.experiment.name, "report": path}));
     } else {
@@ -165,17 +173,23 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses an output folder inside the cache: a page written into a published object changes
-/// its files, and the object then reads as damaged.
+/// Refuses an output folder inside the folders the cache manages (a folder of its own beside
+/// them is fine): a page written into a published object changes its files, and the object then
+/// reads as damaged.
 fn refuse_inside_cache(out: &Path, cache: &Path) -> Result<(), Failure> {
-    // The nearest folder of `out` that exists, resolved as the cache is (links, `..`).
+    // The nearest folder of `out` that exists, resolved as the cache is (links, `..`), and the
+    // rest of `out` below it.
     let existing = out.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()).unwrap_or(Path::new("."));
+    let rest = out.strip_prefix(existing).unwrap_or(out);
     let (Ok(at), Ok(cache_root)) = (std::fs::canonicalize(existing), std::fs::canonicalize(cache)) else {
         return Ok(());
     };
-    if at.starts_with(&cache_root) {
+    let at = at.join(rest);
+    let owned = crate::cache::layout::SUBDIRS.iter().chain(&["jobs"]).find(|d| at.starts_with(cache_root.join(d)));
+    if let Some(d) = owned {
         return Err(Failure::Other(format!(
-            "-o {} lies inside the cache ({}); give a folder outside it (the page would change what the cache holds)",
+            "-o {} lies inside the cache's {d}/ ({}); give a folder outside it (the page would change what the \
+             cache holds)",
             out.display(),
             cache.display()
         )));

@@ -52,19 +52,36 @@ pub struct HtmlError {
 
 /// Builds the page of `plan` from what `store` holds (nothing is run) and writes it to
 /// `dir/<experiment>.html`, returning the path.
-pub fn write(plan: &Plan, store: &Store, source: &Path, dir: &Path) -> Result<PathBuf, HtmlError> {
-    let html = render(plan, store, source);
+pub fn write(plan: &Plan, store: &Store, source: &Path, dir: &Path) -> Result<Written, HtmlError> {
+    let (runs, views) = read(plan, store);
+    let damaged =
+        views.iter().filter(|v| matches!(v.state, "damaged" | "unreadable")).map(|v| v.name.clone()).collect();
+    let html = page::page(plan, &views, &runs, source);
     std::fs::create_dir_all(dir).map_err(|e| HtmlError { path: dir.to_path_buf(), source: e })?;
     let path = dir.join(format!("{}.html", plan.experiment.name));
     let fail = |e| HtmlError { path: path.clone(), source: e };
     crate::cache::fsutil::write_atomic(&path, html.as_bytes()).map_err(fail)?;
     // The temporary file it was written as is private; a page is for sharing.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(fail)?;
-    Ok(path)
+    Ok(Written { path, damaged })
+}
+
+/// A page written.
+pub struct Written {
+    /// Where.
+    pub path: PathBuf,
+    /// The instances whose published result failed its check (shown as damaged, not their numbers).
+    pub damaged: Vec<String>,
 }
 
 /// The page of `plan` as HTML text.
 pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
+    let (runs, views) = read(plan, store);
+    page::page(plan, &views, &runs, source)
+}
+
+/// The run history and what the page shows of each instance.
+fn read(plan: &Plan, store: &Store) -> (Vec<history::Run>, Vec<InstanceView>) {
     // Every byte the page shows comes from an object re-hashed first: a damaged one is shown
     // as damaged, not its numbers.
     let states = evaluate::evaluate_with(plan, store, Check::Full);
@@ -114,5 +131,5 @@ pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
             }
         })
         .collect();
-    page::page(plan, &views, &runs, source)
+    (runs, views)
 }
