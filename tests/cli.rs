@@ -3466,6 +3466,15 @@ fn claimed_jobs(cache: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What `squeue` lists of `job` while it is pending, running or completing (empty once gone).
+fn still_queued(job: &str) -> String {
+    let queue = Command::new("squeue")
+        .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", job])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&queue.stdout).trim().to_string()
+}
+
 /// Polls `f` every 100 ms for up to `secs` seconds.
 fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -3637,13 +3646,7 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
         (model["state"] == "running").then_some(model)
     });
     assert_eq!(status["job"]["id"], job.1.as_str(), "{status}");
-    let queued = || {
-        let queue = Command::new("squeue")
-            .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &job.1])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&queue.stdout).trim().to_string()
-    };
+    let queued = || still_queued(&job.1);
     // A second driver on the same cache follows the job; its Ctrl-C cancels nothing of the first
     // driver's (it once cancelled every job it followed, failing the other run).
     let mut follower = spawn_slurm_driver(cache.path(), &file, &long);
@@ -5335,11 +5338,7 @@ fn slurm_a_job_whose_driver_was_killed_is_taken_over_and_cancelled_on_ctrl_c() {
     assert!(Command::new("kill").args(["-INT", &next.id().to_string()]).status().unwrap().success());
     let ended = next.wait().unwrap();
     let log = next_log.join().unwrap();
-    let queue = Command::new("squeue")
-        .args(["--noheader", "--states=PENDING,RUNNING,COMPLETING", "--jobs", &id])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&queue.stdout).trim().to_string();
+    let listed = still_queued(&id);
     let _ = Command::new("scancel").arg(&id).status();
     assert_eq!(ended.code(), Some(130), "{log}");
     assert!(listed.is_empty(), "the job outlived the Ctrl-C of the driver that took it over: {listed}\n{log}");
