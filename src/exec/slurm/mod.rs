@@ -292,6 +292,28 @@ fn log_tail(path: &Path, n: usize) -> String {
                 format!("; last lines:\n    {}", tail.join("\n    "))
             }
         }
+        // Slurm opens the log as the job starts: one cancelled while pending has none.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            " (no log: the job never started, or its node could not write into the cache)".into()
+        }
         Err(e) => format!(" (unreadable: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_tail;
+
+    /// A job's last lines, or why there are none: a job cancelled while pending has no log,
+    /// which read as "unreadable: No such file or directory".
+    #[test]
+    fn a_log_tail_says_why_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("7.log");
+        assert!(log_tail(&log, 2).contains("no log: the job never started"));
+        std::fs::write(&log, "a\nb\nc\n").unwrap();
+        assert_eq!(log_tail(&log, 2), "; last lines:\n    b\n    c");
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(log_tail(&log, 2), " (empty)");
     }
 }
