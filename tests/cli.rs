@@ -3646,6 +3646,12 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
         (model["state"] == "running").then_some(model)
     });
     assert_eq!(status["job"]["id"], job.1.as_str(), "{status}");
+    // In words: the job and where it runs, not "never run" nor an interrupted run's checkpoint.
+    let text = cfrun(cache.path(), &["status", file.to_str().unwrap(), long[0], long[1]]);
+    let said = String::from_utf8_lossy(&text.stdout);
+    let line = said.lines().find(|l| l.contains(" model")).unwrap_or_default().to_string();
+    assert!(line.contains(&format!("job {} ", job.1)), "{said}");
+    assert!(!line.contains("never run") && !line.contains("interrupted run"), "{line}");
     let queued = || still_queued(&job.1);
     // A second driver on the same cache follows the job; its Ctrl-C cancels nothing of the first
     // driver's (it once cancelled every job it followed, failing the other run).

@@ -63,7 +63,20 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
         // One write for the whole listing, not one system call per instance.
         let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
-            let mut why = reasons_beside(st, failed[i].is_some());
+            // A job computing it now: not "never run", and its checkpoint is its progress, not
+            // an interrupted run's.
+            let mut why = if live.contains_key(&i) {
+                st.reasons
+                    .iter()
+                    .filter_map(|r| match r {
+                        DirtyReason::New => None,
+                        DirtyReason::Resumable { checkpoint } => Some(format!("last checkpoint {checkpoint}")),
+                        other => Some(other.to_string()),
+                    })
+                    .collect()
+            } else {
+                reasons_beside(st, failed[i].is_some())
+            };
             // The first line in the listing; the rest (the command's last lines of stderr, say)
             // indented below it.
             let mut rest = None;
