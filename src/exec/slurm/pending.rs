@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// looks more often than every 10 s waits three of its longest spacings instead.)
 pub const STUCK_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a job may wait for a reason that clears by itself before its driver says so: a
+/// cluster whose nodes are all drained or down leaves it pending for as long as that lasts, and
+/// the driver used to wait without a word (the reason showed only in `cfrun status`).
+pub const LONG_WAIT: Duration = Duration::from_secs(600);
+
 /// What a pending job's reason means for its driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pending {
@@ -62,6 +67,9 @@ pub enum Look {
     Requeued,
     /// Seen started for the first time since it was submitted or requeued.
     Started,
+    /// Still pending, for a reason that clears by itself, [`LONG_WAIT`] after its first look
+    /// (named once per wait).
+    LongWait,
 }
 
 /// One tracked job's pending history: since when a never-clearing reason has held (whichever
@@ -71,6 +79,10 @@ pub enum Look {
 pub struct Watch {
     stuck_since: Option<Instant>,
     held_named: bool,
+    /// Since when it has been pending (from the first look that saw it so), and whether that
+    /// long wait was named.
+    waiting_since: Option<Instant>,
+    wait_named: bool,
     /// Seen started since it was last pending.
     started: bool,
 }
@@ -107,6 +119,13 @@ impl Watch {
             Pending::Waits => {
                 self.stuck_since = None;
                 self.held_named = false;
+                if !pending {
+                    return Look::Quiet;
+                }
+                let since = *self.waiting_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= LONG_WAIT && !std::mem::replace(&mut self.wait_named, true) {
+                    return Look::LongWait;
+                }
                 return Look::Quiet;
             }
         };
@@ -180,6 +199,24 @@ mod tests {
         assert_eq!(w.look("SPECIAL_EXIT", special, at(11), grace, true), Look::Requeued);
         assert_eq!(w.look("SPECIAL_EXIT", special, at(12), grace, true), Look::Held);
         assert_eq!(w.look("SPECIAL_EXIT", special, at(13), grace, true), Look::Quiet);
+    }
+
+    /// A job pending for a reason that clears by itself (all nodes drained, say) is named once
+    /// after [`LONG_WAIT`], and again after it started and waits anew.
+    #[test]
+    fn a_long_wait_is_named_once() {
+        let (t0, grace) = (Instant::now(), Duration::from_secs(30));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let wait = LONG_WAIT.as_secs();
+        let mut w = Watch::default();
+        assert_eq!(w.look("PENDING", "ReqNodeNotAvail", at(0), grace, true), Look::Quiet);
+        assert_eq!(w.look("PENDING", "Resources", at(wait - 1), grace, true), Look::Quiet);
+        assert_eq!(w.look("PENDING", "Resources", at(wait), grace, true), Look::LongWait);
+        assert_eq!(w.look("PENDING", "Resources", at(wait + 60), grace, true), Look::Quiet, "named once");
+        assert_eq!(w.look("RUNNING", "None", at(wait + 61), grace, true), Look::Started);
+        assert_eq!(w.look("PENDING", "NodeDown", at(wait + 62), grace, true), Look::Requeued);
+        assert_eq!(w.look("PENDING", "Resources", at(wait + 63), grace, true), Look::Quiet);
+        assert_eq!(w.look("PENDING", "Resources", at(2 * wait + 63), grace, true), Look::LongWait, "a new wait");
     }
 
     #[test]

@@ -135,6 +135,16 @@ impl SlurmExecutor {
                 tracing::info!("{name}: job {} is running on {}", t.job_id, q.node);
                 return None;
             }
+            Look::LongWait => {
+                tracing::warn!(
+                    "{name}: job {} has waited {} min in the queue ({}); `sinfo` shows whether the nodes it may use \
+                     are down or drained",
+                    t.job_id,
+                    super::pending::LONG_WAIT.as_secs() / 60,
+                    q.reason
+                );
+                return None;
+            }
             Look::Requeued => {
                 tracing::warn!(
                     "{name}: job {} is back in the queue after it had started (a node that went down, a preemption \
