@@ -124,7 +124,7 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
             }
             None => {
                 unshown += usize::from(matches!(st.label(), "damaged" | "unreadable"));
-                item["because"] = json!(reasons_beside(st, failed[idx.0].is_some()));
+                item["because"] = json!(reasons_beside(st, failed[idx.0].is_some(), false));
                 if let Some(error) = &failed[idx.0] {
                     item["state"] = json!("failed");
                     item["error"] = json!(error);

@@ -46,7 +46,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
             .map(|(i, (inst, st))| {
                 let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
                 json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
-                       "reasons": st.reasons, "because": reasons_beside(st, failed[i].is_some()),
+                       "reasons": st.reasons, "because": reasons_beside(st, failed[i].is_some(), false),
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
@@ -63,20 +63,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
         // One write for the whole listing, not one system call per instance.
         let mut text = String::new();
         for (i, (inst, st)) in plan.instances.iter().zip(&states).enumerate() {
-            // A job computing it now: not "never run", and its checkpoint is its progress, not
-            // an interrupted run's.
-            let mut why = if live.contains_key(&i) {
-                st.reasons
-                    .iter()
-                    .filter_map(|r| match r {
-                        DirtyReason::New => None,
-                        DirtyReason::Resumable { checkpoint } => Some(format!("last checkpoint {checkpoint}")),
-                        other => Some(other.to_string()),
-                    })
-                    .collect()
-            } else {
-                reasons_beside(st, failed[i].is_some())
-            };
+            let mut why = reasons_beside(st, failed[i].is_some(), live.contains_key(&i));
             // The first line in the listing; the rest (the command's last lines of stderr, say)
             // indented below it.
             let mut rest = None;
@@ -128,9 +115,17 @@ pub(super) fn last_failures(plan: &Plan, store: &Store, states: &[evaluate::Inst
         .collect()
 }
 
-/// Why an instance is not cached, as words; beside a failure, without "never run" (it ran) and
-/// without its checkpoint counted as an interrupted run's.
-pub(super) fn reasons_beside(st: &evaluate::InstanceState, failed: bool) -> Vec<String> {
-    let said_by_failure = |r: &&DirtyReason| failed && matches!(r, DirtyReason::New | DirtyReason::Resumable { .. });
-    st.reasons.iter().filter(|r| !said_by_failure(r)).map(|r| r.to_string()).collect()
+/// Why an instance is not cached, as words. Beside a failure, without "never run" (it ran) and
+/// without its checkpoint counted as an interrupted run's; while a job computes it (`computing`),
+/// without "never run" and with its checkpoint as the job's progress.
+pub(super) fn reasons_beside(st: &evaluate::InstanceState, failed: bool, computing: bool) -> Vec<String> {
+    st.reasons
+        .iter()
+        .filter_map(|r| match r {
+            DirtyReason::New if failed || computing => None,
+            DirtyReason::Resumable { .. } if failed => None,
+            DirtyReason::Resumable { checkpoint } if computing => Some(format!("last checkpoint {checkpoint}")),
+            other => Some(other.to_string()),
+        })
+        .collect()
 }

@@ -74,12 +74,6 @@ pub struct Written {
     pub damaged: Vec<String>,
 }
 
-/// The page of `plan` as HTML text.
-pub fn render(plan: &Plan, store: &Store, source: &Path) -> String {
-    let (runs, views) = read(plan, store);
-    page::page(plan, &views, &runs, source)
-}
-
 /// The run history and what the page shows of each instance.
 fn read(plan: &Plan, store: &Store) -> (Vec<history::Run>, Vec<InstanceView>) {
     // Every byte the page shows comes from an object re-hashed first: a damaged one is shown

@@ -129,10 +129,10 @@ pub(super) fn tensors(
 
 /// `dir/meta.json` as `T`, with no field `T` lacks.
 pub(super) fn meta<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T, FormatError> {
-    let value: serde_json::Value = json(dir, "meta.json")?;
-    known_fields::<T>("meta.json", "", &value)?;
-    // Read again as `T`, so a wrong type is reported at its line and column.
-    json(dir, "meta.json")
+    let text = json_text(dir, "meta.json")?;
+    known_fields::<T>("meta.json", "", &parse(&text, "meta.json")?)?;
+    // Parsed from the text, not from the value, so a wrong type is reported at its line and column.
+    parse(&text, "meta.json")
 }
 
 /// No key of the object `value` (at `at` in `file`, `` for the top) that `T` does not read:
@@ -163,6 +163,11 @@ pub const MAX_JSON_BYTES: u64 = 64 << 20;
 /// Reads `dir/file` as `T`: at most [`MAX_JSON_BYTES`], and no key twice in one object (a JSON
 /// reader keeps one of the two silently, so which value counts would depend on the reader).
 pub(super) fn json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, FormatError> {
+    parse(&json_text(dir, file)?, file)
+}
+
+/// The text of `dir/file`: at most [`MAX_JSON_BYTES`], JSON, and no key twice in one object.
+fn json_text(dir: &Path, file: &str) -> Result<Vec<u8>, FormatError> {
     let path = dir.join(file);
     let size = std::fs::metadata(&path).map_err(|e| err(file, e.to_string()))?.len();
     if size > MAX_JSON_BYTES {
@@ -177,7 +182,12 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Re
     let text = std::fs::read(&path).map_err(|e| err(file, e.to_string()))?;
     crate::artifact::strict_json::distinct_keys(&text)
         .map_err(|e| err(file, format!("{e}{}", non_json_number(&text))))?;
-    serde_json::from_slice(&text).map_err(|e| err(file, format!("{e}{}", non_json_number(&text))))
+    Ok(text)
+}
+
+/// `text` (of `file`) as `T`.
+fn parse<T: serde::de::DeserializeOwned>(text: &[u8], file: &str) -> Result<T, FormatError> {
+    serde_json::from_slice(text).map_err(|e| err(file, format!("{e}{}", non_json_number(text))))
 }
 
 /// A hint where the text's first JSON syntax error stands at `NaN`, `Infinity` or `-Infinity`,

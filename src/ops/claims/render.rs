@@ -163,15 +163,10 @@ fn precision(kind: ClaimKind, margin: f64, parts: &[Measured]) -> Notation {
         })
         .filter(|v| v.is_finite())
         .fold(0f64, |a, v| a.max(v.abs()));
-    let finer = (MAX_DECIMALS + 1..=MAX_DIGITS).map(|p| {
-        if largest < 1.0 {
-            Notation::Exponent(p - MAX_DECIMALS)
-        } else {
-            Notation::Fixed(p)
-        }
-    });
-    let mut candidates = (base..=MAX_DECIMALS).map(Notation::Fixed).chain(finer);
-    let last = if largest < 1.0 { Notation::Exponent(MAX_DIGITS - MAX_DECIMALS) } else { Notation::Fixed(MAX_DIGITS) };
+    // Past six decimals: numbers below 1 take an exponent, others more decimals.
+    let finer = |p: usize| if largest < 1.0 { Notation::Exponent(p - MAX_DECIMALS) } else { Notation::Fixed(p) };
+    let mut candidates = (base..=MAX_DECIMALS).map(Notation::Fixed).chain((MAX_DECIMALS + 1..=MAX_DIGITS).map(finer));
+    let last = finer(MAX_DIGITS);
     candidates.find(|&n| shows(n)).unwrap_or(last)
 }
 
