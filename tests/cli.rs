@@ -3646,6 +3646,7 @@ fn slurm_status_shows_running_jobs_and_ctrl_c_leaves_no_job_in_the_queue() {
         (model["state"] == "running").then_some(model)
     });
     assert_eq!(status["job"]["id"], job.1.as_str(), "{status}");
+    assert!(!status["because"].to_string().contains("never run"), "{status}");
     // In words: the job and where it runs, not "never run" nor an interrupted run's checkpoint.
     let text = cfrun(cache.path(), &["status", file.to_str().unwrap(), long[0], long[1]]);
     let said = String::from_utf8_lossy(&text.stdout);

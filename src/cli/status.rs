@@ -46,7 +46,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
             .map(|(i, (inst, st))| {
                 let job = live.get(&i).map(|j| json!({"id": j.id, "state": j.state, "node": j.node}));
                 json!({"instance": inst.name, "state": label(i, st), "key": st.key, "job": job,
-                       "reasons": st.reasons, "because": reasons_beside(st, failed[i].is_some(), false),
+                       "reasons": st.reasons, "because": reasons_beside(st, failed[i].is_some(), live.contains_key(&i)),
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
