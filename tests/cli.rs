@@ -105,6 +105,41 @@ fn rerun_is_fully_cached_and_prints_the_table() {
     assert_eq!(stderr(&quiet), "", "-q printed more than warnings and errors");
 }
 
+/// `cfrun FILE TARGET...` computes the targets and what they read, nothing else, under the keys
+/// the whole run uses: the whole run then serves that part from the cache.
+#[test]
+fn a_part_runs_alone_and_the_whole_run_reuses_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let part = run_json(cache.path(), &file, &["clusters[k=16]", "probe_noisy[p=50]"]);
+    let names: Vec<&str> = part.keys().map(String::as_str).collect();
+    assert_eq!(names, ["clusters[k=16]", "noisy[p=50]", "probe_noisy[p=50]", "shapes"], "{part:?}");
+    assert!(part.values().all(|o| o == "ran"), "{part:?}");
+    let status = cfrun(cache.path(), &["status", file.to_str().unwrap(), "clusters"]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(text.contains("missing clusters[k=4]") && text.contains("cached  clusters[k=16]"), "{text}");
+    assert!(text.ends_with("2 of 3 instances cached (clusters and what it reads)\n"), "{text}");
+    let whole = run_json(cache.path(), &file, &[]);
+    for (name, outcome) in &whole {
+        assert_eq!(outcome, if part.contains_key(name) { "cached" } else { "ran" }, "{name}: {whole:?}");
+    }
+    // A name that matches nothing is the command line's mistake, said with what it could mean.
+    for (asked, said) in [
+        (
+            "clusters[k=5]",
+            "`clusters` has no k=5 (its k: 4, 16); instances of `clusters`: clusters[k=4], clusters[k=16]",
+        ),
+        ("clusters[q=5]", "`clusters` has no axis `q` (its axes: k)"),
+        ("clusterz", "no stage or instance `clusterz` in"),
+    ] {
+        let out = cfrun(cache.path(), &["run", file.to_str().unwrap(), asked]);
+        assert_eq!(out.status.code(), Some(2), "{asked}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{asked}: {}", stderr(&out));
+    }
+    let typo = cfrun(cache.path(), &["dag", file.to_str().unwrap(), "clusterz"]);
+    assert!(stderr(&typo).contains("(did you mean `clusters`?)"), "{}", stderr(&typo));
+}
+
 #[test]
 fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field() {
     let cache = tempfile::tempdir().unwrap();

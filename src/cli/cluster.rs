@@ -242,14 +242,8 @@ fn instance_at(plan: &Plan, name: &str) -> Result<usize, Failure> {
 
 fn job_from_file(plan: &Plan, store: &Store, i: usize) -> Result<Job, Failure> {
     let name = &plan.instances[i].name;
-    // Only the instance's ancestors matter: walk them in plan (topological) order.
-    let mut needed = vec![false; plan.instances.len()];
-    let mut stack = vec![i];
-    while let Some(j) = stack.pop() {
-        if !std::mem::replace(&mut needed[j], true) {
-            stack.extend(plan.instances[j].inputs.values().flatten().map(|r| r.instance.0));
-        }
-    }
+    // Only the instance's ancestors matter: walked in plan (topological) order.
+    let needed = plan.needed_by(&[crate::graph::InstanceIdx(i)]);
     let mut records: Vec<Option<KeyRecord>> = vec![None; plan.instances.len()];
     for j in (0..i).filter(|&j| needed[j]) {
         let key = evaluate::recipe_for(plan, &plan.instances[j], &records).ok().map(|r| r.key());

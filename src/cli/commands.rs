@@ -9,10 +9,10 @@ use super::check_device::check_device;
 use super::data::data;
 use super::failure::Failure;
 use super::gc::gc;
-use super::open::load;
 use super::run::run;
 use super::show::{report, show};
 use super::status::status;
+use super::targets::load_part;
 use super::{Command, Global};
 use crate::graph::render;
 
@@ -34,15 +34,17 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             };
             Err(Failure::Other(format!("--set overrides a field of an experiment file, and `cfrun {name}` reads none")))
         }
-        Command::Run { file, jobs, device, executor } => run(&file, g, jobs, device, &executor, bars),
+        Command::Run { file, targets, jobs, device, executor } => {
+            run(&file, &targets, g, jobs, device, &executor, bars)
+        }
         Command::Exec { target, instance, device, from_driver } => {
             super::cluster::exec(&target, instance.as_deref(), device, from_driver, g)
         }
-        Command::Status { file, verify } => status(&file, g, verify),
+        Command::Status { file, targets, verify } => status(&file, &targets, g, verify),
         Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::Other(
             "--json prints the DAG as JSON; --format (dot, mermaid) is for text: give one of the two".into(),
         )),
-        Command::Dag { file, format } => load(&file, g).map(|plan| {
+        Command::Dag { file, targets, format } => load_part(&file, g, &targets).map(|plan| {
             if g.json {
                 outln!("{}", render::to_json(&plan));
             } else {

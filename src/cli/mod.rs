@@ -39,6 +39,7 @@ mod show;
 mod show_text;
 mod signals;
 mod status;
+mod targets;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,9 @@ enum Command {
     Run {
         /// The experiment file.
         file: PathBuf,
+        /// Run only these and what they read: stage names, instance names like `kmeans[k=50]`, or
+        /// `stage[axis=value]` for every instance of the stage with those values. Default: all.
+        targets: Vec<String>,
         /// Instances run side by side at most. Default: the CPU cores this process may use for
         /// `--device cpu` (a lone training leaves cores idle between its parallel kernels), else 1.
         #[arg(long, short = 'j', value_parser = at_least_one)]
@@ -120,6 +124,8 @@ enum Command {
     Status {
         /// The experiment file.
         file: PathBuf,
+        /// Only these and what they read (as `run` takes them). Default: all.
+        targets: Vec<String>,
         /// Re-hash every file of every cached result instead of the quick check.
         #[arg(long)]
         verify: bool,
@@ -128,6 +134,8 @@ enum Command {
     Dag {
         /// The experiment file.
         file: PathBuf,
+        /// Only these and what they read (as `run` takes them). Default: all.
+        targets: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = DagFormat::Text)]
         format: DagFormat,

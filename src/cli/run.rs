@@ -9,7 +9,7 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use super::failure::Failure;
-use super::open::{load, open_store, remember_settings};
+use super::open::{open_store, remember_settings};
 use super::signals::SignalsFailWrites;
 use super::terminal::{report_for_terminal, TERMINAL_REPORT_CHARS};
 use super::Global;
@@ -48,13 +48,14 @@ pub(super) fn cpu_seconds() -> f64 {
 
 pub(super) fn run(
     file: &Path,
+    targets: &[String],
     g: &Global,
     jobs: Option<usize>,
     choice: device::DeviceChoice,
     executor: &super::cluster::ExecutorArgs,
     bars: Option<MultiProgress>,
 ) -> Result<ExitCode, Failure> {
-    let plan = load(file, g)?;
+    let plan = super::targets::load_part(file, g, targets)?;
     let settings = executor.settings(&plan.experiment.executor)?;
     let slurm = settings.kind == Some(ExecutorKind::Slurm);
     let mut device_flag =
@@ -154,7 +155,8 @@ pub(super) fn run(
             .collect();
         outln!(
             "{}",
-            json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "wall_seconds": wall,
+            json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "targets": targets,
+                   "wall_seconds": wall,
                    "cpu_seconds": cpu,
                    "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
                    "submitted": summary.submitted, "interrupted": summary.interrupted,
@@ -194,9 +196,10 @@ pub(super) fn run(
         if !g.quiet {
             let _ = writeln!(
                 std::io::stderr(),
-                "{}: {} instances, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {}{jobs}",
+                "{}: {} instances{}, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {}{jobs}",
                 plan.experiment.name,
                 reports.len(),
+                super::targets::part_note(targets),
                 crate::human::duration(wall)
             );
         }

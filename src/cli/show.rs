@@ -1,6 +1,5 @@
 //! `cfrun show` and `cfrun report`: what is cached, as text or as one HTML page.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -13,72 +12,10 @@ use super::Global;
 use crate::cache::store::{Check, Untrusted};
 use crate::exec::evaluate;
 
-/// For `stage[a=1]` naming a stage but no instance (an axis left out, `replicate` most often):
-/// that stage's instances with those values, which name every axis, or its first ones.
-pub(super) fn instances_near(plan: &crate::graph::Plan, asked: &str) -> Option<String> {
-    let (stage, rest) = asked.split_once('[')?;
-    let given: Vec<&str> = axis_pairs(rest.strip_suffix(']')?);
-    let of_stage: Vec<&crate::graph::Instance> = plan.instances.iter().filter(|i| i.stage == stage).collect();
-    if of_stage.is_empty() {
-        return None;
-    }
-    // Each `axis=value` given is compared with the instance's own axes, not with its name cut
-    // at commas (a string value may hold one).
-    let has = |i: &crate::graph::Instance, pair: &str| {
-        pair.split_once('=').is_some_and(|(axis, value)| {
-            i.axes.get(axis.trim()).is_some_and(|v| crate::graph::instance::axis_value_text(v) == value.trim())
-        })
-    };
-    let matching: Vec<&str> =
-        of_stage.iter().filter(|i| given.iter().all(|g| has(i, g))).map(|i| i.name.as_str()).collect();
-    let of_stage: Vec<&str> = of_stage.iter().map(|i| i.name.as_str()).collect();
-    let (what, list) = if matching.is_empty() || given.is_empty() {
-        (format!("instances of `{stage}`"), of_stage)
-    } else {
-        (format!("instances of `{stage}` with {}", given.join(", ")), matching)
-    };
-    const SHOWN: usize = 12;
-    let more = if list.len() > SHOWN { format!(" and {} more", list.len() - SHOWN) } else { String::new() };
-    let shown: Vec<&str> = list.into_iter().take(SHOWN).collect();
-    Some(format!("{what}: {}{more} (an instance names every axis, in alphabetical order)", shown.join(", ")))
-}
-
-/// `a=1,s=x,y` as `a=1` and `s=x,y`: a comma starts a new pair only before `name=`, so a string
-/// axis value may hold commas.
-fn axis_pairs(text: &str) -> Vec<&str> {
-    let starts_pair = |rest: &str| {
-        let rest = rest.trim_start();
-        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-        name_end > 0 && rest[name_end..].starts_with('=')
-    };
-    let mut pairs = Vec::new();
-    let mut start = 0;
-    for (i, _) in text.match_indices(',') {
-        if starts_pair(&text[i + 1..]) {
-            pairs.push(text[start..i].trim());
-            start = i + 1;
-        }
-    }
-    pairs.push(text[start..].trim());
-    pairs.retain(|p| !p.is_empty());
-    pairs
-}
-
 pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
-    let selected = plan.select(stage);
-    if selected.is_empty() {
-        if let Some(near) = instances_near(&plan, stage) {
-            return Err(Failure::Other(format!("no instance `{stage}` in {}; {near}", file.display())));
-        }
-        let names: BTreeSet<&str> = plan.instances.iter().map(|i| i.stage.as_str()).collect();
-        return Err(Failure::Other(format!(
-            "no stage or instance `{stage}` in {}; stages: {}",
-            file.display(),
-            names.into_iter().collect::<Vec<_>>().join(", ")
-        )));
-    }
+    let selected = super::targets::select(&plan, file, stage)?;
     let states = evaluate::evaluate(&plan, &store);
     let failed = last_failures(&plan, &store, &states);
     let mut items = Vec::new();
@@ -195,15 +132,4 @@ fn refuse_inside_cache(out: &Path, cache: &Path) -> Result<(), Failure> {
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    /// A comma inside a string value stays in it; one before `name=` starts the next pair.
-    #[test]
-    fn axis_pairs_split_only_before_a_name() {
-        assert_eq!(super::axis_pairs("k=4,replicate=0"), ["k=4", "replicate=0"]);
-        assert_eq!(super::axis_pairs("s=a,b, t=1"), ["s=a,b", "t=1"]);
-        assert_eq!(super::axis_pairs(""), Vec::<&str>::new());
-    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::failure::Failure;
-use super::open::{load, open_store_to_read};
+use super::open::open_store_to_read;
 use super::Global;
 use crate::cache::store::Check;
 use crate::cache::{DirtyReason, RecipeKey, Store};
@@ -16,8 +16,8 @@ use crate::config::error::printable_cut;
 use crate::exec::evaluate;
 use crate::graph::Plan;
 
-pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, Failure> {
-    let plan = load(file, g)?;
+pub(super) fn status(file: &Path, targets: &[String], g: &Global, verify: bool) -> Result<ExitCode, Failure> {
+    let plan = super::targets::load_part(file, g, targets)?;
     let store = open_store_to_read(g)?;
     let states = evaluate::evaluate_with(&plan, &store, if verify { Check::Full } else { Check::Quick });
     let live = super::cluster::live_jobs(&store, &states);
@@ -50,7 +50,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
-        outln!("{}", json!({"experiment": plan.experiment.name, "instances": items}));
+        outln!("{}", json!({"experiment": plan.experiment.name, "targets": targets, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
         let damaged: BTreeSet<&str> = plan
@@ -94,7 +94,7 @@ pub(super) fn status(file: &Path, g: &Global, verify: bool) -> Result<ExitCode, 
             }
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
-        let _ = writeln!(text, "{} of {} instances cached", cached, states.len());
+        let _ = writeln!(text, "{} of {} instances cached{}", cached, states.len(), super::targets::part_note(targets));
         out!("{text}");
     }
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ pub mod render;
 #[cfg(test)]
 mod repository_studies;
 pub mod resolve;
+pub mod targets;
 
 use std::collections::BTreeMap;
 
@@ -50,13 +51,5 @@ impl Plan {
             .collect();
         drop(stages);
         Ok(Plan { experiment, instances, resources })
-    }
-
-    /// Instances of stage `name`, or the instance named exactly `name`.
-    pub fn select(&self, name: &str) -> Vec<InstanceIdx> {
-        (0..self.instances.len())
-            .map(InstanceIdx)
-            .filter(|&i| self.instances[i.0].name == name || self.instances[i.0].stage == name)
-            .collect()
     }
 }

@@ -1,0 +1,100 @@
+//! The instances a command line names: for `show`, and for `run`, `status` and `dag` of a part
+//! of an experiment.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::failure::Failure;
+use super::open::load;
+use super::Global;
+use crate::graph::{InstanceIdx, Plan};
+
+/// `file`'s plan, cut down to `targets` and what they read; the whole plan without targets.
+pub(super) fn load_part(file: &Path, g: &Global, targets: &[String]) -> Result<Plan, Failure> {
+    let plan = load(file, g)?;
+    if targets.is_empty() {
+        return Ok(plan);
+    }
+    let mut roots = Vec::new();
+    for asked in targets {
+        roots.extend(select(&plan, file, asked)?);
+    }
+    Ok(plan.upstream_of(&roots))
+}
+
+/// How a summary says it covers a part: ` (T1 T2 and what they read)`, or nothing for the whole.
+pub(super) fn part_note(targets: &[String]) -> String {
+    if targets.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} and what {})", targets.join(" "), if targets.len() == 1 { "it reads" } else { "they read" })
+    }
+}
+
+/// For `stage[a=1]` naming a stage but no instance: which of the given axes or values the stage
+/// lacks, and the stage's first instances.
+fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
+    use crate::graph::instance::axis_value_text;
+    let (stage, rest) = asked.split_once('[')?;
+    let given: Vec<&str> = crate::graph::targets::axis_pairs(rest.strip_suffix(']')?);
+    let of_stage: Vec<&crate::graph::Instance> = plan.instances.iter().filter(|i| i.stage == stage).collect();
+    if of_stage.is_empty() {
+        return None;
+    }
+    let values = |axis: &str| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for v in of_stage.iter().filter_map(|i| i.axes.get(axis)).map(axis_value_text) {
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen
+    };
+    let axes: BTreeSet<&str> = of_stage.iter().flat_map(|i| i.axes.keys()).map(String::as_str).collect();
+    let lacking = given.iter().find_map(|pair| {
+        let Some((axis, value)) = pair.split_once('=') else {
+            return Some(format!("`{pair}` is not `axis=value`"));
+        };
+        let (axis, value) = (axis.trim(), value.trim());
+        if !axes.contains(axis) {
+            let list =
+                if axes.is_empty() { "none".into() } else { axes.iter().copied().collect::<Vec<_>>().join(", ") };
+            return Some(format!("`{stage}` has no axis `{axis}` (its axes: {list})"));
+        }
+        let values = values(axis);
+        (!values.contains(&value.to_string()))
+            .then(|| format!("`{stage}` has no {axis}={value} (its {axis}: {})", values.join(", ")))
+    });
+    let what = if given.is_empty() {
+        format!("`{asked}` names no axis")
+    } else {
+        lacking.unwrap_or_else(|| format!("no instance of `{stage}` has {} together", given.join(", ")))
+    };
+    const SHOWN: usize = 12;
+    let list: Vec<&str> = of_stage.iter().map(|i| i.name.as_str()).collect();
+    let more = if list.len() > SHOWN { format!(" and {} more", list.len() - SHOWN) } else { String::new() };
+    let shown: Vec<&str> = list.into_iter().take(SHOWN).collect();
+    Some(format!("{what}; instances of `{stage}`: {}{more}", shown.join(", ")))
+}
+
+/// The instances `asked` names in `plan` (see [`Plan::select`]); none is a mistake
+/// of the command line, said with the instances or stages it could have meant.
+pub(super) fn select(plan: &Plan, file: &Path, asked: &str) -> Result<Vec<InstanceIdx>, Failure> {
+    let selected = plan.select(asked);
+    if !selected.is_empty() {
+        return Ok(selected);
+    }
+    if let Some(near) = instances_near(plan, asked) {
+        return Err(Failure::Other(format!("no instance `{asked}` in {}; {near}", file.display())));
+    }
+    let names: Vec<&str> =
+        plan.instances.iter().map(|i| i.stage.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let stage = asked.split_once('[').map_or(asked, |(s, _)| s);
+    let near = crate::config::suggest::did_you_mean(stage, &names)
+        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+    Err(Failure::Other(format!(
+        "no stage or instance `{asked}` in {}{near}; stages: {}",
+        file.display(),
+        names.join(", ")
+    )))
+}
