@@ -230,6 +230,14 @@ impl StageKind for Claims {
                 }
             }
             let cases = cases(&claim, &c.each, &obs);
+            if cases.is_empty() {
+                let field = if claim.scope.is_empty() { "each" } else { "where" };
+                return Err(ParamError::field(
+                    &format!("claims[{i}].{field}"),
+                    no_case(&c.name, &claim, &c.each),
+                    Some("widen `where` to values the sweep has, or leave out `each`".into()),
+                ));
+            }
             total_cases += cases.len();
             if total_cases > params::MAX_CASES {
                 return Err(ParamError::field(
@@ -283,7 +291,11 @@ impl StageKind for Claims {
             });
             let claim = c.to_claim(i).map_err(|e| OpError::Invalid(e.message))?;
             warn_of_a_band_wider_than_the_values(ctx.name, &c.name, &claim, &metric, obs);
-            for (case, scope, subset) in cases(&claim, &c.each, obs) {
+            let cases = cases(&claim, &c.each, obs);
+            if cases.is_empty() {
+                return Err(OpError::Invalid(no_case(&c.name, &claim, &c.each)));
+            }
+            for (case, scope, subset) in cases {
                 let trial = Claim { scope, ..claim.clone() };
                 let outcome = stats::evaluate(&trial, subset).map_err(|e| {
                     let why = match e {
@@ -398,6 +410,17 @@ fn warn_of_a_band_wider_than_the_values(stage: &str, name: &str, claim: &Claim, 
             claim.margin
         );
     }
+}
+
+/// Why a claim with `each` has no case: no observation within its `where` carries every `each`
+/// dimension. Left alone it would vanish from the verdicts (and shrink a Holm family) unsaid.
+fn no_case(name: &str, claim: &Claim, each: &[String]) -> String {
+    let scope = stats::select::describe(&claim.scope);
+    let within = if scope.is_empty() { String::new() } else { format!(" within `where` ({scope})") };
+    format!(
+        "claim `{name}`: no instance{within} has a value of every `each` dimension ({}), so it would check nothing",
+        each.join(", ")
+    )
 }
 
 /// The claim's cases: one per combination of the `each` dimensions' values in scope (or one),
