@@ -1,7 +1,9 @@
 //! Words written for a POSIX shell: what cfrun prints as a command a person may paste, and what
-//! it writes into job scripts, must read back as the same words.
+//! it writes into job scripts, must read back as the same words; and the programs a bare name
+//! starts, found on PATH as the shell finds them.
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 /// `s` in single quotes, each `'` inside written `'\''`: one word whatever it holds.
 pub fn quote(s: &str) -> String {
@@ -18,6 +20,23 @@ pub fn word(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(quote(s))
     }
+}
+
+/// Finds an executable called `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+}
+
+#[cfg(unix)]
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(p: &Path) -> bool {
+    p.is_file()
 }
 
 #[cfg(test)]

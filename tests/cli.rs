@@ -2559,6 +2559,38 @@ fn a_command_cannot_drive_the_terminal_through_its_stderr_or_report() {
     assert!(err.contains("FAILED bad") && err.contains("oops\\u{1b}]0;title\\u{7}"), "{err}");
 }
 
+/// A bare program name that no folder on PATH holds would fail every instance after its inputs
+/// were computed: it is refused before anything runs, at `argv`, with the PATH it was looked up on.
+#[test]
+fn a_program_not_on_path_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[experiment]\nname = \"cmd_path\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+                classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.probe]\nop = \"command\"\n\
+                argv = [\"pyhton3\", \"probe.py\"]\ninputs = { images = \"shapes.images\" }\noutputs = { m = \"metrics\" }\n";
+    std::fs::write(dir.path().join("e.toml"), toml).unwrap();
+    let cache = dir.path().join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(dir.path())
+        .args(["run", "e.toml", "--cache", cache.to_str().unwrap()])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`argv[0]` = \"pyhton3\" is not a program on PATH (PATH=/usr/bin:/bin)"), "{err}");
+    assert!(err.contains("e.toml:15:"), "{err}");
+    assert!(!cache.exists(), "a refused plan leaves no cache behind");
+    // Found on PATH, the same stage plans (and `sh` is on every PATH this runs under).
+    std::fs::write(dir.path().join("e.toml"), toml.replace("pyhton3", "sh")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
+        .current_dir(dir.path())
+        .args(["status", "e.toml", "--cache", cache.to_str().unwrap()])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -2589,7 +2621,6 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     );
     let m = "{ m = \"metrics\" }";
     let l = "{ l = \"labels\" }";
-    toml += &stage("not_found", r#"["cfrun-no-such-program", "x"]"#, m, "");
     toml += &stage("exits", &sh("echo the probe broke >&2; exit 3"), m, "");
     toml += &stage("slow", &sh("sleep 30; sleep 30"), m, "timeout = 0.5");
     toml += &stage("silent", r#"["true"]"#, m, "");
@@ -2611,7 +2642,6 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(started.elapsed().as_secs() < 20, "the timeout must kill the whole process group");
     let expect = [
-        ("not_found", "command `cfrun-no-such-program` was not found on PATH"),
         ("exits", "exited with status 3; last lines of stderr:\n    the probe broke"),
         ("slow", "timed out after 0.5 s (its `timeout`) and was killed"),
         ("silent", "wrote nothing into its output `out/m`"),
@@ -2654,7 +2684,7 @@ fn command_stage_failures_are_clear_and_publish_nothing() {
         .unwrap();
     assert!(page.status.success(), "{}", stderr(&page));
     let html = std::fs::read_to_string(d.join("pages/cmd_bad.html")).unwrap();
-    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 9);
+    assert_eq!(html.matches("<span class=\"badge failed\">failed</span>").count(), 8);
     assert!(html.contains("<span class=\"badge skipped\">skipped</span>"));
     assert!(html.contains("exited with status 3; last lines of stderr:\n    the probe broke"));
 }

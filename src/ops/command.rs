@@ -328,6 +328,20 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
     Ok(out)
 }
 
+/// cfrun's PATH, when `program` is a bare name that none of its folders holds: the child would
+/// fail to start in every instance. A relative folder on PATH is looked up from the scratch folder
+/// the command runs in, so a PATH holding one is taken on trust.
+fn not_on_path(program: &str) -> Option<String> {
+    if program.contains(['/', '{']) {
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.is_relative()) || crate::shell::find_on_path(program).is_some() {
+        return None;
+    }
+    Some(format!("PATH={}", path.to_string_lossy()))
+}
+
 /// The `{...}` placeholders of one argument.
 fn placeholders(arg: &str) -> Result<Vec<String>, String> {
     Ok(segments(arg)?
@@ -344,6 +358,17 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     if p.argv.first().is_none_or(|program| program.trim().is_empty()) {
         let what = if p.argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
         return Err(ParamError::field("argv", what, Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
+    }
+    if let Some(path) = not_on_path(&p.argv[0]) {
+        return Err(ParamError::field(
+            "argv",
+            format!("`argv[0]` = \"{}\" is not a program on PATH ({path})", p.argv[0]),
+            Some(
+                "the command is started with cfrun's PATH: is the stage's environment active? A script of the \
+                 stage's own is listed in `code` and named by its path, e.g. argv = [\"./probe.sh\"]"
+                    .into(),
+            ),
+        ));
     }
     if !(p.timeout > 0.0 && p.timeout <= MAX_TIMEOUT_S) {
         return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
@@ -395,7 +420,8 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
                 _ => (
                     format!("`argv[{i}]` uses an unknown placeholder {{{ph}}}"),
                     format!(
-                        "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}",
+                        "valid: {{in.INPUT}}, {{out.OUTPUT}} (outputs: {}), {{param.NAME}} (params: {}), {{seed}}; \
+                         `{{{{` and `}}}}` are literal braces",
                         list(&outs),
                         list(&pars)
                     ),
@@ -423,6 +449,10 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
             Err(ProbeFailure::Failed(e)) => (
                 Err(e),
                 "it runs in the directory cfrun is started in, with cfrun's PATH: is the stage's environment active?",
+            ),
+            Err(ProbeFailure::TimedOut(e)) => (
+                Err(e),
+                "a probe holds the plan until it ends: make it print what the key needs (versions, say) and exit",
             ),
             Err(ProbeFailure::NotRun(e)) => (Err(e), "make the probe that timed out end, and this one is run"),
         };
@@ -469,7 +499,8 @@ fn hash_code(path: &str) -> Result<String, String> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err("is a symbolic link; list the file it points to".into());
     }
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it ({e})"))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read it ({e}; `code` paths are relative to the directory cfrun runs in)"))?;
     if !meta.is_file() {
         return Err("is not a file (list each file of the code)".into());
     }

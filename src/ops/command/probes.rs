@@ -20,9 +20,12 @@ pub enum ProbeFailure {
     /// The plan has probed [`MAX_PROBES`] others already.
     #[error("{0}")]
     TooMany(String),
-    /// It failed, timed out or printed too much.
+    /// It failed or printed too much.
     #[error("{0}")]
     Failed(String),
+    /// It ran for the whole time a probe is given.
+    #[error("{0}")]
+    TimedOut(String),
     /// Not run: another probe of the plan took its whole timeout first.
     #[error("{0}")]
     NotRun(String),
@@ -69,7 +72,7 @@ impl Table {
             run(argv).map_err(|e| match e {
                 ProbeError::TimedOut(why) => {
                     let _ = self.timed_out.set(shown.clone());
-                    ProbeFailure::Failed(why)
+                    ProbeFailure::TimedOut(why)
                 }
                 ProbeError::Failed(why) => ProbeFailure::Failed(why),
             })
@@ -110,7 +113,7 @@ mod tests {
         assert_eq!(table.probe(&argv("python -V"), answer("other\n")), Ok("3.12\n".to_string()));
         assert_eq!(runs.get(), 1);
         let hung = table.probe(&argv("sleep 1"), |_| Err(ProbeError::TimedOut("`sleep 1` did not finish".into())));
-        assert_eq!(hung, Err(ProbeFailure::Failed("`sleep 1` did not finish".into())));
+        assert_eq!(hung, Err(ProbeFailure::TimedOut("`sleep 1` did not finish".into())));
         let next = table.probe(&argv("sleep 2"), answer("never\n"));
         let Err(ProbeFailure::NotRun(why)) = next else { panic!("{next:?}") };
         assert!(why.starts_with("`sleep 2` was not run: `sleep 1` took the whole 60 s"), "{why}");
