@@ -140,6 +140,34 @@ fn a_part_runs_alone_and_the_whole_run_reuses_it() {
     assert!(stderr(&typo).contains("(did you mean `clusters`?)"), "{}", stderr(&typo));
 }
 
+/// On a cache several experiments share, `gc FILE` removes the others' results: the summary
+/// says how many, and whose, before (`--dry-run`) and after.
+#[test]
+fn gc_names_the_experiments_whose_results_it_removes() {
+    let cache = tempfile::tempdir().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let other = cache.path().join("other.toml");
+    let text = std::fs::read_to_string(smoke()).unwrap();
+    std::fs::write(&other, text.replace("name = \"smoke\"", "name = \"other\"").replace("k = [4, 16]", "k = [4]"))
+        .unwrap();
+    let dry = cfrun(cache.path(), &["gc", other.to_str().unwrap(), "--dry-run"]);
+    let said = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(
+        said.contains(
+            "; 2 of the objects were last computed by experiments not given here: smoke (2) (give their files too"
+        ),
+        "{said}"
+    );
+    let both = cfrun(cache.path(), &["gc", other.to_str().unwrap(), smoke().to_str().unwrap(), "--dry-run"]);
+    assert!(!String::from_utf8_lossy(&both.stdout).contains("not given here"), "{}", stderr(&both));
+    let swept = cfrun(cache.path(), &["gc", other.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&swept.stdout).to_string();
+    assert!(
+        said.contains("experiments not given here: smoke (2) (a run of their files computes them again)"),
+        "{said}"
+    );
+}
+
 #[test]
 fn param_edit_reruns_exactly_the_affected_instances_and_status_names_the_field() {
     let cache = tempfile::tempdir().unwrap();

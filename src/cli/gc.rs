@@ -11,7 +11,7 @@ use super::failure::Failure;
 use super::open::{load, open_store_to_read, require_cache_folder};
 use super::Global;
 use crate::cache::store::holds_nothing;
-use crate::cache::{gc as cache_gc, RecipeKey, Store};
+use crate::cache::{gc as cache_gc, Digest, RecipeKey, Store};
 use crate::config::error::ConfigError;
 use crate::config::{Experiment, Override};
 use crate::exec::evaluate;
@@ -84,14 +84,17 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     let garbage = cache_gc::find(&store, &in_use);
     let total: u64 =
         garbage.objects.iter().map(|(_, s)| s).sum::<u64>() + garbage.checkpoints.iter().map(|(_, s)| s).sum::<u64>();
+    let names = last_names(&store, &garbage.keys);
     if dry_run {
-        let names = last_names(&store, &garbage.keys);
         if g.json {
             let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
             let checkpoints: Vec<_> = garbage.checkpoints.iter().map(|(c, _)| c).collect();
             // Only what would be removed: a dead key's object that a kept key shares stays.
-            let named: BTreeMap<String, &String> =
-                garbage.objects.iter().filter_map(|(o, _)| names.get(o).map(|n| (o.to_string(), n))).collect();
+            let named: BTreeMap<String, String> = garbage
+                .objects
+                .iter()
+                .filter_map(|(o, _)| names.get(o).map(|n| (o.to_string(), n.to_string())))
+                .collect();
             outln!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
@@ -106,11 +109,17 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
                 outln!("would remove checkpoint {name} ({})", human(*size));
             }
             outln!(
-                "would free {} objects, {} keys and {} checkpoints, {}",
+                "would free {} objects, {} keys and {} checkpoints, {}{}",
                 garbage.objects.len(),
                 garbage.keys.len(),
                 garbage.checkpoints.len(),
-                human(total)
+                human(total),
+                others_note(
+                    garbage.objects.iter().map(|(o, _)| o),
+                    &names,
+                    &plans,
+                    "give their files too to keep them"
+                )
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -152,7 +161,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
         }
         outln!(
             "freed {} objects and {} keys, {} ({} stale checkpoints, {} stale lock files, {} leftover staging \
-             folders, {} files of finished jobs, {} leftovers of data set fetches)",
+             folders, {} files of finished jobs, {} leftovers of data set fetches){}",
             swept.objects_removed.len(),
             swept.keys_removed,
             human(swept.bytes_freed),
@@ -160,7 +169,13 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
             swept.locks_removed,
             swept.staging_removed,
             swept.specs_removed,
-            fetches
+            fetches,
+            others_note(
+                swept.objects_removed.iter().map(|(o, _)| o),
+                &names,
+                &plans,
+                "a run of their files computes them again"
+            )
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
@@ -192,17 +207,58 @@ fn plan_under(file: &Path, settings: &[String]) -> Result<Plan, String> {
     Plan::build(experiment).map_err(first)
 }
 
-/// The name each object of `keys` was last computed under (`instance` of `experiment`), from
-/// the run log: what `gc --dry-run` shows beside a digest.
-pub(super) fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<crate::cache::Digest, String> {
+/// The instance and experiment an object was last computed as, from the run log.
+struct LastName {
+    instance: String,
+    experiment: String,
+}
+
+impl std::fmt::Display for LastName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {}", self.instance, self.experiment)
+    }
+}
+
+/// The name each object of `keys` was last computed under, from the run log: what `gc --dry-run`
+/// shows beside a digest.
+fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<Digest, LastName> {
     let wanted: BTreeSet<&RecipeKey> = keys.iter().collect();
-    let mut name_of_key: BTreeMap<RecipeKey, String> = BTreeMap::new();
+    let mut name_of_key: BTreeMap<RecipeKey, LastName> = BTreeMap::new();
     for entry in store.run_log() {
         if let Some(key) = entry.key.filter(|k| wanted.contains(k)) {
-            name_of_key.insert(key, format!("{} of {}", entry.instance, entry.experiment));
+            name_of_key.insert(key, LastName { instance: entry.instance, experiment: entry.experiment });
         }
     }
     name_of_key.into_iter().filter_map(|(key, name)| Some((store.lookup(&key)?.object, name))).collect()
+}
+
+/// `, of which 107 were last computed by experiments not given here: lr (33), ...`, or nothing:
+/// on a cache several experiments share, `gc FILE` removes the others' results, which a list of
+/// digests alone does not make plain.
+fn others_note<'a>(
+    objects: impl Iterator<Item = &'a Digest>,
+    names: &BTreeMap<Digest, LastName>,
+    plans: &[Plan],
+    advice: &str,
+) -> String {
+    let given: BTreeSet<&str> = plans.iter().map(|p| p.experiment.name.as_str()).collect();
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in objects.filter_map(|o| names.get(o)).filter(|n| !given.contains(n.experiment.as_str())) {
+        *count.entry(name.experiment.as_str()).or_default() += 1;
+    }
+    if count.is_empty() {
+        return String::new();
+    }
+    let total: usize = count.values().sum();
+    let mut most: Vec<(&str, usize)> = count.into_iter().collect();
+    most.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    const SHOWN: usize = 8;
+    let more = if most.len() > SHOWN { format!(" and {} more", most.len() - SHOWN) } else { String::new() };
+    let listed: Vec<String> = most.iter().take(SHOWN).map(|(e, n)| format!("{e} ({n})")).collect();
+    format!(
+        "; {total} of the objects were last computed by experiments not given here: {}{more} ({advice})",
+        listed.join(", ")
+    )
 }
 
 /// Sizes as `gc` prints them: `33.0 KB`, `1.2 GB`.
