@@ -169,6 +169,12 @@ fn types(schema: &Json) -> Vec<&str> {
 /// The type of `schema` in words, as a stage's TOML would write it.
 fn type_name(schema: &Json, defs: &Map<String, Json>) -> String {
     let schema = resolve(schema, defs);
+    // One of several shapes (a number, or a table of numbers by name).
+    if let Some(options) = schema.get("anyOf").and_then(Json::as_array) {
+        let names: Vec<String> =
+            options.iter().filter(|o| o.get("type") != Some(&Json::from("null"))).map(|o| type_name(o, defs)).collect();
+        return names.join(", or ");
+    }
     let choices = schema.get("oneOf").or_else(|| schema.get("enum")).and_then(Json::as_array);
     if let Some(choices) = choices {
         let names: Vec<String> = choices

@@ -141,7 +141,7 @@ pub(super) fn record(
     value: Option<f64>,
 ) -> Record {
     let mut axes: BTreeMap<String, AxisValue> = axes.iter().map(|(k, v)| (k.clone(), axis_value(v))).collect();
-    axes.insert("metric".into(), AxisValue::Str(metric.to_string()));
+    axes.insert(crate::report::METRIC_DIM.into(), AxisValue::Str(metric.to_string()));
     Record {
         source: stage.to_string(),
         label: labels.get(stage).cloned().unwrap_or_else(|| stage.to_string()),

@@ -14,7 +14,7 @@ use super::gathered::{
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::config::params::{ParamError, Params};
 use crate::config::suggest::did_you_mean_help;
-use crate::report::{self, PaperRef, Record, TableSpec, REPLICATE_DIM};
+use crate::report::{self, PaperRef, Precision, Record, TableSpec, MAX_DECIMALS, REPLICATE_DIM};
 
 /// The paper's own number for one cell, shown beside ours.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -42,10 +42,10 @@ pub struct TableParams {
     pub columns: Vec<String>,
     /// Metric names to show; with more than one, put `metric` in `rows` or `columns`.
     pub metrics: Vec<String>,
-    /// Decimals.
-    #[serde(default = "one")]
-    #[schemars(range(max = 6))]
-    pub precision: usize,
+    /// Decimals: one count for every metric, or a table of counts by metric (`{ top1 = 1, nmi =
+    /// 3 }`; a metric it leaves out gets 1).
+    #[serde(default)]
+    pub precision: Precision,
     /// Display names of source stages (e.g. `probe_cf = "N_cf"`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -56,10 +56,6 @@ pub struct TableParams {
     /// differ only in this axis (the paper's "best performing layer"), and the winners are listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_over: Option<String>,
-}
-
-fn one() -> usize {
-    1
 }
 
 impl Params for TableParams {
@@ -97,8 +93,31 @@ impl Params for TableParams {
                 ));
             }
         }
-        if self.precision > 6 {
-            return Err(ParamError::range("precision", self.precision, "at most 6"));
+        match &self.precision {
+            Precision::All(n) if *n > MAX_DECIMALS => {
+                return Err(ParamError::range("precision", *n, &format!("at most {MAX_DECIMALS}")));
+            }
+            Precision::PerMetric(by) if by.is_empty() => {
+                return Err(ParamError::field(
+                    "precision",
+                    "`precision` names no metric",
+                    Some("give a number of decimals, or name metrics: precision = { top1 = 1, nmi = 3 }".into()),
+                ));
+            }
+            Precision::PerMetric(by) => {
+                let shown: Vec<&str> = self.metrics.iter().map(String::as_str).collect();
+                if let Some(other) = by.keys().find(|m| !shown.contains(&m.as_str())) {
+                    return Err(ParamError::field(
+                        &format!("precision.{other}"),
+                        format!("`precision` names `{other}`, which the table does not show"),
+                        Some(did_you_mean_help(other, &shown, format!("its metrics: {}", shown.join(", ")))),
+                    ));
+                }
+                if let Some((m, n)) = by.iter().find(|(_, n)| **n > MAX_DECIMALS) {
+                    return Err(ParamError::range(&format!("precision.{m}"), *n, &format!("at most {MAX_DECIMALS}")));
+                }
+            }
+            Precision::All(_) => {}
         }
         check_display_texts(&[("title", &self.title)], &self.labels)?;
         // Each record of a metric named twice would land in its own cell twice.
@@ -231,7 +250,7 @@ impl StageKind for Table {
             rows: p.rows.clone(),
             columns: p.columns.clone(),
             metric: "value".into(),
-            precision: p.precision,
+            precision: p.precision.clone(),
             paper: p
                 .paper
                 .iter()

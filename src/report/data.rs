@@ -12,6 +12,9 @@ use crate::stats::Summary;
 /// Dimension name that refers to [`Record::label`] instead of an axis.
 pub const SOURCE_DIM: &str = "source";
 
+/// Dimension name under which a table or plot of several metrics keeps each record's metric.
+pub const METRIC_DIM: &str = "metric";
+
 /// Dimension values a record must have to be included (all must match).
 pub type Filter = BTreeMap<String, AxisValue>;
 

@@ -19,6 +19,7 @@ pub mod number;
 mod plot;
 #[cfg(test)]
 mod plot_tests;
+mod precision;
 mod raster;
 mod scene;
 mod table;
@@ -26,9 +27,10 @@ mod ticks;
 
 use std::path::{Path, PathBuf};
 
-pub use data::{aggregate_replicates, AxisValue, Filter, Record, REPLICATE_DIM, SOURCE_DIM};
+pub use data::{aggregate_replicates, AxisValue, Filter, Record, METRIC_DIM, REPLICATE_DIM, SOURCE_DIM};
 pub use figure::{render_figure, render_plot, RenderedFigure, PNG_SCALE};
 pub use plot::{FigureAxes, PlotSpec};
+pub use precision::{Precision, DEFAULT_DECIMALS, MAX_DECIMALS};
 pub use scene::xml_escape;
 pub(crate) use table::csv_line;
 pub use table::{caption, cell_labels, render_table, same_label, PaperRef, RenderedTable, TableSpec};

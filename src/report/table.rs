@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{key_label, key_of, Filter, Key, KeyOrder, Record};
+use super::data::{key_label, key_of, AxisValue, Filter, Key, KeyOrder, Record, METRIC_DIM};
 use super::number::fixed;
+use super::precision::Precision;
 use super::ReportError;
 use crate::stats::{Summary, INTERVAL_METHOD};
 
@@ -21,19 +22,15 @@ pub struct TableSpec {
     pub columns: Vec<String>,
     /// Metric shown in the cells, e.g. `top1`.
     pub metric: String,
-    /// Decimals shown in the markdown cells (the CSV keeps full precision).
-    #[serde(default = "default_precision")]
-    pub precision: usize,
+    /// Decimals shown in the markdown cells, in all or by metric (the CSV keeps full precision).
+    #[serde(default)]
+    pub precision: Precision,
     /// The paper's own numbers, shown beside ours for orientation.
     #[serde(default)]
     pub paper: Vec<PaperRef>,
     /// Only records whose dimensions equal these values are tabulated.
     #[serde(default)]
     pub filter: Filter,
-}
-
-fn default_precision() -> usize {
-    1
 }
 
 /// A number reported in the paper for one cell, addressed by the row and column labels.
@@ -94,6 +91,8 @@ struct Cell {
     ours: Option<f64>,
     spread: Option<Summary>,
     paper: Option<f64>,
+    /// Decimals shown: its metric's.
+    decimals: usize,
 }
 
 /// The pivoted data, independent of output format.
@@ -146,12 +145,20 @@ impl Grid {
         };
         let row_labels: Vec<String> = row_keys.iter().map(|k| key_label(&spec.rows, k)).collect();
 
-        let mut cells = vec![vec![Cell::default(); col_keys.len()]; row_keys.len()];
+        let blank = Cell { decimals: spec.precision.most(), ..Cell::default() };
+        let mut cells = vec![vec![blank; col_keys.len()]; row_keys.len()];
         for (ri, rk) in row_keys.iter().enumerate() {
             for (ci, ck) in col_keys.iter().enumerate() {
                 if let Some(r) = by_cell.get(&(rk.clone(), ck.clone())) {
                     cells[ri][ci].ours = Some(r.metrics[&spec.metric]);
                     cells[ri][ci].spread = r.replicates.clone();
+                    // A table of several metrics has them as a dimension; one of a single metric
+                    // names it in the spec.
+                    let metric = match r.axes.get(METRIC_DIM) {
+                        Some(AxisValue::Str(m)) => m.as_str(),
+                        _ => spec.metric.as_str(),
+                    };
+                    cells[ri][ci].decimals = spec.precision.of(Some(metric));
                 }
             }
         }
@@ -199,7 +206,6 @@ impl Grid {
     }
 
     fn markdown(&self, spec: &TableSpec) -> String {
-        let prec = spec.precision;
         let n_lead = Self::row_headers(spec).len();
         let mut header = Self::row_headers(spec);
         header.extend(self.col_labels.iter().cloned());
@@ -208,6 +214,7 @@ impl Grid {
         for ri in 0..self.row_keys.len() {
             let mut line = self.row_cells(spec, ri);
             for cell in &self.cells[ri] {
+                let prec = cell.decimals;
                 let mut ours = cell.ours.map_or("-".to_string(), |v| fixed(v, prec));
                 if let Some(s) = &cell.spread {
                     if let Some(h) = s.half_width {
@@ -267,7 +274,7 @@ impl Grid {
             let items: Vec<String> = self
                 .unmatched_paper
                 .iter()
-                .map(|p| format!("{} / {}: {}", p.row, p.column, fixed(p.value, prec)))
+                .map(|p| format!("{} / {}: {}", p.row, p.column, fixed(p.value, spec.precision.most())))
                 .collect();
             out.push_str(&format!("\nPaper values without a matching row/column: {}\n", md_escape(&items.join("; "))));
         }
@@ -392,7 +399,7 @@ mod tests {
             rows: vec!["source".into(), "k".into()],
             columns: vec!["p".into()],
             metric: "top1".into(),
-            precision: 1,
+            precision: Precision::All(1),
             paper: vec![],
             filter: Filter::new(),
         }
@@ -429,6 +436,39 @@ mod tests {
         s.paper = vec![PaperRef { row: "N_cf k=250.0".into(), column: "p=50.0".into(), value: 57.25 }];
         let t = render_table(&records(), &s).unwrap();
         assert!(t.markdown.contains("55.5 (paper 57.2)"), "{}", t.markdown);
+    }
+
+    /// Each cell takes its metric's decimals, a metric the table leaves out gets one, and a
+    /// table of one metric takes that metric's.
+    #[test]
+    fn decimals_follow_each_cells_metric() {
+        let s = AxisValue::Str;
+        let metric_rec = |metric: &str, k: i64, v: f64| {
+            let mut r = rec("km", &[("k", AxisValue::Int(k)), ("metric", s(metric.into()))], v);
+            r.metrics = [("value".to_string(), v)].into_iter().collect();
+            r
+        };
+        let records = vec![metric_rec("top1", 4, 61.234), metric_rec("nmi", 4, 0.12345), metric_rec("ami", 4, 0.0987)];
+        let spec = TableSpec {
+            title: String::new(),
+            rows: vec!["k".into()],
+            columns: vec!["metric".into()],
+            metric: "value".into(),
+            precision: Precision::PerMetric([("nmi".to_string(), 3), ("top1".to_string(), 2)].into_iter().collect()),
+            paper: vec![],
+            filter: Filter::new(),
+        };
+        let md = render_table(&records, &spec).unwrap().markdown;
+        assert!(md.contains("| 4   | 61.23 | 0.123 | 0.1 |"), "{md}");
+        let one = TableSpec {
+            rows: vec!["source".into()],
+            columns: vec!["p".into()],
+            metric: "top1".into(),
+            precision: Precision::PerMetric([("top1".to_string(), 3)].into_iter().collect()),
+            ..spec
+        };
+        let md = render_table(&[rec("N_pre", &[("p", AxisValue::Int(0))], 61.2345)], &one).unwrap().markdown;
+        assert!(md.contains("| N_pre  | 61.234 |"), "{md}");
     }
 
     #[test]
