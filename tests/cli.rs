@@ -123,6 +123,14 @@ fn a_part_runs_alone_and_the_whole_run_reuses_it() {
     for (name, outcome) in &whole {
         assert_eq!(outcome, if part.contains_key(name) { "cached" } else { "ran" }, "{name}: {whole:?}");
     }
+    // The page's run history has the part and the whole as two runs, the part with its targets.
+    let pages = cache.path().join("pages");
+    let report = cfrun(cache.path(), &["report", file.to_str().unwrap(), "-o", pages.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let html = std::fs::read_to_string(pages.join("smoke.html")).unwrap();
+    let history = &html[html.find("<section id=\"history\">").unwrap()..];
+    assert!(history.contains("<td><code>clusters[k=16]</code> <code>probe_noisy[p=50]</code></td>"), "{history}");
+    assert_eq!(history.matches("<td>all</td>").count(), 1, "{history}");
     // A name that matches nothing is the command line's mistake, said with what it could mean.
     for (asked, said) in [
         (

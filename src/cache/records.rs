@@ -41,6 +41,12 @@ pub struct RunLogLine {
     /// Error message, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run it belongs to, the same in each of its lines (absent from logs before 2026-12-07).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The targets of a run of part of the experiment (empty for the whole).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// A file name for `name` that no other name maps to: plain characters kept (so the usual
@@ -232,6 +238,8 @@ mod tests {
             outcome: "ran".into(),
             seconds: 0.5,
             error: None,
+            run: None,
+            targets: Vec::new(),
         }
     }
 

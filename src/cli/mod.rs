@@ -87,7 +87,8 @@ impl Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an experiment (what is cached is reused). `cfrun FILE` is short for `cfrun run FILE`.
+    /// Run an experiment (what is cached is reused), or part of it. `cfrun FILE [TARGET...]` is
+    /// short for `cfrun run FILE [TARGET...]`.
     Run {
         /// The experiment file.
         file: PathBuf,
@@ -144,7 +145,8 @@ enum Command {
     Show {
         /// The experiment file.
         file: PathBuf,
-        /// A stage name (all its instances) or an instance name like `kmeans[k=50]`.
+        /// A stage name (all its instances), an instance name like `kmeans[k=50]`, or some of a
+        /// stage's axes like `probe[p=25]` (each instance with those values).
         stage: String,
     },
     /// Write one self-contained HTML page of an experiment (DAG and states, tables, figures,

@@ -7,6 +7,8 @@ use std::path::Path;
 use super::failure::Failure;
 use super::open::load;
 use super::Global;
+use serde_json::Value as Json;
+
 use crate::graph::{InstanceIdx, Plan};
 
 /// `file`'s plan, cut down to `targets` and what they read; the whole plan without targets.
@@ -19,7 +21,7 @@ pub(super) fn load_part(file: &Path, g: &Global, targets: &[String]) -> Result<P
     for asked in targets {
         roots.extend(select(&plan, file, asked)?);
     }
-    Ok(plan.upstream_of(&roots))
+    Ok(plan.upstream_of(&roots, targets))
 }
 
 /// How a summary says it covers a part: ` (T1 T2 and what they read)`, or nothing for the whole.
@@ -41,11 +43,16 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
     if of_stage.is_empty() {
         return None;
     }
-    let values = |axis: &str| -> Vec<String> {
+    // Each value once, as a target would write it: a string that a list would blur (`a, b`,
+    // ` lead`) in quotes.
+    let shown_values = |axis: &str| -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
-        for v in of_stage.iter().filter_map(|i| i.axes.get(axis)).map(axis_value_text) {
-            if !seen.contains(&v) {
-                seen.push(v);
+        for v in of_stage.iter().filter_map(|i| i.axes.get(axis)) {
+            let text = axis_value_text(v);
+            let plain = text.chars().all(|c| c.is_alphanumeric() || "_.+-".contains(c)) && !text.is_empty();
+            let text = if plain { text } else { Json::String(text).to_string() };
+            if !seen.contains(&text) {
+                seen.push(text);
             }
         }
         seen
@@ -61,9 +68,11 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
                 if axes.is_empty() { "none".into() } else { axes.iter().copied().collect::<Vec<_>>().join(", ") };
             return Some(format!("`{stage}` has no axis `{axis}` (its axes: {list})"));
         }
-        let values = values(axis);
-        (!values.contains(&value.to_string()))
-            .then(|| format!("`{stage}` has no {axis}={value} (its {axis}: {})", values.join(", ")))
+        let mut values = of_stage.iter().filter_map(|i| i.axes.get(axis));
+        if values.any(|v| crate::graph::targets::is_written(v, value)) {
+            return None;
+        }
+        Some(format!("`{stage}` has no {axis}={value} (its {axis}: {})", shown_values(axis).join(", ")))
     });
     let what = if given.is_empty() {
         format!("`{asked}` names no axis")
@@ -90,7 +99,10 @@ pub(super) fn select(plan: &Plan, file: &Path, asked: &str) -> Result<Vec<Instan
     let names: Vec<&str> =
         plan.instances.iter().map(|i| i.stage.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let stage = asked.split_once('[').map_or(asked, |(s, _)| s);
+    // A misspelling, or the start of exactly one stage's name (`probe` for `probe_noisy`).
+    let starting: Vec<&str> = names.iter().copied().filter(|n| n.starts_with(stage)).collect();
     let near = crate::config::suggest::did_you_mean(stage, &names)
+        .or(if let [one] = starting.as_slice() { Some(*one) } else { None })
         .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
     Err(Failure::Other(format!(
         "no stage or instance `{asked}` in {}{near}; stages: {}",

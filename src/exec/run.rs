@@ -111,6 +111,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
     (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).for_each(|i| ready.push(i));
     let mut in_flight = 0usize;
     let started = Instant::now();
+    let ledger = Ledger::new(store, plan);
     loop {
         while executor.has_room() {
             let Some(i) = ready.pop() else { break };
@@ -126,9 +127,9 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                     in_flight += 1;
                 }
                 Err(why) => {
-                    let report = finish(store, plan, inst, None, Outcome::Skipped, 0.0, Some(why.to_string()));
+                    let report = ledger.finish(inst, None, Outcome::Skipped, 0.0, Some(why.to_string()));
                     reports[i] = Some(report);
-                    fail(plan, store, i, &dependants, &mut state, &mut reports);
+                    fail(&ledger, i, &dependants, &mut state, &mut reports);
                 }
             }
         }
@@ -177,7 +178,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                             human::duration(started.elapsed().as_secs_f64())
                         );
                     }
-                    reports[i] = Some(published(store, plan, inst, record.clone(), outcome, seconds));
+                    reports[i] = Some(ledger.published(inst, record.clone(), outcome, seconds));
                     records[i] = Some(record);
                     state[i] = State::Done;
                     // Its op may have left work for its siblings in memory (`extract`'s taps).
@@ -194,8 +195,8 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                 Err(why) => {
                     let why = bounded_error(&why);
                     tracing::error!("{} failed: {why}", inst.name);
-                    reports[i] = Some(finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(why)));
-                    fail(plan, store, i, &dependants, &mut state, &mut reports);
+                    reports[i] = Some(ledger.finish(inst, keys[i], Outcome::Failed, seconds, Some(why)));
+                    fail(&ledger, i, &dependants, &mut state, &mut reports);
                 }
             }
         }
@@ -205,8 +206,8 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
         for Finished { index: i, result, seconds } in executor.cancel() {
             let inst = &plan.instances[i];
             reports[i] = Some(match result {
-                Ok((record, outcome)) => published(store, plan, inst, record, outcome, seconds),
-                Err(why) => finish(store, plan, inst, keys[i], Outcome::Failed, seconds, Some(bounded_error(&why))),
+                Ok((record, outcome)) => ledger.published(inst, record, outcome, seconds),
+                Err(why) => ledger.finish(inst, keys[i], Outcome::Failed, seconds, Some(bounded_error(&why))),
             });
         }
     }
@@ -240,8 +241,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
 
 /// Marks `i` broken and skips everything downstream of it, each naming the input that failed.
 fn fail(
-    plan: &Plan,
-    store: &Store,
+    ledger: &Ledger<'_>,
     i: usize,
     dependants: &[Vec<usize>],
     state: &mut [State],
@@ -254,29 +254,14 @@ fn fail(
             if !matches!(state[d], State::Waiting(_)) {
                 continue;
             }
-            let inst = &plan.instances[d];
-            let why = format!("input {} did not complete", plan.instances[bad].name);
+            let inst = &ledger.plan.instances[d];
+            let why = format!("input {} did not complete", ledger.plan.instances[bad].name);
             tracing::warn!("skipping {}: {why}", inst.name);
-            reports[d] = Some(finish(store, plan, inst, None, Outcome::Skipped, 0.0, Some(why)));
+            reports[d] = Some(ledger.finish(inst, None, Outcome::Skipped, 0.0, Some(why)));
             state[d] = State::Broken;
             stack.push(d);
         }
     }
-}
-
-/// The report of an instance whose result is published: its name now points at the key.
-fn published(
-    store: &Store,
-    plan: &Plan,
-    inst: &Instance,
-    record: KeyRecord,
-    outcome: Outcome,
-    seconds: f64,
-) -> InstanceReport {
-    remember_name(store, &plan.experiment.name, &inst.name, &record);
-    let mut report = finish(store, plan, inst, Some(record.key), outcome, seconds, None);
-    report.record = Some(record);
-    report
 }
 
 /// Points `instance`'s name at the key just completed, which `status` diffs edits against and
@@ -315,26 +300,51 @@ fn bounded_error(why: &str) -> String {
     crate::config::error::printable_cut(why, MAX_ERROR_CHARS)
 }
 
-fn finish(
-    store: &Store,
-    plan: &Plan,
-    inst: &Instance,
-    key: Option<RecipeKey>,
-    outcome: Outcome,
-    seconds: f64,
-    error: Option<String>,
-) -> InstanceReport {
-    let line = RunLogLine {
-        time: now_unix(),
-        experiment: plan.experiment.name.clone(),
-        instance: inst.name.clone(),
-        key,
-        outcome: serde_json::to_value(&outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-        seconds,
-        error: error.clone(),
-    };
-    if let Err(e) = store.log_run(&line) {
-        warn_once(&RUN_LOG_WARNED, format_args!("could not append to the run log (said once per run): {e}"));
+/// What a run writes of each instance into the run log, each line naming the run.
+struct Ledger<'a> {
+    store: &'a Store,
+    plan: &'a Plan,
+    /// This run's id: the process and the moment it began scheduling.
+    run: String,
+}
+
+impl<'a> Ledger<'a> {
+    fn new(store: &'a Store, plan: &'a Plan) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Ledger { store, plan, run: format!("{nanos:x}-{}", std::process::id()) }
     }
-    InstanceReport { name: inst.name.clone(), key, outcome, seconds, error, record: None }
+
+    /// Logs how `inst` ended and gives its report.
+    fn finish(
+        &self,
+        inst: &Instance,
+        key: Option<RecipeKey>,
+        outcome: Outcome,
+        seconds: f64,
+        error: Option<String>,
+    ) -> InstanceReport {
+        let line = RunLogLine {
+            time: now_unix(),
+            experiment: self.plan.experiment.name.clone(),
+            instance: inst.name.clone(),
+            key,
+            outcome: serde_json::to_value(&outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            seconds,
+            error: error.clone(),
+            run: Some(self.run.clone()),
+            targets: self.plan.targets.clone(),
+        };
+        if let Err(e) = self.store.log_run(&line) {
+            warn_once(&RUN_LOG_WARNED, format_args!("could not append to the run log (said once per run): {e}"));
+        }
+        InstanceReport { name: inst.name.clone(), key, outcome, seconds, error, record: None }
+    }
+
+    /// The report of an instance whose result is published: its name now points at the key.
+    fn published(&self, inst: &Instance, record: KeyRecord, outcome: Outcome, seconds: f64) -> InstanceReport {
+        remember_name(self.store, &self.plan.experiment.name, &inst.name, &record);
+        let mut report = self.finish(inst, Some(record.key), outcome, seconds, None);
+        report.record = Some(record);
+        report
+    }
 }

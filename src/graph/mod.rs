@@ -35,6 +35,9 @@ pub struct Plan {
     pub instances: Vec<Instance>,
     /// Stage name to its `[stages.NAME.resources]` overrides (stages without any are absent).
     pub resources: BTreeMap<String, ResourceOverrides>,
+    /// The command line's targets when this plan is part of the experiment
+    /// ([`Plan::upstream_of`]); empty for the whole.
+    pub targets: Vec<String>,
 }
 
 impl Plan {
@@ -50,6 +53,6 @@ impl Plan {
             .map(|s| (s.decl.name.clone(), s.resources.clone()))
             .collect();
         drop(stages);
-        Ok(Plan { experiment, instances, resources })
+        Ok(Plan { experiment, instances, resources, targets: Vec::new() })
     }
 }

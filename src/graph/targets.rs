@@ -4,6 +4,8 @@
 //! instances kept are the same instances, with the same keys, as in the whole plan, so what the
 //! part computes is what the whole run would have served from the cache.
 
+use serde_json::Value as Json;
+
 use super::instance::axis_value_text;
 use super::{InstanceIdx, Plan};
 
@@ -38,9 +40,7 @@ impl Plan {
                 // Each value is compared with the instance's own axis, not with its name cut at
                 // commas (a string value may hold one).
                 inst.stage == stage
-                    && given
-                        .iter()
-                        .all(|(axis, value)| inst.axes.get(*axis).is_some_and(|v| axis_value_text(v) == *value))
+                    && given.iter().all(|(axis, value)| inst.axes.get(*axis).is_some_and(|v| is_written(v, value)))
             })
             .collect()
     }
@@ -58,8 +58,8 @@ impl Plan {
     }
 
     /// This plan cut down to `roots` and every instance they read, directly or not: the order
-    /// kept, the inputs renumbered.
-    pub fn upstream_of(self, roots: &[InstanceIdx]) -> Plan {
+    /// kept, the inputs renumbered; `targets` says what named the roots (for the run log).
+    pub fn upstream_of(self, roots: &[InstanceIdx], targets: &[String]) -> Plan {
         let keep = self.needed_by(roots);
         // Old index to new: the instances before `i` that stay.
         let new_index: Vec<usize> = keep
@@ -70,7 +70,7 @@ impl Plan {
                 Some(at)
             })
             .collect();
-        let Plan { experiment, instances, resources } = self;
+        let Plan { experiment, instances, resources, .. } = self;
         let instances = instances
             .into_iter()
             .zip(&keep)
@@ -82,7 +82,16 @@ impl Plan {
                 inst
             })
             .collect();
-        Plan { experiment, instances, resources }
+        Plan { experiment, instances, resources, targets: targets.to_vec() }
+    }
+}
+
+/// Whether `text` names the axis value `v`: a number by value (`1e-3` is `0.001`, `4.0` is `4`),
+/// anything else as the instance's name writes it.
+pub fn is_written(v: &Json, text: &str) -> bool {
+    match (v.as_f64(), text.parse::<f64>()) {
+        (Some(x), Ok(y)) => x == y,
+        _ => axis_value_text(v) == text,
     }
 }
 
@@ -141,6 +150,8 @@ mod tests {
         );
         assert_eq!(names(&plan, &plan.select("clusters[k=12,p=50]")), ["clusters[k=12,p=50]"]);
         assert_eq!(names(&plan, &plan.select("clusters[p=50]")), ["clusters[k=4,p=50]", "clusters[k=12,p=50]"]);
+        // Numbers by value, however the command line writes them.
+        assert_eq!(names(&plan, &plan.select("clusters[p=5e1,k=12.0]")), ["clusters[k=12,p=50]"]);
         assert_eq!(names(&plan, &plan.select(" clusters[ k = 4 ]")), Vec::<String>::new(), "the stage's name exactly");
         for nothing in ["clusters[p=25]", "clusters[q=0]", "clusters[]", "clusters[p]", "cluster", "clusters[p=0"] {
             assert!(plan.select(nothing).is_empty(), "{nothing}");
@@ -159,7 +170,7 @@ mod tests {
             .iter()
             .map(|i| i.inputs.values().flatten().map(|r| names_whole[r.instance.0].clone()).collect())
             .collect();
-        let part = whole.upstream_of(&roots);
+        let part = whole.upstream_of(&roots, &["clusterfit[k=4,p=50]".to_string()]);
         let kept: Vec<&str> = part.instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(
             kept,

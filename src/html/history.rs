@@ -1,5 +1,6 @@
-//! The run history of one experiment from the cache's `runs.jsonl`. The log has one line per
-//! instance per run and no run id, so a run is taken to end where an instance name repeats.
+//! The run history of one experiment from the cache's `runs.jsonl`: one line per instance per
+//! run, each naming its run. Lines from before runs were named are split where an instance name
+//! repeats (two runs of disjoint parts read as one there).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,6 +24,10 @@ pub struct Run {
     pub compute_seconds: f64,
     /// Failed or skipped instances with their errors.
     pub problems: Vec<(String, String, String)>,
+    /// Its id, where the log names it.
+    pub id: Option<String>,
+    /// The targets of a run of part of the experiment (empty for the whole).
+    pub targets: Vec<String>,
 }
 
 /// The runs of `experiment` in `log` (oldest first, at most the last `MAX_RUNS`); also the last
@@ -38,14 +43,19 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
         // Logged when the instance ended: a one-stage run of 3 s read as begun at its end, 0.0 s long.
         let began =
             if entry.seconds.is_finite() && entry.seconds > 0.0 { entry.time - entry.seconds } else { entry.time };
-        if runs.is_empty() || !seen.insert(entry.instance.clone()) {
+        let new_run = match (runs.last(), &entry.run) {
+            (None, _) => true,
+            (Some(run), Some(id)) => run.id.as_ref() != Some(id),
+            (Some(run), None) => run.id.is_some() || seen.contains(&entry.instance),
+        };
+        if new_run {
             if runs.len() == MAX_RUNS {
                 runs.remove(0);
             }
-            runs.push(Run { start: began, ..Run::default() });
+            runs.push(Run { start: began, id: entry.run.clone(), targets: entry.targets.clone(), ..Run::default() });
             seen.clear();
-            seen.insert(entry.instance.clone());
         }
+        seen.insert(entry.instance.clone());
         let run = runs.last_mut().expect("pushed above");
         run.end = run.end.max(entry.time);
         run.start = run.start.min(began);
@@ -81,6 +91,39 @@ pub fn utc(unix: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines that name their run are grouped by it: two runs of disjoint parts stay two, a run
+    /// with no repeated instance after an old unnamed one starts its own, and a part says its
+    /// targets.
+    #[test]
+    fn runs_split_by_their_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.jsonl");
+        let line = |inst: &str, run: Option<&str>, targets: &str| {
+            let run = run.map_or(String::new(), |r| format!(r#","run":"{r}""#));
+            let targets = if targets.is_empty() { String::new() } else { format!(r#","targets":["{targets}"]"#) };
+            format!(
+                r#"{{"time":1,"experiment":"e","instance":"{inst}","key":null,"outcome":"ran","seconds":0{run}{targets}}}"#
+            )
+        };
+        let text = [
+            line("old", None, ""),
+            line("a", Some("r1"), "pa"),
+            line("pa", Some("r1"), "pa"),
+            line("b", Some("r2"), "pb"),
+            line("pb", Some("r2"), "pb"),
+            line("a", Some("r3"), ""),
+        ]
+        .join("\n");
+        std::fs::write(&log, text).unwrap();
+        let (runs, _) = read(&log, "e");
+        let shape: Vec<(usize, Vec<String>)> = runs.iter().map(|r| (r.outcomes["ran"], r.targets.clone())).collect();
+        assert_eq!(
+            shape,
+            [(1, vec![]), (2, vec!["pa".to_string()]), (2, vec!["pb".to_string()]), (1, vec![])],
+            "{runs:?}"
+        );
+    }
 
     #[test]
     fn runs_split_where_an_instance_repeats() {

@@ -418,8 +418,9 @@ fn history(runs: &[Run]) -> String {
         return s;
     }
     s.push_str(
-        "<p class=\"note\">From the cache's <code>runs.jsonl</code>, newest first (a run ends where an instance repeats).</p>\
-         <div class=\"scroll\"><table><thead><tr><th>started</th><th class=\"right\">took</th><th class=\"right\">ran</th>\
+        "<p class=\"note\">From the cache's <code>runs.jsonl</code>, newest first (a run of part of the experiment \
+         names its targets; in lines from before runs were named, a run ends where an instance repeats).</p>\
+         <div class=\"scroll\"><table><thead><tr><th>started</th><th>targets</th><th class=\"right\">took</th><th class=\"right\">ran</th>\
          <th class=\"right\">cached</th><th class=\"right\">failed</th><th class=\"right\">skipped</th>\
          <th class=\"right\">compute</th><th>problems</th></tr></thead><tbody>",
     );
@@ -437,9 +438,14 @@ fn history(runs: &[Run]) -> String {
         };
         let _ = write!(
             s,
-            "<tr><td>{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td>\
+            "<tr><td>{}</td><td>{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td>\
              <td class=\"right\">{}</td><td class=\"right\">{}</td><td class=\"right\">{}</td><td>{problems}</td></tr>",
             utc(run.start),
+            if run.targets.is_empty() {
+                "all".to_string()
+            } else {
+                run.targets.iter().map(|t| format!("<code>{}</code>", escape(t))).collect::<Vec<_>>().join(" ")
+            },
             crate::human::duration(run.end - run.start),
             n("ran"),
             n("cached"),
