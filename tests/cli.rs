@@ -2605,12 +2605,15 @@ fn a_program_not_on_path_is_refused_before_anything_runs() {
                 argv = [\"pyhton3\", \"probe.py\"]\ninputs = { images = \"shapes.images\" }\noutputs = { m = \"metrics\" }\n";
     std::fs::write(dir.path().join("e.toml"), toml).unwrap();
     let cache = dir.path().join("cache");
-    let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .current_dir(dir.path())
-        .args(["run", "e.toml", "--cache", cache.to_str().unwrap()])
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let cfrun_on_a_short_path = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cfrun"))
+            .current_dir(dir.path())
+            .args([command, "e.toml", "--cache", cache.to_str().unwrap()])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap()
+    };
+    let out = cfrun_on_a_short_path("run");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("`argv[0]` = \"pyhton3\" is not a program on PATH (PATH=/usr/bin:/bin)"), "{err}");
@@ -2618,12 +2621,7 @@ fn a_program_not_on_path_is_refused_before_anything_runs() {
     assert!(!cache.exists(), "a refused plan leaves no cache behind");
     // Found on PATH, the same stage plans (and `sh` is on every PATH this runs under).
     std::fs::write(dir.path().join("e.toml"), toml.replace("pyhton3", "sh")).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_cfrun"))
-        .current_dir(dir.path())
-        .args(["status", "e.toml", "--cache", cache.to_str().unwrap()])
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let status = cfrun_on_a_short_path("status");
     assert!(status.status.success(), "{}", stderr(&status));
 }
 
