@@ -158,6 +158,10 @@ fn gc_names_the_experiments_whose_results_it_removes() {
     let text = std::fs::read_to_string(smoke()).unwrap();
     std::fs::write(&other, text.replace("name = \"smoke\"", "name = \"other\"").replace("k = [4, 16]", "k = [4]"))
         .unwrap();
+    // A copy served everything from the cache: it computed nothing, and is not named.
+    let copy = cache.path().join("copy.toml");
+    std::fs::write(&copy, text.replace("name = \"smoke\"", "name = \"copy\"")).unwrap();
+    assert!(run_json(cache.path(), &copy, &[]).values().all(|o| o == "cached"));
     let dry = cfrun(cache.path(), &["gc", other.to_str().unwrap(), "--dry-run"]);
     let said = String::from_utf8_lossy(&dry.stdout).to_string();
     assert!(
@@ -166,6 +170,9 @@ fn gc_names_the_experiments_whose_results_it_removes() {
         ),
         "{said}"
     );
+    let json = cfrun(cache.path(), &["gc", other.to_str().unwrap(), "--dry-run", "--json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["others"], json!({"smoke": 2}), "{v}");
     let both = cfrun(cache.path(), &["gc", other.to_str().unwrap(), smoke().to_str().unwrap(), "--dry-run"]);
     assert!(!String::from_utf8_lossy(&both.stdout).contains("not given here"), "{}", stderr(&both));
     let swept = cfrun(cache.path(), &["gc", other.to_str().unwrap()]);
@@ -2596,33 +2603,47 @@ fn a_command_cannot_drive_the_terminal_through_its_stderr_or_report() {
 }
 
 /// A bare program name that no folder on PATH holds would fail every instance after its inputs
-/// were computed: it is refused before anything runs, at `argv`, with the PATH it was looked up on.
+/// were computed: a run that would compute it is refused before anything runs, at `argv`, with
+/// the PATH it was looked up on. Commands that only read, and a run that serves the stage from
+/// the cache, need no program.
 #[test]
 fn a_program_not_on_path_is_refused_before_anything_runs() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let toml = "[experiment]\nname = \"cmd_path\"\nseed = 0\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
                 classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n[stages.probe]\nop = \"command\"\n\
-                argv = [\"pyhton3\", \"probe.py\"]\ninputs = { images = \"shapes.images\" }\noutputs = { m = \"metrics\" }\n";
+                argv = [\"cfrun-test-mkm\", \"{out.m}\"]\ninputs = { images = \"shapes.images\" }\noutputs = { m = \"metrics\" }\n";
     std::fs::write(dir.path().join("e.toml"), toml).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let program = bin.join("cfrun-test-mkm");
+    std::fs::write(&program, "#!/bin/sh\necho '{\"values\": {\"top1\": 1}}' > \"$1/metrics.json\"\n").unwrap();
     let cache = dir.path().join("cache");
-    let cfrun_on_a_short_path = |command: &str| {
+    let cfrun_with_path = |command: &str, path: &str| {
         Command::new(env!("CARGO_BIN_EXE_cfrun"))
             .current_dir(dir.path())
             .args([command, "e.toml", "--cache", cache.to_str().unwrap()])
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", path)
             .output()
             .unwrap()
     };
-    let out = cfrun_on_a_short_path("run");
+    let out = cfrun_with_path("run", "/usr/bin:/bin");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("`argv[0]` = \"pyhton3\" is not a program on PATH (PATH=/usr/bin:/bin)"), "{err}");
+    assert!(err.contains("`cfrun-test-mkm` is not a program on PATH (PATH=/usr/bin:/bin)"), "{err}");
     assert!(err.contains("e.toml:15:"), "{err}");
     assert!(!cache.exists(), "a refused plan leaves no cache behind");
-    // Found on PATH, the same stage plans (and `sh` is on every PATH this runs under).
-    std::fs::write(dir.path().join("e.toml"), toml.replace("pyhton3", "sh")).unwrap();
-    let status = cfrun_on_a_short_path("status");
-    assert!(status.status.success(), "{}", stderr(&status));
+    // Found but not executable: said so.
+    let with_bin = format!("{}:/usr/bin:/bin", bin.display());
+    let out = cfrun_with_path("run", &with_bin);
+    assert!(stderr(&out).contains("cfrun-test-mkm is there but not executable"), "{}", stderr(&out));
+    // Reading needs no program; computing needs it; serving from the cache does not.
+    assert!(cfrun_with_path("status", "/usr/bin:/bin").status.success());
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = cfrun_with_path("run", &with_bin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cfrun_with_path("run", "/usr/bin:/bin");
+    assert!(out.status.success(), "a cached command is served without its program: {}", stderr(&out));
 }
 
 #[test]
@@ -5030,7 +5051,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 7, "blake3:dadf34772b9949b89121acc5668bc85f78498efbae6180fc71d74e282f50a8d2"),
     ("results", "table", 7, "blake3:eba4040d7530548b2e564f0d20a7a678e502b7d8f006eb3a95336e398d7608a0"),
     ("untitled", "table", 7, "blake3:7ffe9b11a61191a1d08f56dfa5efdf4e4b6428a6149be1761b68c6599c917cdf"),
-    ("verdicts", "claims", 15, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
+    ("verdicts", "claims", 16, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

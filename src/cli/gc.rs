@@ -85,6 +85,12 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     let total: u64 =
         garbage.objects.iter().map(|(_, s)| s).sum::<u64>() + garbage.checkpoints.iter().map(|(_, s)| s).sum::<u64>();
     let names = last_names(&store, &garbage.keys);
+    // A renamed run's results are kept by its file unless `--as-given` leaves its --set out.
+    let keep_advice = if as_given {
+        "give their files too, or leave out --as-given, to keep them"
+    } else {
+        "give their files too to keep them"
+    };
     if dry_run {
         if g.json {
             let objects: Vec<_> = garbage.objects.iter().map(|(o, _)| o).collect();
@@ -98,7 +104,8 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
             outln!(
                 "{}",
                 json!({"dry_run": true, "objects": objects, "keys": garbage.keys.len(), "checkpoints": checkpoints,
-                       "bytes": total, "names": named, "earlier_settings": earlier})
+                       "bytes": total, "names": named, "earlier_settings": earlier,
+                       "others": others(garbage.objects.iter().map(|(o, _)| o), &names, &plans)})
             );
         } else {
             for (obj, size) in &garbage.objects {
@@ -114,12 +121,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
                 garbage.keys.len(),
                 garbage.checkpoints.len(),
                 human(total),
-                others_note(
-                    garbage.objects.iter().map(|(o, _)| o),
-                    &names,
-                    &plans,
-                    "give their files too to keep them"
-                )
+                others_note(&others(garbage.objects.iter().map(|(o, _)| o), &names, &plans), keep_advice)
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -143,6 +145,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
         }
         (swept, fetches)
     };
+    let removed_others = others(swept.objects_removed.iter().map(|(o, _)| o), &names, &plans);
     if g.json {
         let objects: Vec<_> = swept.objects_removed.iter().map(|(o, _)| o).collect();
         outln!(
@@ -150,7 +153,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
             json!({"dry_run": false, "objects": objects, "keys": swept.keys_removed, "bytes": swept.bytes_freed,
                    "checkpoints": swept.checkpoints_removed, "locks": swept.locks_removed,
                    "staging": swept.staging_removed, "job_specs": swept.specs_removed, "fetch_leftovers": fetches,
-                   "failures": swept.failures, "earlier_settings": earlier})
+                   "failures": swept.failures, "earlier_settings": earlier, "others": removed_others})
         );
     } else {
         for (obj, size) in &swept.objects_removed {
@@ -170,12 +173,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
             swept.staging_removed,
             swept.specs_removed,
             fetches,
-            others_note(
-                swept.objects_removed.iter().map(|(o, _)| o),
-                &names,
-                &plans,
-                "a run of their files computes them again"
-            )
+            others_note(&removed_others, "a run of their files computes them again")
         );
     }
     Ok(if swept.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::FAILED) })
@@ -220,37 +218,50 @@ impl std::fmt::Display for LastName {
 }
 
 /// The name each object of `keys` was last computed under, from the run log: what `gc --dry-run`
-/// shows beside a digest.
+/// shows beside a digest. The latest line that computed it (`ran`) wins, under whichever key;
+/// a line that served it from the cache names it only where no line computed it.
 fn last_names(store: &Store, keys: &[RecipeKey]) -> BTreeMap<Digest, LastName> {
-    let wanted: BTreeSet<&RecipeKey> = keys.iter().collect();
-    let mut name_of_key: BTreeMap<RecipeKey, LastName> = BTreeMap::new();
+    let object_of: BTreeMap<RecipeKey, Digest> =
+        keys.iter().filter_map(|k| Some((*k, store.lookup(k)?.object))).collect();
+    let mut computed: BTreeMap<Digest, LastName> = BTreeMap::new();
+    let mut served: BTreeMap<Digest, LastName> = BTreeMap::new();
     for entry in store.run_log() {
-        if let Some(key) = entry.key.filter(|k| wanted.contains(k)) {
-            name_of_key.insert(key, LastName { instance: entry.instance, experiment: entry.experiment });
+        let Some(object) = entry.key.and_then(|k| object_of.get(&k)) else { continue };
+        let name = LastName { instance: entry.instance, experiment: entry.experiment };
+        if entry.outcome == "ran" {
+            computed.insert(*object, name);
+        } else {
+            served.insert(*object, name);
         }
     }
-    name_of_key.into_iter().filter_map(|(key, name)| Some((store.lookup(&key)?.object, name))).collect()
+    served.extend(computed);
+    served
 }
 
-/// `, of which 107 were last computed by experiments not given here: lr (33), ...`, or nothing:
-/// on a cache several experiments share, `gc FILE` removes the others' results, which a list of
-/// digests alone does not make plain.
-fn others_note<'a>(
+/// Of `objects`, how many each experiment not among `plans` last computed: on a cache several
+/// experiments share, `gc FILE` removes the others' results, which a list of digests alone does
+/// not make plain.
+fn others<'a>(
     objects: impl Iterator<Item = &'a Digest>,
-    names: &BTreeMap<Digest, LastName>,
+    names: &'a BTreeMap<Digest, LastName>,
     plans: &[Plan],
-    advice: &str,
-) -> String {
+) -> BTreeMap<&'a str, usize> {
     let given: BTreeSet<&str> = plans.iter().map(|p| p.experiment.name.as_str()).collect();
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for name in objects.filter_map(|o| names.get(o)).filter(|n| !given.contains(n.experiment.as_str())) {
         *count.entry(name.experiment.as_str()).or_default() += 1;
     }
+    count
+}
+
+/// `; 107 of the objects were last computed by experiments not given here: lr (33), ... (advice)`,
+/// or nothing.
+fn others_note(count: &BTreeMap<&str, usize>, advice: &str) -> String {
     if count.is_empty() {
         return String::new();
     }
     let total: usize = count.values().sum();
-    let mut most: Vec<(&str, usize)> = count.into_iter().collect();
+    let mut most: Vec<(&str, usize)> = count.iter().map(|(e, n)| (*e, *n)).collect();
     most.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     const SHOWN: usize = 8;
     let more = if most.len() > SHOWN { format!(" and {} more", most.len() - SHOWN) } else { String::new() };

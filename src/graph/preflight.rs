@@ -8,10 +8,15 @@ use super::{Instance, Plan};
 use crate::config::ConfigError;
 use crate::ops::Site;
 
-/// Every instance's [`crate::ops::Op::preflight`] against where `site_of` says it will compute,
-/// each refusal located at its field and said once per stage.
-pub fn check(plan: &Plan, site_of: &dyn Fn(&Instance) -> Site) -> Result<(), ConfigError> {
-    check_these(plan, plan.instances.iter(), site_of)
+/// [`crate::ops::Op::preflight`] of every instance `computes` says the run will compute (not
+/// those it serves from the cache), against where `site_of` says it will compute, each refusal
+/// located at its field and said once per stage.
+pub fn check(
+    plan: &Plan,
+    computes: &dyn Fn(&Instance) -> bool,
+    site_of: &dyn Fn(&Instance) -> Site,
+) -> Result<(), ConfigError> {
+    check_these(plan, plan.instances.iter().filter(|i| computes(i)), site_of)
 }
 
 /// [`check`] of the one instance named `name` (`cfrun exec FILE INSTANCE`), at `site`.

@@ -44,7 +44,7 @@ use std::path::{Component, Path};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{InputSpec, Kind, OpError, OpSpec, StageCtx, StageKind};
+use super::{InputFacts, InputSpec, Kind, OpError, OpSpec, Site, StageCtx, StageKind};
 use crate::artifact::validate;
 use crate::config::params::{self, ParamError, Params};
 use probes::{probe_env, ProbeFailure};
@@ -215,6 +215,28 @@ impl StageKind for Command {
     fn output_names(&self, params: &Json) -> Vec<String> {
         params.get("outputs").and_then(Json::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
+    /// Where the stage will run, its program must be there: a bare name (or a `{param.NAME}`
+    /// holding one) that no folder on PATH holds would fail every instance after its inputs
+    /// were computed. Checked for the instances a run computes, not by commands that only read.
+    fn preflight(&self, p: &CommandParams, _fed: &InputFacts, _site: &Site) -> Result<(), ParamError> {
+        let program = match p.argv[0].strip_prefix("{param.").and_then(|n| n.strip_suffix('}')) {
+            Some(name) => match p.params.get(name) {
+                Some(Json::String(s)) => s.clone(),
+                _ => return Ok(()),
+            },
+            None => p.argv[0].clone(),
+        };
+        let Some(why) = not_on_path(&program) else { return Ok(()) };
+        Err(ParamError::field(
+            "argv",
+            format!("`argv[0]` = \"{}\": `{program}` is not a program on PATH ({why})", p.argv[0]),
+            Some(
+                "the command is started with cfrun's PATH: is the stage's environment active? A script of the \
+                 stage's own is listed in `code` and named by its path, e.g. argv = [\"./probe.sh\"]"
+                    .into(),
+            ),
+        ))
+    }
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
         let Some(argv) = raw.get("argv").and_then(Json::as_array) else { return Ok(()) };
         for (i, arg) in argv.iter().enumerate() {
@@ -328,18 +350,22 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
     Ok(out)
 }
 
-/// cfrun's PATH, when `program` is a bare name that none of its folders holds: the child would
-/// fail to start in every instance. A relative folder on PATH is looked up from the scratch folder
-/// the command runs in, so a PATH holding one is taken on trust.
+/// Why `program`, a bare name, would not start: none of PATH's folders holds it (PATH named), or
+/// one holds it but not executable. A relative folder on PATH is looked up from the scratch
+/// folder the command runs in, so a PATH holding one is taken on trust.
 fn not_on_path(program: &str) -> Option<String> {
-    if program.contains(['/', '{']) {
+    if program.is_empty() || program.contains(['/', '{']) {
         return None;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     if std::env::split_paths(&path).any(|dir| dir.is_relative()) || crate::shell::find_on_path(program).is_some() {
         return None;
     }
-    Some(format!("PATH={}", path.to_string_lossy()))
+    let lacking_x = std::env::split_paths(&path).map(|dir| dir.join(program)).find(|f| f.is_file());
+    Some(match lacking_x {
+        Some(file) => format!("{} is there but not executable", file.display()),
+        None => format!("PATH={}", path.to_string_lossy()),
+    })
 }
 
 /// The `{...}` placeholders of one argument.
@@ -358,17 +384,6 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     if p.argv.first().is_none_or(|program| program.trim().is_empty()) {
         let what = if p.argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
         return Err(ParamError::field("argv", what, Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
-    }
-    if let Some(path) = not_on_path(&p.argv[0]) {
-        return Err(ParamError::field(
-            "argv",
-            format!("`argv[0]` = \"{}\" is not a program on PATH ({path})", p.argv[0]),
-            Some(
-                "the command is started with cfrun's PATH: is the stage's environment active? A script of the \
-                 stage's own is listed in `code` and named by its path, e.g. argv = [\"./probe.sh\"]"
-                    .into(),
-            ),
-        ));
     }
     if !(p.timeout > 0.0 && p.timeout <= MAX_TIMEOUT_S) {
         return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));

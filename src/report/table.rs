@@ -145,20 +145,34 @@ impl Grid {
         };
         let row_labels: Vec<String> = row_keys.iter().map(|k| key_label(&spec.rows, k)).collect();
 
-        let blank = Cell { decimals: spec.precision.most(), ..Cell::default() };
-        let mut cells = vec![vec![blank; col_keys.len()]; row_keys.len()];
+        // A table of several metrics has them as a dimension, so a cell's metric (an empty one's
+        // too) is in its row's or column's key; one of a single metric names it in the spec.
+        let metric_in = |dims: &[String], key: &Key| -> Option<String> {
+            match dims.iter().position(|d| d == METRIC_DIM).and_then(|at| key[at].as_ref()) {
+                Some(AxisValue::Str(m)) => Some(m.clone()),
+                _ => None,
+            }
+        };
+        let metric_of = |r: &Record| match r.axes.get(METRIC_DIM) {
+            Some(AxisValue::Str(m)) => Some(m.clone()),
+            _ => None,
+        };
+        let metrics: std::collections::BTreeSet<Option<String>> = recs.iter().map(|r| metric_of(r)).collect();
+        let only_metric = if metrics.len() == 1 { metrics.into_iter().next().flatten() } else { None };
+        let mut cells = vec![vec![Cell::default(); col_keys.len()]; row_keys.len()];
         for (ri, rk) in row_keys.iter().enumerate() {
             for (ci, ck) in col_keys.iter().enumerate() {
-                if let Some(r) = by_cell.get(&(rk.clone(), ck.clone())) {
-                    cells[ri][ci].ours = Some(r.metrics[&spec.metric]);
-                    cells[ri][ci].spread = r.replicates.clone();
-                    // A table of several metrics has them as a dimension; one of a single metric
-                    // names it in the spec.
-                    let metric = match r.axes.get(METRIC_DIM) {
-                        Some(AxisValue::Str(m)) => m.as_str(),
-                        _ => spec.metric.as_str(),
-                    };
-                    cells[ri][ci].decimals = spec.precision.of(Some(metric));
+                let record = by_cell.get(&(rk.clone(), ck.clone()));
+                let metric = metric_in(&spec.rows, rk)
+                    .or_else(|| metric_in(&spec.columns, ck))
+                    .or_else(|| record.and_then(|r| metric_of(r)))
+                    .or_else(|| only_metric.clone())
+                    .unwrap_or_else(|| spec.metric.clone());
+                let cell = &mut cells[ri][ci];
+                cell.decimals = spec.precision.of(Some(&metric));
+                if let Some(r) = record {
+                    cell.ours = Some(r.metrics[&spec.metric]);
+                    cell.spread = r.replicates.clone();
                 }
             }
         }
@@ -460,6 +474,16 @@ mod tests {
         };
         let md = render_table(&records, &spec).unwrap().markdown;
         assert!(md.contains("| 4   | 61.23 | 0.123 | 0.1 |"), "{md}");
+        // An empty cell's paper value takes its column's metric.
+        let mut with_paper = spec.clone();
+        with_paper.paper = vec![PaperRef { row: "k=8".into(), column: "top1".into(), value: 12.3456 }];
+        let more = [records.clone(), vec![metric_rec("nmi", 8, 0.5)]].concat();
+        let md = render_table(&more, &with_paper).unwrap().markdown;
+        assert!(md.contains("- (paper 12.35)"), "{md}");
+        // A table of one metric, which the table op keeps as a dimension it does not show.
+        let single = TableSpec { columns: vec!["k".into()], rows: vec!["source".into()], ..spec.clone() };
+        let md = render_table(&[metric_rec("nmi", 4, 0.12345)], &single).unwrap().markdown;
+        assert!(md.contains("0.123"), "{md}");
         let one = TableSpec {
             rows: vec!["source".into()],
             columns: vec!["p".into()],

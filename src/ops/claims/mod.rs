@@ -67,7 +67,10 @@ impl StageKind for Claims {
         //    others (beyond 1e15 too) the decimals that tell their bounds apart, up to an f64's
         //    digits (both were printed as a point); a number that rounds to zero reads `+0.00`,
         //    never `-0.00`, and so does not count as off the line at 0.
-        version: 15,
+        // 16: a claim whose `each` dimensions no one observation carries together (one series
+        //    swept along `k`, the other along `p`) is checked at every combination both series
+        //    have; it was left out of the page, which a cache from before would serve.
+        version: 16,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
@@ -231,11 +234,15 @@ impl StageKind for Claims {
             }
             let cases = cases(&claim, &c.each, &obs);
             if cases.is_empty() {
-                let field = if claim.scope.is_empty() { "each" } else { "where" };
+                let (field, help) = if claim.scope.is_empty() {
+                    ("each", "name in `each` dimensions the claim's series are swept along, or leave it out")
+                } else {
+                    ("where", "widen `where` to values the sweep has, or leave out `each`")
+                };
                 return Err(ParamError::field(
                     &format!("claims[{i}].{field}"),
                     no_case(&c.name, &claim, &c.each),
-                    Some("widen `where` to values the sweep has, or leave out `each`".into()),
+                    Some(help.into()),
                 ));
             }
             total_cases += cases.len();
@@ -412,13 +419,70 @@ fn warn_of_a_band_wider_than_the_values(stage: &str, name: &str, claim: &Claim, 
     }
 }
 
+/// The cases of a claim whose `each` dimensions no one observation carries together (`each =
+/// ["k", "p"]` comparing a series swept along `k` with one swept along `p`): every combination of
+/// the values in scope at which each series has an observation, at most one more than
+/// [`params::MAX_CASES`] (the caller refuses more).
+fn spread_cases(claim: &Claim, each: &[String], obs: &[Observation]) -> Vec<Vec<Json>> {
+    let in_scope: Vec<&Observation> = obs.iter().filter(|o| stats::select::within(o, &claim.scope)).collect();
+    let values: Vec<Vec<Json>> = each
+        .iter()
+        .map(|d| {
+            let mut vs: Vec<Json> = Vec::new();
+            for v in in_scope.iter().filter_map(|o| stats::select::dim_value(o, d)) {
+                if !vs.iter().any(|seen| same_value(seen, &v)) {
+                    vs.push(v);
+                }
+            }
+            vs
+        })
+        .collect();
+    if values.iter().any(Vec::is_empty) {
+        return Vec::new();
+    }
+    let series: Vec<&Selector> = match &claim.shape {
+        stats::Shape::Compare { a, b } | stats::Shape::Trend { a, b, .. } | stats::Shape::Contrast { a, b, .. } => {
+            vec![a, b]
+        }
+        stats::Shape::Order { series } => series.iter().collect(),
+    };
+    let mut cases = Vec::new();
+    let mut at = vec![0usize; each.len()];
+    'combos: loop {
+        let combo: Vec<Json> = at.iter().zip(&values).map(|(&i, vs)| vs[i].clone()).collect();
+        let mut scope = claim.scope.clone();
+        for (d, v) in each.iter().zip(&combo) {
+            scope.insert(d.clone(), Condition::Equals(v.clone()));
+        }
+        let found = |sel: &Selector| {
+            in_scope.iter().any(|o| stats::select::matches(o, sel) && stats::select::within(o, &scope))
+        };
+        if series.iter().all(|sel| found(sel)) {
+            cases.push(combo);
+            if cases.len() > params::MAX_CASES {
+                return cases;
+            }
+        }
+        // The next combination, the last dimension fastest.
+        for d in (0..at.len()).rev() {
+            at[d] += 1;
+            if at[d] < values[d].len() {
+                continue 'combos;
+            }
+            at[d] = 0;
+        }
+        return cases;
+    }
+}
+
 /// Why a claim with `each` has no case: no observation within its `where` carries every `each`
 /// dimension. Left alone it would vanish from the verdicts (and shrink a Holm family) unsaid.
 fn no_case(name: &str, claim: &Claim, each: &[String]) -> String {
     let scope = stats::select::describe(&claim.scope);
     let within = if scope.is_empty() { String::new() } else { format!(" within `where` ({scope})") };
     format!(
-        "claim `{name}`: no instance{within} has a value of every `each` dimension ({}), so it would check nothing",
+        "claim `{name}`: no value of the `each` dimensions ({}){within} has an instance of every series, so it \
+         would check nothing",
         each.join(", ")
     )
 }
@@ -459,6 +523,9 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
             partial.push((i, tuple.iter().map(|v| v.as_ref().map(key)).collect()));
         }
     }
+    if seen.is_empty() {
+        seen = spread_cases(claim, each, obs);
+    }
     seen.into_iter()
         .map(|t| {
             let keys: Vec<String> = t.iter().map(key).collect();
@@ -479,4 +546,51 @@ fn cases<'a>(claim: &Claim, each: &[String], obs: &'a [Observation]) -> Vec<(Str
             (label.join(", "), scope, at.into_iter().map(|i| &obs[i]).collect())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obs(source: &str, axes: &[(&str, Json)]) -> Observation {
+        let mut axes: BTreeMap<String, Json> = axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        axes.insert(REPLICATE.into(), json!(0));
+        Observation { source: source.into(), axes, value: 1.0 }
+    }
+
+    fn compare(scope: Selector) -> Claim {
+        let source = |s: &str| Selector::from([(SOURCE.to_string(), Condition::Equals(json!(s)))]);
+        Claim {
+            shape: stats::Shape::Compare { a: source("a"), b: source("b") },
+            scope,
+            expect: Expect::Greater,
+            margin: 0.0,
+        }
+    }
+
+    /// `each` over one series' axis and the other's: no observation carries both, so the cases
+    /// are the combinations at which both series have one (there were none, and the claim
+    /// vanished); a `where` that leaves one series nothing leaves no case.
+    #[test]
+    fn each_spread_over_two_series_takes_every_combination_both_have() {
+        let data = [
+            obs("a", &[("k", json!(4))]),
+            obs("a", &[("k", json!(8))]),
+            obs("b", &[("p", json!(0))]),
+            obs("b", &[("p", json!(50))]),
+        ];
+        let each = ["k".to_string(), "p".to_string()];
+        let labels: Vec<String> = cases(&compare(Selector::new()), &each, &data).into_iter().map(|c| c.0).collect();
+        assert_eq!(labels, ["k = 4, p = 0", "k = 4, p = 50", "k = 8, p = 0", "k = 8, p = 50"]);
+        let narrowed = compare(Selector::from([("p".to_string(), Condition::Equals(json!(50)))]));
+        let labels: Vec<String> = cases(&narrowed, &each, &data).into_iter().map(|c| c.0).collect();
+        assert_eq!(labels, ["k = 4, p = 50", "k = 8, p = 50"]);
+        let nothing = compare(Selector::from([("p".to_string(), Condition::Equals(json!(25)))]));
+        assert!(cases(&nothing, &each, &data).is_empty());
+        // Where one observation carries every dimension, the cases are those it has, as before.
+        let joint = [obs("a", &[("k", json!(4)), ("p", json!(0))]), obs("b", &[("k", json!(4)), ("p", json!(0))])];
+        let labels: Vec<String> = cases(&compare(Selector::new()), &each, &joint).into_iter().map(|c| c.0).collect();
+        assert_eq!(labels, ["k = 4, p = 0"]);
+    }
 }
