@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use serde_json::Value as Json;
+
 use super::failure::Failure;
 use super::open::load;
 use super::Global;
-use serde_json::Value as Json;
-
 use crate::graph::{InstanceIdx, Plan};
 
 /// `file`'s plan, cut down to `targets` and what they read; the whole plan without targets.
