@@ -49,7 +49,8 @@ pub(super) fn cpu_seconds() -> f64 {
 /// The instances of `plan` the cache at `--cache` holds now (a quick check), read without
 /// creating or locking anything; none where there is no cache yet.
 fn served_now(plan: &crate::graph::Plan, g: &Global) -> std::collections::BTreeSet<String> {
-    if crate::cache::store::holds_nothing(&g.cache) {
+    // A folder that is no cache is refused when the run opens it; read here, it would become one.
+    if crate::cache::store::holds_nothing(&g.cache) || super::open::require_cache_folder(&g.cache).is_err() {
         return Default::default();
     }
     let Ok(store) = crate::cache::Store::open_to_read(&g.cache) else { return Default::default() };
