@@ -2646,6 +2646,45 @@ fn a_program_not_on_path_is_refused_before_anything_runs() {
     assert!(out.status.success(), "a cached command is served without its program: {}", stderr(&out));
 }
 
+/// `seeded = false` runs a deterministic command once for every replicate (a preprocessing step
+/// need not be repeated); left out, a command runs per replicate under the key it always had;
+/// `{seed}` in a stage that draws nothing is refused.
+#[test]
+fn an_unseeded_command_runs_once_for_every_replicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = |name: &str, extra: &str| {
+        format!(
+            "[stages.{name}]\nop = \"command\"\nargv = [\"sh\", \"-c\", \"echo '{{{{\\\"values\\\": {{{{\\\"top1\\\": 1}}}}}}}}' > out/m/metrics.json{extra}\"]\n\
+             inputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n"
+        )
+    };
+    let toml = format!(
+        "[experiment]\nname = \"seeded\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n{}seeded = false\n\n{}",
+        command("prep", ""),
+        command("noisy", "; echo {seed} > /dev/null")
+    );
+    let file = dir.path().join("s.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let cache = dir.path().join("cache");
+    let ran = run_json(&cache, &file, &[]);
+    let names: Vec<&str> = ran.keys().map(String::as_str).collect();
+    assert_eq!(names, ["noisy[replicate=0]", "noisy[replicate=1]", "prep", "shapes"], "{ran:?}");
+    // The default is not in the canonical parameters: keys made before the field stay.
+    let dag = cfrun(&cache, &["dag", file.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&dag.stdout).unwrap();
+    let params = |name: &str| {
+        v["instances"].as_array().unwrap().iter().find(|i| i["instance"] == name).unwrap()["params"].clone()
+    };
+    assert!(params("noisy[replicate=0]").get("seeded").is_none(), "{v}");
+    assert_eq!(params("prep")["seeded"], false, "{v}");
+    let bad = toml.replacen("out/m/metrics.json\"]", "out/m/metrics.json; echo {seed}\"]", 1);
+    std::fs::write(&file, bad).unwrap();
+    let out = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("uses {seed}, but the stage has `seeded = false`"), "{}", stderr(&out));
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -189,7 +189,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 ));
             }
         }
-        if stage.op.replicated() && exp.axis(REPLICATE_AXIS).is_some() {
+        if stage.op.replicated(&stage.params) && exp.axis(REPLICATE_AXIS).is_some() {
             axes.insert(REPLICATE_AXIS.to_string());
         }
         if !stage.op.aggregates() {
@@ -458,7 +458,7 @@ fn inject_seed(stage: &ResolvedStage<'_>, raw: Json, seed: u64, replicate: Optio
         if let Json::Object(map) = &mut raw {
             let entry = map.entry("seed").or_insert(Json::from(seed));
             let r = replicate.and_then(Json::as_u64).unwrap_or(0);
-            if let (true, Some(base)) = (stage.op.replicated() && r > 0, entry.as_u64()) {
+            if let (true, Some(base)) = (stage.op.replicated(&stage.params) && r > 0, entry.as_u64()) {
                 *entry = Json::from(replicate_seed(base, r));
             }
         }

@@ -96,7 +96,7 @@ impl StageKind for Canvas {
         metric_names: &[],
     };
 
-    fn replicated(&self) -> bool {
+    fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {
         false
     }
 

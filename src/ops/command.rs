@@ -84,6 +84,10 @@ struct RawParams {
     /// Whether per-example outputs must have as many rows as the per-example inputs.
     #[serde(default = "yes")]
     match_rows: bool,
+    /// Whether the program draws random numbers: `false` runs it once, shared by every
+    /// replicate (a deterministic preprocessing step), and refuses `{seed}` in `argv`.
+    #[serde(default = "yes")]
+    seeded: bool,
     /// The stage's seed, for `{seed}` (the experiment's unless set; one per replicate).
     seed: u64,
 }
@@ -127,6 +131,11 @@ fn yes() -> bool {
     true
 }
 
+/// Whether `b` is true: a default left out of the canonical form, so older keys stay.
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// The canonical parameters: what goes into the recipe key and what [`Command::run`] reads.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandParams {
@@ -151,6 +160,9 @@ pub struct CommandParams {
     pub timeout: f64,
     /// Whether per-example outputs must have as many rows as the per-example inputs.
     pub match_rows: bool,
+    /// Whether it runs per replicate; left out of the key when it does, as before the field.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub seeded: bool,
     /// For `{seed}`.
     pub seed: u64,
 }
@@ -202,6 +214,10 @@ impl StageKind for Command {
 
     fn param_fields(&self) -> Vec<&'static str> {
         RawParams::fields()
+    }
+    /// Per replicate unless the stage says it draws nothing (`seeded = false`, written as such).
+    fn replicated(&self, raw: &serde_json::Map<String, Json>) -> bool {
+        raw.get("seeded") != Some(&Json::Bool(false))
     }
     fn param_docs(&self) -> Vec<crate::config::param_docs::ParamDoc> {
         RawParams::docs()
@@ -423,7 +439,13 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
                 Some(("in", _)) => continue, // checked against the input slots by `check_inputs`
                 Some(("out", name)) if outputs.contains_key(name) => continue,
                 Some(("param", name)) if p.params.contains_key(name) => continue,
-                _ if ph == "seed" => continue,
+                _ if ph == "seed" && p.seeded => continue,
+                _ if ph == "seed" => (
+                    format!("`argv[{i}]` uses {{seed}}, but the stage has `seeded = false`"),
+                    "a stage that draws no random numbers runs once for every replicate, so one seed would stand \
+                     for all of them: set `seeded = true` (the default), or leave {seed} out"
+                        .to_string(),
+                ),
                 Some(("out", name)) => (
                     format!("`argv[{i}]` uses {{{ph}}}, but the stage declares no output `{name}`"),
                     format!("declared outputs: {}; add it to `outputs`", list(&outs)),
@@ -483,6 +505,7 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
         params: p.params,
         timeout: p.timeout,
         match_rows: p.match_rows,
+        seeded: p.seeded,
         seed: p.seed,
     })
 }

@@ -252,7 +252,7 @@ impl StageKind for Dataset {
         metric_names: &[],
     };
 
-    fn replicated(&self) -> bool {
+    fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {
         false
     }
 

@@ -216,7 +216,7 @@ pub trait StageKind: Send + Sync + 'static {
         params::typed::<Self::Params>(raw)
     }
     /// See [`Op::replicated`].
-    fn replicated(&self) -> bool {
+    fn replicated(&self, _raw: &serde_json::Map<String, Json>) -> bool {
         self.param_fields().contains(&"seed")
     }
     /// See [`Op::check_gathered`].
@@ -294,8 +294,9 @@ pub trait Op: Send + Sync {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
     /// Whether the op draws random numbers that should differ between replicates: such a stage
     /// runs once per replicate, each with its own seed. Ops whose seed fixes a design choice (a
-    /// data subset, generated data, a permutation set) say no and are shared by all replicates.
-    fn replicated(&self) -> bool;
+    /// data subset, generated data, a permutation set) say no and are shared by all replicates,
+    /// as does a stage whose raw parameters say it draws none (`command`'s `seeded = false`).
+    fn replicated(&self, raw: &serde_json::Map<String, Json>) -> bool;
     /// Checks the parameters of an aggregating stage against the instances it gathers (their
     /// stages and axes), before anything runs.
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError>;
@@ -407,7 +408,7 @@ impl<T: StageKind> Op for T {
         if let Some(seed) = docs.iter_mut().find(|d| d.name == "seed") {
             seed.required = false;
             seed.default_from = Some("the experiment's `seed`".to_string());
-            seed.doc.push_str(if StageKind::replicated(self) {
+            seed.doc.push_str(if StageKind::replicated(self, &serde_json::Map::new()) {
                 " In replicate r > 0 the seed used, set here or not, is one derived from it and r."
             } else {
                 " The same in every replicate."
@@ -426,8 +427,8 @@ impl<T: StageKind> Op for T {
             .map_err(|source| OpError::Params { instance: ctx.name.to_string(), source })?;
         StageKind::run(self, params, ctx)
     }
-    fn replicated(&self) -> bool {
-        StageKind::replicated(self)
+    fn replicated(&self, raw: &serde_json::Map<String, Json>) -> bool {
+        StageKind::replicated(self, raw)
     }
     fn check_gathered(&self, params: &Json, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
         StageKind::check_gathered(self, &params::parse(params)?, gathered)

@@ -49,7 +49,7 @@ impl StageKind for PermutationSet {
         metric_names: &[],
     };
 
-    fn replicated(&self) -> bool {
+    fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {
         false
     }
 

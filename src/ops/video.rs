@@ -192,7 +192,7 @@ impl StageKind for Video {
         metric_names: &[],
     };
 
-    fn replicated(&self) -> bool {
+    fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {
         false
     }
 
