@@ -2658,9 +2658,13 @@ fn an_unseeded_command_runs_once_for_every_replicate() {
              inputs = {{ images = \"shapes.images\" }}\noutputs = {{ m = \"metrics\" }}\n"
         )
     };
+    // A claim pairs the stage computed once with each replicate of the other.
+    let claim = "[stages.verdicts]\nop = \"claims\"\ninputs = [\"noisy.m\", \"prep.m\"]\nmetric = \"top1\"\n\n\
+                 [[stages.verdicts.claims]]\nname = \"same\"\nstatement = \"x\"\na = { source = \"noisy\" }\n\
+                 b = { source = \"prep\" }\nexpect = \"within\"\nmargin = 1\n";
     let toml = format!(
         "[experiment]\nname = \"seeded\"\nseed = 0\nreplicates = 2\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
-         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\n\n{}seeded = false\n\n{}",
+         classes = 4\nsize = 8\ntrain_size = 12\ntest_size = 8\nseed = 1\n\n{}seeded = false\n\n{}\n{claim}",
         command("prep", ""),
         command("noisy", "; echo {seed} > /dev/null")
     );
@@ -2669,7 +2673,11 @@ fn an_unseeded_command_runs_once_for_every_replicate() {
     let cache = dir.path().join("cache");
     let ran = run_json(&cache, &file, &[]);
     let names: Vec<&str> = ran.keys().map(String::as_str).collect();
-    assert_eq!(names, ["noisy[replicate=0]", "noisy[replicate=1]", "prep", "shapes"], "{ran:?}");
+    assert_eq!(names, ["noisy[replicate=0]", "noisy[replicate=1]", "prep", "shapes", "verdicts"], "{ran:?}");
+    // It has no seed: a new experiment seed leaves it cached.
+    let reseeded = cfrun(&cache, &["status", file.to_str().unwrap(), "--set", "experiment.seed=5"]);
+    let said = String::from_utf8_lossy(&reseeded.stdout).to_string();
+    assert!(said.contains("cached  prep") && said.contains("stale   noisy[replicate=0]"), "{said}");
     // The default is not in the canonical parameters: keys made before the field stay.
     let dag = cfrun(&cache, &["dag", file.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&dag.stdout).unwrap();
@@ -2683,6 +2691,14 @@ fn an_unseeded_command_runs_once_for_every_replicate() {
     let out = cfrun(&cache, &["status", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("uses {seed}, but the stage has `seeded = false`"), "{}", stderr(&out));
+    // Swept, it would be read before the sweep expands: refused.
+    let swept = toml
+        .replace("seeded = false", "seeded = \"${s}\"")
+        .replace("[stages.shapes]", "[sweep]\ns = [true, false]\n\n[stages.shapes]");
+    std::fs::write(&file, swept).unwrap();
+    let out = cfrun(&cache, &["status", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`seeded` is swept"), "{}", stderr(&out));
 }
 
 #[test]

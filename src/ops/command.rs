@@ -254,6 +254,14 @@ impl StageKind for Command {
         ))
     }
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError> {
+        // Whether the stage runs per replicate is settled before sweeps expand.
+        if raw.get("seeded").and_then(Json::as_str).is_some_and(|s| s.contains("${")) {
+            return Err(ParamError::field(
+                "seeded",
+                "`seeded` is swept, but whether a stage runs per replicate is settled before sweeps expand",
+                Some("write `seeded = false` or `true`, or split the stage in two".into()),
+            ));
+        }
         let Some(argv) = raw.get("argv").and_then(Json::as_array) else { return Ok(()) };
         for (i, arg) in argv.iter().enumerate() {
             for ph in placeholders(arg.as_str().unwrap_or_default())
@@ -506,7 +514,9 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
         timeout: p.timeout,
         match_rows: p.match_rows,
         seeded: p.seeded,
-        seed: p.seed,
+        // A stage that draws nothing has no seed: the experiment's (or one written here) would
+        // key it, and a new experiment seed would run it again for nothing.
+        seed: if p.seeded { p.seed } else { 0 },
     })
 }
 

@@ -539,8 +539,10 @@ fn pair(
     let (ca, cb) = (carried(&oa), carried(&ob));
     let free = |d: &&String| !fixed.contains(d.as_str());
     let dims: Vec<String> = ca.intersection(&cb).filter(free).cloned().collect();
+    // So does the replicate: a series computed once for every replicate (a `command` with
+    // `seeded = false`) pairs with each replicate of the other.
     let spread = |own: &BTreeSet<String>, other: &BTreeSet<String>| -> Vec<String> {
-        own.difference(other).filter(free).filter(|d| named.contains(*d)).cloned().collect()
+        own.difference(other).filter(free).filter(|d| named.contains(*d) || *d == REPLICATE).cloned().collect()
     };
     // Per series: each cell's pairing key (the shared dimensions), its axes and its value.
     let index = |name: &str, list: &[&Observation], extra: &[String]| -> Result<Vec<(String, Gap)>, ClaimError> {
