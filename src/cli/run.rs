@@ -46,8 +46,9 @@ pub(super) fn cpu_seconds() -> f64 {
     of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
-/// The instances of `plan` the cache at `--cache` holds now (a quick check), read without
-/// creating or locking anything; none where there is no cache yet.
+/// The instances of `plan` the cache at `--cache` holds now (the quick check `status` makes),
+/// read as `status` reads it; none where there is no cache yet. The run evaluates again as it
+/// schedules: this look only spares served instances the preflight.
 fn served_now(plan: &crate::graph::Plan, g: &Global) -> std::collections::BTreeSet<String> {
     // A folder that is no cache is refused when the run opens it; read here, it would become one.
     if crate::cache::store::holds_nothing(&g.cache) || super::open::require_cache_folder(&g.cache).is_err() {
@@ -171,7 +172,7 @@ pub(super) fn run(
             .collect();
         outln!(
             "{}",
-            json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "targets": targets,
+            json!({"ok": failed + skipped == 0, "experiment": plan.experiment.name, "targets": plan.targets,
                    "wall_seconds": wall,
                    "cpu_seconds": cpu,
                    "ran": ran, "cached": cached, "failed": failed, "skipped": skipped,
@@ -215,7 +216,7 @@ pub(super) fn run(
                 "{}: {} instances{}, {ran} ran, {cached} cached, {failed} failed, {skipped} skipped in {}{jobs}",
                 plan.experiment.name,
                 reports.len(),
-                super::targets::part_note(targets),
+                super::targets::part_note(&plan.targets),
                 crate::human::duration(wall)
             );
         }

@@ -50,7 +50,7 @@ pub(super) fn status(file: &Path, targets: &[String], g: &Global, verify: bool) 
                        "same_recipe_as": twin_of[i], "error": failed[i]})
             })
             .collect();
-        outln!("{}", json!({"experiment": plan.experiment.name, "targets": targets, "instances": items}));
+        outln!("{}", json!({"experiment": plan.experiment.name, "targets": plan.targets, "instances": items}));
     } else {
         let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(0);
         let damaged: BTreeSet<&str> = plan
@@ -94,7 +94,13 @@ pub(super) fn status(file: &Path, targets: &[String], g: &Global, verify: bool) 
             }
         }
         let cached = states.iter().filter(|s| s.record.is_some()).count();
-        let _ = writeln!(text, "{} of {} instances cached{}", cached, states.len(), super::targets::part_note(targets));
+        let _ = writeln!(
+            text,
+            "{} of {} instances cached{}",
+            cached,
+            states.len(),
+            super::targets::part_note(&plan.targets)
+        );
         out!("{text}");
     }
     Ok(ExitCode::SUCCESS)

@@ -5,8 +5,9 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use super::catalog::{Package, SourceSpec};
-use super::external::{find_on_path, run};
+use super::external::run;
 use super::resolve::{read_all, Files, Resolver};
+use crate::shell::find_on_path;
 
 impl Resolver {
     /// Step 4: the canonical URL via curl; `Ok(None)` when the data set has none.

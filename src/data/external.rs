@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::catalog::{ArchiveKind, ArchiveSpec};
-pub use crate::shell::find_on_path;
+use crate::shell::find_on_path;
 
 /// Runs `program args...` in `cwd`, killing it after `timeout`.
 ///
