@@ -2644,6 +2644,18 @@ fn a_program_not_on_path_is_refused_before_anything_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cfrun_with_path("run", "/usr/bin:/bin");
     assert!(out.status.success(), "a cached command is served without its program: {}", stderr(&out));
+    // A cached result found damaged must be computed again: the refusal says why it computes.
+    let object = objects(&cache)["probe"].trim_start_matches("blake3:").to_string();
+    let metrics = cache.join("objects").join(object).join("m/metrics.json");
+    std::fs::write(&metrics, "{\"values\": {\"top1\": 0.5}}\n").unwrap();
+    let out = cfrun_with_path("run", "/usr/bin:/bin");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a program on PATH")
+            && err.contains("; probe must be computed again: its cached result is damaged: m/metrics.json"),
+        "{err}"
+    );
 }
 
 /// `seeded = false` runs a deterministic command once for every replicate (a preprocessing step

@@ -13,6 +13,7 @@ use super::open::{open_store, remember_settings};
 use super::signals::SignalsFailWrites;
 use super::terminal::{report_for_terminal, TERMINAL_REPORT_CHARS};
 use super::Global;
+use crate::cache::key::DirtyReason;
 use crate::config::error::printable_cut;
 use crate::config::ExecutorKind;
 use crate::exec::compute::ComputeEnv;
@@ -46,17 +47,37 @@ pub(super) fn cpu_seconds() -> f64 {
     of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
-/// The instances of `plan` the cache at `--cache` holds now (the quick check `status` makes),
-/// read as `status` reads it; none where there is no cache yet. The run evaluates again as it
-/// schedules: this look only spares served instances the preflight.
-fn served_now(plan: &crate::graph::Plan, g: &Global) -> std::collections::BTreeSet<String> {
+/// What the cache at `--cache` holds now of `plan` (the quick check `status` makes): the
+/// instances it serves, and of those it held until they were found damaged or removed, the
+/// reason; nothing where there is no cache yet. The run evaluates again as it schedules: this
+/// look only spares served instances the preflight.
+fn cached_now(plan: &crate::graph::Plan, g: &Global) -> CachedNow {
     // A folder that is no cache is refused when the run opens it; read here, it would become one.
     if crate::cache::store::holds_nothing(&g.cache) || super::open::require_cache_folder(&g.cache).is_err() {
         return Default::default();
     }
     let Ok(store) = crate::cache::Store::open_to_read(&g.cache) else { return Default::default() };
     let states = crate::exec::evaluate::evaluate(plan, &store);
-    plan.instances.iter().zip(states).filter(|(_, st)| st.record.is_some()).map(|(i, _)| i.name.clone()).collect()
+    let mut now = CachedNow::default();
+    for (inst, st) in plan.instances.iter().zip(states) {
+        if st.record.is_some() {
+            now.served.insert(inst.name.clone());
+        } else if let Some(lost) = st.reasons.iter().find_map(|r| match r {
+            DirtyReason::Damaged { detail } => Some(format!("cached result is damaged: {detail}")),
+            DirtyReason::Missing => Some("cached result is no longer in the cache".to_string()),
+            _ => None,
+        }) {
+            now.lost.insert(inst.name.clone(), lost);
+        }
+    }
+    now
+}
+
+/// See [`cached_now`].
+#[derive(Default)]
+struct CachedNow {
+    served: std::collections::BTreeSet<String>,
+    lost: std::collections::BTreeMap<String, String>,
 }
 
 pub(super) fn run(
@@ -94,18 +115,23 @@ pub(super) fn run(
     let driver_location = dev.location();
     // What the cache holds is served, not computed: it is not checked against this machine (a
     // `command`'s program need not be on PATH for its result to be served).
-    let served = served_now(&plan, g);
-    let computes = |inst: &Instance| !served.contains(inst.name.as_str());
-    crate::graph::preflight::check(&plan, &computes, &|inst| {
-        let r = resources(inst);
-        let job = slurm && !r.in_driver;
-        let device = r.computes_on(job, &device_flag, driver_location);
-        if job {
-            crate::ops::Site::job(device, r.mem_mb)
-        } else {
-            crate::ops::Site::here(device)
-        }
-    })?;
+    let cached = cached_now(&plan, g);
+    let computes = |inst: &Instance| !cached.served.contains(inst.name.as_str());
+    crate::graph::preflight::check(
+        &plan,
+        &computes,
+        &|inst| {
+            let r = resources(inst);
+            let job = slurm && !r.in_driver;
+            let device = r.computes_on(job, &device_flag, driver_location);
+            if job {
+                crate::ops::Site::job(device, r.mem_mb)
+            } else {
+                crate::ops::Site::here(device)
+            }
+        },
+        &|inst| cached.lost.get(&inst.name).cloned(),
+    )?;
     if slurm {
         exec::slurm::require_sbatch().map_err(|e| Failure::Other(e.to_string()))?;
     }

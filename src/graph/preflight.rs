@@ -10,24 +10,27 @@ use crate::ops::Site;
 
 /// [`crate::ops::Op::preflight`] of every instance `computes` says the run will compute (not
 /// those it serves from the cache), against where `site_of` says it will compute, each refusal
-/// located at its field and said once per stage.
+/// located at its field and said once per stage; `why` says, of an instance the cache held
+/// until it was found damaged or removed, why it is computed (the user may think it cached).
 pub fn check(
     plan: &Plan,
     computes: &dyn Fn(&Instance) -> bool,
     site_of: &dyn Fn(&Instance) -> Site,
+    why: &dyn Fn(&Instance) -> Option<String>,
 ) -> Result<(), ConfigError> {
-    check_these(plan, plan.instances.iter().filter(|i| computes(i)), site_of)
+    check_these(plan, plan.instances.iter().filter(|i| computes(i)), site_of, why)
 }
 
 /// [`check`] of the one instance named `name` (`cfrun exec FILE INSTANCE`), at `site`.
 pub fn check_instance(plan: &Plan, name: &str, site: &Site) -> Result<(), ConfigError> {
-    check_these(plan, plan.instances.iter().filter(|i| i.name == name), &|_| site.clone())
+    check_these(plan, plan.instances.iter().filter(|i| i.name == name), &|_| site.clone(), &|_| None)
 }
 
 fn check_these<'a>(
     plan: &'a Plan,
     instances: impl Iterator<Item = &'a Instance>,
     site_of: &dyn Fn(&Instance) -> Site,
+    why: &dyn Fn(&Instance) -> Option<String>,
 ) -> Result<(), ConfigError> {
     let exp = &plan.experiment;
     let mut errors = Vec::new();
@@ -39,7 +42,8 @@ fn check_these<'a>(
         }
         let Some(decl) = exp.stages.iter().find(|s| s.name == inst.stage) else { continue };
         let origin = decl.fields.get(&e.path).map_or_else(|| decl.origin.clone(), |f| f.node.origin.clone());
-        let message = format!("stage `{}` (op {}): {}", inst.stage, inst.op.name(), e.message);
+        let because = why(inst).map_or(String::new(), |w| format!("; {} must be computed again: its {w}", inst.name));
+        let message = format!("stage `{}` (op {}): {}{because}", inst.stage, inst.op.name(), e.message);
         errors.push(exp.error(&origin, message, e.help.clone()));
     }
     ConfigError::collect(errors)
