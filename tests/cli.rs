@@ -321,6 +321,50 @@ fn same_config_from_empty_caches_gives_identical_outputs() {
     assert_eq!(objects(a.path()), objects(b.path()));
 }
 
+/// A key record edited to name another intact result (whose numbers the table below would then
+/// print) breaks its seal: `status` and `show` call it damaged, and the run rebuilds it; a record
+/// cut short is damage too, not "missing".
+#[test]
+fn a_key_record_edited_to_name_another_result_is_damage_and_rebuilt() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = smoke();
+    let file = file.to_str().unwrap();
+    run_json(cache.path(), &smoke(), &[]);
+    let before = objects(cache.path());
+    let record_of = |instance: &str| {
+        std::fs::read_dir(cache.path().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                v["provenance"]["instance"] == instance
+            })
+            .unwrap()
+    };
+    let line = |text: &str, name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+    let (target, donor) = (record_of("probe_noisy[p=0]"), record_of("probe_noisy[p=50]"));
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+    let d: Value = serde_json::from_slice(&std::fs::read(&donor).unwrap()).unwrap();
+    v["object"] = d["object"].clone();
+    v["outputs"] = d["outputs"].clone();
+    std::fs::write(&target, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let status = cfrun(cache.path(), &["status", file]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(line(&text, "probe_noisy[p=0]").starts_with("damaged"), "{text}");
+    assert!(line(&text, "probe_noisy[p=0]").contains("was edited since cfrun sealed it"), "{text}");
+    let show = cfrun(cache.path(), &["show", file, "probe_noisy[p=0]"]);
+    assert_eq!(show.status.code(), Some(1), "{}", String::from_utf8_lossy(&show.stdout));
+    let rerun = run_json(cache.path(), &smoke(), &[]);
+    assert_eq!(rerun["probe_noisy[p=0]"], "ran", "{rerun:?}");
+    assert_eq!(objects(cache.path()), before, "the rebuilt record names the result the recipe makes");
+    // Cut short: damage, said so, not a result gone from the cache.
+    let bytes = std::fs::read(&target).unwrap();
+    std::fs::write(&target, &bytes[..100]).unwrap();
+    let status = cfrun(cache.path(), &["status", file]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(line(&text, "probe_noisy[p=0]").contains("is not a key record"), "{text}");
+}
+
 #[test]
 fn corrupted_object_is_detected_and_rebuilt() {
     let cache = tempfile::tempdir().unwrap();
@@ -1472,8 +1516,11 @@ fn device_is_recorded_but_not_part_of_the_recipe_key() {
         v["provenance"]["device"] = Value::from("cuda:0");
         // Sealed again as a run on the GPU would have sealed it (an unsealed edit is damage);
         // serde_json writes a value's keys sorted and compact, which is the canonical encoding.
-        let sealed = blake3::hash(serde_json::to_string(&v["provenance"]).unwrap().as_bytes());
-        v["provenance_digest"] = Value::from(format!("blake3:{}", sealed.to_hex()));
+        let fields = serde_json::json!({
+            "key": v["key"], "object": v["object"], "outputs": v["outputs"], "provenance": v["provenance"]
+        });
+        let sealed = blake3::hash(serde_json::to_string(&fields).unwrap().as_bytes());
+        v["seal"] = Value::from(format!("blake3:{}", sealed.to_hex()));
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
     for device in ["cpu", "auto"] {

@@ -53,11 +53,15 @@ pub struct KeyRecord {
     pub recipe: Recipe,
     /// How, where and when it was computed.
     pub provenance: serde_json::Value,
-    /// blake3 of the canonical encoding of `provenance`, so that damage to it is seen (the
-    /// recipe is checked against the key, the outputs against the object). Absent in records
-    /// written before it existed, which are read as they are.
+    /// blake3 of the canonical encoding of `provenance` alone: the seal of records written
+    /// before [`KeyRecord::seal`], which are read as they are; new records have `seal` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance_digest: Option<Digest>,
+    /// blake3 of the canonical encoding of the key, the object, the outputs and the provenance:
+    /// a record edited to name another intact object (whose outputs the keys below it would
+    /// then read) is damage, as an edited provenance is. The recipe is checked against the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Digest>,
 }
 
 /// Whether `root` is not a cache yet: missing, or an empty folder (through a link too). Such a
@@ -69,9 +73,21 @@ pub fn holds_nothing(root: &Path) -> bool {
     }
 }
 
-/// The digest a record's provenance is sealed with.
+/// The digest a record's provenance was sealed with before [`record_seal`].
 fn provenance_digest(provenance: &serde_json::Value) -> Digest {
     Digest(*blake3::hash(&super::canonical::encode(provenance)).as_bytes())
+}
+
+/// The digest a record is sealed with: everything it says but the recipe (which hashes to the
+/// key), so that no field can be edited unseen.
+fn record_seal(
+    key: &RecipeKey,
+    object: &Digest,
+    outputs: &BTreeMap<String, Digest>,
+    provenance: &serde_json::Value,
+) -> Digest {
+    let sealed = serde_json::json!({ "key": key, "object": object, "outputs": outputs, "provenance": provenance });
+    Digest(*blake3::hash(&super::canonical::encode(&sealed)).as_bytes())
 }
 
 /// A cache directory. Holds the cache lock (shared, or exclusive for `gc`) while it lives.
@@ -298,7 +314,25 @@ impl Store {
     /// provenance no longer matches what it was sealed with, counts as absent (and the instance
     /// is computed again, which rewrites it).
     pub fn lookup(&self, key: &RecipeKey) -> Option<KeyRecord> {
-        Self::read_record(&self.key_path(key), key)
+        self.lookup_or_damage(key).ok().flatten()
+    }
+
+    /// [`Store::lookup`], telling a key never published (`Ok(None)`) from a record filed under
+    /// it that is no sound record (`Err`, what is wrong with it): unreadable, not a record, filed
+    /// under another key, or edited since it was sealed. Either way nothing is served.
+    pub fn lookup_or_damage(&self, key: &RecipeKey) -> Result<Option<KeyRecord>, String> {
+        let path = self.key_path(key);
+        let bytes = match read_limited(&path, MAX_RECORD_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("its record {} cannot be read: {e}", path.display())),
+        };
+        let record = Self::record_from(&bytes, key).map_err(|why| format!("its record {} {why}", path.display()))?;
+        if Self::sealed(&record) {
+            Ok(Some(record))
+        } else {
+            Err(format!("its record {} was edited since cfrun sealed it", path.display()))
+        }
     }
 
     /// The record of a key whose object was found damaged and evicted, until the key is
@@ -318,19 +352,27 @@ impl Store {
         Self::parse_record(&self.key_path(key), key)
     }
 
-    fn read_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
-        Self::parse_record(path, key).filter(Self::sealed)
-    }
-
     /// A record filed under `key` whose stored recipe still hashes to it.
     fn parse_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
-        let bytes = read_limited(path, MAX_RECORD_BYTES).ok()?;
-        let record: KeyRecord = serde_json::from_slice(&bytes).ok()?;
-        (record.key == *key && record.recipe.key() == *key).then_some(record)
+        Self::record_from(&read_limited(path, MAX_RECORD_BYTES).ok()?, key).ok()
     }
 
+    /// `bytes` as the record of `key`, or what is wrong with them.
+    fn record_from(bytes: &[u8], key: &RecipeKey) -> Result<KeyRecord, String> {
+        let record: KeyRecord = serde_json::from_slice(bytes).map_err(|e| format!("is not a key record ({e})"))?;
+        if record.key != *key || record.recipe.key() != *key {
+            return Err("names another key than the one it is filed under".into());
+        }
+        Ok(record)
+    }
+
+    /// Whether a record is as cfrun wrote it: by its seal, or, written before the seal, by its
+    /// provenance's digest (before that, by nothing).
     fn sealed(record: &KeyRecord) -> bool {
-        record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance))
+        match record.seal {
+            Some(seal) => seal == record_seal(&record.key, &record.object, &record.outputs, &record.provenance),
+            None => record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance)),
+        }
     }
 
     /// A fresh staging directory on the cache's file system.
@@ -371,7 +413,8 @@ impl Store {
             object,
             outputs: manifest.outputs.clone(),
             recipe: recipe.clone(),
-            provenance_digest: Some(provenance_digest(&provenance)),
+            provenance_digest: None,
+            seal: Some(record_seal(&key, &object, &manifest.outputs, &provenance)),
             provenance,
         };
         let path = self.key_path(&key);
@@ -632,24 +675,46 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_record_whose_provenance_changed_counts_as_absent() {
+    fn an_edited_record_is_damage_and_never_served() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let rec = publish(&store, b"bytes", 0);
+        let other = publish(&store, b"other bytes", 1);
         let path = store.key_path(&rec.key);
         let text = fs::read_to_string(&path).unwrap();
         assert!(store.lookup(&rec.key).is_some());
-        fs::write(&path, text.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\"")).unwrap();
-        assert!(store.lookup(&rec.key).is_none(), "an edited provenance is not served");
-        // A record from before the seal existed is read as it is.
-        let mut legacy: serde_json::Value = serde_json::from_str(&text).unwrap();
-        legacy.as_object_mut().unwrap().remove("provenance_digest").unwrap();
-        fs::write(&path, serde_json::to_vec(&legacy).unwrap()).unwrap();
-        assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "demo");
+        let damage = |edited: &str| {
+            fs::write(&path, edited).unwrap();
+            let found = store.lookup_or_damage(&rec.key);
+            assert!(store.lookup(&rec.key).is_none(), "an edited record is not served");
+            found.expect_err("an edited record is damage, not a key never published")
+        };
+        let edited = damage(&text.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\""));
+        assert!(edited.contains("was edited since cfrun sealed it"), "{edited}");
+        // Another intact object and its outputs, named by hand: the keys below would read them.
+        let mut swapped: serde_json::Value = serde_json::from_str(&text).unwrap();
+        swapped["object"] = serde_json::to_value(other.object).unwrap();
+        swapped["outputs"] = serde_json::to_value(&other.outputs).unwrap();
+        assert!(damage(&swapped.to_string()).contains("was edited"));
         // The seal cannot be switched off by renaming it (once read as a record from before it).
-        let renamed = text.replace("\"provenance_digest\"", "\"provenance_digesX\"");
-        fs::write(&path, renamed.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\"")).unwrap();
-        assert!(store.lookup(&rec.key).is_none(), "an unknown field is damage");
+        assert!(damage(&text.replace("\"seal\"", "\"sea1\"")).contains("is not a key record"));
+        assert!(damage("{").contains("is not a key record"));
+        assert!(damage(&fs::read_to_string(store.key_path(&other.key)).unwrap()).contains("names another key"));
+        // A record from before the seal, sealed by its provenance's digest: read as it is, and
+        // its provenance still checked.
+        let mut legacy: serde_json::Value = serde_json::from_str(&text).unwrap();
+        legacy.as_object_mut().unwrap().remove("seal").unwrap();
+        legacy["provenance_digest"] = serde_json::to_value(provenance_digest(&legacy["provenance"])).unwrap();
+        fs::write(&path, legacy.to_string()).unwrap();
+        assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "demo");
+        legacy["provenance"]["instance"] = "dem0".into();
+        assert!(damage(&legacy.to_string()).contains("was edited"));
+        // From before both seals: read as it is.
+        legacy.as_object_mut().unwrap().remove("provenance_digest").unwrap();
+        fs::write(&path, legacy.to_string()).unwrap();
+        assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "dem0");
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(store.lookup_or_damage(&rec.key), Ok(None)), "never published is no damage");
     }
 
     #[test]

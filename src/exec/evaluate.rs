@@ -221,7 +221,14 @@ fn evaluate_one(
     let recipe = recipe_for(plan, inst, records);
     let key = recipe.as_ref().ok().map(Recipe::key);
     let mut damage = None;
-    let record = key.and_then(|k| store.lookup(&k)).filter(|r| match store.trust(r, depth) {
+    let filed = key.and_then(|k| match store.lookup_or_damage(&k) {
+        Ok(record) => record,
+        Err(detail) => {
+            damage = Some(DirtyReason::Damaged { detail });
+            None
+        }
+    });
+    let record = filed.filter(|r| match store.trust(r, depth) {
         Ok(()) => true,
         Err(Untrusted::Damaged(detail)) => {
             damage = Some(DirtyReason::Damaged { detail: detail.to_string() });
