@@ -32,10 +32,13 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        // A set beside the list: the record may hold some 400,000 short lines, which a search
+        // of the list per line took minutes to read (and every run reads it).
         let mut seen = Vec::new();
+        let mut known = std::collections::HashSet::new();
         for line in bytes.split(|&b| b == b'\n') {
             if let Ok(set) = serde_json::from_slice::<Vec<String>>(line) {
-                if !seen.contains(&set) {
+                if known.insert(set.clone()) {
                     seen.push(set);
                 }
             }
@@ -109,5 +112,25 @@ mod tests {
         // ... and not appended to: it would only grow.
         assert!(store.remember_settings("other", &six).is_err());
         assert_eq!(std::fs::metadata(store.settings_path("other")).unwrap().len(), MAX_BYTES + 1);
+    }
+
+    /// The largest record readable holds some 400,000 short lines: every one distinct, then
+    /// each twice, they are read in order, each once (a search per line took minutes).
+    #[test]
+    fn a_record_at_its_size_limit_is_read_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let path = store.settings_path("big");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let lines: Vec<String> = (0..).map(|i| format!("[\"{i:x}\"]\n")).take(400_000).collect();
+        let text = lines.concat();
+        assert!(text.len() as u64 <= MAX_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        let read = store.run_settings("big").unwrap();
+        assert_eq!(read.len(), lines.len());
+        assert_eq!((read[0].clone(), read[399_999].clone()), (set(&["0"]), set(&[&format!("{:x}", 399_999)])));
+        let twice: String = lines[..1000].iter().flat_map(|l| [l.as_str(), l.as_str()]).collect();
+        std::fs::write(&path, twice).unwrap();
+        assert_eq!(store.run_settings("big").unwrap().len(), 1000);
     }
 }
