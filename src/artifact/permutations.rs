@@ -46,6 +46,13 @@ impl Permutations {
         let path = dir.join("permutations.safetensors");
         let mut map = tensors::load(&path)?;
         let flat = tensors::take(&mut map, "perms", &path)?.flatten_all()?.to_vec1::<u8>()?;
+        if flat.len() % TILES != 0 {
+            return Err(ArtifactError::Malformed(format!(
+                "{}: {} values are no whole number of {TILES}-tile orders",
+                path.display(),
+                flat.len()
+            )));
+        }
         let mut perms = Vec::with_capacity(flat.len() / TILES);
         for row in flat.chunks_exact(TILES) {
             let p: Perm = row.try_into().expect("chunks of 9");

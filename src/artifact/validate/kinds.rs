@@ -144,6 +144,12 @@ pub(super) fn features(dir: &Path) -> Result<(), FormatError> {
 /// A set of distinct permutations, as many as `meta.json` says.
 pub(super) fn permutations(dir: &Path) -> Result<(), FormatError> {
     let file = "permutations.safetensors";
+    let _: crate::artifact::permutations::PermutationsMeta = meta(dir)?;
+    let info = tensors(dir, file, &[("perms", "U8", 2)])?;
+    only_tensors(file, &info, &["perms"])?;
+    if info["perms"].shape[1] != TILES {
+        return Err(err(file, format!("tensor `perms` has shape {:?}, but must be [P, {TILES}]", info["perms"].shape)));
+    }
     let p = Permutations::load(dir).map_err(|e| err(file, e.to_string()))?;
     if p.meta.count != p.perms.len() {
         return Err(err(

@@ -157,6 +157,27 @@ fn permutations_must_be_as_many_as_declared_and_distinct() {
     assert!(e.contains("`min_hamming` is 2, but the permutations' smallest Hamming distance is 3"), "{e}");
     assert!(check(5, vec![a, b]).unwrap_err().contains("holds 2 permutations, but meta.json has count = 5"));
     assert!(check(2, vec![a, a]).unwrap_err().contains("1 repeated"));
+    // A stray byte past the last order, a tensor of another rank, an extra tensor: refused by
+    // name (the stray byte was dropped and the rest published).
+    let dir = tempfile::tempdir().unwrap();
+    let meta = PermutationsMeta { count: 1, min_hamming: 9, source: "test".into() };
+    Permutations { meta, perms: vec![a] }.save(dir.path()).unwrap();
+    let file = dir.path().join("permutations.safetensors");
+    let save = |tensors: Vec<(&str, candle_core::Tensor)>| {
+        crate::artifact::tensors::save(&file, tensors).unwrap();
+        validate(dir.path(), Kind::Permutations, None).map_err(|e| e.to_string())
+    };
+    let cpu = &candle_core::Device::Cpu;
+    let ten: Vec<u8> = a.iter().copied().chain([0]).collect();
+    let e = save(vec![("perms", candle_core::Tensor::from_vec(ten.clone(), 10, cpu).unwrap())]).unwrap_err();
+    assert!(e.contains("tensor `perms` has shape [10], but must have 2 dimensions"), "{e}");
+    let e = save(vec![("perms", candle_core::Tensor::from_vec(ten, (2, 5), cpu).unwrap())]).unwrap_err();
+    assert!(e.contains("tensor `perms` has shape [2, 5], but must be [P, 9]"), "{e}");
+    let perms = candle_core::Tensor::from_vec(a.to_vec(), (1, 9), cpu).unwrap();
+    let junk = candle_core::Tensor::from_vec(vec![f32::NAN], 1, cpu).unwrap();
+    let e = save(vec![("perms", perms.clone()), ("junk", junk)]).unwrap_err();
+    assert!(e.contains("junk"), "{e}");
+    assert!(save(vec![("perms", perms)]).is_ok());
 }
 
 /// A model folder of resnet_tiny (4 classes, 1 channel) with fresh weights, for editing.
