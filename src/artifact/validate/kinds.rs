@@ -43,9 +43,37 @@ fn nonzero(sizes: &[(&str, usize)]) -> Result<(), FormatError> {
     }
 }
 
+/// The most channels an image may have: beyond any imaging (hyperspectral cubes have a few
+/// hundred), and what consumers keep per channel (a histogram of 2 KiB) stays small.
+pub const MAX_CHANNELS: usize = 4096;
+
+/// The most bytes one example (channels x frames x height x width) may hold: 1 GiB, far beyond a
+/// study's 112 x 112 clips, and the product of the sizes never overflows.
+pub const MAX_EXAMPLE_BYTES: usize = 1 << 30;
+
+/// Sizes a consumer can allocate for: at most [`MAX_CHANNELS`] channels and
+/// [`MAX_EXAMPLE_BYTES`] per example. With no rows, a file of a few bytes could declare any.
+fn example_size(m: &ImagesMeta) -> Result<(), FormatError> {
+    if m.channels > MAX_CHANNELS {
+        return Err(err("meta.json", format!("`channels` is {}; at most {MAX_CHANNELS} are read", m.channels)));
+    }
+    let bytes = [m.channels, m.frames, m.height, m.width].iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+    if bytes.is_none_or(|b| b > MAX_EXAMPLE_BYTES) {
+        return Err(err(
+            "meta.json",
+            format!(
+                "one example of {} channels x {} frames x {} x {} is over {} bytes, the most one may hold",
+                m.channels, m.frames, m.height, m.width, MAX_EXAMPLE_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn images(dir: &Path, kind: Kind) -> Result<(), FormatError> {
     let m: ImagesMeta = meta(dir)?;
     nonzero(&[("channels", m.channels), ("height", m.height), ("width", m.width), ("frames", m.frames)])?;
+    example_size(&m)?;
     classes(m.num_classes, &m.class_names)?;
     let clips = kind == Kind::Clips;
     if clips != (m.frames > 1) {

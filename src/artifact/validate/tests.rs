@@ -133,6 +133,34 @@ fn class_counts_out_of_bounds_and_misfit_names_are_refused() {
     assert!(names.to_string().contains("`class_names` has 1 names for 4 classes"), "{names}");
 }
 
+/// With no rows, a file of a few bytes could declare any size of example, and a consumer
+/// allocated per channel (a 2 KiB histogram each) before it read a pixel: 2^36 channels aborted.
+#[test]
+fn images_declaring_sizes_no_consumer_can_hold_are_refused() {
+    let check = |channels: usize, frames: usize, side: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = crate::artifact::ImagesMeta {
+            dataset: "test".into(),
+            channels,
+            height: side,
+            width: side,
+            num_classes: 2,
+            class_names: vec![],
+            hflip_ok: true,
+            frames,
+        };
+        crate::artifact::Images { meta, train: vec![], test: vec![] }.save(dir.path()).unwrap();
+        let kind = if frames > 1 { Kind::Clips } else { Kind::Images };
+        validate(dir.path(), kind, None).map_err(|e| e.to_string())
+    };
+    assert!(check(4096, 1, 8).is_ok());
+    let e = check(1 << 36, 1, 8).unwrap_err();
+    assert!(e.contains("`channels` is 68719476736; at most 4096 are read"), "{e}");
+    let e = check(3, 1 << 20, 1 << 20).unwrap_err();
+    assert!(e.contains("one example of 3 channels x 1048576 frames x 1048576 x 1048576 is over"), "{e}");
+    assert!(check(3, 16, 1 << 14).is_err() && check(3, 16, 112).is_ok());
+}
+
 #[test]
 fn features_without_columns_are_refused() {
     let dir = tempfile::tempdir().unwrap();
