@@ -22,23 +22,33 @@ pub fn class_means<'c>(
     data::check_shape(x, n, d)?;
     data::check_finite(x, d)?;
     let points = Points::new(x, d, normalize, None);
-    let mut sums = vec![0f64; num_classes * d];
+    // Sums only for the classes some row has: `num_classes x d` of them, for a vocabulary of a
+    // million classes and wide features, asked for hundreds of gigabytes before a row was read.
     let mut counts = vec![0usize; num_classes];
+    for i in 0..n {
+        for &c in classes_of(i) {
+            counts[c as usize] += 1;
+        }
+    }
+    let kept: Vec<u32> = (0..num_classes as u32).filter(|&c| counts[c as usize] > 0).collect();
+    let mut slot = vec![usize::MAX; num_classes];
+    for (at, &c) in kept.iter().enumerate() {
+        slot[c as usize] = at;
+    }
+    let mut sums = vec![0f64; kept.len() * d];
     for i in 0..n {
         let row = points.visible_row(i);
         for &c in classes_of(i) {
-            let c = c as usize;
-            counts[c] += 1;
-            for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(&row) {
+            let at = slot[c as usize];
+            for (s, &v) in sums[at * d..(at + 1) * d].iter_mut().zip(&row) {
                 *s += f64::from(v);
             }
         }
     }
-    let kept: Vec<u32> = (0..num_classes as u32).filter(|&c| counts[c as usize] > 0).collect();
     let mut centroids = Vec::with_capacity(kept.len() * d);
-    for &c in &kept {
-        let (c, m) = (c as usize, counts[c as usize] as f64);
-        centroids.extend(sums[c * d..(c + 1) * d].iter().map(|&s| (s / m) as f32));
+    for (at, &c) in kept.iter().enumerate() {
+        let m = counts[c as usize] as f64;
+        centroids.extend(sums[at * d..(at + 1) * d].iter().map(|&s| (s / m) as f32));
     }
     let model = KMeansModel {
         k: kept.len(),

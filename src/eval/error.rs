@@ -79,6 +79,23 @@ pub enum EvalError {
         /// The weight decay.
         weight_decay: f32,
     },
+    /// The classifier's weights, with the copies the solver keeps, would not fit in memory.
+    #[error(
+        "a classifier of {d} features x {num_classes} classes needs about {need} ({copies} copies of its weights and \
+         the logits of the rows this solver holds at once), more than this machine's {have} of memory; reduce the features or the classes"
+    )]
+    TooLarge {
+        /// Feature columns.
+        d: usize,
+        /// Classes.
+        num_classes: usize,
+        /// The weights' copies the solver holds at once.
+        copies: u64,
+        /// Bytes needed, for people.
+        need: String,
+        /// Bytes this machine has, for people.
+        have: String,
+    },
     /// A hyper-parameter is out of its valid range.
     #[error("invalid probe setting: {0}")]
     BadConfig(String),

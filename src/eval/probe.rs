@@ -56,9 +56,31 @@ pub(super) fn check_inputs(data: ProbeData, cfg: &ProbeConfig) -> Result<(usize,
         return Err(EvalError::TooFewClasses { num_classes });
     }
     check_config(cfg)?;
+    check_model_size(d, num_classes, train_x.len() / d, cfg)?;
     let n = check_split(train_x, train_y, d, num_classes, "train split")?;
     let m = check_split(test_x, test_y, d, num_classes, "test split")?;
     Ok((n, m))
+}
+
+/// Refuses a classifier whose weights, times the copies the solver keeps (SGD: weights, their
+/// velocity and gradient, the best; L-BFGS: its correction pairs and per-group gradients too),
+/// and the logits of the rows it holds at once would not fit in memory: a `command` stage's
+/// labels may declare a million classes beside wide features, and the allocation aborted.
+fn check_model_size(d: usize, num_classes: usize, rows: usize, cfg: &ProbeConfig) -> Result<(), EvalError> {
+    use super::probe_lbfgs::{CHUNK_ROWS, GROUPS, MEMORY};
+    let (copies, rows_at_once) = match cfg.solver {
+        super::ProbeSolver::Sgd => (4, rows.min(cfg.batch_size)),
+        super::ProbeSolver::Lbfgs => ((2 * MEMORY + GROUPS + 4) as u64, rows.min(GROUPS * CHUNK_ROWS)),
+    };
+    let (d, c) = (d as u64, num_classes as u64);
+    let values = d.saturating_mul(c).saturating_mul(copies).saturating_add((rows_at_once as u64).saturating_mul(c));
+    let need = values.saturating_mul(4);
+    let have = crate::config::limits::machine_memory();
+    if need <= have {
+        return Ok(());
+    }
+    let (need, have) = (crate::human::bytes(need), crate::human::bytes(have));
+    Err(EvalError::TooLarge { d: d as usize, num_classes, copies, need, have })
 }
 
 /// Rejects hyper-parameters that cannot train.

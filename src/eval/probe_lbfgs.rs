@@ -19,11 +19,11 @@ use crate::linalg::{matmul, MatRef};
 
 /// Row groups of the train split per evaluation (each a task with its own partial gradient, so
 /// this also bounds the extra memory to this many `d x c` matrices).
-const GROUPS: usize = 16;
+pub(super) const GROUPS: usize = 16;
 /// Rows standardised and multiplied at a time within a group.
-const CHUNK_ROWS: usize = 512;
+pub(super) const CHUNK_ROWS: usize = 512;
 /// Correction pairs kept, scipy's default.
-const MEMORY: usize = 10;
+pub(super) const MEMORY: usize = 10;
 
 /// The full-batch objective over the standardised train split.
 struct Objective<'a> {

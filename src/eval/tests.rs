@@ -106,6 +106,14 @@ fn probe_rejects_bad_input() {
     assert!(matches!(err(&tx[1..], &ty, &tx, &ty, 3, 2), EvalError::RaggedFeatures { .. }));
     assert_eq!(err(&tx, &ty, &tx, &ty, 0, 2), EvalError::ZeroDimension);
     assert_eq!(err(&tx, &ty, &tx, &ty, 3, 1), EvalError::TooFewClasses { num_classes: 1 });
+    // Wide rows and a million classes: refused before a weight is allocated (it aborted).
+    let (wide, y) = (vec![0.5f32; 200_000], vec![0u32, 1]);
+    let e = err(&wide, &y, &wide, &y, 100_000, 1_000_000);
+    assert!(matches!(e, EvalError::TooLarge { copies: 4, .. }), "{e}");
+    assert!(e.to_string().contains("100000 features x 1000000 classes needs about 2 TB (4 copies"), "{e}");
+    let lbfgs = ProbeConfig { solver: crate::eval::ProbeSolver::Lbfgs, ..quick() };
+    let e = probe(&wide, &y, &wide, &y, 100_000, 1_000_000, &lbfgs).unwrap_err();
+    assert!(matches!(e, EvalError::TooLarge { copies: 40, .. }), "{e}");
     let mut bad_y = ty.clone();
     bad_y[4] = 5;
     let e = err(&tx, &bad_y, &tx, &ty, 3, 2);
