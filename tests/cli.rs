@@ -3482,6 +3482,36 @@ fn links_planted_in_the_cache_are_refused_not_followed() {
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
 }
 
+/// A job spec is checked like the stage it came from: one edited to a parameter out of range
+/// (and renamed to the key its recipe now hashes to) is refused with exit 2, naming the field;
+/// an `epochs` of 2^62 panicked allocating the loss curve.
+#[test]
+fn a_job_spec_with_a_parameter_out_of_range_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = fixture("train_tiny.toml");
+    let out = cfrun(cache.path(), &[file.to_str().unwrap(), "--executor", "processes", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs = cache.path().join("jobs");
+    let spec_of = |op: &str| {
+        std::fs::read_dir(&jobs).unwrap().map(|e| e.unwrap().path()).find(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).is_ok_and(|v| v["recipe"]["op"] == op)
+        })
+    };
+    let probe = spec_of("linear_probe").expect("the probe ran as a job");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&probe).unwrap()).unwrap();
+    v["recipe"]["params"]["epochs"] = Value::from(1u64 << 62);
+    std::fs::write(&probe, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let key = probe.file_stem().unwrap().to_str().unwrap().to_string();
+    let renamed = cfrun(cache.path(), &["exec", &key]);
+    let err = stderr(&renamed);
+    let hashed = err.split("hashes to blake3:").nth(1).and_then(|r| r.get(..64)).expect(&err).to_string();
+    std::fs::rename(&probe, jobs.join(format!("{hashed}.json"))).unwrap();
+    let out = cfrun(cache.path(), &["exec", &hashed]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("its parameters: `epochs` is 4611686018427387904"), "{}", stderr(&out));
+}
+
 // ---- Front end: no input hangs or crashes it (README "Guarantees") ----
 
 /// Generated inputs of every size class end in a located exit-2 error within seconds, with a

@@ -158,7 +158,8 @@ pub fn exec(
     };
     if let Some(plan) = &plan {
         // As `cfrun run` checks before anything runs, against this process's device and memory
-        // (a job read from a key was checked by the driver that wrote it).
+        // (a job read from a key was checked by the driver that wrote it; `load_job` checks its
+        // parameters again).
         let site = crate::ops::Site::here(device.location());
         crate::graph::preflight::check_instance(plan, &job.instance.name, &site)?;
         super::open::remember_settings(&store, Path::new(target), plan, g);
