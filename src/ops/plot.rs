@@ -14,6 +14,25 @@ use serde_json::Value as Json;
 use crate::config::params::{self, ParamError, Params};
 use crate::report::{self, FigureAxes, PlotSpec};
 
+/// The most panels a figure draws: they stand in one row, and each costs some 3 MB of raster
+/// (400 panels took 1.4 GB and made a PNG 285,000 pixels wide).
+const MAX_PANELS: usize = 48;
+/// The most series one figure tells apart (by colour and marker, listed in its legend).
+const MAX_SERIES: usize = 64;
+
+/// The distinct combinations of `dims` among the gathered instances (`source` is the stage).
+fn distinct(dims: &[String], gathered: &[Gathered<'_>]) -> usize {
+    let of = |g: &Gathered<'_>| -> Vec<String> {
+        dims.iter()
+            .map(|d| match d.as_str() {
+                "source" => g.stage.to_string(),
+                _ => g.axes.get(d).map_or(String::new(), Json::to_string),
+            })
+            .collect()
+    };
+    gathered.iter().map(of).collect::<std::collections::BTreeSet<_>>().len()
+}
+
 /// Parameters of `plot`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlotParams {
@@ -95,6 +114,19 @@ impl StageKind for Plot {
         check_cells("series", "point", &dims, None, metric, &p.labels, gathered)?;
         if p.axes.x_log {
             check_log_axis(&p.axes.x, gathered)?;
+        }
+        let series = p.axes.series.as_slice();
+        for (field, what, dims, most) in
+            [("panel", "panels", panel, MAX_PANELS), ("series", "series", series, MAX_SERIES)]
+        {
+            let count = distinct(dims, gathered);
+            if count > most {
+                return Err(ParamError::field(
+                    field,
+                    format!("`{field}` makes {count} {what} here; a figure draws at most {most}"),
+                    Some("split the sweep over several plot stages, each gathering part of it".into()),
+                ));
+            }
         }
         Ok(())
     }
