@@ -991,6 +991,31 @@ fn the_user_configuration_is_followed_and_named() {
     assert!(err.contains("the user configuration named by CFRUN_CONFIG"), "{err}");
 }
 
+/// A `RAYON_NUM_THREADS` rayon would ignore (`abc`) or that would stall a run (100,000 threads
+/// took minutes to start) is refused with exit 2, naming it; 0, a count and an empty one run.
+#[test]
+fn rayon_num_threads_that_cannot_be_meant_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let status = |value: &str| {
+        cfrun_command(cache.path(), &["status", smoke().to_str().unwrap()])
+            .env("RAYON_NUM_THREADS", value)
+            .output()
+            .unwrap()
+    };
+    for bad in ["abc", "-1", "100000", " 4"] {
+        let out = status(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("RAYON_NUM_THREADS={bad:?}: expected a number of threads")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    for good in ["0", "3", ""] {
+        assert!(status(good).status.success(), "{good:?}");
+    }
+}
+
 /// An `env_probe` with a sweep placeholder runs once per value before anything starts (`status`
 /// included): past 256 distinct probes each instance is refused, exit 2 naming the field (a
 /// long axis held the plan for hours, up to 60 s a probe). Written here, not in `tests/bad`,

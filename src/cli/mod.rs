@@ -256,7 +256,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(e) = crate::nn::switches_from_env().and_then(|()| crate::exec::device::cuda_switches_from_env()) {
+    let switches = crate::nn::switches_from_env()
+        .and_then(|()| crate::exec::device::cuda_switches_from_env())
+        .and_then(|()| crate::exec::job_pool::threads_from_env());
+    if let Err(e) = switches {
         if json {
             outln!("{}", serde_json::json!({"ok": false, "errors": [{"location": null, "message": e.to_string()}]}));
         }

@@ -20,6 +20,34 @@ use std::sync::{Arc, Mutex};
 
 use super::compute::ComputeEnv;
 
+/// The most threads `RAYON_NUM_THREADS` may ask for: 1,024, or four per core on a machine with
+/// more than 256; past that a run stalls (10,000 threads took 75 s and 2 GB to start before a
+/// cached run answered).
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).saturating_mul(4).max(1024)
+}
+
+/// Refuses a `RAYON_NUM_THREADS` that rayon would ignore without a word (`abc`, `-1`, ` 4`) or
+/// that asks for more than [`max_threads`]; 0 is rayon's own default (one per core), and an
+/// empty one is as if unset.
+pub fn threads_from_env() -> Result<(), crate::nn::env_flag::SwitchError> {
+    use crate::nn::env_flag::SwitchError;
+    const ENV: &str = "RAYON_NUM_THREADS";
+    let Some(raw) = std::env::var_os(ENV) else { return Ok(()) };
+    let value = raw.to_str().ok_or_else(|| SwitchError::NotUnicode { env: ENV.into(), value: raw.clone() })?;
+    let most = max_threads();
+    match value.parse::<usize>() {
+        Ok(n) if n <= most => Ok(()),
+        // `export RAYON_NUM_THREADS=`: unset in all but name, as rayon reads it.
+        _ if value.is_empty() => Ok(()),
+        _ => Err(SwitchError::Invalid {
+            env: ENV.into(),
+            value: value.into(),
+            expected: format!("a number of threads from 1 to {most}, or 0 for one per core"),
+        }),
+    }
+}
+
 /// The pools of an executor's jobs, built on first use and kept for later jobs of the same width:
 /// a pool per job would start its threads again for every job (a sweep runs thousands of small
 /// ones).
