@@ -66,16 +66,28 @@ impl Resolver {
     /// Returns verified files for `spec`, caching them if they came from elsewhere.
     pub fn resolve(&self, spec: &SourceSpec) -> Result<Resolved, DataError> {
         let cache = self.data_dir.join(&spec.dir_name);
-        if let Ok(hit) = cached(spec, &cache) {
-            return Ok(hit);
-        }
+        let damage = match cached(spec, &cache) {
+            Ok(hit) => return Ok(hit),
+            Err(why) => why,
+        };
+        // A cache that may not be written to cannot be repaired: what is wrong with its copy is
+        // the news, not the lock that could not be taken.
+        let with_damage = |e: std::io::Error| match &damage {
+            Some(why) => std::io::Error::new(e.kind(), format!("{e}; and its cached copy {}: {why}", cache.display())),
+            None => e,
+        };
         fs::create_dir_all(&self.data_dir)
-            .map_err(|e| DataError::io("create the data directory", &self.data_dir, e))?;
+            .map_err(|e| DataError::io("create the data directory", &self.data_dir, with_damage(e)))?;
+        // Said before every source is tried (minutes, with downloads), not when the copy is stored.
+        if fs::metadata(&cache).is_ok_and(|m| !m.is_dir()) {
+            let why = std::io::Error::other("it is a file where the data set's folder goes; remove it");
+            return Err(DataError::io("use", &cache, why));
+        }
         // Stages that load the same data set run side by side, in one process or in cluster jobs:
         // one fetches it while the others wait here and then find it cached, instead of each
         // downloading and verifying the same files.
         let lock_path = self.data_dir.join(format!(".{}.fetching", spec.dir_name));
-        let lock_error = |e| DataError::io("lock", &lock_path, std::io::Error::other(e));
+        let lock_error = |e| DataError::io("lock", &lock_path, with_damage(std::io::Error::other(e)));
         let fetching = match lock::try_lock(&lock_path).map_err(lock_error)? {
             lock::TryLock::Acquired(held) => held,
             lock::TryLock::Busy => {

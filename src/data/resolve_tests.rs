@@ -128,6 +128,32 @@ fn corrupt_cache_is_replaced() {
     assert_eq!(fs::read(d.data.join("fake/b-ubyte")).expect("read"), B);
 }
 
+/// A damaged cached copy that cannot be repaired (here the fetch lock cannot be taken, as in a
+/// read-only cache) is named in the error, not hidden behind the lock.
+#[test]
+fn a_damaged_copy_that_cannot_be_refetched_is_named() {
+    let d = dirs();
+    put(&d.env.join("package/data"), true, false);
+    let r = resolver(&d.data, None, Some(&d.env));
+    r.resolve(&spec(None)).expect("first fetch");
+    fs::write(d.data.join("fake/b-ubyte"), b"tampered").expect("tamper");
+    fs::create_dir(d.data.join(".fake.fetching")).expect("a folder where the lock goes");
+    let msg = r.resolve(&spec(None)).expect_err("cannot lock").to_string();
+    assert!(msg.contains(".fake.fetching") && msg.contains("its cached copy"), "{msg}");
+    assert!(msg.contains("b-ubyte"), "{msg}");
+}
+
+/// A file where the data set's folder goes is said at once, before any source is tried.
+#[test]
+fn a_file_where_the_folder_goes_is_named() {
+    let d = dirs();
+    put(&d.env.join("package/data"), true, false);
+    fs::create_dir_all(&d.data).expect("mkdir");
+    fs::write(d.data.join("fake"), b"x").expect("a file");
+    let msg = resolver(&d.data, None, Some(&d.env)).resolve(&spec(None)).expect_err("a file").to_string();
+    assert!(msg.contains("it is a file where the data set's folder goes"), "{msg}");
+}
+
 #[test]
 fn all_sources_failing_lists_each_and_the_fix() {
     let d = dirs();
