@@ -9,6 +9,7 @@ pub mod ids;
 pub mod key;
 pub mod layout;
 pub mod lock;
+pub mod lock_holders;
 pub mod manifest;
 pub mod readable;
 pub mod records;

@@ -194,12 +194,15 @@ impl Store {
                     // The cache lock is held alone by `gc`, or for a moment by another cfrun
                     // clearing what interrupted runs left (`clear_leftovers`).
                     Mode::Shared => tracing::warn!(
-                        "waiting for `cfrun gc`, or another cfrun clearing what interrupted runs left, to finish with {}",
-                        root.display()
+                        "waiting for `cfrun gc`, or another cfrun clearing what interrupted runs left, to finish with {}{}",
+                        root.display(),
+                        super::lock_holders::described(&lock_path)
                     ),
-                    Mode::Exclusive => {
-                        tracing::warn!("waiting for the cfrun processes using {} to finish", root.display())
-                    }
+                    Mode::Exclusive => tracing::warn!(
+                        "waiting for the cfrun processes using {} to finish{}",
+                        root.display(),
+                        super::lock_holders::described(&lock_path)
+                    ),
                 }
                 lock::lock_mode(&lock_path, mode)?
             }
@@ -264,8 +267,17 @@ impl Store {
             Ok(TryLock::Acquired(l)) => Ok(Some(l)),
             Ok(TryLock::Busy) => {
                 match mode {
-                    Mode::Shared => tracing::warn!("waiting for `cfrun gc` to finish with {}", root.display()),
-                    Mode::Exclusive => tracing::warn!("waiting for another `cfrun gc` on {}", root.display()),
+                    // `gc` itself may be waiting, on the runs named here in its own message.
+                    Mode::Shared => tracing::warn!(
+                        "waiting for `cfrun gc` to finish with {}{}",
+                        root.display(),
+                        super::lock_holders::described(&path)
+                    ),
+                    Mode::Exclusive => tracing::warn!(
+                        "waiting for another `cfrun gc` on {}{}",
+                        root.display(),
+                        super::lock_holders::described(&path)
+                    ),
                 }
                 lock::lock_mode(&path, mode).map(Some)
             }
