@@ -243,7 +243,7 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     })?;
     // The driver checked these, but the file is read back from disk: checked again, as the
     // stage's file would be (an `epochs` of 2^62, hashed into a key of its own, panicked).
-    op.normalize(&spec.recipe.params).map_err(|e| invalid(format!("its parameters: {}", e.message)))?;
+    op.check_canonical(&spec.recipe.params).map_err(|e| invalid(format!("its parameters: {}", e.message)))?;
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &spec.inputs {
         let hashed = spec.recipe.inputs.get(slot).map(Vec::as_slice).unwrap_or_default();

@@ -289,6 +289,9 @@ pub trait Op: Send + Sync {
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types, defaults and validates the parameters, returning the canonical form.
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError>;
+    /// Types and validates parameters already in canonical form (a job spec read back from
+    /// disk), with no side effect: nothing is hashed or probed again, as `normalize` would.
+    fn check_canonical(&self, params: &Json) -> Result<(), ParamError>;
     /// Types the canonical parameters and runs the stage, writing every output under
     /// `ctx.output_dir(NAME)`.
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
@@ -419,6 +422,9 @@ impl<T: StageKind> Op for T {
     fn normalize(&self, raw: &Json) -> Result<Json, ParamError> {
         let typed = StageKind::normalize(self, raw).map_err(|e| point_to_help(e, self.name()))?;
         params::canonical(&typed)
+    }
+    fn check_canonical(&self, params: &Json) -> Result<(), ParamError> {
+        params::parse::<T::Params>(params)?.validate()
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), OpError> {
         // Canonical parameters were typed and checked when the plan was built; failing here
