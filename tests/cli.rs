@@ -1541,11 +1541,15 @@ fn device_is_recorded_but_not_part_of_the_recipe_key() {
         v["provenance"]["device"] = Value::from("cuda:0");
         // Sealed again as a run on the GPU would have sealed it (an unsealed edit is damage);
         // serde_json writes a value's keys sorted and compact, which is the canonical encoding.
+        // The whole record's seal first (over the provenance without it), then the provenance's.
+        v["provenance"].as_object_mut().unwrap().remove("record_seal");
         let fields = serde_json::json!({
             "key": v["key"], "object": v["object"], "outputs": v["outputs"], "provenance": v["provenance"]
         });
-        let sealed = blake3::hash(serde_json::to_string(&fields).unwrap().as_bytes());
-        v["seal"] = Value::from(format!("blake3:{}", sealed.to_hex()));
+        let record_seal = blake3::hash(serde_json::to_string(&fields).unwrap().as_bytes());
+        v["provenance"]["record_seal"] = Value::from(format!("blake3:{}", record_seal.to_hex()));
+        let sealed = blake3::hash(serde_json::to_string(&v["provenance"]).unwrap().as_bytes());
+        v["provenance_digest"] = Value::from(format!("blake3:{}", sealed.to_hex()));
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
     for device in ["cpu", "auto"] {

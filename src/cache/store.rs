@@ -39,7 +39,8 @@ pub use super::manifest::{build_manifest, object_digest, read_manifest, FileEntr
 pub use super::verify::{Check, Untrusted};
 
 /// What `keys/<key>.json` holds. Unknown fields are damage: a renamed `provenance_digest` would
-/// otherwise pass for a record from before the seal.
+/// otherwise pass for a record from before the seal (so no field may be added here: older cfruns
+/// would refuse the record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRecord {
@@ -53,16 +54,52 @@ pub struct KeyRecord {
     pub recipe: Recipe,
     /// How, where and when it was computed.
     pub provenance: serde_json::Value,
-    /// blake3 of the canonical encoding of `provenance` alone: the seal of records written
-    /// before [`KeyRecord::seal`], which are read as they are; new records have `seal` instead.
+    /// blake3 of the canonical encoding of `provenance`, so that damage to it is seen. The
+    /// provenance holds [`RECORD_SEAL`], over the rest of the record, so this seals it all.
+    /// Absent in records written before it existed, which are read as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance_digest: Option<Digest>,
-    /// blake3 of the canonical encoding of the key, the object, the outputs and the provenance:
-    /// a record edited to name another intact object (whose outputs the keys below it would
-    /// then read) is damage, as an edited provenance is. The recipe is checked against the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal: Option<Digest>,
 }
+
+/// Why the record filed under a key is not served, though there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordDamage {
+    /// This process may not read it (another user's cache): nothing a rebuild would mend.
+    #[error("its record {} cannot be read: {source}", path.display())]
+    Unreadable {
+        /// The record.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Cut short, or not a record at all.
+    #[error("its record {} is not a key record ({why})", path.display())]
+    NotARecord {
+        /// The record.
+        path: PathBuf,
+        /// What the parser said.
+        why: String,
+    },
+    /// A record of another key, copied under this one's name.
+    #[error("its record {} names another key than the one it is filed under", path.display())]
+    OtherKey {
+        /// The record.
+        path: PathBuf,
+    },
+    /// A field changed since cfrun sealed the record.
+    #[error("its record {} was edited since cfrun sealed it", path.display())]
+    Edited {
+        /// The record.
+        path: PathBuf,
+    },
+}
+
+/// The provenance field sealing the whole record: blake3 of the key, the object, the outputs
+/// and the rest of the provenance, so that a record edited to name another intact object (whose
+/// outputs the keys below it would then read) is damage. Inside the provenance, not beside it:
+/// the cfruns before it refuse a record with a field they do not know, and their `gc` would
+/// then have removed every result a newer cfrun computed. The recipe is checked against the key.
+const RECORD_SEAL: &str = "record_seal";
 
 /// Whether `root` is not a cache yet: missing, or an empty folder (through a link too). Such a
 /// folder is read as an empty cache without making its layout in it.
@@ -73,20 +110,24 @@ pub fn holds_nothing(root: &Path) -> bool {
     }
 }
 
-/// The digest a record's provenance was sealed with before [`record_seal`].
+/// The digest a record's provenance is sealed with.
 fn provenance_digest(provenance: &serde_json::Value) -> Digest {
     Digest(*blake3::hash(&super::canonical::encode(provenance)).as_bytes())
 }
 
-/// The digest a record is sealed with: everything it says but the recipe (which hashes to the
-/// key), so that no field can be edited unseen.
+/// The [`RECORD_SEAL`] of a record: over everything it says but the recipe (which hashes to the
+/// key) and the seal itself.
 fn record_seal(
     key: &RecipeKey,
     object: &Digest,
     outputs: &BTreeMap<String, Digest>,
     provenance: &serde_json::Value,
 ) -> Digest {
-    let sealed = serde_json::json!({ "key": key, "object": object, "outputs": outputs, "provenance": provenance });
+    let mut rest = provenance.clone();
+    if let Some(map) = rest.as_object_mut() {
+        map.remove(RECORD_SEAL);
+    }
+    let sealed = serde_json::json!({ "key": key, "object": object, "outputs": outputs, "provenance": rest });
     Digest(*blake3::hash(&super::canonical::encode(&sealed)).as_bytes())
 }
 
@@ -330,21 +371,23 @@ impl Store {
     }
 
     /// [`Store::lookup`], telling a key never published (`Ok(None)`) from a record filed under
-    /// it that is no sound record (`Err`, what is wrong with it): unreadable, not a record, filed
-    /// under another key, or edited since it was sealed. Either way nothing is served.
-    pub fn lookup_or_damage(&self, key: &RecipeKey) -> Result<Option<KeyRecord>, String> {
+    /// it that is no sound record (`Err`, what is wrong with it). Either way nothing is served.
+    pub fn lookup_or_damage(&self, key: &RecipeKey) -> Result<Option<KeyRecord>, RecordDamage> {
         let path = self.key_path(key);
         let bytes = match read_limited(&path, MAX_RECORD_BYTES) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("its record {} cannot be read: {e}", path.display())),
+            Err(source) => return Err(RecordDamage::Unreadable { path, source }),
         };
-        let record = Self::record_from(&bytes, key).map_err(|why| format!("its record {} {why}", path.display()))?;
-        if Self::sealed(&record) {
-            Ok(Some(record))
-        } else {
-            Err(format!("its record {} was edited since cfrun sealed it", path.display()))
+        let record: KeyRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| RecordDamage::NotARecord { path: path.clone(), why: e.to_string() })?;
+        if record.key != *key || record.recipe.key() != *key {
+            return Err(RecordDamage::OtherKey { path });
         }
+        if !Self::sealed(&record) {
+            return Err(RecordDamage::Edited { path });
+        }
+        Ok(Some(record))
     }
 
     /// The record of a key whose object was found damaged and evicted, until the key is
@@ -366,24 +409,21 @@ impl Store {
 
     /// A record filed under `key` whose stored recipe still hashes to it.
     fn parse_record(path: &Path, key: &RecipeKey) -> Option<KeyRecord> {
-        Self::record_from(&read_limited(path, MAX_RECORD_BYTES).ok()?, key).ok()
+        let record: KeyRecord = serde_json::from_slice(&read_limited(path, MAX_RECORD_BYTES).ok()?).ok()?;
+        (record.key == *key && record.recipe.key() == *key).then_some(record)
     }
 
-    /// `bytes` as the record of `key`, or what is wrong with them.
-    fn record_from(bytes: &[u8], key: &RecipeKey) -> Result<KeyRecord, String> {
-        let record: KeyRecord = serde_json::from_slice(bytes).map_err(|e| format!("is not a key record ({e})"))?;
-        if record.key != *key || record.recipe.key() != *key {
-            return Err("names another key than the one it is filed under".into());
-        }
-        Ok(record)
-    }
-
-    /// Whether a record is as cfrun wrote it: by its seal, or, written before the seal, by its
-    /// provenance's digest (before that, by nothing).
+    /// Whether a record is as cfrun wrote it: its provenance by its digest, the rest by the
+    /// provenance's [`RECORD_SEAL`]; a record from before either is read as it is.
     fn sealed(record: &KeyRecord) -> bool {
-        match record.seal {
-            Some(seal) => seal == record_seal(&record.key, &record.object, &record.outputs, &record.provenance),
-            None => record.provenance_digest.is_none_or(|d| d == provenance_digest(&record.provenance)),
+        if record.provenance_digest.is_some_and(|d| d != provenance_digest(&record.provenance)) {
+            return false;
+        }
+        match record.provenance.get(RECORD_SEAL) {
+            None => true,
+            Some(seal) => serde_json::from_value::<Digest>(seal.clone()).is_ok_and(|seal| {
+                seal == record_seal(&record.key, &record.object, &record.outputs, &record.provenance)
+            }),
         }
     }
 
@@ -420,13 +460,18 @@ impl Store {
         let _ = fs::remove_dir_all(&staged_path);
         placed?;
         fsync_dir(&self.root.join("objects")).map_err(CacheError::io(self.root.join("objects")))?;
+        let outputs = manifest.outputs.clone();
+        let mut provenance = provenance;
+        let seal = record_seal(&key, &object, &outputs, &provenance);
+        if let Some(map) = provenance.as_object_mut() {
+            map.insert(RECORD_SEAL.into(), serde_json::to_value(seal).expect("a digest"));
+        }
         let record = KeyRecord {
             key,
             object,
-            outputs: manifest.outputs.clone(),
+            outputs,
             recipe: recipe.clone(),
-            provenance_digest: None,
-            seal: Some(record_seal(&key, &object, &manifest.outputs, &provenance)),
+            provenance_digest: Some(provenance_digest(&provenance)),
             provenance,
         };
         let path = self.key_path(&key);
@@ -699,7 +744,7 @@ pub(crate) mod tests {
             fs::write(&path, edited).unwrap();
             let found = store.lookup_or_damage(&rec.key);
             assert!(store.lookup(&rec.key).is_none(), "an edited record is not served");
-            found.expect_err("an edited record is damage, not a key never published")
+            found.expect_err("an edited record is damage, not a key never published").to_string()
         };
         let edited = damage(&text.replace("\"instance\": \"demo\"", "\"instance\": \"dem0\""));
         assert!(edited.contains("was edited since cfrun sealed it"), "{edited}");
@@ -708,22 +753,24 @@ pub(crate) mod tests {
         swapped["object"] = serde_json::to_value(other.object).unwrap();
         swapped["outputs"] = serde_json::to_value(&other.outputs).unwrap();
         assert!(damage(&swapped.to_string()).contains("was edited"));
-        // The seal cannot be switched off by renaming it (once read as a record from before it).
-        assert!(damage(&text.replace("\"seal\"", "\"sea1\"")).contains("is not a key record"));
+        // The whole-record seal is part of the sealed provenance: it cannot just be dropped.
+        let mut unsealed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        unsealed["provenance"].as_object_mut().unwrap().remove(RECORD_SEAL).unwrap();
+        assert!(damage(&unsealed.to_string()).contains("was edited"));
+        // Nor can the provenance's digest be renamed away (once read as a record from before it).
+        assert!(damage(&text.replace("\"provenance_digest\"", "\"provenance_digesX\"")).contains("is not a key record"));
         assert!(damage("{").contains("is not a key record"));
         assert!(damage(&fs::read_to_string(store.key_path(&other.key)).unwrap()).contains("names another key"));
-        // A record from before the seal, sealed by its provenance's digest: read as it is, and
-        // its provenance still checked.
-        let mut legacy: serde_json::Value = serde_json::from_str(&text).unwrap();
-        legacy.as_object_mut().unwrap().remove("seal").unwrap();
-        legacy["provenance_digest"] = serde_json::to_value(provenance_digest(&legacy["provenance"])).unwrap();
-        fs::write(&path, legacy.to_string()).unwrap();
+        // A record from before the whole-record seal, its provenance sealed alone: read as it is,
+        // and its provenance still checked.
+        unsealed["provenance_digest"] = serde_json::to_value(provenance_digest(&unsealed["provenance"])).unwrap();
+        fs::write(&path, unsealed.to_string()).unwrap();
         assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "demo");
-        legacy["provenance"]["instance"] = "dem0".into();
-        assert!(damage(&legacy.to_string()).contains("was edited"));
+        unsealed["provenance"]["instance"] = "dem0".into();
+        assert!(damage(&unsealed.to_string()).contains("was edited"));
         // From before both seals: read as it is.
-        legacy.as_object_mut().unwrap().remove("provenance_digest").unwrap();
-        fs::write(&path, legacy.to_string()).unwrap();
+        unsealed.as_object_mut().unwrap().remove("provenance_digest").unwrap();
+        fs::write(&path, unsealed.to_string()).unwrap();
         assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "dem0");
         fs::remove_file(&path).unwrap();
         assert!(matches!(store.lookup_or_damage(&rec.key), Ok(None)), "never published is no damage");

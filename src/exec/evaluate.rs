@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use crate::cache::store::{Check, Untrusted};
+use crate::cache::store::{Check, RecordDamage, Untrusted};
 use crate::cache::{DirtyReason, InputDigest, KeyRecord, Recipe, RecipeKey, Store};
 use crate::graph::{Instance, Plan};
 
@@ -223,8 +223,12 @@ fn evaluate_one(
     let mut damage = None;
     let filed = key.and_then(|k| match store.lookup_or_damage(&k) {
         Ok(record) => record,
-        Err(detail) => {
-            damage = Some(DirtyReason::Damaged { detail });
+        Err(RecordDamage::Unreadable { path, source }) => {
+            damage = Some(DirtyReason::Unreadable { detail: format!("{}: {source}", path.display()) });
+            None
+        }
+        Err(other) => {
+            damage = Some(DirtyReason::Damaged { detail: other.to_string() });
             None
         }
     });
