@@ -123,10 +123,32 @@ impl Ord for AxisValue {
             (Str(a), Str(b)) => a.cmp(b),
             (Str(_), _) => Ordering::Greater,
             (_, Str(_)) => Ordering::Less,
-            // total_cmp keeps the order total even with NaN in the data.
-            (a, b) => a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()),
+            // total_cmp keeps the order total even with NaN in the data; -0 is 0, as it is to
+            // an integer 0.
+            (Float(a), Float(b)) => (a + 0.0).total_cmp(&(b + 0.0)),
+            (Int(a), Float(b)) => int_against_float(*a, *b),
+            (Float(a), Int(b)) => int_against_float(*b, *a).reverse(),
         }
     }
+}
+
+/// `i` against `f` by their exact values: through f64, 2^53 + 1 equalled 2^53.0, which is less
+/// than it as an integer, and a sort may panic on an order that is not transitive. NaNs sort
+/// at the ends, as `total_cmp` puts them among floats.
+fn int_against_float(i: i64, f: f64) -> Ordering {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() {
+        return if f.is_sign_negative() { Ordering::Greater } else { Ordering::Less };
+    }
+    if f >= TWO_63 {
+        return Ordering::Less;
+    }
+    if f < -TWO_63 {
+        return Ordering::Greater;
+    }
+    let whole = f.trunc();
+    // Exact: |whole| < 2^63 is an integer, and f - whole is f's fraction.
+    i.cmp(&(whole as i64)).then(0.0f64.partial_cmp(&(f - whole)).unwrap_or(Ordering::Equal))
 }
 
 impl PartialOrd for AxisValue {
@@ -314,6 +336,49 @@ mod tests {
         let shown: Vec<String> = v.iter().map(|x| x.to_string()).collect();
         assert_eq!(shown, ["10", "50", "250", "a", "b"]);
         assert_eq!(AxisValue::Int(50), AxisValue::Float(50.0));
+    }
+
+    /// Integers past 2^53 beside floats, zeros of both signs, fractions, infinities and NaNs: the
+    /// order is transitive over every triple (through f64 it was not: a sort may panic on that).
+    #[test]
+    fn mixed_axis_values_order_transitively() {
+        let big = 1i64 << 53;
+        let v = [
+            AxisValue::Int(big),
+            AxisValue::Int(big + 1),
+            AxisValue::Float(big as f64),
+            AxisValue::Float(big as f64 + 2.0),
+            AxisValue::Int(0),
+            AxisValue::Float(0.0),
+            AxisValue::Float(-0.0),
+            AxisValue::Float(-2.5),
+            AxisValue::Int(-2),
+            AxisValue::Int(-3),
+            AxisValue::Int(i64::MAX),
+            AxisValue::Int(i64::MIN),
+            AxisValue::Float(9.3e18),
+            AxisValue::Float(-9.3e18),
+            AxisValue::Float(f64::INFINITY),
+            AxisValue::Float(f64::NEG_INFINITY),
+            AxisValue::Float(f64::NAN),
+            AxisValue::Float(-f64::NAN),
+        ];
+        for a in &v {
+            for b in &v {
+                assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{a} {b}");
+                for c in &v {
+                    if a <= b && b <= c {
+                        assert!(a <= c, "{a} <= {b} <= {c}");
+                    }
+                }
+            }
+        }
+        assert!(
+            AxisValue::Int(big) < AxisValue::Int(big + 1) && AxisValue::Int(big + 1) > AxisValue::Float(big as f64)
+        );
+        assert_eq!(AxisValue::Int(0), AxisValue::Float(-0.0));
+        assert!(AxisValue::Float(-2.5) < AxisValue::Int(-2) && AxisValue::Float(-2.5) > AxisValue::Int(-3));
+        assert!(AxisValue::Int(i64::MAX) < AxisValue::Float(9.3e18));
     }
 
     #[test]
