@@ -1,5 +1,8 @@
 //! Quantities written for people: sizes in decimal units, durations at the precision that
-//! matters. One format each, so a run's summary, its log, `gc` and the study page agree.
+//! matters. One format each, so a run's summary, its log, `gc` and the study page agree. And
+//! text from elsewhere made safe to print.
+
+use std::fmt::Write as _;
 
 /// `b` bytes in decimal units, to the nearest whole one (`80 GB`).
 pub fn bytes(b: u64) -> String {
@@ -46,6 +49,36 @@ pub fn duration(seconds: f64) -> String {
         0..3600 => format!("{} min {:02} s", s / 60, s % 60),
         _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
     }
+}
+
+/// `text` with control and direction-changing characters escaped (`\u{1b}`), so that what a
+/// stage, a command or a file wrote can never move the cursor, recolour or reorder the terminal,
+/// and cut to `max_chars` (`config::error::printable` cuts a message shorter).
+pub fn printable_cut(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push_str("… (cut)");
+            break;
+        }
+        if unsafe_to_print(c) && c != '\n' && c != '\t' {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters, those that reorder the text around them on a terminal or a page (the
+/// Arabic letter mark among them), and the line and paragraph separators, which break a line
+/// where a reader sees none.
+pub fn unsafe_to_print(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 #[cfg(test)]

@@ -58,23 +58,10 @@ pub fn described(path: &Path) -> String {
 }
 
 fn one(pid: i32) -> String {
+    // Arguments are anyone's text: nothing in them may drive the terminal.
     let command = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|bytes| {
-            // Arguments are anyone's text: nothing in them may drive the terminal.
-            let shown = |c: char| {
-                !c.is_control()
-                    && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-            };
-            let text: String = String::from_utf8_lossy(&bytes)
-                .replace('\0', " ")
-                .trim()
-                .chars()
-                .map(|c| if shown(c) { c } else { '?' })
-                .collect();
-            match text.char_indices().nth(COMMAND_CHARS) {
-                Some((cut, _)) => format!("{}...", &text[..cut]),
-                None => text,
-            }
+            crate::human::printable_cut(String::from_utf8_lossy(&bytes).replace('\0', " ").trim(), COMMAND_CHARS)
         })
         .unwrap_or_default();
     let state = if crate::proc_stat::is_stopped(pid) { ", stopped" } else { "" };
@@ -107,8 +94,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.lock");
         std::fs::write(&path, b"").unwrap();
+        // `--no-fork`: the lock is held by the `sleep` flock(1) becomes, which kill() ends.
         let mut child = std::process::Command::new("flock")
-            .args(["-s", path.to_str().unwrap(), "sleep", "30"])
+            .args(["--no-fork", "-s", path.to_str().unwrap(), "sleep", "30"])
             .spawn()
             .expect("flock(1) from util-linux");
         let pid = child.id() as i32;
@@ -117,9 +105,8 @@ mod tests {
             !holders(&path).is_empty()
         });
         assert!(seen, "the child's lock is listed");
-        // flock(1) holds the lock itself, or its `sleep` inherits it: either is named.
         let text = described(&path);
-        assert!(text.contains("sleep") || text.contains(&format!("pid {pid}")), "{text}");
+        assert!(text.contains(&format!("pid {pid}: sleep 30")), "{text}");
         // SAFETY: a plain signal to our own child.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
         let stopped = (0..200).any(|_| {

@@ -308,12 +308,20 @@ impl Store {
             Ok(TryLock::Acquired(l)) => Ok(Some(l)),
             Ok(TryLock::Busy) => {
                 match mode {
-                    // `gc` itself may be waiting, on the runs named here in its own message.
-                    Mode::Shared => tracing::warn!(
-                        "waiting for `cfrun gc` to finish with {}{}",
-                        root.display(),
-                        super::lock_holders::described(&path)
-                    ),
+                    // `gc` itself may be waiting, on the processes using the cache: named too.
+                    Mode::Shared => {
+                        let users = super::lock_holders::described(&root.join("cache.lock"));
+                        let waits = if users.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; it waits for the processes using it{users}")
+                        };
+                        tracing::warn!(
+                            "waiting for `cfrun gc` to finish with {}{}{waits}",
+                            root.display(),
+                            super::lock_holders::described(&path)
+                        )
+                    }
                     Mode::Exclusive => tracing::warn!(
                         "waiting for another `cfrun gc` on {}{}",
                         root.display(),

@@ -153,34 +153,7 @@ pub fn printable(text: &str) -> String {
     printable_cut(text, MAX_MESSAGE_CHARS)
 }
 
-/// [`printable`] cut to `max_chars` instead: for text a stage or a command produced (a stderr
-/// tail, a report), which is longer than a message but must not drive the terminal either.
-pub fn printable_cut(text: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max_chars {
-            out.push_str("… (cut)");
-            break;
-        }
-        if unsafe_to_print(c) && c != '\n' && c != '\t' {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Control characters, those that reorder the text around them on a terminal or a page (the
-/// Arabic letter mark among them), and the line and paragraph separators, which break a line
-/// where a reader sees none.
-pub(crate) fn unsafe_to_print(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
-}
+pub use crate::human::{printable_cut, unsafe_to_print};
 
 /// The lines around `span` (one before, the span's, one after) with the span moved to match,
 /// unsafe characters replaced by ones of the same byte length, or `None` when a line is too

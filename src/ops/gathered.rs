@@ -198,6 +198,15 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     ))
 }
 
+/// An axis value as the report compares coordinates: 50 and 50.0 are one.
+pub fn coordinate_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
+        other => other.to_string(),
+    }
+}
+
 /// Checks that no two gathered records would fill one cell of a table or one point of a plot,
 /// so the clash fails before anything runs instead of when the report is drawn, after every stage
 /// it gathers. Only metrics every run of the instance writes ([`Gathered::surely_writes`]) are
@@ -213,12 +222,7 @@ pub fn check_cells(
     labels: &BTreeMap<String, String>,
     gathered: &[Gathered<'_>],
 ) -> Result<(), ParamError> {
-    // Numbers as the report compares them (50 and 50.0 are one coordinate).
-    let text = |v: &Json| match v {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
-        other => other.to_string(),
-    };
+    let text = coordinate_text;
     let describe = |g: &Gathered<'_>| {
         let axes: Vec<String> = g.axes.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
         if axes.is_empty() {

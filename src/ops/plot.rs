@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::gathered::{
-    check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, gather_records,
+    check_cells, check_dimensions, check_display_texts, check_labels, check_metrics, coordinate_text, gather_records,
 };
 use super::{Gathered, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use serde_json::Value as Json;
@@ -20,13 +20,14 @@ const MAX_PANELS: usize = 48;
 /// The most series one figure tells apart (by colour and marker, listed in its legend).
 const MAX_SERIES: usize = 64;
 
-/// The distinct combinations of `dims` among the gathered instances (`source` is the stage).
-fn distinct(dims: &[String], gathered: &[Gathered<'_>]) -> usize {
+/// The distinct combinations of `dims` among the gathered instances, as the figure draws them:
+/// `source` by its label, numbers by value.
+fn distinct(dims: &[String], labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]) -> usize {
     let of = |g: &Gathered<'_>| -> Vec<String> {
         dims.iter()
             .map(|d| match d.as_str() {
-                "source" => g.stage.to_string(),
-                _ => g.axes.get(d).map_or(String::new(), Json::to_string),
+                "source" => labels.get(g.stage).map_or(g.stage, String::as_str).to_string(),
+                _ => g.axes.get(d).map_or(String::new(), coordinate_text),
             })
             .collect()
     };
@@ -119,7 +120,7 @@ impl StageKind for Plot {
         for (field, what, dims, most) in
             [("panel", "panels", panel, MAX_PANELS), ("series", "series", series, MAX_SERIES)]
         {
-            let count = distinct(dims, gathered);
+            let count = distinct(dims, &p.labels, gathered);
             if count > most {
                 return Err(ParamError::field(
                     field,
