@@ -2732,6 +2732,20 @@ fn a_program_not_on_path_is_refused_before_anything_runs() {
             && err.contains("; probe must be computed again: its cached result is damaged: m/metrics.json"),
         "{err}"
     );
+    // In a sweep whose first instance never ran, the damaged one is still the one named.
+    let swept = |values: &str| {
+        let text = toml
+            .replace("argv = [\"cfrun-test-mkm\", \"{out.m}\"]", "argv = [\"cfrun-test-mkm\", \"{out.m}\", \"${v}\"]");
+        std::fs::write(dir.path().join("e.toml"), format!("{text}\n[sweep]\nv = [{values}]\n")).unwrap();
+    };
+    swept("1");
+    assert!(cfrun_with_path("run", &with_bin).status.success());
+    let object = objects(&cache)["probe[v=1]"].trim_start_matches("blake3:").to_string();
+    std::fs::write(cache.join("objects").join(object).join("m/metrics.json"), "{\"values\": {\"top1\": 0.5}}\n")
+        .unwrap();
+    swept("0, 1");
+    let err = stderr(&cfrun_with_path("run", "/usr/bin:/bin"));
+    assert!(err.contains("; probe[v=1] must be computed again: its cached result is damaged"), "{err}");
 }
 
 /// `seeded = false` runs a deterministic command once for every replicate (a preprocessing step

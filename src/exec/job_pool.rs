@@ -31,12 +31,10 @@ pub fn max_threads() -> usize {
 /// that asks for more than [`max_threads`]; 0 is rayon's own default (one per core), and an
 /// empty one is as if unset.
 pub fn threads_from_env() -> Result<(), crate::nn::env_flag::SwitchError> {
-    use crate::nn::env_flag::SwitchError;
+    use crate::nn::env_flag::{value_from_env, SwitchError};
     const ENV: &str = "RAYON_NUM_THREADS";
-    let Some(raw) = std::env::var_os(ENV) else { return Ok(()) };
-    let value = raw.to_str().ok_or_else(|| SwitchError::NotUnicode { env: ENV.into(), value: raw.clone() })?;
     let most = max_threads();
-    match value.parse::<usize>() {
+    value_from_env(ENV, |value| match value.parse::<usize>() {
         Ok(n) if n <= most => Ok(()),
         // `export RAYON_NUM_THREADS=`: unset in all but name, as rayon reads it.
         _ if value.is_empty() => Ok(()),
@@ -45,7 +43,8 @@ pub fn threads_from_env() -> Result<(), crate::nn::env_flag::SwitchError> {
             value: value.into(),
             expected: format!("a number of threads from 1 to {most}, or 0 for one per core"),
         }),
-    }
+    })
+    .map(|_| ())
 }
 
 /// The pools of an executor's jobs, built on first use and kept for later jobs of the same width:

@@ -2,8 +2,6 @@
 //! device each instance will compute on can do), made by `cfrun run` before anything runs and by
 //! no command that only reads the experiment.
 
-use std::collections::BTreeSet;
-
 use super::{Instance, Plan};
 use crate::config::ConfigError;
 use crate::ops::Site;
@@ -33,16 +31,26 @@ fn check_these<'a>(
     why: &dyn Fn(&Instance) -> Option<String>,
 ) -> Result<(), ConfigError> {
     let exp = &plan.experiment;
-    let mut errors = Vec::new();
-    let mut said = BTreeSet::new();
+    // Each refusal once per stage, with the first of its instances that was cached until found
+    // damaged or gone (a sweep's first instance may never have run).
+    let mut refusals: Vec<(&Instance, crate::config::params::ParamError, Option<String>)> = Vec::new();
     for inst in instances {
         let Err(e) = inst.op.preflight(&inst.params, &inst.fed, &site_of(inst)) else { continue };
-        if !said.insert((inst.stage.as_str(), e.message.clone())) {
-            continue;
+        let because = why(inst).map(|w| format!("; {} must be computed again: its {w}", inst.name));
+        match refusals.iter_mut().find(|(i, said, _)| i.stage == inst.stage && said.message == e.message) {
+            Some((_, _, first)) => {
+                if first.is_none() {
+                    *first = because;
+                }
+            }
+            None => refusals.push((inst, e, because)),
         }
+    }
+    let mut errors = Vec::new();
+    for (inst, e, because) in refusals {
         let Some(decl) = exp.stages.iter().find(|s| s.name == inst.stage) else { continue };
         let origin = decl.fields.get(&e.path).map_or_else(|| decl.origin.clone(), |f| f.node.origin.clone());
-        let because = why(inst).map_or(String::new(), |w| format!("; {} must be computed again: its {w}", inst.name));
+        let because = because.unwrap_or_default();
         let message = format!("stage `{}` (op {}): {}{because}", inst.stage, inst.op.name(), e.message);
         errors.push(exp.error(&origin, message, e.help.clone()));
     }
