@@ -51,7 +51,22 @@ use probes::{probe_env, ProbeFailure};
 
 impl Params for RawParams {}
 
-impl Params for CommandParams {}
+/// Canonical parameters read back from a job spec are checked for what `run` relies on (a
+/// program, a timeout a `Duration` holds, outputs of known kinds): nothing is hashed or probed.
+impl Params for CommandParams {
+    fn validate(&self) -> Result<(), ParamError> {
+        check_program_and_timeout(&self.argv, self.timeout)?;
+        if self.outputs.is_empty() {
+            return Err(ParamError::field("outputs", "the command declares no outputs", None));
+        }
+        match self.outputs.iter().find(|(name, kind)| !valid_name(name) || parse_kind(kind).is_none()) {
+            Some((name, kind)) => {
+                Err(ParamError::field("outputs", format!("output `{name}` = \"{kind}\" is not a valid output"), None))
+            }
+            None => Ok(()),
+        }
+    }
+}
 
 /// The stage fields as written.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -403,15 +418,21 @@ fn placeholders(arg: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
-fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
-    if p.argv.first().is_none_or(|program| program.trim().is_empty()) {
-        let what = if p.argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
+/// A program to start, and a timeout from a moment to a week.
+fn check_program_and_timeout(argv: &[String], timeout: f64) -> Result<(), ParamError> {
+    if argv.first().is_none_or(|program| program.trim().is_empty()) {
+        let what = if argv.is_empty() { "`argv` is empty" } else { "`argv[0]`, the program, is empty" };
         return Err(ParamError::field("argv", what, Some("e.g. argv = [\"python3\", \"probe.py\"]".into())));
     }
-    if !(p.timeout > 0.0 && p.timeout <= MAX_TIMEOUT_S) {
-        return Err(ParamError::range("timeout", p.timeout, "a positive number of seconds (at most a week)"));
+    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_S) {
+        return Err(ParamError::range("timeout", timeout, "a positive number of seconds (at most a week)"));
     }
+    Ok(())
+}
+
+/// The canonical form: kinds parsed, placeholders checked, code hashed, the environment probed.
+fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
+    check_program_and_timeout(&p.argv, p.timeout)?;
     let mut outputs = BTreeMap::new();
     for (name, kind) in &p.outputs {
         if !valid_name(name) {
@@ -671,6 +692,23 @@ mod tests {
         p.argv.push("{sed}".into());
         let e = expand(&p).unwrap_err().to_string();
         assert!(e.contains("unknown placeholder {sed}"), "{e}");
+    }
+
+    #[test]
+    fn canonical_parameters_read_back_are_checked_without_hashing() {
+        let raw = json!({"argv": ["true", "{out.m}"], "outputs": {"m": "metrics"}, "code": ["Cargo.toml"], "seed": 1});
+        let canon = crate::ops::Op::normalize(&Command, &raw).unwrap();
+        crate::ops::Op::check_canonical(&Command, &canon).unwrap();
+        let edited = |field: &str, value: Json| {
+            let mut bad = canon.clone();
+            bad[field] = value;
+            crate::ops::Op::check_canonical(&Command, &bad).unwrap_err().message
+        };
+        // Each would panic in `run` (a Duration of -1 s, the program of an empty argv).
+        assert!(edited("timeout", json!(-1.0)).contains("timeout"));
+        assert!(edited("argv", json!([])).contains("`argv` is empty"));
+        assert!(edited("outputs", json!({"m": "nonsense"})).contains("is not a valid output"));
+        assert!(edited("outputs", json!({})).contains("declares no outputs"));
     }
 
     #[test]
