@@ -45,23 +45,35 @@ fn holder(line: &str, major: u32, minor: u32, inode: u64) -> Option<i32> {
 /// ` (pid 4242: cfrun run x.toml; pid 4243, stopped: ...)`, naming the holders of the lock at
 /// `path`; empty when none can be named.
 pub fn described(path: &Path) -> String {
-    let pids = holders(path);
+    named(&holders(path))
+}
+
+/// [`described`], leaving out the holders of the lock at `besides` (`gc`, which holds the cache
+/// lock too once it works, is not among those it waits for).
+pub fn described_besides(path: &Path, besides: &Path) -> String {
+    let others = holders(besides);
+    named(&holders(path).into_iter().filter(|pid| !others.contains(pid)).collect::<Vec<_>>())
+}
+
+fn named(pids: &[i32]) -> String {
     if pids.is_empty() {
         return String::new();
     }
-    let named: Vec<String> = pids.iter().take(NAMED).map(|&pid| one(pid)).collect();
+    let shown: Vec<String> = pids.iter().take(NAMED).map(|&pid| one(pid)).collect();
     let more = if pids.len() > NAMED { format!("; and {} more", pids.len() - NAMED) } else { String::new() };
     let stopped = pids.iter().any(|&pid| crate::proc_stat::is_stopped(pid));
     let advice =
         if stopped { ". A stopped process holds it until it is sent SIGCONT (`kill -CONT PID`) or ended" } else { "" };
-    format!(" (held by {}{more}){advice}", named.join("; "))
+    format!(" (held by {}{more}){advice}", shown.join("; "))
 }
 
 fn one(pid: i32) -> String {
     // Arguments are anyone's text: nothing in them may drive the terminal.
     let command = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|bytes| {
-            crate::human::printable_cut(String::from_utf8_lossy(&bytes).replace('\0', " ").trim(), COMMAND_CHARS)
+            // One line: an argument's line break would start a log line of its own.
+            let words = String::from_utf8_lossy(&bytes).replace(['\0', '\n', '\t'], " ");
+            crate::human::printable_cut(words.trim(), COMMAND_CHARS)
         })
         .unwrap_or_default();
     let state = if crate::proc_stat::is_stopped(pid) { ", stopped" } else { "" };

@@ -310,7 +310,7 @@ impl Store {
                 match mode {
                     // `gc` itself may be waiting, on the processes using the cache: named too.
                     Mode::Shared => {
-                        let users = super::lock_holders::described(&root.join("cache.lock"));
+                        let users = super::lock_holders::described_besides(&root.join("cache.lock"), &path);
                         let waits = if users.is_empty() {
                             String::new()
                         } else {
@@ -385,7 +385,12 @@ impl Store {
         let bytes = match read_limited(&path, MAX_RECORD_BYTES) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(RecordDamage::Unreadable { path, source }),
+            // Only a permission is beyond a rebuild; a folder, a link or a huge file in the
+            // record's place is damage the next run clears.
+            Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(RecordDamage::Unreadable { path, source })
+            }
+            Err(e) => return Err(RecordDamage::NotARecord { path, why: e.to_string() }),
         };
         let record: KeyRecord = serde_json::from_slice(&bytes)
             .map_err(|e| RecordDamage::NotARecord { path: path.clone(), why: e.to_string() })?;
@@ -782,6 +787,9 @@ pub(crate) mod tests {
         assert_eq!(store.lookup(&rec.key).unwrap().provenance["instance"], "dem0");
         fs::remove_file(&path).unwrap();
         assert!(matches!(store.lookup_or_damage(&rec.key), Ok(None)), "never published is no damage");
+        // A folder in its place is damage the next run clears, not a permission to ask for.
+        fs::create_dir(&path).unwrap();
+        assert!(matches!(store.lookup_or_damage(&rec.key), Err(RecordDamage::NotARecord { .. })));
     }
 
     #[test]

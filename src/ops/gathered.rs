@@ -198,11 +198,16 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     ))
 }
 
-/// An axis value as the report compares coordinates: 50 and 50.0 are one.
+/// An axis value as the report compares coordinates (`report::AxisValue`): 50 and 50.0 are
+/// one, and so are -0 and 0; integers past 2^53 keep their digits.
 pub fn coordinate_text(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
-        Json::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) => (f + 0.0).to_string(),
+            (None, None) => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -423,5 +428,23 @@ pub(super) fn axis_value(v: &Json) -> AxisValue {
         Json::Number(n) => AxisValue::Float(n.as_f64().unwrap_or_default()),
         Json::String(s) => AxisValue::Str(s.clone()),
         other => AxisValue::Str(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coordinate_text;
+    use serde_json::json;
+
+    /// Coordinates are told apart exactly as the report's `AxisValue` tells them apart, so a
+    /// clash the report would refuse is refused before anything runs.
+    #[test]
+    fn coordinates_read_as_the_report_compares_them() {
+        let text = |v| coordinate_text(&v);
+        assert_eq!(text(json!(50)), text(json!(50.0)));
+        assert_eq!(text(json!(-0.0)), text(json!(0)));
+        assert_ne!(text(json!(9007199254740993i64)), text(json!(9007199254740992.0)));
+        assert_eq!(text(json!(0.5)), "0.5");
+        assert_eq!(text(json!("a")), "a");
     }
 }
