@@ -228,8 +228,11 @@ pub fn check_cells(
     gathered: &[Gathered<'_>],
 ) -> Result<(), ParamError> {
     let text = coordinate_text;
+    // Named as written: -0 and 0 share a cell but are two instances.
+    let written =
+        |v: &Json| if v.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) { "-0".into() } else { text(v) };
     let describe = |g: &Gathered<'_>| {
-        let axes: Vec<String> = g.axes.iter().map(|(k, v)| format!("{k}={}", text(v))).collect();
+        let axes: Vec<String> = g.axes.iter().map(|(k, v)| format!("{k}={}", written(v))).collect();
         if axes.is_empty() {
             format!("`{}`", g.stage)
         } else {
@@ -268,12 +271,13 @@ pub fn check_cells(
             if *taken == identity {
                 continue;
             }
-            let same_instance = first.stage == g.stage && first.axes == g.axes;
+            // By the text, not by `==`, under which the numbers -0.0 and 0.0 are one.
+            let same_instance = first.stage == g.stage && format!("{:?}", first.axes) == format!("{:?}", g.axes);
             let differ: BTreeSet<&str> = first
                 .axes
                 .keys()
                 .chain(g.axes.keys())
-                .filter(|k| !merges(k) && first.axes.get(*k) != g.axes.get(*k))
+                .filter(|k| !merges(k) && format!("{:?}", first.axes.get(*k)) != format!("{:?}", g.axes.get(*k)))
                 .map(String::as_str)
                 .collect();
             let hidden: Vec<&str> = differ.iter().copied().filter(|k| !dims.iter().any(|d| d == k)).collect();
