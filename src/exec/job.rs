@@ -241,8 +241,9 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     let op = crate::ops::find(&spec.recipe.op).filter(|op| op.version() == spec.recipe.version).ok_or_else(|| {
         invalid(format!("op {} v{} is not what this cfrun runs", spec.recipe.op, spec.recipe.version))
     })?;
-    // The driver checked these, but the file is read back from disk: checked again, as the
-    // stage's file would be (an `epochs` of 2^62, hashed into a key of its own, panicked).
+    // The driver checked these, but the file is read back from disk: typed and range-checked
+    // again, nothing hashed or probed (an `epochs` of 2^62, hashed into a key of its own,
+    // panicked).
     op.check_canonical(&spec.recipe.params).map_err(|e| invalid(format!("its parameters: {}", e.message)))?;
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &spec.inputs {
