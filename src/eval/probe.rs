@@ -67,20 +67,19 @@ pub(super) fn check_inputs(data: ProbeData, cfg: &ProbeConfig) -> Result<(usize,
 /// and the logits of the rows it holds at once would not fit in memory: a `command` stage's
 /// labels may declare a million classes beside wide features, and the allocation aborted.
 fn check_model_size(d: usize, num_classes: usize, rows: usize, cfg: &ProbeConfig) -> Result<(), EvalError> {
-    use super::probe_lbfgs::{CHUNK_ROWS, GROUPS, MEMORY};
     let (copies, rows_at_once) = match cfg.solver {
         super::ProbeSolver::Sgd => (4, rows.min(cfg.batch_size)),
-        super::ProbeSolver::Lbfgs => ((2 * MEMORY + GROUPS + 4) as u64, rows.min(GROUPS * CHUNK_ROWS)),
+        super::ProbeSolver::Lbfgs => super::probe_lbfgs::held_at_once(rows),
     };
-    let (d, c) = (d as u64, num_classes as u64);
-    let values = d.saturating_mul(c).saturating_mul(copies).saturating_add((rows_at_once as u64).saturating_mul(c));
-    let need = values.saturating_mul(4);
+    let weights = (d as u64).saturating_mul(num_classes as u64);
+    let logits = (rows_at_once as u64).saturating_mul(num_classes as u64);
+    let need = weights.saturating_mul(copies).saturating_add(logits).saturating_mul(4);
     let have = crate::config::limits::machine_memory();
     if need <= have {
         return Ok(());
     }
     let (need, have) = (crate::human::bytes(need), crate::human::bytes(have));
-    Err(EvalError::TooLarge { d: d as usize, num_classes, copies, need, have })
+    Err(EvalError::TooLarge { d, num_classes, copies, need, have })
 }
 
 /// Rejects hyper-parameters that cannot train.

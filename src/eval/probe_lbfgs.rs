@@ -19,11 +19,18 @@ use crate::linalg::{matmul, MatRef};
 
 /// Row groups of the train split per evaluation (each a task with its own partial gradient, so
 /// this also bounds the extra memory to this many `d x c` matrices).
-pub(super) const GROUPS: usize = 16;
+const GROUPS: usize = 16;
 /// Rows standardised and multiplied at a time within a group.
-pub(super) const CHUNK_ROWS: usize = 512;
+const CHUNK_ROWS: usize = 512;
 /// Correction pairs kept, scipy's default.
-pub(super) const MEMORY: usize = 10;
+const MEMORY: usize = 10;
+
+/// What the solver holds at once beside the data: copies of the `d x c` weights (the model, its
+/// gradient, each correction pair, each group's partial gradient) and rows of logits (a chunk
+/// per group), for `rows` train rows.
+pub(super) fn held_at_once(rows: usize) -> (u64, usize) {
+    ((2 * MEMORY + GROUPS + 4) as u64, rows.min(GROUPS * CHUNK_ROWS))
+}
 
 /// The full-batch objective over the standardised train split.
 struct Objective<'a> {

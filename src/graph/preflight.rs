@@ -34,16 +34,21 @@ fn check_these<'a>(
     // Each refusal once per stage, with the first of its instances that was cached until found
     // damaged or gone (a sweep's first instance may never have run).
     let mut refusals: Vec<(&Instance, crate::config::params::ParamError, Option<String>)> = Vec::new();
+    let mut said: std::collections::HashMap<(&str, String), usize> = std::collections::HashMap::new();
     for inst in instances {
         let Err(e) = inst.op.preflight(&inst.params, &inst.fed, &site_of(inst)) else { continue };
         let because = why(inst).map(|w| format!("; {} must be computed again: its {w}", inst.name));
-        match refusals.iter_mut().find(|(i, said, _)| i.stage == inst.stage && said.message == e.message) {
-            Some((_, _, first)) => {
+        match said.get(&(inst.stage.as_str(), e.message.clone())) {
+            Some(&at) => {
+                let first = &mut refusals[at].2;
                 if first.is_none() {
                     *first = because;
                 }
             }
-            None => refusals.push((inst, e, because)),
+            None => {
+                said.insert((inst.stage.as_str(), e.message.clone()), refusals.len());
+                refusals.push((inst, e, because));
+            }
         }
     }
     let mut errors = Vec::new();
