@@ -600,6 +600,12 @@ fn dag_show_and_gc() {
     // A stage's name with axes that name no instance lists that stage's instances.
     let miss = cfrun(cache.path(), &["show", smoke().to_str().unwrap(), "clusters[k=5]"]);
     assert!(stderr(&miss).contains("instances of `clusters`: clusters[k=4], clusters[k=16]"), "{}", stderr(&miss));
+    // Under --json the error names the argument at fault; a stray comma names nothing.
+    let stray = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "clusters", "clusters[,k=4]", "--json"]);
+    assert_eq!(stray.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&stray.stdout).unwrap();
+    assert_eq!(v["errors"][0]["location"], "target argument #2", "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("a comma too many"), "{v}");
     let stale = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.probe_noisy.lr=0.2"]);
     assert!(
         String::from_utf8_lossy(&stale.stdout).contains("lr 0.1 -> 0.2"),

@@ -73,18 +73,20 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 }
                 errout!("{}", c.render());
             }
-            Failure::Other(msg) => fail_plainly(g, &msg),
-            Failure::Runtime(e) => fail_plainly(g, &error_chain(e.as_ref())),
+            Failure::Other(msg) => fail_plainly(g, None, &msg),
+            Failure::Argument { location, message } => fail_plainly(g, Some(&location), &message),
+            Failure::Runtime(e) => fail_plainly(g, None, &error_chain(e.as_ref())),
         }
         ExitCode::from(code)
     })
 }
 
 /// Reports an error that has no place in the file: on stderr, and under `--json` on stdout too,
-/// so a script reading stdout always gets one object saying what went wrong.
-fn fail_plainly(g: &Global, message: &str) {
+/// so a script reading stdout always gets one object saying what went wrong (`location`: the
+/// argument at fault, where one is).
+fn fail_plainly(g: &Global, location: Option<&str>, message: &str) {
     if g.json {
-        outln!("{}", json!({"ok": false, "errors": [{"location": null, "message": message}]}));
+        outln!("{}", json!({"ok": false, "errors": [{"location": location, "message": message}]}));
     }
     errln!("error: {}", crate::config::error::printable(message));
 }

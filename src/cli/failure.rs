@@ -8,6 +8,9 @@ pub(super) enum Failure {
     Config(ConfigError),
     /// The command line or a precondition is invalid.
     Other(String),
+    /// One argument of the command line is invalid: `location` names which (`target argument #2`),
+    /// as `--json` reports it.
+    Argument { location: String, message: String },
     /// Something failed while working: the cache, the device, a download, a write. Kept typed
     /// (its sources are printed) and never reported as invalid input.
     Runtime(Box<dyn std::error::Error + Send + Sync>),
@@ -22,7 +25,7 @@ impl Failure {
     /// The exit code it ends the command with.
     pub(super) fn exit_code(&self) -> u8 {
         match self {
-            Failure::Config(_) | Failure::Other(_) => super::exit::INVALID,
+            Failure::Config(_) | Failure::Other(_) | Failure::Argument { .. } => super::exit::INVALID,
             Failure::Runtime(_) => super::exit::FAILED,
         }
     }

@@ -15,7 +15,7 @@ use crate::exec::evaluate;
 pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
-    let selected = super::targets::select(&plan, file, stage)?;
+    let selected = super::targets::select(&plan, file, stage, "the instance argument")?;
     let states = evaluate::evaluate(&plan, &store);
     let failed = last_failures(&plan, &store, &states);
     let mut items = Vec::new();

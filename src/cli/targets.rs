@@ -18,8 +18,8 @@ pub(super) fn load_part(file: &Path, g: &Global, targets: &[String]) -> Result<P
         return Ok(plan);
     }
     let mut roots = Vec::new();
-    for asked in targets {
-        roots.extend(select(&plan, file, asked)?);
+    for (position, asked) in targets.iter().enumerate() {
+        roots.extend(select(&plan, file, asked, &format!("target argument #{}", position + 1))?);
     }
     Ok(plan.upstream_of(&roots, targets))
 }
@@ -59,6 +59,9 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
     };
     let axes: BTreeSet<&str> = of_stage.iter().flat_map(|i| i.axes.keys()).map(String::as_str).collect();
     let lacking = given.iter().find_map(|pair| {
+        if pair.is_empty() {
+            return Some("a comma too many: an empty `axis=value` pair".to_string());
+        }
         let Some((axis, value)) = pair.split_once('=') else {
             return Some(format!("`{pair}` is not `axis=value`"));
         };
@@ -86,15 +89,16 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
     Some(format!("{what}; instances of `{stage}`: {}{more}", shown.join(", ")))
 }
 
-/// The instances `asked` names in `plan` (see [`Plan::select`]); none is a mistake
-/// of the command line, said with the instances or stages it could have meant.
-pub(super) fn select(plan: &Plan, file: &Path, asked: &str) -> Result<Vec<InstanceIdx>, Failure> {
+/// The instances `asked` names in `plan` (see [`Plan::select`]); none is a mistake of the
+/// command line at `argument`, said with the instances or stages it could have meant.
+pub(super) fn select(plan: &Plan, file: &Path, asked: &str, argument: &str) -> Result<Vec<InstanceIdx>, Failure> {
     let selected = plan.select(asked);
     if !selected.is_empty() {
         return Ok(selected);
     }
     if let Some(near) = instances_near(plan, asked) {
-        return Err(Failure::Other(format!("no instance `{asked}` in {}; {near}", file.display())));
+        let message = format!("no instance `{asked}` in {}; {near}", file.display());
+        return Err(Failure::Argument { location: argument.to_string(), message });
     }
     let names: Vec<&str> =
         plan.instances.iter().map(|i| i.stage.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -104,9 +108,6 @@ pub(super) fn select(plan: &Plan, file: &Path, asked: &str) -> Result<Vec<Instan
     let near = crate::config::suggest::did_you_mean(stage, &names)
         .or(if let [one] = starting.as_slice() { Some(*one) } else { None })
         .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
-    Err(Failure::Other(format!(
-        "no stage or instance `{asked}` in {}{near}; stages: {}",
-        file.display(),
-        names.join(", ")
-    )))
+    let message = format!("no stage or instance `{asked}` in {}{near}; stages: {}", file.display(), names.join(", "));
+    Err(Failure::Argument { location: argument.to_string(), message })
 }

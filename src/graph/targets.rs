@@ -96,7 +96,8 @@ pub fn is_written(v: &Json, text: &str) -> bool {
 }
 
 /// `a=1,s=x,y` as `a=1` and `s=x,y`: a comma starts a new pair only before `name=`, so a string
-/// axis value may hold commas.
+/// axis value may hold commas. A stray comma before a pair leaves an empty pair, which names
+/// nothing; an empty text has no pairs.
 pub fn axis_pairs(text: &str) -> Vec<&str> {
     let starts_pair = |rest: &str| {
         let rest = rest.trim_start();
@@ -112,7 +113,9 @@ pub fn axis_pairs(text: &str) -> Vec<&str> {
         }
     }
     pairs.push(text[start..].trim());
-    pairs.retain(|p| !p.is_empty());
+    if pairs == [""] {
+        pairs.clear();
+    }
     pairs
 }
 
@@ -139,6 +142,7 @@ mod tests {
         assert_eq!(axis_pairs("k=4,replicate=0"), ["k=4", "replicate=0"]);
         assert_eq!(axis_pairs("s=a,b, t=1"), ["s=a,b", "t=1"]);
         assert_eq!(axis_pairs(""), Vec::<&str>::new());
+        assert_eq!(axis_pairs(",k=4"), ["", "k=4"]);
     }
 
     #[test]
@@ -153,7 +157,15 @@ mod tests {
         // Numbers by value, however the command line writes them.
         assert_eq!(names(&plan, &plan.select("clusters[p=5e1,k=12.0]")), ["clusters[k=12,p=50]"]);
         assert_eq!(names(&plan, &plan.select(" clusters[ k = 4 ]")), Vec::<String>::new(), "the stage's name exactly");
-        for nothing in ["clusters[p=25]", "clusters[q=0]", "clusters[]", "clusters[p]", "cluster", "clusters[p=0"] {
+        for nothing in [
+            "clusters[p=25]",
+            "clusters[q=0]",
+            "clusters[]",
+            "clusters[p]",
+            "cluster",
+            "clusters[p=0",
+            "clusters[,k=4]",
+        ] {
             assert!(plan.select(nothing).is_empty(), "{nothing}");
         }
     }
