@@ -560,6 +560,9 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
     assert!(stderr(&typo).contains("unknown op `trainn` (did you mean `train`?)"), "{}", stderr(&typo));
     assert!(typo.stdout.is_empty());
+    let typo = cfrun(&cache, &["ops", "trainn", "--json"]);
+    let v: Value = serde_json::from_slice(&typo.stdout).unwrap();
+    assert_eq!(v["errors"][0]["location"], "the op argument", "{v}");
     assert!(!cache.exists(), "describing ops makes no cache");
 }
 

@@ -11,7 +11,10 @@ use crate::exec::device;
 pub(super) fn check_device(choice: device::DeviceChoice, presets: &[String], g: &Global) -> Result<ExitCode, Failure> {
     // A preset name is input: an unknown one is a usage error, before any device is opened.
     if let Some(bad) = presets.iter().find(|p| !crate::nn::PRESETS.contains(&p.as_str())) {
-        return Err(Failure::Other(format!("unknown preset `{bad}`; valid: {}", crate::nn::PRESETS.join(", "))));
+        return Err(Failure::argument(
+            "--presets",
+            format!("unknown preset `{bad}`; valid: {}", crate::nn::PRESETS.join(", ")),
+        ));
     }
     // Asking a CPU-only binary to check a GPU is a usage error; a GPU that does not answer is
     // the check's own verdict.

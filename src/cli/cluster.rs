@@ -72,7 +72,10 @@ impl ExecutorArgs {
             .map(|ops| ops.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
         let known = crate::ops::names();
         if let Some(bad) = in_driver.iter().flatten().find(|op| !known.contains(&op.as_str())) {
-            return Err(Failure::Other(format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", "))));
+            return Err(Failure::argument(
+                "--in-driver",
+                format!("--in-driver: unknown op `{bad}`; valid: {}", known.join(", ")),
+            ));
         }
         use crate::config::executor::{poll_max_ok, queue_patience_ok, POLL_MAX_VALID, QUEUE_PATIENCE_VALID};
         let seconds = [
@@ -80,20 +83,21 @@ impl ExecutorArgs {
             ("--queue-patience", self.queue_patience, queue_patience_ok, QUEUE_PATIENCE_VALID),
         ];
         if let Some((flag, _, _, valid)) = seconds.iter().find(|(_, v, ok, _)| v.is_some_and(|v| !ok(v))) {
-            return Err(Failure::Other(format!("{flag} must be {valid}")));
+            return Err(Failure::argument(*flag, format!("{flag} must be {valid}")));
         }
         if self.max_jobs == Some(0) {
-            return Err(Failure::Other("--max-jobs must be at least 1".into()));
+            return Err(Failure::argument("--max-jobs", "--max-jobs must be at least 1"));
         }
         let names = [("--partition", &self.partition), ("--account", &self.account), ("--qos", &self.qos)];
         if let Some((flag, _)) = names.iter().find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty())) {
-            return Err(Failure::Other(format!(
-                "{flag} must not be empty (leave it out for the experiment file's value or Slurm's default)"
-            )));
+            return Err(Failure::argument(
+                *flag,
+                format!("{flag} must not be empty (leave it out for the experiment file's value or Slurm's default)"),
+            ));
         }
         for arg in &self.sbatch_args {
             if let Some(why) = crate::config::executor::sbatch_arg_problem(arg) {
-                return Err(Failure::Other(format!("--sbatch-arg={arg}: must be {why}")));
+                return Err(Failure::argument("--sbatch-arg", format!("--sbatch-arg={arg}: must be {why}")));
             }
         }
         let flags = ExecutorSettings {

@@ -22,6 +22,11 @@ impl Failure {
         Failure::Runtime(e.into())
     }
 
+    /// An invalid command-line argument, `location` naming it (`--max-jobs`, `target argument #2`).
+    pub(super) fn argument(location: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure::Argument { location: location.into(), message: message.into() }
+    }
+
     /// The exit code it ends the command with.
     pub(super) fn exit_code(&self) -> u8 {
         match self {

@@ -85,7 +85,10 @@ pub(super) fn open_store_for_job(g: &Global, key: Option<&str>) -> Result<Store,
 /// command line is wrong, which is exit 2, not a failure of the work.
 pub(super) fn require_folder(option: &str, path: &Path) -> Result<(), Failure> {
     let usage = |what: String| {
-        Err(Failure::Other(format!("{option} {} {what}; give a folder (it is created if missing)", path.display())))
+        Err(Failure::argument(
+            option,
+            format!("{option} {} {what}; give a folder (it is created if missing)", path.display()),
+        ))
     };
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => usage("is not a folder".into()),

@@ -98,7 +98,7 @@ pub(super) fn select(plan: &Plan, file: &Path, asked: &str, argument: &str) -> R
     }
     if let Some(near) = instances_near(plan, asked) {
         let message = format!("no instance `{asked}` in {}; {near}", file.display());
-        return Err(Failure::Argument { location: argument.to_string(), message });
+        return Err(Failure::argument(argument, message));
     }
     let names: Vec<&str> =
         plan.instances.iter().map(|i| i.stage.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -109,5 +109,5 @@ pub(super) fn select(plan: &Plan, file: &Path, asked: &str, argument: &str) -> R
         .or(if let [one] = starting.as_slice() { Some(*one) } else { None })
         .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
     let message = format!("no stage or instance `{asked}` in {}{near}; stages: {}", file.display(), names.join(", "));
-    Err(Failure::Argument { location: argument.to_string(), message })
+    Err(Failure::argument(argument, message))
 }
