@@ -36,7 +36,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// True when every element the strides can reach lies inside `data`.
-    fn in_bounds(&self) -> bool {
+    pub(crate) fn in_bounds(&self) -> bool {
         let strides_fit = isize::try_from(self.row_stride).is_ok() && isize::try_from(self.col_stride).is_ok();
         if self.rows == 0 || self.cols == 0 {
             return strides_fit;

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, Module, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::Rng;
 
 use super::arch::Arch;
@@ -62,7 +62,7 @@ impl JigsawNet {
     pub fn forward_t(&self, tiles: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let f = self.trunk.embed(tiles, train)?;
         let (n, d) = f.dims2()?;
-        self.head.forward(&f.reshape((n / TILES, TILES * d))?)
+        super::dense::linear(&self.head, &f.reshape((n / TILES, TILES * d))?)
     }
 }
 

@@ -33,6 +33,7 @@ pub mod cuda_params;
 #[cfg(feature = "cuda")]
 mod cuda_views;
 pub mod data;
+mod dense;
 pub mod env_flag;
 mod error;
 mod eval_unit;

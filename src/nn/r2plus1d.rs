@@ -26,7 +26,7 @@
 //! `res3.0.bn1.*`, `res3.0.shortcut.conv.weight`, `fc.*`.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::batchnorm::BatchNorm;
@@ -421,7 +421,7 @@ impl R2Plus1D {
 
     /// Logits `(N, num_classes)`.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        self.fc.forward(&self.embed(xs, train)?)
+        super::dense::linear(&self.fc, &self.embed(xs, train)?)
     }
 }
 

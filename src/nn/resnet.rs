@@ -22,7 +22,7 @@ use super::eval_unit::conv_bn_act;
 use super::fused::{train_forward, ConvParts};
 use super::{use_fused_kernels, NnError};
 use candle_core::{DType, Result, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -398,7 +398,7 @@ impl ResNet {
 
     /// Logits `(N, num_classes)`.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        self.fc.forward(&self.embed(xs, train)?)
+        super::dense::linear(&self.fc, &self.embed(xs, train)?)
     }
 }
 

@@ -163,7 +163,10 @@ impl StageKind for Pretext {
         // 7: fixed depth blocks for matmuls deeper than 512 (linalg::matmul): the bits of
         //    AMD Zen 3 as before, but not of earlier binaries on CPUs whose L1 made gemm block
         //    otherwise (an Intel Xeon), whose cached results must not be served.
-        version: 7,
+        // 8: the heads' products too (nn::dense): a Jigsaw head, 9 x 128 deep with a 1,000-deep
+        //    input gradient, had kept candle's matmul and so the machine's blocking; AMD EPYC's
+        //    bits as before, not an Intel Xeon's.
+        version: 8,
         summary:
             "self-supervised pre-training without labels: RotNet (4 rotations) or Jigsaw (P permutations of 9 tiles)",
         inputs: &[

@@ -227,7 +227,10 @@ impl StageKind for Train {
         //    otherwise (an Intel Xeon), whose cached results must not be served.
         // 8: a teacher's logits on clips cut to `clip_frames` are averaged over 3 crops of that
         //    length (they were taken on whole clips, which a network trained on crops misreads).
-        version: 8,
+        // 9: the classifier's products too (nn::dense): with more than 512 classes or a batch
+        //    over 512 its gradients were candle's matmul, blocked by the machine's L1; AMD
+        //    EPYC's bits as before, not an Intel Xeon's.
+        version: 9,
         summary: "trains a ResNet (images) or R(2+1)D (clips) from scratch on labels, or distils; resumable per epoch",
         inputs: &[
             TRAINING_IMAGES,
