@@ -58,12 +58,19 @@ impl<'a> MatRef<'a> {
 /// 512), and hands gemm one block per call: gemm then makes a single block of it anywhere.
 const DEPTH: usize = 512;
 
-/// The k-blocks of one product, `(start, depth)`: all of k where gemm's own blocking does not
-/// depend on the machine (at most [`DEPTH`] deep; both sides at most 64, where gemm cuts fixed
-/// 512-blocks; a vector side or at most 256 outputs, its matrix-vector and small-product
-/// kernels), else balanced blocks of at most [`DEPTH`], as gemm cuts them with 512.
-fn depth_blocks(m: usize, n: usize, k: usize) -> impl Iterator<Item = (usize, usize)> {
-    let fixed = k <= DEPTH || (m <= 64 && n <= 64) || m <= 1 || n <= 1 || m * n <= 256;
+/// The k-blocks of `a (m x k) * b (k x n)`, `(start, depth)`: all of k where gemm's own blocking
+/// does not depend on the machine (at most [`DEPTH`] deep; both sides at most 64, where gemm
+/// cuts fixed 512-blocks; and the kernels gemm 0.19 picks for at most 256 outputs or a vector
+/// side, which block k by a constant, but only under their stride conditions: with a strided
+/// side gemm takes its general path, blocked by the L1 cache), else balanced blocks of at most
+/// [`DEPTH`], as gemm cuts them with 512.
+fn depth_blocks(a: &MatRef<'_>, b: &MatRef<'_>) -> impl Iterator<Item = (usize, usize)> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // gemm's dst here is row-major (column stride 1, row stride n): its conditions read so.
+    let small = m * n <= 256 && a.col_stride == 1 && b.row_stride == 1;
+    let column = n <= 1 && (a.row_stride == 1 || (a.col_stride == 1 && b.row_stride == 1));
+    let row = m <= 1 && (b.col_stride == 1 || (b.row_stride == 1 && a.col_stride == 1));
+    let fixed = k <= DEPTH || (m <= 64 && n <= 64) || small || column || row;
     let depth = if fixed { k } else { k.div_ceil(k.div_ceil(DEPTH)) };
     (0..k).step_by(depth.max(1)).map(move |start| (start, depth.min(k - start)))
 }
@@ -87,7 +94,7 @@ pub(crate) fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, alpha: f32, 
         }
         return;
     }
-    for (start, depth) in depth_blocks(m, n, k) {
+    for (start, depth) in depth_blocks(&a, &b) {
         // A later block adds to what the earlier ones wrote, as gemm's own later blocks do.
         let read_dst = accumulate || start > 0;
         // SAFETY: both views were checked to stay inside their slices, and column `start` of `a`
@@ -130,12 +137,24 @@ mod tests {
     /// balanced as gemm balances them (1,152 = 3 x 384, not 512 + 512 + 128).
     #[test]
     fn depth_blocks_are_gemms_with_512() {
-        let blocks = |m, n, k| depth_blocks(m, n, k).collect::<Vec<_>>();
+        // Row-major sides: gemm's small and matrix-vector kernels apply where their sizes do.
+        // (The blocks read only shapes and strides, so the views hold no data.)
+        let blocks =
+            |m, n, k| depth_blocks(&MatRef::row_major(&[], m, k), &MatRef::row_major(&[], k, n)).collect::<Vec<_>>();
         assert_eq!(blocks(128, 4096, 1152), vec![(0, 384), (384, 384), (768, 384)]);
         assert_eq!(blocks(128, 4096, 576), vec![(0, 288), (288, 288)]);
         assert_eq!(blocks(128, 4096, 512), vec![(0, 512)]);
         assert_eq!(blocks(64, 64, 5000), vec![(0, 5000)], "gemm's fixed 512-blocks for small products");
         assert_eq!(blocks(1, 4096, 5000), vec![(0, 5000)], "matrix-vector kernels");
+        // A strided side sends gemm to its general path, blocked by the machine, at any size:
+        // a head's input gradient (g, 2 x 1000) times its weight (1000 x 128, row stride 128).
+        let strided = depth_blocks(&MatRef::row_major(&[], 2, 1000), &MatRef::row_major(&[], 1000, 128));
+        assert_eq!(strided.collect::<Vec<_>>(), vec![(0, 500), (500, 500)]);
+        // A matrix times a column of a wider matrix (row stride 5): not gemm's vector kernels.
+        let column = depth_blocks(&MatRef::row_major(&[], 128, 1000), &MatRef::strided(&[], 1000, 1, 5, 1));
+        assert_eq!(column.count(), 2);
+        let vector = depth_blocks(&MatRef::row_major(&[], 128, 1000), &MatRef::row_major(&[], 1000, 1));
+        assert_eq!(vector.count(), 1, "gemm's matrix-vector kernel");
         for (m, n, k) in [(65, 5, 100_003), (300, 300, 513), (128, 129, 4096)] {
             let b = blocks(m, n, k);
             assert!(b.iter().all(|&(_, d)| d <= DEPTH && d > 0), "{b:?}");
