@@ -562,7 +562,7 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     assert!(typo.stdout.is_empty());
     let typo = cfrun(&cache, &["ops", "trainn", "--json"]);
     let v: Value = serde_json::from_slice(&typo.stdout).unwrap();
-    assert_eq!(v["errors"][0]["location"], "the op argument", "{v}");
+    assert_eq!(v["errors"][0]["location"], "op argument", "{v}");
     assert!(!cache.exists(), "describing ops makes no cache");
 }
 

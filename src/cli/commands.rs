@@ -32,7 +32,10 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
                 Command::Exec { .. } => "exec KEY",
                 _ => "check-device",
             };
-            Err(Failure::Other(format!("--set overrides a field of an experiment file, and `cfrun {name}` reads none")))
+            Err(Failure::argument(
+                "--set",
+                format!("--set overrides a field of an experiment file, and `cfrun {name}` reads none"),
+            ))
         }
         Command::Run { file, targets, jobs, device, executor } => {
             run(&file, &targets, g, jobs, device, &executor, bars)
@@ -41,8 +44,9 @@ pub(super) fn dispatch(cmd: Command, g: &Global, bars: Option<MultiProgress>) ->
             super::cluster::exec(&target, instance.as_deref(), device, from_driver, g)
         }
         Command::Status { file, targets, verify } => status(&file, &targets, g, verify),
-        Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::Other(
-            "--json prints the DAG as JSON; --format (dot, mermaid) is for text: give one of the two".into(),
+        Command::Dag { format, .. } if g.json && format != render::DagFormat::Text => Err(Failure::argument(
+            "--format",
+            "--json prints the DAG as JSON; --format (dot, mermaid) is for text: give one of the two",
         )),
         Command::Dag { file, targets, format } => load_part(&file, g, &targets).map(|plan| {
             if g.json {

@@ -23,10 +23,10 @@ pub(super) fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> 
         }
         DataAction::Fetch { name } => {
             let parsed: crate::data::DatasetName = name.parse().map_err(|_| {
-                Failure::Other(format!(
-                    "unknown data set `{name}`; valid: {}",
-                    crate::data::DatasetName::valid_names().join(", ")
-                ))
+                Failure::argument(
+                    "data set argument",
+                    format!("unknown data set `{name}`; valid: {}", crate::data::DatasetName::valid_names().join(", ")),
+                )
             })?;
             // Only a valid name creates the cache.
             let store = open_store(g)?;

@@ -36,7 +36,7 @@ pub(super) fn ops(name: Option<&str>, json: bool) -> Result<(), Failure> {
 fn unknown(name: &str) -> Failure {
     let names: Vec<&str> = ops::registry().iter().map(|op| op.name()).collect();
     let hint = did_you_mean(name, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
-    Failure::argument("the op argument", format!("unknown op `{name}`{hint}; valid: {}", names.join(", ")))
+    Failure::argument("op argument", format!("unknown op `{name}`{hint}; valid: {}", names.join(", ")))
 }
 
 fn print_op(op: &dyn Op, in_full: bool) {

@@ -15,7 +15,7 @@ use crate::exec::evaluate;
 pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
-    let selected = super::targets::select(&plan, file, stage, "the instance argument")?;
+    let selected = super::targets::select(&plan, file, stage, "instance argument")?;
     let states = evaluate::evaluate(&plan, &store);
     let failed = last_failures(&plan, &store, &states);
     let mut items = Vec::new();
@@ -86,10 +86,10 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     refuse_inside_cache(out, &g.cache)?;
     let written = crate::html::write(&plan, &store, file, out).map_err(|e| {
         if is_unusable_path(&e.source) {
-            Failure::Other(format!(
-                "-o {} cannot be used: {e}; give a folder that can be created and written",
-                out.display()
-            ))
+            Failure::argument(
+                "-o",
+                format!("-o {} cannot be used: {e}; give a folder that can be created and written", out.display()),
+            )
         } else {
             Failure::runtime(e)
         }
@@ -124,12 +124,15 @@ fn refuse_inside_cache(out: &Path, cache: &Path) -> Result<(), Failure> {
     let at = at.join(rest);
     let owned = crate::cache::layout::SUBDIRS.iter().chain(&["jobs"]).find(|d| at.starts_with(cache_root.join(d)));
     if let Some(d) = owned {
-        return Err(Failure::Other(format!(
-            "-o {} lies inside the cache's {d}/ ({}); give a folder outside it (the page would change what the \
-             cache holds)",
-            out.display(),
-            cache.display()
-        )));
+        return Err(Failure::argument(
+            "-o",
+            format!(
+                "-o {} lies inside the cache's {d}/ ({}); give a folder outside it (the page would change what the \
+                 cache holds)",
+                out.display(),
+                cache.display()
+            ),
+        ));
     }
     Ok(())
 }
