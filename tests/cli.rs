@@ -609,6 +609,8 @@ fn dag_show_and_gc() {
     let v: Value = serde_json::from_slice(&stray.stdout).unwrap();
     assert_eq!(v["errors"][0]["location"], "target argument #2", "{v}");
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("a comma too many"), "{v}");
+    let trailing = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "clusters[k=4,]"]);
+    assert!(stderr(&trailing).contains("has no k=4, (a comma too many?) (its k: 4, 16)"), "{}", stderr(&trailing));
     let stale = cfrun(cache.path(), &["status", smoke().to_str().unwrap(), "--set", "stages.probe_noisy.lr=0.2"]);
     assert!(
         String::from_utf8_lossy(&stale.stdout).contains("lr 0.1 -> 0.2"),

@@ -58,6 +58,9 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
         seen
     };
     let axes: BTreeSet<&str> = of_stage.iter().flat_map(|i| i.axes.keys()).map(String::as_str).collect();
+    let has = |axis: &str, text: &str| {
+        of_stage.iter().filter_map(|i| i.axes.get(axis)).any(|v| crate::graph::targets::is_written(v, text))
+    };
     let lacking = given.iter().find_map(|pair| {
         if pair.is_empty() {
             return Some("a comma too many: an empty `axis=value` pair".to_string());
@@ -71,11 +74,16 @@ fn instances_near(plan: &Plan, asked: &str) -> Option<String> {
                 if axes.is_empty() { "none".into() } else { axes.iter().copied().collect::<Vec<_>>().join(", ") };
             return Some(format!("`{stage}` has no axis `{axis}` (its axes: {list})"));
         }
-        let mut values = of_stage.iter().filter_map(|i| i.axes.get(axis));
-        if values.any(|v| crate::graph::targets::is_written(v, value)) {
+        if has(axis, value) {
             return None;
         }
-        Some(format!("`{stage}` has no {axis}={value} (its {axis}: {})", shown_values(axis).join(", ")))
+        // A string value may hold a comma, so `k=4,` asks for the value `4,`; said so when
+        // that is the likelier slip.
+        let stray = match value.strip_suffix(',') {
+            Some(v) if has(axis, v.trim_end()) => " (a comma too many?)",
+            _ => "",
+        };
+        Some(format!("`{stage}` has no {axis}={value}{stray} (its {axis}: {})", shown_values(axis).join(", ")))
     });
     let what = if given.is_empty() {
         format!("`{asked}` names no axis")
