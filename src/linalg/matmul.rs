@@ -174,9 +174,7 @@ mod tests {
         let b = wave(k * n, 0.0077, f32::cos);
         let mut dst = vec![0.0; m * n];
         matmul(&mut dst, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 1.0, false, Parallelism::None);
-        let digest = dst
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3));
+        let digest = crate::linalg::bits_digest(dst.iter().map(|v| v.to_bits()));
         assert_eq!(digest, GOLDEN, "{digest:#x}");
     }
     const GOLDEN: u64 = 0x1571_e0cf_7694_bd76;

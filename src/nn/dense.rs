@@ -84,11 +84,8 @@ fn view<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<MatRef<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::{bits_digest, wave};
     use candle_core::Var;
-
-    fn wave(len: usize, step: f32, f: fn(f32) -> f32) -> Vec<f32> {
-        (0..len).map(|i| f(i as f32 * step)).collect()
-    }
 
     fn bits(t: &Tensor) -> Vec<u32> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
@@ -125,18 +122,12 @@ mod tests {
     /// version, like `linalg`'s own pinned product.)
     #[test]
     fn deep_head_bits_do_not_depend_on_the_cache() {
-        let digest = head_pass(48, 9 * 128, 1000, true)
-            .iter()
-            .flatten()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &v| (h ^ u64::from(v)).wrapping_mul(0x100_0000_01b3));
+        let digest = bits_digest(head_pass(48, 9 * 128, 1000, true).into_iter().flatten());
         assert_eq!(digest, GOLDEN, "{digest:#x}");
         // A last batch of two rows: the input gradient is (2 x 1000) times the weight (1000 x
         // 128, row stride 128), a strided side that gemm blocks by the machine however few
         // the outputs (found by a review; `linalg::matmul` cuts it since).
-        let digest = head_pass(2, 128, 1000, true)
-            .iter()
-            .flatten()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &v| (h ^ u64::from(v)).wrapping_mul(0x100_0000_01b3));
+        let digest = bits_digest(head_pass(2, 128, 1000, true).into_iter().flatten());
         assert_eq!(digest, GOLDEN_TWO_ROWS, "{digest:#x}");
     }
     const GOLDEN: u64 = 0x7e2e_b064_dbae_1882;
