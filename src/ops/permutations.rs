@@ -4,8 +4,9 @@
 //!
 //! The paper's Jigsaw (ResNet-50, Goyal et al.) uses P = 2000 on ImageNet; with a few thousand
 //! 28x28 images and a small trunk, 2000 classes leave one or two examples per class per epoch,
-//! so the CPU study uses P = 100, where Noroozi & Favaro's own P sweep (their Table 3) still gets
-//! most of the transfer and the greedy set keeps a minimum Hamming distance of at least 5.
+//! so the CPU studies use P = 1000 (`count` in selfsup_jigsaw.toml and selfsup_multitask.toml),
+//! where Noroozi & Favaro's own P sweep (their Table 3) still gets most of the transfer; the
+//! greedy set's minimum Hamming distance is at least 4 for P = 1000 (5 with those files' seed).
 
 use serde::{Deserialize, Serialize};
 
