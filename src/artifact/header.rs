@@ -49,6 +49,9 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
     }
     let mut text = vec![0u8; n as usize];
     f.read_exact(&mut text).map_err(|e| e.to_string())?;
+    // serde_json keeps the last of a key given twice; candle's loader refuses the file, so a
+    // header read here must not pass what every later reader fails on.
+    super::strict_json::distinct_keys(&text).map_err(|e| format!("not a safetensors file (header: {e})"))?;
     let json: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("not a safetensors file (header is not JSON: {e})"))?;
     let serde_json::Value::Object(map) = json else {
@@ -58,6 +61,12 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
     let mut out = BTreeMap::new();
     for (name, entry) in map {
         if name == "__metadata__" {
+            // The format's metadata is text to text (or null); candle's loader refuses anything
+            // else, so it is held to that here rather than skipped.
+            let text_to_text = entry.is_null() || entry.as_object().is_some_and(|m| m.values().all(|v| v.is_string()));
+            if !text_to_text {
+                return Err("not a safetensors file (`__metadata__` must map names to strings)".into());
+            }
             continue;
         }
         let dtype = entry["dtype"].as_str().ok_or_else(|| format!("tensor `{name}` has no dtype"))?.to_string();
@@ -116,6 +125,39 @@ mod tests {
         assert!(read(&path).unwrap_err().contains("does not match its bytes"));
         std::fs::write(&path, b"hello").unwrap();
         assert!(read(&path).unwrap_err().contains("shorter than 8 bytes"));
+    }
+
+    /// A header candle's loader refuses is refused here too: metadata that is not text to text
+    /// or given twice (serde_json alone would keep the last); so is a tensor given twice.
+    #[test]
+    fn metadata_and_keys_are_held_to_what_candle_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let write = |header: &str| {
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend(header.as_bytes());
+            bytes.extend([0u8; 4]);
+            std::fs::write(&path, bytes).unwrap();
+        };
+        let candle_reads = || candle_core::safetensors::load(&path, &candle_core::Device::Cpu).is_ok();
+        let a = r#""a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}"#;
+        for meta in [r#""__metadata__":{"k":"v"}"#, r#""__metadata__":null"#, r#""__metadata__":{}"#] {
+            write(&format!("{{{meta},{a}}}"));
+            assert_eq!(read(&path).unwrap().len(), 1, "{meta}");
+            assert!(candle_reads(), "{meta}");
+        }
+        for (header, why) in [
+            (format!(r#"{{"__metadata__":{{"k":1}},{a}}}"#), "must map names to strings"),
+            (format!(r#"{{"__metadata__":[],{a}}}"#), "must map names to strings"),
+            (format!(r#"{{"__metadata__":{{}},"__metadata__":{{}},{a}}}"#), "given twice"),
+        ] {
+            write(&header);
+            assert!(read(&path).unwrap_err().contains(why), "{header}");
+            assert!(!candle_reads(), "candle refuses it too: {header}");
+        }
+        // A tensor named twice: candle keeps one, which one depends on its map, so it is refused.
+        write(&format!(r#"{{{a},{a}}}"#));
+        assert!(read(&path).unwrap_err().contains("given twice"));
     }
 
     /// 8 bytes of length and the header itself.

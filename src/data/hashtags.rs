@@ -19,6 +19,7 @@
 //! 6. an image left with no tag at all gets a non-visual one: on the web, an image whose tags are
 //!    all missing is either absent or carries only tags like these.
 
+use crate::artifact::validate::MAX_CLASSES;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,7 @@ impl TagModel {
             let valid = format!("at most half the classes ({})", classes / 2);
             return Err(("polysemous", self.polysemous.to_string(), valid));
         }
+
         if self.nonvisual == 0 && (self.nonvisual_rate > 0.0 || self.drop > 0.0) {
             return Err(("nonvisual", "0".into(), "at least 1 when nonvisual_rate or drop is above 0".into()));
         }
@@ -132,6 +134,40 @@ impl TagModel {
             return Err(("extra", self.extra.to_string(), valid));
         }
         Ok(())
+    }
+
+    /// [`Self::check`] for a known class count, and the vocabulary's size: counted, not built, as
+    /// one past what a label file may name would be refused by every reader, and building it
+    /// first could take more memory than the machine has.
+    pub fn check_for(&self, classes: usize) -> Result<(), (&'static str, String, String)> {
+        self.check(classes)?;
+        let tags = self.vocabulary_len(classes);
+        if tags > MAX_CLASSES {
+            let most = MAX_CLASSES.saturating_sub(self.polysemous + self.nonvisual) / classes.max(1);
+            let valid = if most == 0 {
+                format!("at least 1, and no value fits {classes} classes: one synonym each is past the {MAX_CLASSES} tags a label file names")
+            } else {
+                format!("at most {most} for {classes} classes (the vocabulary would hold {tags} tags; a label file names at most {MAX_CLASSES})")
+            };
+            return Err(("synonyms", self.synonyms.to_string(), valid));
+        }
+        Ok(())
+    }
+
+    /// How many tags [`Self::vocabulary`] makes for `classes` classes (saturating).
+    pub fn vocabulary_len(&self, classes: usize) -> usize {
+        let polysemous = self.polysemous.min(classes / 2);
+        classes.saturating_mul(self.synonyms).saturating_add(polysemous).saturating_add(self.nonvisual)
+    }
+
+    /// At least the bytes of the tag names [`Self::vocabulary`] makes for `class_names`
+    /// (saturating), so that names too long to publish are refused before they are built: each
+    /// synonym repeats its class's name.
+    pub fn names_len(&self, class_names: &[String]) -> usize {
+        class_names
+            .iter()
+            .map(|name| name.chars().filter(|c| c.is_alphanumeric()).count().saturating_add(1))
+            .fold(0usize, |sum, len| sum.saturating_add(len.saturating_mul(self.synonyms)))
     }
 
     /// The vocabulary for classes named `class_names`; the polysemous pairing is drawn from `seed`.
@@ -368,5 +404,25 @@ mod tests {
         assert_eq!(TagModel { drop: 1.5, ..model() }.check(10).unwrap_err().0, "drop");
         assert_eq!(TagModel { synonyms: 1, ..model() }.check(10).unwrap_err().0, "extra");
         assert!(model().check(10).is_ok());
+    }
+
+    /// The vocabulary is counted before it is built, and one past what a label file may name is
+    /// refused at `synonyms` (50,000 clusters x 1,000 synonyms once took gigabytes to count).
+    #[test]
+    fn a_vocabulary_is_counted_and_bounded_before_it_is_built() {
+        for (classes, m) in [(6, model()), (7, TagModel { polysemous: 3, nonvisual: 0, ..model() })] {
+            assert_eq!(m.vocabulary_len(classes), m.vocabulary(&names(classes), 0).len());
+        }
+        let huge = TagModel { synonyms: 1_000, polysemous: 0, ..model() };
+        let (field, got, valid) = huge.check_for(50_000).unwrap_err();
+        assert_eq!((field, got.as_str()), ("synonyms", "1000"));
+        assert!(valid.starts_with("at most 19 for 50000 classes"), "{valid}");
+        assert!(TagModel { synonyms: 19, ..huge.clone() }.check_for(50_000).is_ok());
+        assert!(huge.check(50_000).is_ok(), "the rates alone are fine");
+        assert_eq!(huge.vocabulary_len(usize::MAX), usize::MAX);
+        let long = vec!["Ab-c".to_string(), "é".repeat(3)];
+        let built: usize = huge.vocabulary(&long, 0).names.iter().map(|n| n.len()).sum();
+        assert!(huge.names_len(&long) <= built, "a bound from below: {} > {built}", huge.names_len(&long));
+        assert_eq!(huge.names_len(&long), 1_000 * (4 + 4));
     }
 }

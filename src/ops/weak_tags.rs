@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Facts, InputFacts, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use crate::artifact::validate::MAX_JSON_BYTES;
 use crate::artifact::{labels::TagSets, Labels, LabelsMeta, Metrics};
 use crate::config::params::{ParamError, Params};
 use crate::data::hashtags::{TagModel, TagStats};
@@ -144,7 +145,7 @@ impl StageKind for WeakTags {
     fn facts(&self, p: &WeakTagsParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let (clean, model) = (inputs.get("labels"), p.model());
         if let Some(classes) = clean.classes {
-            model.check(classes).map_err(|(field, got, valid)| {
+            model.check_for(classes).map_err(|(field, got, valid)| {
                 ParamError::field(
                     field,
                     format!("`{field}` is {got}, but must be {valid}: the clean labels have {classes} classes"),
@@ -153,7 +154,7 @@ impl StageKind for WeakTags {
             })?;
         }
         // The vocabulary's size depends on the class count only (which classes pair up is drawn).
-        let tags = clean.classes.map(|c| model.vocabulary(&vec![String::new(); c], p.seed).len());
+        let tags = clean.classes.map(|c| model.vocabulary_len(c));
         Ok(OutputFacts::from([("labels".to_string(), Facts::tags(clean.rows, tags).of(clean.examples))]))
     }
 
@@ -161,7 +162,7 @@ impl StageKind for WeakTags {
         let clean = Labels::load(&ctx.input("labels")?.dir)?;
         let classes = clean.meta.num_classes;
         let model = p.model();
-        model.check(classes).map_err(|(field, _, valid)| {
+        model.check_for(classes).map_err(|(field, _, valid)| {
             OpError::Invalid(format!("`{field}` must be {valid} for {} with {classes} classes", clean.meta.source))
         })?;
         let class_names: Vec<String> = if clean.meta.class_names.len() == classes {
@@ -169,6 +170,14 @@ impl StageKind for WeakTags {
         } else {
             (0..classes).map(|c| format!("class{c}")).collect()
         };
+        // The names go into the labels' meta.json, which a reader takes only up to its limit.
+        let bytes = model.names_len(&class_names);
+        if bytes as u64 > MAX_JSON_BYTES {
+            return Err(OpError::Invalid(format!(
+                "`synonyms` = {} over the {classes} class names of {} would make {bytes} bytes of tag names, more than the {MAX_JSON_BYTES} a label file's meta.json may hold: lower `synonyms` or shorten the class names",
+                p.synonyms, clean.meta.source
+            )));
+        }
         let vocab = model.vocabulary(&class_names, p.seed);
         let (train, train_stats) = model.tag(&vocab, &clean.train, derive_seed(p.seed, "weak_tags/train", 0));
         let (test, test_stats) = model.tag(&vocab, &clean.test, derive_seed(p.seed, "weak_tags/test", 0));

@@ -178,6 +178,13 @@ pub(super) fn permutations(dir: &Path) -> Result<(), FormatError> {
     if info["perms"].shape[1] != TILES {
         return Err(err(file, format!("tensor `perms` has shape {:?}, but must be [P, {TILES}]", info["perms"].shape)));
     }
+    // The distance is what a Jigsaw study reports of its set, so it is recomputed, not trusted;
+    // the bound keeps that to some 5e7 pairs, and is read from the header so that a file of any
+    // size is refused before it is loaded.
+    let rows = info["perms"].shape[0];
+    if rows > MAX_PERMUTATIONS {
+        return Err(err(file, format!("holds {rows} permutations; at most {MAX_PERMUTATIONS} are read")));
+    }
     let p = Permutations::load(dir).map_err(|e| err(file, e.to_string()))?;
     if p.meta.count != p.perms.len() {
         return Err(err(
@@ -188,11 +195,6 @@ pub(super) fn permutations(dir: &Path) -> Result<(), FormatError> {
     let distinct: std::collections::BTreeSet<_> = p.perms.iter().collect();
     if distinct.len() != p.perms.len() {
         return Err(err(file, format!("holds {} repeated permutations", p.perms.len() - distinct.len())));
-    }
-    // The distance is what a Jigsaw study reports of its set, so it is recomputed, not trusted;
-    // the bound keeps that to some 5e7 pairs.
-    if p.perms.len() > MAX_PERMUTATIONS {
-        return Err(err(file, format!("holds {} permutations; at most {MAX_PERMUTATIONS} are read", p.perms.len())));
     }
     let min = p
         .perms

@@ -205,6 +205,11 @@ fn permutations_must_be_as_many_as_declared_and_distinct() {
     let junk = candle_core::Tensor::from_vec(vec![f32::NAN], 1, cpu).unwrap();
     let e = save(vec![("perms", perms.clone()), ("junk", junk)]).unwrap_err();
     assert!(e.contains("junk"), "{e}");
+    // Too many orders is refused from the header, before the file is loaded (and so before its
+    // count is compared with meta.json's).
+    let many = candle_core::Tensor::zeros((10_001, 9), candle_core::DType::U8, cpu).unwrap();
+    let e = save(vec![("perms", many)]).unwrap_err();
+    assert!(e.contains("holds 10001 permutations; at most 10000 are read"), "{e}");
     assert!(save(vec![("perms", perms)]).is_ok());
 }
 
