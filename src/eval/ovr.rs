@@ -7,9 +7,16 @@
 //! gets no classifier, so no AP).
 //!
 //! The features are standardised once, with the whole train split's statistics, before the
-//! folds are cut, as that benchmark's code does: each fold's held-out rows share in the mean and
-//! spread its classifiers see. This touches only the choice of C; the test split never shares
-//! in any statistic.
+//! folds are cut: each fold's held-out rows share in the mean and spread its classifiers see.
+//! This touches only the choice of C; the test split never shares in any statistic.
+//!
+//! Where this departs from that benchmark's code (`tools/svm` of fair_self_supervision_benchmark,
+//! read 2026-12-07): it scales each row to unit L2 norm instead of standardising columns, weights
+//! positives 2:1 (`class_weight`), fits to tol 1e-4 within 2,000 passes (here `tol` and `max_iter`
+//! are the stage's, looser by default), cross-validates with 3 folds, and scores the test split
+//! with VOC's interpolated AP (the running maximum of precision) where this takes the exact AP.
+//! Every method of a study is probed the same way, so paired differences compare like with like;
+//! absolute mAP is not that benchmark's.
 //!
 //! The solver is dual coordinate descent (Hsieh et al. 2008, Alg. 1), visiting examples in a
 //! seeded order each pass and stopping when the largest projected gradient falls below `tol`.
