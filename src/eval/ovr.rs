@@ -13,8 +13,9 @@
 //! Where this departs from that benchmark's code (`tools/svm` of fair_self_supervision_benchmark,
 //! read 2026-12-07): it scales each row to unit L2 norm instead of standardising columns, weights
 //! positives 2:1 (`class_weight`), fits to tol 1e-4 within 2,000 passes (here `tol` and `max_iter`
-//! are the stage's, looser by default), cross-validates with 3 folds, and scores the test split
-//! with VOC's interpolated AP (the running maximum of precision) where this takes the exact AP.
+//! are the stage's, looser by default), picks C from a wider grid (0.01, 0.1 and 2^-4 .. 2^-19;
+//! the folds, 3, are the same), and scores the test split with VOC's interpolated AP (the running
+//! maximum of precision) where this takes the exact AP.
 //! Every method of a study is probed the same way, so paired differences compare like with like;
 //! absolute mAP is not that benchmark's.
 //!
