@@ -1,17 +1,76 @@
 //! Average precision from ranked scores, exactly (no 11-point interpolation): with the items
 //! sorted by decreasing score, `AP = sum_n (R_n - R_{n-1}) P_n` over the distinct score
 //! thresholds, as scikit-learn's `average_precision_score`. Tied scores form one threshold, so
-//! the result does not depend on how ties are ordered.
+//! the result does not depend on how ties are ordered. [`interpolated_ap`] is VOC's variant.
+
+use serde::{Deserialize, Serialize};
+
+/// Which average precision a probe reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApKind {
+    /// The area under the step curve of precision at each threshold (scikit-learn's).
+    #[default]
+    Exact,
+    /// VOC's: each threshold's precision replaced by the best precision at any recall at least
+    /// its own (Goyal et al.'s benchmark code scores VOC07 so); never below the exact AP.
+    Interpolated,
+}
+
+impl ApKind {
+    /// True for the default, `exact`.
+    pub fn is_exact(&self) -> bool {
+        *self == ApKind::Exact
+    }
+
+    /// AP of `scores` against `truth` of this kind; `None` when there is no positive.
+    pub fn of(self, scores: &[f32], truth: &[bool]) -> Option<f64> {
+        match self {
+            ApKind::Exact => average_precision(scores, truth),
+            ApKind::Interpolated => interpolated_ap(scores, truth),
+        }
+    }
+}
 
 /// AP of `scores` against binary `truth`; `None` when there is no positive.
 pub fn average_precision(scores: &[f32], truth: &[bool]) -> Option<f64> {
+    let curve = pr_curve(scores, truth)?;
+    let mut prev_recall = 0.0;
+    Some(curve.iter().fold(0.0, |ap, &(recall, precision)| {
+        let step = (recall - prev_recall) * precision;
+        prev_recall = recall;
+        ap + step
+    }))
+}
+
+/// VOC's interpolated AP of `scores` against binary `truth`: the precision at each threshold
+/// is the largest at that threshold or any later (lower-scored) one; `None` without a positive.
+pub fn interpolated_ap(scores: &[f32], truth: &[bool]) -> Option<f64> {
+    let curve = pr_curve(scores, truth)?;
+    let mut best = vec![0.0f64; curve.len()];
+    let mut running = 0.0f64;
+    for (i, &(_, precision)) in curve.iter().enumerate().rev() {
+        running = running.max(precision);
+        best[i] = running;
+    }
+    let mut prev_recall = 0.0;
+    Some(curve.iter().zip(&best).fold(0.0, |ap, (&(recall, _), &precision)| {
+        let step = (recall - prev_recall) * precision;
+        prev_recall = recall;
+        ap + step
+    }))
+}
+
+/// (recall, precision) at each distinct threshold, scores decreasing; `None` without a positive.
+fn pr_curve(scores: &[f32], truth: &[bool]) -> Option<Vec<(f64, f64)>> {
     let positives = truth.iter().filter(|&&t| t).count();
     if positives == 0 || scores.len() != truth.len() {
         return None;
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut seen, mut ap, mut prev_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let (mut tp, mut seen) = (0usize, 0usize);
+    let mut curve = Vec::new();
     let mut i = 0;
     while i < order.len() {
         // One threshold: every item tied with order[i].
@@ -22,11 +81,9 @@ pub fn average_precision(scores: &[f32], truth: &[bool]) -> Option<f64> {
             seen += 1;
             i += 1;
         }
-        let recall = tp as f64 / positives as f64;
-        ap += (recall - prev_recall) * (tp as f64 / seen as f64);
-        prev_recall = recall;
+        curve.push((tp as f64 / positives as f64, tp as f64 / seen as f64));
     }
-    Some(ap)
+    Some(curve)
 }
 
 /// Mean of the per-class APs that exist (classes with a positive), and how many there were.
@@ -62,6 +119,25 @@ mod tests {
     fn a_nan_score_ends() {
         let ap = average_precision(&[0.5, f32::NAN, 0.1, f32::NAN], &[true, false, false, true]).unwrap();
         assert!((ap - (0.5 * 0.5 + 0.5 * (2.0 / 3.0))).abs() < 1e-12, "{ap}");
+    }
+
+    /// VOC's interpolation: each precision raised to the best at a recall at least its own.
+    #[test]
+    fn interpolated_ap_takes_the_best_precision_to_the_right() {
+        // Ranked + - - + +: hits at precision 1/1, 2/4, 3/5; interpolated 1, 3/5, 3/5.
+        let (s, t) = (&[5.0, 4.0, 3.0, 2.0, 1.0], &[true, false, false, true, true]);
+        let exact = average_precision(s, t).unwrap();
+        let interp = interpolated_ap(s, t).unwrap();
+        assert!((exact - (1.0 + 0.5 + 0.6) / 3.0).abs() < 1e-12, "{exact}");
+        assert!((interp - (1.0 + 0.6 + 0.6) / 3.0).abs() < 1e-12, "{interp}");
+        // A ranking with precision falling at every hit is its own envelope.
+        let (s, t) = (&[4.0, 3.0, 2.0, 1.0], &[true, false, true, false]);
+        assert_eq!(interpolated_ap(s, t), average_precision(s, t));
+        // Ties are one threshold either way, and no positive is no AP.
+        assert_eq!(interpolated_ap(&[0.5, 0.5], &[false, true]), Some(0.5));
+        assert_eq!(interpolated_ap(&[0.1, 0.2], &[false, false]), None);
+        assert_eq!(ApKind::Interpolated.of(s, t), interpolated_ap(s, t));
+        assert_eq!(ApKind::default().of(s, t), average_precision(s, t));
     }
 
     #[test]

@@ -27,10 +27,10 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use ami::ami;
-pub use ap::{average_precision, mean_ap};
+pub use ap::{average_precision, interpolated_ap, mean_ap, ApKind};
 pub use error::EvalError;
 pub use metrics::{accuracy, nmi, purity};
-pub use ovr::{ovr_map, OvrConfig, OvrResult};
+pub use ovr::{ovr_map, OvrConfig, OvrResult, Scaling};
 pub use probe::{linear_probe, rows_per_step};
 pub use probe_device::{linear_probe_on, probe_with_tensors};
 pub use probe_lbfgs::lbfgs_probe_path;

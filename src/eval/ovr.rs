@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ap::{average_precision, mean_ap};
+use super::ap::{average_precision, mean_ap, ApKind};
 use super::standardize::Standardizer;
 use super::EvalError;
 use crate::linalg::dot;
@@ -47,6 +47,32 @@ pub struct OvrConfig {
     pub tol: f64,
     /// Seed of the fold split and the visiting orders.
     pub seed: u64,
+    /// How the features are put on one scale before any fit.
+    pub scaling: Scaling,
+    /// The cost of a positive example is `positive_weight` times C (the benchmark's 2:1).
+    pub positive_weight: f64,
+    /// The AP the test and train splits are scored with (cross-validation always takes the
+    /// exact AP, as the benchmark's `cross_val_score` does).
+    pub ap: ApKind,
+}
+
+/// How a multi-label probe scales its features.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaling {
+    /// Each column to mean 0 and spread 1 with the train split's statistics.
+    #[default]
+    Standardize,
+    /// Each row to unit L2 norm, `x / (||x|| + 1e-5)` (Goyal et al.'s benchmark code): no
+    /// statistic at all, so no split shares in another's.
+    UnitNorm,
+}
+
+impl Scaling {
+    /// True for the default, `standardize`.
+    pub fn is_standardize(&self) -> bool {
+        *self == Scaling::Standardize
+    }
 }
 
 /// What the probe measured; APs are fractions in [0, 1].
@@ -69,12 +95,17 @@ fn scores(x: &[f32], d: usize, rows: impl Iterator<Item = usize>, w: &[f32], b: 
 
 /// L2-regularised L2-loss SVM on rows `rows` of standardised `x` with labels `y` (+-1 per row).
 fn fit_svm(x: &[f32], d: usize, rows: &[usize], y: &[f32], cost: f64, cfg: &OvrConfig, stream: u64) -> (Vec<f32>, f32) {
-    let diag = (0.5 / cost) as f32;
+    // The squared hinge's dual adds 1 / (2 C_i) to each example's diagonal, C_i its own cost.
+    let (diag_neg, diag_pos) = ((0.5 / cost) as f32, (0.5 / (cost * cfg.positive_weight)) as f32);
+    let diag: Vec<f32> = y.iter().map(|&v| if v > 0.0 { diag_pos } else { diag_neg }).collect();
     let mut w = vec![0f32; d];
     let mut b = 0f32;
     let mut alpha = vec![0f32; rows.len()];
-    let q: Vec<f32> =
-        rows.iter().map(|&r| dot(&x[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]) as f32 + 1.0 + diag).collect();
+    let q: Vec<f32> = rows
+        .iter()
+        .zip(&diag)
+        .map(|(&r, &diag)| dot(&x[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]) as f32 + 1.0 + diag)
+        .collect();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut rng = rng_for(cfg.seed, "ovr", stream);
     for _ in 0..cfg.max_iter {
@@ -83,7 +114,7 @@ fn fit_svm(x: &[f32], d: usize, rows: &[usize], y: &[f32], cost: f64, cfg: &OvrC
         for &i in &order {
             let xi = &x[rows[i] * d..(rows[i] + 1) * d];
             let margin = dot(xi, &w) as f32 + b;
-            let g = y[i] * margin - 1.0 + diag * alpha[i];
+            let g = y[i] * margin - 1.0 + diag[i] * alpha[i];
             let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
             max_pg = max_pg.max(pg.abs());
             if pg != 0.0 {
@@ -137,8 +168,8 @@ fn one_class(
     let stream = ((class + 1) * cfg.costs.len() * (cfg.folds + 1)) as u64 + (1 << 32);
     let (w, b) = fit_svm(xtr, d, &all, ytr, best.1, cfg, stream);
     let train_truth: Vec<bool> = ytr.iter().map(|&v| v > 0.0).collect();
-    let train_ap = average_precision(&scores(xtr, d, 0..n, &w, b), &train_truth);
-    let test_ap = average_precision(&scores(xte, d, 0..yte.len(), &w, b), yte);
+    let train_ap = cfg.ap.of(&scores(xtr, d, 0..n, &w, b), &train_truth);
+    let test_ap = cfg.ap.of(&scores(xte, d, 0..yte.len(), &w, b), yte);
     (best.1, test_ap, train_ap)
 }
 
@@ -184,10 +215,19 @@ pub fn ovr_map(
             cfg.costs, cfg.folds
         )));
     }
-    let std = Standardizer::fit(train, d);
-    let (mut xtr, mut xte) = (Vec::new(), Vec::new());
-    std.gather(train, &(0..ntr).collect::<Vec<_>>(), &mut xtr);
-    std.gather(test, &(0..nte).collect::<Vec<_>>(), &mut xte);
+    if !(cfg.positive_weight > 0.0 && cfg.positive_weight.is_finite()) {
+        return Err(EvalError::BadConfig(format!("positive_weight must be positive, got {}", cfg.positive_weight)));
+    }
+    let (xtr, xte) = match cfg.scaling {
+        Scaling::Standardize => {
+            let std = Standardizer::fit(train, d);
+            let (mut xtr, mut xte) = (Vec::new(), Vec::new());
+            std.gather(train, &(0..ntr).collect::<Vec<_>>(), &mut xtr);
+            std.gather(test, &(0..nte).collect::<Vec<_>>(), &mut xte);
+            (xtr, xte)
+        }
+        Scaling::UnitNorm => (unit_rows(train, d), unit_rows(test, d)),
+    };
     let mut order: Vec<usize> = (0..ntr).collect();
     order.shuffle(&mut rng_for(cfg.seed, "ovr-folds", 0));
     let mut folds = vec![0usize; ntr];
@@ -215,12 +255,33 @@ pub fn ovr_map(
     })
 }
 
+/// Each row of `x` (`d` columns) divided by its L2 norm plus 1e-5 (the benchmark's guard against
+/// a zero row), the norm summed in f64.
+fn unit_rows(x: &[f32], d: usize) -> Vec<f32> {
+    x.chunks_exact(d)
+        .flat_map(|row| {
+            let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+            let scale = 1.0 / (norm + 1e-5);
+            row.iter().map(move |&v| (f64::from(v) * scale) as f32)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg() -> OvrConfig {
-        OvrConfig { costs: vec![0.01, 1.0], folds: 3, max_iter: 100, tol: 1e-3, seed: 0 }
+        OvrConfig {
+            costs: vec![0.01, 1.0],
+            folds: 3,
+            max_iter: 100,
+            tol: 1e-3,
+            seed: 0,
+            scaling: Scaling::Standardize,
+            positive_weight: 1.0,
+            ap: ApKind::Exact,
+        }
     }
 
     #[test]
@@ -263,9 +324,57 @@ mod tests {
         }
     }
 
+    /// A positive weighted 2:1 is a positive counted twice: the squared hinge sums `C_i xi_i^2`,
+    /// so the fit with weights is the fit with every positive duplicated.
+    #[test]
+    fn a_positive_weight_of_two_fits_as_each_positive_twice() {
+        let mut rng = rng_for(9, "t", 0);
+        let (n, d) = (60, 3);
+        let x: Vec<f32> = (0..n * d).map(|_| rand::Rng::random_range(&mut rng, -1f32..1.0)).collect();
+        let y: Vec<f32> = (0..n).map(|r| if x[r * d] + 0.3 * x[r * d + 1] > 0.4 { 1.0 } else { -1.0 }).collect();
+        let tight = OvrConfig { max_iter: 5_000, tol: 1e-7, ..cfg() };
+        let weighted = OvrConfig { positive_weight: 2.0, ..tight.clone() };
+        let rows: Vec<usize> = (0..n).collect();
+        let (w2, b2) = fit_svm(&x, d, &rows, &y, 0.5, &weighted, 0);
+        let twice: Vec<usize> = (0..n).chain((0..n).filter(|&r| y[r] > 0.0)).collect();
+        let y_twice: Vec<f32> = twice.iter().map(|&r| y[r]).collect();
+        let (wd, bd) = fit_svm(&x, d, &twice, &y_twice, 0.5, &tight, 0);
+        for (a, b) in w2.iter().chain([&b2]).zip(wd.iter().chain([&bd])) {
+            assert!((a - b).abs() < 1e-3, "{w2:?} {b2} against {wd:?} {bd}");
+        }
+        let (w1, b1) = fit_svm(&x, d, &rows, &y, 0.5, &tight, 0);
+        assert!(w1.iter().zip(&w2).any(|(a, b)| (a - b).abs() > 1e-2) || (b1 - b2).abs() > 1e-2, "the weight matters");
+    }
+
+    /// Under `unit_norm` a row scaled by any positive factor is the same row: the probe's result
+    /// does not move, where standardised columns would.
+    #[test]
+    fn unit_norm_rows_ignore_each_rows_scale() {
+        let (n, d, k) = (90, 3, 2);
+        let mut rng = rng_for(4, "t", 0);
+        let x: Vec<f32> = (0..n * d).map(|_| rand::Rng::random_range(&mut rng, -1f32..1.0)).collect();
+        // Not linearly separable, so that the fits' rankings, not only their signs, matter.
+        let hot: Vec<u8> =
+            x.chunks(d).flat_map(|r| [u8::from(r[0] > 0.2 * r[1]), u8::from(r[1] * r[2] > 0.1)]).collect();
+        let scaled: Vec<f32> =
+            x.chunks(d).enumerate().flat_map(|(i, r)| r.iter().map(move |v| v * (1 + i % 7) as f32)).collect();
+        let c = OvrConfig { scaling: Scaling::UnitNorm, ..cfg() };
+        let run = |x: &[f32], c: &OvrConfig| {
+            ovr_map(&x[..60 * d], &hot[..60 * k], &x[60 * d..], &hot[60 * k..], d, k, c).unwrap()
+        };
+        let (a, b) = (run(&x, &c), run(&scaled, &c));
+        assert!((a.map - b.map).abs() < 1e-6, "{a:?} {b:?}");
+        assert!(a.map < 0.99, "a ranking to move: {a:?}");
+        assert_ne!(run(&x, &cfg()).train_ap, run(&scaled, &cfg()).train_ap, "standardised columns see the scale");
+        let unit = unit_rows(&[3.0, 4.0, 0.0, 0.0], 2);
+        assert!((unit[0] - 0.6).abs() < 1e-5 && (unit[1] - 0.8).abs() < 1e-5 && unit[2..] == [0.0, 0.0], "{unit:?}");
+    }
+
     #[test]
     fn bad_settings_are_rejected() {
         let bad = OvrConfig { folds: 1, ..cfg() };
+        assert!(matches!(ovr_map(&[0.0; 4], &[1, 0], &[0.0; 2], &[1], 2, 1, &bad), Err(EvalError::BadConfig(_))));
+        let bad = OvrConfig { positive_weight: 0.0, ..cfg() };
         assert!(matches!(ovr_map(&[0.0; 4], &[1, 0], &[0.0; 2], &[1], 2, 1, &bad), Err(EvalError::BadConfig(_))));
     }
 }

@@ -9,7 +9,7 @@ use super::facts::{self, InputFacts, OutputFacts};
 use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Metrics, MultiLabels, Split};
 use crate::config::params::{ParamError, Params};
-use crate::eval::{self, OvrConfig};
+use crate::eval::{self, ApKind, OvrConfig, Scaling};
 
 /// Parameters of `map_probe`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,6 +33,18 @@ pub struct MapProbeParams {
     pub tol: f64,
     /// Seed of the folds and the solver's visiting orders.
     pub seed: u64,
+    /// `standardize` (each column with the train split's mean and spread, the default) or
+    /// `unit_norm` (each row to unit L2 norm, as Goyal et al.'s benchmark code does).
+    #[serde(default, skip_serializing_if = "Scaling::is_standardize")]
+    pub scaling: Scaling,
+    /// A positive example's cost as a multiple of C's (the benchmark's code weights them 2:1).
+    #[serde(default = "defaults::positive_weight", skip_serializing_if = "defaults::is_unweighted")]
+    #[schemars(range(min = 0.001, max = 1000))]
+    pub positive_weight: f64,
+    /// The AP reported for the test and train splits: `exact` (the default) or VOC's
+    /// `interpolated` (the benchmark's); cross-validation always ranks costs by the exact AP.
+    #[serde(default, skip_serializing_if = "ApKind::is_exact")]
+    pub ap: ApKind,
 }
 
 mod defaults {
@@ -47,6 +59,13 @@ mod defaults {
     }
     pub fn tol() -> f64 {
         0.1
+    }
+    pub fn positive_weight() -> f64 {
+        1.0
+    }
+    /// Out of the recipe key at its default, so the keys from before the field existed hold.
+    pub fn is_unweighted(w: &f64) -> bool {
+        *w == 1.0
     }
 }
 
@@ -72,6 +91,9 @@ impl Params for MapProbeParams {
         crate::config::limits::at_most("max_iter", self.max_iter, super::ranges::MAX_ITERATIONS)?;
         if !(self.tol > 0.0 && self.tol.is_finite()) {
             return Err(ParamError::range("tol", self.tol, "a positive number"));
+        }
+        if !(0.001..=1000.0).contains(&self.positive_weight) {
+            return Err(ParamError::range("positive_weight", self.positive_weight, "a number from 0.001 to 1000"));
         }
         Ok(())
     }
@@ -129,7 +151,16 @@ impl StageKind for MapProbe {
                 )));
             }
         }
-        let cfg = OvrConfig { costs: p.costs, folds: p.folds, max_iter: p.max_iter, tol: p.tol, seed: p.seed };
+        let cfg = OvrConfig {
+            costs: p.costs,
+            folds: p.folds,
+            max_iter: p.max_iter,
+            tol: p.tol,
+            seed: p.seed,
+            scaling: p.scaling,
+            positive_weight: p.positive_weight,
+            ap: p.ap,
+        };
         let k = labels.meta.num_classes;
         warn_of_classes_the_mean_cannot_read(ctx.name, &labels);
         let r = eval::ovr_map(&feats.train, &labels.train, &feats.test, &labels.test, feats.meta.dim, k, &cfg)?;
@@ -193,5 +224,31 @@ mod tests {
         assert_eq!(e(serde_json::json!({"costs": [], "seed": 0})), "costs");
         assert_eq!(e(serde_json::json!({"costs": [-1.0], "seed": 0})), "costs");
         assert_eq!(e(serde_json::json!({"folds": 1, "seed": 0})), "folds");
+        assert_eq!(e(serde_json::json!({"positive_weight": 0.0, "seed": 0})), "positive_weight");
+        assert_eq!(e(serde_json::json!({"scaling": "l2", "seed": 0})), "scaling");
+        assert_eq!(e(serde_json::json!({"ap": "voc", "seed": 0})), "ap");
+    }
+
+    /// The benchmark's settings enter the recipe key only where they differ from the defaults,
+    /// so every `map_probe` cached before they existed keeps its key.
+    #[test]
+    fn the_benchmarks_settings_enter_the_key_only_when_set() {
+        let with = |extra: serde_json::Value| {
+            let mut raw = serde_json::json!({"seed": 0});
+            raw.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            crate::config::params::normalize::<MapProbeParams>(&raw).unwrap()
+        };
+        let base = with(serde_json::json!({}));
+        assert_eq!(
+            base,
+            serde_json::json!({"costs": [0.0001, 0.001, 0.01], "folds": 3, "max_iter": 30, "tol": 0.1, "seed": 0})
+        );
+        let defaults = serde_json::json!({"scaling": "standardize", "positive_weight": 1.0, "ap": "exact"});
+        assert_eq!(with(defaults), base);
+        let goyal = with(serde_json::json!({"scaling": "unit_norm", "positive_weight": 2.0, "ap": "interpolated"}));
+        assert_eq!(
+            (&goyal["scaling"], &goyal["positive_weight"], &goyal["ap"]),
+            (&"unit_norm".into(), &2.0.into(), &"interpolated".into())
+        );
     }
 }
