@@ -114,7 +114,6 @@ impl TagModel {
             let valid = format!("at most half the classes ({})", classes / 2);
             return Err(("polysemous", self.polysemous.to_string(), valid));
         }
-
         if self.nonvisual == 0 && (self.nonvisual_rate > 0.0 || self.drop > 0.0) {
             return Err(("nonvisual", "0".into(), "at least 1 when nonvisual_rate or drop is above 0".into()));
         }

@@ -15,9 +15,11 @@
 //! positives 2:1 (`class_weight`), fits to tol 1e-4 within 2,000 passes (here `tol` and `max_iter`
 //! are the stage's, looser by default), picks C from a wider grid (0.01, 0.1 and 2^-4 .. 2^-19;
 //! the folds, 3, are the same), and scores the test split with VOC's interpolated AP (the running
-//! maximum of precision) where this takes the exact AP.
-//! Every method of a study is probed the same way, so paired differences compare like with like;
-//! absolute mAP is not that benchmark's.
+//! maximum of precision) where this takes the exact AP. Every method of a study is probed the
+//! same way, so paired differences compare like with like; absolute mAP is not that benchmark's.
+//! The scaling, the weight and the AP are settings ([`Scaling::UnitNorm`], `positive_weight`,
+//! [`ApKind::Interpolated`]) and the grid is `costs`, so a study can probe as the benchmark does;
+//! the defaults are cfrun's.
 //!
 //! The solver is dual coordinate descent (Hsieh et al. 2008, Alg. 1), visiting examples in a
 //! seeded order each pass and stopping when the largest projected gradient falls below `tol`.
@@ -93,7 +95,7 @@ fn scores(x: &[f32], d: usize, rows: impl Iterator<Item = usize>, w: &[f32], b: 
     rows.map(|r| dot(&x[r * d..(r + 1) * d], w) as f32 + b).collect()
 }
 
-/// L2-regularised L2-loss SVM on rows `rows` of standardised `x` with labels `y` (+-1 per row).
+/// L2-regularised L2-loss SVM on rows `rows` of scaled `x` with labels `y` (+-1 per row).
 fn fit_svm(x: &[f32], d: usize, rows: &[usize], y: &[f32], cost: f64, cfg: &OvrConfig, stream: u64) -> (Vec<f32>, f32) {
     // The squared hinge's dual adds 1 / (2 C_i) to each example's diagonal, C_i its own cost.
     let (diag_neg, diag_pos) = ((0.5 / cost) as f32, (0.5 / (cost * cfg.positive_weight)) as f32);

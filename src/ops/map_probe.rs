@@ -1,7 +1,7 @@
 //! `map_probe`: the VOC07 evaluation on a multi-label target. Per class a one-vs-rest linear SVM
-//! on frozen, standardised features, its cost chosen by cross-validation on the train split,
-//! scored on the test split by average precision; the metric `map` is their mean, in percent
-//! (see [`crate::eval::ovr_map`]).
+//! on frozen features (standardised, or rows at unit norm), its cost chosen by cross-validation
+//! on the train split, scored on the test split by average precision; the metric `map` is their
+//! mean, in percent (see [`crate::eval::ovr_map`]).
 
 use serde::{Deserialize, Serialize};
 
