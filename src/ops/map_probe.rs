@@ -35,14 +35,17 @@ pub struct MapProbeParams {
     pub seed: u64,
     /// `standardize` (each column with the train split's mean and spread, the default) or
     /// `unit_norm` (each row to unit L2 norm, as Goyal et al.'s benchmark code does).
+    // The canonical form leaves the defaults of these three out, so the schema would not show them.
+    #[schemars(extend("default" = "standardize"))]
     #[serde(default, skip_serializing_if = "Scaling::is_standardize")]
     pub scaling: Scaling,
     /// A positive example's cost as a multiple of C's (the benchmark's code weights them 2:1).
     #[serde(default = "defaults::positive_weight", skip_serializing_if = "defaults::is_unweighted")]
-    #[schemars(range(min = 0.001, max = 1000))]
+    #[schemars(range(min = 0.001, max = 1000), extend("default" = 1.0))]
     pub positive_weight: f64,
     /// The AP reported for the test and train splits: `exact` (the default) or VOC's
     /// `interpolated` (the benchmark's); cross-validation always ranks costs by the exact AP.
+    #[schemars(extend("default" = "exact"))]
     #[serde(default, skip_serializing_if = "ApKind::is_exact")]
     pub ap: ApKind,
 }
