@@ -34,31 +34,29 @@ impl ApKind {
 
 /// AP of `scores` against binary `truth`; `None` when there is no positive.
 pub fn average_precision(scores: &[f32], truth: &[bool]) -> Option<f64> {
-    let curve = pr_curve(scores, truth)?;
-    let mut prev_recall = 0.0;
-    Some(curve.iter().fold(0.0, |ap, &(recall, precision)| {
-        let step = (recall - prev_recall) * precision;
-        prev_recall = recall;
-        ap + step
-    }))
+    Some(area(pr_curve(scores, truth)?))
 }
 
 /// VOC's interpolated AP of `scores` against binary `truth`: the precision at each threshold
 /// is the largest at that threshold or any later (lower-scored) one; `None` without a positive.
 pub fn interpolated_ap(scores: &[f32], truth: &[bool]) -> Option<f64> {
-    let curve = pr_curve(scores, truth)?;
-    let mut best = vec![0.0f64; curve.len()];
+    let mut curve = pr_curve(scores, truth)?;
     let mut running = 0.0f64;
-    for (i, &(_, precision)) in curve.iter().enumerate().rev() {
-        running = running.max(precision);
-        best[i] = running;
+    for point in curve.iter_mut().rev() {
+        running = running.max(point.1);
+        point.1 = running;
     }
+    Some(area(curve))
+}
+
+/// `sum_n (R_n - R_{n-1}) P_n` over (recall, precision) points in threshold order.
+fn area(curve: Vec<(f64, f64)>) -> f64 {
     let mut prev_recall = 0.0;
-    Some(curve.iter().zip(&best).fold(0.0, |ap, (&(recall, _), &precision)| {
+    curve.into_iter().fold(0.0, |ap, (recall, precision)| {
         let step = (recall - prev_recall) * precision;
         prev_recall = recall;
         ap + step
-    }))
+    })
 }
 
 /// (recall, precision) at each distinct threshold, scores decreasing; `None` without a positive.
