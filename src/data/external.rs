@@ -1,4 +1,4 @@
-//! External programs (curl, npm, apt-get, pip, tar, dpkg-deb) and archive unpacking.
+//! External programs (curl, npm, apt-get, pip), and finding archives in a folder.
 //!
 //! Every helper returns a one-line `String` on failure because its caller turns
 //! failures into lines of the "sources tried" list, not into hard errors.
@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::catalog::{ArchiveKind, ArchiveSpec};
-use crate::shell::find_on_path;
+use super::catalog::ArchiveSpec;
 
-/// Runs `program args...` in `cwd`, killing it after `timeout`.
+/// Runs `program args...` in `cwd`, killing it after `timeout`; no file it writes may grow past
+/// `max_file_bytes` (RLIMIT_FSIZE: what it fetches is checked only once whole, so its size is
+/// bounded while it comes).
 ///
 /// Output goes to an unnamed temp file rather than a pipe so a chatty child can
 /// never block on a full pipe while we poll; its last line explains failures.
-pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration) -> Result<(), String> {
+pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_file_bytes: u64) -> Result<(), String> {
     let shown = std::iter::once(program.as_os_str())
         .chain(args.iter().copied())
         .map(|a| a.to_string_lossy().into_owned())
@@ -34,12 +35,17 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration) -> Re
     // the OOM killer) leaves no download or unpacking running on; one killed before the child
     // asked for that (between fork and prctl) is caught by the parent check after it.
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch no memory of the parent.
+    let file_limit = file_size_limit(max_file_bytes);
+    // SAFETY: prctl, getppid, setrlimit and _exit are async-signal-safe and touch no memory of
+    // the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(1);
+            }
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &file_limit) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -61,7 +67,21 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration) -> Re
     if status.success() {
         return Ok(());
     }
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGXFSZ) {
+        let limit = crate::human::bytes(file_limit.rlim_cur);
+        return Err(format!("`{shown}` was stopped writing a file past {limit}, more than it should fetch"));
+    }
     Err(format!("`{shown}` failed ({status}): {}", last_line(log)))
+}
+
+/// `max_file_bytes` as a file-size limit, lowered to the limit this process already has (only
+/// a privileged process may raise its hard limit).
+fn file_size_limit(max_file_bytes: u64) -> libc::rlimit {
+    let mut current = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut current) };
+    let wanted = max_file_bytes as libc::rlim_t;
+    libc::rlimit { rlim_cur: wanted.min(current.rlim_cur), rlim_max: wanted.min(current.rlim_max) }
 }
 
 /// The last non-empty line of a log file, shortened to keep error lists readable.
@@ -101,52 +121,11 @@ pub fn find_archives<'a>(dir: &Path, specs: &'a [ArchiveSpec]) -> Vec<(PathBuf, 
     found
 }
 
-/// Unpacks `archive` into `dest`; for zips only members whose base name is in `wanted`.
-pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path, wanted: &[String]) -> Result<(), String> {
-    let timeout = Duration::from_secs(300);
-    // The unpacking programs run in `dest`, where a path relative to this process's folder
-    // (`CFRUN_DATA=dl`, a stage's `path = "dl"`) names nothing.
-    let archive = &std::path::absolute(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
-    match kind {
-        ArchiveKind::Tgz => {
-            let tar = find_on_path("tar").ok_or("`tar` is not on PATH; install tar to unpack it")?;
-            let args: [&OsStr; 4] = ["xzf".as_ref(), archive.as_os_str(), "-C".as_ref(), dest.as_os_str()];
-            run(&tar, &args, dest, timeout)
-        }
-        ArchiveKind::Deb => {
-            let dpkg = find_on_path("dpkg-deb").ok_or("`dpkg-deb` is not on PATH; install dpkg to unpack it")?;
-            let args: [&OsStr; 3] = ["-x".as_ref(), archive.as_os_str(), dest.as_os_str()];
-            run(&dpkg, &args, dest, timeout)
-        }
-        ArchiveKind::Zip => unzip_wanted(archive, dest, wanted),
-    }
-}
-
-fn unzip_wanted(archive: &Path, dest: &Path, wanted: &[String]) -> Result<(), String> {
-    let file = File::open(archive).map_err(|e| format!("cannot open {}: {e}", archive.display()))?;
-    let mut zip =
-        zip::ZipArchive::new(file).map_err(|e| format!("{} is not a readable zip: {e}", archive.display()))?;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| format!("{}: member {i} unreadable: {e}", archive.display()))?;
-        // enclosed_name refuses `..` and absolute paths, so nothing lands outside dest.
-        let Some(base) = entry.enclosed_name().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        else {
-            continue;
-        };
-        if !wanted.contains(&base) {
-            continue;
-        }
-        let target = dest.join(&base);
-        let mut out = File::create(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-        std::io::copy(&mut entry, &mut out)
-            .map_err(|e| format!("cannot extract {base} from {}: {e}", archive.display()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::catalog::ArchiveKind;
+    use crate::shell::find_on_path;
 
     #[test]
     fn run_reports_last_line_and_timeout() {
@@ -155,35 +134,25 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let fail: [&OsStr; 2] = ["-c".as_ref(), "echo first; echo 'the reason' >&2; exit 3".as_ref()];
-        let msg = run(&sh, &fail, dir.path(), Duration::from_secs(10)).expect_err("exit 3");
+        let msg = run(&sh, &fail, dir.path(), Duration::from_secs(10), u64::MAX).expect_err("exit 3");
         assert!(msg.contains("the reason"), "{msg}");
         let slow: [&OsStr; 2] = ["-c".as_ref(), "sleep 5".as_ref()];
-        let msg = run(&sh, &slow, dir.path(), Duration::from_millis(200)).expect_err("timeout");
+        let msg = run(&sh, &slow, dir.path(), Duration::from_millis(200), u64::MAX).expect_err("timeout");
         assert!(msg.contains("timed out"), "{msg}");
         assert!(find_on_path("surely-not-a-real-program-xyz").is_none());
     }
 
-    /// A path relative to this process's folder unpacks: the unpacking program runs elsewhere.
+    /// A child writing a file past its limit is stopped there and said so; within it, it runs.
     #[test]
-    fn an_archive_named_by_a_relative_path_unpacks() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("src")).unwrap();
-        std::fs::write(dir.path().join("src/f.txt"), b"inside").unwrap();
-        let tar = find_on_path("tar").expect("tar on PATH");
-        let args: [&OsStr; 5] = ["czf".as_ref(), "a.tgz".as_ref(), "-C".as_ref(), "src".as_ref(), "f.txt".as_ref()];
-        run(&tar, &args, dir.path(), Duration::from_secs(30)).unwrap();
-        // The same file, named from here: up to the root, then down.
-        let here = std::env::current_dir().unwrap();
-        let up = "../".repeat(here.components().count() - 1);
-        let relative =
-            PathBuf::from(format!("{up}{}", dir.path().join("a.tgz").display().to_string().trim_start_matches('/')));
-        assert!(relative.is_relative() && relative.is_file(), "{}", relative.display());
-        // Deeper than this folder, so that from where tar runs the name reaches no file by chance.
-        let dest = (0..here.components().count()).fold(dir.path().join("dest"), |p, i| p.join(format!("d{i}")));
-        std::fs::create_dir_all(&dest).unwrap();
-        assert!(!dest.join(&relative).exists(), "the test proves nothing where the name works from dest too");
-        unpack(&relative, ArchiveKind::Tgz, &dest, &[]).unwrap();
-        assert_eq!(std::fs::read(dest.join("f.txt")).unwrap(), b"inside");
+    fn a_child_cannot_write_a_file_past_its_limit() {
+        let sh = find_on_path("sh").expect("sh on PATH");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write: [&OsStr; 2] = ["-c".as_ref(), "exec head -c 100000 /dev/zero > big".as_ref()];
+        let msg = run(&sh, &write, dir.path(), Duration::from_secs(10), 5000).expect_err("past 5000 bytes");
+        assert!(msg.contains("stopped writing a file past 5 KB"), "{msg}");
+        assert!(fs::metadata(dir.path().join("big")).unwrap().len() <= 5000);
+        run(&sh, &write, dir.path(), Duration::from_secs(10), 100_000).unwrap();
+        assert_eq!(fs::metadata(dir.path().join("big")).unwrap().len(), 100_000);
     }
 
     /// Only regular files (or links to them) are taken for archives: a pipe named like one

@@ -21,6 +21,7 @@ mod resolve;
 mod store;
 mod subset;
 mod synthetic;
+mod unpack;
 
 #[cfg(test)]
 mod resolve_tests;

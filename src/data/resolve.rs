@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use super::catalog::{FileSpec, SourceSpec};
 use super::error::DataError;
-use super::external::{find_archives, unpack};
+use super::external::find_archives;
 use super::store::{read_verified, store};
+use super::unpack::{unpack, Wanted};
 use crate::cache::lock;
 
 /// Environment variable naming a directory of data files.
@@ -216,8 +217,7 @@ impl Resolver {
                 }
             }
             let tmp = self.scratch_dir("unpack")?;
-            let wanted: Vec<String> =
-                spec.files.iter().flat_map(|f| [f.name.clone(), format!("{}.gz", f.name)]).collect();
+            let wanted = Wanted::new(&spec.files, &spec.layouts);
             let got = unpack(&path, archive.kind, tmp.path(), &wanted)
                 .and_then(|()| read_all(spec, tmp.path(), &spec.layouts));
             match got {

@@ -170,7 +170,7 @@ fn wheel(path: &Path) {
     let file = fs::File::create(path).expect("create zip");
     let mut zip = zip::ZipWriter::new(file);
     let opts = zip::write::SimpleFileOptions::default();
-    for (name, bytes) in [("pkg/data/a-ubyte.gz", gz(A)), ("pkg/data/b-ubyte.gz", gz(B))] {
+    for (name, bytes) in [("package/data/a-ubyte.gz", gz(A)), ("package/data/b-ubyte.gz", gz(B))] {
         zip.start_file(name, opts).expect("zip entry");
         zip.write_all(&bytes).expect("zip write");
     }

@@ -1,0 +1,297 @@
+//! Unpacking tests on archives built here: tar.gz, Debian packages of each compression, zips.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::data::store::sha256_hex;
+
+const A: &[u8] = b"first fixture file";
+const B: &[u8] = b"second fixture file, a little longer";
+
+fn wanted() -> Wanted {
+    let file =
+        |name: &str, bytes: &[u8]| FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 };
+    Wanted::new(&[file("a-ubyte", A), file("b-ubyte", B)], &[String::new(), "package/data".into()])
+}
+
+/// A tar member with its name written as given, `..` included (tar's builder refuses that).
+fn member(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, bytes: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().expect("gnu header").name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append(&header, bytes).expect("tar member");
+}
+
+fn tar_of(members: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, kind, bytes) in members {
+        member(&mut tar, name, *kind, bytes);
+    }
+    tar.into_inner().expect("tar")
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).expect("gzip in memory");
+    enc.finish().expect("gzip in memory")
+}
+
+fn xz(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).expect("xz writer");
+    enc.write_all(bytes).expect("xz in memory");
+    enc.finish().expect("xz in memory")
+}
+
+/// An `ar` archive as dpkg writes one: the magic, then each member's 60-byte header and bytes,
+/// padded to an even offset.
+fn deb(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, bytes) in members {
+        let header = format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, bytes.len());
+        assert_eq!(header.len(), 60);
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(bytes);
+        if bytes.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).expect("under root").display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Writes `bytes` as `name` in a fresh folder and unpacks it into `out` there.
+fn unpack_bytes(
+    name: &str,
+    kind: ArchiveKind,
+    bytes: &[u8],
+    max_stream: u64,
+) -> (tempfile::TempDir, Result<(), String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive: PathBuf = dir.path().join(name);
+    fs::write(&archive, bytes).expect("write archive");
+    let dest = dir.path().join("out");
+    fs::create_dir(&dest).expect("mkdir");
+    let got = unpack_within(&archive, kind, &dest, &wanted(), max_stream);
+    (dir, got)
+}
+
+/// Only regular files at a layout's path are written: not other members, not a `..` name, not a
+/// link named like a wanted file; a leading `./` or `/` is dropped as tar drops it.
+#[test]
+fn a_tar_gz_gives_only_the_wanted_files_at_their_layout_paths() {
+    use tar::EntryType::{Regular, Symlink};
+    let tar = tar_of(&[
+        ("package/data/a-ubyte", Regular, A),
+        ("./package/data/b-ubyte.gz", Regular, &gz(B)),
+        ("package/index.js", Regular, b"module.exports = 1;"),
+        ("../a-ubyte", Regular, A),
+        ("package/../../b-ubyte", Regular, B),
+        ("b-ubyte", Symlink, b""),
+        ("elsewhere/a-ubyte", Regular, A),
+        ("/a-ubyte.gz", Regular, &gz(A)),
+    ]);
+    let (dir, got) = unpack_bytes("p.tgz", ArchiveKind::Tgz, &gz(&tar), MAX_STREAM_BYTES);
+    got.unwrap();
+    let out = dir.path().join("out");
+    assert_eq!(files_under(&out), ["a-ubyte.gz", "package/data/a-ubyte", "package/data/b-ubyte.gz"]);
+    assert_eq!(fs::read(out.join("package/data/a-ubyte")).unwrap(), A);
+    assert_eq!(
+        files_under(dir.path()).len(),
+        4,
+        "nothing beside the archive and the three: {:?}",
+        files_under(dir.path())
+    );
+}
+
+/// A member longer than the file it should be is refused, and what was written of it removed.
+#[test]
+fn a_member_longer_than_its_file_is_refused() {
+    let long = [b'x'; 200];
+    let tar = tar_of(&[("package/data/a-ubyte", tar::EntryType::Regular, &long)]);
+    let (dir, got) = unpack_bytes("p.tgz", ArchiveKind::Tgz, &gz(&tar), MAX_STREAM_BYTES);
+    let msg = got.expect_err("longer than a-ubyte");
+    assert!(msg.contains("`package/data/a-ubyte` holds more than 18 B"), "{msg}");
+    assert!(files_under(&dir.path().join("out")).is_empty());
+
+    // Whatever a header claims, no more than the limit is written.
+    let out = dir.path().join("out");
+    let msg = write_member(&mut &long[..], &out, "a-ubyte", 10).expect_err("past 10 bytes");
+    assert!(msg.contains("more than 10 B"), "{msg}");
+    assert!(!out.join("a-ubyte").exists());
+    write_member(&mut &long[..], &out, "a-ubyte", 200).unwrap();
+    assert_eq!(fs::read(out.join("a-ubyte")).unwrap(), long);
+}
+
+/// The decompressed stream is bounded: a megabyte of padding in a few kilobytes of gzip is
+/// refused under a bound of half a megabyte, before the wanted file after it is written.
+#[test]
+fn a_stream_past_its_bound_is_refused() {
+    let zeros = vec![0u8; 1 << 20];
+    let tar = tar_of(&[
+        ("padding.bin", tar::EntryType::Regular, &zeros),
+        ("package/data/a-ubyte", tar::EntryType::Regular, A),
+    ]);
+    let tgz = gz(&tar);
+    assert!(tgz.len() < 8 << 10, "a small archive ({} bytes) that unpacks to a megabyte", tgz.len());
+    let (_dir, got) = unpack_bytes("p.tgz", ArchiveKind::Tgz, &tgz, tar.len() as u64);
+    got.unwrap();
+    let (dir, got) = unpack_bytes("p.tgz", ArchiveKind::Tgz, &tgz, 500_000);
+    let msg = got.expect_err("past half a megabyte");
+    assert!(msg.contains("unpacks to more than 500 KB"), "{msg}");
+    assert!(files_under(&dir.path().join("out")).is_empty(), "the wanted file comes after the bound");
+}
+
+/// Exactly `left` bytes pass; one more is an error, and the flag says which error it was.
+#[test]
+fn the_bound_lets_exactly_its_bytes_through() {
+    let flag = Cell::new(false);
+    let mut at = Bounded { inner: &[7u8; 10][..], left: 10, past_bound: &flag };
+    assert_eq!(io::copy(&mut at, &mut io::sink()).unwrap(), 10);
+    assert!(!flag.get());
+    let mut past = Bounded { inner: &[7u8; 10][..], left: 9, past_bound: &flag };
+    assert!(io::copy(&mut past, &mut io::sink()).is_err());
+    assert!(flag.get());
+}
+
+/// A Debian package's data.tar is read plain or gz, xz or zstd compressed (Debian's and Ubuntu's
+/// dpkg), past an odd-sized control member; zstd in two frames reads as one stream.
+#[test]
+fn a_debian_package_of_each_compression_unpacks() {
+    let tar = tar_of(&[
+        ("./usr/share/doc/readme", tar::EntryType::Regular, b"docs"),
+        ("./package/data/a-ubyte.gz", tar::EntryType::Regular, &gz(A)),
+        ("./package/data/b-ubyte", tar::EntryType::Regular, B),
+    ]);
+    let zstd = |bytes: &[u8]| ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest);
+    let (first, second) = tar.split_at(700);
+    let two_frames = [zstd(first), zstd(second)].concat();
+    for (name, data) in [
+        ("data.tar", tar.clone()),
+        ("data.tar.gz", gz(&tar)),
+        ("data.tar.xz", xz(&tar)),
+        ("data.tar.zst", zstd(&tar)),
+        ("data.tar.zst", two_frames),
+    ] {
+        let package = deb(&[("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", b"odd".to_vec()), (name, data)]);
+        let (dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &package, MAX_STREAM_BYTES);
+        got.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = dir.path().join("out");
+        assert_eq!(files_under(&out), ["package/data/a-ubyte.gz", "package/data/b-ubyte"], "{name}");
+        assert_eq!(fs::read(out.join("package/data/b-ubyte")).unwrap(), B, "{name}");
+    }
+}
+
+/// What is not a Debian package, or holds no data it can read, is said so in one line.
+#[test]
+fn a_damaged_debian_package_is_refused_in_words() {
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("short", b"!<ar".to_vec(), "shorter than an ar archive's magic"),
+        ("not ar", b"PK\x03\x04 a zip".to_vec(), "no ar archive magic"),
+        ("no data", deb(&[("debian-binary", b"2.0\n".to_vec())]), "without a data.tar member"),
+        ("bad header", [b"!<arch>\n".as_slice(), &[b'z'; 60]].concat(), "a damaged ar member header"),
+        (
+            "bad size",
+            deb(&[("data.tar", Vec::new())]).iter().map(|&b| if b == b'0' { b'q' } else { b }).collect(),
+            "has size",
+        ),
+        ("bzip2", deb(&[("data.tar.bz2", b"BZh9".to_vec())]), "(gz, xz, zst or none)"),
+    ];
+    for (what, bytes, expected) in cases {
+        let (_dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &bytes, MAX_STREAM_BYTES);
+        let msg = got.expect_err(what);
+        assert!(msg.contains(expected), "{what}: {msg}");
+        assert!(!msg.contains('\n'), "{what}: {msg}");
+    }
+    let truncated = deb(&[("data.tar.xz", xz(&tar_of(&[("package/data/b-ubyte", tar::EntryType::Regular, B)])))]);
+    let (_dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &truncated[..truncated.len() - 20], MAX_STREAM_BYTES);
+    let msg = got.expect_err("truncated xz");
+    assert!(msg.contains("cut short after the last member"), "{msg}");
+}
+
+/// A wheel gives its wanted files at their layout paths, and refuses one longer than its file.
+#[test]
+fn a_zip_gives_only_the_wanted_files_and_bounds_them() {
+    let zip_of = |members: &[(&str, &[u8])]| {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, bytes) in members {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default()).expect("zip entry");
+            zip.write_all(bytes).expect("zip write");
+        }
+        zip.finish().expect("zip finish").into_inner()
+    };
+    let good = zip_of(&[("package/data/a-ubyte.gz", &gz(A)), ("pkg/b-ubyte", B), ("b-ubyte", B)]);
+    let (dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &good, MAX_STREAM_BYTES);
+    got.unwrap();
+    assert_eq!(files_under(&dir.path().join("out")), ["b-ubyte", "package/data/a-ubyte.gz"]);
+
+    let long = zip_of(&[("b-ubyte", &[b'y'; 100])]);
+    let (dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &long, MAX_STREAM_BYTES);
+    let msg = got.expect_err("longer than b-ubyte");
+    assert!(msg.contains("`b-ubyte` holds more than 36 B"), "{msg}");
+    assert!(files_under(&dir.path().join("out")).is_empty());
+}
+
+/// Damaged archives of every kind end in an error or in what they still hold, never in a panic
+/// or a file outside the layouts: 200 seeded mutants of each (bytes changed, cut short).
+#[test]
+fn damaged_archives_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let tar = tar_of(&[
+        ("./package/data/a-ubyte.gz", tar::EntryType::Regular, &gz(A)),
+        ("./package/data/b-ubyte", tar::EntryType::Regular, B),
+        ("./other", tar::EntryType::Regular, &[3u8; 3000]),
+    ]);
+    let zstd = ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("package/data/b-ubyte", zip::write::SimpleFileOptions::default()).expect("zip entry");
+    zip.write_all(B).expect("zip write");
+    let zip = zip.finish().expect("zip finish").into_inner();
+    let archives = [
+        (ArchiveKind::Tgz, gz(&tar)),
+        (ArchiveKind::Deb, deb(&[("debian-binary", b"2.0\n".to_vec()), ("data.tar.xz", xz(&tar))])),
+        (ArchiveKind::Deb, deb(&[("data.tar.zst", zstd)])),
+        (ArchiveKind::Deb, deb(&[("data.tar.gz", gz(&tar))])),
+        (ArchiveKind::Zip, zip),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for (kind, good) in archives {
+        for _ in 0..200 {
+            let mut bytes = good.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random();
+            }
+            if rng.random_bool(0.3) {
+                bytes.truncate(rng.random_range(0..bytes.len()));
+            }
+            let (dir, got) = unpack_bytes("p", kind, &bytes, 1 << 20);
+            if let Err(msg) = got {
+                assert!(!msg.contains('\n'), "{kind:?}: {msg}");
+            }
+            for file in files_under(&dir.path().join("out")) {
+                assert!(file.starts_with("package/data/") || !file.contains('/'), "{kind:?}: {file}");
+            }
+        }
+    }
+}
