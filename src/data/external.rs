@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::catalog::ArchiveSpec;
 
-/// Runs `program args...` in `cwd`, killing it after `timeout`; no file it writes may grow past
-/// `max_file_bytes` (RLIMIT_FSIZE: what it fetches is checked only once whole, so its size is
-/// bounded while it comes).
+/// Runs `program args...` in `cwd`, killing it after `timeout`; no file it writes (its log too)
+/// may grow past `max_file_bytes` (RLIMIT_FSIZE: what it fetches is checked only once whole, so
+/// its size is bounded while it comes).
 ///
 /// Output goes to an unnamed temp file rather than a pipe so a chatty child can
 /// never block on a full pipe while we poll; its last line explains failures.
@@ -32,12 +32,12 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
     let mut command = Command::new(program);
     command.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(out).stderr(err);
     // It dies with the thread that waits for it below, so a cfrun killed outright (SIGKILL,
-    // the OOM killer) leaves no download or unpacking running on; one killed before the child
+    // the OOM killer) leaves no download running on; one killed before the child
     // asked for that (between fork and prctl) is caught by the parent check after it.
     let parent = std::process::id() as libc::pid_t;
     let file_limit = file_size_limit(max_file_bytes);
-    // SAFETY: prctl, getppid, setrlimit and _exit are async-signal-safe and touch no memory of
-    // the parent.
+    // SAFETY: prctl, getppid, setrlimit and _exit are single system calls in glibc (no lock, no
+    // allocation), safe between fork and exec, and touch no memory of the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -67,11 +67,34 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
     if status.success() {
         return Ok(());
     }
-    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGXFSZ) {
+    // curl dies of SIGXFSZ at the limit; node and Python ignore the signal and fail on EFBIG in
+    // their own words, so a file at the limit in `cwd` tells the same story.
+    let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGXFSZ);
+    if killed || reaches(cwd, file_limit.rlim_cur) {
         let limit = crate::human::bytes(file_limit.rlim_cur);
         return Err(format!("`{shown}` was stopped writing a file past {limit}, more than it should fetch"));
     }
     Err(format!("`{shown}` failed ({status}): {}", last_line(log)))
+}
+
+/// Whether a file under `dir` (searched to a few thousand entries) is `size` bytes or more.
+fn reaches(dir: &Path, size: u64) -> bool {
+    let mut folders = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
+            seen += 1;
+            if seen > 4096 {
+                return false;
+            }
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => folders.push(entry.path()),
+                Ok(m) if m.is_file() && m.len() >= size => return true,
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 /// `max_file_bytes` as a file-size limit, lowered to the limit this process already has (only
@@ -153,6 +176,12 @@ mod tests {
         assert!(fs::metadata(dir.path().join("big")).unwrap().len() <= 5000);
         run(&sh, &write, dir.path(), Duration::from_secs(10), 100_000).unwrap();
         assert_eq!(fs::metadata(dir.path().join("big")).unwrap().len(), 100_000);
+        // A client that ignores SIGXFSZ fails on EFBIG in its own words, and is told the same way.
+        fs::remove_file(dir.path().join("big")).unwrap();
+        let python = find_on_path("python3").expect("python3 on PATH");
+        let ignoring: [&OsStr; 2] = ["-c".as_ref(), "open('big', 'wb').write(bytes(100000))".as_ref()];
+        let msg = run(&python, &ignoring, dir.path(), Duration::from_secs(10), 5000).expect_err("EFBIG");
+        assert!(msg.contains("stopped writing a file past 5 KB"), "{msg}");
     }
 
     /// Only regular files (or links to them) are taken for archives: a pipe named like one

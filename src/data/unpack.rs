@@ -6,13 +6,16 @@
 //! bounded number of bytes; every other member is read past, and the whole decompressed stream
 //! is bounded too, so a decompression bomb ends in an error rather than a full disk or a hang.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
 
-use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
 use super::catalog::{ArchiveKind, FileSpec};
 use crate::human::{bytes, printable_cut};
@@ -86,18 +89,20 @@ fn one_line(text: &str) -> String {
 fn unpack_kind(archive: &Path, kind: ArchiveKind, dest: &Path, wanted: &Wanted, max_stream: u64) -> Result<(), String> {
     let file = File::open(archive).map_err(|e| format!("cannot open it: {e}"))?;
     match kind {
-        ArchiveKind::Tgz => untar(flate2::read::MultiGzDecoder::new(BufReader::new(file)), dest, wanted, max_stream),
+        ArchiveKind::Tgz => {
+            untar(flate2::read::MultiGzDecoder::new(BufReader::new(file)), "gzip", dest, wanted, max_stream)
+        }
         ArchiveKind::Deb => {
             let (name, data) = deb_data(file)?;
             let data = BufReader::new(data);
             match name.strip_prefix("data.tar").unwrap_or_default() {
-                "" => untar(data, dest, wanted, max_stream),
-                ".gz" => untar(flate2::read::MultiGzDecoder::new(data), dest, wanted, max_stream),
+                "" => untar(data, "tar", dest, wanted, max_stream),
+                ".gz" => untar(flate2::read::MultiGzDecoder::new(data), "gzip", dest, wanted, max_stream),
                 ".xz" => {
                     let xz = lzma_rust2::XzReader::new_mem_limit(data, true, XZ_MEMORY_KIB);
-                    untar(xz, dest, wanted, max_stream)
+                    untar(xz, "xz", dest, wanted, max_stream)
                 }
-                ".zst" => untar(ZstdFrames::new(data), dest, wanted, max_stream),
+                ".zst" => untar(ZstdFrames::new(data), "zstd", dest, wanted, max_stream),
                 _ => Err(format!("its `{name}` is compressed in a way cfrun does not read (gz, xz, zst or none)")),
             }
         }
@@ -105,26 +110,71 @@ fn unpack_kind(archive: &Path, kind: ArchiveKind, dest: &Path, wanted: &Wanted, 
     }
 }
 
-/// Writes the wanted regular files of a tar stream; links, devices and folders are read past.
-fn untar(stream: impl Read, dest: &Path, wanted: &Wanted, max_stream: u64) -> Result<(), String> {
-    let past_bound = Cell::new(false);
-    let bounded = Bounded { inner: stream, left: max_stream, past_bound: &past_bound };
-    let result = untar_bounded(bounded, dest, wanted);
-    if past_bound.get() {
-        return Err(format!("it unpacks to more than {}; refused as damaged or hostile", bytes(max_stream)));
+/// Writes the wanted regular files of a tar stream (`format` names its compression for errors);
+/// links, devices and folders are read past.
+fn untar(stream: impl Read, format: &str, dest: &Path, wanted: &Wanted, max_stream: u64) -> Result<(), String> {
+    let failure = RefCell::new(None);
+    let watched = Watched { inner: stream, format, bound: max_stream, passed: 0, failure: &failure };
+    let result = untar_bounded(watched, dest, wanted);
+    // The tar reader words a failure of the stream under it as its own: say what failed.
+    match failure.into_inner() {
+        Some(why) => Err(why),
+        None => result,
     }
-    result
 }
+
+/// The most bytes a GNU long name or a PAX header may hold: the tar crate would read either
+/// whole into memory, so they are read here, raw, within this.
+const MAX_EXTENSION_BYTES: u64 = 64_000;
 
 fn untar_bounded(stream: impl Read, dest: &Path, wanted: &Wanted) -> Result<(), String> {
     let mut tar = tar::Archive::new(stream);
-    let entries = tar.entries().map_err(|e| format!("not a readable tar: {e}"))?;
+    let entries = tar.entries().map_err(|e| format!("not a readable tar: {e}"))?.raw(true);
+    // A GNU long name or a PAX header describes the member after it.
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut pax_size: Option<u64> = None;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("a tar member is unreadable: {e}"))?;
-        if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::GNULongName => {
+                let mut name = read_extension(&mut entry, "GNU long name")?;
+                while name.last() == Some(&0) {
+                    name.pop();
+                }
+                long_name = Some(name);
+                continue;
+            }
+            tar::EntryType::XHeader => {
+                let records = read_extension(&mut entry, "PAX header")?;
+                for record in tar::PaxExtensions::new(&records) {
+                    let record = record.map_err(|e| format!("a PAX header is unreadable: {e}"))?;
+                    match record.key_bytes() {
+                        b"path" => long_name = Some(record.value_bytes().to_vec()),
+                        b"size" => pax_size = record.value().ok().and_then(|v| v.parse().ok()),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            // A link's long target, and PAX settings for every member: nothing a file needs.
+            tar::EntryType::GNULongLink | tar::EntryType::XGlobalHeader => continue,
+            // Its map of holes comes in blocks after the header that raw reading takes for data.
+            tar::EntryType::GNUSparse => return Err("it holds a GNU sparse member, which cfrun does not read".into()),
+            _ => {}
+        }
+        let (name, size) = (long_name.take(), pax_size.take());
+        // Only a member past 8 GiB needs a PAX size; raw reading goes by the header's.
+        if size.is_some_and(|s| s != entry.size()) {
+            return Err("a member's PAX size differs from its header's, which cfrun does not read".into());
+        }
+        if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
             continue;
         }
-        let name = entry.path().map_err(|e| format!("a tar member's name is unreadable: {e}"))?.into_owned();
+        let name = match name {
+            Some(bytes) => PathBuf::from(OsString::from_vec(bytes)),
+            None => entry.path().map_err(|e| format!("a tar member's name is unreadable: {e}"))?.into_owned(),
+        };
         let Some((relative, limit)) = wanted.get(&name) else {
             continue;
         };
@@ -138,6 +188,19 @@ fn untar_bounded(stream: impl Read, dest: &Path, wanted: &Wanted) -> Result<(), 
     io::copy(&mut tar.into_inner(), &mut io::sink())
         .map_err(|e| format!("its stream is damaged or cut short after the last member ({e})"))?;
     Ok(())
+}
+
+/// The body of a GNU long name or a PAX header, refused past [`MAX_EXTENSION_BYTES`].
+fn read_extension(entry: &mut impl Read, what: &str) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    entry
+        .take(MAX_EXTENSION_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("a tar {what} is unreadable: {e}"))?;
+    if body.len() as u64 > MAX_EXTENSION_BYTES {
+        return Err(format!("it holds a {what} of more than {}; refused", bytes(MAX_EXTENSION_BYTES)));
+    }
+    Ok(body)
 }
 
 /// Writes the wanted files of a zip; members not wanted are never decompressed.
@@ -213,58 +276,76 @@ fn deb_data(mut file: File) -> Result<(String, io::Take<File>), String> {
     }
 }
 
-/// A zstd stream of one frame or several in a row, read as `zstd -d` reads it; the decoder's
-/// window is bounded by ruzstd's default limit (128 MiB).
+/// A zstd stream of frames in a row, skippable frames among them, read as `zstd -d` reads it;
+/// the decoder's window is bounded by ruzstd's default limit (128 MiB).
 struct ZstdFrames<R: BufRead> {
-    source: Option<R>,
-    frame: Option<StreamingDecoder<R, FrameDecoder>>,
+    source: R,
+    decoder: FrameDecoder,
+    in_frame: bool,
 }
 
 impl<R: BufRead> ZstdFrames<R> {
     fn new(source: R) -> Self {
-        Self { source: Some(source), frame: None }
+        Self { source, decoder: FrameDecoder::new(), in_frame: false }
     }
 }
 
 impl<R: BufRead> Read for ZstdFrames<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some(frame) = &mut self.frame {
-                let n = frame.read(buf)?;
+            if self.in_frame {
+                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
                 if n > 0 || buf.is_empty() {
                     return Ok(n);
                 }
-                self.source = self.frame.take().map(StreamingDecoder::into_inner);
+                self.in_frame = false;
             }
-            let Some(mut source) = self.source.take() else {
-                return Ok(0);
-            };
-            if source.fill_buf()?.is_empty() {
+            if self.source.fill_buf()?.is_empty() {
                 return Ok(0);
             }
-            self.frame = Some(StreamingDecoder::new(source).map_err(io::Error::other)?);
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                    let skipped = io::copy(&mut (&mut self.source).take(u64::from(length)), &mut io::sink())?;
+                    if skipped < u64::from(length) {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a skippable frame is cut short"));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
         }
     }
 }
 
-/// A reader that fails once more than `left` bytes have come through, and says so in a flag
-/// (the tar reader wraps errors in its own words).
-struct Bounded<'a, R> {
+/// The decompressed stream under the tar reader: it fails once more than `bound` bytes have
+/// come through, and it keeps what went wrong under the tar reader, in words, for [`untar`].
+struct Watched<'a, R> {
     inner: R,
-    left: u64,
-    past_bound: &'a Cell<bool>,
+    format: &'a str,
+    bound: u64,
+    passed: u64,
+    failure: &'a RefCell<Option<String>>,
 }
 
-impl<R: Read> Read for Bounded<'_, R> {
+impl<R: Read> Read for Watched<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // One byte past the bound tells a stream that ends exactly there from one that goes on.
-        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n as u64 > self.left {
-            self.past_bound.set(true);
+        let room = (self.bound - self.passed).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want]).inspect_err(|e| {
+            self.failure.replace(Some(format!("its {} data cannot be read: {e}", self.format)));
+        })?;
+        if self.passed + n as u64 > self.bound {
+            let why = format!("it unpacks to more than {}; refused as damaged or hostile", bytes(self.bound));
+            self.failure.replace(Some(why));
             return Err(io::Error::other("the archive unpacks past its bound"));
         }
-        self.left -= n as u64;
+        self.passed += n as u64;
         Ok(n)
     }
 }

@@ -162,16 +162,16 @@ fn a_stream_past_its_bound_is_refused() {
     assert!(files_under(&dir.path().join("out")).is_empty(), "the wanted file comes after the bound");
 }
 
-/// Exactly `left` bytes pass; one more is an error, and the flag says which error it was.
+/// Exactly `bound` bytes pass; one more is an error, and the failure says which error it was.
 #[test]
 fn the_bound_lets_exactly_its_bytes_through() {
-    let flag = Cell::new(false);
-    let mut at = Bounded { inner: &[7u8; 10][..], left: 10, past_bound: &flag };
+    let failure = RefCell::new(None);
+    let mut at = Watched { inner: &[7u8; 10][..], format: "tar", bound: 10, passed: 0, failure: &failure };
     assert_eq!(io::copy(&mut at, &mut io::sink()).unwrap(), 10);
-    assert!(!flag.get());
-    let mut past = Bounded { inner: &[7u8; 10][..], left: 9, past_bound: &flag };
+    assert_eq!(*failure.borrow(), None);
+    let mut past = Watched { inner: &[7u8; 10][..], format: "tar", bound: 9, passed: 0, failure: &failure };
     assert!(io::copy(&mut past, &mut io::sink()).is_err());
-    assert!(flag.get());
+    assert_eq!(failure.borrow().as_deref(), Some("it unpacks to more than 9 B; refused as damaged or hostile"));
 }
 
 /// A Debian package's data.tar is read plain or gz, xz or zstd compressed (Debian's and Ubuntu's
@@ -226,7 +226,7 @@ fn a_damaged_debian_package_is_refused_in_words() {
     let truncated = deb(&[("data.tar.xz", xz(&tar_of(&[("package/data/b-ubyte", tar::EntryType::Regular, B)])))]);
     let (_dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &truncated[..truncated.len() - 20], MAX_STREAM_BYTES);
     let msg = got.expect_err("truncated xz");
-    assert!(msg.contains("cut short after the last member"), "{msg}");
+    assert!(msg.starts_with("its xz data cannot be read: "), "{msg}");
 }
 
 /// A wheel gives its wanted files at their layout paths, and refuses one longer than its file.
@@ -294,4 +294,108 @@ fn damaged_archives_never_panic() {
             }
         }
     }
+}
+
+/// An xz block declaring a dictionary past the decoder's memory limit is refused before any
+/// memory is taken for it (here 4 GiB, written into a real block header with its CRC redone).
+#[test]
+fn an_xz_dictionary_past_the_memory_limit_is_refused() {
+    fn crc32(bytes: &[u8]) -> u32 {
+        !bytes.iter().fold(!0u32, |crc, &b| {
+            (0..8).fold(crc ^ u32::from(b), |c, _| (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg()))
+        })
+    }
+    let mut data = xz(&tar_of(&[("package/data/b-ubyte", tar::EntryType::Regular, B)]));
+    // After the 12-byte stream header: the block header's size, no sizes given, one filter
+    // (LZMA2, id 0x21) with one property byte, the dictionary size's code.
+    let header = 12..12 + (usize::from(data[12]) + 1) * 4;
+    assert_eq!(&data[13..16], [0x00, 0x21, 0x01], "a one-filter block header without sizes");
+    let mut block = data[header.clone()].to_vec();
+    block[4] = 40;
+    let crc = crc32(&block[..block.len() - 4]);
+    let at = block.len() - 4;
+    block[at..].copy_from_slice(&crc.to_le_bytes());
+    data.splice(header, block);
+    let (_dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &deb(&[("data.tar.xz", data)]), MAX_STREAM_BYTES);
+    let msg = got.expect_err("4 GiB dictionary");
+    assert!(msg.starts_with("its xz data cannot be read: ") && msg.contains("mem_limit"), "{msg}");
+}
+
+/// Names longer than a header holds come as a GNU long name or a PAX path before their member,
+/// read here within 64 KB: a long link between them keeps the name, a sparse member or a PAX
+/// size unlike the header's is refused, and so is a longer name, which the tar crate would have
+/// read whole into memory.
+#[test]
+fn long_names_are_read_within_their_bound() {
+    use tar::EntryType::{GNULongLink, GNULongName, GNUSparse, Regular, XHeader};
+    let deep = format!("{}/data", "d".repeat(150));
+    let file =
+        |name: &str, bytes: &[u8]| FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 };
+    let wanted = Wanted::new(&[file("a-ubyte", A), file("b-ubyte", B)], &[deep.clone(), "package/data".into()]);
+    let untar_to = |tar: Vec<u8>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let got = untar(&tar[..], "tar", dir.path(), &wanted, MAX_STREAM_BYTES);
+        (dir, got)
+    };
+    let long_a = format!("{deep}/a-ubyte\0");
+    let pax = |records: &[(&str, &str)]| {
+        records
+            .iter()
+            .map(|(k, v)| {
+                let body = format!(" {k}={v}\n");
+                let mut len = body.len() + 1;
+                while format!("{len}{body}").len() != len {
+                    len += 1;
+                }
+                format!("{len}{body}")
+            })
+            .collect::<String>()
+    };
+    let good = tar_of(&[
+        ("././@LongLink", GNULongName, long_a.as_bytes()),
+        ("././@LongLink", GNULongLink, b"some/target\0"),
+        ("short-a", Regular, A),
+        ("pax", XHeader, pax(&[("path", "package/data/b-ubyte"), ("size", &B.len().to_string())]).as_bytes()),
+        ("short-b", Regular, B),
+        ("short-a", Regular, b"not wanted: the names above were for one member each"),
+    ]);
+    let (dir, got) = untar_to(good);
+    got.unwrap();
+    assert_eq!(files_under(dir.path()), [format!("{deep}/a-ubyte"), "package/data/b-ubyte".into()]);
+    assert_eq!(fs::read(dir.path().join("package/data/b-ubyte")).unwrap(), B);
+
+    let huge = "n".repeat(70_000);
+    for (what, tar, expected) in [
+        ("long name", tar_of(&[("././@LongLink", GNULongName, huge.as_bytes())]), "GNU long name of more than 64 KB"),
+        ("PAX", tar_of(&[("pax", XHeader, pax(&[("path", &huge)]).as_bytes())]), "PAX header of more than 64 KB"),
+        ("sparse", tar_of(&[("package/data/a-ubyte", GNUSparse, A)]), "GNU sparse member"),
+        ("PAX size", tar_of(&[("pax", XHeader, pax(&[("size", "5")]).as_bytes()), ("x", Regular, A)]), "PAX size"),
+    ] {
+        let (dir, got) = untar_to(tar);
+        let msg = got.expect_err(what);
+        assert!(msg.contains(expected), "{what}: {msg}");
+        assert!(files_under(dir.path()).is_empty(), "{what}");
+    }
+}
+
+/// zstd's skippable frames, which `zstd -d` passes over, are passed over.
+#[test]
+fn a_skippable_zstd_frame_is_skipped() {
+    let tar = tar_of(&[("package/data/b-ubyte", tar::EntryType::Regular, B)]);
+    let frame = ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let skippable = [0x184d_2a50u32.to_le_bytes().as_slice(), &4u32.to_le_bytes(), b"skip"].concat();
+    let data = [skippable.clone(), frame, skippable].concat();
+    let (dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &deb(&[("data.tar.zst", data)]), MAX_STREAM_BYTES);
+    got.unwrap();
+    assert_eq!(files_under(&dir.path().join("out")), ["package/data/b-ubyte"]);
+}
+
+/// An error quoting an archive's own bytes comes out as one line, its control characters escaped.
+#[test]
+fn an_error_quoting_the_archive_is_one_printable_line() {
+    let package = deb(&[("con\ntrol\x1b[31m", b"x".to_vec())]);
+    let package: Vec<u8> = package.iter().enumerate().map(|(i, &b)| if i == 8 + 48 { b'z' } else { b }).collect();
+    let (_dir, got) = unpack_bytes("p.deb", ArchiveKind::Deb, &package, MAX_STREAM_BYTES);
+    let msg = got.expect_err("a size that is no number");
+    assert_eq!(msg, "not a Debian package (ar member `con\\ntrol\\u{1b}[31m` has size `z`)");
 }
