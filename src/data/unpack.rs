@@ -106,7 +106,7 @@ fn unpack_kind(archive: &Path, kind: ArchiveKind, dest: &Path, wanted: &Wanted, 
                 _ => Err(format!("its `{name}` is compressed in a way cfrun does not read (gz, xz, zst or none)")),
             }
         }
-        ArchiveKind::Zip => unzip(file, dest, wanted),
+        ArchiveKind::Zip => unzip(file, dest, wanted, max_stream),
     }
 }
 
@@ -203,9 +203,11 @@ fn read_extension(entry: &mut impl Read, what: &str) -> Result<Vec<u8>, String> 
     Ok(body)
 }
 
-/// Writes the wanted files of a zip; members not wanted are never decompressed.
-fn unzip(file: File, dest: &Path, wanted: &Wanted) -> Result<(), String> {
+/// Writes the wanted files of a zip; members not wanted are never decompressed, and those that
+/// are count towards `max_stream` (a name listed many times would otherwise be written as often).
+fn unzip(file: File, dest: &Path, wanted: &Wanted, max_stream: u64) -> Result<(), String> {
     let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a readable zip: {e}"))?;
+    let mut unpacked = 0u64;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| format!("member {i} is unreadable: {e}"))?;
         if !entry.is_file() {
@@ -218,13 +220,17 @@ fn unzip(file: File, dest: &Path, wanted: &Wanted) -> Result<(), String> {
         if entry.size() > limit {
             return Err(too_big(relative, limit));
         }
-        write_member(&mut entry, dest, relative, limit)?;
+        unpacked += write_member(&mut entry, dest, relative, limit)?;
+        if unpacked > max_stream {
+            return Err(format!("it unpacks to more than {}; refused as damaged or hostile", bytes(max_stream)));
+        }
     }
     Ok(())
 }
 
-/// Copies one member to `dest/relative`, refusing it past `limit` bytes whatever its header said.
-fn write_member(member: &mut impl Read, dest: &Path, relative: &str, limit: u64) -> Result<(), String> {
+/// Copies one member to `dest/relative`, refusing it past `limit` bytes whatever its header said;
+/// returns its length.
+fn write_member(member: &mut impl Read, dest: &Path, relative: &str, limit: u64) -> Result<u64, String> {
     let target = dest.join(relative);
     if let Some(folder) = target.parent() {
         fs::create_dir_all(folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
@@ -237,7 +243,7 @@ fn write_member(member: &mut impl Read, dest: &Path, relative: &str, limit: u64)
         let _ = fs::remove_file(&target);
         return Err(too_big(relative, limit));
     }
-    Ok(())
+    Ok(copied)
 }
 
 fn too_big(relative: &str, limit: u64) -> String {

@@ -139,7 +139,7 @@ fn a_member_longer_than_its_file_is_refused() {
     let msg = write_member(&mut &long[..], &out, "a-ubyte", 10).expect_err("past 10 bytes");
     assert!(msg.contains("more than 10 B"), "{msg}");
     assert!(!out.join("a-ubyte").exists());
-    write_member(&mut &long[..], &out, "a-ubyte", 200).unwrap();
+    assert_eq!(write_member(&mut &long[..], &out, "a-ubyte", 200).unwrap(), 200);
     assert_eq!(fs::read(out.join("a-ubyte")).unwrap(), long);
 }
 
@@ -244,6 +244,13 @@ fn a_zip_gives_only_the_wanted_files_and_bounds_them() {
     let (dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &good, MAX_STREAM_BYTES);
     got.unwrap();
     assert_eq!(files_under(&dir.path().join("out")), ["b-ubyte", "package/data/a-ubyte.gz"]);
+
+    // One wanted file under several spellings counts each time towards the bound.
+    let (_dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &zip_of(&[("b-ubyte", B), ("./b-ubyte", B)]), 2 * 36);
+    got.unwrap();
+    let thrice = zip_of(&[("b-ubyte", B), ("./b-ubyte", B), (".//b-ubyte", B)]);
+    let (_dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &thrice, 2 * 36);
+    assert_eq!(got.expect_err("three times 36 bytes"), "it unpacks to more than 72 B; refused as damaged or hostile");
 
     let long = zip_of(&[("b-ubyte", &[b'y'; 100])]);
     let (dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &long, MAX_STREAM_BYTES);
