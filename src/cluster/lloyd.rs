@@ -184,7 +184,10 @@ impl ClusterSums {
 /// count is halved between them so the next empty cluster picks a different
 /// donor if needed. A cluster of identical rows is passed over: its nudged
 /// centroids are equally near each of its rows, so one of them would take them
-/// all and the empty cluster would stay empty for good. Returns how many
+/// all and the empty cluster would stay empty for good. The nudge is relative, as
+/// faiss's is, so it moves no component that is zero: a donor centred at the origin
+/// splits into two equal centroids and the empty cluster stays empty (counted, and
+/// warned of after the fit), as it would under faiss. Returns how many
 /// clusters were re-seeded.
 pub(super) fn split_empty(
     centroids: &mut [f32],
@@ -202,7 +205,8 @@ pub(super) fn split_empty(
             continue;
         }
         let mut by_size: Vec<usize> = (0..counts.len()).filter(|&c| counts[c] >= 2).collect();
-        // Largest first, ties to the lowest index: the donor of faiss's rule when it can split.
+        // Largest first, ties to the lowest index: a deterministic stand-in for faiss's donor,
+        // which it draws at random with probability (size - 1) / (n - k), so usually a large one.
         by_size.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
         let Some(donor) = by_size
             .into_iter()
@@ -221,7 +225,7 @@ pub(super) fn split_empty(
         counts[empty] = counts[donor] / 2;
         counts[donor] -= counts[empty];
         // Half of a cluster of distinct rows, which it holds no label of yet: a donor for the
-        // next empty cluster as under faiss's rule, not passed over for want of rows.
+        // next empty cluster as under faiss's split, not passed over for want of rows.
         distinct[empty] = Some(true);
         splits += 1;
     }

@@ -115,10 +115,10 @@ fn empty_cluster_is_split_from_largest() {
     }
 }
 
-/// Several clusters empty at once take the donors of faiss's rule (the largest, ties to the
-/// lowest index, a cluster re-seeded a moment ago included), all in one call.
+/// Several clusters empty at once take the largest donors (ties to the lowest index, a cluster
+/// re-seeded a moment ago included), all in one call.
 #[test]
-fn several_empty_clusters_take_faiss_donors() {
+fn several_empty_clusters_take_the_largest_donors() {
     let x: Vec<f32> = (0..8).flat_map(|i| [i as f32, 1.0]).collect();
     let points = super::data::Points::new(&x, 2, false, None);
     let labels = vec![2u32; 8];

@@ -258,8 +258,10 @@ impl StageKind for KMeans {
         metrics.values.insert("inertia".into(), train_inertia);
         metrics.values.insert("test_inertia".into(), test_inertia);
         metrics.values.insert("empty_cluster_splits".into(), model.empty_cluster_splits as f64);
-        // Lloyd splits a cluster into an empty one while any holds two distinct rows.
-        let why = "the features have fewer distinct rows than clusters: a collapsed network?";
+        // Lloyd splits a cluster into an empty one while any holds two distinct rows, unless its
+        // centroid is zero (the split's nudge is relative, as faiss's is).
+        let why = "the features have fewer distinct rows than clusters, or only groups centred at zero to split: \
+                   a collapsed network?";
         let sizes = assignment_metrics(ctx, (&train, &test), p.k, why, &mut metrics)?;
         metrics.details = serde_json::json!({"inertia_per_iter": model.inertia_per_iter, "cluster_sizes": sizes});
         let out = ctx.output_dir("labels");
