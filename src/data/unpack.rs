@@ -21,7 +21,11 @@ use super::catalog::{ArchiveKind, FileSpec};
 use crate::human::{bytes, printable_cut};
 
 /// Decompressed bytes an archive may hold in all; the catalog's archives unpack to under 100 MB.
-pub const MAX_STREAM_BYTES: u64 = 2_000_000_000;
+const MAX_STREAM_BYTES: u64 = 2_000_000_000;
+
+/// The most bytes a GNU long name or a PAX header may hold: the tar crate would read either
+/// whole into memory, so they are read here, raw, within this (PATH_MAX is 4,096).
+const MAX_EXTENSION_BYTES: u64 = 64_000;
 
 /// Memory the xz decoder may take, in KiB: xz -9's 64 MiB dictionary with room to spare.
 const XZ_MEMORY_KIB: u32 = 256 * 1024;
@@ -122,10 +126,6 @@ fn untar(stream: impl Read, format: &str, dest: &Path, wanted: &Wanted, max_stre
         None => result,
     }
 }
-
-/// The most bytes a GNU long name or a PAX header may hold: the tar crate would read either
-/// whole into memory, so they are read here, raw, within this.
-const MAX_EXTENSION_BYTES: u64 = 64_000;
 
 fn untar_bounded(stream: impl Read, dest: &Path, wanted: &Wanted) -> Result<(), String> {
     let mut tar = tar::Archive::new(stream);
