@@ -321,18 +321,24 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
             for (i, w) in series.windows(2).enumerate() {
                 let (na, nb) = (format!("series[{i}]"), format!("series[{}]", i + 1));
                 let p = pair((&na, &w[0]), (&nb, &w[1]), &in_scope, &claim.scope, &named)?;
-                parts.push(measure(
+                let mut step = measure(
                     format!("{} - {} {}", select::describe(&w[0]), select::describe(&w[1]), over(&p)),
                     per_replicate_mean(&p.gaps),
                     claim,
                     &p.left_out,
                     tie,
-                ));
+                );
+                // A step between copies is no test, as a compare between them is none, though
+                // the other series of the order vary.
+                if replicates_are_copies(&in_scope, &[&w[0], &w[1]]) {
+                    step.verdict = Verdict::Identical;
+                }
+                parts.push(step);
             }
             parts
         }
     };
-    if replicates_are_copies(&in_scope, &claim.shape) {
+    if replicates_are_copies(&in_scope, &series_of(&claim.shape)) {
         let parts = parts.into_iter().map(|m| Measured { verdict: Verdict::Identical, ..m }).collect();
         return Ok(Outcome { verdict: Verdict::Identical, parts });
     }
@@ -340,13 +346,17 @@ pub fn evaluate<'a>(claim: &Claim, obs: impl IntoIterator<Item = &'a Observation
     Ok(Outcome { verdict, parts })
 }
 
-/// Whether every cell of the claim's series holds one value however many replicates measured
-/// it, with some cell measured twice or more: the replicates repeat one computation.
-fn replicates_are_copies(obs: &[&Observation], shape: &Shape) -> bool {
-    let series: Vec<&Selector> = match shape {
+/// The series a claim compares, in its order.
+fn series_of(shape: &Shape) -> Vec<&Selector> {
+    match shape {
         Shape::Compare { a, b } | Shape::Trend { a, b, .. } | Shape::Contrast { a, b, .. } => vec![a, b],
         Shape::Order { series } => series.iter().collect(),
-    };
+    }
+}
+
+/// Whether every cell of these series holds one value however many replicates measured it,
+/// with some cell measured twice or more: the replicates repeat one computation.
+fn replicates_are_copies(obs: &[&Observation], series: &[&Selector]) -> bool {
     let mut cells: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for o in obs.iter().filter(|o| series.iter().any(|s| matches(o, s))) {
         let axes: Vec<_> = o.axes.iter().filter(|(k, _)| k.as_str() != REPLICATE).collect();
@@ -406,12 +416,15 @@ fn complete_replicates(gaps: Vec<Gap>) -> Result<(Vec<Gap>, Vec<String>), ClaimE
     Ok((kept, short))
 }
 
-/// `order` holds when every pair holds, is reversed when any pair is reversed.
+/// `order` holds when every pair holds, is reversed when any pair is reversed, and tells
+/// nothing (identical replicates) when a pair is between copies and none is reversed.
 fn overall(parts: &[Measured]) -> Verdict {
     if parts.iter().any(|p| p.verdict == Verdict::OneReplicate) {
         Verdict::OneReplicate
     } else if parts.iter().any(|p| p.verdict == Verdict::Reversed) {
         Verdict::Reversed
+    } else if parts.iter().any(|p| p.verdict == Verdict::Identical) {
+        Verdict::Identical
     } else if parts.iter().all(|p| p.verdict == Verdict::Holds) {
         Verdict::Holds
     } else if parts.iter().all(|p| p.verdict == Verdict::NoSpread) {
@@ -428,10 +441,7 @@ fn overall(parts: &[Measured]) -> Verdict {
 /// estimate; a real spread of replicates is orders of magnitude wider (top-1 moves in steps of
 /// 100/N, N at most millions).
 fn tie_tolerance(in_scope: &[&Observation], claim: &Claim) -> f64 {
-    let series: Vec<&Selector> = match &claim.shape {
-        Shape::Compare { a, b } | Shape::Trend { a, b, .. } | Shape::Contrast { a, b, .. } => vec![a, b],
-        Shape::Order { series } => series.iter().collect(),
-    };
+    let series = series_of(&claim.shape);
     let mine: Vec<&&Observation> = in_scope.iter().filter(|o| series.iter().any(|s| matches(o, s))).collect();
     let largest = mine.iter().map(|o| o.value.abs()).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let per_unit = match &claim.shape {
@@ -453,10 +463,18 @@ fn tie_tolerance(in_scope: &[&Observation], claim: &Claim) -> f64 {
 fn measure(what: String, per_replicate: Vec<(Json, f64)>, claim: &Claim, left_out: &[String], tie: f64) -> Measured {
     let values: Vec<f64> = per_replicate.iter().map(|(_, v)| *v).collect();
     let mut summary = Summary::of(&values);
-    if summary.sd > 0.0 && summary.sd <= tie {
+    if summary.sd <= tie && summary.mean.is_finite() {
         // Equal but for rounding: no spread, as bit-identical values have.
         summary.sd = 0.0;
         summary.half_width = summary.half_width.map(|_| 0.0);
+        // And a value within rounding of a line the claim is decided against sits on it, on
+        // neither side: a true tie measured as 1.0499999999999996 against a margin of 1.05, or
+        // as -1.8e-15 against 0 (replicates of +-3.6e-15), must not decide a direction.
+        for line in [0.0, claim.margin, -claim.margin] {
+            if (summary.mean - line).abs() <= tie {
+                summary.mean = line;
+            }
+        }
     }
     let verdict = match decide(&summary, claim.expect, claim.margin) {
         Verdict::Holds | Verdict::Reversed if without_spread(&summary) && summary.n < NO_SPREAD_DECIDES_FROM => {

@@ -101,8 +101,15 @@ fn one_sided(s: &Summary, expect: Expect, margin: f64) -> Option<Sides> {
 
 /// A check's two one-sided p-values, `None` when a part has one replicate.
 pub fn sides(outcome: &Outcome, expect: Expect, margin: f64) -> Option<Sides> {
-    let parts: Vec<Sides> =
-        outcome.parts.iter().map(|m| one_sided(&m.summary, expect, margin)).collect::<Option<_>>()?;
+    // A part between copies (an order's step) is no evidence either way.
+    let parts: Vec<Sides> = outcome
+        .parts
+        .iter()
+        .map(|m| match m.verdict {
+            Verdict::Identical if m.summary.n >= 2 => Some(Sides { holds: 1.0, reversed: 1.0 }),
+            _ => one_sided(&m.summary, expect, margin),
+        })
+        .collect::<Option<_>>()?;
     let k = parts.len() as f64;
     Some(Sides {
         holds: parts.iter().map(|s| s.holds).fold(0.0, f64::max),

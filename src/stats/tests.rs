@@ -536,3 +536,88 @@ fn extreme_but_finite_differences_decide_as_exact_arithmetic_does() {
     assert_eq!(claim::decide(&near_max, Expect::Greater, 0.0), Verdict::Holds);
     assert_eq!(claim::decide(&near_max, Expect::Less, 0.0), Verdict::Reversed);
 }
+
+/// A tie equal but for rounding that sits within rounding of the line is on it, from six
+/// replicates too, where no spread would otherwise decide (found by review): differences of
+/// +-1.05 in two cells gave replicates of +-3.6e-15 whose mean read "holds" one way and
+/// "reversed" the other, and 1.05 in every replicate read short of a margin of 1.05.
+#[test]
+fn a_tie_on_the_line_decides_nothing_at_six_replicates() {
+    let c = |expect: Expect, margin: f64| Claim {
+        shape: Shape::Compare { a: sel(&[("source", json!("a"))]), b: sel(&[("source", json!("b"))]) },
+        scope: Selector::new(),
+        expect,
+        margin,
+    };
+    // Per replicate: a - b = +1.05 in cell 0 and -1.05 in cell 1, at values on a 0.05 grid.
+    let cells = [(81.05, 80.0, 59.05, 60.1), (72.35, 71.3, 64.0, 65.05), (90.1, 89.05, 52.3, 53.35)];
+    let mut zero = Vec::new();
+    for r in 0..6 {
+        let (a0, b0, a1, b1) = cells[r % 3];
+        for (cell, a, b) in [(0, a0, b0), (1, a1, b1)] {
+            let ax = [("replicate", json!(r)), ("cell", json!(cell))];
+            zero.extend([obs("a", &ax, a), obs("b", &ax, b)]);
+        }
+    }
+    let greater = evaluate(&c(Expect::Greater, 0.0), &zero).unwrap();
+    assert!(
+        greater.parts[0].per_replicate.iter().any(|(_, v)| *v != 0.0),
+        "the tie must differ from 0 in its last bits"
+    );
+    assert_eq!(greater.verdict, Verdict::Inconclusive, "{greater:?}");
+    assert_eq!(evaluate(&c(Expect::Less, 0.0), &zero).unwrap().verdict, Verdict::Inconclusive);
+    assert_eq!(family::sides(&greater, Expect::Greater, 0.0).unwrap(), family::Sides { holds: 1.0, reversed: 1.0 });
+
+    let on_margin: Vec<Observation> = (0..6)
+        .flat_map(|r| {
+            let (a, b, _, _) = cells[r % 3];
+            let ax = [("replicate", json!(r))];
+            [obs("a", &ax, a), obs("b", &ax, b)]
+        })
+        .collect();
+    for expect in [Expect::Greater, Expect::Within] {
+        let out = evaluate(&c(expect, 1.05), &on_margin).unwrap();
+        assert!(out.parts[0].per_replicate.iter().any(|(_, v)| *v != 1.05), "off 1.05 in the last bits");
+        assert_eq!(out.verdict, Verdict::Inconclusive, "{expect:?}: {out:?}");
+    }
+    // A real gap of a hundredth past the margin still decides from six equal replicates.
+    let past: Vec<Observation> = on_margin
+        .iter()
+        .map(|o| {
+            if o.source == "a" {
+                obs("a", &[("replicate", o.axes["replicate"].clone())], o.value + 0.01)
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    assert_eq!(evaluate(&c(Expect::Greater, 1.05), &past).unwrap().verdict, Verdict::Holds);
+}
+
+/// An order's step between copies is no test, though the order's other series vary: the order
+/// reads identical replicates, and its family-wise p-values take nothing from that step (it
+/// held on a sign-flip p of 1/64; found by review).
+#[test]
+fn an_order_step_between_copies_decides_nothing() {
+    let mut o = Vec::new();
+    for r in 0..6 {
+        let ax = [("replicate", json!(r))];
+        o.extend([obs("a", &ax, 90.0), obs("b", &ax, 80.0), obs("c", &ax, 50.0 + r as f64)]);
+    }
+    let s = |name: &str| sel(&[("source", json!(name))]);
+    let order = Claim {
+        shape: Shape::Order { series: vec![s("a"), s("b"), s("c")] },
+        scope: Selector::new(),
+        expect: Expect::Greater,
+        margin: 0.0,
+    };
+    let out = evaluate(&order, &o).unwrap();
+    assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+    assert_eq!(out.parts[0].verdict, Verdict::Identical);
+    assert_eq!(out.parts[1].verdict, Verdict::Holds);
+    assert_eq!(family::sides(&out, Expect::Greater, 0.0).unwrap().holds, 1.0);
+    // Reversed still wins: a real reversal elsewhere in the order is a finding.
+    let mut flipped = o.clone();
+    flipped.iter_mut().filter(|x| x.source == "c").for_each(|x| x.value += 50.0);
+    assert_eq!(evaluate(&order, &flipped).unwrap().verdict, Verdict::Reversed);
+}

@@ -70,7 +70,10 @@ impl StageKind for Claims {
         // 16: a claim whose `each` dimensions no one observation carries together (one series
         //    swept along `k`, the other along `p`) is checked at every combination both series
         //    have; it was left out of the page, which a cache from before would serve.
-        version: 16,
+        // 17: a tie equal but for rounding that sits within rounding of the line (0 or the
+        //    margin) is on it, not on the side its last bits fall (it decided at n >= 6); an
+        //    order's step between copies reads identical replicates, not a sign-flip verdict.
+        version: 17,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {
