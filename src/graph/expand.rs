@@ -181,7 +181,9 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
                 errors.push(exp.error(
                     &field_origin(stage, &field),
                     format!("`stages.{name}.{field}` uses `${{{axis}}}`, but there is no sweep axis `{axis}`"),
-                    Some(if valid.is_empty() {
+                    Some(if axis == REPLICATE_AXIS {
+                        "`replicate` is an axis only where `experiment.replicates` is 2 or more".to_string()
+                    } else if valid.is_empty() {
                         "declare it under [sweep], e.g. k = [10, 50]".to_string()
                     } else {
                         format!("axes declared in [sweep]: {}", valid.join(", "))
