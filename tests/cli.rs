@@ -5249,7 +5249,7 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("figure", "plot", 7, "blake3:dadf34772b9949b89121acc5668bc85f78498efbae6180fc71d74e282f50a8d2"),
     ("results", "table", 7, "blake3:eba4040d7530548b2e564f0d20a7a678e502b7d8f006eb3a95336e398d7608a0"),
     ("untitled", "table", 7, "blake3:7ffe9b11a61191a1d08f56dfa5efdf4e4b6428a6149be1761b68c6599c917cdf"),
-    ("verdicts", "claims", 16, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
+    ("verdicts", "claims", 17, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and
