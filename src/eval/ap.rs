@@ -73,7 +73,8 @@ fn pr_curve(scores: &[f32], truth: &[bool]) -> Option<Vec<(f64, f64)>> {
     while i < order.len() {
         // One threshold: every item tied with order[i].
         let s = scores[order[i]];
-        // NaN equals nothing, itself included: NaNs (ranked first) are one threshold too.
+        // NaN equals nothing, itself included: NaNs are one threshold too (ranked first when
+        // positive, last when negative, as `total_cmp` orders them).
         while i < order.len() && (scores[order[i]] == s || scores[order[i]].is_nan() && s.is_nan()) {
             tp += usize::from(truth[order[i]]);
             seen += 1;

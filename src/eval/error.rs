@@ -96,6 +96,15 @@ pub enum EvalError {
         /// Bytes this machine has, for people.
         have: String,
     },
+    /// The loss with every weight zero is not finite: the standardised features themselves are not.
+    #[error(
+        "the linear probe's loss with every weight zero is {loss}: a standardised feature overflows f32 (a \
+         feature lies about 3.4e38 from its mean); scale the features down"
+    )]
+    NotFiniteAtStart {
+        /// The loss at the start.
+        loss: f64,
+    },
     /// A hyper-parameter is out of its valid range.
     #[error("invalid probe setting: {0}")]
     BadConfig(String),

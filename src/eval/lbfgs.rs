@@ -25,6 +25,8 @@ pub(super) enum Stop {
     /// No step along the search direction lowered the objective, or the relative decrease fell
     /// below what the objective's rounding can resolve: the optimum to working precision.
     NoProgress,
+    /// The objective or its gradient at the starting point is NaN or infinite: nothing to minimise.
+    NotFinite,
 }
 
 /// What a minimisation did.
@@ -61,6 +63,9 @@ pub(super) fn minimize(
     let mut history: VecDeque<Pair> = VecDeque::with_capacity(settings.memory);
     let (mut dir, mut x_new, mut g_new) = (vec![0f64; n], vec![0f64; n], vec![0f64; n]);
     let outcome = |iterations, evaluations, stop| Outcome { iterations, evaluations, stop };
+    if !fx.is_finite() || g.iter().any(|v| !v.is_finite()) {
+        return outcome(0, evaluations, Stop::NotFinite);
+    }
     for it in 0..settings.max_iter {
         if max_abs(&g) <= settings.tol {
             return outcome(it, evaluations, Stop::Gradient);
@@ -157,7 +162,8 @@ fn norm(a: &[f64]) -> f64 {
 }
 
 fn max_abs(a: &[f64]) -> f64 {
-    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    // NaN propagates (f64::max would skip it), so a NaN gradient never reads as converged.
+    a.iter().fold(0.0, |m, v| if m.is_nan() || v.is_nan() { f64::NAN } else { m.max(v.abs()) })
 }
 
 #[cfg(test)]
@@ -166,6 +172,21 @@ mod tests {
 
     fn settings(max_iter: usize) -> Settings {
         Settings { max_iter, tol: 1e-6, memory: 10 }
+    }
+
+    /// A NaN objective or gradient at the start stops at once as such; `f64::max` skipped NaN,
+    /// so a NaN gradient once read as converged (every entry "within" tol).
+    #[test]
+    fn a_start_that_is_not_finite_is_said_so() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let mut f = |x: &[f64], g: &mut [f64]| {
+                g.iter_mut().zip(x).for_each(|(g, &x)| *g = x * bad);
+                x.iter().map(|v| v * v * bad).sum()
+            };
+            let out = minimize(&mut [1.0, 2.0], &mut f, &settings(10), &mut |_, _| {});
+            assert_eq!((out.stop, out.iterations), (Stop::NotFinite, 0), "{bad}");
+        }
+        assert!(max_abs(&[1.0, f64::NAN, 2.0]).is_nan());
     }
 
     #[test]

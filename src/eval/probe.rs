@@ -11,8 +11,9 @@ use super::softmax::{backward_update, Linear, Step};
 use super::standardize::Standardizer;
 use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
-/// Small train splits get smaller batches so that an epoch still has this
-/// many steps: with 1k rows and 1024-row batches, 10 epochs would be only 10
+/// Small train splits get smaller batches so that an epoch still has close to
+/// this many steps (the batch is ceil(n / 32), so from 32 rows on an epoch takes
+/// between 16 and 32 steps: 30 at 300 rows): with 1k rows and 1024-row batches, 10 epochs would be only 10
 /// steps and land ~10 points below scikit-learn; at 32 steps per epoch it matches.
 pub(super) const MIN_STEPS_PER_EPOCH: usize = 32;
 
@@ -116,7 +117,7 @@ pub(super) struct ProbeCore {
     pub m: usize,
     /// Fitted on the training rows.
     pub st: Standardizer,
-    /// Rows per step (capped so an epoch has at least [`MIN_STEPS_PER_EPOCH`] steps).
+    /// Rows per step (capped so an epoch has close to [`MIN_STEPS_PER_EPOCH`] steps).
     pub bs: usize,
     /// This epoch's row order (see [`ProbeCore::shuffle`]).
     pub order: Vec<usize>,
@@ -125,7 +126,7 @@ pub(super) struct ProbeCore {
 }
 
 /// The rows per step an SGD probe uses on `n` training rows when asked for `batch_size`: at
-/// most `n / MIN_STEPS_PER_EPOCH` (rounded up), so every epoch takes that many steps at least.
+/// most `n / MIN_STEPS_PER_EPOCH` (rounded up), so every epoch takes close to that many steps.
 pub fn rows_per_step(n: usize, batch_size: usize) -> usize {
     batch_size.min(n.div_ceil(MIN_STEPS_PER_EPOCH))
 }
@@ -249,8 +250,8 @@ pub(super) struct Score {
 }
 
 /// Counts top-1 / top-5 hits, per class too. Top-1 is the arg-max with ties to
-/// the lowest class; top-5 counts a hit when fewer than five classes score
-/// strictly higher than the true one.
+/// the lowest class; top-5 counts a hit when fewer than five classes rank above
+/// the true one, ranked as top-1 ranks them (higher score, or the same score and a lower class).
 pub(super) fn score(model: &Linear, st: &Standardizer, x: &[f32], y: &[u32]) -> Score {
     let c = model.c;
     let n = y.len();

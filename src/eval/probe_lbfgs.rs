@@ -135,6 +135,9 @@ pub(super) fn lbfgs_probe(
     };
     let Outcome { iterations, evaluations, stop } = outcome;
     tracing::debug!(iterations, evaluations, ?stop, "the L-BFGS probe stopped");
+    if stop == lbfgs::Stop::NotFinite {
+        return Err(EvalError::NotFiniteAtStart { loss: obj.last_xent });
+    }
     for (i, &loss) in xent_per_iter.iter().enumerate() {
         check_loss(i, loss, cfg)?;
     }

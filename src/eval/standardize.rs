@@ -57,8 +57,11 @@ impl Standardizer {
             let var = (pair[1] / n - m * m).max(0.0);
             let sd = var.sqrt();
             mean.push((s0 + m) as f32);
-            // Constant features keep scale 1, like StandardScaler.
-            inv_std.push(if sd > 0.0 && sd.is_finite() { (1.0 / sd) as f32 } else { 1.0 });
+            // Constant features keep scale 1, like StandardScaler; so does one whose spread is too
+            // small for its inverse to be an f32 (below about 3e-39, as from values that underflowed):
+            // an infinite scale would turn every row at the mean into NaN.
+            let inv = (1.0 / sd) as f32;
+            inv_std.push(if sd > 0.0 && inv.is_finite() { inv } else { 1.0 });
         }
         Self { mean, inv_std }
     }
@@ -82,5 +85,28 @@ impl Standardizer {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A column of zeros but for one value near f32's smallest normal has a spread whose inverse
+    /// is past f32's range: it is scaled as a constant column, and every standardised value is
+    /// finite (an infinite scale made NaN of each zero).
+    #[test]
+    fn a_spread_too_small_to_invert_is_scaled_as_a_constant() {
+        let d = 2;
+        let mut x = Vec::new();
+        for i in 0..300 {
+            x.extend([i as f32, if i == 7 { 1e-38 } else { 0.0 }]);
+        }
+        let st = Standardizer::fit(&x, d);
+        assert_eq!(st.inv_std[1], 1.0);
+        assert!(st.inv_std[0].is_finite() && st.inv_std[0] != 1.0);
+        let mut out = Vec::new();
+        st.gather(&x, &(0..300).collect::<Vec<_>>(), &mut out);
+        assert!(out.iter().all(|v| v.is_finite()));
     }
 }

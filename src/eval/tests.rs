@@ -64,6 +64,26 @@ fn a_diverging_probe_is_refused() {
     }
 }
 
+/// A column of zeros but for one value near f32's smallest normal (as from an output that
+/// underflowed) is scaled as a constant: both solvers score as if it were all zeros. It once
+/// standardised to NaN, so SGD read "diverged" and L-BFGS stopped at once on its NaN gradient
+/// and scored 0 %.
+#[test]
+fn a_column_too_flat_to_scale_is_read_as_constant() {
+    let (mut tx, ty) = separable(4, 60, 6, 1);
+    let (vx, vy) = separable(4, 20, 6, 2);
+    tx.iter_mut().skip(5).step_by(6).for_each(|v| *v = 0.0);
+    let zeroed = tx.clone();
+    tx[6 * 17 + 5] = 1e-38;
+    for solver in [ProbeSolver::Sgd, ProbeSolver::Lbfgs] {
+        let cfg = ProbeConfig { solver, ..quick() };
+        let flat = probe(&tx, &ty, &vx, &vy, 6, 4, &cfg).unwrap();
+        let zero = probe(&zeroed, &ty, &vx, &vy, 6, 4, &cfg).unwrap();
+        assert_eq!((flat.test_top1, flat.train_top1), (zero.test_top1, zero.train_top1), "{solver:?}");
+        assert_eq!(flat.test_top1, 1.0, "{solver:?}");
+    }
+}
+
 #[test]
 fn results_are_bit_identical_across_runs_and_pools() {
     // Batches above the 64-row GEMM pieces and d above the 64-row backward pieces.

@@ -30,7 +30,7 @@ pub struct ProbeParams {
     #[serde(default = "defaults::epochs")]
     #[schemars(range(min = 1, max = super::ranges::MAX_EPOCHS))]
     pub epochs: usize,
-    /// Mini-batch size, capped at ceil(training rows / 32) so that an epoch has at least 32 steps.
+    /// Mini-batch size, capped at ceil(training rows / 32) so that an epoch has close to 32 steps.
     #[serde(default = "defaults::batch_size")]
     #[schemars(range(min = 1, max = super::ranges::MAX_BATCH_SIZE))]
     pub batch_size: usize,
@@ -106,7 +106,10 @@ impl StageKind for LinearProbe {
         //    it ranks above it); tied classes counted as hits, so top-5 was 1 on constant logits.
         // 5: a probe whose loss went NaN or infinite fails (its NaN logits had scored every row
         //    as a hit: 100 % top-1); such a cached result must not be served.
-        version: 5,
+        // 6: a column whose spread is too small for its inverse to be an f32 is scaled as a
+        //    constant (it standardised to NaN: SGD read "diverged", L-BFGS stopped at once on
+        //    its NaN gradient and scored 0 %); such a cached result must not be served.
+        version: 6,
         summary: "softmax regression on frozen, standardised features: train split -> test split top-1",
         inputs: &[super::FEATURES_INPUT, super::labels_input("target labels")],
         outputs: &[OutputSpec {

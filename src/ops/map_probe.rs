@@ -113,7 +113,10 @@ impl StageKind for MapProbe {
         // 2: SVM margins as lane-summed dot products (different rounding).
         // 3: on a tie of cross-validated AP the smaller cost wins, as documented (the first
         //    listed did, the larger one in a descending grid).
-        version: 3,
+        // 4: a column whose spread is too small for its inverse to be an f32 is scaled as a
+        //    constant (its infinite scale made NaN of every score, so each AP read the class's
+        //    prevalence); such a cached result must not be served.
+        version: 4,
         summary: "one-vs-rest linear SVMs (cost by cross-validation) on frozen features of a multi-label target: mAP",
         inputs: &[
             super::FEATURES_INPUT,
