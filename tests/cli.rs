@@ -2814,6 +2814,67 @@ fn an_unseeded_command_runs_once_for_every_replicate() {
     assert!(stderr(&out).contains("`seeded` is swept"), "{}", stderr(&out));
 }
 
+/// A stage's `env_probe` runs again just before and just after its command: an environment that
+/// changed since the plan (here by the stage it waits for) or while the command ran fails the
+/// stage and publishes nothing; the next plan probes the new environment and runs it.
+#[test]
+fn a_command_whose_environment_changed_since_the_plan_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (before, during, metrics) = (d.join("before"), d.join("during"), d.join("metrics.json"));
+    std::fs::write(&before, "1\n").unwrap();
+    std::fs::write(&during, "1\n").unwrap();
+    std::fs::write(&metrics, r#"{"values": {"v": 1}}"#).unwrap();
+    let (before, during, metrics) = (before.display(), during.display(), metrics.display());
+    let toml = format!(
+        r#"[experiment]
+name = "env"
+seed = 0
+
+[stages.upgrade]
+op = "command"
+argv = ["sh", "-c", 'echo 2 > "$0"; cp "$1" out/m/metrics.json', "{before}", "{metrics}"]
+outputs = {{ m = "metrics" }}
+
+[stages.after_upgrade]
+op = "command"
+argv = ["sh", "-c", 'cp "$0" out/m/metrics.json', "{metrics}"]
+inputs = {{ m = "upgrade.m" }}
+env_probe = ["cat", "{before}"]
+outputs = {{ m = "metrics" }}
+
+[stages.upgrades_itself]
+op = "command"
+argv = ["sh", "-c", 'echo 2 > "$0"; cp "$1" out/m/metrics.json', "{during}", "{metrics}"]
+env_probe = ["cat", "{during}"]
+outputs = {{ m = "metrics" }}
+"#
+    );
+    let file = d.join("env.toml");
+    std::fs::write(&file, toml).unwrap();
+    let cache = d.join("cache");
+    let out = cfrun(&cache, &[file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (stage, file, when) in [("after_upgrade", &before, "before"), ("upgrades_itself", &during, "after")] {
+        let said = format!(
+            "the environment changed since the plan probed it: `cat {file}` {when} the command ran printed `2` on \
+             line 1, where the stage's key has `1`; nothing was published"
+        );
+        assert!(err.contains(&said), "{stage}: {err}");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = |v: &Value, n: &str| {
+        v["instances"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["outcome"].clone()
+    };
+    assert_eq!((outcome(&v, "after_upgrade"), outcome(&v, "upgrades_itself")), ("failed".into(), "failed".into()));
+    assert_eq!(outcome(&v, "upgrade"), "ran");
+    let again = cfrun(&cache, &[file.to_str().unwrap(), "--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((outcome(&v, "after_upgrade"), outcome(&v, "upgrades_itself")), ("ran".into(), "ran".into()));
+}
+
 #[test]
 fn command_stage_failures_are_clear_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -4430,10 +4491,21 @@ fn slurm_refuses_a_cache_whose_locks_would_not_hold_across_nodes() {
     let table = elsewhere.path().join("mountinfo");
     let line = format!("40 1 0:50 / {} rw - nfs4 srv:/export rw,vers=4.2,local_lock=all\n", real.display());
     std::fs::write(&table, format!("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n{line}")).unwrap();
+    // Refused before anything is submitted: Slurm's commands here answer only `--version` (which
+    // says Slurm is there) and fail otherwise, so the test runs where Slurm is not installed too.
+    let bin = elsewhere.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["sbatch", "squeue", "sinfo", "scancel", "sacct"] {
+        let shim = "#!/bin/sh\n[ \"$1\" = --version ] && echo 'slurm (test shim)' && exit 0\necho \"$0 $* must not be called\" >&2\nexit 1\n";
+        std::fs::write(bin.join(tool), shim).unwrap();
+        std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let out = Command::new(env!("CARGO_BIN_EXE_cfrun"))
         .args([smoke().to_str().unwrap(), "--executor", "slurm", "--cache"])
         .arg(cache.path())
         .env("CFRUN_MOUNTINFO", &table)
+        .env("PATH", path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

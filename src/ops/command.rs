@@ -21,7 +21,7 @@
 //! | the output digest of every input | as any op's inputs (early cutoff applies) |
 //! | the bytes of every file in `code` | hashed when the plan is made: an edit reruns the stage, an edit elsewhere does not |
 //! | `env_key` | a literal you bump by hand |
-//! | the stdout of `env_probe` | run once per plan, e.g. the Python version and package versions |
+//! | the stdout of `env_probe` | run once per plan, e.g. the Python version and package versions; run again just before and after the command, which fails if either differs |
 //! | `outputs`, `timeout`, `match_rows` | every field is part of the key |
 //!
 //! # What is not
@@ -47,7 +47,7 @@ use serde_json::Value as Json;
 use super::{InputFacts, InputSpec, Kind, OpError, OpSpec, Site, StageCtx, StageKind};
 use crate::artifact::validate;
 use crate::config::params::{self, ParamError, Params};
-use probes::{probe_env, ProbeFailure};
+use probes::{probe_env, recheck, ProbeFailure};
 
 impl Params for RawParams {}
 
@@ -325,7 +325,14 @@ impl StageKind for Command {
             timeout: std::time::Duration::from_secs_f64(p.timeout),
             env: vec![("CFRUN_SEED".into(), p.seed.to_string()), ("CFRUN_INSTANCE".into(), stage.clone())],
         };
+        let recheck_env = |when: &str| match &p.env {
+            Some(hashed) => recheck(&p.env_probe, hashed, when).map_err(OpError::Invalid),
+            None => Ok(()),
+        };
+        recheck_env("before the command ran")?;
         child::run(&run).map_err(|why| OpError::Program { program: argv[0].clone(), why })?;
+        // After too: a change while it ran (a package upgraded under it) taints what it wrote.
+        recheck_env("after the command ran")?;
         dir.seal_outputs()?;
         dir.check_undeclared(p.outputs.keys())?;
         // Per-example inputs that agree on their rows fix the rows of per-example outputs.

@@ -87,6 +87,30 @@ pub fn probe_env(argv: &[String]) -> Result<String, ProbeFailure> {
     TABLE.get_or_init(Table::default).probe(argv, child::probe)
 }
 
+/// Runs the probe `argv` afresh (not from the table) and says how its answer differs from
+/// `hashed`, the answer the stage's key was made from, if it does. The plan's answer may be hours
+/// old, or from another machine (a Slurm login node): a result computed in an environment other
+/// than the one its key names must not be published under that key.
+pub fn recheck(argv: &[String], hashed: &str, when: &str) -> Result<(), String> {
+    let now = child::probe(argv).map_err(|e| format!("`env_probe` {when}: {e}"))?;
+    if now == hashed {
+        return Ok(());
+    }
+    let (then_lines, now_lines): (Vec<&str>, Vec<&str>) = (hashed.lines().collect(), now.lines().collect());
+    let line = (0..then_lines.len().max(now_lines.len())).find(|&i| then_lines.get(i) != now_lines.get(i)).unwrap_or(0);
+    let shown = |l: Option<&&str>| {
+        l.map_or("nothing".to_string(), |l| format!("`{}`", l.chars().take(120).collect::<String>()))
+    };
+    Err(format!(
+        "the environment changed since the plan probed it: `{}` {when} printed {} on line {}, where the stage's key \
+         has {}; nothing was published; run again to plan with this environment",
+        argv.join(" "),
+        shown(now_lines.get(line)),
+        line + 1,
+        shown(then_lines.get(line)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
