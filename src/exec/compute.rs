@@ -147,6 +147,9 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     });
     if let Some(map) = provenance.as_object_mut() {
         map.extend(env.provenance.clone());
+        if !env.device.is_cpu() {
+            map.insert("gpu_math".into(), super::device::gpu_math());
+        }
         // Kept with the result, so a run that finds it cached can say them again.
         if !warnings.is_empty() {
             map.insert("warnings".into(), warnings.into());

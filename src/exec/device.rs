@@ -39,6 +39,19 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), DeviceError> {
     }
 }
 
+/// How f32 products may be computed on a GPU, for the provenance of what runs there: TF32 (cuBLAS's
+/// by `CFRUN_GEMM_TF32=1`, cuDNN's by default unless `NVIDIA_TF32_OVERRIDE=0`) moves results by far
+/// more than rounding, and neither it nor the device enters the recipe key, so `cfrun show` is
+/// where a reader tells such a result apart.
+pub fn gpu_math() -> serde_json::Value {
+    serde_json::json!({
+        // Without CUDA, candle's stand-in answers `true` to this; there is no GPU GEMM at all.
+        "gemm_tf32": cfg!(feature = "cuda") && candle_core::cuda::gemm_reduced_precision_f32(),
+        "cudnn": cfg!(feature = "cudnn"),
+        "nvidia_tf32_override": std::env::var("NVIDIA_TF32_OVERRIDE").ok(),
+    })
+}
+
 /// Whether this binary can compute on CUDA at all (a GPU aside): cluster jobs run this binary too.
 pub fn cuda_built_in() -> Result<(), DeviceError> {
     if cfg!(feature = "cuda") {
@@ -128,6 +141,15 @@ impl JobDevices {
 #[cfg(test)]
 mod job_device_tests {
     use super::*;
+
+    /// The GPU's math as provenance names it: TF32 off unless asked for, cuDNN as built.
+    #[test]
+    fn gpu_math_names_each_switch() {
+        let math = gpu_math();
+        assert_eq!(math["gemm_tf32"], false);
+        assert_eq!(math["cudnn"], cfg!(feature = "cudnn"));
+        assert_eq!(math["nvidia_tf32_override"], serde_json::json!(std::env::var("NVIDIA_TF32_OVERRIDE").ok()));
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

@@ -243,9 +243,9 @@ impl TrainState {
 
     /// Resuming under `cfg` must reproduce the same run: everything but `epochs` must match.
     pub fn check_resumable(&self, cfg: &TrainConfig) -> Result<(), NnError> {
-        let mut saved = self.config.clone();
-        saved.epochs = cfg.epochs;
-        if &saved != cfg {
+        // `epochs` included: the learning-rate schedule (cosine, warm-up) is drawn over them, so
+        // the same first epochs of a longer or shorter run are not the same steps.
+        if &self.config != cfg {
             return Err(NnError::Mismatch(format!(
                 "cannot resume: the checkpoint was made with {:?}, this run uses {cfg:?}",
                 self.config

@@ -115,6 +115,10 @@ fn resume_at_epoch_2_of_4_is_bit_identical() {
     other.lr = 0.2;
     let state = TrainState::load(&path, &Device::Cpu).unwrap();
     assert!(train(&data(&pixels), &targets, &other, &Device::Cpu, Some(state), &mut NoObserver).is_err());
+    // So is one of more epochs: its cosine schedule gives its first two epochs other steps.
+    let longer = TrainConfig { epochs: 6, ..cfg.clone() };
+    let state = TrainState::load(&path, &Device::Cpu).unwrap();
+    assert!(train(&data(&pixels), &targets, &longer, &Device::Cpu, Some(state), &mut NoObserver).is_err());
 }
 
 #[test]

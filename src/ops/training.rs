@@ -537,9 +537,15 @@ pub fn resume_state(
         );
         return None;
     }
-    let state = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix).ok()?;
-    state.check_resumable(cfg).ok()?;
-    Some(state)
+    let resumable = TrainState::load_with_head(&folder.join("state.safetensors"), device, head_prefix)
+        .and_then(|state| state.check_resumable(cfg).map(|()| state));
+    match resumable {
+        Ok(state) => Some(state),
+        Err(why) => {
+            tracing::warn!("not resuming from the checkpoint in {}: {why}; training from the start", folder.display());
+            None
+        }
+    }
 }
 
 #[cfg(test)]
