@@ -353,8 +353,9 @@ impl R2Plus1D {
             stages.push(stage);
         }
         let fc = classifier(cin, cfg.num_classes, vb.pp("fc"))?;
-        // The stem's middle width follows the same rule with a 7x7-like budget, as in the paper's
-        // 45-channel stem; with a 3x3 spatial kernel here.
+        // The stem's middle width follows the same rule as the blocks', with its own 3x3 spatial
+        // kernel (6 channels for 1 -> 8); the paper's 45-channel stem is torchvision's fixed
+        // number for a 7x7 kernel, not this rule (which would give 83 for 3 -> 64 at 7x7).
         let conv1 = Conv2Plus1D::new(cfg.in_channels, cfg.stem_width, 3, kt, cfg.stem_stride, 1, vb.pp("conv1"))?;
         Ok(R2Plus1D { conv1, bn1: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?, stages, fc })
     }

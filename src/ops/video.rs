@@ -105,8 +105,10 @@ impl Params for VideoParams {
         if !(12..=96).contains(&self.size) {
             return Err(ParamError::range("size", self.size, "between 12 and 96"));
         }
-        if !(2..=32).contains(&self.frames) {
-            return Err(ParamError::range("frames", self.frames, "between 2 and 32"));
+        // Three at least: `bounce` hops up and back down, which two frames (its start and its end,
+        // both on the ground) show as an object standing still.
+        if !(3..=32).contains(&self.frames) {
+            return Err(ParamError::range("frames", self.frames, "between 3 and 32"));
         }
         // After `size` and `frames`: the memory is judged by a clip known to be in range, and a
         // clip out of range is named as such, not as too many clips.

@@ -3,8 +3,10 @@
 //! by average precision rather than by top-1.
 //!
 //! A `size x size` canvas is a 2x2 grid of cells; each object takes its own cell (so none is
-//! hidden by another) at a random offset inside it, and overlapping margins keep the brighter
-//! pixel (objects are light on dark in the MNIST family). Per canvas the draws are: the object
+//! hidden by another) at a random offset inside it (always 0 where the object fills its cell, as
+//! 28-px objects on the studies' 56-px canvases do), and where objects meet the brighter pixel
+//! is kept (objects are light on dark in the MNIST family; the cells do not overlap, so only a
+//! canvas smaller than two objects could make them meet). Per canvas the draws are: the object
 //! count, then per object its image index, then the cells (a shuffle), then per object `dy`, `dx`.
 
 use rand::seq::SliceRandom;
