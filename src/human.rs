@@ -71,14 +71,17 @@ pub fn printable_cut(text: &str, max_chars: usize) -> String {
 }
 
 /// Control characters, those that reorder the text around them on a terminal or a page (the
-/// Arabic letter mark among them), and the line and paragraph separators, which break a line
-/// where a reader sees none.
+/// Arabic letter mark among them), the line and paragraph separators, which break a line where a
+/// reader sees none, and Unicode's noncharacters (U+FFFE, U+FFFF and the like), which XML, and so
+/// an SVG figure, does not allow.
 pub fn unsafe_to_print(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
+        || matches!(c, '\u{fdd0}'..='\u{fdef}')
+        || c as u32 & 0xfffe == 0xfffe
 }
 
 #[cfg(test)]

@@ -351,11 +351,14 @@ fn parse_sweep(file: &SourceFile, entry: Option<&Entry>, errors: &mut Vec<Config
                         Json::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    if text.chars().any(char::is_control) {
+                    if text.chars().any(crate::config::error::unsafe_to_print) {
                         errors.push(ConfigError::at(
                             file,
                             item.origin.clone(),
-                            format!("a value of sweep axis `{name}` contains a control character"),
+                            format!(
+                                "a value of sweep axis `{name}` contains a control character (or one that reorders \
+                                 text, or a noncharacter)"
+                            ),
                             Some("axis values become part of instance names, printed in logs and tables".into()),
                         ));
                     } else if text.chars().count() > MAX_NAME_CHARS {

@@ -115,17 +115,23 @@ pub fn canonical<P: Serialize>(typed: &P) -> Result<Json, ParamError> {
     if let Some(path) = control_character(&canonical, "") {
         return Err(ParamError::field(
             &path,
-            format!("`{path}` contains a control character"),
-            Some("parameter text ends up in names, logs, tables and figures; remove it".into()),
+            format!("`{path}` contains a control character (or one that reorders text, or a noncharacter)"),
+            Some(
+                "parameter text ends up in names, logs, tables and figures; remove it (newlines and tabs are text)"
+                    .into(),
+            ),
         ));
     }
     Ok(canonical)
 }
 
-/// The path of the first string holding a control character (newlines and tabs are text).
+/// The path of the first string holding a character unsafe to print (newlines and tabs are text):
+/// one that reorders the text around it would reorder a table title or a name on the page too.
 fn control_character(v: &Json, path: &str) -> Option<String> {
     match v {
-        Json::String(s) => s.chars().any(|c| c.is_control() && c != '\n' && c != '\t').then(|| path.to_string()),
+        Json::String(s) => {
+            s.chars().any(|c| crate::human::unsafe_to_print(c) && c != '\n' && c != '\t').then(|| path.to_string())
+        }
         Json::Array(items) => items.iter().find_map(|i| control_character(i, path)),
         Json::Object(map) => map.iter().find_map(|(k, i)| {
             let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
