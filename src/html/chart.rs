@@ -29,12 +29,47 @@ fn style(i: usize) -> (&'static str, &'static str, String) {
     (color, dash, background)
 }
 
+/// Most points a line is drawn with: two per pixel column of the plot, which is 356 px wide. A
+/// million-point curve made a 253 MB page that no browser drew (found by a review).
+const POINTS_DRAWN: usize = 712;
+/// A line of at most this many points gets a dot at each one; past it the dots hide the line.
+const DOTS_UP_TO: usize = 100;
+
 /// One line: a label and its points.
 pub struct Series {
     /// Legend text.
     pub label: String,
     /// `(x, y)` points in x order.
     pub points: Vec<(f64, f64)>,
+    /// Points left out of `points` for not being finite (counted on the chart).
+    pub unseen: usize,
+}
+
+impl Series {
+    /// The finite ones of `points` (in x order), thinned to at most [`POINTS_DRAWN`]: of each of
+    /// `POINTS_DRAWN / 2` equal runs of them, the lowest and the highest, in x order, so a spike
+    /// still shows.
+    pub fn new(label: String, points: impl IntoIterator<Item = (f64, f64)>) -> Series {
+        let all: Vec<(f64, f64)> = points.into_iter().collect();
+        let finite: Vec<(f64, f64)> = all.iter().copied().filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
+        let unseen = all.len() - finite.len();
+        if finite.len() <= POINTS_DRAWN {
+            return Series { label, points: finite, unseen };
+        }
+        let runs = POINTS_DRAWN / 2;
+        let mut points = Vec::with_capacity(POINTS_DRAWN);
+        for r in 0..runs {
+            let run = &finite[r * finite.len() / runs..(r + 1) * finite.len() / runs];
+            let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
+            let lo = run.iter().enumerate().min_by(|a, b| by_y(&a.1, &b.1)).map_or(0, |(i, _)| i);
+            let hi = run.iter().enumerate().max_by(|a, b| by_y(&a.1, &b.1)).map_or(0, |(i, _)| i);
+            points.push(run[lo.min(hi)]);
+            if lo != hi {
+                points.push(run[lo.max(hi)]);
+            }
+        }
+        Series { label, points, unseen }
+    }
 }
 
 /// Ticks on a 1-2-5 step over `[lo, hi]`, about `target` of them, and the step.
@@ -139,7 +174,8 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
         let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t, x_step));
     }
     // Points that are not finite (a value that overflowed when scaled) are not drawn: said.
-    let unseen = series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| !(a.is_finite() && b.is_finite())).count();
+    let unseen = series.iter().map(|s| s.unseen).sum::<usize>()
+        + series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| !(a.is_finite() && b.is_finite())).count();
     if unseen > 0 {
         let plural = if unseen == 1 { "point" } else { "points" };
         let _ = write!(
@@ -177,7 +213,7 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
             path.join(" ")
         );
         let _ = write!(s, "<title>{}</title></polyline>", escape(&ser.label));
-        for p in &path {
+        for p in path.iter().filter(|_| path.len() <= DOTS_UP_TO) {
             let (a, b) = p.split_once(',').expect("x,y");
             let _ = write!(s, "<circle cx=\"{a}\" cy=\"{b}\" r=\"2\" fill=\"{color}\"/>");
         }
@@ -202,9 +238,9 @@ mod tests {
 
     #[test]
     fn a_range_no_float_spans_draws_no_chart_instead_of_nan() {
-        let wide = Series { label: "x".into(), points: vec![(0.0, -1e308), (1.0, 1e308)] };
+        let wide = Series { label: "x".into(), points: vec![(0.0, -1e308), (1.0, 1e308)], unseen: 0 };
         assert_eq!(line_chart("t", "x", "y", &[wide]), "");
-        let fine = Series { label: "x".into(), points: vec![(0.0, -1e300), (1.0, 1e300), (2.0, f64::NAN)] };
+        let fine = Series { label: "x".into(), points: vec![(0.0, -1e300), (1.0, 1e300), (2.0, f64::NAN)], unseen: 0 };
         let svg = line_chart("t", "x", "y", &[fine]);
         assert!(!svg.is_empty() && !svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
@@ -216,12 +252,44 @@ mod tests {
         let looks: std::collections::BTreeSet<(&str, &str)> =
             (0..COLORS.len() * DASHES.len()).map(|i| (style(i).0, style(i).1)).collect();
         assert_eq!(looks.len(), COLORS.len() * DASHES.len());
-        let series: Vec<Series> =
-            (0..10).map(|i| Series { label: format!("s{i}"), points: vec![(0.0, i as f64), (1.0, 1.0)] }).collect();
+        let series: Vec<Series> = (0..10)
+            .map(|i| Series { label: format!("s{i}"), points: vec![(0.0, i as f64), (1.0, 1.0)], unseen: 0 })
+            .collect();
         let svg = line_chart("t", "x", "y", &series);
         assert_eq!(svg.matches("stroke-dasharray=\"6 3\"").count(), 2, "{svg}");
         let html = legend(&series.iter().map(|s| s.label.clone()).collect::<Vec<_>>());
         assert!(html.contains("repeating-linear-gradient(90deg, #0072B2 0 6px"), "{html}");
+    }
+
+    /// A million-point curve is drawn with at most [`POINTS_DRAWN`] points and no dots, keeping
+    /// its spike and its ends, and counting its points that are not finite (a page of two such
+    /// curves was 253 MB, found by a review).
+    #[test]
+    fn a_long_curve_is_thinned_to_what_the_chart_can_show() {
+        let n = 1_000_000;
+        let points = (0..n).map(|i| {
+            (
+                i as f64,
+                if i == 123_457 {
+                    9.0
+                } else if i == 5 {
+                    f64::NAN
+                } else {
+                    1.0
+                },
+            )
+        });
+        let series = Series::new("long".into(), points);
+        assert!(series.points.len() <= POINTS_DRAWN, "{}", series.points.len());
+        assert_eq!(series.unseen, 1);
+        assert!(series.points.contains(&(123_457.0, 9.0)));
+        assert!(series.points.windows(2).all(|w| w[0].0 < w[1].0), "in x order");
+        assert_eq!((series.points[0].0, series.points.last().unwrap().0), (0.0, (n - 1) as f64));
+        let svg = line_chart("t", "epoch", "loss", &[series]);
+        assert!(svg.len() < 20_000 && !svg.contains("<circle"), "{}", svg.len());
+        assert!(svg.contains("1 point not finite, not drawn"));
+        let short = Series::new("short".into(), (0..10).map(|i| (i as f64, 1.0)));
+        assert_eq!(line_chart("t", "epoch", "loss", &[short]).matches("<circle").count(), 10);
     }
 
     #[test]
@@ -234,7 +302,7 @@ mod tests {
             "loss",
             "epoch",
             "loss",
-            &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)] }],
+            &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)], unseen: 0 }],
         );
         assert!(svg.contains("<polyline") && svg.contains("a&lt;b"));
     }
@@ -249,24 +317,25 @@ mod tests {
                 .map(|t| t.split('<').next().unwrap().to_string())
                 .collect()
         };
-        let huge = Series { label: "x".into(), points: vec![(0.0, 0.0), (1e300, 1.0), (2e300, f64::INFINITY)] };
+        let huge =
+            Series { label: "x".into(), points: vec![(0.0, 0.0), (1e300, 1.0), (2e300, f64::INFINITY)], unseen: 0 };
         let svg = line_chart("t", "epoch", "y", &[huge]);
         let xs = texts(&svg, "xl");
         assert!(xs.iter().all(|t| t.len() < 12), "{xs:?}");
         assert!(xs.contains(&"1e300".to_string()), "{xs:?}");
         assert!(svg.contains("1 point not finite, not drawn"), "{svg}");
         for flat in [50.0, 0.0, 1e7] {
-            let series = Series { label: "x".into(), points: vec![(0.0, flat), (1.0, flat)] };
+            let series = Series { label: "x".into(), points: vec![(0.0, flat), (1.0, flat)], unseen: 0 };
             let ys = texts(&line_chart("t", "epoch", "y", &[series]), "yl");
             let distinct: std::collections::BTreeSet<&String> = ys.iter().collect();
             assert!(ys.len() >= 2 && distinct.len() == ys.len(), "flat at {flat}: {ys:?}");
         }
-        let one_huge_x = Series { label: "x".into(), points: vec![(1e17, 0.5)] };
+        let one_huge_x = Series { label: "x".into(), points: vec![(1e17, 0.5)], unseen: 0 };
         let svg = line_chart("t", "epoch", "y", &[one_huge_x]);
         assert!(!svg.is_empty() && !svg.contains("NaN"), "{svg}");
-        let near_max = Series { label: "x".into(), points: vec![(0.0, f64::MAX), (1.0, f64::MAX)] };
+        let near_max = Series { label: "x".into(), points: vec![(0.0, f64::MAX), (1.0, f64::MAX)], unseen: 0 };
         assert_eq!(line_chart("t", "epoch", "y", &[near_max]), "");
-        let fine_x = Series { label: "x".into(), points: vec![(1e17, 0.0), (1e17 + 16.0, 1.0)] };
+        let fine_x = Series { label: "x".into(), points: vec![(1e17, 0.0), (1e17 + 16.0, 1.0)], unseen: 0 };
         let xs = texts(&line_chart("t", "epoch", "y", &[fine_x]), "xl");
         let distinct: std::collections::BTreeSet<&String> = xs.iter().collect();
         assert_eq!(distinct.len(), xs.len(), "{xs:?}");

@@ -22,13 +22,22 @@ pub struct Run {
     pub outcomes: BTreeMap<String, usize>,
     /// Seconds spent computing (the instances that ran).
     pub compute_seconds: f64,
-    /// Failed or skipped instances with their errors.
+    /// Failed or skipped instances with their errors (the first [`PROBLEMS_KEPT`], each error
+    /// cut to [`PROBLEM_CHARS`]).
     pub problems: Vec<(String, String, String)>,
+    /// How many instances failed or were skipped, `problems` or not.
+    pub problem_count: usize,
     /// Its id, where the log names it.
     pub id: Option<String>,
     /// The targets of a run of part of the experiment (empty for the whole).
     pub targets: Vec<String>,
 }
+
+/// Most problems of one run the page lists: 500 failed instances of 30 runs, each error 8 KB,
+/// made a 63 MB page (found by a review); `runs.jsonl` keeps them all.
+pub const PROBLEMS_KEPT: usize = 50;
+/// Characters of one problem's error the page shows.
+pub const PROBLEM_CHARS: usize = 600;
 
 /// The runs of `experiment` in `log` (oldest first, at most the last `MAX_RUNS`); also the last
 /// log line of each instance.
@@ -64,7 +73,11 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
             run.compute_seconds += entry.seconds;
         }
         if let Some(err) = &entry.error {
-            run.problems.push((entry.instance.clone(), entry.outcome.clone(), err.clone()));
+            run.problem_count += 1;
+            if run.problems.len() < PROBLEMS_KEPT {
+                let err = crate::human::printable_cut(err, PROBLEM_CHARS);
+                run.problems.push((entry.instance.clone(), entry.outcome.clone(), err));
+            }
         }
         last.insert(entry.instance.clone(), entry);
     }
@@ -147,5 +160,26 @@ mod tests {
         assert_eq!((runs[1].start, runs[1].end), (1.5, 4.0));
         assert_eq!(last["a"].outcome, "cached");
         assert_eq!(utc(1_764_450_245.0), "2025-11-29 21:04:05 UTC");
+    }
+
+    /// A run's problems are all counted, its first [`PROBLEMS_KEPT`] kept, each error cut and
+    /// its characters made safe to show.
+    #[test]
+    fn a_run_keeps_its_first_problems_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.jsonl");
+        let error = "<".repeat(5000);
+        let text: Vec<String> = (0..PROBLEMS_KEPT + 30)
+            .map(|i| {
+                format!(
+                    r#"{{"time":1,"experiment":"e","instance":"s{i}","key":null,"outcome":"failed","seconds":0,"run":"r","error":"{error}"}}"#
+                )
+            })
+            .collect();
+        std::fs::write(&log, text.join("\n")).unwrap();
+        let (runs, _) = read(&log, "e");
+        assert_eq!((runs[0].problem_count, runs[0].problems.len()), (PROBLEMS_KEPT + 30, PROBLEMS_KEPT));
+        let (_, _, kept) = &runs[0].problems[0];
+        assert!(kept.chars().count() < PROBLEM_CHARS + 10 && kept.ends_with("… (cut)"), "{kept}");
     }
 }

@@ -4,11 +4,14 @@
 //! in the input becomes markup unescaped.
 
 use super::encode::escape;
+use super::TABLE_CELLS_SHOWN;
 
-/// Renders markdown `text` as an HTML fragment.
+/// Renders markdown `text` as an HTML fragment; its tables show [`TABLE_CELLS_SHOWN`] cells in
+/// all, each of them its first rows within that and how many it has.
 pub fn render(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::new();
+    let mut cells_left = TABLE_CELLS_SHOWN;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i].trim_end();
@@ -20,7 +23,7 @@ pub fn render(text: &str) -> String {
             while i < lines.len() && lines[i].trim_start().starts_with('|') {
                 i += 1;
             }
-            out.push_str(&table(&lines[start..i]));
+            out.push_str(&table(&lines[start..i], &mut cells_left));
         } else if trimmed.starts_with("```") {
             // Verbatim to the closing fence (or the end): its backticks and stars are code.
             i += 1;
@@ -126,7 +129,8 @@ fn is_separator(row: &[String]) -> bool {
     !row.is_empty() && row.iter().all(|c| !c.is_empty() && c.chars().all(|ch| matches!(ch, '-' | ':' | ' ')))
 }
 
-fn table(rows: &[&str]) -> String {
+/// A pipe table, its body rows while they fit in `cells_left` (which they use up).
+fn table(rows: &[&str], cells_left: &mut usize) -> String {
     let rows: Vec<Vec<String>> = rows.iter().map(|r| cells(r)).collect();
     let has_header = rows.len() >= 2 && is_separator(&rows[1]);
     let align: Vec<&str> = if has_header {
@@ -154,7 +158,14 @@ fn table(rows: &[&str]) -> String {
         out.push_str("</tr></thead>\n");
     }
     out.push_str("<tbody>\n");
-    for row in rows.iter().skip(if has_header { 2 } else { 0 }) {
+    let body = &rows[if has_header { 2 } else { 0 }..];
+    let mut shown = 0;
+    for row in body {
+        if row.len() > *cells_left {
+            break;
+        }
+        *cells_left -= row.len();
+        shown += 1;
         out.push_str("<tr>");
         for (j, c) in row.iter().enumerate() {
             out.push_str(&format!("<td{}>{}</td>", attr(j), inline(c)));
@@ -162,6 +173,14 @@ fn table(rows: &[&str]) -> String {
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table></div>\n");
+    if shown < body.len() {
+        *cells_left = 0;
+        out.push_str(&format!(
+            "<p class=\"note\">The first {shown} of {} rows (a page shows at most {TABLE_CELLS_SHOWN} cells of a \
+             file's tables); the whole file is linked below.</p>\n",
+            body.len()
+        ));
+    }
     out
 }
 
@@ -244,6 +263,20 @@ mod tests {
         let html = render("| v | x |\n| --- | --- |\n| c\\|d\\*\\*e | a\\\\|b\\`q |\n");
         assert!(html.contains("<td>c|d**e</td><td>a\\</td><td>b`q</td>"), "{html}");
         assert_eq!(render("`a\\*b` \\x"), "<p><code>a\\*b</code> \\x</p>\n");
+    }
+
+    /// A file's tables show at most [`TABLE_CELLS_SHOWN`] cells in all, and say how many rows
+    /// each has: a million-cell table took a browser 28 s to lay out (found by a review).
+    #[test]
+    fn tables_show_their_first_rows_within_the_cell_budget() {
+        let rows = TABLE_CELLS_SHOWN / 2 + 7;
+        let table = |n: usize| format!("| a | b |\n|---|---|\n{}", "| 1 | 2 |\n".repeat(n));
+        let html = render(&format!("{}\ntext\n\n{}", table(rows), table(3)));
+        assert_eq!(html.matches("<td>").count(), TABLE_CELLS_SHOWN, "{}", html.len());
+        assert!(html.contains(&format!("The first {} of {rows} rows", TABLE_CELLS_SHOWN / 2)));
+        assert!(html.contains("The first 0 of 3 rows"), "the budget is the file's");
+        assert!(html.contains("<p>text</p>"));
+        assert!(!render(&table(3)).contains("The first"));
     }
 
     #[test]

@@ -20,6 +20,11 @@ use crate::exec::evaluate;
 use crate::graph::Plan;
 use crate::ops::Kind;
 
+/// Most cells of one report file's tables the page shows (a CSV's, or all of a markdown file's):
+/// a browser lays out a table of a million cells in half a minute, and one of five million not in
+/// three (a 10 MB file, within the byte limits).
+const TABLE_CELLS_SHOWN: usize = 20_000;
+
 /// What the page shows of one instance.
 pub struct InstanceView {
     /// Instance name.

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::chart::{self, Series};
 use super::encode::{data_uri, escape};
 use super::history::{utc, Run};
-use super::{dag, markdown, InstanceView};
+use super::{dag, markdown, InstanceView, TABLE_CELLS_SHOWN};
 use crate::graph::Plan;
 use crate::ops::Kind;
 
@@ -194,12 +194,8 @@ fn mime(ext: &str) -> &'static str {
     }
 }
 
-/// Most cells of a CSV the page shows as a table: a browser lays out a table of a million cells
-/// in half a minute, and one of five million not in three (a 10 MB file, within the byte limits).
-const CSV_CELLS_SHOWN: usize = 20_000;
-
 /// A CSV without a markdown twin, as a plain table (quoted fields with commas are kept whole);
-/// past [`CSV_CELLS_SHOWN`] cells, its first rows and how many there are.
+/// past [`TABLE_CELLS_SHOWN`] cells, its first rows and how many there are.
 fn csv_table(text: &str) -> String {
     let mut rows = csv_records(text).into_iter().filter(|r| r.iter().any(|c| !c.trim().is_empty()));
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
@@ -210,7 +206,7 @@ fn csv_table(text: &str) -> String {
     let (mut cells, mut shown, mut total) = (0, 0, 0);
     for row in rows {
         total += 1;
-        if cells + row.len() > CSV_CELLS_SHOWN && shown > 0 {
+        if cells + row.len() > TABLE_CELLS_SHOWN && shown > 0 {
             continue;
         }
         cells += row.len();
@@ -225,7 +221,7 @@ fn csv_table(text: &str) -> String {
     if shown < total {
         let _ = write!(
             s,
-            "<p class=\"note\">The first {shown} of {total} rows (a page shows at most {CSV_CELLS_SHOWN} cells of a \
+            "<p class=\"note\">The first {shown} of {total} rows (a page shows at most {TABLE_CELLS_SHOWN} cells of a \
              table); the whole file is linked below.</p>"
         );
     }
@@ -270,10 +266,19 @@ fn csv_records(text: &str) -> Vec<Vec<String>> {
     records
 }
 
+/// Most networks one stage's charts draw a line for: past a few dozen lines a chart is no longer
+/// read line by line, and each line costs the page up to a few dozen KB.
+const CURVES_PER_STAGE: usize = 200;
+
+/// The charted networks of one stage (name, loss, accuracy), and how many it has in all.
+type StageCurves = (Vec<(String, Series, Series)>, usize);
+
 /// Loss and accuracy per epoch of every network (`details.curve` of a metrics output), one
-/// pair of charts per stage with a line per instance.
+/// pair of charts per stage with a line per instance (the first [`CURVES_PER_STAGE`]).
 fn curves(views: &[InstanceView]) -> String {
-    let mut by_stage: BTreeMap<&str, Vec<(String, Vec<Json>)>> = BTreeMap::new();
+    // Each curve is thinned as it is read, so a page holds a few hundred points per line
+    // however long the curves are.
+    let mut by_stage: BTreeMap<&str, StageCurves> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
     for v in views {
         for (_, _, dir) in v.outputs.iter().filter(|(_, k, _)| *k == Kind::Metrics) {
@@ -282,7 +287,17 @@ fn curves(views: &[InstanceView]) -> String {
             if !by_stage.contains_key(v.stage.as_str()) {
                 order.push(&v.stage);
             }
-            by_stage.entry(&v.stage).or_default().push((v.name.clone(), curve.clone()));
+            let (nets, total) = by_stage.entry(&v.stage).or_default();
+            *total += 1;
+            if nets.len() == CURVES_PER_STAGE {
+                continue;
+            }
+            let series = |field: &str, scale: f64| {
+                let points =
+                    curve.iter().filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get(field)?.as_f64()? * scale)));
+                Series::new(v.name.clone(), points)
+            };
+            nets.push((v.name.clone(), series("loss", 1.0), series("accuracy", 100.0)));
         }
     }
     let mut s = String::from("<section id=\"curves\"><h2>Training curves</h2>");
@@ -290,25 +305,20 @@ fn curves(views: &[InstanceView]) -> String {
         s.push_str("<p class=\"note\">No trained network is in the cache.</p>");
     }
     for stage in order {
-        let nets = &by_stage[stage];
-        let series = |field: &str, scale: f64| -> Vec<Series> {
-            nets.iter()
-                .map(|(name, curve)| Series {
-                    label: name.clone(),
-                    points: curve
-                        .iter()
-                        .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get(field)?.as_f64()? * scale)))
-                        .collect(),
-                })
-                .collect()
+        let (nets, total) = by_stage.remove(stage).unwrap_or_default();
+        let labels: Vec<String> = nets.iter().map(|(n, _, _)| n.clone()).collect();
+        let (loss, accuracy): (Vec<Series>, Vec<Series>) = nets.into_iter().map(|(_, l, a)| (l, a)).unzip();
+        let more = if total > labels.len() {
+            format!("<p class=\"note\">The first {} of {total} networks.</p>", labels.len())
+        } else {
+            String::new()
         };
-        let labels: Vec<String> = nets.iter().map(|(n, _)| n.clone()).collect();
         let _ = write!(
             s,
-            "<article class=\"curves\"><h3>{}</h3><div class=\"charts\">{}{}</div>{}</article>",
+            "<article class=\"curves\"><h3>{}</h3><div class=\"charts\">{}{}</div>{}{more}</article>",
             escape(stage),
-            chart::line_chart("training loss", "epoch", "loss", &series("loss", 1.0)),
-            chart::line_chart("training accuracy (%)", "epoch", "accuracy %", &series("accuracy", 100.0)),
+            chart::line_chart("training loss", "epoch", "loss", &loss),
+            chart::line_chart("training accuracy (%)", "epoch", "accuracy %", &accuracy),
             chart::legend(&labels)
         );
     }
@@ -353,10 +363,14 @@ fn instances(views: &[InstanceView]) -> String {
     s
 }
 
+/// Characters of an instance's error its provenance shows (the run printed it whole).
+const ERROR_CHARS: usize = 1_500;
+
 fn provenance(v: &InstanceView) -> String {
     let mut rows = Vec::new();
     if let Some(err) = &v.error {
-        rows.push(("error", format!("<pre class=\"err\">{}</pre>", escape(err))));
+        let err = crate::human::printable_cut(err, ERROR_CHARS);
+        rows.push(("error", format!("<pre class=\"err\">{}</pre>", escape(&err))));
     }
     if let Some(rec) = &v.record {
         let p = &rec.provenance;
@@ -429,12 +443,18 @@ fn history(runs: &[Run]) -> String {
         let problems = if run.problems.is_empty() {
             String::new()
         } else {
-            let items: Vec<String> = run
+            let mut items: Vec<String> = run
                 .problems
                 .iter()
                 .map(|(i, o, e)| format!("<li><code>{}</code> {}: {}</li>", escape(i), escape(o), escape(e)))
                 .collect();
-            format!("<details><summary>{}</summary><ul>{}</ul></details>", run.problems.len(), items.join(""))
+            if run.problem_count > run.problems.len() {
+                items.push(format!(
+                    "<li>and {} more (the cache's <code>runs.jsonl</code> has them all)</li>",
+                    run.problem_count - run.problems.len()
+                ));
+            }
+            format!("<details><summary>{}</summary><ul>{}</ul></details>", run.problem_count, items.join(""))
         };
         let _ = write!(
             s,
@@ -460,7 +480,8 @@ fn history(runs: &[Run]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{csv_records, csv_table, reports_within, InstanceView, Kind, CSV_CELLS_SHOWN};
+    use super::{csv_records, csv_table, reports_within, InstanceView, Kind};
+    use crate::html::TABLE_CELLS_SHOWN;
 
     /// Files past one file's limit, or past what the page has room for in all, are named by
     /// their path instead of inlined; the ones before them still are.
@@ -530,7 +551,7 @@ mod tests {
             text.push_str(&format!("{i},1,2,3\n"));
         }
         let html = csv_table(&text);
-        let rows = CSV_CELLS_SHOWN / 4;
+        let rows = TABLE_CELLS_SHOWN / 4;
         assert_eq!(html.matches("<tr>").count(), rows + 1, "the header and the rows within the budget");
         assert!(html.contains(&format!("The first {rows} of 10000 rows")), "{}", &html[html.len() - 300..]);
         assert!(!csv_table("a,b\n1,2\n").contains("The first"));
