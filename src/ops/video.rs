@@ -35,7 +35,7 @@ pub struct VideoParams {
     pub size: usize,
     /// Frames per clip.
     #[serde(default = "defaults::frames")]
-    #[schemars(range(min = 2, max = 32))]
+    #[schemars(range(min = 3, max = 32))]
     pub frames: usize,
     /// Up to this many dim static distractor objects per clip.
     #[serde(default = "defaults::distractors")]
