@@ -98,9 +98,9 @@ pub fn recheck(argv: &[String], hashed: &str, when: &str) -> Result<(), String> 
     }
     let (then_lines, now_lines): (Vec<&str>, Vec<&str>) = (hashed.lines().collect(), now.lines().collect());
     let line = (0..then_lines.len().max(now_lines.len())).find(|&i| then_lines.get(i) != now_lines.get(i)).unwrap_or(0);
-    let shown = |l: Option<&&str>| {
-        l.map_or("nothing".to_string(), |l| format!("`{}`", l.chars().take(120).collect::<String>()))
-    };
+    // The probe's own text, cut and with what could move a terminal's cursor made visible.
+    let shown =
+        |l: Option<&&str>| l.map_or("nothing".to_string(), |l| format!("`{}`", crate::human::printable_cut(l, 120)));
     Err(format!(
         "the environment changed since the plan probed it: `{}` {when} printed {} on line {}, where the stage's key \
          has {}; nothing was published; run again to plan with this environment",
