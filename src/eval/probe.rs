@@ -13,8 +13,9 @@ use super::{EvalError, ProbeConfig, ProbeData, ProbeResult, ProbeSolver};
 
 /// Small train splits get smaller batches so that an epoch still has close to
 /// this many steps (the batch is ceil(n / 32), so from 32 rows on an epoch takes
-/// between 16 and 32 steps: 30 at 300 rows): with 1k rows and 1024-row batches, 10 epochs would be only 10
-/// steps and land ~10 points below scikit-learn; at 32 steps per epoch it matches.
+/// between 16 and 32 steps: 30 at 300 rows): with 1k rows and 1024-row batches,
+/// 10 epochs would be only 10 steps and land ~10 points below scikit-learn; at 32
+/// steps per epoch it matches.
 pub(super) const MIN_STEPS_PER_EPOCH: usize = 32;
 
 /// Rows per scoring task; scoring is per row, so any size gives the same numbers.

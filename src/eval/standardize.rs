@@ -61,7 +61,7 @@ impl Standardizer {
             // small for its inverse to be an f32 (below about 3e-39, as from values that underflowed):
             // an infinite scale would turn every row at the mean into NaN.
             let inv = (1.0 / sd) as f32;
-            inv_std.push(if sd > 0.0 && inv.is_finite() { inv } else { 1.0 });
+            inv_std.push(if sd > 0.0 && sd.is_finite() && inv.is_finite() { inv } else { 1.0 });
         }
         Self { mean, inv_std }
     }

@@ -142,6 +142,9 @@ impl JobDevices {
 mod job_device_tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     /// The GPU's math as provenance names it: TF32 off unless asked for, cuDNN as built.
     #[test]
     fn gpu_math_names_each_switch() {
@@ -150,8 +153,6 @@ mod job_device_tests {
         assert_eq!(math["cudnn"], cfg!(feature = "cudnn"));
         assert_eq!(math["nvidia_tf32_override"], serde_json::json!(std::env::var("NVIDIA_TF32_OVERRIDE").ok()));
     }
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     #[test]
     fn devices_are_opened_only_for_jobs_running_at_once() {

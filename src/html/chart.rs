@@ -35,14 +35,14 @@ const POINTS_DRAWN: usize = 712;
 /// A line of at most this many points gets a dot at each one; past it the dots hide the line.
 const DOTS_UP_TO: usize = 100;
 
-/// One line: a label and its points.
+/// One line: a label and its points, made by [`Series::new`].
 pub struct Series {
     /// Legend text.
-    pub label: String,
-    /// `(x, y)` points in x order.
-    pub points: Vec<(f64, f64)>,
+    label: String,
+    /// Finite `(x, y)` points in x order, at most [`POINTS_DRAWN`].
+    points: Vec<(f64, f64)>,
     /// Points left out of `points` for not being finite (counted on the chart).
-    pub unseen: usize,
+    unseen: usize,
 }
 
 impl Series {
@@ -60,9 +60,9 @@ impl Series {
         let mut points = Vec::with_capacity(POINTS_DRAWN);
         for r in 0..runs {
             let run = &finite[r * finite.len() / runs..(r + 1) * finite.len() / runs];
-            let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
-            let lo = run.iter().enumerate().min_by(|a, b| by_y(&a.1, &b.1)).map_or(0, |(i, _)| i);
-            let hi = run.iter().enumerate().max_by(|a, b| by_y(&a.1, &b.1)).map_or(0, |(i, _)| i);
+            let by_y = |a: &(usize, &(f64, f64)), b: &(usize, &(f64, f64))| a.1 .1.total_cmp(&b.1 .1);
+            let lo = run.iter().enumerate().min_by(by_y).map_or(0, |(i, _)| i);
+            let hi = run.iter().enumerate().max_by(by_y).map_or(0, |(i, _)| i);
             points.push(run[lo.min(hi)]);
             if lo != hi {
                 points.push(run[lo.max(hi)]);
@@ -125,7 +125,7 @@ fn distinct_labels(ticks: Vec<f64>, step: f64) -> Vec<f64> {
 pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     let (w, h) = (420.0, 260.0);
     let (left, right, top, bottom) = (52.0, 12.0, 28.0, 40.0);
-    let pts = series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| a.is_finite() && b.is_finite());
+    let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(a, b) in pts {
         x0 = x0.min(a);
@@ -174,8 +174,7 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
         let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"xl\">{}</text>", h - bottom + 14.0, label(t, x_step));
     }
     // Points that are not finite (a value that overflowed when scaled) are not drawn: said.
-    let unseen = series.iter().map(|s| s.unseen).sum::<usize>()
-        + series.iter().flat_map(|s| s.points.iter()).filter(|(a, b)| !(a.is_finite() && b.is_finite())).count();
+    let unseen = series.iter().map(|s| s.unseen).sum::<usize>();
     if unseen > 0 {
         let plural = if unseen == 1 { "point" } else { "points" };
         let _ = write!(
@@ -201,12 +200,7 @@ pub fn line_chart(title: &str, x: &str, y: &str, series: &[Series]) -> String {
     for (i, ser) in series.iter().enumerate() {
         let (color, dash, _) = style(i);
         let dashed = if dash.is_empty() { String::new() } else { format!(" stroke-dasharray=\"{dash}\"") };
-        let path: Vec<String> = ser
-            .points
-            .iter()
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b)))
-            .collect();
+        let path: Vec<String> = ser.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b))).collect();
         let _ = write!(
             s,
             "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\"{dashed}>",
@@ -238,9 +232,9 @@ mod tests {
 
     #[test]
     fn a_range_no_float_spans_draws_no_chart_instead_of_nan() {
-        let wide = Series { label: "x".into(), points: vec![(0.0, -1e308), (1.0, 1e308)], unseen: 0 };
+        let wide = Series::new("x".into(), vec![(0.0, -1e308), (1.0, 1e308)]);
         assert_eq!(line_chart("t", "x", "y", &[wide]), "");
-        let fine = Series { label: "x".into(), points: vec![(0.0, -1e300), (1.0, 1e300), (2.0, f64::NAN)], unseen: 0 };
+        let fine = Series::new("x".into(), vec![(0.0, -1e300), (1.0, 1e300), (2.0, f64::NAN)]);
         let svg = line_chart("t", "x", "y", &[fine]);
         assert!(!svg.is_empty() && !svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
@@ -252,9 +246,8 @@ mod tests {
         let looks: std::collections::BTreeSet<(&str, &str)> =
             (0..COLORS.len() * DASHES.len()).map(|i| (style(i).0, style(i).1)).collect();
         assert_eq!(looks.len(), COLORS.len() * DASHES.len());
-        let series: Vec<Series> = (0..10)
-            .map(|i| Series { label: format!("s{i}"), points: vec![(0.0, i as f64), (1.0, 1.0)], unseen: 0 })
-            .collect();
+        let series: Vec<Series> =
+            (0..10).map(|i| Series::new(format!("s{i}"), vec![(0.0, i as f64), (1.0, 1.0)])).collect();
         let svg = line_chart("t", "x", "y", &series);
         assert_eq!(svg.matches("stroke-dasharray=\"6 3\"").count(), 2, "{svg}");
         let html = legend(&series.iter().map(|s| s.label.clone()).collect::<Vec<_>>());
@@ -298,12 +291,7 @@ mod tests {
         assert_eq!(ticks(1.0, 2.0, 6).0.last().map(|t| t.round()), Some(2.0));
         assert_eq!(label(0.6000000000000001, 0.2), "0.6");
         assert_eq!(label(-1e-17, 0.2), "0");
-        let svg = line_chart(
-            "loss",
-            "epoch",
-            "loss",
-            &[Series { label: "a<b".into(), points: vec![(1.0, 2.0), (2.0, 1.0)], unseen: 0 }],
-        );
+        let svg = line_chart("loss", "epoch", "loss", &[Series::new("a<b".into(), vec![(1.0, 2.0), (2.0, 1.0)])]);
         assert!(svg.contains("<polyline") && svg.contains("a&lt;b"));
     }
 
@@ -317,25 +305,24 @@ mod tests {
                 .map(|t| t.split('<').next().unwrap().to_string())
                 .collect()
         };
-        let huge =
-            Series { label: "x".into(), points: vec![(0.0, 0.0), (1e300, 1.0), (2e300, f64::INFINITY)], unseen: 0 };
+        let huge = Series::new("x".into(), vec![(0.0, 0.0), (1e300, 1.0), (2e300, f64::INFINITY)]);
         let svg = line_chart("t", "epoch", "y", &[huge]);
         let xs = texts(&svg, "xl");
         assert!(xs.iter().all(|t| t.len() < 12), "{xs:?}");
         assert!(xs.contains(&"1e300".to_string()), "{xs:?}");
         assert!(svg.contains("1 point not finite, not drawn"), "{svg}");
         for flat in [50.0, 0.0, 1e7] {
-            let series = Series { label: "x".into(), points: vec![(0.0, flat), (1.0, flat)], unseen: 0 };
+            let series = Series::new("x".into(), vec![(0.0, flat), (1.0, flat)]);
             let ys = texts(&line_chart("t", "epoch", "y", &[series]), "yl");
             let distinct: std::collections::BTreeSet<&String> = ys.iter().collect();
             assert!(ys.len() >= 2 && distinct.len() == ys.len(), "flat at {flat}: {ys:?}");
         }
-        let one_huge_x = Series { label: "x".into(), points: vec![(1e17, 0.5)], unseen: 0 };
+        let one_huge_x = Series::new("x".into(), vec![(1e17, 0.5)]);
         let svg = line_chart("t", "epoch", "y", &[one_huge_x]);
         assert!(!svg.is_empty() && !svg.contains("NaN"), "{svg}");
-        let near_max = Series { label: "x".into(), points: vec![(0.0, f64::MAX), (1.0, f64::MAX)], unseen: 0 };
+        let near_max = Series::new("x".into(), vec![(0.0, f64::MAX), (1.0, f64::MAX)]);
         assert_eq!(line_chart("t", "epoch", "y", &[near_max]), "");
-        let fine_x = Series { label: "x".into(), points: vec![(1e17, 0.0), (1e17 + 16.0, 1.0)], unseen: 0 };
+        let fine_x = Series::new("x".into(), vec![(1e17, 0.0), (1e17 + 16.0, 1.0)]);
         let xs = texts(&line_chart("t", "epoch", "y", &[fine_x]), "xl");
         let distinct: std::collections::BTreeSet<&String> = xs.iter().collect();
         assert_eq!(distinct.len(), xs.len(), "{xs:?}");

@@ -162,8 +162,7 @@ mod tests {
         assert_eq!(utc(1_764_450_245.0), "2025-11-29 21:04:05 UTC");
     }
 
-    /// A run's problems are all counted, its first [`PROBLEMS_KEPT`] kept, each error cut and
-    /// its characters made safe to show.
+    /// A run's problems are all counted, its first [`PROBLEMS_KEPT`] kept, each error cut.
     #[test]
     fn a_run_keeps_its_first_problems_cut_short() {
         let dir = tempfile::tempdir().unwrap();

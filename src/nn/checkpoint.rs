@@ -241,10 +241,10 @@ impl TrainState {
         })
     }
 
-    /// Resuming under `cfg` must reproduce the same run: everything but `epochs` must match.
+    /// Resuming under `cfg` must reproduce the same run: the whole config must match, `epochs`
+    /// included (the learning-rate schedule is drawn over them, so the first epochs of a longer
+    /// or shorter run are not the same steps).
     pub fn check_resumable(&self, cfg: &TrainConfig) -> Result<(), NnError> {
-        // `epochs` included: the learning-rate schedule (cosine, warm-up) is drawn over them, so
-        // the same first epochs of a longer or shorter run are not the same steps.
         if &self.config != cfg {
             return Err(NnError::Mismatch(format!(
                 "cannot resume: the checkpoint was made with {:?}, this run uses {cfg:?}",
