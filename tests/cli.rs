@@ -3627,6 +3627,70 @@ fn a_job_spec_with_a_parameter_out_of_range_is_refused() {
     assert!(stderr(&out).contains("its parameters: `epochs` is 4611686018427387904"), "{}", stderr(&out));
 }
 
+/// A switch that changes a network's bits keys every stage apart (README "Devices"): candle's
+/// convolution backward moves an f16 network's bits on the CPU, where f16 does not take the fast
+/// kernels. Its run is neither served the default's results nor leaves its own for a default
+/// run; `status` names the switch; and a job started without the driver's switch refuses its
+/// spec rather than publish other bits under the key. (Before, one key held whichever ran first.)
+#[test]
+fn a_switch_that_changes_the_bits_keys_results_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f16.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"f16\"\nseed = 5\n\n[stages.shapes]\nop = \"dataset\"\nname = \"synthetic\"\n\
+         classes = 4\nsize = 16\ntrain_size = 128\ntest_size = 32\n\n[stages.model]\nop = \"train\"\n\
+         images = \"shapes.images\"\nlabels = \"shapes.labels\"\narch = \"resnet_tiny\"\nepochs = 1\n\
+         batch_size = 32\nwarmup_epochs = 0\nprecision = \"f16\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let switched = |cache: &Path, args: &[&str]| {
+        cfrun_command(cache, args).env("CFRUN_CONV_BACKWARD", "candle").output().expect("cfrun starts")
+    };
+    let cache = dir.path().join("cache");
+    let plain = run_json(&cache, &file, &[]);
+    assert!(plain.values().all(|o| o == "ran"), "{plain:?}");
+    let default_objects = objects(&cache);
+
+    let out = switched(&cache, &["status", path]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    assert!(text.contains("CFRUN_CONV_BACKWARD (unset) -> candle"), "{text}");
+    let out = switched(&cache, &[path, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ran = outcomes(&serde_json::from_slice(&out.stdout).unwrap());
+    assert!(ran.values().all(|o| o == "ran"), "served the default's results under the switch: {ran:?}");
+    let both = std::fs::read_dir(cache.join("keys")).unwrap().count();
+    assert_eq!(both, 4, "two keys a stage");
+
+    // The default run is served its own results, which differ from the switch's.
+    let again = run_json(&cache, &file, &[]);
+    assert!(again.values().all(|o| o == "cached"), "{again:?}");
+    let separate = tempfile::tempdir().unwrap();
+    let out = switched(separate.path(), &[path, "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(objects(separate.path())["model"], default_objects["model"], "the switch no longer moves f16 bits");
+
+    // A job written by a driver with the switch, started without it.
+    let jobs_cache = dir.path().join("jobs-cache");
+    let out = switched(&jobs_cache, &[path, "--executor", "processes", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec = std::fs::read_dir(jobs_cache.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a job spec");
+    let key = spec.file_stem().unwrap().to_str().unwrap().to_string();
+    let out = cfrun(&jobs_cache, &["exec", &key]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("keyed with the switches CFRUN_CONV_BACKWARD=candle, but this process has none"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(switched(&jobs_cache, &["exec", &key]).status.success(), "the same job with the switch");
+}
+
 // ---- Front end: no input hangs or crashes it (README "Guarantees") ----
 
 /// Generated inputs of every size class end in a located exit-2 error within seconds, with a

@@ -10,6 +10,7 @@
 //! | the seed (a parameter, defaulting to `experiment.seed`) | random draws are part of the recipe |
 //! | for each input slot, the *output digest* of each upstream output it reads | upstream content, not upstream recipes: a re-run that produces identical bytes changes no downstream key (early cutoff) |
 //! | for gathering inputs (tables), also the upstream stage name and axis values | they label the rows and columns |
+//! | the switches set away from their defaults that change a network's bits (`CFRUN_CONV_BACKWARD`, `CFRUN_BN_BACKWARD`, `CFRUN_CONV_CUDNN`, `CFRUN_BN_CUDA`, `CFRUN_GEMM_TF32`), in every stage | a result computed with them is never served for the default arithmetic; none set, nothing is added, so earlier keys still match |
 //!
 //!
 //! The tests: `each_input_changes_the_key` below (one assertion per row above), and
@@ -43,7 +44,8 @@
 //! |---|---|
 //! | the stage's name and the experiment's name | renaming a stage does not change what it computes |
 //! | comments, key order, whitespace, the TOML file's path | cosmetic |
-//! | the device (cpu/cuda) | results differ only in the last bits; the device is recorded in provenance instead (see README "Devices") |
+//! | the device (cpu/cuda) | results differ only in the last bits; the device is recorded in provenance instead (see README "Devices"), and so is the GPU's own choice of TF32 for cuDNN's convolutions (`gpu_math`) |
+//! | the switches that keep the bits (`CFRUN_TRAIN_PIPELINE`, `CFRUN_SGD_UPDATE`, `CFRUN_BN_STATS`, `CFRUN_CONV_COLUMNS`, `CFRUN_CUDA_PARAMS`, thread counts) | tested to compute the same bits either way |
 //! | wall time, host, cfrun's own version | provenance, not recipe |
 //! | upstream recipe keys | superseded by their output digests |
 
@@ -85,6 +87,11 @@ pub struct Recipe {
     pub params: Json,
     /// Input slot to the outputs it reads.
     pub inputs: BTreeMap<String, Vec<InputDigest>>,
+    /// The switches in force that change a network's bits (environment variable to value;
+    /// `nn::math_switches`). Empty, and then left out of the encoding, by default, so keys from
+    /// before it existed still match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub math: BTreeMap<String, String>,
 }
 
 impl Recipe {
@@ -139,6 +146,16 @@ pub enum DirtyReason {
         /// New op.
         new: String,
     },
+    /// A switch that changes a network's bits is set, unset or set otherwise (`None`: at its
+    /// default).
+    Math {
+        /// The switch's environment variable.
+        switch: String,
+        /// Previous value.
+        old: Option<String>,
+        /// New value.
+        new: Option<String>,
+    },
     /// Same recipe as last time, but its result is not in this cache (removed, gc'd or corrupt).
     Missing,
     /// The result is published, but its object failed a check: it will be rebuilt.
@@ -170,6 +187,10 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::UpstreamPending { slot, upstream } => write!(f, "input `{slot}` waits on {upstream}"),
             DirtyReason::OpVersion { old, new } => write!(f, "op version {old} -> {new}"),
             DirtyReason::Op { old, new } => write!(f, "op {old} -> {new}"),
+            DirtyReason::Math { switch, old, new } => {
+                let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+                write!(f, "{switch} {} -> {}", show(old), show(new))
+            }
             DirtyReason::Missing => write!(f, "result missing from the cache"),
             DirtyReason::Damaged { detail } => write!(f, "cached result is damaged ({detail}); it will be rebuilt"),
             DirtyReason::Unreadable { detail } => {
@@ -189,6 +210,13 @@ pub fn diff(old: &Recipe, new: &Recipe) -> Vec<DirtyReason> {
     }
     if old.version != new.version {
         out.push(DirtyReason::OpVersion { old: old.version, new: new.version });
+    }
+    let switches: std::collections::BTreeSet<&String> = old.math.keys().chain(new.math.keys()).collect();
+    for switch in switches {
+        let (was, now) = (old.math.get(switch), new.math.get(switch));
+        if was != now {
+            out.push(DirtyReason::Math { switch: switch.clone(), old: was.cloned(), new: now.cloned() });
+        }
     }
     diff_json("", &old.params, &new.params, &mut out);
     let slots: std::collections::BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
@@ -247,7 +275,14 @@ mod tests {
     fn recipe() -> Recipe {
         let mut inputs = BTreeMap::new();
         inputs.insert("features".to_string(), vec![InputDigest { digest: Digest([7; 32]), stage: None, axes: None }]);
-        Recipe { format: RECIPE_FORMAT, op: "kmeans".into(), version: 1, params: json!({"k": 50, "seed": 0}), inputs }
+        Recipe {
+            format: RECIPE_FORMAT,
+            op: "kmeans".into(),
+            version: 1,
+            params: json!({"k": 50, "seed": 0}),
+            inputs,
+            math: BTreeMap::new(),
+        }
     }
 
     /// Pins the encoding: if this changes, bump RECIPE_FORMAT (old caches must not alias).
@@ -286,6 +321,26 @@ mod tests {
         let mut r = recipe();
         r.format = RECIPE_FORMAT + 1;
         assert_ne!(r.key(), base, "format");
+        let mut r = recipe();
+        r.math.insert("CFRUN_CONV_BACKWARD".into(), "candle".into());
+        assert_ne!(r.key(), base, "a switch that changes the bits");
+        let mut other = r.clone();
+        other.math.insert("CFRUN_CONV_BACKWARD".into(), "cfrun".into());
+        assert_ne!(other.key(), r.key(), "its value");
+    }
+
+    /// No switch set: the recipe is encoded as before the field existed (`pinned_key`), and
+    /// `status` names a switch that keys a stage apart as it names a parameter.
+    #[test]
+    fn a_math_switch_is_named_and_absent_by_default() {
+        let text = serde_json::to_string(&recipe()).unwrap();
+        assert!(!text.contains("math"), "{text}");
+        let mut switched = recipe();
+        switched.math.insert("CFRUN_GEMM_TF32".into(), "1".into());
+        let why: Vec<String> = diff(&recipe(), &switched).iter().map(ToString::to_string).collect();
+        assert_eq!(why, ["CFRUN_GEMM_TF32 (unset) -> 1"]);
+        let back: Recipe = serde_json::from_str(&serde_json::to_string(&switched).unwrap()).unwrap();
+        assert_eq!(back, switched);
     }
 
     #[test]

@@ -716,6 +716,7 @@ pub(crate) mod tests {
             version: 1,
             params: serde_json::json!({ "seed": seed }),
             inputs: BTreeMap::new(),
+            math: BTreeMap::new(),
         }
     }
 

@@ -69,6 +69,7 @@ pub fn recipe_for(plan: &Plan, inst: &Instance, records: &[Option<KeyRecord>]) -
         version: op.version(),
         params: inst.params.clone(),
         inputs,
+        math: crate::nn::math_switches::in_force(),
     })
 }
 
@@ -91,6 +92,7 @@ pub fn reasons(
                 version: inst.op.version(),
                 params: inst.params.clone(),
                 inputs: prev.recipe.inputs.clone(),
+                math: crate::nn::math_switches::in_force(),
             };
             let mut why = crate::cache::key::diff(&prev.recipe, &own);
             why.retain(|r| !matches!(r, DirtyReason::Missing));

@@ -241,6 +241,23 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     let op = crate::ops::find(&spec.recipe.op).filter(|op| op.version() == spec.recipe.version).ok_or_else(|| {
         invalid(format!("op {} v{} is not what this cfrun runs", spec.recipe.op, spec.recipe.version))
     })?;
+    // The key promises the arithmetic the driver had: a job started without a switch the driver
+    // ran with (or with one it did not) would publish other bits under it.
+    let here = crate::nn::math_switches::in_force();
+    if spec.recipe.math != here {
+        let show = |m: &BTreeMap<String, String>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            }
+        };
+        return Err(invalid(format!(
+            "it was keyed with the switches {}, but this process has {}: start it with the driver's environment",
+            show(&spec.recipe.math),
+            show(&here)
+        )));
+    }
     // The driver checked these, but the file is read back from disk: typed and range-checked
     // again, nothing hashed or probed (an `epochs` of 2^62, hashed into a key of its own,
     // panicked).

@@ -1,6 +1,7 @@
 //! Process-wide switches between cfrun's backward passes off the CPU kernels and candle's own, one
 //! per layer kind, for A/B measurements on a GPU: `CFRUN_CONV_BACKWARD` and `CFRUN_BN_BACKWARD`,
-//! each `cfrun` (the default) or `candle`, read by the binary at start-up.
+//! each `cfrun` (the default) or `candle`, read by the binary at start-up. candle's backward sums
+//! in another order, so `candle` keys results apart ([`super::math_switches`]).
 
 use super::env_flag::{Choice, SwitchError};
 

@@ -31,7 +31,8 @@
 //!
 //! The default stays `upload` until a GPU session has measured `cached` against it
 //! (scripts/gpu-bench.sh, `STEPS=ab`). Off CUDA, and in a binary built without it, the switch
-//! changes nothing. Like the other measurement switches it is not part of the recipe key.
+//! changes nothing. With the same bits either way, it is not part of the recipe key (unlike the
+//! switches of [`super::math_switches`]).
 
 use candle_core::Device;
 

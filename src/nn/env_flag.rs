@@ -55,6 +55,17 @@ impl<T: Copy + PartialEq> Choice<T> {
         i.checked_sub(1).map(|i| self.names[i].1)
     }
 
+    /// The name of the forced value, if any (as its environment variable spells it).
+    pub fn forced_name(&self) -> Option<&'static str> {
+        let i = self.forced.load(Ordering::Relaxed) as usize;
+        i.checked_sub(1).map(|i| self.names[i].0)
+    }
+
+    /// The switch's environment variable.
+    pub fn env(&self) -> &'static str {
+        self.env
+    }
+
     /// The forced value, else `on_cpu` on the CPU and `elsewhere` on any other device.
     pub fn for_device(&self, device: &candle_core::Device, on_cpu: T, elsewhere: T) -> T {
         self.forced().unwrap_or(if device.is_cpu() { on_cpu } else { elsewhere })

@@ -46,6 +46,7 @@ pub mod init;
 pub mod jigsaw;
 mod jigsaw_resident;
 pub mod layer_log;
+pub mod math_switches;
 pub mod pipeline;
 mod precomputed;
 pub mod quadrants;

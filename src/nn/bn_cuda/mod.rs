@@ -23,8 +23,8 @@
 //! statistics, a few launches already), keep the generic ops.
 //!
 //! The default stays `ops` until a GPU session has run `check-device` with `fused` and measured
-//! it against the default (scripts/gpu-bench.sh, `STEPS=ab`). Like the other measurement switches
-//! it is not part of the recipe key.
+//! it against the default (scripts/gpu-bench.sh, `STEPS=ab`). Its kernels sum in their own
+//! order, so `fused` keys results apart ([`super::math_switches`]).
 
 #[cfg(feature = "cuda")]
 mod ops;

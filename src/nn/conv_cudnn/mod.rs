@@ -24,7 +24,8 @@
 //!
 //! The default stays `per-call` (candle's forward, cfrun's backward) until a GPU session has run
 //! `check-device` with `planned` and measured it against the default (scripts/gpu-bench.sh,
-//! `STEPS=ab`). Like the other measurement switches it is not part of the recipe key.
+//! `STEPS=ab`). Its algorithms differ from the default's by rounding, so `planned` keys results
+//! apart ([`super::math_switches`]).
 
 #[cfg(feature = "cudnn")]
 mod ops;
