@@ -503,6 +503,7 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
             return Err(ParamError::field("argv", message, Some(help)));
         }
     }
+    refuse_program_shadowed_on_path(&p)?;
     let mut code = BTreeMap::new();
     for (i, path) in p.code.iter().enumerate() {
         code.insert(
@@ -546,6 +547,38 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
         // key it, and a new experiment seed would run it again for nothing.
         seed: if p.seeded { p.seed } else { 0 },
     })
+}
+
+/// The program `argv[0]` names (through `{param.NAME}` when it is only that), as written.
+fn program(p: &RawParams) -> Option<&str> {
+    let first = p.argv.first()?;
+    match first.strip_prefix("{param.").and_then(|n| n.strip_suffix('}')) {
+        Some(name) => p.params.get(name).and_then(Json::as_str),
+        None => Some(first),
+    }
+}
+
+/// A bare `argv[0]` (no `/`) is looked up on PATH, so when it is also the name of a `code` file
+/// in the directory cfrun runs in, the program that runs is PATH's, out of the key, while the
+/// hashed file is never run: an edit to the one that ran would be served from the cache.
+fn refuse_program_shadowed_on_path(p: &RawParams) -> Result<(), ParamError> {
+    let Some(program) = program(p).filter(|prog| !prog.is_empty() && !prog.contains('/')) else { return Ok(()) };
+    let listed = p.code.iter().any(|path| {
+        let parts: Vec<Component> = Path::new(path).components().filter(|c| *c != Component::CurDir).collect();
+        matches!(parts.as_slice(), [Component::Normal(name)] if *name == program)
+    });
+    if !listed {
+        return Ok(());
+    }
+    Err(ParamError::field(
+        "argv",
+        format!(
+            "`argv[0]` = \"{}\" names a program on PATH, but `{program}` is also a `code` file: the file is hashed and \
+             never run, and whatever PATH holds runs outside the key",
+            p.argv[0]
+        ),
+        Some(format!("write argv[0] = \"./{program}\" to run the listed file (it is copied and hashed)")),
+    ))
 }
 
 /// A relative path that stays below the directory cfrun runs in, so it can be copied into the
