@@ -53,7 +53,8 @@ pub fn duration(seconds: f64) -> String {
 
 /// `text` with control and direction-changing characters escaped (`\u{1b}`), so that what a
 /// stage, a command or a file wrote can never move the cursor, recolour or reorder the terminal,
-/// and cut to `max_chars` (`config::error::printable` cuts a message shorter).
+/// and invisible ones too, so that a name holding one does not read as another; cut to
+/// `max_chars` (`config::error::printable` cuts a message shorter).
 pub fn printable_cut(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
@@ -61,7 +62,7 @@ pub fn printable_cut(text: &str, max_chars: usize) -> String {
             out.push_str("… (cut)");
             break;
         }
-        if unsafe_to_print(c) && c != '\n' && c != '\t' {
+        if (unsafe_to_print(c) || invisible(c)) && c != '\n' && c != '\t' {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
             out.push(c);
@@ -84,9 +85,34 @@ pub fn unsafe_to_print(c: char) -> bool {
         || c as u32 & 0xfffe == 0xfffe
 }
 
+/// A path as a person reads it: [`printable_cut`] of its display form, whole (a path from the
+/// command line can hold anything a file name can).
+pub fn printable_path(path: &std::path::Path) -> String {
+    printable_cut(&path.display().to_string(), usize::MAX)
+}
+
+/// Characters that print as nothing: zero-width spaces and joiners, the word joiner and its
+/// kin, the byte order mark, the soft hyphen. Harmless to the text around them, so parameter
+/// text may hold them (an emoji sequence needs its joiners), but `kmeans` with one attached reads
+/// as `kmeans` in "unknown op `kmeans`", so messages escape them.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name with an invisible character attached is shown with it escaped, so it cannot read
+    /// as the name it is not; the characters that reorder or control the terminal stay escaped.
+    #[test]
+    fn invisible_and_unsafe_characters_are_escaped_in_messages() {
+        assert_eq!(printable_cut("kmeans\u{200b}", 100), "kmeans\\u{200b}");
+        assert_eq!(printable_cut("\u{feff}op\u{ad}", 100), "\\u{feff}op\\u{ad}");
+        assert_eq!(printable_cut("a\u{202e}b\u{1b}c\nd\te", 100), "a\\u{202e}b\\u{1b}c\nd\te");
+        assert_eq!(printable_cut("kmeans", 100), "kmeans");
+        assert!(!unsafe_to_print('\u{200d}'), "joiners stay allowed in parameter text");
+    }
 
     #[test]
     fn sizes_read_in_the_unit_that_fits() {

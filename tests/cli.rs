@@ -1418,8 +1418,17 @@ fn a_folder_of_other_files_is_not_taken_for_a_cache() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("(notes.txt), not a cfrun cache"), "{args:?}: {}", stderr(&out));
     }
+    // `--json` names the option at fault, as the README's list of locations says.
+    let out = cfrun(dir.path(), &["status", smoke, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"][0]["location"], "--cache", "{v}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["notes.txt"], "nothing was created beside it");
+    // A cache that cannot be made is the command line's fault for `exec` too (it exited 1).
+    let out = cfrun(Path::new("/proc/cfrun-cannot-be-made"), &["exec", smoke, "shapes", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"][0]["location"], "--cache", "{v}");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     assert!(cfrun(&empty, &["status", smoke]).status.success());

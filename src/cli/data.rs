@@ -45,7 +45,7 @@ pub(super) fn data(action: DataAction, g: &Global) -> Result<ExitCode, Failure> 
                 outln!("{}", json!({"dataset": name, "files": files}));
             } else {
                 for f in files {
-                    outln!("{}", f.display());
+                    outln!("{}", crate::human::printable_path(&f));
                 }
             }
         }

@@ -35,14 +35,23 @@ pub(super) fn remember_settings(store: &Store, file: &Path, plan: &Plan, g: &Glo
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
-    Store::open(&g.cache).map_err(|e| match e {
-        CacheError::Io { path, source } if is_unusable_path(&source) => Failure::Other(format!(
-            "--cache {} cannot be used: {}: {source}; give a folder that can be created and written",
-            g.cache.display(),
-            path.display()
-        )),
+    Store::open(&g.cache).map_err(|e| opening_failed(g, e))
+}
+
+/// A cache that could not be opened: the command line's fault (exit 2, at `--cache`) when its
+/// folder cannot be made or written, else a failure of the work.
+fn opening_failed(g: &Global, e: CacheError) -> Failure {
+    match e {
+        CacheError::Io { path, source } if is_unusable_path(&source) => Failure::argument(
+            "--cache",
+            format!(
+                "--cache {} cannot be used: {}: {source}; give a folder that can be created and written",
+                g.cache.display(),
+                path.display()
+            ),
+        ),
         e => Failure::runtime(e),
-    })
+    }
 }
 
 /// Whether an I/O error on a path from the command line says that path cannot be made or
@@ -58,12 +67,11 @@ pub(super) fn is_unusable_path(e: &std::io::Error) -> bool {
 pub(super) fn open_store_to_read(g: &Global) -> Result<Store, Failure> {
     require_cache_folder(&g.cache)?;
     if !g.cache.exists() {
-        tracing::warn!("--cache {} does not exist: nothing is cached there (a run creates it)", g.cache.display());
+        let shown = crate::human::printable_path(&g.cache);
+        tracing::warn!("--cache {shown} does not exist: nothing is cached there (a run creates it)");
     } else if holds_nothing(&g.cache) {
-        tracing::warn!(
-            "--cache {} is an empty folder: nothing is cached there (a run makes it a cache)",
-            g.cache.display()
-        );
+        let shown = crate::human::printable_path(&g.cache);
+        tracing::warn!("--cache {shown} is an empty folder: nothing is cached there (a run makes it a cache)");
     }
     Store::open_to_read(&g.cache).map_err(Failure::runtime)
 }
@@ -78,7 +86,7 @@ pub(super) fn open_store_for_job(g: &Global, key: Option<&str>) -> Result<Store,
     if let Some(key) = key.filter(|_| !jobs.is_dir()) {
         return Err(Failure::Other(SpecError::Missing { key: key.to_string(), dir: jobs }.to_string()));
     }
-    Store::open_for_job(&g.cache).map_err(Failure::runtime)
+    Store::open_for_job(&g.cache).map_err(|e| opening_failed(g, e))
 }
 
 /// A command-line path that must be a folder (or not exist yet) and is something else: the
@@ -115,11 +123,14 @@ pub(super) fn require_cache_folder(path: &Path) -> Result<(), Failure> {
     }
     let more = foreign.len() > SHOWN;
     foreign.truncate(SHOWN);
-    Err(Failure::Other(format!(
-        "--cache {} is a folder of other files ({}{}), not a cfrun cache; give a new or empty folder, or an \
-         existing cache",
-        path.display(),
-        foreign.join(", "),
-        if more { ", …" } else { "" }
-    )))
+    Err(Failure::argument(
+        "--cache",
+        format!(
+            "--cache {} is a folder of other files ({}{}), not a cfrun cache; give a new or empty folder, or an \
+             existing cache",
+            path.display(),
+            foreign.join(", "),
+            if more { ", …" } else { "" }
+        ),
+    ))
 }

@@ -105,7 +105,8 @@ pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Fa
     if g.json {
         outln!("{}", json!({"experiment": plan.experiment.name, "report": path}));
     } else {
-        outln!("{}", path.display());
+        // `--json` gives the path as it is; a person reads it made safe to print.
+        outln!("{}", crate::human::printable_path(&path));
     }
     Ok(ExitCode::SUCCESS)
 }

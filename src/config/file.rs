@@ -31,9 +31,16 @@ pub enum ReadFailure {
     /// Larger than an experiment file may be (its size, when known before reading).
     #[error("{} more than the {MAX_FILE_BYTES} bytes an experiment file may have", match .0 { Some(n) => format!("{n} bytes is"), None => "it has".to_string() })]
     TooLarge(Option<u64>),
-    /// Not UTF-8 (the offset of the first bad byte).
-    #[error("not UTF-8 text (invalid byte at offset {0}); TOML files are UTF-8")]
-    NotUtf8(usize),
+    /// Not UTF-8: the first bad byte's line and column (of the valid text before it) and offset.
+    #[error("not UTF-8 text (invalid byte at line {line}, column {column}, offset {offset}); TOML files are UTF-8")]
+    NotUtf8 {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// Byte offset.
+        offset: usize,
+    },
 }
 
 /// A loaded experiment file: its path (as the user named it) and text.
@@ -69,7 +76,13 @@ impl SourceFile {
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err(fail(ReadFailure::TooLarge(None)));
         }
-        let text = String::from_utf8(bytes).map_err(|e| fail(ReadFailure::NotUtf8(e.utf8_error().valid_up_to())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            // The text before the bad byte is valid, so its lines are counted as the file's.
+            let before = String::from_utf8_lossy(&e.as_bytes()[..offset]).into_owned();
+            let (line, column) = Self::from_text(path, before).line_col(offset);
+            fail(ReadFailure::NotUtf8 { line, column, offset })
+        })?;
         Ok(Self::from_text(path, text))
     }
 
@@ -102,6 +115,17 @@ pub enum Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A byte that is not UTF-8 is placed by line and column, as an editor shows it, beside its
+    /// offset (only the offset was given: a fuzzing review had to count lines by hand).
+    #[test]
+    fn a_byte_that_is_not_utf8_is_placed_by_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.toml");
+        std::fs::write(&path, b"[experiment]\nname = \"\xc3\xa9t\xe9\"\n").unwrap();
+        let err = SourceFile::read(&path).unwrap_err().to_string();
+        assert!(err.contains("invalid byte at line 2, column 11, offset 24"), "{err}");
+    }
 
     /// Columns count characters after the line's start, not bytes, and not a byte-order mark: an
     /// error after `"ééé"` is reported where an editor shows it.

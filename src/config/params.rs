@@ -132,7 +132,9 @@ fn control_character(v: &Json, path: &str) -> Option<String> {
         Json::String(s) => {
             s.chars().any(|c| crate::human::unsafe_to_print(c) && c != '\n' && c != '\t').then(|| path.to_string())
         }
-        Json::Array(items) => items.iter().find_map(|i| control_character(i, path)),
+        Json::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| control_character(item, &format!("{path}[{i}]")))
+        }
         Json::Object(map) => map.iter().find_map(|(k, i)| {
             let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
             control_character(i, &p)

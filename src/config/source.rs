@@ -238,7 +238,7 @@ fn convert_value(file: &SourceFile, key: &str, v: &toml::Spanned<DeValue<'_>>) -
                 return Err(ConfigError::at(
                     file,
                     origin,
-                    format!("`{f}` is not a number any cfrun field takes"),
+                    format!("`{key}`: `{f}` is not a number any cfrun field takes"),
                     Some("write a finite number".into()),
                 ));
             }
@@ -249,7 +249,7 @@ fn convert_value(file: &SourceFile, key: &str, v: &toml::Spanned<DeValue<'_>>) -
             return Err(ConfigError::at(
                 file,
                 origin,
-                "dates and times are not used by any cfrun field".into(),
+                format!("`{key}`: dates and times are not used by any cfrun field"),
                 Some("write the value as a string or number".into()),
             ))
         }

@@ -163,16 +163,8 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             if exp.axis(axis).is_some() {
                 axes.insert(axis.clone());
             } else {
-                let field = stage
-                    .params
-                    .iter()
-                    .find(|(_, v)| {
-                        let mut s = BTreeSet::new();
-                        axes_used(v, &mut s);
-                        s.contains(axis)
-                    })
-                    .map(|(k, _)| k.clone())
-                    .unwrap_or_default();
+                let params = Json::Object(stage.params.clone());
+                let field = super::placeholder::where_used(&params, axis, "").unwrap_or_default();
                 // `replicate` comes from `experiment.replicates`, not from [sweep].
                 let valid: Vec<&str> =
                     exp.axes.iter().map(|a| a.name.as_str()).filter(|a| *a != REPLICATE_AXIS).collect();

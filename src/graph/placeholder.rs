@@ -24,6 +24,26 @@ pub fn axes_used(v: &Json, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The path of the first value under `v` that uses `${axis}` (`claims[1].statement`, from
+/// `path`), for an error to point at that value rather than at the field holding it.
+pub fn where_used(v: &Json, axis: &str, path: &str) -> Option<String> {
+    match v {
+        Json::String(_) => {
+            let mut used = BTreeSet::new();
+            axes_used(v, &mut used);
+            used.contains(axis).then(|| path.to_string())
+        }
+        Json::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| where_used(item, axis, &format!("{path}[{i}]")))
+        }
+        Json::Object(map) => map.iter().find_map(|(k, item)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            where_used(item, axis, &p)
+        }),
+        _ => None,
+    }
+}
+
 /// Replaces placeholders: a string that is exactly `${x}` becomes the axis value with its type
 /// (so `k = "${k}"` is an integer); placeholders inside longer strings are interpolated as text.
 pub fn substitute(v: &Json, values: &BTreeMap<String, Json>) -> Json {

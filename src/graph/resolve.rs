@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 
 use crate::config::messages::type_error;
 use crate::config::resources::{parse_resources, RESOURCES_FIELD};
-use crate::config::suggest::did_you_mean_help;
+use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ResourceOverrides, StageDecl};
 use crate::ops::{self, Op};
 
@@ -98,15 +98,34 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
         for spec in op.inputs().iter().filter(|s| s.required) {
             if !decl.fields.contains_key(spec.name) {
                 let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
-                errors.push(exp.error(
-                    &decl.origin,
-                    format!("stage `{}` (op {}): missing required input `{}`", decl.name, op.name(), spec.name),
-                    Some(format!(
-                        "add {} = \"STAGE.OUTPUT\" naming an output of kind {}",
-                        spec.name,
-                        kinds.join(" or ")
-                    )),
-                ));
+                let add =
+                    format!("add {} = \"STAGE.OUTPUT\" naming an output of kind {}", spec.name, kinds.join(" or "));
+                // A misspelt input is a field the op does not know: said at its key, not as a
+                // missing input at the stage's header (which would leave the typo unnamed).
+                let fields = op.param_fields();
+                let misspelt = decl.fields.iter().find(|(field, _)| {
+                    !fields.contains(&field.as_str())
+                        && field.as_str() != RESOURCES_FIELD
+                        && op.inputs().iter().all(|i| i.name != field.as_str())
+                        && did_you_mean(&field.to_lowercase(), &[spec.name]).is_some()
+                });
+                errors.push(match misspelt {
+                    Some((field, entry)) => exp.error(
+                        &entry.key_origin,
+                        format!(
+                            "stage `{}` (op {}): unknown field `{field}`, and the input `{}` is missing",
+                            decl.name,
+                            op.name(),
+                            spec.name
+                        ),
+                        Some(format!("did you mean `{}`? {add}", spec.name)),
+                    ),
+                    None => exp.error(
+                        &decl.origin,
+                        format!("stage `{}` (op {}): missing required input `{}`", decl.name, op.name(), spec.name),
+                        Some(add),
+                    ),
+                });
             }
         }
         let slots: Vec<&str> = inputs.keys().map(String::as_str).collect();
