@@ -1,6 +1,6 @@
 #!/bin/bash
 # Best-of-N interleaved runs of bench_train for each kernel variant (the machine is shared:
-# the best run is the least disturbed). Usage: bench/best_of.sh N "variant args" ...
+# the best run is the least disturbed). Usage: benches/best_of.sh N "variant args" ...
 n=$1; shift
 for i in $(seq "$n"); do
   for v in "$@"; do

@@ -23,7 +23,12 @@ pub(super) fn render(item: &Json) -> String {
         line("because", reason.to_string());
     }
     let provenance = item.get("provenance").unwrap_or(&Json::Null);
-    line("computed", computed(provenance));
+    let mut how = computed(provenance);
+    // One result serves every instance of its recipe: say when another instance computed it.
+    if let Some(by) = provenance.get("instance").and_then(Json::as_str).filter(|by| *by != text("instance")) {
+        how.push_str(&format!(", as {by}"));
+    }
+    line("computed", how);
     line("params", assignments(item.get("params").unwrap_or(&Json::Null)));
     line("inputs", inputs(provenance.get("inputs").unwrap_or(&Json::Null)));
     let warned = provenance.get("warnings").and_then(Json::as_array);
@@ -166,6 +171,12 @@ mod tests {
   files      labels/labels.safetensors, metrics/metrics.json
 ";
         assert_eq!(text, expected);
+        // The same result shown for a second instance of its recipe names the one that computed it.
+        let mut twin = item.clone();
+        twin["instance"] = json!("clusters2[k=4]");
+        twin["provenance"]["instance"] = json!("clusters[k=4]");
+        assert!(render(&twin).contains("experiment smoke, as clusters[k=4]\n"), "{}", render(&twin));
+        assert!(!text.contains(", as "), "its own result names no other: {text}");
     }
 
     #[test]
