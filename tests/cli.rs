@@ -3636,6 +3636,44 @@ fn a_job_spec_with_a_parameter_out_of_range_is_refused() {
     assert!(stderr(&out).contains("its parameters: `epochs` is 4611686018427387904"), "{}", stderr(&out));
 }
 
+/// What a command stage prints is kept with its result (the last lines of each stream, and how
+/// many there were), so a warning it printed is still shown when the result is served from the
+/// cache; a user's script printed into the void before (found by a usability trial).
+#[test]
+fn a_commands_output_is_kept_with_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        r#"[experiment]
+name = "c"
+[stages.cmd]
+op = "command"
+argv = ["sh", "-c", 'for i in $(seq 1 25); do echo "line $i"; done; echo "UserWarning: few samples" >&2; mkdir -p "$0"; echo "{{\"values\":{{\"a\":1}}}}" > "$0/metrics.json"', "{out.m}"]
+outputs = { m = "metrics" }
+seeded = false
+"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let out = cfrun(&cache, &[path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cmd: the command printed 25 lines on stdout and 1 on stderr"), "{}", stderr(&out));
+    let again = cfrun(&cache, &[path, "--json"]);
+    assert_eq!(outcomes(&serde_json::from_slice(&again.stdout).unwrap())["cmd"], "cached");
+    let shown = cfrun(&cache, &["show", path, "cmd", "--json"]);
+    let v: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let output = &v[0]["provenance"]["output"];
+    assert_eq!(output["stderr"], json!({"lines": 1, "last": ["UserWarning: few samples"]}), "{v}");
+    assert_eq!(output["stdout"]["lines"], 25, "{v}");
+    let last = output["stdout"]["last"].as_array().unwrap();
+    assert_eq!((last.len(), last[0].as_str(), last[19].as_str()), (20, Some("line 6"), Some("line 25")));
+    let text = cfrun(&cache, &["show", path, "cmd"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("  stderr     1 line:\n             UserWarning: few samples\n"), "{text}");
+}
+
 /// A switch that changes a network's bits keys every stage apart (README "Devices"): candle's
 /// convolution backward moves an f16 network's bits on the CPU, where f16 does not take the fast
 /// kernels. Its run is neither served the default's results nor leaves its own for a default

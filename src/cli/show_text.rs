@@ -35,6 +35,9 @@ pub(super) fn render(item: &Json) -> String {
     for w in warned.into_iter().flatten().filter_map(Json::as_str) {
         line("warning", w.to_string());
     }
+    for stream in ["stdout", "stderr"] {
+        line(stream, printed(provenance.pointer(&format!("/output/{stream}")).unwrap_or(&Json::Null)));
+    }
     let metrics = item.get("metrics").and_then(Json::as_object).cloned().unwrap_or_default();
     let several = metrics.len() > 1;
     for (output, values) in &metrics {
@@ -50,6 +53,26 @@ pub(super) fn render(item: &Json) -> String {
         files.iter().map(|f| f.strip_prefix(object).map_or(*f, |r| r.trim_start_matches('/'))).collect();
     line("files", relative.join(", "));
     out
+}
+
+/// What a command printed on one stream (`provenance.output.STREAM`): how many lines, then the
+/// last ones kept, each on a line of its own under the label.
+fn printed(stream: &Json) -> String {
+    let count = stream.get("lines").and_then(Json::as_u64).unwrap_or(0);
+    let last: Vec<&str> =
+        stream.get("last").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str).collect();
+    if count == 0 {
+        return String::new();
+    }
+    let head = if last.len() as u64 == count {
+        format!("{count} line{}:", if count == 1 { "" } else { "s" })
+    } else {
+        format!("{count} lines, the last {}:", last.len())
+    };
+    // Kept safe to print when the command ran; a hand-edited record is made so again.
+    let body: Vec<String> =
+        last.iter().map(|l| format!("\n             {}", crate::human::printable_cut(l, 400))).collect();
+    head + &body.concat()
 }
 
 /// `kmeans v4 on cpu, 1 thread, 0.005 s, 2026-12-05 14:04:15 UTC, cfrun 0.1.0, experiment smoke`.
@@ -177,6 +200,24 @@ mod tests {
         twin["provenance"]["instance"] = json!("clusters[k=4]");
         assert!(render(&twin).contains("experiment smoke, as clusters[k=4]\n"), "{}", render(&twin));
         assert!(!text.contains(", as "), "its own result names no other: {text}");
+    }
+
+    /// A command's output kept with its result is shown under its stream, with how many lines
+    /// it printed in all; a stream it left empty is not shown.
+    #[test]
+    fn a_commands_output_is_shown_with_its_line_count() {
+        let item = json!({"instance": "knn", "state": "cached", "key": "blake3:1", "params": {},
+            "provenance": {"op": "command", "op_version": 3,
+                "output": {"stdout": {"lines": 0, "last": []},
+                           "stderr": {"lines": 31, "last": ["UserWarning: few samples", "done"]}}}});
+        let text = render(&item);
+        assert!(
+            text.contains(
+                "  stderr     31 lines, the last 2:\n             UserWarning: few samples\n             done\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("stdout"), "{text}");
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         device: &env.device,
         progress: &progress,
         siblings: &job.siblings,
+        notes: serde_json::Map::new(),
     };
     let collector = super::warnings::collect();
     op.run(&mut ctx)?;
@@ -147,6 +148,10 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     });
     if let Some(map) = provenance.as_object_mut() {
         map.extend(env.provenance.clone());
+        // The op's own notes never replace what every result records.
+        for (k, v) in std::mem::take(&mut ctx.notes) {
+            map.entry(k).or_insert(v);
+        }
         if !env.device.is_cpu() {
             map.insert("gpu_math".into(), super::device::gpu_math());
         }

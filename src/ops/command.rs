@@ -330,7 +330,8 @@ impl StageKind for Command {
             None => Ok(()),
         };
         recheck_env("before the command ran")?;
-        child::run(&run).map_err(|why| OpError::Program { program: argv[0].clone(), why })?;
+        let printed = child::run(&run).map_err(|why| OpError::Program { program: argv[0].clone(), why })?;
+        note_output(ctx, &printed);
         // After too: a change while it ran (a package upgraded under it) taints what it wrote.
         recheck_env("after the command ran")?;
         dir.seal_outputs()?;
@@ -352,6 +353,26 @@ impl StageKind for Command {
         }
         Ok(())
     }
+}
+
+/// What the command printed, kept with its result: its last lines of each stream in the
+/// provenance (`cfrun show`, the report), and a log line saying so, since a result served from
+/// the cache later runs nothing and would otherwise say nothing of a warning it printed.
+fn note_output(ctx: &mut StageCtx<'_>, printed: &child::Printed) {
+    let (out, err) = (&printed.stdout, &printed.stderr);
+    if out.count + err.count == 0 {
+        return;
+    }
+    let stream = |t: &child::Tail| serde_json::json!({"lines": t.count, "last": t.lines});
+    ctx.notes.insert("output".into(), serde_json::json!({"stdout": stream(out), "stderr": stream(err)}));
+    let last = err.lines.back().or(out.lines.back()).map(String::as_str).unwrap_or_default();
+    tracing::info!(
+        "{}: the command printed {} line{} on stdout and {} on stderr (the last ones are kept: `cfrun show`); last: {last}",
+        ctx.name,
+        out.count,
+        if out.count == 1 { "" } else { "s" },
+        err.count
+    );
 }
 
 fn list(items: &[&str]) -> String {

@@ -58,6 +58,9 @@ pub struct StageCtx<'a> {
     /// Canonical parameters of the other instances of this stage that read the same inputs
     /// (empty where the plan is not known, as in `cfrun exec`): work an op can share.
     pub siblings: &'a [Json],
+    /// What the op adds to the result's provenance, beside what every result records (a
+    /// command's last lines of output): kept with the result, never part of its bytes.
+    pub notes: serde_json::Map<String, Json>,
 }
 
 impl StageCtx<'_> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 mod drain;
 mod error;
 
+pub(super) use self::drain::Tail;
 use self::drain::{Drain, Ending, Finished};
 pub use self::error::{ChildError, StderrTail};
 use super::watcher;
@@ -173,7 +174,7 @@ fn supervise_watched(
                 unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
                 let done = drain.finish(None, Ending::WatcherKilled)?;
                 let how = crate::exit_status::describe(own);
-                return Err(ChildError::WatcherKilled { how, stderr: StderrTail(done.stderr) });
+                return Err(ChildError::WatcherKilled { how, stderr: StderrTail(done.stderr.lines) });
             }
         },
         Ok(None) | Err(_) => {
@@ -329,8 +330,17 @@ impl Drop for Guard {
     }
 }
 
+/// What a command that ended well printed: the last lines of each stream.
+#[derive(Debug)]
+pub struct Printed {
+    /// Of stdout.
+    pub stdout: Tail,
+    /// Of stderr.
+    pub stderr: Tail,
+}
+
 /// Runs the command to completion. `Err` says how it failed, with the tail of its stderr.
-pub fn run(spec: &Spec<'_>) -> Result<(), ChildError> {
+pub fn run(spec: &Spec<'_>) -> Result<Printed, ChildError> {
     let mut cmd = command(spec.argv, spec.cwd);
     cmd.env("TMPDIR", spec.cwd.join("tmp"));
     for (k, v) in &spec.env {
@@ -339,9 +349,13 @@ pub fn run(spec: &Spec<'_>) -> Result<(), ChildError> {
     let _ = std::fs::create_dir_all(spec.cwd.join("tmp"));
     let done = supervise(cmd, spec.argv, spec.timeout, 0)?;
     match done.status {
-        None => Err(ChildError::TimedOut { seconds: spec.timeout.as_secs_f64(), stderr: StderrTail(done.stderr) }),
-        Some(s) if s.success() => Ok(()),
-        Some(s) => Err(ChildError::Exited { status: crate::exit_status::describe(s), stderr: StderrTail(done.stderr) }),
+        None => {
+            Err(ChildError::TimedOut { seconds: spec.timeout.as_secs_f64(), stderr: StderrTail(done.stderr.lines) })
+        }
+        Some(s) if s.success() => Ok(Printed { stdout: done.stdout_tail, stderr: done.stderr }),
+        Some(s) => {
+            Err(ChildError::Exited { status: crate::exit_status::describe(s), stderr: StderrTail(done.stderr.lines) })
+        }
     }
 }
 
@@ -350,16 +364,21 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most a probe may print.
 const PROBE_BYTES: usize = 64 * 1024;
 
-/// Runs an environment probe in the current directory and returns its stdout.
-pub fn probe(argv: &[String]) -> Result<String, ProbeError> {
+/// Runs an environment probe in the current directory and returns its stdout; `announce`d when
+/// the plan waits on it (the rechecks around each command are logged at debug level only).
+pub fn probe(argv: &[String], announce: bool) -> Result<String, ProbeError> {
     let failed = ProbeError::Failed;
     let here = std::env::current_dir().map_err(|e| failed(e.to_string()))?;
     let shown = argv.join(" ");
     // The plan waits on it (`status` and `dag` too): say what is being waited on.
-    tracing::info!("probing the environment: `{shown}` (at most {} s)", PROBE_TIMEOUT.as_secs());
+    if announce {
+        tracing::info!("probing the environment: `{shown}` (at most {} s)", PROBE_TIMEOUT.as_secs());
+    } else {
+        tracing::debug!("probing the environment again: `{shown}`");
+    }
     let done = supervise(command(argv, &here), argv, PROBE_TIMEOUT, PROBE_BYTES + 1)
         .map_err(|e| failed(format!("`{shown}` {e}")))?;
-    let last = done.stderr.back().map(String::as_str).unwrap_or("(no stderr)");
+    let last = done.stderr.lines.back().map(String::as_str).unwrap_or("(no stderr)");
     match done.status {
         _ if done.stdout.len() > PROBE_BYTES => {
             Err(failed(format!("`{shown}` printed more than {} KiB; print versions only", PROBE_BYTES / 1024)))
@@ -399,17 +418,19 @@ mod tests {
     #[test]
     fn a_probe_that_never_stops_printing_is_refused_at_once() {
         let started = Instant::now();
-        let Err(ProbeError::Failed(err)) = probe(&["yes".to_string()]) else { panic!("not refused as it prints") };
+        let Err(ProbeError::Failed(err)) = probe(&["yes".to_string()], true) else {
+            panic!("not refused as it prints")
+        };
         assert!(err.contains("printed more than 64 KiB"), "{err}");
         assert!(started.elapsed() < PROBE_TIMEOUT / 2, "took {:?}", started.elapsed());
-        assert_eq!(probe(&["echo".to_string(), "numpy 2.0".to_string()]).unwrap(), "numpy 2.0\n");
+        assert_eq!(probe(&["echo".to_string(), "numpy 2.0".to_string()], true).unwrap(), "numpy 2.0\n");
     }
 
     /// Output that is not UTF-8 is refused, not decoded lossily into what another output also
     /// decodes to; trailing white space is dropped (the one normalisation the key sees).
     #[test]
     fn a_probe_printing_other_than_utf8_is_refused() {
-        let sh = |script: &str| probe(&["sh".to_string(), "-c".to_string(), script.to_string()]);
+        let sh = |script: &str| probe(&["sh".to_string(), "-c".to_string(), script.to_string()], true);
         let Err(ProbeError::Failed(err)) = sh("printf 'numpy \\377'") else { panic!("not refused") };
         assert!(err.contains("printed bytes that are not UTF-8 text (at byte 6)"), "{err}");
         assert_eq!(sh("printf 'numpy 2.0  \\n\\n'").unwrap(), "numpy 2.0\n");

@@ -84,7 +84,7 @@ impl Table {
 /// The answer of the environment probe `argv`, run once per process.
 pub fn probe_env(argv: &[String]) -> Result<String, ProbeFailure> {
     static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(Table::default).probe(argv, child::probe)
+    TABLE.get_or_init(Table::default).probe(argv, |argv| child::probe(argv, true))
 }
 
 /// Runs the probe `argv` afresh (not from the table) and says how its answer differs from
@@ -92,7 +92,7 @@ pub fn probe_env(argv: &[String]) -> Result<String, ProbeFailure> {
 /// old, or from another machine (a Slurm login node): a result computed in an environment other
 /// than the one its key names must not be published under that key.
 pub fn recheck(argv: &[String], hashed: &str, when: &str) -> Result<(), String> {
-    let now = child::probe(argv).map_err(|e| format!("`env_probe` {when}: {e}"))?;
+    let now = child::probe(argv, false).map_err(|e| format!("`env_probe` {when}: {e}"))?;
     if now == hashed {
         return Ok(());
     }

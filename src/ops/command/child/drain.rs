@@ -1,5 +1,6 @@
 //! Draining a command's stdout and stderr on threads, bounded: the start of stdout when it is
-//! read, the last lines of stderr for the error message; and, once the command has ended, any
+//! read, else its last lines, and the last lines of stderr, for the error message and for the
+//! result's provenance; and, once the command has ended, any
 //! process it started that still holds the pipes found and killed, so cfrun never hangs on them.
 
 use std::collections::VecDeque;
@@ -10,16 +11,26 @@ use std::time::{Duration, Instant};
 use super::error::ChildError;
 use crate::config::error::printable_cut;
 
-/// Lines of stderr kept for the error message.
+/// Lines of each stream kept (stderr for the error message, both for the provenance).
 const TAIL_LINES: usize = 20;
 /// Longest stderr line kept, in bytes.
 const LINE_BYTES: usize = 400;
 /// How long the output pipes may stay open after the command's process group is killed.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
+/// The last lines of a stream and how many it had.
+#[derive(Debug, Default)]
+pub(in crate::ops::command) struct Tail {
+    /// The last [`TAIL_LINES`] lines, each cut to [`LINE_BYTES`] and safe to print.
+    pub lines: VecDeque<String>,
+    /// How many lines the stream had.
+    pub count: usize,
+}
+
 /// Keeps the last [`TAIL_LINES`] lines of a stream, each cut to [`LINE_BYTES`].
-fn tail(stream: impl Read) -> VecDeque<String> {
+fn tail(stream: impl Read) -> Tail {
     let mut lines = VecDeque::new();
+    let mut count = 0;
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -43,10 +54,11 @@ fn tail(stream: impl Read) -> VecDeque<String> {
                     lines.pop_front();
                 }
                 lines.push_back(line);
+                count += 1;
             }
         }
     }
-    lines
+    Tail { lines, count }
 }
 
 /// How a supervised process ended.
@@ -55,8 +67,10 @@ pub(super) struct Finished {
     pub(super) status: Option<std::process::ExitStatus>,
     /// The start of its stdout (when kept).
     pub(super) stdout: Vec<u8>,
+    /// The last lines of its stdout (when its start is not kept).
+    pub(super) stdout_tail: Tail,
     /// The last lines of its stderr.
-    pub(super) stderr: VecDeque<String>,
+    pub(super) stderr: Tail,
 }
 
 /// Keeps the first `limit` bytes of a stream and drains the rest (so the writer never blocks).
@@ -80,8 +94,8 @@ fn head(mut stream: impl Read, limit: usize) -> Vec<u8> {
 
 /// The threads draining a command's stdout and stderr.
 pub(super) struct Drain {
-    stdout: std::thread::JoinHandle<Vec<u8>>,
-    stderr: std::thread::JoinHandle<VecDeque<String>>,
+    stdout: std::thread::JoinHandle<(Vec<u8>, Tail)>,
+    stderr: std::thread::JoinHandle<Tail>,
     /// One message per stream that reached its end.
     closed: std::sync::mpsc::Receiver<()>,
     /// The two pipes' inode numbers: whoever else holds them was started by the command.
@@ -156,12 +170,8 @@ impl Drain {
         let (done_tx, closed) = std::sync::mpsc::channel();
         let out_done = done_tx.clone();
         let stdout = std::thread::spawn(move || {
-            let kept = if keep_stdout > 0 {
-                head(out, keep_stdout)
-            } else {
-                tail(out);
-                Vec::new()
-            };
+            let kept =
+                if keep_stdout > 0 { (head(out, keep_stdout), Tail::default()) } else { (Vec::new(), tail(out)) };
             let _ = out_done.send(());
             kept
         });
@@ -202,9 +212,9 @@ impl Drain {
             };
             return Err(ChildError::LeftBehind { grace_s: PIPE_GRACE.as_secs(), ending: ending.words(), fate });
         }
-        let stdout = self.stdout.join().unwrap_or_default();
+        let (stdout, stdout_tail) = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
-        Ok(Finished { status, stdout, stderr })
+        Ok(Finished { status, stdout, stdout_tail, stderr })
     }
 }
 
