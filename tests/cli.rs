@@ -3674,6 +3674,41 @@ seeded = false
     assert!(text.contains("  stderr     1 line:\n             UserWarning: few samples\n"), "{text}");
 }
 
+/// Two files with one experiment name (a copied study) share its records and what `gc` keeps:
+/// `run`, `gc` and `report` warn, naming the other file, while it is there (found by a
+/// usability trial, whose `gc --dry-run` of one file would have removed the other's results).
+#[test]
+fn two_files_with_one_experiment_name_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[experiment]\nname = \"twin\"\n[stages.d]\nop = \"dataset\"\nname = \"synthetic\"\n\
+                train_size = 40\ntest_size = 20\n";
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(&a, text).unwrap();
+    std::fs::write(&b, text).unwrap();
+    let cache = dir.path().join("cache");
+    let warned = |args: &[&str]| {
+        let out = cfrun(&cache, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        err.lines().find(|l| l.contains("was last run from another file")).map(str::to_string)
+    };
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert_eq!(warned(&[a]), None, "the first file of the name");
+    assert_eq!(warned(&[a]), None, "the same file again");
+    let line = warned(&[b]).expect("b shares a's name");
+    assert!(
+        line.contains("a.toml:") && line.contains("give ") && line.contains("b.toml an `[experiment] name`"),
+        "{line}"
+    );
+    let line = warned(&["gc", a, "--dry-run"]).expect("gc of a, last run from b");
+    assert!(line.contains("b.toml:"), "{line}");
+    let pages = dir.path().join("pages");
+    assert!(warned(&["report", a, "-o", pages.to_str().unwrap()]).is_some());
+    // The other file gone (renamed, say), the name is this file's again.
+    std::fs::remove_file(b).unwrap();
+    assert_eq!(warned(&[a]), None);
+}
+
 /// A switch that changes a network's bits keys every stage apart (README "Devices"): candle's
 /// convolution backward moves an f16 network's bits on the CPU, where f16 does not take the fast
 /// kernels. Its run is neither served the default's results nor leaves its own for a default

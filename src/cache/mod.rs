@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod experiment_file;
 pub mod fs_check;
 pub mod fsutil;
 pub mod gc;

@@ -42,6 +42,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     // only the given list, else those lists that still apply.
     let mut still_recorded: Vec<Option<Vec<Vec<String>>>> = Vec::new();
     for (file, plan) in files.iter().zip(&plans) {
+        super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name);
         add(plan);
         if as_given {
             still_recorded.push(Some(vec![given.clone()]));

@@ -31,6 +31,29 @@ pub(super) fn remember_settings(store: &Store, file: &Path, plan: &Plan, g: &Glo
              would remove its results"
         );
     }
+    if let Some(file) = warn_if_the_name_is_shared(store, file, &plan.experiment.name) {
+        if let Err(e) = store.remember_experiment_file(&plan.experiment.name, &file) {
+            tracing::debug!("could not record which file this run came from: {e}");
+        }
+    }
+}
+
+/// Warns when another file, still there, was the last to run under `experiment`'s name: the two
+/// share its records, run history, report file and what `gc` keeps. Returns `file` made
+/// canonical (`None` when it cannot be).
+pub(super) fn warn_if_the_name_is_shared(store: &Store, file: &Path, experiment: &str) -> Option<std::path::PathBuf> {
+    let here = std::fs::canonicalize(file).ok()?;
+    let last = store.experiment_file(experiment).filter(|last| *last != here && last.is_file());
+    if let Some(last) = last {
+        tracing::warn!(
+            "experiment `{experiment}` was last run from another file, {}: files that share an experiment name share \
+             its records, run history and report, and `cfrun gc` of one removes what only the other computed; give \
+             {} an `[experiment] name` of its own",
+            crate::human::printable_path(&last),
+            crate::human::printable_path(file)
+        );
+    }
+    Some(here)
 }
 
 pub(super) fn open_store(g: &Global) -> Result<Store, Failure> {
