@@ -220,7 +220,9 @@ impl StageKind for Table {
         //    replicates beyond 2^500 or below 2^-500 are summarised after an exact scaling (their
         //    mean was inf, their spread 0); a gathered stage or a metric without a cell fails (it
         //    was left out): a cache from before served those pages.
-        version: 7,
+        // 8: the CSV's sd of a cell of one value (a `seeded = false` row beside replicated ones)
+        //    is blank, as its half-width is, not 0: no spread was measured.
+        version: 8,
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],

@@ -329,7 +329,8 @@ impl Grid {
                 if with_spread {
                     let s = cell.spread.as_ref();
                     line.push(s.and_then(|s| s.half_width).map(|h| h.to_string()).unwrap_or_default());
-                    line.push(s.map(|s| s.sd.to_string()).unwrap_or_default());
+                    // One value has no spread to measure: blank, as its half-width.
+                    line.push(s.filter(|s| s.n >= 2).map(|s| s.sd.to_string()).unwrap_or_default());
                     line.push(s.map(|s| s.n.to_string()).unwrap_or_default());
                     let values = s.map(|s| s.values.iter().map(f64::to_string).collect::<Vec<_>>().join(" "));
                     line.push(values.unwrap_or_default());

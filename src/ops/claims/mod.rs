@@ -73,7 +73,8 @@ impl StageKind for Claims {
         // 17: a tie equal but for rounding that sits within rounding of the line (0 or the
         //    margin) is on it, not on the side its last bits fall (it decided at n >= 6); an
         //    order's step between copies reads identical replicates, not a sign-flip verdict.
-        version: 17,
+        // 18: a page of one check says `1 check`, not `1 checks`.
+        version: 18,
         summary: "checks the paper's claims on gathered metrics: paired differences over replicates, 95 % CI, verdict",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec {

@@ -230,7 +230,8 @@ pub(super) fn render_markdown(p: &ClaimsParams, rows: &[Row<'_>]) -> String {
             verdict_text(&r.outcome, d.expect, d.margin)
         ));
     }
-    out.push_str(&format!("\n{} checks: {}.\n", rows.len(), tally(rows.iter().map(|r| r.outcome.verdict))));
+    let checks = if rows.len() == 1 { "check" } else { "checks" };
+    out.push_str(&format!("\n{} {checks}: {}.\n", rows.len(), tally(rows.iter().map(|r| r.outcome.verdict))));
     if holm {
         let decidable = rows.iter().filter(|r| r.family.is_some_and(|f| f.adjusted.is_some())).count();
         out.push_str(&format!(
