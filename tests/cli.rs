@@ -3675,7 +3675,7 @@ seeded = false
 }
 
 /// Two files with one experiment name (a copied study) share its records and what `gc` keeps:
-/// `run`, `gc` and `report` warn, naming the other file, while it is there (found by a
+/// `run`, `gc` and `report` warn, naming the other file, while it is there, whichever ran last (found by a
 /// usability trial, whose `gc --dry-run` of one file would have removed the other's results).
 #[test]
 fn two_files_with_one_experiment_name_are_warned_of() {
@@ -3690,7 +3690,7 @@ fn two_files_with_one_experiment_name_are_warned_of() {
         let out = cfrun(&cache, args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
-        err.lines().find(|l| l.contains("was last run from another file")).map(str::to_string)
+        err.lines().find(|l| l.contains("was also run from")).map(str::to_string)
     };
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     assert_eq!(warned(&[a]), None, "the first file of the name");
@@ -3700,8 +3700,11 @@ fn two_files_with_one_experiment_name_are_warned_of() {
         line.contains("a.toml:") && line.contains("give ") && line.contains("b.toml an `[experiment] name`"),
         "{line}"
     );
-    let line = warned(&["gc", a, "--dry-run"]).expect("gc of a, last run from b");
+    let line = warned(&["gc", a, "--dry-run"]).expect("gc of a, b also ran");
     assert!(line.contains("b.toml:"), "{line}");
+    let line = warned(&["gc", b, "--dry-run"]).expect("gc of b, the last file to run: a ran too");
+    assert!(line.contains("a.toml:"), "{line}");
+    assert_eq!(warned(&["gc", a, b, "--dry-run"]), None, "a gc of both keeps what both compute");
     let pages = dir.path().join("pages");
     assert!(warned(&["report", a, "-o", pages.to_str().unwrap()]).is_some());
     // The other file gone (renamed, say), the name is this file's again.
@@ -3752,6 +3755,14 @@ fn a_switch_that_changes_the_bits_keys_results_apart() {
     let out = switched(separate.path(), &[path, "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_ne!(objects(separate.path())["model"], default_objects["model"], "the switch no longer moves f16 bits");
+
+    // `gc` keeps both, whatever switches it runs under itself: each run's are recorded.
+    let gc_plain = cfrun(&cache, &["gc", path, "--dry-run"]);
+    let gc_other = cfrun_command(&cache, &["gc", path, "--dry-run"]).env("CFRUN_GEMM_TF32", "1").output().unwrap();
+    for out in [gc_plain, gc_other] {
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success() && said.contains("would free 0 objects"), "{said}{}", stderr(&out));
+    }
 
     // A job written by a driver with the switch, started without it.
     let jobs_cache = dir.path().join("jobs-cache");
@@ -5465,9 +5476,9 @@ const OUTPUT_PINS: &[(&str, &str, u64, &str)] = &[
     ("perms", "permutations", 1, "blake3:46a97449aacf5e4d4f6330a1d7c9221f8fc1ab31d30140ceb9246a6c0bc83f9e"),
     ("tags[replicate=2]", "weak_tags", 1, "blake3:200fa7c27489b4172b41544f6c08f260502e0a00201df1af1d826b9e6ae256e8"),
     ("figure", "plot", 7, "blake3:dadf34772b9949b89121acc5668bc85f78498efbae6180fc71d74e282f50a8d2"),
-    ("results", "table", 7, "blake3:eba4040d7530548b2e564f0d20a7a678e502b7d8f006eb3a95336e398d7608a0"),
-    ("untitled", "table", 7, "blake3:7ffe9b11a61191a1d08f56dfa5efdf4e4b6428a6149be1761b68c6599c917cdf"),
-    ("verdicts", "claims", 17, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
+    ("results", "table", 8, "blake3:eba4040d7530548b2e564f0d20a7a678e502b7d8f006eb3a95336e398d7608a0"),
+    ("untitled", "table", 8, "blake3:7ffe9b11a61191a1d08f56dfa5efdf4e4b6428a6149be1761b68c6599c917cdf"),
+    ("verdicts", "claims", 18, "blake3:99e64a94034f93fce26210a1883e77733d4b793c4eb9ac30230e820bae369980"),
 ];
 
 /// Three replicates of three fixed series (command stages writing their metrics from the axis and

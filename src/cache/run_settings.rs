@@ -7,8 +7,16 @@
 //! instance's record (`<instance>.json`) is ever this file. Lines are appended as runs start,
 //! each under `O_APPEND` in one write, so runs of one experiment side by side never lose
 //! each other's; a line seen twice (two runs raced past the check) is read once.
+//!
+//! `records/<experiment>/math.jsonl` keeps, the same way, each map of the switches that change a
+//! network's bits (`nn::math_switches`) a run used: they key every stage, so a `gc` under other
+//! switches than a run's would otherwise see none of its results in use.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::fsutil::{ensure_real_dir, read_limited, write_atomic};
 use super::records::{append_line, file_name};
@@ -23,43 +31,34 @@ impl Store {
         self.root().join("records").join(file_name(experiment)).join("settings.jsonl")
     }
 
+    fn math_path(&self, experiment: &str) -> PathBuf {
+        self.root().join("records").join(file_name(experiment)).join("math.jsonl")
+    }
+
     /// The distinct `--set` lists runs of `experiment` used, oldest first; none when nothing
     /// was recorded. An unreadable line (cut by a crash or a full disk) is skipped: it was
     /// appended before its run computed anything, and that run records it again when rerun.
     pub fn run_settings(&self, experiment: &str) -> std::io::Result<Vec<Vec<String>>> {
-        let bytes = match read_limited(&self.settings_path(experiment), MAX_BYTES) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        // A set beside the list: the record may hold some 400,000 short lines, which a search
-        // of the list per line took minutes to read (and every run reads it).
-        let mut seen = Vec::new();
-        let mut known = std::collections::HashSet::new();
-        for line in bytes.split(|&b| b == b'\n') {
-            if let Ok(set) = serde_json::from_slice::<Vec<String>>(line) {
-                if known.insert(set.clone()) {
-                    seen.push(set);
-                }
-            }
-        }
-        Ok(seen)
+        distinct_lines(&self.settings_path(experiment))
     }
 
     /// Records that a run of `experiment` uses `settings` (its `--set` list as written; empty
     /// for the file as it reads, which a `gc --set` would otherwise not keep), unless recorded
     /// already.
     pub fn remember_settings(&self, experiment: &str, settings: &[String]) -> std::io::Result<()> {
-        // A record that cannot be read (past its size limit) is not appended to: `gc` refuses
-        // it until `--as-given` rewrites it, and each run adding a line would only grow it.
-        if self.run_settings(experiment)?.iter().any(|s| s == settings) {
-            return Ok(());
-        }
-        let path = self.settings_path(experiment);
-        if let Some(dir) = path.parent() {
-            ensure_real_dir(dir)?;
-        }
-        append_line(&path, &serde_json::to_string(settings).expect("plain strings"))
+        remember_line(&self.settings_path(experiment), &settings.to_vec())
+    }
+
+    /// The distinct maps of bit-changing switches runs of `experiment` used, oldest first (read
+    /// as [`Store::run_settings`] is).
+    pub fn run_math(&self, experiment: &str) -> std::io::Result<Vec<BTreeMap<String, String>>> {
+        distinct_lines(&self.math_path(experiment))
+    }
+
+    /// Records that a run of `experiment` computes under the switches `math`, unless recorded
+    /// already.
+    pub fn remember_math(&self, experiment: &str, math: &BTreeMap<String, String>) -> std::io::Result<()> {
+        remember_line(&self.math_path(experiment), math)
     }
 
     /// Replaces the record of `experiment`'s settings by `kept`, in one atomic write (a crash
@@ -71,6 +70,43 @@ impl Store {
             kept.iter().map(|settings| serde_json::to_string(settings).expect("plain strings") + "\n").collect();
         write_atomic(&self.settings_path(experiment), text.as_bytes())
     }
+}
+
+/// The distinct values of a record's lines, oldest first; none when there is no record.
+fn distinct_lines<T: DeserializeOwned + Eq + std::hash::Hash + Clone>(path: &Path) -> std::io::Result<Vec<T>> {
+    let bytes = match read_limited(path, MAX_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // A set beside the list: the record may hold some 400,000 short lines, which a search
+    // of the list per line took minutes to read (and every run reads it).
+    let mut seen = Vec::new();
+    let mut known = std::collections::HashSet::new();
+    for line in bytes.split(|&b| b == b'\n') {
+        if let Ok(value) = serde_json::from_slice::<T>(line) {
+            if known.insert(value.clone()) {
+                seen.push(value);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Appends `value` to the record at `path` unless it holds it already.
+fn remember_line<T: Serialize + DeserializeOwned + Eq + std::hash::Hash + Clone>(
+    path: &Path,
+    value: &T,
+) -> std::io::Result<()> {
+    // A record that cannot be read (past its size limit) is not appended to: `gc` refuses
+    // it until `--as-given` rewrites it, and each run adding a line would only grow it.
+    if distinct_lines::<T>(path)?.contains(value) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        ensure_real_dir(dir)?;
+    }
+    append_line(path, &serde_json::to_string(value).expect("plain data"))
 }
 
 #[cfg(test)]

@@ -32,9 +32,25 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     // Keys from the records alone: a damaged result is repaired by the next run, not collected,
     // and neither is what hangs below it.
     let mut in_use = BTreeMap::new();
-    let mut add = |plan: &Plan| {
-        for (key, published) in evaluate::keys_in_use(plan, &store) {
-            *in_use.entry(key).or_insert(false) |= published;
+    // The switches that change a network's bits key every stage: what runs under other switches
+    // than this gc's computed (and the default arithmetic's results) is kept too.
+    let maths = |plan: &Plan| -> Result<Vec<BTreeMap<String, String>>, Failure> {
+        let mut maths = vec![BTreeMap::new(), crate::nn::math_switches::in_force()];
+        let recorded = store.run_math(&plan.experiment.name).map_err(|e| {
+            Failure::runtime(format!("cannot read the switches earlier runs of {} used ({e})", plan.experiment.name))
+        })?;
+        for math in recorded {
+            if !maths.contains(&math) {
+                maths.push(math);
+            }
+        }
+        Ok(maths)
+    };
+    let mut add = |plan: &Plan, maths: &[BTreeMap<String, String>]| {
+        for math in maths {
+            for (key, published) in crate::nn::math_switches::as_if(math, || evaluate::keys_in_use(plan, &store)) {
+                *in_use.entry(key).or_insert(false) |= published;
+            }
         }
     };
     let mut earlier = Vec::new();
@@ -42,8 +58,10 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     // only the given list, else those lists that still apply.
     let mut still_recorded: Vec<Option<Vec<Vec<String>>>> = Vec::new();
     for (file, plan) in files.iter().zip(&plans) {
-        super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name);
-        add(plan);
+        let together: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name, &together);
+        let maths = maths(plan)?;
+        add(plan, &maths);
         if as_given {
             still_recorded.push(Some(vec![given.clone()]));
             continue;
@@ -61,7 +79,7 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
                 kept.push(settings);
                 continue;
             }
-            let not_applied = plan_under(file, &settings).map(|p| add(&p)).err();
+            let not_applied = plan_under(file, &settings).map(|p| add(&p, &maths)).err();
             match not_applied {
                 None => kept.push(settings.clone()),
                 Some(_) => dropped = true,

@@ -25,31 +25,46 @@ pub(super) fn remember_settings(store: &Store, file: &Path, plan: &Plan, g: &Glo
     let renamed = g.set.iter().any(|o| o.path == ["experiment", "name"]);
     let own = renamed.then(|| Experiment::load(file, &[]).ok().map(|e| e.name)).flatten();
     let names = std::iter::once(&plan.experiment.name).chain(own.as_ref().filter(|n| **n != plan.experiment.name));
-    if let Err(e) = names.into_iter().try_for_each(|name| store.remember_settings(name, &settings)) {
+    let math = crate::nn::math_switches::in_force();
+    let remember =
+        |name: &String| store.remember_settings(name, &settings).and_then(|()| store.remember_math(name, &math));
+    if let Err(e) = names.into_iter().try_for_each(remember) {
         tracing::warn!(
             "could not record this run's --set ({e}): a later `cfrun gc` of this file without the same --set \
              would remove its results"
         );
     }
-    if let Some(file) = warn_if_the_name_is_shared(store, file, &plan.experiment.name) {
+    if let Some(file) = warn_if_the_name_is_shared(store, file, &plan.experiment.name, &[]) {
         if let Err(e) = store.remember_experiment_file(&plan.experiment.name, &file) {
             tracing::debug!("could not record which file this run came from: {e}");
         }
     }
 }
 
-/// Warns when another file, still there, was the last to run under `experiment`'s name: the two
-/// share its records, run history, report file and what `gc` keeps. Returns `file` made
-/// canonical (`None` when it cannot be).
-pub(super) fn warn_if_the_name_is_shared(store: &Store, file: &Path, experiment: &str) -> Option<std::path::PathBuf> {
+/// Warns when other files, still there, ran under `experiment`'s name too (those in `given`, the
+/// other files of the same command, aside): they share its records, run history, report file and
+/// what `gc` keeps. Returns `file` made canonical (`None` when it cannot be).
+pub(super) fn warn_if_the_name_is_shared(
+    store: &Store,
+    file: &Path,
+    experiment: &str,
+    given: &[&Path],
+) -> Option<std::path::PathBuf> {
     let here = std::fs::canonicalize(file).ok()?;
-    let last = store.experiment_file(experiment).filter(|last| *last != here && last.is_file());
-    if let Some(last) = last {
+    let given: Vec<std::path::PathBuf> = given.iter().filter_map(|f| std::fs::canonicalize(f).ok()).collect();
+    let others: Vec<String> = store
+        .experiment_files(experiment)
+        .into_iter()
+        .rev()
+        .filter(|f| *f != here && !given.contains(f) && f.is_file())
+        .map(|f| crate::human::printable_path(&f))
+        .collect();
+    if !others.is_empty() {
         tracing::warn!(
-            "experiment `{experiment}` was last run from another file, {}: files that share an experiment name share \
-             its records, run history and report, and `cfrun gc` of one removes what only the other computed; give \
-             {} an `[experiment] name` of its own",
-            crate::human::printable_path(&last),
+            "experiment `{experiment}` was also run from {}: files that share an experiment name share its records, run \
+             history and report, and `cfrun gc` of one removes what only another computed; give {} an \
+             `[experiment] name` of its own",
+            others.join(", "),
             crate::human::printable_path(file)
         );
     }

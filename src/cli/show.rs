@@ -82,7 +82,7 @@ pub(super) fn show(file: &Path, g: &Global, stage: &str) -> Result<ExitCode, Fai
 pub(super) fn report(file: &Path, g: &Global, out: &Path) -> Result<ExitCode, Failure> {
     let plan = load(file, g)?;
     let store = open_store_to_read(g)?;
-    super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name);
+    super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name, &[]);
     require_folder("-o", out)?;
     refuse_inside_cache(out, &g.cache)?;
     let written = crate::html::write(&plan, &store, file, out).map_err(|e| {

@@ -25,8 +25,9 @@ pub(super) fn render(item: &Json) -> String {
     let provenance = item.get("provenance").unwrap_or(&Json::Null);
     let mut how = computed(provenance);
     // One result serves every instance of its recipe: say when another instance computed it.
-    if let Some(by) = provenance.get("instance").and_then(Json::as_str).filter(|by| *by != text("instance")) {
-        how.push_str(&format!(", as {by}"));
+    let by = provenance.get("instance").and_then(Json::as_str).filter(|by| *by != text("instance") && !how.is_empty());
+    if let Some(by) = by {
+        how.push_str(&format!(", as {}", crate::human::printable_cut(by, usize::MAX)));
     }
     line("computed", how);
     line("params", assignments(item.get("params").unwrap_or(&Json::Null)));
@@ -35,8 +36,9 @@ pub(super) fn render(item: &Json) -> String {
     for w in warned.into_iter().flatten().filter_map(Json::as_str) {
         line("warning", w.to_string());
     }
-    for stream in ["stdout", "stderr"] {
-        line(stream, printed(provenance.pointer(&format!("/output/{stream}")).unwrap_or(&Json::Null)));
+    for kept in crate::ops::command::kept_output(provenance) {
+        let body: Vec<String> = kept.last.iter().map(|l| format!("\n             {l}")).collect();
+        line(kept.stream, kept.heading() + &body.concat());
     }
     let metrics = item.get("metrics").and_then(Json::as_object).cloned().unwrap_or_default();
     let several = metrics.len() > 1;
@@ -53,26 +55,6 @@ pub(super) fn render(item: &Json) -> String {
         files.iter().map(|f| f.strip_prefix(object).map_or(*f, |r| r.trim_start_matches('/'))).collect();
     line("files", relative.join(", "));
     out
-}
-
-/// What a command printed on one stream (`provenance.output.STREAM`): how many lines, then the
-/// last ones kept, each on a line of its own under the label.
-fn printed(stream: &Json) -> String {
-    let count = stream.get("lines").and_then(Json::as_u64).unwrap_or(0);
-    let last: Vec<&str> =
-        stream.get("last").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str).collect();
-    if count == 0 {
-        return String::new();
-    }
-    let head = if last.len() as u64 == count {
-        format!("{count} line{}:", if count == 1 { "" } else { "s" })
-    } else {
-        format!("{count} lines, the last {}:", last.len())
-    };
-    // Kept safe to print when the command ran; a hand-edited record is made so again.
-    let body: Vec<String> =
-        last.iter().map(|l| format!("\n             {}", crate::human::printable_cut(l, 400))).collect();
-    head + &body.concat()
 }
 
 /// `kmeans v4 on cpu, 1 thread, 0.005 s, 2026-12-05 14:04:15 UTC, cfrun 0.1.0, experiment smoke`.

@@ -39,10 +39,11 @@ pub fn open(choice: DeviceChoice) -> Result<(Device, String), DeviceError> {
     }
 }
 
-/// How f32 products may be computed on a GPU, for the provenance of what runs there: TF32 (cuBLAS's
-/// by `CFRUN_GEMM_TF32=1`, cuDNN's by default unless `NVIDIA_TF32_OVERRIDE=0`) moves results by far
-/// more than rounding, and neither it nor the device enters the recipe key, so `cfrun show` is
-/// where a reader tells such a result apart.
+/// How f32 products may be computed on a GPU, for the provenance of what runs there: TF32 moves
+/// results by far more than rounding. cuBLAS's (`CFRUN_GEMM_TF32=1`) is in the recipe key
+/// (`nn::math_switches`); cuDNN's default TF32, which `NVIDIA_TF32_OVERRIDE=0` turns off, goes
+/// with the device and the build, which are not (README, "Devices"), so `cfrun show` is where a
+/// reader tells such a result apart.
 pub fn gpu_math() -> serde_json::Value {
     serde_json::json!({
         // Without CUDA, candle's stand-in answers `true` to this; there is no GPU GEMM at all.

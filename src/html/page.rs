@@ -399,25 +399,11 @@ fn provenance(v: &InstanceView) -> String {
             rows.push(("inputs", inputs.join("<br>")));
         }
         // A command's last lines of output, as `cfrun show` gives them.
-        for stream in ["stdout", "stderr"] {
-            let Some(s) = p.pointer(&format!("/output/{stream}")) else { continue };
-            let count = s.get("lines").and_then(Json::as_u64).unwrap_or(0);
-            let last: Vec<String> = s
-                .get("last")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .map(|l| crate::human::printable_cut(l, 400))
-                .collect();
-            if count > 0 {
-                let head = if last.len() as u64 == count {
-                    String::new()
-                } else {
-                    format!("last {} of {count} lines\n", last.len())
-                };
-                rows.push((stream, format!("<pre>{}</pre>", escape(&(head + &last.join("\n"))))));
-            }
+        for kept in crate::ops::command::kept_output(p) {
+            rows.push((
+                kept.stream,
+                format!("<pre>{}\n{}</pre>", escape(&kept.heading()), escape(&kept.last.join("\n"))),
+            ));
         }
         let text = |k: &str| p.get(k).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
         for (label, key) in

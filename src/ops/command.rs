@@ -250,14 +250,8 @@ impl StageKind for Command {
     /// holding one) that no folder on PATH holds would fail every instance after its inputs
     /// were computed. Checked for the instances a run computes, not by commands that only read.
     fn preflight(&self, p: &CommandParams, _fed: &InputFacts, _site: &Site) -> Result<(), ParamError> {
-        let program = match p.argv[0].strip_prefix("{param.").and_then(|n| n.strip_suffix('}')) {
-            Some(name) => match p.params.get(name) {
-                Some(Json::String(s)) => s.clone(),
-                _ => return Ok(()),
-            },
-            None => p.argv[0].clone(),
-        };
-        let Some(why) = not_on_path(&program) else { return Ok(()) };
+        let Some((program, _)) = program(&p.argv, &p.params) else { return Ok(()) };
+        let Some(why) = not_on_path(program) else { return Ok(()) };
         Err(ParamError::field(
             "argv",
             format!("`argv[0]` = \"{}\": `{program}` is not a program on PATH ({why})", p.argv[0]),
@@ -373,6 +367,43 @@ fn note_output(ctx: &mut StageCtx<'_>, printed: &child::Printed) {
         if out.count == 1 { "" } else { "s" },
         err.count
     );
+}
+
+/// One stream of a command's output as its result's provenance keeps it (`output.STREAM`, written
+/// by [`note_output`]).
+#[derive(Debug, PartialEq)]
+pub struct KeptOutput {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// How many lines it had.
+    pub count: u64,
+    /// The last ones, made safe to print again (a record may have been edited by hand).
+    pub last: Vec<String>,
+}
+
+/// The streams of a command's output a provenance keeps, those that printed anything.
+pub fn kept_output(provenance: &Json) -> Vec<KeptOutput> {
+    ["stdout", "stderr"]
+        .into_iter()
+        .filter_map(|stream| {
+            let s = provenance.get("output")?.get(stream)?;
+            let count = s.get("lines").and_then(Json::as_u64).filter(|&n| n > 0)?;
+            let lines = s.get("last").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str);
+            let last = lines.map(|l| crate::human::printable_cut(l, usize::MAX)).collect();
+            Some(KeptOutput { stream, count, last })
+        })
+        .collect()
+}
+
+impl KeptOutput {
+    /// `31 lines, the last 20:` (or `1 line:` when every line was kept).
+    pub fn heading(&self) -> String {
+        if self.last.len() as u64 == self.count {
+            format!("{} line{}:", self.count, if self.count == 1 { "" } else { "s" })
+        } else {
+            format!("{} lines, the last {}:", self.count, self.last.len())
+        }
+    }
 }
 
 fn list(items: &[&str]) -> String {
@@ -570,12 +601,13 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     })
 }
 
-/// The program `argv[0]` names (through `{param.NAME}` when it is only that), as written.
-fn program(p: &RawParams) -> Option<&str> {
-    let first = p.argv.first()?;
+/// The program `argv[0]` names, as written, and the parameter that holds it when `argv[0]` is only
+/// `{param.NAME}` (`None` when that parameter is not text).
+fn program<'p>(argv: &'p [String], params: &'p serde_json::Map<String, Json>) -> Option<(&'p str, Option<&'p str>)> {
+    let first = argv.first()?;
     match first.strip_prefix("{param.").and_then(|n| n.strip_suffix('}')) {
-        Some(name) => p.params.get(name).and_then(Json::as_str),
-        None => Some(first),
+        Some(name) => params.get(name).and_then(Json::as_str).map(|p| (p, Some(name))),
+        None => Some((first.as_str(), None)),
     }
 }
 
@@ -583,7 +615,10 @@ fn program(p: &RawParams) -> Option<&str> {
 /// in the directory cfrun runs in, the program that runs is PATH's, out of the key, while the
 /// hashed file is never run: an edit to the one that ran would be served from the cache.
 fn refuse_program_shadowed_on_path(p: &RawParams) -> Result<(), ParamError> {
-    let Some(program) = program(p).filter(|prog| !prog.is_empty() && !prog.contains('/')) else { return Ok(()) };
+    let Some((program, param)) = program(&p.argv, &p.params) else { return Ok(()) };
+    if program.is_empty() || program.contains('/') {
+        return Ok(());
+    }
     let listed = p.code.iter().any(|path| {
         let parts: Vec<Component> = Path::new(path).components().filter(|c| *c != Component::CurDir).collect();
         matches!(parts.as_slice(), [Component::Normal(name)] if *name == program)
@@ -591,14 +626,18 @@ fn refuse_program_shadowed_on_path(p: &RawParams) -> Result<(), ParamError> {
     if !listed {
         return Ok(());
     }
+    let (field, write) = match param {
+        Some(name) => (format!("params.{name}"), format!("params.{name} = \"./{program}\"")),
+        None => ("argv".to_string(), format!("argv[0] = \"./{program}\"")),
+    };
     Err(ParamError::field(
-        "argv",
+        &field,
         format!(
-            "`argv[0]` = \"{}\" names a program on PATH, but `{program}` is also a `code` file: the file is hashed and \
-             never run, and whatever PATH holds runs outside the key",
+            "`argv[0]` = \"{}\" is looked up on PATH, but `{program}` is also a `code` file: the file is hashed and \
+             never run, and whatever PATH holds under that name runs outside the key",
             p.argv[0]
         ),
-        Some(format!("write argv[0] = \"./{program}\" to run the listed file (it is copied and hashed)")),
+        Some(format!("write {write} to run the listed file (it is copied and hashed)")),
     ))
 }
 

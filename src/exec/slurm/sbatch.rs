@@ -64,8 +64,12 @@ impl Submitter {
     /// The batch script of a job with resources `r`: `key` is a shell word (a quoted key, or an
     /// expansion reading the list).
     fn script(&self, r: &Resources, prelude: &str, key: &str) -> String {
+        // The switches that change a network's bits are in every key: the job gets the driver's
+        // whatever sbatch passes on (`--export=NONE` passes nothing), and its spec is checked.
+        let math: String =
+            crate::nn::math_switches::in_force().iter().map(|(k, v)| format!("export {k}={}\n", quote(v))).collect();
         format!(
-            "{prelude}export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} exec --cache {} --device {} {key}",
+            "{prelude}{math}export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} exec --cache {} --device {} {key}",
             quote(&self.exe.to_string_lossy()),
             quote(&self.cache.to_string_lossy()),
             r.job_device(&self.device)
@@ -219,6 +223,11 @@ mod tests {
         let kmeans = Resources { gpus: 0, ..r.clone() };
         assert!(!s.args("kmeans", &kmeans, None).join(" ").contains("--gres"));
         assert!(s.script(&kmeans, "", "'k'").contains("--device cpu 'k'"));
+        // The driver's switches that change the bits go into the script, whatever sbatch passes.
+        assert!(!s.script(&r, "", "'k'").contains("CFRUN_"), "none by default");
+        let tf32 = std::collections::BTreeMap::from([("CFRUN_GEMM_TF32".to_string(), "1".to_string())]);
+        let script = crate::nn::math_switches::as_if(&tf32, || s.script(&r, "", "'k'"));
+        assert!(script.contains("export CFRUN_GEMM_TF32='1'\n"), "{script}");
         // A `%` of the cache's path is escaped from sbatch's patterns; the log's own are not.
         let odd = Submitter { logs: "/shared/c%u/jobs/logs".into(), ..s.clone() };
         assert!(odd.args("train", &r, None).contains(&"--output=/shared/c%%u/jobs/logs/%j.log".to_string()));

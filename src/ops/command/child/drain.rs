@@ -23,7 +23,7 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 pub(in crate::ops::command) struct Tail {
     /// The last [`TAIL_LINES`] lines, each cut to [`LINE_BYTES`] and safe to print.
     pub lines: VecDeque<String>,
-    /// How many lines the stream had.
+    /// How many lines the stream had (a line past 64 KiB counts once for each 64 KiB read).
     pub count: usize,
 }
 
