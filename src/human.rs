@@ -95,7 +95,7 @@ pub fn printable_path(path: &std::path::Path) -> String {
 /// kin, the byte order mark, the soft hyphen. Harmless to the text around them, so parameter
 /// text may hold them (an emoji sequence needs its joiners), but `kmeans` with one attached reads
 /// as `kmeans` in "unknown op `kmeans`", so messages escape them.
-fn invisible(c: char) -> bool {
+pub fn invisible(c: char) -> bool {
     matches!(c, '\u{00ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 

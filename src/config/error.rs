@@ -169,11 +169,15 @@ fn snippet_source(text: &str, span: &std::ops::Range<usize>) -> Option<(String, 
     if window.lines().any(|l| l.len() > MAX_SNIPPET_LINE) || end - start > 4 * MAX_SNIPPET_LINE {
         return None;
     }
+    // A byte-order mark opening the file is no character of its first line (editors hide it).
+    let bom = from == 0 && text.starts_with('\u{feff}');
     let safe: String = window
-        .chars()
-        .map(|c| match c {
+        .char_indices()
+        .map(|(i, c)| match c {
             '\n' | '\t' => c,
-            c if unsafe_to_print(c) => match c.len_utf8() {
+            '\u{feff}' if bom && i == 0 => c,
+            // The message escapes an invisible character; the quoted line shows where it is.
+            c if unsafe_to_print(c) || crate::human::invisible(c) => match c.len_utf8() {
                 1 => '?',
                 2 => '¿',
                 _ => '\u{fffd}',

@@ -95,6 +95,8 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
             }
             inputs.insert(field.clone(), list);
         }
+        // Each misspelt field is named once, at the first missing input it resembles.
+        let mut named: Vec<&str> = Vec::new();
         for spec in op.inputs().iter().filter(|s| s.required) {
             if !decl.fields.contains_key(spec.name) {
                 let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
@@ -105,10 +107,12 @@ pub fn resolve(exp: &Experiment) -> Result<Vec<ResolvedStage<'_>>, ConfigError> 
                 let fields = op.param_fields();
                 let misspelt = decl.fields.iter().find(|(field, _)| {
                     !fields.contains(&field.as_str())
+                        && !named.contains(&field.as_str())
                         && field.as_str() != RESOURCES_FIELD
                         && op.inputs().iter().all(|i| i.name != field.as_str())
                         && did_you_mean(&field.to_lowercase(), &[spec.name]).is_some()
                 });
+                named.extend(misspelt.map(|(field, _)| field.as_str()));
                 errors.push(match misspelt {
                     Some((field, entry)) => exp.error(
                         &entry.key_origin,
