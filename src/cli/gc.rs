@@ -57,8 +57,8 @@ pub(super) fn gc(files: &[PathBuf], g: &Global, dry_run: bool, as_given: bool) -
     // Of each file, the settings record a sweep leaves, where it changes: with `--as-given`
     // only the given list, else those lists that still apply.
     let mut still_recorded: Vec<Option<Vec<Vec<String>>>> = Vec::new();
+    let together: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     for (file, plan) in files.iter().zip(&plans) {
-        let together: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         super::open::warn_if_the_name_is_shared(&store, file, &plan.experiment.name, &together);
         let maths = maths(plan)?;
         add(plan, &maths);

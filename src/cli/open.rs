@@ -30,8 +30,8 @@ pub(super) fn remember_settings(store: &Store, file: &Path, plan: &Plan, g: &Glo
         |name: &String| store.remember_settings(name, &settings).and_then(|()| store.remember_math(name, &math));
     if let Err(e) = names.into_iter().try_for_each(remember) {
         tracing::warn!(
-            "could not record this run's --set ({e}): a later `cfrun gc` of this file without the same --set \
-             would remove its results"
+            "could not record this run's --set and switches ({e}): a later `cfrun gc` of this file without the \
+             same --set and switches would remove its results"
         );
     }
     if let Some(file) = warn_if_the_name_is_shared(store, file, &plan.experiment.name, &[]) {

@@ -245,17 +245,11 @@ pub fn load_job(store: &Store, key_text: &str) -> Result<Job, SpecError> {
     // ran with (or with one it did not) would publish other bits under it.
     let here = crate::nn::math_switches::in_force();
     if spec.recipe.math != here {
-        let show = |m: &BTreeMap<String, String>| {
-            if m.is_empty() {
-                "none".to_string()
-            } else {
-                m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-            }
-        };
+        let describe = crate::nn::math_switches::describe;
         return Err(invalid(format!(
             "it was keyed with the switches {}, but this process has {}: start it with the driver's environment",
-            show(&spec.recipe.math),
-            show(&here)
+            describe(&spec.recipe.math),
+            describe(&here)
         )));
     }
     // The driver checked these, but the file is read back from disk: typed and range-checked

@@ -57,6 +57,14 @@ pub fn in_force() -> BTreeMap<String, String> {
     on
 }
 
+/// `CFRUN_GEMM_TF32=1 CFRUN_CONV_BACKWARD=candle`, as a person would set them; `none` for none.
+pub fn describe(math: &BTreeMap<String, String>) -> String {
+    if math.is_empty() {
+        return "none".to_string();
+    }
+    math.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
