@@ -6093,3 +6093,61 @@ fn exec_from_driver_by_hand_spares_its_callers_group() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("survived 137"), "the shell was killed with cfrun: {text} {}", stderr(&out));
 }
+
+/// README's "Your first experiment" quotes what `experiments/first.toml` does: the counts of
+/// each command and the claims' intervals and verdicts at 3 and 8 replicates. They are the
+/// output of this test's runs, so a change to the file, an op's bits or the README's numbers
+/// that lets them part fails here.
+#[test]
+fn the_first_experiment_does_what_the_readme_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme.find("\n## Your first experiment\n").expect("README has the walkthrough");
+    let end = start + 1 + readme[start + 1..].find("\n## ").unwrap();
+    let section = &readme[start..end];
+    let file = root.join("experiments/first.toml");
+    let path = file.to_str().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let summary = |out: &Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        let line = stderr(out).lines().last().unwrap_or_default().to_string();
+        let counts = line.split(" in ").next().unwrap().to_string();
+        assert!(section.contains(&format!("#   {counts} in ")), "README lacks `{counts}`:\n{section}");
+        counts
+    };
+
+    let first = cfrun(cache.path(), &[path]);
+    assert_eq!(summary(&first), "first: 48 instances, 48 ran, 0 cached, 0 failed, 0 skipped");
+    let claims = |out: &Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        stdout.split("## verdicts").nth(1).expect("the claims are printed").to_string()
+    };
+    let three = claims(&first);
+    let rows: Vec<&str> =
+        section.lines().filter(|l| l.starts_with("| pre_above_floor") || l.starts_with("| cf_beats_pre")).collect();
+    assert_eq!(rows.len(), 3, "{section}");
+    for row in rows {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (name, interval, verdict) = (cells[0].trim_start_matches("| "), cells[3], cells[4].trim_end_matches(" |"));
+        let printed = three.lines().find(|l| l.starts_with(&format!("| {name}")) && l.contains(interval));
+        let printed = printed
+            .unwrap_or_else(|| panic!("README's `{name}` row `{interval}` is not what the run printed:\n{three}"));
+        assert!(printed.ends_with(&format!("| {verdict} |")), "{printed}");
+    }
+
+    assert_eq!(summary(&cfrun(cache.path(), &[path])), "first: 48 instances, 0 ran, 48 cached, 0 failed, 0 skipped");
+    let status = cfrun(cache.path(), &["status", path, "--set", "sweep.k=[8,32,128]"]);
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    assert!(status_text.contains("missing clusters[k=128,replicate=0]  never run"), "{status_text}");
+    assert!(status_text.trim_end().ends_with("46 of 60 instances cached"), "{status_text}");
+    assert!(section.contains("#   46 of 60 instances cached"));
+
+    let eight = cfrun(cache.path(), &[path, "--set", "experiment.replicates=8"]);
+    assert_eq!(summary(&eight), "first: 123 instances, 77 ran, 46 cached, 0 failed, 0 skipped");
+    let quoted = "+2.15 [-2.41, +6.71] at K = 8";
+    assert!(section.contains(quoted));
+    let eight = claims(&eight);
+    let row = eight.lines().find(|l| l.contains("| k = 8 |")).unwrap();
+    assert!(row.contains(quoted.trim_end_matches(" at K = 8")) && row.ends_with("| **inconclusive** |"), "{row}");
+    assert_eq!(eight.matches("**inconclusive**").count(), 2, "{eight}");
+}
