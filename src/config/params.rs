@@ -9,7 +9,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::suggest::did_you_mean_help;
+use super::suggest::{did_you_mean_choice_help, did_you_mean_help};
 
 /// A parameter problem, located by its field path inside the stage (`k`, `schedule.gamma`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -27,6 +27,19 @@ pub struct ParamError {
     /// Whether the field itself is unknown (a misspelt key), not its value wrong: such an error
     /// points at the key and at `cfrun ops OP`.
     pub unknown_field: bool,
+    /// What a later layer may explain better than the place that found the error.
+    pub about: Option<Box<About>>,
+}
+
+/// The name an error is about, for the help a caller with more context gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum About {
+    /// A required field left out, by its full path (`claims[1].expect`): the help gives what
+    /// the op documents it takes.
+    Missing(String),
+    /// A stage an aggregating op names but does not gather: the plan, which knows the file's
+    /// stages, says how to gather it.
+    Ungathered(String),
 }
 
 impl ParamError {
@@ -38,6 +51,7 @@ impl ParamError {
             help: help.into(),
             found: None,
             unknown_field: false,
+            about: None,
         }
     }
 
@@ -49,7 +63,7 @@ impl ParamError {
     /// "unknown WHAT `got`" for a name outside a closed list, with the valid names and the closest
     /// one (the help serde's enums get, for the choices checked in `validate`).
     pub fn unknown_name(path: &str, what: &str, got: &str, valid: &[&str]) -> Self {
-        let help = did_you_mean_help(got, valid, format!("valid: {}", valid.join(", ")));
+        let help = did_you_mean_choice_help(got, valid, format!("valid: {}", valid.join(", ")));
         ParamError::field(path, format!("unknown {what} `{got}`"), Some(help))
     }
 
@@ -67,8 +81,9 @@ pub trait Params: DeserializeOwned + Serialize + schemars::JsonSchema {
         field_names::<Self>().to_vec()
     }
 
-    /// Types each flattened group on its own first: serde loses the field path inside a
-    /// flattened struct, and this way a type error still names its field.
+    /// Checks on the raw parameters before they are typed: each flattened group on its own
+    /// (serde loses the field path inside a flattened struct, so a type error could not name its
+    /// field), or a likely slip that serde's message would leave unexplained.
     fn check_groups(_raw: &Json) -> Result<(), ParamError> {
         Ok(())
     }
@@ -161,21 +176,13 @@ pub fn parse<P: Params>(raw: &Json) -> Result<P, ParamError> {
 /// A wrong-typed number restated with the type and range `cfrun ops OP` gives the field (the
 /// range the op checks): the Rust type alone says "0 or more" of a field that refuses 0.
 fn documented_type<P: Params>(e: ParamError) -> ParamError {
-    let Some(found) = &e.found else { return e };
-    // `claims[0].margin` is documented as `claims[].margin`.
-    let mut name = String::with_capacity(e.path.len());
-    let mut in_index = false;
-    for c in e.path.chars() {
-        match c {
-            '[' => in_index = true,
-            ']' => {
-                in_index = false;
-                name.push_str("[]");
-            }
-            c if !in_index => name.push(c),
-            _ => {}
-        }
+    if let Some(About::Missing(full)) = e.about.as_deref() {
+        let Some(doc) = P::docs().into_iter().find(|d| d.name == documented_name(full)) else { return e };
+        let help = e.help.as_ref().map(|h| format!("{h}: it takes {}", doc.kind.trim_end_matches(", required")));
+        return ParamError { help, ..e };
     }
+    let Some(found) = &e.found else { return e };
+    let name = documented_name(&e.path);
     let docs = P::docs();
     let kind = if let Some(doc) = docs.iter().find(|d| d.name == name) {
         doc.kind.clone()
@@ -199,6 +206,24 @@ fn documented_type<P: Params>(e: ParamError) -> ParamError {
     ParamError { message, ..e }
 }
 
+/// A field's path as `cfrun ops OP` documents it: `claims[0].margin` is `claims[].margin`.
+fn documented_name(path: &str) -> String {
+    let mut name = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => {
+                in_index = false;
+                name.push_str("[]");
+            }
+            c if !in_index => name.push(c),
+            _ => {}
+        }
+    }
+    name
+}
+
 /// Deserialises `raw` as `T`, turning serde's message into one that names the field.
 fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
     serde_path_to_error::deserialize::<_, T>(raw.clone()).map_err(|e| {
@@ -216,12 +241,19 @@ fn deserialize<T: DeserializeOwned>(raw: &Json) -> Result<T, ParamError> {
         }
         if let Some(missing) = inner.strip_prefix("missing field ") {
             let name = missing.trim_matches('`');
-            let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
-            return ParamError::field(
-                &path,
-                format!("missing required field `{full}`"),
-                Some(format!("add {full} = ... to this stage")),
-            );
+            let (full, table) = if path.is_empty() {
+                (name.to_string(), "this stage".to_string())
+            } else {
+                (format!("{path}.{name}"), format!("the table `{path}`"))
+            };
+            return ParamError {
+                about: Some(Box::new(About::Missing(full.clone()))),
+                ..ParamError::field(
+                    &path,
+                    format!("missing required field `{full}`"),
+                    Some(format!("add `{name} = ...` to {table}")),
+                )
+            };
         }
         match plain_type_message(&inner) {
             Some((expected, found)) => ParamError {

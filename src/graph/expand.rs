@@ -12,6 +12,7 @@ use super::instance::{instance_name, InputRef, Instance, InstanceIdx};
 use super::placeholder::{axes_used, substitute};
 use super::resolve::ResolvedStage;
 use crate::config::experiment::REPLICATE_AXIS;
+use crate::config::params::About;
 use crate::config::{ConfigError, Experiment, NodeValue, Origin, ParamError};
 use crate::ops::{Gathered, InputFacts, OutputFacts};
 use crate::rng::derive_seed;
@@ -264,6 +265,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
             if stage.op.aggregates() && !incomplete.contains(name) {
                 if let Err(e) = check_gathered(stage, &params, &inputs, &instances) {
+                    let e = how_to_gather(exp, e, &inputs);
                     refused.add(&mut errors, exp, stage, &e, &assignment);
                     continue;
                 }
@@ -464,6 +466,20 @@ fn inject_seed(stage: &ResolvedStage<'_>, raw: Json, seed: u64, replicate: Optio
 /// so that it reads back as a TOML integer.
 pub fn replicate_seed(base: u64, r: u64) -> u64 {
     derive_seed(base, "replicate", r) & (i64::MAX as u64)
+}
+
+/// An error naming a stage of the file that the aggregator does not gather says to add it to
+/// `inputs`, as the output its other inputs name (`probe2.metrics`): a stage left out of
+/// `inputs` is otherwise easily read as one that does not exist.
+fn how_to_gather(exp: &Experiment, e: ParamError, inputs: &BTreeMap<String, Vec<InputRef>>) -> ParamError {
+    let Some(About::Ungathered(name)) = e.about.as_deref() else { return e };
+    if exp.stage(name).is_none() {
+        return e;
+    }
+    let output = inputs.values().flatten().next().map_or("OUTPUT", |r| r.output.as_str());
+    let help =
+        format!("`{name}` is a stage of this file that `inputs` leaves out: add \"{name}.{output}\" to `inputs`");
+    ParamError { help: Some(help), ..e }
 }
 
 /// Lets an aggregating op check its parameters against what it gathers.

@@ -202,11 +202,20 @@ fn check_reference(
         ));
     };
     let Some((stage, output)) = text.split_once('.') else {
-        return Err(exp.error(
-            &node.origin,
-            format!("`{field_path}` = \"{text}\" is not a reference"),
-            Some("write \"STAGE.OUTPUT\", e.g. \"fashion.labels\"".into()),
-        ));
+        // A stage's bare name (`teacher = "n_pre"`) most likely means its output of the kind
+        // the field takes.
+        let fits: Vec<String> = exp
+            .stage(text)
+            .map(|s| outputs_of_kind(s, spec).into_iter().map(|r| format!("\"{r}\"")).collect())
+            .unwrap_or_default();
+        let help = match fits.as_slice() {
+            [] => "write \"STAGE.OUTPUT\", e.g. \"fashion.labels\"".to_string(),
+            [one] => format!("write \"STAGE.OUTPUT\": {one}, the output of `{text}` that `{field}` can take"),
+            many => {
+                format!("write \"STAGE.OUTPUT\": `{text}`'s outputs that `{field}` can take are {}", many.join(", "))
+            }
+        };
+        return Err(exp.error(&node.origin, format!("`{field_path}` = \"{text}\" is not a reference"), Some(help)));
     };
     let Some(target) = exp.stage(stage) else {
         let names: Vec<&str> = exp.stages.iter().map(|s| s.name.as_str()).collect();
@@ -234,21 +243,8 @@ fn check_reference(
     };
     if !spec.kinds.contains(&out_kind) {
         let kinds: Vec<String> = spec.kinds.iter().map(|k| k.to_string()).collect();
-        let candidates: Vec<String> = exp
-            .stages
-            .iter()
-            .filter_map(|s| ops::find(&s.op).map(|op| (s, op)))
-            .flat_map(|(s, op)| {
-                let raw = raw_fields(s);
-                op.output_names(&raw)
-                    .into_iter()
-                    .filter(|o| op.output_kind(&raw, o).is_some_and(|k| spec.kinds.contains(&k)))
-                    .map(|o| format!("{}.{o}", s.name))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|r| !r.starts_with(&format!("{}.", decl.name)))
-            .take(12)
-            .collect();
+        let candidates: Vec<String> =
+            exp.stages.iter().filter(|s| s.name != decl.name).flat_map(|s| outputs_of_kind(s, spec)).take(12).collect();
         let help = if candidates.is_empty() {
             format!("`{field}` takes {}", kinds.join(" or "))
         } else {
@@ -261,4 +257,15 @@ fn check_reference(
         ));
     }
     Ok((stage.to_string(), output.to_string()))
+}
+
+/// A stage's outputs that an input of `spec` can take, as references (`n_pre.model`).
+fn outputs_of_kind(stage: &StageDecl, spec: &ops::InputSpec) -> Vec<String> {
+    let Some(op) = ops::find(&stage.op) else { return Vec::new() };
+    let raw = raw_fields(stage);
+    op.output_names(&raw)
+        .into_iter()
+        .filter(|o| op.output_kind(&raw, o).is_some_and(|k| spec.kinds.contains(&k)))
+        .map(|o| format!("{}.{o}", stage.name))
+        .collect()
 }

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use super::{InputArtifact, Op, OpError};
 use crate::artifact::Metrics;
-use crate::config::params::ParamError;
+use crate::config::params::{About, ParamError};
 use crate::config::suggest::{did_you_mean, did_you_mean_help};
 use crate::report::{AxisValue, Record, REPLICATE_DIM};
 
@@ -190,12 +190,23 @@ pub fn check_labels(labels: &BTreeMap<String, String>, gathered: &[Gathered<'_>]
     let stages: BTreeSet<&str> = gathered.iter().map(|g| g.stage).collect();
     let Some(stray) = labels.keys().find(|k| !stages.contains(k.as_str())) else { return Ok(()) };
     let valid: Vec<&str> = stages.into_iter().collect();
-    let help = did_you_mean_help(stray, &valid, format!("the gathered stages: {}", valid.join(", ")));
-    Err(ParamError::field(
+    Err(ungathered(
         &format!("labels.{stray}"),
         format!("`labels` names `{stray}`, which is not a stage this one gathers"),
-        Some(help),
+        stray,
+        &valid,
     ))
+}
+
+/// An error naming `name`, which is not among the `gathered` stages: the help offers the
+/// closest of them, and the plan replaces it when `name` is a stage of the file that `inputs`
+/// leaves out (the usual cause).
+pub fn ungathered(at: &str, message: String, name: &str, gathered: &[&str]) -> ParamError {
+    let help = did_you_mean_help(name, gathered, format!("the gathered stages: {}", gathered.join(", ")));
+    ParamError {
+        about: Some(Box::new(About::Ungathered(name.to_string()))),
+        ..ParamError::field(at, message, Some(help))
+    }
 }
 
 /// An axis value as the report compares coordinates (`report::AxisValue`): 50 and 50.0 are

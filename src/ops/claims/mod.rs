@@ -187,9 +187,12 @@ impl StageKind for Claims {
                             continue;
                         }
                         if !known_set.contains(text(lit).as_str()) && !axis_values.iter().any(|v| same_value(lit, v)) {
-                            let what = if dim == SOURCE { "stage".to_string() } else { format!("value of `{dim}`") };
                             let valid: Vec<&str> = known.iter().map(String::as_str).collect();
-                            return Err(unknown(&at, &c.name, &what, &text(lit), &valid));
+                            if dim == SOURCE {
+                                // Most often a stage of the file left out of `inputs`.
+                                return Err(ungathered_stage(&at, &c.name, &text(lit), &valid));
+                            }
+                            return Err(unknown(&at, &c.name, &format!("value of `{dim}`"), &text(lit), &valid));
                         }
                     }
                 }
@@ -368,6 +371,12 @@ fn replicate_refused<'a>(i: usize, field: &str, claim: &str, axes: impl Iterator
 fn unknown(at: &str, claim: &str, what: &str, got: &str, valid: &[&str]) -> ParamError {
     let help = did_you_mean_help(got, valid, format!("valid: {}", valid.join(", ")));
     ParamError::field(at, format!("claim `{claim}` names unknown {what} `{got}` in `{at}`"), Some(help))
+}
+
+/// A series selecting a stage that `inputs` does not gather.
+fn ungathered_stage(at: &str, claim: &str, stage: &str, gathered: &[&str]) -> ParamError {
+    let message = format!("claim `{claim}` names `{stage}` in `{at}`, which is not a stage this one gathers");
+    super::gathered::ungathered(at, message, stage, gathered)
 }
 
 /// Why a series may match nothing as the claims run: the gathered stages that wrote no `metric`

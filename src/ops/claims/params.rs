@@ -44,22 +44,24 @@ pub struct ClaimDecl {
     /// How the check is computed.
     #[serde(default)]
     pub kind: ClaimKind,
-    /// First series (compare, trend, contrast).
+    /// First series (compare, trend, contrast): dimensions and the value each must take, `source`
+    /// naming a gathered stage (`{ source = "probe_cf", k = 250 }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a: Option<SelectorDecl>,
-    /// Second series.
+    /// Second series, written as `a`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub b: Option<SelectorDecl>,
-    /// The series of an `order` claim, in the expected order.
+    /// The series of an `order` claim, in the expected order, each written as `a`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<SelectorDecl>,
-    /// Where the series are compared.
+    /// Where the series are compared: axes and their values (`{ target = "mnist", p = { min = 50 } }`;
+    /// a list means any of its values).
     #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
     pub scope: SelectorDecl,
     /// For `trend`: the numeric axis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub along: Option<String>,
-    /// For `contrast`: the slice where the gap is expected to be larger.
+    /// For `contrast`: the slice where the gap is expected to be larger, written as `where`.
     #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
     pub inside: Option<SelectorDecl>,
     /// For `contrast`: the slice it is compared with.
@@ -349,6 +351,36 @@ pub const MAX_CLAIMS: usize = 1_000;
 pub const MAX_CASES: usize = 100_000;
 
 impl Params for ClaimsParams {
+    /// A series written as a stage's bare name (`b = "probe_pre"`): serde would only say it
+    /// expected a map.
+    fn check_groups(raw: &Json) -> Result<(), ParamError> {
+        let claims = raw.get("claims").and_then(Json::as_array).map_or(&[][..], Vec::as_slice);
+        for (i, claim) in claims.iter().enumerate() {
+            let fields =
+                ["a", "b", "in", "than", "where"].into_iter().filter_map(|f| Some((f.to_string(), claim.get(f)?)));
+            let series = claim.get("series").and_then(Json::as_array).map_or(&[][..], Vec::as_slice);
+            let items = series.iter().enumerate().map(|(j, s)| (format!("series[{j}]"), s));
+            for (field, value) in fields.chain(items) {
+                if let Json::String(name) = value {
+                    let at = format!("claims[{i}].{field}");
+                    let quoted = Json::String(name.clone());
+                    let (what, help) = match field.as_str() {
+                        "where" | "in" | "than" => {
+                            ("cells", format!("write {{ AXIS = {quoted} }}, naming the axis that takes it"))
+                        }
+                        _ => ("a series", format!("write {{ source = {quoted} }} to select the stage `{name}`")),
+                    };
+                    return Err(ParamError::field(
+                        &at,
+                        format!("`{at}` is a string, but it selects {what}: a table of dimensions and their values"),
+                        Some(help),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ParamError> {
         if self.claims.is_empty() {
             return Err(ParamError::field(
