@@ -6151,3 +6151,41 @@ fn the_first_experiment_does_what_the_readme_says() {
     assert!(row.contains(quoted.trim_end_matches(" at K = 8")) && row.ends_with("| **inconclusive** |"), "{row}");
     assert_eq!(eight.matches("**inconclusive**").count(), 2, "{eight}");
 }
+
+/// A relative folder on PATH is searched from where cfrun started, by the command as by its
+/// `env_probe`: from the command's scratch folder it found another program than the one whose
+/// version the key held, and an edit of that program was served stale (found by review).
+#[test]
+fn a_relative_path_folder_finds_the_program_the_probe_saw() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tool = |folder: &str, version: &str, x: u32| {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        let file = dir.path().join(folder).join("tool");
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"tool {version}\"; exit 0; fi\n\
+             mkdir -p \"$1\" && echo '{{\"values\":{{\"x\":{x}}}}}' > \"$1/metrics.json\"\n"
+        );
+        std::fs::write(&file, script).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    tool("pbin", "1.0", 1);
+    tool("abs", "9.9", 2);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[experiment]\nname = \"p\"\n[stages.t]\nop = \"command\"\nargv = [\"tool\", \"{out.m}\"]\n\
+         env_probe = [\"tool\", \"--version\"]\noutputs = { m = \"metrics\" }\nseeded = false\n",
+    )
+    .unwrap();
+    let path = format!("pbin:{}:{}", dir.path().join("abs").display(), std::env::var("PATH").unwrap());
+    let cache = dir.path().join("cache");
+    let out = cfrun_command(&cache, &["p.toml"]).current_dir(dir.path()).env("PATH", &path).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = cfrun_command(&cache, &["show", "p.toml", "t", "--json"])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v[0]["metrics"]["m"]["x"], 1.0, "the probe saw pbin/tool, so pbin/tool must run: {v}");
+}

@@ -455,8 +455,9 @@ fn not_on_path(program: &str) -> Option<String> {
     if program.is_empty() || program.contains(['/', '{']) {
         return None;
     }
+    // Relative folders are searched from cfrun's folder, as the command's PATH is anchored there.
     let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir.is_relative()) || crate::shell::find_on_path(program).is_some() {
+    if crate::shell::find_on_path(program).is_some() {
         return None;
     }
     let lacking_x = std::env::split_paths(&path).map(|dir| dir.join(program)).find(|f| f.is_file());
