@@ -131,6 +131,19 @@ fn a_part_runs_alone_and_the_whole_run_reuses_it() {
     let history = &html[html.find("<section id=\"history\">").unwrap()..];
     assert!(history.contains("<td><code>clusters[k=16]</code> <code>probe_noisy[p=50]</code></td>"), "{history}");
     assert_eq!(history.matches("<td>all</td>").count(), 1, "{history}");
+    // The log names a part's targets once, in its first line, not in each of its 4.
+    let log = std::fs::read_to_string(cache.path().join("runs.jsonl")).unwrap();
+    assert_eq!(log.matches("\"targets\":[\"clusters[k=16]\",\"probe_noisy[p=50]\"]").count(), 1, "{log}");
+    // A part of many targets names a few in its summary line and counts the rest.
+    let many: Vec<String> = ["shapes", "noisy[p=0]", "noisy[p=50]", "clusters[k=4]", "clusters[k=16]"]
+        .into_iter()
+        .chain(["probe_noisy[p=0]", "probe_noisy[p=50]", "results", "clustering"])
+        .map(String::from)
+        .collect();
+    let mut args = vec!["status", file.to_str().unwrap()];
+    args.extend(many.iter().map(String::as_str));
+    let text = String::from_utf8_lossy(&cfrun(cache.path(), &args).stdout).to_string();
+    assert!(text.ends_with("(shapes noisy[p=0] noisy[p=50] clusters[k=4] clusters[k=16] probe_noisy[p=0] probe_noisy[p=50] results and 1 more target, and what they read)\n"), "{text}");
     // A name that matches nothing is the command line's mistake, said with what it could mean.
     for (asked, said) in [
         (

@@ -44,7 +44,8 @@ pub struct RunLogLine {
     /// The run it belongs to, the same in each of its lines (absent from logs before 2026-12-07).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
-    /// The targets of a run of part of the experiment (empty for the whole).
+    /// The targets of a run of part of the experiment (empty for the whole), in the run's
+    /// first line (before 2026-12-08, in each of its lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
 }

@@ -26,10 +26,18 @@ pub(super) fn load_part(file: &Path, g: &Global, targets: &[String]) -> Result<P
 
 /// How a summary says it covers a part: ` (T1 T2 and what they read)`, or nothing for the whole.
 pub(super) fn part_note(targets: &[String]) -> String {
-    if targets.is_empty() {
-        String::new()
-    } else {
-        format!(" ({} and what {})", targets.join(" "), if targets.len() == 1 { "it reads" } else { "they read" })
+    // Thousands of targets (instance names from a script) would make the summary line longer
+    // than the run's log.
+    const SHOWN: usize = 8;
+    let reads = if targets.len() == 1 { "it reads" } else { "they read" };
+    match targets.len() {
+        0 => String::new(),
+        n if n <= SHOWN => format!(" ({} and what {reads})", targets.join(" ")),
+        n => {
+            let more = n - SHOWN;
+            let noun = if more == 1 { "target" } else { "targets" };
+            format!(" ({} and {more} more {noun}, and what {reads})", targets[..SHOWN].join(" "))
+        }
     }
 }
 

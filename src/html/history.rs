@@ -45,9 +45,17 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
     let mut runs: Vec<Run> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut last = BTreeMap::new();
-    for entry in read_run_log(log) {
+    // A run names its targets in its first line only, and lines of runs side by side interleave.
+    let mut targets_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for mut entry in read_run_log(log) {
         if entry.experiment != experiment {
             continue;
+        }
+        // Moved out of the line, which `last` keeps: a copy per instance is what made an old
+        // log of many targets take gigabytes here.
+        let mut targets = std::mem::take(&mut entry.targets);
+        if let (Some(id), false) = (&entry.run, targets.is_empty()) {
+            targets_of.insert(id.clone(), std::mem::take(&mut targets));
         }
         // Logged when the instance ended: a one-stage run of 3 s read as begun at its end, 0.0 s long.
         let began =
@@ -61,7 +69,11 @@ pub fn read(log: &Path, experiment: &str) -> (Vec<Run>, BTreeMap<String, RunLogL
             if runs.len() == MAX_RUNS {
                 runs.remove(0);
             }
-            runs.push(Run { start: began, id: entry.run.clone(), targets: entry.targets.clone(), ..Run::default() });
+            let targets = match &entry.run {
+                Some(id) => targets_of.get(id).cloned().unwrap_or_default(),
+                None => targets,
+            };
+            runs.push(Run { start: began, id: entry.run.clone(), targets, ..Run::default() });
             seen.clear();
         }
         seen.insert(entry.instance.clone());
@@ -136,6 +148,21 @@ mod tests {
             [(1, vec![]), (2, vec!["pa".to_string()]), (2, vec!["pb".to_string()]), (1, vec![])],
             "{runs:?}"
         );
+
+        // Since 2026-12-08 only a run's first line names its targets; two runs side by side
+        // interleave, and each segment still says its run's.
+        let text = [
+            line("a", Some("r1"), "pa"),
+            line("b", Some("r2"), "pb"),
+            line("pa", Some("r1"), ""),
+            line("pb", Some("r2"), ""),
+        ]
+        .join("\n");
+        std::fs::write(&log, text).unwrap();
+        let (runs, last) = read(&log, "e");
+        let targets: Vec<Vec<String>> = runs.iter().map(|r| r.targets.clone()).collect();
+        assert_eq!(targets, [["pa"], ["pb"], ["pa"], ["pb"]].map(|t| vec![t[0].to_string()]), "{runs:?}");
+        assert!(last.values().all(|l| l.targets.is_empty()), "the kept lines hold no copy of the targets");
     }
 
     #[test]
