@@ -12,7 +12,11 @@ use super::ids::Digest;
 use super::CacheError;
 
 /// Manifests and key records are small; anything larger is damage, not data.
+#[cfg(not(test))]
 pub(super) const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Small enough in unit tests that a manifest over it is made in milliseconds.
+#[cfg(test)]
+pub(super) const MAX_RECORD_BYTES: u64 = 256 << 10;
 
 /// One file of an object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,19 @@ pub enum CacheError {
         /// What the check found.
         detail: Box<verify::Damage>,
     },
+    /// The outputs hold so many files that their manifest would be more than cfrun reads
+    /// back: published, the result would read as damaged on every later run.
+    #[error(
+        "the outputs hold {files} files, whose manifest would take {}, more than the {} cfrun reads back;          write fewer files (one archive, or one file of rows)",
+        crate::human::bytes(*bytes),
+        crate::human::bytes(manifest::MAX_RECORD_BYTES)
+    )]
+    TooManyFiles {
+        /// Files in the outputs.
+        files: usize,
+        /// Size the manifest would have.
+        bytes: u64,
+    },
 }
 
 impl CacheError {

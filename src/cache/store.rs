@@ -461,9 +461,13 @@ impl Store {
     ) -> Result<KeyRecord, CacheError> {
         let dir = staged.path().to_path_buf();
         let manifest = build_manifest(&dir)?;
+        let encoded = super::manifest::encode(&manifest);
+        if encoded.len() as u64 > MAX_RECORD_BYTES {
+            return Err(CacheError::TooManyFiles { files: manifest.files.len(), bytes: encoded.len() as u64 });
+        }
         let manifest_path = dir.join("manifest.json");
         let mut f = fs::File::create(&manifest_path).map_err(CacheError::io(&manifest_path))?;
-        f.write_all(&super::manifest::encode(&manifest)).map_err(CacheError::io(&manifest_path))?;
+        f.write_all(&encoded).map_err(CacheError::io(&manifest_path))?;
         f.sync_all().map_err(CacheError::io(&manifest_path))?;
         sync_tree(&dir)?;
         let object = object_digest(&manifest);
@@ -791,6 +795,27 @@ pub(crate) mod tests {
         // A folder in its place is damage the next run clears, not a permission to ask for.
         fs::create_dir(&path).unwrap();
         assert!(matches!(store.lookup_or_damage(&rec.key), Err(RecordDamage::NotARecord { .. })));
+    }
+
+    /// Outputs whose manifest would be more than a reader takes are refused at publish, with
+    /// nothing published: published, they read as damage on every later run (found by review:
+    /// 112,000 files made a 70 MB manifest, rebuilt on each run).
+    #[test]
+    fn outputs_of_too_many_files_are_refused_not_published_as_damage() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let staged = store.staging_dir().unwrap();
+        fs::create_dir(staged.path().join("out")).unwrap();
+        let files = (MAX_RECORD_BYTES / 100) as usize;
+        for i in 0..files {
+            fs::write(staged.path().join("out").join(format!("{i:0>40}")), b"").unwrap();
+        }
+        let recipe = demo_recipe(0);
+        let err = store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, CacheError::TooManyFiles { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("the outputs hold {files} files")), "{err}");
+        assert!(store.lookup(&recipe.key()).is_none());
+        assert_eq!(list_dir(&root.path().join("objects")), Vec::<String>::new());
     }
 
     #[test]

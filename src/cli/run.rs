@@ -170,6 +170,8 @@ pub(super) fn run(
     let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
     let (ran, cached, failed, skipped) =
         (count(Outcome::Ran), count(Outcome::Cached), count(Outcome::Failed), count(Outcome::Skipped));
+    /// Report files of one instance printed (markdown) or named (the rest) after a run.
+    const SHOWN_REPORT_FILES: usize = 20;
     let mut report_files = Vec::new();
     for (inst, rep) in plan.instances.iter().zip(reports) {
         let Some(record) = &rep.record else { continue };
@@ -207,15 +209,24 @@ pub(super) fn run(
         );
     } else {
         for (name, files) in &report_files {
-            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
+            let is = |f: &&std::path::PathBuf, md: bool| f.extension().is_some_and(|e| (e == "md") == md);
+            let markdown: Vec<_> = files.iter().filter(|f| is(f, true)).collect();
+            let others: Vec<_> = files.iter().filter(|f| is(f, false)).collect();
+            for f in markdown.iter().take(SHOWN_REPORT_FILES) {
                 // A command's report may hold anything: escapes are shown, not obeyed, and a
                 // long one is cut with its path named (the page and the file have it whole).
                 if let Some(shown) = report_for_terminal(f) {
                     outln!("## {name}\n\n{shown}");
                 }
             }
-            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e != "md")) {
+            for f in others.iter().take(SHOWN_REPORT_FILES) {
                 outln!("{name}: {}", f.display());
+            }
+            // A command's report of thousands of files would bury the run's own output.
+            let left =
+                markdown.len().saturating_sub(SHOWN_REPORT_FILES) + others.len().saturating_sub(SHOWN_REPORT_FILES);
+            if let (true, Some(dir)) = (left > 0, files.first().and_then(|f| f.parent())) {
+                outln!("{name}: and {left} more files under {}", dir.display());
             }
         }
         // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.
