@@ -236,7 +236,11 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<DirtyReason>) {
         (Json::Object(a), Json::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                // A key that is not a bare name (a `code` file `w.sh`) is quoted, as TOML would
+                // write it: `code."w.sh"`, not `code.w.sh`.
+                let bare = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let shown = if bare { k.clone() } else { Json::String(k.clone()).to_string() };
+                let p = if path.is_empty() { shown } else { format!("{path}.{shown}") };
                 diff_json(&p, a.get(k).unwrap_or(&Json::Null), b.get(k).unwrap_or(&Json::Null), out);
             }
         }
@@ -388,5 +392,16 @@ mod tests {
         );
         // A list of plain values reads best whole.
         assert_eq!(diffs(json!({"m": ["top1"]}), json!({"m": ["top1", "top5"]})), [r#"m ["top1"] -> ["top1","top5"]"#]);
+    }
+
+    /// A map key that is not a bare name is quoted, so a `code` file's dots do not read as
+    /// nesting (`code.w.sh` was printed for the file `w.sh`).
+    #[test]
+    fn a_key_with_a_dot_is_quoted_in_the_field_path() {
+        assert_eq!(
+            diffs(json!({"code": {"w.sh": "a"}}), json!({"code": {"w.sh": "b"}})),
+            [r#"code."w.sh" "a" -> "b""#]
+        );
+        assert_eq!(diffs(json!({"params": {"lr_2": 1}}), json!({"params": {"lr_2": 2}})), ["params.lr_2 1 -> 2"]);
     }
 }

@@ -559,8 +559,14 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     refuse_program_shadowed_on_path(&p)?;
     let mut code = BTreeMap::new();
     for (i, path) in p.code.iter().enumerate() {
+        // Keyed as a plain relative path: `./w.sh` and `w.sh` are one file, one key.
+        let plain: Vec<String> = Path::new(path)
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         code.insert(
-            path.clone(),
+            plain.join("/"),
             hash_code(path).map_err(|e| ParamError::field("code", format!("`code[{i}]` = \"{path}\": {e}"), None))?,
         );
     }
@@ -818,6 +824,18 @@ mod tests {
                          "params": {"c": 2}, "code": ["Cargo.toml"], "seed": 1});
         let canon = crate::ops::Op::normalize(&Command, &raw).unwrap();
         assert!(canon["code"]["Cargo.toml"].as_str().unwrap().starts_with("blake3:"));
+        // The same file written `./Cargo.toml`, or `.//src/./lib.rs`, keys as written plainly.
+        let dotted = json!({"argv": ["true", "{out.m}", "{param.c}", "{seed}"], "outputs": {"m": "metrics"},
+                            "params": {"c": 2}, "code": ["./Cargo.toml"], "seed": 1});
+        assert_eq!(crate::ops::Op::normalize(&Command, &dotted).unwrap(), canon);
+        let nested = json!({"argv": ["true"], "outputs": {"m": "metrics"}, "code": [".//src/./lib.rs"], "seed": 1});
+        let keys: Vec<String> = crate::ops::Op::normalize(&Command, &nested).unwrap()["code"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, ["src/lib.rs"]);
         assert_eq!(canon["outputs"]["m"], "metrics");
         let p: CommandParams = serde_json::from_value(canon).unwrap();
         assert_eq!(expand(&p).unwrap(), vec!["true", "out/m", "2", "1"]);
