@@ -143,6 +143,7 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
         "device": env.device_name,
         "threads": rayon::current_num_threads(),
         "cfrun_version": env!("CARGO_PKG_VERSION"),
+        "libc": libc_version(),
         "started_unix": now_unix() - started.elapsed().as_secs_f64(),
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
@@ -163,6 +164,22 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     let record = store.publish(staging, key, &job.recipe, provenance).map_err(cache_err)?;
     drop_checkpoint(store, &key);
     Ok((record, Outcome::Ran))
+}
+
+/// The C library's version (`glibc 2.36`): its `expf`, `logf`, `sinf` and the like compute
+/// bits of every result (images, initial weights, softmax), and hosts sharing a cache may have
+/// different builds of it, which the key cannot see.
+fn libc_version() -> Option<String> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: glibc returns a pointer to a static NUL-terminated string.
+        let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+        Some(format!("glibc {}", version.to_string_lossy()))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// The verified record of `key`; a damaged object is reported, evicted and treated as missing.
