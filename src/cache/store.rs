@@ -650,15 +650,20 @@ pub(super) fn list_dir(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Total size of the files under `dir`.
+/// The disk space `dir` takes: the blocks of its files and folders, itself included. What a
+/// removal frees; the files' lengths alone said 16 MB of a cache of many small results that
+/// took 337 MB.
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    rd.filter_map(|e| e.ok())
+    use std::os::unix::fs::MetadataExt;
+    let own = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    let Ok(rd) = fs::read_dir(dir) else { return own };
+    own + rd
+        .filter_map(|e| e.ok())
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
         })
-        .sum()
+        .sum::<u64>()
 }
 
 fn sync_tree(dir: &Path) -> Result<(), CacheError> {
