@@ -3831,7 +3831,7 @@ fn generated_inputs_end_in_exit_2_within_seconds() {
                 v = values(1000),
                 refs = vec!["\"n.metrics\""; 50_000].join(",")
             ),
-            "reads more than 1000000 upstream instances",
+            "read more than 1000000 upstream instances in all",
         ),
         (
             "placeholders that grow into gigabytes once substituted",

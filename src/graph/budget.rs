@@ -13,6 +13,8 @@ pub struct Budget {
     instances: usize,
     param_bytes: usize,
     edges: usize,
+    /// The stage whose edges are being counted, and how many it has so far.
+    edges_here: (String, usize),
 }
 
 impl Budget {
@@ -63,10 +65,21 @@ impl Budget {
     /// Admits `n` more input edges into instances of `stage`.
     pub fn admit_edges(&mut self, exp: &Experiment, stage: &ResolvedStage<'_>, n: usize) -> Result<(), ConfigError> {
         self.edges = self.edges.saturating_add(n);
+        if self.edges_here.0 != stage.decl.name {
+            self.edges_here = (stage.decl.name.clone(), 0);
+        }
+        self.edges_here.1 = self.edges_here.1.saturating_add(n);
         if self.edges > MAX_INPUT_EDGES {
+            // The total is the experiment's: the stage that crosses it may read few itself.
+            let here = self.edges_here.1;
             return Err(exp.error(
                 &stage.decl.origin,
-                format!("stage `{}` reads more than {MAX_INPUT_EDGES} upstream instances in total", stage.decl.name),
+                format!(
+                    "the experiment's instances read more than {MAX_INPUT_EDGES} upstream instances in all: {} \
+                     before stage `{}`, and {here} by its instances so far",
+                    self.edges - here,
+                    stage.decl.name
+                ),
                 Some("list each stage once in a gathering input; sweep fewer values".into()),
             ));
         }
