@@ -47,7 +47,8 @@ pub enum CacheError {
     /// The outputs hold so many files that their manifest would be more than cfrun reads
     /// back: published, the result would read as damaged on every later run.
     #[error(
-        "the outputs hold {files} files, whose manifest would take {}, more than the {} cfrun reads back;          write fewer files (one archive, or one file of rows)",
+        "the outputs hold {files} files, whose manifest would take {}, more than the {} cfrun reads back; \
+         write fewer files (one archive, or one file of rows)",
         crate::human::bytes(*bytes),
         crate::human::bytes(manifest::MAX_RECORD_BYTES)
     )]

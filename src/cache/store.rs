@@ -637,7 +637,7 @@ impl Store {
         }
     }
 
-    /// Total size of an object's files.
+    /// The disk space an object takes ([`dir_size`]).
     pub fn object_size(&self, digest: &Digest) -> u64 {
         dir_size(&self.object_dir(digest))
     }
@@ -819,6 +819,7 @@ pub(crate) mod tests {
         let err = store.publish(staged, recipe.key(), &recipe, serde_json::json!({})).unwrap_err();
         assert!(matches!(err, CacheError::TooManyFiles { .. }), "{err}");
         assert!(err.to_string().contains(&format!("the outputs hold {files} files")), "{err}");
+        assert!(err.to_string().contains("reads back; write fewer files (one archive"), "{err}");
         assert!(store.lookup(&recipe.key()).is_none());
         assert_eq!(list_dir(&root.path().join("objects")), Vec::<String>::new());
     }

@@ -106,6 +106,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
     let mut keys: Vec<Option<RecipeKey>> = vec![None; n];
     let mut reports: Vec<Option<InstanceReport>> = vec![None; n];
     let mut ran_by: BTreeMap<RecipeKey, usize> = BTreeMap::new();
+    let mut cached_warnings = CachedWarnings::default();
     let mut ready = ReadyQueue::new(chain_estimates(plan, &dependants));
     let siblings = sibling_lists(plan);
     (0..n).filter(|&i| matches!(state[i], State::Waiting(0))).for_each(|i| ready.push(i));
@@ -159,10 +160,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
                     }
                     // A result found cached says again what its computation warned of.
                     if outcome == Outcome::Cached && twin.is_none() {
-                        let warned = record.provenance.get("warnings").and_then(|w| w.as_array());
-                        for w in warned.into_iter().flatten().filter_map(|w| w.as_str()) {
-                            tracing::warn!("{} (cached; when it was computed): {w}", inst.name);
-                        }
+                        cached_warnings.say(inst, &record);
                     }
                     if outcome == Outcome::Ran {
                         if let Some(k) = keys[i] {
@@ -211,6 +209,7 @@ fn schedule(plan: &Plan, store: &Store, executor: &mut dyn Executor, settings: &
             });
         }
     }
+    cached_warnings.sum_up();
     tracing::debug!("scheduled {n} instances in {}", human::duration(started.elapsed().as_secs_f64()));
     // A Ctrl-C that came after every instance ended cut nothing short.
     let interrupted = super::interrupt::interrupted() && reports.iter().any(Option::is_none);
@@ -300,6 +299,67 @@ fn bounded_error(why: &str) -> String {
     crate::config::error::printable_cut(why, MAX_ERROR_CHARS)
 }
 
+/// The warnings that results found cached recorded when they were computed, said again: in
+/// full for a stage's first few instances, then counted, since a sweep of thousands repeating
+/// one warning buried the run's own output (2,857 lines on a rerun where nothing ran).
+#[derive(Default)]
+struct CachedWarnings {
+    /// Per stage: the instances whose warnings were said, and those passed over.
+    stages: BTreeMap<String, (usize, usize)>,
+}
+
+impl CachedWarnings {
+    /// Instances of one stage whose warnings are said in full.
+    const IN_FULL: usize = 3;
+
+    fn say(&mut self, inst: &Instance, record: &KeyRecord) {
+        let warned: Vec<&str> = record
+            .provenance
+            .get("warnings")
+            .and_then(|w| w.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .collect();
+        if warned.is_empty() {
+            return;
+        }
+        let (said, passed) = self.stages.entry(inst.stage.clone()).or_default();
+        if *said == Self::IN_FULL {
+            *passed += 1;
+            return;
+        }
+        *said += 1;
+        for w in warned {
+            tracing::warn!("{} (cached; when it was computed): {w}", inst.name);
+        }
+    }
+
+    fn sum_up(&self) {
+        for (stage, (_, passed)) in self.stages.iter().filter(|(_, (_, passed))| *passed > 0) {
+            tracing::warn!(
+                "{passed} more cached instances of `{stage}` warned when they were computed (`cfrun show` gives each)"
+            );
+        }
+    }
+}
+
+/// The targets as the run log keeps them: those that fit in 256 KiB, then a count of the rest,
+/// since a reader skips a line over 1 MiB, and with it the run's targets and that instance.
+fn logged_targets(targets: &[String]) -> Vec<String> {
+    const BUDGET: usize = 256 << 10;
+    let mut used = 0;
+    let kept = targets.iter().take_while(|t| {
+        used += t.len() + 4;
+        used <= BUDGET
+    });
+    let mut out: Vec<String> = kept.cloned().collect();
+    if out.len() < targets.len() {
+        out.push(format!("(and {} more)", targets.len() - out.len()));
+    }
+    out
+}
+
 /// What a run writes of each instance into the run log, each line naming the run.
 struct Ledger<'a> {
     store: &'a Store,
@@ -308,18 +368,13 @@ struct Ledger<'a> {
     run: String,
     /// Whether a line has carried the run's targets: one does, since a copy in every line made
     /// the log grow as instances times targets (623 MB for a run given 4,998 instances).
-    targets_logged: std::sync::atomic::AtomicBool,
+    targets_logged: AtomicBool,
 }
 
 impl<'a> Ledger<'a> {
     fn new(store: &'a Store, plan: &'a Plan) -> Self {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Ledger {
-            store,
-            plan,
-            run: format!("{nanos:x}-{}", std::process::id()),
-            targets_logged: std::sync::atomic::AtomicBool::new(false),
-        }
+        Ledger { store, plan, run: format!("{nanos:x}-{}", std::process::id()), targets_logged: AtomicBool::new(false) }
     }
 
     /// Logs how `inst` ended and gives its report.
@@ -340,8 +395,8 @@ impl<'a> Ledger<'a> {
             seconds,
             error: error.clone(),
             run: Some(self.run.clone()),
-            targets: match self.targets_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                false => self.plan.targets.clone(),
+            targets: match self.targets_logged.swap(true, Ordering::Relaxed) {
+                false => logged_targets(&self.plan.targets),
                 true => Vec::new(),
             },
         };
@@ -357,5 +412,22 @@ impl<'a> Ledger<'a> {
         let mut report = self.finish(inst, Some(record.key), outcome, seconds, None);
         report.record = Some(record);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of long targets keep the log's line under what its readers take, and say how
+    /// many were left out; a few are kept as given.
+    #[test]
+    fn the_logged_targets_fit_in_a_line_and_count_what_did_not() {
+        let few = vec!["probe[k=4]".to_string(), "clusters".to_string()];
+        assert_eq!(logged_targets(&few), few);
+        let many: Vec<String> = (0..20_000).map(|i| format!("stage[axis={i:0>60}]")).collect();
+        let kept = logged_targets(&many);
+        assert!(serde_json::to_string(&kept).unwrap().len() < 300 << 10);
+        assert_eq!(kept.last().unwrap(), &format!("(and {} more)", 20_000 - (kept.len() - 1)));
     }
 }

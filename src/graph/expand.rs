@@ -265,7 +265,7 @@ pub fn expand(exp: &Experiment, stages: &[ResolvedStage<'_>], order: &[usize]) -
             }
             if stage.op.aggregates() && !incomplete.contains(name) {
                 if let Err(e) = check_gathered(stage, &params, &inputs, &instances) {
-                    let e = how_to_gather(exp, e, &inputs);
+                    let e = how_to_gather(exp, stage, e);
                     refused.add(&mut errors, exp, stage, &e, &assignment);
                     continue;
                 }
@@ -469,16 +469,26 @@ pub fn replicate_seed(base: u64, r: u64) -> u64 {
 }
 
 /// An error naming a stage of the file that the aggregator does not gather says to add it to
-/// `inputs`, as the output its other inputs name (`probe2.metrics`): a stage left out of
+/// `inputs`, as its output of a kind `inputs` takes (`probe2.metrics`): a stage left out of
 /// `inputs` is otherwise easily read as one that does not exist.
-fn how_to_gather(exp: &Experiment, e: ParamError, inputs: &BTreeMap<String, Vec<InputRef>>) -> ParamError {
+fn how_to_gather(exp: &Experiment, stage: &ResolvedStage<'_>, e: ParamError) -> ParamError {
     let Some(About::Ungathered(name)) = e.about.as_deref() else { return e };
-    if exp.stage(name).is_none() {
-        return e;
-    }
-    let output = inputs.values().flatten().next().map_or("OUTPUT", |r| r.output.as_str());
-    let help =
-        format!("`{name}` is a stage of this file that `inputs` leaves out: add \"{name}.{output}\" to `inputs`");
+    let Some(named) = exp.stage(name) else { return e };
+    // Its outputs that the gathering input takes (a probe's metrics; none of an `extract`).
+    let fits: Vec<String> = stage
+        .op
+        .inputs()
+        .iter()
+        .filter(|spec| spec.gather)
+        .flat_map(|spec| super::resolve::outputs_of_kind(named, spec))
+        .map(|r| format!("\"{r}\""))
+        .collect();
+    let help = match fits.as_slice() {
+        [] => format!("`{name}` is a stage of this file, but it writes nothing this stage can gather"),
+        fits => {
+            format!("`{name}` is a stage of this file that `inputs` leaves out: add {} to `inputs`", fits.join(" or "))
+        }
+    };
     ParamError { help: Some(help), ..e }
 }
 

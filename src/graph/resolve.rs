@@ -260,7 +260,7 @@ fn check_reference(
 }
 
 /// A stage's outputs that an input of `spec` can take, as references (`n_pre.model`).
-fn outputs_of_kind(stage: &StageDecl, spec: &ops::InputSpec) -> Vec<String> {
+pub(super) fn outputs_of_kind(stage: &StageDecl, spec: &ops::InputSpec) -> Vec<String> {
     let Some(op) = ops::find(&stage.op) else { return Vec::new() };
     let raw = raw_fields(stage);
     op.output_names(&raw)

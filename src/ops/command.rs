@@ -251,6 +251,22 @@ impl StageKind for Command {
     /// were computed. Checked for the instances a run computes, not by commands that only read.
     fn preflight(&self, p: &CommandParams, _fed: &InputFacts, _site: &Site) -> Result<(), ParamError> {
         let Some((program, _)) = program(&p.argv, &p.params) else { return Ok(()) };
+        if let Some(folder) = found_apart(program, &p.code) {
+            return Err(ParamError::field(
+                "argv",
+                format!(
+                    "`argv[0]` = \"{}\": `{program}` is in `{folder}`, a relative folder on PATH, as seen from the \
+                     folder cfrun runs in (where `env_probe` runs), but the command runs in its scratch folder, \
+                     which holds only the `code` files: it would run another program than the key describes",
+                    p.argv[0]
+                ),
+                Some(format!(
+                    "write that folder on PATH as an absolute path, or list the program in `code` and name it by \
+                     its path, e.g. argv = [\"./{}\"]",
+                    Path::new(&folder).join(program).display()
+                )),
+            ));
+        }
         let Some(why) = not_on_path(program) else { return Ok(()) };
         Err(ParamError::field(
             "argv",
@@ -450,14 +466,14 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
 
 /// Why `program`, a bare name, would not start: none of PATH's folders holds it (PATH named), or
 /// one holds it but not executable. A relative folder on PATH is looked up from the scratch
-/// folder the command runs in, so a PATH holding one is taken on trust.
+/// folder the command runs in, so a PATH holding one is taken on trust ([`found_apart`] checks
+/// it).
 fn not_on_path(program: &str) -> Option<String> {
     if program.is_empty() || program.contains(['/', '{']) {
         return None;
     }
-    // Relative folders are searched from cfrun's folder, as the command's PATH is anchored there.
     let path = std::env::var_os("PATH").unwrap_or_default();
-    if crate::shell::find_on_path(program).is_some() {
+    if std::env::split_paths(&path).any(|dir| dir.is_relative()) || crate::shell::find_on_path(program).is_some() {
         return None;
     }
     let lacking_x = std::env::split_paths(&path).map(|dir| dir.join(program)).find(|f| f.is_file());
@@ -465,6 +481,45 @@ fn not_on_path(program: &str) -> Option<String> {
         Some(file) => format!("{} is there but not executable", file.display()),
         None => format!("PATH={}", path.to_string_lossy()),
     })
+}
+
+/// The relative PATH folder (or `.` for an empty entry) in which `program`, a bare name, is
+/// found from cfrun's folder, where `env_probe` searches, but not from the scratch folder, where
+/// the command searches: there a relative folder holds only the listed `code` copies, so the
+/// command would find a later folder's program, or none (found by a stale-cache review: the key
+/// held one program's version while another ran). `None` when both find the same.
+fn found_apart(program: &str, code: &BTreeMap<String, String>) -> Option<String> {
+    if program.is_empty() || program.contains(['/', '{']) {
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let file = dir.join(program);
+        if dir.is_absolute() {
+            if crate::shell::is_executable(&file) {
+                return None;
+            }
+            continue;
+        }
+        if code.contains_key(&plain(&file)) {
+            return None;
+        }
+        if crate::shell::is_executable(&file) {
+            let shown = dir.display().to_string();
+            return Some(if shown.is_empty() { ".".to_string() } else { shown });
+        }
+    }
+    None
+}
+
+/// A relative path as `code` keys it: `/`-separated, without `.` parts (`./w.sh` is `w.sh`).
+fn plain(path: &Path) -> String {
+    let parts: Vec<String> = path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.join("/")
 }
 
 /// The `{...}` placeholders of one argument.
@@ -560,13 +615,8 @@ fn canonical(p: RawParams) -> Result<CommandParams, ParamError> {
     let mut code = BTreeMap::new();
     for (i, path) in p.code.iter().enumerate() {
         // Keyed as a plain relative path: `./w.sh` and `w.sh` are one file, one key.
-        let plain: Vec<String> = Path::new(path)
-            .components()
-            .filter(|c| *c != Component::CurDir)
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
         code.insert(
-            plain.join("/"),
+            plain(Path::new(path)),
             hash_code(path).map_err(|e| ParamError::field("code", format!("`code[{i}]` = \"{path}\": {e}"), None))?,
         );
     }

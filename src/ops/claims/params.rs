@@ -156,7 +156,17 @@ impl ClaimDecl {
         let at = |f: &str| format!("claims[{i}].{f}");
         // Each pair of series is compared for sameness, and each step paired over every
         // gathered instance: 9,000 series took 71 s and 6.7 GB before this bound.
-        crate::config::limits::at_most(&at("series"), self.series.len(), MAX_ORDER_SERIES)?;
+        if self.series.len() > MAX_ORDER_SERIES {
+            return Err(ParamError::field(
+                &at("series"),
+                format!(
+                    "claim `{}` ranks {} series, more than the {MAX_ORDER_SERIES} an order may",
+                    self.name,
+                    self.series.len()
+                ),
+                Some("split it into orders of fewer series, or compare the series pairwise".into()),
+            ));
+        }
         let sel = |f: &str, d: &SelectorDecl| -> Result<Selector, ParamError> {
             let s = parse_selector(d)
                 .map_err(|(dim, e)| ParamError::field(&at(f), format!("`{}.{dim}`: {e}", at(f)), None))?;

@@ -37,18 +37,6 @@ const PASSED: &[&str] = &[
     "CUDA_VISIBLE_DEVICES",
 ];
 
-/// Passed variables that list folders to search. A relative folder in them (or an empty entry,
-/// which means the current one) would be searched from the scratch folder by a command but from
-/// cfrun's folder by its `env_probe`: the key would hold one program's version while another ran.
-const SEARCH_LISTS: &[&str] = &["PATH", "PYTHONPATH", "LD_LIBRARY_PATH"];
-
-/// `list` with each relative entry made absolute against `base`, the folder cfrun started in.
-pub(super) fn anchored(list: &std::ffi::OsStr, base: &Path) -> std::ffi::OsString {
-    let dirs = std::env::split_paths(list).map(|dir| if dir.is_relative() { base.join(dir) } else { dir });
-    // Joining fails only on an entry holding the separator, which splitting cannot give.
-    std::env::join_paths(dirs).unwrap_or_else(|_| list.to_os_string())
-}
-
 /// One invocation.
 pub struct Spec<'a> {
     /// Program and arguments, placeholders expanded.
@@ -90,13 +78,10 @@ fn command(argv: &[String], cwd: &Path) -> Command {
         }
     };
     cmd.current_dir(cwd).env_clear().stdin(Stdio::null()).process_group(0);
-    let here = std::env::current_dir().ok();
     for name in PASSED {
-        match (std::env::var_os(name), &here) {
-            (Some(v), Some(here)) if SEARCH_LISTS.contains(name) => cmd.env(name, anchored(&v, here)),
-            (Some(v), _) => cmd.env(name, v),
-            (None, _) => continue,
-        };
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
     }
     cmd.env("PYTHONDONTWRITEBYTECODE", "1").env("PYTHONHASHSEED", "0");
     cmd
@@ -427,18 +412,6 @@ pub enum ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Relative and empty entries of a search list are anchored at cfrun's folder, where the
-    /// environment probe searches them; absolute ones stay as written.
-    #[test]
-    fn relative_search_folders_are_anchored_where_cfrun_started() {
-        use std::path::PathBuf;
-        let list = std::ffi::OsString::from("bin:/usr/bin::../tools");
-        let anchored = anchored(&list, Path::new("/work/study"));
-        let dirs: Vec<PathBuf> = std::env::split_paths(&anchored).collect();
-        let expected = ["/work/study/bin", "/usr/bin", "/work/study/", "/work/study/../tools"];
-        assert_eq!(dirs, expected.map(PathBuf::from));
-    }
 
     /// A probe that prints without end is stopped as soon as it passes the cap, not at the
     /// timeout, and the error says why.
