@@ -368,13 +368,18 @@ struct Ledger<'a> {
     run: String,
     /// Whether a line has carried the run's targets: one does, since a copy in every line made
     /// the log grow as instances times targets (623 MB for a run given 4,998 instances).
-    targets_logged: AtomicBool,
+    targets_logged: std::cell::Cell<bool>,
 }
 
 impl<'a> Ledger<'a> {
     fn new(store: &'a Store, plan: &'a Plan) -> Self {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Ledger { store, plan, run: format!("{nanos:x}-{}", std::process::id()), targets_logged: AtomicBool::new(false) }
+        Ledger {
+            store,
+            plan,
+            run: format!("{nanos:x}-{}", std::process::id()),
+            targets_logged: std::cell::Cell::new(false),
+        }
     }
 
     /// Logs how `inst` ended and gives its report.
@@ -395,7 +400,7 @@ impl<'a> Ledger<'a> {
             seconds,
             error: error.clone(),
             run: Some(self.run.clone()),
-            targets: match self.targets_logged.swap(true, Ordering::Relaxed) {
+            targets: match self.targets_logged.replace(true) {
                 false => logged_targets(&self.plan.targets),
                 true => Vec::new(),
             },

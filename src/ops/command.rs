@@ -676,10 +676,7 @@ fn refuse_program_shadowed_on_path(p: &RawParams) -> Result<(), ParamError> {
     if program.is_empty() || program.contains('/') {
         return Ok(());
     }
-    let listed = p.code.iter().any(|path| {
-        let parts: Vec<Component> = Path::new(path).components().filter(|c| *c != Component::CurDir).collect();
-        matches!(parts.as_slice(), [Component::Normal(name)] if *name == program)
-    });
+    let listed = p.code.iter().any(|path| plain(Path::new(path)) == program);
     if !listed {
         return Ok(());
     }
