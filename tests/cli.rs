@@ -499,15 +499,39 @@ fn bad_experiment_files_exit_2_with_location_and_message() {
         let snapshot = file.with_extension("stderr");
         if bless {
             std::fs::write(&snapshot, &rendered).unwrap();
-        } else if std::fs::read_to_string(&snapshot).ok().as_deref() != Some(rendered.as_str()) {
-            stale.push(format!("--- {}\n{rendered}", snapshot.display()));
+        } else {
+            let kept = std::fs::read_to_string(&snapshot).unwrap_or_default();
+            if kept != rendered {
+                stale.push(format!("{}:\n{}", snapshot.display(), changed_lines(&kept, &rendered)));
+            }
         }
     }
     assert!(
         stale.is_empty(),
-        "stderr differs from the snapshot (rerun with CFRUN_BLESS=1 if the change is meant):\n{}",
+        "stderr differs from the snapshot in {} case(s); if the change is meant, rewrite them with \
+         `CFRUN_BLESS=1 cargo test --release --test cli bad_experiment`:\n{}",
+        stale.len(),
         stale.join("\n")
     );
+}
+
+/// The lines of `new` that differ from `old`, position by position, as `-`/`+` pairs with their
+/// line numbers, so a stale snapshot shows what moved rather than its whole text.
+fn changed_lines(old: &str, new: &str) -> String {
+    let (old, new): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let mut out = String::new();
+    for i in 0..old.len().max(new.len()) {
+        let (a, b) = (old.get(i), new.get(i));
+        if a != b {
+            if let Some(a) = a {
+                out += &format!("  {:>3} - {a}\n", i + 1);
+            }
+            if let Some(b) = b {
+                out += &format!("  {:>3} + {b}\n", i + 1);
+            }
+        }
+    }
+    out
 }
 
 #[test]

@@ -200,7 +200,11 @@ mem = "2G"
                 let op = crate::ops::find(&name).unwrap_or_else(|| panic!("`{name}` in CLUSTER.md is no op"));
                 let r = op_defaults(op, &Json::Null);
                 let documented = (cpus, mem, gpus, minutes.unwrap_or(r.time_min));
-                assert_eq!((r.cpus, r.mem_mb, r.gpus, r.time_min), documented, "`{name}`: CLUSTER.md says {row}");
+                assert_eq!(
+                    (r.cpus, r.mem_mb, r.gpus, r.time_min),
+                    documented,
+                    "`{name}` asks for (CPUs, MiB, GPUs, minutes) on the left; docs/CLUSTER.md's row says {row}"
+                );
                 seen.insert(name);
             }
             if cells[0].starts_with("any other op") {
@@ -221,12 +225,22 @@ mem = "2G"
             assert_eq!(
                 op_defaults(op, &Json::Null).in_driver,
                 in_driver.iter().any(|n| n == name),
-                "`{name}` in the driver?"
+                "`{name}`: whether it runs in the driver (its `JOB`) and docs/CLUSTER.md's \"Tiny stages run in \
+                 the driver\" list disagree"
             );
             if !seen.contains(name) && !in_driver.iter().any(|n| n == name) {
                 let r = op_defaults(op, &Json::Null);
                 let defaults = (r.cpus, r.mem_mb, r.gpus, r.time_min);
-                assert_eq!(defaults, other, "`{name}` has no row in CLUSTER.md, so it must have {other_row}");
+                let (cpus, mem_mb, gpus, minutes) = defaults;
+                assert_eq!(
+                    defaults,
+                    other,
+                    "`{name}` asks for {cpus} CPUs, {} GiB, {gpus} GPUs and {minutes} min, but docs/CLUSTER.md \
+                     has no row for it, and its \"any other op\" row says otherwise: {other_row}\n\
+                     add a row to the table under `| ops | CPUs`: | `{name}` | {cpus} | {} GiB | {gpus} | {minutes} min |",
+                    mem_mb / 1024,
+                    mem_mb / 1024
+                );
             }
         }
     }

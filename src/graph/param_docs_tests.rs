@@ -24,6 +24,26 @@ fn every_op_documents_each_of_its_parameters() {
     }
 }
 
+/// The tests below (and `facts_tests`) reach an op only through the stages of the studies and
+/// fixtures that use it, so an op that no file plans would pass them without being probed.
+#[test]
+fn every_op_is_planned_by_some_study_or_fixture() {
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    for (path, plan) in super::repository_studies::planned() {
+        let plan = plan.unwrap_or_else(|e| panic!("{} does not plan: {e}", path.display()));
+        used.extend(plan.instances.iter().map(|i| i.op.name()));
+    }
+    // `command` files are planned by the CLI tests that set up their programs' environment.
+    let unused: Vec<&str> =
+        ops::names().into_iter().filter(|name| *name != "command" && !used.contains(name)).collect();
+    assert!(
+        unused.is_empty(),
+        "no experiment under experiments/ or tests/fixtures/ has a stage of {unused:?}, so its \
+         documented defaults, ranges, choices and facts go untested: add a tiny fixture that uses it \
+         (tests/fixtures/clusterfit_tiny.toml is one to copy)"
+    );
+}
+
 #[test]
 fn documented_defaults_are_what_every_study_is_planned_with() {
     let mut checked: BTreeSet<&str> = BTreeSet::new();
