@@ -500,9 +500,10 @@ fn bad_experiment_files_exit_2_with_location_and_message() {
         if bless {
             std::fs::write(&snapshot, &rendered).unwrap();
         } else {
-            let kept = std::fs::read_to_string(&snapshot).unwrap_or_default();
-            if kept != rendered {
-                stale.push(format!("{}:\n{}", snapshot.display(), changed_lines(&kept, &rendered)));
+            match std::fs::read_to_string(&snapshot) {
+                Ok(kept) if kept == rendered => {}
+                Ok(kept) => stale.push(format!("{}:\n{}", snapshot.display(), changed_lines(&kept, &rendered))),
+                Err(e) => stale.push(format!("{}: no snapshot ({e})", snapshot.display())),
             }
         }
     }
@@ -516,7 +517,8 @@ fn bad_experiment_files_exit_2_with_location_and_message() {
 }
 
 /// The lines of `new` that differ from `old`, position by position, as `-`/`+` pairs with their
-/// line numbers, so a stale snapshot shows what moved rather than its whole text.
+/// line numbers, so a stale snapshot shows what moved rather than its whole text (or, when every
+/// line is the same, that only the line endings differ).
 fn changed_lines(old: &str, new: &str) -> String {
     let (old, new): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
     let mut out = String::new();
@@ -530,6 +532,9 @@ fn changed_lines(old: &str, new: &str) -> String {
                 out += &format!("  {:>3} + {b}\n", i + 1);
             }
         }
+    }
+    if out.is_empty() {
+        out = "  the same lines: only the line endings or the final newline differ\n".into();
     }
     out
 }
@@ -6116,14 +6121,23 @@ fn command_line_mistakes_are_named_and_leave_nothing() {
 /// `exec --from-driver` ends its process group when the driver's pipe closes, which the driver
 /// made for it; started by hand in another group (here a shell's, in a session of its own so that
 /// a failure cannot reach the test's), it ends only itself and the shell goes on (it once killed
-/// the shell with it).
+/// the shell with it). The job generates 70,000 images (about 2 s) so that it cannot end before
+/// the watcher sees stdin closed: smoke's 1,000 (20 ms) sometimes did on a loaded machine, and
+/// then it exited 0 without testing the kill.
 #[test]
 fn exec_from_driver_by_hand_spares_its_callers_group() {
     let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"big_shapes\"\nseed = 1\n\n[stages.shapes]\nop = \"dataset\"\n\
+         name = \"synthetic\"\ntrain_size = 60000\ntest_size = 10000\n",
+    )
+    .unwrap();
     let script = format!(
         "{} exec {} shapes --from-driver --cache {} </dev/null; echo survived $?",
         env!("CARGO_BIN_EXE_cfrun"),
-        smoke().display(),
+        file.display(),
         dir.path().join("cache").display()
     );
     let out = Command::new("setsid").args(["-w", "sh", "-c", &script]).output().expect("setsid runs");

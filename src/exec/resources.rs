@@ -232,14 +232,13 @@ mem = "2G"
                 let r = op_defaults(op, &Json::Null);
                 let defaults = (r.cpus, r.mem_mb, r.gpus, r.time_min);
                 let (cpus, mem_mb, gpus, minutes) = defaults;
+                // As the table writes them: whole hours in hours.
+                let time = if minutes % 60 == 0 { format!("{} h", minutes / 60) } else { format!("{minutes} min") };
+                let row = format!("| `{name}` | {cpus} | {} GiB | {gpus} | {time} |", mem_mb / 1024);
                 assert_eq!(
-                    defaults,
-                    other,
-                    "`{name}` asks for {cpus} CPUs, {} GiB, {gpus} GPUs and {minutes} min, but docs/CLUSTER.md \
-                     has no row for it, and its \"any other op\" row says otherwise: {other_row}\n\
-                     add a row to the table under `| ops | CPUs`: | `{name}` | {cpus} | {} GiB | {gpus} | {minutes} min |",
-                    mem_mb / 1024,
-                    mem_mb / 1024
+                    defaults, other,
+                    "`{name}` asks for another shape than docs/CLUSTER.md's \"any other op\" row \
+                     ({other_row}) and has no row of its own; add this one to the table under `| ops | CPUs`:\n{row}"
                 );
             }
         }

@@ -33,12 +33,15 @@ fn every_op_is_planned_by_some_study_or_fixture() {
         let plan = plan.unwrap_or_else(|e| panic!("{} does not plan: {e}", path.display()));
         used.extend(plan.instances.iter().map(|i| i.op.name()));
     }
-    // `command` files are planned by the CLI tests that set up their programs' environment.
+    // `planned` leaves out files with a `command` stage (their environment probe runs while they
+    // are planned), so `command`'s parameter docs are outside these tests; the CLI tests that set
+    // up its programs' environment plan it, and `ops::command`'s unit tests check its timeout's range.
     let unused: Vec<&str> =
         ops::names().into_iter().filter(|name| *name != "command" && !used.contains(name)).collect();
     assert!(
         unused.is_empty(),
-        "no experiment under experiments/ or tests/fixtures/ has a stage of {unused:?}, so its \
+        "no file these tests plan (under experiments/ or tests/fixtures/, without a `command` stage) has a \
+         stage of {unused:?}, so its \
          documented defaults, ranges, choices and facts go untested: add a tiny fixture that uses it \
          (tests/fixtures/clusterfit_tiny.toml is one to copy)"
     );
