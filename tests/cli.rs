@@ -557,6 +557,34 @@ fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
     assert_eq!(outcome("pixels"), "ran");
 }
 
+/// README's "Stage kinds" table is written by hand: it lists every op `cfrun ops` knows, once
+/// each, and nothing else, so a new op cannot land without its row (in the order the README
+/// chooses).
+#[test]
+fn readmes_stage_table_lists_every_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cfrun(&dir.path().join("cache"), &["ops", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut registered: Vec<String> =
+        v.as_array().unwrap().iter().map(|o| o["op"].as_str().unwrap().to_string()).collect();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut listed: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "### Stage kinds")
+        .skip_while(|l| !l.starts_with("| op |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| row.split('|').nth(1).unwrap().trim().trim_matches('`').to_string())
+        .collect();
+    listed.sort();
+    registered.sort();
+    assert_eq!(
+        listed, registered,
+        "README's \"### Stage kinds\" table (left) against `cfrun ops` (right), both sorted"
+    );
+}
+
 #[test]
 fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
