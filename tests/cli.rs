@@ -6149,7 +6149,7 @@ fn command_line_mistakes_are_named_and_leave_nothing() {
 /// `exec --from-driver` ends its process group when the driver's pipe closes, which the driver
 /// made for it; started by hand in another group (here a shell's, in a session of its own so that
 /// a failure cannot reach the test's), it ends only itself and the shell goes on (it once killed
-/// the shell with it). The job generates 70,000 images (about 2 s) so that it cannot end before
+/// the shell with it). The job generates 70,000 images (about 2 s) so that it does not end before
 /// the watcher sees stdin closed: smoke's 1,000 (20 ms) sometimes did on a loaded machine, and
 /// then it exited 0 without testing the kill.
 #[test]

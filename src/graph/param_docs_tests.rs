@@ -40,10 +40,9 @@ fn every_op_is_planned_by_some_study_or_fixture() {
         ops::names().into_iter().filter(|name| *name != "command" && !used.contains(name)).collect();
     assert!(
         unused.is_empty(),
-        "no file these tests plan (under experiments/ or tests/fixtures/, without a `command` stage) has a \
-         stage of {unused:?}, so its \
-         documented defaults, ranges, choices and facts go untested: add a tiny fixture that uses it \
-         (tests/fixtures/clusterfit_tiny.toml is one to copy)"
+        "no file these tests plan (under experiments/ or tests/fixtures/, without a `command` \
+         stage) has a stage of {unused:?}, so its documented defaults, ranges, choices and facts go \
+         untested: add a tiny fixture that uses it (tests/fixtures/clusterfit_tiny.toml is one to copy)"
     );
 }
 
