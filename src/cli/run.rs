@@ -225,13 +225,15 @@ pub(super) fn run(
             // A command's report of thousands of files would bury the run's own output.
             let left =
                 markdown.len().saturating_sub(SHOWN_REPORT_FILES) + others.len().saturating_sub(SHOWN_REPORT_FILES);
-            // The folder holding them all (the output's, or one below it).
-            let mut dir = files.first().and_then(|f| f.parent());
-            while let Some(d) = dir.filter(|d| !files.iter().all(|f| f.starts_with(d))) {
-                dir = d.parent();
-            }
-            if let (true, Some(dir)) = (left > 0, dir) {
-                outln!("{name}: and {left} more files under {}", dir.display());
+            if left > 0 {
+                // The folder holding them all (the output's, or one below it).
+                let mut dir = files.first().and_then(|f| f.parent());
+                while let Some(d) = dir.filter(|d| !files.iter().all(|f| f.starts_with(d))) {
+                    dir = d.parent();
+                }
+                if let Some(dir) = dir {
+                    outln!("{name}: and {left} more files under {}", dir.display());
+                }
             }
         }
         // After a Ctrl-C, the instances it stopped are summed up below, not listed one by one.

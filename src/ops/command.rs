@@ -469,7 +469,7 @@ fn segments(arg: &str) -> Result<Vec<Segment<'_>>, String> {
 /// folder the command runs in, so a PATH holding one is taken on trust ([`found_apart`] checks
 /// it).
 fn not_on_path(program: &str) -> Option<String> {
-    if program.is_empty() || program.contains(['/', '{']) {
+    if !searched_on_path(program) {
         return None;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -489,7 +489,7 @@ fn not_on_path(program: &str) -> Option<String> {
 /// command would find a later folder's program, or none (found by a stale-cache review: the key
 /// held one program's version while another ran). `None` when both find the same.
 fn found_apart(program: &str, code: &BTreeMap<String, String>) -> Option<String> {
-    if program.is_empty() || program.contains(['/', '{']) {
+    if !searched_on_path(program) {
         return None;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -510,6 +510,13 @@ fn found_apart(program: &str, code: &BTreeMap<String, String>) -> Option<String>
         }
     }
     None
+}
+
+/// Whether `program` is a bare name that the checks of PATH look up: no `/`, and no placeholder
+/// (an `argv[0]` that is a whole `{param.NAME}` arrives resolved; one with a placeholder inside
+/// is taken on trust).
+fn searched_on_path(program: &str) -> bool {
+    !program.is_empty() && !program.contains(['/', '{'])
 }
 
 /// A relative path as `code` keys it: `/`-separated, without `.` parts (`./w.sh` is `w.sh`).
