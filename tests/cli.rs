@@ -557,6 +557,28 @@ fn runtime_failure_fails_one_stage_and_keeps_the_rest() {
     assert_eq!(outcome("pixels"), "ran");
 }
 
+/// A report of many files names at most 20 of each sort per instance and counts the rest with
+/// the folder that holds them, so a command's thousands of files cannot bury the run's output.
+#[test]
+fn a_report_of_many_files_is_cut_short_with_its_folder_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.toml");
+    std::fs::write(
+        &file,
+        "[experiment]\nname = \"many_reports\"\nseed = 0\n\n[stages.many]\nop = \"command\"\n\
+         argv = [\"sh\", \"-c\", \"for i in $(seq 1 30); do echo \\\"# r$i\\\" > out/r/f$i.md; echo x > out/r/g$i.csv; done\"]\n\
+         outputs = { r = \"report\" }\nseeded = false\n",
+    )
+    .unwrap();
+    let out = cfrun(&dir.path().join("cache"), &[file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("\n# r").count(), 20, "markdown shown: {text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("many: ") && l.ends_with(".csv")).count(), 20, "{text}");
+    let last = text.lines().rfind(|l| l.starts_with("many: and ")).unwrap_or_else(|| panic!("no count in {text}"));
+    assert!(last.starts_with("many: and 20 more files under ") && last.ends_with("/r"), "{last}");
+}
+
 /// README's "Stage kinds" table is written by hand: it lists every op `cfrun ops` knows, once
 /// each, and nothing else, so a new op cannot land without its row (in the order the README
 /// chooses).
