@@ -627,7 +627,10 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     assert!(line("temperature").ends_with("number > 0, default 4.0"), "{text}");
     let probe = String::from_utf8_lossy(&cfrun(&cache, &["ops", "linear_probe"]).stdout).to_string();
     assert!(probe.contains("number > 0, default 0.1\n"), "an f32 default as written, not widened:\n{probe}");
-    assert!(probe.contains("\n  metrics top1, train_top1, top5 (the names"), "the metrics a table may name:\n{probe}");
+    assert!(
+        probe.contains("\n  metrics (the names tables, plots and claims read): top1, train_top1; with more than five classes: top5\n"),
+        "the metrics a table may name, and when each is written:\n{probe}"
+    );
     let pretext = String::from_utf8_lossy(&cfrun(&cache, &["ops", "pretext"]).stdout).to_string();
     assert!(pretext.contains("\"cosine\" | \"constant\", default"), "no step decay for pretext:\n{pretext}");
     let claims = String::from_utf8_lossy(&cfrun(&cache, &["ops", "claims"]).stdout).to_string();
@@ -644,6 +647,11 @@ fn ops_describes_each_parameter_of_one_op_and_refuses_an_unknown_one() {
     let json = cfrun(&cache, &["ops", "kmeans", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("ops OP --json is JSON");
     assert!(v["metrics"].as_array().unwrap().iter().any(|m| m == "nmi"), "{v}");
+    assert_eq!(
+        (&v["metrics_written"]["nmi"], &v["metrics_written"]["inertia"]),
+        (&json!("with input `truth`"), &json!("always")),
+        "{v}"
+    );
     let k = v["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "k").unwrap();
     assert_eq!((&k["type"], &k["required"]), (&json!("integer >= 2"), &json!(true)), "{v}");
     assert_eq!(k["bounds"], json!({"minimum": 2.0}), "{v}");

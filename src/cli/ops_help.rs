@@ -6,7 +6,7 @@ use serde_json::{json, Value as Json};
 use super::failure::Failure;
 use crate::config::param_docs::ParamDoc;
 use crate::config::suggest::did_you_mean;
-use crate::ops::{self, Op};
+use crate::ops::{self, MetricSpec, Op, Written};
 
 /// Width the parameter descriptions are wrapped to.
 const TEXT_WIDTH: usize = 100;
@@ -50,10 +50,10 @@ fn print_op(op: &dyn Op, in_full: bool) {
     for o in op.outputs() {
         outln!("  output {:<10} {}: {}", o.name, o.kind, o.doc);
     }
-    if !op.metric_names().is_empty() {
+    if !op.metrics().is_empty() {
         // A table or claim naming another metric of this op is refused before anything runs, so
-        // the names are part of what a user must know to write one.
-        outln!("  metrics {} (the names tables, plots and claims read)", op.metric_names().join(", "));
+        // the names, and which a stage may lack, are part of what a user must know to write one.
+        outln!("  metrics (the names tables, plots and claims read): {}", metrics_by_when(op.metrics()));
     }
     if let Some(table) = op.input_table() {
         outln!("  input  {table:<10} any kind: a table NAME = \"STAGE.OUTPUT\", one input per entry");
@@ -111,6 +111,25 @@ fn param_docs(op: &dyn Op) -> Vec<ParamDoc> {
 }
 
 /// One op as `--json ops` gives it: what the text shows, parameters in full.
+/// The metrics grouped by when they are written, those always written first:
+/// `top1, train_top1; with more than five classes: top5`.
+fn metrics_by_when(metrics: &[MetricSpec]) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for m in metrics {
+        let when = if m.written == Written::Always { String::new() } else { m.when() };
+        match groups.iter_mut().find(|(w, _)| *w == when) {
+            Some((_, names)) => names.push(m.name),
+            None => groups.push((when, vec![m.name])),
+        }
+    }
+    groups.sort_by_key(|(when, _)| !when.is_empty());
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|(when, names)| if when.is_empty() { names.join(", ") } else { format!("{when}: {}", names.join(", ")) })
+        .collect();
+    parts.join("; ")
+}
+
 fn describe(op: &dyn Op) -> Json {
     let inputs: Vec<Json> = op
         .inputs()
@@ -122,9 +141,11 @@ fn describe(op: &dyn Op) -> Json {
         .collect();
     let outputs: Vec<Json> =
         op.outputs().iter().map(|o| json!({"name": o.name, "kind": o.kind.to_string(), "doc": o.doc})).collect();
+    let written: serde_json::Map<String, Json> =
+        op.metrics().iter().map(|m| (m.name.to_string(), json!(m.when()))).collect();
     json!({"op": op.name(), "version": op.version(), "summary": op.summary(), "inputs": inputs,
-           "outputs": outputs, "metrics": op.metric_names(), "input_table": op.input_table(), "params": op.param_fields(),
-           "parameters": param_docs(op)})
+           "outputs": outputs, "metrics": op.metric_names(), "metrics_written": written,
+           "input_table": op.input_table(), "params": op.param_fields(), "parameters": param_docs(op)})
 }
 
 #[cfg(test)]

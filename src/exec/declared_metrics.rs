@@ -1,6 +1,6 @@
-//! An op keeps to the metrics it declares: every name it writes is one of its `metric_names` (a
-//! table, plot or claim may name only those, checked before anything runs), and every name of
-//! its `ALWAYS_WRITES` is written (a table may count on those). Checked before a result is
+//! An op keeps to the metrics it declares: every name it writes is one of its `metrics` (a
+//! table, plot or claim may name only those, checked before anything runs), and every one it
+//! declares as always written is written (a table may count on those). Checked before a result is
 //! published, so an op that breaks its declaration fails where the fault is, not in a table
 //! stages later or, worse, by a metric a table can never name.
 
@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use crate::artifact::Metrics;
-use crate::ops::{Kind, Op, OpError};
+use crate::ops::{Kind, Op, OpError, Written};
 
 /// Checks each metrics output in `staging` of an instance of `op` with these parameters.
 pub fn check(op: &dyn Op, params: &Json, staging: &Path) -> Result<(), OpError> {
@@ -24,8 +24,10 @@ pub fn check(op: &dyn Op, params: &Json, staging: &Path) -> Result<(), OpError> 
         // An op that declares no names (a `command`: its program's) may write any.
         let what = if !declared.is_empty() && !undeclared.is_empty() {
             format!("{} not among its metric names ({})", undeclared.join(", "), declared.join(", "))
-        } else if let Some(missing) = op.always_writes().iter().find(|n| !written.values.contains_key(**n)) {
-            format!("`{missing}` missing, though every run of it writes that")
+        } else if let Some(missing) =
+            op.metrics().iter().find(|m| m.written == Written::Always && !written.values.contains_key(m.name))
+        {
+            format!("`{}` missing, though every run of it writes that", missing.name)
         } else {
             continue;
         };

@@ -93,7 +93,7 @@ impl StageKind for Canvas {
             OutputSpec { name: "images", kind: Kind::Images, doc: "canvases of both splits" },
             OutputSpec { name: "multilabels", kind: Kind::MultiLabels, doc: "the classes on each canvas (multi-hot)" },
         ],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {

@@ -224,7 +224,7 @@ impl StageKind for Command {
         summary: "runs any program on declared inputs in a scratch folder; its declared outputs are checked against their kinds' formats, then published",
         inputs: &[],
         outputs: &[],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn param_fields(&self) -> Vec<&'static str> {

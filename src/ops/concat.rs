@@ -74,7 +74,7 @@ impl StageKind for Concat {
             doc: "features outputs; every instance of each named stage is joined, in instance-name order",
         }],
         outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, sum of D] f32 per split" }],
-        metric_names: &[],
+        metrics: &[],
     };
     // Joining replicate 0's features with replicate 1's would make every replicate of what
     // follows read all replicates' networks: their spread would no longer be a replicate spread.

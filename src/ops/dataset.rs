@@ -249,7 +249,7 @@ impl StageKind for Dataset {
             OutputSpec { name: "images", kind: Kind::Images, doc: "u8 pixels of both splits" },
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "the data set's class labels" },
         ],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {

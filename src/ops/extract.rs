@@ -142,7 +142,7 @@ impl StageKind for Extract {
             },
         ],
         outputs: &[OutputSpec { name: "features", kind: Kind::Features, doc: "[N, D] f32 per split" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn reads_siblings(&self) -> bool {

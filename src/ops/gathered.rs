@@ -35,10 +35,8 @@ impl Gathered<'_> {
     /// The metrics this instance can write: its op's, less those whose input it lacks; empty
     /// where the op does not declare them.
     pub fn metric_names(&self) -> Vec<&'static str> {
-        let needs = self.op.metric_needs();
-        let lacks = |m: &&str| needs.iter().any(|(metric, slot)| metric == m && !self.inputs.contains(slot));
-        let unwritten = |m: &&str| self.unwritten_because(m).is_some();
-        self.op.metric_names().iter().copied().filter(|m| !lacks(m) && !unwritten(m)).collect()
+        let writable = |m: &&str| self.lacks_input_for(m).is_none() && self.unwritten_because(m).is_none();
+        self.op.metric_names().into_iter().filter(writable).collect()
     }
 
     /// Why this instance will not write `metric`, though its op can, given its inputs' facts.
@@ -49,14 +47,12 @@ impl Gathered<'_> {
     /// Whether every run of this instance writes `metric`: its op always does, or does whenever
     /// an input this instance has is wired (what a table may count on before anything runs).
     pub fn surely_writes(&self, metric: &str) -> bool {
-        self.op.always_writes().contains(&metric)
-            || self.op.metric_needs().iter().any(|(m, slot)| *m == metric && self.inputs.contains(slot))
+        super::metric_spec::surely_written(self.op.metrics(), metric, &self.inputs)
     }
 
     /// The input `metric` needs and this instance lacks, if any.
     pub fn lacks_input_for(&self, metric: &str) -> Option<&'static str> {
-        let needs = self.op.metric_needs();
-        needs.iter().find(|(m, slot)| *m == metric && !self.inputs.contains(slot)).map(|(_, slot)| *slot)
+        super::metric_spec::lacking_input(self.op.metrics(), metric, &self.inputs)
     }
 }
 

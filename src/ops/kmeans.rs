@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts, OutputFacts};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputSpec, Kind, MetricSpec, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{tensors_io, Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster::{self, Init, KMeansConfig};
 use crate::config::params::{ParamError, Params};
@@ -131,16 +131,6 @@ pub(super) fn assignment_metrics(
     Ok(sizes)
 }
 
-/// The metrics scored against the `truth` input where it is wired.
-pub(super) const TRUTH_METRICS: &[(&str, &str)] = &[
-    ("purity", "truth"),
-    ("nmi", "truth"),
-    ("ami", "truth"),
-    ("test_purity", "truth"),
-    ("test_nmi", "truth"),
-    ("test_ami", "truth"),
-];
-
 /// With the `truth` input, purity, NMI and AMI of both splits' assignments; of the train
 /// split's only without `with_test` (an op whose test assignments read labels the truth
 /// shares). Purity and NMI rise with k whatever the features; AMI, chance-corrected, compares
@@ -197,24 +187,20 @@ impl StageKind for KMeans {
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "cluster ids of every split (+ centroids)" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "inertia per iteration, sizes, purity/NMI/AMI" },
         ],
-        metric_names: &[
-            "smallest_cluster",
-            "largest_cluster",
-            "purity",
-            "nmi",
-            "ami",
-            "test_purity",
-            "test_nmi",
-            "test_ami",
-            "inertia",
-            "test_inertia",
-            "empty_cluster_splits",
+        metrics: &[
+            MetricSpec::always("smallest_cluster"),
+            MetricSpec::always("largest_cluster"),
+            MetricSpec::with_input("purity", "truth"),
+            MetricSpec::with_input("nmi", "truth"),
+            MetricSpec::with_input("ami", "truth"),
+            MetricSpec::with_input("test_purity", "truth"),
+            MetricSpec::with_input("test_nmi", "truth"),
+            MetricSpec::with_input("test_ami", "truth"),
+            MetricSpec::always("inertia"),
+            MetricSpec::always("test_inertia"),
+            MetricSpec::always("empty_cluster_splits"),
         ],
     };
-    // Purity and NMI only with the `truth` input.
-    const ALWAYS_WRITES: &'static [&'static str] =
-        &["smallest_cluster", "largest_cluster", "inertia", "test_inertia", "empty_cluster_splits"];
-    const METRICS_NEED: &'static [(&'static str, &'static str)] = TRUTH_METRICS;
 
     fn facts(&self, p: &KMeansParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         let rows = inputs.get("features").rows;

@@ -58,7 +58,7 @@ impl StageKind for LabelNoise {
         summary: "replaces exactly round(p% of N) training labels by a uniformly drawn other class",
         inputs: &[super::labels_input("clean labels")],
         outputs: &[OutputSpec { name: "labels", kind: Kind::Labels, doc: "noisy training labels, clean test labels" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn facts(&self, _p: &LabelNoiseParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {

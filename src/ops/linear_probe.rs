@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::facts::{self, InputFacts, OutputFacts};
 use super::ranges::{check_sgd, SgdSettings};
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, MetricSpec, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, Metrics, Split};
 use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ProbeConfig, ProbeSolver};
@@ -117,10 +117,12 @@ impl StageKind for LinearProbe {
             kind: Kind::Metrics,
             doc: "top1 (test), train_top1, per-class accuracy",
         }],
-        metric_names: &["top1", "train_top1", "top5"],
+        metrics: &[
+            MetricSpec::always("top1"),
+            MetricSpec::always("train_top1"),
+            MetricSpec::sometimes("top5", "with more than five classes"),
+        ],
     };
-    // top5 only with more than five classes.
-    const ALWAYS_WRITES: &'static [&'static str] = &["top1", "train_top1"];
 
     /// An L-BFGS probe's key holds its tolerance even when the default was taken, so a change of
     /// that default could never serve an old result under the new meaning. The other solver's

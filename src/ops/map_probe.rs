@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::facts::{self, InputFacts, OutputFacts};
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{InputSpec, Kind, MetricSpec, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Metrics, MultiLabels, Split};
 use crate::config::params::{ParamError, Params};
 use crate::eval::{self, ApKind, OvrConfig, Scaling};
@@ -133,10 +133,11 @@ impl StageKind for MapProbe {
             kind: Kind::Metrics,
             doc: "map (test, %), train_map, per-class AP and cost",
         }],
-        metric_names: &["map", "train_map"],
+        metrics: &[
+            MetricSpec::always("map"),
+            MetricSpec::sometimes("train_map", "where some class has a positive in the train split"),
+        ],
     };
-    // train_map only where some class has a positive in the train split.
-    const ALWAYS_WRITES: &'static [&'static str] = &["map"];
 
     fn facts(&self, p: &MapProbeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         facts::same_rows(inputs, "features", "labels", &[0, 1])?;

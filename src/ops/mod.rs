@@ -23,6 +23,7 @@ pub mod kmeans;
 pub mod label_noise;
 pub mod linear_probe;
 mod map_probe;
+pub mod metric_spec;
 pub mod per_label_kmeans;
 mod permutations;
 pub mod plot;
@@ -42,6 +43,7 @@ pub use context::{InputArtifact, StageCtx, StageProgress};
 pub use facts::{Examples, Facts, InputFacts, OutputFacts};
 pub use gathered::Gathered;
 pub use job_shape::JobShape;
+pub use metric_spec::{MetricSpec, Written};
 pub use site::{Memory, Site};
 
 /// An input slot of an op.
@@ -114,8 +116,8 @@ pub enum OpError {
         /// What is wrong, and in which file.
         source: crate::artifact::validate::FormatError,
     },
-    /// A stage's metrics break what its op declares: a name outside its `metric_names`, or one
-    /// of its `ALWAYS_WRITES` missing (a fault of the op, not of the stage's inputs).
+    /// A stage's metrics break what its op declares: a name outside its `metrics`, or one it
+    /// always writes missing (a fault of the op, not of the stage's inputs).
     #[error("op {op} wrote metrics its declaration does not allow in `{output}`: {what}")]
     UndeclaredMetrics {
         /// The op.
@@ -180,9 +182,10 @@ pub struct OpSpec {
     pub inputs: &'static [InputSpec],
     /// Outputs.
     pub outputs: &'static [OutputSpec],
-    /// The metric names a `metrics` output can hold, where the op knows them; claims and tables
-    /// naming another metric are rejected before anything runs. Empty: not declared.
-    pub metric_names: &'static [&'static str],
+    /// The metrics a `metrics` output can hold, each with when it is written, where the op knows
+    /// them; claims and tables naming another metric are rejected before anything runs. Empty:
+    /// not declared (a `command`'s program may write any).
+    pub metrics: &'static [MetricSpec],
 }
 
 /// What one op file implements: its spec, its typed parameters and its `run`. Everything else
@@ -192,13 +195,6 @@ pub trait StageKind: Send + Sync + 'static {
     type Params: Params;
     /// Name, version, summary, inputs, outputs, metric names.
     const SPEC: &'static OpSpec;
-
-    /// The metrics every run writes, whatever its inputs (a subset of `SPEC.metric_names`): what
-    /// a table may count on before anything runs. Empty: none is sure.
-    const ALWAYS_WRITES: &'static [&'static str] = &[];
-
-    /// Metrics written when, and only when, an optional input is wired, as (metric, input slot).
-    const METRICS_NEED: &'static [(&'static str, &'static str)] = &[];
 
     /// Runs the stage, writing every output under `ctx.output_dir(NAME)`.
     fn run(&self, params: Self::Params, ctx: &mut StageCtx<'_>) -> Result<(), OpError>;
@@ -340,7 +336,7 @@ pub trait Op: Send + Sync {
     /// Checks the raw parameters against the input slots the stage declares (placeholders that
     /// name an input), before anything runs.
     fn check_inputs(&self, raw: &Json, slots: &[&str]) -> Result<(), ParamError>;
-    /// Metrics of [`OpSpec::metric_names`] that an instance fed inputs like these will not
+    /// Metrics of [`OpSpec::metrics`] that an instance fed inputs like these will not
     /// write, each with why (`top5` of labels of five classes or fewer), so that a table or
     /// claim naming one is refused before anything runs.
     fn unwritten_metrics(&self, inputs: &InputFacts) -> Vec<(&'static str, String)>;
@@ -374,14 +370,14 @@ pub trait Op: Send + Sync {
     fn outputs(&self) -> &'static [OutputSpec] {
         self.spec().outputs
     }
-    /// See [`OpSpec::metric_names`].
-    fn metric_names(&self) -> &'static [&'static str] {
-        self.spec().metric_names
+    /// See [`OpSpec::metrics`].
+    fn metrics(&self) -> &'static [MetricSpec] {
+        self.spec().metrics
     }
-    /// See [`StageKind::ALWAYS_WRITES`].
-    fn always_writes(&self) -> &'static [&'static str];
-    /// See [`StageKind::METRICS_NEED`].
-    fn metric_needs(&self) -> &'static [(&'static str, &'static str)];
+    /// The names of [`OpSpec::metrics`]; empty where the op does not declare them.
+    fn metric_names(&self) -> Vec<&'static str> {
+        self.metrics().iter().map(|m| m.name).collect()
+    }
     /// Whether any input gathers all instances of its stages (tables, plots).
     fn aggregates(&self) -> bool {
         self.inputs().iter().any(|i| i.gather)
@@ -395,12 +391,6 @@ pub trait Op: Send + Sync {
 impl<T: StageKind> Op for T {
     fn spec(&self) -> &'static OpSpec {
         T::SPEC
-    }
-    fn always_writes(&self) -> &'static [&'static str] {
-        T::ALWAYS_WRITES
-    }
-    fn metric_needs(&self) -> &'static [(&'static str, &'static str)] {
-        T::METRICS_NEED
     }
     fn param_fields(&self) -> Vec<&'static str> {
         StageKind::param_fields(self)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::facts::{self, Facts, InputFacts, OutputFacts};
 use super::kmeans::{truth_metrics, KMeansParams, TRUTH_INPUT};
-use super::{Kind, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
+use super::{Kind, MetricSpec, OpError, OpSpec, OutputSpec, StageCtx, StageKind};
 use crate::artifact::{Features, Labels, LabelsMeta, Metrics, Split};
 use crate::cluster;
 use crate::config::param_docs::{self, ParamDoc};
@@ -201,13 +201,16 @@ impl StageKind for PerLabelKMeans {
                 doc: "k_l per label, inertia (the total squared distance, as `kmeans`'s), the train split's purity/NMI/AMI",
             },
         ],
-        metric_names: &["clusters", "inertia", "purity", "nmi", "ami"],
+        // Purity, NMI and AMI only with the `truth` input, as `kmeans`'s (without it the metrics
+        // are those of version 3, so no bump).
+        metrics: &[
+            MetricSpec::always("clusters"),
+            MetricSpec::always("inertia"),
+            MetricSpec::with_input("purity", "truth"),
+            MetricSpec::with_input("nmi", "truth"),
+            MetricSpec::with_input("ami", "truth"),
+        ],
     };
-    // Purity, NMI and AMI only with the `truth` input, as `kmeans`'s (without it the metrics are
-    // those of version 3, so no bump).
-    const ALWAYS_WRITES: &'static [&'static str] = &["clusters", "inertia"];
-    const METRICS_NEED: &'static [(&'static str, &'static str)] =
-        &[("purity", "truth"), ("nmi", "truth"), ("ami", "truth")];
 
     fn facts(&self, PerLabelParams(p): &PerLabelParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {
         // Only the upper bound is sure: the lower one counts the labels that have points.

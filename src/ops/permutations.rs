@@ -47,7 +47,7 @@ impl StageKind for PermutationSet {
         summary: "Jigsaw's P tile orders by greedy maximal minimum Hamming distance (a variant of Noroozi & Favaro's)",
         inputs: &[],
         outputs: &[OutputSpec { name: "permutations", kind: Kind::Permutations, doc: "[P, 9] tile orders" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {

@@ -102,7 +102,7 @@ impl StageKind for Plot {
         summary: "gathers metrics over sweep instances into a paper-style line chart (SVG and PNG)",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "figure.svg and figure.png" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn check_gathered(&self, p: &PlotParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {

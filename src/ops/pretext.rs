@@ -18,7 +18,9 @@ use serde_json::Value as Json;
 use super::training::{
     check_crop_padding, resume_state, Checkpointer, Decay, NetParams, OptimParams, MAX_CROP_PADDING,
 };
-use super::{Facts, InputFacts, InputSpec, Kind, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind};
+use super::{
+    Facts, InputFacts, InputSpec, Kind, MetricSpec, OpError, OpSpec, OutputFacts, OutputSpec, StageCtx, StageKind,
+};
 use crate::artifact::{Images, Metrics, Permutations, Split};
 use crate::config::param_docs::{self, ParamDoc};
 use crate::config::params::{self, ParamError, Params};
@@ -193,7 +195,8 @@ impl StageKind for Pretext {
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "pretext loss and accuracy per epoch" },
         ],
-        metric_names: &["pretext_loss", "pretext_top1"],
+        // Of the last epoch; `epochs` is at least 1 and a resumed run keeps its history.
+        metrics: &[MetricSpec::always("pretext_loss"), MetricSpec::always("pretext_top1")],
     };
 
     fn work_estimate(&self, p: &PretextParams) -> f64 {

@@ -114,7 +114,7 @@ impl StageKind for Prototype {
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "number of prototypes, sizes, purity/NMI/AMI" },
         ],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn facts(&self, p: &PrototypeParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {

@@ -50,7 +50,7 @@ impl StageKind for RandomNet {
             super::labels_input("the labels the network would be trained on (the size of its head)"),
         ],
         outputs: &[OutputSpec { name: "model", kind: Kind::Model, doc: "the untrained network" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn preflight(&self, p: &RandomNetParams, _fed: &InputFacts, site: &super::Site) -> Result<(), ParamError> {

@@ -226,7 +226,7 @@ impl StageKind for Table {
         summary: "gathers metrics over sweep instances into a markdown + CSV table",
         inputs: &[super::GATHER_METRICS],
         outputs: &[OutputSpec { name: "report", kind: Kind::Report, doc: "table.md and table.csv" }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn check_gathered(&self, p: &TableParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {

@@ -12,7 +12,7 @@ use super::training::{
     check_crop_padding, resume_state, warn_of_a_failed_fit, Checkpointer, Decay, NetParams, OptimParams,
     MAX_CROP_PADDING, TRAINING_IMAGES,
 };
-use super::{InputSpec, Kind, OpError, OpSpec, OutputSpec, Site, StageCtx, StageKind};
+use super::{InputSpec, Kind, MetricSpec, OpError, OpSpec, OutputSpec, Site, StageCtx, StageKind};
 use crate::artifact::{Images, Labels, Metrics, Split};
 use crate::cache::checkpoint;
 use crate::config::params::{self, ParamError, Params};
@@ -249,7 +249,8 @@ impl StageKind for Train {
             OutputSpec { name: "model", kind: Kind::Model, doc: "weights (safetensors), architecture, normalisation" },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "training curve: loss and accuracy per epoch" },
         ],
-        metric_names: &["train_loss", "train_top1"],
+        // Of the last epoch; `epochs` is at least 1 and a resumed run keeps its history.
+        metrics: &[MetricSpec::always("train_loss"), MetricSpec::always("train_top1")],
     };
 
     fn work_estimate(&self, p: &TrainParams) -> f64 {

@@ -191,7 +191,7 @@ impl StageKind for Video {
             OutputSpec { name: "labels", kind: Kind::Labels, doc: "one class per clip in the chosen label space" },
             OutputSpec { name: "preview", kind: Kind::Report, doc: "clips.png: the first train clips, frame by frame" },
         ],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn replicated(&self, _raw: &serde_json::Map<String, serde_json::Value>) -> bool {

@@ -139,7 +139,7 @@ impl StageKind for WeakTags {
             },
             OutputSpec { name: "metrics", kind: Kind::Metrics, doc: "the rates drawn, tags per image, vocabulary" },
         ],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn facts(&self, p: &WeakTagsParams, inputs: &InputFacts) -> Result<OutputFacts, ParamError> {

@@ -82,7 +82,7 @@ impl StageKind for Claims {
             kind: Kind::Report,
             doc: "claims.md and claims.csv: one verdict per claim",
         }],
-        metric_names: &[],
+        metrics: &[],
     };
 
     fn check_gathered(&self, p: &ClaimsParams, gathered: &[Gathered<'_>]) -> Result<(), ParamError> {
@@ -403,7 +403,7 @@ fn check_metric(metric: &str, gathered: &[Gathered<'_>]) -> Result<(), String> {
         }
         let names = g.op.metric_names();
         if !names.is_empty() && !names.contains(&metric) {
-            let guess = did_you_mean(metric, names).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
+            let guess = did_you_mean(metric, &names).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
             return Err(format!(
                 "metric `{metric}` is not one that stage `{}` (op {}) writes: {}{guess}",
                 g.stage,
