@@ -272,6 +272,13 @@ fn an_unused_axis_is_refused_unless_an_override_unused_it() {
     let commented = cfrun(cache.path(), &["status", f]);
     assert_eq!(commented.status.code(), Some(2), "{}", stderr(&commented));
     assert!(stderr(&commented).contains("sweep axis `p` is used by no stage"), "{}", stderr(&commented));
+    // A file without `[sweep]` gets one from `--set`, and a field that names its axis sweeps it.
+    let text = std::fs::read_to_string(&file).unwrap().replace("[sweep]\np = [0, 50]\n", "");
+    std::fs::write(&file, text).unwrap();
+    let swept = cfrun(cache.path(), &["dag", f, "--set", "sweep.q=[5, 15]", "--set", "stages.noisy.percent=${q}"]);
+    assert_eq!(swept.status.code(), Some(0), "{}", stderr(&swept));
+    let dag = String::from_utf8_lossy(&swept.stdout).to_string();
+    assert!(dag.contains("noisy[q=5]") && dag.contains("noisy[q=15]"), "{dag}");
 }
 
 #[test]

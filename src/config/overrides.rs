@@ -162,11 +162,12 @@ fn indexed(path: &str, indices: &[usize]) -> String {
     format!("{path}{tail}")
 }
 
-/// Tables that `--set` may create because they are optional settings, not names a typo could
-/// invent: `[executor]`, and any table inside an existing stage (`resources`, a `labels` map the
-/// file leaves out), whose fields the op checks by name like the file's.
+/// Tables that `--set` may create because they are optional, not names a typo could invent:
+/// `[executor]`, `[sweep]` (an axis, which a stage's field must then name, as in the file) and any
+/// table inside an existing stage (`resources`, a `labels` map the file leaves out), whose fields
+/// the op checks by name like the file's.
 fn creatable(walked: &[&str], seg: &str) -> bool {
-    matches!((walked, seg), ([], "executor") | (["stages", _, ..], _))
+    matches!((walked, seg), ([], "executor" | "sweep") | (["stages", _, ..], _))
 }
 
 #[cfg(test)]
@@ -234,5 +235,12 @@ mod tests {
         // A misspelt stage is an error, not a new stage.
         let err = apply(text, "stages.w.labels.noisy=\"N\"").unwrap_err();
         assert!(err.contains("there is no `stages.w`"), "{err}");
+        // A file without axes gets one; a misspelt top-level table is still an error.
+        let file = SourceFile { path: "e.toml".into(), text: text.into() };
+        let mut doc = crate::config::source::parse_document(&file).unwrap();
+        apply_overrides(&file, &mut doc, &["sweep.k=[4,16]".parse().unwrap()]).unwrap();
+        assert_eq!(doc["sweep"].node.to_json(), serde_json::json!({"k": [4, 16]}));
+        let err = apply(text, "sweeps.k=[4,16]").unwrap_err();
+        assert!(err.contains("there is no `sweeps`"), "{err}");
     }
 }
