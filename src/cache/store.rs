@@ -131,6 +131,21 @@ fn record_seal(
     Digest(*blake3::hash(&super::canonical::encode(&sealed)).as_bytes())
 }
 
+/// The lock on one object's folder ([`Store::lock_object`]). Its file is removed as it is
+/// released, so `locks/` does not keep one per object; a process waiting on the removed file
+/// sees it gone and locks a fresh one (`lock::lock`).
+pub(super) struct ObjectLock {
+    path: PathBuf,
+    _held: KeyLock,
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        // Still held here: the lock is released after this, when `_held` is dropped.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// A cache directory. Holds the cache lock (shared, or exclusive for `gc`) while it lives.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -361,6 +376,21 @@ impl Store {
         self.root.join("locks").join(format!("{}.lock", key.hex()))
     }
 
+    /// Waits for the lock on an object's folder, held while the folder is checked and then
+    /// placed, replaced or removed, so that one process's eviction of a damaged copy can never
+    /// remove the intact copy another has just placed (both see the same folder). `None` where
+    /// the lock file cannot be made: a cache on a read-only file system, which nobody changes.
+    pub(super) fn lock_object(&self, object: &Digest) -> Option<ObjectLock> {
+        let path = self.root.join("locks").join(format!("object-{}.lock", object.hex()));
+        match lock::lock(&path) {
+            Ok(held) => Some(ObjectLock { path, _held: held }),
+            Err(e) => {
+                tracing::debug!("object {} is not locked: {e}", object.short());
+                None
+            }
+        }
+    }
+
     /// Checkpoint directory of a key (created on demand by the op).
     pub fn checkpoint_dir(&self, key: &RecipeKey) -> PathBuf {
         self.root.join("checkpoints").join(key.hex())
@@ -460,6 +490,7 @@ impl Store {
         provenance: serde_json::Value,
     ) -> Result<KeyRecord, CacheError> {
         let dir = staged.path().to_path_buf();
+        super::manifest::prune_empty_folders(&dir)?;
         let manifest = build_manifest(&dir)?;
         let encoded = super::manifest::encode(&manifest);
         if encoded.len() as u64 > MAX_RECORD_BYTES {
@@ -518,8 +549,9 @@ impl Store {
         Ok(true)
     }
 
-    /// Moves a staged object to `target`, or keeps an intact copy already there. Another
-    /// process may be placing the same object at the same time; a few rounds settle it.
+    /// Moves a staged object to `target`, or keeps an intact copy already there, under the
+    /// object's lock (an eviction waits for it). A folder that cannot be moved aside or replaced
+    /// gets a few rounds before the publish fails.
     fn place(
         &self,
         staged: &Path,
@@ -527,6 +559,7 @@ impl Store {
         object: &Digest,
         outputs: &BTreeMap<String, Digest>,
     ) -> Result<(), CacheError> {
+        let _placing = self.lock_object(object);
         let mut last = None;
         for _ in 0..5 {
             if fs::symlink_metadata(target).is_ok() {
@@ -560,9 +593,11 @@ impl Store {
     /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt. Its
     /// record moves to `evicted/` ([`Store::evicted`]), so that a rebuild that never finishes
     /// does not cost the results below it at the next `gc`. The object is checked once more
-    /// first: another process may have put its bytes back since the caller's check (objects are
-    /// content-addressed), and those must not be thrown away. Returns whether it was evicted.
+    /// first, under the object's lock: another process may have put its bytes back since the
+    /// caller's check (objects are content-addressed), and those must not be thrown away.
+    /// Returns whether it was evicted.
     pub fn evict(&self, record: &KeyRecord) -> bool {
+        let _removing = self.lock_object(&record.object);
         if self.verify(record).is_ok() {
             return false;
         }

@@ -7,7 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use super::ids::Digest;
-use super::manifest::{build_manifest, collect_files, object_digest, outputs_of, read_manifest, relative};
+use super::manifest::{
+    build_manifest, collect_files, first_empty_folder, object_digest, outputs_of, read_manifest, relative,
+};
 use super::manifest::{FileEntry, Manifest};
 use super::store::{KeyRecord, Store};
 use super::CacheError;
@@ -56,6 +58,14 @@ pub enum Damage {
     FileMissing {
         /// The file, relative to the object.
         file: String,
+        /// The object's short digest.
+        object: String,
+    },
+    /// A folder holding nothing, which no manifest can list and publishing never leaves.
+    #[error("object {object} holds an empty folder {folder}, which cfrun never publishes")]
+    EmptyFolder {
+        /// The folder, relative to the object.
+        folder: String,
         /// The object's short digest.
         object: String,
     },
@@ -134,7 +144,10 @@ impl Store {
         // prints, a `command` stage's input copies), so a full check holds it to the disk too.
         let manifest_matches_the_files = depth == Check::Quick || stored.as_ref() == Some(&on_disk);
         match (files_match_the_key, manifest_matches_the_files) {
-            (true, true) => Ok(()),
+            (true, true) => match first_empty_folder(&dir)? {
+                None => Ok(()),
+                Some(folder) => Err(Damage::EmptyFolder { folder: relative(&dir, &folder), object: object.short() }),
+            },
             (true, false) if stored.is_some() => Err(Damage::StaleManifest(object.short())),
             _ => Err(describe_difference(object, stored.as_ref(), &on_disk)),
         }
@@ -294,6 +307,29 @@ mod tests {
         store.verify_inputs([&rec]).unwrap();
     }
 
+    /// An eviction waits while another holds the object's lock (placing a copy): it then checks
+    /// the copy that one left, keeps it when intact, and the lock's file is gone after.
+    #[test]
+    fn an_eviction_waits_for_a_placement_and_keeps_what_it_placed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"good bytes", 0);
+        let file = store.output_dir(&rec.object, "out").join("data.bin");
+        fs::write(&file, b"evil bytes").unwrap();
+        let placing = store.lock_object(&rec.object).unwrap();
+        std::thread::scope(|s| {
+            let evictor = s.spawn(|| store.evict(&rec));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!evictor.is_finished(), "the eviction waits for the lock");
+            fs::write(&file, b"good bytes").unwrap();
+            drop(placing);
+            assert!(!evictor.join().unwrap(), "the copy placed meanwhile is kept");
+        });
+        store.verify(&rec).unwrap();
+        assert!(store.lookup(&rec.key).is_some());
+        assert_eq!(fs::read_dir(root.path().join("locks")).unwrap().count(), 0, "no lock file is left");
+    }
+
     /// Rewrites the stored manifest of `rec`'s object through `edit`, in the form cfrun writes,
     /// so that only the edit can be what a check finds.
     fn edit_manifest(store: &Store, rec: &KeyRecord, edit: impl FnOnce(&mut Manifest)) {
@@ -352,6 +388,38 @@ mod tests {
             assert!(store.output_files(&rec, "out").is_empty(), "{planted}");
             assert!(store.verify(&rec).is_err(), "{planted}");
         }
+    }
+
+    /// Publishing leaves no empty folder in an object (one staged beside the files, and one
+    /// holding only empty folders, are gone and the digest is the one without them), so an empty
+    /// folder found in a published object was put there since: damage, at either depth, naming
+    /// it; the object is evicted and the next publish places it whole again.
+    #[test]
+    fn an_empty_folder_is_never_published_and_one_planted_since_is_damage() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let plain = publish(&store, b"bytes", 0);
+        let staged = store.staging_dir().unwrap();
+        fs::create_dir_all(staged.path().join("out/nested/deeper")).unwrap();
+        fs::create_dir_all(staged.path().join("unwritten")).unwrap();
+        fs::write(staged.path().join("out/data.bin"), b"bytes").unwrap();
+        let recipe = crate::cache::store::tests::demo_recipe(1);
+        let rec = store.publish(staged, recipe.key(), &recipe, serde_json::json!({"instance": "demo"})).unwrap();
+        assert_eq!(rec.object, plain.object, "the empty folders are in no digest");
+        let dir = store.object_dir(&rec.object);
+        assert!(!dir.join("out/nested").exists() && !dir.join("unwritten").exists());
+        store.verify(&rec).unwrap();
+
+        fs::create_dir_all(dir.join("out/planted/inner")).unwrap();
+        for depth in [Check::Quick, Check::Full] {
+            let why = store.check(&rec, depth).unwrap_err().to_string();
+            assert!(why.contains("holds an empty folder out/planted/inner"), "{depth:?}: {why}");
+        }
+        let err = store.verify_inputs([&rec]).unwrap_err().to_string();
+        assert!(err.contains("empty folder"), "{err}");
+        assert!(store.lookup(&rec.key).is_none() && !dir.exists(), "evicted");
+        assert_eq!(publish(&store, b"bytes", 1).object, rec.object);
+        store.verify(&rec).unwrap();
     }
 
     #[test]
