@@ -98,8 +98,9 @@ pub(super) fn prune_empty_folders(dir: &Path) -> Result<bool, CacheError> {
     Ok(empty)
 }
 
-/// The first folder under `dir` that holds nothing at all, if any ([`prune_empty_folders`] left
-/// none in a published object, so one there was put there since).
+/// The first folder under `dir` that holds nothing at all (`dir` itself if it does), if any:
+/// publishing removes them ([`prune_empty_folders`]), so one in a published object is an earlier
+/// version's or was put there since.
 pub(super) fn first_empty_folder(dir: &Path) -> Result<Option<PathBuf>, CacheError> {
     let mut entries = fs::read_dir(dir).map_err(CacheError::io(dir))?.peekable();
     if entries.peek().is_none() {

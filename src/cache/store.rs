@@ -9,6 +9,7 @@
 //!   cache.lock                      shared by every process using the cache, exclusive for `gc`
 //!   gc.lock                         the gate: held by a `gc` waiting or working; others pass it to enter
 //!   locks/<recipe key>.lock         held while an instance runs
+//!   locks/object-<digest>.lock      held while an object is placed or evicted; removed after
 //!   checkpoints/<recipe key>/       resumable state of a running stage (e.g. training epochs)
 //!   tmp/                            staging area on the same file system, for atomic renames
 //!   data/                           verified raw data sets
@@ -378,16 +379,23 @@ impl Store {
 
     /// Waits for the lock on an object's folder, held while the folder is checked and then
     /// placed, replaced or removed, so that one process's eviction of a damaged copy can never
-    /// remove the intact copy another has just placed (both see the same folder). `None` where
-    /// the lock file cannot be made: a cache on a read-only file system, which nobody changes.
-    pub(super) fn lock_object(&self, object: &Digest) -> Option<ObjectLock> {
+    /// remove the intact copy another has just placed (both see the same folder). `Ok(None)`
+    /// where the lock file may not be made (a read-only cache, or one whose `locks/` this user
+    /// may not write): nobody can place or remove anything there either.
+    pub(super) fn lock_object(&self, object: &Digest) -> Result<Option<ObjectLock>, CacheError> {
         let path = self.root.join("locks").join(format!("object-{}.lock", object.hex()));
         match lock::lock(&path) {
-            Ok(held) => Some(ObjectLock { path, _held: held }),
-            Err(e) => {
-                tracing::debug!("object {} is not locked: {e}", object.short());
-                None
+            Ok(held) => Ok(Some(ObjectLock { path, _held: held })),
+            Err(CacheError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                tracing::debug!("object {} is not locked: {source}", object.short());
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -559,7 +567,7 @@ impl Store {
         object: &Digest,
         outputs: &BTreeMap<String, Digest>,
     ) -> Result<(), CacheError> {
-        let _placing = self.lock_object(object);
+        let _placing = self.lock_object(object)?;
         let mut last = None;
         for _ in 0..5 {
             if fs::symlink_metadata(target).is_ok() {
@@ -592,16 +600,28 @@ impl Store {
 
     /// Forgets a key whose object is damaged, moving the object aside so it is rebuilt. Its
     /// record moves to `evicted/` ([`Store::evicted`]), so that a rebuild that never finishes
-    /// does not cost the results below it at the next `gc`. The object is checked once more
+    /// does not cost the results below it at the next `gc`; not while the key is being computed,
+    /// nor once it has been published again (that record stays, for the new result to replace
+    /// or because it is the new result). The object is checked once more
     /// first, under the object's lock: another process may have put its bytes back since the
     /// caller's check (objects are content-addressed), and those must not be thrown away.
     /// Returns whether it was evicted.
     pub fn evict(&self, record: &KeyRecord) -> bool {
-        let _removing = self.lock_object(&record.object);
+        // Without the lock (a full disk, say) the eviction goes ahead as it did before there was
+        // one: the worst a race then costs is a rebuild, never wrong bytes.
+        let _removing = self.lock_object(&record.object).ok().flatten();
         if self.verify(record).is_ok() {
             return false;
         }
-        let _ = fs::rename(self.key_path(&record.key), self.evicted_path(&record.key));
+        // The record is set aside only while nobody computes its key (whoever does will publish
+        // a fresh one, which must stay; this process, holding the key's lock, overwrites it) and
+        // while it still names this object: the caller's copy may be older than the file.
+        if let Ok(TryLock::Acquired(_computing)) = lock::try_lock(&self.lock_path(&record.key)) {
+            let current = Self::parse_record(&self.key_path(&record.key), &record.key);
+            if current.is_none_or(|r| r.object == record.object) {
+                let _ = fs::rename(self.key_path(&record.key), self.evicted_path(&record.key));
+            }
+        }
         self.discard_dir(&self.object_dir(&record.object));
         true
     }

@@ -61,14 +61,6 @@ pub enum Damage {
         /// The object's short digest.
         object: String,
     },
-    /// A folder holding nothing, which no manifest can list and publishing never leaves.
-    #[error("object {object} holds an empty folder {folder}, which cfrun never publishes")]
-    EmptyFolder {
-        /// The folder, relative to the object.
-        folder: String,
-        /// The object's short digest.
-        object: String,
-    },
     /// A file on disk that the manifest does not list.
     #[error("object {object} holds an unexpected file {file}")]
     Unexpected {
@@ -144,10 +136,12 @@ impl Store {
         // prints, a `command` stage's input copies), so a full check holds it to the disk too.
         let manifest_matches_the_files = depth == Check::Quick || stored.as_ref() == Some(&on_disk);
         match (files_match_the_key, manifest_matches_the_files) {
-            (true, true) => match first_empty_folder(&dir)? {
-                None => Ok(()),
-                Some(folder) => Err(Damage::EmptyFolder { folder: relative(&dir, &folder), object: object.short() }),
-            },
+            (true, true) => {
+                if depth == Check::Full {
+                    remove_empty_folders(&dir, object);
+                }
+                Ok(())
+            }
             (true, false) if stored.is_some() => Err(Damage::StaleManifest(object.short())),
             _ => Err(describe_difference(object, stored.as_ref(), &on_disk)),
         }
@@ -238,6 +232,25 @@ fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, Damage> {
     Ok(Manifest { files, outputs })
 }
 
+/// Removes the empty folders of an intact object: no digest or manifest covers them, publishing
+/// leaves none (earlier versions did, from a stage that made one), and readers list an object's
+/// files from its manifest, so they are not damage to rebuild, only a difference between two
+/// copies of one object that nothing would show. `remove_dir` takes a folder only while it is
+/// empty, so no file can go with it, whoever else reads or places the object meanwhile; where it
+/// cannot (a read-only cache), they stay, harmless.
+fn remove_empty_folders(dir: &Path, object: &Digest) {
+    let mut removed = 0;
+    while let Ok(Some(folder)) = first_empty_folder(dir) {
+        if folder == dir || fs::remove_dir(&folder).is_err() {
+            break;
+        }
+        removed += 1;
+    }
+    if removed > 0 {
+        tracing::warn!("removed {removed} empty folder(s) from object {} (no digest covers them)", object.short());
+    }
+}
+
 /// The first file that differs between the stored manifest and the disk.
 fn describe_difference(object: &Digest, stored: Option<&Manifest>, on_disk: &Manifest) -> Damage {
     let short = object.short();
@@ -316,7 +329,7 @@ mod tests {
         let rec = publish(&store, b"good bytes", 0);
         let file = store.output_dir(&rec.object, "out").join("data.bin");
         fs::write(&file, b"evil bytes").unwrap();
-        let placing = store.lock_object(&rec.object).unwrap();
+        let placing = store.lock_object(&rec.object).unwrap().unwrap();
         std::thread::scope(|s| {
             let evictor = s.spawn(|| store.evict(&rec));
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -328,6 +341,39 @@ mod tests {
         store.verify(&rec).unwrap();
         assert!(store.lookup(&rec.key).is_some());
         assert_eq!(fs::read_dir(root.path().join("locks")).unwrap().count(), 0, "no lock file is left");
+    }
+
+    /// Placing takes the object's lock too: a publish of an object another holds waits for it.
+    #[test]
+    fn a_placement_waits_for_the_objects_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let rec = publish(&store, b"good bytes", 0);
+        let held = store.lock_object(&rec.object).unwrap().unwrap();
+        std::thread::scope(|s| {
+            let placer = s.spawn(|| publish(&store, b"good bytes", 1).object);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!placer.is_finished(), "the placement waits for the lock");
+            drop(held);
+            assert_eq!(placer.join().unwrap(), rec.object);
+        });
+    }
+
+    /// An eviction through a stale copy of a record leaves the key's fresh record alone: the key
+    /// was published again since (another object), and only the damaged object goes.
+    #[test]
+    fn an_eviction_through_a_stale_record_keeps_the_fresh_one() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let stale = publish(&store, b"first bytes", 0);
+        let fresh = publish(&store, b"other bytes", 0);
+        assert_eq!(stale.key, fresh.key);
+        assert_ne!(stale.object, fresh.object);
+        fs::write(store.output_dir(&stale.object, "out").join("data.bin"), b"evil bytes!").unwrap();
+        assert!(store.evict(&stale));
+        assert!(!store.object_dir(&stale.object).exists(), "the damaged object goes");
+        assert_eq!(store.lookup(&fresh.key).map(|r| r.object), Some(fresh.object), "the fresh record stays");
+        assert!(store.evicted(&fresh.key).is_none());
     }
 
     /// Rewrites the stored manifest of `rec`'s object through `edit`, in the form cfrun writes,
@@ -391,11 +437,11 @@ mod tests {
     }
 
     /// Publishing leaves no empty folder in an object (one staged beside the files, and one
-    /// holding only empty folders, are gone and the digest is the one without them), so an empty
-    /// folder found in a published object was put there since: damage, at either depth, naming
-    /// it; the object is evicted and the next publish places it whole again.
+    /// holding only empty folders, are gone and the digest is the one without them). One found in
+    /// a published object (an earlier version's, or planted) is no damage: the quick check lets
+    /// it be, the full check removes it and keeps the result.
     #[test]
-    fn an_empty_folder_is_never_published_and_one_planted_since_is_damage() {
+    fn an_empty_folder_is_never_published_and_one_found_later_is_removed() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let plain = publish(&store, b"bytes", 0);
@@ -411,15 +457,12 @@ mod tests {
         store.verify(&rec).unwrap();
 
         fs::create_dir_all(dir.join("out/planted/inner")).unwrap();
-        for depth in [Check::Quick, Check::Full] {
-            let why = store.check(&rec, depth).unwrap_err().to_string();
-            assert!(why.contains("holds an empty folder out/planted/inner"), "{depth:?}: {why}");
-        }
-        let err = store.verify_inputs([&rec]).unwrap_err().to_string();
-        assert!(err.contains("empty folder"), "{err}");
-        assert!(store.lookup(&rec.key).is_none() && !dir.exists(), "evicted");
-        assert_eq!(publish(&store, b"bytes", 1).object, rec.object);
-        store.verify(&rec).unwrap();
+        fs::create_dir_all(dir.join("other")).unwrap();
+        store.check(&rec, Check::Quick).unwrap();
+        assert!(dir.join("out/planted/inner").exists(), "a quick check changes nothing");
+        store.verify_inputs([&rec]).unwrap();
+        assert!(!dir.join("out/planted").exists() && !dir.join("other").exists(), "removed by the full check");
+        assert!(dir.join("out/data.bin").exists() && store.lookup(&rec.key).is_some(), "the result is kept");
     }
 
     #[test]

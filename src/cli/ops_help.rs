@@ -110,7 +110,6 @@ fn param_docs(op: &dyn Op) -> Vec<ParamDoc> {
     docs
 }
 
-/// One op as `--json ops` gives it: what the text shows, parameters in full.
 /// The metrics grouped by when they are written, those always written first:
 /// `top1, train_top1; with more than five classes: top5`.
 fn metrics_by_when(metrics: &[MetricSpec]) -> String {
@@ -130,6 +129,7 @@ fn metrics_by_when(metrics: &[MetricSpec]) -> String {
     parts.join("; ")
 }
 
+/// One op as `--json ops` gives it: what the text shows, parameters in full.
 fn describe(op: &dyn Op) -> Json {
     let inputs: Vec<Json> = op
         .inputs()

@@ -124,7 +124,8 @@ pub fn compute(env: &ComputeEnv, job: &Job) -> Result<(KeyRecord, Outcome), OpEr
     let warnings = collector.take();
     progress.finish();
     for out in op.output_names(&inst.params) {
-        if !staging.path().join(&out).is_dir() {
+        // Folders alone are not an output: publishing removes empty ones (no digest covers them).
+        if !holds_a_file(&staging.path().join(&out)) {
             return Err(OpError::MissingOutput { op: op.name(), output: out });
         }
     }
@@ -182,6 +183,16 @@ fn libc_version() -> Option<String> {
     }
 }
 
+/// Whether `dir` is a folder with a plain file somewhere below it.
+fn holds_a_file(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => holds_a_file(&e.path()),
+        Ok(t) => t.is_file(),
+        Err(_) => false,
+    })
+}
+
 /// The verified record of `key`; a damaged object is reported, evicted and treated as missing.
 /// One this process may not read is an error: rebuilding it would cost the computation and
 /// then fail to replace it.
@@ -221,4 +232,22 @@ fn cache_err(e: crate::cache::CacheError) -> OpError {
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output of folders alone is no output (publishing would remove it); one file, at any
+    /// depth, makes one.
+    #[test]
+    fn an_output_of_empty_folders_holds_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        assert!(!holds_a_file(&out), "absent");
+        std::fs::create_dir_all(out.join("logs/deeper")).unwrap();
+        assert!(!holds_a_file(&out), "folders only");
+        std::fs::write(out.join("logs/deeper/x.txt"), b"x").unwrap();
+        assert!(holds_a_file(&out));
+    }
 }
