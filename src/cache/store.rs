@@ -602,10 +602,10 @@ impl Store {
     /// record moves to `evicted/` ([`Store::evicted`]), so that a rebuild that never finishes
     /// does not cost the results below it at the next `gc`; not while the key is being computed,
     /// nor once it has been published again (that record stays, for the new result to replace
-    /// or because it is the new result). The object is checked once more
-    /// first, under the object's lock: another process may have put its bytes back since the
-    /// caller's check (objects are content-addressed), and those must not be thrown away.
-    /// Returns whether it was evicted.
+    /// or because it is the new result). The object is checked once more first, under the
+    /// object's lock: another process may have put its bytes back since the caller's check
+    /// (objects are content-addressed), and those must not be thrown away. Returns whether it
+    /// was evicted.
     pub fn evict(&self, record: &KeyRecord) -> bool {
         // Without the lock (a full disk, say) the eviction goes ahead as it did before there was
         // one: the worst a race then costs is a rebuild, never wrong bytes.
