@@ -81,41 +81,29 @@ pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Ca
     Ok(())
 }
 
-/// Removes every folder under `dir` (not `dir` itself) that holds no file, however deep. An
-/// object is its files: an empty folder is in no digest and no manifest, so, published, it would
-/// make two copies of one object differ unseen. Whether `dir` is left holding nothing.
-pub(super) fn prune_empty_folders(dir: &Path) -> Result<bool, CacheError> {
-    let mut empty = true;
-    for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
-        let entry = entry.map_err(CacheError::io(dir))?;
-        let path = entry.path();
-        if entry.file_type().map_err(CacheError::io(&path))?.is_dir() && prune_empty_folders(&path)? {
-            fs::remove_dir(&path).map_err(CacheError::io(&path))?;
-        } else {
-            empty = false;
-        }
-    }
-    Ok(empty)
-}
-
-/// The first folder under `dir` that holds nothing at all (`dir` itself if it does), if any:
-/// publishing removes them ([`prune_empty_folders`]), so one in a published object is an earlier
-/// version's or was put there since.
-pub(super) fn first_empty_folder(dir: &Path) -> Result<Option<PathBuf>, CacheError> {
-    let mut entries = fs::read_dir(dir).map_err(CacheError::io(dir))?.peekable();
-    if entries.peek().is_none() {
-        return Ok(Some(dir.to_path_buf()));
-    }
-    for entry in entries {
-        let entry = entry.map_err(CacheError::io(dir))?;
-        let path = entry.path();
-        if entry.file_type().map_err(CacheError::io(&path))?.is_dir() {
-            if let Some(found) = first_empty_folder(&path)? {
-                return Ok(Some(found));
+/// Removes every folder under `dir` (not `dir` itself) that holds no file, however deep, and
+/// says how many went. An object is its files: an empty folder is in no digest and no manifest,
+/// so, published, it would make two copies of one object differ unseen. `remove_dir` takes a
+/// folder only while it is empty, so no file can go with one, whoever else reads the object.
+pub(super) fn prune_empty_folders(dir: &Path) -> Result<usize, CacheError> {
+    /// Prunes below `dir`; whether `dir` is left holding nothing.
+    fn prune(dir: &Path, removed: &mut usize) -> Result<bool, CacheError> {
+        let mut empty = true;
+        for entry in fs::read_dir(dir).map_err(CacheError::io(dir))? {
+            let entry = entry.map_err(CacheError::io(dir))?;
+            let path = entry.path();
+            if entry.file_type().map_err(CacheError::io(&path))?.is_dir() && prune(&path, removed)? {
+                fs::remove_dir(&path).map_err(CacheError::io(&path))?;
+                *removed += 1;
+            } else {
+                empty = false;
             }
         }
+        Ok(empty)
     }
-    Ok(None)
+    let mut removed = 0;
+    prune(dir, &mut removed)?;
+    Ok(removed)
 }
 
 /// `path` below `dir`, `/`-separated as on the Unix systems cfrun runs on. A backslash is an

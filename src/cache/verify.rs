@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::ids::Digest;
 use super::manifest::{
-    build_manifest, collect_files, first_empty_folder, object_digest, outputs_of, read_manifest, relative,
+    build_manifest, collect_files, object_digest, outputs_of, prune_empty_folders, read_manifest, relative,
 };
 use super::manifest::{FileEntry, Manifest};
 use super::store::{KeyRecord, Store};
@@ -232,21 +232,12 @@ fn quick_listing(dir: &Path, stored: &Manifest) -> Result<Manifest, Damage> {
     Ok(Manifest { files, outputs })
 }
 
-/// Removes the empty folders of an intact object: no digest or manifest covers them, publishing
-/// leaves none (earlier versions did, from a stage that made one), and readers list an object's
-/// files from its manifest, so they are not damage to rebuild, only a difference between two
-/// copies of one object that nothing would show. `remove_dir` takes a folder only while it is
-/// empty, so no file can go with it, whoever else reads or places the object meanwhile; where it
-/// cannot (a read-only cache), they stay, harmless.
+/// Removes the empty folders of an intact object: publishing leaves none (earlier versions did,
+/// from a stage that made one), and readers list an object's files from its manifest, so they are
+/// not damage to rebuild, only a difference between two copies of one object that nothing would
+/// show. Where they cannot go (a read-only cache), they stay, harmless.
 fn remove_empty_folders(dir: &Path, object: &Digest) {
-    let mut removed = 0;
-    while let Ok(Some(folder)) = first_empty_folder(dir) {
-        if folder == dir || fs::remove_dir(&folder).is_err() {
-            break;
-        }
-        removed += 1;
-    }
-    if removed > 0 {
+    if let Ok(removed @ 1..) = prune_empty_folders(dir) {
         tracing::warn!("removed {removed} empty folder(s) from object {} (no digest covers them)", object.short());
     }
 }

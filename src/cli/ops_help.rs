@@ -113,18 +113,22 @@ fn param_docs(op: &dyn Op) -> Vec<ParamDoc> {
 /// The metrics grouped by when they are written, those always written first:
 /// `top1, train_top1; with more than five classes: top5`.
 fn metrics_by_when(metrics: &[MetricSpec]) -> String {
-    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    // `None`: always written.
+    let mut groups: Vec<(Option<String>, Vec<&str>)> = Vec::new();
     for m in metrics {
-        let when = if m.written == Written::Always { String::new() } else { m.when() };
+        let when = (m.written != Written::Always).then(|| m.when());
         match groups.iter_mut().find(|(w, _)| *w == when) {
             Some((_, names)) => names.push(m.name),
             None => groups.push((when, vec![m.name])),
         }
     }
-    groups.sort_by_key(|(when, _)| !when.is_empty());
+    groups.sort_by_key(|(when, _)| when.is_some());
     let parts: Vec<String> = groups
         .into_iter()
-        .map(|(when, names)| if when.is_empty() { names.join(", ") } else { format!("{when}: {}", names.join(", ")) })
+        .map(|(when, names)| match when {
+            None => names.join(", "),
+            Some(when) => format!("{when}: {}", names.join(", ")),
+        })
         .collect();
     parts.join("; ")
 }
